@@ -1,0 +1,47 @@
+//! Errors of the store.
+
+use crate::key::Key;
+
+/// Errors of the `corral-store` crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No object at that key.
+    #[error("{0} not found")]
+    NotFound(Key),
+    /// Create of a key that is taken.
+    #[error("{0} already exists")]
+    AlreadyExists(Key),
+    /// The precondition on `resourceVersion` failed: someone else wrote first.
+    #[error("{key} was modified: expected resourceVersion {expected}, it is now {actual}; re-read and retry")]
+    Conflict {
+        /// The object.
+        key: Key,
+        /// The resourceVersion the writer based its change on.
+        expected: u64,
+        /// The object's current resourceVersion.
+        actual: u64,
+    },
+    /// The requested revision is no longer in the event log.
+    #[error("revision {requested} has been compacted (oldest retained is {compacted}); re-list and watch from the list's revision")]
+    Gone {
+        /// The revision asked for.
+        requested: u64,
+        /// Events at or below this revision are gone.
+        compacted: u64,
+    },
+    /// The object is not a JSON object with usable metadata.
+    #[error("invalid object: {0}")]
+    Invalid(String),
+    /// The underlying database failed.
+    #[error("storage failure: {0}")]
+    Sled(#[from] sled::Error),
+    /// Data on disk could not be decoded.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The store is shut down or a previous storage failure poisoned it.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,53 @@
+//! Objects as the store holds them.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+/// An object at one revision: its serialized JSON (ready to send as is) and the
+/// metadata the store indexes. Immutable; shared by the cache, lists and watches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredObject {
+    /// Where it lives.
+    pub key: Key,
+    /// Revision of the write that produced this state (its `resourceVersion`).
+    pub revision: u64,
+    /// Its labels, for selectors.
+    pub labels: BTreeMap<String, String>,
+    /// The whole object as compact JSON.
+    pub json: Bytes,
+}
+
+impl StoredObject {
+    /// The object as a JSON value.
+    pub fn value(&self) -> Result<Value> {
+        serde_json::from_slice(&self.json).map_err(|e| Error::Corrupt(format!("{}: {e}", self.key)))
+    }
+
+    /// Parses labels out of an object.
+    pub(crate) fn labels_of(v: &Value) -> BTreeMap<String, String> {
+        v.pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn from_value(key: Key, revision: u64, v: &Value) -> Result<Self> {
+        let json = serde_json::to_vec(v).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(StoredObject { key, revision, labels: Self::labels_of(v), json: Bytes::from(json) })
+    }
+
+    pub(crate) fn from_json(key: Key, json: Bytes) -> Result<Self> {
+        let v: Value = serde_json::from_slice(&json).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        let revision = v
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Corrupt(format!("{key}: no resourceVersion")))?;
+        Ok(StoredObject { labels: Self::labels_of(&v), key, revision, json })
+    }
+}

@@ -1,0 +1,111 @@
+//! The contract between the store and its users (the API server, controllers).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use corral_api::Selector;
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::event::{WatchRequest, WatchStream};
+use crate::key::Key;
+use crate::object::StoredObject;
+
+/// Result of an update.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpdateOutcome {
+    /// The object changed; this is its new state.
+    Updated(Arc<StoredObject>),
+    /// Nothing changed, so nothing was written and no revision was used.
+    Unchanged(Arc<StoredObject>),
+    /// The update removed the last finalizer of an object being deleted, so it is gone.
+    Deleted(Arc<StoredObject>),
+}
+
+impl UpdateOutcome {
+    /// The object's state after the call.
+    pub fn object(&self) -> &Arc<StoredObject> {
+        match self {
+            UpdateOutcome::Updated(o) | UpdateOutcome::Unchanged(o) | UpdateOutcome::Deleted(o) => o,
+        }
+    }
+}
+
+/// Result of a delete.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeleteOutcome {
+    /// The object is gone; its last state.
+    Deleted(Arc<StoredObject>),
+    /// Finalizers remain: `deletionTimestamp` is set and the object stays until they
+    /// are removed.
+    Finalizing(Arc<StoredObject>),
+}
+
+/// A consistent list: exactly the matching objects at `revision`.
+#[derive(Clone, Debug, Default)]
+pub struct ListResult {
+    /// Matching objects, ordered by namespace and name.
+    pub items: Vec<Arc<StoredObject>>,
+    /// The store revision the list reflects; watch from it to see every later change.
+    pub revision: u64,
+}
+
+/// Counters a server exports as metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreStats {
+    /// Current revision.
+    pub revision: u64,
+    /// Events at or below this revision are compacted away.
+    pub compacted: u64,
+    /// Objects held.
+    pub objects: u64,
+    /// Open watches.
+    pub watchers: u64,
+    /// Durable flushes performed.
+    pub flushes: u64,
+    /// Writes acknowledged (one per revision).
+    pub writes: u64,
+}
+
+/// A versioned, watchable object store.
+///
+/// # Guarantees
+/// - Every successful create, update or delete takes the next global revision; the
+///   object and its event are written atomically, and the call returns only once
+///   they are durable.
+/// - `update`/`delete` with `expected = Some(rv)` fail with `Conflict` unless the
+///   object's current revision is `rv`.
+/// - `list` is a consistent snapshot at its `revision`; a watch from that revision
+///   yields every later matching change exactly once, in revision order.
+/// - `generation` increases only when the desired state (anything outside metadata
+///   and status) changes; `update_status` changes only `status`.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Creates the object at `key`; server-owned metadata (uid, resourceVersion,
+    /// generation, creationTimestamp) is set here.
+    async fn create(&self, key: Key, object: Value) -> Result<Arc<StoredObject>>;
+
+    /// Replaces the object's desired state and metadata; its status is kept.
+    async fn update(&self, key: Key, object: Value, expected: Option<u64>) -> Result<UpdateOutcome>;
+
+    /// Replaces only the object's status.
+    async fn update_status(&self, key: Key, object: Value, expected: Option<u64>) -> Result<UpdateOutcome>;
+
+    /// Deletes the object, or marks it for deletion while finalizers remain.
+    async fn delete(&self, key: Key, expected: Option<u64>) -> Result<DeleteOutcome>;
+
+    /// The object at `key`, if any.
+    async fn get(&self, key: &Key) -> Result<Option<Arc<StoredObject>>>;
+
+    /// Objects of `resource` (in `namespace`, if given) whose labels match.
+    async fn list(&self, resource: &str, namespace: Option<&str>, selector: &Selector) -> Result<ListResult>;
+
+    /// Streams changes; fails with `Gone` if `from` is compacted.
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
+
+    /// Drops events at or below `revision` from the log.
+    async fn compact(&self, revision: u64) -> Result<()>;
+
+    /// Current counters.
+    fn stats(&self) -> StoreStats;
+}

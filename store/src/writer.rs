@@ -1,0 +1,375 @@
+//! The single writer: batches requests, decides them, commits and flushes once per
+//! batch (group commit), then publishes and acknowledges.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sled::Transactional;
+use tokio::sync::oneshot;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventType};
+use crate::key::Key;
+use crate::object::StoredObject;
+use crate::sled_store::Shared;
+use crate::storage::{DeleteOutcome, UpdateOutcome};
+
+/// A mutation asked of the writer.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Create { key: Key, object: Value },
+    Update { key: Key, object: Value, expected: Option<u64>, status_only: bool },
+    Delete { key: Key, expected: Option<u64> },
+    Compact { revision: u64 },
+}
+
+/// The writer's answer.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Object(Arc<StoredObject>),
+    Update(UpdateOutcome),
+    Delete(DeleteOutcome),
+    Done,
+}
+
+pub(crate) struct Request {
+    pub(crate) op: Op,
+    pub(crate) reply: oneshot::Sender<Result<Reply>>,
+}
+
+/// How often an idle writer checks whether the log needs compacting.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Request>) {
+    loop {
+        let first = match rx.recv_timeout(IDLE_CHECK) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                auto_compact(&shared);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < shared.options.max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        process(&shared, batch);
+        auto_compact(&shared);
+    }
+    if let Err(e) = shared.db.flush() {
+        tracing::error!(error = %e, "final flush failed");
+    }
+}
+
+/// One decided mutation: the key's new state (None = gone) and its event.
+struct Change {
+    key: Key,
+    new: Option<Arc<StoredObject>>,
+    event: Arc<Event>,
+}
+
+fn process(shared: &Shared, batch: Vec<Request>) {
+    let now = corral_api::meta::now_timestamp();
+    let mut overlay: HashMap<Key, Option<Arc<StoredObject>>> = HashMap::new();
+    let mut changes: Vec<Change> = Vec::new();
+    let mut replies: Vec<(oneshot::Sender<Result<Reply>>, Result<Reply>)> = Vec::with_capacity(batch.len());
+    let mut compactions = Vec::new();
+    let base_revision;
+    {
+        let st = shared.state.read();
+        base_revision = st.revision;
+        let mut rev = st.revision;
+        for req in batch {
+            if let Op::Compact { revision } = req.op {
+                compactions.push((revision, req.reply));
+                continue;
+            }
+            let current = match op_key(&req.op) {
+                Some(k) => match overlay.get(k) {
+                    Some(v) => v.clone(),
+                    None => st.objects.get(k).cloned(),
+                },
+                None => None,
+            };
+            match decide(req.op, current, rev + 1, &now) {
+                Ok((reply, change)) => {
+                    if let Some(c) = change {
+                        rev += 1;
+                        overlay.insert(c.key.clone(), c.new.clone());
+                        changes.push(c);
+                    }
+                    replies.push((req.reply, Ok(reply)));
+                }
+                Err(e) => replies.push((req.reply, Err(e))),
+            }
+        }
+    }
+
+    if !changes.is_empty() {
+        if let Err(e) = commit(shared, &changes) {
+            // The disk state is unknown relative to memory: refuse further writes
+            // rather than risk acknowledging something inconsistent.
+            tracing::error!(error = %e, "store commit failed; store is now read-only");
+            shared.poisoned.store(true, Ordering::Release);
+            for (tx, r) in replies {
+                let _ = tx.send(match r {
+                    Ok(_) => Err(Error::Closed),
+                    Err(e) => Err(e),
+                });
+            }
+            for (_, tx) in compactions {
+                let _ = tx.send(Err(Error::Closed));
+            }
+            return;
+        }
+        let last = base_revision + changes.len() as u64;
+        let mut st = shared.state.write();
+        for c in &changes {
+            match &c.new {
+                Some(o) => st.objects.insert(c.key.clone(), o.clone()),
+                None => st.objects.remove(&c.key),
+            };
+        }
+        st.revision = last;
+        // Sent under the lock so that a watch registering under the read lock sees
+        // every event after the revision it read, and none before.
+        for c in changes {
+            let _ = shared.events_tx.send(c.event);
+        }
+    }
+    for (tx, r) in replies {
+        let _ = tx.send(r);
+    }
+    for (revision, tx) in compactions {
+        let _ = tx.send(compact(shared, revision));
+    }
+}
+
+fn op_key(op: &Op) -> Option<&Key> {
+    match op {
+        Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => Some(key),
+        Op::Compact { .. } => None,
+    }
+}
+
+fn commit(shared: &Shared, changes: &[Change]) -> Result<()> {
+    let encoded: Vec<(Vec<u8>, Option<&[u8]>, [u8; 8], Vec<u8>)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c.key.encode(),
+                c.new.as_ref().map(|o| o.json.as_ref()),
+                codec::rev_key(c.event.revision),
+                codec::encode_event(&c.event),
+            )
+        })
+        .collect();
+    let last = changes.last().map(|c| c.event.revision).unwrap_or_default();
+    (&shared.objects, &shared.events, &shared.meta)
+        .transaction(|(objects, events, meta)| {
+            for (k, obj, rev, ev) in &encoded {
+                match obj {
+                    Some(json) => objects.insert(k.as_slice(), *json)?,
+                    None => objects.remove(k.as_slice())?,
+                };
+                events.insert(&rev[..], ev.as_slice())?;
+            }
+            meta.insert(codec::META_REVISION, &codec::rev_key(last)[..])?;
+            Ok(())
+        })
+        .map_err(|e: sled::transaction::TransactionError<()>| match e {
+            sled::transaction::TransactionError::Storage(s) => Error::Sled(s),
+            sled::transaction::TransactionError::Abort(()) => Error::Corrupt("transaction aborted".into()),
+        })?;
+    shared.db.flush()?;
+    shared.flushes.fetch_add(1, Ordering::Relaxed);
+    shared.writes.fetch_add(changes.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+fn auto_compact(shared: &Shared) {
+    let retain = shared.options.compaction_retain.max(1);
+    let revision = shared.state.read().revision;
+    let compacted = shared.compacted.load(Ordering::Acquire);
+    // Compact in steps of a tenth of the window so the log is not trimmed on every write.
+    if revision > compacted + retain + (retain / 10).max(1) {
+        if let Err(e) = compact(shared, revision - retain) {
+            tracing::warn!(error = %e, "automatic compaction failed");
+        }
+    }
+}
+
+/// Drops the event log up to and including `revision` (capped at the current one).
+fn compact(shared: &Shared, revision: u64) -> Result<Reply> {
+    let revision = revision.min(shared.state.read().revision);
+    let compacted = shared.compacted.load(Ordering::Acquire);
+    if revision <= compacted {
+        return Ok(Reply::Done);
+    }
+    shared.meta.insert(codec::META_COMPACTED, &codec::rev_key(revision)[..])?;
+    shared.db.flush()?;
+    // Published before the events disappear, so a watch starting now is told Gone
+    // rather than finding a hole.
+    shared.compacted.store(revision, Ordering::Release);
+    let mut batch = sled::Batch::default();
+    for k in shared.events.range(..=codec::rev_key(revision)).keys() {
+        batch.remove(k?);
+    }
+    shared.events.apply_batch(batch)?;
+    tracing::debug!(revision, "event log compacted");
+    Ok(Reply::Done)
+}
+
+/// Decides one mutation against the key's current state, at revision `rev`.
+/// Returns the reply and, unless nothing changes, the change to commit.
+fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Result<(Reply, Option<Change>)> {
+    match op {
+        Op::Create { key, object } => {
+            if current.is_some() {
+                return Err(Error::AlreadyExists(key));
+            }
+            let mut obj = object;
+            let meta = meta_mut(&mut obj)?;
+            meta.insert("name".into(), Value::String(key.name.clone()));
+            if key.namespace.is_empty() {
+                meta.remove("namespace");
+            } else {
+                meta.insert("namespace".into(), Value::String(key.namespace.clone()));
+            }
+            meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), Value::String(now.to_string()));
+            meta.insert("generation".into(), Value::from(1));
+            meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+            meta.remove("deletionTimestamp");
+            let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &obj)?);
+            let change = change(key, Some(stored.clone()), EventType::Added, stored.clone(), rev);
+            Ok((Reply::Object(stored), Some(change)))
+        }
+        Op::Update { key, object, expected, status_only } => {
+            let cur = current.ok_or_else(|| Error::NotFound(key.clone()))?;
+            check_expected(&key, expected, &cur)?;
+            let old = cur.value()?;
+            let mut new = if status_only { with_status_of(&old, &object) } else { with_server_fields(&key, object, &old)? };
+            if !status_only && desired_part(&new) != desired_part(&old) {
+                let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                meta_mut(&mut new)?.insert("generation".into(), Value::from(generation + 1));
+            }
+            if new == old {
+                return Ok((Reply::Update(UpdateOutcome::Unchanged(cur)), None));
+            }
+            meta_mut(&mut new)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
+            let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &new)?);
+            if is_deleting(&new) && finalizers(&new).is_empty() {
+                let c = change(key, None, EventType::Deleted, stored.clone(), rev);
+                return Ok((Reply::Update(UpdateOutcome::Deleted(stored)), Some(c)));
+            }
+            let c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
+            Ok((Reply::Update(UpdateOutcome::Updated(stored)), Some(c)))
+        }
+        Op::Delete { key, expected } => {
+            let cur = current.ok_or_else(|| Error::NotFound(key.clone()))?;
+            check_expected(&key, expected, &cur)?;
+            let mut obj = cur.value()?;
+            if !finalizers(&obj).is_empty() {
+                if is_deleting(&obj) {
+                    return Ok((Reply::Delete(DeleteOutcome::Finalizing(cur)), None));
+                }
+                let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                let meta = meta_mut(&mut obj)?;
+                meta.insert("deletionTimestamp".into(), Value::String(now.to_string()));
+                meta.insert("generation".into(), Value::from(generation + 1));
+                meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+                let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &obj)?);
+                let c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
+                return Ok((Reply::Delete(DeleteOutcome::Finalizing(stored)), Some(c)));
+            }
+            meta_mut(&mut obj)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
+            let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &obj)?);
+            let c = change(key, None, EventType::Deleted, stored.clone(), rev);
+            Ok((Reply::Delete(DeleteOutcome::Deleted(stored)), Some(c)))
+        }
+        Op::Compact { .. } => Ok((Reply::Done, None)),
+    }
+}
+
+fn change(key: Key, new: Option<Arc<StoredObject>>, event_type: EventType, object: Arc<StoredObject>, revision: u64) -> Change {
+    Change { key, new, event: Arc::new(Event { revision, event_type, object }) }
+}
+
+fn check_expected(key: &Key, expected: Option<u64>, cur: &StoredObject) -> Result<()> {
+    match expected {
+        Some(e) if e != cur.revision => Err(Error::Conflict { key: key.clone(), expected: e, actual: cur.revision }),
+        _ => Ok(()),
+    }
+}
+
+fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>> {
+    let o = obj.as_object_mut().ok_or_else(|| Error::Invalid("an object must be a JSON object".into()))?;
+    o.entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| Error::Invalid("metadata must be a JSON object".into()))
+}
+
+/// Everything that states desired state: all but metadata and status.
+fn desired_part(v: &Value) -> Vec<(&String, &Value)> {
+    v.as_object()
+        .map(|m| m.iter().filter(|(k, _)| k.as_str() != "metadata" && k.as_str() != "status").collect())
+        .unwrap_or_default()
+}
+
+fn is_deleting(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+}
+
+fn finalizers(v: &Value) -> Vec<Value> {
+    v.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+/// The old object with only its status replaced.
+fn with_status_of(old: &Value, incoming: &Value) -> Value {
+    let mut new = old.clone();
+    if let Some(o) = new.as_object_mut() {
+        match incoming.get("status") {
+            Some(s) if !s.is_null() => o.insert("status".into(), s.clone()),
+            _ => o.remove("status"),
+        };
+    }
+    new
+}
+
+/// The incoming object with the fields the server owns taken from the old one: its
+/// status (written only through the status path), identity and deletion state.
+fn with_server_fields(key: &Key, incoming: Value, old: &Value) -> Result<Value> {
+    let mut new = incoming;
+    {
+        let o = new.as_object_mut().ok_or_else(|| Error::Invalid("an object must be a JSON object".into()))?;
+        match old.get("status") {
+            Some(s) => o.insert("status".into(), s.clone()),
+            None => o.remove("status"),
+        };
+    }
+    let meta = meta_mut(&mut new)?;
+    meta.insert("name".into(), Value::String(key.name.clone()));
+    if key.namespace.is_empty() {
+        meta.remove("namespace");
+    } else {
+        meta.insert("namespace".into(), Value::String(key.namespace.clone()));
+    }
+    for f in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "resourceVersion"] {
+        match old.pointer(&format!("/metadata/{f}")) {
+            Some(v) => meta.insert(f.into(), v.clone()),
+            None => meta.remove(f),
+        };
+    }
+    Ok(new)
+}

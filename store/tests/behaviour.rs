@@ -1,0 +1,249 @@
+//! Contract of `Storage` on a real sled store in a temp dir.
+
+mod common;
+
+use common::*;
+use corral_api::Selector;
+use corral_store::{DeleteOutcome, Error, EventType, Storage, UpdateOutcome, WatchEvent, WatchRequest};
+use serde_json::json;
+
+#[tokio::test]
+async fn create_sets_server_metadata_and_rejects_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let o = s.create(key("a"), cm("a", "1")).await.unwrap();
+    let v = o.value().unwrap();
+    assert_eq!(v["metadata"]["resourceVersion"], "1");
+    assert_eq!(v["metadata"]["generation"], 1);
+    assert!(v["metadata"]["uid"].is_string());
+    assert!(v["metadata"]["creationTimestamp"].is_string());
+    assert!(matches!(s.create(key("a"), cm("a", "2")).await, Err(Error::AlreadyExists(_))));
+    assert_eq!(s.stats().revision, 1, "a failed create uses no revision");
+}
+
+#[tokio::test]
+async fn stale_resource_version_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let o = s.create(key("a"), cm("a", "1")).await.unwrap();
+    s.update(key("a"), cm("a", "2"), Some(o.revision)).await.unwrap();
+    let err = s.update(key("a"), cm("a", "3"), Some(o.revision)).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { expected: 1, actual: 2, .. }), "{err}");
+    assert!(matches!(s.delete(key("a"), Some(1)).await, Err(Error::Conflict { .. })));
+}
+
+#[tokio::test]
+async fn racing_updates_on_one_revision_have_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open(dir.path()));
+    let o = s.create(key("a"), cm("a", "0")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        let rv = o.revision;
+        tasks.push(tokio::spawn(async move { s.update(key("a"), cm("a", &format!("w{i}")), Some(rv)).await }));
+    }
+    let mut wins = 0;
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(UpdateOutcome::Updated(_)) => wins += 1,
+            Err(Error::Conflict { .. }) => conflicts += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((wins, conflicts), (1, 15));
+}
+
+#[tokio::test]
+async fn generation_follows_spec_only_and_status_has_its_own_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create(key("a"), cm("a", "1")).await.unwrap();
+    let mut labelled = cm("a", "1");
+    labelled["metadata"]["labels"]["tier"] = json!("front");
+    let o = s.update(key("a"), labelled.clone(), None).await.unwrap();
+    assert_eq!(o.object().value().unwrap()["metadata"]["generation"], 1, "metadata change keeps generation");
+    let mut with_status = labelled.clone();
+    with_status["status"] = json!({});
+    let o = s.update_status(key("a"), with_status, None).await.unwrap();
+    let v = o.object().value().unwrap();
+    assert_eq!(v["metadata"]["generation"], 1);
+    assert_eq!(v["status"], json!({}));
+    // A spec update does not clobber status even though the body has none.
+    let mut spec_change = labelled.clone();
+    spec_change["spec"]["data"]["v"] = json!("2");
+    let v = s.update(key("a"), spec_change, None).await.unwrap().object().value().unwrap();
+    assert_eq!(v["metadata"]["generation"], 2);
+    assert_eq!(v["status"], json!({}));
+}
+
+#[tokio::test]
+async fn unchanged_update_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create(key("a"), cm("a", "1")).await.unwrap();
+    let out = s.update(key("a"), cm("a", "1"), None).await.unwrap();
+    assert!(matches!(out, UpdateOutcome::Unchanged(_)));
+    assert_eq!(s.stats().revision, 1);
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut o = cm("a", "1");
+    o["metadata"]["finalizers"] = json!(["corral.dev/test"]);
+    s.create(key("a"), o.clone()).await.unwrap();
+    let d = s.delete(key("a"), None).await.unwrap();
+    let DeleteOutcome::Finalizing(pending) = d else { panic!("expected finalizing, got {d:?}") };
+    assert!(pending.value().unwrap()["metadata"]["deletionTimestamp"].is_string());
+    // Deleting again changes nothing; clearing deletionTimestamp through update is ignored.
+    assert!(matches!(s.delete(key("a"), None).await.unwrap(), DeleteOutcome::Finalizing(_)));
+    let rev = s.stats().revision;
+    let out = s.update(key("a"), o.clone(), None).await.unwrap();
+    assert!(matches!(out, UpdateOutcome::Unchanged(_)), "{out:?}");
+    assert_eq!(s.stats().revision, rev);
+    o["metadata"]["finalizers"] = json!([]);
+    assert!(matches!(s.update(key("a"), o, None).await.unwrap(), UpdateOutcome::Deleted(_)));
+    assert!(s.get(&key("a")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn list_filters_by_namespace_and_selector() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create(key("a"), cm("a", "1")).await.unwrap();
+    let mut other = cm("b", "1");
+    other["metadata"]["labels"] = json!({"app": "db"});
+    s.create(key("b"), other).await.unwrap();
+    let mut elsewhere = cm("c", "1");
+    elsewhere["metadata"]["namespace"] = json!("prod");
+    s.create(corral_store::Key::namespaced(RES, "prod", "c"), elsewhere).await.unwrap();
+    let all = s.list(RES, None, &Selector::everything()).await.unwrap();
+    assert_eq!(all.items.len(), 3);
+    assert_eq!(all.revision, 3);
+    let web = s.list(RES, Some("default"), &Selector::parse("app=web").unwrap()).await.unwrap();
+    assert_eq!(web.items.iter().map(|o| o.key.name.as_str()).collect::<Vec<_>>(), ["a"]);
+    let prod = s.list(RES, Some("prod"), &Selector::everything()).await.unwrap();
+    assert_eq!(prod.items.len(), 1);
+    assert!(s.list("corral.dev/other", None, &Selector::everything()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn watch_from_revision_replays_then_streams_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for i in 0..5 {
+        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
+    }
+    let mut w = s.watch(WatchRequest { resource: Some(RES.into()), from: Some(2), ..Default::default() }).await.unwrap();
+    s.delete(key("o0"), None).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        match next(&mut w).await {
+            WatchEvent::Event(e) => seen.push((e.revision, e.event_type)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, [(3, EventType::Added), (4, EventType::Added), (5, EventType::Added), (6, EventType::Deleted)]);
+}
+
+#[tokio::test]
+async fn watch_without_revision_starts_with_current_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create(key("a"), cm("a", "1")).await.unwrap();
+    let mut w = s.watch(WatchRequest::default()).await.unwrap();
+    let WatchEvent::Event(e) = next(&mut w).await else { panic!() };
+    assert_eq!((e.event_type, e.object.key.name.as_str()), (EventType::Added, "a"));
+    s.update(key("a"), cm("a", "2"), None).await.unwrap();
+    let WatchEvent::Event(e) = next(&mut w).await else { panic!() };
+    assert_eq!((e.event_type, e.revision), (EventType::Modified, 2));
+}
+
+#[tokio::test]
+async fn compacted_revision_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for i in 0..10 {
+        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
+    }
+    s.compact(6).await.unwrap();
+    let err = s.watch(WatchRequest { from: Some(5), ..Default::default() }).await.err().expect("gone");
+    assert!(matches!(err, Error::Gone { requested: 5, compacted: 6 }), "{err}");
+    let mut w = s.watch(WatchRequest { from: Some(6), ..Default::default() }).await.unwrap();
+    let WatchEvent::Event(e) = next(&mut w).await else { panic!() };
+    assert_eq!(e.revision, 7);
+    drop(w);
+    s.shutdown().await;
+    // Compaction survives a restart.
+    let s = open(dir.path());
+    assert!(s.watch(WatchRequest { from: Some(5), ..Default::default() }).await.is_err());
+    assert_eq!(s.stats().compacted, 6);
+}
+
+#[tokio::test]
+async fn automatic_compaction_keeps_the_configured_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with(dir.path(), |o| o.compaction_retain = 10);
+    for i in 0..40 {
+        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
+    }
+    let st = s.stats();
+    assert!(st.compacted > 0, "{st:?}");
+    assert!(st.revision - st.compacted >= 10, "window kept: {st:?}");
+    assert!(s.watch(WatchRequest { from: Some(st.revision - 10), ..Default::default() }).await.is_ok());
+}
+
+#[tokio::test]
+async fn slow_watcher_falls_back_to_the_log_and_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with(dir.path(), |o| o.event_buffer = 4);
+    let mut w = s.watch(WatchRequest { from: Some(0), ..Default::default() }).await.unwrap();
+    // Far more events than the live buffer holds, written before the watcher reads any.
+    for i in 0..300 {
+        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
+    }
+    for expected in 1..=300u64 {
+        let WatchEvent::Event(e) = next(&mut w).await else { panic!() };
+        assert_eq!(e.revision, expected);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bookmarks_carry_the_last_delivered_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with(dir.path(), |o| o.bookmark_interval = std::time::Duration::from_secs(1));
+    s.create(key("a"), cm("a", "1")).await.unwrap();
+    let mut w = s
+        .watch(WatchRequest { from: Some(1), bookmarks: true, selector: Selector::parse("app=none").unwrap(), ..Default::default() })
+        .await
+        .unwrap();
+    s.create(key("b"), cm("b", "1")).await.unwrap();
+    // Nothing matches the selector, yet the bookmark advances past revision 2.
+    loop {
+        match next(&mut w).await {
+            WatchEvent::Bookmark(2) => break,
+            WatchEvent::Bookmark(1) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.create(key("a"), cm("a", "1")).await.unwrap();
+        s.create(key("b"), cm("b", "1")).await.unwrap();
+        s.delete(key("a"), None).await.unwrap();
+    }
+    let s = open(dir.path());
+    assert_eq!(s.stats().revision, 3);
+    assert!(s.get(&key("a")).await.unwrap().is_none());
+    assert_eq!(s.get(&key("b")).await.unwrap().unwrap().revision, 2);
+    let o = s.create(key("c"), cm("c", "1")).await.unwrap();
+    assert_eq!(o.revision, 4, "revisions continue after reopen");
+}
