@@ -1,0 +1,254 @@
+//! Model-based property test: random operations, including close and reopen, against a
+//! sled store and a `BTreeMap` model. After every step the store must agree with the
+//! model; at the end, replaying the whole event log must rebuild the final state.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use corral_api::Selector;
+use corral_store::{DeleteOutcome, Error, SledStore, Storage, UpdateOutcome, WatchEvent, WatchRequest};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(u8),
+    Update { name: u8, data: u8, stale: bool },
+    Status { name: u8, phase: u8 },
+    Delete(u8),
+    SetFinalizer { name: u8, on: bool },
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let name = 0u8..4;
+    prop_oneof![
+        3 => name.clone().prop_map(Op::Create),
+        4 => (name.clone(), 0u8..3, any::<bool>()).prop_map(|(name, data, stale)| Op::Update { name, data, stale }),
+        2 => (name.clone(), 0u8..2).prop_map(|(name, phase)| Op::Status { name, phase }),
+        2 => name.clone().prop_map(Op::Delete),
+        2 => (name, any::<bool>()).prop_map(|(name, on)| Op::SetFinalizer { name, on }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct M {
+    data: String,
+    phase: Option<String>,
+    generation: i64,
+    rv: u64,
+    finalizer: bool,
+    deleting: bool,
+}
+
+#[derive(Default)]
+struct Model {
+    objects: BTreeMap<String, M>,
+    rev: u64,
+}
+
+fn body(name: &str, data: &str, finalizer: bool) -> Value {
+    let mut v = cm(name, data);
+    if finalizer {
+        v["metadata"]["finalizers"] = json!(["corral.dev/model"]);
+    }
+    v
+}
+
+/// What the model says a step should have done: Ok(true) = wrote, Ok(false) = no-op.
+type Expect = Result<bool, &'static str>;
+
+async fn step(store: &SledStore, model: &mut Model, op: &Op) -> (Expect, Result<bool, String>) {
+    let n = |i: &u8| format!("o{i}");
+    match op {
+        Op::Create(i) => {
+            let name = n(i);
+            let expect = if model.objects.contains_key(&name) {
+                Err("exists")
+            } else {
+                model.rev += 1;
+                model.objects.insert(name.clone(), M { data: "init".into(), phase: None, generation: 1, rv: model.rev, finalizer: false, deleting: false });
+                Ok(true)
+            };
+            let got = match store.create(key(&name), body(&name, "init", false)).await {
+                Ok(_) => Ok(true),
+                Err(Error::AlreadyExists(_)) => Err("exists".into()),
+                Err(e) => Err(e.to_string()),
+            };
+            (expect, got)
+        }
+        Op::Update { name: i, data, stale } => {
+            let name = n(i);
+            let data = format!("d{data}");
+            let Some(m) = model.objects.get(&name).cloned() else {
+                let got = store.update(key(&name), body(&name, &data, false), None).await;
+                return (Err("missing"), map_update(got));
+            };
+            let expected = if *stale { m.rv + 1000 } else { m.rv };
+            let got = map_update(store.update(key(&name), body(&name, &data, m.finalizer), Some(expected)).await);
+            let expect = if *stale {
+                Err("conflict")
+            } else if m.data == data {
+                Ok(false)
+            } else {
+                model.rev += 1;
+                let e = model.objects.get_mut(&name).expect("present");
+                e.data = data;
+                e.generation += 1;
+                e.rv = model.rev;
+                Ok(true)
+            };
+            (expect, got)
+        }
+        Op::Status { name: i, phase } => {
+            let name = n(i);
+            let phase = format!("p{phase}");
+            let mut b = cm(&name, "ignored");
+            b["status"] = json!({"phase": phase});
+            let got = map_update(store.update_status(key(&name), b, None).await);
+            let expect = match model.objects.get_mut(&name) {
+                None => Err("missing"),
+                Some(m) if m.phase.as_deref() == Some(phase.as_str()) => Ok(false),
+                Some(m) => {
+                    model.rev += 1;
+                    m.phase = Some(phase);
+                    m.rv = model.rev;
+                    Ok(true)
+                }
+            };
+            (expect, got)
+        }
+        Op::Delete(i) => {
+            let name = n(i);
+            let before = store.stats().revision;
+            let got = match store.delete(key(&name), None).await {
+                Ok(DeleteOutcome::Deleted(_)) => Ok(true),
+                Ok(DeleteOutcome::Finalizing(o)) => Ok(o.revision > before),
+                Err(Error::NotFound(_)) => Err("missing".into()),
+                Err(e) => Err(e.to_string()),
+            };
+            let expect = match model.objects.get_mut(&name) {
+                None => Err("missing"),
+                Some(m) if m.finalizer && m.deleting => Ok(false),
+                Some(m) if m.finalizer => {
+                    model.rev += 1;
+                    m.deleting = true;
+                    m.generation += 1;
+                    m.rv = model.rev;
+                    Ok(true)
+                }
+                Some(_) => {
+                    model.rev += 1;
+                    model.objects.remove(&name);
+                    Ok(true)
+                }
+            };
+            (expect, got)
+        }
+        Op::SetFinalizer { name: i, on } => {
+            let name = n(i);
+            let Some(m) = model.objects.get(&name).cloned() else {
+                let got = store.update(key(&name), body(&name, "x", *on), None).await;
+                return (Err("missing"), map_update(got));
+            };
+            let got = map_update(store.update(key(&name), body(&name, &m.data, *on), None).await);
+            let expect = if m.finalizer == *on {
+                Ok(false)
+            } else {
+                model.rev += 1;
+                if !*on && m.deleting {
+                    model.objects.remove(&name);
+                } else {
+                    let e = model.objects.get_mut(&name).expect("present");
+                    e.finalizer = *on;
+                    e.rv = model.rev;
+                }
+                Ok(true)
+            };
+            (expect, got)
+        }
+        Op::Reopen => (Ok(false), Ok(false)),
+    }
+}
+
+fn map_update(r: corral_store::Result<UpdateOutcome>) -> Result<bool, String> {
+    match r {
+        Ok(UpdateOutcome::Updated(_)) | Ok(UpdateOutcome::Deleted(_)) => Ok(true),
+        Ok(UpdateOutcome::Unchanged(_)) => Ok(false),
+        Err(Error::NotFound(_)) => Err("missing".into()),
+        Err(Error::Conflict { .. }) => Err("conflict".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn check_agrees(store: &SledStore, model: &Model) {
+    assert_eq!(store.stats().revision, model.rev, "revision");
+    let list = store.list(RES, None, &Selector::everything()).await.unwrap();
+    assert_eq!(list.revision, model.rev);
+    let got: BTreeMap<String, M> = list
+        .items
+        .iter()
+        .map(|o| {
+            let v = o.value().unwrap();
+            let m = M {
+                data: v["spec"]["data"]["v"].as_str().unwrap().to_string(),
+                phase: v["status"]["phase"].as_str().map(str::to_string),
+                generation: v["metadata"]["generation"].as_i64().unwrap(),
+                rv: o.revision,
+                finalizer: v["metadata"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()),
+                deleting: v["metadata"]["deletionTimestamp"].is_string(),
+            };
+            (o.key.name.clone(), m)
+        })
+        .collect();
+    assert_eq!(got, model.objects);
+}
+
+async fn run(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    let mut model = Model::default();
+    for op in &ops {
+        if let Op::Reopen = op {
+            store.shutdown().await;
+            store = open(dir.path());
+        } else {
+            let (expect, got) = step(&store, &mut model, op).await;
+            assert_eq!(got, expect.map_err(str::to_string), "op {op:?}");
+        }
+        check_agrees(&store, &model).await;
+    }
+    // The log, replayed from the beginning, rebuilds exactly the final state.
+    if model.rev > 0 {
+        let mut w = store.watch(WatchRequest { from: Some(0), ..Default::default() }).await.unwrap();
+        let mut rebuilt: BTreeMap<String, u64> = BTreeMap::new();
+        for expected in 1..=model.rev {
+            let WatchEvent::Event(e) = next(&mut w).await else { panic!("expected an event") };
+            assert_eq!(e.revision, expected, "log has every revision once, in order");
+            match e.event_type {
+                corral_store::EventType::Deleted => {
+                    rebuilt.remove(&e.object.key.name);
+                }
+                _ => {
+                    rebuilt.insert(e.object.key.name.clone(), e.revision);
+                }
+            }
+        }
+        let want: BTreeMap<String, u64> = model.objects.iter().map(|(k, m)| (k.clone(), m.rv)).collect();
+        assert_eq!(rebuilt, want);
+    }
+    store.shutdown().await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_agrees_with_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(ops));
+    }
+}
