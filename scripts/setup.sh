@@ -5,10 +5,12 @@ set -euo pipefail
 
 PKGS=(
   etcd-server      # the peer the store benchmark compares against
-  protobuf-compiler # etcd-client's build script needs protoc
+  protobuf-compiler # etcd-client's build script needs protoc…
+  libprotobuf-dev  # …and the well-known .proto files (descriptor.proto)
   runc             # the agent's container runtime
   busybox-static   # test images are built from it
   dnsutils         # dig, for DNS tests
+  prometheus       # promtool checks the /metrics exposition in tests
 )
 
 missing=()

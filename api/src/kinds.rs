@@ -29,6 +29,7 @@ impl Resource for Namespace {
     const PLURAL: &'static str = "namespaces";
     const SHORT_NAMES: &'static [&'static str] = &["ns"];
     const NAMESPACED: bool = false;
+    const DESCRIPTION: &'static str = "A scope for the names of namespaced objects. Cluster-scoped; `default` always exists.";
 }
 
 /// Desired state of a [`ConfigMap`]: configuration data for tasks and services.
@@ -53,6 +54,7 @@ impl Resource for ConfigMap {
     const PLURAL: &'static str = "configmaps";
     const SHORT_NAMES: &'static [&'static str] = &["cm"];
     const NAMESPACED: bool = true;
+    const DESCRIPTION: &'static str = "Named configuration data (string key/value pairs) for tasks and services.";
 }
 
 /// The kinds every server serves, in discovery order.

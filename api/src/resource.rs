@@ -41,6 +41,8 @@ pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Send + S
     const SHORT_NAMES: &'static [&'static str] = &[];
     /// Whether objects live in a namespace.
     const NAMESPACED: bool;
+    /// What the kind is for; the description of its published schema.
+    const DESCRIPTION: &'static str;
 
     /// Describes the kind for the registry, with its JSON Schema derived from the type.
     fn kind_info() -> KindInfo {
@@ -52,7 +54,14 @@ pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Send + S
             singular: Self::KIND.to_lowercase(),
             short_names: Self::SHORT_NAMES.iter().map(|s| s.to_string()).collect(),
             namespaced: Self::NAMESPACED,
-            schema: crate::registry::inline_refs(&serde_json::to_value(schemars::schema_for!(Self)).unwrap_or_default()),
+            schema: {
+                let mut schema = crate::registry::inline_refs(&serde_json::to_value(schemars::schema_for!(Self)).unwrap_or_default());
+                if let Some(m) = schema.as_object_mut() {
+                    m.insert("title".into(), Self::KIND.into());
+                    m.insert("description".into(), Self::DESCRIPTION.into());
+                }
+                schema
+            },
         }
     }
 }

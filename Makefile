@@ -1,0 +1,26 @@
+# The two commands of the README: `make up` runs Corral, `make test` runs every test.
+# Both install what they need first (scripts/setup.sh is idempotent).
+
+CARGO ?= cargo
+DATA_DIR ?= corral-data
+LISTEN ?= 127.0.0.1:7070
+
+.PHONY: up test setup build bench lint
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+up: build
+	./target/release/corral up --data-dir $(DATA_DIR) --listen $(LISTEN)
+
+test: setup
+	$(CARGO) test --workspace
+
+bench: build
+	./target/release/corral bench store
+
+lint: setup
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
