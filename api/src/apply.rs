@@ -55,9 +55,9 @@ pub fn prepare_manifest(manifest: &Value) -> Value {
         }
     }
     let recorded = serde_json::to_string(&m).unwrap_or_default();
-    if let Some(meta) = m.as_object_mut().and_then(|o| {
-        o.entry("metadata").or_insert_with(|| Value::Object(Map::new())).as_object_mut()
-    }) {
+    if let Some(meta) =
+        m.as_object_mut().and_then(|o| o.entry("metadata").or_insert_with(|| Value::Object(Map::new())).as_object_mut())
+    {
         let ann = meta.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(ann) = ann {
             ann.insert(LAST_APPLIED_ANNOTATION.to_string(), Value::String(recorded));
@@ -106,7 +106,8 @@ mod tests {
 
     #[test]
     fn prepared_manifest_records_itself() {
-        let m = prepare_manifest(&json!({"kind": "X", "metadata": {"name": "a", "resourceVersion": "5"}, "status": {}}));
+        let m =
+            prepare_manifest(&json!({"kind": "X", "metadata": {"name": "a", "resourceVersion": "5"}, "status": {}}));
         let recorded = last_applied(&m).unwrap();
         assert_eq!(recorded, json!({"kind": "X", "metadata": {"name": "a"}}));
         assert!(m.pointer("/metadata/resourceVersion").is_none());

@@ -29,7 +29,8 @@ impl Resource for Namespace {
     const PLURAL: &'static str = "namespaces";
     const SHORT_NAMES: &'static [&'static str] = &["ns"];
     const NAMESPACED: bool = false;
-    const DESCRIPTION: &'static str = "A scope for the names of namespaced objects. Cluster-scoped; `default` always exists.";
+    const DESCRIPTION: &'static str =
+        "A scope for the names of namespaced objects. Cluster-scoped; `default` always exists.";
 }
 
 /// Desired state of a [`ConfigMap`]: configuration data for tasks and services.

@@ -88,14 +88,13 @@ impl Registry {
     /// Adds a kind. Fails if its kind or plural is taken within its group, or its
     /// schema does not compile.
     pub fn register(&self, info: KindInfo) -> Result<Arc<KindInfo>> {
-        let validator = jsonschema::validator_for(&info.schema).map_err(|e| Error::BadSchema {
-            kind: info.kind.clone(),
-            message: e.to_string(),
-        })?;
+        let validator = jsonschema::validator_for(&info.schema)
+            .map_err(|e| Error::BadSchema { kind: info.kind.clone(), message: e.to_string() })?;
         let mut entries = self.entries.write();
-        if entries.iter().any(|e| {
-            e.info.group == info.group && (e.info.plural == info.plural || e.info.kind == info.kind)
-        }) {
+        if entries
+            .iter()
+            .any(|e| e.info.group == info.group && (e.info.plural == info.plural || e.info.kind == info.kind))
+        {
             return Err(Error::DuplicateKind(format!("{}.{}", info.plural, info.group)));
         }
         let info = Arc::new(info);
@@ -166,24 +165,24 @@ pub fn inline_refs(schema: &Value) -> Value {
 fn inline(v: &Value, defs: &Value, depth: usize) -> Value {
     match v {
         Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get("$ref") {
-                if let Some(name) = r.strip_prefix("#/$defs/") {
-                    if depth < 8 {
-                        if let Some(def) = defs.get(name) {
-                            let mut resolved = inline(def, defs, depth + 1);
-                            // Keep sibling keywords such as `description` next to the ref.
-                            if let Value::Object(rm) = &mut resolved {
-                                for (k, sv) in m {
-                                    if k != "$ref" {
-                                        rm.insert(k.clone(), inline(sv, defs, depth + 1));
-                                    }
-                                }
+            if let Some(Value::String(r)) = m.get("$ref")
+                && let Some(name) = r.strip_prefix("#/$defs/")
+            {
+                if depth < 8
+                    && let Some(def) = defs.get(name)
+                {
+                    let mut resolved = inline(def, defs, depth + 1);
+                    // Keep sibling keywords such as `description` next to the ref.
+                    if let Value::Object(rm) = &mut resolved {
+                        for (k, sv) in m {
+                            if k != "$ref" {
+                                rm.insert(k.clone(), inline(sv, defs, depth + 1));
                             }
-                            return resolved;
                         }
                     }
-                    return Value::Object(Default::default());
+                    return resolved;
                 }
+                return Value::Object(Default::default());
             }
             Value::Object(m.iter().map(|(k, v)| (k.clone(), inline(v, defs, depth))).collect())
         }

@@ -55,7 +55,9 @@ pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Send + S
             short_names: Self::SHORT_NAMES.iter().map(|s| s.to_string()).collect(),
             namespaced: Self::NAMESPACED,
             schema: {
-                let mut schema = crate::registry::inline_refs(&serde_json::to_value(schemars::schema_for!(Self)).unwrap_or_default());
+                let mut schema = crate::registry::inline_refs(
+                    &serde_json::to_value(schemars::schema_for!(Self)).unwrap_or_default(),
+                );
                 if let Some(m) = schema.as_object_mut() {
                     m.insert("title".into(), Self::KIND.into());
                     m.insert("description".into(), Self::DESCRIPTION.into());

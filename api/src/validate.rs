@@ -67,7 +67,10 @@ pub fn pointer_to_path(pointer: &str) -> String {
 fn envelope_errors(info: &KindInfo, object: &Value, errors: &mut Vec<FieldError>) {
     let av = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     if av != info.api_version() {
-        errors.push(FieldError::new("apiVersion", format!("must be {:?} for kind {}, got {av:?}", info.api_version(), info.kind)));
+        errors.push(FieldError::new(
+            "apiVersion",
+            format!("must be {:?} for kind {}, got {av:?}", info.api_version(), info.kind),
+        ));
     }
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
     if kind != info.kind {
@@ -80,13 +83,19 @@ fn envelope_errors(info: &KindInfo, object: &Value, errors: &mut Vec<FieldError>
     }
     let ns = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str);
     match (info.namespaced, ns) {
-        (true, None) => errors.push(FieldError::new("metadata.namespace", format!("{} is namespaced: a namespace is required", info.kind))),
+        (true, None) => errors.push(FieldError::new(
+            "metadata.namespace",
+            format!("{} is namespaced: a namespace is required", info.kind),
+        )),
         (true, Some(ns)) => {
             if let Err(e) = check_dns_label(ns) {
                 errors.push(FieldError::new("metadata.namespace", e));
             }
         }
-        (false, Some(_)) => errors.push(FieldError::new("metadata.namespace", format!("{} is cluster-scoped: remove the namespace", info.kind))),
+        (false, Some(_)) => errors.push(FieldError::new(
+            "metadata.namespace",
+            format!("{} is cluster-scoped: remove the namespace", info.kind),
+        )),
         (false, None) => {}
     }
     if let Some(Value::Object(labels)) = meta.and_then(|m| m.get("labels")) {
@@ -94,10 +103,10 @@ fn envelope_errors(info: &KindInfo, object: &Value, errors: &mut Vec<FieldError>
             if let Err(e) = check_qualified_key(k) {
                 errors.push(FieldError::new(format!("metadata.labels.{k}"), e));
             }
-            if let Some(v) = v.as_str() {
-                if let Err(e) = check_label_value(v) {
-                    errors.push(FieldError::new(format!("metadata.labels.{k}"), e));
-                }
+            if let Some(v) = v.as_str()
+                && let Err(e) = check_label_value(v)
+            {
+                errors.push(FieldError::new(format!("metadata.labels.{k}"), e));
             }
         }
     }

@@ -28,7 +28,11 @@ fn schemas_reject_unknown_fields_everywhere() {
     fn check(v: &serde_json::Value, path: &str) {
         if let Some(m) = v.as_object() {
             if m.get("type").and_then(|t| t.as_str()) == Some("object") && m.contains_key("properties") {
-                assert_eq!(m.get("additionalProperties"), Some(&serde_json::Value::Bool(false)), "{path} accepts unknown fields");
+                assert_eq!(
+                    m.get("additionalProperties"),
+                    Some(&serde_json::Value::Bool(false)),
+                    "{path} accepts unknown fields"
+                );
             }
             for (k, sub) in m {
                 check(sub, &format!("{path}.{k}"));

@@ -22,7 +22,9 @@ pub enum Error {
         actual: u64,
     },
     /// The requested revision is no longer in the event log.
-    #[error("revision {requested} has been compacted (oldest retained is {compacted}); re-list and watch from the list's revision")]
+    #[error(
+        "revision {requested} has been compacted (oldest retained is {compacted}); re-list and watch from the list's revision"
+    )]
     Gone {
         /// The revision asked for.
         requested: u64,

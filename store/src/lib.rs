@@ -10,13 +10,13 @@
 //! [`Storage`] is the contract the API server and controllers use; [`SledStore`]
 //! implements it on an embedded sled database.
 
+mod codec;
 pub mod error;
 pub mod event;
 pub mod key;
 pub mod object;
 pub mod sled_store;
 pub mod storage;
-mod codec;
 mod watch;
 mod writer;
 

@@ -110,7 +110,10 @@ impl SledStore {
             let key = Key::decode(&k).ok_or_else(|| Error::Corrupt("undecodable object key".into()))?;
             let obj = StoredObject::from_json(key.clone(), bytes::Bytes::copy_from_slice(&v))?;
             if obj.revision > revision {
-                return Err(Error::Corrupt(format!("{key} is at revision {} beyond the store's {revision}", obj.revision)));
+                return Err(Error::Corrupt(format!(
+                    "{key} is at revision {} beyond the store's {revision}",
+                    obj.revision
+                )));
             }
             state.objects.insert(key, Arc::new(obj));
         }

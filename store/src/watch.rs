@@ -146,9 +146,8 @@ async fn replay(
     while next <= to {
         let s = shared.clone();
         let end = to.min(next + REPLAY_CHUNK as u64 - 1);
-        let chunk = tokio::task::spawn_blocking(move || read_events(&s, next, end))
-            .await
-            .map_err(|_| ReplayEnd::Closed)?;
+        let chunk =
+            tokio::task::spawn_blocking(move || read_events(&s, next, end)).await.map_err(|_| ReplayEnd::Closed)?;
         let events = match chunk {
             Ok(evs) => evs,
             Err(e) => {

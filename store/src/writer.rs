@@ -161,8 +161,11 @@ fn op_key(op: &Op) -> Option<&Key> {
     }
 }
 
+/// A change as written: object key, object JSON (None = removed), event key, event.
+type EncodedChange<'a> = (Vec<u8>, Option<&'a [u8]>, [u8; 8], Vec<u8>);
+
 fn commit(shared: &Shared, changes: &[Change]) -> Result<()> {
-    let encoded: Vec<(Vec<u8>, Option<&[u8]>, [u8; 8], Vec<u8>)> = changes
+    let encoded: Vec<EncodedChange<'_>> = changes
         .iter()
         .map(|c| {
             (
@@ -201,10 +204,10 @@ fn auto_compact(shared: &Shared) {
     let revision = shared.state.read().revision;
     let compacted = shared.compacted.load(Ordering::Acquire);
     // Compact in steps of a tenth of the window so the log is not trimmed on every write.
-    if revision > compacted + retain + (retain / 10).max(1) {
-        if let Err(e) = compact(shared, revision - retain) {
-            tracing::warn!(error = %e, "automatic compaction failed");
-        }
+    if revision > compacted + retain + (retain / 10).max(1)
+        && let Err(e) = compact(shared, revision - retain)
+    {
+        tracing::warn!(error = %e, "automatic compaction failed");
     }
 }
 
@@ -258,7 +261,8 @@ fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Re
             let cur = current.ok_or_else(|| Error::NotFound(key.clone()))?;
             check_expected(&key, expected, &cur)?;
             let old = cur.value()?;
-            let mut new = if status_only { with_status_of(&old, &object) } else { with_server_fields(&key, object, &old)? };
+            let mut new =
+                if status_only { with_status_of(&old, &object) } else { with_server_fields(&key, object, &old)? };
             if !status_only && desired_part(&new) != desired_part(&old) {
                 let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
                 meta_mut(&mut new)?.insert("generation".into(), Value::from(generation + 1));
@@ -301,7 +305,13 @@ fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Re
     }
 }
 
-fn change(key: Key, new: Option<Arc<StoredObject>>, event_type: EventType, object: Arc<StoredObject>, revision: u64) -> Change {
+fn change(
+    key: Key,
+    new: Option<Arc<StoredObject>>,
+    event_type: EventType,
+    object: Arc<StoredObject>,
+    revision: u64,
+) -> Change {
     Change { key, new, event: Arc::new(Event { revision, event_type, object }) }
 }
 

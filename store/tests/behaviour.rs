@@ -137,7 +137,8 @@ async fn watch_from_revision_replays_then_streams_in_order() {
     for i in 0..5 {
         s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
     }
-    let mut w = s.watch(WatchRequest { resource: Some(RES.into()), from: Some(2), ..Default::default() }).await.unwrap();
+    let mut w =
+        s.watch(WatchRequest { resource: Some(RES.into()), from: Some(2), ..Default::default() }).await.unwrap();
     s.delete(key("o0"), None).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -217,7 +218,12 @@ async fn bookmarks_carry_the_last_delivered_revision() {
     let s = open_with(dir.path(), |o| o.bookmark_interval = std::time::Duration::from_secs(1));
     s.create(key("a"), cm("a", "1")).await.unwrap();
     let mut w = s
-        .watch(WatchRequest { from: Some(1), bookmarks: true, selector: Selector::parse("app=none").unwrap(), ..Default::default() })
+        .watch(WatchRequest {
+            from: Some(1),
+            bookmarks: true,
+            selector: Selector::parse("app=none").unwrap(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     s.create(key("b"), cm("b", "1")).await.unwrap();

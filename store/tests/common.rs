@@ -32,8 +32,5 @@ pub fn open_with(dir: &std::path::Path, f: impl FnOnce(&mut Options)) -> SledSto
 /// Next item of a watch; a stall of 10 s means the watch is broken (a bound, not a
 /// timing assertion: correct code delivers in microseconds).
 pub async fn next(w: &mut WatchStream) -> WatchEvent {
-    tokio::time::timeout(Duration::from_secs(10), w.next())
-        .await
-        .expect("watch stalled")
-        .expect("watch ended")
+    tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("watch stalled").expect("watch ended")
 }

@@ -31,7 +31,12 @@ fn kill_9_during_write_storm_loses_no_acknowledged_write() {
     let mut max_acked = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "kill_9_during_write_storm_loses_no_acknowledged_write", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "kill_9_during_write_storm_loses_no_acknowledged_write",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .env("CORRAL_CRASH_ROUND", round.to_string())
             .stdout(Stdio::piped())

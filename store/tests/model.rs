@@ -70,7 +70,17 @@ async fn step(store: &SledStore, model: &mut Model, op: &Op) -> (Expect, Result<
                 Err("exists")
             } else {
                 model.rev += 1;
-                model.objects.insert(name.clone(), M { data: "init".into(), phase: None, generation: 1, rv: model.rev, finalizer: false, deleting: false });
+                model.objects.insert(
+                    name.clone(),
+                    M {
+                        data: "init".into(),
+                        phase: None,
+                        generation: 1,
+                        rv: model.rev,
+                        finalizer: false,
+                        deleting: false,
+                    },
+                );
                 Ok(true)
             };
             let got = match store.create(key(&name), body(&name, "init", false)).await {

@@ -1,0 +1,103 @@
+//! Request bodies in, JSON responses out.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::MAX_BODY_BYTES;
+use super::error::{ApiError, ApiResult};
+
+/// How much of an oversized body is still read (and discarded) before answering 413.
+/// Answering while the client is still sending makes many clients see a reset
+/// connection instead of the answer; past this much we stop being polite.
+const DRAIN_LIMIT: usize = 8 * MAX_BODY_BYTES;
+
+/// Reads the whole body, failing with 413 past [`MAX_BODY_BYTES`].
+pub async fn read(body: Body, content_length: Option<u64>) -> ApiResult<Bytes> {
+    if content_length.is_some_and(|l| l > DRAIN_LIMIT as u64) {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        total = total.saturating_add(chunk.len());
+        if total > DRAIN_LIMIT {
+            break;
+        }
+        if total <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    Ok(buf.freeze())
+}
+
+/// Decodes a JSON body, which must be an object; errors carry serde's line and column.
+pub fn json_object(bytes: &[u8]) -> ApiResult<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty; send the object as JSON"));
+    }
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    require_object(v)
+}
+
+/// Decodes a YAML body (one document), which must be a mapping.
+pub fn yaml_object(bytes: &[u8]) -> ApiResult<Value> {
+    let v: Value = serde_norway::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
+    require_object(v)
+}
+
+fn require_object(v: Value) -> ApiResult<Value> {
+    if v.is_object() { Ok(v) } else { Err(ApiError::bad_request("the request body must be a JSON object")) }
+}
+
+/// A JSON response whose body is already serialized (stored objects go out as is).
+pub fn raw_json(code: StatusCode, json: Bytes) -> Response {
+    let mut resp = (code, json).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A JSON response from a value.
+pub fn json(code: StatusCode, v: &Value) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(b) => raw_json(code, Bytes::from(b)),
+        Err(e) => ApiError::internal(format!("cannot serialize a response: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn oversized_body_is_rejected_with_413() {
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        let err = read(Body::from(big), None).await.err();
+        assert_eq!(err.map(|e| e.code), Some(StatusCode::PAYLOAD_TOO_LARGE));
+        let ok = read(Body::from(vec![b' '; MAX_BODY_BYTES]), None).await;
+        assert_eq!(ok.map(|b| b.len()).ok(), Some(MAX_BODY_BYTES));
+    }
+
+    #[test]
+    fn bad_json_names_line_and_column() {
+        let err = json_object(b"{\n  \"a\": }").err().map(|e| e.message).unwrap_or_default();
+        assert!(err.contains("line 2 column"), "{err}");
+    }
+
+    #[test]
+    fn non_objects_are_rejected() {
+        assert!(json_object(b"[1]").is_err());
+        assert!(yaml_object(b"- a").is_err());
+        assert!(yaml_object(b"kind: X\nmetadata: {name: a}\n").is_ok());
+    }
+}

@@ -1,0 +1,255 @@
+//! The Corral API server: Kubernetes-shaped REST over JSON on top of the store, as
+//! specified in `docs/api.md`.
+//!
+//! [`app`] builds the router from an [`AppState`], so tests can drive it without a
+//! socket; [`start`] opens the store, binds and serves in the background; [`run`]
+//! serves until SIGINT or SIGTERM.
+
+mod body;
+mod discovery;
+pub mod error;
+mod metrics;
+mod ops;
+mod patch;
+pub mod path;
+mod resources;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::routing::{any, get, post};
+use corral_api::Registry;
+use corral_store::{Key, SledStore, Storage};
+use serde_json::json;
+
+pub use error::{ApiError, StatusDetails};
+pub use metrics::Metrics;
+
+/// Largest request body accepted; larger ones answer 413.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// How the server is run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (see [`RunningServer::addr`]).
+    pub listen: SocketAddr,
+    /// Directory of the store's database; created if missing.
+    pub data_dir: PathBuf,
+    /// Revisions of event log kept before older ones are compacted automatically.
+    pub compaction_retain: u64,
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("corral-data"),
+            compaction_retain: 100_000,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The object store.
+    pub store: Arc<dyn Storage>,
+    /// The served kinds and their validators.
+    pub registry: Arc<Registry>,
+    /// Request and store metrics exported at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Flipped to `true` to end every open watch stream (graceful shutdown would
+    /// otherwise wait for them forever).
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl AppState {
+    /// State serving `registry`'s kinds from `store`, with fresh metrics.
+    pub fn new(store: Arc<dyn Storage>, registry: Arc<Registry>) -> Self {
+        let metrics = Arc::new(Metrics::new(store.clone()));
+        let (closing, _) = tokio::sync::watch::channel(false);
+        AppState { store, registry, metrics, closing: Arc::new(closing) }
+    }
+
+    /// Ends every watch stream opened through this state (and any opened later).
+    pub fn close_watches(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`AppState::close_watches`] has been called.
+    fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            // An error means the sender is gone, which also means closing.
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+}
+
+/// The whole HTTP API as a router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz).fallback(method_not_allowed))
+        .route("/metrics", get(metrics::serve).fallback(method_not_allowed))
+        .route("/apis", get(discovery::groups).fallback(method_not_allowed))
+        .route("/apis/{*rest}", any(resources::dispatch))
+        .route("/kinds", get(discovery::kinds).fallback(method_not_allowed))
+        .route("/schemas/{group}/{version}/{plural}", get(discovery::schema).fallback(method_not_allowed))
+        .route("/admin/compact", post(ops::compact).fallback(method_not_allowed))
+        .route("/admin/revision", get(ops::revision).fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(&method, uri.path())
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("the server could not find the requested resource {}", uri.path()))
+}
+
+/// A server serving in the background, returned by [`start`]. Dropping it stops the
+/// server without waiting; [`RunningServer::shutdown`] waits.
+pub struct RunningServer {
+    addr: SocketAddr,
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+    store: Option<Arc<SledStore>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningServer {
+    /// The address actually bound (the real port when the config asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections, ends open watches, lets in-flight requests
+    /// finish, then closes the store so that its directory can be opened again.
+    ///
+    /// # Errors
+    /// Fails if the server task failed or panicked.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.signal_stop();
+        let served = match self.task.take() {
+            Some(task) => task.await.context("server task panicked")?.context("serving failed"),
+            None => Ok(()),
+        };
+        if let Some(store) = self.store.take() {
+            // Every connection, and with it every clone of the state, is gone once
+            // the server task ends; should anything still hold the store, closing it
+            // still stops its writer.
+            match Arc::try_unwrap(store) {
+                Ok(store) => store.shutdown().await,
+                Err(store) => store.close(),
+            }
+        }
+        tracing::info!("corral API server stopped");
+        served
+    }
+
+    fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.closing.send_replace(true);
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+/// Opens the store in `cfg.data_dir`, makes sure the `default` namespace exists, binds
+/// `cfg.listen` and serves in the background.
+///
+/// # Errors
+/// Fails if the store cannot be opened (e.g. another server holds the directory) or
+/// the address cannot be bound.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let options = corral_store::Options {
+        compaction_retain: cfg.compaction_retain,
+        bookmark_interval: cfg.bookmark_interval,
+        ..Default::default()
+    };
+    let store = Arc::new(
+        SledStore::open(&cfg.data_dir, options)
+            .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?,
+    );
+    let dyn_store: Arc<dyn Storage> = store.clone();
+    ensure_default_namespace(dyn_store.as_ref()).await?;
+    let state = AppState::new(dyn_store, Arc::new(Registry::builtin()));
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr().context("cannot read the bound address")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = app(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "corral API server listening");
+    Ok(RunningServer { addr, closing: state.closing.clone(), store: Some(store), stop: Some(stop), task: Some(task) })
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts it down gracefully.
+///
+/// # Errors
+/// Fails if the server cannot start or stops abnormally.
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    let server = start(cfg).await?;
+    shutdown_signal().await?;
+    tracing::info!("shutdown requested");
+    server.shutdown().await
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    Ok(())
+}
+
+/// The `default` namespace always exists.
+async fn ensure_default_namespace(store: &dyn Storage) -> anyhow::Result<()> {
+    let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), "default");
+    if store.get(&key).await?.is_some() {
+        return Ok(());
+    }
+    let ns = json!({
+        "apiVersion": corral_api::API_VERSION,
+        "kind": "Namespace",
+        "metadata": {"name": "default"},
+        "spec": {},
+    });
+    match store.create(key, ns).await {
+        Ok(_) | Err(corral_store::Error::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e).context("cannot create the default namespace"),
+    }
+}

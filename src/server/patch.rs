@@ -1,0 +1,194 @@
+//! PATCH: JSON patch (RFC 6902), merge patch (RFC 7386) and apply.
+//!
+//! Every kind works the same way: read the live object, compute the result, validate
+//! it, and update with the live `resourceVersion` as precondition. A conflict means
+//! someone wrote in between, so the patch is recomputed on the new state, a bounded
+//! number of times. A patch that itself sets `metadata.resourceVersion` asked for
+//! that precondition: its conflict is the client's to handle and is not retried.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use corral_api::FieldError;
+use corral_api::apply::{last_applied, prepare_manifest, three_way_merge};
+use corral_api::validate::pointer_to_path;
+use corral_store::{Error as StoreError, Key, StoredObject};
+use serde_json::Value;
+
+use super::body;
+use super::error::{ApiError, ApiResult};
+use super::resources::{Ctx, precondition, stale, would_be_created, would_be_updated};
+
+/// Attempts before a patch that keeps losing races gives up with 409.
+const MAX_ATTEMPTS: usize = 16;
+
+enum Format {
+    Json,
+    Merge,
+    ApplyJson,
+    ApplyYaml,
+}
+
+/// Serves PATCH on an object.
+pub(super) async fn patch(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    req_body: Body,
+    content_length: Option<u64>,
+) -> ApiResult<Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let format = match content_type.as_str() {
+        "application/json-patch+json" => Format::Json,
+        "application/merge-patch+json" => Format::Merge,
+        "application/apply-patch+json" => Format::ApplyJson,
+        "application/apply-patch+yaml" => Format::ApplyYaml,
+        other => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "PATCH does not accept Content-Type {other:?}; use application/json-patch+json, \
+                 application/merge-patch+json, application/apply-patch+json or application/apply-patch+yaml"
+            )));
+        }
+    };
+    let bytes = body::read(req_body, content_length).await?;
+    match format {
+        Format::Json => {
+            let ops: json_patch::Patch = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("the body is not a JSON patch (RFC 6902): {e}")))?;
+            patch_existing(ctx, |live| {
+                let mut doc = live.clone();
+                json_patch::patch(&mut doc, &ops.0).map_err(|e| {
+                    ApiError::invalid(
+                        &ctx.info,
+                        &ctx.name,
+                        vec![FieldError::new(
+                            pointer_to_path(e.path.as_str()),
+                            format!("JSON patch operation {} failed: {}", e.operation, e.kind),
+                        )],
+                    )
+                })?;
+                Ok(doc)
+            })
+            .await
+        }
+        Format::Merge => {
+            let merge = body::json_object(&bytes)?;
+            patch_existing(ctx, |live| {
+                let mut doc = live.clone();
+                json_patch::merge(&mut doc, &merge);
+                Ok(doc)
+            })
+            .await
+        }
+        Format::ApplyJson => apply(ctx, body::json_object(&bytes)?).await,
+        Format::ApplyYaml => apply(ctx, body::yaml_object(&bytes)?).await,
+    }
+}
+
+/// JSON and merge patches: the object must exist.
+async fn patch_existing(ctx: &Ctx, compute: impl Fn(&Value) -> ApiResult<Value>) -> ApiResult<Response> {
+    let name = ctx.name.as_str();
+    let key = ctx.key(name);
+    for _ in 0..MAX_ATTEMPTS {
+        let live = ctx.live(name).await?;
+        let live_value = live.value().map_err(ctx.store_error(name))?;
+        let patched = compute(&live_value)?;
+        if let Some(resp) = write(ctx, &key, &live, &live_value, patched).await? {
+            return Ok(resp);
+        }
+    }
+    Err(gave_up(ctx))
+}
+
+/// Apply: create when missing, otherwise a three-way merge with the last applied
+/// manifest.
+async fn apply(ctx: &Ctx, mut manifest: Value) -> ApiResult<Response> {
+    let name = ctx.name.as_str();
+    ctx.fill_identity(&mut manifest, Some(name))?;
+    let desired = prepare_manifest(&manifest);
+    tracing::debug!(
+        field_manager = ctx.field_manager.as_deref().unwrap_or("unknown"),
+        kind = %ctx.info.kind,
+        name,
+        "apply"
+    );
+    let key = ctx.key(name);
+    for _ in 0..MAX_ATTEMPTS {
+        let live = ctx.state.store.get(&key).await.map_err(ctx.store_error(name))?;
+        let Some(live) = live else {
+            ctx.validate(&desired)?;
+            ctx.require_namespace().await?;
+            if ctx.dry_run {
+                return Ok(body::json(StatusCode::CREATED, &would_be_created(desired)));
+            }
+            match ctx.state.store.create(key.clone(), desired.clone()).await {
+                Ok(created) => return Ok(body::raw_json(StatusCode::CREATED, created.json.clone())),
+                // Created by someone else since we looked: merge into theirs.
+                Err(StoreError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(ApiError::from_store(e, &ctx.info, name)),
+            }
+        };
+        let live_value = live.value().map_err(ctx.store_error(name))?;
+        let merged = three_way_merge(last_applied(&live_value).as_ref(), &desired, &live_value);
+        if let Some(resp) = write(ctx, &key, &live, &live_value, merged).await? {
+            return Ok(resp);
+        }
+    }
+    Err(gave_up(ctx))
+}
+
+/// Validates and writes a patched object based on `live`. `None` means the object
+/// changed (or vanished) since it was read: compute again.
+async fn write(
+    ctx: &Ctx,
+    key: &Key,
+    live: &Arc<StoredObject>,
+    live_value: &Value,
+    mut patched: Value,
+) -> ApiResult<Option<Response>> {
+    let name = ctx.name.as_str();
+    if !patched.is_object() {
+        return Err(ApiError::invalid(
+            &ctx.info,
+            name,
+            vec![FieldError::new("", "the patched object is not a JSON object")],
+        ));
+    }
+    ctx.fill_identity(&mut patched, Some(name))?;
+    ctx.validate(&patched)?;
+    let asked = precondition(ctx, &patched)?;
+    // The live resourceVersion is in every patched object unless the patch changed
+    // it; a different one is the client's own precondition.
+    let (expected, retry) = match asked {
+        Some(rv) if rv != live.revision => (rv, false),
+        _ => (live.revision, true),
+    };
+    if ctx.dry_run {
+        if expected != live.revision {
+            return Err(stale(ctx, name, expected, live));
+        }
+        return Ok(Some(body::json(StatusCode::OK, &would_be_updated(live_value, &patched, false))));
+    }
+    match ctx.state.store.update(key.clone(), patched, Some(expected)).await {
+        Ok(outcome) => Ok(Some(body::raw_json(StatusCode::OK, outcome.object().json.clone()))),
+        Err(StoreError::Conflict { .. }) if retry => {
+            tracing::debug!(kind = %ctx.info.kind, name, "patch lost a race; recomputing on the new state");
+            Ok(None)
+        }
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(ApiError::from_store(e, &ctx.info, name)),
+    }
+}
+
+fn gave_up(ctx: &Ctx) -> ApiError {
+    ApiError::conflict(format!(
+        "{} {:?} kept changing while the patch was applied ({MAX_ATTEMPTS} attempts); retry",
+        ctx.info.kind, ctx.name
+    ))
+}

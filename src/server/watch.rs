@@ -1,0 +1,164 @@
+//! `?watch=true`: the store's watch stream as newline-delimited JSON events.
+//!
+//! Objects go out as the bytes the store holds, wrapped in the event envelope, never
+//! parsed and re-serialized: a watch costs a copy per event, not a JSON round trip.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use corral_api::{KindInfo, Selector};
+use corral_store::{WatchEvent, WatchRequest};
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, StatusDetails};
+
+/// Content type of watch streams.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// Opens a watch on a collection. A compacted starting revision fails here, with 410,
+/// before anything is streamed.
+pub(super) async fn serve(
+    state: &AppState,
+    info: &KindInfo,
+    namespace: Option<String>,
+    selector: Selector,
+    from: Option<u64>,
+    bookmarks: bool,
+) -> ApiResult<Response> {
+    let request = WatchRequest { resource: Some(info.resource()), namespace, selector, from, bookmarks };
+    let events = state.store.watch(request).await.map_err(|e| with_collection(ApiError::from(e), info))?;
+    let frames = Frames::new(info);
+    let stream = events
+        .scan(false, move |ended, ev| {
+            // The store ends the stream after `Gone`; stopping here as well keeps the
+            // contract (one ERROR, then the end) whatever the store does.
+            let frame = if *ended {
+                None
+            } else {
+                if matches!(ev, WatchEvent::Gone { .. }) {
+                    *ended = true;
+                }
+                Some(frames.frame(&ev))
+            };
+            futures::future::ready(frame)
+        })
+        .take_until(state.closed())
+        .map(Ok::<Bytes, Infallible>);
+    let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+fn with_collection(e: ApiError, info: &KindInfo) -> ApiError {
+    e.with_details(StatusDetails {
+        group: info.group.clone(),
+        kind: info.kind.clone(),
+        name: String::new(),
+        causes: Vec::new(),
+    })
+}
+
+/// Turns watch events into wire frames for one kind.
+struct Frames {
+    /// `{"type":"BOOKMARK","object":{"apiVersion":..,"kind":..,"metadata":{"resourceVersion":"`
+    bookmark_head: String,
+    info: KindInfo,
+}
+
+impl Frames {
+    fn new(info: &KindInfo) -> Self {
+        let bookmark_head = format!(
+            "{{\"type\":\"BOOKMARK\",\"object\":{{\"apiVersion\":{},\"kind\":{},\"metadata\":{{\"resourceVersion\":\"",
+            Value::String(info.api_version()),
+            Value::String(info.kind.clone()),
+        );
+        // Keep only what error frames need; the schema can be large.
+        let info = KindInfo { schema: Value::Null, ..info.clone() };
+        Frames { bookmark_head, info }
+    }
+
+    fn frame(&self, ev: &WatchEvent) -> Bytes {
+        match ev {
+            WatchEvent::Event(e) => {
+                let ty = e.event_type.as_str();
+                let json = &e.object.json;
+                let mut b = BytesMut::with_capacity(json.len() + ty.len() + 24);
+                b.extend_from_slice(b"{\"type\":\"");
+                b.extend_from_slice(ty.as_bytes());
+                b.extend_from_slice(b"\",\"object\":");
+                b.extend_from_slice(json);
+                b.extend_from_slice(b"}\n");
+                b.freeze()
+            }
+            WatchEvent::Bookmark(rev) => Bytes::from(format!("{}{rev}\"}}}}}}\n", self.bookmark_head)),
+            WatchEvent::Gone { compacted } => {
+                let status = with_collection(
+                    ApiError::gone(format!(
+                        "the watch fell behind compaction: events up to revision {compacted} are gone; \
+                         re-list, then watch from the list's resourceVersion"
+                    )),
+                    &self.info,
+                )
+                .status_json();
+                let event = serde_json::json!({"type": "ERROR", "object": status});
+                let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                line.push(b'\n');
+                Bytes::from(line)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use corral_store::{Event, EventType, Key, StoredObject};
+
+    use super::*;
+
+    fn info() -> KindInfo {
+        let reg = corral_api::Registry::builtin();
+        reg.resolve("cm").map(|i| (*i).clone()).unwrap_or_else(|| panic!("configmaps are built in"))
+    }
+
+    fn parse(b: &Bytes) -> Value {
+        assert!(b.ends_with(b"\n"));
+        serde_json::from_slice(b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(b)))
+    }
+
+    #[test]
+    fn frames_are_one_json_line_each() {
+        let f = Frames::new(&info());
+        let obj = StoredObject {
+            key: Key::namespaced("corral.dev/configmaps", "default", "a"),
+            revision: 5,
+            labels: Default::default(),
+            json: Bytes::from_static(br#"{"kind":"ConfigMap","metadata":{"name":"a","resourceVersion":"5"}}"#),
+        };
+        let ev =
+            WatchEvent::Event(Arc::new(Event { revision: 5, event_type: EventType::Modified, object: Arc::new(obj) }));
+        let v = parse(&f.frame(&ev));
+        assert_eq!(v["type"], "MODIFIED");
+        assert_eq!(v["object"]["metadata"]["name"], "a");
+
+        let v = parse(&f.frame(&WatchEvent::Bookmark(42)));
+        assert_eq!(v["type"], "BOOKMARK");
+        assert_eq!(
+            v["object"],
+            serde_json::json!({"apiVersion":"corral.dev/v1","kind":"ConfigMap","metadata":{"resourceVersion":"42"}})
+        );
+
+        let v = parse(&f.frame(&WatchEvent::Gone { compacted: 9 }));
+        assert_eq!(v["type"], "ERROR");
+        assert_eq!(v["object"]["kind"], "Status");
+        assert_eq!(v["object"]["code"], 410);
+        assert_eq!(v["object"]["reason"], "Gone");
+    }
+}
