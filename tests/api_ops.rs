@@ -122,7 +122,21 @@ async fn metrics_are_valid_exposition_text() {
     let s = TestServer::start().await;
     s.post(CMS, &cm("a", json!({}))).await;
     s.get("/nothing").await;
-    let resp = s.client.get(s.url("/metrics")).send().await.expect("answered");
+    // Without asking: the classic Prometheus text format, counters named by their samples.
+    let plain = s.client.get(s.url("/metrics")).send().await.expect("answered");
+    let content_type = plain.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let plain = plain.text().await.expect("body");
+    assert!(plain.contains("# TYPE corral_store_writes_total counter"), "{plain}");
+    assert!(!plain.contains("# EOF"), "{plain}");
+
+    let resp = s
+        .client
+        .get(s.url("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .expect("answered");
     assert_eq!(resp.status(), StatusCode::OK);
     let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");

@@ -1,0 +1,8 @@
+//! Benchmarks behind `corral bench …`. They print figures; they assert nothing.
+
+mod load;
+mod procs;
+mod store;
+
+pub use load::{LoadResult, closed_loop, open_loop, percentile_ms};
+pub use store::{StoreBenchOptions, run_store_bench};

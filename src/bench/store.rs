@@ -1,0 +1,361 @@
+//! `corral bench store`: the store through the real HTTP server, side by side with a
+//! real etcd in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use serde_json::json;
+
+use super::load::{LoadResult, closed_loop, open_loop, percentile_ms};
+use super::procs::{Proc, start_corral, start_etcd};
+
+/// What to run and how big.
+#[derive(Clone, Debug)]
+pub struct StoreBenchOptions {
+    /// Seconds per throughput workload.
+    pub seconds: u64,
+    /// Objects held for the memory figure (and replayed to one watcher).
+    pub objects: usize,
+    /// Watchers of the many-watchers latency figure.
+    pub watchers: usize,
+    /// Concurrency levels of the write workloads.
+    pub clients: Vec<usize>,
+    /// Writes per second of the fixed-rate latency workload.
+    pub rate: u64,
+}
+
+impl Default for StoreBenchOptions {
+    fn default() -> Self {
+        StoreBenchOptions { seconds: 5, objects: 100_000, watchers: 1000, clients: vec![1, 16, 256], rate: 1000 }
+    }
+}
+
+/// ~1 KiB payload, so objects and etcd values are of the size the targets name.
+fn payload(seq: u64) -> String {
+    let mut s = format!("{seq:016}-");
+    while s.len() < 1000 {
+        s.push_str("0123456789abcdef");
+    }
+    s.truncate(1000);
+    s
+}
+
+fn configmap(ns: &str, name: &str, seq: u64) -> serde_json::Value {
+    json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": ns},
+           "spec": {"data": {"v": payload(seq)}}})
+}
+
+struct Corral {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Corral {
+    fn collection(&self, ns: &str) -> String {
+        format!("{}/apis/corral.dev/v1/namespaces/{ns}/configmaps", self.base)
+    }
+
+    async fn create(&self, ns: &str, name: &str, seq: u64) -> anyhow::Result<u64> {
+        let r = self.http.post(self.collection(ns)).json(&configmap(ns, name, seq)).send().await?;
+        if r.status().as_u16() != 201 {
+            bail!("create {name}: HTTP {}", r.status());
+        }
+        let v: serde_json::Value = r.json().await?;
+        Ok(v["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0))
+    }
+
+    async fn namespace(&self, ns: &str) -> anyhow::Result<()> {
+        let body = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let r = self.http.post(format!("{}/apis/corral.dev/v1/namespaces", self.base)).json(&body).send().await?;
+        if !r.status().is_success() {
+            bail!("create namespace {ns}: HTTP {}", r.status());
+        }
+        Ok(())
+    }
+
+    async fn revision(&self) -> anyhow::Result<u64> {
+        let v: serde_json::Value = self.http.get(format!("{}/admin/revision", self.base)).send().await?.json().await?;
+        v["revision"].as_u64().context("no revision in /admin/revision")
+    }
+}
+
+fn row(name: &str, r: &LoadResult) {
+    println!("  {name:<44} {:>10.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms{}", r.per_sec, r.p50_ms, r.p99_ms,
+        if r.errors > 0 { format!("   ({} errors)", r.errors) } else { String::new() });
+}
+
+/// Runs every store workload and prints the figures.
+pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let corral_dir = dir.path().join("corral");
+    let etcd_dir = dir.path().join("etcd");
+    let server = start_corral(&corral_dir).await?;
+    let (etcd, etcd_version) = start_etcd(&etcd_dir).await?;
+    let dur = Duration::from_secs(opts.seconds);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    let corral = Arc::new(Corral { http, base: format!("http://{}", server.addr) });
+    println!("corral bench store: corral server (sled, flush before ack) vs {etcd_version} (default durability), both on loopback, {}s per workload",
+        opts.seconds);
+
+    // Durable writes, closed loop.
+    println!("\ndurable writes (1 KiB objects / values)");
+    let mut ratios = Vec::new();
+    for &c in &opts.clients {
+        let ns = format!("create-{c}");
+        corral.namespace(&ns).await?;
+        let cl = corral.clone();
+        let nsc = ns.clone();
+        let create = closed_loop(c, dur, u64::MAX, move |_, seq| {
+            let cl = cl.clone();
+            let ns = nsc.clone();
+            async move { cl.create(&ns, &format!("o{seq}"), seq).await.map(|_| ()) }
+        })
+        .await;
+        row(&format!("corral create, {c} clients"), &create);
+        // Updates rewrite the objects just created, each with a new payload.
+        let existing = create.ops.max(1);
+        let cl = corral.clone();
+        let nsc = ns.clone();
+        let update = closed_loop(c, dur, u64::MAX, move |_, seq| {
+            let cl = cl.clone();
+            let ns = nsc.clone();
+            async move {
+                let name = format!("o{}", seq % existing);
+                let url = format!("{}/{name}", cl.collection(&ns));
+                let r = cl.http.put(url).json(&configmap(&ns, &name, seq + 1_000_000_000)).send().await?;
+                if !r.status().is_success() {
+                    bail!("update {name}: HTTP {}", r.status());
+                }
+                Ok(())
+            }
+        })
+        .await;
+        row(&format!("corral update, {c} clients"), &update);
+        let etcd_put = etcd_puts(&etcd, c, dur, &format!("c{c}")).await?;
+        row(&format!("etcd put, {c} clients"), &etcd_put);
+        let ratio = create.per_sec / etcd_put.per_sec.max(1e-9);
+        println!("  {:<44} {ratio:>10.2}x (create) {:>6.2}x (update)", format!("corral/etcd, {c} clients"),
+            update.per_sec / etcd_put.per_sec.max(1e-9));
+        ratios.push((c, ratio));
+    }
+
+    println!("\nfixed-rate writes, open loop");
+    corral.namespace("rate").await?;
+    let cl = corral.clone();
+    let rate = open_loop(opts.rate, dur, move |seq| {
+        let cl = cl.clone();
+        async move { cl.create("rate", &format!("r{seq}"), seq).await.map(|_| ()) }
+    })
+    .await;
+    row(&format!("corral create at {}/s", opts.rate), &rate);
+    let kv = etcd_client::Client::connect([format!("http://{}", etcd.addr)], None).await?.kv_client();
+    let etcd_rate = open_loop(opts.rate, dur, move |seq| {
+        let mut kv = kv.clone();
+        async move { kv.put(format!("rate/{seq}"), payload(seq), None).await.map(|_| ()).map_err(Into::into) }
+    })
+    .await;
+    row(&format!("etcd put at {}/s", opts.rate), &etcd_rate);
+
+    println!("\nreads");
+    corral.namespace("reads").await?;
+    for i in 0..1000u64 {
+        corral.create("reads", &format!("o{i}"), i).await?;
+    }
+    let cl = corral.clone();
+    let gets = closed_loop(16, dur, u64::MAX, move |_, seq| {
+        let cl = cl.clone();
+        async move {
+            let r = cl.http.get(format!("{}/o{}", cl.collection("reads"), seq % 1000)).send().await?;
+            if !r.status().is_success() {
+                bail!("get: HTTP {}", r.status());
+            }
+            r.bytes().await?;
+            Ok(())
+        }
+    })
+    .await;
+    row("corral get, 16 clients", &gets);
+    let cl = corral.clone();
+    let lists = closed_loop(4, dur, u64::MAX, move |_, _| {
+        let cl = cl.clone();
+        async move {
+            let r = cl.http.get(cl.collection("reads")).send().await?;
+            if !r.status().is_success() {
+                bail!("list: HTTP {}", r.status());
+            }
+            r.bytes().await?;
+            Ok(())
+        }
+    })
+    .await;
+    row("corral list of 1000 objects, 4 clients", &lists);
+
+    println!("\nwatch delivery (from issuing the write to the event arriving; includes the durable commit)");
+    for watchers in [1usize, opts.watchers] {
+        let (p50, p99, delivered) = watch_latency(&corral, watchers, 200).await?;
+        println!("  {:<44} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   ({delivered} deliveries)", format!("{watchers} watchers"));
+    }
+
+    println!("\nholding {} objects", opts.objects);
+    corral.namespace("mass").await?;
+    let before = corral.revision().await?;
+    let cl = corral.clone();
+    let load = closed_loop(256, Duration::from_secs(3600), opts.objects as u64, move |_, seq| {
+        let cl = cl.clone();
+        async move { cl.create("mass", &format!("m{seq}"), seq).await.map(|_| ()) }
+    })
+    .await;
+    row(&format!("corral create of {} objects, 256 clients", opts.objects), &load);
+    let rss = server.rss_bytes()?;
+    println!("  {:<44} {:>10.1} MB", "corral server RSS", rss as f64 / 1e6);
+    let (events, secs) = replay_rate(&corral, before).await?;
+    println!("  {:<44} {:>10.0} events/s   ({events} events in {secs:.2} s)", "events to one watcher (replay from the log)",
+        events as f64 / secs);
+
+    println!("\nsummary");
+    for (c, r) in &ratios {
+        println!("  durable create throughput corral/etcd at {c:>3} clients: {r:.2}x");
+    }
+    println!("  write p99 at {}/s: {:.2} ms (etcd {:.2} ms)", opts.rate, rate.p99_ms, etcd_rate.p99_ms);
+    println!("  RSS with {} objects: {:.1} MB", opts.objects, rss as f64 / 1e6);
+    drop(etcd);
+    drop(server);
+    Ok(())
+}
+
+async fn etcd_puts(etcd: &Proc, clients: usize, dur: Duration, prefix: &str) -> anyhow::Result<LoadResult> {
+    // One gRPC connection multiplexes many streams; several spread the load as a
+    // fleet of clients would.
+    let conns = clients.clamp(1, 16);
+    let mut kvs = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        kvs.push(etcd_client::Client::connect([format!("http://{}", etcd.addr)], None).await?.kv_client());
+    }
+    let kvs = Arc::new(kvs);
+    let prefix = prefix.to_string();
+    Ok(closed_loop(clients, dur, u64::MAX, move |c, seq| {
+        let mut kv = kvs[c % kvs.len()].clone();
+        let key = format!("{prefix}/o{seq}");
+        async move { kv.put(key, payload(seq), None).await.map(|_| ()).map_err(Into::into) }
+    })
+    .await)
+}
+
+#[derive(serde::Deserialize)]
+struct WireEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    object: WireObject,
+}
+
+#[derive(serde::Deserialize)]
+struct WireObject {
+    metadata: WireMeta,
+}
+
+#[derive(serde::Deserialize)]
+struct WireMeta {
+    #[serde(default)]
+    name: String,
+}
+
+/// Reads NDJSON events from a watch response, calling `f` for each until it returns false.
+async fn read_events(resp: reqwest::Response, mut f: impl FnMut(WireEvent) -> bool) -> anyhow::Result<()> {
+    let mut stream = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+        let mut start = 0;
+        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+            let line = &buf[start..start + pos];
+            start += pos + 1;
+            if line.is_empty() {
+                continue;
+            }
+            let ev: WireEvent = serde_json::from_slice(line)?;
+            if !f(ev) {
+                return Ok(());
+            }
+        }
+        buf.drain(..start);
+    }
+    Ok(())
+}
+
+/// `watchers` watches of one namespace; `writes` creates at 100/s; latency from the
+/// moment each write is issued to each watcher receiving its event.
+async fn watch_latency(corral: &Arc<Corral>, watchers: usize, writes: u64) -> anyhow::Result<(f64, f64, usize)> {
+    let ns = format!("watch-{watchers}");
+    corral.namespace(&ns).await?;
+    let rev = corral.revision().await?;
+    let epoch = Instant::now();
+    let issued: Arc<Vec<AtomicU64>> = Arc::new((0..writes).map(|_| AtomicU64::new(0)).collect());
+    let mut tasks = Vec::with_capacity(watchers);
+    let url = format!("{}?watch=true&resourceVersion={rev}", corral.collection(&ns));
+    for _ in 0..watchers {
+        let resp = corral.http.get(&url).send().await?;
+        if !resp.status().is_success() {
+            bail!("watch: HTTP {}", resp.status());
+        }
+        let issued = issued.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(writes as usize);
+            let _ = read_events(resp, |ev| {
+                if ev.kind == "ADDED" {
+                    if let Some(seq) = ev.object.metadata.name.strip_prefix('w').and_then(|s| s.parse::<usize>().ok()) {
+                        let now = epoch.elapsed().as_micros() as u64;
+                        let t0 = issued.get(seq).map(|a| a.load(Ordering::Acquire)).unwrap_or(now);
+                        lat.push(now.saturating_sub(t0));
+                    }
+                }
+                (lat.len() as u64) < writes
+            })
+            .await;
+            lat
+        }));
+    }
+    let cl = corral.clone();
+    let iss = issued.clone();
+    let nsc = ns.clone();
+    open_loop(100, Duration::from_secs(writes / 100), move |seq| {
+        let cl = cl.clone();
+        let iss = iss.clone();
+        let ns = nsc.clone();
+        async move {
+            iss[seq as usize].store(epoch.elapsed().as_micros() as u64, Ordering::Release);
+            cl.create(&ns, &format!("w{seq}"), seq).await.map(|_| ())
+        }
+    })
+    .await;
+    let mut all = Vec::new();
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(60), t).await {
+            Ok(Ok(lat)) => all.extend(lat),
+            _ => bail!("a watcher did not receive every event within 60 s"),
+        }
+    }
+    all.sort_unstable();
+    Ok((percentile_ms(&all, 0.5), percentile_ms(&all, 0.99), all.len()))
+}
+
+/// One watcher replaying every event after `from`; returns events and seconds.
+async fn replay_rate(corral: &Arc<Corral>, from: u64) -> anyhow::Result<(u64, f64)> {
+    let to = corral.revision().await?;
+    let want = to - from;
+    let t0 = Instant::now();
+    let resp = corral.http.get(format!("{}/apis/corral.dev/v1/configmaps?watch=true&resourceVersion={from}", corral.base)).send().await?;
+    if !resp.status().is_success() {
+        bail!("watch: HTTP {}", resp.status());
+    }
+    let mut n = 0u64;
+    read_events(resp, |_| {
+        n += 1;
+        n < want
+    })
+    .await?;
+    Ok((n, t0.elapsed().as_secs_f64()))
+}

@@ -1,0 +1,226 @@
+//! Command-line arguments of `corral`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Corral: a small datacenter operating system.
+#[derive(Parser, Debug)]
+#[command(name = "corral", version, about, propagate_version = true)]
+pub struct Cli {
+    /// URL of the Corral API server.
+    #[arg(long, global = true, env = "CORRAL_SERVER", default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole system in this process (API server and, later, controllers,
+    /// DNS and the node agent).
+    Up(ServeArgs),
+    /// Run the control plane only (the API server).
+    Server(ServeArgs),
+    /// Create or update objects from manifest files, directories or stdin.
+    Apply(ApplyArgs),
+    /// List objects, or show some by name.
+    Get(GetArgs),
+    /// Show objects in detail, for people.
+    Describe(DescribeArgs),
+    /// Delete objects by name or by manifest.
+    Delete(DeleteArgs),
+    /// Show what `apply` would change. Exit code 0: no differences, 1: differences,
+    /// 2: error.
+    Diff(DiffArgs),
+    /// Document a kind or one of its fields, from the schema the server validates
+    /// against.
+    Explain(ExplainArgs),
+    /// List the kinds the server serves.
+    #[command(name = "api-resources")]
+    ApiResources,
+    /// Run benchmarks and print their figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Benchmarks of `corral bench`.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The store through the HTTP server, side by side with a real etcd: durable
+    /// write throughput at several concurrencies, write latency at a fixed rate,
+    /// reads, watch delivery latency, replay rate and memory at many objects.
+    Store(BenchStoreArgs),
+}
+
+/// Options of `corral bench store`.
+#[derive(Args, Debug)]
+pub struct BenchStoreArgs {
+    /// Seconds per throughput workload.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Objects created for the memory and replay figures.
+    #[arg(long, default_value_t = 100_000)]
+    pub objects: usize,
+    /// Watchers of the many-watchers latency figure.
+    #[arg(long, default_value_t = 1000)]
+    pub watchers: usize,
+    /// Writes per second of the fixed-rate latency workload.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Concurrent clients of the write workloads, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    pub clients: Vec<usize>,
+}
+
+/// Options of `corral up` and `corral server`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Directory holding the store; created if missing.
+    #[arg(long, env = "CORRAL_DATA_DIR", default_value = "./corral-data")]
+    pub data_dir: PathBuf,
+
+    /// Address the API server listens on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+
+    /// How many revisions of the event log to keep before compacting; watches
+    /// resuming from older revisions must re-list. Default: the server's.
+    #[arg(long, value_name = "N")]
+    pub compaction_retain: Option<u64>,
+}
+
+/// Selection of namespaces for namespaced kinds.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NamespaceArgs {
+    /// Namespace of namespaced objects [default: default].
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+impl NamespaceArgs {
+    /// The namespace to use when neither the command line nor a manifest says.
+    pub fn or_default(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+}
+
+/// The namespace used when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Options of `corral apply`.
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// Manifest files or directories (read recursively: *.yaml, *.yml, *.json);
+    /// `-` reads stdin.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// Validate against the server and show what would happen; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// Output formats of `corral get`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    #[default]
+    Table,
+    /// Aligned columns with labels, generation and resource version.
+    Wide,
+    /// YAML: the object, or a List.
+    Yaml,
+    /// JSON: the object, or a List.
+    Json,
+    /// `kind/name`, one a line.
+    Name,
+}
+
+/// Options of `corral get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Kind: plural, singular, short name or Kind, in any case (see
+    /// `corral api-resources`).
+    pub kind: String,
+
+    /// Names of objects to show; all when omitted.
+    pub names: Vec<String>,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+
+    /// List across all namespaces.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+
+    /// Label selector, e.g. `app=web,tier!=db,env in (a,b)`.
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// After listing, stream changes until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+/// Options of `corral describe`.
+#[derive(Args, Debug)]
+pub struct DescribeArgs {
+    /// Kind: plural, singular, short name or Kind.
+    pub kind: String,
+
+    /// Names of objects to describe.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// Options of `corral delete`.
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Kind, then names: `corral delete configmap a b`.
+    #[arg(value_name = "KIND NAME", required_unless_present = "files")]
+    pub target: Vec<String>,
+
+    /// Delete the objects described by these manifests instead.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., conflicts_with = "target")]
+    pub files: Vec<PathBuf>,
+
+    /// Succeed for objects that do not exist.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// Options of `corral diff`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Manifest files or directories; `-` reads stdin.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// Options of `corral explain`.
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// `KIND` or `KIND.field.path`, e.g. `configmap.spec.data`.
+    pub path: String,
+}

@@ -1,0 +1,310 @@
+//! `corral get` (with `--watch`) and `corral api-resources`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+use corral_api::{DynamicObject, KindInfo, Selector};
+use futures::StreamExt;
+
+use super::args::{GetArgs, OutputFormat};
+use super::output::{self, Column, PrintedList, Table, now_unix, object_text, render_row};
+use super::{Ctx, kind_word};
+use crate::client::{ListParams, WatchEvent, WatchParams};
+
+pub(crate) async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<u8> {
+    let kind = ctx.resolve(&args.kind).await?;
+    if let Some(sel) = &args.selector {
+        Selector::parse(sel).map_err(|e| anyhow::anyhow!("{e}; see `corral get --help` for the syntax"))?;
+    }
+    if !args.names.is_empty() && args.selector.is_some() {
+        anyhow::bail!("give names or a label selector (-l), not both");
+    }
+    let namespace = scope(&kind, &args);
+    let all_ns = kind.namespaced && namespace.is_none();
+    let (objects, rv, failed) = if args.names.is_empty() {
+        let params = ListParams { label_selector: args.selector.clone() };
+        let list = ctx.client.list(&kind, namespace.as_deref(), &params).await?;
+        (list.items, list.metadata.resource_version, 0)
+    } else {
+        let mut objects = Vec::new();
+        let mut failed = 0u32;
+        for name in &args.names {
+            match ctx.client.get(&kind, namespace.as_deref(), name).await {
+                Ok(o) => objects.push(o),
+                Err(e) if e.is_not_found() => {
+                    failed += 1;
+                    eprintln!("error: {}", not_found(&kind, name, namespace.as_deref()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        (objects, None, failed)
+    };
+    let cols = output::columns(&kind, all_ns, args.output == OutputFormat::Wide);
+    let mut out = std::io::stdout().lock();
+    let widths = print_initial(&mut out, &kind, &args, &cols, &objects, rv.clone(), namespace.as_deref())?;
+    drop(out);
+    if !args.watch {
+        return Ok(u8::from(failed > 0));
+    }
+    watch(ctx, &kind, &args, namespace, &cols, widths, objects, rv).await
+}
+
+/// The namespace to list in: none for cluster-scoped kinds and `-A`.
+fn scope(kind: &KindInfo, args: &GetArgs) -> Option<String> {
+    if !kind.namespaced || args.all_namespaces { None } else { Some(args.ns.or_default().to_string()) }
+}
+
+fn not_found(kind: &KindInfo, name: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) if kind.namespaced => format!(
+            "{} {name:?} not found in namespace {ns:?}; list them with `corral get {} -n {ns}` (or -A for every namespace)",
+            kind.kind, kind.plural
+        ),
+        _ => format!("{} {name:?} not found; list them with `corral get {}`", kind.kind, kind.plural),
+    }
+}
+
+/// Prints what `get` shows before any watching. Returns the table's column widths,
+/// which watched rows keep to.
+fn print_initial(
+    out: &mut impl Write,
+    kind: &KindInfo,
+    args: &GetArgs,
+    cols: &[Column],
+    objects: &[DynamicObject],
+    rv: Option<String>,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<usize>> {
+    match args.output {
+        OutputFormat::Table | OutputFormat::Wide => {
+            let table = output::object_table(cols, objects, now_unix());
+            if objects.is_empty() {
+                if args.names.is_empty() {
+                    let place = match namespace {
+                        Some(ns) if kind.namespaced => format!(" in namespace {ns}"),
+                        _ => String::new(),
+                    };
+                    eprintln!("No {} found{place}.", kind.plural);
+                }
+                if !args.watch {
+                    return Ok(table.widths());
+                }
+            }
+            write!(out, "{}", table.render())?;
+            Ok(table.widths())
+        }
+        OutputFormat::Yaml | OutputFormat::Json if args.watch => {
+            for o in objects {
+                write!(out, "{}", object_text(args.output, kind, o, true)?)?;
+            }
+            Ok(Vec::new())
+        }
+        OutputFormat::Yaml | OutputFormat::Json => {
+            let text = match (objects, args.names.len()) {
+                ([one], 1) => object_text(args.output, kind, one, false)?,
+                _ => {
+                    let list = PrintedList::new(objects, rv);
+                    if args.output == OutputFormat::Yaml { output::to_yaml(&list)? } else { output::to_json(&list)? }
+                }
+            };
+            write!(out, "{text}")?;
+            Ok(Vec::new())
+        }
+        OutputFormat::Name => {
+            for o in objects {
+                writeln!(out, "{}", output::name_line(kind, o))?;
+            }
+            Ok(Vec::new())
+        }
+    }
+}
+
+type ObjKey = (Option<String>, String);
+
+fn key(o: &DynamicObject) -> ObjKey {
+    (o.metadata.namespace.clone(), o.metadata.name.clone())
+}
+
+/// Prints watched objects one at a time, table rows kept to the initial widths.
+struct Printer<'a> {
+    format: OutputFormat,
+    kind: &'a KindInfo,
+    cols: &'a [Column],
+    widths: Vec<usize>,
+}
+
+impl Printer<'_> {
+    fn print(&self, o: &DynamicObject) -> anyhow::Result<()> {
+        let text = match self.format {
+            OutputFormat::Table | OutputFormat::Wide => {
+                let cells: Vec<String> = self.cols.iter().map(|c| c.cell(o, now_unix())).collect();
+                render_row(&cells, &self.widths)
+            }
+            f => object_text(f, self.kind, o, true)?,
+        };
+        // Flushed per object: whoever reads a pipe sees each change as it happens.
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// What a watch needs to know about its scope.
+struct Scope<'a> {
+    kind: &'a KindInfo,
+    namespace: Option<String>,
+    selector: Option<String>,
+    names: BTreeSet<String>,
+}
+
+impl Scope<'_> {
+    fn wanted(&self, o: &DynamicObject) -> bool {
+        self.names.is_empty() || self.names.contains(&o.metadata.name)
+    }
+}
+
+/// Streams changes after the initial output until interrupted. A compacted revision
+/// (410) means events were missed: re-list, print what differs from what was shown,
+/// and watch again from the new list's revision.
+#[allow(clippy::too_many_arguments)]
+async fn watch(
+    ctx: &Ctx,
+    kind: &KindInfo,
+    args: &GetArgs,
+    namespace: Option<String>,
+    cols: &[Column],
+    widths: Vec<usize>,
+    objects: Vec<DynamicObject>,
+    rv: Option<String>,
+) -> anyhow::Result<u8> {
+    let scope = Scope { kind, namespace, selector: args.selector.clone(), names: args.names.iter().cloned().collect() };
+    let printer = Printer { format: args.output, kind, cols, widths };
+    // The revision last shown of each object, so a re-list prints only real changes.
+    let mut shown: BTreeMap<ObjKey, Option<String>> =
+        objects.iter().map(|o| (key(o), o.metadata.resource_version.clone())).collect();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    // Objects fetched by name come without a list revision: list to get one.
+    let mut from = match rv {
+        Some(rv) => rv,
+        None => tokio::select! {
+            r = relist(ctx, &scope, &mut shown, &printer) => r?,
+            _ = &mut interrupted => return Ok(0),
+        },
+    };
+    loop {
+        let params = WatchParams {
+            label_selector: scope.selector.clone(),
+            resource_version: Some(from.clone()),
+            bookmarks: true,
+        };
+        let stream = tokio::select! {
+            s = ctx.client.watch(kind, scope.namespace.as_deref(), &params) => s,
+            _ = &mut interrupted => return Ok(0),
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) if e.is_gone() => {
+                from = relist(ctx, &scope, &mut shown, &printer).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut received = false;
+        loop {
+            let next = tokio::select! {
+                ev = stream.next() => ev,
+                _ = &mut interrupted => return Ok(0),
+            };
+            // The server ended the watch (a restart, a timeout): resume where we were,
+            // pausing first if it ended at once so that a refusing server is not spun on.
+            let Some(ev) = next else {
+                if !received {
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = &mut interrupted => return Ok(0),
+                    }
+                }
+                break;
+            };
+            received = true;
+            match ev? {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                    from = o.metadata.resource_version.clone().unwrap_or(from);
+                    if scope.wanted(&o) {
+                        shown.insert(key(&o), o.metadata.resource_version.clone());
+                        printer.print(&o)?;
+                    }
+                }
+                WatchEvent::Deleted(o) => {
+                    from = o.metadata.resource_version.clone().unwrap_or(from);
+                    if scope.wanted(&o) {
+                        shown.remove(&key(&o));
+                        printer.print(&o)?;
+                    }
+                }
+                WatchEvent::Bookmark { resource_version } => from = resource_version,
+                WatchEvent::Error(status) if status.code == 410 => {
+                    from = relist(ctx, &scope, &mut shown, &printer).await?;
+                    break;
+                }
+                WatchEvent::Error(status) => {
+                    let why = if status.message.is_empty() { status.reason } else { status.message };
+                    anyhow::bail!("the watch failed: {why}; run the command again");
+                }
+            }
+        }
+    }
+}
+
+/// Lists again and prints objects new or changed since last shown; objects that
+/// vanished meanwhile are named on stderr (their last state is unknown). Returns the
+/// list's revision, to watch from.
+async fn relist(
+    ctx: &Ctx,
+    scope: &Scope<'_>,
+    shown: &mut BTreeMap<ObjKey, Option<String>>,
+    printer: &Printer<'_>,
+) -> anyhow::Result<String> {
+    let params = ListParams { label_selector: scope.selector.clone() };
+    let list = ctx.client.list(scope.kind, scope.namespace.as_deref(), &params).await?;
+    let mut seen = BTreeSet::new();
+    for o in list.items.iter().filter(|o| scope.wanted(o)) {
+        let k = key(o);
+        seen.insert(k.clone());
+        if shown.get(&k) != Some(&o.metadata.resource_version) {
+            printer.print(o)?;
+            shown.insert(k, o.metadata.resource_version.clone());
+        }
+    }
+    let gone: Vec<ObjKey> = shown.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+    for k in gone {
+        shown.remove(&k);
+        match k {
+            (Some(ns), name) => eprintln!("{}/{name} in namespace {ns} was deleted", kind_word(scope.kind)),
+            (None, name) => eprintln!("{}/{name} was deleted", kind_word(scope.kind)),
+        }
+    }
+    list.metadata
+        .resource_version
+        .ok_or_else(|| anyhow::anyhow!("the server's list has no metadata.resourceVersion to watch from"))
+}
+
+pub(crate) async fn api_resources(ctx: &Ctx) -> anyhow::Result<u8> {
+    let mut kinds = ctx.kinds().await?.to_vec();
+    kinds.sort_by(|a, b| (&a.plural, &a.group).cmp(&(&b.plural, &b.group)));
+    let mut t = Table::new(["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
+    for k in &kinds {
+        t.rows.push(vec![
+            k.plural.clone(),
+            k.short_names.join(","),
+            k.api_version(),
+            k.namespaced.to_string(),
+            k.kind.clone(),
+        ]);
+    }
+    out!("{}", t.render())?;
+    Ok(0)
+}

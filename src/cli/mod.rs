@@ -1,0 +1,174 @@
+//! The `corral` command line: running the system (`up`, `server`) and talking to it
+//! (`apply`, `get`, `describe`, `delete`, `diff`, `explain`, `api-resources`).
+//!
+//! Exit codes: 0 success, 1 error; `diff` exits 1 when there are differences and 2
+//! on error. Errors go to stderr as `error: ...`.
+
+/// `println!` that returns the write error instead of panicking, so that a closed
+/// pipe (`corral get cm | head -1`) ends the command quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the write error instead of panicking; see `outln!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+pub mod args;
+pub mod manifest;
+pub mod output;
+
+mod apply;
+mod delete;
+mod describe;
+mod diff;
+mod explain;
+mod get;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use corral_api::KindInfo;
+use tokio::sync::OnceCell;
+
+use crate::client::Client;
+use args::{Cli, Command};
+
+/// Entry point of the `corral` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout and are not failures.
+            let failed = e.use_stderr();
+            let _ = e.print();
+            return if failed { ExitCode::from(usage_error_code()) } else { ExitCode::SUCCESS };
+        }
+    };
+    let serving = matches!(cli.command, Command::Up(_) | Command::Server(_));
+    init_logging(if serving { "info" } else { "warn" });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let is_diff = matches!(cli.command, Command::Diff(_));
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(if is_diff { 2 } else { 1 })
+        }
+    }
+}
+
+/// `diff` reserves 1 for "there are differences", so its errors, usage errors
+/// included, exit 2.
+fn usage_error_code() -> u8 {
+    if std::env::args_os().skip(1).any(|a| a == "diff") { 2 } else { 1 }
+}
+
+fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only for a person at a terminal, not in files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+}
+
+/// Whether stdout was closed by its reader: not worth an error message.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Prints an error chain as one `error: ...` line. Client errors already carry their
+/// root cause in their message, so the chain stops there.
+pub(crate) fn report(e: &anyhow::Error) {
+    eprintln!("error: {}", error_text(e));
+}
+
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(cause.to_string());
+        if cause.downcast_ref::<crate::client::Error>().is_some() {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let server = cli.server;
+    let ctx = || Ctx::new(&server);
+    match cli.command {
+        Command::Up(a) => serve::run(a, serve::Role::Everything).await.map(|()| 0),
+        Command::Server(a) => serve::run(a, serve::Role::ControlPlane).await.map(|()| 0),
+        Command::Apply(a) => apply::run(&ctx()?, a).await,
+        Command::Get(a) => get::run(&ctx()?, a).await,
+        Command::Describe(a) => describe::run(&ctx()?, a).await,
+        Command::Delete(a) => delete::run(&ctx()?, a).await,
+        Command::Diff(a) => diff::run(&ctx()?, a).await,
+        Command::Explain(a) => explain::run(&ctx()?, a).await,
+        Command::ApiResources => get::api_resources(&ctx()?).await,
+        Command::Bench(args::BenchCommand::Store(a)) => crate::bench::run_store_bench(crate::bench::StoreBenchOptions {
+            seconds: a.seconds,
+            objects: a.objects,
+            watchers: a.watchers,
+            clients: a.clients,
+            rate: a.rate,
+        })
+        .await
+        .map(|()| 0),
+    }
+}
+
+/// What every client command needs: the client and the served kinds, fetched once.
+pub(crate) struct Ctx {
+    pub(crate) client: Client,
+    kinds: OnceCell<Vec<KindInfo>>,
+}
+
+impl Ctx {
+    fn new(server: &str) -> anyhow::Result<Self> {
+        Ok(Ctx { client: Client::new(server)?, kinds: OnceCell::new() })
+    }
+
+    /// Every served kind (`GET /kinds`), fetched on first use.
+    pub(crate) async fn kinds(&self) -> anyhow::Result<&[KindInfo]> {
+        let kinds = self.kinds.get_or_try_init(|| self.client.kinds()).await?;
+        Ok(kinds)
+    }
+
+    /// The kind a user means: plural, singular, short name or Kind, any case.
+    pub(crate) async fn resolve(&self, name: &str) -> anyhow::Result<KindInfo> {
+        let kinds = self.kinds().await?;
+        kinds.iter().find(|k| k.matches_name(name)).cloned().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the server does not serve a kind called {name:?}; run `corral api-resources` to list the kinds it serves"
+            )
+        })
+    }
+
+    /// The kind of a manifest: exact `apiVersion` and `kind`.
+    pub(crate) async fn by_kind(&self, api_version: &str, kind: &str) -> anyhow::Result<Option<KindInfo>> {
+        let kinds = self.kinds().await?;
+        Ok(kinds.iter().find(|k| k.api_version() == api_version && k.kind == kind).cloned())
+    }
+}
+
+/// Lowercase kind, as used in `kind/name`.
+pub(crate) fn kind_word(kind: &KindInfo) -> String {
+    kind.kind.to_ascii_lowercase()
+}

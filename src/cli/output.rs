@@ -1,0 +1,362 @@
+//! Printing objects: aligned tables, YAML, JSON and `kind/name`.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use corral_api::{DynamicObject, KindInfo};
+use serde::Serialize;
+
+use super::args::OutputFormat;
+
+/// Rows of cells printed in aligned columns, kubectl style: columns separated by at
+/// least three spaces, the last one unpadded.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    /// Column headers, upper case.
+    pub headers: Vec<String>,
+    /// Cells, one vector per row, as many as headers.
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these headers and no rows.
+    pub fn new<S: Into<String>>(headers: impl IntoIterator<Item = S>) -> Self {
+        Table { headers: headers.into_iter().map(Into::into).collect(), rows: Vec::new() }
+    }
+
+    /// The width of each column: its widest cell, header included.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut w: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                if let Some(x) = w.get_mut(i) {
+                    *x = (*x).max(cell.chars().count());
+                }
+            }
+        }
+        w
+    }
+
+    /// The header and every row, each line ending in a newline.
+    pub fn render(&self) -> String {
+        let widths = self.widths();
+        let mut out = render_row(&self.headers, &widths);
+        for row in &self.rows {
+            out.push_str(&render_row(row, &widths));
+        }
+        out
+    }
+}
+
+/// One line of a table, padded to `widths` (cells wider than their column push the
+/// rest of the line right rather than being cut).
+pub fn render_row(cells: &[String], widths: &[usize]) -> String {
+    let mut line = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        line.push_str(cell);
+        if i + 1 < cells.len() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            let pad = w.saturating_sub(cell.chars().count()) + 3;
+            line.push_str(&" ".repeat(pad));
+        }
+    }
+    line.push('\n');
+    line
+}
+
+/// The columns of `corral get` for a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Column {
+    /// `metadata.namespace`.
+    Namespace,
+    /// `metadata.name`.
+    Name,
+    /// Number of entries in a ConfigMap's `spec.data`.
+    Data,
+    /// A Namespace's `status.phase`.
+    Phase,
+    /// Time since `metadata.creationTimestamp`.
+    Age,
+    /// `metadata.labels` as `k=v,...`.
+    Labels,
+    /// `metadata.generation`.
+    Generation,
+    /// `metadata.resourceVersion`.
+    ResourceVersion,
+}
+
+impl Column {
+    /// The header of the column.
+    pub fn header(self) -> &'static str {
+        match self {
+            Column::Namespace => "NAMESPACE",
+            Column::Name => "NAME",
+            Column::Data => "DATA",
+            Column::Phase => "STATUS",
+            Column::Age => "AGE",
+            Column::Labels => "LABELS",
+            Column::Generation => "GENERATION",
+            Column::ResourceVersion => "RESOURCEVERSION",
+        }
+    }
+
+    /// The cell of `obj` in this column, `now` in Unix seconds.
+    pub fn cell(self, obj: &DynamicObject, now: i64) -> String {
+        let m = &obj.metadata;
+        match self {
+            Column::Namespace => m.namespace.clone().unwrap_or_default(),
+            Column::Name => m.name.clone(),
+            Column::Data => obj
+                .rest
+                .get("spec")
+                .and_then(|s| s.get("data"))
+                .and_then(serde_json::Value::as_object)
+                .map_or(0, serde_json::Map::len)
+                .to_string(),
+            Column::Phase => obj
+                .rest
+                .get("status")
+                .and_then(|s| s.get("phase"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("<none>")
+                .to_string(),
+            Column::Age => age(m.creation_timestamp.as_deref(), now),
+            Column::Labels => labels_text(&m.labels),
+            Column::Generation => m.generation.map_or_else(|| "<none>".to_string(), |g| g.to_string()),
+            Column::ResourceVersion => m.resource_version.clone().unwrap_or_else(|| "<none>".to_string()),
+        }
+    }
+}
+
+/// The columns shown for `kind`: namespace (across namespaces), name, kind-specific
+/// columns of the built-in kinds, age; `wide` adds labels, generation and resource
+/// version.
+pub fn columns(kind: &KindInfo, all_namespaces: bool, wide: bool) -> Vec<Column> {
+    let mut cols = Vec::new();
+    if all_namespaces && kind.namespaced {
+        cols.push(Column::Namespace);
+    }
+    cols.push(Column::Name);
+    if kind.group == corral_api::GROUP {
+        match kind.kind.as_str() {
+            "ConfigMap" => cols.push(Column::Data),
+            "Namespace" => cols.push(Column::Phase),
+            _ => {}
+        }
+    }
+    cols.push(Column::Age);
+    if wide {
+        cols.extend([Column::Labels, Column::Generation, Column::ResourceVersion]);
+    }
+    cols
+}
+
+/// A table of `objects` in `columns`.
+pub fn object_table(cols: &[Column], objects: &[DynamicObject], now: i64) -> Table {
+    let mut t = Table::new(cols.iter().map(|c| c.header()));
+    for o in objects {
+        t.rows.push(cols.iter().map(|c| c.cell(o, now)).collect());
+    }
+    t
+}
+
+/// `k=v,k2=v2`, or `<none>`.
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "<none>".to_string();
+    }
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// `kind/name`, the `-o name` form.
+pub fn name_line(kind: &KindInfo, obj: &DynamicObject) -> String {
+    format!("{}/{}", kind.kind.to_ascii_lowercase(), obj.metadata.name)
+}
+
+/// A `List` of objects, as `-o yaml|json` prints several.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrintedList<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ListMeta,
+    items: &'a [DynamicObject],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListMeta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_version: Option<String>,
+}
+
+impl<'a> PrintedList<'a> {
+    /// A list of `items` taken at `resource_version`.
+    pub fn new(items: &'a [DynamicObject], resource_version: Option<String>) -> Self {
+        PrintedList {
+            api_version: corral_api::API_VERSION,
+            kind: "List",
+            metadata: ListMeta { resource_version },
+            items,
+        }
+    }
+}
+
+/// `value` as YAML, ending in a newline.
+pub fn to_yaml<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_norway::to_string(value)?)
+}
+
+/// `value` as indented JSON, ending in a newline.
+pub fn to_json<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    let mut s = serde_json::to_string_pretty(value)?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// One object in a machine format (`yaml`, `json`, `name`), for streams: YAML
+/// documents are preceded by `---`.
+pub fn object_text(format: OutputFormat, kind: &KindInfo, obj: &DynamicObject, stream: bool) -> anyhow::Result<String> {
+    Ok(match format {
+        OutputFormat::Yaml if stream => format!("---\n{}", to_yaml(obj)?),
+        OutputFormat::Yaml => to_yaml(obj)?,
+        OutputFormat::Json => to_json(obj)?,
+        OutputFormat::Name | OutputFormat::Table | OutputFormat::Wide => {
+            format!("{}\n", name_line(kind, obj))
+        }
+    })
+}
+
+/// Now, in Unix seconds.
+pub fn now_unix() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Time since an RFC 3339 timestamp, kubectl style (`45s`, `3m20s`, `5h`, `12d`).
+pub fn age(timestamp: Option<&str>, now: i64) -> String {
+    match timestamp.and_then(parse_rfc3339) {
+        Some(t) => human_duration(now - t),
+        None => "<unknown>".to_string(),
+    }
+}
+
+/// A duration in seconds, the way people read ages: precise when short, coarse when
+/// long.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".to_string();
+    }
+    let s = secs.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86_400);
+    let with = |big: i64, unit: &str, small: i64, sunit: &str| {
+        if small == 0 { format!("{big}{unit}") } else { format!("{big}{unit}{small}{sunit}") }
+    };
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        with(m, "m", s % 60, "s")
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        with(h, "h", m % 60, "m")
+    } else if h < 48 {
+        format!("{h}h")
+    } else if d < 8 {
+        with(d, "d", h % 24, "h")
+    } else if d < 365 * 2 {
+        format!("{d}d")
+    } else if d < 365 * 8 {
+        with(d / 365, "y", d % 365, "d")
+    } else {
+        format!("{}y", d / 365)
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = s.get(from..from + len)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (h, mi, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    let offset = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let o = num(i + 1, 2)? * 3600 + num(i + 4, 2)? * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's civil algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_to_unix_seconds() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
+        assert_eq!(parse_rfc3339("2024-02-29T12:30:15.123Z"), Some(1_709_209_815));
+        assert_eq!(parse_rfc3339("2024-02-29T14:30:15+02:00"), Some(1_709_209_815));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(119), "119s");
+        assert_eq!(human_duration(200), "3m20s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(4 * 3600 + 60), "4h1m");
+        assert_eq!(human_duration(30 * 3600), "30h");
+        assert_eq!(human_duration(3 * 86_400 + 3600), "3d1h");
+        assert_eq!(human_duration(100 * 86_400), "100d");
+        assert_eq!(human_duration(-30), "<invalid>");
+    }
+
+    #[test]
+    fn table_columns_are_aligned() {
+        let mut t = Table::new(["NAME", "AGE"]);
+        t.rows.push(vec!["a-long-name".into(), "5s".into()]);
+        t.rows.push(vec!["b".into(), "10m".into()]);
+        assert_eq!(t.render(), "NAME          AGE\na-long-name   5s\nb             10m\n");
+    }
+}

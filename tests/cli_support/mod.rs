@@ -1,0 +1,200 @@
+//! Shared by the `cli_*` integration tests: a real API server on `127.0.0.1:0` with
+//! a real store in a temporary directory, and a way to run the real `corral` binary
+//! against it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use corral::server::{RunningServer, ServerConfig};
+
+/// How long a test waits for something that should happen promptly before failing.
+/// A bound so that a broken build fails instead of hanging, not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One server per test, stopped when dropped.
+pub struct Env {
+    rt: tokio::runtime::Runtime,
+    server: Option<RunningServer>,
+    dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Env {
+    /// Starts a server with a fresh store.
+    pub fn start() -> Env {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            ..ServerConfig::default()
+        };
+        let server = rt.block_on(corral::server::start(cfg)).unwrap();
+        let url = format!("http://{}", server.addr());
+        std::fs::create_dir(dir.path().join("manifests")).unwrap();
+        Env { rt, server: Some(server), dir, url }
+    }
+
+    /// Writes `text` to `rel` under this test's manifest directory; returns the path.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join("manifests").join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The command `corral --server URL args...`, from the manifest directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+        cmd.arg("--server")
+            .arg(&self.url)
+            .args(args)
+            .current_dir(self.dir.path().join("manifests"))
+            .env_remove("CORRAL_SERVER")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Runs `corral args...` to completion with empty stdin.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run(self.command(args).stdin(Stdio::null()).output().unwrap())
+    }
+
+    /// Runs `corral args...` to completion with `input` on stdin.
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> Run {
+        let mut child =
+            self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        Run(child.wait_with_output().unwrap())
+    }
+
+    /// Runs `corral args...` and requires success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert_eq!(r.code(), 0, "corral {args:?} failed:\n{r}");
+        r.stdout()
+    }
+
+    /// Starts `corral args...` in the background, its stdout read line by line.
+    pub fn spawn_lines(&self, args: &[&str]) -> Lines {
+        let mut child =
+            self.command(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { child, rx, seen: Vec::new() }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = self.rt.block_on(server.shutdown());
+        }
+    }
+}
+
+/// A finished `corral` run.
+pub struct Run(pub Output);
+
+impl Run {
+    /// Exit code (-1 if killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+
+    /// Standard output as text.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    /// Standard error as text.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}\n--- stdout\n{}--- stderr\n{}", self.code(), self.stdout(), self.stderr())
+    }
+}
+
+/// A running `corral` whose stdout lines arrive on a channel; killed when dropped.
+pub struct Lines {
+    child: Child,
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    /// Waits (at most [`PATIENCE`]) for a line satisfying `pred` and returns it.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!("no line {what} within {PATIENCE:?}; lines so far: {:#?}\nstderr: {err}", self.seen);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A ConfigMap manifest.
+pub fn configmap(name: &str, namespace: Option<&str>, labels: &[(&str, &str)], data: &[(&str, &str)]) -> String {
+    let mut s = format!("apiVersion: corral.dev/v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
+    if let Some(ns) = namespace {
+        s.push_str(&format!("  namespace: {ns}\n"));
+    }
+    if !labels.is_empty() {
+        s.push_str("  labels:\n");
+        for (k, v) in labels {
+            s.push_str(&format!("    {k}: \"{v}\"\n"));
+        }
+    }
+    s.push_str("spec:\n  data:\n");
+    if data.is_empty() {
+        s.truncate(s.len() - "  data:\n".len());
+        s.push_str("  data: {}\n");
+    }
+    for (k, v) in data {
+        s.push_str(&format!("    {k}: \"{v}\"\n"));
+    }
+    s
+}
