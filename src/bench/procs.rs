@@ -59,10 +59,10 @@ pub async fn start_corral(data_dir: &Path) -> anyhow::Result<Proc> {
     let proc = Proc { child, addr };
     let http = reqwest::Client::new();
     for _ in 0..200 {
-        if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await {
-            if r.status().is_success() {
-                return Ok(proc);
-            }
+        if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(proc);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -93,10 +93,10 @@ pub async fn start_etcd(data_dir: &Path) -> anyhow::Result<(Proc, String)> {
         .context("starting etcd")?;
     let proc = Proc { child, addr: client };
     for _ in 0..200 {
-        if let Ok(mut c) = etcd_client::Client::connect([format!("http://{client}")], None).await {
-            if c.status().await.is_ok() {
-                return Ok((proc, version));
-            }
+        if let Ok(mut c) = etcd_client::Client::connect([format!("http://{client}")], None).await
+            && c.status().await.is_ok()
+        {
+            return Ok((proc, version));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -49,18 +49,40 @@ fn configmap(ns: &str, name: &str, seq: u64) -> serde_json::Value {
            "spec": {"data": {"v": payload(seq)}}})
 }
 
+/// HTTP/2 connections the bench spreads its clients over, as etcd's gRPC clients do.
+const H2_CONNECTIONS: usize = 16;
+
 struct Corral {
-    http: reqwest::Client,
+    /// HTTP/2 (prior knowledge, cleartext) clients, one connection each.
+    h2: Vec<reqwest::Client>,
+    /// An HTTP/1.1 client: one connection per concurrent request.
+    http1: reqwest::Client,
+    /// Whether the workloads use `http1` rather than `h2`.
+    use_http1: bool,
     base: String,
 }
 
 impl Corral {
+    fn new(base: String) -> anyhow::Result<Self> {
+        let mut h2 = Vec::with_capacity(H2_CONNECTIONS);
+        for _ in 0..H2_CONNECTIONS {
+            h2.push(reqwest::Client::builder().http2_prior_knowledge().build()?);
+        }
+        let http1 = reqwest::Client::builder().http1_only().pool_max_idle_per_host(1024).build()?;
+        Ok(Corral { h2, http1, use_http1: false, base })
+    }
+
+    /// The client for workload client number `c`.
+    fn http(&self, c: usize) -> &reqwest::Client {
+        if self.use_http1 { &self.http1 } else { &self.h2[c % self.h2.len()] }
+    }
+
     fn collection(&self, ns: &str) -> String {
         format!("{}/apis/corral.dev/v1/namespaces/{ns}/configmaps", self.base)
     }
 
-    async fn create(&self, ns: &str, name: &str, seq: u64) -> anyhow::Result<u64> {
-        let r = self.http.post(self.collection(ns)).json(&configmap(ns, name, seq)).send().await?;
+    async fn create(&self, c: usize, ns: &str, name: &str, seq: u64) -> anyhow::Result<u64> {
+        let r = self.http(c).post(self.collection(ns)).json(&configmap(ns, name, seq)).send().await?;
         if r.status().as_u16() != 201 {
             bail!("create {name}: HTTP {}", r.status());
         }
@@ -70,7 +92,7 @@ impl Corral {
 
     async fn namespace(&self, ns: &str) -> anyhow::Result<()> {
         let body = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": ns}});
-        let r = self.http.post(format!("{}/apis/corral.dev/v1/namespaces", self.base)).json(&body).send().await?;
+        let r = self.http(0).post(format!("{}/apis/corral.dev/v1/namespaces", self.base)).json(&body).send().await?;
         if !r.status().is_success() {
             bail!("create namespace {ns}: HTTP {}", r.status());
         }
@@ -78,14 +100,20 @@ impl Corral {
     }
 
     async fn revision(&self) -> anyhow::Result<u64> {
-        let v: serde_json::Value = self.http.get(format!("{}/admin/revision", self.base)).send().await?.json().await?;
+        let v: serde_json::Value =
+            self.http(0).get(format!("{}/admin/revision", self.base)).send().await?.json().await?;
         v["revision"].as_u64().context("no revision in /admin/revision")
     }
 }
 
 fn row(name: &str, r: &LoadResult) {
-    println!("  {name:<44} {:>10.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms{}", r.per_sec, r.p50_ms, r.p99_ms,
-        if r.errors > 0 { format!("   ({} errors)", r.errors) } else { String::new() });
+    println!(
+        "  {name:<44} {:>10.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms{}",
+        r.per_sec,
+        r.p50_ms,
+        r.p99_ms,
+        if r.errors > 0 { format!("   ({} errors)", r.errors) } else { String::new() }
+    );
 }
 
 /// Runs every store workload and prints the figures.
@@ -96,10 +124,12 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     let server = start_corral(&corral_dir).await?;
     let (etcd, etcd_version) = start_etcd(&etcd_dir).await?;
     let dur = Duration::from_secs(opts.seconds);
-    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
-    let corral = Arc::new(Corral { http, base: format!("http://{}", server.addr) });
-    println!("corral bench store: corral server (sled, flush before ack) vs {etcd_version} (default durability), both on loopback, {}s per workload",
-        opts.seconds);
+    let corral = Arc::new(Corral::new(format!("http://{}", server.addr))?);
+    let corral_http1 = Arc::new(Corral { use_http1: true, ..Corral::new(format!("http://{}", server.addr))? });
+    println!(
+        "corral bench store: corral server (sled, flush before ack) vs {etcd_version} (default durability), both on loopback, {}s per workload",
+        opts.seconds
+    );
 
     // Durable writes, closed loop.
     println!("\ndurable writes (1 KiB objects / values)");
@@ -109,24 +139,33 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
         corral.namespace(&ns).await?;
         let cl = corral.clone();
         let nsc = ns.clone();
-        let create = closed_loop(c, dur, u64::MAX, move |_, seq| {
+        let create = closed_loop(c, dur, u64::MAX, move |i, seq| {
             let cl = cl.clone();
             let ns = nsc.clone();
-            async move { cl.create(&ns, &format!("o{seq}"), seq).await.map(|_| ()) }
+            async move { cl.create(i, &ns, &format!("o{seq}"), seq).await.map(|_| ()) }
         })
         .await;
-        row(&format!("corral create, {c} clients"), &create);
+        row(&format!("corral create, {c} clients (HTTP/2)"), &create);
+        let cl = corral_http1.clone();
+        let nsc = ns.clone();
+        let create1 = closed_loop(c, dur, u64::MAX, move |i, seq| {
+            let cl = cl.clone();
+            let ns = nsc.clone();
+            async move { cl.create(i, &ns, &format!("h{seq}"), seq).await.map(|_| ()) }
+        })
+        .await;
+        row(&format!("corral create, {c} clients (HTTP/1.1)"), &create1);
         // Updates rewrite the objects just created, each with a new payload.
         let existing = create.ops.max(1);
         let cl = corral.clone();
         let nsc = ns.clone();
-        let update = closed_loop(c, dur, u64::MAX, move |_, seq| {
+        let update = closed_loop(c, dur, u64::MAX, move |i, seq| {
             let cl = cl.clone();
             let ns = nsc.clone();
             async move {
                 let name = format!("o{}", seq % existing);
                 let url = format!("{}/{name}", cl.collection(&ns));
-                let r = cl.http.put(url).json(&configmap(&ns, &name, seq + 1_000_000_000)).send().await?;
+                let r = cl.http(i).put(url).json(&configmap(&ns, &name, seq + 1_000_000_000)).send().await?;
                 if !r.status().is_success() {
                     bail!("update {name}: HTTP {}", r.status());
                 }
@@ -134,21 +173,33 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
             }
         })
         .await;
-        row(&format!("corral update, {c} clients"), &update);
+        row(&format!("corral update, {c} clients (HTTP/2)"), &update);
         let etcd_put = etcd_puts(&etcd, c, dur, &format!("c{c}")).await?;
         row(&format!("etcd put, {c} clients"), &etcd_put);
         let ratio = create.per_sec / etcd_put.per_sec.max(1e-9);
-        println!("  {:<44} {ratio:>10.2}x (create) {:>6.2}x (update)", format!("corral/etcd, {c} clients"),
-            update.per_sec / etcd_put.per_sec.max(1e-9));
+        println!(
+            "  {:<44} {ratio:>10.2}x (create) {:>6.2}x (update) {:>6.2}x (create, HTTP/1.1)",
+            format!("corral/etcd, {c} clients"),
+            update.per_sec / etcd_put.per_sec.max(1e-9),
+            create1.per_sec / etcd_put.per_sec.max(1e-9)
+        );
         ratios.push((c, ratio));
     }
+
+    println!("\nthe store alone, in this process (no HTTP)");
+    for &c in &opts.clients {
+        let r = store_alone(c, dur, dir.path()).await?;
+        row(&format!("SledStore create, {c} tasks"), &r);
+    }
+    let r = store_alone_rate(opts.rate, dur, dir.path()).await?;
+    row(&format!("SledStore create at {}/s", opts.rate), &r);
 
     println!("\nfixed-rate writes, open loop");
     corral.namespace("rate").await?;
     let cl = corral.clone();
     let rate = open_loop(opts.rate, dur, move |seq| {
         let cl = cl.clone();
-        async move { cl.create("rate", &format!("r{seq}"), seq).await.map(|_| ()) }
+        async move { cl.create(seq as usize, "rate", &format!("r{seq}"), seq).await.map(|_| ()) }
     })
     .await;
     row(&format!("corral create at {}/s", opts.rate), &rate);
@@ -163,13 +214,13 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     println!("\nreads");
     corral.namespace("reads").await?;
     for i in 0..1000u64 {
-        corral.create("reads", &format!("o{i}"), i).await?;
+        corral.create(0, "reads", &format!("o{i}"), i).await?;
     }
     let cl = corral.clone();
-    let gets = closed_loop(16, dur, u64::MAX, move |_, seq| {
+    let gets = closed_loop(16, dur, u64::MAX, move |i, seq| {
         let cl = cl.clone();
         async move {
-            let r = cl.http.get(format!("{}/o{}", cl.collection("reads"), seq % 1000)).send().await?;
+            let r = cl.http(i).get(format!("{}/o{}", cl.collection("reads"), seq % 1000)).send().await?;
             if !r.status().is_success() {
                 bail!("get: HTTP {}", r.status());
             }
@@ -180,10 +231,10 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     .await;
     row("corral get, 16 clients", &gets);
     let cl = corral.clone();
-    let lists = closed_loop(4, dur, u64::MAX, move |_, _| {
+    let lists = closed_loop(4, dur, u64::MAX, move |i, _| {
         let cl = cl.clone();
         async move {
-            let r = cl.http.get(cl.collection("reads")).send().await?;
+            let r = cl.http(i).get(cl.collection("reads")).send().await?;
             if !r.status().is_success() {
                 bail!("list: HTTP {}", r.status());
             }
@@ -197,24 +248,40 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     println!("\nwatch delivery (from issuing the write to the event arriving; includes the durable commit)");
     for watchers in [1usize, opts.watchers] {
         let (p50, p99, delivered) = watch_latency(&corral, watchers, 200).await?;
-        println!("  {:<44} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   ({delivered} deliveries)", format!("{watchers} watchers"));
+        println!(
+            "  {:<44} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   ({delivered} deliveries)",
+            format!("{watchers} watchers")
+        );
     }
 
-    println!("\nholding {} objects", opts.objects);
+    // A fresh server, so that the memory figure is for exactly this many objects.
+    drop(server);
+    println!("\nholding {} objects (fresh server)", opts.objects);
+    let server = start_corral(&dir.path().join("corral-mass")).await?;
+    let corral = Arc::new(Corral::new(format!("http://{}", server.addr))?);
+    let idle_rss = server.rss_bytes()?;
     corral.namespace("mass").await?;
     let before = corral.revision().await?;
     let cl = corral.clone();
-    let load = closed_loop(256, Duration::from_secs(3600), opts.objects as u64, move |_, seq| {
+    let load = closed_loop(256, Duration::from_secs(3600), opts.objects as u64, move |i, seq| {
         let cl = cl.clone();
-        async move { cl.create("mass", &format!("m{seq}"), seq).await.map(|_| ()) }
+        async move { cl.create(i, "mass", &format!("m{seq}"), seq).await.map(|_| ()) }
     })
     .await;
     row(&format!("corral create of {} objects, 256 clients", opts.objects), &load);
     let rss = server.rss_bytes()?;
-    println!("  {:<44} {:>10.1} MB", "corral server RSS", rss as f64 / 1e6);
+    println!(
+        "  {:<44} {:>10.1} MB   (idle before: {:.1} MB)",
+        "corral server RSS",
+        rss as f64 / 1e6,
+        idle_rss as f64 / 1e6
+    );
     let (events, secs) = replay_rate(&corral, before).await?;
-    println!("  {:<44} {:>10.0} events/s   ({events} events in {secs:.2} s)", "events to one watcher (replay from the log)",
-        events as f64 / secs);
+    println!(
+        "  {:<44} {:>10.0} events/s   ({events} events in {secs:.2} s)",
+        "events to one watcher (replay from the log)",
+        events as f64 / secs
+    );
 
     println!("\nsummary");
     for (c, r) in &ratios {
@@ -225,6 +292,51 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     drop(etcd);
     drop(server);
     Ok(())
+}
+
+/// The store's own cost: creates straight into a `SledStore`, no server in between.
+async fn store_alone(tasks: usize, dur: Duration, dir: &std::path::Path) -> anyhow::Result<LoadResult> {
+    use corral_store::{Key, Options, SledStore, Storage};
+    let path = dir.join(format!("alone-{tasks}"));
+    let store = Arc::new(SledStore::open(&path, Options::default())?);
+    let s = store.clone();
+    let r = closed_loop(tasks, dur, u64::MAX, move |_, seq| {
+        let s = s.clone();
+        async move {
+            let name = format!("o{seq}");
+            s.create(Key::namespaced("corral.dev/configmaps", "default", &name), configmap("default", &name, seq))
+                .await?;
+            Ok(())
+        }
+    })
+    .await;
+    match Arc::try_unwrap(store) {
+        Ok(s) => s.shutdown().await,
+        Err(s) => s.close(),
+    }
+    Ok(r)
+}
+
+/// The store alone under the fixed-rate workload: where write latency tails come from.
+async fn store_alone_rate(rate: u64, dur: Duration, dir: &std::path::Path) -> anyhow::Result<LoadResult> {
+    use corral_store::{Key, Options, SledStore, Storage};
+    let store = Arc::new(SledStore::open(dir.join("alone-rate"), Options::default())?);
+    let s = store.clone();
+    let r = open_loop(rate, dur, move |seq| {
+        let s = s.clone();
+        async move {
+            let name = format!("o{seq}");
+            s.create(Key::namespaced("corral.dev/configmaps", "default", &name), configmap("default", &name, seq))
+                .await?;
+            Ok(())
+        }
+    })
+    .await;
+    match Arc::try_unwrap(store) {
+        Ok(s) => s.shutdown().await,
+        Err(s) => s.close(),
+    }
+    Ok(r)
 }
 
 async fn etcd_puts(etcd: &Proc, clients: usize, dur: Duration, prefix: &str) -> anyhow::Result<LoadResult> {
@@ -296,8 +408,8 @@ async fn watch_latency(corral: &Arc<Corral>, watchers: usize, writes: u64) -> an
     let issued: Arc<Vec<AtomicU64>> = Arc::new((0..writes).map(|_| AtomicU64::new(0)).collect());
     let mut tasks = Vec::with_capacity(watchers);
     let url = format!("{}?watch=true&resourceVersion={rev}", corral.collection(&ns));
-    for _ in 0..watchers {
-        let resp = corral.http.get(&url).send().await?;
+    for w in 0..watchers {
+        let resp = corral.http(w).get(&url).send().await?;
         if !resp.status().is_success() {
             bail!("watch: HTTP {}", resp.status());
         }
@@ -305,12 +417,12 @@ async fn watch_latency(corral: &Arc<Corral>, watchers: usize, writes: u64) -> an
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(writes as usize);
             let _ = read_events(resp, |ev| {
-                if ev.kind == "ADDED" {
-                    if let Some(seq) = ev.object.metadata.name.strip_prefix('w').and_then(|s| s.parse::<usize>().ok()) {
-                        let now = epoch.elapsed().as_micros() as u64;
-                        let t0 = issued.get(seq).map(|a| a.load(Ordering::Acquire)).unwrap_or(now);
-                        lat.push(now.saturating_sub(t0));
-                    }
+                if ev.kind == "ADDED"
+                    && let Some(seq) = ev.object.metadata.name.strip_prefix('w').and_then(|s| s.parse::<usize>().ok())
+                {
+                    let now = epoch.elapsed().as_micros() as u64;
+                    let t0 = issued.get(seq).map(|a| a.load(Ordering::Acquire)).unwrap_or(now);
+                    lat.push(now.saturating_sub(t0));
                 }
                 (lat.len() as u64) < writes
             })
@@ -327,7 +439,7 @@ async fn watch_latency(corral: &Arc<Corral>, watchers: usize, writes: u64) -> an
         let ns = nsc.clone();
         async move {
             iss[seq as usize].store(epoch.elapsed().as_micros() as u64, Ordering::Release);
-            cl.create(&ns, &format!("w{seq}"), seq).await.map(|_| ())
+            cl.create(seq as usize, &ns, &format!("w{seq}"), seq).await.map(|_| ())
         }
     })
     .await;
@@ -347,7 +459,11 @@ async fn replay_rate(corral: &Arc<Corral>, from: u64) -> anyhow::Result<(u64, f6
     let to = corral.revision().await?;
     let want = to - from;
     let t0 = Instant::now();
-    let resp = corral.http.get(format!("{}/apis/corral.dev/v1/configmaps?watch=true&resourceVersion={from}", corral.base)).send().await?;
+    let resp = corral
+        .http(0)
+        .get(format!("{}/apis/corral.dev/v1/configmaps?watch=true&resourceVersion={from}", corral.base))
+        .send()
+        .await?;
     if !resp.status().is_success() {
         bail!("watch: HTTP {}", resp.status());
     }

@@ -199,6 +199,13 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr().context("cannot read the bound address")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app(state.clone());
+    // Watch events and small responses must leave at once: with Nagle's algorithm they
+    // wait for the peer's delayed ACK, adding ~40 ms stalls.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {

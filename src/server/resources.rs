@@ -85,9 +85,9 @@ impl Ctx {
             return Ok(());
         };
         let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), ns);
-        match self.state.store.get(&key).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(ApiError::not_found(format!("namespace {ns:?} not found; create it first")).with_details(
+        match self.state.store.exists(&key).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ApiError::not_found(format!("namespace {ns:?} not found; create it first")).with_details(
                 StatusDetails {
                     group: corral_api::GROUP.to_string(),
                     kind: "Namespace".to_string(),

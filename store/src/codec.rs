@@ -1,6 +1,13 @@
-//! On-disk encodings. Objects are stored as their JSON; events as
-//! `[type: u8][key length: u32 BE][encoded key][object JSON]`, keyed by the revision
-//! in big-endian so that sled's byte order is revision order.
+//! On-disk layout. Everything lives in one sled tree, so that a batch of writes is
+//! atomic (sled batches are atomic per tree) without the cost of a multi-tree
+//! transaction. Keys are prefixed by what they hold:
+//! - `e` + revision (u64 big-endian, so byte order is revision order) → the event,
+//!   `[type: u8][key length: u32 BE][encoded key][object JSON]`. Events are never
+//!   rewritten, only removed by compaction;
+//! - `o` + encoded [`Key`] → the revision (u64 big-endian) whose event holds the
+//!   object's current state. Each object's JSON is thus written once per change, and
+//!   compaction keeps the events that are some object's current state;
+//! - `m` + name → metadata of the store itself (current and compacted revision).
 
 use std::sync::Arc;
 
@@ -11,11 +18,27 @@ use crate::event::{Event, EventType};
 use crate::key::Key;
 use crate::object::StoredObject;
 
-pub(crate) const META_REVISION: &[u8] = b"revision";
-pub(crate) const META_COMPACTED: &[u8] = b"compacted";
+pub(crate) const OBJECT_PREFIX: &[u8] = b"o";
+pub(crate) const EVENT_PREFIX: u8 = b'e';
+pub(crate) const META_REVISION: &[u8] = b"mrevision";
+pub(crate) const META_COMPACTED: &[u8] = b"mcompacted";
 
 pub(crate) fn rev_key(rev: u64) -> [u8; 8] {
     rev.to_be_bytes()
+}
+
+/// Where the event of revision `rev` is stored.
+pub(crate) fn event_key(rev: u64) -> [u8; 9] {
+    let mut k = [EVENT_PREFIX; 9];
+    k[1..].copy_from_slice(&rev.to_be_bytes());
+    k
+}
+
+/// Where the object at `key` is stored.
+pub(crate) fn object_key(key: &Key) -> Vec<u8> {
+    let mut k = OBJECT_PREFIX.to_vec();
+    k.extend_from_slice(&key.encode());
+    k
 }
 
 pub(crate) fn decode_u64(b: &[u8]) -> Result<u64> {
@@ -37,8 +60,8 @@ pub(crate) fn encode_event(ev: &Event) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode_event(rev_bytes: &[u8], v: &[u8]) -> Result<Event> {
-    let revision = decode_u64(rev_bytes)?;
+/// The parts of an encoded event, without parsing its JSON.
+pub(crate) fn event_parts(revision: u64, v: &[u8]) -> Result<(EventType, Key, &[u8])> {
     let corrupt = || Error::Corrupt(format!("event {revision} is malformed"));
     let event_type = match v.first() {
         Some(1) => EventType::Added,
@@ -50,6 +73,17 @@ pub(crate) fn decode_event(rev_bytes: &[u8], v: &[u8]) -> Result<Event> {
     let len = u32::from_be_bytes(len_bytes) as usize;
     let key = v.get(5..5 + len).and_then(Key::decode).ok_or_else(corrupt)?;
     let json = v.get(5 + len..).ok_or_else(corrupt)?;
+    Ok((event_type, key, json))
+}
+
+/// The revision an event key stands for.
+pub(crate) fn event_revision(event_key: &[u8]) -> Result<u64> {
+    decode_u64(event_key.get(1..).unwrap_or_default())
+}
+
+pub(crate) fn decode_event(event_key: &[u8], v: &[u8]) -> Result<Event> {
+    let revision = event_revision(event_key)?;
+    let (event_type, key, json) = event_parts(revision, v)?;
     let object = StoredObject::from_json(key, Bytes::copy_from_slice(json))?;
     Ok(Event { revision, event_type, object: Arc::new(object) })
 }

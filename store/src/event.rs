@@ -73,9 +73,17 @@ pub struct WatchRequest {
 
 impl WatchRequest {
     pub(crate) fn matches(&self, o: &StoredObject) -> bool {
-        self.resource.as_ref().is_none_or(|r| *r == o.key.resource)
-            && self.namespace.as_ref().is_none_or(|n| *n == o.key.namespace)
-            && self.selector.matches(&o.labels)
+        self.matches_parts(&o.key, &o.labels)
+    }
+
+    pub(crate) fn matches_parts(
+        &self,
+        key: &crate::key::Key,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        self.resource.as_ref().is_none_or(|r| *r == key.resource)
+            && self.namespace.as_ref().is_none_or(|n| *n == key.namespace)
+            && self.selector.matches(labels)
     }
 }
 

@@ -27,6 +27,27 @@ use crate::object::StoredObject;
 use crate::storage::{DeleteOutcome, ListResult, Storage, StoreStats, UpdateOutcome};
 use crate::writer::{self, Op, Reply, Request};
 
+/// Removes compacted events that are no object's current state: the writer removes
+/// superseded events lazily, so a crash can leave some behind.
+fn sweep_superseded(data: &sled::Tree, state: &State, compacted: u64) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for kv in data.range(codec::event_key(0)..=codec::event_key(compacted)) {
+        let (k, v) = kv?;
+        let rev = codec::event_revision(&k)?;
+        let (_, key, _) = codec::event_parts(rev, &v)?;
+        if state.index.get(&key).is_none_or(|e| e.revision != rev) {
+            batch.remove(k);
+            n += 1;
+        }
+    }
+    if n > 0 {
+        data.apply_batch(batch)?;
+        tracing::debug!(events = n, "swept superseded compacted events");
+    }
+    Ok(())
+}
+
 /// Tuning of a [`SledStore`].
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -49,24 +70,50 @@ impl Default for Options {
             compaction_retain: 100_000,
             bookmark_interval: Duration::from_secs(10),
             cache_bytes: 64 << 20,
-            event_buffer: 16 * 1024,
+            event_buffer: 4096,
             max_batch: 1024,
         }
     }
 }
 
-/// Objects and their current revision, as last made durable.
+/// What the in-memory index keeps of an object: enough to filter it and to find its
+/// JSON, which stays in sled (in the event of its revision), so memory grows with the
+/// number of objects, not their size.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) revision: u64,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// The published state: what readers see, always durable.
 #[derive(Default)]
 pub(crate) struct State {
-    pub(crate) objects: BTreeMap<Key, Arc<StoredObject>>,
+    pub(crate) index: BTreeMap<Key, Entry>,
     pub(crate) revision: u64,
+}
+
+impl Shared {
+    /// The published state of `key`. Call with the state lock held: the writer removes
+    /// a superseded event only after publishing its successor, under the write lock.
+    pub(crate) fn load(&self, st: &State, key: &Key) -> Result<Option<Arc<StoredObject>>> {
+        let Some(entry) = st.index.get(key) else { return Ok(None) };
+        let event = self.data.get(codec::event_key(entry.revision))?.ok_or_else(|| {
+            Error::Corrupt(format!("{key} is at revision {}, whose event is missing", entry.revision))
+        })?;
+        let (_, _, json) = codec::event_parts(entry.revision, &event)?;
+        Ok(Some(Arc::new(StoredObject {
+            key: key.clone(),
+            revision: entry.revision,
+            labels: entry.labels.clone(),
+            json: bytes::Bytes::copy_from_slice(json),
+        })))
+    }
 }
 
 pub(crate) struct Shared {
     pub(crate) db: sled::Db,
-    pub(crate) objects: sled::Tree,
-    pub(crate) events: sled::Tree,
-    pub(crate) meta: sled::Tree,
+    /// Objects, events and store metadata (layout in `codec`).
+    pub(crate) data: sled::Tree,
     pub(crate) state: RwLock<State>,
     pub(crate) events_tx: broadcast::Sender<Arc<Event>>,
     pub(crate) compacted: AtomicU64,
@@ -99,32 +146,32 @@ impl SledStore {
             // Durability comes from our own flush before every acknowledgement.
             .flush_every_ms(None)
             .open()?;
-        let objects = db.open_tree("objects")?;
-        let events = db.open_tree("events")?;
-        let meta = db.open_tree("meta")?;
-        let revision = meta.get(codec::META_REVISION)?.map(|v| codec::decode_u64(&v)).transpose()?.unwrap_or(0);
-        let compacted = meta.get(codec::META_COMPACTED)?.map(|v| codec::decode_u64(&v)).transpose()?.unwrap_or(0);
-        let mut state = State { objects: BTreeMap::new(), revision };
-        for kv in objects.iter() {
+        let data = db.open_tree("corral")?;
+        let revision = data.get(codec::META_REVISION)?.map(|v| codec::decode_u64(&v)).transpose()?.unwrap_or(0);
+        let compacted = data.get(codec::META_COMPACTED)?.map(|v| codec::decode_u64(&v)).transpose()?.unwrap_or(0);
+        let mut state = State { revision, ..State::default() };
+        for kv in data.scan_prefix(codec::OBJECT_PREFIX) {
             let (k, v) = kv?;
-            let key = Key::decode(&k).ok_or_else(|| Error::Corrupt("undecodable object key".into()))?;
-            let obj = StoredObject::from_json(key.clone(), bytes::Bytes::copy_from_slice(&v))?;
-            if obj.revision > revision {
-                return Err(Error::Corrupt(format!(
-                    "{key} is at revision {} beyond the store's {revision}",
-                    obj.revision
-                )));
+            let key = Key::decode(&k[codec::OBJECT_PREFIX.len()..])
+                .ok_or_else(|| Error::Corrupt("undecodable object key".into()))?;
+            let at = codec::decode_u64(&v)?;
+            if at > revision {
+                return Err(Error::Corrupt(format!("{key} is at revision {at} beyond the store's {revision}")));
             }
-            state.objects.insert(key, Arc::new(obj));
+            let event = data
+                .get(codec::event_key(at))?
+                .ok_or_else(|| Error::Corrupt(format!("{key}: event {at} is missing")))?;
+            let (_, _, json) = codec::event_parts(at, &event)?;
+            let obj = StoredObject::from_json(key.clone(), bytes::Bytes::copy_from_slice(json))?;
+            state.index.insert(key, Entry { revision: at, labels: obj.labels });
         }
-        tracing::info!(path = %path.as_ref().display(), revision, compacted, objects = state.objects.len(), "store opened");
+        sweep_superseded(&data, &state, compacted)?;
+        tracing::info!(path = %path.as_ref().display(), revision, compacted, objects = state.index.len(), "store opened");
         let (events_tx, _) = broadcast::channel(options.event_buffer);
         let (closed, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             db,
-            objects,
-            events,
-            meta,
+            data,
             state: RwLock::new(state),
             events_tx,
             compacted: AtomicU64::new(compacted),
@@ -229,19 +276,27 @@ impl Storage for SledStore {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Arc<StoredObject>>> {
-        Ok(self.shared.state.read().objects.get(key).cloned())
+        let st = self.shared.state.read();
+        self.shared.load(&st, key)
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        Ok(self.shared.state.read().index.contains_key(key))
     }
 
     async fn list(&self, resource: &str, namespace: Option<&str>, selector: &Selector) -> Result<ListResult> {
         let st = self.shared.state.read();
         let start = Key::namespaced(resource, namespace.unwrap_or(""), "");
-        let items = st
-            .objects
+        let mut items = Vec::new();
+        for (k, e) in st
+            .index
             .range((Bound::Included(start), Bound::Unbounded))
             .take_while(|(k, _)| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns))
-            .filter(|(_, o)| selector.matches(&o.labels))
-            .map(|(_, o)| o.clone())
-            .collect();
+        {
+            if selector.matches(&e.labels) {
+                items.extend(self.shared.load(&st, k)?);
+            }
+        }
         Ok(ListResult { items, revision: st.revision })
     }
 
@@ -261,7 +316,7 @@ impl Storage for SledStore {
         StoreStats {
             revision: st.revision,
             compacted: self.shared.compacted.load(Ordering::Relaxed),
-            objects: st.objects.len() as u64,
+            objects: st.index.len() as u64,
             watchers: self.shared.watchers.load(Ordering::Relaxed),
             flushes: self.shared.flushes.load(Ordering::Relaxed),
             writes: self.shared.writes.load(Ordering::Relaxed),

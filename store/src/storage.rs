@@ -97,6 +97,12 @@ pub trait Storage: Send + Sync + 'static {
     /// The object at `key`, if any.
     async fn get(&self, key: &Key) -> Result<Option<Arc<StoredObject>>>;
 
+    /// Whether an object exists at `key`; cheaper than [`Storage::get`] where the
+    /// object itself is not needed.
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        Ok(self.get(key).await?.is_some())
+    }
+
     /// Objects of `resource` (in `namespace`, if given) whose labels match.
     async fn list(&self, resource: &str, namespace: Option<&str>, selector: &Selector) -> Result<ListResult>;
 

@@ -37,11 +37,14 @@ pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<WatchStrea
     let (live, revision, snapshot) = {
         let st = shared.state.read();
         let live = shared.events_tx.subscribe();
-        let snapshot: Vec<_> = if req.from.is_none() {
-            st.objects.values().filter(|o| req.matches(o)).cloned().collect()
-        } else {
-            Vec::new()
-        };
+        let mut snapshot = Vec::new();
+        if req.from.is_none() {
+            for (k, e) in &st.index {
+                if req.matches_parts(k, &e.labels) {
+                    snapshot.extend(shared.load(&st, k)?);
+                }
+            }
+        }
         (live, st.revision, snapshot)
     };
     shared.watchers.fetch_add(1, Ordering::Relaxed);
@@ -173,8 +176,8 @@ async fn replay(
 
 fn read_events(shared: &Shared, from: u64, to: u64) -> Result<Vec<Event>> {
     shared
-        .events
-        .range(codec::rev_key(from)..=codec::rev_key(to))
+        .data
+        .range(codec::event_key(from)..=codec::event_key(to))
         .map(|kv| {
             let (k, v) = kv?;
             codec::decode_event(&k, &v)

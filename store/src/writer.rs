@@ -8,7 +8,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use sled::Transactional;
 use tokio::sync::oneshot;
 
 use crate::codec;
@@ -16,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventType};
 use crate::key::Key;
 use crate::object::StoredObject;
-use crate::sled_store::Shared;
+use crate::sled_store::{Entry, Shared};
 use crate::storage::{DeleteOutcome, UpdateOutcome};
 
 /// A mutation asked of the writer.
@@ -46,11 +45,15 @@ pub(crate) struct Request {
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Request>) {
+    // Compacted events superseded by published writes, removed with the next commit
+    // (removing them before their successor is published would pull them from under
+    // readers).
+    let mut garbage: Vec<u64> = Vec::new();
     loop {
         let first = match rx.recv_timeout(IDLE_CHECK) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => {
-                auto_compact(&shared);
+                auto_compact(&shared, &mut garbage);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -62,23 +65,26 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        process(&shared, batch);
-        auto_compact(&shared);
+        process(&shared, batch, &mut garbage);
+        auto_compact(&shared, &mut garbage);
     }
     if let Err(e) = shared.db.flush() {
         tracing::error!(error = %e, "final flush failed");
     }
 }
 
-/// One decided mutation: the key's new state (None = gone) and its event.
+/// One decided mutation: the key's new state (None = gone), its event, and the
+/// revision of the state it replaces.
 struct Change {
     key: Key,
     new: Option<Arc<StoredObject>>,
     event: Arc<Event>,
+    superseded: Option<u64>,
 }
 
-fn process(shared: &Shared, batch: Vec<Request>) {
+fn process(shared: &Shared, batch: Vec<Request>, garbage: &mut Vec<u64>) {
     let now = corral_api::meta::now_timestamp();
+    // State of keys as this batch changes them.
     let mut overlay: HashMap<Key, Option<Arc<StoredObject>>> = HashMap::new();
     let mut changes: Vec<Change> = Vec::new();
     let mut replies: Vec<(oneshot::Sender<Result<Reply>>, Result<Reply>)> = Vec::with_capacity(batch.len());
@@ -95,14 +101,23 @@ fn process(shared: &Shared, batch: Vec<Request>) {
             }
             let current = match op_key(&req.op) {
                 Some(k) => match overlay.get(k) {
-                    Some(v) => v.clone(),
-                    None => st.objects.get(k).cloned(),
+                    Some(v) => Ok(v.clone()),
+                    None => shared.load(&st, k),
                 },
-                None => None,
+                None => Ok(None),
             };
+            let current = match current {
+                Ok(c) => c,
+                Err(e) => {
+                    replies.push((req.reply, Err(e)));
+                    continue;
+                }
+            };
+            let superseded = current.as_ref().map(|c| c.revision);
             match decide(req.op, current, rev + 1, &now) {
                 Ok((reply, change)) => {
-                    if let Some(c) = change {
+                    if let Some(mut c) = change {
+                        c.superseded = superseded;
                         rev += 1;
                         overlay.insert(c.key.clone(), c.new.clone());
                         changes.push(c);
@@ -115,7 +130,7 @@ fn process(shared: &Shared, batch: Vec<Request>) {
     }
 
     if !changes.is_empty() {
-        if let Err(e) = commit(shared, &changes) {
+        if let Err(e) = commit(shared, &changes, garbage) {
             // The disk state is unknown relative to memory: refuse further writes
             // rather than risk acknowledging something inconsistent.
             tracing::error!(error = %e, "store commit failed; store is now read-only");
@@ -135,11 +150,20 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         let mut st = shared.state.write();
         for c in &changes {
             match &c.new {
-                Some(o) => st.objects.insert(c.key.clone(), o.clone()),
-                None => st.objects.remove(&c.key),
-            };
+                Some(o) => {
+                    st.index.insert(c.key.clone(), Entry { revision: o.revision, labels: o.labels.clone() });
+                }
+                None => {
+                    st.index.remove(&c.key);
+                }
+            }
         }
         st.revision = last;
+        // Events below the compaction floor are kept only while they are an object's
+        // current state; these no longer are.
+        let floor = shared.compacted.load(Ordering::Acquire);
+        garbage.clear();
+        garbage.extend(changes.iter().filter_map(|c| c.superseded).filter(|r| *r <= floor));
         // Sent under the lock so that a watch registering under the read lock sees
         // every event after the revision it read, and none before.
         for c in changes {
@@ -150,7 +174,7 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         let _ = tx.send(r);
     }
     for (revision, tx) in compactions {
-        let _ = tx.send(compact(shared, revision));
+        let _ = tx.send(compact(shared, revision, garbage));
     }
 }
 
@@ -161,73 +185,72 @@ fn op_key(op: &Op) -> Option<&Key> {
     }
 }
 
-/// A change as written: object key, object JSON (None = removed), event key, event.
-type EncodedChange<'a> = (Vec<u8>, Option<&'a [u8]>, [u8; 8], Vec<u8>);
-
-fn commit(shared: &Shared, changes: &[Change]) -> Result<()> {
-    let encoded: Vec<EncodedChange<'_>> = changes
-        .iter()
-        .map(|c| {
-            (
-                c.key.encode(),
-                c.new.as_ref().map(|o| o.json.as_ref()),
-                codec::rev_key(c.event.revision),
-                codec::encode_event(&c.event),
-            )
-        })
-        .collect();
+fn commit(shared: &Shared, changes: &[Change], garbage: &[u64]) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for c in changes {
+        let key = codec::object_key(&c.key);
+        match &c.new {
+            Some(o) => batch.insert(key, &codec::rev_key(o.revision)[..]),
+            None => batch.remove(key),
+        }
+        batch.insert(&codec::event_key(c.event.revision)[..], codec::encode_event(&c.event));
+    }
+    for rev in garbage {
+        batch.remove(&codec::event_key(*rev)[..]);
+    }
     let last = changes.last().map(|c| c.event.revision).unwrap_or_default();
-    (&shared.objects, &shared.events, &shared.meta)
-        .transaction(|(objects, events, meta)| {
-            for (k, obj, rev, ev) in &encoded {
-                match obj {
-                    Some(json) => objects.insert(k.as_slice(), *json)?,
-                    None => objects.remove(k.as_slice())?,
-                };
-                events.insert(&rev[..], ev.as_slice())?;
-            }
-            meta.insert(codec::META_REVISION, &codec::rev_key(last)[..])?;
-            Ok(())
-        })
-        .map_err(|e: sled::transaction::TransactionError<()>| match e {
-            sled::transaction::TransactionError::Storage(s) => Error::Sled(s),
-            sled::transaction::TransactionError::Abort(()) => Error::Corrupt("transaction aborted".into()),
-        })?;
+    batch.insert(codec::META_REVISION, &codec::rev_key(last)[..]);
+    // One atomic batch, then one fsync for every write in it: the group commit.
+    shared.data.apply_batch(batch)?;
     shared.db.flush()?;
     shared.flushes.fetch_add(1, Ordering::Relaxed);
     shared.writes.fetch_add(changes.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
-fn auto_compact(shared: &Shared) {
+fn auto_compact(shared: &Shared, garbage: &mut Vec<u64>) {
     let retain = shared.options.compaction_retain.max(1);
     let revision = shared.state.read().revision;
     let compacted = shared.compacted.load(Ordering::Acquire);
     // Compact in steps of a tenth of the window so the log is not trimmed on every write.
     if revision > compacted + retain + (retain / 10).max(1)
-        && let Err(e) = compact(shared, revision - retain)
+        && let Err(e) = compact(shared, revision - retain, garbage)
     {
         tracing::warn!(error = %e, "automatic compaction failed");
     }
 }
 
-/// Drops the event log up to and including `revision` (capped at the current one).
-fn compact(shared: &Shared, revision: u64) -> Result<Reply> {
+/// Raises the compaction floor to `revision` (capped at the current one) and drops the
+/// events up to it, except those that are still some object's current state.
+fn compact(shared: &Shared, revision: u64, garbage: &mut Vec<u64>) -> Result<Reply> {
     let revision = revision.min(shared.state.read().revision);
     let compacted = shared.compacted.load(Ordering::Acquire);
     if revision <= compacted {
         return Ok(Reply::Done);
     }
-    shared.meta.insert(codec::META_COMPACTED, &codec::rev_key(revision)[..])?;
+    shared.data.insert(codec::META_COMPACTED, &codec::rev_key(revision)[..])?;
     shared.db.flush()?;
     // Published before the events disappear, so a watch starting now is told Gone
     // rather than finding a hole.
     shared.compacted.store(revision, Ordering::Release);
     let mut batch = sled::Batch::default();
-    for k in shared.events.range(..=codec::rev_key(revision)).keys() {
-        batch.remove(k?);
+    for rev in garbage.drain(..) {
+        batch.remove(&codec::event_key(rev)[..]);
     }
-    shared.events.apply_batch(batch)?;
+    {
+        // Only this thread changes the index, so it cannot change under us; the read
+        // lock is for the borrow.
+        let st = shared.state.read();
+        for kv in shared.data.range(codec::event_key(compacted + 1)..=codec::event_key(revision)) {
+            let (k, v) = kv?;
+            let rev = codec::event_revision(&k)?;
+            let (_, key, _) = codec::event_parts(rev, &v)?;
+            if st.index.get(&key).is_none_or(|e| e.revision != rev) {
+                batch.remove(k);
+            }
+        }
+    }
+    shared.data.apply_batch(batch)?;
     tracing::debug!(revision, "event log compacted");
     Ok(Reply::Done)
 }
@@ -312,7 +335,7 @@ fn change(
     object: Arc<StoredObject>,
     revision: u64,
 ) -> Change {
-    Change { key, new, event: Arc::new(Event { revision, event_type, object }) }
+    Change { key, new, event: Arc::new(Event { revision, event_type, object }), superseded: None }
 }
 
 fn check_expected(key: &Key, expected: Option<u64>, cur: &StoredObject) -> Result<()> {
