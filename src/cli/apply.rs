@@ -213,10 +213,11 @@ pub(crate) fn print_problems(mut problems: Vec<Problem>, total: usize, consequen
         eprintln!("error: {p}");
     }
     let n = documents_with_problems(&problems);
-    let noun = if n == 1 { "document is" } else { "documents are" };
+    let total = total.max(n);
+    let noun = if total == 1 { "document" } else { "documents" };
+    let verb = if n == 1 { "is" } else { "are" };
     eprintln!(
-        "error: {n} of {} {noun} invalid; {consequence}. Fix what is listed above and run the command again",
-        total.max(n)
+        "error: {n} of {total} {noun} {verb} invalid; {consequence}. Fix what is listed above and run the command again"
     );
 }
 

@@ -141,11 +141,8 @@ pub async fn serve(State(state): State<AppState>, headers: axum::http::HeaderMap
 /// Rewrites OpenMetrics text as Prometheus text 0.0.4: counter families are named
 /// after their `_total` samples, and `# EOF` / `# UNIT` lines go.
 fn openmetrics_to_prometheus(text: &str) -> String {
-    let counters: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
+    let counters: std::collections::HashSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         if line == "# EOF" || line.starts_with("# UNIT ") {

@@ -254,6 +254,7 @@ async fn ensure_default_namespace(store: &dyn Storage) -> anyhow::Result<()> {
         "kind": "Namespace",
         "metadata": {"name": "default"},
         "spec": {},
+        "status": {"phase": "Active"},
     });
     match store.create(key, ns).await {
         Ok(_) | Err(corral_store::Error::AlreadyExists(_)) => Ok(()),

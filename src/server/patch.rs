@@ -127,7 +127,9 @@ async fn apply(ctx: &Ctx, mut manifest: Value) -> ApiResult<Response> {
             if ctx.dry_run {
                 return Ok(body::json(StatusCode::CREATED, &would_be_created(desired)));
             }
-            match ctx.state.store.create(key.clone(), desired.clone()).await {
+            let mut desired = desired.clone();
+            super::resources::initial_status(&ctx.info, &mut desired);
+            match ctx.state.store.create(key.clone(), desired).await {
                 Ok(created) => return Ok(body::raw_json(StatusCode::CREATED, created.json.clone())),
                 // Created by someone else since we looked: merge into theirs.
                 Err(StoreError::AlreadyExists(_)) => continue,

@@ -310,6 +310,17 @@ fn list_response(info: &KindInfo, list: &ListResult) -> Response {
 
 /// Removes what the server owns from a new object: identity and revision are
 /// assigned by the store, and status is written only through the status path.
+/// Status a kind starts with. A namespace is usable as soon as it exists, so it is
+/// born `Active` (Kubernetes' namespace controller does the same on its first pass).
+pub(crate) fn initial_status(info: &corral_api::KindInfo, object: &mut Value) {
+    if info.group == corral_api::GROUP
+        && info.kind == "Namespace"
+        && let Some(map) = object.as_object_mut()
+    {
+        map.insert("status".into(), serde_json::json!({"phase": "Active"}));
+    }
+}
+
 fn strip_for_create(object: &mut Value) {
     if let Some(map) = object.as_object_mut() {
         map.remove("status");
@@ -388,6 +399,7 @@ async fn create(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     if ctx.dry_run {
         return Ok(body::json(StatusCode::CREATED, &would_be_created(object)));
     }
+    initial_status(&ctx.info, &mut object);
     let stored = ctx.state.store.create(ctx.key(&name), object).await.map_err(ctx.store_error(&name))?;
     Ok(body::raw_json(StatusCode::CREATED, stored.json.clone()))
 }
