@@ -221,10 +221,10 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
 
     println!("\nthe store alone, in this process (no HTTP)");
     for &c in &opts.clients {
-        let r = store_alone(c, dur, dir.path()).await?;
+        let r = store_alone(Drive::Tasks(c), dur, dir.path()).await?;
         row(&format!("SledStore create, {c} tasks"), &r);
     }
-    let r = store_alone_rate(opts.rate, dur, dir.path()).await?;
+    let r = store_alone(Drive::Rate(opts.rate), dur, dir.path()).await?;
     row(&format!("SledStore create at {}/s", opts.rate), &r);
 
     println!("\nfixed-rate writes, open loop");
@@ -327,35 +327,24 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store's own cost: creates straight into a `SledStore`, no server in between.
-async fn store_alone(tasks: usize, dur: Duration, dir: &std::path::Path) -> anyhow::Result<LoadResult> {
-    use corral_store::{Key, Options, SledStore, Storage};
-    let path = dir.join(format!("alone-{tasks}"));
-    let store = Arc::new(SledStore::open(&path, Options::default())?);
-    let s = store.clone();
-    let r = closed_loop(tasks, dur, u64::MAX, move |_, seq| {
-        let s = s.clone();
-        async move {
-            let name = format!("o{seq}");
-            s.create(Key::namespaced("corral.dev/configmaps", "default", &name), configmap("default", &name, seq))
-                .await?;
-            Ok(())
-        }
-    })
-    .await;
-    match Arc::try_unwrap(store) {
-        Ok(s) => s.shutdown().await,
-        Err(s) => s.close(),
-    }
-    Ok(r)
+/// How the in-process store workloads are driven.
+enum Drive {
+    /// `n` tasks back to back.
+    Tasks(usize),
+    /// A fixed rate per second.
+    Rate(u64),
 }
 
-/// The store alone under the fixed-rate workload: where write latency tails come from.
-async fn store_alone_rate(rate: u64, dur: Duration, dir: &std::path::Path) -> anyhow::Result<LoadResult> {
+/// The store's own cost: creates straight into a `SledStore`, no server in between.
+async fn store_alone(drive: Drive, dur: Duration, dir: &std::path::Path) -> anyhow::Result<LoadResult> {
     use corral_store::{Key, Options, SledStore, Storage};
-    let store = Arc::new(SledStore::open(dir.join("alone-rate"), Options::default())?);
+    let path = dir.join(match drive {
+        Drive::Tasks(n) => format!("alone-{n}"),
+        Drive::Rate(r) => format!("alone-rate-{r}"),
+    });
+    let store = Arc::new(SledStore::open(&path, Options::default())?);
     let s = store.clone();
-    let r = open_loop(rate, dur, move |seq| {
+    let create = move |seq: u64| {
         let s = s.clone();
         async move {
             let name = format!("o{seq}");
@@ -363,8 +352,11 @@ async fn store_alone_rate(rate: u64, dur: Duration, dir: &std::path::Path) -> an
                 .await?;
             Ok(())
         }
-    })
-    .await;
+    };
+    let r = match drive {
+        Drive::Tasks(n) => closed_loop(n, dur, u64::MAX, move |_, seq| create(seq)).await,
+        Drive::Rate(rate) => open_loop(rate, dur, create).await,
+    };
     match Arc::try_unwrap(store) {
         Ok(s) => s.shutdown().await,
         Err(s) => s.close(),

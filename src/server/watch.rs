@@ -48,11 +48,25 @@ pub(super) async fn serve(
             futures::future::ready(frame)
         })
         .take_until(state.closed())
-        .map(Ok::<Bytes, Infallible>);
+        // Events that are ready together leave in one write: a replay or a burst then
+        // costs one frame per batch, not per event.
+        .ready_chunks(256)
+        .map(|frames| Ok::<Bytes, Infallible>(concat(frames)));
     let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
+}
+
+fn concat(mut frames: Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.pop().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for f in frames {
+        out.extend_from_slice(&f);
+    }
+    out.freeze()
 }
 
 fn with_collection(e: ApiError, info: &KindInfo) -> ApiError {
