@@ -137,7 +137,38 @@ fn set(rest: &str) -> Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn label() -> impl Strategy<Value = String> + Clone {
+        "[a-z][a-z0-9]{0,6}"
+    }
+
+    fn requirement() -> impl Strategy<Value = Requirement> {
+        let set = proptest::collection::vec(label(), 1..4);
+        prop_oneof![
+            (label(), label()).prop_map(|(k, v)| Requirement::Eq(k, v)),
+            (label(), label()).prop_map(|(k, v)| Requirement::NotEq(k, v)),
+            (label(), set.clone()).prop_map(|(k, v)| Requirement::In(k, v)),
+            (label(), set).prop_map(|(k, v)| Requirement::NotIn(k, v)),
+            label().prop_map(Requirement::Exists),
+            label().prop_map(Requirement::NotExists),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_rejected_without_panicking(s in "\\PC{0,60}") {
+            let _ = Selector::parse(&s);
+        }
+
+        #[test]
+        fn printed_selectors_parse_back_to_themselves(reqs in proptest::collection::vec(requirement(), 0..5)) {
+            let sel = Selector { requirements: reqs };
+            prop_assert_eq!(Selector::parse(&sel.to_string()).unwrap(), sel);
+        }
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

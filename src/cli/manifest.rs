@@ -301,7 +301,25 @@ fn add_document(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Whatever bytes a manifest holds, decoding ends in documents or problems
+        /// that name where they are, never in a panic.
+        #[test]
+        fn any_text_decodes_without_panicking(
+            text in proptest::string::string_regex("([a-zA-Z0-9:{}\\[\\],\"'\\- #|>&*!%@`\n\t.]|---\n){0,200}").unwrap(),
+            json in any::<bool>(),
+        ) {
+            let (docs, problems) = parse(&text, Some(if json { "json" } else { "yaml" }));
+            for p in &problems {
+                prop_assert!(p.place.starts_with("f.yaml: document "), "{}", p.place);
+            }
+            prop_assert!(docs.len() + problems.len() <= text.len() + 1);
+        }
+    }
 
     fn parse(text: &str, ext: Option<&str>) -> (Vec<Document>, Vec<Problem>) {
         let (mut d, mut p) = (Vec::new(), Vec::new());
