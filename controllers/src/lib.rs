@@ -7,10 +7,18 @@
 //! de-duplication, per-key exponential backoff and a global rate limit; and (growing)
 //! clients, reflectors and the controller loop.
 
+pub mod client;
+pub mod controller;
 pub mod error;
 pub mod object_ref;
 pub mod queue;
+pub mod reflector;
+pub mod transport;
 
+pub use client::{Api, Client, ObjectList, WatchEvent};
+pub use controller::{Action, Controller, ControllerMetrics, Mapper};
 pub use error::{Error, Result};
 pub use object_ref::ObjectRef;
 pub use queue::{QueueConfig, WorkQueue};
+pub use reflector::{Cache, Change, IndexFn, Reflector};
+pub use transport::{HttpTransport, Transport};

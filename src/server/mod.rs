@@ -8,6 +8,7 @@
 mod body;
 mod discovery;
 pub mod error;
+pub mod in_process;
 mod metrics;
 mod ops;
 mod patch;
