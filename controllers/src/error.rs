@@ -25,6 +25,9 @@ pub enum Error {
     /// A response or object did not decode.
     #[error("decode: {0}")]
     Decode(String),
+    /// This replica lost (or could not renew) its leader lease.
+    #[error("leader lease lost")]
+    LostLease,
     /// No kind of that name is served.
     #[error("no kind {0:?} is served")]
     UnknownKind(String),

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod controller;
 pub mod error;
+pub mod leader;
 pub mod object_ref;
 pub mod queue;
 pub mod reflector;
@@ -18,6 +19,7 @@ pub mod transport;
 pub use client::{Api, Client, ObjectList, WatchEvent};
 pub use controller::{Action, Controller, ControllerMetrics, Mapper};
 pub use error::{Error, Result};
+pub use leader::{LeaderConfig, LeaderElector};
 pub use object_ref::ObjectRef;
 pub use queue::{QueueConfig, WorkQueue};
 pub use reflector::{Cache, Change, IndexFn, Reflector};
