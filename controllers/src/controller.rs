@@ -148,6 +148,12 @@ impl Controller {
         let q = self.queue.clone();
         let kind = primary_kind.clone();
         tasks.push(tokio::spawn(self.primary.run(stop_rx.clone(), move |c: Change| {
+            // A controller's own status write must not wake it again.
+            if let Change::Applied { object, previous: Some(prev) } = &c
+                && only_status_changed(prev, object)
+            {
+                return;
+            }
             if let Some(r) = object_ref(&kind, c.object()) {
                 q.add(r);
             }
@@ -239,6 +245,21 @@ impl Controller {
             let _ = t.await;
         }
     }
+}
+
+/// Whether two versions of an object differ only in status (and resourceVersion).
+fn only_status_changed(prev: &Value, now: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("status");
+        }
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        v
+    };
+    strip(prev) == strip(now)
 }
 
 /// The objects of `owner_kind` that `obj` names as owners.

@@ -10,6 +10,8 @@
 pub mod client;
 pub mod controller;
 pub mod error;
+pub mod events;
+pub mod finalizer;
 pub mod leader;
 pub mod object_ref;
 pub mod queue;
@@ -19,6 +21,8 @@ pub mod transport;
 pub use client::{Api, Client, ObjectList, WatchEvent};
 pub use controller::{Action, Controller, ControllerMetrics, Mapper};
 pub use error::{Error, Result};
+pub use events::{EventType, Recorder};
+pub use finalizer::{FinalizerError, finalizer};
 pub use leader::{LeaderConfig, LeaderElector};
 pub use object_ref::ObjectRef;
 pub use queue::{QueueConfig, WorkQueue};

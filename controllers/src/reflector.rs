@@ -95,8 +95,13 @@ impl Cache {
 /// A change the reflector applied to its cache.
 #[derive(Clone, Debug)]
 pub enum Change {
-    /// Created or updated; the new state.
-    Applied(Arc<Value>),
+    /// Created or updated: the new state, and the state it replaced in the cache.
+    Applied {
+        /// The object now.
+        object: Arc<Value>,
+        /// The object before, if the cache had it.
+        previous: Option<Arc<Value>>,
+    },
     /// Removed; the last state.
     Deleted(Arc<Value>),
 }
@@ -105,7 +110,7 @@ impl Change {
     /// The object concerned.
     pub fn object(&self) -> &Arc<Value> {
         match self {
-            Change::Applied(o) | Change::Deleted(o) => o,
+            Change::Applied { object, .. } | Change::Deleted(object) => object,
         }
     }
 }
@@ -218,8 +223,9 @@ impl Reflector {
                 }
             }
             for (r, o) in &fresh {
-                if old.get(r).is_none_or(|prev| revision_of(prev) != revision_of(o)) {
-                    changes.push(Change::Applied(o.clone()));
+                let previous = old.get(r);
+                if previous.is_none_or(|prev| revision_of(prev) != revision_of(o)) {
+                    changes.push(Change::Applied { object: o.clone(), previous: previous.cloned() });
                 }
             }
             st.objects = fresh;
@@ -257,7 +263,12 @@ impl Reflector {
                     *from = Some(rv);
                     continue;
                 }
-                WatchEvent::Added(o) | WatchEvent::Modified(o) => Change::Applied(Arc::new(o)),
+                WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                    let object = Arc::new(o);
+                    let previous =
+                        object_ref(&self.kind, &object).and_then(|r| self.state.read().objects.get(&r).cloned());
+                    Change::Applied { object, previous }
+                }
                 WatchEvent::Deleted(o) => Change::Deleted(Arc::new(o)),
             };
             let rv = revision_of(change.object());
@@ -283,7 +294,7 @@ impl Reflector {
             }
         }
         match change {
-            Change::Applied(o) => {
+            Change::Applied { object: o, .. } => {
                 for index in indexes.values_mut() {
                     for v in (index.func)(o) {
                         index.entries.entry(v).or_default().insert(r.clone());
