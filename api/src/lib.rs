@@ -7,6 +7,7 @@
 //! and their schemas are derived from those structs.
 
 pub mod apply;
+pub mod crd;
 pub mod error;
 pub mod kinds;
 pub mod meta;

@@ -65,6 +65,9 @@ impl KindInfo {
 struct Entry {
     info: Arc<KindInfo>,
     validator: Arc<jsonschema::Validator>,
+    /// Name of the custom resource definition serving the kind; `None` for kinds
+    /// registered directly (built-in ones).
+    crd: Option<String>,
 }
 
 /// Kinds the server serves, with compiled validators. Cheap to share; registration at
@@ -72,6 +75,9 @@ struct Entry {
 #[derive(Default)]
 pub struct Registry {
     entries: RwLock<Vec<Arc<Entry>>>,
+    /// Store revision the custom kinds reflect; older snapshots are ignored so that
+    /// concurrent synchronisations never move the registry back in time.
+    custom_revision: RwLock<u64>,
 }
 
 impl Registry {
@@ -88,9 +94,13 @@ impl Registry {
     /// Adds a kind. Fails if its kind or plural is taken within its group, or its
     /// schema does not compile.
     pub fn register(&self, info: KindInfo) -> Result<Arc<KindInfo>> {
+        let mut entries = self.entries.write();
+        Self::insert(&mut entries, info, None)
+    }
+
+    fn insert(entries: &mut Vec<Arc<Entry>>, info: KindInfo, crd: Option<String>) -> Result<Arc<KindInfo>> {
         let validator = jsonschema::validator_for(&info.schema)
             .map_err(|e| Error::BadSchema { kind: info.kind.clone(), message: e.to_string() })?;
-        let mut entries = self.entries.write();
         if entries
             .iter()
             .any(|e| e.info.group == info.group && (e.info.plural == info.plural || e.info.kind == info.kind))
@@ -98,8 +108,54 @@ impl Registry {
             return Err(Error::DuplicateKind(format!("{}.{}", info.plural, info.group)));
         }
         let info = Arc::new(info);
-        entries.push(Arc::new(Entry { info: info.clone(), validator: Arc::new(validator) }));
+        entries.push(Arc::new(Entry { info: info.clone(), validator: Arc::new(validator), crd }));
         Ok(info)
+    }
+
+    /// Makes the custom kinds exactly `kinds` (definition name, kind), as read from
+    /// the store at `revision`, in one step: no request sees a kind missing while it
+    /// is replaced. Unchanged kinds are kept as they are. A snapshot older than one
+    /// already applied changes nothing and returns `None`; otherwise each definition
+    /// gets whether its kind is served, or why not (a conflict with a kind served
+    /// before it, or a schema that does not compile).
+    pub fn sync_custom(&self, revision: u64, kinds: Vec<(String, KindInfo)>) -> Option<Vec<(String, Result<()>)>> {
+        let mut custom_revision = self.custom_revision.write();
+        if revision < *custom_revision {
+            return None;
+        }
+        *custom_revision = revision;
+        let mut entries = self.entries.write();
+        entries.retain(|e| match &e.crd {
+            None => true,
+            Some(name) => kinds.iter().any(|(n, k)| n == name && *e.info == *k),
+        });
+        let mut outcome = Vec::with_capacity(kinds.len());
+        for (name, info) in kinds {
+            let served = entries.iter().any(|e| e.crd.as_deref() == Some(name.as_str()));
+            let result = if served { Ok(()) } else { Self::insert(&mut entries, info, Some(name.clone())).map(|_| ()) };
+            outcome.push((name, result));
+        }
+        Some(outcome)
+    }
+
+    /// Stops serving the kind of definition `crd`, which the store removed at
+    /// `revision`; returns whether it was served. Nothing changes if a newer snapshot
+    /// was applied: it already reflects the removal (and perhaps a re-creation).
+    pub fn remove_custom(&self, crd: &str, revision: u64) -> bool {
+        let mut custom_revision = self.custom_revision.write();
+        if revision < *custom_revision {
+            return false;
+        }
+        *custom_revision = revision;
+        let mut entries = self.entries.write();
+        let before = entries.len();
+        entries.retain(|e| e.crd.as_deref() != Some(crd));
+        entries.len() != before
+    }
+
+    /// The kind served for the custom resource definition named `crd`.
+    pub fn custom_kind(&self, crd: &str) -> Option<Arc<KindInfo>> {
+        self.entries.read().iter().find(|e| e.crd.as_deref() == Some(crd)).map(|e| e.info.clone())
     }
 
     /// Removes a kind by group and plural; returns whether it was there.
@@ -146,7 +202,70 @@ impl Registry {
         let Some(validator) = validator else {
             return Err(vec![FieldError::new("kind", format!("kind {} is not served", info.kind))]);
         };
-        crate::validate::validate_object(info, &validator, object)
+        crate::validate::validate_object(info, &validator, object)?;
+        if crate::crd::is_crd_kind(info) {
+            let conflicts = self.crd_conflicts(object);
+            if !conflicts.is_empty() {
+                return Err(conflicts);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a custom resource definition collides with a kind served for something
+    /// else: the same kind or plural in its group, or a short name another kind
+    /// answers to (the CLI resolves short names without a group).
+    fn crd_conflicts(&self, object: &Value) -> Vec<FieldError> {
+        let Ok(crd) = serde_json::from_value::<crate::kinds::CustomResourceDefinition>(object.clone()) else {
+            return Vec::new();
+        };
+        let info = KindInfo::from_crd(&crd);
+        let name = crd.metadata.name.as_str();
+        let mut errors = Vec::new();
+        // Objects are stored by group and plural alone, with their scope and
+        // apiVersion: changing either would strand them (there is no conversion).
+        if let Some(served) = self.custom_kind(name) {
+            if served.namespaced != info.namespaced {
+                errors.push(FieldError::new(
+                    "spec.scope",
+                    "cannot change while the kind is served; delete the definition (and its objects) first",
+                ));
+            }
+            if served.version != info.version {
+                errors.push(FieldError::new(
+                    "spec.version",
+                    format!(
+                        "cannot change from {:?} while the kind is served; delete the definition (and its objects) first",
+                        served.version
+                    ),
+                ));
+            }
+        }
+        for e in self.entries.read().iter().filter(|e| e.crd.as_deref() != Some(name)) {
+            let other = &e.info;
+            let served = format!("{}.{}", other.plural, other.group);
+            if other.group == info.group && other.plural == info.plural {
+                errors.push(FieldError::new("spec.plural", format!("{served} is already served")));
+            }
+            if other.group == info.group && other.kind == info.kind {
+                errors.push(FieldError::new(
+                    "spec.kind",
+                    format!("kind {} is already served in {} (by {served})", info.kind, info.group),
+                ));
+            }
+            for (i, short) in info.short_names.iter().enumerate() {
+                let taken = *short == other.plural
+                    || *short == other.singular
+                    || other.short_names.iter().any(|s| s.eq_ignore_ascii_case(short));
+                if taken {
+                    errors.push(FieldError::new(
+                        format!("spec.shortNames[{i}]"),
+                        format!("{short:?} already designates {served}"),
+                    ));
+                }
+            }
+        }
+        errors
     }
 }
 
@@ -188,5 +307,49 @@ fn inline(v: &Value, defs: &Value, depth: usize) -> Value {
         }
         Value::Array(a) => Value::Array(a.iter().map(|v| inline(v, defs, depth)).collect()),
         other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::kinds::CustomResourceDefinition;
+
+    fn widget(short: &str) -> (String, KindInfo) {
+        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "apiVersion": "corral.dev/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "version": "v1", "kind": "Widget", "plural": "widgets",
+                "shortNames": [short]}
+        }))
+        .expect("definition");
+        ("widgets.example.com".to_string(), KindInfo::from_crd(&crd))
+    }
+
+    #[test]
+    fn custom_kinds_follow_the_newest_snapshot_only() {
+        let reg = Registry::builtin();
+        assert!(reg.sync_custom(5, vec![widget("wd")]).is_some_and(|o| o[0].1.is_ok()));
+        assert_eq!(reg.resolve("wd").map(|k| k.plural.clone()).as_deref(), Some("widgets"));
+        assert!(reg.sync_custom(4, vec![]).is_none(), "an older snapshot changes nothing");
+        assert!(reg.custom_kind("widgets.example.com").is_some());
+        assert!(reg.sync_custom(6, vec![widget("wg")]).is_some());
+        assert!(reg.resolve("wd").is_none() && reg.resolve("wg").is_some(), "changed kinds are replaced");
+        assert!(reg.remove_custom("widgets.example.com", 8));
+        assert!(reg.sync_custom(7, vec![widget("wg")]).is_none(), "a removal is not undone by an older list");
+        assert!(reg.by_plural("example.com", "v1", "widgets").is_none());
+    }
+
+    #[test]
+    fn a_custom_kind_cannot_take_a_served_one() {
+        let reg = Registry::builtin();
+        let (name, mut info) = widget("wd");
+        info.group = crate::GROUP.into();
+        info.plural = "configmaps".into();
+        let outcome = reg.sync_custom(1, vec![(name, info)]).expect("newest snapshot");
+        assert!(matches!(outcome[0].1, Err(Error::DuplicateKind(_))));
+        assert!(reg.resolve("cm").is_some_and(|k| k.kind == "ConfigMap"));
     }
 }

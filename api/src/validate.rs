@@ -18,6 +18,9 @@ pub fn validate_object(
         errors.push(schema_error(&e));
     }
     envelope_errors(info, object, &mut errors);
+    if crate::crd::is_crd_kind(info) {
+        errors.extend(crate::crd::check(object));
+    }
     errors.sort_by(|a, b| a.field.cmp(&b.field));
     errors.dedup();
     if errors.is_empty() { Ok(()) } else { Err(errors) }
@@ -78,7 +81,10 @@ fn envelope_errors(info: &KindInfo, object: &Value, errors: &mut Vec<FieldError>
     }
     let meta = object.get("metadata");
     let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default();
-    if let Err(e) = check_dns_label(name) {
+    // A custom resource definition is named `{plural}.{group}`: a DNS subdomain.
+    let name_check =
+        if crate::crd::is_crd_kind(info) { crate::crd::check_dns_subdomain(name) } else { check_dns_label(name) };
+    if let Err(e) = name_check {
         errors.push(FieldError::new("metadata.name", e));
     }
     let ns = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str);

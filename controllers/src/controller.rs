@@ -119,6 +119,11 @@ impl Controller {
         self.primary.cache()
     }
 
+    /// The work queue (its depth is a health signal: keys waiting for a worker).
+    pub fn queue(&self) -> Arc<WorkQueue<ObjectRef>> {
+        self.queue.clone()
+    }
+
     /// This controller's counters.
     pub fn metrics(&self) -> Arc<ControllerMetrics> {
         self.metrics.clone()

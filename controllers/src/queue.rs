@@ -39,8 +39,10 @@ impl Default for QueueConfig {
         QueueConfig {
             base_delay: Duration::from_millis(5),
             max_delay: Duration::from_secs(300),
-            qps: 100.0,
-            burst: 200,
+            // Generous: enough to converge 10,000 objects in seconds, low enough that a
+            // reconcile loop gone wrong cannot flood the API server.
+            qps: 5000.0,
+            burst: 5000,
         }
     }
 }

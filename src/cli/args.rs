@@ -55,6 +55,20 @@ pub enum BenchCommand {
     /// write throughput at several concurrencies, write latency at a fixed rate,
     /// reads, watch delivery latency, replay rate and memory at many objects.
     Store(BenchStoreArgs),
+    /// The controller runtime: objects of a custom kind created, a trivial reconciler
+    /// writing status on each; time to converge, reconciles/s, cache memory.
+    Controller(BenchControllerArgs),
+}
+
+/// Options of `corral bench controller`.
+#[derive(Args, Debug)]
+pub struct BenchControllerArgs {
+    /// Objects created.
+    #[arg(long, default_value_t = 10_000)]
+    pub objects: u64,
+    /// Reconciles at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
 }
 
 /// Options of `corral bench store`.
@@ -203,8 +217,36 @@ pub struct DeleteArgs {
     #[arg(long)]
     pub ignore_not_found: bool,
 
+    /// What happens to the objects' dependents (objects whose ownerReferences name
+    /// them): `background` deletes the object now and its dependents after,
+    /// `foreground` deletes the dependents first, `orphan` keeps them.
+    #[arg(long, value_enum, default_value_t = Cascade::Background)]
+    pub cascade: Cascade,
+
     #[command(flatten)]
     pub ns: NamespaceArgs,
+}
+
+/// `corral delete --cascade`: the propagation policy of a delete.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cascade {
+    /// Delete the object at once; the garbage collector deletes its dependents.
+    Background,
+    /// Delete the dependents first; the object goes once the blocking ones are gone.
+    Foreground,
+    /// Delete only the object; its dependents lose their reference to it.
+    Orphan,
+}
+
+impl Cascade {
+    /// The API's `propagationPolicy` value.
+    pub fn policy(self) -> &'static str {
+        match self {
+            Cascade::Background => "Background",
+            Cascade::Foreground => "Foreground",
+            Cascade::Orphan => "Orphan",
+        }
+    }
 }
 
 /// Options of `corral diff`.

@@ -33,7 +33,11 @@ pub(crate) async fn run(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<u8> {
     let mut failed = false;
     for (kind, ns, name) in &targets {
         let short = format!("{}/{name}", kind_word(kind));
-        match ctx.client.delete(kind, ns.as_deref(), name, &WriteParams::default()).await {
+        let deleted = ctx
+            .client
+            .delete_propagating(kind, ns.as_deref(), name, &WriteParams::default(), Some(args.cascade.policy()))
+            .await;
+        match deleted {
             // A closed stdout must not stop a delete halfway: the results are ignored.
             Ok(Deleted::Gone(_)) => {
                 let _ = outln!("{short} deleted");

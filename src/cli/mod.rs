@@ -122,15 +122,25 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Diff(a) => diff::run(&ctx()?, a).await,
         Command::Explain(a) => explain::run(&ctx()?, a).await,
         Command::ApiResources => get::api_resources(&ctx()?).await,
-        Command::Bench(args::BenchCommand::Store(a)) => crate::bench::run_store_bench(crate::bench::StoreBenchOptions {
-            seconds: a.seconds,
-            objects: a.objects,
-            watchers: a.watchers,
-            clients: a.clients,
-            rate: a.rate,
-        })
-        .await
-        .map(|()| 0),
+        Command::Bench(args::BenchCommand::Store(a)) => {
+            crate::bench::run_store_bench(crate::bench::StoreBenchOptions {
+                seconds: a.seconds,
+                objects: a.objects,
+                watchers: a.watchers,
+                clients: a.clients,
+                rate: a.rate,
+            })
+            .await
+            .map(|()| 0)
+        }
+        Command::Bench(args::BenchCommand::Controller(a)) => {
+            crate::bench::run_controller_bench(crate::bench::ControllerBenchOptions {
+                objects: a.objects,
+                concurrency: a.concurrency,
+            })
+            .await
+            .map(|()| 0)
+        }
     }
 }
 

@@ -224,7 +224,7 @@ impl Client {
         Ok(Written { object, created })
     }
 
-    /// Deletes one object.
+    /// Deletes one object; the server collects its dependents in the background.
     pub async fn delete(
         &self,
         kind: &KindInfo,
@@ -232,7 +232,24 @@ impl Client {
         name: &str,
         params: &WriteParams,
     ) -> Result<Deleted> {
-        let url = self.write_url(self.object_url(kind, namespace, Some(name)), params);
+        self.delete_propagating(kind, namespace, name, params, None).await
+    }
+
+    /// Deletes one object, telling the server what to do with its dependents:
+    /// `propagation` is `Background`, `Foreground` or `Orphan` (`propagationPolicy`);
+    /// `None` leaves the server's default, `Background`.
+    pub async fn delete_propagating(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        name: &str,
+        params: &WriteParams,
+        propagation: Option<&str>,
+    ) -> Result<Deleted> {
+        let mut url = self.write_url(self.object_url(kind, namespace, Some(name)), params);
+        if let Some(p) = propagation {
+            url.query_pairs_mut().append_pair("propagationPolicy", p);
+        }
         let resp = self.send(self.http.delete(url)).await?;
         let pending = resp.status() == StatusCode::ACCEPTED;
         let object = decode(resp, "the deleted object").await?;

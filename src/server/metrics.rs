@@ -40,6 +40,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: DurationFamily,
+    /// The garbage collector's counters, exported with the rest.
+    pub(crate) gc: Arc<super::gc::GcStats>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -60,7 +62,9 @@ impl Metrics {
             durations.clone(),
         );
         registry.register_collector(Box::new(StoreCollector { store }));
-        Metrics { registry, requests, durations }
+        let gc = Arc::new(super::gc::GcStats::default());
+        registry.register_collector(Box::new(GcCollector(gc.clone())));
+        Metrics { registry, requests, durations, gc }
     }
 
     /// Records one answered request.
@@ -77,6 +81,46 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Reads the garbage collector's counters at scrape time.
+#[derive(Debug)]
+struct GcCollector(Arc<super::gc::GcStats>);
+
+impl Collector for GcCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.0;
+        let gauges = [
+            (
+                "corral_gc_objects_waiting_on_finalizers",
+                "Objects with deletionTimestamp that finalizers keep from going.",
+                s.waiting.load(Relaxed),
+            ),
+            (
+                "corral_gc_objects_stuck_on_finalizers",
+                "Objects waiting on finalizers for longer than a minute (each is logged).",
+                s.stuck.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let counters = [
+            ("corral_gc_deleted", "Objects deleted by the garbage collector.", s.deleted.load(Relaxed)),
+            (
+                "corral_gc_owner_references_removed",
+                "Owner references removed by the garbage collector (orphaning, dangling owners).",
+                s.references_removed.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

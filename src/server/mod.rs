@@ -6,8 +6,11 @@
 //! serves until SIGINT or SIGTERM.
 
 mod body;
+mod crd;
+mod delete;
 mod discovery;
 pub mod error;
+pub mod gc;
 pub mod in_process;
 mod metrics;
 mod ops;
@@ -46,6 +49,9 @@ pub struct ServerConfig {
     pub compaction_retain: u64,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Run the garbage collector (cascading deletion, namespace deletion). Off only
+    /// in tests that need deletions to stay half-done.
+    pub garbage_collection: bool,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +61,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("corral-data"),
             compaction_retain: 100_000,
             bookmark_interval: Duration::from_secs(10),
+            garbage_collection: true,
         }
     }
 }
@@ -128,6 +135,9 @@ pub struct RunningServer {
     store: Option<Arc<SledStore>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    gc: Option<tokio::task::JoinHandle<()>>,
+    /// Watches custom resource definitions; holds the store too.
+    crds: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -147,6 +157,17 @@ impl RunningServer {
             Some(task) => task.await.context("server task panicked")?.context("serving failed"),
             None => Ok(()),
         };
+        // The collector holds the store too; it stops on the closing signal.
+        if let Some(gc) = self.gc.take()
+            && let Err(e) = gc.await
+        {
+            tracing::warn!(error = %e, "garbage collector task failed");
+        }
+        if let Some(crds) = self.crds.take()
+            && let Err(e) = crds.await
+        {
+            tracing::warn!(error = %e, "custom resource definition task failed");
+        }
         if let Some(store) = self.store.take() {
             // Every connection, and with it every clone of the state, is gone once
             // the server task ends; should anything still hold the store, closing it
@@ -195,10 +216,21 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let dyn_store: Arc<dyn Storage> = store.clone();
     ensure_default_namespace(dyn_store.as_ref()).await?;
     let state = AppState::new(dyn_store, Arc::new(Registry::builtin()));
+    // Stored custom kinds are served before the first request.
+    let crds = crd::start(&state).await.context("cannot serve the custom resource definitions")?;
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr().context("cannot read the bound address")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gc = cfg.garbage_collection.then(|| {
+        gc::spawn(
+            state.store.clone(),
+            state.registry.clone(),
+            state.metrics.gc.clone(),
+            gc::GcConfig::default(),
+            state.closed(),
+        )
+    });
     let router = app(state.clone());
     // Watch events and small responses must leave at once: with Nagle's algorithm they
     // wait for the peer's delayed ACK, adding ~40 ms stalls.
@@ -215,7 +247,15 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
     });
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "corral API server listening");
-    Ok(RunningServer { addr, closing: state.closing.clone(), store: Some(store), stop: Some(stop), task: Some(task) })
+    Ok(RunningServer {
+        addr,
+        closing: state.closing.clone(),
+        store: Some(store),
+        stop: Some(stop),
+        task: Some(task),
+        gc,
+        crds: Some(crds),
+    })
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts it down gracefully.

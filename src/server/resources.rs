@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use corral_api::{KindInfo, Selector};
-use corral_store::{DeleteOutcome, Error as StoreError, Key, ListResult, StoredObject};
+use corral_store::{Error as StoreError, Key, ListResult, StoredObject};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -27,6 +27,7 @@ struct Params {
     allow_watch_bookmarks: Option<String>,
     dry_run: Option<String>,
     field_manager: Option<String>,
+    propagation_policy: Option<String>,
 }
 
 /// One request on a kind, with what the path and query said.
@@ -79,15 +80,17 @@ impl Ctx {
             .ok_or_else(|| ApiError::object_not_found(&self.info, name))
     }
 
-    /// Creating a namespaced object needs its namespace to exist: 404 naming it.
+    /// Creating a namespaced object needs its namespace to exist (404 naming it) and
+    /// not to be terminating (403).
     pub async fn require_namespace(&self) -> ApiResult<()> {
         let Some(ns) = self.namespace.as_deref().filter(|_| self.info.namespaced) else {
             return Ok(());
         };
         let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), ns);
-        match self.state.store.exists(&key).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ApiError::not_found(format!("namespace {ns:?} not found; create it first")).with_details(
+        match self.state.store.get(&key).await {
+            Ok(Some(o)) if super::gc::is_deleting(&o) => Err(super::delete::namespace_terminating(ns)),
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(ApiError::not_found(format!("namespace {ns:?} not found; create it first")).with_details(
                 StatusDetails {
                     group: corral_api::GROUP.to_string(),
                     kind: "Namespace".to_string(),
@@ -204,7 +207,7 @@ async fn route(state: AppState, method: Method, uri: Uri, headers: HeaderMap, bo
     };
     let content_length =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    match (p.target, method.as_str()) {
+    let result = match (p.target, method.as_str()) {
         (Target::Collection, "GET" | "HEAD") => list_or_watch(&ctx, &params).await,
         (Target::Collection, "POST") => {
             if ctx.info.namespaced && ctx.namespace.is_none() {
@@ -224,9 +227,18 @@ async fn route(state: AppState, method: Method, uri: Uri, headers: HeaderMap, bo
         (Target::Object, "PUT") => update(&ctx, body::read(body, content_length).await?, false).await,
         (Target::Status, "PUT") => update(&ctx, body::read(body, content_length).await?, true).await,
         (Target::Object, "PATCH") => super::patch::patch(&ctx, &headers, body, content_length).await,
-        (Target::Object, "DELETE") => delete(&ctx).await,
+        (Target::Object, "DELETE") => {
+            let bytes = body::read(body, content_length).await?;
+            super::delete::delete(&ctx, params.propagation_policy.as_deref(), bytes).await
+        }
         _ => Err(ApiError::method_not_allowed(&method, path)),
+    };
+    // A definition's kind is served, changed or gone before the write is answered.
+    let wrote = !matches!(method, Method::GET | Method::HEAD) && !ctx.dry_run;
+    if wrote && result.is_ok() && corral_api::crd::is_crd_kind(&ctx.info) {
+        super::crd::after_write(&ctx.state).await;
     }
+    result
 }
 
 /// Namespaced kinds are addressed inside a namespace, cluster-scoped ones outside.
@@ -427,26 +439,6 @@ async fn update(ctx: &Ctx, bytes: Bytes, status_only: bool) -> ApiResult<Respons
     }
     .map_err(ctx.store_error(name))?;
     Ok(body::raw_json(StatusCode::OK, outcome.object().json.clone()))
-}
-
-async fn delete(ctx: &Ctx) -> ApiResult<Response> {
-    let name = ctx.name.as_str();
-    if ctx.dry_run {
-        let live = ctx.live(name).await?;
-        let mut value = live.value().map_err(ctx.store_error(name))?;
-        let finalizing = value.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-        if !finalizing {
-            return Ok(body::raw_json(StatusCode::OK, live.json.clone()));
-        }
-        if let Some(Value::Object(meta)) = value.get_mut("metadata") {
-            meta.entry("deletionTimestamp").or_insert_with(|| Value::String(corral_api::meta::now_timestamp()));
-        }
-        return Ok(body::json(StatusCode::ACCEPTED, &value));
-    }
-    match ctx.state.store.delete(ctx.key(name), None).await.map_err(ctx.store_error(name))? {
-        DeleteOutcome::Deleted(o) => Ok(body::raw_json(StatusCode::OK, o.json.clone())),
-        DeleteOutcome::Finalizing(o) => Ok(body::raw_json(StatusCode::ACCEPTED, o.json.clone())),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,102 @@
+//! Leader election: of two replicas exactly one acts; when the leader dies the other
+//! takes over once the lease runs out. The server runs in-process on a real sled store.
+//! Short leases keep the test quick; it asserts order and exclusivity, not timing.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral::server::{AppState, app, in_process::InProcess};
+use corral_api::Registry;
+use corral_controllers::{Client, LeaderConfig, LeaderElector};
+use corral_store::{SledStore, Storage};
+use serde_json::json;
+
+#[derive(Default)]
+struct Stage {
+    acting: Option<&'static str>,
+    overlap: bool,
+    turns: Vec<&'static str>,
+    ticks_of_a_while_b_waits: u32,
+}
+
+async fn act(who: &'static str, stage: Arc<Mutex<Stage>>, changed: Arc<tokio::sync::Notify>) {
+    loop {
+        {
+            let mut s = stage.lock().unwrap();
+            if s.acting.is_some_and(|a| a != who) {
+                s.overlap = true;
+            }
+            s.acting = Some(who);
+            if s.turns.last() != Some(&who) {
+                s.turns.push(who);
+            }
+            if who == "a" {
+                s.ticks_of_a_while_b_waits += 1;
+            }
+        }
+        changed.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (bounded) until `cond` holds, re-checking whenever a replica acts.
+async fn until(what: &str, stage: &Mutex<Stage>, changed: &tokio::sync::Notify, cond: impl Fn(&Stage) -> bool) {
+    for _ in 0..2400 {
+        let notified = changed.notified();
+        if cond(&stage.lock().unwrap()) {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("corral_controllers=debug").try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), Default::default()).unwrap());
+    let client = Client::new(Arc::new(InProcess::new(app(AppState::new(store, Arc::new(Registry::builtin()))))));
+    let ns = client.kind("namespaces").await.unwrap();
+    client
+        .create(&ns, &json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": "default"}}))
+        .await
+        .unwrap();
+
+    // Generous against a loaded machine: a renewal would have to stall for over two
+    // seconds before b could (rightly) take over from a live leader.
+    let lease = Duration::from_secs(3);
+    let config = |id: &str| LeaderConfig {
+        lease_duration: lease,
+        renew_every: Duration::from_millis(500),
+        retry_every: Duration::from_millis(100),
+        ..LeaderConfig::new("default", "manager", id)
+    };
+    let stage: Arc<Mutex<Stage>> = Arc::default();
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let a = tokio::spawn(LeaderElector::new(client.clone(), config("a")).run(act("a", stage.clone(), changed.clone())));
+    until("a leads", &stage, &changed, |s| s.acting == Some("a")).await;
+    let b = tokio::spawn(LeaderElector::new(client.clone(), config("b")).run(act("b", stage.clone(), changed.clone())));
+    // While a lives and renews, b only campaigns: let a act through two lease periods.
+    stage.lock().unwrap().ticks_of_a_while_b_waits = 0;
+    until("a acts through two lease periods", &stage, &changed, |s| s.ticks_of_a_while_b_waits >= 300).await;
+    assert_eq!(stage.lock().unwrap().turns, ["a"], "b acted while a held the lease");
+
+    // a dies: it stops acting and renewing at once.
+    a.abort();
+    let _ = a.await;
+    let died = std::time::Instant::now();
+    stage.lock().unwrap().acting = None;
+    until("b takes over", &stage, &changed, |s| s.acting == Some("b")).await;
+    eprintln!("takeover after the leader died: {:?} (lease {lease:?})", died.elapsed());
+    {
+        let s = stage.lock().unwrap();
+        assert_eq!(s.turns, ["a", "b"]);
+        assert!(!s.overlap, "two replicas acted at once");
+    }
+    let leases = client.kind("leases").await.unwrap();
+    let l = client.get(&leases, Some("default"), "manager").await.unwrap().unwrap();
+    assert_eq!(l["spec"]["holderIdentity"], "b");
+    assert_eq!(l["spec"]["leaseTransitions"], 1);
+    b.abort();
+}

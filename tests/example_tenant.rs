@@ -1,0 +1,98 @@
+//! The example custom controller (examples/tenant-controller) runs as its own process
+//! against a real server: it provisions, reports status and events, follows edits, and
+//! cleans up through its finalizer.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use corral::server::{ServerConfig, start};
+use corral_controllers::Client;
+use serde_json::{Value, json};
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn corral(server: &str, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral")).args(args).env("CORRAL_SERVER", server).output().unwrap();
+    assert!(out.status.success(), "corral {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Polls until `probe` returns `Some` (bounded: a guard, not a timing assertion).
+async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..1500 {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", server.addr());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    corral(&url, &["apply", "-f", root.join("examples/tenant-controller/crd.yaml").to_str().unwrap()]);
+
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_corral")).parent().unwrap().join("examples/tenant-controller");
+    assert!(exe.exists(), "{} missing: cargo test builds examples", exe.display());
+    let _controller =
+        Kill(Command::new(exe).args(["--server", &url]).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn().unwrap());
+    corral(&url, &["apply", "-f", root.join("examples/tenant-controller/tenant.yaml").to_str().unwrap()]);
+
+    let client = Client::http(&url).unwrap();
+    let tenants = client.kind("tenants").await.unwrap();
+    let cms = client.kind("configmaps").await.unwrap();
+    let nss = client.kind("namespaces").await.unwrap();
+    let cm = eventually("settings provisioned", async || {
+        client.get(&cms, Some("tenant-payments"), "tenant-settings").await.unwrap()
+    })
+    .await;
+    assert_eq!(cm["spec"]["data"], json!({"tier": "gold", "region": "eu-west"}));
+    let t = eventually("status reported", async || {
+        client.get(&tenants, None, "payments").await.unwrap().filter(|t| t["status"]["phase"] == "Ready")
+    })
+    .await;
+    assert_eq!(t["status"]["namespace"], "tenant-payments");
+    assert_eq!(t["metadata"]["finalizers"], json!(["tenants.example.corral.dev/cleanup"]));
+    let events = client.kind("events").await.unwrap();
+    let list = client.list(&events, Some("default"), "").await.unwrap();
+    assert!(list.items.iter().any(|e| e["spec"]["reason"] == "NamespaceCreated"), "{:?}", list.items);
+
+    // An edit of the tenant reaches the ConfigMap.
+    client.patch_merge(&tenants, None, "payments", &json!({"spec": {"settings": {"tier": "platinum"}}})).await.unwrap();
+    eventually("edit followed", async || {
+        client
+            .get(&cms, Some("tenant-payments"), "tenant-settings")
+            .await
+            .unwrap()
+            .filter(|c| c["spec"]["data"]["tier"] == "platinum")
+    })
+    .await;
+
+    // Deletion: the finalizer holds the tenant until its namespace is removed.
+    client.delete(&tenants, None, "payments").await.unwrap();
+    eventually("tenant gone", async || client.get(&tenants, None, "payments").await.unwrap().is_none().then_some(()))
+        .await;
+    let ns: Option<Value> = client.get(&nss, None, "tenant-payments").await.unwrap();
+    assert!(
+        ns.as_ref().is_none_or(|n| n["metadata"]["deletionTimestamp"].is_string()),
+        "namespace left behind: {ns:?}"
+    );
+    server.shutdown().await.unwrap();
+}
