@@ -73,6 +73,15 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
     let events = client.kind("events").await.unwrap();
     let list = client.list(&events, Some("default"), "").await.unwrap();
     assert!(list.items.iter().any(|e| e["spec"]["reason"] == "NamespaceCreated"), "{:?}", list.items);
+    // `corral describe` shows the events recorded about the tenant.
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["describe", "tenant", "payments"])
+        .env("CORRAL_SERVER", &url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Events:") && text.contains("NamespaceCreated"), "{text}");
+    assert!(text.contains("tenants.example.corral.dev/cleanup"), "finalizer shown: {text}");
 
     // An edit of the tenant reaches the ConfigMap.
     client.patch_merge(&tenants, None, "payments", &json!({"spec": {"settings": {"tier": "platinum"}}})).await.unwrap();

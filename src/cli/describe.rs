@@ -23,6 +23,7 @@ pub(crate) async fn run(ctx: &Ctx, args: DescribeArgs) -> anyhow::Result<u8> {
                 }
                 first = false;
                 out!("{}", describe(&kind, &obj, now_unix())?)?;
+                out!("{}", events_about(ctx, &obj).await)?;
             }
             Err(e) if e.is_not_found() => {
                 failed = true;
@@ -36,6 +37,45 @@ pub(crate) async fn run(ctx: &Ctx, args: DescribeArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(u8::from(failed))
+}
+
+/// The `Events:` section: events recorded about this incarnation of the object,
+/// oldest first. Best effort: describing works on servers without events too.
+async fn events_about(ctx: &Ctx, obj: &DynamicObject) -> String {
+    let Ok(kind) = ctx.resolve("events").await else { return String::new() };
+    let ns = obj.metadata.namespace.as_deref().unwrap_or("default");
+    let Ok(list) = ctx.client.list(&kind, Some(ns), &Default::default()).await else { return String::new() };
+    let mut rows: Vec<(String, String, String, String, String)> = list
+        .items
+        .iter()
+        .filter(|e| {
+            let inv = &e.rest.get("spec").and_then(|s| s.get("involvedObject")).cloned().unwrap_or_default();
+            inv.get("name").and_then(|n| n.as_str()) == Some(obj.metadata.name.as_str())
+                && inv.get("kind").and_then(|k| k.as_str()) == Some(obj.kind.as_str())
+                && obj
+                    .metadata
+                    .uid
+                    .as_deref()
+                    .is_none_or(|u| inv.get("uid").and_then(|x| x.as_str()).is_none_or(|x| x == u))
+        })
+        .filter_map(|e| {
+            let spec = e.rest.get("spec")?;
+            let s = |k: &str| spec.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let count = spec.get("count").and_then(|c| c.as_i64()).unwrap_or(1);
+            let from = spec.get("source").and_then(|s| s.get("component")).and_then(|c| c.as_str()).unwrap_or_default();
+            Some((s("lastTimestamp"), s("type"), s("reason"), format!("{from} (x{count})"), s("message")))
+        })
+        .collect();
+    if rows.is_empty() {
+        return "Events:           <none>\n".to_string();
+    }
+    rows.sort();
+    let mut out = String::from("Events:\n");
+    out.push_str(&format!("  {:<21} {:<8} {:<20} {:<28} {}\n", "LAST SEEN", "TYPE", "REASON", "FROM", "MESSAGE"));
+    for (when, ty, reason, from, message) in rows {
+        out.push_str(&format!("  {when:<21} {ty:<8} {reason:<20} {from:<28} {message}\n"));
+    }
+    out
 }
 
 /// The description of `obj`: metadata as aligned fields, then spec and status as
