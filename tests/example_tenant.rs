@@ -51,8 +51,16 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
 
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_corral")).parent().unwrap().join("examples/tenant-controller");
     assert!(exe.exists(), "{} missing: cargo test builds examples", exe.display());
-    let _controller =
-        Kill(Command::new(exe).args(["--server", &url]).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn().unwrap());
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _controller = Kill(
+        Command::new(exe)
+            .args(["--server", &url, "--metrics-listen", &metrics_addr])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     corral(&url, &["apply", "-f", root.join("examples/tenant-controller/tenant.yaml").to_str().unwrap()]);
 
     let client = Client::http(&url).unwrap();
@@ -82,6 +90,12 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Events:") && text.contains("NamespaceCreated"), "{text}");
     assert!(text.contains("tenants.example.corral.dev/cleanup"), "finalizer shown: {text}");
+
+    // The controller's own metrics.
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"corral_controller_reconciles_total{controller="tenant-controller"}"#), "{text}");
+    assert!(text.contains("corral_controller_reconcile_duration_seconds_bucket"), "{text}");
+    assert!(text.contains("corral_controller_queue_depth"), "{text}");
 
     // An edit of the tenant reaches the ConfigMap.
     client.patch_merge(&tenants, None, "payments", &json!({"spec": {"settings": {"tier": "platinum"}}})).await.unwrap();

@@ -20,7 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_api::KindInfo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde_json::Value;
+use std::borrow::Cow;
 use tokio::sync::watch;
 
 use crate::client::Client;
@@ -53,7 +58,7 @@ impl Action {
 pub type Mapper = Arc<dyn Fn(&Value) -> Vec<ObjectRef> + Send + Sync>;
 
 /// Counters of one controller, for `/metrics` and benchmarks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ControllerMetrics {
     /// Reconciles finished.
     pub reconciles: AtomicU64,
@@ -61,6 +66,51 @@ pub struct ControllerMetrics {
     pub errors: AtomicU64,
     /// Total reconcile time, in microseconds.
     pub reconcile_micros: AtomicU64,
+    reconciles_total: Counter,
+    errors_total: Counter,
+    duration: Histogram,
+    queue_depth: Gauge,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        ControllerMetrics {
+            reconciles: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            reconcile_micros: AtomicU64::new(0),
+            reconciles_total: Counter::default(),
+            errors_total: Counter::default(),
+            // 1 ms to ~65 s.
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            queue_depth: Gauge::default(),
+        }
+    }
+}
+
+impl ControllerMetrics {
+    /// Registers this controller's metrics in `registry`, labelled
+    /// `controller="<name>"`: `corral_controller_reconciles_total`,
+    /// `corral_controller_reconcile_errors_total`,
+    /// `corral_controller_reconcile_duration_seconds` and
+    /// `corral_controller_queue_depth`.
+    pub fn register(&self, registry: &mut Registry, controller: &str) {
+        let sub = registry.sub_registry_with_label((Cow::Borrowed("controller"), Cow::Owned(controller.to_string())));
+        sub.register("corral_controller_reconciles", "Reconciles finished", self.reconciles_total.clone());
+        sub.register("corral_controller_reconcile_errors", "Reconciles that failed", self.errors_total.clone());
+        sub.register("corral_controller_reconcile_duration_seconds", "Time per reconcile", self.duration.clone());
+        sub.register("corral_controller_queue_depth", "Keys waiting for a worker", self.queue_depth.clone());
+    }
+
+    fn observe(&self, elapsed: Duration, failed: bool) {
+        self.reconciles.fetch_add(1, Ordering::Relaxed);
+        self.reconciles_total.inc();
+        self.reconcile_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.duration.observe(elapsed.as_secs_f64());
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.errors_total.inc();
+        }
+    }
 }
 
 /// Builds and runs a controller of one primary kind.
@@ -201,6 +251,7 @@ impl Controller {
                         c.wait_synced().await;
                     }
                     while let Some(key) = queue.next().await {
+                        metrics.queue_depth.set(queue.len() as i64);
                         let Some(obj) = cache.get(&key) else {
                             // Gone: nothing left to reconcile (cleanup runs while
                             // finalizers hold the object).
@@ -210,8 +261,7 @@ impl Controller {
                         };
                         let started = Instant::now();
                         let result = reconcile(obj.clone(), ctx.clone()).await;
-                        metrics.reconciles.fetch_add(1, Ordering::Relaxed);
-                        metrics.reconcile_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        metrics.observe(started.elapsed(), result.is_err());
                         match result {
                             Ok(action) => {
                                 queue.forget(&key);
@@ -221,7 +271,6 @@ impl Controller {
                                 }
                             }
                             Err(e) => {
-                                metrics.errors.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(object = %key, error = %e, "reconcile failed");
                                 match error_policy(&obj, &e, &ctx) {
                                     Action::AwaitChange => {

@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! corral apply -f examples/tenant-controller/crd.yaml
-//! cargo run --example tenant-controller -- --server http://127.0.0.1:7070
+//! cargo run --example tenant-controller -- --server http://127.0.0.1:7070 [--metrics-listen 127.0.0.1:9100]
 //! corral apply -f examples/tenant-controller/tenant.yaml
 //! corral get tenants; corral get cm -n tenant-payments
 //! ```
@@ -95,6 +95,34 @@ async fn deprovision(t: &Value, ctx: &Ctx) -> anyhow::Result<Action> {
     Ok(Action::await_change())
 }
 
+/// Serves the controller's metrics at `http://ADDR/metrics` (Prometheus text).
+async fn serve_metrics(addr: &str, controller: &Controller) -> anyhow::Result<()> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    controller.metrics().register(&mut registry, "tenant-controller");
+    let registry = Arc::new(registry);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    Ok(()) => (axum::http::StatusCode::OK, text),
+                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
@@ -133,6 +161,9 @@ async fn main() -> anyhow::Result<()> {
         .owns(ctx.configmaps.clone())
         .owns(ctx.namespaces.clone())
         .concurrency(2);
+    if let Some(addr) = arg("--metrics-listen") {
+        serve_metrics(&addr, &controller).await?;
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
