@@ -264,3 +264,48 @@ async fn controller_recreates_owned_objects_and_never_reconciles_one_object_conc
     run.await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn cache_indexes_follow_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = corral::server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = Client::http(&format!("http://{}", server.addr())).unwrap();
+    let kind = client.kind("configmaps").await.unwrap();
+    let owner = client.create(&kind, &cm("owner", "1")).await.unwrap();
+    let uid = owner["metadata"]["uid"].as_str().unwrap().to_string();
+    let mut a = cm("a", "1");
+    a["metadata"]["labels"] = json!({"app": "web"});
+    a["metadata"]["ownerReferences"] = json!([corral_controllers::owner_reference(&owner, true).unwrap()]);
+    client.create(&kind, &a).await.unwrap();
+    let reflector = Reflector::new(client.clone(), kind.clone(), None, "")
+        .index("owner", corral_controllers::by_owner_uid())
+        .index("app", corral_controllers::by_label("app"));
+    let cache = reflector.cache();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(reflector.run(stopped, |_| {}));
+    cache.wait_synced().await;
+    let names = |v: Vec<Arc<Value>>| {
+        v.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(cache.by_index("owner", &uid)), ["a"]);
+    assert_eq!(names(cache.by_index("app", "web")), ["a"]);
+    // Relabel: the index moves with the object.
+    a["metadata"]["labels"] = json!({"app": "db"});
+    client.update(&kind, &a).await.unwrap();
+    eventually("index updated", || {
+        cache.by_index("app", "web").is_empty() && names(cache.by_index("app", "db")) == ["a"]
+    })
+    .await;
+    client.delete(&kind, Some("default"), "a").await.unwrap();
+    eventually("index emptied", || cache.by_index("owner", &uid).is_empty() && cache.by_index("app", "db").is_empty())
+        .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    server.shutdown().await.unwrap();
+}

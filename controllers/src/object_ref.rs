@@ -32,3 +32,19 @@ impl std::fmt::Display for ObjectRef {
         }
     }
 }
+
+/// An owner reference to `owner` (a whole object as JSON), for a dependent's
+/// `metadata.ownerReferences`. `controller` marks the owner as the managing
+/// controller; such references also block foreground deletion of the owner until the
+/// dependent is gone. `None` if `owner` lacks a name or uid (it was never stored).
+pub fn owner_reference(owner: &serde_json::Value, controller: bool) -> Option<serde_json::Value> {
+    let meta = owner.get("metadata")?;
+    Some(serde_json::json!({
+        "apiVersion": owner.get("apiVersion")?,
+        "kind": owner.get("kind")?,
+        "name": meta.get("name")?,
+        "uid": meta.get("uid")?,
+        "controller": controller,
+        "blockOwnerDeletion": controller,
+    }))
+}

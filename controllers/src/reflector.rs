@@ -23,6 +23,36 @@ use crate::object_ref::ObjectRef;
 /// Computes the index values of an object (e.g. its node name, or its owners' uids).
 pub type IndexFn = Arc<dyn Fn(&Value) -> Vec<String> + Send + Sync>;
 
+/// Index by the uid of each owner (`metadata.ownerReferences[].uid`): find an
+/// object's dependents with `cache.by_index("owner", uid)`.
+pub fn by_owner_uid() -> IndexFn {
+    Arc::new(|o: &Value| {
+        o.pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .map(|refs| refs.iter().filter_map(|r| r.get("uid")?.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Index by the value of label `key`.
+pub fn by_label(key: &str) -> IndexFn {
+    let key = key.to_string();
+    Arc::new(move |o: &Value| {
+        o.pointer("/metadata/labels")
+            .and_then(|l| l.get(&key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .into_iter()
+            .collect()
+    })
+}
+
+/// Index by the string at a JSON pointer, e.g. `/spec/nodeName`.
+pub fn by_field(pointer: &str) -> IndexFn {
+    let pointer = pointer.to_string();
+    Arc::new(move |o: &Value| o.pointer(&pointer).and_then(Value::as_str).map(str::to_string).into_iter().collect())
+}
+
 struct Index {
     func: IndexFn,
     entries: HashMap<String, BTreeSet<ObjectRef>>,

@@ -34,8 +34,7 @@ struct Ctx {
 }
 
 fn owner_ref(tenant: &Value) -> Value {
-    json!([{"apiVersion": tenant["apiVersion"], "kind": tenant["kind"], "name": tenant["metadata"]["name"],
-            "uid": tenant["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
+    json!(corral_controllers::owner_reference(tenant, true).into_iter().collect::<Vec<_>>())
 }
 
 async fn reconcile(tenant: Arc<Value>, ctx: Arc<Ctx>) -> anyhow::Result<Action> {
