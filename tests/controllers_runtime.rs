@@ -23,6 +23,20 @@ fn cm(name: &str, v: &str) -> Value {
            "metadata": {"name": name, "namespace": "default"}, "spec": {"data": {"v": v}}})
 }
 
+/// A real server on 127.0.0.1:0 with sled in a temp dir, and an HTTP client of it.
+async fn serve() -> (tempfile::TempDir, corral::server::RunningServer, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = corral::server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = Client::http(&format!("http://{}", server.addr())).unwrap();
+    (dir, server, client)
+}
+
 /// Polls `cond` (bounded: a guard against hanging, not a timing assertion).
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     for _ in 0..2000 {
@@ -179,15 +193,7 @@ async fn forced_compaction_makes_the_reflector_relist_correctly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_recreates_owned_objects_and_never_reconciles_one_object_concurrently() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = corral::server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
-    let client = Client::http(&format!("http://{}", server.addr())).unwrap();
+    let (_dir, server, client) = serve().await;
     let kind = client.kind("configmaps").await.unwrap();
 
     struct Ctx {
@@ -267,15 +273,7 @@ async fn controller_recreates_owned_objects_and_never_reconciles_one_object_conc
 
 #[tokio::test]
 async fn cache_indexes_follow_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = corral::server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
-    let client = Client::http(&format!("http://{}", server.addr())).unwrap();
+    let (_dir, server, client) = serve().await;
     let kind = client.kind("configmaps").await.unwrap();
     let owner = client.create(&kind, &cm("owner", "1")).await.unwrap();
     let uid = owner["metadata"]["uid"].as_str().unwrap().to_string();
