@@ -81,6 +81,13 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
     let events = client.kind("events").await.unwrap();
     let list = client.list(&events, Some("default"), "").await.unwrap();
     assert!(list.items.iter().any(|e| e["spec"]["reason"] == "NamespaceCreated"), "{:?}", list.items);
+    // `corral get events` tabulates them like kubectl.
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_corral")).args(["get", "events"]).env("CORRAL_SERVER", &url).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.contains("TYPE") && header.contains("REASON") && header.contains("OBJECT"), "{table}");
+    assert!(table.lines().any(|l| l.contains("NamespaceCreated") && l.contains("tenant/payments")), "{table}");
     // `corral describe` shows the events recorded about the tenant.
     let out = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["describe", "tenant", "payments"])

@@ -77,6 +77,10 @@ pub enum Column {
     Phase,
     /// Time since `metadata.creationTimestamp`.
     Age,
+    /// A scalar at a JSON pointer, under a header: `Field(header, pointer)`.
+    Field(&'static str, &'static str),
+    /// An Event's `kind/name` of the object it is about.
+    InvolvedObject,
     /// `metadata.labels` as `k=v,...`.
     Labels,
     /// `metadata.generation`.
@@ -94,6 +98,8 @@ impl Column {
             Column::Data => "DATA",
             Column::Phase => "STATUS",
             Column::Age => "AGE",
+            Column::Field(header, _) => header,
+            Column::InvolvedObject => "OBJECT",
             Column::Labels => "LABELS",
             Column::Generation => "GENERATION",
             Column::ResourceVersion => "RESOURCEVERSION",
@@ -121,6 +127,20 @@ impl Column {
                 .unwrap_or("<none>")
                 .to_string(),
             Column::Age => age(m.creation_timestamp.as_deref(), now),
+            Column::Field(_, pointer) => {
+                let v = serde_json::to_value(obj).ok();
+                match v.as_ref().and_then(|v| v.pointer(pointer)) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(serde_json::Value::Null) | None => "<none>".to_string(),
+                    Some(other) => other.to_string(),
+                }
+            }
+            Column::InvolvedObject => {
+                let inv = obj.rest.get("spec").and_then(|s| s.get("involvedObject"));
+                let field =
+                    |k: &str| inv.and_then(|i| i.get(k)).and_then(serde_json::Value::as_str).unwrap_or_default();
+                format!("{}/{}", field("kind").to_ascii_lowercase(), field("name"))
+            }
             Column::Labels => labels_text(&m.labels),
             Column::Generation => m.generation.map_or_else(|| "<none>".to_string(), |g| g.to_string()),
             Column::ResourceVersion => m.resource_version.clone().unwrap_or_else(|| "<none>".to_string()),
@@ -141,6 +161,19 @@ pub fn columns(kind: &KindInfo, all_namespaces: bool, wide: bool) -> Vec<Column>
         match kind.kind.as_str() {
             "ConfigMap" => cols.push(Column::Data),
             "Namespace" => cols.push(Column::Phase),
+            "Event" => cols.extend([
+                Column::Field("TYPE", "/spec/type"),
+                Column::Field("REASON", "/spec/reason"),
+                Column::InvolvedObject,
+                Column::Field("COUNT", "/spec/count"),
+                Column::Field("MESSAGE", "/spec/message"),
+            ]),
+            "Lease" => cols.push(Column::Field("HOLDER", "/spec/holderIdentity")),
+            "CustomResourceDefinition" => cols.extend([
+                Column::Field("KIND", "/spec/kind"),
+                Column::Field("SCOPE", "/spec/scope"),
+                Column::Field("ACCEPTED", "/status/accepted"),
+            ]),
             _ => {}
         }
     }
