@@ -21,12 +21,13 @@
 //! After a restart the index is rebuilt and every object with references or a
 //! collector finalizer is queued again, so a cascade interrupted by a crash finishes.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use corral_api::{Registry, Selector};
+use corral_controllers::{QueueConfig, WorkQueue};
 use corral_store::{
     DeleteOutcome, Error as StoreError, EventType, Key, Storage, StoredObject, UpdateOutcome, WatchEvent, WatchRequest,
 };
@@ -277,52 +278,16 @@ enum Work {
     Owner(Key),
 }
 
-/// A queue of distinct work items with per-item retry back-off.
-#[derive(Default)]
-struct Queue {
-    ready: VecDeque<Work>,
-    queued: HashSet<Work>,
-    delayed: Vec<(Instant, Work)>,
-    failures: HashMap<Work, u32>,
-}
-
-impl Queue {
-    fn push(&mut self, w: Work) {
-        if self.queued.insert(w.clone()) {
-            self.ready.push_back(w);
-        }
-    }
-
-    fn pop(&mut self) -> Option<Work> {
-        let w = self.ready.pop_front()?;
-        self.queued.remove(&w);
-        Some(w)
-    }
-
-    /// Retries `w` later, backing off exponentially from 50 ms to 5 s.
-    fn retry(&mut self, w: Work) {
-        let n = self.failures.entry(w.clone()).or_default();
-        *n = n.saturating_add(1);
-        let delay = Duration::from_millis(50u64.saturating_mul(1 << (*n).min(7))).min(Duration::from_secs(5));
-        self.delayed.push((Instant::now() + delay, w));
-    }
-
-    fn succeeded(&mut self, w: &Work) {
-        self.failures.remove(w);
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        self.delayed.iter().map(|(t, _)| *t).min()
-    }
-
-    fn promote_due(&mut self) {
-        let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(t, _)| *t <= now);
-        self.delayed = later;
-        for (_, w) in due {
-            self.push(w);
-        }
-    }
+/// The collector's work queue: the controller runtime's, so merging, backoff (50 ms
+/// to 5 s) and "one item at a time" behave as in every other controller. No rate
+/// limit: the collector is the server's own.
+fn work_queue() -> WorkQueue<Work> {
+    WorkQueue::new(QueueConfig {
+        base_delay: Duration::from_millis(50),
+        max_delay: Duration::from_secs(5),
+        qps: f64::MAX,
+        burst: u32::MAX,
+    })
 }
 
 /// Everything the collector task owns.
@@ -332,7 +297,7 @@ struct Collector {
     stats: Arc<GcStats>,
     config: GcConfig,
     index: Index,
-    queue: Queue,
+    queue: WorkQueue<Work>,
 }
 
 /// Starts the collector; it runs until `closed` resolves.
@@ -343,7 +308,7 @@ pub(crate) fn spawn(
     config: GcConfig,
     closed: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let mut c = Collector { store, registry, stats, config, index: Index::default(), queue: Queue::default() };
+    let mut c = Collector { store, registry, stats, config, index: Index::default(), queue: work_queue() };
     tokio::spawn(async move {
         tokio::select! {
             _ = c.run() => {}
@@ -382,7 +347,7 @@ impl Collector {
     /// failed).
     async fn session(&mut self) -> StoreResult<()> {
         self.index = Index::default();
-        self.queue = Queue::default();
+        self.queue = work_queue();
         // Every kind is listed at its own revision: the watch starts at the oldest, and
         // the index ignores replayed events older than what it holds. The index is
         // complete once the watch has passed the newest list.
@@ -409,8 +374,6 @@ impl Collector {
         let mut scan = tokio::time::interval(self.config.scan_interval);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let due = self.queue.next_due();
-            let work_ready = synced && !self.queue.ready.is_empty();
             tokio::select! {
                 biased;
                 ev = stream.next() => match ev {
@@ -428,12 +391,10 @@ impl Collector {
                         }
                     }
                 },
-                _ = async {}, if work_ready => {
-                    if let Some(w) = self.queue.pop() {
-                        self.process(w).await;
-                    }
-                }
-                _ = sleep_until_opt(due) => self.queue.promote_due(),
+                w = self.queue.next(), if synced => match w {
+                    Some(w) => self.process(w).await,
+                    None => return Ok(()),
+                },
                 _ = scan.tick() => self.scan(Instant::now()),
             }
         }
@@ -459,26 +420,26 @@ impl Collector {
             if let Some(n) = self.index.nodes.get(&key) {
                 owners.extend(n.owners.iter().map(|r| r.uid.clone()));
                 if !n.owners.is_empty() {
-                    self.queue.push(Work::Dependent(key.clone()));
+                    self.queue.add(Work::Dependent(key.clone()));
                 }
                 if n.deleting {
-                    self.queue.push(Work::Owner(key.clone()));
+                    self.queue.add(Work::Owner(key.clone()));
                 }
             }
         } else if let Some(old) = &old {
             // The object is gone: its dependents may now be garbage.
             for d in self.index.dependents.get(&old.uid).into_iter().flatten() {
-                self.queue.push(Work::Dependent(d.clone()));
+                self.queue.add(Work::Dependent(d.clone()));
             }
             if key.resource == NAMESPACES {
-                self.queue.push(Work::Owner(key.clone()));
+                self.queue.add(Work::Owner(key.clone()));
             }
         }
         for uid in owners {
             if let Some(owner) = self.index.by_uid.get(&uid)
                 && self.index.nodes.get(owner).is_some_and(|n| n.deleting)
             {
-                self.queue.push(Work::Owner(owner.clone()));
+                self.queue.add(Work::Owner(owner.clone()));
             }
         }
         // A namespace being deleted waits on its objects; one already gone must not
@@ -486,7 +447,7 @@ impl Collector {
         if !key.namespace.is_empty() {
             let ns = namespace_key(&key.namespace);
             if self.index.nodes.get(&ns).is_none_or(|n| n.deleting) {
-                self.queue.push(Work::Owner(ns));
+                self.queue.add(Work::Owner(ns));
             }
         }
     }
@@ -510,7 +471,7 @@ impl Collector {
             }
         }
         for w in work {
-            self.queue.push(w);
+            self.queue.add(w);
         }
     }
 
@@ -542,7 +503,7 @@ impl Collector {
         self.stats.waiting.store(waiting, Ordering::Relaxed);
         self.stats.stuck.store(stuck, Ordering::Relaxed);
         for k in requeue {
-            self.queue.push(Work::Owner(k));
+            self.queue.add(Work::Owner(k));
         }
     }
 
@@ -552,13 +513,18 @@ impl Collector {
             Work::Owner(key) => self.owner(key).await,
         };
         match result {
-            Ok(()) => self.queue.succeeded(&w),
+            Ok(()) => {
+                self.queue.forget(&w);
+                self.queue.done(&w);
+            }
             // Someone wrote first or the object went: look again at the new state.
-            Err(StoreError::Conflict { .. }) => self.queue.retry(w),
-            Err(StoreError::Closed) => {}
+            Err(StoreError::Conflict { .. }) => {
+                self.queue.retry(&w);
+            }
+            Err(StoreError::Closed) => self.queue.done(&w),
             Err(e) => {
                 tracing::warn!(work = ?w, error = %e, "garbage collection failed; will retry");
-                self.queue.retry(w);
+                self.queue.retry(&w);
             }
         }
     }
@@ -700,7 +666,7 @@ impl Collector {
                     blocking += 1;
                 }
                 if !n.deleting {
-                    self.queue.push(Work::Dependent(d.clone()));
+                    self.queue.add(Work::Dependent(d.clone()));
                 }
             }
             if blocking == 0 {
@@ -763,13 +729,6 @@ enum OwnerState {
 
 fn owner_state(deleting: bool, foreground: bool) -> OwnerState {
     if deleting && foreground { OwnerState::Waiting } else { OwnerState::Solid }
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Sets `status.phase` of a namespace to `Terminating`.
@@ -909,7 +868,7 @@ mod tests {
             stats: Arc::default(),
             config: GcConfig::default(),
             index: Index::default(),
-            queue: Queue::default(),
+            queue: work_queue(),
         };
         let k = Key::namespaced("corral.dev/configmaps", "default", "held");
         let meta = serde_json::json!({"uid": "u", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x"]});
@@ -923,22 +882,9 @@ mod tests {
         c.scan(start);
         assert_eq!(c.stats.waiting.load(Ordering::Relaxed), 1);
         assert_eq!(c.stats.stuck.load(Ordering::Relaxed), 0);
-        assert_eq!(c.queue.pop(), Some(Work::Owner(k.clone())), "waiting objects get another look");
+        assert_eq!(c.queue.next().await, Some(Work::Owner(k.clone())), "waiting objects get another look");
         c.scan(start + c.config.stuck_after);
         assert_eq!(c.stats.stuck.load(Ordering::Relaxed), 1);
         assert!(c.index.nodes.get(&k).is_some_and(|n| n.warned), "a stuck object is logged once");
-    }
-
-    #[test]
-    fn queue_merges_duplicates_and_backs_off() {
-        let mut q = Queue::default();
-        let w = Work::Owner(Key::cluster(NAMESPACES, "x"));
-        q.push(w.clone());
-        q.push(w.clone());
-        assert_eq!(q.ready.len(), 1);
-        assert_eq!(q.pop(), Some(w.clone()));
-        q.retry(w.clone());
-        assert!(q.next_due().is_some());
-        assert!(q.ready.is_empty());
     }
 }
