@@ -9,7 +9,8 @@
 //! - `Ok(Action::requeue(d))` reconciles again after `d` (sooner if the object
 //!   changes); `Ok(Action::await_change())` waits for a change.
 //! - `Err(e)`: the error policy is consulted; unless it answers
-//!   `Action::await_change()`, the key is retried with per-key exponential backoff.
+//!   `Action::await_change()`, the key is retried with per-key exponential backoff,
+//!   and no sooner than the policy's `Action::requeue(d)`.
 //! - Objects passed to the reconciler are shared with the cache: never mutate them;
 //!   clone to change.
 //! - Nothing is reconciled before every cache has loaded its first list.
@@ -277,8 +278,8 @@ impl Controller {
                                         queue.forget(&key);
                                         queue.done(&key);
                                     }
-                                    Action::Requeue(_) => {
-                                        queue.retry(&key);
+                                    Action::Requeue(floor) => {
+                                        queue.retry_at_least(&key, floor);
                                     }
                                 }
                             }

@@ -21,6 +21,20 @@ use backon::BackoffBuilder;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// The delay before retry number `failures` (1-based): `base` doubling up to `max`.
+pub(crate) fn backoff_delay(base: Duration, max: Duration, failures: u32) -> Duration {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(base)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+        .nth(failures.saturating_sub(1) as usize)
+        // backon computes in floating point; whole milliseconds are what timers keep.
+        .map(|d| Duration::from_millis(d.as_millis() as u64))
+        .unwrap_or(max)
+}
+
 /// Tuning of a [`WorkQueue`].
 #[derive(Clone, Debug)]
 pub struct QueueConfig {
@@ -195,13 +209,19 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     /// Marks `key` as failed: it is processed again after its backoff delay (sooner if
     /// it was scheduled meanwhile). Returns the delay.
     pub fn retry(&self, key: &K) -> Duration {
+        self.retry_at_least(key, Duration::ZERO)
+    }
+
+    /// Like [`WorkQueue::retry`], but waits at least `floor` (an error policy may know
+    /// that nothing will change sooner).
+    pub fn retry_at_least(&self, key: &K, floor: Duration) -> Duration {
         let failures = {
             let mut st = self.state.lock();
             let n = st.failures.entry(key.clone()).or_insert(0);
             *n = n.saturating_add(1);
             *n
         };
-        let delay = self.backoff(failures);
+        let delay = self.backoff(failures).max(floor);
         {
             let mut st = self.state.lock();
             let at = Instant::now() + delay;
@@ -212,18 +232,8 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         delay
     }
 
-    /// The delay before retry number `failures` (1-based).
     fn backoff(&self, failures: u32) -> Duration {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(self.config.base_delay)
-            .with_max_delay(self.config.max_delay)
-            .with_factor(2.0)
-            .without_max_times()
-            .build()
-            .nth(failures.saturating_sub(1) as usize)
-            // backon computes in floating point; whole milliseconds are what timers keep.
-            .map(|d| Duration::from_millis(d.as_millis() as u64))
-            .unwrap_or(self.config.max_delay)
+        backoff_delay(self.config.base_delay, self.config.max_delay, failures)
     }
 
     /// Forgets the failures of `key`, so its next retry starts from the base delay.
@@ -349,6 +359,17 @@ mod tests {
         q.forget(&"a");
         assert_eq!(q.next().await, Some("a"));
         assert_eq!(q.retry(&"a"), Duration::from_millis(100), "forget resets the backoff");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waits_at_least_its_floor() {
+        let q = queue();
+        q.add("a");
+        assert_eq!(q.next().await, Some("a"));
+        let start = Instant::now();
+        assert_eq!(q.retry_at_least(&"a", Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(q.next().await, Some("a"));
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -223,7 +223,8 @@ impl Reflector {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let delay = Duration::from_millis((50u64 << failures.min(6)).min(5_000));
+                    let delay =
+                        crate::queue::backoff_delay(Duration::from_millis(50), Duration::from_secs(5), failures);
                     tracing::warn!(resource = %self.kind.resource(), error = %e, ?delay, "reflector interrupted; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
