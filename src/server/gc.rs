@@ -161,11 +161,6 @@ fn head(o: &StoredObject) -> HeadMeta {
     }
 }
 
-/// Whether the object has `deletionTimestamp`: it is going away.
-pub(crate) fn is_deleting(o: &StoredObject) -> bool {
-    head(o).deletion_timestamp.is_some()
-}
-
 /// What the index keeps of one object.
 #[derive(Debug)]
 struct Node {

@@ -87,8 +87,8 @@ impl Ctx {
             return Ok(());
         };
         let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), ns);
-        match self.state.store.get(&key).await {
-            Ok(Some(o)) if super::gc::is_deleting(&o) => Err(super::delete::namespace_terminating(ns)),
+        match self.state.store.head(&key).await {
+            Ok(Some(h)) if h.deleting => Err(super::delete::namespace_terminating(ns)),
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(ApiError::not_found(format!("namespace {ns:?} not found; create it first")).with_details(
                 StatusDetails {

@@ -25,4 +25,4 @@ pub use event::{Event, EventType, WatchEvent, WatchRequest, WatchStream};
 pub use key::Key;
 pub use object::StoredObject;
 pub use sled_store::{Options, SledStore};
-pub use storage::{DeleteOutcome, ListResult, Storage, StoreStats, UpdateOutcome};
+pub use storage::{DeleteOutcome, ListResult, ObjectHead, Storage, StoreStats, UpdateOutcome};

@@ -42,6 +42,11 @@ impl StoredObject {
     }
 
     pub(crate) fn from_json(key: Key, json: Bytes) -> Result<Self> {
+        Self::decode(key, json).map(|(o, _)| o)
+    }
+
+    /// Decodes an object and whether it has `deletionTimestamp`.
+    pub(crate) fn decode(key: Key, json: Bytes) -> Result<(Self, bool)> {
         // Only two fields are needed; deserializing just those skips the rest of the
         // document without building it, which is most of the cost of a replay.
         #[derive(serde::Deserialize)]
@@ -54,6 +59,8 @@ impl StoredObject {
             resource_version: Option<String>,
             #[serde(default)]
             labels: BTreeMap<String, String>,
+            #[serde(default)]
+            deletion_timestamp: Option<String>,
         }
         let head: Head = serde_json::from_slice(&json).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
         let revision = head
@@ -61,6 +68,7 @@ impl StoredObject {
             .resource_version
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Error::Corrupt(format!("{key}: no resourceVersion")))?;
-        Ok(StoredObject { labels: head.metadata.labels, key, revision, json })
+        let deleting = head.metadata.deletion_timestamp.is_some();
+        Ok((StoredObject { labels: head.metadata.labels, key, revision, json }, deleting))
     }
 }

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, WatchRequest, WatchStream};
 use crate::key::Key;
 use crate::object::StoredObject;
-use crate::storage::{DeleteOutcome, ListResult, Storage, StoreStats, UpdateOutcome};
+use crate::storage::{DeleteOutcome, ListResult, ObjectHead, Storage, StoreStats, UpdateOutcome};
 use crate::writer::{self, Op, Reply, Request};
 
 /// Removes compacted events that are no object's current state: the writer removes
@@ -83,6 +83,7 @@ impl Default for Options {
 pub(crate) struct Entry {
     pub(crate) revision: u64,
     pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) deleting: bool,
 }
 
 /// The published state: what readers see, always durable.
@@ -162,8 +163,8 @@ impl SledStore {
                 .get(codec::event_key(at))?
                 .ok_or_else(|| Error::Corrupt(format!("{key}: event {at} is missing")))?;
             let (_, _, json) = codec::event_parts(at, &event)?;
-            let obj = StoredObject::from_json(key.clone(), bytes::Bytes::copy_from_slice(json))?;
-            state.index.insert(key, Entry { revision: at, labels: obj.labels });
+            let (obj, deleting) = StoredObject::decode(key.clone(), bytes::Bytes::copy_from_slice(json))?;
+            state.index.insert(key, Entry { revision: at, labels: obj.labels, deleting });
         }
         sweep_superseded(&data, &state, compacted)?;
         tracing::info!(path = %path.as_ref().display(), revision, compacted, objects = state.index.len(), "store opened");
@@ -282,6 +283,10 @@ impl Storage for SledStore {
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         Ok(self.shared.state.read().index.contains_key(key))
+    }
+
+    async fn head(&self, key: &Key) -> Result<Option<ObjectHead>> {
+        Ok(self.shared.state.read().index.get(key).map(|e| ObjectHead { revision: e.revision, deleting: e.deleting }))
     }
 
     async fn list(&self, resource: &str, namespace: Option<&str>, selector: &Selector) -> Result<ListResult> {

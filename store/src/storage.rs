@@ -50,6 +50,15 @@ pub struct ListResult {
     pub revision: u64,
 }
 
+/// What the store knows of an object without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectHead {
+    /// Revision of its last write.
+    pub revision: u64,
+    /// Whether it has `deletionTimestamp`: finalizers hold it while it goes away.
+    pub deleting: bool,
+}
+
 /// Counters a server exports as metrics.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoreStats {
@@ -101,6 +110,14 @@ pub trait Storage: Send + Sync + 'static {
     /// object itself is not needed.
     async fn exists(&self, key: &Key) -> Result<bool> {
         Ok(self.get(key).await?.is_some())
+    }
+
+    /// What is known of the object at `key` without reading it: its revision and
+    /// whether its deletion is pending. Cheaper than [`Storage::get`].
+    async fn head(&self, key: &Key) -> Result<Option<ObjectHead>> {
+        let Some(o) = self.get(key).await? else { return Ok(None) };
+        let deleting = o.value()?.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
+        Ok(Some(ObjectHead { revision: o.revision, deleting }))
     }
 
     /// Objects of `resource` (in `namespace`, if given) whose labels match.

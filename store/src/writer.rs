@@ -80,6 +80,8 @@ struct Change {
     new: Option<Arc<StoredObject>>,
     event: Arc<Event>,
     superseded: Option<u64>,
+    /// Whether the new state has `deletionTimestamp` (finalizers pending).
+    deleting: bool,
 }
 
 fn process(shared: &Shared, batch: Vec<Request>, garbage: &mut Vec<u64>) {
@@ -151,7 +153,10 @@ fn process(shared: &Shared, batch: Vec<Request>, garbage: &mut Vec<u64>) {
         for c in &changes {
             match &c.new {
                 Some(o) => {
-                    st.index.insert(c.key.clone(), Entry { revision: o.revision, labels: o.labels.clone() });
+                    st.index.insert(
+                        c.key.clone(),
+                        Entry { revision: o.revision, labels: o.labels.clone(), deleting: c.deleting },
+                    );
                 }
                 None => {
                     st.index.remove(&c.key);
@@ -299,7 +304,8 @@ fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Re
                 let c = change(key, None, EventType::Deleted, stored.clone(), rev);
                 return Ok((Reply::Update(UpdateOutcome::Deleted(stored)), Some(c)));
             }
-            let c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
+            let mut c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
+            c.deleting = is_deleting(&new);
             Ok((Reply::Update(UpdateOutcome::Updated(stored)), Some(c)))
         }
         Op::Delete { key, expected } => {
@@ -316,7 +322,8 @@ fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Re
                 meta.insert("generation".into(), Value::from(generation + 1));
                 meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
                 let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &obj)?);
-                let c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
+                let mut c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
+                c.deleting = true;
                 return Ok((Reply::Delete(DeleteOutcome::Finalizing(stored)), Some(c)));
             }
             meta_mut(&mut obj)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
@@ -335,7 +342,7 @@ fn change(
     object: Arc<StoredObject>,
     revision: u64,
 ) -> Change {
-    Change { key, new, event: Arc::new(Event { revision, event_type, object }), superseded: None }
+    Change { key, new, event: Arc::new(Event { revision, event_type, object }), superseded: None, deleting: false }
 }
 
 fn check_expected(key: &Key, expected: Option<u64>, cur: &StoredObject) -> Result<()> {

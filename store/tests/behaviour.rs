@@ -98,6 +98,9 @@ async fn finalizers_hold_deletion_until_removed() {
     let d = s.delete(key("a"), None).await.unwrap();
     let DeleteOutcome::Finalizing(pending) = d else { panic!("expected finalizing, got {d:?}") };
     assert!(pending.value().unwrap()["metadata"]["deletionTimestamp"].is_string());
+    let head = s.head(&key("a")).await.unwrap().unwrap();
+    assert!(head.deleting, "the index knows the deletion is pending");
+    assert_eq!(head.revision, pending.revision);
     // Deleting again changes nothing; clearing deletionTimestamp through update is ignored.
     assert!(matches!(s.delete(key("a"), None).await.unwrap(), DeleteOutcome::Finalizing(_)));
     let rev = s.stats().revision;
@@ -245,13 +248,20 @@ async fn state_survives_reopen() {
         s.create(key("a"), cm("a", "1")).await.unwrap();
         s.create(key("b"), cm("b", "1")).await.unwrap();
         s.delete(key("a"), None).await.unwrap();
+        let mut held = cm("h", "1");
+        held["metadata"]["finalizers"] = json!(["x"]);
+        s.create(key("h"), held).await.unwrap();
+        s.delete(key("h"), None).await.unwrap();
+        assert!(!s.head(&key("b")).await.unwrap().unwrap().deleting);
     }
     let s = open(dir.path());
-    assert_eq!(s.stats().revision, 3);
+    assert!(s.head(&key("h")).await.unwrap().unwrap().deleting, "pending deletion survives reopen");
+    assert!(!s.head(&key("b")).await.unwrap().unwrap().deleting);
+    assert_eq!(s.stats().revision, 5);
     assert!(s.get(&key("a")).await.unwrap().is_none());
     assert_eq!(s.get(&key("b")).await.unwrap().unwrap().revision, 2);
     let o = s.create(key("c"), cm("c", "1")).await.unwrap();
-    assert_eq!(o.revision, 4, "revisions continue after reopen");
+    assert_eq!(o.revision, 6, "revisions continue after reopen");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

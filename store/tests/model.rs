@@ -235,6 +235,10 @@ async fn check_agrees(store: &SledStore, model: &Model) {
         })
         .collect();
     assert_eq!(got, model.objects);
+    for (name, m) in &model.objects {
+        let head = store.head(&key(name)).await.unwrap().expect("listed objects have a head");
+        assert_eq!((head.revision, head.deleting), (m.rv, m.deleting), "head of {name}");
+    }
 }
 
 async fn run(ops: Vec<Op>) {
