@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use corral::server::{ServerConfig, start};
+mod api_support;
+
+use api_support::TestServer;
 use corral_controllers::Client;
 use serde_json::{Value, json};
 
@@ -37,15 +39,8 @@ async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
-    let url = format!("http://{}", server.addr());
+    let server = TestServer::start().await;
+    let url = server.base.clone();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     corral(&url, &["apply", "-f", root.join("examples/tenant-controller/crd.yaml").to_str().unwrap()]);
 
@@ -124,5 +119,5 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
         ns.as_ref().is_none_or(|n| n["metadata"]["deletionTimestamp"].is_string()),
         "namespace left behind: {ns:?}"
     );
-    server.shutdown().await.unwrap();
+    server.stop().await;
 }

@@ -4,24 +4,17 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use corral::server::{ServerConfig, start};
+mod api_support;
+
+use api_support::TestServer;
 
 #[tokio::test]
 async fn metrics_pass_promtool_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
-    let base = format!("http://{}", server.addr());
-    let http = reqwest::Client::new();
+    let server = TestServer::start().await;
     // Some traffic first, so request metrics have samples, errors included.
-    http.get(format!("{base}/apis/corral.dev/v1/namespaces")).send().await.unwrap();
-    http.get(format!("{base}/apis/corral.dev/v1/namespaces/nope")).send().await.unwrap();
-    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    server.get("/apis/corral.dev/v1/namespaces").await;
+    server.get("/apis/corral.dev/v1/namespaces/nope").await;
+    let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("corral_"), "no corral metrics in:\n{text}");
 
     let mut child = Command::new("promtool")
@@ -36,5 +29,5 @@ async fn metrics_pass_promtool_check() {
     // Strict: parse errors and lint findings (naming, missing HELP) both fail.
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool rejected /metrics:\n{report}\n---\n{text}");
-    server.shutdown().await.unwrap();
+    server.stop().await;
 }

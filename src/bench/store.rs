@@ -33,6 +33,23 @@ impl Default for StoreBenchOptions {
     }
 }
 
+/// `clients` closed loops creating `prefix{seq}` in `ns` for `dur` or `max_ops` creates.
+async fn creates(
+    corral: &Arc<Corral>,
+    clients: usize,
+    dur: Duration,
+    max_ops: u64,
+    ns: &str,
+    prefix: &str,
+) -> LoadResult {
+    let (cl, ns, prefix) = (corral.clone(), ns.to_string(), prefix.to_string());
+    closed_loop(clients, dur, max_ops, move |i, seq| {
+        let (cl, ns, name) = (cl.clone(), ns.clone(), format!("{prefix}{seq}"));
+        async move { cl.create(i, &ns, &name, seq).await.map(|_| ()) }
+    })
+    .await
+}
+
 /// ~1 KiB payload, so objects and etcd values are of the size the targets name.
 fn payload(seq: u64) -> String {
     let mut s = format!("{seq:016}-");
@@ -164,23 +181,9 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     for &c in &opts.clients {
         let ns = format!("create-{c}");
         corral.namespace(&ns).await?;
-        let cl = corral.clone();
-        let nsc = ns.clone();
-        let create = closed_loop(c, dur, u64::MAX, move |i, seq| {
-            let cl = cl.clone();
-            let ns = nsc.clone();
-            async move { cl.create(i, &ns, &format!("o{seq}"), seq).await.map(|_| ()) }
-        })
-        .await;
+        let create = creates(&corral, c, dur, u64::MAX, &ns, "o").await;
         row(&format!("corral create, {c} clients (HTTP/2)"), &create);
-        let cl = corral_http1.clone();
-        let nsc = ns.clone();
-        let create1 = closed_loop(c, dur, u64::MAX, move |i, seq| {
-            let cl = cl.clone();
-            let ns = nsc.clone();
-            async move { cl.create(i, &ns, &format!("h{seq}"), seq).await.map(|_| ()) }
-        })
-        .await;
+        let create1 = creates(&corral_http1, c, dur, u64::MAX, &ns, "h").await;
         row(&format!("corral create, {c} clients (HTTP/1.1)"), &create1);
         // Updates rewrite the objects just created, each with a new payload.
         let existing = create.ops.max(1);
@@ -295,12 +298,7 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     let idle_rss = server.rss_bytes()?;
     corral.namespace("mass").await?;
     let before = corral.revision().await?;
-    let cl = corral.clone();
-    let load = closed_loop(256, Duration::from_secs(3600), opts.objects as u64, move |i, seq| {
-        let cl = cl.clone();
-        async move { cl.create(i, "mass", &format!("m{seq}"), seq).await.map(|_| ()) }
-    })
-    .await;
+    let load = creates(&corral, 256, Duration::from_secs(3600), opts.objects as u64, "mass", "m").await;
     row(&format!("corral create of {} objects, 256 clients", opts.objects), &load);
     let rss = server.rss_bytes()?;
     println!(
