@@ -303,18 +303,22 @@ impl Controller {
 }
 
 /// Whether two versions of an object differ only in status (and resourceVersion).
+/// Compares in place: this runs for every event of the primary kind.
 fn only_status_changed(prev: &Value, now: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.as_object_mut() {
-            m.remove("status");
+    fn same_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
+        match (a.as_object(), b.as_object()) {
+            (Some(a), Some(b)) => {
+                a.iter().filter(|(k, _)| !skip.contains(&k.as_str())).all(|(k, v)| b.get(k) == Some(v))
+                    && b.keys().filter(|k| !skip.contains(&k.as_str())).all(|k| a.contains_key(k))
+            }
+            _ => a == b,
         }
-        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("resourceVersion");
+    }
+    same_except(prev, now, &["status", "metadata"])
+        && match (prev.get("metadata"), now.get("metadata")) {
+            (Some(p), Some(n)) => same_except(p, n, &["resourceVersion"]),
+            (p, n) => p == n,
         }
-        v
-    };
-    strip(prev) == strip(now)
 }
 
 /// The objects of `owner_kind` that `obj` names as owners.
@@ -333,4 +337,30 @@ fn owners_of(owner_kind: &KindInfo, obj: &Value) -> Vec<ObjectRef> {
             name: name.to_string(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::only_status_changed;
+
+    #[test]
+    fn status_only_changes_are_recognised() {
+        let base = json!({"kind": "K", "metadata": {"name": "a", "resourceVersion": "1", "generation": 1},
+                          "spec": {"x": 1}, "status": {"s": 1}});
+        let mut status = base.clone();
+        status["status"]["s"] = json!(2);
+        status["metadata"]["resourceVersion"] = json!("2");
+        assert!(only_status_changed(&base, &status));
+        let mut spec = status.clone();
+        spec["spec"]["x"] = json!(2);
+        assert!(!only_status_changed(&status, &spec));
+        let mut label = status.clone();
+        label["metadata"]["labels"] = json!({"l": "v"});
+        assert!(!only_status_changed(&status, &label), "metadata changes wake the controller");
+        let mut deleting = status.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert!(!only_status_changed(&status, &deleting), "a deletion wakes the controller");
+    }
 }
