@@ -124,7 +124,8 @@ async fn metrics_are_valid_exposition_text() {
     s.get("/nothing").await;
     // Without asking: the classic Prometheus text format, counters named by their samples.
     let plain = s.client.get(s.url("/metrics")).send().await.expect("answered");
-    let content_type = plain.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let content_type =
+        plain.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
     let plain = plain.text().await.expect("body");
     assert!(plain.contains("# TYPE corral_store_writes_total counter"), "{plain}");

@@ -82,7 +82,10 @@ async fn kill_9_of_server_during_http_write_storm_loses_no_acknowledged_write() 
             }));
         }
         let mut rx = kill_rx;
-        tokio::time::timeout(Duration::from_secs(120), rx.wait_for(|k| *k)).await.expect("write storm stalled").unwrap();
+        tokio::time::timeout(Duration::from_secs(120), rx.wait_for(|k| *k))
+            .await
+            .expect("write storm stalled")
+            .unwrap();
         server.0.kill().unwrap(); // SIGKILL, with writes in flight
         server.0.wait().unwrap();
         for t in tasks {

@@ -264,5 +264,7 @@ pub fn builtin_kinds() -> Vec<crate::KindInfo> {
         CustomResourceDefinition::kind_info(),
         Lease::kind_info(),
         Event::kind_info(),
+        crate::node::Node::kind_info(),
+        crate::task::Task::kind_info(),
     ]
 }

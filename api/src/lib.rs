@@ -12,9 +12,11 @@ pub mod error;
 pub mod kinds;
 pub mod meta;
 pub mod names;
+pub mod node;
 pub mod registry;
 pub mod resource;
 pub mod selector;
+pub mod task;
 pub mod validate;
 
 pub use error::{Error, FieldError, Result};

@@ -46,6 +46,111 @@ pub enum Command {
     /// Run benchmarks and print their figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run a node agent: register this machine as a Node and run the tasks bound to it.
+    Agent(AgentArgs),
+    /// Manage the node's local image store.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Print (and with -f, follow) a task's stdout or stderr.
+    Logs(LogsArgs),
+}
+
+/// Options of `corral agent` (and of the agent inside `corral up`).
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Name of the Node this agent registers; default: the host name.
+    #[arg(long, env = "CORRAL_NODE_NAME")]
+    pub name: Option<String>,
+    /// Work dir: image store, task sandboxes, logs, checkpoints.
+    #[arg(long, env = "CORRAL_AGENT_DIR", default_value = "corral-data/agent")]
+    pub work_dir: PathBuf,
+    /// Custom attributes, `k=v,k2=v2`, added to hostname/zone/region.
+    #[arg(long, default_value = "")]
+    pub attributes: String,
+    /// Resources offered instead of the detected ones, e.g. `cpus:4;mem:8192;disk:100000;ports:[31000-32000]`.
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// Static reservations per role, e.g. `cpus(ads):2;mem(ads):512`.
+    #[arg(long, default_value = "")]
+    pub reservations: String,
+    /// Address of the agent's own API (logs), served to the API server.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Seconds between heartbeats (lease renewals).
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_interval: u64,
+    /// Bytes per log file before it is rotated.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per stream.
+    #[arg(long, default_value_t = 3)]
+    pub log_max_files: usize,
+    /// Seconds a finished task's sandbox and logs are kept after the task object is gone.
+    #[arg(long, default_value_t = 3600)]
+    pub sandbox_retention: u64,
+    /// runc executable.
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
+}
+
+/// `corral image` subcommands, acting on a node's image store directly.
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import an OCI image-layout archive or a `docker save` archive.
+    Import(ImageImportArgs),
+    /// List images.
+    Ls(ImageDirArgs),
+    /// Remove images by name or id.
+    Rm(ImageRmArgs),
+}
+
+/// The image store to act on.
+#[derive(Args, Debug)]
+pub struct ImageDirArgs {
+    /// The agent's work dir (its image store is `images/` inside).
+    #[arg(long, env = "CORRAL_AGENT_DIR", default_value = "corral-data/agent")]
+    pub work_dir: PathBuf,
+}
+
+/// Options of `corral image import`.
+#[derive(Args, Debug)]
+pub struct ImageImportArgs {
+    /// The archive (`.tar`, optionally gzip-compressed).
+    pub file: PathBuf,
+    /// Name to give the image (`name:tag`); default: the name recorded in the archive.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub dir: ImageDirArgs,
+}
+
+/// Options of `corral image rm`.
+#[derive(Args, Debug)]
+pub struct ImageRmArgs {
+    /// Names (`name:tag`) or ids (or unique id prefixes).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    #[command(flatten)]
+    pub dir: ImageDirArgs,
+}
+
+/// Options of `corral logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The task's name.
+    pub task: String,
+    /// Namespace of the task.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Keep streaming as lines are written, until the task ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// stderr instead of stdout.
+    #[arg(long)]
+    pub stderr: bool,
 }
 
 /// Benchmarks of `corral bench`.

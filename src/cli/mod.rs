@@ -25,12 +25,15 @@ pub mod args;
 pub mod manifest;
 pub mod output;
 
+mod agent;
 mod apply;
 mod delete;
 mod describe;
 mod diff;
 mod explain;
 mod get;
+mod image;
+mod logs;
 mod serve;
 
 use std::process::ExitCode;
@@ -44,6 +47,12 @@ use args::{Cli, Command};
 
 /// Entry point of the `corral` binary.
 pub fn main() -> ExitCode {
+    // The per-task shim is this binary too; it must not start a runtime or parse
+    // the CLI, so it is dispatched before anything else.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == corral_agent::runtime::SHIM_ARG) {
+        return ExitCode::from(corral_agent::runtime::shim_main(&argv[2..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -53,7 +62,7 @@ pub fn main() -> ExitCode {
             return if failed { ExitCode::from(usage_error_code()) } else { ExitCode::SUCCESS };
         }
     };
-    let serving = matches!(cli.command, Command::Up(_) | Command::Server(_));
+    let serving = matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent(_));
     init_logging(if serving { "info" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -133,6 +142,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             .await
             .map(|()| 0)
         }
+        Command::Agent(a) => agent::run(&server, a).await.map(|()| 0),
+        Command::Image(c) => image::run(c).await,
+        Command::Logs(a) => logs::run(&ctx()?, a).await,
         Command::Bench(args::BenchCommand::Controller(a)) => {
             crate::bench::run_controller_bench(crate::bench::ControllerBenchOptions {
                 objects: a.objects,
