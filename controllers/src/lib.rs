@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod finalizer;
 pub mod leader;
+pub mod node_lifecycle;
 pub mod object_ref;
 pub mod queue;
 pub mod reflector;

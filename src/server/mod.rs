@@ -12,6 +12,7 @@ mod discovery;
 pub mod error;
 pub mod gc;
 pub mod in_process;
+mod logs;
 mod metrics;
 mod ops;
 mod patch;
@@ -52,6 +53,9 @@ pub struct ServerConfig {
     /// Run the garbage collector (cascading deletion, namespace deletion). Off only
     /// in tests that need deletions to stay half-done.
     pub garbage_collection: bool,
+    /// How long a node may go without a heartbeat before it is unreachable and its
+    /// tasks are `LOST`.
+    pub node_grace_period: Duration,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +66,7 @@ impl Default for ServerConfig {
             compaction_retain: 100_000,
             bookmark_interval: Duration::from_secs(10),
             garbage_collection: true,
+            node_grace_period: Duration::from_secs(40),
         }
     }
 }
@@ -109,6 +114,10 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz).fallback(method_not_allowed))
         .route("/metrics", get(metrics::serve).fallback(method_not_allowed))
         .route("/apis", get(discovery::groups).fallback(method_not_allowed))
+        .route(
+            "/apis/corral.dev/v1/namespaces/{namespace}/tasks/{name}/log",
+            get(logs::serve).fallback(method_not_allowed),
+        )
         .route("/apis/{*rest}", any(resources::dispatch))
         .route("/kinds", get(discovery::kinds).fallback(method_not_allowed))
         .route("/schemas/{group}/{version}/{plural}", get(discovery::schema).fallback(method_not_allowed))
@@ -138,6 +147,8 @@ pub struct RunningServer {
     gc: Option<tokio::task::JoinHandle<()>>,
     /// Watches custom resource definitions; holds the store too.
     crds: Option<tokio::task::JoinHandle<()>>,
+    /// The built-in controllers (node lifecycle), over the in-process transport.
+    controllers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -162,6 +173,11 @@ impl RunningServer {
             && let Err(e) = gc.await
         {
             tracing::warn!(error = %e, "garbage collector task failed");
+        }
+        for c in self.controllers.drain(..) {
+            if let Err(e) = c.await {
+                tracing::warn!(error = %e, "built-in controller task failed");
+            }
         }
         if let Some(crds) = self.crds.take()
             && let Err(e) = crds.await
@@ -214,7 +230,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?,
     );
     let dyn_store: Arc<dyn Storage> = store.clone();
-    ensure_default_namespace(dyn_store.as_ref()).await?;
+    for ns in ["default", corral_api::node::NODE_LEASE_NAMESPACE] {
+        ensure_namespace(dyn_store.as_ref(), ns).await?;
+    }
     let state = AppState::new(dyn_store, Arc::new(Registry::builtin()));
     // Stored custom kinds are served before the first request.
     let crds = crd::start(&state).await.context("cannot serve the custom resource definitions")?;
@@ -232,6 +250,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         )
     });
     let router = app(state.clone());
+    let controllers = spawn_builtin_controllers(&state, router.clone(), &cfg);
     // Watch events and small responses must leave at once: with Nagle's algorithm they
     // wait for the peer's delayed ACK, adding ~40 ms stalls.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -255,6 +274,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         task: Some(task),
         gc,
         crds: Some(crds),
+        controllers,
     })
 }
 
@@ -284,21 +304,35 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `default` namespace always exists.
-async fn ensure_default_namespace(store: &dyn Storage) -> anyhow::Result<()> {
-    let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), "default");
+/// Runs the controllers built into the server, talking to it through its router.
+fn spawn_builtin_controllers(
+    state: &AppState,
+    router: Router,
+    cfg: &ServerConfig,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let client = corral_controllers::Client::new(Arc::new(in_process::InProcess::new(router)));
+    let lifecycle = corral_controllers::node_lifecycle::NodeLifecycleConfig {
+        grace_period: cfg.node_grace_period,
+        check_interval: (cfg.node_grace_period / 8).clamp(Duration::from_millis(200), Duration::from_secs(5)),
+    };
+    vec![corral_controllers::node_lifecycle::spawn(client, lifecycle, state.closing.subscribe())]
+}
+
+/// The `default` and `corral-system` namespaces always exist.
+async fn ensure_namespace(store: &dyn Storage, name: &str) -> anyhow::Result<()> {
+    let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), name);
     if store.get(&key).await?.is_some() {
         return Ok(());
     }
     let ns = json!({
         "apiVersion": corral_api::API_VERSION,
         "kind": "Namespace",
-        "metadata": {"name": "default"},
+        "metadata": {"name": name},
         "spec": {},
         "status": {"phase": "Active"},
     });
     match store.create(key, ns).await {
         Ok(_) | Err(corral_store::Error::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(e).context("cannot create the default namespace"),
+        Err(e) => Err(e).with_context(|| format!("cannot create the {name} namespace")),
     }
 }
