@@ -13,7 +13,12 @@ pub mod http;
 pub mod image;
 pub mod layout;
 pub mod logs;
+pub mod metrics;
+pub mod node;
 pub mod runtime;
+pub mod agent;
+pub mod tasks;
+pub mod users;
 
 pub use error::{Error, Result};
 pub use layout::Layout;

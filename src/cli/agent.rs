@@ -1,5 +1,50 @@
-//! `corral agent` (in progress).
+//! `corral agent`: run a node agent against an API server. `corral up` runs one too.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use corral_agent::agent::AgentConfig;
+
 use super::args::AgentArgs;
-pub(crate) async fn run(_server: &str, _a: AgentArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet implemented")
+
+/// Turns the command line into the agent's configuration.
+pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
+    let base = corral_agent::node::detect_resources(&a.work_dir);
+    let (resources, ports) = match &a.resources {
+        Some(r) => {
+            let (res, ports) = corral_agent::node::parse_resources(r, base)?;
+            (Some(res), ports)
+        }
+        None => (None, vec![corral_agent::node::DEFAULT_PORTS]),
+    };
+    let name = a.name.clone().unwrap_or_else(corral_agent::node::hostname);
+    corral_api::names::check_dns_label(&name).map_err(|e| anyhow::anyhow!("--name {name:?}: {e}"))?;
+    Ok(AgentConfig {
+        name,
+        work_dir: a.work_dir.clone(),
+        attributes: corral_agent::node::parse_attributes(&a.attributes)?,
+        resources,
+        ports,
+        reservations: corral_agent::node::parse_reservations(&a.reservations)?,
+        listen: a.listen,
+        heartbeat_interval: Duration::from_secs(a.heartbeat_interval.max(1)),
+        log_max_bytes: a.log_max_bytes.max(1024),
+        log_max_files: a.log_max_files.max(1),
+        sandbox_retention: Duration::from_secs(a.sandbox_retention),
+        runc: a.runc.clone(),
+        shim_exe: std::env::current_exe().context("cannot find the corral executable (the shim runs it)")?,
+        concurrency: 8,
+    })
+}
+
+pub(crate) async fn run(server: &str, a: AgentArgs) -> anyhow::Result<()> {
+    let cfg = config(&a)?;
+    let client = corral_controllers::Client::http(server).with_context(|| format!("bad --server {server}"))?;
+    let shutdown = async {
+        if let Err(e) = super::serve::shutdown_signal().await {
+            tracing::error!(error = %e, "cannot wait for a shutdown signal");
+            std::future::pending::<()>().await;
+        }
+    };
+    corral_agent::agent::run(client, cfg, shutdown).await.context("agent failed")
 }

@@ -56,7 +56,7 @@ pub enum Command {
 }
 
 /// Options of `corral agent` (and of the agent inside `corral up`).
-#[derive(Args, Debug, Clone)]
+#[derive(Parser, Debug, Clone)]
 pub struct AgentArgs {
     /// Name of the Node this agent registers; default: the host name.
     #[arg(long, env = "CORRAL_NODE_NAME")]
@@ -163,6 +163,21 @@ pub enum BenchCommand {
     /// The controller runtime: objects of a custom kind created, a trivial reconciler
     /// writing status on each; time to converge, reconciles/s, cache memory.
     Controller(BenchControllerArgs),
+    /// The node agent: start latency of busybox tasks from binding to RUNNING, side
+    /// by side with bare `runc run`; native start latency; agent memory with the tasks
+    /// running. Needs root and runc.
+    Agent(BenchAgentArgs),
+}
+
+/// Options of `corral bench agent`.
+#[derive(Args, Debug)]
+pub struct BenchAgentArgs {
+    /// Container tasks started one after another (and as many bare runc runs).
+    #[arg(long, default_value_t = 100)]
+    pub tasks: usize,
+    /// Native tasks started one after another.
+    #[arg(long, default_value_t = 50)]
+    pub native: usize,
 }
 
 /// Options of `corral bench controller`.
@@ -211,6 +226,15 @@ pub struct ServeArgs {
     /// resuming from older revisions must re-list. Default: the server's.
     #[arg(long, value_name = "N")]
     pub compaction_retain: Option<u64>,
+
+    /// Seconds a node may go without a heartbeat before it is unreachable and its
+    /// tasks are LOST.
+    #[arg(long, value_name = "SECONDS", default_value_t = 40)]
+    pub node_grace_period: u64,
+
+    /// `up` only: do not run the local agent.
+    #[arg(long)]
+    pub no_agent: bool,
 }
 
 /// Selection of namespaces for namespaced kinds.

@@ -145,6 +145,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Agent(a) => agent::run(&server, a).await.map(|()| 0),
         Command::Image(c) => image::run(c).await,
         Command::Logs(a) => logs::run(&ctx()?, a).await,
+        Command::Bench(args::BenchCommand::Agent(a)) => {
+            crate::bench::run_agent_bench(crate::bench::AgentBenchOptions { tasks: a.tasks, native: a.native })
+                .await
+                .map(|()| 0)
+        }
         Command::Bench(args::BenchCommand::Controller(a)) => {
             crate::bench::run_controller_bench(crate::bench::ControllerBenchOptions {
                 objects: a.objects,

@@ -169,6 +169,19 @@ pub fn columns(kind: &KindInfo, all_namespaces: bool, wide: bool) -> Vec<Column>
                 Column::Field("MESSAGE", "/spec/message"),
             ]),
             "Lease" => cols.push(Column::Field("HOLDER", "/spec/holderIdentity")),
+            "Node" => cols.extend([
+                Column::Phase,
+                Column::Field("CPUS", "/status/capacity/cpus"),
+                Column::Field("MEM(MiB)", "/status/capacity/mem"),
+                Column::Field("ADDRESS", "/status/address"),
+            ]),
+            "Task" => cols.extend([
+                Column::Phase,
+                Column::Field("NODE", "/spec/nodeName"),
+                Column::Field("IMAGE", "/spec/image"),
+                Column::Field("EXIT", "/status/exitCode"),
+                Column::Field("REASON", "/status/reason"),
+            ]),
             "CustomResourceDefinition" => cols.extend([
                 Column::Field("KIND", "/spec/kind"),
                 Column::Field("SCOPE", "/spec/scope"),

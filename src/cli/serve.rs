@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 
+use clap::Parser as _;
+
 use super::args::ServeArgs;
 use crate::server::ServerConfig;
 
@@ -20,6 +22,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         compaction_retain: args.compaction_retain.unwrap_or(defaults.compaction_retain),
+        node_grace_period: std::time::Duration::from_secs(args.node_grace_period.max(1)),
         ..defaults
     };
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
@@ -36,7 +39,36 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
             tracing::info!(data_dir = %cfg.data_dir.display(), "starting corral control plane (API server)")
         }
     }
-    // Controllers, DNS and the node agent join `Role::Everything` as they are built.
-    // The server handles SIGINT/SIGTERM itself and shuts down gracefully.
-    crate::server::run(cfg).await
+    let data_dir = cfg.data_dir.clone();
+    let server = crate::server::start(cfg).await?;
+    // DNS joins `Role::Everything` as it is built.
+    let agent = if role == Role::Everything && !args.no_agent {
+        let agent_args = super::args::AgentArgs {
+            work_dir: data_dir.join("agent"),
+            ..super::args::AgentArgs::parse_from(["agent"])
+        };
+        let cfg = super::agent::config(&agent_args)?;
+        let client = corral_controllers::Client::http(&format!("http://{}", server.addr()))?;
+        Some(corral_agent::agent::start(client, cfg).await.context("cannot start the local agent")?)
+    } else {
+        None
+    };
+    let waited = shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    if let Some(agent) = agent {
+        agent.shutdown().await;
+    }
+    server.shutdown().await?;
+    waited
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }

@@ -1,0 +1,246 @@
+//! Running an agent: register the node, re-adopt what the previous run left running,
+//! serve the agent API, heartbeat, and run the task controller until shutdown.
+//!
+//! Stopping the agent leaves its tasks running: their shims supervise them, and the
+//! next agent on this work dir re-adopts them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_api::node::{PortRange, Resources};
+use corral_controllers::{Client, Controller, QueueConfig};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::image::ImageStore;
+use crate::layout::Layout;
+use crate::metrics::AgentMetrics;
+use crate::node::{self, NodeInfo};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::tasks::{self, TaskContext};
+
+/// How an agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The Node's name.
+    pub name: String,
+    /// The work dir.
+    pub work_dir: PathBuf,
+    /// Custom attributes (hostname is always added).
+    pub attributes: BTreeMap<String, String>,
+    /// Resources offered; `None`: detected from the host.
+    pub resources: Option<Resources>,
+    /// Host ports offered.
+    pub ports: Vec<PortRange>,
+    /// Static reservations per role.
+    pub reservations: BTreeMap<String, Resources>,
+    /// Address of the agent API.
+    pub listen: SocketAddr,
+    /// Time between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Bytes per log file before rotation.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per stream.
+    pub log_max_files: usize,
+    /// How long an ended task's sandbox and logs stay once its object is gone.
+    pub sandbox_retention: Duration,
+    /// The runc executable.
+    pub runc: PathBuf,
+    /// The executable run as each task's shim (the `corral` binary).
+    pub shim_exe: PathBuf,
+    /// Task reconciles at once.
+    pub concurrency: usize,
+}
+
+/// A started agent.
+pub struct RunningAgent {
+    /// Where the agent API listens.
+    pub endpoint: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    /// Stops the agent (its tasks keep running) and waits for its loops to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts an agent in the background.
+///
+/// # Errors
+/// Fails if the work dir, runtime or image store cannot be set up, the agent API cannot
+/// bind, or the node cannot be registered.
+pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
+    let layout = Layout::new(&cfg.work_dir)?;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        layout: layout.clone(),
+        runc: cfg.runc.clone(),
+        shim_exe: cfg.shim_exe.clone(),
+        log_max_bytes: cfg.log_max_bytes,
+        log_max_files: cfg.log_max_files,
+    })?);
+    let images = Arc::new(ImageStore::open(layout.images())?);
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| Error::io("cannot listen on", cfg.listen.to_string(), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io("cannot read bound address", cfg.listen.to_string(), e))?;
+    let endpoint = format!("http://{addr}");
+    let address = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+
+    let mut attributes = cfg.attributes.clone();
+    attributes.entry("hostname".into()).or_insert_with(node::hostname);
+    let info = NodeInfo {
+        name: cfg.name.clone(),
+        attributes,
+        capacity: cfg.resources.unwrap_or_else(|| node::detect_resources(layout.root())),
+        ports: cfg.ports.clone(),
+        reservations: cfg.reservations.clone(),
+        address: address.clone(),
+        agent_endpoint: endpoint.clone(),
+    };
+    node::register(&client, &info).await?;
+    // Beat once before anything else, so the node is judged reachable from the start.
+    if let Err(e) = node::heartbeat(&client, &cfg.name, cfg.heartbeat_interval).await {
+        tracing::warn!(error = %e, "first heartbeat failed; will retry");
+    }
+
+    let metrics = Arc::new(AgentMetrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+
+    let kind = tasks::kind(&client).await?;
+    let ctx = TaskContext::new(
+        cfg.name.clone(),
+        address,
+        client.clone(),
+        kind.clone(),
+        runtime.clone(),
+        images,
+        layout.clone(),
+        metrics.clone(),
+    );
+    let recovered = runtime.recover().await?;
+    tracing::info!(node = %cfg.name, recovered = recovered.len(), "recovered tasks from the work dir");
+    ctx.adopt(recovered);
+
+    let controller = Controller::new(client.clone(), kind, None)
+        .concurrency(cfg.concurrency.max(1))
+        .queue_config(QueueConfig::default());
+    controller.metrics().register(&mut registry, "agent_tasks");
+    ctx.set_queue(controller.queue());
+    let cache = controller.cache();
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    let router = crate::http::router(crate::http::AgentHttp { layout: layout.clone(), registry: Arc::new(registry) });
+    let mut rx = stop_rx.clone();
+    handles.push(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::http::serve(listener, router, shutdown).await {
+            tracing::error!(error = %e, "agent API stopped");
+        }
+    }));
+    handles.push(tokio::spawn(heartbeats(client.clone(), cfg.clone(), metrics, stop_rx.clone())));
+    handles.push(tokio::spawn(collect_sandboxes(ctx.clone(), cache, cfg.sandbox_retention, stop_rx.clone())));
+    let mut rx = stop_rx.clone();
+    let ctx_run = ctx.clone();
+    handles.push(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        controller.run(tasks::reconcile, tasks::error_policy, ctx_run, shutdown).await;
+    }));
+    tracing::info!(node = %cfg.name, %endpoint, work_dir = %layout.root().display(), "agent running");
+    Ok(RunningAgent { endpoint, stop, tasks: handles })
+}
+
+/// Runs an agent until `shutdown` completes.
+///
+/// # Errors
+/// As [`start`].
+pub async fn run(client: Client, cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let agent = start(client, cfg).await?;
+    shutdown.await;
+    tracing::info!("agent stopping; its tasks keep running");
+    agent.shutdown().await;
+    Ok(())
+}
+
+async fn heartbeats(client: Client, cfg: AgentConfig, metrics: Arc<AgentMetrics>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(cfg.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = node::heartbeat(&client, &cfg.name, cfg.heartbeat_interval).await {
+            metrics.heartbeat_failures.inc();
+            tracing::warn!(error = %e, "heartbeat failed; will retry");
+        }
+    }
+}
+
+/// Removes the directories of tasks whose objects are gone: a running one (deleted
+/// while the agent was down, or force-removed) is killed first; an ended one is kept
+/// for `retention` after its end so its logs can still be read.
+async fn collect_sandboxes(
+    ctx: Arc<TaskContext>,
+    cache: corral_controllers::Cache,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = cache.wait_synced() => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(10).min(retention.max(Duration::from_secs(1))));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let live: HashSet<String> = cache
+            .list()
+            .iter()
+            .filter_map(|o| o.pointer("/metadata/uid").and_then(|u| u.as_str()).map(str::to_string))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(ctx.layout.tasks()) else { continue };
+        for entry in entries.flatten() {
+            let Some(uid) = entry.file_name().to_str().map(str::to_string) else { continue };
+            if live.contains(&uid) || crate::layout::check_uid(&uid).is_err() {
+                continue;
+            }
+            let dir = crate::layout::TaskDir(entry.path());
+            let exit = dir.exit();
+            if !exit.exists() && ctx.runtime.launched(&uid) {
+                // Running without an object: nobody wants it any more.
+                tracing::info!(uid, "killing a task whose object is gone");
+                let _ = ctx.runtime.kill(&uid, Duration::from_secs(10)).await;
+                continue;
+            }
+            let age = std::fs::metadata(if exit.exists() { exit } else { entry.path() })
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            if age >= retention {
+                tracing::info!(uid, "collecting the sandbox of a task that is gone");
+                let _ = ctx.runtime.cleanup(&uid).await;
+                if let Err(e) = ctx.runtime.remove(&uid).await {
+                    tracing::warn!(uid, error = %e, "cannot remove a task directory");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The agent's `Node`: what this machine offers (detected or given on the command line),
+//! its registration, and the heartbeat that keeps it reachable.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use corral_api::Resource;
+use corral_api::kinds::Lease;
+use corral_api::node::{NODE_LEASE_NAMESPACE, Node, NodeSpec, NodeStatus, PortRange, Resources};
+use corral_controllers::{Api, Client};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+
+/// The host ports tasks get when nothing else is said, as in Mesos.
+pub const DEFAULT_PORTS: PortRange = PortRange { begin: 31000, end: 32000 };
+
+/// What this node registers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeInfo {
+    /// The Node's name.
+    pub name: String,
+    /// Attributes: hostname, zone, region and custom ones.
+    pub attributes: BTreeMap<String, String>,
+    /// Total resources offered.
+    pub capacity: Resources,
+    /// Host ports offered.
+    pub ports: Vec<PortRange>,
+    /// Static reservations per role.
+    pub reservations: BTreeMap<String, Resources>,
+    /// Address at which tasks are reached.
+    pub address: String,
+    /// URL of the agent's API.
+    pub agent_endpoint: String,
+}
+
+/// The host's name, from the kernel.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Resources of this host: every CPU, all memory, and the space of the file system
+/// holding the work dir.
+pub fn detect_resources(work_dir: &Path) -> Resources {
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(0);
+    let disk = disk_mib(work_dir).unwrap_or(0);
+    Resources { cpus, mem, disk }
+}
+
+fn disk_mib(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| (st.f_blocks as u64).saturating_mul(st.f_frsize as u64) / (1024 * 1024))
+}
+
+/// Parses `k=v,k2=v2` attributes.
+pub fn parse_attributes(s: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) =
+            part.split_once('=').ok_or_else(|| Error::Invalid(format!("--attributes: {part:?} is not key=value")))?;
+        corral_api::names::check_qualified_key(k.trim())
+            .map_err(|e| Error::Invalid(format!("--attributes: key {k:?}: {e}")))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// Parses Mesos-style `--resources`: `cpus:4;mem:8192;disk:100000;ports:[31000-32000,33000-33100]`;
+/// what is not given keeps its value in `base`.
+pub fn parse_resources(s: &str, base: Resources) -> Result<(Resources, Vec<PortRange>)> {
+    let mut r = base;
+    let mut ports = vec![DEFAULT_PORTS];
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) =
+            part.split_once(':').ok_or_else(|| Error::Invalid(format!("--resources: {part:?} is not name:value")))?;
+        let bad = |why: &str| Error::Invalid(format!("--resources: {part:?}: {why}"));
+        match k.trim() {
+            "cpus" => r.cpus = v.trim().parse().ok().filter(|c: &f64| *c >= 0.0).ok_or_else(|| bad("not a number"))?,
+            "mem" => r.mem = v.trim().parse().map_err(|_| bad("not a whole number of MiB"))?,
+            "disk" => r.disk = v.trim().parse().map_err(|_| bad("not a whole number of MiB"))?,
+            "ports" => ports = parse_port_ranges(v.trim()).map_err(|e| bad(&e))?,
+            other => return Err(bad(&format!("unknown resource {other:?} (cpus, mem, disk, ports)"))),
+        }
+    }
+    Ok((r, ports))
+}
+
+fn parse_port_ranges(v: &str) -> std::result::Result<Vec<PortRange>, String> {
+    let inner = v.strip_prefix('[').and_then(|v| v.strip_suffix(']')).ok_or("ports are written [begin-end,...]")?;
+    inner
+        .split(',')
+        .map(|r| {
+            let (b, e) = r.trim().split_once('-').ok_or("a range is begin-end")?;
+            let (begin, end) = (b.trim().parse::<u16>(), e.trim().parse::<u16>());
+            match (begin, end) {
+                (Ok(begin), Ok(end)) if begin <= end => Ok(PortRange { begin, end }),
+                _ => Err(format!("{r:?} is not a valid port range")),
+            }
+        })
+        .collect()
+}
+
+/// Parses reservations: `cpus(ads):2;mem(ads):512`.
+pub fn parse_reservations(s: &str) -> Result<BTreeMap<String, Resources>> {
+    let mut out: BTreeMap<String, Resources> = BTreeMap::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: &str| Error::Invalid(format!("--reservations: {part:?}: {why}"));
+        let (head, value) = part.split_once(':').ok_or_else(|| bad("is not name(role):value"))?;
+        let (name, role) =
+            head.strip_suffix(')').and_then(|h| h.split_once('(')).ok_or_else(|| bad("is not name(role):value"))?;
+        corral_api::names::check_dns_label(role).map_err(|e| bad(&format!("role: {e}")))?;
+        let r = out.entry(role.to_string()).or_default();
+        match name {
+            "cpus" => r.cpus += value.parse::<f64>().map_err(|_| bad("not a number"))?,
+            "mem" => r.mem += value.parse::<u64>().map_err(|_| bad("not a whole number of MiB"))?,
+            "disk" => r.disk += value.parse::<u64>().map_err(|_| bad("not a whole number of MiB"))?,
+            other => return Err(bad(&format!("unknown resource {other:?} (cpus, mem, disk)"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Creates or updates this node's `Node`. The spec's attributes and reservations are
+/// the agent's to set; `unschedulable` belongs to operators and is kept. The phase is
+/// left to the node lifecycle controller.
+pub async fn register(client: &Client, info: &NodeInfo) -> Result<()> {
+    let api: Api<Node> = Api::new(client.clone());
+    for _ in 0..5 {
+        let existing = api.get(None, &info.name).await?;
+        let mut node = existing.clone().unwrap_or_else(|| Node {
+            api_version: corral_api::API_VERSION.into(),
+            kind: Node::KIND.into(),
+            metadata: corral_api::ObjectMeta { name: info.name.clone(), ..Default::default() },
+            spec: NodeSpec::default(),
+            status: None,
+        });
+        node.spec.attributes = info.attributes.clone();
+        node.spec.reservations = info.reservations.clone();
+        let node = match existing {
+            None => match api.create(&node).await {
+                Ok(n) => n,
+                Err(e) if matches!(&e, corral_controllers::Error::Api { code: 409, .. }) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            Some(old) if old.spec == node.spec => old,
+            Some(_) => match api.update(&node).await {
+                Ok(n) => n,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let mut status = node.status.clone().unwrap_or_default();
+        let phase = status.phase;
+        status = NodeStatus {
+            phase,
+            capacity: info.capacity,
+            port_ranges: info.ports.clone(),
+            address: Some(info.address.clone()),
+            agent_endpoint: Some(info.agent_endpoint.clone()),
+            agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+            message: status.message,
+            last_transition_time: status.last_transition_time,
+        };
+        let mut with_status = node;
+        with_status.status = Some(status);
+        match api.update_status(&with_status).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Runtime(format!("node {}: registration kept conflicting with other writers", info.name)))
+}
+
+/// Renews (or creates) the node's heartbeat lease once.
+pub async fn heartbeat(client: &Client, node: &str, interval: Duration) -> Result<()> {
+    let kind = client.kind(Lease::PLURAL).await?;
+    let now = corral_api::meta::now_timestamp();
+    // Four missed beats make a lease look stale to readers that judge by duration.
+    let duration = (interval.as_secs() * 4).max(1);
+    match client.get(&kind, Some(NODE_LEASE_NAMESPACE), node).await? {
+        None => {
+            let lease = json!({
+                "apiVersion": corral_api::API_VERSION, "kind": "Lease",
+                "metadata": {"name": node, "namespace": NODE_LEASE_NAMESPACE},
+                "spec": {"holderIdentity": node, "leaseDurationSeconds": duration,
+                         "acquireTime": now, "renewTime": now},
+            });
+            client.create(&kind, &lease).await?;
+        }
+        Some(mut lease) => {
+            if let Some(spec) = lease.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("holderIdentity".into(), node.into());
+                spec.insert("leaseDurationSeconds".into(), duration.into());
+                // renewTime has one-second resolution; a counter makes every renewal a
+                // visible change even within the same second.
+                spec.insert("renewTime".into(), now.into());
+                let n = spec.get("leaseTransitions").and_then(Value::as_i64).unwrap_or(0);
+                spec.insert("leaseTransitions".into(), n.into());
+            }
+            let renewals = lease
+                .pointer("/metadata/annotations/corral.dev~1renewals")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+            if let Some(meta) = lease.get_mut("metadata").and_then(Value::as_object_mut) {
+                let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+                if let Some(a) = ann.as_object_mut() {
+                    a.insert("corral.dev/renewals".into(), (renewals + 1).to_string().into());
+                }
+            }
+            client.update(&kind, &lease).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_parse_mesos_style() {
+        let (r, ports) =
+            parse_resources("cpus:2.5;mem:1024;ports:[31000-31010,40000-40000]", Resources::default()).expect("valid");
+        assert_eq!(r, Resources { cpus: 2.5, mem: 1024, disk: 0 });
+        assert_eq!(ports, vec![PortRange { begin: 31000, end: 31010 }, PortRange { begin: 40000, end: 40000 }]);
+        assert!(parse_resources("gpus:1", Resources::default()).is_err());
+        assert!(parse_resources("ports:[5-1]", Resources::default()).is_err());
+    }
+
+    #[test]
+    fn reservations_parse_per_role() {
+        let r = parse_reservations("cpus(ads):2;mem(ads):512;cpus(web):1").expect("valid");
+        assert_eq!(r["ads"], Resources { cpus: 2.0, mem: 512, disk: 0 });
+        assert_eq!(r["web"].cpus, 1.0);
+        assert!(parse_reservations("cpus:2").is_err());
+    }
+
+    #[test]
+    fn attributes_parse_and_reject_garbage() {
+        let a = parse_attributes("zone=a, rack=r1").expect("valid");
+        assert_eq!(a["zone"], "a");
+        assert_eq!(a["rack"], "r1");
+        assert!(parse_attributes("novalue").is_err());
+    }
+}

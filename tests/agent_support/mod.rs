@@ -1,0 +1,259 @@
+//! Shared by the `agent_*` integration tests: a real API server on `127.0.0.1:0`, a
+//! real `corral agent` process (so that it can be killed with SIGKILL or stopped), a
+//! busybox image imported into its image store, and cleanup of every container,
+//! shim, mount and cgroup the test left behind, even when it fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral::server::{RunningServer, ServerConfig};
+use serde_json::{Value, json};
+
+/// How long a test waits for something that should happen before failing. A bound so
+/// that a broken build fails instead of hanging, not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// A server, an agent process and its work dir.
+pub struct Cluster {
+    pub server: Option<RunningServer>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub node: String,
+    pub agent: Option<Child>,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    /// A server (node grace period `grace`) and an agent named `node` with a busybox
+    /// image imported as `busybox:latest`.
+    pub async fn start(node: &str, grace: Duration) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.path().join("data"),
+            node_grace_period: grace,
+            ..ServerConfig::default()
+        };
+        let server = corral::server::start(cfg).await.expect("server starts");
+        let url = format!("http://{}", server.addr());
+        let work = dir.path().join("agent");
+        let store = corral_agent::image::ImageStore::open(work.join("images")).expect("image store");
+        let archive = dir.path().join("busybox.tar");
+        corral_agent::image::testing::busybox_oci_archive(&archive, "busybox:latest").expect("busybox archive");
+        store.import(&archive, None).expect("busybox imports");
+        let mut c = Cluster {
+            server: Some(server),
+            url,
+            dir,
+            node: node.to_string(),
+            agent: None,
+            http: reqwest::Client::new(),
+        };
+        c.start_agent();
+        c.wait_node_registered().await;
+        c
+    }
+
+    /// The agent's work dir.
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    /// Starts (or restarts) the agent process.
+    pub fn start_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .expect("agent log");
+        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["--server", &self.url, "agent", "--name", &self.node, "--heartbeat-interval", "1"])
+            .arg("--work-dir")
+            .arg(self.work_dir())
+            .args(["--listen", "127.0.0.1:0", "--log-max-bytes", "65536"])
+            .env("RUST_LOG", "info,corral_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        self.agent = Some(child);
+    }
+
+    /// Kills the agent with SIGKILL (its shims and tasks keep running).
+    pub fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    /// Sends `sig` to the agent process.
+    pub fn signal_agent(&self, sig: i32) {
+        if let Some(a) = &self.agent {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(a.id() as i32, sig) };
+        }
+    }
+
+    /// The agent's log so far, for failure messages.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    async fn wait_node_registered(&self) {
+        let node = self.node.clone();
+        self.wait_for(&format!("/apis/corral.dev/v1/nodes/{node}"), "the node registers", |n| {
+            n.pointer("/status/agentEndpoint").is_some()
+        })
+        .await;
+    }
+
+    /// `GET path` as JSON, `None` on 404.
+    pub async fn get(&self, path: &str) -> Option<Value> {
+        let r = self.http.get(format!("{}{path}", self.url)).send().await.expect("GET");
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        let status = r.status();
+        let v: Value = r.json().await.expect("JSON");
+        assert!(status.is_success(), "GET {path}: {status} {v}");
+        Some(v)
+    }
+
+    /// Sends `method path body`; panics unless it succeeds.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Value {
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        v
+    }
+
+    /// Creates a task in `default` from its spec, bound to this cluster's node.
+    pub async fn create_task(&self, name: &str, mut spec: Value) -> Value {
+        spec["nodeName"] = json!(self.node);
+        let task = json!({"apiVersion": "corral.dev/v1", "kind": "Task", "metadata": {"name": name}, "spec": spec});
+        self.send(reqwest::Method::POST, "/apis/corral.dev/v1/namespaces/default/tasks", Some(&task)).await
+    }
+
+    /// Path of task `name` in `default`.
+    pub fn task_path(name: &str) -> String {
+        format!("/apis/corral.dev/v1/namespaces/default/tasks/{name}")
+    }
+
+    /// Polls `path` until `pred` holds; panics (with the agent's log) after PATIENCE.
+    pub async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Some(v) = self.get(path).await {
+                if pred(&v) {
+                    return v;
+                }
+                last = v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("waited in vain for {what}; last seen: {last:#}\nagent log:\n{}", self.agent_log());
+    }
+
+    /// Waits until task `name` has phase `phase`.
+    pub async fn wait_phase(&self, name: &str, phase: &str) -> Value {
+        self.wait_for(&Self::task_path(name), &format!("task {name} to be {phase}"), |t| {
+            t.pointer("/status/phase").and_then(Value::as_str) == Some(phase)
+        })
+        .await
+    }
+
+    /// Waits until the object at `path` is gone.
+    pub async fn wait_gone(&self, path: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if self.get(path).await.is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{path} was not deleted\nagent log:\n{}", self.agent_log());
+    }
+
+    /// Stops the server and the agent, and removes everything the agent's tasks left.
+    pub async fn stop(mut self) {
+        self.kill_agent();
+        cleanup_work_dir(&self.work_dir());
+        if let Some(s) = self.server.take() {
+            let _ = s.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_agent();
+        cleanup_work_dir(&self.work_dir());
+    }
+}
+
+/// Kills every shim and task process started from `work`, deletes its runc containers,
+/// unmounts what is mounted under it and removes the cgroups of its tasks.
+pub fn cleanup_work_dir(work: &Path) {
+    let work_s = work.display().to_string();
+    // Shims carry the work dir in their command line.
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("__shim") && cmd.contains(&work_s) {
+                // SAFETY: kill(2) on a process this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let runc_root = work.join("runc");
+    if let Ok(out) = Command::new("runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output() {
+        for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
+            let _ = Command::new("runc").arg("--root").arg(&runc_root).args(["delete", "--force", id]).output();
+        }
+    }
+    let tasks = work.join("tasks");
+    let mut uids = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&tasks) {
+        for e in entries.flatten() {
+            uids.push(e.file_name().to_string_lossy().to_string());
+        }
+    }
+    // Native tasks: kill what is left in their cgroups, then remove them.
+    for uid in &uids {
+        for ctrl in ["memory", "cpu", "pids"] {
+            let cg = PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/corral/{uid}"));
+            if let Ok(pids) = std::fs::read_to_string(cg.join("cgroup.procs")) {
+                for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: kill(2) on a process in this test's cgroup.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for uid in &uids {
+        for ctrl in ["memory", "cpu", "pids", "cpuacct"] {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{ctrl}/corral/{uid}"));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&work_s)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for m in points {
+        let _ = Command::new("umount").args(["-l", m]).output();
+    }
+}

@@ -1,0 +1,149 @@
+//! The node agent end to end, against real runc: a real API server, a real `corral
+//! agent` process, busybox containers and native processes.
+
+mod agent_support;
+
+use std::time::Duration;
+
+use agent_support::Cluster;
+use serde_json::{Value, json};
+
+fn phase(t: &Value) -> &str {
+    t.pointer("/status/phase").and_then(Value::as_str).unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_and_their_exits_are_reported() {
+    let c = Cluster::start("exits", Duration::from_secs(60)).await;
+    c.create_task("fails", json!({"image": "busybox", "command": ["sh", "-c", "echo hello; exit 3"]})).await;
+    c.create_task("works", json!({"image": "busybox:latest", "command": ["true"]})).await;
+    c.create_task(
+        "native",
+        json!({"command": ["/bin/sh", "-c", "test \"$CORRAL_TASK_NAME\" = native && pwd > where"], "resources": {"mem": 64}}),
+    )
+    .await;
+
+    let failed = c.wait_phase("fails", "FAILED").await;
+    assert_eq!(failed.pointer("/status/exitCode"), Some(&json!(3)), "{failed:#}");
+    assert_eq!(failed.pointer("/status/reason"), Some(&json!("Error")));
+    assert!(failed.pointer("/status/startTime").is_some() && failed.pointer("/status/finishTime").is_some());
+    let uid = failed.pointer("/metadata/uid").and_then(Value::as_str).expect("uid");
+    let out = std::fs::read_to_string(c.work_dir().join("tasks").join(uid).join("logs/stdout")).expect("stdout log");
+    assert_eq!(out, "hello\n");
+
+    let ok = c.wait_phase("works", "FINISHED").await;
+    assert_eq!(ok.pointer("/status/exitCode"), Some(&json!(0)));
+    assert_eq!(ok.pointer("/status/reason"), Some(&json!("Completed")));
+
+    let native = c.wait_phase("native", "FINISHED").await;
+    let uid = native.pointer("/metadata/uid").and_then(Value::as_str).expect("uid");
+    let sandbox = c.work_dir().join("tasks").join(uid).join("sandbox");
+    let cwd = std::fs::read_to_string(sandbox.join("where")).expect("the native task ran in its sandbox");
+    assert_eq!(std::path::Path::new(cwd.trim()), std::fs::canonicalize(&sandbox).expect("sandbox"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hog_is_oom_killed_and_reported_so() {
+    let c = Cluster::start("oom", Duration::from_secs(60)).await;
+    c.create_task(
+        "hog",
+        json!({"image": "busybox", "resources": {"mem": 16},
+               "command": ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]}),
+    )
+    .await;
+    c.create_task(
+        "native-hog",
+        json!({"resources": {"mem": 16}, "command": ["/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]}),
+    )
+    .await;
+    for name in ["hog", "native-hog"] {
+        let t = c.wait_phase(name, "FAILED").await;
+        assert_eq!(t.pointer("/status/reason"), Some(&json!("OOMKilled")), "{name}: {t:#}");
+        assert_eq!(t.pointer("/status/signal"), Some(&json!(9)), "{name}: {t:#}");
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_kills_its_task() {
+    let c = Cluster::start("health", Duration::from_secs(60)).await;
+    let check = |cmd: &str| {
+        json!([{"command": ["sh", "-c", cmd], "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                "timeoutSeconds": 5, "maxConsecutiveFailures": 2}])
+    };
+    c.create_task(
+        "sick",
+        json!({"image": "busybox", "command": ["sleep", "1000"], "healthChecks": check("exit 1"),
+               "killGracePeriodSeconds": 1}),
+    )
+    .await;
+    c.create_task(
+        "well",
+        json!({"image": "busybox", "command": ["sleep", "1000"], "healthChecks": check("test -d /mnt/sandbox")}),
+    )
+    .await;
+    let sick = c.wait_phase("sick", "FAILED").await;
+    assert_eq!(sick.pointer("/status/reason"), Some(&json!("HealthCheckFailed")), "{sick:#}");
+    assert_eq!(sick.pointer("/status/health/healthy"), Some(&json!(false)), "{sick:#}");
+    let well = c
+        .wait_for(&Cluster::task_path("well"), "the healthy task to report health", |t| {
+            t.pointer("/status/health/healthy") == Some(&json!(true))
+        })
+        .await;
+    assert_eq!(phase(&well), "RUNNING");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_or_killing_a_task_stops_it_with_term_then_kill() {
+    let c = Cluster::start("kills", Duration::from_secs(60)).await;
+    // Ignores SIGTERM, so only the SIGKILL after the grace period ends it.
+    c.create_task(
+        "stubborn",
+        json!({"image": "busybox", "command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+               "killGracePeriodSeconds": 1}),
+    )
+    .await;
+    c.create_task("polite", json!({"image": "busybox", "command": ["sleep", "1000"], "killGracePeriodSeconds": 30}))
+        .await;
+    let running = c.wait_phase("stubborn", "RUNNING").await;
+    let container = running.pointer("/status/containerId").and_then(Value::as_str).expect("container id").to_string();
+    assert_eq!(running.pointer("/metadata/finalizers"), Some(&json!(["corral.dev/agent"])));
+    c.wait_phase("polite", "RUNNING").await;
+
+    let mut t = c.get(&Cluster::task_path("stubborn")).await.expect("task");
+    t["spec"]["kill"] = json!(true);
+    c.send(reqwest::Method::PUT, &Cluster::task_path("stubborn"), Some(&t)).await;
+    let killed = c.wait_phase("stubborn", "KILLED").await;
+    assert_eq!(killed.pointer("/status/signal"), Some(&json!(9)), "TERM was trapped: {killed:#}");
+
+    c.send(reqwest::Method::DELETE, &Cluster::task_path("polite"), None).await;
+    c.wait_gone(&Cluster::task_path("polite")).await;
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(c.work_dir().join("runc"))
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!list.contains(&container), "killed container still listed: {list}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_cannot_start_fails_with_a_reason() {
+    let c = Cluster::start("bad", Duration::from_secs(60)).await;
+    c.create_task("no-image", json!({"image": "nosuch:1", "command": ["true"]})).await;
+    c.create_task("no-binary", json!({"image": "busybox", "command": ["/nonexistent"]})).await;
+    c.create_task("escape", json!({"image": "busybox", "command": ["true"],
+        "volumeMounts": [{"volume": "../../etc", "mountPath": "/x"}]}))
+    .await;
+    let t = c.wait_phase("no-image", "FAILED").await;
+    assert_eq!(t.pointer("/status/reason"), Some(&json!("ImageNotFound")), "{t:#}");
+    let t = c.wait_phase("no-binary", "FAILED").await;
+    assert!(t.pointer("/status/message").and_then(Value::as_str).is_some_and(|m| !m.is_empty()), "{t:#}");
+    let t = c.wait_phase("escape", "FAILED").await;
+    assert_eq!(t.pointer("/status/reason"), Some(&json!("InvalidSpec")), "{t:#}");
+    c.stop().await;
+}
