@@ -1,1 +1,229 @@
-//! (in progress)
+//! Fetching a task's artifacts into its sandbox before it starts: `http://` (and
+//! `https://` where the HTTP client was built with TLS) and `file://` URIs, checked
+//! against their sha256 when one is given, optionally made executable or unpacked.
+//!
+//! Each download goes to a temporary file in the sandbox and is renamed to its name
+//! only once complete and verified, so a task never sees half an artifact, and a
+//! symbolic link already in the sandbox is replaced rather than written through.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use corral_api::task::Artifact;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Error, Result};
+use crate::image::unpack::{self, Options, Unpacker};
+
+/// Fetches every artifact into `sandbox` (which must exist), in order.
+///
+/// # Errors
+/// [`Error::Artifact`] naming the URI: unsupported scheme, unsafe or empty file
+/// name, download failure, sha256 mismatch (with both digests), or an archive that
+/// cannot be unpacked safely. Files already fetched stay.
+pub async fn fetch(artifacts: &[Artifact], sandbox: &Path) -> Result<()> {
+    for artifact in artifacts {
+        fetch_one(artifact, sandbox).await.map_err(|e| match e {
+            Error::Artifact { .. } => e,
+            other => Error::Artifact { uri: artifact.uri.clone(), reason: other.to_string() },
+        })?;
+    }
+    Ok(())
+}
+
+async fn fetch_one(a: &Artifact, sandbox: &Path) -> Result<()> {
+    let fail = |reason: String| Error::Artifact { uri: a.uri.clone(), reason };
+    let name = file_name(a).map_err(fail)?;
+    if a.extract && ![".tar", ".tar.gz", ".tgz"].iter().any(|ext| name.ends_with(ext)) {
+        return Err(fail(format!("cannot extract {name:?}: only .tar, .tar.gz and .tgz archives can be extracted")));
+    }
+    let tmp = temp_path(sandbox);
+    let guard = TempFile(Some(tmp.clone()));
+    let actual = if let Some(path) = a.uri.strip_prefix("file://") {
+        let src = PathBuf::from(percent_decode(path));
+        if !src.is_absolute() {
+            return Err(fail("a file:// URI needs an absolute path (file:///dir/file)".into()));
+        }
+        let dst = tmp.clone();
+        tokio::task::spawn_blocking(move || copy_hashing(&src, &dst))
+            .await
+            .map_err(|e| fail(format!("copy task failed: {e}")))??
+    } else if a.uri.starts_with("http://") || a.uri.starts_with("https://") {
+        download(&a.uri, &tmp).await.map_err(fail)?
+    } else {
+        return Err(fail("unsupported scheme: use http://, https:// or file://".into()));
+    };
+    if let Some(expected) = &a.sha256
+        && !expected.eq_ignore_ascii_case(&actual)
+    {
+        return Err(fail(format!("sha256 mismatch: expected {expected}, got {actual}")));
+    }
+    if a.extract {
+        let root = sandbox.to_path_buf();
+        let what = a.uri.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut unpacker = Unpacker::new(&root, Options { whiteouts: false, chown: false, mode_mask: 0o777 });
+            unpacker.apply(unpack::maybe_gunzip(&tmp)?, &what)?;
+            unpacker.finish()
+        })
+        .await
+        .map_err(|e| fail(format!("extract task failed: {e}")))??;
+        drop(guard);
+        return Ok(());
+    }
+    let mode = if a.executable { 0o755 } else { 0o644 };
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(|e| Error::io("cannot chmod", &tmp, e))?;
+    let dst = sandbox.join(&name);
+    if fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir()) {
+        return Err(fail(format!("{name:?} is a directory in the sandbox")));
+    }
+    // rename(2) replaces a symbolic link at `dst` instead of following it.
+    fs::rename(&tmp, &dst).map_err(|e| Error::io("cannot move into place", &dst, e))?;
+    guard.keep();
+    Ok(())
+}
+
+/// The artifact's file name in the sandbox: `dest`, or the URI's last segment
+/// (without query or fragment). One plain name: no `/`, not `.` or `..`.
+fn file_name(a: &Artifact) -> std::result::Result<String, String> {
+    let name = match &a.dest {
+        Some(d) => d.clone(),
+        None => {
+            let path = a.uri.split(['?', '#']).next().unwrap_or("");
+            let after_scheme = path.split_once("://").map_or(path, |(_, rest)| rest);
+            percent_decode(after_scheme.rsplit('/').next().unwrap_or(""))
+        }
+    };
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(format!(
+            "{name:?} cannot be a file name in the sandbox; set dest to a plain name (no '/', not '.' or '..')"
+        ));
+    }
+    Ok(name)
+}
+
+/// Streams `uri` into a new file `dst`, returning the sha256 hex.
+async fn download(uri: &str, dst: &Path) -> std::result::Result<String, String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        // No overall limit (artifacts can be big), but a stalled server fails the task.
+        .read_timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+    let resp = client.get(uri).send().await.map_err(|e| format!("request failed: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("server answered {}", resp.status()));
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(dst)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
+    let mut hasher = Sha256::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("download interrupted: {e}"))?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
+    }
+    file.sync_all().await.map_err(|e| format!("cannot sync {}: {e}", dst.display()))?;
+    Ok(unpack::hex(&hasher.finalize()))
+}
+
+/// Copies `src` to a new file `dst`, returning the sha256 hex.
+fn copy_hashing(src: &Path, dst: &Path) -> Result<String> {
+    let mut input = fs::File::open(src).map_err(|e| Error::io("cannot open", src, e))?;
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(dst)
+        .map_err(|e| Error::io("cannot create", dst, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("cannot read", src, e)),
+        };
+        hasher.update(&buf[..n]);
+        io::Write::write_all(&mut out, &buf[..n]).map_err(|e| Error::io("cannot write", dst, e))?;
+    }
+    Ok(unpack::hex(&hasher.finalize()))
+}
+
+/// A unique hidden name in the sandbox for a download in progress.
+fn temp_path(sandbox: &Path) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    sandbox.join(format!(".corral-artifact-{}-{}.part", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Removes a partial download when the fetch fails.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    /// The file was moved into place: nothing to remove.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; anything malformed is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn art(uri: &str, dest: Option<&str>) -> Artifact {
+        Artifact { uri: uri.into(), sha256: None, dest: dest.map(Into::into), executable: false, extract: false }
+    }
+
+    #[test]
+    fn names_come_from_dest_or_the_last_segment() {
+        assert_eq!(file_name(&art("http://h/a/b.tgz?x=1", None)).unwrap(), "b.tgz");
+        assert_eq!(file_name(&art("file:///a/my%20file", None)).unwrap(), "my file");
+        assert_eq!(file_name(&art("http://h/a/b", Some("c"))).unwrap(), "c");
+        for (uri, dest) in [("http://h/", None), ("http://h/x", Some("../x")), ("http://h/x", Some("a/b"))] {
+            assert!(file_name(&art(uri, dest)).is_err(), "{uri} {dest:?}");
+        }
+        assert!(file_name(&art("file:///a/%2e%2e", None)).is_err());
+    }
+}

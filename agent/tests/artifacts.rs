@@ -1,0 +1,204 @@
+//! Fetching artifacts from `file://` URIs and from a real HTTP server on
+//! `127.0.0.1:0`: checksums, modes, safe names and safe extraction.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use corral_agent::Error;
+use corral_agent::artifacts::fetch;
+use corral_api::task::Artifact;
+use sha2::{Digest, Sha256};
+
+fn sha(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn artifact(uri: &str) -> Artifact {
+    Artifact { uri: uri.to_string(), sha256: None, dest: None, executable: false, extract: false }
+}
+
+/// Serves `files` (path → body) over HTTP on `127.0.0.1:0`; returns the base URL.
+async fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::StatusCode;
+    let files: std::sync::Arc<std::collections::HashMap<String, Vec<u8>>> =
+        std::sync::Arc::new(files.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+    let app = axum::Router::new()
+        .route(
+            "/{*path}",
+            axum::routing::get(
+                |State(files): State<std::sync::Arc<std::collections::HashMap<String, Vec<u8>>>>,
+                 UrlPath(path): UrlPath<String>| async move {
+                    match files.get(&path) {
+                        Some(body) => (StatusCode::OK, body.clone()),
+                        None => (StatusCode::NOT_FOUND, b"no such file".to_vec()),
+                    }
+                },
+            ),
+        )
+        .with_state(files);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// A tar.gz with a directory, an executable and a symlink.
+fn tgz() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(0o755);
+    b.append_data(&mut h, "app/", std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(10);
+    h.set_mode(0o755);
+    b.append_data(&mut h, "app/run.sh", &b"#!/bin/sh\n"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "app/link", "run.sh").unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, &tar).unwrap();
+    enc.finish().unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Only the sandbox's visible files: no temporary leftovers.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn file_uris_are_copied_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tool");
+    fs::write(&src, b"#!/bin/sh\necho hi\n").unwrap();
+    let sandbox = tmp.path().join("sandbox");
+    fs::create_dir(&sandbox).unwrap();
+
+    let mut a = artifact(&format!("file://{}", src.display()));
+    a.sha256 = Some(sha(b"#!/bin/sh\necho hi\n").to_uppercase());
+    a.executable = true;
+    let mut b = artifact(&format!("file://{}", src.display()));
+    b.dest = Some("copy.txt".into());
+    fetch(&[a, b], &sandbox).await.unwrap();
+    assert_eq!(fs::read(sandbox.join("tool")).unwrap(), b"#!/bin/sh\necho hi\n");
+    assert_eq!(mode(&sandbox.join("tool")), 0o755);
+    assert_eq!(mode(&sandbox.join("copy.txt")), 0o644);
+    assert_eq!(names(&sandbox), ["copy.txt", "tool"]);
+
+    let missing = artifact(&format!("file://{}/nope", tmp.path().display()));
+    let err = fetch(&[missing], &sandbox).await.unwrap_err();
+    assert!(matches!(&err, Error::Artifact { uri, .. } if uri.ends_with("/nope")), "{err}");
+}
+
+#[tokio::test]
+async fn http_downloads_are_checked_and_extracted() {
+    let body = b"payload bytes".to_vec();
+    let url = serve(vec![("bin/tool", body.clone()), ("pkg/app.tgz", tgz())]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let sandbox = tmp.path();
+
+    let mut tool = artifact(&format!("{url}/bin/tool?version=1"));
+    tool.sha256 = Some(sha(&body));
+    tool.executable = true;
+    let mut pkg = artifact(&format!("{url}/pkg/app.tgz"));
+    pkg.extract = true;
+    fetch(&[tool, pkg], sandbox).await.unwrap();
+    assert_eq!(fs::read(sandbox.join("tool")).unwrap(), body);
+    assert_eq!(mode(&sandbox.join("tool")), 0o755);
+    assert_eq!(fs::read(sandbox.join("app/run.sh")).unwrap(), b"#!/bin/sh\n");
+    assert_eq!(mode(&sandbox.join("app/run.sh")), 0o755);
+    assert_eq!(fs::read_link(sandbox.join("app/link")).unwrap(), Path::new("run.sh"));
+    assert_eq!(names(sandbox), ["app", "tool"], "the archive itself is not kept");
+
+    let err = fetch(&[artifact(&format!("{url}/missing"))], sandbox).await.unwrap_err().to_string();
+    assert!(err.contains("/missing") && err.contains("404"), "{err}");
+}
+
+#[tokio::test]
+async fn a_checksum_mismatch_fails_and_leaves_nothing() {
+    let url = serve(vec![("f", b"actual".to_vec())]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = artifact(&format!("{url}/f"));
+    a.sha256 = Some("00".repeat(32));
+    let err = fetch(&[a], tmp.path()).await.unwrap_err();
+    match &err {
+        Error::Artifact { uri, reason } => {
+            assert_eq!(uri, &format!("{url}/f"));
+            assert!(reason.contains(&"00".repeat(32)) && reason.contains(&sha(b"actual")), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(names(tmp.path()).is_empty(), "{:?}", names(tmp.path()));
+}
+
+#[tokio::test]
+async fn unsafe_names_and_archives_are_refused() {
+    let url = serve(vec![("f", b"x".to_vec()), ("evil.tar", evil_tar())]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let sandbox = tmp.path().join("a/b/sandbox");
+    fs::create_dir_all(&sandbox).unwrap();
+    for dest in ["../escape", "x/y", "..", "", "."] {
+        let mut a = artifact(&format!("{url}/f"));
+        a.dest = Some(dest.into());
+        let err = fetch(&[a], &sandbox).await.unwrap_err();
+        assert!(matches!(err, Error::Artifact { .. }), "{dest:?}: {err}");
+    }
+    let err = fetch(&[artifact(&format!("{url}/"))], &sandbox).await.unwrap_err();
+    assert!(matches!(err, Error::Artifact { .. }), "{err}");
+    assert!(fetch(&[artifact("ftp://host/file")], &sandbox).await.is_err());
+    let mut not_archive = artifact(&format!("{url}/f"));
+    not_archive.extract = true;
+    assert!(fetch(&[not_archive], &sandbox).await.unwrap_err().to_string().contains(".tgz"));
+
+    let mut evil = artifact(&format!("{url}/evil.tar"));
+    evil.extract = true;
+    let err = fetch(&[evil], &sandbox).await.unwrap_err().to_string();
+    assert!(err.contains("../../escaped"), "{err}");
+    assert!(!tmp.path().join("a/escaped").exists() && !tmp.path().join("escaped").exists());
+    // What came before the bad entry stays (the task fails anyway); no temporary file does.
+    assert_eq!(names(&sandbox), ["fine"]);
+}
+
+#[tokio::test]
+async fn a_symlink_in_the_sandbox_is_replaced_not_followed() {
+    let url = serve(vec![("f", b"new".to_vec())]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    fs::write(&outside, b"old").unwrap();
+    let sandbox = tmp.path().join("sandbox");
+    fs::create_dir(&sandbox).unwrap();
+    std::os::unix::fs::symlink(&outside, sandbox.join("f")).unwrap();
+    fetch(&[artifact(&format!("{url}/f"))], &sandbox).await.unwrap();
+    assert_eq!(fs::read(&outside).unwrap(), b"old");
+    assert!(fs::symlink_metadata(sandbox.join("f")).unwrap().is_file());
+    assert_eq!(fs::read(sandbox.join("f")).unwrap(), b"new");
+}
+
+/// A tar whose second entry climbs out of the sandbox.
+fn evil_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "fine", &b"ok"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    let name = b"../../escaped";
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_cksum();
+    b.append(&h, &b"no"[..]).unwrap();
+    b.into_inner().unwrap()
+}
