@@ -133,6 +133,9 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
 
     let controller = Controller::new(client.clone(), kind, None)
         .concurrency(cfg.concurrency.max(1))
+        // Others write task status too: the node lifecycle controller's LOST must
+        // reach the agent at once, to stop a task that was given up.
+        .reconcile_status_changes()
         .queue_config(QueueConfig::default());
     controller.metrics().register(&mut registry, "agent_tasks");
     ctx.set_queue(controller.queue());

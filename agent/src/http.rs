@@ -1,1 +1,190 @@
-//! (in progress)
+//! The agent's own HTTP API, which the API server proxies `corral logs` to:
+//!
+//! - `GET /v1/tasks/{uid}/log?stream=stdout|stderr&follow=true|false&tail=N`: the
+//!   task's log as `text/plain`, streamed (see [`logs::read`](crate::logs::read)); a
+//!   log that cannot be opened (a symlink planted in its place) answers 500;
+//! - `GET /healthz`: `ok`;
+//! - `GET /metrics`: the agent's metrics, OpenMetrics text.
+//!
+//! Errors are JSON `Status` objects (`code`, `reason`, `message`), like the API
+//! server's, so that it can pass their message on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+
+use crate::layout::{self, Layout};
+use crate::logs::{self, LogStream};
+
+/// How long in-flight requests (log follows, mostly) may go on after shutdown was
+/// asked for before their connections are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// What the agent's handlers share.
+#[derive(Clone)]
+pub struct AgentHttp {
+    /// The agent's work dir, where the task directories and their logs are.
+    pub layout: Layout,
+    /// Metrics served at `/metrics`.
+    pub registry: Arc<Registry>,
+}
+
+/// The agent's API as a router, so tests can drive it without a socket.
+pub fn router(state: AgentHttp) -> Router {
+    Router::new()
+        .route("/v1/tasks/{uid}/log", get(task_log))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { status(StatusCode::NOT_FOUND, "NotFound", "no such path on the agent".into()) })
+        .with_state(Arc::new(state))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; requests still running
+/// then get a short grace before their connections are dropped, since a log follow
+/// would otherwise hold the shutdown until its task ends.
+///
+/// # Errors
+/// Fails when accepting connections fails for good.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        // Log lines should leave as they are written, not wait for a delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let served = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        stop_tx.send_replace(true);
+    });
+    tokio::select! {
+        r = served.into_future() => r,
+        () = async move {
+            // An error means the sender is gone, which happens only once it has sent.
+            let _ = stop_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => Ok(()),
+    }
+}
+
+/// Query of the log endpoint; values are checked by hand so that errors name them.
+#[derive(Debug, Default, Deserialize)]
+struct LogQuery {
+    stream: Option<String>,
+    follow: Option<String>,
+    tail: Option<String>,
+}
+
+async fn task_log(
+    State(state): State<Arc<AgentHttp>>,
+    Path(uid): Path<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let bad = |m: String| status(StatusCode::BAD_REQUEST, "BadRequest", m);
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return bad(e.body_text()),
+    };
+    let uid = match layout::check_uid(&uid) {
+        Ok(u) => u,
+        Err(e) => return bad(e.to_string()),
+    };
+    let stream = match q.stream.as_deref() {
+        None | Some("") => LogStream::Stdout,
+        Some(s) => match s.parse::<LogStream>() {
+            Ok(s) => s,
+            Err(e) => return bad(e),
+        },
+    };
+    let follow = match q.follow.as_deref() {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => return bad(format!("follow={other:?} must be true or false")),
+    };
+    let tail = match q.tail.as_deref() {
+        None | Some("") => None,
+        Some(t) => match t.parse::<usize>() {
+            Ok(n) => Some(n),
+            Err(_) => return bad(format!("tail={t:?} must be a number of lines (0 or more)")),
+        },
+    };
+    let dir = state.layout.task(uid);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return status(StatusCode::NOT_FOUND, "NotFound", format!("task {uid} has no directory on this node")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("task {uid} is not known on this node: it has not been launched here (yet)"),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, dir = %dir.display(), "cannot look at a task directory");
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "cannot read the task's directory".into(),
+            );
+        }
+    }
+    let log = match logs::open(&dir, stream, tail, follow).await {
+        Ok(log) => log,
+        Err(e) => {
+            // The message names a file of the task's own log, nothing more.
+            tracing::warn!(error = %e, uid, "cannot read a task's log");
+            return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("cannot read the log: {e}"));
+        }
+    };
+    let body = Body::from_stream(log);
+    let mut resp = (StatusCode::OK, body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+async fn metrics(State(state): State<Arc<AgentHttp>>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => {
+            let mut resp = (StatusCode::OK, text).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            resp
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode metrics");
+            status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "cannot encode the metrics".into())
+        }
+    }
+}
+
+/// An error answer: a JSON `Status`.
+fn status(code: StatusCode, reason: &'static str, message: String) -> Response {
+    let body = serde_json::json!({
+        "apiVersion": corral_api::API_VERSION,
+        "kind": "Status",
+        "code": code.as_u16(),
+        "reason": reason,
+        "message": message,
+    });
+    let mut resp = (code, body.to_string()).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

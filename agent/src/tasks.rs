@@ -326,9 +326,8 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
             if started.is_some() && !task.spec.health_checks.is_empty() {
                 start_health_checks(&ctx, &task, &uid);
             }
-            // Status-only changes made by others (e.g. LOST) do not wake this
-            // controller; a periodic look catches them.
-            Ok(Action::requeue(Duration::from_secs(30)))
+            // A periodic look as a safety net; changes wake the task at once.
+            Ok(Action::requeue(Duration::from_secs(60)))
         }
     }
 }
@@ -438,7 +437,7 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
             if !task.spec.health_checks.is_empty() {
                 start_health_checks(ctx, &task, &uid);
             }
-            Ok(Action::requeue(Duration::from_secs(30)))
+            Ok(Action::requeue(Duration::from_secs(60)))
         }
         Err(e) => {
             // The checkpoint exists, so this task will never be launched again; a

@@ -123,6 +123,7 @@ pub struct Controller {
     concurrency: usize,
     queue: Arc<WorkQueue<ObjectRef>>,
     metrics: Arc<ControllerMetrics>,
+    status_triggers: bool,
 }
 
 impl Controller {
@@ -137,7 +138,18 @@ impl Controller {
             concurrency: 4,
             queue: Arc::new(WorkQueue::new(QueueConfig::default())),
             metrics: Arc::default(),
+            status_triggers: false,
         }
+    }
+
+    /// Also reconcile a primary object when only its status changed. Off by default,
+    /// so that a controller's own status writes do not wake it; turn it on when other
+    /// writers' status changes matter (the agent must notice a task marked `LOST` by
+    /// the node lifecycle controller). The reconciler must then be cheap when nothing
+    /// needs doing, since each of its own status writes comes back once.
+    pub fn reconcile_status_changes(mut self) -> Self {
+        self.status_triggers = true;
+        self
     }
 
     /// Also reconcile an owner when one of its dependents of `kind` changes (matched
@@ -203,9 +215,11 @@ impl Controller {
 
         let q = self.queue.clone();
         let kind = primary_kind.clone();
+        let status_triggers = self.status_triggers;
         tasks.push(tokio::spawn(self.primary.run(stop_rx.clone(), move |c: Change| {
             // A controller's own status write must not wake it again.
             if let Change::Applied { object, previous: Some(prev) } = &c
+                && !status_triggers
                 && only_status_changed(prev, object)
             {
                 return;

@@ -1,5 +1,20 @@
-//! `corral logs` (in progress).
+//! `corral logs TASK [-n NS] [-f] [--tail N] [--stderr]`: a task's log, from the agent
+//! of its node through the API server, written to stdout as it arrives.
+
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
 use super::args::LogsArgs;
-pub(crate) async fn run(_ctx: &super::Ctx, _a: LogsArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("not yet implemented")
+use crate::client::LogParams;
+
+pub(crate) async fn run(ctx: &super::Ctx, a: LogsArgs) -> anyhow::Result<u8> {
+    let params = LogParams { follow: a.follow, tail_lines: a.tail, stderr: a.stderr };
+    let mut stream = ctx.client.logs(&a.namespace, &a.task, &params).await?;
+    let mut out = tokio::io::stdout();
+    while let Some(chunk) = stream.next().await {
+        out.write_all(&chunk?).await?;
+        // A follow is read by a person or a pipe waiting for each line.
+        out.flush().await?;
+    }
+    Ok(0)
 }

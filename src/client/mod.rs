@@ -5,6 +5,7 @@
 //! reason, message and every cause), so callers can report field errors precisely.
 
 mod error;
+mod logs;
 mod watch;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use error::{Cause, Error, Result, Status, StatusDetails};
+pub use logs::{LogParams, LogStream};
 pub use watch::{WatchEvent, WatchStream};
 
 /// The field manager `corral` records on apply patches.

@@ -34,7 +34,7 @@ pub async fn groups(State(state): State<AppState>) -> Json<Value> {
 
 /// `GET /apis/{g}/{v}`: the resources of one group version.
 pub(super) fn group_version(state: &AppState, group: &str, version: &str) -> ApiResult<Response> {
-    let resources: Vec<Value> = state
+    let mut resources: Vec<Value> = state
         .registry
         .kinds()
         .iter()
@@ -52,6 +52,11 @@ pub(super) fn group_version(state: &AppState, group: &str, version: &str) -> Api
         .collect();
     if resources.is_empty() {
         return Err(ApiError::not_found(format!("the server does not serve {group}/{version}")));
+    }
+    // Subresources are listed as Kubernetes does (`pods/log`): a task's log is served
+    // by `super::logs`, proxied from its node's agent.
+    if group == corral_api::GROUP && version == corral_api::VERSION && resources.iter().any(|r| r["name"] == "tasks") {
+        resources.push(json!({"name": "tasks/log", "kind": "Task", "namespaced": true, "verbs": ["get"]}));
     }
     Ok(body::json(StatusCode::OK, &json!({"groupVersion": format!("{group}/{version}"), "resources": resources})))
 }

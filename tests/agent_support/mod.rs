@@ -188,6 +188,10 @@ impl Cluster {
     /// Stops the server and the agent, and removes everything the agent's tasks left.
     pub async fn stop(mut self) {
         self.kill_agent();
+        // For debugging a passing run too.
+        if let Some(dir) = std::env::var_os("CORRAL_KEEP_AGENT_LOGS") {
+            let _ = std::fs::copy(self.dir.path().join("agent.log"), PathBuf::from(dir).join(format!("{}.log", self.node)));
+        }
         cleanup_work_dir(&self.work_dir());
         if let Some(s) = self.server.take() {
             let _ = s.shutdown().await;

@@ -1,0 +1,221 @@
+//! `GET /apis/corral.dev/v1/namespaces/{ns}/tasks/{name}/log`: a task's log, proxied
+//! from the agent of the node the task is bound to.
+//!
+//! The server holds no logs: it finds the task's node and uid, the node's
+//! `status.agentEndpoint`, and streams the agent's
+//! `GET /v1/tasks/{uid}/log` through, chunk by chunk, until the agent ends it, the
+//! client goes away or the server shuts down.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use corral_store::Key;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, StatusDetails};
+
+/// How long connecting to an agent may take before the request answers 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest error body read from an agent; its message is what matters.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Query of the log path.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct LogParams {
+    follow: Option<String>,
+    tail_lines: Option<String>,
+    stream: Option<String>,
+}
+
+/// The router's entry for the log path.
+pub(super) async fn serve(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    query: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match proxy(state, &namespace, &name, query).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn proxy(
+    state: AppState,
+    namespace: &str,
+    name: &str,
+    query: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let follow = match params.follow.as_deref() {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("follow={other:?} must be true or false"))),
+    };
+    let tail = match params.tail_lines.as_deref() {
+        None | Some("") => None,
+        Some(t) => Some(
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("tailLines={t:?} must be a number of lines (0 or more)")))?,
+        ),
+    };
+    let stream = match params.stream.as_deref() {
+        None | Some("") => "stdout",
+        Some(s @ ("stdout" | "stderr")) => s,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("stream={other:?} must be stdout or stderr")));
+        }
+    };
+
+    let task = read(&state, "tasks", Some(namespace), name).await?;
+    let uid = task.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let Some(node_name) = task.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
+        return Err(ApiError::conflict(format!(
+            "task {name:?} is not bound to a node yet, so it has no log; wait until a scheduler places it"
+        ))
+        .with_details(task_details(name)));
+    };
+    let node = read(&state, "nodes", None, node_name).await.map_err(|e| {
+        if e.code == StatusCode::NOT_FOUND {
+            ApiError::not_found(format!("task {name:?} is bound to node {node_name:?}, which does not exist"))
+                .with_details(task_details(name))
+        } else {
+            e
+        }
+    })?;
+    let Some(endpoint) = node.pointer("/status/agentEndpoint").and_then(Value::as_str).filter(|e| !e.is_empty()) else {
+        return Err(unavailable(format!(
+            "node {node_name:?} has no agent endpoint (status.agentEndpoint), so the log of task {name:?} cannot be \
+             read; is the node's agent running?"
+        )));
+    };
+    let mut url = reqwest::Url::parse(endpoint)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+        .ok_or_else(|| {
+            bad_gateway(format!("node {node_name:?} has an agent endpoint that is not an http URL: {endpoint:?}"))
+        })?;
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(["v1", "tasks", &uid, "log"]);
+    }
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("stream", stream);
+        q.append_pair("follow", if follow { "true" } else { "false" });
+        if let Some(n) = tail {
+            q.append_pair("tail", &n.to_string());
+        }
+    }
+
+    let resp = client()?.get(url).send().await.map_err(|e| {
+        bad_gateway(format!(
+            "cannot reach the agent of node {node_name:?} at {endpoint} to read the log of task {name:?}: {}",
+            error_chain(&e)
+        ))
+    })?;
+    if !resp.status().is_success() {
+        return Err(agent_error(resp, node_name, name).await);
+    }
+    // The log ends with the server too, or graceful shutdown would wait for every
+    // follow to end.
+    let closed = state.closed();
+    let body = resp.bytes_stream().map(|r| r.map_err(std::io::Error::other)).take_until(closed);
+    let mut out = (StatusCode::OK, Body::from_stream(body)).into_response();
+    let headers = out.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Ok(out)
+}
+
+/// One object of the built-in kind `plural`, as JSON; 404 when missing.
+async fn read(state: &AppState, plural: &str, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+    let info = state
+        .registry
+        .by_plural(corral_api::GROUP, corral_api::VERSION, plural)
+        .ok_or_else(|| ApiError::internal(format!("the built-in kind {plural} is not registered")))?;
+    let key = match namespace {
+        Some(ns) => Key::namespaced(info.resource(), ns, name),
+        None => Key::cluster(info.resource(), name),
+    };
+    let stored = state
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::from_store(e, &info, name))?
+        .ok_or_else(|| ApiError::object_not_found(&info, name))?;
+    stored.value().map_err(|e| ApiError::from_store(e, &info, name))
+}
+
+fn task_details(name: &str) -> StatusDetails {
+    StatusDetails {
+        group: corral_api::GROUP.to_string(),
+        kind: "Task".to_string(),
+        name: name.to_string(),
+        causes: Vec::new(),
+    }
+}
+
+fn bad_gateway(message: String) -> ApiError {
+    ApiError { code: StatusCode::BAD_GATEWAY, reason: "BadGateway", message, details: None }
+}
+
+fn unavailable(message: String) -> ApiError {
+    ApiError { code: StatusCode::SERVICE_UNAVAILABLE, reason: "ServiceUnavailable", message, details: None }
+}
+
+/// The agent's error answer, passed on: its 400 and 404 keep their code (the request
+/// or the task is the problem), anything else is the agent failing, 502.
+async fn agent_error(resp: reqwest::Response, node: &str, task: &str) -> ApiError {
+    let code = resp.status();
+    let mut body = Vec::new();
+    let mut chunks = resp.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ERROR_BODY {
+            break;
+        }
+    }
+    let said = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
+    let message = format!("the agent of node {node:?} answered {code} for the log of task {task:?}: {said}");
+    match code {
+        StatusCode::NOT_FOUND => ApiError::not_found(message).with_details(task_details(task)),
+        StatusCode::BAD_REQUEST => ApiError::bad_request(message),
+        _ => bad_gateway(message),
+    }
+}
+
+/// One client for every agent: connections are reused across requests. Agents are
+/// reached directly, never through an environment proxy.
+fn client() -> ApiResult<&'static reqwest::Client> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder().no_proxy().connect_timeout(CONNECT_TIMEOUT).build().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| ApiError::internal(format!("cannot build the HTTP client for agents: {e}")))
+}
+
+/// An error and its causes on one line: reqwest's message alone does not say why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
