@@ -1,0 +1,58 @@
+//! What the agent does for a launch before the shim takes over: the task's directory,
+//! its durable checkpoint, then the bundle or the sandbox.
+
+use std::path::Path;
+
+use super::checkpoint::{self, ExitRecord, LaunchRecord};
+use super::{ExitInfo, bundle};
+use crate::error::{Error, Result};
+use crate::layout::TaskDir;
+
+fn sync_dir(path: &Path) -> Result<()> {
+    std::fs::File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync", path, e))
+}
+
+/// Creates the task's directory and checkpoint, then what the shim needs. A failure
+/// after the checkpoint is recorded as the task's end, since it will not be retried.
+pub(crate) fn prepare(dir: &TaskDir, rec: &LaunchRecord) -> Result<()> {
+    std::fs::create_dir_all(&dir.0).map_err(|e| Error::io("cannot create", &dir.0, e))?;
+    if let Some(parent) = dir.0.parent() {
+        sync_dir(parent)?;
+    }
+    checkpoint::write_json(&dir.launch(), rec)?;
+    let built = build(dir, rec);
+    if let Err(e) = &built {
+        let info = ExitInfo {
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            finished_at: corral_api::meta::now_timestamp(),
+            message: Some(format!("cannot prepare the task: {e}")),
+        };
+        checkpoint::write_exit_once(dir, &ExitRecord { info, interrupted: false })?;
+    }
+    built
+}
+
+fn build(dir: &TaskDir, rec: &LaunchRecord) -> Result<()> {
+    for d in [dir.logs(), dir.sandbox(), dir.bundle()] {
+        std::fs::create_dir_all(&d).map_err(|e| Error::io("cannot create", &d, e))?;
+    }
+    if let Some((uid, gid)) = rec.spec.user {
+        let sandbox = dir.sandbox();
+        std::os::unix::fs::chown(&sandbox, Some(uid), Some(gid)).map_err(|e| Error::io("cannot chown", &sandbox, e))?;
+    }
+    match &rec.spec.rootfs {
+        Some(image) => bundle::create(&rec.spec, image, dir),
+        None => {
+            for m in &rec.spec.mounts {
+                let link = dir.sandbox().join(&m.destination);
+                if let Some(parent) = link.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+                }
+                std::os::unix::fs::symlink(&m.source, &link).map_err(|e| Error::io("cannot link", &link, e))?;
+            }
+            Ok(())
+        }
+    }
+}

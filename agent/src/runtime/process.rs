@@ -1,0 +1,65 @@
+//! Processes the agent runs or watches itself: commands run inside a task, and waiting
+//! for a process that is not our child.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use super::checkpoint::LaunchRecord;
+use super::{POLL, cgroups};
+use crate::layout::TaskDir;
+
+/// Resolves when process `pid` has exited (a pidfd becomes readable then), or after
+/// `limit`. Works for processes that are not our children.
+pub(crate) async fn wait_for_exit(pid: i32, limit: Duration) {
+    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        // Gone already (ESRCH), or no pidfd support: the caller re-checks the lock.
+        tokio::time::sleep(POLL).await;
+        return;
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged until dropped.
+    match unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
+        Ok(afd) => {
+            let _ = tokio::time::timeout(limit, afd.readable()).await;
+        }
+        Err(_) => tokio::time::sleep(POLL).await,
+    }
+}
+
+/// `runc exec`: the process inherits the container's env, user and cwd from its config.
+pub(crate) fn container_exec(rec: &LaunchRecord, pid_file: &Path, argv: &[String]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(&rec.runc);
+    c.arg("--root").arg(&rec.runc_root).arg("exec").arg("--pid-file").arg(pid_file).arg(&rec.spec.uid).args(argv);
+    c
+}
+
+/// A command set up like the native task: its cgroups (`procs` open), sandbox, env, user.
+pub(crate) fn native_exec(
+    dir: &TaskDir,
+    rec: &LaunchRecord,
+    procs: &[OwnedFd],
+    argv: &[String],
+) -> tokio::process::Command {
+    let raw = cgroups::raw(procs);
+    let mut c = tokio::process::Command::new(&argv[0]);
+    c.args(&argv[1..])
+        .env_clear()
+        .envs(rec.spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(match &rec.spec.cwd {
+            Some(cwd) => dir.sandbox().join(cwd),
+            None => dir.sandbox(),
+        })
+        .process_group(0);
+    if let Some((u, g)) = rec.spec.user {
+        c.uid(u).gid(g);
+    }
+    // SAFETY: only async-signal-safe write(2) calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || cgroups::join_self(&raw));
+    }
+    c
+}
