@@ -106,6 +106,17 @@ pub fn check_uid(uid: &str) -> Result<&str> {
     }
 }
 
+/// Writes `bytes` to `path` atomically but not durably: readers see the old content
+/// or the new, never a part, yet a machine crash may lose the write. For files that
+/// only matter while the machine is up (a shim's pid, a running container's config),
+/// where an fsync would only slow task starts.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().ok_or_else(|| Error::Invalid(format!("{} has no parent", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
+}
+
 /// Writes `bytes` to `path` atomically and durably: a temporary file beside it, fsync,
 /// rename, fsync of the directory. Readers see the old content or the new, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

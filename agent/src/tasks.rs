@@ -67,6 +67,8 @@ struct Local {
 enum Ended {
     Exited(ExitInfo),
     Interrupted(String),
+    /// The launch itself failed (runc or exec error).
+    NotStarted(String),
 }
 
 /// Everything the task controller's reconciles share.
@@ -306,8 +308,10 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
             Ok(Action::await_change())
         }
         None => {
-            // Running (or re-adopted): make sure its exit is watched and the status says so.
+            // Running (or re-adopted): make sure its exit is watched, deletion waits for
+            // the agent, and the status says so.
             ctx.watch_exit(&uid);
+            let task = ensure_finalizer(&ctx, task).await?;
             let (started, health) = {
                 let local = ctx.local.lock();
                 let l = local.get(&uid);
@@ -336,6 +340,12 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
 fn apply_end(st: &mut TaskStatus, end: &Ended, kill: Option<&KillReason>) {
     st.health = st.health.take();
     match end {
+        Ended::NotStarted(message) => {
+            st.phase = TaskPhase::Failed;
+            st.reason = Some("LaunchFailed".into());
+            st.message = Some(message.clone());
+            st.finish_time = Some(corral_api::meta::now_timestamp());
+        }
         Ended::Interrupted(reason) => {
             st.phase = TaskPhase::Failed;
             st.reason = Some("LaunchInterrupted".into());
@@ -394,28 +404,22 @@ fn running_status(st: &mut TaskStatus, started: &Started, address: &str) {
 
 async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<Action> {
     let t0 = std::time::Instant::now();
-    // The finalizer first: from here on, deleting the task waits for the agent.
-    if !task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER) {
-        task.metadata.finalizers.push(AGENT_FINALIZER.into());
-        task = update(ctx, &task).await?;
-    }
     let ports = assign_ports(&task);
     let mut st = task.status.clone().unwrap_or_default();
-    st.phase = if task.spec.artifacts.is_empty() { TaskPhase::Starting } else { TaskPhase::Staging };
     st.host_ip = Some(ctx.address.clone());
     st.ports = ports.clone();
-    task = write_status(ctx, &task, st.clone()).await?;
-
+    let staging = !task.spec.artifacts.is_empty();
+    if staging {
+        // Fetching takes a while: say so first.
+        task = ensure_finalizer(ctx, task).await?;
+        st.phase = TaskPhase::Staging;
+        task = write_status(ctx, &task, st.clone()).await?;
+    }
     let dir = TaskDir(ctx.layout.task(&uid));
-    let prepared = prepare(ctx, &task, &uid, &dir, &ports).await;
-    let spec = match prepared {
+    let spec = match prepare(ctx, &task, &uid, &dir, &ports).await {
         Ok(spec) => spec,
         Err((reason, e)) => return fail(ctx, &task, st, reason, &e.to_string()).await,
     };
-    if st.phase == TaskPhase::Staging {
-        st.phase = TaskPhase::Starting;
-        task = write_status(ctx, &task, st.clone()).await?;
-    }
     let image = spec.rootfs.as_ref().and(task.spec.image.clone());
     {
         let mut local = ctx.local.lock();
@@ -423,7 +427,13 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
         l.key = object_ref(&ctx.kind, &serde_json::to_value(&task).unwrap_or_default());
         l.image = image.clone();
     }
-    match ctx.runtime.launch(spec).await {
+    // Nothing is written between accepting the task and starting it: the runtime's
+    // durable checkpoint is what prevents a second launch, an object deleted
+    // meanwhile is found and killed, and every write on this path (or competing with
+    // runc for the CPU) would add to every start. RUNNING is the first word; the
+    // finalizer follows it.
+    let launched = ctx.runtime.launch(spec).await;
+    match launched {
         Ok(started) => {
             ctx.metrics.launched(t0.elapsed());
             tracing::info!(uid, task = %task.metadata.name, pid = started.pid, "task running");
@@ -432,8 +442,10 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
             }
             ctx.watch_exit(&uid);
             ctx.metrics.running.set(ctx.running_count() as i64);
+            // Should this fail, the next reconcile finds the task running and says so.
             running_status(&mut st, &started, &ctx.address);
-            write_status(ctx, &task, st).await?;
+            let task = write_status(ctx, &task, st).await?;
+            let task = ensure_finalizer(ctx, task).await?;
             if !task.spec.health_checks.is_empty() {
                 start_health_checks(ctx, &task, &uid);
             }
@@ -443,12 +455,22 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
             // The checkpoint exists, so this task will never be launched again; a
             // failed launch is final.
             if let Some(l) = ctx.local.lock().get_mut(&uid) {
-                l.ended = Some(Ended::Interrupted(e.to_string()));
+                l.ended = Some(Ended::NotStarted(e.to_string()));
             }
             cleanup(ctx, &uid).await;
             fail(ctx, &task, st, "LaunchFailed", &e.to_string()).await
         }
     }
+}
+
+/// Adds the agent's finalizer if missing: from then on, deleting the task waits until
+/// the agent has stopped it.
+async fn ensure_finalizer(ctx: &TaskContext, mut task: Task) -> Result<Task> {
+    if task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER) || task.metadata.deletion_timestamp.is_some() {
+        return Ok(task);
+    }
+    task.metadata.finalizers.push(AGENT_FINALIZER.into());
+    update(ctx, &task).await
 }
 
 async fn fail(ctx: &TaskContext, task: &Task, mut st: TaskStatus, reason: &str, message: &str) -> Result<Action> {

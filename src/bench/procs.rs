@@ -16,6 +16,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Wraps a started child serving at `addr`.
+    pub fn new(child: Child, addr: SocketAddr) -> Self {
+        Proc { child, addr }
+    }
+
     /// Resident set size of the process, in bytes, from `/proc`.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;

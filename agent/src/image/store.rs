@@ -295,7 +295,9 @@ impl ImageStore {
         }
         let dir = self.dir.join("leases").join(id);
         fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-        write_atomic(&dir.join(holder), b"")
+        // Not fsynced: leases only protect images from tasks that run, and none
+        // survives a machine crash.
+        crate::layout::write_replace(&dir.join(holder), b"")
     }
 
     /// Drops `holder`'s lease on `image_id`. Idempotent.

@@ -219,7 +219,7 @@ pub(crate) fn create(spec: &LaunchSpec, image_rootfs: &Path, dir: &TaskDir) -> R
     let config = config(spec, dir)?;
     let bytes =
         serde_json::to_vec_pretty(&config).map_err(|source| Error::Json { what: "container config".into(), source })?;
-    crate::layout::write_atomic(&b.config(), &bytes)
+    crate::layout::write_replace(&b.config(), &bytes)
 }
 
 fn cstring(s: &str) -> Result<CString> {

@@ -114,6 +114,13 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
+/// Writes a JSON file atomically, without waiting for the disk: for what only matters
+/// while the machine is up (after a reboot no shim or container survives anyway).
+pub(crate) fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(|source| Error::Json { what: path.display().to_string(), source })?;
+    crate::layout::write_replace(path, &bytes)
+}
+
 /// The launch checkpoint of a task.
 pub(crate) fn read_launch(dir: &TaskDir) -> Result<LaunchRecord> {
     read_json(&dir.launch())?

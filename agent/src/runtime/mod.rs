@@ -147,6 +147,17 @@ pub struct Runtime {
     cfg: Arc<RuntimeConfig>,
 }
 
+/// `name` itself if it holds a `/`, else its first executable match on `PATH`.
+fn find_executable(name: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if name.components().count() > 1 {
+        return is_exec(name).then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_exec(p))
+}
+
 fn join_err(e: tokio::task::JoinError) -> Error {
     Error::Runtime(format!("background task failed: {e}"))
 }
@@ -157,10 +168,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 impl Runtime {
     /// A runtime over `cfg.layout`; creates `tasks/` and runc's state root.
-    pub fn new(cfg: RuntimeConfig) -> Result<Self> {
+    pub fn new(mut cfg: RuntimeConfig) -> Result<Self> {
         for d in [cfg.layout.tasks(), runc_root(&cfg.layout)] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io("cannot create", &d, e))?;
         }
+        // Looked up once: a PATH search per launch and per exec is time on every start.
+        cfg.runc = find_executable(&cfg.runc)
+            .ok_or_else(|| Error::Runtime(format!("{} not found (scripts/setup.sh installs runc)", cfg.runc.display())))?;
         Ok(Runtime { cfg: Arc::new(cfg) })
     }
 
@@ -217,17 +231,9 @@ impl Runtime {
             .open(&shim_log)
             .map_err(|e| Error::io("cannot open", &shim_log, e))?;
         let mut cmd = tokio::process::Command::new(&self.cfg.shim_exe);
+        // The shim makes itself a session leader first thing; no pre_exec hook here, so
+        // the spawn stays a cheap posix_spawn rather than a fork of the whole agent.
         cmd.arg(SHIM_ARG).arg(&dir.0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-        // SAFETY: setsid is async-signal-safe. Its own session keeps the shim out of
-        // the agent's job control and signals, so it survives the agent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         cmd.spawn().map_err(|e| Error::io("cannot start the shim", self.cfg.shim_exe.clone(), e))
     }
 

@@ -46,6 +46,12 @@ pub fn shim_main(args: &[OsString]) -> u8 {
 }
 
 fn run(dir: &TaskDir) -> Result<u8> {
+    // Its own session keeps the shim out of the agent's job control and signals, so it
+    // survives the agent. Done here rather than between fork and exec in the agent,
+    // which would force a full fork of the agent instead of a cheap spawn.
+    // SAFETY: setsid takes no arguments; it fails only for a group leader, which a
+    // freshly spawned shim is not (the error is then harmless).
+    unsafe { libc::setsid() };
     let lock = TaskLock::open(dir)?;
     if !lock.try_lock()? {
         // Another shim supervises the task, or the agent is deciding its fate.
@@ -62,7 +68,7 @@ fn run(dir: &TaskDir) -> Result<u8> {
         return Err(Error::Runtime(format!("cannot become a subreaper: {}", std::io::Error::last_os_error())));
     }
     let me = ShimRecord { pid: std::process::id() as i32, started_at: corral_api::meta::now_timestamp() };
-    checkpoint::write_json(&dir.shim(), &me)?;
+    checkpoint::write_json_volatile(&dir.shim(), &me)?;
     let rec = checkpoint::read_launch(dir)?;
 
     let mut reaper = Reaper::default();
@@ -101,7 +107,7 @@ fn run(dir: &TaskDir) -> Result<u8> {
         started_at: corral_api::meta::now_timestamp(),
     };
     // The task runs now: failing to record that must not leave it unsupervised.
-    if let Err(e) = checkpoint::write_json(&dir.started(), &started) {
+    if let Err(e) = checkpoint::write_json_volatile(&dir.started(), &started) {
         eprintln!("corral shim: {e}");
     }
     report(&ShimReport::Started(started));

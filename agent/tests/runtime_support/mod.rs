@@ -162,7 +162,7 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// The shim: `CORRAL_TEST_SHIM` (e.g. the `corral` binary, to test its `__shim`
-/// dispatch) or this crate's `corral-shim`.
+/// dispatch) or this crate's `test-shim`.
 pub fn shim_exe() -> PathBuf {
-    std::env::var_os("CORRAL_TEST_SHIM").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_corral-shim")), PathBuf::from)
+    std::env::var_os("CORRAL_TEST_SHIM").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_test-shim")), PathBuf::from)
 }

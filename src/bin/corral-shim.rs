@@ -1,5 +1,7 @@
-//! The shim alone, for tests of the agent crate (the `corral` binary is the shim in
-//! production): `corral-shim [__shim] <task-dir>`.
+//! `corral-shim <task-dir>`: the per-task supervisor the agent starts for each task.
+//! The same code runs as `corral __shim`, but this small binary starts faster and
+//! holds far less memory for as long as its task lives (one per running task), so the
+//! agent uses it when it sits beside `corral`.
 
 fn main() -> std::process::ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
