@@ -54,8 +54,8 @@ async fn a_killed_agent_readopts_its_tasks_without_restarting_them() {
         assert_eq!(field(&now, "/status/phase"), &json!("RUNNING"), "{name}: {now:#}");
         assert_eq!(field(&now, "/status/startTime"), field(&before[i], "/status/startTime"), "{name} restarted");
         let uid = field(&now, "/metadata/uid").as_str().expect("uid");
-        let starts = std::fs::read_to_string(c.work_dir().join("tasks").join(uid).join("sandbox/starts"))
-            .expect("starts file");
+        let starts =
+            std::fs::read_to_string(c.work_dir().join("tasks").join(uid).join("sandbox/starts")).expect("starts file");
         assert_eq!(starts, "started\n", "{name} was started more than once");
     }
     // The re-adopted tasks are under the new agent's control.
@@ -73,14 +73,15 @@ async fn a_stopped_heartbeat_makes_the_node_unreachable_and_its_tasks_lost() {
     let c = Cluster::start("silent", Duration::from_secs(3)).await;
     let node_path = format!("/apis/corral.dev/v1/nodes/{}", c.node);
     c.wait_for(&node_path, "the node to be Ready", |n| field(n, "/status/phase") == &json!("Ready")).await;
-    c.create_task("lost", json!({"image": "busybox", "command": ["sleep", "1000"], "killGracePeriodSeconds": 1}))
-        .await;
+    c.create_task("lost", json!({"image": "busybox", "command": ["sleep", "1000"], "killGracePeriodSeconds": 1})).await;
     let running = c.wait_phase("lost", "RUNNING").await;
     let container = field(&running, "/status/containerId").as_str().expect("container").to_string();
 
     // A stopped agent sends no heartbeat, exactly like a partitioned one.
     c.signal_agent(libc::SIGSTOP);
-    let node = c.wait_for(&node_path, "the node to be Unreachable", |n| field(n, "/status/phase") == &json!("Unreachable")).await;
+    let node = c
+        .wait_for(&node_path, "the node to be Unreachable", |n| field(n, "/status/phase") == &json!("Unreachable"))
+        .await;
     assert!(field(&node, "/status/message").as_str().is_some_and(|m| m.contains("heartbeat")), "{node:#}");
     let lost = c.wait_phase("lost", "LOST").await;
     assert_eq!(field(&lost, "/status/reason"), &json!("NodeUnreachable"));

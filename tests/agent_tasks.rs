@@ -136,8 +136,11 @@ async fn a_task_that_cannot_start_fails_with_a_reason() {
     let c = Cluster::start("bad", Duration::from_secs(60)).await;
     c.create_task("no-image", json!({"image": "nosuch:1", "command": ["true"]})).await;
     c.create_task("no-binary", json!({"image": "busybox", "command": ["/nonexistent"]})).await;
-    c.create_task("escape", json!({"image": "busybox", "command": ["true"],
-        "volumeMounts": [{"volume": "../../etc", "mountPath": "/x"}]}))
+    c.create_task(
+        "escape",
+        json!({"image": "busybox", "command": ["true"],
+        "volumeMounts": [{"volume": "../../etc", "mountPath": "/x"}]}),
+    )
     .await;
     let t = c.wait_phase("no-image", "FAILED").await;
     assert_eq!(t.pointer("/status/reason"), Some(&json!("ImageNotFound")), "{t:#}");

@@ -52,7 +52,8 @@ async fn nodes_without_heartbeats_become_unreachable_and_their_tasks_lost() {
     let s = TestServer::start_with(|c| c.node_grace_period = Duration::from_secs(1)).await;
     let (code, ns) = s.get("/apis/corral.dev/v1/namespaces/corral-system").await;
     assert_eq!(code, StatusCode::OK, "the lease namespace exists from the start: {ns}");
-    let (code, body) = s.post(NODES, &json!({"apiVersion": "corral.dev/v1", "kind": "Node", "metadata": {"name": "n1"}})).await;
+    let (code, body) =
+        s.post(NODES, &json!({"apiVersion": "corral.dev/v1", "kind": "Node", "metadata": {"name": "n1"}})).await;
     assert_eq!(code, StatusCode::CREATED, "{body}");
     renew(&s, "n1").await;
 

@@ -89,8 +89,9 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         log_max_files: cfg.log_max_files,
     })?);
     let images = Arc::new(ImageStore::open(layout.images())?);
-    let listener =
-        tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| Error::io("cannot listen on", cfg.listen.to_string(), e))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Error::io("cannot listen on", cfg.listen.to_string(), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("cannot read bound address", cfg.listen.to_string(), e))?;
     let endpoint = format!("http://{addr}");
     let address = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod artifacts;
 pub mod error;
 pub mod health;
@@ -16,7 +17,6 @@ pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod runtime;
-pub mod agent;
 pub mod tasks;
 pub mod users;
 

@@ -21,9 +21,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use corral_api::KindInfo;
 use corral_api::Resource;
 use corral_api::task::{AGENT_FINALIZER, Task, TaskHealth, TaskPhase, TaskStatus};
-use corral_api::KindInfo;
 use corral_controllers::reflector::object_ref;
 use corral_controllers::{Action, Client, EventType, ObjectRef, Recorder, WorkQueue};
 use parking_lot::Mutex;
@@ -222,8 +222,8 @@ impl TaskContext {
 
 /// The reconcile function of the agent's task controller.
 pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action> {
-    let task: Task = serde_json::from_value((*obj).clone())
-        .map_err(|e| Error::Json { what: "task".into(), source: e })?;
+    let task: Task =
+        serde_json::from_value((*obj).clone()).map_err(|e| Error::Json { what: "task".into(), source: e })?;
     if task.spec.node_name.as_deref() != Some(ctx.node.as_str()) {
         return Ok(Action::await_change());
     }
@@ -367,9 +367,13 @@ fn apply_end(st: &mut TaskStatus, end: &Ended, kill: Option<&KillReason>) {
                 (Some(KillReason::HealthCheckFailed(m)), _) => {
                     (TaskPhase::Failed, "HealthCheckFailed".into(), format!("killed after failing health checks: {m}"))
                 }
-                (Some(KillReason::Deleted), _) => (TaskPhase::Killed, "Killed".into(), "killed: the task was deleted".into()),
+                (Some(KillReason::Deleted), _) => {
+                    (TaskPhase::Killed, "Killed".into(), "killed: the task was deleted".into())
+                }
                 (Some(KillReason::Requested), _) => (TaskPhase::Killed, "Killed".into(), "killed on request".into()),
-                (None, i) if i.exit_code == Some(0) => (TaskPhase::Finished, "Completed".into(), "exited with code 0".into()),
+                (None, i) if i.exit_code == Some(0) => {
+                    (TaskPhase::Finished, "Completed".into(), "exited with code 0".into())
+                }
                 (None, i) if i.exit_code.is_some() => {
                     (TaskPhase::Failed, "Error".into(), format!("exited with code {}", i.exit_code.unwrap_or_default()))
                 }
@@ -585,7 +589,8 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
     let mut mounts = Vec::new();
     for m in &spec.volume_mounts {
         let source = ctx.layout.volume(&m.volume).map_err(|e| ("InvalidSpec", e))?;
-        std::fs::create_dir_all(&source).map_err(|e| ("VolumeFailed", Error::io("cannot create volume", &source, e)))?;
+        std::fs::create_dir_all(&source)
+            .map_err(|e| ("VolumeFailed", Error::io("cannot create volume", &source, e)))?;
         mounts.push(Mount { source, destination: m.mount_path.clone(), read_only: m.read_only });
     }
     Ok(LaunchSpec {

@@ -84,11 +84,9 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, stop: watch::Recei
         for node in node_cache.list() {
             let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else { continue };
             seen.push(name.to_string());
-            let lease = lease_cache.list().into_iter().find(|l| l.pointer("/metadata/name") == Some(&Value::from(name)));
-            let record = lease
-                .as_ref()
-                .and_then(|l| l.pointer("/metadata/resourceVersion"))
-                .map(|v| v.to_string());
+            let lease =
+                lease_cache.list().into_iter().find(|l| l.pointer("/metadata/name") == Some(&Value::from(name)));
+            let record = lease.as_ref().and_then(|l| l.pointer("/metadata/resourceVersion")).map(|v| v.to_string());
             let obs = observed.entry(name.to_string()).or_insert(Observed { record: record.clone(), since: now });
             if obs.record != record {
                 *obs = Observed { record, since: now };
@@ -124,15 +122,13 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, stop: watch::Recei
 /// Writes the node's phase when it differs, compare-and-swap on the cached version
 /// (a conflict just waits for the next tick).
 async fn set_phase(client: &Client, kind: &KindInfo, node: &Value, phase: NodePhase, message: &str) -> Result<()> {
-    let current: Option<NodePhase> =
-        node.pointer("/status/phase").and_then(|p| serde_json::from_value(p.clone()).ok());
+    let current: Option<NodePhase> = node.pointer("/status/phase").and_then(|p| serde_json::from_value(p.clone()).ok());
     if current == Some(phase) {
         return Ok(());
     }
     let mut updated = node.clone();
-    let status = updated
-        .as_object_mut()
-        .map(|o| o.entry("status").or_insert_with(|| Value::Object(Default::default())));
+    let status =
+        updated.as_object_mut().map(|o| o.entry("status").or_insert_with(|| Value::Object(Default::default())));
     if let Some(Value::Object(s)) = status {
         s.insert("phase".into(), serde_json::to_value(phase).unwrap_or_default());
         s.insert("message".into(), message.into());
@@ -154,9 +150,8 @@ async fn mark_lost(client: &Client, kind: &KindInfo, task: &Value, node: &str) -
         return Ok(());
     }
     let mut updated = task.clone();
-    let status = updated
-        .as_object_mut()
-        .map(|o| o.entry("status").or_insert_with(|| Value::Object(Default::default())));
+    let status =
+        updated.as_object_mut().map(|o| o.entry("status").or_insert_with(|| Value::Object(Default::default())));
     if let Some(Value::Object(s)) = status {
         s.insert("phase".into(), serde_json::to_value(TaskPhase::Lost).unwrap_or_default());
         s.insert("reason".into(), "NodeUnreachable".into());

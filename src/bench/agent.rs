@@ -60,7 +60,14 @@ pub async fn run_agent_bench(opts: AgentBenchOptions) -> anyhow::Result<()> {
     let mut ours_us = Vec::new();
     let mut bare_us = Vec::new();
     for i in 0..opts.tasks {
-        let took = start_task(&http, &url, &format!("c{i}"), json!({"image": "busybox", "command": ["sleep", "100000"]}), &mut running).await?;
+        let took = start_task(
+            &http,
+            &url,
+            &format!("c{i}"),
+            json!({"image": "busybox", "command": ["sleep", "100000"]}),
+            &mut running,
+        )
+        .await?;
         ours_us.push(took.as_micros() as u64);
         if i == 0 {
             bare.take_config(&work)?;
@@ -75,7 +82,9 @@ pub async fn run_agent_bench(opts: AgentBenchOptions) -> anyhow::Result<()> {
 
     let mut native_us = Vec::new();
     for i in 0..opts.native {
-        let took = start_task(&http, &url, &format!("n{i}"), json!({"command": ["/bin/sleep", "100000"]}), &mut running).await?;
+        let took =
+            start_task(&http, &url, &format!("n{i}"), json!({"command": ["/bin/sleep", "100000"]}), &mut running)
+                .await?;
         native_us.push(took.as_micros() as u64);
     }
     ours_us.sort_unstable();
@@ -113,7 +122,8 @@ pub async fn run_agent_bench(opts: AgentBenchOptions) -> anyhow::Result<()> {
         let _ = http.delete(format!("{url}/apis/corral.dev/v1/namespaces/default/tasks/{name}")).send().await;
     }
     for _ in 0..600 {
-        let list: Value = http.get(format!("{url}/apis/corral.dev/v1/namespaces/default/tasks")).send().await?.json().await?;
+        let list: Value =
+            http.get(format!("{url}/apis/corral.dev/v1/namespaces/default/tasks")).send().await?.json().await?;
         if list["items"].as_array().is_none_or(|i| i.is_empty()) {
             break;
         }
@@ -156,7 +166,8 @@ type Seen = tokio::sync::mpsc::UnboundedReceiver<(String, String, Instant)>;
 async fn watch_running(http: &reqwest::Client, url: &str) -> anyhow::Result<Seen> {
     // The watch starts at a listed revision: the server answers a watch only once it
     // has an event, so the request is made in the background and misses nothing.
-    let list: Value = http.get(format!("{url}/apis/corral.dev/v1/namespaces/default/tasks")).send().await?.json().await?;
+    let list: Value =
+        http.get(format!("{url}/apis/corral.dev/v1/namespaces/default/tasks")).send().await?.json().await?;
     let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("0").to_string();
     let req = http.get(format!("{url}/apis/corral.dev/v1/namespaces/default/tasks?watch=true&resourceVersion={rv}"));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -184,7 +195,13 @@ async fn watch_running(http: &reqwest::Client, url: &str) -> anyhow::Result<Seen
 }
 
 /// Creates a bound task and waits for its RUNNING on the watch.
-async fn start_task(http: &reqwest::Client, url: &str, name: &str, spec: Value, seen: &mut Seen) -> anyhow::Result<Duration> {
+async fn start_task(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    spec: Value,
+    seen: &mut Seen,
+) -> anyhow::Result<Duration> {
     let mut spec = spec;
     spec["nodeName"] = json!("bench");
     spec["killGracePeriodSeconds"] = json!(1);
@@ -263,7 +280,10 @@ impl Bare {
             bundle.join("upper").display(),
             bundle.join("work").display()
         );
-        let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(bundle.join("rootfs")).status()?;
+        let st = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(bundle.join("rootfs"))
+            .status()?;
         if !st.success() {
             bail!("cannot mount the overlay for bare runc");
         }
@@ -295,7 +315,11 @@ impl Bare {
 
     fn stop(&self, n: usize) {
         for i in 0..n {
-            let _ = Command::new("runc").arg("--root").arg(&self.root).args(["delete", "--force", &format!("bare-{i}")]).output();
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&self.root)
+                .args(["delete", "--force", &format!("bare-{i}")])
+                .output();
             let _ = Command::new("umount").arg(self.dir.join(format!("b{i}/rootfs"))).output();
         }
     }
@@ -316,7 +340,9 @@ fn shim_memory(work: &Path) -> (usize, u64, u64) {
         let kb = |file: &str, key: &str| -> u64 {
             std::fs::read_to_string(p.path().join(file))
                 .ok()
-                .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+                .and_then(|s| {
+                    s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+                })
                 .unwrap_or(0)
                 * 1024
         };

@@ -305,11 +305,7 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 }
 
 /// Runs the controllers built into the server, talking to it through its router.
-fn spawn_builtin_controllers(
-    state: &AppState,
-    router: Router,
-    cfg: &ServerConfig,
-) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_builtin_controllers(state: &AppState, router: Router, cfg: &ServerConfig) -> Vec<tokio::task::JoinHandle<()>> {
     let client = corral_controllers::Client::new(Arc::new(in_process::InProcess::new(router)));
     let lifecycle = corral_controllers::node_lifecycle::NodeLifecycleConfig {
         grace_period: cfg.node_grace_period,

@@ -190,7 +190,8 @@ impl Cluster {
         self.kill_agent();
         // For debugging a passing run too.
         if let Some(dir) = std::env::var_os("CORRAL_KEEP_AGENT_LOGS") {
-            let _ = std::fs::copy(self.dir.path().join("agent.log"), PathBuf::from(dir).join(format!("{}.log", self.node)));
+            let _ =
+                std::fs::copy(self.dir.path().join("agent.log"), PathBuf::from(dir).join(format!("{}.log", self.node)));
         }
         cleanup_work_dir(&self.work_dir());
         if let Some(s) = self.server.take() {

@@ -150,11 +150,13 @@ pub struct Runtime {
 /// `name` itself if it holds a `/`, else its first executable match on `PATH`.
 fn find_executable(name: &std::path::Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let is_exec =
+        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if name.components().count() > 1 {
         return is_exec(name).then(|| name.to_path_buf());
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_exec(p))
 }
 
@@ -173,8 +175,9 @@ impl Runtime {
             std::fs::create_dir_all(&d).map_err(|e| Error::io("cannot create", &d, e))?;
         }
         // Looked up once: a PATH search per launch and per exec is time on every start.
-        cfg.runc = find_executable(&cfg.runc)
-            .ok_or_else(|| Error::Runtime(format!("{} not found (scripts/setup.sh installs runc)", cfg.runc.display())))?;
+        cfg.runc = find_executable(&cfg.runc).ok_or_else(|| {
+            Error::Runtime(format!("{} not found (scripts/setup.sh installs runc)", cfg.runc.display()))
+        })?;
         Ok(Runtime { cfg: Arc::new(cfg) })
     }
 
