@@ -17,7 +17,7 @@ pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
         }
         None => (None, vec![corral_agent::node::DEFAULT_PORTS]),
     };
-    let name = a.name.clone().unwrap_or_else(corral_agent::node::hostname);
+    let name = a.name.clone().unwrap_or_else(|| node_name_from(&corral_agent::node::hostname()));
     corral_api::names::check_dns_label(&name).map_err(|e| anyhow::anyhow!("--name {name:?}: {e}"))?;
     Ok(AgentConfig {
         name,
@@ -35,6 +35,15 @@ pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
         shim_exe: shim_exe()?,
         concurrency: 8,
     })
+}
+
+/// A valid Node name from a host name: its first label, lowercased, other characters
+/// replaced by `-` (`Build-01.example.com` → `build-01`).
+fn node_name_from(host: &str) -> String {
+    let label = host.split('.').next().unwrap_or_default().to_ascii_lowercase();
+    let name: String = label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(63).collect();
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() { "node".to_string() } else { name }
 }
 
 /// The program each task's shim runs: `corral-shim`, built beside this binary by the
@@ -56,4 +65,13 @@ pub(crate) async fn run(server: &str, a: AgentArgs) -> anyhow::Result<()> {
         }
     };
     corral_agent::agent::run(client, cfg, shutdown).await.context("agent failed")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_names_become_node_names() {
+        assert_eq!(super::node_name_from("Build_01.example.com"), "build-01");
+        assert_eq!(super::node_name_from("-"), "node");
+    }
 }

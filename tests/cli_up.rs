@@ -1,0 +1,112 @@
+//! `corral up` end to end through the CLI, as the README shows it: the server with
+//! its local agent, an image imported into the agent's store, a task applied from a
+//! manifest, `get`, `logs`, `describe`, and a clean stop on SIGTERM.
+
+mod agent_support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn corral(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("corral runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool, log: &std::path::Path) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "waited in vain for {what}\ncorral up log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let log = dir.path().join("up.log");
+    let mut up = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &listen])
+        .env("CORRAL_NODE_NAME", "local")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("corral up starts");
+    let work = data.join("agent");
+
+    wait_until("the local node to be Ready", || {
+        let (code, out, _) = corral(&url, &["get", "node", "local", "-o", "json"]);
+        code == 0 && serde_json::from_str::<Value>(&out).is_ok_and(|n| n["status"]["phase"] == "Ready")
+    }, &log);
+
+    let archive = dir.path().join("busybox.tar");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
+    let st = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
+    assert!(st.success(), "the example image script builds an archive");
+    let work_s = work.to_str().expect("utf-8 path");
+    let (code, out, err) = corral(&url, &["image", "import", archive.to_str().expect("path"), "--work-dir", work_s]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, images, _) = corral(&url, &["image", "ls", "--work-dir", work_s]);
+    assert!(images.contains("busybox:latest"), "{images}");
+
+    let manifest = dir.path().join("hello.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: corral.dev/v1\nkind: Task\nmetadata:\n  name: hello\nspec:\n  nodeName: local\n  image: busybox\n  \
+         command: [sh, -c, 'echo hello from $CORRAL_TASK_NAME']\n",
+    )
+    .expect("manifest");
+    let (code, out, err) = corral(&url, &["apply", "-f", manifest.to_str().expect("path")]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    wait_until("hello to finish", || {
+        let (_, out, _) = corral(&url, &["get", "task", "hello", "-o", "json"]);
+        serde_json::from_str::<Value>(&out).is_ok_and(|t| t["status"]["phase"] == "FINISHED")
+    }, &log);
+    let (_, table, _) = corral(&url, &["get", "tasks"]);
+    assert!(table.contains("FINISHED") && table.contains("local"), "{table}");
+    let (code, out, err) = corral(&url, &["logs", "hello"]);
+    assert_eq!((code, out.as_str()), (0, "hello from hello\n"), "{err}");
+    let (_, described, _) = corral(&url, &["describe", "task", "hello"]);
+    assert!(described.contains("Completed"), "{described}");
+
+    // SIGTERM stops server and agent cleanly.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = up.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "corral up did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "corral up exited with {status}");
+    agent_support::cleanup_work_dir(&work);
+}
