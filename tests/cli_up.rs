@@ -52,7 +52,7 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
         .arg("--data-dir")
         .arg(&data)
         .args(["--listen", &listen])
-        .env("CORRAL_NODE_NAME", "local")
+        .env_remove("CORRAL_NODE_NAME")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -75,13 +75,8 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
     let (_, images, _) = corral(&url, &["image", "ls", "--work-dir", work_s]);
     assert!(images.contains("busybox:latest"), "{images}");
 
-    let manifest = dir.path().join("hello.yaml");
-    std::fs::write(
-        &manifest,
-        "apiVersion: corral.dev/v1\nkind: Task\nmetadata:\n  name: hello\nspec:\n  nodeName: local\n  image: busybox\n  \
-         command: [sh, -c, 'echo hello from $CORRAL_TASK_NAME']\n",
-    )
-    .expect("manifest");
+    // The README's example task, bound to the node `corral up` names `local`.
+    let manifest = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tasks/hello.yaml"));
     let (code, out, err) = corral(&url, &["apply", "-f", manifest.to_str().expect("path")]);
     assert_eq!(code, 0, "{out}{err}");
 
@@ -92,7 +87,7 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
     let (_, table, _) = corral(&url, &["get", "tasks"]);
     assert!(table.contains("FINISHED") && table.contains("local"), "{table}");
     let (code, out, err) = corral(&url, &["logs", "hello"]);
-    assert_eq!((code, out.as_str()), (0, "hello from hello\n"), "{err}");
+    assert_eq!((code, out.as_str()), (0, "hello 1 from hello\nhello 2 from hello\nhello 3 from hello\n"), "{err}");
     let (_, described, _) = corral(&url, &["describe", "task", "hello"]);
     assert!(described.contains("Completed"), "{described}");
 

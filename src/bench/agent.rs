@@ -42,6 +42,7 @@ pub async fn run_agent_bench(opts: AgentBenchOptions) -> anyhow::Result<()> {
     let image = store.import(&archive, None)?;
     let rootfs = store.resolve("busybox")?.rootfs;
 
+    let _leftovers = Leftovers { work: work.clone(), bare: dir.path().join("bare") };
     let server = start_corral(&dir.path().join("data")).await?;
     let url = format!("http://{}", server.addr);
     let agent = start_agent(&url, &work).await?;
@@ -321,6 +322,41 @@ impl Bare {
                 .args(["delete", "--force", &format!("bare-{i}")])
                 .output();
             let _ = Command::new("umount").arg(self.dir.join(format!("b{i}/rootfs"))).output();
+        }
+    }
+}
+
+/// Whatever a run leaves, removed even when it fails half-way: shims and their tasks,
+/// runc containers (the agent's and the bare ones), overlay mounts.
+struct Leftovers {
+    work: PathBuf,
+    bare: PathBuf,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let work = self.work.display().to_string();
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains("shim") && cmd.contains(&work) {
+                    let _ = Command::new("kill").args(["-KILL", &p.file_name().to_string_lossy()]).output();
+                }
+            }
+        }
+        for root in [self.work.join("runc"), self.bare.join("runc")] {
+            if let Ok(out) = Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
+                for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
+                    let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
+                }
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if m.starts_with(&work) || m.starts_with(&self.bare.display().to_string()) {
+                let _ = Command::new("umount").args(["-l", m]).output();
+            }
         }
     }
 }

@@ -43,9 +43,13 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
     let server = crate::server::start(cfg).await?;
     // DNS joins `Role::Everything` as it is built.
     let agent = if role == Role::Everything && !args.no_agent {
+        let defaults = super::args::AgentArgs::parse_from(["agent"]);
+        // The one node of an all-in-one system is `local` unless told otherwise, so
+        // that manifests can name it.
         let agent_args = super::args::AgentArgs {
             work_dir: data_dir.join("agent"),
-            ..super::args::AgentArgs::parse_from(["agent"])
+            name: defaults.name.clone().or_else(|| Some("local".to_string())),
+            ..defaults
         };
         let cfg = super::agent::config(&agent_args)?;
         let client = corral_controllers::Client::http(&format!("http://{}", server.addr()))?;
