@@ -21,6 +21,7 @@ test: setup
 
 bench: build
 	./target/release/corral bench store
+	./target/release/corral bench agent
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -45,3 +45,27 @@ fn bench_store_runs_and_reports_every_figure() {
     }
     assert!(!stdout.contains("errors)"), "operations failed during the bench:\n{stdout}");
 }
+
+/// `corral bench agent` runs end to end (real runc, a real agent process) and prints
+/// every figure the agent issue asks for.
+#[test]
+fn bench_agent_runs_and_reports_every_figure() {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["bench", "agent", "--tasks", "3", "--native", "2"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run corral bench agent");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    for figure in [
+        "bare `runc run --detach`",
+        "corral task, binding → RUNNING (runc)",
+        "bare runc; target",
+        "corral task, binding → RUNNING (native)",
+        "agent with 3 running tasks",
+        "3 shims (one per task)",
+    ] {
+        assert!(stdout.contains(figure), "missing {figure:?} in:\n{stdout}");
+    }
+}

@@ -60,10 +60,14 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
         .expect("corral up starts");
     let work = data.join("agent");
 
-    wait_until("the local node to be Ready", || {
-        let (code, out, _) = corral(&url, &["get", "node", "local", "-o", "json"]);
-        code == 0 && serde_json::from_str::<Value>(&out).is_ok_and(|n| n["status"]["phase"] == "Ready")
-    }, &log);
+    wait_until(
+        "the local node to be Ready",
+        || {
+            let (code, out, _) = corral(&url, &["get", "node", "local", "-o", "json"]);
+            code == 0 && serde_json::from_str::<Value>(&out).is_ok_and(|n| n["status"]["phase"] == "Ready")
+        },
+        &log,
+    );
 
     let archive = dir.path().join("busybox.tar");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
@@ -80,10 +84,14 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
     let (code, out, err) = corral(&url, &["apply", "-f", manifest.to_str().expect("path")]);
     assert_eq!(code, 0, "{out}{err}");
 
-    wait_until("hello to finish", || {
-        let (_, out, _) = corral(&url, &["get", "task", "hello", "-o", "json"]);
-        serde_json::from_str::<Value>(&out).is_ok_and(|t| t["status"]["phase"] == "FINISHED")
-    }, &log);
+    wait_until(
+        "hello to finish",
+        || {
+            let (_, out, _) = corral(&url, &["get", "task", "hello", "-o", "json"]);
+            serde_json::from_str::<Value>(&out).is_ok_and(|t| t["status"]["phase"] == "FINISHED")
+        },
+        &log,
+    );
     let (_, table, _) = corral(&url, &["get", "tasks"]);
     assert!(table.contains("FINISHED") && table.contains("local"), "{table}");
     let (code, out, err) = corral(&url, &["logs", "hello"]);

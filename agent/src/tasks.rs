@@ -583,6 +583,9 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
+    // As Kubernetes does: `$(PORT_HTTP)` in the command takes the variable's value, so
+    // that ports assigned at placement reach programs that take them as arguments.
+    let argv: Vec<String> = argv.iter().map(|a| expand(a, &env)).collect();
     if !in_container && !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
     }
@@ -605,6 +608,31 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
         mem_mib: spec.resources.mem,
         mounts,
     })
+}
+
+/// Replaces `$(NAME)` by the value of `NAME` in `env`; `$$(` stands for a literal
+/// `$(`, and unknown names are left as written.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("$$(") {
+            out.push_str("$(");
+            rest = t;
+        } else if let Some((name, after)) = tail.strip_prefix("$(").and_then(|t| t.split_once(')'))
+            && let Some((_, v)) = env.iter().rev().find(|(k, _)| k == name)
+        {
+            out.push_str(v);
+            rest = after;
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Runs a health check command inside a task.
@@ -737,6 +765,13 @@ mod tests {
         assert_eq!((health.phase, health.reason.as_deref()), (TaskPhase::Failed, Some("HealthCheckFailed")));
         let interrupted = end(Ended::Interrupted("restart".into()), None);
         assert_eq!(interrupted.reason.as_deref(), Some("LaunchInterrupted"));
+    }
+
+    #[test]
+    fn variables_expand_in_commands() {
+        let env = vec![("PORT_HTTP".to_string(), "31080".to_string()), ("A".to_string(), "x".to_string())];
+        assert_eq!(expand("-p=$(PORT_HTTP)", &env), "-p=31080");
+        assert_eq!(expand("$(A)$(A) $$(A) $(NOPE) $5 $", &env), "xx $(A) $(NOPE) $5 $");
     }
 
     #[test]
