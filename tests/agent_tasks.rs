@@ -150,3 +150,27 @@ async fn a_task_that_cannot_start_fails_with_a_reason() {
     assert_eq!(t.pointer("/status/reason"), Some(&json!("InvalidSpec")), "{t:#}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_tasks_sandboxes_are_collected_after_their_retention() {
+    let c = Cluster::start_with("gc", Duration::from_secs(60), &["--sandbox-retention", "1"]).await;
+    c.create_task("brief", json!({"image": "busybox", "command": ["sh", "-c", "echo bye"]})).await;
+    c.create_task("long", json!({"image": "busybox", "command": ["sleep", "1000"]})).await;
+    let done = c.wait_phase("brief", "FINISHED").await;
+    c.wait_phase("long", "RUNNING").await;
+    let uid = done.pointer("/metadata/uid").and_then(Value::as_str).expect("uid").to_string();
+    let dir = c.work_dir().join("tasks").join(&uid);
+    let deadline = std::time::Instant::now() + agent_support::PATIENCE;
+    while dir.exists() {
+        assert!(std::time::Instant::now() < deadline, "the sandbox was never collected\n{}", c.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The record stays; the running task's directory is untouched.
+    let still = c.get(&Cluster::task_path("brief")).await.expect("task object stays");
+    assert_eq!(phase(&still), "FINISHED");
+    let long = c.get(&Cluster::task_path("long")).await.expect("task");
+    let long_uid = long.pointer("/metadata/uid").and_then(Value::as_str).expect("uid");
+    assert!(c.work_dir().join("tasks").join(long_uid).join("launch.json").exists());
+    assert_eq!(phase(&long), "RUNNING");
+    c.stop().await;
+}

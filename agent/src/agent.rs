@@ -4,7 +4,7 @@
 //! Stopping the agent leaves its tasks running: their shims supervise them, and the
 //! next agent on this work dir re-adopts them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,8 +46,10 @@ pub struct AgentConfig {
     pub log_max_bytes: u64,
     /// Rotated log files kept per stream.
     pub log_max_files: usize,
-    /// How long an ended task's sandbox and logs stay once its object is gone.
+    /// How long an ended task's sandbox and logs stay after its end.
     pub sandbox_retention: Duration,
+    /// Bytes the directories of ended tasks may take together; the oldest go first.
+    pub sandbox_disk_cap: u64,
     /// The runc executable.
     pub runc: PathBuf,
     /// The executable run as each task's shim (the `corral` binary).
@@ -155,7 +157,13 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         }
     }));
     handles.push(tokio::spawn(heartbeats(client.clone(), cfg.clone(), metrics, stop_rx.clone())));
-    handles.push(tokio::spawn(collect_sandboxes(ctx.clone(), cache, cfg.sandbox_retention, stop_rx.clone())));
+    handles.push(tokio::spawn(collect_sandboxes(
+        ctx.clone(),
+        cache,
+        cfg.sandbox_retention,
+        cfg.sandbox_disk_cap,
+        stop_rx.clone(),
+    )));
     let mut rx = stop_rx.clone();
     let ctx_run = ctx.clone();
     handles.push(tokio::spawn(async move {
@@ -195,13 +203,18 @@ async fn heartbeats(client: Client, cfg: AgentConfig, metrics: Arc<AgentMetrics>
     }
 }
 
-/// Removes the directories of tasks whose objects are gone: a running one (deleted
-/// while the agent was down, or force-removed) is killed first; an ended one is kept
-/// for `retention` after its end so its logs can still be read.
+/// Garbage-collects task directories, as Mesos does with sandboxes:
+/// - a task running without an object (deleted while the agent was down, or removed
+///   by force) is killed — nobody wants it any more;
+/// - an ended task's directory (sandbox and logs) goes `retention` after its end,
+///   whether or not its object remains (once its end is reported);
+/// - while ended tasks' directories together exceed `disk_cap` bytes, the oldest go
+///   first, retention or not.
 async fn collect_sandboxes(
     ctx: Arc<TaskContext>,
     cache: corral_controllers::Cache,
     retention: Duration,
+    disk_cap: u64,
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::select! {
@@ -214,37 +227,93 @@ async fn collect_sandboxes(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let live: HashSet<String> = cache
+        // uid → whether its recorded phase is terminal.
+        let objects: std::collections::HashMap<String, bool> = cache
             .list()
             .iter()
-            .filter_map(|o| o.pointer("/metadata/uid").and_then(|u| u.as_str()).map(str::to_string))
+            .filter_map(|o| {
+                let uid = o.pointer("/metadata/uid")?.as_str()?.to_string();
+                let phase = o.pointer("/status/phase").and_then(|p| serde_json::from_value(p.clone()).ok());
+                Some((uid, phase.is_some_and(corral_api::task::TaskPhase::is_terminal)))
+            })
             .collect();
         let Ok(entries) = std::fs::read_dir(ctx.layout.tasks()) else { continue };
+        let mut ended = Vec::new();
         for entry in entries.flatten() {
             let Some(uid) = entry.file_name().to_str().map(str::to_string) else { continue };
-            if live.contains(&uid) || crate::layout::check_uid(&uid).is_err() {
+            if crate::layout::check_uid(&uid).is_err() {
                 continue;
             }
             let dir = crate::layout::TaskDir(entry.path());
-            let exit = dir.exit();
-            if !exit.exists() && ctx.runtime.launched(&uid) {
-                // Running without an object: nobody wants it any more.
-                tracing::info!(uid, "killing a task whose object is gone");
-                let _ = ctx.runtime.kill(&uid, Duration::from_secs(10)).await;
+            let object = objects.get(&uid).copied();
+            if !dir.exit().exists() {
+                if object.is_none() && ctx.runtime.launched(&uid) {
+                    tracing::info!(uid, "killing a task whose object is gone");
+                    let _ = ctx.runtime.kill(&uid, Duration::from_secs(10)).await;
+                } else if object.is_none() && age(&entry.path()) >= retention {
+                    // Prepared but never launched, and its object is gone.
+                    remove_task_dir(&ctx, &uid).await;
+                }
                 continue;
             }
-            let age = std::fs::metadata(if exit.exists() { exit } else { entry.path() })
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or_default();
-            if age >= retention {
-                tracing::info!(uid, "collecting the sandbox of a task that is gone");
-                let _ = ctx.runtime.cleanup(&uid).await;
-                if let Err(e) = ctx.runtime.remove(&uid).await {
-                    tracing::warn!(uid, error = %e, "cannot remove a task directory");
-                }
+            // An end not yet reported stays until it is.
+            if object == Some(false) {
+                continue;
             }
+            ended.push((age(&dir.exit()), uid, entry.path()));
+        }
+        ended.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut total: u64 = ended.iter().map(|(_, _, p)| dir_size(p)).sum();
+        for (age, uid, path) in ended {
+            if age < retention && total <= disk_cap {
+                break;
+            }
+            let size = dir_size(&path);
+            tracing::info!(
+                uid,
+                age_s = age.as_secs(),
+                size,
+                over_cap = total > disk_cap,
+                "collecting an ended task's sandbox"
+            );
+            remove_task_dir(&ctx, &uid).await;
+            total = total.saturating_sub(size);
+        }
+    }
+}
+
+fn age(path: &std::path::Path) -> Duration {
+    std::fs::symlink_metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).unwrap_or_default()
+}
+
+/// Bytes under `path`, without following symlinks (a task may have planted any).
+fn dir_size(path: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&p) else { continue };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+async fn remove_task_dir(ctx: &TaskContext, uid: &str) {
+    let _ = ctx.runtime.cleanup(uid).await;
+    if let Err(e) = ctx.runtime.remove(uid).await {
+        tracing::warn!(uid, error = %e, "cannot remove a task directory");
+        return;
+    }
+    // Its image lease, if it still held one.
+    if let Ok(images) = ctx.images.list() {
+        for image in images {
+            let _ = ctx.images.release(&image.id, uid);
         }
     }
 }

@@ -31,6 +31,7 @@ pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
         log_max_bytes: a.log_max_bytes.max(1024),
         log_max_files: a.log_max_files.max(1),
         sandbox_retention: Duration::from_secs(a.sandbox_retention),
+        sandbox_disk_cap: a.sandbox_disk_cap.saturating_mul(1024 * 1024),
         runc: a.runc.clone(),
         shim_exe: shim_exe()?,
         concurrency: 8,

@@ -85,9 +85,13 @@ pub struct AgentArgs {
     /// Rotated log files kept per stream.
     #[arg(long, default_value_t = 3)]
     pub log_max_files: usize,
-    /// Seconds a finished task's sandbox and logs are kept after the task object is gone.
+    /// Seconds a finished task's sandbox and logs are kept after its end.
     #[arg(long, default_value_t = 3600)]
     pub sandbox_retention: u64,
+    /// MiB the sandboxes and logs of finished tasks may take together; beyond it the
+    /// oldest are collected before their retention ends.
+    #[arg(long, default_value_t = 10240)]
+    pub sandbox_disk_cap: u64,
     /// runc executable.
     #[arg(long, default_value = "runc")]
     pub runc: PathBuf,

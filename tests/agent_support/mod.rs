@@ -23,6 +23,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub node: String,
     pub agent: Option<Child>,
+    /// Extra `corral agent` arguments.
+    pub agent_args: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -30,6 +32,11 @@ impl Cluster {
     /// A server (node grace period `grace`) and an agent named `node` with a busybox
     /// image imported as `busybox:latest`.
     pub async fn start(node: &str, grace: Duration) -> Cluster {
+        Self::start_with(node, grace, &[]).await
+    }
+
+    /// As [`Cluster::start`], with extra arguments for the agent.
+    pub async fn start_with(node: &str, grace: Duration, agent_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -50,6 +57,7 @@ impl Cluster {
             dir,
             node: node.to_string(),
             agent: None,
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
             http: reqwest::Client::new(),
         };
         c.start_agent();
@@ -74,6 +82,7 @@ impl Cluster {
             .arg("--work-dir")
             .arg(self.work_dir())
             .args(["--listen", "127.0.0.1:0", "--log-max-bytes", "65536"])
+            .args(&self.agent_args)
             .env("RUST_LOG", "info,corral_agent=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
