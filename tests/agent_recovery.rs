@@ -92,13 +92,7 @@ async fn a_stopped_heartbeat_makes_the_node_unreachable_and_its_tasks_lost() {
     c.wait_for(&node_path, "the node to be Ready again", |n| field(n, "/status/phase") == &json!("Ready")).await;
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let out = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(c.work_dir().join("runc"))
-            .args(["list", "-q"])
-            .output()
-            .expect("runc list");
-        if !String::from_utf8_lossy(&out.stdout).contains(&container) {
+        if !c.containers().contains(&container) {
             break;
         }
         assert!(Instant::now() < deadline, "the agent never killed its LOST task\n{}", c.agent_log());

@@ -120,13 +120,7 @@ async fn deleting_or_killing_a_task_stops_it_with_term_then_kill() {
 
     c.send(reqwest::Method::DELETE, &Cluster::task_path("polite"), None).await;
     c.wait_gone(&Cluster::task_path("polite")).await;
-    let out = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(c.work_dir().join("runc"))
-        .args(["list", "-q"])
-        .output()
-        .expect("runc list");
-    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    let list = c.containers();
     assert!(!list.contains(&container), "killed container still listed: {list}");
     c.stop().await;
 }

@@ -188,7 +188,7 @@ async fn log_errors_say_what_is_missing() {
 
     let (code, v) = s.get(&log_path("not-launched", "")).await;
     assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
-    assert!(message(&v).contains("not known on this node"), "{v}");
+    assert!(message(&v).contains("has no logs on this node"), "{v}");
 
     let (code, v) = s.get(&log_path("on-bare", "")).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{v}");

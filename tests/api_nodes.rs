@@ -43,6 +43,20 @@ async fn renew(s: &TestServer, node: &str) {
     assert_eq!(code, StatusCode::OK, "{body}");
 }
 
+/// Renews the node's lease until the controller calls the node Ready.
+async fn beat_until_ready(s: &TestServer, node: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        renew(s, node).await;
+        let (_, n) = s.get(&format!("{NODES}/{node}")).await;
+        if phase(&n) == "Ready" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node never became Ready: {n:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn phase(v: &Value) -> &str {
     v.pointer("/status/phase").and_then(Value::as_str).unwrap_or("")
 }
@@ -58,16 +72,7 @@ async fn nodes_without_heartbeats_become_unreachable_and_their_tasks_lost() {
     renew(&s, "n1").await;
 
     // Keep beating until the controller calls the node Ready.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        renew(&s, "n1").await;
-        let (_, n) = s.get(&format!("{NODES}/n1")).await;
-        if phase(&n) == "Ready" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node never became Ready: {n:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    beat_until_ready(&s, "n1").await;
 
     for (name, st) in [("running", "RUNNING"), ("done", "FINISHED")] {
         let task = json!({"apiVersion": "corral.dev/v1", "kind": "Task", "metadata": {"name": name},
@@ -79,25 +84,31 @@ async fn nodes_without_heartbeats_become_unreachable_and_their_tasks_lost() {
         assert_eq!(code, StatusCode::OK, "{body}");
     }
 
-    // Silence: the node goes Unreachable, its running task LOST, the finished one stays.
+    // A task whose deletion waits on the node's agent.
+    let stuck = json!({"apiVersion": "corral.dev/v1", "kind": "Task",
+                       "metadata": {"name": "stuck", "finalizers": ["corral.dev/agent"]},
+                       "spec": {"nodeName": "n1", "command": ["true"]}});
+    let (code, body) = s.post(TASKS, &stuck).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let (code, body) = s.delete(&format!("{TASKS}/stuck")).await;
+    assert!(code.is_success(), "{body}");
+
+    // Silence: the node goes Unreachable, its running task LOST, the finished one stays,
+    // and the deletion no longer waits for an agent that may never return.
     let node = wait_for(&s, &format!("{NODES}/n1"), "Unreachable", |n| phase(n) == "Unreachable").await;
     assert!(node.pointer("/status/lastTransitionTime").is_some(), "{node:#}");
     let lost = wait_for(&s, &format!("{TASKS}/running"), "LOST", |t| phase(t) == "LOST").await;
     assert_eq!(lost.pointer("/status/reason"), Some(&json!("NodeUnreachable")));
     let (_, done) = s.get(&format!("{TASKS}/done")).await;
     assert_eq!(phase(&done), "FINISHED", "terminal tasks are left alone: {done:#}");
+    let deadline = Instant::now() + PATIENCE;
+    while s.get(&format!("{TASKS}/stuck")).await.0 != StatusCode::NOT_FOUND {
+        assert!(Instant::now() < deadline, "the deletion of a task of an unreachable node never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Beating again makes it Ready; the LOST task stays LOST.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        renew(&s, "n1").await;
-        let (_, n) = s.get(&format!("{NODES}/n1")).await;
-        if phase(&n) == "Ready" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node never came back: {n:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    beat_until_ready(&s, "n1").await;
     let (_, lost) = s.get(&format!("{TASKS}/running")).await;
     assert_eq!(phase(&lost), "LOST");
     s.stop().await;

@@ -129,7 +129,13 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         images,
         layout.clone(),
         metrics.clone(),
+        cfg.ports.clone(),
     );
+    let (stop, stop_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    // Beating before taking stock: recovery may wait for shims that are still
+    // starting their tasks, and the node must not be judged unreachable meanwhile.
+    handles.push(tokio::spawn(heartbeats(client.clone(), cfg.clone(), metrics.clone(), stop_rx.clone())));
     let recovered = runtime.recover().await?;
     tracing::info!(node = %cfg.name, recovered = recovered.len(), "recovered tasks from the work dir");
     ctx.adopt(recovered);
@@ -144,8 +150,6 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
     ctx.set_queue(controller.queue());
     let cache = controller.cache();
 
-    let (stop, stop_rx) = watch::channel(false);
-    let mut handles = Vec::new();
     let router = crate::http::router(crate::http::AgentHttp { layout: layout.clone(), registry: Arc::new(registry) });
     let mut rx = stop_rx.clone();
     handles.push(tokio::spawn(async move {
@@ -156,7 +160,6 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
             tracing::error!(error = %e, "agent API stopped");
         }
     }));
-    handles.push(tokio::spawn(heartbeats(client.clone(), cfg.clone(), metrics, stop_rx.clone())));
     handles.push(tokio::spawn(collect_sandboxes(
         ctx.clone(),
         cache,
@@ -227,6 +230,11 @@ async fn collect_sandboxes(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        // The directories first, the objects after: a directory is only made by a
+        // reconcile of an object already cached, so every listed directory's object,
+        // if it exists, is in the snapshot below.
+        let Ok(entries) = std::fs::read_dir(ctx.layout.tasks()) else { continue };
+        let entries: Vec<_> = entries.flatten().collect();
         // uid → whether its recorded phase is terminal.
         let objects: std::collections::HashMap<String, bool> = cache
             .list()
@@ -237,9 +245,8 @@ async fn collect_sandboxes(
                 Some((uid, phase.is_some_and(corral_api::task::TaskPhase::is_terminal)))
             })
             .collect();
-        let Ok(entries) = std::fs::read_dir(ctx.layout.tasks()) else { continue };
         let mut ended = Vec::new();
-        for entry in entries.flatten() {
+        for entry in entries {
             let Some(uid) = entry.file_name().to_str().map(str::to_string) else { continue };
             if crate::layout::check_uid(&uid).is_err() {
                 continue;
@@ -262,7 +269,7 @@ async fn collect_sandboxes(
             }
             ended.push((age(&dir.exit()), uid, entry.path()));
         }
-        ended.sort_by(|a, b| b.0.cmp(&a.0));
+        ended.sort_by_key(|e| std::cmp::Reverse(e.0));
         let mut total: u64 = ended.iter().map(|(_, _, p)| dir_size(p)).sum();
         for (age, uid, path) in ended {
             if age < retention && total <= disk_cap {

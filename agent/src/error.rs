@@ -56,3 +56,16 @@ impl Error {
         Error::Io { op, path: path.into(), source }
     }
 }
+
+/// An error and its causes on one line (`a: b: c`): the outermost message alone often
+/// does not say why (reqwest's, for one).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

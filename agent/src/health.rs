@@ -7,6 +7,7 @@
 //! failures in a row the task is reported failed, to be killed with reason
 //! `HealthCheckFailed`. A task is healthy only when all its checks are.
 
+use crate::error::error_chain;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -265,16 +266,4 @@ impl Target {
             Target::Broken(_) => "health check".into(),
         }
     }
-}
-
-/// An error and its causes on one line: reqwest's own message alone says little.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

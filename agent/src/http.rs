@@ -128,7 +128,9 @@ async fn task_log(
             return status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                format!("task {uid} is not known on this node: it has not been launched here (yet)"),
+                format!(
+                    "task {uid} has no logs on this node: it has not started here yet, or it ended and its sandbox was collected (see the agent's --sandbox-retention)"
+                ),
             );
         }
         Err(e) => {

@@ -36,7 +36,7 @@ use crate::layout::{Layout, TaskDir, check_uid};
 use crate::runtime::{ExitInfo, LaunchSpec, Mount, Recovered, Runtime, Started};
 
 /// Why the agent killed a task; decides the phase it ends in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KillReason {
     /// The task is being deleted.
     Deleted,
@@ -92,6 +92,10 @@ pub struct TaskContext {
     /// Agent metrics.
     pub metrics: Arc<crate::metrics::AgentMetrics>,
     local: Mutex<HashMap<String, Local>>,
+    /// Host ports offered by this node.
+    port_ranges: Vec<corral_api::node::PortRange>,
+    /// Host ports held by each task (uid) of this node.
+    ports: Mutex<HashMap<String, BTreeMap<String, u16>>>,
     queue: OnceLock<Arc<WorkQueue<ObjectRef>>>,
     this: OnceLock<std::sync::Weak<TaskContext>>,
 }
@@ -108,6 +112,7 @@ impl TaskContext {
         images: Arc<ImageStore>,
         layout: Layout,
         metrics: Arc<crate::metrics::AgentMetrics>,
+        port_ranges: Vec<corral_api::node::PortRange>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), &format!("agent/{node}"));
         let ctx = Arc::new(TaskContext {
@@ -121,6 +126,8 @@ impl TaskContext {
             recorder,
             metrics,
             local: Mutex::new(HashMap::new()),
+            port_ranges,
+            ports: Mutex::new(HashMap::new()),
             queue: OnceLock::new(),
             this: OnceLock::new(),
         });
@@ -155,6 +162,9 @@ impl TaskContext {
                 Recovered::Interrupted { reason } => local.ended = Some(Ended::Interrupted(reason)),
             }
             let running = local.ended.is_none();
+            if running && let Some(ports) = recorded_ports(&self.layout, &uid) {
+                self.ports.lock().insert(uid.clone(), ports);
+            }
             self.local.lock().insert(uid.clone(), local);
             if running {
                 self.watch_exit(&uid);
@@ -187,7 +197,14 @@ impl TaskContext {
         tokio::spawn(async move {
             let ended = match me.runtime.wait(&uid).await {
                 Ok(info) => Ended::Exited(info),
-                Err(e) => Ended::Interrupted(format!("cannot follow the task: {e}")),
+                // It did run: its end is unknown, not an interrupted launch.
+                Err(e) => Ended::Exited(ExitInfo {
+                    exit_code: None,
+                    signal: None,
+                    oom_killed: false,
+                    finished_at: corral_api::meta::now_timestamp(),
+                    message: Some(format!("the agent lost track of the task: {e}")),
+                }),
             };
             tracing::info!(uid, ?ended, "task ended");
             if let Some(l) = me.local.lock().get_mut(&uid) {
@@ -210,6 +227,12 @@ impl TaskContext {
             l.health_checks = None;
         }
         tracing::info!(uid, ?reason, grace_s = grace.as_secs(), "killing task");
+        // A restarted agent must still know why the task ended.
+        if let Ok(bytes) = serde_json::to_vec(&reason)
+            && let Err(e) = crate::layout::write_replace(&kill_reason_path(&self.layout, uid), &bytes)
+        {
+            tracing::warn!(uid, error = %e, "cannot record why the task is killed");
+        }
         let runtime = self.runtime.clone();
         let uid = uid.to_string();
         tokio::spawn(async move {
@@ -222,11 +245,12 @@ impl TaskContext {
 
 /// The reconcile function of the agent's task controller.
 pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action> {
-    let task: Task =
-        serde_json::from_value((*obj).clone()).map_err(|e| Error::Json { what: "task".into(), source: e })?;
-    if task.spec.node_name.as_deref() != Some(ctx.node.as_str()) {
+    // Every agent sees every task: others' are dismissed before any parsing.
+    if obj.pointer("/spec/nodeName").and_then(Value::as_str) != Some(ctx.node.as_str()) {
         return Ok(Action::await_change());
     }
+    let task: Task =
+        serde_json::from_value((*obj).clone()).map_err(|e| Error::Json { what: "task".into(), source: e })?;
     let uid = check_uid(task.metadata.uid.as_deref().unwrap_or_default())?.to_string();
     let key = object_ref(&ctx.kind, &obj);
     let grace = Duration::from_secs(task.spec.kill_grace_period().into());
@@ -268,12 +292,28 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
             ctx.kill(&uid, KillReason::AlreadyTerminal, grace);
             return Ok(Action::requeue(grace + Duration::from_secs(5)));
         }
+        let mut task = task;
+        if let Some(end @ Ended::Exited(_)) = &ended {
+            // Recorded as ended by someone else (LOST): keep the verdict, add how it
+            // really ended here.
+            let mut st = status.clone().unwrap_or_default();
+            apply_end(&mut st, end, Some(&KillReason::AlreadyTerminal));
+            if Some(&st) != status.as_ref() {
+                task = write_status(&ctx, &task, st).await?;
+            }
+        }
         if launched {
             cleanup(&ctx, &uid).await;
         }
+        drop_finalizer(&ctx, task).await?;
         return Ok(Action::await_change());
     }
 
+    let known = ctx.local.lock().get(&uid).is_some_and(|l| l.started.is_some() || l.ended.is_some());
+    if !launched && known {
+        // Its checkpoint vanished while this agent knows it ran: never launch again.
+        return Err(Error::Runtime(format!("task {uid} ran here but its checkpoint is gone; not launching it again")));
+    }
     if !launched {
         if task.spec.kill {
             let mut st = status.unwrap_or_default();
@@ -295,16 +335,26 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
 
     match ended {
         Some(end) => {
-            let kill = ctx.local.lock().get(&uid).and_then(|l| l.kill.clone());
+            // After a restart the reason may only be on disk, or only in the spec.
+            let kill = ctx
+                .local
+                .lock()
+                .get(&uid)
+                .and_then(|l| l.kill.clone())
+                .or_else(|| read_kill_reason(&ctx.layout, &uid))
+                .or_else(|| task.spec.kill.then_some(KillReason::Requested));
             let mut st = status.unwrap_or_default();
             apply_end(&mut st, &end, kill.as_ref());
-            write_status(&ctx, &task, st.clone()).await?;
+            let task = write_status(&ctx, &task, st.clone()).await?;
             ctx.metrics.ended(st.phase);
             let reason = st.reason.clone().unwrap_or_default();
             let msg = st.message.clone().unwrap_or_else(|| format!("{:?}", st.phase));
             let ev = if st.phase == TaskPhase::Finished { EventType::Normal } else { EventType::Warning };
             let _ = ctx.recorder.publish(&obj, ev, &reason, &msg).await;
             cleanup(&ctx, &uid).await;
+            // Nothing runs any more: deleting the record need not wait for this agent
+            // (which may never come back).
+            drop_finalizer(&ctx, task).await?;
             Ok(Action::await_change())
         }
         None => {
@@ -321,6 +371,12 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
             if let Some(s) = &started {
                 running_status(&mut st, s, &ctx.address);
             }
+            if st.ports.is_empty()
+                && let Some(ports) = recorded_ports(&ctx.layout, &uid)
+            {
+                st.ports = ports;
+            }
+            ctx.ports.lock().entry(uid.clone()).or_insert_with(|| st.ports.clone());
             if health.is_some() {
                 st.health = health;
             }
@@ -408,7 +464,7 @@ fn running_status(st: &mut TaskStatus, started: &Started, address: &str) {
 
 async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<Action> {
     let t0 = std::time::Instant::now();
-    let ports = assign_ports(&task);
+    let ports = assign_ports(ctx, &task, &uid);
     let mut st = task.status.clone().unwrap_or_default();
     st.host_ip = Some(ctx.address.clone());
     st.ports = ports.clone();
@@ -424,6 +480,13 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
         Ok(spec) => spec,
         Err((reason, e)) => return fail(ctx, &task, st, reason, &e.to_string()).await,
     };
+    // The status write after the start may fail, or the agent die before it: the
+    // ports must survive for the next reconcile to report them.
+    if let Ok(bytes) = serde_json::to_vec(&ports)
+        && let Err(e) = crate::layout::write_replace(&ports_path(&ctx.layout, &uid), &bytes)
+    {
+        tracing::warn!(uid, error = %e, "cannot record the task's ports");
+    }
     let image = spec.rootfs.as_ref().and(task.spec.image.clone());
     {
         let mut local = ctx.local.lock();
@@ -467,6 +530,25 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
     }
 }
 
+/// Removes the agent's finalizer, once nothing of the task runs here.
+async fn drop_finalizer(ctx: &TaskContext, mut task: Task) -> Result<Task> {
+    if !task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER) {
+        return Ok(task);
+    }
+    task.metadata.finalizers.retain(|f| f != AGENT_FINALIZER);
+    update(ctx, &task).await
+}
+
+fn kill_reason_path(layout: &Layout, uid: &str) -> std::path::PathBuf {
+    layout.task(uid).join("kill.json")
+}
+
+/// Why the agent killed the task, as recorded before the signal went out.
+fn read_kill_reason(layout: &Layout, uid: &str) -> Option<KillReason> {
+    let bytes = std::fs::read(kill_reason_path(layout, uid)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Adds the agent's finalizer if missing: from then on, deleting the task waits until
 /// the agent has stopped it.
 async fn ensure_finalizer(ctx: &TaskContext, mut task: Task) -> Result<Task> {
@@ -492,24 +574,38 @@ async fn fail(ctx: &TaskContext, task: &Task, mut st: TaskStatus, reason: &str, 
 }
 
 /// Host ports of the task's named ports: as given, or (until a scheduler assigns them)
-/// picked from the node's default range.
-fn assign_ports(task: &Task) -> BTreeMap<String, u16> {
+/// the first ports of the node's ranges that no task of this node holds and nothing
+/// else has bound. What is handed out is remembered until the task is cleaned up.
+fn assign_ports(ctx: &TaskContext, task: &Task, uid: &str) -> BTreeMap<String, u16> {
+    let mut held = ctx.ports.lock();
+    let taken: std::collections::HashSet<u16> =
+        held.iter().filter(|(u, _)| u.as_str() != uid).flat_map(|(_, p)| p.values().copied()).collect();
     let mut out = BTreeMap::new();
-    let mut next = crate::node::DEFAULT_PORTS.begin;
+    let mut candidates = ctx
+        .port_ranges
+        .iter()
+        .flat_map(|r| r.begin..=r.end)
+        .filter(|p| !taken.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok());
     for p in &task.spec.ports {
         let port = match p.host_port {
-            Some(port) => port,
-            None => {
-                while next < crate::node::DEFAULT_PORTS.end && std::net::TcpListener::bind(("0.0.0.0", next)).is_err() {
-                    next += 1;
-                }
-                next += 1;
-                next - 1
-            }
+            Some(port) => Some(port),
+            None => candidates.find(|c| !out.values().any(|v| v == c)),
         };
-        out.insert(p.name.clone(), port);
+        if let Some(port) = port {
+            out.insert(p.name.clone(), port);
+        }
     }
+    held.insert(uid.to_string(), out.clone());
     out
+}
+
+fn ports_path(layout: &Layout, uid: &str) -> std::path::PathBuf {
+    layout.task(uid).join("ports.json")
+}
+
+/// The ports a task was started with, as recorded beside it.
+fn recorded_ports(layout: &Layout, uid: &str) -> Option<BTreeMap<String, u16>> {
+    serde_json::from_slice(&std::fs::read(ports_path(layout, uid)).ok()?).ok()
 }
 
 type Prepared = std::result::Result<LaunchSpec, (&'static str, Error)>;
@@ -524,10 +620,11 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
     }
     let spec = &task.spec;
     let mut env: Vec<(String, String)> = Vec::new();
+    let mut image_id = None;
     let (rootfs, argv, cwd, user) = match &spec.image {
         Some(reference) => {
             let image = ctx.images.resolve(reference).map_err(|e| ("ImageNotFound", e))?;
-            ctx.images.acquire(&image.id, uid).map_err(|e| ("ImageNotFound", e))?;
+            image_id = Some(image.id.clone());
             for kv in &image.env {
                 if let Some((k, v)) = kv.split_once('=') {
                     env.push((k.into(), v.into()));
@@ -595,6 +692,10 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
         std::fs::create_dir_all(&source)
             .map_err(|e| ("VolumeFailed", Error::io("cannot create volume", &source, e)))?;
         mounts.push(Mount { source, destination: m.mount_path.clone(), read_only: m.read_only });
+    }
+    // Last, so that no failure above leaves the image held.
+    if let (Some(id), Some(_)) = (&image_id, &rootfs) {
+        ctx.images.acquire(id, uid).map_err(|e| ("ImageUnusable", e))?;
     }
     Ok(LaunchSpec {
         uid: uid.to_string(),
@@ -687,6 +788,7 @@ async fn cleanup(ctx: &TaskContext, uid: &str) {
         l.health_checks = None;
         l.image.take()
     };
+    ctx.ports.lock().remove(uid);
     if let Err(e) = ctx.runtime.cleanup(uid).await {
         tracing::warn!(uid, error = %e, "cannot clean up after the task");
     }

@@ -75,7 +75,7 @@ async fn bad_requests_and_unknown_tasks_get_a_status() {
     assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!((v["kind"].as_str(), v["code"].as_u64()), (Some("Status"), Some(404)));
-    assert!(v["message"].as_str().unwrap().contains("task abc is not known on this node"), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("task abc has no logs on this node"), "{v}");
     std::fs::create_dir_all(agent.layout.task("t")).unwrap();
     for (q, what) in [("stream=stdin", "stdin"), ("follow=perhaps", "follow"), ("tail=-3", "tail")] {
         let (code, body) = agent.get(&format!("/v1/tasks/t/log?{q}")).await;

@@ -8,6 +8,7 @@
 //! and each of its non-terminal tasks becomes `LOST` with reason `NodeUnreachable`;
 //! whether to replace them is the owning framework's decision. When the agent renews
 //! again the node is `Ready` again (its agent then kills the tasks it finds `LOST`).
+//! Deleting a task of an unreachable node completes without waiting for its agent.
 //!
 //! Every node gets a full grace period from the moment this controller starts, so a
 //! restarted control plane does not condemn nodes it simply has not heard from yet.
@@ -99,8 +100,13 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, stop: watch::Recei
                 let msg = format!("no heartbeat for {}s", config.grace_period.as_secs());
                 let r = set_phase(&client, &nodes_kind, &node, NodePhase::Unreachable, &msg).await;
                 for task in task_cache.by_index("node", name) {
-                    if let Err(e) = mark_lost(&client, &tasks_kind, &task, name).await {
-                        tracing::warn!(node = name, error = %e, "cannot mark a task LOST; will retry");
+                    let r = if task.pointer("/metadata/deletionTimestamp").is_some() {
+                        release(&client, &tasks_kind, &task).await
+                    } else {
+                        mark_lost(&client, &tasks_kind, &task, name).await
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(node = name, error = %e, "cannot mark a task LOST or release it; will retry");
                     }
                 }
                 r
@@ -160,6 +166,26 @@ async fn mark_lost(client: &Client, kind: &KindInfo, task: &Value, node: &str) -
     }
     tracing::info!(task = ?task.pointer("/metadata/name"), node, "task LOST: its node is unreachable");
     match client.update_status(kind, &updated).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_conflict() || e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lets the deletion of a task of an unreachable node complete: its agent, which would
+/// remove its finalizer once the task is stopped, may never come back. Should it
+/// return, it kills whatever runs without an object.
+async fn release(client: &Client, kind: &KindInfo, task: &Value) -> Result<()> {
+    let Some(finalizers) = task.pointer("/metadata/finalizers").and_then(Value::as_array) else { return Ok(()) };
+    if !finalizers.iter().any(|f| f == corral_api::task::AGENT_FINALIZER) {
+        return Ok(());
+    }
+    let mut updated = task.clone();
+    if let Some(Value::Array(f)) = updated.pointer_mut("/metadata/finalizers") {
+        f.retain(|f| f != corral_api::task::AGENT_FINALIZER);
+    }
+    tracing::info!(task = ?task.pointer("/metadata/name"), "releasing a deleted task of an unreachable node");
+    match client.update(kind, &updated).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_conflict() || e.is_not_found() => Ok(()),
         Err(e) => Err(e),

@@ -6,6 +6,7 @@
 //! `GET /v1/tasks/{uid}/log` through, chunk by chunk, until the agent ends it, the
 //! client goes away or the server shuts down.
 
+use corral_agent::error::error_chain;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -206,16 +207,4 @@ fn client() -> ApiResult<&'static reqwest::Client> {
         })
         .as_ref()
         .map_err(|e| ApiError::internal(format!("cannot build the HTTP client for agents: {e}")))
-}
-
-/// An error and its causes on one line: reqwest's message alone does not say why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

@@ -108,6 +108,17 @@ impl Cluster {
         }
     }
 
+    /// The ids of the runc containers of this agent, one per line.
+    pub fn containers(&self) -> String {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.work_dir().join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The agent's log so far, for failure messages.
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()

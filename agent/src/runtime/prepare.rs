@@ -12,6 +12,28 @@ fn sync_dir(path: &Path) -> Result<()> {
     std::fs::File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync", path, e))
 }
 
+/// Refuses `path` if any existing component of it below `root` is a symlink.
+fn no_symlink_below(root: &Path, path: &Path) -> Result<()> {
+    let rel =
+        path.strip_prefix(root).map_err(|_| Error::Invalid(format!("{} is outside the sandbox", path.display())))?;
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::Invalid(format!(
+                    "volume mount path {}: {} in the sandbox is a symlink",
+                    rel.display(),
+                    cur.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
 /// Creates the task's directory and checkpoint, then what the shim needs. A failure
 /// after the checkpoint is recorded as the task's end, since it will not be retried.
 pub(crate) fn prepare(dir: &TaskDir, rec: &LaunchRecord) -> Result<()> {
@@ -47,6 +69,9 @@ fn build(dir: &TaskDir, rec: &LaunchRecord) -> Result<()> {
         None => {
             for m in &rec.spec.mounts {
                 let link = dir.sandbox().join(&m.destination);
+                // Artifacts may have planted symlinks in the sandbox: creating through
+                // one would write outside it, as root.
+                no_symlink_below(&dir.sandbox(), &link)?;
                 if let Some(parent) = link.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
                 }
