@@ -62,6 +62,7 @@ pub struct AgentConfig {
 pub struct RunningAgent {
     /// Where the agent API listens.
     pub endpoint: String,
+    ctx: Arc<TaskContext>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -69,6 +70,7 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Stops the agent (its tasks keep running) and waits for its loops to end.
     pub async fn shutdown(mut self) {
+        self.ctx.close();
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             let _ = t.await;
@@ -176,7 +178,7 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         controller.run(tasks::reconcile, tasks::error_policy, ctx_run, shutdown).await;
     }));
     tracing::info!(node = %cfg.name, %endpoint, work_dir = %layout.root().display(), "agent running");
-    Ok(RunningAgent { endpoint, stop, tasks: handles })
+    Ok(RunningAgent { endpoint, ctx, stop, tasks: handles })
 }
 
 /// Runs an agent until `shutdown` completes.

@@ -98,6 +98,7 @@ pub struct TaskContext {
     ports: Mutex<HashMap<String, BTreeMap<String, u16>>>,
     queue: OnceLock<Arc<WorkQueue<ObjectRef>>>,
     this: OnceLock<std::sync::Weak<TaskContext>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl TaskContext {
@@ -130,9 +131,23 @@ impl TaskContext {
             ports: Mutex::new(HashMap::new()),
             queue: OnceLock::new(),
             this: OnceLock::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let _ = ctx.this.set(Arc::downgrade(&ctx));
         ctx
+    }
+
+    /// Stops all background work on tasks (health checks, kills): the agent is going
+    /// away and its tasks must run on untouched until the next agent adopts them.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for l in self.local.lock().values_mut() {
+            l.health_checks = None;
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Hands the controller's queue over, so that exits and health changes can wake
@@ -217,6 +232,9 @@ impl TaskContext {
     }
 
     fn kill(&self, uid: &str, reason: KillReason, grace: Duration) {
+        if self.is_closed() {
+            return;
+        }
         {
             let mut local = self.local.lock();
             let l = local.entry(uid.to_string()).or_default();
