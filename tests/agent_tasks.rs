@@ -168,3 +168,43 @@ async fn ended_tasks_sandboxes_are_collected_after_their_retention() {
     assert_eq!(phase(&long), "RUNNING");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_streams_a_running_tasks_lines_as_they_are_written() {
+    use std::io::BufRead;
+    let c = Cluster::start("follow", Duration::from_secs(60)).await;
+    // Writes line N only once the test has seen line N-1 (it drops a file per line).
+    let script = "for i in 1 2 3; do echo line $i; while [ ! -e /mnt/sandbox/ack$i ]; do sleep 0.05; done; done";
+    c.create_task("chatty", json!({"image": "busybox", "command": ["sh", "-c", script]})).await;
+    let running = c.wait_phase("chatty", "RUNNING").await;
+    let uid = running.pointer("/metadata/uid").and_then(Value::as_str).expect("uid").to_string();
+    let sandbox = c.work_dir().join("tasks").join(&uid).join("sandbox");
+
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["--server", &c.url, "logs", "-f", "chatty"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("corral logs -f");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for i in 1..=3 {
+        // The task cannot write the next line before this one was received.
+        let line = rx.recv_timeout(agent_support::PATIENCE).expect("a line while the task runs");
+        assert_eq!(line, format!("line {i}"));
+        std::fs::write(sandbox.join(format!("ack{i}")), "").expect("ack");
+    }
+    // The stream ends by itself once the task has ended.
+    let status = tokio::task::spawn_blocking(move || follow.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "corral logs -f exited with {status}");
+    assert!(rx.recv_timeout(Duration::from_secs(5)).is_err(), "nothing after the last line");
+    c.wait_phase("chatty", "FINISHED").await;
+    c.stop().await;
+}
