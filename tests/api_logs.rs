@@ -101,22 +101,61 @@ fn log_path(name: &str, query: &str) -> String {
     format!("{TASKS}/{name}/log{query}")
 }
 
-#[tokio::test]
-async fn logs_tail_and_stderr_are_read_through_the_server() {
+/// A server, an agent, its node `n1` and task `name` bound to it; returns the task's uid
+/// too.
+async fn task_on_agent(name: &str) -> (TestServer, Agent, String) {
     let s = TestServer::start().await;
     let agent = Agent::start().await;
     node(&s, "n1", Some(&agent.endpoint)).await;
-    let uid = task(&s, "web", Some("n1")).await;
+    let uid = task(&s, name, Some("n1")).await;
+    (s, agent, uid)
+}
+
+/// Reads `body` into `got` until it contains `want`.
+async fn read_until(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    got: &mut String,
+    want: &str,
+) {
+    while !got.contains(want) {
+        let chunk = tokio::time::timeout(PATIENCE, body.next())
+            .await
+            .unwrap_or_else(|_| panic!("{want:?} did not arrive; got {got:?}"))
+            .expect("stream still open")
+            .expect("chunk");
+        got.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+    }
+}
+
+/// Follows task `name`'s log through the server; returns the open body once exactly
+/// `first` (the log so far) has arrived.
+async fn follow(
+    s: &TestServer,
+    name: &str,
+    first: &str,
+) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin + use<> {
+    let resp = s.client.get(s.url(&log_path(name, "?follow=true"))).send().await.expect("answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.bytes_stream();
+    let mut got = String::new();
+    read_until(&mut body, &mut got, first).await;
+    assert_eq!(got, first);
+    body
+}
+
+#[tokio::test]
+async fn logs_tail_and_stderr_are_read_through_the_server() {
+    let (s, agent, uid) = task_on_agent("web").await;
     agent.append(&uid, "stdout.1", "one\ntwo\n");
     agent.append(&uid, "stdout", "three\nfour\n");
     agent.append(&uid, "stderr", "oops\n");
 
-    let (code, body) = text(&s, &log_path("web", "")).await;
-    assert_eq!((code, body.as_str()), (StatusCode::OK, "one\ntwo\nthree\nfour\n"));
-    let (code, body) = text(&s, &log_path("web", "?tailLines=3")).await;
-    assert_eq!((code, body.as_str()), (StatusCode::OK, "two\nthree\nfour\n"));
-    let (code, body) = text(&s, &log_path("web", "?stream=stderr")).await;
-    assert_eq!((code, body.as_str()), (StatusCode::OK, "oops\n"));
+    for (query, want) in
+        [("", "one\ntwo\nthree\nfour\n"), ("?tailLines=3", "two\nthree\nfour\n"), ("?stream=stderr", "oops\n")]
+    {
+        let (code, body) = text(&s, &log_path("web", query)).await;
+        assert_eq!((code, body.as_str()), (StatusCode::OK, want), "{query}");
+    }
     let resp = s.client.get(s.url(&log_path("web", ""))).send().await.expect("answered");
     let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(ct.starts_with("text/plain"), "{ct}");
@@ -124,29 +163,13 @@ async fn logs_tail_and_stderr_are_read_through_the_server() {
 
 #[tokio::test]
 async fn a_follow_gets_later_lines_and_ends_when_the_task_has_exited() {
-    let s = TestServer::start().await;
-    let agent = Agent::start().await;
-    node(&s, "n1", Some(&agent.endpoint)).await;
-    let uid = task(&s, "job", Some("n1")).await;
+    let (s, agent, uid) = task_on_agent("job").await;
     agent.append(&uid, "stdout", "early\n");
 
-    let resp = s.client.get(s.url(&log_path("job", "?follow=true"))).send().await.expect("answered");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut body = resp.bytes_stream();
-    let mut got = String::new();
-    let mut wait_for = async |got: &mut String, want: &str| {
-        while !got.contains(want) {
-            let chunk = tokio::time::timeout(PATIENCE, body.next())
-                .await
-                .unwrap_or_else(|_| panic!("{want:?} did not arrive; got {got:?}"))
-                .expect("stream still open")
-                .expect("chunk");
-            got.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-        }
-    };
-    wait_for(&mut got, "early\n").await;
+    let mut body = follow(&s, "job", "early\n").await;
+    let mut got = String::from("early\n");
     agent.append(&uid, "stdout", "later\n");
-    wait_for(&mut got, "later\n").await;
+    read_until(&mut body, &mut got, "later\n").await;
     agent.append(&uid, "stdout", "last\n");
     agent.exit(&uid);
     let rest = tokio::time::timeout(PATIENCE, body.collect::<Vec<_>>()).await.expect("the follow ends after exit");
@@ -177,35 +200,21 @@ async fn log_errors_say_what_is_missing() {
     task(&s, "on-gone", Some("gone")).await;
     task(&s, "on-missing", Some("nowhere")).await;
 
-    let (code, v) = s.get(&log_path("nope", "")).await;
-    assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
-    assert_eq!(v["kind"], "Status");
-    assert!(message(&v).contains("Task \"nope\" not found"), "{v}");
-
-    let (code, v) = s.get(&log_path("unbound", "")).await;
-    assert_eq!(code, StatusCode::CONFLICT, "{v}");
-    assert!(message(&v).contains("task \"unbound\" is not bound to a node yet"), "{v}");
-
-    let (code, v) = s.get(&log_path("not-launched", "")).await;
-    assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
-    assert!(message(&v).contains("has no logs on this node"), "{v}");
-
-    let (code, v) = s.get(&log_path("on-bare", "")).await;
-    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert!(message(&v).contains("node \"bare\" has no agent endpoint"), "{v}");
-
-    let (code, v) = s.get(&log_path("on-gone", "")).await;
-    assert_eq!(code, StatusCode::BAD_GATEWAY, "{v}");
-    assert!(message(&v).contains("cannot reach the agent of node \"gone\""), "{v}");
-
-    let (code, v) = s.get(&log_path("on-missing", "")).await;
-    assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
-    assert!(message(&v).contains("node \"nowhere\", which does not exist"), "{v}");
-
-    for (q, what) in [("?tailLines=-1", "tailLines"), ("?follow=maybe", "follow"), ("?stream=stdin", "stream")] {
-        let (code, v) = s.get(&log_path("not-launched", q)).await;
-        assert_eq!(code, StatusCode::BAD_REQUEST, "{q}: {v}");
-        assert!(message(&v).contains(what), "{q}: {v}");
+    for (task, query, want, what) in [
+        ("nope", "", StatusCode::NOT_FOUND, "Task \"nope\" not found"),
+        ("unbound", "", StatusCode::CONFLICT, "task \"unbound\" is not bound to a node yet"),
+        ("not-launched", "", StatusCode::NOT_FOUND, "has no logs on this node"),
+        ("on-bare", "", StatusCode::SERVICE_UNAVAILABLE, "node \"bare\" has no agent endpoint"),
+        ("on-gone", "", StatusCode::BAD_GATEWAY, "cannot reach the agent of node \"gone\""),
+        ("on-missing", "", StatusCode::NOT_FOUND, "node \"nowhere\", which does not exist"),
+        ("not-launched", "?tailLines=-1", StatusCode::BAD_REQUEST, "tailLines"),
+        ("not-launched", "?follow=maybe", StatusCode::BAD_REQUEST, "follow"),
+        ("not-launched", "?stream=stdin", StatusCode::BAD_REQUEST, "stream"),
+    ] {
+        let (code, v) = s.get(&log_path(task, query)).await;
+        assert_eq!(code, want, "{task}{query}: {v}");
+        assert_eq!(v["kind"], "Status", "{task}{query}: {v}");
+        assert!(message(&v).contains(what), "{task}{query}: {v}");
     }
 
     let (code, v) = s.call(reqwest::Method::POST, &log_path("unbound", ""), Some(&json!({}))).await;
@@ -232,17 +241,11 @@ fn open_descriptors(path: &std::path::Path) -> usize {
 
 #[tokio::test]
 async fn a_client_leaving_a_follow_ends_the_read_on_the_agent() {
-    let s = TestServer::start().await;
-    let agent = Agent::start().await;
-    node(&s, "n1", Some(&agent.endpoint)).await;
-    let uid = task(&s, "svc", Some("n1")).await;
+    let (s, agent, uid) = task_on_agent("svc").await;
     agent.append(&uid, "stdout", "up\n");
     let log = agent.layout.task(&uid).join("logs").join("stdout");
 
-    let resp = s.client.get(s.url(&log_path("svc", "?follow=true"))).send().await.expect("answered");
-    let mut body = resp.bytes_stream();
-    let first = tokio::time::timeout(PATIENCE, body.next()).await.expect("first chunk");
-    assert_eq!(&first.expect("open").expect("chunk")[..], b"up\n");
+    let body = follow(&s, "svc", "up\n").await;
     assert_eq!(open_descriptors(&log), 1);
     drop(body);
     let mut closed = false;
@@ -258,14 +261,9 @@ async fn a_client_leaving_a_follow_ends_the_read_on_the_agent() {
 
 #[tokio::test]
 async fn the_server_shuts_down_despite_an_open_follow() {
-    let s = TestServer::start().await;
-    let agent = Agent::start().await;
-    node(&s, "n1", Some(&agent.endpoint)).await;
-    let uid = task(&s, "svc", Some("n1")).await;
+    let (s, agent, uid) = task_on_agent("svc").await;
     agent.append(&uid, "stdout", "up\n");
-    let resp = s.client.get(s.url(&log_path("svc", "?follow=true"))).send().await.expect("answered");
-    let mut body = resp.bytes_stream();
-    tokio::time::timeout(PATIENCE, body.next()).await.expect("first chunk");
+    let body = follow(&s, "svc", "up\n").await;
     tokio::time::timeout(PATIENCE, s.stop()).await.expect("shutdown does not wait for the follow");
     // The follow ends (cleanly or cut) rather than hanging.
     let rest = tokio::time::timeout(PATIENCE, body.collect::<Vec<_>>()).await.expect("the follow ends");

@@ -3,12 +3,7 @@
 
 mod cli_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-use cli_support::{Env, PATIENCE};
+use cli_support::Env;
 use corral_agent::Layout;
 use serde_json::{Value, json};
 
@@ -77,11 +72,18 @@ impl Agent {
     }
 }
 
-#[test]
-fn logs_prints_the_log_its_tail_and_stderr() {
+/// A server, an agent and task `name` bound to the agent's node; returns the task's uid
+/// too.
+fn task_on_agent(name: &str) -> (Env, Agent, String) {
     let env = Env::start();
     let agent = Agent::start();
-    let uid = agent.task(&env, "web");
+    let uid = agent.task(&env, name);
+    (env, agent, uid)
+}
+
+#[test]
+fn logs_prints_the_log_its_tail_and_stderr() {
+    let (env, agent, uid) = task_on_agent("web");
     agent.append(&uid, "stdout.1", "one\ntwo\n");
     agent.append(&uid, "stdout", "three\n");
     agent.append(&uid, "stderr", "oops\n");
@@ -92,60 +94,22 @@ fn logs_prints_the_log_its_tail_and_stderr() {
 
 #[test]
 fn logs_follow_streams_new_lines_and_exits_0_when_the_task_ends() {
-    let env = Env::start();
-    let agent = Agent::start();
-    let uid = agent.task(&env, "job");
+    let (env, agent, uid) = task_on_agent("job");
     agent.append(&uid, "stdout", "early\n");
 
-    let mut child = env
-        .command(&["logs", "job", "-f"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let mut wait_for = |want: &str| {
-        while !seen.iter().any(|l: &String| l == want) {
-            match rx.recv_timeout(PATIENCE) {
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("{want:?} was not printed; lines so far: {seen:?}"),
-            }
-        }
-    };
-    wait_for("early");
+    let mut follow = env.spawn_lines(&["logs", "job", "-f"]);
+    follow.wait_for("early", |l| l == "early");
     // Written after `corral logs -f` began: only a follow shows it.
     agent.append(&uid, "stdout", "later\n");
-    wait_for("later");
+    follow.wait_for("later", |l| l == "later");
     agent.append(&uid, "stdout", "last\n");
     agent.exit(&uid);
-    wait_for("last");
+    follow.wait_for("last", |l| l == "last");
 
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("corral logs -f did not end after the task exited");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // It ends by itself once the task has exited.
+    let (status, lines) = follow.wait_exit();
     assert_eq!(status.code(), Some(0));
-    let rest: Vec<String> = rx.try_iter().collect();
-    seen.extend(rest);
-    assert_eq!(seen, ["early", "later", "last"]);
+    assert_eq!(lines, ["early", "later", "last"]);
 }
 
 #[test]

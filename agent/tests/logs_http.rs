@@ -49,6 +49,21 @@ impl Agent {
         let code = resp.status();
         (code, tokio::time::timeout(PATIENCE, resp.text()).await.unwrap().unwrap())
     }
+
+    /// Writes `running` to task `uid`'s stdout and follows its log; returns the open
+    /// body once that line has arrived.
+    async fn follow_running(
+        &self,
+        uid: &str,
+    ) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin + use<> {
+        self.write(uid, "stdout", "running\n");
+        let resp = self.client.get(format!("{}/v1/tasks/{uid}/log?follow=true", self.base)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.bytes_stream();
+        let first = tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut body)).await.unwrap();
+        assert_eq!(&first.unwrap().unwrap()[..], b"running\n");
+        body
+    }
 }
 
 #[tokio::test]
@@ -97,12 +112,7 @@ async fn health_and_metrics_are_served() {
 #[tokio::test]
 async fn shutdown_does_not_wait_for_an_open_follow() {
     let mut agent = Agent::start().await;
-    agent.write("t", "stdout", "running\n");
-    let resp = agent.client.get(format!("{}/v1/tasks/t/log?follow=true", agent.base)).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut body = resp.bytes_stream();
-    let first = tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut body)).await.unwrap();
-    assert_eq!(&first.unwrap().unwrap()[..], b"running\n");
+    let _body = agent.follow_running("t").await;
     let _ = agent.stop.take().map(|s| s.send(()));
     let served = tokio::time::timeout(PATIENCE, &mut agent.served).await.expect("serve returns despite the follow");
     served.unwrap().unwrap();
@@ -131,12 +141,8 @@ fn open_descriptors(path: &std::path::Path) -> usize {
 #[tokio::test]
 async fn a_follow_stops_reading_when_the_client_goes_away() {
     let agent = Agent::start().await;
-    agent.write("t", "stdout", "running\n");
+    let body = agent.follow_running("t").await;
     let log = agent.layout.task("t").join("logs").join("stdout");
-    let resp = agent.client.get(format!("{}/v1/tasks/t/log?follow=true", agent.base)).send().await.unwrap();
-    let mut body = resp.bytes_stream();
-    let first = tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut body)).await.unwrap();
-    assert_eq!(&first.unwrap().unwrap()[..], b"running\n");
     assert_eq!(open_descriptors(&log), 1);
     drop(body);
     // Nothing is written to the log any more: only noticing the closed connection ends

@@ -6,13 +6,14 @@ mod runtime_support;
 use std::time::Duration;
 
 use corral_agent::runtime::Mount;
-use runtime_support::{Env, LIMIT, eventually, wait};
+use runtime_support::{
+    Env, LIMIT, assert_dd_oom_killed, assert_killed_after_grace, eventually, kill_and_wait, launch_and_wait,
+    launch_failure, launch_ready, setup, wait, with_argv,
+};
 
 #[tokio::test]
 async fn container_exit_code_is_reported() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("exit3");
+    let (env, rt, uid) = setup("exit3");
     let started = rt.launch(env.container(&uid, "exit 3")).await.unwrap();
     assert_eq!(started.container_id.as_deref(), Some(uid.as_str()));
     assert!(rt.launched(&uid));
@@ -31,9 +32,7 @@ async fn container_exit_code_is_reported() {
 
 #[tokio::test]
 async fn container_gets_env_cwd_user_and_mounts() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("env");
+    let (env, rt, uid) = setup("env");
     let volume = env.tmp.path().join("vol");
     std::fs::create_dir_all(&volume).unwrap();
     std::fs::write(volume.join("data"), "from-volume").unwrap();
@@ -42,8 +41,7 @@ async fn container_gets_env_cwd_user_and_mounts() {
     spec.cwd = Some("/srv".into());
     spec.user = Some((1234, 567));
     spec.mounts.push(Mount { source: volume, destination: "/data".into(), read_only: true });
-    rt.launch(spec).await.unwrap();
-    let exit = wait(&rt, &uid).await;
+    let exit = launch_and_wait(&rt, spec).await;
     assert_eq!(exit.exit_code, Some(0), "{exit:?} stderr: {}", env.log(&uid, "stderr"));
     let out = env.log(&uid, "stdout");
     let lines: Vec<&str> = out.lines().collect();
@@ -53,14 +51,9 @@ async fn container_gets_env_cwd_user_and_mounts() {
 
 #[tokio::test]
 async fn container_start_failure_is_an_error_with_runc_message() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("nobin");
-    let mut spec = env.container(&uid, "");
-    spec.argv = vec!["/bin/does-not-exist".into()];
-    let err = rt.launch(spec).await.unwrap_err().to_string();
+    let (env, rt, uid) = setup("nobin");
+    let (err, exit) = launch_failure(&rt, with_argv(env.container(&uid, ""), &["/bin/does-not-exist"])).await;
     assert!(err.contains("does-not-exist") || err.contains("no such file"), "{err}");
-    let exit = wait(&rt, &uid).await;
     assert!(exit.message.is_some(), "{exit:?}");
     rt.cleanup(&uid).await.unwrap();
 }
@@ -73,8 +66,7 @@ async fn container_logs_are_captured_and_rotated() {
     // 100 lines of 51 bytes to stdout (about 5 files' worth), one line to stderr.
     let script =
         "for i in $(seq 1 100); do echo \"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; done; echo oops >&2";
-    rt.launch(env.container(&uid, script)).await.unwrap();
-    assert_eq!(wait(&rt, &uid).await.exit_code, Some(0));
+    assert_eq!(launch_and_wait(&rt, env.container(&uid, script)).await.exit_code, Some(0));
     let logs = env.task_dir(&uid).join("logs");
     assert_eq!(env.log(&uid, "stderr"), "oops\n");
     let current = env.log(&uid, "stdout");
@@ -96,29 +88,15 @@ async fn container_logs_are_captured_and_rotated() {
 
 #[tokio::test]
 async fn container_memory_hog_is_oom_killed() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("oom");
-    let mut spec = env.container(&uid, "");
-    spec.argv = ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"].map(String::from).to_vec();
-    spec.mem_mib = 16;
-    rt.launch(spec).await.unwrap();
-    let exit = wait(&rt, &uid).await;
-    assert!(exit.oom_killed, "{exit:?}");
-    assert_eq!(exit.signal, Some(9), "{exit:?}");
-    rt.cleanup(&uid).await.unwrap();
+    let (env, rt, uid) = setup("oom");
+    assert_dd_oom_killed(&rt, env.container(&uid, ""), &["/bin/dd"]).await;
 }
 
 #[tokio::test]
 async fn container_ignoring_term_is_killed_after_grace() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("stubborn");
-    rt.launch(env.container(&uid, "trap '' TERM; echo ready; while true; do sleep 1; done")).await.unwrap();
-    eventually("the trap to be set", || env.log(&uid, "stdout").contains("ready")).await;
-    rt.kill(&uid, Duration::from_millis(500)).await.unwrap();
-    let exit = wait(&rt, &uid).await;
-    assert_eq!(exit.signal, Some(9), "{exit:?}");
+    let (env, rt, uid) = setup("stubborn");
+    let spec = env.container(&uid, "trap '' TERM; echo ready; while true; do sleep 1; done");
+    assert_killed_after_grace(&env, &rt, spec, Duration::from_millis(500)).await;
     // Idempotent once ended.
     rt.kill(&uid, Duration::from_millis(10)).await.unwrap();
     rt.cleanup(&uid).await.unwrap();
@@ -126,15 +104,14 @@ async fn container_ignoring_term_is_killed_after_grace() {
 
 #[tokio::test]
 async fn container_handling_term_exits_on_its_own_terms() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("polite");
-    rt.launch(env.container(&uid, "trap 'echo bye; exit 7' TERM; echo ready; while true; do sleep 1; done"))
-        .await
-        .unwrap();
-    eventually("the trap to be set", || env.log(&uid, "stdout").contains("ready")).await;
-    rt.kill(&uid, LIMIT).await.unwrap();
-    let exit = wait(&rt, &uid).await;
+    let (env, rt, uid) = setup("polite");
+    launch_ready(
+        &env,
+        &rt,
+        env.container(&uid, "trap 'echo bye; exit 7' TERM; echo ready; while true; do sleep 1; done"),
+    )
+    .await;
+    let exit = kill_and_wait(&rt, &uid, LIMIT).await;
     assert_eq!(exit.exit_code, Some(7), "{exit:?}");
     assert!(env.log(&uid, "stdout").contains("bye"));
     rt.cleanup(&uid).await.unwrap();
@@ -142,9 +119,7 @@ async fn container_handling_term_exits_on_its_own_terms() {
 
 #[tokio::test]
 async fn exec_returns_the_exit_code_inside_a_running_container() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("exec");
+    let (env, rt, uid) = setup("exec");
     let mut spec = env.container(&uid, "echo inside > /tmp/marker; sleep 1000");
     spec.env.push(("MARK".into(), "m1".into()));
     rt.launch(spec).await.unwrap();
@@ -153,8 +128,7 @@ async fn exec_returns_the_exit_code_inside_a_running_container() {
     assert_eq!(rt.exec(&uid, &sh("test -f /tmp/marker"), LIMIT).await.unwrap(), 0);
     assert_eq!(rt.exec(&uid, &sh("test \"$MARK\" = m1 && exit 5"), LIMIT).await.unwrap(), 5);
     assert!(rt.exec(&uid, &sh("sleep 1000"), Duration::from_millis(300)).await.is_err());
-    rt.kill(&uid, Duration::ZERO).await.unwrap();
-    let exit = wait(&rt, &uid).await;
+    let exit = kill_and_wait(&rt, &uid, Duration::ZERO).await;
     assert_eq!(exit.signal, Some(9), "{exit:?}");
     assert!(rt.exec(&uid, &sh("true"), LIMIT).await.is_err(), "nothing to exec in after the end");
     rt.cleanup(&uid).await.unwrap();
@@ -162,9 +136,7 @@ async fn exec_returns_the_exit_code_inside_a_running_container() {
 
 #[tokio::test]
 async fn failure_to_prepare_or_spawn_is_recorded_as_the_end() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("noimage");
+    let (env, rt, uid) = setup("noimage");
     let mut spec = env.container(&uid, "true");
     spec.rootfs = Some(env.tmp.path().join("no-such-image"));
     assert!(rt.launch(spec).await.is_err());
@@ -173,14 +145,7 @@ async fn failure_to_prepare_or_spawn_is_recorded_as_the_end() {
     assert!(exit.message.as_deref().is_some_and(|m| m.contains("cannot prepare")), "{exit:?}");
     rt.cleanup(&uid).await.unwrap();
 
-    let broken = corral_agent::runtime::Runtime::new(corral_agent::runtime::RuntimeConfig {
-        layout: env.layout.clone(),
-        runc: "/usr/sbin/runc".into(),
-        shim_exe: env.tmp.path().join("no-such-shim"),
-        log_max_bytes: 1 << 20,
-        log_max_files: 2,
-    })
-    .unwrap();
+    let broken = env.runtime_with_shim(env.tmp.path().join("no-such-shim"));
     let uid = env.uid("noshim");
     let err = broken.launch(env.container(&uid, "true")).await.unwrap_err().to_string();
     assert!(err.contains("cannot start the shim"), "{err}");

@@ -5,7 +5,10 @@ mod runtime_support;
 
 use std::time::Duration;
 
-use runtime_support::{Env, LIMIT, eventually, wait};
+use runtime_support::{
+    LIMIT, assert_dd_oom_killed, assert_killed_after_grace, kill_and_wait, launch_and_wait, launch_failure, setup,
+    with_argv,
+};
 
 fn cgroup(controller: &str, uid: &str, file: &str) -> String {
     std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}/corral/{uid}/{file}")).unwrap_or_default()
@@ -13,17 +16,14 @@ fn cgroup(controller: &str, uid: &str, file: &str) -> String {
 
 #[tokio::test]
 async fn native_exit_code_env_cwd_and_user() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("nexit");
+    let (env, rt, uid) = setup("nexit");
     let sandbox = env.task_dir(&uid).join("sandbox");
     let mut spec = env.native(&uid, "echo \"$GREETING\"; pwd; /bin/busybox id -u; /bin/busybox id -g; exit 4");
     spec.env.push(("GREETING".into(), "hi there".into()));
     spec.cwd = Some("work".into());
     spec.user = Some((4321, 765));
     std::fs::create_dir_all(sandbox.join("work")).unwrap();
-    rt.launch(spec).await.unwrap();
-    let exit = wait(&rt, &uid).await;
+    let exit = launch_and_wait(&rt, spec).await;
     assert_eq!(exit.exit_code, Some(4), "{exit:?} stderr: {}", env.log(&uid, "stderr"));
     let out = env.log(&uid, "stdout");
     let want = format!("hi there\n{}\n4321\n765\n", sandbox.join("work").display());
@@ -34,11 +34,8 @@ async fn native_exit_code_env_cwd_and_user() {
 
 #[tokio::test]
 async fn native_task_runs_in_its_limited_cgroups() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("ncg");
-    let mut spec = env.native(&uid, "");
-    spec.argv = ["/bin/busybox", "sleep", "1000"].map(String::from).to_vec();
+    let (env, rt, uid) = setup("ncg");
+    let mut spec = with_argv(env.native(&uid, ""), &["/bin/busybox", "sleep", "1000"]);
     spec.cpus = 0.25;
     spec.mem_mib = 32;
     let started = rt.launch(spec).await.unwrap();
@@ -58,49 +55,30 @@ async fn native_task_runs_in_its_limited_cgroups() {
     );
     let argv = vec!["/bin/busybox".to_string(), "sh".into(), "-c".into(), check];
     assert_eq!(rt.exec(&uid, &argv, LIMIT).await.unwrap(), 9);
-    rt.kill(&uid, LIMIT).await.unwrap();
-    let exit = wait(&rt, &uid).await;
+    let exit = kill_and_wait(&rt, &uid, LIMIT).await;
     assert_eq!(exit.signal, Some(libc::SIGTERM), "{exit:?}");
     rt.cleanup(&uid).await.unwrap();
 }
 
 #[tokio::test]
 async fn native_memory_hog_is_oom_killed() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("noom");
-    let mut spec = env.native(&uid, "");
-    spec.argv = ["/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"].map(String::from).to_vec();
-    spec.mem_mib = 16;
-    rt.launch(spec).await.unwrap();
-    let exit = wait(&rt, &uid).await;
-    assert!(exit.oom_killed, "{exit:?}");
-    assert_eq!(exit.signal, Some(9), "{exit:?}");
-    rt.cleanup(&uid).await.unwrap();
+    let (env, rt, uid) = setup("noom");
+    assert_dd_oom_killed(&rt, env.native(&uid, ""), &["/bin/busybox", "dd"]).await;
 }
 
 #[tokio::test]
 async fn native_task_ignoring_term_is_killed_after_grace_with_its_children() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("nstub");
+    let (env, rt, uid) = setup("nstub");
     let script = "trap '' TERM; /bin/busybox sleep 1000 & echo ready; while true; do /bin/busybox sleep 1; done";
-    rt.launch(env.native(&uid, script)).await.unwrap();
-    eventually("the trap to be set", || env.log(&uid, "stdout").contains("ready")).await;
-    rt.kill(&uid, Duration::from_millis(300)).await.unwrap();
-    let exit = wait(&rt, &uid).await;
-    assert_eq!(exit.signal, Some(9), "{exit:?}");
+    assert_killed_after_grace(&env, &rt, env.native(&uid, script), Duration::from_millis(300)).await;
     assert_eq!(cgroup("pids", &uid, "cgroup.procs"), "", "nothing outlives the task");
     rt.cleanup(&uid).await.unwrap();
 }
 
 #[tokio::test]
 async fn native_leftovers_are_killed_when_the_main_process_exits() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("nleft");
-    rt.launch(env.native(&uid, "/bin/busybox sleep 1000 & exit 0")).await.unwrap();
-    let exit = wait(&rt, &uid).await;
+    let (env, rt, uid) = setup("nleft");
+    let exit = launch_and_wait(&rt, env.native(&uid, "/bin/busybox sleep 1000 & exit 0")).await;
     assert_eq!(exit.exit_code, Some(0), "{exit:?}");
     assert_eq!(cgroup("pids", &uid, "cgroup.procs"), "");
     rt.cleanup(&uid).await.unwrap();
@@ -108,23 +86,16 @@ async fn native_leftovers_are_killed_when_the_main_process_exits() {
 
 #[tokio::test]
 async fn native_exec_failure_is_a_launch_error() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("nfail");
-    let mut spec = env.native(&uid, "");
-    spec.argv = vec!["/no/such/program".into()];
-    let err = rt.launch(spec).await.unwrap_err().to_string();
+    let (env, rt, uid) = setup("nfail");
+    let (err, exit) = launch_failure(&rt, with_argv(env.native(&uid, ""), &["/no/such/program"])).await;
     assert!(err.contains("/no/such/program"), "{err}");
-    let exit = wait(&rt, &uid).await;
     assert!(exit.message.is_some_and(|m| m.contains("/no/such/program")));
     rt.cleanup(&uid).await.unwrap();
 }
 
 #[tokio::test]
 async fn invalid_specs_are_rejected_before_anything_is_written() {
-    let env = Env::new();
-    let rt = env.runtime(1 << 20, 2);
-    let uid = env.uid("ninv");
+    let (env, rt, uid) = setup("ninv");
     let mut spec = env.native(&uid, "true");
     spec.cwd = Some("../escape".into());
     assert!(rt.launch(spec).await.is_err());

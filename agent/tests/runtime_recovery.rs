@@ -8,39 +8,55 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use corral_agent::runtime::{Recovered, Runtime, RuntimeConfig};
-use runtime_support::{Env, eventually, wait};
+use corral_agent::runtime::{ExitInfo, Recovered, Runtime};
+use runtime_support::{Env, eventually, kill_and_wait, launch_failure, launch_ready, setup, wait, with_argv};
+
+/// A container that prints `ready` once its TERM trap is set and exits 4 on TERM.
+const EXIT_4_ON_TERM: &str = "trap 'exit 4' TERM; echo ready; while true; do sleep 1; done";
 
 fn find(found: &[(String, Recovered)], uid: &str) -> Recovered {
     found.iter().find(|(u, _)| u == uid).map(|(_, r)| r.clone()).unwrap_or_else(|| panic!("{uid} not recovered"))
 }
 
+/// The restarted agent: a new runtime on the same work dir, and what it recovered of
+/// `uid`.
+async fn restart(env: &Env, uid: &str) -> (Runtime, Recovered) {
+    let b = env.runtime(1 << 20, 2);
+    let found = b.recover().await.unwrap();
+    let recovered = find(&found, uid);
+    (b, recovered)
+}
+
+/// Restarts, then stops (TERM, 30s grace) and cleans up the task `uid`; returns what
+/// was recovered of it and how it ended.
+async fn restart_and_stop(env: &Env, uid: &str) -> (Recovered, ExitInfo) {
+    let (b, recovered) = restart(env, uid).await;
+    let exit = kill_and_wait(&b, uid, Duration::from_secs(30)).await;
+    b.cleanup(uid).await.unwrap();
+    (recovered, exit)
+}
+
 /// A runtime whose "shim" never starts anything: the agent died right after writing
 /// the checkpoint, before a real shim could take over.
 fn runtime_with_dead_shim(env: &Env) -> Runtime {
-    Runtime::new(RuntimeConfig {
-        layout: env.layout.clone(),
-        runc: PathBuf::from("/usr/sbin/runc"),
-        shim_exe: PathBuf::from("/bin/true"),
-        log_max_bytes: 1 << 20,
-        log_max_files: 2,
-    })
-    .unwrap()
+    env.runtime_with_shim("/bin/true")
 }
 
-/// The agent that saw its shim fail records that; one killed at that moment does not.
-fn forget_the_failed_start(env: &Env, uid: &str) {
-    std::fs::remove_file(env.task_dir(uid).join("exit.json")).unwrap();
+/// An env with a task `name` whose launch (a container that would create
+/// `/mnt/sandbox/ran`) was interrupted: the checkpoint is written, no shim took over,
+/// and the agent died before recording that; with the dead-shim runtime.
+async fn interrupted_launch(name: &str) -> (Env, Runtime, String) {
+    let env = Env::new();
+    let uid = env.uid(name);
+    let dead = runtime_with_dead_shim(&env);
+    assert!(dead.launch(env.container(&uid, "echo started > /mnt/sandbox/ran")).await.is_err());
+    // The agent that saw its shim fail records that; one killed at that moment does not.
+    std::fs::remove_file(env.task_dir(&uid).join("exit.json")).unwrap();
+    (env, dead, uid)
 }
 
 fn runc_state(env: &Env, uid: &str) -> Option<String> {
-    let out = Command::new("/usr/sbin/runc")
-        .arg("--root")
-        .arg(env.layout.root().join("runc"))
-        .args(["state", uid])
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
+    let out = env.runc().args(["state", uid]).stderr(Stdio::null()).output().unwrap();
     out.status.success().then(|| {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["status"].as_str().unwrap().to_owned()
@@ -49,52 +65,36 @@ fn runc_state(env: &Env, uid: &str) -> Option<String> {
 
 #[tokio::test]
 async fn running_container_is_readopted_by_a_new_runtime() {
-    let env = Env::new();
-    let uid = env.uid("radopt");
-    let a = env.runtime(1 << 20, 2);
-    let started =
-        a.launch(env.container(&uid, "trap 'exit 4' TERM; echo ready; while true; do sleep 1; done")).await.unwrap();
-    eventually("the trap to be set", || env.log(&uid, "stdout").contains("ready")).await;
+    let (env, a, uid) = setup("radopt");
+    let started = launch_ready(&env, &a, env.container(&uid, EXIT_4_ON_TERM)).await;
     drop(a);
 
-    let b = env.runtime(1 << 20, 2);
-    let found = b.recover().await.unwrap();
-    assert_eq!(find(&found, &uid), Recovered::Running(started));
-    b.kill(&uid, Duration::from_secs(30)).await.unwrap();
-    let exit = wait(&b, &uid).await;
+    let (recovered, exit) = restart_and_stop(&env, &uid).await;
+    assert_eq!(recovered, Recovered::Running(started));
     assert_eq!(exit.exit_code, Some(4), "{exit:?}");
-    b.cleanup(&uid).await.unwrap();
 }
 
 #[tokio::test]
 async fn running_native_task_is_readopted_by_a_new_runtime() {
-    let env = Env::new();
-    let uid = env.uid("rnative");
-    let a = env.runtime(1 << 20, 2);
-    let mut spec = env.native(&uid, "");
-    spec.argv = ["/bin/busybox", "sleep", "1000"].map(String::from).to_vec();
-    let started = a.launch(spec).await.unwrap();
+    let (env, a, uid) = setup("rnative");
+    let started = a.launch(with_argv(env.native(&uid, ""), &["/bin/busybox", "sleep", "1000"])).await.unwrap();
     drop(a);
 
-    let b = env.runtime(1 << 20, 2);
-    assert_eq!(find(&b.recover().await.unwrap(), &uid), Recovered::Running(started));
-    b.kill(&uid, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(wait(&b, &uid).await.signal, Some(libc::SIGTERM));
-    b.cleanup(&uid).await.unwrap();
+    let (recovered, exit) = restart_and_stop(&env, &uid).await;
+    assert_eq!(recovered, Recovered::Running(started));
+    assert_eq!(exit.signal, Some(libc::SIGTERM), "{exit:?}");
 }
 
 #[tokio::test]
 async fn task_that_ended_while_nobody_watched_reports_its_real_status() {
-    let env = Env::new();
-    let uid = env.uid("rended");
-    let a = env.runtime(1 << 20, 2);
+    let (env, a, uid) = setup("rended");
     a.launch(env.container(&uid, "while [ ! -f /mnt/sandbox/go ]; do sleep 0.1; done; exit 6")).await.unwrap();
     drop(a);
     std::fs::write(env.task_dir(&uid).join("sandbox/go"), "").unwrap();
     eventually("the shim to record the end", || env.task_dir(&uid).join("exit.json").exists()).await;
 
-    let b = env.runtime(1 << 20, 2);
-    match find(&b.recover().await.unwrap(), &uid) {
+    let (b, recovered) = restart(&env, &uid).await;
+    match recovered {
         Recovered::Exited(exit) => assert_eq!(exit.exit_code, Some(6), "{exit:?}"),
         other => panic!("{other:?}"),
     }
@@ -104,15 +104,11 @@ async fn task_that_ended_while_nobody_watched_reports_its_real_status() {
 
 #[tokio::test]
 async fn interrupted_launch_is_never_started() {
-    let env = Env::new();
-    let uid = env.uid("rintr");
-    let dead = runtime_with_dead_shim(&env);
-    assert!(dead.launch(env.container(&uid, "echo started > /mnt/sandbox/ran")).await.is_err());
-    forget_the_failed_start(&env, &uid);
+    let (env, dead, uid) = interrupted_launch("rintr").await;
     assert!(dead.launched(&uid));
 
-    let b = env.runtime(1 << 20, 2);
-    match find(&b.recover().await.unwrap(), &uid) {
+    let (b, recovered) = restart(&env, &uid).await;
+    match recovered {
         Recovered::Interrupted { reason } => assert_eq!(reason, "launch interrupted by a restart"),
         other => panic!("{other:?}"),
     }
@@ -138,27 +134,21 @@ async fn shim_that_exits_without_starting_is_a_launch_error_and_interrupts() {
     let env = Env::new();
     let uid = env.uid("rnoshim");
     let dead = runtime_with_dead_shim(&env);
-    let err = dead.launch(env.container(&uid, "true")).await.unwrap_err().to_string();
+    let (err, exit) = launch_failure(&dead, env.container(&uid, "true")).await;
     assert!(err.contains("shim exited without starting"), "{err}");
-    let exit = wait(&dead, &uid).await;
     assert!(exit.message.is_some_and(|m| m.contains("shim exited without starting")));
-    let b = env.runtime(1 << 20, 2);
-    assert!(matches!(find(&b.recover().await.unwrap(), &uid), Recovered::Interrupted { .. }));
+    let (b, recovered) = restart(&env, &uid).await;
+    assert!(matches!(recovered, Recovered::Interrupted { .. }), "{recovered:?}");
     b.cleanup(&uid).await.unwrap();
     assert!(!env.task_dir(&uid).join("bundle/rootfs").exists());
 }
 
 #[tokio::test]
 async fn container_created_but_not_started_is_deleted_not_started() {
-    let env = Env::new();
-    let uid = env.uid("rcreated");
-    let dead = runtime_with_dead_shim(&env);
-    assert!(dead.launch(env.container(&uid, "echo started > /mnt/sandbox/ran")).await.is_err());
-    forget_the_failed_start(&env, &uid);
+    let (env, _dead, uid) = interrupted_launch("rcreated").await;
     // The shim died between runc's create and start.
-    let created = Command::new("/usr/sbin/runc")
-        .arg("--root")
-        .arg(env.layout.root().join("runc"))
+    let created = env
+        .runc()
         .args(["create", "--bundle"])
         .arg(env.task_dir(&uid).join("bundle"))
         .arg(&uid)
@@ -170,8 +160,8 @@ async fn container_created_but_not_started_is_deleted_not_started() {
     assert!(created.success());
     assert_eq!(runc_state(&env, &uid).as_deref(), Some("created"));
 
-    let b = env.runtime(1 << 20, 2);
-    assert!(matches!(find(&b.recover().await.unwrap(), &uid), Recovered::Interrupted { .. }));
+    let (b, recovered) = restart(&env, &uid).await;
+    assert!(matches!(recovered, Recovered::Interrupted { .. }), "{recovered:?}");
     assert_eq!(runc_state(&env, &uid), None);
     assert!(!env.task_dir(&uid).join("sandbox/ran").exists());
     b.cleanup(&uid).await.unwrap();
@@ -179,9 +169,7 @@ async fn container_created_but_not_started_is_deleted_not_started() {
 
 #[tokio::test]
 async fn container_whose_shim_was_killed_is_stopped_and_reported_lost() {
-    let env = Env::new();
-    let uid = env.uid("rlost");
-    let a = env.runtime(1 << 20, 2);
+    let (env, a, uid) = setup("rlost");
     a.launch(env.container(&uid, "sleep 1000")).await.unwrap();
     let shim: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.task_dir(&uid).join("shim.json")).unwrap()).unwrap();
@@ -199,8 +187,8 @@ async fn container_whose_shim_was_killed_is_stopped_and_reported_lost() {
     .await;
     drop(a);
 
-    let b = env.runtime(1 << 20, 2);
-    match find(&b.recover().await.unwrap(), &uid) {
+    let (b, recovered) = restart(&env, &uid).await;
+    match recovered {
         Recovered::Exited(exit) => assert_eq!(exit.message.as_deref(), Some("shim lost"), "{exit:?}"),
         other => panic!("{other:?}"),
     }
@@ -231,37 +219,17 @@ async fn tasks_survive_the_agent_being_killed() {
     eventually("the agent to launch", || env.log(&uid, "stdout").contains("ready")).await;
     agent.kill().await.unwrap();
 
-    let b = env.runtime(1 << 20, 2);
-    assert!(matches!(find(&b.recover().await.unwrap(), &uid), Recovered::Running(_)));
-    b.kill(&uid, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(wait(&b, &uid).await.exit_code, Some(4));
-    b.cleanup(&uid).await.unwrap();
+    let (recovered, exit) = restart_and_stop(&env, &uid).await;
+    assert!(matches!(recovered, Recovered::Running(_)), "{recovered:?}");
+    assert_eq!(exit.exit_code, Some(4), "{exit:?}");
 }
 
 /// The agent: launches one task, then waits to be killed.
 async fn play_agent(work: PathBuf) {
-    let rt = Runtime::new(RuntimeConfig {
-        layout: corral_agent::Layout::new(work).unwrap(),
-        runc: PathBuf::from("/usr/sbin/runc"),
-        shim_exe: runtime_support::shim_exe(),
-        log_max_bytes: 1 << 20,
-        log_max_files: 2,
-    })
-    .unwrap();
-    let spec = corral_agent::runtime::LaunchSpec {
-        uid: std::env::var("CORRAL_TEST_UID").unwrap(),
-        name: "test/agent".into(),
-        rootfs: Some(std::env::var_os("CORRAL_TEST_ROOTFS").unwrap().into()),
-        argv: ["/bin/sh", "-c", "trap 'exit 4' TERM; echo ready; while true; do sleep 1; done"]
-            .map(String::from)
-            .to_vec(),
-        env: vec![("PATH".into(), "/bin".into())],
-        cwd: None,
-        user: None,
-        cpus: 0.0,
-        mem_mib: 0,
-        mounts: vec![],
-    };
-    rt.launch(spec).await.unwrap();
+    let layout = corral_agent::Layout::new(work).unwrap();
+    let rt = runtime_support::runtime(layout, runtime_support::shim_exe(), 1 << 20, 2);
+    let uid = std::env::var("CORRAL_TEST_UID").unwrap();
+    let rootfs = PathBuf::from(std::env::var_os("CORRAL_TEST_ROOTFS").unwrap());
+    rt.launch(runtime_support::container(&uid, &rootfs, EXIT_4_ON_TERM)).await.unwrap();
     tokio::time::sleep(runtime_support::LIMIT).await;
 }

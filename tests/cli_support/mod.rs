@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -155,17 +155,40 @@ impl Lines {
                         return line;
                     }
                 }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    let mut err = String::new();
-                    if let Some(mut e) = self.child.stderr.take() {
-                        let _ = e.read_to_string(&mut err);
-                    }
-                    panic!("no line {what} within {PATIENCE:?}; lines so far: {:#?}\nstderr: {err}", self.seen);
-                }
+                Err(_) => self.fail(&format!("no line {what} within {PATIENCE:?}")),
             }
         }
+    }
+
+    /// Waits (at most [`PATIENCE`]) for the process to exit by itself; returns its
+    /// status and every line it printed.
+    pub fn wait_exit(&mut self) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("no exit within {PATIENCE:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The reader stops (and hangs up) at the end of stdout.
+        while let Ok(line) = self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.seen.push(line);
+        }
+        (status, self.seen.clone())
+    }
+
+    /// Kills the process and panics with `why`, the lines so far and its stderr.
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        panic!("{why}; lines so far: {:#?}\nstderr: {err}", self.seen);
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use corral_agent::Layout;
-use corral_agent::runtime::{ExitInfo, LaunchSpec, Runtime, RuntimeConfig};
+use corral_agent::runtime::{ExitInfo, LaunchSpec, Runtime, RuntimeConfig, Started};
 
 /// The applets the tests use.
 const APPLETS: &[&str] = &[
@@ -38,14 +38,12 @@ impl Env {
     }
 
     pub fn runtime(&self, log_max_bytes: u64, log_max_files: usize) -> Runtime {
-        Runtime::new(RuntimeConfig {
-            layout: self.layout.clone(),
-            runc: PathBuf::from("/usr/sbin/runc"),
-            shim_exe: shim_exe(),
-            log_max_bytes,
-            log_max_files,
-        })
-        .expect("runtime")
+        runtime(self.layout.clone(), shim_exe(), log_max_bytes, log_max_files)
+    }
+
+    /// A runtime on this work dir (1 MiB logs, 2 rotations) that starts `shim` as its shim.
+    pub fn runtime_with_shim(&self, shim: impl Into<PathBuf>) -> Runtime {
+        runtime(self.layout.clone(), shim.into(), 1 << 20, 2)
     }
 
     /// A fresh uid, remembered for teardown.
@@ -56,18 +54,7 @@ impl Env {
     }
 
     pub fn container(&self, uid: &str, script: &str) -> LaunchSpec {
-        LaunchSpec {
-            uid: uid.into(),
-            name: format!("test/{uid}"),
-            rootfs: Some(self.rootfs.clone()),
-            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            env: vec![("PATH".into(), "/bin".into())],
-            cwd: None,
-            user: None,
-            cpus: 0.5,
-            mem_mib: 64,
-            mounts: vec![],
-        }
+        container(uid, &self.rootfs, script)
     }
 
     pub fn native(&self, uid: &str, script: &str) -> LaunchSpec {
@@ -85,6 +72,13 @@ impl Env {
         }
     }
 
+    /// `runc --root <this work dir's runc state>`.
+    pub fn runc(&self) -> Command {
+        let mut cmd = Command::new("/usr/sbin/runc");
+        cmd.arg("--root").arg(self.layout.root().join("runc"));
+        cmd
+    }
+
     pub fn task_dir(&self, uid: &str) -> PathBuf {
         self.layout.task(uid)
     }
@@ -94,17 +88,47 @@ impl Env {
     }
 }
 
+/// A fresh env, the runtime most tests use (1 MiB logs, 2 rotations) and a uid for
+/// `name`.
+pub fn setup(name: &str) -> (Env, Runtime, String) {
+    let env = Env::new();
+    let rt = env.runtime(1 << 20, 2);
+    let uid = env.uid(name);
+    (env, rt, uid)
+}
+
+/// A runtime over `layout` with real runc.
+pub fn runtime(layout: Layout, shim_exe: PathBuf, log_max_bytes: u64, log_max_files: usize) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        layout,
+        runc: PathBuf::from("/usr/sbin/runc"),
+        shim_exe,
+        log_max_bytes,
+        log_max_files,
+    })
+    .expect("runtime")
+}
+
+/// A container from `rootfs` running `sh -c script`.
+pub fn container(uid: &str, rootfs: &Path, script: &str) -> LaunchSpec {
+    LaunchSpec {
+        uid: uid.into(),
+        name: format!("test/{uid}"),
+        rootfs: Some(rootfs.to_path_buf()),
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: vec![("PATH".into(), "/bin".into())],
+        cwd: None,
+        user: None,
+        cpus: 0.5,
+        mem_mib: 64,
+        mounts: vec![],
+    }
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
-        let root = self.layout.root().join("runc");
         for uid in self.uids.lock().unwrap().iter() {
-            let _ = Command::new("/usr/sbin/runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["delete", "--force", uid])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = self.runc().args(["delete", "--force", uid]).stdout(Stdio::null()).stderr(Stdio::null()).status();
             let procs = format!("/sys/fs/cgroup/pids/corral/{uid}/cgroup.procs");
             let deadline = Instant::now() + Duration::from_secs(5);
             while let Ok(s) = std::fs::read_to_string(&procs) {
@@ -150,6 +174,63 @@ pub fn busybox_rootfs(dir: &Path) {
 /// Waits (bounded) for the task's end.
 pub async fn wait(rt: &Runtime, uid: &str) -> ExitInfo {
     tokio::time::timeout(LIMIT, rt.wait(uid)).await.expect("task did not end in time").expect("wait")
+}
+
+/// `spec` running `argv` instead of its script.
+pub fn with_argv(mut spec: LaunchSpec, argv: &[&str]) -> LaunchSpec {
+    spec.argv = argv.iter().map(|a| a.to_string()).collect();
+    spec
+}
+
+/// Launches `spec`, which must start, and waits (bounded) for its end.
+pub async fn launch_and_wait(rt: &Runtime, spec: LaunchSpec) -> ExitInfo {
+    let uid = spec.uid.clone();
+    rt.launch(spec).await.expect("launch");
+    wait(rt, &uid).await
+}
+
+/// Launches `spec`, which must fail; returns the error and the end recorded for it.
+pub async fn launch_failure(rt: &Runtime, spec: LaunchSpec) -> (String, ExitInfo) {
+    let uid = spec.uid.clone();
+    let err = rt.launch(spec).await.expect_err("launch should fail").to_string();
+    (err, wait(rt, &uid).await)
+}
+
+/// Launches `spec`, whose script prints `ready` once it is set up (e.g. its TERM
+/// trap), and waits (bounded) for that.
+pub async fn launch_ready(env: &Env, rt: &Runtime, spec: LaunchSpec) -> Started {
+    let uid = spec.uid.clone();
+    let started = rt.launch(spec).await.expect("launch");
+    eventually("the task to be ready", || env.log(&uid, "stdout").contains("ready")).await;
+    started
+}
+
+/// Stops the task (TERM, then KILL after `grace`) and waits (bounded) for its end.
+pub async fn kill_and_wait(rt: &Runtime, uid: &str, grace: Duration) -> ExitInfo {
+    rt.kill(uid, grace).await.expect("kill");
+    wait(rt, uid).await
+}
+
+/// `spec`, whose script ignores TERM and prints `ready` once its trap is set, is
+/// killed (SIGKILL) when `grace` has passed after the TERM.
+pub async fn assert_killed_after_grace(env: &Env, rt: &Runtime, spec: LaunchSpec, grace: Duration) {
+    let uid = spec.uid.clone();
+    launch_ready(env, rt, spec).await;
+    let exit = kill_and_wait(rt, &uid, grace).await;
+    assert_eq!(exit.signal, Some(9), "{exit:?}");
+}
+
+/// `spec` running `dd` (the command that runs busybox's dd) with a 64 MiB buffer
+/// under a 16 MiB limit is OOM-killed (SIGKILL); cleans it up.
+pub async fn assert_dd_oom_killed(rt: &Runtime, spec: LaunchSpec, dd: &[&str]) {
+    let argv: Vec<&str> = dd.iter().copied().chain(["if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]).collect();
+    let mut spec = with_argv(spec, &argv);
+    spec.mem_mib = 16;
+    let uid = spec.uid.clone();
+    let exit = launch_and_wait(rt, spec).await;
+    assert!(exit.oom_killed, "{exit:?}");
+    assert_eq!(exit.signal, Some(9), "{exit:?}");
+    rt.cleanup(&uid).await.unwrap();
 }
 
 /// Polls (bounded) until `f` holds.
