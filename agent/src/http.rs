@@ -159,15 +159,12 @@ async fn task_log(
     resp
 }
 
-async fn metrics(State(state): State<Arc<AgentHttp>>) -> Response {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
-        Ok(()) => {
-            let mut resp = (StatusCode::OK, text).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
+async fn metrics(State(state): State<Arc<AgentHttp>>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    match corral_controllers::exposition::render(&state.registry, accept) {
+        Ok((body, content_type)) => {
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
         }
         Err(e) => {

@@ -21,6 +21,7 @@ pub mod client;
 pub mod controller;
 pub mod error;
 pub mod events;
+pub mod exposition;
 pub mod finalizer;
 pub mod leader;
 pub mod node_lifecycle;

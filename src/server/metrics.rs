@@ -172,7 +172,10 @@ pub async fn serve(State(state): State<AppState>, headers: axum::http::HeaderMap
             let (body, content_type) = if wants_openmetrics {
                 (text, "application/openmetrics-text; version=1.0.0; charset=utf-8")
             } else {
-                (openmetrics_to_prometheus(&text), "text/plain; version=0.0.4; charset=utf-8")
+                (
+                    corral_controllers::exposition::openmetrics_to_prometheus(&text),
+                    corral_controllers::exposition::PROMETHEUS_TEXT,
+                )
             };
             let mut resp = (StatusCode::OK, body).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -180,30 +183,6 @@ pub async fn serve(State(state): State<AppState>, headers: axum::http::HeaderMap
         }
         Err(e) => ApiError::internal(format!("cannot encode metrics: {e}")).into_response(),
     }
-}
-
-/// Rewrites OpenMetrics text as Prometheus text 0.0.4: counter families are named
-/// after their `_total` samples, and `# EOF` / `# UNIT` lines go.
-fn openmetrics_to_prometheus(text: &str) -> String {
-    let counters: std::collections::HashSet<&str> =
-        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        match renamed {
-            Some(l) => out.push_str(&l),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// Keeps label values to a fixed set so a client cannot blow up the label space.
