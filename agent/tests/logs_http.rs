@@ -106,7 +106,10 @@ async fn health_and_metrics_are_served() {
     let (code, body) = agent.get("/metrics").await;
     assert_eq!(code, StatusCode::OK);
     assert!(body.contains("corral_agent_test_things_total 1"), "{body}");
-    assert!(body.ends_with("# EOF\n"), "{body}");
+    // Prometheus text by default (what promtool and older scrapers read): counter
+    // families are named after their samples, and there is no OpenMetrics `# EOF`.
+    assert!(body.contains("# TYPE corral_agent_test_things_total counter"), "{body}");
+    assert!(!body.contains("# EOF"), "{body}");
 }
 
 #[tokio::test]
