@@ -208,3 +208,30 @@ async fn logs_follow_streams_a_running_tasks_lines_as_they_are_written() {
     c.wait_phase("chatty", "FINISHED").await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_are_fetched_and_checked_before_the_start() {
+    let c = Cluster::start("artifacts", Duration::from_secs(60)).await;
+    let script = c.dir.path().join("hello.sh");
+    std::fs::write(&script, "#!/bin/sh\necho fetched and run\n").expect("script");
+    let sum = std::process::Command::new("sha256sum").arg(&script).output().expect("sha256sum");
+    let sum = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().expect("digest").to_string();
+    let uri = format!("file://{}", script.display());
+    c.create_task(
+        "fetched",
+        json!({"command": ["./hello.sh"], "artifacts": [{"uri": uri, "sha256": sum, "executable": true}]}),
+    )
+    .await;
+    c.create_task(
+        "tampered",
+        json!({"command": ["./hello.sh"], "artifacts": [{"uri": uri, "sha256": "0".repeat(64), "executable": true}]}),
+    )
+    .await;
+    let done = c.wait_phase("fetched", "FINISHED").await;
+    let uid = done.pointer("/metadata/uid").and_then(Value::as_str).expect("uid");
+    let out = std::fs::read_to_string(c.work_dir().join("tasks").join(uid).join("logs/stdout")).expect("log");
+    assert_eq!(out, "fetched and run\n");
+    let bad = c.wait_phase("tampered", "FAILED").await;
+    assert_eq!(bad.pointer("/status/reason"), Some(&json!("ArtifactFetchFailed")), "{bad:#}");
+    c.stop().await;
+}

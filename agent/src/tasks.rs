@@ -498,6 +498,11 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
         Ok(spec) => spec,
         Err((reason, e)) => return fail(ctx, &task, st, reason, &e.to_string()).await,
     };
+    if staging {
+        // Staged tasks are slow to start anyway; the others go straight to RUNNING.
+        st.phase = TaskPhase::Starting;
+        task = write_status(ctx, &task, st.clone()).await?;
+    }
     // The status write after the start may fail, or the agent die before it: the
     // ports must survive for the next reconcile to report them.
     if let Ok(bytes) = serde_json::to_vec(&ports)
