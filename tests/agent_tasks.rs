@@ -107,9 +107,13 @@ async fn deleting_or_killing_a_task_stops_it_with_term_then_kill() {
     .await;
     c.create_task("polite", json!({"image": "busybox", "command": ["sleep", "1000"], "killGracePeriodSeconds": 30}))
         .await;
-    let running = c.wait_phase("stubborn", "RUNNING").await;
+    // The agent's finalizer follows RUNNING (it is written after the start).
+    let running = c
+        .wait_for(&Cluster::task_path("stubborn"), "stubborn running, with the agent's finalizer", |t| {
+            phase(t) == "RUNNING" && t.pointer("/metadata/finalizers") == Some(&json!(["corral.dev/agent"]))
+        })
+        .await;
     let container = running.pointer("/status/containerId").and_then(Value::as_str).expect("container id").to_string();
-    assert_eq!(running.pointer("/metadata/finalizers"), Some(&json!(["corral.dev/agent"])));
     c.wait_phase("polite", "RUNNING").await;
 
     let mut t = c.get(&Cluster::task_path("stubborn")).await.expect("task");
