@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_api::node::{PortRange, Resources};
-use corral_controllers::{Client, Controller, QueueConfig};
+use corral_controllers::{Client, Controller};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
@@ -112,14 +112,16 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         agent_endpoint: endpoint.clone(),
     };
     node::register(&client, &info).await?;
-    // Beat once before anything else, so the node is judged reachable from the start.
-    if let Err(e) = node::heartbeat(&client, &cfg.name, cfg.heartbeat_interval).await {
-        tracing::warn!(error = %e, "first heartbeat failed; will retry");
-    }
 
     let metrics = Arc::new(AgentMetrics::default());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
+    let (stop, stop_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    // Beating (the first beat at once) before taking stock: recovery may wait for
+    // shims that are still starting their tasks, and the node must not be judged
+    // unreachable meanwhile.
+    handles.push(tokio::spawn(heartbeats(client.clone(), cfg.clone(), metrics.clone(), stop_rx.clone())));
 
     let kind = tasks::kind(&client).await?;
     let ctx = TaskContext::new(
@@ -133,11 +135,6 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         metrics.clone(),
         cfg.ports.clone(),
     );
-    let (stop, stop_rx) = watch::channel(false);
-    let mut handles = Vec::new();
-    // Beating before taking stock: recovery may wait for shims that are still
-    // starting their tasks, and the node must not be judged unreachable meanwhile.
-    handles.push(tokio::spawn(heartbeats(client.clone(), cfg.clone(), metrics.clone(), stop_rx.clone())));
     let recovered = runtime.recover().await?;
     tracing::info!(node = %cfg.name, recovered = recovered.len(), "recovered tasks from the work dir");
     ctx.adopt(recovered);
@@ -146,18 +143,14 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         .concurrency(cfg.concurrency.max(1))
         // Others write task status too: the node lifecycle controller's LOST must
         // reach the agent at once, to stop a task that was given up.
-        .reconcile_status_changes()
-        .queue_config(QueueConfig::default());
+        .reconcile_status_changes();
     controller.metrics().register(&mut registry, "agent_tasks");
     ctx.set_queue(controller.queue());
     let cache = controller.cache();
 
     let router = crate::http::router(crate::http::AgentHttp { layout: layout.clone(), registry: Arc::new(registry) });
-    let mut rx = stop_rx.clone();
+    let shutdown = stopped(stop_rx.clone());
     handles.push(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
         if let Err(e) = crate::http::serve(listener, router, shutdown).await {
             tracing::error!(error = %e, "agent API stopped");
         }
@@ -169,16 +162,18 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         cfg.sandbox_disk_cap,
         stop_rx.clone(),
     )));
-    let mut rx = stop_rx.clone();
+    let shutdown = stopped(stop_rx.clone());
     let ctx_run = ctx.clone();
     handles.push(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
         controller.run(tasks::reconcile, tasks::error_policy, ctx_run, shutdown).await;
     }));
     tracing::info!(node = %cfg.name, %endpoint, work_dir = %layout.root().display(), "agent running");
     Ok(RunningAgent { endpoint, ctx, stop, tasks: handles })
+}
+
+/// Completes once the agent is told to stop.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Runs an agent until `shutdown` completes.
@@ -320,9 +315,5 @@ async fn remove_task_dir(ctx: &TaskContext, uid: &str) {
         return;
     }
     // Its image lease, if it still held one.
-    if let Ok(images) = ctx.images.list() {
-        for image in images {
-            let _ = ctx.images.release(&image.id, uid);
-        }
-    }
+    tasks::release_image(&ctx.images, uid);
 }

@@ -191,7 +191,9 @@ pub async fn register(client: &Client, info: &NodeInfo) -> Result<()> {
 /// Renews (or creates) the node's heartbeat lease once.
 pub async fn heartbeat(client: &Client, node: &str, interval: Duration) -> Result<()> {
     let kind = client.kind(Lease::PLURAL).await?;
-    let now = corral_api::meta::now_timestamp();
+    // Microseconds: each renewal must change the lease, or the write is a no-op that
+    // the node lifecycle controller cannot see.
+    let now = corral_api::meta::now_micro_timestamp();
     // Four missed beats make a lease look stale to readers that judge by duration.
     let duration = (interval.as_secs() * 4).max(1);
     match client.get(&kind, Some(NODE_LEASE_NAMESPACE), node).await? {
@@ -208,22 +210,7 @@ pub async fn heartbeat(client: &Client, node: &str, interval: Duration) -> Resul
             if let Some(spec) = lease.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.insert("holderIdentity".into(), node.into());
                 spec.insert("leaseDurationSeconds".into(), duration.into());
-                // renewTime has one-second resolution; a counter makes every renewal a
-                // visible change even within the same second.
                 spec.insert("renewTime".into(), now.into());
-                let n = spec.get("leaseTransitions").and_then(Value::as_i64).unwrap_or(0);
-                spec.insert("leaseTransitions".into(), n.into());
-            }
-            let renewals = lease
-                .pointer("/metadata/annotations/corral.dev~1renewals")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
-            if let Some(meta) = lease.get_mut("metadata").and_then(Value::as_object_mut) {
-                let ann = meta.entry("annotations").or_insert_with(|| json!({}));
-                if let Some(a) = ann.as_object_mut() {
-                    a.insert("corral.dev/renewals".into(), (renewals + 1).to_string().into());
-                }
             }
             client.update(&kind, &lease).await?;
         }

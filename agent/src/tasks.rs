@@ -7,10 +7,12 @@
 //!   drop the agent's finalizer so the deletion completes;
 //! - terminal already (e.g. `LOST` while the node was cut off): make sure nothing runs;
 //! - `spec.kill`: kill it, and report `KILLED`;
-//! - not launched: add the finalizer, report `STAGING`/`STARTING`, fetch artifacts,
-//!   resolve the image, launch once (the runtime checkpoints before it starts anything,
-//!   so a restarted agent never launches twice), report `RUNNING` or `FAILED`;
-//! - launched: report the exit when the shim records one, and health as it changes.
+//! - not launched: fetch artifacts (reporting `STAGING`, then `STARTING`), resolve the
+//!   image, launch once (the runtime checkpoints before it starts anything, so a
+//!   restarted agent never launches twice), report `RUNNING` or `FAILED`, then add the
+//!   finalizer;
+//! - launched: report the exit when the shim records one (and drop the finalizer),
+//!   and health as it changes.
 //!
 //! Everything reported is derived from current state (checkpoints, the shim's exit
 //! record, the object), never from which event arrived, so a reconcile can be retried
@@ -60,7 +62,8 @@ struct Local {
     health_checks: Option<HealthHandle>,
     watching: bool,
     cleaned: bool,
-    image: Option<String>,
+    /// Host ports handed to the task, held until it is cleaned up.
+    ports: BTreeMap<String, u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -94,10 +97,7 @@ pub struct TaskContext {
     local: Mutex<HashMap<String, Local>>,
     /// Host ports offered by this node.
     port_ranges: Vec<corral_api::node::PortRange>,
-    /// Host ports held by each task (uid) of this node.
-    ports: Mutex<HashMap<String, BTreeMap<String, u16>>>,
     queue: OnceLock<Arc<WorkQueue<ObjectRef>>>,
-    this: OnceLock<std::sync::Weak<TaskContext>>,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -116,7 +116,7 @@ impl TaskContext {
         port_ranges: Vec<corral_api::node::PortRange>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), &format!("agent/{node}"));
-        let ctx = Arc::new(TaskContext {
+        Arc::new(TaskContext {
             node,
             address,
             client,
@@ -128,13 +128,9 @@ impl TaskContext {
             metrics,
             local: Mutex::new(HashMap::new()),
             port_ranges,
-            ports: Mutex::new(HashMap::new()),
             queue: OnceLock::new(),
-            this: OnceLock::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
-        });
-        let _ = ctx.this.set(Arc::downgrade(&ctx));
-        ctx
+        })
     }
 
     /// Stops all background work on tasks (health checks, kills): the agent is going
@@ -165,7 +161,7 @@ impl TaskContext {
 
     /// Takes in what the runtime recovered after a restart: running tasks are watched
     /// again (never restarted), ended ones are reported by their next reconcile.
-    pub fn adopt(&self, recovered: Vec<(String, Recovered)>) {
+    pub fn adopt(self: &Arc<Self>, recovered: Vec<(String, Recovered)>) {
         for (uid, r) in recovered {
             let mut local = Local::default();
             match r {
@@ -177,8 +173,8 @@ impl TaskContext {
                 Recovered::Interrupted { reason } => local.ended = Some(Ended::Interrupted(reason)),
             }
             let running = local.ended.is_none();
-            if running && let Some(ports) = recorded_ports(&self.layout, &uid) {
-                self.ports.lock().insert(uid.clone(), ports);
+            if running {
+                local.ports = recorded_ports(&self.layout, &uid).unwrap_or_default();
             }
             self.local.lock().insert(uid.clone(), local);
             if running {
@@ -192,13 +188,8 @@ impl TaskContext {
         self.local.lock().values().filter(|l| l.started.is_some() && l.ended.is_none()).count()
     }
 
-    /// The uids of tasks this agent knows, and whether each has ended.
-    pub fn known(&self) -> Vec<(String, bool)> {
-        self.local.lock().iter().map(|(u, l)| (u.clone(), l.ended.is_some())).collect()
-    }
-
     /// Waits for the task's end in the background, then wakes its reconcile.
-    fn watch_exit(&self, uid: &str) {
+    fn watch_exit(self: &Arc<Self>, uid: &str) {
         {
             let mut local = self.local.lock();
             let l = local.entry(uid.to_string()).or_default();
@@ -207,7 +198,7 @@ impl TaskContext {
             }
             l.watching = true;
         }
-        let Some(me) = self.this.get().and_then(|w| w.upgrade()) else { return };
+        let me = self.clone();
         let uid = uid.to_string();
         tokio::spawn(async move {
             let ended = match me.runtime.wait(&uid).await {
@@ -293,11 +284,7 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
             cleanup(&ctx, &uid).await;
         }
         ctx.local.lock().remove(&uid);
-        if task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER) {
-            let mut t = task.clone();
-            t.metadata.finalizers.retain(|f| f != AGENT_FINALIZER);
-            update(&ctx, &t).await?;
-        }
+        drop_finalizer(&ctx, task).await?;
         return Ok(Action::await_change());
     }
 
@@ -363,12 +350,7 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
                 .or_else(|| task.spec.kill.then_some(KillReason::Requested));
             let mut st = status.unwrap_or_default();
             apply_end(&mut st, &end, kill.as_ref());
-            let task = write_status(&ctx, &task, st.clone()).await?;
-            ctx.metrics.ended(st.phase);
-            let reason = st.reason.clone().unwrap_or_default();
-            let msg = st.message.clone().unwrap_or_else(|| format!("{:?}", st.phase));
-            let ev = if st.phase == TaskPhase::Finished { EventType::Normal } else { EventType::Warning };
-            let _ = ctx.recorder.publish(&obj, ev, &reason, &msg).await;
+            let task = report_end(&ctx, &task, st).await?;
             cleanup(&ctx, &uid).await;
             // Nothing runs any more: deleting the record need not wait for this agent
             // (which may never come back).
@@ -389,12 +371,12 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
             if let Some(s) = &started {
                 running_status(&mut st, s, &ctx.address);
             }
-            if st.ports.is_empty()
-                && let Some(ports) = recorded_ports(&ctx.layout, &uid)
-            {
-                st.ports = ports;
+            if let Some(l) = ctx.local.lock().get_mut(&uid) {
+                if l.ports.is_empty() {
+                    l.ports = st.ports.clone();
+                }
+                st.ports = l.ports.clone();
             }
-            ctx.ports.lock().entry(uid.clone()).or_insert_with(|| st.ports.clone());
             if health.is_some() {
                 st.health = health;
             }
@@ -412,7 +394,6 @@ pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action>
 
 /// Maps how a task ended (and why the agent killed it, if it did) to its final status.
 fn apply_end(st: &mut TaskStatus, end: &Ended, kill: Option<&KillReason>) {
-    st.health = st.health.take();
     match end {
         Ended::NotStarted(message) => {
             st.phase = TaskPhase::Failed;
@@ -496,7 +477,11 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
     let dir = TaskDir(ctx.layout.task(&uid));
     let spec = match prepare(ctx, &task, &uid, &dir, &ports).await {
         Ok(spec) => spec,
-        Err((reason, e)) => return fail(ctx, &task, st, reason, &e.to_string()).await,
+        Err((reason, e)) => {
+            // Never launched: nothing to clean up but the ports it was given.
+            ctx.local.lock().remove(&uid);
+            return fail(ctx, &task, st, reason, &e.to_string()).await;
+        }
     };
     if staging {
         // Staged tasks are slow to start anyway; the others go straight to RUNNING.
@@ -510,12 +495,8 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
     {
         tracing::warn!(uid, error = %e, "cannot record the task's ports");
     }
-    let image = spec.rootfs.as_ref().and(task.spec.image.clone());
-    {
-        let mut local = ctx.local.lock();
-        let l = local.entry(uid.clone()).or_default();
+    if let Some(l) = ctx.local.lock().get_mut(&uid) {
         l.key = object_ref(&ctx.kind, &serde_json::to_value(&task).unwrap_or_default());
-        l.image = image.clone();
     }
     // Nothing is written between accepting the task and starting it: the runtime's
     // durable checkpoint is what prevents a second launch, an object deleted
@@ -588,21 +569,30 @@ async fn fail(ctx: &TaskContext, task: &Task, mut st: TaskStatus, reason: &str, 
     st.reason = Some(reason.into());
     st.message = Some(message.into());
     st.finish_time = Some(corral_api::meta::now_timestamp());
-    write_status(ctx, task, st).await?;
-    ctx.metrics.ended(TaskPhase::Failed);
-    if let Ok(obj) = serde_json::to_value(task) {
-        let _ = ctx.recorder.publish(&obj, EventType::Warning, reason, message).await;
-    }
+    report_end(ctx, task, st).await?;
     Ok(Action::await_change())
+}
+
+/// Writes a task's final status, counts it, and records it as an Event on the task.
+async fn report_end(ctx: &TaskContext, task: &Task, st: TaskStatus) -> Result<Task> {
+    let (phase, reason) = (st.phase, st.reason.clone().unwrap_or_default());
+    let message = st.message.clone().unwrap_or_else(|| format!("{phase:?}"));
+    let task = write_status(ctx, task, st).await?;
+    ctx.metrics.ended(phase);
+    let ev = if phase == TaskPhase::Finished { EventType::Normal } else { EventType::Warning };
+    if let Ok(obj) = serde_json::to_value(&task) {
+        let _ = ctx.recorder.publish(&obj, ev, &reason, &message).await;
+    }
+    Ok(task)
 }
 
 /// Host ports of the task's named ports: as given, or (until a scheduler assigns them)
 /// the first ports of the node's ranges that no task of this node holds and nothing
 /// else has bound. What is handed out is remembered until the task is cleaned up.
 fn assign_ports(ctx: &TaskContext, task: &Task, uid: &str) -> BTreeMap<String, u16> {
-    let mut held = ctx.ports.lock();
+    let mut local = ctx.local.lock();
     let taken: std::collections::HashSet<u16> =
-        held.iter().filter(|(u, _)| u.as_str() != uid).flat_map(|(_, p)| p.values().copied()).collect();
+        local.iter().filter(|(u, _)| u.as_str() != uid).flat_map(|(_, l)| l.ports.values().copied()).collect();
     let mut out = BTreeMap::new();
     let mut candidates = ctx
         .port_ranges
@@ -618,7 +608,7 @@ fn assign_ports(ctx: &TaskContext, task: &Task, uid: &str) -> BTreeMap<String, u
             out.insert(p.name.clone(), port);
         }
     }
-    held.insert(uid.to_string(), out.clone());
+    local.entry(uid.to_string()).or_default().ports = out.clone();
     out
 }
 
@@ -779,7 +769,7 @@ fn start_health_checks(ctx: &Arc<TaskContext>, task: &Task, uid: &str) {
             return;
         }
     }
-    let ports = task.status.as_ref().map(|s| s.ports.clone()).unwrap_or_default();
+    let ports = ctx.local.lock().get(uid).map(|l| l.ports.clone()).unwrap_or_default();
     let host: IpAddr = ctx.address.parse().unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let runner = Arc::new(ExecInTask { runtime: ctx.runtime.clone(), uid: uid.to_string() });
     let weak = Arc::downgrade(ctx);
@@ -801,7 +791,7 @@ fn start_health_checks(ctx: &Arc<TaskContext>, task: &Task, uid: &str) {
 }
 
 async fn cleanup(ctx: &TaskContext, uid: &str) {
-    let image = {
+    {
         let mut local = ctx.local.lock();
         let l = local.entry(uid.to_string()).or_default();
         if l.cleaned {
@@ -809,19 +799,20 @@ async fn cleanup(ctx: &TaskContext, uid: &str) {
         }
         l.cleaned = true;
         l.health_checks = None;
-        l.image.take()
-    };
-    ctx.ports.lock().remove(uid);
+        l.ports.clear();
+    }
     if let Err(e) = ctx.runtime.cleanup(uid).await {
         tracing::warn!(uid, error = %e, "cannot clean up after the task");
     }
-    // The image lease is released by id; the task may have been given a name.
-    let id = image.and_then(|r| ctx.images.resolve(&r).ok()).map(|i| i.id);
-    if let Some(id) = id {
-        let _ = ctx.images.release(&id, uid);
-    } else if let Ok(list) = ctx.images.list() {
+    release_image(&ctx.images, uid);
+}
+
+/// Drops whatever image lease the task holds. Leases are looked up by holder rather
+/// than by the task's image reference, which may name another image by now.
+pub(crate) fn release_image(images: &ImageStore, uid: &str) {
+    if let Ok(list) = images.list() {
         for i in list {
-            let _ = ctx.images.release(&i.id, uid);
+            let _ = images.release(&i.id, uid);
         }
     }
 }

@@ -98,3 +98,9 @@ pub struct DynamicObject {
 pub fn now_timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+/// Current time as an RFC 3339 UTC timestamp with microseconds, for fields renewed more
+/// often than once a second (lease renewals), where every renewal must be a change.
+pub fn now_micro_timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

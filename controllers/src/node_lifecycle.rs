@@ -14,7 +14,6 @@
 //! restarted control plane does not condemn nodes it simply has not heard from yet.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_api::node::{NODE_LEASE_NAMESPACE, Node, NodePhase};
@@ -23,6 +22,7 @@ use corral_api::{KindInfo, Resource};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::ObjectRef;
 use crate::reflector::{Reflector, by_field};
 use crate::{Client, Result};
 
@@ -54,6 +54,7 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, stop: watch::Recei
     let leases_kind = client.kind("leases").await?;
     let tasks_kind = client.kind(Task::PLURAL).await?;
     let nodes = Reflector::new(client.clone(), nodes_kind.clone(), None, "");
+    let lease_resource = leases_kind.resource();
     let leases = Reflector::new(client.clone(), leases_kind, Some(NODE_LEASE_NAMESPACE.to_string()), "");
     let tasks = Reflector::new(client.clone(), tasks_kind.clone(), None, "").index("node", by_field("/spec/nodeName"));
     let (node_cache, lease_cache, task_cache) = (nodes.cache(), leases.cache(), tasks.cache());
@@ -85,8 +86,7 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, stop: watch::Recei
         for node in node_cache.list() {
             let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else { continue };
             seen.push(name.to_string());
-            let lease =
-                lease_cache.list().into_iter().find(|l| l.pointer("/metadata/name") == Some(&Value::from(name)));
+            let lease = lease_cache.get(&ObjectRef::namespaced(lease_resource.clone(), NODE_LEASE_NAMESPACE, name));
             let record = lease.as_ref().and_then(|l| l.pointer("/metadata/resourceVersion")).map(|v| v.to_string());
             let obs = observed.entry(name.to_string()).or_insert(Observed { record: record.clone(), since: now });
             if obs.record != record {
@@ -194,9 +194,8 @@ async fn release(client: &Client, kind: &KindInfo, task: &Value) -> Result<()> {
 
 /// Spawns [`run`], logging a failure to start.
 pub fn spawn(client: Client, config: NodeLifecycleConfig, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let client = Arc::new(client);
     tokio::spawn(async move {
-        if let Err(e) = run((*client).clone(), config, stop).await {
+        if let Err(e) = run(client, config, stop).await {
             tracing::error!(error = %e, "node lifecycle controller stopped");
         }
     })
