@@ -2,8 +2,8 @@
 //! specified in `docs/api.md`.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests can drive it without a
-//! socket; [`start`] opens the store, binds and serves in the background; [`run`]
-//! serves until SIGINT or SIGTERM.
+//! socket; [`start`] opens the store, binds and serves in the background, with the
+//! built-in controllers, until [`RunningServer::shutdown`].
 
 mod body;
 mod crd;
@@ -278,31 +278,6 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Runs the server until SIGINT or SIGTERM, then shuts it down gracefully.
-///
-/// # Errors
-/// Fails if the server cannot start or stops abnormally.
-pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
-    let server = start(cfg).await?;
-    shutdown_signal().await?;
-    tracing::info!("shutdown requested");
-    server.shutdown().await
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
-    Ok(())
-}
 
 /// Runs the controllers built into the server, talking to it through its router.
 fn spawn_builtin_controllers(state: &AppState, router: Router, cfg: &ServerConfig) -> Vec<tokio::task::JoinHandle<()>> {
