@@ -111,22 +111,30 @@ pub fn check_uid(uid: &str) -> Result<&str> {
 /// only matter while the machine is up (a shim's pid, a running container's config),
 /// where an fsync would only slow task starts.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| Error::Invalid(format!("{} has no parent", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
+    write_via_temp(path, bytes, false)
 }
 
 /// Writes `bytes` to `path` atomically and durably: a temporary file beside it, fsync,
 /// rename, fsync of the directory. Readers see the old content or the new, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_temp(path, bytes, true)
+}
+
+/// A temporary file beside `path`, renamed onto it; `durable` adds the fsyncs.
+fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().ok_or_else(|| Error::Invalid(format!("{} has no parent", path.display())))?;
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
     f.write_all(bytes).map_err(|e| Error::io("cannot write", &tmp, e))?;
-    f.sync_all().map_err(|e| Error::io("cannot sync", &tmp, e))?;
+    if durable {
+        f.sync_all().map_err(|e| Error::io("cannot sync", &tmp, e))?;
+    }
     std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync", dir, e))?;
-    Ok(())
+    if durable { sync_dir(dir) } else { Ok(()) }
+}
+
+/// Makes the entries of directory `dir` (creations, renames) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync", dir, e))
 }

@@ -11,7 +11,9 @@ use runtime_support::{
 };
 
 fn cgroup(controller: &str, uid: &str, file: &str) -> String {
-    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}/corral/{uid}/{file}")).unwrap_or_default()
+    // A missing cgroup is an error, so that "no process left" cannot pass vacuously.
+    let path = format!("/sys/fs/cgroup/{controller}/corral/{uid}/{file}");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -243,18 +242,7 @@ fn inside(root: &Path, rel: &str, file: &str) -> Result<PathBuf> {
 pub(super) fn hash_file(path: &Path) -> Result<(String, u64)> {
     let mut f = fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("cannot read", path, e)),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
+    let size = std::io::copy(&mut f, &mut hasher).map_err(|e| Error::io("cannot read", path, e))?;
     Ok((hex(&hasher.finalize()), size))
 }
 

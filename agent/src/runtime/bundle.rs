@@ -207,15 +207,11 @@ pub(crate) fn create(spec: &LaunchSpec, image_rootfs: &Path, dir: &TaskDir) -> R
     for d in [b.rootfs(), b.upper(), b.work()] {
         std::fs::create_dir_all(&d).map_err(|e| Error::io("cannot create", &d, e))?;
     }
-    if !is_mount_point(&b.rootfs()) {
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            image_rootfs.display(),
-            b.upper().display(),
-            b.work().display()
-        );
-        mount_overlay(&b.rootfs(), &opts)?;
-    }
+    // A fresh task dir (a launch never runs twice): nothing is mounted here yet, so no
+    // scan of the mount table on the start path.
+    let opts =
+        format!("lowerdir={},upperdir={},workdir={}", image_rootfs.display(), b.upper().display(), b.work().display());
+    mount_overlay(&b.rootfs(), &opts)?;
     let config = config(spec, dir)?;
     let bytes =
         serde_json::to_vec_pretty(&config).map_err(|source| Error::Json { what: "container config".into(), source })?;

@@ -52,7 +52,6 @@ fn write(path: &Path, value: &str) -> Result<()> {
 /// Creates a native task's cgroups with its limits and returns `cgroup.procs` of each,
 /// open, for the child to join between fork and exec.
 pub(crate) fn create(uid: &str, limits: &Limits) -> Result<Vec<OwnedFd>> {
-    let mut procs = Vec::new();
     for controller in CONTROLLERS {
         let d = dir(controller, uid);
         std::fs::create_dir_all(&d).map_err(|e| Error::io("cannot create cgroup", &d, e))?;
@@ -77,11 +76,8 @@ pub(crate) fn create(uid: &str, limits: &Limits) -> Result<Vec<OwnedFd>> {
             }
             _ => write(&d.join("pids.max"), &PIDS_MAX.to_string())?,
         }
-        let p = d.join("cgroup.procs");
-        let f = std::fs::OpenOptions::new().write(true).open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
-        procs.push(OwnedFd::from(f));
     }
-    Ok(procs)
+    open_procs(uid)
 }
 
 /// Opens `cgroup.procs` of an existing native task's cgroups, to run more in them.

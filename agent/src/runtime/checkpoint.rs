@@ -42,6 +42,20 @@ pub(crate) struct ExitRecord {
     pub interrupted: bool,
 }
 
+impl ExitRecord {
+    /// The end of a task that never ran, now, with `message` saying why.
+    pub fn not_run(message: String, interrupted: bool) -> Self {
+        let info = ExitInfo {
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            finished_at: corral_api::meta::now_timestamp(),
+            message: Some(message),
+        };
+        ExitRecord { info, interrupted }
+    }
+}
+
 /// `shim.json`: which process supervises the task.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub(crate) struct ShimRecord {

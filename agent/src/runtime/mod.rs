@@ -198,12 +198,11 @@ impl Runtime {
     /// with runc's error or the exec error when the task could not start (the failure
     /// is then also recorded in `exit.json`).
     pub async fn launch(&self, spec: LaunchSpec) -> Result<Started> {
-        check_uid(&spec.uid)?;
+        let dir = self.dir(&spec.uid)?;
         bundle::validate(&spec)?;
-        if self.launched(&spec.uid) {
+        if dir.launch().exists() {
             return Err(Error::Invalid(format!("task {} was already launched", spec.uid)));
         }
-        let dir = self.dir(&spec.uid)?;
         let rec = LaunchRecord {
             spec,
             runc: self.cfg.runc.clone(),

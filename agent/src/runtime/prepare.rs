@@ -3,14 +3,10 @@
 
 use std::path::Path;
 
+use super::bundle;
 use super::checkpoint::{self, ExitRecord, LaunchRecord};
-use super::{ExitInfo, bundle};
 use crate::error::{Error, Result};
-use crate::layout::TaskDir;
-
-fn sync_dir(path: &Path) -> Result<()> {
-    std::fs::File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync", path, e))
-}
+use crate::layout::{TaskDir, sync_dir};
 
 /// Refuses `path` if any existing component of it below `root` is a symlink.
 fn no_symlink_below(root: &Path, path: &Path) -> Result<()> {
@@ -44,14 +40,7 @@ pub(crate) fn prepare(dir: &TaskDir, rec: &LaunchRecord) -> Result<()> {
     checkpoint::write_json(&dir.launch(), rec)?;
     let built = build(dir, rec);
     if let Err(e) = &built {
-        let info = ExitInfo {
-            exit_code: None,
-            signal: None,
-            oom_killed: false,
-            finished_at: corral_api::meta::now_timestamp(),
-            message: Some(format!("cannot prepare the task: {e}")),
-        };
-        checkpoint::write_exit_once(dir, &ExitRecord { info, interrupted: false })?;
+        checkpoint::write_exit_once(dir, &ExitRecord::not_run(format!("cannot prepare the task: {e}"), false))?;
     }
     built
 }

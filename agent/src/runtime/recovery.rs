@@ -44,16 +44,7 @@ pub(crate) fn settle(dir: &TaskDir, rec: &LaunchRecord) -> Result<ExitRecord> {
             interrupted: false,
         }
     } else {
-        ExitRecord {
-            info: ExitInfo {
-                exit_code: None,
-                signal: None,
-                oom_killed: false,
-                finished_at: corral_api::meta::now_timestamp(),
-                message: Some("launch interrupted by a restart".into()),
-            },
-            interrupted: true,
-        }
+        ExitRecord::not_run("launch interrupted by a restart".into(), true)
     };
     checkpoint::write_exit_once(dir, &record)?;
     Ok(checkpoint::read_exit(dir)?.unwrap_or(record))
@@ -63,16 +54,7 @@ pub(crate) fn settle(dir: &TaskDir, rec: &LaunchRecord) -> Result<ExitRecord> {
 /// the lock, held while recording that, keeps any other shim from starting it later.
 pub(crate) fn no_start(dir: &TaskDir, why: String) -> Result<ExitRecord> {
     let lock = TaskLock::open(dir)?;
-    let record = ExitRecord {
-        info: ExitInfo {
-            exit_code: None,
-            signal: None,
-            oom_killed: false,
-            finished_at: corral_api::meta::now_timestamp(),
-            message: Some(why),
-        },
-        interrupted: true,
-    };
+    let record = ExitRecord::not_run(why, true);
     if lock.try_lock()? && !dir.started().exists() {
         checkpoint::write_exit_once(dir, &record)?;
     }

@@ -89,14 +89,7 @@ fn run(dir: &TaskDir) -> Result<u8> {
             } else {
                 cgroups::kill_all(&rec.spec.uid, KILL_LEFTOVERS, || reaper.reap_available());
             }
-            let info = ExitInfo {
-                exit_code: None,
-                signal: None,
-                oom_killed: false,
-                finished_at: corral_api::meta::now_timestamp(),
-                message: Some(message.clone()),
-            };
-            checkpoint::write_exit_once(dir, &ExitRecord { info, interrupted: false })?;
+            checkpoint::write_exit_once(dir, &ExitRecord::not_run(message.clone(), false))?;
             report(&ShimReport::Failed(message));
             return Ok(1);
         }
