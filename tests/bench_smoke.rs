@@ -4,29 +4,24 @@
 
 use std::process::Command;
 
-#[test]
-fn bench_store_runs_and_reports_every_figure() {
+/// Runs `corral bench ARGS`, checks it succeeded and returns what it printed.
+fn bench(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args([
-            "bench",
-            "store",
-            "--seconds",
-            "1",
-            "--objects",
-            "300",
-            "--watchers",
-            "5",
-            "--clients",
-            "1,4",
-            "--rate",
-            "50",
-        ])
+        .arg("bench")
+        .args(args)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("run corral bench store");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+        .expect("run corral bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn bench_store_runs_and_reports_every_figure() {
+    let stdout =
+        bench(&["store", "--seconds", "1", "--objects", "300", "--watchers", "5", "--clients", "1,4", "--rate", "50"]);
     for figure in [
         "corral create, 4 clients (HTTP/2)",
         "etcd put, 4 clients",
@@ -50,14 +45,7 @@ fn bench_store_runs_and_reports_every_figure() {
 /// every figure the agent issue asks for.
 #[test]
 fn bench_agent_runs_and_reports_every_figure() {
-    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["bench", "agent", "--tasks", "3", "--native", "2"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run corral bench agent");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let stdout = bench(&["agent", "--tasks", "3", "--native", "2"]);
     for figure in [
         "bare `runc run --detach`",
         "corral task, binding → RUNNING (runc)",

@@ -86,10 +86,10 @@ type Outcome = Result<(), String>;
 #[derive(Clone, Debug, Default)]
 struct CheckState {
     ran: bool,
-    healthy: bool,
     /// Passed at least once, which ends the grace period.
     passed_once: bool,
     failures: u32,
+    /// Why the last run failed; `None` once it passed (healthy).
     message: Option<String>,
 }
 
@@ -144,13 +144,11 @@ async fn supervise(
         state.ran = true;
         match outcome {
             Ok(()) => {
-                state.healthy = true;
                 state.passed_once = true;
                 state.failures = 0;
                 state.message = None;
             }
             Err(message) => {
-                state.healthy = false;
                 // Failures in the grace period do not count, until a first success
                 // shows the task is up.
                 let in_grace =
@@ -166,7 +164,7 @@ async fn supervise(
         if !states.iter().all(|s| s.ran) {
             continue;
         }
-        let healthy = states.iter().all(|s| s.healthy);
+        let healthy = states.iter().all(|s| s.message.is_none());
         let failures = states.iter().map(|s| s.failures).max().unwrap_or(0);
         let failed = checks.iter().zip(&states).any(|(c, s)| s.failures >= c.max_failures());
         if last == Some((healthy, failures)) && !failed {

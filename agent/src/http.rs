@@ -1,10 +1,11 @@
 //! The agent's own HTTP API, which the API server proxies `corral logs` to:
 //!
 //! - `GET /v1/tasks/{uid}/log?stream=stdout|stderr&follow=true|false&tail=N`: the
-//!   task's log as `text/plain`, streamed (see [`logs::read`](crate::logs::read)); a
+//!   task's log as `text/plain`, streamed (see [`logs::open`](crate::logs::open)); a
 //!   log that cannot be opened (a symlink planted in its place) answers 500;
 //! - `GET /healthz`: `ok`;
-//! - `GET /metrics`: the agent's metrics, OpenMetrics text.
+//! - `GET /metrics`: the agent's metrics, Prometheus text, or OpenMetrics to a scraper
+//!   that asks for it.
 //!
 //! Errors are JSON `Status` objects (`code`, `reason`, `message`), like the API
 //! server's, so that it can pass their message on.
@@ -108,10 +109,9 @@ async fn task_log(
             Err(e) => return bad(e),
         },
     };
-    let follow = match q.follow.as_deref() {
-        None | Some("" | "false" | "0") => false,
-        Some("true" | "1") => true,
-        Some(other) => return bad(format!("follow={other:?} must be true or false")),
+    let follow = match logs::parse_follow(q.follow.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return bad(e),
     };
     let tail = match q.tail.as_deref() {
         None | Some("") => None,
@@ -150,7 +150,12 @@ async fn task_log(
             return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("cannot read the log: {e}"));
         }
     };
-    let body = Body::from_stream(log);
+    log_response(Body::from_stream(log))
+}
+
+/// A 200 answer streaming a log: plain text, never cached, never sniffed. The API
+/// server answers its proxied logs the same way.
+pub fn log_response(body: Body) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));

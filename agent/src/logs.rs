@@ -65,6 +65,19 @@ impl std::str::FromStr for LogStream {
     }
 }
 
+/// A `follow` query value, read the same by the agent and the API server: absent,
+/// empty, `false` or `0` is no, `true` or `1` yes.
+///
+/// # Errors
+/// Any other value, with a message naming it.
+pub fn parse_follow(value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some("" | "false" | "0") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some(other) => Err(format!("follow={other:?} must be true or false")),
+    }
+}
+
 /// The bytes of one log, in order.
 pub type LogBytes = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
 
@@ -157,6 +170,8 @@ struct Reader {
     /// Files to read in order; the front is being read. Only the last one can still
     /// grow.
     files: VecDeque<Open>,
+    /// Read buffer, kept across steps: a follow polls every [`POLL`].
+    buf: Box<[u8]>,
 }
 
 impl Reader {
@@ -169,6 +184,7 @@ impl Reader {
             follow,
             started: false,
             files: VecDeque::new(),
+            buf: vec![0u8; CHUNK].into_boxed_slice(),
         }
     }
 
@@ -191,7 +207,6 @@ impl Reader {
 
     fn step(&mut self) -> io::Result<Step> {
         self.begin()?;
-        let mut buf = vec![0u8; CHUNK];
         loop {
             let Some(front) = self.files.front_mut() else {
                 // No file yet: the task has not written anything so far.
@@ -208,9 +223,9 @@ impl Reader {
                 }
                 return Ok(if exited { Step::End } else { Step::Wait });
             };
-            let n = read_some(front, &mut buf)?;
+            let n = read_some(front, &mut self.buf)?;
             if n > 0 {
-                return Ok(Step::Data(Bytes::copy_from_slice(&buf[..n])));
+                return Ok(Step::Data(Bytes::copy_from_slice(&self.buf[..n])));
             }
             let id = front.id;
             if self.files.len() > 1 {
@@ -235,9 +250,9 @@ impl Reader {
                 front.pos = 0;
                 continue;
             }
-            let n = read_some(front, &mut buf)?;
+            let n = read_some(front, &mut self.buf)?;
             if n > 0 {
-                return Ok(Step::Data(Bytes::copy_from_slice(&buf[..n])));
+                return Ok(Step::Data(Bytes::copy_from_slice(&self.buf[..n])));
             }
             return Ok(if exited { Step::End } else { Step::Wait });
         }

@@ -11,7 +11,6 @@
 //! Every container keeps running (`sleep`), so the agent's memory is then measured
 //! with that many tasks. Native tasks follow.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::load::percentile_ms;
-use super::procs::{Proc, free_port, start_corral};
+use super::procs::{start_agent, start_corral};
 
 /// Options of `corral bench agent`.
 #[derive(Clone, Debug)]
@@ -45,7 +44,7 @@ pub async fn run_agent_bench(opts: AgentBenchOptions) -> anyhow::Result<()> {
     let _leftovers = Leftovers { work: work.clone(), bare: dir.path().join("bare") };
     let server = start_corral(&dir.path().join("data")).await?;
     let url = format!("http://{}", server.addr);
-    let agent = start_agent(&url, &work).await?;
+    let agent = start_agent(&url, &work)?;
     let http = reqwest::Client::new();
     wait_node(&http, &url).await?;
     println!(
@@ -135,21 +134,6 @@ pub async fn run_agent_bench(opts: AgentBenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_agent(url: &str, work: &Path) -> anyhow::Result<Proc> {
-    let exe = std::env::current_exe().context("locating the corral executable")?;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let child = Command::new(exe)
-        .args(["--server", url, "agent", "--name", "bench", "--listen", &addr.to_string()])
-        .arg("--work-dir")
-        .arg(work)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting corral agent")?;
-    Ok(Proc::new(child, addr))
-}
-
 async fn wait_node(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     for _ in 0..300 {
         let r = http.get(format!("{url}/apis/corral.dev/v1/nodes/bench")).send().await?;
@@ -213,14 +197,13 @@ async fn start_task(
         bail!("creating task {name}: {}", r.text().await.unwrap_or_default());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut early: HashMap<String, String> = HashMap::new();
     loop {
         let (n, phase, at) = tokio::time::timeout_at(deadline, seen.recv())
             .await
             .with_context(|| format!("task {name} did not run within 60 s"))?
             .context("the watch ended")?;
+        // Other tasks' ends (an earlier one failing) are not this start's business.
         if n != name {
-            early.insert(n, phase);
             continue;
         }
         if phase != "RUNNING" {

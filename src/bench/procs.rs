@@ -1,6 +1,7 @@
 //! Processes under test: a `corral server` and an `etcd`, each on its own loopback
 //! port and temp data dir, killed when dropped.
 
+use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,11 +17,6 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Wraps a started child serving at `addr`.
-    pub fn new(child: Child, addr: SocketAddr) -> Self {
-        Proc { child, addr }
-    }
-
     /// Resident set size of the process, in bytes, from `/proc`.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
@@ -48,20 +44,13 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Starts `corral server` (this very executable) on a fresh data dir.
 pub async fn start_corral(data_dir: &Path) -> anyhow::Result<Proc> {
-    let exe = std::env::current_exe().context("locating the corral executable")?;
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let child = Command::new(exe)
-        .arg("server")
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting corral server")?;
-    let proc = Proc { child, addr };
+    let listen = addr.to_string();
+    let proc = spawn_self(
+        ["server".as_ref(), "--listen".as_ref(), listen.as_ref(), "--data-dir".as_ref(), data_dir.as_os_str()],
+        addr,
+    )
+    .context("starting corral server")?;
     let http = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await
@@ -72,6 +61,34 @@ pub async fn start_corral(data_dir: &Path) -> anyhow::Result<Proc> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("corral server on {addr} did not become healthy")
+}
+
+/// Starts `corral agent` (this very executable) as node `bench` of the server at
+/// `url`, working in `work`.
+pub fn start_agent(url: &str, work: &Path) -> anyhow::Result<Proc> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let listen = addr.to_string();
+    let args: [&OsStr; 9] = [
+        "--server".as_ref(),
+        url.as_ref(),
+        "agent".as_ref(),
+        "--name".as_ref(),
+        "bench".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--work-dir".as_ref(),
+        work.as_os_str(),
+    ];
+    spawn_self(args, addr).context("starting corral agent")
+}
+
+/// Runs this very executable with `args`, serving at `addr`, logging warnings to
+/// stderr.
+fn spawn_self<'a>(args: impl IntoIterator<Item = &'a OsStr>, addr: SocketAddr) -> anyhow::Result<Proc> {
+    let exe = std::env::current_exe().context("locating the corral executable")?;
+    let child =
+        Command::new(exe).args(args).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
+    Ok(Proc { child, addr })
 }
 
 /// Starts Debian's `etcd` with its default durability (WAL fsync per commit).

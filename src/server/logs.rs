@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use corral_store::Key;
 use futures::StreamExt;
@@ -56,11 +56,7 @@ async fn proxy(
     query: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let follow = match params.follow.as_deref() {
-        None | Some("" | "false" | "0") => false,
-        Some("true" | "1") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("follow={other:?} must be true or false"))),
-    };
+    let follow = corral_agent::logs::parse_follow(params.follow.as_deref()).map_err(ApiError::bad_request)?;
     let tail = match params.tail_lines.as_deref() {
         None | Some("") => None,
         Some(t) => Some(
@@ -129,12 +125,7 @@ async fn proxy(
     // follow to end.
     let closed = state.closed();
     let body = resp.bytes_stream().map(|r| r.map_err(std::io::Error::other)).take_until(closed);
-    let mut out = (StatusCode::OK, Body::from_stream(body)).into_response();
-    let headers = out.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    Ok(out)
+    Ok(corral_agent::http::log_response(Body::from_stream(body)))
 }
 
 /// One object of the built-in kind `plural`, as JSON; 404 when missing.

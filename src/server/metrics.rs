@@ -72,16 +72,6 @@ impl Metrics {
         self.requests.get_or_create(&RequestLabels { method: method.to_string(), code: code.to_string() }).inc();
         self.durations.get_or_create(&MethodLabels { method: method.to_string() }).observe(seconds);
     }
-
-    /// The exposition text.
-    ///
-    /// # Errors
-    /// Only if formatting fails, which writing to a `String` does not.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
-    }
 }
 
 /// Reads the garbage collector's counters at scrape time.
@@ -163,20 +153,9 @@ impl Collector for StoreCollector {
 /// `GET /metrics`: OpenMetrics for scrapers that ask for it, otherwise the classic
 /// Prometheus text format (what `promtool` and older scrapers read).
 pub async fn serve(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    let wants_openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    match state.metrics.encode() {
-        Ok(text) => {
-            let (body, content_type) = if wants_openmetrics {
-                (text, "application/openmetrics-text; version=1.0.0; charset=utf-8")
-            } else {
-                (
-                    corral_controllers::exposition::openmetrics_to_prometheus(&text),
-                    corral_controllers::exposition::PROMETHEUS_TEXT,
-                )
-            };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    match corral_controllers::exposition::render(&state.metrics.registry, accept) {
+        Ok((body, content_type)) => {
             let mut resp = (StatusCode::OK, body).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
