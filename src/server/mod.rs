@@ -278,7 +278,6 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
-
 /// Runs the controllers built into the server, talking to it through its router.
 fn spawn_builtin_controllers(state: &AppState, router: Router, cfg: &ServerConfig) -> Vec<tokio::task::JoinHandle<()>> {
     let client = corral_controllers::Client::new(Arc::new(in_process::InProcess::new(router)));
