@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use corral::server::{AppState, app, in_process::InProcess};
 use corral_api::Registry;
-use corral_controllers::{Client, LeaderConfig, LeaderElector};
+use corral_runtime::{Client, LeaderConfig, LeaderElector};
 use corral_store::{SledStore, Storage};
 use serde_json::json;
 
@@ -53,7 +53,7 @@ async fn until(what: &str, stage: &Mutex<Stage>, changed: &tokio::sync::Notify, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("corral_controllers=debug").try_init();
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("corral_runtime=debug").try_init();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), Default::default()).unwrap());
     let client = Client::new(Arc::new(InProcess::new(app(AppState::new(store, Arc::new(Registry::builtin()))))));

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use corral::server::{AppState, ServerConfig, app, in_process::InProcess};
 use corral_api::Registry;
-use corral_controllers::transport::{Response, Transport};
-use corral_controllers::{Action, Change, Client, Controller, Reflector};
+use corral_runtime::transport::{Response, Transport};
+use corral_runtime::{Action, Change, Client, Controller, Reflector};
 use corral_store::{Options, SledStore, Storage};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -48,7 +48,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("never happened: {what}");
 }
 
-fn names(cache: &corral_controllers::Cache) -> BTreeMap<String, String> {
+fn names(cache: &corral_runtime::Cache) -> BTreeMap<String, String> {
     cache
         .list()
         .iter()
@@ -118,7 +118,7 @@ struct Gated {
 
 #[async_trait]
 impl Transport for Gated {
-    async fn send(&self, request: http::Request<Bytes>) -> corral_controllers::Result<Response> {
+    async fn send(&self, request: http::Request<Bytes>) -> corral_runtime::Result<Response> {
         let mut open = self.open.clone();
         let _ = open.wait_for(|o| *o).await;
         let resp = self.inner.send(request).await?;
@@ -242,7 +242,7 @@ async fn controller_recreates_owned_objects_and_never_reconciles_one_object_conc
     let (stop, stopped) = watch::channel(false);
     let run = tokio::spawn(controller.run(
         reconcile,
-        |_obj: &Arc<Value>, _e: &corral_controllers::Error, _ctx: &Arc<Ctx>| Action::requeue(Duration::from_millis(10)),
+        |_obj: &Arc<Value>, _e: &corral_runtime::Error, _ctx: &Arc<Ctx>| Action::requeue(Duration::from_millis(10)),
         ctx.clone(),
         async move {
             let mut s = stopped;
@@ -251,7 +251,7 @@ async fn controller_recreates_owned_objects_and_never_reconciles_one_object_conc
     ));
 
     client.create(&kind, &cm("parent", "0")).await.unwrap();
-    let child_ref = corral_controllers::ObjectRef::namespaced("corral.dev/configmaps", "default", "parent-child");
+    let child_ref = corral_runtime::ObjectRef::namespaced("corral.dev/configmaps", "default", "parent-child");
     eventually("child created", || cache.get(&child_ref).is_some()).await;
     let first_uid = cache.get(&child_ref).map(|c| c["metadata"]["uid"].clone());
     client.delete(&kind, Some("default"), "parent-child").await.unwrap();
@@ -279,11 +279,11 @@ async fn cache_indexes_follow_changes() {
     let uid = owner["metadata"]["uid"].as_str().unwrap().to_string();
     let mut a = cm("a", "1");
     a["metadata"]["labels"] = json!({"app": "web"});
-    a["metadata"]["ownerReferences"] = json!([corral_controllers::owner_reference(&owner, true).unwrap()]);
+    a["metadata"]["ownerReferences"] = json!([corral_runtime::owner_reference(&owner, true).unwrap()]);
     client.create(&kind, &a).await.unwrap();
     let reflector = Reflector::new(client.clone(), kind.clone(), None, "")
-        .index("owner", corral_controllers::by_owner_uid())
-        .index("app", corral_controllers::by_label("app"));
+        .index("owner", corral_runtime::by_owner_uid())
+        .index("app", corral_runtime::by_label("app"));
     let cache = reflector.cache();
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(reflector.run(stopped, |_| {}));

@@ -9,7 +9,7 @@ use std::time::Duration;
 mod api_support;
 
 use api_support::TestServer;
-use corral_controllers::Client;
+use corral_runtime::Client;
 use serde_json::{Value, json};
 
 struct Kill(Child);

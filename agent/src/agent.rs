@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_api::node::{PortRange, Resources};
-use corral_controllers::{Client, Controller};
+use corral_runtime::{Client, Controller};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
@@ -212,7 +212,7 @@ async fn heartbeats(client: Client, cfg: AgentConfig, metrics: Arc<AgentMetrics>
 ///   first, retention or not.
 async fn collect_sandboxes(
     ctx: Arc<TaskContext>,
-    cache: corral_controllers::Cache,
+    cache: corral_runtime::Cache,
     retention: Duration,
     disk_cap: u64,
     mut stop: watch::Receiver<bool>,

@@ -35,7 +35,7 @@ pub enum Error {
     },
     /// The API server answered with an error.
     #[error(transparent)]
-    Api(#[from] corral_controllers::Error),
+    Api(#[from] corral_runtime::Error),
     /// JSON (a checkpoint, a manifest in an archive) did not parse.
     #[error("{what}: {source}")]
     Json {

@@ -166,7 +166,7 @@ pub fn log_response(body: Body) -> Response {
 
 async fn metrics(State(state): State<Arc<AgentHttp>>, headers: axum::http::HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    match corral_controllers::exposition::render(&state.registry, accept) {
+    match corral_runtime::exposition::render(&state.registry, accept) {
         Ok((body, content_type)) => {
             let mut resp = (StatusCode::OK, body).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use corral_api::Resource;
 use corral_api::kinds::Lease;
 use corral_api::node::{NODE_LEASE_NAMESPACE, Node, NodeSpec, NodeStatus, PortRange, Resources};
-use corral_controllers::{Api, Client};
+use corral_runtime::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -155,7 +155,7 @@ pub async fn register(client: &Client, info: &NodeInfo) -> Result<()> {
         let node = match existing {
             None => match api.create(&node).await {
                 Ok(n) => n,
-                Err(e) if matches!(&e, corral_controllers::Error::Api { code: 409, .. }) => continue,
+                Err(e) if matches!(&e, corral_runtime::Error::Api { code: 409, .. }) => continue,
                 Err(e) => return Err(e.into()),
             },
             Some(old) if old.spec == node.spec => old,

@@ -26,8 +26,8 @@ use std::time::Duration;
 use corral_api::KindInfo;
 use corral_api::Resource;
 use corral_api::task::{AGENT_FINALIZER, Task, TaskHealth, TaskPhase, TaskStatus};
-use corral_controllers::reflector::object_ref;
-use corral_controllers::{Action, Client, EventType, ObjectRef, Recorder, WorkQueue};
+use corral_runtime::reflector::object_ref;
+use corral_runtime::{Action, Client, EventType, ObjectRef, Recorder, WorkQueue};
 use parking_lot::Mutex;
 use serde_json::Value;
 

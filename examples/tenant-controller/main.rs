@@ -1,4 +1,4 @@
-//! tenant-controller: a custom controller built on `corral-controllers`, run as its
+//! tenant-controller: a custom controller built on `corral-runtime`, run as its
 //! own process against a Corral server.
 //!
 //! For every `Tenant` (a cluster-scoped custom kind, see `crd.yaml`) it provisions a
@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use corral_api::KindInfo;
-use corral_controllers::finalizer::Event;
-use corral_controllers::{Action, Client, Controller, EventType, LeaderConfig, LeaderElector, Recorder, finalizer};
+use corral_runtime::finalizer::Event;
+use corral_runtime::{Action, Client, Controller, EventType, LeaderConfig, LeaderElector, Recorder, finalizer};
 use serde_json::{Value, json};
 
 const FINALIZER: &str = "tenants.example.corral.dev/cleanup";
@@ -34,7 +34,7 @@ struct Ctx {
 }
 
 fn owner_ref(tenant: &Value) -> Value {
-    json!(corral_controllers::owner_reference(tenant, true).into_iter().collect::<Vec<_>>())
+    json!(corral_runtime::owner_reference(tenant, true).into_iter().collect::<Vec<_>>())
 }
 
 async fn reconcile(tenant: Arc<Value>, ctx: Arc<Ctx>) -> anyhow::Result<Action> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use corral_controllers::{Action, Client, Controller, Reflector};
+use corral_runtime::{Action, Client, Controller, Reflector};
 use serde_json::{Value, json};
 
 use super::load::closed_loop;
@@ -38,7 +38,7 @@ struct Ctx {
     written: AtomicU64,
 }
 
-async fn reconcile(obj: Arc<Value>, ctx: Arc<Ctx>) -> Result<Action, corral_controllers::Error> {
+async fn reconcile(obj: Arc<Value>, ctx: Arc<Ctx>) -> Result<Action, corral_runtime::Error> {
     let generation = obj["metadata"]["generation"].clone();
     if obj["status"]["observedGeneration"] != generation {
         let mut o = (*obj).clone();
@@ -100,7 +100,7 @@ pub async fn run_controller_bench(opts: ControllerBenchOptions) -> anyhow::Resul
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(controller.run(
         reconcile,
-        |_o: &Arc<Value>, _e: &corral_controllers::Error, _c: &Arc<Ctx>| Action::requeue(Duration::from_millis(100)),
+        |_o: &Arc<Value>, _e: &corral_runtime::Error, _c: &Arc<Ctx>| Action::requeue(Duration::from_millis(100)),
         ctx.clone(),
         async move {
             let mut s = stopped;

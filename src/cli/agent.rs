@@ -58,7 +58,7 @@ fn shim_exe() -> anyhow::Result<std::path::PathBuf> {
 
 pub(crate) async fn run(server: &str, a: AgentArgs) -> anyhow::Result<()> {
     let cfg = config(&a)?;
-    let client = corral_controllers::Client::http(server).with_context(|| format!("bad --server {server}"))?;
+    let client = corral_runtime::Client::http(server).with_context(|| format!("bad --server {server}"))?;
     let shutdown = async {
         if let Err(e) = super::serve::shutdown_signal().await {
             tracing::error!(error = %e, "cannot wait for a shutdown signal");

@@ -52,7 +52,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
             ..defaults
         };
         let cfg = super::agent::config(&agent_args)?;
-        let client = corral_controllers::Client::http(&format!("http://{}", server.addr()))?;
+        let client = corral_runtime::Client::http(&format!("http://{}", server.addr()))?;
         Some(corral_agent::agent::start(client, cfg).await.context("cannot start the local agent")?)
     } else {
         None

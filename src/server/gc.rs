@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use corral_api::{Registry, Selector};
-use corral_controllers::{QueueConfig, WorkQueue};
+use corral_runtime::{QueueConfig, WorkQueue};
 use corral_store::{
     DeleteOutcome, Error as StoreError, EventType, Key, Storage, StoredObject, UpdateOutcome, WatchEvent, WatchRequest,
 };

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
-use corral_controllers::transport::{Response, Transport};
+use corral_runtime::transport::{Response, Transport};
 use futures::StreamExt;
 use tower::ServiceExt;
 
@@ -24,19 +24,19 @@ impl InProcess {
 
 #[async_trait]
 impl Transport for InProcess {
-    async fn send(&self, request: http::Request<Bytes>) -> corral_controllers::Result<Response> {
+    async fn send(&self, request: http::Request<Bytes>) -> corral_runtime::Result<Response> {
         let request = request.map(Body::from);
         let resp = self
             .router
             .clone()
             .oneshot(request)
             .await
-            .map_err(|e| corral_controllers::Error::Transport(format!("in-process request failed: {e}")))?;
+            .map_err(|e| corral_runtime::Error::Transport(format!("in-process request failed: {e}")))?;
         let status = resp.status();
         let body = resp
             .into_body()
             .into_data_stream()
-            .map(|c| c.map_err(|e| corral_controllers::Error::Transport(e.to_string())))
+            .map(|c| c.map_err(|e| corral_runtime::Error::Transport(e.to_string())))
             .boxed();
         Ok(Response { status, body })
     }

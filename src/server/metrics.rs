@@ -154,7 +154,7 @@ impl Collector for StoreCollector {
 /// Prometheus text format (what `promtool` and older scrapers read).
 pub async fn serve(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    match corral_controllers::exposition::render(&state.metrics.registry, accept) {
+    match corral_runtime::exposition::render(&state.metrics.registry, accept) {
         Ok((body, content_type)) => {
             let mut resp = (StatusCode::OK, body).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

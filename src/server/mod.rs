@@ -280,12 +280,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
 
 /// Runs the controllers built into the server, talking to it through its router.
 fn spawn_builtin_controllers(state: &AppState, router: Router, cfg: &ServerConfig) -> Vec<tokio::task::JoinHandle<()>> {
-    let client = corral_controllers::Client::new(Arc::new(in_process::InProcess::new(router)));
-    let lifecycle = corral_controllers::node_lifecycle::NodeLifecycleConfig {
+    let client = corral_runtime::Client::new(Arc::new(in_process::InProcess::new(router)));
+    let lifecycle = corral_runtime::node_lifecycle::NodeLifecycleConfig {
         grace_period: cfg.node_grace_period,
         check_interval: (cfg.node_grace_period / 8).clamp(Duration::from_millis(200), Duration::from_secs(5)),
     };
-    vec![corral_controllers::node_lifecycle::spawn(client, lifecycle, state.closing.subscribe())]
+    vec![corral_runtime::node_lifecycle::spawn(client, lifecycle, state.closing.subscribe())]
 }
 
 /// The `default` and `corral-system` namespaces always exist.

@@ -1,6 +1,6 @@
 //! Errors of the controller runtime.
 
-/// Errors of the `corral-controllers` crate.
+/// Errors of the `corral-runtime` crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The queue was shut down; no more keys will be handed out.
