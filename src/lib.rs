@@ -1,7 +1,5 @@
-//! The `corral` binary's library: the API server, the HTTP client and the CLI.
-//! Integration tests drive these directly as well as through the binary.
+//! The `corral` binary's library: its command line. Integration tests drive the binary
+//! itself; the pieces it runs are crates of their own (`corral-server`,
+//! `corral-controllers`, `corral-agent`, `corral-client`).
 
-pub mod bench;
 pub mod cli;
-pub mod client;
-pub mod server;

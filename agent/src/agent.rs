@@ -5,15 +5,17 @@
 //! next agent on this work dir re-adopts them.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_api::node::{PortRange, Resources};
-use corral_runtime::{Client, Controller};
-use tokio::sync::watch;
+use corral_api::kinds::Lease;
+use corral_api::kinds::node::{NODE_LEASE_NAMESPACE, PortRange, Resources};
+use corral_api::kinds::task::Task;
+use corral_client::{Api, Client, ListParams};
+use corral_runtime::{CancellationToken, Controller};
+use corral_telemetry::SharedRegistry;
 
 use crate::error::{Error, Result};
 use crate::image::ImageStore;
@@ -63,7 +65,7 @@ pub struct RunningAgent {
     /// Where the agent API listens.
     pub endpoint: String,
     ctx: Arc<TaskContext>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -71,7 +73,7 @@ impl RunningAgent {
     /// Stops the agent (its tasks keep running) and waits for its loops to end.
     pub async fn shutdown(mut self) {
         self.ctx.close();
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
@@ -114,21 +116,19 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
     node::register(&client, &info).await?;
 
     let metrics = Arc::new(AgentMetrics::default());
-    let mut registry = prometheus_client::registry::Registry::default();
-    metrics.register(&mut registry);
-    let (stop, stop_rx) = watch::channel(false);
+    let registry = SharedRegistry::new();
+    registry.register(|r| metrics.register(r));
+    let stop = CancellationToken::new();
     let mut handles = Vec::new();
     // Beating (the first beat at once) before taking stock: recovery may wait for
     // shims that are still starting their tasks, and the node must not be judged
     // unreachable meanwhile.
-    handles.push(tokio::spawn(heartbeats(client.clone(), cfg.clone(), metrics.clone(), stop_rx.clone())));
+    handles.push(tokio::spawn(heartbeats(client.clone(), cfg.clone(), metrics.clone(), stop.clone())));
 
-    let kind = tasks::kind(&client).await?;
     let ctx = TaskContext::new(
         cfg.name.clone(),
         address,
         client.clone(),
-        kind.clone(),
         runtime.clone(),
         images,
         layout.clone(),
@@ -139,17 +139,20 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
     tracing::info!(node = %cfg.name, recovered = recovered.len(), "recovered tasks from the work dir");
     ctx.adopt(recovered);
 
-    let controller = Controller::new(client.clone(), kind, None)
+    // This node's tasks only: the server filters, so an agent hears nothing of the
+    // rest of the cluster.
+    let mine = ListParams::default().fields(&format!("spec.nodeName={}", cfg.name));
+    let controller = Controller::new(Api::<Task>::all(client.clone()), mine)
         .concurrency(cfg.concurrency.max(1))
         // Others write task status too: the node lifecycle controller's LOST must
         // reach the agent at once, to stop a task that was given up.
         .reconcile_status_changes();
-    controller.metrics().register(&mut registry, "agent_tasks");
+    registry.register(|r| controller.metrics().register(r, "agent_tasks"));
     ctx.set_queue(controller.queue());
     let cache = controller.cache();
 
-    let router = crate::http::router(crate::http::AgentHttp { layout: layout.clone(), registry: Arc::new(registry) });
-    let shutdown = stopped(stop_rx.clone());
+    let router = crate::http::router(crate::http::AgentHttp { layout: layout.clone(), registry });
+    let shutdown = stop.clone().cancelled_owned();
     handles.push(tokio::spawn(async move {
         if let Err(e) = crate::http::serve(listener, router, shutdown).await {
             tracing::error!(error = %e, "agent API stopped");
@@ -160,9 +163,9 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         cache,
         cfg.sandbox_retention,
         cfg.sandbox_disk_cap,
-        stop_rx.clone(),
+        stop.clone(),
     )));
-    let shutdown = stopped(stop_rx.clone());
+    let shutdown = stop.clone();
     let ctx_run = ctx.clone();
     handles.push(tokio::spawn(async move {
         controller.run(tasks::reconcile, tasks::error_policy, ctx_run, shutdown).await;
@@ -171,32 +174,28 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
     Ok(RunningAgent { endpoint, ctx, stop, tasks: handles })
 }
 
-/// Completes once the agent is told to stop.
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
 /// Runs an agent until `shutdown` completes.
 ///
 /// # Errors
 /// As [`start`].
-pub async fn run(client: Client, cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(client: Client, cfg: AgentConfig, shutdown: CancellationToken) -> Result<()> {
     let agent = start(client, cfg).await?;
-    shutdown.await;
+    shutdown.cancelled().await;
     tracing::info!("agent stopping; its tasks keep running");
     agent.shutdown().await;
     Ok(())
 }
 
-async fn heartbeats(client: Client, cfg: AgentConfig, metrics: Arc<AgentMetrics>, mut stop: watch::Receiver<bool>) {
+async fn heartbeats(client: Client, cfg: AgentConfig, metrics: Arc<AgentMetrics>, stop: CancellationToken) {
+    let leases = Api::<Lease>::namespaced(client, NODE_LEASE_NAMESPACE);
     let mut tick = tokio::time::interval(cfg.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
-        if let Err(e) = node::heartbeat(&client, &cfg.name, cfg.heartbeat_interval).await {
+        if let Err(e) = node::heartbeat(&leases, &cfg.name, cfg.heartbeat_interval).await {
             metrics.heartbeat_failures.inc();
             tracing::warn!(error = %e, "heartbeat failed; will retry");
         }
@@ -212,20 +211,20 @@ async fn heartbeats(client: Client, cfg: AgentConfig, metrics: Arc<AgentMetrics>
 ///   first, retention or not.
 async fn collect_sandboxes(
     ctx: Arc<TaskContext>,
-    cache: corral_runtime::Cache,
+    cache: corral_runtime::Cache<Task>,
     retention: Duration,
     disk_cap: u64,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     tokio::select! {
         _ = cache.wait_synced() => {}
-        _ = stop.wait_for(|s| *s) => return,
+        _ = stop.cancelled() => return,
     }
     let mut tick = tokio::time::interval(Duration::from_secs(10).min(retention.max(Duration::from_secs(1))));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
         // The directories first, the objects after: a directory is only made by a
         // reconcile of an object already cached, so every listed directory's object,
@@ -237,9 +236,8 @@ async fn collect_sandboxes(
             .list()
             .iter()
             .filter_map(|o| {
-                let uid = o.pointer("/metadata/uid")?.as_str()?.to_string();
-                let phase = o.pointer("/status/phase").and_then(|p| serde_json::from_value(p.clone()).ok());
-                Some((uid, phase.is_some_and(corral_api::task::TaskPhase::is_terminal)))
+                let uid = o.metadata.uid.clone()?;
+                Some((uid, o.status.as_ref().is_some_and(|s| s.phase.is_terminal())))
             })
             .collect();
         let mut ended = Vec::new();

@@ -33,9 +33,9 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
-    /// The API server answered with an error.
+    /// The API server answered with an error, or could not be reached.
     #[error(transparent)]
-    Api(#[from] corral_runtime::Error),
+    Api(#[from] corral_client::Error),
     /// JSON (a checkpoint, a manifest in an archive) did not parse.
     #[error("{what}: {source}")]
     Json {
@@ -57,15 +57,4 @@ impl Error {
     }
 }
 
-/// An error and its causes on one line (`a: b: c`): the outermost message alone often
-/// does not say why (reqwest's, for one).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
+pub use corral_api::error::error_chain;

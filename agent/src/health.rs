@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_api::task::{HealthCheck, TaskHealth};
+use corral_api::kinds::task::{HealthCheck, TaskHealth};
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 

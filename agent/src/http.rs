@@ -16,14 +16,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::registry::Registry;
+use corral_telemetry::SharedRegistry;
 use serde::Deserialize;
 
 use crate::layout::{self, Layout};
-use crate::logs::{self, LogStream};
+use crate::logs;
+use corral_api::logs::{LOG_HEADERS, LogParams};
 
 /// How long in-flight requests (log follows, mostly) may go on after shutdown was
 /// asked for before their connections are dropped.
@@ -35,7 +36,7 @@ pub struct AgentHttp {
     /// The agent's work dir, where the task directories and their logs are.
     pub layout: Layout,
     /// Metrics served at `/metrics`.
-    pub registry: Arc<Registry>,
+    pub registry: SharedRegistry,
 }
 
 /// The agent's API as a router, so tests can drive it without a socket.
@@ -102,24 +103,12 @@ async fn task_log(
         Ok(u) => u,
         Err(e) => return bad(e.to_string()),
     };
-    let stream = match q.stream.as_deref() {
-        None | Some("") => LogStream::Stdout,
-        Some(s) => match s.parse::<LogStream>() {
-            Ok(s) => s,
-            Err(e) => return bad(e),
-        },
-    };
-    let follow = match logs::parse_follow(q.follow.as_deref()) {
-        Ok(f) => f,
+    let params = match LogParams::from_query(q.follow.as_deref(), q.tail.as_deref(), q.stream.as_deref(), "tail") {
+        Ok(p) => p,
         Err(e) => return bad(e),
     };
-    let tail = match q.tail.as_deref() {
-        None | Some("") => None,
-        Some(t) => match t.parse::<usize>() {
-            Ok(n) => Some(n),
-            Err(_) => return bad(format!("tail={t:?} must be a number of lines (0 or more)")),
-        },
-    };
+    let (stream, follow) = (params.stream, params.follow);
+    let tail = params.tail_lines.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let dir = state.layout.task(uid);
     match std::fs::symlink_metadata(&dir) {
         Ok(m) if m.is_dir() => {}
@@ -153,30 +142,17 @@ async fn task_log(
     log_response(Body::from_stream(log))
 }
 
-/// A 200 answer streaming a log: plain text, never cached, never sniffed. The API
-/// server answers its proxied logs the same way.
-pub fn log_response(body: Body) -> Response {
+/// A 200 answer streaming a log, with the headers every Corral log answer has.
+fn log_response(body: Body) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    for (name, value) in LOG_HEADERS {
+        resp.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
     resp
 }
 
 async fn metrics(State(state): State<Arc<AgentHttp>>, headers: axum::http::HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    match corral_runtime::exposition::render(&state.registry, accept) {
-        Ok((body, content_type)) => {
-            let mut resp = (StatusCode::OK, body).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            resp
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode metrics");
-            status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "cannot encode the metrics".into())
-        }
-    }
+    state.registry.read(|r| corral_telemetry::metrics_response(&[r], &headers))
 }
 
 /// An error answer: a JSON `Status`.

@@ -34,49 +34,7 @@ const MAX_ROTATIONS: usize = 1000;
 /// with the lookup; past this, the next poll tries again.
 const LOOKUP_ATTEMPTS: usize = 5;
 
-/// Which of a task's two output streams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogStream {
-    /// The task's standard output.
-    Stdout,
-    /// The task's standard error.
-    Stderr,
-}
-
-impl LogStream {
-    /// The current file's name in the log directory.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            LogStream::Stdout => "stdout",
-            LogStream::Stderr => "stderr",
-        }
-    }
-}
-
-impl std::str::FromStr for LogStream {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "stdout" => Ok(LogStream::Stdout),
-            "stderr" => Ok(LogStream::Stderr),
-            other => Err(format!("stream {other:?} is neither stdout nor stderr")),
-        }
-    }
-}
-
-/// A `follow` query value, read the same by the agent and the API server: absent,
-/// empty, `false` or `0` is no, `true` or `1` yes.
-///
-/// # Errors
-/// Any other value, with a message naming it.
-pub fn parse_follow(value: Option<&str>) -> Result<bool, String> {
-    match value {
-        None | Some("" | "false" | "0") => Ok(false),
-        Some("true" | "1") => Ok(true),
-        Some(other) => Err(format!("follow={other:?} must be true or false")),
-    }
-}
+pub use corral_api::logs::{LogStream, parse_follow};
 
 /// The bytes of one log, in order.
 pub type LogBytes = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
@@ -179,7 +137,7 @@ impl Reader {
         Reader {
             dir: task_dir.join("logs"),
             exit: task_dir.join("exit.json"),
-            name: stream.file_name(),
+            name: stream.as_str(),
             tail,
             follow,
             started: false,

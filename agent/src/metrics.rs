@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use corral_api::task::TaskPhase;
+use corral_api::kinds::task::TaskPhase;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

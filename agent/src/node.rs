@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use corral_api::Resource;
-use corral_api::kinds::Lease;
-use corral_api::node::{NODE_LEASE_NAMESPACE, Node, NodeSpec, NodeStatus, PortRange, Resources};
-use corral_runtime::{Api, Client};
-use serde_json::{Value, json};
+use corral_api::kinds::lease::{Lease, LeaseSpec};
+use corral_api::kinds::node::{NODE_LEASE_NAMESPACE, Node, NodeSpec, NodeStatus, PortRange, Resources};
+use corral_client::{Api, Client};
 
 use crate::error::{Error, Result};
 
@@ -140,22 +138,16 @@ pub fn parse_reservations(s: &str) -> Result<BTreeMap<String, Resources>> {
 /// the agent's to set; `unschedulable` belongs to operators and is kept. The phase is
 /// left to the node lifecycle controller.
 pub async fn register(client: &Client, info: &NodeInfo) -> Result<()> {
-    let api: Api<Node> = Api::new(client.clone());
+    let api: Api<Node> = Api::all(client.clone());
     for _ in 0..5 {
-        let existing = api.get(None, &info.name).await?;
-        let mut node = existing.clone().unwrap_or_else(|| Node {
-            api_version: corral_api::API_VERSION.into(),
-            kind: Node::KIND.into(),
-            metadata: corral_api::ObjectMeta { name: info.name.clone(), ..Default::default() },
-            spec: NodeSpec::default(),
-            status: None,
-        });
+        let existing = api.get_opt(&info.name).await?;
+        let mut node = existing.clone().unwrap_or_else(|| Node::new(&info.name, NodeSpec::default()));
         node.spec.attributes = info.attributes.clone();
         node.spec.reservations = info.reservations.clone();
         let node = match existing {
             None => match api.create(&node).await {
                 Ok(n) => n,
-                Err(e) if matches!(&e, corral_runtime::Error::Api { code: 409, .. }) => continue,
+                Err(e) if e.is_already_exists() => continue,
                 Err(e) => return Err(e.into()),
             },
             Some(old) if old.spec == node.spec => old,
@@ -165,10 +157,9 @@ pub async fn register(client: &Client, info: &NodeInfo) -> Result<()> {
                 Err(e) => return Err(e.into()),
             },
         };
-        let mut status = node.status.clone().unwrap_or_default();
-        let phase = status.phase;
-        status = NodeStatus {
-            phase,
+        let status = node.status.clone().unwrap_or_default();
+        let status = NodeStatus {
+            phase: status.phase,
             capacity: info.capacity,
             port_ranges: info.ports.clone(),
             address: Some(info.address.clone()),
@@ -189,30 +180,28 @@ pub async fn register(client: &Client, info: &NodeInfo) -> Result<()> {
 }
 
 /// Renews (or creates) the node's heartbeat lease once.
-pub async fn heartbeat(client: &Client, node: &str, interval: Duration) -> Result<()> {
-    let kind = client.kind(Lease::PLURAL).await?;
+pub async fn heartbeat(leases: &Api<Lease>, node: &str, interval: Duration) -> Result<()> {
     // Microseconds: each renewal must change the lease, or the write is a no-op that
     // the node lifecycle controller cannot see.
     let now = corral_api::meta::now_micro_timestamp();
     // Four missed beats make a lease look stale to readers that judge by duration.
-    let duration = (interval.as_secs() * 4).max(1);
-    match client.get(&kind, Some(NODE_LEASE_NAMESPACE), node).await? {
+    let duration = i64::try_from((interval.as_secs() * 4).max(1)).unwrap_or(i64::MAX);
+    match leases.get_opt(node).await? {
         None => {
-            let lease = json!({
-                "apiVersion": corral_api::API_VERSION, "kind": "Lease",
-                "metadata": {"name": node, "namespace": NODE_LEASE_NAMESPACE},
-                "spec": {"holderIdentity": node, "leaseDurationSeconds": duration,
-                         "acquireTime": now, "renewTime": now},
-            });
-            client.create(&kind, &lease).await?;
+            let spec = LeaseSpec {
+                holder_identity: Some(node.to_string()),
+                lease_duration_seconds: Some(duration),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: None,
+            };
+            leases.create(&Lease::namespaced(NODE_LEASE_NAMESPACE, node, spec)).await?;
         }
         Some(mut lease) => {
-            if let Some(spec) = lease.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("holderIdentity".into(), node.into());
-                spec.insert("leaseDurationSeconds".into(), duration.into());
-                spec.insert("renewTime".into(), now.into());
-            }
-            client.update(&kind, &lease).await?;
+            lease.spec.holder_identity = Some(node.to_string());
+            lease.spec.lease_duration_seconds = Some(duration);
+            lease.spec.renew_time = Some(now);
+            leases.update(&lease).await?;
         }
     }
     Ok(())

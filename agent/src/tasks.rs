@@ -24,12 +24,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use corral_api::KindInfo;
-use corral_api::Resource;
-use corral_api::task::{AGENT_FINALIZER, Task, TaskHealth, TaskPhase, TaskStatus};
-use corral_runtime::reflector::object_ref;
-use corral_runtime::{Action, Client, EventType, ObjectRef, Recorder, WorkQueue};
+use corral_api::kinds::task::{AGENT_FINALIZER, Task, TaskHealth, TaskPhase, TaskStatus};
+use corral_client::{Api, Client};
+use corral_runtime::{Action, EventType, ObjectRef, Recorder, WorkQueue};
 use parking_lot::Mutex;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::health::{self, CommandRunner, HealthHandle, HealthUpdate};
@@ -80,8 +78,8 @@ pub struct TaskContext {
     pub node: String,
     /// Address tasks are reached at (status.hostIp).
     pub address: String,
-    /// API client.
-    pub client: Client,
+    /// The tasks, through the API.
+    pub tasks: Api<Task>,
     /// The `tasks` kind.
     pub kind: Arc<KindInfo>,
     /// The container runtime.
@@ -96,7 +94,7 @@ pub struct TaskContext {
     pub metrics: Arc<crate::metrics::AgentMetrics>,
     local: Mutex<HashMap<String, Local>>,
     /// Host ports offered by this node.
-    port_ranges: Vec<corral_api::node::PortRange>,
+    port_ranges: Vec<corral_api::kinds::node::PortRange>,
     queue: OnceLock<Arc<WorkQueue<ObjectRef>>>,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -108,19 +106,19 @@ impl TaskContext {
         node: String,
         address: String,
         client: Client,
-        kind: Arc<KindInfo>,
         runtime: Arc<Runtime>,
         images: Arc<ImageStore>,
         layout: Layout,
         metrics: Arc<crate::metrics::AgentMetrics>,
-        port_ranges: Vec<corral_api::node::PortRange>,
+        port_ranges: Vec<corral_api::kinds::node::PortRange>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), &format!("agent/{node}"));
+        let tasks = Api::<Task>::all(client);
         Arc::new(TaskContext {
             node,
             address,
-            client,
-            kind,
+            kind: tasks.kind().clone(),
+            tasks,
             runtime,
             images,
             layout,
@@ -253,15 +251,15 @@ impl TaskContext {
 }
 
 /// The reconcile function of the agent's task controller.
-pub async fn reconcile(obj: Arc<Value>, ctx: Arc<TaskContext>) -> Result<Action> {
-    // Every agent sees every task: others' are dismissed before any parsing.
-    if obj.pointer("/spec/nodeName").and_then(Value::as_str) != Some(ctx.node.as_str()) {
+pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action> {
+    // The agent's watch selects its node's tasks; one bound elsewhere (it moved) is
+    // not its business.
+    if task.spec.node_name.as_deref() != Some(ctx.node.as_str()) {
         return Ok(Action::await_change());
     }
-    let task: Task =
-        serde_json::from_value((*obj).clone()).map_err(|e| Error::Json { what: "task".into(), source: e })?;
+    let key = Some(ObjectRef::of(&ctx.kind, &*task));
+    let task: Task = (*task).clone();
     let uid = check_uid(task.metadata.uid.as_deref().unwrap_or_default())?.to_string();
-    let key = object_ref(&ctx.kind, &obj);
     let grace = Duration::from_secs(task.spec.kill_grace_period().into());
     let launched = ctx.runtime.launched(&uid);
     {
@@ -496,7 +494,7 @@ async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<A
         tracing::warn!(uid, error = %e, "cannot record the task's ports");
     }
     if let Some(l) = ctx.local.lock().get_mut(&uid) {
-        l.key = object_ref(&ctx.kind, &serde_json::to_value(&task).unwrap_or_default());
+        l.key = Some(ObjectRef::of(&ctx.kind, &task));
     }
     // Nothing is written between accepting the task and starting it: the runtime's
     // durable checkpoint is what prevents a second launch, an object deleted
@@ -580,9 +578,7 @@ async fn report_end(ctx: &TaskContext, task: &Task, st: TaskStatus) -> Result<Ta
     let task = write_status(ctx, task, st).await?;
     ctx.metrics.ended(phase);
     let ev = if phase == TaskPhase::Finished { EventType::Normal } else { EventType::Warning };
-    if let Ok(obj) = serde_json::to_value(&task) {
-        let _ = ctx.recorder.publish(&obj, ev, &reason, &message).await;
-    }
+    let _ = ctx.recorder.publish(&task, ev, &reason, &message).await;
     Ok(task)
 }
 
@@ -818,21 +814,17 @@ pub(crate) fn release_image(images: &ImageStore, uid: &str) {
 }
 
 async fn update(ctx: &TaskContext, task: &Task) -> Result<Task> {
-    let v = serde_json::to_value(task).map_err(|e| Error::Json { what: "task".into(), source: e })?;
-    let out = ctx.client.update(&ctx.kind, &v).await?;
-    serde_json::from_value(out).map_err(|e| Error::Json { what: "task".into(), source: e })
+    Ok(ctx.tasks.update(task).await?)
 }
 
 async fn write_status(ctx: &TaskContext, task: &Task, status: TaskStatus) -> Result<Task> {
     let mut t = task.clone();
     t.status = Some(status);
-    let v = serde_json::to_value(&t).map_err(|e| Error::Json { what: "task".into(), source: e })?;
-    let out = ctx.client.update_status(&ctx.kind, &v).await?;
-    serde_json::from_value(out).map_err(|e| Error::Json { what: "task".into(), source: e })
+    Ok(ctx.tasks.update_status(&t).await?)
 }
 
 /// Backs off on errors; conflicts just re-read.
-pub fn error_policy(_obj: &Arc<Value>, err: &Error, _ctx: &Arc<TaskContext>) -> Action {
+pub fn error_policy(_task: &Arc<Task>, err: &Error, _ctx: &Arc<TaskContext>) -> Action {
     match err {
         Error::Api(e) if e.is_conflict() => Action::requeue(Duration::from_millis(50)),
         _ => {
@@ -840,11 +832,6 @@ pub fn error_policy(_obj: &Arc<Value>, err: &Error, _ctx: &Arc<TaskContext>) -> 
             Action::requeue(Duration::from_millis(500))
         }
     }
-}
-
-/// The `tasks` kind, for the controller.
-pub async fn kind(client: &Client) -> Result<Arc<KindInfo>> {
-    Ok(client.kind(Task::PLURAL).await?)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use corral_agent::Error;
 use corral_agent::artifacts::fetch;
-use corral_api::task::Artifact;
+use corral_api::kinds::task::Artifact;
 use sha2::{Digest, Sha256};
 
 fn sha(bytes: &[u8]) -> String {

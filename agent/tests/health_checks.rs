@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corral_agent::health::{self, CommandRunner, HealthUpdate};
-use corral_api::task::{HealthCheck, HttpCheck, TcpCheck};
+use corral_api::kinds::task::{HealthCheck, HttpCheck, TcpCheck};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 

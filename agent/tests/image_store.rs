@@ -8,7 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use corral_agent::Error;
-use corral_agent::image::{ImageStore, ImportEvent, testing};
+use corral_agent::image::{ImageStore, ImportEvent};
+use corral_testkit::busybox as testing;
 
 struct Env {
     _tmp: tempfile::TempDir,

@@ -23,11 +23,11 @@ impl Agent {
     async fn start() -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path()).unwrap();
-        let mut registry = prometheus_client::registry::Registry::default();
+        let registry = corral_telemetry::SharedRegistry::new();
         let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
         counter.inc();
-        registry.register("corral_agent_test_things", "Things counted by the test", counter);
-        let app = router(AgentHttp { layout: layout.clone(), registry: std::sync::Arc::new(registry) });
+        registry.register(|r| r.register("corral_agent_test_things", "Things counted by the test", counter));
+        let app = router(AgentHttp { layout: layout.clone(), registry });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

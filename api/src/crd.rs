@@ -4,10 +4,12 @@
 use serde_json::{Map, Value, json};
 
 use crate::error::FieldError;
-use crate::kinds::{CustomResourceDefinition, CustomResourceDefinitionSpec, Namespace, ResourceScope};
+use crate::kinds::{
+    CustomResourceDefinition, CustomResourceDefinitionSpec, CustomResourceSchema, Namespace, ResourceScope,
+};
 use crate::names::check_dns_label;
 use crate::registry::KindInfo;
-use crate::resource::Resource;
+use crate::resource::{KindSpec, Object, Resource};
 
 /// Finalizer the server puts on every custom resource definition: its objects are
 /// deleted before the definition disappears.
@@ -72,6 +74,8 @@ impl KindInfo {
             singular: spec.singular.clone().unwrap_or_else(|| spec.kind.to_ascii_lowercase()),
             short_names: spec.short_names.clone(),
             namespaced: spec.scope == ResourceScope::Namespaced,
+            columns: spec.additional_printer_columns.clone(),
+            subresources: Default::default(),
             schema: json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "title": spec.kind,
@@ -83,6 +87,44 @@ impl KindInfo {
             }),
         }
     }
+}
+
+impl<S: KindSpec> Object<S, S::Status> {
+    /// The `CustomResourceDefinition` that serves this kind: its names and scope from
+    /// the [`KindSpec`] constants, the schemas of `spec` and `status` derived from `S`
+    /// and `S::Status` (doc comments become descriptions, `deny_unknown_fields` becomes
+    /// `additionalProperties: false`), and its columns. Apply it, or check it in and
+    /// test that it stays equal to this.
+    pub fn custom_resource_definition() -> CustomResourceDefinition {
+        let spec = CustomResourceDefinitionSpec {
+            group: S::GROUP.to_string(),
+            version: S::VERSION.to_string(),
+            kind: S::KIND.to_string(),
+            plural: S::PLURAL.to_string(),
+            singular: None,
+            short_names: S::SHORT_NAMES.iter().map(|s| s.to_string()).collect(),
+            scope: if S::NAMESPACED { ResourceScope::Namespaced } else { ResourceScope::Cluster },
+            description: Some(S::DESCRIPTION.to_string()),
+            schema: CustomResourceSchema {
+                spec: Some(part_schema(serde_json::to_value(schemars::schema_for!(S)).unwrap_or_default())),
+                status: Some(part_schema(serde_json::to_value(schemars::schema_for!(S::Status)).unwrap_or_default())),
+            },
+            additional_printer_columns: S::printer_columns(),
+        };
+        let name = expected_name(&spec);
+        CustomResourceDefinition::new(name, spec)
+    }
+}
+
+/// A derived schema as a definition's `spec`/`status` schema: references inlined, and
+/// the root-only keywords (`$schema`, `title`) dropped, as it sits inside the object's.
+fn part_schema(schema: Value) -> Value {
+    let mut s = crate::registry::inline_refs(&schema);
+    if let Some(m) = s.as_object_mut() {
+        m.remove("$schema");
+        m.remove("title");
+    }
+    s
 }
 
 /// The schema of `metadata`, taken from a built-in kind so that custom objects carry
@@ -142,6 +184,17 @@ pub fn check(object: &Value) -> Vec<FieldError> {
             && let Err(e) = jsonschema::validator_for(schema)
         {
             errors.push(FieldError::new(field, format!("the JSON Schema does not compile: {e}")));
+        }
+    }
+    for (i, c) in spec.additional_printer_columns.iter().enumerate() {
+        if c.name.trim().is_empty() {
+            errors.push(FieldError::new(format!("spec.additionalPrinterColumns[{i}].name"), "must not be empty"));
+        }
+        if c.pointer().is_none() {
+            errors.push(FieldError::new(
+                format!("spec.additionalPrinterColumns[{i}].jsonPath"),
+                format!("{:?} is not a simple JSONPath such as .status.phase (fields only)", c.json_path),
+            ));
         }
     }
     // Each part compiling does not guarantee the assembled schema does.

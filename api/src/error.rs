@@ -57,6 +57,14 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A field selector could not be parsed.
+    #[error("invalid field selector {selector:?}: {message}")]
+    BadFieldSelector {
+        /// The selector as given.
+        selector: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// JSON (de)serialization failed.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
@@ -64,3 +72,15 @@ pub enum Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and each of its sources, as one line: `what: why: root cause`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

@@ -71,9 +71,131 @@ pub struct OwnerReference {
 }
 
 impl ObjectMeta {
+    /// Metadata naming an object `name` (cluster-scoped, or namespaced once
+    /// [`ObjectMeta::namespace`] is set).
+    pub fn named(name: impl Into<String>) -> Self {
+        ObjectMeta { name: name.into(), ..Default::default() }
+    }
+
     /// The resource version as a store revision, if present and numeric.
     pub fn revision(&self) -> Option<u64> {
         self.resource_version.as_deref().and_then(|v| v.parse().ok())
+    }
+
+    /// Whether finalizer `name` is on the object.
+    pub fn has_finalizer(&self, name: &str) -> bool {
+        self.finalizers.iter().any(|f| f == name)
+    }
+
+    /// Adds finalizer `name` unless it is there; returns whether it was added.
+    pub fn add_finalizer(&mut self, name: &str) -> bool {
+        if self.has_finalizer(name) {
+            return false;
+        }
+        self.finalizers.push(name.to_string());
+        true
+    }
+
+    /// Removes finalizer `name`; returns whether it was there.
+    pub fn remove_finalizer(&mut self, name: &str) -> bool {
+        let before = self.finalizers.len();
+        self.finalizers.retain(|f| f != name);
+        self.finalizers.len() != before
+    }
+
+    /// Whether deletion was requested and finalizers hold the object.
+    pub fn is_deleting(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
+
+    /// The owner reference naming `uid`, if the object has one.
+    pub fn owner(&self, uid: &str) -> Option<&OwnerReference> {
+        self.owner_references.iter().find(|r| r.uid == uid)
+    }
+
+    /// The managing controller among the owners, if any.
+    pub fn controller_owner(&self) -> Option<&OwnerReference> {
+        self.owner_references.iter().find(|r| r.controller == Some(true))
+    }
+}
+
+/// What every object of the API has, typed or not: its `apiVersion`, `kind` and
+/// metadata. Clients, caches and controllers work on any `ApiObject`.
+pub trait ApiObject {
+    /// `group/version` of its kind.
+    fn api_version(&self) -> &str;
+    /// Its kind's name.
+    fn kind(&self) -> &str;
+    /// Its metadata.
+    fn meta(&self) -> &ObjectMeta;
+    /// Its metadata, to change.
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+
+    /// `metadata.name`.
+    fn name(&self) -> &str {
+        &self.meta().name
+    }
+
+    /// `metadata.namespace`; `None` for cluster-scoped objects.
+    fn namespace(&self) -> Option<&str> {
+        self.meta().namespace.as_deref()
+    }
+
+    /// `metadata.uid`, or empty for an object never stored.
+    fn uid(&self) -> &str {
+        self.meta().uid.as_deref().unwrap_or_default()
+    }
+
+    /// `metadata.resourceVersion` as a revision; 0 for an object never stored.
+    fn revision(&self) -> u64 {
+        self.meta().revision().unwrap_or(0)
+    }
+}
+
+impl ApiObject for DynamicObject {
+    fn api_version(&self) -> &str {
+        &self.api_version
+    }
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// An object of any kind read for its metadata alone: everything else in the document
+/// is skipped while decoding, without being built. What a controller that only looks
+/// at metadata (the garbage collector) watches every kind as.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PartialObject {
+    /// `group/version` of the kind.
+    #[serde(default)]
+    pub api_version: String,
+    /// The kind's name.
+    #[serde(default)]
+    pub kind: String,
+    /// Object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+impl ApiObject for PartialObject {
+    fn api_version(&self) -> &str {
+        &self.api_version
+    }
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
     }
 }
 

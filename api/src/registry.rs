@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -28,9 +29,126 @@ pub struct KindInfo {
     pub short_names: Vec<String>,
     /// Whether objects live in a namespace.
     pub namespaced: bool,
+    /// The columns `corral get` shows for the kind, between NAME and AGE (those with
+    /// a priority above 0 only with `-o wide`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<PrinterColumn>,
+    /// The subresources served besides the object itself.
+    #[serde(default)]
+    pub subresources: Subresources,
     /// JSON Schema (2020-12) of the whole object, `$ref`s inlined. The server
     /// validates every write against exactly this schema.
     pub schema: Value,
+}
+
+/// How a [`PrinterColumn`]'s value is shown.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ColumnType {
+    /// The value as text (`<none>` when absent).
+    #[default]
+    String,
+    /// A whole number.
+    Integer,
+    /// A number.
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// An RFC 3339 time, shown as the time since (`5m`), as kubectl does.
+    Date,
+    /// The number of entries of the object or array at the path (0 when absent): a
+    /// Corral extension.
+    Count,
+    /// An object reference at the path, shown as `kind/name`: a Corral extension.
+    Reference,
+}
+
+/// A column of `corral get`, as a custom resource definition's
+/// `additionalPrinterColumns` declares them in Kubernetes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrinterColumn {
+    /// The column's header, e.g. `Phase` (shown in capitals).
+    pub name: String,
+    /// Where the value is, as a simple JSONPath: `.status.phase`.
+    pub json_path: String,
+    /// How the value is shown; `string` by default.
+    #[serde(default, rename = "type")]
+    pub type_: ColumnType,
+    /// What the column shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// 0: always shown; above 0: only with `-o wide`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+impl PrinterColumn {
+    /// A column `name` showing the value at `json_path` as `type_`.
+    pub fn new(name: &str, json_path: &str, type_: ColumnType) -> Self {
+        PrinterColumn { name: name.to_string(), json_path: json_path.to_string(), type_, ..Default::default() }
+    }
+
+    /// The column's path as a JSON pointer (`.status.phase` → `/status/phase`), or
+    /// `None` if it is not a simple dotted path.
+    pub fn pointer(&self) -> Option<String> {
+        json_path_pointer(&self.json_path)
+    }
+}
+
+/// `.a.b.c` → `/a/b/c`: the JSONPath subset printer columns use (fields only, no
+/// indexes or filters). `None` when the path is not of that form.
+pub fn json_path_pointer(path: &str) -> Option<String> {
+    let rest = path.strip_prefix('.')?;
+    let mut out = String::with_capacity(path.len());
+    for seg in rest.split('.') {
+        if seg.is_empty() || !seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return None;
+        }
+        out.push('/');
+        out.push_str(seg);
+    }
+    Some(out)
+}
+
+/// What a kind serves besides its objects (`…/{name}/status`, `…/{name}/log`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Subresources {
+    /// `status`: observed state written on its own path, without bumping `generation`.
+    #[serde(default = "yes")]
+    pub status: bool,
+    /// `log`: the object's output, streamed (tasks).
+    #[serde(default)]
+    pub log: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Subresources {
+    fn default() -> Self {
+        Subresources { status: true, log: false }
+    }
+}
+
+impl Subresources {
+    /// Names of the served subresources, as discovery lists them (`status`, `log`).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.status {
+            out.push("status");
+        }
+        if self.log {
+            out.push("log");
+        }
+        out
+    }
 }
 
 impl KindInfo {

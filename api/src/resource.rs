@@ -4,8 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::meta::ObjectMeta;
-use crate::registry::KindInfo;
+use crate::meta::{ApiObject, ObjectMeta};
+use crate::registry::{KindInfo, PrinterColumn, Subresources};
 
 /// A typed object of a kind with desired state `S` and observed state `St`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
@@ -26,9 +26,54 @@ pub struct Object<S: Default, St> {
     pub status: Option<St>,
 }
 
-/// A kind with a typed representation. Implemented by every built-in kind; custom
-/// controllers may implement it for their own custom kinds.
-pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Send + Sync + 'static {
+impl<S: Default, St> Object<S, St>
+where
+    Self: Resource,
+{
+    /// A new object of this kind named `name` with desired state `spec`, its
+    /// `apiVersion` and `kind` filled in. Set `metadata.namespace` for namespaced kinds
+    /// (or use [`Object::namespaced`]).
+    pub fn new(name: impl Into<String>, spec: S) -> Self {
+        Object {
+            api_version: format!("{}/{}", Self::GROUP, Self::VERSION),
+            kind: Self::KIND.to_string(),
+            metadata: ObjectMeta::named(name),
+            spec,
+            status: None,
+        }
+    }
+
+    /// A new object named `name` in namespace `namespace`.
+    pub fn namespaced(namespace: impl Into<String>, name: impl Into<String>, spec: S) -> Self {
+        let mut o = Self::new(name, spec);
+        o.metadata.namespace = Some(namespace.into());
+        o
+    }
+}
+
+impl<S: Default, St> ApiObject for Object<S, St> {
+    fn api_version(&self) -> &str {
+        &self.api_version
+    }
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The desired-state type of a kind, which names the kind: implement it for a `spec`
+/// struct (serde + schemars), and `Object<Spec, Spec::Status>` is a [`Resource`] —
+/// served, validated, listed, watched and cached as that kind, its definition derived
+/// from the types (see `Object::custom_resource_definition`). Every built-in kind is
+/// declared this way; so are users' custom kinds.
+pub trait KindSpec: Serialize + DeserializeOwned + JsonSchema + Default + Clone + Send + Sync + 'static {
+    /// The observed-state type.
+    type Status: Serialize + DeserializeOwned + JsonSchema + Default + Clone + Send + Sync + 'static;
     /// API group, e.g. `corral.dev`.
     const GROUP: &'static str = crate::GROUP;
     /// API version within the group, e.g. `v1`.
@@ -44,23 +89,66 @@ pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Send + S
     /// What the kind is for; the description of its published schema.
     const DESCRIPTION: &'static str;
 
+    /// The columns `corral get` shows for the kind, between NAME and AGE.
+    fn printer_columns() -> Vec<PrinterColumn> {
+        Vec::new()
+    }
+
+    /// The subresources served besides the object itself.
+    fn subresources() -> Subresources {
+        Subresources::default()
+    }
+}
+
+/// A kind with a typed representation: `Object<S, S::Status>` for every [`KindSpec`]
+/// `S`. What typed clients, caches and controllers are generic over.
+pub trait Resource: ApiObject + Serialize + DeserializeOwned + JsonSchema + Clone + Send + Sync + 'static {
+    /// API group, e.g. `corral.dev`.
+    const GROUP: &'static str;
+    /// API version within the group, e.g. `v1`.
+    const VERSION: &'static str;
+    /// Kind name, e.g. `ConfigMap`.
+    const KIND: &'static str;
+    /// Lowercase plural used in URLs, e.g. `configmaps`.
+    const PLURAL: &'static str;
+    /// Short aliases accepted by the CLI, e.g. `cm`.
+    const SHORT_NAMES: &'static [&'static str];
+    /// Whether objects live in a namespace.
+    const NAMESPACED: bool;
+    /// What the kind is for; the description of its published schema.
+    const DESCRIPTION: &'static str;
+
     /// Describes the kind for the registry, with its JSON Schema derived from the type.
+    fn kind_info() -> KindInfo;
+}
+
+impl<S: KindSpec> Resource for Object<S, S::Status> {
+    const GROUP: &'static str = S::GROUP;
+    const VERSION: &'static str = S::VERSION;
+    const KIND: &'static str = S::KIND;
+    const PLURAL: &'static str = S::PLURAL;
+    const SHORT_NAMES: &'static [&'static str] = S::SHORT_NAMES;
+    const NAMESPACED: bool = S::NAMESPACED;
+    const DESCRIPTION: &'static str = S::DESCRIPTION;
+
     fn kind_info() -> KindInfo {
         KindInfo {
-            group: Self::GROUP.to_string(),
-            version: Self::VERSION.to_string(),
-            kind: Self::KIND.to_string(),
-            plural: Self::PLURAL.to_string(),
-            singular: Self::KIND.to_lowercase(),
-            short_names: Self::SHORT_NAMES.iter().map(|s| s.to_string()).collect(),
-            namespaced: Self::NAMESPACED,
+            group: S::GROUP.to_string(),
+            version: S::VERSION.to_string(),
+            kind: S::KIND.to_string(),
+            plural: S::PLURAL.to_string(),
+            singular: S::KIND.to_lowercase(),
+            short_names: S::SHORT_NAMES.iter().map(|s| s.to_string()).collect(),
+            namespaced: S::NAMESPACED,
+            columns: S::printer_columns(),
+            subresources: S::subresources(),
             schema: {
                 let mut schema = crate::registry::inline_refs(
                     &serde_json::to_value(schemars::schema_for!(Self)).unwrap_or_default(),
                 );
                 if let Some(m) = schema.as_object_mut() {
-                    m.insert("title".into(), Self::KIND.into());
-                    m.insert("description".into(), Self::DESCRIPTION.into());
+                    m.insert("title".into(), S::KIND.into());
+                    m.insert("description".into(), S::DESCRIPTION.into());
                 }
                 schema
             },

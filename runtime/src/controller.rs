@@ -11,8 +11,8 @@
 //! - `Err(e)`: the error policy is consulted; unless it answers
 //!   `Action::await_change()`, the key is retried with per-key exponential backoff,
 //!   and no sooner than the policy's `Action::requeue(d)`.
-//! - Objects passed to the reconciler are shared with the cache: never mutate them;
-//!   clone to change.
+//! - Objects passed to the reconciler are shared with the cache (`Arc<K>`, decoded
+//!   once per event): never mutate them; clone to change.
 //! - Nothing is reconciled before every cache has loaded its first list.
 
 use std::future::Future;
@@ -20,19 +20,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use corral_api::KindInfo;
+use corral_api::{ApiObject, KindInfo};
+use corral_client::{Api, ListParams, ObjectType};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 use std::borrow::Cow;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::client::Client;
 use crate::object_ref::ObjectRef;
 use crate::queue::{QueueConfig, WorkQueue};
-use crate::reflector::{Cache, Change, Reflector, object_ref};
+use crate::reflector::{Cache, Change, Reflector};
 
 /// What to do after a reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +57,7 @@ impl Action {
 }
 
 /// Maps an object of a watched kind to the primary objects it concerns.
-pub type Mapper = Arc<dyn Fn(&Value) -> Vec<ObjectRef> + Send + Sync>;
+pub type Mapper<W> = Arc<dyn Fn(&W) -> Vec<ObjectRef> + Send + Sync>;
 
 /// Counters of one controller, for `/metrics` and benchmarks.
 #[derive(Debug)]
@@ -69,6 +70,7 @@ pub struct ControllerMetrics {
     pub reconcile_micros: AtomicU64,
     reconciles_total: Counter,
     errors_total: Counter,
+    watch_events: Counter,
     duration: Histogram,
     queue_depth: Gauge,
 }
@@ -81,6 +83,7 @@ impl Default for ControllerMetrics {
             reconcile_micros: AtomicU64::new(0),
             reconciles_total: Counter::default(),
             errors_total: Counter::default(),
+            watch_events: Counter::default(),
             // 1 ms to ~65 s.
             duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             queue_depth: Gauge::default(),
@@ -92,14 +95,26 @@ impl ControllerMetrics {
     /// Registers this controller's metrics in `registry`, labelled
     /// `controller="<name>"`: `corral_controller_reconciles_total`,
     /// `corral_controller_reconcile_errors_total`,
-    /// `corral_controller_reconcile_duration_seconds` and
-    /// `corral_controller_queue_depth`.
+    /// `corral_controller_reconcile_duration_seconds`,
+    /// `corral_controller_queue_depth` and `corral_controller_watch_events_total`
+    /// (events its watches received: a watch scoped by selectors receives only what
+    /// it selects).
     pub fn register(&self, registry: &mut Registry, controller: &str) {
         let sub = registry.sub_registry_with_label((Cow::Borrowed("controller"), Cow::Owned(controller.to_string())));
         sub.register("corral_controller_reconciles", "Reconciles finished", self.reconciles_total.clone());
         sub.register("corral_controller_reconcile_errors", "Reconciles that failed", self.errors_total.clone());
         sub.register("corral_controller_reconcile_duration_seconds", "Time per reconcile", self.duration.clone());
         sub.register("corral_controller_queue_depth", "Keys waiting for a worker", self.queue_depth.clone());
+        sub.register(
+            "corral_controller_watch_events",
+            "Watch events received by the controller's watches",
+            self.watch_events.clone(),
+        );
+    }
+
+    /// Watch events received so far.
+    pub fn watch_events(&self) -> u64 {
+        self.watch_events.get()
     }
 
     fn observe(&self, elapsed: Duration, failed: bool) {
@@ -114,27 +129,56 @@ impl ControllerMetrics {
     }
 }
 
-/// Builds and runs a controller of one primary kind.
-pub struct Controller {
-    client: Client,
-    primary: Reflector,
-    owned: Vec<Reflector>,
-    watched: Vec<(Reflector, Mapper)>,
+/// A reflector of another kind, type-erased: it feeds the queue through its mapping.
+struct Secondary {
+    cache_synced: Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>,
+    run: Box<dyn FnOnce(Arc<WorkQueue<ObjectRef>>, CancellationToken, Counter) -> BoxFuture<'static, ()> + Send>,
+}
+
+impl Secondary {
+    fn new<W: ObjectType>(reflector: Reflector<W>, mapper: Mapper<W>) -> Self {
+        let cache = reflector.cache();
+        Secondary {
+            cache_synced: Box::new(move || {
+                let cache = cache.clone();
+                Box::pin(async move { cache.wait_synced().await })
+            }),
+            run: Box::new(move |queue, shutdown, events| {
+                Box::pin(reflector.count_events(events).run(shutdown, move |c: Change<W>| {
+                    for target in mapper(c.object()) {
+                        queue.add(target);
+                    }
+                }))
+            }),
+        }
+    }
+}
+
+/// Builds and runs a controller of one primary kind `K`.
+pub struct Controller<K> {
+    primary: Reflector<K>,
+    kind: Arc<KindInfo>,
+    secondaries: Vec<Secondary>,
     concurrency: usize,
     queue: Arc<WorkQueue<ObjectRef>>,
     metrics: Arc<ControllerMetrics>,
     status_triggers: bool,
 }
 
-impl Controller {
-    /// A controller of every object of `kind` (optionally one namespace).
-    pub fn new(client: Client, kind: Arc<KindInfo>, namespace: Option<String>) -> Self {
-        let primary = Reflector::new(client.clone(), kind, namespace, "");
+impl<K: ObjectType> Controller<K> {
+    /// A controller of the objects `api` reaches that the selectors of `params` match.
+    pub fn new(api: Api<K>, params: ListParams) -> Self {
+        Self::for_reflector(Reflector::new(api, params))
+    }
+
+    /// A controller of the objects of `reflector` (one whose cache, with its indexes,
+    /// the caller keeps for reading: see [`Reflector::cache`]).
+    pub fn for_reflector(primary: Reflector<K>) -> Self {
+        let kind = primary.kind().clone();
         Controller {
-            client,
             primary,
-            owned: Vec::new(),
-            watched: Vec::new(),
+            kind,
+            secondaries: Vec::new(),
             concurrency: 4,
             queue: Arc::new(WorkQueue::new(QueueConfig::default())),
             metrics: Arc::default(),
@@ -152,16 +196,38 @@ impl Controller {
         self
     }
 
-    /// Also reconcile an owner when one of its dependents of `kind` changes (matched
-    /// through `metadata.ownerReferences`).
-    pub fn owns(mut self, kind: Arc<KindInfo>) -> Self {
-        self.owned.push(Reflector::new(self.client.clone(), kind, None, ""));
+    /// Also reconcile an owner when one of its dependents that `api` reaches changes
+    /// (matched through `metadata.ownerReferences`).
+    pub fn owns<C: ObjectType>(self, api: Api<C>, params: ListParams) -> Self {
+        self.owns_reflector(Reflector::new(api, params))
+    }
+
+    /// As [`Controller::owns`], with a reflector whose cache the caller keeps.
+    pub fn owns_reflector<C: ObjectType>(mut self, reflector: Reflector<C>) -> Self {
+        let owner_kind = self.kind.clone();
+        let mapper: Mapper<C> = Arc::new(move |o: &C| owners_of(&owner_kind, o));
+        self.secondaries.push(Secondary::new(reflector, mapper));
         self
     }
 
-    /// Also reconcile the primary objects `mapper` names when an object of `kind` changes.
-    pub fn watches(mut self, kind: Arc<KindInfo>, mapper: Mapper) -> Self {
-        self.watched.push((Reflector::new(self.client.clone(), kind, None, ""), mapper));
+    /// Also reconcile the primary objects `mapper` names when an object that `api`
+    /// reaches changes.
+    pub fn watches<W: ObjectType>(
+        self,
+        api: Api<W>,
+        params: ListParams,
+        mapper: impl Fn(&W) -> Vec<ObjectRef> + Send + Sync + 'static,
+    ) -> Self {
+        self.watches_reflector(Reflector::new(api, params), mapper)
+    }
+
+    /// As [`Controller::watches`], with a reflector whose cache the caller keeps.
+    pub fn watches_reflector<W: ObjectType>(
+        mut self,
+        reflector: Reflector<W>,
+        mapper: impl Fn(&W) -> Vec<ObjectRef> + Send + Sync + 'static,
+    ) -> Self {
+        self.secondaries.push(Secondary::new(reflector, Arc::new(mapper)));
         self
     }
 
@@ -177,8 +243,15 @@ impl Controller {
         self
     }
 
+    /// Records into `metrics` (e.g. ones registered once by a manager that may run
+    /// this controller again) instead of fresh ones.
+    pub fn with_metrics(mut self, metrics: Arc<ControllerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// The cache of primary objects.
-    pub fn cache(&self) -> Cache {
+    pub fn cache(&self) -> Cache<K> {
         self.primary.cache()
     }
 
@@ -192,79 +265,64 @@ impl Controller {
         self.metrics.clone()
     }
 
-    /// Runs until `shutdown` completes, then stops taking work, lets reconciles in
+    /// Runs until `shutdown` is cancelled, then stops taking work, lets reconciles in
     /// flight finish, and returns.
-    pub async fn run<C, E, R, RF, P>(
-        self,
-        reconcile: R,
-        error_policy: P,
-        ctx: Arc<C>,
-        shutdown: impl Future<Output = ()>,
-    ) where
+    pub async fn run<C, E, R, RF, P>(self, reconcile: R, error_policy: P, ctx: Arc<C>, shutdown: CancellationToken)
+    where
         C: Send + Sync + 'static,
         E: std::fmt::Display + Send + 'static,
-        R: Fn(Arc<Value>, Arc<C>) -> RF + Send + Sync + 'static,
+        R: Fn(Arc<K>, Arc<C>) -> RF + Send + Sync + 'static,
         RF: Future<Output = Result<Action, E>> + Send + 'static,
-        P: Fn(&Arc<Value>, &E, &Arc<C>) -> Action + Send + Sync + 'static,
+        P: Fn(&Arc<K>, &E, &Arc<C>) -> Action + Send + Sync + 'static,
     {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let primary_kind = self.primary.kind().clone();
-        let mut caches = vec![self.primary.cache()];
+        // Reflectors stop after the workers, so that reconciles in flight still see
+        // their caches.
+        let watching = CancellationToken::new();
         let cache = self.primary.cache();
+        let mut synced: Vec<BoxFuture<'static, ()>> = Vec::new();
         let mut tasks = Vec::new();
 
         let q = self.queue.clone();
-        let kind = primary_kind.clone();
+        let kind = self.kind.clone();
         let status_triggers = self.status_triggers;
-        tasks.push(tokio::spawn(self.primary.run(stop_rx.clone(), move |c: Change| {
+        let primary = self.primary.count_events(self.metrics.watch_events.clone());
+        tasks.push(tokio::spawn(primary.run(watching.clone(), move |c: Change<K>| {
             // A controller's own status write must not wake it again.
             if let Change::Applied { object, previous: Some(prev) } = &c
                 && !status_triggers
-                && only_status_changed(prev, object)
+                && only_status_changed(&**prev, &**object)
             {
                 return;
             }
-            if let Some(r) = object_ref(&kind, c.object()) {
-                q.add(r);
-            }
+            q.add(ObjectRef::of(&kind, &**c.object()));
         })));
-        for r in self.owned {
-            caches.push(r.cache());
-            let q = self.queue.clone();
-            let owner_kind = primary_kind.clone();
-            tasks.push(tokio::spawn(r.run(stop_rx.clone(), move |c: Change| {
-                for owner in owners_of(&owner_kind, c.object()) {
-                    q.add(owner);
-                }
-            })));
+        for s in self.secondaries {
+            synced.push((s.cache_synced)());
+            tasks.push(tokio::spawn((s.run)(self.queue.clone(), watching.clone(), self.metrics.watch_events.clone())));
         }
-        for (r, mapper) in self.watched {
-            caches.push(r.cache());
-            let q = self.queue.clone();
-            tasks.push(tokio::spawn(r.run(stop_rx.clone(), move |c: Change| {
-                for target in mapper(c.object()) {
-                    q.add(target);
-                }
-            })));
+        let primary_cache = cache.clone();
+        let all_synced = async move {
+            primary_cache.wait_synced().await;
+            futures::future::join_all(synced).await;
         }
+        .boxed()
+        .shared();
 
         let reconcile = Arc::new(reconcile);
         let error_policy = Arc::new(error_policy);
         let workers: Vec<_> = (0..self.concurrency)
             .map(|_| {
-                let (queue, cache, caches, reconcile, error_policy, ctx, metrics) = (
+                let (queue, cache, reconcile, error_policy, ctx, metrics, synced) = (
                     self.queue.clone(),
                     cache.clone(),
-                    caches.clone(),
                     reconcile.clone(),
                     error_policy.clone(),
                     ctx.clone(),
                     self.metrics.clone(),
+                    all_synced.clone(),
                 );
                 tokio::spawn(async move {
-                    for c in &caches {
-                        c.wait_synced().await;
-                    }
+                    synced.await;
                     while let Some(key) = queue.next().await {
                         metrics.queue_depth.set(queue.len() as i64);
                         let Some(obj) = cache.get(&key) else {
@@ -303,78 +361,80 @@ impl Controller {
             })
             .collect();
 
-        shutdown.await;
+        shutdown.cancelled().await;
         // Stop taking work; reconciles in flight run to completion.
         self.queue.shutdown();
         for w in workers {
             let _ = w.await;
         }
-        let _ = stop_tx.send(true);
+        watching.cancel();
         for t in tasks {
             let _ = t.await;
         }
     }
 }
 
-/// Whether two versions of an object differ only in status (and resourceVersion).
-/// Compares in place: this runs for every event of the primary kind.
-fn only_status_changed(prev: &Value, now: &Value) -> bool {
-    fn same_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
-        match (a.as_object(), b.as_object()) {
-            (Some(a), Some(b)) => {
-                a.iter().filter(|(k, _)| !skip.contains(&k.as_str())).all(|(k, v)| b.get(k) == Some(v))
-                    && b.keys().filter(|k| !skip.contains(&k.as_str())).all(|k| a.contains_key(k))
-            }
-            _ => a == b,
-        }
-    }
-    same_except(prev, now, &["status", "metadata"])
-        && match (prev.get("metadata"), now.get("metadata")) {
-            (Some(p), Some(n)) => same_except(p, n, &["resourceVersion"]),
-            (p, n) => p == n,
-        }
+/// Whether two versions of an object differ only in status: the same metadata but for
+/// `resourceVersion`, hence the same `generation`, hence the same desired state (the
+/// store bumps `generation` whenever anything outside metadata and status changes).
+fn only_status_changed<K: ApiObject>(prev: &K, now: &K) -> bool {
+    let (a, b) = (prev.meta(), now.meta());
+    a.generation == b.generation
+        && a.name == b.name
+        && a.namespace == b.namespace
+        && a.uid == b.uid
+        && a.labels == b.labels
+        && a.annotations == b.annotations
+        && a.owner_references == b.owner_references
+        && a.finalizers == b.finalizers
+        && a.deletion_timestamp == b.deletion_timestamp
+        && a.creation_timestamp == b.creation_timestamp
 }
 
 /// The objects of `owner_kind` that `obj` names as owners.
-fn owners_of(owner_kind: &KindInfo, obj: &Value) -> Vec<ObjectRef> {
-    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
-    let Some(Value::Array(refs)) = obj.pointer("/metadata/ownerReferences") else { return Vec::new() };
-    refs.iter()
-        .filter(|r| {
-            r.get("kind").and_then(Value::as_str) == Some(owner_kind.kind.as_str())
-                && r.get("apiVersion").and_then(Value::as_str) == Some(owner_kind.api_version().as_str())
-        })
-        .filter_map(|r| r.get("name").and_then(Value::as_str))
-        .map(|name| ObjectRef {
+fn owners_of(owner_kind: &KindInfo, obj: &impl ApiObject) -> Vec<ObjectRef> {
+    let ns = obj.namespace();
+    let api_version = owner_kind.api_version();
+    obj.meta()
+        .owner_references
+        .iter()
+        .filter(|r| r.kind == owner_kind.kind && r.api_version == api_version)
+        .map(|r| ObjectRef {
             resource: owner_kind.resource(),
             namespace: ns.filter(|_| owner_kind.namespaced).map(str::to_string),
-            name: name.to_string(),
+            name: r.name.clone(),
         })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use corral_api::DynamicObject;
     use serde_json::json;
 
     use super::only_status_changed;
 
+    fn obj(v: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(v).expect("object")
+    }
+
     #[test]
     fn status_only_changes_are_recognised() {
-        let base = json!({"kind": "K", "metadata": {"name": "a", "resourceVersion": "1", "generation": 1},
+        let base = json!({"apiVersion": "v1", "kind": "K", "metadata": {"name": "a", "resourceVersion": "1", "generation": 1},
                           "spec": {"x": 1}, "status": {"s": 1}});
         let mut status = base.clone();
         status["status"]["s"] = json!(2);
         status["metadata"]["resourceVersion"] = json!("2");
-        assert!(only_status_changed(&base, &status));
+        assert!(only_status_changed(&obj(base), &obj(status.clone())));
         let mut spec = status.clone();
         spec["spec"]["x"] = json!(2);
-        assert!(!only_status_changed(&status, &spec));
+        spec["metadata"]["generation"] = json!(2);
+        assert!(!only_status_changed(&obj(status.clone()), &obj(spec)));
         let mut label = status.clone();
         label["metadata"]["labels"] = json!({"l": "v"});
-        assert!(!only_status_changed(&status, &label), "metadata changes wake the controller");
+        assert!(!only_status_changed(&obj(status.clone()), &obj(label)), "metadata changes wake the controller");
         let mut deleting = status.clone();
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        assert!(!only_status_changed(&status, &deleting), "a deletion wakes the controller");
+        assert!(!only_status_changed(&obj(status), &obj(deleting)), "a deletion wakes the controller");
     }
 }

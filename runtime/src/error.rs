@@ -3,45 +3,37 @@
 /// Errors of the `corral-runtime` crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The queue was shut down; no more keys will be handed out.
-    #[error("the work queue is shut down")]
-    ShutDown,
-    /// The server answered with an error `Status`.
-    #[error("{reason} ({code}): {message}")]
-    Api {
-        /// HTTP status code.
-        code: u16,
-        /// Machine-readable reason, e.g. `Conflict`, `NotFound`, `Invalid`.
-        reason: String,
-        /// What went wrong, for people.
-        message: String,
-    },
+    /// A call to the API server failed.
+    #[error(transparent)]
+    Client(#[from] corral_client::Error),
     /// A watch asked for a revision that is compacted away: re-list.
     #[error("watch revision is gone (compacted); re-list")]
     Gone,
-    /// The server could not be reached or the connection broke.
-    #[error("transport: {0}")]
-    Transport(String),
-    /// A response or object did not decode.
-    #[error("decode: {0}")]
-    Decode(String),
+    /// The server ended a watch stream (it restarts, say): resume it.
+    #[error("the watch stream ended")]
+    StreamEnded,
     /// This replica lost (or could not renew) its leader lease.
     #[error("leader lease lost")]
     LostLease,
-    /// No kind of that name is served.
-    #[error("no kind {0:?} is served")]
-    UnknownKind(String),
+    /// A controller run by a manager failed; it is restarted.
+    #[error("{controller}: {message}")]
+    Controller {
+        /// Which controller.
+        controller: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl Error {
     /// Whether this is an optimistic-concurrency conflict (re-read and retry).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Api { code: 409, reason, .. } if reason == "Conflict")
+        matches!(self, Error::Client(e) if e.is_conflict())
     }
 
     /// Whether the object was not found.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Api { code: 404, .. })
+        matches!(self, Error::Client(e) if e.is_not_found())
     }
 }
 

@@ -17,19 +17,17 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use corral_api::KindInfo;
-use serde_json::{Value, json};
+use corral_client::{Api, ObjectType};
 
-use crate::client::Client;
 use crate::controller::Action;
 
 /// What the finalizer asks the handler to do.
-#[derive(Clone, Debug)]
-pub enum Event {
+#[derive(Debug)]
+pub enum Event<K> {
     /// The object lives: reconcile it.
-    Apply(Arc<Value>),
+    Apply(Arc<K>),
     /// The object is being deleted: clean up what it owns outside the API.
-    Cleanup(Arc<Value>),
+    Cleanup(Arc<K>),
 }
 
 /// Errors of [`finalizer`].
@@ -40,55 +38,37 @@ pub enum FinalizerError<E> {
     Handler(E),
     /// Adding or removing the finalizer failed (e.g. a conflict).
     #[error("cannot update finalizers: {0}")]
-    Client(crate::Error),
+    Client(corral_client::Error),
 }
 
-fn finalizers(obj: &Value) -> Vec<String> {
-    obj.pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
-}
-
-fn with_finalizers(obj: &Value, list: Vec<String>) -> Value {
-    let mut o = obj.clone();
-    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("finalizers".into(), json!(list));
-    }
-    // Status is written through its own path; sending it here would be ignored anyway.
-    if let Some(map) = o.as_object_mut() {
-        map.remove("status");
-    }
-    o
-}
-
-/// Runs `handler` under finalizer `name` (e.g. `example.corral.dev/cleanup`).
-pub async fn finalizer<E, F, Fut>(
-    client: &Client,
-    kind: &KindInfo,
+/// Runs `handler` under finalizer `name` (e.g. `example.corral.dev/cleanup`) for `obj`,
+/// written through `api`.
+pub async fn finalizer<K, E, F, Fut>(
+    api: &Api<K>,
     name: &str,
-    obj: Arc<Value>,
+    obj: Arc<K>,
     handler: F,
 ) -> Result<Action, FinalizerError<E>>
 where
-    F: FnOnce(Event) -> Fut,
+    K: ObjectType,
+    F: FnOnce(Event<K>) -> Fut,
     Fut: Future<Output = Result<Action, E>>,
 {
-    let present = finalizers(&obj).iter().any(|f| f == name);
-    let deleting = obj.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
-    match (deleting, present) {
+    let meta = obj.meta();
+    match (meta.is_deleting(), meta.has_finalizer(name)) {
         (false, false) => {
-            let mut list = finalizers(&obj);
-            list.push(name.to_string());
-            client.update(kind, &with_finalizers(&obj, list)).await.map_err(FinalizerError::Client)?;
+            let mut updated = (*obj).clone();
+            updated.meta_mut().add_finalizer(name);
+            api.update(&updated).await.map_err(FinalizerError::Client)?;
             // The update brings a new version of the object, and with it a reconcile.
             Ok(Action::await_change())
         }
         (false, true) => handler(Event::Apply(obj)).await.map_err(FinalizerError::Handler),
         (true, true) => {
             let action = handler(Event::Cleanup(obj.clone())).await.map_err(FinalizerError::Handler)?;
-            let list = finalizers(&obj).into_iter().filter(|f| f != name).collect();
-            client.update(kind, &with_finalizers(&obj, list)).await.map_err(FinalizerError::Client)?;
+            let mut updated = (*obj).clone();
+            updated.meta_mut().remove_finalizer(name);
+            api.update(&updated).await.map_err(FinalizerError::Client)?;
             Ok(action)
         }
         // Being deleted and not ours (any more): nothing to do.

@@ -14,14 +14,13 @@
 //!   duration, before anyone else may take over.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use corral_api::KindInfo;
-use serde_json::{Value, json};
+use corral_api::kinds::lease::{Lease, LeaseSpec};
+use corral_client::{Api, Client};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::client::Client;
 use crate::error::{Error, Result};
 
 /// Settings of a [`LeaderElector`].
@@ -57,50 +56,60 @@ impl LeaderConfig {
 
 /// Campaigns for a lease and runs work while holding it.
 pub struct LeaderElector {
-    client: Client,
+    leases: Api<Lease>,
     config: LeaderConfig,
     /// The lease record last seen (its resourceVersion) and when it was first seen.
     observed: Option<(String, Instant)>,
 }
 
 fn now_rfc3339() -> String {
-    corral_api::meta::now_timestamp()
+    corral_api::meta::now_micro_timestamp()
+}
+
+fn seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX)
 }
 
 impl LeaderElector {
     /// A candidate for the lease described by `config`.
     pub fn new(client: Client, config: LeaderConfig) -> Self {
-        LeaderElector { client, config, observed: None }
+        let leases = Api::namespaced(client, &config.namespace);
+        LeaderElector { leases, config, observed: None }
     }
 
-    async fn kind(&self) -> Result<Arc<KindInfo>> {
-        self.client.kind("leases").await
+    /// This candidate's settings.
+    pub fn config(&self) -> &LeaderConfig {
+        &self.config
     }
 
     /// One attempt to acquire or renew. `Ok(true)`: we hold the lease now.
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool> {
-        let kind = self.kind().await?;
         let cfg = &self.config;
-        let lease = self.client.get(&kind, Some(&cfg.namespace), &cfg.name).await?;
-        let Some(mut lease) = lease else {
-            let fresh = json!({
-                "apiVersion": kind.api_version(), "kind": kind.kind,
-                "metadata": {"name": cfg.name, "namespace": cfg.namespace},
-                "spec": {"holderIdentity": cfg.identity,
-                         "leaseDurationSeconds": cfg.lease_duration.as_secs().max(1),
-                         "acquireTime": now_rfc3339(), "renewTime": now_rfc3339(), "leaseTransitions": 0},
-            });
-            return match self.client.create(&kind, &fresh).await {
+        let Some(mut lease) = self.leases.get_opt(&cfg.name).await? else {
+            let now = now_rfc3339();
+            let fresh = Lease::namespaced(
+                &cfg.namespace,
+                &cfg.name,
+                LeaseSpec {
+                    holder_identity: Some(cfg.identity.clone()),
+                    lease_duration_seconds: Some(seconds(cfg.lease_duration)),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                },
+            );
+            return match self.leases.create(&fresh).await {
                 Ok(_) => Ok(true),
-                Err(Error::Api { code: 409, .. }) => Ok(false),
-                Err(e) => Err(e),
+                Err(e) if e.code() == Some(409) => Ok(false),
+                Err(e) => Err(e.into()),
             };
         };
-        let rv = lease.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let holder = lease.pointer("/spec/holderIdentity").and_then(Value::as_str).map(str::to_string);
+        let rv = lease.metadata.resource_version.clone().unwrap_or_default();
+        let holder = lease.spec.holder_identity.clone().filter(|h| !h.is_empty());
         let duration = lease
-            .pointer("/spec/leaseDurationSeconds")
-            .and_then(Value::as_u64)
+            .spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
             .map(Duration::from_secs)
             .unwrap_or(cfg.lease_duration);
         let ours = holder.as_deref() == Some(cfg.identity.as_str());
@@ -118,35 +127,77 @@ impl LeaderElector {
                 return Ok(false);
             }
         }
-        let transitions = lease.pointer("/spec/leaseTransitions").and_then(Value::as_i64).unwrap_or(0);
-        let spec = lease.get_mut("spec").and_then(Value::as_object_mut);
-        let Some(spec) = spec else { return Err(Error::Decode("lease without spec".into())) };
+        let spec = &mut lease.spec;
         if !ours {
-            spec.insert("holderIdentity".into(), json!(cfg.identity));
-            spec.insert("acquireTime".into(), json!(now_rfc3339()));
-            spec.insert("leaseTransitions".into(), json!(transitions + 1));
+            spec.holder_identity = Some(cfg.identity.clone());
+            spec.acquire_time = Some(now_rfc3339());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
         }
-        spec.insert("renewTime".into(), json!(now_rfc3339()));
-        spec.insert("leaseDurationSeconds".into(), json!(cfg.lease_duration.as_secs().max(1)));
-        match self.client.update(&kind, &lease).await {
+        spec.renew_time = Some(now_rfc3339());
+        spec.lease_duration_seconds = Some(seconds(cfg.lease_duration));
+        match self.leases.update(&lease).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_conflict() => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Waits until this replica holds the lease.
-    pub async fn acquire(&mut self) {
+    /// Waits until this replica holds the lease; `false` if `shutdown` came first.
+    pub async fn acquire(&mut self, shutdown: &CancellationToken) -> bool {
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
                     tracing::info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
-                    return;
+                    return true;
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
             }
-            tokio::time::sleep(self.config.retry_every).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.retry_every) => {}
+                _ = shutdown.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Gives the lease up, if this replica holds it, so that another candidate takes
+    /// over at once instead of waiting for it to expire. Best effort.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.leases.get_opt(&self.config.name).await else { return };
+        if lease.spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return;
+        }
+        lease.spec.holder_identity = None;
+        lease.spec.renew_time = Some(now_rfc3339());
+        match self.leases.update(&lease).await {
+            Ok(_) => tracing::info!(lease = %self.config.name, "released the leader lease"),
+            Err(e) => tracing::debug!(error = %e, "cannot release the leader lease; it will expire"),
+        }
+    }
+
+    /// Renews the lease until `until` is cancelled (returns `Ok`) or the lease is lost
+    /// (returns [`Error::LostLease`]); the leader steps down before the lease can
+    /// expire for the others.
+    pub async fn keep(&mut self, until: &CancellationToken) -> Result<()> {
+        let mut last_renewed = Instant::now();
+        loop {
+            tokio::select! {
+                _ = until.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.config.renew_every) => {}
+            }
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_renewed = Instant::now(),
+                Ok(false) => {
+                    tracing::warn!(lease = %self.config.name, "lease taken by another replica; stopping");
+                    return Err(Error::LostLease);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                    if last_renewed.elapsed() + self.config.renew_every >= self.config.lease_duration {
+                        return Err(Error::LostLease);
+                    }
+                }
+            }
         }
     }
 
@@ -154,29 +205,20 @@ impl LeaderElector {
     /// work's output if it finishes while leading, or `Err(Error::LostLease)` after
     /// dropping the work if the lease could not be renewed in time.
     pub async fn run<F: Future>(mut self, work: F) -> Result<F::Output> {
-        self.acquire().await;
-        let mut last_renewed = Instant::now();
+        self.acquire(&CancellationToken::new()).await;
+        let stop = CancellationToken::new();
         tokio::pin!(work);
-        loop {
-            tokio::select! {
-                out = &mut work => return Ok(out),
-                _ = tokio::time::sleep(self.config.renew_every) => {
-                    match self.try_acquire_or_renew().await {
-                        Ok(true) => last_renewed = Instant::now(),
-                        Ok(false) => {
-                            tracing::warn!(lease = %self.config.name, "lease taken by another replica; stopping");
-                            return Err(Error::LostLease);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "lease renewal failed");
-                            // Step down before the lease can expire for the others.
-                            if last_renewed.elapsed() + self.config.renew_every >= self.config.lease_duration {
-                                return Err(Error::LostLease);
-                            }
-                        }
-                    }
-                }
+        let keep = self.keep(&stop);
+        tokio::pin!(keep);
+        tokio::select! {
+            out = &mut work => {
+                stop.cancel();
+                Ok(out)
             }
+            lost = &mut keep => match lost {
+                Err(e) => Err(e),
+                Ok(()) => Ok(work.await),
+            },
         }
     }
 }

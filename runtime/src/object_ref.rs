@@ -1,5 +1,7 @@
 //! References to objects: what work queues hold instead of objects.
 
+use corral_api::{ApiObject, KindInfo, OwnerReference};
+
 /// Identifies one object: its kind's collection, namespace and name. Queues hold
 /// these, never objects, so that a reconcile always starts from the current state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,6 +24,15 @@ impl ObjectRef {
     pub fn cluster(resource: impl Into<String>, name: impl Into<String>) -> Self {
         ObjectRef { resource: resource.into(), namespace: None, name: name.into() }
     }
+
+    /// The reference of `obj`, an object of `kind`.
+    pub fn of(kind: &KindInfo, obj: &impl ApiObject) -> Self {
+        ObjectRef {
+            resource: kind.resource(),
+            namespace: obj.namespace().filter(|_| kind.namespaced).map(str::to_string),
+            name: obj.name().to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for ObjectRef {
@@ -33,18 +44,18 @@ impl std::fmt::Display for ObjectRef {
     }
 }
 
-/// An owner reference to `owner` (a whole object as JSON), for a dependent's
-/// `metadata.ownerReferences`. `controller` marks the owner as the managing
-/// controller; such references also block foreground deletion of the owner until the
-/// dependent is gone. `None` if `owner` lacks a name or uid (it was never stored).
-pub fn owner_reference(owner: &serde_json::Value, controller: bool) -> Option<serde_json::Value> {
-    let meta = owner.get("metadata")?;
-    Some(serde_json::json!({
-        "apiVersion": owner.get("apiVersion")?,
-        "kind": owner.get("kind")?,
-        "name": meta.get("name")?,
-        "uid": meta.get("uid")?,
-        "controller": controller,
-        "blockOwnerDeletion": controller,
-    }))
+/// An owner reference to `owner`, for a dependent's `metadata.ownerReferences`.
+/// `controller` marks the owner as the managing controller; such references also block
+/// foreground deletion of the owner until the dependent is gone. `None` if `owner` has
+/// no uid (it was never stored).
+pub fn owner_reference(owner: &impl ApiObject, controller: bool) -> Option<OwnerReference> {
+    let uid = owner.meta().uid.clone()?;
+    Some(OwnerReference {
+        api_version: owner.api_version().to_string(),
+        kind: owner.kind().to_string(),
+        name: owner.name().to_string(),
+        uid,
+        controller: Some(controller),
+        block_owner_deletion: Some(controller),
+    })
 }

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The delay before retry number `failures` (1-based): `base` doubling up to `max`.
-pub(crate) fn backoff_delay(base: Duration, max: Duration, failures: u32) -> Duration {
+pub fn backoff_delay(base: Duration, max: Duration, failures: u32) -> Duration {
     backon::ExponentialBuilder::default()
         .with_min_delay(base)
         .with_max_delay(max)

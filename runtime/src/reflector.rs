@@ -3,89 +3,98 @@
 //! seen after a disconnect; on `Gone`, list again and reconcile the copy with it.
 //!
 //! The copy is read through a [`Cache`], a cheap handle; one reflector writes it.
-//! Cached objects are shared (`Arc`) and never mutated in place: a reconcile that
-//! wants to change an object clones it.
+//! Objects are decoded once per event into `K` and shared as `Arc<K>`: never mutated
+//! in place. A reconcile that wants to change an object clones it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
-use corral_api::KindInfo;
-use futures::StreamExt;
+use corral_api::{ApiObject, DynamicObject, KindInfo};
+use corral_client::{Api, ListParams, ObjectType};
 use parking_lot::RwLock;
-use serde_json::Value;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, WatchEvent};
-use crate::error::{Error, Result};
 use crate::object_ref::ObjectRef;
+use crate::watcher::Seen;
 
 /// Computes the index values of an object (e.g. its node name, or its owners' uids).
-pub type IndexFn = Arc<dyn Fn(&Value) -> Vec<String> + Send + Sync>;
+pub type IndexFn<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
 
 /// Index by the uid of each owner (`metadata.ownerReferences[].uid`): find an
 /// object's dependents with `cache.by_index("owner", uid)`.
-pub fn by_owner_uid() -> IndexFn {
-    Arc::new(|o: &Value| {
-        o.pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .map(|refs| refs.iter().filter_map(|r| r.get("uid")?.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
-    })
+pub fn by_owner_uid<K: ApiObject>() -> IndexFn<K> {
+    Arc::new(|o: &K| o.meta().owner_references.iter().map(|r| r.uid.clone()).collect())
 }
 
 /// Index by the value of label `key`.
-pub fn by_label(key: &str) -> IndexFn {
+pub fn by_label<K: ApiObject>(key: &str) -> IndexFn<K> {
     let key = key.to_string();
-    Arc::new(move |o: &Value| {
-        o.pointer("/metadata/labels")
-            .and_then(|l| l.get(&key))
-            .and_then(Value::as_str)
+    Arc::new(move |o: &K| o.meta().labels.get(&key).cloned().into_iter().collect())
+}
+
+/// Index dynamic objects by the string at a JSON pointer, e.g. `/spec/nodeName`
+/// (typed kinds index with a closure over their fields instead).
+pub fn by_field(pointer: &str) -> IndexFn<DynamicObject> {
+    let pointer = pointer.to_string();
+    Arc::new(move |o: &DynamicObject| {
+        let mut parts = pointer.trim_start_matches('/').splitn(2, '/');
+        let top = parts.next().unwrap_or_default();
+        let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
+        o.rest
+            .get(top)
+            .and_then(|v| v.pointer(&rest))
+            .and_then(|v| v.as_str())
             .map(str::to_string)
             .into_iter()
             .collect()
     })
 }
 
-/// Index by the string at a JSON pointer, e.g. `/spec/nodeName`.
-pub fn by_field(pointer: &str) -> IndexFn {
-    let pointer = pointer.to_string();
-    Arc::new(move |o: &Value| o.pointer(&pointer).and_then(Value::as_str).map(str::to_string).into_iter().collect())
-}
-
-struct Index {
-    func: IndexFn,
+struct Index<K> {
+    func: IndexFn<K>,
     entries: HashMap<String, BTreeSet<ObjectRef>>,
 }
 
-#[derive(Default)]
-struct CacheState {
-    objects: BTreeMap<ObjectRef, Arc<Value>>,
-    indexes: HashMap<String, Index>,
+struct CacheState<K> {
+    objects: BTreeMap<ObjectRef, Arc<K>>,
+    indexes: HashMap<String, Index<K>>,
     revision: u64,
 }
 
+impl<K> Default for CacheState<K> {
+    fn default() -> Self {
+        CacheState { objects: BTreeMap::new(), indexes: HashMap::new(), revision: 0 }
+    }
+}
+
 /// A read handle on a reflector's copy of one kind. Cheap to clone.
-#[derive(Clone)]
-pub struct Cache {
-    state: Arc<RwLock<CacheState>>,
+pub struct Cache<K> {
+    state: Arc<RwLock<CacheState<K>>>,
     synced: watch::Receiver<bool>,
     resource: String,
 }
 
-impl Cache {
+impl<K> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Cache { state: self.state.clone(), synced: self.synced.clone(), resource: self.resource.clone() }
+    }
+}
+
+impl<K> Cache<K> {
     /// The cached object, if any.
-    pub fn get(&self, r: &ObjectRef) -> Option<Arc<Value>> {
+    pub fn get(&self, r: &ObjectRef) -> Option<Arc<K>> {
         self.state.read().objects.get(r).cloned()
     }
 
     /// Every cached object, ordered by namespace and name.
-    pub fn list(&self) -> Vec<Arc<Value>> {
+    pub fn list(&self) -> Vec<Arc<K>> {
         self.state.read().objects.values().cloned().collect()
     }
 
     /// Objects whose index `index` yields `value`.
-    pub fn by_index(&self, index: &str, value: &str) -> Vec<Arc<Value>> {
+    pub fn by_index(&self, index: &str, value: &str) -> Vec<Arc<K>> {
         let st = self.state.read();
         st.indexes
             .get(index)
@@ -114,6 +123,11 @@ impl Cache {
         &self.resource
     }
 
+    /// Whether the first list has been loaded.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
     /// Waits until the first list has been loaded. Controllers must not act on an
     /// empty cache that is merely not filled yet.
     pub async fn wait_synced(&self) {
@@ -123,126 +137,119 @@ impl Cache {
 }
 
 /// A change the reflector applied to its cache.
-#[derive(Clone, Debug)]
-pub enum Change {
+#[derive(Debug)]
+pub enum Change<K> {
     /// Created or updated: the new state, and the state it replaced in the cache.
     Applied {
         /// The object now.
-        object: Arc<Value>,
+        object: Arc<K>,
         /// The object before, if the cache had it.
-        previous: Option<Arc<Value>>,
+        previous: Option<Arc<K>>,
     },
-    /// Removed; the last state.
-    Deleted(Arc<Value>),
+    /// Removed (or no longer selected); the last state.
+    Deleted(Arc<K>),
 }
 
-impl Change {
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Change::Applied { object, previous } => {
+                Change::Applied { object: object.clone(), previous: previous.clone() }
+            }
+            Change::Deleted(o) => Change::Deleted(o.clone()),
+        }
+    }
+}
+
+impl<K> Change<K> {
     /// The object concerned.
-    pub fn object(&self) -> &Arc<Value> {
+    pub fn object(&self) -> &Arc<K> {
         match self {
             Change::Applied { object, .. } | Change::Deleted(object) => object,
         }
     }
 }
 
-/// Reference of an object of `kind`.
-pub fn object_ref(kind: &KindInfo, obj: &Value) -> Option<ObjectRef> {
-    let name = obj.pointer("/metadata/name")?.as_str()?;
-    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).filter(|_| kind.namespaced);
-    Some(ObjectRef { resource: kind.resource(), namespace: ns.map(str::to_string), name: name.to_string() })
-}
-
-fn revision_of(obj: &Value) -> u64 {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
 /// Keeps a [`Cache`] of one kind in step with the server.
-pub struct Reflector {
-    client: Client,
-    kind: Arc<KindInfo>,
-    namespace: Option<String>,
-    selector: String,
-    state: Arc<RwLock<CacheState>>,
+pub struct Reflector<K> {
+    api: Api<K>,
+    params: ListParams,
+    state: Arc<RwLock<CacheState<K>>>,
     synced: watch::Sender<bool>,
+    events: Option<Counter>,
 }
 
-impl Reflector {
-    /// A reflector of `kind` (in `namespace`, or all) limited to `selector` (may be empty).
-    pub fn new(client: Client, kind: Arc<KindInfo>, namespace: Option<String>, selector: &str) -> Self {
+impl<K: ObjectType> Reflector<K> {
+    /// A reflector of the objects `api` reaches (one namespace or all) that the
+    /// selectors of `params` match.
+    pub fn new(api: Api<K>, params: ListParams) -> Self {
         let (synced, _) = watch::channel(false);
-        Reflector { client, kind, namespace, selector: selector.to_string(), state: Arc::default(), synced }
+        Reflector { api, params, state: Arc::default(), synced, events: None }
     }
 
     /// Adds an index, computed for every object from now on. Add indexes before
     /// [`Reflector::run`].
-    pub fn index(self, name: &str, func: IndexFn) -> Self {
+    pub fn index(self, name: &str, func: IndexFn<K>) -> Self {
         self.state.write().indexes.insert(name.to_string(), Index { func, entries: HashMap::new() });
         self
     }
 
+    /// Counts every watch event received (bookmarks excepted) in `counter`.
+    pub fn count_events(mut self, counter: Counter) -> Self {
+        self.events = Some(counter);
+        self
+    }
+
     /// A read handle on the cache.
-    pub fn cache(&self) -> Cache {
-        Cache { state: self.state.clone(), synced: self.synced.subscribe(), resource: self.kind.resource() }
+    pub fn cache(&self) -> Cache<K> {
+        Cache { state: self.state.clone(), synced: self.synced.subscribe(), resource: self.api.kind().resource() }
     }
 
     /// The kind reflected.
     pub fn kind(&self) -> &Arc<KindInfo> {
-        &self.kind
+        self.api.kind()
     }
 
-    /// Runs until `stop` turns true, calling `on_change` for every change applied to
-    /// the cache (including the differences found when re-listing).
+    /// Runs until `shutdown` is cancelled, calling `on_change` for every change applied
+    /// to the cache (including the differences found when re-listing).
     ///
     /// # Guarantees
     /// Every change after the first list is seen once, in revision order, unless the
     /// server compacted it away, in which case the re-list reports the net difference.
-    pub async fn run(self, mut stop: watch::Receiver<bool>, on_change: impl Fn(Change) + Send + Sync) {
-        let mut from: Option<u64> = None;
-        let mut failures: u32 = 0;
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let step = async {
-                let revision = match from {
-                    Some(r) => r,
-                    None => self.relist(&on_change).await?,
-                };
-                self.watch_from(revision, &on_change, &mut from).await
-            };
-            let outcome = tokio::select! {
-                r = step => r,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            match outcome {
-                Ok(()) => failures = 0,
-                Err(Error::Gone) => {
-                    tracing::info!(resource = %self.kind.resource(), "watch revision compacted; re-listing");
-                    from = None;
-                    continue;
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let delay =
-                        crate::queue::backoff_delay(Duration::from_millis(50), Duration::from_secs(5), failures);
-                    tracing::warn!(resource = %self.kind.resource(), error = %e, ?delay, "reflector interrupted; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.wait_for(|s| *s) => return,
+    pub async fn run(self, shutdown: CancellationToken, on_change: impl Fn(Change<K>) + Send + Sync) {
+        let kind = self.api.kind().clone();
+        let (api, params, events) = (self.api.clone(), self.params.clone(), self.events.clone());
+        crate::watcher::watch(api, params, shutdown, events, |seen| {
+            match seen {
+                Seen::Listed { objects, revision } => {
+                    for c in self.replace(&kind, objects, revision) {
+                        on_change(c);
                     }
                 }
+                Seen::Applied(o) => {
+                    let object = Arc::new(o);
+                    let previous = self.state.read().objects.get(&ObjectRef::of(&kind, &*object)).cloned();
+                    let change = Change::Applied { object, previous };
+                    self.apply(&kind, &change);
+                    on_change(change);
+                }
+                Seen::Deleted(o) => {
+                    let change = Change::Deleted(Arc::new(o));
+                    self.apply(&kind, &change);
+                    on_change(change);
+                }
+                Seen::Bookmark(rv) => self.state.write().revision = rv,
             }
-        }
+            std::future::ready(())
+        })
+        .await;
     }
 
-    /// Lists, replaces the cache with the list, reports differences; returns the list's revision.
-    async fn relist(&self, on_change: &(impl Fn(Change) + Send + Sync)) -> Result<u64> {
-        let list = self.client.list(&self.kind, self.namespace.as_deref(), &self.selector).await?;
-        let mut fresh: BTreeMap<ObjectRef, Arc<Value>> = BTreeMap::new();
-        for obj in list.items {
-            if let Some(r) = object_ref(&self.kind, &obj) {
-                fresh.insert(r, Arc::new(obj));
-            }
+    /// Replaces the cache with a fresh list; returns the differences.
+    fn replace(&self, kind: &KindInfo, objects: Vec<K>, revision: u64) -> Vec<Change<K>> {
+        let mut fresh: BTreeMap<ObjectRef, Arc<K>> = BTreeMap::new();
+        for obj in objects {
+            fresh.insert(ObjectRef::of(kind, &obj), Arc::new(obj));
         }
         let mut changes = Vec::new();
         {
@@ -255,12 +262,12 @@ impl Reflector {
             }
             for (r, o) in &fresh {
                 let previous = old.get(r);
-                if previous.is_none_or(|prev| revision_of(prev) != revision_of(o)) {
+                if previous.is_none_or(|prev| prev.revision() != o.revision()) {
                     changes.push(Change::Applied { object: o.clone(), previous: previous.cloned() });
                 }
             }
             st.objects = fresh;
-            st.revision = list.revision;
+            st.revision = revision;
             let CacheState { objects, indexes, .. } = &mut *st;
             for index in indexes.values_mut() {
                 index.entries.clear();
@@ -272,47 +279,11 @@ impl Reflector {
             }
         }
         self.synced.send_replace(true);
-        for c in changes {
-            on_change(c);
-        }
-        Ok(list.revision)
+        changes
     }
 
-    async fn watch_from(
-        &self,
-        revision: u64,
-        on_change: &(impl Fn(Change) + Send + Sync),
-        from: &mut Option<u64>,
-    ) -> Result<()> {
-        *from = Some(revision);
-        let mut events =
-            self.client.watch(&self.kind, self.namespace.as_deref(), &self.selector, Some(revision)).await?;
-        while let Some(ev) = events.next().await {
-            let change = match ev? {
-                WatchEvent::Bookmark(rv) => {
-                    self.state.write().revision = rv;
-                    *from = Some(rv);
-                    continue;
-                }
-                WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                    let object = Arc::new(o);
-                    let previous =
-                        object_ref(&self.kind, &object).and_then(|r| self.state.read().objects.get(&r).cloned());
-                    Change::Applied { object, previous }
-                }
-                WatchEvent::Deleted(o) => Change::Deleted(Arc::new(o)),
-            };
-            let rv = revision_of(change.object());
-            self.apply(&change);
-            *from = Some(rv);
-            on_change(change);
-        }
-        // The server ended the stream (e.g. it restarts): resume from `from`.
-        Err(Error::Transport("watch stream ended".into()))
-    }
-
-    fn apply(&self, change: &Change) {
-        let Some(r) = object_ref(&self.kind, change.object()) else { return };
+    fn apply(&self, kind: &KindInfo, change: &Change<K>) {
+        let r = ObjectRef::of(kind, &**change.object());
         let mut st = self.state.write();
         let CacheState { objects, indexes, revision } = &mut *st;
         if let Some(prev) = objects.get(&r) {
@@ -337,6 +308,6 @@ impl Reflector {
                 objects.remove(&r);
             }
         }
-        *revision = (*revision).max(revision_of(change.object()));
+        *revision = (*revision).max(change.object().revision());
     }
 }

@@ -58,13 +58,15 @@ fn shim_exe() -> anyhow::Result<std::path::PathBuf> {
 
 pub(crate) async fn run(server: &str, a: AgentArgs) -> anyhow::Result<()> {
     let cfg = config(&a)?;
-    let client = corral_runtime::Client::http(server).with_context(|| format!("bad --server {server}"))?;
-    let shutdown = async {
-        if let Err(e) = super::serve::shutdown_signal().await {
-            tracing::error!(error = %e, "cannot wait for a shutdown signal");
-            std::future::pending::<()>().await;
+    let client = corral_client::Client::http(server).with_context(|| format!("bad --server {server}"))?;
+    let shutdown = corral_runtime::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        match super::serve::shutdown_signal().await {
+            Ok(()) => stop.cancel(),
+            Err(e) => tracing::error!(error = %e, "cannot wait for a shutdown signal"),
         }
-    };
+    });
     corral_agent::agent::run(client, cfg, shutdown).await.context("agent failed")
 }
 

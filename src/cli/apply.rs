@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::args::{ApplyArgs, NamespaceArgs};
 use super::manifest::{self, Document, Problem};
 use super::{Ctx, kind_word};
-use crate::client::{CLI_FIELD_MANAGER, Error as ClientError, Patch, WriteParams};
+use corral_client::{CLI_FIELD_MANAGER, Error as ClientError, Patch, WriteParams};
 
 /// A document whose kind is served and whose namespace is settled.
 #[derive(Clone, Debug)]
@@ -172,7 +172,7 @@ pub(crate) fn is_namespace(kind: &KindInfo) -> bool {
 async fn local_registry(ctx: &Ctx) -> anyhow::Result<Registry> {
     let reg = Registry::default();
     for k in ctx.kinds().await? {
-        reg.register(k.clone())?;
+        reg.register((**k).clone())?;
     }
     Ok(reg)
 }

@@ -21,11 +21,15 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the whole system in this process (API server and, later, controllers,
-    /// DNS and the node agent).
+    /// Run the whole system in this process: the API server, the controller manager
+    /// with every built-in controller, and a local node agent.
     Up(ServeArgs),
-    /// Run the control plane only (the API server).
+    /// Run the control plane: the API server and the controller manager
+    /// (`--controllers none` for the API server alone).
     Server(ServeArgs),
+    /// Run the controller manager on its own, against the API server at --server
+    /// (with leader election, so several may run; one acts).
+    Controllers(ControllersArgs),
     /// Create or update objects from manifest files, directories or stdin.
     Apply(ApplyArgs),
     /// List objects, or show some by name.
@@ -43,9 +47,15 @@ pub enum Command {
     /// List the kinds the server serves.
     #[command(name = "api-resources")]
     ApiResources,
-    /// Run benchmarks and print their figures.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Run benchmarks and print their figures (runs `corral-bench`, built by `make
+    /// bench`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// What to run: `store`, `controller` or `agent`, with their options (`corral
+        /// bench --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Run a node agent: register this machine as a Node and run the tasks bound to it.
     Agent(AgentArgs),
     /// Manage the node's local image store.
@@ -157,64 +167,6 @@ pub struct LogsArgs {
     pub stderr: bool,
 }
 
-/// Benchmarks of `corral bench`.
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// The store through the HTTP server, side by side with a real etcd: durable
-    /// write throughput at several concurrencies, write latency at a fixed rate,
-    /// reads, watch delivery latency, replay rate and memory at many objects.
-    Store(BenchStoreArgs),
-    /// The controller runtime: objects of a custom kind created, a trivial reconciler
-    /// writing status on each; time to converge, reconciles/s, cache memory.
-    Controller(BenchControllerArgs),
-    /// The node agent: start latency of busybox tasks from binding to RUNNING, side
-    /// by side with bare `runc run`; native start latency; agent memory with the tasks
-    /// running. Needs root and runc.
-    Agent(BenchAgentArgs),
-}
-
-/// Options of `corral bench agent`.
-#[derive(Args, Debug)]
-pub struct BenchAgentArgs {
-    /// Container tasks started one after another (and as many bare runc runs).
-    #[arg(long, default_value_t = 100)]
-    pub tasks: usize,
-    /// Native tasks started one after another.
-    #[arg(long, default_value_t = 50)]
-    pub native: usize,
-}
-
-/// Options of `corral bench controller`.
-#[derive(Args, Debug)]
-pub struct BenchControllerArgs {
-    /// Objects created.
-    #[arg(long, default_value_t = 10_000)]
-    pub objects: u64,
-    /// Reconciles at once.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
-}
-
-/// Options of `corral bench store`.
-#[derive(Args, Debug)]
-pub struct BenchStoreArgs {
-    /// Seconds per throughput workload.
-    #[arg(long, default_value_t = 5)]
-    pub seconds: u64,
-    /// Objects created for the memory and replay figures.
-    #[arg(long, default_value_t = 100_000)]
-    pub objects: usize,
-    /// Watchers of the many-watchers latency figure.
-    #[arg(long, default_value_t = 1000)]
-    pub watchers: usize,
-    /// Writes per second of the fixed-rate latency workload.
-    #[arg(long, default_value_t = 1000)]
-    pub rate: u64,
-    /// Concurrent clients of the write workloads, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
-    pub clients: Vec<usize>,
-}
-
 /// Options of `corral up` and `corral server`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -231,14 +183,43 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub compaction_retain: Option<u64>,
 
-    /// Seconds a node may go without a heartbeat before it is unreachable and its
-    /// tasks are LOST.
-    #[arg(long, value_name = "SECONDS", default_value_t = 40)]
-    pub node_grace_period: u64,
+    #[command(flatten)]
+    pub controllers: ManagerArgs,
 
     /// `up` only: do not run the local agent.
     #[arg(long)]
     pub no_agent: bool,
+}
+
+/// Options of the controller manager, in `corral up`, `corral server` and `corral
+/// controllers`.
+#[derive(Args, Debug, Clone)]
+pub struct ManagerArgs {
+    /// Built-in controllers to run: `all`, `none`, or a comma-separated list of
+    /// garbage-collector, node-lifecycle.
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    pub controllers: String,
+
+    /// Seconds a node may go without a heartbeat before it is unreachable and its
+    /// tasks are LOST.
+    #[arg(long, value_name = "SECONDS", default_value_t = 40)]
+    pub node_grace_period: u64,
+}
+
+/// Options of `corral controllers`.
+#[derive(Args, Debug)]
+pub struct ControllersArgs {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+
+    /// This replica's identity among the managers campaigning for the lease;
+    /// default: host name and process id.
+    #[arg(long)]
+    pub identity: Option<String>,
+
+    /// Where to serve the manager's /metrics and /healthz (port 0 picks one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub metrics_listen: SocketAddr,
 }
 
 /// Selection of namespaces for namespaced kinds.
@@ -312,6 +293,10 @@ pub struct GetArgs {
     #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
 
+    /// Field selector, e.g. `spec.nodeName=n1,status.phase!=FINISHED`.
+    #[arg(long, value_name = "SELECTOR")]
+    pub field_selector: Option<String>,
+
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -372,12 +357,13 @@ pub enum Cascade {
 }
 
 impl Cascade {
-    /// The API's `propagationPolicy` value.
-    pub fn policy(self) -> &'static str {
+    /// The API's `propagationPolicy`.
+    pub fn policy(self) -> corral_api::delete::Propagation {
+        use corral_api::delete::Propagation;
         match self {
-            Cascade::Background => "Background",
-            Cascade::Foreground => "Foreground",
-            Cascade::Orphan => "Orphan",
+            Cascade::Background => Propagation::Background,
+            Cascade::Foreground => Propagation::Foreground,
+            Cascade::Orphan => Propagation::Orphan,
         }
     }
 }

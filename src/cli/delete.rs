@@ -5,7 +5,7 @@ use corral_api::KindInfo;
 use super::apply::{documents_with_problems, prepare, print_problems};
 use super::args::DeleteArgs;
 use super::{Ctx, kind_word};
-use crate::client::{Deleted, WriteParams};
+use corral_client::{DeleteParams, Deleted};
 
 pub(crate) async fn run(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<u8> {
     let targets: Vec<(KindInfo, Option<String>, String)> = if args.files.is_empty() {
@@ -35,7 +35,12 @@ pub(crate) async fn run(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<u8> {
         let short = format!("{}/{name}", kind_word(kind));
         let deleted = ctx
             .client
-            .delete_propagating(kind, ns.as_deref(), name, &WriteParams::default(), Some(args.cascade.policy()))
+            .delete(
+                kind,
+                ns.as_deref(),
+                name,
+                &DeleteParams { propagation: Some(args.cascade.policy()), ..Default::default() },
+            )
             .await;
         match deleted {
             // A closed stdout must not stop a delete halfway: the results are ignored.
@@ -52,7 +57,7 @@ pub(crate) async fn run(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<u8> {
                 let place = ns.as_deref().map(|ns| format!(" in namespace {ns:?}")).unwrap_or_default();
                 eprintln!("error: {short} not found{place}; nothing to delete");
             }
-            Err(e @ crate::client::Error::Api(_)) => {
+            Err(e @ corral_client::Error::Api(_)) => {
                 failed = true;
                 eprintln!("error: {short}: {e}");
             }

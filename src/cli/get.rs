@@ -3,26 +3,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-use corral_api::{DynamicObject, KindInfo, Selector};
+use corral_api::{DynamicObject, FieldSelector, KindInfo, Selector};
 use futures::StreamExt;
 
 use super::args::{GetArgs, OutputFormat};
 use super::output::{self, Column, PrintedList, Table, now_unix, object_text, render_row};
 use super::{Ctx, kind_word};
-use crate::client::{ListParams, WatchEvent, WatchParams};
+use corral_client::{ListParams, WatchEvent, WatchParams};
 
 pub(crate) async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<u8> {
     let kind = ctx.resolve(&args.kind).await?;
     if let Some(sel) = &args.selector {
         Selector::parse(sel).map_err(|e| anyhow::anyhow!("{e}; see `corral get --help` for the syntax"))?;
     }
-    if !args.names.is_empty() && args.selector.is_some() {
-        anyhow::bail!("give names or a label selector (-l), not both");
+    if let Some(sel) = &args.field_selector {
+        FieldSelector::parse(sel).map_err(|e| anyhow::anyhow!("{e}; see `corral get --help` for the syntax"))?;
+    }
+    if !args.names.is_empty() && (args.selector.is_some() || args.field_selector.is_some()) {
+        anyhow::bail!("give names or selectors (-l, --field-selector), not both");
     }
     let namespace = scope(&kind, &args);
     let all_ns = kind.namespaced && namespace.is_none();
     let (objects, rv, failed) = if args.names.is_empty() {
-        let params = ListParams { label_selector: args.selector.clone() };
+        let params = ListParams { label_selector: args.selector.clone(), field_selector: args.field_selector.clone() };
         let list = ctx.client.list(&kind, namespace.as_deref(), &params).await?;
         (list.items, list.metadata.resource_version, 0)
     } else {
@@ -155,7 +158,7 @@ impl Printer<'_> {
 struct Scope<'a> {
     kind: &'a KindInfo,
     namespace: Option<String>,
-    selector: Option<String>,
+    params: ListParams,
     names: BTreeSet<String>,
 }
 
@@ -179,7 +182,8 @@ async fn watch(
     objects: Vec<DynamicObject>,
     rv: Option<String>,
 ) -> anyhow::Result<u8> {
-    let scope = Scope { kind, namespace, selector: args.selector.clone(), names: args.names.iter().cloned().collect() };
+    let params = ListParams { label_selector: args.selector.clone(), field_selector: args.field_selector.clone() };
+    let scope = Scope { kind, namespace, params, names: args.names.iter().cloned().collect() };
     let printer = Printer { format: args.output, kind, cols, widths };
     // The revision last shown of each object, so a re-list prints only real changes.
     let mut shown: BTreeMap<ObjKey, Option<String>> =
@@ -196,9 +200,9 @@ async fn watch(
     };
     loop {
         let params = WatchParams {
-            label_selector: scope.selector.clone(),
             resource_version: Some(from.clone()),
             bookmarks: true,
+            ..WatchParams::from_list(&scope.params)
         };
         let stream = tokio::select! {
             s = ctx.client.watch(kind, scope.namespace.as_deref(), &params) => s,
@@ -268,8 +272,7 @@ async fn relist(
     shown: &mut BTreeMap<ObjKey, Option<String>>,
     printer: &Printer<'_>,
 ) -> anyhow::Result<String> {
-    let params = ListParams { label_selector: scope.selector.clone() };
-    let list = ctx.client.list(scope.kind, scope.namespace.as_deref(), &params).await?;
+    let list = ctx.client.list(scope.kind, scope.namespace.as_deref(), &scope.params).await?;
     let mut seen = BTreeSet::new();
     for o in list.items.iter().filter(|o| scope.wanted(o)) {
         let k = key(o);

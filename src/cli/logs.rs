@@ -5,10 +5,11 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::args::LogsArgs;
-use crate::client::LogParams;
+use corral_api::logs::{LogParams, LogStream};
 
 pub(crate) async fn run(ctx: &super::Ctx, a: LogsArgs) -> anyhow::Result<u8> {
-    let params = LogParams { follow: a.follow, tail_lines: a.tail, stderr: a.stderr };
+    let stream = if a.stderr { LogStream::Stderr } else { LogStream::Stdout };
+    let params = LogParams { follow: a.follow, tail_lines: a.tail.map(|n| n as u64), stream };
     let mut stream = ctx.client.logs(&a.namespace, &a.task, &params).await?;
     let mut out = tokio::io::stdout();
     while let Some(chunk) = stream.next().await {

@@ -1,5 +1,6 @@
-//! The `corral` command line: running the system (`up`, `server`) and talking to it
-//! (`apply`, `get`, `describe`, `delete`, `diff`, `explain`, `api-resources`).
+//! The `corral` command line: running the system (`up`, `server`, `controllers`,
+//! `agent`) and talking to it (`apply`, `get`, `describe`, `delete`, `diff`, `explain`,
+//! `api-resources`, `logs`, `image`).
 //!
 //! Exit codes: 0 success, 1 error; `diff` exits 1 when there are differences and 2
 //! on error. Errors go to stderr as `error: ...`.
@@ -27,6 +28,8 @@ pub mod output;
 
 mod agent;
 mod apply;
+mod bench;
+mod controllers;
 mod delete;
 mod describe;
 mod diff;
@@ -37,13 +40,14 @@ mod logs;
 mod serve;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use corral_api::KindInfo;
 use tokio::sync::OnceCell;
 
-use crate::client::Client;
 use args::{Cli, Command};
+use corral_client::Client;
 
 /// Entry point of the `corral` binary.
 pub fn main() -> ExitCode {
@@ -62,8 +66,9 @@ pub fn main() -> ExitCode {
             return if failed { ExitCode::from(usage_error_code()) } else { ExitCode::SUCCESS };
         }
     };
-    let serving = matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent(_));
-    init_logging(if serving { "info" } else { "warn" });
+    let serving =
+        matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent(_) | Command::Controllers(_));
+    corral_telemetry::logging::init(if serving { "info" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -88,14 +93,6 @@ fn usage_error_code() -> u8 {
     if std::env::args_os().skip(1).any(|a| a == "diff") { 2 } else { 1 }
 }
 
-fn init_logging(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Colours only for a person at a terminal, not in files or pipes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
-}
-
 /// Whether stdout was closed by its reader: not worth an error message.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
@@ -111,7 +108,7 @@ pub(crate) fn error_text(e: &anyhow::Error) -> String {
     let mut parts = Vec::new();
     for cause in e.chain() {
         parts.push(cause.to_string());
-        if cause.downcast_ref::<crate::client::Error>().is_some() {
+        if cause.downcast_ref::<corral_client::Error>().is_some() {
             break;
         }
     }
@@ -124,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Up(a) => serve::run(a, serve::Role::Everything).await.map(|()| 0),
         Command::Server(a) => serve::run(a, serve::Role::ControlPlane).await.map(|()| 0),
+        Command::Controllers(a) => controllers::run(&server, a).await.map(|()| 0),
         Command::Apply(a) => apply::run(&ctx()?, a).await,
         Command::Get(a) => get::run(&ctx()?, a).await,
         Command::Describe(a) => describe::run(&ctx()?, a).await,
@@ -131,49 +129,26 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Diff(a) => diff::run(&ctx()?, a).await,
         Command::Explain(a) => explain::run(&ctx()?, a).await,
         Command::ApiResources => get::api_resources(&ctx()?).await,
-        Command::Bench(args::BenchCommand::Store(a)) => {
-            crate::bench::run_store_bench(crate::bench::StoreBenchOptions {
-                seconds: a.seconds,
-                objects: a.objects,
-                watchers: a.watchers,
-                clients: a.clients,
-                rate: a.rate,
-            })
-            .await
-            .map(|()| 0)
-        }
         Command::Agent(a) => agent::run(&server, a).await.map(|()| 0),
         Command::Image(c) => image::run(c).await,
         Command::Logs(a) => logs::run(&ctx()?, a).await,
-        Command::Bench(args::BenchCommand::Agent(a)) => {
-            crate::bench::run_agent_bench(crate::bench::AgentBenchOptions { tasks: a.tasks, native: a.native })
-                .await
-                .map(|()| 0)
-        }
-        Command::Bench(args::BenchCommand::Controller(a)) => {
-            crate::bench::run_controller_bench(crate::bench::ControllerBenchOptions {
-                objects: a.objects,
-                concurrency: a.concurrency,
-            })
-            .await
-            .map(|()| 0)
-        }
+        Command::Bench { args } => Ok(bench::run(&args)),
     }
 }
 
 /// What every client command needs: the client and the served kinds, fetched once.
 pub(crate) struct Ctx {
     pub(crate) client: Client,
-    kinds: OnceCell<Vec<KindInfo>>,
+    kinds: OnceCell<Vec<Arc<KindInfo>>>,
 }
 
 impl Ctx {
     fn new(server: &str) -> anyhow::Result<Self> {
-        Ok(Ctx { client: Client::new(server)?, kinds: OnceCell::new() })
+        Ok(Ctx { client: Client::http(server)?, kinds: OnceCell::new() })
     }
 
     /// Every served kind (`GET /kinds`), fetched on first use.
-    pub(crate) async fn kinds(&self) -> anyhow::Result<&[KindInfo]> {
+    pub(crate) async fn kinds(&self) -> anyhow::Result<&[Arc<KindInfo>]> {
         let kinds = self.kinds.get_or_try_init(|| self.client.kinds()).await?;
         Ok(kinds)
     }
@@ -181,7 +156,7 @@ impl Ctx {
     /// The kind a user means: plural, singular, short name or Kind, any case.
     pub(crate) async fn resolve(&self, name: &str) -> anyhow::Result<KindInfo> {
         let kinds = self.kinds().await?;
-        kinds.iter().find(|k| k.matches_name(name)).cloned().ok_or_else(|| {
+        kinds.iter().find(|k| k.matches_name(name)).map(|k| (**k).clone()).ok_or_else(|| {
             anyhow::anyhow!(
                 "the server does not serve a kind called {name:?}; run `corral api-resources` to list the kinds it serves"
             )
@@ -191,7 +166,7 @@ impl Ctx {
     /// The kind of a manifest: exact `apiVersion` and `kind`.
     pub(crate) async fn by_kind(&self, api_version: &str, kind: &str) -> anyhow::Result<Option<KindInfo>> {
         let kinds = self.kinds().await?;
-        Ok(kinds.iter().find(|k| k.api_version() == api_version && k.kind == kind).cloned())
+        Ok(kinds.iter().find(|k| k.api_version() == api_version && k.kind == kind).map(|k| (**k).clone()))
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use corral_api::{DynamicObject, KindInfo};
+use corral_api::{ColumnType, DynamicObject, KindInfo};
 use serde::Serialize;
 
 use super::args::OutputFormat;
@@ -65,22 +65,24 @@ pub fn render_row(cells: &[String], widths: &[usize]) -> String {
 }
 
 /// The columns of `corral get` for a kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Column {
     /// `metadata.namespace`.
     Namespace,
     /// `metadata.name`.
     Name,
-    /// Number of entries in a ConfigMap's `spec.data`.
-    Data,
-    /// A Namespace's `status.phase`.
-    Phase,
+    /// A column the kind declares (built-in kinds, and custom ones through their
+    /// definition's `additionalPrinterColumns`).
+    Printer {
+        /// The header as shown.
+        header: String,
+        /// Where the value is, as a JSON pointer.
+        pointer: String,
+        /// How it is shown.
+        type_: ColumnType,
+    },
     /// Time since `metadata.creationTimestamp`.
     Age,
-    /// A scalar at a JSON pointer, under a header: `Field(header, pointer)`.
-    Field(&'static str, &'static str),
-    /// An Event's `kind/name` of the object it is about.
-    InvolvedObject,
     /// `metadata.labels` as `k=v,...`.
     Labels,
     /// `metadata.generation`.
@@ -89,17 +91,29 @@ pub enum Column {
     ResourceVersion,
 }
 
+/// A declared column's header: in capitals, but for units in parentheses (`MEM(MiB)`).
+fn header_text(name: &str) -> String {
+    let mut depth = 0usize;
+    name.chars()
+        .map(|c| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth == 0 { c.to_ascii_uppercase() } else { c }
+        })
+        .collect()
+}
+
 impl Column {
     /// The header of the column.
-    pub fn header(self) -> &'static str {
+    pub fn header(&self) -> &str {
         match self {
             Column::Namespace => "NAMESPACE",
             Column::Name => "NAME",
-            Column::Data => "DATA",
-            Column::Phase => "STATUS",
+            Column::Printer { header, .. } => header,
             Column::Age => "AGE",
-            Column::Field(header, _) => header,
-            Column::InvolvedObject => "OBJECT",
             Column::Labels => "LABELS",
             Column::Generation => "GENERATION",
             Column::ResourceVersion => "RESOURCEVERSION",
@@ -107,40 +121,22 @@ impl Column {
     }
 
     /// The cell of `obj` in this column, `now` in Unix seconds.
-    pub fn cell(self, obj: &DynamicObject, now: i64) -> String {
+    pub fn cell(&self, obj: &DynamicObject, now: i64) -> String {
         let m = &obj.metadata;
         match self {
             Column::Namespace => m.namespace.clone().unwrap_or_default(),
             Column::Name => m.name.clone(),
-            Column::Data => obj
-                .rest
-                .get("spec")
-                .and_then(|s| s.get("data"))
-                .and_then(serde_json::Value::as_object)
-                .map_or(0, serde_json::Map::len)
-                .to_string(),
-            Column::Phase => obj
-                .rest
-                .get("status")
-                .and_then(|s| s.get("phase"))
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("<none>")
-                .to_string(),
+            Column::Printer { pointer, type_, .. } => {
+                let mut parts = pointer.trim_start_matches('/').splitn(2, '/');
+                let top = parts.next().unwrap_or_default();
+                let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
+                let value = match top {
+                    "metadata" => serde_json::to_value(m).ok().and_then(|v| v.pointer(&rest).cloned()),
+                    _ => obj.rest.get(top).and_then(|v| v.pointer(&rest)).cloned(),
+                };
+                printer_cell(*type_, value.as_ref(), now)
+            }
             Column::Age => age(m.creation_timestamp.as_deref(), now),
-            Column::Field(_, pointer) => {
-                let v = serde_json::to_value(obj).ok();
-                match v.as_ref().and_then(|v| v.pointer(pointer)) {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    Some(serde_json::Value::Null) | None => "<none>".to_string(),
-                    Some(other) => other.to_string(),
-                }
-            }
-            Column::InvolvedObject => {
-                let inv = obj.rest.get("spec").and_then(|s| s.get("involvedObject"));
-                let field =
-                    |k: &str| inv.and_then(|i| i.get(k)).and_then(serde_json::Value::as_str).unwrap_or_default();
-                format!("{}/{}", field("kind").to_ascii_lowercase(), field("name"))
-            }
             Column::Labels => labels_text(&m.labels),
             Column::Generation => m.generation.map_or_else(|| "<none>".to_string(), |g| g.to_string()),
             Column::ResourceVersion => m.resource_version.clone().unwrap_or_else(|| "<none>".to_string()),
@@ -148,47 +144,38 @@ impl Column {
     }
 }
 
-/// The columns shown for `kind`: namespace (across namespaces), name, kind-specific
-/// columns of the built-in kinds, age; `wide` adds labels, generation and resource
-/// version.
+/// A declared column's cell for `value`.
+fn printer_cell(type_: ColumnType, value: Option<&serde_json::Value>, now: i64) -> String {
+    use serde_json::Value;
+    match (type_, value) {
+        (ColumnType::Count, v) => {
+            v.map_or(0, |v| v.as_object().map(|o| o.len()).or(v.as_array().map(Vec::len)).unwrap_or(0)).to_string()
+        }
+        (ColumnType::Reference, v) => {
+            let field = |k: &str| v.and_then(|i| i.get(k)).and_then(Value::as_str).unwrap_or_default();
+            format!("{}/{}", field("kind").to_ascii_lowercase(), field("name"))
+        }
+        (ColumnType::Date, Some(Value::String(t))) => age(Some(t), now),
+        (_, Some(Value::String(s))) => s.clone(),
+        (_, Some(Value::Null) | None) => "<none>".to_string(),
+        (_, Some(other)) => other.to_string(),
+    }
+}
+
+/// The columns shown for `kind`: namespace (across namespaces), name, the columns the
+/// kind declares, age; `wide` adds the declared columns of lower priority, labels,
+/// generation and resource version.
 pub fn columns(kind: &KindInfo, all_namespaces: bool, wide: bool) -> Vec<Column> {
     let mut cols = Vec::new();
     if all_namespaces && kind.namespaced {
         cols.push(Column::Namespace);
     }
     cols.push(Column::Name);
-    if kind.group == corral_api::GROUP {
-        match kind.kind.as_str() {
-            "ConfigMap" => cols.push(Column::Data),
-            "Namespace" => cols.push(Column::Phase),
-            "Event" => cols.extend([
-                Column::Field("TYPE", "/spec/type"),
-                Column::Field("REASON", "/spec/reason"),
-                Column::InvolvedObject,
-                Column::Field("COUNT", "/spec/count"),
-                Column::Field("MESSAGE", "/spec/message"),
-            ]),
-            "Lease" => cols.push(Column::Field("HOLDER", "/spec/holderIdentity")),
-            "Node" => cols.extend([
-                Column::Phase,
-                Column::Field("CPUS", "/status/capacity/cpus"),
-                Column::Field("MEM(MiB)", "/status/capacity/mem"),
-                Column::Field("ADDRESS", "/status/address"),
-            ]),
-            "Task" => cols.extend([
-                Column::Phase,
-                Column::Field("NODE", "/spec/nodeName"),
-                Column::Field("IMAGE", "/spec/image"),
-                Column::Field("EXIT", "/status/exitCode"),
-                Column::Field("REASON", "/status/reason"),
-            ]),
-            "CustomResourceDefinition" => cols.extend([
-                Column::Field("KIND", "/spec/kind"),
-                Column::Field("SCOPE", "/spec/scope"),
-                Column::Field("ACCEPTED", "/status/accepted"),
-            ]),
-            _ => {}
-        }
+    for c in kind.columns.iter().filter(|c| wide || c.priority <= 0) {
+        // The server checks definitions' paths; a column it could not read shows
+        // nothing rather than failing the listing.
+        let pointer = c.pointer().unwrap_or_default();
+        cols.push(Column::Printer { header: header_text(&c.name), pointer, type_: c.type_ });
     }
     cols.push(Column::Age);
     if wide {

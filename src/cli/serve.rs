@@ -1,11 +1,11 @@
 //! `corral up` and `corral server`: run the system in this process.
 
 use anyhow::Context;
-
 use clap::Parser as _;
+use corral_runtime::CancellationToken;
+use corral_server::ServerConfig;
 
 use super::args::ServeArgs;
-use crate::server::ServerConfig;
 
 /// Which parts of the system to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +22,6 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         compaction_retain: args.compaction_retain.unwrap_or(defaults.compaction_retain),
-        node_grace_period: std::time::Duration::from_secs(args.node_grace_period.max(1)),
         ..defaults
     };
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
@@ -32,15 +31,22 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
         )
     })?;
     match role {
-        Role::Everything => {
-            tracing::info!(data_dir = %cfg.data_dir.display(), "starting corral (API server)")
-        }
-        Role::ControlPlane => {
-            tracing::info!(data_dir = %cfg.data_dir.display(), "starting corral control plane (API server)")
-        }
+        Role::Everything => tracing::info!(data_dir = %cfg.data_dir.display(), "starting corral"),
+        Role::ControlPlane => tracing::info!(data_dir = %cfg.data_dir.display(), "starting corral control plane"),
     }
     let data_dir = cfg.data_dir.clone();
-    let server = crate::server::start(cfg).await?;
+    let server = corral_server::start(cfg).await?;
+    // The manager beside this server keeps one identity across restarts, so that a
+    // restarted server leads again at once instead of waiting out its own lease.
+    let identity = format!("{}/{}", corral_agent::node::hostname(), server.addr());
+    let shutdown = CancellationToken::new();
+    let manager = match super::controllers::manager(server.client(), &args.controllers, &identity)? {
+        Some(manager) => {
+            server.add_metrics(manager.registry());
+            Some(tokio::spawn(manager.run(shutdown.child_token())))
+        }
+        None => None,
+    };
     // DNS joins `Role::Everything` as it is built.
     let agent = if role == Role::Everything && !args.no_agent {
         let defaults = super::args::AgentArgs::parse_from(["agent"]);
@@ -52,7 +58,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
             ..defaults
         };
         let cfg = super::agent::config(&agent_args)?;
-        let client = corral_runtime::Client::http(&format!("http://{}", server.addr()))?;
+        let client = corral_client::Client::http(&format!("http://{}", server.addr()))?;
         Some(corral_agent::agent::start(client, cfg).await.context("cannot start the local agent")?)
     } else {
         None
@@ -61,6 +67,10 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
     tracing::info!("shutdown requested");
     if let Some(agent) = agent {
         agent.shutdown().await;
+    }
+    shutdown.cancel();
+    if let Some(m) = manager {
+        let _ = m.await;
     }
     server.shutdown().await?;
     waited

@@ -9,7 +9,6 @@
 mod import;
 mod names;
 mod store;
-pub mod testing;
 pub(crate) mod unpack;
 
 use std::path::PathBuf;

@@ -1,0 +1,35 @@
+//! The built-in kinds served by every Corral server, one module each.
+
+pub mod configmap;
+pub mod custom_resource_definition;
+pub mod event;
+pub mod lease;
+pub mod namespace;
+pub mod node;
+pub mod task;
+
+pub use configmap::{ConfigMap, ConfigMapSpec, ConfigMapStatus};
+pub use custom_resource_definition::{
+    CustomResourceDefinition, CustomResourceDefinitionSpec, CustomResourceDefinitionStatus, CustomResourceSchema,
+    ResourceScope,
+};
+pub use event::{Event, EventSource, EventSpec, EventStatus, EventType, ObjectReference};
+pub use lease::{Lease, LeaseSpec, LeaseStatus};
+pub use namespace::{Namespace, NamespaceSpec, NamespaceStatus};
+pub use node::Node;
+pub use task::Task;
+
+use crate::resource::Resource;
+
+/// The kinds every server serves, in discovery order.
+pub fn builtin_kinds() -> Vec<crate::KindInfo> {
+    vec![
+        Namespace::kind_info(),
+        ConfigMap::kind_info(),
+        CustomResourceDefinition::kind_info(),
+        Lease::kind_info(),
+        Event::kind_info(),
+        Node::kind_info(),
+        Task::kind_info(),
+    ]
+}

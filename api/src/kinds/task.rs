@@ -1,0 +1,310 @@
+//! `Task`: one process or container placed on a node and realized by its agent.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::node::Resources;
+use crate::registry::{ColumnType, PrinterColumn, Subresources};
+use crate::resource::{KindSpec, Object};
+
+/// The finalizer an agent puts on each task it accepts, so that deleting the task waits
+/// until its processes are gone.
+pub const AGENT_FINALIZER: &str = "corral.dev/agent";
+
+/// A named port of a task. Tasks share the host's network; the host port is assigned
+/// by the scheduler (or given by hand) and passed to the task as `PORT_<NAME>` and
+/// `PORT<index>`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskPort {
+    /// Name of the port, an RFC 1123 label, e.g. `http`.
+    pub name: String,
+    /// Host port the task listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// A node-local persistent volume mounted into the task.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeMount {
+    /// Name of the volume, an RFC 1123 label; it lives in the agent's work dir and
+    /// outlives the task.
+    pub volume: String,
+    /// Absolute path in the container (or, for native tasks, a path relative to the
+    /// sandbox).
+    pub mount_path: String,
+    /// Mount read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// An HTTP health check: healthy when `GET` answers 2xx or 3xx in time.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpCheck {
+    /// Name of one of the task's ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    /// A port number, when not given by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Path to request; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// A TCP health check: healthy when a connection is accepted in time.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpCheck {
+    /// Name of one of the task's ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    /// A port number, when not given by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// A health check; exactly one of `command`, `http` and `tcp` is set.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    /// A command run inside the task's container (or sandbox); healthy when it exits 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// An HTTP check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+    /// A TCP check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpCheck>,
+    /// Seconds after start during which failures are not counted (default 15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<u32>,
+    /// Seconds between checks (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<u32>,
+    /// Seconds a check may take before it counts as failed (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    /// Consecutive failures after which the task is killed (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_consecutive_failures: Option<u32>,
+}
+
+impl HealthCheck {
+    /// Grace period, with the default applied.
+    pub fn grace_period(&self) -> u32 {
+        self.grace_period_seconds.unwrap_or(15)
+    }
+    /// Interval, with the default applied.
+    pub fn interval(&self) -> u32 {
+        self.interval_seconds.unwrap_or(10).max(1)
+    }
+    /// Timeout, with the default applied.
+    pub fn timeout(&self) -> u32 {
+        self.timeout_seconds.unwrap_or(20).max(1)
+    }
+    /// Failures tolerated before the kill, with the default applied.
+    pub fn max_failures(&self) -> u32 {
+        self.max_consecutive_failures.unwrap_or(3).max(1)
+    }
+}
+
+/// A file fetched into the sandbox before the task starts.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Artifact {
+    /// `http://`, `https://` or `file://` URI.
+    pub uri: String,
+    /// Expected SHA-256 of the content, hex; the task fails if it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// File name in the sandbox; default: the last segment of the URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+    /// Make the file executable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
+    /// Unpack a `.tar` / `.tar.gz` / `.tgz` archive into the sandbox instead of keeping it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extract: bool,
+}
+
+/// Desired state of a [`Task`].
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskSpec {
+    /// The node the task is bound to; set by a scheduler or by hand. Unset: not placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Image (as listed by `corral image ls`) to run in a runc container. Absent: the
+    /// task is a native process on the host, in its own cgroups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Executable and its first arguments; default: the image's entrypoint and command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Further arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables, on top of the image's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Resources the task may use; `cpus` and `mem` become cgroup limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Named host ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<TaskPort>,
+    /// Persistent volumes to mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Health checks run by the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheck>,
+    /// Seconds between SIGTERM and SIGKILL when the task is killed (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace_period_seconds: Option<u32>,
+    /// User to run as: a name, `uid` or `uid:gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory: absolute in the container, relative to the sandbox for native tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Files fetched into the sandbox before start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
+    /// Set to ask the agent to kill the task while keeping its record (`KILLED`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kill: bool,
+}
+
+impl TaskSpec {
+    /// Kill grace period, with the default applied.
+    pub fn kill_grace_period(&self) -> u32 {
+        self.kill_grace_period_seconds.unwrap_or(30)
+    }
+}
+
+/// Where a task is in its life. The last four are terminal.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskPhase {
+    /// Accepted by the agent; fetching artifacts and preparing the root filesystem.
+    #[default]
+    Staging,
+    /// The container or process is being started.
+    Starting,
+    /// Running.
+    Running,
+    /// Exited with status 0.
+    Finished,
+    /// Exited otherwise, was killed by the kernel (OOM) or could not start.
+    Failed,
+    /// Killed on request (deletion or `spec.kill`).
+    Killed,
+    /// Its node became unreachable; whether to replace it is the owner's decision.
+    Lost,
+}
+
+impl TaskPhase {
+    /// Whether the task has ended for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskPhase::Finished | TaskPhase::Failed | TaskPhase::Killed | TaskPhase::Lost)
+    }
+}
+
+/// The result of a task's health checks.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskHealth {
+    /// Whether the last check passed.
+    pub healthy: bool,
+    /// Failures in a row so far.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// When the last check finished (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_time: Option<String>,
+    /// What the last failing check said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Observed state of a [`Task`], written by its agent (and by the node lifecycle
+/// controller for `LOST`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskStatus {
+    /// Phase of the task.
+    #[serde(default)]
+    pub phase: TaskPhase,
+    /// Exit code, when the task exited on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal that ended the task, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// CamelCase reason a program can match: `OOMKilled`, `HealthCheckFailed`,
+    /// `NodeUnreachable`, `Error`, `Completed`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the task started running (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When the task ended (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    /// Health check results; absent when the task has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<TaskHealth>,
+    /// Address of the host the task runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    /// Host port of each named port.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
+    /// The runc container id, for containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+/// One process or container, bound to a node by `spec.nodeName` and realized by that
+/// node's agent. Namespaced. Tasks are never restarted in place: a framework that wants
+/// another run creates another task.
+pub type Task = Object<TaskSpec, TaskStatus>;
+
+impl KindSpec for TaskSpec {
+    type Status = TaskStatus;
+
+    const KIND: &'static str = "Task";
+    const PLURAL: &'static str = "tasks";
+    const SHORT_NAMES: &'static [&'static str] = &["tk"];
+    const NAMESPACED: bool = true;
+    const DESCRIPTION: &'static str = "One container (runc, from an imported image) or native process, bound to a node \
+         by spec.nodeName and run by that node's agent; status reports its phase, exit and health.";
+
+    fn printer_columns() -> Vec<PrinterColumn> {
+        vec![
+            PrinterColumn::new("STATUS", ".status.phase", ColumnType::String),
+            PrinterColumn::new("NODE", ".spec.nodeName", ColumnType::String),
+            PrinterColumn::new("IMAGE", ".spec.image", ColumnType::String),
+            PrinterColumn::new("EXIT", ".status.exitCode", ColumnType::Integer),
+            PrinterColumn::new("REASON", ".status.reason", ColumnType::String),
+        ]
+    }
+
+    fn subresources() -> Subresources {
+        Subresources { status: true, log: true }
+    }
+}

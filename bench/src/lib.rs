@@ -1,0 +1,12 @@
+//! The benchmarks behind `corral-bench …`. They print figures; they assert nothing.
+
+mod agent;
+mod controller;
+mod load;
+pub mod procs;
+mod store;
+
+pub use agent::{AgentBenchOptions, run_agent_bench};
+pub use controller::{ControllerBenchOptions, run_controller_bench};
+pub use load::{LoadResult, closed_loop, open_loop, percentile_ms};
+pub use store::{StoreBenchOptions, run_store_bench};

@@ -1,0 +1,121 @@
+//! `corral-bench`: the benchmarks of Corral, a binary of their own so that the
+//! production `corral` stays lean (no etcd client, no load generators). They print
+//! figures; they assert nothing.
+//!
+//! The processes under test are the real ones: `corral server` and `corral agent`
+//! from the `corral` executable beside this one (or `$CORRAL_BIN`), and Debian's
+//! `etcd` as the peer of the store benchmark.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Benchmarks of Corral.
+#[derive(Parser, Debug)]
+#[command(name = "corral-bench", version, about = "Run Corral's benchmarks and print their figures")]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// The store through the HTTP server, side by side with a real etcd: durable
+    /// write throughput at several concurrencies, write latency at a fixed rate,
+    /// reads, watch delivery latency, replay rate and memory at many objects.
+    Store(BenchStoreArgs),
+    /// The controller runtime: objects of a custom kind created, a trivial reconciler
+    /// writing status on each; time to converge, reconciles/s, cache memory.
+    Controller(BenchControllerArgs),
+    /// The node agent: start latency of busybox tasks from binding to RUNNING, side
+    /// by side with bare `runc run`; native start latency; agent memory with the tasks
+    /// running. Needs root and runc.
+    Agent(BenchAgentArgs),
+}
+
+/// Options of `corral bench agent`.
+#[derive(Args, Debug)]
+struct BenchAgentArgs {
+    /// Container tasks started one after another (and as many bare runc runs).
+    #[arg(long, default_value_t = 100)]
+    tasks: usize,
+    /// Native tasks started one after another.
+    #[arg(long, default_value_t = 50)]
+    native: usize,
+}
+
+/// Options of `corral bench controller`.
+#[derive(Args, Debug)]
+struct BenchControllerArgs {
+    /// Objects created.
+    #[arg(long, default_value_t = 10_000)]
+    objects: u64,
+    /// Reconciles at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+/// Options of `corral bench store`.
+#[derive(Args, Debug)]
+struct BenchStoreArgs {
+    /// Seconds per throughput workload.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Objects created for the memory and replay figures.
+    #[arg(long, default_value_t = 100_000)]
+    objects: usize,
+    /// Watchers of the many-watchers latency figure.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Writes per second of the fixed-rate latency workload.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Concurrent clients of the write workloads, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    clients: Vec<usize>,
+}
+
+fn main() -> ExitCode {
+    corral_telemetry::logging::init("warn");
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let run = async {
+        match cli.command {
+            BenchCommand::Store(a) => {
+                corral_bench::run_store_bench(corral_bench::StoreBenchOptions {
+                    seconds: a.seconds,
+                    objects: a.objects,
+                    watchers: a.watchers,
+                    clients: a.clients,
+                    rate: a.rate,
+                })
+                .await
+            }
+            BenchCommand::Controller(a) => {
+                corral_bench::run_controller_bench(corral_bench::ControllerBenchOptions {
+                    objects: a.objects,
+                    concurrency: a.concurrency,
+                })
+                .await
+            }
+            BenchCommand::Agent(a) => {
+                corral_bench::run_agent_bench(corral_bench::AgentBenchOptions { tasks: a.tasks, native: a.native })
+                    .await
+            }
+        }
+    };
+    match rt.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

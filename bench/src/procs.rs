@@ -1,0 +1,141 @@
+//! Processes under test: a `corral server` and an `etcd`, each on its own loopback
+//! port and temp data dir, killed when dropped.
+
+use std::ffi::OsStr;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+/// A child process killed on drop.
+pub struct Proc {
+    child: Child,
+    /// Where it serves clients.
+    pub addr: SocketAddr,
+}
+
+impl Proc {
+    /// Resident set size of the process, in bytes, from `/proc`.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS in /proc status")?;
+        Ok(kb * 1024)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts `corral server` on a fresh data dir.
+pub async fn start_corral(data_dir: &Path) -> anyhow::Result<Proc> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let listen = addr.to_string();
+    let proc = spawn_self(
+        ["server".as_ref(), "--listen".as_ref(), listen.as_ref(), "--data-dir".as_ref(), data_dir.as_os_str()],
+        addr,
+    )
+    .context("starting corral server")?;
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(proc);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("corral server on {addr} did not become healthy")
+}
+
+/// Starts `corral agent` as node `bench` of the server at `url`, working in `work`.
+pub fn start_agent(url: &str, work: &Path) -> anyhow::Result<Proc> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let listen = addr.to_string();
+    let args: [&OsStr; 9] = [
+        "--server".as_ref(),
+        url.as_ref(),
+        "agent".as_ref(),
+        "--name".as_ref(),
+        "bench".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--work-dir".as_ref(),
+        work.as_os_str(),
+    ];
+    spawn_self(args, addr).context("starting corral agent")
+}
+
+/// The `corral` executable under test: `$CORRAL_BIN`, else the one beside this
+/// benchmark (cargo builds both into the same directory).
+pub fn corral_exe() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("CORRAL_BIN") {
+        return Ok(p.into());
+    }
+    let me = std::env::current_exe().context("locating the corral-bench executable")?;
+    let corral = me.with_file_name("corral");
+    if !corral.is_file() {
+        bail!(
+            "{} not found: build it first (`cargo build --release` builds it beside corral-bench), or set CORRAL_BIN",
+            corral.display()
+        );
+    }
+    Ok(corral)
+}
+
+/// Runs `corral` with `args`, serving at `addr`, logging warnings to stderr.
+fn spawn_self<'a>(args: impl IntoIterator<Item = &'a OsStr>, addr: SocketAddr) -> anyhow::Result<Proc> {
+    let exe = corral_exe()?;
+    let child =
+        Command::new(exe).args(args).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
+    Ok(Proc { child, addr })
+}
+
+/// Starts Debian's `etcd` with its default durability (WAL fsync per commit).
+pub async fn start_etcd(data_dir: &Path) -> anyhow::Result<(Proc, String)> {
+    let client = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let peer = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let version = Command::new("etcd")
+        .arg("--version")
+        .output()
+        .context("running etcd --version: is etcd-server installed? (scripts/setup.sh installs it)")?;
+    let version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("etcd").to_string();
+    let child = Command::new("etcd")
+        .args(["--name", "bench", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen-client-urls", &format!("http://{client}")])
+        .args(["--advertise-client-urls", &format!("http://{client}")])
+        .args(["--listen-peer-urls", &format!("http://{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
+        .args(["--initial-cluster", &format!("bench=http://{peer}")])
+        .args(["--logger", "zap", "--log-level", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting etcd")?;
+    let proc = Proc { child, addr: client };
+    for _ in 0..200 {
+        if let Ok(mut c) = etcd_client::Client::connect([format!("http://{client}")], None).await
+            && c.status().await.is_ok()
+        {
+            return Ok((proc, version));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("etcd on {client} did not become ready")
+}

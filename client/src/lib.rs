@@ -1,0 +1,34 @@
+//! The one client of the Corral API (`docs/api.md`), used by the CLI, the controller
+//! runtime, the node agent and controllers written by users.
+//!
+//! - [`Transport`]: how requests reach a server — [`HttpTransport`] over the network,
+//!   or the API server's own router in the same process (it implements the trait), with
+//!   the same semantics either way;
+//! - [`Client`]: dynamic, any served kind, objects as [`DynamicObject`](corral_api::DynamicObject),
+//!   kinds discovered at run time;
+//! - [`Api`]: typed, one kind, objects as `K` (a built-in kind, a custom kind's Rust
+//!   type, or a dynamic object of a kind given at run time);
+//! - watches as [`WatchEvent`]s, decoded once from each line into `K`;
+//! - every error answer as [`Error::Api`] with the server's [`Status`] (code, reason,
+//!   message, each offending field).
+
+#![warn(missing_docs)]
+
+mod api;
+mod client;
+mod error;
+mod logs;
+mod params;
+mod transport;
+mod watch;
+
+pub use api::{Api, ObjectType};
+pub use client::{Client, Deleted, ListMeta, ObjectList, Written};
+pub use error::{Cause, Error, Result, Status, StatusDetails, TransportFailure};
+pub use logs::LogBytes;
+pub use params::{DeleteParams, ListParams, Patch, WatchParams, WriteParams};
+pub use transport::{HttpTransport, Response, Transport};
+pub use watch::{WatchEvent, WatchStream};
+
+/// The field manager `corral` records on apply patches.
+pub const CLI_FIELD_MANAGER: &str = "corral-cli";

@@ -1,0 +1,119 @@
+//! How a [`Client`](crate::Client) reaches the API server: over HTTP, or in-process by
+//! handing requests straight to the server's router (the server implements
+//! [`Transport`] for that). Both go through the same API semantics (validation,
+//! defaults, conflicts), so a controller behaves the same inside `corral up` and as its
+//! own process.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::error::{Error, Result, TransportFailure};
+
+/// A response whose body arrives as a stream (watches and log follows never end).
+pub struct Response {
+    /// HTTP status.
+    pub status: http::StatusCode,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// Body chunks as they arrive.
+    pub body: BoxStream<'static, Result<Bytes>>,
+}
+
+impl Response {
+    /// Collects the whole body.
+    ///
+    /// # Errors
+    /// A transport error met while reading it.
+    pub async fn bytes(mut self) -> Result<Bytes> {
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = self.body.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+/// One request/response exchange with a Corral API server.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `request` (its URI is a path and query, e.g. `/apis/...`) and returns the
+    /// response once its head has arrived, whatever its status.
+    async fn send(&self, request: http::Request<Bytes>) -> Result<Response>;
+
+    /// Where requests go, for messages: a base URL, or `in-process`.
+    fn server(&self) -> String;
+}
+
+/// The network transport: HTTP/1.1 or h2c to a server at a base URL.
+pub struct HttpTransport {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// A transport to the server at `server` (e.g. `http://127.0.0.1:7070`).
+    ///
+    /// # Errors
+    /// [`Error::BadServerUrl`] if `server` is not an `http(s)` URL with a host.
+    pub fn new(server: &str) -> Result<Self> {
+        let bad = |message: &str| Error::BadServerUrl { url: server.to_string(), message: message.to_string() };
+        let url = reqwest::Url::parse(server).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
+            return Err(bad("expected http://HOST:PORT"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Transport { server: server.to_string(), failure: failure(&e), source: Box::new(e) })?;
+        Ok(HttpTransport { base: url.as_str().trim_end_matches('/').to_string(), http })
+    }
+}
+
+fn failure(e: &reqwest::Error) -> TransportFailure {
+    if e.is_connect() {
+        TransportFailure::Connect
+    } else if e.is_timeout() {
+        TransportFailure::Timeout
+    } else {
+        TransportFailure::Broken
+    }
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    async fn send(&self, request: http::Request<Bytes>) -> Result<Response> {
+        let (parts, body) = request.into_parts();
+        let url = format!("{}{}", self.base, parts.uri);
+        let transport_error = |e: reqwest::Error| Error::Transport {
+            server: self.base.clone(),
+            failure: failure(&e),
+            source: Box::new(e),
+        };
+        let resp = self
+            .http
+            .request(parts.method, &url)
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let server = self.base.clone();
+        let body = resp
+            .bytes_stream()
+            .map(move |c| {
+                c.map_err(|e| Error::Transport { server: server.clone(), failure: failure(&e), source: Box::new(e) })
+            })
+            .boxed();
+        Ok(Response { status, headers, body })
+    }
+
+    fn server(&self) -> String {
+        self.base.clone()
+    }
+}

@@ -1,0 +1,204 @@
+//! What the garbage collector remembers between events: only the objects that take
+//! part in collection — those with owners (dependents) and those being deleted — plus
+//! which namespaces exist. An object with neither costs nothing here: the index of a
+//! cluster of a hundred thousand plain objects is empty.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use corral_api::{ApiObject, OwnerReference, PartialObject};
+use corral_runtime::ObjectRef;
+use tokio::time::Instant;
+
+/// What the index keeps of one object.
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub uid: String,
+    pub revision: u64,
+    pub owners: Vec<OwnerReference>,
+    pub finalizers: Vec<String>,
+    pub deleting: bool,
+    /// When the collector first saw the object waiting on finalizers.
+    pub waiting_since: Option<Instant>,
+    /// Whether "stuck on finalizers" was logged for it.
+    pub warned: bool,
+}
+
+impl Entry {
+    pub fn has_finalizer(&self, f: &str) -> bool {
+        self.finalizers.iter().any(|x| x == f)
+    }
+}
+
+/// Whether the collector has anything to remember of an object.
+fn takes_part(o: &PartialObject) -> bool {
+    !o.metadata.owner_references.is_empty() || o.metadata.is_deleting()
+}
+
+/// The objects taking part in collection, and the namespaces.
+#[derive(Default)]
+pub(super) struct Index {
+    pub entries: HashMap<ObjectRef, Entry>,
+    pub by_uid: HashMap<String, ObjectRef>,
+    /// Owner uid → its dependents (whether or not the owner itself is known).
+    pub dependents: HashMap<String, BTreeSet<ObjectRef>>,
+    /// Namespace name → whether it is being deleted.
+    pub namespaces: HashMap<String, bool>,
+}
+
+impl Index {
+    fn unlink(&mut self, r: &ObjectRef, e: &Entry) {
+        if self.by_uid.get(&e.uid) == Some(r) {
+            self.by_uid.remove(&e.uid);
+        }
+        for o in &e.owners {
+            if let Some(set) = self.dependents.get_mut(&o.uid) {
+                set.remove(r);
+                if set.is_empty() {
+                    self.dependents.remove(&o.uid);
+                }
+            }
+        }
+    }
+
+    /// Records `o`'s state unless a newer one is known. Returns `None` for a stale
+    /// event, else the entry it replaced (if any).
+    pub fn upsert(&mut self, r: &ObjectRef, o: &PartialObject) -> Option<Option<Entry>> {
+        let revision = o.revision();
+        if self.entries.get(r).is_some_and(|e| e.revision >= revision) {
+            return None;
+        }
+        let old = self.entries.remove(r);
+        if let Some(old) = &old {
+            self.unlink(r, old);
+        }
+        if !takes_part(o) {
+            return Some(old);
+        }
+        let deleting = o.metadata.is_deleting();
+        let waiting_since = deleting.then(|| old.as_ref().and_then(|e| e.waiting_since).unwrap_or_else(Instant::now));
+        let entry = Entry {
+            uid: o.uid().to_string(),
+            revision,
+            owners: o.metadata.owner_references.clone(),
+            finalizers: o.metadata.finalizers.clone(),
+            deleting,
+            waiting_since,
+            warned: deleting && old.as_ref().is_some_and(|e| e.warned),
+        };
+        self.by_uid.insert(entry.uid.clone(), r.clone());
+        for owner in &entry.owners {
+            self.dependents.entry(owner.uid.clone()).or_default().insert(r.clone());
+        }
+        self.entries.insert(r.clone(), entry);
+        Some(old)
+    }
+
+    /// Forgets the object deleted at `revision`; returns its last known entry.
+    pub fn remove(&mut self, r: &ObjectRef, revision: u64) -> Option<Entry> {
+        if self.entries.get(r).is_some_and(|e| e.revision >= revision) {
+            return None;
+        }
+        let e = self.entries.remove(r)?;
+        self.unlink(r, &e);
+        Some(e)
+    }
+
+    /// Forgets every entry of `resource` not in `keep` (after a fresh list of it);
+    /// returns the forgotten ones.
+    pub fn retain_listed(&mut self, resource: &str, keep: &HashSet<ObjectRef>) -> Vec<(ObjectRef, Entry)> {
+        let gone: Vec<ObjectRef> =
+            self.entries.keys().filter(|r| r.resource == resource && !keep.contains(*r)).cloned().collect();
+        gone.into_iter()
+            .filter_map(|r| {
+                let e = self.entries.remove(&r)?;
+                self.unlink(&r, &e);
+                Some((r, e))
+            })
+            .collect()
+    }
+
+    /// The known entry of the object with `uid`.
+    pub fn by_uid(&self, uid: &str) -> Option<(&ObjectRef, &Entry)> {
+        let r = self.by_uid.get(uid)?;
+        self.entries.get(r).map(|e| (r, e))
+    }
+
+    /// The dependents of the owner with `uid`.
+    pub fn dependents_of(&self, uid: &str) -> Vec<ObjectRef> {
+        self.dependents.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Dependents of `uid` whose reference to it blocks its foreground deletion.
+    pub fn blocking(&self, uid: &str) -> usize {
+        self.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| self.entries.get(d))
+            .filter(|e| e.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true)))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn obj(name: &str, rev: u64, meta: serde_json::Value) -> PartialObject {
+        let mut m = meta;
+        m["name"] = json!(name);
+        m["namespace"] = json!("ns");
+        m["resourceVersion"] = json!(rev.to_string());
+        serde_json::from_value(json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap", "metadata": m}))
+            .expect("object")
+    }
+
+    fn key(name: &str) -> ObjectRef {
+        ObjectRef::namespaced("corral.dev/configmaps", "ns", name)
+    }
+
+    #[test]
+    fn only_objects_taking_part_are_kept_and_stale_events_change_nothing() {
+        let mut idx = Index::default();
+        assert_eq!(idx.upsert(&key("plain"), &obj("plain", 2, json!({"uid": "up"}))).map(|o| o.is_none()), Some(true));
+        assert!(idx.entries.is_empty(), "an object without owners and not being deleted is not kept");
+        let refs = json!([{"apiVersion":"corral.dev/v1","kind":"ConfigMap","name":"plain","uid":"up",
+                           "blockOwnerDeletion": true}]);
+        idx.upsert(&key("b"), &obj("b", 3, json!({"uid": "ub", "ownerReferences": refs})));
+        assert_eq!(idx.dependents_of("up"), vec![key("b")]);
+        assert_eq!(idx.blocking("up"), 1);
+        assert!(idx.upsert(&key("b"), &obj("b", 1, json!({"uid": "ub"}))).is_none(), "older state: ignored");
+        assert_eq!(idx.dependents_of("up").len(), 1);
+        assert!(idx.remove(&key("b"), 3).is_none(), "a delete must be newer than the state held");
+        assert!(idx.remove(&key("b"), 4).is_some());
+        assert!(idx.dependents.is_empty() && idx.by_uid.is_empty());
+    }
+
+    #[test]
+    fn a_dependent_that_loses_its_owners_leaves_the_index() {
+        let mut idx = Index::default();
+        let refs = json!([{"apiVersion":"corral.dev/v1","kind":"ConfigMap","name":"o","uid":"uo"}]);
+        idx.upsert(&key("d"), &obj("d", 2, json!({"uid": "ud", "ownerReferences": refs})));
+        idx.upsert(&key("d"), &obj("d", 3, json!({"uid": "ud"})));
+        assert!(idx.entries.is_empty() && idx.dependents.is_empty());
+    }
+
+    #[test]
+    fn a_fresh_list_forgets_what_is_no_longer_there() {
+        let mut idx = Index::default();
+        idx.upsert(
+            &key("x"),
+            &obj(
+                "x",
+                2,
+                json!({"uid": "ux", "deletionTimestamp": "2026-01-01T00:00:00Z",
+            "finalizers": ["f"]}),
+            ),
+        );
+        let gone = idx.retain_listed("corral.dev/configmaps", &HashSet::new());
+        assert_eq!(gone.len(), 1);
+        assert!(idx.entries.is_empty());
+    }
+}

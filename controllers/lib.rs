@@ -1,0 +1,111 @@
+//! Corral's built-in controllers, one folder each, all in one shape:
+//!
+//! - `mod.rs` wires watches and caches to a reconcile, and implements
+//!   [`corral_runtime::Runnable`] so that a [`corral_runtime::Manager`] runs it;
+//! - `decide.rs` is a pure function from an observed snapshot (and the clock, passed
+//!   in) to the steps to take, tested by tables and property tests without I/O;
+//! - the reconcile applies those steps through [`corral_client`] — never the store:
+//!   in `corral up` and `corral server` the client reaches the API server in the same
+//!   process, and `corral controllers --server URL` runs the same set elsewhere.
+//!
+//! The controllers: [`gc`] (cascading deletion, namespace emptying) and
+//! [`node_lifecycle`] (unreachable nodes, `LOST` tasks).
+
+#![warn(missing_docs)]
+
+pub mod gc;
+pub mod node_lifecycle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_runtime::Runnable;
+
+/// Settings of the built-in controllers.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The garbage collector's.
+    pub gc: gc::Config,
+    /// The node lifecycle controller's.
+    pub node_lifecycle: node_lifecycle::Config,
+}
+
+impl Config {
+    /// Defaults, with `grace` as the node grace period.
+    pub fn with_node_grace_period(grace: Duration) -> Self {
+        Config { node_lifecycle: node_lifecycle::Config { grace_period: grace }, ..Default::default() }
+    }
+}
+
+/// The names of every built-in controller, as `--controllers` takes them.
+pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME];
+
+/// Which built-in controllers to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Every one.
+    All,
+    /// Only these (names from [`NAMES`]).
+    Only(Vec<String>),
+}
+
+impl Selection {
+    /// Parses `--controllers`: `all` (or empty), `none`, or a comma-separated list of
+    /// names.
+    ///
+    /// # Errors
+    /// A name that is not a built-in controller, with the list of those that are.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" | "all" | "*" => Ok(Selection::All),
+            "none" => Ok(Selection::Only(Vec::new())),
+            list => {
+                let names: Vec<String> =
+                    list.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+                if let Some(bad) = names.iter().find(|n| !NAMES.contains(&n.as_str())) {
+                    return Err(format!(
+                        "{bad:?} is not a built-in controller; choose among {}, or all, or none",
+                        NAMES.join(", ")
+                    ));
+                }
+                Ok(Selection::Only(names))
+            }
+        }
+    }
+
+    /// Whether the controller `name` is selected.
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Only(names) => names.iter().any(|n| n == name),
+        }
+    }
+}
+
+/// The selected built-in controllers, ready to add to a manager.
+pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>> {
+    let mut out: Vec<Arc<dyn Runnable>> = Vec::new();
+    if selection.includes(gc::NAME) {
+        out.push(Arc::new(gc::GarbageCollector::new(config.gc.clone())));
+    }
+    if selection.includes(node_lifecycle::NAME) {
+        out.push(Arc::new(node_lifecycle::NodeLifecycle::new(config.node_lifecycle.clone())));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_parse_and_name_what_is_wrong() {
+        assert_eq!(Selection::parse("all"), Ok(Selection::All));
+        assert_eq!(Selection::parse("none"), Ok(Selection::Only(vec![])));
+        let s = Selection::parse("garbage-collector").expect("parses");
+        assert!(s.includes(gc::NAME) && !s.includes(node_lifecycle::NAME));
+        let e = Selection::parse("gc,dns").expect_err("unknown names");
+        assert!(e.contains("\"gc\"") && e.contains("node-lifecycle"), "{e}");
+        assert_eq!(builtin(&Config::default(), &Selection::All).len(), NAMES.len());
+    }
+}

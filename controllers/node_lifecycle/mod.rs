@@ -1,0 +1,191 @@
+//! The node lifecycle controller: judges each node's reachability from its heartbeat
+//! `Lease` and marks the tasks of an unreachable node `LOST`.
+//!
+//! A node is reachable while its agent keeps renewing the lease `corral-system/<node>`.
+//! Renewals are judged on this controller's own monotonic clock — by how long it has
+//! seen the same lease record — so clock skew between machines cannot make a live node
+//! look dead. After the grace period without a renewal the node becomes `Unreachable`
+//! and each of its non-terminal tasks becomes `LOST` with reason `NodeUnreachable`;
+//! whether to replace them is the owning framework's decision. When the agent renews
+//! again the node is `Ready` again (its agent then kills the tasks it finds `LOST`).
+//! Deleting a task of an unreachable node completes without waiting for its agent.
+//!
+//! Wiring: the primary kind is `Node`; a lease renewal or a task change wakes the
+//! node it belongs to, and each reconcile asks to be woken again when the node's grace
+//! period would run out. [`decide::decide`] makes the plan; [`reconcile`] applies it.
+
+pub mod decide;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use corral_api::Resource;
+use corral_api::kinds::Lease;
+use corral_api::kinds::node::{NODE_LEASE_NAMESPACE, Node};
+use corral_api::kinds::task::{AGENT_FINALIZER, Task};
+use corral_client::{Api, Client, ListParams};
+use corral_runtime::{Action, Cache, CancellationToken, Controller, ControllerMetrics, ObjectRef, Reflector, Runnable};
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+
+use self::decide::{Observed, Step};
+
+/// The controller's name, in logs and metrics.
+pub const NAME: &str = "node-lifecycle";
+
+/// Settings of the node lifecycle controller.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long a node may go without renewing its lease before it is unreachable.
+    pub grace_period: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // As Kubernetes.
+        Config { grace_period: Duration::from_secs(40) }
+    }
+}
+
+/// The node lifecycle controller, for a [`corral_runtime::Manager`].
+pub struct NodeLifecycle {
+    config: Config,
+    metrics: Arc<ControllerMetrics>,
+}
+
+impl NodeLifecycle {
+    /// The controller with `config`.
+    pub fn new(config: Config) -> Self {
+        NodeLifecycle { config, metrics: Arc::default() }
+    }
+}
+
+/// What every reconcile shares.
+struct Ctx {
+    nodes: Api<Node>,
+    node_cache: Cache<Node>,
+    tasks: Api<Task>,
+    leases: Cache<Lease>,
+    tasks_by_node: Cache<Task>,
+    lease_resource: String,
+    grace: Duration,
+    observed: Mutex<HashMap<String, Observed>>,
+}
+
+#[async_trait]
+impl Runnable for NodeLifecycle {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry, NAME);
+    }
+
+    async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
+        let leases =
+            Reflector::new(Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE), ListParams::default());
+        let tasks = Reflector::new(Api::<Task>::all(client.clone()), ListParams::default())
+            .index("node", Arc::new(|t: &Task| t.spec.node_name.clone().into_iter().collect()));
+        let controller = Controller::new(Api::<Node>::all(client.clone()), ListParams::default());
+        let ctx = Arc::new(Ctx {
+            nodes: Api::all(client.clone()),
+            node_cache: controller.cache(),
+            tasks: Api::all(client.clone()),
+            leases: leases.cache(),
+            tasks_by_node: tasks.cache(),
+            lease_resource: Lease::kind_info().resource(),
+            grace: self.config.grace_period,
+            // A fresh run observes afresh: every node gets a whole grace period.
+            observed: Mutex::new(HashMap::new()),
+        });
+        let nodes = Node::kind_info().resource();
+        let node_of = move |name: &str| vec![ObjectRef::cluster(nodes.clone(), name)];
+        let node_of_task = node_of.clone();
+        controller
+            .watches_reflector(leases, move |l: &Lease| node_of(&l.metadata.name))
+            .watches_reflector(tasks, move |t: &Task| {
+                t.spec.node_name.as_deref().map(|n| node_of_task(n)).unwrap_or_default()
+            })
+            .with_metrics(self.metrics.clone())
+            .run(reconcile, error_policy, ctx, shutdown)
+            .await;
+        Ok(())
+    }
+}
+
+/// Judges one node and writes what changed.
+async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> corral_client::Result<Action> {
+    let name = node.metadata.name.as_str();
+    let lease_ref = ObjectRef::namespaced(ctx.lease_resource.clone(), NODE_LEASE_NAMESPACE, name);
+    let record = ctx.leases.get(&lease_ref).and_then(|l| l.metadata.resource_version.clone());
+    let now = Instant::now();
+    let observed = {
+        let mut all = ctx.observed.lock();
+        let o = Observed::update(all.get(name), record, now);
+        all.insert(name.to_string(), o.clone());
+        // Forget nodes that are gone, now and then rather than on every reconcile.
+        if all.len() > ctx.node_cache.len() + 64 {
+            let resource = Node::kind_info().resource();
+            all.retain(|n, _| ctx.node_cache.get(&ObjectRef::cluster(resource.clone(), n)).is_some());
+        }
+        o
+    };
+    let tasks = ctx.tasks_by_node.by_index("node", name);
+    let tasks: Vec<&Task> = tasks.iter().map(|t| &**t).collect();
+    let phase = node.status.as_ref().map(|s| s.phase);
+    let plan = decide::decide(phase, &observed, now, ctx.grace, &tasks);
+    for step in plan.steps {
+        // A conflict or a vanished object means something newer is on its way: the
+        // event it brings reconciles the node again.
+        let written = match &step {
+            Step::SetPhase { phase, message } => {
+                tracing::info!(node = name, ?phase, message = message.as_str(), "node phase changes");
+                let mut updated = (*node).clone();
+                let status = updated.status.get_or_insert_with(Default::default);
+                status.phase = *phase;
+                status.message = Some(message.clone());
+                status.last_transition_time = Some(corral_api::meta::now_timestamp());
+                ctx.nodes.update_status(&updated).await.map(drop)
+            }
+            Step::MarkLost(ns, task) => {
+                let Some(t) =
+                    tasks.iter().find(|t| t.metadata.name == *task && t.metadata.namespace.as_ref() == Some(ns))
+                else {
+                    continue;
+                };
+                tracing::info!(task = task.as_str(), node = name, "task LOST: its node is unreachable");
+                let mut updated = (*t).clone();
+                let status = updated.status.take().unwrap_or_default();
+                updated.status = Some(decide::lost(status, name, corral_api::meta::now_timestamp()));
+                ctx.tasks.update_status(&updated).await.map(drop)
+            }
+            Step::Release(ns, task) => {
+                let Some(t) =
+                    tasks.iter().find(|t| t.metadata.name == *task && t.metadata.namespace.as_ref() == Some(ns))
+                else {
+                    continue;
+                };
+                tracing::info!(task = task.as_str(), "releasing a deleted task of an unreachable node");
+                let mut updated = (*t).clone();
+                updated.metadata.remove_finalizer(AGENT_FINALIZER);
+                ctx.tasks.update(&updated).await.map(drop)
+            }
+        };
+        match written {
+            Ok(()) => {}
+            Err(e) if e.is_conflict() || e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(match plan.recheck_in {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
+
+fn error_policy(_node: &Arc<Node>, _e: &corral_client::Error, _ctx: &Arc<Ctx>) -> Action {
+    Action::requeue(Duration::from_millis(500))
+}

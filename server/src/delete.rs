@@ -1,0 +1,304 @@
+//! DELETE of one object, with a propagation policy for its dependents
+//! (`?propagationPolicy=` or a `DeleteOptions` body), and the namespace rules that
+//! come with deletion.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use std::sync::Arc;
+
+use corral_api::delete::{DeleteOptions, NAMESPACE_FINALIZER, Preconditions, Propagation};
+use corral_store::{DeleteOutcome, Error as StoreError, Key, Storage, StoredObject, UpdateOutcome};
+use serde_json::Value;
+
+use super::body;
+use super::error::{ApiError, ApiResult, StatusDetails};
+use super::resources::Ctx;
+
+fn parse_policy(s: &str) -> ApiResult<Propagation> {
+    Propagation::parse(s).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "propagationPolicy={s:?} is not supported; use Background (the default), Foreground or Orphan"
+        ))
+    })
+}
+
+/// What a delete asks for: the policy from the query and the optional body (they must
+/// agree when both are given), a dry run, and the preconditions.
+#[derive(Debug, Default, PartialEq)]
+struct Asked {
+    policy: Propagation,
+    dry_run: bool,
+    preconditions: Preconditions,
+}
+
+fn asked(query: Option<&str>, body_bytes: &Bytes) -> ApiResult<Asked> {
+    let options: DeleteOptions = if body_bytes.iter().all(u8::is_ascii_whitespace) {
+        DeleteOptions::default()
+    } else {
+        serde_json::from_slice(body_bytes)
+            .map_err(|e| ApiError::bad_request(format!("the DELETE body is not valid DeleteOptions: {e}")))?
+    };
+    let dry_run = match options.dry_run.as_slice() {
+        [] => false,
+        [all] if all == "All" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun={other:?} is not supported; the only value is [\"All\"]"
+            )));
+        }
+    };
+    let from_query = query.filter(|s| !s.is_empty()).map(parse_policy).transpose()?;
+    let from_body = options.propagation_policy.as_deref().map(parse_policy).transpose()?;
+    let policy = match (from_query, from_body) {
+        (Some(q), Some(b)) if q != b => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy is {} in the query but {} in the body; give one",
+                q.as_str(),
+                b.as_str()
+            )));
+        }
+        (q, b) => q.or(b).unwrap_or_default(),
+    };
+    Ok(Asked { policy, dry_run, preconditions: options.preconditions.unwrap_or_default() })
+}
+
+/// The revision the preconditions require, after checking their uid against `live`.
+fn check_preconditions(ctx: &Ctx, p: &Preconditions, live: &StoredObject) -> ApiResult<Option<u64>> {
+    let name = ctx.name.as_str();
+    if let Some(uid) = &p.uid {
+        let live_uid = live.value().map_err(ctx.store_error(name))?;
+        let live_uid = live_uid.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+        if live_uid != uid {
+            return Err(ApiError::conflict(format!(
+                "precondition failed: {} {name:?} is now uid {live_uid}, not {uid} (it was deleted and created again)",
+                ctx.info.kind
+            ))
+            .with_details(StatusDetails::object(&ctx.info, name)));
+        }
+    }
+    match p.resource_version.as_deref() {
+        None | Some("") => Ok(None),
+        Some(rv) => rv.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("preconditions.resourceVersion={rv:?} is not a resourceVersion"))
+        }),
+    }
+}
+
+fn is_namespace(ctx: &Ctx) -> bool {
+    ctx.info.group == corral_api::GROUP && ctx.info.kind == "Namespace"
+}
+
+/// Handles DELETE of `ctx.name`: 200 with the last state when it is gone at once,
+/// 202 with the object (carrying `deletionTimestamp`) when finalizers keep it.
+pub(super) async fn delete(ctx: &Ctx, policy_param: Option<&str>, body_bytes: Bytes) -> ApiResult<Response> {
+    let name = ctx.name.as_str();
+    let asked = asked(policy_param, &body_bytes)?;
+    let mut add: Vec<&str> = asked.policy.finalizer().into_iter().collect();
+    if is_namespace(ctx) && name == "default" {
+        // Everything without a namespace lands in `default`; Kubernetes protects its
+        // own the same way.
+        return Err(forbidden("the namespace \"default\" may not be deleted".to_string(), "default"));
+    }
+    if is_namespace(ctx) {
+        // A namespace is emptied before it goes, whatever the policy.
+        add.push(NAMESPACE_FINALIZER);
+    }
+    let expected = if asked.preconditions.is_empty() {
+        None
+    } else {
+        check_preconditions(ctx, &asked.preconditions, &*ctx.live(name).await?)?
+    };
+    if ctx.dry_run || asked.dry_run {
+        return dry_run(ctx, &add, expected).await;
+    }
+    let key = ctx.key(name);
+    let store = ctx.state.store.as_ref();
+    match mark_for_deletion(store, &key, expected, &add).await.map_err(ctx.store_error(name))? {
+        DeleteOutcome::Deleted(o) => Ok(body::raw_json(StatusCode::OK, o.json.clone())),
+        DeleteOutcome::Finalizing(o) if is_namespace(ctx) => {
+            Ok(body::raw_json(StatusCode::ACCEPTED, terminating(ctx, o).await?.json.clone()))
+        }
+        DeleteOutcome::Finalizing(o) => Ok(body::raw_json(StatusCode::ACCEPTED, o.json.clone())),
+    }
+}
+
+/// Sets the phase of the namespace `o` (being deleted) to `Terminating`; the collector
+/// may do so first, which is as good.
+async fn terminating(ctx: &Ctx, mut o: Arc<StoredObject>) -> ApiResult<Arc<StoredObject>> {
+    let name = ctx.name.as_str();
+    for _ in 0..8 {
+        let mut v = o.value().map_err(ctx.store_error(name))?;
+        if v.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+            return Ok(o);
+        }
+        set_terminating(&mut v);
+        match ctx.state.store.update_status(ctx.key(name), v, Some(o.revision)).await {
+            Ok(out) => return Ok(out.object().clone()),
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(ApiError::from_store(e, &ctx.info, name)),
+        }
+        match ctx.state.store.get(&ctx.key(name)).await.map_err(ctx.store_error(name))? {
+            Some(fresh) => o = fresh,
+            // Already emptied and gone: report the last state seen.
+            None => return Ok(o),
+        }
+    }
+    Ok(o)
+}
+
+/// What a delete would do, writing nothing.
+async fn dry_run(ctx: &Ctx, add: &[&str], expected: Option<u64>) -> ApiResult<Response> {
+    let name = ctx.name.as_str();
+    let live = ctx.live(name).await?;
+    if let Some(e) = expected.filter(|e| *e != live.revision) {
+        return Err(super::resources::stale(ctx, name, e, &live));
+    }
+    let mut value = live.value().map_err(ctx.store_error(name))?;
+    let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return Ok(body::raw_json(StatusCode::OK, live.json.clone()));
+    };
+    if !meta.contains_key("deletionTimestamp") {
+        let list = meta.entry("finalizers").or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(a) = list.as_array_mut() {
+            for f in add {
+                if !a.iter().any(|x| x.as_str() == Some(f)) {
+                    a.push(Value::String((*f).to_string()));
+                }
+            }
+        }
+        if list.as_array().is_some_and(Vec::is_empty) {
+            meta.remove("finalizers");
+        }
+    }
+    let finalizing = meta.get("finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    if !finalizing {
+        return Ok(body::raw_json(StatusCode::OK, live.json.clone()));
+    }
+    meta.entry("deletionTimestamp").or_insert_with(|| Value::String(corral_api::meta::now_timestamp()));
+    if is_namespace(ctx) {
+        set_terminating(&mut value);
+    }
+    Ok(body::json(StatusCode::ACCEPTED, &value))
+}
+
+/// The error for a create in namespace `ns` while it is being deleted.
+pub(super) fn namespace_terminating(ns: &str) -> ApiError {
+    forbidden(
+        format!(
+            "namespace {ns:?} is being deleted (Terminating): no new objects can be created in it; \
+             wait until it is gone and create it again, or use another namespace"
+        ),
+        ns,
+    )
+}
+
+/// 403 `Forbidden` about the namespace `ns`.
+fn forbidden(message: String, ns: &str) -> ApiError {
+    ApiError { code: StatusCode::FORBIDDEN, reason: "Forbidden", message, details: None }.with_details(StatusDetails {
+        group: corral_api::GROUP.to_string(),
+        kind: "Namespace".to_string(),
+        name: ns.to_string(),
+        causes: Vec::new(),
+    })
+}
+
+/// Sets `status.phase` of a namespace to `Terminating`.
+fn set_terminating(v: &mut Value) {
+    if let Some(map) = v.as_object_mut() {
+        let status = map.entry("status").or_insert_with(|| Value::Object(Default::default()));
+        if let Some(s) = status.as_object_mut() {
+            s.insert("phase".into(), Value::String("Terminating".into()));
+        }
+    }
+}
+
+/// Deletes the object at `key` after adding the finalizers `add` (those that are
+/// missing), so that it stays, marked with `deletionTimestamp`, until they are
+/// removed. An object already being deleted is left as it is. With `expected`, the
+/// object must still be at that revision.
+///
+/// # Errors
+/// `NotFound`, `Conflict` (when `expected` no longer holds, or after repeated
+/// concurrent writes), or a store failure.
+async fn mark_for_deletion(
+    store: &dyn Storage,
+    key: &Key,
+    expected: Option<u64>,
+    add: &[&str],
+) -> Result<DeleteOutcome, StoreError> {
+    const ATTEMPTS: usize = 8;
+    let mut expected = expected;
+    let mut last_conflict = None;
+    for _ in 0..ATTEMPTS {
+        let live = store.get(key).await?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        if let Some(e) = expected.filter(|e| *e != live.revision) {
+            return Err(StoreError::Conflict { key: key.clone(), expected: e, actual: live.revision });
+        }
+        let mut v = live.value()?;
+        let deleting = v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
+        let current: Vec<String> = v
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let missing: Vec<&str> = add.iter().copied().filter(|f| !current.iter().any(|c| c == f)).collect();
+        let at = if deleting || missing.is_empty() {
+            live.revision
+        } else {
+            let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) else {
+                return Err(StoreError::Invalid(format!("{key}: metadata is not an object")));
+            };
+            let list = meta.entry("finalizers").or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(a) = list.as_array_mut() {
+                a.extend(missing.iter().map(|f| Value::String((*f).to_string())));
+            }
+            match store.update(key.clone(), v, Some(live.revision)).await {
+                Ok(UpdateOutcome::Updated(o) | UpdateOutcome::Unchanged(o)) => o.revision,
+                Ok(UpdateOutcome::Deleted(o)) => return Ok(DeleteOutcome::Deleted(o)),
+                Err(e @ StoreError::Conflict { .. }) => {
+                    last_conflict = Some(e);
+                    expected = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        match store.delete(key.clone(), Some(at)).await {
+            Err(e @ StoreError::Conflict { .. }) => {
+                // Someone wrote in between; the finalizers we added may still be there,
+                // which the next attempt sees.
+                last_conflict = Some(e);
+                expected = None;
+            }
+            other => return other,
+        }
+    }
+    Err(last_conflict.unwrap_or(StoreError::Closed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_comes_from_query_or_body_and_they_must_agree() {
+        let policy = |q: Option<&str>, b: &Bytes| asked(q, b).map(|a| (a.policy, a.dry_run));
+        let empty = Bytes::new();
+        assert_eq!(policy(None, &empty).ok(), Some((Propagation::Background, false)));
+        assert_eq!(policy(Some("Orphan"), &empty).ok(), Some((Propagation::Orphan, false)));
+        let body = Bytes::from_static(br#"{"kind":"DeleteOptions","propagationPolicy":"Foreground","dryRun":["All"]}"#);
+        assert_eq!(policy(None, &body).ok(), Some((Propagation::Foreground, true)));
+        assert!(policy(Some("Orphan"), &body).is_err());
+        assert!(policy(Some("orphan"), &empty).is_err());
+        assert!(policy(None, &Bytes::from_static(b"not json")).is_err());
+    }
+
+    #[test]
+    fn preconditions_come_from_the_body() {
+        let body = Bytes::from_static(br#"{"preconditions":{"uid":"u1","resourceVersion":"7"}}"#);
+        let a = asked(None, &body).expect("parses");
+        assert_eq!(a.preconditions.uid.as_deref(), Some("u1"));
+        assert_eq!(a.preconditions.resource_version.as_deref(), Some("7"));
+    }
+}

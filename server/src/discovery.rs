@@ -1,0 +1,84 @@
+//! Discovery: which groups, versions and kinds are served, and their schemas.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use corral_api::KindInfo;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::body;
+use super::error::{ApiError, ApiResult};
+
+/// Verbs every kind supports.
+const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
+
+/// `GET /apis`: every group with its versions, in registration order.
+pub async fn groups(State(state): State<AppState>) -> Json<Value> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for k in state.registry.kinds() {
+        match groups.iter_mut().find(|(g, _)| *g == k.group) {
+            Some((_, versions)) => {
+                if !versions.contains(&k.version) {
+                    versions.push(k.version.clone());
+                }
+            }
+            None => groups.push((k.group.clone(), vec![k.version.clone()])),
+        }
+    }
+    let groups: Vec<Value> =
+        groups.into_iter().map(|(name, versions)| json!({"name": name, "versions": versions})).collect();
+    Json(json!({ "groups": groups }))
+}
+
+/// `GET /apis/{g}/{v}`: the resources of one group version.
+pub(super) fn group_version(state: &AppState, group: &str, version: &str) -> ApiResult<Response> {
+    let mut resources: Vec<Value> = state
+        .registry
+        .kinds()
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .map(|k| {
+            json!({
+                "name": k.plural,
+                "singularName": k.singular,
+                "kind": k.kind,
+                "namespaced": k.namespaced,
+                "shortNames": k.short_names,
+                "verbs": VERBS,
+            })
+        })
+        .collect();
+    if resources.is_empty() {
+        return Err(ApiError::not_found(format!("the server does not serve {group}/{version}")));
+    }
+    // Subresources are listed as Kubernetes does (`pods/log`), as each kind declares them.
+    for k in state.registry.kinds().iter().filter(|k| k.group == group && k.version == version) {
+        for sub in k.subresources.names() {
+            let verbs: &[&str] = if sub == "log" { &["get"] } else { &["get", "patch", "update"] };
+            resources.push(
+                json!({"name": format!("{}/{sub}", k.plural), "kind": k.kind, "namespaced": k.namespaced, "verbs": verbs}),
+            );
+        }
+    }
+    Ok(body::json(StatusCode::OK, &json!({"groupVersion": format!("{group}/{version}"), "resources": resources})))
+}
+
+/// `GET /kinds`: every served kind with its JSON Schema.
+pub async fn kinds(State(state): State<AppState>) -> Json<Vec<KindInfo>> {
+    Json(state.registry.kinds().iter().map(|k| (**k).clone()).collect())
+}
+
+/// `GET /schemas/{g}/{v}/{plural}`: the schema writes of that kind are validated
+/// against.
+pub async fn schema(
+    State(state): State<AppState>,
+    Path((group, version, plural)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    state
+        .registry
+        .by_plural(&group, &version, &plural)
+        .map(|k| Json(k.schema.clone()))
+        .ok_or_else(|| ApiError::not_found(format!("the server does not serve {plural:?} in {group}/{version}")))
+}

@@ -1,0 +1,331 @@
+//! The Corral API server: Kubernetes-shaped REST over JSON on top of the versioned
+//! store, as specified in `docs/api.md` — objects and their status, list and watch with
+//! label and field selectors, apply, custom resource definitions, discovery, task
+//! logs proxied from agents, `/metrics` and `/healthz`.
+//!
+//! The server keeps only what must be atomic with a write: validation, marking an
+//! object for deletion with the finalizers its propagation policy needs, refusing
+//! writes into a terminating namespace, and serving custom kinds as soon as their
+//! definition is written. Garbage collection and every other controller run in a
+//! controller manager (`corral-controllers`), which reaches the server through
+//! [`corral_client`] — in the same process through [`in_process::InProcess`].
+//!
+//! [`app`] builds the router from an [`AppState`], so tests can drive it without a
+//! socket; [`start`] opens the store, binds and serves in the background until
+//! [`RunningServer::shutdown`].
+
+#![warn(missing_docs)]
+
+mod body;
+mod crd;
+mod delete;
+mod discovery;
+pub mod error;
+mod fields;
+pub mod in_process;
+mod logs;
+mod metrics;
+mod ops;
+mod patch;
+pub mod path;
+mod resources;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::routing::{any, get, post};
+use corral_api::Registry;
+use corral_store::{Key, SledStore, Storage};
+use corral_telemetry::SharedRegistry;
+use parking_lot::RwLock;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{ApiError, StatusDetails};
+pub use metrics::Metrics;
+
+/// Largest request body accepted; larger ones answer 413.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// How the server is run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (see [`RunningServer::addr`]).
+    pub listen: SocketAddr,
+    /// Directory of the store's database; created if missing.
+    pub data_dir: PathBuf,
+    /// Revisions of event log kept before older ones are compacted automatically.
+    pub compaction_retain: u64,
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("corral-data"),
+            compaction_retain: 100_000,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or failed.
+    #[error("store in {path}: {source}")]
+    Store {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        source: corral_store::Error,
+    },
+    /// The listening address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+    /// A background task of the server panicked.
+    #[error("the server's {0} task panicked")]
+    Panicked(&'static str),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The object store.
+    pub store: Arc<dyn Storage>,
+    /// The served kinds and their validators.
+    pub registry: Arc<Registry>,
+    /// Request and store metrics exported at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Other metrics served at `/metrics` with the server's own (a controller manager
+    /// running in the same process).
+    extra_metrics: Arc<RwLock<Vec<SharedRegistry>>>,
+    /// Cancelled to end every open watch stream (graceful shutdown would otherwise
+    /// wait for them forever).
+    closing: CancellationToken,
+}
+
+impl AppState {
+    /// State serving `registry`'s kinds from `store`, with fresh metrics.
+    pub fn new(store: Arc<dyn Storage>, registry: Arc<Registry>) -> Self {
+        let metrics = Arc::new(Metrics::new(store.clone()));
+        AppState { store, registry, metrics, extra_metrics: Arc::default(), closing: CancellationToken::new() }
+    }
+
+    /// Ends every watch stream opened through this state (and any opened later).
+    pub fn close_watches(&self) {
+        self.closing.cancel();
+    }
+
+    /// Serves `registry` at `/metrics` too, after the server's own metrics.
+    pub fn add_metrics(&self, registry: SharedRegistry) {
+        self.extra_metrics.write().push(registry);
+    }
+
+    /// Resolves once [`AppState::close_watches`] has been called.
+    fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.closing.clone().cancelled_owned()
+    }
+}
+
+/// The whole HTTP API as a router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz).fallback(method_not_allowed))
+        .route("/metrics", get(metrics::serve).fallback(method_not_allowed))
+        .route("/apis", get(discovery::groups).fallback(method_not_allowed))
+        .route("/apis/{*rest}", any(resources::dispatch))
+        .route("/kinds", get(discovery::kinds).fallback(method_not_allowed))
+        .route("/schemas/{group}/{version}/{plural}", get(discovery::schema).fallback(method_not_allowed))
+        .route("/admin/compact", post(ops::compact).fallback(method_not_allowed))
+        .route("/admin/revision", get(ops::revision).fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(&method, uri.path())
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("the server could not find the requested resource {}", uri.path()))
+}
+
+/// A server serving in the background, returned by [`start`]. Dropping it stops the
+/// server without waiting; [`RunningServer::shutdown`] waits.
+pub struct RunningServer {
+    addr: SocketAddr,
+    state: AppState,
+    router: Router,
+    data_dir: PathBuf,
+    store: Option<Arc<SledStore>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Watches custom resource definitions; holds the store too.
+    crds: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The address actually bound (the real port when the config asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A client of this server that hands requests straight to its router: same
+    /// validation and semantics as over HTTP, no socket. What controllers running in
+    /// the same process use.
+    pub fn client(&self) -> corral_client::Client {
+        corral_client::Client::new(Arc::new(in_process::InProcess::new(self.router.clone())))
+    }
+
+    /// Serves `registry` at `/metrics` too (a controller manager in this process).
+    pub fn add_metrics(&self, registry: SharedRegistry) {
+        self.state.add_metrics(registry);
+    }
+
+    /// Stops accepting connections, ends open watches, lets in-flight requests
+    /// finish, then closes the store so that its directory can be opened again.
+    ///
+    /// # Errors
+    /// Fails if the server task failed or panicked.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.signal_stop();
+        let served = match self.task.take() {
+            Some(task) => match task.await {
+                Ok(r) => r.map_err(Error::Serve),
+                Err(_) => Err(Error::Panicked("serving")),
+            },
+            None => Ok(()),
+        };
+        if let Some(crds) = self.crds.take()
+            && let Err(e) = crds.await
+        {
+            tracing::warn!(error = %e, "custom resource definition task failed");
+        }
+        if let Some(store) = self.store.take() {
+            // Every connection, and with it every clone of the state, is gone once
+            // the server task ends; should anything still hold the store (an
+            // in-process client not yet dropped), closing it still stops its writer.
+            match Arc::try_unwrap(store) {
+                Ok(store) => store.shutdown().await,
+                Err(store) => store.close(),
+            }
+        }
+        tracing::info!(data_dir = %self.data_dir.display(), "corral API server stopped");
+        served
+    }
+
+    fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.state.close_watches();
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+/// Opens the store in `cfg.data_dir`, makes sure the `default` and `corral-system`
+/// namespaces exist, binds `cfg.listen` and serves in the background.
+///
+/// # Errors
+/// Fails if the store cannot be opened (e.g. another server holds the directory) or
+/// the address cannot be bound.
+pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::DataDir { path: cfg.data_dir.clone(), source })?;
+    let options = corral_store::Options {
+        compaction_retain: cfg.compaction_retain,
+        bookmark_interval: cfg.bookmark_interval,
+        ..Default::default()
+    };
+    let store_error = |source| Error::Store { path: cfg.data_dir.clone(), source };
+    let store = Arc::new(SledStore::open(&cfg.data_dir, options).map_err(store_error)?);
+    let dyn_store: Arc<dyn Storage> = store.clone();
+    for ns in ["default", corral_api::kinds::node::NODE_LEASE_NAMESPACE] {
+        ensure_namespace(dyn_store.as_ref(), ns).await.map_err(store_error)?;
+    }
+    let state = AppState::new(dyn_store, Arc::new(Registry::builtin()));
+    // Stored custom kinds are served before the first request.
+    let crds = crd::start(&state).await.map_err(store_error)?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Listen { addr: cfg.listen, source })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = app(state.clone());
+    // Watch events and small responses must leave at once: with Nagle's algorithm they
+    // wait for the peer's delayed ACK, adding ~40 ms stalls.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let serving = router.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, serving)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "corral API server listening");
+    Ok(RunningServer {
+        addr,
+        state,
+        router,
+        data_dir: cfg.data_dir,
+        store: Some(store),
+        stop: Some(stop),
+        task: Some(task),
+        crds: Some(crds),
+    })
+}
+
+/// The `default` and `corral-system` namespaces always exist.
+async fn ensure_namespace(store: &dyn Storage, name: &str) -> Result<(), corral_store::Error> {
+    let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), name);
+    if store.get(&key).await?.is_some() {
+        return Ok(());
+    }
+    let ns = json!({
+        "apiVersion": corral_api::API_VERSION,
+        "kind": "Namespace",
+        "metadata": {"name": name},
+        "spec": {},
+        "status": {"phase": "Active"},
+    });
+    match store.create(key, ns).await {
+        Ok(_) | Err(corral_store::Error::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

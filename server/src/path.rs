@@ -1,0 +1,120 @@
+//! Parsing of `/apis/...` paths. The shapes collide in a static router
+//! (`namespaces/{ns}/{plural}` versus `{plural}/{name}/status`), so they are told
+//! apart here by hand.
+
+/// What a path under `/apis/` designates, before the kind is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiPath {
+    /// `/apis/{g}/{v}`: the resources of a group version.
+    GroupVersion {
+        /// Group.
+        group: String,
+        /// Version.
+        version: String,
+    },
+    /// A collection, an object or an object's status.
+    Resource(ResourcePath),
+}
+
+/// Which part of a resource a path addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The collection: list, watch, create.
+    Collection,
+    /// One object.
+    Object,
+    /// One object's status.
+    Status,
+    /// One object's log (kinds with the `log` subresource).
+    Log,
+}
+
+/// A path to a collection, object or status of one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourcePath {
+    /// Group.
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// The kind's plural.
+    pub plural: String,
+    /// The namespace from `/namespaces/{ns}/`, if the path has one.
+    pub namespace: Option<String>,
+    /// The object name, for object and status paths.
+    pub name: Option<String>,
+    /// What is addressed.
+    pub target: Target,
+}
+
+/// Parses the path after `/apis/`; `None` when it has no meaning.
+pub fn parse(rest: &str) -> Option<ApiPath> {
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    if segs.iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    let s = |i: usize| segs[i].to_string();
+    let res = |plural: String, namespace: Option<String>, name: Option<String>, target| {
+        Some(ApiPath::Resource(ResourcePath { group: s(0), version: s(1), plural, namespace, name, target }))
+    };
+    match segs.len() {
+        2 => Some(ApiPath::GroupVersion { group: s(0), version: s(1) }),
+        3 => res(s(2), None, None, Target::Collection),
+        4 => res(s(2), None, Some(s(3)), Target::Object),
+        // `namespaces/{name}/status` is the status of a Namespace, not a collection
+        // of a kind called `status` inside it.
+        5 if segs[2] == "namespaces" && segs[4] != "status" => res(s(4), Some(s(3)), None, Target::Collection),
+        5 if segs[4] == "status" => res(s(2), None, Some(s(3)), Target::Status),
+        5 if segs[4] == "log" && segs[2] != "namespaces" => res(s(2), None, Some(s(3)), Target::Log),
+        6 if segs[2] == "namespaces" => res(s(4), Some(s(3)), Some(s(5)), Target::Object),
+        7 if segs[2] == "namespaces" && segs[6] == "status" => res(s(4), Some(s(3)), Some(s(5)), Target::Status),
+        7 if segs[2] == "namespaces" && segs[6] == "log" => res(s(4), Some(s(3)), Some(s(5)), Target::Log),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(rest: &str) -> ResourcePath {
+        match parse(rest) {
+            Some(ApiPath::Resource(r)) => r,
+            other => panic!("{rest}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_documented_shape_parses() {
+        let p = r("corral.dev/v1/configmaps");
+        assert_eq!((p.plural.as_str(), p.namespace, p.name, p.target), ("configmaps", None, None, Target::Collection));
+        let p = r("corral.dev/v1/namespaces/web");
+        assert_eq!((p.plural.as_str(), p.name.as_deref(), p.target), ("namespaces", Some("web"), Target::Object));
+        let p = r("corral.dev/v1/namespaces/web/status");
+        assert_eq!((p.plural.as_str(), p.name.as_deref(), p.target), ("namespaces", Some("web"), Target::Status));
+        let p = r("corral.dev/v1/nodes/n1/status");
+        assert_eq!((p.plural.as_str(), p.name.as_deref(), p.target), ("nodes", Some("n1"), Target::Status));
+        let p = r("corral.dev/v1/namespaces/web/configmaps");
+        assert_eq!(
+            (p.namespace.as_deref(), p.plural.as_str(), p.target),
+            (Some("web"), "configmaps", Target::Collection)
+        );
+        let p = r("corral.dev/v1/namespaces/web/configmaps/a");
+        assert_eq!((p.namespace.as_deref(), p.name.as_deref(), p.target), (Some("web"), Some("a"), Target::Object));
+        let p = r("corral.dev/v1/namespaces/web/tasks/a/log");
+        assert_eq!((p.plural.as_str(), p.name.as_deref(), p.target), ("tasks", Some("a"), Target::Log));
+        let p = r("corral.dev/v1/namespaces/web/configmaps/a/status");
+        assert_eq!((p.namespace.as_deref(), p.name.as_deref(), p.target), (Some("web"), Some("a"), Target::Status));
+        assert_eq!(
+            parse("corral.dev/v1"),
+            Some(ApiPath::GroupVersion { group: "corral.dev".into(), version: "v1".into() })
+        );
+    }
+
+    #[test]
+    fn meaningless_paths_are_rejected() {
+        for p in ["", "corral.dev", "corral.dev//configmaps", "g/v/a/b/c/d", "g/v/namespaces/ns/cm/a/spec", "g/v/x/y/z"]
+        {
+            assert_eq!(parse(p), None, "{p}");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! `?watch=true`: the store's watch stream as newline-delimited JSON events.
+//!
+//! Objects go out as the bytes the store holds, wrapped in the event envelope, never
+//! parsed and re-serialized: a watch costs a copy per event, not a JSON round trip.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use corral_api::{FieldSelector, KindInfo, Selector};
+use corral_store::{EventType, WatchEvent, WatchRequest};
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, StatusDetails};
+use super::fields::Selection;
+
+/// Content type of watch streams.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// Opens a watch on a collection. A compacted starting revision fails here, with 410,
+/// before anything is streamed.
+pub(super) async fn serve(
+    state: &AppState,
+    info: &KindInfo,
+    namespace: Option<String>,
+    selector: Selector,
+    fields: FieldSelector,
+    from: Option<u64>,
+    bookmarks: bool,
+) -> ApiResult<Response> {
+    let collection_error = |e: corral_store::Error| with_collection(ApiError::from(e), info);
+    // A resumed watch with a field selector starts from what matches now (see
+    // `fields`), read before the watch opens.
+    let current = match (fields.is_empty(), from) {
+        (false, Some(_)) => {
+            let list =
+                state.store.list(&info.resource(), namespace.as_deref(), &selector).await.map_err(collection_error)?;
+            Some(list.items.iter().filter(|o| fields.matches_json(&o.json)).map(|o| o.key.clone()).collect())
+        }
+        _ => None,
+    };
+    let request = WatchRequest { resource: Some(info.resource()), namespace, selector, from, bookmarks };
+    let events = state.store.watch(request).await.map_err(collection_error)?;
+    let mut selection = match current {
+        _ if fields.is_empty() => None,
+        Some(current) => Some(Selection::resumed(fields, current, state.store.stats().revision)),
+        None => Some(Selection::fresh(fields)),
+    };
+    let frames = Frames::new(info);
+    let stream = events
+        .filter_map(move |ev| {
+            let kept = match (&ev, selection.as_mut()) {
+                (WatchEvent::Event(e), Some(sel)) => {
+                    sel.admit(e.revision, e.event_type, &e.object).map(|ty| (ev.clone(), Some(ty)))
+                }
+                _ => Some((ev, None)),
+            };
+            futures::future::ready(kept)
+        })
+        .scan(false, move |ended, (ev, as_type)| {
+            // The store ends the stream after `Gone`; stopping here as well keeps the
+            // contract (one ERROR, then the end) whatever the store does.
+            let frame = if *ended {
+                None
+            } else {
+                if matches!(ev, WatchEvent::Gone { .. }) {
+                    *ended = true;
+                }
+                Some(frames.frame(&ev, as_type))
+            };
+            futures::future::ready(frame)
+        })
+        .take_until(state.closed())
+        // Events that are ready together leave in one write: a replay or a burst then
+        // costs one frame per batch, not per event.
+        .ready_chunks(256)
+        .map(|frames| Ok::<Bytes, Infallible>(concat(frames)));
+    let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+fn concat(mut frames: Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.pop().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for f in frames {
+        out.extend_from_slice(&f);
+    }
+    out.freeze()
+}
+
+fn with_collection(e: ApiError, info: &KindInfo) -> ApiError {
+    e.with_details(StatusDetails {
+        group: info.group.clone(),
+        kind: info.kind.clone(),
+        name: String::new(),
+        causes: Vec::new(),
+    })
+}
+
+/// Turns watch events into wire frames for one kind.
+struct Frames {
+    /// `{"type":"BOOKMARK","object":{"apiVersion":..,"kind":..,"metadata":{"resourceVersion":"`
+    bookmark_head: String,
+    info: KindInfo,
+}
+
+impl Frames {
+    fn new(info: &KindInfo) -> Self {
+        let bookmark_head = format!(
+            "{{\"type\":\"BOOKMARK\",\"object\":{{\"apiVersion\":{},\"kind\":{},\"metadata\":{{\"resourceVersion\":\"",
+            Value::String(info.api_version()),
+            Value::String(info.kind.clone()),
+        );
+        // Keep only what error frames need; the schema can be large.
+        let info = KindInfo { schema: Value::Null, ..info.clone() };
+        Frames { bookmark_head, info }
+    }
+
+    /// The frame of `ev`, sent as `as_type` instead of its own type when given (a
+    /// field selector's entries and exits).
+    fn frame(&self, ev: &WatchEvent, as_type: Option<EventType>) -> Bytes {
+        match ev {
+            WatchEvent::Event(e) => {
+                let ty = as_type.unwrap_or(e.event_type).as_str();
+                let json = &e.object.json;
+                let mut b = BytesMut::with_capacity(json.len() + ty.len() + 24);
+                b.extend_from_slice(b"{\"type\":\"");
+                b.extend_from_slice(ty.as_bytes());
+                b.extend_from_slice(b"\",\"object\":");
+                b.extend_from_slice(json);
+                b.extend_from_slice(b"}\n");
+                b.freeze()
+            }
+            WatchEvent::Bookmark(rev) => Bytes::from(format!("{}{rev}\"}}}}}}\n", self.bookmark_head)),
+            WatchEvent::Gone { compacted } => {
+                let status = with_collection(
+                    ApiError::gone(format!(
+                        "the watch fell behind compaction: events up to revision {compacted} are gone; \
+                         re-list, then watch from the list's resourceVersion"
+                    )),
+                    &self.info,
+                )
+                .status_json();
+                let event = serde_json::json!({"type": "ERROR", "object": status});
+                let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                line.push(b'\n');
+                Bytes::from(line)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use corral_store::{Event, Key, StoredObject};
+
+    use super::*;
+
+    fn info() -> KindInfo {
+        let reg = corral_api::Registry::builtin();
+        reg.resolve("cm").map(|i| (*i).clone()).unwrap_or_else(|| panic!("configmaps are built in"))
+    }
+
+    fn parse(b: &Bytes) -> Value {
+        assert!(b.ends_with(b"\n"));
+        serde_json::from_slice(b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(b)))
+    }
+
+    #[test]
+    fn frames_are_one_json_line_each() {
+        let f = Frames::new(&info());
+        let obj = StoredObject {
+            key: Key::namespaced("corral.dev/configmaps", "default", "a"),
+            revision: 5,
+            labels: Default::default(),
+            json: Bytes::from_static(br#"{"kind":"ConfigMap","metadata":{"name":"a","resourceVersion":"5"}}"#),
+        };
+        let ev =
+            WatchEvent::Event(Arc::new(Event { revision: 5, event_type: EventType::Modified, object: Arc::new(obj) }));
+        let v = parse(&f.frame(&ev, None));
+        assert_eq!(parse(&f.frame(&ev, Some(EventType::Deleted)))["type"], "DELETED");
+        assert_eq!(v["type"], "MODIFIED");
+        assert_eq!(v["object"]["metadata"]["name"], "a");
+
+        let v = parse(&f.frame(&WatchEvent::Bookmark(42), None));
+        assert_eq!(v["type"], "BOOKMARK");
+        assert_eq!(
+            v["object"],
+            serde_json::json!({"apiVersion":"corral.dev/v1","kind":"ConfigMap","metadata":{"resourceVersion":"42"}})
+        );
+
+        let v = parse(&f.frame(&WatchEvent::Gone { compacted: 9 }, None));
+        assert_eq!(v["type"], "ERROR");
+        assert_eq!(v["object"]["kind"], "Status");
+        assert_eq!(v["object"]["code"], 410);
+        assert_eq!(v["object"]["reason"], "Gone");
+    }
+}

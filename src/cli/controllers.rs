@@ -1,0 +1,71 @@
+//! The controller manager: `corral controllers` runs it on its own; `corral up` and
+//! `corral server` run it beside the API server, in the same process.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use corral_controllers::Selection;
+use corral_runtime::{CancellationToken, Manager, ManagerConfig};
+
+use super::args::{ControllersArgs, ManagerArgs};
+
+/// The lease the controller managers of a cluster campaign for.
+pub(crate) const MANAGER_LEASE: &str = "corral-controller-manager";
+
+/// A manager with the built-in controllers `args` selects, talking through `client`;
+/// `None` when none is selected.
+pub(crate) fn manager(
+    client: corral_client::Client,
+    args: &ManagerArgs,
+    identity: &str,
+) -> anyhow::Result<Option<Manager>> {
+    let selection = Selection::parse(&args.controllers).map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
+    let config = corral_controllers::Config::with_node_grace_period(Duration::from_secs(args.node_grace_period.max(1)));
+    let controllers = corral_controllers::builtin(&config, &selection);
+    if controllers.is_empty() {
+        return Ok(None);
+    }
+    let mut manager = Manager::new(client, ManagerConfig::new(MANAGER_LEASE, identity));
+    for c in controllers {
+        manager.add(c);
+    }
+    tracing::info!(controllers = ?manager.names(), identity, "controller manager configured");
+    Ok(Some(manager))
+}
+
+/// `corral controllers`: the manager against a remote server, until SIGINT/SIGTERM.
+pub(crate) async fn run(server: &str, a: ControllersArgs) -> anyhow::Result<()> {
+    let client = corral_client::Client::http(server).with_context(|| format!("bad --server {server}"))?;
+    let identity =
+        a.identity.clone().unwrap_or_else(|| format!("{}-{}", corral_agent::node::hostname(), std::process::id()));
+    let Some(manager) = manager(client, &a.manager, &identity)? else {
+        anyhow::bail!("--controllers none: nothing to run");
+    };
+    let listener = tokio::net::TcpListener::bind(a.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.metrics_listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving the manager's /metrics and /healthz");
+    let shutdown = CancellationToken::new();
+    let router = corral_telemetry::exposition::router(manager.registry());
+    let stop = shutdown.clone();
+    let metrics = tokio::spawn(async move {
+        if let Err(e) = axum_serve(listener, router, stop).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    let running = tokio::spawn(manager.run(shutdown.clone()));
+    let waited = super::serve::shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+    let _ = running.await;
+    let _ = metrics.await;
+    waited
+}
+
+async fn axum_serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+}
