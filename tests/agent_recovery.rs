@@ -3,9 +3,9 @@
 
 mod agent_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agent_support::{Cluster, PATIENCE};
+use agent_support::Cluster;
 use serde_json::{Value, json};
 
 fn field<'a>(t: &'a Value, p: &str) -> &'a Value {
@@ -39,11 +39,7 @@ async fn a_killed_agent_readopts_its_tasks_without_restarting_them() {
     let ends_dir = c.work_dir().join("tasks").join(&ends_uid);
     std::fs::write(ends_dir.join("sandbox/go"), "").expect("signal the task");
     // The task's shim records its end on its own, with nobody watching.
-    let deadline = Instant::now() + PATIENCE;
-    while !ends_dir.join("exit.json").exists() {
-        assert!(Instant::now() < deadline, "the shim never recorded the exit");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.until("the shim records the exit", || ends_dir.join("exit.json").exists()).await;
 
     c.start_agent();
     let ended = c.wait_phase("ends", "FAILED").await;
@@ -90,14 +86,7 @@ async fn a_stopped_heartbeat_makes_the_node_unreachable_and_its_tasks_lost() {
     // leaving its record LOST.
     c.signal_agent(libc::SIGCONT);
     c.wait_for(&node_path, "the node to be Ready again", |n| field(n, "/status/phase") == &json!("Ready")).await;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if !c.containers().contains(&container) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the agent never killed its LOST task\n{}", c.agent_log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    c.until("the agent kills its LOST task", || !c.containers().contains(&container)).await;
     let after = c.get(&Cluster::task_path("lost")).await.expect("task");
     assert_eq!(field(&after, "/status/phase"), &json!("LOST"), "{after:#}");
     c.stop().await;

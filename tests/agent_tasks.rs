@@ -158,11 +158,7 @@ async fn ended_tasks_sandboxes_are_collected_after_their_retention() {
     c.wait_phase("long", "RUNNING").await;
     let uid = done.pointer("/metadata/uid").and_then(Value::as_str).expect("uid").to_string();
     let dir = c.work_dir().join("tasks").join(&uid);
-    let deadline = std::time::Instant::now() + agent_support::PATIENCE;
-    while dir.exists() {
-        assert!(std::time::Instant::now() < deadline, "the sandbox was never collected\n{}", c.agent_log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    c.until("the sandbox is collected", || !dir.exists()).await;
     // The record stays; the running task's directory is untouched.
     let still = c.get(&Cluster::task_path("brief")).await.expect("task object stays");
     assert_eq!(phase(&still), "FINISHED");
@@ -201,7 +197,7 @@ async fn logs_follow_streams_a_running_tasks_lines_as_they_are_written() {
     });
     for i in 1..=3 {
         // The task cannot write the next line before this one was received.
-        let line = rx.recv_timeout(agent_support::PATIENCE).expect("a line while the task runs");
+        let line = rx.recv_timeout(corral_testkit::PATIENCE).expect("a line while the task runs");
         assert_eq!(line, format!("line {i}"));
         std::fs::write(sandbox.join(format!("ack{i}")), "").expect("ack");
     }

@@ -4,25 +4,13 @@
 
 mod api_support;
 
-use std::time::Duration;
-
 use api_support::{CMS, TestServer, cm, cm_path};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// Rounds of polling before giving up: a bound against hanging, not a timing claim.
-const POLL_ROUNDS: usize = 1200;
-const POLL_GAP: Duration = Duration::from_millis(50);
-
-/// Polls `check` until it holds; panics naming `what` after [`POLL_ROUNDS`].
+/// Waits until `check` holds; panics naming `what` when the test kit's patience ends.
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..POLL_ROUNDS {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(POLL_GAP).await;
-    }
-    panic!("gave up waiting until {what}");
+    corral_testkit::eventually(what, async || check().await.then_some(())).await
 }
 
 /// A reference to the ConfigMap `owner` for an ownerReferences list.
@@ -252,7 +240,10 @@ async fn dry_run_and_bad_policies_change_nothing() {
 async fn cascades_left_undone_finish_after_a_restart() {
     // The first server runs without a collector, so every cascade is certainly
     // unfinished when it stops; the restarted server must finish all of them.
-    let s = TestServer::start_with(|cfg| cfg.garbage_collection = false).await;
+    let s = TestServer::start_with(|o| {
+        o.without(corral_controllers::gc::NAME);
+    })
+    .await;
     let a = create(&s, "a", &[]).await;
     let b = create(&s, "b", &[owner_ref(&a, false)]).await;
     create(&s, "c", &[owner_ref(&b, false)]).await;

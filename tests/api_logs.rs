@@ -4,7 +4,6 @@
 mod api_support;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use api_support::TestServer;
 use corral_agent::Layout;
@@ -13,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// A guard against hanging forever, not a timing assertion.
-const PATIENCE: Duration = Duration::from_secs(30);
+use corral_testkit::PATIENCE;
 
 const TASKS: &str = "/apis/corral.dev/v1/namespaces/default/tasks";
 
@@ -248,15 +247,8 @@ async fn a_client_leaving_a_follow_ends_the_read_on_the_agent() {
     let body = follow(&s, "svc", "up\n").await;
     assert_eq!(open_descriptors(&log), 1);
     drop(body);
-    let mut closed = false;
-    for _ in 0..300 {
-        if open_descriptors(&log) == 0 {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(closed, "the agent still reads the log after the client left");
+    let closed = corral_testkit::within_patience(async || (open_descriptors(&log) == 0).then_some(())).await;
+    assert!(closed.is_some(), "the agent still reads the log after the client left");
 }
 
 #[tokio::test]

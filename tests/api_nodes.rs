@@ -4,27 +4,28 @@
 
 mod api_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api_support::TestServer;
+use corral_testkit::{eventually, within_patience};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const NODES: &str = "/apis/corral.dev/v1/nodes";
 const LEASES: &str = "/apis/corral.dev/v1/namespaces/corral-system/leases";
 const TASKS: &str = "/apis/corral.dev/v1/namespaces/default/tasks";
-const PATIENCE: Duration = Duration::from_secs(60);
-
 async fn wait_for(s: &TestServer, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let mut last = Value::Null;
+    let found = within_patience(async || {
         let (code, v) = s.get(path).await;
         if code == StatusCode::OK && pred(&v) {
-            return v;
+            return Some(v);
         }
-        assert!(Instant::now() < deadline, "waited in vain for {what}; last: {v:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        last = v;
+        None
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("waited in vain for {what}; last: {last:#}"))
 }
 
 async fn renew(s: &TestServer, node: &str) {
@@ -45,16 +46,16 @@ async fn renew(s: &TestServer, node: &str) {
 
 /// Renews the node's lease until the controller calls the node Ready.
 async fn beat_until_ready(s: &TestServer, node: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let mut last = Value::Null;
+    let ready = within_patience(async || {
         renew(s, node).await;
         let (_, n) = s.get(&format!("{NODES}/{node}")).await;
-        if phase(&n) == "Ready" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node never became Ready: {n:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let ready = phase(&n) == "Ready";
+        last = n;
+        ready.then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "node never became Ready: {last:#}");
 }
 
 fn phase(v: &Value) -> &str {
@@ -63,7 +64,7 @@ fn phase(v: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_without_heartbeats_become_unreachable_and_their_tasks_lost() {
-    let s = TestServer::start_with(|c| c.node_grace_period = Duration::from_secs(1)).await;
+    let s = TestServer::start_with(|o| o.node_grace_period = Duration::from_secs(1)).await;
     let (code, ns) = s.get("/apis/corral.dev/v1/namespaces/corral-system").await;
     assert_eq!(code, StatusCode::OK, "the lease namespace exists from the start: {ns}");
     let (code, body) =
@@ -101,11 +102,10 @@ async fn nodes_without_heartbeats_become_unreachable_and_their_tasks_lost() {
     assert_eq!(lost.pointer("/status/reason"), Some(&json!("NodeUnreachable")));
     let (_, done) = s.get(&format!("{TASKS}/done")).await;
     assert_eq!(phase(&done), "FINISHED", "terminal tasks are left alone: {done:#}");
-    let deadline = Instant::now() + PATIENCE;
-    while s.get(&format!("{TASKS}/stuck")).await.0 != StatusCode::NOT_FOUND {
-        assert!(Instant::now() < deadline, "the deletion of a task of an unreachable node never completed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the deletion of a task of an unreachable node completes", async || {
+        (s.get(&format!("{TASKS}/stuck")).await.0 == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
 
     // Beating again makes it Ready; the LOST task stays LOST.
     beat_until_ready(&s, "n1").await;

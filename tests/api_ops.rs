@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use api_support::{CMS, TestServer, cm};
 use async_trait::async_trait;
-use corral::server::{AppState, app};
 use corral_api::{Registry, Selector};
+use corral_server::{AppState, app};
 use corral_store::{
     DeleteOutcome, Error, Event, EventType, Key, ListResult, Result, Storage, StoreStats, StoredObject, UpdateOutcome,
     WatchEvent, WatchRequest, WatchStream,

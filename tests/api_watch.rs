@@ -90,7 +90,7 @@ async fn a_watch_without_a_revision_starts_with_the_current_objects() {
 
 #[tokio::test]
 async fn bookmarks_arrive_when_asked_for() {
-    let s = TestServer::start_with(|c| c.bookmark_interval = Duration::from_millis(20)).await;
+    let s = TestServer::start_with(|o| o.server.bookmark_interval = Duration::from_millis(20)).await;
     let from = s.revision().await;
     let mut watch = s.watch(&format!("{CMS}?watch=true&resourceVersion={from}&allowWatchBookmarks=true")).await;
     let ev = watch.next().await.expect("stream stays open");

@@ -3,12 +3,14 @@
 
 mod cli_support;
 
-use corral::client::{Client, Deleted, ListParams, Patch, WatchEvent, WatchParams, WriteParams};
+use std::sync::Arc;
+
 use corral_api::KindInfo;
+use corral_client::{Client, DeleteParams, Deleted, ListParams, Patch, WatchEvent, WatchParams, WriteParams};
 use futures::StreamExt;
 use serde_json::json;
 
-async fn configmaps(client: &Client) -> KindInfo {
+async fn configmaps(client: &Client) -> Arc<KindInfo> {
     client.kinds().await.unwrap().into_iter().find(|k| k.plural == "configmaps").unwrap()
 }
 
@@ -20,7 +22,7 @@ fn rt() -> tokio::runtime::Runtime {
 fn api_errors_carry_code_reason_message_and_causes() {
     let env = cli_support::Env::start();
     rt().block_on(async {
-        let client = Client::new(&env.url).unwrap();
+        let client = Client::http(&env.url).unwrap();
         let cm = configmaps(&client).await;
 
         let err = client.get(&cm, Some("default"), "absent").await.unwrap_err();
@@ -42,7 +44,7 @@ fn api_errors_carry_code_reason_message_and_causes() {
 fn apply_patch_reports_creation_and_delete_reports_finalizers() {
     let env = cli_support::Env::start();
     rt().block_on(async {
-        let client = Client::new(&env.url).unwrap();
+        let client = Client::http(&env.url).unwrap();
         let cm = configmaps(&client).await;
         let manifest = json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
             "metadata": {"name": "f", "namespace": "default", "finalizers": ["test.corral.dev/hold"]},
@@ -54,7 +56,7 @@ fn apply_patch_reports_creation_and_delete_reports_finalizers() {
         assert!(!again.created);
         assert_eq!(again.object.metadata.resource_version, w.object.metadata.resource_version, "nothing changed");
 
-        match client.delete(&cm, Some("default"), "f", &WriteParams::default()).await.unwrap() {
+        match client.delete(&cm, Some("default"), "f", &DeleteParams::default()).await.unwrap() {
             Deleted::Pending(o) => assert!(o.metadata.deletion_timestamp.is_some()),
             Deleted::Gone(_) => panic!("a finalizer remains: the delete must be pending"),
         }
@@ -69,7 +71,7 @@ fn apply_patch_reports_creation_and_delete_reports_finalizers() {
 fn watch_streams_changes_and_a_compacted_revision_is_gone() {
     let env = cli_support::Env::start();
     rt().block_on(async {
-        let client = Client::new(&env.url).unwrap();
+        let client = Client::http(&env.url).unwrap();
         let cm = configmaps(&client).await;
         let list = client.list(&cm, None, &ListParams::default()).await.unwrap();
         let from = list.metadata.resource_version.clone().unwrap();
@@ -100,7 +102,7 @@ fn watch_streams_changes_and_a_compacted_revision_is_gone() {
 
 #[test]
 fn bad_server_urls_are_refused_with_advice() {
-    let err = Client::new("localhost:7070").unwrap_err().to_string();
+    let err = Client::http("localhost:7070").unwrap_err().to_string();
     assert!(err.contains("--server"), "{err}");
-    assert!(Client::new("not a url").is_err());
+    assert!(Client::http("not a url").is_err());
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use cli_support::Run;
-use corral_agent::image::testing;
+use corral_testkit::busybox as testing;
 
 /// Runs `corral image args... --work-dir <work>` in `dir`.
 fn image(dir: &Path, args: &[&str]) -> Run {

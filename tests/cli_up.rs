@@ -5,11 +5,8 @@
 mod agent_support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-const PATIENCE: Duration = Duration::from_secs(90);
 
 fn corral(url: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_corral"))
@@ -28,15 +25,8 @@ fn corral(url: &str, args: &[&str]) -> (i32, String, String) {
 }
 
 fn wait_until(what: &str, mut check: impl FnMut() -> bool, log: &std::path::Path) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "waited in vain for {what}\ncorral up log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let what = format!("{what}\ncorral up log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    corral_testkit::eventually_blocking(&what, || check().then_some(()));
 }
 
 #[test]
@@ -102,14 +92,7 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
     // SIGTERM stops server and agent cleanly.
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(s) = up.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "corral up did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = corral_testkit::eventually_blocking("corral up stops on SIGTERM", || up.try_wait().expect("wait"));
     assert!(status.success(), "corral up exited with {status}");
     agent_support::cleanup_work_dir(&work);
 }

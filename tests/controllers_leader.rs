@@ -5,11 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use corral::server::{AppState, app, in_process::InProcess};
 use corral_api::Registry;
-use corral_runtime::{Client, LeaderConfig, LeaderElector};
+use corral_api::kinds::Lease;
+use corral_api::kinds::namespace::{Namespace, NamespaceSpec};
+use corral_client::{Api, Client};
+use corral_runtime::{LeaderConfig, LeaderElector};
+use corral_server::in_process::InProcess;
+use corral_server::{AppState, app};
 use corral_store::{SledStore, Storage};
-use serde_json::json;
 
 #[derive(Default)]
 struct Stage {
@@ -53,15 +56,10 @@ async fn until(what: &str, stage: &Mutex<Stage>, changed: &tokio::sync::Notify, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("corral_runtime=debug").try_init();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), Default::default()).unwrap());
     let client = Client::new(Arc::new(InProcess::new(app(AppState::new(store, Arc::new(Registry::builtin()))))));
-    let ns = client.kind("namespaces").await.unwrap();
-    client
-        .create(&ns, &json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": "default"}}))
-        .await
-        .unwrap();
+    Api::<Namespace>::all(client.clone()).create(&Namespace::new("default", NamespaceSpec {})).await.unwrap();
 
     // Generous against a loaded machine: a renewal would have to stall for over two
     // seconds before b could (rightly) take over from a live leader.
@@ -94,9 +92,8 @@ async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
         assert_eq!(s.turns, ["a", "b"]);
         assert!(!s.overlap, "two replicas acted at once");
     }
-    let leases = client.kind("leases").await.unwrap();
-    let l = client.get(&leases, Some("default"), "manager").await.unwrap().unwrap();
-    assert_eq!(l["spec"]["holderIdentity"], "b");
-    assert_eq!(l["spec"]["leaseTransitions"], 1);
+    let l = Api::<Lease>::namespaced(client.clone(), "default").get("manager").await.unwrap();
+    assert_eq!(l.spec.holder_identity.as_deref(), Some("b"));
+    assert_eq!(l.spec.lease_transitions, Some(1));
     b.abort();
 }

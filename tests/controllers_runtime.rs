@@ -9,56 +9,33 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use corral::server::{AppState, ServerConfig, app, in_process::InProcess};
-use corral_api::Registry;
-use corral_runtime::transport::{Response, Transport};
-use corral_runtime::{Action, Change, Client, Controller, Reflector};
+use corral_api::kinds::namespace::{Namespace, NamespaceSpec};
+use corral_api::kinds::{ConfigMap, ConfigMapSpec};
+use corral_api::{ApiObject, Registry};
+use corral_client::{Api, Client, DeleteParams, ListParams, Response, Transport};
+use corral_runtime::{Action, CancellationToken, Change, Controller, Reflector};
+use corral_server::in_process::InProcess;
+use corral_server::{AppState, ServerConfig, app};
 use corral_store::{Options, SledStore, Storage};
+use corral_testkit::eventually;
 use futures::StreamExt;
-use serde_json::{Value, json};
 use tokio::sync::watch;
 
-fn cm(name: &str, v: &str) -> Value {
-    json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
-           "metadata": {"name": name, "namespace": "default"}, "spec": {"data": {"v": v}}})
+fn cm(name: &str, v: &str) -> ConfigMap {
+    ConfigMap::namespaced("default", name, ConfigMapSpec { data: [("v".to_string(), v.to_string())].into() })
 }
 
-/// A real server on 127.0.0.1:0 with sled in a temp dir, and an HTTP client of it.
-async fn serve() -> (tempfile::TempDir, corral::server::RunningServer, Client) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = corral::server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
-    let client = Client::http(&format!("http://{}", server.addr())).unwrap();
-    (dir, server, client)
+/// A real control plane on 127.0.0.1:0 with sled in a temp dir, and typed access to
+/// its ConfigMaps over HTTP.
+async fn serve() -> (corral_testkit::TestServer, Client, Api<ConfigMap>) {
+    let server = corral_testkit::TestServer::start().await;
+    let client = server.client();
+    let cms = Api::namespaced(client.clone(), "default");
+    (server, client, cms)
 }
 
-/// Polls `cond` (bounded: a guard against hanging, not a timing assertion).
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never happened: {what}");
-}
-
-fn names(cache: &corral_runtime::Cache) -> BTreeMap<String, String> {
-    cache
-        .list()
-        .iter()
-        .map(|o| {
-            (
-                o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-                o["spec"]["data"]["v"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
+fn names(cache: &corral_runtime::Cache<ConfigMap>) -> BTreeMap<String, String> {
+    cache.list().iter().map(|o| (o.name().to_string(), o.spec.data.get("v").cloned().unwrap_or_default())).collect()
 }
 
 #[tokio::test]
@@ -70,40 +47,40 @@ async fn reflector_resumes_after_a_server_restart_without_missing_or_repeating()
         data_dir: dir.path().join("data"),
         ..ServerConfig::default()
     };
-    let server = corral::server::start(cfg.clone()).await.unwrap();
+    let server = corral_server::start(cfg.clone()).await.unwrap();
     let client = Client::http(&format!("http://127.0.0.1:{port}")).unwrap();
-    let kind = client.kind("configmaps").await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..3 {
-        client.create(&kind, &cm(&format!("a{i}"), "1")).await.unwrap();
+        cms.create(&cm(&format!("a{i}"), "1")).await.unwrap();
     }
     let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
-    let reflector = Reflector::new(client.clone(), kind.clone(), None, "");
+    let reflector = Reflector::new(Api::<ConfigMap>::all(client.clone()), ListParams::default());
     let cache = reflector.cache();
-    let (stop, stopped) = watch::channel(false);
+    let stop = CancellationToken::new();
     let s = seen.clone();
-    let task = tokio::spawn(reflector.run(stopped, move |c: Change| {
+    let task = tokio::spawn(reflector.run(stop.clone(), move |c: Change<ConfigMap>| {
         let o = c.object();
-        let rv = o["metadata"]["resourceVersion"].as_str().unwrap_or("0").parse().unwrap_or(0);
-        s.lock().unwrap().push((o["metadata"]["name"].as_str().unwrap_or_default().to_string(), rv));
+        s.lock().unwrap().push((o.name().to_string(), o.revision()));
     }));
     cache.wait_synced().await;
     assert_eq!(cache.len(), 3);
 
     server.shutdown().await.unwrap();
-    let server = corral::server::start(cfg).await.unwrap();
-    client.create(&kind, &cm("a3", "1")).await.unwrap();
-    client.update(&kind, &cm("a0", "2")).await.unwrap();
-    client.delete(&kind, Some("default"), "a1").await.unwrap();
-    eventually("cache follows the restarted server", || {
-        names(&cache)
-            == BTreeMap::from([("a0".into(), "2".into()), ("a2".into(), "1".into()), ("a3".into(), "1".into())])
+    let server = corral_server::start(cfg).await.unwrap();
+    cms.create(&cm("a3", "1")).await.unwrap();
+    cms.update(&cm("a0", "2")).await.unwrap();
+    cms.delete("a1", &DeleteParams::default()).await.unwrap();
+    eventually("cache follows the restarted server", || async {
+        (names(&cache)
+            == BTreeMap::from([("a0".into(), "2".into()), ("a2".into(), "1".into()), ("a3".into(), "1".into())]))
+        .then_some(())
     })
     .await;
     let seen = seen.lock().unwrap().clone();
     let unique: HashSet<_> = seen.iter().cloned().collect();
     assert_eq!(unique.len(), seen.len(), "a change was delivered twice: {seen:?}");
     assert_eq!(seen.len(), 6, "3 listed + 3 changes: {seen:?}");
-    stop.send(true).unwrap();
+    stop.cancel();
     task.await.unwrap();
     server.shutdown().await.unwrap();
 }
@@ -118,7 +95,7 @@ struct Gated {
 
 #[async_trait]
 impl Transport for Gated {
-    async fn send(&self, request: http::Request<Bytes>) -> corral_runtime::Result<Response> {
+    async fn send(&self, request: http::Request<Bytes>) -> corral_client::Result<Response> {
         let mut open = self.open.clone();
         let _ = open.wait_for(|o| *o).await;
         let resp = self.inner.send(request).await?;
@@ -127,7 +104,11 @@ impl Transport for Gated {
         let body = resp.body.take_until(async move {
             let _ = cut.changed().await;
         });
-        Ok(Response { status: resp.status, body: body.boxed() })
+        Ok(Response { status: resp.status, headers: resp.headers, body: body.boxed() })
+    }
+
+    fn server(&self) -> String {
+        "gated".into()
     }
 }
 
@@ -140,23 +121,19 @@ async fn forced_compaction_makes_the_reflector_relist_correctly() {
     let (open_tx, open) = watch::channel(true);
     let (cut_tx, cut) = watch::channel(0u64);
     let client = Client::new(Arc::new(Gated { inner: InProcess::new(router), open, cut }));
-    let ns = client.kind("namespaces").await.unwrap();
-    client
-        .create(&ns, &json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": "default"}}))
-        .await
-        .unwrap();
-    let kind = client.kind("configmaps").await.unwrap();
+    Api::<Namespace>::all(client.clone()).create(&Namespace::new("default", NamespaceSpec {})).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..4 {
-        client.create(&kind, &cm(&format!("b{i}"), "1")).await.unwrap();
+        cms.create(&cm(&format!("b{i}"), "1")).await.unwrap();
     }
-    let reflector = Reflector::new(client.clone(), kind.clone(), None, "");
+    let reflector = Reflector::new(Api::<ConfigMap>::all(client.clone()), ListParams::default());
     let cache = reflector.cache();
     let deleted: Arc<Mutex<Vec<String>>> = Arc::default();
     let d = deleted.clone();
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(reflector.run(stopped, move |c: Change| {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(reflector.run(stop.clone(), move |c: Change<ConfigMap>| {
         if let Change::Deleted(o) = c {
-            d.lock().unwrap().push(o["metadata"]["name"].as_str().unwrap_or_default().to_string());
+            d.lock().unwrap().push(o.name().to_string());
         }
     }));
     cache.wait_synced().await;
@@ -165,53 +142,50 @@ async fn forced_compaction_makes_the_reflector_relist_correctly() {
     // Disconnect the reflector and keep it out while the log moves on and is compacted.
     open_tx.send(false).unwrap();
     cut_tx.send(1).unwrap();
-    store.create(corral_store::Key::namespaced("corral.dev/configmaps", "default", "b9"), cm("b9", "1")).await.unwrap();
-    store.delete(corral_store::Key::namespaced("corral.dev/configmaps", "default", "b0"), None).await.unwrap();
-    store
-        .update(corral_store::Key::namespaced("corral.dev/configmaps", "default", "b1"), cm("b1", "2"), None)
-        .await
-        .unwrap();
+    let json = |o: &ConfigMap| serde_json::to_value(o).unwrap();
+    let key = |n: &str| corral_store::Key::namespaced("corral.dev/configmaps", "default", n);
+    store.create(key("b9"), json(&cm("b9", "1"))).await.unwrap();
+    store.delete(key("b0"), None).await.unwrap();
+    store.update(key("b1"), json(&cm("b1", "2")), None).await.unwrap();
     let now = store.stats().revision;
     store.compact(now).await.unwrap();
     open_tx.send(true).unwrap();
 
-    eventually("cache re-listed after Gone", || {
-        names(&cache)
+    eventually("cache re-listed after Gone", || async {
+        (names(&cache)
             == BTreeMap::from([
                 ("b1".into(), "2".into()),
                 ("b2".into(), "1".into()),
                 ("b3".into(), "1".into()),
                 ("b9".into(), "1".into()),
-            ])
+            ]))
+        .then_some(())
     })
     .await;
     assert_eq!(*deleted.lock().unwrap(), ["b0"], "the re-list reports what disappeared");
     assert_eq!(cache.revision(), now);
-    stop.send(true).unwrap();
+    stop.cancel();
     task.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_recreates_owned_objects_and_never_reconciles_one_object_concurrently() {
-    let (_dir, server, client) = serve().await;
-    let kind = client.kind("configmaps").await.unwrap();
+    let (server, client, cms) = serve().await;
 
     struct Ctx {
-        client: Client,
-        kind: Arc<corral_api::KindInfo>,
+        cms: Api<ConfigMap>,
         in_flight: Mutex<HashSet<String>>,
         overlap: AtomicBool,
         reconciles: AtomicU64,
     }
     let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        kind: kind.clone(),
+        cms: cms.clone(),
         in_flight: Mutex::default(),
         overlap: AtomicBool::new(false),
         reconciles: AtomicU64::new(0),
     });
-    let reconcile = |obj: Arc<Value>, ctx: Arc<Ctx>| async move {
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let reconcile = |obj: Arc<ConfigMap>, ctx: Arc<Ctx>| async move {
+        let name = obj.name().to_string();
         if !ctx.in_flight.lock().unwrap().insert(name.clone()) {
             ctx.overlap.store(true, Ordering::SeqCst);
         }
@@ -222,13 +196,14 @@ async fn controller_recreates_owned_objects_and_never_reconciles_one_object_conc
             Ok(Action::await_change())
         } else {
             let child = format!("{name}-child");
-            match ctx.client.get(&ctx.kind, Some("default"), &child).await {
+            match ctx.cms.get_opt(&child).await {
                 Ok(Some(_)) => Ok(Action::await_change()),
                 Ok(None) => {
                     let mut c = cm(&child, "child");
-                    c["metadata"]["ownerReferences"] = json!([{"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
-                        "name": name, "uid": obj["metadata"]["uid"], "controller": true}]);
-                    ctx.client.create(&ctx.kind, &c).await.map(|_| Action::await_change())
+                    let mut owner = corral_runtime::owner_reference(&*obj, true).unwrap();
+                    owner.block_owner_deletion = None;
+                    c.metadata.owner_references = vec![owner];
+                    ctx.cms.create(&c).await.map(|_| Action::await_change())
                 }
                 Err(e) => Err(e),
             }
@@ -237,73 +212,70 @@ async fn controller_recreates_owned_objects_and_never_reconciles_one_object_conc
         result
     };
     let controller =
-        Controller::new(client.clone(), kind.clone(), Some("default".into())).owns(kind.clone()).concurrency(4);
+        Controller::new(cms.clone(), ListParams::default()).owns(cms.clone(), ListParams::default()).concurrency(4);
     let cache = controller.cache();
-    let (stop, stopped) = watch::channel(false);
+    let stop = CancellationToken::new();
     let run = tokio::spawn(controller.run(
         reconcile,
-        |_obj: &Arc<Value>, _e: &corral_runtime::Error, _ctx: &Arc<Ctx>| Action::requeue(Duration::from_millis(10)),
+        |_obj: &Arc<ConfigMap>, _e: &corral_client::Error, _ctx: &Arc<Ctx>| Action::requeue(Duration::from_millis(10)),
         ctx.clone(),
-        async move {
-            let mut s = stopped;
-            let _ = s.wait_for(|s| *s).await;
-        },
+        stop.clone(),
     ));
 
-    client.create(&kind, &cm("parent", "0")).await.unwrap();
+    cms.create(&cm("parent", "0")).await.unwrap();
     let child_ref = corral_runtime::ObjectRef::namespaced("corral.dev/configmaps", "default", "parent-child");
-    eventually("child created", || cache.get(&child_ref).is_some()).await;
-    let first_uid = cache.get(&child_ref).map(|c| c["metadata"]["uid"].clone());
-    client.delete(&kind, Some("default"), "parent-child").await.unwrap();
+    eventually("child created", || async { cache.get(&child_ref).map(|_| ()) }).await;
+    let first_uid = cache.get(&child_ref).map(|c| c.uid().to_string());
+    cms.delete("parent-child", &DeleteParams::default()).await.unwrap();
     // The child's deletion maps to its owner, which recreates it: a new incarnation.
-    eventually("child recreated", || {
-        cache.get(&child_ref).is_some_and(|c| Some(c["metadata"]["uid"].clone()) != first_uid)
+    eventually("child recreated", || async {
+        cache.get(&child_ref).is_some_and(|c| Some(c.uid().to_string()) != first_uid).then_some(())
     })
     .await;
     // A burst of changes to one object: merged, and never reconciled twice at once.
     for i in 0..40 {
-        client.update(&kind, &cm("parent", &i.to_string())).await.unwrap();
+        cms.update(&cm("parent", &i.to_string())).await.unwrap();
     }
-    eventually("burst reconciled", || ctx.reconciles.load(Ordering::SeqCst) >= 4).await;
+    eventually("burst reconciled", || async { (ctx.reconciles.load(Ordering::SeqCst) >= 4).then_some(()) }).await;
     assert!(!ctx.overlap.load(Ordering::SeqCst), "one object was reconciled twice at once");
-    stop.send(true).unwrap();
+    stop.cancel();
     run.await.unwrap();
-    server.shutdown().await.unwrap();
+    drop(client);
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn cache_indexes_follow_changes() {
-    let (_dir, server, client) = serve().await;
-    let kind = client.kind("configmaps").await.unwrap();
-    let owner = client.create(&kind, &cm("owner", "1")).await.unwrap();
-    let uid = owner["metadata"]["uid"].as_str().unwrap().to_string();
+    let (server, client, cms) = serve().await;
+    let owner = cms.create(&cm("owner", "1")).await.unwrap();
+    let uid = owner.uid().to_string();
     let mut a = cm("a", "1");
-    a["metadata"]["labels"] = json!({"app": "web"});
-    a["metadata"]["ownerReferences"] = json!([corral_runtime::owner_reference(&owner, true).unwrap()]);
-    client.create(&kind, &a).await.unwrap();
-    let reflector = Reflector::new(client.clone(), kind.clone(), None, "")
+    a.metadata.labels = [("app".to_string(), "web".to_string())].into();
+    a.metadata.owner_references = vec![corral_runtime::owner_reference(&owner, true).unwrap()];
+    cms.create(&a).await.unwrap();
+    let reflector = Reflector::new(Api::<ConfigMap>::all(client.clone()), ListParams::default())
         .index("owner", corral_runtime::by_owner_uid())
         .index("app", corral_runtime::by_label("app"));
     let cache = reflector.cache();
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(reflector.run(stopped, |_| {}));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(reflector.run(stop.clone(), |_| {}));
     cache.wait_synced().await;
-    let names = |v: Vec<Arc<Value>>| {
-        v.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()
-    };
+    let names = |v: Vec<Arc<ConfigMap>>| v.iter().map(|o| o.name().to_string()).collect::<Vec<_>>();
     assert_eq!(names(cache.by_index("owner", &uid)), ["a"]);
     assert_eq!(names(cache.by_index("app", "web")), ["a"]);
     // Relabel: the index moves with the object.
-    a["metadata"]["labels"] = json!({"app": "db"});
-    client.update(&kind, &a).await.unwrap();
-    eventually("index updated", || {
-        cache.by_index("app", "web").is_empty() && names(cache.by_index("app", "db")) == ["a"]
+    a.metadata.labels = [("app".to_string(), "db".to_string())].into();
+    cms.update(&a).await.unwrap();
+    eventually("index updated", || async {
+        (cache.by_index("app", "web").is_empty() && names(cache.by_index("app", "db")) == ["a"]).then_some(())
     })
     .await;
-    client.delete(&kind, Some("default"), "a").await.unwrap();
-    eventually("index emptied", || cache.by_index("owner", &uid).is_empty() && cache.by_index("app", "db").is_empty())
-        .await;
-    stop.send(true).unwrap();
+    cms.delete("a", &DeleteParams::default()).await.unwrap();
+    eventually("index emptied", || async {
+        (cache.by_index("owner", &uid).is_empty() && cache.by_index("app", "db").is_empty()).then_some(())
+    })
+    .await;
+    stop.cancel();
     task.await.unwrap();
-    server.shutdown().await.unwrap();
+    server.stop().await;
 }

@@ -4,13 +4,22 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 mod api_support;
+mod promtool_support;
+
+#[path = "../examples/tenant-controller/tenant.rs"]
+#[allow(dead_code)]
+mod tenant;
 
 use api_support::TestServer;
-use corral_runtime::Client;
-use serde_json::{Value, json};
+use corral_api::kinds::ConfigMap;
+use corral_api::kinds::Event;
+use corral_api::kinds::namespace::Namespace;
+use corral_client::{Api, DeleteParams, ListParams, Patch, WriteParams};
+use corral_testkit::eventually;
+use serde_json::json;
+use tenant::Tenant;
 
 struct Kill(Child);
 
@@ -26,15 +35,17 @@ fn corral(server: &str, args: &[&str]) {
     assert!(out.status.success(), "corral {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Polls until `probe` returns `Some` (bounded: a guard, not a timing assertion).
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..1500 {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("never happened: {what}");
+#[test]
+fn the_checked_in_definition_is_the_one_generated_from_the_rust_type() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/tenant-controller/crd.yaml");
+    let checked_in: serde_json::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let generated = serde_json::to_value(Tenant::custom_resource_definition()).unwrap();
+    assert_eq!(
+        checked_in,
+        generated,
+        "{} is stale: regenerate it with `cargo run --example tenant-controller -- crd`",
+        path.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,24 +69,25 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
     );
     corral(&url, &["apply", "-f", root.join("examples/tenant-controller/tenant.yaml").to_str().unwrap()]);
 
-    let client = Client::http(&url).unwrap();
-    let tenants = client.kind("tenants").await.unwrap();
-    let cms = client.kind("configmaps").await.unwrap();
-    let nss = client.kind("namespaces").await.unwrap();
-    let cm = eventually("settings provisioned", async || {
-        client.get(&cms, Some("tenant-payments"), "tenant-settings").await.unwrap()
+    let client = server.api();
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "tenant-payments");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let cm = eventually("settings provisioned", || async { cms.get_opt("tenant-settings").await.unwrap() }).await;
+    assert_eq!(serde_json::to_value(&cm.spec.data).unwrap(), json!({"tier": "gold", "region": "eu-west"}));
+    let t = eventually("status reported", || async {
+        tenants
+            .get_opt("payments")
+            .await
+            .unwrap()
+            .filter(|t| t.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Ready"))
     })
     .await;
-    assert_eq!(cm["spec"]["data"], json!({"tier": "gold", "region": "eu-west"}));
-    let t = eventually("status reported", async || {
-        client.get(&tenants, None, "payments").await.unwrap().filter(|t| t["status"]["phase"] == "Ready")
-    })
-    .await;
-    assert_eq!(t["status"]["namespace"], "tenant-payments");
-    assert_eq!(t["metadata"]["finalizers"], json!(["tenants.example.corral.dev/cleanup"]));
-    let events = client.kind("events").await.unwrap();
-    let list = client.list(&events, Some("default"), "").await.unwrap();
-    assert!(list.items.iter().any(|e| e["spec"]["reason"] == "NamespaceCreated"), "{:?}", list.items);
+    assert_eq!(t.status.as_ref().and_then(|s| s.namespace.as_deref()), Some("tenant-payments"));
+    assert_eq!(t.metadata.finalizers, ["tenants.example.corral.dev/cleanup"]);
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let list = events.list(&ListParams::default()).await.unwrap();
+    assert!(list.items.iter().any(|e| e.spec.reason == "NamespaceCreated"), "{:?}", list.items);
     // `corral get events` tabulates them like kubectl.
     let out =
         Command::new(env!("CARGO_BIN_EXE_corral")).args(["get", "events"]).env("CORRAL_SERVER", &url).output().unwrap();
@@ -83,6 +95,16 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
     let header = table.lines().next().unwrap_or_default();
     assert!(header.contains("TYPE") && header.contains("REASON") && header.contains("OBJECT"), "{table}");
     assert!(table.lines().any(|l| l.contains("NamespaceCreated") && l.contains("tenant/payments")), "{table}");
+    // The custom kind's own columns, from its definition.
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["get", "tenants"])
+        .env("CORRAL_SERVER", &url)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.contains("OWNER") && header.contains("PHASE") && header.contains("NAMESPACE"), "{table}");
+    assert!(table.lines().any(|l| l.contains("payments-team@example.com") && l.contains("Ready")), "{table}");
     // `corral describe` shows the events recorded about the tenant.
     let out = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["describe", "tenant", "payments"])
@@ -93,31 +115,28 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
     assert!(text.contains("Events:") && text.contains("NamespaceCreated"), "{text}");
     assert!(text.contains("tenants.example.corral.dev/cleanup"), "finalizer shown: {text}");
 
-    // The controller's own metrics.
+    // The controller's own metrics, from the runtime's exposition, valid for promtool.
     let text = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
     assert!(text.contains(r#"corral_controller_reconciles_total{controller="tenant-controller"}"#), "{text}");
     assert!(text.contains("corral_controller_reconcile_duration_seconds_bucket"), "{text}");
     assert!(text.contains("corral_controller_queue_depth"), "{text}");
+    promtool_support::promtool_check(&text);
 
     // An edit of the tenant reaches the ConfigMap.
-    client.patch_merge(&tenants, None, "payments", &json!({"spec": {"settings": {"tier": "platinum"}}})).await.unwrap();
-    eventually("edit followed", async || {
-        client
-            .get(&cms, Some("tenant-payments"), "tenant-settings")
+    let edit = json!({"spec": {"settings": {"tier": "platinum"}}});
+    tenants.patch("payments", Patch::Merge(&edit), &WriteParams::default()).await.unwrap();
+    eventually("edit followed", || async {
+        cms.get_opt("tenant-settings")
             .await
             .unwrap()
-            .filter(|c| c["spec"]["data"]["tier"] == "platinum")
+            .filter(|c| c.spec.data.get("tier").map(String::as_str) == Some("platinum"))
     })
     .await;
 
     // Deletion: the finalizer holds the tenant until its namespace is removed.
-    client.delete(&tenants, None, "payments").await.unwrap();
-    eventually("tenant gone", async || client.get(&tenants, None, "payments").await.unwrap().is_none().then_some(()))
-        .await;
-    let ns: Option<Value> = client.get(&nss, None, "tenant-payments").await.unwrap();
-    assert!(
-        ns.as_ref().is_none_or(|n| n["metadata"]["deletionTimestamp"].is_string()),
-        "namespace left behind: {ns:?}"
-    );
+    tenants.delete("payments", &DeleteParams::default()).await.unwrap();
+    eventually("tenant gone", || async { tenants.get_opt("payments").await.unwrap().is_none().then_some(()) }).await;
+    let ns = nss.get_opt("tenant-payments").await.unwrap();
+    assert!(ns.as_ref().is_none_or(|n| n.metadata.deletion_timestamp.is_some()), "namespace left behind: {ns:?}");
     server.stop().await;
 }

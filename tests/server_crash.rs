@@ -35,13 +35,10 @@ fn start(dir: &std::path::Path, port: u16) -> Server {
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
-    for _ in 0..400 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("server at {base} never became healthy");
+    corral_testkit::eventually(&format!("the server at {base} is healthy"), async || {
+        http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()).then_some(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,8 +182,9 @@ async fn not_found(uri: Uri) -> ApiError {
 /// server without waiting; [`RunningServer::shutdown`] waits.
 pub struct RunningServer {
     addr: SocketAddr,
-    state: AppState,
-    router: Router,
+    /// Both hold the store: dropped on shutdown, before the store is closed.
+    state: Option<AppState>,
+    router: Option<Router>,
     data_dir: PathBuf,
     store: Option<Arc<SledStore>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -201,13 +202,18 @@ impl RunningServer {
     /// A client of this server that hands requests straight to its router: same
     /// validation and semantics as over HTTP, no socket. What controllers running in
     /// the same process use.
+    ///
+    /// Drop its clones before [`RunningServer::shutdown`]: they hold the store open.
     pub fn client(&self) -> corral_client::Client {
-        corral_client::Client::new(Arc::new(in_process::InProcess::new(self.router.clone())))
+        let router = self.router.clone().unwrap_or_else(|| Router::new());
+        corral_client::Client::new(Arc::new(in_process::InProcess::new(router)))
     }
 
     /// Serves `registry` at `/metrics` too (a controller manager in this process).
     pub fn add_metrics(&self, registry: SharedRegistry) {
-        self.state.add_metrics(registry);
+        if let Some(state) = &self.state {
+            state.add_metrics(registry);
+        }
     }
 
     /// Stops accepting connections, ends open watches, lets in-flight requests
@@ -229,13 +235,20 @@ impl RunningServer {
         {
             tracing::warn!(error = %e, "custom resource definition task failed");
         }
+        // The last holders of the store but for in-process clients.
+        self.state = None;
+        self.router = None;
         if let Some(store) = self.store.take() {
             // Every connection, and with it every clone of the state, is gone once
             // the server task ends; should anything still hold the store (an
-            // in-process client not yet dropped), closing it still stops its writer.
+            // in-process client not yet dropped), closing it still stops its writer,
+            // but the data directory stays locked until that holder lets go.
             match Arc::try_unwrap(store) {
                 Ok(store) => store.shutdown().await,
-                Err(store) => store.close(),
+                Err(store) => {
+                    tracing::warn!("the store is still held (by an in-process client?): closing it without waiting");
+                    store.close()
+                }
             }
         }
         tracing::info!(data_dir = %self.data_dir.display(), "corral API server stopped");
@@ -246,7 +259,9 @@ impl RunningServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.state.close_watches();
+        if let Some(state) = &self.state {
+            state.close_watches();
+        }
     }
 }
 
@@ -301,8 +316,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "corral API server listening");
     Ok(RunningServer {
         addr,
-        state,
-        router,
+        state: Some(state),
+        router: Some(router),
         data_dir: cfg.data_dir,
         store: Some(store),
         stop: Some(stop),

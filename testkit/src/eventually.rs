@@ -1,6 +1,5 @@
 //! Waiting for a condition, bounded by [`crate::PATIENCE`].
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::PATIENCE;
@@ -9,20 +8,24 @@ use crate::PATIENCE;
 const POLL: Duration = Duration::from_millis(20);
 
 /// Waits until `check` returns `Some`, and returns what it returned; panics naming
-/// `what` (and what `check` last saw, through `describe`-style messages it may log)
-/// if [`PATIENCE`] runs out first.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
+/// `what` if [`PATIENCE`] runs out first.
+pub async fn eventually<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    match within_patience(check).await {
+        Some(v) => v,
+        None => panic!("{what}: not within {PATIENCE:?}"),
+    }
+}
+
+/// Waits until `check` returns `Some`, and returns it; `None` once [`PATIENCE`] has
+/// run out, for callers that add what they know to the failure.
+pub async fn within_patience<T>(mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(v) = check().await {
-            return v;
+            return Some(v);
         }
         if Instant::now() >= deadline {
-            panic!("{what}: not within {PATIENCE:?}");
+            return None;
         }
         tokio::time::sleep(POLL).await;
     }

@@ -14,7 +14,7 @@ pub mod busybox;
 mod eventually;
 mod server;
 
-pub use eventually::{eventually, eventually_blocking};
+pub use eventually::{eventually, eventually_blocking, within_patience};
 pub use server::{Options, TestServer};
 
 use std::time::Duration;

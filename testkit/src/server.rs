@@ -101,9 +101,19 @@ impl TestServer {
 
     /// Stops gracefully and starts again on the same data, with the same settings.
     pub async fn restart(mut self) -> Self {
+        let options = self.options.clone();
         self.shut_down().await;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        let options = self.options.clone();
+        Self::start_in(dir, options).await
+    }
+
+    /// Stops gracefully and starts again on the same data, with default settings
+    /// adjusted by `adjust` (a test that ran without a controller restarts with it).
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut Options)) -> Self {
+        let mut options = Options::default();
+        adjust(&mut options);
+        self.shut_down().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
         Self::start_in(dir, options).await
     }
 

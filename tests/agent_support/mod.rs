@@ -7,18 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corral::server::{RunningServer, ServerConfig};
+use corral_testkit::{PATIENCE, TestServer, within_patience};
 use serde_json::{Value, json};
 
-/// How long a test waits for something that should happen before failing. A bound so
-/// that a broken build fails instead of hanging, not a timing assertion.
-pub const PATIENCE: Duration = Duration::from_secs(90);
-
-/// A server, an agent process and its work dir.
+/// A control plane, an agent process and its work dir.
 pub struct Cluster {
-    pub server: Option<RunningServer>,
+    pub server: Option<TestServer>,
     pub url: String,
     pub dir: tempfile::TempDir,
     pub node: String,
@@ -38,18 +34,12 @@ impl Cluster {
     /// As [`Cluster::start`], with extra arguments for the agent.
     pub async fn start_with(node: &str, grace: Duration, agent_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.path().join("data"),
-            node_grace_period: grace,
-            ..ServerConfig::default()
-        };
-        let server = corral::server::start(cfg).await.expect("server starts");
-        let url = format!("http://{}", server.addr());
+        let server = TestServer::start_with(|o| o.node_grace_period = grace).await;
+        let url = server.base.clone();
         let work = dir.path().join("agent");
         let store = corral_agent::image::ImageStore::open(work.join("images")).expect("image store");
         let archive = dir.path().join("busybox.tar");
-        corral_agent::image::testing::busybox_oci_archive(&archive, "busybox:latest").expect("busybox archive");
+        corral_testkit::busybox::busybox_oci_archive(&archive, "busybox:latest").expect("busybox archive");
         store.import(&archive, None).expect("busybox imports");
         let mut c = Cluster {
             server: Some(server),
@@ -169,20 +159,27 @@ impl Cluster {
         format!("/apis/corral.dev/v1/namespaces/default/tasks/{name}")
     }
 
-    /// Polls `path` until `pred` holds; panics (with the agent's log) after PATIENCE.
+    /// Polls `path` until `pred` holds; panics (with the last state and the agent's
+    /// log) after PATIENCE.
     pub async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        let mut last = Value::Null;
-        while Instant::now() < deadline {
-            if let Some(v) = self.get(path).await {
-                if pred(&v) {
-                    return v;
-                }
-                last = v;
+        let last = std::sync::Mutex::new(Value::Null);
+        let found = within_patience(|| async {
+            let v = self.get(path).await?;
+            if pred(&v) {
+                return Some(v);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = v;
+            None
+        })
+        .await;
+        match found {
+            Some(v) => v,
+            None => panic!(
+                "waited in vain for {what}; last seen: {:#}\nagent log:\n{}",
+                last.lock().unwrap_or_else(|e| e.into_inner()),
+                self.agent_log()
+            ),
         }
-        panic!("waited in vain for {what}; last seen: {last:#}\nagent log:\n{}", self.agent_log());
     }
 
     /// Waits until task `name` has phase `phase`.
@@ -193,16 +190,20 @@ impl Cluster {
         .await
     }
 
+    /// Waits until `cond` holds; panics naming `what`, with the agent's log, after
+    /// PATIENCE.
+    pub async fn until(&self, what: &str, cond: impl Fn() -> bool) {
+        if within_patience(|| async { cond().then_some(()) }).await.is_none() {
+            panic!("never happened within {PATIENCE:?}: {what}\nagent log:\n{}", self.agent_log());
+        }
+    }
+
     /// Waits until the object at `path` is gone.
     pub async fn wait_gone(&self, path: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if self.get(path).await.is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let gone = within_patience(|| async { self.get(path).await.is_none().then_some(()) });
+        if gone.await.is_none() {
+            panic!("{path} was not deleted\nagent log:\n{}", self.agent_log());
         }
-        panic!("{path} was not deleted\nagent log:\n{}", self.agent_log());
     }
 
     /// Stops the server and the agent, and removes everything the agent's tasks left.
@@ -215,7 +216,7 @@ impl Cluster {
         }
         cleanup_work_dir(&self.work_dir());
         if let Some(s) = self.server.take() {
-            let _ = s.shutdown().await;
+            s.stop().await;
         }
     }
 }

@@ -1,71 +1,57 @@
-//! Shared by the `api_*` integration tests: a real server on 127.0.0.1:0 with a real
-//! sled store in a temporary directory, driven over HTTP with reqwest.
+//! Shared by the `api_*` integration tests: the test kit's control plane (a real
+//! server on 127.0.0.1:0 with a real sled store in a temporary directory, and the
+//! built-in controllers), driven over HTTP with reqwest.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::time::Duration;
-
-use corral::server::{RunningServer, ServerConfig};
+use corral_testkit::{Options, PATIENCE};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// Upper bound on waiting for one watch event: a guard against hanging forever, not a
-/// timing assertion.
-pub const EVENT_WAIT: Duration = Duration::from_secs(30);
-
 /// Base path of namespaced ConfigMaps in `default`.
 pub const CMS: &str = "/apis/corral.dev/v1/namespaces/default/configmaps";
 
-/// A running server and a client for it.
+/// A running control plane and an HTTP client for it.
 pub struct TestServer {
-    server: Option<RunningServer>,
+    inner: corral_testkit::TestServer,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// Client without proxies.
     pub client: reqwest::Client,
-    dir: tempfile::TempDir,
 }
 
 impl TestServer {
-    /// Starts a server with default settings in a fresh directory.
+    /// Starts a control plane with default settings in a fresh directory.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts a server after letting the test adjust its configuration.
-    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_in(dir, adjust).await
+    /// Starts a control plane after letting the test adjust its settings.
+    pub async fn start_with(adjust: impl FnOnce(&mut Options)) -> Self {
+        Self::wrap(corral_testkit::TestServer::start_with(adjust).await)
     }
 
-    async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut ServerConfig)) -> Self {
-        let mut cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().join("data"),
-            ..ServerConfig::default()
-        };
-        adjust(&mut cfg);
-        let server = corral::server::start(cfg).await.expect("server starts");
-        let base = format!("http://{}", server.addr());
+    fn wrap(inner: corral_testkit::TestServer) -> Self {
+        let base = inner.base.clone();
         let client = reqwest::Client::builder().no_proxy().build().expect("client");
-        TestServer { server: Some(server), base, client, dir }
+        TestServer { inner, base, client }
     }
 
-    /// Stops the server gracefully and starts a new one on the same data.
-    pub async fn restart(mut self) -> Self {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await.expect("clean shutdown");
-        }
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        Self::start_in(dir, |_| {}).await
+    /// Stops the server gracefully and starts a new one on the same data, with
+    /// default settings.
+    pub async fn restart(self) -> Self {
+        Self::wrap(self.inner.restart_with(|_| {}).await)
     }
 
     /// Stops the server gracefully.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await.expect("clean shutdown");
-        }
+    pub async fn stop(self) {
+        self.inner.stop().await;
+    }
+
+    /// A Corral client of the server.
+    pub fn api(&self) -> corral_client::Client {
+        self.inner.client()
     }
 
     /// Full URL of `path`.
@@ -152,7 +138,7 @@ impl Watch {
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();
                 return Some(serde_json::from_slice(&line).expect("each line is one JSON event"));
             }
-            let chunk = tokio::time::timeout(EVENT_WAIT, self.stream.next()).await.expect("watch event arrives");
+            let chunk = tokio::time::timeout(PATIENCE, self.stream.next()).await.expect("watch event arrives");
             match chunk {
                 Some(c) => self.buf.extend_from_slice(&c.expect("watch stream reads")),
                 None => {

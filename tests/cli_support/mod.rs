@@ -1,6 +1,6 @@
-//! Shared by the `cli_*` integration tests: a real API server on `127.0.0.1:0` with
-//! a real store in a temporary directory, and a way to run the real `corral` binary
-//! against it.
+//! Shared by the `cli_*` integration tests: the test kit's control plane (a real API
+//! server on `127.0.0.1:0` with a real store in a temporary directory, and the
+//! built-in controllers), and a way to run the real `corral` binary against it.
 
 #![allow(dead_code)]
 
@@ -10,33 +10,25 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use corral::server::{RunningServer, ServerConfig};
+pub use corral_testkit::PATIENCE;
+use corral_testkit::TestServer;
 
-/// How long a test waits for something that should happen promptly before failing.
-/// A bound so that a broken build fails instead of hanging, not a timing assertion.
-pub const PATIENCE: Duration = Duration::from_secs(60);
-
-/// One server per test, stopped when dropped.
+/// One control plane per test, stopped when dropped.
 pub struct Env {
     rt: tokio::runtime::Runtime,
-    server: Option<RunningServer>,
+    server: Option<TestServer>,
     dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
 }
 
 impl Env {
-    /// Starts a server with a fresh store.
+    /// Starts a control plane with a fresh store.
     pub fn start() -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            ..ServerConfig::default()
-        };
-        let server = rt.block_on(corral::server::start(cfg)).unwrap();
-        let url = format!("http://{}", server.addr());
+        let server = rt.block_on(TestServer::start());
+        let url = server.base.clone();
         std::fs::create_dir(dir.path().join("manifests")).unwrap();
         Env { rt, server: Some(server), dir, url }
     }
@@ -104,7 +96,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
-            let _ = self.rt.block_on(server.shutdown());
+            self.rt.block_on(server.stop());
         }
     }
 }

@@ -1,14 +1,24 @@
-//! `corral bench store` runs end to end (against a real etcd) and prints every figure
-//! the store issue asks for. Tiny sizes: this checks the benchmark works, it measures
-//! nothing and asserts no timing.
+//! `corral-bench store` runs end to end (against a real etcd) and prints every figure
+//! the store issue asks for; `corral-bench agent` likewise against real runc. Tiny
+//! sizes: this checks the benchmarks work, it measures nothing and asserts no timing.
+//!
+//! The `corral` executable under test is the one cargo builds beside `corral-bench`
+//! (`cargo test --workspace` builds both).
 
+use std::path::PathBuf;
 use std::process::Command;
 
-/// Runs `corral bench ARGS`, checks it succeeded and returns what it printed.
+/// Runs `corral-bench ARGS`, checks it succeeded and returns what it printed.
 fn bench(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .arg("bench")
+    let corral = PathBuf::from(env!("CARGO_BIN_EXE_corral-bench")).with_file_name("corral");
+    assert!(
+        corral.is_file(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        corral.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_corral-bench"))
         .args(args)
+        .env("CORRAL_BIN", &corral)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run corral bench");
