@@ -107,7 +107,7 @@ impl Runnable for NodeLifecycle {
         controller
             .watches_reflector(leases, move |l: &Lease| node_of(&l.metadata.name))
             .watches_reflector(tasks, move |t: &Task| {
-                t.spec.node_name.as_deref().map(|n| node_of_task(n)).unwrap_or_default()
+                t.spec.node_name.as_deref().map(&node_of_task).unwrap_or_default()
             })
             .with_metrics(self.metrics.clone())
             .run(reconcile, error_policy, ctx, shutdown)

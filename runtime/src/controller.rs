@@ -129,10 +129,14 @@ impl ControllerMetrics {
     }
 }
 
+/// Starts a secondary reflector feeding `queue`, counting its events, until cancelled.
+type RunSecondary =
+    Box<dyn FnOnce(Arc<WorkQueue<ObjectRef>>, CancellationToken, Counter) -> BoxFuture<'static, ()> + Send>;
+
 /// A reflector of another kind, type-erased: it feeds the queue through its mapping.
 struct Secondary {
     cache_synced: Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>,
-    run: Box<dyn FnOnce(Arc<WorkQueue<ObjectRef>>, CancellationToken, Counter) -> BoxFuture<'static, ()> + Send>,
+    run: RunSecondary,
 }
 
 impl Secondary {

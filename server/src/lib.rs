@@ -205,7 +205,7 @@ impl RunningServer {
     ///
     /// Drop its clones before [`RunningServer::shutdown`]: they hold the store open.
     pub fn client(&self) -> corral_client::Client {
-        let router = self.router.clone().unwrap_or_else(|| Router::new());
+        let router = self.router.clone().unwrap_or_default();
         corral_client::Client::new(Arc::new(in_process::InProcess::new(router)))
     }
 

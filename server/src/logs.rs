@@ -45,7 +45,7 @@ pub(super) async fn serve(state: &AppState, namespace: &str, name: &str, uri: &U
     let params = LogParams::from_query(q.follow.as_deref(), q.tail_lines.as_deref(), q.stream.as_deref(), "tailLines")
         .map_err(ApiError::bad_request)?;
     let (follow, tail, stream) = (params.follow, params.tail_lines, params.stream.as_str());
-    let task = read(&state, "tasks", Some(namespace), name).await?;
+    let task = read(state, "tasks", Some(namespace), name).await?;
     let uid = task.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
     let Some(node_name) = task.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
         return Err(ApiError::conflict(format!(
@@ -53,7 +53,7 @@ pub(super) async fn serve(state: &AppState, namespace: &str, name: &str, uri: &U
         ))
         .with_details(task_details(name)));
     };
-    let node = read(&state, "nodes", None, node_name).await.map_err(|e| {
+    let node = read(state, "nodes", None, node_name).await.map_err(|e| {
         if e.code == StatusCode::NOT_FOUND {
             ApiError::not_found(format!("task {name:?} is bound to node {node_name:?}, which does not exist"))
                 .with_details(task_details(name))
