@@ -19,9 +19,12 @@ up: build
 test: setup
 	$(CARGO) test --workspace
 
+# The benchmarks are a binary of their own (corral-bench), so `make up` never builds them.
 bench: build
-	./target/release/corral bench store
-	./target/release/corral bench agent
+	$(CARGO) build --release -p corral-bench
+	./target/release/corral-bench store
+	./target/release/corral-bench controller
+	./target/release/corral-bench agent
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
