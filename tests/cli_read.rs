@@ -198,3 +198,20 @@ fn errors_say_what_and_what_to_do_without_debug_output() {
     assert!(!err.contains("Error {") && !err.contains("kind:"), "no debug formatting: {r}");
     assert_eq!(err.lines().count(), 1, "{r}");
 }
+
+#[test]
+fn get_selects_by_field_and_rejects_a_bad_field_selector() {
+    let env = Env::start();
+    seed(&env);
+    assert_eq!(
+        env.ok(&["get", "cm", "-A", "--field-selector", "metadata.name=web", "-o", "name"]),
+        "configmap/web\n"
+    );
+    assert_eq!(
+        env.ok(&["get", "cm", "-A", "--field-selector", "metadata.namespace!=default", "-o", "name"]),
+        "configmap/other\n"
+    );
+    let r = env.run(&["get", "cm", "--field-selector", "metadata.name"]);
+    assert_eq!(r.code(), 1, "{r}");
+    assert!(r.stderr().contains("metadata.name") && r.stderr().contains("field selector"), "{r}");
+}
