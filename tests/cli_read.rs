@@ -203,10 +203,7 @@ fn errors_say_what_and_what_to_do_without_debug_output() {
 fn get_selects_by_field_and_rejects_a_bad_field_selector() {
     let env = Env::start();
     seed(&env);
-    assert_eq!(
-        env.ok(&["get", "cm", "-A", "--field-selector", "metadata.name=web", "-o", "name"]),
-        "configmap/web\n"
-    );
+    assert_eq!(env.ok(&["get", "cm", "-A", "--field-selector", "metadata.name=web", "-o", "name"]), "configmap/web\n");
     assert_eq!(
         env.ok(&["get", "cm", "-A", "--field-selector", "metadata.namespace!=default", "-o", "name"]),
         "configmap/other\n"

@@ -152,20 +152,29 @@ pub trait ApiObject {
     }
 }
 
-impl ApiObject for DynamicObject {
-    fn api_version(&self) -> &str {
-        &self.api_version
-    }
-    fn kind(&self) -> &str {
-        &self.kind
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+/// Implements [`ApiObject`] for a type with `api_version`, `kind` and `metadata`
+/// fields (every object type of this crate has them).
+macro_rules! impl_api_object {
+    ($t:ty $(, generics <$($g:ident $(: $bound:path)?),+>)?) => {
+        impl$(<$($g $(: $bound)?),+>)? $crate::meta::ApiObject for $t {
+            fn api_version(&self) -> &str {
+                &self.api_version
+            }
+            fn kind(&self) -> &str {
+                &self.kind
+            }
+            fn meta(&self) -> &$crate::meta::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut $crate::meta::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
 }
+pub(crate) use impl_api_object;
+
+impl_api_object!(DynamicObject);
 
 /// An object of any kind read for its metadata alone: everything else in the document
 /// is skipped while decoding, without being built. What a controller that only looks
@@ -184,20 +193,7 @@ pub struct PartialObject {
     pub metadata: ObjectMeta,
 }
 
-impl ApiObject for PartialObject {
-    fn api_version(&self) -> &str {
-        &self.api_version
-    }
-    fn kind(&self) -> &str {
-        &self.kind
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+impl_api_object!(PartialObject);
 
 /// Any object as JSON with typed metadata: what the store, the server and dynamic
 /// clients handle, whatever the kind.

@@ -51,20 +51,7 @@ where
     }
 }
 
-impl<S: Default, St> ApiObject for Object<S, St> {
-    fn api_version(&self) -> &str {
-        &self.api_version
-    }
-    fn kind(&self) -> &str {
-        &self.kind
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::meta::impl_api_object!(Object<S, St>, generics <S: Default, St>);
 
 /// The desired-state type of a kind, which names the kind: implement it for a `spec`
 /// struct (serde + schemars), and `Object<Spec, Spec::Status>` is a [`Resource`] —

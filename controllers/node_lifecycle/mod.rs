@@ -137,6 +137,9 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> corral_client::Result<Acti
     let tasks: Vec<&Task> = tasks.iter().map(|t| &**t).collect();
     let phase = node.status.as_ref().map(|s| s.phase);
     let plan = decide::decide(phase, &observed, now, ctx.grace, &tasks);
+    let task_of = |ns: &str, name: &str| {
+        tasks.iter().find(|t| t.metadata.name == name && t.metadata.namespace.as_deref() == Some(ns)).copied()
+    };
     for step in plan.steps {
         // A conflict or a vanished object means something newer is on its way: the
         // event it brings reconciles the node again.
@@ -151,25 +154,17 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> corral_client::Result<Acti
                 ctx.nodes.update_status(&updated).await.map(drop)
             }
             Step::MarkLost(ns, task) => {
-                let Some(t) =
-                    tasks.iter().find(|t| t.metadata.name == *task && t.metadata.namespace.as_ref() == Some(ns))
-                else {
-                    continue;
-                };
+                let Some(t) = task_of(ns, task) else { continue };
                 tracing::info!(task = task.as_str(), node = name, "task LOST: its node is unreachable");
-                let mut updated = (*t).clone();
+                let mut updated = t.clone();
                 let status = updated.status.take().unwrap_or_default();
                 updated.status = Some(decide::lost(status, name, corral_api::meta::now_timestamp()));
                 ctx.tasks.update_status(&updated).await.map(drop)
             }
             Step::Release(ns, task) => {
-                let Some(t) =
-                    tasks.iter().find(|t| t.metadata.name == *task && t.metadata.namespace.as_ref() == Some(ns))
-                else {
-                    continue;
-                };
+                let Some(t) = task_of(ns, task) else { continue };
                 tracing::info!(task = task.as_str(), "releasing a deleted task of an unreachable node");
-                let mut updated = (*t).clone();
+                let mut updated = t.clone();
                 updated.metadata.remove_finalizer(AGENT_FINALIZER);
                 ctx.tasks.update(&updated).await.map(drop)
             }
