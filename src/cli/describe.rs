@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use corral_api::apply::LAST_APPLIED_ANNOTATION;
+use corral_api::kinds::{Event, EventType};
 use corral_api::{DynamicObject, KindInfo};
+use corral_client::{Api, ListParams};
 
 use super::Ctx;
 use super::args::DescribeArgs;
@@ -40,30 +42,35 @@ pub(crate) async fn run(ctx: &Ctx, args: DescribeArgs) -> anyhow::Result<u8> {
 }
 
 /// The `Events:` section: events recorded about this incarnation of the object,
-/// oldest first. Best effort: describing works on servers without events too.
+/// oldest first, selected by the server. Best effort: describing works on servers
+/// without events too.
 async fn events_about(ctx: &Ctx, obj: &DynamicObject) -> String {
-    let Ok(kind) = ctx.resolve("events").await else { return String::new() };
     let ns = obj.metadata.namespace.as_deref().unwrap_or("default");
-    let Ok(list) = ctx.client.list(&kind, Some(ns), &Default::default()).await else { return String::new() };
+    let events: Api<Event> = Api::namespaced(ctx.client.clone(), ns);
+    let about = ListParams::default()
+        .fields(&format!("spec.involvedObject.name={},spec.involvedObject.kind={}", obj.metadata.name, obj.kind));
+    let Ok(list) = events.list(&about).await else { return String::new() };
     let mut rows: Vec<(String, String, String, String, String)> = list
         .items
         .iter()
         .filter(|e| {
-            let inv = &e.rest.get("spec").and_then(|s| s.get("involvedObject")).cloned().unwrap_or_default();
-            inv.get("name").and_then(|n| n.as_str()) == Some(obj.metadata.name.as_str())
-                && inv.get("kind").and_then(|k| k.as_str()) == Some(obj.kind.as_str())
-                && obj
-                    .metadata
-                    .uid
-                    .as_deref()
-                    .is_none_or(|u| inv.get("uid").and_then(|x| x.as_str()).is_none_or(|x| x == u))
+            let seen = e.spec.involved_object.uid.as_deref();
+            obj.metadata.uid.as_deref().is_none_or(|u| seen.is_none_or(|x| x == u))
         })
-        .filter_map(|e| {
-            let spec = e.rest.get("spec")?;
-            let s = |k: &str| spec.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            let count = spec.get("count").and_then(|c| c.as_i64()).unwrap_or(1);
-            let from = spec.get("source").and_then(|s| s.get("component")).and_then(|c| c.as_str()).unwrap_or_default();
-            Some((s("lastTimestamp"), s("type"), s("reason"), format!("{from} (x{count})"), s("message")))
+        .map(|e| {
+            let s = &e.spec;
+            let ty = match s.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            };
+            let from = s.source.as_ref().and_then(|c| c.component.as_deref()).unwrap_or_default();
+            (
+                s.last_timestamp.clone().unwrap_or_default(),
+                ty.to_string(),
+                s.reason.clone(),
+                format!("{from} (x{})", s.count.unwrap_or(1)),
+                s.message.clone(),
+            )
         })
         .collect();
     if rows.is_empty() {
