@@ -18,7 +18,7 @@ use corral_runtime::{CancellationToken, Controller};
 use corral_telemetry::SharedRegistry;
 
 use crate::error::{Error, Result};
-use crate::image::ImageStore;
+use crate::image::Images;
 use crate::layout::Layout;
 use crate::metrics::AgentMetrics;
 use crate::node::{self, NodeInfo};
@@ -94,7 +94,7 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         log_max_bytes: cfg.log_max_bytes,
         log_max_files: cfg.log_max_files,
     })?);
-    let images = Arc::new(ImageStore::open(layout.images())?);
+    let images = Images::open(layout.images()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Error::io("cannot listen on", cfg.listen.to_string(), e))?;
@@ -313,5 +313,7 @@ async fn remove_task_dir(ctx: &TaskContext, uid: &str) {
         return;
     }
     // Its image lease, if it still held one.
-    tasks::release_image(&ctx.images, uid);
+    if let Err(e) = ctx.images.release_all(uid).await {
+        tracing::warn!(uid, error = %e, "cannot release the task's image lease");
+    }
 }

@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::health::{self, CommandRunner, HealthHandle, HealthUpdate};
-use crate::image::ImageStore;
+use crate::image::Images;
 use crate::layout::{Layout, TaskDir, check_uid};
 use crate::runtime::{ExitInfo, LaunchSpec, Mount, Recovered, Runtime, Started};
 
@@ -85,7 +85,7 @@ pub struct TaskContext {
     /// The container runtime.
     pub runtime: Arc<Runtime>,
     /// The image store.
-    pub images: Arc<ImageStore>,
+    pub images: Images,
     /// The work dir.
     pub layout: Layout,
     /// Records Events on tasks.
@@ -107,7 +107,7 @@ impl TaskContext {
         address: String,
         client: Client,
         runtime: Arc<Runtime>,
-        images: Arc<ImageStore>,
+        images: Images,
         layout: Layout,
         metrics: Arc<crate::metrics::AgentMetrics>,
         port_ranges: Vec<corral_api::kinds::node::PortRange>,
@@ -632,7 +632,7 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
     let mut image_id = None;
     let (rootfs, argv, cwd, user) = match &spec.image {
         Some(reference) => {
-            let image = ctx.images.resolve(reference).map_err(|e| ("ImageNotFound", e))?;
+            let image = ctx.images.resolve(reference).await.map_err(|e| ("ImageNotFound", e))?;
             image_id = Some(image.id.clone());
             for kv in &image.env {
                 if let Some((k, v)) = kv.split_once('=') {
@@ -704,7 +704,7 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
     }
     // Last, so that no failure above leaves the image held.
     if let (Some(id), Some(_)) = (&image_id, &rootfs) {
-        ctx.images.acquire(id, uid).map_err(|e| ("ImageUnusable", e))?;
+        ctx.images.acquire(id, uid).await.map_err(|e| ("ImageUnusable", e))?;
     }
     Ok(LaunchSpec {
         uid: uid.to_string(),
@@ -800,16 +800,8 @@ async fn cleanup(ctx: &TaskContext, uid: &str) {
     if let Err(e) = ctx.runtime.cleanup(uid).await {
         tracing::warn!(uid, error = %e, "cannot clean up after the task");
     }
-    release_image(&ctx.images, uid);
-}
-
-/// Drops whatever image lease the task holds. Leases are looked up by holder rather
-/// than by the task's image reference, which may name another image by now.
-pub(crate) fn release_image(images: &ImageStore, uid: &str) {
-    if let Ok(list) = images.list() {
-        for i in list {
-            let _ = images.release(&i.id, uid);
-        }
+    if let Err(e) = ctx.images.release_all(uid).await {
+        tracing::warn!(uid, error = %e, "cannot release the task's image lease");
     }
 }
 
