@@ -1,0 +1,54 @@
+//! Health checks of a running task, wired to the task controller.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_api::kinds::task::Task;
+
+use super::TaskContext;
+use super::state::KillReason;
+use crate::error::Result;
+use crate::health::{self, CommandRunner, HealthUpdate};
+use crate::runtime::Runtime;
+
+/// Runs a health check command inside a task.
+struct ExecInTask {
+    runtime: Arc<Runtime>,
+    uid: String,
+}
+
+impl CommandRunner for ExecInTask {
+    fn run(&self, argv: Vec<String>, timeout: Duration) -> futures::future::BoxFuture<'static, Result<i32>> {
+        let (runtime, uid) = (self.runtime.clone(), self.uid.clone());
+        Box::pin(async move { runtime.exec(&uid, &argv, timeout).await })
+    }
+}
+
+pub(super) fn start_health_checks(ctx: &Arc<TaskContext>, task: &Task, uid: &str) {
+    {
+        let local = ctx.local.lock();
+        if local.get(uid).is_some_and(|l| l.health_checks.is_some() || l.ended.is_some() || l.kill.is_some()) {
+            return;
+        }
+    }
+    let ports = ctx.local.lock().get(uid).map(|l| l.ports.clone()).unwrap_or_default();
+    let host: IpAddr = ctx.address.parse().unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let runner = Arc::new(ExecInTask { runtime: ctx.runtime.clone(), uid: uid.to_string() });
+    let weak = Arc::downgrade(ctx);
+    let (uid_cb, grace) = (uid.to_string(), Duration::from_secs(task.spec.kill_grace_period().into()));
+    let handle = health::spawn(task.spec.health_checks.clone(), ports, host, runner, move |update: HealthUpdate| {
+        let Some(ctx) = weak.upgrade() else { return };
+        if let Some(l) = ctx.local.lock().get_mut(&uid_cb) {
+            l.health = Some(update.health.clone());
+        }
+        if update.failed {
+            let msg = update.health.message.clone().unwrap_or_else(|| "unhealthy".into());
+            ctx.kill(&uid_cb, KillReason::HealthCheckFailed(msg), grace);
+        }
+        ctx.wake(&uid_cb);
+    });
+    if let Some(l) = ctx.local.lock().get_mut(uid) {
+        l.health_checks = Some(handle);
+    }
+}
