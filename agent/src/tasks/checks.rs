@@ -26,13 +26,16 @@ impl CommandRunner for ExecInTask {
 }
 
 pub(super) fn start_health_checks(ctx: &Arc<TaskContext>, task: &Task, uid: &str) {
-    {
-        let local = ctx.local.lock();
-        if local.get(uid).is_some_and(|l| l.health_checks.is_some() || l.ended.is_some() || l.kill.is_some()) {
-            return;
-        }
+    if ctx.is_closed() {
+        return;
     }
-    let ports = ctx.local.lock().get(uid).map(|l| l.ports.clone()).unwrap_or_default();
+    let ports = {
+        let local = ctx.local.lock();
+        match local.get(uid) {
+            Some(l) if l.state.wants_checks() => l.state.ports().cloned().unwrap_or_default(),
+            _ => return,
+        }
+    };
     let host: IpAddr = ctx.address.parse().unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let runner = Arc::new(ExecInTask { runtime: ctx.runtime.clone(), uid: uid.to_string() });
     let weak = Arc::downgrade(ctx);
@@ -40,7 +43,7 @@ pub(super) fn start_health_checks(ctx: &Arc<TaskContext>, task: &Task, uid: &str
     let handle = health::spawn(task.spec.health_checks.clone(), ports, host, runner, move |update: HealthUpdate| {
         let Some(ctx) = weak.upgrade() else { return };
         if let Some(l) = ctx.local.lock().get_mut(&uid_cb) {
-            l.health = Some(update.health.clone());
+            l.state.set_health(update.health.clone());
         }
         if update.failed {
             let msg = update.health.message.clone().unwrap_or_else(|| "unhealthy".into());
@@ -48,7 +51,8 @@ pub(super) fn start_health_checks(ctx: &Arc<TaskContext>, task: &Task, uid: &str
         }
         ctx.wake(&uid_cb);
     });
+    // Killed or ended meanwhile: the handle is dropped, which stops the checks.
     if let Some(l) = ctx.local.lock().get_mut(uid) {
-        l.health_checks = Some(handle);
+        l.state.attach_checks(handle);
     }
 }

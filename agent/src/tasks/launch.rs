@@ -12,7 +12,7 @@ use super::TaskContext;
 use super::checks::start_health_checks;
 use super::ports::{assign_ports, ports_path};
 use super::report::{ensure_finalizer, fail, running_status, write_status};
-use super::state::Ended;
+use super::state::End;
 use super::supervise::cleanup;
 use crate::error::{Error, Result};
 use crate::layout::TaskDir;
@@ -66,7 +66,7 @@ pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) 
             ctx.metrics.launched(t0.elapsed());
             tracing::info!(uid, task = %task.metadata.name, pid = started.pid, "task running");
             if let Some(l) = ctx.local.lock().get_mut(&uid) {
-                l.started = Some(started.clone());
+                l.state.started(started.clone());
             }
             ctx.watch_exit(&uid);
             ctx.metrics.running.set(ctx.running_count() as i64);
@@ -83,7 +83,7 @@ pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) 
             // The checkpoint exists, so this task will never be launched again; a
             // failed launch is final.
             if let Some(l) = ctx.local.lock().get_mut(&uid) {
-                l.ended = Some(Ended::NotStarted(e.to_string()));
+                l.state.ended(End::NotStarted(e.to_string()));
             }
             cleanup(ctx, &uid).await;
             fail(ctx, &task, st, "LaunchFailed", &e.to_string()).await

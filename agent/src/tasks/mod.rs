@@ -45,7 +45,7 @@ use launch::launch;
 use ports::recorded_ports;
 use report::{apply_end, drop_finalizer, ensure_finalizer, report_end, running_status, write_status};
 pub use state::KillReason;
-use state::{Ended, Local};
+use state::{End, Local, TaskState};
 use supervise::{cleanup, read_kill_reason};
 
 /// Everything the task controller's reconciles share.
@@ -112,7 +112,7 @@ impl TaskContext {
     pub fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         for l in self.local.lock().values_mut() {
-            l.health_checks = None;
+            l.state.stop_checks();
         }
     }
 
@@ -137,20 +137,12 @@ impl TaskContext {
     /// again (never restarted), ended ones are reported by their next reconcile.
     pub fn adopt(self: &Arc<Self>, recovered: Vec<(String, Recovered)>) {
         for (uid, r) in recovered {
-            let mut local = Local::default();
-            match r {
-                Recovered::Running(started) => {
-                    tracing::info!(uid, pid = started.pid, "re-adopted a running task");
-                    local.started = Some(started);
-                }
-                Recovered::Exited(info) => local.ended = Some(Ended::Exited(info)),
-                Recovered::Interrupted { reason } => local.ended = Some(Ended::Interrupted(reason)),
+            if let Recovered::Running(started) = &r {
+                tracing::info!(uid, pid = started.pid, "re-adopted a running task");
             }
-            let running = local.ended.is_none();
-            if running {
-                local.ports = recorded_ports(&self.layout, &uid).unwrap_or_default();
-            }
-            self.local.lock().insert(uid.clone(), local);
+            let state = TaskState::recovered(r, || recorded_ports(&self.layout, &uid).unwrap_or_default());
+            let running = state.live().is_some();
+            self.local.lock().insert(uid.clone(), Local::new(state));
             if running {
                 self.watch_exit(&uid);
             }
@@ -159,7 +151,7 @@ impl TaskContext {
     }
 
     fn running_count(&self) -> usize {
-        self.local.lock().values().filter(|l| l.started.is_some() && l.ended.is_none()).count()
+        self.local.lock().values().filter(|l| l.state.is_running()).count()
     }
 }
 
@@ -175,15 +167,18 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
     let uid = check_uid(task.metadata.uid.as_deref().unwrap_or_default())?.to_string();
     let grace = Duration::from_secs(task.spec.kill_grace_period().into());
     let launched = ctx.runtime.launched(&uid);
-    {
+    let ended = {
         let mut local = ctx.local.lock();
-        if launched || local.contains_key(&uid) {
-            local.entry(uid.clone()).or_default().key = key;
+        if launched {
+            local.entry(uid.clone()).or_insert_with(|| Local::new(TaskState::found_launched())).state.checkpointed();
         }
-    }
+        local.get_mut(&uid).and_then(|l| {
+            l.key = key;
+            l.state.end().cloned()
+        })
+    };
     let status = task.status.clone();
     let phase = status.as_ref().map(|s| s.phase);
-    let ended = ctx.local.lock().get(&uid).and_then(|l| l.ended.clone());
 
     if task.metadata.deletion_timestamp.is_some() {
         if launched && ended.is_none() {
@@ -202,14 +197,14 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
     if let Some(p) = phase.filter(|p| p.is_terminal()) {
         if launched && ended.is_none() {
             ctx.watch_exit(&uid);
-            if ctx.local.lock().get(&uid).and_then(|l| l.kill.clone()).is_none() {
+            if ctx.local.lock().get(&uid).and_then(|l| l.state.kill_reason().cloned()).is_none() {
                 tracing::info!(uid, phase = ?p, "a task recorded as ended still runs here; killing it");
             }
             ctx.kill(&uid, KillReason::AlreadyTerminal, grace);
             return Ok(Action::requeue(grace + Duration::from_secs(5)));
         }
         let mut task = task;
-        if let Some(end @ Ended::Exited(_)) = &ended {
+        if let Some(end @ End::Exited(_)) = &ended {
             // Recorded as ended by someone else (LOST): keep the verdict, add how it
             // really ended here.
             let mut st = status.clone().unwrap_or_default();
@@ -225,7 +220,7 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
         return Ok(Action::await_change());
     }
 
-    let known = ctx.local.lock().get(&uid).is_some_and(|l| l.started.is_some() || l.ended.is_some());
+    let known = ctx.local.lock().get(&uid).is_some_and(|l| l.state.has_run());
     if !launched && known {
         // Its checkpoint vanished while this agent knows it ran: never launch again.
         return Err(Error::Runtime(format!("task {uid} ran here but its checkpoint is gone; not launching it again")));
@@ -256,7 +251,7 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
                 .local
                 .lock()
                 .get(&uid)
-                .and_then(|l| l.kill.clone())
+                .and_then(|l| l.state.kill_reason().cloned())
                 .or_else(|| read_kill_reason(&ctx.layout, &uid))
                 .or_else(|| task.spec.kill.then_some(KillReason::Requested));
             let mut st = status.unwrap_or_default();
@@ -275,18 +270,19 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
             let task = ensure_finalizer(&ctx, task).await?;
             let (started, health) = {
                 let local = ctx.local.lock();
-                let l = local.get(&uid);
-                (l.and_then(|l| l.started.clone()), l.and_then(|l| l.health.clone()))
+                let live = local.get(&uid).and_then(|l| l.state.live());
+                (live.and_then(|l| l.started.clone()), live.and_then(|l| l.health.clone()))
             };
             let mut st = status.clone().unwrap_or_default();
             if let Some(s) = &started {
                 running_status(&mut st, s, &ctx.address);
             }
-            if let Some(l) = ctx.local.lock().get_mut(&uid) {
-                if l.ports.is_empty() {
-                    l.ports = st.ports.clone();
+            if let Some(live) = ctx.local.lock().get_mut(&uid).and_then(|l| l.state.live_mut()) {
+                // Re-adopted without a record of its ports: the status has them.
+                if live.ports.is_empty() {
+                    live.ports = st.ports.clone();
                 }
-                st.ports = l.ports.clone();
+                st.ports = live.ports.clone();
             }
             if health.is_some() {
                 st.health = health;

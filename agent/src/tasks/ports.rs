@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use corral_api::kinds::task::Task;
 
 use super::TaskContext;
+use super::state::{Local, TaskState};
 use crate::layout::Layout;
 
 /// Host ports of the task's named ports: as given, or (until a scheduler assigns them)
@@ -12,8 +13,12 @@ use crate::layout::Layout;
 /// else has bound. What is handed out is remembered until the task is cleaned up.
 pub(super) fn assign_ports(ctx: &TaskContext, task: &Task, uid: &str) -> BTreeMap<String, u16> {
     let mut local = ctx.local.lock();
-    let taken: std::collections::HashSet<u16> =
-        local.iter().filter(|(u, _)| u.as_str() != uid).flat_map(|(_, l)| l.ports.values().copied()).collect();
+    let taken: std::collections::HashSet<u16> = local
+        .iter()
+        .filter(|(u, _)| u.as_str() != uid)
+        .flat_map(|(_, l)| l.state.ports())
+        .flat_map(|p| p.values().copied())
+        .collect();
     let mut out = BTreeMap::new();
     let mut candidates = ctx
         .port_ranges
@@ -29,7 +34,13 @@ pub(super) fn assign_ports(ctx: &TaskContext, task: &Task, uid: &str) -> BTreeMa
             out.insert(p.name.clone(), port);
         }
     }
-    local.entry(uid.to_string()).or_default().ports = out.clone();
+    let state = TaskState::preparing(out.clone());
+    match local.get_mut(uid) {
+        Some(l) => l.state = state,
+        None => {
+            local.insert(uid.to_string(), Local::new(state));
+        }
+    }
     out
 }
 

@@ -5,26 +5,26 @@ use corral_api::kinds::task::{AGENT_FINALIZER, Task, TaskPhase, TaskStatus};
 use corral_runtime::{Action, EventType};
 
 use super::TaskContext;
-use super::state::{Ended, KillReason};
+use super::state::{End, KillReason};
 use crate::error::Result;
 use crate::runtime::Started;
 
 /// Maps how a task ended (and why the agent killed it, if it did) to its final status.
-pub(super) fn apply_end(st: &mut TaskStatus, end: &Ended, kill: Option<&KillReason>) {
+pub(super) fn apply_end(st: &mut TaskStatus, end: &End, kill: Option<&KillReason>) {
     match end {
-        Ended::NotStarted(message) => {
+        End::NotStarted(message) => {
             st.phase = TaskPhase::Failed;
             st.reason = Some("LaunchFailed".into());
             st.message = Some(message.clone());
             st.finish_time = Some(corral_api::meta::now_timestamp());
         }
-        Ended::Interrupted(reason) => {
+        End::Interrupted(reason) => {
             st.phase = TaskPhase::Failed;
             st.reason = Some("LaunchInterrupted".into());
             st.message = Some(reason.clone());
             st.finish_time = Some(corral_api::meta::now_timestamp());
         }
-        Ended::Exited(info) => {
+        End::Exited(info) => {
             st.exit_code = info.exit_code;
             st.signal = info.signal;
             st.finish_time = Some(info.finished_at.clone());
@@ -139,8 +139,8 @@ mod tests {
     use super::*;
     use crate::runtime::ExitInfo;
 
-    fn exit(code: Option<i32>, signal: Option<i32>, oom: bool) -> Ended {
-        Ended::Exited(ExitInfo {
+    fn exit(code: Option<i32>, signal: Option<i32>, oom: bool) -> End {
+        End::Exited(ExitInfo {
             exit_code: code,
             signal,
             oom_killed: oom,
@@ -149,7 +149,7 @@ mod tests {
         })
     }
 
-    fn end(e: Ended, kill: Option<KillReason>) -> TaskStatus {
+    fn end(e: End, kill: Option<KillReason>) -> TaskStatus {
         let mut st = TaskStatus { phase: TaskPhase::Running, ..Default::default() };
         apply_end(&mut st, &e, kill.as_ref());
         st
@@ -167,7 +167,7 @@ mod tests {
         assert_eq!((killed.phase, killed.signal), (TaskPhase::Killed, Some(15)));
         let health = end(exit(None, Some(9), false), Some(KillReason::HealthCheckFailed("x".into())));
         assert_eq!((health.phase, health.reason.as_deref()), (TaskPhase::Failed, Some("HealthCheckFailed")));
-        let interrupted = end(Ended::Interrupted("restart".into()), None);
+        let interrupted = end(End::Interrupted("restart".into()), None);
         assert_eq!(interrupted.reason.as_deref(), Some("LaunchInterrupted"));
     }
 

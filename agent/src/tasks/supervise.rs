@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::TaskContext;
-use super::state::{Ended, KillReason};
+use super::state::{End, KillReason, Local, TaskState};
 use crate::layout::Layout;
 use crate::runtime::ExitInfo;
 
@@ -14,19 +14,18 @@ impl TaskContext {
     pub(super) fn watch_exit(self: &Arc<Self>, uid: &str) {
         {
             let mut local = self.local.lock();
-            let l = local.entry(uid.to_string()).or_default();
-            if l.watching {
+            let l = local.entry(uid.to_string()).or_insert_with(|| Local::new(TaskState::found_launched()));
+            if !l.state.watch() {
                 return;
             }
-            l.watching = true;
         }
         let me = self.clone();
         let uid = uid.to_string();
         tokio::spawn(async move {
             let ended = match me.runtime.wait(&uid).await {
-                Ok(info) => Ended::Exited(info),
+                Ok(info) => End::Exited(info),
                 // It did run: its end is unknown, not an interrupted launch.
-                Err(e) => Ended::Exited(ExitInfo {
+                Err(e) => End::Exited(ExitInfo {
                     exit_code: None,
                     signal: None,
                     oom_killed: false,
@@ -36,8 +35,7 @@ impl TaskContext {
             };
             tracing::info!(uid, ?ended, "task ended");
             if let Some(l) = me.local.lock().get_mut(&uid) {
-                l.ended = Some(ended);
-                l.health_checks = None;
+                l.state.ended(ended);
             }
             me.metrics.running.set(me.running_count() as i64);
             me.wake(&uid);
@@ -50,12 +48,10 @@ impl TaskContext {
         }
         {
             let mut local = self.local.lock();
-            let l = local.entry(uid.to_string()).or_default();
-            if l.kill.is_some() || l.ended.is_some() {
+            let l = local.entry(uid.to_string()).or_insert_with(|| Local::new(TaskState::found_launched()));
+            if !l.state.kill(reason.clone()) {
                 return;
             }
-            l.kill = Some(reason.clone());
-            l.health_checks = None;
         }
         tracing::info!(uid, ?reason, grace_s = grace.as_secs(), "killing task");
         // A restarted agent must still know why the task ended.
@@ -85,15 +81,11 @@ pub(super) fn read_kill_reason(layout: &Layout, uid: &str) -> Option<KillReason>
 }
 
 pub(super) async fn cleanup(ctx: &TaskContext, uid: &str) {
+    // Without a record (dropped with a deleted task's), cleaning again is harmless.
+    if let Some(l) = ctx.local.lock().get_mut(uid)
+        && !l.state.clean_up()
     {
-        let mut local = ctx.local.lock();
-        let l = local.entry(uid.to_string()).or_default();
-        if l.cleaned {
-            return;
-        }
-        l.cleaned = true;
-        l.health_checks = None;
-        l.ports.clear();
+        return;
     }
     if let Err(e) = ctx.runtime.cleanup(uid).await {
         tracing::warn!(uid, error = %e, "cannot clean up after the task");
