@@ -1,7 +1,6 @@
 //! Launching a task: its sandbox, artifacts, image, command, environment, user and
 //! mounts, then the runtime's launch.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use super::TaskContext;
 use super::checks::start_health_checks;
 use super::ports::{assign_ports, ports_path};
 use super::report::{ensure_finalizer, fail, running_status, write_status};
-use super::state::End;
+use super::state::{End, Ports};
 use super::supervise::cleanup;
 use crate::error::{Error, Result};
 use crate::layout::TaskDir;
@@ -20,7 +19,7 @@ use crate::runtime::{LaunchSpec, Mount};
 
 pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<Action> {
     let t0 = std::time::Instant::now();
-    let ports = assign_ports(ctx, &task, &uid);
+    let ports = assign_ports(ctx, &task, &uid).await?;
     let mut st = task.status.clone().unwrap_or_default();
     st.host_ip = Some(ctx.address.clone());
     st.ports = ports.clone();
@@ -94,13 +93,7 @@ pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) 
 pub(super) type Prepared = std::result::Result<LaunchSpec, (&'static str, Error)>;
 
 /// Everything before the launch: sandbox, artifacts, image, command, env, user, mounts.
-pub(super) async fn prepare(
-    ctx: &TaskContext,
-    task: &Task,
-    uid: &str,
-    dir: &TaskDir,
-    ports: &BTreeMap<String, u16>,
-) -> Prepared {
+pub(super) async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports: &Ports) -> Prepared {
     let sandbox = dir.sandbox();
     std::fs::create_dir_all(&sandbox)
         .map_err(|e| ("SandboxFailed", Error::io("cannot create sandbox", &sandbox, e)))?;
