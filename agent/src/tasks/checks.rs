@@ -25,6 +25,9 @@ impl CommandRunner for ExecInTask {
     }
 }
 
+/// Starts the task's health checks, unless they run already or the task is being
+/// killed or has ended; their verdicts update its health and wake its reconcile, and a
+/// failure kills it.
 pub(super) fn start_health_checks(ctx: &Arc<TaskContext>, task: &Task, uid: &str) {
     if ctx.is_closed() {
         return;

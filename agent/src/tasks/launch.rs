@@ -9,7 +9,7 @@ use corral_runtime::{Action, ObjectRef};
 
 use super::TaskContext;
 use super::checks::start_health_checks;
-use super::ports::{assign_ports, ports_path};
+use super::ports::{assign_ports, record_ports};
 use super::report::{ensure_finalizer, fail, running_status, write_status};
 use super::state::{End, Ports};
 use super::supervise::cleanup;
@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::layout::TaskDir;
 use crate::runtime::{LaunchSpec, Mount};
 
+/// Launches a task not launched before: ports, preparation, the runtime's launch, then
+/// `RUNNING` (or `FAILED`) and the finalizer.
 pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<Action> {
     let t0 = std::time::Instant::now();
     let ports = assign_ports(ctx, &task, &uid).await?;
@@ -46,11 +48,7 @@ pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) 
     }
     // The status write after the start may fail, or the agent die before it: the
     // ports must survive for the next reconcile to report them.
-    if let Ok(bytes) = serde_json::to_vec(&ports)
-        && let Err(e) = crate::layout::write_replace(&ports_path(&ctx.layout, &uid), &bytes)
-    {
-        tracing::warn!(uid, error = %e, "cannot record the task's ports");
-    }
+    record_ports(&ctx.layout, &uid, &ports);
     if let Some(l) = ctx.local.lock().get_mut(&uid) {
         l.key = Some(ObjectRef::of(&ctx.kind, &task));
     }
@@ -90,10 +88,10 @@ pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) 
     }
 }
 
-pub(super) type Prepared = std::result::Result<LaunchSpec, (&'static str, Error)>;
+type Prepared = std::result::Result<LaunchSpec, (&'static str, Error)>;
 
 /// Everything before the launch: sandbox, artifacts, image, command, env, user, mounts.
-pub(super) async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports: &Ports) -> Prepared {
+async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports: &Ports) -> Prepared {
     let sandbox = dir.sandbox();
     std::fs::create_dir_all(&sandbox)
         .map_err(|e| ("SandboxFailed", Error::io("cannot create sandbox", &sandbox, e)))?;
@@ -195,7 +193,7 @@ pub(super) async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &Tas
 
 /// Replaces `$(NAME)` by the value of `NAME` in `env`; `$$(` stands for a literal
 /// `$(`, and unknown names are left as written.
-pub(super) fn expand(arg: &str, env: &[(String, String)]) -> String {
+fn expand(arg: &str, env: &[(String, String)]) -> String {
     let mut out = String::with_capacity(arg.len());
     let mut rest = arg;
     while let Some(i) = rest.find('$') {

@@ -101,8 +101,17 @@ fn probe(ranges: &[PortRange], excluded: &HashSet<u16>, count: usize) -> Vec<u16
         .collect()
 }
 
-pub(super) fn ports_path(layout: &Layout, uid: &str) -> std::path::PathBuf {
+fn ports_path(layout: &Layout, uid: &str) -> std::path::PathBuf {
     layout.task(uid).join("ports.json")
+}
+
+/// Records the ports handed to a task beside it, for a restarted agent.
+pub(super) fn record_ports(layout: &Layout, uid: &str, ports: &Ports) {
+    if let Ok(bytes) = serde_json::to_vec(ports)
+        && let Err(e) = crate::layout::write_replace(&ports_path(layout, uid), &bytes)
+    {
+        tracing::warn!(uid, error = %e, "cannot record the task's ports");
+    }
 }
 
 /// The ports a task was started with, as recorded beside it.

@@ -69,6 +69,8 @@ pub(super) fn apply_end(st: &mut TaskStatus, end: &End, kill: Option<&KillReason
     }
 }
 
+/// Sets what a running task reports: `RUNNING` (unless already terminal), when and
+/// where it started.
 pub(super) fn running_status(st: &mut TaskStatus, started: &Started, address: &str) {
     if !st.phase.is_terminal() {
         st.phase = TaskPhase::Running;
@@ -97,6 +99,7 @@ pub(super) async fn ensure_finalizer(ctx: &TaskContext, mut task: Task) -> Resul
     update(ctx, &task).await
 }
 
+/// Reports a task that could not start as `FAILED` with `reason`.
 pub(super) async fn fail(
     ctx: &TaskContext,
     task: &Task,
@@ -124,7 +127,7 @@ pub(super) async fn report_end(ctx: &TaskContext, task: &Task, st: TaskStatus) -
     Ok(task)
 }
 
-pub(super) async fn update(ctx: &TaskContext, task: &Task) -> Result<Task> {
+async fn update(ctx: &TaskContext, task: &Task) -> Result<Task> {
     Ok(ctx.tasks.update(task).await?)
 }
 

@@ -42,6 +42,8 @@ impl TaskContext {
         });
     }
 
+    /// Kills the task in the background (SIGTERM, SIGKILL after `grace`), once: the
+    /// first reason stands, and is recorded on disk before the signal goes out.
     pub(super) fn kill(&self, uid: &str, reason: KillReason, grace: Duration) {
         if self.is_closed() {
             return;
@@ -70,7 +72,7 @@ impl TaskContext {
     }
 }
 
-pub(super) fn kill_reason_path(layout: &Layout, uid: &str) -> std::path::PathBuf {
+fn kill_reason_path(layout: &Layout, uid: &str) -> std::path::PathBuf {
     layout.task(uid).join("kill.json")
 }
 
@@ -80,6 +82,8 @@ pub(super) fn read_kill_reason(layout: &Layout, uid: &str) -> Option<KillReason>
     serde_json::from_slice(&bytes).ok()
 }
 
+/// After the task's end, once: removes what the runtime left (container, overlay,
+/// cgroups) and the task's image lease, and frees its ports.
 pub(super) async fn cleanup(ctx: &TaskContext, uid: &str) {
     // Without a record (dropped with a deleted task's), cleaning again is harmless.
     if let Some(l) = ctx.local.lock().get_mut(uid)
