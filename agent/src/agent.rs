@@ -18,7 +18,7 @@ use corral_runtime::{CancellationToken, Controller};
 use corral_telemetry::SharedRegistry;
 
 use crate::error::{Error, Result};
-use crate::image::ImageStore;
+use crate::image::Images;
 use crate::layout::Layout;
 use crate::metrics::AgentMetrics;
 use crate::node::{self, NodeInfo};
@@ -94,7 +94,7 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         log_max_bytes: cfg.log_max_bytes,
         log_max_files: cfg.log_max_files,
     })?);
-    let images = Arc::new(ImageStore::open(layout.images())?);
+    let images = Images::open(layout.images()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Error::io("cannot listen on", cfg.listen.to_string(), e))?;
@@ -209,6 +209,9 @@ async fn heartbeats(client: Client, cfg: AgentConfig, metrics: Arc<AgentMetrics>
 ///   whether or not its object remains (once its end is reported);
 /// - while ended tasks' directories together exceed `disk_cap` bytes, the oldest go
 ///   first, retention or not.
+///
+/// Each round scans the disk on the blocking pool (thousands of files in big
+/// sandboxes), decides by [`plan_collection`], then acts.
 async fn collect_sandboxes(
     ctx: Arc<TaskContext>,
     cache: corral_runtime::Cache<Task>,
@@ -226,62 +229,136 @@ async fn collect_sandboxes(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        // The directories first, the objects after: a directory is only made by a
-        // reconcile of an object already cached, so every listed directory's object,
-        // if it exists, is in the snapshot below.
-        let Ok(entries) = std::fs::read_dir(ctx.layout.tasks()) else { continue };
-        let entries: Vec<_> = entries.flatten().collect();
-        // uid → whether its recorded phase is terminal.
-        let objects: std::collections::HashMap<String, bool> = cache
-            .list()
-            .iter()
-            .filter_map(|o| {
-                let uid = o.metadata.uid.clone()?;
-                Some((uid, o.status.as_ref().is_some_and(|s| s.phase.is_terminal())))
-            })
-            .collect();
-        let mut ended = Vec::new();
-        for entry in entries {
-            let Some(uid) = entry.file_name().to_str().map(str::to_string) else { continue };
-            if crate::layout::check_uid(&uid).is_err() {
+        let (tasks_dir, cache, runtime) = (ctx.layout.tasks(), cache.clone(), ctx.runtime.clone());
+        let found = match crate::blocking::run("scanning task directories", move || {
+            Ok(scan_task_dirs(&tasks_dir, &cache, &runtime))
+        })
+        .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot scan task directories; will retry");
                 continue;
             }
-            let dir = crate::layout::TaskDir(entry.path());
-            let object = objects.get(&uid).copied();
-            if !dir.exit().exists() {
-                if object.is_none() && ctx.runtime.launched(&uid) {
+        };
+        for step in plan_collection(found, retention, disk_cap) {
+            match step {
+                Collect::Kill { uid } => {
                     tracing::info!(uid, "killing a task whose object is gone");
                     let _ = ctx.runtime.kill(&uid, Duration::from_secs(10)).await;
-                } else if object.is_none() && age(&entry.path()) >= retention {
-                    // Prepared but never launched, and its object is gone.
+                }
+                Collect::RemovePrepared { uid } => remove_task_dir(&ctx, &uid).await,
+                Collect::RemoveEnded { uid, age, size, over_cap } => {
+                    tracing::info!(uid, age_s = age.as_secs(), size, over_cap, "collecting an ended task's sandbox");
                     remove_task_dir(&ctx, &uid).await;
                 }
-                continue;
             }
-            // An end not yet reported stays until it is.
-            if object == Some(false) {
-                continue;
-            }
-            ended.push((age(&dir.exit()), uid, entry.path()));
-        }
-        ended.sort_by_key(|e| std::cmp::Reverse(e.0));
-        let mut total: u64 = ended.iter().map(|(_, _, p)| dir_size(p)).sum();
-        for (age, uid, path) in ended {
-            if age < retention && total <= disk_cap {
-                break;
-            }
-            let size = dir_size(&path);
-            tracing::info!(
-                uid,
-                age_s = age.as_secs(),
-                size,
-                over_cap = total > disk_cap,
-                "collecting an ended task's sandbox"
-            );
-            remove_task_dir(&ctx, &uid).await;
-            total = total.saturating_sub(size);
         }
     }
+}
+
+/// A task directory the collector may act on, as [`scan_task_dirs`] found it.
+#[derive(Clone, Debug, PartialEq)]
+enum Found {
+    /// No end recorded, and no object any more.
+    Orphan {
+        /// The task's uid.
+        uid: String,
+        /// Whether it was launched (else only prepared).
+        launched: bool,
+        /// Time since its directory last changed.
+        age: Duration,
+    },
+    /// Ended, and its end reported (the object's phase is terminal, or the object is gone).
+    Ended {
+        /// The task's uid.
+        uid: String,
+        /// Time since its end.
+        age: Duration,
+        /// Bytes its directory holds.
+        size: u64,
+    },
+}
+
+/// What the collector does to one task directory.
+#[derive(Clone, Debug, PartialEq)]
+enum Collect {
+    /// Kill the task: it runs, and nobody wants it any more.
+    Kill { uid: String },
+    /// Remove the directory of a task prepared but never launched, whose object is gone.
+    RemovePrepared { uid: String },
+    /// Remove an ended task's directory: past its retention, or to get under the cap.
+    RemoveEnded { uid: String, age: Duration, size: u64, over_cap: bool },
+}
+
+/// Looks at every task directory, on the blocking pool.
+fn scan_task_dirs(
+    tasks_dir: &std::path::Path,
+    cache: &corral_runtime::Cache<Task>,
+    runtime: &crate::runtime::Runtime,
+) -> Vec<Found> {
+    // The directories first, the objects after: a directory is only made by a
+    // reconcile of an object already cached, so every listed directory's object,
+    // if it exists, is in the snapshot below.
+    let Ok(entries) = std::fs::read_dir(tasks_dir) else { return Vec::new() };
+    let entries: Vec<_> = entries.flatten().collect();
+    // uid → whether its recorded phase is terminal.
+    let objects: std::collections::HashMap<String, bool> = cache
+        .list()
+        .iter()
+        .filter_map(|o| {
+            let uid = o.metadata.uid.clone()?;
+            Some((uid, o.status.as_ref().is_some_and(|s| s.phase.is_terminal())))
+        })
+        .collect();
+    let mut found = Vec::new();
+    for entry in entries {
+        let Some(uid) = entry.file_name().to_str().map(str::to_string) else { continue };
+        if crate::layout::check_uid(&uid).is_err() {
+            continue;
+        }
+        let dir = crate::layout::TaskDir(entry.path());
+        let object = objects.get(&uid).copied();
+        if !dir.exit().exists() {
+            if object.is_none() {
+                let launched = runtime.launched(&uid);
+                found.push(Found::Orphan { uid, launched, age: age(&entry.path()) });
+            }
+            continue;
+        }
+        // An end not yet reported stays until it is.
+        if object == Some(false) {
+            continue;
+        }
+        found.push(Found::Ended { age: age(&dir.exit()), size: dir_size(&entry.path()), uid });
+    }
+    found
+}
+
+/// Decides what to collect of what [`scan_task_dirs`] found; see [`collect_sandboxes`].
+fn plan_collection(found: Vec<Found>, retention: Duration, disk_cap: u64) -> Vec<Collect> {
+    let mut steps = Vec::new();
+    let mut ended = Vec::new();
+    for f in found {
+        match f {
+            Found::Orphan { uid, launched: true, .. } => steps.push(Collect::Kill { uid }),
+            Found::Orphan { uid, launched: false, age } if age >= retention => {
+                steps.push(Collect::RemovePrepared { uid });
+            }
+            Found::Orphan { .. } => {}
+            Found::Ended { uid, age, size } => ended.push((age, uid, size)),
+        }
+    }
+    ended.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut total: u64 = ended.iter().map(|(_, _, size)| size).sum();
+    for (age, uid, size) in ended {
+        if age < retention && total <= disk_cap {
+            break;
+        }
+        steps.push(Collect::RemoveEnded { uid, age, size, over_cap: total > disk_cap });
+        total = total.saturating_sub(size);
+    }
+    steps
 }
 
 fn age(path: &std::path::Path) -> Duration {
@@ -313,5 +390,74 @@ async fn remove_task_dir(ctx: &TaskContext, uid: &str) {
         return;
     }
     // Its image lease, if it still held one.
-    tasks::release_image(&ctx.images, uid);
+    if let Err(e) = ctx.images.release_all(uid).await {
+        tracing::warn!(uid, error = %e, "cannot release the task's image lease");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn orphan(uid: &str, launched: bool, age: Duration) -> Found {
+        Found::Orphan { uid: uid.into(), launched, age }
+    }
+
+    fn ended(uid: &str, age: Duration, size: u64) -> Found {
+        Found::Ended { uid: uid.into(), age, size }
+    }
+
+    fn uids(steps: &[Collect]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Collect::Kill { uid } => format!("kill {uid}"),
+                Collect::RemovePrepared { uid } => format!("remove {uid}"),
+                Collect::RemoveEnded { uid, over_cap, .. } => {
+                    format!("collect {uid}{}", if *over_cap { " (over cap)" } else { "" })
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn collection_follows_retention_then_the_disk_cap_oldest_first() {
+        let cases: Vec<(&str, Vec<Found>, u64, Vec<&str>)> = vec![
+            ("nothing found, nothing done", vec![], 100, vec![]),
+            ("a running orphan is killed at once", vec![orphan("a", true, Duration::ZERO)], 100, vec!["kill a"]),
+            ("a prepared orphan waits out the retention", vec![orphan("a", false, HOUR / 2)], 100, vec![]),
+            ("then goes", vec![orphan("a", false, 2 * HOUR)], 100, vec!["remove a"]),
+            ("ended within retention and the cap stays", vec![ended("a", HOUR / 2, 10)], 100, vec![]),
+            ("ended past retention goes", vec![ended("a", 2 * HOUR, 10)], 100, vec!["collect a"]),
+            (
+                "over the cap, the oldest go until under it",
+                vec![ended("new", Duration::ZERO, 60), ended("old", HOUR / 2, 60), ended("mid", HOUR / 4, 60)],
+                100,
+                vec!["collect old (over cap)", "collect mid (over cap)"],
+            ),
+            (
+                "under the cap, the expired go and the young stay",
+                vec![ended("young", Duration::ZERO, 60), ended("expired", 3 * HOUR, 1)],
+                100,
+                vec!["collect expired"],
+            ),
+            (
+                "over the cap, the expired count towards it",
+                vec![ended("young", Duration::ZERO, 60), ended("expired", 3 * HOUR, 1)],
+                50,
+                vec!["collect expired (over cap)", "collect young (over cap)"],
+            ),
+            (
+                "orphans before ended ones",
+                vec![ended("e", 2 * HOUR, 1), orphan("o", true, Duration::ZERO)],
+                100,
+                vec!["kill o", "collect e"],
+            ),
+        ];
+        for (name, found, cap, want) in cases {
+            assert_eq!(uids(&plan_collection(found, HOUR, cap)), want, "{name}");
+        }
+    }
 }

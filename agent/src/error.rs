@@ -36,6 +36,16 @@ pub enum Error {
     /// The API server answered with an error, or could not be reached.
     #[error(transparent)]
     Api(#[from] corral_client::Error),
+    /// Work handed to the blocking pool did not complete: it panicked (a bug) or was
+    /// cancelled because the runtime is shutting down.
+    #[error("{what} did not complete: {source}")]
+    Background {
+        /// The work, e.g. `resolving an image`.
+        what: &'static str,
+        /// Why it did not complete.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// JSON (a checkpoint, a manifest in an archive) did not parse.
     #[error("{what}: {source}")]
     Json {

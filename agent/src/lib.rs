@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod artifacts;
+mod blocking;
 pub mod error;
 pub mod health;
 pub mod http;

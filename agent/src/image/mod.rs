@@ -8,6 +8,7 @@
 
 mod import;
 mod names;
+mod shared;
 mod store;
 pub(crate) mod unpack;
 
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use shared::Images;
 pub use store::ImageStore;
 
 /// An image in the store, as `corral image ls` shows it.

@@ -33,7 +33,8 @@ use crate::layout::{check_uid, write_atomic};
 
 /// A node's content-addressed image store. Cheap to open more than once, in one
 /// process or several (the CLI and the agent): every change takes the store's file
-/// lock. Methods block on the file system; call them from `spawn_blocking`.
+/// lock. Methods block on the file system and on that lock; async code goes through
+/// [`Images`](super::Images).
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     dir: PathBuf,

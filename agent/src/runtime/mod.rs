@@ -37,6 +37,7 @@ use prepare::prepare;
 use process::{container_exec, native_exec, wait_for_exit};
 use recovery::{no_start, recover_one, settle};
 
+use crate::blocking;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, TaskDir, check_uid};
 
@@ -160,14 +161,6 @@ fn find_executable(name: &std::path::Path) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_exec(p))
 }
 
-fn join_err(e: tokio::task::JoinError) -> Error {
-    Error::Runtime(format!("background task failed: {e}"))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(join_err)?
-}
-
 impl Runtime {
     /// A runtime over `cfg.layout`; creates `tasks/` and runc's state root.
     pub fn new(mut cfg: RuntimeConfig) -> Result<Self> {
@@ -213,12 +206,15 @@ impl Runtime {
         };
         tracing::info!(uid = %rec.spec.uid, name = %rec.spec.name, "launching task");
         let (d, r) = (dir.clone(), rec.clone());
-        blocking(move || prepare(&d, &r)).await?;
+        blocking::run("preparing a task's bundle", move || prepare(&d, &r)).await?;
         let mut child = match self.spawn_shim(&dir) {
             Ok(child) => child,
             Err(e) => {
                 let d = dir.clone();
-                let record = blocking(move || no_start(&d, format!("cannot start the shim: {e}"))).await?;
+                let record = blocking::run("recording a launch that failed", move || {
+                    no_start(&d, format!("cannot start the shim: {e}"))
+                })
+                .await?;
                 return Err(Error::Runtime(record.info.message.unwrap_or_default()));
             }
         };
@@ -256,7 +252,7 @@ impl Runtime {
                 let d = dir.clone();
                 let why =
                     format!("the shim exited without starting the task; see {}", dir.0.join("shim.log").display());
-                let record = blocking(move || no_start(&d, why)).await?;
+                let record = blocking::run("recording a launch that failed", move || no_start(&d, why)).await?;
                 Err(Error::Runtime(record.info.message.unwrap_or_default()))
             }
         }
@@ -279,7 +275,7 @@ impl Runtime {
             if !dir.launch().exists() {
                 continue;
             }
-            match blocking(move || recover_one(&dir)).await {
+            match blocking::run("recovering a task", move || recover_one(&dir)).await {
                 Ok(r) => found.push((uid, r)),
                 Err(e) => tracing::warn!(%uid, error = %e, "cannot recover task"),
             }
@@ -295,12 +291,12 @@ impl Runtime {
     pub async fn wait(&self, uid: &str) -> Result<ExitInfo> {
         let dir = self.dir(uid)?;
         let d = dir.clone();
-        let rec = blocking(move || checkpoint::read_launch(&d)).await?;
+        let rec = blocking::run("reading a task's checkpoint", move || checkpoint::read_launch(&d)).await?;
         let lock = TaskLock::open(&dir)?;
         loop {
             // The shim holds the lock until after it wrote exit.json.
             if lock.try_lock()? {
-                return blocking(move || {
+                return blocking::run("settling a task's end", move || {
                     let _held = lock;
                     Ok(settle(&dir, &rec)?.info)
                 })
@@ -327,12 +323,12 @@ impl Runtime {
     pub async fn kill(&self, uid: &str, grace: Duration) -> Result<()> {
         let dir = self.dir(uid)?;
         let d = dir.clone();
-        let rec = blocking(move || checkpoint::read_launch(&d)).await?;
+        let rec = blocking::run("reading a task's checkpoint", move || checkpoint::read_launch(&d)).await?;
         if dir.exit().exists() {
             return Ok(());
         }
         let r = rec.clone();
-        blocking(move || {
+        blocking::run("signalling a task", move || {
             signal(&r, libc::SIGTERM, false);
             Ok(())
         })
@@ -346,7 +342,7 @@ impl Runtime {
         }
         if !dir.exit().exists() {
             tracing::info!(%uid, "task outlived its grace period; killing it");
-            blocking(move || {
+            blocking::run("signalling a task", move || {
                 signal(&rec, libc::SIGKILL, true);
                 Ok(())
             })
@@ -364,7 +360,7 @@ impl Runtime {
     pub async fn exec(&self, uid: &str, argv: &[String], timeout: Duration) -> Result<i32> {
         let dir = self.dir(uid)?;
         let d = dir.clone();
-        let rec = blocking(move || checkpoint::read_launch(&d)).await?;
+        let rec = blocking::run("reading a task's checkpoint", move || checkpoint::read_launch(&d)).await?;
         if argv.is_empty() || argv.iter().any(|a| a.contains('\0')) {
             return Err(Error::Invalid("exec argv must be non-empty and free of NUL bytes".into()));
         }
@@ -413,7 +409,7 @@ impl Runtime {
     /// cgroups. Logs, sandbox and checkpoints stay.
     pub async fn cleanup(&self, uid: &str) -> Result<()> {
         let dir = self.dir(uid)?;
-        blocking(move || {
+        blocking::run("cleaning up after a task", move || {
             let rec = checkpoint::read_launch(&dir)?;
             if rec.spec.rootfs.is_some() {
                 runc::delete(&rec);
@@ -435,7 +431,7 @@ impl Runtime {
         let dir = self.dir(uid)?;
         if dir.0.join("shim.lock").exists() {
             let d = dir.clone();
-            let free = blocking(move || TaskLock::open(&d)?.try_lock()).await?;
+            let free = blocking::run("checking a task's shim lock", move || TaskLock::open(&d)?.try_lock()).await?;
             if !free {
                 return Err(Error::Invalid(format!("task {uid} still runs; it cannot be removed")));
             }
@@ -443,7 +439,7 @@ impl Runtime {
         if dir.launch().exists() {
             self.cleanup(uid).await?;
         }
-        blocking(move || {
+        blocking::run("removing a task's directory", move || {
             if bundle::is_mount_point(&dir.bundle().join("rootfs")) {
                 return Err(Error::Runtime(format!("{} is still mounted", dir.bundle().join("rootfs").display())));
             }

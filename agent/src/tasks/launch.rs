@@ -1,0 +1,229 @@
+//! Launching a task: its sandbox, artifacts, image, command, environment, user and
+//! mounts, then the runtime's launch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_api::kinds::task::{Task, TaskPhase};
+use corral_runtime::{Action, ObjectRef};
+
+use super::TaskContext;
+use super::checks::start_health_checks;
+use super::ports::{assign_ports, record_ports};
+use super::report::{ensure_finalizer, fail, running_status, write_status};
+use super::state::{End, Ports};
+use super::supervise::cleanup;
+use crate::error::{Error, Result};
+use crate::layout::TaskDir;
+use crate::runtime::{LaunchSpec, Mount};
+
+/// Launches a task not launched before: ports, preparation, the runtime's launch, then
+/// `RUNNING` (or `FAILED`) and the finalizer.
+pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<Action> {
+    let t0 = std::time::Instant::now();
+    let ports = assign_ports(ctx, &task, &uid).await?;
+    let mut st = task.status.clone().unwrap_or_default();
+    st.host_ip = Some(ctx.address.clone());
+    st.ports = ports.clone();
+    let staging = !task.spec.artifacts.is_empty();
+    if staging {
+        // Fetching takes a while: say so first.
+        task = ensure_finalizer(ctx, task).await?;
+        st.phase = TaskPhase::Staging;
+        task = write_status(ctx, &task, st.clone()).await?;
+    }
+    let dir = TaskDir(ctx.layout.task(&uid));
+    let spec = match prepare(ctx, &task, &uid, &dir, &ports).await {
+        Ok(spec) => spec,
+        Err((reason, e)) => {
+            // Never launched: nothing to clean up but the ports it was given.
+            ctx.local.lock().remove(&uid);
+            return fail(ctx, &task, st, reason, &e.to_string()).await;
+        }
+    };
+    if staging {
+        // Staged tasks are slow to start anyway; the others go straight to RUNNING.
+        st.phase = TaskPhase::Starting;
+        task = write_status(ctx, &task, st.clone()).await?;
+    }
+    // The status write after the start may fail, or the agent die before it: the
+    // ports must survive for the next reconcile to report them.
+    record_ports(&ctx.layout, &uid, &ports);
+    if let Some(l) = ctx.local.lock().get_mut(&uid) {
+        l.key = Some(ObjectRef::of(&ctx.kind, &task));
+    }
+    // Nothing is written between accepting the task and starting it: the runtime's
+    // durable checkpoint is what prevents a second launch, an object deleted
+    // meanwhile is found and killed, and every write on this path (or competing with
+    // runc for the CPU) would add to every start. RUNNING is the first word; the
+    // finalizer follows it.
+    let launched = ctx.runtime.launch(spec).await;
+    match launched {
+        Ok(started) => {
+            ctx.metrics.launched(t0.elapsed());
+            tracing::info!(uid, task = %task.metadata.name, pid = started.pid, "task running");
+            if let Some(l) = ctx.local.lock().get_mut(&uid) {
+                l.state.started(started.clone());
+            }
+            ctx.watch_exit(&uid);
+            ctx.metrics.running.set(ctx.running_count() as i64);
+            // Should this fail, the next reconcile finds the task running and says so.
+            running_status(&mut st, &started, &ctx.address);
+            let task = write_status(ctx, &task, st).await?;
+            let task = ensure_finalizer(ctx, task).await?;
+            if !task.spec.health_checks.is_empty() {
+                start_health_checks(ctx, &task, &uid);
+            }
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        Err(e) => {
+            // The checkpoint exists, so this task will never be launched again; a
+            // failed launch is final.
+            if let Some(l) = ctx.local.lock().get_mut(&uid) {
+                l.state.ended(End::NotStarted(e.to_string()));
+            }
+            cleanup(ctx, &uid).await;
+            fail(ctx, &task, st, "LaunchFailed", &e.to_string()).await
+        }
+    }
+}
+
+type Prepared = std::result::Result<LaunchSpec, (&'static str, Error)>;
+
+/// Everything before the launch: sandbox, artifacts, image, command, env, user, mounts.
+async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports: &Ports) -> Prepared {
+    let sandbox = dir.sandbox();
+    std::fs::create_dir_all(&sandbox)
+        .map_err(|e| ("SandboxFailed", Error::io("cannot create sandbox", &sandbox, e)))?;
+    if !task.spec.artifacts.is_empty() {
+        crate::artifacts::fetch(&task.spec.artifacts, &sandbox).await.map_err(|e| ("ArtifactFetchFailed", e))?;
+    }
+    let spec = &task.spec;
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut image_id = None;
+    let (rootfs, argv, cwd, user) = match &spec.image {
+        Some(reference) => {
+            let image = ctx.images.resolve(reference).await.map_err(|e| ("ImageNotFound", e))?;
+            image_id = Some(image.id.clone());
+            for kv in &image.env {
+                if let Some((k, v)) = kv.split_once('=') {
+                    env.push((k.into(), v.into()));
+                }
+            }
+            let argv: Vec<String> = if !spec.command.is_empty() {
+                spec.command.iter().chain(&spec.args).cloned().collect()
+            } else if !spec.args.is_empty() {
+                image.entrypoint.iter().chain(&spec.args).cloned().collect()
+            } else {
+                image.entrypoint.iter().chain(&image.cmd).cloned().collect()
+            };
+            let cwd = spec.working_dir.clone().or(image.working_dir.clone());
+            let user = match spec.user.as_ref().or(image.user.as_ref()) {
+                Some(u) => Some(crate::users::resolve_in_rootfs(u, &image.rootfs).map_err(|e| ("InvalidSpec", e))?),
+                None => None,
+            };
+            (Some(image.rootfs.clone()), argv, cwd, user)
+        }
+        None => {
+            let argv: Vec<String> = spec.command.iter().chain(&spec.args).cloned().collect();
+            let user = match &spec.user {
+                Some(u) => Some(crate::users::resolve_on_host(u).map_err(|e| ("InvalidSpec", e))?),
+                None => None,
+            };
+            (None, argv, spec.working_dir.clone(), user)
+        }
+    };
+    if argv.is_empty() {
+        return Err((
+            "InvalidSpec",
+            Error::Invalid("spec.command: empty, and the image has no entrypoint or cmd to run".into()),
+        ));
+    }
+    let in_container = rootfs.is_some();
+    let sandbox_seen = if in_container { "/mnt/sandbox".to_string() } else { sandbox.display().to_string() };
+    env.push(("HOST".into(), ctx.address.clone()));
+    env.push(("CORRAL_SANDBOX".into(), sandbox_seen));
+    env.push(("CORRAL_TASK_ID".into(), uid.to_string()));
+    env.push(("CORRAL_TASK_NAME".into(), task.metadata.name.clone()));
+    env.push(("CORRAL_TASK_NAMESPACE".into(), task.metadata.namespace.clone().unwrap_or_default()));
+    env.push(("CORRAL_NODE_NAME".into(), ctx.node.clone()));
+    for (i, p) in spec.ports.iter().enumerate() {
+        if let Some(port) = ports.get(&p.name) {
+            env.push((format!("PORT{i}"), port.to_string()));
+            env.push((format!("PORT_{}", p.name.to_uppercase().replace('-', "_")), port.to_string()));
+        }
+    }
+    if let Some(first) = spec.ports.first().and_then(|p| ports.get(&p.name)) {
+        env.push(("PORT".into(), first.to_string()));
+    }
+    for (k, v) in &spec.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    // As Kubernetes does: `$(PORT_HTTP)` in the command takes the variable's value, so
+    // that ports assigned at placement reach programs that take them as arguments.
+    let argv: Vec<String> = argv.iter().map(|a| expand(a, &env)).collect();
+    if !in_container && !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
+    }
+    let mut mounts = Vec::new();
+    for m in &spec.volume_mounts {
+        let source = ctx.layout.volume(&m.volume).map_err(|e| ("InvalidSpec", e))?;
+        std::fs::create_dir_all(&source)
+            .map_err(|e| ("VolumeFailed", Error::io("cannot create volume", &source, e)))?;
+        mounts.push(Mount { source, destination: m.mount_path.clone(), read_only: m.read_only });
+    }
+    // Last, so that no failure above leaves the image held.
+    if let (Some(id), Some(_)) = (&image_id, &rootfs) {
+        ctx.images.acquire(id, uid).await.map_err(|e| ("ImageUnusable", e))?;
+    }
+    Ok(LaunchSpec {
+        uid: uid.to_string(),
+        name: format!("{}/{}", task.metadata.namespace.clone().unwrap_or_default(), task.metadata.name),
+        rootfs,
+        argv,
+        env,
+        cwd,
+        user,
+        cpus: spec.resources.cpus,
+        mem_mib: spec.resources.mem,
+        mounts,
+    })
+}
+
+/// Replaces `$(NAME)` by the value of `NAME` in `env`; `$$(` stands for a literal
+/// `$(`, and unknown names are left as written.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("$$(") {
+            out.push_str("$(");
+            rest = t;
+        } else if let Some((name, after)) = tail.strip_prefix("$(").and_then(|t| t.split_once(')'))
+            && let Some((_, v)) = env.iter().rev().find(|(k, _)| k == name)
+        {
+            out.push_str(v);
+            rest = after;
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_expand_in_commands() {
+        let env = vec![("PORT_HTTP".to_string(), "31080".to_string()), ("A".to_string(), "x".to_string())];
+        assert_eq!(expand("-p=$(PORT_HTTP)", &env), "-p=31080");
+        assert_eq!(expand("$(A)$(A) $$(A) $(NOPE) $5 $", &env), "xx $(A) $(NOPE) $5 $");
+    }
+}

@@ -1,0 +1,184 @@
+//! What the agent writes to a task's object: its status, its end, the agent's finalizer,
+//! and Events.
+
+use corral_api::kinds::task::{AGENT_FINALIZER, Task, TaskPhase, TaskStatus};
+use corral_runtime::{Action, EventType};
+
+use super::TaskContext;
+use super::state::{End, KillReason};
+use crate::error::Result;
+use crate::runtime::Started;
+
+/// Maps how a task ended (and why the agent killed it, if it did) to its final status.
+pub(super) fn apply_end(st: &mut TaskStatus, end: &End, kill: Option<&KillReason>) {
+    match end {
+        End::NotStarted(message) => {
+            st.phase = TaskPhase::Failed;
+            st.reason = Some("LaunchFailed".into());
+            st.message = Some(message.clone());
+            st.finish_time = Some(corral_api::meta::now_timestamp());
+        }
+        End::Interrupted(reason) => {
+            st.phase = TaskPhase::Failed;
+            st.reason = Some("LaunchInterrupted".into());
+            st.message = Some(reason.clone());
+            st.finish_time = Some(corral_api::meta::now_timestamp());
+        }
+        End::Exited(info) => {
+            st.exit_code = info.exit_code;
+            st.signal = info.signal;
+            st.finish_time = Some(info.finished_at.clone());
+            let (phase, reason, message) = match (kill, info) {
+                (Some(KillReason::AlreadyTerminal), _) => {
+                    // Keep what was recorded (e.g. LOST); only the exit details are new.
+                    (st.phase, st.reason.clone().unwrap_or_default(), st.message.clone().unwrap_or_default())
+                }
+                (_, i) if i.oom_killed => {
+                    (TaskPhase::Failed, "OOMKilled".to_string(), "killed by the kernel: over its memory limit".into())
+                }
+                (Some(KillReason::HealthCheckFailed(m)), _) => {
+                    (TaskPhase::Failed, "HealthCheckFailed".into(), format!("killed after failing health checks: {m}"))
+                }
+                (Some(KillReason::Deleted), _) => {
+                    (TaskPhase::Killed, "Killed".into(), "killed: the task was deleted".into())
+                }
+                (Some(KillReason::Requested), _) => (TaskPhase::Killed, "Killed".into(), "killed on request".into()),
+                (None, i) if i.exit_code == Some(0) => {
+                    (TaskPhase::Finished, "Completed".into(), "exited with code 0".into())
+                }
+                (None, i) if i.exit_code.is_some() => {
+                    (TaskPhase::Failed, "Error".into(), format!("exited with code {}", i.exit_code.unwrap_or_default()))
+                }
+                (None, i) if i.signal.is_some() => {
+                    (TaskPhase::Failed, "Signaled".into(), format!("killed by signal {}", i.signal.unwrap_or_default()))
+                }
+                (None, i) => (
+                    TaskPhase::Failed,
+                    "ExecutorLost".into(),
+                    i.message.clone().unwrap_or_else(|| "the task's supervisor vanished".into()),
+                ),
+            };
+            st.phase = phase;
+            st.reason = Some(reason).filter(|r| !r.is_empty());
+            st.message = Some(match &info.message {
+                Some(m) if !message.contains(m.as_str()) && !m.is_empty() => format!("{message} ({m})"),
+                _ => message,
+            })
+            .filter(|m| !m.is_empty());
+        }
+    }
+}
+
+/// Sets what a running task reports: `RUNNING` (unless already terminal), when and
+/// where it started.
+pub(super) fn running_status(st: &mut TaskStatus, started: &Started, address: &str) {
+    if !st.phase.is_terminal() {
+        st.phase = TaskPhase::Running;
+    }
+    st.start_time = Some(started.started_at.clone());
+    st.container_id = started.container_id.clone();
+    st.host_ip = Some(address.to_string());
+}
+
+/// Removes the agent's finalizer, once nothing of the task runs here.
+pub(super) async fn drop_finalizer(ctx: &TaskContext, mut task: Task) -> Result<Task> {
+    if !task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER) {
+        return Ok(task);
+    }
+    task.metadata.finalizers.retain(|f| f != AGENT_FINALIZER);
+    update(ctx, &task).await
+}
+
+/// Adds the agent's finalizer if missing: from then on, deleting the task waits until
+/// the agent has stopped it.
+pub(super) async fn ensure_finalizer(ctx: &TaskContext, mut task: Task) -> Result<Task> {
+    if task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER) || task.metadata.deletion_timestamp.is_some() {
+        return Ok(task);
+    }
+    task.metadata.finalizers.push(AGENT_FINALIZER.into());
+    update(ctx, &task).await
+}
+
+/// Reports a task that could not start as `FAILED` with `reason`.
+pub(super) async fn fail(
+    ctx: &TaskContext,
+    task: &Task,
+    mut st: TaskStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action> {
+    tracing::warn!(task = %task.metadata.name, reason, message, "task failed to start");
+    st.phase = TaskPhase::Failed;
+    st.reason = Some(reason.into());
+    st.message = Some(message.into());
+    st.finish_time = Some(corral_api::meta::now_timestamp());
+    report_end(ctx, task, st).await?;
+    Ok(Action::await_change())
+}
+
+/// Writes a task's final status, counts it, and records it as an Event on the task.
+pub(super) async fn report_end(ctx: &TaskContext, task: &Task, st: TaskStatus) -> Result<Task> {
+    let (phase, reason) = (st.phase, st.reason.clone().unwrap_or_default());
+    let message = st.message.clone().unwrap_or_else(|| format!("{phase:?}"));
+    let task = write_status(ctx, task, st).await?;
+    ctx.metrics.ended(phase);
+    let ev = if phase == TaskPhase::Finished { EventType::Normal } else { EventType::Warning };
+    let _ = ctx.recorder.publish(&task, ev, &reason, &message).await;
+    Ok(task)
+}
+
+async fn update(ctx: &TaskContext, task: &Task) -> Result<Task> {
+    Ok(ctx.tasks.update(task).await?)
+}
+
+pub(super) async fn write_status(ctx: &TaskContext, task: &Task, status: TaskStatus) -> Result<Task> {
+    let mut t = task.clone();
+    t.status = Some(status);
+    Ok(ctx.tasks.update_status(&t).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ExitInfo;
+
+    fn exit(code: Option<i32>, signal: Option<i32>, oom: bool) -> End {
+        End::Exited(ExitInfo {
+            exit_code: code,
+            signal,
+            oom_killed: oom,
+            finished_at: "2026-11-22T00:00:00Z".into(),
+            message: None,
+        })
+    }
+
+    fn end(e: End, kill: Option<KillReason>) -> TaskStatus {
+        let mut st = TaskStatus { phase: TaskPhase::Running, ..Default::default() };
+        apply_end(&mut st, &e, kill.as_ref());
+        st
+    }
+
+    #[test]
+    fn exits_map_to_phases_and_reasons() {
+        let ok = end(exit(Some(0), None, false), None);
+        assert_eq!((ok.phase, ok.reason.as_deref()), (TaskPhase::Finished, Some("Completed")));
+        let bad = end(exit(Some(3), None, false), None);
+        assert_eq!((bad.phase, bad.reason.as_deref(), bad.exit_code), (TaskPhase::Failed, Some("Error"), Some(3)));
+        let oom = end(exit(None, Some(9), true), None);
+        assert_eq!((oom.phase, oom.reason.as_deref()), (TaskPhase::Failed, Some("OOMKilled")));
+        let killed = end(exit(None, Some(15), false), Some(KillReason::Deleted));
+        assert_eq!((killed.phase, killed.signal), (TaskPhase::Killed, Some(15)));
+        let health = end(exit(None, Some(9), false), Some(KillReason::HealthCheckFailed("x".into())));
+        assert_eq!((health.phase, health.reason.as_deref()), (TaskPhase::Failed, Some("HealthCheckFailed")));
+        let interrupted = end(End::Interrupted("restart".into()), None);
+        assert_eq!(interrupted.reason.as_deref(), Some("LaunchInterrupted"));
+    }
+
+    #[test]
+    fn a_lost_task_killed_afterwards_stays_lost() {
+        let mut st =
+            TaskStatus { phase: TaskPhase::Lost, reason: Some("NodeUnreachable".into()), ..Default::default() };
+        apply_end(&mut st, &exit(None, Some(15), false), Some(&KillReason::AlreadyTerminal));
+        assert_eq!((st.phase, st.reason.as_deref()), (TaskPhase::Lost, Some("NodeUnreachable")));
+    }
+}
