@@ -1,7 +1,7 @@
 //! The agent's own HTTP API, which the API server proxies `corral logs` to:
 //!
 //! - `GET /v1/tasks/{uid}/log?stream=stdout|stderr&follow=true|false&tail=N`: the
-//!   task's log as `text/plain`, streamed (see [`logs::open`](crate::logs::open)); a
+//!   task's log as `text/plain`, streamed (see [`logs::open`]); a
 //!   log that cannot be opened (a symlink planted in its place) answers 500;
 //! - `GET /healthz`: `ok`;
 //! - `GET /metrics`: the agent's metrics, Prometheus text, or OpenMetrics to a scraper

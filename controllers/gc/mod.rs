@@ -3,7 +3,7 @@
 //!
 //! It watches every served kind (new custom kinds as their definitions appear),
 //! reading metadata only, and remembers just the objects that take part in collection
-//! (see [`index`]). Work items name an object; processing one reads the object afresh
+//! (see `index.rs`). Work items name an object; processing one reads the object afresh
 //! through the API, asks [`decide`] what to do, and does it with writes conditional on
 //! the revision it read — so an item may run any number of times (idempotent), and the
 //! event that queued it does not matter.

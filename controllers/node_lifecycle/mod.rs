@@ -12,7 +12,7 @@
 //!
 //! Wiring: the primary kind is `Node`; a lease renewal or a task change wakes the
 //! node it belongs to, and each reconcile asks to be woken again when the node's grace
-//! period would run out. [`decide::decide`] makes the plan; [`reconcile`] applies it.
+//! period would run out. [`decide::decide`] makes the plan; the reconcile in this file applies it.
 
 pub mod decide;
 

@@ -14,7 +14,7 @@
 //!   exponential backoff, a global rate limit;
 //! - [`Controller<K>`](Controller): the loop tying them together (`owns`, `watches`,
 //!   concurrency, graceful shutdown, [`Action`]s, metrics);
-//! - [`finalizer`], [`Recorder`] (Events), [`owner_reference`], [`LeaderElector`];
+//! - [`finalizer()`], [`Recorder`] (Events), [`owner_reference`], [`LeaderElector`];
 //! - [`Manager`]: runs a set of controllers behind one leader election, with one
 //!   metrics registry and one shutdown ([`CancellationToken`]).
 //!
