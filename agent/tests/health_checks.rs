@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 /// A guard against hanging forever, not a timing assertion.
-const PATIENCE: Duration = Duration::from_secs(60);
+use corral_testkit::PATIENCE;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

@@ -1,14 +1,12 @@
 //! The agent's HTTP API on a real socket: task logs, health, metrics, and a shutdown
 //! that does not wait for an open follow.
 
-use std::time::Duration;
-
 use corral_agent::Layout;
 use corral_agent::http::{AgentHttp, router, serve};
 use reqwest::StatusCode;
 
 /// A guard against hanging forever, not a timing assertion.
-const PATIENCE: Duration = Duration::from_secs(30);
+use corral_testkit::PATIENCE;
 
 struct Agent {
     layout: Layout,
@@ -150,13 +148,6 @@ async fn a_follow_stops_reading_when_the_client_goes_away() {
     drop(body);
     // Nothing is written to the log any more: only noticing the closed connection ends
     // the reader.
-    let mut closed = false;
-    for _ in 0..300 {
-        if open_descriptors(&log) == 0 {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(closed, "the log is still open after the client left");
+    let closed = corral_testkit::within_patience(async || (open_descriptors(&log) == 0).then_some(())).await;
+    assert!(closed.is_some(), "the log is still open after the client left");
 }

@@ -18,7 +18,7 @@ const APPLETS: &[&str] = &[
 ];
 
 /// Bounded wait for anything a test awaits.
-pub const LIMIT: Duration = Duration::from_secs(60);
+pub const LIMIT: Duration = corral_testkit::PATIENCE;
 
 /// A temp work dir with a busybox rootfs and the tasks a test launched.
 pub struct Env {
@@ -233,13 +233,9 @@ pub async fn assert_dd_oom_killed(rt: &Runtime, spec: LaunchSpec, dd: &[&str]) {
     rt.cleanup(&uid).await.unwrap();
 }
 
-/// Polls (bounded) until `f` holds.
+/// Waits (bounded by the test kit's patience) until `f` holds.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    corral_testkit::eventually(what, async || f().then_some(())).await
 }
 
 /// The shim: `CORRAL_TEST_SHIM` (e.g. the `corral` binary, to test its `__shim`
