@@ -315,3 +315,43 @@ async fn cli_cascade_flag_passes_the_policy() {
     assert!(dep["metadata"].get("ownerReferences").is_none(), "{dep}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn dependents_of_a_kind_defined_after_the_start_are_collected_too() {
+    let s = TestServer::start().await;
+    let crd = json!({"apiVersion": "corral.dev/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "version": "v1", "kind": "Gadget", "plural": "gadgets"}});
+    let (code, v) = s.post("/apis/corral.dev/v1/customresourcedefinitions", &crd).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let owner = create(&s, "holder", &[]).await;
+    let gadgets = "/apis/example.com/v1/namespaces/default/gadgets";
+    let gadget = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+        "metadata": {"name": "g", "namespace": "default", "ownerReferences": [owner_ref(&owner, false)]},
+        "spec": {}});
+    let (code, v) = s.post(gadgets, &gadget).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    // A gadget owned by a gadget: both sides of the reference of the new kind.
+    let parent = s
+        .post(
+            gadgets,
+            &json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+        "metadata": {"name": "parent", "namespace": "default"}, "spec": {}}),
+        )
+        .await
+        .1;
+    let child = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+        "metadata": {"name": "child", "namespace": "default", "ownerReferences": [{"apiVersion": "example.com/v1",
+            "kind": "Gadget", "name": "parent", "uid": parent["metadata"]["uid"]}]},
+        "spec": {}});
+    assert_eq!(s.post(gadgets, &child).await.0, StatusCode::CREATED);
+
+    assert_eq!(s.delete(&cm_path("holder")).await.0, StatusCode::OK);
+    assert_eq!(s.delete(&format!("{gadgets}/parent")).await.0, StatusCode::OK);
+    until("the gadgets whose owners went are collected", async || {
+        s.get(&format!("{gadgets}/g")).await.0 == StatusCode::NOT_FOUND
+            && s.get(&format!("{gadgets}/child")).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+    s.stop().await;
+}

@@ -75,8 +75,7 @@ pub struct Config {
     /// How long an object may wait on finalizers before it is reported as stuck.
     pub stuck_after: Duration,
     /// How often waiting objects are counted, reported, and their work re-queued; and
-    /// how often the served kinds are looked up again, should a change of definitions
-    /// have been missed.
+    /// when the served kinds are looked up again after a failed attempt.
     pub scan_interval: Duration,
 }
 
@@ -128,6 +127,7 @@ impl Runnable for GarbageCollector {
             unlisted: HashSet::new(),
             seen_namespaces: HashSet::new(),
             synced: false,
+            kinds_stale: false,
             shutdown: shutdown.clone(),
         };
         let outcome = c.run(inbox).await;
@@ -180,6 +180,8 @@ struct Collector {
     seen_namespaces: HashSet<String>,
     /// Every kind has been listed once: work may start.
     synced: bool,
+    /// Definitions changed since the served kinds were last looked up.
+    kinds_stale: bool,
     shutdown: CancellationToken,
 }
 
@@ -204,11 +206,21 @@ impl Collector {
                 },
                 _ = scan.tick() => {
                     self.scan(Instant::now());
-                    if let Err(e) = self.refresh_kinds().await {
-                        tracing::warn!(error = %e, "garbage collector cannot read the served kinds; will retry");
-                    }
+                    self.refresh_kinds_if_stale().await;
                 }
             }
+        }
+    }
+
+    /// Looks the served kinds up again after a change of definitions; a failure is
+    /// retried at the next scan.
+    async fn refresh_kinds_if_stale(&mut self) {
+        if !self.kinds_stale {
+            return;
+        }
+        match self.refresh_kinds().await {
+            Ok(()) => self.kinds_stale = false,
+            Err(e) => tracing::warn!(error = %e, "garbage collector cannot read the served kinds; will retry"),
         }
     }
 
@@ -287,24 +299,18 @@ impl Collector {
             Seen::Applied(o) => {
                 let r = ObjectRef::of(&kind, &o);
                 self.applied(&kind, r, &o);
-                if resource == DEFINITIONS {
-                    // A custom kind appears or goes: watch what is served now.
-                    if let Err(e) = self.refresh_kinds().await {
-                        tracing::warn!(error = %e, "garbage collector cannot read the served kinds; will retry");
-                    }
-                }
             }
             Seen::Deleted(o) => {
                 let r = ObjectRef::of(&kind, &o);
                 self.index.remove(&r, o.revision());
                 self.gone(&kind, &r, o.uid(), &o.metadata.owner_references);
-                if resource == DEFINITIONS
-                    && let Err(e) = self.refresh_kinds().await
-                {
-                    tracing::warn!(error = %e, "garbage collector cannot read the served kinds; will retry");
-                }
             }
-            Seen::Bookmark(_) => {}
+            Seen::Bookmark(_) => return,
+        }
+        if resource == DEFINITIONS {
+            // A custom kind may appear or go: watch what is served now.
+            self.kinds_stale = true;
+            self.refresh_kinds_if_stale().await;
         }
     }
 
