@@ -355,3 +355,22 @@ async fn dependents_of_a_kind_defined_after_the_start_are_collected_too() {
     .await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_collector_keeps_in_memory_only_objects_with_owners() {
+    let s = TestServer::start().await;
+    let owner = create(&s, "owner", &[]).await;
+    for i in 0..40 {
+        create(&s, &format!("plain-{i}"), &[]).await;
+    }
+    create(&s, "dep-1", &[owner_ref(&owner, false)]).await;
+    create(&s, "dep-2", &[owner_ref(&owner, true)]).await;
+    let tracked = async || {
+        let text = s.client.get(s.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("corral_gc_tracked_objects "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    until("the collector tracks the two dependents, and nothing else", async || tracked().await == Some(2)).await;
+    s.stop().await;
+}

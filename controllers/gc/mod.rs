@@ -67,6 +67,8 @@ pub struct GcStats {
     pub deleted: AtomicU64,
     /// Owner references the collector removed (orphaning, dangling references).
     pub references_removed: AtomicU64,
+    /// Objects the collector keeps track of: those with owners or being deleted.
+    pub tracked: AtomicU64,
 }
 
 /// Tuning of the collector.
@@ -197,7 +199,10 @@ impl Collector {
                 biased;
                 _ = self.shutdown.cancelled() => return Ok(()),
                 ev = inbox.recv() => match ev {
-                    Some((resource, seen)) => self.seen(&resource, seen).await,
+                    Some((resource, seen)) => {
+                        self.seen(&resource, seen).await;
+                        self.stats.tracked.store(self.index.entries.len() as u64, Ordering::Relaxed);
+                    }
                     None => return Ok(()),
                 },
                 w = self.queue.next(), if self.synced => match w {
@@ -654,6 +659,11 @@ impl MetricsCollector for StatsCollector {
                 "corral_gc_objects_stuck_on_finalizers",
                 "Objects waiting on finalizers for longer than a minute (each is logged).",
                 s.stuck.load(Ordering::Relaxed),
+            ),
+            (
+                "corral_gc_tracked_objects",
+                "Objects the garbage collector keeps in memory: those with owners or being deleted.",
+                s.tracked.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in gauges {

@@ -181,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
         let listener =
             tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
-        let router = corral_telemetry::exposition::router(manager.registry());
+        let router = corral_runtime::exposition::router(manager.registry());
         let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
