@@ -8,6 +8,10 @@
 
 use std::process::ExitCode;
 
+// As in `corral`: the store measured in this process must allocate as it does there.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, Parser, Subcommand};
 
 /// Benchmarks of Corral.
