@@ -89,3 +89,16 @@ pub struct DeleteOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preconditions: Option<Preconditions>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn propagation_parses_wire_names_only() {
+        assert_eq!(Propagation::parse("Foreground"), Some(Propagation::Foreground));
+        assert_eq!(Propagation::parse("orphan"), None);
+        assert_eq!(Propagation::Orphan.finalizer(), Some(ORPHAN_FINALIZER));
+        assert_eq!(Propagation::default().finalizer(), None);
+    }
+}

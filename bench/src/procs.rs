@@ -28,6 +28,21 @@ impl Proc {
             .context("no VmRSS in /proc status")?;
         Ok(kb * 1024)
     }
+
+    /// CPU time the process has used so far (user and system), from `/proc`: what a
+    /// workload costs it, whatever else the machine is doing.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (in parentheses, which may hold spaces):
+        // utime and stime are the 12th and 13th of them, in clock ticks.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("no command name in /proc stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11..13).context("short /proc stat")?.iter().filter_map(|f| f.parse::<u64>().ok()).sum();
+        // SAFETY: sysconf(3) reads a configuration value; no memory is involved.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|h| *h > 0).unwrap_or(100);
+        Ok(Duration::from_micros(ticks * 1_000_000 / hz))
+    }
 }
 
 impl Drop for Proc {

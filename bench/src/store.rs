@@ -298,8 +298,17 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     let idle_rss = server.rss_bytes()?;
     corral.namespace("mass").await?;
     let before = corral.revision().await?;
+    let cpu_before = server.cpu_time()?;
     let load = creates(&corral, 256, Duration::from_secs(3600), opts.objects as u64, "mass", "m").await;
+    let cpu = server.cpu_time()?.saturating_sub(cpu_before);
     row(&format!("corral create of {} objects, 256 clients", opts.objects), &load);
+    println!(
+        "  {:<44} {:>10.1} µs   ({:.1} s of CPU for {} creates)",
+        "corral server CPU per create",
+        cpu.as_secs_f64() * 1e6 / load.ops.max(1) as f64,
+        cpu.as_secs_f64(),
+        load.ops
+    );
     let rss = server.rss_bytes()?;
     println!(
         "  {:<44} {:>10.1} MB   (idle before: {:.1} MB)",

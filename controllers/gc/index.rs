@@ -177,6 +177,24 @@ mod tests {
     }
 
     #[test]
+    fn index_tracks_owners_and_ignores_stale_events() {
+        let mut idx = Index::default();
+        idx.upsert(&key("a"), &obj("a", 2, json!({"uid": "ua"})));
+        let refs = json!([{"apiVersion":"corral.dev/v1","kind":"ConfigMap","name":"a","uid":"ua"}]);
+        idx.upsert(&key("b"), &obj("b", 3, json!({"uid": "ub", "ownerReferences": refs})));
+        assert_eq!(idx.dependents.get("ua").map(|s| s.len()), Some(1));
+        // A replayed older state changes nothing.
+        assert!(idx.upsert(&key("b"), &obj("b", 1, json!({"uid": "ub"}))).is_none());
+        assert_eq!(idx.dependents.get("ua").map(|s| s.len()), Some(1));
+        assert!(idx.remove(&key("b"), 3).is_none(), "a delete must be newer than the state held");
+        assert!(idx.remove(&key("b"), 4).is_some());
+        assert!(!idx.dependents.contains_key("ua"));
+        // The owner, which has no owners and is not being deleted, was never kept:
+        // namespace contents are listed from the API when a namespace goes.
+        assert!(idx.entries.is_empty());
+    }
+
+    #[test]
     fn a_dependent_that_loses_its_owners_leaves_the_index() {
         let mut idx = Index::default();
         let refs = json!([{"apiVersion":"corral.dev/v1","kind":"ConfigMap","name":"o","uid":"uo"}]);

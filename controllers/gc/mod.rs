@@ -685,3 +685,54 @@ impl MetricsCollector for StatsCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn obj(name: &str, rev: u64, meta: serde_json::Value) -> PartialObject {
+        let mut m = meta;
+        m["name"] = json!(name);
+        m["namespace"] = json!("default");
+        m["resourceVersion"] = json!(rev.to_string());
+        serde_json::from_value(json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap", "metadata": m}))
+            .expect("object")
+    }
+
+    #[tokio::test]
+    async fn objects_waiting_too_long_on_finalizers_are_counted_and_reported() {
+        // The scan reads only the index: the client is never called.
+        let client = Client::http("http://127.0.0.1:9").expect("a client");
+        let (events, _inbox) = mpsc::channel(1);
+        let mut c = Collector {
+            client,
+            config: Config::default(),
+            stats: Arc::default(),
+            index: Index::default(),
+            queue: work_queue(),
+            kinds: HashMap::new(),
+            monitors: HashMap::new(),
+            events,
+            unlisted: HashSet::new(),
+            seen_namespaces: HashSet::new(),
+            synced: true,
+            kinds_stale: false,
+            shutdown: CancellationToken::new(),
+        };
+        let k = ObjectRef::namespaced("corral.dev/configmaps", "default", "held");
+        let meta = json!({"uid": "u", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x"]});
+        c.index.upsert(&k, &obj("held", 2, meta));
+        let fine = ObjectRef::namespaced("corral.dev/configmaps", "default", "fine");
+        c.index.upsert(&fine, &obj("fine", 3, json!({"uid": "v"})));
+        let start = Instant::now();
+        c.scan(start);
+        assert_eq!(c.stats.waiting.load(Ordering::Relaxed), 1);
+        assert_eq!(c.stats.stuck.load(Ordering::Relaxed), 0);
+        assert_eq!(c.queue.next().await, Some(Work::Deleting(k.clone())), "waiting objects get another look");
+        c.scan(start + c.config.stuck_after);
+        assert_eq!(c.stats.stuck.load(Ordering::Relaxed), 1);
+        assert!(c.index.entries.get(&k).is_some_and(|e| e.warned), "a stuck object is logged once");
+    }
+}
