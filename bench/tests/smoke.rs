@@ -43,6 +43,7 @@ fn bench_store_runs_and_reports_every_figure() {
         "1 watchers",
         "5 watchers",
         "corral server RSS",
+        "corral server CPU per create",
         "events to one watcher",
         "durable create throughput corral/etcd at   4 clients",
     ] {
