@@ -215,6 +215,38 @@ async fn slow_watcher_falls_back_to_the_log_and_misses_nothing() {
     }
 }
 
+#[tokio::test]
+async fn a_watch_of_one_kind_gets_all_of_its_kind_and_nothing_else_even_when_slow() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with(dir.path(), |o| o.event_buffer = 4);
+    let other = |name: &str| corral_store::Key::namespaced("corral.dev/tasks", "default", name);
+    let mut maps =
+        s.watch(WatchRequest { resource: Some(RES.into()), from: Some(0), ..Default::default() }).await.unwrap();
+    let mut tasks = s
+        .watch(WatchRequest { resource: Some("corral.dev/tasks".into()), from: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    // Writes of two kinds interleaved, far more than the live buffer holds, before
+    // either watcher reads: odd revisions are config maps, even ones tasks.
+    for i in 0..150 {
+        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
+        s.create(other(&format!("t{i}")), cm(&format!("t{i}"), "1")).await.unwrap();
+    }
+    for i in 0..150u64 {
+        let WatchEvent::Event(e) = next(&mut maps).await else { panic!() };
+        assert_eq!((e.revision, e.object.key.resource.as_str()), (2 * i + 1, RES));
+        let WatchEvent::Event(e) = next(&mut tasks).await else { panic!() };
+        assert_eq!((e.revision, e.object.key.resource.as_str()), (2 * i + 2, "corral.dev/tasks"));
+    }
+    // And live: the next write of each kind reaches only its own watcher.
+    s.create(other("late"), cm("late", "1")).await.unwrap();
+    s.create(key("late"), cm("late", "1")).await.unwrap();
+    let WatchEvent::Event(e) = next(&mut maps).await else { panic!() };
+    assert_eq!((e.revision, e.object.key.name.as_str()), (302, "late"));
+    let WatchEvent::Event(e) = next(&mut tasks).await else { panic!() };
+    assert_eq!((e.revision, e.object.key.name.as_str()), (301, "late"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn bookmarks_carry_the_last_delivered_revision() {
     let dir = tempfile::tempdir().unwrap();
