@@ -118,6 +118,12 @@ impl ApiError {
         )
     }
 
+    /// 413 `RequestEntityTooLarge` for what a request would make too large, not for
+    /// its body.
+    pub fn entity_too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", message)
+    }
+
     /// 415 `UnsupportedMediaType`.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", message)

@@ -27,6 +27,7 @@ mod logs;
 mod metrics;
 mod ops;
 mod patch;
+mod patch_bounds;
 pub mod path;
 mod resources;
 mod watch;

@@ -19,6 +19,9 @@ use serde_json::Value;
 
 use super::body;
 use super::error::{ApiError, ApiResult};
+use super::patch_bounds::{
+    JsonPatchFailure, MAX_JSON_PATCH_OPERATIONS, MAX_OBJECT_BYTES, apply_json_patch, json_size_within,
+};
 use super::resources::{Ctx, precondition, stale, would_be_created, would_be_updated};
 
 /// Attempts before a patch that keeps losing races gives up with 409.
@@ -61,17 +64,30 @@ pub(super) async fn patch(
         Format::Json => {
             let ops: json_patch::Patch = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::bad_request(format!("the body is not a JSON patch (RFC 6902): {e}")))?;
+            if ops.0.len() > MAX_JSON_PATCH_OPERATIONS {
+                return Err(ApiError::entity_too_large(format!(
+                    "a JSON patch may hold at most {MAX_JSON_PATCH_OPERATIONS} operations; this one has {}",
+                    ops.0.len()
+                )));
+            }
             patch_existing(ctx, |live| {
                 let mut doc = live.clone();
-                json_patch::patch(&mut doc, &ops.0).map_err(|e| {
-                    ApiError::invalid(
+                apply_json_patch(&mut doc, &ops.0).map_err(|e| match e {
+                    JsonPatchFailure::TooManyOperations(n) => ApiError::entity_too_large(format!(
+                        "a JSON patch may hold at most {MAX_JSON_PATCH_OPERATIONS} operations; this one has {n}"
+                    )),
+                    JsonPatchFailure::TooLarge { index, op } => ApiError::entity_too_large(format!(
+                        "JSON patch operation {index} ({op}) would take the bytes copied by this patch past \
+                         {MAX_OBJECT_BYTES}, the largest an object may be; nothing was changed"
+                    )),
+                    JsonPatchFailure::Failed { index, op, path, reason } => ApiError::invalid(
                         &ctx.info,
                         &ctx.name,
                         vec![FieldError::new(
-                            pointer_to_path(e.path.as_str()),
-                            format!("JSON patch operation {} failed: {}", e.operation, e.kind),
+                            pointer_to_path(&path),
+                            format!("JSON patch operation {index} ({op}) failed: {reason}"),
                         )],
-                    )
+                    ),
                 })?;
                 Ok(doc)
             })
@@ -163,6 +179,13 @@ async fn write(
         ));
     }
     ctx.fill_identity(&mut patched, Some(name))?;
+    if json_size_within(&patched, MAX_OBJECT_BYTES).is_none() {
+        return Err(ApiError::entity_too_large(format!(
+            "the patched {} {name:?} would be larger than {MAX_OBJECT_BYTES} bytes, the largest an object may be; \
+             nothing was changed",
+            ctx.info.kind
+        )));
+    }
     ctx.validate(&patched)?;
     let asked = precondition(ctx, &patched)?;
     // The live resourceVersion is in every patched object unless the patch changed

@@ -1,0 +1,165 @@
+//! Requests built to exhaust the control plane, sent over HTTP to the real `corral
+//! server` binary: each is refused with a clear status, the server stays healthy, and
+//! nothing it acknowledged before is lost or changed.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["server", "--controllers", "none", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn corral server");
+        let s = Server { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), _dir: dir };
+        s.wait_healthy().await;
+        s
+    }
+
+    async fn wait_healthy(&self) {
+        corral_testkit::eventually(&format!("the server at {} is healthy", self.base), async || {
+            self.http
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+                .then_some(())
+        })
+        .await
+    }
+
+    /// Still serving, and still the same process.
+    async fn assert_alive(&mut self) {
+        assert!(matches!(self.child.try_wait(), Ok(None)), "the server process died");
+        let r = self.http.get(format!("{}/healthz", self.base)).send().await.expect("/healthz answers");
+        assert!(r.status().is_success(), "/healthz: {}", r.status());
+    }
+
+    fn configmap_url(&self, name: &str) -> String {
+        format!("{}/apis/corral.dev/v1/namespaces/default/configmaps/{name}", self.base)
+    }
+
+    async fn create_configmap(&self, name: &str, data: Value) -> Value {
+        let url = format!("{}/apis/corral.dev/v1/namespaces/default/configmaps", self.base);
+        let body = json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap", "metadata": {"name": name}, "spec": {"data": data}});
+        let r = self.http.post(url).json(&body).send().await.expect("POST");
+        let code = r.status();
+        let created: Value = r.json().await.expect("the created object");
+        assert_eq!(code, 201, "create {name}: {created}");
+        created
+    }
+
+    async fn get(&self, name: &str) -> Value {
+        let r = self.http.get(self.configmap_url(name)).send().await.expect("GET");
+        assert_eq!(r.status(), 200, "get {name}");
+        r.json().await.expect("an object")
+    }
+
+    async fn patch(&self, name: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .http
+            .patch(self.configmap_url(name))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("PATCH answered");
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn rv(o: &Value) -> &str {
+    o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Finding 1 of issue 9: 40 `copy` operations, each copying the document's data
+/// into itself, would double it 40 times (a terabyte from 2.4 KB of request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_doubling_json_patch_is_refused_and_the_server_stays_up() {
+    let mut s = Server::start().await;
+    let before = s.create_configmap("doubled", json!({"x": "y".repeat(1000)})).await;
+    let ops: Vec<Value> =
+        (0..40).map(|i| json!({"op": "copy", "from": "/spec/data", "path": format!("/spec/data/d{i}")})).collect();
+    let body = serde_json::to_vec(&ops).expect("JSON");
+    assert!(body.len() < 3000, "the patch is small: {} bytes", body.len());
+
+    let (code, status) = s.patch("doubled", "application/json-patch+json", body).await;
+    assert_eq!(code, 413, "{status}");
+    assert_eq!(status["reason"], "RequestEntityTooLarge", "{status}");
+    assert!(status["message"].as_str().unwrap_or_default().contains("operation 11 (copy)"), "{status}");
+    s.assert_alive().await;
+    let after = s.get("doubled").await;
+    assert_eq!(rv(&after), rv(&before), "the object is unchanged");
+    assert_eq!(after["spec"], before["spec"]);
+    s.create_configmap("afterwards", json!({"a": "b"})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_patch_of_more_than_ten_thousand_operations_is_refused() {
+    let mut s = Server::start().await;
+    let before = s.create_configmap("many", json!({"a": "b"})).await;
+    let ops: Vec<Value> = (0..10_001).map(|_| json!({"op": "test", "path": "/spec/data/a", "value": "b"})).collect();
+    let (code, status) = s.patch("many", "application/json-patch+json", serde_json::to_vec(&ops).expect("JSON")).await;
+    assert_eq!(code, 413, "{status}");
+    assert!(status["message"].as_str().unwrap_or_default().contains("at most 10000 operations"), "{status}");
+    s.assert_alive().await;
+    assert_eq!(rv(&s.get("many").await), rv(&before));
+
+    // Ten thousand is allowed.
+    let ops: Vec<Value> = (0..10_000).map(|_| json!({"op": "test", "path": "/spec/data/a", "value": "b"})).collect();
+    let (code, status) = s.patch("many", "application/json-patch+json", serde_json::to_vec(&ops).expect("JSON")).await;
+    assert_eq!(code, 200, "{status}");
+}
+
+/// Each patch body is within the 3 MiB limit, but the object they build would not be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patches_cannot_grow_an_object_past_the_object_limit() {
+    let mut s = Server::start().await;
+    let two_mib = "z".repeat(2 * 1024 * 1024);
+    let before = s.create_configmap("grown", json!({"a": two_mib})).await;
+    for (content_type, body) in [
+        ("application/merge-patch+json", json!({"spec": {"data": {"b": two_mib}}})),
+        ("application/json-patch+json", json!([{"op": "add", "path": "/spec/data/b", "value": two_mib}])),
+        ("application/json-patch+json", json!([{"op": "copy", "from": "/spec/data/a", "path": "/spec/data/b"}])),
+    ] {
+        let (code, status) = s.patch("grown", content_type, serde_json::to_vec(&body).expect("JSON")).await;
+        assert_eq!(code, 413, "{content_type}: answered {code} {}", status["message"]);
+        assert_eq!(status["reason"], "RequestEntityTooLarge", "{}", status["message"]);
+        s.assert_alive().await;
+        let after = s.get("grown").await;
+        assert_eq!(rv(&after), rv(&before), "{content_type}: the object is unchanged");
+        assert!(after["spec"]["data"].get("b").is_none());
+    }
+    // A patch that keeps it within the limit still works.
+    let (code, status) = s
+        .patch(
+            "grown",
+            "application/merge-patch+json",
+            serde_json::to_vec(&json!({"spec": {"data": {"b": "small"}}})).expect("JSON"),
+        )
+        .await;
+    assert_eq!(code, 200, "{status}");
+}
