@@ -163,3 +163,24 @@ async fn patches_cannot_grow_an_object_past_the_object_limit() {
         .await;
     assert_eq!(code, 200, "{status}");
 }
+
+/// Finding 10 of issue 9: a watch from resourceVersion u64::MAX overflowed into
+/// "events up to revision 0 are gone".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_revision_ahead_of_the_store_is_gone_with_a_clear_message() {
+    let mut s = Server::start().await;
+    let created = s.create_configmap("a", json!({"a": "b"})).await;
+    let current: u64 = rv(&created).parse().expect("a revision");
+    for from in [u64::MAX, current + 1] {
+        let url = format!("{}/apis/corral.dev/v1/configmaps?watch=true&resourceVersion={from}", s.base);
+        let r = s.http.get(url).send().await.expect("GET");
+        assert_eq!(r.status(), 410, "from {from}");
+        let status: Value = r.json().await.expect("a Status");
+        let message = status["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("revision {from} is ahead")), "{message}");
+        assert!(message.contains(&format!("at revision {current}")), "{message}");
+        s.assert_alive().await;
+    }
+    let url = format!("{}/apis/corral.dev/v1/configmaps?watch=true&resourceVersion={current}", s.base);
+    assert_eq!(s.http.get(url).send().await.expect("GET").status(), 200, "the current revision is a valid start");
+}

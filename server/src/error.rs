@@ -162,7 +162,7 @@ impl ApiError {
                     .with_details(details)
             }
             StoreError::Conflict { .. } => Self::conflict(err.to_string()).with_details(details),
-            StoreError::Gone { .. } => Self::gone(err.to_string()).with_details(details),
+            StoreError::Gone { .. } | StoreError::Ahead { .. } => Self::gone(err.to_string()).with_details(details),
             StoreError::Invalid(m) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
@@ -200,7 +200,7 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "AlreadyExists", format!("{k} already exists"))
             }
             StoreError::Conflict { .. } => Self::conflict(err.to_string()),
-            StoreError::Gone { .. } => Self::gone(err.to_string()),
+            StoreError::Gone { .. } | StoreError::Ahead { .. } => Self::gone(err.to_string()),
             StoreError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m),
             other => Self::internal(other),
         }

@@ -31,6 +31,17 @@ pub enum Error {
         /// Events at or below this revision are gone.
         compacted: u64,
     },
+    /// The requested revision is ahead of the store: it did not come from this store,
+    /// or the store was restored to an earlier state since.
+    #[error(
+        "revision {requested} is ahead of this store, which is at revision {current}; re-list and watch from the list's revision"
+    )]
+    Ahead {
+        /// The revision asked for.
+        requested: u64,
+        /// The store's current revision.
+        current: u64,
+    },
     /// The object is not a JSON object with usable metadata.
     #[error("invalid object: {0}")]
     Invalid(String),

@@ -36,6 +36,14 @@ pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<WatchStrea
     // the write lock, so `live` holds exactly the events after `revision`.
     let (live, revision, snapshot) = {
         let st = shared.state.read();
+        // No revision after the current one exists yet; answering it as Gone lets a
+        // client re-list, where waiting for it could wait forever (and `from + 1`
+        // could overflow).
+        if let Some(from) = req.from
+            && from > st.revision
+        {
+            return Err(Error::Ahead { requested: from, current: st.revision });
+        }
         let live = shared.events_tx.subscribe();
         let mut snapshot = Vec::new();
         if req.from.is_none() {

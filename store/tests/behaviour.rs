@@ -188,6 +188,22 @@ async fn compacted_revision_is_gone() {
 }
 
 #[tokio::test]
+async fn a_revision_ahead_of_the_store_is_refused_not_awaited() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create(key("a"), cm("a", "1")).await.unwrap();
+    for from in [2, u64::MAX] {
+        let err = s.watch(WatchRequest { from: Some(from), ..Default::default() }).await.err().unwrap();
+        assert!(matches!(err, Error::Ahead { requested, current: 1 } if requested == from), "{err}");
+    }
+    // The current revision itself is a valid place to start.
+    let mut w = s.watch(WatchRequest { from: Some(1), ..Default::default() }).await.unwrap();
+    s.create(key("b"), cm("b", "1")).await.unwrap();
+    let WatchEvent::Event(e) = next(&mut w).await else { panic!() };
+    assert_eq!(e.revision, 2);
+}
+
+#[tokio::test]
 async fn automatic_compaction_keeps_the_configured_window() {
     let dir = tempfile::tempdir().unwrap();
     let s = open_with(dir.path(), |o| o.compaction_retain = 10);
