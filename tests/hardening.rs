@@ -184,3 +184,99 @@ async fn a_watch_from_a_revision_ahead_of_the_store_is_gone_with_a_clear_message
     let url = format!("{}/apis/corral.dev/v1/configmaps?watch=true&resourceVersion={current}", s.base);
     assert_eq!(s.http.get(url).send().await.expect("GET").status(), 200, "the current revision is a valid start");
 }
+
+impl Server {
+    async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> Value {
+        let r = self.http.request(method, format!("{}{path}", self.base)).json(body).send().await.expect("answered");
+        let code = r.status();
+        let v: Value = r.json().await.expect("JSON");
+        assert!(code.is_success(), "{path}: {code} {v}");
+        v
+    }
+
+    /// Node `node` whose agent is at `endpoint`, and task `task` bound to it.
+    async fn task_on(&self, node: &str, endpoint: &str, task: &str) {
+        let body = json!({"apiVersion": "corral.dev/v1", "kind": "Node", "metadata": {"name": node}, "spec": {}});
+        let mut obj = self.send(reqwest::Method::POST, "/apis/corral.dev/v1/nodes", &body).await;
+        obj["status"] = json!({"phase": "Ready", "agentEndpoint": endpoint});
+        self.send(reqwest::Method::PUT, &format!("/apis/corral.dev/v1/nodes/{node}/status"), &obj).await;
+        let body = json!({"apiVersion": "corral.dev/v1", "kind": "Task", "metadata": {"name": task},
+            "spec": {"command": ["/bin/echo", "hi"], "nodeName": node}});
+        self.send(reqwest::Method::POST, "/apis/corral.dev/v1/namespaces/default/tasks", &body).await;
+    }
+
+    fn log_url(&self, task: &str) -> String {
+        format!("{}/apis/corral.dev/v1/namespaces/default/tasks/{task}/log", self.base)
+    }
+}
+
+/// A fake agent endpoint: a listener on loopback that answers each request with
+/// `answer` (or never, when `None`), counting the requests. It stops answering after
+/// 20, so that a server that loops through it stops too.
+async fn fake_agent(answer: Option<String>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut conn, _)) = listener.accept().await {
+            if count.fetch_add(1, Ordering::SeqCst) >= 20 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            match &answer {
+                Some(a) => {
+                    let _ = conn.write_all(a.as_bytes()).await;
+                }
+                None => held.push(conn),
+            }
+        }
+    });
+    (endpoint, seen)
+}
+
+/// Finding 10 of issue 9: an agent endpoint that redirects to the server's own log
+/// path made the server call itself until no descriptor was left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_proxy_follows_no_redirect() {
+    use std::sync::atomic::Ordering;
+    let mut s = Server::start().await;
+    let answer = format!(
+        "HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        s.log_url("looped")
+    );
+    let (endpoint, seen) = fake_agent(Some(answer)).await;
+    s.task_on("redirecting", &endpoint, "looped").await;
+    let r = tokio::time::timeout(corral_testkit::PATIENCE, s.http.get(s.log_url("looped")).send())
+        .await
+        .expect("the log request ends")
+        .expect("answered");
+    let code = r.status();
+    let status: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(code, 502, "{status}");
+    assert!(status["message"].as_str().unwrap_or_default().contains("answered 302 Found"), "{status}");
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "the endpoint was asked once");
+    s.assert_alive().await;
+}
+
+/// An agent endpoint that accepts the connection and never answers holds the request
+/// only for the proxy's answer timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_proxy_gives_up_on_an_agent_that_never_answers() {
+    let mut s = Server::start().await;
+    let (endpoint, _) = fake_agent(None).await;
+    s.task_on("silent", &endpoint, "waits").await;
+    let r = tokio::time::timeout(corral_testkit::PATIENCE, s.http.get(s.log_url("waits")).send())
+        .await
+        .expect("the log request ends")
+        .expect("answered");
+    let code = r.status();
+    let status: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(code, 504, "{status}");
+    assert!(status["message"].as_str().unwrap_or_default().contains("did not answer within"), "{status}");
+    s.assert_alive().await;
+}

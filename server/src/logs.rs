@@ -26,6 +26,10 @@ use super::error::{ApiError, ApiResult, StatusDetails};
 /// How long connecting to an agent may take before the request answers 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an agent may take to start its answer before the request answers 504. A
+/// follow's body then streams for as long as the task writes.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Longest error body read from an agent; its message is what matters.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -85,12 +89,20 @@ pub(super) async fn serve(state: &AppState, namespace: &str, name: &str, uri: &U
         }
     }
 
-    let resp = client()?.get(url).send().await.map_err(|e| {
-        bad_gateway(format!(
-            "cannot reach the agent of node {node_name:?} at {endpoint} to read the log of task {name:?}: {}",
-            error_chain(&e)
-        ))
-    })?;
+    let resp = tokio::time::timeout(ANSWER_TIMEOUT, client()?.get(url).send())
+        .await
+        .map_err(|_| {
+            gateway_timeout(format!(
+                "the agent of node {node_name:?} at {endpoint} did not answer within {}s for the log of task {name:?}",
+                ANSWER_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| {
+            bad_gateway(format!(
+                "cannot reach the agent of node {node_name:?} at {endpoint} to read the log of task {name:?}: {}",
+                error_chain(&e)
+            ))
+        })?;
     if !resp.status().is_success() {
         return Err(agent_error(resp, node_name, name).await);
     }
@@ -137,6 +149,10 @@ fn bad_gateway(message: String) -> ApiError {
     ApiError { code: StatusCode::BAD_GATEWAY, reason: "BadGateway", message, details: None }
 }
 
+fn gateway_timeout(message: String) -> ApiError {
+    ApiError { code: StatusCode::GATEWAY_TIMEOUT, reason: "Timeout", message, details: None }
+}
+
 fn unavailable(message: String) -> ApiError {
     ApiError { code: StatusCode::SERVICE_UNAVAILABLE, reason: "ServiceUnavailable", message, details: None }
 }
@@ -166,12 +182,19 @@ async fn agent_error(resp: reqwest::Response, node: &str, task: &str) -> ApiErro
 }
 
 /// One client for every agent: connections are reused across requests. Agents are
-/// reached directly, never through an environment proxy.
+/// reached directly, never through an environment proxy, and their redirects are not
+/// followed: an endpoint answering 3xx is an agent failing (502), not a way to send
+/// the server elsewhere — to itself, say, in a loop.
 fn client() -> ApiResult<&'static reqwest::Client> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            reqwest::Client::builder().no_proxy().connect_timeout(CONNECT_TIMEOUT).build().map_err(|e| e.to_string())
+            reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build()
+                .map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| ApiError::internal(format!("cannot build the HTTP client for agents: {e}")))
