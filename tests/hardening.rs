@@ -22,11 +22,19 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// The API server alone.
     async fn start() -> Server {
+        Server::start_with(&["--controllers", "none"]).await
+    }
+
+    /// `corral server` with `args` added.
+    async fn start_with(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["server", "--controllers", "none", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg("server")
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.path().join("data"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -278,5 +286,45 @@ async fn the_log_proxy_gives_up_on_an_agent_that_never_answers() {
     let status: Value = r.json().await.unwrap_or(Value::Null);
     assert_eq!(code, 504, "{status}");
     assert!(status["message"].as_str().unwrap_or_default().contains("did not answer within"), "{status}");
+    s.assert_alive().await;
+}
+
+/// Finding 10 of issue 9: foreground deletion of an ownership cycle, or of an object
+/// that owns itself, stayed stuck forever (each waited for the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_deletion_of_ownership_cycles_finishes() {
+    let mut s = Server::start_with(&["--controllers", "garbage-collector"]).await;
+    let owner_ref = |o: &Value| {
+        json!([{"apiVersion": "corral.dev/v1", "kind": "ConfigMap", "name": o["metadata"]["name"],
+                "uid": o["metadata"]["uid"], "blockOwnerDeletion": true}])
+    };
+    let own = async |s: &Server, name: &str, owner: &Value| {
+        let patch = json!({"metadata": {"ownerReferences": owner_ref(owner)}});
+        let (code, v) = s.patch(name, "application/merge-patch+json", serde_json::to_vec(&patch).expect("JSON")).await;
+        assert_eq!(code, 200, "{v}");
+    };
+    let a = s.create_configmap("cycle-a", json!({})).await;
+    let b = s.create_configmap("cycle-b", json!({})).await;
+    own(&s, "cycle-b", &a).await;
+    own(&s, "cycle-a", &b).await;
+    let me = s.create_configmap("owns-itself", json!({})).await;
+    own(&s, "owns-itself", &me).await;
+
+    for name in ["cycle-a", "owns-itself"] {
+        let r = s
+            .http
+            .delete(format!("{}?propagationPolicy=Foreground", s.configmap_url(name)))
+            .send()
+            .await
+            .expect("DELETE answered");
+        assert!(r.status().is_success(), "delete {name}: {}", r.status());
+    }
+    for name in ["cycle-a", "cycle-b", "owns-itself"] {
+        corral_testkit::eventually(&format!("{name} to be gone"), async || {
+            let r = s.http.get(s.configmap_url(name)).send().await.ok()?;
+            (r.status() == 404).then_some(())
+        })
+        .await;
+    }
     s.assert_alive().await;
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use corral_api::delete::FOREGROUND_FINALIZER;
 use corral_api::{ApiObject, OwnerReference, PartialObject};
 use corral_runtime::ObjectRef;
 use tokio::time::Instant;
@@ -129,14 +130,45 @@ impl Index {
     }
 
     /// Dependents of `uid` whose reference to it blocks its foreground deletion.
+    ///
+    /// A dependent that is itself waiting, directly or through other waiting objects,
+    /// for `uid` to go does not count: in an ownership cycle (an object owning itself
+    /// among them) each would otherwise wait for the other forever. Kubernetes breaks
+    /// such cycles the same way.
     pub fn blocking(&self, uid: &str) -> usize {
+        self.blocking_dependents(uid).filter(|(d_uid, _)| !self.waits_for(d_uid, uid)).count()
+    }
+
+    /// The dependents (uid, entry) of `uid` that block its foreground deletion.
+    fn blocking_dependents<'a>(&'a self, uid: &'a str) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
         self.dependents
             .get(uid)
             .into_iter()
             .flatten()
             .filter_map(|d| self.entries.get(d))
-            .filter(|e| e.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true)))
-            .count()
+            .filter(move |e| e.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true)))
+            .map(|e| (e.uid.as_str(), e))
+    }
+
+    /// Whether the object `from` is waiting for `target` to go: it is `target`, or it
+    /// is being deleted in foreground and one of its blocking dependents waits for
+    /// `target`.
+    fn waits_for(&self, from: &str, target: &str) -> bool {
+        let mut seen = HashSet::new();
+        let mut next = vec![from];
+        while let Some(uid) = next.pop() {
+            if uid == target {
+                return true;
+            }
+            if !seen.insert(uid) {
+                continue;
+            }
+            let waiting = self.by_uid(uid).is_some_and(|(_, e)| e.deleting && e.has_finalizer(FOREGROUND_FINALIZER));
+            if waiting {
+                next.extend(self.blocking_dependents(uid).map(|(d, _)| d));
+            }
+        }
+        false
     }
 }
 
@@ -192,6 +224,58 @@ mod tests {
         // The owner, which has no owners and is not being deleted, was never kept:
         // namespace contents are listed from the API when a namespace goes.
         assert!(idx.entries.is_empty());
+    }
+
+    /// `name` (uid `u<name>`) owned, blocking, by `owners`; being deleted in
+    /// foreground when `waiting`.
+    fn owned(idx: &mut Index, name: &str, owners: &[&str], waiting: bool) {
+        let refs: Vec<_> = owners
+            .iter()
+            .map(|o| {
+                json!({"apiVersion":"corral.dev/v1","kind":"ConfigMap","name":o,"uid":format!("u{o}"),
+                            "blockOwnerDeletion": true})
+            })
+            .collect();
+        let mut meta = json!({"uid": format!("u{name}"), "ownerReferences": refs});
+        if waiting {
+            meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            meta["finalizers"] = json!([FOREGROUND_FINALIZER]);
+        }
+        let rev = idx.entries.get(&key(name)).map_or(2, |e| e.revision + 1);
+        idx.upsert(&key(name), &obj(name, rev, meta));
+    }
+
+    #[test]
+    fn owners_in_a_cycle_do_not_wait_for_each_other() {
+        let mut idx = Index::default();
+        owned(&mut idx, "self", &["self"], true);
+        assert_eq!(idx.blocking("uself"), 0, "an object owning itself does not wait for itself");
+
+        owned(&mut idx, "a", &["b"], true);
+        owned(&mut idx, "b", &["a"], false);
+        assert_eq!(idx.blocking("ua"), 1, "b is not being deleted yet: a waits for it");
+        owned(&mut idx, "b", &["a"], true);
+        assert_eq!((idx.blocking("ua"), idx.blocking("ub")), (0, 0), "a and b wait only for each other");
+
+        // A longer cycle, x → y → z → x, all in foreground deletion.
+        owned(&mut idx, "x", &["z"], true);
+        owned(&mut idx, "y", &["x"], true);
+        owned(&mut idx, "z", &["y"], true);
+        assert_eq!((idx.blocking("ux"), idx.blocking("uy"), idx.blocking("uz")), (0, 0, 0));
+    }
+
+    #[test]
+    fn an_owner_still_waits_for_a_dependent_that_waits_for_others() {
+        let mut idx = Index::default();
+        owned(&mut idx, "top", &[], true);
+        owned(&mut idx, "mid", &["top"], true);
+        owned(&mut idx, "leaf", &["mid"], false);
+        assert_eq!(idx.blocking("utop"), 1, "mid waits for leaf, not for top");
+        assert_eq!(idx.blocking("umid"), 1);
+        // mid and leaf form a cycle below top: they release each other, top still waits.
+        owned(&mut idx, "mid", &["top", "leaf"], true);
+        owned(&mut idx, "leaf", &["mid"], true);
+        assert_eq!((idx.blocking("utop"), idx.blocking("umid"), idx.blocking("uleaf")), (1, 0, 0));
     }
 
     #[test]
