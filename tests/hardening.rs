@@ -29,18 +29,37 @@ impl Server {
 
     /// `corral server` with `args` added.
     async fn start_with(args: &[&str]) -> Server {
+        Server::start_limited(args, None).await
+    }
+
+    /// `corral server` with `args`, allowed at most `open_files` descriptors (soft and
+    /// hard limit) when given.
+    async fn start_limited(args: &[&str], open_files: Option<u64>) -> Server {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .arg("server")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+        cmd.arg("server")
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.path().join("data"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn corral server");
+            .stderr(Stdio::inherit());
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+            // SAFETY: setrlimit is async-signal-safe and only reads `lim`, a copy.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn corral server");
         let s = Server { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), _dir: dir };
         s.wait_healthy().await;
         s
@@ -326,5 +345,63 @@ async fn foreground_deletion_of_ownership_cycles_finishes() {
         })
         .await;
     }
+    s.assert_alive().await;
+}
+
+/// Finding 4 of issue 9: 1,100 idle TCP connections made a server limited to 1,024
+/// descriptors unreachable (accept failed, `/healthz` and writes timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_make_the_server_unreachable() {
+    use tokio::io::AsyncReadExt;
+    // This test holds 1,100 sockets itself.
+    let mut own = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut own);
+        own.rlim_cur = own.rlim_max.max(own.rlim_cur);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &own);
+    }
+    let mut s = Server::start_limited(&["--controllers", "none"], Some(1024)).await;
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().expect("an address");
+
+    // A client at 127.0.0.2 opens 1,100 connections and never sends a byte.
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.bind("127.0.0.2:0".parse().expect("address")).expect("bind 127.0.0.2");
+        idle.push(socket.connect(addr).await.expect("connect"));
+    }
+
+    // Others are still served: health, and a write.
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("a client");
+    let r = http.get(format!("{}/healthz", s.base)).send().await.expect("/healthz answers");
+    assert!(r.status().is_success(), "/healthz: {}", r.status());
+    s.create_configmap("written-meanwhile", json!({"a": "b"})).await;
+
+    // The connections over that client's cap were told why.
+    let mut refused = 0;
+    for c in idle.iter_mut().rev().take(200) {
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf)).await
+            && String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 429 Too Many Requests")
+        {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no refused connection got a 429");
+    let metrics = http.get(format!("{}/metrics", s.base)).send().await.expect("/metrics").text().await.expect("text");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("corral_http_connections_refused_total ") && !l.ends_with(" 0")),
+        "refusals are counted"
+    );
+
+    // And the admitted idle ones are closed once the header-read timeout passes.
+    let mut first = idle.swap_remove(0);
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(corral_testkit::PATIENCE, first.read(&mut buf))
+        .await
+        .expect("the server closes an idle connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a response: {:?}", String::from_utf8_lossy(&buf[..n]));
     s.assert_alive().await;
 }

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod connections;
 mod crd;
 mod delete;
 mod discovery;
@@ -47,6 +48,7 @@ use parking_lot::RwLock;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+pub use connections::ConnectionLimits;
 pub use error::{ApiError, StatusDetails};
 pub use metrics::Metrics;
 
@@ -64,6 +66,9 @@ pub struct ServerConfig {
     pub compaction_retain: u64,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Bounds on connections; `None` derives them from the open-files limit, which
+    /// the server first raises to its hard limit.
+    pub connections: Option<ConnectionLimits>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +78,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("corral-data"),
             compaction_retain: 100_000,
             bookmark_interval: Duration::from_secs(10),
+            connections: None,
         }
     }
 }
@@ -299,21 +305,14 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     let addr = listener.local_addr().map_err(|source| Error::Listen { addr: cfg.listen, source })?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app(state.clone());
-    // Watch events and small responses must leave at once: with Nagle's algorithm they
-    // wait for the peer's delayed ACK, adding ~40 ms stalls.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+    let open_files = connections::raise_open_files_limit();
+    let limits = cfg.connections.clone().unwrap_or_else(|| ConnectionLimits::for_open_files(open_files));
+    tracing::debug!(open_files, ?limits, "connection limits");
     let serving = router.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, serving)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let metrics = state.metrics.connections.clone();
+    let task = tokio::spawn(connections::serve(listener, serving, limits, metrics, async move {
+        let _ = stopped.await;
+    }));
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "corral API server listening");
     Ok(RunningServer {
         addr,

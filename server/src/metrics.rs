@@ -40,6 +40,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: DurationFamily,
+    pub(crate) connections: crate::connections::ConnectionMetrics,
 }
 
 fn duration_histogram() -> Histogram {
@@ -59,8 +60,15 @@ impl Metrics {
             "Time to answer an HTTP request up to its response head (watch streams last longer)",
             durations.clone(),
         );
+        let connections = crate::connections::ConnectionMetrics::default();
+        registry.register("corral_http_connections_open", "HTTP connections open now", connections.open.clone());
+        registry.register(
+            "corral_http_connections_refused",
+            "HTTP connections answered 429 and closed for being over the server's or a client's cap",
+            connections.refused.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector { store }));
-        Metrics { registry, requests, durations }
+        Metrics { registry, requests, durations, connections }
     }
 
     /// Records one answered request.
