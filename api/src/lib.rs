@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod logs;
 pub mod meta;
 pub mod names;
+pub mod nesting;
 pub mod registry;
 pub mod resource;
 pub mod selector;

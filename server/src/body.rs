@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
+use corral_api::nesting;
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -44,13 +45,20 @@ pub fn json_object(bytes: &[u8]) -> ApiResult<Value> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty; send the object as JSON"));
     }
+    check_depth(nesting::check_json(bytes, nesting::MAX_NESTING_DEPTH))?;
     let v: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     require_object(v)
 }
 
+/// Refuses a body nested too deeply, before it is decoded.
+pub fn check_depth(checked: Result<(), nesting::TooDeep>) -> ApiResult<()> {
+    checked.map_err(|e| ApiError::bad_request(format!("the request body is not accepted: {e}")))
+}
+
 /// Decodes a YAML body (one document), which must be a mapping.
 pub fn yaml_object(bytes: &[u8]) -> ApiResult<Value> {
+    check_depth(nesting::check_yaml(bytes, nesting::MAX_NESTING_DEPTH))?;
     let v: Value = serde_norway::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
     require_object(v)

@@ -62,6 +62,7 @@ pub(super) async fn patch(
     let bytes = body::read(req_body, content_length).await?;
     match format {
         Format::Json => {
+            body::check_depth(corral_api::nesting::check_json(&bytes, corral_api::nesting::MAX_NESTING_DEPTH))?;
             let ops: json_patch::Patch = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::bad_request(format!("the body is not a JSON patch (RFC 6902): {e}")))?;
             if ops.0.len() > MAX_JSON_PATCH_OPERATIONS {

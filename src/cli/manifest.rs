@@ -6,6 +6,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use corral_api::nesting;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -204,6 +205,19 @@ fn parse_into(
         Some(e) => e.eq_ignore_ascii_case("json"),
         None => text.trim_start().starts_with('{'),
     };
+    // Checked before decoding: a deeply nested document costs the decoder time that
+    // grows with the square of its depth.
+    let depth = if looks_json { nesting::check_json } else { nesting::check_yaml };
+    if let Err(e) = depth(text.as_bytes(), nesting::MAX_NESTING_DEPTH) {
+        problems.push(Problem {
+            order: (file_no, 0, 0),
+            place: source.to_string(),
+            object: None,
+            field: None,
+            message: format!("not read: {e}"),
+        });
+        return;
+    }
     let mut index = 0;
     if looks_json {
         for value in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
