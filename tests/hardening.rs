@@ -77,6 +77,26 @@ impl Server {
         .await
     }
 
+    /// A new server process on the data dir of `old`, which has stopped.
+    async fn restart_in(mut old: Server) -> Server {
+        let _ = old.child.kill();
+        let _ = old.child.wait();
+        let (base, http) = (old.base.clone(), old.http.clone());
+        let _dir = std::mem::replace(&mut old._dir, tempfile::tempdir().expect("a temp dir"));
+        let port = base.rsplit(':').next().unwrap_or_default().to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["server", "--controllers", "none", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(_dir.path().join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn corral server");
+        let s = Server { child, base, http, _dir };
+        s.wait_healthy().await;
+        s
+    }
+
     /// Still serving, and still the same process.
     async fn assert_alive(&mut self) {
         assert!(matches!(self.child.try_wait(), Ok(None)), "the server process died");
@@ -457,4 +477,99 @@ async fn deeply_nested_bodies_are_refused_before_they_are_decoded() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("deep.yaml") && stderr.contains("more than 100 levels deep"), "{stderr}");
+}
+
+fn definition(plural: &str, kind: &str, spec_schema: Value) -> Value {
+    json!({
+        "apiVersion": "corral.dev/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.example.com")},
+        "spec": {"group": "example.com", "version": "v1", "kind": kind, "plural": plural, "scope": "Namespaced",
+                 "schema": {"spec": spec_schema}}
+    })
+}
+
+/// Finding 2 of issue 9: a definition chaining 20,000 `$ref`s crashed the server at the
+/// first object of its kind; one nesting `allOf: [$ref, $ref]` 40 deep pinned every
+/// worker; a 2 MiB pattern blocked a worker for seconds, at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_kinds_with_unbounded_schemas_are_refused_and_a_stored_one_cannot_stop_a_start() {
+    let mut s = Server::start().await;
+    let chained = {
+        let defs: serde_json::Map<String, Value> = (0..20_000)
+            .map(|i| {
+                (
+                    format!("d{i}"),
+                    if i == 19_999 {
+                        json!({"type": "string"})
+                    } else {
+                        json!({"$ref": format!("#/$defs/d{}", i + 1)})
+                    },
+                )
+            })
+            .collect();
+        json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/d0"}}, "$defs": defs})
+    };
+    let fanned = {
+        let mut defs = serde_json::Map::new();
+        defs.insert("d40".to_string(), json!({"type": "string"}));
+        for i in (0..40).rev() {
+            let next = format!("#/$defs/d{}", i + 1);
+            defs.insert(format!("d{i}"), json!({"allOf": [{"$ref": next}, {"$ref": next}]}));
+        }
+        json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/d0"}}, "$defs": defs})
+    };
+    let regex = json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "(a|b)".repeat(400_000)}}});
+    let crds = format!("{}/apis/corral.dev/v1/customresourcedefinitions", s.base);
+    for (plural, kind, schema, field) in [
+        ("chains", "Chain", chained, ".$ref"),
+        ("fans", "Fan", fanned, ".$ref"),
+        ("regexes", "Regex", regex, "spec.schema.spec.properties.a.pattern"),
+    ] {
+        let r = s.http.post(&crds).json(&definition(plural, kind, schema)).send().await.expect("POST");
+        let code = r.status();
+        let status: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(code, 422, "{plural}: {}", status["message"]);
+        let causes = status["details"]["causes"].as_array().cloned().unwrap_or_default();
+        let named = |c: &Value| {
+            let f = c["field"].as_str().unwrap_or_default();
+            f.starts_with("spec.schema.spec.") && f.ends_with(field)
+        };
+        assert!(causes.iter().any(named), "{plural}: {causes:?}");
+        s.assert_alive().await;
+    }
+
+    // One stored before these bounds (written to the store directly, server stopped)
+    // is not served, says why, and the server starts and serves the rest.
+    let data = s._dir.path().join("data");
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    {
+        use corral_store::Storage;
+        let store = corral_store::SledStore::open(&data, corral_store::Options::default()).expect("open the store");
+        let mut crd = definition(
+            "olds",
+            "Old",
+            json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}},
+                                                          "$defs": {"x": {"type": "string"}}}),
+        );
+        crd["metadata"]["uid"] = json!("old-uid");
+        store
+            .create(corral_store::Key::cluster("corral.dev/customresourcedefinitions", "olds.example.com"), crd)
+            .await
+            .expect("stored");
+        store.close();
+    }
+    let mut s = Server::restart_in(s).await;
+    let crd_url = format!("{crds}/olds.example.com");
+    let crd: Value = corral_testkit::eventually("the definition's status to say why", async || {
+        let v: Value = s.http.get(&crd_url).send().await.ok()?.json().await.ok()?;
+        (v.pointer("/status/accepted") == Some(&json!(false))).then_some(v)
+    })
+    .await;
+    assert!(crd["status"]["message"].as_str().unwrap_or_default().contains("references are not supported"), "{crd}");
+    let r = s.http.get(format!("{}/apis/example.com/v1/namespaces/default/olds", s.base)).send().await.expect("GET");
+    assert_eq!(r.status(), 404, "the kind is not served");
+    s.create_configmap("still-served", json!({})).await;
+    s.assert_alive().await;
 }

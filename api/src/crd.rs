@@ -180,9 +180,11 @@ pub fn check(object: &Value) -> Vec<FieldError> {
         ));
     }
     for (field, schema) in [("spec.schema.spec", &spec.schema.spec), ("spec.schema.status", &spec.schema.status)] {
-        if let Some(schema) = schema
-            && let Err(e) = jsonschema::validator_for(schema)
-        {
+        let Some(schema) = schema else { continue };
+        // Bounded first: compiling an unbounded schema can take forever.
+        if let Err((at, why)) = crate::schema_limits::check(schema) {
+            errors.push(FieldError::new(if at.is_empty() { field.to_string() } else { format!("{field}.{at}") }, why));
+        } else if let Err(e) = jsonschema::validator_for(schema) {
             errors.push(FieldError::new(field, format!("the JSON Schema does not compile: {e}")));
         }
     }

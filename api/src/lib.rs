@@ -21,6 +21,7 @@ pub mod names;
 pub mod nesting;
 pub mod registry;
 pub mod resource;
+pub mod schema_limits;
 pub mod selector;
 pub mod validate;
 

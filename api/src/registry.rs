@@ -217,6 +217,10 @@ impl Registry {
     }
 
     fn insert(entries: &mut Vec<Arc<Entry>>, info: KindInfo, crd: Option<String>) -> Result<Arc<KindInfo>> {
+        // A definition stored before these bounds existed must not hang or crash the
+        // compilation below (at every start): it is not served.
+        crate::schema_limits::check(&info.schema)
+            .map_err(|(at, why)| Error::BadSchema { kind: info.kind.clone(), message: format!("{at}: {why}") })?;
         let validator = jsonschema::validator_for(&info.schema)
             .map_err(|e| Error::BadSchema { kind: info.kind.clone(), message: e.to_string() })?;
         if entries
