@@ -573,3 +573,37 @@ async fn custom_kinds_with_unbounded_schemas_are_refused_and_a_stored_one_cannot
     s.create_configmap("still-served", json!({})).await;
     s.assert_alive().await;
 }
+
+/// Finding 4 of issue 9, watches: one HTTP/2 connection carries many watches, so they
+/// are counted per client address as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_are_capped_per_client() {
+    let mut s = Server::start_with(&["--controllers", "none", "--max-watches-per-client", "3"]).await;
+    let url = format!("{}/apis/corral.dev/v1/configmaps?watch=true", s.base);
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .http2_prior_knowledge()
+            .build()
+            .expect("a client")
+    };
+    let greedy = from([127, 0, 0, 2]);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let r = greedy.get(&url).send().await.expect("watch answered");
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let r = greedy.get(&url).send().await.expect("answered");
+    assert_eq!(r.status(), 429);
+    let status: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status["message"].as_str().unwrap_or_default().contains("127.0.0.2 has 3 watches open"), "{status}");
+    // Another client watches; the greedy one may again once one of its watches ends.
+    assert_eq!(from([127, 0, 0, 3]).get(&url).send().await.expect("answered").status(), 200);
+    drop(open.pop());
+    corral_testkit::eventually("the ended watch to free its place", async || {
+        (greedy.get(&url).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    s.assert_alive().await;
+}

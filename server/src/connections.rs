@@ -30,6 +30,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// Descriptors kept out of the connection caps: the store's files, connections to
 /// agents for logs, the in-process controllers' needs, and refusals in flight.
@@ -198,7 +199,13 @@ pub(crate) async fn serve(
         let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             if first_bytes(&tcp, header_read_timeout).await {
-                let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router)).into_owned();
+                // Every request carries the address it came from (per-client limits).
+                let client = crate::watch_limits::ClientAddr(peer.ip());
+                let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(client);
+                    router.clone().oneshot(req)
+                });
+                let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).into_owned();
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }

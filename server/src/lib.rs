@@ -32,6 +32,7 @@ mod patch_bounds;
 pub mod path;
 mod resources;
 mod watch;
+mod watch_limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ pub struct ServerConfig {
     /// Bounds on connections; `None` derives them from the open-files limit, which
     /// the server first raises to its hard limit.
     pub connections: Option<ConnectionLimits>,
+    /// Watches one client address may hold open; more answer 429.
+    pub max_watches_per_client: usize,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             compaction_retain: 100_000,
             bookmark_interval: Duration::from_secs(10),
             connections: None,
+            max_watches_per_client: watch_limits::DEFAULT_MAX_WATCHES_PER_CLIENT,
         }
     }
 }
@@ -136,13 +140,22 @@ pub struct AppState {
     /// Cancelled to end every open watch stream (graceful shutdown would otherwise
     /// wait for them forever).
     closing: CancellationToken,
+    /// Open watches by client.
+    watches: Arc<watch_limits::WatchLimits>,
 }
 
 impl AppState {
     /// State serving `registry`'s kinds from `store`, with fresh metrics.
     pub fn new(store: Arc<dyn Storage>, registry: Arc<Registry>) -> Self {
         let metrics = Arc::new(Metrics::new(store.clone()));
-        AppState { store, registry, metrics, extra_metrics: Arc::default(), closing: CancellationToken::new() }
+        AppState {
+            store,
+            registry,
+            metrics,
+            extra_metrics: Arc::default(),
+            closing: CancellationToken::new(),
+            watches: Arc::new(watch_limits::WatchLimits::new(watch_limits::DEFAULT_MAX_WATCHES_PER_CLIENT)),
+        }
     }
 
     /// Ends every watch stream opened through this state (and any opened later).
@@ -297,7 +310,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     for ns in ["default", corral_api::kinds::node::NODE_LEASE_NAMESPACE] {
         ensure_namespace(dyn_store.as_ref(), ns).await.map_err(store_error)?;
     }
-    let state = AppState::new(dyn_store, Arc::new(Registry::builtin()));
+    let mut state = AppState::new(dyn_store, Arc::new(Registry::builtin()));
+    state.watches = Arc::new(watch_limits::WatchLimits::new(cfg.max_watches_per_client));
     // Stored custom kinds are served before the first request.
     let crds = crd::start(&state).await.map_err(store_error)?;
     let listener =

@@ -16,6 +16,7 @@ use super::AppState;
 use super::body;
 use super::error::{ApiError, ApiResult, StatusDetails};
 use super::path::{self, ApiPath, ResourcePath, Target};
+use super::watch_limits::ClientAddr;
 
 /// Query parameters understood on resource paths; others are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +46,8 @@ pub(super) struct Ctx {
     pub dry_run: bool,
     /// `fieldManager`, recorded in the log for now.
     pub field_manager: Option<String>,
+    /// Where the request came from, when over the network.
+    pub client: Option<ClientAddr>,
 }
 
 impl Ctx {
@@ -168,18 +171,26 @@ pub(super) fn stale(ctx: &Ctx, name: &str, expected: u64, live: &StoredObject) -
 /// The router's entry for `/apis/{*rest}`.
 pub async fn dispatch(
     State(state): State<AppState>,
+    client: Option<axum::Extension<ClientAddr>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match route(state, method, uri, headers, body).await {
+    match route(state, client.map(|c| c.0), method, uri, headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn route(state: AppState, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+async fn route(
+    state: AppState,
+    client: Option<ClientAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let path = uri.path();
     let not_found = || ApiError::not_found(format!("the server could not find the requested resource {path}"));
     let parsed = path.strip_prefix("/apis/").and_then(path::parse).ok_or_else(not_found)?;
@@ -205,6 +216,7 @@ async fn route(state: AppState, method: Method, uri: Uri, headers: HeaderMap, bo
         name: p.name.clone().unwrap_or_default(),
         dry_run: dry_run(params.dry_run.as_deref())?,
         field_manager: params.field_manager.clone(),
+        client,
     };
     let content_length =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -303,7 +315,9 @@ async fn list_or_watch(ctx: &Ctx, params: &Params) -> ApiResult<Response> {
             })?),
         };
         let bookmarks = flag("allowWatchBookmarks", params.allow_watch_bookmarks.as_deref())?;
-        return super::watch::serve(&ctx.state, &ctx.info, namespace, selector, fields, from, bookmarks).await;
+        let slot = ctx.state.watches.admit(ctx.client)?;
+        let watch = super::watch::Watch { namespace, selector, fields, from, bookmarks };
+        return super::watch::serve(&ctx.state, &ctx.info, watch, slot).await;
     }
     let mut list = ctx.state.store.list(&ctx.info.resource(), namespace.as_deref(), &selector).await?;
     if !fields.is_empty() {

@@ -17,21 +17,29 @@ use serde_json::Value;
 use super::AppState;
 use super::error::{ApiError, ApiResult, StatusDetails};
 use super::fields::Selection;
+use super::watch_limits::WatchSlot;
 
 /// Content type of watch streams.
 pub const NDJSON: &str = "application/x-ndjson";
 
-/// Opens a watch on a collection. A compacted starting revision fails here, with 410,
-/// before anything is streamed.
-pub(super) async fn serve(
-    state: &AppState,
-    info: &KindInfo,
-    namespace: Option<String>,
-    selector: Selector,
-    fields: FieldSelector,
-    from: Option<u64>,
-    bookmarks: bool,
-) -> ApiResult<Response> {
+/// What a watch request asks for.
+pub(super) struct Watch {
+    /// The namespace watched, or all.
+    pub namespace: Option<String>,
+    /// Label selector.
+    pub selector: Selector,
+    /// Field selector.
+    pub fields: FieldSelector,
+    /// Revision to resume after; `None` starts with the current objects.
+    pub from: Option<u64>,
+    /// Whether to send bookmarks.
+    pub bookmarks: bool,
+}
+
+/// Opens a watch on a collection, holding `slot` (the client's place) while it lasts.
+/// A compacted starting revision fails here, with 410, before anything is streamed.
+pub(super) async fn serve(state: &AppState, info: &KindInfo, w: Watch, slot: Option<WatchSlot>) -> ApiResult<Response> {
+    let Watch { namespace, selector, fields, from, bookmarks } = w;
     let collection_error = |e: corral_store::Error| with_collection(ApiError::from(e), info);
     // A resumed watch with a field selector starts from what matches now (see
     // `fields`), read before the watch opens.
@@ -75,6 +83,10 @@ pub(super) async fn serve(
             futures::future::ready(frame)
         })
         .take_until(state.closed())
+        // The client's place is held for as long as the stream lives.
+        .inspect(move |_| {
+            let _ = &slot;
+        })
         // Events that are ready together leave in one write: a replay or a burst then
         // costs one frame per batch, not per event.
         .ready_chunks(256)

@@ -183,6 +183,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub compaction_retain: Option<u64>,
 
+    /// How many watches one client address may hold open; more answer 429.
+    /// Default: 4096.
+    #[arg(long, value_name = "N")]
+    pub max_watches_per_client: Option<usize>,
+
     #[command(flatten)]
     pub controllers: ManagerArgs,
 

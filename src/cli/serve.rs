@@ -22,6 +22,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         compaction_retain: args.compaction_retain.unwrap_or(defaults.compaction_retain),
+        max_watches_per_client: args.max_watches_per_client.unwrap_or(defaults.max_watches_per_client),
         ..defaults
     };
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
