@@ -173,12 +173,13 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use serde_json::json;
 
     use super::*;
 
-    fn obj(name: &str, rev: u64, meta: serde_json::Value) -> PartialObject {
+    /// A config map `name` in namespace `ns` at revision `rev`, with metadata `meta`.
+    pub(in crate::gc) fn obj(name: &str, rev: u64, meta: serde_json::Value) -> PartialObject {
         let mut m = meta;
         m["name"] = json!(name);
         m["namespace"] = json!("ns");
@@ -187,7 +188,8 @@ mod tests {
             .expect("object")
     }
 
-    fn key(name: &str) -> ObjectRef {
+    /// The reference of config map `name` in namespace `ns`.
+    pub(in crate::gc) fn key(name: &str) -> ObjectRef {
         ObjectRef::namespaced("corral.dev/configmaps", "ns", name)
     }
 

@@ -117,21 +117,7 @@ impl Runnable for GarbageCollector {
 
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
         let (events, inbox) = mpsc::channel(1024);
-        let mut c = Collector {
-            client,
-            config: self.config.clone(),
-            stats: self.stats.clone(),
-            index: Index::default(),
-            queue: work_queue(),
-            kinds: HashMap::new(),
-            monitors: HashMap::new(),
-            events,
-            unlisted: HashSet::new(),
-            seen_namespaces: HashSet::new(),
-            synced: false,
-            kinds_stale: false,
-            shutdown: shutdown.clone(),
-        };
+        let mut c = Collector::new(client, self.config.clone(), self.stats.clone(), events, shutdown);
         let outcome = c.run(inbox).await;
         for (_, m) in c.monitors.drain() {
             m.cancel();
@@ -190,6 +176,31 @@ struct Collector {
 type ClientResult<T> = Result<T, corral_client::Error>;
 
 impl Collector {
+    /// A collector that has seen nothing yet; watch events reach it through `events`.
+    fn new(
+        client: Client,
+        config: Config,
+        stats: Arc<GcStats>,
+        events: mpsc::Sender<(String, Seen<PartialObject>)>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Collector {
+            client,
+            config,
+            stats,
+            index: Index::default(),
+            queue: work_queue(),
+            kinds: HashMap::new(),
+            monitors: HashMap::new(),
+            events,
+            unlisted: HashSet::new(),
+            seen_namespaces: HashSet::new(),
+            synced: false,
+            kinds_stale: false,
+            shutdown,
+        }
+    }
+
     async fn run(&mut self, mut inbox: mpsc::Receiver<(String, Seen<PartialObject>)>) -> corral_runtime::Result<()> {
         self.refresh_kinds().await?;
         let mut scan = tokio::time::interval(self.config.scan_interval);
@@ -690,41 +701,20 @@ impl MetricsCollector for StatsCollector {
 mod tests {
     use serde_json::json;
 
+    use super::index::tests::{key, obj};
     use super::*;
-
-    fn obj(name: &str, rev: u64, meta: serde_json::Value) -> PartialObject {
-        let mut m = meta;
-        m["name"] = json!(name);
-        m["namespace"] = json!("default");
-        m["resourceVersion"] = json!(rev.to_string());
-        serde_json::from_value(json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap", "metadata": m}))
-            .expect("object")
-    }
 
     #[tokio::test]
     async fn objects_waiting_too_long_on_finalizers_are_counted_and_reported() {
         // The scan reads only the index: the client is never called.
         let client = Client::http("http://127.0.0.1:9").expect("a client");
         let (events, _inbox) = mpsc::channel(1);
-        let mut c = Collector {
-            client,
-            config: Config::default(),
-            stats: Arc::default(),
-            index: Index::default(),
-            queue: work_queue(),
-            kinds: HashMap::new(),
-            monitors: HashMap::new(),
-            events,
-            unlisted: HashSet::new(),
-            seen_namespaces: HashSet::new(),
-            synced: true,
-            kinds_stale: false,
-            shutdown: CancellationToken::new(),
-        };
-        let k = ObjectRef::namespaced("corral.dev/configmaps", "default", "held");
+        let mut c = Collector::new(client, Config::default(), Arc::default(), events, CancellationToken::new());
+        c.synced = true;
+        let k = key("held");
         let meta = json!({"uid": "u", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x"]});
         c.index.upsert(&k, &obj("held", 2, meta));
-        let fine = ObjectRef::namespaced("corral.dev/configmaps", "default", "fine");
+        let fine = key("fine");
         c.index.upsert(&fine, &obj("fine", 3, json!({"uid": "v"})));
         let start = Instant::now();
         c.scan(start);

@@ -65,12 +65,6 @@ pub(super) async fn patch(
             body::check_depth(corral_api::nesting::check_json(&bytes, corral_api::nesting::MAX_NESTING_DEPTH))?;
             let ops: json_patch::Patch = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::bad_request(format!("the body is not a JSON patch (RFC 6902): {e}")))?;
-            if ops.0.len() > MAX_JSON_PATCH_OPERATIONS {
-                return Err(ApiError::entity_too_large(format!(
-                    "a JSON patch may hold at most {MAX_JSON_PATCH_OPERATIONS} operations; this one has {}",
-                    ops.0.len()
-                )));
-            }
             patch_existing(ctx, |live| {
                 let mut doc = live.clone();
                 apply_json_patch(&mut doc, &ops.0).map_err(|e| match e {
