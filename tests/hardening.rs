@@ -37,29 +37,7 @@ impl Server {
     async fn start_limited(args: &[&str], open_files: Option<u64>) -> Server {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
-        cmd.arg("server")
-            .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(n) = open_files {
-            use std::os::unix::process::CommandExt;
-            let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
-            // SAFETY: setrlimit is async-signal-safe and only reads `lim`, a copy.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
-        let child = cmd.spawn().expect("spawn corral server");
+        let child = spawn(&dir.path().join("data"), port, args, open_files);
         let s = Server { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), _dir: dir };
         s.wait_healthy().await;
         s
@@ -83,15 +61,9 @@ impl Server {
         let _ = old.child.wait();
         let (base, http) = (old.base.clone(), old.http.clone());
         let _dir = std::mem::replace(&mut old._dir, tempfile::tempdir().expect("a temp dir"));
-        let port = base.rsplit(':').next().unwrap_or_default().to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["server", "--controllers", "none", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(_dir.path().join("data"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn corral server");
+        let port = base.rsplit(':').next().unwrap_or_default();
+        let port = port.parse().expect("the port of the server's address");
+        let child = spawn(&_dir.path().join("data"), port, &["--controllers", "none"], None);
         let s = Server { child, base, http, _dir };
         s.wait_healthy().await;
         s
@@ -136,6 +108,34 @@ impl Server {
         let code = r.status().as_u16();
         (code, r.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// Starts `corral server` on 127.0.0.1:`port` with data in `data_dir` and `args` added,
+/// allowed at most `open_files` descriptors (soft and hard limit) when given.
+fn spawn(data_dir: &std::path::Path, port: u16, args: &[&str], open_files: Option<u64>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+    cmd.arg("server")
+        .args(args)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(n) = open_files {
+        use std::os::unix::process::CommandExt;
+        let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+        // SAFETY: setrlimit is async-signal-safe and only reads `lim`, a copy.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    cmd.spawn().expect("spawn corral server")
 }
 
 fn rv(o: &Value) -> &str {
