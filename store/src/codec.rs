@@ -2,8 +2,9 @@
 //! atomic (sled batches are atomic per tree) without the cost of a multi-tree
 //! transaction. Keys are prefixed by what they hold:
 //! - `e` + revision (u64 big-endian, so byte order is revision order) → the event,
-//!   `[type: u8][key length: u32 BE][encoded key][object JSON]`. Events are never
-//!   rewritten, only removed by compaction;
+//!   `[type: u8][CRC-32 of the rest: u32 BE][key length: u32 BE][encoded key][object JSON]`
+//!   (types 0x11–0x13; stores written before checksums have types 1–3 and no CRC).
+//!   Events are never rewritten, only removed by compaction;
 //! - `o` + encoded [`Key`] → the revision (u64 big-endian) whose event holds the
 //!   object's current state. Each object's JSON is thus written once per change, and
 //!   compaction keeps the events that are some object's current state;
@@ -22,6 +23,10 @@ pub(crate) const OBJECT_PREFIX: &[u8] = b"o";
 pub(crate) const EVENT_PREFIX: u8 = b'e';
 pub(crate) const META_REVISION: &[u8] = b"mrevision";
 pub(crate) const META_COMPACTED: &[u8] = b"mcompacted";
+pub(crate) const META_CLUSTER: &[u8] = b"mcluster";
+
+/// Type bytes of checksummed events; `LEGACY_*` ones (1–3) carry no checksum.
+const CHECKSUMMED: u8 = 0x10;
 
 pub(crate) fn rev_key(rev: u64) -> [u8; 8] {
     rev.to_be_bytes()
@@ -48,26 +53,44 @@ pub(crate) fn decode_u64(b: &[u8]) -> Result<u64> {
 
 pub(crate) fn encode_event(ev: &Event) -> Vec<u8> {
     let key = ev.object.key.encode();
-    let mut out = Vec::with_capacity(5 + key.len() + ev.object.json.len());
-    out.push(match ev.event_type {
-        EventType::Added => 1,
-        EventType::Modified => 2,
-        EventType::Deleted => 3,
-    });
+    let mut out = Vec::with_capacity(9 + key.len() + ev.object.json.len());
+    out.push(
+        CHECKSUMMED
+            | match ev.event_type {
+                EventType::Added => 1,
+                EventType::Modified => 2,
+                EventType::Deleted => 3,
+            },
+    );
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&(key.len() as u32).to_be_bytes());
     out.extend_from_slice(&key);
     out.extend_from_slice(&ev.object.json);
+    let crc = crc32fast::hash(&out[5..]);
+    out[1..5].copy_from_slice(&crc.to_be_bytes());
     out
 }
 
 /// The parts of an encoded event, without parsing its JSON.
 pub(crate) fn event_parts(revision: u64, v: &[u8]) -> Result<(EventType, Key, &[u8])> {
     let corrupt = || Error::Corrupt(format!("event {revision} is malformed"));
-    let event_type = match v.first() {
-        Some(1) => EventType::Added,
-        Some(2) => EventType::Modified,
-        Some(3) => EventType::Deleted,
+    let first = *v.first().ok_or_else(corrupt)?;
+    let event_type = match first & !CHECKSUMMED {
+        1 => EventType::Added,
+        2 => EventType::Modified,
+        3 => EventType::Deleted,
         _ => return Err(corrupt()),
+    };
+    let v = if first & CHECKSUMMED != 0 {
+        let crc: [u8; 4] = v.get(1..5).and_then(|s| s.try_into().ok()).ok_or_else(corrupt)?;
+        let rest = &v[5..];
+        if crc32fast::hash(rest) != u32::from_be_bytes(crc) {
+            return Err(Error::Corrupt(format!("event {revision} fails its checksum")));
+        }
+        // Re-based so the layout below is the same for both encodings.
+        &v[4..]
+    } else {
+        v
     };
     let len_bytes: [u8; 4] = v.get(1..5).and_then(|s| s.try_into().ok()).ok_or_else(corrupt)?;
     let len = u32::from_be_bytes(len_bytes) as usize;

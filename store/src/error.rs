@@ -48,6 +48,9 @@ pub enum Error {
     /// The underlying database failed.
     #[error("storage failure: {0}")]
     Sled(#[from] sled::Error),
+    /// A file beside the database could not be read or written.
+    #[error("store file: {0}")]
+    Io(String),
     /// Data on disk could not be decoded.
     #[error("corrupt store: {0}")]
     Corrupt(String),

@@ -7,7 +7,6 @@
 //! could still be lost, and a crash leaves a prefix of acknowledged batches.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,49 +16,41 @@ use async_trait::async_trait;
 use corral_api::Selector;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::event::{Event, WatchRequest, WatchStream};
+use crate::event::{WatchRequest, WatchStream};
+use crate::history::{Entry, History};
 use crate::key::Key;
+use crate::list::{ListPage, ListRequest};
+use crate::load::{self, Loaded};
+use crate::marker::{self, Mark, Marker};
 use crate::object::StoredObject;
+use crate::recent::Recent;
 use crate::storage::{DeleteOutcome, ListResult, ObjectHead, Storage, StoreStats, UpdateOutcome};
 use crate::writer::{self, Op, Reply, Request};
-
-/// Removes compacted events that are no object's current state: the writer removes
-/// superseded events lazily, so a crash can leave some behind.
-fn sweep_superseded(data: &sled::Tree, state: &State, compacted: u64) -> Result<()> {
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
-    for kv in data.range(codec::event_key(0)..=codec::event_key(compacted)) {
-        let (k, v) = kv?;
-        let rev = codec::event_revision(&k)?;
-        let (_, key, _) = codec::event_parts(rev, &v)?;
-        if state.index.get(&key).is_none_or(|e| e.revision != rev) {
-            batch.remove(k);
-            n += 1;
-        }
-    }
-    if n > 0 {
-        data.apply_batch(batch)?;
-        tracing::debug!(events = n, "swept superseded compacted events");
-    }
-    Ok(())
-}
 
 /// Tuning of a [`SledStore`].
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Revisions of event log kept; older ones are compacted automatically.
+    /// Most revisions of history kept; older ones are compacted automatically.
     pub compaction_retain: u64,
+    /// Oldest history kept: revisions older than this are compacted (as etcd's
+    /// periodic auto-compaction).
+    pub history_max_age: Duration,
+    /// Most bytes of history kept; `None`: as much as the live data, at least 64 MiB,
+    /// so the data directory tracks the data rather than the write rate.
+    pub history_max_bytes: Option<u64>,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
-    /// Live events buffered per store before a slow watcher falls back to reading the
-    /// log from disk.
+    /// Newest events kept in memory for live watches; a watch further behind reads
+    /// the log from disk.
     pub event_buffer: usize,
+    /// Most bytes of those newest events.
+    pub event_buffer_bytes: u64,
     /// Most requests committed in one transaction and flush.
     pub max_batch: usize,
 }
@@ -68,22 +59,25 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             compaction_retain: 100_000,
+            history_max_age: Duration::from_secs(3600),
+            history_max_bytes: None,
             bookmark_interval: Duration::from_secs(10),
             cache_bytes: 64 << 20,
             event_buffer: 4096,
+            event_buffer_bytes: 32 << 20,
             max_batch: 1024,
         }
     }
 }
 
-/// What the in-memory index keeps of an object: enough to filter it and to find its
-/// JSON, which stays in sled (in the event of its revision), so memory grows with the
-/// number of objects, not their size.
-#[derive(Clone, Debug)]
-pub(crate) struct Entry {
-    pub(crate) revision: u64,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) deleting: bool,
+impl Options {
+    pub(crate) fn retention(&self, live_bytes: u64) -> crate::history::Retention {
+        crate::history::Retention {
+            revisions: self.compaction_retain,
+            age: self.history_max_age,
+            bytes: self.history_max_bytes.unwrap_or(live_bytes.max(64 << 20)),
+        }
+    }
 }
 
 /// The published state: what readers see, always durable.
@@ -91,6 +85,25 @@ pub(crate) struct Entry {
 pub(crate) struct State {
     pub(crate) index: BTreeMap<Key, Entry>,
     pub(crate) revision: u64,
+    /// Revisions after the compaction floor.
+    pub(crate) history: History,
+    /// Bytes of the current objects.
+    pub(crate) live_bytes: u64,
+}
+
+impl State {
+    pub(crate) fn insert(&mut self, key: Key, entry: Entry) {
+        self.live_bytes += entry.size;
+        if let Some(old) = self.index.insert(key, entry) {
+            self.live_bytes -= old.size;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &Key) {
+        if let Some(old) = self.index.remove(key) {
+            self.live_bytes -= old.size;
+        }
+    }
 }
 
 impl Shared {
@@ -116,7 +129,12 @@ pub(crate) struct Shared {
     /// Objects, events and store metadata (layout in `codec`).
     pub(crate) data: sled::Tree,
     pub(crate) state: RwLock<State>,
-    pub(crate) events_tx: broadcast::Sender<Arc<Event>>,
+    /// The record of the newest acknowledged revision, beside the database.
+    pub(crate) marker: Marker,
+    /// The newest events, for live watches.
+    pub(crate) recent: Mutex<Recent>,
+    /// The newest published revision; watches wait on it.
+    pub(crate) published: tokio::sync::watch::Sender<u64>,
     pub(crate) compacted: AtomicU64,
     pub(crate) watchers: AtomicU64,
     pub(crate) flushes: AtomicU64,
@@ -141,40 +159,66 @@ impl SledStore {
     /// Fails if sled cannot open the directory (e.g. another process holds it) or the
     /// data does not decode.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(path.as_ref())
+        let dir = path.as_ref();
+        let found = marker::read(dir)?;
+        let config = sled::Config::new()
+            .path(dir)
             .cache_capacity(options.cache_bytes)
             // Durability comes from our own flush before every acknowledgement.
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        // Some damage makes sled panic rather than fail; it is still damage to report.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open())).map_err(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Error::Corrupt(format!("the database in {} cannot be read: {why}", dir.display()))
+        })??;
         let data = db.open_tree("corral")?;
-        let revision = data.get(codec::META_REVISION)?.map(|v| codec::decode_u64(&v)).transpose()?.unwrap_or(0);
-        let compacted = data.get(codec::META_COMPACTED)?.map(|v| codec::decode_u64(&v)).transpose()?.unwrap_or(0);
-        let mut state = State { revision, ..State::default() };
-        for kv in data.scan_prefix(codec::OBJECT_PREFIX) {
-            let (k, v) = kv?;
-            let key = Key::decode(&k[codec::OBJECT_PREFIX.len()..])
-                .ok_or_else(|| Error::Corrupt("undecodable object key".into()))?;
-            let at = codec::decode_u64(&v)?;
-            if at > revision {
-                return Err(Error::Corrupt(format!("{key} is at revision {at} beyond the store's {revision}")));
+        let Loaded { state, compacted, leftovers } = load::load(&data)?;
+        if !leftovers.is_empty() {
+            let mut batch = sled::Batch::default();
+            for rev in &leftovers {
+                batch.remove(&codec::event_key(*rev)[..]);
             }
-            let event = data
-                .get(codec::event_key(at))?
-                .ok_or_else(|| Error::Corrupt(format!("{key}: event {at} is missing")))?;
-            let (_, _, json) = codec::event_parts(at, &event)?;
-            let (obj, deleting) = StoredObject::decode(key.clone(), bytes::Bytes::copy_from_slice(json))?;
-            state.index.insert(key, Entry { revision: at, labels: obj.labels, deleting });
+            data.apply_batch(batch)?;
+            tracing::debug!(events = leftovers.len(), "removed events left by an unfinished compaction");
         }
-        sweep_superseded(&data, &state, compacted)?;
-        tracing::info!(path = %path.as_ref().display(), revision, compacted, objects = state.index.len(), "store opened");
-        let (events_tx, _) = broadcast::channel(options.event_buffer);
+        let revision = state.revision;
+        let db_cluster = data.get(codec::META_CLUSTER)?.map(|v| <[u8; 16]>::try_from(&v[..]));
+        let db_cluster = match db_cluster {
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => return Err(Error::Corrupt("the cluster identity is malformed".into())),
+            None => None,
+        };
+        let cluster = db_cluster.or(found.map(|m| m.cluster)).unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes());
+        marker::check(dir, found, cluster, revision)?;
+        if db_cluster.is_none() {
+            data.insert(codec::META_CLUSTER, &cluster[..])?;
+            db.flush()?;
+        }
+        let marker = Marker::create(dir, Mark { cluster, revision })?;
+        tracing::info!(
+            cluster = %uuid::Uuid::from_bytes(cluster),
+            path = %path.as_ref().display(),
+            revision,
+            compacted,
+            objects = state.index.len(),
+            live_bytes = state.live_bytes,
+            history_bytes = state.history.bytes(),
+            "store opened"
+        );
+        let recent = Recent::new(revision, options.event_buffer, options.event_buffer_bytes);
+        let (published, _) = tokio::sync::watch::channel(revision);
         let (closed, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             db,
             data,
             state: RwLock::new(state),
-            events_tx,
+            marker,
+            recent: Mutex::new(recent),
+            published,
             compacted: AtomicU64::new(compacted),
             watchers: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
@@ -290,19 +334,12 @@ impl Storage for SledStore {
     }
 
     async fn list(&self, resource: &str, namespace: Option<&str>, selector: &Selector) -> Result<ListResult> {
-        let st = self.shared.state.read();
-        let start = Key::namespaced(resource, namespace.unwrap_or(""), "");
-        let mut items = Vec::new();
-        for (k, e) in st
-            .index
-            .range((Bound::Included(start), Bound::Unbounded))
-            .take_while(|(k, _)| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns))
-        {
-            if selector.matches(&e.labels) {
-                items.extend(self.shared.load(&st, k)?);
-            }
-        }
-        Ok(ListResult { items, revision: st.revision })
+        let page = self.shared.list_page(&ListRequest::new(resource, namespace, selector))?;
+        Ok(ListResult { items: page.items, revision: page.revision })
+    }
+
+    async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
+        self.shared.list_page(req)
     }
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
@@ -325,6 +362,11 @@ impl Storage for SledStore {
             watchers: self.shared.watchers.load(Ordering::Relaxed),
             flushes: self.shared.flushes.load(Ordering::Relaxed),
             writes: self.shared.writes.load(Ordering::Relaxed),
+            live_bytes: st.live_bytes,
+            history_bytes: st.history.bytes(),
+            history_revisions: st.history.len() as u64,
+            recent_bytes: self.shared.recent.lock().bytes(),
+            db_bytes: self.shared.db.size_on_disk().unwrap_or(0),
         }
     }
 }

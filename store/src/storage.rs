@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::Result;
 use crate::event::{WatchRequest, WatchStream};
 use crate::key::Key;
+use crate::list::{ListPage, ListRequest};
 use crate::object::StoredObject;
 
 /// Result of an update.
@@ -74,6 +75,16 @@ pub struct StoreStats {
     pub flushes: u64,
     /// Writes acknowledged (one per revision).
     pub writes: u64,
+    /// Bytes of the current objects' JSON.
+    pub live_bytes: u64,
+    /// Bytes of the retained history (events after the compaction floor).
+    pub history_bytes: u64,
+    /// Revisions of retained history.
+    pub history_revisions: u64,
+    /// Bytes of the newest events held in memory for live watches.
+    pub recent_bytes: u64,
+    /// Bytes the database takes on disk.
+    pub db_bytes: u64,
 }
 
 /// A versioned, watchable object store.
@@ -122,6 +133,26 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Objects of `resource` (in `namespace`, if given) whose labels match.
     async fn list(&self, resource: &str, namespace: Option<&str>, selector: &Selector) -> Result<ListResult>;
+
+    /// A page of a list: at most `limit` matching objects after `after`, consistent
+    /// at revision `at` (that of the list's first page) however many writes happened
+    /// since, as long as it is not compacted.
+    ///
+    /// # Errors
+    /// `Gone` when `at` is compacted, `Ahead` when it is beyond the store.
+    async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
+        let all = self.list(&req.resource, req.namespace.as_deref(), &req.selector).await?;
+        if req.at.is_some_and(|at| at != all.revision) {
+            return Err(crate::Error::Gone { requested: req.at.unwrap_or_default(), compacted: all.revision });
+        }
+        let mut items: Vec<_> =
+            all.items.into_iter().filter(|o| req.after.as_ref().is_none_or(|a| o.key > *a)).collect();
+        let limit = req.limit.unwrap_or(usize::MAX).max(1);
+        let remaining = items.len().saturating_sub(limit) as u64;
+        items.truncate(limit);
+        let next = if remaining > 0 { items.last().map(|o| o.key.clone()) } else { None };
+        Ok(ListPage { items, revision: all.revision, next, remaining })
+    }
 
     /// Streams changes; fails with `Gone` if `from` is compacted.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;

@@ -1,20 +1,27 @@
-//! Watches: replay from the durable event log, then live events from the writer's
-//! broadcast. A watcher that falls behind the broadcast re-reads the log, so a slow
-//! consumer costs disk reads, not unbounded memory, and never misses an event.
+//! Watches. A watch is a cursor, not a task: each event is produced when the consumer
+//! asks for the next one — from the newest events kept in memory, or from the log on
+//! disk when the watch is further behind — so a client that reads slowly, or not at
+//! all, holds its position and at most one small batch, never a growing buffer. A
+//! watch that falls behind the retained history ends with `Gone`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
-use tokio::sync::{broadcast, mpsc};
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventType, WatchEvent, WatchRequest, WatchStream};
+use crate::key::Key;
+use crate::list::ListRequest;
+use crate::recent::After;
 use crate::sled_store::Shared;
 
-/// Events read from the log per blocking call during replay.
-const REPLAY_CHUNK: usize = 1024;
+/// Most events taken in one step (from memory, the log, or the initial listing).
+const STEP_EVENTS: usize = 64;
+/// Most bytes read from disk (or listed) in one step, beyond the first event.
+const STEP_BYTES: u64 = 1 << 20;
 
 /// Decrements the watcher count however the watch ends.
 struct WatcherGuard(Arc<Shared>);
@@ -25,170 +32,170 @@ impl Drop for WatcherGuard {
     }
 }
 
-pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<WatchStream> {
-    if let Some(from) = req.from {
-        let compacted = shared.compacted.load(Ordering::Acquire);
-        if from < compacted {
-            return Err(Error::Gone { requested: from, compacted });
-        }
-    }
-    // Subscribe and read the revision under the state lock: the writer publishes under
-    // the write lock, so `live` holds exactly the events after `revision`.
-    let (live, revision, snapshot) = {
-        let st = shared.state.read();
-        // No revision after the current one exists yet; answering it as Gone lets a
-        // client re-list, where waiting for it could wait forever (and `from + 1`
-        // could overflow).
-        if let Some(from) = req.from
-            && from > st.revision
-        {
-            return Err(Error::Ahead { requested: from, current: st.revision });
-        }
-        let live = shared.events_tx.subscribe();
-        let mut snapshot = Vec::new();
-        if req.from.is_none() {
-            for (k, e) in &st.index {
-                if req.matches_parts(k, &e.labels) {
-                    snapshot.extend(shared.load(&st, k)?);
-                }
-            }
-        }
-        (live, st.revision, snapshot)
-    };
-    shared.watchers.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel::<WatchEvent>(256);
-    tokio::spawn(async move {
-        let _guard = WatcherGuard(shared.clone());
-        let mut closed = shared.closed.subscribe();
-        let run = run(shared.clone(), req, live, revision, snapshot, tx);
-        tokio::select! {
-            _ = run => {}
-            _ = closed.wait_for(|c| *c) => {}
-        }
-    });
-    Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).boxed())
+/// Where a watch without a starting revision is in listing the objects it starts with.
+struct Listing {
+    at: u64,
+    after: Option<Key>,
 }
 
-async fn run(
+struct Cursor {
     shared: Arc<Shared>,
     req: WatchRequest,
-    mut live: broadcast::Receiver<Arc<Event>>,
-    revision: u64,
-    snapshot: Vec<Arc<crate::object::StoredObject>>,
-    tx: mpsc::Sender<WatchEvent>,
-) {
-    let mut last = match req.from {
-        Some(from) => match replay(&shared, &req, from, revision, &tx).await {
-            Ok(()) => revision,
-            Err(ReplayEnd::Gone(c)) => {
-                let _ = tx.send(WatchEvent::Gone { compacted: c }).await;
-                return;
-            }
-            Err(ReplayEnd::Closed) => return,
-        },
-        None => {
-            for o in snapshot {
-                let ev = Event { revision: o.revision, event_type: EventType::Added, object: o };
-                if tx.send(WatchEvent::Event(Arc::new(ev))).await.is_err() {
-                    return;
-                }
-            }
-            revision
-        }
+    /// Every event up to this revision has been delivered or did not match.
+    last: u64,
+    /// The initial listing, while it lasts.
+    listing: Option<Listing>,
+    ready: VecDeque<WatchEvent>,
+    published: tokio::sync::watch::Receiver<u64>,
+    closed: tokio::sync::watch::Receiver<bool>,
+    next_bookmark: tokio::time::Instant,
+    done: bool,
+    _guard: WatcherGuard,
+}
+
+pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<WatchStream> {
+    let current = shared.state.read().revision;
+    let compacted = shared.compacted.load(Ordering::Acquire);
+    let (last, listing) = match req.from {
+        Some(from) if from < compacted => return Err(Error::Gone { requested: from, compacted }),
+        // No revision after the current one exists yet; answering it as an error lets
+        // a client re-list, where waiting for it could wait forever.
+        Some(from) if from > current => return Err(Error::Ahead { requested: from, current }),
+        Some(from) => (from, None),
+        None => (current, Some(Listing { at: current, after: None })),
     };
-    let mut bookmarks = tokio::time::interval(shared.options.bookmark_interval);
-    bookmarks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    bookmarks.tick().await;
-    loop {
-        tokio::select! {
-            ev = live.recv() => match ev {
-                Ok(ev) => {
-                    if ev.revision <= last {
-                        continue;
-                    }
-                    last = ev.revision;
-                    if req.matches(&ev.object) && tx.send(WatchEvent::Event(ev)).await.is_err() {
-                        return;
-                    }
+    shared.watchers.fetch_add(1, Ordering::Relaxed);
+    let cursor = Cursor {
+        published: shared.published.subscribe(),
+        closed: shared.closed.subscribe(),
+        next_bookmark: tokio::time::Instant::now() + shared.options.bookmark_interval,
+        _guard: WatcherGuard(shared.clone()),
+        shared,
+        req,
+        last,
+        listing,
+        ready: VecDeque::new(),
+        done: false,
+    };
+    Ok(futures::stream::unfold(cursor, |mut c| async move { c.next().await.map(|e| (e, c)) }).boxed())
+}
+
+impl Cursor {
+    async fn next(&mut self) -> Option<WatchEvent> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Some(ev);
+            }
+            if self.done || *self.closed.borrow() {
+                return None;
+            }
+            let step = if self.listing.is_some() { self.list_step().await } else { self.step().await };
+            match step {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(Error::Gone { compacted, .. }) => {
+                    self.ready.push_back(WatchEvent::Gone { compacted });
+                    self.done = true;
+                    continue;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Fell behind the live buffer: resubscribe, then fill the gap from the log.
-                    let (fresh, now) = {
-                        let st = shared.state.read();
-                        (shared.events_tx.subscribe(), st.revision)
-                    };
-                    live = fresh;
-                    match replay(&shared, &req, last, now, &tx).await {
-                        Ok(()) => last = now,
-                        Err(ReplayEnd::Gone(c)) => {
-                            let _ = tx.send(WatchEvent::Gone { compacted: c }).await;
-                            return;
-                        }
-                        Err(ReplayEnd::Closed) => return,
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = bookmarks.tick(), if req.bookmarks => {
-                if tx.send(WatchEvent::Bookmark(last)).await.is_err() {
-                    return;
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch failed");
+                    return None;
                 }
             }
-            _ = tx.closed() => return,
+            // Nothing new: wait for a write, a bookmark or the end.
+            let bookmark = tokio::time::sleep_until(self.next_bookmark);
+            tokio::select! {
+                _ = self.published.changed() => {}
+                _ = bookmark, if self.req.bookmarks => {
+                    self.next_bookmark = tokio::time::Instant::now() + self.shared.options.bookmark_interval;
+                    return Some(WatchEvent::Bookmark(self.last));
+                }
+                _ = self.closed.wait_for(|c| *c) => return None,
+            }
         }
     }
-}
 
-enum ReplayEnd {
-    Gone(u64),
-    Closed,
-}
-
-/// Sends the matching events in `(from, to]` from the log. Every revision has an
-/// event, so a missing one means compaction overtook us.
-async fn replay(
-    shared: &Arc<Shared>,
-    req: &WatchRequest,
-    from: u64,
-    to: u64,
-    tx: &mpsc::Sender<WatchEvent>,
-) -> Result<(), ReplayEnd> {
-    let mut next = from + 1;
-    while next <= to {
-        let s = shared.clone();
-        let end = to.min(next + REPLAY_CHUNK as u64 - 1);
-        let chunk =
-            tokio::task::spawn_blocking(move || read_events(&s, next, end)).await.map_err(|_| ReplayEnd::Closed)?;
-        let events = match chunk {
-            Ok(evs) => evs,
-            Err(e) => {
-                tracing::warn!(error = %e, "watch replay failed");
-                return Err(ReplayEnd::Closed);
+    /// Takes the next events after `last`; false when there are none yet.
+    async fn step(&mut self) -> Result<bool> {
+        let after = self.shared.recent.lock().after(self.last, STEP_EVENTS, STEP_BYTES);
+        let events = match after {
+            After::UpToDate => return Ok(false),
+            After::Events(evs) => evs,
+            After::InLog => {
+                let shared = self.shared.clone();
+                let from = self.last + 1;
+                tokio::task::spawn_blocking(move || read_log(&shared, from))
+                    .await
+                    .map_err(|e| Error::Corrupt(format!("log reader failed: {e}")))??
             }
         };
         for ev in events {
-            if ev.revision != next {
-                return Err(ReplayEnd::Gone(shared.compacted.load(Ordering::Acquire)));
+            if ev.revision != self.last + 1 {
+                // Only compaction makes holes.
+                return Err(Error::Gone {
+                    requested: self.last,
+                    compacted: self.shared.compacted.load(Ordering::Acquire),
+                });
             }
-            next += 1;
-            if req.matches(&ev.object) && tx.send(WatchEvent::Event(Arc::new(ev))).await.is_err() {
-                return Err(ReplayEnd::Closed);
+            self.last = ev.revision;
+            if self.req.matches(&ev.object) {
+                self.ready.push_back(WatchEvent::Event(ev));
             }
         }
-        if next <= end {
-            return Err(ReplayEnd::Gone(shared.compacted.load(Ordering::Acquire)));
-        }
+        Ok(true)
     }
-    Ok(())
+
+    /// Takes the next objects of the initial listing, as ADDED events.
+    async fn list_step(&mut self) -> Result<bool> {
+        let Some(listing) = self.listing.as_mut() else { return Ok(true) };
+        let req = ListRequest {
+            resource: self.req.resource.clone().unwrap_or_default(),
+            namespace: self.req.namespace.clone(),
+            selector: self.req.selector.clone(),
+            at: Some(listing.at),
+            after: listing.after.clone(),
+            limit: Some(STEP_EVENTS),
+        };
+        let shared = self.shared.clone();
+        let page = tokio::task::spawn_blocking(move || shared.list_page(&req))
+            .await
+            .map_err(|e| Error::Corrupt(format!("list reader failed: {e}")))??;
+        listing.after = page.next.clone();
+        for o in page.items {
+            let ev = Event { revision: o.revision, event_type: EventType::Added, object: o };
+            self.ready.push_back(WatchEvent::Event(Arc::new(ev)));
+        }
+        if page.next.is_none() {
+            self.listing = None;
+        }
+        Ok(true)
+    }
 }
 
-fn read_events(shared: &Shared, from: u64, to: u64) -> Result<Vec<Event>> {
-    shared
-        .data
-        .range(codec::event_key(from)..=codec::event_key(to))
-        .map(|kv| {
-            let (k, v) = kv?;
-            codec::decode_event(&k, &v)
-        })
-        .collect()
+/// The events from revision `from` on, as many as one step takes. Every revision has
+/// an event, so a missing one means compaction overtook the reader.
+fn read_log(shared: &Shared, from: u64) -> Result<Vec<Arc<Event>>> {
+    let mut out = Vec::new();
+    let mut bytes = 0u64;
+    for kv in shared.data.range(codec::event_key(from)..=codec::event_key(u64::MAX)) {
+        let (k, v) = kv?;
+        let ev = codec::decode_event(&k, &v)?;
+        bytes += ev.object.json.len() as u64;
+        out.push(Arc::new(ev));
+        if out.len() >= STEP_EVENTS || bytes > STEP_BYTES {
+            break;
+        }
+    }
+    if out.first().is_none_or(|e| e.revision != from) {
+        let compacted = shared.compacted.load(Ordering::Acquire);
+        if from <= compacted {
+            return Err(Error::Gone { requested: from - 1, compacted });
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        return Err(Error::Corrupt(format!("the event of revision {from} is missing")));
+    }
+    Ok(out)
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
@@ -13,9 +13,10 @@ use tokio::sync::oneshot;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventType};
+use crate::history::{Entry, Revision};
 use crate::key::Key;
 use crate::object::StoredObject;
-use crate::sled_store::{Entry, Shared};
+use crate::sled_store::Shared;
 use crate::storage::{DeleteOutcome, UpdateOutcome};
 
 /// A mutation asked of the writer.
@@ -45,15 +46,11 @@ pub(crate) struct Request {
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Request>) {
-    // Compacted events superseded by published writes, removed with the next commit
-    // (removing them before their successor is published would pull them from under
-    // readers).
-    let mut garbage: Vec<u64> = Vec::new();
     loop {
         let first = match rx.recv_timeout(IDLE_CHECK) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => {
-                auto_compact(&shared, &mut garbage);
+                auto_compact(&shared);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -65,36 +62,32 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        process(&shared, batch, &mut garbage);
-        auto_compact(&shared, &mut garbage);
+        process(&shared, batch);
+        auto_compact(&shared);
     }
     if let Err(e) = shared.db.flush() {
         tracing::error!(error = %e, "final flush failed");
     }
 }
 
-/// One decided mutation: the key's new state (None = gone), its event, and the
-/// revision of the state it replaces.
+/// One decided mutation: the key's new state (None = gone) and its event.
 struct Change {
     key: Key,
     new: Option<Arc<StoredObject>>,
     event: Arc<Event>,
-    superseded: Option<u64>,
     /// Whether the new state has `deletionTimestamp` (finalizers pending).
     deleting: bool,
 }
 
-fn process(shared: &Shared, batch: Vec<Request>, garbage: &mut Vec<u64>) {
+fn process(shared: &Shared, batch: Vec<Request>) {
     let now = corral_api::meta::now_timestamp();
     // State of keys as this batch changes them.
     let mut overlay: HashMap<Key, Option<Arc<StoredObject>>> = HashMap::new();
     let mut changes: Vec<Change> = Vec::new();
     let mut replies: Vec<(oneshot::Sender<Result<Reply>>, Result<Reply>)> = Vec::with_capacity(batch.len());
     let mut compactions = Vec::new();
-    let base_revision;
     {
         let st = shared.state.read();
-        base_revision = st.revision;
         let mut rev = st.revision;
         for req in batch {
             if let Op::Compact { revision } = req.op {
@@ -115,11 +108,9 @@ fn process(shared: &Shared, batch: Vec<Request>, garbage: &mut Vec<u64>) {
                     continue;
                 }
             };
-            let superseded = current.as_ref().map(|c| c.revision);
             match decide(req.op, current, rev + 1, &now) {
                 Ok((reply, change)) => {
-                    if let Some(mut c) = change {
-                        c.superseded = superseded;
+                    if let Some(c) = change {
                         rev += 1;
                         overlay.insert(c.key.clone(), c.new.clone());
                         changes.push(c);
@@ -132,7 +123,7 @@ fn process(shared: &Shared, batch: Vec<Request>, garbage: &mut Vec<u64>) {
     }
 
     if !changes.is_empty() {
-        if let Err(e) = commit(shared, &changes, garbage) {
+        if let Err(e) = commit(shared, &changes) {
             // The disk state is unknown relative to memory: refuse further writes
             // rather than risk acknowledging something inconsistent.
             tracing::error!(error = %e, "store commit failed; store is now read-only");
@@ -148,38 +139,43 @@ fn process(shared: &Shared, batch: Vec<Request>, garbage: &mut Vec<u64>) {
             }
             return;
         }
-        let last = base_revision + changes.len() as u64;
+        let at = Instant::now();
         let mut st = shared.state.write();
-        for c in &changes {
+        let mut recent = shared.recent.lock();
+        for c in changes {
+            let prev = st.index.get(&c.key).cloned();
             match &c.new {
                 Some(o) => {
-                    st.index.insert(
-                        c.key.clone(),
-                        Entry { revision: o.revision, labels: o.labels.clone(), deleting: c.deleting },
-                    );
+                    let entry = Entry {
+                        revision: o.revision,
+                        labels: o.labels.clone(),
+                        deleting: c.deleting,
+                        size: o.json.len() as u64,
+                    };
+                    st.insert(c.key.clone(), entry);
                 }
-                None => {
-                    st.index.remove(&c.key);
-                }
+                None => st.remove(&c.key),
             }
+            st.revision = c.event.revision;
+            st.history.push(Revision {
+                revision: c.event.revision,
+                key: c.key,
+                prev,
+                deleted: c.new.is_none(),
+                bytes: c.event.object.json.len() as u64,
+                at,
+            });
+            recent.push(c.event);
         }
-        st.revision = last;
-        // Events below the compaction floor are kept only while they are an object's
-        // current state; these no longer are.
-        let floor = shared.compacted.load(Ordering::Acquire);
-        garbage.clear();
-        garbage.extend(changes.iter().filter_map(|c| c.superseded).filter(|r| *r <= floor));
-        // Sent under the lock so that a watch registering under the read lock sees
-        // every event after the revision it read, and none before.
-        for c in changes {
-            let _ = shared.events_tx.send(c.event);
-        }
+        // Published under the state lock, so that a watch that read the state sees
+        // every later event, and none before.
+        shared.published.send_replace(st.revision);
     }
     for (tx, r) in replies {
         let _ = tx.send(r);
     }
     for (revision, tx) in compactions {
-        let _ = tx.send(compact(shared, revision, garbage));
+        let _ = tx.send(compact(shared, revision).map(|()| Reply::Done));
     }
 }
 
@@ -190,7 +186,7 @@ fn op_key(op: &Op) -> Option<&Key> {
     }
 }
 
-fn commit(shared: &Shared, changes: &[Change], garbage: &[u64]) -> Result<()> {
+fn commit(shared: &Shared, changes: &[Change]) -> Result<()> {
     let mut batch = sled::Batch::default();
     for c in changes {
         let key = codec::object_key(&c.key);
@@ -200,64 +196,56 @@ fn commit(shared: &Shared, changes: &[Change], garbage: &[u64]) -> Result<()> {
         }
         batch.insert(&codec::event_key(c.event.revision)[..], codec::encode_event(&c.event));
     }
-    for rev in garbage {
-        batch.remove(&codec::event_key(*rev)[..]);
-    }
     let last = changes.last().map(|c| c.event.revision).unwrap_or_default();
     batch.insert(codec::META_REVISION, &codec::rev_key(last)[..]);
     // One atomic batch, then one fsync for every write in it: the group commit.
     shared.data.apply_batch(batch)?;
     shared.db.flush()?;
+    if let Err(e) = shared.marker.record(last) {
+        tracing::error!(error = %e, "cannot record the acknowledged revision");
+    }
     shared.flushes.fetch_add(1, Ordering::Relaxed);
     shared.writes.fetch_add(changes.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
-fn auto_compact(shared: &Shared, garbage: &mut Vec<u64>) {
-    let retain = shared.options.compaction_retain.max(1);
-    let revision = shared.state.read().revision;
-    let compacted = shared.compacted.load(Ordering::Acquire);
-    // Compact in steps of a tenth of the window so the log is not trimmed on every write.
-    if revision > compacted + retain + (retain / 10).max(1)
-        && let Err(e) = compact(shared, revision - retain, garbage)
+fn auto_compact(shared: &Shared) {
+    let target = {
+        let st = shared.state.read();
+        st.history.compaction_target(st.revision, shared.options.retention(st.live_bytes), Instant::now())
+    };
+    if let Some(floor) = target
+        && let Err(e) = compact(shared, floor)
     {
         tracing::warn!(error = %e, "automatic compaction failed");
     }
 }
 
-/// Raises the compaction floor to `revision` (capped at the current one) and drops the
-/// events up to it, except those that are still some object's current state.
-fn compact(shared: &Shared, revision: u64, garbage: &mut Vec<u64>) -> Result<Reply> {
-    let revision = revision.min(shared.state.read().revision);
-    let compacted = shared.compacted.load(Ordering::Acquire);
-    if revision <= compacted {
-        return Ok(Reply::Done);
-    }
-    shared.data.insert(codec::META_COMPACTED, &codec::rev_key(revision)[..])?;
-    shared.db.flush()?;
-    // Published before the events disappear, so a watch starting now is told Gone
-    // rather than finding a hole.
-    shared.compacted.store(revision, Ordering::Release);
-    let mut batch = sled::Batch::default();
-    for rev in garbage.drain(..) {
-        batch.remove(&codec::event_key(rev)[..]);
-    }
-    {
-        // Only this thread changes the index, so it cannot change under us; the read
-        // lock is for the borrow.
-        let st = shared.state.read();
-        for kv in shared.data.range(codec::event_key(compacted + 1)..=codec::event_key(revision)) {
-            let (k, v) = kv?;
-            let rev = codec::event_revision(&k)?;
-            let (_, key, _) = codec::event_parts(rev, &v)?;
-            if st.index.get(&key).is_none_or(|e| e.revision != rev) {
-                batch.remove(k);
-            }
+/// Raises the compaction floor to `revision` (capped at the current one) and drops
+/// the events that hold no state at or after it.
+fn compact(shared: &Shared, revision: u64) -> Result<()> {
+    let dead = {
+        let mut st = shared.state.write();
+        let revision = revision.min(st.revision);
+        if revision <= shared.compacted.load(Ordering::Acquire) {
+            return Ok(());
         }
+        // Published before the events disappear, so a reader that finds one missing
+        // learns why (Gone) rather than reporting a hole.
+        shared.compacted.store(revision, Ordering::Release);
+        st.history.compact(revision)
+    };
+    let floor = shared.compacted.load(Ordering::Acquire);
+    let mut batch = sled::Batch::default();
+    batch.insert(codec::META_COMPACTED, &codec::rev_key(floor)[..]);
+    for rev in &dead {
+        batch.remove(&codec::event_key(*rev)[..]);
     }
+    // Made durable with the next commit's flush: until then a crash only keeps some
+    // events longer, and the floor and removals land together or not at all.
     shared.data.apply_batch(batch)?;
-    tracing::debug!(revision, "event log compacted");
-    Ok(Reply::Done)
+    tracing::debug!(revision = floor, events = dead.len(), "history compacted");
+    Ok(())
 }
 
 /// Decides one mutation against the key's current state, at revision `rev`.
@@ -342,7 +330,7 @@ fn change(
     object: Arc<StoredObject>,
     revision: u64,
 ) -> Change {
-    Change { key, new, event: Arc::new(Event { revision, event_type, object }), superseded: None, deleting: false }
+    Change { key, new, event: Arc::new(Event { revision, event_type, object }), deleting: false }
 }
 
 fn check_expected(key: &Key, expected: Option<u64>, cur: &StoredObject) -> Result<()> {

@@ -1,0 +1,150 @@
+//! Lists in pages, each consistent at the revision of the list's first page: the
+//! index as it is now, with the keys written since put back as they were (from the
+//! history), so a client paging through a large list while writes go on sees one
+//! state, as in Kubernetes.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use corral_api::Selector;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::history::Entry;
+use crate::key::Key;
+use crate::object::StoredObject;
+use crate::sled_store::Shared;
+
+/// What to list.
+#[derive(Clone, Debug, Default)]
+pub struct ListRequest {
+    /// `group/plural` listed; empty: every kind.
+    pub resource: String,
+    /// Only this namespace, or all when `None`.
+    pub namespace: Option<String>,
+    /// Only objects whose labels match.
+    pub selector: Selector,
+    /// The revision to list at (that of the list's first page); `None`: the current one.
+    pub at: Option<u64>,
+    /// Start after this key: the previous page's [`ListPage::next`].
+    pub after: Option<Key>,
+    /// At most this many items; `None`: all.
+    pub limit: Option<usize>,
+}
+
+impl ListRequest {
+    /// Everything of `resource` (in `namespace`) matching `selector`, now.
+    pub fn new(resource: impl Into<String>, namespace: Option<&str>, selector: &Selector) -> Self {
+        ListRequest {
+            resource: resource.into(),
+            namespace: namespace.map(str::to_string),
+            selector: selector.clone(),
+            ..ListRequest::default()
+        }
+    }
+
+    fn holds(&self, k: &Key) -> bool {
+        (self.resource.is_empty() || k.resource == self.resource)
+            && self.namespace.as_ref().is_none_or(|ns| *ns == k.namespace)
+    }
+}
+
+/// One page of a list.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    /// Matching objects, ordered by namespace and name.
+    pub items: Vec<Arc<StoredObject>>,
+    /// The revision the page reflects; later pages of the same list ask for it.
+    pub revision: u64,
+    /// Where the next page starts (pass as [`ListRequest::after`]); `None` on the last.
+    pub next: Option<Key>,
+    /// Matching objects after this page.
+    pub remaining: u64,
+}
+
+impl Shared {
+    /// A page of the list `req` asks for.
+    ///
+    /// # Errors
+    /// `Gone` when `req.at` is compacted (before or while reading), `Ahead` when it is
+    /// beyond the store.
+    pub(crate) fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
+        let limit = req.limit.unwrap_or(usize::MAX).max(1);
+        let mut found = Vec::new();
+        let mut next = None;
+        let mut remaining = 0;
+        let at;
+        {
+            let st = self.state.read();
+            at = req.at.unwrap_or(st.revision);
+            if at > st.revision {
+                return Err(Error::Ahead { requested: at, current: st.revision });
+            }
+            let compacted = self.compacted.load(Ordering::Acquire);
+            if at < compacted {
+                return Err(Error::Gone { requested: at, compacted });
+            }
+            // Keys written since `at`, as they were then.
+            let then: BTreeMap<Key, Option<Entry>> = if at < st.revision {
+                st.history.states_at(at, |k| req.holds(k)).into_iter().collect()
+            } else {
+                BTreeMap::new()
+            };
+            let from = match &req.after {
+                Some(k) => Bound::Excluded(k.clone()),
+                None => Bound::Included(Key::namespaced(&req.resource, req.namespace.as_deref().unwrap_or(""), "")),
+            };
+            let mut now = st.index.range((from.clone(), Bound::Unbounded)).peekable();
+            let mut old = then.range((from, Bound::Unbounded)).peekable();
+            loop {
+                // Merge the two key orders; where both have a key, its state then wins.
+                let (key, entry) = match (now.peek(), old.peek()) {
+                    (None, None) => break,
+                    (Some((kn, _)), Some((ko, _))) if kn < ko => now.next().map(|(k, e)| (k, Some(e))),
+                    (Some((kn, _)), Some((ko, _))) if kn == ko => {
+                        now.next();
+                        old.next().map(|(k, e)| (k, e.as_ref()))
+                    }
+                    (Some(_), None) => now.next().map(|(k, e)| (k, Some(e))),
+                    _ => old.next().map(|(k, e)| (k, e.as_ref())),
+                }
+                .unwrap_or_else(|| unreachable!("peeked"));
+                if !req.holds(key) {
+                    // Past the collection's range; across every kind, only this one
+                    // key is out.
+                    if req.resource.is_empty() {
+                        continue;
+                    }
+                    break;
+                }
+                let Some(e) = entry.filter(|e| req.selector.matches(&e.labels)) else { continue };
+                if found.len() < limit {
+                    found.push((key.clone(), e.revision, e.labels.clone()));
+                    if found.len() == limit {
+                        next = Some(key.clone());
+                    }
+                } else {
+                    remaining += 1;
+                }
+            }
+        }
+        if remaining == 0 {
+            next = None;
+        }
+        let mut items = Vec::with_capacity(found.len());
+        for (key, revision, labels) in found {
+            let Some(event) = self.data.get(codec::event_key(revision))? else {
+                let compacted = self.compacted.load(Ordering::Acquire);
+                if at < compacted {
+                    return Err(Error::Gone { requested: at, compacted });
+                }
+                return Err(Error::Corrupt(format!("{key} is at revision {revision}, whose event is missing")));
+            };
+            let (_, _, json) = codec::event_parts(revision, &event)?;
+            items.push(Arc::new(StoredObject { key, revision, labels, json: bytes::Bytes::copy_from_slice(json) }));
+        }
+        Ok(ListPage { items, revision: at, next, remaining })
+    }
+}
