@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::blobs::Blobs;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventType};
 use crate::key::Key;
@@ -27,6 +28,8 @@ pub(crate) const META_CLUSTER: &[u8] = b"mcluster";
 
 /// Type bytes of checksummed events; `LEGACY_*` ones (1–3) carry no checksum.
 const CHECKSUMMED: u8 = 0x10;
+/// Flag of events whose JSON is in a file of its own.
+const EXTERNAL: u8 = 0x20;
 
 pub(crate) fn rev_key(rev: u64) -> [u8; 8] {
     rev.to_be_bytes()
@@ -51,11 +54,16 @@ pub(crate) fn decode_u64(b: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(arr))
 }
 
+/// Encodes an event for the database. The JSON of a large object is not included:
+/// only its length and checksum, the JSON going to its own file (see `blobs`).
 pub(crate) fn encode_event(ev: &Event) -> Vec<u8> {
     let key = ev.object.key.encode();
-    let mut out = Vec::with_capacity(9 + key.len() + ev.object.json.len());
+    let json = &ev.object.json;
+    let external = json.len() >= crate::blobs::THRESHOLD;
+    let mut out = Vec::with_capacity(9 + key.len() + if external { 12 } else { json.len() });
     out.push(
         CHECKSUMMED
+            | if external { EXTERNAL } else { 0 }
             | match ev.event_type {
                 EventType::Added => 1,
                 EventType::Modified => 2,
@@ -65,17 +73,41 @@ pub(crate) fn encode_event(ev: &Event) -> Vec<u8> {
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&(key.len() as u32).to_be_bytes());
     out.extend_from_slice(&key);
-    out.extend_from_slice(&ev.object.json);
+    if external {
+        out.extend_from_slice(&(json.len() as u64).to_be_bytes());
+        out.extend_from_slice(&crc32fast::hash(json).to_be_bytes());
+    } else {
+        out.extend_from_slice(json);
+    }
     let crc = crc32fast::hash(&out[5..]);
     out[1..5].copy_from_slice(&crc.to_be_bytes());
     out
 }
 
-/// The parts of an encoded event, without parsing its JSON.
-pub(crate) fn event_parts(revision: u64, v: &[u8]) -> Result<(EventType, Key, &[u8])> {
+/// Where an event's JSON is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Body<'a> {
+    /// In the database record.
+    Inline(&'a [u8]),
+    /// In the event's own file, of this length and checksum.
+    External { len: u64, crc: u32 },
+}
+
+impl Body<'_> {
+    /// Length of the JSON.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Body::Inline(b) => b.len() as u64,
+            Body::External { len, .. } => *len,
+        }
+    }
+}
+
+/// The parts of an encoded event, without reading its JSON.
+pub(crate) fn event_parts(revision: u64, v: &[u8]) -> Result<(EventType, Key, Body<'_>)> {
     let corrupt = || Error::Corrupt(format!("event {revision} is malformed"));
     let first = *v.first().ok_or_else(corrupt)?;
-    let event_type = match first & !CHECKSUMMED {
+    let event_type = match first & !(CHECKSUMMED | EXTERNAL) {
         1 => EventType::Added,
         2 => EventType::Modified,
         3 => EventType::Deleted,
@@ -95,8 +127,15 @@ pub(crate) fn event_parts(revision: u64, v: &[u8]) -> Result<(EventType, Key, &[
     let len_bytes: [u8; 4] = v.get(1..5).and_then(|s| s.try_into().ok()).ok_or_else(corrupt)?;
     let len = u32::from_be_bytes(len_bytes) as usize;
     let key = v.get(5..5 + len).and_then(Key::decode).ok_or_else(corrupt)?;
-    let json = v.get(5 + len..).ok_or_else(corrupt)?;
-    Ok((event_type, key, json))
+    let rest = v.get(5 + len..).ok_or_else(corrupt)?;
+    let body = if first & EXTERNAL != 0 {
+        let len = rest.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(corrupt)?;
+        let crc = rest.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).ok_or_else(corrupt)?;
+        Body::External { len, crc }
+    } else {
+        Body::Inline(rest)
+    };
+    Ok((event_type, key, body))
 }
 
 /// The revision an event key stands for.
@@ -104,9 +143,17 @@ pub(crate) fn event_revision(event_key: &[u8]) -> Result<u64> {
     decode_u64(event_key.get(1..).unwrap_or_default())
 }
 
-pub(crate) fn decode_event(event_key: &[u8], v: &[u8]) -> Result<Event> {
+pub(crate) fn decode_event(blobs: &Blobs, event_key: &[u8], v: &[u8]) -> Result<Event> {
     let revision = event_revision(event_key)?;
-    let (event_type, key, json) = event_parts(revision, v)?;
-    let object = StoredObject::from_json(key, Bytes::copy_from_slice(json))?;
+    let (event_type, key, body) = event_parts(revision, v)?;
+    let object = StoredObject::from_json(key, json(blobs, revision, body)?)?;
     Ok(Event { revision, event_type, object: Arc::new(object) })
+}
+
+/// The JSON of the event of `revision`, wherever it is.
+pub(crate) fn json(blobs: &Blobs, revision: u64, body: Body<'_>) -> Result<Bytes> {
+    match body {
+        Body::Inline(b) => Ok(Bytes::copy_from_slice(b)),
+        Body::External { len, crc } => blobs.read(revision, len, crc),
+    }
 }

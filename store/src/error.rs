@@ -48,6 +48,10 @@ pub enum Error {
     /// The underlying database failed.
     #[error("storage failure: {0}")]
     Sled(#[from] sled::Error),
+    /// The disk holding the store is full: the write was refused and nothing
+    /// changed; writes resume once space is freed.
+    #[error("no space left for the store: {0}")]
+    NoSpace(String),
     /// A file beside the database could not be read or written.
     #[error("store file: {0}")]
     Io(String),

@@ -10,6 +10,7 @@
 //! [`Storage`] is the contract the API server and controllers use; [`SledStore`]
 //! implements it on an embedded sled database.
 
+mod blobs;
 mod codec;
 pub mod error;
 pub mod event;

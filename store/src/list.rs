@@ -32,6 +32,9 @@ pub struct ListRequest {
     pub after: Option<Key>,
     /// At most this many items; `None`: all.
     pub limit: Option<usize>,
+    /// At most about this many bytes of items (the first is taken whatever its
+    /// size); `None`: no bound. For readers that stream a list in steps.
+    pub max_bytes: Option<u64>,
 }
 
 impl ListRequest {
@@ -72,6 +75,9 @@ impl Shared {
     /// beyond the store.
     pub(crate) fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
         let limit = req.limit.unwrap_or(usize::MAX).max(1);
+        let max_bytes = req.max_bytes.unwrap_or(u64::MAX);
+        let mut bytes = 0u64;
+        let mut full = false;
         let mut found = Vec::new();
         let mut next = None;
         let mut remaining = 0;
@@ -120,13 +126,13 @@ impl Shared {
                     break;
                 }
                 let Some(e) = entry.filter(|e| req.selector.matches(&e.labels)) else { continue };
-                if found.len() < limit {
-                    found.push((key.clone(), e.revision, e.labels.clone()));
-                    if found.len() == limit {
-                        next = Some(key.clone());
-                    }
-                } else {
+                full = full || found.len() == limit || (!found.is_empty() && bytes + e.size > max_bytes);
+                if full {
                     remaining += 1;
+                } else {
+                    bytes += e.size;
+                    found.push((key.clone(), e.revision, e.labels.clone()));
+                    next = Some(key.clone());
                 }
             }
         }
@@ -142,8 +148,16 @@ impl Shared {
                 }
                 return Err(Error::Corrupt(format!("{key} is at revision {revision}, whose event is missing")));
             };
-            let (_, _, json) = codec::event_parts(revision, &event)?;
-            items.push(Arc::new(StoredObject { key, revision, labels, json: bytes::Bytes::copy_from_slice(json) }));
+            let (_, _, body) = codec::event_parts(revision, &event)?;
+            let json = match codec::json(&self.blobs, revision, body) {
+                Ok(j) => j,
+                Err(e) => {
+                    // Its file went with a compaction that overtook this read.
+                    let compacted = self.compacted.load(Ordering::Acquire);
+                    return Err(if at < compacted { Error::Gone { requested: at, compacted } } else { e });
+                }
+            };
+            items.push(Arc::new(StoredObject { key, revision, labels, json }));
         }
         Ok(ListPage { items, revision: at, next, remaining })
     }

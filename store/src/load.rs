@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::blobs::Blobs;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::EventType;
@@ -20,13 +21,15 @@ pub(crate) struct Loaded {
     /// Events at or below the compaction floor that hold no state there (a crash
     /// between a compaction's two steps, or a store from an older release).
     pub(crate) leftovers: Vec<u64>,
+    /// Revisions whose JSON is in a file of its own, leftovers excepted.
+    pub(crate) external: std::collections::HashSet<u64>,
 }
 
 fn meta_u64(data: &sled::Tree, name: &[u8]) -> Result<u64> {
     Ok(data.get(name)?.map(|v| codec::decode_u64(&v)).transpose()?.unwrap_or(0))
 }
 
-pub(crate) fn load(data: &sled::Tree) -> Result<Loaded> {
+pub(crate) fn load(data: &sled::Tree, blobs: &Blobs) -> Result<Loaded> {
     let revision = meta_u64(data, codec::META_REVISION)?;
     let compacted = meta_u64(data, codec::META_COMPACTED)?;
     if compacted > revision {
@@ -37,6 +40,7 @@ pub(crate) fn load(data: &sled::Tree) -> Result<Loaded> {
     // Each key's newest event so far: its revision and, unless a deletion, its state.
     let mut latest: HashMap<Key, (u64, Option<Entry>)> = HashMap::new();
     let mut leftovers = Vec::new();
+    let mut external = std::collections::HashSet::new();
     let mut expected = compacted + 1;
     for kv in data.scan_prefix([codec::EVENT_PREFIX]) {
         let (k, v) = kv?;
@@ -44,13 +48,17 @@ pub(crate) fn load(data: &sled::Tree) -> Result<Loaded> {
         if rev > revision {
             return Err(Error::Corrupt(format!("event {rev} is beyond the store's revision {revision}")));
         }
-        let (event_type, key, json) = codec::event_parts(rev, &v)?;
+        let (event_type, key, body) = codec::event_parts(rev, &v)?;
+        let size = body.len();
+        if matches!(body, codec::Body::External { .. }) {
+            external.insert(rev);
+        }
         let deleted = event_type == EventType::Deleted;
         let entry = if deleted {
             None
         } else {
-            let (obj, deleting) = StoredObject::decode(key.clone(), bytes::Bytes::copy_from_slice(json))?;
-            Some(Entry { revision: rev, labels: obj.labels, deleting, size: json.len() as u64 })
+            let (obj, deleting) = StoredObject::decode(key.clone(), codec::json(blobs, rev, body)?)?;
+            Some(Entry { revision: rev, labels: obj.labels, deleting, size })
         };
         let prev = latest.insert(key.clone(), (rev, entry));
         if rev <= compacted {
@@ -69,7 +77,7 @@ pub(crate) fn load(data: &sled::Tree) -> Result<Loaded> {
             key,
             prev: prev.and_then(|(_, e)| e),
             deleted,
-            bytes: json.len() as u64,
+            bytes: size,
             at: now,
         });
     }
@@ -81,6 +89,9 @@ pub(crate) fn load(data: &sled::Tree) -> Result<Loaded> {
     }
     leftovers.sort_unstable();
     leftovers.dedup();
+    for rev in &leftovers {
+        external.remove(rev);
+    }
     for (key, (_, entry)) in latest {
         if let Some(e) = entry {
             state.insert(key, e);
@@ -110,5 +121,5 @@ pub(crate) fn load(data: &sled::Tree) -> Result<Loaded> {
             state.index.len()
         )));
     }
-    Ok(Loaded { state, compacted, leftovers })
+    Ok(Loaded { state, compacted, leftovers, external })
 }

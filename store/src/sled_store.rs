@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::blobs::Blobs;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::{WatchRequest, WatchStream};
@@ -114,12 +115,12 @@ impl Shared {
         let event = self.data.get(codec::event_key(entry.revision))?.ok_or_else(|| {
             Error::Corrupt(format!("{key} is at revision {}, whose event is missing", entry.revision))
         })?;
-        let (_, _, json) = codec::event_parts(entry.revision, &event)?;
+        let (_, _, body) = codec::event_parts(entry.revision, &event)?;
         Ok(Some(Arc::new(StoredObject {
             key: key.clone(),
             revision: entry.revision,
             labels: entry.labels.clone(),
-            json: bytes::Bytes::copy_from_slice(json),
+            json: codec::json(&self.blobs, entry.revision, body)?,
         })))
     }
 }
@@ -129,6 +130,10 @@ pub(crate) struct Shared {
     /// Objects, events and store metadata (layout in `codec`).
     pub(crate) data: sled::Tree,
     pub(crate) state: RwLock<State>,
+    /// Files of large objects.
+    pub(crate) blobs: Blobs,
+    /// Revisions whose files go after the next flush.
+    pub(crate) unlink: Mutex<Vec<u64>>,
     /// The record of the newest acknowledged revision, beside the database.
     pub(crate) marker: Marker,
     /// The newest events, for live watches.
@@ -176,14 +181,22 @@ impl SledStore {
             Error::Corrupt(format!("the database in {} cannot be read: {why}", dir.display()))
         })??;
         let data = db.open_tree("corral")?;
-        let Loaded { state, compacted, leftovers } = load::load(&data)?;
+        let blobs = Blobs::open(dir)?;
+        let Loaded { state, compacted, leftovers, external } = load::load(&data, &blobs)?;
         if !leftovers.is_empty() {
             let mut batch = sled::Batch::default();
             for rev in &leftovers {
                 batch.remove(&codec::event_key(*rev)[..]);
             }
             data.apply_batch(batch)?;
+            db.flush()?;
             tracing::debug!(events = leftovers.len(), "removed events left by an unfinished compaction");
+        }
+        // Files of writes never acknowledged, or of events compacted before a crash.
+        for rev in blobs.revisions()? {
+            if !external.contains(&rev) {
+                blobs.remove(rev);
+            }
         }
         let revision = state.revision;
         let db_cluster = data.get(codec::META_CLUSTER)?.map(|v| <[u8; 16]>::try_from(&v[..]));
@@ -217,6 +230,8 @@ impl SledStore {
             data,
             state: RwLock::new(state),
             marker,
+            blobs,
+            unlink: Mutex::new(Vec::new()),
             recent: Mutex::new(recent),
             published,
             compacted: AtomicU64::new(compacted),
@@ -366,7 +381,7 @@ impl Storage for SledStore {
             history_bytes: st.history.bytes(),
             history_revisions: st.history.len() as u64,
             recent_bytes: self.shared.recent.lock().bytes(),
-            db_bytes: self.shared.db.size_on_disk().unwrap_or(0),
+            db_bytes: self.shared.db.size_on_disk().unwrap_or(0) + self.shared.blobs.bytes(),
         }
     }
 }

@@ -156,6 +156,7 @@ impl Cursor {
             at: Some(listing.at),
             after: listing.after.clone(),
             limit: Some(STEP_EVENTS),
+            max_bytes: Some(STEP_BYTES),
         };
         let shared = self.shared.clone();
         let page = tokio::task::spawn_blocking(move || shared.list_page(&req))
@@ -180,7 +181,12 @@ fn read_log(shared: &Shared, from: u64) -> Result<Vec<Arc<Event>>> {
     let mut bytes = 0u64;
     for kv in shared.data.range(codec::event_key(from)..=codec::event_key(u64::MAX)) {
         let (k, v) = kv?;
-        let ev = codec::decode_event(&k, &v)?;
+        let ev = match codec::decode_event(&shared.blobs, &k, &v) {
+            Ok(ev) => ev,
+            // Its file went with a compaction that overtook this read.
+            Err(_) if codec::event_revision(&k)? <= shared.compacted.load(Ordering::Acquire) => break,
+            Err(e) => return Err(e),
+        };
         bytes += ev.object.json.len() as u64;
         out.push(Arc::new(ev));
         if out.len() >= STEP_EVENTS || bytes > STEP_BYTES {

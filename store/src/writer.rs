@@ -51,6 +51,12 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Request>) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => {
                 auto_compact(&shared);
+                if !shared.unlink.lock().is_empty() {
+                    match shared.db.flush() {
+                        Ok(_) => unlink_compacted(&shared),
+                        Err(e) => tracing::warn!(error = %e, "flush failed"),
+                    }
+                }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -187,6 +193,17 @@ fn op_key(op: &Op) -> Option<&Key> {
 }
 
 fn commit(shared: &Shared, changes: &[Change]) -> Result<()> {
+    // Large objects first: durable before the records that point at them.
+    let mut external = false;
+    for c in changes {
+        if c.event.object.json.len() >= crate::blobs::THRESHOLD {
+            shared.blobs.write(c.event.revision, &c.event.object.json)?;
+            external = true;
+        }
+    }
+    if external {
+        shared.blobs.sync_dir()?;
+    }
     let mut batch = sled::Batch::default();
     for c in changes {
         let key = codec::object_key(&c.key);
@@ -201,12 +218,21 @@ fn commit(shared: &Shared, changes: &[Change]) -> Result<()> {
     // One atomic batch, then one fsync for every write in it: the group commit.
     shared.data.apply_batch(batch)?;
     shared.db.flush()?;
+    unlink_compacted(shared);
     if let Err(e) = shared.marker.record(last) {
         tracing::error!(error = %e, "cannot record the acknowledged revision");
     }
     shared.flushes.fetch_add(1, Ordering::Relaxed);
     shared.writes.fetch_add(changes.len() as u64, Ordering::Relaxed);
     Ok(())
+}
+
+/// Deletes the files of compacted events; call after a flush.
+fn unlink_compacted(shared: &Shared) {
+    let revs = std::mem::take(&mut *shared.unlink.lock());
+    for rev in revs {
+        shared.blobs.remove(rev);
+    }
 }
 
 fn auto_compact(shared: &Shared) {
@@ -244,6 +270,9 @@ fn compact(shared: &Shared, revision: u64) -> Result<()> {
     // Made durable with the next commit's flush: until then a crash only keeps some
     // events longer, and the floor and removals land together or not at all.
     shared.data.apply_batch(batch)?;
+    // Their files go once the removal is durable; a crash before would leave records
+    // pointing at nothing.
+    shared.unlink.lock().extend(dead.iter().copied());
     tracing::debug!(revision = floor, events = dead.len(), "history compacted");
     Ok(())
 }
