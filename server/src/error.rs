@@ -104,6 +104,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "Conflict", message)
     }
 
+    /// 507 `InsufficientStorage`: the store's disk is full; nothing was written.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage", message)
+    }
+
+    /// 410 `Expired`: a list's `continue` token outlived its revision.
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "Expired", message)
+    }
+
     /// 410 `Gone`.
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GONE, "Gone", message)
@@ -174,6 +184,7 @@ impl ApiError {
                 format!("{} {name:?} is invalid: {m}", info.kind),
             )
             .with_details(details),
+            StoreError::NoSpace(_) => Self::insufficient_storage(err.to_string()).with_details(details),
             other => Self::internal(other),
         }
     }
@@ -207,6 +218,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => Self::conflict(err.to_string()),
             StoreError::Gone { .. } | StoreError::Ahead { .. } => Self::gone(err.to_string()),
             StoreError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m),
+            StoreError::NoSpace(_) => Self::insufficient_storage(err.to_string()),
             other => Self::internal(other),
         }
     }

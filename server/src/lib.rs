@@ -24,6 +24,7 @@ mod discovery;
 pub mod error;
 mod fields;
 pub mod in_process;
+mod list;
 mod logs;
 mod metrics;
 mod ops;
@@ -63,8 +64,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory of the store's database; created if missing.
     pub data_dir: PathBuf,
-    /// Revisions of event log kept before older ones are compacted automatically.
+    /// Most revisions of history kept; older ones are compacted automatically.
     pub compaction_retain: u64,
+    /// Oldest history kept.
+    pub history_max_age: Duration,
+    /// Most bytes of history kept; `None`: as much as the live data, at least 64 MiB.
+    pub history_max_bytes: Option<u64>,
+    /// Space kept free on the data directory's disk; writes that would leave less
+    /// answer 507 and `/healthz` 503 until space is freed.
+    pub min_free_bytes: u64,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
     /// Bounds on connections; `None` derives them from the open-files limit, which
@@ -80,6 +88,9 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("corral-data"),
             compaction_retain: 100_000,
+            history_max_age: Duration::from_secs(3600),
+            history_max_bytes: None,
+            min_free_bytes: 64 << 20,
             bookmark_interval: Duration::from_secs(10),
             connections: None,
             max_watches_per_client: watch_limits::DEFAULT_MAX_WATCHES_PER_CLIENT,
@@ -301,6 +312,9 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::DataDir { path: cfg.data_dir.clone(), source })?;
     let options = corral_store::Options {
         compaction_retain: cfg.compaction_retain,
+        history_max_age: cfg.history_max_age,
+        history_max_bytes: cfg.history_max_bytes,
+        min_free_bytes: cfg.min_free_bytes,
         bookmark_interval: cfg.bookmark_interval,
         ..Default::default()
     };

@@ -97,6 +97,19 @@ impl Collector for StoreCollector {
             ("corral_store_compacted_revision", "Events at or below this revision are compacted away.", s.compacted),
             ("corral_store_objects", "Objects held by the store.", s.objects),
             ("corral_store_watchers", "Open watches.", s.watchers),
+            ("corral_store_live_bytes", "Bytes of the current objects.", s.live_bytes),
+            (
+                "corral_store_history_bytes",
+                "Bytes of retained history (events after the compacted revision).",
+                s.history_bytes,
+            ),
+            ("corral_store_history_revisions", "Revisions of retained history.", s.history_revisions),
+            (
+                "corral_store_recent_bytes",
+                "Bytes of the newest events held in memory for live watches.",
+                s.recent_bytes,
+            ),
+            ("corral_store_db_bytes", "Bytes the store takes on disk.", s.db_bytes),
         ];
         for (name, help, value) in gauges {
             let g = ConstGauge::new(value);

@@ -9,9 +9,14 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 
-/// `GET /healthz`.
-pub async fn healthz() -> &'static str {
-    "ok"
+/// `GET /healthz`: `ok`, or 503 with the reason the store cannot take writes (its
+/// disk is full, it failed).
+pub async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.store.health() {
+        Ok(()) => "ok".into_response(),
+        Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
 }
 
 /// `GET /admin/revision`: the store's current and compacted revisions.

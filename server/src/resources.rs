@@ -6,9 +6,9 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use corral_api::{KindInfo, Selector};
-use corral_store::{Error as StoreError, Key, ListResult, StoredObject};
+use corral_store::{Error as StoreError, Key, StoredObject};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -30,6 +30,9 @@ struct Params {
     dry_run: Option<String>,
     field_manager: Option<String>,
     propagation_policy: Option<String>,
+    limit: Option<String>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
 }
 
 /// One request on a kind, with what the path and query said.
@@ -319,32 +322,14 @@ async fn list_or_watch(ctx: &Ctx, params: &Params) -> ApiResult<Response> {
         let watch = super::watch::Watch { namespace, selector, fields, from, bookmarks };
         return super::watch::serve(&ctx.state, &ctx.info, watch, slot).await;
     }
-    let mut list = ctx.state.store.list(&ctx.info.resource(), namespace.as_deref(), &selector).await?;
-    if !fields.is_empty() {
-        list.items.retain(|o| fields.matches_json(&o.json));
-    }
-    Ok(list_response(&ctx.info, &list))
-}
-
-/// A list written around the stored bytes of its items, without re-serializing them.
-fn list_response(info: &KindInfo, list: &ListResult) -> Response {
-    let head = format!(
-        "{{\"apiVersion\":{},\"kind\":{},\"metadata\":{{\"resourceVersion\":\"{}\"}},\"items\":[",
-        Value::String(info.api_version()),
-        Value::String(format!("{}List", info.kind)),
-        list.revision
-    );
-    let size = head.len() + list.items.iter().map(|o| o.json.len() + 1).sum::<usize>() + 2;
-    let mut buf = BytesMut::with_capacity(size);
-    buf.extend_from_slice(head.as_bytes());
-    for (i, item) in list.items.iter().enumerate() {
-        if i > 0 {
-            buf.extend_from_slice(b",");
-        }
-        buf.extend_from_slice(&item.json);
-    }
-    buf.extend_from_slice(b"]}");
-    body::raw_json(StatusCode::OK, buf.freeze())
+    let query = super::list::ListQuery {
+        namespace,
+        selector,
+        fields,
+        limit: super::list::parse_limit(params.limit.as_deref())?,
+        token: params.continue_token.clone().filter(|t| !t.is_empty()),
+    };
+    super::list::serve(&ctx.state, &ctx.info, query).await
 }
 
 /// Removes what the server owns from a new object: identity and revision are

@@ -87,25 +87,40 @@ pub(super) async fn serve(state: &AppState, info: &KindInfo, w: Watch, slot: Opt
         .inspect(move |_| {
             let _ = &slot;
         })
-        // Events that are ready together leave in one write: a replay or a burst then
-        // costs one frame per batch, not per event.
-        .ready_chunks(256)
-        .map(|frames| Ok::<Bytes, Infallible>(concat(frames)));
+        // Small frames that are ready together leave in one write (a replay or a burst
+        // costs one write per batch, not per event); large objects go out as the
+        // store's own bytes, shared with every other watch, never copied per watcher.
+        .ready_chunks(64)
+        .flat_map(|frames| futures::stream::iter(coalesce(frames)))
+        .map(Ok::<Bytes, Infallible>);
     let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
 }
 
-fn concat(mut frames: Vec<Bytes>) -> Bytes {
-    if frames.len() == 1 {
-        return frames.pop().unwrap_or_default();
+/// Frames (each a list of pieces) as writes: small pieces joined, large ones alone.
+fn coalesce(frames: Vec<Vec<Bytes>>) -> Vec<Bytes> {
+    const JOIN_BELOW: usize = 64 << 10;
+    let mut out = Vec::new();
+    let mut buf = BytesMut::new();
+    for piece in frames.into_iter().flatten() {
+        if piece.len() >= JOIN_BELOW {
+            if !buf.is_empty() {
+                out.push(buf.split().freeze());
+            }
+            out.push(piece);
+        } else {
+            buf.extend_from_slice(&piece);
+            if buf.len() >= JOIN_BELOW {
+                out.push(buf.split().freeze());
+            }
+        }
     }
-    let mut out = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-    for f in frames {
-        out.extend_from_slice(&f);
+    if !buf.is_empty() {
+        out.push(buf.freeze());
     }
-    out.freeze()
+    out
 }
 
 fn with_collection(e: ApiError, info: &KindInfo) -> ApiError {
@@ -136,22 +151,17 @@ impl Frames {
         Frames { bookmark_head, info }
     }
 
-    /// The frame of `ev`, sent as `as_type` instead of its own type when given (a
-    /// field selector's entries and exits).
-    fn frame(&self, ev: &WatchEvent, as_type: Option<EventType>) -> Bytes {
+    /// The frame of `ev` in pieces (the object's JSON is the store's bytes), sent as
+    /// `as_type` instead of its own type when given (a field selector's entries and
+    /// exits).
+    fn frame(&self, ev: &WatchEvent, as_type: Option<EventType>) -> Vec<Bytes> {
         match ev {
             WatchEvent::Event(e) => {
                 let ty = as_type.unwrap_or(e.event_type).as_str();
-                let json = &e.object.json;
-                let mut b = BytesMut::with_capacity(json.len() + ty.len() + 24);
-                b.extend_from_slice(b"{\"type\":\"");
-                b.extend_from_slice(ty.as_bytes());
-                b.extend_from_slice(b"\",\"object\":");
-                b.extend_from_slice(json);
-                b.extend_from_slice(b"}\n");
-                b.freeze()
+                let head = Bytes::from(format!("{{\"type\":\"{ty}\",\"object\":"));
+                vec![head, e.object.json.clone(), Bytes::from_static(b"}\n")]
             }
-            WatchEvent::Bookmark(rev) => Bytes::from(format!("{}{rev}\"}}}}}}\n", self.bookmark_head)),
+            WatchEvent::Bookmark(rev) => vec![Bytes::from(format!("{}{rev}\"}}}}}}\n", self.bookmark_head))],
             WatchEvent::Gone { compacted } => {
                 let status = with_collection(
                     ApiError::gone(format!(
@@ -164,7 +174,7 @@ impl Frames {
                 let event = serde_json::json!({"type": "ERROR", "object": status});
                 let mut line = serde_json::to_vec(&event).unwrap_or_default();
                 line.push(b'\n');
-                Bytes::from(line)
+                vec![Bytes::from(line)]
             }
         }
     }
@@ -183,9 +193,10 @@ mod tests {
         reg.resolve("cm").map(|i| (*i).clone()).unwrap_or_else(|| panic!("configmaps are built in"))
     }
 
-    fn parse(b: &Bytes) -> Value {
+    fn parse(pieces: &[Bytes]) -> Value {
+        let b: Vec<u8> = pieces.concat();
         assert!(b.ends_with(b"\n"));
-        serde_json::from_slice(b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(b)))
+        serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&b)))
     }
 
     #[test]

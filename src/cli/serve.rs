@@ -22,6 +22,9 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         compaction_retain: args.compaction_retain.unwrap_or(defaults.compaction_retain),
+        history_max_age: args.history_max_age.map(std::time::Duration::from_secs).unwrap_or(defaults.history_max_age),
+        history_max_bytes: args.history_max_bytes.or(defaults.history_max_bytes),
+        min_free_bytes: args.min_free_bytes.unwrap_or(defaults.min_free_bytes),
         max_watches_per_client: args.max_watches_per_client.unwrap_or(defaults.max_watches_per_client),
         ..defaults
     };

@@ -54,6 +54,9 @@ pub struct Options {
     pub event_buffer_bytes: u64,
     /// Most requests committed in one transaction and flush.
     pub max_batch: usize,
+    /// Space kept free on the store's disk: writes that would leave less are refused
+    /// (`NoSpace`) and resume once space is freed.
+    pub min_free_bytes: u64,
 }
 
 impl Default for Options {
@@ -67,6 +70,7 @@ impl Default for Options {
             event_buffer: 4096,
             event_buffer_bytes: 32 << 20,
             max_batch: 1024,
+            min_free_bytes: 64 << 20,
         }
     }
 }
@@ -130,6 +134,10 @@ pub(crate) struct Shared {
     /// Objects, events and store metadata (layout in `codec`).
     pub(crate) data: sled::Tree,
     pub(crate) state: RwLock<State>,
+    /// The store's directory.
+    pub(crate) dir: std::path::PathBuf,
+    /// Whether the last batch was refused for want of space.
+    pub(crate) disk_full: AtomicBool,
     /// Files of large objects.
     pub(crate) blobs: Blobs,
     /// Revisions whose files go after the next flush.
@@ -230,6 +238,8 @@ impl SledStore {
             data,
             state: RwLock::new(state),
             marker,
+            dir: dir.to_path_buf(),
+            disk_full: AtomicBool::new(false),
             blobs,
             unlink: Mutex::new(Vec::new()),
             recent: Mutex::new(recent),
@@ -366,6 +376,24 @@ impl Storage for SledStore {
             Reply::Done => Ok(()),
             r => Err(unexpected(r)),
         }
+    }
+
+    fn health(&self) -> std::result::Result<(), String> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err("the store failed to write and is read-only until restarted; see the log".into());
+        }
+        if self.shared.disk_full.load(Ordering::Acquire) {
+            let free = writer::free_bytes(&self.shared.dir);
+            if free < self.shared.options.min_free_bytes {
+                return Err(format!(
+                    "the disk of {} is full: {} MiB free, {} MiB kept in reserve; writes are refused until space is freed",
+                    self.shared.dir.display(),
+                    free >> 20,
+                    self.shared.options.min_free_bytes >> 20
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn stats(&self) -> StoreStats {

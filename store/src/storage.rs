@@ -162,4 +162,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Current counters.
     fn stats(&self) -> StoreStats;
+
+    /// Whether the store can take writes; the reason when it cannot (disk full,
+    /// failed). Served as `/healthz`.
+    fn health(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }

@@ -128,6 +128,24 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         }
     }
 
+    if !changes.is_empty()
+        && let Err(e) = prepare(shared, &changes)
+    {
+        // Nothing was applied: every write of the batch is refused, the store stays
+        // writable and the next batch tries again.
+        tracing::warn!(error = %e, "writes refused");
+        for (tx, r) in replies {
+            let _ = tx.send(match (r, &e) {
+                (Ok(_), Error::NoSpace(m)) => Err(Error::NoSpace(m.clone())),
+                (Ok(_), other) => Err(Error::Io(other.to_string())),
+                (Err(e), _) => Err(e),
+            });
+        }
+        for (revision, tx) in compactions {
+            let _ = tx.send(compact(shared, revision).map(|()| Reply::Done));
+        }
+        return;
+    }
     if !changes.is_empty() {
         if let Err(e) = commit(shared, &changes) {
             // The disk state is unknown relative to memory: refuse further writes
@@ -192,18 +210,58 @@ fn op_key(op: &Op) -> Option<&Key> {
     }
 }
 
-fn commit(shared: &Shared, changes: &[Change]) -> Result<()> {
-    // Large objects first: durable before the records that point at them.
-    let mut external = false;
+/// What must hold before a batch touches the database: room on the disk (the batch
+/// and a reserve, so that sled itself never meets a full disk) and the files of its
+/// large objects, durable before the records that point at them.
+fn prepare(shared: &Shared, changes: &[Change]) -> Result<()> {
+    let bytes: u64 = changes.iter().map(|c| c.event.object.json.len() as u64 + 256).sum();
+    let free = free_bytes(&shared.dir);
+    let reserve = shared.options.min_free_bytes;
+    if free < bytes.saturating_add(reserve) {
+        shared.disk_full.store(true, Ordering::Release);
+        return Err(Error::NoSpace(format!(
+            "{} has {} MiB free and the store keeps {} MiB in reserve; free space on it and retry",
+            shared.dir.display(),
+            free >> 20,
+            reserve >> 20
+        )));
+    }
+    shared.disk_full.store(false, Ordering::Release);
+    let mut written = Vec::new();
     for c in changes {
         if c.event.object.json.len() >= crate::blobs::THRESHOLD {
-            shared.blobs.write(c.event.revision, &c.event.object.json)?;
-            external = true;
+            let r = shared.blobs.write(c.event.revision, &c.event.object.json);
+            written.push(c.event.revision);
+            if let Err(e) = r {
+                for rev in written {
+                    shared.blobs.remove(rev);
+                }
+                if matches!(e, Error::NoSpace(_)) {
+                    shared.disk_full.store(true, Ordering::Release);
+                }
+                return Err(e);
+            }
         }
     }
-    if external {
+    if !written.is_empty() {
         shared.blobs.sync_dir()?;
     }
+    Ok(())
+}
+
+/// Bytes free for an unprivileged writer on the filesystem of `dir`.
+pub(crate) fn free_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return u64::MAX };
+    // SAFETY: statvfs writes only into the struct passed; the path is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return u64::MAX;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+}
+
+fn commit(shared: &Shared, changes: &[Change]) -> Result<()> {
     let mut batch = sled::Batch::default();
     for c in changes {
         let key = codec::object_key(&c.key);
