@@ -42,7 +42,7 @@ fn decode_token(resource: &str, s: &str) -> ApiResult<(u64, Key)> {
             "continue={s:?} is not a token this server issued; start the list again without it"
         ))
     };
-    if s.len() % 2 != 0 || s.len() > 4096 {
+    if !s.len().is_multiple_of(2) || s.len() > 4096 {
         return Err(bad());
     }
     let bytes: Vec<u8> = (0..s.len())
