@@ -106,9 +106,22 @@ impl<K: ObjectType> Api<K> {
         not_found_is_none(self.get(name).await)
     }
 
-    /// The objects the selectors match.
+    /// The objects the selectors match: all of them, or one page when `params.limit`
+    /// is set (see [`Api::list_all`] to read every page).
+    ///
+    /// # Errors
+    /// 410 `Expired` when `params.continue_token` names a snapshot compacted since:
+    /// start the list again from its first page.
     pub async fn list(&self, params: &ListParams) -> Result<ObjectList<K>> {
         self.client.list_as(&self.kind, self.namespace.as_deref(), params).await
+    }
+
+    /// Every object the selectors match, read in pages of `page_size` objects (0: in
+    /// one request) and returned as one list at one revision; a snapshot compacted
+    /// between two pages restarts the list. Guarantees and errors as
+    /// [`Client::list_all`].
+    pub async fn list_all(&self, params: &ListParams, page_size: u32) -> Result<ObjectList<K>> {
+        self.client.list_all_as(&self.kind, self.namespace.as_deref(), params, page_size).await
     }
 
     /// Creates `obj`; returns it as stored.

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, Status};
+use crate::pager;
 use crate::params::{DeleteParams, ListParams, Patch, WatchParams, WriteParams};
 use crate::transport::{HttpTransport, Response, Transport};
 use crate::watch::{self, WatchStream};
@@ -29,7 +30,8 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// A list answer: a consistent snapshot at `metadata.resourceVersion`.
+/// A list answer: a consistent snapshot at `metadata.resourceVersion`, whole or one
+/// page of it (then `metadata.continue` names the next page).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectList<K> {
@@ -52,6 +54,12 @@ impl<K> ObjectList<K> {
     pub fn revision(&self) -> u64 {
         self.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
     }
+
+    /// The token of the next page (`metadata.continue`), for
+    /// [`ListParams::continue_token`]; `None` on the last (or only) page.
+    pub fn continue_token(&self) -> Option<&str> {
+        self.metadata.continue_token.as_deref().filter(|t| !t.is_empty())
+    }
 }
 
 /// Metadata of a list.
@@ -61,6 +69,13 @@ pub struct ListMeta {
     /// Revision of the snapshot; watch from here to see every later change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
+    /// On a page of a list, when more objects remain: the token that fetches the
+    /// next page (`continue`). Absent or empty on the last page.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+    /// On a page of a list, how many objects remain after it, when the server knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_item_count: Option<u64>,
 }
 
 /// The object a write left behind, and whether the write created it.
@@ -148,6 +163,17 @@ pub(crate) fn collection_path(kind: &KindInfo, namespace: Option<&str>) -> Strin
     }
 }
 
+/// The path and query of a list (or one page of it).
+fn list_query(kind: &KindInfo, namespace: Option<&str>, params: &ListParams) -> String {
+    let limit = params.limit.filter(|l| *l > 0).map(|l| l.to_string());
+    PathQuery::new(collection_path(kind, namespace))
+        .param_opt("labelSelector", params.label_selector.as_deref())
+        .param_opt("fieldSelector", params.field_selector.as_deref())
+        .param_opt("limit", limit.as_deref())
+        .param_opt("continue", params.continue_token.as_deref())
+        .text
+}
+
 /// Where one object lives.
 pub(crate) fn object_path(kind: &KindInfo, namespace: Option<&str>, name: &str) -> String {
     format!("{}/{}", collection_path(kind, namespace), encode(name))
@@ -226,8 +252,13 @@ impl Client {
         not_found_is_none(self.get(kind, namespace, name).await)
     }
 
-    /// Every object of `kind` in `namespace` (all namespaces when `None`) that the
-    /// selectors match.
+    /// The objects of `kind` in `namespace` (all namespaces when `None`) that the
+    /// selectors match: all of them, or one page when `params.limit` is set (see
+    /// [`Client::list_all`] to read every page).
+    ///
+    /// # Errors
+    /// 410 `Expired` when `params.continue_token` names a snapshot compacted since:
+    /// start the list again from its first page.
     pub async fn list(
         &self,
         kind: &KindInfo,
@@ -235,6 +266,35 @@ impl Client {
         params: &ListParams,
     ) -> Result<ObjectList<DynamicObject>> {
         self.list_as(kind, namespace, params).await
+    }
+
+    /// Every object of `kind` in `namespace` (all namespaces when `None`) that the
+    /// selectors match, read in pages of `page_size` objects (`limit`, then
+    /// `continue` with the same selectors) and returned as one list; 0 reads it in one
+    /// request. [`DEFAULT_PAGE_SIZE`](crate::DEFAULT_PAGE_SIZE) is kubectl's and
+    /// client-go's choice.
+    ///
+    /// # Guarantees
+    /// The items are one consistent snapshot at the returned
+    /// `metadata.resourceVersion` (every page is read at that revision), each object
+    /// once, in the server's order: watch from that revision to see every later
+    /// change. `params.limit` and `params.continue_token` are not used: the list is
+    /// read from its start.
+    ///
+    /// # Errors
+    /// When the snapshot is compacted between two pages (410 `Expired`), the list is
+    /// read again from its first page, at most
+    /// [`MAX_LIST_RESTARTS`](crate::MAX_LIST_RESTARTS) times; then the 410 is returned
+    /// ([`Error::is_gone`]). [`Error::Decode`] when the server's pages do not share
+    /// one revision. Any other error of a page as it is.
+    pub async fn list_all(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        params: &ListParams,
+        page_size: u32,
+    ) -> Result<ObjectList<DynamicObject>> {
+        self.list_all_as(kind, namespace, params, page_size).await
     }
 
     /// Creates `object` (POST); 409 `AlreadyExists` if it exists.
@@ -329,10 +389,17 @@ impl Client {
         namespace: Option<&str>,
         params: &ListParams,
     ) -> Result<ObjectList<K>> {
-        let path = PathQuery::new(collection_path(kind, namespace))
-            .param_opt("labelSelector", params.label_selector.as_deref())
-            .param_opt("fieldSelector", params.field_selector.as_deref());
-        Ok(self.call(Method::GET, path.text, None, "a list").await?.1)
+        Ok(self.call(Method::GET, list_query(kind, namespace, params), None, "a list").await?.1)
+    }
+
+    pub(crate) async fn list_all_as<K: DeserializeOwned>(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        params: &ListParams,
+        page_size: u32,
+    ) -> Result<ObjectList<K>> {
+        pager::read_all(params, page_size, |page| async move { self.list_as(kind, namespace, &page).await }).await
     }
 
     pub(crate) async fn create_as<B: Serialize + ?Sized, K: DeserializeOwned>(
@@ -522,6 +589,35 @@ mod tests {
         let q =
             PathQuery::new(collection_path(&kind, None)).param("labelSelector", "app in (a,b)").param("watch", "true");
         assert_eq!(q.text, "/apis/corral.dev/v1/configmaps?labelSelector=app%20in%20%28a%2Cb%29&watch=true");
+    }
+
+    #[test]
+    fn list_pages_are_asked_for_with_limit_and_continue() {
+        let kind = corral_api::Registry::builtin().resolve("cm").map(|k| (*k).clone()).expect("configmaps");
+        let path = "/apis/corral.dev/v1/namespaces/ns/configmaps";
+        assert_eq!(list_query(&kind, Some("ns"), &ListParams::default()), path);
+        assert_eq!(list_query(&kind, Some("ns"), &ListParams::default().limit(0)), path, "0 is no limit");
+        let page = ListParams::default().labels("app=web").limit(500).continue_token("a+b/c==");
+        assert_eq!(
+            list_query(&kind, Some("ns"), &page),
+            format!("{path}?labelSelector=app%3Dweb&limit=500&continue=a%2Bb%2Fc%3D%3D")
+        );
+    }
+
+    #[test]
+    fn list_metadata_carries_the_next_page() {
+        let page: ObjectList<serde_json::Value> = serde_json::from_str(
+            r#"{"kind":"ConfigMapList","metadata":{"resourceVersion":"7","continue":"tok","remainingItemCount":3},"items":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.continue_token(), Some("tok"));
+        assert_eq!(page.metadata.remaining_item_count, Some(3));
+        assert_eq!(page.revision(), 7);
+        let last: ObjectList<serde_json::Value> =
+            serde_json::from_str(r#"{"metadata":{"resourceVersion":"7","continue":""},"items":[]}"#).unwrap();
+        assert_eq!(last.continue_token(), None, "an empty token is the last page");
+        let text = serde_json::to_string(&page.metadata).unwrap();
+        assert_eq!(text, r#"{"resourceVersion":"7","continue":"tok","remainingItemCount":3}"#);
     }
 
     #[test]

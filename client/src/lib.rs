@@ -8,6 +8,8 @@
 //!   kinds discovered at run time;
 //! - [`Api`]: typed, one kind, objects as `K` (a built-in kind, a custom kind's Rust
 //!   type, or a dynamic object of a kind given at run time);
+//! - lists whole or page by page ([`Client::list_all`] reads every page of one
+//!   snapshot, restarting when it expires midway);
 //! - watches as [`WatchEvent`]s, decoded once from each line into `K`;
 //! - every error answer as [`Error::Api`] with the server's [`Status`] (code, reason,
 //!   message, each offending field).
@@ -18,6 +20,7 @@ mod api;
 mod client;
 mod error;
 mod logs;
+mod pager;
 mod params;
 mod transport;
 mod watch;
@@ -26,6 +29,7 @@ pub use api::{Api, ObjectType};
 pub use client::{Client, Deleted, ListMeta, ObjectList, Written};
 pub use error::{Cause, Error, Result, Status, StatusDetails, TransportFailure};
 pub use logs::LogBytes;
+pub use pager::{DEFAULT_PAGE_SIZE, MAX_LIST_RESTARTS};
 pub use params::{DeleteParams, ListParams, Patch, WatchParams, WriteParams};
 pub use transport::{HttpTransport, Response, Transport};
 pub use watch::{WatchEvent, WatchStream};

@@ -3,12 +3,22 @@
 use corral_api::delete::{DeleteOptions, Preconditions, Propagation};
 
 /// Options of a list.
+///
+/// A list can be read in pages: `limit` bounds the objects of one answer, and the
+/// answer's `metadata.continue` ([`ObjectList::continue_token`](crate::ObjectList::continue_token)),
+/// sent back as `continue_token` with the same selectors, fetches the next page of
+/// the same snapshot. [`Client::list_all`](crate::Client::list_all) does this loop.
 #[derive(Clone, Debug, Default)]
 pub struct ListParams {
     /// A label selector such as `app=web,tier!=db`.
     pub label_selector: Option<String>,
     /// A field selector such as `spec.nodeName=n1,status.phase!=FINISHED`.
     pub field_selector: Option<String>,
+    /// At most this many objects in the answer (`limit`); `None` or 0: all of them.
+    pub limit: Option<u32>,
+    /// The `metadata.continue` of the previous page (`continue`): the next page of
+    /// the same list. The selectors must be the same as on the first page.
+    pub continue_token: Option<String>,
 }
 
 impl ListParams {
@@ -21,6 +31,18 @@ impl ListParams {
     /// Only objects whose fields match `selector`.
     pub fn fields(mut self, selector: &str) -> Self {
         self.field_selector = Some(selector.to_string());
+        self
+    }
+
+    /// At most `limit` objects in the answer; 0: all of them.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The page after the one that answered `token` as its `metadata.continue`.
+    pub fn continue_token(mut self, token: &str) -> Self {
+        self.continue_token = Some(token.to_string());
         self
     }
 }

@@ -1,6 +1,7 @@
 //! Reflectors keep a local, indexed copy of one kind's objects, in step with the
-//! server: list, then watch from the list's revision; resume from the last revision
-//! seen after a disconnect; on `Gone`, list again and reconcile the copy with it.
+//! server: list (page by page, through [`watcher::watch`](crate::watcher::watch)),
+//! then watch from the list's revision; resume from the last revision seen after a
+//! disconnect; on `Gone`, list again and reconcile the copy with it.
 //!
 //! The copy is read through a [`Cache`], a cheap handle; one reflector writes it.
 //! Objects are decoded once per event into `K` and shared as `Arc<K>`: never mutated

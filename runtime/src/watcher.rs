@@ -1,5 +1,7 @@
 //! The watcher: list, then watch from the list's revision, resume after a disconnect,
 //! list again when the revision is compacted — reporting what it sees, keeping nothing.
+//! Every list is read in pages of [`DEFAULT_PAGE_SIZE`] objects (one snapshot, as
+//! [`Api::list_all`] guarantees), so no answer is ever as large as the whole kind.
 //! [`Reflector`](crate::Reflector) builds its cache on it; a controller that must see
 //! every object of many kinds but keep only a few (the garbage collector) uses it
 //! directly.
@@ -7,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use corral_client::{Api, ListParams, ObjectType, WatchEvent, WatchParams};
+use corral_client::{Api, DEFAULT_PAGE_SIZE, ListParams, ObjectType, WatchEvent, WatchParams};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +61,7 @@ pub async fn watch<K, F, Fut>(
             let revision = match from {
                 Some(r) => r,
                 None => {
-                    let list = api.list(&params).await?;
+                    let list = api.list_all(&params, DEFAULT_PAGE_SIZE).await?;
                     let revision = list.revision();
                     on_seen(Seen::Listed { objects: list.items, revision }).await;
                     revision

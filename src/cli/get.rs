@@ -25,8 +25,7 @@ pub(crate) async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<u8> {
     let namespace = scope(&kind, &args);
     let all_ns = kind.namespaced && namespace.is_none();
     let (objects, rv, failed) = if args.names.is_empty() {
-        let params = ListParams { label_selector: args.selector.clone(), field_selector: args.field_selector.clone() };
-        let list = ctx.client.list(&kind, namespace.as_deref(), &params).await?;
+        let list = ctx.client.list_all(&kind, namespace.as_deref(), &list_params(&args), args.chunk_size).await?;
         (list.items, list.metadata.resource_version, 0)
     } else {
         let mut objects = Vec::new();
@@ -51,6 +50,15 @@ pub(crate) async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<u8> {
         return Ok(u8::from(failed > 0));
     }
     watch(ctx, &kind, &args, namespace, &cols, widths, objects, rv).await
+}
+
+/// The selectors of `args`; the pages are the pager's business.
+fn list_params(args: &GetArgs) -> ListParams {
+    ListParams {
+        label_selector: args.selector.clone(),
+        field_selector: args.field_selector.clone(),
+        ..ListParams::default()
+    }
 }
 
 /// The namespace to list in: none for cluster-scoped kinds and `-A`.
@@ -159,6 +167,8 @@ struct Scope<'a> {
     kind: &'a KindInfo,
     namespace: Option<String>,
     params: ListParams,
+    /// Objects per page of a (re-)list; 0: one request.
+    chunk_size: u32,
     names: BTreeSet<String>,
 }
 
@@ -182,8 +192,13 @@ async fn watch(
     objects: Vec<DynamicObject>,
     rv: Option<String>,
 ) -> anyhow::Result<u8> {
-    let params = ListParams { label_selector: args.selector.clone(), field_selector: args.field_selector.clone() };
-    let scope = Scope { kind, namespace, params, names: args.names.iter().cloned().collect() };
+    let scope = Scope {
+        kind,
+        namespace,
+        params: list_params(args),
+        chunk_size: args.chunk_size,
+        names: args.names.iter().cloned().collect(),
+    };
     let printer = Printer { format: args.output, kind, cols, widths };
     // The revision last shown of each object, so a re-list prints only real changes.
     let mut shown: BTreeMap<ObjKey, Option<String>> =
@@ -272,7 +287,7 @@ async fn relist(
     shown: &mut BTreeMap<ObjKey, Option<String>>,
     printer: &Printer<'_>,
 ) -> anyhow::Result<String> {
-    let list = ctx.client.list(scope.kind, scope.namespace.as_deref(), &scope.params).await?;
+    let list = ctx.client.list_all(scope.kind, scope.namespace.as_deref(), &scope.params, scope.chunk_size).await?;
     let mut seen = BTreeSet::new();
     for o in list.items.iter().filter(|o| scope.wanted(o)) {
         let k = key(o);
