@@ -196,6 +196,7 @@ pub fn app(state: AppState) -> Router {
         .route("/schemas/{group}/{version}/{plural}", get(discovery::schema).fallback(method_not_allowed))
         .route("/admin/compact", post(ops::compact).fallback(method_not_allowed))
         .route("/admin/revision", get(ops::revision).fallback(method_not_allowed))
+        .route("/admin/snapshot", get(ops::snapshot).fallback(method_not_allowed))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)

@@ -49,3 +49,55 @@ pub async fn compact(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<
     tracing::info!(revision = target, "event log compacted on request");
     Ok(revision(State(state)).await)
 }
+
+/// `GET /admin/snapshot`: every object at one revision, streamed in the snapshot
+/// format (`corral_store::snapshot`), for `corral admin snapshot save`. A snapshot
+/// overtaken by compaction while streaming is cut short, without its trailer, so a
+/// restore refuses it.
+pub async fn snapshot(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    use corral_store::snapshot::SnapshotWriter;
+    use futures::StreamExt;
+    let mut req = corral_store::ListRequest {
+        limit: Some(256),
+        max_bytes: Some(1 << 20),
+        ..corral_store::ListRequest::new("", None, &corral_api::Selector::everything())
+    };
+    let first = state.store.list_page(&req).await?;
+    req.at = Some(first.revision);
+    let mut writer = SnapshotWriter::default();
+    let head = writer.header(first.revision);
+    tracing::info!(revision = first.revision, "snapshot started");
+    let stream = futures::stream::unfold(Some((state, req, writer, Some(first))), |st| async move {
+        let (state, mut req, mut writer, first) = st?;
+        let page = match first {
+            Some(p) => p,
+            None => match state.store.list_page(&req).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "snapshot cut short");
+                    return Some((Err(std::io::Error::other(e.to_string())), None));
+                }
+            },
+        };
+        let mut out = bytes::BytesMut::new();
+        for o in &page.items {
+            out.extend_from_slice(&writer.object(o));
+        }
+        match page.next {
+            Some(next) => {
+                req.after = Some(next);
+                Some((Ok(out.freeze()), Some((state, req, writer, None))))
+            }
+            None => {
+                out.extend_from_slice(&writer.trailer());
+                Some((Ok(out.freeze()), None))
+            }
+        }
+    });
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(stream);
+    let mut resp = (axum::http::StatusCode::OK, axum::body::Body::from_stream(body)).into_response();
+    resp.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/x-ndjson"));
+    Ok(resp)
+}

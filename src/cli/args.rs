@@ -61,6 +61,9 @@ pub enum Command {
     /// Manage the node's local image store.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Administer the control plane's store: backups.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print (and with -f, follow) a task's stdout or stderr.
     Logs(LogsArgs),
 }
@@ -105,6 +108,34 @@ pub struct AgentArgs {
     /// runc executable.
     #[arg(long, default_value = "runc")]
     pub runc: PathBuf,
+}
+
+/// `corral admin` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Backups of the store, consistent at one revision (as `etcdctl snapshot`).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `corral admin snapshot` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Save every object of the running server at one revision to FILE (checked,
+    /// then moved into place: FILE is complete or absent).
+    Save {
+        /// Where to write the snapshot.
+        file: PathBuf,
+    },
+    /// Create a new store in --data-dir from a snapshot (offline: then start the
+    /// server on that directory). The directory must not hold a store.
+    Restore {
+        /// The snapshot to restore.
+        file: PathBuf,
+        /// Directory of the new store.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 /// `corral image` subcommands, acting on a node's image store directly.
@@ -183,6 +214,21 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub compaction_retain: Option<u64>,
 
+    /// Oldest history kept, in seconds (as etcd's periodic auto-compaction). Default:
+    /// 3600.
+    #[arg(long, value_name = "SECONDS")]
+    pub history_max_age: Option<u64>,
+
+    /// Most bytes of history kept, e.g. 512Mi. Default: as much as the live data, at
+    /// least 64Mi, so the data directory tracks the data, not the write rate.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub history_max_bytes: Option<u64>,
+
+    /// Space kept free on the data directory's disk, e.g. 64Mi: writes that would
+    /// leave less answer 507 and /healthz 503 until space is freed. Default: 64Mi.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub min_free_bytes: Option<u64>,
+
     /// How many watches one client address may hold open; more answer 429.
     /// Default: 4096.
     #[arg(long, value_name = "N")]
@@ -194,6 +240,20 @@ pub struct ServeArgs {
     /// `up` only: do not run the local agent.
     #[arg(long)]
     pub no_agent: bool,
+}
+
+/// A byte count: a number with an optional suffix Ki, Mi, Gi (or K, M, G).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a byte count (e.g. 512Mi)"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "K" | "Ki" | "KiB" => 1 << 10,
+        "M" | "Mi" | "MiB" => 1 << 20,
+        "G" | "Gi" | "GiB" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use Ki, Mi or Gi")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Options of the controller manager, in `corral up`, `corral server` and `corral
@@ -309,6 +369,11 @@ pub struct GetArgs {
     /// After listing, stream changes until interrupted.
     #[arg(short = 'w', long)]
     pub watch: bool,
+
+    /// Read lists in chunks of this many objects rather than in one answer (the
+    /// output is the same); 0 reads each list in one request.
+    #[arg(long, value_name = "N", default_value_t = corral_client::DEFAULT_PAGE_SIZE)]
+    pub chunk_size: u32,
 }
 
 /// Options of `corral describe`.

@@ -26,6 +26,7 @@ pub mod args;
 pub mod manifest;
 pub mod output;
 
+mod admin;
 mod agent;
 mod apply;
 mod bench;
@@ -131,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::ApiResources => get::api_resources(&ctx()?).await,
         Command::Agent(a) => agent::run(&server, a).await.map(|()| 0),
         Command::Image(c) => image::run(c).await,
+        Command::Admin(c) => admin::run(&server, c).await,
         Command::Logs(a) => logs::run(&ctx()?, a).await,
         Command::Bench { args } => Ok(bench::run(&args)),
     }

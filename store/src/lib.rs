@@ -22,6 +22,7 @@ mod marker;
 pub mod object;
 mod recent;
 pub mod sled_store;
+pub mod snapshot;
 pub mod storage;
 mod watch;
 mod writer;

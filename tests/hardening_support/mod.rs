@@ -1,0 +1,142 @@
+#![allow(dead_code)]
+//! The real `corral server` binary in a temp dir, for the hardening tests.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// The API server alone.
+    pub async fn start() -> Server {
+        Server::start_with(&["--controllers", "none"]).await
+    }
+
+    /// `corral server` with `args` added.
+    pub async fn start_with(args: &[&str]) -> Server {
+        Server::start_limited(args, None).await
+    }
+
+    /// `corral server` with `args`, allowed at most `open_files` descriptors (soft and
+    /// hard limit) when given.
+    pub async fn start_limited(args: &[&str], open_files: Option<u64>) -> Server {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let child = spawn(&dir.path().join("data"), port, args, open_files);
+        let s = Server { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), _dir: dir };
+        s.wait_healthy().await;
+        s
+    }
+
+    pub async fn wait_healthy(&self) {
+        corral_testkit::eventually(&format!("the server at {} is healthy", self.base), async || {
+            self.http
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+                .then_some(())
+        })
+        .await
+    }
+
+    /// A new server process on the data dir of `old`, which has stopped.
+    pub async fn restart_in(mut old: Server) -> Server {
+        let _ = old.child.kill();
+        let _ = old.child.wait();
+        let (base, http) = (old.base.clone(), old.http.clone());
+        let _dir = std::mem::replace(&mut old._dir, tempfile::tempdir().expect("a temp dir"));
+        let port = base.rsplit(':').next().unwrap_or_default();
+        let port = port.parse().expect("the port of the server's address");
+        let child = spawn(&_dir.path().join("data"), port, &["--controllers", "none"], None);
+        let s = Server { child, base, http, _dir };
+        s.wait_healthy().await;
+        s
+    }
+
+    /// Still serving, and still the same process.
+    pub async fn assert_alive(&mut self) {
+        assert!(matches!(self.child.try_wait(), Ok(None)), "the server process died");
+        let r = self.http.get(format!("{}/healthz", self.base)).send().await.expect("/healthz answers");
+        assert!(r.status().is_success(), "/healthz: {}", r.status());
+    }
+
+    pub fn configmap_url(&self, name: &str) -> String {
+        format!("{}/apis/corral.dev/v1/namespaces/default/configmaps/{name}", self.base)
+    }
+
+    pub async fn create_configmap(&self, name: &str, data: Value) -> Value {
+        let url = format!("{}/apis/corral.dev/v1/namespaces/default/configmaps", self.base);
+        let body = json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap", "metadata": {"name": name}, "spec": {"data": data}});
+        let r = self.http.post(url).json(&body).send().await.expect("POST");
+        let code = r.status();
+        let created: Value = r.json().await.expect("the created object");
+        assert_eq!(code, 201, "create {name}: {created}");
+        created
+    }
+
+    pub async fn get(&self, name: &str) -> Value {
+        let r = self.http.get(self.configmap_url(name)).send().await.expect("GET");
+        assert_eq!(r.status(), 200, "get {name}");
+        r.json().await.expect("an object")
+    }
+
+    pub async fn patch(&self, name: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .http
+            .patch(self.configmap_url(name))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("PATCH answered");
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Starts `corral server` on 127.0.0.1:`port` with data in `data_dir` and `args` added,
+/// allowed at most `open_files` descriptors (soft and hard limit) when given.
+pub fn spawn(data_dir: &std::path::Path, port: u16, args: &[&str], open_files: Option<u64>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+    cmd.arg("server")
+        .args(args)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(n) = open_files {
+        use std::os::unix::process::CommandExt;
+        let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+        // SAFETY: setrlimit is async-signal-safe and only reads `lim`, a copy.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    cmd.spawn().expect("spawn corral server")
+}
+
+pub fn rv(o: &Value) -> &str {
+    o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default()
+}
