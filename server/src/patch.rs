@@ -133,7 +133,7 @@ async fn apply(ctx: &Ctx, mut manifest: Value) -> ApiResult<Response> {
     for _ in 0..MAX_ATTEMPTS {
         let live = ctx.state.store.get(&key).await.map_err(ctx.store_error(name))?;
         let Some(live) = live else {
-            ctx.validate(&desired)?;
+            ctx.validate(&desired).await?;
             ctx.require_namespace().await?;
             if ctx.dry_run {
                 return Ok(body::json(StatusCode::CREATED, &would_be_created(desired)));
@@ -181,7 +181,7 @@ async fn write(
             ctx.info.kind
         )));
     }
-    ctx.validate(&patched)?;
+    ctx.validate(&patched).await?;
     let asked = precondition(ctx, &patched)?;
     // The live resourceVersion is in every patched object unless the patch changed
     // it; a different one is the client's own precondition.

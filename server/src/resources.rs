@@ -35,6 +35,9 @@ struct Params {
     continue_token: Option<String>,
 }
 
+/// Longest a custom kind's schema validation may take.
+const VALIDATION_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One request on a kind, with what the path and query said.
 pub(super) struct Ctx {
     /// Shared server state.
@@ -69,12 +72,27 @@ impl Ctx {
     }
 
     /// Validates a whole object against the kind's schema: 422 naming every offending
-    /// field.
-    pub fn validate(&self, object: &Value) -> ApiResult<()> {
-        self.state
-            .registry
-            .validate(&self.info, object)
-            .map_err(|causes| ApiError::invalid(&self.info, object_name(object), causes))
+    /// field. A custom kind's schema is the user's: its validation runs off the async
+    /// workers and is given [`VALIDATION_TIME`], so no schema can stall the server.
+    pub async fn validate(&self, object: &Value) -> ApiResult<()> {
+        let invalid = |causes| ApiError::invalid(&self.info, object_name(object), causes);
+        if self.info.group == corral_api::GROUP {
+            return self.state.registry.validate(&self.info, object).map_err(invalid);
+        }
+        let (registry, info, copy) = (self.state.registry.clone(), self.info.clone(), object.clone());
+        let check = tokio::task::spawn_blocking(move || registry.validate(&info, &copy));
+        match tokio::time::timeout(VALIDATION_TIME, check).await {
+            Ok(Ok(r)) => r.map_err(invalid),
+            Ok(Err(e)) => Err(ApiError::internal(format!("validation failed: {e}"))),
+            Err(_) => Err(invalid(vec![corral_api::FieldError::new(
+                "spec",
+                format!(
+                    "validation against the {} schema took longer than {} s; simplify the object or the schema",
+                    self.info.kind,
+                    VALIDATION_TIME.as_secs()
+                ),
+            )])),
+        }
     }
 
     /// The object `name` as stored; 404 when missing.
@@ -417,7 +435,7 @@ async fn create(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     let mut object = body::json_object(&bytes)?;
     ctx.fill_identity(&mut object, None)?;
     strip_for_create(&mut object);
-    ctx.validate(&object)?;
+    ctx.validate(&object).await?;
     ctx.require_namespace().await?;
     let name = object_name(&object).to_string();
     if ctx.dry_run {
@@ -432,7 +450,7 @@ async fn update(ctx: &Ctx, bytes: Bytes, status_only: bool) -> ApiResult<Respons
     let name = ctx.name.as_str();
     let mut object = body::json_object(&bytes)?;
     ctx.fill_identity(&mut object, Some(name))?;
-    ctx.validate(&object)?;
+    ctx.validate(&object).await?;
     let expected = precondition(ctx, &object)?;
     let key = ctx.key(name);
     if ctx.dry_run {
