@@ -635,7 +635,7 @@ impl Collector {
         let mut out = Vec::new();
         for kind in self.kinds.values().filter(|k| k.namespaced) {
             let api = Api::<PartialObject>::for_kind(self.client.clone(), kind.clone(), Some(ns));
-            for o in api.list(&ListParams::default()).await?.items {
+            for o in api.list_all(&ListParams::default(), corral_client::DEFAULT_PAGE_SIZE).await?.items {
                 out.push((ObjectRef::of(kind, &o), o.metadata.is_deleting()));
             }
         }
