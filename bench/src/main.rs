@@ -36,6 +36,51 @@ enum BenchCommand {
     /// by side with bare `runc run`; native start latency; agent memory with the tasks
     /// running. Needs root and runc.
     Agent(BenchAgentArgs),
+    /// The control plane under a long mixed load: overwrites of 1 MiB and 1 KiB
+    /// objects, thousands of watchers of which some never read, periodic full lists.
+    /// Prints server RSS, data dir size and /healthz latency over time, then a summary
+    /// against the targets. Arguments after `--` go to `corral server`.
+    Soak(BenchSoakArgs),
+}
+
+/// Options of `corral-bench soak`.
+#[derive(Args, Debug)]
+struct BenchSoakArgs {
+    /// Length of the run, in minutes.
+    #[arg(long, default_value_t = 30)]
+    minutes: u64,
+    /// Watchers in all, each on its own connection.
+    #[arg(long, default_value_t = 2000)]
+    watchers: usize,
+    /// Of the watchers, those that send their request and never read.
+    #[arg(long, default_value_t = 1000)]
+    idle_watchers: usize,
+    /// Objects of 1 MiB, overwritten in turn.
+    #[arg(long, default_value_t = 100)]
+    big_objects: usize,
+    /// Objects of 1 KiB, overwritten in turn.
+    #[arg(long, default_value_t = 5000)]
+    small_objects: usize,
+    /// Overwrites of 1 MiB objects per second.
+    #[arg(long, default_value_t = 5.0)]
+    big_writes_per_sec: f64,
+    /// Overwrites of 1 KiB objects per second.
+    #[arg(long, default_value_t = 200.0)]
+    small_writes_per_sec: f64,
+    /// Percent of the watchers (reading and idle alike) watching the 1 MiB objects;
+    /// the rest watch the 1 KiB ones. Each reading one receives 5 MiB/s at the
+    /// default rates.
+    #[arg(long, default_value_t = 5)]
+    big_watchers_percent: u32,
+    /// Seconds between full lists of each size (0: none).
+    #[arg(long, default_value_t = 10)]
+    list_every: u64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 30)]
+    sample_every: u64,
+    /// Further arguments of `corral server`, after `--`.
+    #[arg(last = true, value_name = "SERVER ARGS")]
+    server_args: Vec<String>,
 }
 
 /// Options of `corral bench agent`.
@@ -112,6 +157,22 @@ fn main() -> ExitCode {
             BenchCommand::Agent(a) => {
                 corral_bench::run_agent_bench(corral_bench::AgentBenchOptions { tasks: a.tasks, native: a.native })
                     .await
+            }
+            BenchCommand::Soak(a) => {
+                corral_bench::run_soak(corral_bench::SoakOptions {
+                    minutes: a.minutes,
+                    watchers: a.watchers,
+                    idle_watchers: a.idle_watchers,
+                    big_objects: a.big_objects,
+                    small_objects: a.small_objects,
+                    big_writes_per_sec: a.big_writes_per_sec,
+                    small_writes_per_sec: a.small_writes_per_sec,
+                    big_watchers_percent: a.big_watchers_percent,
+                    list_every: a.list_every,
+                    sample_every: a.sample_every,
+                    server_args: a.server_args,
+                })
+                .await
             }
         }
     };

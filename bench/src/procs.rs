@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -32,16 +32,13 @@ impl Proc {
     /// CPU time the process has used so far (user and system), from `/proc`: what a
     /// workload costs it, whatever else the machine is doing.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name (in parentheses, which may hold spaces):
-        // utime and stime are the 12th and 13th of them, in clock ticks.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("no command name in /proc stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11..13).context("short /proc stat")?.iter().filter_map(|f| f.parse::<u64>().ok()).sum();
-        // SAFETY: sysconf(3) reads a configuration value; no memory is involved.
-        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|h| *h > 0).unwrap_or(100);
-        Ok(Duration::from_micros(ticks * 1_000_000 / hz))
+        cpu_time_of(&self.child.id().to_string())
+    }
+
+    /// How the process ended, if it has: a long benchmark checks this so that a
+    /// server that died is reported as such, not as a run of failed requests.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 
@@ -52,6 +49,25 @@ impl Drop for Proc {
     }
 }
 
+/// CPU time this process has used so far (user and system): what the load
+/// generators themselves cost, on a machine they share with the server.
+pub fn own_cpu_time() -> anyhow::Result<Duration> {
+    cpu_time_of("self")
+}
+
+/// CPU time of process `pid` (a number or `self`), from `/proc/<pid>/stat`.
+fn cpu_time_of(pid: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (in parentheses, which may hold spaces):
+    // utime and stime are the 12th and 13th of them, in clock ticks.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("no command name in /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11..13).context("short /proc stat")?.iter().filter_map(|f| f.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf(3) reads a configuration value; no memory is involved.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|h| *h > 0).unwrap_or(100);
+    Ok(Duration::from_micros(ticks * 1_000_000 / hz))
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -59,13 +75,18 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Starts `corral server` on a fresh data dir.
 pub async fn start_corral(data_dir: &Path) -> anyhow::Result<Proc> {
+    start_corral_with(data_dir, &[]).await
+}
+
+/// Starts `corral server` on a fresh data dir, passing it `extra` arguments after the
+/// listen address and data dir (e.g. `--compaction-retain 1000`).
+pub async fn start_corral_with(data_dir: &Path, extra: &[String]) -> anyhow::Result<Proc> {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let listen = addr.to_string();
-    let proc = spawn_self(
-        ["server".as_ref(), "--listen".as_ref(), listen.as_ref(), "--data-dir".as_ref(), data_dir.as_os_str()],
-        addr,
-    )
-    .context("starting corral server")?;
+    let own: [&OsStr; 5] =
+        ["server".as_ref(), "--listen".as_ref(), listen.as_ref(), "--data-dir".as_ref(), data_dir.as_os_str()];
+    let proc =
+        spawn_self(own.into_iter().chain(extra.iter().map(OsStr::new)), addr).context("starting corral server")?;
     let http = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await

@@ -407,20 +407,28 @@ struct WireMeta {
     name: String,
 }
 
-/// Reads NDJSON events from a watch response, calling `f` for each until it returns false.
-async fn read_events(resp: reqwest::Response, mut f: impl FnMut(WireEvent) -> bool) -> anyhow::Result<()> {
+/// Reads NDJSON events from a watch response, decoding each as `T` and calling `f`
+/// for it until `f` returns false or the stream ends.
+pub(crate) async fn read_events<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    mut f: impl FnMut(T) -> bool,
+) -> anyhow::Result<()> {
     let mut stream = resp.bytes_stream();
     let mut buf: Vec<u8> = Vec::new();
     while let Some(chunk) = stream.next().await {
+        // Only the new bytes are searched for a line end: a 1 MiB event comes in many
+        // chunks, and searching its start again for each would be quadratic.
+        let mut scanned = buf.len();
         buf.extend_from_slice(&chunk?);
         let mut start = 0;
-        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
-            let line = &buf[start..start + pos];
-            start += pos + 1;
+        while let Some(pos) = buf[scanned..].iter().position(|b| *b == b'\n') {
+            let line = &buf[start..scanned + pos];
+            start = scanned + pos + 1;
+            scanned = start;
             if line.is_empty() {
                 continue;
             }
-            let ev: WireEvent = serde_json::from_slice(line)?;
+            let ev: T = serde_json::from_slice(line)?;
             if !f(ev) {
                 return Ok(());
             }
@@ -448,7 +456,7 @@ async fn watch_latency(corral: &Arc<Corral>, watchers: usize, writes: u64) -> an
         let issued = issued.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(writes as usize);
-            let _ = read_events(resp, |ev| {
+            let _ = read_events(resp, |ev: WireEvent| {
                 if ev.kind == "ADDED"
                     && let Some(seq) = ev.object.metadata.name.strip_prefix('w').and_then(|s| s.parse::<usize>().ok())
                 {
@@ -503,7 +511,7 @@ async fn replay_rate(corral: &Arc<Corral>, from: u64, created: u64) -> anyhow::R
         bail!("watch: HTTP {}", resp.status());
     }
     let mut n = 0u64;
-    read_events(resp, |_| {
+    read_events(resp, |_: WireEvent| {
         n += 1;
         n < want
     })
