@@ -146,6 +146,9 @@ fn admit(tally: &Arc<Mutex<Tally>>, client: IpAddr, limits: &ConnectionLimits) -
 
 /// Serves `router` on `listener` within `limits` until `stop` completes, then waits for
 /// the open connections to finish.
+/// Most bytes buffered per connection, each way (beyond the object being written).
+const CONNECTION_BUFFER: usize = 16 << 10;
+
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
@@ -154,10 +157,18 @@ pub(crate) async fn serve(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // Buffers are per connection: what a client that stops reading can make the
+    // server hold (hyper's defaults, 400 KB, times thousands of idle watches was most
+    // of the server's memory).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(CONNECTION_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_send_buf_size(CONNECTION_BUFFER)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();

@@ -110,6 +110,7 @@ pub(super) async fn serve(state: &AppState, info: &KindInfo, q: ListQuery) -> Ap
             after,
             limit: None,
             max_bytes: Some(STEP_BYTES),
+            count_remaining: q.limit.is_some(),
         },
         fields: q.fields,
         left: q.limit,

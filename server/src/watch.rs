@@ -90,14 +90,41 @@ pub(super) async fn serve(state: &AppState, info: &KindInfo, w: Watch, slot: Opt
         // Small frames that are ready together leave in one write (a replay or a burst
         // costs one write per batch, not per event); large objects go out as the
         // store's own bytes, shared with every other watch, never copied per watcher.
-        .ready_chunks(64)
-        .flat_map(|frames| futures::stream::iter(coalesce(frames)))
-        .map(Ok::<Bytes, Infallible>);
+        .boxed();
+    let stream = futures::stream::unfold(stream, |mut frames| async move {
+        let batch = ready_batch(&mut frames).await?;
+        Some((futures::stream::iter(coalesce(batch)), frames))
+    })
+    .flatten()
+    .map(Ok::<Bytes, Infallible>);
     let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
 }
+
+/// The next frame, and those ready right after it up to [`BATCH_BYTES`]: a client
+/// that stops reading leaves the server holding one batch, not every event that was
+/// ready.
+async fn ready_batch(frames: &mut futures::stream::BoxStream<'static, Vec<Bytes>>) -> Option<Vec<Vec<Bytes>>> {
+    use futures::FutureExt;
+    let first = frames.next().await?;
+    let mut size: usize = first.iter().map(Bytes::len).sum();
+    let mut batch = vec![first];
+    while size < BATCH_BYTES && batch.len() < 64 {
+        match frames.next().now_or_never() {
+            Some(Some(f)) => {
+                size += f.iter().map(Bytes::len).sum::<usize>();
+                batch.push(f);
+            }
+            _ => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Most bytes of frames gathered into one batch of writes.
+const BATCH_BYTES: usize = 16 << 10;
 
 /// Frames (each a list of pieces) as writes: small pieces joined, large ones alone.
 fn coalesce(frames: Vec<Vec<Bytes>>) -> Vec<Bytes> {

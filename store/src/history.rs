@@ -3,7 +3,7 @@
 //! events compaction may drop, lists can be read at an earlier revision (pages of one
 //! list stay consistent while writes go on), and the retained history has a size.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::key::Key;
@@ -40,6 +40,9 @@ pub(crate) struct Revision {
 pub(crate) struct History {
     revisions: VecDeque<Revision>,
     bytes: u64,
+    /// Keys whose newest retained revision is their deletion, and that revision:
+    /// what a list at an earlier revision needs of keys that no longer exist.
+    deleted: BTreeMap<Key, u64>,
 }
 
 /// How much history to keep; whichever bound is reached first wins.
@@ -53,6 +56,11 @@ pub(crate) struct Retention {
 impl History {
     pub(crate) fn push(&mut self, r: Revision) {
         self.bytes += r.bytes;
+        if r.deleted {
+            self.deleted.insert(r.key.clone(), r.revision);
+        } else {
+            self.deleted.remove(&r.key);
+        }
         self.revisions.push_back(r);
     }
 
@@ -90,6 +98,9 @@ impl History {
             dead.extend(r.prev.as_ref().map(|p| p.revision));
             if r.deleted {
                 dead.push(r.revision);
+                if self.deleted.get(&r.key) == Some(&r.revision) {
+                    self.deleted.remove(&r.key);
+                }
             }
             self.bytes -= r.bytes;
             self.revisions.pop_front();
@@ -97,20 +108,36 @@ impl History {
         dead
     }
 
-    /// The state at revision `at` of the keys written after it, for which `wanted`
-    /// holds: `None` for a key that did not exist then. Keys not in the map are as
-    /// the current index has them.
-    pub(crate) fn states_at(&self, at: u64, wanted: impl Fn(&Key) -> bool) -> HashMap<Key, Option<Entry>> {
-        let mut out = HashMap::new();
-        let Some(first) = self.revisions.front().map(|r| r.revision) else { return out };
-        let skip = (at + 1).saturating_sub(first) as usize;
-        // The first write after `at` to a key recorded what the key was at `at`.
-        for r in self.revisions.iter().skip(skip) {
-            if wanted(&r.key) && !out.contains_key(&r.key) {
-                out.insert(r.key.clone(), r.prev.clone());
+    /// The state at revision `at` (not compacted) of a key whose current state is
+    /// `current`: walks back through the key's retained revisions, so it costs the
+    /// number of writes to that key since `at`.
+    pub(crate) fn state_at(&self, key: &Key, current: Option<&Entry>, at: u64) -> Option<Entry> {
+        let mut rev = match current {
+            Some(e) if e.revision <= at => return Some(e.clone()),
+            Some(e) => e.revision,
+            None => match self.deleted.get(key) {
+                Some(d) if *d > at => *d,
+                _ => return None,
+            },
+        };
+        loop {
+            let r = self.get(rev)?;
+            match &r.prev {
+                Some(p) if p.revision <= at => return Some(p.clone()),
+                Some(p) => rev = p.revision,
+                None => return None,
             }
         }
-        out
+    }
+
+    fn get(&self, revision: u64) -> Option<&Revision> {
+        let first = self.revisions.front()?.revision;
+        self.revisions.get(revision.checked_sub(first)? as usize)
+    }
+
+    /// Keys whose newest retained revision deleted them, from `from` on, in order.
+    pub(crate) fn deleted_from(&self, from: std::ops::Bound<&Key>) -> impl Iterator<Item = &Key> {
+        self.deleted.range::<Key, _>((from, std::ops::Bound::Unbounded)).map(|(k, _)| k)
     }
 }
 
@@ -160,15 +187,20 @@ mod tests {
     fn states_at_an_earlier_revision() {
         let now = Instant::now();
         let mut h = History::default();
+        let a = Key::cluster("r", "a");
+        let b = Key::cluster("r", "b");
         h.push(rev(5, "a", Some(2), false, now));
         h.push(rev(6, "b", None, false, now));
         h.push(rev(7, "a", Some(5), true, now));
-        let at5 = h.states_at(5, |_| true);
-        assert_eq!(at5.len(), 2);
-        assert_eq!(at5[&Key::cluster("r", "a")].as_ref().map(|e| e.revision), Some(5));
-        assert_eq!(at5[&Key::cluster("r", "b")], None);
-        let at4 = h.states_at(4, |k| k.name == "a");
-        assert_eq!(at4[&Key::cluster("r", "a")].as_ref().map(|e| e.revision), Some(2));
-        assert!(h.states_at(7, |_| true).is_empty());
+        // a: 2 until 5, 5 until 7, gone since; b: created at 6.
+        assert_eq!(h.state_at(&a, None, 7), None);
+        assert_eq!(h.state_at(&a, None, 6).map(|e| e.revision), Some(5));
+        assert_eq!(h.state_at(&a, None, 4).map(|e| e.revision), Some(2));
+        let b_now = entry(6);
+        assert_eq!(h.state_at(&b, Some(&b_now), 5), None);
+        assert_eq!(h.state_at(&b, Some(&b_now), 6).map(|e| e.revision), Some(6));
+        assert_eq!(h.deleted_from(std::ops::Bound::Unbounded).collect::<Vec<_>>(), vec![&a]);
+        h.compact(7);
+        assert_eq!(h.deleted_from(std::ops::Bound::Unbounded).count(), 0);
     }
 }

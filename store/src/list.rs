@@ -3,7 +3,6 @@
 //! history), so a client paging through a large list while writes go on sees one
 //! state, as in Kubernetes.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,7 +11,6 @@ use corral_api::Selector;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::history::Entry;
 use crate::key::Key;
 use crate::object::StoredObject;
 use crate::sled_store::Shared;
@@ -32,6 +30,9 @@ pub struct ListRequest {
     pub after: Option<Key>,
     /// At most this many items; `None`: all.
     pub limit: Option<usize>,
+    /// Count the matching objects after the page ([`ListPage::remaining`]); when
+    /// false, `remaining` only says whether there are any (0 or 1).
+    pub count_remaining: bool,
     /// At most about this many bytes of items (the first is taken whatever its
     /// size); `None`: no bound. For readers that stream a list in steps.
     pub max_bytes: Option<u64>,
@@ -63,7 +64,8 @@ pub struct ListPage {
     pub revision: u64,
     /// Where the next page starts (pass as [`ListRequest::after`]); `None` on the last.
     pub next: Option<Key>,
-    /// Matching objects after this page.
+    /// Matching objects after this page (with [`ListRequest::count_remaining`];
+    /// otherwise 1 when there are any).
     pub remaining: u64,
 }
 
@@ -92,31 +94,22 @@ impl Shared {
             if at < compacted {
                 return Err(Error::Gone { requested: at, compacted });
             }
-            // Keys written since `at`, as they were then.
-            let then: BTreeMap<Key, Option<Entry>> = if at < st.revision {
-                st.history.states_at(at, |k| req.holds(k)).into_iter().collect()
-            } else {
-                BTreeMap::new()
-            };
+            let start = Key::namespaced(&req.resource, req.namespace.as_deref().unwrap_or(""), "");
             let from = match &req.after {
-                Some(k) => Bound::Excluded(k.clone()),
-                None => Bound::Included(Key::namespaced(&req.resource, req.namespace.as_deref().unwrap_or(""), "")),
+                Some(k) => Bound::Excluded(k),
+                None => Bound::Included(&start),
             };
-            let mut now = st.index.range((from.clone(), Bound::Unbounded)).peekable();
-            let mut old = then.range((from, Bound::Unbounded)).peekable();
+            let historic = at < st.revision;
+            // Keys that exist now, and keys deleted since `at` that may have existed then.
+            let mut now = st.index.range::<Key, _>((from, Bound::Unbounded)).peekable();
+            let mut gone = st.history.deleted_from(from).filter(|_| historic).peekable();
             loop {
-                // Merge the two key orders; where both have a key, its state then wins.
-                let (key, entry) = match (now.peek(), old.peek()) {
+                let (key, current) = match (now.peek(), gone.peek()) {
                     (None, None) => break,
-                    (Some((kn, _)), Some((ko, _))) if kn < ko => now.next().map(|(k, e)| (k, Some(e))),
-                    (Some((kn, _)), Some((ko, _))) if kn == ko => {
-                        now.next();
-                        old.next().map(|(k, e)| (k, e.as_ref()))
-                    }
-                    (Some(_), None) => now.next().map(|(k, e)| (k, Some(e))),
-                    _ => old.next().map(|(k, e)| (k, e.as_ref())),
-                }
-                .unwrap_or_else(|| unreachable!("peeked"));
+                    (Some((kn, _)), Some(kg)) if kn > kg => (gone.next().unwrap_or_else(|| unreachable!()), None),
+                    (Some(_), _) => now.next().map(|(k, e)| (k, Some(e))).unwrap_or_else(|| unreachable!()),
+                    (None, Some(_)) => (gone.next().unwrap_or_else(|| unreachable!()), None),
+                };
                 if !req.holds(key) {
                     // Past the collection's range; across every kind, only this one
                     // key is out.
@@ -125,13 +118,18 @@ impl Shared {
                     }
                     break;
                 }
+                let entry = if historic { st.history.state_at(key, current, at) } else { current.cloned() };
                 let Some(e) = entry.filter(|e| req.selector.matches(&e.labels)) else { continue };
                 full = full || found.len() == limit || (!found.is_empty() && bytes + e.size > max_bytes);
                 if full {
+                    if !req.count_remaining {
+                        remaining = 1;
+                        break;
+                    }
                     remaining += 1;
                 } else {
                     bytes += e.size;
-                    found.push((key.clone(), e.revision, e.labels.clone()));
+                    found.push((key.clone(), e.revision, e.labels));
                     next = Some(key.clone());
                 }
             }

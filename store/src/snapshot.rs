@@ -112,7 +112,8 @@ pub fn read_snapshot(path: &Path) -> Result<(u64, Vec<StoredObject>)> {
             return Err(bad(path, n, "the snapshot ends without its trailer: it is incomplete"));
         }
         let Some(rev) = revision else {
-            let h: SnapshotHeader = serde_json::from_slice(&buf).map_err(|e| bad(path, n, format!("not a snapshot header: {e}")))?;
+            let h: SnapshotHeader =
+                serde_json::from_slice(&buf).map_err(|e| bad(path, n, format!("not a snapshot header: {e}")))?;
             if h.corral_snapshot != 1 {
                 return Err(bad(path, n, format!("snapshot format {} is not supported", h.corral_snapshot)));
             }

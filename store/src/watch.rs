@@ -19,7 +19,7 @@ use crate::recent::After;
 use crate::sled_store::Shared;
 
 /// Most events taken in one step (from memory, the log, or the initial listing).
-const STEP_EVENTS: usize = 64;
+const STEP_EVENTS: usize = 16;
 /// Most bytes read from disk (or listed) in one step, beyond the first event.
 const STEP_BYTES: u64 = 1 << 20;
 
@@ -157,6 +157,7 @@ impl Cursor {
             after: listing.after.clone(),
             limit: Some(STEP_EVENTS),
             max_bytes: Some(STEP_BYTES),
+            count_remaining: false,
         };
         let shared = self.shared.clone();
         let page = tokio::task::spawn_blocking(move || shared.list_page(&req))

@@ -11,7 +11,13 @@ use corral_store::{Error, Key, ListRequest, Storage, WatchEvent, WatchRequest};
 use futures::StreamExt;
 
 fn page(at: Option<u64>, after: Option<Key>, limit: usize) -> ListRequest {
-    ListRequest { at, after, limit: Some(limit), ..ListRequest::new(RES, Some("default"), &Selector::everything()) }
+    ListRequest {
+        at,
+        after,
+        limit: Some(limit),
+        count_remaining: true,
+        ..ListRequest::new(RES, Some("default"), &Selector::everything())
+    }
 }
 
 #[tokio::test]
