@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= corral-data
 LISTEN ?= 127.0.0.1:7070
 
-.PHONY: up test setup build bench lint
+.PHONY: up test setup build bench soak lint
 
 setup:
 	bash scripts/setup.sh
@@ -25,6 +25,12 @@ bench: build
 	./target/release/corral-bench store
 	./target/release/corral-bench controller
 	./target/release/corral-bench agent
+
+# 30 minutes of mixed writes, 2,000 watches (1,000 never reading) and periodic lists:
+# server memory, data directory and /healthz latency over time.
+soak: build
+	$(CARGO) build --release -p corral-bench
+	./target/release/corral-bench soak
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
