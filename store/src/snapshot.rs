@@ -173,13 +173,14 @@ pub fn restore(snapshot: &Path, dir: &Path) -> Result<(u64, u64)> {
     }
     batch.insert(crate::codec::META_REVISION, &crate::codec::rev_key(revision)[..]);
     batch.insert(crate::codec::META_COMPACTED, &crate::codec::rev_key(revision)[..]);
+    // A new store: a new identity, recorded beside it as every open store does.
+    let cluster = *uuid::Uuid::new_v4().as_bytes();
+    batch.insert(crate::codec::META_CLUSTER, &cluster[..]);
     blobs.sync_dir()?;
     data.apply_batch(batch)?;
     db.flush()?;
-    drop(data);
-    drop(db);
-    // Opening checks what was written and records the new identity beside it.
-    let store = crate::SledStore::open(dir, crate::Options::default())?;
-    store.close();
+    // Read back as an open would, before the store is declared restored.
+    crate::load::load(&data, &blobs)?;
+    crate::marker::Marker::create(dir, crate::marker::Mark { cluster, revision })?;
     Ok((revision, objects.len() as u64))
 }
