@@ -26,15 +26,10 @@ pub(crate) struct Blobs {
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    if e.raw_os_error() == Some(libc_enospc()) {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
         return Error::NoSpace(format!("{}: {e}", path.display()));
     }
     Error::Io(format!("{}: {e}", path.display()))
-}
-
-/// ENOSPC, without a libc dependency for one constant (the same on every Linux).
-const fn libc_enospc() -> i32 {
-    28
 }
 
 impl Blobs {

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 
 use corral_api::Selector;
 
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::object::StoredObject;
@@ -139,23 +138,14 @@ impl Shared {
         }
         let mut items = Vec::with_capacity(found.len());
         for (key, revision, labels) in found {
-            let Some(event) = self.data.get(codec::event_key(revision))? else {
-                let compacted = self.compacted.load(Ordering::Acquire);
-                if at < compacted {
-                    return Err(Error::Gone { requested: at, compacted });
-                }
-                return Err(Error::Corrupt(format!("{key} is at revision {revision}, whose event is missing")));
-            };
-            let (_, _, body) = codec::event_parts(revision, &event)?;
-            let json = match codec::json(&self.blobs, revision, body) {
-                Ok(j) => j,
+            match self.read_object(key, revision, labels) {
+                Ok(o) => items.push(Arc::new(o)),
                 Err(e) => {
-                    // Its file went with a compaction that overtook this read.
+                    // Missing only if a compaction overtook this read.
                     let compacted = self.compacted.load(Ordering::Acquire);
                     return Err(if at < compacted { Error::Gone { requested: at, compacted } } else { e });
                 }
-            };
-            items.push(Arc::new(StoredObject { key, revision, labels, json }));
+            }
         }
         Ok(ListPage { items, revision: at, next, remaining })
     }

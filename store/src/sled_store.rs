@@ -116,16 +116,24 @@ impl Shared {
     /// a superseded event only after publishing its successor, under the write lock.
     pub(crate) fn load(&self, st: &State, key: &Key) -> Result<Option<Arc<StoredObject>>> {
         let Some(entry) = st.index.get(key) else { return Ok(None) };
-        let event = self.data.get(codec::event_key(entry.revision))?.ok_or_else(|| {
-            Error::Corrupt(format!("{key} is at revision {}, whose event is missing", entry.revision))
-        })?;
-        let (_, _, body) = codec::event_parts(entry.revision, &event)?;
-        Ok(Some(Arc::new(StoredObject {
-            key: key.clone(),
-            revision: entry.revision,
-            labels: entry.labels.clone(),
-            json: codec::json(&self.blobs, entry.revision, body)?,
-        })))
+        self.read_object(key.clone(), entry.revision, entry.labels.clone()).map(|o| Some(Arc::new(o)))
+    }
+
+    /// The state of `key` held by the event of `revision`, from the database or its
+    /// own file.
+    pub(crate) fn read_object(
+        &self,
+        key: Key,
+        revision: u64,
+        labels: BTreeMap<String, String>,
+    ) -> Result<StoredObject> {
+        let event = self
+            .data
+            .get(codec::event_key(revision))?
+            .ok_or_else(|| Error::Corrupt(format!("{key} is at revision {revision}, whose event is missing")))?;
+        let (_, _, body) = codec::event_parts(revision, &event)?;
+        let json = codec::json(&self.blobs, revision, body)?;
+        Ok(StoredObject { key, revision, labels, json })
     }
 }
 
