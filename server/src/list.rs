@@ -114,7 +114,6 @@ pub(super) async fn serve(state: &AppState, info: &KindInfo, q: ListQuery) -> Ap
         },
         fields: q.fields,
         left: q.limit,
-        limited: q.limit.is_some(),
         done: false,
         first: true,
         remaining: None,
@@ -158,7 +157,6 @@ struct Lister {
     fields: FieldSelector,
     /// Items still wanted on this page, if limited.
     left: Option<usize>,
-    limited: bool,
     done: bool,
     first: bool,
     /// Matching items after the page, when known (no field selector).
@@ -186,14 +184,9 @@ impl Lister {
                 *l -= 1;
             }
         }
-        self.req.after = page.next.clone().or(self.req.after.take());
+        self.req.after = page.next;
         self.remaining = self.fields.is_empty().then_some(page.remaining);
-        if page.next.is_none() {
-            self.req.after = None;
-            self.done = true;
-        } else if self.left == Some(0) {
-            self.done = true;
-        }
+        self.done = self.req.after.is_none() || self.left == Some(0);
         Ok(Bytes::from(out))
     }
 
@@ -201,7 +194,7 @@ impl Lister {
     fn tail(&self, revision: u64) -> Bytes {
         let mut meta = serde_json::Map::new();
         meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
-        if self.limited
+        if self.left.is_some()
             && let Some(after) = &self.req.after
         {
             meta.insert("continue".into(), Value::String(encode_token(revision, after)));
