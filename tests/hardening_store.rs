@@ -100,7 +100,10 @@ async fn history_and_the_data_dir_stay_bounded_under_overwrites_of_large_objects
 /// re-listing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_that_never_reads_is_dropped_with_410_instead_of_being_buffered() {
-    let mut s = Server::start_with(&["--controllers", "none", "--history-max-bytes", "4Mi"]).await;
+    // Long enough a stall that the server waits for it to read (see the next test).
+    let mut s =
+        Server::start_with(&["--controllers", "none", "--history-max-bytes", "4Mi", "--write-stall-timeout", "600"])
+            .await;
     let o = s.create_configmap("big", big(0)).await;
     let addr = s.base.trim_start_matches("http://").to_string();
     let mut idle = std::net::TcpStream::connect(&addr).expect("connect");
@@ -140,6 +143,85 @@ async fn a_watch_that_never_reads_is_dropped_with_410_instead_of_being_buffered(
     let error: Value = serde_json::from_str(&error[error.find('{').unwrap_or(0)..]).expect("JSON");
     assert_eq!(error["object"]["code"], 410, "{error}");
     s.assert_alive().await;
+}
+
+/// Finding 6, the rest: a client that never reads again would otherwise keep its
+/// connection, hyper's buffers and the batch of events waiting for it (whole 1 MiB
+/// objects the store has let go) for as long as it stays connected. The server closes
+/// it once nothing could be written for the write-stall timeout, and says so in
+/// `/metrics`; watchers that read are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_client_reads_nothing_is_closed_after_the_write_stall_timeout() {
+    let mut s = Server::start_with(&["--controllers", "none", "--write-stall-timeout", "2"]).await;
+    let o = s.create_configmap("big", big(0)).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let watch = |from: &str| {
+        let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            tcp,
+            "GET /apis/corral.dev/v1/namespaces/default/configmaps?watch=true&resourceVersion={from} HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        )
+        .expect("send the watch request");
+        tcp
+    };
+    // The server's own watches (of custom resource definitions) count too.
+    let own = s.metric("corral_store_watchers").await;
+    let mut idle = watch(rv(&o));
+    // A reading watcher beside it, drained by a thread of its own.
+    let reading = watch(rv(&o));
+    let drained = std::thread::spawn(move || {
+        let mut reading = reading;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0usize;
+        reading.set_read_timeout(Some(std::time::Duration::from_secs(120))).expect("timeout");
+        while let Ok(n) = reading.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    for _ in 0..200 {
+        if s.metric("corral_store_watchers").await == own + 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.metric("corral_store_watchers").await, own + 2, "both watches open");
+    // Enough to fill the idle watcher's socket buffers many times over.
+    for i in 1..40 {
+        assert_eq!(s.put_configmap("big", big(i)).await.status(), 200);
+    }
+    // Its writes now wait on it; after the timeout it is closed, and its watch with
+    // it. Bounded wait.
+    let mut closed = false;
+    for _ in 0..240 {
+        if s.metric("corral_http_connections_stalled_total").await >= 1
+            && s.metric("corral_store_watchers").await < own + 2
+        {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(closed, "the stalled connection was never closed");
+    assert_eq!(s.metric("corral_store_watchers").await, own + 1, "the reading watch stays open");
+    assert_eq!(s.metric("corral_http_connections_stalled_total").await, 1, "only the idle one was closed");
+    // What the idle client finds when it finally reads: what was sent, then the end.
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(60))).expect("timeout");
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match idle.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection is still open: {e}"),
+        }
+    }
+    s.assert_alive().await;
+    drop(s);
+    assert!(drained.join().expect("reader") > 39 * MIB, "the reading watcher received every event");
 }
 
 /// Finding 7: a continued list whose revision was compacted answers 410 Expired, as

@@ -11,7 +11,9 @@
 //!   closed;
 //! - an HTTP/1 connection that does not send a complete request head within the
 //!   header-read timeout — a new one, or a kept-alive one between requests — is
-//!   closed; HTTP/2 connections are pinged and closed when the peer stops answering.
+//!   closed; HTTP/2 connections are pinged and closed when the peer stops answering;
+//! - a connection whose peer reads nothing for the write-stall timeout is closed
+//!   (see `write_stall`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +33,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+use crate::placement::{self, Opening, StreamsRuntime};
+use crate::write_stall::StallGuard;
 
 /// Descriptors kept out of the connection caps: the store's files, connections to
 /// agents for logs, the in-process controllers' needs, and refusals in flight.
@@ -96,6 +101,8 @@ pub(crate) struct ConnectionMetrics {
     pub open: Gauge,
     /// Connections refused for being over a cap.
     pub refused: Counter,
+    /// Connections closed because their peer read nothing for the write-stall timeout.
+    pub stalled: Counter,
 }
 
 /// Open connections, in all and by client address.
@@ -144,15 +151,17 @@ fn admit(tally: &Arc<Mutex<Tally>>, client: IpAddr, limits: &ConnectionLimits) -
     Ok(Slot { tally: tally.clone(), client })
 }
 
-/// Serves `router` on `listener` within `limits` until `stop` completes, then waits for
-/// the open connections to finish.
 /// Most bytes buffered per connection, each way (beyond the object being written).
 const CONNECTION_BUFFER: usize = 16 << 10;
 
+/// Serves `router` on `listener` within `limits` until `stop` completes, then waits for
+/// the open connections to finish. A connection whose writes wait longer than
+/// `write_stall_timeout` on its peer is closed.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    write_stall_timeout: Duration,
     metrics: ConnectionMetrics,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -174,6 +183,7 @@ pub(crate) async fn serve(
     let graceful = GracefulShutdown::new();
     let tally = Arc::new(Mutex::new(Tally { open: metrics.open.clone(), ..Tally::default() }));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+    let streams = StreamsRuntime::new()?;
     tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -207,53 +217,51 @@ pub(crate) async fn serve(
             }
         };
         let (builder, router, watcher) = (builder.clone(), router.clone(), graceful.watcher());
+        let stalled = metrics.stalled.clone();
         let header_read_timeout = limits.header_read_timeout;
+        let watch_runtime = streams.handle().cloned();
         tokio::spawn(async move {
-            if first_bytes(&tcp, header_read_timeout).await {
-                // Every request carries the address it came from (per-client limits).
-                let client = crate::watch_limits::ClientAddr(peer.ip());
-                let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(client);
-                    router.clone().oneshot(req)
-                });
-                let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).into_owned();
+            let Some(opening) = placement::opening(&tcp, header_read_timeout).await else {
+                return;
+            };
+            // Every request carries the address it came from (per-client limits).
+            let client = crate::watch_limits::ClientAddr(peer.ip());
+            let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(client);
+                router.clone().oneshot(req)
+            });
+            let serve = move |tcp: TcpStream| async move {
+                let io = TokioIo::new(StallGuard::new(tcp, write_stall_timeout, stalled));
+                let conn = builder.serve_connection(io, TowerToHyperService::new(service)).into_owned();
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
+                drop(slot);
+            };
+            match (opening, watch_runtime) {
+                (Opening::Watch, Some(streams)) => {
+                    // Its readiness must come from the runtime that polls it, not
+                    // from this one's reactor.
+                    let tcp = match tcp.into_std() {
+                        Ok(tcp) => tcp,
+                        Err(e) => return tracing::debug!(error = %e, "cannot move a watch connection"),
+                    };
+                    streams.spawn(async move {
+                        match TcpStream::from_std(tcp) {
+                            Ok(tcp) => serve(tcp).await,
+                            Err(e) => tracing::debug!(error = %e, "cannot move a watch connection"),
+                        }
+                    });
+                }
+                _ => serve(tcp).await,
             }
-            drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+    // Every connection has ended: the watch runtime has nothing left to run.
+    drop(streams);
     Ok(())
-}
-
-/// The HTTP/2 connection preface (RFC 9113, section 3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Waits until the client has sent enough to tell HTTP/1 from HTTP/2, for at most
-/// `timeout`; false if it sent nothing (or closed). hyper's header-read timeout only
-/// starts once the protocol is known, so a client that connects and stays silent is
-/// dropped here.
-async fn first_bytes(tcp: &TcpStream, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            _ => return false,
-        };
-        if n == 0 {
-            return false;
-        }
-        if n == buf.len() || buf[..n] != H2_PREFACE[..n] {
-            return true;
-        }
-        // Part of the HTTP/2 preface: peeking again would return the same bytes at
-        // once, so give the rest a moment to arrive.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Answers `429 Too Many Requests` with a `Status` saying `why`, and closes.

@@ -31,9 +31,11 @@ mod ops;
 mod patch;
 mod patch_bounds;
 pub mod path;
+mod placement;
 mod resources;
 mod watch;
 mod watch_limits;
+mod write_stall;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +82,9 @@ pub struct ServerConfig {
     pub connections: Option<ConnectionLimits>,
     /// Watches one client address may hold open; more answer 429.
     pub max_watches_per_client: usize,
+    /// How long a connection's writes may wait on a peer that reads nothing before
+    /// the connection is closed (a watcher that stopped reading, a dead client).
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +99,7 @@ impl Default for ServerConfig {
             bookmark_interval: Duration::from_secs(10),
             connections: None,
             max_watches_per_client: watch_limits::DEFAULT_MAX_WATCHES_PER_CLIENT,
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -339,9 +345,10 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     tracing::debug!(open_files, ?limits, "connection limits");
     let serving = router.clone();
     let metrics = state.metrics.connections.clone();
-    let task = tokio::spawn(connections::serve(listener, serving, limits, metrics, async move {
-        let _ = stopped.await;
-    }));
+    let task =
+        tokio::spawn(connections::serve(listener, serving, limits, cfg.write_stall_timeout, metrics, async move {
+            let _ = stopped.await;
+        }));
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "corral API server listening");
     Ok(RunningServer {
         addr,

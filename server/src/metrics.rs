@@ -67,6 +67,11 @@ impl Metrics {
             "HTTP connections answered 429 and closed for being over the server's or a client's cap",
             connections.refused.clone(),
         );
+        registry.register(
+            "corral_http_connections_stalled",
+            "HTTP connections closed because the client read nothing for the write-stall timeout",
+            connections.stalled.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector { store }));
         Metrics { registry, requests, durations, connections }
     }

@@ -234,6 +234,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub max_watches_per_client: Option<usize>,
 
+    /// Seconds a connection's writes may wait on a client that reads nothing before
+    /// the server closes it (a watcher that stopped reading). Default: 30.
+    #[arg(long, value_name = "SECONDS")]
+    pub write_stall_timeout: Option<u64>,
+
     #[command(flatten)]
     pub controllers: ManagerArgs,
 

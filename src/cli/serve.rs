@@ -26,6 +26,10 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
         history_max_bytes: args.history_max_bytes.or(defaults.history_max_bytes),
         min_free_bytes: args.min_free_bytes.unwrap_or(defaults.min_free_bytes),
         max_watches_per_client: args.max_watches_per_client.unwrap_or(defaults.max_watches_per_client),
+        write_stall_timeout: args
+            .write_stall_timeout
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(defaults.write_stall_timeout),
         ..defaults
     };
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
