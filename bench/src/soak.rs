@@ -14,9 +14,11 @@
 //!   from the list's revision; when a stream ends otherwise they resume after the
 //!   last event seen;
 //! - idle watchers send a watch request on a raw TCP connection and never read:
-//!   what the server buffers for them is the point;
+//!   what the server buffers for them is the point (it closes them once its writes
+//!   have waited its write-stall timeout; the summary counts them);
 //! - a lister reads a full list of each namespace to the end and discards it;
-//! - a prober `GET`s `/healthz` every 100 ms on a connection of its own.
+//! - a prober `GET`s `/healthz` every 100 ms on a connection, a thread and a runtime
+//!   of its own.
 //!
 //! The watchers connect from several loopback addresses (127.0.0.2, 127.0.0.3, …),
 //! a few hundred each, as a fleet of nodes would: the server's per-client caps then
@@ -543,26 +545,37 @@ async fn list_loop(api: Api, every: Duration, c: Arc<Counters>) {
     }
 }
 
-/// `GET /healthz` every [`HEALTHZ_EVERY`] on a connection of its own, until aborted.
-async fn healthz_loop(http: reqwest::Client, url: String, c: Arc<Counters>) {
-    let mut tick = tokio::time::interval(HEALTHZ_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let t0 = Instant::now();
-        let outcome = match http.get(&url).send().await {
-            Ok(r) if r.status().is_success() => r.bytes().await.map(|_| ()).map_err(anyhow::Error::from),
-            Ok(r) => Err(anyhow::anyhow!("HTTP {}", r.status())),
-            Err(e) => Err(e.into()),
-        };
-        match outcome {
-            Ok(()) => {
-                let us = t0.elapsed().as_micros() as u64;
-                c.healthz_us.lock().unwrap_or_else(PoisonError::into_inner).push(us);
+/// `GET /healthz` every [`HEALTHZ_EVERY`] on a connection of its own, until the run is
+/// done. The prober has a thread and a runtime of its own, as a load balancer or a
+/// kubelet probing the server would be a process of its own: on the bench's runtime
+/// its answers would wait behind the watchers' decoding, and the figure would be the
+/// bench's latency, not the server's.
+fn start_prober(url: String, c: Arc<Counters>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let http = http1().timeout(HEALTHZ_TIMEOUT).build()?;
+    let thread = std::thread::Builder::new().name("healthz-prober".into()).spawn(move || {
+        rt.block_on(async move {
+            let mut tick = tokio::time::interval(HEALTHZ_EVERY);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            while !c.done.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let t0 = Instant::now();
+                let outcome = match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.map(|_| ()).map_err(anyhow::Error::from),
+                    Ok(r) => Err(anyhow::anyhow!("HTTP {}", r.status())),
+                    Err(e) => Err(e.into()),
+                };
+                match outcome {
+                    Ok(()) => {
+                        let us = t0.elapsed().as_micros() as u64;
+                        c.healthz_us.lock().unwrap_or_else(PoisonError::into_inner).push(us);
+                    }
+                    Err(e) => c.failed(&c.healthz_errors, "/healthz", &e),
+                }
             }
-            Err(e) => c.failed(&c.healthz_errors, "/healthz", &e),
-        }
-    }
+        })
+    })?;
+    Ok(thread)
 }
 
 /// Tasks of the run, aborted when dropped: whether the run ends or fails, nothing
@@ -633,6 +646,8 @@ struct StoreGauges {
     revision: Option<u64>,
     compacted: Option<u64>,
     watchers: Option<u64>,
+    /// Connections the server closed because their client read nothing.
+    stalled: Option<u64>,
 }
 
 impl StoreGauges {
@@ -645,6 +660,7 @@ impl StoreGauges {
             revision: get("corral_store_revision"),
             compacted: get("corral_store_compacted_revision"),
             watchers: get("corral_store_watchers"),
+            stalled: get("corral_http_connections_stalled_total"),
         }
     }
 }
@@ -984,8 +1000,7 @@ pub async fn run_soak(opts: SoakOptions) -> anyhow::Result<()> {
     let mut samples = vec![sampler.sample(&server, Duration::ZERO, Duration::ZERO).await?];
 
     // The load.
-    let healthz_http = http1().timeout(HEALTHZ_TIMEOUT).build()?;
-    tasks.spawn(healthz_loop(healthz_http, format!("{base}/healthz"), c.clone()));
+    let prober = start_prober(format!("{base}/healthz"), c.clone())?;
     for (size, rate, count) in [
         (Size::Big, opts.big_writes_per_sec, opts.big_objects),
         (Size::Small, opts.small_writes_per_sec, opts.small_objects),
@@ -1025,6 +1040,9 @@ pub async fn run_soak(opts: SoakOptions) -> anyhow::Result<()> {
     c.done.store(true, Ordering::Relaxed);
     drop(tasks);
     drop(idle);
+    if prober.join().is_err() {
+        bail!("the /healthz prober panicked");
+    }
 
     summarize(&opts, &samples, &mut sampler.healthz_all, warmup, &c);
     drop(server);
@@ -1119,6 +1137,13 @@ fn summarize(opts: &SoakOptions, samples: &[Sample], healthz_all: &mut [u64], wa
         load(&c.lists),
         load(&c.list_errors)
     );
+    if let Some(stalled) = last.gauges.stalled {
+        println!(
+            "  stalled clients:                 {stalled} connections closed by the server for reading nothing \
+             (of {} watchers that never read)",
+            opts.idle_watchers
+        );
+    }
     let target = |label: String, ok: bool, detail: String| {
         println!("  {:<46} {} ({detail})", format!("{label}:"), if ok { "holds" } else { "MISSED" });
     };
