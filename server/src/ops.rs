@@ -51,9 +51,9 @@ pub async fn compact(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<
 }
 
 /// `GET /admin/snapshot`: every object at one revision, streamed in the snapshot
-/// format (`corral_store::snapshot`), for `corral admin snapshot save`. A snapshot
-/// overtaken by compaction while streaming is cut short, without its trailer, so a
-/// restore refuses it.
+/// format (`corral_store::snapshot`), for `corral admin snapshot save`. Its revision
+/// is pinned while it streams, so compaction cannot overtake it; one that fails
+/// midway ends without its trailer, so a restore refuses it.
 pub async fn snapshot(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     use corral_store::snapshot::SnapshotWriter;
@@ -63,13 +63,18 @@ pub async fn snapshot(State(state): State<AppState>) -> Result<axum::response::R
         max_bytes: Some(1 << 20),
         ..corral_store::ListRequest::new("", None, &corral_api::Selector::everything())
     };
+    // Held until the last page is read (or the client goes: a client that stops
+    // reading is cut off by the write-stall timeout), so that writes and compaction
+    // going on meanwhile cannot cut the snapshot short.
+    let revision = state.store.stats().revision;
+    let pin = state.store.pin(revision)?;
+    req.at = Some(revision);
     let first = state.store.list_page(&req).await?;
-    req.at = Some(first.revision);
     let mut writer = SnapshotWriter::default();
     let head = writer.header(first.revision);
     tracing::info!(revision = first.revision, "snapshot started");
-    let stream = futures::stream::unfold(Some((state, req, writer, Some(first))), |st| async move {
-        let (state, mut req, mut writer, first) = st?;
+    let stream = futures::stream::unfold(Some((state, req, writer, Some(first), pin)), |st| async move {
+        let (state, mut req, mut writer, first, pin) = st?;
         let page = match first {
             Some(p) => p,
             None => match state.store.list_page(&req).await {
@@ -87,9 +92,10 @@ pub async fn snapshot(State(state): State<AppState>) -> Result<axum::response::R
         match page.next {
             Some(next) => {
                 req.after = Some(next);
-                Some((Ok(out.freeze()), Some((state, req, writer, None))))
+                Some((Ok(out.freeze()), Some((state, req, writer, None, pin))))
             }
             None => {
+                drop(pin);
                 out.extend_from_slice(&writer.trailer());
                 Some((Ok(out.freeze()), None))
             }

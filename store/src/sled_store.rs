@@ -29,7 +29,7 @@ use crate::load::{self, Loaded};
 use crate::marker::{self, Mark, Marker};
 use crate::object::StoredObject;
 use crate::recent::Recent;
-use crate::storage::{DeleteOutcome, ListResult, ObjectHead, Storage, StoreStats, UpdateOutcome};
+use crate::storage::{DeleteOutcome, ListResult, ObjectHead, RevisionPin, Storage, StoreStats, UpdateOutcome};
 use crate::writer::{self, Op, Reply, Request};
 
 /// Tuning of a [`SledStore`].
@@ -150,6 +150,9 @@ pub(crate) struct Shared {
     pub(crate) blobs: Blobs,
     /// Revisions whose files go after the next flush.
     pub(crate) unlink: Mutex<Vec<u64>>,
+    /// Revisions held from compaction, and by how many pins (see `Storage::pin`).
+    /// Taken under the state's read lock, read under its write lock by compaction.
+    pub(crate) pins: Mutex<BTreeMap<u64, usize>>,
     /// The record of the newest acknowledged revision, beside the database.
     pub(crate) marker: Marker,
     /// The newest events, for live watches.
@@ -181,6 +184,13 @@ impl SledStore {
     /// data does not decode.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Self> {
         let dir = path.as_ref();
+        if dir.join(crate::snapshot::RESTORING_FILE).exists() {
+            return Err(Error::Corrupt(format!(
+                "a snapshot restore into {} did not finish: its database holds part of the snapshot; \
+                 restore again into a new directory",
+                dir.display()
+            )));
+        }
         let found = marker::read(dir)?;
         let config = sled::Config::new()
             .path(dir)
@@ -250,6 +260,7 @@ impl SledStore {
             disk_full: AtomicBool::new(false),
             blobs,
             unlink: Mutex::new(Vec::new()),
+            pins: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(recent),
             published,
             compacted: AtomicU64::new(compacted),
@@ -388,6 +399,32 @@ impl Storage for SledStore {
             Reply::Done => Ok(()),
             r => Err(unexpected(r)),
         }
+    }
+
+    fn pin(&self, revision: u64) -> Result<RevisionPin> {
+        {
+            // Under the read lock, so that a compaction (under the write lock) either
+            // finished before, and is seen here, or starts after and sees the pin.
+            let st = self.shared.state.read();
+            if revision > st.revision {
+                return Err(Error::Ahead { requested: revision, current: st.revision });
+            }
+            let compacted = self.shared.compacted.load(Ordering::Acquire);
+            if revision < compacted {
+                return Err(Error::Gone { requested: revision, compacted });
+            }
+            *self.shared.pins.lock().entry(revision).or_default() += 1;
+        }
+        let shared = self.shared.clone();
+        Ok(RevisionPin::new(move || {
+            let mut pins = shared.pins.lock();
+            if let Some(n) = pins.get_mut(&revision) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(&revision);
+                }
+            }
+        }))
     }
 
     fn health(&self) -> std::result::Result<(), String> {

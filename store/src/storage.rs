@@ -157,8 +157,26 @@ pub trait Storage: Send + Sync + 'static {
     /// Streams changes; fails with `Gone` if `from` is compacted.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
 
-    /// Drops events at or below `revision` from the log.
+    /// Drops events at or below `revision` from the log, stopping short of any
+    /// revision held by a [`RevisionPin`].
     async fn compact(&self, revision: u64) -> Result<()>;
+
+    /// Holds the state at `revision` readable (by [`Storage::list_page`] with
+    /// `at = revision`) for as long as the returned pin lives: compaction, automatic
+    /// or asked for, stops short of it. What a backup or a long paged read takes so
+    /// that it cannot be cut short by writes going on. History grows meanwhile, so
+    /// pins are for reads that make progress.
+    ///
+    /// The default holds nothing: for stores whose `list_page` reads only the
+    /// current revision.
+    ///
+    /// # Errors
+    /// `Gone` when `revision` is already compacted, `Ahead` when it is beyond the
+    /// store.
+    fn pin(&self, revision: u64) -> Result<RevisionPin> {
+        let _ = revision;
+        Ok(RevisionPin::default())
+    }
 
     /// Current counters.
     fn stats(&self) -> StoreStats;
@@ -167,5 +185,32 @@ pub trait Storage: Send + Sync + 'static {
     /// failed). Served as `/healthz`.
     fn health(&self) -> std::result::Result<(), String> {
         Ok(())
+    }
+}
+
+/// A revision held from compaction; released when dropped (see [`Storage::pin`]).
+#[derive(Default)]
+pub struct RevisionPin {
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl RevisionPin {
+    /// A pin that runs `release` when dropped.
+    pub fn new(release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        RevisionPin { release: Some(Box::new(release)) }
+    }
+}
+
+impl std::fmt::Debug for RevisionPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevisionPin").finish_non_exhaustive()
+    }
+}
+
+impl Drop for RevisionPin {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
     }
 }

@@ -305,12 +305,14 @@ fn auto_compact(shared: &Shared) {
     }
 }
 
-/// Raises the compaction floor to `revision` (capped at the current one) and drops
-/// the events that hold no state at or after it.
+/// Raises the compaction floor to `revision` (capped at the current one and at the
+/// lowest pinned one) and drops the events that hold no state at or after it.
 fn compact(shared: &Shared, revision: u64) -> Result<()> {
     let dead = {
         let mut st = shared.state.write();
-        let revision = revision.min(st.revision);
+        // A pinned revision must stay readable: the floor may reach it, not pass it.
+        let pinned = shared.pins.lock().keys().next().copied().unwrap_or(u64::MAX);
+        let revision = revision.min(st.revision).min(pinned);
         if revision <= shared.compacted.load(Ordering::Acquire) {
             return Ok(());
         }
