@@ -352,6 +352,21 @@ async fn snapshots_save_from_a_running_server_and_restore_exactly() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("damaged.snap"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A restore cut short (here by a disk too small for the snapshot) leaves a
+    // directory that refuses to start, saying so, rather than a store holding part of
+    // the backup.
+    let small = Tmpfs::mount(1);
+    let cut = small.0.path().join("cut");
+    let out = corral(
+        &["admin", "snapshot", "restore", file.to_str().expect("utf-8"), "--data-dir"]
+            .into_iter()
+            .chain(cut.to_str())
+            .collect::<Vec<_>>(),
+    );
+    assert!(!out.status.success(), "1 MiB cannot hold the snapshot");
+    let refused = refused_start(&cut);
+    assert!(refused.contains("restore") && refused.contains("did not finish"), "{refused}");
+    drop(small);
     // Restored into a new directory and served from there.
     let mut s = s;
     let _ = s.child.kill();

@@ -44,8 +44,8 @@ async fn save(server: &str, file: &std::path::Path) -> anyhow::Result<u8> {
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     // Checked before it takes the name: a cut stream never passes for a backup.
-    let (revision, objects) = match corral_store::snapshot::read_snapshot(&tmp) {
-        Ok((r, o)) => (r, o.len()),
+    let (revision, objects) = match corral_store::snapshot::check_snapshot(&tmp) {
+        Ok(checked) => checked,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             return Err(e).context("the snapshot received is incomplete; nothing was saved");
