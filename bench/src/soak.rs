@@ -597,25 +597,6 @@ impl Drop for Tasks {
     }
 }
 
-/// Raises this process's soft limit on open files to its hard limit (a connection
-/// per watcher needs thousands); returns the soft limit in force.
-fn raise_open_files_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
 /// Space `dir` takes: on disk (allocated blocks) and apparent (file lengths).
 /// Files sled removes during the walk are skipped.
 fn dir_usage(dir: &Path) -> (u64, u64) {
@@ -917,7 +898,7 @@ async fn open_watchers(
 /// targets are reported, not errors.
 pub async fn run_soak(opts: SoakOptions) -> anyhow::Result<()> {
     check(&opts)?;
-    let open_files = raise_open_files_limit();
+    let open_files = corral_server::raise_open_files_limit();
     let total = Duration::from_secs(opts.minutes * 60);
     let sample_every = Duration::from_secs(opts.sample_every);
     // Warm-up: the first 10% of the run or the first two sampling periods,

@@ -52,7 +52,7 @@ use parking_lot::RwLock;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use connections::ConnectionLimits;
+pub use connections::{ConnectionLimits, raise_open_files_limit};
 pub use error::{ApiError, StatusDetails};
 pub use metrics::Metrics;
 
