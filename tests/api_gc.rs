@@ -206,8 +206,17 @@ async fn deleting_a_namespace_deletes_its_objects_then_itself() {
     assert_eq!(code, StatusCode::OK, "{list}");
     assert_eq!(list["items"], json!([]));
     assert!(!gone(&s, "elsewhere").await);
-    let (code, v) = s.delete("/apis/corral.dev/v1/namespaces/default").await;
-    assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
+    // Neither `default` nor `corral-system` (every node's heartbeat lease: deleting it
+    // marked every node unreachable and every task lost, issue 10 finding 1) can go.
+    for system in ["default", "corral-system"] {
+        let path = format!("/apis/corral.dev/v1/namespaces/{system}");
+        let (code, v) = s.delete(&path).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| m.contains(system)), "{v}");
+        let (code, v) = s.get(&path).await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert!(v["metadata"]["deletionTimestamp"].is_null(), "not even marked for deletion: {v}");
+    }
     s.stop().await;
 }
 

@@ -85,6 +85,9 @@ fn check_preconditions(ctx: &Ctx, p: &Preconditions, live: &StoredObject) -> Api
     }
 }
 
+/// Namespaces the system cannot run without; they are never deleted.
+pub(crate) const SYSTEM_NAMESPACES: [&str; 2] = ["default", corral_api::kinds::node::NODE_LEASE_NAMESPACE];
+
 fn is_namespace(ctx: &Ctx) -> bool {
     ctx.info.group == corral_api::GROUP && ctx.info.kind == "Namespace"
 }
@@ -95,10 +98,11 @@ pub(super) async fn delete(ctx: &Ctx, policy_param: Option<&str>, body_bytes: By
     let name = ctx.name.as_str();
     let asked = asked(policy_param, &body_bytes)?;
     let mut add: Vec<&str> = asked.policy.finalizer().into_iter().collect();
-    if is_namespace(ctx) && name == "default" {
-        // Everything without a namespace lands in `default`; Kubernetes protects its
-        // own the same way.
-        return Err(forbidden("the namespace \"default\" may not be deleted".to_string(), "default"));
+    if is_namespace(ctx) && SYSTEM_NAMESPACES.contains(&name) {
+        // Everything without a namespace lands in `default`, and every node's
+        // heartbeat lease lives in `corral-system`: deleting it would mark every node
+        // unreachable and every task lost. Kubernetes protects its own the same way.
+        return Err(forbidden(format!("the namespace {name:?} may not be deleted: the system needs it"), name));
     }
     if is_namespace(ctx) {
         // A namespace is emptied before it goes, whatever the policy.
