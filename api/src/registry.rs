@@ -344,6 +344,14 @@ impl Registry {
         let info = KindInfo::from_crd(&crd);
         let name = crd.metadata.name.as_str();
         let mut errors = Vec::new();
+        // The built-in group is the system's own: a kind defined there would pass for
+        // one of its built-in kinds, to users and to authorization alike.
+        if info.group == crate::GROUP {
+            errors.push(FieldError::new(
+                "spec.group",
+                format!("{} is the group of the built-in kinds; define custom kinds in a group of your own (e.g. example.com)", crate::GROUP),
+            ));
+        }
         // Objects are stored by group and plural alone, with their scope and
         // apiVersion: changing either would strand them (there is no conversion).
         if let Some(served) = self.custom_kind(name) {
@@ -400,7 +408,37 @@ pub fn inline_refs(schema: &Value) -> Value {
     if let Value::Object(m) = &mut out {
         m.remove("$defs");
     }
+    bound_integers(&mut out);
     out
+}
+
+/// Largest integer a JSON number carries exactly (2^53 − 1): the bound of 64-bit
+/// fields, as a value beyond it could not be told from its neighbours.
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// Gives every integer whose format names a Rust width the range of that width
+/// (schemars bounds only 8- and 16-bit ones): the server then refuses, with a 422
+/// naming the field, a value the typed decoders of agents and controllers could not
+/// read — before, such a task was stored and then never got a status.
+fn bound_integers(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let range = match m.get("format").and_then(Value::as_str) {
+                Some("uint32") => Some((0, i64::from(u32::MAX))),
+                Some("int32") => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+                Some("uint64") => Some((0, MAX_SAFE_INTEGER)),
+                Some("int64") => Some((-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)),
+                _ => None,
+            };
+            if let Some((min, max)) = range {
+                m.entry("minimum").or_insert(min.into());
+                m.entry("maximum").or_insert(max.into());
+            }
+            m.values_mut().for_each(bound_integers);
+        }
+        Value::Array(a) => a.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
 }
 
 fn inline(v: &Value, defs: &Value, depth: usize) -> Value {
