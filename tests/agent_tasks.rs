@@ -235,3 +235,38 @@ async fn artifacts_are_fetched_and_checked_before_the_start() {
     assert_eq!(bad.pointer("/status/reason"), Some(&json!("ArtifactFetchFailed")), "{bad:#}");
     c.stop().await;
 }
+
+/// Issue 10, finding 5: an artifact unpacked with a link `esc -> /` and `workingDir:
+/// esc/etc` ran a native task in the host's `/etc`. The working dir is now resolved
+/// inside the sandbox, and one that leads out fails the task, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_working_dir_leading_out_of_the_sandbox_fails_the_task() {
+    let c = Cluster::start("workdir", Duration::from_secs(60)).await;
+    let src = c.dir.path().join("tree");
+    std::fs::create_dir_all(src.join("inside")).expect("tree");
+    std::os::unix::fs::symlink("/", src.join("esc")).expect("link");
+    let tar = c.dir.path().join("tree.tar");
+    let st =
+        std::process::Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&src).args(["esc", "inside"]).status();
+    assert!(st.expect("run tar").success());
+    let uri = format!("file://{}", tar.display());
+    let artifact = json!([{"uri": uri, "extract": true}]);
+    c.create_task(
+        "escape",
+        json!({"command": ["/bin/sh", "-c", "pwd"], "workingDir": "esc/etc", "artifacts": artifact}),
+    )
+    .await;
+    c.create_task(
+        "inside",
+        json!({"command": ["/bin/sh", "-c", "pwd"], "workingDir": "inside", "artifacts": artifact}),
+    )
+    .await;
+    let t = c.wait_phase("escape", "FAILED").await;
+    let message = t.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
+    assert!(message.contains("leads out of the sandbox"), "{t:#}");
+    let t = c.wait_phase("inside", "FINISHED").await;
+    let uid = t.pointer("/metadata/uid").and_then(Value::as_str).expect("uid");
+    let out = std::fs::read_to_string(c.work_dir().join("tasks").join(uid).join("logs/stdout")).expect("log");
+    assert!(out.trim_end().ends_with("/sandbox/inside"), "ran in the sandbox: {out}");
+    c.stop().await;
+}

@@ -64,6 +64,32 @@ pub(crate) fn check_sandbox_path(what: &str, p: &str) -> Result<()> {
     Ok(())
 }
 
+/// The directory a native task runs in: `cwd` (relative, see [`check_sandbox_path`])
+/// inside `sandbox`, with every symbolic link on the way followed, refused if the
+/// result is not inside the sandbox. Artifacts are unpacked into the sandbox, so a
+/// link such as `esc -> /` could otherwise make `esc/etc` the host's `/etc`. Resolved
+/// at the last moment before the process starts, when the sandbox holds what the task
+/// will find.
+///
+/// # Errors
+/// A message naming `cwd`: missing, not a directory, or leading out of the sandbox.
+pub(crate) fn resolve_in_sandbox(sandbox: &Path, cwd: Option<&str>) -> std::result::Result<PathBuf, String> {
+    let root = sandbox.canonicalize().map_err(|e| format!("the sandbox {}: {e}", sandbox.display()))?;
+    let Some(cwd) = cwd else { return Ok(root) };
+    let resolved =
+        root.join(cwd).canonicalize().map_err(|e| format!("working directory {cwd:?} in the sandbox: {e}"))?;
+    if !resolved.starts_with(&root) {
+        return Err(format!(
+            "working directory {cwd:?} leads out of the sandbox (to {}) through a symbolic link",
+            resolved.display()
+        ));
+    }
+    if !resolved.is_dir() {
+        return Err(format!("working directory {cwd:?} in the sandbox is not a directory"));
+    }
+    Ok(resolved)
+}
+
 /// Checks everything in a spec that could otherwise fail late, inside the shim.
 pub(crate) fn validate(spec: &LaunchSpec) -> Result<()> {
     if spec.argv.is_empty() || spec.argv.iter().any(|a| a.contains('\0')) {
@@ -270,6 +296,26 @@ pub(crate) fn destroy(dir: &TaskDir) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_working_dir_cannot_leave_the_sandbox_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = dir.path().join("sandbox");
+        std::fs::create_dir_all(sandbox.join("work/inner")).unwrap();
+        std::os::unix::fs::symlink("/", sandbox.join("esc")).unwrap();
+        std::os::unix::fs::symlink("work", sandbox.join("alias")).unwrap();
+        let root = sandbox.canonicalize().unwrap();
+        assert_eq!(resolve_in_sandbox(&sandbox, None).unwrap(), root);
+        assert_eq!(resolve_in_sandbox(&sandbox, Some("work/inner")).unwrap(), root.join("work/inner"));
+        assert_eq!(
+            resolve_in_sandbox(&sandbox, Some("alias/inner")).unwrap(),
+            root.join("work/inner"),
+            "links inside stay"
+        );
+        let escape = resolve_in_sandbox(&sandbox, Some("esc/etc")).unwrap_err();
+        assert!(escape.contains("leads out of the sandbox"), "{escape}");
+        assert!(resolve_in_sandbox(&sandbox, Some("missing")).unwrap_err().contains("\"missing\""));
+    }
     use crate::runtime::Mount;
 
     fn spec() -> LaunchSpec {

@@ -374,7 +374,7 @@ impl Runtime {
             (container_exec(&rec, &p, argv), Some(p))
         } else {
             procs = cgroups::open_procs(&rec.spec.uid)?;
-            (native_exec(&dir, &rec, &procs, argv), None)
+            (native_exec(&dir, &rec, &procs, argv)?, None)
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| Error::Runtime(format!("cannot exec {:?}: {e}", argv[0])))?;

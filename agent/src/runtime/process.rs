@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::checkpoint::LaunchRecord;
 use super::{POLL, cgroups};
+use crate::error::{Error, Result};
 use crate::layout::TaskDir;
 
 /// Resolves when process `pid` has exited (a pidfd becomes readable then), or after
@@ -43,17 +44,11 @@ pub(crate) fn native_exec(
     rec: &LaunchRecord,
     procs: &[OwnedFd],
     argv: &[String],
-) -> tokio::process::Command {
+) -> Result<tokio::process::Command> {
+    let cwd = super::bundle::resolve_in_sandbox(&dir.sandbox(), rec.spec.cwd.as_deref()).map_err(Error::Invalid)?;
     let raw = cgroups::raw(procs);
     let mut c = tokio::process::Command::new(&argv[0]);
-    c.args(&argv[1..])
-        .env_clear()
-        .envs(rec.spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(match &rec.spec.cwd {
-            Some(cwd) => dir.sandbox().join(cwd),
-            None => dir.sandbox(),
-        })
-        .process_group(0);
+    c.args(&argv[1..]).env_clear().envs(rec.spec.env.iter().map(|(k, v)| (k, v))).current_dir(cwd).process_group(0);
     if let Some((u, g)) = rec.spec.user {
         c.uid(u).gid(g);
     }
@@ -61,5 +56,5 @@ pub(crate) fn native_exec(
     unsafe {
         c.pre_exec(move || cgroups::join_self(&raw));
     }
-    c
+    Ok(c)
 }

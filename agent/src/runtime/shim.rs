@@ -242,10 +242,7 @@ fn start_native(dir: &TaskDir, rec: &LaunchRecord, out: OwnedFd, err: OwnedFd) -
     let procs = cgroups::create(&spec.uid, &Limits::new(spec.cpus, spec.mem_mib))
         .map_err(|e| format!("cannot set up cgroups: {e}"))?;
     let raw = cgroups::raw(&procs);
-    let cwd = match &spec.cwd {
-        Some(c) => dir.sandbox().join(c),
-        None => dir.sandbox(),
-    };
+    let cwd = super::bundle::resolve_in_sandbox(&dir.sandbox(), spec.cwd.as_deref())?;
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
         .env_clear()
