@@ -212,7 +212,10 @@ async fn logs_follow_streams_a_running_tasks_lines_as_they_are_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_are_fetched_and_checked_before_the_start() {
     let c = Cluster::start("artifacts", Duration::from_secs(60)).await;
-    let script = c.dir.path().join("hello.sh");
+    // The one directory the test agent serves file:// artifacts from.
+    let served = c.dir.path().join("artifacts");
+    std::fs::create_dir_all(&served).expect("artifacts dir");
+    let script = served.join("hello.sh");
     std::fs::write(&script, "#!/bin/sh\necho fetched and run\n").expect("script");
     let sum = std::process::Command::new("sha256sum").arg(&script).output().expect("sha256sum");
     let sum = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().expect("digest").to_string();
@@ -227,12 +230,19 @@ async fn artifacts_are_fetched_and_checked_before_the_start() {
         json!({"command": ["./hello.sh"], "artifacts": [{"uri": uri, "sha256": "0".repeat(64), "executable": true}]}),
     )
     .await;
+    // Issue 10, finding 3: any host file was copied, as root, into the sandbox.
+    c.create_task("shadow", json!({"command": ["/bin/cat", "shadow"], "artifacts": [{"uri": "file:///etc/shadow"}]}))
+        .await;
     let done = c.wait_phase("fetched", "FINISHED").await;
     let uid = done.pointer("/metadata/uid").and_then(Value::as_str).expect("uid");
     let out = std::fs::read_to_string(c.work_dir().join("tasks").join(uid).join("logs/stdout")).expect("log");
     assert_eq!(out, "fetched and run\n");
     let bad = c.wait_phase("tampered", "FAILED").await;
     assert_eq!(bad.pointer("/status/reason"), Some(&json!("ArtifactFetchFailed")), "{bad:#}");
+    let refused = c.wait_phase("shadow", "FAILED").await;
+    assert_eq!(refused.pointer("/status/reason"), Some(&json!("ArtifactFetchFailed")), "{refused:#}");
+    let message = refused.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
+    assert!(message.contains("--artifact-dir"), "{refused:#}");
     c.stop().await;
 }
 
@@ -245,7 +255,8 @@ async fn a_working_dir_leading_out_of_the_sandbox_fails_the_task() {
     let src = c.dir.path().join("tree");
     std::fs::create_dir_all(src.join("inside")).expect("tree");
     std::os::unix::fs::symlink("/", src.join("esc")).expect("link");
-    let tar = c.dir.path().join("tree.tar");
+    let tar = c.dir.path().join("artifacts/tree.tar");
+    std::fs::create_dir_all(c.dir.path().join("artifacts")).expect("artifacts dir");
     let st =
         std::process::Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&src).args(["esc", "inside"]).status();
     assert!(st.expect("run tar").success());

@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub shim_exe: PathBuf,
     /// Task reconciles at once.
     pub concurrency: usize,
+    /// What artifacts tasks may fetch.
+    pub artifacts: crate::artifacts::ArtifactPolicy,
 }
 
 /// A started agent.
@@ -134,6 +136,7 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         layout.clone(),
         metrics.clone(),
         cfg.ports.clone(),
+        cfg.artifacts.clone(),
     );
     let recovered = runtime.recover().await?;
     tracing::info!(node = %cfg.name, recovered = recovered.len(), "recovered tasks from the work dir");

@@ -20,15 +20,48 @@ use tokio::io::AsyncWriteExt;
 use crate::error::{Error, Result};
 use crate::image::unpack::{self, Options, Unpacker};
 
-/// Fetches every artifact into `sandbox` (which must exist), in order.
+/// What artifacts this agent may fetch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ArtifactPolicy {
+    /// Directories `file://` artifacts may be copied from (`corral agent
+    /// --artifact-dir`); none: `file://` is refused. The agent reads as root: without
+    /// the list a task could copy `/etc/shadow` or the agent's own environment into
+    /// its sandbox.
+    pub file_dirs: Vec<PathBuf>,
+}
+
+impl ArtifactPolicy {
+    /// The file `path` names, with links resolved, if it lies in an allowed directory.
+    fn allowed_file(&self, path: &Path) -> std::result::Result<PathBuf, String> {
+        let real = path.canonicalize().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let allowed = self.file_dirs.iter().filter_map(|d| d.canonicalize().ok()).any(|d| real.starts_with(d));
+        if !allowed {
+            return Err(format!(
+                "{} is outside the directories this agent serves file:// artifacts from ({}); \
+                 add one with `corral agent --artifact-dir DIR`, or serve the file over http(s)",
+                real.display(),
+                if self.file_dirs.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.file_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                }
+            ));
+        }
+        Ok(real)
+    }
+}
+
+/// Fetches every artifact into `sandbox` (which must exist), in order, as `policy`
+/// allows.
 ///
 /// # Errors
-/// [`Error::Artifact`] naming the URI: unsupported scheme, unsafe or empty file
+/// [`Error::Artifact`] naming the URI: unsupported scheme, a file outside the
+/// policy's directories, unsafe or empty file
 /// name, download failure, sha256 mismatch (with both digests), or an archive that
 /// cannot be unpacked safely. Files already fetched stay.
-pub async fn fetch(artifacts: &[Artifact], sandbox: &Path) -> Result<()> {
+pub async fn fetch(artifacts: &[Artifact], sandbox: &Path, policy: &ArtifactPolicy) -> Result<()> {
     for artifact in artifacts {
-        fetch_one(artifact, sandbox).await.map_err(|e| match e {
+        fetch_one(artifact, sandbox, policy).await.map_err(|e| match e {
             Error::Artifact { .. } => e,
             other => Error::Artifact { uri: artifact.uri.clone(), reason: other.to_string() },
         })?;
@@ -36,7 +69,7 @@ pub async fn fetch(artifacts: &[Artifact], sandbox: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn fetch_one(a: &Artifact, sandbox: &Path) -> Result<()> {
+async fn fetch_one(a: &Artifact, sandbox: &Path, policy: &ArtifactPolicy) -> Result<()> {
     let fail = |reason: String| Error::Artifact { uri: a.uri.clone(), reason };
     let name = file_name(a).map_err(fail)?;
     if a.extract && ![".tar", ".tar.gz", ".tgz"].iter().any(|ext| name.ends_with(ext)) {
@@ -49,6 +82,7 @@ async fn fetch_one(a: &Artifact, sandbox: &Path) -> Result<()> {
         if !src.is_absolute() {
             return Err(fail("a file:// URI needs an absolute path (file:///dir/file)".into()));
         }
+        let src = policy.allowed_file(&src).map_err(fail)?;
         let dst = tmp.clone();
         tokio::task::spawn_blocking(move || copy_hashing(&src, &dst))
             .await

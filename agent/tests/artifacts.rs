@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use corral_agent::Error;
-use corral_agent::artifacts::fetch;
+use corral_agent::artifacts::{ArtifactPolicy, fetch};
 use corral_api::kinds::task::Artifact;
 use sha2::{Digest, Sha256};
 
@@ -91,14 +91,27 @@ async fn file_uris_are_copied_and_checked() {
     a.executable = true;
     let mut b = artifact(&format!("file://{}", src.display()));
     b.dest = Some("copy.txt".into());
-    fetch(&[a, b], &sandbox).await.unwrap();
+    // Refused until the agent allows the directory: it reads as root.
+    let err = fetch(&[a.clone()], &sandbox, &ArtifactPolicy::default()).await.unwrap_err().to_string();
+    assert!(err.contains("--artifact-dir"), "{err}");
+    let shadow = artifact("file:///etc/shadow");
+    let allowed = ArtifactPolicy { file_dirs: vec![tmp.path().to_path_buf()] };
+    let err = fetch(&[shadow], &sandbox, &allowed).await.unwrap_err().to_string();
+    assert!(err.contains("outside the directories"), "{err}");
+    // A link inside the allowed directory leading out of it is refused as well.
+    std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("passwd")).unwrap();
+    let linked = artifact(&format!("file://{}/passwd", tmp.path().display()));
+    let err = fetch(&[linked], &sandbox, &allowed).await.unwrap_err().to_string();
+    assert!(err.contains("outside the directories"), "{err}");
+    assert!(names(&sandbox).is_empty(), "nothing was copied");
+    fetch(&[a, b], &sandbox, &allowed).await.unwrap();
     assert_eq!(fs::read(sandbox.join("tool")).unwrap(), b"#!/bin/sh\necho hi\n");
     assert_eq!(mode(&sandbox.join("tool")), 0o755);
     assert_eq!(mode(&sandbox.join("copy.txt")), 0o644);
     assert_eq!(names(&sandbox), ["copy.txt", "tool"]);
 
     let missing = artifact(&format!("file://{}/nope", tmp.path().display()));
-    let err = fetch(&[missing], &sandbox).await.unwrap_err();
+    let err = fetch(&[missing], &sandbox, &allowed).await.unwrap_err();
     assert!(matches!(&err, Error::Artifact { uri, .. } if uri.ends_with("/nope")), "{err}");
 }
 
@@ -114,7 +127,7 @@ async fn http_downloads_are_checked_and_extracted() {
     tool.executable = true;
     let mut pkg = artifact(&format!("{url}/pkg/app.tgz"));
     pkg.extract = true;
-    fetch(&[tool, pkg], sandbox).await.unwrap();
+    fetch(&[tool, pkg], sandbox, &ArtifactPolicy::default()).await.unwrap();
     assert_eq!(fs::read(sandbox.join("tool")).unwrap(), body);
     assert_eq!(mode(&sandbox.join("tool")), 0o755);
     assert_eq!(fs::read(sandbox.join("app/run.sh")).unwrap(), b"#!/bin/sh\n");
@@ -122,7 +135,10 @@ async fn http_downloads_are_checked_and_extracted() {
     assert_eq!(fs::read_link(sandbox.join("app/link")).unwrap(), Path::new("run.sh"));
     assert_eq!(names(sandbox), ["app", "tool"], "the archive itself is not kept");
 
-    let err = fetch(&[artifact(&format!("{url}/missing"))], sandbox).await.unwrap_err().to_string();
+    let err = fetch(&[artifact(&format!("{url}/missing"))], sandbox, &ArtifactPolicy::default())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/missing") && err.contains("404"), "{err}");
 }
 
@@ -132,7 +148,7 @@ async fn a_checksum_mismatch_fails_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut a = artifact(&format!("{url}/f"));
     a.sha256 = Some("00".repeat(32));
-    let err = fetch(&[a], tmp.path()).await.unwrap_err();
+    let err = fetch(&[a], tmp.path(), &ArtifactPolicy::default()).await.unwrap_err();
     match &err {
         Error::Artifact { uri, reason } => {
             assert_eq!(uri, &format!("{url}/f"));
@@ -152,19 +168,21 @@ async fn unsafe_names_and_archives_are_refused() {
     for dest in ["../escape", "x/y", "..", "", "."] {
         let mut a = artifact(&format!("{url}/f"));
         a.dest = Some(dest.into());
-        let err = fetch(&[a], &sandbox).await.unwrap_err();
+        let err = fetch(&[a], &sandbox, &ArtifactPolicy::default()).await.unwrap_err();
         assert!(matches!(err, Error::Artifact { .. }), "{dest:?}: {err}");
     }
-    let err = fetch(&[artifact(&format!("{url}/"))], &sandbox).await.unwrap_err();
+    let err = fetch(&[artifact(&format!("{url}/"))], &sandbox, &ArtifactPolicy::default()).await.unwrap_err();
     assert!(matches!(err, Error::Artifact { .. }), "{err}");
-    assert!(fetch(&[artifact("ftp://host/file")], &sandbox).await.is_err());
+    assert!(fetch(&[artifact("ftp://host/file")], &sandbox, &ArtifactPolicy::default()).await.is_err());
     let mut not_archive = artifact(&format!("{url}/f"));
     not_archive.extract = true;
-    assert!(fetch(&[not_archive], &sandbox).await.unwrap_err().to_string().contains(".tgz"));
+    assert!(
+        fetch(&[not_archive], &sandbox, &ArtifactPolicy::default()).await.unwrap_err().to_string().contains(".tgz")
+    );
 
     let mut evil = artifact(&format!("{url}/evil.tar"));
     evil.extract = true;
-    let err = fetch(&[evil], &sandbox).await.unwrap_err().to_string();
+    let err = fetch(&[evil], &sandbox, &ArtifactPolicy::default()).await.unwrap_err().to_string();
     assert!(err.contains("../../escaped"), "{err}");
     assert!(!tmp.path().join("a/escaped").exists() && !tmp.path().join("escaped").exists());
     // What came before the bad entry stays (the task fails anyway); no temporary file does.
@@ -180,7 +198,7 @@ async fn a_symlink_in_the_sandbox_is_replaced_not_followed() {
     let sandbox = tmp.path().join("sandbox");
     fs::create_dir(&sandbox).unwrap();
     std::os::unix::fs::symlink(&outside, sandbox.join("f")).unwrap();
-    fetch(&[artifact(&format!("{url}/f"))], &sandbox).await.unwrap();
+    fetch(&[artifact(&format!("{url}/f"))], &sandbox, &ArtifactPolicy::default()).await.unwrap();
     assert_eq!(fs::read(&outside).unwrap(), b"old");
     assert!(fs::symlink_metadata(sandbox.join("f")).unwrap().is_file());
     assert_eq!(fs::read(sandbox.join("f")).unwrap(), b"new");

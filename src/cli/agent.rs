@@ -35,6 +35,7 @@ pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
         runc: a.runc.clone(),
         shim_exe: shim_exe()?,
         concurrency: 8,
+        artifacts: corral_agent::artifacts::ArtifactPolicy { file_dirs: a.artifact_dir.clone() },
     })
 }
 

@@ -108,6 +108,11 @@ pub struct AgentArgs {
     /// runc executable.
     #[arg(long, default_value = "runc")]
     pub runc: PathBuf,
+
+    /// A directory `file://` artifacts may be copied from (repeatable). None by
+    /// default: the agent reads as root, so `file://` is refused until allowed.
+    #[arg(long, value_name = "DIR")]
+    pub artifact_dir: Vec<PathBuf>,
 }
 
 /// `corral admin` subcommands.

@@ -72,6 +72,9 @@ impl Cluster {
             .arg("--work-dir")
             .arg(self.work_dir())
             .args(["--listen", "127.0.0.1:0", "--log-max-bytes", "65536"])
+            // The tests' own files; nothing else on the host.
+            .arg("--artifact-dir")
+            .arg(self.dir.path().join("artifacts"))
             .args(&self.agent_args)
             .env("RUST_LOG", "info,corral_agent=debug")
             .stdin(Stdio::null())

@@ -96,7 +96,9 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
     std::fs::create_dir_all(&sandbox)
         .map_err(|e| ("SandboxFailed", Error::io("cannot create sandbox", &sandbox, e)))?;
     if !task.spec.artifacts.is_empty() {
-        crate::artifacts::fetch(&task.spec.artifacts, &sandbox).await.map_err(|e| ("ArtifactFetchFailed", e))?;
+        crate::artifacts::fetch(&task.spec.artifacts, &sandbox, &ctx.artifacts)
+            .await
+            .map_err(|e| ("ArtifactFetchFailed", e))?;
     }
     let spec = &task.spec;
     let mut env: Vec<(String, String)> = Vec::new();

@@ -68,6 +68,8 @@ pub struct TaskContext {
     pub recorder: Recorder,
     /// Agent metrics.
     pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// What artifacts may be fetched.
+    pub artifacts: crate::artifacts::ArtifactPolicy,
     local: Mutex<HashMap<String, Local>>,
     /// Host ports offered by this node.
     port_ranges: Vec<corral_api::kinds::node::PortRange>,
@@ -87,6 +89,7 @@ impl TaskContext {
         layout: Layout,
         metrics: Arc<crate::metrics::AgentMetrics>,
         port_ranges: Vec<corral_api::kinds::node::PortRange>,
+        artifacts: crate::artifacts::ArtifactPolicy,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), &format!("agent/{node}"));
         let tasks = Api::<Task>::all(client);
@@ -100,6 +103,7 @@ impl TaskContext {
             layout,
             recorder,
             metrics,
+            artifacts,
             local: Mutex::new(HashMap::new()),
             port_ranges,
             queue: OnceLock::new(),
