@@ -4,7 +4,7 @@
 
 mod api_support;
 
-use api_support::TestServer;
+use api_support::{TestServer, causes};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -36,13 +36,6 @@ async fn create_crd(s: &TestServer) -> Value {
     let (code, body) = s.post(CRDS, &widget_crd()).await;
     assert_eq!(code, StatusCode::CREATED, "{body}");
     body
-}
-
-fn causes(body: &Value) -> Vec<String> {
-    body["details"]["causes"]
-        .as_array()
-        .map(|c| c.iter().map(|c| c["field"].as_str().unwrap_or_default().to_string()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 mod api_support;
 
-use api_support::TestServer;
+use api_support::{TestServer, causes};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -14,13 +14,6 @@ const TASKS: &str = "/apis/corral.dev/v1/namespaces/default/tasks";
 fn task(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "corral.dev/v1", "kind": "Task",
         "metadata": {"name": name, "namespace": "default"}, "spec": spec})
-}
-
-fn fields(body: &Value) -> Vec<String> {
-    body["details"]["causes"]
-        .as_array()
-        .map(|c| c.iter().map(|c| c["field"].as_str().unwrap_or_default().to_string()).collect())
-        .unwrap_or_default()
 }
 
 /// Finding 6: `mem` 2^64 and a grace period of 2^32 were stored; the agent could not
@@ -45,7 +38,7 @@ async fn integers_beyond_what_agents_decode_are_refused_naming_the_field() {
         spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         let (code, body) = s.post(TASKS, &task(name, spec)).await;
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
-        assert!(fields(&body).iter().any(|f| f == field), "{name}: expected {field} in {body}");
+        assert!(causes(&body).iter().any(|f| f == field), "{name}: expected {field} in {body}");
         let (code, _) = s.get(&format!("{TASKS}/{name}")).await;
         assert_eq!(code, StatusCode::NOT_FOUND, "{name}: nothing was stored");
     }
@@ -70,7 +63,7 @@ async fn custom_kinds_cannot_take_the_built_in_group() {
     });
     let (code, body) = s.post("/apis/corral.dev/v1/customresourcedefinitions", &crd).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(fields(&body).iter().any(|f| f == "spec.group"), "{body}");
+    assert!(causes(&body).iter().any(|f| f == "spec.group"), "{body}");
     let (code, _) = s.get("/apis/corral.dev/v1/namespaces/default/secrets").await;
     assert_eq!(code, StatusCode::NOT_FOUND, "no such kind is served");
     s.stop().await;

@@ -179,3 +179,11 @@ pub fn rv(v: &Value) -> String {
 pub fn cm_path(name: &str) -> String {
     format!("{CMS}/{name}")
 }
+
+/// The fields named by a `Status`'s causes (a 422), in order.
+pub fn causes(body: &Value) -> Vec<String> {
+    body["details"]["causes"]
+        .as_array()
+        .map(|c| c.iter().map(|c| c["field"].as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default()
+}
