@@ -24,8 +24,11 @@ use tokio::time::{Instant, Sleep};
 pub(crate) struct StallGuard<T> {
     inner: T,
     timeout: Duration,
-    /// Armed while a write waits; `None` while writes go through.
-    stalled: Option<Pin<Box<Sleep>>>,
+    /// The deadline, allocated at the first stall and re-armed at each later one (a
+    /// watcher on a slow link stalls often: no allocation per stall).
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether a write is waiting, with `deadline` running for it.
+    armed: bool,
     /// Counts the connections given up on.
     given_up: Counter,
     counted: bool,
@@ -35,7 +38,7 @@ impl<T> StallGuard<T> {
     /// Wraps `inner`, allowing writes to wait at most `timeout` for the peer; each
     /// stream given up on counts in `given_up`.
     pub(crate) fn new(inner: T, timeout: Duration, given_up: Counter) -> Self {
-        StallGuard { inner, timeout, stalled: None, given_up, counted: false }
+        StallGuard { inner, timeout, deadline: None, armed: false, given_up, counted: false }
     }
 
     /// On a write that must wait: arms the deadline if it is not armed, and fails
@@ -43,7 +46,17 @@ impl<T> StallGuard<T> {
     /// a full socket is noticed without another write being attempted.
     fn waiting(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let timeout = self.timeout;
-        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+        let at = Instant::now() + timeout;
+        let armed = std::mem::replace(&mut self.armed, true);
+        let sleep = match &mut self.deadline {
+            Some(sleep) => {
+                if !armed {
+                    sleep.as_mut().reset(at);
+                }
+                sleep
+            }
+            none => none.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
         ready!(sleep.as_mut().poll(cx));
         // The passed deadline stays armed until a write goes through, so a retry fails
         // at once; the stream is counted once.
@@ -69,7 +82,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Pending => self.waiting(cx).map(Err),
             done => {
-                self.stalled = None;
+                self.armed = false;
                 done
             }
         }
@@ -83,7 +96,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Pending => self.waiting(cx).map(Err),
             done => {
-                self.stalled = None;
+                self.armed = false;
                 done
             }
         }
