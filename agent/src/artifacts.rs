@@ -32,22 +32,30 @@ pub struct ArtifactPolicy {
 
 impl ArtifactPolicy {
     /// The file `path` names, with links resolved, if it lies in an allowed directory.
+    /// A path outside them is refused before it is looked at, so that the message
+    /// does not tell a task whether some host file exists.
     fn allowed_file(&self, path: &Path) -> std::result::Result<PathBuf, String> {
-        let real = path.canonicalize().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let allowed = self.file_dirs.iter().filter_map(|d| d.canonicalize().ok()).any(|d| real.starts_with(d));
-        if !allowed {
-            return Err(format!(
-                "{} is outside the directories this agent serves file:// artifacts from ({}); \
-                 add one with `corral agent --artifact-dir DIR`, or serve the file over http(s)",
-                real.display(),
-                if self.file_dirs.is_empty() {
-                    "none".to_string()
-                } else {
-                    self.file_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-                }
-            ));
+        // As given and as resolved, so that a URI may name either.
+        let dirs: Vec<PathBuf> =
+            self.file_dirs.iter().flat_map(|d| [Some(d.clone()), d.canonicalize().ok()]).flatten().collect();
+        let inside = |p: &Path| dirs.iter().any(|d| p.starts_with(d));
+        let plain = path.components().all(|c| !matches!(c, std::path::Component::ParentDir));
+        if plain && inside(path) {
+            let real = path.canonicalize().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if inside(&real) {
+                return Ok(real);
+            }
         }
-        Ok(real)
+        Err(format!(
+            "{} is outside the directories this agent serves file:// artifacts from ({}); \
+             add one with `corral agent --artifact-dir DIR`, or serve the file over http(s)",
+            path.display(),
+            if self.file_dirs.is_empty() {
+                "none".to_string()
+            } else {
+                self.file_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            }
+        ))
     }
 }
 

@@ -98,6 +98,10 @@ async fn file_uris_are_copied_and_checked() {
     let allowed = ArtifactPolicy { file_dirs: vec![tmp.path().to_path_buf()] };
     let err = fetch(&[shadow], &sandbox, &allowed).await.unwrap_err().to_string();
     assert!(err.contains("outside the directories"), "{err}");
+    // A host path that does not exist gets the same answer: nothing is learnt of it.
+    let probe = artifact("file:///etc/no-such-file-here");
+    let err = fetch(&[probe], &sandbox, &allowed).await.unwrap_err().to_string();
+    assert!(err.contains("outside the directories") && !err.contains("No such file"), "{err}");
     // A link inside the allowed directory leading out of it is refused as well.
     std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("passwd")).unwrap();
     let linked = artifact(&format!("file://{}/passwd", tmp.path().display()));

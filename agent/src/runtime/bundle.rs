@@ -297,6 +297,8 @@ pub(crate) fn destroy(dir: &TaskDir) -> Result<()> {
 mod tests {
     use super::*;
 
+    use crate::runtime::Mount;
+
     #[test]
     fn a_working_dir_cannot_leave_the_sandbox_through_a_link() {
         let dir = tempfile::tempdir().unwrap();
@@ -316,7 +318,6 @@ mod tests {
         assert!(escape.contains("leads out of the sandbox"), "{escape}");
         assert!(resolve_in_sandbox(&sandbox, Some("missing")).unwrap_err().contains("\"missing\""));
     }
-    use crate::runtime::Mount;
 
     fn spec() -> LaunchSpec {
         LaunchSpec {
