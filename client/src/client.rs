@@ -212,6 +212,14 @@ impl Client {
         Ok(Client::new(Arc::new(HttpTransport::new(server)?)))
     }
 
+    /// A client of `config.server` authenticating with `config.token`.
+    ///
+    /// # Errors
+    /// As [`HttpTransport::with_config`].
+    pub fn from_config(config: &crate::Config) -> Result<Self> {
+        Ok(Client::new(Arc::new(HttpTransport::with_config(config)?)))
+    }
+
     /// Where requests go: the base URL, or `in-process`.
     pub fn server(&self) -> String {
         self.transport.server()

@@ -102,6 +102,13 @@ pub enum Error {
     UnknownKind(String),
     /// The request cannot be made as asked (e.g. a namespaced kind without a namespace).
     Invalid(String),
+    /// A configuration file (kubeconfig) could not be read or understood.
+    Config {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl Error {
@@ -193,6 +200,7 @@ impl fmt::Display for Error {
                 "the server does not serve a kind called {name:?}; run `corral api-resources` to list the kinds it serves"
             ),
             Error::Invalid(message) => f.write_str(message),
+            Error::Config { path, message } => write!(f, "{}: {message}", path.display()),
         }
     }
 }

@@ -52,6 +52,8 @@ pub trait Transport: Send + Sync + 'static {
 pub struct HttpTransport {
     base: String,
     http: reqwest::Client,
+    /// `Bearer <token>`, sent with every request.
+    authorization: Option<http::HeaderValue>,
 }
 
 impl HttpTransport {
@@ -60,6 +62,25 @@ impl HttpTransport {
     /// # Errors
     /// [`Error::BadServerUrl`] if `server` is not an `http(s)` URL with a host.
     pub fn new(server: &str) -> Result<Self> {
+        Self::with_config(&crate::Config { server: server.to_string(), ..Default::default() })
+    }
+
+    /// A transport to `config.server` that authenticates with `config.token`.
+    ///
+    /// # Errors
+    /// [`Error::BadServerUrl`] if the server is not an `http(s)` URL with a host;
+    /// [`Error::Invalid`] if the token cannot be sent in a header.
+    pub fn with_config(config: &crate::Config) -> Result<Self> {
+        let server = config.server.as_str();
+        let authorization = match &config.token {
+            Some(token) => {
+                let mut v = http::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                    .map_err(|_| Error::Invalid("the token holds characters a header cannot carry".into()))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
         let bad = |message: &str| Error::BadServerUrl { url: server.to_string(), message: message.to_string() };
         let url = reqwest::Url::parse(server).map_err(|e| bad(&e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
@@ -69,7 +90,7 @@ impl HttpTransport {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::Transport { server: server.to_string(), failure: failure(&e), source: Box::new(e) })?;
-        Ok(HttpTransport { base: url.as_str().trim_end_matches('/').to_string(), http })
+        Ok(HttpTransport { base: url.as_str().trim_end_matches('/').to_string(), http, authorization })
     }
 }
 
@@ -93,14 +114,11 @@ impl Transport for HttpTransport {
             failure: failure(&e),
             source: Box::new(e),
         };
-        let resp = self
-            .http
-            .request(parts.method, &url)
-            .headers(parts.headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let mut req = self.http.request(parts.method, &url).headers(parts.headers);
+        if let Some(auth) = &self.authorization {
+            req = req.header(http::header::AUTHORIZATION, auth.clone());
+        }
+        let resp = req.body(body).send().await.map_err(transport_error)?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let server = self.base.clone();

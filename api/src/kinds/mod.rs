@@ -6,7 +6,9 @@ pub mod event;
 pub mod lease;
 pub mod namespace;
 pub mod node;
+pub mod rbac;
 pub mod task;
+pub mod token;
 
 pub use configmap::{ConfigMap, ConfigMapSpec, ConfigMapStatus};
 pub use custom_resource_definition::{
@@ -17,7 +19,12 @@ pub use event::{Event, EventSource, EventSpec, EventStatus, EventType, ObjectRef
 pub use lease::{Lease, LeaseSpec, LeaseStatus};
 pub use namespace::{Namespace, NamespaceSpec, NamespaceStatus};
 pub use node::Node;
+pub use rbac::{
+    ClusterRole, ClusterRoleBinding, ClusterRoleBindingSpec, ClusterRoleSpec, PolicyRule, Role, RoleBinding,
+    RoleBindingSpec, RoleRef, RoleSpec, Subject,
+};
 pub use task::Task;
+pub use token::{Token, TokenPurpose, TokenSpec};
 
 use crate::resource::Resource;
 
@@ -31,5 +38,10 @@ pub fn builtin_kinds() -> Vec<crate::KindInfo> {
         Event::kind_info(),
         Node::kind_info(),
         Task::kind_info(),
+        Role::kind_info(),
+        ClusterRole::kind_info(),
+        RoleBinding::kind_info(),
+        ClusterRoleBinding::kind_info(),
+        Token::kind_info(),
     ]
 }
