@@ -181,7 +181,7 @@ async fn logs_follow_streams_a_running_tasks_lines_as_they_are_written() {
     let sandbox = c.work_dir().join("tasks").join(&uid).join("sandbox");
 
     let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["--server", &c.url, "logs", "-f", "chatty"])
+        .args(["--server", &c.url, "--token", &c.admin_token(), "logs", "-f", "chatty"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

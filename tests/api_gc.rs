@@ -310,7 +310,7 @@ async fn cli_cascade_flag_passes_the_policy() {
     create(&s, "dep", &[owner_ref(&owner, false)]).await;
     let run = |args: &[&str]| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_corral"));
-        cmd.arg("--server").arg(&s.base).args(args).env_remove("CORRAL_SERVER");
+        cmd.arg("--server").arg(&s.base).args(args).env_remove("CORRAL_SERVER").env("CORRAL_TOKEN", s.token());
         cmd.output()
     };
     let bad = run(&["delete", "cm", "owner", "--cascade=sideways"]).await.expect("corral runs");

@@ -61,19 +61,26 @@ impl Agent {
 }
 
 /// Creates node `node` (with `endpoint` as its agent endpoint, if any) through the API.
+/// Acts as the node itself: only a node sets its own agent endpoint.
 async fn node(s: &TestServer, node: &str, endpoint: Option<&str>) {
-    let (code, obj) = s
-        .post(
-            "/apis/corral.dev/v1/nodes",
-            &json!({"apiVersion":"corral.dev/v1","kind":"Node","metadata":{"name":node},"spec":{}}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::CREATED, "{obj}");
+    let http = corral_testkit::authorized_http(&s.kit().node_token(node).await);
+    let resp = http
+        .post(s.url("/apis/corral.dev/v1/nodes"))
+        .json(&json!({"apiVersion":"corral.dev/v1","kind":"Node","metadata":{"name":node},"spec":{}}))
+        .send()
+        .await
+        .expect("create node");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let mut obj: serde_json::Value = resp.json().await.expect("node");
     if let Some(e) = endpoint {
-        let mut obj = obj;
         obj["status"] = json!({"phase": "Ready", "agentEndpoint": e});
-        let (code, obj) = s.put(&format!("/apis/corral.dev/v1/nodes/{node}/status"), &obj).await;
-        assert_eq!(code, StatusCode::OK, "{obj}");
+        let resp = http
+            .put(s.url(&format!("/apis/corral.dev/v1/nodes/{node}/status")))
+            .json(&obj)
+            .send()
+            .await
+            .expect("node status");
+        assert_eq!(resp.status(), StatusCode::OK);
     }
 }
 

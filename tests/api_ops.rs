@@ -212,10 +212,25 @@ impl Storage for FallsBehind {
 #[tokio::test]
 async fn the_router_serves_any_storage_and_ends_a_watch_that_fell_behind() {
     let state = AppState::new(Arc::new(FallsBehind), Arc::new(Registry::builtin()));
+    // This store holds no tokens: the policy is set by hand.
+    let token = corral_client::BearerToken::generate().expect("token");
+    {
+        let mut policy = state.auth.policy.write();
+        *policy = corral_server::auth::bootstrap::builtin_policy();
+        let spec = corral_api::kinds::TokenSpec {
+            user: "admin".into(),
+            groups: vec![corral_server::auth::MASTERS.into()],
+            secret_hash: token.secret_hash(),
+            ..Default::default()
+        };
+        policy.tokens.insert(token.id.clone(), spec);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let server = tokio::spawn(async move { axum::serve(listener, app(state)).await });
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()).parse().expect("header"));
+    let client = reqwest::Client::builder().no_proxy().default_headers(headers).build().expect("client");
     let url = |p: &str| format!("http://{addr}{p}");
 
     let text = client

@@ -22,7 +22,12 @@ fn rt() -> tokio::runtime::Runtime {
 fn api_errors_carry_code_reason_message_and_causes() {
     let env = cli_support::Env::start();
     rt().block_on(async {
-        let client = Client::http(&env.url).unwrap();
+        let client = Client::from_config(&corral_client::Config {
+            server: env.url.clone(),
+            token: Some(env.token.clone()),
+            ca_pem: None,
+        })
+        .unwrap();
         let cm = configmaps(&client).await;
 
         let err = client.get(&cm, Some("default"), "absent").await.unwrap_err();
@@ -44,7 +49,12 @@ fn api_errors_carry_code_reason_message_and_causes() {
 fn apply_patch_reports_creation_and_delete_reports_finalizers() {
     let env = cli_support::Env::start();
     rt().block_on(async {
-        let client = Client::http(&env.url).unwrap();
+        let client = Client::from_config(&corral_client::Config {
+            server: env.url.clone(),
+            token: Some(env.token.clone()),
+            ca_pem: None,
+        })
+        .unwrap();
         let cm = configmaps(&client).await;
         let manifest = json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
             "metadata": {"name": "f", "namespace": "default", "finalizers": ["test.corral.dev/hold"]},
@@ -71,7 +81,12 @@ fn apply_patch_reports_creation_and_delete_reports_finalizers() {
 fn watch_streams_changes_and_a_compacted_revision_is_gone() {
     let env = cli_support::Env::start();
     rt().block_on(async {
-        let client = Client::http(&env.url).unwrap();
+        let client = Client::from_config(&corral_client::Config {
+            server: env.url.clone(),
+            token: Some(env.token.clone()),
+            ca_pem: None,
+        })
+        .unwrap();
         let cm = configmaps(&client).await;
         let list = client.list(&cm, None, &ListParams::default()).await.unwrap();
         let from = list.metadata.resource_version.clone().unwrap();
@@ -90,7 +105,7 @@ fn watch_streams_changes_and_a_compacted_revision_is_gone() {
         // Compact past `from`: watching from it again is 410 Gone.
         let revision = client.get(&cm, Some("default"), "w").await.unwrap().metadata.resource_version.unwrap();
         let url = format!("{}/admin/compact?revision={revision}", env.url);
-        let resp = reqwest::Client::new().post(url).send().await.unwrap();
+        let resp = reqwest::Client::new().post(url).bearer_auth(&env.token).send().await.unwrap();
         assert!(resp.status().is_success(), "{}", resp.status());
         let err = match client.watch(&cm, Some("default"), &params).await {
             Ok(_) => panic!("watching from a compacted revision must fail"),

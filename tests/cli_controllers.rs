@@ -24,11 +24,15 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The administrator's token, once the server has written it.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn corral(args: &[&str]) -> Proc {
     Proc(
         Command::new(env!("CARGO_BIN_EXE_corral"))
             .args(args)
             .env("RUST_LOG", "warn")
+            .env("CORRAL_CONFIG", "/nonexistent")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -37,7 +41,11 @@ fn corral(args: &[&str]) -> Proc {
 }
 
 fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().no_proxy().build().unwrap()
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = TOKEN.get() {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
+    }
+    reqwest::blocking::Client::builder().no_proxy().default_headers(headers).build().unwrap()
 }
 
 fn get(url: &str) -> Option<Value> {
@@ -69,6 +77,18 @@ fn an_out_of_process_manager_collects_garbage_and_hands_over_its_lease() {
     eventually_blocking("the API server answers", || {
         http().get(format!("{base}/healthz")).send().ok().filter(|r| r.status().is_success()).map(drop)
     });
+    let admin = corral_client::Config::from_kubeconfig(&data.join("admin.conf")).expect("the server wrote admin.conf");
+    assert_eq!(admin.server, base);
+    TOKEN.set(admin.token.expect("an admin token")).unwrap();
+    // The managers run as the controller manager, with its role only.
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["--server", &base, "--token", TOKEN.get().unwrap(), "token", "create"])
+        .args(["--user", "system:controller-manager", "--ttl", "1h"])
+        .env("CORRAL_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manager_token = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
     let cms = format!("{base}/apis/corral.dev/v1/namespaces/default/configmaps");
     let post = |body: Value| -> Value {
@@ -95,6 +115,8 @@ fn an_out_of_process_manager_collects_garbage_and_hands_over_its_lease() {
         corral(&[
             "--server",
             &base,
+            "--token",
+            &manager_token,
             "controllers",
             "--identity",
             identity,

@@ -47,9 +47,9 @@ impl Agent {
     }
 
     /// Sends one request to the API server; panics unless it succeeds.
-    fn call(&self, env: &Env, method: reqwest::Method, path: &str, body: &Value) -> Value {
+    fn call(&self, env: &Env, token: &str, method: reqwest::Method, path: &str, body: &Value) -> Value {
         self.rt.block_on(async {
-            let client = reqwest::Client::builder().no_proxy().build().unwrap();
+            let client = corral_testkit::authorized_http(token);
             let resp = client.request(method, format!("{}{path}", env.url)).json(body).send().await.unwrap();
             let code = resp.status();
             let v: Value = resp.json().await.unwrap();
@@ -62,12 +62,15 @@ impl Agent {
     fn task(&self, env: &Env, name: &str) -> String {
         let nodes = "/apis/corral.dev/v1/nodes";
         let node = json!({"apiVersion":"corral.dev/v1","kind":"Node","metadata":{"name":"n1"},"spec":{}});
-        let mut node = self.call(env, reqwest::Method::POST, nodes, &node);
+        // As the node itself: only a node sets its own agent endpoint.
+        let as_node = env.node_token("n1");
+        let mut node = self.call(env, &as_node, reqwest::Method::POST, nodes, &node);
         node["status"] = json!({"phase": "Ready", "agentEndpoint": self.endpoint});
-        self.call(env, reqwest::Method::PUT, &format!("{nodes}/n1/status"), &node);
+        self.call(env, &as_node, reqwest::Method::PUT, &format!("{nodes}/n1/status"), &node);
         let task = json!({"apiVersion":"corral.dev/v1","kind":"Task","metadata":{"name":name},
             "spec":{"nodeName":"n1","command":["/bin/true"]}});
-        let task = self.call(env, reqwest::Method::POST, "/apis/corral.dev/v1/namespaces/default/tasks", &task);
+        let task =
+            self.call(env, &env.token, reqwest::Method::POST, "/apis/corral.dev/v1/namespaces/default/tasks", &task);
         task["metadata"]["uid"].as_str().unwrap().to_string()
     }
 }

@@ -8,11 +8,14 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn corral(url: &str, args: &[&str]) -> (i32, String, String) {
+/// `corral --server URL args...` with the configuration file `corral up` wrote.
+fn corral(url: &str, config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_corral"))
         .arg("--server")
         .arg(url)
         .args(args)
+        .env("CORRAL_CONFIG", config)
+        .env_remove("CORRAL_TOKEN")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .output()
@@ -37,7 +40,10 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
     let log = dir.path().join("up.log");
+    // Where `corral up` writes the CLI's credential (by default ~/.corral/config).
+    let config = dir.path().join("config");
     let mut up = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .env("CORRAL_CONFIG", &config)
         .arg("up")
         .arg("--data-dir")
         .arg(&data)
@@ -53,7 +59,7 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
     wait_until(
         "the local node to be Ready",
         || {
-            let (code, out, _) = corral(&url, &["get", "node", "local", "-o", "json"]);
+            let (code, out, _) = corral(&url, &config, &["get", "node", "local", "-o", "json"]);
             code == 0 && serde_json::from_str::<Value>(&out).is_ok_and(|n| n["status"]["phase"] == "Ready")
         },
         &log,
@@ -64,29 +70,30 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
     let st = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
     assert!(st.success(), "the example image script builds an archive");
     let work_s = work.to_str().expect("utf-8 path");
-    let (code, out, err) = corral(&url, &["image", "import", archive.to_str().expect("path"), "--work-dir", work_s]);
+    let (code, out, err) =
+        corral(&url, &config, &["image", "import", archive.to_str().expect("path"), "--work-dir", work_s]);
     assert_eq!(code, 0, "{out}{err}");
-    let (_, images, _) = corral(&url, &["image", "ls", "--work-dir", work_s]);
+    let (_, images, _) = corral(&url, &config, &["image", "ls", "--work-dir", work_s]);
     assert!(images.contains("busybox:latest"), "{images}");
 
     // The README's example task, bound to the node `corral up` names `local`.
     let manifest = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tasks/hello.yaml"));
-    let (code, out, err) = corral(&url, &["apply", "-f", manifest.to_str().expect("path")]);
+    let (code, out, err) = corral(&url, &config, &["apply", "-f", manifest.to_str().expect("path")]);
     assert_eq!(code, 0, "{out}{err}");
 
     wait_until(
         "hello to finish",
         || {
-            let (_, out, _) = corral(&url, &["get", "task", "hello", "-o", "json"]);
+            let (_, out, _) = corral(&url, &config, &["get", "task", "hello", "-o", "json"]);
             serde_json::from_str::<Value>(&out).is_ok_and(|t| t["status"]["phase"] == "FINISHED")
         },
         &log,
     );
-    let (_, table, _) = corral(&url, &["get", "tasks"]);
+    let (_, table, _) = corral(&url, &config, &["get", "tasks"]);
     assert!(table.contains("FINISHED") && table.contains("local"), "{table}");
-    let (code, out, err) = corral(&url, &["logs", "hello"]);
+    let (code, out, err) = corral(&url, &config, &["logs", "hello"]);
     assert_eq!((code, out.as_str()), (0, "hello 1 from hello\nhello 2 from hello\nhello 3 from hello\n"), "{err}");
-    let (_, described, _) = corral(&url, &["describe", "task", "hello"]);
+    let (_, described, _) = corral(&url, &config, &["describe", "task", "hello"]);
     assert!(described.contains("Completed"), "{described}");
 
     // SIGTERM stops server and agent cleanly.

@@ -10,6 +10,7 @@ use corral_api::kinds::Lease;
 use corral_api::kinds::namespace::{Namespace, NamespaceSpec};
 use corral_client::{Api, Client};
 use corral_runtime::{LeaderConfig, LeaderElector};
+use corral_server::auth::Identity;
 use corral_server::in_process::InProcess;
 use corral_server::{AppState, app};
 use corral_store::{SledStore, Storage};
@@ -58,7 +59,9 @@ async fn until(what: &str, stage: &Mutex<Stage>, changed: &tokio::sync::Notify, 
 async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), Default::default()).unwrap());
-    let client = Client::new(Arc::new(InProcess::new(app(AppState::new(store, Arc::new(Registry::builtin()))))));
+    let state = AppState::new(store, Arc::new(Registry::builtin()));
+    state.load_policy().await.unwrap();
+    let client = Client::new(Arc::new(InProcess::new(app(state), Identity::admin())));
     Api::<Namespace>::all(client.clone()).create(&Namespace::new("default", NamespaceSpec {})).await.unwrap();
 
     // Generous against a loaded machine: a renewal would have to stall for over two

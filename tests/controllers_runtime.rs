@@ -14,6 +14,7 @@ use corral_api::kinds::{ConfigMap, ConfigMapSpec};
 use corral_api::{ApiObject, Registry};
 use corral_client::{Api, Client, DeleteParams, ListParams, Response, Transport};
 use corral_runtime::{Action, CancellationToken, Change, Controller, Reflector};
+use corral_server::auth::Identity;
 use corral_server::in_process::InProcess;
 use corral_server::{AppState, ServerConfig, app};
 use corral_store::{Options, SledStore, Storage};
@@ -48,7 +49,13 @@ async fn reflector_resumes_after_a_server_restart_without_missing_or_repeating()
         ..ServerConfig::default()
     };
     let server = corral_server::start(cfg.clone()).await.unwrap();
-    let client = Client::http(&format!("http://127.0.0.1:{port}")).unwrap();
+    // The restarted server keeps the administrator's credential (admin.conf).
+    let client = Client::from_config(&corral_client::Config {
+        server: format!("http://127.0.0.1:{port}"),
+        token: Some(server.admin_token().to_string()),
+        ca_pem: None,
+    })
+    .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..3 {
         cms.create(&cm(&format!("a{i}"), "1")).await.unwrap();
@@ -117,10 +124,12 @@ async fn forced_compaction_makes_the_reflector_relist_correctly() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), Options::default()).unwrap());
     let dyn_store: Arc<dyn Storage> = store.clone();
-    let router = app(AppState::new(dyn_store, Arc::new(Registry::builtin())));
+    let state = AppState::new(dyn_store, Arc::new(Registry::builtin()));
+    state.load_policy().await.unwrap();
+    let router = app(state);
     let (open_tx, open) = watch::channel(true);
     let (cut_tx, cut) = watch::channel(0u64);
-    let client = Client::new(Arc::new(Gated { inner: InProcess::new(router), open, cut }));
+    let client = Client::new(Arc::new(Gated { inner: InProcess::new(router, Identity::admin()), open, cut }));
     Api::<Namespace>::all(client.clone()).create(&Namespace::new("default", NamespaceSpec {})).await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..4 {

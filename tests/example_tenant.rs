@@ -30,9 +30,17 @@ impl Drop for Kill {
     }
 }
 
-fn corral(server: &str, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_corral")).args(args).env("CORRAL_SERVER", server).output().unwrap();
+/// `corral args...` as the administrator of `server`; its stdout.
+fn corral(server: &TestServer, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(args)
+        .env("CORRAL_SERVER", &server.base)
+        .env("CORRAL_TOKEN", server.token())
+        .env("CORRAL_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "corral {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -53,7 +61,10 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
     let server = TestServer::start().await;
     let url = server.base.clone();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    corral(&url, &["apply", "-f", root.join("examples/tenant-controller/crd.yaml").to_str().unwrap()]);
+    corral(&server, &["apply", "-f", root.join("examples/tenant-controller/crd.yaml").to_str().unwrap()]);
+    // The controller runs as its own service account, with only what rbac.yaml grants.
+    corral(&server, &["apply", "-f", root.join("examples/tenant-controller/rbac.yaml").to_str().unwrap()]);
+    let token = corral(&server, &["token", "create", "--service-account", "corral-system/tenant-controller"]);
 
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_corral")).parent().unwrap().join("examples/tenant-controller");
     assert!(exe.exists(), "{} missing: cargo test builds examples", exe.display());
@@ -61,13 +72,14 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let _controller = Kill(
         Command::new(exe)
-            .args(["--server", &url, "--metrics-listen", &metrics_addr])
+            .args(["--server", &url, "--token", token.trim(), "--metrics-listen", &metrics_addr])
+            .env("CORRAL_CONFIG", "/nonexistent")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    corral(&url, &["apply", "-f", root.join("examples/tenant-controller/tenant.yaml").to_str().unwrap()]);
+    corral(&server, &["apply", "-f", root.join("examples/tenant-controller/tenant.yaml").to_str().unwrap()]);
 
     let client = server.api();
     let tenants: Api<Tenant> = Api::all(client.clone());
@@ -89,29 +101,17 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
     let list = events.list(&ListParams::default()).await.unwrap();
     assert!(list.items.iter().any(|e| e.spec.reason == "NamespaceCreated"), "{:?}", list.items);
     // `corral get events` tabulates them like kubectl.
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_corral")).args(["get", "events"]).env("CORRAL_SERVER", &url).output().unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = corral(&server, &["get", "events"]);
     let header = table.lines().next().unwrap_or_default();
     assert!(header.contains("TYPE") && header.contains("REASON") && header.contains("OBJECT"), "{table}");
     assert!(table.lines().any(|l| l.contains("NamespaceCreated") && l.contains("tenant/payments")), "{table}");
     // The custom kind's own columns, from its definition.
-    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["get", "tenants"])
-        .env("CORRAL_SERVER", &url)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = corral(&server, &["get", "tenants"]);
     let header = table.lines().next().unwrap_or_default();
     assert!(header.contains("OWNER") && header.contains("PHASE") && header.contains("NAMESPACE"), "{table}");
     assert!(table.lines().any(|l| l.contains("payments-team@example.com") && l.contains("Ready")), "{table}");
     // `corral describe` shows the events recorded about the tenant.
-    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["describe", "tenant", "payments"])
-        .env("CORRAL_SERVER", &url)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = corral(&server, &["describe", "tenant", "payments"]);
     assert!(text.contains("Events:") && text.contains("NamespaceCreated"), "{text}");
     assert!(text.contains("tenants.example.corral.dev/cleanup"), "finalizer shown: {text}");
 

@@ -99,27 +99,49 @@ async fn a_watch_from_a_revision_ahead_of_the_store_is_gone_with_a_clear_message
 
 impl Server {
     async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> Value {
-        let r = self.http.request(method, format!("{}{path}", self.base)).json(body).send().await.expect("answered");
-        let code = r.status();
-        let v: Value = r.json().await.expect("JSON");
-        assert!(code.is_success(), "{path}: {code} {v}");
-        v
+        send_as(&self.http, &self.base, method, path, body).await
     }
 
     /// Node `node` whose agent is at `endpoint`, and task `task` bound to it.
     async fn task_on(&self, node: &str, endpoint: &str, task: &str) {
+        // As the node itself (joined with a join token): only a node sets its endpoint.
+        let join = corral_client::BearerToken::generate().expect("token");
+        let spec = json!({"user": "system:bootstrap:t", "purpose": "Join", "secretHash": join.secret_hash()});
+        let token =
+            json!({"apiVersion": "corral.dev/v1", "kind": "Token", "metadata": {"name": join.id}, "spec": spec});
+        self.send(reqwest::Method::POST, "/apis/corral.dev/v1/tokens", &token).await;
+        let joined: Value = corral_testkit::authorized_http(&join.expose())
+            .post(format!("{}/auth/join", self.base))
+            .json(&json!({"node": node}))
+            .send()
+            .await
+            .expect("join answered")
+            .json()
+            .await
+            .expect("JSON");
+        let as_node = corral_testkit::authorized_http(joined["token"].as_str().expect("token"));
         let body = json!({"apiVersion": "corral.dev/v1", "kind": "Node", "metadata": {"name": node}, "spec": {}});
-        let mut obj = self.send(reqwest::Method::POST, "/apis/corral.dev/v1/nodes", &body).await;
+        let mut obj = send_as(&as_node, &self.base, reqwest::Method::POST, "/apis/corral.dev/v1/nodes", &body).await;
         obj["status"] = json!({"phase": "Ready", "agentEndpoint": endpoint});
-        self.send(reqwest::Method::PUT, &format!("/apis/corral.dev/v1/nodes/{node}/status"), &obj).await;
+        let status = format!("/apis/corral.dev/v1/nodes/{node}/status");
+        send_as(&as_node, &self.base, reqwest::Method::PUT, &status, &obj).await;
         let body = json!({"apiVersion": "corral.dev/v1", "kind": "Task", "metadata": {"name": task},
-            "spec": {"command": ["/bin/echo", "hi"], "nodeName": node}});
+            "spec": {"image": "busybox", "command": ["/bin/echo", "hi"], "nodeName": node}});
         self.send(reqwest::Method::POST, "/apis/corral.dev/v1/namespaces/default/tasks", &body).await;
     }
 
     fn log_url(&self, task: &str) -> String {
         format!("{}/apis/corral.dev/v1/namespaces/default/tasks/{task}/log", self.base)
     }
+}
+
+/// Sends `method path body` with `http`; panics unless it succeeds.
+async fn send_as(http: &reqwest::Client, base: &str, method: reqwest::Method, path: &str, body: &Value) -> Value {
+    let r = http.request(method, format!("{base}{path}")).json(body).send().await.expect("answered");
+    let code = r.status();
+    let v: Value = r.json().await.expect("JSON");
+    assert!(code.is_success(), "{path}: {code} {v}");
+    v
 }
 
 /// A fake agent endpoint: a listener on loopback that answers each request with
@@ -258,7 +280,11 @@ async fn idle_connections_cannot_make_the_server_unreachable() {
     }
 
     // Others are still served: health, and a write.
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("a client");
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .default_headers(s.http_headers())
+        .build()
+        .expect("a client");
     let r = http.get(format!("{}/healthz", s.base)).send().await.expect("/healthz answers");
     assert!(r.status().is_success(), "/healthz: {}", r.status());
     s.create_configmap("written-meanwhile", json!({"a": "b"})).await;
@@ -334,7 +360,7 @@ async fn deeply_nested_bodies_are_refused_before_they_are_decoded() {
     let file = dir.path().join("deep.yaml");
     std::fs::write(&file, &deep_yaml).expect("write the manifest");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["--server", &s.base, "apply", "-f"])
+        .args(["--server", &s.base, "--token", &s.token, "apply", "-f"])
         .arg(&file)
         .output()
         .await
@@ -446,8 +472,11 @@ async fn watches_are_capped_per_client() {
     let mut s = Server::start_with(&["--controllers", "none", "--max-watches-per-client", "3"]).await;
     let url = format!("{}/apis/corral.dev/v1/configmaps?watch=true", s.base);
     let from = |ip: [u8; 4]| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", s.token).parse().expect("header"));
         reqwest::Client::builder()
             .local_address(std::net::IpAddr::from(ip))
+            .default_headers(headers)
             .http2_prior_knowledge()
             .build()
             .expect("a client")

@@ -109,8 +109,9 @@ async fn a_watch_that_never_reads_is_dropped_with_410_instead_of_being_buffered(
     let mut idle = std::net::TcpStream::connect(&addr).expect("connect");
     write!(
         idle,
-        "GET /apis/corral.dev/v1/namespaces/default/configmaps?watch=true&resourceVersion={} HTTP/1.1\r\nHost: {addr}\r\n\r\n",
-        rv(&o)
+        "GET /apis/corral.dev/v1/namespaces/default/configmaps?watch=true&resourceVersion={} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
+        rv(&o),
+        s.token
     )
     .expect("send the watch request");
     // Its socket buffers fill with the first megabytes; the rest must not pile up.
@@ -155,11 +156,12 @@ async fn a_watch_whose_client_reads_nothing_is_closed_after_the_write_stall_time
     let mut s = Server::start_with(&["--controllers", "none", "--write-stall-timeout", "2"]).await;
     let o = s.create_configmap("big", big(0)).await;
     let addr = s.base.trim_start_matches("http://").to_string();
+    let token = s.token.clone();
     let watch = |from: &str| {
         let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
         write!(
             tcp,
-            "GET /apis/corral.dev/v1/namespaces/default/configmaps?watch=true&resourceVersion={from} HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+            "GET /apis/corral.dev/v1/namespaces/default/configmaps?watch=true&resourceVersion={from} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
         )
         .expect("send the watch request");
         tcp
@@ -332,7 +334,15 @@ async fn snapshots_save_from_a_running_server_and_restore_exactly() {
     let before: Value = s.http.get(&url).send().await.expect("list").json().await.expect("JSON");
     let work = tempfile::tempdir().expect("tempdir");
     let file = work.path().join("backup.snap");
-    let corral = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_corral")).args(args).output().expect("run corral");
+    let admin_token = s.token.clone();
+    let corral = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(args)
+            .env("CORRAL_TOKEN", &admin_token)
+            .env("CORRAL_CONFIG", "/nonexistent")
+            .output()
+            .expect("run corral")
+    };
     let out = corral(&["--server", &s.base, "admin", "snapshot", "save", file.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("saved"), "{}", String::from_utf8_lossy(&out.stdout));
@@ -381,6 +391,9 @@ async fn snapshots_save_from_a_running_server_and_restore_exactly() {
         restored.to_str().expect("utf-8"),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The credential file goes with the data: the snapshot holds its token, so it
+    // works at once and the restored server mints none (which would be a write).
+    std::fs::copy(s.data_dir().join("admin.conf"), restored.join("admin.conf")).expect("keep admin.conf");
     std::fs::remove_dir_all(s.data_dir()).expect("remove the old store");
     std::fs::rename(&restored, s.data_dir()).expect("move the restored store in place");
     let s = Server::restart_in(s).await;
@@ -423,13 +436,13 @@ async fn a_full_disk_answers_507_and_writes_resume_once_space_is_freed() {
     let fs = Tmpfs::mount(96);
     let data = fs.0.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
-    let mut s = Server {
-        child: spawn(&data, port, &["--controllers", "none", "--min-free-bytes", "16Mi"], None),
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-        _dir: tempfile::tempdir().expect("tempdir"),
-    };
-    s.wait_healthy().await;
+    let mut s = Server::adopt(
+        spawn(&data, port, &["--controllers", "none", "--min-free-bytes", "16Mi"], None),
+        format!("http://127.0.0.1:{port}"),
+        tempfile::tempdir().expect("tempdir"),
+    )
+    .ready(&data)
+    .await;
     let before = s.create_configmap("before", json!({"v": "1"})).await;
     // Fill the disk to 8 MiB short of full: below the 16 MiB reserve.
     let filler = fs.0.path().join("filler");

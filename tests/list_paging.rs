@@ -16,6 +16,7 @@ use corral_api::kinds::{ConfigMap, ConfigMapSpec};
 use corral_api::{ApiObject, Registry};
 use corral_client::{Api, Client, DEFAULT_PAGE_SIZE, HttpTransport, ListParams, Response, Transport};
 use corral_runtime::{CancellationToken, Reflector};
+use corral_server::auth::Identity;
 use corral_server::in_process::InProcess;
 use corral_server::{AppState, app};
 use corral_store::{Options, SledStore, Storage};
@@ -125,17 +126,18 @@ impl Transport for Recording {
     }
 }
 
-/// A client of `base` over HTTP whose requests `Requests` records.
-fn recording_client(base: &str) -> (Client, Requests) {
+/// A client of the test server over HTTP, as its administrator, whose requests
+/// `Requests` records.
+fn recording_client(server: &TestServer) -> (Client, Requests) {
     let requests = Requests::default();
-    let inner = Arc::new(HttpTransport::new(base).unwrap());
+    let inner = Arc::new(HttpTransport::with_config(&server.config()).unwrap());
     (Client::new(Arc::new(Recording { inner, requests: requests.clone() })), requests)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_all_reads_every_object_once_in_order_at_one_revision() {
     let server = TestServer::start().await;
-    let (client, requests) = recording_client(&server.base);
+    let (client, requests) = recording_client(&server);
     seed(&client, COUNT).await;
     requests.take_lists();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
@@ -206,8 +208,12 @@ async fn recording_proxy(upstream: &str) -> (String, Requests) {
         p.requests.push(format!("{} {path}", req.method()));
         let method = req.method().clone();
         let content_type = req.headers().get(http::header::CONTENT_TYPE).cloned();
+        let authorization = req.headers().get(http::header::AUTHORIZATION).cloned();
         let body = axum::body::to_bytes(req.into_body(), usize::MAX).await.unwrap();
         let mut out = p.http.request(method, format!("{}{path}", p.upstream)).body(body);
+        if let Some(a) = authorization {
+            out = out.header(http::header::AUTHORIZATION, a);
+        }
         if let Some(ct) = content_type {
             out = out.header(http::header::CONTENT_TYPE, ct);
         }
@@ -239,11 +245,19 @@ async fn recording_proxy(upstream: &str) -> (String, Requests) {
 fn corral_get_pages_through_lists_with_chunk_size() {
     let env = Env::start();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(seed(&Client::http(&env.url).unwrap(), COUNT));
+    rt.block_on(seed(
+        &Client::from_config(&corral_client::Config {
+            server: env.url.clone(),
+            token: Some(env.token.clone()),
+            ca_pem: None,
+        })
+        .unwrap(),
+        COUNT,
+    ));
     let (proxy, requests) = rt.block_on(recording_proxy(&env.url));
     let get = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["--server", &proxy, "get", "configmaps", "-n", NS])
+            .args(["--server", &proxy, "--token", &env.token, "get", "configmaps", "-n", NS])
             .args(extra)
             .env_remove("CORRAL_SERVER")
             .env_remove("RUST_LOG")
@@ -284,7 +298,7 @@ fn corral_get_pages_through_lists_with_chunk_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflector_lists_in_pages_then_watches_from_the_list() {
     let server = TestServer::start().await;
-    let (client, requests) = recording_client(&server.base);
+    let (client, requests) = recording_client(&server);
     seed(&client, COUNT).await;
     requests.take_lists();
 
@@ -345,10 +359,12 @@ async fn a_list_whose_snapshot_expires_between_pages_restarts_from_the_first_pag
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), Options::default()).unwrap());
     let dyn_store: Arc<dyn Storage> = store.clone();
-    let router = app(AppState::new(dyn_store, Arc::new(Registry::builtin())));
+    let state = AppState::new(dyn_store, Arc::new(Registry::builtin()));
+    state.load_policy().await.unwrap();
+    let router = app(state);
     let requests = Requests::default();
     let transport = CompactBeforeSecondPage {
-        inner: InProcess::new(router),
+        inner: InProcess::new(router, Identity::admin()),
         store: store.clone(),
         done: Mutex::new(false),
         requests: requests.clone(),

@@ -47,13 +47,16 @@ async fn kill_9_of_server_during_http_write_storm_loses_no_acknowledged_write() 
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let url = format!("{base}/apis/corral.dev/v1/namespaces/default/configmaps");
-    let http = reqwest::Client::new();
+    let mut http = reqwest::Client::new();
     let acked: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let mut max_rev = 0u64;
 
     for round in 0..2 {
         let mut server = start(dir.path(), port);
         wait_healthy(&http, &base).await;
+        // The administrator's credential the server wrote (kept across restarts).
+        let admin = corral_client::Config::from_kubeconfig(&dir.path().join("admin.conf")).expect("admin.conf");
+        http = corral_testkit::authorized_http(&admin.token.expect("a token"));
         let (kill_tx, kill_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for c in 0..CLIENTS {

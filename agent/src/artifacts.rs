@@ -28,7 +28,17 @@ pub struct ArtifactPolicy {
     /// the list a task could copy `/etc/shadow` or the agent's own environment into
     /// its sandbox.
     pub file_dirs: Vec<PathBuf>,
+    /// Internal address ranges `http(s)` artifacts may still come from (`corral agent
+    /// --artifact-allow-net`); none by default (see [`crate::net_guard`]).
+    pub allowed_nets: Vec<crate::net_guard::Cidr>,
+    /// Largest artifact downloaded; `None`: [`DEFAULT_MAX_BYTES`].
+    pub max_bytes: Option<u64>,
 }
+
+/// Largest artifact downloaded unless the agent says otherwise: 4 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
+/// Redirects followed before a download fails.
+pub const MAX_REDIRECTS: usize = 5;
 
 impl ArtifactPolicy {
     /// The file `path` names, with links resolved, if it lies in an allowed directory.
@@ -96,7 +106,7 @@ async fn fetch_one(a: &Artifact, sandbox: &Path, policy: &ArtifactPolicy) -> Res
             .await
             .map_err(|e| fail(format!("copy task failed: {e}")))??
     } else if a.uri.starts_with("http://") || a.uri.starts_with("https://") {
-        download(&a.uri, &tmp).await.map_err(fail)?
+        download(&a.uri, &tmp, policy).await.map_err(fail)?
     } else {
         return Err(fail("unsupported scheme: use http://, https:// or file://".into()));
     };
@@ -150,16 +160,47 @@ fn file_name(a: &Artifact) -> std::result::Result<String, String> {
 }
 
 /// Streams `uri` into a new file `dst`, returning the sha256 hex.
-async fn download(uri: &str, dst: &Path) -> std::result::Result<String, String> {
+async fn download(uri: &str, dst: &Path, policy: &ArtifactPolicy) -> std::result::Result<String, String> {
+    let nets = std::sync::Arc::new(crate::net_guard::NetPolicy { allowed: policy.allowed_nets.clone() });
+    let url = reqwest::Url::parse(uri).map_err(|e| format!("not a URL: {e}"))?;
+    if let Some(why) = crate::net_guard::literal_ip(&url).and_then(|ip| nets.refuse(ip)) {
+        return Err(why);
+    }
+    let on_redirect = nets.clone();
     let client = reqwest::Client::builder()
+        .no_proxy()
         .connect_timeout(std::time::Duration::from_secs(30))
         // No overall limit (artifacts can be big), but a stalled server fails the task.
         .read_timeout(std::time::Duration::from_secs(120))
+        .dns_resolver(std::sync::Arc::new(crate::net_guard::GuardedResolver::new(nets)))
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            match crate::net_guard::literal_ip(attempt.url()).and_then(|ip| on_redirect.refuse(ip)) {
+                Some(why) => {
+                    let message = format!("redirected to {}: {why}", attempt.url());
+                    attempt.error(message)
+                }
+                None => attempt.follow(),
+            }
+        }))
         .build()
         .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-    let resp = client.get(uri).send().await.map_err(|e| format!("request failed: {e}"))?;
+    let resp = client.get(url).send().await.map_err(|e| {
+        // The guard's reason is the root of the chain; say it, not "error sending request".
+        let mut root: &dyn std::error::Error = &e;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        format!("request failed: {root}")
+    })?;
     if !resp.status().is_success() {
         return Err(format!("server answered {}", resp.status()));
+    }
+    let limit = policy.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(format!("the artifact is larger than the agent's limit of {limit} bytes"));
     }
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
@@ -171,8 +212,13 @@ async fn download(uri: &str, dst: &Path) -> std::result::Result<String, String> 
         .map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
     let mut hasher = Sha256::new();
     let mut body = resp.bytes_stream();
+    let mut received = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| format!("download interrupted: {e}"))?;
+        received += chunk.len() as u64;
+        if received > limit {
+            return Err(format!("the artifact is larger than the agent's limit of {limit} bytes"));
+        }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
     }

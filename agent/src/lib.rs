@@ -16,6 +16,7 @@ pub mod image;
 pub mod layout;
 pub mod logs;
 pub mod metrics;
+pub mod net_guard;
 pub mod node;
 pub mod runtime;
 pub mod tasks;

@@ -21,6 +21,27 @@ fn lookup(passwd: &str, name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// The namespace label naming its task security level (as the server's admission).
+pub const TASK_SECURITY_LABEL: &str = "corral.dev/task-security";
+/// Who runs a task nobody chose a user for: `nobody`.
+pub const UNPRIVILEGED: (u32, u32) = (65534, 65534);
+
+/// The user a task runs as: the one it asks for, else its image's if not root, else
+/// [`UNPRIVILEGED`]. Root only when asked for, and only in a privileged namespace.
+///
+/// # Errors
+/// [`Error::Invalid`] when the task asks for uid 0 (by number or by a name that maps
+/// to it) outside a privileged namespace.
+pub fn effective(asked: Option<(u32, u32)>, image: Option<(u32, u32)>, privileged: bool) -> Result<(u32, u32)> {
+    match asked {
+        Some((0, _)) if !privileged => {
+            Err(Error::Invalid("spec.user: uid 0 (root) is allowed only in a privileged namespace".into()))
+        }
+        Some(ids) => Ok(ids),
+        None => Ok(image.filter(|(uid, _)| *uid != 0).unwrap_or(UNPRIVILEGED)),
+    }
+}
+
 /// Resolves a user of a container, looking names up in the image's `/etc/passwd`.
 /// That file is opened without following symlinks, since the image is untrusted.
 pub fn resolve_in_rootfs(user: &str, rootfs: &Path) -> Result<(u32, u32)> {
@@ -61,6 +82,17 @@ fn open_nofollow(path: &Path) -> std::io::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tasks_run_as_root_only_when_asked_in_a_privileged_namespace() {
+        use super::{UNPRIVILEGED, effective};
+        assert_eq!(effective(None, None, true).unwrap(), UNPRIVILEGED);
+        assert_eq!(effective(None, Some((0, 0)), true).unwrap(), UNPRIVILEGED, "an image's root is not taken");
+        assert_eq!(effective(None, Some((101, 101)), false).unwrap(), (101, 101));
+        assert_eq!(effective(Some((1000, 5)), Some((101, 101)), false).unwrap(), (1000, 5));
+        assert_eq!(effective(Some((0, 0)), None, true).unwrap(), (0, 0));
+        assert!(effective(Some((0, 0)), None, false).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -45,8 +45,17 @@ pub async fn run_agent_bench(opts: AgentBenchOptions) -> anyhow::Result<()> {
     let server = start_corral(&dir.path().join("data")).await?;
     let url = format!("http://{}", server.addr);
     let agent = start_agent(&url, &work)?;
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().default_headers(super::procs::auth_headers()).build()?;
     wait_node(&http, &url).await?;
+    // The native tasks run on the host: their namespace must allow it.
+    let privileged = serde_json::json!({"metadata": {"labels": {"corral.dev/task-security": "privileged"}}});
+    let r = http
+        .patch(format!("{url}/apis/corral.dev/v1/namespaces/default"))
+        .header("content-type", "application/merge-patch+json")
+        .body(privileged.to_string())
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "labelling namespace default privileged: {}", r.status());
     println!(
         "corral bench agent: {} busybox tasks (image {}) and {} native tasks, one at a time; {} cores",
         opts.tasks,

@@ -87,7 +87,11 @@ pub async fn run_controller_bench(opts: ControllerBenchOptions) -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let server = start_corral(&dir.path().join("corral")).await?;
     let url = format!("http://{}", server.addr);
-    let client = Client::http(&url)?;
+    let client = Client::from_config(&corral_client::Config {
+        server: url.clone(),
+        token: super::procs::admin_token(),
+        ca_pem: None,
+    })?;
     Api::all(client.clone()).create(&BenchItem::custom_resource_definition()).await?;
     let mut served = false;
     for _ in 0..200 {

@@ -9,6 +9,27 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+/// The administrator's token of the last `corral server` started (from the
+/// `admin.conf` it writes); `None` for a server that writes none (an older build, run
+/// through `CORRAL_BIN`, for a side-by-side figure).
+static TOKEN: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Headers every bench client sends: the administrator's token, when there is one.
+pub fn auth_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = TOKEN.read().ok().and_then(|t| t.clone())
+        && let Ok(v) = format!("Bearer {t}").parse()
+    {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    headers
+}
+
+/// The administrator's token of the last server started, if any.
+pub fn admin_token() -> Option<String> {
+    TOKEN.read().ok().and_then(|t| t.clone())
+}
+
 /// A child process killed on drop.
 pub struct Proc {
     child: Child,
@@ -92,6 +113,10 @@ pub async fn start_corral_with(data_dir: &Path, extra: &[String]) -> anyhow::Res
         if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await
             && r.status().is_success()
         {
+            let token = corral_client::Config::from_kubeconfig(&data_dir.join("admin.conf")).ok().and_then(|c| c.token);
+            if let Ok(mut t) = TOKEN.write() {
+                *t = token;
+            }
             return Ok(proc);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -103,9 +128,13 @@ pub async fn start_corral_with(data_dir: &Path, extra: &[String]) -> anyhow::Res
 pub fn start_agent(url: &str, work: &Path) -> anyhow::Result<Proc> {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let listen = addr.to_string();
-    let args: [&OsStr; 9] = [
+    // An administrator may join a node directly (no join token needed).
+    let token = admin_token().unwrap_or_default();
+    let args: [&OsStr; 11] = [
         "--server".as_ref(),
         url.as_ref(),
+        "--token".as_ref(),
+        token.as_ref(),
         "agent".as_ref(),
         "--name".as_ref(),
         "bench".as_ref(),

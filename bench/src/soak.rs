@@ -265,7 +265,7 @@ impl Counters {
 
 /// A builder of the HTTP/1.1 clients of the run.
 fn http1() -> reqwest::ClientBuilder {
-    reqwest::Client::builder().http1_only().pool_idle_timeout(POOL_IDLE)
+    reqwest::Client::builder().http1_only().pool_idle_timeout(POOL_IDLE).default_headers(super::procs::auth_headers())
 }
 
 /// An HTTP/1.1 client of the server's API.

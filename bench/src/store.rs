@@ -104,9 +104,18 @@ impl Corral {
     fn new(base: String) -> anyhow::Result<Self> {
         let mut h2 = Vec::with_capacity(H2_CONNECTIONS);
         for _ in 0..H2_CONNECTIONS {
-            h2.push(reqwest::Client::builder().http2_prior_knowledge().build()?);
+            h2.push(
+                reqwest::Client::builder()
+                    .http2_prior_knowledge()
+                    .default_headers(super::procs::auth_headers())
+                    .build()?,
+            );
         }
-        let http1 = reqwest::Client::builder().http1_only().pool_max_idle_per_host(1024).build()?;
+        let http1 = reqwest::Client::builder()
+            .http1_only()
+            .pool_max_idle_per_host(1024)
+            .default_headers(super::procs::auth_headers())
+            .build()?;
         Ok(Corral { h2, http1, use_http1: false, base })
     }
 

@@ -11,7 +11,9 @@
 //!
 //! ```sh
 //! corral apply -f examples/tenant-controller/crd.yaml        # or: … -- crd | corral apply -f -
-//! cargo run --example tenant-controller -- --server http://127.0.0.1:7070 [--metrics-listen 127.0.0.1:9100]
+//! corral apply -f examples/tenant-controller/rbac.yaml       # its own least-privilege identity
+//! TOKEN=$(corral token create --service-account corral-system/tenant-controller --ttl 0)
+//! cargo run --example tenant-controller -- --token "$TOKEN" [--server URL] [--metrics-listen 127.0.0.1:9100]
 //! corral apply -f examples/tenant-controller/tenant.yaml
 //! corral get tenants; corral get cm -n tenant-payments
 //! ```
@@ -165,10 +167,19 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     corral_telemetry::logging::init("info");
-    let server = arg("--server")
-        .or_else(|| std::env::var("CORRAL_SERVER").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:7070".to_string());
-    let client = Client::http(&server)?;
+    // As the CLI: the configuration file (~/.corral/config), overridden by flags and
+    // the environment.
+    let mut config = corral_client::Config::infer()?.unwrap_or_default();
+    if let Some(server) = arg("--server").or_else(|| std::env::var("CORRAL_SERVER").ok()) {
+        config.server = server;
+    }
+    if config.server.is_empty() {
+        config.server = "http://127.0.0.1:7070".to_string();
+    }
+    if let Some(token) = arg("--token").or_else(|| std::env::var("CORRAL_TOKEN").ok()) {
+        config.token = Some(token);
+    }
+    let client = Client::from_config(&config)?;
     let identity = arg("--leader-elect");
     let config = ManagerConfig {
         leader_election: identity.is_some(),

@@ -16,6 +16,8 @@
 
 #![warn(missing_docs)]
 
+mod admission;
+pub mod auth;
 mod body;
 mod connections;
 mod crd;
@@ -85,6 +87,12 @@ pub struct ServerConfig {
     /// How long a connection's writes may wait on a peer that reads nothing before
     /// the connection is closed (a watcher that stopped reading, a dead client).
     pub write_stall_timeout: Duration,
+    /// Where the administrator's credential (a kubeconfig file) is kept; `None`:
+    /// `admin.conf` in the data directory. Written at start unless it already holds
+    /// a token the store knows.
+    pub admin_kubeconfig: Option<PathBuf>,
+    /// Where to append the audit log (JSON lines); `None`: no audit log.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +108,8 @@ impl Default for ServerConfig {
             connections: None,
             max_watches_per_client: watch_limits::DEFAULT_MAX_WATCHES_PER_CLIENT,
             write_stall_timeout: Duration::from_secs(30),
+            admin_kubeconfig: None,
+            audit_log: None,
         }
     }
 }
@@ -131,6 +141,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The administrator's credential or the audit log could not be set up.
+    #[error("{0}")]
+    Auth(String),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
@@ -159,12 +172,15 @@ pub struct AppState {
     closing: CancellationToken,
     /// Open watches by client.
     watches: Arc<watch_limits::WatchLimits>,
+    /// Tokens, roles and bindings, and the audit log.
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
     /// State serving `registry`'s kinds from `store`, with fresh metrics.
     pub fn new(store: Arc<dyn Storage>, registry: Arc<Registry>) -> Self {
-        let metrics = Arc::new(Metrics::new(store.clone()));
+        let auth = Arc::new(auth::Auth::new());
+        let metrics = Arc::new(Metrics::new(store.clone(), &auth));
         AppState {
             store,
             registry,
@@ -172,7 +188,19 @@ impl AppState {
             extra_metrics: Arc::default(),
             closing: CancellationToken::new(),
             watches: Arc::new(watch_limits::WatchLimits::new(watch_limits::DEFAULT_MAX_WATCHES_PER_CLIENT)),
+            auth,
         }
+    }
+
+    /// Writes the built-in roles and bindings if missing, loads the authorization
+    /// policy and keeps it current until [`AppState::close_watches`]. Until this
+    /// runs, every request is denied.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn load_policy(&self) -> Result<tokio::task::JoinHandle<()>, corral_store::Error> {
+        auth::bootstrap::ensure_roles(self.store.as_ref()).await?;
+        self.auth.index.start(self.store.clone(), self.closed()).await
     }
 
     /// Ends every watch stream opened through this state (and any opened later).
@@ -203,7 +231,11 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/compact", post(ops::compact).fallback(method_not_allowed))
         .route("/admin/revision", get(ops::revision).fallback(method_not_allowed))
         .route("/admin/snapshot", get(ops::snapshot).fallback(method_not_allowed))
+        .route(auth::join::PATH, post(auth::join::join).fallback(method_not_allowed))
+        .route("/auth/whoami", get(auth::join::whoami).fallback(method_not_allowed))
+        .route("/auth/can-i", post(auth::join::can_i).fallback(method_not_allowed))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
@@ -229,6 +261,12 @@ pub struct RunningServer {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Watches custom resource definitions; holds the store too.
     crds: Option<tokio::task::JoinHandle<()>>,
+    /// Keeps the authorization policy current; holds the store too.
+    policy: Option<tokio::task::JoinHandle<()>>,
+    /// The administrator's token (as written to the admin kubeconfig).
+    admin_token: String,
+    /// Where the administrator's kubeconfig was written.
+    admin_kubeconfig: PathBuf,
 }
 
 impl RunningServer {
@@ -238,13 +276,44 @@ impl RunningServer {
     }
 
     /// A client of this server that hands requests straight to its router: same
-    /// validation and semantics as over HTTP, no socket. What controllers running in
-    /// the same process use.
+    /// validation and semantics as over HTTP, no socket, acting as the controller
+    /// manager (`system:controller-manager`, bound to the `controller-manager` role).
+    /// What controllers running in the same process use.
     ///
     /// Drop its clones before [`RunningServer::shutdown`]: they hold the store open.
     pub fn client(&self) -> corral_client::Client {
+        self.client_as(auth::Identity::controller_manager())
+    }
+
+    /// An in-process client acting as `identity`.
+    pub fn client_as(&self, identity: auth::Identity) -> corral_client::Client {
         let router = self.router.clone().unwrap_or_default();
-        corral_client::Client::new(Arc::new(in_process::InProcess::new(router)))
+        corral_client::Client::new(Arc::new(in_process::InProcess::new(router, identity)))
+    }
+
+    /// The administrator's bearer token (what the admin kubeconfig holds).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// Where the administrator's kubeconfig is.
+    pub fn admin_kubeconfig(&self) -> &std::path::Path {
+        &self.admin_kubeconfig
+    }
+
+    /// Mints node `name`'s own credential (what joining with a join token gives),
+    /// revoking its earlier ones; for the agent of `corral up`.
+    ///
+    /// # Errors
+    /// [`Error::Auth`] if no credential could be stored.
+    pub async fn node_credential(&self, name: &str) -> Result<String> {
+        let state = self.state.as_ref().ok_or_else(|| Error::Auth("the server is stopping".into()))?;
+        let token =
+            auth::bootstrap::node_credential(state.store.as_ref(), name, "minted by the server for its own agent")
+                .await
+                .map_err(Error::Auth)?;
+        state.auth.index.caught_up(state.store.as_ref()).await;
+        Ok(token)
     }
 
     /// Serves `registry` at `/metrics` too (a controller manager in this process).
@@ -272,6 +341,11 @@ impl RunningServer {
             && let Err(e) = crds.await
         {
             tracing::warn!(error = %e, "custom resource definition task failed");
+        }
+        if let Some(policy) = self.policy.take()
+            && let Err(e) = policy.await
+        {
+            tracing::warn!(error = %e, "authorization policy task failed");
         }
         // The last holders of the store but for in-process clients.
         self.state = None;
@@ -331,13 +405,26 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     for ns in ["default", corral_api::kinds::node::NODE_LEASE_NAMESPACE] {
         ensure_namespace(dyn_store.as_ref(), ns).await.map_err(store_error)?;
     }
-    let mut state = AppState::new(dyn_store, Arc::new(Registry::builtin()));
+    let mut state = AppState::new(dyn_store.clone(), Arc::new(Registry::builtin()));
     state.watches = Arc::new(watch_limits::WatchLimits::new(cfg.max_watches_per_client));
+    if let Some(path) = &cfg.audit_log {
+        state
+            .auth
+            .audit
+            .open(path)
+            .map_err(|e| Error::Auth(format!("cannot open the audit log {}: {e}", path.display())))?;
+    }
     // Stored custom kinds are served before the first request.
     let crds = crd::start(&state).await.map_err(store_error)?;
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Listen { addr: cfg.listen, source })?;
+    let admin_kubeconfig = cfg.admin_kubeconfig.clone().unwrap_or_else(|| cfg.data_dir.join("admin.conf"));
+    let admin_token = auth::bootstrap::ensure_admin(dyn_store.as_ref(), &admin_kubeconfig, &format!("http://{addr}"))
+        .await
+        .map_err(|e| Error::Auth(format!("administrator credential {}: {e}", admin_kubeconfig.display())))?;
+    // Loaded after the administrator's token is stored, so that it works at once.
+    let policy = state.load_policy().await.map_err(store_error)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app(state.clone());
     let open_files = connections::raise_open_files_limit();
@@ -359,6 +446,9 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
         stop: Some(stop),
         task: Some(task),
         crds: Some(crds),
+        policy: Some(policy),
+        admin_token,
+        admin_kubeconfig,
     })
 }
 

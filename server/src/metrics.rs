@@ -50,8 +50,23 @@ fn duration_histogram() -> Histogram {
 
 impl Metrics {
     /// Metrics exporting `store`'s statistics alongside the request metrics.
-    pub fn new(store: Arc<dyn Storage>) -> Self {
+    pub fn new(store: Arc<dyn Storage>, auth: &crate::auth::Auth) -> Self {
         let mut registry = Registry::default();
+        registry.register(
+            "corral_authorization_denied",
+            "Authenticated requests refused as forbidden (403)",
+            auth.denied_counter(),
+        );
+        registry.register(
+            "corral_authentication_failed",
+            "Requests refused as unauthenticated (401): no credential, or one that proves nothing",
+            auth.unauthenticated_counter(),
+        );
+        registry.register(
+            "corral_audit_records_dropped",
+            "Audit records dropped because the audit log's writer fell behind",
+            auth.audit.dropped_counter(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("corral_http_requests", "HTTP requests served, by method and status code", requests.clone());
         let durations: DurationFamily = Family::new_with_constructor(duration_histogram);

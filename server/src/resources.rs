@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::AppState;
+use super::auth::Identity;
 use super::body;
 use super::error::{ApiError, ApiResult, StatusDetails};
 use super::path::{self, ApiPath, ResourcePath, Target};
@@ -54,6 +55,10 @@ pub(super) struct Ctx {
     pub field_manager: Option<String>,
     /// Where the request came from, when over the network.
     pub client: Option<ClientAddr>,
+    /// Who asks (established by [`crate::auth::guard`]).
+    pub identity: Arc<Identity>,
+    /// What part of the object the path addresses.
+    pub target: Target,
 }
 
 impl Ctx {
@@ -77,7 +82,8 @@ impl Ctx {
     pub async fn validate(&self, object: &Value) -> ApiResult<()> {
         let invalid = |causes| ApiError::invalid(&self.info, object_name(object), causes);
         if self.info.group == corral_api::GROUP {
-            return self.state.registry.validate(&self.info, object).map_err(invalid);
+            self.state.registry.validate(&self.info, object).map_err(invalid)?;
+            return super::admission::admit(self, object).await;
         }
         let (registry, info, copy) = (self.state.registry.clone(), self.info.clone(), object.clone());
         let check = tokio::task::spawn_blocking(move || registry.validate(&info, &copy));
@@ -193,12 +199,17 @@ pub(super) fn stale(ctx: &Ctx, name: &str, expected: u64, live: &StoredObject) -
 pub async fn dispatch(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
+    identity: Option<axum::Extension<Arc<Identity>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match route(state, client.map(|c| c.0), method, uri, headers, body).await {
+    // The guard in front of every route always sets the identity.
+    let Some(axum::Extension(identity)) = identity else {
+        return ApiError::unauthorized("this request was not authenticated").into_response();
+    };
+    match route(state, client.map(|c| c.0), identity, method, uri, headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -207,6 +218,7 @@ pub async fn dispatch(
 async fn route(
     state: AppState,
     client: Option<ClientAddr>,
+    identity: Arc<Identity>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -238,7 +250,12 @@ async fn route(
         dry_run: dry_run(params.dry_run.as_deref())?,
         field_manager: params.field_manager.clone(),
         client,
+        identity,
+        target: p.target,
     };
+    if let Some(node) = ctx.identity.node() {
+        super::auth::node::check_request(&ctx, node, p.target, &method, params.field_selector.as_deref()).await?;
+    }
     let content_length =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let result = match (p.target, method.as_str()) {

@@ -8,9 +8,9 @@ use futures::StreamExt;
 
 use super::args::{AdminCommand, SnapshotCommand};
 
-pub(crate) async fn run(server: &str, c: AdminCommand) -> anyhow::Result<u8> {
+pub(crate) async fn run(conn: &corral_client::Config, c: AdminCommand) -> anyhow::Result<u8> {
     match c {
-        AdminCommand::Snapshot(SnapshotCommand::Save { file }) => save(server, &file).await,
+        AdminCommand::Snapshot(SnapshotCommand::Save { file }) => save(conn, &file).await,
         AdminCommand::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
             let (revision, objects) = tokio::task::spawn_blocking(move || {
                 corral_store::snapshot::restore(&file, &data_dir)
@@ -23,8 +23,9 @@ pub(crate) async fn run(server: &str, c: AdminCommand) -> anyhow::Result<u8> {
     }
 }
 
-async fn save(server: &str, file: &std::path::Path) -> anyhow::Result<u8> {
-    let transport = HttpTransport::new(server)?;
+async fn save(conn: &corral_client::Config, file: &std::path::Path) -> anyhow::Result<u8> {
+    let server = &conn.server;
+    let transport = HttpTransport::with_config(conn)?;
     let request = http::Request::get("/admin/snapshot").body(bytes::Bytes::new())?;
     let mut resp = transport.send(request).await?;
     if !resp.status.is_success() {

@@ -35,7 +35,11 @@ pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
         runc: a.runc.clone(),
         shim_exe: shim_exe()?,
         concurrency: 8,
-        artifacts: corral_agent::artifacts::ArtifactPolicy { file_dirs: a.artifact_dir.clone() },
+        artifacts: corral_agent::artifacts::ArtifactPolicy {
+            file_dirs: a.artifact_dir.clone(),
+            allowed_nets: a.artifact_allow_net.clone(),
+            max_bytes: a.artifact_max_bytes,
+        },
     })
 }
 
@@ -57,9 +61,9 @@ fn shim_exe() -> anyhow::Result<std::path::PathBuf> {
     Ok(if small.is_file() { small } else { me })
 }
 
-pub(crate) async fn run(server: &str, a: AgentArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(conn: &corral_client::Config, a: AgentArgs) -> anyhow::Result<()> {
     let cfg = config(&a)?;
-    let client = corral_client::Client::http(server).with_context(|| format!("bad --server {server}"))?;
+    let client = node_client(conn, &cfg.name, &a.work_dir).await?;
     let shutdown = corral_runtime::CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -69,6 +73,89 @@ pub(crate) async fn run(server: &str, a: AgentArgs) -> anyhow::Result<()> {
         }
     });
     corral_agent::agent::run(client, cfg, shutdown).await.context("agent failed")
+}
+
+/// The file in the work dir holding the node's own credential.
+const CREDENTIAL_FILE: &str = "credential";
+
+/// A client acting as node `name`: with the credential saved in `work_dir`, else
+/// (or if the server no longer knows it) with one bought by joining with
+/// `conn.token`, which is then saved.
+async fn node_client(
+    conn: &corral_client::Config,
+    name: &str,
+    work_dir: &std::path::Path,
+) -> anyhow::Result<corral_client::Client> {
+    let saved_path = work_dir.join(CREDENTIAL_FILE);
+    if let Ok(saved) = std::fs::read_to_string(&saved_path) {
+        let with_saved = corral_client::Config { token: Some(saved.trim().to_string()), ..conn.clone() };
+        match who_am_i(&with_saved).await {
+            Ok(user) if user == format!("system:node:{name}") => {
+                return Ok(corral_client::Client::from_config(&with_saved)?);
+            }
+            Ok(user) => tracing::warn!(%user, "the saved credential is another node's; joining again"),
+            Err(e) if conn.token.is_some() => {
+                tracing::warn!(error = %e, "the saved credential is refused; joining again")
+            }
+            Err(e) => return Err(e).context(format!("the node credential in {} is refused", saved_path.display())),
+        }
+    }
+    if conn.token.is_none() {
+        anyhow::bail!(
+            "the agent has no credential yet: pass a join token with --token (`corral token create --join` on the \
+             control plane makes one)"
+        );
+    }
+    let transport = corral_client::HttpTransport::with_config(conn)?;
+    let body = serde_json::to_vec(&serde_json::json!({"node": name}))?;
+    let request = http::Request::post("/auth/join").header("content-type", "application/json").body(body.into())?;
+    let resp = corral_client::Transport::send(&transport, request).await?;
+    let status = resp.status;
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        anyhow::bail!("{} refused to join node {name:?} ({status}): {message}", conn.server);
+    }
+    let joined: serde_json::Value = serde_json::from_slice(&body).context("the join answer is not JSON")?;
+    let token = joined.get("token").and_then(|t| t.as_str()).context("the join answer holds no token")?;
+    write_private(&saved_path, token)?;
+    tracing::info!(node = name, "joined; the node's credential is saved in {}", saved_path.display());
+    Ok(corral_client::Client::from_config(&corral_client::Config { token: Some(token.to_string()), ..conn.clone() })?)
+}
+
+/// The user a credential authenticates as.
+async fn who_am_i(conn: &corral_client::Config) -> anyhow::Result<String> {
+    let transport = corral_client::HttpTransport::with_config(conn)?;
+    let resp = corral_client::Transport::send(&transport, http::Request::get("/auth/whoami").body(Default::default())?)
+        .await?;
+    let status = resp.status;
+    let body = resp.bytes().await?;
+    anyhow::ensure!(status.is_success(), "{status}");
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    Ok(v.get("user").and_then(|u| u.as_str()).unwrap_or_default().to_string())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,9 +9,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(name = "corral", version, about, propagate_version = true)]
 pub struct Cli {
-    /// URL of the Corral API server.
-    #[arg(long, global = true, env = "CORRAL_SERVER", default_value = "http://127.0.0.1:7070")]
-    pub server: String,
+    /// URL of the Corral API server; default: the configuration file's, else
+    /// http://127.0.0.1:7070.
+    #[arg(long, global = true, env = "CORRAL_SERVER")]
+    pub server: Option<String>,
+
+    /// Bearer token to authenticate with; default: the configuration file's. For
+    /// `corral agent`, the join token (`corral token create --join`).
+    #[arg(long, global = true, env = "CORRAL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Configuration file (kubeconfig format) with the server and a credential;
+    /// `corral up` writes one. Default: $CORRAL_CONFIG, else ~/.corral/config (used
+    /// when it exists).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -66,6 +78,83 @@ pub enum Command {
     Admin(AdminCommand),
     /// Print (and with -f, follow) a task's stdout or stderr.
     Logs(LogsArgs),
+    /// Create, list and revoke bearer tokens (for people, service accounts, and
+    /// nodes joining).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Inspect authorization: who am I, may I.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+/// `corral token` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: the server keeps only its hash).
+    Create(TokenCreateArgs),
+    /// List tokens (ids, users, expiry; never secrets).
+    List,
+    /// Revoke a token by id (the part before the dot).
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
+}
+
+/// Options of `corral token create`.
+#[derive(Args, Debug)]
+pub struct TokenCreateArgs {
+    /// A join token: it only joins a node (`corral agent --token`), which then
+    /// gets its own credential.
+    #[arg(long, conflicts_with_all = ["user", "group", "service_account"])]
+    pub join: bool,
+    /// The user the token authenticates as.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A group of the user (repeatable).
+    #[arg(long)]
+    pub group: Vec<String>,
+    /// A service account, `NAMESPACE/NAME`, instead of a user.
+    #[arg(long, conflicts_with = "user")]
+    pub service_account: Option<String>,
+    /// How long the token is valid: `30m`, `24h`, `7d`, or `0` for ever.
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
+    /// Why the token exists, shown by `corral token list`.
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+/// `corral auth` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    /// Whether a verb on a resource is allowed; prints yes or no, exits 0 or 1.
+    #[command(name = "can-i")]
+    CanI(CanIArgs),
+    /// Print the user and groups the credential authenticates as.
+    Whoami,
+}
+
+/// Options of `corral auth can-i`.
+#[derive(Args, Debug)]
+pub struct CanIArgs {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, or `*`.
+    pub verb: String,
+    /// The resource: a kind name (`tasks`, `Task`, `task`), optionally `KIND/NAME`,
+    /// with a subresource as `tasks/status`; or a path such as `/metrics`.
+    pub resource: String,
+    /// Namespace (namespaced kinds); `default` when not given.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Across all namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Ask for this user instead (needs cluster-admin).
+    #[arg(long = "as")]
+    pub as_user: Option<String>,
+    /// A group of the --as user (repeatable).
+    #[arg(long = "as-group")]
+    pub as_group: Vec<String>,
 }
 
 /// Options of `corral agent` (and of the agent inside `corral up`).
@@ -113,6 +202,16 @@ pub struct AgentArgs {
     /// default: the agent reads as root, so `file://` is refused until allowed.
     #[arg(long, value_name = "DIR")]
     pub artifact_dir: Vec<PathBuf>,
+
+    /// An internal address range (`10.0.0.0/8`, `127.0.0.1`) http(s) artifacts may
+    /// come from (repeatable). None by default: loopback, link-local (cloud metadata)
+    /// and private addresses are refused, redirects and DNS answers included.
+    #[arg(long, value_name = "CIDR")]
+    pub artifact_allow_net: Vec<corral_agent::net_guard::Cidr>,
+
+    /// Largest artifact downloaded, e.g. 512Mi. Default: 4Gi.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub artifact_max_bytes: Option<u64>,
 }
 
 /// `corral admin` subcommands.
@@ -243,6 +342,21 @@ pub struct ServeArgs {
     /// the server closes it (a watcher that stopped reading). Default: 30.
     #[arg(long, value_name = "SECONDS")]
     pub write_stall_timeout: Option<u64>,
+
+    /// Where the administrator's credential (kubeconfig format) is kept. Default:
+    /// admin.conf in the data directory. `corral up` also copies it to the CLI's
+    /// configuration file (--kubeconfig, else ~/.corral/config).
+    #[arg(long, value_name = "FILE")]
+    pub admin_kubeconfig: Option<PathBuf>,
+
+    /// Where the audit log (JSON lines: who, verb, object, result) is appended.
+    /// Default: audit.log in the data directory.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Keep no audit log.
+    #[arg(long, conflicts_with = "audit_log")]
+    pub no_audit_log: bool,
 
     #[command(flatten)]
     pub controllers: ManagerArgs,

@@ -34,8 +34,8 @@ pub(crate) fn manager(
 }
 
 /// `corral controllers`: the manager against a remote server, until SIGINT/SIGTERM.
-pub(crate) async fn run(server: &str, a: ControllersArgs) -> anyhow::Result<()> {
-    let client = corral_client::Client::http(server).with_context(|| format!("bad --server {server}"))?;
+pub(crate) async fn run(conn: &corral_client::Config, a: ControllersArgs) -> anyhow::Result<()> {
+    let client = corral_client::Client::from_config(conn).with_context(|| format!("bad --server {}", conn.server))?;
     let identity =
         a.identity.clone().unwrap_or_else(|| format!("{}-{}", corral_agent::node::hostname(), std::process::id()));
     let Some(manager) = manager(client, &a.manager, &identity)? else {

@@ -29,7 +29,9 @@ pub mod output;
 mod admin;
 mod agent;
 mod apply;
+mod auth;
 mod bench;
+mod connection;
 mod controllers;
 mod delete;
 mod describe;
@@ -117,12 +119,12 @@ pub(crate) fn error_text(e: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let server = cli.server;
-    let ctx = || Ctx::new(&server);
+    let conn = connection::resolve(&cli)?;
+    let ctx = || Ctx::new(&conn);
     match cli.command {
-        Command::Up(a) => serve::run(a, serve::Role::Everything).await.map(|()| 0),
-        Command::Server(a) => serve::run(a, serve::Role::ControlPlane).await.map(|()| 0),
-        Command::Controllers(a) => controllers::run(&server, a).await.map(|()| 0),
+        Command::Up(a) => serve::run(a, serve::Role::Everything, cli.kubeconfig.clone()).await.map(|()| 0),
+        Command::Server(a) => serve::run(a, serve::Role::ControlPlane, None).await.map(|()| 0),
+        Command::Controllers(a) => controllers::run(&conn, a).await.map(|()| 0),
         Command::Apply(a) => apply::run(&ctx()?, a).await,
         Command::Get(a) => get::run(&ctx()?, a).await,
         Command::Describe(a) => describe::run(&ctx()?, a).await,
@@ -130,10 +132,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Diff(a) => diff::run(&ctx()?, a).await,
         Command::Explain(a) => explain::run(&ctx()?, a).await,
         Command::ApiResources => get::api_resources(&ctx()?).await,
-        Command::Agent(a) => agent::run(&server, a).await.map(|()| 0),
+        Command::Agent(a) => agent::run(&conn, a).await.map(|()| 0),
         Command::Image(c) => image::run(c).await,
-        Command::Admin(c) => admin::run(&server, c).await,
+        Command::Admin(c) => admin::run(&conn, c).await,
         Command::Logs(a) => logs::run(&ctx()?, a).await,
+        Command::Token(c) => auth::token(&ctx()?, c).await,
+        Command::Auth(c) => auth::auth(&ctx()?, &conn, c).await,
         Command::Bench { args } => Ok(bench::run(&args)),
     }
 }
@@ -145,8 +149,8 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn new(server: &str) -> anyhow::Result<Self> {
-        Ok(Ctx { client: Client::http(server)?, kinds: OnceCell::new() })
+    fn new(conn: &corral_client::Config) -> anyhow::Result<Self> {
+        Ok(Ctx { client: Client::from_config(conn)?, kinds: OnceCell::new() })
     }
 
     /// Every served kind (`GET /kinds`), fetched on first use.

@@ -16,7 +16,15 @@ pub(crate) enum Role {
     ControlPlane,
 }
 
-pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {}: beyond loopback, bearer tokens would cross the network in clear text, and \
+             this build serves no TLS yet; listen on 127.0.0.1 (and reach it through an SSH tunnel or a \
+             TLS-terminating proxy)",
+            args.listen
+        );
+    }
     let defaults = ServerConfig::default();
     let cfg = ServerConfig {
         listen: args.listen,
@@ -30,6 +38,12 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
             .write_stall_timeout
             .map(std::time::Duration::from_secs)
             .unwrap_or(defaults.write_stall_timeout),
+        admin_kubeconfig: args.admin_kubeconfig.clone(),
+        audit_log: if args.no_audit_log {
+            None
+        } else {
+            Some(args.audit_log.clone().unwrap_or_else(|| args.data_dir.join("audit.log")))
+        },
         ..defaults
     };
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
@@ -44,6 +58,20 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
     }
     let data_dir = cfg.data_dir.clone();
     let server = corral_server::start(cfg).await?;
+    tracing::info!(path = %server.admin_kubeconfig().display(), "administrator credential");
+    if role == Role::Everything {
+        // The all-in-one system is the user's own: its credential becomes the CLI's.
+        let path = kubeconfig.or_else(corral_client::credentials::default_config_path);
+        if let Some(path) = path {
+            let config = corral_client::Config {
+                server: format!("http://{}", server.addr()),
+                token: Some(server.admin_token().to_string()),
+                ca_pem: None,
+            };
+            config.write_kubeconfig(&path, "corral").with_context(|| "cannot write the CLI's configuration")?;
+            tracing::info!(path = %path.display(), "the CLI's configuration now points at this cluster as admin");
+        }
+    }
     // The manager beside this server keeps one identity across restarts, so that a
     // restarted server leads again at once instead of waiting out its own lease.
     let identity = format!("{}/{}", corral_agent::node::hostname(), server.addr());
@@ -66,7 +94,12 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
             ..defaults
         };
         let cfg = super::agent::config(&agent_args)?;
-        let client = corral_client::Client::http(&format!("http://{}", server.addr()))?;
+        let token = server.node_credential(&cfg.name).await.context("cannot make the local agent's credential")?;
+        let client = corral_client::Client::from_config(&corral_client::Config {
+            server: format!("http://{}", server.addr()),
+            token: Some(token),
+            ca_pem: None,
+        })?;
         Some(corral_agent::agent::start(client, cfg).await.context("cannot start the local agent")?)
     } else {
         None

@@ -15,7 +15,7 @@ mod eventually;
 mod server;
 
 pub use eventually::{eventually, eventually_blocking, within_patience};
-pub use server::{Options, TestServer};
+pub use server::{Options, TestServer, authorized_http};
 
 use std::time::Duration;
 

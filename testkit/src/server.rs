@@ -42,6 +42,8 @@ pub struct TestServer {
     manager: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The administrator's bearer token.
+    pub token: String,
     dir: tempfile::TempDir,
     options: Options,
 }
@@ -68,6 +70,7 @@ impl TestServer {
         };
         let server = corral_server::start(cfg).await.expect("server starts");
         let base = format!("http://{}", server.addr());
+        let token = server.admin_token().to_string();
         let config = corral_controllers::Config::with_node_grace_period(options.node_grace_period);
         let controllers = corral_controllers::builtin(&config, &options.controllers);
         let manager = (!controllers.is_empty()).then(|| {
@@ -81,7 +84,7 @@ impl TestServer {
             let stop = CancellationToken::new();
             (stop.clone(), tokio::spawn(manager.run(stop)))
         });
-        TestServer { server: Some(server), manager, base, dir, options }
+        TestServer { server: Some(server), manager, base, token, dir, options }
     }
 
     /// `http://127.0.0.1:PORT` + `path`.
@@ -89,9 +92,75 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
-    /// A client of the server over HTTP.
+    /// A client of the server over HTTP, as the administrator.
     pub fn client(&self) -> corral_client::Client {
-        corral_client::Client::http(&self.base).expect("the test server's URL")
+        corral_client::Client::from_config(&self.config()).expect("the test server's URL")
+    }
+
+    /// The server's URL with the administrator's token.
+    pub fn config(&self) -> corral_client::Config {
+        corral_client::Config { server: self.base.clone(), token: Some(self.token.clone()), ca_pem: None }
+    }
+
+    /// A client of the server over HTTP with `token` (or none).
+    pub fn client_with(&self, token: Option<&str>) -> corral_client::Client {
+        let config = corral_client::Config { token: token.map(str::to_string), ..self.config() };
+        corral_client::Client::from_config(&config).expect("the test server's URL")
+    }
+
+    /// A new join token (valid for an hour), made as the administrator.
+    pub async fn join_token(&self) -> String {
+        let token = corral_client::BearerToken::generate().expect("token");
+        let expiration = std::time::SystemTime::now() + Duration::from_secs(3600);
+        let secs = expiration.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+        let object = serde_json::json!({
+            "apiVersion": "corral.dev/v1",
+            "kind": "Token",
+            "metadata": {"name": token.id},
+            "spec": {
+                "user": format!("system:bootstrap:{}", token.id),
+                "purpose": "Join",
+                "expiration": rfc3339(secs),
+                "secretHash": token.secret_hash(),
+            },
+        });
+        let client = self.client();
+        let kind = client.kind("tokens").await.expect("tokens are served");
+        client.create(&kind, &object, &Default::default()).await.expect("join token stored");
+        token.expose()
+    }
+
+    /// The credential node `name` gets by joining (with a fresh join token).
+    pub async fn node_token(&self, name: &str) -> String {
+        let join = self.join_token().await;
+        let resp = authorized_http(&join)
+            .post(self.url("/auth/join"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"node": name}).to_string())
+            .send()
+            .await
+            .expect("join is answered");
+        assert!(resp.status().is_success(), "join {name}: {}", resp.status());
+        let body: serde_json::Value =
+            serde_json::from_slice(&resp.bytes().await.expect("join body")).expect("join answer is JSON");
+        body["token"].as_str().expect("a node token").to_string()
+    }
+
+    /// Labels namespace `ns` with the task security level `level` (`privileged` lets
+    /// its tasks run natively on the host, as root, with `file://` artifacts).
+    pub async fn set_task_security(&self, ns: &str, level: &str) {
+        let client = self.client();
+        let kind = client.kind("namespaces").await.expect("namespaces are served");
+        let patch = serde_json::json!({"metadata": {"labels": {"corral.dev/task-security": level}}});
+        client
+            .patch(&kind, None, ns, corral_client::Patch::Merge(&patch), &Default::default())
+            .await
+            .expect("namespace labelled");
+    }
+
+    /// A reqwest client sending the administrator's token with every request.
+    pub fn http(&self) -> reqwest::Client {
+        authorized_http(&self.token)
     }
 
     /// The test's own directory (the store is in `data/` below it).
@@ -131,6 +200,32 @@ impl TestServer {
             s.shutdown().await.expect("clean shutdown");
         }
     }
+}
+
+/// `secs` since the epoch as RFC 3339 (UTC), without a date library.
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A reqwest client (without proxies) sending `token` with every request.
+pub fn authorized_http(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value: reqwest::header::HeaderValue = format!("Bearer {token}").parse().expect("a token fits a header");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().no_proxy().default_headers(headers).build().expect("client")
 }
 
 impl Drop for TestServer {

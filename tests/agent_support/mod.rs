@@ -22,6 +22,8 @@ pub struct Cluster {
     /// Extra `corral agent` arguments.
     pub agent_args: Vec<String>,
     http: reqwest::Client,
+    /// What the agent joins with (once; it keeps its own credential after).
+    join_token: String,
 }
 
 impl Cluster {
@@ -36,6 +38,11 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = TestServer::start_with(|o| o.node_grace_period = grace).await;
         let url = server.base.clone();
+        // Most tests here run native tasks and file:// artifacts: their namespace
+        // allows them. The restricted default has tests of its own.
+        server.set_task_security("default", "privileged").await;
+        let join_token = server.join_token().await;
+        let http = server.http();
         let work = dir.path().join("agent");
         let store = corral_agent::image::ImageStore::open(work.join("images")).expect("image store");
         let archive = dir.path().join("busybox.tar");
@@ -48,11 +55,17 @@ impl Cluster {
             node: node.to_string(),
             agent: None,
             agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
-            http: reqwest::Client::new(),
+            http,
+            join_token,
         };
         c.start_agent();
         c.wait_node_registered().await;
         c
+    }
+
+    /// The administrator's token.
+    pub fn admin_token(&self) -> String {
+        self.server.as_ref().map(|s| s.token.clone()).unwrap_or_default()
     }
 
     /// The agent's work dir.
@@ -68,13 +81,16 @@ impl Cluster {
             .open(self.dir.path().join("agent.log"))
             .expect("agent log");
         let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["--server", &self.url, "agent", "--name", &self.node, "--heartbeat-interval", "1"])
+            .args(["--server", &self.url, "--token", &self.join_token])
+            .args(["agent", "--name", &self.node, "--heartbeat-interval", "1"])
             .arg("--work-dir")
             .arg(self.work_dir())
             .args(["--listen", "127.0.0.1:0", "--log-max-bytes", "65536"])
             // The tests' own files; nothing else on the host.
             .arg("--artifact-dir")
             .arg(self.dir.path().join("artifacts"))
+            // The tests' artifact servers listen on loopback.
+            .args(["--artifact-allow-net", "127.0.0.0/8"])
             .args(&self.agent_args)
             .env("RUST_LOG", "info,corral_agent=debug")
             .stdin(Stdio::null())

@@ -17,7 +17,7 @@ pub struct TestServer {
     inner: corral_testkit::TestServer,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
-    /// Client without proxies.
+    /// Client without proxies, sending the administrator's token.
     pub client: reqwest::Client,
 }
 
@@ -29,12 +29,16 @@ impl TestServer {
 
     /// Starts a control plane after letting the test adjust its settings.
     pub async fn start_with(adjust: impl FnOnce(&mut Options)) -> Self {
-        Self::wrap(corral_testkit::TestServer::start_with(adjust).await)
+        let inner = corral_testkit::TestServer::start_with(adjust).await;
+        // These tests write native tasks (none runs: there is no agent); the
+        // restricted default has tests of its own (security_*.rs, agent_security.rs).
+        inner.set_task_security("default", "privileged").await;
+        Self::wrap(inner)
     }
 
     fn wrap(inner: corral_testkit::TestServer) -> Self {
         let base = inner.base.clone();
-        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let client = inner.http();
         TestServer { inner, base, client }
     }
 
@@ -49,9 +53,19 @@ impl TestServer {
         self.inner.stop().await;
     }
 
-    /// A Corral client of the server.
+    /// A Corral client of the server, as the administrator.
     pub fn api(&self) -> corral_client::Client {
         self.inner.client()
+    }
+
+    /// The administrator's bearer token.
+    pub fn token(&self) -> &str {
+        &self.inner.token
+    }
+
+    /// The test kit's server underneath.
+    pub fn kit(&self) -> &corral_testkit::TestServer {
+        &self.inner
     }
 
     /// Full URL of `path`.

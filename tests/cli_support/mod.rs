@@ -20,6 +20,8 @@ pub struct Env {
     dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The administrator's token, which every command sends.
+    pub token: String,
 }
 
 impl Env {
@@ -27,10 +29,22 @@ impl Env {
     pub fn start() -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let server = rt.block_on(TestServer::start());
+        let server = rt.block_on(async {
+            let server = TestServer::start().await;
+            // Native tasks in manifests here; the restricted default is tested elsewhere.
+            server.set_task_security("default", "privileged").await;
+            server
+        });
         let url = server.base.clone();
+        let token = server.token.clone();
         std::fs::create_dir(dir.path().join("manifests")).unwrap();
-        Env { rt, server: Some(server), dir, url }
+        Env { rt, server: Some(server), dir, url, token }
+    }
+
+    /// The credential node `name` gets by joining.
+    pub fn node_token(&self, name: &str) -> String {
+        let server = self.server.as_ref().expect("running");
+        self.rt.block_on(server.node_token(name))
     }
 
     /// Writes `text` to `rel` under this test's manifest directory; returns the path.
@@ -51,6 +65,9 @@ impl Env {
             .args(args)
             .current_dir(self.dir.path().join("manifests"))
             .env_remove("CORRAL_SERVER")
+            .env("CORRAL_TOKEN", &self.token)
+            // No configuration file of the machine's user is read.
+            .env("CORRAL_CONFIG", self.dir.path().join("no-config"))
             .env_remove("RUST_LOG");
         cmd
     }

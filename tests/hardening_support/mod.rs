@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Sends the administrator's token (from the server's admin.conf) once ready.
     pub http: reqwest::Client,
+    /// The administrator's token.
+    pub token: String,
     pub _dir: tempfile::TempDir,
 }
 
@@ -37,9 +40,30 @@ impl Server {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let child = spawn(&dir.path().join("data"), port, args, open_files);
-        let s = Server { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), _dir: dir };
-        s.wait_healthy().await;
-        s
+        let data = dir.path().join("data");
+        Server::adopt(child, format!("http://127.0.0.1:{port}"), dir).ready(&data).await
+    }
+
+    /// The administrator's `Authorization` header, for clients built by a test.
+    pub fn http_headers(&self) -> reqwest::header::HeaderMap {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", self.token).parse().expect("header"));
+        headers
+    }
+
+    /// A server process just spawned, not ready yet (see [`Server::ready`]).
+    pub fn adopt(child: Child, base: String, dir: tempfile::TempDir) -> Server {
+        Server { child, base, http: reqwest::Client::new(), token: String::new(), _dir: dir }
+    }
+
+    /// Waits until the server is healthy, then acts as the administrator whose
+    /// credential it wrote to `data_dir/admin.conf`.
+    pub async fn ready(mut self, data_dir: &std::path::Path) -> Server {
+        self.wait_healthy().await;
+        let admin = corral_client::Config::from_kubeconfig(&data_dir.join("admin.conf")).expect("admin.conf");
+        self.token = admin.token.expect("an administrator's token");
+        self.http = corral_testkit::authorized_http(&self.token);
+        self
     }
 
     pub async fn wait_healthy(&self) {
@@ -58,14 +82,13 @@ impl Server {
     pub async fn restart_in(mut old: Server) -> Server {
         let _ = old.child.kill();
         let _ = old.child.wait();
-        let (base, http) = (old.base.clone(), old.http.clone());
+        let base = old.base.clone();
         let _dir = std::mem::replace(&mut old._dir, tempfile::tempdir().expect("a temp dir"));
         let port = base.rsplit(':').next().unwrap_or_default();
         let port = port.parse().expect("the port of the server's address");
-        let child = spawn(&_dir.path().join("data"), port, &["--controllers", "none"], None);
-        let s = Server { child, base, http, _dir };
-        s.wait_healthy().await;
-        s
+        let data = _dir.path().join("data");
+        let child = spawn(&data, port, &["--controllers", "none"], None);
+        Server::adopt(child, base, _dir).ready(&data).await
     }
 
     /// Still serving, and still the same process.

@@ -150,9 +150,13 @@ fn bind(source: &Path, destination: &str, read_only: bool) -> Result<OciMount> {
 pub(crate) fn config(spec: &LaunchSpec, dir: &TaskDir) -> Result<Spec> {
     let (uid, gid) = spec.user.unwrap_or((0, 0));
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    // runc's default set (what `runc spec` writes).
-    let caps: std::collections::HashSet<Capability> =
-        [Capability::AuditWrite, Capability::Kill, Capability::NetBindService].into_iter().collect();
+    // Root (only in a privileged namespace) gets runc's default set (what `runc spec`
+    // writes); anyone else only what the restricted Pod Security Standard allows.
+    let caps: std::collections::HashSet<Capability> = if uid == 0 {
+        [Capability::AuditWrite, Capability::Kill, Capability::NetBindService].into_iter().collect()
+    } else {
+        [Capability::NetBindService].into_iter().collect()
+    };
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(oci)?)

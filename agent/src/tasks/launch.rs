@@ -90,6 +90,19 @@ pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) 
 
 type Prepared = std::result::Result<LaunchSpec, (&'static str, Error)>;
 
+/// Whether the task's namespace is labelled privileged (the server admits tasks by
+/// the same label; the agent checks again at launch, as the label may have changed).
+async fn privileged(ctx: &TaskContext, task: &Task) -> std::result::Result<bool, (&'static str, Error)> {
+    let ns = task.metadata.namespace.as_deref().unwrap_or("default");
+    let namespaces: corral_client::Api<corral_api::kinds::Namespace> =
+        corral_client::Api::all(ctx.tasks.client().clone());
+    let namespace = namespaces
+        .get(ns)
+        .await
+        .map_err(|e| ("NamespaceUnknown", Error::Invalid(format!("cannot read namespace {ns:?}: {e}"))))?;
+    Ok(namespace.metadata.labels.get(crate::users::TASK_SECURITY_LABEL).map(String::as_str) == Some("privileged"))
+}
+
 /// Everything before the launch: sandbox, artifacts, image, command, env, user, mounts.
 async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports: &Ports) -> Prepared {
     let sandbox = dir.sandbox();
@@ -120,19 +133,34 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
                 image.entrypoint.iter().chain(&image.cmd).cloned().collect()
             };
             let cwd = spec.working_dir.clone().or(image.working_dir.clone());
-            let user = match spec.user.as_ref().or(image.user.as_ref()) {
+            let asked = match &spec.user {
                 Some(u) => Some(crate::users::resolve_in_rootfs(u, &image.rootfs).map_err(|e| ("InvalidSpec", e))?),
                 None => None,
             };
-            (Some(image.rootfs.clone()), argv, cwd, user)
+            let image_user = match &image.user {
+                Some(u) => Some(crate::users::resolve_in_rootfs(u, &image.rootfs).map_err(|e| ("InvalidSpec", e))?),
+                None => None,
+            };
+            let user = crate::users::effective(asked, image_user, privileged(ctx, task).await?)
+                .map_err(|e| ("InvalidSpec", e))?;
+            (Some(image.rootfs.clone()), argv, cwd, Some(user))
         }
         None => {
             let argv: Vec<String> = spec.command.iter().chain(&spec.args).cloned().collect();
-            let user = match &spec.user {
+            if !privileged(ctx, task).await? {
+                return Err((
+                    "InvalidSpec",
+                    Error::Invalid(
+                        "spec.image: a native task runs on the host; its namespace must be privileged".into(),
+                    ),
+                ));
+            }
+            let asked = match &spec.user {
                 Some(u) => Some(crate::users::resolve_on_host(u).map_err(|e| ("InvalidSpec", e))?),
                 None => None,
             };
-            (None, argv, spec.working_dir.clone(), user)
+            let user = crate::users::effective(asked, None, true).map_err(|e| ("InvalidSpec", e))?;
+            (None, argv, spec.working_dir.clone(), Some(user))
         }
     };
     if argv.is_empty() {
@@ -171,8 +199,14 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
     let mut mounts = Vec::new();
     for m in &spec.volume_mounts {
         let source = ctx.layout.volume(&m.volume).map_err(|e| ("InvalidSpec", e))?;
+        let new = !source.exists();
         std::fs::create_dir_all(&source)
             .map_err(|e| ("VolumeFailed", Error::io("cannot create volume", &source, e)))?;
+        // A new volume belongs to the task that made it (tasks run as non-root).
+        if let (true, Some((u, g))) = (new, user) {
+            std::os::unix::fs::chown(&source, Some(u), Some(g))
+                .map_err(|e| ("VolumeFailed", Error::io("cannot chown volume", &source, e)))?;
+        }
         mounts.push(Mount { source, destination: m.mount_path.clone(), read_only: m.read_only });
     }
     // Last, so that no failure above leaves the image held.

@@ -1,0 +1,146 @@
+//! Checks on an object about to be written that go beyond its schema and depend on
+//! who writes it or where: the node restriction ([`crate::auth::node`]), a node's
+//! `agentEndpoint` (only the node itself sets it: the server proxies logs there), and
+//! the task security policy of the task's namespace.
+//!
+//! The task security policy is a label on the namespace, as Kubernetes' Pod Security
+//! Standards: `corral.dev/task-security: restricted` (the default, also for any
+//! unknown value) or `privileged`. A restricted namespace refuses native tasks (they
+//! run on the host), tasks asking for uid 0, and `file://` artifacts; its tasks run
+//! as a non-root user (the agent enforces that side, see `corral-agent`).
+
+use corral_api::kinds::task::TaskSpec;
+use corral_store::Key;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::path::Target;
+use crate::resources::Ctx;
+
+/// The namespace label naming its task security level.
+pub const TASK_SECURITY_LABEL: &str = "corral.dev/task-security";
+/// The level that allows what a restricted namespace refuses.
+pub const PRIVILEGED: &str = "privileged";
+
+/// Runs every check on `object`, about to be written through `ctx`.
+pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
+    if ctx.info.group != corral_api::GROUP {
+        return Ok(());
+    }
+    if let Some(node) = ctx.identity.node() {
+        crate::auth::node::admit(ctx, node, object).await?;
+    }
+    match ctx.info.plural.as_str() {
+        "nodes" => agent_endpoint(ctx, object).await,
+        "tasks" if ctx.target != Target::Status => task_policy(ctx, object).await,
+        _ => Ok(()),
+    }
+}
+
+async fn agent_endpoint(ctx: &Ctx, object: &Value) -> ApiResult<()> {
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    if ctx.identity.node() == Some(name) {
+        return Ok(());
+    }
+    let live = live_value(ctx, name).await?;
+    // An update of the object keeps the stored status: only creates and status
+    // writes can set the endpoint.
+    if ctx.target == Target::Object && live.is_some() {
+        return Ok(());
+    }
+    let wanted = object.pointer("/status/agentEndpoint");
+    let current = live.as_ref().and_then(|l| l.pointer("/status/agentEndpoint"));
+    if wanted.is_some_and(|w| !w.is_null()) && wanted != current {
+        return Err(ApiError::forbidden(format!(
+            "only node {name:?} itself sets its status.agentEndpoint (the server fetches task logs there); \
+             user {:?} may not",
+            ctx.identity.user
+        )));
+    }
+    Ok(())
+}
+
+async fn live_value(ctx: &Ctx, name: &str) -> ApiResult<Option<Value>> {
+    match ctx.state.store.get(&ctx.key(name)).await.map_err(ApiError::from)? {
+        Some(o) => serde_json::from_slice(&o.json).map(Some).map_err(ApiError::internal),
+        None => Ok(None),
+    }
+}
+
+/// The task security level of namespace `ns`.
+pub(crate) async fn namespace_level(ctx: &Ctx, ns: &str) -> ApiResult<bool> {
+    let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), ns);
+    let Some(o) = ctx.state.store.get(&key).await.map_err(ApiError::from)? else { return Ok(false) };
+    let v: Value = serde_json::from_slice(&o.json).map_err(ApiError::internal)?;
+    let label = format!("/metadata/labels/{}", TASK_SECURITY_LABEL.replace('/', "~1"));
+    Ok(v.pointer(&label).and_then(Value::as_str) == Some(PRIVILEGED))
+}
+
+async fn task_policy(ctx: &Ctx, object: &Value) -> ApiResult<()> {
+    let Some(ns) = ctx.namespace.as_deref() else { return Ok(()) };
+    if namespace_level(ctx, ns).await? {
+        return Ok(());
+    }
+    // A spec admitted before is not judged again (a finalizer or label change, or
+    // a namespace made stricter since, must not block writes to running tasks).
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let decode = |v: &Value| serde_json::from_value::<TaskSpec>(v.get("spec").cloned().unwrap_or_default()).ok();
+    // The schema has passed: the spec decodes.
+    let Some(spec) = decode(object) else { return Ok(()) };
+    if let Some(live) = live_value(ctx, name).await?
+        && decode(&live).as_ref() == Some(&spec)
+    {
+        return Ok(());
+    }
+    let mut why = Vec::new();
+    if spec.image.is_none() {
+        why.push(corral_api::FieldError::new(
+            "spec.image",
+            "a task without an image runs natively on the host; only a privileged namespace allows that",
+        ));
+    }
+    if spec.user.as_deref().is_some_and(is_root) {
+        why.push(corral_api::FieldError::new("spec.user", "uid 0 (root) is allowed only in a privileged namespace"));
+    }
+    for (i, a) in spec.artifacts.iter().enumerate() {
+        if a.uri.trim_start().to_ascii_lowercase().starts_with("file:") {
+            why.push(corral_api::FieldError::new(
+                format!("spec.artifacts[{i}].uri"),
+                "file:// artifacts read the node's files; only a privileged namespace allows them",
+            ));
+        }
+    }
+    if why.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "namespace {ns:?} is restricted (label {TASK_SECURITY_LABEL}={PRIVILEGED} lifts it; only a cluster \
+         administrator can set it): {}",
+        why.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join("; ")
+    ))
+    .with_details(crate::error::StatusDetails {
+        group: ctx.info.group.clone(),
+        kind: ctx.info.kind.clone(),
+        name: name.to_string(),
+        causes: why,
+    }))
+}
+
+/// Whether `user` (`name`, `uid` or `uid:gid`) names root.
+fn is_root(user: &str) -> bool {
+    let u = user.split(':').next().unwrap_or_default().trim();
+    u == "root" || u.parse::<u32>() == Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn root_is_recognised_by_name_and_number() {
+        for root in ["0", "0:0", "root", "root:wheel", " 0:5", "00"] {
+            assert!(super::is_root(root), "{root}");
+        }
+        for other in ["65534", "1000:0", "nobody", "rooty"] {
+            assert!(!super::is_root(other), "{other}");
+        }
+    }
+}

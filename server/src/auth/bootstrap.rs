@@ -1,0 +1,251 @@
+//! What a server writes at start so that it can be used at all: the built-in roles
+//! and their bindings, and an administrator's credential.
+//!
+//! Built-in roles carry the label [`BOOTSTRAP_LABEL`]; while they do, every start
+//! puts back their rules as this version defines them (as Kubernetes' auto-update
+//! annotation). An administrator who changes one removes the label to keep the change.
+
+use std::path::Path;
+
+use corral_api::kinds::{
+    ClusterRoleBindingSpec, ClusterRoleSpec, PolicyRule, RoleRef, Subject, TokenPurpose, TokenSpec,
+};
+use corral_api::{API_VERSION, GROUP};
+use corral_client::{BearerToken, Config};
+use corral_store::{Error as StoreError, Key, Storage};
+use serde_json::{Value, json};
+
+use super::rbac::SENSITIVE;
+use super::{CONTROLLER_MANAGER, MASTERS, NODE_USER_PREFIX, NODES};
+
+/// Label of the roles and bindings the server keeps as it defines them.
+pub const BOOTSTRAP_LABEL: &str = "corral.dev/bootstrap";
+/// Label of a node's credential, naming the node.
+pub const NODE_LABEL: &str = "corral.dev/node";
+/// The administrator's user name.
+pub const ADMIN_USER: &str = "admin";
+
+/// The namespaced built-in kinds users work with.
+const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks"];
+/// What a namespace's admin manages: its workload and who may touch it.
+const ADMIN: &[&str] = &["configmaps", "events", "leases", "tasks", "roles", "rolebindings"];
+/// What a viewer reads.
+const VIEW: &[&str] = &["configmaps", "events", "leases", "tasks", "tasks/status", "tasks/log"];
+
+fn rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
+    PolicyRule {
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        api_groups: vec![GROUP.to_string()],
+        resources: resources.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
+
+/// The built-in cluster roles, by name, with their rules.
+pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
+    let everything = PolicyRule { verbs: vec!["*".into()], resources: vec!["*".into()], ..Default::default() };
+    let mut sensitive = PolicyRule { verbs: vec!["*".into()], ..Default::default() };
+    sensitive.api_groups = vec![GROUP.into()];
+    sensitive.resources = SENSITIVE.iter().map(|s| s.to_string()).collect();
+    let urls = PolicyRule { verbs: vec!["*".into()], non_resource_urls: vec!["*".into()], ..Default::default() };
+    let metrics =
+        PolicyRule { verbs: vec!["get".into()], non_resource_urls: vec!["/metrics".into()], ..Default::default() };
+    vec![
+        ("cluster-admin", vec![everything.clone(), sensitive, urls]),
+        ("admin", vec![rule(WRITE, ADMIN), rule(&["get"], &["tasks/log"]), rule(READ, &["tasks/status"])]),
+        ("edit", vec![rule(WRITE, WORKLOAD), rule(&["get"], &["tasks/log"]), rule(READ, &["tasks/status"])]),
+        ("view", vec![rule(READ, VIEW)]),
+        (
+            "node",
+            vec![
+                rule(&["get", "list", "watch", "create", "update", "patch"], &["nodes", "nodes/status", "leases"]),
+                rule(&["get", "list", "watch", "update", "patch"], &["tasks"]),
+                rule(&["get", "update", "patch"], &["tasks/status"]),
+                rule(&["create", "get", "update", "patch"], &["events"]),
+                // The task security level of a task's namespace, checked at launch.
+                rule(&["get"], &["namespaces"]),
+            ],
+        ),
+        (
+            "controller-manager",
+            vec![
+                PolicyRule {
+                    verbs: ["get", "list", "watch", "update", "patch", "delete"].map(String::from).to_vec(),
+                    resources: vec!["*".into()],
+                    ..Default::default()
+                },
+                rule(&["create"], &["events", "leases"]),
+                // The collector follows every kind; on credentials and permissions it
+                // may read and delete (revoking is never an escalation), not write.
+                rule(&["get", "list", "watch", "delete"], SENSITIVE),
+                metrics.clone(),
+            ],
+        ),
+        ("monitoring", vec![metrics]),
+    ]
+}
+
+/// Who the built-in roles are granted to: binding name, role, subject.
+fn builtin_bindings() -> Vec<(&'static str, &'static str, Subject)> {
+    let group = |name: &str| Subject { kind: "Group".into(), name: name.into(), namespace: None };
+    let user = |name: &str| Subject { kind: "User".into(), name: name.into(), namespace: None };
+    vec![
+        ("cluster-admin", "cluster-admin", group(MASTERS)),
+        ("node", "node", group(NODES)),
+        ("controller-manager", "controller-manager", user(CONTROLLER_MANAGER)),
+    ]
+}
+
+/// A policy holding just the built-in roles and bindings (what a server without a
+/// store of its own, in a test, authorizes with).
+pub fn builtin_policy() -> super::rbac::Policy {
+    let mut p = super::rbac::Policy::default();
+    for (name, rules) in builtin_roles() {
+        p.cluster_roles.insert(name.into(), rules);
+    }
+    for (name, role, subject) in builtin_bindings() {
+        let spec = ClusterRoleBindingSpec {
+            role_ref: RoleRef { kind: "ClusterRole".into(), name: role.into() },
+            subjects: vec![subject],
+        };
+        p.cluster_bindings.insert(name.into(), spec);
+    }
+    p
+}
+
+/// Creates the built-in roles and bindings, or puts back those still labelled.
+///
+/// # Errors
+/// The store's.
+pub async fn ensure_roles(store: &dyn Storage) -> Result<(), StoreError> {
+    for (name, rules) in builtin_roles() {
+        let spec = serde_json::to_value(ClusterRoleSpec { rules }).unwrap_or_default();
+        ensure(store, "ClusterRole", "clusterroles", name, spec).await?;
+    }
+    for (name, role, subject) in builtin_bindings() {
+        let spec = ClusterRoleBindingSpec {
+            role_ref: RoleRef { kind: "ClusterRole".into(), name: role.into() },
+            subjects: vec![subject],
+        };
+        ensure(
+            store,
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            name,
+            serde_json::to_value(spec).unwrap_or_default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn ensure(store: &dyn Storage, kind: &str, plural: &str, name: &str, spec: Value) -> Result<(), StoreError> {
+    let key = Key::cluster(format!("{GROUP}/{plural}"), name);
+    let object = json!({
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {"name": name, "labels": {BOOTSTRAP_LABEL: "true"}},
+        "spec": spec,
+    });
+    match store.get(&key).await? {
+        None => match store.create(key, object).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Some(live) => {
+            let live = live.value()?;
+            let labelled = live.pointer(&format!("/metadata/labels/{}", BOOTSTRAP_LABEL.replace('/', "~1")))
+                == Some(&json!("true"));
+            if !labelled || live.get("spec") == Some(&object["spec"]) {
+                return Ok(());
+            }
+            let mut updated = live.clone();
+            updated["spec"] = object["spec"].clone();
+            store.update(key, updated, None).await.map(|_| ())
+        }
+    }
+}
+
+/// A new token object for `user`, and the token to hand out.
+pub fn mint(
+    user: &str,
+    groups: &[&str],
+    purpose: TokenPurpose,
+    description: String,
+    labels: &[(&str, &str)],
+) -> Result<(Key, Value, BearerToken), corral_client::Error> {
+    let token = BearerToken::generate()?;
+    let spec = TokenSpec {
+        user: user.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        purpose,
+        expiration: None,
+        secret_hash: token.secret_hash(),
+        description: Some(description),
+    };
+    let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let object = json!({
+        "apiVersion": API_VERSION,
+        "kind": "Token",
+        "metadata": {"name": token.id, "labels": labels},
+        "spec": spec,
+    });
+    Ok((Key::cluster(format!("{GROUP}/tokens"), &token.id), object, token))
+}
+
+/// Makes sure `path` holds a working administrator credential for `server`: keeps
+/// the one there if the store still knows it, else mints one and writes the file.
+/// Returns the token.
+///
+/// # Errors
+/// A message naming what failed.
+pub async fn ensure_admin(store: &dyn Storage, path: &Path, server: &str) -> Result<String, String> {
+    if let Ok(cfg) = Config::from_kubeconfig(path)
+        && let Some(token) = cfg.token.as_deref().and_then(BearerToken::parse)
+        && let Ok(Some(stored)) = store.get(&Key::cluster(format!("{GROUP}/tokens"), &token.id)).await
+        && let Ok(v) = stored.value()
+        && v.pointer("/spec/secretHash").and_then(Value::as_str).is_some_and(|h| token.matches(h))
+    {
+        if cfg.server != server {
+            Config { server: server.into(), ..cfg }.write_kubeconfig(path, "corral").map_err(|e| e.to_string())?;
+        }
+        return Ok(token.expose());
+    }
+    let description = format!("administrator credential written to {}", path.display());
+    let (key, object, token) =
+        mint(ADMIN_USER, &[MASTERS], TokenPurpose::Authentication, description, &[]).map_err(|e| e.to_string())?;
+    store.create(key, object).await.map_err(|e| format!("cannot store the administrator token: {e}"))?;
+    Config { server: server.into(), token: Some(token.expose()), ca_pem: None }
+        .write_kubeconfig(path, "corral")
+        .map_err(|e| e.to_string())?;
+    Ok(token.expose())
+}
+
+/// Mints a node's own credential (`system:node:NAME` in `system:nodes`), revoking
+/// the node's earlier ones. Returns the token.
+///
+/// # Errors
+/// The store's, or a message if no token could be made.
+pub async fn node_credential(store: &dyn Storage, node: &str, why: &str) -> Result<String, String> {
+    let selector = corral_api::Selector::parse(&format!("{NODE_LABEL}={node}")).map_err(|e| e.to_string())?;
+    let earlier = store.list(&format!("{GROUP}/tokens"), None, &selector).await.map_err(|e| e.to_string())?;
+    let user = format!("{NODE_USER_PREFIX}{node}");
+    let (key, object, token) = mint(
+        &user,
+        &[NODES],
+        TokenPurpose::Authentication,
+        format!("credential of node {node}, {why}"),
+        &[(NODE_LABEL, node)],
+    )
+    .map_err(|e| e.to_string())?;
+    store.create(key, object).await.map_err(|e| format!("cannot store the node's token: {e}"))?;
+    for old in earlier.items {
+        if let Err(e) = store.delete(old.key.clone(), None).await {
+            tracing::warn!(key = %old.key, error = %e, "cannot revoke a node's earlier credential");
+        }
+    }
+    Ok(token.expose())
+}

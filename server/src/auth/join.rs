@@ -1,0 +1,155 @@
+//! The `/auth/...` endpoints: joining a node (a join token buys the node's own
+//! credential), who-am-I, and asking whether a user may do something (`corral auth
+//! can-i`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use serde::{Deserialize, Serialize};
+
+use super::rbac::Attributes;
+use super::{BOOTSTRAPPERS, Identity, MASTERS};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Where a node joins.
+pub const PATH: &str = "/auth/join";
+/// Asking about another user than oneself needs this non-resource permission.
+pub const REVIEW_OTHERS: &str = "/auth/review";
+
+/// Body of `POST /auth/join`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The node's name.
+    pub node: String,
+}
+
+/// Answer of `POST /auth/join`.
+#[derive(Serialize)]
+pub struct JoinResponse {
+    /// The node's own bearer token; the agent keeps it and uses nothing else.
+    pub token: String,
+    /// The user the token authenticates as.
+    pub user: String,
+}
+
+/// `POST /auth/join`: with a join token (or as an administrator), mints the node's
+/// credential, revoking any earlier one of that node.
+pub async fn join(
+    State(state): State<AppState>,
+    Extension(who): Extension<Arc<Identity>>,
+    Json(req): Json<JoinRequest>,
+) -> ApiResult<Json<JoinResponse>> {
+    if !who.groups.iter().any(|g| g == BOOTSTRAPPERS || g == MASTERS) {
+        return Err(ApiError::forbidden(format!(
+            "user {:?} cannot join a node: send a join token (`corral token create --join`)",
+            who.user
+        )));
+    }
+    if let Err(e) = corral_api::names::check_dns_label(&req.node) {
+        return Err(ApiError::bad_request(format!("node: {e}")));
+    }
+    let why = format!("joined by {}", who.user);
+    let token =
+        super::bootstrap::node_credential(state.store.as_ref(), &req.node, &why).await.map_err(ApiError::internal)?;
+    state.auth.index.caught_up(state.store.as_ref()).await;
+    tracing::info!(node = %req.node, by = %who.user, "node joined");
+    Ok(Json(JoinResponse { token, user: format!("{}{}", super::NODE_USER_PREFIX, req.node) }))
+}
+
+/// Answer of `GET /auth/whoami`.
+#[derive(Serialize)]
+pub struct WhoAmI {
+    /// User name.
+    pub user: String,
+    /// Groups.
+    pub groups: Vec<String>,
+}
+
+/// `GET /auth/whoami`: the requester's identity.
+pub async fn whoami(Extension(who): Extension<Arc<Identity>>) -> Json<WhoAmI> {
+    Json(WhoAmI { user: who.user.clone(), groups: who.groups.clone() })
+}
+
+/// Body of `POST /auth/can-i`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanIRequest {
+    /// The verb.
+    pub verb: String,
+    /// Plural resource, optionally with `/subresource`; or a non-resource path
+    /// starting with `/`.
+    pub resource: String,
+    /// API group; `corral.dev` when absent.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Namespace, for namespaced resources.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Object name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Ask for this user instead of oneself (needs cluster-admin).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// That user's groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Answer of `POST /auth/can-i`.
+#[derive(Serialize)]
+pub struct CanIResponse {
+    /// Whether RBAC allows it.
+    pub allowed: bool,
+    /// Which binding allows it, or why not.
+    pub reason: String,
+}
+
+/// `POST /auth/can-i`: whether RBAC lets the requester (or another user) do it.
+pub async fn can_i(
+    State(state): State<AppState>,
+    Extension(who): Extension<Arc<Identity>>,
+    Json(req): Json<CanIRequest>,
+) -> ApiResult<Json<CanIResponse>> {
+    let policy = state.auth.policy.read();
+    let subject = match &req.user {
+        Some(user) => {
+            let review = Attributes::NonResource { verb: "post".into(), path: REVIEW_OTHERS.into() };
+            if !policy.authorize(&who, &review).allowed() {
+                return Err(ApiError::forbidden(format!(
+                    "user {:?} cannot ask about other users; that needs cluster-admin",
+                    who.user
+                )));
+            }
+            let mut groups = req.groups.clone();
+            groups.push(super::AUTHENTICATED.into());
+            Identity { user: user.clone(), groups }
+        }
+        None => (*who).clone(),
+    };
+    let attrs = if req.resource.starts_with('/') {
+        Attributes::NonResource { verb: req.verb.clone(), path: req.resource.clone() }
+    } else {
+        let (resource, subresource) = match req.resource.split_once('/') {
+            Some((r, s)) => (r.to_string(), Some(s.to_string())),
+            None => (req.resource.clone(), None),
+        };
+        Attributes::Resource {
+            verb: req.verb.clone(),
+            group: req.group.clone().unwrap_or_else(|| corral_api::GROUP.into()),
+            resource,
+            subresource,
+            namespace: req.namespace.clone(),
+            name: req.name.clone(),
+        }
+    };
+    Ok(Json(match policy.authorize(&subject, &attrs) {
+        super::Decision::Allow(by) => CanIResponse { allowed: true, reason: format!("allowed by {by}") },
+        super::Decision::Deny => {
+            CanIResponse { allowed: false, reason: "no role bound to the user or its groups allows it".into() }
+        }
+    }))
+}

@@ -1,0 +1,279 @@
+//! Who is asking, and whether they may: bearer-token authentication on every
+//! endpoint but `/healthz`, RBAC authorization ([`rbac`]), the node restriction
+//! ([`node`]), and an audit record of every request ([`audit`]).
+//!
+//! Requests from inside the process (the controller manager through
+//! [`crate::in_process::InProcess`]) carry their [`Identity`] as a request extension;
+//! a request from the network never does (hyper creates its extensions empty), so an
+//! identity is only ever established by a token or by the process itself.
+
+pub mod audit;
+pub mod bootstrap;
+pub mod index;
+pub mod join;
+pub mod node;
+pub mod rbac;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use corral_api::kinds::TokenPurpose;
+use corral_client::BearerToken;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::path::{self, ApiPath, Target};
+pub use rbac::{Attributes, Decision};
+
+/// Every authenticated requester is in this group.
+pub const AUTHENTICATED: &str = "system:authenticated";
+/// Members are cluster administrators (bound to `cluster-admin`).
+pub const MASTERS: &str = "system:masters";
+/// Members are nodes (bound to `node`, and restricted to their own objects).
+pub const NODES: &str = "system:nodes";
+/// The prefix of a node's user name, before the node's name.
+pub const NODE_USER_PREFIX: &str = "system:node:";
+/// Holders of join tokens: they may only join a node.
+pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+/// The controller manager's user (bound to `controller-manager`).
+pub const CONTROLLER_MANAGER: &str = "system:controller-manager";
+
+/// An authenticated requester.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The user name (`admin`, `system:node:n1`, `system:serviceaccount:ns:name`).
+    pub user: String,
+    /// The groups the user is in.
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    /// The controller manager running in the server's process.
+    pub fn controller_manager() -> Self {
+        Identity { user: CONTROLLER_MANAGER.into(), groups: vec![AUTHENTICATED.into()] }
+    }
+
+    /// A cluster administrator (in `system:masters`), for tests and tools running a
+    /// server in their own process.
+    pub fn admin() -> Self {
+        Identity { user: bootstrap::ADMIN_USER.into(), groups: vec![MASTERS.into(), AUTHENTICATED.into()] }
+    }
+
+    /// The node this identity is, if it is a node's.
+    pub fn node(&self) -> Option<&str> {
+        if !self.groups.iter().any(|g| g == NODES) {
+            return None;
+        }
+        self.user.strip_prefix(NODE_USER_PREFIX).filter(|n| !n.is_empty())
+    }
+}
+
+/// The middleware in front of every route: authenticates, authorizes, audits.
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let attrs = attributes(req.method(), req.uri());
+    let identity = match req.extensions().get::<Arc<Identity>>() {
+        Some(i) => Ok(i.clone()),
+        None => authenticate(&state, &req),
+    };
+    let identity = match identity {
+        Ok(i) => i,
+        Err(e) => {
+            state.auth.unauthenticated.inc();
+            state.auth.audit.record(None, &attrs, 401, None);
+            return e.into_response();
+        }
+    };
+    let decision = match &attrs {
+        // Discovery and one's own identity are open to every authenticated user.
+        Some(a) if !open_to_all(a) => state.auth.policy.read().authorize(&identity, a),
+        _ => Decision::Allow("discovery".into()),
+    };
+    let by = match decision {
+        Decision::Allow(by) => by,
+        Decision::Deny => {
+            let a = attrs.as_ref();
+            state.auth.metrics_denied();
+            state.auth.audit.record(Some(&identity), &attrs, 403, None);
+            return forbidden(&identity, a).into_response();
+        }
+    };
+    req.extensions_mut().insert(identity.clone());
+    let writes_policy = attrs.as_ref().is_some_and(index::changes_policy);
+    let resp = next.run(req).await;
+    let code = resp.status().as_u16();
+    if writes_policy && resp.status().is_success() {
+        // The next request must already see the token or binding just written.
+        state.auth.index.caught_up(state.store.as_ref()).await;
+    }
+    state.auth.audit.record(Some(&identity), &attrs, code, Some(&by));
+    resp
+}
+
+fn open_to_all(a: &Attributes) -> bool {
+    match a {
+        Attributes::NonResource { path, .. } => {
+            path == "/apis" || path == "/kinds" || path.starts_with("/schemas/") || path.starts_with("/auth/")
+        }
+        Attributes::Resource { .. } => false,
+    }
+}
+
+/// The identity a request's bearer token proves.
+fn authenticate(state: &AppState, req: &Request) -> Result<Arc<Identity>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(
+            "this request carries no credential: send `Authorization: Bearer TOKEN` (`corral up` writes an admin \
+             token to ~/.corral/config; `corral token create` makes more)",
+        ));
+    };
+    let invalid = || ApiError::unauthorized("the bearer token is not valid (unknown, revoked, expired or malformed)");
+    let text = value.to_str().map_err(|_| invalid())?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .and_then(BearerToken::parse)
+        .ok_or_else(invalid)?;
+    let policy = state.auth.policy.read();
+    let spec = policy.tokens.get(&token.id).filter(|s| token.matches(&s.secret_hash)).ok_or_else(invalid)?;
+    if let Some(exp) = &spec.expiration {
+        match chrono::DateTime::parse_from_rfc3339(exp) {
+            Ok(t) if t > chrono::Utc::now() => {}
+            _ => return Err(ApiError::unauthorized(format!("the bearer token {} expired at {exp}", token.id))),
+        }
+    }
+    match spec.purpose {
+        TokenPurpose::Authentication => {
+            let mut groups = spec.groups.clone();
+            groups.push(AUTHENTICATED.into());
+            Ok(Arc::new(Identity { user: spec.user.clone(), groups }))
+        }
+        TokenPurpose::Join if req.uri().path() == join::PATH && req.method() == Method::POST => {
+            Ok(Arc::new(Identity {
+                user: format!("system:bootstrap:{}", token.id),
+                groups: vec![BOOTSTRAPPERS.into()],
+            }))
+        }
+        TokenPurpose::Join => Err(ApiError::unauthorized(format!(
+            "the bearer token {} is a join token: it only joins a node (`corral agent --token`)",
+            token.id
+        ))),
+    }
+}
+
+/// What a request asks, in RBAC's terms; `None` for paths that mean nothing (the
+/// router answers them 404).
+pub fn attributes(method: &Method, uri: &axum::http::Uri) -> Option<Attributes> {
+    let p = uri.path();
+    let Some(rest) = p.strip_prefix("/apis/") else {
+        return Some(Attributes::NonResource { verb: method.as_str().to_ascii_lowercase(), path: p.to_string() });
+    };
+    let r = match path::parse(rest)? {
+        ApiPath::GroupVersion { .. } => {
+            return Some(Attributes::NonResource { verb: "get".into(), path: "/apis".into() });
+        }
+        ApiPath::Resource(r) => r,
+    };
+    let watch = uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let verb = match (r.target, method.as_str()) {
+        (Target::Collection, "GET" | "HEAD") if watch => "watch",
+        (Target::Collection, "GET" | "HEAD") => "list",
+        (Target::Collection, "POST") => "create",
+        (_, "GET" | "HEAD") => "get",
+        (_, "PUT") => "update",
+        (_, "PATCH") => "patch",
+        (_, "DELETE") => "delete",
+        (_, other) => return Some(Attributes::NonResource { verb: other.to_ascii_lowercase(), path: p.to_string() }),
+    };
+    let subresource = match r.target {
+        Target::Status => Some("status".to_string()),
+        Target::Log => Some("log".to_string()),
+        Target::Collection | Target::Object => None,
+    };
+    // `GET /apis/corral.dev/v1/namespaces/NAME` addresses the Namespace object.
+    Some(Attributes::Resource {
+        verb: verb.into(),
+        group: r.group,
+        resource: r.plural,
+        subresource,
+        namespace: r.namespace,
+        name: r.name,
+    })
+}
+
+fn forbidden(who: &Identity, attrs: Option<&Attributes>) -> ApiError {
+    let message = match attrs {
+        Some(Attributes::Resource { verb, group, resource, subresource, namespace, name }) => {
+            let what = match subresource {
+                Some(s) => format!("{resource}/{s}"),
+                None => resource.clone(),
+            };
+            let object = name.as_ref().map(|n| format!(" {n:?}")).unwrap_or_default();
+            let scope = match namespace {
+                Some(ns) => format!(" in the namespace {ns:?}"),
+                None => " at the cluster scope".into(),
+            };
+            format!(
+                "user {:?} cannot {verb} {what}{object} in API group {group:?}{scope}; no role bound to the user or \
+                 its groups allows it (`corral auth can-i {verb} {what}` checks)",
+                who.user
+            )
+        }
+        Some(Attributes::NonResource { verb, path }) => {
+            format!("user {:?} cannot {verb} {path}; it needs cluster-admin", who.user)
+        }
+        None => format!("user {:?} may not do that", who.user),
+    };
+    ApiError::forbidden(message)
+}
+
+/// What the server keeps to authenticate and authorize.
+pub struct Auth {
+    /// Tokens, roles and bindings, kept up to date from the store.
+    pub policy: Arc<parking_lot::RwLock<rbac::Policy>>,
+    /// The task that keeps `policy` up to date.
+    pub index: Arc<index::PolicyIndex>,
+    /// Where audit records go.
+    pub audit: audit::AuditLog,
+    denied: prometheus_client::metrics::counter::Counter,
+    unauthenticated: prometheus_client::metrics::counter::Counter,
+}
+
+impl Auth {
+    /// Empty policy (everything denied), no audit log.
+    pub fn new() -> Self {
+        let policy = Arc::new(parking_lot::RwLock::new(rbac::Policy::default()));
+        Auth {
+            index: Arc::new(index::PolicyIndex::new(policy.clone())),
+            policy,
+            audit: audit::AuditLog::disabled(),
+            denied: Default::default(),
+            unauthenticated: Default::default(),
+        }
+    }
+
+    /// Requests refused as forbidden, for `/metrics`.
+    pub fn denied_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.denied.clone()
+    }
+
+    /// Requests refused as unauthenticated, for `/metrics`.
+    pub fn unauthenticated_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.unauthenticated.clone()
+    }
+
+    fn metrics_denied(&self) {
+        self.denied.inc();
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self::new()
+    }
+}

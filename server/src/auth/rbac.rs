@@ -1,0 +1,293 @@
+//! Role-based authorization, as Kubernetes RBAC: a request is allowed when a binding
+//! naming the requester grants a role with a rule that covers it; everything else is
+//! denied. Pure: it works on a [`Policy`] snapshot, so it is tested by tables.
+//!
+//! One rule is stricter than Kubernetes': a `*` in `resources` never covers tokens
+//! and the RBAC kinds. A rule must name them, so that a wide role given to a
+//! controller cannot be turned into a way to mint credentials or grant itself more.
+
+use std::collections::{BTreeMap, HashMap};
+
+use corral_api::kinds::{ClusterRoleBindingSpec, PolicyRule, RoleBindingSpec, RoleRef, Subject, TokenSpec};
+
+use super::Identity;
+
+/// Kinds a `*` resource never covers: they hand out credentials and permissions.
+pub const SENSITIVE: &[&str] = &["tokens", "roles", "clusterroles", "rolebindings", "clusterrolebindings"];
+
+/// What a request asks to do, in RBAC's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attributes {
+    /// A request on a kind under `/apis`.
+    Resource {
+        /// `get`, `list`, `watch`, `create`, `update`, `patch` or `delete`.
+        verb: String,
+        /// The kind's API group.
+        group: String,
+        /// The kind's plural.
+        resource: String,
+        /// `status` or `log`, when the request addresses one.
+        subresource: Option<String>,
+        /// The namespace from the path; `None` for cluster-scoped kinds and lists
+        /// across namespaces.
+        namespace: Option<String>,
+        /// The object's name; `None` for lists, watches and creates.
+        name: Option<String>,
+    },
+    /// A request outside `/apis` (`/metrics`, `/admin/compact`).
+    NonResource {
+        /// `get`, `post`, … (the HTTP method, lowercase).
+        verb: String,
+        /// The path.
+        path: String,
+    },
+}
+
+impl Attributes {
+    /// The verb.
+    pub fn verb(&self) -> &str {
+        match self {
+            Attributes::Resource { verb, .. } | Attributes::NonResource { verb, .. } => verb,
+        }
+    }
+
+    /// `resource` or `resource/subresource`, or the path.
+    pub fn what(&self) -> String {
+        match self {
+            Attributes::Resource { resource, subresource: Some(sub), .. } => format!("{resource}/{sub}"),
+            Attributes::Resource { resource, .. } => resource.clone(),
+            Attributes::NonResource { path, .. } => path.clone(),
+        }
+    }
+}
+
+/// The stored tokens, roles and bindings, as the authorizer reads them.
+#[derive(Default, Clone, Debug)]
+pub struct Policy {
+    /// Tokens by id.
+    pub tokens: HashMap<String, TokenSpec>,
+    /// Cluster roles by name.
+    pub cluster_roles: HashMap<String, Vec<PolicyRule>>,
+    /// Roles by namespace, then name.
+    pub roles: HashMap<String, HashMap<String, Vec<PolicyRule>>>,
+    /// Cluster role bindings by name.
+    pub cluster_bindings: BTreeMap<String, ClusterRoleBindingSpec>,
+    /// Role bindings by namespace, then name.
+    pub bindings: HashMap<String, BTreeMap<String, RoleBindingSpec>>,
+}
+
+/// Why a request was allowed, or that it was not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed by this binding (`ClusterRoleBinding/NAME` or `RoleBinding/NS/NAME`).
+    Allow(String),
+    /// No binding grants it.
+    Deny,
+}
+
+impl Decision {
+    /// Whether the request may proceed.
+    pub fn allowed(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+}
+
+impl Policy {
+    /// Whether `who` may do what `attrs` describe.
+    pub fn authorize(&self, who: &Identity, attrs: &Attributes) -> Decision {
+        for (name, b) in &self.cluster_bindings {
+            if b.role_ref.kind == "ClusterRole"
+                && b.subjects.iter().any(|s| subject_matches(s, who, None))
+                && self.cluster_roles.get(&b.role_ref.name).is_some_and(|rules| covers(rules, attrs))
+            {
+                return Decision::Allow(format!("ClusterRoleBinding/{name}"));
+            }
+        }
+        // A RoleBinding grants only namespaced requests inside its own namespace.
+        let Attributes::Resource { namespace: Some(ns), .. } = attrs else { return Decision::Deny };
+        for (name, b) in self.bindings.get(ns).into_iter().flatten() {
+            if b.subjects.iter().any(|s| subject_matches(s, who, Some(ns)))
+                && self.rules_of(&b.role_ref, ns).is_some_and(|rules| covers(rules, attrs))
+            {
+                return Decision::Allow(format!("RoleBinding/{ns}/{name}"));
+            }
+        }
+        Decision::Deny
+    }
+
+    fn rules_of(&self, role: &RoleRef, ns: &str) -> Option<&Vec<PolicyRule>> {
+        match role.kind.as_str() {
+            "ClusterRole" => self.cluster_roles.get(&role.name),
+            "Role" => self.roles.get(ns).and_then(|r| r.get(&role.name)),
+            _ => None,
+        }
+    }
+}
+
+/// The user name of a service account, as tokens and bindings spell it.
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
+fn subject_matches(s: &Subject, who: &Identity, binding_ns: Option<&str>) -> bool {
+    match s.kind.as_str() {
+        "User" => s.name == who.user,
+        "Group" => who.groups.contains(&s.name),
+        "ServiceAccount" => match s.namespace.as_deref().or(binding_ns) {
+            Some(ns) => who.user == service_account_user(ns, &s.name),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+fn covers(rules: &[PolicyRule], attrs: &Attributes) -> bool {
+    rules.iter().any(|r| rule_covers(r, attrs))
+}
+
+fn any_or(list: &[String], value: &str) -> bool {
+    list.iter().any(|v| v == "*" || v == value)
+}
+
+fn rule_covers(rule: &PolicyRule, attrs: &Attributes) -> bool {
+    if !any_or(&rule.verbs, attrs.verb()) {
+        return false;
+    }
+    match attrs {
+        Attributes::NonResource { path, .. } => rule.non_resource_urls.iter().any(|u| match u.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => u == path,
+        }),
+        Attributes::Resource { group, resource, subresource, name, .. } => {
+            (rule.api_groups.is_empty() || any_or(&rule.api_groups, group))
+                && rule.resources.iter().any(|r| resource_matches(r, group, resource, subresource.as_deref()))
+                && (rule.resource_names.is_empty() || name.as_ref().is_some_and(|n| rule.resource_names.contains(n)))
+        }
+    }
+}
+
+fn resource_matches(entry: &str, group: &str, resource: &str, sub: Option<&str>) -> bool {
+    let wildcard_ok = !(group == corral_api::GROUP && SENSITIVE.contains(&resource));
+    let (e_res, e_sub) = match entry.split_once('/') {
+        Some((r, s)) => (r, Some(s)),
+        None => (entry, None),
+    };
+    let res_ok = e_res == resource || (e_res == "*" && wildcard_ok);
+    let sub_ok = match (e_sub, sub) {
+        (None, None) => true,
+        // `*` alone covers every subresource too; `tasks` alone does not.
+        (None, Some(_)) => e_res == "*",
+        (Some(_), None) => false,
+        (Some(es), Some(s)) => es == "*" || es == s,
+    };
+    res_ok && sub_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
+        PolicyRule {
+            verbs: verbs.iter().map(|s| s.to_string()).collect(),
+            resources: resources.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn res(verb: &str, resource: &str, sub: Option<&str>, ns: Option<&str>, name: Option<&str>) -> Attributes {
+        Attributes::Resource {
+            verb: verb.into(),
+            group: corral_api::GROUP.into(),
+            resource: resource.into(),
+            subresource: sub.map(Into::into),
+            namespace: ns.map(Into::into),
+            name: name.map(Into::into),
+        }
+    }
+
+    fn who(user: &str, groups: &[&str]) -> Identity {
+        Identity { user: user.into(), groups: groups.iter().map(|s| s.to_string()).collect() }
+    }
+
+    fn subject(kind: &str, name: &str) -> Subject {
+        Subject { kind: kind.into(), name: name.into(), namespace: None }
+    }
+
+    fn policy() -> Policy {
+        let mut p = Policy::default();
+        p.cluster_roles.insert("all".into(), vec![rule(&["*"], &["*"])]);
+        p.cluster_roles.insert("reader".into(), vec![rule(&["get", "list", "watch"], &["tasks", "tasks/log"])]);
+        p.cluster_bindings.insert(
+            "ops".into(),
+            ClusterRoleBindingSpec {
+                role_ref: RoleRef { kind: "ClusterRole".into(), name: "all".into() },
+                subjects: vec![subject("Group", "ops")],
+            },
+        );
+        p.bindings.entry("web".into()).or_default().insert(
+            "alice-reads".into(),
+            RoleBindingSpec {
+                role_ref: RoleRef { kind: "ClusterRole".into(), name: "reader".into() },
+                subjects: vec![subject("User", "alice"), subject("ServiceAccount", "ci")],
+            },
+        );
+        p
+    }
+
+    #[test]
+    fn a_role_binding_grants_only_inside_its_namespace() {
+        let p = policy();
+        let alice = who("alice", &[]);
+        assert!(p.authorize(&alice, &res("list", "tasks", None, Some("web"), None)).allowed());
+        assert!(p.authorize(&alice, &res("get", "tasks", Some("log"), Some("web"), Some("t"))).allowed());
+        assert!(!p.authorize(&alice, &res("list", "tasks", None, Some("db"), None)).allowed());
+        assert!(!p.authorize(&alice, &res("list", "tasks", None, None, None)).allowed(), "across namespaces");
+        assert!(!p.authorize(&alice, &res("delete", "tasks", None, Some("web"), Some("t"))).allowed());
+        assert!(!p.authorize(&alice, &res("update", "tasks", Some("status"), Some("web"), Some("t"))).allowed());
+        let ci = who(&service_account_user("web", "ci"), &[]);
+        assert!(p.authorize(&ci, &res("watch", "tasks", None, Some("web"), None)).allowed());
+        let other_ci = who(&service_account_user("db", "ci"), &[]);
+        assert!(!p.authorize(&other_ci, &res("watch", "tasks", None, Some("web"), None)).allowed());
+    }
+
+    #[test]
+    fn a_wildcard_never_covers_credentials_or_permissions() {
+        let p = policy();
+        let ops = who("bob", &["ops"]);
+        assert_eq!(
+            p.authorize(&ops, &res("delete", "tasks", None, Some("web"), Some("t"))),
+            Decision::Allow("ClusterRoleBinding/ops".into())
+        );
+        assert!(p.authorize(&ops, &res("update", "tasks", Some("status"), Some("web"), Some("t"))).allowed());
+        for sensitive in SENSITIVE {
+            assert!(!p.authorize(&ops, &res("create", sensitive, None, None, None)).allowed(), "{sensitive}");
+        }
+    }
+
+    #[test]
+    fn names_and_non_resource_urls_limit_a_rule() {
+        let mut p = Policy::default();
+        let mut r = rule(&["get", "update"], &["nodes", "nodes/status"]);
+        r.resource_names = vec!["n1".into()];
+        let mut metrics = rule(&["get"], &[]);
+        metrics.non_resource_urls = vec!["/metrics".into(), "/admin/*".into()];
+        p.cluster_roles.insert("n1".into(), vec![r, metrics]);
+        p.cluster_bindings.insert(
+            "n1".into(),
+            ClusterRoleBindingSpec {
+                role_ref: RoleRef { kind: "ClusterRole".into(), name: "n1".into() },
+                subjects: vec![subject("User", "system:node:n1")],
+            },
+        );
+        let n1 = who("system:node:n1", &[]);
+        assert!(p.authorize(&n1, &res("update", "nodes", Some("status"), None, Some("n1"))).allowed());
+        assert!(!p.authorize(&n1, &res("update", "nodes", Some("status"), None, Some("n2"))).allowed());
+        assert!(!p.authorize(&n1, &res("list", "nodes", None, None, None)).allowed(), "a list has no name");
+        let get = |path: &str| Attributes::NonResource { verb: "get".into(), path: path.into() };
+        assert!(p.authorize(&n1, &get("/metrics")).allowed());
+        assert!(p.authorize(&n1, &get("/admin/revision")).allowed());
+        assert!(!p.authorize(&n1, &get("/metricsx")).allowed());
+        assert!(!p.authorize(&who("eve", &[]), &get("/metrics")).allowed());
+    }
+}
