@@ -86,10 +86,20 @@ impl HttpTransport {
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
             return Err(bad("expected http://HOST:PORT"));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Transport { server: server.to_string(), failure: failure(&e), source: Box::new(e) })?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(ca) = &config.ca_pem {
+            // The cluster's own authority, as its kubeconfig names it.
+            let certs = reqwest::Certificate::from_pem_bundle(ca)
+                .map_err(|e| Error::Invalid(format!("the configuration's certificate authority: {e}")))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(|e| Error::Transport {
+            server: server.to_string(),
+            failure: failure(&e),
+            source: Box::new(e),
+        })?;
         Ok(HttpTransport { base: url.as_str().trim_end_matches('/').to_string(), http, authorization })
     }
 }

@@ -157,12 +157,14 @@ const CONNECTION_BUFFER: usize = 16 << 10;
 /// Serves `router` on `listener` within `limits` until `stop` completes, then waits for
 /// the open connections to finish. A connection whose writes wait longer than
 /// `write_stall_timeout` on its peer is closed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     write_stall_timeout: Duration,
     metrics: ConnectionMetrics,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -220,16 +222,31 @@ pub(crate) async fn serve(
         let stalled = metrics.stalled.clone();
         let header_read_timeout = limits.header_read_timeout;
         let watch_runtime = streams.handle().cloned();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let Some(opening) = placement::opening(&tcp, header_read_timeout).await else {
-                return;
-            };
             // Every request carries the address it came from (per-client limits).
             let client = crate::watch_limits::ClientAddr(peer.ip());
             let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(client);
                 router.clone().oneshot(req)
             });
+            if let Some(acceptor) = tls {
+                // The request line is encrypted: TLS connections are all served
+                // here, watches included. The handshake gets the header deadline.
+                let Ok(Ok(stream)) = tokio::time::timeout(header_read_timeout, acceptor.accept(tcp)).await else {
+                    return;
+                };
+                let io = TokioIo::new(StallGuard::new(stream, write_stall_timeout, stalled));
+                let conn = builder.serve_connection(io, TowerToHyperService::new(service)).into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(slot);
+                return;
+            }
+            let Some(opening) = placement::opening(&tcp, header_read_timeout).await else {
+                return;
+            };
             let serve = move |tcp: TcpStream| async move {
                 let io = TokioIo::new(StallGuard::new(tcp, write_stall_timeout, stalled));
                 let conn = builder.serve_connection(io, TowerToHyperService::new(service)).into_owned();

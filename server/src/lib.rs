@@ -35,6 +35,7 @@ mod patch_bounds;
 pub mod path;
 mod placement;
 mod resources;
+pub mod tls;
 mod watch;
 mod watch_limits;
 mod write_stall;
@@ -93,6 +94,9 @@ pub struct ServerConfig {
     pub admin_kubeconfig: Option<PathBuf>,
     /// Where to append the audit log (JSON lines); `None`: no audit log.
     pub audit_log: Option<PathBuf>,
+    /// Serve HTTPS with this certificate; `None`: plain HTTP (loopback only, which
+    /// the command line enforces).
+    pub tls: Option<tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +114,7 @@ impl Default for ServerConfig {
             write_stall_timeout: Duration::from_secs(30),
             admin_kubeconfig: None,
             audit_log: None,
+            tls: None,
         }
     }
 }
@@ -267,6 +272,10 @@ pub struct RunningServer {
     admin_token: String,
     /// Where the administrator's kubeconfig was written.
     admin_kubeconfig: PathBuf,
+    /// `http(s)://ADDR`.
+    base_url: String,
+    /// What clients trust, when serving HTTPS.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl RunningServer {
@@ -289,6 +298,16 @@ impl RunningServer {
     pub fn client_as(&self, identity: auth::Identity) -> corral_client::Client {
         let router = self.router.clone().unwrap_or_default();
         corral_client::Client::new(Arc::new(in_process::InProcess::new(router, identity)))
+    }
+
+    /// `http://ADDR`, or `https://ADDR` when serving TLS.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// PEM of the authority clients must trust, when serving TLS.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
     }
 
     /// The administrator's bearer token (what the admin kubeconfig holds).
@@ -419,8 +438,14 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Listen { addr: cfg.listen, source })?;
+    let (acceptor, ca_pem) = match &cfg.tls {
+        Some(t) => (Some(tls::acceptor(t).map_err(Error::Auth)?), Some(tls::trust_pem(t).map_err(Error::Auth)?)),
+        None => (None, None),
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let base_url = format!("{scheme}://{addr}");
     let admin_kubeconfig = cfg.admin_kubeconfig.clone().unwrap_or_else(|| cfg.data_dir.join("admin.conf"));
-    let admin_token = auth::bootstrap::ensure_admin(dyn_store.as_ref(), &admin_kubeconfig, &format!("http://{addr}"))
+    let admin_token = auth::bootstrap::ensure_admin(dyn_store.as_ref(), &admin_kubeconfig, &base_url, ca_pem.clone())
         .await
         .map_err(|e| Error::Auth(format!("administrator credential {}: {e}", admin_kubeconfig.display())))?;
     // Loaded after the administrator's token is stored, so that it works at once.
@@ -432,11 +457,18 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     tracing::debug!(open_files, ?limits, "connection limits");
     let serving = router.clone();
     let metrics = state.metrics.connections.clone();
-    let task =
-        tokio::spawn(connections::serve(listener, serving, limits, cfg.write_stall_timeout, metrics, async move {
+    let task = tokio::spawn(connections::serve(
+        listener,
+        serving,
+        limits,
+        cfg.write_stall_timeout,
+        metrics,
+        acceptor,
+        async move {
             let _ = stopped.await;
-        }));
-    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "corral API server listening");
+        },
+    ));
+    tracing::info!(url = %base_url, data_dir = %cfg.data_dir.display(), "corral API server listening");
     Ok(RunningServer {
         addr,
         state: Some(state),
@@ -449,6 +481,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
         policy: Some(policy),
         admin_token,
         admin_kubeconfig,
+        base_url,
+        ca_pem,
     })
 }
 

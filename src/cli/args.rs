@@ -358,6 +358,30 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "audit_log")]
     pub no_audit_log: bool,
 
+    /// Serve HTTPS with this certificate (PEM, with its chain). Required, or
+    /// --tls-auto, to listen beyond loopback.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_auto")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The authority clients should trust (PEM), written into the kubeconfig files;
+    /// default: the last certificate of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate authority and server certificate made once in
+    /// DATA_DIR/tls (for localhost, this host's name and the listen address, plus
+    /// --tls-san); prints the authority's fingerprint.
+    #[arg(long)]
+    pub tls_auto: bool,
+
+    /// A further name or address for the --tls-auto certificate (repeatable).
+    #[arg(long, value_name = "HOST", requires = "tls_auto")]
+    pub tls_san: Vec<String>,
+
     #[command(flatten)]
     pub controllers: ManagerArgs,
 

@@ -17,11 +17,17 @@ pub(crate) enum Role {
 }
 
 pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    if !args.listen.ip().is_loopback() {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (choose another with --data-dir or CORRAL_DATA_DIR)",
+            args.data_dir.display()
+        )
+    })?;
+    let tls = tls_config(&args)?;
+    if !args.listen.ip().is_loopback() && tls.is_none() {
         anyhow::bail!(
-            "refusing to listen on {}: beyond loopback, bearer tokens would cross the network in clear text, and \
-             this build serves no TLS yet; listen on 127.0.0.1 (and reach it through an SSH tunnel or a \
-             TLS-terminating proxy)",
+            "refusing to listen on {} without TLS: beyond loopback, bearer tokens would cross the network in \
+             clear text; add --tls-auto (a certificate authority made for this server) or --tls-cert/--tls-key",
             args.listen
         );
     }
@@ -44,14 +50,9 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         } else {
             Some(args.audit_log.clone().unwrap_or_else(|| args.data_dir.join("audit.log")))
         },
+        tls,
         ..defaults
     };
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {} (choose another with --data-dir or CORRAL_DATA_DIR)",
-            cfg.data_dir.display()
-        )
-    })?;
     match role {
         Role::Everything => tracing::info!(data_dir = %cfg.data_dir.display(), "starting corral"),
         Role::ControlPlane => tracing::info!(data_dir = %cfg.data_dir.display(), "starting corral control plane"),
@@ -64,9 +65,9 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         let path = kubeconfig.or_else(corral_client::credentials::default_config_path);
         if let Some(path) = path {
             let config = corral_client::Config {
-                server: format!("http://{}", server.addr()),
+                server: server.base_url().to_string(),
                 token: Some(server.admin_token().to_string()),
-                ca_pem: None,
+                ca_pem: server.ca_pem().map(<[u8]>::to_vec),
             };
             config.write_kubeconfig(&path, "corral").with_context(|| "cannot write the CLI's configuration")?;
             tracing::info!(path = %path.display(), "the CLI's configuration now points at this cluster as admin");
@@ -96,9 +97,9 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         let cfg = super::agent::config(&agent_args)?;
         let token = server.node_credential(&cfg.name).await.context("cannot make the local agent's credential")?;
         let client = corral_client::Client::from_config(&corral_client::Config {
-            server: format!("http://{}", server.addr()),
+            server: server.base_url().to_string(),
             token: Some(token),
-            ca_pem: None,
+            ca_pem: server.ca_pem().map(<[u8]>::to_vec),
         })?;
         Some(corral_agent::agent::start(client, cfg).await.context("cannot start the local agent")?)
     } else {
@@ -115,6 +116,37 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
     }
     server.shutdown().await?;
     waited
+}
+
+/// The TLS the options ask for: files given, or made once in the data directory.
+fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<corral_server::tls::TlsConfig>> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return Ok(Some(corral_server::tls::TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: args.tls_ca.clone(),
+        }));
+    }
+    if !args.tls_auto {
+        return Ok(None);
+    }
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([corral_agent::node::hostname()])
+        .collect();
+    if !args.listen.ip().is_unspecified() {
+        hosts.push(args.listen.ip().to_string());
+    }
+    hosts.extend(args.tls_san.iter().cloned());
+    hosts.dedup();
+    let dir = args.data_dir.join("tls");
+    let cfg = corral_server::tls::generate(&dir, &hosts).map_err(anyhow::Error::msg)?;
+    let ca = corral_server::tls::trust_pem(&cfg).map_err(anyhow::Error::msg)?;
+    let fingerprint = corral_server::tls::fingerprint(&ca);
+    tracing::info!(ca = %dir.join("ca.crt").display(), %fingerprint, ?hosts, "serving HTTPS with the certificate authority");
+    eprintln!("corral: HTTPS; certificate authority {} (SHA-256 {fingerprint})", dir.join("ca.crt").display());
+    Ok(Some(cfg))
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -202,7 +202,12 @@ pub fn mint(
 ///
 /// # Errors
 /// A message naming what failed.
-pub async fn ensure_admin(store: &dyn Storage, path: &Path, server: &str) -> Result<String, String> {
+pub async fn ensure_admin(
+    store: &dyn Storage,
+    path: &Path,
+    server: &str,
+    ca_pem: Option<Vec<u8>>,
+) -> Result<String, String> {
     if let Ok(cfg) = Config::from_kubeconfig(path)
         && let Some(token) = cfg.token.as_deref().and_then(BearerToken::parse)
         && let Ok(Some(stored)) = store.get(&Key::cluster(format!("{GROUP}/tokens"), &token.id)).await
@@ -218,7 +223,7 @@ pub async fn ensure_admin(store: &dyn Storage, path: &Path, server: &str) -> Res
     let (key, object, token) =
         mint(ADMIN_USER, &[MASTERS], TokenPurpose::Authentication, description, &[]).map_err(|e| e.to_string())?;
     store.create(key, object).await.map_err(|e| format!("cannot store the administrator token: {e}"))?;
-    Config { server: server.into(), token: Some(token.expose()), ca_pem: None }
+    Config { server: server.into(), token: Some(token.expose()), ca_pem }
         .write_kubeconfig(path, "corral")
         .map_err(|e| e.to_string())?;
     Ok(token.expose())

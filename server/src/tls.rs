@@ -1,0 +1,146 @@
+//! TLS for the API: bearer tokens must not cross a network in clear text, so a server
+//! listening beyond loopback serves HTTPS only. Certificates come from files
+//! (`--tls-cert`, `--tls-key`), or the server makes a certificate authority and a
+//! server certificate of its own once (`--tls-auto`), whose CA goes into the
+//! kubeconfig files it writes, so that clients trust exactly it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Where the server's certificate and key are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsConfig {
+    /// PEM: the server's certificate, then its chain.
+    pub cert: PathBuf,
+    /// PEM: the certificate's private key.
+    pub key: PathBuf,
+    /// PEM: the authority clients should trust; when absent, the last certificate of
+    /// `cert` (a self-signed one, or the chain's root).
+    pub ca: Option<PathBuf>,
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Accepts TLS connections with `cfg`'s certificate, offering HTTP/2 and HTTP/1.1.
+///
+/// # Errors
+/// A message naming the file that cannot be read or used.
+pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
+    let chain = certs(&cfg.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| format!("{}: {e}", cfg.key.display()))?;
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{} and {}: {e}", cfg.cert.display(), cfg.key.display()))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// PEM of the authority clients of this server should trust.
+///
+/// # Errors
+/// A message naming the file that cannot be read.
+pub fn trust_pem(cfg: &TlsConfig) -> Result<Vec<u8>, String> {
+    match &cfg.ca {
+        Some(ca) => std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display())),
+        None => {
+            let last = certs(&cfg.cert)?.pop().ok_or_else(|| format!("{}: empty", cfg.cert.display()))?;
+            Ok(pem("CERTIFICATE", &last))
+        }
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out.into_bytes()
+}
+
+/// The SHA-256 fingerprint of the first certificate in `pem`, as `AB:CD:…`, for
+/// people to compare out of band.
+pub fn fingerprint(pem: &[u8]) -> String {
+    match CertificateDer::pem_slice_iter(pem).next() {
+        Some(Ok(der)) => Sha256::digest(der.as_ref()).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"),
+        _ => "unreadable".into(),
+    }
+}
+
+/// Makes a certificate authority and a server certificate for `hosts` (names and
+/// addresses) in `dir`, unless they are there already; returns where they are. The
+/// authority's key is not kept: nothing can sign another certificate in its name.
+///
+/// # Errors
+/// A message saying what could not be made or written.
+pub fn generate(dir: &Path, hosts: &[String]) -> Result<TlsConfig, String> {
+    let cfg = TlsConfig { cert: dir.join("server.crt"), key: dir.join("server.key"), ca: Some(dir.join("ca.crt")) };
+    if cfg.cert.exists() && cfg.key.exists() && dir.join("ca.crt").exists() {
+        return Ok(cfg);
+    }
+    let fail = |e: rcgen::Error| format!("cannot make a certificate: {e}");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Corral CA");
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().map_err(fail)?).map_err(fail)?;
+    let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(fail)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "corral server");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let cert = params.signed_by(&key, &ca).map_err(fail)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    write(&dir.join("ca.crt"), ca.pem().as_bytes(), 0o644)?;
+    write(&cfg.cert, format!("{}{}", cert.pem(), ca.pem()).as_bytes(), 0o644)?;
+    write(&cfg.key, key.serialize_pem().as_bytes(), 0o600)?;
+    Ok(cfg)
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(fail)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_authority_signs_a_certificate_the_server_can_use_and_is_made_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let cfg = generate(dir.path(), &hosts).unwrap();
+        acceptor(&cfg).expect("the server takes its certificate");
+        let ca = trust_pem(&cfg).unwrap();
+        let first = fingerprint(&ca);
+        assert_eq!(first.len(), 32 * 3 - 1, "{first}");
+        let again = generate(dir.path(), &hosts).unwrap();
+        assert_eq!(fingerprint(&trust_pem(&again).unwrap()), first, "kept, not made anew");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&cfg.key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!dir.path().join("ca.key").exists());
+    }
+}
