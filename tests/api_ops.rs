@@ -223,7 +223,8 @@ async fn the_router_serves_any_storage_and_ends_a_watch_that_fell_behind() {
             secret_hash: token.secret_hash(),
             ..Default::default()
         };
-        policy.tokens.insert(token.id.clone(), spec);
+        let entry = corral_server::auth::rbac::TokenEntry::new(&spec).expect("a usable token");
+        policy.tokens.insert(token.id.clone(), entry);
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");

@@ -126,6 +126,10 @@ struct BenchStoreArgs {
     /// Concurrent clients of the write workloads, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
     clients: Vec<usize>,
+    /// An extra argument for `corral server` (repeatable), e.g.
+    /// `--server-arg=--no-audit-log`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
                     watchers: a.watchers,
                     clients: a.clients,
                     rate: a.rate,
+                    server_args: a.server_args,
                 })
                 .await
             }

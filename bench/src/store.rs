@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::load::{LoadResult, closed_loop, open_loop, percentile_ms};
-use super::procs::{Proc, start_corral, start_etcd};
+use super::procs::{Proc, start_corral_with, start_etcd};
 
 /// What to run and how big.
 #[derive(Clone, Debug)]
@@ -25,11 +25,20 @@ pub struct StoreBenchOptions {
     pub clients: Vec<usize>,
     /// Writes per second of the fixed-rate latency workload.
     pub rate: u64,
+    /// Extra arguments for `corral server` (e.g. `--no-audit-log`).
+    pub server_args: Vec<String>,
 }
 
 impl Default for StoreBenchOptions {
     fn default() -> Self {
-        StoreBenchOptions { seconds: 5, objects: 100_000, watchers: 1000, clients: vec![1, 16, 256], rate: 1000 }
+        StoreBenchOptions {
+            seconds: 5,
+            objects: 100_000,
+            watchers: 1000,
+            clients: vec![1, 16, 256],
+            rate: 1000,
+            server_args: Vec::new(),
+        }
     }
 }
 
@@ -174,7 +183,7 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let corral_dir = dir.path().join("corral");
     let etcd_dir = dir.path().join("etcd");
-    let server = start_corral(&corral_dir).await?;
+    let server = start_corral_with(&corral_dir, &opts.server_args).await?;
     let (etcd, etcd_version) = start_etcd(&etcd_dir).await?;
     let dur = Duration::from_secs(opts.seconds);
     let corral = Arc::new(Corral::new(format!("http://{}", server.addr))?);
@@ -302,7 +311,7 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
     // A fresh server, so that the memory figure is for exactly this many objects.
     drop(server);
     println!("\nholding {} objects (fresh server)", opts.objects);
-    let server = start_corral(&dir.path().join("corral-mass")).await?;
+    let server = start_corral_with(&dir.path().join("corral-mass"), &opts.server_args).await?;
     let corral = Arc::new(Corral::new(format!("http://{}", server.addr))?);
     let idle_rss = server.rss_bytes()?;
     corral.namespace("mass").await?;

@@ -56,6 +56,11 @@ impl BearerToken {
         hex(&Sha256::digest(self.secret.as_bytes()))
     }
 
+    /// The SHA-256 of the secret, as bytes.
+    pub fn secret_digest(&self) -> [u8; 32] {
+        Sha256::digest(self.secret.as_bytes()).into()
+    }
+
     /// Whether `hash` (as stored) is this token's, compared in constant time.
     pub fn matches(&self, hash: &str) -> bool {
         let mine = self.secret_hash();
@@ -84,7 +89,13 @@ fn random(len: usize) -> Result<String> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// Where a client connects and who it is.
@@ -205,24 +216,26 @@ impl Config {
             }],
         };
         let text = serde_norway::to_string(&file).map_err(|e| bad(e.to_string()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let tmp = path.with_extension("tmp");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| bad(format!("cannot write {}: {e}", tmp.display())))?;
-            f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| bad(e.to_string()))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| bad(format!("cannot replace it: {e}")))
+        write_private(path, text.as_bytes()).map_err(|e| bad(e.to_string()))
     }
+}
+
+/// Writes `bytes` to `path` readable by its owner only (mode 0600), creating its
+/// directory; atomically: the file is whole or as it was. For credentials.
+///
+/// # Errors
+/// The file system's.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The parts of the kubeconfig format Corral reads and writes.

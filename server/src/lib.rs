@@ -94,6 +94,9 @@ pub struct ServerConfig {
     pub admin_kubeconfig: Option<PathBuf>,
     /// Where to append the audit log (JSON lines); `None`: no audit log.
     pub audit_log: Option<PathBuf>,
+    /// Audit every read too (by default: writes, refusals, and reads of tokens and
+    /// RBAC objects).
+    pub audit_reads: bool,
     /// Serve HTTPS with this certificate; `None`: plain HTTP (loopback only, which
     /// the command line enforces).
     pub tls: Option<tls::TlsConfig>,
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             write_stall_timeout: Duration::from_secs(30),
             admin_kubeconfig: None,
             audit_log: None,
+            audit_reads: false,
             tls: None,
         }
     }
@@ -174,7 +178,9 @@ pub struct AppState {
     extra_metrics: Arc<RwLock<Vec<SharedRegistry>>>,
     /// Cancelled to end every open watch stream (graceful shutdown would otherwise
     /// wait for them forever).
-    closing: CancellationToken,
+    /// In an `Arc`: the state is cloned per request, and cloning a token itself takes
+    /// a lock shared by every clone.
+    closing: Arc<CancellationToken>,
     /// Open watches by client.
     watches: Arc<watch_limits::WatchLimits>,
     /// Tokens, roles and bindings, and the audit log.
@@ -191,7 +197,7 @@ impl AppState {
             registry,
             metrics,
             extra_metrics: Arc::default(),
-            closing: CancellationToken::new(),
+            closing: Arc::new(CancellationToken::new()),
             watches: Arc::new(watch_limits::WatchLimits::new(watch_limits::DEFAULT_MAX_WATCHES_PER_CLIENT)),
             auth,
         }
@@ -220,7 +226,7 @@ impl AppState {
 
     /// Resolves once [`AppState::close_watches`] has been called.
     fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.closing.clone().cancelled_owned()
+        CancellationToken::clone(&self.closing).cancelled_owned()
     }
 }
 
@@ -240,7 +246,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/whoami", get(auth::join::whoami).fallback(method_not_allowed))
         .route("/auth/can-i", post(auth::join::can_i).fallback(method_not_allowed))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(axum::middleware::from_fn_with_state(auth::Guard::new(&state), auth::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
@@ -430,7 +436,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
         state
             .auth
             .audit
-            .open(path)
+            .open(path, cfg.audit_reads)
             .map_err(|e| Error::Auth(format!("cannot open the audit log {}: {e}", path.display())))?;
     }
     // Stored custom kinds are served before the first request.

@@ -109,19 +109,13 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<TlsConfig, String> {
     let key = rcgen::KeyPair::generate().map_err(fail)?;
     let cert = params.signed_by(&key, &ca).map_err(fail)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    write(&dir.join("ca.crt"), ca.pem().as_bytes(), 0o644)?;
-    write(&cfg.cert, format!("{}{}", cert.pem(), ca.pem()).as_bytes(), 0o644)?;
-    write(&cfg.key, key.serialize_pem().as_bytes(), 0o600)?;
+    // The key first: certificates without it would be taken for a finished set.
+    let ca_path = dir.join("ca.crt");
+    corral_client::credentials::write_private(&cfg.key, key.serialize_pem().as_bytes())
+        .and_then(|()| std::fs::write(&cfg.cert, format!("{}{}", cert.pem(), ca.pem())))
+        .and_then(|()| std::fs::write(&ca_path, ca.pem()))
+        .map_err(|e| format!("cannot write the certificates in {}: {e}", dir.display()))?;
     Ok(cfg)
-}
-
-fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(fail)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(fail)
 }
 
 #[cfg(test)]

@@ -121,7 +121,8 @@ async fn node_client(
     }
     let joined: serde_json::Value = serde_json::from_slice(&body).context("the join answer is not JSON")?;
     let token = joined.get("token").and_then(|t| t.as_str()).context("the join answer holds no token")?;
-    write_private(&saved_path, token)?;
+    corral_client::credentials::write_private(&saved_path, token.as_bytes())
+        .with_context(|| format!("cannot save the node's credential in {}", saved_path.display()))?;
     tracing::info!(node = name, "joined; the node's credential is saved in {}", saved_path.display());
     Ok(corral_client::Client::from_config(&corral_client::Config { token: Some(token.to_string()), ..conn.clone() })?)
 }
@@ -136,26 +137,6 @@ async fn who_am_i(conn: &corral_client::Config) -> anyhow::Result<String> {
     anyhow::ensure!(status.is_success(), "{status}");
     let v: serde_json::Value = serde_json::from_slice(&body)?;
     Ok(v.get("user").and_then(|u| u.as_str()).unwrap_or_default().to_string())
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

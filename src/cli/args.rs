@@ -358,6 +358,11 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "audit_log")]
     pub no_audit_log: bool,
 
+    /// Audit every read as well (by default: every write, every refusal, and reads
+    /// of tokens and RBAC objects).
+    #[arg(long, conflicts_with = "no_audit_log")]
+    pub audit_reads: bool,
+
     /// Serve HTTPS with this certificate (PEM, with its chain). Required, or
     /// --tls-auto, to listen beyond loopback.
     #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_auto")]

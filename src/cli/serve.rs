@@ -50,6 +50,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         } else {
             Some(args.audit_log.clone().unwrap_or_else(|| args.data_dir.join("audit.log")))
         },
+        audit_reads: args.audit_reads,
         tls,
         ..defaults
     };

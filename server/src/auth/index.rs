@@ -17,7 +17,7 @@ use futures::StreamExt;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 
-use super::rbac::{Attributes, Policy, SENSITIVE};
+use super::rbac::{Attributes, Policy, SENSITIVE, TokenEntry};
 
 /// Longest a policy write waits for the copy to catch up before it is answered.
 const CATCH_UP: Duration = Duration::from_secs(5);
@@ -147,9 +147,9 @@ fn apply(p: &mut Policy, o: &StoredObject, deleted: bool) {
     let (ns, name) = (o.key.namespace.clone(), o.key.name.clone());
     let plural = o.key.resource.rsplit('/').next().unwrap_or_default();
     match plural {
-        "tokens" => match (deleted, spec::<TokenSpec>(o)) {
-            (false, Some(s)) => {
-                p.tokens.insert(name, s);
+        "tokens" => match (deleted, spec::<TokenSpec>(o).as_ref().and_then(TokenEntry::new)) {
+            (false, Some(entry)) => {
+                p.tokens.insert(name, entry);
             }
             _ => {
                 p.tokens.remove(&name);
@@ -173,18 +173,18 @@ fn apply(p: &mut Policy, o: &StoredObject, deleted: bool) {
         },
         "clusterrolebindings" => match (deleted, spec::<ClusterRoleBindingSpec>(o)) {
             (false, Some(s)) => {
-                p.cluster_bindings.insert(name, s);
+                p.cluster_bindings.insert(name.into(), s);
             }
             _ => {
-                p.cluster_bindings.remove(&name);
+                p.cluster_bindings.remove(name.as_str());
             }
         },
         "rolebindings" => match (deleted, spec::<RoleBindingSpec>(o)) {
             (false, Some(s)) => {
-                p.bindings.entry(ns).or_default().insert(name, s);
+                p.bindings.entry(ns).or_default().insert(name.into(), s);
             }
             _ => {
-                p.bindings.entry(ns).or_default().remove(&name);
+                p.bindings.entry(ns).or_default().remove(name.as_str());
             }
         },
         _ => {}

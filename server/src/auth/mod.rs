@@ -71,8 +71,23 @@ impl Identity {
     }
 }
 
+/// What the guard needs of the server's state: two pointers, cheap to clone per
+/// request.
+#[derive(Clone)]
+pub struct Guard {
+    auth: Arc<Auth>,
+    store: Arc<dyn corral_store::Storage>,
+}
+
+impl Guard {
+    /// The guard of `state`'s server.
+    pub fn new(state: &AppState) -> Self {
+        Guard { auth: state.auth.clone(), store: state.store.clone() }
+    }
+}
+
 /// The middleware in front of every route: authenticates, authorizes, audits.
-pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
@@ -85,22 +100,23 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         Ok(i) => i,
         Err(e) => {
             state.auth.unauthenticated.inc();
-            state.auth.audit.record(None, &attrs, 401, None);
+            state.auth.audit.record(None, attrs, 401, None);
             return e.into_response();
         }
     };
     let decision = match &attrs {
         // Discovery and one's own identity are open to every authenticated user.
         Some(a) if !open_to_all(a) => state.auth.policy.read().authorize(&identity, a),
-        _ => Decision::Allow("discovery".into()),
+        _ => Decision::Allow(rbac::AllowedBy::Everyone),
     };
     let by = match decision {
         Decision::Allow(by) => by,
         Decision::Deny => {
             let a = attrs.as_ref();
             state.auth.metrics_denied();
-            state.auth.audit.record(Some(&identity), &attrs, 403, None);
-            return forbidden(&identity, a).into_response();
+            let refusal = forbidden(&identity, a).into_response();
+            state.auth.audit.record(Some(identity), attrs, 403, None);
+            return refusal;
         }
     };
     req.extensions_mut().insert(identity.clone());
@@ -111,7 +127,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         // The next request must already see the token or binding just written.
         state.auth.index.caught_up(state.store.as_ref()).await;
     }
-    state.auth.audit.record(Some(&identity), &attrs, code, Some(&by));
+    state.auth.audit.record(Some(identity), attrs, code, Some(by));
     resp
 }
 
@@ -125,7 +141,7 @@ fn open_to_all(a: &Attributes) -> bool {
 }
 
 /// The identity a request's bearer token proves.
-fn authenticate(state: &AppState, req: &Request) -> Result<Arc<Identity>, ApiError> {
+fn authenticate(state: &Guard, req: &Request) -> Result<Arc<Identity>, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(ApiError::unauthorized(
             "this request carries no credential: send `Authorization: Bearer TOKEN` (`corral up` writes an admin \
@@ -139,20 +155,19 @@ fn authenticate(state: &AppState, req: &Request) -> Result<Arc<Identity>, ApiErr
         .or_else(|| text.strip_prefix("bearer "))
         .and_then(BearerToken::parse)
         .ok_or_else(invalid)?;
+    let digest = token.secret_digest();
     let policy = state.auth.policy.read();
-    let spec = policy.tokens.get(&token.id).filter(|s| token.matches(&s.secret_hash)).ok_or_else(invalid)?;
-    if let Some(exp) = &spec.expiration {
-        match chrono::DateTime::parse_from_rfc3339(exp) {
-            Ok(t) if t > chrono::Utc::now() => {}
-            _ => return Err(ApiError::unauthorized(format!("the bearer token {} expired at {exp}", token.id))),
-        }
+    let entry = policy
+        .tokens
+        .get(&token.id)
+        .filter(|e| e.secret_hash.iter().zip(digest).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
+        .ok_or_else(invalid)?;
+    if entry.expires.is_some_and(|t| t <= chrono::Utc::now()) {
+        let at = entry.expiration.as_deref().unwrap_or_default();
+        return Err(ApiError::unauthorized(format!("the bearer token {} expired at {at}", token.id)));
     }
-    match spec.purpose {
-        TokenPurpose::Authentication => {
-            let mut groups = spec.groups.clone();
-            groups.push(AUTHENTICATED.into());
-            Ok(Arc::new(Identity { user: spec.user.clone(), groups }))
-        }
+    match entry.purpose {
+        TokenPurpose::Authentication => Ok(entry.identity.clone()),
         TokenPurpose::Join if req.uri().path() == join::PATH && req.method() == Method::POST => {
             Ok(Arc::new(Identity {
                 user: format!("system:bootstrap:{}", token.id),

@@ -7,8 +7,11 @@
 //! controller cannot be turned into a way to mint credentials or grant itself more.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use corral_api::kinds::{ClusterRoleBindingSpec, PolicyRule, RoleBindingSpec, RoleRef, Subject, TokenSpec};
+use corral_api::kinds::{
+    ClusterRoleBindingSpec, PolicyRule, RoleBindingSpec, RoleRef, Subject, TokenPurpose, TokenSpec,
+};
 
 use super::Identity;
 
@@ -61,26 +64,91 @@ impl Attributes {
     }
 }
 
+/// A stored token, ready to check a request against: what every request needs is
+/// computed once, when the token is read from the store.
+#[derive(Clone, Debug)]
+pub struct TokenEntry {
+    /// SHA-256 of the secret.
+    pub secret_hash: [u8; 32],
+    /// Whom it authenticates (with `system:authenticated` among the groups).
+    pub identity: Arc<Identity>,
+    /// What it is good for.
+    pub purpose: TokenPurpose,
+    /// When it stops working; `None`: never.
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// As stored, for messages.
+    pub expiration: Option<String>,
+}
+
+impl TokenEntry {
+    /// The entry of a stored token; `None` if its hash or expiry cannot be read (it
+    /// then authenticates nobody).
+    pub fn new(spec: &TokenSpec) -> Option<Self> {
+        let mut secret_hash = [0u8; 32];
+        let hex = spec.secret_hash.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        for (i, pair) in hex.chunks(2).enumerate() {
+            secret_hash[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        let expires = match &spec.expiration {
+            Some(e) => Some(chrono::DateTime::parse_from_rfc3339(e).ok()?.with_timezone(&chrono::Utc)),
+            None => None,
+        };
+        let mut groups = spec.groups.clone();
+        groups.push(super::AUTHENTICATED.into());
+        Some(TokenEntry {
+            secret_hash,
+            identity: Arc::new(Identity { user: spec.user.clone(), groups }),
+            purpose: spec.purpose,
+            expires,
+            expiration: spec.expiration.clone(),
+        })
+    }
+}
+
 /// The stored tokens, roles and bindings, as the authorizer reads them.
 #[derive(Default, Clone, Debug)]
 pub struct Policy {
     /// Tokens by id.
-    pub tokens: HashMap<String, TokenSpec>,
+    pub tokens: HashMap<String, TokenEntry>,
     /// Cluster roles by name.
     pub cluster_roles: HashMap<String, Vec<PolicyRule>>,
     /// Roles by namespace, then name.
     pub roles: HashMap<String, HashMap<String, Vec<PolicyRule>>>,
     /// Cluster role bindings by name.
-    pub cluster_bindings: BTreeMap<String, ClusterRoleBindingSpec>,
+    pub cluster_bindings: BTreeMap<Arc<str>, ClusterRoleBindingSpec>,
     /// Role bindings by namespace, then name.
-    pub bindings: HashMap<String, BTreeMap<String, RoleBindingSpec>>,
+    pub bindings: HashMap<String, BTreeMap<Arc<str>, RoleBindingSpec>>,
+}
+
+/// What allowed a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedBy {
+    /// Open to every authenticated user (discovery, one's own identity).
+    Everyone,
+    /// A cluster role binding, by name.
+    ClusterRoleBinding(Arc<str>),
+    /// A role binding: namespace, name.
+    RoleBinding(Arc<str>, Arc<str>),
+}
+
+impl std::fmt::Display for AllowedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllowedBy::Everyone => f.write_str("every authenticated user"),
+            AllowedBy::ClusterRoleBinding(name) => write!(f, "ClusterRoleBinding/{name}"),
+            AllowedBy::RoleBinding(ns, name) => write!(f, "RoleBinding/{ns}/{name}"),
+        }
+    }
 }
 
 /// Why a request was allowed, or that it was not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Allowed by this binding (`ClusterRoleBinding/NAME` or `RoleBinding/NS/NAME`).
-    Allow(String),
+    /// Allowed, and by what.
+    Allow(AllowedBy),
     /// No binding grants it.
     Deny,
 }
@@ -100,7 +168,7 @@ impl Policy {
                 && b.subjects.iter().any(|s| subject_matches(s, who, None))
                 && self.cluster_roles.get(&b.role_ref.name).is_some_and(|rules| covers(rules, attrs))
             {
-                return Decision::Allow(format!("ClusterRoleBinding/{name}"));
+                return Decision::Allow(AllowedBy::ClusterRoleBinding(name.clone()));
             }
         }
         // A RoleBinding grants only namespaced requests inside its own namespace.
@@ -109,7 +177,7 @@ impl Policy {
             if b.subjects.iter().any(|s| subject_matches(s, who, Some(ns)))
                 && self.rules_of(&b.role_ref, ns).is_some_and(|rules| covers(rules, attrs))
             {
-                return Decision::Allow(format!("RoleBinding/{ns}/{name}"));
+                return Decision::Allow(AllowedBy::RoleBinding(Arc::from(ns.as_str()), name.clone()));
             }
         }
         Decision::Deny
@@ -257,7 +325,7 @@ mod tests {
         let ops = who("bob", &["ops"]);
         assert_eq!(
             p.authorize(&ops, &res("delete", "tasks", None, Some("web"), Some("t"))),
-            Decision::Allow("ClusterRoleBinding/ops".into())
+            Decision::Allow(AllowedBy::ClusterRoleBinding("ops".into()))
         );
         assert!(p.authorize(&ops, &res("update", "tasks", Some("status"), Some("web"), Some("t"))).allowed());
         for sensitive in SENSITIVE {
