@@ -6,27 +6,15 @@
 mod api_support;
 
 use api_support::TestServer;
-use corral_client::BearerToken;
+use corral_api::kinds::TokenPurpose;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const V1: &str = "/apis/corral.dev/v1";
 
 /// Stores a token for `user` in `groups`; `expiration` in RFC 3339, if any.
-async fn token(s: &TestServer, user: &str, groups: &[&str], purpose: &str, expiration: Option<&str>) -> String {
-    let t = BearerToken::generate().unwrap();
-    let mut spec = json!({"user": user, "groups": groups, "purpose": purpose, "secretHash": t.secret_hash()});
-    if let Some(e) = expiration {
-        spec["expiration"] = json!(e);
-    }
-    let (code, body) = s
-        .post(
-            &format!("{V1}/tokens"),
-            &json!({"kind": "Token", "apiVersion": "corral.dev/v1", "metadata": {"name": t.id}, "spec": spec}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::CREATED, "{body}");
-    t.expose()
+async fn token(s: &TestServer, user: &str, groups: &[&str], purpose: TokenPurpose, expiration: Option<&str>) -> String {
+    s.kit().create_token(user, groups, purpose, expiration.map(str::to_string)).await
 }
 
 async fn bind(s: &TestServer, ns: &str, name: &str, role: &str, user: &str) {
@@ -94,12 +82,13 @@ async fn every_identity_is_refused_what_it_must_not_do_and_allowed_what_it_may()
             .await;
         assert_eq!(code, StatusCode::CREATED, "{body}");
     }
-    let viewer = token(&s, "vera", &[], "Authentication", None).await;
-    let editor = token(&s, "eddie", &[], "Authentication", None).await;
+    let viewer = token(&s, "vera", &[], TokenPurpose::Authentication, None).await;
+    let editor = token(&s, "eddie", &[], TokenPurpose::Authentication, None).await;
     bind(&s, "web", "vera-views", "view", "vera").await;
     bind(&s, "web", "eddie-edits", "edit", "eddie").await;
-    let expired = token(&s, "old", &["system:masters"], "Authentication", Some("2020-01-01T00:00:00Z")).await;
-    let join_token = token(&s, "system:bootstrap:x", &[], "Join", Some("2999-01-01T00:00:00Z")).await;
+    let expired =
+        token(&s, "old", &["system:masters"], TokenPurpose::Authentication, Some("2020-01-01T00:00:00Z")).await;
+    let join_token = token(&s, "system:bootstrap:x", &[], TokenPurpose::Join, Some("2999-01-01T00:00:00Z")).await;
     let node_a = join(&s, &join_token, "node-a").await;
     let node_b = join(&s, &join_token, "node-b").await;
     for (name, node) in [("task-a", "node-a"), ("task-b", "node-b")] {
@@ -218,7 +207,7 @@ async fn every_identity_is_refused_what_it_must_not_do_and_allowed_what_it_may()
 #[tokio::test]
 async fn a_revoked_token_is_refused_at_once_and_a_rejoin_revokes_the_nodes_earlier_credential() {
     let s = TestServer::start().await;
-    let alice = token(&s, "alice", &["system:masters"], "Authentication", None).await;
+    let alice = token(&s, "alice", &["system:masters"], TokenPurpose::Authentication, None).await;
     let (code, _) = call(&s, Some(&alice), Method::GET, "/auth/whoami", None).await;
     assert_eq!(code, StatusCode::OK);
     let id = alice.split('.').next().unwrap();
@@ -227,7 +216,7 @@ async fn a_revoked_token_is_refused_at_once_and_a_rejoin_revokes_the_nodes_earli
     let (code, _) = call(&s, Some(&alice), Method::GET, "/auth/whoami", None).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED, "no delay between the revocation and the refusal");
 
-    let join_token = token(&s, "system:bootstrap:y", &[], "Join", None).await;
+    let join_token = token(&s, "system:bootstrap:y", &[], TokenPurpose::Join, None).await;
     let first = join(&s, &join_token, "n1").await;
     let second = join(&s, &join_token, "n1").await;
     let (code, _) = call(&s, Some(&first), Method::GET, "/auth/whoami", None).await;

@@ -21,8 +21,6 @@ fn lookup(passwd: &str, name: &str) -> Option<(u32, u32)> {
     })
 }
 
-/// The namespace label naming its task security level (as the server's admission).
-pub const TASK_SECURITY_LABEL: &str = "corral.dev/task-security";
 /// Who runs a task nobody chose a user for: `nobody`.
 pub const UNPRIVILEGED: (u32, u32) = (65534, 65534);
 

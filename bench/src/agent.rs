@@ -48,7 +48,8 @@ pub async fn run_agent_bench(opts: AgentBenchOptions) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().default_headers(super::procs::auth_headers()).build()?;
     wait_node(&http, &url).await?;
     // The native tasks run on the host: their namespace must allow it.
-    let privileged = serde_json::json!({"metadata": {"labels": {"corral.dev/task-security": "privileged"}}});
+    use corral_api::kinds::namespace::{TASK_SECURITY_LABEL, TASK_SECURITY_PRIVILEGED};
+    let privileged = serde_json::json!({"metadata": {"labels": {TASK_SECURITY_LABEL: TASK_SECURITY_PRIVILEGED}}});
     let r = http
         .patch(format!("{url}/apis/corral.dev/v1/namespaces/default"))
         .header("content-type", "application/merge-patch+json")

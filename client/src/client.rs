@@ -496,6 +496,19 @@ impl Client {
         Ok(watch::event_stream(resp.body))
     }
 
+    /// `GET` (no body) or `POST` (with `body`) a JSON endpoint outside `/apis`, such as
+    /// `/auth/whoami`; the answer decoded as `T`.
+    ///
+    /// # Errors
+    /// The `Status` of a refused request (as every call), or [`Error::Decode`].
+    pub async fn call_json<T: DeserializeOwned>(&self, path: &str, body: Option<&serde_json::Value>) -> Result<T> {
+        let (method, body) = match body {
+            Some(b) => (Method::POST, Some(("application/json", json_body(b)?))),
+            None => (Method::GET, None),
+        };
+        Ok(self.call(method, path.to_string(), body, path).await?.1)
+    }
+
     /// Sends one request; the response whatever its status.
     pub(crate) async fn send(
         &self,

@@ -17,10 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::path::Target;
 use crate::resources::Ctx;
 
-/// The namespace label naming its task security level.
-pub const TASK_SECURITY_LABEL: &str = "corral.dev/task-security";
-/// The level that allows what a restricted namespace refuses.
-pub const PRIVILEGED: &str = "privileged";
+use corral_api::kinds::namespace::{TASK_SECURITY_LABEL, TASK_SECURITY_PRIVILEGED as PRIVILEGED};
 
 /// Runs every check on `object`, about to be written through `ctx`.
 pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
@@ -67,8 +64,8 @@ async fn live_value(ctx: &Ctx, name: &str) -> ApiResult<Option<Value>> {
     }
 }
 
-/// The task security level of namespace `ns`.
-pub(crate) async fn namespace_level(ctx: &Ctx, ns: &str) -> ApiResult<bool> {
+/// Whether namespace `ns` is labelled privileged.
+async fn namespace_privileged(ctx: &Ctx, ns: &str) -> ApiResult<bool> {
     let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), ns);
     let Some(o) = ctx.state.store.get(&key).await.map_err(ApiError::from)? else { return Ok(false) };
     let v: Value = serde_json::from_slice(&o.json).map_err(ApiError::internal)?;
@@ -78,7 +75,7 @@ pub(crate) async fn namespace_level(ctx: &Ctx, ns: &str) -> ApiResult<bool> {
 
 async fn task_policy(ctx: &Ctx, object: &Value) -> ApiResult<()> {
     let Some(ns) = ctx.namespace.as_deref() else { return Ok(()) };
-    if namespace_level(ctx, ns).await? {
+    if namespace_privileged(ctx, ns).await? {
         return Ok(());
     }
     // A spec admitted before is not judged again (a finalizer or label change, or

@@ -106,20 +106,10 @@ async fn node_client(
              control plane makes one)"
         );
     }
-    let transport = corral_client::HttpTransport::with_config(conn)?;
-    let body = serde_json::to_vec(&serde_json::json!({"node": name}))?;
-    let request = http::Request::post("/auth/join").header("content-type", "application/json").body(body.into())?;
-    let resp = corral_client::Transport::send(&transport, request).await?;
-    let status = resp.status;
-    let body = resp.bytes().await?;
-    if !status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        anyhow::bail!("{} refused to join node {name:?} ({status}): {message}", conn.server);
-    }
-    let joined: serde_json::Value = serde_json::from_slice(&body).context("the join answer is not JSON")?;
+    let joined: serde_json::Value = corral_client::Client::from_config(conn)?
+        .call_json("/auth/join", Some(&serde_json::json!({"node": name})))
+        .await
+        .with_context(|| format!("{} refused to join node {name:?}", conn.server))?;
     let token = joined.get("token").and_then(|t| t.as_str()).context("the join answer holds no token")?;
     corral_client::credentials::write_private(&saved_path, token.as_bytes())
         .with_context(|| format!("cannot save the node's credential in {}", saved_path.display()))?;
@@ -129,13 +119,7 @@ async fn node_client(
 
 /// The user a credential authenticates as.
 async fn who_am_i(conn: &corral_client::Config) -> anyhow::Result<String> {
-    let transport = corral_client::HttpTransport::with_config(conn)?;
-    let resp = corral_client::Transport::send(&transport, http::Request::get("/auth/whoami").body(Default::default())?)
-        .await?;
-    let status = resp.status;
-    let body = resp.bytes().await?;
-    anyhow::ensure!(status.is_success(), "{status}");
-    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    let v: serde_json::Value = corral_client::Client::from_config(conn)?.call_json("/auth/whoami", None).await?;
     Ok(v.get("user").and_then(|u| u.as_str()).unwrap_or_default().to_string())
 }
 

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use corral_api::kinds::{TokenPurpose, TokenSpec};
-use corral_client::{BearerToken, DeleteParams, HttpTransport, ListParams, Transport, WriteParams};
+use corral_client::{BearerToken, DeleteParams, ListParams, WriteParams};
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -102,20 +102,20 @@ fn parse_ttl(s: &str) -> anyhow::Result<Option<i64>> {
     n.checked_mul(scale).filter(|v| *v > 0).map(Some).ok_or_else(bad)
 }
 
-pub(crate) async fn auth(ctx: &Ctx, conn: &corral_client::Config, c: AuthCommand) -> anyhow::Result<u8> {
+pub(crate) async fn auth(ctx: &Ctx, c: AuthCommand) -> anyhow::Result<u8> {
     match c {
         AuthCommand::Whoami => {
-            let v = call(conn, http::Method::GET, "/auth/whoami", None).await?;
+            let v: Value = ctx.client.call_json("/auth/whoami", None).await?;
             outln!("user:   {}", v["user"].as_str().unwrap_or_default())?;
             let groups: Vec<&str> = v["groups"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
             outln!("groups: {}", groups.join(", "))?;
             Ok(0)
         }
-        AuthCommand::CanI(a) => can_i(ctx, conn, a).await,
+        AuthCommand::CanI(a) => can_i(ctx, a).await,
     }
 }
 
-async fn can_i(ctx: &Ctx, conn: &corral_client::Config, a: CanIArgs) -> anyhow::Result<u8> {
+async fn can_i(ctx: &Ctx, a: CanIArgs) -> anyhow::Result<u8> {
     let mut body = json!({"verb": a.verb});
     if a.resource.starts_with('/') {
         body["resource"] = json!(a.resource);
@@ -146,41 +146,13 @@ async fn can_i(ctx: &Ctx, conn: &corral_client::Config, a: CanIArgs) -> anyhow::
         body["user"] = json!(user);
         body["groups"] = json!(a.as_group);
     }
-    let v = call(conn, http::Method::POST, "/auth/can-i", Some(body)).await?;
+    let v: Value = ctx.client.call_json("/auth/can-i", Some(&body)).await?;
     let allowed = v["allowed"].as_bool().unwrap_or(false);
     outln!("{}", if allowed { "yes" } else { "no" })?;
     if let Some(reason) = v["reason"].as_str() {
         eprintln!("{reason}");
     }
     Ok(if allowed { 0 } else { 1 })
-}
-
-async fn call(
-    conn: &corral_client::Config,
-    method: http::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<Value> {
-    let transport = HttpTransport::with_config(conn)?;
-    let bytes = match &body {
-        Some(b) => serde_json::to_vec(b)?,
-        None => Vec::new(),
-    };
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(bytes.into())?;
-    let resp = transport.send(request).await?;
-    let status = resp.status;
-    let bytes = resp.bytes().await?;
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if !status.is_success() {
-        let message =
-            v["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into());
-        anyhow::bail!("{} answered {status}: {message}", conn.server);
-    }
-    Ok(v)
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Admin(c) => admin::run(&conn, c).await,
         Command::Logs(a) => logs::run(&ctx()?, a).await,
         Command::Token(c) => auth::token(&ctx()?, c).await,
-        Command::Auth(c) => auth::auth(&ctx()?, &conn, c).await,
+        Command::Auth(c) => auth::auth(&ctx()?, c).await,
         Command::Bench { args } => Ok(bench::run(&args)),
     }
 }

@@ -140,6 +140,7 @@ fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<corral_server::tls::Tls
         hosts.push(args.listen.ip().to_string());
     }
     hosts.extend(args.tls_san.iter().cloned());
+    hosts.sort();
     hosts.dedup();
     let dir = args.data_dir.join("tls");
     let cfg = corral_server::tls::generate(&dir, &hosts).map_err(anyhow::Error::msg)?;

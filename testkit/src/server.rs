@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use corral_api::kinds::namespace::TASK_SECURITY_LABEL;
+use corral_api::kinds::{TokenPurpose, TokenSpec};
 use corral_controllers::Selection;
 use corral_runtime::{CancellationToken, Manager, ManagerConfig};
 use corral_server::{RunningServer, ServerConfig};
@@ -108,26 +110,40 @@ impl TestServer {
         corral_client::Client::from_config(&config).expect("the test server's URL")
     }
 
-    /// A new join token (valid for an hour), made as the administrator.
-    pub async fn join_token(&self) -> String {
+    /// A new token for `user` in `groups`, good for `purpose`, expiring at
+    /// `expiration` (RFC 3339) if given; made as the administrator. Returns the token.
+    pub async fn create_token(
+        &self,
+        user: &str,
+        groups: &[&str],
+        purpose: TokenPurpose,
+        expiration: Option<String>,
+    ) -> String {
         let token = corral_client::BearerToken::generate().expect("token");
-        let expiration = std::time::SystemTime::now() + Duration::from_secs(3600);
-        let secs = expiration.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+        let spec = TokenSpec {
+            user: user.to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            purpose,
+            expiration,
+            secret_hash: token.secret_hash(),
+            description: None,
+        };
         let object = serde_json::json!({
-            "apiVersion": "corral.dev/v1",
+            "apiVersion": corral_api::API_VERSION,
             "kind": "Token",
             "metadata": {"name": token.id},
-            "spec": {
-                "user": format!("system:bootstrap:{}", token.id),
-                "purpose": "Join",
-                "expiration": rfc3339(secs),
-                "secretHash": token.secret_hash(),
-            },
+            "spec": spec,
         });
         let client = self.client();
         let kind = client.kind("tokens").await.expect("tokens are served");
-        client.create(&kind, &object, &Default::default()).await.expect("join token stored");
+        client.create(&kind, &object, &Default::default()).await.expect("token stored");
         token.expose()
+    }
+
+    /// A new join token (valid for an hour), made as the administrator.
+    pub async fn join_token(&self) -> String {
+        let expiration = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        self.create_token("system:bootstrap:test", &[], TokenPurpose::Join, Some(expiration)).await
     }
 
     /// The credential node `name` gets by joining (with a fresh join token).
@@ -151,7 +167,7 @@ impl TestServer {
     pub async fn set_task_security(&self, ns: &str, level: &str) {
         let client = self.client();
         let kind = client.kind("namespaces").await.expect("namespaces are served");
-        let patch = serde_json::json!({"metadata": {"labels": {"corral.dev/task-security": level}}});
+        let patch = serde_json::json!({"metadata": {"labels": {TASK_SECURITY_LABEL: level}}});
         client
             .patch(&kind, None, ns, corral_client::Patch::Merge(&patch), &Default::default())
             .await
@@ -200,23 +216,6 @@ impl TestServer {
             s.shutdown().await.expect("clean shutdown");
         }
     }
-}
-
-/// `secs` since the epoch as RFC 3339 (UTC), without a date library.
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A reqwest client (without proxies) sending `token` with every request.

@@ -100,7 +100,8 @@ async fn privileged(ctx: &TaskContext, task: &Task) -> std::result::Result<bool,
         .get(ns)
         .await
         .map_err(|e| ("NamespaceUnknown", Error::Invalid(format!("cannot read namespace {ns:?}: {e}"))))?;
-    Ok(namespace.metadata.labels.get(crate::users::TASK_SECURITY_LABEL).map(String::as_str) == Some("privileged"))
+    use corral_api::kinds::namespace::{TASK_SECURITY_LABEL, TASK_SECURITY_PRIVILEGED};
+    Ok(namespace.metadata.labels.get(TASK_SECURITY_LABEL).map(String::as_str) == Some(TASK_SECURITY_PRIVILEGED))
 }
 
 /// Everything before the launch: sandbox, artifacts, image, command, env, user, mounts.

@@ -6,6 +6,13 @@ use serde::{Deserialize, Serialize};
 use crate::registry::{ColumnType, PrinterColumn};
 use crate::resource::{KindSpec, Object};
 
+/// The label of a namespace naming its task security level: `restricted` (the
+/// default, and what any other value means) or [`TASK_SECURITY_PRIVILEGED`]. The server
+/// admits tasks by it and agents check it again at launch.
+pub const TASK_SECURITY_LABEL: &str = "corral.dev/task-security";
+/// The task security level that allows native tasks, uid 0 and `file://` artifacts.
+pub const TASK_SECURITY_PRIVILEGED: &str = "privileged";
+
 /// Desired state of a [`Namespace`]; namespaces have none yet.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

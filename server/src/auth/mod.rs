@@ -113,7 +113,7 @@ pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> 
         Decision::Allow(by) => by,
         Decision::Deny => {
             let a = attrs.as_ref();
-            state.auth.metrics_denied();
+            state.auth.denied.inc();
             let refusal = forbidden(&identity, a).into_response();
             state.auth.audit.record(Some(identity), attrs, 403, None);
             return refusal;
@@ -223,11 +223,8 @@ pub fn attributes(method: &Method, uri: &axum::http::Uri) -> Option<Attributes> 
 
 fn forbidden(who: &Identity, attrs: Option<&Attributes>) -> ApiError {
     let message = match attrs {
-        Some(Attributes::Resource { verb, group, resource, subresource, namespace, name }) => {
-            let what = match subresource {
-                Some(s) => format!("{resource}/{s}"),
-                None => resource.clone(),
-            };
+        Some(a @ Attributes::Resource { verb, group, namespace, name, .. }) => {
+            let what = a.what();
             let object = name.as_ref().map(|n| format!(" {n:?}")).unwrap_or_default();
             let scope = match namespace {
                 Some(ns) => format!(" in the namespace {ns:?}"),
@@ -280,10 +277,6 @@ impl Auth {
     /// Requests refused as unauthenticated, for `/metrics`.
     pub fn unauthenticated_counter(&self) -> prometheus_client::metrics::counter::Counter {
         self.unauthenticated.clone()
-    }
-
-    fn metrics_denied(&self) {
-        self.denied.inc();
     }
 }
 
