@@ -64,30 +64,36 @@ pub(crate) fn check_sandbox_path(what: &str, p: &str) -> Result<()> {
     Ok(())
 }
 
-/// The directory a native task runs in: `cwd` (relative, see [`check_sandbox_path`])
-/// inside `sandbox`, with every symbolic link on the way followed, refused if the
-/// result is not inside the sandbox. Artifacts are unpacked into the sandbox, so a
-/// link such as `esc -> /` could otherwise make `esc/etc` the host's `/etc`. Resolved
-/// at the last moment before the process starts, when the sandbox holds what the task
-/// will find.
+/// The directory a native task runs in, opened `O_PATH`: `cwd` (relative, see
+/// [`check_sandbox_path`]) inside `sandbox`, or the sandbox itself. Artifacts are
+/// unpacked into the sandbox, so a link such as `esc -> /` could otherwise make
+/// `esc/etc` the host's `/etc`: the kernel resolves `cwd` beneath the sandbox (see
+/// [`super::beneath`]) and follows only links that stay inside it. The caller enters the
+/// directory by this descriptor, so nothing can swap a link in between. Resolved at the
+/// last moment before the process starts, when the sandbox holds what the task will find.
 ///
 /// # Errors
 /// A message naming `cwd`: missing, not a directory, or leading out of the sandbox.
-pub(crate) fn resolve_in_sandbox(sandbox: &Path, cwd: Option<&str>) -> std::result::Result<PathBuf, String> {
-    let root = sandbox.canonicalize().map_err(|e| format!("the sandbox {}: {e}", sandbox.display()))?;
-    let Some(cwd) = cwd else { return Ok(root) };
-    let resolved =
-        root.join(cwd).canonicalize().map_err(|e| format!("working directory {cwd:?} in the sandbox: {e}"))?;
-    if !resolved.starts_with(&root) {
-        return Err(format!(
-            "working directory {cwd:?} leads out of the sandbox (to {}) through a symbolic link",
-            resolved.display()
-        ));
-    }
-    if !resolved.is_dir() {
-        return Err(format!("working directory {cwd:?} in the sandbox is not a directory"));
-    }
-    Ok(resolved)
+pub(crate) fn resolve_in_sandbox(
+    sandbox: &Path,
+    cwd: Option<&str>,
+) -> std::result::Result<std::os::fd::OwnedFd, String> {
+    use super::beneath;
+    use std::os::fd::AsFd;
+
+    let root = beneath::open_dir(sandbox).map_err(|e| format!("the sandbox {}: {e}", sandbox.display()))?;
+    let rel = cwd.unwrap_or(".");
+    beneath::open_beneath(root.as_fd(), Path::new(rel), libc::O_PATH | libc::O_DIRECTORY).map_err(|e| {
+        match e.raw_os_error() {
+            Some(libc::EXDEV) => format!("working directory {rel:?} leads out of the sandbox through a symbolic link"),
+            Some(libc::ENOTDIR) => format!("working directory {rel:?} in the sandbox is not a directory"),
+            Some(libc::ELOOP) => format!(
+                "working directory {rel:?} in the sandbox goes through a symbolic link that cannot be followed \
+                 (a loop, or any link on kernels without openat2, before Linux 5.6)"
+            ),
+            _ => format!("working directory {rel:?} in the sandbox: {e}"),
+        }
+    })
 }
 
 /// Checks everything in a spec that could otherwise fail late, inside the shim.
@@ -305,22 +311,30 @@ mod tests {
 
     #[test]
     fn a_working_dir_cannot_leave_the_sandbox_through_a_link() {
+        use std::os::fd::OwnedFd;
+        use std::os::unix::fs::MetadataExt;
+
         let dir = tempfile::tempdir().unwrap();
         let sandbox = dir.path().join("sandbox");
         std::fs::create_dir_all(sandbox.join("work/inner")).unwrap();
+        std::fs::write(sandbox.join("file"), b"x").unwrap();
         std::os::unix::fs::symlink("/", sandbox.join("esc")).unwrap();
         std::os::unix::fs::symlink("work", sandbox.join("alias")).unwrap();
-        let root = sandbox.canonicalize().unwrap();
-        assert_eq!(resolve_in_sandbox(&sandbox, None).unwrap(), root);
-        assert_eq!(resolve_in_sandbox(&sandbox, Some("work/inner")).unwrap(), root.join("work/inner"));
-        assert_eq!(
-            resolve_in_sandbox(&sandbox, Some("alias/inner")).unwrap(),
-            root.join("work/inner"),
-            "links inside stay"
-        );
+        let is = |fd: OwnedFd, path: &Path| {
+            let got = std::fs::File::from(fd).metadata().unwrap();
+            let want = std::fs::metadata(path).unwrap();
+            assert_eq!((got.dev(), got.ino()), (want.dev(), want.ino()), "{}", path.display());
+        };
+        is(resolve_in_sandbox(&sandbox, None).unwrap(), &sandbox);
+        is(resolve_in_sandbox(&sandbox, Some("work/inner")).unwrap(), &sandbox.join("work/inner"));
+        // Links that stay inside are followed.
+        is(resolve_in_sandbox(&sandbox, Some("alias/inner")).unwrap(), &sandbox.join("work/inner"));
         let escape = resolve_in_sandbox(&sandbox, Some("esc/etc")).unwrap_err();
-        assert!(escape.contains("leads out of the sandbox"), "{escape}");
-        assert!(resolve_in_sandbox(&sandbox, Some("missing")).unwrap_err().contains("\"missing\""));
+        assert!(escape.contains("leads out of the sandbox") && escape.contains("\"esc/etc\""), "{escape}");
+        let missing = resolve_in_sandbox(&sandbox, Some("missing")).unwrap_err();
+        assert!(missing.contains("\"missing\""), "{missing}");
+        let file = resolve_in_sandbox(&sandbox, Some("file")).unwrap_err();
+        assert!(file.contains("\"file\" in the sandbox is not a directory"), "{file}");
     }
 
     fn spec() -> LaunchSpec {

@@ -48,13 +48,26 @@ pub(crate) fn native_exec(
     let cwd = super::bundle::resolve_in_sandbox(&dir.sandbox(), rec.spec.cwd.as_deref()).map_err(Error::Invalid)?;
     let raw = cgroups::raw(procs);
     let mut c = tokio::process::Command::new(&argv[0]);
-    c.args(&argv[1..]).env_clear().envs(rec.spec.env.iter().map(|(k, v)| (k, v))).current_dir(cwd).process_group(0);
+    c.args(&argv[1..]).env_clear().envs(rec.spec.env.iter().map(|(k, v)| (k, v))).process_group(0);
     if let Some((u, g)) = rec.spec.user {
         c.uid(u).gid(g);
     }
-    // SAFETY: only async-signal-safe write(2) calls between fork and exec.
+    // The hook owns `cwd`, so the directory stays the one resolved until exec closes it
+    // (O_CLOEXEC); entering it by name could be redirected by a link swapped in since.
+    let enter = move || {
+        use std::os::fd::AsRawFd;
+        cgroups::join_self(&raw)?;
+        // SAFETY: fchdir(2) of a descriptor the closure owns and keeps open.
+        if unsafe { libc::fchdir(cwd.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: between fork and exec the hook only makes async-signal-safe calls, write(2)
+    // and fchdir(2), and allocates nothing. std runs it after setgid/setuid, so the task's
+    // user must be able to enter its working directory.
     unsafe {
-        c.pre_exec(move || cgroups::join_self(&raw));
+        c.pre_exec(enter);
     }
     Ok(c)
 }
