@@ -26,6 +26,7 @@ fn api_errors_carry_code_reason_message_and_causes() {
             server: env.url.clone(),
             token: Some(env.token.clone()),
             ca_pem: None,
+            client_identity: None,
         })
         .unwrap();
         let cm = configmaps(&client).await;
@@ -53,6 +54,7 @@ fn apply_patch_reports_creation_and_delete_reports_finalizers() {
             server: env.url.clone(),
             token: Some(env.token.clone()),
             ca_pem: None,
+            client_identity: None,
         })
         .unwrap();
         let cm = configmaps(&client).await;
@@ -85,6 +87,7 @@ fn watch_streams_changes_and_a_compacted_revision_is_gone() {
             server: env.url.clone(),
             token: Some(env.token.clone()),
             ca_pem: None,
+            client_identity: None,
         })
         .unwrap();
         let cm = configmaps(&client).await;

@@ -54,6 +54,7 @@ async fn reflector_resumes_after_a_server_restart_without_missing_or_repeating()
         server: format!("http://127.0.0.1:{port}"),
         token: Some(server.admin_token().to_string()),
         ca_pem: None,
+        client_identity: None,
     })
     .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");

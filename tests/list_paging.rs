@@ -250,6 +250,7 @@ fn corral_get_pages_through_lists_with_chunk_size() {
             server: env.url.clone(),
             token: Some(env.token.clone()),
             ca_pem: None,
+            client_identity: None,
         })
         .unwrap(),
         COUNT,

@@ -91,6 +91,7 @@ pub async fn run_controller_bench(opts: ControllerBenchOptions) -> anyhow::Resul
         server: url.clone(),
         token: super::procs::admin_token(),
         ca_pem: None,
+        client_identity: None,
     })?;
     Api::all(client.clone()).create(&BenchItem::custom_resource_definition()).await?;
     let mut served = false;

@@ -108,6 +108,23 @@ pub struct Config {
     /// PEM of the certificate authority the server's certificate must chain to, for
     /// `https` servers with their own CA.
     pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate to present over TLS (a node's), with its key.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A TLS client certificate and its private key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate (then its chain, if any).
+    pub certificate_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").field("certificate_pem", &self.certificate_pem.len()).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -116,6 +133,7 @@ impl std::fmt::Debug for Config {
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.len()))
+            .field("client_identity", &self.client_identity)
             .finish()
     }
 }
@@ -165,14 +183,31 @@ impl Config {
                 context.context.cluster
             ))
         })?;
-        let token = match &context.context.user {
+        let (token, client_identity) = match &context.context.user {
             Some(user) => {
                 let u = file.users.iter().find(|u| u.name == *user).ok_or_else(|| {
                     bad(format!("context {context_name:?} names user {user:?}, which is not among users"))
                 })?;
-                u.user.token.clone()
+                let decode = |field: &str, b64: &Option<String>| -> Result<Option<Vec<u8>>> {
+                    b64.as_deref()
+                        .map(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()))
+                        .transpose()
+                        .map_err(|e| bad(format!("users[{user}].{field}: {e}")))
+                };
+                let cert = decode("client-certificate-data", &u.user.client_certificate_data)?;
+                let key = decode("client-key-data", &u.user.client_key_data)?;
+                let identity = match (cert, key) {
+                    (Some(certificate_pem), Some(key_pem)) => Some(ClientIdentity { certificate_pem, key_pem }),
+                    (None, None) => None,
+                    _ => {
+                        return Err(bad(format!(
+                            "users[{user}] has one of client-certificate-data and client-key-data; it needs both"
+                        )));
+                    }
+                };
+                (u.user.token.clone(), identity)
             }
-            None => None,
+            None => (None, None),
         };
         let ca_pem = match &cluster.cluster.certificate_authority_data {
             Some(b64) => Some(
@@ -184,7 +219,7 @@ impl Config {
                 None => None,
             },
         };
-        Ok(Config { server: cluster.cluster.server.clone(), token, ca_pem })
+        Ok(Config { server: cluster.cluster.server.clone(), token, ca_pem, client_identity })
     }
 
     /// Writes this configuration as a kubeconfig file readable only by its owner, with
@@ -209,7 +244,14 @@ impl Config {
                     certificate_authority: None,
                 },
             }],
-            users: vec![NamedUser { name: name.into(), user: User { token: self.token.clone() } }],
+            users: vec![NamedUser {
+                name: name.into(),
+                user: User {
+                    token: self.token.clone(),
+                    client_certificate_data: self.client_identity.as_ref().map(|i| b64(&i.certificate_pem)),
+                    client_key_data: self.client_identity.as_ref().map(|i| b64(&i.key_pem)),
+                },
+            }],
             contexts: vec![NamedContext {
                 name: name.into(),
                 context: Context { cluster: name.into(), user: Some(name.into()), namespace: None },
@@ -279,9 +321,18 @@ struct NamedUser {
 }
 
 #[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
 struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_certificate_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_key_data: Option<String>,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -322,10 +373,19 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/config");
-        let cfg =
-            Config { server: "http://127.0.0.1:7070".into(), token: Some("x.y".into()), ca_pem: Some(b"PEM".to_vec()) };
+        let mut cfg = Config {
+            server: "http://127.0.0.1:7070".into(),
+            token: Some("x.y".into()),
+            ca_pem: Some(b"PEM".to_vec()),
+            client_identity: None,
+        };
         cfg.write_kubeconfig(&path, "corral").unwrap();
         assert_eq!(Config::from_kubeconfig(&path).unwrap(), cfg);
+        cfg.token = None;
+        cfg.client_identity = Some(ClientIdentity { certificate_pem: b"CERT".to_vec(), key_pem: b"KEY".to_vec() });
+        cfg.write_kubeconfig(&path, "corral").unwrap();
+        assert_eq!(Config::from_kubeconfig(&path).unwrap(), cfg);
+        assert!(!format!("{cfg:?}").contains("KEY"), "Debug must not print the key");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 

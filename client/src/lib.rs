@@ -28,7 +28,7 @@ mod watch;
 
 pub use api::{Api, ObjectType};
 pub use client::{Client, Deleted, ListMeta, ObjectList, Written};
-pub use credentials::{BearerToken, Config};
+pub use credentials::{BearerToken, ClientIdentity, Config};
 pub use error::{Cause, Error, Result, Status, StatusDetails, TransportFailure};
 pub use logs::LogBytes;
 pub use pager::{DEFAULT_PAGE_SIZE, MAX_LIST_RESTARTS};

@@ -95,6 +95,12 @@ impl HttpTransport {
                 builder = builder.add_root_certificate(c);
             }
         }
+        if let Some(id) = &config.client_identity {
+            let pem = [id.certificate_pem.as_slice(), b"\n", id.key_pem.as_slice()].concat();
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| Error::Invalid(format!("the configuration's client certificate: {e}")))?;
+            builder = builder.identity(identity);
+        }
         let http = builder.build().map_err(|e| Error::Transport {
             server: server.to_string(),
             failure: failure(&e),

@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::auth::certificates::ClientCertificate;
 use crate::placement::{self, Opening, StreamsRuntime};
 use crate::write_stall::StallGuard;
 
@@ -226,16 +227,26 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             // Every request carries the address it came from (per-client limits).
             let client = crate::watch_limits::ClientAddr(peer.ip());
-            let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(client);
-                router.clone().oneshot(req)
-            });
             if let Some(acceptor) = tls {
                 // The request line is encrypted: TLS connections are all served
                 // here, watches included. The handshake gets the header deadline.
                 let Ok(Ok(stream)) = tokio::time::timeout(header_read_timeout, acceptor.accept(tcp)).await else {
                     return;
                 };
+                // Verified by the handshake; hashed once per connection, not per request.
+                let certificate = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|der| ClientCertificate::of(der));
+                let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(client);
+                    if let Some(c) = certificate {
+                        req.extensions_mut().insert(c);
+                    }
+                    router.clone().oneshot(req)
+                });
                 let io = TokioIo::new(StallGuard::new(stream, write_stall_timeout, stalled));
                 let conn = builder.serve_connection(io, TowerToHyperService::new(service)).into_owned();
                 if let Err(e) = watcher.watch(conn).await {
@@ -244,6 +255,10 @@ pub(crate) async fn serve(
                 drop(slot);
                 return;
             }
+            let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(client);
+                router.clone().oneshot(req)
+            });
             let Some(opening) = placement::opening(&tcp, header_read_timeout).await else {
                 return;
             };

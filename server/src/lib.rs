@@ -243,6 +243,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/revision", get(ops::revision).fallback(method_not_allowed))
         .route("/admin/snapshot", get(ops::snapshot).fallback(method_not_allowed))
         .route(auth::join::PATH, post(auth::join::join).fallback(method_not_allowed))
+        .route(auth::task_token::PATH, post(auth::task_token::task_token).fallback(method_not_allowed))
         .route("/auth/whoami", get(auth::join::whoami).fallback(method_not_allowed))
         .route("/auth/can-i", post(auth::join::can_i).fallback(method_not_allowed))
         .fallback(not_found)
@@ -445,7 +446,16 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
         tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Listen { addr: cfg.listen, source })?;
     let (acceptor, ca_pem) = match &cfg.tls {
-        Some(t) => (Some(tls::acceptor(t).map_err(Error::Auth)?), Some(tls::trust_pem(t).map_err(Error::Auth)?)),
+        Some(t) => {
+            let authority =
+                auth::certificates::NodeAuthority::load_or_create(&cfg.data_dir.join("tls")).map_err(Error::Auth)?;
+            let client_ca = authority.ca_der().map_err(Error::Auth)?;
+            let _ = state.auth.node_authority.set(authority);
+            (
+                Some(tls::acceptor(t, Some(client_ca)).map_err(Error::Auth)?),
+                Some(tls::trust_pem(t).map_err(Error::Auth)?),
+            )
+        }
         None => (None, None),
     };
     let scheme = if acceptor.is_some() { "https" } else { "http" };

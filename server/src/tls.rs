@@ -37,14 +37,28 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// Accepts TLS connections with `cfg`'s certificate, offering HTTP/2 and HTTP/1.1.
+/// With `client_ca`, a client may present a certificate, which must chain to it
+/// (nodes do; others send bearer tokens and no certificate).
 ///
 /// # Errors
 /// A message naming the file that cannot be read or used.
-pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
+pub fn acceptor(cfg: &TlsConfig, client_ca: Option<CertificateDer<'static>>) -> Result<TlsAcceptor, String> {
     let chain = certs(&cfg.cert)?;
     let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| format!("{}: {e}", cfg.key.display()))?;
-    let mut server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca).map_err(|e| format!("the node authority: {e}"))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("the node authority: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut server = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("{} and {}: {e}", cfg.cert.display(), cfg.key.display()))?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -127,7 +141,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let cfg = generate(dir.path(), &hosts).unwrap();
-        acceptor(&cfg).expect("the server takes its certificate");
+        acceptor(&cfg, None).expect("the server takes its certificate");
         let ca = trust_pem(&cfg).unwrap();
         let first = fingerprint(&ca);
         assert_eq!(first.len(), 32 * 3 - 1, "{first}");

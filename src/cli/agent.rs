@@ -75,20 +75,35 @@ pub(crate) async fn run(conn: &corral_client::Config, a: AgentArgs) -> anyhow::R
     corral_agent::agent::run(client, cfg, shutdown).await.context("agent failed")
 }
 
-/// The file in the work dir holding the node's own credential.
+/// The file in the work dir holding the node's own credential: a kubeconfig file
+/// (older agents kept a bare token there, which is still read).
 const CREDENTIAL_FILE: &str = "credential";
+
+/// The credential saved in `path`, as a configuration for `conn`'s server.
+fn saved_credential(conn: &corral_client::Config, path: &std::path::Path) -> Option<corral_client::Config> {
+    if let Ok(saved) = corral_client::Config::from_kubeconfig(path) {
+        return Some(corral_client::Config {
+            token: saved.token,
+            client_identity: saved.client_identity,
+            ..conn.clone()
+        });
+    }
+    let token = std::fs::read_to_string(path).ok()?;
+    Some(corral_client::Config { token: Some(token.trim().to_string()), client_identity: None, ..conn.clone() })
+}
 
 /// A client acting as node `name`: with the credential saved in `work_dir`, else
 /// (or if the server no longer knows it) with one bought by joining with
-/// `conn.token`, which is then saved.
+/// `conn.token`, which is then saved. Over HTTPS the node's credential is a client
+/// certificate for a key made here, which never leaves the node; over plain HTTP
+/// (loopback only), a bearer token.
 async fn node_client(
     conn: &corral_client::Config,
     name: &str,
     work_dir: &std::path::Path,
 ) -> anyhow::Result<corral_client::Client> {
     let saved_path = work_dir.join(CREDENTIAL_FILE);
-    if let Ok(saved) = std::fs::read_to_string(&saved_path) {
-        let with_saved = corral_client::Config { token: Some(saved.trim().to_string()), ..conn.clone() };
+    if let Some(with_saved) = saved_credential(conn, &saved_path) {
         match who_am_i(&with_saved).await {
             Ok(user) if user == format!("system:node:{name}") => {
                 return Ok(corral_client::Client::from_config(&with_saved)?);
@@ -106,15 +121,40 @@ async fn node_client(
              control plane makes one)"
         );
     }
+    let key = if conn.server.starts_with("https://") {
+        Some(rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("cannot make the node's key")?)
+    } else {
+        None
+    };
+    let mut body = serde_json::json!({"node": name});
+    if let Some(key) = &key {
+        use base64::Engine;
+        body["publicKey"] = base64::engine::general_purpose::STANDARD.encode(key.public_key_raw()).into();
+    }
     let joined: serde_json::Value = corral_client::Client::from_config(conn)?
-        .call_json("/auth/join", Some(&serde_json::json!({"node": name})))
+        .call_json("/auth/join", Some(&body))
         .await
         .with_context(|| format!("{} refused to join node {name:?}", conn.server))?;
-    let token = joined.get("token").and_then(|t| t.as_str()).context("the join answer holds no token")?;
-    corral_client::credentials::write_private(&saved_path, token.as_bytes())
+    let node = match (&key, joined.get("certificate").and_then(|c| c.as_str())) {
+        (Some(key), Some(cert)) => corral_client::Config {
+            token: None,
+            client_identity: Some(corral_client::ClientIdentity {
+                certificate_pem: cert.as_bytes().to_vec(),
+                key_pem: key.serialize_pem().into_bytes(),
+            }),
+            ..conn.clone()
+        },
+        (Some(_), None) => anyhow::bail!("the join answer holds no certificate for the node's key"),
+        (None, _) => {
+            let token = joined.get("token").and_then(|t| t.as_str()).context("the join answer holds no token")?;
+            corral_client::Config { token: Some(token.to_string()), client_identity: None, ..conn.clone() }
+        }
+    };
+    node.write_kubeconfig(&saved_path, &format!("node-{name}"))
         .with_context(|| format!("cannot save the node's credential in {}", saved_path.display()))?;
-    tracing::info!(node = name, "joined; the node's credential is saved in {}", saved_path.display());
-    Ok(corral_client::Client::from_config(&corral_client::Config { token: Some(token.to_string()), ..conn.clone() })?)
+    let kind = if key.is_some() { "client certificate" } else { "token" };
+    tracing::info!(node = name, "joined; the node's {kind} is saved in {}", saved_path.display());
+    Ok(corral_client::Client::from_config(&node)?)
 }
 
 /// The user a credential authenticates as.

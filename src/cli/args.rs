@@ -19,6 +19,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "CORRAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// PEM file of the certificate authority an `https` server's certificate must
+    /// chain to (`DATA_DIR/tls/ca.crt` of a server started with `--tls-auto`);
+    /// default: the configuration file's.
+    #[arg(long, global = true, env = "CORRAL_CERTIFICATE_AUTHORITY")]
+    pub certificate_authority: Option<PathBuf>,
+
     /// Configuration file (kubeconfig format) with the server and a credential;
     /// `corral up` writes one. Default: $CORRAL_CONFIG, else ~/.corral/config (used
     /// when it exists).

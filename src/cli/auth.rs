@@ -24,12 +24,21 @@ pub(crate) async fn token(ctx: &Ctx, c: TokenCommand) -> anyhow::Result<u8> {
             ctx.client.create(&kind, &object, &WriteParams::default()).await?;
             outln!("{}", token.expose())?;
             if a.join {
+                let server = ctx.client.server();
+                // Over HTTPS the node must know the server's authority before it
+                // sends the token anywhere.
+                let ca = if server.starts_with("https://") { " --certificate-authority CA.crt" } else { "" };
                 eprintln!(
-                    "join a node with: corral agent --server {} --token {}   (valid until {})",
-                    ctx.client.server(),
+                    "join a node with: corral agent --server {server}{ca} --token {}   (valid until {})",
                     token.expose(),
                     spec.expiration.as_deref().unwrap_or("revoked")
                 );
+                if !ca.is_empty() {
+                    eprintln!(
+                        "CA.crt: the server's authority (DATA_DIR/tls/ca.crt with --tls-auto); the node gets a client \
+                         certificate for a key it makes itself"
+                    );
+                }
             }
             Ok(0)
         }
@@ -81,6 +90,7 @@ fn spec_for(a: &TokenCreateArgs, token: &BearerToken) -> anyhow::Result<TokenSpe
         expiration,
         secret_hash: token.secret_hash(),
         description: a.description.clone(),
+        bound_to: None,
     })
 }
 

@@ -25,6 +25,12 @@ pub(crate) fn resolve(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(token) = &cli.token {
         config.token = Some(token.clone());
+        // The token named on the command line is who the command acts as.
+        config.client_identity = None;
+    }
+    if let Some(ca) = &cli.certificate_authority {
+        let pem = std::fs::read(ca).with_context(|| format!("reading --certificate-authority {}", ca.display()))?;
+        config.ca_pem = Some(pem);
     }
     Ok(config)
 }

@@ -69,6 +69,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
                 server: server.base_url().to_string(),
                 token: Some(server.admin_token().to_string()),
                 ca_pem: server.ca_pem().map(<[u8]>::to_vec),
+                client_identity: None,
             };
             config.write_kubeconfig(&path, "corral").with_context(|| "cannot write the CLI's configuration")?;
             tracing::info!(path = %path.display(), "the CLI's configuration now points at this cluster as admin");
@@ -101,6 +102,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
             server: server.base_url().to_string(),
             token: Some(token),
             ca_pem: server.ca_pem().map(<[u8]>::to_vec),
+            client_identity: None,
         })?;
         Some(corral_agent::agent::start(client, cfg).await.context("cannot start the local agent")?)
     } else {

@@ -101,7 +101,12 @@ impl TestServer {
 
     /// The server's URL with the administrator's token.
     pub fn config(&self) -> corral_client::Config {
-        corral_client::Config { server: self.base.clone(), token: Some(self.token.clone()), ca_pem: None }
+        corral_client::Config {
+            server: self.base.clone(),
+            token: Some(self.token.clone()),
+            ca_pem: None,
+            client_identity: None,
+        }
     }
 
     /// A client of the server over HTTP with `token` (or none).
@@ -127,6 +132,7 @@ impl TestServer {
             expiration,
             secret_hash: token.secret_hash(),
             description: None,
+            bound_to: None,
         };
         let object = serde_json::json!({
             "apiVersion": corral_api::API_VERSION,

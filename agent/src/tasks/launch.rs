@@ -1,5 +1,5 @@
-//! Launching a task: its sandbox, artifacts, image, command, environment, user and
-//! mounts, then the runtime's launch.
+//! Launching a task: its sandbox, artifacts, image, command, service-account
+//! credential, environment, user and mounts, then the runtime's launch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +104,8 @@ async fn privileged(ctx: &TaskContext, task: &Task) -> std::result::Result<bool,
     Ok(namespace.metadata.labels.get(TASK_SECURITY_LABEL).map(String::as_str) == Some(TASK_SECURITY_PRIVILEGED))
 }
 
-/// Everything before the launch: sandbox, artifacts, image, command, env, user, mounts.
+/// Everything before the launch: sandbox, artifacts, image, command, credential, env,
+/// user, mounts.
 async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports: &Ports) -> Prepared {
     let sandbox = dir.sandbox();
     std::fs::create_dir_all(&sandbox)
@@ -171,6 +172,12 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
         ));
     }
     let in_container = rootfs.is_some();
+    // After the checks that refuse a task outright, so that a token is asked for only
+    // for a task about to start; before the environment, so that `$(CORRAL_SERVER)`
+    // expands in commands as the other variables do.
+    let credential = super::service_account::provide(ctx, task, uid, &sandbox, user, in_container)
+        .await
+        .map_err(|e| ("ServiceAccountTokenFailed", e))?;
     let sandbox_seen = if in_container { "/mnt/sandbox".to_string() } else { sandbox.display().to_string() };
     env.push(("HOST".into(), ctx.address.clone()));
     env.push(("CORRAL_SANDBOX".into(), sandbox_seen));
@@ -178,6 +185,9 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
     env.push(("CORRAL_TASK_NAME".into(), task.metadata.name.clone()));
     env.push(("CORRAL_TASK_NAMESPACE".into(), task.metadata.namespace.clone().unwrap_or_default()));
     env.push(("CORRAL_NODE_NAME".into(), ctx.node.clone()));
+    if let Some(c) = &credential {
+        env.extend(c.env.iter().cloned());
+    }
     for (i, p) in spec.ports.iter().enumerate() {
         if let Some(port) = ports.get(&p.name) {
             env.push((format!("PORT{i}"), port.to_string()));
@@ -210,6 +220,7 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
         }
         mounts.push(Mount { source, destination: m.mount_path.clone(), read_only: m.read_only });
     }
+    mounts.extend(credential.and_then(|c| c.mount));
     // Last, so that no failure above leaves the image held.
     if let (Some(id), Some(_)) = (&image_id, &rootfs) {
         ctx.images.acquire(id, uid).await.map_err(|e| ("ImageUnusable", e))?;

@@ -22,6 +22,7 @@ mod checks;
 mod launch;
 mod ports;
 mod report;
+mod service_account;
 mod state;
 mod supervise;
 

@@ -184,6 +184,13 @@ pub struct TaskSpec {
     /// Set to ask the agent to kill the task while keeping its record (`KILLED`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kill: bool,
+    /// A service account of the task's namespace, an RFC 1123 label. The task gets a
+    /// token of `system:serviceaccount:NAMESPACE:NAME`, bound to the task: it works
+    /// only while the task exists, and what it may do is what RoleBindings grant the
+    /// service account. Absent: the task holds no credential to the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub service_account: Option<String>,
 }
 
 impl TaskSpec {
@@ -306,5 +313,35 @@ impl KindSpec for TaskSpec {
 
     fn subresources() -> Subresources {
         Subresources { status: true, log: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::Registry;
+
+    fn errors(spec: serde_json::Value) -> Vec<String> {
+        let reg = Registry::builtin();
+        let info = reg.resolve("tasks").unwrap();
+        let task = json!({"apiVersion": "corral.dev/v1", "kind": "Task",
+            "metadata": {"name": "t", "namespace": "default"}, "spec": spec});
+        match reg.validate(&info, &task) {
+            Ok(()) => vec![],
+            Err(es) => es.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_service_account_must_be_a_dns_label() {
+        assert!(errors(json!({"serviceAccount": "reader-1"})).is_empty());
+        assert!(errors(json!({})).is_empty(), "no service account is fine");
+        for bad in ["Reader", "reader_1", "-reader", "", "system:serviceaccount:x:y"] {
+            let errs = errors(json!({"serviceAccount": bad}));
+            assert!(errs.iter().any(|e| e.starts_with("spec.serviceAccount")), "{bad:?}: {errs:?}");
+        }
+        let errs = errors(json!({"serviceAccount": "a".repeat(64)}));
+        assert!(errs.iter().any(|e| e.starts_with("spec.serviceAccount")), "{errs:?}");
     }
 }

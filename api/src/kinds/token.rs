@@ -20,6 +20,10 @@ pub enum TokenPurpose {
     Authentication,
     /// Only joins a node (`POST /auth/join`), which returns the node's own credential.
     Join,
+    /// Authenticates, as `spec.user`, TLS connections presenting the client
+    /// certificate whose DER encoding has SHA-256 `secretHash` (a node's certificate,
+    /// signed when it joined). Deleting the token revokes the certificate.
+    Certificate,
 }
 
 /// Desired state of a [`Token`].
@@ -38,11 +42,33 @@ pub struct TokenSpec {
     /// After this instant (RFC 3339) the token is refused; absent: it never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<String>,
-    /// Lowercase hex SHA-256 of the secret part.
+    /// Lowercase hex SHA-256 of the secret part (of the certificate, for purpose
+    /// `Certificate`).
     pub secret_hash: String,
     /// Why it exists, for people listing tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The object the token is bound to: the token is valid only while this object
+    /// exists; the server deletes it with the object. As Kubernetes' bound
+    /// service-account tokens, a task's token dies with the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<BoundObject>,
+}
+
+/// The object a token is bound to (`spec.boundTo`), named down to its uid, so that a
+/// new object of the same name is another object.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BoundObject {
+    /// The object's kind; `Task` is the only kind a token can be bound to so far.
+    #[schemars(extend("enum" = ["Task"]))]
+    pub kind: String,
+    /// The object's namespace.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+    /// The object's `metadata.uid`.
+    pub uid: String,
 }
 
 /// Observed state of a [`Token`]; none.

@@ -185,6 +185,7 @@ pub fn mint(
         expiration: None,
         secret_hash: token.secret_hash(),
         description: Some(description),
+        bound_to: None,
     };
     let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     let object = json!({
@@ -223,7 +224,7 @@ pub async fn ensure_admin(
     let (key, object, token) =
         mint(ADMIN_USER, &[MASTERS], TokenPurpose::Authentication, description, &[]).map_err(|e| e.to_string())?;
     store.create(key, object).await.map_err(|e| format!("cannot store the administrator token: {e}"))?;
-    Config { server: server.into(), token: Some(token.expose()), ca_pem }
+    Config { server: server.into(), token: Some(token.expose()), ca_pem, client_identity: None }
         .write_kubeconfig(path, "corral")
         .map_err(|e| e.to_string())?;
     Ok(token.expose())
@@ -235,8 +236,6 @@ pub async fn ensure_admin(
 /// # Errors
 /// The store's, or a message if no token could be made.
 pub async fn node_credential(store: &dyn Storage, node: &str, why: &str) -> Result<String, String> {
-    let selector = corral_api::Selector::parse(&format!("{NODE_LABEL}={node}")).map_err(|e| e.to_string())?;
-    let earlier = store.list(&format!("{GROUP}/tokens"), None, &selector).await.map_err(|e| e.to_string())?;
     let user = format!("{NODE_USER_PREFIX}{node}");
     let (key, object, token) = mint(
         &user,
@@ -246,11 +245,47 @@ pub async fn node_credential(store: &dyn Storage, node: &str, why: &str) -> Resu
         &[(NODE_LABEL, node)],
     )
     .map_err(|e| e.to_string())?;
-    store.create(key, object).await.map_err(|e| format!("cannot store the node's token: {e}"))?;
+    replace_node_credential(store, node, key, object).await?;
+    Ok(token.expose())
+}
+
+/// Records `signed`, a client certificate of node `node`, as its credential (a token
+/// of purpose `Certificate` holding the certificate's SHA-256, expiring with it),
+/// revoking the node's earlier ones.
+///
+/// # Errors
+/// The store's, or a message if no id could be made.
+pub async fn node_certificate(
+    store: &dyn Storage,
+    node: &str,
+    signed: &super::certificates::Signed,
+    why: &str,
+) -> Result<(), String> {
+    let user = format!("{NODE_USER_PREFIX}{node}");
+    // Only the id of a fresh token is used: the record's hash is the certificate's.
+    let (key, mut object, _) = mint(
+        &user,
+        &[NODES],
+        TokenPurpose::Certificate,
+        format!("client certificate of node {node}, {why}"),
+        &[(NODE_LABEL, node)],
+    )
+    .map_err(|e| e.to_string())?;
+    let hash: String = signed.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    object["spec"]["secretHash"] = json!(hash);
+    object["spec"]["expiration"] = json!(signed.not_after);
+    replace_node_credential(store, node, key, object).await
+}
+
+/// Stores a node's new credential, then deletes its earlier ones.
+async fn replace_node_credential(store: &dyn Storage, node: &str, key: Key, object: Value) -> Result<(), String> {
+    let selector = corral_api::Selector::parse(&format!("{NODE_LABEL}={node}")).map_err(|e| e.to_string())?;
+    let earlier = store.list(&format!("{GROUP}/tokens"), None, &selector).await.map_err(|e| e.to_string())?;
+    store.create(key, object).await.map_err(|e| format!("cannot store the node's credential: {e}"))?;
     for old in earlier.items {
         if let Err(e) = store.delete(old.key.clone(), None).await {
             tracing::warn!(key = %old.key, error = %e, "cannot revoke a node's earlier credential");
         }
     }
-    Ok(token.expose())
+    Ok(())
 }

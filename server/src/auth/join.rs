@@ -20,23 +20,37 @@ pub const REVIEW_OTHERS: &str = "/auth/review";
 
 /// Body of `POST /auth/join`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JoinRequest {
     /// The node's name.
     pub node: String,
+    /// Base64 of the node's P-256 public key (an uncompressed point): asks for a
+    /// client certificate instead of a bearer token. Only over TLS.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
-/// Answer of `POST /auth/join`.
+/// Answer of `POST /auth/join`: a bearer token, or a client certificate for the
+/// key the node sent.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JoinResponse {
     /// The node's own bearer token; the agent keeps it and uses nothing else.
-    pub token: String,
-    /// The user the token authenticates as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// PEM of the node's client certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// When the certificate expires (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+    /// The user the credential authenticates as.
     pub user: String,
 }
 
 /// `POST /auth/join`: with a join token (or as an administrator), mints the node's
-/// credential, revoking any earlier one of that node.
+/// credential — a client certificate for the key it sent, or a bearer token —
+/// revoking any earlier one of that node.
 pub async fn join(
     State(state): State<AppState>,
     Extension(who): Extension<Arc<Identity>>,
@@ -52,11 +66,33 @@ pub async fn join(
         return Err(ApiError::bad_request(format!("node: {e}")));
     }
     let why = format!("joined by {}", who.user);
-    let token =
-        super::bootstrap::node_credential(state.store.as_ref(), &req.node, &why).await.map_err(ApiError::internal)?;
+    let user = format!("{}{}", super::NODE_USER_PREFIX, req.node);
+    let answer = match &req.public_key {
+        Some(b64) => {
+            let Some(authority) = state.auth.node_authority.get() else {
+                return Err(ApiError::bad_request(
+                    "publicKey: this server does not speak TLS, so it signs no client certificates; join without a \
+                     key to get a bearer token",
+                ));
+            };
+            let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.trim())
+                .map_err(|e| ApiError::bad_request(format!("publicKey: not base64: {e}")))?;
+            let signed = authority.sign(&user, super::NODES, &raw).map_err(ApiError::bad_request)?;
+            super::bootstrap::node_certificate(state.store.as_ref(), &req.node, &signed, &why)
+                .await
+                .map_err(ApiError::internal)?;
+            JoinResponse { token: None, certificate: Some(signed.pem), expiration: Some(signed.not_after), user }
+        }
+        None => {
+            let token = super::bootstrap::node_credential(state.store.as_ref(), &req.node, &why)
+                .await
+                .map_err(ApiError::internal)?;
+            JoinResponse { token: Some(token), certificate: None, expiration: None, user }
+        }
+    };
     state.auth.index.caught_up(state.store.as_ref()).await;
-    tracing::info!(node = %req.node, by = %who.user, "node joined");
-    Ok(Json(JoinResponse { token, user: format!("{}{}", super::NODE_USER_PREFIX, req.node) }))
+    tracing::info!(node = %req.node, by = %who.user, certificate = answer.certificate.is_some(), "node joined");
+    Ok(Json(answer))
 }
 
 /// Answer of `GET /auth/whoami`.

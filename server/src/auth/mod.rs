@@ -9,10 +9,12 @@
 
 pub mod audit;
 pub mod bootstrap;
+pub mod certificates;
 pub mod index;
 pub mod join;
 pub mod node;
 pub mod rbac;
+pub mod task_token;
 
 use std::sync::Arc;
 
@@ -143,6 +145,9 @@ fn open_to_all(a: &Attributes) -> bool {
 /// The identity a request's bearer token proves.
 fn authenticate(state: &Guard, req: &Request) -> Result<Arc<Identity>, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        if let Some(cert) = req.extensions().get::<certificates::ClientCertificate>() {
+            return authenticate_certificate(state, cert);
+        }
         return Err(ApiError::unauthorized(
             "this request carries no credential: send `Authorization: Bearer TOKEN` (`corral up` writes an admin \
              token to ~/.corral/config; `corral token create` makes more)",
@@ -178,7 +183,23 @@ fn authenticate(state: &Guard, req: &Request) -> Result<Arc<Identity>, ApiError>
             "the bearer token {} is a join token: it only joins a node (`corral agent --token`)",
             token.id
         ))),
+        // Its hash is a certificate's: it stands for that certificate, never a secret.
+        TokenPurpose::Certificate => Err(invalid()),
     }
+}
+
+/// The identity a TLS client certificate proves: one the node authority signed
+/// (the handshake checked that) and whose record is still stored.
+fn authenticate_certificate(state: &Guard, cert: &certificates::ClientCertificate) -> Result<Arc<Identity>, ApiError> {
+    let policy = state.auth.policy.read();
+    let entry = policy.certificate(&cert.0).ok_or_else(|| {
+        ApiError::unauthorized("the client certificate is not valid (revoked, or replaced when its node joined again)")
+    })?;
+    if entry.expires.is_some_and(|t| t <= chrono::Utc::now()) {
+        let at = entry.expiration.as_deref().unwrap_or_default();
+        return Err(ApiError::unauthorized(format!("the client certificate expired at {at}")));
+    }
+    Ok(entry.identity.clone())
 }
 
 /// What a request asks, in RBAC's terms; `None` for paths that mean nothing (the
@@ -252,6 +273,8 @@ pub struct Auth {
     pub index: Arc<index::PolicyIndex>,
     /// Where audit records go.
     pub audit: audit::AuditLog,
+    /// Signs joining nodes' client certificates; set when the server speaks TLS.
+    pub node_authority: std::sync::OnceLock<certificates::NodeAuthority>,
     denied: prometheus_client::metrics::counter::Counter,
     unauthenticated: prometheus_client::metrics::counter::Counter,
 }
@@ -264,6 +287,7 @@ impl Auth {
             index: Arc::new(index::PolicyIndex::new(policy.clone())),
             policy,
             audit: audit::AuditLog::disabled(),
+            node_authority: std::sync::OnceLock::new(),
             denied: Default::default(),
             unauthenticated: Default::default(),
         }

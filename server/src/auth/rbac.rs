@@ -113,6 +113,8 @@ impl TokenEntry {
 pub struct Policy {
     /// Tokens by id.
     pub tokens: HashMap<String, TokenEntry>,
+    /// Ids of the certificate tokens, by the SHA-256 of their certificate.
+    pub certificates: HashMap<[u8; 32], String>,
     /// Cluster roles by name.
     pub cluster_roles: HashMap<String, Vec<PolicyRule>>,
     /// Roles by namespace, then name.
@@ -121,6 +123,31 @@ pub struct Policy {
     pub cluster_bindings: BTreeMap<Arc<str>, ClusterRoleBindingSpec>,
     /// Role bindings by namespace, then name.
     pub bindings: HashMap<String, BTreeMap<Arc<str>, RoleBindingSpec>>,
+}
+
+impl Policy {
+    /// Adds or replaces the token `id`.
+    pub fn insert_token(&mut self, id: String, entry: TokenEntry) {
+        self.remove_token(&id);
+        if entry.purpose == TokenPurpose::Certificate {
+            self.certificates.insert(entry.secret_hash, id.clone());
+        }
+        self.tokens.insert(id, entry);
+    }
+
+    /// Removes the token `id`, if known.
+    pub fn remove_token(&mut self, id: &str) {
+        if let Some(old) = self.tokens.remove(id)
+            && old.purpose == TokenPurpose::Certificate
+        {
+            self.certificates.remove(&old.secret_hash);
+        }
+    }
+
+    /// The certificate token whose certificate has SHA-256 `digest`.
+    pub fn certificate(&self, digest: &[u8; 32]) -> Option<&TokenEntry> {
+        self.certificates.get(digest).and_then(|id| self.tokens.get(id))
+    }
 }
 
 /// What allowed a request.
