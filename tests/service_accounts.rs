@@ -138,8 +138,12 @@ async fn a_container_task_reads_the_api_as_its_service_account_until_the_task_is
 async fn a_native_task_finds_its_token_in_its_sandbox() {
     // `default` is privileged in these clusters: native tasks may run there.
     let c = Cluster::start("sa-native", Duration::from_secs(60)).await;
-    let script = "echo \"dir=$CORRAL_SERVICE_ACCOUNT_DIR\"; echo \"server=$CORRAL_SERVER\"; \
-                  test -s \"$CORRAL_SERVICE_ACCOUNT_DIR/token\" && echo has-token";
+    // The CLI inside the task finds its configuration there, with nothing else set.
+    let script = format!(
+        "echo \"dir=$CORRAL_SERVICE_ACCOUNT_DIR\"; echo \"server=$CORRAL_SERVER\"; \
+         test -s \"$CORRAL_SERVICE_ACCOUNT_DIR/token\" && echo has-token; {} auth whoami",
+        env!("CARGO_BIN_EXE_corral")
+    );
     let t = c.create_task("native", json!({"command": ["/bin/sh", "-c", script], "serviceAccount": "bot"})).await;
     c.wait_phase("native", "FINISHED").await;
     let out = stdout(&c, &uid(&t));
@@ -148,6 +152,7 @@ async fn a_native_task_finds_its_token_in_its_sandbox() {
     assert!(out.contains(&format!("dir={}", dir.display())), "{out}");
     assert!(out.contains(&format!("server={}", c.url)), "{out}");
     assert!(out.contains("has-token"), "{out}");
+    assert!(out.contains("user:   system:serviceaccount:default:bot"), "the CLI in the task: {out}");
     let token = std::fs::read_to_string(dir.join("token")).expect("token");
     let who: Value = authorized_http(&token)
         .get(format!("{}/auth/whoami", c.url))
@@ -204,6 +209,17 @@ async fn only_the_node_of_a_task_naming_a_service_account_gets_its_token() {
     })
     .await;
     let token = again["token"].as_str().expect("token").to_string();
+
+    // The account is fixed once the task exists: its token is bound to the task.
+    let resp = http
+        .patch(s.url(&format!("{V1}/namespaces/default/tasks/web")))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"spec":{"serviceAccount":"admin"}}"#)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(resp.text().await.expect("body").contains("spec.serviceAccount"));
 
     // No agent holds a finalizer here: the deletion is immediate.
     let resp = http.delete(s.url(&format!("{V1}/namespaces/default/tasks/web"))).send().await.expect("DELETE");

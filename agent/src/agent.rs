@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub concurrency: usize,
     /// What artifacts tasks may fetch.
     pub artifacts: crate::artifacts::ArtifactPolicy,
+    /// PEM of the authority the API's certificate chains to, handed to tasks with a
+    /// service account (`ca.crt`); `None` over plain HTTP or a publicly trusted one.
+    pub server_ca: Option<Vec<u8>>,
 }
 
 /// A started agent.
@@ -137,6 +140,7 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         metrics.clone(),
         cfg.ports.clone(),
         cfg.artifacts.clone(),
+        cfg.server_ca.clone(),
     );
     let recovered = runtime.recover().await?;
     tracing::info!(node = %cfg.name, recovered = recovered.len(), "recovered tasks from the work dir");

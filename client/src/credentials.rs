@@ -138,7 +138,9 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// The file the CLI reads by default: `$CORRAL_CONFIG`, else `~/.corral/config`.
+/// The file the CLI reads by default: `$CORRAL_CONFIG`, else `~/.corral/config`
+/// (inside a task with a service account, when there is no such file,
+/// [`Config::in_task`]).
 pub fn default_config_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CORRAL_CONFIG").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
@@ -147,16 +149,37 @@ pub fn default_config_path() -> Option<PathBuf> {
 }
 
 impl Config {
-    /// The configuration at [`default_config_path`], or `None` when there is no such
-    /// file.
+    /// The configuration at [`default_config_path`]; when there is no such file, the
+    /// task's own ([`Config::in_task`]); else `None`.
     ///
     /// # Errors
     /// [`Error::Config`] if the file exists but cannot be read or understood.
     pub fn infer() -> Result<Option<Config>> {
         match default_config_path() {
             Some(p) if p.exists() => Config::from_kubeconfig(&p).map(Some),
-            _ => Ok(None),
+            _ => Config::in_task(),
         }
+    }
+
+    /// The configuration of a task run with a service account (`spec.serviceAccount`):
+    /// the API's URL from `$CORRAL_SERVER`, the token (and the authority, `ca.crt`,
+    /// if any) from the directory `$CORRAL_SERVICE_ACCOUNT_DIR` names — as kube-rs
+    /// reads its in-cluster configuration. `None` outside such a task.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the directory is named but its token cannot be read.
+    pub fn in_task() -> Result<Option<Config>> {
+        let (Some(server), Some(dir)) = (
+            std::env::var("CORRAL_SERVER").ok().filter(|s| !s.is_empty()),
+            std::env::var_os("CORRAL_SERVICE_ACCOUNT_DIR").filter(|d| !d.is_empty()).map(PathBuf::from),
+        ) else {
+            return Ok(None);
+        };
+        let token_path = dir.join("token");
+        let token = std::fs::read_to_string(&token_path)
+            .map_err(|e| Error::Config { path: token_path.clone(), message: format!("cannot read it: {e}") })?;
+        let ca_pem = std::fs::read(dir.join("ca.crt")).ok();
+        Ok(Some(Config { server, token: Some(token.trim().to_string()), ca_pem, client_identity: None }))
     }
 
     /// Reads the current context of a kubeconfig file.

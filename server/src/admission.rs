@@ -29,9 +29,31 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
     }
     match ctx.info.plural.as_str() {
         "nodes" => agent_endpoint(ctx, object).await,
-        "tasks" if ctx.target != Target::Status => task_policy(ctx, object).await,
+        "tasks" if ctx.target != Target::Status => {
+            service_account_fixed(ctx, object).await?;
+            task_policy(ctx, object).await
+        }
         _ => Ok(()),
     }
+}
+
+/// A task's service account is fixed once the task exists, as a pod's: the token its
+/// agent got is bound to the task, and must not come to stand for another account.
+async fn service_account_fixed(ctx: &Ctx, object: &Value) -> ApiResult<()> {
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let Some(live) = live_value(ctx, name).await? else { return Ok(()) };
+    let account = |v: &Value| v.pointer("/spec/serviceAccount").cloned();
+    if account(&live) == account(object) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        &ctx.info,
+        name,
+        vec![corral_api::FieldError::new(
+            "spec.serviceAccount",
+            "cannot change once the task exists (its token is bound to the task); delete the task and create it again",
+        )],
+    ))
 }
 
 async fn agent_endpoint(ctx: &Ctx, object: &Value) -> ApiResult<()> {

@@ -40,6 +40,7 @@ pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
             allowed_nets: a.artifact_allow_net.clone(),
             max_bytes: a.artifact_max_bytes,
         },
+        server_ca: None,
     })
 }
 
@@ -62,7 +63,7 @@ fn shim_exe() -> anyhow::Result<std::path::PathBuf> {
 }
 
 pub(crate) async fn run(conn: &corral_client::Config, a: AgentArgs) -> anyhow::Result<()> {
-    let cfg = config(&a)?;
+    let cfg = AgentConfig { server_ca: conn.ca_pem.clone(), ..config(&a)? };
     let client = node_client(conn, &cfg.name, &a.work_dir).await?;
     let shutdown = corral_runtime::CancellationToken::new();
     let stop = shutdown.clone();

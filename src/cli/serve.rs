@@ -96,7 +96,10 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
             name: defaults.name.clone().or_else(|| Some("local".to_string())),
             ..defaults
         };
-        let cfg = super::agent::config(&agent_args)?;
+        let cfg = corral_agent::agent::AgentConfig {
+            server_ca: server.ca_pem().map(<[u8]>::to_vec),
+            ..super::agent::config(&agent_args)?
+        };
         let token = server.node_credential(&cfg.name).await.context("cannot make the local agent's credential")?;
         let client = corral_client::Client::from_config(&corral_client::Config {
             server: server.base_url().to_string(),

@@ -223,12 +223,13 @@ fn lstat_type(dir: BorrowedFd<'_>, name: &OsStr) -> Option<libc::mode_t> {
 }
 
 /// `s` for a system call; `EINVAL` if it holds a NUL byte.
-fn cstring(s: &OsStr) -> io::Result<CString> {
+/// `s` as a C string; `EINVAL` if it holds a NUL byte.
+pub(crate) fn cstring(s: &OsStr) -> io::Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Owns the descriptor a system call returned, or its error if it returned -1.
-fn owned(fd: c_int) -> io::Result<OwnedFd> {
+pub(crate) fn owned(fd: c_int) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -11,7 +11,7 @@
 //!   shim while it decides; a shim that starts late then gives up, so an interrupted
 //!   launch is never completed behind the agent's back.
 
-mod beneath;
+pub(crate) mod beneath;
 mod bundle;
 mod cgroups;
 mod checkpoint;

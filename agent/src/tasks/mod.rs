@@ -71,6 +71,8 @@ pub struct TaskContext {
     pub metrics: Arc<crate::metrics::AgentMetrics>,
     /// What artifacts may be fetched.
     pub artifacts: crate::artifacts::ArtifactPolicy,
+    /// The authority the API's certificate chains to, for tasks' `ca.crt`.
+    pub server_ca: Option<Vec<u8>>,
     local: Mutex<HashMap<String, Local>>,
     /// Host ports offered by this node.
     port_ranges: Vec<corral_api::kinds::node::PortRange>,
@@ -91,6 +93,7 @@ impl TaskContext {
         metrics: Arc<crate::metrics::AgentMetrics>,
         port_ranges: Vec<corral_api::kinds::node::PortRange>,
         artifacts: crate::artifacts::ArtifactPolicy,
+        server_ca: Option<Vec<u8>>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), &format!("agent/{node}"));
         let tasks = Api::<Task>::all(client);
@@ -105,6 +108,7 @@ impl TaskContext {
             recorder,
             metrics,
             artifacts,
+            server_ca,
             local: Mutex::new(HashMap::new()),
             port_ranges,
             queue: OnceLock::new(),

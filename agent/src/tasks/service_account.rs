@@ -4,7 +4,9 @@
 //! `.corral/serviceaccount/` of its sandbox:
 //!
 //! - `token`: the bearer token, mode 0400, owned by the task's user;
-//! - `namespace`: the task's namespace.
+//! - `namespace`: the task's namespace;
+//! - `ca.crt`: the authority the API's certificate chains to, when the agent reaches
+//!   the API over HTTPS with an authority of its own.
 //!
 //! A container sees the directory, read-only, at [`DIR_IN_CONTAINER`] too. The
 //! environment names it (`CORRAL_SERVICE_ACCOUNT_DIR`) and the API's URL
@@ -15,11 +17,9 @@
 //! descriptor of the directory above it, refusing links (`O_NOFOLLOW`), and files are
 //! created afresh (`O_EXCL`), never opened through a name that could lead elsewhere.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +29,7 @@ use serde_json::json;
 
 use super::TaskContext;
 use crate::error::{Error, Result};
-use crate::runtime::Mount;
+use crate::runtime::{Mount, beneath};
 
 /// Where the agent asks for a task's token.
 const TOKEN_PATH: &str = "/auth/task-token";
@@ -79,7 +79,7 @@ pub(super) async fn provide(
     let answer: TokenAnswer = client.call_json(TOKEN_PATH, Some(&body)).await.map_err(|e| {
         Error::Invalid(format!("cannot get a token of service account {account:?} for the task from the API: {e}"))
     })?;
-    let dir = write(sandbox, owner, ns, &answer.token)?;
+    let dir = write(sandbox, owner, ns, &answer.token, ctx.server_ca.as_deref())?;
     let seen = if in_container { DIR_IN_CONTAINER.to_string() } else { dir.display().to_string() };
     let mut env = vec![(DIR_ENV.to_string(), seen)];
     let server = client.server();
@@ -94,73 +94,30 @@ pub(super) async fn provide(
 }
 
 /// Writes the credential's directory below `sandbox`; returns its host path.
-fn write(sandbox: &Path, owner: Option<(u32, u32)>, ns: &str, token: &str) -> Result<PathBuf> {
-    let mut path = sandbox.to_path_buf();
-    let mut dir = open_dir(sandbox).map_err(|e| Error::io("cannot open the sandbox", sandbox, e))?;
-    for name in DIR_IN_SANDBOX {
-        path.push(name);
-        dir = subdir(&dir, name).map_err(|e| Error::io("cannot create", &path, e))?;
-    }
+fn write(sandbox: &Path, owner: Option<(u32, u32)>, ns: &str, token: &str, ca: Option<&[u8]>) -> Result<PathBuf> {
+    let rel: PathBuf = DIR_IN_SANDBOX.iter().collect();
+    let path = sandbox.join(&rel);
+    let root = beneath::open_dir(sandbox).map_err(|e| Error::io("cannot open the sandbox", sandbox, e))?;
+    // No link is followed on the way, not even one that stays in the sandbox.
+    let dir = beneath::mkdir_all_beneath(root.as_fd(), &rel).map_err(|e| Error::io("cannot create", &path, e))?;
     let file = |name: &str, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>| {
         let at = path.join(name);
         create_file(&dir, name, bytes, mode, owner).map_err(|e| Error::io("cannot write", at, e))
     };
-    // Only the task's user reads the token; the namespace is no secret.
+    // Only the task's user reads the token; the namespace and the authority are no
+    // secrets.
     file("token", token.as_bytes(), 0o400, owner)?;
     file("namespace", ns.as_bytes(), 0o444, None)?;
+    if let Some(ca) = ca {
+        file("ca.crt", ca, 0o444, None)?;
+    }
     Ok(path)
-}
-
-fn cstring(name: &str) -> std::io::Result<CString> {
-    CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn owned(fd: libc::c_int) -> std::io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just returned by the kernel, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Opens directory `path`, refusing a symbolic link as its last component.
-fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: a valid NUL-terminated path.
-    owned(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) })
-}
-
-/// Directory `name` in `parent`, made if missing, never through a symbolic link; mode
-/// 755 whatever an artifact made it (artifacts are unpacked as the agent, so it owns
-/// the directory either way).
-fn subdir(parent: &OwnedFd, name: &str) -> std::io::Result<OwnedFd> {
-    let c = cstring(name)?;
-    // SAFETY: a valid descriptor and NUL-terminated name.
-    if unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e);
-        }
-    }
-    // SAFETY: as above; O_NOFOLLOW makes a symbolic link fail with ELOOP.
-    let fd = owned(unsafe {
-        libc::openat(
-            parent.as_raw_fd(),
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: a valid descriptor.
-    if unsafe { libc::fchmod(fd.as_raw_fd(), 0o755) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(fd)
 }
 
 /// Creates file `name` in `dir` afresh (whatever was there goes, a link included,
 /// without being followed) holding `bytes`, with `mode` and `owner`.
 fn create_file(dir: &OwnedFd, name: &str, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    let c = cstring(name)?;
+    let c = beneath::cstring(std::ffi::OsStr::new(name))?;
     // SAFETY: a valid descriptor and NUL-terminated name.
     if unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) } != 0 {
         let e = std::io::Error::last_os_error();
@@ -170,7 +127,7 @@ fn create_file(dir: &OwnedFd, name: &str, bytes: &[u8], mode: u32, owner: Option
     }
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: as above; the mode is passed as the variadic argument open(2) expects.
-    let fd = owned(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o600 as libc::c_uint) })?;
+    let fd = beneath::owned(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o600 as libc::c_uint) })?;
     let mut file = File::from(fd);
     file.write_all(bytes)?;
     if let Some((uid, gid)) = owner {
@@ -189,14 +146,15 @@ mod tests {
     #[test]
     fn the_token_is_readable_by_the_task_user_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let written = write(dir.path(), Some((65534, 65534)), "team", "id.secret").unwrap();
+        let written = write(dir.path(), Some((65534, 65534)), "team", "id.secret", Some(b"PEM")).unwrap();
         assert_eq!(written, dir.path().join(".corral/serviceaccount"));
         let token = std::fs::metadata(written.join("token")).unwrap();
         assert_eq!((token.uid(), token.gid(), token.mode() & 0o7777), (65534, 65534, 0o400));
         assert_eq!(std::fs::read_to_string(written.join("token")).unwrap(), "id.secret");
         assert_eq!(std::fs::read_to_string(written.join("namespace")).unwrap(), "team");
+        assert_eq!(std::fs::read_to_string(written.join("ca.crt")).unwrap(), "PEM");
         // Asking again (an agent restarted before the start) replaces the files.
-        write(dir.path(), Some((65534, 65534)), "team", "id.other").unwrap();
+        write(dir.path(), Some((65534, 65534)), "team", "id.other", None).unwrap();
         assert_eq!(std::fs::read_to_string(written.join("token")).unwrap(), "id.other");
     }
 
@@ -205,7 +163,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join(".corral")).unwrap();
-        let err = write(dir.path(), None, "team", "id.secret").unwrap_err();
+        let err = write(dir.path(), None, "team", "id.secret", None).unwrap_err();
         assert!(err.to_string().contains(".corral"), "{err}");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside");
 
@@ -214,7 +172,7 @@ mod tests {
         let target = outside.path().join("victim");
         std::fs::write(&target, "keep").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join(".corral/serviceaccount/token")).unwrap();
-        write(dir.path(), None, "team", "id.secret").unwrap();
+        write(dir.path(), None, "team", "id.secret", None).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep", "the link was replaced, not followed");
         let token = std::fs::symlink_metadata(dir.path().join(".corral/serviceaccount/token")).unwrap();
         assert!(token.file_type().is_file());
