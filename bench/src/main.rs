@@ -130,6 +130,10 @@ struct BenchStoreArgs {
     /// `--server-arg=--no-audit-log`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Only these workloads, comma-separated: writes, store, rate, reads, watch, mass
+    /// (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
                     clients: a.clients,
                     rate: a.rate,
                     server_args: a.server_args,
+                    only: a.only,
                 })
                 .await
             }

@@ -27,6 +27,15 @@ pub struct StoreBenchOptions {
     pub rate: u64,
     /// Extra arguments for `corral server` (e.g. `--no-audit-log`).
     pub server_args: Vec<String>,
+    /// Only these workloads (`writes`, `store`, `rate`, `reads`, `watch`, `mass`);
+    /// empty: all.
+    pub only: Vec<String>,
+}
+
+impl StoreBenchOptions {
+    fn runs(&self, workload: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| w == workload)
+    }
 }
 
 impl Default for StoreBenchOptions {
@@ -37,6 +46,7 @@ impl Default for StoreBenchOptions {
             watchers: 1000,
             clients: vec![1, 16, 256],
             rate: 1000,
+            only: Vec::new(),
             server_args: Vec::new(),
         }
     }
@@ -193,160 +203,189 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
         opts.seconds
     );
 
-    // Durable writes, closed loop.
-    println!("\ndurable writes (1 KiB objects / values)");
     let mut ratios = Vec::new();
-    for &c in &opts.clients {
-        let ns = format!("create-{c}");
-        corral.namespace(&ns).await?;
-        let create = creates(&corral, c, dur, u64::MAX, &ns, "o").await;
-        row(&format!("corral create, {c} clients (HTTP/2)"), &create);
-        let create1 = creates(&corral_http1, c, dur, u64::MAX, &ns, "h").await;
-        row(&format!("corral create, {c} clients (HTTP/1.1)"), &create1);
-        // Updates rewrite the objects just created, each with a new payload.
-        let existing = create.ops.max(1);
-        let cl = corral.clone();
-        let nsc = ns.clone();
-        let update = closed_loop(c, dur, u64::MAX, move |i, seq| {
-            let cl = cl.clone();
-            let ns = nsc.clone();
-            async move {
-                let name = format!("o{}", seq % existing);
-                let url = format!("{}/{name}", cl.collection(&ns));
-                let r = cl
-                    .http(i)
-                    .put(url)
-                    .header("content-type", "application/json")
-                    .body(configmap_body(&ns, &name, seq + 1_000_000_000))
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("update {name}: HTTP {}", r.status());
+    if opts.runs("writes") {
+        // Durable writes, closed loop.
+        println!("\ndurable writes (1 KiB objects / values)");
+        for &c in &opts.clients {
+            let ns = format!("create-{c}");
+            corral.namespace(&ns).await?;
+            let create = creates(&corral, c, dur, u64::MAX, &ns, "o").await;
+            row(&format!("corral create, {c} clients (HTTP/2)"), &create);
+            let create1 = creates(&corral_http1, c, dur, u64::MAX, &ns, "h").await;
+            row(&format!("corral create, {c} clients (HTTP/1.1)"), &create1);
+            // Updates rewrite the objects just created, each with a new payload.
+            let existing = create.ops.max(1);
+            let cl = corral.clone();
+            let nsc = ns.clone();
+            let update = closed_loop(c, dur, u64::MAX, move |i, seq| {
+                let cl = cl.clone();
+                let ns = nsc.clone();
+                async move {
+                    let name = format!("o{}", seq % existing);
+                    let url = format!("{}/{name}", cl.collection(&ns));
+                    let r = cl
+                        .http(i)
+                        .put(url)
+                        .header("content-type", "application/json")
+                        .body(configmap_body(&ns, &name, seq + 1_000_000_000))
+                        .send()
+                        .await?;
+                    if !r.status().is_success() {
+                        bail!("update {name}: HTTP {}", r.status());
+                    }
+                    Ok(())
                 }
+            })
+            .await;
+            row(&format!("corral update, {c} clients (HTTP/2)"), &update);
+            let etcd_put = etcd_puts(&etcd, c, dur, &format!("c{c}")).await?;
+            row(&format!("etcd put, {c} clients"), &etcd_put);
+            let ratio = create.per_sec / etcd_put.per_sec.max(1e-9);
+            println!(
+                "  {:<44} {ratio:>10.2}x (create) {:>6.2}x (update) {:>6.2}x (create, HTTP/1.1)",
+                format!("corral/etcd, {c} clients"),
+                update.per_sec / etcd_put.per_sec.max(1e-9),
+                create1.per_sec / etcd_put.per_sec.max(1e-9)
+            );
+            ratios.push((c, ratio));
+        }
+    }
+
+    if opts.runs("store") {
+        println!("\nthe store alone, in this process (no HTTP)");
+        for &c in &opts.clients {
+            let r = store_alone(Drive::Tasks(c), dur, dir.path()).await?;
+            row(&format!("SledStore create, {c} tasks"), &r);
+        }
+        let r = store_alone(Drive::Rate(opts.rate), dur, dir.path()).await?;
+        row(&format!("SledStore create at {}/s", opts.rate), &r);
+    }
+
+    let mut rates = None;
+    if opts.runs("rate") {
+        println!("\nfixed-rate writes, open loop");
+        corral.namespace("rate").await?;
+        let cl = corral.clone();
+        let rate = open_loop(opts.rate, dur, move |seq| {
+            let cl = cl.clone();
+            async move { cl.create(seq as usize, "rate", &format!("r{seq}"), seq).await.map(|_| ()) }
+        })
+        .await;
+        row(&format!("corral create at {}/s", opts.rate), &rate);
+        let kv = etcd_client::Client::connect([format!("http://{}", etcd.addr)], None).await?.kv_client();
+        let etcd_rate = open_loop(opts.rate, dur, move |seq| {
+            let mut kv = kv.clone();
+            async move { kv.put(format!("rate/{seq}"), payload(seq), None).await.map(|_| ()).map_err(Into::into) }
+        })
+        .await;
+        row(&format!("etcd put at {}/s", opts.rate), &etcd_rate);
+        rates = Some((rate.p99_ms, etcd_rate.p99_ms));
+    }
+
+    if opts.runs("reads") {
+        println!("\nreads");
+        corral.namespace("reads").await?;
+        for i in 0..1000u64 {
+            corral.create(0, "reads", &format!("o{i}"), i).await?;
+        }
+        let cpu_before = server.cpu_time()?;
+        let cl = corral.clone();
+        let gets = closed_loop(16, dur, u64::MAX, move |i, seq| {
+            let cl = cl.clone();
+            async move {
+                let r = cl.http(i).get(format!("{}/o{}", cl.collection("reads"), seq % 1000)).send().await?;
+                if !r.status().is_success() {
+                    bail!("get: HTTP {}", r.status());
+                }
+                r.bytes().await?;
                 Ok(())
             }
         })
         .await;
-        row(&format!("corral update, {c} clients (HTTP/2)"), &update);
-        let etcd_put = etcd_puts(&etcd, c, dur, &format!("c{c}")).await?;
-        row(&format!("etcd put, {c} clients"), &etcd_put);
-        let ratio = create.per_sec / etcd_put.per_sec.max(1e-9);
+        let cpu = server.cpu_time()?.saturating_sub(cpu_before);
+        row("corral get, 16 clients", &gets);
         println!(
-            "  {:<44} {ratio:>10.2}x (create) {:>6.2}x (update) {:>6.2}x (create, HTTP/1.1)",
-            format!("corral/etcd, {c} clients"),
-            update.per_sec / etcd_put.per_sec.max(1e-9),
-            create1.per_sec / etcd_put.per_sec.max(1e-9)
+            "  {:<44} {:>10.1} µs   ({:.1} s of CPU for {} gets)",
+            "corral server CPU per get",
+            cpu.as_secs_f64() * 1e6 / gets.ops.max(1) as f64,
+            cpu.as_secs_f64(),
+            gets.ops
         );
-        ratios.push((c, ratio));
-    }
-
-    println!("\nthe store alone, in this process (no HTTP)");
-    for &c in &opts.clients {
-        let r = store_alone(Drive::Tasks(c), dur, dir.path()).await?;
-        row(&format!("SledStore create, {c} tasks"), &r);
-    }
-    let r = store_alone(Drive::Rate(opts.rate), dur, dir.path()).await?;
-    row(&format!("SledStore create at {}/s", opts.rate), &r);
-
-    println!("\nfixed-rate writes, open loop");
-    corral.namespace("rate").await?;
-    let cl = corral.clone();
-    let rate = open_loop(opts.rate, dur, move |seq| {
-        let cl = cl.clone();
-        async move { cl.create(seq as usize, "rate", &format!("r{seq}"), seq).await.map(|_| ()) }
-    })
-    .await;
-    row(&format!("corral create at {}/s", opts.rate), &rate);
-    let kv = etcd_client::Client::connect([format!("http://{}", etcd.addr)], None).await?.kv_client();
-    let etcd_rate = open_loop(opts.rate, dur, move |seq| {
-        let mut kv = kv.clone();
-        async move { kv.put(format!("rate/{seq}"), payload(seq), None).await.map(|_| ()).map_err(Into::into) }
-    })
-    .await;
-    row(&format!("etcd put at {}/s", opts.rate), &etcd_rate);
-
-    println!("\nreads");
-    corral.namespace("reads").await?;
-    for i in 0..1000u64 {
-        corral.create(0, "reads", &format!("o{i}"), i).await?;
-    }
-    let cl = corral.clone();
-    let gets = closed_loop(16, dur, u64::MAX, move |i, seq| {
-        let cl = cl.clone();
-        async move {
-            let r = cl.http(i).get(format!("{}/o{}", cl.collection("reads"), seq % 1000)).send().await?;
-            if !r.status().is_success() {
-                bail!("get: HTTP {}", r.status());
+        let cl = corral.clone();
+        let lists = closed_loop(4, dur, u64::MAX, move |i, _| {
+            let cl = cl.clone();
+            async move {
+                let r = cl.http(i).get(cl.collection("reads")).send().await?;
+                if !r.status().is_success() {
+                    bail!("list: HTTP {}", r.status());
+                }
+                r.bytes().await?;
+                Ok(())
             }
-            r.bytes().await?;
-            Ok(())
-        }
-    })
-    .await;
-    row("corral get, 16 clients", &gets);
-    let cl = corral.clone();
-    let lists = closed_loop(4, dur, u64::MAX, move |i, _| {
-        let cl = cl.clone();
-        async move {
-            let r = cl.http(i).get(cl.collection("reads")).send().await?;
-            if !r.status().is_success() {
-                bail!("list: HTTP {}", r.status());
-            }
-            r.bytes().await?;
-            Ok(())
-        }
-    })
-    .await;
-    row("corral list of 1000 objects, 4 clients", &lists);
+        })
+        .await;
+        row("corral list of 1000 objects, 4 clients", &lists);
+    }
 
-    println!("\nwatch delivery (from issuing the write to the event arriving; includes the durable commit)");
-    for watchers in [1usize, opts.watchers] {
-        let (p50, p99, delivered) = watch_latency(&corral, watchers, 200).await?;
+    if opts.runs("watch") {
+        println!("\nwatch delivery (from issuing the write to the event arriving; includes the durable commit)");
+        for watchers in [1usize, opts.watchers] {
+            let (p50, p99, delivered) = watch_latency(&corral, watchers, 200).await?;
+            println!(
+                "  {:<44} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   ({delivered} deliveries)",
+                format!("{watchers} watchers")
+            );
+        }
+    }
+
+    let mut held = None;
+    if opts.runs("mass") {
+        // A fresh server, so that the memory figure is for exactly this many objects
+        // (the first, idle meanwhile, is a process of its own).
+        println!("\nholding {} objects (fresh server)", opts.objects);
+        let server = start_corral_with(&dir.path().join("corral-mass"), &opts.server_args).await?;
+        let corral = Arc::new(Corral::new(format!("http://{}", server.addr))?);
+        let idle_rss = server.rss_bytes()?;
+        corral.namespace("mass").await?;
+        let before = corral.revision().await?;
+        let cpu_before = server.cpu_time()?;
+        let load = creates(&corral, 256, Duration::from_secs(3600), opts.objects as u64, "mass", "m").await;
+        let cpu = server.cpu_time()?.saturating_sub(cpu_before);
+        row(&format!("corral create of {} objects, 256 clients", opts.objects), &load);
         println!(
-            "  {:<44} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   ({delivered} deliveries)",
-            format!("{watchers} watchers")
+            "  {:<44} {:>10.1} µs   ({:.1} s of CPU for {} creates)",
+            "corral server CPU per create",
+            cpu.as_secs_f64() * 1e6 / load.ops.max(1) as f64,
+            cpu.as_secs_f64(),
+            load.ops
         );
+        let rss = server.rss_bytes()?;
+        println!(
+            "  {:<44} {:>10.1} MB   (idle before: {:.1} MB)",
+            "corral server RSS",
+            rss as f64 / 1e6,
+            idle_rss as f64 / 1e6
+        );
+        let (events, secs) = replay_rate(&corral, before, load.ops).await?;
+        println!(
+            "  {:<44} {:>10.0} events/s   ({events} events in {secs:.2} s)",
+            "events to one watcher (replay from the log)",
+            events as f64 / secs
+        );
+        held = Some(rss);
     }
-
-    // A fresh server, so that the memory figure is for exactly this many objects.
-    drop(server);
-    println!("\nholding {} objects (fresh server)", opts.objects);
-    let server = start_corral_with(&dir.path().join("corral-mass"), &opts.server_args).await?;
-    let corral = Arc::new(Corral::new(format!("http://{}", server.addr))?);
-    let idle_rss = server.rss_bytes()?;
-    corral.namespace("mass").await?;
-    let before = corral.revision().await?;
-    let cpu_before = server.cpu_time()?;
-    let load = creates(&corral, 256, Duration::from_secs(3600), opts.objects as u64, "mass", "m").await;
-    let cpu = server.cpu_time()?.saturating_sub(cpu_before);
-    row(&format!("corral create of {} objects, 256 clients", opts.objects), &load);
-    println!(
-        "  {:<44} {:>10.1} µs   ({:.1} s of CPU for {} creates)",
-        "corral server CPU per create",
-        cpu.as_secs_f64() * 1e6 / load.ops.max(1) as f64,
-        cpu.as_secs_f64(),
-        load.ops
-    );
-    let rss = server.rss_bytes()?;
-    println!(
-        "  {:<44} {:>10.1} MB   (idle before: {:.1} MB)",
-        "corral server RSS",
-        rss as f64 / 1e6,
-        idle_rss as f64 / 1e6
-    );
-    let (events, secs) = replay_rate(&corral, before, load.ops).await?;
-    println!(
-        "  {:<44} {:>10.0} events/s   ({events} events in {secs:.2} s)",
-        "events to one watcher (replay from the log)",
-        events as f64 / secs
-    );
 
     println!("\nsummary");
     for (c, r) in &ratios {
         println!("  durable create throughput corral/etcd at {c:>3} clients: {r:.2}x");
     }
-    println!("  write p99 at {}/s: {:.2} ms (etcd {:.2} ms)", opts.rate, rate.p99_ms, etcd_rate.p99_ms);
-    println!("  RSS with {} objects: {:.1} MB", opts.objects, rss as f64 / 1e6);
+    if let Some((corral_p99, etcd_p99)) = rates {
+        println!("  write p99 at {}/s: {corral_p99:.2} ms (etcd {etcd_p99:.2} ms)", opts.rate);
+    }
+    if let Some(rss) = held {
+        println!("  RSS with {} objects: {:.1} MB", opts.objects, rss as f64 / 1e6);
+    }
     drop(etcd);
     drop(server);
     Ok(())

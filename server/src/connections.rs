@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::auth::ConnectionCache;
 use crate::auth::certificates::ClientCertificate;
 use crate::placement::{self, Opening, StreamsRuntime};
 use crate::write_stall::StallGuard;
@@ -240,8 +241,10 @@ pub(crate) async fn serve(
                     .peer_certificates()
                     .and_then(|chain| chain.first())
                     .map(|der| ClientCertificate::of(der));
+                let credentials = Arc::new(ConnectionCache::default());
                 let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(client);
+                    req.extensions_mut().insert(credentials.clone());
                     if let Some(c) = certificate {
                         req.extensions_mut().insert(c);
                     }
@@ -255,8 +258,10 @@ pub(crate) async fn serve(
                 drop(slot);
                 return;
             }
+            let credentials = Arc::new(ConnectionCache::default());
             let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(client);
+                req.extensions_mut().insert(credentials.clone());
                 router.clone().oneshot(req)
             });
             let Some(opening) = placement::opening(&tcp, header_read_timeout).await else {

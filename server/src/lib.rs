@@ -248,7 +248,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/can-i", post(auth::join::can_i).fallback(method_not_allowed))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(auth::Guard::new(&state), auth::guard))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .with_state(state)
 }
 

@@ -48,15 +48,22 @@ pub struct ResourcePath {
 
 /// Parses the path after `/apis/`; `None` when it has no meaning.
 pub fn parse(rest: &str) -> Option<ApiPath> {
-    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    if segs.iter().any(|s| s.is_empty()) {
-        return None;
+    // On the stack: every request under /apis is parsed, some twice (authorization,
+    // then the handler).
+    let mut segs = [""; 7];
+    let mut len = 0;
+    for seg in rest.trim_end_matches('/').split('/') {
+        if seg.is_empty() || len == segs.len() {
+            return None;
+        }
+        segs[len] = seg;
+        len += 1;
     }
     let s = |i: usize| segs[i].to_string();
     let res = |plural: String, namespace: Option<String>, name: Option<String>, target| {
         Some(ApiPath::Resource(ResourcePath { group: s(0), version: s(1), plural, namespace, name, target }))
     };
-    match segs.len() {
+    match len {
         2 => Some(ApiPath::GroupVersion { group: s(0), version: s(1) }),
         3 => res(s(2), None, None, Target::Collection),
         4 => res(s(2), None, Some(s(3)), Target::Object),

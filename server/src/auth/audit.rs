@@ -115,26 +115,34 @@ impl AuditLog {
         let path: PathBuf = path.to_path_buf();
         std::thread::Builder::new().name("corral-audit".into()).spawn(move || {
             let mut out = std::io::BufWriter::with_capacity(FLUSH_BYTES, file);
-            let mut unflushed = false;
-            loop {
-                // Lines wait at most FLUSH_AFTER for company: one write per batch,
-                // not per request (as Kubernetes' batching audit backend).
-                let next = if unflushed { rx.recv_timeout(FLUSH_AFTER).ok() } else { rx.recv().ok() };
-                match next {
-                    Some(e) => {
-                        if serde_json::to_writer(&mut out, &e.line()).is_err() || out.write_all(b"\n").is_err() {
-                            tracing::error!(path = %path.display(), "cannot write the audit log");
+            let write = |out: &mut std::io::BufWriter<std::fs::File>, e: Entry| {
+                if serde_json::to_writer(&mut *out, &e.line()).is_err() || out.write_all(b"\n").is_err() {
+                    tracing::error!(path = %path.display(), "cannot write the audit log");
+                }
+            };
+            // Idle, the thread sleeps until a record comes. Then it lets FLUSH_AFTER
+            // of company gather without waiting on the queue — a receiver asleep in
+            // `recv` would make every request wake it, a context switch per write —
+            // and writes the batch at once (as Kubernetes' batching audit backend).
+            while let Ok(first) = rx.recv() {
+                std::thread::sleep(FLUSH_AFTER);
+                write(&mut out, first);
+                let mut open = true;
+                loop {
+                    match rx.try_recv() {
+                        Ok(e) => write(&mut out, e),
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
                         }
-                        unflushed = true;
                     }
-                    None if unflushed => {
-                        if let Err(e) = out.flush() {
-                            tracing::error!(path = %path.display(), error = %e, "cannot write the audit log");
-                        }
-                        unflushed = false;
-                    }
-                    // Every sender is gone: the server has stopped.
-                    None => break,
+                }
+                if let Err(e) = out.flush() {
+                    tracing::error!(path = %path.display(), error = %e, "cannot write the audit log");
+                }
+                if !open {
+                    break;
                 }
             }
         })?;

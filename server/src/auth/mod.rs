@@ -19,7 +19,7 @@ pub mod task_token;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use corral_api::kinds::TokenPurpose;
@@ -94,22 +94,29 @@ pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> 
         return next.run(req).await;
     }
     let attrs = attributes(req.method(), req.uri());
-    let identity = match req.extensions().get::<Arc<Identity>>() {
-        Some(i) => Ok(i.clone()),
-        None => authenticate(&state, &req),
+    // One look at the policy for both questions: who, and may they.
+    let checked = {
+        let policy = state.auth.policy.read();
+        let identity = match req.extensions().get::<Arc<Identity>>() {
+            Some(i) => Ok(i.clone()),
+            None => authenticate(&policy, &req),
+        };
+        identity.map(|identity| {
+            let decision = match &attrs {
+                // Discovery and one's own identity are open to every authenticated user.
+                Some(a) if !open_to_all(a) => policy.authorize(&identity, a),
+                _ => Decision::Allow(rbac::AllowedBy::Everyone),
+            };
+            (identity, decision)
+        })
     };
-    let identity = match identity {
-        Ok(i) => i,
+    let (identity, decision) = match checked {
+        Ok(c) => c,
         Err(e) => {
             state.auth.unauthenticated.inc();
             state.auth.audit.record(None, attrs, 401, None);
             return e.into_response();
         }
-    };
-    let decision = match &attrs {
-        // Discovery and one's own identity are open to every authenticated user.
-        Some(a) if !open_to_all(a) => state.auth.policy.read().authorize(&identity, a),
-        _ => Decision::Allow(rbac::AllowedBy::Everyone),
     };
     let by = match decision {
         Decision::Allow(by) => by,
@@ -142,17 +149,57 @@ fn open_to_all(a: &Attributes) -> bool {
     }
 }
 
-/// The identity a request's bearer token proves.
-fn authenticate(state: &Guard, req: &Request) -> Result<Arc<Identity>, ApiError> {
+/// What a connection last authenticated. A client sends the same credential on
+/// every request of a connection, so its secret is hashed and looked up once per
+/// connection — until the tokens change (the policy's generation moves on) or the
+/// token expires — rather than once per request.
+#[derive(Default)]
+pub struct ConnectionCache(parking_lot::Mutex<Option<Cached>>);
+
+struct Cached {
+    header: HeaderValue,
+    generation: u64,
+    identity: Arc<Identity>,
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ConnectionCache {
+    fn get(&self, header: &HeaderValue, generation: u64) -> Option<Arc<Identity>> {
+        let cached = self.0.lock();
+        let c = cached.as_ref().filter(|c| c.generation == generation && c.header == header)?;
+        if c.expires.is_some_and(|t| t <= chrono::Utc::now()) {
+            return None;
+        }
+        Some(c.identity.clone())
+    }
+
+    fn put(&self, header: &HeaderValue, generation: u64, entry: &rbac::TokenEntry) {
+        *self.0.lock() = Some(Cached {
+            header: header.clone(),
+            generation,
+            identity: entry.identity.clone(),
+            expires: entry.expires,
+        });
+    }
+}
+
+/// The identity a request's bearer token (or client certificate) proves.
+fn authenticate(policy: &rbac::Policy, req: &Request) -> Result<Arc<Identity>, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         if let Some(cert) = req.extensions().get::<certificates::ClientCertificate>() {
-            return authenticate_certificate(state, cert);
+            return authenticate_certificate(policy, cert);
         }
         return Err(ApiError::unauthorized(
             "this request carries no credential: send `Authorization: Bearer TOKEN` (`corral up` writes an admin \
              token to ~/.corral/config; `corral token create` makes more)",
         ));
     };
+    // The same header the connection sent before, under the same tokens: the same
+    // answer, without parsing or hashing again.
+    let cache = req.extensions().get::<Arc<ConnectionCache>>();
+    if let Some(hit) = cache.and_then(|c| c.get(value, policy.generation)) {
+        return Ok(hit);
+    }
     let invalid = || ApiError::unauthorized("the bearer token is not valid (unknown, revoked, expired or malformed)");
     let text = value.to_str().map_err(|_| invalid())?;
     let token = text
@@ -161,7 +208,6 @@ fn authenticate(state: &Guard, req: &Request) -> Result<Arc<Identity>, ApiError>
         .and_then(BearerToken::parse)
         .ok_or_else(invalid)?;
     let digest = token.secret_digest();
-    let policy = state.auth.policy.read();
     let entry = policy
         .tokens
         .get(&token.id)
@@ -172,7 +218,12 @@ fn authenticate(state: &Guard, req: &Request) -> Result<Arc<Identity>, ApiError>
         return Err(ApiError::unauthorized(format!("the bearer token {} expired at {at}", token.id)));
     }
     match entry.purpose {
-        TokenPurpose::Authentication => Ok(entry.identity.clone()),
+        TokenPurpose::Authentication => {
+            if let Some(c) = cache {
+                c.put(value, policy.generation, entry);
+            }
+            Ok(entry.identity.clone())
+        }
         TokenPurpose::Join if req.uri().path() == join::PATH && req.method() == Method::POST => {
             Ok(Arc::new(Identity {
                 user: format!("system:bootstrap:{}", token.id),
@@ -190,8 +241,10 @@ fn authenticate(state: &Guard, req: &Request) -> Result<Arc<Identity>, ApiError>
 
 /// The identity a TLS client certificate proves: one the node authority signed
 /// (the handshake checked that) and whose record is still stored.
-fn authenticate_certificate(state: &Guard, cert: &certificates::ClientCertificate) -> Result<Arc<Identity>, ApiError> {
-    let policy = state.auth.policy.read();
+fn authenticate_certificate(
+    policy: &rbac::Policy,
+    cert: &certificates::ClientCertificate,
+) -> Result<Arc<Identity>, ApiError> {
     let entry = policy.certificate(&cert.0).ok_or_else(|| {
         ApiError::unauthorized("the client certificate is not valid (revoked, or replaced when its node joined again)")
     })?;

@@ -115,6 +115,9 @@ pub struct Policy {
     pub tokens: HashMap<String, TokenEntry>,
     /// Ids of the certificate tokens, by the SHA-256 of their certificate.
     pub certificates: HashMap<[u8; 32], String>,
+    /// Changes with every change to the tokens; never the same in two policies, so
+    /// that what was authenticated under one generation is known stale under another.
+    pub generation: u64,
     /// Cluster roles by name.
     pub cluster_roles: HashMap<String, Vec<PolicyRule>>,
     /// Roles by namespace, then name.
@@ -125,10 +128,17 @@ pub struct Policy {
     pub bindings: HashMap<String, BTreeMap<Arc<str>, RoleBindingSpec>>,
 }
 
+/// A generation no policy has had yet.
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Policy {
     /// Adds or replaces the token `id`.
     pub fn insert_token(&mut self, id: String, entry: TokenEntry) {
         self.remove_token(&id);
+        self.generation = next_generation();
         if entry.purpose == TokenPurpose::Certificate {
             self.certificates.insert(entry.secret_hash, id.clone());
         }
@@ -137,6 +147,7 @@ impl Policy {
 
     /// Removes the token `id`, if known.
     pub fn remove_token(&mut self, id: &str) {
+        self.generation = next_generation();
         if let Some(old) = self.tokens.remove(id)
             && old.purpose == TokenPurpose::Certificate
         {
@@ -229,7 +240,12 @@ fn subject_matches(s: &Subject, who: &Identity, binding_ns: Option<&str>) -> boo
         "User" => s.name == who.user,
         "Group" => who.groups.contains(&s.name),
         "ServiceAccount" => match s.namespace.as_deref().or(binding_ns) {
-            Some(ns) => who.user == service_account_user(ns, &s.name),
+            // Compared in place: this runs for every binding a request is checked against.
+            Some(ns) => who
+                .user
+                .strip_prefix("system:serviceaccount:")
+                .and_then(|rest| rest.split_once(':'))
+                .is_some_and(|(n, name)| n == ns && name == s.name),
             None => false,
         },
         _ => false,
