@@ -73,10 +73,12 @@ impl Identity {
     }
 }
 
-/// What the guard needs of the server's state: two pointers, cheap to clone per
-/// request.
+/// What the guard needs of the server's state, behind one pointer: it is cloned for
+/// every request, and each reference count is a cache line the cores contend for.
 #[derive(Clone)]
-pub struct Guard {
+pub struct Guard(Arc<GuardState>);
+
+struct GuardState {
     auth: Arc<Auth>,
     store: Arc<dyn corral_store::Storage>,
 }
@@ -84,7 +86,7 @@ pub struct Guard {
 impl Guard {
     /// The guard of `state`'s server.
     pub fn new(state: &AppState) -> Self {
-        Guard { auth: state.auth.clone(), store: state.store.clone() }
+        Guard(Arc::new(GuardState { auth: state.auth.clone(), store: state.store.clone() }))
     }
 }
 
@@ -96,7 +98,7 @@ pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> 
     let attrs = attributes(req.method(), req.uri());
     // One look at the policy for both questions: who, and may they.
     let checked = {
-        let policy = state.auth.policy.read();
+        let policy = state.0.auth.policy.read();
         let identity = match req.extensions().get::<Arc<Identity>>() {
             Some(i) => Ok(i.clone()),
             None => authenticate(&policy, &req),
@@ -113,8 +115,8 @@ pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> 
     let (identity, decision) = match checked {
         Ok(c) => c,
         Err(e) => {
-            state.auth.unauthenticated.inc();
-            state.auth.audit.record(None, attrs, 401, None);
+            state.0.auth.unauthenticated.inc();
+            state.0.auth.audit.record(None, attrs, 401, None);
             return e.into_response();
         }
     };
@@ -122,9 +124,9 @@ pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> 
         Decision::Allow(by) => by,
         Decision::Deny => {
             let a = attrs.as_ref();
-            state.auth.denied.inc();
+            state.0.auth.denied.inc();
             let refusal = forbidden(&identity, a).into_response();
-            state.auth.audit.record(Some(identity), attrs, 403, None);
+            state.0.auth.audit.record(Some(identity), attrs, 403, None);
             return refusal;
         }
     };
@@ -134,9 +136,9 @@ pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> 
     let code = resp.status().as_u16();
     if writes_policy && resp.status().is_success() {
         // The next request must already see the token or binding just written.
-        state.auth.index.caught_up(state.store.as_ref()).await;
+        state.0.auth.index.caught_up(state.0.store.as_ref()).await;
     }
-    state.auth.audit.record(Some(identity), attrs, code, Some(by));
+    state.0.auth.audit.record(Some(identity), attrs, code, Some(by));
     resp
 }
 
@@ -173,13 +175,14 @@ impl ConnectionCache {
         Some(c.identity.clone())
     }
 
-    fn put(&self, header: &HeaderValue, generation: u64, entry: &rbac::TokenEntry) {
-        *self.0.lock() = Some(Cached {
-            header: header.clone(),
-            generation,
-            identity: entry.identity.clone(),
-            expires: entry.expires,
-        });
+    /// Remembers `entry` for `header`; returns the identity the connection's requests
+    /// carry from now on: a copy of the connection's own, so that they count their
+    /// references on it rather than on one shared by every connection of the user.
+    fn put(&self, header: &HeaderValue, generation: u64, entry: &rbac::TokenEntry) -> Arc<Identity> {
+        let identity = Arc::new((*entry.identity).clone());
+        *self.0.lock() =
+            Some(Cached { header: header.clone(), generation, identity: identity.clone(), expires: entry.expires });
+        identity
     }
 }
 
@@ -218,12 +221,10 @@ fn authenticate(policy: &rbac::Policy, req: &Request) -> Result<Arc<Identity>, A
         return Err(ApiError::unauthorized(format!("the bearer token {} expired at {at}", token.id)));
     }
     match entry.purpose {
-        TokenPurpose::Authentication => {
-            if let Some(c) = cache {
-                c.put(value, policy.generation, entry);
-            }
-            Ok(entry.identity.clone())
-        }
+        TokenPurpose::Authentication => match cache {
+            Some(c) => Ok(c.put(value, policy.generation, entry)),
+            None => Ok(entry.identity.clone()),
+        },
         TokenPurpose::Join if req.uri().path() == join::PATH && req.method() == Method::POST => {
             Ok(Arc::new(Identity {
                 user: format!("system:bootstrap:{}", token.id),
