@@ -210,11 +210,28 @@ async fn a_revoked_token_is_refused_at_once_and_a_rejoin_revokes_the_nodes_earli
     let alice = token(&s, "alice", &["system:masters"], TokenPurpose::Authentication, None).await;
     let (code, _) = call(&s, Some(&alice), Method::GET, "/auth/whoami", None).await;
     assert_eq!(code, StatusCode::OK);
+    // Connections kept open across the revocation (HTTP/1.1 keep-alive and HTTP/2):
+    // the server checks a connection's credential once, until the tokens change.
+    let kept = [
+        reqwest::Client::builder().no_proxy().http1_only().build().unwrap(),
+        reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap(),
+    ];
+    let whoami = async |c: &reqwest::Client| {
+        c.get(s.url("/auth/whoami")).bearer_auth(&alice).send().await.expect("whoami").status()
+    };
+    for c in &kept {
+        for _ in 0..3 {
+            assert_eq!(whoami(c).await, StatusCode::OK);
+        }
+    }
     let id = alice.split('.').next().unwrap();
     let (code, body) = s.delete(&format!("{V1}/tokens/{id}")).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     let (code, _) = call(&s, Some(&alice), Method::GET, "/auth/whoami", None).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED, "no delay between the revocation and the refusal");
+    for c in &kept {
+        assert_eq!(whoami(c).await, StatusCode::UNAUTHORIZED, "a connection that authenticated before");
+    }
 
     let join_token = token(&s, "system:bootstrap:y", &[], TokenPurpose::Join, None).await;
     let first = join(&s, &join_token, "n1").await;
