@@ -22,13 +22,7 @@ fn rt() -> tokio::runtime::Runtime {
 fn api_errors_carry_code_reason_message_and_causes() {
     let env = cli_support::Env::start();
     rt().block_on(async {
-        let client = Client::from_config(&corral_client::Config {
-            server: env.url.clone(),
-            token: Some(env.token.clone()),
-            ca_pem: None,
-            client_identity: None,
-        })
-        .unwrap();
+        let client = env.client();
         let cm = configmaps(&client).await;
 
         let err = client.get(&cm, Some("default"), "absent").await.unwrap_err();
@@ -50,13 +44,7 @@ fn api_errors_carry_code_reason_message_and_causes() {
 fn apply_patch_reports_creation_and_delete_reports_finalizers() {
     let env = cli_support::Env::start();
     rt().block_on(async {
-        let client = Client::from_config(&corral_client::Config {
-            server: env.url.clone(),
-            token: Some(env.token.clone()),
-            ca_pem: None,
-            client_identity: None,
-        })
-        .unwrap();
+        let client = env.client();
         let cm = configmaps(&client).await;
         let manifest = json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
             "metadata": {"name": "f", "namespace": "default", "finalizers": ["test.corral.dev/hold"]},
@@ -83,13 +71,7 @@ fn apply_patch_reports_creation_and_delete_reports_finalizers() {
 fn watch_streams_changes_and_a_compacted_revision_is_gone() {
     let env = cli_support::Env::start();
     rt().block_on(async {
-        let client = Client::from_config(&corral_client::Config {
-            server: env.url.clone(),
-            token: Some(env.token.clone()),
-            ca_pem: None,
-            client_identity: None,
-        })
-        .unwrap();
+        let client = env.client();
         let cm = configmaps(&client).await;
         let list = client.list(&cm, None, &ListParams::default()).await.unwrap();
         let from = list.metadata.resource_version.clone().unwrap();

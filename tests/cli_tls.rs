@@ -153,7 +153,7 @@ fn a_node_joining_over_https_gets_a_client_certificate_for_its_own_key_until_it_
     assert_eq!(records[0]["spec"]["purpose"], "Certificate");
     use sha2::Digest;
     let der = pem_body(&identity.certificate_pem);
-    let hash: String = sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect();
+    let hash = corral_client::credentials::hex(&sha2::Sha256::digest(&der));
     assert_eq!(records[0]["spec"]["secretHash"], hash.as_str());
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

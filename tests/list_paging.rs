@@ -245,16 +245,7 @@ async fn recording_proxy(upstream: &str) -> (String, Requests) {
 fn corral_get_pages_through_lists_with_chunk_size() {
     let env = Env::start();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(seed(
-        &Client::from_config(&corral_client::Config {
-            server: env.url.clone(),
-            token: Some(env.token.clone()),
-            ca_pem: None,
-            client_identity: None,
-        })
-        .unwrap(),
-        COUNT,
-    ));
+    rt.block_on(seed(&env.client(), COUNT));
     let (proxy, requests) = rt.block_on(recording_proxy(&env.url));
     let get = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_corral"))

@@ -63,8 +63,7 @@ impl BearerToken {
 
     /// Whether `hash` (as stored) is this token's, compared in constant time.
     pub fn matches(&self, hash: &str) -> bool {
-        let mine = self.secret_hash();
-        mine.len() == hash.len() && mine.bytes().zip(hash.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        constant_time_eq(self.secret_hash().as_bytes(), hash.as_bytes())
     }
 
     /// `<id>.<secret>`, as sent in `Authorization: Bearer`.
@@ -88,7 +87,14 @@ fn random(len: usize) -> Result<String> {
     Ok(out)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Whether `a` and `b` are equal, in time that depends on their length only (so
+/// that comparing secrets leaks nothing of where they differ).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `bytes` as lowercase hex, as token hashes are stored.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

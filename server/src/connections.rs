@@ -241,13 +241,10 @@ pub(crate) async fn serve(
                     .peer_certificates()
                     .and_then(|chain| chain.first())
                     .map(|der| ClientCertificate::of(der));
-                let credentials = Arc::new(ConnectionCache::default());
+                let credentials = Arc::new(ConnectionCache::new(certificate));
                 let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(client);
                     req.extensions_mut().insert(credentials.clone());
-                    if let Some(c) = certificate {
-                        req.extensions_mut().insert(c);
-                    }
                     router.clone().oneshot(req)
                 });
                 let io = TokioIo::new(StallGuard::new(stream, write_stall_timeout, stalled));
@@ -258,7 +255,7 @@ pub(crate) async fn serve(
                 drop(slot);
                 return;
             }
-            let credentials = Arc::new(ConnectionCache::default());
+            let credentials = Arc::new(ConnectionCache::new(None));
             let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(client);
                 req.extensions_mut().insert(credentials.clone());

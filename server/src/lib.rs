@@ -187,14 +187,12 @@ pub struct AppShared {
     pub metrics: Arc<Metrics>,
     /// Other metrics served at `/metrics` with the server's own (a controller manager
     /// running in the same process).
-    extra_metrics: Arc<RwLock<Vec<SharedRegistry>>>,
+    extra_metrics: RwLock<Vec<SharedRegistry>>,
     /// Cancelled to end every open watch stream (graceful shutdown would otherwise
     /// wait for them forever).
-    /// In an `Arc`: the state is cloned per request, and cloning a token itself takes
-    /// a lock shared by every clone.
-    closing: Arc<CancellationToken>,
+    closing: CancellationToken,
     /// Open watches by client.
-    watches: Arc<watch_limits::WatchLimits>,
+    watches: watch_limits::WatchLimits,
     /// Tokens, roles and bindings, and the audit log.
     pub auth: Arc<auth::Auth>,
 }
@@ -213,9 +211,9 @@ impl AppState {
             store,
             registry,
             metrics,
-            extra_metrics: Arc::default(),
-            closing: Arc::new(CancellationToken::new()),
-            watches: Arc::new(watch_limits::WatchLimits::new(max_watches_per_client)),
+            extra_metrics: RwLock::default(),
+            closing: CancellationToken::new(),
+            watches: watch_limits::WatchLimits::new(max_watches_per_client),
             auth,
         }))
     }
@@ -243,7 +241,7 @@ impl AppState {
 
     /// Resolves once [`AppState::close_watches`] has been called.
     fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
-        CancellationToken::clone(&self.closing).cancelled_owned()
+        self.closing.clone().cancelled_owned()
     }
 }
 
@@ -264,7 +262,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/whoami", get(auth::join::whoami).fallback(method_not_allowed))
         .route("/auth/can-i", post(auth::join::can_i).fallback(method_not_allowed))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(auth::Guard::new(&state), auth::guard))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .with_state(state)
 }

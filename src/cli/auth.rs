@@ -77,7 +77,7 @@ fn spec_for(a: &TokenCreateArgs, token: &BearerToken) -> anyhow::Result<TokenSpe
         (format!("system:bootstrap:{}", token.id), TokenPurpose::Join)
     } else if let Some(sa) = &a.service_account {
         let (ns, name) = sa.split_once('/').context("--service-account: expected NAMESPACE/NAME")?;
-        (format!("system:serviceaccount:{ns}:{name}"), TokenPurpose::Authentication)
+        (corral_server::auth::rbac::service_account_user(ns, name), TokenPurpose::Authentication)
     } else if let Some(user) = &a.user {
         (user.clone(), TokenPurpose::Authentication)
     } else {

@@ -42,6 +42,13 @@ impl Env {
     }
 
     /// The credential node `name` gets by joining.
+    /// A client of the server, as the administrator.
+    pub fn client(&self) -> corral_client::Client {
+        let config =
+            corral_client::Config { server: self.url.clone(), token: Some(self.token.clone()), ..Default::default() };
+        corral_client::Client::from_config(&config).expect("the test server's URL")
+    }
+
     pub fn node_token(&self, name: &str) -> String {
         let server = self.server.as_ref().expect("running");
         self.rt.block_on(server.node_token(name))

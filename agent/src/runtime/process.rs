@@ -52,22 +52,32 @@ pub(crate) fn native_exec(
     if let Some((u, g)) = rec.spec.user {
         c.uid(u).gid(g);
     }
-    // The hook owns `cwd`, so the directory stays the one resolved until exec closes it
-    // (O_CLOEXEC); entering it by name could be redirected by a link swapped in since.
-    let enter = move || {
+    // SAFETY: see `enter`.
+    unsafe {
+        c.pre_exec(enter(raw, cwd));
+    }
+    Ok(c)
+}
+
+/// The hook a task's process runs between fork and exec: it joins the task's cgroups
+/// (`procs`, raw descriptors of their `cgroup.procs`) and enters `cwd`. The hook owns
+/// `cwd`, so the directory stays the one resolved until exec closes it (O_CLOEXEC);
+/// entering it by name could be redirected by a link swapped in since.
+///
+/// Safe to run after fork: it makes only async-signal-safe calls, write(2) and
+/// fchdir(2), and allocates nothing. std runs it after setgid/setuid, so the task's
+/// user must be able to enter its working directory.
+pub(crate) fn enter(
+    procs: Vec<i32>,
+    cwd: std::os::fd::OwnedFd,
+) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+    move || {
         use std::os::fd::AsRawFd;
-        cgroups::join_self(&raw)?;
+        cgroups::join_self(&procs)?;
         // SAFETY: fchdir(2) of a descriptor the closure owns and keeps open.
         if unsafe { libc::fchdir(cwd.as_raw_fd()) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
-    };
-    // SAFETY: between fork and exec the hook only makes async-signal-safe calls, write(2)
-    // and fchdir(2), and allocates nothing. std runs it after setgid/setuid, so the task's
-    // user must be able to enter its working directory.
-    unsafe {
-        c.pre_exec(enter);
     }
-    Ok(c)
 }

@@ -254,22 +254,9 @@ fn start_native(dir: &TaskDir, rec: &LaunchRecord, out: OwnedFd, err: OwnedFd) -
     if let Some((uid, gid)) = spec.user {
         cmd.uid(uid).gid(gid);
     }
-    // The hook owns `cwd`, so the directory stays the one resolved until exec closes it
-    // (O_CLOEXEC); entering it by name could be redirected by a link swapped in since.
-    let enter = move || {
-        use std::os::fd::AsRawFd;
-        cgroups::join_self(&raw)?;
-        // SAFETY: fchdir(2) of a descriptor the closure owns and keeps open.
-        if unsafe { libc::fchdir(cwd.as_raw_fd()) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    // SAFETY: between fork and exec the hook only makes async-signal-safe calls, write(2)
-    // and fchdir(2), and allocates nothing. std runs it after setgid/setuid, so the task's
-    // user must be able to enter its working directory.
+    // SAFETY: see `process::enter`.
     unsafe {
-        cmd.pre_exec(enter);
+        cmd.pre_exec(super::process::enter(raw, cwd));
     }
     let child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", spec.argv[0]))?;
     drop(cmd);

@@ -271,8 +271,7 @@ pub async fn node_certificate(
         &[(NODE_LABEL, node)],
     )
     .map_err(|e| e.to_string())?;
-    let hash: String = signed.sha256.iter().map(|b| format!("{b:02x}")).collect();
-    object["spec"]["secretHash"] = json!(hash);
+    object["spec"]["secretHash"] = json!(corral_client::credentials::hex(&signed.sha256));
     object["spec"]["expiration"] = json!(signed.not_after);
     replace_node_credential(store, node, key, object).await
 }

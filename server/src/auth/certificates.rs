@@ -156,8 +156,8 @@ impl NodeAuthority {
     }
 }
 
-/// The SHA-256 of a TLS client's certificate, put on each of its connection's
-/// requests; the guard authenticates by it when no bearer token is sent.
+/// The SHA-256 of a TLS client's certificate, taken once per connection; the guard
+/// authenticates by it when no bearer token is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientCertificate(pub [u8; 32]);
 

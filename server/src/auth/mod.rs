@@ -73,32 +73,15 @@ impl Identity {
     }
 }
 
-/// What the guard needs of the server's state, behind one pointer: it is cloned for
-/// every request, and each reference count is a cache line the cores contend for.
-#[derive(Clone)]
-pub struct Guard(Arc<GuardState>);
-
-struct GuardState {
-    auth: Arc<Auth>,
-    store: Arc<dyn corral_store::Storage>,
-}
-
-impl Guard {
-    /// The guard of `state`'s server.
-    pub fn new(state: &AppState) -> Self {
-        Guard(Arc::new(GuardState { auth: state.auth.clone(), store: state.store.clone() }))
-    }
-}
-
 /// The middleware in front of every route: authenticates, authorizes, audits.
-pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
     let attrs = attributes(req.method(), req.uri());
     // One look at the policy for both questions: who, and may they.
     let checked = {
-        let policy = state.0.auth.policy.read();
+        let policy = state.auth.policy.read();
         let identity = match req.extensions().get::<Arc<Identity>>() {
             Some(i) => Ok(i.clone()),
             None => authenticate(&policy, &req),
@@ -115,8 +98,8 @@ pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> 
     let (identity, decision) = match checked {
         Ok(c) => c,
         Err(e) => {
-            state.0.auth.unauthenticated.inc();
-            state.0.auth.audit.record(None, attrs, 401, None);
+            state.auth.unauthenticated.inc();
+            state.auth.audit.record(None, attrs, 401, None);
             return e.into_response();
         }
     };
@@ -124,9 +107,9 @@ pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> 
         Decision::Allow(by) => by,
         Decision::Deny => {
             let a = attrs.as_ref();
-            state.0.auth.denied.inc();
+            state.auth.denied.inc();
             let refusal = forbidden(&identity, a).into_response();
-            state.0.auth.audit.record(Some(identity), attrs, 403, None);
+            state.auth.audit.record(Some(identity), attrs, 403, None);
             return refusal;
         }
     };
@@ -136,9 +119,9 @@ pub async fn guard(State(state): State<Guard>, mut req: Request, next: Next) -> 
     let code = resp.status().as_u16();
     if writes_policy && resp.status().is_success() {
         // The next request must already see the token or binding just written.
-        state.0.auth.index.caught_up(state.0.store.as_ref()).await;
+        state.auth.index.caught_up(state.store.as_ref()).await;
     }
-    state.0.auth.audit.record(Some(identity), attrs, code, Some(by));
+    state.auth.audit.record(Some(identity), attrs, code, Some(by));
     resp
 }
 
@@ -151,12 +134,16 @@ fn open_to_all(a: &Attributes) -> bool {
     }
 }
 
-/// What a connection last authenticated. A client sends the same credential on
-/// every request of a connection, so its secret is hashed and looked up once per
-/// connection — until the tokens change (the policy's generation moves on) or the
-/// token expires — rather than once per request.
+/// What the guard knows of a connection, put on each of its requests: the TLS
+/// client certificate it presented, and what it last authenticated. A client sends
+/// the same credential on every request of a connection, so its secret is hashed and
+/// looked up once per connection — until the tokens change (the policy's generation
+/// moves on) or the token expires — rather than once per request.
 #[derive(Default)]
-pub struct ConnectionCache(parking_lot::Mutex<Option<Cached>>);
+pub struct ConnectionCache {
+    certificate: Option<certificates::ClientCertificate>,
+    last: parking_lot::Mutex<Option<Cached>>,
+}
 
 struct Cached {
     header: HeaderValue,
@@ -166,8 +153,14 @@ struct Cached {
 }
 
 impl ConnectionCache {
+    /// The state of a new connection, which presented `certificate` (verified by the
+    /// TLS handshake), if any.
+    pub fn new(certificate: Option<certificates::ClientCertificate>) -> Self {
+        ConnectionCache { certificate, last: Default::default() }
+    }
+
     fn get(&self, header: &HeaderValue, generation: u64) -> Option<Arc<Identity>> {
-        let cached = self.0.lock();
+        let cached = self.last.lock();
         let c = cached.as_ref().filter(|c| c.generation == generation && c.header == header)?;
         if c.expires.is_some_and(|t| t <= chrono::Utc::now()) {
             return None;
@@ -180,7 +173,7 @@ impl ConnectionCache {
     /// references on it rather than on one shared by every connection of the user.
     fn put(&self, header: &HeaderValue, generation: u64, entry: &rbac::TokenEntry) -> Arc<Identity> {
         let identity = Arc::new((*entry.identity).clone());
-        *self.0.lock() =
+        *self.last.lock() =
             Some(Cached { header: header.clone(), generation, identity: identity.clone(), expires: entry.expires });
         identity
     }
@@ -188,8 +181,9 @@ impl ConnectionCache {
 
 /// The identity a request's bearer token (or client certificate) proves.
 fn authenticate(policy: &rbac::Policy, req: &Request) -> Result<Arc<Identity>, ApiError> {
+    let connection = req.extensions().get::<Arc<ConnectionCache>>();
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        if let Some(cert) = req.extensions().get::<certificates::ClientCertificate>() {
+        if let Some(cert) = connection.and_then(|c| c.certificate.as_ref()) {
             return authenticate_certificate(policy, cert);
         }
         return Err(ApiError::unauthorized(
@@ -199,8 +193,7 @@ fn authenticate(policy: &rbac::Policy, req: &Request) -> Result<Arc<Identity>, A
     };
     // The same header the connection sent before, under the same tokens: the same
     // answer, without parsing or hashing again.
-    let cache = req.extensions().get::<Arc<ConnectionCache>>();
-    if let Some(hit) = cache.and_then(|c| c.get(value, policy.generation)) {
+    if let Some(hit) = connection.and_then(|c| c.get(value, policy.generation)) {
         return Ok(hit);
     }
     let invalid = || ApiError::unauthorized("the bearer token is not valid (unknown, revoked, expired or malformed)");
@@ -214,14 +207,14 @@ fn authenticate(policy: &rbac::Policy, req: &Request) -> Result<Arc<Identity>, A
     let entry = policy
         .tokens
         .get(&token.id)
-        .filter(|e| e.secret_hash.iter().zip(digest).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
+        .filter(|e| corral_client::credentials::constant_time_eq(&e.secret_hash, &digest))
         .ok_or_else(invalid)?;
     if entry.expires.is_some_and(|t| t <= chrono::Utc::now()) {
         let at = entry.expiration.as_deref().unwrap_or_default();
         return Err(ApiError::unauthorized(format!("the bearer token {} expired at {at}", token.id)));
     }
     match entry.purpose {
-        TokenPurpose::Authentication => match cache {
+        TokenPurpose::Authentication => match connection {
             Some(c) => Ok(c.put(value, policy.generation, entry)),
             None => Ok(entry.identity.clone()),
         },

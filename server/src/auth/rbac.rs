@@ -230,9 +230,12 @@ impl Policy {
     }
 }
 
+/// What the user name of a service account starts with, before `NAMESPACE:NAME`.
+pub const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
+
 /// The user name of a service account, as tokens and bindings spell it.
 pub fn service_account_user(namespace: &str, name: &str) -> String {
-    format!("system:serviceaccount:{namespace}:{name}")
+    format!("{SERVICE_ACCOUNT_USER_PREFIX}{namespace}:{name}")
 }
 
 fn subject_matches(s: &Subject, who: &Identity, binding_ns: Option<&str>) -> bool {
@@ -243,7 +246,7 @@ fn subject_matches(s: &Subject, who: &Identity, binding_ns: Option<&str>) -> boo
             // Compared in place: this runs for every binding a request is checked against.
             Some(ns) => who
                 .user
-                .strip_prefix("system:serviceaccount:")
+                .strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)
                 .and_then(|rest| rest.split_once(':'))
                 .is_some_and(|(n, name)| n == ns && name == s.name),
             None => false,
