@@ -195,6 +195,7 @@ impl Storage for FallsBehind {
     async fn list(&self, _: &str, _: Option<&str>, _: &Selector) -> Result<ListResult> {
         Ok(ListResult { items: vec![object(), object()], revision: 9 })
     }
+    fn request_progress(&self) {}
     async fn watch(&self, _: WatchRequest) -> Result<WatchStream> {
         let event = WatchEvent::Event(Arc::new(Event { revision: 5, event_type: EventType::Added, object: object() }));
         // Anything after `Gone` must not reach the client.

@@ -107,7 +107,7 @@ async fn watch_loop(state: &AppState, first: Synced) {
             },
         };
         let mut pending = from.pending;
-        let request = WatchRequest { resource: Some(crd_resource()), from: Some(from.revision), ..Default::default() };
+        let request = WatchRequest { resources: vec![crd_resource()], from: Some(from.revision), ..Default::default() };
         let mut stream = match store.watch(request).await {
             Ok(s) => s,
             Err(e) => {
@@ -354,7 +354,7 @@ mod tests {
         let state = AppState::new(store.clone(), Arc::new(Registry::builtin()));
         let task = start(&state).await.expect("starts");
         let request =
-            WatchRequest { resource: Some(crd_resource()), from: Some(store.stats().revision), ..Default::default() };
+            WatchRequest { resources: vec![crd_resource()], from: Some(store.stats().revision), ..Default::default() };
         let mut events = store.watch(request).await.expect("watch");
         let key = Key::cluster(crd_resource(), "widgets.example.com");
         let crd = json!({"apiVersion": "corral.dev/v1", "kind": "CustomResourceDefinition",

@@ -51,7 +51,7 @@ pub(super) async fn serve(state: &AppState, info: &KindInfo, w: Watch, slot: Opt
         }
         _ => None,
     };
-    let request = WatchRequest { resource: Some(info.resource()), namespace, selector, from, bookmarks };
+    let request = WatchRequest { resources: vec![info.resource()], namespace, selector, from, bookmarks };
     let events = state.store.watch(request).await.map_err(collection_error)?;
     let mut selection = match current {
         _ if fields.is_empty() => None,

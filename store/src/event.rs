@@ -58,8 +58,8 @@ pub enum WatchEvent {
 /// What to watch and from where.
 #[derive(Clone, Debug, Default)]
 pub struct WatchRequest {
-    /// `group/plural` to watch, or every kind when `None`.
-    pub resource: Option<String>,
+    /// The kinds (`group/plural`) to watch; every kind when empty.
+    pub resources: Vec<String>,
     /// Only this namespace, or all when `None`.
     pub namespace: Option<String>,
     /// Only objects whose labels match.
@@ -67,7 +67,8 @@ pub struct WatchRequest {
     /// Replay every event after this revision, then go live. `None`: first an ADDED
     /// event for every current object, then live.
     pub from: Option<u64>,
-    /// Send [`WatchEvent::Bookmark`]s periodically.
+    /// Send [`WatchEvent::Bookmark`]s periodically, and at once when asked
+    /// ([`crate::Storage::request_progress`]).
     pub bookmarks: bool,
 }
 
@@ -81,7 +82,7 @@ impl WatchRequest {
         key: &crate::key::Key,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> bool {
-        self.resource.as_ref().is_none_or(|r| *r == key.resource)
+        (self.resources.is_empty() || self.resources.contains(&key.resource))
             && self.namespace.as_ref().is_none_or(|n| *n == key.namespace)
             && self.selector.matches(labels)
     }

@@ -159,6 +159,8 @@ pub(crate) struct Shared {
     pub(crate) recent: Mutex<Recent>,
     /// The newest published revision; watches wait on it.
     pub(crate) published: tokio::sync::watch::Sender<u64>,
+    /// Bumped by each progress request; watches with bookmarks answer it.
+    pub(crate) progress: tokio::sync::watch::Sender<u64>,
     pub(crate) compacted: AtomicU64,
     pub(crate) watchers: AtomicU64,
     pub(crate) flushes: AtomicU64,
@@ -251,6 +253,7 @@ impl SledStore {
         let recent = Recent::new(revision, options.event_buffer, options.event_buffer_bytes);
         let (published, _) = tokio::sync::watch::channel(revision);
         let (closed, _) = tokio::sync::watch::channel(false);
+        let (progress, _) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared {
             db,
             data,
@@ -263,6 +266,7 @@ impl SledStore {
             pins: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(recent),
             published,
+            progress,
             compacted: AtomicU64::new(compacted),
             watchers: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
@@ -392,6 +396,10 @@ impl Storage for SledStore {
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         crate::watch::start(self.shared.clone(), request)
+    }
+
+    fn request_progress(&self) {
+        self.shared.progress.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     async fn compact(&self, revision: u64) -> Result<()> {

@@ -157,6 +157,16 @@ pub trait Storage: Send + Sync + 'static {
     /// Streams changes; fails with `Gone` if `from` is compacted.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
 
+    /// Asks every watch with bookmarks to send one as soon as it has read every event
+    /// published before this call (as etcd's progress request), so that a consumer
+    /// filtering few kinds learns how far it has got without waiting for the periodic
+    /// bookmark.
+    ///
+    /// # Guarantees
+    /// A write acknowledged before this call is at or below the revision of the
+    /// bookmark (or event) each such watch yields next.
+    fn request_progress(&self);
+
     /// Drops events at or below `revision` from the log, stopping short of any
     /// revision held by a [`RevisionPin`].
     async fn compact(&self, revision: u64) -> Result<()>;

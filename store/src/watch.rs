@@ -47,6 +47,9 @@ struct Cursor {
     listing: Option<Listing>,
     ready: VecDeque<WatchEvent>,
     published: tokio::sync::watch::Receiver<u64>,
+    progress: tokio::sync::watch::Receiver<u64>,
+    /// A progress request arrived: bookmark once up to date.
+    progress_asked: bool,
     closed: tokio::sync::watch::Receiver<bool>,
     next_bookmark: tokio::time::Instant,
     done: bool,
@@ -67,6 +70,8 @@ pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<WatchStrea
     shared.watchers.fetch_add(1, Ordering::Relaxed);
     let cursor = Cursor {
         published: shared.published.subscribe(),
+        progress: shared.progress.subscribe(),
+        progress_asked: false,
         closed: shared.closed.subscribe(),
         next_bookmark: tokio::time::Instant::now() + shared.options.bookmark_interval,
         _guard: WatcherGuard(shared.clone()),
@@ -103,10 +108,14 @@ impl Cursor {
                     return None;
                 }
             }
-            // Nothing new: wait for a write, a bookmark or the end.
+            if std::mem::take(&mut self.progress_asked) {
+                return Some(WatchEvent::Bookmark(self.last));
+            }
+            // Nothing new: wait for a write, a bookmark, a progress request or the end.
             let bookmark = tokio::time::sleep_until(self.next_bookmark);
             tokio::select! {
                 _ = self.published.changed() => {}
+                _ = self.progress.changed(), if self.req.bookmarks => self.progress_asked = true,
                 _ = bookmark, if self.req.bookmarks => {
                     self.next_bookmark = tokio::time::Instant::now() + self.shared.options.bookmark_interval;
                     return Some(WatchEvent::Bookmark(self.last));
@@ -150,7 +159,11 @@ impl Cursor {
     async fn list_step(&mut self) -> Result<bool> {
         let Some(listing) = self.listing.as_mut() else { return Ok(true) };
         let req = ListRequest {
-            resource: self.req.resource.clone().unwrap_or_default(),
+            // Several kinds are listed as one (every kind), then filtered.
+            resource: match self.req.resources.as_slice() {
+                [one] => one.clone(),
+                _ => String::new(),
+            },
             namespace: self.req.namespace.clone(),
             selector: self.req.selector.clone(),
             at: Some(listing.at),
@@ -164,7 +177,7 @@ impl Cursor {
             .await
             .map_err(|e| Error::Corrupt(format!("list reader failed: {e}")))??;
         listing.after = page.next.clone();
-        for o in page.items {
+        for o in page.items.into_iter().filter(|o| self.req.matches(o)) {
             let ev = Event { revision: o.revision, event_type: EventType::Added, object: o };
             self.ready.push_back(WatchEvent::Event(Arc::new(ev)));
         }

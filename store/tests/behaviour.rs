@@ -141,7 +141,7 @@ async fn watch_from_revision_replays_then_streams_in_order() {
         s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
     }
     let mut w =
-        s.watch(WatchRequest { resource: Some(RES.into()), from: Some(2), ..Default::default() }).await.unwrap();
+        s.watch(WatchRequest { resources: vec![RES.into()], from: Some(2), ..Default::default() }).await.unwrap();
     s.delete(key("o0"), None).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -237,9 +237,9 @@ async fn a_watch_of_one_kind_gets_all_of_its_kind_and_nothing_else_even_when_slo
     let s = open_with(dir.path(), |o| o.event_buffer = 4);
     let other = |name: &str| corral_store::Key::namespaced("corral.dev/tasks", "default", name);
     let mut maps =
-        s.watch(WatchRequest { resource: Some(RES.into()), from: Some(0), ..Default::default() }).await.unwrap();
+        s.watch(WatchRequest { resources: vec![RES.into()], from: Some(0), ..Default::default() }).await.unwrap();
     let mut tasks = s
-        .watch(WatchRequest { resource: Some("corral.dev/tasks".into()), from: Some(0), ..Default::default() })
+        .watch(WatchRequest { resources: vec!["corral.dev/tasks".into()], from: Some(0), ..Default::default() })
         .await
         .unwrap();
     // Writes of two kinds interleaved, far more than the live buffer holds, before
@@ -286,6 +286,71 @@ async fn bookmarks_carry_the_last_delivered_revision() {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_watch_of_several_kinds_gets_those_kinds_replayed_listed_and_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let of = |resource: &str, name: &str| corral_store::Key::namespaced(resource, "default", name);
+    let kinds = ["corral.dev/tasks", "corral.dev/nodes", RES];
+    for (i, kind) in kinds.iter().enumerate() {
+        s.create(of(kind, "before"), cm("before", &i.to_string())).await.unwrap();
+    }
+    let wanted = vec![RES.to_string(), "corral.dev/tasks".to_string()];
+    let names = |events: Vec<WatchEvent>| -> Vec<(String, u64)> {
+        events
+            .into_iter()
+            .map(|e| match e {
+                WatchEvent::Event(e) => (e.object.key.resource.clone(), e.revision),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    };
+    let mut replayed =
+        s.watch(WatchRequest { resources: wanted.clone(), from: Some(0), ..Default::default() }).await.unwrap();
+    let mut listed = s.watch(WatchRequest { resources: wanted.clone(), ..Default::default() }).await.unwrap();
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        first.push(next(&mut replayed).await);
+    }
+    assert_eq!(names(first), [("corral.dev/tasks".into(), 1), (RES.into(), 3)]);
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        first.push(next(&mut listed).await);
+    }
+    let mut got = names(first);
+    got.sort();
+    assert_eq!(got, [(RES.into(), 3), ("corral.dev/tasks".into(), 1)]);
+    // Live: a write of an unwatched kind passes both by.
+    s.create(of("corral.dev/nodes", "after"), cm("after", "1")).await.unwrap();
+    s.create(of("corral.dev/tasks", "after"), cm("after", "1")).await.unwrap();
+    assert_eq!(names(vec![next(&mut replayed).await]), [("corral.dev/tasks".into(), 5)]);
+    assert_eq!(names(vec![next(&mut listed).await]), [("corral.dev/tasks".into(), 5)]);
+}
+
+#[tokio::test]
+async fn a_progress_request_is_answered_with_a_bookmark_once_the_watch_has_read_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    // The periodic bookmark would come far too late to pass for the answer.
+    let s = open_with(dir.path(), |o| o.bookmark_interval = std::time::Duration::from_secs(3600));
+    let mut w = s
+        .watch(WatchRequest {
+            resources: vec!["corral.dev/tasks".into()],
+            from: Some(0),
+            bookmarks: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for i in 0..40 {
+        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
+    }
+    s.request_progress();
+    assert_eq!(next(&mut w).await, WatchEvent::Bookmark(40));
+    // Asked again with nothing new, it answers again.
+    s.request_progress();
+    assert_eq!(next(&mut w).await, WatchEvent::Bookmark(40));
 }
 
 #[tokio::test]
@@ -352,7 +417,7 @@ async fn list_plus_watch_from_its_revision_rebuilds_state_under_concurrent_write
         }
         if lists % 25 == 1 {
             let w = s
-                .watch(WatchRequest { resource: Some(RES.into()), from: Some(list.revision), ..Default::default() })
+                .watch(WatchRequest { resources: vec![RES.into()], from: Some(list.revision), ..Default::default() })
                 .await
                 .unwrap();
             let state: BTreeMap<String, (u64, bytes::Bytes)> =

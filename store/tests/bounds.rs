@@ -187,7 +187,7 @@ async fn a_watch_without_revision_lists_then_follows_without_copying_the_store()
     for i in 0..200 {
         s.create(key(&format!("o{i:03}")), cm(&format!("o{i:03}"), "1")).await.unwrap();
     }
-    let mut w = s.watch(WatchRequest { resource: Some(RES.into()), ..Default::default() }).await.unwrap();
+    let mut w = s.watch(WatchRequest { resources: vec![RES.into()], ..Default::default() }).await.unwrap();
     // Written after the watch started: not in its listing, but after it.
     s.delete(key("o000"), None).await.unwrap();
     let mut names = Vec::new();

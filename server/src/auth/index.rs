@@ -72,14 +72,22 @@ impl PolicyIndex {
         }))
     }
 
-    /// Waits (boundedly) until the policy reflects every write the store has taken.
-    pub async fn caught_up(&self, store: &dyn Storage) {
+    /// Waits (boundedly) until the policy reflects every write the store has taken;
+    /// false if it has not within [`CATCH_UP`].
+    pub async fn caught_up(&self, store: &dyn Storage) -> bool {
         let target = store.stats().revision;
         let mut rx = self.applied.subscribe();
+        if *rx.borrow() >= target {
+            return true;
+        }
+        // The watch sees only the policy's kinds: the writes since the last of those
+        // move it on only when it reports how far it has read.
+        store.request_progress();
         let reached = tokio::time::timeout(CATCH_UP, rx.wait_for(|r| *r >= target)).await;
         if reached.is_err() {
             tracing::warn!(target, "the authorization policy has not caught up with a write yet");
         }
+        reached.is_ok()
     }
 
     /// Replaces the policy with the store's, without the tokens whose bound object
@@ -123,7 +131,8 @@ impl PolicyIndex {
 
     async fn follow(&self, store: Arc<dyn Storage>, mut from: u64, mut bound: Bound) {
         loop {
-            let request = WatchRequest { resource: None, from: Some(from), bookmarks: true, ..Default::default() };
+            let request =
+                WatchRequest { resources: watched(), from: Some(from), bookmarks: true, ..Default::default() };
             match store.watch(request).await {
                 Ok(mut events) => {
                     while let Some(e) = events.next().await {
@@ -310,6 +319,12 @@ async fn delete_tokens(store: &dyn Storage, ids: Vec<String>) {
     }
 }
 
+/// What the index watches: the policy's kinds, and tasks (whose tokens die with them).
+/// Every other write passes it by, so that authorization costs writes nothing.
+fn watched() -> Vec<String> {
+    SENSITIVE.iter().chain(&["tasks"]).map(|plural| format!("{GROUP}/{plural}")).collect()
+}
+
 fn is_policy(o: &StoredObject) -> bool {
     o.key.resource.strip_prefix(GROUP).and_then(|r| r.strip_prefix('/')).is_some_and(|p| SENSITIVE.contains(&p))
 }
@@ -435,7 +450,7 @@ mod tests {
             // Watching first, then looking: a deletion in between is still an event.
             let from = self.store.stats().revision;
             let request =
-                WatchRequest { resource: Some(format!("{GROUP}/tokens")), from: Some(from), ..Default::default() };
+                WatchRequest { resources: vec![format!("{GROUP}/tokens")], from: Some(from), ..Default::default() };
             let mut events = self.store.watch(request).await.expect("watch");
             for _ in 0..1000 {
                 if self.store.get(&token_key(id)).await.expect("get").is_none() {
@@ -465,11 +480,11 @@ mod tests {
         f.token("bound", Some(("web", &uid))).await;
         f.token("other", Some(("db", &other))).await;
         f.token("free", None).await;
-        f.index.caught_up(f.store.as_ref()).await;
+        assert!(f.index.caught_up(f.store.as_ref()).await);
         assert!(f.knows("bound") && f.knows("other") && f.knows("free"));
 
         f.store.delete(task_key("web"), None).await.expect("task deleted");
-        f.index.caught_up(f.store.as_ref()).await;
+        assert!(f.index.caught_up(f.store.as_ref()).await);
         assert!(!f.knows("bound"), "the token stops working with its task");
         assert!(f.knows("other") && f.knows("free"), "other tokens are untouched");
         f.wait_token_deleted("bound").await;
@@ -504,13 +519,34 @@ mod tests {
         let follower = f.start().await;
         let uid = f.task("web").await;
         f.store.delete(task_key("web"), None).await.expect("task deleted");
-        f.index.caught_up(f.store.as_ref()).await;
+        assert!(f.index.caught_up(f.store.as_ref()).await);
         // Written after the index saw the task go (as when a token is minted while
         // its task is being deleted).
         f.token("late", Some(("web", &uid))).await;
         f.wait_token_deleted("late").await;
-        f.index.caught_up(f.store.as_ref()).await;
+        assert!(f.index.caught_up(f.store.as_ref()).await);
         assert!(!f.knows("late"));
+
+        f.closed.cancel();
+        follower.await.expect("the follower ends");
+    }
+
+    #[tokio::test]
+    async fn a_token_is_in_force_as_soon_as_written_though_other_kinds_were_written_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // No periodic bookmark comes to the rescue: only the progress request does.
+        let options = corral_store::Options { bookmark_interval: Duration::from_secs(3600), ..Default::default() };
+        let store: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), options).expect("store"));
+        let f = Fixture { store, _dir: dir, ..fixture() };
+        let follower = f.start().await;
+        f.token("fresh", None).await;
+        // Tasks the index watches, then a kind it does not.
+        f.task("web").await;
+        let note =
+            json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap", "metadata": {"name": "n", "namespace": "team"}});
+        f.store.create(Key::namespaced(format!("{GROUP}/configmaps"), "team", "n"), note).await.expect("config map");
+        assert!(f.index.caught_up(f.store.as_ref()).await, "caught up without waiting for a periodic bookmark");
+        assert!(f.knows("fresh"));
 
         f.closed.cancel();
         follower.await.expect("the follower ends");
