@@ -6,9 +6,11 @@ mod load;
 pub mod procs;
 mod soak;
 mod store;
+mod versus;
 
 pub use agent::{AgentBenchOptions, run_agent_bench};
 pub use controller::{ControllerBenchOptions, run_controller_bench};
 pub use load::{LoadResult, closed_loop, open_loop, percentile_ms};
 pub use soak::{SoakOptions, run_soak};
 pub use store::{StoreBenchOptions, run_store_bench};
+pub use versus::run_versus;

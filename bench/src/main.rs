@@ -134,6 +134,15 @@ struct BenchStoreArgs {
     /// (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Instead of the workloads above, compare this build with another `corral`
+    /// executable (e.g. one built from an earlier commit): both servers run at once
+    /// and take create, update and get in alternating slices; prints the median
+    /// ratio of throughput and each server's CPU per operation.
+    #[arg(long, value_name = "CORRAL")]
+    baseline: Option<std::path::PathBuf>,
+    /// Rounds of the `--baseline` comparison.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
 }
 
 fn main() -> ExitCode {
@@ -149,7 +158,7 @@ fn main() -> ExitCode {
     let run = async {
         match cli.command {
             BenchCommand::Store(a) => {
-                corral_bench::run_store_bench(corral_bench::StoreBenchOptions {
+                let opts = corral_bench::StoreBenchOptions {
                     seconds: a.seconds,
                     objects: a.objects,
                     watchers: a.watchers,
@@ -157,8 +166,11 @@ fn main() -> ExitCode {
                     rate: a.rate,
                     server_args: a.server_args,
                     only: a.only,
-                })
-                .await
+                };
+                match a.baseline {
+                    Some(baseline) => corral_bench::run_versus(&opts, &baseline, a.rounds).await,
+                    None => corral_bench::run_store_bench(opts).await,
+                }
             }
             BenchCommand::Controller(a) => {
                 corral_bench::run_controller_bench(corral_bench::ControllerBenchOptions {

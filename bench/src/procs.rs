@@ -102,12 +102,18 @@ pub async fn start_corral(data_dir: &Path) -> anyhow::Result<Proc> {
 /// Starts `corral server` on a fresh data dir, passing it `extra` arguments after the
 /// listen address and data dir (e.g. `--compaction-retain 1000`).
 pub async fn start_corral_with(data_dir: &Path, extra: &[String]) -> anyhow::Result<Proc> {
+    start_corral_exe(&corral_exe()?, data_dir, extra).await
+}
+
+/// Starts `exe server` (another build of corral) on a fresh data dir, with `extra`
+/// arguments.
+pub async fn start_corral_exe(exe: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<Proc> {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let listen = addr.to_string();
     let own: [&OsStr; 5] =
         ["server".as_ref(), "--listen".as_ref(), listen.as_ref(), "--data-dir".as_ref(), data_dir.as_os_str()];
-    let proc =
-        spawn_self(own.into_iter().chain(extra.iter().map(OsStr::new)), addr).context("starting corral server")?;
+    let proc = spawn(exe, own.into_iter().chain(extra.iter().map(OsStr::new)), addr)
+        .with_context(|| format!("starting {} server", exe.display()))?;
     let http = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await
@@ -165,7 +171,10 @@ pub fn corral_exe() -> anyhow::Result<std::path::PathBuf> {
 
 /// Runs `corral` with `args`, serving at `addr`, logging warnings to stderr.
 fn spawn_self<'a>(args: impl IntoIterator<Item = &'a OsStr>, addr: SocketAddr) -> anyhow::Result<Proc> {
-    let exe = corral_exe()?;
+    spawn(&corral_exe()?, args, addr)
+}
+
+fn spawn<'a>(exe: &Path, args: impl IntoIterator<Item = &'a OsStr>, addr: SocketAddr) -> anyhow::Result<Proc> {
     let child =
         Command::new(exe).args(args).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
     Ok(Proc { child, addr })

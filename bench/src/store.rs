@@ -53,7 +53,7 @@ impl Default for StoreBenchOptions {
 }
 
 /// `clients` closed loops creating `prefix{seq}` in `ns` for `dur` or `max_ops` creates.
-async fn creates(
+pub(crate) async fn creates(
     corral: &Arc<Corral>,
     clients: usize,
     dur: Duration,
@@ -87,7 +87,7 @@ fn configmap(ns: &str, name: &str, seq: u64) -> serde_json::Value {
 
 /// The same object as [`configmap`], serialized directly: a client need not build a
 /// JSON tree to send one, and the bench should measure the server, not that.
-fn configmap_body(ns: &str, name: &str, seq: u64) -> String {
+pub(crate) fn configmap_body(ns: &str, name: &str, seq: u64) -> String {
     format!(
         r#"{{"apiVersion":"corral.dev/v1","kind":"ConfigMap","metadata":{{"name":"{name}","namespace":"{ns}"}},"spec":{{"data":{{"v":"{}"}}}}}}"#,
         payload(seq)
@@ -109,7 +109,7 @@ struct WrittenMeta {
 /// HTTP/2 connections the bench spreads its clients over, as etcd's gRPC clients do.
 const H2_CONNECTIONS: usize = 16;
 
-struct Corral {
+pub(crate) struct Corral {
     /// HTTP/2 (prior knowledge, cleartext) clients, one connection each.
     h2: Vec<reqwest::Client>,
     /// An HTTP/1.1 client: one connection per concurrent request.
@@ -120,7 +120,7 @@ struct Corral {
 }
 
 impl Corral {
-    fn new(base: String) -> anyhow::Result<Self> {
+    pub(crate) fn new(base: String) -> anyhow::Result<Self> {
         let mut h2 = Vec::with_capacity(H2_CONNECTIONS);
         for _ in 0..H2_CONNECTIONS {
             h2.push(
@@ -139,15 +139,15 @@ impl Corral {
     }
 
     /// The client for workload client number `c`.
-    fn http(&self, c: usize) -> &reqwest::Client {
+    pub(crate) fn http(&self, c: usize) -> &reqwest::Client {
         if self.use_http1 { &self.http1 } else { &self.h2[c % self.h2.len()] }
     }
 
-    fn collection(&self, ns: &str) -> String {
+    pub(crate) fn collection(&self, ns: &str) -> String {
         format!("{}/apis/corral.dev/v1/namespaces/{ns}/configmaps", self.base)
     }
 
-    async fn create(&self, c: usize, ns: &str, name: &str, seq: u64) -> anyhow::Result<u64> {
+    pub(crate) async fn create(&self, c: usize, ns: &str, name: &str, seq: u64) -> anyhow::Result<u64> {
         let r = self
             .http(c)
             .post(self.collection(ns))
@@ -162,7 +162,7 @@ impl Corral {
         Ok(w.metadata.resource_version.parse().unwrap_or(0))
     }
 
-    async fn namespace(&self, ns: &str) -> anyhow::Result<()> {
+    pub(crate) async fn namespace(&self, ns: &str) -> anyhow::Result<()> {
         let body = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": ns}});
         let r = self.http(0).post(format!("{}/apis/corral.dev/v1/namespaces", self.base)).json(&body).send().await?;
         if !r.status().is_success() {

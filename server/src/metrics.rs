@@ -138,6 +138,7 @@ impl Collector for StoreCollector {
         let counters = [
             ("corral_store_flushes", "Durable flushes performed.", s.flushes),
             ("corral_store_writes", "Writes acknowledged, one per revision.", s.writes),
+            ("corral_store_watch_wakeups", "Times a write woke a watch.", s.watch_wakeups),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(value);

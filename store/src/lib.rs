@@ -24,6 +24,7 @@ mod recent;
 pub mod sled_store;
 pub mod snapshot;
 pub mod storage;
+mod wake;
 mod watch;
 mod writer;
 

@@ -159,10 +159,14 @@ pub(crate) struct Shared {
     pub(crate) recent: Mutex<Recent>,
     /// The newest published revision; watches wait on it.
     pub(crate) published: tokio::sync::watch::Sender<u64>,
+    /// What wakes watches of some kinds only.
+    pub(crate) signals: crate::wake::Signals,
     /// Bumped by each progress request; watches with bookmarks answer it.
     pub(crate) progress: tokio::sync::watch::Sender<u64>,
     pub(crate) compacted: AtomicU64,
     pub(crate) watchers: AtomicU64,
+    /// Times a watch was woken by a write.
+    pub(crate) wakeups: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) poisoned: AtomicBool,
@@ -266,9 +270,11 @@ impl SledStore {
             pins: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(recent),
             published,
+            signals: crate::wake::Signals::new(options.event_buffer),
             progress,
             compacted: AtomicU64::new(compacted),
             watchers: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
@@ -460,6 +466,7 @@ impl Storage for SledStore {
             compacted: self.shared.compacted.load(Ordering::Relaxed),
             objects: st.index.len() as u64,
             watchers: self.shared.watchers.load(Ordering::Relaxed),
+            watch_wakeups: self.shared.wakeups.load(Ordering::Relaxed),
             flushes: self.shared.flushes.load(Ordering::Relaxed),
             writes: self.shared.writes.load(Ordering::Relaxed),
             live_bytes: st.live_bytes,

@@ -71,6 +71,9 @@ pub struct StoreStats {
     pub objects: u64,
     /// Open watches.
     pub watchers: u64,
+    /// Times a write woke a watch; a watch of some kinds is woken only by writes of
+    /// those kinds (and a periodic sweep).
+    pub watch_wakeups: u64,
     /// Durable flushes performed.
     pub flushes: u64,
     /// Writes acknowledged (one per revision).

@@ -46,9 +46,9 @@ struct Cursor {
     /// The initial listing, while it lasts.
     listing: Option<Listing>,
     ready: VecDeque<WatchEvent>,
-    published: tokio::sync::watch::Receiver<u64>,
+    wake: crate::wake::Wake,
     progress: tokio::sync::watch::Receiver<u64>,
-    /// A progress request arrived: bookmark once up to date.
+    /// A progress request or the bookmark interval came: bookmark once up to date.
     progress_asked: bool,
     closed: tokio::sync::watch::Receiver<bool>,
     next_bookmark: tokio::time::Instant,
@@ -57,6 +57,7 @@ struct Cursor {
 }
 
 pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<WatchStream> {
+    let wake = shared.signals.subscribe(&req.resources, &shared.published);
     let current = shared.state.read().revision;
     let compacted = shared.compacted.load(Ordering::Acquire);
     let (last, listing) = match req.from {
@@ -69,7 +70,7 @@ pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<WatchStrea
     };
     shared.watchers.fetch_add(1, Ordering::Relaxed);
     let cursor = Cursor {
-        published: shared.published.subscribe(),
+        wake,
         progress: shared.progress.subscribe(),
         progress_asked: false,
         closed: shared.closed.subscribe(),
@@ -114,11 +115,15 @@ impl Cursor {
             // Nothing new: wait for a write, a bookmark, a progress request or the end.
             let bookmark = tokio::time::sleep_until(self.next_bookmark);
             tokio::select! {
-                _ = self.published.changed() => {}
+                _ = self.wake.changed() => {
+                    self.shared.wakeups.fetch_add(1, Ordering::Relaxed);
+                }
                 _ = self.progress.changed(), if self.req.bookmarks => self.progress_asked = true,
+                // Read up to the present first: a watch of some kinds sleeps through
+                // other kinds' writes, and the bookmark should carry it past them.
                 _ = bookmark, if self.req.bookmarks => {
                     self.next_bookmark = tokio::time::Instant::now() + self.shared.options.bookmark_interval;
-                    return Some(WatchEvent::Bookmark(self.last));
+                    self.progress_asked = true;
                 }
                 _ = self.closed.wait_for(|c| *c) => return None,
             }

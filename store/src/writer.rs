@@ -166,6 +166,8 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         let at = Instant::now();
         let mut st = shared.state.write();
         let mut recent = shared.recent.lock();
+        let before = st.revision;
+        let wake = shared.signals.pending(changes.iter().map(|c| c.key.resource.as_str()));
         for c in changes {
             let prev = st.index.get(&c.key).cloned();
             match &c.new {
@@ -194,6 +196,7 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         // Published under the state lock, so that a watch that read the state sees
         // every later event, and none before.
         shared.published.send_replace(st.revision);
+        wake.raise(before, st.revision);
     }
     for (tx, r) in replies {
         let _ = tx.send(r);

@@ -354,6 +354,41 @@ async fn a_progress_request_is_answered_with_a_bookmark_once_the_watch_has_read_
 }
 
 #[tokio::test]
+async fn a_watch_of_one_kind_sleeps_through_writes_of_other_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    // A sweep every 64 revisions: the 500 writes below cross it a few times.
+    let s = open_with(dir.path(), |o| o.event_buffer = 256);
+    let task = |name: &str| corral_store::Key::namespaced("corral.dev/tasks", "default", name);
+    let mut tasks = s
+        .watch(WatchRequest { resources: vec!["corral.dev/tasks".into()], from: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    // The watch is being read, and waits, while the writes go on.
+    let reader = tokio::spawn(async move { next(&mut tasks).await });
+    let before = s.stats().watch_wakeups;
+    for i in 0..500 {
+        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
+    }
+    s.create(task("t"), cm("t", "1")).await.unwrap();
+    let WatchEvent::Event(e) = reader.await.unwrap() else { panic!("an event") };
+    assert_eq!((e.revision, e.object.key.name.as_str()), (501, "t"));
+    // Woken by the task and the sweeps (7), not by each of the 500 writes.
+    let woken = s.stats().watch_wakeups - before;
+    assert!(woken <= 10, "woken {woken} times");
+    // A watch of every kind still wakes for every write.
+    let mut every = s.watch(WatchRequest { from: Some(501), ..Default::default() }).await.unwrap();
+    let reader = tokio::spawn(async move {
+        for _ in 0..20 {
+            next(&mut every).await;
+        }
+    });
+    for i in 0..20 {
+        s.create(key(&format!("p{i}")), cm(&format!("p{i}"), "1")).await.unwrap();
+    }
+    reader.await.unwrap();
+}
+
+#[tokio::test]
 async fn state_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
