@@ -262,7 +262,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/whoami", get(auth::join::whoami).fallback(method_not_allowed))
         .route("/auth/can-i", post(auth::join::can_i).fallback(method_not_allowed))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(auth::guard::GuardLayer::new(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .with_state(state)
 }

@@ -48,8 +48,51 @@ pub struct ResourcePath {
 
 /// Parses the path after `/apis/`; `None` when it has no meaning.
 pub fn parse(rest: &str) -> Option<ApiPath> {
-    // On the stack: every request under /apis is parsed, some twice (authorization,
-    // then the handler).
+    Some(match parse_parts(rest)? {
+        Parts::GroupVersion { group, version } => {
+            ApiPath::GroupVersion { group: group.into(), version: version.into() }
+        }
+        Parts::Resource { group, version, plural, namespace, name, target } => ApiPath::Resource(ResourcePath {
+            group: group.into(),
+            version: version.into(),
+            plural: plural.into(),
+            namespace: namespace.map(Into::into),
+            name: name.map(Into::into),
+            target,
+        }),
+    })
+}
+
+/// An [`ApiPath`] borrowed from the path it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parts<'a> {
+    /// `/apis/{g}/{v}`.
+    GroupVersion {
+        /// Group.
+        group: &'a str,
+        /// Version.
+        version: &'a str,
+    },
+    /// A collection, an object or an object's status or log.
+    Resource {
+        /// Group.
+        group: &'a str,
+        /// Version.
+        version: &'a str,
+        /// The kind's plural.
+        plural: &'a str,
+        /// The namespace, if the path has one.
+        namespace: Option<&'a str>,
+        /// The object name.
+        name: Option<&'a str>,
+        /// What is addressed.
+        target: Target,
+    },
+}
+
+/// Parses the path after `/apis/` without copying it (every request is parsed for
+/// authorization); `None` when it has no meaning.
+pub fn parse_parts(rest: &str) -> Option<Parts<'_>> {
     let mut segs = [""; 7];
     let mut len = 0;
     for seg in rest.trim_end_matches('/').split('/') {
@@ -59,22 +102,23 @@ pub fn parse(rest: &str) -> Option<ApiPath> {
         segs[len] = seg;
         len += 1;
     }
-    let s = |i: usize| segs[i].to_string();
-    let res = |plural: String, namespace: Option<String>, name: Option<String>, target| {
-        Some(ApiPath::Resource(ResourcePath { group: s(0), version: s(1), plural, namespace, name, target }))
+    let res = |plural, namespace, name, target| {
+        Some(Parts::Resource { group: segs[0], version: segs[1], plural, namespace, name, target })
     };
     match len {
-        2 => Some(ApiPath::GroupVersion { group: s(0), version: s(1) }),
-        3 => res(s(2), None, None, Target::Collection),
-        4 => res(s(2), None, Some(s(3)), Target::Object),
+        2 => Some(Parts::GroupVersion { group: segs[0], version: segs[1] }),
+        3 => res(segs[2], None, None, Target::Collection),
+        4 => res(segs[2], None, Some(segs[3]), Target::Object),
         // `namespaces/{name}/status` is the status of a Namespace, not a collection
         // of a kind called `status` inside it.
-        5 if segs[2] == "namespaces" && segs[4] != "status" => res(s(4), Some(s(3)), None, Target::Collection),
-        5 if segs[4] == "status" => res(s(2), None, Some(s(3)), Target::Status),
-        5 if segs[4] == "log" && segs[2] != "namespaces" => res(s(2), None, Some(s(3)), Target::Log),
-        6 if segs[2] == "namespaces" => res(s(4), Some(s(3)), Some(s(5)), Target::Object),
-        7 if segs[2] == "namespaces" && segs[6] == "status" => res(s(4), Some(s(3)), Some(s(5)), Target::Status),
-        7 if segs[2] == "namespaces" && segs[6] == "log" => res(s(4), Some(s(3)), Some(s(5)), Target::Log),
+        5 if segs[2] == "namespaces" && segs[4] != "status" => res(segs[4], Some(segs[3]), None, Target::Collection),
+        5 if segs[4] == "status" => res(segs[2], None, Some(segs[3]), Target::Status),
+        5 if segs[4] == "log" && segs[2] != "namespaces" => res(segs[2], None, Some(segs[3]), Target::Log),
+        6 if segs[2] == "namespaces" => res(segs[4], Some(segs[3]), Some(segs[5]), Target::Object),
+        7 if segs[2] == "namespaces" && segs[6] == "status" => {
+            res(segs[4], Some(segs[3]), Some(segs[5]), Target::Status)
+        }
+        7 if segs[2] == "namespaces" && segs[6] == "log" => res(segs[4], Some(segs[3]), Some(segs[5]), Target::Log),
         _ => None,
     }
 }

@@ -41,7 +41,7 @@ pub struct AuditLog {
 struct Entry {
     time: SystemTime,
     who: Option<Arc<Identity>>,
-    attrs: Option<Attributes>,
+    attrs: Option<Attributes<'static>>,
     code: u16,
     by: Option<AllowedBy>,
 }
@@ -70,7 +70,7 @@ impl Entry {
     fn line(&self) -> Line<'_> {
         let (group, namespace, name) = match &self.attrs {
             Some(Attributes::Resource { group, namespace, name, .. }) => {
-                (Some(group.as_str()), namespace.as_deref(), name.as_deref())
+                (Some(group.as_ref()), namespace.as_deref(), name.as_deref())
             }
             _ => (None, None, None),
         };
@@ -157,25 +157,31 @@ impl AuditLog {
 
     /// Whether a request is kept: writes, refusals, reads of credentials and
     /// permissions, and other reads when asked for.
-    fn keeps(&self, attrs: &Option<Attributes>, code: u16) -> bool {
+    pub fn keeps(&self, attrs: Option<&Attributes<'_>>, code: u16) -> bool {
         if code == 401 || code == 403 || self.reads.load(std::sync::atomic::Ordering::Relaxed) {
             return true;
         }
         match attrs {
             Some(Attributes::Resource { verb, resource, .. }) => {
-                !matches!(verb.as_str(), "get" | "list" | "watch") || SENSITIVE.contains(&resource.as_str())
+                !matches!(verb.as_ref(), "get" | "list" | "watch") || SENSITIVE.contains(&resource.as_ref())
             }
             Some(Attributes::NonResource { verb, .. }) => verb != "get" && verb != "head",
             None => true,
         }
     }
 
+    /// Whether records are kept at all.
+    pub fn enabled(&self) -> bool {
+        self.tx.get().is_some()
+    }
+
     /// Records one answered request; `who` is `None` when it was not authenticated.
-    pub fn record(&self, who: Option<Arc<Identity>>, attrs: Option<Attributes>, code: u16, by: Option<AllowedBy>) {
+    pub fn record(&self, who: Option<Arc<Identity>>, attrs: Option<Attributes<'_>>, code: u16, by: Option<AllowedBy>) {
         let Some(tx) = self.tx.get() else { return };
-        if !self.keeps(&attrs, code) {
+        if !self.keeps(attrs.as_ref(), code) {
             return;
         }
+        let attrs = attrs.map(Attributes::into_owned);
         let entry = Entry { time: SystemTime::now(), who, attrs, code, by };
         match tx.try_send(entry) {
             Ok(()) => {}

@@ -34,9 +34,9 @@ const CATCH_UP: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_millis(200);
 
 /// Whether a request (if it succeeds) changes what the policy holds.
-pub fn changes_policy(a: &Attributes) -> bool {
+pub fn changes_policy(a: &Attributes<'_>) -> bool {
     matches!(a, Attributes::Resource { verb, group, resource, .. }
-        if group == GROUP && SENSITIVE.contains(&resource.as_str()) && !matches!(verb.as_str(), "get" | "list" | "watch"))
+        if group == GROUP && SENSITIVE.contains(&resource.as_ref()) && !matches!(verb.as_ref(), "get" | "list" | "watch"))
 }
 
 /// Keeps a [`Policy`] equal to the store's.

@@ -167,19 +167,19 @@ pub async fn can_i(
         None => (*who).clone(),
     };
     let attrs = if req.resource.starts_with('/') {
-        Attributes::NonResource { verb: req.verb.clone(), path: req.resource.clone() }
+        Attributes::NonResource { verb: req.verb.as_str().into(), path: req.resource.as_str().into() }
     } else {
         let (resource, subresource) = match req.resource.split_once('/') {
-            Some((r, s)) => (r.to_string(), Some(s.to_string())),
-            None => (req.resource.clone(), None),
+            Some((r, s)) => (r, Some(s.into())),
+            None => (req.resource.as_str(), None),
         };
         Attributes::Resource {
-            verb: req.verb.clone(),
-            group: req.group.clone().unwrap_or_else(|| corral_api::GROUP.into()),
-            resource,
+            verb: req.verb.as_str().into(),
+            group: req.group.as_deref().unwrap_or(corral_api::GROUP).into(),
+            resource: resource.into(),
             subresource,
-            namespace: req.namespace.clone(),
-            name: req.name.clone(),
+            namespace: req.namespace.as_deref().map(Into::into),
+            name: req.name.as_deref().map(Into::into),
         }
     };
     Ok(Json(match policy.authorize(&subject, &attrs) {

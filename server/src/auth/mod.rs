@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod bootstrap;
 pub mod certificates;
+pub mod guard;
 pub mod index;
 pub mod join;
 pub mod node;
@@ -18,16 +19,15 @@ pub mod task_token;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use corral_api::kinds::TokenPurpose;
 use corral_client::BearerToken;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::path::{self, ApiPath, Target};
+use crate::path::{self, Parts, Target};
 pub use rbac::{Attributes, Decision};
 
 /// Every authenticated requester is in this group.
@@ -73,18 +73,44 @@ impl Identity {
     }
 }
 
-/// The middleware in front of every route: authenticates, authorizes, audits.
-pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// What [`admit`] decided about a request.
+pub(crate) enum Admission {
+    /// Not checked (`/healthz`).
+    Open,
+    /// Refused: the answer to send.
+    Refused(Response),
+    /// Allowed; the request now carries the identity. Finish with [`Admitted::finish`].
+    Admitted(Admitted),
+}
+
+/// An allowed request, until it is answered. Its attributes are worked out again
+/// only if the answer is audited: most reads are not, and keep nothing.
+pub(crate) struct Admitted {
+    identity: Arc<Identity>,
+    method: Method,
+    uri: axum::http::Uri,
+    by: rbac::AllowedBy,
+    /// Audited whatever the answer.
+    audited: bool,
+    writes_policy: bool,
+}
+
+/// Authenticates and authorizes `req` (synchronously: the policy is in memory), and
+/// on success attaches the requester's identity to it.
+pub(crate) fn admit(state: &AppState, req: &mut Request) -> Admission {
     if req.uri().path() == "/healthz" {
-        return next.run(req).await;
+        return Admission::Open;
     }
-    let attrs = attributes(req.method(), req.uri());
+    // Cheap copies (the path is reference-counted) that the attributes borrow, so
+    // that the request itself stays free to carry the identity on.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let attrs = attributes(&method, &uri);
     // One look at the policy for both questions: who, and may they.
     let checked = {
         let policy = state.auth.policy.read();
         let identity = match req.extensions().get::<Arc<Identity>>() {
             Some(i) => Ok(i.clone()),
-            None => authenticate(&policy, &req),
+            None => authenticate(&policy, req),
         };
         identity.map(|identity| {
             let decision = match &attrs {
@@ -100,32 +126,42 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         Err(e) => {
             state.auth.unauthenticated.inc();
             state.auth.audit.record(None, attrs, 401, None);
-            return e.into_response();
+            return Admission::Refused(e.into_response());
         }
     };
-    let by = match decision {
-        Decision::Allow(by) => by,
+    match decision {
+        Decision::Allow(by) => {
+            req.extensions_mut().insert(identity.clone());
+            let audited = state.auth.audit.enabled() && state.auth.audit.keeps(attrs.as_ref(), 200);
+            let writes_policy = attrs.as_ref().is_some_and(index::changes_policy);
+            Admission::Admitted(Admitted { identity, method, uri, by, audited, writes_policy })
+        }
         Decision::Deny => {
-            let a = attrs.as_ref();
             state.auth.denied.inc();
-            let refusal = forbidden(&identity, a).into_response();
+            let refusal = forbidden(&identity, attrs.as_ref()).into_response();
             state.auth.audit.record(Some(identity), attrs, 403, None);
-            return refusal;
+            Admission::Refused(refusal)
         }
-    };
-    req.extensions_mut().insert(identity.clone());
-    let writes_policy = attrs.as_ref().is_some_and(index::changes_policy);
-    let resp = next.run(req).await;
-    let code = resp.status().as_u16();
-    if writes_policy && resp.status().is_success() {
-        // The next request must already see the token or binding just written.
-        state.auth.index.caught_up(state.store.as_ref()).await;
     }
-    state.auth.audit.record(Some(identity), attrs, code, Some(by));
-    resp
 }
 
-fn open_to_all(a: &Attributes) -> bool {
+impl Admitted {
+    /// Audits the answer; after a write of tokens or RBAC objects, first waits until
+    /// the policy holds it, so that the client's next request already sees it.
+    pub(crate) async fn finish(self, state: &AppState, resp: Response) -> Response {
+        let code = resp.status().as_u16();
+        if self.writes_policy && resp.status().is_success() {
+            state.auth.index.caught_up(state.store.as_ref()).await;
+        }
+        if self.audited || code == 401 || code == 403 {
+            let attrs = attributes(&self.method, &self.uri);
+            state.auth.audit.record(Some(self.identity), attrs, code, Some(self.by));
+        }
+        resp
+    }
+}
+
+fn open_to_all(a: &Attributes<'_>) -> bool {
     match a {
         Attributes::NonResource { path, .. } => {
             path == "/apis" || path == "/kinds" || path.starts_with("/schemas/") || path.starts_with("/auth/")
@@ -249,21 +285,21 @@ fn authenticate_certificate(
     Ok(entry.identity.clone())
 }
 
-/// What a request asks, in RBAC's terms; `None` for paths that mean nothing (the
-/// router answers them 404).
-pub fn attributes(method: &Method, uri: &axum::http::Uri) -> Option<Attributes> {
+/// What a request asks, in RBAC's terms, borrowed from its method and path; `None`
+/// for paths that mean nothing (the router answers them 404).
+pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<Attributes<'a>> {
     let p = uri.path();
     let Some(rest) = p.strip_prefix("/apis/") else {
-        return Some(Attributes::NonResource { verb: method.as_str().to_ascii_lowercase(), path: p.to_string() });
+        return Some(Attributes::NonResource { verb: method.as_str().to_ascii_lowercase().into(), path: p.into() });
     };
-    let r = match path::parse(rest)? {
-        ApiPath::GroupVersion { .. } => {
+    let (group, plural, namespace, name, target) = match path::parse_parts(rest)? {
+        Parts::GroupVersion { .. } => {
             return Some(Attributes::NonResource { verb: "get".into(), path: "/apis".into() });
         }
-        ApiPath::Resource(r) => r,
+        Parts::Resource { group, plural, namespace, name, target, .. } => (group, plural, namespace, name, target),
     };
     let watch = uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
-    let verb = match (r.target, method.as_str()) {
+    let verb = match (target, method.as_str()) {
         (Target::Collection, "GET" | "HEAD") if watch => "watch",
         (Target::Collection, "GET" | "HEAD") => "list",
         (Target::Collection, "POST") => "create",
@@ -271,25 +307,27 @@ pub fn attributes(method: &Method, uri: &axum::http::Uri) -> Option<Attributes> 
         (_, "PUT") => "update",
         (_, "PATCH") => "patch",
         (_, "DELETE") => "delete",
-        (_, other) => return Some(Attributes::NonResource { verb: other.to_ascii_lowercase(), path: p.to_string() }),
+        (_, other) => {
+            return Some(Attributes::NonResource { verb: other.to_ascii_lowercase().into(), path: p.into() });
+        }
     };
-    let subresource = match r.target {
-        Target::Status => Some("status".to_string()),
-        Target::Log => Some("log".to_string()),
+    let subresource = match target {
+        Target::Status => Some("status".into()),
+        Target::Log => Some("log".into()),
         Target::Collection | Target::Object => None,
     };
     // `GET /apis/corral.dev/v1/namespaces/NAME` addresses the Namespace object.
     Some(Attributes::Resource {
         verb: verb.into(),
-        group: r.group,
-        resource: r.plural,
+        group: group.into(),
+        resource: plural.into(),
         subresource,
-        namespace: r.namespace,
-        name: r.name,
+        namespace: namespace.map(Into::into),
+        name: name.map(Into::into),
     })
 }
 
-fn forbidden(who: &Identity, attrs: Option<&Attributes>) -> ApiError {
+fn forbidden(who: &Identity, attrs: Option<&Attributes<'_>>) -> ApiError {
     let message = match attrs {
         Some(a @ Attributes::Resource { verb, group, namespace, name, .. }) => {
             let what = a.what();

@@ -6,6 +6,7 @@
 //! and the RBAC kinds. A rule must name them, so that a wide role given to a
 //! controller cannot be turned into a way to mint credentials or grant itself more.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -18,35 +19,37 @@ use super::Identity;
 /// Kinds a `*` resource never covers: they hand out credentials and permissions.
 pub const SENSITIVE: &[&str] = &["tokens", "roles", "clusterroles", "rolebindings", "clusterrolebindings"];
 
-/// What a request asks to do, in RBAC's terms.
+/// What a request asks to do, in RBAC's terms. Borrowed from the request while it
+/// is checked (so that checking allocates nothing); [`Attributes::into_owned`] for
+/// what outlives it (the audit record).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Attributes {
+pub enum Attributes<'a> {
     /// A request on a kind under `/apis`.
     Resource {
         /// `get`, `list`, `watch`, `create`, `update`, `patch` or `delete`.
-        verb: String,
+        verb: Cow<'a, str>,
         /// The kind's API group.
-        group: String,
+        group: Cow<'a, str>,
         /// The kind's plural.
-        resource: String,
+        resource: Cow<'a, str>,
         /// `status` or `log`, when the request addresses one.
-        subresource: Option<String>,
+        subresource: Option<Cow<'a, str>>,
         /// The namespace from the path; `None` for cluster-scoped kinds and lists
         /// across namespaces.
-        namespace: Option<String>,
+        namespace: Option<Cow<'a, str>>,
         /// The object's name; `None` for lists, watches and creates.
-        name: Option<String>,
+        name: Option<Cow<'a, str>>,
     },
     /// A request outside `/apis` (`/metrics`, `/admin/compact`).
     NonResource {
         /// `get`, `post`, … (the HTTP method, lowercase).
-        verb: String,
+        verb: Cow<'a, str>,
         /// The path.
-        path: String,
+        path: Cow<'a, str>,
     },
 }
 
-impl Attributes {
+impl Attributes<'_> {
     /// The verb.
     pub fn verb(&self) -> &str {
         match self {
@@ -58,8 +61,24 @@ impl Attributes {
     pub fn what(&self) -> String {
         match self {
             Attributes::Resource { resource, subresource: Some(sub), .. } => format!("{resource}/{sub}"),
-            Attributes::Resource { resource, .. } => resource.clone(),
-            Attributes::NonResource { path, .. } => path.clone(),
+            Attributes::Resource { resource, .. } => resource.to_string(),
+            Attributes::NonResource { path, .. } => path.to_string(),
+        }
+    }
+
+    /// The same attributes, owning their text.
+    pub fn into_owned(self) -> Attributes<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        match self {
+            Attributes::Resource { verb, group, resource, subresource, namespace, name } => Attributes::Resource {
+                verb: own(verb),
+                group: own(group),
+                resource: own(resource),
+                subresource: subresource.map(own),
+                namespace: namespace.map(own),
+                name: name.map(own),
+            },
+            Attributes::NonResource { verb, path } => Attributes::NonResource { verb: own(verb), path: own(path) },
         }
     }
 }
@@ -200,7 +219,7 @@ impl Decision {
 
 impl Policy {
     /// Whether `who` may do what `attrs` describe.
-    pub fn authorize(&self, who: &Identity, attrs: &Attributes) -> Decision {
+    pub fn authorize(&self, who: &Identity, attrs: &Attributes<'_>) -> Decision {
         for (name, b) in &self.cluster_bindings {
             if b.role_ref.kind == "ClusterRole"
                 && b.subjects.iter().any(|s| subject_matches(s, who, None))
@@ -211,11 +230,12 @@ impl Policy {
         }
         // A RoleBinding grants only namespaced requests inside its own namespace.
         let Attributes::Resource { namespace: Some(ns), .. } = attrs else { return Decision::Deny };
+        let ns: &str = ns;
         for (name, b) in self.bindings.get(ns).into_iter().flatten() {
             if b.subjects.iter().any(|s| subject_matches(s, who, Some(ns)))
                 && self.rules_of(&b.role_ref, ns).is_some_and(|rules| covers(rules, attrs))
             {
-                return Decision::Allow(AllowedBy::RoleBinding(Arc::from(ns.as_str()), name.clone()));
+                return Decision::Allow(AllowedBy::RoleBinding(Arc::from(ns), name.clone()));
             }
         }
         Decision::Deny
@@ -255,7 +275,7 @@ fn subject_matches(s: &Subject, who: &Identity, binding_ns: Option<&str>) -> boo
     }
 }
 
-fn covers(rules: &[PolicyRule], attrs: &Attributes) -> bool {
+fn covers(rules: &[PolicyRule], attrs: &Attributes<'_>) -> bool {
     rules.iter().any(|r| rule_covers(r, attrs))
 }
 
@@ -263,7 +283,7 @@ fn any_or(list: &[String], value: &str) -> bool {
     list.iter().any(|v| v == "*" || v == value)
 }
 
-fn rule_covers(rule: &PolicyRule, attrs: &Attributes) -> bool {
+fn rule_covers(rule: &PolicyRule, attrs: &Attributes<'_>) -> bool {
     if !any_or(&rule.verbs, attrs.verb()) {
         return false;
     }
@@ -275,7 +295,8 @@ fn rule_covers(rule: &PolicyRule, attrs: &Attributes) -> bool {
         Attributes::Resource { group, resource, subresource, name, .. } => {
             (rule.api_groups.is_empty() || any_or(&rule.api_groups, group))
                 && rule.resources.iter().any(|r| resource_matches(r, group, resource, subresource.as_deref()))
-                && (rule.resource_names.is_empty() || name.as_ref().is_some_and(|n| rule.resource_names.contains(n)))
+                && (rule.resource_names.is_empty()
+                    || name.as_deref().is_some_and(|n| rule.resource_names.iter().any(|r| r == n)))
         }
     }
 }
@@ -309,7 +330,13 @@ mod tests {
         }
     }
 
-    fn res(verb: &str, resource: &str, sub: Option<&str>, ns: Option<&str>, name: Option<&str>) -> Attributes {
+    fn res<'a>(
+        verb: &'a str,
+        resource: &'a str,
+        sub: Option<&'a str>,
+        ns: Option<&'a str>,
+        name: Option<&'a str>,
+    ) -> Attributes<'a> {
         Attributes::Resource {
             verb: verb.into(),
             group: corral_api::GROUP.into(),
@@ -398,7 +425,7 @@ mod tests {
         assert!(p.authorize(&n1, &res("update", "nodes", Some("status"), None, Some("n1"))).allowed());
         assert!(!p.authorize(&n1, &res("update", "nodes", Some("status"), None, Some("n2"))).allowed());
         assert!(!p.authorize(&n1, &res("list", "nodes", None, None, None)).allowed(), "a list has no name");
-        let get = |path: &str| Attributes::NonResource { verb: "get".into(), path: path.into() };
+        let get = |path: &'static str| Attributes::NonResource { verb: "get".into(), path: path.into() };
         assert!(p.authorize(&n1, &get("/metrics")).allowed());
         assert!(p.authorize(&n1, &get("/admin/revision")).allowed());
         assert!(!p.authorize(&n1, &get("/metricsx")).allowed());
