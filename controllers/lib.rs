@@ -9,12 +9,14 @@
 //!   process, and `corral controllers --server URL` runs the same set elsewhere.
 //!
 //! The controllers: [`gc`] (cascading deletion, namespace emptying) and
-//! [`node_lifecycle`] (unreachable nodes, `LOST` tasks).
+//! [`node_lifecycle`] (unreachable nodes, `LOST` tasks). Under way: [`offers`], of
+//! which the allocator (weighted DRF, reservations, quotas) is built and not yet run.
 
 #![warn(missing_docs)]
 
 pub mod gc;
 pub mod node_lifecycle;
+pub mod offers;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,410 @@
+//! The allocator: which offers to make and which to take back, as a pure function of
+//! the cluster's nodes, the frameworks, the outstanding offers and the clock.
+//!
+//! Free resources of a node, for a role: its capacity, minus what tasks and
+//! outstanding offers hold, minus what is reserved for *other* roles (a role's own
+//! tasks use its reservation first, then the shared pool). Ports are shared by all
+//! roles. Unschedulable and unreachable nodes offer nothing.
+//!
+//! Order, as Mesos' hierarchical allocator: roles below their quota guarantee first;
+//! then by weighted dominant share — a role's largest fraction of any one resource of
+//! the cluster, divided by its weight — lowest first; within a role, frameworks the
+//! same way. Resources offered count as allocated until they are accepted, declined or
+//! rescinded, so two frameworks are never offered the same resources. A role never
+//! gets past its quota limit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use corral_api::kinds::node::{PortRange, Resources};
+
+/// Smallest offer worth making: a hundredth of a core, or 32 MiB (as Mesos).
+const MIN_CPUS: f64 = 0.01;
+const MIN_MEM: u64 = 32;
+
+/// A node as the allocator sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeState {
+    /// The node's name.
+    pub name: String,
+    /// Total resources.
+    pub capacity: Resources,
+    /// Host ports tasks may use.
+    pub port_ranges: Vec<PortRange>,
+    /// Resources reserved for a role.
+    pub reservations: BTreeMap<String, Resources>,
+    /// What the node's non-terminal tasks hold, by the role of their framework.
+    pub allocated: BTreeMap<String, Resources>,
+    /// Host ports the node's non-terminal tasks hold.
+    pub used_ports: BTreeSet<u16>,
+    /// Ready and schedulable.
+    pub offerable: bool,
+}
+
+/// A framework as the allocator sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameworkState {
+    /// The framework's name.
+    pub name: String,
+    /// The roles it takes resources for; offers name one of them.
+    pub roles: Vec<String>,
+    /// Its weight: a framework of weight 3 is entitled to three times the share of
+    /// one of weight 1.
+    pub weight: f64,
+    /// Nothing to launch: it receives no offers.
+    pub suppressed: bool,
+    /// Nodes it declined, and until when it refuses them.
+    pub filters: BTreeMap<String, Instant>,
+}
+
+/// Guarantee and limit of a role.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quota {
+    /// Served before roles that have reached theirs.
+    pub guarantee: Resources,
+    /// Never allocated beyond; `None`: no limit.
+    pub limit: Option<Resources>,
+}
+
+/// An offer that has been made and is not yet accepted, declined or rescinded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OfferState {
+    /// The offer's name.
+    pub name: String,
+    /// To whom.
+    pub framework: String,
+    /// For which of its roles.
+    pub role: String,
+    /// On which node.
+    pub node: String,
+    /// What it holds.
+    pub resources: Resources,
+    /// Host ports it holds.
+    pub ports: Vec<PortRange>,
+    /// When it lapses.
+    pub expires: Instant,
+}
+
+/// Everything the allocator looks at.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Every node.
+    pub nodes: Vec<NodeState>,
+    /// Every registered framework.
+    pub frameworks: Vec<FrameworkState>,
+    /// Quotas by role.
+    pub quotas: BTreeMap<String, Quota>,
+    /// Outstanding offers.
+    pub offers: Vec<OfferState>,
+}
+
+/// Why an offer is taken back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RescindReason {
+    /// Its time ran out.
+    Expired,
+    /// The node is gone, unreachable or unschedulable.
+    NodeLost,
+    /// The framework is gone or suppressed.
+    FrameworkGone,
+    /// Tasks took the resources since.
+    ResourcesTaken,
+}
+
+/// An offer to make.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewOffer {
+    /// To whom.
+    pub framework: String,
+    /// For which of its roles.
+    pub role: String,
+    /// On which node.
+    pub node: String,
+    /// The node's free resources for that role.
+    pub resources: Resources,
+    /// The node's free ports.
+    pub ports: Vec<PortRange>,
+    /// When it lapses.
+    pub expires: Instant,
+}
+
+/// What to do.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Offers to take back, by name.
+    pub rescind: Vec<(String, RescindReason)>,
+    /// Offers to make.
+    pub offer: Vec<NewOffer>,
+}
+
+/// Decides at `now` which offers to rescind and which to make, each new one valid
+/// for `ttl`.
+pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
+    let mut plan = Plan::default();
+    let nodes: BTreeMap<&str, &NodeState> = s.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let frameworks: BTreeMap<&str, &FrameworkState> = s.frameworks.iter().map(|f| (f.name.as_str(), f)).collect();
+
+    // What each node has left, with every offer that stays counted in.
+    let mut left: BTreeMap<&str, Left> = nodes.iter().map(|(name, n)| (*name, Left::of(n))).collect();
+    let mut kept: Vec<&OfferState> = Vec::new();
+    let mut offers: Vec<&OfferState> = s.offers.iter().collect();
+    offers.sort_by(|a, b| a.expires.cmp(&b.expires).then_with(|| a.name.cmp(&b.name)));
+    for o in offers {
+        let reason = match (nodes.get(o.node.as_str()), frameworks.get(o.framework.as_str())) {
+            _ if o.expires <= now => Some(RescindReason::Expired),
+            (None, _) => Some(RescindReason::NodeLost),
+            (Some(n), _) if !n.offerable => Some(RescindReason::NodeLost),
+            (_, None) => Some(RescindReason::FrameworkGone),
+            (_, Some(f)) if f.suppressed || !f.roles.contains(&o.role) => Some(RescindReason::FrameworkGone),
+            _ => None,
+        };
+        let reason = reason.or_else(|| {
+            let l = left.get_mut(o.node.as_str())?;
+            (!l.take(&o.role, &o.resources, &o.ports)).then_some(RescindReason::ResourcesTaken)
+        });
+        match reason {
+            Some(r) => plan.rescind.push((o.name.clone(), r)),
+            None => kept.push(o),
+        }
+    }
+
+    // Each role's allocation across the cluster, offers included.
+    let total = s.nodes.iter().filter(|n| n.offerable).fold(Resources::default(), |t, n| add(&t, &n.capacity));
+    let mut by_role: BTreeMap<String, Resources> = BTreeMap::new();
+    let mut by_framework: BTreeMap<&str, Resources> = BTreeMap::new();
+    for n in &s.nodes {
+        for (role, r) in &n.allocated {
+            let e = by_role.entry(role.clone()).or_default();
+            *e = add(e, r);
+        }
+    }
+    let mut holds: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for o in &kept {
+        let e = by_role.entry(o.role.clone()).or_default();
+        *e = add(e, &o.resources);
+        let e = by_framework.entry(o.framework.as_str()).or_default();
+        *e = add(e, &o.resources);
+        holds.insert((o.framework.as_str(), o.node.as_str()));
+    }
+    let role_weight = |role: &str| {
+        s.frameworks.iter().filter(|f| f.roles.iter().any(|r| r == role)).map(|f| f.weight).fold(0.0, f64::max)
+    };
+
+    // Node after node, the most deserving candidate takes what the node has left for
+    // its role; then the next node, with the shares updated. Every pass offers at
+    // least one thing or ends the loop, and each (framework, node) pair is offered
+    // at most once, so it ends.
+    loop {
+        let mut offered = false;
+        for node in s.nodes.iter().filter(|n| n.offerable) {
+            let Some(l) = left.get(node.name.as_str()) else { continue };
+            let mut best: Option<(Rank, &FrameworkState, &str, Resources)> = None;
+            for f in s.frameworks.iter().filter(|f| !f.suppressed && f.weight > 0.0) {
+                if holds.contains(&(f.name.as_str(), node.name.as_str()))
+                    || f.filters.get(&node.name).is_some_and(|until| *until > now)
+                {
+                    continue;
+                }
+                for role in &f.roles {
+                    let allocated = by_role.get(role).copied().unwrap_or_default();
+                    let quota = s.quotas.get(role);
+                    let mut give = l.free_for(role);
+                    if let Some(limit) = quota.and_then(|q| q.limit.as_ref()) {
+                        give = min(&give, &sub(limit, &allocated));
+                    }
+                    if !worth_offering(&give) {
+                        continue;
+                    }
+                    let rank = Rank {
+                        satisfied: quota.is_none_or(|q| covers(&allocated, &q.guarantee)),
+                        role_share: dominant_share(&allocated, &total) / role_weight(role).max(f64::MIN_POSITIVE),
+                        framework_share: dominant_share(
+                            &by_framework.get(f.name.as_str()).copied().unwrap_or_default(),
+                            &total,
+                        ) / f.weight,
+                    };
+                    let better = match &best {
+                        None => true,
+                        Some((b, bf, brole, _)) => rank.before(b, (&f.name, role), (&bf.name, brole)),
+                    };
+                    if better {
+                        best = Some((rank, f, role, give));
+                    }
+                }
+            }
+            let Some((_, f, role, give)) = best else { continue };
+            let l = left.get_mut(node.name.as_str()).expect("every node has its left-over");
+            let ports = l.free_ports();
+            let taken = l.take(role, &give, &ports);
+            debug_assert!(taken, "an offer of what is free always fits");
+            let e = by_role.entry(role.to_string()).or_default();
+            *e = add(e, &give);
+            let e = by_framework.entry(f.name.as_str()).or_default();
+            *e = add(e, &give);
+            holds.insert((f.name.as_str(), node.name.as_str()));
+            plan.offer.push(NewOffer {
+                framework: f.name.clone(),
+                role: role.to_string(),
+                node: node.name.clone(),
+                resources: give,
+                ports,
+                expires: now + ttl,
+            });
+            offered = true;
+        }
+        if !offered {
+            break;
+        }
+    }
+    plan
+}
+
+/// Where a candidate stands; lower is served first.
+#[derive(Clone, Copy, Debug)]
+struct Rank {
+    satisfied: bool,
+    role_share: f64,
+    framework_share: f64,
+}
+
+impl Rank {
+    fn before(&self, other: &Rank, me: (&str, &str), them: (&str, &str)) -> bool {
+        let key = |r: &Rank| (r.satisfied, r.role_share, r.framework_share);
+        match key(self).partial_cmp(&key(other)) {
+            Some(std::cmp::Ordering::Less) => true,
+            Some(std::cmp::Ordering::Greater) => false,
+            // Ties by name, so that the plan is the same every time.
+            _ => me < them,
+        }
+    }
+}
+
+/// What a node has left: the shared pool, what is left of each role's reservation,
+/// and the free ports.
+#[derive(Clone, Debug)]
+struct Left {
+    shared: Resources,
+    reserved: BTreeMap<String, Resources>,
+    ports: Vec<PortRange>,
+}
+
+impl Left {
+    fn of(n: &NodeState) -> Left {
+        let reserved_total = n.reservations.values().fold(Resources::default(), |t, r| add(&t, r));
+        let mut shared = sub(&n.capacity, &reserved_total);
+        let mut reserved = n.reservations.clone();
+        for (role, used) in &n.allocated {
+            let overflow = match reserved.get_mut(role) {
+                Some(r) => {
+                    let inside = min(r, used);
+                    *r = sub(r, &inside);
+                    sub(used, &inside)
+                }
+                None => *used,
+            };
+            shared = sub(&shared, &overflow);
+        }
+        let ports = minus_ports(&n.port_ranges, &n.used_ports.iter().copied().collect::<Vec<_>>());
+        Left { shared, reserved, ports }
+    }
+
+    fn free_for(&self, role: &str) -> Resources {
+        self.reserved.get(role).map_or(self.shared, |r| add(&self.shared, r))
+    }
+
+    fn free_ports(&self) -> Vec<PortRange> {
+        self.ports.clone()
+    }
+
+    /// Takes `r` for `role` (its reservation first) and `ports`; false, taking
+    /// nothing, if they are not all free.
+    fn take(&mut self, role: &str, r: &Resources, ports: &[PortRange]) -> bool {
+        if !covers(&self.free_for(role), r) || !ports.iter().all(|p| contains(&self.ports, p)) {
+            return false;
+        }
+        let from_reservation = self.reserved.get(role).map_or_else(Resources::default, |res| min(res, r));
+        if let Some(res) = self.reserved.get_mut(role) {
+            *res = sub(res, &from_reservation);
+        }
+        self.shared = sub(&self.shared, &sub(r, &from_reservation));
+        let taken: Vec<u16> = ports.iter().flat_map(|p| p.begin..=p.end).collect();
+        self.ports = minus_ports(&self.ports, &taken);
+        true
+    }
+}
+
+fn add(a: &Resources, b: &Resources) -> Resources {
+    Resources { cpus: a.cpus + b.cpus, mem: a.mem + b.mem, disk: a.disk + b.disk }
+}
+
+/// `a - b`, never below zero.
+fn sub(a: &Resources, b: &Resources) -> Resources {
+    Resources {
+        cpus: round((a.cpus - b.cpus).max(0.0)),
+        mem: a.mem.saturating_sub(b.mem),
+        disk: a.disk.saturating_sub(b.disk),
+    }
+}
+
+fn min(a: &Resources, b: &Resources) -> Resources {
+    Resources { cpus: a.cpus.min(b.cpus), mem: a.mem.min(b.mem), disk: a.disk.min(b.disk) }
+}
+
+/// Whether `a` holds at least `b` of everything.
+fn covers(a: &Resources, b: &Resources) -> bool {
+    a.cpus + 1e-9 >= b.cpus && a.mem >= b.mem && a.disk >= b.disk
+}
+
+/// CPU to a thousandth of a core, so that sums of fractions do not drift.
+fn round(cpus: f64) -> f64 {
+    (cpus * 1000.0).round() / 1000.0
+}
+
+fn worth_offering(r: &Resources) -> bool {
+    r.cpus >= MIN_CPUS || r.mem >= MIN_MEM
+}
+
+/// The largest fraction of any one resource of the cluster that `r` is.
+fn dominant_share(r: &Resources, total: &Resources) -> f64 {
+    let frac = |x: f64, t: f64| if t > 0.0 { x / t } else { 0.0 };
+    frac(r.cpus, total.cpus).max(frac(r.mem as f64, total.mem as f64)).max(frac(r.disk as f64, total.disk as f64))
+}
+
+fn contains(ranges: &[PortRange], p: &PortRange) -> bool {
+    (p.begin..=p.end).all(|port| ranges.iter().any(|r| r.begin <= port && port <= r.end))
+}
+
+/// `ranges` without `ports`, as sorted, merged ranges.
+fn minus_ports(ranges: &[PortRange], ports: &[u16]) -> Vec<PortRange> {
+    let taken: BTreeSet<u16> = ports.iter().copied().collect();
+    let mut out: Vec<PortRange> = Vec::new();
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| r.begin);
+    for r in sorted {
+        let mut start: Option<u16> = None;
+        for port in r.begin..=r.end {
+            match (taken.contains(&port), start) {
+                (false, None) => start = Some(port),
+                (true, Some(s)) => {
+                    push_range(&mut out, s, port - 1);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            push_range(&mut out, s, r.end);
+        }
+    }
+    out
+}
+
+fn push_range(out: &mut Vec<PortRange>, begin: u16, end: u16) {
+    match out.last_mut() {
+        Some(last) if last.end.checked_add(1).is_some_and(|next| next >= begin) => last.end = last.end.max(end),
+        _ => out.push(PortRange { begin, end }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
