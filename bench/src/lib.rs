@@ -2,6 +2,7 @@
 
 mod agent;
 mod controller;
+pub mod hollow;
 mod load;
 pub mod procs;
 mod soak;

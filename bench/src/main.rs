@@ -41,6 +41,34 @@ enum BenchCommand {
     /// Prints server RSS, data dir size and /healthz latency over time, then a summary
     /// against the targets. Arguments after `--` go to `corral server`.
     Soak(BenchSoakArgs),
+    /// Hollow nodes, a SIMULATION for scale tests: registers N nodes through the API
+    /// of a running server (the one `~/.corral/config` names, or `--kubeconfig`),
+    /// renews their heartbeats, and reports tasks bound to them RUNNING without
+    /// starting any process. Each is marked `simulated=true`. Runs until interrupted.
+    Hollow(BenchHollowArgs),
+}
+
+/// Options of `corral-bench hollow`.
+#[derive(Args, Debug)]
+struct BenchHollowArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Their names' prefix: PREFIX0, PREFIX1, …
+    #[arg(long, default_value = "hollow-")]
+    prefix: String,
+    /// Cores of each node.
+    #[arg(long, default_value_t = 4.0)]
+    cpus: f64,
+    /// Memory of each node, in MiB.
+    #[arg(long, default_value_t = 8192)]
+    mem: u64,
+    /// Seconds between two heartbeats of a node.
+    #[arg(long, default_value_t = 10)]
+    heartbeat_seconds: u64,
+    /// Configuration file (kubeconfig format) with the server and a credential.
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// Options of `corral-bench soak`.
@@ -182,6 +210,33 @@ fn main() -> ExitCode {
             BenchCommand::Agent(a) => {
                 corral_bench::run_agent_bench(corral_bench::AgentBenchOptions { tasks: a.tasks, native: a.native })
                     .await
+            }
+            BenchCommand::Hollow(a) => {
+                let path = match a.kubeconfig {
+                    Some(p) => p,
+                    None => corral_client::credentials::default_config_path()
+                        .ok_or_else(|| anyhow::anyhow!("no configuration file: pass --kubeconfig"))?,
+                };
+                let config = corral_client::Config::from_kubeconfig(&path)?;
+                let client = corral_client::Client::from_config(&config)?;
+                let opts = corral_bench::hollow::HollowOptions {
+                    nodes: a.nodes,
+                    prefix: a.prefix,
+                    capacity: corral_api::kinds::node::Resources { cpus: a.cpus, mem: a.mem, disk: 65536 },
+                    heartbeat: std::time::Duration::from_secs(a.heartbeat_seconds.max(1)),
+                    ..Default::default()
+                };
+                let shutdown = corral_runtime::CancellationToken::new();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    stop.cancel();
+                });
+                println!(
+                    "corral-bench hollow: {} SIMULATED nodes ({}0 …) on {}; Ctrl-C stops",
+                    opts.nodes, opts.prefix, config.server
+                );
+                corral_bench::hollow::run_hollow(client, opts, shutdown).await
             }
             BenchCommand::Soak(a) => {
                 corral_bench::run_soak(corral_bench::SoakOptions {

@@ -52,6 +52,22 @@ fn bench_store_runs_and_reports_every_figure() {
     assert!(!stdout.contains("errors)"), "operations failed during the bench:\n{stdout}");
 }
 
+/// `corral bench store --baseline` compares two builds (here the same one twice) and
+/// prints a row per workload with a ratio and each side's CPU per operation.
+#[test]
+fn bench_store_baseline_compares_two_builds() {
+    let corral = PathBuf::from(env!("CARGO_BIN_EXE_corral-bench")).with_file_name("corral");
+    let corral = corral.to_str().expect("a UTF-8 path");
+    let stdout = bench(&["store", "--baseline", corral, "--rounds", "1"]);
+    for workload in ["create", "update", "get"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(workload))
+            .unwrap_or_else(|| panic!("no {workload} row in:\n{stdout}"));
+        assert!(row.contains('(') && row.matches("µs").count() == 2, "incomplete {workload} row: {row}");
+    }
+}
+
 /// `corral bench agent` runs end to end (real runc, a real agent process) and prints
 /// every figure the agent issue asks for.
 #[test]
