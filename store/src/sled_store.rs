@@ -270,7 +270,7 @@ impl SledStore {
             pins: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(recent),
             published,
-            signals: crate::wake::Signals::new(options.event_buffer),
+            signals: crate::wake::Signals::new(options.event_buffer, options.event_buffer_bytes),
             progress,
             compacted: AtomicU64::new(compacted),
             watchers: AtomicU64::new(0),

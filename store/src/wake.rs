@@ -6,9 +6,10 @@
 //! A watch that sleeps still has to read past the events it skipped when it next
 //! wakes. So that those are always in memory (never read back from disk, never
 //! compacted away under it), every such watch is also woken each time the store has
-//! taken a quarter of its in-memory event buffer.
+//! taken a quarter of its in-memory event buffer, in events or in bytes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -17,17 +18,24 @@ use tokio::sync::watch;
 pub(crate) struct Signals {
     kinds: RwLock<HashMap<String, watch::Sender<u64>>>,
     sweep: watch::Sender<u64>,
-    /// Revisions between two sweeps.
+    /// Revisions between two sweeps, at most.
     stride: u64,
+    /// Bytes of events between two sweeps, at most.
+    stride_bytes: u64,
+    /// Bytes of events since the last sweep (only the writer adds to it).
+    unswept: AtomicU64,
 }
 
 impl Signals {
-    /// Signals for a store that keeps `event_buffer` events in memory.
-    pub(crate) fn new(event_buffer: usize) -> Self {
+    /// Signals for a store that keeps `event_buffer` events, of at most
+    /// `event_buffer_bytes`, in memory.
+    pub(crate) fn new(event_buffer: usize, event_buffer_bytes: u64) -> Self {
         Signals {
             kinds: RwLock::new(HashMap::new()),
             sweep: watch::channel(0).0,
             stride: (event_buffer as u64 / 4).max(1),
+            stride_bytes: (event_buffer_bytes / 4).max(1),
+            unswept: AtomicU64::new(0),
         }
     }
 
@@ -69,13 +77,17 @@ pub(crate) struct Pending<'a> {
 
 impl Pending<'_> {
     /// Wakes the watches of the kinds written, and every kind's watches when the
-    /// batch (revisions `before + 1 ..= now`) crossed a sweep.
-    pub(crate) fn raise(self, before: u64, now: u64) {
+    /// batch (revisions `before + 1 ..= now`, of `bytes` bytes of events) crossed a
+    /// sweep.
+    pub(crate) fn raise(self, before: u64, now: u64, bytes: u64) {
         for tx in &self.raise {
             tx.send_replace(now);
         }
-        if before / self.signals.stride != now / self.signals.stride {
-            self.signals.sweep.send_replace(now);
+        let s = self.signals;
+        let unswept = s.unswept.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if before / s.stride != now / s.stride || unswept >= s.stride_bytes {
+            s.unswept.store(0, Ordering::Relaxed);
+            s.sweep.send_replace(now);
         }
     }
 }

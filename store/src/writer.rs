@@ -167,6 +167,7 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         let mut st = shared.state.write();
         let mut recent = shared.recent.lock();
         let before = st.revision;
+        let mut bytes = 0u64;
         let wake = shared.signals.pending(changes.iter().map(|c| c.key.resource.as_str()));
         for c in changes {
             let prev = st.index.get(&c.key).cloned();
@@ -191,12 +192,13 @@ fn process(shared: &Shared, batch: Vec<Request>) {
                 bytes: c.event.object.json.len() as u64,
                 at,
             });
+            bytes += c.event.object.json.len() as u64;
             recent.push(c.event);
         }
         // Published under the state lock, so that a watch that read the state sees
         // every later event, and none before.
         shared.published.send_replace(st.revision);
-        wake.raise(before, st.revision);
+        wake.raise(before, st.revision, bytes);
     }
     for (tx, r) in replies {
         let _ = tx.send(r);

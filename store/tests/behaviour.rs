@@ -389,6 +389,37 @@ async fn a_watch_of_one_kind_sleeps_through_writes_of_other_kinds() {
 }
 
 #[tokio::test]
+async fn a_sleeping_watch_of_one_kind_is_swept_along_by_large_writes_of_others() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16 events of 4 KiB fill the in-memory buffer; history beyond 20 revisions goes.
+    let s = open_with(dir.path(), |o| {
+        o.event_buffer_bytes = 64 << 10;
+        o.compaction_retain = 20;
+    });
+    let task = |name: &str| corral_store::Key::namespaced("corral.dev/tasks", "default", name);
+    let mut tasks = s
+        .watch(WatchRequest { resources: vec!["corral.dev/tasks".into()], from: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move { next(&mut tasks).await });
+    let big = "x".repeat(4000);
+    for i in 0..400 {
+        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), &big)).await.unwrap();
+    }
+    let st = s.stats();
+    assert!(st.compacted > 100, "{st:?}");
+    // Far fewer revisions than a sweep's worth went by, but many buffers' worth of
+    // bytes: the watch was woken to read past them while they were in memory.
+    assert!(st.watch_wakeups >= 10, "swept {} times: {st:?}", st.watch_wakeups);
+    s.create(task("t"), cm("t", "1")).await.unwrap();
+    // And it gets the task.
+    match reader.await.unwrap() {
+        WatchEvent::Event(e) => assert_eq!((e.revision, e.object.key.name.as_str()), (401, "t")),
+        other => panic!("expected the task, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn state_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
