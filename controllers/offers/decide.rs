@@ -71,18 +71,8 @@ pub struct Quota {
 pub struct OfferState {
     /// The offer's name.
     pub name: String,
-    /// To whom.
-    pub framework: String,
-    /// For which of its roles.
-    pub role: String,
-    /// On which node.
-    pub node: String,
-    /// What it holds.
-    pub resources: Resources,
-    /// Host ports it holds.
-    pub ports: Vec<PortRange>,
-    /// When it lapses.
-    pub expires: Instant,
+    /// The offer.
+    pub offer: Offer,
 }
 
 /// Everything the allocator looks at.
@@ -111,18 +101,18 @@ pub enum RescindReason {
     ResourcesTaken,
 }
 
-/// An offer to make.
+/// An offer: resources of one node, for one framework and role, for a while.
 #[derive(Clone, Debug, PartialEq)]
-pub struct NewOffer {
+pub struct Offer {
     /// To whom.
     pub framework: String,
     /// For which of its roles.
     pub role: String,
     /// On which node.
     pub node: String,
-    /// The node's free resources for that role.
+    /// What it holds: the node's free resources for that role, when made.
     pub resources: Resources,
-    /// The node's free ports.
+    /// Host ports it holds.
     pub ports: Vec<PortRange>,
     /// When it lapses.
     pub expires: Instant,
@@ -134,7 +124,7 @@ pub struct Plan {
     /// Offers to take back, by name.
     pub rescind: Vec<(String, RescindReason)>,
     /// Offers to make.
-    pub offer: Vec<NewOffer>,
+    pub offer: Vec<Offer>,
 }
 
 /// Decides at `now` which offers to rescind and which to make, each new one valid
@@ -146,10 +136,11 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
 
     // What each node has left, with every offer that stays counted in.
     let mut left: BTreeMap<&str, Left> = nodes.iter().map(|(name, n)| (*name, Left::of(n))).collect();
-    let mut kept: Vec<&OfferState> = Vec::new();
+    let mut kept: Vec<&Offer> = Vec::new();
     let mut offers: Vec<&OfferState> = s.offers.iter().collect();
-    offers.sort_by(|a, b| a.expires.cmp(&b.expires).then_with(|| a.name.cmp(&b.name)));
-    for o in offers {
+    offers.sort_by(|a, b| a.offer.expires.cmp(&b.offer.expires).then_with(|| a.name.cmp(&b.name)));
+    for state in offers {
+        let o = &state.offer;
         let reason = match (nodes.get(o.node.as_str()), frameworks.get(o.framework.as_str())) {
             _ if o.expires <= now => Some(RescindReason::Expired),
             (None, _) => Some(RescindReason::NodeLost),
@@ -163,7 +154,7 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
             (!l.take(&o.role, &o.resources, &o.ports)).then_some(RescindReason::ResourcesTaken)
         });
         match reason {
-            Some(r) => plan.rescind.push((o.name.clone(), r)),
+            Some(r) => plan.rescind.push((state.name.clone(), r)),
             None => kept.push(o),
         }
     }
@@ -242,7 +233,7 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
             let e = by_framework.entry(f.name.as_str()).or_default();
             *e = add(e, &give);
             holds.insert((f.name.as_str(), node.name.as_str()));
-            plan.offer.push(NewOffer {
+            plan.offer.push(Offer {
                 framework: f.name.clone(),
                 role: role.to_string(),
                 node: node.name.clone(),

@@ -353,23 +353,31 @@ async fn a_progress_request_is_answered_with_a_bookmark_once_the_watch_has_read_
     assert_eq!(next(&mut w).await, WatchEvent::Bookmark(40));
 }
 
+fn task_key(name: &str) -> corral_store::Key {
+    corral_store::Key::namespaced("corral.dev/tasks", "default", name)
+}
+
+/// The first thing a watch of tasks from the start yields, read by a task of its own:
+/// the watch is being read, and waits, while the test writes.
+async fn first_task_event(s: &corral_store::SledStore) -> tokio::task::JoinHandle<WatchEvent> {
+    let mut tasks = s
+        .watch(WatchRequest { resources: vec!["corral.dev/tasks".into()], from: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    tokio::spawn(async move { next(&mut tasks).await })
+}
+
 #[tokio::test]
 async fn a_watch_of_one_kind_sleeps_through_writes_of_other_kinds() {
     let dir = tempfile::tempdir().unwrap();
     // A sweep every 64 revisions: the 500 writes below cross it a few times.
     let s = open_with(dir.path(), |o| o.event_buffer = 256);
-    let task = |name: &str| corral_store::Key::namespaced("corral.dev/tasks", "default", name);
-    let mut tasks = s
-        .watch(WatchRequest { resources: vec!["corral.dev/tasks".into()], from: Some(0), ..Default::default() })
-        .await
-        .unwrap();
-    // The watch is being read, and waits, while the writes go on.
-    let reader = tokio::spawn(async move { next(&mut tasks).await });
+    let reader = first_task_event(&s).await;
     let before = s.stats().watch_wakeups;
     for i in 0..500 {
         s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "1")).await.unwrap();
     }
-    s.create(task("t"), cm("t", "1")).await.unwrap();
+    s.create(task_key("t"), cm("t", "1")).await.unwrap();
     let WatchEvent::Event(e) = reader.await.unwrap() else { panic!("an event") };
     assert_eq!((e.revision, e.object.key.name.as_str()), (501, "t"));
     // Woken by the task and the sweeps (7), not by each of the 500 writes.
@@ -396,12 +404,7 @@ async fn a_sleeping_watch_of_one_kind_is_swept_along_by_large_writes_of_others()
         o.event_buffer_bytes = 64 << 10;
         o.compaction_retain = 20;
     });
-    let task = |name: &str| corral_store::Key::namespaced("corral.dev/tasks", "default", name);
-    let mut tasks = s
-        .watch(WatchRequest { resources: vec!["corral.dev/tasks".into()], from: Some(0), ..Default::default() })
-        .await
-        .unwrap();
-    let reader = tokio::spawn(async move { next(&mut tasks).await });
+    let reader = first_task_event(&s).await;
     let big = "x".repeat(4000);
     for i in 0..400 {
         s.create(key(&format!("o{i}")), cm(&format!("o{i}"), &big)).await.unwrap();
@@ -411,7 +414,7 @@ async fn a_sleeping_watch_of_one_kind_is_swept_along_by_large_writes_of_others()
     // Far fewer revisions than a sweep's worth went by, but many buffers' worth of
     // bytes: the watch was woken to read past them while they were in memory.
     assert!(st.watch_wakeups >= 10, "swept {} times: {st:?}", st.watch_wakeups);
-    s.create(task("t"), cm("t", "1")).await.unwrap();
+    s.create(task_key("t"), cm("t", "1")).await.unwrap();
     // And it gets the task.
     match reader.await.unwrap() {
         WatchEvent::Event(e) => assert_eq!((e.revision, e.object.key.name.as_str()), (401, "t")),

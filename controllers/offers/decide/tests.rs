@@ -28,7 +28,7 @@ fn framework(name: &str, role: &str, weight: f64) -> FrameworkState {
     FrameworkState { name: name.into(), roles: vec![role.into()], weight, suppressed: false, filters: BTreeMap::new() }
 }
 
-fn offered<'a>(plan: &'a Plan, node: &str) -> Vec<&'a NewOffer> {
+fn offered<'a>(plan: &'a Plan, node: &str) -> Vec<&'a Offer> {
     plan.offer.iter().filter(|o| o.node == node).collect()
 }
 
@@ -45,7 +45,7 @@ fn a_node_offers_its_capacity_less_its_tasks_and_other_roles_reservations() {
         ..Default::default()
     };
     let plan = decide(&s, now, TTL);
-    let by_fw: BTreeMap<&str, &NewOffer> = plan.offer.iter().map(|o| (o.framework.as_str(), o)).collect();
+    let by_fw: BTreeMap<&str, &Offer> = plan.offer.iter().map(|o| (o.framework.as_str(), o)).collect();
     // The shared pool: 4 - 1 reserved - 1 used = 2 cpus, 4096 - 1024 - 512 = 2560 MiB.
     // "web" already holds a quarter of the cpus and "ads" nothing, so "ads-fw" goes
     // first and takes the pool and its reservation; nothing is left for "web".
@@ -95,12 +95,14 @@ fn offers_are_rescinded_on_expiry_node_loss_framework_loss_and_when_tasks_take_t
     let now = Instant::now();
     let offer = |name: &str, framework: &str, node: &str, r: Resources, expires: Instant| OfferState {
         name: name.into(),
-        framework: framework.into(),
-        role: "web".into(),
-        node: node.into(),
-        resources: r,
-        ports: vec![],
-        expires,
+        offer: Offer {
+            framework: framework.into(),
+            role: "web".into(),
+            node: node.into(),
+            resources: r,
+            ports: vec![],
+            expires,
+        },
     };
     let mut lost = node("lost", 2.0, 2048);
     lost.offerable = false;
@@ -242,12 +244,14 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
             .enumerate()
             .map(|(i, (n, f, r, c, g, secs))| OfferState {
                 name: format!("o{i}"),
-                framework: format!("f{f}"),
-                role: roles[r].into(),
-                node: format!("n{n}"),
-                resources: res(c as f64 / 4.0, g * 256),
-                ports: vec![PortRange { begin: 31000 + i as u16, end: 31000 + i as u16 }],
-                expires: t0 + Duration::from_secs(secs),
+                offer: Offer {
+                    framework: format!("f{f}"),
+                    role: roles[r].into(),
+                    node: format!("n{n}"),
+                    resources: res(c as f64 / 4.0, g * 256),
+                    ports: vec![PortRange { begin: 31000 + i as u16, end: 31000 + i as u16 }],
+                    expires: t0 + Duration::from_secs(secs),
+                },
             })
             .collect();
         let quotas = quotas
@@ -276,10 +280,10 @@ proptest! {
         let rescinded: BTreeSet<&str> = plan.rescind.iter().map(|(n, _)| n.as_str()).collect();
         for n in &s.nodes {
             let mut left = Left::of(n);
-            let kept = s.offers.iter().filter(|o| o.node == n.name && !rescinded.contains(o.name.as_str()));
+            let kept = s.offers.iter().filter(|o| o.offer.node == n.name && !rescinded.contains(o.name.as_str()));
             for o in kept {
-                prop_assert!(o.expires > now);
-                prop_assert!(left.take(&o.role, &o.resources, &o.ports), "kept offer {} does not fit", o.name);
+                prop_assert!(o.offer.expires > now);
+                prop_assert!(left.take(&o.offer.role, &o.offer.resources, &o.offer.ports), "kept offer {} does not fit", o.name);
             }
             for o in offered(&plan, &n.name) {
                 prop_assert!(n.offerable);
@@ -299,8 +303,8 @@ proptest! {
             for n in &s.nodes {
                 held = add(&held, &n.allocated.get(role).copied().unwrap_or_default());
             }
-            for o in s.offers.iter().filter(|o| &o.role == role && !rescinded.contains(o.name.as_str())) {
-                held = add(&held, &o.resources);
+            for o in s.offers.iter().filter(|o| &o.offer.role == role && !rescinded.contains(o.name.as_str())) {
+                held = add(&held, &o.offer.resources);
             }
             let new = plan.offer.iter().filter(|o| &o.role == role).fold(Resources::default(), |t, o| add(&t, &o.resources));
             // Per resource: a role already over its limit in one resource (its tasks
