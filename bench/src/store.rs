@@ -87,7 +87,7 @@ fn configmap(ns: &str, name: &str, seq: u64) -> serde_json::Value {
 
 /// The same object as [`configmap`], serialized directly: a client need not build a
 /// JSON tree to send one, and the bench should measure the server, not that.
-pub(crate) fn configmap_body(ns: &str, name: &str, seq: u64) -> String {
+fn configmap_body(ns: &str, name: &str, seq: u64) -> String {
     format!(
         r#"{{"apiVersion":"corral.dev/v1","kind":"ConfigMap","metadata":{{"name":"{name}","namespace":"{ns}"}},"spec":{{"data":{{"v":"{}"}}}}}}"#,
         payload(seq)
@@ -139,11 +139,11 @@ impl Corral {
     }
 
     /// The client for workload client number `c`.
-    pub(crate) fn http(&self, c: usize) -> &reqwest::Client {
+    fn http(&self, c: usize) -> &reqwest::Client {
         if self.use_http1 { &self.http1 } else { &self.h2[c % self.h2.len()] }
     }
 
-    pub(crate) fn collection(&self, ns: &str) -> String {
+    fn collection(&self, ns: &str) -> String {
         format!("{}/apis/corral.dev/v1/namespaces/{ns}/configmaps", self.base)
     }
 
@@ -160,6 +160,31 @@ impl Corral {
         }
         let w: Written = serde_json::from_slice(&r.bytes().await?)?;
         Ok(w.metadata.resource_version.parse().unwrap_or(0))
+    }
+
+    /// Replaces `name` in `ns` with the payload of `seq`.
+    pub(crate) async fn update(&self, c: usize, ns: &str, name: &str, seq: u64) -> anyhow::Result<()> {
+        let r = self
+            .http(c)
+            .put(format!("{}/{name}", self.collection(ns)))
+            .header("content-type", "application/json")
+            .body(configmap_body(ns, name, seq))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("update {name}: HTTP {}", r.status());
+        }
+        Ok(())
+    }
+
+    /// Reads `name` in `ns`, body and all.
+    pub(crate) async fn get(&self, c: usize, ns: &str, name: &str) -> anyhow::Result<()> {
+        let r = self.http(c).get(format!("{}/{name}", self.collection(ns))).send().await?;
+        if !r.status().is_success() {
+            bail!("get {name}: HTTP {}", r.status());
+        }
+        r.bytes().await?;
+        Ok(())
     }
 
     pub(crate) async fn namespace(&self, ns: &str) -> anyhow::Result<()> {
@@ -221,21 +246,7 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
             let update = closed_loop(c, dur, u64::MAX, move |i, seq| {
                 let cl = cl.clone();
                 let ns = nsc.clone();
-                async move {
-                    let name = format!("o{}", seq % existing);
-                    let url = format!("{}/{name}", cl.collection(&ns));
-                    let r = cl
-                        .http(i)
-                        .put(url)
-                        .header("content-type", "application/json")
-                        .body(configmap_body(&ns, &name, seq + 1_000_000_000))
-                        .send()
-                        .await?;
-                    if !r.status().is_success() {
-                        bail!("update {name}: HTTP {}", r.status());
-                    }
-                    Ok(())
-                }
+                async move { cl.update(i, &ns, &format!("o{}", seq % existing), seq + 1_000_000_000).await }
             })
             .await;
             row(&format!("corral update, {c} clients (HTTP/2)"), &update);
@@ -293,14 +304,7 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
         let cl = corral.clone();
         let gets = closed_loop(16, dur, u64::MAX, move |i, seq| {
             let cl = cl.clone();
-            async move {
-                let r = cl.http(i).get(format!("{}/o{}", cl.collection("reads"), seq % 1000)).send().await?;
-                if !r.status().is_success() {
-                    bail!("get: HTTP {}", r.status());
-                }
-                r.bytes().await?;
-                Ok(())
-            }
+            async move { cl.get(i, "reads", &format!("o{}", seq % 1000)).await }
         })
         .await;
         let cpu = server.cpu_time()?.saturating_sub(cpu_before);

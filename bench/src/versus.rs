@@ -13,7 +13,7 @@ use anyhow::bail;
 
 use super::load::{LoadResult, closed_loop};
 use super::procs::{Proc, corral_exe, start_corral_exe};
-use super::store::{Corral, StoreBenchOptions, configmap_body, creates};
+use super::store::{Corral, StoreBenchOptions, creates};
 
 /// Objects each side holds for the update and get workloads.
 const OBJECTS: u64 = 1000;
@@ -67,21 +67,7 @@ async fn updates(corral: &Arc<Corral>, clients: usize, round: usize) -> LoadResu
     let cl = corral.clone();
     closed_loop(clients, SLICE, u64::MAX, move |i, seq| {
         let cl = cl.clone();
-        async move {
-            let name = format!("o{}", seq % OBJECTS);
-            let body = configmap_body(NS, &name, seq + (round as u64 + 1) * 1_000_000_000);
-            let r = cl
-                .http(i)
-                .put(format!("{}/{name}", cl.collection(NS)))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await?;
-            if !r.status().is_success() {
-                bail!("update {name}: HTTP {}", r.status());
-            }
-            Ok(())
-        }
+        async move { cl.update(i, NS, &format!("o{}", seq % OBJECTS), seq + (round as u64 + 1) * 1_000_000_000).await }
     })
     .await
 }
@@ -90,14 +76,7 @@ async fn gets(corral: &Arc<Corral>, clients: usize) -> LoadResult {
     let cl = corral.clone();
     closed_loop(clients, SLICE, u64::MAX, move |i, seq| {
         let cl = cl.clone();
-        async move {
-            let r = cl.http(i).get(format!("{}/o{}", cl.collection(NS), seq % OBJECTS)).send().await?;
-            if !r.status().is_success() {
-                bail!("get: HTTP {}", r.status());
-            }
-            r.bytes().await?;
-            Ok(())
-        }
+        async move { cl.get(i, NS, &format!("o{}", seq % OBJECTS)).await }
     })
     .await
 }

@@ -225,7 +225,7 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
             }
             let Some((_, f, role, give)) = best else { continue };
             let l = left.get_mut(node.name.as_str()).expect("every node has its left-over");
-            let ports = l.free_ports();
+            let ports = l.ports.clone();
             let taken = l.take(role, &give, &ports);
             debug_assert!(taken, "an offer of what is free always fits");
             let e = by_role.entry(role.to_string()).or_default();
@@ -301,10 +301,6 @@ impl Left {
 
     fn free_for(&self, role: &str) -> Resources {
         self.reserved.get(role).map_or(self.shared, |r| add(&self.shared, r))
-    }
-
-    fn free_ports(&self) -> Vec<PortRange> {
-        self.ports.clone()
     }
 
     /// Takes `r` for `role` (its reservation first) and `ports`; false, taking
