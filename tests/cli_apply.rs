@@ -86,6 +86,19 @@ fn example_manifests_apply_namespaces_first() {
     assert!(env.ok(&["apply", "-f", dir]).lines().all(|l| l.ends_with(" unchanged")));
 }
 
+/// The README's `corral apply -f examples/tasks/`: `native.yaml` makes a privileged
+/// namespace and, in the same file, a native task in it. The task's policy depends on
+/// a namespace that does not exist yet, so it must not be judged against its absence.
+#[test]
+fn example_tasks_apply_with_their_privileged_namespace() {
+    let env = Env::start();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tasks");
+    let out = env.ok(&["apply", "-f", dir]);
+    assert!(out.lines().any(|l| l == "namespace/host-tasks created"), "{out}");
+    assert!(out.lines().any(|l| l == "task/native created"), "{out}");
+    assert!(out.lines().all(|l| l.ends_with(" created")), "{out}");
+}
+
 #[test]
 fn apply_reads_multi_document_stdin_and_defaults_the_namespace() {
     let env = Env::start();

@@ -133,8 +133,9 @@ async fn apply(ctx: &Ctx, mut manifest: Value) -> ApiResult<Response> {
     for _ in 0..MAX_ATTEMPTS {
         let live = ctx.state.store.get(&key).await.map_err(ctx.store_error(name))?;
         let Some(live) = live else {
-            ctx.validate(&desired).await?;
+            // The namespace first: admission judges tasks by their namespace's label.
             ctx.require_namespace().await?;
+            ctx.validate(&desired).await?;
             if ctx.dry_run {
                 return Ok(body::json(StatusCode::CREATED, &would_be_created(desired)));
             }

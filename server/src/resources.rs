@@ -452,8 +452,9 @@ async fn create(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     let mut object = body::json_object(&bytes)?;
     ctx.fill_identity(&mut object, None)?;
     strip_for_create(&mut object);
-    ctx.validate(&object).await?;
+    // The namespace first: admission judges tasks by their namespace's label.
     ctx.require_namespace().await?;
+    ctx.validate(&object).await?;
     let name = object_name(&object).to_string();
     if ctx.dry_run {
         return Ok(body::json(StatusCode::CREATED, &would_be_created(object)));
