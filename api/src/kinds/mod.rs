@@ -3,10 +3,12 @@
 pub mod configmap;
 pub mod custom_resource_definition;
 pub mod event;
+pub mod framework;
 pub mod lease;
 pub mod namespace;
 pub mod node;
 pub mod rbac;
+pub mod service;
 pub mod task;
 pub mod token;
 
@@ -16,6 +18,7 @@ pub use custom_resource_definition::{
     ResourceScope,
 };
 pub use event::{Event, EventSource, EventSpec, EventStatus, EventType, ObjectReference};
+pub use framework::{Framework, FrameworkSpec, FrameworkStatus, Offer, OfferSpec, OfferStatus};
 pub use lease::{Lease, LeaseSpec, LeaseStatus};
 pub use namespace::{Namespace, NamespaceSpec, NamespaceStatus};
 pub use node::Node;
@@ -23,6 +26,7 @@ pub use rbac::{
     ClusterRole, ClusterRoleBinding, ClusterRoleBindingSpec, ClusterRoleSpec, PolicyRule, Role, RoleBinding,
     RoleBindingSpec, RoleRef, RoleSpec, Subject,
 };
+pub use service::{Service, ServiceSpec, ServiceStatus};
 pub use task::Task;
 pub use token::{Token, TokenPurpose, TokenSpec};
 
@@ -38,6 +42,9 @@ pub fn builtin_kinds() -> Vec<crate::KindInfo> {
         Event::kind_info(),
         Node::kind_info(),
         Task::kind_info(),
+        Framework::kind_info(),
+        Offer::kind_info(),
+        Service::kind_info(),
         Role::kind_info(),
         ClusterRole::kind_info(),
         RoleBinding::kind_info(),

@@ -191,6 +191,16 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub service_account: Option<String>,
+    /// The framework that launched the task (stamped when it accepts an offer); its
+    /// failover timeout applies. Absent: bound by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework: Option<String>,
+    /// The role whose resources the task holds (stamped from the offer; default `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The offer the task was launched on (stamped when it is accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
 }
 
 impl TaskSpec {
