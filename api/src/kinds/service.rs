@@ -241,6 +241,10 @@ pub struct ServiceSpec {
     /// What happens to tasks of an unreachable node.
     #[serde(default)]
     pub unreachable_strategy: UnreachableStrategy,
+    /// Changing it rolls every task to a new revision of the same template, as
+    /// `corral restart service/NAME` does (it writes the current time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
 }
 
 /// Where a deployment is.
@@ -336,6 +340,10 @@ pub struct TemplateRevision {
     pub revision: u64,
     /// The template.
     pub template: TaskSpec,
+    /// The service's `restartedAt` when it was deployed: a restart is a new
+    /// revision of the same template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
     /// When it was first deployed (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
