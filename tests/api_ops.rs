@@ -189,6 +189,9 @@ impl Storage for FallsBehind {
     async fn delete(&self, _: Key, _: Option<u64>) -> Result<DeleteOutcome> {
         Err(Error::Closed)
     }
+    async fn transact(&self, _: Vec<corral_store::TxnOp>) -> Result<Vec<corral_store::TxnOutcome>> {
+        Err(Error::Closed)
+    }
     async fn get(&self, _: &Key) -> Result<Option<Arc<StoredObject>>> {
         Err(Error::Corrupt("secret internal detail".into()))
     }

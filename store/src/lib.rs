@@ -35,4 +35,6 @@ pub use list::{ListPage, ListRequest};
 pub use marker::MARKER_FILE;
 pub use object::StoredObject;
 pub use sled_store::{Options, SledStore};
-pub use storage::{DeleteOutcome, ListResult, ObjectHead, RevisionPin, Storage, StoreStats, UpdateOutcome};
+pub use storage::{
+    DeleteOutcome, ListResult, ObjectHead, RevisionPin, Storage, StoreStats, TxnOp, TxnOutcome, UpdateOutcome,
+};

@@ -29,7 +29,9 @@ use crate::load::{self, Loaded};
 use crate::marker::{self, Mark, Marker};
 use crate::object::StoredObject;
 use crate::recent::Recent;
-use crate::storage::{DeleteOutcome, ListResult, ObjectHead, RevisionPin, Storage, StoreStats, UpdateOutcome};
+use crate::storage::{
+    DeleteOutcome, ListResult, ObjectHead, RevisionPin, Storage, StoreStats, TxnOp, TxnOutcome, UpdateOutcome,
+};
 use crate::writer::{self, Op, Reply, Request};
 
 /// Tuning of a [`SledStore`].
@@ -370,6 +372,29 @@ impl Storage for SledStore {
     async fn delete(&self, key: Key, expected: Option<u64>) -> Result<DeleteOutcome> {
         match self.submit(Op::Delete { key, expected }).await? {
             Reply::Delete(d) => Ok(d),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn transact(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnOutcome>> {
+        let ops = ops
+            .into_iter()
+            .map(|op| match op {
+                TxnOp::Create { key, object } => Op::Create { key, object },
+                TxnOp::Update { key, object, expected } => Op::Update { key, object, expected, status_only: false },
+                TxnOp::Delete { key, expected } => Op::Delete { key, expected },
+            })
+            .collect();
+        match self.submit(Op::Txn { ops }).await? {
+            Reply::Txn(replies) => replies
+                .into_iter()
+                .map(|r| match r {
+                    Reply::Object(o) => Ok(TxnOutcome::Created(o)),
+                    Reply::Update(u) => Ok(TxnOutcome::Updated(u)),
+                    Reply::Delete(d) => Ok(TxnOutcome::Deleted(d)),
+                    r => Err(unexpected(r)),
+                })
+                .collect(),
             r => Err(unexpected(r)),
         }
     }

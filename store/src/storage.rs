@@ -42,6 +42,45 @@ pub enum DeleteOutcome {
     Finalizing(Arc<StoredObject>),
 }
 
+/// One write of a [`Storage::transact`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum TxnOp {
+    /// As [`Storage::create`].
+    Create {
+        /// Where.
+        key: Key,
+        /// The object.
+        object: Value,
+    },
+    /// As [`Storage::update`].
+    Update {
+        /// Where.
+        key: Key,
+        /// The object.
+        object: Value,
+        /// Fail unless the object is at this revision.
+        expected: Option<u64>,
+    },
+    /// As [`Storage::delete`].
+    Delete {
+        /// Where.
+        key: Key,
+        /// Fail unless the object is at this revision.
+        expected: Option<u64>,
+    },
+}
+
+/// The result of one write of a [`Storage::transact`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum TxnOutcome {
+    /// Created: the object as stored.
+    Created(Arc<StoredObject>),
+    /// Updated.
+    Updated(UpdateOutcome),
+    /// Deleted.
+    Deleted(DeleteOutcome),
+}
+
 /// A consistent list: exactly the matching objects at `revision`.
 #[derive(Clone, Debug, Default)]
 pub struct ListResult {
@@ -116,6 +155,15 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Deletes the object, or marks it for deletion while finalizers remain.
     async fn delete(&self, key: Key, expected: Option<u64>) -> Result<DeleteOutcome>;
+
+    /// Applies every write of `ops` or none: each takes the next revision, in order,
+    /// and all become durable and visible to watches together. A write sees those
+    /// before it (create then update of one key works).
+    ///
+    /// # Errors
+    /// The first write's error that fails (`Conflict`, `NotFound`, `AlreadyExists`…);
+    /// nothing was written then.
+    async fn transact(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnOutcome>>;
 
     /// The object at `key`, if any.
     async fn get(&self, key: &Key) -> Result<Option<Arc<StoredObject>>>;

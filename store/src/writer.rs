@@ -22,10 +22,28 @@ use crate::storage::{DeleteOutcome, UpdateOutcome};
 /// A mutation asked of the writer.
 #[derive(Debug)]
 pub(crate) enum Op {
-    Create { key: Key, object: Value },
-    Update { key: Key, object: Value, expected: Option<u64>, status_only: bool },
-    Delete { key: Key, expected: Option<u64> },
-    Compact { revision: u64 },
+    Create {
+        key: Key,
+        object: Value,
+    },
+    Update {
+        key: Key,
+        object: Value,
+        expected: Option<u64>,
+        status_only: bool,
+    },
+    Delete {
+        key: Key,
+        expected: Option<u64>,
+    },
+    Compact {
+        revision: u64,
+    },
+    /// All of them, or none: each takes the next revision, and all are committed in
+    /// one batch.
+    Txn {
+        ops: Vec<Op>,
+    },
 }
 
 /// The writer's answer.
@@ -35,6 +53,7 @@ pub(crate) enum Reply {
     Update(UpdateOutcome),
     Delete(DeleteOutcome),
     Done,
+    Txn(Vec<Reply>),
 }
 
 pub(crate) struct Request {
@@ -98,6 +117,11 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         for req in batch {
             if let Op::Compact { revision } = req.op {
                 compactions.push((revision, req.reply));
+                continue;
+            }
+            if let Op::Txn { ops } = req.op {
+                let r = decide_txn(shared, &st, ops, &mut overlay, &mut changes, &mut rev, &now);
+                replies.push((req.reply, r));
                 continue;
             }
             let current = match op_key(&req.op) {
@@ -211,8 +235,48 @@ fn process(shared: &Shared, batch: Vec<Request>) {
 fn op_key(op: &Op) -> Option<&Key> {
     match op {
         Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => Some(key),
-        Op::Compact { .. } => None,
+        Op::Compact { .. } | Op::Txn { .. } => None,
     }
+}
+
+/// Decides every mutation of a transaction against the batch's state so far; only if
+/// all succeed do their changes join the batch.
+fn decide_txn(
+    shared: &Shared,
+    st: &crate::sled_store::State,
+    ops: Vec<Op>,
+    overlay: &mut HashMap<Key, Option<Arc<StoredObject>>>,
+    changes: &mut Vec<Change>,
+    rev: &mut u64,
+    now: &str,
+) -> Result<Reply> {
+    let mut local: HashMap<Key, Option<Arc<StoredObject>>> = HashMap::new();
+    let mut mine: Vec<Change> = Vec::new();
+    let mut replies = Vec::with_capacity(ops.len());
+    let mut at = *rev;
+    for op in ops {
+        if matches!(op, Op::Compact { .. } | Op::Txn { .. }) {
+            return Err(Error::Invalid("a transaction holds creates, updates and deletes only".into()));
+        }
+        let current = match op_key(&op) {
+            Some(k) => match local.get(k).or_else(|| overlay.get(k)) {
+                Some(v) => v.clone(),
+                None => shared.load(st, k)?,
+            },
+            None => None,
+        };
+        let (reply, change) = decide(op, current, at + 1, now)?;
+        if let Some(c) = change {
+            at += 1;
+            local.insert(c.key.clone(), c.new.clone());
+            mine.push(c);
+        }
+        replies.push(reply);
+    }
+    overlay.extend(local);
+    changes.extend(mine);
+    *rev = at;
+    Ok(Reply::Txn(replies))
 }
 
 /// What must hold before a batch touches the database: room on the disk (the batch
@@ -413,7 +477,7 @@ fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Re
             let c = change(key, None, EventType::Deleted, stored.clone(), rev);
             Ok((Reply::Delete(DeleteOutcome::Deleted(stored)), Some(c)))
         }
-        Op::Compact { .. } => Ok((Reply::Done, None)),
+        Op::Compact { .. } | Op::Txn { .. } => Ok((Reply::Done, None)),
     }
 }
 

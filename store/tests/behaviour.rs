@@ -522,3 +522,49 @@ async fn list_plus_watch_from_its_revision_rebuilds_state_under_concurrent_write
         assert_eq!(state, want, "snapshot at {rev} plus its events equals the final state");
     }
 }
+
+#[tokio::test]
+async fn a_transaction_writes_all_or_nothing_in_consecutive_revisions() {
+    use corral_store::{TxnOp, TxnOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let offer = s.create(key("offer"), cm("offer", "1")).await.unwrap();
+    let mut w = s.watch(WatchRequest { from: Some(offer.revision), ..Default::default() }).await.unwrap();
+
+    // The offer changed since it was read: nothing of the transaction is written.
+    s.update(key("offer"), cm("offer", "2"), None).await.unwrap();
+    let stale = vec![
+        TxnOp::Create { key: key("t1"), object: cm("t1", "x") },
+        TxnOp::Delete { key: key("offer"), expected: Some(offer.revision) },
+    ];
+    assert!(matches!(s.transact(stale).await, Err(Error::Conflict { .. })));
+    assert!(s.get(&key("t1")).await.unwrap().is_none(), "the create before the failing delete is undone");
+    assert_eq!(s.stats().revision, 2);
+
+    let fresh = vec![
+        TxnOp::Create { key: key("t1"), object: cm("t1", "x") },
+        TxnOp::Create { key: key("t2"), object: cm("t2", "y") },
+        TxnOp::Update { key: key("t2"), object: cm("t2", "z"), expected: Some(4) },
+        TxnOp::Delete { key: key("offer"), expected: Some(2) },
+    ];
+    let out = s.transact(fresh).await.unwrap();
+    assert!(matches!(out[0], TxnOutcome::Created(_)) && matches!(out[3], TxnOutcome::Deleted(_)));
+    assert_eq!(s.stats().revision, 6);
+    assert_eq!(s.get(&key("t2")).await.unwrap().unwrap().value().unwrap()["spec"]["data"]["v"], "z");
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        if let WatchEvent::Event(e) = next(&mut w).await {
+            seen.push((e.revision, e.event_type));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (2, EventType::Modified),
+            (3, EventType::Added),
+            (4, EventType::Added),
+            (5, EventType::Modified),
+            (6, EventType::Deleted)
+        ]
+    );
+}
