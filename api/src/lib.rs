@@ -9,6 +9,7 @@
 //! and their schemas are derived from those structs. This crate depends on no other
 //! Corral crate.
 
+pub mod allocation;
 pub mod apply;
 pub mod crd;
 pub mod delete;

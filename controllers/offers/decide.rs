@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use corral_api::allocation::{Free, add, covers, dominant_share, min, sub};
 use corral_api::kinds::node::{PortRange, Resources};
 
 /// Smallest offer worth making: a hundredth of a core, or 32 MiB (as Mesos).
@@ -135,7 +136,10 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
     let frameworks: BTreeMap<&str, &FrameworkState> = s.frameworks.iter().map(|f| (f.name.as_str(), f)).collect();
 
     // What each node has left, with every offer that stays counted in.
-    let mut left: BTreeMap<&str, Left> = nodes.iter().map(|(name, n)| (*name, Left::of(n))).collect();
+    let mut left: BTreeMap<&str, Free> = nodes
+        .iter()
+        .map(|(name, n)| (*name, Free::new(&n.capacity, &n.reservations, &n.port_ranges, &n.allocated, &n.used_ports)))
+        .collect();
     let mut kept: Vec<&Offer> = Vec::new();
     let mut offers: Vec<&OfferState> = s.offers.iter().collect();
     offers.sort_by(|a, b| a.offer.expires.cmp(&b.offer.expires).then_with(|| a.name.cmp(&b.name)));
@@ -270,127 +274,8 @@ impl Rank {
     }
 }
 
-/// What a node has left: the shared pool, what is left of each role's reservation,
-/// and the free ports.
-#[derive(Clone, Debug)]
-struct Left {
-    shared: Resources,
-    reserved: BTreeMap<String, Resources>,
-    ports: Vec<PortRange>,
-}
-
-impl Left {
-    fn of(n: &NodeState) -> Left {
-        let reserved_total = n.reservations.values().fold(Resources::default(), |t, r| add(&t, r));
-        let mut shared = sub(&n.capacity, &reserved_total);
-        let mut reserved = n.reservations.clone();
-        for (role, used) in &n.allocated {
-            let overflow = match reserved.get_mut(role) {
-                Some(r) => {
-                    let inside = min(r, used);
-                    *r = sub(r, &inside);
-                    sub(used, &inside)
-                }
-                None => *used,
-            };
-            shared = sub(&shared, &overflow);
-        }
-        let ports = minus_ports(&n.port_ranges, &n.used_ports.iter().copied().collect::<Vec<_>>());
-        Left { shared, reserved, ports }
-    }
-
-    fn free_for(&self, role: &str) -> Resources {
-        self.reserved.get(role).map_or(self.shared, |r| add(&self.shared, r))
-    }
-
-    /// Takes `r` for `role` (its reservation first) and `ports`; false, taking
-    /// nothing, if they are not all free.
-    fn take(&mut self, role: &str, r: &Resources, ports: &[PortRange]) -> bool {
-        if !covers(&self.free_for(role), r) || !ports.iter().all(|p| contains(&self.ports, p)) {
-            return false;
-        }
-        let from_reservation = self.reserved.get(role).map_or_else(Resources::default, |res| min(res, r));
-        if let Some(res) = self.reserved.get_mut(role) {
-            *res = sub(res, &from_reservation);
-        }
-        self.shared = sub(&self.shared, &sub(r, &from_reservation));
-        let taken: Vec<u16> = ports.iter().flat_map(|p| p.begin..=p.end).collect();
-        self.ports = minus_ports(&self.ports, &taken);
-        true
-    }
-}
-
-fn add(a: &Resources, b: &Resources) -> Resources {
-    Resources { cpus: a.cpus + b.cpus, mem: a.mem + b.mem, disk: a.disk + b.disk }
-}
-
-/// `a - b`, never below zero.
-fn sub(a: &Resources, b: &Resources) -> Resources {
-    Resources {
-        cpus: round((a.cpus - b.cpus).max(0.0)),
-        mem: a.mem.saturating_sub(b.mem),
-        disk: a.disk.saturating_sub(b.disk),
-    }
-}
-
-fn min(a: &Resources, b: &Resources) -> Resources {
-    Resources { cpus: a.cpus.min(b.cpus), mem: a.mem.min(b.mem), disk: a.disk.min(b.disk) }
-}
-
-/// Whether `a` holds at least `b` of everything.
-fn covers(a: &Resources, b: &Resources) -> bool {
-    a.cpus + 1e-9 >= b.cpus && a.mem >= b.mem && a.disk >= b.disk
-}
-
-/// CPU to a thousandth of a core, so that sums of fractions do not drift.
-fn round(cpus: f64) -> f64 {
-    (cpus * 1000.0).round() / 1000.0
-}
-
 fn worth_offering(r: &Resources) -> bool {
     r.cpus >= MIN_CPUS || r.mem >= MIN_MEM
-}
-
-/// The largest fraction of any one resource of the cluster that `r` is.
-fn dominant_share(r: &Resources, total: &Resources) -> f64 {
-    let frac = |x: f64, t: f64| if t > 0.0 { x / t } else { 0.0 };
-    frac(r.cpus, total.cpus).max(frac(r.mem as f64, total.mem as f64)).max(frac(r.disk as f64, total.disk as f64))
-}
-
-fn contains(ranges: &[PortRange], p: &PortRange) -> bool {
-    (p.begin..=p.end).all(|port| ranges.iter().any(|r| r.begin <= port && port <= r.end))
-}
-
-/// `ranges` without `ports`, as sorted, merged ranges.
-fn minus_ports(ranges: &[PortRange], ports: &[u16]) -> Vec<PortRange> {
-    let taken: BTreeSet<u16> = ports.iter().copied().collect();
-    let mut out: Vec<PortRange> = Vec::new();
-    let mut sorted = ranges.to_vec();
-    sorted.sort_by_key(|r| r.begin);
-    for r in sorted {
-        let mut start: Option<u16> = None;
-        for port in r.begin..=r.end {
-            match (taken.contains(&port), start) {
-                (false, None) => start = Some(port),
-                (true, Some(s)) => {
-                    push_range(&mut out, s, port - 1);
-                    start = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(s) = start {
-            push_range(&mut out, s, r.end);
-        }
-    }
-    out
-}
-
-fn push_range(out: &mut Vec<PortRange>, begin: u16, end: u16) {
-    match out.last_mut() {
-        Some(last) if last.end.checked_add(1).is_some_and(|next| next >= begin) => last.end = last.end.max(end),
-        _ => out.push(PortRange { begin, end }),
-    }
 }
 
 #[cfg(test)]

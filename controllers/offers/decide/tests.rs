@@ -279,7 +279,7 @@ proptest! {
         let plan = decide(&s, now, TTL);
         let rescinded: BTreeSet<&str> = plan.rescind.iter().map(|(n, _)| n.as_str()).collect();
         for n in &s.nodes {
-            let mut left = Left::of(n);
+            let mut left = corral_api::allocation::Free::new(&n.capacity, &n.reservations, &n.port_ranges, &n.allocated, &n.used_ports);
             let kept = s.offers.iter().filter(|o| o.offer.node == n.name && !rescinded.contains(o.name.as_str()));
             for o in kept {
                 prop_assert!(o.offer.expires > now);

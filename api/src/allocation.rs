@@ -1,0 +1,185 @@
+//! Resource arithmetic shared by the allocator that makes offers and the server that
+//! checks accepts against them, so that both count a node's free resources the same.
+//!
+//! A node's resources for a role: its capacity, minus what its live tasks hold,
+//! minus what is reserved for *other* roles. A role's own tasks use its reservation
+//! first, then the shared pool. Ports are shared by all roles.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::kinds::node::{PortRange, Resources};
+
+/// What a node has left: the shared pool, what is left of each role's reservation,
+/// and the free ports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Free {
+    /// Resources no role reserved, not in use.
+    pub shared: Resources,
+    /// What is left of each role's reservation.
+    pub reserved: BTreeMap<String, Resources>,
+    /// Free host ports, as sorted, merged ranges.
+    pub ports: Vec<PortRange>,
+}
+
+impl Free {
+    /// A node of `capacity` with `reservations` by role and `port_ranges`, whose live
+    /// tasks hold `allocated` (by role) and `used_ports`.
+    pub fn new(
+        capacity: &Resources,
+        reservations: &BTreeMap<String, Resources>,
+        port_ranges: &[PortRange],
+        allocated: &BTreeMap<String, Resources>,
+        used_ports: &BTreeSet<u16>,
+    ) -> Free {
+        let reserved_total = reservations.values().fold(Resources::default(), |t, r| add(&t, r));
+        let mut shared = sub(capacity, &reserved_total);
+        let mut reserved = reservations.clone();
+        for (role, used) in allocated {
+            let overflow = match reserved.get_mut(role) {
+                Some(r) => {
+                    let inside = min(r, used);
+                    *r = sub(r, &inside);
+                    sub(used, &inside)
+                }
+                None => *used,
+            };
+            shared = sub(&shared, &overflow);
+        }
+        let ports = minus_ports(port_ranges, &used_ports.iter().copied().collect::<Vec<_>>());
+        Free { shared, reserved, ports }
+    }
+
+    /// What `role` may still take: the shared pool and what is left of its reservation.
+    pub fn free_for(&self, role: &str) -> Resources {
+        self.reserved.get(role).map_or(self.shared, |r| add(&self.shared, r))
+    }
+
+    /// Takes `r` for `role` (its reservation first) and `ports`; false, taking
+    /// nothing, if they are not all free.
+    pub fn take(&mut self, role: &str, r: &Resources, ports: &[PortRange]) -> bool {
+        if !covers(&self.free_for(role), r) || !ports.iter().all(|p| contains(&self.ports, p)) {
+            return false;
+        }
+        let from_reservation = self.reserved.get(role).map_or_else(Resources::default, |res| min(res, r));
+        if let Some(res) = self.reserved.get_mut(role) {
+            *res = sub(res, &from_reservation);
+        }
+        self.shared = sub(&self.shared, &sub(r, &from_reservation));
+        let taken: Vec<u16> = ports.iter().flat_map(|p| p.begin..=p.end).collect();
+        self.ports = minus_ports(&self.ports, &taken);
+        true
+    }
+}
+
+/// `a + b`.
+pub fn add(a: &Resources, b: &Resources) -> Resources {
+    Resources { cpus: round(a.cpus + b.cpus), mem: a.mem + b.mem, disk: a.disk + b.disk }
+}
+
+/// `a - b`, never below zero.
+pub fn sub(a: &Resources, b: &Resources) -> Resources {
+    Resources {
+        cpus: round((a.cpus - b.cpus).max(0.0)),
+        mem: a.mem.saturating_sub(b.mem),
+        disk: a.disk.saturating_sub(b.disk),
+    }
+}
+
+/// The smaller of each resource.
+pub fn min(a: &Resources, b: &Resources) -> Resources {
+    Resources { cpus: a.cpus.min(b.cpus), mem: a.mem.min(b.mem), disk: a.disk.min(b.disk) }
+}
+
+/// Whether `a` holds at least `b` of everything.
+pub fn covers(a: &Resources, b: &Resources) -> bool {
+    a.cpus + 1e-9 >= b.cpus && a.mem >= b.mem && a.disk >= b.disk
+}
+
+/// CPU to a thousandth of a core, so that sums of fractions do not drift.
+fn round(cpus: f64) -> f64 {
+    (cpus * 1000.0).round() / 1000.0
+}
+
+/// The largest fraction of any one resource of `total` that `r` is.
+pub fn dominant_share(r: &Resources, total: &Resources) -> f64 {
+    let frac = |x: f64, t: f64| if t > 0.0 { x / t } else { 0.0 };
+    frac(r.cpus, total.cpus).max(frac(r.mem as f64, total.mem as f64)).max(frac(r.disk as f64, total.disk as f64))
+}
+
+/// Whether every port of `p` lies in `ranges`.
+pub fn contains(ranges: &[PortRange], p: &PortRange) -> bool {
+    (p.begin..=p.end).all(|port| ranges.iter().any(|r| r.begin <= port && port <= r.end))
+}
+
+/// `ranges` without `ports`, as sorted, merged ranges.
+pub fn minus_ports(ranges: &[PortRange], ports: &[u16]) -> Vec<PortRange> {
+    let taken: BTreeSet<u16> = ports.iter().copied().collect();
+    let mut out: Vec<PortRange> = Vec::new();
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| r.begin);
+    for r in sorted {
+        let mut start: Option<u16> = None;
+        for port in r.begin..=r.end {
+            match (taken.contains(&port), start) {
+                (false, None) => start = Some(port),
+                (true, Some(s)) => {
+                    push_range(&mut out, s, port - 1);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            push_range(&mut out, s, r.end);
+        }
+    }
+    out
+}
+
+/// Single ports as sorted, merged ranges.
+pub fn port_ranges(ports: impl IntoIterator<Item = u16>) -> Vec<PortRange> {
+    let set: BTreeSet<u16> = ports.into_iter().collect();
+    let mut out = Vec::new();
+    for p in set {
+        push_range(&mut out, p, p);
+    }
+    out
+}
+
+fn push_range(out: &mut Vec<PortRange>, begin: u16, end: u16) {
+    match out.last_mut() {
+        Some(last) if last.end.checked_add(1).is_some_and(|next| next >= begin) => last.end = last.end.max(end),
+        _ => out.push(PortRange { begin, end }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(cpus: f64, mem: u64) -> Resources {
+        Resources { cpus, mem, disk: 0 }
+    }
+
+    #[test]
+    fn a_role_uses_its_reservation_first_and_others_never_see_it() {
+        let reservations = BTreeMap::from([("ads".to_string(), r(2.0, 1024))]);
+        let allocated = BTreeMap::from([("ads".to_string(), r(3.0, 512))]);
+        let f = Free::new(&r(8.0, 4096), &reservations, &[], &allocated, &BTreeSet::new());
+        // ads took its 2 reserved cpus and 1 of the shared 6.
+        assert_eq!(f.free_for("*"), r(5.0, 3072));
+        assert_eq!(f.free_for("ads"), r(5.0, 3584));
+    }
+
+    #[test]
+    fn take_refuses_what_is_not_free_and_takes_nothing_then() {
+        let ranges = [PortRange { begin: 100, end: 110 }];
+        let mut f = Free::new(&r(1.0, 100), &BTreeMap::new(), &ranges, &BTreeMap::new(), &BTreeSet::from([105]));
+        assert!(!f.take("*", &r(0.5, 10), &port_ranges([105])), "a used port");
+        assert!(!f.take("*", &r(1.5, 10), &[]), "too many cpus");
+        assert_eq!(f.shared, r(1.0, 100));
+        assert!(f.take("*", &r(0.5, 10), &port_ranges([100, 101])));
+        assert_eq!(f.ports, vec![PortRange { begin: 102, end: 104 }, PortRange { begin: 106, end: 110 }]);
+        assert_eq!(f.shared, r(0.5, 90));
+    }
+}
