@@ -21,6 +21,7 @@ mod client;
 pub mod credentials;
 mod error;
 mod logs;
+mod offers;
 mod pager;
 mod params;
 mod transport;

@@ -26,9 +26,11 @@ mod discovery;
 pub mod error;
 mod fields;
 pub mod in_process;
+mod ledger;
 mod list;
 mod logs;
 mod metrics;
+mod offers;
 mod ops;
 mod patch;
 mod patch_bounds;
@@ -195,6 +197,8 @@ pub struct AppShared {
     watches: watch_limits::WatchLimits,
     /// Tokens, roles and bindings, and the audit log.
     pub auth: Arc<auth::Auth>,
+    /// What each node's tasks hold.
+    ledger: Arc<ledger::Ledger>,
 }
 
 impl AppState {
@@ -215,6 +219,7 @@ impl AppState {
             closing: CancellationToken::new(),
             watches: watch_limits::WatchLimits::new(max_watches_per_client),
             auth,
+            ledger: Arc::default(),
         }))
     }
 
@@ -240,7 +245,7 @@ impl AppState {
     }
 
     /// Resolves once [`AppState::close_watches`] has been called.
-    fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
         self.closing.clone().cancelled_owned()
     }
 }
@@ -424,7 +429,7 @@ impl Drop for RunningServer {
     }
 }
 
-/// Opens the store in `cfg.data_dir`, makes sure the `default` and `corral-system`
+/// Opens the store in `cfg.data_dir`, makes sure the `default`, `corral-system` and `corral-frameworks`
 /// namespaces exist, binds `cfg.listen` and serves in the background.
 ///
 /// # Errors
@@ -443,7 +448,11 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     let store_error = |source| Error::Store { path: cfg.data_dir.clone(), source };
     let store = Arc::new(SledStore::open(&cfg.data_dir, options).map_err(store_error)?);
     let dyn_store: Arc<dyn Storage> = store.clone();
-    for ns in ["default", corral_api::kinds::node::NODE_LEASE_NAMESPACE] {
+    for ns in [
+        "default",
+        corral_api::kinds::node::NODE_LEASE_NAMESPACE,
+        corral_api::kinds::framework::FRAMEWORK_LEASE_NAMESPACE,
+    ] {
         ensure_namespace(dyn_store.as_ref(), ns).await.map_err(store_error)?;
     }
     let state =
@@ -517,7 +526,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     })
 }
 
-/// The `default` and `corral-system` namespaces always exist.
+/// The `default`, `corral-system` and `corral-frameworks` namespaces always exist.
 async fn ensure_namespace(store: &dyn Storage, name: &str) -> Result<(), corral_store::Error> {
     let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), name);
     if store.get(&key).await?.is_some() {

@@ -286,6 +286,12 @@ async fn route(
             "{} has no log; only tasks do (GET …/namespaces/{{ns}}/tasks/{{name}}/log)",
             ctx.info.kind
         ))),
+        (Target::Accept | Target::Decline, "POST") if !is_offers(&ctx.info) => Err(ApiError::not_found(format!(
+            "{} cannot be accepted or declined; only offers can (POST /apis/corral.dev/v1/offers/{{name}}/accept)",
+            ctx.info.kind
+        ))),
+        (Target::Accept, "POST") => super::offers::accept(&ctx, body::read(body, content_length).await?).await,
+        (Target::Decline, "POST") => super::offers::decline(&ctx, body::read(body, content_length).await?).await,
         (Target::Object, "DELETE") => {
             let bytes = body::read(body, content_length).await?;
             super::delete::delete(&ctx, params.propagation_policy.as_deref(), bytes).await
@@ -298,6 +304,10 @@ async fn route(
         super::crd::after_write(&ctx.state).await;
     }
     result
+}
+
+fn is_offers(info: &KindInfo) -> bool {
+    info.group == corral_api::GROUP && info.plural == "offers"
 }
 
 /// Namespaced kinds are addressed inside a namespace, cluster-scoped ones outside.
@@ -460,7 +470,13 @@ async fn create(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
         return Ok(body::json(StatusCode::CREATED, &would_be_created(object)));
     }
     initial_status(&ctx.info, &mut object);
-    let stored = ctx.state.store.create(ctx.key(&name), object).await.map_err(ctx.store_error(&name))?;
+    let bound = object.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string);
+    let stored = match bound {
+        Some(node) if ctx.info.group == corral_api::GROUP && ctx.info.plural == "tasks" => {
+            super::offers::create_bound(ctx, ctx.key(&name), object, &node).await?
+        }
+        _ => ctx.state.store.create(ctx.key(&name), object).await.map_err(ctx.store_error(&name))?,
+    };
     Ok(body::raw_json(StatusCode::CREATED, stored.json.clone()))
 }
 

@@ -26,11 +26,12 @@ pub const NODE_LABEL: &str = "corral.dev/node";
 pub const ADMIN_USER: &str = "admin";
 
 /// The namespaced built-in kinds users work with.
-const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks"];
+const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks", "services"];
 /// What a namespace's admin manages: its workload and who may touch it.
-const ADMIN: &[&str] = &["configmaps", "events", "leases", "tasks", "roles", "rolebindings"];
+const ADMIN: &[&str] = &["configmaps", "events", "leases", "tasks", "services", "roles", "rolebindings"];
 /// What a viewer reads.
-const VIEW: &[&str] = &["configmaps", "events", "leases", "tasks", "tasks/status", "tasks/log"];
+const VIEW: &[&str] =
+    &["configmaps", "events", "leases", "tasks", "tasks/status", "tasks/log", "services", "services/status"];
 
 fn rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
     PolicyRule {
@@ -78,6 +79,9 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                     ..Default::default()
                 },
                 rule(&["create"], &["events", "leases"]),
+                // The offers controller makes offers and registers the built-in
+                // frameworks; the services framework accepts offers to launch tasks.
+                rule(&["create"], &["offers", "offers/accept", "offers/decline", "frameworks", "tasks"]),
                 // The collector follows every kind; on credentials and permissions it
                 // may read and delete (revoking is never an escalation), not write.
                 rule(&["get", "list", "watch", "delete"], SENSITIVE),
@@ -85,6 +89,18 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             ],
         ),
         ("monitoring", vec![metrics]),
+        // A scheduler of one's own: bind it in the namespaces its tasks run in, and
+        // with a RoleBinding in corral-frameworks for its liveness lease.
+        (
+            "framework",
+            vec![
+                rule(READ, &["offers", "nodes"]),
+                rule(&["create"], &["offers/accept", "offers/decline"]),
+                rule(&["get", "list", "watch", "create", "update", "patch"], &["frameworks", "leases"]),
+                rule(WRITE, &["tasks"]),
+                rule(READ, &["tasks/status", "tasks/log"]),
+            ],
+        ),
     ]
 }
 

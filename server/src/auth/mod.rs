@@ -302,7 +302,7 @@ pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<At
     let verb = match (target, method.as_str()) {
         (Target::Collection, "GET" | "HEAD") if watch => "watch",
         (Target::Collection, "GET" | "HEAD") => "list",
-        (Target::Collection, "POST") => "create",
+        (Target::Collection | Target::Accept | Target::Decline, "POST") => "create",
         (_, "GET" | "HEAD") => "get",
         (_, "PUT") => "update",
         (_, "PATCH") => "patch",
@@ -314,6 +314,8 @@ pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<At
     let subresource = match target {
         Target::Status => Some("status".into()),
         Target::Log => Some("log".into()),
+        Target::Accept => Some("accept".into()),
+        Target::Decline => Some("decline".into()),
         Target::Collection | Target::Object => None,
     };
     // `GET /apis/corral.dev/v1/namespaces/NAME` addresses the Namespace object.

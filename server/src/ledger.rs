@@ -1,0 +1,236 @@
+//! What each node's live tasks hold, so that no write ever oversubscribes a node.
+//!
+//! Offers are made from a view that may be a moment old, and two frameworks may
+//! accept offers of one node at once; the server is where a node's resources are
+//! finally counted. Every write that binds a task to a node — an accepted offer or
+//! a task created bound by hand — takes the node's lock, checks the tasks fit what
+//! the node has free for their role ([`corral_api::allocation::Free`], the
+//! allocator's own arithmetic), writes, and records the holds before the lock is
+//! released. A watch of tasks releases holds when tasks end or go, and catches
+//! anything bound otherwise. A hold is only ever replaced by a newer revision of
+//! its task, so a late event never undoes a fresh accept.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_api::Selector;
+use corral_api::allocation::{Free, add, sub};
+use corral_api::kinds::framework::DEFAULT_ROLE;
+use corral_api::kinds::node::{Node, Resources};
+use corral_api::kinds::task::TaskPhase;
+use corral_store::{EventType, Key, Storage, StoredObject, WatchEvent, WatchRequest};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+/// The store resource of tasks.
+pub(crate) const TASKS: &str = "corral.dev/tasks";
+
+/// What one live task bound to a node holds.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Hold {
+    pub node: String,
+    pub role: String,
+    pub resources: Resources,
+    pub ports: Vec<u16>,
+}
+
+impl Hold {
+    /// What the task `o` holds: nothing unless it is bound and not ended.
+    pub(crate) fn of(o: &Value) -> Option<Hold> {
+        let spec = o.get("spec")?;
+        let node = spec.get("nodeName").and_then(Value::as_str).filter(|n| !n.is_empty())?;
+        let phase: TaskPhase =
+            o.pointer("/status/phase").and_then(|p| serde_json::from_value(p.clone()).ok()).unwrap_or_default();
+        if phase.is_terminal() {
+            return None;
+        }
+        let resources: Resources =
+            spec.get("resources").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
+        let ports = spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|ps| ps.iter().filter_map(|p| p.get("hostPort").and_then(Value::as_u64)).map(|p| p as u16).collect())
+            .unwrap_or_default();
+        let role = spec.get("role").and_then(Value::as_str).unwrap_or(DEFAULT_ROLE).to_string();
+        Some(Hold { node: node.to_string(), role, resources, ports })
+    }
+}
+
+#[derive(Default)]
+struct Book {
+    /// Each task's hold and the revision it was recorded at; `None` for a task
+    /// gone or ended, remembered for [`TOMBSTONE_TIME`] so that the record of an
+    /// accept that raced the watch cannot bring it back.
+    holds: HashMap<Key, (u64, Option<Hold>)>,
+    /// When each task was seen gone, oldest first.
+    tombstones: VecDeque<(Instant, Key, u64)>,
+    /// Sums by node.
+    nodes: HashMap<String, NodeUse>,
+}
+
+/// How long a gone task is remembered: far longer than an accept takes between its
+/// write and its record.
+const TOMBSTONE_TIME: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct NodeUse {
+    by_role: BTreeMap<String, Resources>,
+    ports: BTreeMap<u16, u32>,
+}
+
+impl Book {
+    /// Sets what `key` holds as of `revision`, unless a newer revision is recorded.
+    fn set(&mut self, key: Key, revision: u64, hold: Option<Hold>) {
+        if let Some((seen, _)) = self.holds.get(&key)
+            && *seen > revision
+        {
+            return;
+        }
+        if hold.is_none() {
+            let now = Instant::now();
+            self.tombstones.push_back((now, key.clone(), revision));
+            while let Some((at, k, r)) = self.tombstones.front() {
+                if now.duration_since(*at) < TOMBSTONE_TIME {
+                    break;
+                }
+                if self.holds.get(k).is_some_and(|(seen, h)| seen == r && h.is_none()) {
+                    self.holds.remove(k);
+                }
+                self.tombstones.pop_front();
+            }
+        }
+        let old = self.holds.insert(key, (revision, hold.clone())).and_then(|(_, h)| h);
+        if let Some(h) = old {
+            let n = self.nodes.entry(h.node.clone()).or_default();
+            let e = n.by_role.entry(h.role.clone()).or_default();
+            *e = sub(e, &h.resources);
+            for p in &h.ports {
+                if let Some(c) = n.ports.get_mut(p) {
+                    *c -= 1;
+                    if *c == 0 {
+                        n.ports.remove(p);
+                    }
+                }
+            }
+        }
+        if let Some(h) = hold {
+            let n = self.nodes.entry(h.node.clone()).or_default();
+            let e = n.by_role.entry(h.role.clone()).or_default();
+            *e = add(e, &h.resources);
+            for p in &h.ports {
+                *n.ports.entry(*p).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// The ledger of every node's holds.
+#[derive(Default)]
+pub(crate) struct Ledger {
+    book: Mutex<Book>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    started: OnceCell<()>,
+}
+
+/// How long to wait before watching tasks again after the watch failed.
+const RETRY: Duration = Duration::from_millis(200);
+
+impl Ledger {
+    /// Loads every task's hold and follows the store from then on; done once, on
+    /// the first write that needs the ledger.
+    pub(crate) async fn ready(
+        self: &Arc<Self>,
+        store: &Arc<dyn Storage>,
+        closed: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), corral_store::Error> {
+        self.started
+            .get_or_try_init(|| async {
+                let from = self.load(store).await?;
+                let (me, store) = (self.clone(), store.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = closed => {}
+                        _ = me.follow(store, from) => {}
+                    }
+                });
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn load(&self, store: &Arc<dyn Storage>) -> Result<u64, corral_store::Error> {
+        let list = store.list(TASKS, None, &Selector::everything()).await?;
+        let mut book = self.book.lock();
+        // Holds recorded after the list (by writes racing it) stay.
+        let newer: Vec<(Key, u64, Option<Hold>)> = book
+            .holds
+            .iter()
+            .filter(|(_, (r, _))| *r > list.revision)
+            .map(|(k, (r, h))| (k.clone(), *r, h.clone()))
+            .collect();
+        *book = Book::default();
+        for o in &list.items {
+            book.set(o.key.clone(), o.revision, hold_of(o));
+        }
+        for (k, r, h) in newer {
+            book.set(k, r, h);
+        }
+        Ok(list.revision)
+    }
+
+    async fn follow(&self, store: Arc<dyn Storage>, mut from: u64) {
+        loop {
+            let request = WatchRequest { resources: vec![TASKS.to_string()], from: Some(from), ..Default::default() };
+            if let Ok(mut events) = store.watch(request).await {
+                while let Some(e) = events.next().await {
+                    match e {
+                        WatchEvent::Event(e) => {
+                            let hold = match e.event_type {
+                                EventType::Deleted => None,
+                                _ => hold_of(&e.object),
+                            };
+                            self.book.lock().set(e.object.key.clone(), e.revision, hold);
+                            from = e.revision;
+                        }
+                        WatchEvent::Bookmark(r) => from = r,
+                        WatchEvent::Gone { .. } => break,
+                    }
+                }
+            }
+            tokio::time::sleep(RETRY).await;
+            match self.load(&store).await {
+                Ok(r) => from = r,
+                Err(e) => tracing::warn!(error = %e, "cannot load the tasks' holds on nodes; retrying"),
+            }
+        }
+    }
+
+    /// The lock that serializes binding writes to `node`.
+    pub(crate) async fn lock(&self, node: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.locks.lock().entry(node.to_string()).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    /// What `node` has free now.
+    pub(crate) fn free(&self, node: &Node) -> Free {
+        let book = self.book.lock();
+        let empty = NodeUse::default();
+        let used = book.nodes.get(&node.metadata.name).unwrap_or(&empty);
+        let status = node.status.clone().unwrap_or_default();
+        let ports: BTreeSet<u16> = used.ports.keys().copied().collect();
+        Free::new(&status.capacity, &node.spec.reservations, &status.port_ranges, &used.by_role, &ports)
+    }
+
+    /// Records what the task `o`, just written, holds.
+    pub(crate) fn record(&self, o: &StoredObject) {
+        self.book.lock().set(o.key.clone(), o.revision, hold_of(o));
+    }
+}
+
+fn hold_of(o: &StoredObject) -> Option<Hold> {
+    o.value().ok().as_ref().and_then(Hold::of)
+}

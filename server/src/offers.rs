@@ -1,0 +1,323 @@
+//! Accepting and declining offers (`POST /apis/corral.dev/v1/offers/NAME/accept`
+//! and `…/decline`), and binding tasks by hand: every write that puts tasks on a
+//! node is checked against what the node has free, under the node's lock
+//! ([`crate::ledger`]), so that no node is ever oversubscribed — also when
+//! frameworks race.
+//!
+//! An accept creates all of its tasks and deletes the offer in one store
+//! transaction: the tasks exist, or none does and the offer is untouched.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use corral_api::allocation::{self, Free, covers};
+use corral_api::kinds::framework::{DEFAULT_ROLE, Offer, OfferAccept, OfferDecline};
+use corral_api::kinds::node::{Node, PortRange, Resources};
+use corral_api::{FieldError, GROUP};
+use corral_store::{Key, StoredObject, TxnOp, TxnOutcome};
+use serde_json::{Value, json};
+
+use super::auth::{Attributes, Decision};
+use super::body;
+use super::error::{ApiError, ApiResult};
+use super::resources::{Ctx, object_name};
+
+/// How long a decline keeps the node from the framework by default (as Mesos).
+const DEFAULT_REFUSE_SECONDS: u64 = 5;
+
+/// `POST offers/NAME/accept`: launches the body's tasks on the offer's node.
+pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
+    let req: OfferAccept = parse(&bytes, "OfferAccept")?;
+    let (stored, offer) = live_offer(ctx, &req.framework).await?;
+    if req.tasks.is_empty() {
+        return Err(ApiError::bad_request("an accept carries at least one task; to turn the offer down, decline it"));
+    }
+    let tasks_info = ctx
+        .state
+        .registry
+        .by_plural(GROUP, corral_api::VERSION, "tasks")
+        .ok_or_else(|| ApiError::internal("the tasks kind is not registered"))?;
+
+    // Each task as it will be stored, judged as a create in its namespace would be.
+    let mut objects = Vec::with_capacity(req.tasks.len());
+    let mut want = Resources::default();
+    let mut ports: Vec<u16> = Vec::new();
+    for (i, task) in req.tasks.iter().enumerate() {
+        let mut object = serde_json::to_value(task).map_err(ApiError::internal)?;
+        let ns = task.metadata.namespace.clone().filter(|n| !n.is_empty()).ok_or_else(|| {
+            invalid_task(ctx, i, "metadata.namespace", "required: the namespace the task is created in")
+        })?;
+        if task.spec.node_name.as_ref().is_some_and(|n| *n != offer.spec.node) {
+            return Err(invalid_task(
+                ctx,
+                i,
+                "spec.nodeName",
+                &format!("leave it out: the offer is of node {:?}", offer.spec.node),
+            ));
+        }
+        for (j, p) in task.spec.ports.iter().enumerate() {
+            match p.host_port {
+                Some(hp) if allocation::contains(&offer.spec.ports, &PortRange { begin: hp, end: hp }) => {
+                    ports.push(hp)
+                }
+                Some(hp) => {
+                    return Err(invalid_task(
+                        ctx,
+                        i,
+                        &format!("spec.ports[{j}].hostPort"),
+                        &format!("{hp} is not among the offer's ports ({})", show_ports(&offer.spec.ports)),
+                    ));
+                }
+                None => {
+                    return Err(invalid_task(
+                        ctx,
+                        i,
+                        &format!("spec.ports[{j}].hostPort"),
+                        &format!("required: pick it from the offer's ports ({})", show_ports(&offer.spec.ports)),
+                    ));
+                }
+            }
+        }
+        want = allocation::add(&want, &task.spec.resources);
+        let spec = object
+            .get_mut("spec")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| ApiError::internal("a task serializes with a spec"))?;
+        spec.insert("nodeName".into(), json!(offer.spec.node));
+        spec.insert("framework".into(), json!(offer.spec.framework));
+        spec.insert("role".into(), json!(offer.spec.role));
+        spec.insert("offer".into(), json!(ctx.name));
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            for f in ["uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp"] {
+                meta.remove(f);
+            }
+        }
+        if let Some(map) = object.as_object_mut() {
+            map.remove("status");
+        }
+        let task_ctx = Ctx {
+            state: ctx.state.clone(),
+            info: tasks_info.clone(),
+            namespace: Some(ns.clone()),
+            name: String::new(),
+            dry_run: false,
+            field_manager: None,
+            client: ctx.client,
+            identity: ctx.identity.clone(),
+            target: super::path::Target::Collection,
+        };
+        may_create_tasks(ctx, &ns)?;
+        task_ctx.require_namespace().await?;
+        task_ctx.validate(&object).await?;
+        objects.push((task_ctx.key(object_name(&object)), object));
+    }
+    let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+    if distinct.len() != ports.len() {
+        return Err(ApiError::conflict(
+            "two of the tasks ask for the same host port; give each its own from the offer",
+        ));
+    }
+    if !covers(&offer.spec.resources, &want) {
+        return Err(ApiError::conflict(format!(
+            "resources short: the tasks ask {}, offer {:?} holds {}",
+            show(&want),
+            ctx.name,
+            show(&offer.spec.resources)
+        )));
+    }
+
+    // The node's lock: no other binding write to it until these holds are recorded.
+    let ledger = &ctx.state.ledger;
+    ledger.ready(&ctx.state.store, ctx.state.closed()).await?;
+    let _lock = ledger.lock(&offer.spec.node).await;
+    let node = live_node(ctx, &offer.spec.node).await?;
+    let mut free = ledger.free(&node);
+    if !free.take(&offer.spec.role, &want, &allocation::port_ranges(ports.iter().copied())) {
+        return Err(ApiError::conflict(format!(
+            "resources short: node {:?} has {} free for role {:?} and ports {}, the tasks ask {} and ports {}; \
+             the offer is out of date — wait for the next one",
+            offer.spec.node,
+            show(&free.free_for(&offer.spec.role)),
+            offer.spec.role,
+            show_ports(&free.ports),
+            show(&want),
+            show_ports(&allocation::port_ranges(ports.iter().copied()))
+        )));
+    }
+    let mut ops: Vec<TxnOp> = objects.into_iter().map(|(key, object)| TxnOp::Create { key, object }).collect();
+    ops.push(TxnOp::Delete { key: stored.key.clone(), expected: Some(stored.revision) });
+    let outcome = ctx.state.store.transact(ops).await.map_err(|e| match e {
+        corral_store::Error::Conflict { .. } | corral_store::Error::NotFound(_) => gone(&ctx.name),
+        corral_store::Error::AlreadyExists(key) => ApiError::conflict(format!(
+            "task {:?} already exists in namespace {:?}; nothing was created and the offer stands",
+            key.name, key.namespace
+        )),
+        other => ApiError::from(other),
+    })?;
+    let mut items = Vec::new();
+    for o in &outcome {
+        if let TxnOutcome::Created(t) = o {
+            ledger.record(t);
+            items.push(t.value().map_err(ApiError::internal)?);
+        }
+    }
+    tracing::info!(offer = %ctx.name, framework = %offer.spec.framework, node = %offer.spec.node,
+        tasks = items.len(), "offer accepted");
+    Ok(body::json(StatusCode::CREATED, &json!({"apiVersion": "corral.dev/v1", "kind": "TaskList", "items": items})))
+}
+
+/// `POST offers/NAME/decline`: the framework turns the offer down and refuses the
+/// node for a while; the offers controller takes it back.
+pub(crate) async fn decline(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
+    let req: OfferDecline = parse(&bytes, "OfferDecline")?;
+    let (stored, _) = live_offer(ctx, &req.framework).await?;
+    let mut object = stored.value().map_err(ApiError::internal)?;
+    let seconds = req.refuse_seconds.unwrap_or(DEFAULT_REFUSE_SECONDS);
+    object["status"] = json!({"declinedForSeconds": seconds});
+    let out = ctx
+        .state
+        .store
+        .update_status(stored.key.clone(), object, Some(stored.revision))
+        .await
+        .map_err(|_| gone(&ctx.name))?;
+    Ok(body::raw_json(StatusCode::OK, out.object().json.clone()))
+}
+
+/// Creates a task bound by hand to a node, within what the node has free; ports
+/// without a host port get the node's lowest free ones.
+pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &str) -> ApiResult<Arc<StoredObject>> {
+    let ledger = &ctx.state.ledger;
+    ledger.ready(&ctx.state.store, ctx.state.closed()).await?;
+    let _lock = ledger.lock(node).await;
+    let Some(live) = ctx.state.store.get(&Key::cluster(format!("{GROUP}/nodes"), node)).await? else {
+        // No such node (yet): nothing to oversubscribe; its agent is not there to run it.
+        let stored = ctx.state.store.create(key.clone(), object).await.map_err(ctx.store_error(&key.name))?;
+        ledger.record(&stored);
+        return Ok(stored);
+    };
+    let node_obj: Node = serde_json::from_slice(&live.json).map_err(ApiError::internal)?;
+    let mut free = ledger.free(&node_obj);
+    let role = object.pointer("/spec/role").and_then(Value::as_str).unwrap_or(DEFAULT_ROLE).to_string();
+    let want: Resources =
+        object.pointer("/spec/resources").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
+    assign_ports(&mut object, &free)?;
+    let hold = super::ledger::Hold::of(&object).map(|h| h.ports).unwrap_or_default();
+    if !free.take(&role, &want, &allocation::port_ranges(hold.iter().copied())) {
+        return Err(ApiError::conflict(format!(
+            "node {node:?} has {} free for role {role:?} and ports {}; the task asks {} and ports {}",
+            show(&free.free_for(&role)),
+            show_ports(&free.ports),
+            show(&want),
+            show_ports(&allocation::port_ranges(hold.iter().copied()))
+        )));
+    }
+    let stored = ctx.state.store.create(key.clone(), object).await.map_err(ctx.store_error(&key.name))?;
+    ledger.record(&stored);
+    Ok(stored)
+}
+
+/// Gives each port without a host port the lowest free one of the node.
+fn assign_ports(object: &mut Value, free: &Free) -> ApiResult<()> {
+    let Some(ports) = object.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return Ok(()) };
+    let taken: BTreeSet<u64> = ports.iter().filter_map(|p| p.get("hostPort").and_then(Value::as_u64)).collect();
+    let mut candidates = free.ports.iter().flat_map(|r| r.begin..=r.end).filter(|p| !taken.contains(&u64::from(*p)));
+    for (i, p) in ports.iter_mut().enumerate() {
+        if p.get("hostPort").is_some_and(|h| !h.is_null()) {
+            continue;
+        }
+        let Some(next) = candidates.next() else {
+            return Err(ApiError::conflict(format!(
+                "spec.ports[{i}]: the node has no free host port left in its ranges ({})",
+                show_ports(&free.ports)
+            )));
+        };
+        p["hostPort"] = json!(next);
+    }
+    Ok(())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("the body is not an {what}: {e}")))
+}
+
+/// The offer as stored, if it is still good for `framework`.
+async fn live_offer(ctx: &Ctx, framework: &str) -> ApiResult<(Arc<StoredObject>, Offer)> {
+    let stored = ctx.state.store.get(&ctx.key(&ctx.name)).await?.ok_or_else(|| gone(&ctx.name))?;
+    let offer: Offer = serde_json::from_slice(&stored.json).map_err(ApiError::internal)?;
+    if offer.spec.framework != framework {
+        return Err(ApiError::forbidden(format!(
+            "offer {:?} was made to framework {:?}, not {framework:?}",
+            ctx.name, offer.spec.framework
+        )));
+    }
+    if offer.metadata.deletion_timestamp.is_some() {
+        return Err(gone(&ctx.name));
+    }
+    let expires = chrono::DateTime::parse_from_rfc3339(&offer.spec.expires).map_err(ApiError::internal)?;
+    if expires <= chrono::Utc::now() {
+        return Err(ApiError::conflict(format!(
+            "offer {:?} expired at {}; wait for the next offer",
+            ctx.name, offer.spec.expires
+        )));
+    }
+    if offer.status.as_ref().is_some_and(|s| s.declined_for_seconds.is_some()) {
+        return Err(ApiError::conflict(format!("offer {:?} was declined", ctx.name)));
+    }
+    Ok((stored, offer))
+}
+
+async fn live_node(ctx: &Ctx, name: &str) -> ApiResult<Node> {
+    let live = ctx
+        .state
+        .store
+        .get(&Key::cluster(format!("{GROUP}/nodes"), name))
+        .await?
+        .ok_or_else(|| ApiError::conflict(format!("node {name:?} is gone; the offer is void")))?;
+    serde_json::from_slice(&live.json).map_err(ApiError::internal)
+}
+
+fn may_create_tasks(ctx: &Ctx, ns: &str) -> ApiResult<()> {
+    let attrs = Attributes::Resource {
+        verb: "create".into(),
+        group: GROUP.into(),
+        resource: "tasks".into(),
+        subresource: None,
+        namespace: Some(ns.into()),
+        name: None,
+    };
+    match ctx.state.auth.policy.read().authorize(&ctx.identity, &attrs) {
+        Decision::Allow(_) => Ok(()),
+        Decision::Deny => Err(ApiError::forbidden(format!(
+            "user {:?} cannot create tasks in namespace {ns:?}, which accepting this offer does",
+            ctx.identity.user
+        ))),
+    }
+}
+
+fn gone(name: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "offer {name:?} is no longer outstanding: it was accepted, declined, rescinded or it expired; wait for the next offer"
+    ))
+}
+
+fn invalid_task(ctx: &Ctx, i: usize, field: &str, reason: &str) -> ApiError {
+    ApiError::invalid(&ctx.info, &ctx.name, vec![FieldError::new(format!("tasks[{i}].{field}"), reason.to_string())])
+}
+
+fn show(r: &Resources) -> String {
+    format!("cpus {}, mem {} MiB, disk {} MiB", r.cpus, r.mem, r.disk)
+}
+
+fn show_ports(ranges: &[PortRange]) -> String {
+    if ranges.is_empty() {
+        return "none".into();
+    }
+    ranges
+        .iter()
+        .map(|r| if r.begin == r.end { r.begin.to_string() } else { format!("{}-{}", r.begin, r.end) })
+        .collect::<Vec<_>>()
+        .join(",")
+}
