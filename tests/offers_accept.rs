@@ -170,3 +170,27 @@ async fn concurrent_accepts_never_oversubscribe_a_node() {
     assert_eq!(items.len(), 6);
     assert!(cpus <= 2.0 + 1e-9 && mem <= 2048, "cpus {cpus}, mem {mem}");
 }
+
+#[tokio::test]
+async fn tasks_bound_by_hand_get_free_host_ports_from_the_server() {
+    let s = server().await;
+    node(&s, "n1", 2.0, 1024).await;
+    let with_port = |name: &str, node: &str| {
+        let mut t = task(name, 0.1, 16);
+        t["spec"]["nodeName"] = json!(node);
+        t["spec"]["ports"] = json!([{"name": "http"}, {"name": "admin", "hostPort": 31001}]);
+        t
+    };
+    let (code, a) = s.post(TASKS, &with_port("a", "n1")).await;
+    assert_eq!(code, StatusCode::CREATED, "{a}");
+    assert_eq!(a["spec"]["ports"][0]["hostPort"], 31000, "the lowest free port of the node");
+    let mut b = task("b", 0.1, 16);
+    b["spec"]["nodeName"] = json!("n1");
+    b["spec"]["ports"] = json!([{"name": "http"}]);
+    let (code, b) = s.post(TASKS, &b).await;
+    assert_eq!(code, StatusCode::CREATED, "{b}");
+    assert_eq!(b["spec"]["ports"][0]["hostPort"], 31002, "31000 and 31001 are held by task a");
+    let (code, out) = s.post(TASKS, &with_port("c", "nowhere")).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert!(out.to_string().contains("spec.ports[0].hostPort"), "{out}");
+}

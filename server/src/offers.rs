@@ -193,7 +193,24 @@ pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &
     ledger.ready(&ctx.state.store, ctx.state.closed()).await?;
     let _lock = ledger.lock(node).await;
     let Some(live) = ctx.state.store.get(&Key::cluster(format!("{GROUP}/nodes"), node)).await? else {
-        // No such node (yet): nothing to oversubscribe; its agent is not there to run it.
+        // No such node (yet): nothing to oversubscribe, but no ranges to pick ports from.
+        if let Some(i) = object
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .and_then(|ps| ps.iter().position(|p| p.get("hostPort").is_none_or(Value::is_null)))
+        {
+            return Err(ApiError::invalid(
+                &ctx.info,
+                &key.name,
+                vec![FieldError::new(
+                    format!("spec.ports[{i}].hostPort"),
+                    format!(
+                        "required while node {node:?} is not registered: the server picks free host ports from \
+                         a node's ranges, and this node has none yet; give one, or create the task once the node is up"
+                    ),
+                )],
+            ));
+        }
         let stored = ctx.state.store.create(key.clone(), object).await.map_err(ctx.store_error(&key.name))?;
         ledger.record(&stored);
         return Ok(stored);
