@@ -21,9 +21,14 @@ use crate::runtime::{LaunchSpec, Mount};
 /// `RUNNING` (or `FAILED`) and the finalizer.
 pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) -> Result<Action> {
     let t0 = std::time::Instant::now();
-    let ports = assign_ports(ctx, &task, &uid).await?;
     let mut st = task.status.clone().unwrap_or_default();
     st.host_ip = Some(ctx.address.clone());
+    // Host ports come with the task (see `ports`); one it lacks, or one another task
+    // holds, will not change on a retry: the task fails as a bad image does.
+    let ports = match assign_ports(ctx, &task, &uid) {
+        Ok(ports) => ports,
+        Err((reason, e)) => return fail(ctx, &task, st, reason, &e.to_string()).await,
+    };
     st.ports = ports.clone();
     let staging = !task.spec.artifacts.is_empty();
     if staging {

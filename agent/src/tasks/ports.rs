@@ -1,13 +1,21 @@
-//! Host ports handed to tasks.
+//! Host ports held by tasks.
 //!
-//! A port the spec leaves open goes to the first port of the node's ranges that no task
-//! of this node holds and nothing else has bound. Finding one binds sockets, port after
-//! port, which is slow when a range is crowded: it is done on the blocking pool and
-//! without the lock every task shares. Another launch may then take the same port
-//! meanwhile; the claim, under the lock, checks for that and probes again.
+//! The agent does not pick host ports: a task reaches its node with every
+//! `spec.ports[].hostPort` set, by the framework from the ports of the offer it
+//! accepted, or by the API server (the node's lowest free ports) for a task bound by
+//! hand. Both choose from what the server's ledger knows is free on the node, so the
+//! agent takes the ports as given — binding sockets to find free ones here would only
+//! race the server's choices.
+//!
+//! It still records which task holds which port, for what depends on it (the task's
+//! `PORT_<NAME>` variables, health checks by port name, the ports reported after a
+//! restart), and it refuses what cannot be right: a port without a host port (a task
+//! written before ports were assigned upstream, or by some other path), and a host
+//! port that another live task of this node holds (tasks written before, or bound by
+//! hand to the same fixed port). Either ends the task `FAILED`: retrying would refuse
+//! it again.
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::collections::HashMap;
 
 use corral_api::kinds::node::PortRange;
 use corral_api::kinds::task::{Task, TaskPort};
@@ -15,90 +23,111 @@ use parking_lot::Mutex;
 
 use super::TaskContext;
 use super::state::{Local, Ports, TaskState};
-use crate::blocking;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::layout::Layout;
 
-/// Probes in a row that may lose their ports to other launches before the launch
-/// gives up, to be retried by the next reconcile. Each loss is to a launch that has
-/// then claimed its ports, so with fewer launches at once than this, the bound is
-/// never reached.
-const CLAIM_ATTEMPTS: usize = 16;
+/// Status reason of a task with a port that has no host port.
+pub(super) const PORT_UNASSIGNED: &str = "PortUnassigned";
 
-/// Host ports of the task's named ports: as given, or (until a scheduler assigns them)
-/// free ports of the node's ranges. What is handed out is held by the task from now
-/// until it is cleaned up, and never handed to another task meanwhile.
+/// Status reason of a task with a host port another live task of this node holds.
+pub(super) const PORT_IN_USE: &str = "PortInUse";
+
+/// Why a task's ports are refused: the status reason (a constant above, for programs
+/// to match) and the error that explains it (for people).
+pub(super) type Refused = (&'static str, Error);
+
+/// The host ports of the task's named ports, as its spec gives them, held by the task
+/// from now until it is cleaned up.
 ///
 /// # Errors
-/// Other launches took the ports found free [`CLAIM_ATTEMPTS`] times in a row.
-pub(super) async fn assign_ports(ctx: &TaskContext, task: &Task, uid: &str) -> Result<Ports> {
-    let ranges = ctx.port_ranges.clone();
-    claim(&ctx.local, &task.spec.ports, uid, move |excluded, count| {
-        let ranges = ranges.clone();
-        blocking::run("probing for free host ports", move || Ok(probe(&ranges, &excluded, count)))
-    })
-    .await
+/// [`PORT_UNASSIGNED`] if a port has no host port; [`PORT_IN_USE`] if another task of
+/// this node that has not ended holds one of them. Both are final: the spec will not
+/// change by itself.
+pub(super) fn assign_ports(ctx: &TaskContext, task: &Task, uid: &str) -> Result<Ports, Refused> {
+    claim(&ctx.local, &task.spec.ports, uid, &ctx.port_ranges)
 }
 
-/// [`assign_ports`] with the probe given: `probe(excluded, count)` finds up to
-/// `count` free ports, none of them in `excluded`.
-async fn claim<P, F>(local: &Mutex<HashMap<String, Local>>, wanted: &[TaskPort], uid: &str, probe: P) -> Result<Ports>
-where
-    P: Fn(HashSet<u16>, usize) -> F,
-    F: Future<Output = Result<Vec<u16>>>,
-{
-    let open = wanted.iter().filter(|p| p.host_port.is_none()).count();
-    // The task's own fixed ports are not free for its open ones either.
-    let fixed: HashSet<u16> = wanted.iter().filter_map(|p| p.host_port).collect();
-    for _ in 0..CLAIM_ATTEMPTS {
-        let found = if open == 0 {
-            Vec::new()
-        } else {
-            let excluded = held_by_others(&local.lock(), uid).union(&fixed).copied().collect();
-            probe(excluded, open).await?
+/// [`assign_ports`] on the agent's task table; `ranges` (the node's) only serve to
+/// tell the user where host ports come from.
+fn claim(
+    local: &Mutex<HashMap<String, Local>>,
+    wanted: &[TaskPort],
+    uid: &str,
+    ranges: &[PortRange],
+) -> Result<Ports, Refused> {
+    let mut ports = Ports::new();
+    for (i, p) in wanted.iter().enumerate() {
+        let Some(host_port) = p.host_port else {
+            return Err((
+                PORT_UNASSIGNED,
+                Error::Invalid(format!(
+                    "spec.ports[{i}] ({:?}) has no hostPort, and the agent no longer picks host ports: the \
+                     framework picks them from the offer it accepts, and the API server picks them for a task \
+                     bound to a node by hand (this node's ranges: {}); create the task again through one of \
+                     those, or give the port a hostPort",
+                    p.name,
+                    show_ranges(ranges)
+                )),
+            ));
         };
-        let mut local = local.lock();
-        let held = held_by_others(&local, uid);
-        if found.iter().any(|p| held.contains(p)) {
-            continue;
-        }
-        let mut found = found.into_iter();
-        let ports: Ports =
-            wanted.iter().filter_map(|p| Some((p.name.clone(), p.host_port.or_else(|| found.next())?))).collect();
-        let state = TaskState::preparing(ports.clone());
-        match local.get_mut(uid) {
-            Some(l) => l.state = state,
-            None => {
-                local.insert(uid.to_string(), Local::new(state));
-            }
-        }
-        return Ok(ports);
+        ports.insert(p.name.clone(), host_port);
     }
-    Err(Error::Runtime(format!(
-        "task {uid}: other launches took the free host ports found for it {CLAIM_ATTEMPTS} times in a row; \
-         trying again"
-    )))
+    // Checked and held under one lock, so that of two tasks given the same port only
+    // one ever holds it.
+    let mut local = local.lock();
+    for (i, p) in wanted.iter().enumerate() {
+        let Some(host_port) = p.host_port else { continue };
+        if let Some((other, holder)) = holder_of(&local, uid, host_port) {
+            let holder = holder
+                .key
+                .as_ref()
+                .map(|k| format!("task {}/{} (uid {other})", k.namespace.as_deref().unwrap_or_default(), k.name))
+                .unwrap_or_else(|| format!("the task with uid {other}"));
+            let message = format!(
+                "spec.ports[{i}] ({:?}): host port {host_port} is held by {holder}, which has not ended on \
+                 this node; two tasks cannot listen on one port. Create the task again with a free host port (the \
+                 framework's offer, or the server for a task bound by hand, gives one), or once the other has \
+                 ended",
+                p.name
+            );
+            // Never launched: it holds nothing.
+            local.remove(uid);
+            return Err((PORT_IN_USE, Error::Invalid(message)));
+        }
+    }
+    let state = TaskState::preparing(ports.clone());
+    match local.get_mut(uid) {
+        Some(l) => l.state = state,
+        None => {
+            local.insert(uid.to_string(), Local::new(state));
+        }
+    }
+    Ok(ports)
 }
 
-/// The ports the tasks other than `uid` hold.
-fn held_by_others(local: &HashMap<String, Local>, uid: &str) -> HashSet<u16> {
-    local
-        .iter()
-        .filter(|(u, _)| u.as_str() != uid)
-        .flat_map(|(_, l)| l.state.ports())
-        .flat_map(|p| p.values().copied())
-        .collect()
+/// The task other than `uid` that holds `port` and has not ended, with its uid. An
+/// ended task keeps its ports until it is cleaned up, but its process let them go,
+/// and the server hands them out again as soon as the end is reported — which comes
+/// before the clean-up.
+fn holder_of<'a>(local: &'a HashMap<String, Local>, uid: &str, port: u16) -> Option<(&'a str, &'a Local)> {
+    local.iter().find_map(|(u, l)| {
+        let holds = u.as_str() != uid
+            && l.state.end().is_none()
+            && l.state.ports().is_some_and(|ps| ps.values().any(|p| *p == port));
+        holds.then_some((u.as_str(), l))
+    })
 }
 
-/// The first `count` ports of `ranges`, in order, that are not `excluded` and that
-/// nothing on this host has bound. Blocks (a bind per port tried).
-fn probe(ranges: &[PortRange], excluded: &HashSet<u16>, count: usize) -> Vec<u16> {
+/// `ranges` as a user writes them, e.g. `31000-32000,8080`.
+fn show_ranges(ranges: &[PortRange]) -> String {
+    if ranges.is_empty() {
+        return "none".into();
+    }
     ranges
         .iter()
-        .flat_map(|r| r.begin..=r.end)
-        .filter(|p| !excluded.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
-        .take(count)
-        .collect()
+        .map(|r| if r.begin == r.end { r.begin.to_string() } else { format!("{}-{}", r.begin, r.end) })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn ports_path(layout: &Layout, uid: &str) -> std::path::PathBuf {
@@ -121,19 +150,13 @@ pub(super) fn recorded_ports(layout: &Layout, uid: &str) -> Option<Ports> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use corral_runtime::ObjectRef;
 
     use super::*;
+    use crate::tasks::state::End;
 
     fn port(name: &str, host_port: Option<u16>) -> TaskPort {
         TaskPort { name: name.into(), host_port, ..TaskPort::default() }
-    }
-
-    /// Free ports from 31000 on, as a probe that cannot see claims would find them.
-    fn first_free(excluded: &HashSet<u16>, count: usize) -> Vec<u16> {
-        (31000..32000).filter(|p| !excluded.contains(p)).take(count).collect()
     }
 
     fn holding(uid: &str, ports: &[(&str, u16)]) -> (String, Local) {
@@ -141,71 +164,84 @@ mod tests {
         (uid.to_string(), Local::new(TaskState::preparing(ports)))
     }
 
-    #[tokio::test]
-    async fn open_ports_get_free_ones_and_fixed_ones_stay() {
+    const RANGES: &[PortRange] = &[PortRange { begin: 31000, end: 32000 }];
+
+    #[test]
+    fn ports_are_taken_as_the_spec_gives_them() {
         let local = Mutex::new(HashMap::from([holding("other", &[("web", 31000)])]));
-        let wanted = [port("a", None), port("fixed", Some(31001)), port("b", None)];
-        let ports = claim(&local, &wanted, "me", |ex, n| async move { Ok(first_free(&ex, n)) }).await.unwrap();
-        assert_eq!(ports, Ports::from([("a".into(), 31002), ("fixed".into(), 31001), ("b".into(), 31003)]));
+        let wanted = [port("a", Some(31002)), port("fixed", Some(8080)), port("b", Some(31001))];
+        let ports = claim(&local, &wanted, "me", RANGES).unwrap();
+        assert_eq!(ports, Ports::from([("a".into(), 31002), ("fixed".into(), 8080), ("b".into(), 31001)]));
         assert_eq!(local.lock()["me"].state.ports(), Some(&ports), "held from now on");
     }
 
-    #[tokio::test]
-    async fn a_port_claimed_while_probing_is_not_handed_out_twice() {
+    #[test]
+    fn a_task_without_ports_holds_none() {
         let local = Mutex::new(HashMap::new());
-        let probes = AtomicUsize::new(0);
-        let ports = claim(&local, &[port("http", None)], "me", |ex, n| {
-            // The first probe finds 31000 free; another launch claims it before this
-            // one can.
-            if probes.fetch_add(1, Ordering::SeqCst) == 0 {
-                local.lock().extend([holding("other", &[("http", 31000)])]);
-            }
-            async move { Ok(first_free(&ex, n)) }
-        })
-        .await
-        .unwrap();
-        assert_eq!(ports["http"], 31001);
-        assert_eq!(probes.load(Ordering::SeqCst), 2);
+        assert_eq!(claim(&local, &[], "me", RANGES).unwrap(), Ports::new());
+        assert_eq!(local.lock()["me"].state.ports(), Some(&Ports::new()));
     }
 
-    #[tokio::test]
-    async fn ports_lost_again_and_again_fail_the_launch_for_a_retry() {
+    #[test]
+    fn a_port_without_host_port_is_refused_naming_it() {
         let local = Mutex::new(HashMap::new());
-        let n = AtomicUsize::new(0);
-        let outcome = claim(&local, &[port("http", None)], "me", |_, _| {
-            let i = n.fetch_add(1, Ordering::SeqCst) as u16;
-            local.lock().extend([holding(&format!("other-{i}"), &[("http", 31000 + i)])]);
-            async move { Ok(vec![31000 + i]) }
-        })
-        .await;
-        assert!(matches!(outcome, Err(Error::Runtime(_))), "{outcome:?}");
-        assert_eq!(n.load(Ordering::SeqCst), CLAIM_ATTEMPTS);
-        assert!(!local.lock().contains_key("me"));
+        let wanted = [port("web", Some(31000)), port("admin", None)];
+        let (reason, e) = claim(&local, &wanted, "me", RANGES).unwrap_err();
+        assert_eq!(reason, PORT_UNASSIGNED);
+        let message = e.to_string();
+        assert!(message.contains("spec.ports[1]") && message.contains("\"admin\""), "{message}");
+        assert!(message.contains("framework") && message.contains("server"), "{message}");
+        assert!(message.contains("31000-32000"), "{message}");
+        assert!(!local.lock().contains_key("me"), "holds nothing");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_launches_never_share_a_port() {
-        let local = Arc::new(Mutex::new(HashMap::new()));
-        let mut launches = Vec::new();
-        for i in 0..12 {
-            let local = local.clone();
-            launches.push(tokio::spawn(async move {
-                let wanted = [port("a", None), port("b", None), port("c", None)];
-                claim(&local, &wanted, &format!("task-{i}"), |ex, n| async move {
-                    // Let the others probe too before this one claims.
-                    tokio::task::yield_now().await;
-                    Ok(first_free(&ex, n))
-                })
-                .await
-                .unwrap()
-            }));
-        }
-        let mut all = Vec::new();
-        for l in launches {
-            all.extend(l.await.unwrap().into_values());
-        }
-        let distinct: BTreeSet<u16> = all.iter().copied().collect();
-        assert_eq!(all.len(), 36);
-        assert_eq!(distinct.len(), 36, "a port was handed out twice: {all:?}");
+    #[test]
+    fn a_port_held_by_another_task_is_refused() {
+        let mut other = holding("other", &[("web", 31000)]);
+        other.1.key = Some(ObjectRef::namespaced("corral.dev/tasks", "shop", "web-1"));
+        let local = Mutex::new(HashMap::from([other]));
+        let (reason, e) = claim(&local, &[port("http", Some(31000))], "me", RANGES).unwrap_err();
+        assert_eq!(reason, PORT_IN_USE);
+        let message = e.to_string();
+        assert!(message.contains("31000") && message.contains("shop/web-1"), "{message}");
+        assert!(!local.lock().contains_key("me"), "holds nothing");
+        assert_eq!(local.lock()["other"].state.ports().map(|p| p["web"]), Some(31000), "the holder keeps it");
+    }
+
+    #[test]
+    fn a_holder_not_reconciled_yet_is_named_by_uid() {
+        let local = Mutex::new(HashMap::from([holding("uid-1", &[("web", 31000)])]));
+        let (reason, e) = claim(&local, &[port("http", Some(31000))], "me", RANGES).unwrap_err();
+        assert_eq!(reason, PORT_IN_USE);
+        assert!(e.to_string().contains("uid-1"), "{e}");
+    }
+
+    #[test]
+    fn a_port_of_an_ended_task_may_be_taken() {
+        let (uid, mut ended) = holding("ended", &[("web", 31000)]);
+        ended.state.ended(End::NotStarted("gone".into()));
+        let local = Mutex::new(HashMap::from([(uid, ended)]));
+        let ports = claim(&local, &[port("http", Some(31000))], "me", RANGES).unwrap();
+        assert_eq!(ports["http"], 31000);
+    }
+
+    #[test]
+    fn claiming_again_keeps_the_tasks_own_ports() {
+        let local = Mutex::new(HashMap::new());
+        let wanted = [port("http", Some(31000))];
+        claim(&local, &wanted, "me", RANGES).unwrap();
+        // A retried reconcile (its status write failed) claims the same ports again.
+        assert_eq!(claim(&local, &wanted, "me", RANGES).unwrap()["http"], 31000);
+    }
+
+    #[test]
+    fn ports_recorded_beside_a_task_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path()).unwrap();
+        std::fs::create_dir_all(layout.task("me")).unwrap();
+        let ports = Ports::from([("http".into(), 31000)]);
+        record_ports(&layout, "me", &ports);
+        assert_eq!(recorded_ports(&layout, "me"), Some(ports));
+        assert_eq!(recorded_ports(&layout, "unknown"), None);
     }
 }
