@@ -8,15 +8,20 @@
 //!   in `corral up` and `corral server` the client reaches the API server in the same
 //!   process, and `corral controllers --server URL` runs the same set elsewhere.
 //!
-//! The controllers: [`gc`] (cascading deletion, namespace emptying) and
-//! [`node_lifecycle`] (unreachable nodes, `LOST` tasks). Under way: [`offers`], of
-//! which the allocator (weighted DRF, reservations, quotas) is built and not yet run.
+//! The controllers: [`gc`] (cascading deletion, namespace emptying),
+//! [`node_lifecycle`] (unreachable nodes, `LOST` tasks), [`offers`] (nodes' free
+//! resources offered to frameworks in weighted DRF order, framework liveness and
+//! failover) and [`services`] (the built-in framework keeping services running).
+//! The last two work in rounds over the whole cluster rather than per object.
 
 #![warn(missing_docs)]
 
 pub mod gc;
 pub mod node_lifecycle;
 pub mod offers;
+pub mod services;
+
+mod rounds;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +35,10 @@ pub struct Config {
     pub gc: gc::Config,
     /// The node lifecycle controller's.
     pub node_lifecycle: node_lifecycle::Config,
+    /// The offers controller's.
+    pub offers: offers::Config,
+    /// The services controller's.
+    pub services: services::Config,
 }
 
 impl Config {
@@ -40,7 +49,7 @@ impl Config {
 }
 
 /// The names of every built-in controller, as `--controllers` takes them.
-pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME];
+pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME];
 
 /// Which built-in controllers to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +101,12 @@ pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>>
     }
     if selection.includes(node_lifecycle::NAME) {
         out.push(Arc::new(node_lifecycle::NodeLifecycle::new(config.node_lifecycle.clone())));
+    }
+    if selection.includes(offers::NAME) {
+        out.push(Arc::new(offers::Offers::new(config.offers.clone())));
+    }
+    if selection.includes(services::NAME) {
+        out.push(Arc::new(services::Services::new(config.services.clone())));
     }
     out
 }

@@ -1,10 +1,475 @@
-//! Offers: two-level scheduling as in Mesos. Nodes' free resources become offers to
-//! frameworks in weighted-DRF order; a framework accepts an offer by creating tasks
-//! bound to its node.
+//! The offers controller: the first level of two-level scheduling. It turns nodes'
+//! free resources into [`Offer`]s for registered [`Framework`]s, in weighted DRF
+//! order ([`decide::decide`]), takes them back when they expire, when their node is
+//! lost, when their framework goes, or when tasks took the resources; records a
+//! decline's filter; judges each framework's liveness from its lease in
+//! `corral-frameworks` and kills the tasks of one gone longer than its failover
+//! timeout; and writes each framework's share to its status.
 //!
-//! Built so far: the allocator ([`decide`]), a pure function from the cluster's nodes,
-//! frameworks, quotas and outstanding offers to the offers to make and to rescind. The
-//! `Framework` and `Offer` kinds, the reconcile that applies the plan and the accept
-//! path in the server come next (issue 11).
+//! Allocation is a round over the whole cluster, not a reconcile per object: any
+//! change of a node, task, framework, lease or offer wakes the loop in this file,
+//! which waits a moment for more changes to arrive, then runs one round.
+//!
+//! Offers are objects in the store, labelled `corral.dev/framework=NAME`, so a
+//! framework lists and watches its own with the API it already uses, resumes after
+//! a disconnect, and is refused by RBAC what it may not see.
 
 pub mod decide;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use corral_api::Resource;
+use corral_api::allocation::{add, dominant_share};
+use corral_api::kinds::Lease;
+use corral_api::kinds::framework::{
+    DEFAULT_ROLE, FRAMEWORK_LEASE_NAMESPACE, Framework, FrameworkPhase, FrameworkStatus, Offer, OfferSpec,
+};
+use corral_api::kinds::node::{Node, NodePhase, Resources};
+use corral_api::kinds::task::Task;
+use corral_client::{Api, Client, DeleteParams, ListParams};
+use corral_runtime::{Cache, CancellationToken, ControllerMetrics, ObjectRef, Reflector, Runnable};
+use futures::StreamExt;
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+
+use self::decide::{FrameworkState, NodeState, OfferState, Plan, Snapshot};
+use crate::node_lifecycle::decide::Observed;
+use crate::rounds::{poke, radix36};
+
+/// The controller's name, in logs and metrics.
+pub const NAME: &str = "offers";
+
+/// Label on every offer: the framework it is made to.
+pub const FRAMEWORK_LABEL: &str = "corral.dev/framework";
+
+/// Settings of the offers controller.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long an offer stands before it is rescinded.
+    pub offer_ttl: Duration,
+    /// How long to gather changes before a round.
+    pub settle: Duration,
+    /// Quota by role: guarantee and limit.
+    pub quotas: BTreeMap<String, decide::Quota>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { offer_ttl: Duration::from_secs(30), settle: Duration::from_millis(50), quotas: BTreeMap::new() }
+    }
+}
+
+/// The offers controller, for a [`corral_runtime::Manager`].
+pub struct Offers {
+    config: Config,
+    metrics: Arc<ControllerMetrics>,
+}
+
+impl Offers {
+    /// The controller with `config`.
+    pub fn new(config: Config) -> Self {
+        Offers { config, metrics: Arc::default() }
+    }
+}
+
+/// The caches a round reads.
+struct Caches {
+    nodes: Cache<Node>,
+    tasks: Cache<Task>,
+    frameworks: Cache<Framework>,
+    offers: Cache<Offer>,
+    leases: Cache<Lease>,
+}
+
+/// What the loop remembers between rounds.
+#[derive(Default)]
+struct Memory {
+    /// Declined nodes: (framework, node) → refused until.
+    filters: HashMap<(String, String), Instant>,
+    /// Each framework's lease as last seen, on this controller's clock.
+    leases: HashMap<String, Observed>,
+    /// The framework statuses last written.
+    written: HashMap<String, (FrameworkStatus, Instant)>,
+    /// Offers already asked to go (their deletion may take a moment to be seen).
+    rescinded: HashSet<String>,
+    /// Offer names: a prefix unique to this run, and a counter.
+    prefix: String,
+    next: u64,
+}
+
+#[async_trait]
+impl Runnable for Offers {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry, NAME);
+    }
+
+    async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
+        let wake = Arc::new(Notify::new());
+        let nodes = Reflector::new(Api::<Node>::all(client.clone()), ListParams::default());
+        let tasks = Reflector::new(Api::<Task>::all(client.clone()), ListParams::default())
+            .index("node", Arc::new(|t: &Task| t.spec.node_name.clone().into_iter().collect()))
+            .index("framework", Arc::new(|t: &Task| t.spec.framework.clone().into_iter().collect()));
+        let frameworks = Reflector::new(Api::<Framework>::all(client.clone()), ListParams::default());
+        let offers = Reflector::new(Api::<Offer>::all(client.clone()), ListParams::default());
+        let leases =
+            Reflector::new(Api::<Lease>::namespaced(client.clone(), FRAMEWORK_LEASE_NAMESPACE), ListParams::default());
+        let caches = Caches {
+            nodes: nodes.cache(),
+            tasks: tasks.cache(),
+            frameworks: frameworks.cache(),
+            offers: offers.cache(),
+            leases: leases.cache(),
+        };
+        let reflectors = futures::future::join5(
+            nodes.run(shutdown.clone(), poke(&wake)),
+            tasks.run(shutdown.clone(), poke(&wake)),
+            frameworks.run(shutdown.clone(), poke(&wake)),
+            offers.run(shutdown.clone(), poke(&wake)),
+            leases.run(shutdown.clone(), poke(&wake)),
+        );
+        let rounds = self.rounds(client, caches, wake, shutdown.clone());
+        tokio::select! {
+            _ = reflectors => {}
+            _ = rounds => {}
+        }
+        Ok(())
+    }
+}
+
+impl Offers {
+    async fn rounds(&self, client: Client, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
+        for c in [caches.nodes.clone()] {
+            c.wait_synced().await;
+        }
+        caches.tasks.wait_synced().await;
+        caches.frameworks.wait_synced().await;
+        caches.offers.wait_synced().await;
+        caches.leases.wait_synced().await;
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let mut memory = Memory { prefix: radix36(started.as_millis() as u64), ..Default::default() };
+        let ctx = Apis {
+            offers: Api::all(client.clone()),
+            frameworks: Api::all(client.clone()),
+            tasks: Api::all(client.clone()),
+        };
+        loop {
+            let next = round(&self.config, &ctx, &caches, &mut memory).await;
+            let sleep = next.map_or(Duration::from_secs(5), |at| at.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => tokio::time::sleep(self.config.settle).await,
+                _ = tokio::time::sleep(sleep.max(Duration::from_millis(10))) => {}
+            }
+        }
+    }
+}
+
+struct Apis {
+    offers: Api<Offer>,
+    frameworks: Api<Framework>,
+    tasks: Api<Task>,
+}
+
+/// Most writes a round has in flight at once.
+const IN_FLIGHT: usize = 64;
+
+/// One allocation round; returns when the next one is due by the clock (an offer's
+/// expiry, a filter's end, a lease's lapse).
+async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memory) -> Option<Instant> {
+    let now = Instant::now();
+    let wall = chrono::Utc::now();
+    let mut due: Vec<Instant> = Vec::new();
+
+    // Declined offers: remember the filter, and take the offer back.
+    let mut declined = Vec::new();
+    let mut offers = Vec::new();
+    let listed = caches.offers.list();
+    // Forget rescinded offers once their deletion is seen.
+    let present: HashSet<&str> = listed.iter().map(|o| o.metadata.name.as_str()).collect();
+    memory.rescinded.retain(|n| present.contains(n.as_str()));
+    for o in listed.iter() {
+        if o.metadata.deletion_timestamp.is_some() || memory.rescinded.contains(&o.metadata.name) {
+            continue;
+        }
+        if let Some(secs) = o.status.as_ref().and_then(|s| s.declined_for_seconds) {
+            let until = now + Duration::from_secs(secs);
+            memory.filters.insert((o.spec.framework.clone(), o.spec.node.clone()), until);
+            declined.push(o.metadata.name.clone());
+            continue;
+        }
+        let expires = chrono::DateTime::parse_from_rfc3339(&o.spec.expires)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or(wall);
+        let left = (expires - wall).to_std().unwrap_or_default();
+        offers.push(OfferState {
+            name: o.metadata.name.clone(),
+            offer: decide::Offer {
+                framework: o.spec.framework.clone(),
+                role: o.spec.role.clone(),
+                node: o.spec.node.clone(),
+                resources: o.spec.resources,
+                ports: o.spec.ports.clone(),
+                expires: now + left,
+            },
+        });
+    }
+    memory.filters.retain(|_, until| *until > now);
+    due.extend(memory.filters.values().copied());
+
+    // Frameworks: connected while their lease is renewed.
+    let lease_res = Lease::kind_info().resource();
+    let mut frameworks = Vec::new();
+    let mut phases: BTreeMap<String, (FrameworkPhase, String)> = BTreeMap::new();
+    for f in caches.frameworks.list() {
+        let name = f.metadata.name.clone();
+        let lease = caches.leases.get(&ObjectRef::namespaced(lease_res.clone(), FRAMEWORK_LEASE_NAMESPACE, &name));
+        let record = lease.as_ref().and_then(|l| l.metadata.resource_version.clone());
+        let duration =
+            Duration::from_secs(lease.as_ref().and_then(|l| l.spec.lease_duration_seconds).unwrap_or(15).max(1) as u64);
+        let observed = Observed::update(memory.leases.get(&name), record, now);
+        memory.leases.insert(name.clone(), observed.clone());
+        let lapse = observed.since + duration;
+        let failover = lapse + Duration::from_secs(f.spec.failover_timeout_seconds);
+        let (phase, message) = match &observed.record {
+            None => (FrameworkPhase::Pending, format!("no lease {FRAMEWORK_LEASE_NAMESPACE}/{name} yet")),
+            Some(_) if now < lapse => {
+                due.push(lapse);
+                (FrameworkPhase::Connected, "its lease is renewed".to_string())
+            }
+            Some(_) if now < failover => {
+                due.push(failover);
+                (
+                    FrameworkPhase::Disconnected,
+                    format!(
+                        "its lease has not been renewed for {} s; its tasks are killed after {} s",
+                        now.duration_since(observed.since).as_secs(),
+                        f.spec.failover_timeout_seconds
+                    ),
+                )
+            }
+            Some(_) => (
+                FrameworkPhase::TornDown,
+                format!(
+                    "gone longer than its failover timeout ({} s): its tasks were killed",
+                    f.spec.failover_timeout_seconds
+                ),
+            ),
+        };
+        frameworks.push(FrameworkState {
+            name: name.clone(),
+            roles: f.spec.roles.clone(),
+            weight: f.spec.weight,
+            suppressed: f.spec.suppressed || phase != FrameworkPhase::Connected,
+            filters: memory
+                .filters
+                .iter()
+                .filter(|((fw, _), _)| *fw == name)
+                .map(|((_, node), until)| (node.clone(), *until))
+                .collect(),
+        });
+        phases.insert(name, (phase, message));
+    }
+    let known: BTreeSet<String> = phases.keys().cloned().collect();
+    memory.leases.retain(|n, _| known.contains(n));
+
+    // Nodes, with what their live tasks hold.
+    let mut nodes = Vec::new();
+    let mut attributes: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    let mut total = Resources::default();
+    for n in caches.nodes.list() {
+        let status = n.status.clone().unwrap_or_default();
+        let offerable = status.phase == NodePhase::Ready && !n.spec.unschedulable;
+        let mut allocated: BTreeMap<String, Resources> = BTreeMap::new();
+        let mut used_ports = BTreeSet::new();
+        for t in caches.tasks.by_index("node", &n.metadata.name) {
+            if t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+                continue;
+            }
+            let role = t.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string());
+            let e = allocated.entry(role).or_default();
+            *e = add(e, &t.spec.resources);
+            used_ports.extend(t.spec.ports.iter().filter_map(|p| p.host_port));
+        }
+        if offerable {
+            total = add(&total, &status.capacity);
+        }
+        let mut attrs = n.spec.attributes.clone();
+        attrs.entry("hostname".to_string()).or_insert_with(|| n.metadata.name.clone());
+        attributes.insert(n.metadata.name.clone(), attrs);
+        nodes.push(NodeState {
+            name: n.metadata.name.clone(),
+            capacity: status.capacity,
+            port_ranges: status.port_ranges.clone(),
+            reservations: n.spec.reservations.clone(),
+            allocated,
+            used_ports,
+            offerable,
+        });
+    }
+
+    let snapshot = Snapshot { nodes, frameworks, quotas: config.quotas.clone(), offers };
+    let plan = decide::decide(&snapshot, now, config.offer_ttl);
+    due.extend(snapshot.offers.iter().map(|o| o.offer.expires));
+    apply(apis, memory, &plan, declined, &attributes, wall, config.offer_ttl).await;
+
+    // Failover: kill the tasks of frameworks gone too long, or deleted.
+    let mut kill = Vec::new();
+    for fw in caches.tasks.list().iter().filter_map(|t| t.spec.framework.clone()).collect::<BTreeSet<_>>() {
+        let gone = match phases.get(&fw) {
+            None => true,
+            Some((phase, _)) => *phase == FrameworkPhase::TornDown,
+        };
+        if gone {
+            for t in caches.tasks.by_index("framework", &fw) {
+                if !t.spec.kill && !t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+                    kill.push(t);
+                }
+            }
+        }
+    }
+    if !kill.is_empty() {
+        tracing::info!(tasks = kill.len(), "killing the tasks of frameworks gone longer than their failover timeout");
+    }
+    futures::stream::iter(kill)
+        .for_each_concurrent(IN_FLIGHT, |t| async move {
+            let mut t = (*t).clone();
+            t.spec.kill = true;
+            let api = apis.tasks.in_namespace(t.metadata.namespace.as_deref().unwrap_or_default());
+            if let Err(e) = api.update(&t).await.map(drop) {
+                tracing::debug!(error = %e, task = %t.metadata.name, "cannot kill a task of a gone framework");
+            }
+        })
+        .await;
+
+    // Each framework's share, written when it changed.
+    write_statuses(apis, caches, memory, &phases, &total, &plan, now).await;
+    due.into_iter().filter(|d| *d > now).min()
+}
+
+async fn apply(
+    apis: &Apis,
+    memory: &mut Memory,
+    plan: &Plan,
+    declined: Vec<String>,
+    attributes: &HashMap<String, BTreeMap<String, String>>,
+    wall: chrono::DateTime<chrono::Utc>,
+    ttl: Duration,
+) {
+    let rescind: Vec<String> = plan.rescind.iter().map(|(n, _)| n.clone()).chain(declined).collect();
+    for (name, reason) in &plan.rescind {
+        tracing::debug!(offer = %name, ?reason, "rescinding an offer");
+    }
+    memory.rescinded.extend(rescind.iter().cloned());
+    futures::stream::iter(rescind)
+        .for_each_concurrent(IN_FLIGHT, |name| async move {
+            match apis.offers.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::debug!(error = %e, offer = %name, "cannot rescind an offer"),
+            }
+        })
+        .await;
+    let expires = (wall + chrono::Duration::from_std(ttl).unwrap_or_default())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut objects = Vec::with_capacity(plan.offer.len());
+    for o in &plan.offer {
+        memory.next += 1;
+        // Short and unique: node and framework are in the spec and labels.
+        let name = format!("{}-{}", memory.prefix, radix36(memory.next));
+        let mut offer = Offer::new(
+            name,
+            OfferSpec {
+                framework: o.framework.clone(),
+                role: o.role.clone(),
+                node: o.node.clone(),
+                attributes: attributes.get(&o.node).cloned().unwrap_or_default(),
+                resources: o.resources,
+                ports: o.ports.clone(),
+                expires: expires.clone(),
+            },
+        );
+        offer.metadata.labels.insert(FRAMEWORK_LABEL.to_string(), o.framework.clone());
+        objects.push(offer);
+    }
+    futures::stream::iter(objects)
+        .for_each_concurrent(IN_FLIGHT, |o| async move {
+            if let Err(e) = apis.offers.create(&o).await {
+                tracing::warn!(error = %e, offer = %o.metadata.name, "cannot make an offer");
+            }
+        })
+        .await;
+}
+
+async fn write_statuses(
+    apis: &Apis,
+    caches: &Caches,
+    memory: &mut Memory,
+    phases: &BTreeMap<String, (FrameworkPhase, String)>,
+    total: &Resources,
+    plan: &Plan,
+    now: Instant,
+) {
+    let mut writes = Vec::new();
+    for f in caches.frameworks.list() {
+        let name = &f.metadata.name;
+        let Some((phase, message)) = phases.get(name) else { continue };
+        let mut allocated = Resources::default();
+        let mut tasks = 0u64;
+        for t in caches.tasks.by_index("framework", name) {
+            if t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+                continue;
+            }
+            allocated = add(&allocated, &t.spec.resources);
+            tasks += 1;
+        }
+        let mut offered = Resources::default();
+        for o in caches
+            .offers
+            .list()
+            .iter()
+            .filter(|o| o.spec.framework == *name && !memory.rescinded.contains(&o.metadata.name))
+        {
+            offered = add(&offered, &o.spec.resources);
+        }
+        for o in plan.offer.iter().filter(|o| o.framework == *name) {
+            offered = add(&offered, &o.resources);
+        }
+        let share = (dominant_share(&allocated, total) * 1000.0).round() / 1000.0;
+        let status = FrameworkStatus {
+            phase: *phase,
+            allocated,
+            offered,
+            dominant_share: share,
+            tasks,
+            message: Some(message.clone()),
+        };
+        let current = f.status.clone().unwrap_or_default();
+        if current == status {
+            continue;
+        }
+        // The share moves with every task: written at most once a second unless the
+        // phase changes.
+        let recent = memory.written.get(name).is_some_and(|(_, at)| now.duration_since(*at) < Duration::from_secs(1));
+        if recent && current.phase == status.phase {
+            continue;
+        }
+        memory.written.insert(name.clone(), (status.clone(), now));
+        let mut updated = (*f).clone();
+        updated.status = Some(status);
+        writes.push(updated);
+    }
+    futures::stream::iter(writes)
+        .for_each_concurrent(IN_FLIGHT, |f| async move {
+            if let Err(e) = apis.frameworks.update_status(&f).await {
+                tracing::debug!(error = %e, framework = %f.metadata.name, "cannot write a framework's status");
+            }
+        })
+        .await;
+}

@@ -380,6 +380,10 @@ pub struct ServiceStatus {
     /// Failed launches in a row (drives the backoff).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failures: u32,
+    /// When the last failure counted in `consecutiveFailures` happened (RFC 3339,
+    /// UTC): the backoff runs from it, and only a task started since it resets the count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<String>,
     /// `Available`, `Progressing`, `Placed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -1,0 +1,681 @@
+//! The services controller: the built-in `services` framework, keeping every
+//! [`Service`] at its instances with Marathon's semantics.
+//!
+//! Like the allocator, it works in rounds over all services rather than per object:
+//! offers are shared by every service waiting, and a fair round hands them out
+//! across services ([`matching::match_offers`]). A round:
+//!
+//! 1. for each service, [`decide::decide`] turns its spec, last status, tasks and the
+//!    clock into tasks to launch, kill and forget, and the status to write;
+//! 2. the services' launches are matched to the outstanding offers made to the
+//!    `services` framework, every accept carrying all the tasks placed on its offer
+//!    (tasks of many services in one write); offers nothing fits are declined;
+//! 3. kills, deletions and statuses are written — a status at most twice a second
+//!    per service, with why instances wait: what turned down how many offers.
+//!
+//! The framework registers itself (`Framework/services`), renews its lease in
+//! `corral-frameworks`, and suppresses offers while no service waits for a place.
+//! What it wrote but does not yet see in its caches (tasks just launched, killed or
+//! deleted) is remembered until it does, so a round never launches twice.
+
+pub mod decide;
+pub mod matching;
+pub mod readiness;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use corral_api::Resource;
+use corral_api::kinds::Lease;
+use corral_api::kinds::framework::{
+    DEFAULT_ROLE, FRAMEWORK_LEASE_NAMESPACE, Framework, FrameworkSpec, Offer, OfferAccept, OfferDecline,
+};
+use corral_api::kinds::lease::LeaseSpec;
+use corral_api::kinds::node::Node;
+use corral_api::kinds::service::{Condition, REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service};
+use corral_api::kinds::task::{Task, TaskPhase};
+use corral_client::{Api, Client, DeleteParams, ListParams};
+use corral_runtime::{Cache, CancellationToken, ControllerMetrics, ObjectRef, Reflector, Runnable};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+
+use self::decide::{Input, TaskView};
+use self::matching::{Demand, OfferView};
+use crate::offers::FRAMEWORK_LABEL;
+use crate::rounds::{poke, radix36};
+
+/// The controller's name, in logs and metrics.
+pub const NAME: &str = "services";
+
+/// How long the framework's lease lasts without renewal.
+const LEASE_SECONDS: i64 = 15;
+/// How often the lease is renewed.
+const RENEW: Duration = Duration::from_secs(5);
+/// How long a declined node is refused: short, so that a service applied a moment
+/// later is not kept waiting.
+const REFUSE_SECONDS: u64 = 1;
+/// Least time between two status writes of one service.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// Most writes in flight at once.
+const IN_FLIGHT: usize = 64;
+
+/// Settings of the services controller.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long to gather changes before a round.
+    pub settle: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { settle: Duration::from_millis(20) }
+    }
+}
+
+/// The services controller, for a [`corral_runtime::Manager`].
+pub struct Services {
+    config: Config,
+    metrics: Arc<ControllerMetrics>,
+}
+
+impl Services {
+    /// The controller with `config`.
+    pub fn new(config: Config) -> Self {
+        Services { config, metrics: Arc::default() }
+    }
+}
+
+struct Caches {
+    services: Cache<Service>,
+    tasks: Cache<Task>,
+    offers: Cache<Offer>,
+    nodes: Cache<Node>,
+}
+
+struct Apis {
+    client: Client,
+    services: Api<Service>,
+    tasks: Api<Task>,
+    frameworks: Api<Framework>,
+}
+
+/// A task written but not yet seen in the cache.
+#[derive(Clone)]
+struct Pending {
+    view: TaskView,
+    since: Instant,
+}
+
+/// What the loop remembers between rounds.
+#[derive(Default)]
+struct Memory {
+    /// Tasks launched, by service key, until the cache has them.
+    launched: HashMap<String, Vec<Pending>>,
+    /// Tasks asked to die or go, until the cache shows it.
+    killed: HashMap<String, Instant>,
+    deleted: HashMap<String, Instant>,
+    /// Offers accepted or declined, until the cache drops them.
+    used: HashMap<String, Instant>,
+    /// When each service's status was last written.
+    written: HashMap<String, Instant>,
+    /// Readiness results by task key.
+    ready: Arc<Mutex<HashMap<String, bool>>>,
+    /// Task names: a prefix unique to this run, and a counter.
+    prefix: String,
+    next: u64,
+    /// Whether the framework currently asks for no offers.
+    suppressed: Option<bool>,
+}
+
+/// How long a write may stay unseen before it is forgotten (a lost response, a task
+/// deleted at once): after that the caches are the truth again.
+const UNSEEN: Duration = Duration::from_secs(30);
+
+#[async_trait]
+impl Runnable for Services {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry, NAME);
+    }
+
+    async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
+        let wake = Arc::new(Notify::new());
+        let services = Reflector::new(Api::<Service>::all(client.clone()), ListParams::default());
+        let tasks = Reflector::new(
+            Api::<Task>::all(client.clone()),
+            ListParams { label_selector: Some(SERVICE_LABEL.to_string()), ..Default::default() },
+        )
+        .index("service", Arc::new(|t: &Task| service_of(t).into_iter().collect()));
+        let offers = Reflector::new(
+            Api::<Offer>::all(client.clone()),
+            ListParams {
+                label_selector: Some(format!("{FRAMEWORK_LABEL}={SERVICES_FRAMEWORK}")),
+                ..Default::default()
+            },
+        );
+        let nodes = Reflector::new(Api::<Node>::all(client.clone()), ListParams::default());
+        let caches =
+            Caches { services: services.cache(), tasks: tasks.cache(), offers: offers.cache(), nodes: nodes.cache() };
+        let apis = Apis {
+            client: client.clone(),
+            services: Api::all(client.clone()),
+            tasks: Api::all(client.clone()),
+            frameworks: Api::all(client.clone()),
+        };
+        let reflectors = futures::future::join4(
+            services.run(shutdown.clone(), poke(&wake)),
+            tasks.run(shutdown.clone(), poke(&wake)),
+            offers.run(shutdown.clone(), poke(&wake)),
+            nodes.run(shutdown.clone(), poke(&wake)),
+        );
+        let lease = renew_lease(client.clone());
+        let rounds = self.rounds(apis, caches, wake, shutdown.clone());
+        tokio::select! {
+            _ = reflectors => {}
+            _ = lease => {}
+            _ = rounds => {}
+        }
+        Ok(())
+    }
+}
+
+impl Services {
+    async fn rounds(&self, apis: Apis, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
+        caches.services.wait_synced().await;
+        caches.tasks.wait_synced().await;
+        caches.offers.wait_synced().await;
+        caches.nodes.wait_synced().await;
+        let started = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let mut memory = Memory { prefix: radix36(started.as_secs() % 46_656), ..Default::default() };
+        loop {
+            let next = round(&apis, &caches, &mut memory, wake.clone()).await;
+            let sleep = next.map_or(Duration::from_secs(5), |at| at.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => tokio::time::sleep(self.config.settle).await,
+                _ = tokio::time::sleep(sleep.max(Duration::from_millis(10))) => {}
+            }
+        }
+    }
+}
+
+/// One round over every service; returns when the next is due by the clock.
+async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, wake: Arc<Notify>) -> Option<Instant> {
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    forget_seen(caches, memory, now);
+    let mut due: Vec<Instant> = Vec::new();
+
+    // 1. Each service decides.
+    let mut demands: Vec<Demand> = Vec::new();
+    let mut plans: Vec<(Arc<Service>, decide::Plan)> = Vec::new();
+    let node_attrs = node_attributes(&caches.nodes);
+    let mut roles: BTreeSet<String> = BTreeSet::from([DEFAULT_ROLE.to_string()]);
+    for svc in caches.services.list() {
+        if svc.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let key = service_key(&svc);
+        let mut tasks: Vec<TaskView> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for t in caches.tasks.by_index("service", &key) {
+            let tkey = task_key(&t);
+            if memory.deleted.contains_key(&tkey) {
+                continue;
+            }
+            seen.insert(t.metadata.name.clone());
+            let mut view = view_of(&t, &svc, &memory.ready.lock());
+            view.killing |= memory.killed.contains_key(&tkey);
+            tasks.push(view);
+        }
+        for p in memory.launched.get(&key).into_iter().flatten() {
+            if !seen.contains(&p.view.name) {
+                tasks.push(p.view.clone());
+            }
+        }
+        let status = svc.status.clone().unwrap_or_default();
+        let input = Input { spec: &svc.spec, generation: svc.metadata.generation.unwrap_or(0), status: &status, tasks };
+        let plan = decide::decide(&input, wall);
+        if let Some(at) = plan.wake_at {
+            due.push(now + at.duration_since(wall).unwrap_or_default());
+        }
+        let role = svc.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string());
+        roles.insert(role.clone());
+        if plan.launch > 0 {
+            let placed = input
+                .tasks
+                .iter()
+                .filter(|t| !t.killing && !t.phase.is_terminal())
+                .filter_map(|t| t.node.as_ref().and_then(|n| node_attrs.get(n)).cloned())
+                .collect();
+            demands.push(Demand {
+                key: key.clone(),
+                count: plan.launch,
+                resources: svc.spec.template.resources,
+                ports: svc.spec.template.ports.clone(),
+                role,
+                constraints: svc.spec.constraints.clone(),
+                placed,
+            });
+        }
+        plans.push((svc, plan));
+    }
+    start_readiness_checks(caches, memory, &plans, wake);
+
+    // The framework asks for offers only while some service waits.
+    register(apis, memory, !demands.is_empty(), &roles).await;
+
+    // 2. Offers matched to what waits.
+    let offers: Vec<OfferView> = caches
+        .offers
+        .list()
+        .iter()
+        .filter(|o| o.metadata.deletion_timestamp.is_none() && !memory.used.contains_key(&o.metadata.name))
+        .filter(|o| o.status.as_ref().is_none_or(|s| s.declined_for_seconds.is_none()))
+        .map(|o| OfferView {
+            name: o.metadata.name.clone(),
+            node: o.spec.node.clone(),
+            role: o.spec.role.clone(),
+            attributes: o.spec.attributes.clone(),
+            resources: o.spec.resources,
+            ports: o.spec.ports.clone(),
+        })
+        .collect();
+    let matching = matching::match_offers(&offers, &demands);
+    let by_name: HashMap<&str, &OfferView> = offers.iter().map(|o| (o.name.as_str(), o)).collect();
+    let services: HashMap<String, Arc<Service>> = plans.iter().map(|(s, _)| (service_key(s), s.clone())).collect();
+    let revisions: HashMap<String, u64> = plans.iter().map(|(s, p)| (service_key(s), p.revision)).collect();
+    let mut accepts = Vec::new();
+    for a in &matching.accepts {
+        let Some(offer) = by_name.get(a.offer.as_str()) else { continue };
+        let mut tasks = Vec::new();
+        for l in &a.launches {
+            let d = &demands[l.demand];
+            let (Some(svc), Some(rev)) = (services.get(&d.key), revisions.get(&d.key)) else { continue };
+            memory.next += 1;
+            let task = new_task(svc, *rev, &l.host_ports, &format!("{}{}", memory.prefix, radix36(memory.next)));
+            memory.launched.entry(d.key.clone()).or_default().push(Pending {
+                view: TaskView {
+                    name: task.metadata.name.clone(),
+                    revision: *rev,
+                    node: Some(offer.node.clone()),
+                    phase: TaskPhase::Staging,
+                    healthy: None,
+                    has_health_checks: !svc.spec.template.health_checks.is_empty(),
+                    ready: svc.spec.readiness_check.is_none(),
+                    killing: false,
+                    created: wall,
+                    started: None,
+                    finished: None,
+                },
+                since: now,
+            });
+            tasks.push(task);
+        }
+        memory.used.insert(a.offer.clone(), now);
+        accepts.push((a.offer.clone(), tasks));
+    }
+    for name in &matching.unused {
+        memory.used.insert(name.clone(), now);
+    }
+    let client = &apis.client;
+    let launched = futures::stream::iter(accepts)
+        .map(|(offer, tasks)| async move {
+            let n = tasks.len();
+            let accept = OfferAccept { framework: SERVICES_FRAMEWORK.to_string(), tasks };
+            match client.accept_offer(&offer, &accept).await {
+                Ok(_) => Ok(n),
+                Err(e) => {
+                    tracing::debug!(error = %e, %offer, "an accept was refused; the tasks wait for the next offer");
+                    Err(accept.tasks)
+                }
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    for refused in launched.into_iter().filter_map(Result::err) {
+        for t in refused {
+            let key =
+                format!("{}/{}", t.metadata.namespace.clone().unwrap_or_default(), service_of(&t).unwrap_or_default());
+            if let Some(list) = memory.launched.get_mut(&key) {
+                list.retain(|p| p.view.name != t.metadata.name);
+            }
+        }
+    }
+    futures::stream::iter(matching.unused.clone())
+        .for_each_concurrent(IN_FLIGHT, |offer| async move {
+            let decline =
+                OfferDecline { framework: SERVICES_FRAMEWORK.to_string(), refuse_seconds: Some(REFUSE_SECONDS) };
+            if let Err(e) = client.decline_offer(&offer, &decline).await {
+                tracing::debug!(error = %e, %offer, "cannot decline an offer");
+            }
+        })
+        .await;
+
+    // 3. Kills, deletions, statuses.
+    let mut waiting: HashMap<&str, &matching::Unplaced> = HashMap::new();
+    for u in &matching.waiting {
+        waiting.insert(demands[u.demand].key.as_str(), u);
+    }
+    let mut kills = Vec::new();
+    let mut deletes = Vec::new();
+    let mut statuses = Vec::new();
+    for (svc, plan) in &plans {
+        let key = service_key(svc);
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        for name in &plan.kill {
+            let tkey = format!("{ns}/{name}");
+            if let Some(t) = caches.tasks.get(&ObjectRef::namespaced(Task::kind_info().resource(), &ns, name)) {
+                memory.killed.insert(tkey, now);
+                kills.push(t);
+            }
+        }
+        for name in &plan.delete {
+            memory.deleted.insert(format!("{ns}/{name}"), now);
+            deletes.push((ns.clone(), name.clone()));
+        }
+        let mut status = plan.status.clone();
+        let placed_condition = match waiting.get(key.as_str()) {
+            Some(u) => {
+                let message = why(u, offers.len());
+                let mut w = status.waiting.take().unwrap_or_default();
+                w.instances = u.instances;
+                w.offers_examined = u.offers_examined;
+                w.refusals = u.refusals.clone();
+                w.message = match &w.backoff_until {
+                    Some(_) if !w.message.is_empty() => format!("{}; {message}", w.message),
+                    _ => message.clone(),
+                };
+                status.waiting = Some(w);
+                ("False", "NotPlaced", message)
+            }
+            None if plan.launch > 0 => ("True", "Placing", format!("{} instance(s) being launched", plan.launch)),
+            None if status.waiting.is_some() => ("False", "Backoff", "launches wait out a backoff".to_string()),
+            None => ("True", "Placed", "every instance has a node".to_string()),
+        };
+        set_condition(&mut status.conditions, "Placed", placed_condition.0, placed_condition.1, &placed_condition.2);
+        if svc.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let recent = memory.written.get(&key).is_some_and(|at| now.duration_since(*at) < STATUS_EVERY);
+        if recent {
+            due.push(memory.written[&key] + STATUS_EVERY);
+            continue;
+        }
+        memory.written.insert(key, now);
+        let mut updated = (**svc).clone();
+        updated.status = Some(status);
+        statuses.push(updated);
+    }
+    let tasks_api = &apis.tasks;
+    futures::stream::iter(kills)
+        .for_each_concurrent(IN_FLIGHT, |t| async move {
+            let mut t = (*t).clone();
+            t.spec.kill = true;
+            let api = tasks_api.in_namespace(t.metadata.namespace.as_deref().unwrap_or_default());
+            if let Err(e) = api.update(&t).await {
+                tracing::debug!(error = %e, task = %t.metadata.name, "cannot kill a task");
+            }
+        })
+        .await;
+    futures::stream::iter(deletes)
+        .for_each_concurrent(IN_FLIGHT, |(ns, name)| async move {
+            match tasks_api.in_namespace(&ns).delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::debug!(error = %e, task = %name, "cannot delete an ended task"),
+            }
+        })
+        .await;
+    let services_api = &apis.services;
+    futures::stream::iter(statuses)
+        .for_each_concurrent(IN_FLIGHT, |s| async move {
+            let api = services_api.in_namespace(s.metadata.namespace.as_deref().unwrap_or_default());
+            if let Err(e) = api.update_status(&s).await {
+                tracing::debug!(error = %e, service = %s.metadata.name, "cannot write a service's status");
+            }
+        })
+        .await;
+    if !memory.used.is_empty() || !memory.launched.is_empty() {
+        due.push(now + Duration::from_secs(1));
+    }
+    due.into_iter().filter(|d| *d > now).min()
+}
+
+/// Drops what the caches now show from what was written but unseen.
+fn forget_seen(caches: &Caches, memory: &mut Memory, now: Instant) {
+    let task_res = Task::kind_info().resource();
+    let lookup = |key: &str| {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        caches.tasks.get(&ObjectRef::namespaced(task_res.clone(), ns, name))
+    };
+    for (svc, list) in memory.launched.iter_mut() {
+        let ns = svc.split_once('/').map(|(ns, _)| ns).unwrap_or_default();
+        list.retain(|p| now.duration_since(p.since) < UNSEEN && lookup(&format!("{ns}/{}", p.view.name)).is_none());
+    }
+    memory.launched.retain(|_, l| !l.is_empty());
+    memory.killed.retain(|k, at| {
+        now.duration_since(*at) < UNSEEN
+            && lookup(k).is_some_and(|t| !t.spec.kill && t.metadata.deletion_timestamp.is_none())
+    });
+    memory.deleted.retain(|k, at| now.duration_since(*at) < UNSEEN && lookup(k).is_some());
+    let offer_res = Offer::kind_info().resource();
+    memory.used.retain(|name, at| {
+        now.duration_since(*at) < UNSEEN && caches.offers.get(&ObjectRef::cluster(offer_res.clone(), name)).is_some()
+    });
+    let ready = caches.tasks.list().iter().map(|t| task_key(t)).collect::<HashSet<_>>();
+    memory.ready.lock().retain(|k, _| ready.contains(k));
+}
+
+/// Registers the framework, or updates its roles and whether it wants offers.
+async fn register(apis: &Apis, memory: &mut Memory, wants_offers: bool, roles: &BTreeSet<String>) {
+    let suppressed = !wants_offers;
+    let roles: Vec<String> = roles.iter().cloned().collect();
+    let current = match apis.frameworks.get_opt(SERVICES_FRAMEWORK).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the services framework");
+            return;
+        }
+    };
+    if memory.suppressed == Some(suppressed) && current.as_ref().is_some_and(|f| f.spec.roles == roles) {
+        return;
+    }
+    let result = match current {
+        None => {
+            let spec = FrameworkSpec { roles, suppressed, ..Default::default() };
+            apis.frameworks.create(&Framework::new(SERVICES_FRAMEWORK, spec)).await.map(drop)
+        }
+        Some(mut f) if f.spec.suppressed != suppressed || f.spec.roles != roles => {
+            f.spec.suppressed = suppressed;
+            f.spec.roles = roles;
+            apis.frameworks.update(&f).await.map(drop)
+        }
+        Some(_) => Ok(()),
+    };
+    match result {
+        Ok(()) => memory.suppressed = Some(suppressed),
+        Err(e) => tracing::debug!(error = %e, "cannot register the services framework"),
+    }
+}
+
+/// Renews the framework's lease for as long as the controller runs.
+async fn renew_lease(client: Client) {
+    let leases: Api<Lease> = Api::namespaced(client, FRAMEWORK_LEASE_NAMESPACE);
+    loop {
+        let now = corral_api::meta::now_timestamp();
+        let result = match leases.get_opt(SERVICES_FRAMEWORK).await {
+            Ok(Some(mut l)) => {
+                l.spec.renew_time = Some(now);
+                l.spec.lease_duration_seconds = Some(LEASE_SECONDS);
+                leases.update(&l).await.map(drop)
+            }
+            Ok(None) => {
+                let spec = LeaseSpec {
+                    holder_identity: Some(SERVICES_FRAMEWORK.to_string()),
+                    lease_duration_seconds: Some(LEASE_SECONDS),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                };
+                leases.create(&Lease::namespaced(FRAMEWORK_LEASE_NAMESPACE, SERVICES_FRAMEWORK, spec)).await.map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cannot renew the services framework's lease");
+        }
+        tokio::time::sleep(RENEW).await;
+    }
+}
+
+/// Checks the readiness of running tasks of the wanted revision not yet ready, in
+/// the background; a result wakes the loop.
+fn start_readiness_checks(caches: &Caches, memory: &Memory, plans: &[(Arc<Service>, decide::Plan)], wake: Arc<Notify>) {
+    for (svc, plan) in plans {
+        let Some(check) = svc.spec.readiness_check.clone() else { continue };
+        for t in caches.tasks.by_index("service", &service_key(svc)) {
+            let key = task_key(&t);
+            let status = t.status.clone().unwrap_or_default();
+            if status.phase != TaskPhase::Running
+                || revision_of(&t) != plan.revision
+                || memory.ready.lock().get(&key).copied() == Some(true)
+            {
+                continue;
+            }
+            let (Some(host), Some(port)) = (status.host_ip.clone(), status.ports.get(&check.port_name).copied()) else {
+                continue;
+            };
+            // One check in flight per task: a `false` entry marks it.
+            if memory.ready.lock().insert(key.clone(), false).is_some() {
+                continue;
+            }
+            let (ready, wake, check) = (memory.ready.clone(), wake.clone(), check.clone());
+            tokio::spawn(async move {
+                let timeout = Duration::from_secs(u64::from(check.timeout_seconds.max(1)));
+                let ok = readiness::check(&host, port, &check.path, &check.http_status_codes_for_ready, timeout).await;
+                if ok {
+                    ready.lock().insert(key, true);
+                    wake.notify_one();
+                } else {
+                    tokio::time::sleep(Duration::from_secs(u64::from(check.interval_seconds.max(1)))).await;
+                    ready.lock().remove(&key);
+                    wake.notify_one();
+                }
+            });
+        }
+    }
+}
+
+fn view_of(t: &Task, svc: &Service, ready: &HashMap<String, bool>) -> TaskView {
+    let status = t.status.clone().unwrap_or_default();
+    let time = |s: &Option<String>| s.as_deref().and_then(parse_time);
+    TaskView {
+        name: t.metadata.name.clone(),
+        revision: revision_of(t),
+        node: t.spec.node_name.clone(),
+        phase: status.phase,
+        healthy: status.health.as_ref().map(|h| h.healthy),
+        has_health_checks: !t.spec.health_checks.is_empty(),
+        ready: svc.spec.readiness_check.is_none() || ready.get(&task_key(t)).copied() == Some(true),
+        killing: t.spec.kill || t.metadata.deletion_timestamp.is_some(),
+        created: time(&t.metadata.creation_timestamp).unwrap_or(SystemTime::UNIX_EPOCH),
+        started: time(&status.start_time),
+        finished: time(&status.finish_time),
+    }
+}
+
+fn new_task(svc: &Service, revision: u64, host_ports: &[u16], suffix: &str) -> Task {
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let mut spec = svc.spec.template.clone();
+    for (p, hp) in spec.ports.iter_mut().zip(host_ports) {
+        p.host_port = Some(*hp);
+    }
+    let mut task = Task::namespaced(ns, format!("{}-{suffix}", svc.metadata.name), spec);
+    task.metadata.labels = svc.spec.task_labels.clone();
+    task.metadata.labels.insert(SERVICE_LABEL.to_string(), svc.metadata.name.clone());
+    task.metadata.labels.insert(REVISION_LABEL.to_string(), revision.to_string());
+    task.metadata.owner_references = corral_runtime::owner_reference(svc, true).into_iter().collect();
+    task
+}
+
+/// Why a service's instances wait, in one line.
+fn why(u: &matching::Unplaced, offers: usize) -> String {
+    if u.refusals.is_empty() {
+        return if offers == 0 {
+            format!("{} instance(s) wait for offers: no node has free resources for them now", u.instances)
+        } else {
+            format!("{} instance(s) wait for the next offers", u.instances)
+        };
+    }
+    let reasons: Vec<String> = u
+        .refusals
+        .iter()
+        .map(|r| format!("{} (turned down {} offer(s) on {} node(s))", r.reason, r.offers, r.nodes))
+        .collect();
+    format!("{} instance(s) not placed: {}", u.instances, reasons.join("; "))
+}
+
+fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, reason: &str, message: &str) {
+    let now = corral_api::meta::now_timestamp();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = Some(now);
+            }
+            c.status = status.to_string();
+            c.reason = Some(reason.to_string());
+            c.message = Some(message.to_string());
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: Some(reason.to_string()),
+            message: Some(message.to_string()),
+            last_transition_time: Some(now),
+        }),
+    }
+}
+
+fn node_attributes(nodes: &Cache<Node>) -> HashMap<String, BTreeMap<String, String>> {
+    nodes
+        .list()
+        .iter()
+        .map(|n| {
+            let mut a = n.spec.attributes.clone();
+            a.entry(matching::HOSTNAME.to_string()).or_insert_with(|| n.metadata.name.clone());
+            (n.metadata.name.clone(), a)
+        })
+        .collect()
+}
+
+fn service_of(t: &Task) -> Option<String> {
+    let name = t.metadata.labels.get(SERVICE_LABEL)?;
+    Some(format!("{}/{name}", t.metadata.namespace.as_deref().unwrap_or_default()))
+}
+
+fn revision_of(t: &Task) -> u64 {
+    t.metadata.labels.get(REVISION_LABEL).and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+fn service_key(s: &Service) -> String {
+    format!("{}/{}", s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name)
+}
+
+fn task_key(t: &Task) -> String {
+    format!("{}/{}", t.metadata.namespace.as_deref().unwrap_or_default(), t.metadata.name)
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    let secs = u64::try_from(t.timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, t.timestamp_subsec_nanos()))
+}
