@@ -1,0 +1,104 @@
+//! The services framework on the offers, inside the real server, over nodes the test
+//! registers itself (no agent runs on them, so their tasks stay STAGING; the
+//! placement is what is tested here — running and replacing tasks is in
+//! services_runc.rs).
+
+mod api_support;
+
+use api_support::TestServer;
+use corral_testkit::within_patience;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const NODES: &str = "/apis/corral.dev/v1/nodes";
+const SERVICES: &str = "/apis/corral.dev/v1/namespaces/default/services";
+const TASKS: &str = "/apis/corral.dev/v1/namespaces/default/tasks";
+
+async fn node(s: &TestServer, name: &str, cpus: f64, mem: u64) {
+    let n = json!({"apiVersion": "corral.dev/v1", "kind": "Node", "metadata": {"name": name},
+        "spec": {"attributes": {"hostname": name}}});
+    let (code, mut n) = s.post(NODES, &n).await;
+    assert_eq!(code, StatusCode::CREATED, "{n}");
+    n["status"] = json!({"phase": "Ready", "capacity": {"cpus": cpus, "mem": mem},
+        "portRanges": [{"begin": 31000, "end": 31099}]});
+    let (code, body) = s.put(&format!("{NODES}/{name}/status"), &n).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+}
+
+async fn wait_for(s: &TestServer, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    let found = within_patience(async || {
+        let (code, v) = s.get(path).await;
+        if code == StatusCode::OK && pred(&v) {
+            return Some(v);
+        }
+        last = v;
+        None
+    })
+    .await;
+    if found.is_none() {
+        let (_, f) = s.get("/apis/corral.dev/v1/frameworks").await;
+        let (_, o) = s.get("/apis/corral.dev/v1/offers").await;
+        let (_, n) = s.get(NODES).await;
+        eprintln!("frameworks: {f:#}\noffers: {o:#}\nnodes: {n}");
+    }
+    found.unwrap_or_else(|| panic!("waited in vain for {what}; last: {last:#}"))
+}
+
+fn service(name: &str, instances: u32, constraints: Value) -> Value {
+    json!({"apiVersion": "corral.dev/v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"instances": instances, "constraints": constraints,
+                 "template": {"command": ["sleep", "3600"], "resources": {"cpus": 0.1, "mem": 32},
+                              "ports": [{"name": "http"}]}}})
+}
+
+#[tokio::test]
+async fn unique_hostname_places_one_per_node_and_the_status_says_why_the_third_waits() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    node(&s, "n1", 2.0, 2048).await;
+    node(&s, "n2", 2.0, 2048).await;
+    let (code, out) = s.post(SERVICES, &service("web", 3, json!([["hostname", "UNIQUE"]]))).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let svc = wait_for(&s, &format!("{SERVICES}/web"), "the service to say why one instance waits", |v| {
+        v["status"]["waiting"]["refusals"].as_array().is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    let (_, tasks) = s.get(TASKS).await;
+    let items = tasks["items"].as_array().cloned().unwrap_or_default();
+    let mut nodes: Vec<&str> = items.iter().filter_map(|t| t["spec"]["nodeName"].as_str()).collect();
+    nodes.sort();
+    assert_eq!(nodes, vec!["n1", "n2"], "one task per node: {tasks:#}");
+    for t in &items {
+        let port = t["spec"]["ports"][0]["hostPort"].as_u64().unwrap_or(0);
+        assert!((31000..=31099).contains(&port), "host port from the offer: {t:#}");
+        assert_eq!(t["spec"]["framework"], "services");
+    }
+    let waiting = &svc["status"]["waiting"];
+    assert_eq!(waiting["instances"], 1, "{svc:#}");
+    assert_eq!(waiting["refusals"][0]["reason"], "hostname UNIQUE", "{svc:#}");
+    let message = waiting["message"].as_str().unwrap_or_default();
+    assert!(message.contains("hostname UNIQUE"), "{message}");
+    let placed = svc["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Placed")).cloned();
+    assert_eq!(placed.map(|c| c["status"].clone()), Some(json!("False")), "{svc:#}");
+}
+
+#[tokio::test]
+async fn scaling_up_and_down_follows_instances() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    node(&s, "n1", 4.0, 4096).await;
+    let (code, out) = s.post(SERVICES, &service("api", 4, json!([]))).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let live =
+        |v: &Value| v["items"].as_array().map_or(0, |i| i.iter().filter(|t| t["spec"]["kill"] != json!(true)).count());
+    wait_for(&s, TASKS, "four tasks", |v| live(v) == 4).await;
+    let (code, out) =
+        s.patch(&format!("{SERVICES}/api"), "application/merge-patch+json", r#"{"spec":{"instances":1}}"#).await;
+    assert_eq!(code, StatusCode::OK, "{out}");
+    wait_for(&s, TASKS, "three tasks killed", |v| live(v) == 1).await;
+}
