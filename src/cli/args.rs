@@ -91,6 +91,18 @@ pub enum Command {
     /// Inspect authorization: who am I, may I.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Turn another system's definitions into Corral manifests, printed on stdout
+    /// (nothing is sent to a server).
+    #[command(subcommand)]
+    Convert(ConvertCommand),
+    /// Set how many instances a service keeps running: `corral scale service/web 5`.
+    Scale(ScaleArgs),
+    /// Roll every task of a service to a new revision of the same template:
+    /// `corral restart service/web`.
+    Restart(RestartArgs),
+    /// Follow, list and undo a service's rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
 }
 
 /// `corral token` subcommands.
@@ -613,4 +625,138 @@ pub struct DiffArgs {
 pub struct ExplainArgs {
     /// `KIND` or `KIND.field.path`, e.g. `configmap.spec.data`.
     pub path: String,
+}
+
+/// `corral convert` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ConvertCommand {
+    /// A Marathon app definition (`{"id": "/prod/web", ...}`), a group of them
+    /// (`{"apps": [...]}`) or a list, as Service manifests. Each field that cannot be
+    /// carried over is named on stderr; the exit code is 0 all the same.
+    Marathon(ConvertMarathonArgs),
+}
+
+/// Options of `corral convert marathon`.
+#[derive(Args, Debug)]
+pub struct ConvertMarathonArgs {
+    /// The app's JSON file, as Marathon's `GET /v2/apps/ID` returns it (or as posted);
+    /// `-` reads stdin.
+    pub file: PathBuf,
+
+    /// Output format: one YAML document per app, or JSON (a `List` for several apps).
+    #[arg(short = 'o', long, value_enum, default_value_t = ManifestFormat::Yaml)]
+    pub output: ManifestFormat,
+}
+
+/// How manifests are printed.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ManifestFormat {
+    /// YAML, one document per object.
+    #[default]
+    Yaml,
+    /// Indented JSON: the object, or a `List` of them.
+    Json,
+}
+
+/// Options of `corral scale`.
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// The service, as `service/NAME`.
+    #[arg(value_name = "service/NAME")]
+    pub target: String,
+
+    /// How many instances to keep running.
+    #[arg(value_name = "N")]
+    pub instances: u32,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// Options of `corral restart`.
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// The service, as `service/NAME`.
+    #[arg(value_name = "service/NAME")]
+    pub target: String,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// `corral rollout` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Print a service's deployment progress as it changes, until it completes
+    /// (exit 0), the service is deleted or --timeout passes (exit 1).
+    Status(RolloutStatusArgs),
+    /// List the template revisions a service keeps, the current one marked.
+    History(RolloutHistoryArgs),
+    /// Go back to an earlier template revision (by default the one before the
+    /// current one): the service rolls out to it again.
+    Undo(RolloutUndoArgs),
+}
+
+/// Options of `corral rollout status`.
+#[derive(Args, Debug)]
+pub struct RolloutStatusArgs {
+    /// The service, as `service/NAME`.
+    #[arg(value_name = "service/NAME")]
+    pub target: String,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+
+    /// Seconds to wait for the deployment to complete before giving up (exit 1); 0
+    /// waits for ever.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub timeout: u64,
+
+    /// Follow the deployment; `--watch=false` prints where it is once and exits 0.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub watch: bool,
+}
+
+/// Options of `corral rollout history`.
+#[derive(Args, Debug)]
+pub struct RolloutHistoryArgs {
+    /// The service, as `service/NAME`.
+    #[arg(value_name = "service/NAME")]
+    pub target: String,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+
+    /// Output format: a table, or the kept revisions in full as YAML or JSON.
+    #[arg(short = 'o', long, value_enum, default_value_t = HistoryFormat::Table)]
+    pub output: HistoryFormat,
+}
+
+/// Output formats of `corral rollout history`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HistoryFormat {
+    /// Aligned columns: revision, time, image, command.
+    #[default]
+    Table,
+    /// The revisions, templates included, as YAML.
+    Yaml,
+    /// The revisions, templates included, as JSON.
+    Json,
+}
+
+/// Options of `corral rollout undo`.
+#[derive(Args, Debug)]
+pub struct RolloutUndoArgs {
+    /// The service, as `service/NAME`.
+    #[arg(value_name = "service/NAME")]
+    pub target: String,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+
+    /// The revision to go back to (see `corral rollout history`); default: the one
+    /// before the current revision.
+    #[arg(long, value_name = "N")]
+    pub to_revision: Option<u64>,
 }

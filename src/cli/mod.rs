@@ -1,6 +1,6 @@
 //! The `corral` command line: running the system (`up`, `server`, `controllers`,
 //! `agent`) and talking to it (`apply`, `get`, `describe`, `delete`, `diff`, `explain`,
-//! `api-resources`, `logs`, `image`).
+//! `api-resources`, `logs`, `image`, `scale`, `restart`, `rollout`), and `convert`.
 //!
 //! Exit codes: 0 success, 1 error; `diff` exits 1 when there are differences and 2
 //! on error. Errors go to stderr as `error: ...`.
@@ -33,6 +33,7 @@ mod auth;
 mod bench;
 mod connection;
 mod controllers;
+mod convert;
 mod delete;
 mod describe;
 mod diff;
@@ -40,6 +41,7 @@ mod explain;
 mod get;
 mod image;
 mod logs;
+mod rollout;
 mod serve;
 
 use std::process::ExitCode;
@@ -138,6 +140,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(a) => logs::run(&ctx()?, a).await,
         Command::Token(c) => auth::token(&ctx()?, c).await,
         Command::Auth(c) => auth::auth(&ctx()?, c).await,
+        Command::Convert(c) => convert::run(c),
+        Command::Scale(a) => rollout::scale(&ctx()?, a).await,
+        Command::Restart(a) => rollout::restart(&ctx()?, a).await,
+        Command::Rollout(c) => rollout::run(&ctx()?, c).await,
         Command::Bench { args } => Ok(bench::run(&args)),
     }
 }
