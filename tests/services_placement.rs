@@ -102,3 +102,28 @@ async fn scaling_up_and_down_follows_instances() {
     assert_eq!(code, StatusCode::OK, "{out}");
     wait_for(&s, TASKS, "three tasks killed", |v| live(v) == 1).await;
 }
+
+#[tokio::test]
+async fn a_role_quota_limit_caps_what_its_services_are_offered() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    node(&s, "n1", 4.0, 4096).await;
+    let quota = json!({"apiVersion": "corral.dev/v1", "kind": "Quota", "metadata": {"name": "batch"},
+        "spec": {"limit": {"cpus": 0.3, "mem": 4096}}});
+    let (code, out) = s.post("/apis/corral.dev/v1/quotas", &quota).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let mut svc = service("etl", 5, json!([]));
+    svc["spec"]["role"] = json!("batch");
+    let (code, out) = s.post(SERVICES, &svc).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let svc =
+        wait_for(&s, &format!("{SERVICES}/etl"), "two instances waiting", |v| v["status"]["waiting"]["instances"] == 2)
+            .await;
+    let (_, tasks) = s.get(TASKS).await;
+    let items = tasks["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 3, "0.3 cpus of quota fit three tasks of 0.1: {tasks:#}");
+    assert!(items.iter().all(|t| t["spec"]["role"] == "batch"), "{tasks:#}");
+    assert!(svc["status"]["waiting"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{svc:#}");
+}

@@ -173,13 +173,13 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
             *e = add(e, r);
         }
     }
-    let mut holds: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut holds: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
     for o in &kept {
         let e = by_role.entry(o.role.clone()).or_default();
         *e = add(e, &o.resources);
         let e = by_framework.entry(o.framework.as_str()).or_default();
         *e = add(e, &o.resources);
-        holds.insert((o.framework.as_str(), o.node.as_str()));
+        holds.insert((o.framework.as_str(), o.role.as_str(), o.node.as_str()));
     }
     let role_weight = |role: &str| {
         s.frameworks.iter().filter(|f| f.roles.iter().any(|r| r == role)).map(|f| f.weight).fold(0.0, f64::max)
@@ -187,7 +187,7 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
 
     // Node after node, the most deserving candidate takes what the node has left for
     // its role; then the next node, with the shares updated. Every pass offers at
-    // least one thing or ends the loop, and each (framework, node) pair is offered
+    // least one thing or ends the loop, and each (framework, role, node) is offered
     // at most once, so it ends.
     loop {
         let mut offered = false;
@@ -195,12 +195,16 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
             let Some(l) = left.get(node.name.as_str()) else { continue };
             let mut best: Option<(Rank, &FrameworkState, &str, Resources)> = None;
             for f in s.frameworks.iter().filter(|f| !f.suppressed && f.weight > 0.0) {
-                if holds.contains(&(f.name.as_str(), node.name.as_str()))
-                    || f.filters.get(&node.name).is_some_and(|until| *until > now)
-                {
+                if f.filters.get(&node.name).is_some_and(|until| *until > now) {
                     continue;
                 }
                 for role in &f.roles {
+                    // One offer per framework, role and node: a framework of two
+                    // roles gets a node's reservation for one beside the shared pool
+                    // for the other.
+                    if holds.contains(&(f.name.as_str(), role.as_str(), node.name.as_str())) {
+                        continue;
+                    }
                     let allocated = by_role.get(role).copied().unwrap_or_default();
                     let quota = s.quotas.get(role);
                     let mut give = l.free_for(role);
@@ -236,7 +240,7 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
             *e = add(e, &give);
             let e = by_framework.entry(f.name.as_str()).or_default();
             *e = add(e, &give);
-            holds.insert((f.name.as_str(), node.name.as_str()));
+            holds.insert((f.name.as_str(), role, node.name.as_str()));
             plan.offer.push(Offer {
                 framework: f.name.clone(),
                 role: role.to_string(),

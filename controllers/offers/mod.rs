@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use corral_api::Resource;
 use corral_api::allocation::{add, dominant_share};
-use corral_api::kinds::Lease;
 use corral_api::kinds::framework::{
     DEFAULT_ROLE, FRAMEWORK_LEASE_NAMESPACE, Framework, FrameworkPhase, FrameworkStatus, Offer, OfferSpec,
 };
 use corral_api::kinds::node::{Node, NodePhase, Resources};
 use corral_api::kinds::task::Task;
+use corral_api::kinds::{Lease, Quota};
 use corral_client::{Api, Client, DeleteParams, ListParams};
 use corral_runtime::{Cache, CancellationToken, ControllerMetrics, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
@@ -52,13 +52,11 @@ pub struct Config {
     pub offer_ttl: Duration,
     /// How long to gather changes before a round.
     pub settle: Duration,
-    /// Quota by role: guarantee and limit.
-    pub quotas: BTreeMap<String, decide::Quota>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { offer_ttl: Duration::from_secs(30), settle: Duration::from_millis(50), quotas: BTreeMap::new() }
+        Config { offer_ttl: Duration::from_secs(30), settle: Duration::from_millis(50) }
     }
 }
 
@@ -82,6 +80,7 @@ struct Caches {
     frameworks: Cache<Framework>,
     offers: Cache<Offer>,
     leases: Cache<Lease>,
+    quotas: Cache<Quota>,
 }
 
 /// What the loop remembers between rounds.
@@ -120,19 +119,23 @@ impl Runnable for Offers {
         let offers = Reflector::new(Api::<Offer>::all(client.clone()), ListParams::default());
         let leases =
             Reflector::new(Api::<Lease>::namespaced(client.clone(), FRAMEWORK_LEASE_NAMESPACE), ListParams::default());
+        let quotas = Reflector::new(Api::<Quota>::all(client.clone()), ListParams::default());
         let caches = Caches {
             nodes: nodes.cache(),
             tasks: tasks.cache(),
             frameworks: frameworks.cache(),
             offers: offers.cache(),
             leases: leases.cache(),
+            quotas: quotas.cache(),
         };
-        let reflectors = futures::future::join5(
-            nodes.run(shutdown.clone(), poke(&wake)),
-            tasks.run(shutdown.clone(), poke(&wake)),
-            frameworks.run(shutdown.clone(), poke(&wake)),
-            offers.run(shutdown.clone(), poke(&wake)),
-            leases.run(shutdown.clone(), poke(&wake)),
+        let reflectors = futures::future::join3(
+            futures::future::join3(
+                nodes.run(shutdown.clone(), poke(&wake)),
+                tasks.run(shutdown.clone(), poke(&wake)),
+                frameworks.run(shutdown.clone(), poke(&wake)),
+            ),
+            futures::future::join(offers.run(shutdown.clone(), poke(&wake)), leases.run(shutdown.clone(), poke(&wake))),
+            quotas.run(shutdown.clone(), poke(&wake)),
         );
         let rounds = self.rounds(client, caches, wake, shutdown.clone());
         tokio::select! {
@@ -145,13 +148,12 @@ impl Runnable for Offers {
 
 impl Offers {
     async fn rounds(&self, client: Client, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
-        for c in [caches.nodes.clone()] {
-            c.wait_synced().await;
-        }
+        caches.nodes.wait_synced().await;
         caches.tasks.wait_synced().await;
         caches.frameworks.wait_synced().await;
         caches.offers.wait_synced().await;
         caches.leases.wait_synced().await;
+        caches.quotas.wait_synced().await;
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let mut memory = Memory { prefix: radix36(started.as_millis() as u64), ..Default::default() };
         let ctx = Apis {
@@ -314,7 +316,13 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
         });
     }
 
-    let snapshot = Snapshot { nodes, frameworks, quotas: config.quotas.clone(), offers };
+    let quotas = caches
+        .quotas
+        .list()
+        .iter()
+        .map(|q| (q.metadata.name.clone(), decide::Quota { guarantee: q.spec.guarantee, limit: q.spec.limit }))
+        .collect();
+    let snapshot = Snapshot { nodes, frameworks, quotas, offers };
     let plan = decide::decide(&snapshot, now, config.offer_ttl);
     due.extend(snapshot.offers.iter().map(|o| o.offer.expires));
     apply(apis, memory, &plan, declined, &attributes, wall, config.offer_ttl).await;

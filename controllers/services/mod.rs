@@ -217,7 +217,9 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, wake: Arc<Noti
     let mut demands: Vec<Demand> = Vec::new();
     let mut plans: Vec<(Arc<Service>, decide::Plan)> = Vec::new();
     let node_attrs = node_attributes(&caches.nodes);
-    let mut roles: BTreeSet<String> = BTreeSet::from([DEFAULT_ROLE.to_string()]);
+    // The framework takes resources for the roles its services ask for, and only
+    // those: an offer of a role no service wants would only be declined.
+    let mut roles: BTreeSet<String> = BTreeSet::new();
     for svc in caches.services.list() {
         if svc.metadata.deletion_timestamp.is_some() {
             continue;
@@ -270,6 +272,9 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, wake: Arc<Noti
     start_readiness_checks(caches, memory, &plans, wake);
 
     // The framework asks for offers only while some service waits.
+    if roles.is_empty() {
+        roles.insert(DEFAULT_ROLE.to_string());
+    }
     register(apis, memory, !demands.is_empty(), &roles).await;
 
     // 2. Offers matched to what waits.

@@ -7,6 +7,7 @@ pub mod framework;
 pub mod lease;
 pub mod namespace;
 pub mod node;
+pub mod quota;
 pub mod rbac;
 pub mod service;
 pub mod task;
@@ -22,6 +23,7 @@ pub use framework::{Framework, FrameworkSpec, FrameworkStatus, Offer, OfferSpec,
 pub use lease::{Lease, LeaseSpec, LeaseStatus};
 pub use namespace::{Namespace, NamespaceSpec, NamespaceStatus};
 pub use node::Node;
+pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use rbac::{
     ClusterRole, ClusterRoleBinding, ClusterRoleBindingSpec, ClusterRoleSpec, PolicyRule, Role, RoleBinding,
     RoleBindingSpec, RoleRef, RoleSpec, Subject,
@@ -45,6 +47,7 @@ pub fn builtin_kinds() -> Vec<crate::KindInfo> {
         Framework::kind_info(),
         Offer::kind_info(),
         Service::kind_info(),
+        Quota::kind_info(),
         Role::kind_info(),
         ClusterRole::kind_info(),
         RoleBinding::kind_info(),
