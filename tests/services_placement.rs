@@ -127,3 +127,27 @@ async fn a_role_quota_limit_caps_what_its_services_are_offered() {
     assert!(items.iter().all(|t| t["spec"]["role"] == "batch"), "{tasks:#}");
     assert!(svc["status"]["waiting"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{svc:#}");
 }
+
+#[tokio::test]
+async fn a_service_leaves_placement_to_the_scheduler_and_obeys_its_namespace_policy() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    let mut pinned = service("pinned", 1, json!([]));
+    pinned["spec"]["template"]["nodeName"] = json!("n1");
+    pinned["spec"]["unreachableStrategy"] = json!({"inactiveAfterSeconds": 60, "expungeAfterSeconds": 10});
+    let (code, out) = s.post(SERVICES, &pinned).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    let text = out.to_string();
+    assert!(text.contains("spec.template.nodeName") && text.contains("expungeAfterSeconds"), "{out}");
+
+    let ns = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": "shop"}});
+    let (code, out) = s.post("/apis/corral.dev/v1/namespaces", &ns).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let mut native = service("native", 1, json!([]));
+    native["metadata"]["namespace"] = json!("shop");
+    let (code, out) = s.post("/apis/corral.dev/v1/namespaces/shop/services", &native).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "a restricted namespace refuses a native template at once: {out}");
+    assert!(out.to_string().contains("spec.template.image"), "{out}");
+}

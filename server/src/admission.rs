@@ -31,7 +31,13 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
         "nodes" => agent_endpoint(ctx, object).await,
         "tasks" if ctx.target != Target::Status => {
             service_account_fixed(ctx, object).await?;
-            task_policy(ctx, object).await
+            task_policy(ctx, object, "/spec", "spec").await
+        }
+        "services" if ctx.target != Target::Status => {
+            service_template(ctx, object)?;
+            // Judged now, as the tasks it will launch would be, rather than refused
+            // launch after launch.
+            task_policy(ctx, object, "/spec/template", "spec.template").await
         }
         _ => Ok(()),
     }
@@ -95,7 +101,9 @@ async fn namespace_privileged(ctx: &Ctx, ns: &str) -> ApiResult<bool> {
     Ok(v.pointer(&label).and_then(Value::as_str) == Some(PRIVILEGED))
 }
 
-async fn task_policy(ctx: &Ctx, object: &Value) -> ApiResult<()> {
+/// The task security policy for the task spec at `pointer` of `object` (a task's
+/// spec, or a service's template), its fields named under `prefix`.
+async fn task_policy(ctx: &Ctx, object: &Value, pointer: &str, prefix: &str) -> ApiResult<()> {
     let Some(ns) = ctx.namespace.as_deref() else { return Ok(()) };
     if namespace_privileged(ctx, ns).await? {
         return Ok(());
@@ -103,7 +111,7 @@ async fn task_policy(ctx: &Ctx, object: &Value) -> ApiResult<()> {
     // A spec admitted before is not judged again (a finalizer or label change, or
     // a namespace made stricter since, must not block writes to running tasks).
     let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let decode = |v: &Value| serde_json::from_value::<TaskSpec>(v.get("spec").cloned().unwrap_or_default()).ok();
+    let decode = |v: &Value| serde_json::from_value::<TaskSpec>(v.pointer(pointer).cloned().unwrap_or_default()).ok();
     // The schema has passed: the spec decodes.
     let Some(spec) = decode(object) else { return Ok(()) };
     if let Some(live) = live_value(ctx, name).await?
@@ -114,17 +122,20 @@ async fn task_policy(ctx: &Ctx, object: &Value) -> ApiResult<()> {
     let mut why = Vec::new();
     if spec.image.is_none() {
         why.push(corral_api::FieldError::new(
-            "spec.image",
+            format!("{prefix}.image"),
             "a task without an image runs natively on the host; only a privileged namespace allows that",
         ));
     }
     if spec.user.as_deref().is_some_and(is_root) {
-        why.push(corral_api::FieldError::new("spec.user", "uid 0 (root) is allowed only in a privileged namespace"));
+        why.push(corral_api::FieldError::new(
+            format!("{prefix}.user"),
+            "uid 0 (root) is allowed only in a privileged namespace",
+        ));
     }
     for (i, a) in spec.artifacts.iter().enumerate() {
         if a.uri.trim_start().to_ascii_lowercase().starts_with("file:") {
             why.push(corral_api::FieldError::new(
-                format!("spec.artifacts[{i}].uri"),
+                format!("{prefix}.artifacts[{i}].uri"),
                 "file:// artifacts read the node's files; only a privileged namespace allows them",
             ));
         }
@@ -143,6 +154,33 @@ async fn task_policy(ctx: &Ctx, object: &Value) -> ApiResult<()> {
         name: name.to_string(),
         causes: why,
     }))
+}
+
+/// A service's template leaves to the scheduler what is the scheduler's, and its
+/// unreachable strategy forgets a task only once it is replaced.
+fn service_template(ctx: &Ctx, object: &Value) -> ApiResult<()> {
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let mut why = Vec::new();
+    for (field, whose) in [
+        ("nodeName", "the services framework places each task on a node from an offer"),
+        ("kill", "the services framework kills tasks; scale the service down or delete it"),
+        ("framework", "the services framework stamps it"),
+        ("offer", "the server stamps it when an offer is accepted"),
+        ("role", "set spec.role of the service instead"),
+    ] {
+        if object.pointer(&format!("/spec/template/{field}")).is_some_and(|v| !v.is_null() && *v != false) {
+            why.push(corral_api::FieldError::new(format!("spec.template.{field}"), format!("leave it out: {whose}")));
+        }
+    }
+    let seconds =
+        |f: &str| object.pointer(&format!("/spec/unreachableStrategy/{f}")).and_then(Value::as_u64).unwrap_or(0);
+    if seconds("expungeAfterSeconds") < seconds("inactiveAfterSeconds") {
+        why.push(corral_api::FieldError::new(
+            "spec.unreachableStrategy.expungeAfterSeconds",
+            "must be at least inactiveAfterSeconds: a task is forgotten only once it is replaced",
+        ));
+    }
+    if why.is_empty() { Ok(()) } else { Err(ApiError::invalid(&ctx.info, name, why)) }
 }
 
 /// Whether `user` (`name`, `uid` or `uid:gid`) names root.
