@@ -60,6 +60,8 @@ const RENEW: Duration = Duration::from_secs(5);
 const REFUSE_SECONDS: u64 = 1;
 /// Least time between two status writes of one service.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// How often the framework's registration is read back.
+const RECHECK: Duration = Duration::from_secs(10);
 /// Most writes in flight at once.
 const IN_FLIGHT: usize = 64;
 
@@ -127,8 +129,9 @@ struct Memory {
     /// Task names: a prefix unique to this run, and a counter.
     prefix: String,
     next: u64,
-    /// Whether the framework currently asks for no offers.
-    suppressed: Option<bool>,
+    /// What the framework was last registered with (suppressed, and its roles), and
+    /// when: looked at again now and then, in case someone deleted or changed it.
+    registered: Option<((bool, Vec<String>), Instant)>,
 }
 
 /// How long a write may stay unseen before it is forgotten (a lost response, a task
@@ -484,6 +487,10 @@ fn forget_seen(caches: &Caches, memory: &mut Memory, now: Instant) {
 async fn register(apis: &Apis, memory: &mut Memory, wants_offers: bool, roles: &BTreeSet<String>) {
     let suppressed = !wants_offers;
     let roles: Vec<String> = roles.iter().cloned().collect();
+    let wanted = (suppressed, roles.clone());
+    if memory.registered.as_ref().is_some_and(|(r, at)| *r == wanted && at.elapsed() < RECHECK) {
+        return;
+    }
     let current = match apis.frameworks.get_opt(SERVICES_FRAMEWORK).await {
         Ok(f) => f,
         Err(e) => {
@@ -491,9 +498,6 @@ async fn register(apis: &Apis, memory: &mut Memory, wants_offers: bool, roles: &
             return;
         }
     };
-    if memory.suppressed == Some(suppressed) && current.as_ref().is_some_and(|f| f.spec.roles == roles) {
-        return;
-    }
     let result = match current {
         None => {
             let spec = FrameworkSpec { roles, suppressed, ..Default::default() };
@@ -507,7 +511,7 @@ async fn register(apis: &Apis, memory: &mut Memory, wants_offers: bool, roles: &
         Some(_) => Ok(()),
     };
     match result {
-        Ok(()) => memory.suppressed = Some(suppressed),
+        Ok(()) => memory.registered = Some((wanted, Instant::now())),
         Err(e) => tracing::debug!(error = %e, "cannot register the services framework"),
     }
 }
