@@ -56,6 +56,8 @@ pub struct FrameworkState {
     pub suppressed: bool,
     /// Nodes it declined, and until when it refuses them.
     pub filters: BTreeMap<String, Instant>,
+    /// What its live tasks hold: its share among the frameworks of a role.
+    pub allocated: Resources,
 }
 
 /// Guarantee and limit of a role.
@@ -166,7 +168,8 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
     // Each role's allocation across the cluster, offers included.
     let total = s.nodes.iter().filter(|n| n.offerable).fold(Resources::default(), |t, n| add(&t, &n.capacity));
     let mut by_role: BTreeMap<String, Resources> = BTreeMap::new();
-    let mut by_framework: BTreeMap<&str, Resources> = BTreeMap::new();
+    let mut by_framework: BTreeMap<&str, Resources> =
+        s.frameworks.iter().map(|f| (f.name.as_str(), f.allocated)).collect();
     for n in &s.nodes {
         for (role, r) in &n.allocated {
             let e = by_role.entry(role.clone()).or_default();

@@ -179,6 +179,10 @@ struct Apis {
     tasks: Api<Task>,
 }
 
+/// Least time between two status writes of one framework (its share moves with
+/// every task) unless its phase changes.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// Most writes a round has in flight at once.
 const IN_FLIGHT: usize = 64;
 
@@ -264,7 +268,14 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
                 ),
             ),
         };
+        let mut allocated = Resources::default();
+        for t in caches.tasks.by_index("framework", &name) {
+            if !t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+                allocated = add(&allocated, &t.spec.resources);
+            }
+        }
         frameworks.push(FrameworkState {
+            allocated,
             name: name.clone(),
             roles: f.spec.roles.clone(),
             weight: f.spec.weight,
@@ -325,6 +336,15 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
     let snapshot = Snapshot { nodes, frameworks, quotas, offers };
     let plan = decide::decide(&snapshot, now, config.offer_ttl);
     due.extend(snapshot.offers.iter().map(|o| o.offer.expires));
+    // What each framework is offered once the plan is applied: the offers it keeps,
+    // and the new ones (counted before the writes, so none is counted twice).
+    let rescinded: HashSet<&str> = plan.rescind.iter().map(|(n, _)| n.as_str()).collect();
+    let mut offered: HashMap<String, Resources> = HashMap::new();
+    let kept = snapshot.offers.iter().filter(|o| !rescinded.contains(o.name.as_str())).map(|o| &o.offer);
+    for o in kept.chain(plan.offer.iter()) {
+        let e = offered.entry(o.framework.clone()).or_default();
+        *e = add(e, &o.resources);
+    }
     apply(apis, memory, &plan, declined, &attributes, wall, config.offer_ttl).await;
 
     // Failover: kill the tasks of frameworks gone too long, or deleted.
@@ -357,7 +377,7 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
         .await;
 
     // Each framework's share, written when it changed.
-    write_statuses(apis, caches, memory, &phases, &total, &plan, now).await;
+    due.extend(write_statuses(apis, caches, memory, &phases, &total, &offered, now).await);
     due.into_iter().filter(|d| *d > now).min()
 }
 
@@ -421,10 +441,11 @@ async fn write_statuses(
     memory: &mut Memory,
     phases: &BTreeMap<String, (FrameworkPhase, String)>,
     total: &Resources,
-    plan: &Plan,
+    offered: &HashMap<String, Resources>,
     now: Instant,
-) {
+) -> Option<Instant> {
     let mut writes = Vec::new();
+    let mut next: Option<Instant> = None;
     for f in caches.frameworks.list() {
         let name = &f.metadata.name;
         let Some((phase, message)) = phases.get(name) else { continue };
@@ -437,18 +458,7 @@ async fn write_statuses(
             allocated = add(&allocated, &t.spec.resources);
             tasks += 1;
         }
-        let mut offered = Resources::default();
-        for o in caches
-            .offers
-            .list()
-            .iter()
-            .filter(|o| o.spec.framework == *name && !memory.rescinded.contains(&o.metadata.name))
-        {
-            offered = add(&offered, &o.spec.resources);
-        }
-        for o in plan.offer.iter().filter(|o| o.framework == *name) {
-            offered = add(&offered, &o.resources);
-        }
+        let offered = offered.get(name).copied().unwrap_or_default();
         let share = (dominant_share(&allocated, total) * 1000.0).round() / 1000.0;
         let status = FrameworkStatus {
             phase: *phase,
@@ -464,8 +474,12 @@ async fn write_statuses(
         }
         // The share moves with every task: written at most once a second unless the
         // phase changes.
-        let recent = memory.written.get(name).is_some_and(|(_, at)| now.duration_since(*at) < Duration::from_secs(1));
-        if recent && current.phase == status.phase {
+        let last = memory.written.get(name).map(|(_, at)| *at);
+        if let Some(at) = last.filter(|at| now.duration_since(*at) < STATUS_EVERY)
+            && current.phase == status.phase
+        {
+            // Written once the second is up, even if nothing else changes by then.
+            next = Some(next.map_or(at + STATUS_EVERY, |n| n.min(at + STATUS_EVERY)));
             continue;
         }
         memory.written.insert(name.clone(), (status.clone(), now));
@@ -480,4 +494,5 @@ async fn write_statuses(
             }
         })
         .await;
+    next
 }

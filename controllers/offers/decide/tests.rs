@@ -25,7 +25,14 @@ fn node(name: &str, cpus: f64, mem: u64) -> NodeState {
 }
 
 fn framework(name: &str, role: &str, weight: f64) -> FrameworkState {
-    FrameworkState { name: name.into(), roles: vec![role.into()], weight, suppressed: false, filters: BTreeMap::new() }
+    FrameworkState {
+        name: name.into(),
+        roles: vec![role.into()],
+        weight,
+        suppressed: false,
+        filters: BTreeMap::new(),
+        allocated: Resources::default(),
+    }
 }
 
 fn offered<'a>(plan: &'a Plan, node: &str) -> Vec<&'a Offer> {
@@ -237,6 +244,7 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                 weight: w as f64,
                 suppressed,
                 filters: BTreeMap::new(),
+                allocated: Resources::default(),
             })
             .collect::<Vec<_>>();
         let offers = offers
@@ -314,4 +322,21 @@ proptest! {
             prop_assert!(new.disk == 0 || held.disk + new.disk <= limit.disk, "role {role} over its disk limit");
         }
     }
+}
+
+#[test]
+fn frameworks_of_one_role_are_ranked_by_what_their_tasks_hold() {
+    let mut busy = node("n0", 2.0, 2048);
+    busy.allocated.insert("*".into(), res(2.0, 2048));
+    let mut aa = framework("aa", "*", 1.0);
+    aa.allocated = res(2.0, 2048);
+    let s = Snapshot {
+        nodes: vec![busy, node("n1", 1.0, 1024)],
+        frameworks: vec![aa, framework("bb", "*", 1.0)],
+        ..Default::default()
+    };
+    let plan = decide(&s, Instant::now(), Duration::from_secs(30));
+    let offers = offered(&plan, "n1");
+    assert_eq!(offers.len(), 1, "{plan:?}");
+    assert_eq!(offers[0].framework, "bb", "aa's tasks hold the other node: bb is further from its share");
 }
