@@ -34,7 +34,9 @@ use corral_api::kinds::framework::{
 };
 use corral_api::kinds::lease::LeaseSpec;
 use corral_api::kinds::node::Node;
-use corral_api::kinds::service::{Condition, REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service};
+use corral_api::kinds::service::{
+    Condition, REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceStatus,
+};
 use corral_api::kinds::task::{Task, TaskPhase};
 use corral_client::{Api, Client, DeleteParams, ListParams};
 use corral_runtime::{Cache, CancellationToken, ControllerMetrics, ObjectRef, Reflector, Runnable};
@@ -124,6 +126,8 @@ struct Memory {
     used: HashMap<String, Instant>,
     /// When each service's status was last written.
     written: HashMap<String, Instant>,
+    /// The status last computed for each service, by uid.
+    statuses: HashMap<String, ServiceStatus>,
     /// Readiness results by task key.
     ready: Arc<Mutex<HashMap<String, bool>>>,
     /// Task names: a prefix unique to this run, and a counter.
@@ -245,7 +249,11 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, wake: Arc<Noti
                 tasks.push(p.view.clone());
             }
         }
-        let status = svc.status.clone().unwrap_or_default();
+        // The status last computed, not the one last seen: a write held back (or
+        // not yet back in the cache) must not make the next round number the same
+        // template afresh.
+        let uid = svc.metadata.uid.clone().unwrap_or_default();
+        let status = memory.statuses.get(&uid).cloned().or_else(|| svc.status.clone()).unwrap_or_default();
         let input = Input { spec: &svc.spec, generation: svc.metadata.generation.unwrap_or(0), status: &status, tasks };
         let plan = decide::decide(&input, wall);
         if let Some(at) = plan.wake_at {
@@ -410,6 +418,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, wake: Arc<Noti
             None => ("True", "Placed", "every instance has a node".to_string()),
         };
         set_condition(&mut status.conditions, "Placed", placed_condition.0, placed_condition.1, &placed_condition.2);
+        memory.statuses.insert(svc.metadata.uid.clone().unwrap_or_default(), status.clone());
         if svc.status.as_ref() == Some(&status) {
             continue;
         }
@@ -479,6 +488,11 @@ fn forget_seen(caches: &Caches, memory: &mut Memory, now: Instant) {
     memory.used.retain(|name, at| {
         now.duration_since(*at) < UNSEEN && caches.offers.get(&ObjectRef::cluster(offer_res.clone(), name)).is_some()
     });
+    let services = caches.services.list();
+    let uids: HashSet<&str> = services.iter().filter_map(|s| s.metadata.uid.as_deref()).collect();
+    memory.statuses.retain(|uid, _| uids.contains(uid.as_str()));
+    let keys: HashSet<String> = services.iter().map(|s| service_key(s)).collect();
+    memory.written.retain(|key, _| keys.contains(key));
     let ready = caches.tasks.list().iter().map(|t| task_key(t)).collect::<HashSet<_>>();
     memory.ready.lock().retain(|k, _| ready.contains(k));
 }
