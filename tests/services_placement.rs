@@ -101,6 +101,12 @@ async fn scaling_up_and_down_follows_instances() {
         s.patch(&format!("{SERVICES}/api"), "application/merge-patch+json", r#"{"spec":{"instances":1}}"#).await;
     assert_eq!(code, StatusCode::OK, "{out}");
     wait_for(&s, TASKS, "three tasks killed", |v| live(v) == 1).await;
+    let metrics = s.kit().http().get(s.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    for m in
+        ["corral_services_tasks_launched_total 4", "corral_offers_made_total", "corral_services_tasks_killed_total 3"]
+    {
+        assert!(metrics.contains(m), "{m} in /metrics");
+    }
 }
 
 #[tokio::test]

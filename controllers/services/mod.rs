@@ -39,9 +39,11 @@ use corral_api::kinds::service::{
 };
 use corral_api::kinds::task::{Task, TaskPhase};
 use corral_client::{Api, Client, DeleteParams, ListParams};
-use corral_runtime::{Cache, CancellationToken, ControllerMetrics, ObjectRef, Reflector, Runnable};
+use corral_runtime::{Cache, CancellationToken, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
@@ -83,13 +85,34 @@ impl Default for Config {
 /// The services controller, for a [`corral_runtime::Manager`].
 pub struct Services {
     config: Config,
-    metrics: Arc<ControllerMetrics>,
+    counts: Arc<Counts>,
+}
+
+/// What the services controller counts, besides its rounds.
+struct Counts {
+    /// How long each round takes.
+    rounds: Histogram,
+    launched: Counter,
+    refused: Counter,
+    killed: Counter,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        // 0.5 ms to ~16 s.
+        Counts {
+            rounds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            launched: Default::default(),
+            refused: Default::default(),
+            killed: Default::default(),
+        }
+    }
 }
 
 impl Services {
     /// The controller with `config`.
     pub fn new(config: Config) -> Self {
-        Services { config, metrics: Arc::default() }
+        Services { config, counts: Arc::default() }
     }
 }
 
@@ -149,7 +172,27 @@ impl Runnable for Services {
     }
 
     fn register_metrics(&self, registry: &mut Registry) {
-        self.metrics.register(registry, NAME);
+        // Rounds, not reconciles of one object: metrics of their own.
+        registry.register(
+            "corral_services_round_duration_seconds",
+            "Rounds over every service and how long each took",
+            self.counts.rounds.clone(),
+        );
+        registry.register(
+            "corral_services_tasks_launched",
+            "Tasks launched by accepting offers",
+            self.counts.launched.clone(),
+        );
+        registry.register(
+            "corral_services_accepts_refused",
+            "Accepts the server refused (the offer no longer fitted)",
+            self.counts.refused.clone(),
+        );
+        registry.register(
+            "corral_services_tasks_killed",
+            "Tasks killed: scaled down, replaced or rolled",
+            self.counts.killed.clone(),
+        );
     }
 
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
@@ -202,7 +245,9 @@ impl Services {
         let started = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let mut memory = Memory { prefix: radix36(started.as_secs() % 46_656), ..Default::default() };
         loop {
-            let next = round(&apis, &caches, &mut memory, wake.clone()).await;
+            let started = Instant::now();
+            let next = round(&apis, &caches, &mut memory, wake.clone(), &self.counts).await;
+            self.counts.rounds.observe(started.elapsed().as_secs_f64());
             let sleep = next.map_or(Duration::from_secs(5), |at| at.saturating_duration_since(Instant::now()));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -214,7 +259,13 @@ impl Services {
 }
 
 /// One round over every service; returns when the next is due by the clock.
-async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, wake: Arc<Notify>) -> Option<Instant> {
+async fn round(
+    apis: &Apis,
+    caches: &Caches,
+    memory: &mut Memory,
+    wake: Arc<Notify>,
+    counts: &Counts,
+) -> Option<Instant> {
     let now = Instant::now();
     let wall = SystemTime::now();
     forget_seen(caches, memory, now);
@@ -357,7 +408,11 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, wake: Arc<Noti
         .buffer_unordered(IN_FLIGHT)
         .collect::<Vec<_>>()
         .await;
+    for n in launched.iter().filter_map(|r| r.as_ref().ok()) {
+        counts.launched.inc_by(*n as u64);
+    }
     for refused in launched.into_iter().filter_map(Result::err) {
+        counts.refused.inc();
         for t in refused {
             let key =
                 format!("{}/{}", t.metadata.namespace.clone().unwrap_or_default(), service_of(&t).unwrap_or_default());
@@ -432,6 +487,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, wake: Arc<Noti
         updated.status = Some(status);
         statuses.push(updated);
     }
+    counts.killed.inc_by(kills.len() as u64);
     let tasks_api = &apis.tasks;
     futures::stream::iter(kills)
         .for_each_concurrent(IN_FLIGHT, |t| async move {
