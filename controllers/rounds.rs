@@ -1,7 +1,9 @@
 //! What the controllers that work in rounds over the whole cluster (offers,
-//! services) share: a wake-up from their reflectors, and short unique names.
+//! services) share: a wake-up from their reflectors, short unique names, and times
+//! as the API writes them.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use corral_runtime::Change;
 use tokio::sync::Notify;
@@ -25,4 +27,18 @@ pub(crate) fn radix36(mut n: u64) -> String {
     }
     out.reverse();
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// `t` as RFC 3339 in UTC, to the second (times before 1970 read as 1970).
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let at = chrono::DateTime::from_timestamp(i64::try_from(secs).unwrap_or(i64::MAX), 0).unwrap_or_default();
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Parses RFC 3339, dropping any fraction of a second; `None` if it is not that, or
+/// before 1970.
+pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).ok()?))
 }

@@ -146,6 +146,18 @@ pub fn port_ranges(ports: impl IntoIterator<Item = u16>) -> Vec<PortRange> {
     out
 }
 
+/// `ranges` as a person writes them, e.g. `31000-32000,8080`; `none` when empty.
+pub fn show_ports(ranges: &[PortRange]) -> String {
+    if ranges.is_empty() {
+        return "none".into();
+    }
+    ranges
+        .iter()
+        .map(|r| if r.begin == r.end { r.begin.to_string() } else { format!("{}-{}", r.begin, r.end) })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn push_range(out: &mut Vec<PortRange>, begin: u16, end: u16) {
     match out.last_mut() {
         Some(last) if last.end.checked_add(1).is_some_and(|next| next >= begin) => last.end = last.end.max(end),

@@ -27,6 +27,8 @@ use corral_api::kinds::service::{
 };
 use corral_api::kinds::task::TaskPhase;
 
+pub(crate) use crate::rounds::{parse_rfc3339, rfc3339};
+
 /// One task of the service, as the wiring sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskView {
@@ -458,87 +460,6 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
         Ok(d) => UNIX_EPOCH + Duration::from_secs(d.as_secs()),
         Err(_) => t,
     }
-}
-
-/// `t` as RFC 3339 in UTC, to the second (times before 1970 read as 1970).
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
-    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", day_secs / 3600, day_secs / 60 % 60, day_secs % 60)
-}
-
-/// Parses RFC 3339 (`2026-01-02T03:04:05Z`, optionally with a fraction of a second,
-/// which is dropped, or an offset). `None` if it is not that, or before 1970.
-fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let digits = |from: usize, len: usize| -> Option<i64> {
-        let part = s.get(from..from + len)?;
-        if !part.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (y, mo, d) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
-    let (h, mi, sec) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = s.get(19..)?;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let len = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if len == 0 {
-            return None;
-        }
-        rest = &frac[len..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let o = rest.as_bytes();
-            if o.len() != 6 || !matches!(o[0], b'+' | b'-') || o[3] != b':' {
-                return None;
-            }
-            let (oh, om) = (rest.get(1..3)?.parse::<i64>().ok()?, rest.get(4..6)?.parse::<i64>().ok()?);
-            let sign = if o[0] == b'-' { -1 } else { 1 };
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date of a day since 1970-01-01 (Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
 }
 
 #[cfg(test)]

@@ -656,7 +656,7 @@ fn start_readiness_checks(caches: &Caches, memory: &Memory, plans: &[(Arc<Servic
 
 fn view_of(t: &Task, svc: &Service, ready: &HashMap<String, bool>) -> TaskView {
     let status = t.status.clone().unwrap_or_default();
-    let time = |s: &Option<String>| s.as_deref().and_then(parse_time);
+    let time = |s: &Option<String>| s.as_deref().and_then(crate::rounds::parse_rfc3339);
     TaskView {
         name: t.metadata.name.clone(),
         revision: revision_of(t),
@@ -751,10 +751,4 @@ fn service_key(s: &Service) -> String {
 
 fn task_key(t: &Task) -> String {
     format!("{}/{}", t.metadata.namespace.as_deref().unwrap_or_default(), t.metadata.name)
-}
-
-fn parse_time(s: &str) -> Option<SystemTime> {
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
-    let secs = u64::try_from(t.timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, t.timestamp_subsec_nanos()))
 }

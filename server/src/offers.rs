@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
-use corral_api::allocation::{self, Free, covers};
+use corral_api::allocation::{self, Free, covers, show_ports};
 use corral_api::kinds::framework::{DEFAULT_ROLE, Offer, OfferAccept, OfferDecline};
 use corral_api::kinds::node::{Node, PortRange, Resources};
 use corral_api::{FieldError, GROUP};
@@ -326,15 +326,4 @@ fn invalid_task(ctx: &Ctx, i: usize, field: &str, reason: &str) -> ApiError {
 
 fn show(r: &Resources) -> String {
     format!("cpus {}, mem {} MiB, disk {} MiB", r.cpus, r.mem, r.disk)
-}
-
-fn show_ports(ranges: &[PortRange]) -> String {
-    if ranges.is_empty() {
-        return "none".into();
-    }
-    ranges
-        .iter()
-        .map(|r| if r.begin == r.end { r.begin.to_string() } else { format!("{}-{}", r.begin, r.end) })
-        .collect::<Vec<_>>()
-        .join(",")
 }

@@ -66,7 +66,7 @@ fn claim(
                      bound to a node by hand (this node's ranges: {}); create the task again through one of \
                      those, or give the port a hostPort",
                     p.name,
-                    show_ranges(ranges)
+                    corral_api::allocation::show_ports(ranges)
                 )),
             ));
         };
@@ -116,18 +116,6 @@ fn holder_of<'a>(local: &'a HashMap<String, Local>, uid: &str, port: u16) -> Opt
             && l.state.ports().is_some_and(|ps| ps.values().any(|p| *p == port));
         holds.then_some((u.as_str(), l))
     })
-}
-
-/// `ranges` as a user writes them, e.g. `31000-32000,8080`.
-fn show_ranges(ranges: &[PortRange]) -> String {
-    if ranges.is_empty() {
-        return "none".into();
-    }
-    ranges
-        .iter()
-        .map(|r| if r.begin == r.end { r.begin.to_string() } else { format!("{}-{}", r.begin, r.end) })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn ports_path(layout: &Layout, uid: &str) -> std::path::PathBuf {
