@@ -14,20 +14,6 @@ use serde_json::{Value, json};
 const NODES: &str = "/apis/corral.dev/v1/nodes";
 const LEASES: &str = "/apis/corral.dev/v1/namespaces/corral-system/leases";
 const TASKS: &str = "/apis/corral.dev/v1/namespaces/default/tasks";
-async fn wait_for(s: &TestServer, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    let found = within_patience(async || {
-        let (code, v) = s.get(path).await;
-        if code == StatusCode::OK && pred(&v) {
-            return Some(v);
-        }
-        last = v;
-        None
-    })
-    .await;
-    found.unwrap_or_else(|| panic!("waited in vain for {what}; last: {last:#}"))
-}
-
 async fn renew(s: &TestServer, node: &str) {
     let (code, mut lease) = s.get(&format!("{LEASES}/{node}")).await;
     if code == StatusCode::NOT_FOUND {
@@ -96,9 +82,9 @@ async fn nodes_without_heartbeats_become_unreachable_and_their_tasks_lost() {
 
     // Silence: the node goes Unreachable, its running task LOST, the finished one stays,
     // and the deletion no longer waits for an agent that may never return.
-    let node = wait_for(&s, &format!("{NODES}/n1"), "Unreachable", |n| phase(n) == "Unreachable").await;
+    let node = s.wait_for(&format!("{NODES}/n1"), "Unreachable", |n| phase(n) == "Unreachable").await;
     assert!(node.pointer("/status/lastTransitionTime").is_some(), "{node:#}");
-    let lost = wait_for(&s, &format!("{TASKS}/running"), "LOST", |t| phase(t) == "LOST").await;
+    let lost = s.wait_for(&format!("{TASKS}/running"), "LOST", |t| phase(t) == "LOST").await;
     assert_eq!(lost.pointer("/status/reason"), Some(&json!("NodeUnreachable")));
     let (_, done) = s.get(&format!("{TASKS}/done")).await;
     assert_eq!(phase(&done), "FINISHED", "terminal tasks are left alone: {done:#}");

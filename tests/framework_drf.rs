@@ -25,11 +25,8 @@ use corral_client::{Api, Client, ListParams, ObjectType};
 use corral_runtime::CancellationToken;
 use corral_runtime::watcher::{self, Seen};
 use corral_testkit::{PATIENCE, eventually};
-use reqwest::StatusCode;
-use serde_json::json;
 use tokio::sync::mpsc;
 
-const NODES: &str = "/apis/corral.dev/v1/nodes";
 const FRAMEWORK_LABEL: &str = "corral.dev/framework";
 
 /// The control plane with every controller but node-lifecycle, which would mark the
@@ -39,18 +36,6 @@ async fn server() -> TestServer {
         o.without("node-lifecycle");
     })
     .await
-}
-
-/// Registers node `name`, Ready with `cpus` and `mem` MiB.
-async fn node(s: &TestServer, name: &str, cpus: f64, mem: u64) {
-    let n = json!({"apiVersion": "corral.dev/v1", "kind": "Node", "metadata": {"name": name},
-        "spec": {"attributes": {"hostname": name}}});
-    let (code, mut n) = s.post(NODES, &n).await;
-    assert_eq!(code, StatusCode::CREATED, "{n}");
-    n["status"] = json!({"phase": "Ready", "capacity": {"cpus": cpus, "mem": mem},
-        "portRanges": [{"begin": 31000, "end": 31099}]});
-    let (code, body) = s.put(&format!("{NODES}/{name}/status"), &n).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
 }
 
 /// The example framework's binary, built (or found up to date) by cargo once per run,
@@ -338,7 +323,7 @@ async fn two_frameworks_weighted_one_and_three_converge_to_their_drf_shares() {
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
     let mut by_framework: BTreeMap<String, f64> = BTreeMap::new();
     for i in 0..20 {
-        node(&s, &format!("n{i:02}"), 1.0, 1024).await;
+        s.register_node(&format!("n{i:02}"), 1.0, 1024).await;
         let full = f64::from(i + 1);
         by_framework = eventually(&format!("{full} cpus taken by tasks"), async || {
             let list = tasks.list(&ListParams::default()).await.ok()?;
@@ -386,7 +371,7 @@ async fn two_frameworks_weighted_one_and_three_converge_to_their_drf_shares() {
 async fn a_framework_gone_past_its_failover_timeout_has_its_tasks_killed() {
     let s = server().await;
     let client = s.api();
-    node(&s, "n1", 1.0, 1024).await;
+    s.register_node("n1", 1.0, 1024).await;
     let spec = FrameworkSpec { failover_timeout_seconds: 2, ..Default::default() };
     register(&client, "flaky", spec).await;
     let lease = Renewing::start(client.clone(), "flaky", 2);
@@ -443,7 +428,7 @@ async fn a_suppressed_framework_gets_no_offers_and_a_declined_node_is_refused_fo
     let s = server().await;
     let client = s.api();
     for n in ["n1", "n2", "n3"] {
-        node(&s, n, 1.0, 1024).await;
+        s.register_node(n, 1.0, 1024).await;
     }
     register(&client, "picky", FrameworkSpec::default()).await;
     let _lease = Renewing::start(client.clone(), "picky", 5);

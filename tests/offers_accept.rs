@@ -13,24 +13,11 @@ use corral_controllers::Selection;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const NODES: &str = "/apis/corral.dev/v1/nodes";
 const OFFERS: &str = "/apis/corral.dev/v1/offers";
 const TASKS: &str = "/apis/corral.dev/v1/namespaces/default/tasks";
 
 async fn server() -> TestServer {
     TestServer::start_with(|o| o.controllers = Selection::Only(vec![])).await
-}
-
-async fn node(s: &TestServer, name: &str, cpus: f64, mem: u64) {
-    let n = json!({"apiVersion": "corral.dev/v1", "kind": "Node", "metadata": {"name": name},
-        "spec": {"attributes": {"hostname": name}}});
-    let (code, body) = s.post(NODES, &n).await;
-    assert_eq!(code, StatusCode::CREATED, "{body}");
-    let mut n = body;
-    n["status"] = json!({"phase": "Ready", "capacity": {"cpus": cpus, "mem": mem},
-        "portRanges": [{"begin": 31000, "end": 31009}]});
-    let (code, body) = s.put(&format!("{NODES}/{name}/status"), &n).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
 }
 
 async fn offer(s: &TestServer, name: &str, framework: &str, node: &str, cpus: f64, mem: u64, expires: &str) {
@@ -51,7 +38,7 @@ const LATER: &str = "2099-01-01T00:00:00Z";
 #[tokio::test]
 async fn an_accept_creates_its_tasks_bound_and_stamped_and_consumes_the_offer() {
     let s = server().await;
-    node(&s, "n1", 2.0, 1024).await;
+    s.register_node("n1", 2.0, 1024).await;
     offer(&s, "o1", "fw", "n1", 2.0, 1024, LATER).await;
     let mut web = task("web-1", 0.5, 128);
     web["spec"]["ports"] = json!([{"name": "http", "hostPort": 31003}]);
@@ -78,7 +65,7 @@ async fn an_accept_creates_its_tasks_bound_and_stamped_and_consumes_the_offer() 
 #[tokio::test]
 async fn an_accept_that_no_longer_fits_is_refused_and_changes_nothing() {
     let s = server().await;
-    node(&s, "n1", 1.0, 1024).await;
+    s.register_node("n1", 1.0, 1024).await;
     offer(&s, "mine", "fw", "n1", 1.0, 1024, LATER).await;
     offer(&s, "old", "fw", "n1", 1.0, 1024, "2020-01-01T00:00:00Z").await;
     let accept = |t: Vec<Value>, fw: &str| json!({"framework": fw, "tasks": t});
@@ -120,7 +107,7 @@ async fn an_accept_that_no_longer_fits_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn a_decline_marks_the_offer_for_its_framework_only() {
     let s = server().await;
-    node(&s, "n1", 1.0, 1024).await;
+    s.register_node("n1", 1.0, 1024).await;
     offer(&s, "o1", "fw", "n1", 1.0, 1024, LATER).await;
     let (code, out) = s.post(&format!("{OFFERS}/o1/decline"), &json!({"framework": "other"})).await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{out}");
@@ -137,7 +124,7 @@ async fn a_decline_marks_the_offer_for_its_framework_only() {
 #[tokio::test]
 async fn concurrent_accepts_never_oversubscribe_a_node() {
     let s = Arc::new(server().await);
-    node(&s, "n1", 2.0, 2048).await;
+    s.register_node("n1", 2.0, 2048).await;
     // Eight offers of the whole node, as a stale allocator might have made.
     for i in 0..8 {
         offer(&s, &format!("o{i}"), &format!("fw{i}"), "n1", 2.0, 2048, LATER).await;
@@ -174,7 +161,7 @@ async fn concurrent_accepts_never_oversubscribe_a_node() {
 #[tokio::test]
 async fn tasks_bound_by_hand_get_free_host_ports_from_the_server() {
     let s = server().await;
-    node(&s, "n1", 2.0, 1024).await;
+    s.register_node("n1", 2.0, 1024).await;
     let with_port = |name: &str, node: &str| {
         let mut t = task(name, 0.1, 16);
         t["spec"]["nodeName"] = json!(node);

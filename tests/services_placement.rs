@@ -6,44 +6,11 @@
 mod api_support;
 
 use api_support::TestServer;
-use corral_testkit::within_patience;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const NODES: &str = "/apis/corral.dev/v1/nodes";
 const SERVICES: &str = "/apis/corral.dev/v1/namespaces/default/services";
 const TASKS: &str = "/apis/corral.dev/v1/namespaces/default/tasks";
-
-async fn node(s: &TestServer, name: &str, cpus: f64, mem: u64) {
-    let n = json!({"apiVersion": "corral.dev/v1", "kind": "Node", "metadata": {"name": name},
-        "spec": {"attributes": {"hostname": name}}});
-    let (code, mut n) = s.post(NODES, &n).await;
-    assert_eq!(code, StatusCode::CREATED, "{n}");
-    n["status"] = json!({"phase": "Ready", "capacity": {"cpus": cpus, "mem": mem},
-        "portRanges": [{"begin": 31000, "end": 31099}]});
-    let (code, body) = s.put(&format!("{NODES}/{name}/status"), &n).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-}
-
-async fn wait_for(s: &TestServer, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    let found = within_patience(async || {
-        let (code, v) = s.get(path).await;
-        if code == StatusCode::OK && pred(&v) {
-            return Some(v);
-        }
-        last = v;
-        None
-    })
-    .await;
-    if found.is_none() {
-        let (_, f) = s.get("/apis/corral.dev/v1/frameworks").await;
-        let (_, o) = s.get("/apis/corral.dev/v1/offers").await;
-        let (_, n) = s.get(NODES).await;
-        eprintln!("frameworks: {f:#}\noffers: {o:#}\nnodes: {n}");
-    }
-    found.unwrap_or_else(|| panic!("waited in vain for {what}; last: {last:#}"))
-}
 
 fn service(name: &str, instances: u32, constraints: Value) -> Value {
     json!({"apiVersion": "corral.dev/v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
@@ -58,14 +25,15 @@ async fn unique_hostname_places_one_per_node_and_the_status_says_why_the_third_w
         o.without("node-lifecycle");
     })
     .await;
-    node(&s, "n1", 2.0, 2048).await;
-    node(&s, "n2", 2.0, 2048).await;
+    s.register_node("n1", 2.0, 2048).await;
+    s.register_node("n2", 2.0, 2048).await;
     let (code, out) = s.post(SERVICES, &service("web", 3, json!([["hostname", "UNIQUE"]]))).await;
     assert_eq!(code, StatusCode::CREATED, "{out}");
-    let svc = wait_for(&s, &format!("{SERVICES}/web"), "the service to say why one instance waits", |v| {
-        v["status"]["waiting"]["refusals"].as_array().is_some_and(|r| !r.is_empty())
-    })
-    .await;
+    let svc = s
+        .wait_for(&format!("{SERVICES}/web"), "the service to say why one instance waits", |v| {
+            v["status"]["waiting"]["refusals"].as_array().is_some_and(|r| !r.is_empty())
+        })
+        .await;
     let (_, tasks) = s.get(TASKS).await;
     let items = tasks["items"].as_array().cloned().unwrap_or_default();
     let mut nodes: Vec<&str> = items.iter().filter_map(|t| t["spec"]["nodeName"].as_str()).collect();
@@ -91,16 +59,16 @@ async fn scaling_up_and_down_follows_instances() {
         o.without("node-lifecycle");
     })
     .await;
-    node(&s, "n1", 4.0, 4096).await;
+    s.register_node("n1", 4.0, 4096).await;
     let (code, out) = s.post(SERVICES, &service("api", 4, json!([]))).await;
     assert_eq!(code, StatusCode::CREATED, "{out}");
     let live =
         |v: &Value| v["items"].as_array().map_or(0, |i| i.iter().filter(|t| t["spec"]["kill"] != json!(true)).count());
-    wait_for(&s, TASKS, "four tasks", |v| live(v) == 4).await;
+    s.wait_for(TASKS, "four tasks", |v| live(v) == 4).await;
     let (code, out) =
         s.patch(&format!("{SERVICES}/api"), "application/merge-patch+json", r#"{"spec":{"instances":1}}"#).await;
     assert_eq!(code, StatusCode::OK, "{out}");
-    wait_for(&s, TASKS, "three tasks killed", |v| live(v) == 1).await;
+    s.wait_for(TASKS, "three tasks killed", |v| live(v) == 1).await;
     let metrics = s.kit().http().get(s.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     for m in
         ["corral_services_tasks_launched_total 4", "corral_offers_made_total", "corral_services_tasks_killed_total 3"]
@@ -115,7 +83,7 @@ async fn a_role_quota_limit_caps_what_its_services_are_offered() {
         o.without("node-lifecycle");
     })
     .await;
-    node(&s, "n1", 4.0, 4096).await;
+    s.register_node("n1", 4.0, 4096).await;
     let quota = json!({"apiVersion": "corral.dev/v1", "kind": "Quota", "metadata": {"name": "batch"},
         "spec": {"limit": {"cpus": 0.3, "mem": 4096}}});
     let (code, out) = s.post("/apis/corral.dev/v1/quotas", &quota).await;
@@ -124,9 +92,9 @@ async fn a_role_quota_limit_caps_what_its_services_are_offered() {
     svc["spec"]["role"] = json!("batch");
     let (code, out) = s.post(SERVICES, &svc).await;
     assert_eq!(code, StatusCode::CREATED, "{out}");
-    let svc =
-        wait_for(&s, &format!("{SERVICES}/etl"), "two instances waiting", |v| v["status"]["waiting"]["instances"] == 2)
-            .await;
+    let svc = s
+        .wait_for(&format!("{SERVICES}/etl"), "two instances waiting", |v| v["status"]["waiting"]["instances"] == 2)
+        .await;
     let (_, tasks) = s.get(TASKS).await;
     let items = tasks["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(items.len(), 3, "0.3 cpus of quota fit three tasks of 0.1: {tasks:#}");

@@ -128,6 +128,37 @@ impl TestServer {
         assert_eq!(resp.status(), StatusCode::OK, "watch {path_and_query}");
         Watch { stream: resp.bytes_stream().boxed(), buf: Vec::new() }
     }
+
+    /// Registers node `name` as its agent would, Ready with `cpus`, `mem` MiB and
+    /// host ports 31000-31099. No agent runs on it: without heartbeats the node
+    /// lifecycle controller, if it runs, turns it Unreachable after its grace period.
+    pub async fn register_node(&self, name: &str, cpus: f64, mem: u64) {
+        const NODES: &str = "/apis/corral.dev/v1/nodes";
+        let n = json!({"apiVersion": "corral.dev/v1", "kind": "Node", "metadata": {"name": name},
+            "spec": {"attributes": {"hostname": name}}});
+        let (code, mut n) = self.post(NODES, &n).await;
+        assert_eq!(code, StatusCode::CREATED, "{n}");
+        n["status"] = json!({"phase": "Ready", "capacity": {"cpus": cpus, "mem": mem},
+            "portRanges": [{"begin": 31000, "end": 31099}]});
+        let (code, body) = self.put(&format!("{NODES}/{name}/status"), &n).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+
+    /// GETs `path` until `pred` holds (within the test kit's patience); panics with
+    /// the last answer otherwise.
+    pub async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let found = corral_testkit::within_patience(async || {
+            let (code, v) = self.get(path).await;
+            if code == StatusCode::OK && pred(&v) {
+                return Some(v);
+            }
+            last = v;
+            None
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("waited in vain for {what}; last: {last:#}"))
+    }
 }
 
 async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
