@@ -4,12 +4,36 @@
 //! writes says so: the attribute `simulated=true`, the agent version
 //! `hollow (simulated)`, and each task's status message. Real agents and hollow nodes
 //! can share one cluster; the control plane treats them alike.
+//!
+//! A hollow task goes through the same writes as a real agent's, in the same order
+//! (see `agent/src/tasks/mod.rs`): its status `RUNNING`, then the agent's finalizer;
+//! `spec.kill` → `KILLED` (reason `Killed`) and the finalizer dropped; deletion →
+//! `KILLED` and the finalizer dropped; a task already ended (say `LOST`) loses the
+//! finalizer. Only the process is missing.
+//!
+//! # How it keeps up
+//! All hollow nodes of a process share **one** watch of tasks (a real cluster has one
+//! per agent: that fan-out is the part of the control plane's work a hollow cluster
+//! does not reproduce). Tasks are realized concurrently, at most
+//! [`HollowOptions::realize_concurrency`] at once; the others wait in one queue per
+//! node, the nodes taking turns, so that a task bound to a quiet node does not wait
+//! behind another node's thousands. One task is never worked on twice at once (a
+//! change seen meanwhile waits, the newest one only), and the echoes of the node's own
+//! writes are recognised by revision instead of being worked on again. The watch is
+//! read on at once — so that it never falls behind the server's compaction — until
+//! [`HollowOptions::max_queued`] tasks wait; only then is it held back. Memory is
+//! bounded by that, the concurrency and the watch's lag.
+//!
+//! Heartbeats are paced: each node renews its lease once per interval at its own
+//! offset, as unsynchronised agents do, many at once if the server is slow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use corral_api::ApiObject;
 use corral_api::kinds::Lease;
 use corral_api::kinds::Node;
 use corral_api::kinds::node::{NODE_LEASE_NAMESPACE, NodeSpec, NodeStatus, PortRange, Resources};
@@ -18,13 +42,24 @@ use corral_client::{Api, Client, ListParams};
 use corral_runtime::CancellationToken;
 use corral_runtime::watcher::{Seen, watch};
 use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::{Id, JoinSet};
 
 /// The attribute that marks a node as simulated.
 pub const SIMULATED: &str = "simulated";
 /// The agent version hollow nodes report.
 pub const AGENT_VERSION: &str = "hollow (simulated)";
+/// What every status a hollow node writes says, besides what happened.
+pub const SIMULATED_NOTE: &str = "simulated by a hollow node: no process runs";
 /// Requests a hollow cluster has in flight at once while registering or heartbeating.
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 64;
+/// Heartbeats in flight at once, at most.
+const HEARTBEATS_IN_FLIGHT: usize = 1024;
+/// How often the heartbeat pacer starts the beats that are due.
+const BEAT_TICK: Duration = Duration::from_millis(10);
+/// Attempts at realizing a task when the server answers with an error that is not a
+/// conflict (a conflict means a newer version is on its way through the watch).
+const ATTEMPTS: u32 = 5;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -39,6 +74,27 @@ pub struct HollowOptions {
     pub ports: Vec<PortRange>,
     /// How often each node renews its lease.
     pub heartbeat: Duration,
+    /// Tasks realized at once, over all the nodes (each takes two writes).
+    pub realize_concurrency: usize,
+    /// Tasks waiting to be realized, at most; past that the watch of tasks is held
+    /// back. Each waiting task is held decoded (1–2 KiB).
+    pub max_queued: usize,
+    /// Where the realizer reports how it is doing (for a benchmark's progress).
+    pub stats: Arc<HollowStats>,
+}
+
+/// How the hollow nodes' realizer is doing, updated as it works.
+#[derive(Debug, Default)]
+pub struct HollowStats {
+    /// Jobs finished (each realizes, kills or lets go of one task).
+    pub jobs_done: AtomicU64,
+    /// Tasks waiting for a slot now.
+    pub queued: AtomicUsize,
+    /// Jobs in flight now.
+    pub in_flight: AtomicUsize,
+    /// Times the watch of tasks listed (1 at the start; more after it fell behind
+    /// the server's compaction).
+    pub lists: AtomicU64,
 }
 
 impl Default for HollowOptions {
@@ -49,6 +105,9 @@ impl Default for HollowOptions {
             capacity: Resources { cpus: 4.0, mem: 8192, disk: 65536 },
             ports: vec![PortRange { begin: 31000, end: 32000 }],
             heartbeat: Duration::from_secs(10),
+            realize_concurrency: 256,
+            max_queued: 131_072,
+            stats: Arc::default(),
         }
     }
 }
@@ -61,11 +120,17 @@ impl Default for HollowOptions {
 pub async fn run_hollow(client: Client, opts: HollowOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     let names: Vec<String> = (0..opts.nodes).map(|i| format!("{}{i}", opts.prefix)).collect();
     let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
+    // Registered and a first heartbeat each, so that every node is soon Ready.
     // Owned copies in each future: a spawned future may not borrow from its stream.
     let registered = futures::stream::iter(names.clone())
         .map(|n| {
-            let (nodes, opts) = (nodes.clone(), opts.clone());
-            async move { register(&nodes, &n, &opts).await }
+            let (nodes, leases, opts) = (nodes.clone(), leases.clone(), opts.clone());
+            async move {
+                register(&nodes, &n, &opts).await?;
+                beat(&leases, &n, opts.heartbeat).await;
+                anyhow::Ok(())
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
@@ -73,53 +138,76 @@ pub async fn run_hollow(client: Client, opts: HollowOptions, shutdown: Cancellat
     registered.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     tracing::info!(nodes = names.len(), "hollow nodes registered (simulated: no process runs on them)");
 
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
-    let beats = {
-        let (names, shutdown, interval) = (names.clone(), shutdown.clone(), opts.heartbeat);
-        async move {
-            while !shutdown.is_cancelled() {
-                let round = futures::stream::iter(names.clone())
-                    .map(|n| {
-                        let leases = leases.clone();
-                        async move {
-                            if let Err(e) = corral_agent::node::heartbeat(&leases, &n, interval).await {
-                                tracing::warn!(node = %n, error = %e, "hollow heartbeat failed");
-                            }
-                        }
-                    })
-                    .buffer_unordered(CONCURRENCY)
-                    .collect::<Vec<()>>();
-                tokio::select! {
-                    _ = round => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        }
-    };
-
-    let ours: Arc<BTreeSet<String>> = Arc::new(names.into_iter().collect());
-    let tasks: Api<Task> = Api::all(client.clone());
-    let realize = watch(tasks.clone(), ListParams::default(), shutdown.clone(), None, |seen| {
-        let (tasks, ours) = (tasks.clone(), ours.clone());
-        async move {
-            let seen = match seen {
-                Seen::Listed { objects, .. } => objects,
-                Seen::Applied(t) => vec![t],
-                Seen::Deleted(_) | Seen::Bookmark(_) => Vec::new(),
-            };
-            for task in seen.into_iter().filter(|t| t.spec.node_name.as_ref().is_some_and(|n| ours.contains(n))) {
-                if let Err(e) = realize(&tasks, task).await {
-                    tracing::debug!(error = %e, "hollow task update failed; the next event retries");
-                }
-            }
-        }
-    });
+    let ours: Arc<HashSet<String>> = Arc::new(names.iter().cloned().collect());
+    let beats = heartbeats(leases, names, opts.heartbeat, shutdown.clone());
+    let realize = realize_tasks(
+        Api::all(client),
+        ours,
+        opts.realize_concurrency.max(1),
+        opts.max_queued.max(1),
+        opts.stats,
+        shutdown,
+    );
     tokio::join!(beats, realize);
     Ok(())
+}
+
+/// Renews every node's lease once per `interval` until `shutdown`, each node at its
+/// own offset in the interval — spread evenly, as agents that are not synchronised
+/// would, not in bursts — with up to [`HEARTBEATS_IN_FLIGHT`] at once, so that a slow
+/// server delays each beat by its latency only, not by a queue of the others. A node
+/// whose last beat is still in flight skips a turn.
+async fn heartbeats(leases: Api<Lease>, names: Vec<String>, interval: Duration, shutdown: CancellationToken) {
+    if names.is_empty() {
+        return;
+    }
+    let n = names.len();
+    let names: Arc<[String]> = names.into();
+    let mut tick = tokio::time::interval(BEAT_TICK.max(interval / n as u32));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = tokio::time::Instant::now();
+    // Beats started so far, over all the nodes: node `k % n` is the next.
+    let mut next: u64 = 0;
+    let mut in_flight: JoinSet<usize> = JoinSet::new();
+    let mut beating: HashSet<usize> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Ok(i) = done {
+                    beating.remove(&i);
+                }
+                continue;
+            }
+            _ = shutdown.cancelled() => return,
+        }
+        let due = (started.elapsed().as_secs_f64() / interval.as_secs_f64() * n as f64) as u64;
+        while next < due && in_flight.len() < HEARTBEATS_IN_FLIGHT {
+            let i = (next % n as u64) as usize;
+            next += 1;
+            if !beating.insert(i) {
+                continue;
+            }
+            let (leases, names) = (leases.clone(), names.clone());
+            in_flight.spawn(async move {
+                beat(&leases, &names[i], interval).await;
+                i
+            });
+        }
+    }
+}
+
+/// One heartbeat of `node`, as its agent's ([`corral_agent::node::heartbeat`]), tried
+/// again at once if it fails: an idle keep-alive connection the server closes just as
+/// the beat reuses it is no reason to miss a beat.
+async fn beat(leases: &Api<Lease>, node: &str, interval: Duration) {
+    for attempt in 1..=3 {
+        match corral_agent::node::heartbeat(leases, node, interval).await {
+            Ok(()) => return,
+            Err(e) if attempt == 3 => tracing::warn!(node, error = %e, "hollow heartbeat failed"),
+            Err(e) => tracing::debug!(node, error = %e, "hollow heartbeat failed; trying again"),
+        }
+    }
 }
 
 /// Creates the node (or takes over one of the same name) and writes its status.
@@ -150,41 +238,409 @@ async fn register(nodes: &Api<Node>, name: &str, opts: &HollowOptions) -> anyhow
     Ok(())
 }
 
-/// Does on paper what an agent does: takes the task (finalizer), reports it running,
-/// and on deletion reports it killed and lets it go.
-async fn realize(tasks: &Api<Task>, mut task: Task) -> anyhow::Result<()> {
-    let ns = task.metadata.namespace.clone().unwrap_or_default();
-    let api = Api::<Task>::namespaced(tasks.client().clone(), &ns);
+/// What the shared watch hands the realizer.
+enum Change {
+    /// The watch listed again: what it reports next is the whole present.
+    Relisted,
+    /// A task of one of our nodes, as it is now.
+    Task(Box<Task>),
+    /// A task of ours is gone (its uid).
+    Gone(String),
+}
+
+/// Watches every task and realizes those bound to one of `ours`, at most `limit` at
+/// once and at most `max_queued` waiting, until `shutdown` is cancelled.
+async fn realize_tasks(
+    tasks: Api<Task>,
+    ours: Arc<HashSet<String>>,
+    limit: usize,
+    max_queued: usize,
+    stats: Arc<HollowStats>,
+    shutdown: CancellationToken,
+) {
+    // A little slack between the watch and the realizer; the queue is the buffer.
+    let (tx, mut rx) = mpsc::channel::<Change>(1024);
+    let feed = watch(tasks.clone(), ListParams::default(), shutdown.clone(), None, move |seen| {
+        let (tx, ours) = (tx.clone(), ours.clone());
+        async move {
+            let is_ours = |t: &Task| t.spec.node_name.as_ref().is_some_and(|n| ours.contains(n));
+            // A send fails only once the realizer has stopped, at shutdown.
+            match seen {
+                Seen::Listed { objects, .. } => {
+                    let _ = tx.send(Change::Relisted).await;
+                    for t in objects.into_iter().filter(is_ours) {
+                        let _ = tx.send(Change::Task(Box::new(t))).await;
+                    }
+                }
+                Seen::Applied(t) if is_ours(&t) => {
+                    let _ = tx.send(Change::Task(Box::new(t))).await;
+                }
+                Seen::Deleted(t) if is_ours(&t) => {
+                    let _ = tx.send(Change::Gone(t.uid().to_string())).await;
+                }
+                Seen::Applied(_) | Seen::Deleted(_) | Seen::Bookmark(_) => {}
+            }
+        }
+    });
+    let work = async move {
+        let mut realizer = Realizer::new(tasks, limit);
+        loop {
+            stats.queued.store(realizer.queued.len(), Ordering::Relaxed);
+            stats.in_flight.store(realizer.running.len(), Ordering::Relaxed);
+            tokio::select! {
+                Some(done) = realizer.running.join_next_with_id(), if !realizer.running.is_empty() => {
+                    stats.jobs_done.fetch_add(1, Ordering::Relaxed);
+                    realizer.finished(done);
+                }
+                // The watch is read on as long as the queue has room: it is held back
+                // only when `max_queued` tasks already wait.
+                change = rx.recv(), if realizer.queued.len() < max_queued => match change {
+                    Some(c) => {
+                        if matches!(c, Change::Relisted) {
+                            stats.lists.fetch_add(1, Ordering::Relaxed);
+                        }
+                        realizer.seen(c)
+                    }
+                    None => return,
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    };
+    tokio::join!(feed, work);
+}
+
+/// The realizer's book-keeping: the tasks being worked on (with the newest version of
+/// each seen meanwhile), those waiting for a slot — in one queue per node, the nodes
+/// served in turn, as each agent works through its own tasks — and the revisions of
+/// its own writes whose echoes are awaited.
+struct Realizer {
+    tasks: Api<Task>,
+    /// Jobs at once, at most.
+    limit: usize,
+    running: JoinSet<Option<u64>>,
+    /// Job → the uid of the task it works on.
+    jobs: HashMap<Id, String>,
+    /// Tasks being worked on → the newest version seen since (if any).
+    busy: HashMap<String, Option<Box<Task>>>,
+    /// Tasks waiting for a slot → their newest version.
+    queued: HashMap<String, Box<Task>>,
+    /// Each node's waiting tasks (uids), oldest first. A uid no longer in `queued`
+    /// (it settled or went meanwhile) is skipped when its turn comes.
+    by_node: HashMap<String, VecDeque<String>>,
+    /// The nodes with waiting tasks, in the order they are served.
+    turns: VecDeque<String>,
+    /// Tasks this realizer wrote → the revision of its last write, until the watch
+    /// brings that revision (or a later one): versions up to it are its own past.
+    echoes: HashMap<String, u64>,
+}
+
+impl Realizer {
+    fn new(tasks: Api<Task>, limit: usize) -> Self {
+        Realizer {
+            tasks,
+            limit,
+            running: JoinSet::new(),
+            jobs: HashMap::new(),
+            busy: HashMap::new(),
+            queued: HashMap::new(),
+            by_node: HashMap::new(),
+            turns: VecDeque::new(),
+            echoes: HashMap::new(),
+        }
+    }
+
+    /// Takes in one thing the watch saw.
+    fn seen(&mut self, change: Change) {
+        match change {
+            Change::Relisted => self.echoes.clear(),
+            Change::Gone(uid) => {
+                self.echoes.remove(&uid);
+                self.queued.remove(&uid);
+                if let Some(pending) = self.busy.get_mut(&uid) {
+                    *pending = None;
+                }
+            }
+            Change::Task(task) => {
+                let uid = task.uid().to_string();
+                let rv = task.revision();
+                if let Some(&mine) = self.echoes.get(&uid) {
+                    if rv >= mine {
+                        // Our own last write, or someone's after it: the past is over.
+                        self.echoes.remove(&uid);
+                    }
+                    if rv <= mine {
+                        return;
+                    }
+                }
+                if let Some(pending) = self.busy.get_mut(&uid) {
+                    *pending = Some(task);
+                    return;
+                }
+                self.offer(uid, task);
+                self.fill();
+            }
+        }
+    }
+
+    /// Queues `task` (in place of an older version) if it needs anything; forgets it
+    /// if it no longer does.
+    fn offer(&mut self, uid: String, task: Box<Task>) {
+        if !needs_work(&task) {
+            self.queued.remove(&uid);
+            return;
+        }
+        if let Some(queued) = self.queued.get_mut(&uid) {
+            *queued = task;
+            return;
+        }
+        let node = task.spec.node_name.clone().unwrap_or_default();
+        let waiting = self.by_node.entry(node.clone()).or_default();
+        if waiting.is_empty() {
+            self.turns.push_back(node);
+        }
+        waiting.push_back(uid.clone());
+        self.queued.insert(uid, task);
+    }
+
+    /// Starts waiting tasks while slots are free, one node after another.
+    fn fill(&mut self) {
+        while self.running.len() < self.limit
+            && let Some(node) = self.turns.pop_front()
+        {
+            let Some(waiting) = self.by_node.get_mut(&node) else { continue };
+            let next = std::iter::from_fn(|| waiting.pop_front()).find_map(|uid| {
+                let task = self.queued.remove(&uid)?;
+                Some((uid, task))
+            });
+            if waiting.is_empty() {
+                self.by_node.remove(&node);
+            } else {
+                self.turns.push_back(node);
+            }
+            if let Some((uid, task)) = next {
+                let tasks = self.tasks.clone();
+                let job = self.running.spawn(async move { realize(&tasks, *task).await });
+                self.jobs.insert(job.id(), uid.clone());
+                self.busy.insert(uid, None);
+            }
+        }
+    }
+
+    /// A job ended, having last written revision `written` (if it wrote anything).
+    fn finished(&mut self, done: Result<(Id, Option<u64>), tokio::task::JoinError>) {
+        let (id, written) = match done {
+            Ok((id, written)) => (id, written),
+            Err(e) => {
+                tracing::warn!(error = %e, "a hollow task job failed");
+                (e.id(), None)
+            }
+        };
+        if let Some(uid) = self.jobs.remove(&id) {
+            let pending = self.busy.remove(&uid).flatten();
+            match (written, pending) {
+                (Some(w), Some(p)) if p.revision() > w => self.offer(uid, p),
+                // The echo of our last write arrived while we worked: nothing to await.
+                (Some(w), Some(p)) if p.revision() == w => {}
+                (Some(w), _) => {
+                    self.echoes.insert(uid, w);
+                }
+                (None, Some(p)) => self.offer(uid, p),
+                (None, None) => {}
+            }
+        }
+        self.fill();
+    }
+}
+
+/// Whether a hollow node has anything to write for `task` (bound to it).
+fn needs_work(task: &Task) -> bool {
     let taken = task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER);
     let phase = task.status.as_ref().map(|s| s.phase).unwrap_or_default();
-    if task.metadata.deletion_timestamp.is_some() {
-        if !taken {
-            return Ok(());
+    let deleting = task.metadata.deletion_timestamp.is_some();
+    if deleting || phase.is_terminal() || task.spec.kill {
+        // Let go of it; a kill request is first reported.
+        taken || (!phase.is_terminal() && !deleting)
+    } else {
+        phase != TaskPhase::Running || !taken
+    }
+}
+
+/// Realizes `task`, retrying errors other than conflicts (a newer version comes
+/// through the watch) and absence (nothing left to do). Returns the revision of the
+/// last write made, if any.
+async fn realize(tasks: &Api<Task>, task: Task) -> Option<u64> {
+    let namespace = task.metadata.namespace.clone().unwrap_or_default();
+    let name = task.metadata.name.clone();
+    let mut written = None;
+    let mut task = Some(task);
+    for attempt in 1..=ATTEMPTS {
+        let result = match task.take() {
+            Some(t) => realize_once(tasks, t, &mut written).await,
+            None => match tasks.in_namespace(&namespace).get(&name).await {
+                Ok(t) => realize_once(tasks, t, &mut written).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(()) => return written,
+            Err(e) if e.is_conflict() || e.is_not_found() => return written,
+            Err(e) if attempt == ATTEMPTS => {
+                tracing::warn!(task = %name, namespace, error = %e, "hollow node gave up on a task; its next change retries");
+            }
+            Err(e) => {
+                tracing::debug!(task = %name, error = %e, "hollow task update failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt)).await;
+            }
         }
-        if !phase.is_terminal() {
+    }
+    written
+}
+
+/// Does on paper what an agent does, from the task's present state: reports it
+/// running and takes it (finalizer); on `spec.kill` or deletion reports it killed and
+/// lets it go; lets go of one that ended otherwise (say `LOST`). Records in `written`
+/// the revision of each write made.
+async fn realize_once(tasks: &Api<Task>, mut task: Task, written: &mut Option<u64>) -> corral_client::Result<()> {
+    let taken = task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER);
+    let phase = task.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    let deleting = task.metadata.deletion_timestamp.is_some();
+    if deleting || phase.is_terminal() || task.spec.kill {
+        if !phase.is_terminal() && (taken || !deleting) {
+            let what = if deleting {
+                "killed: the task was deleted"
+            } else if taken || phase == TaskPhase::Running {
+                "killed on request"
+            } else {
+                "killed before it started"
+            };
             let st = task.status.get_or_insert_default();
             st.phase = TaskPhase::Killed;
             st.reason = Some("Killed".into());
-            st.message = Some("killed: the task was deleted (simulated by a hollow node)".into());
+            st.message = Some(format!("{what} ({SIMULATED_NOTE})"));
             st.finish_time = Some(corral_api::meta::now_timestamp());
-            task = api.update_status(&task).await?;
+            task = tasks.update_status(&task).await?;
+            *written = Some(task.revision());
         }
-        task.metadata.finalizers.retain(|f| f != AGENT_FINALIZER);
-        api.update(&task).await?;
+        if taken {
+            task.metadata.finalizers.retain(|f| f != AGENT_FINALIZER);
+            task = tasks.update(&task).await?;
+            *written = Some(task.revision());
+        }
         return Ok(());
     }
-    if phase.is_terminal() || phase == TaskPhase::Running {
-        return Ok(());
+    // As an agent after a launch: RUNNING first, then the finalizer.
+    if phase != TaskPhase::Running {
+        let st = task.status.get_or_insert_default();
+        st.phase = TaskPhase::Running;
+        st.start_time = Some(corral_api::meta::now_timestamp());
+        st.host_ip = Some("127.0.0.1".into());
+        st.message = Some(SIMULATED_NOTE.into());
+        task = tasks.update_status(&task).await?;
+        *written = Some(task.revision());
     }
     if !taken {
         task.metadata.finalizers.push(AGENT_FINALIZER.into());
-        task = api.update(&task).await?;
+        task = tasks.update(&task).await?;
+        *written = Some(task.revision());
     }
-    let st = task.status.get_or_insert_default();
-    st.phase = TaskPhase::Running;
-    st.start_time = Some(corral_api::meta::now_timestamp());
-    st.host_ip = Some("127.0.0.1".into());
-    st.message = Some("simulated by a hollow node: no process runs".into());
-    api.update_status(&task).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_api::kinds::task::{TaskSpec, TaskStatus};
+
+    use super::*;
+
+    fn task(phase: Option<TaskPhase>, taken: bool, kill: bool, deleting: bool) -> Task {
+        let mut t = Task::namespaced(
+            "default",
+            "t",
+            TaskSpec { node_name: Some("hollow-0".into()), kill, ..Default::default() },
+        );
+        t.status = phase.map(|phase| TaskStatus { phase, ..Default::default() });
+        if taken {
+            t.metadata.finalizers.push(AGENT_FINALIZER.into());
+        }
+        if deleting {
+            t.metadata.deletion_timestamp = Some(corral_api::meta::now_timestamp());
+        }
+        t
+    }
+
+    #[test]
+    fn needs_work_only_until_the_task_is_settled() {
+        use TaskPhase::*;
+        // (phase, finalizer, spec.kill, deleting) → work to do
+        let table = [
+            (None, false, false, false, true),
+            (Some(Staging), false, false, false, true),
+            (Some(Running), false, false, false, true),
+            (Some(Running), true, false, false, false),
+            (Some(Running), true, true, false, true),
+            (Some(Staging), false, true, false, true),
+            (Some(Killed), true, true, false, true),
+            (Some(Killed), false, true, false, false),
+            (Some(Lost), true, false, false, true),
+            (Some(Lost), false, false, false, false),
+            (Some(Running), true, false, true, true),
+            (Some(Running), false, false, true, false),
+            (Some(Killed), false, false, true, false),
+        ];
+        for (phase, taken, kill, deleting, want) in table {
+            assert_eq!(needs_work(&task(phase, taken, kill, deleting)), want, "{phase:?} {taken} {kill} {deleting}");
+        }
+    }
+
+    fn seen_at(rv: u64) -> Change {
+        let mut t = task(Some(TaskPhase::Running), true, false, false);
+        t.metadata.uid = Some("u".into());
+        t.metadata.resource_version = Some(rv.to_string());
+        Change::Task(Box::new(t))
+    }
+
+    #[tokio::test]
+    async fn own_echoes_are_skipped_and_forgotten_once_seen() {
+        let client = Client::http("http://127.0.0.1:9").expect("a URL");
+        let mut r = Realizer::new(Api::all(client), 1);
+        r.echoes.insert("u".into(), 10);
+        r.seen(seen_at(9));
+        assert_eq!(r.echoes.get("u"), Some(&10), "an older version is our past");
+        r.seen(seen_at(10));
+        assert!(r.echoes.is_empty(), "the echo of the last write ends the wait");
+        r.echoes.insert("u".into(), 10);
+        r.seen(Change::Relisted);
+        assert!(r.echoes.is_empty(), "a new list is the present");
+        assert!(r.running.is_empty(), "a settled task starts no work");
+    }
+
+    #[tokio::test]
+    async fn waiting_tasks_are_served_one_node_after_another() {
+        let client = Client::http("http://127.0.0.1:9").expect("a URL");
+        let mut r = Realizer::new(Api::all(client), 1);
+        for (uid, node) in [("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b")] {
+            let mut t = task(Some(TaskPhase::Staging), false, false, false);
+            t.metadata.uid = Some(uid.into());
+            t.spec.node_name = Some(node.into());
+            r.seen(Change::Task(Box::new(t)));
+        }
+        assert_eq!(r.running.len(), 1);
+        assert!(r.busy.contains_key("a1"));
+        assert_eq!(r.turns, ["a", "b"], "the nodes take turns in the order their tasks came");
+        // A newer version of a waiting task takes its place; one that needs nothing
+        // any more leaves the queue.
+        let mut settled = task(Some(TaskPhase::Running), true, false, false);
+        settled.metadata.uid = Some("a2".into());
+        settled.spec.node_name = Some("a".into());
+        r.seen(Change::Task(Box::new(settled)));
+        assert!(!r.queued.contains_key("a2"));
+        assert_eq!(r.queued.len(), 2, "a3 and b1 wait");
+        // Each node's turn serves one task: node a's next, then node b's first.
+        r.limit = 3;
+        r.fill();
+        assert_eq!(r.busy.len(), 3, "{:?}", r.busy.keys());
+        assert!(r.busy.contains_key("a3") && r.busy.contains_key("b1"));
+        assert!(r.turns.is_empty() && r.queued.is_empty());
+    }
 }

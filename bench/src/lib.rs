@@ -5,6 +5,7 @@ mod controller;
 pub mod hollow;
 mod load;
 pub mod procs;
+pub mod services;
 mod soak;
 mod store;
 mod versus;

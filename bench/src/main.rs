@@ -46,6 +46,78 @@ enum BenchCommand {
     /// renews their heartbeats, and reports tasks bound to them RUNNING without
     /// starting any process. Each is marked `simulated=true`. Runs until interrupted.
     Hollow(BenchHollowArgs),
+    /// The scheduling benchmark: hollow nodes (SIMULATED, no process runs) join a
+    /// control plane, S services × I instances are applied at once; prints the time to
+    /// place (spec.nodeName) and to run every task, placements/s, a small service's
+    /// apply → RUNNING latency (p50/p99) meanwhile, and the control plane's peak RSS
+    /// and CPU. Starts `corral server` itself unless --server names one. Stops by
+    /// itself: past --timeout it prints what it reached and exits 1.
+    Services(BenchServicesArgs),
+}
+
+/// Options of `corral-bench services`.
+#[derive(Args, Debug)]
+struct BenchServicesArgs {
+    /// Hollow nodes.
+    #[arg(long, default_value_t = 10_000)]
+    nodes: usize,
+    /// Services applied at once.
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+    /// Instances of each service.
+    #[arg(long, default_value_t = 100)]
+    instances: u32,
+    /// Cores of each task.
+    #[arg(long, default_value_t = 0.01)]
+    cpus: f64,
+    /// Memory of each task, in MiB.
+    #[arg(long, default_value_t = 16)]
+    mem: u64,
+    /// Cores of each hollow node.
+    #[arg(long, default_value_t = 4.0)]
+    node_cpus: f64,
+    /// Memory of each hollow node, in MiB.
+    #[arg(long, default_value_t = 8192)]
+    node_mem: u64,
+    /// The hollow nodes' names' prefix: PREFIX0, PREFIX1, …
+    #[arg(long, default_value = "hollow-")]
+    prefix: String,
+    /// Seconds between two heartbeats of a hollow node.
+    #[arg(long, default_value_t = 10)]
+    heartbeat_seconds: u64,
+    /// Small services applied one after another once the load is applied, each
+    /// measured from apply to its tasks RUNNING.
+    #[arg(long, default_value_t = 20)]
+    probes: usize,
+    /// Instances of each small service.
+    #[arg(long, default_value_t = 3)]
+    probe_instances: u32,
+    /// Create the tasks already bound to the nodes (round-robin) instead of applying
+    /// services: the path to RUNNING without the scheduler, as a baseline.
+    #[arg(long)]
+    bound: bool,
+    /// Seconds the whole run may take; past them it prints what it reached and exits 1.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// URL of a running server to measure instead of starting one.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// With --server: configuration file (kubeconfig format) holding the credential;
+    /// default: the CLI's, if there is one.
+    #[arg(long, requires = "server")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// With --server: bearer token, instead of the configuration file's (ignored
+    /// without --server).
+    #[arg(long, env = "CORRAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// With --server: the server's process id on this machine, to report its memory
+    /// and CPU.
+    #[arg(long, requires = "server")]
+    server_pid: Option<u32>,
+    /// An extra argument for the `corral server` the bench starts (repeatable), e.g.
+    /// `--server-arg=--history-max-age=60`.
+    #[arg(long = "server-arg", allow_hyphen_values = true, conflicts_with = "server")]
+    server_args: Vec<String>,
 }
 
 /// Options of `corral-bench hollow`.
@@ -237,6 +309,34 @@ fn main() -> ExitCode {
                     opts.nodes, opts.prefix, config.server
                 );
                 corral_bench::hollow::run_hollow(client, opts, shutdown).await
+            }
+            BenchCommand::Services(a) => {
+                let control_plane = match a.server {
+                    Some(url) => corral_bench::services::ControlPlane::Running {
+                        config: corral_bench::services::server_config(&url, a.kubeconfig.as_deref(), a.token)?,
+                        pid: a.server_pid,
+                    },
+                    None => corral_bench::services::ControlPlane::Start { server_args: a.server_args },
+                };
+                corral_bench::services::run_services_bench(corral_bench::services::ServicesBenchOptions {
+                    nodes: a.nodes,
+                    prefix: a.prefix,
+                    node_capacity: corral_api::kinds::node::Resources {
+                        cpus: a.node_cpus,
+                        mem: a.node_mem,
+                        disk: 65536,
+                    },
+                    heartbeat: std::time::Duration::from_secs(a.heartbeat_seconds.max(1)),
+                    services: a.services,
+                    instances: a.instances,
+                    task_resources: corral_api::kinds::node::Resources { cpus: a.cpus, mem: a.mem, disk: 0 },
+                    probes: a.probes,
+                    probe_instances: a.probe_instances,
+                    bound: a.bound,
+                    timeout: std::time::Duration::from_secs(a.timeout),
+                    control_plane,
+                })
+                .await
             }
             BenchCommand::Soak(a) => {
                 corral_bench::run_soak(corral_bench::SoakOptions {
