@@ -49,6 +49,14 @@ async fn unique_hostname_places_one_per_node_and_the_status_says_why_the_third_w
     assert_eq!(waiting["refusals"][0]["reason"], "hostname UNIQUE", "{svc:#}");
     let message = waiting["message"].as_str().unwrap_or_default();
     assert!(message.contains("hostname UNIQUE"), "{message}");
+    // Declined nodes are refused for a second, so some rounds see no offer at all:
+    // the reason stays what the last offers said, not "no node has free resources".
+    for _ in 0..15 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (_, now) = s.get(&format!("{SERVICES}/web")).await;
+        let m = now["status"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(m.contains("hostname UNIQUE"), "the reason went away: {now:#}");
+    }
     let placed = svc["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Placed")).cloned();
     assert_eq!(placed.map(|c| c["status"].clone()), Some(json!("False")), "{svc:#}");
 }

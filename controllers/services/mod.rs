@@ -64,6 +64,8 @@ const RENEW: Duration = Duration::from_secs(5);
 const REFUSE_SECONDS: u64 = 1;
 /// Least time between two status writes of one service.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// How long a service's last refusals stand for rounds without offers.
+const REFUSALS_KEPT: Duration = Duration::from_secs(30);
 /// How often the framework's registration is read back.
 const RECHECK: Duration = Duration::from_secs(10);
 /// Most writes in flight at once.
@@ -151,6 +153,8 @@ struct Memory {
     written: HashMap<String, Instant>,
     /// The status last computed for each service, by uid.
     statuses: HashMap<String, ServiceStatus>,
+    /// Each waiting service's last round with offers, and when.
+    refusals: HashMap<String, (matching::Unplaced, Instant)>,
     /// Readiness results by task key.
     ready: Arc<Mutex<HashMap<String, bool>>>,
     /// Task names: a prefix unique to this run, and a counter.
@@ -456,6 +460,17 @@ async fn round(
         let mut status = plan.status.clone();
         let placed_condition = match waiting.get(key.as_str()) {
             Some(u) => {
+                // A round between offers (declined nodes are refused for a moment)
+                // examines none; the last round that did still says why.
+                let u = match memory.refusals.get(&key) {
+                    Some((last, at)) if u.offers_examined == 0 && now.duration_since(*at) < REFUSALS_KEPT => {
+                        &matching::Unplaced { instances: u.instances, ..last.clone() }
+                    }
+                    _ => *u,
+                };
+                if u.offers_examined > 0 {
+                    memory.refusals.insert(key.clone(), (u.clone(), now));
+                }
                 let message = why(u, offers.len());
                 let mut w = status.waiting.take().unwrap_or_default();
                 w.instances = u.instances;
@@ -549,6 +564,7 @@ fn forget_seen(caches: &Caches, memory: &mut Memory, now: Instant) {
     memory.statuses.retain(|uid, _| uids.contains(uid.as_str()));
     let keys: HashSet<String> = services.iter().map(|s| service_key(s)).collect();
     memory.written.retain(|key, _| keys.contains(key));
+    memory.refusals.retain(|key, (_, at)| keys.contains(key) && now.duration_since(*at) < REFUSALS_KEPT);
     let ready = caches.tasks.list().iter().map(|t| task_key(t)).collect::<HashSet<_>>();
     memory.ready.lock().retain(|k, _| ready.contains(k));
 }
