@@ -19,9 +19,10 @@ use corral_api::allocation::{Free, add, sub};
 use corral_api::kinds::framework::DEFAULT_ROLE;
 use corral_api::kinds::node::{Node, Resources};
 use corral_api::kinds::task::TaskPhase;
-use corral_store::{EventType, Key, Storage, StoredObject, WatchEvent, WatchRequest};
+use corral_store::{EventType, Key, ListRequest, Storage, StoredObject, WatchEvent, WatchRequest};
 use futures::StreamExt;
 use parking_lot::Mutex;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
@@ -37,25 +38,63 @@ pub(crate) struct Hold {
     pub ports: Vec<u16>,
 }
 
+/// The parts of a task a hold is made of: decoding only these skips the rest of
+/// every task the watch brings (most of its bytes) without building it.
+#[derive(Deserialize)]
+struct Fields {
+    #[serde(default)]
+    spec: SpecFields,
+    #[serde(default)]
+    status: Option<StatusFields>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecFields {
+    node_name: Option<String>,
+    role: Option<String>,
+    #[serde(default)]
+    resources: Resources,
+    #[serde(default)]
+    ports: Vec<PortFields>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PortFields {
+    host_port: Option<u16>,
+}
+
+#[derive(Deserialize)]
+struct StatusFields {
+    #[serde(default)]
+    phase: TaskPhase,
+}
+
 impl Hold {
     /// What the task `o` holds: nothing unless it is bound and not ended.
     pub(crate) fn of(o: &Value) -> Option<Hold> {
-        let spec = o.get("spec")?;
-        let node = spec.get("nodeName").and_then(Value::as_str).filter(|n| !n.is_empty())?;
-        let phase: TaskPhase =
-            o.pointer("/status/phase").and_then(|p| serde_json::from_value(p.clone()).ok()).unwrap_or_default();
-        if phase.is_terminal() {
+        Fields::deserialize(o).ok().and_then(Fields::hold)
+    }
+
+    /// As [`Hold::of`], from the task's JSON.
+    fn of_json(json: &[u8]) -> Option<Hold> {
+        serde_json::from_slice::<Fields>(json).ok().and_then(Fields::hold)
+    }
+}
+
+impl Fields {
+    fn hold(self) -> Option<Hold> {
+        let node = self.spec.node_name.filter(|n| !n.is_empty())?;
+        if self.status.is_some_and(|s| s.phase.is_terminal()) {
             return None;
         }
-        let resources: Resources =
-            spec.get("resources").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
-        let ports = spec
-            .get("ports")
-            .and_then(Value::as_array)
-            .map(|ps| ps.iter().filter_map(|p| p.get("hostPort").and_then(Value::as_u64)).map(|p| p as u16).collect())
-            .unwrap_or_default();
-        let role = spec.get("role").and_then(Value::as_str).unwrap_or(DEFAULT_ROLE).to_string();
-        Some(Hold { node: node.to_string(), role, resources, ports })
+        Some(Hold {
+            node,
+            role: self.spec.role.unwrap_or_else(|| DEFAULT_ROLE.to_string()),
+            resources: self.spec.resources,
+            ports: self.spec.ports.iter().filter_map(|p| p.host_port).collect(),
+        })
     }
 }
 
@@ -135,6 +174,9 @@ pub(crate) struct Ledger {
     started: OnceCell<()>,
 }
 
+/// Tasks read per page when the ledger loads.
+const LOAD_PAGE: usize = 1000;
+
 /// How long to wait before watching tasks again after the watch failed.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -162,8 +204,23 @@ impl Ledger {
             .map(|_| ())
     }
 
+    /// Reads every task, in pages at one revision: one list of every task would
+    /// hold the store's state (and so every write) for as long as it takes.
     async fn load(&self, store: &Arc<dyn Storage>) -> Result<u64, corral_store::Error> {
-        let list = store.list(TASKS, None, &Selector::everything()).await?;
+        let mut req = ListRequest::new(TASKS, None, &Selector::everything());
+        req.limit = Some(LOAD_PAGE);
+        let first = store.list_page(&req).await?;
+        let revision = first.revision;
+        let _pin = store.pin(revision)?;
+        let (mut items, mut next) = (first.items, first.next);
+        while let Some(after) = next {
+            req.at = Some(revision);
+            req.after = Some(after);
+            let page = store.list_page(&req).await?;
+            items.extend(page.items);
+            next = page.next;
+        }
+        let list = corral_store::ListResult { items, revision };
         let mut book = self.book.lock();
         // Holds recorded after the list (by writes racing it) stay.
         let newer: Vec<(Key, u64, Option<Hold>)> = book
@@ -232,5 +289,37 @@ impl Ledger {
 }
 
 fn hold_of(o: &StoredObject) -> Option<Hold> {
-    o.value().ok().as_ref().and_then(Hold::of)
+    Hold::of_json(&o.json)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_hold_is_what_a_bound_live_task_asks_for() {
+        let task = json!({"metadata": {"name": "t"}, "spec": {"nodeName": "n1", "role": "ads",
+            "resources": {"cpus": 0.5, "mem": 64}, "ports": [{"name": "http", "hostPort": 31000}, {"name": "x"}],
+            "image": "busybox", "env": {"A": "1"}}, "status": {"phase": "RUNNING", "hostIp": "10.0.0.1"}});
+        let hold = Hold::of(&task).expect("a hold");
+        assert_eq!(
+            hold,
+            Hold {
+                node: "n1".into(),
+                role: "ads".into(),
+                resources: Resources { cpus: 0.5, mem: 64, disk: 0 },
+                ports: vec![31000]
+            }
+        );
+        assert_eq!(Hold::of_json(task.to_string().as_bytes()), Some(hold));
+
+        let unbound = json!({"spec": {"resources": {"cpus": 1.0}}});
+        assert_eq!(Hold::of(&unbound), None);
+        let ended = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "FAILED"}});
+        assert_eq!(Hold::of(&ended), None, "an ended task holds nothing");
+        let fresh = json!({"spec": {"nodeName": "n1"}});
+        assert_eq!(Hold::of(&fresh).map(|h| h.role), Some(DEFAULT_ROLE.to_string()), "no status yet: it holds, as *");
+    }
 }
