@@ -64,7 +64,7 @@ fn get_prints_tables_names_yaml_and_json() {
 
     // Cluster-scoped kinds by short name.
     let ns = env.ok(&["get", "ns", "-o", "name"]);
-    assert_eq!(ns, "namespace/corral-system\nnamespace/default\nnamespace/extra\n");
+    assert_eq!(ns, "namespace/corral-frameworks\nnamespace/corral-system\nnamespace/default\nnamespace/extra\n");
 }
 
 #[test]
