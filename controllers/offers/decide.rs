@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use corral_api::allocation::{Free, add, covers, dominant_share, min, sub};
+use corral_api::kinds::framework::{FRAMEWORK_LEASE_NAMESPACE, FrameworkPhase};
 use corral_api::kinds::node::{PortRange, Resources};
 
 /// Smallest offer worth making: a hundredth of a core, or 32 MiB (as Mesos).
@@ -279,6 +280,69 @@ impl Rank {
             _ => me < them,
         }
     }
+}
+
+/// A framework's liveness as judged from its lease, and when it next changes by
+/// itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Liveness {
+    /// Pending, Connected, Disconnected or TornDown.
+    pub phase: FrameworkPhase,
+    /// Why, for its status.
+    pub message: String,
+    /// When the phase runs out (the lease lapses, or the failover timeout ends).
+    pub until: Option<Instant>,
+}
+
+/// Judges framework `name` at `now`: connected while its lease record changes within
+/// `lease` of being first seen (`seen`: the record and since when, on this
+/// controller's clock; `None` before any lease), disconnected after that, torn down
+/// once `failover` more has passed.
+pub fn liveness(name: &str, seen: Option<Instant>, lease: Duration, failover: Duration, now: Instant) -> Liveness {
+    let Some(since) = seen else {
+        return Liveness {
+            phase: FrameworkPhase::Pending,
+            message: format!("no lease {FRAMEWORK_LEASE_NAMESPACE}/{name} yet"),
+            until: None,
+        };
+    };
+    let (lapse, torn) = (since + lease, since + lease + failover);
+    if now < lapse {
+        return Liveness {
+            phase: FrameworkPhase::Connected,
+            message: "its lease is renewed".into(),
+            until: Some(lapse),
+        };
+    }
+    if now < torn {
+        return Liveness {
+            phase: FrameworkPhase::Disconnected,
+            message: format!(
+                "its lease has not been renewed for {} s; its tasks are killed after {} s",
+                now.duration_since(since).as_secs(),
+                failover.as_secs()
+            ),
+            until: Some(torn),
+        };
+    }
+    Liveness {
+        phase: FrameworkPhase::TornDown,
+        message: format!("gone longer than its failover timeout ({} s): its tasks were killed", failover.as_secs()),
+        until: None,
+    }
+}
+
+/// Of the frameworks that tasks name, those whose tasks are to be killed: deleted
+/// (not in `phases`), or torn down.
+pub fn torn_down<'a>(
+    named: impl IntoIterator<Item = &'a str>,
+    phases: &BTreeMap<String, FrameworkPhase>,
+) -> BTreeSet<String> {
+    named
+        .into_iter()
+        .filter(|fw| phases.get(*fw).is_none_or(|p| *p == FrameworkPhase::TornDown))
+        .map(str::to_string)
+        .collect()
 }
 
 fn worth_offering(r: &Resources) -> bool {

@@ -118,6 +118,10 @@ struct Memory {
     written: HashMap<String, (FrameworkStatus, Instant)>,
     /// Offers already asked to go (their deletion may take a moment to be seen).
     rescinded: HashSet<String>,
+    /// The frameworks of the last round, and when tasks were last read for the
+    /// frameworks they name.
+    frameworks: Option<BTreeSet<String>>,
+    scanned: Option<Instant>,
     /// Offer names: a prefix unique to this run, and a counter.
     prefix: String,
     next: u64,
@@ -230,6 +234,9 @@ fn reason_name(r: decide::RescindReason) -> &'static str {
 /// every task) unless its phase changes.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
+/// How often every task is read for frameworks that no longer exist.
+const RESCAN: Duration = Duration::from_secs(30);
+
 /// Most writes a round has in flight at once.
 const IN_FLIGHT: usize = 64;
 
@@ -288,33 +295,10 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
             Duration::from_secs(lease.as_ref().and_then(|l| l.spec.lease_duration_seconds).unwrap_or(15).max(1) as u64);
         let observed = Observed::update(memory.leases.get(&name), record, now);
         memory.leases.insert(name.clone(), observed.clone());
-        let lapse = observed.since + duration;
-        let failover = lapse + Duration::from_secs(f.spec.failover_timeout_seconds);
-        let (phase, message) = match &observed.record {
-            None => (FrameworkPhase::Pending, format!("no lease {FRAMEWORK_LEASE_NAMESPACE}/{name} yet")),
-            Some(_) if now < lapse => {
-                due.push(lapse);
-                (FrameworkPhase::Connected, "its lease is renewed".to_string())
-            }
-            Some(_) if now < failover => {
-                due.push(failover);
-                (
-                    FrameworkPhase::Disconnected,
-                    format!(
-                        "its lease has not been renewed for {} s; its tasks are killed after {} s",
-                        now.duration_since(observed.since).as_secs(),
-                        f.spec.failover_timeout_seconds
-                    ),
-                )
-            }
-            Some(_) => (
-                FrameworkPhase::TornDown,
-                format!(
-                    "gone longer than its failover timeout ({} s): its tasks were killed",
-                    f.spec.failover_timeout_seconds
-                ),
-            ),
-        };
+        let failover = Duration::from_secs(f.spec.failover_timeout_seconds);
+        let since = observed.record.as_ref().map(|_| observed.since);
+        let decide::Liveness { phase, message, until } = decide::liveness(&name, since, duration, failover, now);
+        due.extend(until);
         let mut allocated = Resources::default();
         for t in caches.tasks.by_index("framework", &name) {
             if !t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
@@ -399,14 +383,20 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
     }
     apply(apis, memory, &plan, declined, &attributes, wall, config.offer_ttl).await;
 
-    // Failover: kill the tasks of frameworks gone too long, or deleted.
+    // Failover: kill the tasks of frameworks gone too long, or deleted. Finding
+    // which frameworks tasks name reads every task: done on the first round, when a
+    // framework went or is torn down, and every half minute otherwise (a task made
+    // naming a framework that does not exist).
+    let present: BTreeSet<String> = phases.keys().cloned().collect();
+    let shrank = memory.frameworks.as_ref().is_none_or(|before| before.iter().any(|f| !present.contains(f)));
+    let any_torn = phases.values().any(|(p, _)| *p == FrameworkPhase::TornDown);
+    let stale = memory.scanned.is_none_or(|at| now.duration_since(at) >= RESCAN);
     let mut kill = Vec::new();
-    for fw in caches.tasks.list().iter().filter_map(|t| t.spec.framework.clone()).collect::<BTreeSet<_>>() {
-        let gone = match phases.get(&fw) {
-            None => true,
-            Some((phase, _)) => *phase == FrameworkPhase::TornDown,
-        };
-        if gone {
+    if shrank || any_torn || stale {
+        memory.scanned = Some(now);
+        let named: BTreeSet<String> = caches.tasks.list().iter().filter_map(|t| t.spec.framework.clone()).collect();
+        let by_phase: BTreeMap<String, FrameworkPhase> = phases.iter().map(|(n, (p, _))| (n.clone(), *p)).collect();
+        for fw in decide::torn_down(named.iter().map(String::as_str), &by_phase) {
             for t in caches.tasks.by_index("framework", &fw) {
                 if !t.spec.kill && !t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
                     kill.push(t);
@@ -414,6 +404,7 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
             }
         }
     }
+    memory.frameworks = Some(present);
     if !kill.is_empty() {
         tracing::info!(tasks = kill.len(), "killing the tasks of frameworks gone longer than their failover timeout");
     }

@@ -340,3 +340,30 @@ fn frameworks_of_one_role_are_ranked_by_what_their_tasks_hold() {
     assert_eq!(offers.len(), 1, "{plan:?}");
     assert_eq!(offers[0].framework, "bb", "aa's tasks hold the other node: bb is further from its share");
 }
+
+#[test]
+fn a_framework_is_connected_while_its_lease_is_renewed_then_disconnected_then_torn_down() {
+    use corral_api::kinds::framework::FrameworkPhase::*;
+    let t0 = Instant::now();
+    let (lease, failover) = (Duration::from_secs(15), Duration::from_secs(60));
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    assert_eq!(liveness("fw", None, lease, failover, at(100)).phase, Pending);
+    let c = liveness("fw", Some(t0), lease, failover, at(10));
+    assert_eq!((c.phase, c.until), (Connected, Some(at(15))));
+    let d = liveness("fw", Some(t0), lease, failover, at(15));
+    assert_eq!((d.phase, d.until), (Disconnected, Some(at(75))));
+    assert!(d.message.contains("killed after 60 s"), "{}", d.message);
+    assert_eq!(liveness("fw", Some(t0), lease, failover, at(75)).phase, TornDown);
+}
+
+#[test]
+fn tasks_of_deleted_or_torn_down_frameworks_are_to_be_killed() {
+    use corral_api::kinds::framework::FrameworkPhase::*;
+    let phases = BTreeMap::from([
+        ("up".to_string(), Connected),
+        ("away".to_string(), Disconnected),
+        ("gone".to_string(), TornDown),
+    ]);
+    let kill = torn_down(["up", "away", "gone", "deleted"], &phases);
+    assert_eq!(kill, BTreeSet::from(["gone".to_string(), "deleted".to_string()]));
+}
