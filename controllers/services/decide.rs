@@ -22,7 +22,7 @@ use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use corral_api::kinds::service::{
-    Backoff, Condition, Deployment, DeploymentPhase, HISTORY_LIMIT, KillSelection, ServiceSpec, ServiceStatus,
+    Backoff, Condition, Deployment, DeploymentPhase, HISTORY_LIMIT, KillSelection, Refusal, ServiceSpec, ServiceStatus,
     TemplateRevision, Waiting,
 };
 use corral_api::kinds::task::TaskPhase;
@@ -440,6 +440,65 @@ fn condition(prev: &[Condition], type_: &str, value: bool, reason: &str, message
         message: Some(message),
         last_transition_time: Some(last_transition_time),
     }
+}
+
+/// What the offer matcher said of a service it left short in a round.
+#[derive(Clone, Copy, Debug)]
+pub struct Shortfall<'a> {
+    /// Instances left waiting.
+    pub instances: u32,
+    /// Offers looked at.
+    pub offers_examined: u32,
+    /// What turned them down.
+    pub refusals: &'a [Refusal],
+    /// Offers outstanding in the round, for every service.
+    pub offers_in_round: usize,
+}
+
+/// Writes why instances wait (`status.waiting`, after any backoff [`decide`] put
+/// there) and the `Placed` condition, once the round's offers are matched: `short`
+/// when the matcher left the service short, `launch` the tasks [`decide`] wanted.
+pub fn placement(status: &mut ServiceStatus, launch: u32, short: Option<Shortfall<'_>>, now: SystemTime) {
+    let (value, reason, message) = match short {
+        Some(u) => {
+            let message = why(&u);
+            let mut w = status.waiting.take().unwrap_or_default();
+            w.instances = u.instances;
+            w.offers_examined = u.offers_examined;
+            w.refusals = u.refusals.to_vec();
+            w.message = match &w.backoff_until {
+                Some(_) if !w.message.is_empty() => format!("{}; {message}", w.message),
+                _ => message.clone(),
+            };
+            status.waiting = Some(w);
+            (false, "NotPlaced", message)
+        }
+        None if launch > 0 => (true, "Placing", format!("{launch} instance(s) being launched")),
+        None if status.waiting.is_some() => (false, "Backoff", "launches wait out a backoff".to_string()),
+        None => (true, "Placed", "every instance has a node".to_string()),
+    };
+    let placed = condition(&status.conditions, "Placed", value, reason, message, &rfc3339(now));
+    match status.conditions.iter_mut().find(|c| c.type_ == "Placed") {
+        Some(c) => *c = placed,
+        None => status.conditions.push(placed),
+    }
+}
+
+/// Why instances wait, in one line.
+fn why(u: &Shortfall<'_>) -> String {
+    if u.refusals.is_empty() {
+        return if u.offers_in_round == 0 {
+            format!("{} instance(s) wait for offers: no node has free resources for them now", u.instances)
+        } else {
+            format!("{} instance(s) wait for the next offers", u.instances)
+        };
+    }
+    let reasons: Vec<String> = u
+        .refusals
+        .iter()
+        .map(|r| format!("{} (turned down {} offer(s) on {} node(s))", r.reason, r.offers, r.nodes))
+        .collect();
+    format!("{} instance(s) not placed: {}", u.instances, reasons.join("; "))
 }
 
 /// The earliest of the times offered.

@@ -34,9 +34,7 @@ use corral_api::kinds::framework::{
 };
 use corral_api::kinds::lease::LeaseSpec;
 use corral_api::kinds::node::Node;
-use corral_api::kinds::service::{
-    Condition, REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceStatus,
-};
+use corral_api::kinds::service::{REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceStatus};
 use corral_api::kinds::task::{Task, TaskPhase};
 use corral_client::{Api, Client, DeleteParams, ListParams};
 use corral_runtime::{Cache, CancellationToken, ObjectRef, Reflector, Runnable};
@@ -458,36 +456,27 @@ async fn round(
             deletes.push((ns.clone(), name.clone()));
         }
         let mut status = plan.status.clone();
-        let placed_condition = match waiting.get(key.as_str()) {
-            Some(u) => {
-                // A round between offers (declined nodes are refused for a moment)
-                // examines none; the last round that did still says why.
-                let u = match memory.refusals.get(&key) {
-                    Some((last, at)) if u.offers_examined == 0 && now.duration_since(*at) < REFUSALS_KEPT => {
-                        &matching::Unplaced { instances: u.instances, ..last.clone() }
-                    }
-                    _ => *u,
-                };
-                if u.offers_examined > 0 {
-                    memory.refusals.insert(key.clone(), (u.clone(), now));
+        let short = waiting.get(key.as_str()).map(|u| {
+            // A round between offers (declined nodes are refused for a moment)
+            // examines none; the last round that did still says why.
+            let u = match memory.refusals.get(&key) {
+                Some((last, at)) if u.offers_examined == 0 && now.duration_since(*at) < REFUSALS_KEPT => {
+                    matching::Unplaced { instances: u.instances, ..last.clone() }
                 }
-                let message = why(u, offers.len());
-                let mut w = status.waiting.take().unwrap_or_default();
-                w.instances = u.instances;
-                w.offers_examined = u.offers_examined;
-                w.refusals = u.refusals.clone();
-                w.message = match &w.backoff_until {
-                    Some(_) if !w.message.is_empty() => format!("{}; {message}", w.message),
-                    _ => message.clone(),
-                };
-                status.waiting = Some(w);
-                ("False", "NotPlaced", message)
+                _ => (*u).clone(),
+            };
+            if u.offers_examined > 0 {
+                memory.refusals.insert(key.clone(), (u.clone(), now));
             }
-            None if plan.launch > 0 => ("True", "Placing", format!("{} instance(s) being launched", plan.launch)),
-            None if status.waiting.is_some() => ("False", "Backoff", "launches wait out a backoff".to_string()),
-            None => ("True", "Placed", "every instance has a node".to_string()),
-        };
-        set_condition(&mut status.conditions, "Placed", placed_condition.0, placed_condition.1, &placed_condition.2);
+            u
+        });
+        let shortfall = short.as_ref().map(|u| decide::Shortfall {
+            instances: u.instances,
+            offers_examined: u.offers_examined,
+            refusals: &u.refusals,
+            offers_in_round: offers.len(),
+        });
+        decide::placement(&mut status, plan.launch, shortfall, wall);
         memory.statuses.insert(svc.metadata.uid.clone().unwrap_or_default(), status.clone());
         if svc.status.as_ref() == Some(&status) {
             continue;
@@ -700,44 +689,6 @@ fn new_task(svc: &Service, revision: u64, host_ports: &[u16], suffix: &str) -> T
     task.metadata.labels.insert(REVISION_LABEL.to_string(), revision.to_string());
     task.metadata.owner_references = corral_runtime::owner_reference(svc, true).into_iter().collect();
     task
-}
-
-/// Why a service's instances wait, in one line.
-fn why(u: &matching::Unplaced, offers: usize) -> String {
-    if u.refusals.is_empty() {
-        return if offers == 0 {
-            format!("{} instance(s) wait for offers: no node has free resources for them now", u.instances)
-        } else {
-            format!("{} instance(s) wait for the next offers", u.instances)
-        };
-    }
-    let reasons: Vec<String> = u
-        .refusals
-        .iter()
-        .map(|r| format!("{} (turned down {} offer(s) on {} node(s))", r.reason, r.offers, r.nodes))
-        .collect();
-    format!("{} instance(s) not placed: {}", u.instances, reasons.join("; "))
-}
-
-fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, reason: &str, message: &str) {
-    let now = corral_api::meta::now_timestamp();
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = Some(now);
-            }
-            c.status = status.to_string();
-            c.reason = Some(reason.to_string());
-            c.message = Some(message.to_string());
-        }
-        None => conditions.push(Condition {
-            type_: type_.to_string(),
-            status: status.to_string(),
-            reason: Some(reason.to_string()),
-            message: Some(message.to_string()),
-            last_transition_time: Some(now),
-        }),
-    }
 }
 
 fn node_attributes(nodes: &Cache<Node>) -> HashMap<String, BTreeMap<String, String>> {

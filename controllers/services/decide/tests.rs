@@ -631,3 +631,32 @@ proptest! {
         prop_assert!(plan.wake_at.is_none_or(|w| w > at(150)));
     }
 }
+
+#[test]
+fn placement_says_which_constraint_turned_the_offers_down_and_keeps_the_transition_time() {
+    use corral_api::kinds::service::Refusal;
+    let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let refusals = vec![Refusal { reason: "hostname UNIQUE".into(), offers: 2, nodes: 2 }];
+    let short = Shortfall { instances: 1, offers_examined: 2, refusals: &refusals, offers_in_round: 2 };
+    let mut status = ServiceStatus::default();
+    placement(&mut status, 1, Some(short), t0);
+    let w = status.waiting.clone().expect("waiting");
+    assert_eq!((w.instances, w.offers_examined), (1, 2));
+    assert!(w.message.contains("hostname UNIQUE (turned down 2 offer(s) on 2 node(s))"), "{}", w.message);
+    let placed = status.conditions.iter().find(|c| c.type_ == "Placed").cloned().expect("Placed");
+    assert_eq!((placed.status.as_str(), placed.reason.as_deref()), ("False", Some("NotPlaced")));
+
+    placement(&mut status, 1, Some(short), t0 + Duration::from_secs(60));
+    let again = status.conditions.iter().find(|c| c.type_ == "Placed").cloned().expect("Placed");
+    assert_eq!(again.last_transition_time, placed.last_transition_time, "still not placed: same transition");
+
+    let none = Shortfall { instances: 2, offers_examined: 0, refusals: &[], offers_in_round: 0 };
+    let mut fresh = ServiceStatus::default();
+    placement(&mut fresh, 2, Some(none), t0);
+    assert!(fresh.waiting.expect("waiting").message.contains("no node has free resources"));
+
+    let mut done = ServiceStatus::default();
+    placement(&mut done, 0, None, t0);
+    assert_eq!(done.conditions[0].status, "True");
+    assert_eq!(done.conditions[0].reason.as_deref(), Some("Placed"));
+}
