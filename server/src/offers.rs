@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::auth::{Attributes, Decision};
 use super::body;
 use super::error::{ApiError, ApiResult};
-use super::resources::{Ctx, object_name};
+use super::resources::{Ctx, object_name, strip_for_create};
 
 /// How long a decline keeps the node from the framework by default (as Mesos).
 const DEFAULT_REFUSE_SECONDS: u64 = 5;
@@ -45,6 +45,7 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     let mut objects = Vec::with_capacity(req.tasks.len());
     let mut want = Resources::default();
     let mut ports: Vec<u16> = Vec::new();
+    let mut checked: BTreeSet<String> = BTreeSet::new();
     for (i, task) in req.tasks.iter().enumerate() {
         let mut object = serde_json::to_value(task).map_err(ApiError::internal)?;
         let ns = task.metadata.namespace.clone().filter(|n| !n.is_empty()).ok_or_else(|| {
@@ -90,14 +91,7 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
         spec.insert("framework".into(), json!(offer.spec.framework));
         spec.insert("role".into(), json!(offer.spec.role));
         spec.insert("offer".into(), json!(ctx.name));
-        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-            for f in ["uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp"] {
-                meta.remove(f);
-            }
-        }
-        if let Some(map) = object.as_object_mut() {
-            map.remove("status");
-        }
+        strip_for_create(&mut object);
         let task_ctx = Ctx {
             state: ctx.state.clone(),
             info: tasks_info.clone(),
@@ -109,8 +103,11 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
             identity: ctx.identity.clone(),
             target: super::path::Target::Collection,
         };
-        may_create_tasks(ctx, &ns)?;
-        task_ctx.require_namespace().await?;
+        // An accept's tasks are mostly of one namespace: judged once each.
+        if checked.insert(ns.clone()) {
+            may_create_tasks(ctx, &ns)?;
+            task_ctx.require_namespace().await?;
+        }
         task_ctx.validate(&object).await?;
         objects.push((task_ctx.key(object_name(&object)), object));
     }

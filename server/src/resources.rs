@@ -390,7 +390,9 @@ pub(crate) fn initial_status(info: &corral_api::KindInfo, object: &mut Value) {
     }
 }
 
-fn strip_for_create(object: &mut Value) {
+/// Drops what only the server sets (status, uid, resourceVersion, …) from an object
+/// about to be created.
+pub(super) fn strip_for_create(object: &mut Value) {
     if let Some(map) = object.as_object_mut() {
         map.remove("status");
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
