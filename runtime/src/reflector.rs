@@ -7,7 +7,7 @@
 //! Objects are decoded once per event into `K` and shared as `Arc<K>`: never mutated
 //! in place. A reconcile that wants to change an object clones it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use corral_api::{ApiObject, DynamicObject, KindInfo};
@@ -53,9 +53,12 @@ pub fn by_field(pointer: &str) -> IndexFn<DynamicObject> {
     })
 }
 
+// An index holds the objects themselves, not references to look up again: a lookup
+// by index is a controller's inner loop (a node's tasks, a service's tasks) and must
+// not cost a search of the whole copy per object.
 struct Index<K> {
     func: IndexFn<K>,
-    entries: HashMap<String, BTreeSet<ObjectRef>>,
+    entries: HashMap<String, BTreeMap<ObjectRef, Arc<K>>>,
 }
 
 struct CacheState<K> {
@@ -100,7 +103,7 @@ impl<K> Cache<K> {
         st.indexes
             .get(index)
             .and_then(|i| i.entries.get(value))
-            .map(|refs| refs.iter().filter_map(|r| st.objects.get(r).cloned()).collect())
+            .map(|objects| objects.values().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -274,7 +277,7 @@ impl<K: ObjectType> Reflector<K> {
                 index.entries.clear();
                 for (r, o) in objects.iter() {
                     for v in (index.func)(o) {
-                        index.entries.entry(v).or_default().insert(r.clone());
+                        index.entries.entry(v).or_default().insert(r.clone(), o.clone());
                     }
                 }
             }
@@ -292,6 +295,9 @@ impl<K: ObjectType> Reflector<K> {
                 for v in (index.func)(prev) {
                     if let Some(set) = index.entries.get_mut(&v) {
                         set.remove(&r);
+                        if set.is_empty() {
+                            index.entries.remove(&v);
+                        }
                     }
                 }
             }
@@ -300,7 +306,7 @@ impl<K: ObjectType> Reflector<K> {
             Change::Applied { object: o, .. } => {
                 for index in indexes.values_mut() {
                     for v in (index.func)(o) {
-                        index.entries.entry(v).or_default().insert(r.clone());
+                        index.entries.entry(v).or_default().insert(r.clone(), o.clone());
                     }
                 }
                 objects.insert(r, o.clone());
