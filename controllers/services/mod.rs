@@ -18,6 +18,7 @@
 //! What it wrote but does not yet see in its caches (tasks just launched, killed or
 //! deleted) is remembered until it does, so a round never launches twice.
 
+mod changes;
 pub mod decide;
 pub mod matching;
 pub mod readiness;
@@ -48,7 +49,7 @@ use tokio::sync::Notify;
 use self::decide::{Input, TaskView};
 use self::matching::{Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
-use crate::rounds::{poke, radix36};
+use crate::rounds::radix36;
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "services";
@@ -137,16 +138,39 @@ struct Pending {
     since: Instant,
 }
 
+/// What one service decided when it was last decided.
+struct Decided {
+    svc: Arc<Service>,
+    plan: decide::Plan,
+    /// What it waits to have placed, if anything.
+    demand: Option<Demand>,
+    /// When its plan runs out by the clock (a backoff ends, a task goes unreachable).
+    wake: Option<Instant>,
+}
+
 /// What the loop remembers between rounds.
 #[derive(Default)]
 struct Memory {
+    /// Every service's last decision, by `namespace/name`: a service is decided
+    /// again only when something it reads changed (see [`changes`]).
+    decided: BTreeMap<String, Decided>,
+    /// Services to decide again next round whatever else changes: they launched,
+    /// killed or deleted tasks, or an accept of theirs was refused.
+    again: HashSet<String>,
+    /// Services whose status write was held back (at most one per `STATUS_EVERY`).
+    status_held: HashSet<String>,
+    /// Every service is decided on the first round.
+    started: bool,
     /// Tasks launched, by service key, until the cache has them.
     launched: HashMap<String, Vec<Pending>>,
-    /// Tasks asked to die or go, until the cache shows it.
-    killed: HashMap<String, Instant>,
-    deleted: HashMap<String, Instant>,
+    /// Tasks asked to die or go (by task key: their service's key, and when), until
+    /// the cache shows it.
+    killed: HashMap<String, (String, Instant)>,
+    deleted: HashMap<String, (String, Instant)>,
     /// Offers accepted or declined, until the cache drops them.
     used: HashMap<String, Instant>,
+    /// When what is kept only for a while was last swept.
+    swept: Option<Instant>,
     /// When each service's status was last written.
     written: HashMap<String, Instant>,
     /// The status last computed for each service, by uid.
@@ -166,6 +190,8 @@ struct Memory {
 /// How long a write may stay unseen before it is forgotten (a lost response, a task
 /// deleted at once): after that the caches are the truth again.
 const UNSEEN: Duration = Duration::from_secs(30);
+/// How often what is remembered only for a while is swept.
+const SWEEP: Duration = Duration::from_secs(1);
 
 #[async_trait]
 impl Runnable for Services {
@@ -221,14 +247,15 @@ impl Runnable for Services {
             tasks: Api::all(client.clone()),
             frameworks: Api::all(client.clone()),
         };
+        let changed = changes::Shared::default();
         let reflectors = futures::future::join4(
-            services.run(shutdown.clone(), poke(&wake)),
-            tasks.run(shutdown.clone(), poke(&wake)),
-            offers.run(shutdown.clone(), poke(&wake)),
-            nodes.run(shutdown.clone(), poke(&wake)),
+            services.run(shutdown.clone(), changes::on_service(&changed, &wake)),
+            tasks.run(shutdown.clone(), changes::on_task(&changed, &wake)),
+            offers.run(shutdown.clone(), changes::on_offer(&changed, &wake)),
+            nodes.run(shutdown.clone(), changes::on_node(&changed, &wake)),
         );
         let lease = renew_lease(client.clone());
-        let rounds = self.rounds(apis, caches, wake, shutdown.clone());
+        let rounds = self.rounds(apis, caches, changed, wake, shutdown.clone());
         tokio::select! {
             _ = reflectors => {}
             _ = lease => {}
@@ -239,7 +266,14 @@ impl Runnable for Services {
 }
 
 impl Services {
-    async fn rounds(&self, apis: Apis, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn rounds(
+        &self,
+        apis: Apis,
+        caches: Caches,
+        changed: changes::Shared,
+        wake: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
         caches.services.wait_synced().await;
         caches.tasks.wait_synced().await;
         caches.offers.wait_synced().await;
@@ -248,7 +282,7 @@ impl Services {
         let mut memory = Memory { prefix: radix36(started.as_secs() % 46_656), ..Default::default() };
         loop {
             let started = Instant::now();
-            let next = round(&apis, &caches, &mut memory, wake.clone(), &self.counts).await;
+            let next = round(&apis, &caches, &mut memory, &changed, wake.clone(), &self.counts).await;
             self.counts.rounds.observe(started.elapsed().as_secs_f64());
             let sleep = next.map_or(Duration::from_secs(5), |at| at.saturating_duration_since(Instant::now()));
             tokio::select! {
@@ -260,81 +294,48 @@ impl Services {
     }
 }
 
-/// One round over every service; returns when the next is due by the clock.
+/// One round: the services whose inputs changed decide again, what waits is matched
+/// to the offers, and the writes are made. Returns when the next is due by the clock.
 async fn round(
     apis: &Apis,
     caches: &Caches,
     memory: &mut Memory,
+    changed: &changes::Shared,
     wake: Arc<Notify>,
     counts: &Counts,
 ) -> Option<Instant> {
     let now = Instant::now();
     let wall = SystemTime::now();
-    forget_seen(caches, memory, now);
+    let dirty = take_changes(caches, memory, changed, now);
     let mut due: Vec<Instant> = Vec::new();
 
-    // 1. Each service decides.
-    let mut demands: Vec<Demand> = Vec::new();
-    let mut plans: Vec<(Arc<Service>, decide::Plan)> = Vec::new();
-    let node_attrs = node_attributes(&caches.nodes);
+    // 1. The services whose inputs changed decide again; the others keep their plan.
+    let service_res = Service::kind_info().resource();
+    let mut decided_now: Vec<String> = Vec::new();
+    for key in dirty {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+        match caches.services.get(&ObjectRef::namespaced(service_res.clone(), ns, name)) {
+            Some(svc) if svc.metadata.deletion_timestamp.is_none() => {
+                let decided = decide_service(caches, memory, svc, now, wall);
+                memory.decided.insert(key.clone(), decided);
+                decided_now.push(key);
+            }
+            _ => {
+                memory.decided.remove(&key);
+            }
+        }
+    }
+    start_readiness_checks(caches, memory, &decided_now, changed, wake);
+
     // The framework takes resources for the roles its services ask for, and only
     // those: an offer of a role no service wants would only be declined.
     let mut roles: BTreeSet<String> = BTreeSet::new();
-    for svc in caches.services.list() {
-        if svc.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let key = service_key(&svc);
-        let mut tasks: Vec<TaskView> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        for t in caches.tasks.by_index("service", &key) {
-            let tkey = task_key(&t);
-            if memory.deleted.contains_key(&tkey) {
-                continue;
-            }
-            seen.insert(t.metadata.name.clone());
-            let mut view = view_of(&t, &svc, &memory.ready.lock());
-            view.killing |= memory.killed.contains_key(&tkey);
-            tasks.push(view);
-        }
-        for p in memory.launched.get(&key).into_iter().flatten() {
-            if !seen.contains(&p.view.name) {
-                tasks.push(p.view.clone());
-            }
-        }
-        // The status last computed, not the one last seen: a write held back (or
-        // not yet back in the cache) must not make the next round number the same
-        // template afresh.
-        let uid = svc.metadata.uid.clone().unwrap_or_default();
-        let status = memory.statuses.get(&uid).cloned().or_else(|| svc.status.clone()).unwrap_or_default();
-        let input = Input { spec: &svc.spec, generation: svc.metadata.generation.unwrap_or(0), status: &status, tasks };
-        let plan = decide::decide(&input, wall);
-        if let Some(at) = plan.wake_at {
-            due.push(now + at.duration_since(wall).unwrap_or_default());
-        }
-        let role = svc.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string());
-        roles.insert(role.clone());
-        if plan.launch > 0 {
-            let placed = input
-                .tasks
-                .iter()
-                .filter(|t| !t.killing && !t.phase.is_terminal())
-                .filter_map(|t| t.node.as_ref().and_then(|n| node_attrs.get(n)).cloned())
-                .collect();
-            demands.push(Demand {
-                key: key.clone(),
-                count: plan.launch,
-                resources: svc.spec.template.resources,
-                ports: svc.spec.template.ports.clone(),
-                role,
-                constraints: svc.spec.constraints.clone(),
-                placed,
-            });
-        }
-        plans.push((svc, plan));
+    let mut demands: Vec<Demand> = Vec::new();
+    for d in memory.decided.values() {
+        roles.insert(d.svc.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()));
+        due.extend(d.wake);
+        demands.extend(d.demand.clone());
     }
-    start_readiness_checks(caches, memory, &plans, wake);
-
     // The framework asks for offers only while some service waits.
     if roles.is_empty() {
         roles.insert(DEFAULT_ROLE.to_string());
@@ -357,23 +358,23 @@ async fn round(
             ports: o.spec.ports.clone(),
         })
         .collect();
+    // With nothing waiting, every offer still held is declined.
     let matching = matching::match_offers(&offers, &demands);
     let by_name: HashMap<&str, &OfferView> = offers.iter().map(|o| (o.name.as_str(), o)).collect();
-    let services: HashMap<String, Arc<Service>> = plans.iter().map(|(s, _)| (service_key(s), s.clone())).collect();
-    let revisions: HashMap<String, u64> = plans.iter().map(|(s, p)| (service_key(s), p.revision)).collect();
     let mut accepts = Vec::new();
     for a in &matching.accepts {
         let Some(offer) = by_name.get(a.offer.as_str()) else { continue };
         let mut tasks = Vec::new();
         for l in &a.launches {
             let d = &demands[l.demand];
-            let (Some(svc), Some(rev)) = (services.get(&d.key), revisions.get(&d.key)) else { continue };
+            let Some(Decided { svc, plan, .. }) = memory.decided.get(&d.key) else { continue };
             memory.next += 1;
-            let task = new_task(svc, *rev, &l.host_ports, &format!("{}{}", memory.prefix, radix36(memory.next)));
+            let task =
+                new_task(svc, plan.revision, &l.host_ports, &format!("{}{}", memory.prefix, radix36(memory.next)));
             memory.launched.entry(d.key.clone()).or_default().push(Pending {
                 view: TaskView {
                     name: task.metadata.name.clone(),
-                    revision: *rev,
+                    revision: plan.revision,
                     node: Some(offer.node.clone()),
                     phase: TaskPhase::Staging,
                     healthy: None,
@@ -386,6 +387,8 @@ async fn round(
                 },
                 since: now,
             });
+            // What it launched changes what it decides: its plan is spent.
+            memory.again.insert(d.key.clone());
             tasks.push(task);
         }
         memory.used.insert(a.offer.clone(), now);
@@ -433,7 +436,9 @@ async fn round(
         })
         .await;
 
-    // 3. Kills, deletions, statuses.
+    // 3. Kills and deletions of the services decided now; statuses of those, of the
+    // ones waiting (why they wait changes with every round of offers) and of those
+    // whose write was held back.
     let mut waiting: HashMap<&str, &matching::Unplaced> = HashMap::new();
     for u in &matching.waiting {
         waiting.insert(demands[u.demand].key.as_str(), u);
@@ -441,20 +446,29 @@ async fn round(
     let mut kills = Vec::new();
     let mut deletes = Vec::new();
     let mut statuses = Vec::new();
-    for (svc, plan) in &plans {
-        let key = service_key(svc);
+    let mut touched: BTreeSet<String> = decided_now.iter().cloned().collect();
+    touched.extend(demands.iter().map(|d| d.key.clone()));
+    touched.extend(std::mem::take(&mut memory.status_held));
+    for key in &decided_now {
+        let Some(Decided { svc, plan, .. }) = memory.decided.get(key) else { continue };
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         for name in &plan.kill {
             let tkey = format!("{ns}/{name}");
             if let Some(t) = caches.tasks.get(&ObjectRef::namespaced(Task::kind_info().resource(), &ns, name)) {
-                memory.killed.insert(tkey, now);
+                memory.killed.insert(tkey, (key.clone(), now));
                 kills.push(t);
             }
         }
         for name in &plan.delete {
-            memory.deleted.insert(format!("{ns}/{name}"), now);
+            memory.deleted.insert(format!("{ns}/{name}"), (key.clone(), now));
             deletes.push((ns.clone(), name.clone()));
         }
+        if !plan.kill.is_empty() || !plan.delete.is_empty() {
+            memory.again.insert(key.clone());
+        }
+    }
+    for key in touched {
+        let Some(Decided { svc, plan, .. }) = memory.decided.get(&key) else { continue };
         let mut status = plan.status.clone();
         let short = waiting.get(key.as_str()).map(|u| {
             // A round between offers (declined nodes are refused for a moment)
@@ -481,9 +495,9 @@ async fn round(
         if svc.status.as_ref() == Some(&status) {
             continue;
         }
-        let recent = memory.written.get(&key).is_some_and(|at| now.duration_since(*at) < STATUS_EVERY);
-        if recent {
-            due.push(memory.written[&key] + STATUS_EVERY);
+        if let Some(at) = memory.written.get(&key).filter(|at| now.duration_since(**at) < STATUS_EVERY) {
+            due.push(*at + STATUS_EVERY);
+            memory.status_held.insert(key);
             continue;
         }
         memory.written.insert(key, now);
@@ -521,41 +535,137 @@ async fn round(
             }
         })
         .await;
-    if !memory.used.is_empty() || !memory.launched.is_empty() {
-        due.push(now + Duration::from_secs(1));
+    if !memory.again.is_empty() {
+        due.push(now + Duration::from_millis(10));
+    } else if !memory.used.is_empty() || !memory.launched.is_empty() {
+        due.push(now + SWEEP);
     }
     due.into_iter().filter(|d| *d > now).min()
 }
 
-/// Drops what the caches now show from what was written but unseen.
-fn forget_seen(caches: &Caches, memory: &mut Memory, now: Instant) {
-    let task_res = Task::kind_info().resource();
-    let lookup = |key: &str| {
-        let (ns, name) = key.split_once('/').unwrap_or(("", key));
-        caches.tasks.get(&ObjectRef::namespaced(task_res.clone(), ns, name))
-    };
-    for (svc, list) in memory.launched.iter_mut() {
-        let ns = svc.split_once('/').map(|(ns, _)| ns).unwrap_or_default();
-        list.retain(|p| now.duration_since(p.since) < UNSEEN && lookup(&format!("{ns}/{}", p.view.name)).is_none());
+/// One service decides, from its spec, its tasks (cached, and launched but not yet
+/// seen) and its last computed status.
+fn decide_service(caches: &Caches, memory: &Memory, svc: Arc<Service>, now: Instant, wall: SystemTime) -> Decided {
+    let key = service_key(&svc);
+    let mut tasks: Vec<TaskView> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let ready = memory.ready.lock();
+    for t in caches.tasks.by_index("service", &key) {
+        let tkey = task_key(&t);
+        if memory.deleted.contains_key(&tkey) {
+            continue;
+        }
+        seen.insert(t.metadata.name.clone());
+        let mut view = view_of(&t, &svc, &ready);
+        view.killing |= memory.killed.contains_key(&tkey);
+        tasks.push(view);
+    }
+    drop(ready);
+    for p in memory.launched.get(&key).into_iter().flatten() {
+        if !seen.contains(&p.view.name) {
+            tasks.push(p.view.clone());
+        }
+    }
+    // The status last computed, not the one last seen: a write held back (or not
+    // yet back in the cache) must not make the next round number the same template
+    // afresh.
+    let uid = svc.metadata.uid.clone().unwrap_or_default();
+    let status = memory.statuses.get(&uid).cloned().or_else(|| svc.status.clone()).unwrap_or_default();
+    let input = Input { spec: &svc.spec, generation: svc.metadata.generation.unwrap_or(0), status: &status, tasks };
+    let plan = decide::decide(&input, wall);
+    let wake = plan.wake_at.map(|at| now + at.duration_since(wall).unwrap_or_default());
+    let demand = (plan.launch > 0).then(|| {
+        // Only constraints read where the others run.
+        let placed = if svc.spec.constraints.is_empty() {
+            Vec::new()
+        } else {
+            let node_res = Node::kind_info().resource();
+            input
+                .tasks
+                .iter()
+                .filter(|t| !t.killing && !t.phase.is_terminal())
+                .filter_map(|t| t.node.as_ref())
+                .filter_map(|n| caches.nodes.get(&ObjectRef::cluster(node_res.clone(), n)))
+                .map(|n| {
+                    let mut a = n.spec.attributes.clone();
+                    a.entry(matching::HOSTNAME.to_string()).or_insert_with(|| n.metadata.name.clone());
+                    a
+                })
+                .collect()
+        };
+        Demand {
+            key: key.clone(),
+            count: plan.launch,
+            resources: svc.spec.template.resources,
+            ports: svc.spec.template.ports.clone(),
+            role: svc.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()),
+            constraints: svc.spec.constraints.clone(),
+            placed,
+        }
+    });
+    Decided { svc, plan, demand, wake }
+}
+
+/// Takes the changes gathered since the last round: drops from the memory of its
+/// own writes what the caches now show, sweeps what stayed unseen too long, and
+/// returns the services to decide again.
+fn take_changes(caches: &Caches, memory: &mut Memory, changed: &changes::Shared, now: Instant) -> BTreeSet<String> {
+    let ch = std::mem::take(&mut *changed.lock());
+    let mut dirty: BTreeSet<String> = ch.services.into_iter().collect();
+    dirty.extend(std::mem::take(&mut memory.again));
+    if ch.all || !memory.started {
+        memory.started = true;
+        dirty.extend(caches.services.list().iter().map(|s| service_key(s)));
+    }
+    for t in ch.tasks {
+        if let Some(list) = memory.launched.get_mut(&t.service) {
+            list.retain(|p| p.view.name != t.name);
+        }
+        if t.gone || t.going {
+            memory.killed.remove(&t.key);
+        }
+        if t.gone {
+            memory.deleted.remove(&t.key);
+            memory.ready.lock().remove(&t.key);
+        }
     }
     memory.launched.retain(|_, l| !l.is_empty());
-    memory.killed.retain(|k, at| {
-        now.duration_since(*at) < UNSEEN
-            && lookup(k).is_some_and(|t| !t.spec.kill && t.metadata.deletion_timestamp.is_none())
-    });
-    memory.deleted.retain(|k, at| now.duration_since(*at) < UNSEEN && lookup(k).is_some());
-    let offer_res = Offer::kind_info().resource();
-    memory.used.retain(|name, at| {
-        now.duration_since(*at) < UNSEEN && caches.offers.get(&ObjectRef::cluster(offer_res.clone(), name)).is_some()
-    });
-    let services = caches.services.list();
-    let uids: HashSet<&str> = services.iter().filter_map(|s| s.metadata.uid.as_deref()).collect();
-    memory.statuses.retain(|uid, _| uids.contains(uid.as_str()));
-    let keys: HashSet<String> = services.iter().map(|s| service_key(s)).collect();
-    memory.written.retain(|key, _| keys.contains(key));
-    memory.refusals.retain(|key, (_, at)| keys.contains(key) && now.duration_since(*at) < REFUSALS_KEPT);
-    let ready = caches.tasks.list().iter().map(|t| task_key(t)).collect::<HashSet<_>>();
-    memory.ready.lock().retain(|k, _| ready.contains(k));
+    for o in ch.offers_gone {
+        memory.used.remove(&o);
+    }
+    for (key, d) in &memory.decided {
+        if d.wake.is_some_and(|at| at <= now) {
+            dirty.insert(key.clone());
+        }
+    }
+    if memory.swept.is_none_or(|at| now.duration_since(at) >= SWEEP) {
+        memory.swept = Some(now);
+        for (svc, list) in memory.launched.iter_mut() {
+            let before = list.len();
+            list.retain(|p| now.duration_since(p.since) < UNSEEN);
+            if list.len() != before {
+                dirty.insert(svc.clone());
+            }
+        }
+        memory.launched.retain(|_, l| !l.is_empty());
+        for map in [&mut memory.killed, &mut memory.deleted] {
+            map.retain(|_, (svc, at)| {
+                let keep = now.duration_since(*at) < UNSEEN;
+                if !keep {
+                    dirty.insert(svc.clone());
+                }
+                keep
+            });
+        }
+        memory.used.retain(|_, at| now.duration_since(*at) < UNSEEN);
+        let services = caches.services.list();
+        let uids: HashSet<&str> = services.iter().filter_map(|s| s.metadata.uid.as_deref()).collect();
+        memory.statuses.retain(|uid, _| uids.contains(uid.as_str()));
+        let keys: HashSet<String> = services.iter().map(|s| service_key(s)).collect();
+        memory.written.retain(|key, _| keys.contains(key));
+        memory.refusals.retain(|key, (_, at)| keys.contains(key) && now.duration_since(*at) < REFUSALS_KEPT);
+    }
+    dirty
 }
 
 /// Registers the framework, or updates its roles and whether it wants offers.
@@ -622,11 +732,18 @@ async fn renew_lease(client: Client) {
 }
 
 /// Checks the readiness of running tasks of the wanted revision not yet ready, in
-/// the background; a result wakes the loop.
-fn start_readiness_checks(caches: &Caches, memory: &Memory, plans: &[(Arc<Service>, decide::Plan)], wake: Arc<Notify>) {
-    for (svc, plan) in plans {
+/// the background; a result makes the service decide again.
+fn start_readiness_checks(
+    caches: &Caches,
+    memory: &Memory,
+    keys: &[String],
+    changed: &changes::Shared,
+    wake: Arc<Notify>,
+) {
+    for service in keys {
+        let Some(Decided { svc, plan, .. }) = memory.decided.get(service) else { continue };
         let Some(check) = svc.spec.readiness_check.clone() else { continue };
-        for t in caches.tasks.by_index("service", &service_key(svc)) {
+        for t in caches.tasks.by_index("service", service) {
             let key = task_key(&t);
             let status = t.status.clone().unwrap_or_default();
             if status.phase != TaskPhase::Running
@@ -643,17 +760,18 @@ fn start_readiness_checks(caches: &Caches, memory: &Memory, plans: &[(Arc<Servic
                 continue;
             }
             let (ready, wake, check) = (memory.ready.clone(), wake.clone(), check.clone());
+            let (changed, service) = (changed.clone(), service.clone());
             tokio::spawn(async move {
                 let timeout = Duration::from_secs(u64::from(check.timeout_seconds.max(1)));
                 let ok = readiness::check(&host, port, &check.path, &check.http_status_codes_for_ready, timeout).await;
                 if ok {
                     ready.lock().insert(key, true);
-                    wake.notify_one();
                 } else {
                     tokio::time::sleep(Duration::from_secs(u64::from(check.interval_seconds.max(1)))).await;
                     ready.lock().remove(&key);
-                    wake.notify_one();
                 }
+                changed.lock().services.insert(service);
+                wake.notify_one();
             });
         }
     }
@@ -689,18 +807,6 @@ fn new_task(svc: &Service, revision: u64, host_ports: &[u16], suffix: &str) -> T
     task.metadata.labels.insert(REVISION_LABEL.to_string(), revision.to_string());
     task.metadata.owner_references = corral_runtime::owner_reference(svc, true).into_iter().collect();
     task
-}
-
-fn node_attributes(nodes: &Cache<Node>) -> HashMap<String, BTreeMap<String, String>> {
-    nodes
-        .list()
-        .iter()
-        .map(|n| {
-            let mut a = n.spec.attributes.clone();
-            a.entry(matching::HOSTNAME.to_string()).or_insert_with(|| n.metadata.name.clone());
-            (n.metadata.name.clone(), a)
-        })
-        .collect()
 }
 
 fn service_of(t: &Task) -> Option<String> {
