@@ -30,7 +30,7 @@ use corral_api::kinds::node::{Node, NodePhase, Resources};
 use corral_api::kinds::task::Task;
 use corral_api::kinds::{Lease, Quota};
 use corral_client::{Api, Client, DeleteParams, ListParams};
-use corral_runtime::{Cache, CancellationToken, ObjectRef, Reflector, Runnable};
+use corral_runtime::{Cache, CancellationToken, Change, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -107,9 +107,50 @@ struct Caches {
     quotas: Cache<Quota>,
 }
 
+/// What one node's live tasks hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Held {
+    /// By the role of their framework.
+    by_role: BTreeMap<String, Resources>,
+    /// By framework: resources and tasks.
+    by_framework: BTreeMap<String, (Resources, u64)>,
+    /// Host ports.
+    ports: BTreeSet<u16>,
+}
+
+impl Held {
+    /// What the live tasks among `tasks` hold.
+    fn of(tasks: &[Arc<Task>]) -> Held {
+        let mut held = Held::default();
+        for t in tasks {
+            if t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+                continue;
+            }
+            let role = t.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string());
+            let e = held.by_role.entry(role).or_default();
+            *e = add(e, &t.spec.resources);
+            if let Some(fw) = &t.spec.framework {
+                let e = held.by_framework.entry(fw.clone()).or_default();
+                *e = (add(&e.0, &t.spec.resources), e.1 + 1);
+            }
+            held.ports.extend(t.spec.ports.iter().filter_map(|p| p.host_port));
+        }
+        held
+    }
+}
+
+/// Nodes whose tasks changed since the last round, gathered by the tasks'
+/// reflector: only their holdings are counted again.
+type TouchedNodes = Arc<parking_lot::Mutex<HashSet<String>>>;
+
 /// What the loop remembers between rounds.
 #[derive(Default)]
 struct Memory {
+    /// What each node's live tasks hold, by node: kept up to date from the nodes
+    /// whose tasks changed, so that a round does not walk every task of the cluster.
+    held: HashMap<String, Held>,
+    /// Whether `held` was ever counted in full.
+    counted: bool,
     /// Declined nodes: (framework, node) → refused until.
     filters: HashMap<(String, String), Instant>,
     /// Each framework's lease as last seen, on this controller's clock.
@@ -168,16 +209,29 @@ impl Runnable for Offers {
             leases: leases.cache(),
             quotas: quotas.cache(),
         };
+        let touched = TouchedNodes::default();
+        let on_task = {
+            let (touched, wake) = (touched.clone(), wake.clone());
+            move |c: Change<Task>| {
+                let mut t = touched.lock();
+                if let Change::Applied { previous: Some(p), .. } = &c {
+                    t.extend(p.spec.node_name.clone());
+                }
+                t.extend(c.object().spec.node_name.clone());
+                drop(t);
+                wake.notify_one();
+            }
+        };
         let reflectors = futures::future::join3(
             futures::future::join3(
                 nodes.run(shutdown.clone(), poke(&wake)),
-                tasks.run(shutdown.clone(), poke(&wake)),
+                tasks.run(shutdown.clone(), on_task),
                 frameworks.run(shutdown.clone(), poke(&wake)),
             ),
             futures::future::join(offers.run(shutdown.clone(), poke(&wake)), leases.run(shutdown.clone(), poke(&wake))),
             quotas.run(shutdown.clone(), poke(&wake)),
         );
-        let rounds = self.rounds(client, caches, wake, shutdown.clone());
+        let rounds = self.rounds(client, caches, touched, wake, shutdown.clone());
         tokio::select! {
             _ = reflectors => {}
             _ = rounds => {}
@@ -187,7 +241,14 @@ impl Runnable for Offers {
 }
 
 impl Offers {
-    async fn rounds(&self, client: Client, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn rounds(
+        &self,
+        client: Client,
+        caches: Caches,
+        touched: TouchedNodes,
+        wake: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
         caches.nodes.wait_synced().await;
         caches.tasks.wait_synced().await;
         caches.frameworks.wait_synced().await;
@@ -203,7 +264,7 @@ impl Offers {
         };
         loop {
             let started = Instant::now();
-            let next = round(&self.config, &ctx, &caches, &mut memory, &self.counts).await;
+            let next = round(&self.config, &ctx, &caches, &touched, &mut memory, &self.counts).await;
             self.counts.rounds.observe(started.elapsed().as_secs_f64());
             let sleep = next.map_or(Duration::from_secs(5), |at| at.saturating_duration_since(Instant::now()));
             tokio::select! {
@@ -242,10 +303,49 @@ const IN_FLIGHT: usize = 64;
 
 /// One allocation round; returns when the next one is due by the clock (an offer's
 /// expiry, a filter's end, a lease's lapse).
-async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Counts) -> Option<Instant> {
+async fn round(
+    config: &Config,
+    apis: &Apis,
+    caches: &Caches,
+    touched: &TouchedNodes,
+    memory: &mut Memory,
+    counts: &Counts,
+) -> Option<Instant> {
     let now = Instant::now();
     let wall = chrono::Utc::now();
     let mut due: Vec<Instant> = Vec::new();
+
+    // What live tasks hold, counted again on the nodes whose tasks changed.
+    let touched = std::mem::take(&mut *touched.lock());
+    if memory.counted {
+        for node in touched {
+            let held = Held::of(&caches.tasks.by_index("node", &node));
+            memory.held.insert(node, held);
+        }
+    } else {
+        memory.held = caches
+            .nodes
+            .list()
+            .iter()
+            .map(|n| n.metadata.name.clone())
+            .chain(touched)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .map(|n| {
+                let held = Held::of(&caches.tasks.by_index("node", &n));
+                (n, held)
+            })
+            .collect();
+        memory.counted = true;
+    }
+    memory.held.retain(|_, h| *h != Held::default());
+    let mut by_framework: HashMap<String, (Resources, u64)> = HashMap::new();
+    for h in memory.held.values() {
+        for (fw, (r, n)) in &h.by_framework {
+            let e = by_framework.entry(fw.clone()).or_default();
+            *e = (add(&e.0, r), e.1 + n);
+        }
+    }
 
     // Declined offers: remember the filter, and take the offer back.
     let mut declined = Vec::new();
@@ -299,14 +399,8 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
         let since = observed.record.as_ref().map(|_| observed.since);
         let decide::Liveness { phase, message, until } = decide::liveness(&name, since, duration, failover, now);
         due.extend(until);
-        let mut allocated = Resources::default();
-        for t in caches.tasks.by_index("framework", &name) {
-            if !t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
-                allocated = add(&allocated, &t.spec.resources);
-            }
-        }
         frameworks.push(FrameworkState {
-            allocated,
+            allocated: by_framework.get(&name).map(|(r, _)| *r).unwrap_or_default(),
             name: name.clone(),
             roles: f.spec.roles.clone(),
             weight: f.spec.weight,
@@ -330,17 +424,9 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
     for n in caches.nodes.list() {
         let status = n.status.clone().unwrap_or_default();
         let offerable = status.phase == NodePhase::Ready && !n.spec.unschedulable;
-        let mut allocated: BTreeMap<String, Resources> = BTreeMap::new();
-        let mut used_ports = BTreeSet::new();
-        for t in caches.tasks.by_index("node", &n.metadata.name) {
-            if t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
-                continue;
-            }
-            let role = t.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string());
-            let e = allocated.entry(role).or_default();
-            *e = add(e, &t.spec.resources);
-            used_ports.extend(t.spec.ports.iter().filter_map(|p| p.host_port));
-        }
+        let held = memory.held.get(&n.metadata.name);
+        let allocated = held.map(|h| h.by_role.clone()).unwrap_or_default();
+        let used_ports = held.map(|h| h.ports.clone()).unwrap_or_default();
         if offerable {
             total = add(&total, &status.capacity);
         }
@@ -420,7 +506,8 @@ async fn round(config: &Config, apis: &Apis, caches: &Caches, memory: &mut Memor
         .await;
 
     // Each framework's share, written when it changed.
-    due.extend(write_statuses(apis, caches, memory, &phases, &total, &offered, now).await);
+    let tally = Tally { phases: &phases, held: &by_framework, offered: &offered, total: &total };
+    due.extend(write_statuses(apis, caches, memory, tally, now).await);
     due.into_iter().filter(|d| *d > now).min()
 }
 
@@ -478,29 +565,32 @@ async fn apply(
         .await;
 }
 
+/// What a round found about each framework, for its status.
+struct Tally<'a> {
+    phases: &'a BTreeMap<String, (FrameworkPhase, String)>,
+    /// What its tasks bound to nodes hold, and how many they are.
+    held: &'a HashMap<String, (Resources, u64)>,
+    /// What it is offered.
+    offered: &'a HashMap<String, Resources>,
+    /// The cluster's offerable resources.
+    total: &'a Resources,
+}
+
 async fn write_statuses(
     apis: &Apis,
     caches: &Caches,
     memory: &mut Memory,
-    phases: &BTreeMap<String, (FrameworkPhase, String)>,
-    total: &Resources,
-    offered: &HashMap<String, Resources>,
+    tally: Tally<'_>,
     now: Instant,
 ) -> Option<Instant> {
+    let Tally { phases, held, offered, total } = tally;
     let mut writes = Vec::new();
     let mut next: Option<Instant> = None;
     for f in caches.frameworks.list() {
         let name = &f.metadata.name;
         let Some((phase, message)) = phases.get(name) else { continue };
-        let mut allocated = Resources::default();
-        let mut tasks = 0u64;
-        for t in caches.tasks.by_index("framework", name) {
-            if t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
-                continue;
-            }
-            allocated = add(&allocated, &t.spec.resources);
-            tasks += 1;
-        }
+        // Tasks bound to a node: one that is not holds nothing.
+        let (allocated, tasks) = held.get(name).copied().unwrap_or_default();
         let offered = offered.get(name).copied().unwrap_or_default();
         let share = (dominant_share(&allocated, total) * 1000.0).round() / 1000.0;
         let status = FrameworkStatus {
