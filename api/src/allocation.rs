@@ -111,26 +111,25 @@ pub fn contains(ranges: &[PortRange], p: &PortRange) -> bool {
     (p.begin..=p.end).all(|port| ranges.iter().any(|r| r.begin <= port && port <= r.end))
 }
 
-/// `ranges` without `ports`, as sorted, merged ranges.
+/// `ranges` without `ports`, as sorted, merged ranges. Walks the ports taken, not
+/// every port of the ranges: a node offers thousands, and the allocator asks for
+/// every node in every round.
 pub fn minus_ports(ranges: &[PortRange], ports: &[u16]) -> Vec<PortRange> {
     let taken: BTreeSet<u16> = ports.iter().copied().collect();
     let mut out: Vec<PortRange> = Vec::new();
     let mut sorted = ranges.to_vec();
     sorted.sort_by_key(|r| r.begin);
     for r in sorted {
-        let mut start: Option<u16> = None;
-        for port in r.begin..=r.end {
-            match (taken.contains(&port), start) {
-                (false, None) => start = Some(port),
-                (true, Some(s)) => {
-                    push_range(&mut out, s, port - 1);
-                    start = None;
-                }
-                _ => {}
+        // u32: the next free port after 65535 is past the end, not 0.
+        let mut start = u32::from(r.begin);
+        for &p in taken.range(r.begin..=r.end) {
+            if u32::from(p) > start {
+                push_range(&mut out, start as u16, p - 1);
             }
+            start = u32::from(p) + 1;
         }
-        if let Some(s) = start {
-            push_range(&mut out, s, r.end);
+        if start <= u32::from(r.end) {
+            push_range(&mut out, start as u16, r.end);
         }
     }
     out
@@ -160,7 +159,7 @@ pub fn show_ports(ranges: &[PortRange]) -> String {
 
 fn push_range(out: &mut Vec<PortRange>, begin: u16, end: u16) {
     match out.last_mut() {
-        Some(last) if last.end.checked_add(1).is_some_and(|next| next >= begin) => last.end = last.end.max(end),
+        Some(last) if u32::from(last.end) + 1 >= u32::from(begin) => last.end = last.end.max(end),
         _ => out.push(PortRange { begin, end }),
     }
 }
@@ -193,5 +192,28 @@ mod tests {
         assert!(f.take("*", &r(0.5, 10), &port_ranges([100, 101])));
         assert_eq!(f.ports, vec![PortRange { begin: 102, end: 104 }, PortRange { begin: 106, end: 110 }]);
         assert_eq!(f.shared, r(0.5, 90));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn minus_ports_leaves_exactly_the_ports_not_taken(
+            ranges in proptest::collection::vec((65_400u16.., 0u16..40), 0..4),
+            taken in proptest::collection::vec(65_400u16.., 0..30),
+        ) {
+            let ranges: Vec<PortRange> =
+                ranges.into_iter().map(|(b, len)| PortRange { begin: b, end: b.saturating_add(len) }).collect();
+            let out = minus_ports(&ranges, &taken);
+            let want: BTreeSet<u16> = ranges
+                .iter()
+                .flat_map(|r| r.begin..=r.end)
+                .filter(|p| !taken.contains(p))
+                .collect();
+            let got: BTreeSet<u16> = out.iter().flat_map(|r| r.begin..=r.end).collect();
+            proptest::prop_assert_eq!(got, want);
+            // Sorted and merged: each range starts past the end of the one before, with a gap.
+            for w in out.windows(2) {
+                proptest::prop_assert!(u32::from(w[0].end) + 1 < u32::from(w[1].begin), "{:?}", out);
+            }
+        }
     }
 }
