@@ -69,8 +69,11 @@ impl Default for Options {
             history_max_bytes: None,
             bookmark_interval: Duration::from_secs(10),
             cache_bytes: 64 << 20,
-            event_buffer: 4096,
-            event_buffer_bytes: 32 << 20,
+            // A scheduler's accept writes hundreds of tasks at once: watches that lag a
+            // few such bursts behind must still read from memory, not decode the log
+            // from disk each (which made them lag further).
+            event_buffer: 65_536,
+            event_buffer_bytes: 64 << 20,
             max_batch: 1024,
             min_free_bytes: 64 << 20,
         }
