@@ -53,6 +53,7 @@ async fn an_accept_creates_its_tasks_bound_and_stamped_and_consumes_the_offer() 
     assert_eq!(t["spec"]["role"], "*");
     assert_eq!(t["spec"]["offer"], "o1");
     assert_eq!(t["spec"]["ports"][0]["hostPort"], 31003);
+    assert_eq!(t["metadata"]["finalizers"], json!(["corral.dev/agent"]), "held for the agent from the start: {t}");
     let (code, _) = s.get(&format!("{OFFERS}/o1")).await;
     assert_eq!(code, StatusCode::NOT_FOUND, "an accepted offer is consumed");
 
@@ -180,4 +181,12 @@ async fn tasks_bound_by_hand_get_free_host_ports_from_the_server() {
     let (code, out) = s.post(TASKS, &with_port("c", "nowhere")).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
     assert!(out.to_string().contains("spec.ports[0].hostPort"), "{out}");
+    // On a registered node the agent's finalizer comes with the task; on a node no
+    // agent has registered, none: nothing might ever release it.
+    assert_eq!(a["metadata"]["finalizers"], json!(["corral.dev/agent"]), "{a}");
+    let mut ghost = task("ghost", 0.1, 16);
+    ghost["spec"]["nodeName"] = json!("nowhere");
+    let (code, ghost) = s.post(TASKS, &ghost).await;
+    assert_eq!(code, StatusCode::CREATED, "{ghost}");
+    assert!(ghost["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty), "{ghost}");
 }
