@@ -85,7 +85,12 @@ async fn agent_endpoint(ctx: &Ctx, object: &Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// The stored object `name`; none for a create, which must find none (the store
+/// refuses it otherwise): a scheduler's accept creates hundreds of tasks at once.
 async fn live_value(ctx: &Ctx, name: &str) -> ApiResult<Option<Value>> {
+    if ctx.target == Target::Collection {
+        return Ok(None);
+    }
     match ctx.state.store.get(&ctx.key(name)).await.map_err(ApiError::from)? {
         Some(o) => serde_json::from_slice(&o.json).map(Some).map_err(ApiError::internal),
         None => Ok(None),
