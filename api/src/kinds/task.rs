@@ -355,3 +355,119 @@ mod tests {
         assert!(errs.iter().any(|e| e.starts_with("spec.serviceAccount")), "{errs:?}");
     }
 }
+
+/// A task read for what schedulers and node health look at — where it runs, what it
+/// holds, whether it is alive and healthy — while the rest of the document (image,
+/// command, env, artifacts, volumes, health checks' definitions) is skipped in
+/// decoding, never built. What the offers, services and node-lifecycle controllers
+/// keep for every task of the cluster: a fraction of a [`Task`]'s memory and
+/// decoding.
+///
+/// Read it with an `Api` made for the tasks kind
+/// (`Api::<TaskSummary>::for_kind(client, Arc::new(Task::kind_info()), None)`).
+/// Never write one back whole: the fields it skipped would be lost. Change a task
+/// with a patch, or read the full [`Task`] first.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSummary {
+    /// `group/version` of the kind.
+    #[serde(default)]
+    pub api_version: String,
+    /// The kind's name.
+    #[serde(default)]
+    pub kind: String,
+    /// Object metadata.
+    #[serde(default)]
+    pub metadata: crate::meta::ObjectMeta,
+    /// Where it is bound and what it holds.
+    #[serde(default)]
+    pub spec: TaskSummarySpec,
+    /// Where it is in its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskSummaryStatus>,
+}
+
+crate::meta::impl_api_object!(TaskSummary);
+
+/// The part of a [`TaskSpec`] a [`TaskSummary`] keeps.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSummarySpec {
+    /// The node it is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The framework that launched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework: Option<String>,
+    /// The role its resources were taken for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// What it holds.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Its ports, with the host ports it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<TaskPort>,
+    /// Asked to die.
+    #[serde(default)]
+    pub kill: bool,
+    /// Its health checks, counted only (never written back).
+    #[serde(default, skip_serializing)]
+    pub health_checks: Vec<serde::de::IgnoredAny>,
+}
+
+/// The part of a [`TaskStatus`] a [`TaskSummary`] keeps.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSummaryStatus {
+    /// Where it is in its life.
+    #[serde(default)]
+    pub phase: TaskPhase,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    /// Its health checks' verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<TaskHealth>,
+    /// The address of its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    /// Host port of each named port.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_reads_a_full_task_and_keeps_placement_and_phase() {
+        let mut t = Task::namespaced(
+            "ns",
+            "t",
+            TaskSpec {
+                node_name: Some("n1".into()),
+                framework: Some("services".into()),
+                image: Some("busybox".into()),
+                command: vec!["sleep".into(), "9".into()],
+                resources: Resources { cpus: 0.5, mem: 64, disk: 0 },
+                kill: true,
+                ..Default::default()
+            },
+        );
+        t.status =
+            Some(TaskStatus { phase: TaskPhase::Running, host_ip: Some("10.0.0.1".into()), ..Default::default() });
+        let s: TaskSummary = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(s.metadata, t.metadata);
+        assert_eq!(s.spec.node_name.as_deref(), Some("n1"));
+        assert_eq!(s.spec.framework.as_deref(), Some("services"));
+        assert_eq!(s.spec.resources, t.spec.resources);
+        assert!(s.spec.kill);
+        let st = s.status.unwrap_or_default();
+        assert_eq!((st.phase, st.host_ip.as_deref()), (TaskPhase::Running, Some("10.0.0.1")));
+    }
+}
