@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use corral_api::kinds::node::NodePhase;
-use corral_api::kinds::task::{AGENT_FINALIZER, Task, TaskPhase};
+use corral_api::kinds::task::{AGENT_FINALIZER, TaskPhase, TaskSummary};
 
 /// The heartbeat lease record last seen for a node, and since when this controller has
 /// seen that very record. Kept on the controller's own monotonic clock, so that clock
@@ -65,7 +65,13 @@ pub struct Plan {
 ///
 /// Every node gets a whole grace period from the first observation, so a restarted
 /// controller does not condemn nodes it simply has not heard from yet.
-pub fn decide(phase: Option<NodePhase>, observed: &Observed, now: Instant, grace: Duration, tasks: &[&Task]) -> Plan {
+pub fn decide(
+    phase: Option<NodePhase>,
+    observed: &Observed,
+    now: Instant,
+    grace: Duration,
+    tasks: &[&TaskSummary],
+) -> Plan {
     let silent = now.saturating_duration_since(observed.since);
     let mut steps = Vec::new();
     if silent >= grace {
@@ -109,16 +115,21 @@ pub fn lost(
 
 #[cfg(test)]
 mod tests {
-    use corral_api::kinds::task::{TaskSpec, TaskStatus};
+    use corral_api::kinds::task::{TaskSummarySpec, TaskSummaryStatus};
     use proptest::prelude::*;
 
     use super::*;
 
     const GRACE: Duration = Duration::from_secs(40);
 
-    fn task(name: &str, phase: Option<TaskPhase>, deleting: bool, finalizer: bool) -> Task {
-        let mut t = Task::namespaced("default", name, TaskSpec { node_name: Some("n1".into()), ..Default::default() });
-        t.status = phase.map(|phase| TaskStatus { phase, ..Default::default() });
+    fn task(name: &str, phase: Option<TaskPhase>, deleting: bool, finalizer: bool) -> TaskSummary {
+        let mut t = TaskSummary {
+            metadata: corral_api::meta::ObjectMeta::named(name),
+            spec: TaskSummarySpec { node_name: Some("n1".into()), ..Default::default() },
+            status: phase.map(|phase| TaskSummaryStatus { phase, ..Default::default() }),
+            ..Default::default()
+        };
+        t.metadata.namespace = Some("default".into());
         if deleting {
             t.metadata.deletion_timestamp = Some("2026-12-01T00:00:00Z".into());
         }

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use corral_api::Resource;
 use corral_api::kinds::Lease;
 use corral_api::kinds::node::{NODE_LEASE_NAMESPACE, Node};
-use corral_api::kinds::task::{AGENT_FINALIZER, Task};
+use corral_api::kinds::task::{AGENT_FINALIZER, Task, TaskSummary};
 use corral_client::{Api, Client, ListParams};
 use corral_runtime::{Action, Cache, CancellationToken, Controller, ControllerMetrics, ObjectRef, Reflector, Runnable};
 use parking_lot::Mutex;
@@ -68,7 +68,7 @@ struct Ctx {
     node_cache: Cache<Node>,
     tasks: Api<Task>,
     leases: Cache<Lease>,
-    tasks_by_node: Cache<Task>,
+    tasks_by_node: Cache<TaskSummary>,
     lease_resource: String,
     grace: Duration,
     observed: Mutex<HashMap<String, Observed>>,
@@ -87,8 +87,11 @@ impl Runnable for NodeLifecycle {
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
         let leases =
             Reflector::new(Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE), ListParams::default());
-        let tasks = Reflector::new(Api::<Task>::all(client.clone()), ListParams::default())
-            .index("node", Arc::new(|t: &Task| t.spec.node_name.clone().into_iter().collect()));
+        // Every task, as much as deciding about its node needs: the full task is read
+        // only to write it, when its node is lost.
+        let all_tasks = Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None);
+        let tasks = Reflector::new(all_tasks, ListParams::default())
+            .index("node", Arc::new(|t: &TaskSummary| t.spec.node_name.clone().into_iter().collect()));
         let controller = Controller::new(Api::<Node>::all(client.clone()), ListParams::default());
         let ctx = Arc::new(Ctx {
             nodes: Api::all(client.clone()),
@@ -106,7 +109,7 @@ impl Runnable for NodeLifecycle {
         let node_of_task = node_of.clone();
         controller
             .watches_reflector(leases, move |l: &Lease| node_of(&l.metadata.name))
-            .watches_reflector(tasks, move |t: &Task| {
+            .watches_reflector(tasks, move |t: &TaskSummary| {
                 t.spec.node_name.as_deref().map(&node_of_task).unwrap_or_default()
             })
             .with_metrics(self.metrics.clone())
@@ -134,7 +137,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> corral_client::Result<Acti
         o
     };
     let tasks = ctx.tasks_by_node.by_index("node", name);
-    let tasks: Vec<&Task> = tasks.iter().map(|t| &**t).collect();
+    let tasks: Vec<&TaskSummary> = tasks.iter().map(|t| &**t).collect();
     let phase = node.status.as_ref().map(|s| s.phase);
     let plan = decide::decide(phase, &observed, now, ctx.grace, &tasks);
     let task_of = |ns: &str, name: &str| {
@@ -156,17 +159,25 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> corral_client::Result<Acti
             Step::MarkLost(ns, task) => {
                 let Some(t) = task_of(ns, task) else { continue };
                 tracing::info!(task = task.as_str(), node = name, "task LOST: its node is unreachable");
-                let mut updated = t.clone();
-                let status = updated.status.take().unwrap_or_default();
-                updated.status = Some(decide::lost(status, name, corral_api::meta::now_timestamp()));
-                ctx.tasks.update_status(&updated).await.map(drop)
+                match full_task(&ctx, t).await? {
+                    Some(mut updated) => {
+                        let status = updated.status.take().unwrap_or_default();
+                        updated.status = Some(decide::lost(status, name, corral_api::meta::now_timestamp()));
+                        ctx.tasks.update_status(&updated).await.map(drop)
+                    }
+                    None => Ok(()),
+                }
             }
             Step::Release(ns, task) => {
                 let Some(t) = task_of(ns, task) else { continue };
                 tracing::info!(task = task.as_str(), "releasing a deleted task of an unreachable node");
-                let mut updated = t.clone();
-                updated.metadata.remove_finalizer(AGENT_FINALIZER);
-                ctx.tasks.update(&updated).await.map(drop)
+                match full_task(&ctx, t).await? {
+                    Some(mut updated) => {
+                        updated.metadata.remove_finalizer(AGENT_FINALIZER);
+                        ctx.tasks.update(&updated).await.map(drop)
+                    }
+                    None => Ok(()),
+                }
             }
         };
         match written {
@@ -179,6 +190,16 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> corral_client::Result<Acti
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
     })
+}
+
+/// The task the cache summarises, read whole to be written; none if it is gone or
+/// already changed since (its next event reconciles the node again).
+async fn full_task(ctx: &Ctx, seen: &TaskSummary) -> corral_client::Result<Option<Task>> {
+    let api = ctx.tasks.in_namespace(seen.metadata.namespace.as_deref().unwrap_or_default());
+    Ok(api
+        .get_opt(&seen.metadata.name)
+        .await?
+        .filter(|t| t.metadata.resource_version == seen.metadata.resource_version))
 }
 
 fn error_policy(_node: &Arc<Node>, _e: &corral_client::Error, _ctx: &Arc<Ctx>) -> Action {

@@ -27,9 +27,9 @@ use corral_api::kinds::framework::{
     DEFAULT_ROLE, FRAMEWORK_LEASE_NAMESPACE, Framework, FrameworkPhase, FrameworkStatus, Offer, OfferSpec,
 };
 use corral_api::kinds::node::{Node, NodePhase, Resources};
-use corral_api::kinds::task::Task;
+use corral_api::kinds::task::{Task, TaskSummary};
 use corral_api::kinds::{Lease, Quota};
-use corral_client::{Api, Client, DeleteParams, ListParams};
+use corral_client::{Api, Client, DeleteParams, ListParams, Patch, WriteParams};
 use corral_runtime::{Cache, CancellationToken, Change, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
@@ -100,7 +100,7 @@ impl Offers {
 /// The caches a round reads.
 struct Caches {
     nodes: Cache<Node>,
-    tasks: Cache<Task>,
+    tasks: Cache<TaskSummary>,
     frameworks: Cache<Framework>,
     offers: Cache<Offer>,
     leases: Cache<Lease>,
@@ -120,7 +120,7 @@ struct Held {
 
 impl Held {
     /// What the live tasks among `tasks` hold.
-    fn of(tasks: &[Arc<Task>]) -> Held {
+    fn of(tasks: &[Arc<TaskSummary>]) -> Held {
         let mut held = Held::default();
         for t in tasks {
             if t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
@@ -193,9 +193,11 @@ impl Runnable for Offers {
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
         let wake = Arc::new(Notify::new());
         let nodes = Reflector::new(Api::<Node>::all(client.clone()), ListParams::default());
-        let tasks = Reflector::new(Api::<Task>::all(client.clone()), ListParams::default())
-            .index("node", Arc::new(|t: &Task| t.spec.node_name.clone().into_iter().collect()))
-            .index("framework", Arc::new(|t: &Task| t.spec.framework.clone().into_iter().collect()));
+        // Every task of the cluster, as much as placement needs of it.
+        let all_tasks = Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None);
+        let tasks = Reflector::new(all_tasks, ListParams::default())
+            .index("node", Arc::new(|t: &TaskSummary| t.spec.node_name.clone().into_iter().collect()))
+            .index("framework", Arc::new(|t: &TaskSummary| t.spec.framework.clone().into_iter().collect()));
         let frameworks = Reflector::new(Api::<Framework>::all(client.clone()), ListParams::default());
         let offers = Reflector::new(Api::<Offer>::all(client.clone()), ListParams::default());
         let leases =
@@ -212,7 +214,7 @@ impl Runnable for Offers {
         let touched = TouchedNodes::default();
         let on_task = {
             let (touched, wake) = (touched.clone(), wake.clone());
-            move |c: Change<Task>| {
+            move |c: Change<TaskSummary>| {
                 let mut t = touched.lock();
                 if let Change::Applied { previous: Some(p), .. } = &c {
                     t.extend(p.spec.node_name.clone());
@@ -496,10 +498,9 @@ async fn round(
     }
     futures::stream::iter(kill)
         .for_each_concurrent(IN_FLIGHT, |t| async move {
-            let mut t = (*t).clone();
-            t.spec.kill = true;
             let api = apis.tasks.in_namespace(t.metadata.namespace.as_deref().unwrap_or_default());
-            if let Err(e) = api.update(&t).await.map(drop) {
+            let kill = serde_json::json!({"spec": {"kill": true}});
+            if let Err(e) = api.patch(&t.metadata.name, Patch::Merge(&kill), &WriteParams::default()).await.map(drop) {
                 tracing::debug!(error = %e, task = %t.metadata.name, "cannot kill a task of a gone framework");
             }
         })

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use corral_api::kinds::framework::Offer;
 use corral_api::kinds::node::Node;
 use corral_api::kinds::service::Service;
-use corral_api::kinds::task::Task;
+use corral_api::kinds::task::TaskSummary;
 use corral_runtime::Change;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -58,11 +58,11 @@ pub(super) fn on_service(changed: &Shared, wake: &Arc<Notify>) -> impl Fn(Change
 }
 
 /// Callback of the tasks' reflector.
-pub(super) fn on_task(changed: &Shared, wake: &Arc<Notify>) -> impl Fn(Change<Task>) + Send + Sync + use<> {
+pub(super) fn on_task(changed: &Shared, wake: &Arc<Notify>) -> impl Fn(Change<TaskSummary>) + Send + Sync + use<> {
     let (changed, wake) = (changed.clone(), wake.clone());
     move |c| {
         let t = c.object();
-        let Some(service) = service_of(t) else { return };
+        let Some(service) = service_of(&**t) else { return };
         let seen = TaskSeen {
             key: task_key(t),
             name: t.metadata.name.clone(),

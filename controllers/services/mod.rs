@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use corral_api::Resource;
 use corral_api::kinds::Lease;
 use corral_api::kinds::framework::{
     DEFAULT_ROLE, FRAMEWORK_LEASE_NAMESPACE, Framework, FrameworkSpec, Offer, OfferAccept, OfferDecline,
@@ -36,8 +35,9 @@ use corral_api::kinds::framework::{
 use corral_api::kinds::lease::LeaseSpec;
 use corral_api::kinds::node::Node;
 use corral_api::kinds::service::{REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceStatus};
-use corral_api::kinds::task::{Task, TaskPhase};
-use corral_client::{Api, Client, DeleteParams, ListParams};
+use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
+use corral_api::{ApiObject, Resource};
+use corral_client::{Api, Client, DeleteParams, ListParams, Patch, WriteParams};
 use corral_runtime::{Cache, CancellationToken, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -119,7 +119,7 @@ impl Services {
 
 struct Caches {
     services: Cache<Service>,
-    tasks: Cache<Task>,
+    tasks: Cache<TaskSummary>,
     offers: Cache<Offer>,
     nodes: Cache<Node>,
 }
@@ -226,11 +226,12 @@ impl Runnable for Services {
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
         let wake = Arc::new(Notify::new());
         let services = Reflector::new(Api::<Service>::all(client.clone()), ListParams::default());
+        // The services' tasks, as much as deciding needs of them.
         let tasks = Reflector::new(
-            Api::<Task>::all(client.clone()),
+            Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None),
             ListParams { label_selector: Some(SERVICE_LABEL.to_string()), ..Default::default() },
         )
-        .index("service", Arc::new(|t: &Task| service_of(t).into_iter().collect()));
+        .index("service", Arc::new(|t: &TaskSummary| service_of(t).into_iter().collect()));
         let offers = Reflector::new(
             Api::<Offer>::all(client.clone()),
             ListParams {
@@ -509,10 +510,10 @@ async fn round(
     let tasks_api = &apis.tasks;
     futures::stream::iter(kills)
         .for_each_concurrent(IN_FLIGHT, |t| async move {
-            let mut t = (*t).clone();
-            t.spec.kill = true;
+            // A patch: the cache holds a summary of the task, never to be written whole.
             let api = tasks_api.in_namespace(t.metadata.namespace.as_deref().unwrap_or_default());
-            if let Err(e) = api.update(&t).await {
+            let kill = serde_json::json!({"spec": {"kill": true}});
+            if let Err(e) = api.patch(&t.metadata.name, Patch::Merge(&kill), &WriteParams::default()).await {
                 tracing::debug!(error = %e, task = %t.metadata.name, "cannot kill a task");
             }
         })
@@ -777,7 +778,7 @@ fn start_readiness_checks(
     }
 }
 
-fn view_of(t: &Task, svc: &Service, ready: &HashMap<String, bool>) -> TaskView {
+fn view_of(t: &TaskSummary, svc: &Service, ready: &HashMap<String, bool>) -> TaskView {
     let status = t.status.clone().unwrap_or_default();
     let time = |s: &Option<String>| s.as_deref().and_then(crate::rounds::parse_rfc3339);
     TaskView {
@@ -809,12 +810,13 @@ fn new_task(svc: &Service, revision: u64, host_ports: &[u16], suffix: &str) -> T
     task
 }
 
-fn service_of(t: &Task) -> Option<String> {
-    let name = t.metadata.labels.get(SERVICE_LABEL)?;
-    Some(format!("{}/{name}", t.metadata.namespace.as_deref().unwrap_or_default()))
+fn service_of(t: &impl ApiObject) -> Option<String> {
+    let meta = t.meta();
+    let name = meta.labels.get(SERVICE_LABEL)?;
+    Some(format!("{}/{name}", meta.namespace.as_deref().unwrap_or_default()))
 }
 
-fn revision_of(t: &Task) -> u64 {
+fn revision_of(t: &TaskSummary) -> u64 {
     t.metadata.labels.get(REVISION_LABEL).and_then(|r| r.parse().ok()).unwrap_or(0)
 }
 
@@ -822,6 +824,6 @@ fn service_key(s: &Service) -> String {
     format!("{}/{}", s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name)
 }
 
-fn task_key(t: &Task) -> String {
+fn task_key(t: &TaskSummary) -> String {
     format!("{}/{}", t.metadata.namespace.as_deref().unwrap_or_default(), t.metadata.name)
 }
