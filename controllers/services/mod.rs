@@ -131,11 +131,15 @@ struct Apis {
     frameworks: Api<Framework>,
 }
 
-/// A task written but not yet seen in the cache.
+/// A task launched but not yet seen in the cache.
 #[derive(Clone)]
 struct Pending {
     view: TaskView,
-    since: Instant,
+    /// The revision the accept created it at, once answered: a cache at that
+    /// revision or past it without the task saw it go. Never forgotten by time, as
+    /// other writes are: a cache far behind (a re-list of 100,000 tasks under load)
+    /// would otherwise make the service launch it again.
+    created: Option<u64>,
 }
 
 /// What one service decided when it was last decided.
@@ -386,7 +390,7 @@ async fn round(
                     started: None,
                     finished: None,
                 },
-                since: now,
+                created: None,
             });
             // What it launched changes what it decides: its plan is spent.
             memory.again.insert(d.key.clone());
@@ -401,10 +405,9 @@ async fn round(
     let client = &apis.client;
     let launched = futures::stream::iter(accepts)
         .map(|(offer, tasks)| async move {
-            let n = tasks.len();
             let accept = OfferAccept { framework: SERVICES_FRAMEWORK.to_string(), tasks };
             match client.accept_offer(&offer, &accept).await {
-                Ok(_) => Ok(n),
+                Ok(created) => Ok(created),
                 Err(e) => {
                     tracing::debug!(error = %e, %offer, "an accept was refused; the tasks wait for the next offer");
                     Err(accept.tasks)
@@ -414,8 +417,16 @@ async fn round(
         .buffer_unordered(IN_FLIGHT)
         .collect::<Vec<_>>()
         .await;
-    for n in launched.iter().filter_map(|r| r.as_ref().ok()) {
-        counts.launched.inc_by(*n as u64);
+    for created in launched.iter().filter_map(|r| r.as_ref().ok()) {
+        counts.launched.inc_by(created.len() as u64);
+        for t in created {
+            let key = service_of(t).unwrap_or_default();
+            if let Some(p) =
+                memory.launched.get_mut(&key).into_iter().flatten().find(|p| p.view.name == t.metadata.name)
+            {
+                p.created = Some(t.revision());
+            }
+        }
     }
     for refused in launched.into_iter().filter_map(Result::err) {
         counts.refused.inc();
@@ -641,9 +652,10 @@ fn take_changes(caches: &Caches, memory: &mut Memory, changed: &changes::Shared,
     }
     if memory.swept.is_none_or(|at| now.duration_since(at) >= SWEEP) {
         memory.swept = Some(now);
+        let seen_up_to = caches.tasks.revision();
         for (svc, list) in memory.launched.iter_mut() {
             let before = list.len();
-            list.retain(|p| now.duration_since(p.since) < UNSEEN);
+            list.retain(|p| p.created.is_none_or(|at| seen_up_to < at));
             if list.len() != before {
                 dirty.insert(svc.clone());
             }
