@@ -112,7 +112,10 @@ async fn a_watch_from_a_compacted_revision_is_gone() {
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["compacted"], current);
     let (_, rev) = s.get("/admin/revision").await;
-    assert_eq!(rev, json!({"revision": current, "compacted": current}));
+    // The built-in controllers may write meanwhile (a framework's lease): the
+    // revision can only have moved on.
+    assert_eq!(rev["compacted"], current, "{rev}");
+    assert!(rev["revision"].as_u64().is_some_and(|r| r >= current), "{rev}");
 
     let (code, status) = s.get(&format!("{CMS}?watch=true&resourceVersion=1")).await;
     assert_eq!(code, StatusCode::GONE, "{status}");

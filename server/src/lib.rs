@@ -75,7 +75,7 @@ pub struct ServerConfig {
     pub compaction_retain: u64,
     /// Oldest history kept.
     pub history_max_age: Duration,
-    /// Most bytes of history kept; `None`: as much as the live data, at least 64 MiB.
+    /// Most bytes of history kept; `None`: four times the live data, at least 256 MiB.
     pub history_max_bytes: Option<u64>,
     /// Space kept free on the data directory's disk; writes that would leave less
     /// answer 507 and `/healthz` 503 until space is freed.
@@ -109,7 +109,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("corral-data"),
-            compaction_retain: 100_000,
+            compaction_retain: 1_000_000,
             history_max_age: Duration::from_secs(3600),
             history_max_bytes: None,
             min_free_bytes: 64 << 20,

@@ -341,8 +341,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS")]
     pub history_max_age: Option<u64>,
 
-    /// Most bytes of history kept, e.g. 512Mi. Default: as much as the live data, at
-    /// least 64Mi, so the data directory tracks the data, not the write rate.
+    /// Most bytes of history kept, e.g. 512Mi. Default: four times the live data, at
+    /// least 256Mi, so the data directory tracks the data, not the write rate.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub history_max_bytes: Option<u64>,
 

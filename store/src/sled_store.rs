@@ -42,8 +42,12 @@ pub struct Options {
     /// Oldest history kept: revisions older than this are compacted (as etcd's
     /// periodic auto-compaction).
     pub history_max_age: Duration,
-    /// Most bytes of history kept; `None`: as much as the live data, at least 64 MiB,
-    /// so the data directory tracks the data rather than the write rate.
+    /// Most bytes of history kept; `None`: four times the live data, at least
+    /// 256 MiB, so the data directory tracks the data rather than the write rate,
+    /// while one burst of writes over the whole data (a scheduler launching and
+    /// starting every task) does not compact what lagging watches still need —
+    /// past it they re-list, and a re-list under load costs far more than the
+    /// history.
     pub history_max_bytes: Option<u64>,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
@@ -64,7 +68,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            compaction_retain: 100_000,
+            compaction_retain: 1_000_000,
             history_max_age: Duration::from_secs(3600),
             history_max_bytes: None,
             bookmark_interval: Duration::from_secs(10),
@@ -85,7 +89,7 @@ impl Options {
         crate::history::Retention {
             revisions: self.compaction_retain,
             age: self.history_max_age,
-            bytes: self.history_max_bytes.unwrap_or(live_bytes.max(64 << 20)),
+            bytes: self.history_max_bytes.unwrap_or(live_bytes.saturating_mul(4).max(256 << 20)),
         }
     }
 }
