@@ -115,7 +115,9 @@ async fn a_watch_that_never_reads_is_dropped_with_410_instead_of_being_buffered(
     )
     .expect("send the watch request");
     // Its socket buffers fill with the first megabytes; the rest must not pile up.
-    for i in 1..60 {
+    // More than the store keeps in memory (64 MiB), so that the watch falls behind
+    // the history on disk too.
+    for i in 1..100 {
         assert_eq!(s.put_configmap("big", big(i)).await.status(), 200);
     }
     let recent = s.metric("corral_store_recent_bytes").await;
