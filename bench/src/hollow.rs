@@ -509,7 +509,9 @@ async fn realize_once(tasks: &Api<Task>, mut task: Task, written: &mut Option<u6
         if !phase.is_terminal() && (taken || !deleting) {
             let what = if deleting {
                 "killed: the task was deleted"
-            } else if taken || phase == TaskPhase::Running {
+            } else if phase == TaskPhase::Running {
+                // Not the finalizer: a task bound to a registered node carries it
+                // from its creation.
                 "killed on request"
             } else {
                 "killed before it started"
