@@ -1,10 +1,13 @@
 //! What the controllers that work in rounds over the whole cluster (offers,
-//! services) share: a wake-up from their reflectors, short unique names, and times
-//! as the API writes them.
+//! services) share: a wake-up from their reflectors, killing a task, short unique
+//! names, and times as the API writes them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use corral_api::kinds::task::Task;
+use corral_api::meta::ObjectMeta;
+use corral_client::{Api, Patch, WriteParams};
 use corral_runtime::Change;
 use tokio::sync::Notify;
 
@@ -12,6 +15,14 @@ use tokio::sync::Notify;
 pub(crate) fn poke<K>(wake: &Arc<Notify>) -> impl Fn(Change<K>) + Send + Sync + use<K> {
     let wake = wake.clone();
     move |_| wake.notify_one()
+}
+
+/// Asks task `task` to die (`spec.kill`), with a patch: the caches hold summaries of
+/// tasks, never to be written back whole.
+pub(crate) async fn kill_task(tasks: &Api<Task>, task: &ObjectMeta) -> corral_client::Result<()> {
+    let api = tasks.in_namespace(task.namespace.as_deref().unwrap_or_default());
+    let kill = serde_json::json!({"spec": {"kill": true}});
+    api.patch(&task.name, Patch::Merge(&kill), &WriteParams::default()).await.map(drop)
 }
 
 /// `n` in base 36, lowercase: short name suffixes.

@@ -17,12 +17,45 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use corral_api::allocation::{Free, add, covers, dominant_share, min, sub};
-use corral_api::kinds::framework::{FRAMEWORK_LEASE_NAMESPACE, FrameworkPhase};
+use corral_api::kinds::framework::{DEFAULT_ROLE, FRAMEWORK_LEASE_NAMESPACE, FrameworkPhase};
 use corral_api::kinds::node::{PortRange, Resources};
+use corral_api::kinds::task::TaskSummary;
 
 /// Smallest offer worth making: a hundredth of a core, or 32 MiB (as Mesos).
 const MIN_CPUS: f64 = 0.01;
 const MIN_MEM: u64 = 32;
+
+/// What one node's live tasks hold: what the allocator subtracts from its capacity.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Held {
+    /// By the role their resources were taken for.
+    pub by_role: BTreeMap<String, Resources>,
+    /// By framework: resources, and how many tasks.
+    pub by_framework: BTreeMap<String, (Resources, u64)>,
+    /// Host ports.
+    pub ports: BTreeSet<u16>,
+}
+
+impl Held {
+    /// What the live tasks among `tasks` (one node's) hold: ended ones hold nothing.
+    pub fn of<'a>(tasks: impl IntoIterator<Item = &'a TaskSummary>) -> Held {
+        let mut held = Held::default();
+        for t in tasks {
+            if t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+                continue;
+            }
+            let role = t.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string());
+            let e = held.by_role.entry(role).or_default();
+            *e = add(e, &t.spec.resources);
+            if let Some(fw) = &t.spec.framework {
+                let e = held.by_framework.entry(fw.clone()).or_default();
+                *e = (add(&e.0, &t.spec.resources), e.1 + 1);
+            }
+            held.ports.extend(t.spec.ports.iter().filter_map(|p| p.host_port));
+        }
+        held
+    }
+}
 
 /// A node as the allocator sees it.
 #[derive(Clone, Debug, PartialEq)]

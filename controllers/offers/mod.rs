@@ -24,12 +24,12 @@ use async_trait::async_trait;
 use corral_api::Resource;
 use corral_api::allocation::{add, dominant_share};
 use corral_api::kinds::framework::{
-    DEFAULT_ROLE, FRAMEWORK_LEASE_NAMESPACE, Framework, FrameworkPhase, FrameworkStatus, Offer, OfferSpec,
+    FRAMEWORK_LEASE_NAMESPACE, Framework, FrameworkPhase, FrameworkStatus, Offer, OfferSpec,
 };
 use corral_api::kinds::node::{Node, NodePhase, Resources};
 use corral_api::kinds::task::{Task, TaskSummary};
 use corral_api::kinds::{Lease, Quota};
-use corral_client::{Api, Client, DeleteParams, ListParams, Patch, WriteParams};
+use corral_client::{Api, Client, DeleteParams, ListParams};
 use corral_runtime::{Cache, CancellationToken, Change, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
@@ -38,9 +38,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
-use self::decide::{FrameworkState, NodeState, OfferState, Plan, Snapshot};
+use self::decide::{FrameworkState, Held, NodeState, OfferState, Plan, Snapshot};
 use crate::node_lifecycle::decide::Observed;
-use crate::rounds::{poke, radix36};
+use crate::rounds::{kill_task, poke, radix36};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "offers";
@@ -107,38 +107,6 @@ struct Caches {
     quotas: Cache<Quota>,
 }
 
-/// What one node's live tasks hold.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Held {
-    /// By the role of their framework.
-    by_role: BTreeMap<String, Resources>,
-    /// By framework: resources and tasks.
-    by_framework: BTreeMap<String, (Resources, u64)>,
-    /// Host ports.
-    ports: BTreeSet<u16>,
-}
-
-impl Held {
-    /// What the live tasks among `tasks` hold.
-    fn of(tasks: &[Arc<TaskSummary>]) -> Held {
-        let mut held = Held::default();
-        for t in tasks {
-            if t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
-                continue;
-            }
-            let role = t.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string());
-            let e = held.by_role.entry(role).or_default();
-            *e = add(e, &t.spec.resources);
-            if let Some(fw) = &t.spec.framework {
-                let e = held.by_framework.entry(fw.clone()).or_default();
-                *e = (add(&e.0, &t.spec.resources), e.1 + 1);
-            }
-            held.ports.extend(t.spec.ports.iter().filter_map(|p| p.host_port));
-        }
-        held
-    }
-}
-
 /// Nodes whose tasks changed since the last round, gathered by the tasks'
 /// reflector: only their holdings are counted again.
 type TouchedNodes = Arc<parking_lot::Mutex<HashSet<String>>>;
@@ -147,10 +115,9 @@ type TouchedNodes = Arc<parking_lot::Mutex<HashSet<String>>>;
 #[derive(Default)]
 struct Memory {
     /// What each node's live tasks hold, by node: kept up to date from the nodes
-    /// whose tasks changed, so that a round does not walk every task of the cluster.
+    /// whose tasks changed (on the first round, the tasks' first list touched every
+    /// node that has any), so that a round does not walk every task of the cluster.
     held: HashMap<String, Held>,
-    /// Whether `held` was ever counted in full.
-    counted: bool,
     /// Declined nodes: (framework, node) → refused until.
     filters: HashMap<(String, String), Instant>,
     /// Each framework's lease as last seen, on this controller's clock.
@@ -319,28 +286,14 @@ async fn round(
 
     // What live tasks hold, counted again on the nodes whose tasks changed.
     let touched = std::mem::take(&mut *touched.lock());
-    if memory.counted {
-        for node in touched {
-            let held = Held::of(&caches.tasks.by_index("node", &node));
+    for node in touched {
+        let held = Held::of(caches.tasks.by_index("node", &node).iter().map(|t| &**t));
+        if held == Held::default() {
+            memory.held.remove(&node);
+        } else {
             memory.held.insert(node, held);
         }
-    } else {
-        memory.held = caches
-            .nodes
-            .list()
-            .iter()
-            .map(|n| n.metadata.name.clone())
-            .chain(touched)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .map(|n| {
-                let held = Held::of(&caches.tasks.by_index("node", &n));
-                (n, held)
-            })
-            .collect();
-        memory.counted = true;
     }
-    memory.held.retain(|_, h| *h != Held::default());
     let mut by_framework: HashMap<String, (Resources, u64)> = HashMap::new();
     for h in memory.held.values() {
         for (fw, (r, n)) in &h.by_framework {
@@ -498,9 +451,7 @@ async fn round(
     }
     futures::stream::iter(kill)
         .for_each_concurrent(IN_FLIGHT, |t| async move {
-            let api = apis.tasks.in_namespace(t.metadata.namespace.as_deref().unwrap_or_default());
-            let kill = serde_json::json!({"spec": {"kill": true}});
-            if let Err(e) = api.patch(&t.metadata.name, Patch::Merge(&kill), &WriteParams::default()).await.map(drop) {
+            if let Err(e) = kill_task(&apis.tasks, &t.metadata).await {
                 tracing::debug!(error = %e, task = %t.metadata.name, "cannot kill a task of a gone framework");
             }
         })

@@ -37,7 +37,7 @@ use corral_api::kinds::node::Node;
 use corral_api::kinds::service::{REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceStatus};
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
 use corral_api::{ApiObject, Resource};
-use corral_client::{Api, Client, DeleteParams, ListParams, Patch, WriteParams};
+use corral_client::{Api, Client, DeleteParams, ListParams};
 use corral_runtime::{Cache, CancellationToken, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -49,7 +49,7 @@ use tokio::sync::Notify;
 use self::decide::{Input, TaskView};
 use self::matching::{Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
-use crate::rounds::radix36;
+use crate::rounds::{kill_task, radix36};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "services";
@@ -521,10 +521,7 @@ async fn round(
     let tasks_api = &apis.tasks;
     futures::stream::iter(kills)
         .for_each_concurrent(IN_FLIGHT, |t| async move {
-            // A patch: the cache holds a summary of the task, never to be written whole.
-            let api = tasks_api.in_namespace(t.metadata.namespace.as_deref().unwrap_or_default());
-            let kill = serde_json::json!({"spec": {"kill": true}});
-            if let Err(e) = api.patch(&t.metadata.name, Patch::Merge(&kill), &WriteParams::default()).await {
+            if let Err(e) = kill_task(tasks_api, &t.metadata).await {
                 tracing::debug!(error = %e, task = %t.metadata.name, "cannot kill a task");
             }
         })

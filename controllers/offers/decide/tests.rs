@@ -367,3 +367,50 @@ fn tasks_of_deleted_or_torn_down_frameworks_are_to_be_killed() {
     let kill = torn_down(["up", "away", "gone", "deleted"], &phases);
     assert_eq!(kill, BTreeSet::from(["gone".to_string(), "deleted".to_string()]));
 }
+
+#[test]
+fn a_node_holds_what_its_live_tasks_hold_by_role_framework_and_port() {
+    use corral_api::kinds::task::{TaskPhase, TaskPort, TaskSummary, TaskSummarySpec, TaskSummaryStatus};
+    let task = |framework: Option<&str>, role: Option<&str>, cpus: f64, port: Option<u16>, phase: Option<TaskPhase>| {
+        TaskSummary {
+            spec: TaskSummarySpec {
+                framework: framework.map(str::to_string),
+                role: role.map(str::to_string),
+                resources: Resources { cpus, mem: 10, disk: 0 },
+                ports: port
+                    .map(|p| TaskPort { name: "http".into(), host_port: Some(p), ..Default::default() })
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            },
+            status: phase.map(|phase| TaskSummaryStatus { phase, ..Default::default() }),
+            ..Default::default()
+        }
+    };
+    let tasks = [
+        task(Some("services"), None, 0.5, Some(31000), Some(TaskPhase::Running)),
+        task(Some("services"), None, 0.25, None, None),
+        task(Some("jobs"), Some("batch"), 1.0, Some(31001), Some(TaskPhase::Staging)),
+        // Ended: holds nothing, not even its port.
+        task(Some("jobs"), Some("batch"), 2.0, Some(31002), Some(TaskPhase::Finished)),
+        // Bound by hand: held for the default role, by no framework.
+        task(None, None, 0.1, None, None),
+    ];
+    let held = Held::of(tasks.iter());
+    assert_eq!(
+        held.by_role,
+        BTreeMap::from([
+            ("*".to_string(), Resources { cpus: 0.85, mem: 30, disk: 0 }),
+            ("batch".to_string(), Resources { cpus: 1.0, mem: 10, disk: 0 }),
+        ])
+    );
+    assert_eq!(
+        held.by_framework,
+        BTreeMap::from([
+            ("jobs".to_string(), (Resources { cpus: 1.0, mem: 10, disk: 0 }, 1)),
+            ("services".to_string(), (Resources { cpus: 0.75, mem: 20, disk: 0 }, 2)),
+        ])
+    );
+    assert_eq!(held.ports, BTreeSet::from([31000, 31001]));
+    assert_eq!(Held::of([]), Held::default());
+}
