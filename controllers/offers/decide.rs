@@ -123,6 +123,11 @@ pub struct Snapshot {
     pub quotas: BTreeMap<String, Quota>,
     /// Outstanding offers.
     pub offers: Vec<OfferState>,
+    /// Most offers one framework holds at once; `None`: no limit. On a large
+    /// cluster a framework that needs a few nodes is not sent all of them (each offer
+    /// is an object, written and then declined); the nodes it declines make room
+    /// for others.
+    pub max_offers: Option<usize>,
 }
 
 /// Why an offer is taken back.
@@ -211,7 +216,9 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
         }
     }
     let mut holds: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
+    let mut holding: BTreeMap<&str, usize> = BTreeMap::new();
     for o in &kept {
+        *holding.entry(o.framework.as_str()).or_default() += 1;
         let e = by_role.entry(o.role.clone()).or_default();
         *e = add(e, &o.resources);
         let e = by_framework.entry(o.framework.as_str()).or_default();
@@ -233,6 +240,9 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
             let mut best: Option<(Rank, &FrameworkState, &str, Resources)> = None;
             for f in s.frameworks.iter().filter(|f| !f.suppressed && f.weight > 0.0) {
                 if f.filters.get(&node.name).is_some_and(|until| *until > now) {
+                    continue;
+                }
+                if s.max_offers.is_some_and(|m| holding.get(f.name.as_str()).copied().unwrap_or(0) >= m) {
                     continue;
                 }
                 for role in &f.roles {
@@ -278,6 +288,7 @@ pub fn decide(s: &Snapshot, now: Instant, ttl: Duration) -> Plan {
             let e = by_framework.entry(f.name.as_str()).or_default();
             *e = add(e, &give);
             holds.insert((f.name.as_str(), role, node.name.as_str()));
+            *holding.entry(f.name.as_str()).or_default() += 1;
             plan.offer.push(Offer {
                 framework: f.name.clone(),
                 role: role.to_string(),

@@ -45,6 +45,11 @@ use crate::rounds::{kill_task, poke, radix36};
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "offers";
 
+/// Most offers one framework holds at once, by default: more nodes than a framework
+/// packing tasks onto offers needs for thousands of tasks a round, and a tenth of
+/// the writes a 10,000-node cluster would cost otherwise.
+pub const MAX_OFFERS: usize = 1000;
+
 /// Label on every offer: the framework it is made to.
 pub const FRAMEWORK_LABEL: &str = "corral.dev/framework";
 
@@ -55,11 +60,13 @@ pub struct Config {
     pub offer_ttl: Duration,
     /// How long to gather changes before a round.
     pub settle: Duration,
+    /// Most offers one framework holds at once (see [`decide::Snapshot::max_offers`]).
+    pub max_offers: Option<usize>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { offer_ttl: Duration::from_secs(30), settle: Duration::from_millis(50) }
+        Config { offer_ttl: Duration::from_secs(30), settle: Duration::from_millis(50), max_offers: Some(MAX_OFFERS) }
     }
 }
 
@@ -405,7 +412,7 @@ async fn round(
         .iter()
         .map(|q| (q.metadata.name.clone(), decide::Quota { guarantee: q.spec.guarantee, limit: q.spec.limit }))
         .collect();
-    let snapshot = Snapshot { nodes, frameworks, quotas, offers };
+    let snapshot = Snapshot { nodes, frameworks, quotas, offers, max_offers: config.max_offers };
     let plan = decide::decide(&snapshot, now, config.offer_ttl);
     due.extend(snapshot.offers.iter().map(|o| o.offer.expires));
     // What each framework is offered once the plan is applied: the offers it keeps,
@@ -422,7 +429,17 @@ async fn round(
     for (_, reason) in &plan.rescind {
         counts.rescinded.get_or_create(&vec![("reason", reason_name(*reason))]).inc();
     }
+    let declined_count = declined.len();
     apply(apis, memory, &plan, declined, &attributes, wall, config.offer_ttl).await;
+    tracing::debug!(
+        nodes = snapshot.nodes.len(),
+        outstanding = snapshot.offers.len(),
+        made = plan.offer.len(),
+        rescinded = plan.rescind.len(),
+        declined = declined_count,
+        took_ms = now.elapsed().as_millis() as u64,
+        "offers round"
+    );
 
     // Failover: kill the tasks of frameworks gone too long, or deleted. Finding
     // which frameworks tasks name reads every task: done on the first round, when a

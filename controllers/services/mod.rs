@@ -428,6 +428,19 @@ async fn round(
             }
         }
     }
+    let (accepted, placed) =
+        launched.iter().filter_map(|r| r.as_ref().ok()).fold((0, 0), |(a, t), c| (a + 1, t + c.len()));
+    tracing::debug!(
+        decided = decided_now.len(),
+        waiting = demands.len(),
+        offers = offers.len(),
+        accepted,
+        placed,
+        refused = launched.len() - accepted,
+        declined = matching.unused.len(),
+        took_ms = now.elapsed().as_millis() as u64,
+        "services round: offers matched"
+    );
     for refused in launched.into_iter().filter_map(Result::err) {
         counts.refused.inc();
         for t in refused {

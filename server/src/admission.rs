@@ -98,7 +98,7 @@ async fn live_value(ctx: &Ctx, name: &str) -> ApiResult<Option<Value>> {
 }
 
 /// Whether namespace `ns` is labelled privileged.
-async fn namespace_privileged(ctx: &Ctx, ns: &str) -> ApiResult<bool> {
+pub(crate) async fn namespace_privileged(ctx: &Ctx, ns: &str) -> ApiResult<bool> {
     let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), ns);
     let Some(o) = ctx.state.store.get(&key).await.map_err(ApiError::from)? else { return Ok(false) };
     let v: Value = serde_json::from_slice(&o.json).map_err(ApiError::internal)?;
@@ -124,6 +124,12 @@ async fn task_policy(ctx: &Ctx, object: &Value, pointer: &str, prefix: &str) -> 
     {
         return Ok(());
     }
+    restricted(ctx, ns, name, &spec, prefix)
+}
+
+/// Judges `spec` (of the object `name`, its fields named under `prefix`) by the
+/// policy of a restricted namespace `ns`.
+pub(crate) fn restricted(ctx: &Ctx, ns: &str, name: &str, spec: &TaskSpec, prefix: &str) -> ApiResult<()> {
     let mut why = Vec::new();
     if spec.image.is_none() {
         why.push(corral_api::FieldError::new(

@@ -7,7 +7,7 @@
 //! An accept creates all of its tasks and deletes the offer in one store
 //! transaction: the tasks exist, or none does and the offer is untouched.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -46,7 +46,7 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     let mut objects = Vec::with_capacity(req.tasks.len());
     let mut want = Resources::default();
     let mut ports: Vec<u16> = Vec::new();
-    let mut checked: BTreeSet<String> = BTreeSet::new();
+    let mut checked: BTreeMap<String, bool> = BTreeMap::new();
     for (i, task) in req.tasks.iter().enumerate() {
         let mut object = serde_json::to_value(task).map_err(ApiError::internal)?;
         let ns = task.metadata.namespace.clone().filter(|n| !n.is_empty()).ok_or_else(|| {
@@ -105,12 +105,31 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
             identity: ctx.identity.clone(),
             target: super::path::Target::Collection,
         };
-        // An accept's tasks are mostly of one namespace: judged once each.
-        if checked.insert(ns.clone()) {
-            may_create_tasks(ctx, &ns)?;
-            task_ctx.require_namespace().await?;
+        // An accept's tasks are mostly of one namespace: it is judged once, and
+        // each task against the kind's schema and the namespace's task policy.
+        let privileged = match checked.get(&ns) {
+            Some(p) => *p,
+            None => {
+                may_create_tasks(ctx, &ns)?;
+                task_ctx.require_namespace().await?;
+                let p = super::admission::namespace_privileged(ctx, &ns).await?;
+                checked.insert(ns.clone(), p);
+                p
+            }
+        };
+        if ctx.identity.node().is_some() {
+            // A node's own identity has its own restrictions: the whole admission.
+            task_ctx.validate(&object).await?;
+        } else {
+            let name = object_name(&object);
+            ctx.state
+                .registry
+                .validate(&tasks_info, &object)
+                .map_err(|causes| ApiError::invalid(&tasks_info, name, causes))?;
+            if !privileged {
+                super::admission::restricted(&task_ctx, &ns, name, &task.spec, "spec")?;
+            }
         }
-        task_ctx.validate(&object).await?;
         objects.push((task_ctx.key(object_name(&object)), object));
     }
     let distinct: BTreeSet<u16> = ports.iter().copied().collect();
@@ -156,16 +175,27 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
         )),
         other => ApiError::from(other),
     })?;
-    let mut items = Vec::new();
+    // The list is assembled from the stored bytes: hundreds of tasks are not
+    // decoded only to be encoded again.
+    let mut list = Vec::with_capacity(
+        outcome.iter().map(|o| if let TxnOutcome::Created(t) = o { t.json.len() + 1 } else { 0 }).sum::<usize>() + 64,
+    );
+    list.extend_from_slice(br#"{"apiVersion":"corral.dev/v1","kind":"TaskList","items":["#);
+    let mut count = 0;
     for o in &outcome {
         if let TxnOutcome::Created(t) = o {
             ledger.record(t);
-            items.push(t.value().map_err(ApiError::internal)?);
+            if count > 0 {
+                list.push(b',');
+            }
+            list.extend_from_slice(&t.json);
+            count += 1;
         }
     }
+    list.extend_from_slice(b"]}");
     tracing::info!(offer = %ctx.name, framework = %offer.spec.framework, node = %offer.spec.node,
-        tasks = items.len(), "offer accepted");
-    Ok(body::json(StatusCode::CREATED, &json!({"apiVersion": "corral.dev/v1", "kind": "TaskList", "items": items})))
+        tasks = count, "offer accepted");
+    Ok(body::raw_json(StatusCode::CREATED, Bytes::from(list)))
 }
 
 /// `POST offers/NAME/decline`: the framework turns the offer down and refuses the

@@ -269,7 +269,7 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                 (roles[r].to_string(), Quota { guarantee: res(g as f64, g as u64 * 1024), limit })
             })
             .collect();
-        Snapshot { nodes, frameworks, quotas, offers }
+        Snapshot { nodes, frameworks, quotas, offers, max_offers: None }
     })
 }
 
@@ -282,10 +282,19 @@ proptest! {
     /// together with its tasks — no resource or port is promised twice, no role gets
     /// another's reservation — and nobody gets what they must not.
     #[test]
-    fn never_oversubscribes(s in arb_snapshot()) {
+    fn never_oversubscribes((mut s, cap) in (arb_snapshot(), proptest::option::of(1usize..4))) {
+        s.max_offers = cap;
         let now = Instant::now() + Duration::from_secs(1);
         let plan = decide(&s, now, TTL);
         let rescinded: BTreeSet<&str> = plan.rescind.iter().map(|(n, _)| n.as_str()).collect();
+        // No framework is made an offer that takes it past the cap.
+        if let Some(cap) = cap {
+            for f in &s.frameworks {
+                let kept = s.offers.iter().filter(|o| o.offer.framework == f.name && !rescinded.contains(o.name.as_str())).count();
+                let new = plan.offer.iter().filter(|o| o.framework == f.name).count();
+                prop_assert!(new == 0 || kept + new <= cap, "{} holds {kept} + {new} offers, cap {cap}", f.name);
+            }
+        }
         for n in &s.nodes {
             let mut left = corral_api::allocation::Free::new(&n.capacity, &n.reservations, &n.port_ranges, &n.allocated, &n.used_ports);
             let kept = s.offers.iter().filter(|o| o.offer.node == n.name && !rescinded.contains(o.name.as_str()));
@@ -413,4 +422,34 @@ fn a_node_holds_what_its_live_tasks_hold_by_role_framework_and_port() {
     );
     assert_eq!(held.ports, BTreeSet::from([31000, 31001]));
     assert_eq!(Held::of([]), Held::default());
+}
+
+#[test]
+fn a_framework_holds_no_more_offers_than_the_cap_and_others_get_the_rest() {
+    let now = Instant::now();
+    let nodes: Vec<NodeState> = (0..10).map(|i| node_state(i, 1.0, 1024)).collect();
+    let held = OfferState {
+        name: "o-held".into(),
+        offer: Offer {
+            framework: "big".into(),
+            role: "*".into(),
+            node: "n0".into(),
+            resources: res(1.0, 1024),
+            ports: vec![],
+            expires: now + TTL,
+        },
+    };
+    let s = Snapshot {
+        nodes,
+        frameworks: vec![framework("big", "*", 1.0), framework("small", "*", 1.0)],
+        offers: vec![held],
+        max_offers: Some(3),
+        ..Default::default()
+    };
+    let plan = decide(&s, now, TTL);
+    let count = |fw: &str| plan.offer.iter().filter(|o| o.framework == fw).count();
+    // "big" holds one already: two more; "small" three; four nodes are left unoffered.
+    assert_eq!((count("big"), count("small")), (2, 3), "{plan:?}");
+    let unlimited = decide(&Snapshot { max_offers: None, ..s }, now, TTL);
+    assert_eq!(unlimited.offer.len(), 9, "every node but the one offered already: {unlimited:?}");
 }
