@@ -22,6 +22,7 @@ pub mod offers;
 pub mod services;
 
 mod rounds;
+mod shared_tasks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,17 +97,19 @@ impl Selection {
 /// The selected built-in controllers, ready to add to a manager.
 pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>> {
     let mut out: Vec<Arc<dyn Runnable>> = Vec::new();
+    // One copy of the cluster's tasks for every controller that needs them all.
+    let tasks = Arc::new(shared_tasks::SharedTasks::default());
     if selection.includes(gc::NAME) {
         out.push(Arc::new(gc::GarbageCollector::new(config.gc.clone())));
     }
     if selection.includes(node_lifecycle::NAME) {
-        out.push(Arc::new(node_lifecycle::NodeLifecycle::new(config.node_lifecycle.clone())));
+        out.push(Arc::new(node_lifecycle::NodeLifecycle::new(config.node_lifecycle.clone()).sharing(tasks.clone())));
     }
     if selection.includes(offers::NAME) {
-        out.push(Arc::new(offers::Offers::new(config.offers.clone())));
+        out.push(Arc::new(offers::Offers::new(config.offers.clone()).sharing(tasks.clone())));
     }
     if selection.includes(services::NAME) {
-        out.push(Arc::new(services::Services::new(config.services.clone())));
+        out.push(Arc::new(services::Services::new(config.services.clone()).sharing(tasks)));
     }
     out
 }

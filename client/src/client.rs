@@ -541,7 +541,7 @@ impl Client {
     }
 
     /// Sends one request and decodes a successful answer as `T`.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path_and_query: String,
@@ -557,7 +557,7 @@ impl Client {
     }
 }
 
-fn json_body<B: Serialize + ?Sized>(body: &B) -> Result<Bytes> {
+pub(crate) fn json_body<B: Serialize + ?Sized>(body: &B) -> Result<Bytes> {
     serde_json::to_vec(body)
         .map(Bytes::from)
         .map_err(|e| Error::Invalid(format!("cannot encode the request body: {e}")))

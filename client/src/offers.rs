@@ -24,8 +24,11 @@ impl Client {
     /// 403 when the offer was made to another framework; 422 naming the task field
     /// that is invalid.
     pub async fn accept_offer(&self, offer: &str, accept: &OfferAccept) -> Result<Vec<Task>> {
-        let body = serde_json::to_value(accept).map_err(|e| crate::Error::Invalid(e.to_string()))?;
-        let list: TaskList = self.call_json(&offer_path(offer, "accept"), Some(&body)).await?;
+        // Encoded straight to bytes: an accept may carry hundreds of tasks.
+        let body = crate::client::json_body(accept)?;
+        let path = offer_path(offer, "accept");
+        let (_, list): (_, TaskList) =
+            self.call(http::Method::POST, path.clone(), Some(("application/json", body)), &path).await?;
         Ok(list.items)
     }
 

@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 
 use self::decide::{Observed, Step};
+use crate::shared_tasks::{BY_NODE, SharedTasks};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "node-lifecycle";
@@ -53,12 +54,20 @@ impl Default for Config {
 pub struct NodeLifecycle {
     config: Config,
     metrics: Arc<ControllerMetrics>,
+    tasks: Arc<SharedTasks>,
 }
 
 impl NodeLifecycle {
     /// The controller with `config`.
     pub fn new(config: Config) -> Self {
-        NodeLifecycle { config, metrics: Arc::default() }
+        NodeLifecycle { config, metrics: Arc::default(), tasks: Arc::default() }
+    }
+
+    /// Shares `tasks` with the other controllers of its set, instead of a copy of
+    /// its own.
+    pub(crate) fn sharing(mut self, tasks: Arc<SharedTasks>) -> Self {
+        self.tasks = tasks;
+        self
     }
 }
 
@@ -87,31 +96,35 @@ impl Runnable for NodeLifecycle {
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
         let leases =
             Reflector::new(Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE), ListParams::default());
-        // Every task, as much as deciding about its node needs: the full task is read
-        // only to write it, when its node is lost.
-        let all_tasks = Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None);
-        let tasks = Reflector::new(all_tasks, ListParams::default())
-            .index("node", Arc::new(|t: &TaskSummary| t.spec.node_name.clone().into_iter().collect()));
         let controller = Controller::new(Api::<Node>::all(client.clone()), ListParams::default());
+        // Every task, as much as deciding about its node needs, shared: the full task
+        // is read only to write it, when its node is lost. A task's change queues its
+        // node.
+        let nodes = Node::kind_info().resource();
+        let queue = controller.queue();
+        let on_task = {
+            let nodes = nodes.clone();
+            move |c: corral_runtime::Change<TaskSummary>| {
+                if let Some(node) = c.object().spec.node_name.as_deref() {
+                    queue.add(ObjectRef::cluster(nodes.clone(), node));
+                }
+            }
+        };
+        let (tasks, _subscription) = self.tasks.subscribe(&client, Arc::new(on_task));
         let ctx = Arc::new(Ctx {
             nodes: Api::all(client.clone()),
             node_cache: controller.cache(),
             tasks: Api::all(client.clone()),
             leases: leases.cache(),
-            tasks_by_node: tasks.cache(),
+            tasks_by_node: tasks,
             lease_resource: Lease::kind_info().resource(),
             grace: self.config.grace_period,
             // A fresh run observes afresh: every node gets a whole grace period.
             observed: Mutex::new(HashMap::new()),
         });
-        let nodes = Node::kind_info().resource();
         let node_of = move |name: &str| vec![ObjectRef::cluster(nodes.clone(), name)];
-        let node_of_task = node_of.clone();
         controller
             .watches_reflector(leases, move |l: &Lease| node_of(&l.metadata.name))
-            .watches_reflector(tasks, move |t: &TaskSummary| {
-                t.spec.node_name.as_deref().map(&node_of_task).unwrap_or_default()
-            })
             .with_metrics(self.metrics.clone())
             .run(reconcile, error_policy, ctx, shutdown)
             .await;
@@ -136,7 +149,12 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> corral_client::Result<Acti
         }
         o
     };
-    let tasks = ctx.tasks_by_node.by_index("node", name);
+    if !ctx.tasks_by_node.is_synced() {
+        // The shared copy of the tasks is still being listed: judging a node without
+        // its tasks would miss the ones to mark lost.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let tasks = ctx.tasks_by_node.by_index(BY_NODE, name);
     let tasks: Vec<&TaskSummary> = tasks.iter().map(|t| &**t).collect();
     let phase = node.status.as_ref().map(|s| s.phase);
     let plan = decide::decide(phase, &observed, now, ctx.grace, &tasks);

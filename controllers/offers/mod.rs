@@ -41,6 +41,7 @@ use tokio::sync::Notify;
 use self::decide::{FrameworkState, Held, NodeState, OfferState, Plan, Snapshot};
 use crate::node_lifecycle::decide::Observed;
 use crate::rounds::{kill_task, poke, radix36};
+use crate::shared_tasks::{BY_FRAMEWORK, BY_NODE, SharedTasks};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "offers";
@@ -74,6 +75,7 @@ impl Default for Config {
 pub struct Offers {
     config: Config,
     counts: Arc<Counts>,
+    tasks: Arc<SharedTasks>,
 }
 
 /// What the offers controller counts, besides its rounds.
@@ -100,7 +102,14 @@ impl Default for Counts {
 impl Offers {
     /// The controller with `config`.
     pub fn new(config: Config) -> Self {
-        Offers { config, counts: Arc::default() }
+        Offers { config, counts: Arc::default(), tasks: Arc::default() }
+    }
+
+    /// Shares `tasks` with the other controllers of its set, instead of a copy of
+    /// its own.
+    pub(crate) fn sharing(mut self, tasks: Arc<SharedTasks>) -> Self {
+        self.tasks = tasks;
+        self
     }
 }
 
@@ -167,24 +176,11 @@ impl Runnable for Offers {
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
         let wake = Arc::new(Notify::new());
         let nodes = Reflector::new(Api::<Node>::all(client.clone()), ListParams::default());
-        // Every task of the cluster, as much as placement needs of it.
-        let all_tasks = Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None);
-        let tasks = Reflector::new(all_tasks, ListParams::default())
-            .index("node", Arc::new(|t: &TaskSummary| t.spec.node_name.clone().into_iter().collect()))
-            .index("framework", Arc::new(|t: &TaskSummary| t.spec.framework.clone().into_iter().collect()));
         let frameworks = Reflector::new(Api::<Framework>::all(client.clone()), ListParams::default());
         let offers = Reflector::new(Api::<Offer>::all(client.clone()), ListParams::default());
         let leases =
             Reflector::new(Api::<Lease>::namespaced(client.clone(), FRAMEWORK_LEASE_NAMESPACE), ListParams::default());
         let quotas = Reflector::new(Api::<Quota>::all(client.clone()), ListParams::default());
-        let caches = Caches {
-            nodes: nodes.cache(),
-            tasks: tasks.cache(),
-            frameworks: frameworks.cache(),
-            offers: offers.cache(),
-            leases: leases.cache(),
-            quotas: quotas.cache(),
-        };
         let touched = TouchedNodes::default();
         let on_task = {
             let (touched, wake) = (touched.clone(), wake.clone());
@@ -198,14 +194,24 @@ impl Runnable for Offers {
                 wake.notify_one();
             }
         };
+        // Every task of the cluster, as much as placement needs of it, shared.
+        let (tasks, _subscription) = self.tasks.subscribe(&client, Arc::new(on_task));
+        let caches = Caches {
+            nodes: nodes.cache(),
+            tasks,
+            frameworks: frameworks.cache(),
+            offers: offers.cache(),
+            leases: leases.cache(),
+            quotas: quotas.cache(),
+        };
         let reflectors = futures::future::join3(
             futures::future::join3(
                 nodes.run(shutdown.clone(), poke(&wake)),
-                tasks.run(shutdown.clone(), on_task),
                 frameworks.run(shutdown.clone(), poke(&wake)),
+                quotas.run(shutdown.clone(), poke(&wake)),
             ),
-            futures::future::join(offers.run(shutdown.clone(), poke(&wake)), leases.run(shutdown.clone(), poke(&wake))),
-            quotas.run(shutdown.clone(), poke(&wake)),
+            offers.run(shutdown.clone(), poke(&wake)),
+            leases.run(shutdown.clone(), poke(&wake)),
         );
         let rounds = self.rounds(client, caches, touched, wake, shutdown.clone());
         tokio::select! {
@@ -294,7 +300,7 @@ async fn round(
     // What live tasks hold, counted again on the nodes whose tasks changed.
     let touched = std::mem::take(&mut *touched.lock());
     for node in touched {
-        let held = Held::of(caches.tasks.by_index("node", &node).iter().map(|t| &**t));
+        let held = Held::of(caches.tasks.by_index(BY_NODE, &node).iter().map(|t| &**t));
         if held == Held::default() {
             memory.held.remove(&node);
         } else {
@@ -455,7 +461,7 @@ async fn round(
         let named: BTreeSet<String> = caches.tasks.list().iter().filter_map(|t| t.spec.framework.clone()).collect();
         let by_phase: BTreeMap<String, FrameworkPhase> = phases.iter().map(|(n, (p, _))| (n.clone(), *p)).collect();
         for fw in decide::torn_down(named.iter().map(String::as_str), &by_phase) {
-            for t in caches.tasks.by_index("framework", &fw) {
+            for t in caches.tasks.by_index(BY_FRAMEWORK, &fw) {
                 if !t.spec.kill && !t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
                     kill.push(t);
                 }

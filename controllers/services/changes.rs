@@ -62,19 +62,31 @@ pub(super) fn on_task(changed: &Shared, wake: &Arc<Notify>) -> impl Fn(Change<Ta
     let (changed, wake) = (changed.clone(), wake.clone());
     move |c| {
         let t = c.object();
-        let Some(service) = service_of(&**t) else { return };
-        let seen = TaskSeen {
-            key: task_key(t),
-            name: t.metadata.name.clone(),
-            gone: matches!(c, Change::Deleted(_)),
-            going: t.spec.kill || t.metadata.deletion_timestamp.is_some(),
-            service: service.clone(),
+        // The copy holds every task: one that is not (or no longer) a service's is
+        // gone for the service it was of.
+        let was = match &c {
+            Change::Applied { previous: Some(p), .. } => service_of(&**p),
+            _ => None,
         };
+        let now = service_of(&**t);
         let mut ch = changed.lock();
-        ch.services.insert(service);
-        ch.tasks.push(seen);
+        let mut told = false;
+        for (service, gone) in [(was.filter(|w| Some(w) != now.as_ref()), true), (now, false)] {
+            let Some(service) = service else { continue };
+            ch.tasks.push(TaskSeen {
+                key: task_key(t),
+                name: t.metadata.name.clone(),
+                gone: gone || matches!(c, Change::Deleted(_)),
+                going: t.spec.kill || t.metadata.deletion_timestamp.is_some(),
+                service: service.clone(),
+            });
+            ch.services.insert(service);
+            told = true;
+        }
         drop(ch);
-        wake.notify_one();
+        if told {
+            wake.notify_one();
+        }
     }
 }
 

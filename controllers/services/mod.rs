@@ -50,6 +50,7 @@ use self::decide::{Input, TaskView};
 use self::matching::{Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
 use crate::rounds::{kill_task, radix36};
+use crate::shared_tasks::{BY_SERVICE, SharedTasks};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "services";
@@ -87,6 +88,7 @@ impl Default for Config {
 pub struct Services {
     config: Config,
     counts: Arc<Counts>,
+    tasks: Arc<SharedTasks>,
 }
 
 /// What the services controller counts, besides its rounds.
@@ -113,7 +115,14 @@ impl Default for Counts {
 impl Services {
     /// The controller with `config`.
     pub fn new(config: Config) -> Self {
-        Services { config, counts: Arc::default() }
+        Services { config, counts: Arc::default(), tasks: Arc::default() }
+    }
+
+    /// Shares `tasks` with the other controllers of its set, instead of a copy of
+    /// its own.
+    pub(crate) fn sharing(mut self, tasks: Arc<SharedTasks>) -> Self {
+        self.tasks = tasks;
+        self
     }
 }
 
@@ -230,12 +239,9 @@ impl Runnable for Services {
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
         let wake = Arc::new(Notify::new());
         let services = Reflector::new(Api::<Service>::all(client.clone()), ListParams::default());
-        // The services' tasks, as much as deciding needs of them.
-        let tasks = Reflector::new(
-            Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None),
-            ListParams { label_selector: Some(SERVICE_LABEL.to_string()), ..Default::default() },
-        )
-        .index("service", Arc::new(|t: &TaskSummary| service_of(t).into_iter().collect()));
+        let changed = changes::Shared::default();
+        // The cluster's tasks, as much as deciding needs of them, shared.
+        let (tasks, _subscription) = self.tasks.subscribe(&client, Arc::new(changes::on_task(&changed, &wake)));
         let offers = Reflector::new(
             Api::<Offer>::all(client.clone()),
             ListParams {
@@ -244,18 +250,15 @@ impl Runnable for Services {
             },
         );
         let nodes = Reflector::new(Api::<Node>::all(client.clone()), ListParams::default());
-        let caches =
-            Caches { services: services.cache(), tasks: tasks.cache(), offers: offers.cache(), nodes: nodes.cache() };
+        let caches = Caches { services: services.cache(), tasks, offers: offers.cache(), nodes: nodes.cache() };
         let apis = Apis {
             client: client.clone(),
             services: Api::all(client.clone()),
             tasks: Api::all(client.clone()),
             frameworks: Api::all(client.clone()),
         };
-        let changed = changes::Shared::default();
-        let reflectors = futures::future::join4(
+        let reflectors = futures::future::join3(
             services.run(shutdown.clone(), changes::on_service(&changed, &wake)),
-            tasks.run(shutdown.clone(), changes::on_task(&changed, &wake)),
             offers.run(shutdown.clone(), changes::on_offer(&changed, &wake)),
             nodes.run(shutdown.clone(), changes::on_node(&changed, &wake)),
         );
@@ -374,11 +377,10 @@ async fn round(
             let d = &demands[l.demand];
             let Some(Decided { svc, plan, .. }) = memory.decided.get(&d.key) else { continue };
             memory.next += 1;
-            let task =
-                new_task(svc, plan.revision, &l.host_ports, &format!("{}{}", memory.prefix, radix36(memory.next)));
+            let name = format!("{}-{}{}", svc.metadata.name, memory.prefix, radix36(memory.next));
             memory.launched.entry(d.key.clone()).or_default().push(Pending {
                 view: TaskView {
-                    name: task.metadata.name.clone(),
+                    name: name.clone(),
                     revision: plan.revision,
                     node: Some(offer.node.clone()),
                     phase: TaskPhase::Staging,
@@ -394,7 +396,7 @@ async fn round(
             });
             // What it launched changes what it decides: its plan is spent.
             memory.again.insert(d.key.clone());
-            tasks.push(task);
+            tasks.push(Launch { svc: svc.clone(), revision: plan.revision, host_ports: l.host_ports.clone(), name });
         }
         memory.used.insert(a.offer.clone(), now);
         accepts.push((a.offer.clone(), tasks));
@@ -403,8 +405,12 @@ async fn round(
         memory.used.insert(name.clone(), now);
     }
     let client = &apis.client;
+    // Each accept's tasks are made as it is sent: a round may place a hundred
+    // thousand, and only the accepts in flight need theirs at once.
     let launched = futures::stream::iter(accepts)
-        .map(|(offer, tasks)| async move {
+        .map(|(offer, launches): (String, Vec<Launch>)| async move {
+            let tasks = launches.iter().map(|l| new_task(&l.svc, l.revision, &l.host_ports, &l.name)).collect();
+            drop(launches);
             let accept = OfferAccept { framework: SERVICES_FRAMEWORK.to_string(), tasks };
             match client.accept_offer(&offer, &accept).await {
                 Ok(created) => Ok(created),
@@ -572,7 +578,7 @@ fn decide_service(caches: &Caches, memory: &Memory, svc: Arc<Service>, now: Inst
     let mut tasks: Vec<TaskView> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let ready = memory.ready.lock();
-    for t in caches.tasks.by_index("service", &key) {
+    for t in caches.tasks.by_index(BY_SERVICE, &key) {
         let tkey = task_key(&t);
         if memory.deleted.contains_key(&tkey) {
             continue;
@@ -766,7 +772,7 @@ fn start_readiness_checks(
     for service in keys {
         let Some(Decided { svc, plan, .. }) = memory.decided.get(service) else { continue };
         let Some(check) = svc.spec.readiness_check.clone() else { continue };
-        for t in caches.tasks.by_index("service", service) {
+        for t in caches.tasks.by_index(BY_SERVICE, service) {
             let key = task_key(&t);
             let status = t.status.clone().unwrap_or_default();
             if status.phase != TaskPhase::Running
@@ -818,13 +824,21 @@ fn view_of(t: &TaskSummary, svc: &Service, ready: &HashMap<String, bool>) -> Tas
     }
 }
 
-fn new_task(svc: &Service, revision: u64, host_ports: &[u16], suffix: &str) -> Task {
+/// A task to launch on an accepted offer, made when its accept is sent.
+struct Launch {
+    svc: Arc<Service>,
+    revision: u64,
+    host_ports: Vec<u16>,
+    name: String,
+}
+
+fn new_task(svc: &Service, revision: u64, host_ports: &[u16], name: &str) -> Task {
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
     let mut spec = svc.spec.template.clone();
     for (p, hp) in spec.ports.iter_mut().zip(host_ports) {
         p.host_port = Some(*hp);
     }
-    let mut task = Task::namespaced(ns, format!("{}-{suffix}", svc.metadata.name), spec);
+    let mut task = Task::namespaced(ns, name.to_string(), spec);
     task.metadata.labels = svc.spec.task_labels.clone();
     task.metadata.labels.insert(SERVICE_LABEL.to_string(), svc.metadata.name.clone());
     task.metadata.labels.insert(REVISION_LABEL.to_string(), revision.to_string());
