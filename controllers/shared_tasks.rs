@@ -12,12 +12,13 @@
 use std::sync::Arc;
 
 use corral_api::Resource;
-use corral_api::kinds::service::SERVICE_LABEL;
 use corral_api::kinds::task::{Task, TaskSummary};
 use corral_client::{Api, Client, ListParams};
 use corral_runtime::reflector::Change;
 use corral_runtime::{Cache, CancellationToken, Reflector};
 use parking_lot::{Mutex, RwLock};
+
+use crate::services::service_of;
 
 /// A subscriber's callback.
 pub(crate) type OnTask = Arc<dyn Fn(Change<TaskSummary>) + Send + Sync>;
@@ -83,7 +84,7 @@ fn start(client: &Client) -> Running {
     let reflector = Reflector::new(api, ListParams::default())
         .index(BY_NODE, Arc::new(|t: &TaskSummary| t.spec.node_name.clone().into_iter().collect()))
         .index(BY_FRAMEWORK, Arc::new(|t: &TaskSummary| t.spec.framework.clone().into_iter().collect()))
-        .index(BY_SERVICE, Arc::new(|t: &TaskSummary| service_key(t).into_iter().collect()));
+        .index(BY_SERVICE, Arc::new(|t: &TaskSummary| service_of(t).into_iter().collect()));
     let cache = reflector.cache();
     let subscribers: Arc<RwLock<Vec<(u64, OnTask)>>> = Arc::default();
     let stop = CancellationToken::new();
@@ -94,12 +95,6 @@ fn start(client: &Client) -> Running {
         }
     }));
     Running { cache, subscribers, stop }
-}
-
-/// `NAMESPACE/SERVICE` of a task a service launched.
-pub(crate) fn service_key(t: &TaskSummary) -> Option<String> {
-    let service = t.metadata.labels.get(SERVICE_LABEL)?;
-    Some(format!("{}/{service}", t.metadata.namespace.as_deref().unwrap_or_default()))
 }
 
 impl Drop for Subscription {
@@ -116,20 +111,6 @@ impl Drop for Subscription {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_services_task_is_indexed_by_namespace_and_service() {
-        let mut t = TaskSummary::default();
-        assert_eq!(service_key(&t), None);
-        t.metadata.namespace = Some("shop".into());
-        t.metadata.labels.insert(SERVICE_LABEL.into(), "web".into());
-        assert_eq!(service_key(&t).as_deref(), Some("shop/web"));
-    }
-}
-
 /// The shared copy against a stand-in API (SIMULATED: a transport answering the
 /// list with two tasks and holding every watch open), so the joining and leaving of
 /// subscribers is seen without a server.
@@ -141,6 +122,8 @@ mod sharing_tests {
     use bytes::Bytes;
     use corral_client::{Response, Transport};
     use futures::StreamExt;
+
+    use corral_api::kinds::service::SERVICE_LABEL;
 
     use super::*;
 
@@ -175,6 +158,15 @@ mod sharing_tests {
         fn server(&self) -> String {
             "simulated".into()
         }
+    }
+
+    #[test]
+    fn a_services_task_is_indexed_by_namespace_and_service() {
+        let mut t = TaskSummary::default();
+        assert_eq!(service_of(&t), None);
+        t.metadata.namespace = Some("shop".into());
+        t.metadata.labels.insert(SERVICE_LABEL.into(), "web".into());
+        assert_eq!(service_of(&t).as_deref(), Some("shop/web"));
     }
 
     fn counter() -> (Arc<AtomicUsize>, OnTask) {

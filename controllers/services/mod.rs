@@ -846,7 +846,8 @@ fn new_task(svc: &Service, revision: u64, host_ports: &[u16], name: &str) -> Tas
     task
 }
 
-fn service_of(t: &impl ApiObject) -> Option<String> {
+/// `NAMESPACE/SERVICE` of a task a service launched (by its label).
+pub(crate) fn service_of(t: &impl ApiObject) -> Option<String> {
     let meta = t.meta();
     let name = meta.labels.get(SERVICE_LABEL)?;
     Some(format!("{}/{name}", meta.namespace.as_deref().unwrap_or_default()))

@@ -292,13 +292,13 @@ impl<K: ObjectType> Reflector<K> {
         let r = ObjectRef::of(kind, &**change.object());
         let mut st = self.state.write();
         let CacheState { objects, indexes, revision } = &mut *st;
-        let key = match objects.get_key_value(&r) {
-            Some((key, _)) => key.clone(),
-            None => Arc::new(r),
+        let (key, previous) = match objects.get_key_value(&r) {
+            Some((key, prev)) => (key.clone(), Some(prev.clone())),
+            None => (Arc::new(r), None),
         };
-        if let Some(prev) = objects.get(&*key) {
+        if let Some(prev) = previous {
             for index in indexes.values_mut() {
-                for v in (index.func)(prev) {
+                for v in (index.func)(&prev) {
                     if let Some(set) = index.entries.get_mut(&v) {
                         set.remove(&*key);
                         if set.is_empty() {
