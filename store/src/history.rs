@@ -4,6 +4,7 @@
 //! list stay consistent while writes go on), and the retained history has a size.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::key::Key;
@@ -14,7 +15,7 @@ use crate::key::Key;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Entry {
     pub(crate) revision: u64,
-    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) labels: crate::object::Labels,
     pub(crate) deleting: bool,
     /// Bytes of the object's JSON.
     pub(crate) size: u64,
@@ -24,7 +25,7 @@ pub(crate) struct Entry {
 #[derive(Debug)]
 pub(crate) struct Revision {
     pub(crate) revision: u64,
-    pub(crate) key: Key,
+    pub(crate) key: Arc<Key>,
     /// The key's state before this revision (`None`: it did not exist).
     pub(crate) prev: Option<Entry>,
     /// Whether this revision deleted the key.
@@ -42,7 +43,7 @@ pub(crate) struct History {
     bytes: u64,
     /// Keys whose newest retained revision is their deletion, and that revision:
     /// what a list at an earlier revision needs of keys that no longer exist.
-    deleted: BTreeMap<Key, u64>,
+    deleted: BTreeMap<Arc<Key>, u64>,
 }
 
 /// How much history to keep; whichever bound is reached first wins.
@@ -137,7 +138,7 @@ impl History {
 
     /// Keys whose newest retained revision deleted them, from `from` on, in order.
     pub(crate) fn deleted_from(&self, from: std::ops::Bound<&Key>) -> impl Iterator<Item = &Key> {
-        self.deleted.range::<Key, _>((from, std::ops::Bound::Unbounded)).map(|(k, _)| k)
+        self.deleted.range::<Key, _>((from, std::ops::Bound::Unbounded)).map(|(k, _)| &**k)
     }
 }
 
@@ -146,11 +147,11 @@ mod tests {
     use super::*;
 
     fn entry(revision: u64) -> Entry {
-        Entry { revision, labels: BTreeMap::new(), deleting: false, size: 10 }
+        Entry { revision, labels: Default::default(), deleting: false, size: 10 }
     }
 
     fn rev(revision: u64, name: &str, prev: Option<u64>, deleted: bool, at: Instant) -> Revision {
-        Revision { revision, key: Key::cluster("r", name), prev: prev.map(entry), deleted, bytes: 10, at }
+        Revision { revision, key: Arc::new(Key::cluster("r", name)), prev: prev.map(entry), deleted, bytes: 10, at }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! store refuses to open rather than serve something other than what it acknowledged.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::blobs::Blobs;
@@ -38,7 +39,7 @@ pub(crate) fn load(data: &sled::Tree, blobs: &Blobs) -> Result<Loaded> {
     let now = Instant::now();
     let mut state = State { revision, ..State::default() };
     // Each key's newest event so far: its revision and, unless a deletion, its state.
-    let mut latest: HashMap<Key, (u64, Option<Entry>)> = HashMap::new();
+    let mut latest: HashMap<Arc<Key>, (u64, Option<Entry>)> = HashMap::new();
     let mut leftovers = Vec::new();
     let mut external = std::collections::HashSet::new();
     let mut expected = compacted + 1;
@@ -54,11 +55,18 @@ pub(crate) fn load(data: &sled::Tree, blobs: &Blobs) -> Result<Loaded> {
             external.insert(rev);
         }
         let deleted = event_type == EventType::Deleted;
+        // One copy of each key and, while they do not change, of its labels, shared
+        // by the index and every revision of the history.
+        let (key, before) = match latest.get_key_value(&key) {
+            Some((k, (_, e))) => (k.clone(), e.as_ref().map(|e| e.labels.clone())),
+            None => (Arc::new(key), None),
+        };
         let entry = if deleted {
             None
         } else {
-            let (obj, deleting) = StoredObject::decode(key.clone(), codec::json(blobs, rev, body)?)?;
-            Some(Entry { revision: rev, labels: obj.labels, deleting, size })
+            let (obj, deleting) = StoredObject::decode((*key).clone(), codec::json(blobs, rev, body)?)?;
+            let labels = before.filter(|b| *b == obj.labels).unwrap_or(obj.labels);
+            Some(Entry { revision: rev, labels, deleting, size })
         };
         let prev = latest.insert(key.clone(), (rev, entry));
         if rev <= compacted {

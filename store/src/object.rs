@@ -1,12 +1,17 @@
 //! Objects as the store holds them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::key::Key;
+
+/// An object's labels, shared by every copy the store keeps of them: its revisions
+/// in the history and the index mostly carry the same labels, held once.
+pub type Labels = Arc<BTreeMap<String, String>>;
 
 /// An object at one revision: its serialized JSON (ready to send as is) and the
 /// metadata the store indexes. Immutable; shared by the cache, lists and watches.
@@ -17,7 +22,7 @@ pub struct StoredObject {
     /// Revision of the write that produced this state (its `resourceVersion`).
     pub revision: u64,
     /// Its labels, for selectors.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// The whole object as compact JSON.
     pub json: Bytes,
 }
@@ -29,16 +34,28 @@ impl StoredObject {
     }
 
     /// Parses labels out of an object.
-    pub(crate) fn labels_of(v: &Value) -> BTreeMap<String, String> {
-        v.pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-            .unwrap_or_default()
+    pub(crate) fn labels_of(v: &Value) -> Labels {
+        Arc::new(
+            v.pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .unwrap_or_default(),
+        )
     }
 
     pub(crate) fn from_value(key: Key, revision: u64, v: &Value) -> Result<Self> {
         let json = serde_json::to_vec(v).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(StoredObject { key, revision, labels: Self::labels_of(v), json: Bytes::from(json) })
+    }
+
+    /// As [`StoredObject::from_value`], for a new state of `prev`: labels that did
+    /// not change stay the ones `prev` holds.
+    pub(crate) fn from_value_after(prev: &StoredObject, key: Key, revision: u64, v: &Value) -> Result<Self> {
+        let mut o = Self::from_value(key, revision, v)?;
+        if o.labels == prev.labels {
+            o.labels = prev.labels.clone();
+        }
+        Ok(o)
     }
 
     pub(crate) fn from_json(key: Key, json: Bytes) -> Result<Self> {
@@ -69,6 +86,6 @@ impl StoredObject {
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Error::Corrupt(format!("{key}: no resourceVersion")))?;
         let deleting = head.metadata.deletion_timestamp.is_some();
-        Ok((StoredObject { labels: head.metadata.labels, key, revision, json }, deleting))
+        Ok((StoredObject { labels: Arc::new(head.metadata.labels), key, revision, json }, deleting))
     }
 }

@@ -97,7 +97,8 @@ impl Options {
 /// The published state: what readers see, always durable.
 #[derive(Default)]
 pub(crate) struct State {
-    pub(crate) index: BTreeMap<Key, Entry>,
+    /// Each key is held once, shared with the history's revisions of it.
+    pub(crate) index: BTreeMap<Arc<Key>, Entry>,
     pub(crate) revision: u64,
     /// Revisions after the compaction floor.
     pub(crate) history: History,
@@ -106,7 +107,12 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn insert(&mut self, key: Key, entry: Entry) {
+    /// `key` as the index holds it, if it does: the one copy to share.
+    pub(crate) fn shared_key(&self, key: &Key) -> Option<Arc<Key>> {
+        self.index.get_key_value(key).map(|(k, _)| k.clone())
+    }
+
+    pub(crate) fn insert(&mut self, key: Arc<Key>, entry: Entry) {
         self.live_bytes += entry.size;
         if let Some(old) = self.index.insert(key, entry) {
             self.live_bytes -= old.size;
@@ -130,12 +136,7 @@ impl Shared {
 
     /// The state of `key` held by the event of `revision`, from the database or its
     /// own file.
-    pub(crate) fn read_object(
-        &self,
-        key: Key,
-        revision: u64,
-        labels: BTreeMap<String, String>,
-    ) -> Result<StoredObject> {
+    pub(crate) fn read_object(&self, key: Key, revision: u64, labels: crate::object::Labels) -> Result<StoredObject> {
         let event = self
             .data
             .get(codec::event_key(revision))?

@@ -195,6 +195,7 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         let wake = shared.signals.pending(changes.iter().map(|c| c.key.resource.as_str()));
         for c in changes {
             let prev = st.index.get(&c.key).cloned();
+            let key = st.shared_key(&c.key).unwrap_or_else(|| Arc::new(c.key));
             match &c.new {
                 Some(o) => {
                     let entry = Entry {
@@ -203,14 +204,14 @@ fn process(shared: &Shared, batch: Vec<Request>) {
                         deleting: c.deleting,
                         size: o.json.len() as u64,
                     };
-                    st.insert(c.key.clone(), entry);
+                    st.insert(key.clone(), entry);
                 }
-                None => st.remove(&c.key),
+                None => st.remove(&key),
             }
             st.revision = c.event.revision;
             st.history.push(Revision {
                 revision: c.event.revision,
-                key: c.key,
+                key,
                 prev,
                 deleted: c.new.is_none(),
                 bytes: c.event.object.json.len() as u64,
@@ -445,7 +446,7 @@ fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Re
                 return Ok((Reply::Update(UpdateOutcome::Unchanged(cur)), None));
             }
             meta_mut(&mut new)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
-            let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &new)?);
+            let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &new)?);
             if is_deleting(&new) && finalizers(&new).is_empty() {
                 let c = change(key, None, EventType::Deleted, stored.clone(), rev);
                 return Ok((Reply::Update(UpdateOutcome::Deleted(stored)), Some(c)));
@@ -467,13 +468,13 @@ fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Re
                 meta.insert("deletionTimestamp".into(), Value::String(now.to_string()));
                 meta.insert("generation".into(), Value::from(generation + 1));
                 meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
-                let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &obj)?);
+                let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &obj)?);
                 let mut c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
                 c.deleting = true;
                 return Ok((Reply::Delete(DeleteOutcome::Finalizing(stored)), Some(c)));
             }
             meta_mut(&mut obj)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
-            let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &obj)?);
+            let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &obj)?);
             let c = change(key, None, EventType::Deleted, stored.clone(), rev);
             Ok((Reply::Delete(DeleteOutcome::Deleted(stored)), Some(c)))
         }
