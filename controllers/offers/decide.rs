@@ -41,19 +41,52 @@ impl Held {
     pub fn of<'a>(tasks: impl IntoIterator<Item = &'a TaskSummary>) -> Held {
         let mut held = Held::default();
         for t in tasks {
-            if t.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+            if !holds_anything(t) {
                 continue;
             }
-            let role = t.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string());
-            let e = held.by_role.entry(role).or_default();
-            *e = add(e, &t.spec.resources);
+            // A node carries hundreds of tasks of a few roles and frameworks: a key
+            // is cloned once per node, not once per task.
+            let role = t.spec.role.as_deref().unwrap_or(DEFAULT_ROLE);
+            match held.by_role.get_mut(role) {
+                Some(e) => *e = add(e, &t.spec.resources),
+                None => {
+                    held.by_role.insert(role.to_string(), t.spec.resources);
+                }
+            }
             if let Some(fw) = &t.spec.framework {
-                let e = held.by_framework.entry(fw.clone()).or_default();
-                *e = (add(&e.0, &t.spec.resources), e.1 + 1);
+                match held.by_framework.get_mut(fw) {
+                    Some(e) => *e = (add(&e.0, &t.spec.resources), e.1 + 1),
+                    None => {
+                        held.by_framework.insert(fw.clone(), (t.spec.resources, 1));
+                    }
+                }
             }
             held.ports.extend(t.spec.ports.iter().filter_map(|p| p.host_port));
         }
         held
+    }
+}
+
+/// Whether task `t` holds resources of its node: every task until it has ended.
+fn holds_anything(t: &TaskSummary) -> bool {
+    !t.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+}
+
+/// Whether a change of a task from `before` to `after` can change what its node
+/// has free. Most changes of a task do not (it starts, its health changes): those
+/// need no recount of the node, nor a round of offers.
+pub fn changes_holds(before: &TaskSummary, after: &TaskSummary) -> bool {
+    match (holds_anything(before), holds_anything(after)) {
+        (false, false) => false,
+        (true, true) => {
+            let (a, b) = (&before.spec, &after.spec);
+            a.node_name != b.node_name
+                || a.role != b.role
+                || a.framework != b.framework
+                || a.resources != b.resources
+                || !a.ports.iter().map(|p| p.host_port).eq(b.ports.iter().map(|p| p.host_port))
+        }
+        _ => true,
     }
 }
 

@@ -186,7 +186,10 @@ impl Runnable for Offers {
             let (touched, wake) = (touched.clone(), wake.clone());
             move |c: Change<TaskSummary>| {
                 let mut t = touched.lock();
-                if let Change::Applied { previous: Some(p), .. } = &c {
+                if let Change::Applied { previous: Some(p), object } = &c {
+                    if !decide::changes_holds(p, object) {
+                        return;
+                    }
                     t.extend(p.spec.node_name.clone());
                 }
                 t.extend(c.object().spec.node_name.clone());

@@ -70,6 +70,10 @@ const REFUSALS_KEPT: Duration = Duration::from_secs(30);
 const RECHECK: Duration = Duration::from_secs(10);
 /// Most writes in flight at once.
 const IN_FLIGHT: usize = 64;
+/// Most accepts in flight at once: each carries up to hundreds of tasks, which
+/// the server decodes, checks and commits in one transaction; more at once only
+/// holds more of them in memory, as the store commits them one after another.
+const ACCEPTS_IN_FLIGHT: usize = 8;
 
 /// Settings of the services controller.
 #[derive(Clone, Debug)]
@@ -302,6 +306,14 @@ impl Services {
     }
 }
 
+/// Hands offer `offer` back, refusing its node for a moment.
+async fn decline(client: &Client, offer: String) {
+    let decline = OfferDecline { framework: SERVICES_FRAMEWORK.to_string(), refuse_seconds: Some(REFUSE_SECONDS) };
+    if let Err(e) = client.decline_offer(&offer, &decline).await {
+        tracing::debug!(error = %e, %offer, "cannot decline an offer");
+    }
+}
+
 /// One round: the services whose inputs changed decide again, what waits is matched
 /// to the offers, and the writes are made. Returns when the next is due by the clock.
 async fn round(
@@ -407,7 +419,7 @@ async fn round(
     let client = &apis.client;
     // Each accept's tasks are made as it is sent: a round may place a hundred
     // thousand, and only the accepts in flight need theirs at once.
-    let launched = futures::stream::iter(accepts)
+    let accepting = futures::stream::iter(accepts)
         .map(|(offer, launches): (String, Vec<Launch>)| async move {
             let tasks = launches.iter().map(|l| new_task(&l.svc, l.revision, &l.host_ports, &l.name)).collect();
             drop(launches);
@@ -420,9 +432,14 @@ async fn round(
                 }
             }
         })
+        .buffer_unordered(ACCEPTS_IN_FLIGHT)
+        .collect::<Vec<_>>();
+    // The offers nothing fits are handed back while the others are accepted.
+    let declining = futures::stream::iter(matching.unused.clone())
+        .map(|offer| decline(client, offer))
         .buffer_unordered(IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await;
+        .collect::<Vec<()>>();
+    let (launched, _) = futures::join!(accepting, declining);
     for created in launched.iter().filter_map(|r| r.as_ref().ok()) {
         counts.launched.inc_by(created.len() as u64);
         for t in created {
@@ -457,16 +474,6 @@ async fn round(
             }
         }
     }
-    futures::stream::iter(matching.unused.clone())
-        .for_each_concurrent(IN_FLIGHT, |offer| async move {
-            let decline =
-                OfferDecline { framework: SERVICES_FRAMEWORK.to_string(), refuse_seconds: Some(REFUSE_SECONDS) };
-            if let Err(e) = client.decline_offer(&offer, &decline).await {
-                tracing::debug!(error = %e, %offer, "cannot decline an offer");
-            }
-        })
-        .await;
-
     // 3. Kills and deletions of the services decided now; statuses of those, of the
     // ones waiting (why they wait changes with every round of offers) and of those
     // whose write was held back.

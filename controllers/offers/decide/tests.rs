@@ -425,6 +425,46 @@ fn a_node_holds_what_its_live_tasks_hold_by_role_framework_and_port() {
 }
 
 #[test]
+fn only_changes_of_what_a_task_holds_call_for_a_recount() {
+    use corral_api::kinds::task::{TaskHealth, TaskPhase, TaskPort, TaskSummary, TaskSummarySpec, TaskSummaryStatus};
+    let staging = TaskSummary {
+        spec: TaskSummarySpec {
+            node_name: Some("a".into()),
+            framework: Some("services".into()),
+            resources: Resources { cpus: 0.5, mem: 64, disk: 0 },
+            ports: vec![TaskPort { name: "http".into(), host_port: Some(31000), ..Default::default() }],
+            ..Default::default()
+        },
+        status: Some(TaskSummaryStatus { phase: TaskPhase::Staging, ..Default::default() }),
+        ..Default::default()
+    };
+    let with = |f: &dyn Fn(&mut TaskSummary)| {
+        let mut t = staging.clone();
+        f(&mut t);
+        t
+    };
+    // It starts, turns healthy, is asked to die: it still holds the same.
+    let running = with(&|t| {
+        let s = t.status.as_mut().unwrap();
+        s.phase = TaskPhase::Running;
+        s.health = Some(TaskHealth { healthy: true, ..Default::default() });
+    });
+    assert!(!changes_holds(&staging, &running));
+    assert!(!changes_holds(&running, &with(&|t| t.spec.kill = true)));
+    // It ends, moves, changes role, framework, size or host port: it does not.
+    assert!(changes_holds(&running, &with(&|t| t.status.as_mut().unwrap().phase = TaskPhase::Failed)));
+    assert!(changes_holds(&staging, &with(&|t| t.spec.node_name = Some("b".into()))));
+    assert!(changes_holds(&staging, &with(&|t| t.spec.role = Some("batch".into()))));
+    assert!(changes_holds(&staging, &with(&|t| t.spec.framework = None)));
+    assert!(changes_holds(&staging, &with(&|t| t.spec.resources.mem = 128)));
+    assert!(changes_holds(&staging, &with(&|t| t.spec.ports[0].host_port = Some(31001))));
+    // Two ended states hold the same: nothing.
+    let failed = with(&|t| t.status.as_mut().unwrap().phase = TaskPhase::Failed);
+    let killed = with(&|t| t.status.as_mut().unwrap().phase = TaskPhase::Killed);
+    assert!(!changes_holds(&failed, &killed));
+}
+
+#[test]
 fn a_framework_holds_no_more_offers_than_the_cap_and_others_get_the_rest() {
     let now = Instant::now();
     let nodes: Vec<NodeState> = (0..10).map(|i| node_state(i, 1.0, 1024)).collect();
