@@ -58,7 +58,8 @@ pub struct Options {
     pub event_buffer: usize,
     /// Most bytes of those newest events.
     pub event_buffer_bytes: u64,
-    /// Most requests committed in one transaction and flush.
+    /// Most writes committed in one transaction and flush (a request of more is
+    /// committed alone).
     pub max_batch: usize,
     /// Space kept free on the store's disk: writes that would leave less are refused
     /// (`NoSpace`) and resume once space is freed.

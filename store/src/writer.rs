@@ -56,6 +56,16 @@ pub(crate) enum Reply {
     Txn(Vec<Reply>),
 }
 
+impl Op {
+    /// How many writes it makes at most.
+    fn writes(&self) -> usize {
+        match self {
+            Op::Txn { ops } => ops.len().max(1),
+            _ => 1,
+        }
+    }
+}
+
 pub(crate) struct Request {
     pub(crate) op: Op,
     pub(crate) reply: oneshot::Sender<Result<Reply>>,
@@ -80,10 +90,17 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Request>) {
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        // Bounded in writes, not requests: a transaction of hundreds of writes (an
+        // offer's accept) fills a batch as much as hundreds of single writes do, and
+        // every request queued behind a batch waits for all of it.
+        let mut writes = first.op.writes();
         let mut batch = vec![first];
-        while batch.len() < shared.options.max_batch {
+        while writes < shared.options.max_batch {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(r) => {
+                    writes += r.op.writes();
+                    batch.push(r);
+                }
                 Err(_) => break,
             }
         }
