@@ -376,8 +376,9 @@ pub struct TaskSummary {
     /// The kind's name.
     #[serde(default)]
     pub kind: String,
-    /// Object metadata.
-    #[serde(default)]
+    /// Object metadata, without its annotations and owner references: nothing that
+    /// reads summaries acts on them, and a service's every task carries one.
+    #[serde(default, deserialize_with = "summary_meta")]
     pub metadata: crate::meta::ObjectMeta,
     /// Where it is bound and what it holds.
     #[serde(default)]
@@ -388,6 +389,46 @@ pub struct TaskSummary {
 }
 
 crate::meta::impl_api_object!(TaskSummary);
+
+/// Decodes the metadata a [`TaskSummary`] keeps: all but annotations and owner
+/// references, which are skipped without being built.
+fn summary_meta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<crate::meta::ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Kept {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        namespace: Option<String>,
+        #[serde(default)]
+        uid: Option<String>,
+        #[serde(default)]
+        resource_version: Option<String>,
+        #[serde(default)]
+        generation: Option<i64>,
+        #[serde(default)]
+        creation_timestamp: Option<String>,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+        #[serde(default)]
+        finalizers: Vec<String>,
+        #[serde(default)]
+        deletion_timestamp: Option<String>,
+    }
+    let k = Kept::deserialize(d)?;
+    Ok(crate::meta::ObjectMeta {
+        name: k.name,
+        namespace: k.namespace,
+        uid: k.uid,
+        resource_version: k.resource_version,
+        generation: k.generation,
+        creation_timestamp: k.creation_timestamp,
+        labels: k.labels,
+        finalizers: k.finalizers,
+        deletion_timestamp: k.deletion_timestamp,
+        ..Default::default()
+    })
+}
 
 /// The part of a [`TaskSpec`] a [`TaskSummary`] keeps.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -461,8 +502,24 @@ mod summary_tests {
         );
         t.status =
             Some(TaskStatus { phase: TaskPhase::Running, host_ip: Some("10.0.0.1".into()), ..Default::default() });
+        t.metadata.labels.insert("corral.dev/service".into(), "web".into());
+        t.metadata.finalizers.push(AGENT_FINALIZER.into());
+        t.metadata.uid = Some("u1".into());
+        t.metadata.resource_version = Some("7".into());
+        t.metadata.deletion_timestamp = Some("2026-12-01T00:00:00Z".into());
+        let kept = t.metadata.clone();
+        // Neither annotations nor owner references are kept.
+        t.metadata.annotations.insert("note".into(), "x".into());
+        t.metadata.owner_references.push(crate::meta::OwnerReference {
+            api_version: "corral.dev/v1".into(),
+            kind: "Service".into(),
+            name: "web".into(),
+            uid: "s1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        });
         let s: TaskSummary = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
-        assert_eq!(s.metadata, t.metadata);
+        assert_eq!(s.metadata, kept);
         assert_eq!(s.spec.node_name.as_deref(), Some("n1"));
         assert_eq!(s.spec.framework.as_deref(), Some("services"));
         assert_eq!(s.spec.resources, t.spec.resources);
