@@ -100,10 +100,9 @@ async fn live_value(ctx: &Ctx, name: &str) -> ApiResult<Option<Value>> {
 /// Whether namespace `ns` is labelled privileged.
 pub(crate) async fn namespace_privileged(ctx: &Ctx, ns: &str) -> ApiResult<bool> {
     let key = Key::cluster(format!("{}/namespaces", corral_api::GROUP), ns);
-    let Some(o) = ctx.state.store.get(&key).await.map_err(ApiError::from)? else { return Ok(false) };
-    let v: Value = serde_json::from_slice(&o.json).map_err(ApiError::internal)?;
-    let label = format!("/metadata/labels/{}", TASK_SECURITY_LABEL.replace('/', "~1"));
-    Ok(v.pointer(&label).and_then(Value::as_str) == Some(PRIVILEGED))
+    // The index holds its labels: the namespace itself is not read.
+    let Some(head) = ctx.state.store.head(&key).await.map_err(ApiError::from)? else { return Ok(false) };
+    Ok(head.labels.get(TASK_SECURITY_LABEL).map(String::as_str) == Some(PRIVILEGED))
 }
 
 /// The task security policy for the task spec at `pointer` of `object` (a task's

@@ -33,7 +33,7 @@ pub use event::{Event, EventType, WatchEvent, WatchRequest, WatchStream};
 pub use key::Key;
 pub use list::{ListPage, ListRequest};
 pub use marker::MARKER_FILE;
-pub use object::StoredObject;
+pub use object::{Labels, StoredObject};
 pub use sled_store::{Options, SledStore};
 pub use storage::{
     DeleteOutcome, ListResult, ObjectHead, RevisionPin, Storage, StoreStats, TxnOp, TxnOutcome, UpdateOutcome,

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::event::Event;
+use crate::object::StoredObject;
 
 /// What [`Recent::after`] found.
 #[derive(Debug, PartialEq)]
@@ -48,6 +49,14 @@ impl Recent {
     /// Bytes of the events held.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The object written at `revision`, if its event is still held (events are
+    /// contiguous: the one of a revision is found by its offset).
+    pub(crate) fn object_at(&self, revision: u64) -> Option<Arc<StoredObject>> {
+        let first = self.events.front()?.revision;
+        let ev = self.events.get(usize::try_from(revision.checked_sub(first)?).ok()?)?;
+        (ev.revision == revision).then(|| ev.object.clone())
     }
 
     /// The events after revision `last`: at most `max` of them and, beyond the first,
@@ -112,5 +121,18 @@ mod tests {
         assert_eq!(r.after(5, 10, 1000), After::UpToDate);
         r.push(ev(6, 1000));
         assert_eq!(revs(r.after(5, 10, 10)), vec![6], "the newest stays even when too big");
+    }
+
+    #[test]
+    fn an_object_is_found_by_its_revision_while_its_event_is_held() {
+        let mut r = Recent::new(0, 3, 10_000);
+        assert_eq!(r.object_at(1), None);
+        for rev in 1..=5 {
+            r.push(ev(rev, 10));
+        }
+        assert_eq!(r.object_at(2), None, "dropped: read the log");
+        assert_eq!(r.object_at(3).map(|o| o.revision), Some(3));
+        assert_eq!(r.object_at(5).map(|o| o.revision), Some(5));
+        assert_eq!(r.object_at(6), None, "not written yet");
     }
 }

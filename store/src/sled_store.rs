@@ -132,6 +132,12 @@ impl Shared {
     /// a superseded event only after publishing its successor, under the write lock.
     pub(crate) fn load(&self, st: &State, key: &Key) -> Result<Option<Arc<StoredObject>>> {
         let Some(entry) = st.index.get(key) else { return Ok(None) };
+        // An object written lately is still among the newest events, in memory: the
+        // objects read most (being placed, started, accepted) are read there. A read
+        // of sled waits while the writer applies a batch, and blocks its thread.
+        if let Some(o) = self.recent.lock().object_at(entry.revision).filter(|o| o.key == *key) {
+            return Ok(Some(o));
+        }
         self.read_object(key.clone(), entry.revision, entry.labels.clone()).map(|o| Some(Arc::new(o)))
     }
 
@@ -418,7 +424,11 @@ impl Storage for SledStore {
     }
 
     async fn head(&self, key: &Key) -> Result<Option<ObjectHead>> {
-        Ok(self.shared.state.read().index.get(key).map(|e| ObjectHead { revision: e.revision, deleting: e.deleting }))
+        Ok(self.shared.state.read().index.get(key).map(|e| ObjectHead {
+            revision: e.revision,
+            deleting: e.deleting,
+            labels: e.labels.clone(),
+        }))
     }
 
     async fn list(&self, resource: &str, namespace: Option<&str>, selector: &Selector) -> Result<ListResult> {

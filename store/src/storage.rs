@@ -91,12 +91,14 @@ pub struct ListResult {
 }
 
 /// What the store knows of an object without reading it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectHead {
     /// Revision of its last write.
     pub revision: u64,
     /// Whether it has `deletionTimestamp`: finalizers hold it while it goes away.
     pub deleting: bool,
+    /// Its labels.
+    pub labels: crate::object::Labels,
 }
 
 /// Counters a server exports as metrics.
@@ -179,7 +181,7 @@ pub trait Storage: Send + Sync + 'static {
     async fn head(&self, key: &Key) -> Result<Option<ObjectHead>> {
         let Some(o) = self.get(key).await? else { return Ok(None) };
         let deleting = o.value()?.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
-        Ok(Some(ObjectHead { revision: o.revision, deleting }))
+        Ok(Some(ObjectHead { revision: o.revision, deleting, labels: o.labels.clone() }))
     }
 
     /// Objects of `resource` (in `namespace`, if given) whose labels match.
