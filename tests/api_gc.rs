@@ -140,6 +140,32 @@ async fn orphan_deletion_leaves_dependents_without_the_reference() {
 }
 
 #[tokio::test]
+async fn dependents_made_after_their_owner_was_found_present_go_with_it_and_none_outlives_it() {
+    // The collector checks an owner once and trusts it until it sees it go: every
+    // dependent made meanwhile must still go with it, and one made after must not
+    // be taken for the dependent of a present owner.
+    let s = TestServer::start().await;
+    let owner = create(&s, "owner", &[]).await;
+    for i in 0..20 {
+        create(&s, &format!("d{i}"), &[owner_ref(&owner, false)]).await;
+    }
+    let (code, v) = s.delete(&cm_path("owner")).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    until("every dependent goes with its owner", async || {
+        for i in 0..20 {
+            if !gone(&s, &format!("d{i}")).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    create(&s, "late", &[owner_ref(&owner, false)]).await;
+    until("a dependent of an owner already gone is collected", async || gone(&s, "late").await).await;
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_dependent_with_several_owners_goes_with_the_last_one() {
     let s = TestServer::start().await;
     let a = create(&s, "a", &[]).await;
