@@ -3,12 +3,14 @@
 use corral_api::kinds::Task;
 use corral_api::kinds::framework::{OfferAccept, OfferDecline};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::{Client, Result};
 
 #[derive(Deserialize)]
-struct TaskList {
-    items: Vec<Task>,
+#[serde(bound = "T: DeserializeOwned")]
+struct TaskList<T> {
+    items: Vec<T>,
 }
 
 impl Client {
@@ -24,10 +26,20 @@ impl Client {
     /// 403 when the offer was made to another framework; 422 naming the task field
     /// that is invalid.
     pub async fn accept_offer(&self, offer: &str, accept: &OfferAccept) -> Result<Vec<Task>> {
+        self.accept_offer_as(offer, accept).await
+    }
+
+    /// As [`Client::accept_offer`], each created task read as a `T`: a framework that
+    /// launches hundreds at once and needs only their names and revisions reads them
+    /// as [`corral_api::PartialObject`], and the rest is skipped, never built.
+    ///
+    /// # Errors
+    /// As [`Client::accept_offer`].
+    pub async fn accept_offer_as<T: DeserializeOwned>(&self, offer: &str, accept: &OfferAccept) -> Result<Vec<T>> {
         // Encoded straight to bytes: an accept may carry hundreds of tasks.
         let body = crate::client::json_body(accept)?;
         let path = offer_path(offer, "accept");
-        let (_, list): (_, TaskList) =
+        let (_, list): (_, TaskList<T>) =
             self.call(http::Method::POST, path.clone(), Some(("application/json", body)), &path).await?;
         Ok(list.items)
     }

@@ -36,7 +36,7 @@ use corral_api::kinds::lease::LeaseSpec;
 use corral_api::kinds::node::Node;
 use corral_api::kinds::service::{REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceStatus};
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
-use corral_api::{ApiObject, Resource};
+use corral_api::{ApiObject, PartialObject, Resource};
 use corral_client::{Api, Client, DeleteParams, ListParams};
 use corral_runtime::{Cache, CancellationToken, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
@@ -424,7 +424,7 @@ async fn round(
             let tasks = launches.iter().map(|l| new_task(&l.svc, l.revision, &l.host_ports, &l.name)).collect();
             drop(launches);
             let accept = OfferAccept { framework: SERVICES_FRAMEWORK.to_string(), tasks };
-            match client.accept_offer(&offer, &accept).await {
+            match client.accept_offer_as::<PartialObject>(&offer, &accept).await {
                 Ok(created) => Ok(created),
                 Err(e) => {
                     tracing::debug!(error = %e, %offer, "an accept was refused; the tasks wait for the next offer");
