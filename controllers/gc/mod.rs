@@ -10,7 +10,10 @@
 //!
 //! - A **dependent** whose owners are all gone is deleted; one whose owners are all
 //!   gone or in foreground deletion is deleted (in foreground if it has dependents of
-//!   its own); one with a live owner only loses its references to the others.
+//!   its own); one with a live owner only loses its references to the others. A new
+//!   dependent of owners already found present is not read at all: those owners are
+//!   trusted until a watch shows them going (as Kubernetes' collector trusts the owners
+//!   in its graph), and an owner's deletion queues every dependent it has.
 //! - An **owner** being deleted with the `orphan` finalizer has its reference removed
 //!   from every dependent, then loses the finalizer; with `foregroundDeletion`, its
 //!   dependents are deleted and it loses the finalizer once no dependent with
