@@ -74,7 +74,7 @@ pub fn decide(
 ) -> Plan {
     let silent = now.saturating_duration_since(observed.since);
     let mut steps = Vec::new();
-    if silent >= grace {
+    if self::silent(observed, now, grace) {
         if phase != Some(NodePhase::Unreachable) {
             steps.push(Step::SetPhase {
                 phase: NodePhase::Unreachable,
@@ -98,6 +98,12 @@ pub fn decide(
         steps.push(Step::SetPhase { phase: NodePhase::Ready, message: "the agent renews its lease".into() });
     }
     Plan { steps, recheck_in: Some(grace - silent) }
+}
+
+/// Whether a node has been silent for the whole grace period: only then do its
+/// tasks matter to [`decide`].
+pub fn silent(observed: &Observed, now: Instant, grace: Duration) -> bool {
+    now.saturating_duration_since(observed.since) >= grace
 }
 
 /// The status of a task given up with its node.

@@ -154,7 +154,10 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> corral_client::Result<Acti
         // its tasks would miss the ones to mark lost.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let tasks = ctx.tasks_by_node.by_index(BY_NODE, name);
+    // A node heard from in time has nothing to do with its tasks: they are read only
+    // for a silent one (a node runs hundreds, and every change of one reconciles it).
+    let tasks =
+        if decide::silent(&observed, now, ctx.grace) { ctx.tasks_by_node.by_index(BY_NODE, name) } else { Vec::new() };
     let tasks: Vec<&TaskSummary> = tasks.iter().map(|t| &**t).collect();
     let phase = node.status.as_ref().map(|s| s.phase);
     let plan = decide::decide(phase, &observed, now, ctx.grace, &tasks);
