@@ -64,6 +64,38 @@ async fn an_accept_creates_its_tasks_bound_and_stamped_and_consumes_the_offer() 
 }
 
 #[tokio::test]
+async fn an_accepts_tasks_meet_their_namespaces_task_policy() {
+    // Judged once per namespace for the whole accept, each task as a create in it
+    // would be: a restricted namespace runs no native task.
+    let s = server().await;
+    s.register_node("n1", 2.0, 1024).await;
+    let ns = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": "locked"}});
+    let (code, body) = s.post("/apis/corral.dev/v1/namespaces", &ns).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    offer(&s, "o1", "fw", "n1", 2.0, 1024, LATER).await;
+    let in_locked = |name: &str| {
+        let mut t = task(name, 0.1, 16);
+        t["metadata"]["namespace"] = json!("locked");
+        t
+    };
+    let mut boxed = in_locked("boxed");
+    boxed["spec"]["image"] = json!("busybox");
+    let (code, body) = s
+        .post(
+            &format!("{OFFERS}/o1/accept"),
+            &json!({"framework": "fw", "tasks": [boxed.clone(), in_locked("native")]}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("restricted") && message.contains("spec.image"), "{body}");
+    let (code, _) = s.get("/apis/corral.dev/v1/namespaces/locked/tasks/boxed").await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "nothing of a refused accept is created");
+    let (code, body) = s.post(&format!("{OFFERS}/o1/accept"), &json!({"framework": "fw", "tasks": [boxed]})).await;
+    assert_eq!(code, StatusCode::CREATED, "the offer stood, and a container task is allowed: {body}");
+}
+
+#[tokio::test]
 async fn an_accept_that_no_longer_fits_is_refused_and_changes_nothing() {
     let s = server().await;
     s.register_node("n1", 1.0, 1024).await;

@@ -72,9 +72,8 @@ pub fn decide(
     grace: Duration,
     tasks: &[&TaskSummary],
 ) -> Plan {
-    let silent = now.saturating_duration_since(observed.since);
     let mut steps = Vec::new();
-    if self::silent(observed, now, grace) {
+    if silent(observed, now, grace) {
         if phase != Some(NodePhase::Unreachable) {
             steps.push(Step::SetPhase {
                 phase: NodePhase::Unreachable,
@@ -97,7 +96,7 @@ pub fn decide(
     if observed.record.is_some() && phase != Some(NodePhase::Ready) {
         steps.push(Step::SetPhase { phase: NodePhase::Ready, message: "the agent renews its lease".into() });
     }
-    Plan { steps, recheck_in: Some(grace - silent) }
+    Plan { steps, recheck_in: Some(grace - now.saturating_duration_since(observed.since)) }
 }
 
 /// Whether a node has been silent for the whole grace period: only then do its

@@ -43,6 +43,26 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
     }
 }
 
+/// The admission of a task being created in namespace `ns`, whose privilege
+/// (`privileged`: [`namespace_privileged`]) the caller judged once for many tasks
+/// (an offer's accept): the kind's schema, then [`admit`]'s rules as they stand for
+/// a create — a new task has no service account to keep and no spec admitted before,
+/// so what is left is a node identity's own rules and the namespace's task policy.
+pub(crate) async fn admit_new_task(
+    ctx: &Ctx,
+    ns: &str,
+    object: &Value,
+    spec: &TaskSpec,
+    privileged: bool,
+) -> ApiResult<()> {
+    let name = crate::resources::object_name(object);
+    ctx.state.registry.validate(&ctx.info, object).map_err(|causes| ApiError::invalid(&ctx.info, name, causes))?;
+    if let Some(node) = ctx.identity.node() {
+        crate::auth::node::admit(ctx, node, object).await?;
+    }
+    if privileged { Ok(()) } else { restricted(ctx, ns, name, spec, "spec") }
+}
+
 /// A task's service account is fixed once the task exists, as a pod's: the token its
 /// agent got is bound to the task, and must not come to stand for another account.
 async fn service_account_fixed(ctx: &Ctx, object: &Value) -> ApiResult<()> {
@@ -128,7 +148,7 @@ async fn task_policy(ctx: &Ctx, object: &Value, pointer: &str, prefix: &str) -> 
 
 /// Judges `spec` (of the object `name`, its fields named under `prefix`) by the
 /// policy of a restricted namespace `ns`.
-pub(crate) fn restricted(ctx: &Ctx, ns: &str, name: &str, spec: &TaskSpec, prefix: &str) -> ApiResult<()> {
+fn restricted(ctx: &Ctx, ns: &str, name: &str, spec: &TaskSpec, prefix: &str) -> ApiResult<()> {
     let mut why = Vec::new();
     if spec.image.is_none() {
         why.push(corral_api::FieldError::new(

@@ -117,19 +117,7 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
                 p
             }
         };
-        if ctx.identity.node().is_some() {
-            // A node's own identity has its own restrictions: the whole admission.
-            task_ctx.validate(&object).await?;
-        } else {
-            let name = object_name(&object);
-            ctx.state
-                .registry
-                .validate(&tasks_info, &object)
-                .map_err(|causes| ApiError::invalid(&tasks_info, name, causes))?;
-            if !privileged {
-                super::admission::restricted(&task_ctx, &ns, name, &task.spec, "spec")?;
-            }
-        }
+        super::admission::admit_new_task(&task_ctx, &ns, &object, &task.spec, privileged).await?;
         objects.push((task_ctx.key(object_name(&object)), object));
     }
     let distinct: BTreeSet<u16> = ports.iter().copied().collect();
