@@ -466,13 +466,7 @@ async fn round(
     );
     for refused in launched.into_iter().filter_map(Result::err) {
         counts.refused.inc();
-        for t in refused {
-            let key =
-                format!("{}/{}", t.metadata.namespace.clone().unwrap_or_default(), service_of(&t).unwrap_or_default());
-            if let Some(list) = memory.launched.get_mut(&key) {
-                list.retain(|p| p.view.name != t.metadata.name);
-            }
-        }
+        forget_refused(memory, &refused);
     }
     // 3. Kills and deletions of the services decided now; statuses of those, of the
     // ones waiting (why they wait changes with every round of offers) and of those
@@ -578,28 +572,49 @@ async fn round(
     due.into_iter().filter(|d| *d > now).min()
 }
 
+/// Forgets the tasks of a refused accept: they were never created, and their
+/// services must launch them again on the next offers.
+fn forget_refused(memory: &mut Memory, refused: &[Task]) {
+    for t in refused {
+        let Some(key) = service_of(t) else { continue };
+        if let Some(list) = memory.launched.get_mut(&key) {
+            list.retain(|p| p.view.name != t.metadata.name);
+            if list.is_empty() {
+                memory.launched.remove(&key);
+            }
+        }
+        memory.again.insert(key);
+    }
+}
+
 /// One service decides, from its spec, its tasks (cached, and launched but not yet
 /// seen) and its last computed status.
 fn decide_service(caches: &Caches, memory: &Memory, svc: Arc<Service>, now: Instant, wall: SystemTime) -> Decided {
     let key = service_key(&svc);
-    let mut tasks: Vec<TaskView> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let ready = memory.ready.lock();
-    for t in caches.tasks.by_index(BY_SERVICE, &key) {
-        let tkey = task_key(&t);
-        if memory.deleted.contains_key(&tkey) {
-            continue;
+    let cached = caches.tasks.by_index(BY_SERVICE, &key);
+    let mut tasks: Vec<TaskView> = Vec::with_capacity(cached.len());
+    // A busy service is decided again at every change of one of its hundreds of
+    // tasks: what most rounds need not look up (nothing killed, deleted or
+    // launched of late, no readiness check) costs nothing per task.
+    let remembered = !memory.deleted.is_empty() || !memory.killed.is_empty();
+    let ready = svc.spec.readiness_check.is_some().then(|| memory.ready.lock());
+    for t in &cached {
+        let mut view = view_of(t, &svc, ready.as_deref());
+        if remembered {
+            let tkey = task_key(t);
+            if memory.deleted.contains_key(&tkey) {
+                continue;
+            }
+            view.killing |= memory.killed.contains_key(&tkey);
         }
-        seen.insert(t.metadata.name.clone());
-        let mut view = view_of(&t, &svc, &ready);
-        view.killing |= memory.killed.contains_key(&tkey);
         tasks.push(view);
     }
     drop(ready);
-    for p in memory.launched.get(&key).into_iter().flatten() {
-        if !seen.contains(&p.view.name) {
-            tasks.push(p.view.clone());
-        }
+    if let Some(launched) = memory.launched.get(&key) {
+        let seen: HashSet<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        let fresh: Vec<TaskView> =
+            launched.iter().filter(|p| !seen.contains(p.view.name.as_str())).map(|p| p.view.clone()).collect();
+        tasks.extend(fresh);
     }
     // The status last computed, not the one last seen: a write held back (or not
     // yet back in the cache) must not make the next round number the same template
@@ -813,21 +828,23 @@ fn start_readiness_checks(
     }
 }
 
-fn view_of(t: &TaskSummary, svc: &Service, ready: &HashMap<String, bool>) -> TaskView {
-    let status = t.status.clone().unwrap_or_default();
-    let time = |s: &Option<String>| s.as_deref().and_then(crate::rounds::parse_rfc3339);
+/// What decide reads of task `t`; `ready` holds the readiness checks' results
+/// when `svc` has one.
+fn view_of(t: &TaskSummary, svc: &Service, ready: Option<&HashMap<String, bool>>) -> TaskView {
+    let status = t.status.as_ref();
+    let time = |s: Option<&String>| s.and_then(|s| crate::rounds::parse_rfc3339(s));
     TaskView {
         name: t.metadata.name.clone(),
         revision: revision_of(t),
         node: t.spec.node_name.clone(),
-        phase: status.phase,
-        healthy: status.health.as_ref().map(|h| h.healthy),
+        phase: status.map(|s| s.phase).unwrap_or_default(),
+        healthy: status.and_then(|s| s.health.as_ref()).map(|h| h.healthy),
         has_health_checks: !t.spec.health_checks.is_empty(),
-        ready: svc.spec.readiness_check.is_none() || ready.get(&task_key(t)).copied() == Some(true),
+        ready: svc.spec.readiness_check.is_none() || ready.is_some_and(|r| r.get(&task_key(t)).copied() == Some(true)),
         killing: t.spec.kill || t.metadata.deletion_timestamp.is_some(),
-        created: time(&t.metadata.creation_timestamp).unwrap_or(SystemTime::UNIX_EPOCH),
-        started: time(&status.start_time),
-        finished: time(&status.finish_time),
+        created: time(t.metadata.creation_timestamp.as_ref()).unwrap_or(SystemTime::UNIX_EPOCH),
+        started: time(status.and_then(|s| s.start_time.as_ref())),
+        finished: time(status.and_then(|s| s.finish_time.as_ref())),
     }
 }
 
@@ -870,4 +887,46 @@ fn service_key(s: &Service) -> String {
 
 fn task_key(t: &TaskSummary) -> String {
     format!("{}/{}", t.metadata.namespace.as_deref().unwrap_or_default(), t.metadata.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_api::kinds::ServiceSpec;
+
+    use super::*;
+
+    fn pending(name: &str) -> Pending {
+        Pending {
+            view: TaskView {
+                name: name.into(),
+                revision: 1,
+                node: Some("n1".into()),
+                phase: TaskPhase::Staging,
+                healthy: None,
+                has_health_checks: false,
+                ready: true,
+                killing: false,
+                created: SystemTime::UNIX_EPOCH,
+                started: None,
+                finished: None,
+            },
+            created: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_accepts_tasks_are_forgotten_and_their_service_decides_again() {
+        let mut svc = Service::namespaced("prod", "web", ServiceSpec { instances: 2, ..Default::default() });
+        svc.metadata.uid = Some("u1".into());
+        let mut memory = Memory::default();
+        memory.launched.insert("prod/web".into(), vec![pending("web-a"), pending("web-b")]);
+        let refused = [new_task(&svc, 1, &[], "web-a")];
+        forget_refused(&mut memory, &refused);
+        let left: Vec<&str> = memory.launched["prod/web"].iter().map(|p| p.view.name.as_str()).collect();
+        assert_eq!(left, ["web-b"], "the refused task no longer counts as launched");
+        assert!(memory.again.contains("prod/web"));
+
+        forget_refused(&mut memory, &[new_task(&svc, 1, &[], "web-b")]);
+        assert!(!memory.launched.contains_key("prod/web"), "nothing pending is left behind");
+    }
 }
