@@ -275,9 +275,23 @@ async fn cache_indexes_follow_changes() {
     assert_eq!(names(cache.by_index("app", "web")), ["a"]);
     // Relabel: the index moves with the object.
     a.metadata.labels = [("app".to_string(), "db".to_string())].into();
-    cms.update(&a).await.unwrap();
+    let a = cms.update(&a).await.unwrap();
     eventually("index updated", || async {
         (cache.by_index("app", "web").is_empty() && names(cache.by_index("app", "db")) == ["a"]).then_some(())
+    })
+    .await;
+    // A change that keeps the index values: the index hands out the new state.
+    let mut changed = a.clone();
+    changed.spec = cm("a", "2").spec;
+    let changed = cms.update(&changed).await.unwrap();
+    eventually("index entry replaced", || async {
+        let by_app = cache.by_index("app", "db");
+        let by_owner = cache.by_index("owner", &uid);
+        (by_app.len() == 1
+            && by_owner.len() == 1
+            && by_app[0].revision() == changed.revision()
+            && by_owner[0].revision() == changed.revision())
+        .then_some(())
     })
     .await;
     cms.delete("a", &DeleteParams::default()).await.unwrap();

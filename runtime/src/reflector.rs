@@ -63,6 +63,26 @@ struct Index<K> {
     entries: HashMap<String, BTreeMap<Arc<ObjectRef>, Arc<K>>>,
 }
 
+impl<K> Index<K> {
+    fn remove(&mut self, value: &str, key: &ObjectRef) {
+        if let Some(set) = self.entries.get_mut(value) {
+            set.remove(key);
+            if set.is_empty() {
+                self.entries.remove(value);
+            }
+        }
+    }
+}
+
+/// The reference of `o`, a `kind` whose resource is `resource`.
+fn reference(kind: &KindInfo, resource: &str, o: &impl ApiObject) -> ObjectRef {
+    ObjectRef {
+        resource: resource.to_string(),
+        namespace: o.namespace().filter(|_| kind.namespaced).map(str::to_string),
+        name: o.name().to_string(),
+    }
+}
+
 struct CacheState<K> {
     objects: BTreeMap<Arc<ObjectRef>, Arc<K>>,
     indexes: HashMap<String, Index<K>>,
@@ -224,6 +244,8 @@ impl<K: ObjectType> Reflector<K> {
     /// server compacted it away, in which case the re-list reports the net difference.
     pub async fn run(self, shutdown: CancellationToken, on_change: impl Fn(Change<K>) + Send + Sync) {
         let kind = self.api.kind().clone();
+        // Formatted once: every event's reference shares the kind's.
+        let resource = kind.resource();
         let (api, params, events) = (self.api.clone(), self.params.clone(), self.events.clone());
         crate::watcher::watch(api, params, shutdown, events, |seen| {
             match seen {
@@ -233,16 +255,14 @@ impl<K: ObjectType> Reflector<K> {
                     }
                 }
                 Seen::Applied(o) => {
+                    let r = reference(&kind, &resource, &o);
                     let object = Arc::new(o);
-                    let previous = self.state.read().objects.get(&ObjectRef::of(&kind, &*object)).cloned();
-                    let change = Change::Applied { object, previous };
-                    self.apply(&kind, &change);
-                    on_change(change);
+                    let previous = self.upsert(r, &object);
+                    on_change(Change::Applied { object, previous });
                 }
                 Seen::Deleted(o) => {
-                    let change = Change::Deleted(Arc::new(o));
-                    self.apply(&kind, &change);
-                    on_change(change);
+                    self.remove(&reference(&kind, &resource, &o), o.revision());
+                    on_change(Change::Deleted(Arc::new(o)));
                 }
                 Seen::Bookmark(rv) => self.state.write().revision = rv,
             }
@@ -288,39 +308,56 @@ impl<K: ObjectType> Reflector<K> {
         changes
     }
 
-    fn apply(&self, kind: &KindInfo, change: &Change<K>) {
-        let r = ObjectRef::of(kind, &**change.object());
+    /// Puts `object` in the cache and its indexes; returns the state it replaced.
+    /// One search of the copy per event: a busy kind (a hundred thousand tasks)
+    /// sends thousands a second to every controller that reflects it.
+    fn upsert(&self, r: ObjectRef, object: &Arc<K>) -> Option<Arc<K>> {
         let mut st = self.state.write();
         let CacheState { objects, indexes, revision } = &mut *st;
-        let (key, previous) = match objects.get_key_value(&r) {
-            Some((key, prev)) => (key.clone(), Some(prev.clone())),
-            None => (Arc::new(r), None),
+        *revision = (*revision).max(object.revision());
+        let (key, previous) = match objects.entry(Arc::new(r)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let key = e.key().clone();
+                (key, Some(e.insert(object.clone())))
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let key = e.key().clone();
+                e.insert(object.clone());
+                (key, None)
+            }
         };
-        if let Some(prev) = previous {
-            for index in indexes.values_mut() {
-                for v in (index.func)(&prev) {
-                    if let Some(set) = index.entries.get_mut(&v) {
-                        set.remove(&*key);
-                        if set.is_empty() {
-                            index.entries.remove(&v);
-                        }
+        for index in indexes.values_mut() {
+            let now = (index.func)(object);
+            let before = previous.as_ref().map(|p| (index.func)(p)).unwrap_or_default();
+            for v in &before {
+                if now.contains(v) {
+                    // The same value: the entry is replaced where it stands.
+                    if let Some(held) = index.entries.get_mut(v).and_then(|set| set.get_mut(&key)) {
+                        *held = object.clone();
                     }
+                } else {
+                    index.remove(v, &key);
+                }
+            }
+            for v in now {
+                if !before.contains(&v) {
+                    index.entries.entry(v).or_default().insert(key.clone(), object.clone());
                 }
             }
         }
-        match change {
-            Change::Applied { object: o, .. } => {
-                for index in indexes.values_mut() {
-                    for v in (index.func)(o) {
-                        index.entries.entry(v).or_default().insert(key.clone(), o.clone());
-                    }
-                }
-                objects.insert(key, o.clone());
-            }
-            Change::Deleted(_) => {
-                objects.remove(&*key);
+        previous
+    }
+
+    /// Drops the object `r` from the cache and its indexes.
+    fn remove(&self, r: &ObjectRef, object_revision: u64) {
+        let mut st = self.state.write();
+        let CacheState { objects, indexes, revision } = &mut *st;
+        *revision = (*revision).max(object_revision);
+        let Some((key, previous)) = objects.remove_entry(r) else { return };
+        for index in indexes.values_mut() {
+            for v in (index.func)(&previous) {
+                index.remove(&v, &key);
             }
         }
-        *revision = (*revision).max(change.object().revision());
     }
 }
