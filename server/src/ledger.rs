@@ -286,6 +286,15 @@ impl Ledger {
     pub(crate) fn record(&self, o: &StoredObject) {
         self.book.lock().set(o.key.clone(), o.revision, hold_of(o));
     }
+
+    /// Records the tasks just created, each with the hold its writer knows it
+    /// makes (an accept's hundreds are not decoded again to learn it).
+    pub(crate) fn record_created<'a>(&self, created: impl IntoIterator<Item = (&'a StoredObject, Hold)>) {
+        let mut book = self.book.lock();
+        for (o, hold) in created {
+            book.set(o.key.clone(), o.revision, Some(hold));
+        }
+    }
 }
 
 fn hold_of(o: &StoredObject) -> Option<Hold> {

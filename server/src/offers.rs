@@ -14,24 +14,36 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use corral_api::allocation::{self, Free, covers, show_ports};
-use corral_api::kinds::framework::{DEFAULT_ROLE, Offer, OfferAccept, OfferDecline};
+use corral_api::kinds::Task;
+use corral_api::kinds::framework::{DEFAULT_ROLE, Offer, OfferDecline};
 use corral_api::kinds::node::{Node, PortRange, Resources};
 use corral_api::kinds::task::AGENT_FINALIZER;
 use corral_api::{FieldError, GROUP};
 use corral_store::{Key, StoredObject, TxnOp, TxnOutcome};
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::auth::{Attributes, Decision};
 use super::body;
 use super::error::{ApiError, ApiResult};
+use super::ledger::Hold;
 use super::resources::{Ctx, object_name, strip_for_create};
+
+/// An [`OfferAccept`](corral_api::kinds::framework::OfferAccept) as it arrives: each task is kept as sent (as a create keeps
+/// its body) and read typed besides, rather than built typed and encoded again.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AcceptBody {
+    framework: String,
+    tasks: Vec<Value>,
+}
 
 /// How long a decline keeps the node from the framework by default (as Mesos).
 const DEFAULT_REFUSE_SECONDS: u64 = 5;
 
 /// `POST offers/NAME/accept`: launches the body's tasks on the offer's node.
 pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
-    let req: OfferAccept = parse(&bytes, "OfferAccept")?;
+    let req: AcceptBody = parse(&bytes, "OfferAccept")?;
     let (stored, offer) = live_offer(ctx, &req.framework).await?;
     if req.tasks.is_empty() {
         return Err(ApiError::bad_request("an accept carries at least one task; to turn the offer down, decline it"));
@@ -47,8 +59,14 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     let mut want = Resources::default();
     let mut ports: Vec<u16> = Vec::new();
     let mut checked: BTreeMap<String, bool> = BTreeMap::new();
-    for (i, task) in req.tasks.iter().enumerate() {
-        let mut object = serde_json::to_value(task).map_err(ApiError::internal)?;
+    let mut holds = Vec::with_capacity(req.tasks.len());
+    for (i, mut object) in req.tasks.into_iter().enumerate() {
+        let task = Task::deserialize(&object)
+            .map_err(|e| ApiError::bad_request(format!("the body is not an OfferAccept: tasks[{i}]: {e}")))?;
+        if let Some(map) = object.as_object_mut() {
+            map.entry("apiVersion").or_insert_with(|| json!(format!("{GROUP}/{}", corral_api::VERSION)));
+            map.entry("kind").or_insert_with(|| json!("Task"));
+        }
         let ns = task.metadata.namespace.clone().filter(|n| !n.is_empty()).ok_or_else(|| {
             invalid_task(ctx, i, "metadata.namespace", "required: the namespace the task is created in")
         })?;
@@ -84,6 +102,12 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
             }
         }
         want = allocation::add(&want, &task.spec.resources);
+        holds.push(Hold {
+            node: offer.spec.node.clone(),
+            role: offer.spec.role.clone(),
+            resources: task.spec.resources,
+            ports: task.spec.ports.iter().filter_map(|p| p.host_port).collect(),
+        });
         let spec = object
             .get_mut("spec")
             .and_then(Value::as_object_mut)
@@ -169,10 +193,13 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
         outcome.iter().map(|o| if let TxnOutcome::Created(t) = o { t.json.len() + 1 } else { 0 }).sum::<usize>() + 64,
     );
     list.extend_from_slice(br#"{"apiVersion":"corral.dev/v1","kind":"TaskList","items":["#);
+    // The ops were the tasks in order, then the offer's deletion.
+    ledger.record_created(
+        outcome.iter().filter_map(|o| if let TxnOutcome::Created(t) = o { Some(&**t) } else { None }).zip(holds),
+    );
     let mut count = 0;
     for o in &outcome {
         if let TxnOutcome::Created(t) = o {
-            ledger.record(t);
             if count > 0 {
                 list.push(b',');
             }
