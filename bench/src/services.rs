@@ -31,11 +31,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use corral_api::ApiObject;
 use corral_api::kinds::node::{NodePhase, Resources};
 use corral_api::kinds::service::{SERVICE_LABEL, ServiceSpec};
-use corral_api::kinds::task::{TaskPhase, TaskSpec};
+use corral_api::kinds::task::{TaskPhase, TaskSpec, TaskSummary};
 use corral_api::kinds::{Namespace, NamespaceSpec, Node, Service, Task};
+use corral_api::{ApiObject, Resource as _};
 use corral_client::{Api, Client, Config, ListParams};
 use corral_runtime::CancellationToken;
 use corral_runtime::watcher::{Seen, watch};
@@ -453,7 +453,7 @@ impl Track {
         }
     }
 
-    fn task(&mut self, task: &Task, load: &str, probe: &str, now: Instant) {
+    fn task(&mut self, task: &TaskSummary, load: &str, probe: &str, now: Instant) {
         let labels = &task.metadata.labels;
         let Some(group) = labels.get(SERVICE_LABEL).or_else(|| labels.get(GROUP_LABEL)) else { return };
         let is_load = group.starts_with(load);
@@ -572,7 +572,9 @@ fn spawn_watches(client: &Client, track: &Tracker, stop: &CancellationToken) {
     }));
     // Every namespace (only the bench's tasks are counted): the watch the hollow nodes
     // use too, not one the server filters by namespace.
-    let tasks: Api<Task> = Api::all(client.clone());
+    // Summaries: the bench shares the machine with the control plane it measures,
+    // and needs no task's template.
+    let tasks: Api<TaskSummary> = Api::for_kind(client.clone(), Arc::new(Task::kind_info()), None);
     let t = track.clone();
     tokio::spawn(watch(tasks, ListParams::default(), stop.clone(), None, move |seen| {
         let t = t.clone();
@@ -1000,16 +1002,20 @@ pub fn server_config(server: &str, kubeconfig: Option<&Path>, token: Option<Stri
 
 #[cfg(test)]
 mod tests {
-    use corral_api::kinds::task::TaskStatus;
+    use corral_api::kinds::task::{TaskSummarySpec, TaskSummaryStatus};
 
     use super::*;
 
-    fn task(uid: &str, service: &str, node: Option<&str>, phase: Option<TaskPhase>) -> Task {
-        let mut t =
-            Task::namespaced(NAMESPACE, uid, TaskSpec { node_name: node.map(str::to_string), ..Default::default() });
+    fn task(uid: &str, service: &str, node: Option<&str>, phase: Option<TaskPhase>) -> TaskSummary {
+        let mut t = TaskSummary {
+            spec: TaskSummarySpec { node_name: node.map(str::to_string), ..Default::default() },
+            status: phase.map(|phase| TaskSummaryStatus { phase, ..Default::default() }),
+            ..Default::default()
+        };
+        t.metadata.name = uid.into();
+        t.metadata.namespace = Some(NAMESPACE.into());
         t.metadata.uid = Some(uid.into());
         t.metadata.labels.insert(SERVICE_LABEL.into(), service.into());
-        t.status = phase.map(|phase| TaskStatus { phase, ..Default::default() });
         t
     }
 
