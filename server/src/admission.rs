@@ -39,6 +39,13 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
             // launch after launch.
             task_policy(ctx, object, "/spec/template", "spec.template").await
         }
+        "jobs" | "jobruns" if ctx.target != Target::Status => {
+            if object.pointer("/spec/run").is_none_or(Value::is_null) {
+                return Ok(());
+            }
+            job_template(ctx, object)?;
+            task_policy(ctx, object, "/spec/run/task", "spec.run.task").await
+        }
         _ => Ok(()),
     }
 }
@@ -190,18 +197,14 @@ fn restricted(ctx: &Ctx, ns: &str, name: &str, spec: &TaskSpec, prefix: &str) ->
 /// unreachable strategy forgets a task only once it is replaced.
 fn service_template(ctx: &Ctx, object: &Value) -> ApiResult<()> {
     let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let mut why = Vec::new();
-    for (field, whose) in [
-        ("nodeName", "the services framework places each task on a node from an offer"),
-        ("kill", "the services framework kills tasks; scale the service down or delete it"),
-        ("framework", "the services framework stamps it"),
-        ("offer", "the server stamps it when an offer is accepted"),
-        ("role", "set spec.role of the service instead"),
-    ] {
-        if object.pointer(&format!("/spec/template/{field}")).is_some_and(|v| !v.is_null() && *v != false) {
-            why.push(corral_api::FieldError::new(format!("spec.template.{field}"), format!("leave it out: {whose}")));
-        }
-    }
+    let mut why = left_to_the_scheduler(
+        object,
+        "/spec/template",
+        "spec.template",
+        "services",
+        "spec.role of the service",
+        "scale the service down or delete it",
+    );
     let seconds =
         |f: &str| object.pointer(&format!("/spec/unreachableStrategy/{f}")).and_then(Value::as_u64).unwrap_or(0);
     if seconds("expungeAfterSeconds") < seconds("inactiveAfterSeconds") {
@@ -211,6 +214,38 @@ fn service_template(ctx: &Ctx, object: &Value) -> ApiResult<()> {
         ));
     }
     if why.is_empty() { Ok(()) } else { Err(ApiError::invalid(&ctx.info, name, why)) }
+}
+
+/// A job's (or a run's) task template leaves placement to the jobs framework.
+fn job_template(ctx: &Ctx, object: &Value) -> ApiResult<()> {
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let why = left_to_the_scheduler(object, "/spec/run/task", "spec.run.task", "jobs", "spec.run.role", "kill the run");
+    if why.is_empty() { Ok(()) } else { Err(ApiError::invalid(&ctx.info, name, why)) }
+}
+
+/// The fields of the task template at `at` (shown to users as `shown`) that the
+/// built-in `framework` or the server sets, and that a template must leave out.
+fn left_to_the_scheduler(
+    object: &Value,
+    at: &str,
+    shown: &str,
+    framework: &str,
+    role_instead: &str,
+    kill_instead: &str,
+) -> Vec<corral_api::FieldError> {
+    let mut why = Vec::new();
+    for (field, whose) in [
+        ("nodeName", format!("the {framework} framework places each task on a node from an offer")),
+        ("kill", format!("the {framework} framework kills its tasks; {kill_instead}")),
+        ("framework", format!("the {framework} framework stamps it")),
+        ("offer", "the server stamps it when an offer is accepted".to_string()),
+        ("role", format!("set {role_instead} instead")),
+    ] {
+        if object.pointer(&format!("{at}/{field}")).is_some_and(|v| !v.is_null() && *v != false) {
+            why.push(corral_api::FieldError::new(format!("{shown}.{field}"), format!("leave it out: {whose}")));
+        }
+    }
+    why
 }
 
 /// Whether `user` (`name`, `uid` or `uid:gid`) names root.

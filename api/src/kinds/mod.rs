@@ -4,6 +4,7 @@ pub mod configmap;
 pub mod custom_resource_definition;
 pub mod event;
 pub mod framework;
+pub mod job;
 pub mod lease;
 pub mod namespace;
 pub mod node;
@@ -20,6 +21,7 @@ pub use custom_resource_definition::{
 };
 pub use event::{Event, EventSource, EventSpec, EventStatus, EventType, ObjectReference};
 pub use framework::{Framework, FrameworkSpec, FrameworkStatus, Offer, OfferSpec, OfferStatus};
+pub use job::{Job, JobRun, JobRunSpec, JobRunStatus, JobSpec, JobStatus};
 pub use lease::{Lease, LeaseSpec, LeaseStatus};
 pub use namespace::{Namespace, NamespaceSpec, NamespaceStatus};
 pub use node::Node;
@@ -47,6 +49,8 @@ pub fn builtin_kinds() -> Vec<crate::KindInfo> {
         Framework::kind_info(),
         Offer::kind_info(),
         Service::kind_info(),
+        Job::kind_info(),
+        JobRun::kind_info(),
         Quota::kind_info(),
         Role::kind_info(),
         ClusterRole::kind_info(),

@@ -26,12 +26,25 @@ pub const NODE_LABEL: &str = "corral.dev/node";
 pub const ADMIN_USER: &str = "admin";
 
 /// The namespaced built-in kinds users work with.
-const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks", "services"];
+const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns"];
 /// What a namespace's admin manages: its workload and who may touch it.
-const ADMIN: &[&str] = &["configmaps", "events", "leases", "tasks", "services", "roles", "rolebindings"];
+const ADMIN: &[&str] =
+    &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "roles", "rolebindings"];
 /// What a viewer reads.
-const VIEW: &[&str] =
-    &["configmaps", "events", "leases", "tasks", "tasks/status", "tasks/log", "services", "services/status"];
+const VIEW: &[&str] = &[
+    "configmaps",
+    "events",
+    "leases",
+    "tasks",
+    "tasks/status",
+    "tasks/log",
+    "services",
+    "services/status",
+    "jobs",
+    "jobs/status",
+    "jobruns",
+    "jobruns/status",
+];
 
 fn rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
     PolicyRule {

@@ -1,0 +1,78 @@
+//! Issue 12 (jobs), the API half: `Job` and `JobRun` are served, validated against
+//! their published schemas, and admitted as the tasks they will launch would be.
+//! (The jobs controller that starts their runs is not wired yet.)
+
+mod api_support;
+
+use api_support::TestServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const JOBS: &str = "/apis/corral.dev/v1/namespaces/default/jobs";
+const RUNS: &str = "/apis/corral.dev/v1/namespaces/default/jobruns";
+
+fn job(name: &str) -> Value {
+    json!({"apiVersion": "corral.dev/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"run": {"task": {"command": ["sh", "-c", "echo hello"], "resources": {"cpus": 0.1, "mem": 32}},
+                         "restartPolicy": "ON_FAILURE", "retryLimit": 3, "activeDeadlineSeconds": 120},
+                 "schedules": [{"id": "nightly", "cron": "0 30 2 * * *", "timeZone": "Europe/Berlin",
+                                "concurrencyPolicy": "FORBID"}]}})
+}
+
+#[tokio::test]
+async fn a_job_is_stored_with_its_defaults_and_a_bad_one_is_refused_naming_the_field() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    let (code, out) = s.post(JOBS, &job("backup")).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let (code, stored) = s.get(&format!("{JOBS}/backup")).await;
+    assert_eq!(code, StatusCode::OK, "{stored}");
+    assert_eq!(stored["spec"]["schedules"][0]["cron"], "0 30 2 * * *");
+
+    let mut bad = job("bad");
+    bad["spec"]["schedules"][0]["concurrencyPolicy"] = json!("SOMETIMES");
+    bad["spec"]["run"]["retryLimit"] = json!(0);
+    let (code, out) = s.post(JOBS, &bad).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    let text = out.to_string();
+    assert!(text.contains("concurrencyPolicy") && text.contains("retryLimit"), "{out}");
+    let (code, _) = s.get(&format!("{JOBS}/bad")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "a refused job changes nothing");
+
+    let run = json!({"apiVersion": "corral.dev/v1", "kind": "JobRun",
+        "metadata": {"name": "backup-by-hand", "namespace": "default"}, "spec": {"job": "backup"}});
+    let (code, out) = s.post(RUNS, &run).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+}
+
+#[tokio::test]
+async fn a_job_leaves_placement_to_the_scheduler_and_obeys_its_namespace_policy() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    let mut pinned = job("pinned");
+    pinned["spec"]["run"]["task"]["nodeName"] = json!("n1");
+    pinned["spec"]["run"]["task"]["role"] = json!("batch");
+    let (code, out) = s.post(JOBS, &pinned).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    let text = out.to_string();
+    assert!(text.contains("spec.run.task.nodeName") && text.contains("spec.run.role"), "{out}");
+
+    let ns = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": "shop"}});
+    let (code, out) = s.post("/apis/corral.dev/v1/namespaces", &ns).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let mut native = job("native");
+    native["metadata"]["namespace"] = json!("shop");
+    let (code, out) = s.post("/apis/corral.dev/v1/namespaces/shop/jobs", &native).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "a restricted namespace refuses a native run template at once: {out}");
+    assert!(out.to_string().contains("spec.run.task.image"), "{out}");
+    // A run carrying its own template is judged the same way.
+    let run = json!({"apiVersion": "corral.dev/v1", "kind": "JobRun",
+        "metadata": {"name": "r", "namespace": "shop"},
+        "spec": {"job": "native", "run": native["spec"]["run"].clone()}});
+    let (code, out) = s.post("/apis/corral.dev/v1/namespaces/shop/jobruns", &run).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{out}");
+}
