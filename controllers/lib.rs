@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod gc;
+pub mod jobs;
 pub mod node_lifecycle;
 pub mod offers;
 pub mod services;

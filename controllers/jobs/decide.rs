@@ -1,0 +1,413 @@
+//! The jobs controller's decisions, pure: from a job, its runs and the clock, the
+//! runs to start, admit, refuse, kill and prune and the job's status
+//! ([`decide_job`]); from a run, its tasks and the clock, whether to launch an
+//! attempt, which tasks to kill and the run's status ([`decide_run`]).
+//!
+//! Concurrency is judged here for manual runs as for scheduled ones: a manual run
+//! is created by hand (`corral job run`) and waits, unadmitted, until the job
+//! decides; under `FORBID` it is refused while another run is active (DC/OS Jobs let
+//! it overlap), under `REPLACE` the active runs are killed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use corral_api::kinds::job::{
+    Attempt, ConcurrencyPolicy, JobRunStatus, JobSpec, JobStatus, RestartPolicy, RunPhase, RunTemplate, ScheduleStatus,
+};
+use corral_api::kinds::service::Condition;
+use corral_api::kinds::task::TaskPhase;
+
+use super::schedule;
+
+/// What the job's decision reads of one of its runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunView {
+    /// The run's name.
+    pub name: String,
+    /// Its phase (`Pending` until it is admitted or ends).
+    pub phase: RunPhase,
+    /// Whether the job admitted it (it has a status): scheduled runs are admitted
+    /// as they are made, manual ones wait for [`decide_job`].
+    pub admitted: bool,
+    /// The schedule that started it; none: by hand.
+    pub schedule: Option<String>,
+    /// When it was made.
+    pub created: DateTime<Utc>,
+    /// When it ended.
+    pub finished: Option<DateTime<Utc>>,
+}
+
+impl RunView {
+    fn active(&self) -> bool {
+        !self.phase.is_terminal()
+    }
+}
+
+/// The observed state of a job.
+#[derive(Clone, Debug)]
+pub struct JobInput<'a> {
+    /// Its spec.
+    pub spec: &'a JobSpec,
+    /// Its status as last written.
+    pub status: &'a JobStatus,
+    /// Its `metadata.generation`.
+    pub generation: i64,
+    /// When it was made: schedules count from then until they first act.
+    pub created: DateTime<Utc>,
+    /// Its runs.
+    pub runs: Vec<RunView>,
+}
+
+/// A run a schedule starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    /// The schedule's id.
+    pub schedule: String,
+    /// The time it was due.
+    pub time: DateTime<Utc>,
+    /// Said in the run's status when it started late or after missed times.
+    pub message: Option<String>,
+}
+
+/// What to do for a job.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobPlan {
+    /// Runs to start, one per schedule due.
+    pub start: Vec<NewRun>,
+    /// Manual runs admitted: they go ahead.
+    pub admit: Vec<String>,
+    /// Manual runs refused under `FORBID`, with the reason.
+    pub refuse: Vec<(String, String)>,
+    /// Active runs to kill: replaced under `REPLACE`.
+    pub kill: Vec<String>,
+    /// Ended runs beyond the history limits, oldest first.
+    pub delete: Vec<String>,
+    /// The job's status after this plan.
+    pub status: JobStatus,
+    /// When the job must be decided again by the clock: its next schedule time.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// The policy manual runs follow: the strictest of the enabled schedules'
+/// (`FORBID` over `REPLACE` over `ALLOW`); `ALLOW` for a job without schedules.
+pub fn manual_policy(spec: &JobSpec) -> ConcurrencyPolicy {
+    let policies: Vec<ConcurrencyPolicy> =
+        spec.schedules.iter().filter(|s| s.enabled).map(|s| s.concurrency_policy).collect();
+    if policies.contains(&ConcurrencyPolicy::Forbid) {
+        ConcurrencyPolicy::Forbid
+    } else if policies.contains(&ConcurrencyPolicy::Replace) {
+        ConcurrencyPolicy::Replace
+    } else {
+        ConcurrencyPolicy::Allow
+    }
+}
+
+/// Decides for a job at `now`.
+pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
+    let mut plan = JobPlan::default();
+    // Runs that count as active for concurrency: admitted ones not ended or killed.
+    let mut active: Vec<String> = input
+        .runs
+        .iter()
+        .filter(|r| r.active() && (r.admitted || r.schedule.is_some()))
+        .map(|r| r.name.clone())
+        .collect();
+
+    // 1. Manual runs waiting for admission, oldest first.
+    let mut waiting: Vec<&RunView> =
+        input.runs.iter().filter(|r| r.schedule.is_none() && !r.admitted && r.active()).collect();
+    waiting.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    let manual = manual_policy(input.spec);
+    for r in waiting {
+        match manual {
+            ConcurrencyPolicy::Forbid if !active.is_empty() => plan.refuse.push((
+                r.name.clone(),
+                format!("refused: the job's concurrencyPolicy is FORBID and run {} is active", active.join(", ")),
+            )),
+            ConcurrencyPolicy::Replace => {
+                plan.kill.append(&mut active);
+                plan.admit.push(r.name.clone());
+                active.push(r.name.clone());
+            }
+            _ => {
+                plan.admit.push(r.name.clone());
+                active.push(r.name.clone());
+            }
+        }
+    }
+
+    // 2. Schedules.
+    let mut scheduled_ok = true;
+    let mut errors = Vec::new();
+    for s in &input.spec.schedules {
+        let before = input.status.schedules.iter().find(|st| st.id == s.id);
+        let mut st = ScheduleStatus {
+            id: s.id.clone(),
+            last_schedule_time: before.and_then(|b| b.last_schedule_time.clone()),
+            missed: before.map_or(0, |b| b.missed),
+            skipped: before.map_or(0, |b| b.skipped),
+            ..Default::default()
+        };
+        let compiled = match schedule::compile(s) {
+            Ok(c) => c,
+            Err(e) => {
+                scheduled_ok = false;
+                errors.push(format!("schedule {:?}: {e}", s.id));
+                st.error = Some(e);
+                plan.status.schedules.push(st);
+                continue;
+            }
+        };
+        if !s.enabled {
+            plan.status.schedules.push(st);
+            continue;
+        }
+        let since = st.last_schedule_time.as_deref().and_then(parse_time).unwrap_or(input.created);
+        let pass = schedule::pass(&compiled, since, now, Duration::from_secs(s.starting_deadline_seconds));
+        st.missed += pass.missed;
+        if let Some(last) = pass.last {
+            st.last_schedule_time = Some(rfc3339(last));
+        }
+        st.next_schedule_time = pass.next.map(rfc3339);
+        plan.wake_at = earliest(plan.wake_at, pass.next);
+        if let Some(time) = pass.run {
+            match s.concurrency_policy {
+                ConcurrencyPolicy::Forbid if !active.is_empty() => st.skipped += 1,
+                policy => {
+                    if policy == ConcurrencyPolicy::Replace {
+                        plan.kill.append(&mut active);
+                    }
+                    let late = (now - time).to_std().unwrap_or_default();
+                    let message = (late >= Duration::from_secs(1) || pass.missed > 0).then(|| {
+                        let mut m = format!("started {}s late (due at {})", late.as_secs(), rfc3339(time));
+                        if pass.missed > 0 {
+                            m.push_str(&format!("; {} earlier time(s) missed", pass.missed));
+                        }
+                        m
+                    });
+                    plan.start.push(NewRun { schedule: s.id.clone(), time, message });
+                    // Not yet named: a placeholder keeps a later schedule's FORBID honest.
+                    active.push(format!("(new run of schedule {})", s.id));
+                }
+            }
+        }
+        plan.status.schedules.push(st);
+    }
+
+    // 3. History: the newest ended runs within the limits stay.
+    let mut ended: Vec<&RunView> = input.runs.iter().filter(|r| r.phase.is_terminal()).collect();
+    ended.sort_by(|a, b| (b.finished.unwrap_or(b.created), &b.name).cmp(&(a.finished.unwrap_or(a.created), &a.name)));
+    let (mut good, mut bad) = (0u32, 0u32);
+    let mut doomed = Vec::new();
+    for r in ended {
+        let (count, limit) = if r.phase == RunPhase::Succeeded {
+            (&mut good, input.spec.successful_runs_history_limit)
+        } else {
+            (&mut bad, input.spec.failed_runs_history_limit)
+        };
+        *count += 1;
+        if *count > limit {
+            doomed.push(r.name.clone());
+        }
+    }
+    doomed.reverse();
+    plan.delete = doomed;
+
+    // 4. Status.
+    let status = &mut plan.status;
+    status.observed_generation = Some(input.generation);
+    status.next_run_time = plan.wake_at.map(rfc3339);
+    let refused: Vec<&str> = plan.refuse.iter().map(|(n, _)| n.as_str()).collect();
+    let mut live: Vec<&RunView> = input
+        .runs
+        .iter()
+        .filter(|r| r.active() && !refused.contains(&r.name.as_str()) && !plan.kill.contains(&r.name))
+        .collect();
+    live.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    status.active = live.iter().map(|r| r.name.clone()).collect();
+    if let Some(last) = input.runs.iter().max_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name))) {
+        status.last_run = Some(last.name.clone());
+        status.last_result = Some(if refused.contains(&last.name.as_str()) { RunPhase::Failed } else { last.phase });
+    }
+    let previous = input.status.conditions.iter().find(|c| c.type_ == "Scheduled");
+    let (truth, reason, message) = if scheduled_ok {
+        ("True", "Valid", "every schedule is valid".to_string())
+    } else {
+        ("False", "InvalidSchedule", errors.join("; "))
+    };
+    let since = match previous {
+        Some(p) if p.status == truth => p.last_transition_time.clone(),
+        _ => Some(rfc3339(now)),
+    };
+    status.conditions = vec![Condition {
+        type_: "Scheduled".into(),
+        status: truth.into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        last_transition_time: since,
+    }];
+    plan
+}
+
+/// What the run's decision reads of one of its tasks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptView {
+    /// The task's name.
+    pub task: String,
+    /// Its node, once placed.
+    pub node: Option<String>,
+    /// Its phase.
+    pub phase: TaskPhase,
+    /// Asked to die, or being deleted.
+    pub killing: bool,
+    /// When it was made: attempts are ordered by it.
+    pub created: DateTime<Utc>,
+    /// When it started running.
+    pub started: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished: Option<DateTime<Utc>>,
+    /// Its exit code, if its process exited.
+    pub exit_code: Option<i32>,
+    /// Why it ended, in a few words.
+    pub message: Option<String>,
+}
+
+/// The observed state of a run.
+#[derive(Clone, Debug)]
+pub struct RunInput<'a> {
+    /// How it is carried out.
+    pub template: &'a RunTemplate,
+    /// Whether a kill was asked for (`spec.kill`).
+    pub kill: bool,
+    /// When it was made: its deadline counts from then.
+    pub created: DateTime<Utc>,
+    /// Its status as last written.
+    pub status: &'a JobRunStatus,
+    /// Its tasks, one per attempt, as the cache shows them.
+    pub tasks: Vec<AttemptView>,
+}
+
+/// What to do for a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunPlan {
+    /// Launch a new attempt.
+    pub launch: bool,
+    /// Tasks to kill.
+    pub kill: Vec<String>,
+    /// The run's status after this plan.
+    pub status: JobRunStatus,
+    /// When the run must be decided again by the clock: its deadline.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// Decides for a run at `now`.
+pub fn decide_run(input: &RunInput<'_>, now: DateTime<Utc>) -> RunPlan {
+    let mut plan = RunPlan { status: input.status.clone(), ..Default::default() };
+    let st = &mut plan.status;
+    if st.phase.is_terminal() {
+        return plan;
+    }
+    // Every attempt ever made stays listed, also once its task is gone.
+    let mut tasks = input.tasks.clone();
+    tasks.sort_by(|a, b| (a.created, &a.task).cmp(&(b.created, &b.task)));
+    for t in &tasks {
+        let attempt = Attempt {
+            task: t.task.clone(),
+            node: t.node.clone(),
+            start_time: t.started.map(rfc3339),
+            finish_time: t.finished.map(rfc3339),
+            exit_code: t.exit_code,
+            reason: t.phase.is_terminal().then(|| t.message.clone().unwrap_or_else(|| format!("{:?}", t.phase))),
+        };
+        match st.attempts.iter_mut().find(|a| a.task == t.task) {
+            Some(a) => *a = attempt,
+            None => st.attempts.push(attempt),
+        }
+    }
+    if st.start_time.is_none() {
+        st.start_time = tasks.iter().filter_map(|t| t.started).min().map(rfc3339);
+    }
+    let alive: Vec<&AttemptView> = tasks.iter().filter(|t| !t.phase.is_terminal()).collect();
+    let to_kill = |alive: &[&AttemptView]| alive.iter().filter(|t| !t.killing).map(|t| t.task.clone()).collect();
+    let deadline = input.template.active_deadline_seconds.map(|s| input.created + chrono::Duration::seconds(s as i64));
+    let end = |st: &mut JobRunStatus, phase: RunPhase, message: String| {
+        st.phase = phase;
+        st.message = Some(message);
+        st.finish_time = Some(rfc3339(now));
+        st.waiting = None;
+    };
+
+    if input.kill {
+        plan.kill = to_kill(&alive);
+        end(st, RunPhase::Killed, "killed on request".into());
+        return plan;
+    }
+    if let Some(d) = deadline.filter(|d| now >= *d) {
+        plan.kill = to_kill(&alive);
+        let secs = input.template.active_deadline_seconds.unwrap_or_default();
+        end(
+            st,
+            RunPhase::Failed,
+            format!("DeadlineExceeded: the run passed its activeDeadlineSeconds ({secs}s) at {}", rfc3339(d)),
+        );
+        return plan;
+    }
+    plan.wake_at = deadline;
+    if let Some(done) = tasks.iter().find(|t| t.phase == TaskPhase::Finished) {
+        end(st, RunPhase::Succeeded, format!("attempt {} succeeded", done.task));
+        return plan;
+    }
+    if !alive.is_empty() {
+        let placed = alive.iter().any(|t| t.node.is_some());
+        st.phase = if placed { RunPhase::Running } else { RunPhase::Pending };
+        return plan;
+    }
+    // No attempt alive: the first one, another one, or the end.
+    let made = tasks.len().max(st.attempts.len());
+    let last_failure = st.attempts.last().and_then(|a| a.reason.clone());
+    match (made, input.template.restart_policy) {
+        (0, _) => {
+            plan.launch = true;
+            st.phase = RunPhase::Pending;
+        }
+        (n, RestartPolicy::OnFailure) if n < input.template.retry_limit as usize => {
+            plan.launch = true;
+            st.phase = RunPhase::Pending;
+            st.message = Some(format!(
+                "attempt {n} failed ({}); attempt {} of {} starts",
+                last_failure.unwrap_or_default(),
+                n + 1,
+                input.template.retry_limit
+            ));
+        }
+        (n, RestartPolicy::OnFailure) => end(
+            st,
+            RunPhase::Failed,
+            format!("gave up after {n} attempt(s) (retryLimit); the last: {}", last_failure.unwrap_or_default()),
+        ),
+        (_, RestartPolicy::Never) => {
+            end(st, RunPhase::Failed, format!("the attempt failed: {}", last_failure.unwrap_or_default()))
+        }
+    }
+    plan
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// RFC 3339 in UTC, to the second, as every status time.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Reads a status time.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests;

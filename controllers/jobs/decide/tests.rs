@@ -1,0 +1,313 @@
+use corral_api::kinds::job::{JobRunStatus, JobSpec, JobStatus, RunTemplate, Schedule};
+
+use super::*;
+
+fn at(s: &str) -> DateTime<Utc> {
+    parse_time(s).expect("a test time")
+}
+
+fn every_10s(policy: ConcurrencyPolicy) -> Schedule {
+    Schedule {
+        id: "tick".into(),
+        cron: "*/10 * * * * *".into(),
+        time_zone: "UTC".into(),
+        starting_deadline_seconds: 5,
+        concurrency_policy: policy,
+        enabled: true,
+    }
+}
+
+fn job(schedules: Vec<Schedule>) -> JobSpec {
+    JobSpec { run: RunTemplate::default(), schedules, successful_runs_history_limit: 3, failed_runs_history_limit: 1 }
+}
+
+fn run(name: &str, phase: RunPhase, schedule: Option<&str>, created: &str) -> RunView {
+    RunView {
+        name: name.into(),
+        phase,
+        admitted: true,
+        schedule: schedule.map(str::to_string),
+        created: at(created),
+        finished: phase.is_terminal().then(|| at(created) + chrono::Duration::seconds(1)),
+    }
+}
+
+fn decide(spec: &JobSpec, status: &JobStatus, runs: Vec<RunView>, now: &str) -> JobPlan {
+    let input = JobInput { spec, status, generation: 1, created: at("2026-12-03T12:00:00Z"), runs };
+    decide_job(&input, at(now))
+}
+
+#[test]
+fn a_due_schedule_starts_a_run_and_says_when_it_is_due_next() {
+    let spec = job(vec![every_10s(ConcurrencyPolicy::Allow)]);
+    let plan = decide(&spec, &JobStatus::default(), vec![], "2026-12-03T12:00:10Z");
+    assert_eq!(plan.start, [NewRun { schedule: "tick".into(), time: at("2026-12-03T12:00:10Z"), message: None }]);
+    let st = &plan.status.schedules[0];
+    assert_eq!(st.last_schedule_time.as_deref(), Some("2026-12-03T12:00:10Z"));
+    assert_eq!(st.next_schedule_time.as_deref(), Some("2026-12-03T12:00:20Z"));
+    assert_eq!(plan.wake_at, Some(at("2026-12-03T12:00:20Z")));
+    assert_eq!(plan.status.conditions[0].status, "True");
+
+    // Written back, the same time is not started twice.
+    let again = decide(&spec, &plan.status, vec![], "2026-12-03T12:00:12Z");
+    assert!(again.start.is_empty());
+}
+
+#[test]
+fn forbid_skips_a_time_while_a_run_is_active_and_allow_overlaps() {
+    let busy = vec![run("r1", RunPhase::Running, Some("tick"), "2026-12-03T12:00:00Z")];
+    let forbid = decide(
+        &job(vec![every_10s(ConcurrencyPolicy::Forbid)]),
+        &JobStatus::default(),
+        busy.clone(),
+        "2026-12-03T12:00:10Z",
+    );
+    assert!(forbid.start.is_empty());
+    assert_eq!(forbid.status.schedules[0].skipped, 1);
+    assert_eq!(
+        forbid.status.schedules[0].last_schedule_time.as_deref(),
+        Some("2026-12-03T12:00:10Z"),
+        "acted on: skipped"
+    );
+    let allow =
+        decide(&job(vec![every_10s(ConcurrencyPolicy::Allow)]), &JobStatus::default(), busy, "2026-12-03T12:00:10Z");
+    assert_eq!(allow.start.len(), 1);
+    assert!(allow.kill.is_empty());
+}
+
+#[test]
+fn replace_kills_the_active_run_and_starts_the_new_one() {
+    let busy = vec![run("r1", RunPhase::Running, Some("tick"), "2026-12-03T12:00:00Z")];
+    let plan =
+        decide(&job(vec![every_10s(ConcurrencyPolicy::Replace)]), &JobStatus::default(), busy, "2026-12-03T12:00:10Z");
+    assert_eq!(plan.kill, ["r1"]);
+    assert_eq!(plan.start.len(), 1);
+    assert!(plan.status.active.is_empty(), "the replaced run no longer counts as active");
+}
+
+#[test]
+fn forbid_refuses_a_manual_run_while_another_is_active_and_admits_it_otherwise() {
+    let spec = job(vec![every_10s(ConcurrencyPolicy::Forbid)]);
+    let mut manual = run("by-hand", RunPhase::Pending, None, "2026-12-03T12:00:03Z");
+    manual.admitted = false;
+    let busy = vec![run("r1", RunPhase::Running, Some("tick"), "2026-12-03T12:00:00Z"), manual.clone()];
+    let plan = decide(&spec, &JobStatus::default(), busy, "2026-12-03T12:00:04Z");
+    assert_eq!(plan.refuse.len(), 1);
+    assert_eq!(plan.refuse[0].0, "by-hand");
+    assert!(plan.refuse[0].1.contains("FORBID") && plan.refuse[0].1.contains("r1"), "{}", plan.refuse[0].1);
+    assert!(plan.admit.is_empty());
+
+    let idle = vec![run("r1", RunPhase::Succeeded, Some("tick"), "2026-12-03T12:00:00Z"), manual];
+    let plan = decide(&spec, &JobStatus::default(), idle, "2026-12-03T12:00:04Z");
+    assert_eq!(plan.admit, ["by-hand"]);
+    // And the admitted manual run makes the next scheduled time wait under FORBID.
+    assert_eq!(plan.status.active, ["by-hand"]);
+}
+
+#[test]
+fn a_manual_run_admitted_under_forbid_makes_a_due_time_skip() {
+    let spec = job(vec![every_10s(ConcurrencyPolicy::Forbid)]);
+    let mut manual = run("by-hand", RunPhase::Pending, None, "2026-12-03T12:00:09Z");
+    manual.admitted = false;
+    let plan = decide(&spec, &JobStatus::default(), vec![manual], "2026-12-03T12:00:10Z");
+    assert_eq!(plan.admit, ["by-hand"]);
+    assert!(plan.start.is_empty(), "the manual run is active: the scheduled time is skipped");
+    assert_eq!(plan.status.schedules[0].skipped, 1);
+}
+
+#[test]
+fn a_time_missed_while_down_starts_once_and_says_so() {
+    let spec = job(vec![Schedule { starting_deadline_seconds: 60, ..every_10s(ConcurrencyPolicy::Allow) }]);
+    let status = JobStatus {
+        schedules: vec![ScheduleStatus {
+            id: "tick".into(),
+            last_schedule_time: Some("2026-12-03T12:00:00Z".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    // Down from 12:00:05 to 12:01:03: six times passed, the latest 3 s ago.
+    let plan = decide(&spec, &status, vec![], "2026-12-03T12:01:03Z");
+    assert_eq!(plan.start.len(), 1, "one run, not one per missed time");
+    assert_eq!(plan.start[0].time, at("2026-12-03T12:01:00Z"));
+    let message = plan.start[0].message.as_deref().unwrap_or_default();
+    assert!(message.contains("3s late") && message.contains("5 earlier time(s) missed"), "{message}");
+    assert_eq!(plan.status.schedules[0].missed, 5);
+}
+
+#[test]
+fn history_limits_keep_the_newest_ended_runs() {
+    let runs = vec![
+        run("ok1", RunPhase::Succeeded, None, "2026-12-03T12:00:01Z"),
+        run("ok2", RunPhase::Succeeded, None, "2026-12-03T12:00:02Z"),
+        run("ok3", RunPhase::Succeeded, None, "2026-12-03T12:00:03Z"),
+        run("ok4", RunPhase::Succeeded, None, "2026-12-03T12:00:04Z"),
+        run("bad1", RunPhase::Failed, None, "2026-12-03T12:00:05Z"),
+        run("bad2", RunPhase::Killed, None, "2026-12-03T12:00:06Z"),
+        run("live", RunPhase::Running, None, "2026-12-03T12:00:00Z"),
+    ];
+    let plan = decide(&job(vec![]), &JobStatus::default(), runs, "2026-12-03T12:00:09Z");
+    assert_eq!(plan.delete, ["ok1", "bad1"]);
+    assert_eq!(plan.status.last_run.as_deref(), Some("bad2"));
+    assert_eq!(plan.status.last_result, Some(RunPhase::Killed));
+    assert_eq!(plan.status.active, ["live"]);
+    assert_eq!(plan.wake_at, None, "no schedule: nothing to wake for");
+}
+
+#[test]
+fn a_bad_schedule_is_said_in_the_status_and_the_others_still_run() {
+    let bad = Schedule { id: "bad".into(), time_zone: "Nowhere/Else".into(), ..every_10s(ConcurrencyPolicy::Allow) };
+    let plan = decide(
+        &job(vec![bad, every_10s(ConcurrencyPolicy::Allow)]),
+        &JobStatus::default(),
+        vec![],
+        "2026-12-03T12:00:10Z",
+    );
+    assert_eq!(plan.start.len(), 1);
+    assert!(plan.status.schedules[0].error.as_deref().unwrap_or_default().contains("Nowhere/Else"));
+    assert_eq!(plan.status.conditions[0].status, "False");
+    assert_eq!(plan.status.conditions[0].reason.as_deref(), Some("InvalidSchedule"));
+}
+
+#[test]
+fn a_disabled_schedule_starts_nothing() {
+    let off = Schedule { enabled: false, ..every_10s(ConcurrencyPolicy::Allow) };
+    let plan = decide(&job(vec![off]), &JobStatus::default(), vec![], "2026-12-03T12:00:10Z");
+    assert!(plan.start.is_empty());
+    assert_eq!(plan.status.schedules[0].next_schedule_time, None);
+}
+
+fn attempt(task: &str, phase: TaskPhase, created: &str) -> AttemptView {
+    AttemptView {
+        task: task.into(),
+        node: Some("n1".into()),
+        phase,
+        killing: false,
+        created: at(created),
+        started: Some(at(created)),
+        finished: phase.is_terminal().then(|| at(created) + chrono::Duration::seconds(2)),
+        exit_code: (phase == TaskPhase::Failed).then_some(3),
+        message: (phase == TaskPhase::Failed).then(|| "exited with code 3".into()),
+    }
+}
+
+fn decide_r(template: &RunTemplate, status: &JobRunStatus, tasks: Vec<AttemptView>, kill: bool, now: &str) -> RunPlan {
+    let input = RunInput { template, kill, created: at("2026-12-03T12:00:00Z"), status, tasks };
+    decide_run(&input, at(now))
+}
+
+#[test]
+fn a_new_run_launches_its_first_attempt_and_succeeds_with_it() {
+    let t = RunTemplate::default();
+    let plan = decide_r(&t, &JobRunStatus::default(), vec![], false, "2026-12-03T12:00:01Z");
+    assert!(plan.launch);
+    assert_eq!(plan.status.phase, RunPhase::Pending);
+    let running = decide_r(
+        &t,
+        &plan.status,
+        vec![attempt("a1", TaskPhase::Running, "2026-12-03T12:00:01Z")],
+        false,
+        "2026-12-03T12:00:02Z",
+    );
+    assert!(!running.launch);
+    assert_eq!(running.status.phase, RunPhase::Running);
+    assert_eq!(running.status.start_time.as_deref(), Some("2026-12-03T12:00:01Z"));
+    let done = decide_r(
+        &t,
+        &running.status,
+        vec![attempt("a1", TaskPhase::Finished, "2026-12-03T12:00:01Z")],
+        false,
+        "2026-12-03T12:00:05Z",
+    );
+    assert_eq!(done.status.phase, RunPhase::Succeeded);
+    assert_eq!(done.status.attempts.len(), 1);
+    assert_eq!(done.status.attempts[0].finish_time.as_deref(), Some("2026-12-03T12:00:03Z"));
+}
+
+#[test]
+fn never_fails_with_its_only_attempt() {
+    let t = RunTemplate::default();
+    let plan = decide_r(
+        &t,
+        &JobRunStatus::default(),
+        vec![attempt("a1", TaskPhase::Failed, "2026-12-03T12:00:01Z")],
+        false,
+        "2026-12-03T12:00:05Z",
+    );
+    assert!(!plan.launch);
+    assert_eq!(plan.status.phase, RunPhase::Failed);
+    assert_eq!(plan.status.attempts[0].exit_code, Some(3));
+    assert!(plan.status.message.as_deref().unwrap_or_default().contains("exited with code 3"));
+}
+
+#[test]
+fn on_failure_retries_until_the_limit_keeping_every_attempt() {
+    let t = RunTemplate { restart_policy: RestartPolicy::OnFailure, retry_limit: 2, ..Default::default() };
+    let first = decide_r(
+        &t,
+        &JobRunStatus::default(),
+        vec![attempt("a1", TaskPhase::Failed, "2026-12-03T12:00:01Z")],
+        false,
+        "2026-12-03T12:00:05Z",
+    );
+    assert!(first.launch, "a second attempt");
+    assert_eq!(first.status.phase, RunPhase::Pending);
+    // The first task is gone (deleted), the second failed too: the limit is reached.
+    let second = decide_r(
+        &t,
+        &first.status,
+        vec![attempt("a2", TaskPhase::Failed, "2026-12-03T12:00:06Z")],
+        false,
+        "2026-12-03T12:00:09Z",
+    );
+    assert!(!second.launch);
+    assert_eq!(second.status.phase, RunPhase::Failed);
+    assert_eq!(second.status.attempts.iter().map(|a| a.task.as_str()).collect::<Vec<_>>(), ["a1", "a2"]);
+    assert!(second.status.message.as_deref().unwrap_or_default().contains("gave up after 2"));
+}
+
+#[test]
+fn on_failure_stops_at_the_deadline_and_kills_the_attempt() {
+    let t = RunTemplate {
+        restart_policy: RestartPolicy::OnFailure,
+        retry_limit: 100,
+        active_deadline_seconds: Some(30),
+        ..Default::default()
+    };
+    let before = decide_r(
+        &t,
+        &JobRunStatus::default(),
+        vec![attempt("a7", TaskPhase::Running, "2026-12-03T12:00:20Z")],
+        false,
+        "2026-12-03T12:00:25Z",
+    );
+    assert_eq!(before.wake_at, Some(at("2026-12-03T12:00:30Z")));
+    let after = decide_r(
+        &t,
+        &before.status,
+        vec![attempt("a7", TaskPhase::Running, "2026-12-03T12:00:20Z")],
+        false,
+        "2026-12-03T12:00:30Z",
+    );
+    assert_eq!(after.kill, ["a7"]);
+    assert!(!after.launch);
+    assert_eq!(after.status.phase, RunPhase::Failed);
+    assert!(after.status.message.as_deref().unwrap_or_default().starts_with("DeadlineExceeded"));
+}
+
+#[test]
+fn a_kill_request_kills_the_attempt_and_ends_the_run() {
+    let t = RunTemplate::default();
+    let plan = decide_r(
+        &t,
+        &JobRunStatus::default(),
+        vec![attempt("a1", TaskPhase::Running, "2026-12-03T12:00:01Z")],
+        true,
+        "2026-12-03T12:00:05Z",
+    );
+    assert_eq!(plan.kill, ["a1"]);
+    assert_eq!(plan.status.phase, RunPhase::Killed);
+    // Ended, it decides nothing more.
+    let later = decide_r(&t, &plan.status, vec![], true, "2026-12-03T12:00:09Z");
+    assert_eq!(later, RunPlan { status: plan.status.clone(), ..Default::default() });
+}
