@@ -22,6 +22,7 @@ pub mod node_lifecycle;
 pub mod offers;
 pub mod services;
 
+mod registration;
 mod rounds;
 mod shared_tasks;
 

@@ -28,11 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use corral_api::kinds::Lease;
-use corral_api::kinds::framework::{
-    DEFAULT_ROLE, FRAMEWORK_LEASE_NAMESPACE, Framework, FrameworkSpec, Offer, OfferAccept, OfferDecline,
-};
-use corral_api::kinds::lease::LeaseSpec;
+use corral_api::kinds::framework::{DEFAULT_ROLE, Framework, Offer, OfferAccept, OfferDecline};
 use corral_api::kinds::node::Node;
 use corral_api::kinds::service::{REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceStatus};
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
@@ -49,16 +45,13 @@ use tokio::sync::Notify;
 use self::decide::{Input, TaskView};
 use self::matching::{Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
+use crate::registration::{self, Registration};
 use crate::rounds::{kill_task, radix36};
 use crate::shared_tasks::{BY_SERVICE, SharedTasks};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "services";
 
-/// How long the framework's lease lasts without renewal.
-const LEASE_SECONDS: i64 = 15;
-/// How often the lease is renewed.
-const RENEW: Duration = Duration::from_secs(5);
 /// How long a declined node is refused: short, so that a service applied a moment
 /// later is not kept waiting.
 const REFUSE_SECONDS: u64 = 1;
@@ -66,8 +59,6 @@ const REFUSE_SECONDS: u64 = 1;
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// How long a service's last refusals stand for rounds without offers.
 const REFUSALS_KEPT: Duration = Duration::from_secs(30);
-/// How often the framework's registration is read back.
-const RECHECK: Duration = Duration::from_secs(10);
 /// Most writes in flight at once.
 const IN_FLIGHT: usize = 64;
 /// Most accepts in flight at once: each carries up to hundreds of tasks, which
@@ -199,9 +190,8 @@ struct Memory {
     /// Task names: a prefix unique to this run, and a counter.
     prefix: String,
     next: u64,
-    /// What the framework was last registered with (suppressed, and its roles), and
-    /// when: looked at again now and then, in case someone deleted or changed it.
-    registered: Option<((bool, Vec<String>), Instant)>,
+    /// The framework's registration.
+    registration: Registration,
 }
 
 /// How long a write may stay unseen before it is forgotten (a lost response, a task
@@ -266,7 +256,7 @@ impl Runnable for Services {
             offers.run(shutdown.clone(), changes::on_offer(&changed, &wake)),
             nodes.run(shutdown.clone(), changes::on_node(&changed, &wake)),
         );
-        let lease = renew_lease(client.clone());
+        let lease = registration::renew_lease(client.clone(), SERVICES_FRAMEWORK);
         let rounds = self.rounds(apis, caches, changed, wake, shutdown.clone());
         tokio::select! {
             _ = reflectors => {}
@@ -360,7 +350,7 @@ async fn round(
     if roles.is_empty() {
         roles.insert(DEFAULT_ROLE.to_string());
     }
-    register(apis, memory, !demands.is_empty(), &roles).await;
+    memory.registration.ensure(&apis.frameworks, SERVICES_FRAMEWORK, !demands.is_empty(), &roles).await;
 
     // 2. Offers matched to what waits.
     let offers: Vec<OfferView> = caches
@@ -717,69 +707,6 @@ fn take_changes(caches: &Caches, memory: &mut Memory, changed: &changes::Shared,
         memory.refusals.retain(|key, (_, at)| keys.contains(key) && now.duration_since(*at) < REFUSALS_KEPT);
     }
     dirty
-}
-
-/// Registers the framework, or updates its roles and whether it wants offers.
-async fn register(apis: &Apis, memory: &mut Memory, wants_offers: bool, roles: &BTreeSet<String>) {
-    let suppressed = !wants_offers;
-    let roles: Vec<String> = roles.iter().cloned().collect();
-    let wanted = (suppressed, roles.clone());
-    if memory.registered.as_ref().is_some_and(|(r, at)| *r == wanted && at.elapsed() < RECHECK) {
-        return;
-    }
-    let current = match apis.frameworks.get_opt(SERVICES_FRAMEWORK).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the services framework");
-            return;
-        }
-    };
-    let result = match current {
-        None => {
-            let spec = FrameworkSpec { roles, suppressed, ..Default::default() };
-            apis.frameworks.create(&Framework::new(SERVICES_FRAMEWORK, spec)).await.map(drop)
-        }
-        Some(mut f) if f.spec.suppressed != suppressed || f.spec.roles != roles => {
-            f.spec.suppressed = suppressed;
-            f.spec.roles = roles;
-            apis.frameworks.update(&f).await.map(drop)
-        }
-        Some(_) => Ok(()),
-    };
-    match result {
-        Ok(()) => memory.registered = Some((wanted, Instant::now())),
-        Err(e) => tracing::debug!(error = %e, "cannot register the services framework"),
-    }
-}
-
-/// Renews the framework's lease for as long as the controller runs.
-async fn renew_lease(client: Client) {
-    let leases: Api<Lease> = Api::namespaced(client, FRAMEWORK_LEASE_NAMESPACE);
-    loop {
-        let now = corral_api::meta::now_timestamp();
-        let result = match leases.get_opt(SERVICES_FRAMEWORK).await {
-            Ok(Some(mut l)) => {
-                l.spec.renew_time = Some(now);
-                l.spec.lease_duration_seconds = Some(LEASE_SECONDS);
-                leases.update(&l).await.map(drop)
-            }
-            Ok(None) => {
-                let spec = LeaseSpec {
-                    holder_identity: Some(SERVICES_FRAMEWORK.to_string()),
-                    lease_duration_seconds: Some(LEASE_SECONDS),
-                    acquire_time: Some(now.clone()),
-                    renew_time: Some(now),
-                    lease_transitions: Some(0),
-                };
-                leases.create(&Lease::namespaced(FRAMEWORK_LEASE_NAMESPACE, SERVICES_FRAMEWORK, spec)).await.map(drop)
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "cannot renew the services framework's lease");
-        }
-        tokio::time::sleep(RENEW).await;
-    }
 }
 
 /// Checks the readiness of running tasks of the wanted revision not yet ready, in
