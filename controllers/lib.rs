@@ -11,8 +11,9 @@
 //! The controllers: [`gc`] (cascading deletion, namespace emptying),
 //! [`node_lifecycle`] (unreachable nodes, `LOST` tasks), [`offers`] (nodes' free
 //! resources offered to frameworks in weighted DRF order, framework liveness and
-//! failover) and [`services`] (the built-in framework keeping services running).
-//! The last two work in rounds over the whole cluster rather than per object.
+//! failover), [`services`] (the built-in framework keeping services running) and
+//! [`jobs`] (the built-in framework running jobs, by hand and on schedules). The
+//! last three work in rounds over the whole cluster rather than per object.
 
 #![warn(missing_docs)]
 
@@ -52,7 +53,7 @@ impl Config {
 }
 
 /// The names of every built-in controller, as `--controllers` takes them.
-pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME];
+pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME];
 
 /// Which built-in controllers to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,7 +112,10 @@ pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>>
         out.push(Arc::new(offers::Offers::new(config.offers.clone()).sharing(tasks.clone())));
     }
     if selection.includes(services::NAME) {
-        out.push(Arc::new(services::Services::new(config.services.clone()).sharing(tasks)));
+        out.push(Arc::new(services::Services::new(config.services.clone()).sharing(tasks.clone())));
+    }
+    if selection.includes(jobs::NAME) {
+        out.push(Arc::new(jobs::Jobs::new().sharing(tasks)));
     }
     out
 }

@@ -1,5 +1,5 @@
-//! One copy of every task for the controllers that need them all — offers, services
-//! and node lifecycle — as client-go's shared informers: one watch, one decode per
+//! One copy of every task for the controllers that need them all — offers, services,
+//! jobs and node lifecycle — as client-go's shared informers: one watch, one decode per
 //! event, one cache (100,000 tasks kept three times cost most of the control plane's
 //! memory), and each controller told of every change through its own callback.
 //!
@@ -29,6 +29,8 @@ pub(crate) const BY_NODE: &str = "node";
 pub(crate) const BY_FRAMEWORK: &str = "framework";
 /// Index of the cache: `NAMESPACE/SERVICE` of a service's task.
 pub(crate) const BY_SERVICE: &str = "service";
+/// Index of the cache: `NAMESPACE/RUN` of a job run's task.
+pub(crate) const BY_RUN: &str = "run";
 
 /// The shared copy; one per set of built-in controllers.
 #[derive(Default)]
@@ -84,7 +86,8 @@ fn start(client: &Client) -> Running {
     let reflector = Reflector::new(api, ListParams::default())
         .index(BY_NODE, Arc::new(|t: &TaskSummary| t.spec.node_name.clone().into_iter().collect()))
         .index(BY_FRAMEWORK, Arc::new(|t: &TaskSummary| t.spec.framework.clone().into_iter().collect()))
-        .index(BY_SERVICE, Arc::new(|t: &TaskSummary| service_of(t).into_iter().collect()));
+        .index(BY_SERVICE, Arc::new(|t: &TaskSummary| service_of(t).into_iter().collect()))
+        .index(BY_RUN, Arc::new(|t: &TaskSummary| crate::jobs::run_of(t).into_iter().collect()));
     let cache = reflector.cache();
     let subscribers: Arc<RwLock<Vec<(u64, OnTask)>>> = Arc::default();
     let stop = CancellationToken::new();

@@ -76,3 +76,27 @@ async fn a_job_leaves_placement_to_the_scheduler_and_obeys_its_namespace_policy(
     let (code, out) = s.post("/apis/corral.dev/v1/namespaces/shop/jobruns", &run).await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{out}");
 }
+
+#[tokio::test]
+async fn a_seconds_cron_schedule_starts_runs_named_after_their_times() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    let mut tick = job("tick");
+    tick["spec"]["schedules"] = json!([{"id": "tick", "cron": "*/2 * * * * *"}]);
+    let (code, out) = s.post(JOBS, &tick).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let runs = s
+        .wait_for(RUNS, "two runs started by the schedule", |v| v["items"].as_array().is_some_and(|i| i.len() >= 2))
+        .await;
+    for r in runs["items"].as_array().into_iter().flatten() {
+        let due = r["spec"]["trigger"]["scheduledTime"].as_str().unwrap_or_default();
+        let stamp: String = due.chars().filter(char::is_ascii_digit).collect();
+        assert_eq!(r["metadata"]["name"].as_str(), Some(format!("tick-{stamp}").as_str()), "{r:#}");
+        assert_eq!(r["metadata"]["ownerReferences"][0]["name"], "tick", "{r:#}");
+        assert_eq!(r["spec"]["run"]["restartPolicy"], "ON_FAILURE", "the run carries the job's template: {r:#}");
+    }
+    let job = s.wait_for(&format!("{JOBS}/tick"), "the job's status", |j| j["status"]["lastRun"].is_string()).await;
+    assert!(job["status"]["schedules"][0]["nextScheduleTime"].is_string(), "{job:#}");
+}

@@ -392,7 +392,8 @@ pub fn decide_run(input: &RunInput<'_>, now: DateTime<Utc>) -> RunPlan {
     plan
 }
 
-fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+/// The earlier of two times, either of which may be missing.
+pub(crate) fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

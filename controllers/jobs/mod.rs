@@ -1,12 +1,614 @@
-//! Jobs: one-off and scheduled runs, as DC/OS Jobs (Metronome), on the offers.
+//! The jobs controller: the built-in `jobs` framework, running every [`Job`]'s runs
+//! with the semantics of DC/OS Jobs (Metronome), on the offers.
 //!
 //! [`schedule`] reads cron expressions in a time zone; [`decide`] turns a job, its
 //! runs and the clock into the runs to start, admit, refuse, kill and prune, and a
-//! run, its tasks and the clock into its next attempt and status. Both are pure and
-//! tested without I/O.
+//! run, its tasks and the clock into its next attempt and status. Both are pure.
 //!
-//! Not yet here (issue 12 is open): the reconcile loop that applies these plans
-//! through the client and launches attempts on offers as the `jobs` framework.
+//! A round, as the services framework's:
+//!
+//! 1. every job decides ([`decide::decide_job`]): its due schedules start runs —
+//!    named after the time they were due, so that a time is never started twice,
+//!    even across a restart between the run's creation and the job's status — and
+//!    manual runs are admitted or refused;
+//! 2. every active run decides ([`decide::decide_run`]) from its tasks, one per
+//!    attempt; the attempts to launch are matched to the offers made to the `jobs`
+//!    framework ([`crate::services::matching`], constraints included) and accepted,
+//!    each task named after its run and attempt number;
+//! 3. statuses are written, with why a run waits for a place.
+//!
+//! The next round comes with any change seen, or at the earliest time a schedule or
+//! a deadline is due.
 
 pub mod decide;
 pub mod schedule;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use corral_api::kinds::framework::{DEFAULT_ROLE, Framework, Offer, OfferAccept, OfferDecline};
+use corral_api::kinds::job::{
+    JOB_LABEL, JOBS_FRAMEWORK, Job, JobRun, JobRunSpec, JobRunStatus, RUN_LABEL, RunPhase, RunTemplate, Trigger,
+};
+use corral_api::kinds::service::Waiting;
+use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
+use corral_api::{ApiObject, PartialObject};
+use corral_client::{Api, Client, DeleteParams, ListParams};
+use corral_runtime::{Cache, CancellationToken, Reflector, Runnable};
+use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+
+use self::decide::{AttemptView, JobInput, RunInput, RunView, earliest, parse_time};
+use crate::offers::FRAMEWORK_LABEL;
+use crate::registration::{self, Registration};
+use crate::rounds::{kill_task, poke};
+use crate::services::matching::{self, Demand, OfferView};
+use crate::shared_tasks::{BY_RUN, SharedTasks};
+
+/// The controller's name, in logs and metrics.
+pub const NAME: &str = "jobs";
+
+/// Index of the runs' cache: `NAMESPACE/JOB`.
+const BY_JOB: &str = "job";
+/// How long a declined node is refused.
+const REFUSE_SECONDS: u64 = 1;
+/// Most writes in flight at once.
+const IN_FLIGHT: usize = 64;
+/// How long an attempt launched may stay unseen in the cache before it is
+/// forgotten (its accept's answer lost): after that the cache is the truth again.
+const UNSEEN: Duration = Duration::from_secs(30);
+/// Longest wait between rounds with nothing due.
+const IDLE: Duration = Duration::from_secs(5);
+/// How long to gather changes before a round.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// The jobs controller, for a [`corral_runtime::Manager`].
+pub struct Jobs {
+    counts: Arc<Counts>,
+    tasks: Arc<SharedTasks>,
+}
+
+struct Counts {
+    rounds: Histogram,
+    /// From a schedule's due time to its run's creation.
+    start_lag: Histogram,
+    started: Counter,
+    launched: Counter,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            rounds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            start_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            started: Counter::default(),
+            launched: Counter::default(),
+        }
+    }
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Jobs {
+    /// The controller.
+    pub fn new() -> Self {
+        Jobs { counts: Arc::default(), tasks: Arc::default() }
+    }
+
+    /// Shares `tasks` with the other controllers of its set.
+    pub(crate) fn sharing(mut self, tasks: Arc<SharedTasks>) -> Self {
+        self.tasks = tasks;
+        self
+    }
+}
+
+/// `NAMESPACE/RUN` of a task a job run launched (by its label).
+pub(crate) fn run_of(t: &impl ApiObject) -> Option<String> {
+    let meta = t.meta();
+    let run = meta.labels.get(RUN_LABEL)?;
+    Some(format!("{}/{run}", meta.namespace.as_deref().unwrap_or_default()))
+}
+
+struct Caches {
+    jobs: Cache<Job>,
+    runs: Cache<JobRun>,
+    tasks: Cache<TaskSummary>,
+    offers: Cache<Offer>,
+}
+
+struct Apis {
+    client: Client,
+    runs: Api<JobRun>,
+    jobs: Api<Job>,
+    tasks: Api<Task>,
+    frameworks: Api<Framework>,
+}
+
+/// What the loop remembers between rounds.
+#[derive(Default)]
+struct Memory {
+    /// Attempts launched, by run key: the task's name, until the cache has it.
+    launched: HashMap<String, (String, Instant)>,
+    /// Offers accepted or declined, until the cache drops them.
+    used: HashMap<String, Instant>,
+    registration: Registration,
+}
+
+#[async_trait]
+impl Runnable for Jobs {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "corral_jobs_round_duration_seconds",
+            "Rounds over every job and run and how long each took",
+            self.counts.rounds.clone(),
+        );
+        registry.register(
+            "corral_jobs_schedule_start_lag_seconds",
+            "From a schedule's due time to the creation of its run",
+            self.counts.start_lag.clone(),
+        );
+        registry.register("corral_jobs_runs_started", "Runs started by schedules", self.counts.started.clone());
+        registry.register("corral_jobs_attempts_launched", "Attempts launched on offers", self.counts.launched.clone());
+    }
+
+    async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
+        let wake = Arc::new(Notify::new());
+        let jobs = Reflector::new(Api::<Job>::all(client.clone()), ListParams::default());
+        let runs = Reflector::new(Api::<JobRun>::all(client.clone()), ListParams::default()).index(
+            BY_JOB,
+            Arc::new(|r: &JobRun| {
+                vec![format!("{}/{}", r.metadata.namespace.as_deref().unwrap_or_default(), r.spec.job)]
+            }),
+        );
+        let on_task = {
+            let wake = wake.clone();
+            Arc::new(move |c: corral_runtime::Change<TaskSummary>| {
+                if run_of(&**c.object()).is_some() {
+                    wake.notify_one();
+                }
+            })
+        };
+        let (tasks, _subscription) = self.tasks.subscribe(&client, on_task);
+        let offers = Reflector::new(
+            Api::<Offer>::all(client.clone()),
+            ListParams { label_selector: Some(format!("{FRAMEWORK_LABEL}={JOBS_FRAMEWORK}")), ..Default::default() },
+        );
+        let caches = Caches { jobs: jobs.cache(), runs: runs.cache(), tasks, offers: offers.cache() };
+        let apis = Apis {
+            client: client.clone(),
+            runs: Api::all(client.clone()),
+            jobs: Api::all(client.clone()),
+            tasks: Api::all(client.clone()),
+            frameworks: Api::all(client.clone()),
+        };
+        let reflectors = futures::future::join3(
+            jobs.run(shutdown.clone(), poke(&wake)),
+            runs.run(shutdown.clone(), poke(&wake)),
+            offers.run(shutdown.clone(), poke(&wake)),
+        );
+        let lease = registration::renew_lease(client.clone(), JOBS_FRAMEWORK);
+        let rounds = self.rounds(apis, caches, wake, shutdown.clone());
+        tokio::select! {
+            _ = reflectors => {}
+            _ = lease => {}
+            _ = rounds => {}
+        }
+        Ok(())
+    }
+}
+
+impl Jobs {
+    async fn rounds(&self, apis: Apis, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
+        caches.jobs.wait_synced().await;
+        caches.runs.wait_synced().await;
+        caches.tasks.wait_synced().await;
+        caches.offers.wait_synced().await;
+        let mut memory = Memory::default();
+        loop {
+            let started = Instant::now();
+            let next = round(&apis, &caches, &mut memory, &self.counts).await;
+            self.counts.rounds.observe(started.elapsed().as_secs_f64());
+            let sleep = next
+                .and_then(|at| (at - Utc::now()).to_std().ok())
+                .map_or(IDLE, |d| d.min(IDLE))
+                .max(Duration::from_millis(1));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => tokio::time::sleep(SETTLE).await,
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}
+
+/// What one active run decided, until the offers are matched.
+struct RunDecision {
+    run: Arc<JobRun>,
+    plan: decide::RunPlan,
+    template: RunTemplate,
+}
+
+/// One round over every job and run. Returns when the next is due by the clock.
+async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Counts) -> Option<DateTime<Utc>> {
+    let now = Utc::now();
+    let mut due: Option<DateTime<Utc>> = None;
+
+    // 1. Jobs: schedules and manual runs.
+    for job in caches.jobs.list() {
+        if job.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let key = key_of(&*job);
+        let runs = caches.runs.by_index(BY_JOB, &key);
+        let status = job.status.clone().unwrap_or_default();
+        let input = JobInput {
+            spec: &job.spec,
+            status: &status,
+            generation: job.metadata.generation.unwrap_or(0),
+            created: job.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or(now),
+            runs: runs.iter().map(|r| run_view(r)).collect(),
+        };
+        let plan = decide::decide_job(&input, now);
+        due = earliest(due, plan.wake_at);
+        apply_job(apis, &job, &runs, plan, now, counts).await;
+    }
+
+    // 2. Runs: attempts.
+    let mut decisions: Vec<RunDecision> = Vec::new();
+    memory.launched.retain(|_, (_, at)| at.elapsed() < UNSEEN);
+    for run in caches.runs.list() {
+        if run.metadata.deletion_timestamp.is_some() || run.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+            continue;
+        }
+        // A manual run goes ahead once its job admitted it (gave it a status).
+        if run.status.is_none() && run.spec.trigger.schedule.is_none() {
+            continue;
+        }
+        let Some(template) = run.spec.run.clone() else { continue };
+        let key = key_of(&*run);
+        let mut tasks: Vec<AttemptView> = caches.tasks.by_index(BY_RUN, &key).iter().map(|t| attempt_view(t)).collect();
+        if let Some((name, _)) = memory.launched.get(&key) {
+            if tasks.iter().any(|t| t.task == *name) {
+                memory.launched.remove(&key);
+            } else {
+                // Launched, not yet seen: it counts as the attempt in flight.
+                tasks.push(AttemptView {
+                    task: name.clone(),
+                    node: None,
+                    phase: TaskPhase::Staging,
+                    killing: false,
+                    created: now,
+                    started: None,
+                    finished: None,
+                    exit_code: None,
+                    message: None,
+                });
+            }
+        }
+        let status = run.status.clone().unwrap_or_default();
+        let input = RunInput {
+            template: &template,
+            kill: run.spec.kill,
+            created: run.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or(now),
+            status: &status,
+            tasks,
+        };
+        let plan = decide::decide_run(&input, now);
+        due = earliest(due, plan.wake_at);
+        decisions.push(RunDecision { run, plan, template });
+    }
+
+    // Kills first: a deadline or a kill request does not wait for the offers.
+    let kills: Vec<(String, String)> = decisions
+        .iter()
+        .flat_map(|d| {
+            let ns = d.run.metadata.namespace.clone().unwrap_or_default();
+            d.plan.kill.iter().map(move |t| (ns.clone(), t.clone()))
+        })
+        .collect();
+    futures::stream::iter(kills)
+        .for_each_concurrent(IN_FLIGHT, |(ns, name)| async move {
+            let meta = corral_api::meta::ObjectMeta { name: name.clone(), namespace: Some(ns), ..Default::default() };
+            if let Err(e) = kill_task(&apis.tasks, &meta).await {
+                tracing::debug!(error = %e, task = %name, "cannot kill a run's task");
+            }
+        })
+        .await;
+
+    // 3. Attempts matched to the offers.
+    let launching: Vec<usize> = (0..decisions.len()).filter(|&i| decisions[i].plan.launch).collect();
+    let demands: Vec<Demand> = launching
+        .iter()
+        .map(|&i| {
+            let d = &decisions[i];
+            Demand {
+                key: key_of(&*d.run),
+                count: 1,
+                resources: d.template.task.resources,
+                ports: d.template.task.ports.clone(),
+                role: d.template.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()),
+                constraints: d.template.constraints.clone(),
+                placed: Vec::new(),
+            }
+        })
+        .collect();
+    let roles: BTreeSet<String> = if demands.is_empty() {
+        BTreeSet::from([DEFAULT_ROLE.to_string()])
+    } else {
+        demands.iter().map(|d| d.role.clone()).collect()
+    };
+    memory.registration.ensure(&apis.frameworks, JOBS_FRAMEWORK, !demands.is_empty(), &roles).await;
+    memory.used.retain(|_, at| at.elapsed() < UNSEEN);
+    let offers: Vec<OfferView> = caches
+        .offers
+        .list()
+        .iter()
+        .filter(|o| o.metadata.deletion_timestamp.is_none() && !memory.used.contains_key(&o.metadata.name))
+        .filter(|o| o.status.as_ref().is_none_or(|s| s.declined_for_seconds.is_none()))
+        .map(|o| OfferView {
+            name: o.metadata.name.clone(),
+            node: o.spec.node.clone(),
+            role: o.spec.role.clone(),
+            attributes: o.spec.attributes.clone(),
+            resources: o.spec.resources,
+            ports: o.spec.ports.clone(),
+        })
+        .collect();
+    let matching = matching::match_offers(&offers, &demands);
+    let mut accepts: Vec<(String, Vec<(String, Task)>)> = Vec::new();
+    for a in &matching.accepts {
+        memory.used.insert(a.offer.clone(), Instant::now());
+        let tasks = a
+            .launches
+            .iter()
+            .map(|l| {
+                let d = &decisions[launching[l.demand]];
+                let attempt = d.plan.status.attempts.len() + 1;
+                let name = format!("{}-{attempt}", d.run.metadata.name);
+                (key_of(&*d.run), new_task(&d.run, &d.template, &l.host_ports, &name))
+            })
+            .collect();
+        accepts.push((a.offer.clone(), tasks));
+    }
+    for name in &matching.unused {
+        memory.used.insert(name.clone(), Instant::now());
+    }
+    let client = &apis.client;
+    let accepted: Vec<Vec<(String, String)>> = futures::stream::iter(accepts)
+        .map(|(offer, tasks)| async move {
+            let names: Vec<(String, String)> =
+                tasks.iter().map(|(k, t)| (k.clone(), t.metadata.name.clone())).collect();
+            let accept = OfferAccept {
+                framework: JOBS_FRAMEWORK.to_string(),
+                tasks: tasks.into_iter().map(|(_, t)| t).collect(),
+            };
+            match client.accept_offer_as::<PartialObject>(&offer, &accept).await {
+                Ok(_) => names,
+                Err(e) => {
+                    tracing::debug!(error = %e, %offer, "an accept was refused; the attempts wait for the next offer");
+                    Vec::new()
+                }
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    for (run, task) in accepted.into_iter().flatten() {
+        counts.launched.inc();
+        memory.launched.insert(run, (task, Instant::now()));
+    }
+    futures::stream::iter(matching.unused.clone())
+        .for_each_concurrent(IN_FLIGHT, |offer| async move {
+            let decline = OfferDecline { framework: JOBS_FRAMEWORK.to_string(), refuse_seconds: Some(REFUSE_SECONDS) };
+            if let Err(e) = client.decline_offer(&offer, &decline).await {
+                tracing::debug!(error = %e, %offer, "cannot decline an offer");
+            }
+        })
+        .await;
+
+    // 4. Run statuses, with why an attempt waits.
+    for u in &matching.waiting {
+        let d = &mut decisions[launching[u.demand]];
+        let short = crate::services::decide::Shortfall {
+            instances: u.instances,
+            offers_examined: u.offers_examined,
+            refusals: &u.refusals,
+            offers_in_round: offers.len(),
+        };
+        d.plan.status.waiting = Some(Waiting {
+            instances: u.instances,
+            offers_examined: u.offers_examined,
+            refusals: u.refusals.clone(),
+            backoff_until: None,
+            message: crate::services::decide::why(&short),
+        });
+    }
+    let writes: Vec<JobRun> = decisions
+        .into_iter()
+        .filter(|d| d.run.status.as_ref() != Some(&d.plan.status))
+        .map(|d| {
+            let mut run = (*d.run).clone();
+            run.status = Some(d.plan.status);
+            run
+        })
+        .collect();
+    let runs_api = &apis.runs;
+    futures::stream::iter(writes)
+        .for_each_concurrent(IN_FLIGHT, |run| async move {
+            let api = runs_api.in_namespace(run.metadata.namespace.as_deref().unwrap_or_default());
+            if let Err(e) = api.update_status(&run).await {
+                tracing::debug!(error = %e, run = %run.metadata.name, "cannot write a run's status");
+            }
+        })
+        .await;
+    due
+}
+
+/// Makes a job's plan: new runs, admissions and refusals, kills, deletions, status.
+async fn apply_job(
+    apis: &Apis,
+    job: &Arc<Job>,
+    runs: &[Arc<JobRun>],
+    plan: decide::JobPlan,
+    now: DateTime<Utc>,
+    counts: &Counts,
+) {
+    let ns = job.metadata.namespace.clone().unwrap_or_default();
+    let runs_api = apis.runs.in_namespace(&ns);
+    let by_name = |name: &str| runs.iter().find(|r| r.metadata.name == name);
+    for start in &plan.start {
+        let name = if job.spec.schedules.len() > 1 {
+            format!("{}-{}-{}", job.metadata.name, start.schedule, start.time.format("%Y%m%d%H%M%S"))
+        } else {
+            format!("{}-{}", job.metadata.name, start.time.format("%Y%m%d%H%M%S"))
+        };
+        let spec = JobRunSpec {
+            job: job.metadata.name.clone(),
+            trigger: Trigger {
+                schedule: Some(start.schedule.clone()),
+                scheduled_time: Some(decide::rfc3339(start.time)),
+            },
+            run: Some(job.spec.run.clone()),
+            kill: false,
+        };
+        let mut run = JobRun::namespaced(&ns, &name, spec);
+        run.metadata.labels.insert(JOB_LABEL.to_string(), job.metadata.name.clone());
+        run.metadata.owner_references = corral_runtime::owner_reference(&**job, true).into_iter().collect();
+        match runs_api.create(&run).await {
+            Ok(mut created) => {
+                counts.started.inc();
+                counts.start_lag.observe((now - start.time).to_std().unwrap_or_default().as_secs_f64());
+                created.status = Some(JobRunStatus { message: start.message.clone(), ..Default::default() });
+                if let Err(e) = runs_api.update_status(&created).await {
+                    tracing::debug!(error = %e, run = %name, "cannot write a new run's status");
+                }
+            }
+            // Started before (a restart between the run and the job's status).
+            Err(e) if e.is_conflict() => {}
+            Err(e) => tracing::warn!(error = %e, run = %name, "cannot start a scheduled run"),
+        }
+    }
+    for name in &plan.admit {
+        let Some(run) = by_name(name) else { continue };
+        let mut admitted = (**run).clone();
+        if admitted.spec.run.is_none() || !admitted.metadata.labels.contains_key(JOB_LABEL) {
+            admitted.spec.run.get_or_insert_with(|| job.spec.run.clone());
+            admitted.metadata.labels.insert(JOB_LABEL.to_string(), job.metadata.name.clone());
+            if admitted.metadata.owner_references.is_empty() {
+                admitted.metadata.owner_references =
+                    corral_runtime::owner_reference(&**job, true).into_iter().collect();
+            }
+            match runs_api.update(&admitted).await {
+                Ok(updated) => admitted = updated,
+                Err(e) => {
+                    tracing::debug!(error = %e, run = %name, "cannot admit a manual run");
+                    continue;
+                }
+            }
+        }
+        admitted.status = Some(JobRunStatus { message: Some("started by hand".into()), ..Default::default() });
+        if let Err(e) = runs_api.update_status(&admitted).await {
+            tracing::debug!(error = %e, run = %name, "cannot admit a manual run");
+        }
+    }
+    for (name, why) in &plan.refuse {
+        let Some(run) = by_name(name) else { continue };
+        let mut refused = (**run).clone();
+        refused.status = Some(JobRunStatus {
+            phase: RunPhase::Failed,
+            message: Some(why.clone()),
+            finish_time: Some(decide::rfc3339(now)),
+            ..Default::default()
+        });
+        if let Err(e) = runs_api.update_status(&refused).await {
+            tracing::debug!(error = %e, run = %name, "cannot refuse a manual run");
+        }
+    }
+    for name in &plan.kill {
+        let Some(run) = by_name(name) else { continue };
+        let mut killed = (**run).clone();
+        killed.spec.kill = true;
+        if let Err(e) = runs_api.update(&killed).await {
+            tracing::debug!(error = %e, run = %name, "cannot kill a replaced run");
+        }
+    }
+    for name in &plan.delete {
+        match runs_api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::debug!(error = %e, run = %name, "cannot prune an old run"),
+        }
+    }
+    if job.status.as_ref() != Some(&plan.status) {
+        let mut updated = (**job).clone();
+        updated.status = Some(plan.status);
+        if let Err(e) = apis.jobs.in_namespace(&ns).update_status(&updated).await {
+            tracing::debug!(error = %e, job = %job.metadata.name, "cannot write a job's status");
+        }
+    }
+}
+
+fn run_view(r: &JobRun) -> RunView {
+    let status = r.status.as_ref();
+    RunView {
+        name: r.metadata.name.clone(),
+        phase: status.map(|s| s.phase).unwrap_or_default(),
+        admitted: status.is_some(),
+        schedule: r.spec.trigger.schedule.clone(),
+        created: r.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or_default(),
+        finished: status.and_then(|s| s.finish_time.as_deref()).and_then(parse_time),
+    }
+}
+
+fn attempt_view(t: &TaskSummary) -> AttemptView {
+    let status = t.status.as_ref();
+    let time = |s: Option<&String>| s.and_then(|s| parse_time(s));
+    AttemptView {
+        task: t.metadata.name.clone(),
+        node: t.spec.node_name.clone(),
+        phase: status.map(|s| s.phase).unwrap_or_default(),
+        killing: t.spec.kill || t.metadata.deletion_timestamp.is_some(),
+        created: time(t.metadata.creation_timestamp.as_ref()).unwrap_or_default(),
+        started: time(status.and_then(|s| s.start_time.as_ref())),
+        finished: time(status.and_then(|s| s.finish_time.as_ref())),
+        exit_code: status.and_then(|s| s.exit_code),
+        message: status.and_then(|s| match (&s.reason, s.exit_code) {
+            (Some(r), Some(code)) => Some(format!("{r}: exited with code {code}")),
+            (Some(r), None) => Some(r.clone()),
+            (None, Some(code)) => Some(format!("exited with code {code}")),
+            (None, None) => None,
+        }),
+    }
+}
+
+/// The task of a run's attempt `name`.
+fn new_task(run: &JobRun, template: &RunTemplate, host_ports: &[u16], name: &str) -> Task {
+    let ns = run.metadata.namespace.clone().unwrap_or_default();
+    let mut spec = template.task.clone();
+    for (p, hp) in spec.ports.iter_mut().zip(host_ports) {
+        p.host_port = Some(*hp);
+    }
+    let mut task = Task::namespaced(ns, name.to_string(), spec);
+    task.metadata.labels.insert(JOB_LABEL.to_string(), run.spec.job.clone());
+    task.metadata.labels.insert(RUN_LABEL.to_string(), run.metadata.name.clone());
+    task.metadata.owner_references = corral_runtime::owner_reference(run, true).into_iter().collect();
+    task
+}
+
+fn key_of(o: &impl ApiObject) -> String {
+    format!("{}/{}", o.namespace().unwrap_or_default(), o.name())
+}

@@ -484,8 +484,8 @@ pub fn placement(status: &mut ServiceStatus, launch: u32, short: Option<Shortfal
     }
 }
 
-/// Why instances wait, in one line.
-fn why(u: &Shortfall<'_>) -> String {
+/// Why instances wait, in one line (a job run's, too).
+pub fn why(u: &Shortfall<'_>) -> String {
     if u.refusals.is_empty() {
         return if u.offers_in_round == 0 {
             format!("{} instance(s) wait for offers: no node has free resources for them now", u.instances)

@@ -217,6 +217,13 @@ impl Cluster {
         }
     }
 
+    /// As [`Cluster::until`], with a condition that reads the API.
+    pub async fn until_async(&self, what: &str, cond: impl AsyncFnMut() -> Option<()>) {
+        if within_patience(cond).await.is_none() {
+            panic!("never happened within {PATIENCE:?}: {what}\nagent log:\n{}", self.agent_log());
+        }
+    }
+
     /// Waits until the object at `path` is gone.
     pub async fn wait_gone(&self, path: &str) {
         let gone = within_patience(|| async { self.get(path).await.is_none().then_some(()) });

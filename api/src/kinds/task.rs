@@ -464,6 +464,13 @@ pub struct TaskSummaryStatus {
     /// Where it is in its life.
     #[serde(default)]
     pub phase: TaskPhase,
+    /// Exit code, when it exited on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// CamelCase reason it ended (`Error`, `OOMKilled`, …): short, kept for the
+    /// frameworks that report how an attempt went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// When it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,

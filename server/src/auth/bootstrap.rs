@@ -93,8 +93,9 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 },
                 rule(&["create"], &["events", "leases"]),
                 // The offers controller makes offers and registers the built-in
-                // frameworks; the services framework accepts offers to launch tasks.
-                rule(&["create"], &["offers", "offers/accept", "offers/decline", "frameworks", "tasks"]),
+                // frameworks; the services and jobs frameworks accept offers to
+                // launch tasks; the jobs framework starts scheduled runs.
+                rule(&["create"], &["offers", "offers/accept", "offers/decline", "frameworks", "tasks", "jobruns"]),
                 // The collector follows every kind; on credentials and permissions it
                 // may read and delete (revoking is never an escalation), not write.
                 rule(&["get", "list", "watch", "delete"], SENSITIVE),

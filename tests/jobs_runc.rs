@@ -1,0 +1,154 @@
+//! Jobs end to end on real containers: the real server with its controller manager
+//! (the offers controller and the built-in `jobs` framework), a real `corral agent`
+//! process and busybox containers under runc. A run started by hand runs and its
+//! logs show; a seconds-cron job runs on schedule; `FORBID` refuses a manual run
+//! while one is active; `REPLACE` kills the older run; `ON_FAILURE` retries until its
+//! limit and its deadline; history limits prune old runs.
+
+mod agent_support;
+
+use std::time::Duration;
+
+use agent_support::Cluster;
+use serde_json::{Value, json};
+
+const GRACE: Duration = Duration::from_secs(60);
+const JOBS: &str = "/apis/corral.dev/v1/namespaces/default/jobs";
+const RUNS: &str = "/apis/corral.dev/v1/namespaces/default/jobruns";
+
+fn job(name: &str, script: &str, run: Value, schedules: Value) -> Value {
+    let mut r = json!({"task": {"image": "busybox", "command": ["sh", "-c", script],
+        "resources": {"cpus": 0.1, "mem": 32}, "killGracePeriodSeconds": 1}});
+    if let (Some(into), Some(extra)) = (r.as_object_mut(), run.as_object()) {
+        into.extend(extra.clone());
+    }
+    json!({"apiVersion": "corral.dev/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"run": r, "schedules": schedules, "successfulRunsHistoryLimit": 2, "failedRunsHistoryLimit": 5}})
+}
+
+fn every_5s(policy: &str) -> Value {
+    json!([{"id": "tick", "cron": "*/5 * * * * *", "concurrencyPolicy": policy, "startingDeadlineSeconds": 30}])
+}
+
+async fn run_by_hand(c: &Cluster, job: &str, run: &str) {
+    let body = json!({"apiVersion": "corral.dev/v1", "kind": "JobRun",
+        "metadata": {"name": run, "namespace": "default"}, "spec": {"job": job}});
+    c.send(reqwest::Method::POST, RUNS, Some(&body)).await;
+}
+
+fn phase(r: &Value) -> &str {
+    r.pointer("/status/phase").and_then(Value::as_str).unwrap_or("")
+}
+
+async fn runs_of(c: &Cluster, job: &str) -> Vec<Value> {
+    let list = c.get(RUNS).await.unwrap_or(Value::Null);
+    list["items"].as_array().into_iter().flatten().filter(|r| r["spec"]["job"] == job).cloned().collect()
+}
+
+#[tokio::test]
+async fn a_run_by_hand_runs_and_its_logs_show_and_on_failure_retries_until_its_limit() {
+    let c = Cluster::start("jobs-hand", GRACE).await;
+    c.send(reqwest::Method::POST, JOBS, Some(&job("hello", "echo hello from a job", json!({}), json!([])))).await;
+    run_by_hand(&c, "hello", "hello-1").await;
+    let done = c.wait_for(&format!("{RUNS}/hello-1"), "run hello-1 to succeed", |r| phase(r) == "Succeeded").await;
+    let attempts = done.pointer("/status/attempts").and_then(Value::as_array).cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 1, "{done:#}");
+    assert_eq!(attempts[0]["node"], "jobs-hand", "{done:#}");
+    assert!(attempts[0]["startTime"].is_string() && attempts[0]["finishTime"].is_string(), "{done:#}");
+    let task = attempts[0]["task"].as_str().expect("the attempt's task").to_string();
+    // The CLI runs beside this test's runtime, which serves the API it asks.
+    let args = ["--server".to_string(), c.url.clone(), "--token".into(), c.admin_token(), "logs".into(), task.clone()];
+    let logs = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_corral")).args(&args).output().expect("corral logs")
+    })
+    .await
+    .expect("corral logs ran");
+    let out = String::from_utf8_lossy(&logs.stdout);
+    assert!(out.contains("hello from a job"), "logs of {task}: {out} {}", String::from_utf8_lossy(&logs.stderr));
+
+    // ON_FAILURE: three attempts, each a task of its own, then the run fails saying so.
+    let flaky =
+        job("flaky", "echo attempt; exit 3", json!({"restartPolicy": "ON_FAILURE", "retryLimit": 3}), json!([]));
+    c.send(reqwest::Method::POST, JOBS, Some(&flaky)).await;
+    run_by_hand(&c, "flaky", "flaky-1").await;
+    let failed = c.wait_for(&format!("{RUNS}/flaky-1"), "run flaky-1 to fail", |r| phase(r) == "Failed").await;
+    let attempts = failed.pointer("/status/attempts").and_then(Value::as_array).cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 3, "{failed:#}");
+    assert!(attempts.iter().all(|a| a["exitCode"] == 3), "{failed:#}");
+    let message = failed.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
+    assert!(message.contains("gave up after 3"), "{failed:#}");
+
+    // A deadline ends a run that would go on.
+    let slow = job("slow", "sleep 600", json!({"activeDeadlineSeconds": 3}), json!([]));
+    c.send(reqwest::Method::POST, JOBS, Some(&slow)).await;
+    run_by_hand(&c, "slow", "slow-1").await;
+    let late = c.wait_for(&format!("{RUNS}/slow-1"), "run slow-1 to pass its deadline", |r| phase(r) == "Failed").await;
+    let message = late.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
+    assert!(message.starts_with("DeadlineExceeded"), "{late:#}");
+    let task = late.pointer("/status/attempts/0/task").and_then(Value::as_str).unwrap_or_default().to_string();
+    c.wait_for(&Cluster::task_path(&task), "the overdue attempt to be killed", |t| {
+        t.pointer("/status/phase").and_then(Value::as_str) == Some("KILLED")
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_seconds_cron_job_runs_on_schedule_forbid_refuses_a_manual_run_and_replace_kills_the_older() {
+    let c = Cluster::start("jobs-cron", GRACE).await;
+    // Quick runs every five seconds; two successes kept.
+    c.send(reqwest::Method::POST, JOBS, Some(&job("tick", "echo tick", json!({}), every_5s("ALLOW")))).await;
+    let first = std::sync::Mutex::new(String::new());
+    c.until_async("a first run of tick", || async {
+        let runs = runs_of(&c, "tick").await;
+        let name = runs.iter().map(|r| r["metadata"]["name"].as_str().unwrap_or_default().to_string()).min()?;
+        *first.lock().unwrap_or_else(|e| e.into_inner()) = name;
+        Some(())
+    })
+    .await;
+    let first = first.into_inner().unwrap_or_else(|e| e.into_inner());
+    c.wait_for(&format!("{RUNS}/{first}"), "the first run to succeed", |r| phase(r) == "Succeeded").await;
+    // Two successes are kept: the first goes once two more succeeded.
+    c.wait_gone(&format!("{RUNS}/{first}")).await;
+    let runs = runs_of(&c, "tick").await;
+    let times: Vec<chrono::DateTime<chrono::Utc>> = runs
+        .iter()
+        .filter_map(|r| r.pointer("/spec/trigger/scheduledTime").and_then(Value::as_str))
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .collect();
+    assert!(times.len() >= 2, "{runs:#?}");
+    for t in &times {
+        assert_eq!(t.timestamp() % 5, 0, "runs start at the times the cron names: {runs:#?}");
+    }
+    let mut distinct = times.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), times.len(), "no time runs twice: {runs:#?}");
+    let deleted = c.send(reqwest::Method::DELETE, &format!("{JOBS}/tick"), None).await;
+    assert!(deleted.is_object(), "{deleted}");
+
+    // FORBID: a long run holds the job; a manual run is refused while it is active.
+    c.send(reqwest::Method::POST, JOBS, Some(&job("hold", "sleep 600", json!({}), every_5s("FORBID")))).await;
+    c.until_async("a run of hold running", || async {
+        runs_of(&c, "hold").await.iter().any(|r| phase(r) == "Running").then_some(())
+    })
+    .await;
+    run_by_hand(&c, "hold", "hold-by-hand").await;
+    let refused =
+        c.wait_for(&format!("{RUNS}/hold-by-hand"), "the manual run to be refused", |r| phase(r) == "Failed").await;
+    let message = refused.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
+    assert!(message.contains("FORBID"), "{refused:#}");
+    let active = runs_of(&c, "hold").await.into_iter().filter(|r| phase(r) == "Running" || phase(r) == "Pending");
+    assert_eq!(active.count(), 1, "FORBID: one run at a time");
+    c.send(reqwest::Method::DELETE, &format!("{JOBS}/hold"), None).await;
+
+    // REPLACE: each time kills the run before.
+    c.send(reqwest::Method::POST, JOBS, Some(&job("swap", "sleep 600", json!({}), every_5s("REPLACE")))).await;
+    c.until_async("a run of swap killed by the next one", || async {
+        let runs = runs_of(&c, "swap").await;
+        (runs.iter().any(|r| phase(r) == "Killed") && runs.iter().any(|r| phase(r) == "Running")).then_some(())
+    })
+    .await;
+    c.stop().await;
+}
