@@ -25,6 +25,17 @@ pub(crate) async fn kill_task(tasks: &Api<Task>, task: &ObjectMeta) -> corral_cl
     api.patch(&task.name, Patch::Merge(&kill), &WriteParams::default()).await.map(drop)
 }
 
+/// Hands offer `offer` back for `framework`, refusing its node for `refuse_seconds`.
+pub(crate) async fn decline(client: &corral_client::Client, framework: &str, offer: &str, refuse_seconds: u64) {
+    let decline = corral_api::kinds::framework::OfferDecline {
+        framework: framework.to_string(),
+        refuse_seconds: Some(refuse_seconds),
+    };
+    if let Err(e) = client.decline_offer(offer, &decline).await {
+        tracing::debug!(error = %e, %offer, framework, "cannot decline an offer");
+    }
+}
+
 /// `n` in base 36, lowercase: short name suffixes.
 pub(crate) fn radix36(mut n: u64) -> String {
     const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use corral_api::kinds::framework::{DEFAULT_ROLE, Framework, Offer, OfferAccept, OfferDecline};
+use corral_api::kinds::framework::{DEFAULT_ROLE, Framework, Offer, OfferAccept};
 use corral_api::kinds::job::{
     JOB_LABEL, JOBS_FRAMEWORK, Job, JobRun, JobRunSpec, JobRunStatus, RUN_LABEL, RunPhase, RunTemplate, Trigger,
 };
@@ -47,7 +47,7 @@ use tokio::sync::Notify;
 use self::decide::{AttemptView, JobInput, RunInput, RunView, earliest, parse_time};
 use crate::offers::FRAMEWORK_LABEL;
 use crate::registration::{self, Registration};
-use crate::rounds::{kill_task, poke};
+use crate::rounds::{decline, kill_task, poke};
 use crate::services::matching::{self, Demand, OfferView};
 use crate::shared_tasks::{BY_RUN, SharedTasks};
 
@@ -359,14 +359,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none() && !memory.used.contains_key(&o.metadata.name))
         .filter(|o| o.status.as_ref().is_none_or(|s| s.declined_for_seconds.is_none()))
-        .map(|o| OfferView {
-            name: o.metadata.name.clone(),
-            node: o.spec.node.clone(),
-            role: o.spec.role.clone(),
-            attributes: o.spec.attributes.clone(),
-            resources: o.spec.resources,
-            ports: o.spec.ports.clone(),
-        })
+        .map(|o| OfferView::of(o))
         .collect();
     let matching = matching::match_offers(&offers, &demands);
     let mut accepts: Vec<(String, Vec<(String, Task)>)> = Vec::new();
@@ -413,10 +406,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
     }
     futures::stream::iter(matching.unused.clone())
         .for_each_concurrent(IN_FLIGHT, |offer| async move {
-            let decline = OfferDecline { framework: JOBS_FRAMEWORK.to_string(), refuse_seconds: Some(REFUSE_SECONDS) };
-            if let Err(e) = client.decline_offer(&offer, &decline).await {
-                tracing::debug!(error = %e, %offer, "cannot decline an offer");
-            }
+            decline(client, JOBS_FRAMEWORK, &offer, REFUSE_SECONDS).await;
         })
         .await;
 

@@ -61,6 +61,20 @@ pub struct OfferView {
     pub ports: Vec<PortRange>,
 }
 
+impl OfferView {
+    /// What matching reads of `offer`.
+    pub fn of(offer: &corral_api::kinds::framework::Offer) -> Self {
+        OfferView {
+            name: offer.metadata.name.clone(),
+            node: offer.spec.node.clone(),
+            role: offer.spec.role.clone(),
+            attributes: offer.spec.attributes.clone(),
+            resources: offer.spec.resources,
+            ports: offer.spec.ports.clone(),
+        }
+    }
+}
+
 /// A service waiting for new tasks to be placed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Demand {

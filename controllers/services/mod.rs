@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use corral_api::kinds::framework::{DEFAULT_ROLE, Framework, Offer, OfferAccept, OfferDecline};
+use corral_api::kinds::framework::{DEFAULT_ROLE, Framework, Offer, OfferAccept};
 use corral_api::kinds::node::Node;
 use corral_api::kinds::service::{REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceStatus};
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
@@ -46,7 +46,7 @@ use self::decide::{Input, TaskView};
 use self::matching::{Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
 use crate::registration::{self, Registration};
-use crate::rounds::{kill_task, radix36};
+use crate::rounds::{decline, kill_task, radix36};
 use crate::shared_tasks::{BY_SERVICE, SharedTasks};
 
 /// The controller's name, in logs and metrics.
@@ -296,14 +296,6 @@ impl Services {
     }
 }
 
-/// Hands offer `offer` back, refusing its node for a moment.
-async fn decline(client: &Client, offer: String) {
-    let decline = OfferDecline { framework: SERVICES_FRAMEWORK.to_string(), refuse_seconds: Some(REFUSE_SECONDS) };
-    if let Err(e) = client.decline_offer(&offer, &decline).await {
-        tracing::debug!(error = %e, %offer, "cannot decline an offer");
-    }
-}
-
 /// One round: the services whose inputs changed decide again, what waits is matched
 /// to the offers, and the writes are made. Returns when the next is due by the clock.
 async fn round(
@@ -359,14 +351,7 @@ async fn round(
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none() && !memory.used.contains_key(&o.metadata.name))
         .filter(|o| o.status.as_ref().is_none_or(|s| s.declined_for_seconds.is_none()))
-        .map(|o| OfferView {
-            name: o.metadata.name.clone(),
-            node: o.spec.node.clone(),
-            role: o.spec.role.clone(),
-            attributes: o.spec.attributes.clone(),
-            resources: o.spec.resources,
-            ports: o.spec.ports.clone(),
-        })
+        .map(|o| OfferView::of(o))
         .collect();
     // With nothing waiting, every offer still held is declined.
     let matching = matching::match_offers(&offers, &demands);
@@ -426,7 +411,7 @@ async fn round(
         .collect::<Vec<_>>();
     // The offers nothing fits are handed back while the others are accepted.
     let declining = futures::stream::iter(matching.unused.clone())
-        .map(|offer| decline(client, offer))
+        .map(|offer| async move { decline(client, SERVICES_FRAMEWORK, &offer, REFUSE_SECONDS).await })
         .buffer_unordered(IN_FLIGHT)
         .collect::<Vec<()>>();
     let (launched, _) = futures::join!(accepting, declining);
