@@ -23,6 +23,7 @@ pub mod node_lifecycle;
 pub mod offers;
 pub mod services;
 
+pub mod matching;
 mod registration;
 mod rounds;
 mod shared_tasks;

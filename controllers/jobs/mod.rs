@@ -13,7 +13,7 @@
 //!    manual runs are admitted or refused;
 //! 2. every active run decides ([`decide::decide_run`]) from its tasks, one per
 //!    attempt; the attempts to launch are matched to the offers made to the `jobs`
-//!    framework ([`crate::services::matching`], constraints included) and accepted,
+//!    framework ([`crate::matching`], constraints included) and accepted,
 //!    each task named after its run and attempt number;
 //! 3. statuses are written, with why a run waits for a place.
 //!
@@ -45,10 +45,10 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use self::decide::{AttemptView, JobInput, RunInput, RunView, earliest, parse_time};
+use crate::matching::{self, Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
 use crate::registration::{self, Registration};
 use crate::rounds::{decline, kill_task, poke};
-use crate::services::matching::{self, Demand, OfferView};
 use crate::shared_tasks::{BY_RUN, SharedTasks};
 
 /// The controller's name, in logs and metrics.
@@ -413,7 +413,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
     // 4. Run statuses, with why an attempt waits.
     for u in &matching.waiting {
         let d = &mut decisions[launching[u.demand]];
-        let short = crate::services::decide::Shortfall {
+        let short = matching::Shortfall {
             instances: u.instances,
             offers_examined: u.offers_examined,
             refusals: &u.refusals,
@@ -424,7 +424,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
             offers_examined: u.offers_examined,
             refusals: u.refusals.clone(),
             backoff_until: None,
-            message: crate::services::decide::why(&short),
+            message: matching::why(&short),
         });
     }
     let writes: Vec<JobRun> = decisions

@@ -22,10 +22,12 @@ use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use corral_api::kinds::service::{
-    Backoff, Condition, Deployment, DeploymentPhase, HISTORY_LIMIT, KillSelection, Refusal, ServiceSpec, ServiceStatus,
+    Backoff, Condition, Deployment, DeploymentPhase, HISTORY_LIMIT, KillSelection, ServiceSpec, ServiceStatus,
     TemplateRevision, Waiting,
 };
 use corral_api::kinds::task::TaskPhase;
+
+use crate::matching::{Shortfall, why};
 
 pub(crate) use crate::rounds::{parse_rfc3339, rfc3339};
 
@@ -442,19 +444,6 @@ fn condition(prev: &[Condition], type_: &str, value: bool, reason: &str, message
     }
 }
 
-/// What the offer matcher said of a service it left short in a round.
-#[derive(Clone, Copy, Debug)]
-pub struct Shortfall<'a> {
-    /// Instances left waiting.
-    pub instances: u32,
-    /// Offers looked at.
-    pub offers_examined: u32,
-    /// What turned them down.
-    pub refusals: &'a [Refusal],
-    /// Offers outstanding in the round, for every service.
-    pub offers_in_round: usize,
-}
-
 /// Writes why instances wait (`status.waiting`, after any backoff [`decide`] put
 /// there) and the `Placed` condition, once the round's offers are matched: `short`
 /// when the matcher left the service short, `launch` the tasks [`decide`] wanted.
@@ -482,23 +471,6 @@ pub fn placement(status: &mut ServiceStatus, launch: u32, short: Option<Shortfal
         Some(c) => *c = placed,
         None => status.conditions.push(placed),
     }
-}
-
-/// Why instances wait, in one line (a job run's, too).
-pub fn why(u: &Shortfall<'_>) -> String {
-    if u.refusals.is_empty() {
-        return if u.offers_in_round == 0 {
-            format!("{} instance(s) wait for offers: no node has free resources for them now", u.instances)
-        } else {
-            format!("{} instance(s) wait for the next offers", u.instances)
-        };
-    }
-    let reasons: Vec<String> = u
-        .refusals
-        .iter()
-        .map(|r| format!("{} (turned down {} offer(s) on {} node(s))", r.reason, r.offers, r.nodes))
-        .collect();
-    format!("{} instance(s) not placed: {}", u.instances, reasons.join("; "))
 }
 
 /// The earliest of the times offered.

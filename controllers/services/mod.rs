@@ -20,7 +20,6 @@
 
 mod changes;
 pub mod decide;
-pub mod matching;
 pub mod readiness;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -43,7 +42,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use self::decide::{Input, TaskView};
-use self::matching::{Demand, OfferView};
+use crate::matching::{self, Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
 use crate::registration::{self, Registration};
 use crate::rounds::{decline, kill_task, radix36};
@@ -491,7 +490,7 @@ async fn round(
             }
             u
         });
-        let shortfall = short.as_ref().map(|u| decide::Shortfall {
+        let shortfall = short.as_ref().map(|u| matching::Shortfall {
             instances: u.instances,
             offers_examined: u.offers_examined,
             refusals: &u.refusals,

@@ -1,6 +1,7 @@
-//! Offers matched to services waiting for placement: which tasks to launch on which
-//! offer, and, for each service left short, why the offers turned it down — the
-//! answer to "why is my deployment stuck waiting?".
+//! Offers matched to what the built-in frameworks wait to place (services'
+//! instances, job runs' attempts): which tasks to launch on which offer, and, for
+//! each demand left short, why the offers turned it down — the answer to "why is my
+//! deployment stuck waiting?".
 //!
 //! A pure function of the round's offers and the services' demands, as Marathon's
 //! offer matcher:
@@ -944,6 +945,36 @@ impl<'a> DemandState<'a> {
             }
         }
     }
+}
+
+/// What the matcher said of a demand it left short in a round, as a status reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct Shortfall<'a> {
+    /// Instances left waiting.
+    pub instances: u32,
+    /// Offers looked at.
+    pub offers_examined: u32,
+    /// What turned them down.
+    pub refusals: &'a [Refusal],
+    /// Offers outstanding in the round, for every demand.
+    pub offers_in_round: usize,
+}
+
+/// Why a demand's instances wait, in one line.
+pub fn why(u: &Shortfall<'_>) -> String {
+    if u.refusals.is_empty() {
+        return if u.offers_in_round == 0 {
+            format!("{} instance(s) wait for offers: no node has free resources for them now", u.instances)
+        } else {
+            format!("{} instance(s) wait for the next offers", u.instances)
+        };
+    }
+    let reasons: Vec<String> = u
+        .refusals
+        .iter()
+        .map(|r| format!("{} (turned down {} offer(s) on {} node(s))", r.reason, r.offers, r.nodes))
+        .collect();
+    format!("{} instance(s) not placed: {}", u.instances, reasons.join("; "))
 }
 
 #[cfg(test)]
