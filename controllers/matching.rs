@@ -62,6 +62,21 @@ pub struct OfferView {
     pub ports: Vec<PortRange>,
 }
 
+/// The offers of `cache` still open to a framework: not being withdrawn, not
+/// declined, and not already `used` (accepted or declined by it in an earlier round,
+/// their end not yet seen).
+pub fn open_offers(
+    cache: &[std::sync::Arc<corral_api::kinds::framework::Offer>],
+    used: &HashMap<String, std::time::Instant>,
+) -> Vec<OfferView> {
+    cache
+        .iter()
+        .filter(|o| o.metadata.deletion_timestamp.is_none() && !used.contains_key(&o.metadata.name))
+        .filter(|o| o.status.as_ref().is_none_or(|s| s.declined_for_seconds.is_none()))
+        .map(|o| OfferView::of(o))
+        .collect()
+}
+
 impl OfferView {
     /// What matching reads of `offer`.
     pub fn of(offer: &corral_api::kinds::framework::Offer) -> Self {

@@ -353,14 +353,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
     };
     memory.registration.ensure(&apis.frameworks, JOBS_FRAMEWORK, !demands.is_empty(), &roles).await;
     memory.used.retain(|_, at| at.elapsed() < UNSEEN);
-    let offers: Vec<OfferView> = caches
-        .offers
-        .list()
-        .iter()
-        .filter(|o| o.metadata.deletion_timestamp.is_none() && !memory.used.contains_key(&o.metadata.name))
-        .filter(|o| o.status.as_ref().is_none_or(|s| s.declined_for_seconds.is_none()))
-        .map(|o| OfferView::of(o))
-        .collect();
+    let offers: Vec<OfferView> = matching::open_offers(&caches.offers.list(), &memory.used);
     let matching = matching::match_offers(&offers, &demands);
     let mut accepts: Vec<(String, Vec<(String, Task)>)> = Vec::new();
     for a in &matching.accepts {

@@ -622,3 +622,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_offers_neither_withdrawn_declined_nor_used_are_open() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use corral_api::kinds::framework::{Offer, OfferSpec, OfferStatus};
+
+    let offer = |name: &str| {
+        let mut o = Offer::new(
+            name,
+            OfferSpec { framework: "jobs".into(), node: format!("node-{name}"), ..Default::default() },
+        );
+        o.metadata.name = name.into();
+        o
+    };
+    let mut withdrawn = offer("withdrawn");
+    withdrawn.metadata.deletion_timestamp = Some("2026-12-03T00:00:00Z".into());
+    let mut declined = offer("declined");
+    declined.status = Some(OfferStatus { declined_for_seconds: Some(1) });
+    let cache: Vec<Arc<Offer>> =
+        [offer("open"), offer("used"), withdrawn, declined].into_iter().map(Arc::new).collect();
+    let used = HashMap::from([("used".to_string(), Instant::now())]);
+    let open = open_offers(&cache, &used);
+    assert_eq!(open.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["open"]);
+    assert_eq!(open[0].node, "node-open");
+}

@@ -344,14 +344,7 @@ async fn round(
     memory.registration.ensure(&apis.frameworks, SERVICES_FRAMEWORK, !demands.is_empty(), &roles).await;
 
     // 2. Offers matched to what waits.
-    let offers: Vec<OfferView> = caches
-        .offers
-        .list()
-        .iter()
-        .filter(|o| o.metadata.deletion_timestamp.is_none() && !memory.used.contains_key(&o.metadata.name))
-        .filter(|o| o.status.as_ref().is_none_or(|s| s.declined_for_seconds.is_none()))
-        .map(|o| OfferView::of(o))
-        .collect();
+    let offers: Vec<OfferView> = matching::open_offers(&caches.offers.list(), &memory.used);
     // With nothing waiting, every offer still held is declined.
     let matching = matching::match_offers(&offers, &demands);
     let by_name: HashMap<&str, &OfferView> = offers.iter().map(|o| (o.name.as_str(), o)).collect();
