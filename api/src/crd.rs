@@ -195,7 +195,7 @@ pub fn check(object: &Value) -> Vec<FieldError> {
         if c.pointer().is_none() {
             errors.push(FieldError::new(
                 format!("spec.additionalPrinterColumns[{i}].jsonPath"),
-                format!("{:?} is not a simple JSONPath such as .status.phase (fields only)", c.json_path),
+                format!("{:?} is not a simple JSONPath such as .status.phase or .spec.ports[0].port (fields and indexes only)", c.json_path),
             ));
         }
     }

@@ -100,17 +100,34 @@ impl PrinterColumn {
     }
 }
 
-/// `.a.b.c` → `/a/b/c`: the JSONPath subset printer columns use (fields only, no
-/// indexes or filters). `None` when the path is not of that form.
+/// `.a.b[0].c` → `/a/b/0/c`: the JSONPath subset printer columns use (fields and
+/// array indexes, no wildcards or filters). `None` when the path is not of that form.
 pub fn json_path_pointer(path: &str) -> Option<String> {
     let rest = path.strip_prefix('.')?;
     let mut out = String::with_capacity(path.len());
     for seg in rest.split('.') {
-        if seg.is_empty() || !seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        let (field, mut indexes) = match seg.split_once('[') {
+            Some((field, tail)) => (field, Some(tail)),
+            None => (seg, None),
+        };
+        if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return None;
         }
         out.push('/');
-        out.push_str(seg);
+        out.push_str(field);
+        // `[0]`, `[0][1]`: each a non-negative index, closed at once.
+        while let Some(tail) = indexes {
+            let (index, after) = tail.split_once(']')?;
+            if index.is_empty() || !index.chars().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            out.push('/');
+            out.push_str(index);
+            indexes = match after {
+                "" => None,
+                more => Some(more.strip_prefix('[')?),
+            };
+        }
     }
     Some(out)
 }
@@ -476,6 +493,16 @@ mod tests {
 
     use super::*;
     use crate::kinds::CustomResourceDefinition;
+
+    #[test]
+    fn printer_column_paths_take_fields_and_array_indexes() {
+        assert_eq!(json_path_pointer(".status.phase").as_deref(), Some("/status/phase"));
+        assert_eq!(json_path_pointer(".spec.schedules[0].cron").as_deref(), Some("/spec/schedules/0/cron"));
+        assert_eq!(json_path_pointer(".a[1][2]").as_deref(), Some("/a/1/2"));
+        for bad in ["status", ".a..b", ".a[", ".a[]", ".a[x]", ".a[-1]", ".a[0]b", "[0]", ".a[*]", ".a[?(@.x)]"] {
+            assert_eq!(json_path_pointer(bad), None, "{bad}");
+        }
+    }
 
     fn widget(short: &str) -> (String, KindInfo) {
         let crd: CustomResourceDefinition = serde_json::from_value(json!({
