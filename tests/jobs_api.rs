@@ -41,6 +41,17 @@ async fn a_job_is_stored_with_its_defaults_and_a_bad_one_is_refused_naming_the_f
     let (code, _) = s.get(&format!("{JOBS}/bad")).await;
     assert_eq!(code, StatusCode::NOT_FOUND, "a refused job changes nothing");
 
+    // Runs and their tasks are named after the job: a name that leaves no room is
+    // refused now rather than failing at each run.
+    let (code, out) = s.post(JOBS, &job(&"n".repeat(41))).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert!(out.to_string().contains("metadata.name") && out.to_string().contains("at most 40"), "{out}");
+    let mut two = job(&"t".repeat(30));
+    two["spec"]["schedules"] = json!([{"id": "a", "cron": "* * * * *"}, {"id": "rather-long-id", "cron": "* * * * *"}]);
+    let (code, out) = s.post(JOBS, &two).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert!(out.to_string().contains("spec.schedules[1].id") && !out.to_string().contains("schedules[0]"), "{out}");
+
     let run = json!({"apiVersion": "corral.dev/v1", "kind": "JobRun",
         "metadata": {"name": "backup-by-hand", "namespace": "default"}, "spec": {"job": "backup"}});
     let (code, out) = s.post(RUNS, &run).await;
@@ -99,4 +110,19 @@ async fn a_seconds_cron_schedule_starts_runs_named_after_their_times() {
     }
     let job = s.wait_for(&format!("{JOBS}/tick"), "the job's status", |j| j["status"]["lastRun"].is_string()).await;
     assert!(job["status"]["schedules"][0]["nextScheduleTime"].is_string(), "{job:#}");
+
+    // `corral get jobs`: schedule, last run, result, next run.
+    let args =
+        ["--server".to_string(), s.base.clone(), "--token".into(), s.token().to_string(), "get".into(), "jobs".into()];
+    let got = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_corral")).args(&args).output().expect("corral get jobs")
+    })
+    .await
+    .expect("corral get jobs ran");
+    let out = String::from_utf8_lossy(&got.stdout);
+    let header: Vec<&str> =
+        out.lines().next().unwrap_or_default().split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(header, ["NAME", "SCHEDULE", "LAST RUN", "RESULT", "NEXT RUN", "AGE"], "{out}");
+    let row = out.lines().find(|l| l.starts_with("tick ")).unwrap_or_default();
+    assert!(row.contains("*/2 * * * * *") && row.contains("tick-"), "{out}");
 }

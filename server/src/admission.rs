@@ -44,6 +44,9 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
                 return Ok(());
             }
             job_template(ctx, object)?;
+            if ctx.info.plural == "jobs" {
+                run_names_fit(ctx, object)?;
+            }
             task_policy(ctx, object, "/spec/run/task", "spec.run.task").await
         }
         _ => Ok(()),
@@ -220,6 +223,45 @@ fn service_template(ctx: &Ctx, object: &Value) -> ApiResult<()> {
 fn job_template(ctx: &Ctx, object: &Value) -> ApiResult<()> {
     let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let why = left_to_the_scheduler(object, "/spec/run/task", "spec.run.task", "jobs", "spec.run.role", "kill the run");
+    if why.is_empty() { Ok(()) } else { Err(ApiError::invalid(&ctx.info, name, why)) }
+}
+
+/// A job's runs are named `JOB-YYYYmmddHHMMSS` (`JOB-SCHEDULE-…` when it has several
+/// schedules; a manual run adds three letters) and their attempts' tasks `RUN-N`
+/// (N up to 1000): a name must leave room for that within 63 characters, or the
+/// job would be accepted and then fail at each run.
+fn run_names_fit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
+    // "-" + 14 digits + 3 letters of a manual run + "-1000".
+    const SUFFIX: usize = 1 + 14 + 3 + 5;
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let schedules = object.pointer("/spec/schedules").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let budget = corral_api::names::MAX_NAME_LEN - SUFFIX;
+    let mut why = Vec::new();
+    if name.len() > budget {
+        why.push(corral_api::FieldError::new(
+            "metadata.name",
+            format!(
+                "must be at most {budget} characters (has {}): runs and their tasks are named after the job, \
+                 with the time and attempt added",
+                name.len()
+            ),
+        ));
+    } else if schedules.len() > 1 {
+        for (i, s) in schedules.iter().enumerate() {
+            let id = s.get("id").and_then(Value::as_str).unwrap_or("default");
+            if name.len() + 1 + id.len() > budget {
+                why.push(corral_api::FieldError::new(
+                    format!("spec.schedules[{i}].id"),
+                    format!(
+                        "with several schedules, runs are named JOB-ID-TIME: the job's name and this id \
+                         together must be at most {} characters (have {})",
+                        budget - 1,
+                        name.len() + id.len()
+                    ),
+                ));
+            }
+        }
+    }
     if why.is_empty() { Ok(()) } else { Err(ApiError::invalid(&ctx.info, name, why)) }
 }
 

@@ -56,8 +56,10 @@ fn fifteen_minutes() -> u64 {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Schedule {
-    /// Names the schedule in runs and status (default `default`).
+    /// Names the schedule in runs and status (default `default`): lowercase letters,
+    /// digits and `-`, as it becomes part of run names when a job has several.
     #[serde(default = "default_schedule_id")]
+    #[schemars(length(min = 1, max = 20), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub id: String,
     /// A cron expression: five fields, or six with seconds first
     /// (`*/10 * * * * *`: every ten seconds).
@@ -110,9 +112,10 @@ pub struct RunTemplate {
     /// What a failed attempt leads to (default `NEVER`).
     #[serde(default)]
     pub restart_policy: RestartPolicy,
-    /// With `ON_FAILURE`, the attempts a run may make in all (default 6).
+    /// With `ON_FAILURE`, the attempts a run may make in all (default 6, at most
+    /// 1000).
     #[serde(default = "six")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000))]
     pub retry_limit: u32,
     /// Seconds the whole run may take, from its creation, attempts included; past
     /// them its task is killed and the run fails.
