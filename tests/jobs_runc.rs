@@ -1,7 +1,8 @@
 //! Jobs end to end on real containers: the real server with its controller manager
 //! (the offers controller and the built-in `jobs` framework), a real `corral agent`
-//! process and busybox containers under runc. A run started by hand runs and its
-//! logs show; a seconds-cron job runs on schedule; `FORBID` refuses a manual run
+//! process and busybox containers under runc. A run started by hand (`corral job
+//! run`) runs and its logs show, `corral job history` lists it, `corral job kill` ends
+//! a run; a seconds-cron job runs on schedule; `FORBID` refuses a manual run
 //! while one is active; `REPLACE` kills the older run; `ON_FAILURE` retries until its
 //! limit and its deadline; history limits prune old runs.
 
@@ -45,38 +46,90 @@ async fn runs_of(c: &Cluster, job: &str) -> Vec<Value> {
     list["items"].as_array().into_iter().flatten().filter(|r| r["spec"]["job"] == job).cloned().collect()
 }
 
+/// Runs `corral ARGS` against the cluster as its admin, beside this test's runtime
+/// (which serves the API the CLI asks).
+async fn corral(c: &Cluster, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--server".to_string(), c.url.clone(), "--token".into(), c.admin_token()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_corral")).args(&all).output().expect("corral runs")
+    })
+    .await
+    .expect("corral ran")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
 #[tokio::test]
 async fn a_run_by_hand_runs_and_its_logs_show_and_on_failure_retries_until_its_limit() {
     let c = Cluster::start("jobs-hand", GRACE).await;
     c.send(reqwest::Method::POST, JOBS, Some(&job("hello", "echo hello from a job", json!({}), json!([])))).await;
-    run_by_hand(&c, "hello", "hello-1").await;
-    let done = c.wait_for(&format!("{RUNS}/hello-1"), "run hello-1 to succeed", |r| phase(r) == "Succeeded").await;
+    // `corral job run --wait` prints the run's name, follows it, and exits 0 once it succeeded.
+    let started = corral(&c, &["job", "run", "hello", "--wait", "--timeout", "120"]).await;
+    let (out, err) = (text(&started.stdout), text(&started.stderr));
+    assert_eq!(started.status.code(), Some(0), "{out}{err}");
+    let run = out.trim().to_string();
+    assert!(run.starts_with("hello-") && !run.contains('\n'), "the run's name alone: {out:?}");
+    assert!(err.contains(&format!("jobrun/{run}: Succeeded")), "{err}");
+    let done = c.get(&format!("{RUNS}/{run}")).await.expect("the run");
+    assert_eq!(phase(&done), "Succeeded", "{done:#}");
+    assert_eq!(done.pointer("/metadata/labels/corral.dev~1job"), Some(&json!("hello")), "{done:#}");
     let attempts = done.pointer("/status/attempts").and_then(Value::as_array).cloned().unwrap_or_default();
     assert_eq!(attempts.len(), 1, "{done:#}");
     assert_eq!(attempts[0]["node"], "jobs-hand", "{done:#}");
     assert!(attempts[0]["startTime"].is_string() && attempts[0]["finishTime"].is_string(), "{done:#}");
     let task = attempts[0]["task"].as_str().expect("the attempt's task").to_string();
-    // The CLI runs beside this test's runtime, which serves the API it asks.
-    let args = ["--server".to_string(), c.url.clone(), "--token".into(), c.admin_token(), "logs".into(), task.clone()];
-    let logs = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_corral")).args(&args).output().expect("corral logs")
-    })
-    .await
-    .expect("corral logs ran");
-    let out = String::from_utf8_lossy(&logs.stdout);
-    assert!(out.contains("hello from a job"), "logs of {task}: {out} {}", String::from_utf8_lossy(&logs.stderr));
+    let logs = corral(&c, &["logs", &task]).await;
+    let out = text(&logs.stdout);
+    assert!(out.contains("hello from a job"), "logs of {task}: {out} {}", text(&logs.stderr));
+    // Its history lists the run, how it was started and how it ended.
+    let history = corral(&c, &["job", "history", "hello"]).await;
+    let out = text(&history.stdout);
+    assert_eq!(history.status.code(), Some(0), "{out}{}", text(&history.stderr));
+    let row = out.lines().find(|l| l.starts_with(&run)).unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(out.starts_with("RUN "), "{out}");
+    assert_eq!(cells.get(1..2), Some(&["manual"][..]), "{out}");
+    assert!(cells.contains(&"Succeeded"), "{out}");
 
-    // ON_FAILURE: three attempts, each a task of its own, then the run fails saying so.
+    // ON_FAILURE: three attempts, each a task of its own, then the run fails saying so
+    // (and `--wait` exits 1).
     let flaky =
         job("flaky", "echo attempt; exit 3", json!({"restartPolicy": "ON_FAILURE", "retryLimit": 3}), json!([]));
     c.send(reqwest::Method::POST, JOBS, Some(&flaky)).await;
-    run_by_hand(&c, "flaky", "flaky-1").await;
-    let failed = c.wait_for(&format!("{RUNS}/flaky-1"), "run flaky-1 to fail", |r| phase(r) == "Failed").await;
+    let started = corral(&c, &["job", "run", "job/flaky", "--wait", "--timeout", "120"]).await;
+    assert_eq!(started.status.code(), Some(1), "{}{}", text(&started.stdout), text(&started.stderr));
+    let run = text(&started.stdout).trim().to_string();
+    let failed = c.get(&format!("{RUNS}/{run}")).await.expect("the run");
+    assert_eq!(phase(&failed), "Failed", "{failed:#}");
     let attempts = failed.pointer("/status/attempts").and_then(Value::as_array).cloned().unwrap_or_default();
     assert_eq!(attempts.len(), 3, "{failed:#}");
     assert!(attempts.iter().all(|a| a["exitCode"] == 3), "{failed:#}");
     let message = failed.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
     assert!(message.contains("gave up after 3"), "{failed:#}");
+
+    // `corral job kill` ends a run that would go on, and its task with it.
+    c.send(reqwest::Method::POST, JOBS, Some(&job("forever", "sleep 600", json!({}), json!([])))).await;
+    let started = corral(&c, &["job", "run", "forever"]).await;
+    let run = text(&started.stdout).trim().to_string();
+    let running = c.wait_for(&format!("{RUNS}/{run}"), "run forever to be running", |r| phase(r) == "Running").await;
+    let task = running.pointer("/status/attempts/0/task").and_then(Value::as_str).unwrap_or_default().to_string();
+    let killed = corral(&c, &["job", "kill", &run]).await;
+    assert_eq!(killed.status.code(), Some(0), "{}", text(&killed.stderr));
+    assert_eq!(text(&killed.stdout).trim(), format!("jobrun/{run} killed"));
+    c.wait_for(&format!("{RUNS}/{run}"), "the run to end killed", |r| phase(r) == "Killed").await;
+    c.wait_for(&Cluster::task_path(&task), "its task to be killed", |t| {
+        t.pointer("/status/phase").and_then(Value::as_str) == Some("KILLED")
+    })
+    .await;
+    let again = corral(&c, &["job", "kill", &format!("jobrun/{run}")]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("already ended (Killed)"), "{}", text(&again.stderr));
+    let missing = corral(&c, &["job", "run", "no-such-job"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("job/no-such-job not found"), "{}", text(&missing.stderr));
 
     // A deadline ends a run that would go on.
     let slow = job("slow", "sleep 600", json!({"activeDeadlineSeconds": 3}), json!([]));
@@ -134,9 +187,12 @@ async fn a_seconds_cron_job_runs_on_schedule_forbid_refuses_a_manual_run_and_rep
         runs_of(&c, "hold").await.iter().any(|r| phase(r) == "Running").then_some(())
     })
     .await;
-    run_by_hand(&c, "hold", "hold-by-hand").await;
-    let refused =
-        c.wait_for(&format!("{RUNS}/hold-by-hand"), "the manual run to be refused", |r| phase(r) == "Failed").await;
+    let by_hand = corral(&c, &["job", "run", "hold", "--wait", "--timeout", "120"]).await;
+    assert_eq!(by_hand.status.code(), Some(1), "{}{}", text(&by_hand.stdout), text(&by_hand.stderr));
+    assert!(text(&by_hand.stderr).contains("FORBID"), "{}", text(&by_hand.stderr));
+    let run = text(&by_hand.stdout).trim().to_string();
+    let refused = c.get(&format!("{RUNS}/{run}")).await.expect("the refused run");
+    assert_eq!(phase(&refused), "Failed", "{refused:#}");
     let message = refused.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
     assert!(message.contains("FORBID"), "{refused:#}");
     let active = runs_of(&c, "hold").await.into_iter().filter(|r| phase(r) == "Running" || phase(r) == "Pending");

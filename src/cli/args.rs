@@ -103,6 +103,9 @@ pub enum Command {
     /// Follow, list and undo a service's rollouts.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Start, list and kill the runs of a job.
+    #[command(subcommand)]
+    Job(JobCommand),
 }
 
 /// `corral token` subcommands.
@@ -634,6 +637,22 @@ pub enum ConvertCommand {
     /// (`{"apps": [...]}`) or a list, as Service manifests. Each field that cannot be
     /// carried over is named on stderr; the exit code is 0 all the same.
     Marathon(ConvertMarathonArgs),
+    /// A Metronome (DC/OS Jobs) job definition (`{"id": "nightly", "run": {...}}`),
+    /// with its schedules (`"schedules": [...]` in the file, as `GET
+    /// /v1/jobs/ID?embed=activeSchedules` returns them), as a Job manifest. Each field
+    /// that cannot be carried over is named on stderr; the exit code is 0 all the same.
+    Metronome(ConvertMetronomeArgs),
+}
+
+/// Options of `corral convert metronome`.
+#[derive(Args, Debug)]
+pub struct ConvertMetronomeArgs {
+    /// The job's JSON file; `-` reads stdin. A list of jobs converts each.
+    pub file: PathBuf,
+
+    /// Output format: one YAML document per job, or JSON (a `List` for several jobs).
+    #[arg(short = 'o', long, value_enum, default_value_t = ManifestFormat::Yaml)]
+    pub output: ManifestFormat,
 }
 
 /// Options of `corral convert marathon`.
@@ -736,7 +755,7 @@ pub struct RolloutHistoryArgs {
 /// Output formats of `corral rollout history`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum HistoryFormat {
-    /// Aligned columns: revision, time, image, command.
+    /// Aligned columns.
     #[default]
     Table,
     /// The revisions, templates included, as YAML.
@@ -759,4 +778,64 @@ pub struct RolloutUndoArgs {
     /// before the current revision.
     #[arg(long, value_name = "N")]
     pub to_revision: Option<u64>,
+}
+
+/// `corral job` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Start a run of a job now and print its name (`FORBID` refuses it while
+    /// another run is active).
+    Run(JobRunArgs),
+    /// List a job's runs, oldest first: what started each, when, for how long, and
+    /// how it ended.
+    History(JobHistoryArgs),
+    /// Kill a run: its task is stopped and it ends `Killed`.
+    Kill(JobKillArgs),
+}
+
+/// Options of `corral job run`.
+#[derive(Args, Debug)]
+pub struct JobRunArgs {
+    /// The job (`NAME` or `job/NAME`).
+    #[arg(value_name = "NAME")]
+    pub job: String,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+
+    /// Wait for the run to end, printing its phase as it changes; exit 0 when it
+    /// succeeded, 1 otherwise.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Seconds `--wait` waits before giving up (exit 1); 0 waits for ever.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub timeout: u64,
+}
+
+/// Options of `corral job history`.
+#[derive(Args, Debug)]
+pub struct JobHistoryArgs {
+    /// The job (`NAME` or `job/NAME`).
+    #[arg(value_name = "NAME")]
+    pub job: String,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+
+    /// Output format: a table, or the runs in full as YAML or JSON.
+    #[arg(short = 'o', long, value_enum, default_value_t = HistoryFormat::Table)]
+    pub output: HistoryFormat,
+}
+
+/// Options of `corral job kill`.
+#[derive(Args, Debug)]
+pub struct JobKillArgs {
+    /// The run (`RUN` or `jobrun/RUN`), as `corral job run` and `corral job history`
+    /// print it.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
 }

@@ -1,6 +1,6 @@
 //! The `corral` command line: running the system (`up`, `server`, `controllers`,
 //! `agent`) and talking to it (`apply`, `get`, `describe`, `delete`, `diff`, `explain`,
-//! `api-resources`, `logs`, `image`, `scale`, `restart`, `rollout`), and `convert`.
+//! `api-resources`, `logs`, `image`, `scale`, `restart`, `rollout`, `job`), and `convert`.
 //!
 //! Exit codes: 0 success, 1 error; `diff` exits 1 when there are differences and 2
 //! on error. Errors go to stderr as `error: ...`.
@@ -38,8 +38,10 @@ mod delete;
 mod describe;
 mod diff;
 mod explain;
+mod follow;
 mod get;
 mod image;
+mod job;
 mod logs;
 mod rollout;
 mod serve;
@@ -144,6 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Scale(a) => rollout::scale(&ctx()?, a).await,
         Command::Restart(a) => rollout::restart(&ctx()?, a).await,
         Command::Rollout(c) => rollout::run(&ctx()?, c).await,
+        Command::Job(c) => job::run(&ctx()?, c).await,
         Command::Bench { args } => Ok(bench::run(&args)),
     }
 }

@@ -11,14 +11,14 @@ use anyhow::{Context as _, anyhow, bail};
 use corral_api::Resource;
 use corral_api::kinds::service::{DeploymentPhase, Service, TemplateRevision};
 use corral_api::kinds::task::TaskSpec;
-use corral_client::{Api, Patch, WatchEvent, WatchParams, WriteParams};
-use futures::StreamExt;
+use corral_client::{Api, Patch, WriteParams};
 use serde_json::json;
 
 use super::Ctx;
 use super::args::{
     HistoryFormat, RestartArgs, RolloutCommand, RolloutHistoryArgs, RolloutStatusArgs, RolloutUndoArgs, ScaleArgs,
 };
+use super::follow::Ended;
 use super::output::{Table, to_json, to_yaml};
 
 /// Read-modify-write attempts of `undo` before a conflict is an error.
@@ -182,68 +182,25 @@ async fn status(ctx: &Ctx, args: RolloutStatusArgs) -> anyhow::Result<u8> {
 
 /// Watches `service/NAME` from `last`, printing each new progress line, until done.
 async fn follow(api: &Api<Service>, name: &str, ns: &str, last: Service, mut shown: String) -> anyhow::Result<u8> {
-    let deleted = || {
-        eprintln!("error: service/{name} was deleted from namespace {ns:?} before it rolled out");
-        Ok(1)
-    };
-    let mut params = WatchParams {
-        field_selector: Some(format!("metadata.name={name}")),
-        resource_version: last.metadata.resource_version.clone(),
-        bookmarks: true,
-        ..WatchParams::default()
-    };
-    // Shows `svc`'s progress if it changed; `Some(0)` once done.
-    let mut show = |svc: &Service| -> anyhow::Result<Option<u8>> {
+    let from = last.metadata.resource_version.clone();
+    let ended = super::follow::follow(api, name, from, |svc| {
         let now = progress(svc);
         if now.line != shown {
             outln!("{}", now.line)?;
             shown = now.line;
         }
         Ok(now.done.then_some(0))
-    };
-    loop {
-        let mut stream = match api.watch(&params).await {
-            Ok(s) => s,
-            Err(e) if e.is_gone() => {
-                // Too far behind: read the service again and watch from there.
-                let Some(svc) = api.get_opt(name).await? else { return deleted() };
-                if let Some(code) = show(&svc)? {
-                    return Ok(code);
-                }
-                params.resource_version = svc.metadata.resource_version;
-                continue;
-            }
-            Err(e) => return Err(explain(e, name, ns)),
-        };
-        let mut received = false;
-        while let Some(event) = stream.next().await {
-            received = true;
-            match event? {
-                WatchEvent::Added(svc) | WatchEvent::Modified(svc) => {
-                    params.resource_version = svc.metadata.resource_version.clone();
-                    if let Some(code) = show(&svc)? {
-                        return Ok(code);
-                    }
-                }
-                WatchEvent::Deleted(_) => return deleted(),
-                WatchEvent::Bookmark { resource_version } => params.resource_version = Some(resource_version),
-                WatchEvent::Error(status) if status.code == 410 => {
-                    let Some(svc) = api.get_opt(name).await? else { return deleted() };
-                    if let Some(code) = show(&svc)? {
-                        return Ok(code);
-                    }
-                    params.resource_version = svc.metadata.resource_version;
-                    break;
-                }
-                WatchEvent::Error(status) => {
-                    let why = if status.message.is_empty() { status.reason } else { status.message };
-                    bail!("the watch of service/{name} failed: {why}; run the command again");
-                }
-            }
-        }
-        // The server ended the watch; resume, pausing if it ended at once.
-        if !received {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+    })
+    .await
+    .map_err(|e| match e.downcast::<corral_client::Error>() {
+        Ok(e) => explain(e, name, ns),
+        Err(e) => e,
+    })?;
+    match ended {
+        Ended::Done(code) => Ok(code),
+        Ended::Deleted => {
+            eprintln!("error: service/{name} was deleted from namespace {ns:?} before it rolled out");
+            Ok(1)
         }
     }
 }
