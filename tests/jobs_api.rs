@@ -1,6 +1,7 @@
-//! Issue 12 (jobs), the API half: `Job` and `JobRun` are served, validated against
-//! their published schemas, and admitted as the tasks they will launch would be.
-//! (The jobs controller that starts their runs is not wired yet.)
+//! Jobs without an agent: `Job` and `JobRun` are served, validated against their
+//! published schemas and admitted as the tasks they will launch would be; schedules
+//! start runs named after their times; a time missed while the control plane was down
+//! runs once when it is back, if its starting deadline allows.
 
 mod api_support;
 
@@ -125,4 +126,80 @@ async fn a_seconds_cron_schedule_starts_runs_named_after_their_times() {
     assert_eq!(header, ["NAME", "SCHEDULE", "LAST RUN", "RESULT", "NEXT RUN", "AGE"], "{out}");
     let row = out.lines().find(|l| l.starts_with("tick ")).unwrap_or_default();
     assert!(row.contains("*/2 * * * * *") && row.contains("tick-"), "{out}");
+}
+
+#[tokio::test]
+async fn a_time_missed_while_the_control_plane_was_down_runs_once_when_it_is_back_if_its_deadline_allows() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    // Two jobs due once a day at the same second, a few seconds from now: one may
+    // start up to 15 minutes late, the other only 1 second late.
+    let due = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let cron = due.format("%-S %-M %-H * * *").to_string();
+    let due_at = due.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut late = job("late");
+    late["spec"]["schedules"] = json!([{"id": "daily", "cron": cron, "startingDeadlineSeconds": 900}]);
+    let mut strict = job("strict");
+    strict["spec"]["schedules"] = json!([{"id": "daily", "cron": cron, "startingDeadlineSeconds": 1}]);
+    for j in [&late, &strict] {
+        let (code, out) = s.post(JOBS, j).await;
+        assert_eq!(code, StatusCode::CREATED, "{out}");
+        let name = j["metadata"]["name"].as_str().unwrap_or_default();
+        s.wait_for(&format!("{JOBS}/{name}"), "the job's next time", |v| v["status"]["nextRunTime"] == due_at).await;
+    }
+    // Down across the due time, and back three seconds after it.
+    let back = tokio::time::Instant::now() + (due - chrono::Utc::now()).to_std().unwrap_or_default();
+    let s = s
+        .restart_after(async {
+            assert!(chrono::Utc::now() < due, "the control plane went down before {due_at}");
+            tokio::time::sleep_until(back + std::time::Duration::from_secs(3)).await;
+        })
+        .await;
+    let runs = s
+        .wait_for(RUNS, "the missed run of late", |v| {
+            v["items"].as_array().is_some_and(|i| i.iter().any(|r| r["spec"]["job"] == "late"))
+        })
+        .await;
+    let stamp: String = due_at.chars().filter(char::is_ascii_digit).collect();
+    let run = format!("late-{stamp}");
+    let of = |job: &str| -> Vec<Value> {
+        runs["items"].as_array().into_iter().flatten().filter(|r| r["spec"]["job"] == job).cloned().collect()
+    };
+    assert_eq!(of("late").len(), 1, "{runs:#}");
+    assert_eq!(of("late")[0]["metadata"]["name"], run.as_str(), "{runs:#}");
+    assert_eq!(of("late")[0]["spec"]["trigger"]["scheduledTime"], due_at.as_str(), "{runs:#}");
+    let said = s
+        .wait_for(&format!("{RUNS}/{run}"), "the run to say it started late", |r| {
+            r["status"]["message"].as_str().is_some_and(|m| m.contains("late"))
+        })
+        .await;
+    assert!(said["status"]["message"].as_str().unwrap_or_default().contains(&format!("due at {due_at}")), "{said:#}");
+    // Past its deadline: not run, counted as missed.
+    let strict = s
+        .wait_for(&format!("{JOBS}/strict"), "strict to count its missed time", |j| {
+            j["status"]["schedules"][0]["missed"] == 1
+        })
+        .await;
+    assert!(strict["status"]["lastRun"].is_null(), "{strict:#}");
+    // Once, not once per restart: after another restart the time is not run again.
+    let s = s.restart().await;
+    // The controller has been round once it answers a job created now.
+    let (code, out) = s.post(JOBS, &job("probe")).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    s.wait_for(&format!("{JOBS}/probe"), "the controller to see a new job", |j| j["status"]["nextRunTime"].is_string())
+        .await;
+    let job = s
+        .wait_for(&format!("{JOBS}/late"), "late's status after the second restart", |j| {
+            j["status"]["schedules"][0]["lastScheduleTime"] == due_at.as_str()
+                && j["metadata"]["generation"] == j["status"]["observedGeneration"]
+        })
+        .await;
+    let (_, runs) = s.get(RUNS).await;
+    let kept: Vec<&Value> =
+        runs["items"].as_array().into_iter().flatten().filter(|r| r["spec"]["job"] == "late").collect();
+    assert_eq!(kept.len(), 1, "{runs:#} {job:#}");
+    let (_, runs) = s.get(RUNS).await;
+    assert!(!runs["items"].as_array().into_iter().flatten().any(|r| r["spec"]["job"] == "strict"), "{runs:#}");
 }

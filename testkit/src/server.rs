@@ -208,6 +208,16 @@ impl TestServer {
         Self::start_in(dir, options).await
     }
 
+    /// Stops gracefully, waits for `down` (the control plane being down across some
+    /// time), then starts again on the same data with the same settings.
+    pub async fn restart_after(mut self, down: impl std::future::Future<Output = ()>) -> Self {
+        let options = self.options.clone();
+        self.shut_down().await;
+        down.await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        Self::start_in(dir, options).await
+    }
+
     /// Stops gracefully.
     pub async fn stop(mut self) {
         self.shut_down().await;

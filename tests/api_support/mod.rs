@@ -48,6 +48,12 @@ impl TestServer {
         Self::wrap(self.inner.restart_with(|_| {}).await)
     }
 
+    /// Stops the server gracefully, waits for `down`, and starts it again on the same
+    /// data with the same settings.
+    pub async fn restart_after(self, down: impl std::future::Future<Output = ()>) -> Self {
+        Self::wrap(self.inner.restart_after(down).await)
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(self) {
         self.inner.stop().await;
