@@ -639,7 +639,7 @@ pub enum ConvertCommand {
     Marathon(ConvertMarathonArgs),
     /// A Metronome (DC/OS Jobs) job definition (`{"id": "nightly", "run": {...}}`),
     /// with its schedules (`"schedules": [...]` in the file, as `GET
-    /// /v1/jobs/ID?embed=activeSchedules` returns them), as a Job manifest. Each field
+    /// /v1/jobs/ID?embed=schedules` returns them), as a Job manifest. Each field
     /// that cannot be carried over is named on stderr; the exit code is 0 all the same.
     Metronome(ConvertMetronomeArgs),
 }

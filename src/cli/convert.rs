@@ -28,33 +28,51 @@ use corral_api::names::{check_label_value, check_qualified_key};
 use serde_json::{Map, Value};
 
 use super::args::{ConvertCommand, ConvertMarathonArgs, ManifestFormat};
+
+mod metronome;
 use super::output::{to_json, to_yaml};
 
 pub(crate) fn run(cmd: ConvertCommand) -> anyhow::Result<u8> {
     match cmd {
         ConvertCommand::Marathon(args) => marathon(&args),
+        ConvertCommand::Metronome(args) => metronome::run(&args),
     }
 }
 
 fn marathon(args: &ConvertMarathonArgs) -> anyhow::Result<u8> {
     let (source, text) = read(&args.file)?;
     let conversion = convert_marathon(&source, &text).map_err(anyhow::Error::msg)?;
-    let text = match (args.output, conversion.services.as_slice()) {
-        (ManifestFormat::Yaml, services) => {
-            services.iter().map(to_yaml).collect::<anyhow::Result<Vec<_>>>()?.join("---\n")
-        }
+    print(args.output, &conversion.services, &conversion.messages)
+}
+
+/// Prints converted `objects` on stdout in `format` — one YAML document each, or
+/// JSON (a `List` for several) — and the `messages` about them on stderr.
+fn print<T: serde::Serialize>(format: ManifestFormat, objects: &[T], messages: &[String]) -> anyhow::Result<u8> {
+    let text = match (format, objects) {
+        (ManifestFormat::Yaml, all) => all.iter().map(to_yaml).collect::<anyhow::Result<Vec<_>>>()?.join("---\n"),
         (ManifestFormat::Json, [one]) => to_json(one)?,
-        (ManifestFormat::Json, services) => to_json(&serde_json::json!({
+        (ManifestFormat::Json, all) => to_json(&serde_json::json!({
             "apiVersion": corral_api::API_VERSION,
             "kind": "List",
-            "items": services,
+            "items": all,
         }))?,
     };
     out!("{text}")?;
-    for line in &conversion.messages {
+    for line in messages {
         eprintln!("{line}");
     }
     Ok(0)
+}
+
+/// `text`, read from `source`, as JSON; else an error naming the file, line and
+/// column.
+fn parse_json(source: &str, text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        let message = message.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&message);
+        let message = if e.is_eof() { "the file ends before the JSON does" } else { message };
+        format!("{source}:{}:{}: not valid JSON: {message}", e.line(), e.column().max(1))
+    })
 }
 
 /// The file's name as messages show it, and its text.
@@ -86,12 +104,7 @@ pub(crate) struct Conversion {
 /// What is wrong, starting with `source`: text that is not JSON (with line and
 /// column), JSON that is not an app, an app whose id names nothing.
 pub(crate) fn convert_marathon(source: &str, text: &str) -> Result<Conversion, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        let message = e.to_string();
-        let message = message.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&message);
-        let message = if e.is_eof() { "the file ends before the JSON does" } else { message };
-        format!("{source}:{}:{}: not valid JSON: {message}", e.line(), e.column().max(1))
-    })?;
+    let value = parse_json(source, text)?;
     let mut found = Vec::new();
     let mut messages = Vec::new();
     find_apps(source, &value, "", "/", &mut found, &mut messages).map_err(|why| {

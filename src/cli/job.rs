@@ -82,7 +82,7 @@ async fn start(ctx: &Ctx, args: JobRunArgs) -> anyhow::Result<u8> {
     let mut created = None;
     for _ in 0..NAME_ATTEMPTS {
         let mut run = JobRun::new(
-            &manual_run_name(name, chrono::Utc::now(), random_bits()),
+            manual_run_name(name, chrono::Utc::now(), random_bits()),
             JobRunSpec { job: name.to_string(), ..JobRunSpec::default() },
         );
         run.metadata.namespace = Some(ns.to_string());
