@@ -24,6 +24,12 @@
 //! [`HollowOptions::max_queued`] tasks wait; only then is it held back. Memory is
 //! bounded by that, the concurrency and the watch's lag.
 //!
+//! # Tasks that end
+//! A hollow task runs until it is killed, unless its environment says otherwise:
+//! [`EXIT_AFTER_ENV`]` = "SECONDS[:CODE]"` makes the node report it ended that long
+//! after it reported it `RUNNING` — `FINISHED` with exit code 0, or `FAILED` with
+//! CODE — as an agent reports a process that exited (a job's task, say).
+//!
 //! Heartbeats are paced: each node renews its lease once per interval at its own
 //! offset, as unsynchronised agents do, many at once if the server is slow.
 
@@ -51,6 +57,9 @@ pub const SIMULATED: &str = "simulated";
 pub const AGENT_VERSION: &str = "hollow (simulated)";
 /// What every status a hollow node writes says, besides what happened.
 pub const SIMULATED_NOTE: &str = "simulated by a hollow node: no process runs";
+/// The environment variable of a task that makes a hollow node end it:
+/// `SECONDS[:CODE]` after it was reported running (see the module's doc).
+pub const EXIT_AFTER_ENV: &str = "CORRAL_HOLLOW_EXIT_AFTER";
 /// Requests a hollow cluster has in flight at once while registering or heartbeating.
 const CONCURRENCY: usize = 64;
 /// Heartbeats in flight at once, at most.
@@ -540,6 +549,13 @@ async fn realize_once(tasks: &Api<Task>, mut task: Task, written: &mut Option<u6
         st.message = Some(SIMULATED_NOTE.into());
         task = tasks.update_status(&task).await?;
         *written = Some(task.revision());
+        if let Some((after, code)) = exit_after(&task) {
+            let (tasks, ns, name) = (tasks.clone(), task.metadata.namespace.clone(), task.metadata.name.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                exit(&tasks.in_namespace(ns.as_deref().unwrap_or_default()), &name, code).await;
+            });
+        }
     }
     if !taken {
         task.metadata.finalizers.push(AGENT_FINALIZER.into());
@@ -547,6 +563,55 @@ async fn realize_once(tasks: &Api<Task>, mut task: Task, written: &mut Option<u6
         *written = Some(task.revision());
     }
     Ok(())
+}
+
+/// When and how `task` ends by itself, from its [`EXIT_AFTER_ENV`].
+fn exit_after(task: &Task) -> Option<(Duration, i32)> {
+    let value = task.spec.env.get(EXIT_AFTER_ENV)?;
+    let (secs, code) = match value.split_once(':') {
+        Some((secs, code)) => (secs, code.trim().parse().ok()?),
+        None => (value.as_str(), 0),
+    };
+    let secs: f64 = secs.trim().parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0)?;
+    Some((Duration::from_secs_f64(secs), code))
+}
+
+/// Reports task `name` ended with exit `code`, as an agent whose process exited —
+/// unless it is no longer running (killed, or gone, meanwhile). The realizer then
+/// lets go of it, as of any task that ended.
+async fn exit(tasks: &Api<Task>, name: &str, code: i32) {
+    for attempt in 1..=ATTEMPTS {
+        let mut task = match tasks.get(name).await {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => return,
+            Err(e) => {
+                tracing::debug!(task = %name, error = %e, "reading a hollow task to end it failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt)).await;
+                continue;
+            }
+        };
+        let phase = task.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        if phase != TaskPhase::Running || task.spec.kill || task.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let st = task.status.get_or_insert_default();
+        st.phase = if code == 0 { TaskPhase::Finished } else { TaskPhase::Failed };
+        st.exit_code = Some(code);
+        st.reason = Some(if code == 0 { "Finished" } else { "Failed" }.into());
+        st.message = Some(format!("exited with code {code} ({SIMULATED_NOTE})"));
+        st.finish_time = Some(corral_api::meta::now_timestamp());
+        match tasks.update_status(&task).await {
+            Ok(_) => return,
+            Err(e) if e.is_not_found() => return,
+            // A conflict: read it again and judge anew.
+            Err(e) if e.is_conflict() => {}
+            Err(e) => {
+                tracing::debug!(task = %name, error = %e, "ending a hollow task failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt)).await;
+            }
+        }
+    }
+    tracing::warn!(task = %name, "hollow node gave up ending a task");
 }
 
 #[cfg(test)]
@@ -569,6 +634,21 @@ mod tests {
             t.metadata.deletion_timestamp = Some(corral_api::meta::now_timestamp());
         }
         t
+    }
+
+    #[test]
+    fn a_task_ends_by_itself_only_when_its_environment_says_when() {
+        let with = |v: &str| {
+            let mut t = task(Some(TaskPhase::Running), true, false, false);
+            t.spec.env.insert(EXIT_AFTER_ENV.into(), v.into());
+            exit_after(&t)
+        };
+        assert_eq!(exit_after(&task(Some(TaskPhase::Running), true, false, false)), None);
+        assert_eq!(with("2"), Some((Duration::from_secs(2), 0)));
+        assert_eq!(with("0.5:3"), Some((Duration::from_millis(500), 3)));
+        assert_eq!(with("-1"), None);
+        assert_eq!(with("soon"), None);
+        assert_eq!(with("1:x"), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod agent;
 mod controller;
 pub mod hollow;
+pub mod jobs;
 mod load;
 pub mod procs;
 pub mod services;

@@ -53,6 +53,44 @@ enum BenchCommand {
     /// and CPU. Starts `corral server` itself unless --server names one. Stops by
     /// itself: past --timeout it prints what it reached and exits 1.
     Services(BenchServicesArgs),
+    /// The jobs benchmark, on hollow nodes (SIMULATED: each task "exits" a set time
+    /// after it runs): J jobs with a seconds-cron — lag from each due time to its
+    /// task RUNNING (p50/p99/max) and due times missed — then R manual runs created
+    /// at once — time until all ended. Each phase on a `corral server` of its own,
+    /// started by the bench. Stops by itself (--timeout per phase).
+    Jobs(BenchJobsArgs),
+}
+
+/// Options of `corral-bench jobs`.
+#[derive(Args, Debug)]
+struct BenchJobsArgs {
+    /// Hollow nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Jobs with a schedule (phase 1); 0 skips the phase.
+    #[arg(long, default_value_t = 10_000)]
+    jobs: usize,
+    /// Seconds between two due times of each job (`*/N * * * * *`; N divides 60).
+    #[arg(long, default_value_t = 10)]
+    every: u32,
+    /// Due times measured per job.
+    #[arg(long, default_value_t = 6)]
+    firings: u32,
+    /// Manual runs created at once (phase 2); 0 skips the phase.
+    #[arg(long, default_value_t = 10_000)]
+    manual_runs: usize,
+    /// The jobs the manual runs are of (runs spread evenly).
+    #[arg(long, default_value_t = 1000)]
+    manual_jobs: usize,
+    /// Seconds each task runs (on paper) before it exits 0.
+    #[arg(long, default_value_t = 1.0)]
+    task_seconds: f64,
+    /// Seconds each phase may take; past them it prints what it reached and exits 1.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// An extra argument for the `corral server` the bench starts (repeatable).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 /// Options of `corral-bench services`.
@@ -335,6 +373,21 @@ fn main() -> ExitCode {
                     bound: a.bound,
                     timeout: std::time::Duration::from_secs(a.timeout),
                     control_plane,
+                })
+                .await
+            }
+            BenchCommand::Jobs(a) => {
+                corral_bench::jobs::run_jobs_bench(corral_bench::jobs::JobsBenchOptions {
+                    nodes: a.nodes,
+                    jobs: a.jobs,
+                    every: a.every,
+                    firings: a.firings,
+                    manual_runs: a.manual_runs,
+                    manual_jobs: a.manual_jobs,
+                    task_seconds: a.task_seconds,
+                    timeout: std::time::Duration::from_secs(a.timeout),
+                    server_args: a.server_args,
+                    ..Default::default()
                 })
                 .await
             }

@@ -206,14 +206,7 @@ pub async fn run_services_bench(opts: ServicesBenchOptions) -> anyhow::Result<()
 
     // The hollow nodes, on threads of their own and with a client of their own (a
     // connection pool's tasks live on the runtime that opened them).
-    let hollow_rt = Background(Some(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(HOLLOW_THREADS)
-            .enable_all()
-            .build()
-            .context("starting the hollow nodes' runtime")?,
-    ));
+    let hollow_rt = Background::threads(HOLLOW_THREADS)?;
     let hollow_stats = Arc::new(HollowStats::default());
     let hollow_opts = HollowOptions {
         stats: hollow_stats.clone(),
@@ -648,10 +641,21 @@ fn spawn_progress(
 
 /// A runtime shut down without blocking when dropped (dropping one in async code
 /// would block, which tokio forbids).
-struct Background(Option<tokio::runtime::Runtime>);
+pub(crate) struct Background(Option<tokio::runtime::Runtime>);
 
 impl Background {
-    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    /// A runtime of two worker threads named `name`.
+    pub(crate) fn threads(name: &str) -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting the {name} runtime"))?;
+        Ok(Background(Some(rt)))
+    }
+
+    pub(crate) fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
@@ -673,21 +677,21 @@ impl Drop for Background {
 
 /// Memory of a process, in bytes.
 #[derive(Clone, Copy, Debug)]
-struct Memory {
+pub(crate) struct Memory {
     /// Resident now (VmRSS).
-    rss: u64,
+    pub(crate) rss: u64,
     /// Most ever resident (VmHWM).
     hwm: u64,
 }
 
 /// Figures of one process, from `/proc`.
 #[derive(Clone, Copy, Debug)]
-struct ProcStats {
-    pid: u32,
+pub(crate) struct ProcStats {
+    pub(crate) pid: u32,
 }
 
 impl ProcStats {
-    fn memory(&self) -> Option<Memory> {
+    pub(crate) fn memory(&self) -> Option<Memory> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         let kb = |key: &str| -> Option<u64> {
             status.lines().find_map(|l| l.strip_prefix(key))?.split_whitespace().next()?.parse().ok()
@@ -695,7 +699,7 @@ impl ProcStats {
         Some(Memory { rss: kb("VmRSS:")? * 1024, hwm: kb("VmHWM:")? * 1024 })
     }
 
-    fn cpu(&self) -> Option<Duration> {
+    pub(crate) fn cpu(&self) -> Option<Duration> {
         stat_cpu(&std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?)
     }
 
@@ -734,7 +738,7 @@ fn threads_cpu(name: &str) -> Option<Duration> {
 
 /// The pid of this process's child serving `data_dir` (the `corral server` just
 /// started: its command line names that fresh directory).
-fn child_pid_serving(data_dir: &Path) -> anyhow::Result<u32> {
+pub(crate) fn child_pid_serving(data_dir: &Path) -> anyhow::Result<u32> {
     let me = std::process::id();
     let dir = data_dir.as_os_str().as_encoded_bytes();
     for entry in std::fs::read_dir("/proc")?.flatten() {
@@ -753,12 +757,12 @@ fn child_pid_serving(data_dir: &Path) -> anyhow::Result<u32> {
 }
 
 /// Samples a process's resident memory until `stop`, keeping the peak.
-struct Sampler {
-    peak: Arc<AtomicU64>,
+pub(crate) struct Sampler {
+    pub(crate) peak: Arc<AtomicU64>,
 }
 
 impl Sampler {
-    fn start(stats: ProcStats, stop: CancellationToken) -> Self {
+    pub(crate) fn start(stats: ProcStats, stop: CancellationToken) -> Self {
         let peak = Arc::new(AtomicU64::new(0));
         let p = peak.clone();
         tokio::spawn(async move {
@@ -777,7 +781,7 @@ impl Sampler {
     }
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
