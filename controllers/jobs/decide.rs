@@ -88,6 +88,30 @@ pub struct JobPlan {
     pub wake_at: Option<DateTime<Utc>>,
 }
 
+/// How long before a schedule's due time the framework asks for offers again, so
+/// that they are there when the time comes instead of being made then.
+pub const LEAD: Duration = Duration::from_secs(2);
+
+/// What the next due time of the schedules asks of the framework now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ahead {
+    /// A time is due within [`LEAD`] (or past): offers are wanted and kept, not
+    /// declined.
+    pub soon: bool,
+    /// When to look again: [`LEAD`] before the due time, or at it once that is past.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// What the earliest due time of the schedules, `due`, asks for at `now`.
+pub fn offers_ahead(due: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Ahead {
+    let lead = chrono::Duration::from_std(LEAD).unwrap_or_default();
+    match due {
+        None => Ahead { soon: false, wake_at: None },
+        Some(at) if at - now > lead => Ahead { soon: false, wake_at: Some(at - lead) },
+        Some(at) => Ahead { soon: true, wake_at: Some(at) },
+    }
+}
+
 /// The policy manual runs follow: the strictest of the enabled schedules'
 /// (`FORBID` over `REPLACE` over `ALLOW`); `ALLOW` for a job without schedules.
 pub fn manual_policy(spec: &JobSpec) -> ConcurrencyPolicy {

@@ -10,15 +10,21 @@
 //! 1. every job decides ([`decide::decide_job`]): its due schedules start runs —
 //!    named after the time they were due, so that a time is never started twice,
 //!    even across a restart between the run's creation and the job's status — and
-//!    manual runs are admitted or refused;
+//!    manual runs are admitted or refused; the jobs' writes go out many at once;
 //! 2. every active run decides ([`decide::decide_run`]) from its tasks, one per
-//!    attempt; the attempts to launch are matched to the offers made to the `jobs`
-//!    framework ([`crate::matching`], constraints included) and accepted,
-//!    each task named after its run and attempt number;
-//! 3. statuses are written, with why a run waits for a place.
+//!    attempt — the runs started or admitted in step 1 included, without waiting
+//!    for the watch to bring them back;
+//! 3. the attempts to launch are matched to the offers made to the `jobs` framework
+//!    ([`crate::matching`], constraints included) and accepted, each task named
+//!    after its run and attempt number;
+//! 4. the runs' statuses are written, with why a run waits for a place;
+//! 5. old runs are pruned and the jobs' statuses written — after the launches,
+//!    which do not wait for them.
 //!
-//! The next round comes with any change seen, or at the earliest time a schedule or
-//! a deadline is due.
+//! The next round comes with any change seen, or at the earliest time a deadline is
+//! due or a schedule is [`decide::LEAD`] from due: the framework then asks for
+//! offers and keeps them, so that a due time finds them there ([`decide::offers_ahead`]).
+//! A framework with nothing to launch and nothing due soon is suppressed.
 
 pub mod decide;
 pub mod schedule;
@@ -31,7 +37,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use corral_api::kinds::framework::{DEFAULT_ROLE, Framework, Offer, OfferAccept};
 use corral_api::kinds::job::{
-    JOB_LABEL, JOBS_FRAMEWORK, Job, JobRun, JobRunSpec, JobRunStatus, RUN_LABEL, RunPhase, RunTemplate, Trigger,
+    JOB_LABEL, JOBS_FRAMEWORK, Job, JobRun, JobRunSpec, JobRunStatus, JobStatus, RUN_LABEL, RunPhase, RunTemplate,
+    Trigger,
 };
 use corral_api::kinds::service::Waiting;
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
@@ -60,6 +67,9 @@ const BY_JOB: &str = "job";
 const REFUSE_SECONDS: u64 = 1;
 /// Most writes in flight at once.
 const IN_FLIGHT: usize = 64;
+/// Jobs whose plans are applied at once (each a few writes, in order).
+const JOBS_IN_FLIGHT: usize = 128;
+
 /// How long an attempt launched may stay unseen in the cache before it is
 /// forgotten (its accept's answer lost): after that the cache is the truth again.
 const UNSEEN: Duration = Duration::from_secs(30);
@@ -247,7 +257,11 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
     let now = Utc::now();
     let mut due: Option<DateTime<Utc>> = None;
 
-    // 1. Jobs: schedules and manual runs.
+    // 1. Jobs: schedules and manual runs. Decided one by one (pure), applied many at
+    // once: a round over ten thousand jobs must not wait for each one's writes.
+    let mut schedules_due: Option<DateTime<Utc>> = None;
+    let mut roles_due: BTreeSet<String> = BTreeSet::new();
+    let mut plans = Vec::new();
     for job in caches.jobs.list() {
         if job.metadata.deletion_timestamp.is_some() {
             continue;
@@ -263,14 +277,41 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
             runs: runs.iter().map(|r| run_view(r)).collect(),
         };
         let plan = decide::decide_job(&input, now);
-        due = earliest(due, plan.wake_at);
-        apply_job(apis, &job, &runs, plan, now, counts).await;
+        schedules_due = earliest(schedules_due, plan.wake_at);
+        if decide::offers_ahead(plan.wake_at, now).soon {
+            roles_due.insert(job.spec.run.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()));
+        }
+        plans.push((job, runs, plan));
     }
+    let applied: Vec<(Vec<JobRun>, Later)> = futures::stream::iter(plans)
+        .map(|(job, runs, plan)| async move { apply_job(apis, &job, &runs, plan, now, counts).await })
+        .buffer_unordered(JOBS_IN_FLIGHT)
+        .collect()
+        .await;
+    let (started, later): (Vec<Vec<JobRun>>, Vec<Later>) = applied.into_iter().unzip();
+    // Runs started or admitted just now are launched in this round, not once the
+    // watch brings them back: the lag from the due time is the round's, not two.
+    let mut fresh: HashMap<String, Arc<JobRun>> =
+        started.into_iter().flatten().map(|r| (key_of(&r), Arc::new(r))).collect();
+    let mut runs: Vec<Arc<JobRun>> = caches
+        .runs
+        .list()
+        .into_iter()
+        .map(|r| {
+            let written = fresh.remove(&key_of(&*r));
+            fresher(r, written)
+        })
+        .collect();
+    runs.extend(fresh.into_values());
+    // A schedule due soon: offers are asked for now, and kept rather than declined.
+    let ahead = decide::offers_ahead(schedules_due, now);
+    let due_soon = ahead.soon;
+    due = earliest(due, ahead.wake_at);
 
     // 2. Runs: attempts.
     let mut decisions: Vec<RunDecision> = Vec::new();
     memory.launched.retain(|_, (_, at)| at.elapsed() < UNSEEN);
-    for run in caches.runs.list() {
+    for run in runs {
         if run.metadata.deletion_timestamp.is_some() || run.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
             continue;
         }
@@ -346,12 +387,15 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
             }
         })
         .collect();
-    let roles: BTreeSet<String> = if demands.is_empty() {
-        BTreeSet::from([DEFAULT_ROLE.to_string()])
-    } else {
-        demands.iter().map(|d| d.role.clone()).collect()
-    };
-    memory.registration.ensure(&apis.frameworks, JOBS_FRAMEWORK, !demands.is_empty(), &roles).await;
+    let mut roles: BTreeSet<String> = demands.iter().map(|d| d.role.clone()).collect();
+    if due_soon {
+        roles.extend(roles_due);
+    }
+    if roles.is_empty() {
+        roles.insert(DEFAULT_ROLE.to_string());
+    }
+    let wants_offers = !demands.is_empty() || due_soon;
+    memory.registration.ensure(&apis.frameworks, JOBS_FRAMEWORK, wants_offers, &roles).await;
     memory.used.retain(|_, at| at.elapsed() < UNSEEN);
     let offers: Vec<OfferView> = matching::open_offers(&caches.offers.list(), &memory.used);
     let matching = matching::match_offers(&offers, &demands);
@@ -370,7 +414,10 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
             .collect();
         accepts.push((a.offer.clone(), tasks));
     }
-    for name in &matching.unused {
+    // Offers kept for a schedule due soon are neither declined (a declined node would
+    // be refused at the very time) nor forgotten: the next round may take them.
+    let unused = if due_soon { Vec::new() } else { matching.unused.clone() };
+    for name in &unused {
         memory.used.insert(name.clone(), Instant::now());
     }
     let client = &apis.client;
@@ -397,7 +444,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
         counts.launched.inc();
         memory.launched.insert(run, (task, Instant::now()));
     }
-    futures::stream::iter(matching.unused.clone())
+    futures::stream::iter(unused)
         .for_each_concurrent(IN_FLIGHT, |offer| async move {
             decline(client, JOBS_FRAMEWORK, &offer, REFUSE_SECONDS).await;
         })
@@ -438,10 +485,44 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
             }
         })
         .await;
+
+    // 5. What waits until the runs are launched: pruning and the jobs' statuses.
+    futures::stream::iter(later).for_each_concurrent(JOBS_IN_FLIGHT, |l| apply_later(apis, l)).await;
     due
 }
 
-/// Makes a job's plan: new runs, admissions and refusals, kills, deletions, status.
+/// What of a job's plan waits for the end of the round: the launches of its new runs
+/// do not wait for it.
+struct Later {
+    job: Arc<Job>,
+    /// Ended runs to prune.
+    delete: Vec<String>,
+    /// The status to write, if it changed.
+    status: Option<JobStatus>,
+}
+
+/// Prunes a job's old runs and writes its status.
+async fn apply_later(apis: &Apis, later: Later) {
+    let ns = later.job.metadata.namespace.clone().unwrap_or_default();
+    let runs_api = apis.runs.in_namespace(&ns);
+    for name in &later.delete {
+        match runs_api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::debug!(error = %e, run = %name, "cannot prune an old run"),
+        }
+    }
+    if let Some(status) = later.status {
+        let mut updated = (*later.job).clone();
+        updated.status = Some(status);
+        if let Err(e) = apis.jobs.in_namespace(&ns).update_status(&updated).await {
+            tracing::debug!(error = %e, job = %later.job.metadata.name, "cannot write a job's status");
+        }
+    }
+}
+
+/// Makes the urgent part of a job's plan: new runs, admissions and refusals, kills.
+/// Returns the runs started and admitted, as written, and the rest of the plan.
 async fn apply_job(
     apis: &Apis,
     job: &Arc<Job>,
@@ -449,7 +530,8 @@ async fn apply_job(
     plan: decide::JobPlan,
     now: DateTime<Utc>,
     counts: &Counts,
-) {
+) -> (Vec<JobRun>, Later) {
+    let mut going = Vec::new();
     let ns = job.metadata.namespace.clone().unwrap_or_default();
     let runs_api = apis.runs.in_namespace(&ns);
     let by_name = |name: &str| runs.iter().find(|r| r.metadata.name == name);
@@ -475,10 +557,16 @@ async fn apply_job(
             Ok(mut created) => {
                 counts.started.inc();
                 counts.start_lag.observe((now - start.time).to_std().unwrap_or_default().as_secs_f64());
-                created.status = Some(JobRunStatus { message: start.message.clone(), ..Default::default() });
-                if let Err(e) = runs_api.update_status(&created).await {
-                    tracing::debug!(error = %e, run = %name, "cannot write a new run's status");
+                // A scheduled run goes ahead without a status; one is written only to
+                // say it started late.
+                if start.message.is_some() {
+                    created.status = Some(JobRunStatus { message: start.message.clone(), ..Default::default() });
+                    match runs_api.update_status(&created).await {
+                        Ok(written) => created = written,
+                        Err(e) => tracing::debug!(error = %e, run = %name, "cannot write a new run's status"),
+                    }
                 }
+                going.push(created);
             }
             // Started before (a restart between the run and the job's status).
             Err(e) if e.is_conflict() => {}
@@ -504,8 +592,9 @@ async fn apply_job(
             }
         }
         admitted.status = Some(JobRunStatus { message: Some("started by hand".into()), ..Default::default() });
-        if let Err(e) = runs_api.update_status(&admitted).await {
-            tracing::debug!(error = %e, run = %name, "cannot admit a manual run");
+        match runs_api.update_status(&admitted).await {
+            Ok(written) => going.push(written),
+            Err(e) => tracing::debug!(error = %e, run = %name, "cannot admit a manual run"),
         }
     }
     for (name, why) in &plan.refuse {
@@ -529,19 +618,15 @@ async fn apply_job(
             tracing::debug!(error = %e, run = %name, "cannot kill a replaced run");
         }
     }
-    for name in &plan.delete {
-        match runs_api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => tracing::debug!(error = %e, run = %name, "cannot prune an old run"),
-        }
-    }
-    if job.status.as_ref() != Some(&plan.status) {
-        let mut updated = (**job).clone();
-        updated.status = Some(plan.status);
-        if let Err(e) = apis.jobs.in_namespace(&ns).update_status(&updated).await {
-            tracing::debug!(error = %e, job = %job.metadata.name, "cannot write a job's status");
-        }
+    let status = (job.status.as_ref() != Some(&plan.status)).then_some(plan.status);
+    (going, Later { job: job.clone(), delete: plan.delete, status })
+}
+
+/// The newer of a cached run and the one this round wrote, by revision.
+fn fresher(cached: Arc<JobRun>, written: Option<Arc<JobRun>>) -> Arc<JobRun> {
+    match written {
+        Some(w) if w.revision() > cached.revision() => w,
+        _ => cached,
     }
 }
 

@@ -311,3 +311,15 @@ fn a_kill_request_kills_the_attempt_and_ends_the_run() {
     let later = decide_r(&t, &plan.status, vec![], true, "2026-12-03T12:00:09Z");
     assert_eq!(later, RunPlan { status: plan.status.clone(), ..Default::default() });
 }
+
+#[test]
+fn offers_are_asked_for_two_seconds_before_a_due_time_and_kept_until_it() {
+    let due = at("2026-12-03T12:00:10Z");
+    let far = offers_ahead(Some(due), at("2026-12-03T12:00:00Z"));
+    assert_eq!(far, Ahead { soon: false, wake_at: Some(at("2026-12-03T12:00:08Z")) });
+    let near = offers_ahead(Some(due), at("2026-12-03T12:00:08Z"));
+    assert_eq!(near, Ahead { soon: true, wake_at: Some(due) });
+    let late = offers_ahead(Some(due), at("2026-12-03T12:00:11Z"));
+    assert_eq!(late, Ahead { soon: true, wake_at: Some(due) });
+    assert_eq!(offers_ahead(None, due), Ahead { soon: false, wake_at: None });
+}
