@@ -101,7 +101,7 @@ pub struct Pass {
     /// starting deadline.
     pub run: Option<DateTime<Utc>>,
     /// Due times that will never run: all but the latest, and the latest too when
-    /// it is past the deadline. At most [`COUNT_LIMIT`] plus one are counted.
+    /// it is past the deadline. At most `COUNT_LIMIT` plus one are counted.
     pub missed: u64,
     /// The latest due time, run or missed: the schedule's new `lastScheduleTime`.
     pub last: Option<DateTime<Utc>>,
