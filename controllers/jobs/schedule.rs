@@ -32,9 +32,35 @@ pub struct Compiled {
     tz: Tz,
 }
 
+/// Expressions kept compiled per thread, at most; past that the memo starts over.
+const MEMO_LIMIT: usize = 4096;
+
+thread_local! {
+    /// `(cron, timeZone)` → what [`compile`] made of it: thousands of jobs share a
+    /// few expressions, and a round asks for each job's every time.
+    static MEMO: std::cell::RefCell<std::collections::HashMap<(String, String), Result<Compiled, String>>> =
+        std::cell::RefCell::default();
+}
+
 /// Reads the schedule's expression and time zone; the error says which is wrong
-/// and why, for the job's status.
+/// and why, for the job's status. The same expression and zone are read once per
+/// thread (the answer cannot change).
 pub fn compile(s: &Schedule) -> Result<Compiled, String> {
+    let key = (s.cron.clone(), s.time_zone.clone());
+    if let Some(known) = MEMO.with_borrow(|m| m.get(&key).cloned()) {
+        return known;
+    }
+    let compiled = compile_anew(s);
+    MEMO.with_borrow_mut(|m| {
+        if m.len() >= MEMO_LIMIT {
+            m.clear();
+        }
+        m.insert(key, compiled.clone());
+    });
+    compiled
+}
+
+fn compile_anew(s: &Schedule) -> Result<Compiled, String> {
     let tz: Tz = s.time_zone.parse().map_err(|_| {
         format!("timeZone {:?} is not an IANA time zone name (such as Europe/Berlin or UTC)", s.time_zone)
     })?;
