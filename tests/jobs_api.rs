@@ -203,3 +203,36 @@ async fn a_time_missed_while_the_control_plane_was_down_runs_once_when_it_is_bac
     let (_, runs) = s.get(RUNS).await;
     assert!(!runs["items"].as_array().into_iter().flatten().any(|r| r["spec"]["job"] == "strict"), "{runs:#}");
 }
+
+#[tokio::test]
+async fn the_example_jobs_apply_and_their_schedules_are_read() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs");
+    let args = ["--server".to_string(), s.base.clone(), "--token".into(), s.token().to_string(), "apply".into()]
+        .into_iter()
+        .chain(["-f".to_string(), dir.display().to_string()])
+        .collect::<Vec<_>>();
+    let applied = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_corral")).args(&args).output().expect("corral apply")
+    })
+    .await
+    .expect("corral apply ran");
+    let out = String::from_utf8_lossy(&applied.stdout);
+    assert!(applied.status.success(), "{out}{}", String::from_utf8_lossy(&applied.stderr));
+    assert!(out.contains("job/hello") && out.contains("job/tick"), "{out}");
+    let tick = s
+        .wait_for(&format!("{JOBS}/tick"), "tick's schedules read", |j| {
+            j["status"]["schedules"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2 && a.iter().all(|s| s["nextScheduleTime"].is_string()))
+        })
+        .await;
+    let nightly = tick["status"]["schedules"][1]["nextScheduleTime"].as_str().unwrap_or_default();
+    // 02:30 in Berlin is 00:30 or 01:30 UTC, by the season.
+    assert!(nightly.ends_with("T00:30:00Z") || nightly.ends_with("T01:30:00Z"), "{tick:#}");
+    let (_, hello) = s.get(&format!("{JOBS}/hello")).await;
+    assert!(hello["status"]["nextRunTime"].is_null(), "a job without schedules runs only when asked: {hello:#}");
+}
