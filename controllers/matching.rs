@@ -979,7 +979,11 @@ pub struct Shortfall<'a> {
 pub fn why(u: &Shortfall<'_>) -> String {
     if u.refusals.is_empty() {
         return if u.offers_in_round == 0 {
-            format!("{} instance(s) wait for offers: no node has free resources for them now", u.instances)
+            format!(
+                "{} instance(s) wait for offers: none is open to the framework now (it has just asked for them, \
+                 or no node has free resources)",
+                u.instances
+            )
         } else {
             format!("{} instance(s) wait for the next offers", u.instances)
         };

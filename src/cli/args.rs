@@ -307,7 +307,7 @@ pub struct ImageRmArgs {
 /// Options of `corral logs`.
 #[derive(Args, Debug)]
 pub struct LogsArgs {
-    /// The task's name.
+    /// The task: `NAME` or `task/NAME`.
     pub task: String,
     /// Namespace of the task.
     #[arg(short, long, default_value = "default")]
