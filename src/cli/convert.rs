@@ -42,7 +42,7 @@ pub(crate) fn run(cmd: ConvertCommand) -> anyhow::Result<u8> {
 fn marathon(args: &ConvertMarathonArgs) -> anyhow::Result<u8> {
     let (source, text) = read(&args.file)?;
     let conversion = convert_marathon(&source, &text).map_err(anyhow::Error::msg)?;
-    print(args.output, &conversion.services, &conversion.messages)
+    print(args.output, &conversion.objects, &conversion.messages)
 }
 
 /// Prints converted `objects` on stdout in `format` — one YAML document each, or
@@ -86,12 +86,12 @@ fn read(path: &Path) -> anyhow::Result<(String, String)> {
     Ok((path.display().to_string(), text))
 }
 
-/// Services converted from one file, and the warnings and notes about them, one line
-/// each, in the order of the fields.
+/// Objects converted from one file — one per definition, in file order — and the
+/// warnings and notes about them, one line each, in the order of the fields.
 #[derive(Debug)]
-pub(crate) struct Conversion {
-    /// One service per app, in file order.
-    pub(crate) services: Vec<Service>,
+pub(crate) struct Conversion<T> {
+    /// The converted objects.
+    pub(crate) objects: Vec<T>,
     /// `warning: ...` and `note: ...` lines.
     pub(crate) messages: Vec<String>,
 }
@@ -103,7 +103,7 @@ pub(crate) struct Conversion {
 /// # Errors
 /// What is wrong, starting with `source`: text that is not JSON (with line and
 /// column), JSON that is not an app, an app whose id names nothing.
-pub(crate) fn convert_marathon(source: &str, text: &str) -> Result<Conversion, String> {
+pub(crate) fn convert_marathon(source: &str, text: &str) -> Result<Conversion<Service>, String> {
     let value = parse_json(source, text)?;
     let mut found = Vec::new();
     let mut messages = Vec::new();
@@ -121,7 +121,7 @@ pub(crate) fn convert_marathon(source: &str, text: &str) -> Result<Conversion, S
         let mut app = App { source, at: f.at, fields: f.app.clone(), messages: &mut messages };
         services.push(app.convert(&f.id)?);
     }
-    Ok(Conversion { services, messages })
+    Ok(Conversion { objects: services, messages })
 }
 
 /// An app found in the file.
@@ -344,49 +344,36 @@ fn unset_variables(text: &str) -> Vec<(&str, &'static str)> {
     found
 }
 
-/// Converting one app: its fields are taken out of `fields` as they are converted;
-/// what is left is reported.
-struct App<'a> {
-    source: &'a str,
-    /// Prefix of the app's field paths in the file.
-    at: String,
-    fields: Map<String, Value>,
-    messages: &'a mut Vec<String>,
-}
+/// Reads JSON fields of a definition into typed values; a value of the wrong type
+/// is reported through [`Fields::skip`] (the field is then not converted).
+trait Fields {
+    /// The file's name, as messages show it.
+    fn source(&self) -> &str;
+    /// Prefix of the definition's field paths in the file.
+    fn at(&self) -> &str;
+    /// Keeps a `warning:` or `note:` line.
+    fn report(&mut self, line: String);
 
-/// A port as converted, with what checks need to find it.
-struct Port {
-    /// The name Marathon gave it, if any.
-    marathon_name: Option<String>,
-    port: TaskPort,
-}
-
-impl App<'_> {
     fn path(&self, field: &str) -> String {
-        format!("{}{field}", self.at)
+        format!("{}{field}", self.at())
     }
 
-    /// Reports `field` as not converted.
+    /// Names `field` as not converted, with why.
     fn skip(&mut self, field: &str, why: impl Display) {
-        let line = skipped(self.source, &self.path(field), why);
-        self.messages.push(line);
+        let line = skipped(self.source(), &self.path(field), why);
+        self.report(line);
     }
 
     /// Reports that `field` was converted with a change.
     fn changed(&mut self, field: &str, what: impl Display) {
-        let line = format!("warning: {}: field `{}`: {what}", self.source, self.path(field));
-        self.messages.push(line);
+        let line = format!("warning: {}: field `{}`: {what}", self.source(), self.path(field));
+        self.report(line);
     }
 
     /// Tells what to do about `field` besides applying.
     fn note(&mut self, field: &str, what: impl Display) {
-        let line = format!("note: {}: field `{}`: {what}", self.source, self.path(field));
-        self.messages.push(line);
-    }
-
-    /// Takes the top-level field `key`, unless absent or null.
-    fn take(&mut self, key: &str) -> Option<Value> {
-        self.fields.remove(key).filter(|v| !v.is_null())
+        let line = format!("note: {}: field `{}`: {what}", self.source(), self.path(field));
+        self.report(line);
     }
 
     fn string(&mut self, field: &str, v: Value) -> Option<String> {
@@ -452,6 +439,83 @@ impl App<'_> {
         }
     }
 
+    /// `labels`, keys and values made valid where they are not.
+    fn labels(&mut self, v: Option<Value>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(labels) = v.and_then(|v| self.object("labels", v)) else { return out };
+        for (k, v) in labels {
+            let field = format!("labels.{k}");
+            let Some(v) = self.string(&field, v) else { continue };
+            let key = if check_qualified_key(&k).is_ok() {
+                k.clone()
+            } else {
+                let key = label_value(&k);
+                if key.is_empty() {
+                    self.skip(&field, "the key cannot be made a label key (letters, digits, '-', '_' and '.')");
+                    continue;
+                }
+                self.changed(
+                    &field,
+                    format!("the key became {key:?}: label keys are at most 63 letters, digits, '-', '_' and '.'"),
+                );
+                key
+            };
+            let value = if check_label_value(&v).is_ok() {
+                v
+            } else {
+                let value = label_value(&v);
+                self.changed(
+                    &field,
+                    format!(
+                        "the value {} became {value:?}: label values are at most 63 letters, digits, '-', '_' and '.'",
+                        shown(&v)
+                    ),
+                );
+                value
+            };
+            out.insert(key, value);
+        }
+        out
+    }
+}
+
+/// Converting one app: its fields are taken out of `fields` as they are converted;
+/// what is left is reported.
+struct App<'a> {
+    source: &'a str,
+    /// Prefix of the app's field paths in the file.
+    at: String,
+    fields: Map<String, Value>,
+    messages: &'a mut Vec<String>,
+}
+
+/// A port as converted, with what checks need to find it.
+struct Port {
+    /// The name Marathon gave it, if any.
+    marathon_name: Option<String>,
+    port: TaskPort,
+}
+
+impl Fields for App<'_> {
+    fn source(&self) -> &str {
+        self.source
+    }
+
+    fn at(&self) -> &str {
+        &self.at
+    }
+
+    fn report(&mut self, line: String) {
+        self.messages.push(line);
+    }
+}
+
+impl App<'_> {
+    /// Takes the top-level field `key`, unless absent or null.
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.fields.remove(key).filter(|v| !v.is_null())
+    }
+
     fn convert(&mut self, id: &str) -> Result<Service, String> {
         self.fields.remove("id");
         let (name, namespace) = self.name(id)?;
@@ -483,7 +547,8 @@ impl App<'_> {
         spec.backoff = self.backoff();
         spec.kill_selection = self.kill_selection();
         spec.unreachable_strategy = self.unreachable_strategy();
-        let labels = self.labels();
+        let labels = self.take("labels");
+        let labels = self.labels(labels);
         self.marathon_variables(&template);
         spec.template = template;
         self.rest();
@@ -1085,45 +1150,6 @@ impl App<'_> {
         out
     }
 
-    /// `labels`, keys and values made valid where they are not.
-    fn labels(&mut self) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        let Some(labels) = self.take("labels").and_then(|v| self.object("labels", v)) else { return out };
-        for (k, v) in labels {
-            let field = format!("labels.{k}");
-            let Some(v) = self.string(&field, v) else { continue };
-            let key = if check_qualified_key(&k).is_ok() {
-                k.clone()
-            } else {
-                let key = label_value(&k);
-                if key.is_empty() {
-                    self.skip(&field, "the key cannot be made a label key (letters, digits, '-', '_' and '.')");
-                    continue;
-                }
-                self.changed(
-                    &field,
-                    format!("the key became {key:?}: label keys are at most 63 letters, digits, '-', '_' and '.'"),
-                );
-                key
-            };
-            let value = if check_label_value(&v).is_ok() {
-                v
-            } else {
-                let value = label_value(&v);
-                self.changed(
-                    &field,
-                    format!(
-                        "the value {} became {value:?}: label values are at most 63 letters, digits, '-', '_' and '.'",
-                        shown(&v)
-                    ),
-                );
-                value
-            };
-            out.insert(key, value);
-        }
-        out
-    }
-
     /// Reports variables the command and environment use that Corral does not set.
     fn marathon_variables(&mut self, template: &TaskSpec) {
         let mut texts: Vec<(String, &str)> = Vec::new();
@@ -1170,14 +1196,14 @@ impl App<'_> {
 mod tests {
     use super::*;
 
-    fn convert(app: Value) -> Conversion {
+    fn convert(app: Value) -> Conversion<Service> {
         convert_marathon("app.json", &app.to_string()).expect("converts")
     }
 
     #[test]
     fn ids_become_a_name_and_a_namespace() {
         let c = convert(serde_json::json!({"id": "/prod/My_App", "cmd": "sleep 1"}));
-        let svc = &c.services[0];
+        let svc = &c.objects[0];
         assert_eq!(svc.metadata.name, "my-app");
         assert_eq!(svc.metadata.namespace.as_deref(), Some("prod"));
         assert!(c.messages.iter().any(|m| m.starts_with("warning: app.json: field `id`: \"My_App\" became")), "{c:?}");
@@ -1189,7 +1215,7 @@ mod tests {
         let c = convert(serde_json::json!({"id": "/shop", "apps": [{"id": "web"}],
             "groups": [{"id": "db", "apps": [{"id": "/other/pg"}, {"id": "../cache"}]}]}));
         let names: Vec<_> = c
-            .services
+            .objects
             .iter()
             .map(|s| format!("{}/{}", s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name))
             .collect();
@@ -1201,7 +1227,7 @@ mod tests {
         let c = convert(serde_json::json!({"id": "/a", "requirePorts": false,
             "portDefinitions": [{"port": 0, "name": "http"}, {"port": 10001}],
             "healthChecks": [{"protocol": "MESOS_TCP", "portIndex": 1}]}));
-        let t = &c.services[0].spec.template;
+        let t = &c.objects[0].spec.template;
         assert_eq!(
             t.ports.iter().map(|p| (p.name.as_str(), p.host_port)).collect::<Vec<_>>(),
             [("http", None), ("port1", None)]
@@ -1209,13 +1235,13 @@ mod tests {
         assert_eq!(t.health_checks[0].tcp.as_ref().and_then(|t| t.port_name.as_deref()), Some("port1"));
         assert!(c.messages.iter().any(|m| m.contains("`portDefinitions[1].port`: not converted: service port 10001")));
         let c = convert(serde_json::json!({"id": "/a", "requirePorts": true, "portDefinitions": [{"port": 8080}]}));
-        assert_eq!(c.services[0].spec.template.ports[0].host_port, Some(8080));
+        assert_eq!(c.objects[0].spec.template.ports[0].host_port, Some(8080));
     }
 
     #[test]
     fn legacy_constraints_and_defaults_convert() {
         let c = convert(serde_json::json!({"id": "/a", "constraints": ["hostname:UNIQUE", ["rack", "group_by", "3"]]}));
-        let s = &c.services[0].spec;
+        let s = &c.objects[0].spec;
         assert_eq!(
             s.constraints,
             [

@@ -24,19 +24,16 @@ use corral_api::kinds::namespace::{TASK_SECURITY_LABEL, TASK_SECURITY_PRIVILEGED
 use corral_api::kinds::node::Resources;
 use corral_api::kinds::service::Constraint;
 use corral_api::kinds::task::{Artifact, TaskSpec};
-use corral_api::names::{check_label_value, check_qualified_key};
 use corral_controllers::jobs::schedule;
 use serde_json::{Map, Value};
 
-use super::{
-    dns_label, is_unset, json_type, label_value, parse_json, print, read, shown, skipped, unset_variables, whole,
-};
+use super::{Conversion, Fields, dns_label, is_unset, json_type, parse_json, print, read, unset_variables};
 use crate::cli::args::ConvertMetronomeArgs;
 
 pub(super) fn run(args: &ConvertMetronomeArgs) -> anyhow::Result<u8> {
     let (source, text) = read(&args.file)?;
     let conversion = convert_metronome(&source, &text).map_err(anyhow::Error::msg)?;
-    print(args.output, &conversion.jobs, &conversion.messages)
+    print(args.output, &conversion.objects, &conversion.messages)
 }
 
 /// The longest name of a job the server admits: its runs are named
@@ -65,16 +62,6 @@ mod metronome_default {
     pub const STARTING_DEADLINE: u64 = 900;
 }
 
-/// Jobs converted from one file, and the warnings and notes about them, one line each,
-/// in the order of the fields.
-#[derive(Debug)]
-pub(crate) struct Conversion {
-    /// One job per Metronome job, in file order.
-    pub(crate) jobs: Vec<Job>,
-    /// `warning: ...` and `note: ...` lines.
-    pub(crate) messages: Vec<String>,
-}
-
 /// Converts the Metronome JSON `text`, read from `source`: a job (as `GET
 /// /v1/jobs/ID?embed=schedules` answers, or as posted to `/v0/scheduled-jobs`), or a
 /// list of jobs (as `GET /v1/jobs` answers).
@@ -83,7 +70,7 @@ pub(crate) struct Conversion {
 /// What is wrong, starting with `source`: text that is not JSON (with line and
 /// column), JSON that is not a job, a job whose id cannot be made a name or that has
 /// nothing to run.
-pub(crate) fn convert_metronome(source: &str, text: &str) -> Result<Conversion, String> {
+pub(crate) fn convert_metronome(source: &str, text: &str) -> Result<Conversion<Job>, String> {
     let value = parse_json(source, text)?;
     let found = find_jobs(&value).map_err(|why| {
         format!(
@@ -101,7 +88,7 @@ pub(crate) fn convert_metronome(source: &str, text: &str) -> Result<Conversion, 
         let mut conv = Conv { source, at, messages: &mut messages };
         jobs.push(conv.job(fields.clone(), &taken)?);
     }
-    Ok(Conversion { jobs, messages })
+    Ok(Conversion { objects: jobs, messages })
 }
 
 /// A job found in the file: where it is, as a prefix of field paths (`""`, `[1].`),
@@ -223,95 +210,24 @@ struct Conv<'a> {
     messages: &'a mut Vec<String>,
 }
 
+impl Fields for Conv<'_> {
+    fn source(&self) -> &str {
+        self.source
+    }
+
+    fn at(&self) -> &str {
+        &self.at
+    }
+
+    fn report(&mut self, line: String) {
+        self.messages.push(line);
+    }
+}
+
 impl Conv<'_> {
-    fn path(&self, field: &str) -> String {
-        format!("{}{field}", self.at)
-    }
-
-    /// Reports `field` as not converted.
-    fn skip(&mut self, field: &str, why: impl Display) {
-        let line = skipped(self.source, &self.path(field), why);
-        self.messages.push(line);
-    }
-
-    /// Reports that `field` was converted with a change.
-    fn changed(&mut self, field: &str, what: impl Display) {
-        let line = format!("warning: {}: field `{}`: {what}", self.source, self.path(field));
-        self.messages.push(line);
-    }
-
-    /// Tells what to do about `field` besides applying.
-    fn note(&mut self, field: &str, what: impl Display) {
-        let line = format!("note: {}: field `{}`: {what}", self.source, self.path(field));
-        self.messages.push(line);
-    }
-
     /// An error about `field`, which stops the conversion.
     fn error(&self, field: &str, what: impl Display) -> String {
         format!("{}: field `{}`: {what}", self.source, self.path(field))
-    }
-
-    fn string(&mut self, field: &str, v: Value) -> Option<String> {
-        match v {
-            Value::String(s) => Some(s),
-            other => {
-                self.skip(field, format!("expected a string, found {}", json_type(&other)));
-                None
-            }
-        }
-    }
-
-    fn number(&mut self, field: &str, v: &Value) -> Option<f64> {
-        let n = v.as_f64().filter(|n| *n >= 0.0);
-        if n.is_none() {
-            self.skip(field, format!("expected a number of at least 0, found {v}"));
-        }
-        n
-    }
-
-    fn count<T: TryFrom<u64>>(&mut self, field: &str, v: &Value) -> Option<T> {
-        let n = whole(v).and_then(|n| T::try_from(n).ok());
-        if n.is_none() {
-            self.skip(field, format!("expected a whole number in range, found {v}"));
-        }
-        n
-    }
-
-    fn boolean(&mut self, field: &str, v: &Value) -> Option<bool> {
-        let b = v.as_bool();
-        if b.is_none() {
-            self.skip(field, format!("expected true or false, found {v}"));
-        }
-        b
-    }
-
-    fn list(&mut self, field: &str, v: Value) -> Vec<Value> {
-        match v {
-            Value::Array(items) => items,
-            other => {
-                self.skip(field, format!("expected a list, found {}", json_type(&other)));
-                Vec::new()
-            }
-        }
-    }
-
-    fn object(&mut self, field: &str, v: Value) -> Option<Map<String, Value>> {
-        match v {
-            Value::Object(o) => Some(o),
-            other => {
-                self.skip(field, format!("expected an object, found {}", json_type(&other)));
-                None
-            }
-        }
-    }
-
-    /// Reports what is left of `rest`, the object at `field`, that holds a value.
-    fn leftovers(&mut self, field: &str, rest: Map<String, Value>) {
-        for (k, v) in rest {
-            if !is_unset(&v) {
-                self.skip(&format!("{field}.{k}"), "Corral has no equivalent");
-            }
-        }
     }
 
     fn job(&mut self, mut fields: Map<String, Value>, taken: &[String]) -> Result<Job, String> {
@@ -381,45 +297,6 @@ impl Conv<'_> {
             self.changed("id", format!("{id:?} became the name {name:?}: {}", why.join("; ")));
         }
         Ok(name)
-    }
-
-    /// `labels`, keys and values made valid where they are not.
-    fn labels(&mut self, v: Option<Value>) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        let Some(labels) = v.and_then(|v| self.object("labels", v)) else { return out };
-        for (k, v) in labels {
-            let field = format!("labels.{k}");
-            let Some(v) = self.string(&field, v) else { continue };
-            let key = if check_qualified_key(&k).is_ok() {
-                k.clone()
-            } else {
-                let key = label_value(&k);
-                if key.is_empty() {
-                    self.skip(&field, "the key cannot be made a label key (letters, digits, '-', '_' and '.')");
-                    continue;
-                }
-                self.changed(
-                    &field,
-                    format!("the key became {key:?}: label keys are at most 63 letters, digits, '-', '_' and '.'"),
-                );
-                key
-            };
-            let value = if check_label_value(&v).is_ok() {
-                v
-            } else {
-                let value = label_value(&v);
-                self.changed(
-                    &field,
-                    format!(
-                        "the value {} became {value:?}: label values are at most 63 letters, digits, '-', '_' and '.'",
-                        shown(&v)
-                    ),
-                );
-                value
-            };
-            out.insert(key, value);
-        }
-        out
     }
 
     /// `run`: the task template and what a run does on failure.
@@ -940,7 +817,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn convert(job: Value) -> Conversion {
+    fn convert(job: Value) -> Conversion<Job> {
         convert_metronome("job.json", &job.to_string()).expect("converts")
     }
 
@@ -959,14 +836,14 @@ mod tests {
     #[test]
     fn dotted_ids_become_names_of_at_most_forty_characters() {
         let c = convert(json!({"id": "prod.backup", "run": {"cmd": "true"}}));
-        assert_eq!(c.jobs[0].metadata.name, "prod-backup");
+        assert_eq!(c.objects[0].metadata.name, "prod-backup");
         assert!(
             c.messages.iter().any(|m| m.starts_with("warning: job.json: field `id`: \"prod.backup\" became the name")),
             "{c:?}"
         );
         let long = "analytics.warehouse.nightly-aggregation-of-sales";
         let c = convert(json!({"id": long, "run": {"cmd": "true"}}));
-        let name = &c.jobs[0].metadata.name;
+        let name = &c.objects[0].metadata.name;
         assert_eq!(name, "analytics-warehouse-nightly-aggregation");
         assert!(name.len() <= MAX_JOB_NAME);
         assert!(c.messages.iter().any(|m| m.contains("at most 40 characters")), "{c:?}");
@@ -978,21 +855,21 @@ mod tests {
     fn metronome_defaults_are_written_out() {
         let c = convert(json!({"id": "nightly", "run": {"cmd": "true"},
             "schedules": [{"id": "default", "cron": "0 2 * * *"}]}));
-        let spec = &c.jobs[0].spec;
+        let spec = &c.objects[0].spec;
         assert_eq!((spec.run.task.resources.cpus, spec.run.task.resources.mem), (1.0, 128));
         assert_eq!(spec.run.restart_policy, RestartPolicy::Never);
         assert_eq!((spec.successful_runs_history_limit, spec.failed_runs_history_limit), (3, 1));
         let s = &spec.schedules[0];
         assert_eq!((s.time_zone.as_str(), s.starting_deadline_seconds), ("UTC", 900));
         assert_eq!((s.concurrency_policy, s.enabled), (ConcurrencyPolicy::Allow, true));
-        assert_eq!(schema_errors(&c.jobs[0]), Vec::<String>::new());
+        assert_eq!(schema_errors(&c.objects[0]), Vec::<String>::new());
     }
 
     #[test]
     fn on_failure_gets_the_most_attempts_corral_allows_with_a_note() {
         let c = convert(json!({"id": "etl", "run": {"docker": {"image": "busybox"}, "args": ["run"],
             "restart": {"policy": "ON_FAILURE", "activeDeadlineSeconds": 3600}}}));
-        let run = &c.jobs[0].spec.run;
+        let run = &c.objects[0].spec.run;
         assert_eq!(run.restart_policy, RestartPolicy::OnFailure);
         assert_eq!((run.retry_limit, run.active_deadline_seconds), (1000, Some(3600)));
         assert_eq!(
@@ -1004,7 +881,7 @@ mod tests {
                 && m.contains("until its activeDeadlineSeconds (3600) pass")),
             "{c:?}"
         );
-        assert_eq!(schema_errors(&c.jobs[0]), Vec::<String>::new());
+        assert_eq!(schema_errors(&c.objects[0]), Vec::<String>::new());
     }
 
     #[test]
@@ -1029,7 +906,7 @@ mod tests {
             {"id": "good", "cron": "0 0 * * *", "timezone": "Europe/Berlin", "nextRunAt": "2024-01-01T00:00:00.000+0000"},
             {"id": "mars", "cron": "0 0 * * *", "timezone": "Mars/Olympus"},
             {"id": "year", "cron": "0 0 1 1 * 2030"}]}));
-        let spec = &c.jobs[0].spec;
+        let spec = &c.objects[0].spec;
         assert_eq!(spec.schedules.len(), 1);
         assert_eq!(spec.schedules[0].time_zone, "Europe/Berlin");
         let warnings: Vec<_> = c.messages.iter().filter(|m| m.starts_with("warning:")).collect();
@@ -1046,7 +923,7 @@ mod tests {
         let c = convert(json!({"id": "a-rather-long-job-name-of-thirty-four", "run": {"cmd": "true"}, "schedules": [
             {"id": "weekdays-in-the-morning", "cron": "0 6 * * 1-5"},
             {"id": "weekdays-in-the-evening", "cron": "0 18 * * 1-5"}]}));
-        let job = &c.jobs[0];
+        let job = &c.objects[0];
         let ids: Vec<_> = job.spec.schedules.iter().map(|s| s.id.as_str()).collect();
         for id in &ids {
             assert!(job.metadata.name.len() + id.len() < MAX_JOB_NAME, "{} {id}", job.metadata.name);
@@ -1055,7 +932,7 @@ mod tests {
         assert_eq!(schema_errors(job), Vec::<String>::new());
         let c = convert(json!({"id": "j", "run": {"cmd": "true"}, "schedules": [
             {"id": "nightly-backup-of-the-warehouse", "cron": "0 1 * * *"}]}));
-        assert_eq!(c.jobs[0].spec.schedules[0].id, "nightly-backup-of-th");
+        assert_eq!(c.objects[0].spec.schedules[0].id, "nightly-backup-of-th");
     }
 
     #[test]
@@ -1069,7 +946,7 @@ mod tests {
             "placement": {"constraints": [{"attribute": "rack", "operator": "EQ", "value": "r1"},
                                           {"attribute": "zone", "operator": "GROUP_BY"}]}},
             "dependencies": [{"id": "other"}], "history": {"successCount": 3}}));
-        let job = &c.jobs[0];
+        let job = &c.objects[0];
         assert_eq!(job.spec.run.task.resources.mem, 65);
         assert_eq!(job.spec.run.task.env.len(), 1);
         assert_eq!(job.spec.run.constraints, [Constraint(vec!["rack".into(), "IS".into(), "r1".into()])]);
@@ -1100,7 +977,7 @@ mod tests {
     #[test]
     fn lists_convert_each_job_and_names_stay_apart() {
         let c = convert(json!([{"id": "a.b", "run": {"cmd": "true"}}, {"id": "a-b", "run": {"cmd": "true"}}]));
-        let names: Vec<_> = c.jobs.iter().map(|j| j.metadata.name.as_str()).collect();
+        let names: Vec<_> = c.objects.iter().map(|j| j.metadata.name.as_str()).collect();
         assert_eq!(names, ["a-b", "a-b-2"]);
         assert!(c.messages.iter().any(|m| m.contains("field `[1].id`") && m.contains("another job")), "{c:?}");
     }
@@ -1130,7 +1007,7 @@ mod tests {
             }
             let text = std::fs::read_to_string(&path).expect("readable");
             let c = convert_metronome(&path.display().to_string(), &text).expect("converts");
-            for job in &c.jobs {
+            for job in &c.objects {
                 assert_eq!(schema_errors(job), Vec::<String>::new(), "{}", path.display());
             }
             seen += 1;
