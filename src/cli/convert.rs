@@ -430,6 +430,15 @@ trait Fields {
         }
     }
 
+    /// MiB rounded up to a whole number, as Corral counts them.
+    fn mib(&mut self, field: &str, n: f64) -> u64 {
+        let whole = n.ceil();
+        if whole != n {
+            self.changed(field, format!("{n} became {whole} MiB: Corral counts whole MiB"));
+        }
+        whole as u64
+    }
+
     /// Reports what is left of `rest`, a nested object at `field`, that holds a value.
     fn leftovers(&mut self, field: &str, rest: Map<String, Value>) {
         for (k, v) in rest {
@@ -806,15 +815,6 @@ impl App<'_> {
             self.skip("gpus", format!("{gpus}: Corral offers no GPUs"));
         }
         Resources { cpus, mem: self.mib("mem", mem), disk: self.mib("disk", disk) }
-    }
-
-    /// MiB rounded up to a whole number, as Corral counts them.
-    fn mib(&mut self, field: &str, n: f64) -> u64 {
-        let whole = n.ceil();
-        if whole != n {
-            self.changed(field, format!("{n} became {whole} MiB: Corral counts whole MiB"));
-        }
-        whole as u64
     }
 
     /// `env`: plain values; secret references are reported.

@@ -448,15 +448,6 @@ impl Conv<'_> {
         Resources { cpus, mem: self.mib("run.mem", mem), disk: self.mib("run.disk", disk) }
     }
 
-    /// MiB rounded up to a whole number, as Corral counts them.
-    fn mib(&mut self, field: &str, n: f64) -> u64 {
-        let whole = n.ceil();
-        if whole != n {
-            self.changed(field, format!("{n} became {whole} MiB: Corral counts whole MiB"));
-        }
-        whole as u64
-    }
-
     /// `env`: plain values; secret references are reported.
     fn env(&mut self, run: &mut Map<String, Value>) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
