@@ -798,7 +798,7 @@ impl<'a> Spec<'a> {
 
     fn describe(&self, reason: Reason<'_>) -> String {
         match reason {
-            Reason::Role(offered) => format!("role {offered} offered, service needs {}", self.demand.role),
+            Reason::Role(offered) => format!("role {offered} offered, role {} needed", self.demand.role),
             Reason::Cpus => "insufficient cpus".into(),
             Reason::Mem => "insufficient mem".into(),
             Reason::Disk => "insufficient disk".into(),

@@ -236,3 +236,28 @@ async fn the_example_jobs_apply_and_their_schedules_are_read() {
     let (_, hello) = s.get(&format!("{JOBS}/hello")).await;
     assert!(hello["status"]["nextRunTime"].is_null(), "a job without schedules runs only when asked: {hello:#}");
 }
+
+#[tokio::test]
+async fn a_run_that_cannot_be_placed_says_why() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    s.register_node("small", 1.0, 1024).await;
+    let mut big = job("big");
+    big["spec"]["schedules"] = json!([]);
+    big["spec"]["run"]["task"]["resources"] = json!({"cpus": 8, "mem": 64});
+    let (code, out) = s.post(JOBS, &big).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let run = json!({"apiVersion": "corral.dev/v1", "kind": "JobRun",
+        "metadata": {"name": "big-1", "namespace": "default"}, "spec": {"job": "big"}});
+    let (code, out) = s.post(RUNS, &run).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let waiting = s
+        .wait_for(&format!("{RUNS}/big-1"), "the run to say why it waits", |r| {
+            r["status"]["waiting"]["message"].as_str().is_some_and(|m| m.contains("cpus"))
+        })
+        .await;
+    assert_eq!(waiting["status"]["phase"], "Pending", "{waiting:#}");
+    assert!(waiting["status"]["attempts"].as_array().is_none_or(Vec::is_empty), "nothing launched: {waiting:#}");
+}

@@ -370,8 +370,8 @@ fn role_mismatch_is_reported() {
     assert_eq!(
         w.refusals,
         vec![
-            refusal("role * offered, service needs ads", 2, 2),
-            refusal("role batch offered, service needs ads", 1, 1),
+            refusal("role * offered, role ads needed", 2, 2),
+            refusal("role batch offered, role ads needed", 1, 1),
             refusal("insufficient cpus", 1, 1),
         ]
     );
