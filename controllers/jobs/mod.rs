@@ -440,8 +440,10 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
         .buffer_unordered(IN_FLIGHT)
         .collect()
         .await;
+    let mut launched_now = std::collections::HashSet::new();
     for (run, task) in accepted.into_iter().flatten() {
         counts.launched.inc();
+        launched_now.insert(run.clone());
         memory.launched.insert(run, (task, Instant::now()));
     }
     futures::stream::iter(unused)
@@ -467,9 +469,12 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
             message: matching::why(&short),
         });
     }
+    // A scheduled run launched as soon as it was started has nothing to say until its
+    // task runs: its first status waits for that (one write fewer a run).
     let writes: Vec<JobRun> = decisions
         .into_iter()
         .filter(|d| d.run.status.as_ref() != Some(&d.plan.status))
+        .filter(|d| d.run.status.is_some() || !launched_now.contains(&key_of(&*d.run)))
         .map(|d| {
             let mut run = (*d.run).clone();
             run.status = Some(d.plan.status);
