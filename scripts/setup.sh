@@ -11,6 +11,7 @@ PKGS=(
   busybox-static   # test images are built from it
   dnsutils         # dig, for DNS tests
   prometheus       # promtool checks the /metrics exposition in tests
+  kubectl          # the Kubernetes CLI, driven against Corral in tests
 )
 
 missing=()

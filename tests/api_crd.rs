@@ -161,11 +161,8 @@ async fn discovery_lists_custom_kinds() {
 
     let (_, groups) = s.get("/apis").await;
     assert!(
-        groups["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["name"] == "example.com" && g["versions"] == json!(["v1"])),
+        groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "example.com"
+            && g["versions"] == json!([{"groupVersion": "example.com/v1", "version": "v1"}])),
         "{groups}"
     );
     let (code, gv) = s.get("/apis/example.com/v1").await;

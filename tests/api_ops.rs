@@ -23,11 +23,21 @@ async fn discovery_describes_every_served_kind() {
     let s = TestServer::start().await;
     let (code, groups) = s.get("/apis").await;
     assert_eq!(code, StatusCode::OK);
-    assert_eq!(groups, json!({"groups": [{"name": "corral.dev", "versions": ["v1"]}]}));
+    let v1 = json!({"groupVersion": "corral.dev/v1", "version": "v1"});
+    assert_eq!(
+        groups,
+        json!({"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": [{"name": "corral.dev", "versions": [v1], "preferredVersion": v1}]})
+    );
+    // The legacy core group, which Kubernetes clients ask for first, is empty.
+    let (code, core) = s.get("/api").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!((core["kind"].as_str(), core["versions"].as_array().map(Vec::len)), (Some("APIVersions"), Some(0)));
 
     let (code, gv) = s.get("/apis/corral.dev/v1").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(gv["groupVersion"], "corral.dev/v1");
+    assert_eq!(gv["kind"], "APIResourceList");
     let cms = gv["resources"].as_array().and_then(|r| r.iter().find(|r| r["name"] == "configmaps")).cloned();
     assert_eq!(
         cms,

@@ -14,7 +14,14 @@ use super::error::{ApiError, ApiResult};
 /// Verbs every kind supports.
 const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
 
-/// `GET /apis`: every group with its versions, in registration order.
+/// `GET /api`: the legacy core group, as Kubernetes clients ask for it first. Corral
+/// serves every kind in a named group, so it has no versions.
+pub async fn core() -> Json<Value> {
+    Json(json!({"kind": "APIVersions", "apiVersion": "v1", "versions": [], "serverAddressByClientCIDRs": []}))
+}
+
+/// `GET /apis`: every group with its versions, in registration order, as a Kubernetes
+/// `APIGroupList` (so that kubectl and client libraries discover them).
 pub async fn groups(State(state): State<AppState>) -> Json<Value> {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for k in state.registry.kinds() {
@@ -27,9 +34,16 @@ pub async fn groups(State(state): State<AppState>) -> Json<Value> {
             None => groups.push((k.group.clone(), vec![k.version.clone()])),
         }
     }
-    let groups: Vec<Value> =
-        groups.into_iter().map(|(name, versions)| json!({"name": name, "versions": versions})).collect();
-    Json(json!({ "groups": groups }))
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(name, versions)| {
+            let versions: Vec<Value> =
+                versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+            let preferred = versions.first().cloned().unwrap_or(Value::Null);
+            json!({"name": name, "versions": versions, "preferredVersion": preferred})
+        })
+        .collect();
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
 }
 
 /// `GET /apis/{g}/{v}`: the resources of one group version.
@@ -62,7 +76,11 @@ pub(super) fn group_version(state: &AppState, group: &str, version: &str) -> Api
             );
         }
     }
-    Ok(body::json(StatusCode::OK, &json!({"groupVersion": format!("{group}/{version}"), "resources": resources})))
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"),
+            "resources": resources}),
+    ))
 }
 
 /// `GET /kinds`: every served kind with its JSON Schema.
