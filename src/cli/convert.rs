@@ -439,6 +439,24 @@ trait Fields {
         whole as u64
     }
 
+    /// Reports variables the command (`sh -c CMD`), arguments and environment of
+    /// `task` use that Corral does not set; `at` prefixes their field paths.
+    fn variables(&mut self, task: &TaskSpec, at: &str) {
+        let mut texts: Vec<(String, &str)> = Vec::new();
+        if let Some(cmd) = task.command.get(2) {
+            texts.push((format!("{at}cmd"), cmd));
+        }
+        texts.extend(task.args.iter().enumerate().map(|(i, a)| (format!("{at}args[{i}]"), a.as_str())));
+        texts.extend(task.env.iter().map(|(k, v)| (format!("{at}env.{k}"), v.as_str())));
+        for (field, text) in texts {
+            for (name, advice) in unset_variables(text) {
+                if !task.env.contains_key(name) {
+                    self.changed(&field, format!("${name} is not set by Corral: {advice}"));
+                }
+            }
+        }
+    }
+
     /// Reports what is left of `rest`, a nested object at `field`, that holds a value.
     fn leftovers(&mut self, field: &str, rest: Map<String, Value>) {
         for (k, v) in rest {
@@ -558,7 +576,7 @@ impl App<'_> {
         spec.unreachable_strategy = self.unreachable_strategy();
         let labels = self.take("labels");
         let labels = self.labels(labels);
-        self.marathon_variables(&template);
+        self.variables(&template, "");
         spec.template = template;
         self.rest();
         let mut service = Service::new(name, spec);
@@ -1148,23 +1166,6 @@ impl App<'_> {
             Some(other) => self.skip("unreachableStrategy", format!("{other}: expected an object or \"disabled\"")),
         }
         out
-    }
-
-    /// Reports variables the command and environment use that Corral does not set.
-    fn marathon_variables(&mut self, template: &TaskSpec) {
-        let mut texts: Vec<(String, &str)> = Vec::new();
-        if let Some(cmd) = template.command.get(2) {
-            texts.push(("cmd".into(), cmd));
-        }
-        texts.extend(template.args.iter().enumerate().map(|(i, a)| (format!("args[{i}]"), a.as_str())));
-        texts.extend(template.env.iter().map(|(k, v)| (format!("env.{k}"), v.as_str())));
-        for (field, text) in texts {
-            for (name, advice) in unset_variables(text) {
-                if !template.env.contains_key(name) {
-                    self.changed(&field, format!("${name} is not set by Corral: {advice}"));
-                }
-            }
-        }
     }
 
     /// Reports every field left that holds a value.

@@ -27,7 +27,7 @@ use corral_api::kinds::task::{Artifact, TaskSpec};
 use corral_controllers::jobs::schedule;
 use serde_json::{Map, Value};
 
-use super::{Conversion, Fields, dns_label, is_unset, json_type, parse_json, print, read, unset_variables};
+use super::{Conversion, Fields, dns_label, is_unset, json_type, parse_json, print, read};
 use crate::cli::args::ConvertMetronomeArgs;
 
 pub(super) fn run(args: &ConvertMetronomeArgs) -> anyhow::Result<u8> {
@@ -343,7 +343,7 @@ impl Conv<'_> {
         }
         self.networks(&mut run);
         self.leftovers("run", run);
-        self.variables(&task);
+        self.variables(&task, "run.");
         if task.image.is_none() {
             let field = if task.command.is_empty() { "run.args" } else { "run.cmd" };
             self.note(
@@ -652,23 +652,6 @@ impl Conv<'_> {
             .collect();
         if !others.is_empty() {
             self.skip("run.networks", format!("{}: tasks share the host's network (and its ports)", others.join(", ")));
-        }
-    }
-
-    /// Reports variables the command and environment use that Corral does not set.
-    fn variables(&mut self, task: &TaskSpec) {
-        let mut texts: Vec<(String, &str)> = Vec::new();
-        if let Some(cmd) = task.command.get(2) {
-            texts.push(("run.cmd".into(), cmd));
-        }
-        texts.extend(task.args.iter().enumerate().map(|(i, a)| (format!("run.args[{i}]"), a.as_str())));
-        texts.extend(task.env.iter().map(|(k, v)| (format!("run.env.{k}"), v.as_str())));
-        for (field, text) in texts {
-            for (name, advice) in unset_variables(text) {
-                if !task.env.contains_key(name) {
-                    self.changed(&field, format!("${name} is not set by Corral: {advice}"));
-                }
-            }
         }
     }
 
