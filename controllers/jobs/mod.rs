@@ -261,6 +261,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
     // once: a round over ten thousand jobs must not wait for each one's writes.
     let mut schedules_due: Option<DateTime<Utc>> = None;
     let mut roles_due: BTreeSet<String> = BTreeSet::new();
+    let mut jobs_due_soon = 0usize;
     let mut plans = Vec::new();
     for job in caches.jobs.list() {
         if job.metadata.deletion_timestamp.is_some() {
@@ -280,6 +281,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
         schedules_due = earliest(schedules_due, plan.wake_at);
         if decide::offers_ahead(plan.wake_at, now).soon {
             roles_due.insert(job.spec.run.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()));
+            jobs_due_soon += 1;
         }
         plans.push((job, runs, plan));
     }
@@ -414,9 +416,12 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
             .collect();
         accepts.push((a.offer.clone(), tasks));
     }
-    // Offers kept for a schedule due soon are neither declined (a declined node would
-    // be refused at the very time) nor forgotten: the next round may take them.
-    let unused = if due_soon { Vec::new() } else { matching.unused.clone() };
+    // Offers kept for the schedules due soon — one per job due at most, so that an
+    // every-second schedule does not hold every node from other frameworks — are
+    // neither declined (a declined node would be refused at the very time) nor
+    // forgotten: the next round may take them.
+    let keep = if due_soon { jobs_due_soon } else { 0 };
+    let unused: Vec<String> = matching.unused.iter().skip(keep).cloned().collect();
     for name in &unused {
         memory.used.insert(name.clone(), Instant::now());
     }
