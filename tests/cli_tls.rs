@@ -203,7 +203,8 @@ fn pem_body(pem: &[u8]) -> Vec<u8> {
 
 /// The real kubectl, with the kubeconfig the server writes, against a server with
 /// `--tls-auto` (kubectl sends a bearer token over HTTPS only): it discovers the
-/// served kinds and lists, applies, labels and deletes objects.
+/// served kinds, lists them in their own columns (server-side tables), and applies,
+/// labels and deletes objects.
 #[test]
 fn kubectl_discovers_the_kinds_and_lists_applies_labels_and_deletes_over_https() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,6 +229,12 @@ fn kubectl_discovers_the_kinds_and_lists_applies_labels_and_deletes_over_https()
     let cells: Vec<&str> = configmaps.split_whitespace().collect();
     assert_eq!(cells, ["configmaps", "cm", "corral.dev/v1", "true", "ConfigMap"], "{resources}");
     assert!(resources.lines().any(|l| l.starts_with("jobs ")), "{resources}");
+
+    // Server-side tables: kubectl prints the kind's own columns, as `corral get` does.
+    let (ok, out) = kubectl(&["get", "namespaces"]);
+    let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert!(ok && header == ["NAME", "STATUS", "AGE"], "{out}");
+    assert!(out.lines().any(|l| l.split_whitespace().take(2).eq(["default", "Active"])), "{out}");
 
     let manifest = dir.path().join("cm.yaml");
     std::fs::write(

@@ -24,6 +24,7 @@ pub mod registry;
 pub mod resource;
 pub mod schema_limits;
 pub mod selector;
+pub mod table;
 pub mod validate;
 
 pub use error::{Error, FieldError, Result};

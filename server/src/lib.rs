@@ -37,6 +37,7 @@ mod patch_bounds;
 pub mod path;
 mod placement;
 mod resources;
+mod table;
 pub mod tls;
 mod watch;
 mod watch_limits;

@@ -259,7 +259,22 @@ async fn route(
     let content_length =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let result = match (p.target, method.as_str()) {
+        (Target::Collection, "GET" | "HEAD")
+            if super::table::wanted(&headers) && !flag("watch", params.watch.as_deref())? =>
+        {
+            let list = list_or_watch(&ctx, &params).await?;
+            let list = body_json(list).await?;
+            let items = list.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            let meta = list.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({}));
+            Ok(body::json(StatusCode::OK, &super::table::of(&ctx.info, items, meta)))
+        }
         (Target::Collection, "GET" | "HEAD") => list_or_watch(&ctx, &params).await,
+        (Target::Object, "GET" | "HEAD") if super::table::wanted(&headers) => {
+            let live = ctx.live(&ctx.name).await?;
+            let object: Value = serde_json::from_slice(&live.json)
+                .map_err(|e| ApiError::internal(format!("a stored object is not JSON: {e}")))?;
+            Ok(body::json(StatusCode::OK, &super::table::of(&ctx.info, &[object], serde_json::json!({}))))
+        }
         (Target::Collection, "POST") => {
             if ctx.info.namespaced && ctx.namespace.is_none() {
                 return Err(ApiError::method_not_allowed(&method, path).with_message(format!(
@@ -304,6 +319,15 @@ async fn route(
         super::crd::after_write(&ctx.state).await;
     }
     result
+}
+
+/// The JSON body of a response this server made (a list, to be shown as a table).
+async fn body_json(response: Response) -> ApiResult<Value> {
+    // A list is already bounded by the server's own limits; this only collects it.
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|e| ApiError::internal(format!("reading a list to make a table: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(format!("a list is not JSON: {e}")))
 }
 
 fn is_offers(info: &KindInfo) -> bool {
