@@ -439,6 +439,27 @@ trait Fields {
         whole as u64
     }
 
+    /// `cmd` (run by `/bin/sh -c`, as Mesos does) and `args` into `task`; `at`
+    /// prefixes their field paths, `one` names the definition ("an app", "a job").
+    fn command(&mut self, cmd: Option<Value>, args: Option<Value>, at: &str, one: &str, task: &mut TaskSpec) {
+        let cmd = cmd.and_then(|v| self.string(&format!("{at}cmd"), v));
+        if let Some(cmd) = cmd.filter(|c| !c.is_empty()) {
+            task.command = vec!["/bin/sh".into(), "-c".into(), cmd];
+        }
+        let Some(args) = args else { return };
+        let mut out = Vec::new();
+        for (i, a) in self.list(&format!("{at}args"), args).into_iter().enumerate() {
+            if let Some(s) = self.string(&format!("{at}args[{i}]"), a) {
+                out.push(s);
+            }
+        }
+        if !task.command.is_empty() && !out.is_empty() {
+            self.skip(&format!("{at}args"), format!("{one} has cmd or args, not both; cmd was converted"));
+        } else {
+            task.args = out;
+        }
+    }
+
     /// Reports variables the command (`sh -c CMD`), arguments and environment of
     /// `task` use that Corral does not set; `at` prefixes their field paths.
     fn variables(&mut self, task: &TaskSpec, at: &str) {
@@ -551,7 +572,8 @@ impl App<'_> {
         if let Some(v) = self.take("instances") {
             spec.instances = self.count("instances", &v).unwrap_or(1);
         }
-        self.command(&mut template);
+        let (cmd, args) = (self.take("cmd"), self.take("args"));
+        self.command(cmd, args, "", "an app", &mut template);
         let mappings = self.container(&mut template);
         let ports = self.ports(mappings);
         template.ports = ports.iter().map(|p| p.port.clone()).collect();
@@ -619,26 +641,6 @@ impl App<'_> {
             ),
         );
         Ok((name, Some(namespace)))
-    }
-
-    /// `cmd` and `args`.
-    fn command(&mut self, template: &mut TaskSpec) {
-        let cmd = self.take("cmd").and_then(|v| self.string("cmd", v));
-        if let Some(cmd) = cmd.filter(|c| !c.is_empty()) {
-            template.command = vec!["/bin/sh".into(), "-c".into(), cmd];
-        }
-        let Some(args) = self.take("args") else { return };
-        let mut out = Vec::new();
-        for (i, a) in self.list("args", args).into_iter().enumerate() {
-            if let Some(s) = self.string(&format!("args[{i}]"), a) {
-                out.push(s);
-            }
-        }
-        if !template.command.is_empty() && !out.is_empty() {
-            self.skip("args", "an app has cmd or args, not both; cmd was converted");
-        } else {
-            template.args = out;
-        }
     }
 
     /// `container`: the image; returns the port mappings (of the container, and of

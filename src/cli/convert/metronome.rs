@@ -302,7 +302,8 @@ impl Conv<'_> {
     /// `run`: the task template and what a run does on failure.
     fn run(&mut self, mut run: Map<String, Value>) -> Result<RunTemplate, String> {
         let mut task = TaskSpec::default();
-        self.command(&mut run, &mut task);
+        let (cmd, args) = (take(&mut run, "cmd"), take(&mut run, "args"));
+        self.command(cmd, args, "run.", "a job", &mut task);
         self.image(&mut run, &mut task);
         if task.command.is_empty() && task.args.is_empty() && task.image.is_none() {
             return Err(self.error(
@@ -356,26 +357,6 @@ impl Conv<'_> {
             );
         }
         Ok(RunTemplate { task, constraints, role: None, restart_policy, retry_limit, active_deadline_seconds })
-    }
-
-    /// `cmd` (run by `/bin/sh -c`, as Mesos does) and `args`.
-    fn command(&mut self, run: &mut Map<String, Value>, task: &mut TaskSpec) {
-        let cmd = take(run, "cmd").and_then(|v| self.string("run.cmd", v));
-        if let Some(cmd) = cmd.filter(|c| !c.is_empty()) {
-            task.command = vec!["/bin/sh".into(), "-c".into(), cmd];
-        }
-        let Some(args) = take(run, "args") else { return };
-        let mut out = Vec::new();
-        for (i, a) in self.list("run.args", args).into_iter().enumerate() {
-            if let Some(s) = self.string(&format!("run.args[{i}]"), a) {
-                out.push(s);
-            }
-        }
-        if !task.command.is_empty() && !out.is_empty() {
-            self.skip("run.args", "a job has cmd or args, not both; cmd was converted");
-        } else {
-            task.args = out;
-        }
     }
 
     /// `docker` or `ucr`: the image.
