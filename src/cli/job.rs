@@ -9,15 +9,14 @@ use std::hash::{BuildHasher as _, Hasher as _};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use corral_api::Resource;
 use corral_api::kinds::job::{JOB_LABEL, Job, JobRun, JobRunSpec, RunPhase};
 use corral_client::{Api, ListParams, Patch, WriteParams};
 use serde_json::json;
 
-use super::Ctx;
 use super::args::{HistoryFormat, JobCommand, JobHistoryArgs, JobKillArgs, JobRunArgs};
 use super::follow::{Ended, follow};
 use super::output::{Table, human_duration, now_unix, parse_rfc3339, to_json, to_yaml};
+use super::{Ctx, name_of};
 
 /// Names tried for a new run before a clash (two runs started in the same second
 /// drawing the same letters) is an error.
@@ -32,19 +31,6 @@ pub(crate) async fn run(ctx: &Ctx, cmd: JobCommand) -> anyhow::Result<u8> {
         JobCommand::History(a) => history(ctx, a).await,
         JobCommand::Kill(a) => kill(ctx, a).await,
     }
-}
-
-/// The `NAME` of `NAME` or `KIND/NAME`, the kind being one of `K`'s names.
-fn name_of<'a, K: Resource>(target: &'a str, word: &str) -> anyhow::Result<&'a str> {
-    let name = match target.split_once('/') {
-        None => target,
-        Some((kind, name)) if K::kind_info().matches_name(kind) => name,
-        Some(_) => bail!("{target:?} is not a {word}: give it as NAME or {word}/NAME"),
-    };
-    if name.is_empty() || name.contains('/') {
-        bail!("{target:?}: give the {word} as NAME or {word}/NAME");
-    }
-    Ok(name)
 }
 
 /// A client error about `word/NAME` as the user should read it.
@@ -265,6 +251,7 @@ async fn kill(ctx: &Ctx, args: JobKillArgs) -> anyhow::Result<u8> {
 
 #[cfg(test)]
 mod tests {
+    use corral_api::kinds::Task;
     use corral_api::kinds::job::{Attempt, JobRunStatus, Trigger};
 
     use super::*;
@@ -286,6 +273,12 @@ mod tests {
         assert_eq!(name_of::<JobRun>("jobrun/backup-1", "jobrun").unwrap(), "backup-1");
         assert!(name_of::<Job>("service/web", "job").is_err());
         assert!(name_of::<Job>("job/", "job").is_err());
+        // As `corral logs` takes a task, and `get -o name` prints it.
+        assert_eq!(name_of::<Task>("web-1", "task").unwrap(), "web-1");
+        assert_eq!(name_of::<Task>("task/web-1", "task").unwrap(), "web-1");
+        assert_eq!(name_of::<Task>("tasks/web-1", "task").unwrap(), "web-1");
+        assert!(name_of::<Task>("service/web", "task").is_err());
+        assert!(name_of::<Task>("task/", "task").is_err());
     }
 
     #[test]

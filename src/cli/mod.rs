@@ -185,6 +185,20 @@ impl Ctx {
     }
 }
 
+/// The `NAME` of `NAME` or `KIND/NAME` as a user names an object of kind `K`
+/// (`word` is how errors name the kind).
+pub(crate) fn name_of<'a, K: corral_api::Resource>(target: &'a str, word: &str) -> anyhow::Result<&'a str> {
+    let name = match target.split_once('/') {
+        None => target,
+        Some((kind, name)) if K::kind_info().matches_name(kind) => name,
+        Some(_) => anyhow::bail!("{target:?} is not a {word}: give it as NAME or {word}/NAME"),
+    };
+    if name.is_empty() || name.contains('/') {
+        anyhow::bail!("{target:?}: give the {word} as NAME or {word}/NAME");
+    }
+    Ok(name)
+}
+
 /// Lowercase kind, as used in `kind/name`.
 pub(crate) fn kind_word(kind: &KindInfo) -> String {
     kind.kind.to_ascii_lowercase()
