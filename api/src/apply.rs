@@ -1,14 +1,50 @@
-//! The three-way merge behind `corral apply`, as kubectl does it client-side: the last
-//! applied manifest is kept in an annotation, so a field removed from the manifest is
-//! removed from the object while fields set by others (controllers, `patch`) stay.
+//! The three-way merge behind apply (`corral apply`, `kubectl apply --server-side`):
+//! the manifest each field manager last applied is kept in an annotation, so a field
+//! removed from a manager's manifest is removed from the object, while fields set by
+//! others (controllers, `patch`, other managers' manifests) stay.
 
 use serde_json::{Map, Value};
 
-/// Annotation holding the manifest last applied, as compact JSON.
+/// Annotation holding the manifest last applied by Corral's CLI (or by an apply that
+/// names no field manager), as compact JSON.
 pub const LAST_APPLIED_ANNOTATION: &str = "corral.dev/last-applied-configuration";
 
+/// The field manager Corral's CLI applies as.
+pub const CLI_FIELD_MANAGER: &str = "corral-cli";
+
+/// Other managers' annotations are this, then the manager's name.
+const MANAGER_PREFIX: &str = "corral.dev/last-applied.";
+
+/// The annotation holding what `manager` last applied: [`LAST_APPLIED_ANNOTATION`] for
+/// the CLI and for no manager; for others, one of their own (`kubectl` applies as
+/// `kubectl` and then records its client-side annotation as `kubectl-last-applied`,
+/// and neither may undo the other). A name that is not a valid annotation key is
+/// lowercased, its other characters made `-`, and cut to fit.
+pub fn annotation_for(manager: Option<&str>) -> String {
+    match manager {
+        None | Some("" | CLI_FIELD_MANAGER) => LAST_APPLIED_ANNOTATION.to_string(),
+        Some(m) => {
+            let room = 63 - (MANAGER_PREFIX.len() - "corral.dev/".len());
+            let name: String = m
+                .chars()
+                .map(|c| c.to_ascii_lowercase())
+                .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+                .take(room)
+                .collect();
+            let name = name.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            format!("{MANAGER_PREFIX}{}", if name.is_empty() { "unnamed" } else { name })
+        }
+    }
+}
+
+/// Whether `key` is one of the annotations apply keeps (not the user's own).
+pub fn is_last_applied(key: &str) -> bool {
+    key == LAST_APPLIED_ANNOTATION || key.starts_with(MANAGER_PREFIX)
+}
+
 /// Merges `desired` (the manifest now applied) into `live`, deleting what `last`
-/// (the manifest applied before) had and `desired` no longer has.
+/// (the manifest applied before) had and `desired` no longer has; of a map `desired`
+/// dropped whole, only what `last` put in it.
 ///
 /// Maps merge key by key; every other value, arrays included, is replaced whole.
 /// A field present in `desired` always wins.
@@ -18,9 +54,9 @@ pub fn three_way_merge(last: Option<&Value>, desired: &Value, live: &Value) -> V
             let empty = Map::new();
             let last_map = last.and_then(Value::as_object).unwrap_or(&empty);
             let mut out = l.clone();
-            for key in last_map.keys() {
+            for (key, last_value) in last_map {
                 if !d.contains_key(key) {
-                    out.remove(key);
+                    remove_applied(&mut out, key, last_value);
                 }
             }
             for (key, dv) in d {
@@ -36,9 +72,43 @@ pub fn three_way_merge(last: Option<&Value>, desired: &Value, live: &Value) -> V
     }
 }
 
-/// Prepares a manifest for applying: drops server-owned metadata and `status`, and
-/// records the manifest itself in the last-applied annotation.
-pub fn prepare_manifest(manifest: &Value) -> Value {
+/// Removes from `map` what `last` applied under `key`: a map only its applied keys
+/// (and then itself when that leaves it empty), so what others added inside stays.
+fn remove_applied(map: &mut Map<String, Value>, key: &str, last: &Value) {
+    match (last, map.get_mut(key)) {
+        (Value::Object(applied), Some(Value::Object(live))) => {
+            for (k, v) in applied {
+                remove_applied(live, k, v);
+            }
+            if live.is_empty() {
+                map.remove(key);
+            }
+        }
+        _ => {
+            map.remove(key);
+        }
+    }
+}
+
+/// Keeps of `last` only what no manifest in `others` also sets: a field two managers
+/// applied stays when one of them drops it.
+pub fn owned_only(last: &Value, others: &[Value]) -> Value {
+    let Value::Object(last) = last else { return last.clone() };
+    let mut out = Map::new();
+    for (key, value) in last {
+        let shared: Vec<Value> = others.iter().filter_map(|o| o.get(key)).cloned().collect();
+        if shared.is_empty() {
+            out.insert(key.clone(), value.clone());
+        } else if value.is_object() && shared.iter().all(Value::is_object) {
+            out.insert(key.clone(), owned_only(value, &shared));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Prepares a manifest `manager` applies: drops server-owned metadata and `status`,
+/// and records the manifest itself in the manager's last-applied annotation.
+pub fn prepare_manifest(manifest: &Value, manager: Option<&str>) -> Value {
     let mut m = manifest.clone();
     if let Value::Object(obj) = &mut m {
         obj.remove("status");
@@ -47,7 +117,7 @@ pub fn prepare_manifest(manifest: &Value) -> Value {
                 meta.remove(f);
             }
             if let Some(Value::Object(ann)) = meta.get_mut("annotations") {
-                ann.remove(LAST_APPLIED_ANNOTATION);
+                ann.retain(|k, _| !is_last_applied(k));
                 if ann.is_empty() {
                     meta.remove("annotations");
                 }
@@ -60,18 +130,28 @@ pub fn prepare_manifest(manifest: &Value) -> Value {
     {
         let ann = meta.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(ann) = ann {
-            ann.insert(LAST_APPLIED_ANNOTATION.to_string(), Value::String(recorded));
+            ann.insert(annotation_for(manager), Value::String(recorded));
         }
     }
     m
 }
 
-/// The manifest last applied to `live`, if any.
-pub fn last_applied(live: &Value) -> Option<Value> {
+/// The manifest `manager` last applied to `live`, if any.
+pub fn last_applied(live: &Value, manager: Option<&str>) -> Option<Value> {
     live.pointer("/metadata/annotations")
-        .and_then(|a| a.get(LAST_APPLIED_ANNOTATION))
+        .and_then(|a| a.get(annotation_for(manager)))
         .and_then(Value::as_str)
         .and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// The manifests every other manager last applied to `live`.
+pub fn applied_by_others(live: &Value, manager: Option<&str>) -> Vec<Value> {
+    let own = annotation_for(manager);
+    let Some(Value::Object(ann)) = live.pointer("/metadata/annotations") else { return Vec::new() };
+    ann.iter()
+        .filter(|(k, _)| is_last_applied(k) && **k != own)
+        .filter_map(|(_, v)| v.as_str().and_then(|s| serde_json::from_str(s).ok()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -105,10 +185,42 @@ mod tests {
     }
 
     #[test]
+    fn a_field_another_manager_applied_survives_its_removal() {
+        let mine = json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"x": 1, "y": {"z": 2}}});
+        let theirs = json!({"metadata": {"annotations": {"b": "2"}}, "spec": {"x": 1}});
+        let owned = owned_only(&mine, &[theirs]);
+        assert_eq!(owned, json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"y": {"z": 2}}}));
+        let live = json!({"metadata": {"annotations": {"a": "1", "b": "2"}}, "spec": {"x": 1, "y": {"z": 2}}});
+        let merged = three_way_merge(Some(&owned), &json!({"metadata": {}}), &live);
+        assert_eq!(merged, json!({"metadata": {"annotations": {"b": "2"}}, "spec": {"x": 1}}));
+    }
+
+    #[test]
+    fn each_manager_has_its_own_annotation_and_the_cli_the_plain_one() {
+        assert_eq!(annotation_for(None), LAST_APPLIED_ANNOTATION);
+        assert_eq!(annotation_for(Some(CLI_FIELD_MANAGER)), LAST_APPLIED_ANNOTATION);
+        assert_eq!(annotation_for(Some("kubectl")), "corral.dev/last-applied.kubectl");
+        assert_eq!(annotation_for(Some("Flux Controller/v2")), "corral.dev/last-applied.flux-controller-v2");
+        let long = annotation_for(Some(&"m".repeat(200)));
+        assert_eq!(long.len() - "corral.dev/".len(), 63);
+        assert!(is_last_applied(&long) && is_last_applied(LAST_APPLIED_ANNOTATION) && !is_last_applied("a/b"));
+        for key in [annotation_for(Some("kubectl")), long, annotation_for(Some("--"))] {
+            assert_eq!(crate::names::check_qualified_key(&key), Ok(()), "{key}");
+        }
+        let m = prepare_manifest(&json!({"kind": "X", "metadata": {"name": "a"}}), Some("kubectl"));
+        assert_eq!(last_applied(&m, Some("kubectl")), Some(json!({"kind": "X", "metadata": {"name": "a"}})));
+        assert_eq!(last_applied(&m, None), None);
+        assert_eq!(applied_by_others(&m, None).len(), 1);
+        assert!(applied_by_others(&m, Some("kubectl")).is_empty());
+    }
+
+    #[test]
     fn prepared_manifest_records_itself() {
-        let m =
-            prepare_manifest(&json!({"kind": "X", "metadata": {"name": "a", "resourceVersion": "5"}, "status": {}}));
-        let recorded = last_applied(&m).unwrap();
+        let m = prepare_manifest(
+            &json!({"kind": "X", "metadata": {"name": "a", "resourceVersion": "5"}, "status": {}}),
+            None,
+        );
+        let recorded = last_applied(&m, None).unwrap();
         assert_eq!(recorded, json!({"kind": "X", "metadata": {"name": "a"}}));
         assert!(m.pointer("/metadata/resourceVersion").is_none());
     }

@@ -38,4 +38,4 @@ pub use transport::{HttpTransport, Response, Transport};
 pub use watch::{WatchEvent, WatchStream};
 
 /// The field manager `corral` records on apply patches.
-pub const CLI_FIELD_MANAGER: &str = "corral-cli";
+pub const CLI_FIELD_MANAGER: &str = corral_api::apply::CLI_FIELD_MANAGER;

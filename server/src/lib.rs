@@ -31,6 +31,7 @@ mod list;
 mod logs;
 mod metrics;
 mod offers;
+mod openapi;
 mod ops;
 mod patch;
 mod patch_bounds;
@@ -259,6 +260,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api", get(discovery::core).fallback(method_not_allowed))
         .route("/apis", get(discovery::groups).fallback(method_not_allowed))
         .route("/apis/{*rest}", any(resources::dispatch))
+        .route("/openapi/v3", get(openapi::index).fallback(method_not_allowed))
+        .route("/openapi/v3/apis/{group}/{version}", get(openapi::group_version).fallback(method_not_allowed))
         .route("/kinds", get(discovery::kinds).fallback(method_not_allowed))
         .route("/schemas/{group}/{version}/{plural}", get(discovery::schema).fallback(method_not_allowed))
         .route("/admin/compact", post(ops::compact).fallback(method_not_allowed))

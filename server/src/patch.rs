@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use corral_api::FieldError;
-use corral_api::apply::{last_applied, prepare_manifest, three_way_merge};
+use corral_api::apply::{applied_by_others, last_applied, owned_only, prepare_manifest, three_way_merge};
 use corral_api::validate::pointer_to_path;
 use corral_store::{Error as StoreError, Key, StoredObject};
 use serde_json::Value;
@@ -122,7 +122,8 @@ async fn patch_existing(ctx: &Ctx, compute: impl Fn(&Value) -> ApiResult<Value>)
 async fn apply(ctx: &Ctx, mut manifest: Value) -> ApiResult<Response> {
     let name = ctx.name.as_str();
     ctx.fill_identity(&mut manifest, Some(name))?;
-    let desired = prepare_manifest(&manifest);
+    let manager = ctx.field_manager.as_deref();
+    let desired = prepare_manifest(&manifest, manager);
     tracing::debug!(
         field_manager = ctx.field_manager.as_deref().unwrap_or("unknown"),
         kind = %ctx.info.kind,
@@ -149,7 +150,10 @@ async fn apply(ctx: &Ctx, mut manifest: Value) -> ApiResult<Response> {
             }
         };
         let live_value = live.value().map_err(ctx.store_error(name))?;
-        let merged = three_way_merge(last_applied(&live_value).as_ref(), &desired, &live_value);
+        // What this manager alone applied is what its manifest may remove.
+        let owned =
+            last_applied(&live_value, manager).map(|last| owned_only(&last, &applied_by_others(&live_value, manager)));
+        let merged = three_way_merge(owned.as_ref(), &desired, &live_value);
         if let Some(resp) = write(ctx, &key, &live, &live_value, merged).await? {
             return Ok(resp);
         }

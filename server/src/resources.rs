@@ -262,13 +262,13 @@ async fn route(
         (Target::Collection, "GET" | "HEAD")
             if super::table::wanted(&headers) && !flag("watch", params.watch.as_deref())? =>
         {
-            let list = list_or_watch(&ctx, &params).await?;
+            let list = list_or_watch(&ctx, &params, &headers).await?;
             let list = body_json(list).await?;
             let items = list.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             let meta = list.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({}));
             Ok(body::json(StatusCode::OK, &super::table::of(&ctx.info, items, meta)))
         }
-        (Target::Collection, "GET" | "HEAD") => list_or_watch(&ctx, &params).await,
+        (Target::Collection, "GET" | "HEAD") => list_or_watch(&ctx, &params, &headers).await,
         (Target::Object, "GET" | "HEAD") if super::table::wanted(&headers) => {
             let live = ctx.live(&ctx.name).await?;
             let object: Value = serde_json::from_slice(&live.json)
@@ -370,7 +370,7 @@ fn flag(name: &str, v: Option<&str>) -> ApiResult<bool> {
     }
 }
 
-async fn list_or_watch(ctx: &Ctx, params: &Params) -> ApiResult<Response> {
+async fn list_or_watch(ctx: &Ctx, params: &Params, headers: &HeaderMap) -> ApiResult<Response> {
     let selector = match params.label_selector.as_deref() {
         Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => Selector::everything(),
@@ -388,7 +388,15 @@ async fn list_or_watch(ctx: &Ctx, params: &Params) -> ApiResult<Response> {
         };
         let bookmarks = flag("allowWatchBookmarks", params.allow_watch_bookmarks.as_deref())?;
         let slot = ctx.state.watches.admit(ctx.client)?;
-        let watch = super::watch::Watch { namespace, selector, fields, from, bookmarks };
+        let watch = super::watch::Watch {
+            namespace,
+            selector,
+            fields,
+            from,
+            bookmarks,
+            table: super::table::wanted(headers),
+            content_type: super::watch::content_type(headers),
+        };
         return super::watch::serve(&ctx.state, &ctx.info, watch, slot).await;
     }
     let query = super::list::ListQuery {

@@ -2,6 +2,8 @@
 //!
 //! Objects go out as the bytes the store holds, wrapped in the event envelope, never
 //! parsed and re-serialized: a watch costs a copy per event, not a JSON round trip.
+//! The one exception is a watch that asks for tables (`kubectl get -w`): each object
+//! is then sent as a one-row `Table`, as Kubernetes does.
 
 use std::convert::Infallible;
 
@@ -22,6 +24,25 @@ use super::watch_limits::WatchSlot;
 /// Content type of watch streams.
 pub const NDJSON: &str = "application/x-ndjson";
 
+/// The content type a watch answers with: `application/json` for a client that
+/// accepts it but not [`NDJSON`] (client-go, hence kubectl, decodes a watch only under
+/// that name), else [`NDJSON`]. The bytes are the same either way.
+pub(super) fn content_type(headers: &axum::http::HeaderMap) -> &'static str {
+    let accepted: Vec<String> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|media| media.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .collect();
+    if accepted.iter().any(|m| m == NDJSON) || !accepted.iter().any(|m| m == "application/json") {
+        NDJSON
+    } else {
+        "application/json"
+    }
+}
+
 /// What a watch request asks for.
 pub(super) struct Watch {
     /// The namespace watched, or all.
@@ -34,12 +55,17 @@ pub(super) struct Watch {
     pub from: Option<u64>,
     /// Whether to send bookmarks.
     pub bookmarks: bool,
+    /// Send each object as a one-row `meta.k8s.io/v1` `Table` (see [`super::table`]).
+    pub table: bool,
+    /// The response's content type: [`NDJSON`], or `application/json` for clients
+    /// (client-go) that decode a watch only under that name.
+    pub content_type: &'static str,
 }
 
 /// Opens a watch on a collection, holding `slot` (the client's place) while it lasts.
 /// A compacted starting revision fails here, with 410, before anything is streamed.
 pub(super) async fn serve(state: &AppState, info: &KindInfo, w: Watch, slot: Option<WatchSlot>) -> ApiResult<Response> {
-    let Watch { namespace, selector, fields, from, bookmarks } = w;
+    let Watch { namespace, selector, fields, from, bookmarks, table, content_type } = w;
     let collection_error = |e: corral_store::Error| with_collection(ApiError::from(e), info);
     // A resumed watch with a field selector starts from what matches now (see
     // `fields`), read before the watch opens.
@@ -58,7 +84,7 @@ pub(super) async fn serve(state: &AppState, info: &KindInfo, w: Watch, slot: Opt
         Some(current) => Some(Selection::resumed(fields, current, state.store.stats().revision)),
         None => Some(Selection::fresh(fields)),
     };
-    let frames = Frames::new(info);
+    let frames = Frames::new(info, table);
     let stream = events
         .filter_map(move |ev| {
             let kept = match (&ev, selection.as_mut()) {
@@ -98,7 +124,7 @@ pub(super) async fn serve(state: &AppState, info: &KindInfo, w: Watch, slot: Opt
     .flatten()
     .map(Ok::<Bytes, Infallible>);
     let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
 }
@@ -164,18 +190,19 @@ struct Frames {
     /// `{"type":"BOOKMARK","object":{"apiVersion":..,"kind":..,"metadata":{"resourceVersion":"`
     bookmark_head: String,
     info: KindInfo,
+    table: bool,
 }
 
 impl Frames {
-    fn new(info: &KindInfo) -> Self {
+    fn new(info: &KindInfo, table: bool) -> Self {
         let bookmark_head = format!(
             "{{\"type\":\"BOOKMARK\",\"object\":{{\"apiVersion\":{},\"kind\":{},\"metadata\":{{\"resourceVersion\":\"",
             Value::String(info.api_version()),
             Value::String(info.kind.clone()),
         );
-        // Keep only what error frames need; the schema can be large.
+        // Keep only what error and table frames need; the schema can be large.
         let info = KindInfo { schema: Value::Null, ..info.clone() };
-        Frames { bookmark_head, info }
+        Frames { bookmark_head, info, table }
     }
 
     /// The frame of `ev` in pieces (the object's JSON is the store's bytes), sent as
@@ -186,7 +213,8 @@ impl Frames {
             WatchEvent::Event(e) => {
                 let ty = as_type.unwrap_or(e.event_type).as_str();
                 let head = Bytes::from(format!("{{\"type\":\"{ty}\",\"object\":"));
-                vec![head, e.object.json.clone(), Bytes::from_static(b"}\n")]
+                let object = if self.table { self.table_of(&e.object.json) } else { e.object.json.clone() };
+                vec![head, object, Bytes::from_static(b"}\n")]
             }
             WatchEvent::Bookmark(rev) => vec![Bytes::from(format!("{}{rev}\"}}}}}}\n", self.bookmark_head))],
             WatchEvent::Gone { compacted } => {
@@ -204,6 +232,16 @@ impl Frames {
                 vec![Bytes::from(line)]
             }
         }
+    }
+}
+
+impl Frames {
+    /// `json` (an object as stored) as a one-row table carrying its resourceVersion.
+    fn table_of(&self, json: &Bytes) -> Bytes {
+        let object: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
+        let rv = object.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+        let table = super::table::of(&self.info, &[object], serde_json::json!({ "resourceVersion": rv }));
+        Bytes::from(serde_json::to_vec(&table).unwrap_or_default())
     }
 }
 
@@ -227,8 +265,22 @@ mod tests {
     }
 
     #[test]
+    fn client_go_gets_its_json_and_others_newline_delimited_json() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let with = |accept: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            content_type(&h)
+        };
+        assert_eq!(content_type(&HeaderMap::new()), NDJSON);
+        assert_eq!(with("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"), "application/json");
+        assert_eq!(with("application/x-ndjson, application/json"), NDJSON);
+        assert_eq!(with("*/*"), NDJSON);
+    }
+
+    #[test]
     fn frames_are_one_json_line_each() {
-        let f = Frames::new(&info());
+        let f = Frames::new(&info(), false);
         let obj = StoredObject {
             key: Key::namespaced("corral.dev/configmaps", "default", "a"),
             revision: 5,
@@ -241,6 +293,12 @@ mod tests {
         assert_eq!(parse(&f.frame(&ev, Some(EventType::Deleted)))["type"], "DELETED");
         assert_eq!(v["type"], "MODIFIED");
         assert_eq!(v["object"]["metadata"]["name"], "a");
+
+        let v = parse(&Frames::new(&info(), true).frame(&ev, None));
+        assert_eq!(v["type"], "MODIFIED");
+        assert_eq!(v["object"]["kind"], "Table");
+        assert_eq!(v["object"]["metadata"]["resourceVersion"], "5");
+        assert_eq!(v["object"]["rows"][0]["cells"][0], "a");
 
         let v = parse(&f.frame(&WatchEvent::Bookmark(42), None));
         assert_eq!(v["type"], "BOOKMARK");

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use corral_api::apply::LAST_APPLIED_ANNOTATION;
+use corral_api::apply::is_last_applied;
 use corral_api::kinds::{Event, EventType};
 use corral_api::{DynamicObject, KindInfo};
 use corral_client::{Api, ListParams};
@@ -114,12 +114,8 @@ pub(crate) fn describe(kind: &KindInfo, obj: &DynamicObject, now: i64) -> anyhow
         field("Deletion Requested", &format!("{ts} ({} ago)", age(Some(ts), now)));
     }
     write_map(&mut out, "Labels", &m.labels);
-    let annotations: BTreeMap<String, String> = m
-        .annotations
-        .iter()
-        .filter(|(k, _)| *k != LAST_APPLIED_ANNOTATION)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let annotations: BTreeMap<String, String> =
+        m.annotations.iter().filter(|(k, _)| !is_last_applied(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
     write_map(&mut out, "Annotations", &annotations);
     let owners: Vec<String> = m
         .owner_references

@@ -1,7 +1,7 @@
 //! `corral diff`: what `apply` would change, as a unified diff of YAML.
 
 use corral_api::DynamicObject;
-use corral_api::apply::LAST_APPLIED_ANNOTATION;
+use corral_api::apply::is_last_applied;
 use serde_json::Value;
 
 use super::Ctx;
@@ -50,7 +50,7 @@ pub(crate) async fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
 
 /// The object without what changes on every write or only says who wrote it:
 /// `resourceVersion`, `generation`, `uid`, `creationTimestamp`, `managedFields` and
-/// the last-applied annotation.
+/// the last-applied annotations.
 pub(crate) fn comparable(obj: &DynamicObject) -> Value {
     let mut v = serde_json::to_value(obj).unwrap_or(Value::Null);
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -58,7 +58,7 @@ pub(crate) fn comparable(obj: &DynamicObject) -> Value {
             meta.remove(f);
         }
         if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-            ann.remove(LAST_APPLIED_ANNOTATION);
+            ann.retain(|k, _| !is_last_applied(k));
             if ann.is_empty() {
                 meta.remove("annotations");
             }

@@ -164,7 +164,12 @@ impl Admitted {
 fn open_to_all(a: &Attributes<'_>) -> bool {
     match a {
         Attributes::NonResource { path, .. } => {
-            path == "/apis" || path == "/kinds" || path.starts_with("/schemas/") || path.starts_with("/auth/")
+            path == "/api"
+                || path == "/apis"
+                || path == "/kinds"
+                || path.starts_with("/schemas/")
+                || path.starts_with("/openapi/")
+                || path.starts_with("/auth/")
         }
         Attributes::Resource { .. } => false,
     }
