@@ -2,27 +2,14 @@
 //! listen address without it, and with `--tls-auto` serves HTTPS only, with a
 //! certificate authority of its own that the kubeconfig it writes carries, so the CLI
 //! trusts exactly it. A node joining over HTTPS gets a client certificate for a key
-//! of its own, which the server accepts until it is revoked. The real kubectl, which
-//! sends its token over HTTPS only, works against such a server.
+//! of its own, which the server accepts until it is revoked.
 
 mod agent_support;
+mod tls_support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn corral() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
-    c.env("CORRAL_CONFIG", "/nonexistent").env_remove("CORRAL_SERVER").env_remove("CORRAL_TOKEN");
-    c
-}
+use tls_support::{Proc, corral, tls_server};
 
 #[test]
 fn a_public_listen_address_without_tls_is_refused_saying_why() {
@@ -73,30 +60,6 @@ fn with_tls_auto_the_server_speaks_https_only_and_the_cli_trusts_its_own_authori
     let fingerprint = corral_server::tls::fingerprint(&ca);
     let again = corral_server::tls::generate(&data.join("tls"), &[]).unwrap();
     assert_eq!(corral_server::tls::fingerprint(&corral_server::tls::trust_pem(&again).unwrap()), fingerprint);
-}
-
-/// A `corral server --tls-auto` on a free loopback port: (process, listen address,
-/// data dir). Its admin kubeconfig is `DATA/admin.conf` once it is up.
-fn tls_server(dir: &std::path::Path) -> (Proc, String, std::path::PathBuf) {
-    let data = dir.join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let server = Proc(
-        corral()
-            .args(["server", "--controllers", "none", "--tls-auto", "--listen", &listen, "--data-dir"])
-            .arg(&data)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let admin = data.join("admin.conf");
-    corral_testkit::eventually_blocking("the server writes admin.conf", || {
-        corral_client::Config::from_kubeconfig(&admin).ok()
-    });
-    (server, listen, data)
 }
 
 #[test]
@@ -199,62 +162,4 @@ fn pem_body(pem: &[u8]) -> Vec<u8> {
         .take_while(|l| !l.starts_with("-----END"))
         .collect();
     base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap()
-}
-
-/// The real kubectl, with the kubeconfig the server writes, against a server with
-/// `--tls-auto` (kubectl sends a bearer token over HTTPS only): it discovers the
-/// served kinds, lists them in their own columns (server-side tables), and applies,
-/// labels and deletes objects.
-#[test]
-fn kubectl_discovers_the_kinds_and_lists_applies_labels_and_deletes_over_https() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_server, _listen, data) = tls_server(dir.path());
-    let kubectl = |args: &[&str]| {
-        let out = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", data.join("admin.conf"))
-            .env("HOME", dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("kubectl runs (scripts/setup.sh installs it)");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
-    };
-    let (ok, resources) = corral_testkit::eventually_blocking("kubectl discovers the served kinds", || {
-        let got = kubectl(&["api-resources"]);
-        got.0.then_some(got)
-    });
-    assert!(ok);
-    let configmaps = resources.lines().find(|l| l.starts_with("configmaps ")).unwrap_or_default();
-    let cells: Vec<&str> = configmaps.split_whitespace().collect();
-    assert_eq!(cells, ["configmaps", "cm", "corral.dev/v1", "true", "ConfigMap"], "{resources}");
-    assert!(resources.lines().any(|l| l.starts_with("jobs ")), "{resources}");
-
-    // Server-side tables: kubectl prints the kind's own columns, as `corral get` does.
-    let (ok, out) = kubectl(&["get", "namespaces"]);
-    let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert!(ok && header == ["NAME", "STATUS", "AGE"], "{out}");
-    assert!(out.lines().any(|l| l.split_whitespace().take(2).eq(["default", "Active"])), "{out}");
-
-    let manifest = dir.path().join("cm.yaml");
-    std::fs::write(
-        &manifest,
-        "apiVersion: corral.dev/v1\nkind: ConfigMap\nmetadata:\n  name: demo\nspec:\n  data: {greeting: hello}\n",
-    )
-    .unwrap();
-    // No OpenAPI document is served yet: kubectl's client-side validation is off.
-    let (ok, out) = kubectl(&["apply", "--validate=false", "-f", manifest.to_str().unwrap()]);
-    assert!(ok && out.contains("configmap.corral.dev/demo created"), "{out}");
-    let (ok, out) = kubectl(&["get", "configmaps"]);
-    assert!(ok && out.lines().any(|l| l.starts_with("demo ")), "{out}");
-    let (ok, out) = kubectl(&["get", "cm", "demo", "-o", "jsonpath={.spec.data.greeting}"]);
-    assert!(ok && out == "hello", "{out}");
-    let (ok, out) = kubectl(&["label", "cm", "demo", "tier=web"]);
-    assert!(ok && out.contains("labeled"), "{out}");
-    let (ok, out) = kubectl(&["get", "cm", "-l", "tier=web", "-o", "name"]);
-    assert!(ok && out.trim() == "configmap.corral.dev/demo", "{out}");
-    let (ok, out) = kubectl(&["delete", "cm", "demo"]);
-    assert!(ok && out.contains("deleted"), "{out}");
-    let (ok, out) = kubectl(&["get", "configmaps", "-o", "name"]);
-    assert!(ok && out.trim().is_empty(), "{out}");
 }

@@ -132,8 +132,9 @@ pub fn json_path_pointer(path: &str) -> Option<String> {
     Some(out)
 }
 
-/// What a kind serves besides its objects (`…/{name}/status`, `…/{name}/log`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+/// What a kind serves besides its objects (`…/{name}/status`, `…/{name}/log`,
+/// `…/{name}/scale`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Subresources {
     /// `status`: observed state written on its own path, without bumping `generation`.
@@ -142,6 +143,20 @@ pub struct Subresources {
     /// `log`: the object's output, streamed (tasks).
     #[serde(default)]
     pub log: bool,
+    /// `scale`: the object's desired and observed count as an `autoscaling/v1` `Scale`
+    /// (`kubectl scale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleSubresource>,
+}
+
+/// Where a scalable kind keeps its counts, as JSONPaths (`.spec.instances`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSubresource {
+    /// The desired count, which a scale writes.
+    pub spec_replicas_path: String,
+    /// The observed count.
+    pub status_replicas_path: String,
 }
 
 fn yes() -> bool {
@@ -150,12 +165,13 @@ fn yes() -> bool {
 
 impl Default for Subresources {
     fn default() -> Self {
-        Subresources { status: true, log: false }
+        Subresources { status: true, log: false, scale: None }
     }
 }
 
 impl Subresources {
-    /// Names of the served subresources, as discovery lists them (`status`, `log`).
+    /// Names of the served subresources, as discovery lists them (`status`, `log`,
+    /// `scale`).
     pub fn names(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.status {
@@ -163,6 +179,9 @@ impl Subresources {
         }
         if self.log {
             out.push("log");
+        }
+        if self.scale.is_some() {
+            out.push("scale");
         }
         out
     }

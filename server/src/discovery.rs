@@ -14,6 +14,10 @@ use super::error::{ApiError, ApiResult};
 /// Verbs every kind supports.
 const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
 
+/// The kinds `kubectl get all` lists: what runs, as Kubernetes' `all` holds pods,
+/// deployments and jobs.
+const CATEGORY_ALL: [&str; 4] = ["services", "tasks", "jobs", "jobruns"];
+
 /// `GET /api`: the legacy core group, as Kubernetes clients ask for it first. Corral
 /// serves every kind in a named group, so it has no versions.
 pub async fn core() -> Json<Value> {
@@ -54,14 +58,18 @@ pub(super) fn group_version(state: &AppState, group: &str, version: &str) -> Api
         .iter()
         .filter(|k| k.group == group && k.version == version)
         .map(|k| {
-            json!({
+            let mut resource = json!({
                 "name": k.plural,
                 "singularName": k.singular,
                 "kind": k.kind,
                 "namespaced": k.namespaced,
                 "shortNames": k.short_names,
                 "verbs": VERBS,
-            })
+            });
+            if k.group == corral_api::GROUP && CATEGORY_ALL.contains(&k.plural.as_str()) {
+                resource["categories"] = json!(["all"]);
+            }
+            resource
         })
         .collect();
     if resources.is_empty() {
@@ -71,9 +79,14 @@ pub(super) fn group_version(state: &AppState, group: &str, version: &str) -> Api
     for k in state.registry.kinds().iter().filter(|k| k.group == group && k.version == version) {
         for sub in k.subresources.names() {
             let verbs: &[&str] = if sub == "log" { &["get"] } else { &["get", "patch", "update"] };
-            resources.push(
-                json!({"name": format!("{}/{sub}", k.plural), "kind": k.kind, "namespaced": k.namespaced, "verbs": verbs}),
-            );
+            let mut resource = json!({"name": format!("{}/{sub}", k.plural), "kind": k.kind, "namespaced": k.namespaced, "verbs": verbs});
+            // Clients find the Scale's own kind here (kubectl scale does).
+            if sub == "scale" {
+                resource["group"] = json!("autoscaling");
+                resource["version"] = json!("v1");
+                resource["kind"] = json!("Scale");
+            }
+            resources.push(resource);
         }
     }
     Ok(body::json(

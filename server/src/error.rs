@@ -20,7 +20,20 @@ pub struct StatusDetails {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Offending fields; empty unless the object is invalid.
+    #[serde(serialize_with = "causes")]
     pub causes: Vec<FieldError>,
+}
+
+/// Causes as Kubernetes' `StatusCause`s: field, message and a reason, which clients
+/// such as kubectl need to show the message.
+fn causes<S: serde::Serializer>(causes: &[FieldError], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Cause<'a> {
+        reason: &'static str,
+        field: &'a str,
+        message: &'a str,
+    }
+    s.collect_seq(causes.iter().map(|c| Cause { reason: "FieldValueInvalid", field: &c.field, message: &c.message }))
 }
 
 impl StatusDetails {
@@ -47,10 +60,16 @@ pub struct ApiError {
 }
 
 #[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
 struct StatusBody<'a> {
     #[serde(rename = "apiVersion")]
     api_version: &'static str,
     kind: &'static str,
+    metadata: Empty,
+    /// Always `Failure`: client-go reads the details only of a failed Status.
+    status: &'static str,
     code: u16,
     reason: &'a str,
     message: &'a str,
@@ -206,8 +225,12 @@ impl ApiError {
 
     fn body(&self) -> StatusBody<'_> {
         StatusBody {
-            api_version: corral_api::API_VERSION,
+            // Status is Kubernetes' own `v1` kind, whatever the group of the request:
+            // clients (client-go) read error details only from a `v1` Status.
+            api_version: "v1",
             kind: "Status",
+            metadata: Empty {},
+            status: "Failure",
             code: self.code.as_u16(),
             reason: self.reason,
             message: &self.message,

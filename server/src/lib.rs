@@ -38,6 +38,7 @@ mod patch_bounds;
 pub mod path;
 mod placement;
 mod resources;
+mod scale;
 mod table;
 pub mod tls;
 mod watch;

@@ -27,6 +27,8 @@ pub enum Target {
     Status,
     /// One object's log (kinds with the `log` subresource).
     Log,
+    /// One object's desired and observed count (kinds with the `scale` subresource).
+    Scale,
     /// `offers/{name}/accept`: launch tasks on an offer.
     Accept,
     /// `offers/{name}/decline`: turn an offer down.
@@ -118,6 +120,7 @@ pub fn parse_parts(rest: &str) -> Option<Parts<'_>> {
         5 if segs[2] == "namespaces" && segs[4] != "status" => res(segs[4], Some(segs[3]), None, Target::Collection),
         5 if segs[4] == "status" => res(segs[2], None, Some(segs[3]), Target::Status),
         5 if segs[4] == "log" && segs[2] != "namespaces" => res(segs[2], None, Some(segs[3]), Target::Log),
+        5 if segs[4] == "scale" && segs[2] != "namespaces" => res(segs[2], None, Some(segs[3]), Target::Scale),
         5 if segs[4] == "accept" && segs[2] != "namespaces" => res(segs[2], None, Some(segs[3]), Target::Accept),
         5 if segs[4] == "decline" && segs[2] != "namespaces" => res(segs[2], None, Some(segs[3]), Target::Decline),
         6 if segs[2] == "namespaces" => res(segs[4], Some(segs[3]), Some(segs[5]), Target::Object),
@@ -125,6 +128,7 @@ pub fn parse_parts(rest: &str) -> Option<Parts<'_>> {
             res(segs[4], Some(segs[3]), Some(segs[5]), Target::Status)
         }
         7 if segs[2] == "namespaces" && segs[6] == "log" => res(segs[4], Some(segs[3]), Some(segs[5]), Target::Log),
+        7 if segs[2] == "namespaces" && segs[6] == "scale" => res(segs[4], Some(segs[3]), Some(segs[5]), Target::Scale),
         _ => None,
     }
 }

@@ -301,6 +301,10 @@ async fn route(
             "{} has no log; only tasks do (GET …/namespaces/{{ns}}/tasks/{{name}}/log)",
             ctx.info.kind
         ))),
+        (Target::Scale, "GET" | "HEAD" | "PUT" | "PATCH") => {
+            let bytes = body::read(body, content_length).await?;
+            super::scale::serve(&ctx, &method, &headers, bytes).await
+        }
         (Target::Accept | Target::Decline, "POST") if !is_offers(&ctx.info) => Err(ApiError::not_found(format!(
             "{} cannot be accepted or declined; only offers can (POST /apis/corral.dev/v1/offers/{{name}}/accept)",
             ctx.info.kind

@@ -133,7 +133,7 @@ impl KindSpec for FrameworkSpec {
     }
 
     fn subresources() -> Subresources {
-        Subresources { status: true, log: false }
+        Subresources { status: true, log: false, scale: None }
     }
 }
 

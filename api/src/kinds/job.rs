@@ -215,7 +215,7 @@ impl KindSpec for JobSpec {
     }
 
     fn subresources() -> Subresources {
-        Subresources { status: true, log: false }
+        Subresources { status: true, log: false, scale: None }
     }
 }
 
@@ -342,6 +342,6 @@ impl KindSpec for JobRunSpec {
     }
 
     fn subresources() -> Subresources {
-        Subresources { status: true, log: false }
+        Subresources { status: true, log: false, scale: None }
     }
 }

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::kinds::task::TaskSpec;
-use crate::registry::{ColumnType, PrinterColumn, Subresources};
+use crate::registry::{ColumnType, PrinterColumn, ScaleSubresource, Subresources};
 use crate::resource::{KindSpec, Object};
 
 /// Label on every task of a service: the service's name.
@@ -421,7 +421,11 @@ impl KindSpec for ServiceSpec {
     }
 
     fn subresources() -> Subresources {
-        Subresources { status: true, log: false }
+        let scale = ScaleSubresource {
+            spec_replicas_path: ".spec.instances".into(),
+            status_replicas_path: ".status.running".into(),
+        };
+        Subresources { status: true, log: false, scale: Some(scale) }
     }
 }
 

@@ -322,7 +322,7 @@ impl KindSpec for TaskSpec {
     }
 
     fn subresources() -> Subresources {
-        Subresources { status: true, log: true }
+        Subresources { status: true, log: true, scale: None }
     }
 }
 

@@ -319,6 +319,7 @@ pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<At
     let subresource = match target {
         Target::Status => Some("status".into()),
         Target::Log => Some("log".into()),
+        Target::Scale => Some("scale".into()),
         Target::Accept => Some("accept".into()),
         Target::Decline => Some("decline".into()),
         Target::Collection | Target::Object => None,
