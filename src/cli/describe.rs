@@ -176,6 +176,8 @@ fn write_list(out: &mut String, label: &str, items: &[String]) {
 
 #[cfg(test)]
 mod tests {
+    use corral_api::apply::LAST_APPLIED_ANNOTATION;
+
     use super::*;
 
     #[test]

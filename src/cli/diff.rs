@@ -184,6 +184,8 @@ fn unified(before: &str, after: &str, context: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use corral_api::apply::LAST_APPLIED_ANNOTATION;
+
     use super::*;
 
     fn apply_script(a: &[&str], b: &[&str], ops: &[Op]) -> Vec<String> {
