@@ -9,7 +9,7 @@ mod tls_support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use tls_support::{Proc, tls_server};
+use tls_support::{Proc, corral, tls_server};
 
 /// Runs kubectl against the server whose data dir is `data`: (succeeded, exit code,
 /// stdout then stderr).
@@ -44,13 +44,19 @@ impl Kubectl {
 }
 
 fn started(dir: &Path) -> (Proc, Kubectl) {
+    let (server, kubectl, _) = started_in(dir);
+    (server, kubectl)
+}
+
+/// The server, kubectl, and the server's data dir.
+fn started_in(dir: &Path) -> (Proc, Kubectl, PathBuf) {
     let (server, _listen, data) = tls_server(dir);
     let kubectl = Kubectl::new(dir, &data);
     corral_testkit::eventually_blocking("kubectl discovers the served kinds", || {
         let (ok, _, out) = kubectl.run(&["api-resources"]);
         (ok && out.contains("configmaps")).then_some(())
     });
-    (server, kubectl)
+    (server, kubectl, data)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -202,4 +208,29 @@ fn kubectl_scales_a_service_and_get_all_lists_what_runs() {
     let all = kubectl.ok(&["get", "all"]);
     assert!(all.lines().any(|l| l.starts_with("web ")), "{all}");
     assert!(!all.contains("demo"), "configmaps are not in `all`: {all}");
+}
+
+#[test]
+fn kubectl_auth_whoami_and_can_i_answer_from_corral_s_rbac() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, kubectl, data) = started_in(dir.path());
+    let out = kubectl.ok(&["auth", "whoami"]);
+    assert!(out.lines().any(|l| l.split_whitespace().eq(["Username", "admin"])), "{out}");
+    assert_eq!(kubectl.ok(&["auth", "can-i", "create", "configmaps"]).trim(), "yes");
+
+    // A user no role is bound to (kubectl sends this review as protobuf).
+    let token = corral()
+        .arg("--kubeconfig")
+        .arg(data.join("admin.conf"))
+        .args(["token", "create", "--user", "eve", "--ttl", "1h"])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let out = kubectl.ok(&["--token", &token, "auth", "whoami"]);
+    assert!(out.lines().any(|l| l.split_whitespace().eq(["Username", "eve"])), "{out}");
+    let (ok, code, out) = kubectl.run(&["--token", &token, "auth", "can-i", "list", "configmaps", "-n", "default"]);
+    assert!(!ok && code == Some(1) && out.starts_with("no"), "{out}");
+    let (ok, _, out) = kubectl.run(&["--token", &token, "get", "configmaps"]);
+    assert!(!ok && out.contains("Forbidden"), "can-i agrees with what the server does: {out}");
 }

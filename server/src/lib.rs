@@ -260,6 +260,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::serve).fallback(method_not_allowed))
         .route("/api", get(discovery::core).fallback(method_not_allowed))
         .route("/apis", get(discovery::groups).fallback(method_not_allowed))
+        .route(auth::reviews::WHOAMI_PATH, post(auth::reviews::whoami).fallback(method_not_allowed))
+        .route(auth::reviews::ACCESS_PATH, post(auth::reviews::access).fallback(method_not_allowed))
         .route("/apis/{*rest}", any(resources::dispatch))
         .route("/openapi/v3", get(openapi::index).fallback(method_not_allowed))
         .route("/openapi/v3/apis/{group}/{version}", get(openapi::group_version).fallback(method_not_allowed))

@@ -15,6 +15,7 @@ pub mod index;
 pub mod join;
 pub mod node;
 pub mod rbac;
+pub mod reviews;
 pub mod task_token;
 
 use std::sync::Arc;
@@ -171,7 +172,11 @@ fn open_to_all(a: &Attributes<'_>) -> bool {
                 || path.starts_with("/openapi/")
                 || path.starts_with("/auth/")
         }
-        Attributes::Resource { .. } => false,
+        // Asking about oneself (kubectl auth whoami, can-i).
+        Attributes::Resource { group, resource, .. } => {
+            (&**group, &**resource) == ("authentication.k8s.io", "selfsubjectreviews")
+                || (&**group, &**resource) == ("authorization.k8s.io", "selfsubjectaccessreviews")
+        }
     }
 }
 
