@@ -101,7 +101,7 @@ mod protobuf {
         let spec = fields(field(&fields(raw)?, 2)?)?;
         let mut out = Map::new();
         // ResourceAttributes and NonResourceAttributes, by field number.
-        let groups: [(u32, &str, &[(u32, &str)]); 2] = [
+        let groups: [(u32, &str, Names); 2] = [
             (
                 1,
                 "resourceAttributes",
@@ -130,6 +130,9 @@ mod protobuf {
         }
         Some(json!({ "spec": out }))
     }
+
+    /// A message's string fields: (field number, JSON name).
+    type Names = &'static [(u32, &'static str)];
 
     fn field<'a>(fields: &[(u32, &'a [u8])], number: u32) -> Option<&'a [u8]> {
         fields.iter().find(|(n, _)| *n == number).map(|(_, v)| *v)
