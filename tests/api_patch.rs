@@ -119,7 +119,14 @@ async fn apply_creates_updates_and_prunes_like_kubectl() {
     );
 
     let yaml = "apiVersion: corral.dev/v1\nkind: ConfigMap\nmetadata:\n  name: app\nspec:\n  data:\n    a: from-yaml\n";
-    let (code, from_yaml) = s.patch(&format!("{path}?fieldManager=test"), APPLY_YAML, yaml).await;
+    // Another field manager changing a value the first one applied conflicts (as in
+    // Kubernetes' server-side apply) until it forces.
+    let (code, conflict) = s.patch(&format!("{path}?fieldManager=test"), APPLY_YAML, yaml).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(conflict["details"]["causes"][0]["field"], ".spec.data.a", "{conflict}");
+    let (_, unchanged) = s.get(&path).await;
+    assert_eq!(unchanged["spec"]["data"]["a"], "changed");
+    let (code, from_yaml) = s.patch(&format!("{path}?fieldManager=test&force=true"), APPLY_YAML, yaml).await;
     assert_eq!(code, StatusCode::OK, "{from_yaml}");
     assert_eq!(from_yaml["spec"]["data"], json!({"a": "from-yaml", "by-someone-else": "x"}));
     assert_eq!(from_yaml["metadata"]["namespace"], "default");

@@ -49,7 +49,7 @@ fn apply_patch_reports_creation_and_delete_reports_finalizers() {
         let manifest = json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
             "metadata": {"name": "f", "namespace": "default", "finalizers": ["test.corral.dev/hold"]},
             "spec": {"data": {"k": "v"}}});
-        let params = WriteParams { dry_run: false, field_manager: Some("test".into()) };
+        let params = WriteParams { dry_run: false, field_manager: Some("test".into()), force: false };
         let w = client.patch(&cm, Some("default"), "f", Patch::Apply(&manifest), &params).await.unwrap();
         assert!(w.created);
         let again = client.patch(&cm, Some("default"), "f", Patch::Apply(&manifest), &params).await.unwrap();

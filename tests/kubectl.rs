@@ -181,6 +181,28 @@ fn kubectl_explain_diff_and_server_side_apply_use_the_served_openapi() {
     assert_eq!(kubectl.ok(&["get", "cm", "demo", "-o", "jsonpath={.spec.data.greeting}"]), "bonjour");
     let (_, code, out) = kubectl.run(&["diff", "--server-side", "-f", &v2]);
     assert_eq!(code, Some(0), "{out}");
+    // Corral's CLI is another field manager: a value kubectl applied conflicts until
+    // taken over, and then kubectl's apply conflicts in turn.
+    let corral_apply = |extra: &[&str]| {
+        let mut c = corral();
+        c.arg("--kubeconfig").arg(&kubectl.kubeconfig).args(["apply", "-f", &v1]).args(extra);
+        c.output().unwrap()
+    };
+    let refused = corral_apply(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains(r#".spec.data.greeting: conflict with "kubectl""#),
+        "{stderr}"
+    );
+    assert_eq!(kubectl.ok(&["get", "cm", "demo", "-o", "jsonpath={.spec.data.greeting}"]), "bonjour");
+    let forced = corral_apply(&["--force-conflicts"]);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert_eq!(kubectl.ok(&["get", "cm", "demo", "-o", "jsonpath={.spec.data.greeting}"]), "hello");
+    let (ok, code, out) = kubectl.run(&["apply", "--server-side", "-f", &v2]);
+    assert!(!ok && code == Some(1) && out.contains(r#"conflict with "corral-cli": .spec.data.greeting"#), "{out}");
+    kubectl.ok(&["apply", "--server-side", "--force-conflicts", "-f", &v2]);
+    assert_eq!(kubectl.ok(&["get", "cm", "demo", "-o", "jsonpath={.spec.data.greeting}"]), "bonjour");
+
     // A key dropped from the manifest is dropped from the object.
     let fresh = "apiVersion: corral.dev/v1\nkind: ConfigMap\nmetadata:\n  name: ssa\nspec:\n  data: {a: '1', b: '2'}\n";
     kubectl.ok(&["apply", "--server-side", "-f", &write(dir.path(), "s1.yaml", fresh)]);

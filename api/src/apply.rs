@@ -92,14 +92,15 @@ fn remove_applied(map: &mut Map<String, Value>, key: &str, last: &Value) {
 
 /// Keeps of `last` only what no manifest in `others` also sets: a field two managers
 /// applied stays when one of them drops it.
-pub fn owned_only(last: &Value, others: &[Value]) -> Value {
+pub fn owned_only(last: &Value, others: &[(String, Value)]) -> Value {
     let Value::Object(last) = last else { return last.clone() };
     let mut out = Map::new();
     for (key, value) in last {
-        let shared: Vec<Value> = others.iter().filter_map(|o| o.get(key)).cloned().collect();
+        let shared: Vec<(String, Value)> =
+            others.iter().filter_map(|(k, o)| Some((k.clone(), o.get(key)?.clone()))).collect();
         if shared.is_empty() {
             out.insert(key.clone(), value.clone());
-        } else if value.is_object() && shared.iter().all(Value::is_object) {
+        } else if value.is_object() && shared.iter().all(|(_, v)| v.is_object()) {
             out.insert(key.clone(), owned_only(value, &shared));
         }
     }
@@ -144,14 +145,89 @@ pub fn last_applied(live: &Value, manager: Option<&str>) -> Option<Value> {
         .and_then(|s| serde_json::from_str(s).ok())
 }
 
-/// The manifests every other manager last applied to `live`.
-pub fn applied_by_others(live: &Value, manager: Option<&str>) -> Vec<Value> {
+/// The manifests every other manager last applied to `live`, by annotation key.
+pub fn applied_by_others(live: &Value, manager: Option<&str>) -> Vec<(String, Value)> {
     let own = annotation_for(manager);
     let Some(Value::Object(ann)) = live.pointer("/metadata/annotations") else { return Vec::new() };
     ann.iter()
         .filter(|(k, _)| is_last_applied(k) && **k != own)
-        .filter_map(|(_, v)| v.as_str().and_then(|s| serde_json::from_str(s).ok()))
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str().and_then(|s| serde_json::from_str(s).ok())?)))
         .collect()
+}
+
+/// The manager whose annotation is `key` (one of [`is_last_applied`]'s).
+pub fn manager_of(key: &str) -> &str {
+    key.strip_prefix(MANAGER_PREFIX).unwrap_or(CLI_FIELD_MANAGER)
+}
+
+/// A field an apply would set to another value than another manager applied there,
+/// as server-side apply reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The other manager's annotation key.
+    pub annotation: String,
+    /// The field, as path segments.
+    pub path: Vec<String>,
+}
+
+impl Conflict {
+    /// The field as `.spec.data.key`.
+    pub fn field(&self) -> String {
+        self.path.iter().map(|s| format!(".{s}")).collect()
+    }
+}
+
+/// The fields `desired` sets to other values than another manager applied there and
+/// the object still holds (what a manager applied but someone changed since is not
+/// its any more). `others` is [`applied_by_others`].
+pub fn conflicts(desired: &Value, live: &Value, others: &[(String, Value)]) -> Vec<Conflict> {
+    fn walk(
+        desired: &Value,
+        live: Option<&Value>,
+        theirs: &Value,
+        annotation: &str,
+        path: &mut Vec<String>,
+        out: &mut Vec<Conflict>,
+    ) {
+        match (desired, theirs) {
+            (Value::Object(d), Value::Object(t)) => {
+                for (key, dv) in d {
+                    if let Some(tv) = t.get(key) {
+                        path.push(key.clone());
+                        walk(dv, live.and_then(|l| l.get(key)), tv, annotation, path, out);
+                        path.pop();
+                    }
+                }
+            }
+            _ if desired != theirs && live == Some(theirs) => {
+                out.push(Conflict { annotation: annotation.to_string(), path: path.clone() })
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (annotation, theirs) in others {
+        walk(desired, Some(live), theirs, annotation, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+/// Takes the conflicting fields away from their managers in `object`'s annotations
+/// (an apply with `force`): they are the applying manager's from now on.
+pub fn take_over(object: &mut Value, conflicts: &[Conflict]) {
+    let Some(Value::Object(ann)) = object.pointer_mut("/metadata/annotations") else { return };
+    for c in conflicts {
+        let Some(Value::String(text)) = ann.get_mut(&c.annotation) else { continue };
+        let Ok(mut applied) = serde_json::from_str::<Value>(text) else { continue };
+        if let Some((last, parents)) = c.path.split_last() {
+            let pointer: String =
+                parents.iter().map(|p| format!("/{}", p.replace('~', "~0").replace('/', "~1"))).collect();
+            if let Some(Value::Object(parent)) = applied.pointer_mut(&pointer) {
+                parent.remove(last);
+            }
+        }
+        *text = serde_json::to_string(&applied).unwrap_or_default();
+    }
 }
 
 #[cfg(test)]
@@ -188,11 +264,31 @@ mod tests {
     fn a_field_another_manager_applied_survives_its_removal() {
         let mine = json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"x": 1, "y": {"z": 2}}});
         let theirs = json!({"metadata": {"annotations": {"b": "2"}}, "spec": {"x": 1}});
-        let owned = owned_only(&mine, &[theirs]);
+        let owned = owned_only(&mine, &[("k".into(), theirs)]);
         assert_eq!(owned, json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"y": {"z": 2}}}));
         let live = json!({"metadata": {"annotations": {"a": "1", "b": "2"}}, "spec": {"x": 1, "y": {"z": 2}}});
         let merged = three_way_merge(Some(&owned), &json!({"metadata": {}}), &live);
         assert_eq!(merged, json!({"metadata": {"annotations": {"b": "2"}}, "spec": {"x": 1}}));
+    }
+
+    #[test]
+    fn a_field_another_manager_applied_and_still_holds_conflicts_until_taken_over() {
+        let theirs = json!({"metadata": {"name": "a"}, "spec": {"data": {"x": "1", "y": "2"}, "size": 3}});
+        let key = annotation_for(Some("kubectl"));
+        let mut live = json!({"metadata": {"name": "a", "annotations": {&key: theirs.to_string()}},
+            "spec": {"data": {"x": "1", "y": "changed by hand"}, "size": 3}});
+        let others = applied_by_others(&live, None);
+        assert_eq!(manager_of(&others[0].0), "kubectl");
+        assert_eq!(manager_of(LAST_APPLIED_ANNOTATION), CLI_FIELD_MANAGER);
+        // Same values, fields the other never applied, and a value changed since it
+        // applied it: no conflict. A different value it still holds: one.
+        let mine = json!({"metadata": {"name": "a"}, "spec": {"data": {"x": "1", "y": "3", "z": "4"}, "size": 5}});
+        let found = conflicts(&mine, &live, &others);
+        assert_eq!(found.iter().map(Conflict::field).collect::<Vec<_>>(), [".spec.size"]);
+        take_over(&mut live, &found);
+        let after = applied_by_others(&live, None);
+        assert_eq!(after[0].1, json!({"metadata": {"name": "a"}, "spec": {"data": {"x": "1", "y": "2"}}}));
+        assert!(conflicts(&mine, &live, &after).is_empty());
     }
 
     #[test]

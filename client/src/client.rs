@@ -151,6 +151,7 @@ impl PathQuery {
 
     fn write(self, params: &WriteParams) -> Self {
         let q = if params.dry_run { self.param("dryRun", "All") } else { self };
+        let q = if params.force { q.param("force", "true") } else { q };
         q.param_opt("fieldManager", params.field_manager.as_deref())
     }
 }

@@ -80,6 +80,9 @@ pub struct WriteParams {
     pub dry_run: bool,
     /// Recorded by the server on apply patches.
     pub field_manager: Option<String>,
+    /// An apply takes over the fields other managers applied with other values,
+    /// instead of failing with 409 (`force=true`).
+    pub force: bool,
 }
 
 /// Options of a delete.

@@ -125,6 +125,7 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
             name: String::new(),
             dry_run: false,
             field_manager: None,
+            force: false,
             client: ctx.client,
             identity: ctx.identity.clone(),
             target: super::path::Target::Collection,

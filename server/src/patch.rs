@@ -12,7 +12,10 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use corral_api::FieldError;
-use corral_api::apply::{applied_by_others, last_applied, owned_only, prepare_manifest, three_way_merge};
+use corral_api::apply::{
+    Conflict, applied_by_others, conflicts, last_applied, manager_of, owned_only, prepare_manifest, take_over,
+    three_way_merge,
+};
 use corral_api::validate::pointer_to_path;
 use corral_store::{Error as StoreError, Key, StoredObject};
 use serde_json::Value;
@@ -150,10 +153,17 @@ async fn apply(ctx: &Ctx, mut manifest: Value) -> ApiResult<Response> {
             }
         };
         let live_value = live.value().map_err(ctx.store_error(name))?;
+        let others = applied_by_others(&live_value, manager);
+        let conflicting = conflicts(&desired, &live_value, &others);
         // What this manager alone applied is what its manifest may remove.
-        let owned =
-            last_applied(&live_value, manager).map(|last| owned_only(&last, &applied_by_others(&live_value, manager)));
-        let merged = three_way_merge(owned.as_ref(), &desired, &live_value);
+        let owned = last_applied(&live_value, manager).map(|last| owned_only(&last, &others));
+        let mut merged = three_way_merge(owned.as_ref(), &desired, &live_value);
+        if !conflicting.is_empty() && !ctx.force {
+            // An invalid manifest is told so first: forcing would not help it.
+            ctx.validate(&merged).await?;
+            return Err(conflict_error(ctx, &conflicting));
+        }
+        take_over(&mut merged, &conflicting);
         if let Some(resp) = write(ctx, &key, &live, &live_value, merged).await? {
             return Ok(resp);
         }
@@ -209,6 +219,33 @@ async fn write(
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(ApiError::from_store(e, &ctx.info, name)),
     }
+}
+
+/// Server-side apply's refusal: which fields other managers applied with other
+/// values, and how to take them over.
+fn conflict_error(ctx: &Ctx, conflicts: &[Conflict]) -> ApiError {
+    let listed: Vec<String> =
+        conflicts.iter().map(|c| format!("conflict with {:?}: {}", manager_of(&c.annotation), c.field())).collect();
+    let causes = conflicts
+        .iter()
+        .map(|c| {
+            let manager = manager_of(&c.annotation);
+            FieldError::new(
+                c.field(),
+                format!(
+                    "conflict with {manager:?}, which applied another value; force (--force-conflicts) takes it over"
+                ),
+            )
+        })
+        .collect();
+    ApiError::conflict(format!(
+        "Apply failed with {} conflict{}: {}; apply again with force=true (kubectl apply --server-side \
+         --force-conflicts, corral apply --force-conflicts) to take them over, or leave them out of the manifest",
+        conflicts.len(),
+        if conflicts.len() == 1 { "" } else { "s" },
+        listed.join(", ")
+    ))
+    .with_details(super::error::StatusDetails { causes, ..super::error::StatusDetails::object(&ctx.info, &ctx.name) })
 }
 
 fn gave_up(ctx: &Ctx) -> ApiError {

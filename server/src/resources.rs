@@ -30,6 +30,7 @@ struct Params {
     allow_watch_bookmarks: Option<String>,
     dry_run: Option<String>,
     field_manager: Option<String>,
+    force: Option<String>,
     propagation_policy: Option<String>,
     limit: Option<String>,
     #[serde(rename = "continue")]
@@ -51,8 +52,11 @@ pub(super) struct Ctx {
     pub name: String,
     /// `dryRun=All`: compute, write nothing.
     pub dry_run: bool,
-    /// `fieldManager`, recorded in the log for now.
+    /// `fieldManager`: whose apply this is.
     pub field_manager: Option<String>,
+    /// `force`: an apply takes over fields other managers applied (server-side
+    /// apply's conflicts).
+    pub force: bool,
     /// Where the request came from, when over the network.
     pub client: Option<ClientAddr>,
     /// Who asks (established by [`crate::auth::guard`]).
@@ -249,6 +253,7 @@ async fn route(
         name: p.name.clone().unwrap_or_default(),
         dry_run: dry_run(params.dry_run.as_deref())?,
         field_manager: params.field_manager.clone(),
+        force: flag("force", params.force.as_deref())?,
         client,
         identity,
         target: p.target,

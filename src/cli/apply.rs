@@ -123,7 +123,12 @@ async fn prepare_one(ctx: &Ctx, doc: Document, ns: &NamespaceArgs) -> anyhow::Re
 }
 
 /// Dry-runs every document. Returns the plans, or every problem the server found.
-pub(crate) async fn plan(ctx: &Ctx, prepared: Vec<Prepared>) -> anyhow::Result<(Vec<Planned>, Vec<Problem>)> {
+/// `force` takes over fields other managers applied (`--force-conflicts`).
+pub(crate) async fn plan(
+    ctx: &Ctx,
+    prepared: Vec<Prepared>,
+    force: bool,
+) -> anyhow::Result<(Vec<Planned>, Vec<Problem>)> {
     // Namespaces the same run creates: their objects cannot be dry-run against the
     // server yet, so they are validated locally against the served schema instead.
     let new_namespaces: BTreeSet<String> =
@@ -142,7 +147,7 @@ pub(crate) async fn plan(ctx: &Ctx, prepared: Vec<Prepared>) -> anyhow::Result<(
             }
             Err(e) => return Err(e.into()),
         };
-        let params = WriteParams { dry_run: true, field_manager: Some(CLI_FIELD_MANAGER.into()) };
+        let params = WriteParams { dry_run: true, field_manager: Some(CLI_FIELD_MANAGER.into()), force };
         match ctx.client.patch(&p.kind, p.namespace.as_deref(), &p.name, Patch::Apply(&p.body), &params).await {
             Ok(w) => plans.push(Planned { prepared: p, live, would_be: w.object }),
             Err(e)
@@ -224,7 +229,7 @@ pub(crate) fn print_problems(mut problems: Vec<Problem>, total: usize, consequen
 pub(crate) async fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<u8> {
     let (prepared, mut problems) = prepare(ctx, &args.files, &args.ns).await?;
     let total = prepared.len() + documents_with_problems(&problems);
-    let (mut plans, server) = plan(ctx, prepared).await?;
+    let (mut plans, server) = plan(ctx, prepared, args.force_conflicts).await?;
     problems.extend(server);
     if !problems.is_empty() {
         print_problems(problems, total, "nothing was applied");
@@ -244,7 +249,8 @@ pub(crate) async fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let mut failed = 0;
-    let params = WriteParams { dry_run: false, field_manager: Some(CLI_FIELD_MANAGER.into()) };
+    let params =
+        WriteParams { dry_run: false, field_manager: Some(CLI_FIELD_MANAGER.into()), force: args.force_conflicts };
     for p in &plans {
         let pr = &p.prepared;
         match ctx.client.patch(&pr.kind, pr.namespace.as_deref(), &pr.name, Patch::Apply(&pr.body), &params).await {

@@ -491,6 +491,11 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Take over fields another field manager (kubectl, a GitOps tool) applied with
+    /// other values, instead of refusing the apply.
+    #[arg(long)]
+    pub force_conflicts: bool,
+
     #[command(flatten)]
     pub ns: NamespaceArgs,
 }

@@ -19,7 +19,7 @@ const MAX_EDITS: usize = 2_000;
 pub(crate) async fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
     let (prepared, mut problems) = prepare(ctx, &args.files, &args.ns).await?;
     let total = prepared.len() + documents_with_problems(&problems);
-    let (plans, server) = plan(ctx, prepared).await?;
+    let (plans, server) = plan(ctx, prepared, false).await?;
     problems.extend(server);
     if !problems.is_empty() {
         print_problems(problems, total, "no diff was computed");
