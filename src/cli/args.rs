@@ -106,6 +106,33 @@ pub enum Command {
     /// Start, list and kill the runs of a job.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Print the client's version and the server's (`GET /version`).
+    Version(VersionArgs),
+}
+
+/// Options of `corral version`.
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// The client's version only; the server is not asked.
+    #[arg(long)]
+    pub client: bool,
+
+    /// Output format: `Client Version: ...` lines, or the full records as YAML or
+    /// JSON (`clientVersion`, `serverVersion`).
+    #[arg(short = 'o', long, value_enum, default_value_t = VersionFormat::Text)]
+    pub output: VersionFormat,
+}
+
+/// Output formats of `corral version`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VersionFormat {
+    /// One line per side.
+    #[default]
+    Text,
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
 }
 
 /// `corral token` subcommands.

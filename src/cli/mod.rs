@@ -1,6 +1,7 @@
 //! The `corral` command line: running the system (`up`, `server`, `controllers`,
 //! `agent`) and talking to it (`apply`, `get`, `describe`, `delete`, `diff`, `explain`,
-//! `api-resources`, `logs`, `image`, `scale`, `restart`, `rollout`, `job`), and `convert`.
+//! `api-resources`, `logs`, `image`, `scale`, `restart`, `rollout`, `job`, `version`), and
+//! `convert`.
 //!
 //! Exit codes: 0 success, 1 error; `diff` exits 1 when there are differences and 2
 //! on error. Errors go to stderr as `error: ...`.
@@ -45,6 +46,7 @@ mod job;
 mod logs;
 mod rollout;
 mod serve;
+mod version;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -148,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rollout(c) => rollout::run(&ctx()?, c).await,
         Command::Job(c) => job::run(&ctx()?, c).await,
         Command::Bench { args } => Ok(bench::run(&args)),
+        Command::Version(a) => version::run(&conn, a).await,
     }
 }
 
