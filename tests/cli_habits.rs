@@ -40,3 +40,28 @@ fn version_prints_client_and_server_in_kubernetes_shape() {
     assert!(out.status.success(), "{out:?}");
 }
 
+#[test]
+fn task_specs_judged_at_apply_time_name_the_field() {
+    let env = Env::start();
+    let bad = "apiVersion: corral.dev/v1\nkind: Task\nmetadata:\n  name: bad\nspec:\n  command: [\"true\"]\n  \
+               resources: {cpus: -1}\n  ports:\n  - {name: http, hostPort: 8080}\n  - {name: http, hostPort: 8080}\n  \
+               healthChecks:\n  - http: {portName: admin}\n";
+    let path = env.write("bad.yaml", bad);
+    let r = env.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert_eq!(r.code(), 1, "{r}");
+    let err = r.stderr();
+    for field in
+        ["spec.resources.cpus", "spec.ports[1].name", "spec.ports[1].hostPort", "spec.healthChecks[0].http.portName"]
+    {
+        assert!(err.contains(field), "{field} named: {r}");
+    }
+    assert_eq!(env.run(&["get", "task", "bad"]).code(), 1, "nothing was created");
+
+    // A service's template is judged the same way.
+    let svc = "apiVersion: corral.dev/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  instances: 1\n  template:\n    \
+               command: [\"true\"]\n    ports:\n    - {name: http}\n    healthChecks:\n    - tcp: {portName: htp}\n";
+    let path = env.write("svc.yaml", svc);
+    let r = env.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert_eq!(r.code(), 1, "{r}");
+    assert!(r.stderr().contains("spec.template.healthChecks[0].tcp.portName"), "{r}");
+}
