@@ -13,6 +13,13 @@ fn apply(env: &Env, file: &str, text: &str) {
     env.ok(&["apply", "-f", path.to_str().unwrap()]);
 }
 
+/// A native task bound to node `node`, which is never run here (no agent).
+fn task(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: corral.dev/v1\nkind: Task\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  command: [\"true\"]\n"
+    )
+}
+
 #[test]
 fn version_prints_client_and_server_in_kubernetes_shape() {
     let env = Env::start();
@@ -38,6 +45,34 @@ fn version_prints_client_and_server_in_kubernetes_shape() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn logs_of_a_task_that_never_started_say_why() {
+    let env = Env::start();
+    apply(&env, "t.yaml", &task("stuck", "gone-node"));
+    let r = env.run(&["logs", "stuck"]);
+    assert_eq!(r.code(), 1, "{r}");
+    assert!(r.stderr().contains("task \"stuck\" never started") && r.stderr().contains("gone-node"), "{r}");
+
+    // As an agent reports a task it could not start.
+    let client = env.client();
+    env.block_on(async {
+        use corral_api::kinds::Task;
+        let tasks: corral_client::Api<Task> = corral_client::Api::namespaced(client, "default");
+        let mut t = tasks.get("stuck").await.unwrap();
+        let status = t.status.get_or_insert_with(Default::default);
+        status.phase = corral_api::kinds::task::TaskPhase::Failed;
+        status.reason = Some("ImageNotFound".into());
+        status.message = Some("image \"web:2\" is not in the agent's image store".into());
+        tasks.update_status(&t).await.unwrap();
+    });
+    let r = env.run(&["logs", "stuck"]);
+    assert_eq!(r.code(), 1, "{r}");
+    let err = r.stderr();
+    assert!(err.contains("never started") && err.contains("FAILED (ImageNotFound)"), "{r}");
+    assert!(err.contains("is not in the agent's image store"), "{r}");
+    assert_eq!(err.lines().count(), 1, "{r}");
 }
 
 #[test]
