@@ -48,6 +48,33 @@ fn version_prints_client_and_server_in_kubernetes_shape() {
 }
 
 #[test]
+fn describe_without_names_describes_all_and_delete_all_deletes_all() {
+    let env = Env::start();
+    apply(&env, "a.yaml", &configmap("a", None, &[], &[]));
+    apply(&env, "b.yaml", &configmap("b", None, &[], &[]));
+    apply(
+        &env,
+        "c.yaml",
+        &format!(
+            "apiVersion: corral.dev/v1\nkind: Namespace\nmetadata:\n  name: extra\n---\n{}",
+            configmap("c", Some("extra"), &[], &[])
+        ),
+    );
+
+    let out = env.ok(&["describe", "cm"]);
+    let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("Name:")).map(str::trim).collect();
+    assert_eq!(names, ["a", "b"], "{out}");
+
+    let r = env.run(&["delete", "cm"]);
+    assert_eq!(r.code(), 1, "{r}");
+    assert!(r.stderr().contains("--all"), "{r}");
+    let out = env.ok(&["delete", "cm", "--all"]);
+    assert_eq!(out, "configmap/a deleted\nconfigmap/b deleted\n");
+    assert_eq!(env.ok(&["get", "cm", "-o", "name"]), "");
+    assert_eq!(env.ok(&["get", "cm", "-n", "extra", "-o", "name"]), "configmap/c\n", "other namespaces are kept");
+}
+
+#[test]
 fn logs_of_a_task_that_never_started_say_why() {
     let env = Env::start();
     apply(&env, "t.yaml", &task("stuck", "gone-node"));

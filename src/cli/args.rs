@@ -583,8 +583,8 @@ pub struct DescribeArgs {
     /// Kind: plural, singular, short name or Kind.
     pub kind: String,
 
-    /// Names of objects to describe.
-    #[arg(required = true)]
+    /// Names of objects to describe; every object of the kind (in the namespace)
+    /// when omitted.
     pub names: Vec<String>,
 
     #[command(flatten)]
@@ -601,6 +601,10 @@ pub struct DeleteArgs {
     /// Delete the objects described by these manifests instead.
     #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., conflicts_with = "target")]
     pub files: Vec<PathBuf>,
+
+    /// Delete every object of the kind (in the namespace): `corral delete tasks --all`.
+    #[arg(long, conflicts_with = "files")]
+    pub all: bool,
 
     /// Succeed for objects that do not exist.
     #[arg(long)]
