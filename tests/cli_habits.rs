@@ -8,6 +8,24 @@ mod cli_support;
 use cli_support::{Env, configmap};
 use serde_json::Value;
 
+/// Whitespace-separated cells of a line.
+fn cells(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// Byte offsets where each cell of `line` starts.
+fn starts(line: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        if !c.is_whitespace() && prev_space {
+            out.push(i);
+        }
+        prev_space = c.is_whitespace();
+    }
+    out
+}
+
 fn apply(env: &Env, file: &str, text: &str) {
     let path = env.write(file, text);
     env.ok(&["apply", "-f", path.to_str().unwrap()]);
@@ -18,6 +36,42 @@ fn task(name: &str, node: &str) -> String {
     format!(
         "apiVersion: corral.dev/v1\nkind: Task\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  command: [\"true\"]\n"
     )
+}
+
+#[test]
+fn get_all_groups_the_workload_kinds_and_leaves_configuration_out() {
+    let env = Env::start();
+    let r = env.run(&["get", "all"]);
+    assert_eq!(r.code(), 0, "{r}");
+    assert!(r.stderr().starts_with("No resources found in namespace default"), "{r}");
+
+    apply(&env, "t.yaml", &task("t1", "nowhere"));
+    apply(&env, "cm.yaml", &configmap("settings", None, &[], &[]));
+    let out = env.ok(&["get", "all"]);
+    let blocks: Vec<&str> = out.split("\n\n").collect();
+    assert_eq!(blocks.len(), 1, "one kind has objects: {out}");
+    let lines: Vec<&str> = blocks[0].lines().collect();
+    assert_eq!(cells(lines[0])[..2], ["NAME", "STATUS"], "{out}");
+    assert_eq!(cells(lines[1])[0], "task/t1", "{out}");
+    assert!(!out.contains("settings"), "configuration is not in `all`: {out}");
+    assert_eq!(env.ok(&["get", "all", "-o", "name"]), "task/t1\n");
+}
+
+#[test]
+fn mistyped_kinds_and_commands_get_a_suggestion() {
+    let env = Env::start();
+    let r = env.run(&["get", "confgmaps"]);
+    assert_eq!(r.code(), 1, "{r}");
+    assert!(r.stderr().starts_with("error: the server does not serve a kind called \"confgmaps\""), "{r}");
+    assert!(r.stderr().contains("did you mean \"configmaps\"?"), "{r}");
+    let r = env.run(&["describe", "taks"]);
+    assert!(r.stderr().contains("did you mean \"tasks\"?"), "{r}");
+    let r = env.run(&["get", "zzzzzz"]);
+    assert!(!r.stderr().contains("did you mean"), "nothing is close: {r}");
+
+    let r = env.run(&["aply", "-f", "x.yaml"]);
+    assert_eq!(r.code(), 1, "{r}");
+    assert!(r.stderr().contains("similar subcommand exists: 'apply'"), "{r}");
 }
 
 #[test]

@@ -11,7 +11,14 @@ use super::output::{self, Column, PrintedList, Table, now_unix, object_text, ren
 use super::{Ctx, kind_word};
 use corral_client::{ListParams, WatchEvent, WatchParams};
 
+/// The kinds `get all` lists, in this order: what runs, then what makes it run (as
+/// kubectl's `all` category: workloads, not configuration).
+pub(crate) const ALL_KINDS: &[&str] = &["tasks", "services", "jobs", "jobruns"];
+
 pub(crate) async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<u8> {
+    if args.kind.eq_ignore_ascii_case("all") && !ctx.kinds().await?.iter().any(|k| k.matches_name("all")) {
+        return get_all(ctx, &args).await;
+    }
     let kind = ctx.resolve(&args.kind).await?;
     if let Some(sel) = &args.selector {
         Selector::parse(sel).map_err(|e| anyhow::anyhow!("{e}; see `corral get --help` for the syntax"))?;
@@ -50,6 +57,60 @@ pub(crate) async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<u8> {
         return Ok(u8::from(failed > 0));
     }
     watch(ctx, &kind, &args, namespace, &cols, widths, objects, rv).await
+}
+
+/// `get all`: each kind of [`ALL_KINDS`] that has objects, as its own table with
+/// names as `kind/name`, a blank line between tables (as kubectl prints it).
+async fn get_all(ctx: &Ctx, args: &GetArgs) -> anyhow::Result<u8> {
+    if !args.names.is_empty() {
+        anyhow::bail!("`get all` takes no names: name objects as `corral get KIND NAME`");
+    }
+    if args.watch {
+        anyhow::bail!("`get all` cannot be watched: watch one kind, e.g. `corral get tasks -w`");
+    }
+    let mut printed = Vec::new();
+    let mut everything = Vec::new();
+    for plural in ALL_KINDS {
+        // A server without one of these kinds (an older one) lists the others.
+        let Some(kind) = ctx.kinds().await?.iter().find(|k| k.matches_name(plural)).map(|k| (**k).clone()) else {
+            continue;
+        };
+        let namespace = scope(&kind, args);
+        let list = ctx.client.list_all(&kind, namespace.as_deref(), &list_params(args), args.chunk_size).await?;
+        if list.items.is_empty() {
+            continue;
+        }
+        match args.output {
+            OutputFormat::Table | OutputFormat::Wide => {
+                let cols = output::columns(&kind, namespace.is_none(), args.output == OutputFormat::Wide);
+                let mut table = output::object_table(&cols, &list.items, now_unix());
+                if let Some(i) = cols.iter().position(|c| *c == Column::Name) {
+                    for row in &mut table.rows {
+                        row[i] = format!("{}/{}", kind_word(&kind), row[i]);
+                    }
+                }
+                printed.push(table.render());
+            }
+            OutputFormat::Name => {
+                printed.push(list.items.iter().map(|o| format!("{}\n", output::name_line(&kind, o))).collect());
+            }
+            OutputFormat::Yaml | OutputFormat::Json => everything.extend(list.items),
+        }
+    }
+    match args.output {
+        OutputFormat::Yaml => out!("{}", output::to_yaml(&PrintedList::new(&everything, None))?)?,
+        OutputFormat::Json => out!("{}", output::to_json(&PrintedList::new(&everything, None))?)?,
+        OutputFormat::Name => out!("{}", printed.concat())?,
+        OutputFormat::Table | OutputFormat::Wide if printed.is_empty() => {
+            let place = match args.ns.namespace.as_deref() {
+                _ if args.all_namespaces => String::new(),
+                ns => format!(" in namespace {}", ns.unwrap_or(super::args::DEFAULT_NAMESPACE)),
+            };
+            eprintln!("No resources found{place} (`get all` lists {}).", ALL_KINDS.join(", "));
+        }
+        OutputFormat::Table | OutputFormat::Wide => out!("{}", printed.join("\n"))?,
+    }
+    Ok(0)
 }
 
 /// The selectors of `args`; the pages are the pager's business.

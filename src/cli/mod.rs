@@ -175,8 +175,12 @@ impl Ctx {
     pub(crate) async fn resolve(&self, name: &str) -> anyhow::Result<KindInfo> {
         let kinds = self.kinds().await?;
         kinds.iter().find(|k| k.matches_name(name)).map(|k| (**k).clone()).ok_or_else(|| {
+            let hint = match closest_kind(kinds, name) {
+                Some(k) => format!("did you mean {:?}? ", k.plural),
+                None => String::new(),
+            };
             anyhow::anyhow!(
-                "the server does not serve a kind called {name:?}; run `corral api-resources` to list the kinds it serves"
+                "the server does not serve a kind called {name:?}; {hint}run `corral api-resources` to list the kinds it serves"
             )
         })
     }
@@ -205,4 +209,64 @@ pub(crate) fn name_of<'a, K: corral_api::Resource>(target: &'a str, word: &str) 
 /// Lowercase kind, as used in `kind/name`.
 pub(crate) fn kind_word(kind: &KindInfo) -> String {
     kind.kind.to_ascii_lowercase()
+}
+
+/// The kind a mistyped `name` most likely meant: one of its names (plural, singular,
+/// Kind, short names) within a small edit distance, or starting with `name`, as clap
+/// suggests subcommands.
+pub(crate) fn closest_kind<'a>(kinds: &'a [Arc<KindInfo>], name: &str) -> Option<&'a KindInfo> {
+    let name = name.to_ascii_lowercase();
+    // Short words are all within two edits of each other: allow one edit for them.
+    let allowed = if name.chars().count() < 5 { 1 } else { 2 };
+    kinds
+        .iter()
+        .filter_map(|k| {
+            let names = [k.plural.clone(), k.singular.clone(), k.kind.to_ascii_lowercase()];
+            let best = names
+                .iter()
+                .chain(k.short_names.iter())
+                .map(|n| if name.len() >= 3 && n.starts_with(&name) { 0 } else { edit_distance(&name, n) })
+                .min()?;
+            (best <= allowed).then_some((best, k))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.plural.cmp(&b.1.plural)))
+        .map(|(_, k)| &**k)
+}
+
+/// Levenshtein distance, with a swap of two neighbouring letters counting as one
+/// edit (the commonest typo).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_a_swap_as_one_edit() {
+        assert_eq!(edit_distance("task", "taks"), 1);
+        assert_eq!(edit_distance("configmaps", "confgmaps"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("service", "service"), 0);
+    }
 }
