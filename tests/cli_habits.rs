@@ -31,6 +31,53 @@ fn apply(env: &Env, file: &str, text: &str) {
     env.ok(&["apply", "-f", path.to_str().unwrap()]);
 }
 
+#[test]
+fn get_watch_prints_event_types_widens_columns_and_skips_unchanged_rows() {
+    let env = Env::start();
+    apply(&env, "a.yaml", &configmap("a", None, &[], &[("k", "v")]));
+
+    let mut watch = env.spawn_lines(&["get", "cm", "-w"]);
+    let header = watch.wait_for("with the header", |l| l.starts_with("EVENT"));
+    assert_eq!(cells(&header), ["EVENT", "NAME", "DATA", "AGE"]);
+    let first = watch.wait_for("listing a", |l| !l.is_empty());
+    assert_eq!(cells(&first)[..3], ["ADDED", "a", "1"], "{first}");
+    assert_eq!(starts(&first), starts(&header), "rows line up with the header");
+
+    // A label changes no printed column: no row. The data change after it does.
+    apply(&env, "a.yaml", &configmap("a", None, &[("x", "y")], &[("k", "v")]));
+    apply(&env, "a.yaml", &configmap("a", None, &[("x", "y")], &[("k", "v"), ("k2", "v2")]));
+    let next = watch.wait_for("a's next row", |l| !l.is_empty());
+    assert_eq!(cells(&next)[..3], ["MODIFIED", "a", "2"], "the label-only change must not be printed: {next}");
+
+    // A name wider than the column: the header comes again, widened, then the row.
+    let long = "a-name-much-wider-than-the-first";
+    apply(&env, "b.yaml", &configmap(long, None, &[], &[]));
+    let header2 = watch.wait_for("the header again", |l| !l.is_empty());
+    assert_eq!(cells(&header2), ["EVENT", "NAME", "DATA", "AGE"], "{header2}");
+    let row = watch.wait_for("the wide row", |l| !l.is_empty());
+    assert_eq!(cells(&row)[..3], ["ADDED", long, "0"], "{row}");
+    assert_eq!(starts(&row), starts(&header2), "the wide row lines up with the header above it:\n{header2}\n{row}");
+
+    env.ok(&["delete", "cm", "a"]);
+    let gone = watch.wait_for("a's deletion", |l| !l.is_empty());
+    assert_eq!(cells(&gone)[..2], ["DELETED", "a"], "{gone}");
+    assert_eq!(starts(&gone), starts(&header2), "{gone}");
+}
+
+#[test]
+fn get_watch_json_lines_carry_the_event_type() {
+    let env = Env::start();
+    apply(&env, "a.yaml", &configmap("a", None, &[], &[("k", "v")]));
+    let mut watch = env.spawn_lines(&["get", "cm", "-w", "-o", "json"]);
+    let line = watch.wait_for("the listed a", |l| !l.is_empty());
+    let ev: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("one event per line: {e}: {line}"));
+    assert_eq!((ev["type"].as_str(), ev["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("a")), "{ev}");
+    env.ok(&["delete", "cm", "a"]);
+    let line = watch.wait_for("a's deletion", |l| !l.is_empty());
+    let ev: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("one event per line: {e}: {line}"));
+    assert_eq!((ev["type"].as_str(), ev["object"]["kind"].as_str()), (Some("DELETED"), Some("ConfigMap")), "{ev}");
+}
+
 /// A native task bound to node `node`, which is never run here (no agent).
 fn task(name: &str, node: &str) -> String {
     format!(
