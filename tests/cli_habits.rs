@@ -228,3 +228,54 @@ fn task_specs_judged_at_apply_time_name_the_field() {
     assert_eq!(r.code(), 1, "{r}");
     assert!(r.stderr().contains("spec.template.healthChecks[0].tcp.portName"), "{r}");
 }
+
+#[test]
+fn a_second_up_on_a_held_data_dir_names_the_holder_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = |config: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral"));
+        cmd.args(["up", "--no-agent", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("CORRAL_CONFIG", dir.path().join(config))
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        cmd
+    };
+    let mut first =
+        up("first").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let pid = first.id().to_string();
+    corral_testkit::eventually_blocking("the first up to hold the data directory", || {
+        let held = std::fs::read_to_string(data.join("corral.lock")).ok()?;
+        (held.trim() == pid).then_some(())
+    });
+    let second = cli_support::Run(up("second").output().unwrap());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let _ = first.wait();
+    assert_eq!(second.code(), 1, "{second}");
+    let err = second.stderr();
+    assert_eq!(err.lines().count(), 1, "one line: {second}");
+    assert!(err.starts_with(&format!("error: another Corral (pid {pid}) holds the data directory")), "{second}");
+}
+
+#[test]
+fn connection_options_show_only_on_commands_that_connect() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_corral")).args(args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for cmd in ["get", "apply", "logs", "agent"] {
+        let h = help(&[cmd, "--help"]);
+        assert!(h.contains("--server <SERVER>") && h.contains("--token <TOKEN>"), "{cmd}: {h}");
+    }
+    let up = help(&["up", "--help"]);
+    assert!(!up.contains("--server") && !up.contains("--token"), "{up}");
+    assert!(up.contains("--kubeconfig"), "up writes the CLI's configuration: {up}");
+    assert!(up.contains("a local node agent"), "{up}");
+    for cmd in ["server", "convert"] {
+        let h = help(&[cmd, "--help"]);
+        assert!(!h.contains("--server <") && !h.contains(" --kubeconfig <"), "{cmd}: {h}");
+    }
+}

@@ -51,7 +51,6 @@ mod version;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use corral_api::KindInfo;
 use tokio::sync::OnceCell;
 
@@ -66,7 +65,7 @@ pub fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == corral_agent::runtime::SHIM_ARG) {
         return ExitCode::from(corral_agent::runtime::shim_main(&argv[2..]));
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             // Help and version go to stdout and are not failures.
@@ -94,6 +93,36 @@ pub fn main() -> ExitCode {
             ExitCode::from(if is_diff { 2 } else { 1 })
         }
     }
+}
+
+/// The global connection options that each command which talks to no server hides
+/// from its help (they are accepted, and ignored, so that `CORRAL_SERVER` in the
+/// environment does not break them).
+const UNUSED_CONNECTION_OPTIONS: &[(&str, &[&str])] = &[
+    // `up` writes --kubeconfig; it serves, it does not connect.
+    ("up", &["server", "token", "certificate_authority"]),
+    ("server", &["server", "token", "certificate_authority", "kubeconfig"]),
+    ("convert", &["server", "token", "certificate_authority", "kubeconfig"]),
+];
+
+/// The command line, with the connection options shown only on commands that use them.
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    // Global options reach the subcommands when the command is built: hide them after.
+    cmd.build();
+    for (sub, unused) in UNUSED_CONNECTION_OPTIONS {
+        // `mut_args` keeps the arguments in place, which a built command's index of
+        // them needs (`mut_arg` moves the argument to the end).
+        cmd = cmd.mut_subcommand(*sub, |c| {
+            c.mut_args(|a| {
+                let hide = unused.contains(&a.get_id().as_str()) || a.is_hide_set();
+                a.hide(hide)
+            })
+        });
+    }
+    let matches = cmd.try_get_matches()?;
+    Cli::from_arg_matches(&matches)
 }
 
 /// `diff` reserves 1 for "there are differences", so its errors, usage errors
@@ -125,7 +154,11 @@ pub(crate) fn error_text(e: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let conn = connection::resolve(&cli)?;
+    // Commands that connect to no server must not fail on a configuration file they
+    // do not read (`up --kubeconfig FILE` writes FILE).
+    let connects =
+        !matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Convert(_) | Command::Bench { .. });
+    let conn = if connects { connection::resolve(&cli)? } else { corral_client::Config::default() };
     let ctx = || Ctx::new(&conn);
     match cli.command {
         Command::Up(a) => serve::run(a, serve::Role::Everything, cli.kubeconfig.clone()).await.map(|()| 0),
