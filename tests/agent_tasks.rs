@@ -126,6 +126,24 @@ async fn deleting_or_killing_a_task_stops_it_with_term_then_kill() {
     c.wait_gone(&Cluster::task_path("polite")).await;
     let list = c.containers();
     assert!(!list.contains(&container), "killed container still listed: {list}");
+
+    // Kills and deletions are recorded as Events, found after the task is gone.
+    let events = c.get("/apis/corral.dev/v1/namespaces/default/events").await.expect("events");
+    let seen: Vec<(String, String, String)> = events["items"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            let text = |p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+            (text("/spec/involvedObject/name"), text("/spec/reason"), text("/spec/message"))
+        })
+        .collect();
+    let has = |task: &str, reason: &str, says: &str| {
+        seen.iter().any(|(t, r, m)| t == task && r == reason && m.contains(says))
+    };
+    assert!(has("stubborn", "Killing", "spec.kill"), "{seen:#?}");
+    assert!(has("polite", "Deleting", "requested by"), "{seen:#?}");
+    assert!(has("polite", "Killing", "deleted"), "{seen:#?}");
     c.stop().await;
 }
 

@@ -279,3 +279,31 @@ fn connection_options_show_only_on_commands_that_connect() {
         assert!(!h.contains("--server <") && !h.contains(" --kubeconfig <"), "{cmd}: {h}");
     }
 }
+
+#[test]
+fn objects_being_deleted_show_terminating_and_deletions_are_events() {
+    let env = Env::start();
+    let held = "apiVersion: corral.dev/v1\nkind: Task\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n\
+                spec:\n  nodeName: nowhere\n  command: [\"true\"]\n";
+    apply(&env, "held.yaml", held);
+    apply(&env, "t.yaml", &task("brief", "nowhere"));
+    let out = env.ok(&["delete", "task", "held", "brief"]);
+    assert!(out.contains("task/held deletion requested") && out.contains("task/brief deleted"), "{out}");
+
+    let table = env.ok(&["get", "tasks"]);
+    let rows: Vec<Vec<&str>> = table.lines().map(cells).collect();
+    assert_eq!(rows[0][..2], ["NAME", "STATUS"], "{table}");
+    assert_eq!(rows[1][..2], ["held", "Terminating"], "{table}");
+    let status = env.ok(&["get", "task", "held", "-o", "json"]);
+    assert!(!status.contains("Terminating"), "the object itself is unchanged; the table says it: {status}");
+
+    let events = env.ok(&["get", "events"]);
+    let about = |task: &str, reason: &str| {
+        events.lines().any(|l| {
+            let c = cells(l);
+            c.get(2) == Some(&reason) && c.get(3) == Some(&format!("task/{task}").as_str())
+        })
+    };
+    assert!(about("held", "Deleting") && about("brief", "Deleted"), "{events}");
+    assert!(events.contains("by admin"), "who asked: {events}");
+}

@@ -127,6 +127,13 @@ pub(super) async fn report_end(ctx: &TaskContext, task: &Task, st: TaskStatus) -
     Ok(task)
 }
 
+/// Records that the agent is stopping `task`, and why, as an Event (`Killing`, as the
+/// kubelet names it); its end is recorded when it has ended. Best effort.
+pub(super) async fn record_kill(ctx: &TaskContext, task: &Task, why: &str, grace: std::time::Duration) {
+    let message = format!("stopping the task: {why} (SIGTERM, then SIGKILL after {}s)", grace.as_secs());
+    let _ = ctx.recorder.publish(task, EventType::Normal, "Killing", &message).await;
+}
+
 async fn update(ctx: &TaskContext, task: &Task) -> Result<Task> {
     Ok(ctx.tasks.update(task).await?)
 }
