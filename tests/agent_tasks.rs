@@ -299,3 +299,41 @@ async fn a_working_dir_leading_out_of_the_sandbox_fails_the_task() {
     assert!(out.trim_end().ends_with("/sandbox/inside"), "ran in the sandbox: {out}");
     c.stop().await;
 }
+
+/// A launch writes the task's status several times (STAGING, STARTING, RUNNING) and
+/// adds the agent's finalizer; a metadata change by someone else meanwhile (here a
+/// label written on every task, as a framework labels its tasks) must not make those
+/// writes fail with 409 Conflict and the reconcile log a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_do_not_log_conflicts_when_others_change_metadata() {
+    let c = Cluster::start("calm", Duration::from_secs(60)).await;
+    let names: Vec<String> = (0..12).map(|i| format!("calm-{i}")).collect();
+    for n in &names {
+        c.create_task(n, json!({"image": "busybox", "command": ["sleep", "1000"], "killGracePeriodSeconds": 1})).await;
+    }
+    for round in 0..4 {
+        for n in &names {
+            let mut t = c.get(&Cluster::task_path(n)).await.expect("task");
+            t["metadata"]["labels"]["round"] = json!(round.to_string());
+            // Unconditional: the test's own writes do not race with each other.
+            t["metadata"].as_object_mut().expect("metadata").remove("resourceVersion");
+            c.send(reqwest::Method::PUT, &Cluster::task_path(n), Some(&t)).await;
+        }
+    }
+    for n in &names {
+        c.wait_for(&Cluster::task_path(n), "running with the agent's finalizer", |t| {
+            phase(t) == "RUNNING" && t.pointer("/metadata/finalizers") == Some(&json!(["corral.dev/agent"]))
+        })
+        .await;
+    }
+    let log = c.agent_log();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("reconcile failed")).collect();
+    assert!(failed.is_empty(), "failed reconciles (conflicts) logged during launches:\n{}", failed.join("\n"));
+    for n in &names {
+        c.send(reqwest::Method::DELETE, &Cluster::task_path(n), None).await;
+    }
+    for n in &names {
+        c.wait_gone(&Cluster::task_path(n)).await;
+    }
+    c.stop().await;
+}
