@@ -173,11 +173,12 @@ async fn fresh(ctx: &TaskContext, task: &Task) -> Result<Task> {
 }
 
 /// Writes the task's status, which is the agent's to write. A conflict caused by a
-/// change elsewhere in the object (a finalizer, labels, annotations) is no
-/// disagreement about the status: the write is made again on the fresh revision, as
-/// long as the status there is still the one this write was computed from. Had anyone
-/// else written the status (the node lifecycle controller marking it `LOST`), the
-/// conflict stands and the reconcile starts again from what they wrote.
+/// change elsewhere in the object (a finalizer, labels), or by this agent's own
+/// earlier write that its cache had not yet seen, is no disagreement about the
+/// status: the write is made again on the fresh revision. Only an end recorded there
+/// meanwhile (the node lifecycle controller marking the task `LOST`) is a verdict this
+/// write must not overwrite: then the conflict stands and the reconcile starts again
+/// from it.
 pub(super) async fn write_status(ctx: &TaskContext, task: &Task, status: TaskStatus) -> Result<Task> {
     let mut t = task.clone();
     t.status = Some(status);
@@ -185,7 +186,12 @@ pub(super) async fn write_status(ctx: &TaskContext, task: &Task, status: TaskSta
         match ctx.tasks.update_status(&t).await {
             Err(e) if e.is_conflict() => {
                 let fresh = fresh(ctx, task).await?;
-                if fresh.status != task.status || fresh.metadata.uid != task.metadata.uid {
+                if fresh.status == t.status {
+                    return Ok(fresh);
+                }
+                let ended_meanwhile =
+                    fresh.status.as_ref().is_some_and(|s| s.phase.is_terminal()) && fresh.status != task.status;
+                if ended_meanwhile || fresh.metadata.uid != task.metadata.uid {
                     return Err(e.into());
                 }
                 t.metadata = fresh.metadata;
