@@ -307,3 +307,69 @@ fn objects_being_deleted_show_terminating_and_deletions_are_events() {
     assert!(about("held", "Deleting") && about("brief", "Deleted"), "{events}");
     assert!(events.contains("by admin"), "who asked: {events}");
 }
+
+/// An `EDITOR` script in the test's directory, running `body` with the file as `$1`.
+fn editor(env: &Env, name: &str, body: &str) -> String {
+    let path = env.write(name, &format!("#!/bin/sh\nset -e\n{body}\n"));
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&path, perms).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn edit(env: &Env, editor: &str, args: &[&str]) -> cli_support::Run {
+    let mut cmd = env.command(&[&["edit"], args].concat());
+    cmd.env("EDITOR", editor).env_remove("VISUAL").env("TMPDIR", env.write("tmp/.keep", "").parent().unwrap());
+    cli_support::Run(cmd.stdin(std::process::Stdio::null()).output().unwrap())
+}
+
+#[test]
+fn edit_opens_the_editor_writes_back_and_survives_a_concurrent_change() {
+    let env = Env::start();
+    apply(&env, "a.yaml", &configmap("a", None, &[], &[("k", "v")]));
+
+    let sed = editor(&env, "sed.sh", r#"sed -i 's/k: v$/k: edited/' "$1""#);
+    let r = edit(&env, &sed, &["cm/a"]);
+    assert_eq!((r.code(), r.stdout().as_str()), (0, "configmap/a edited\n"), "{r}");
+    let a: Value = serde_json::from_str(&env.ok(&["get", "cm", "a", "-o", "json"])).unwrap();
+    assert_eq!(a["spec"]["data"]["k"], "edited", "{a}");
+
+    // An editor that saves nothing new changes nothing.
+    let r = edit(&env, &editor(&env, "true.sh", "true"), &["configmap", "a"]);
+    assert_eq!(r.code(), 0, "{r}");
+    assert!(r.stderr().contains("no changes made"), "{r}");
+
+    // While the editor is open, someone else adds a label: both changes stay.
+    let label = env.write("labelled.yaml", &configmap("a", None, &[("team", "blue")], &[("k", "edited")]));
+    let bin = env!("CARGO_BIN_EXE_corral");
+    let racing = editor(
+        &env,
+        "race.sh",
+        &format!(
+            "\"{bin}\" --server {} apply -f {} >/dev/null\nsed -i 's/k: edited$/k: again/' \"$1\"",
+            env.url,
+            label.display()
+        ),
+    );
+    let r = edit(&env, &racing, &["cm/a"]);
+    assert_eq!(r.code(), 0, "{r}");
+    assert!(r.stderr().contains("changed while it was being edited"), "{r}");
+    let a: Value = serde_json::from_str(&env.ok(&["get", "cm", "a", "-o", "json"])).unwrap();
+    assert_eq!((&a["spec"]["data"]["k"], &a["metadata"]["labels"]["team"]), (&"again".into(), &"blue".into()), "{a}");
+}
+
+#[test]
+fn a_refused_edit_is_kept_in_a_file_the_error_names() {
+    let env = Env::start();
+    apply(&env, "a.yaml", &configmap("a", None, &[], &[("k", "v")]));
+    let bad = editor(&env, "bad.sh", r#"sed -i 's/^spec:$/spec:\n  colour: red/' "$1""#);
+    let r = edit(&env, &bad, &["cm/a"]);
+    assert_eq!(r.code(), 1, "{r}");
+    let err = r.stderr();
+    assert!(err.contains("spec.colour") && err.contains("configmap/a was not changed"), "{r}");
+    let kept = err.split("the edit is kept in ").nth(1).and_then(|s| s.split(' ').next()).expect("a path");
+    let text = std::fs::read_to_string(kept).unwrap_or_else(|e| panic!("{kept}: {e}"));
+    assert!(text.contains("colour: red"), "{text}");
+    let a: Value = serde_json::from_str(&env.ok(&["get", "cm", "a", "-o", "json"])).unwrap();
+    assert!(a["spec"].get("colour").is_none(), "{a}");
+}

@@ -56,6 +56,8 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Delete objects by name or by manifest.
     Delete(DeleteArgs),
+    /// Edit an object in $EDITOR (YAML) and write it back when the editor exits.
+    Edit(EditArgs),
     /// Show what `apply` would change. Exit code 0: no differences, 1: differences,
     /// 2: error.
     Diff(DiffArgs),
@@ -615,6 +617,17 @@ pub struct DeleteArgs {
     /// `foreground` deletes the dependents first, `orphan` keeps them.
     #[arg(long, value_enum, default_value_t = Cascade::Background)]
     pub cascade: Cascade,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// Options of `corral edit`.
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    /// The object: `KIND/NAME`, or `KIND NAME`.
+    #[arg(value_name = "KIND/NAME", required = true, num_args = 1..=2)]
+    pub target: Vec<String>,
 
     #[command(flatten)]
     pub ns: NamespaceArgs,

@@ -1,6 +1,6 @@
 //! The `corral` command line: running the system (`up`, `server`, `controllers`,
 //! `agent`) and talking to it (`apply`, `get`, `describe`, `delete`, `diff`, `explain`,
-//! `api-resources`, `logs`, `image`, `scale`, `restart`, `rollout`, `job`, `version`), and
+//! `edit`, `api-resources`, `logs`, `image`, `scale`, `restart`, `rollout`, `job`, `version`), and
 //! `convert`.
 //!
 //! Exit codes: 0 success, 1 error; `diff` exits 1 when there are differences and 2
@@ -38,6 +38,7 @@ mod convert;
 mod delete;
 mod describe;
 mod diff;
+mod edit;
 mod explain;
 mod follow;
 mod get;
@@ -168,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Get(a) => get::run(&ctx()?, a).await,
         Command::Describe(a) => describe::run(&ctx()?, a).await,
         Command::Delete(a) => delete::run(&ctx()?, a).await,
+        Command::Edit(a) => edit::run(&ctx()?, a).await,
         Command::Diff(a) => diff::run(&ctx()?, a).await,
         Command::Explain(a) => explain::run(&ctx()?, a).await,
         Command::ApiResources => get::api_resources(&ctx()?).await,
