@@ -146,6 +146,12 @@ async fn record_deletion(ctx: &Ctx, o: &StoredObject, gone: bool) {
     if ctx.info.group != corral_api::GROUP || !RECORDED_KINDS.contains(&ctx.info.plural.as_str()) {
         return;
     }
+    // The system's own housekeeping (history limits, scaling down, a node dropping
+    // what it ran) is not news, and would add an event to every run of every cron
+    // job for as long as events are kept; the controllers record what they decide.
+    if ctx.identity.node().is_some() || ctx.identity.user == crate::auth::CONTROLLER_MANAGER {
+        return;
+    }
     let (Some(ns), Ok(v)) = (ctx.namespace.as_deref(), o.value()) else { return };
     let name = ctx.name.as_str();
     let uid = v.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
