@@ -86,6 +86,9 @@ pub enum Command {
     Admin(AdminCommand),
     /// Print (and with -f, follow) a task's stdout or stderr.
     Logs(LogsArgs),
+    /// Run a command inside a running task, on the task's node (as root, with its
+    /// agent's work dir): `corral exec web -- ls /tmp`; `-it` for a shell.
+    Exec(ExecArgs),
     /// Create, list and revoke bearer tokens (for people, service accounts, and
     /// nodes joining).
     #[command(subcommand)]
@@ -350,6 +353,31 @@ pub struct LogsArgs {
     /// stderr instead of stdout.
     #[arg(long)]
     pub stderr: bool,
+}
+
+/// Options of `corral exec`.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The task: `NAME` or `task/NAME`.
+    pub task: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// Namespace of the task.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Pass this terminal's input to the command.
+    #[arg(short = 'i', long = "stdin")]
+    pub stdin: bool,
+    /// Give the command a terminal (containers; a native task uses this one).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The work dir of the agent on this node (the task's node).
+    #[arg(long, env = "CORRAL_AGENT_DIR", default_value = "corral-data/agent")]
+    pub work_dir: PathBuf,
+    /// runc executable.
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
 }
 
 /// Options of `corral up` and `corral server`.

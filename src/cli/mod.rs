@@ -1,6 +1,6 @@
 //! The `corral` command line: running the system (`up`, `server`, `controllers`,
 //! `agent`) and talking to it (`apply`, `get`, `describe`, `delete`, `diff`, `explain`,
-//! `edit`, `api-resources`, `logs`, `image`, `scale`, `restart`, `rollout`, `job`, `version`), and
+//! `edit`, `api-resources`, `logs`, `exec`, `image`, `scale`, `restart`, `rollout`, `job`, `version`), and
 //! `convert`.
 //!
 //! Exit codes: 0 success, 1 error; `diff` exits 1 when there are differences and 2
@@ -39,6 +39,7 @@ mod delete;
 mod describe;
 mod diff;
 mod edit;
+mod exec;
 mod explain;
 mod follow;
 mod get;
@@ -177,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Image(c) => image::run(c).await,
         Command::Admin(c) => admin::run(&conn, c).await,
         Command::Logs(a) => logs::run(&ctx()?, a).await,
+        Command::Exec(a) => exec::run(&ctx()?, a).await,
         Command::Token(c) => auth::token(&ctx()?, c).await,
         Command::Auth(c) => auth::auth(&ctx()?, c).await,
         Command::Convert(c) => convert::run(c),
