@@ -1,27 +1,34 @@
 # The two commands of the README: `make up` runs Corral, `make test` runs every test.
-# Both install what they need first (scripts/setup.sh is idempotent).
+# Both install what they need first (scripts/setup.sh is idempotent): `make up` only
+# what running needs (runc, busybox-static), `make test` the test tools as well
+# (etcd, protobuf, dig, promtool, kubectl, skopeo).
 
 CARGO ?= cargo
 DATA_DIR ?= corral-data
 LISTEN ?= 127.0.0.1:7070
 
-.PHONY: up test setup build bench soak lint
+.PHONY: up test setup setup-run setup-test build bench soak lint
 
-setup:
-	bash scripts/setup.sh
+setup: setup-test
 
-build: setup
+setup-run:
+	bash scripts/setup.sh run
+
+setup-test:
+	bash scripts/setup.sh test
+
+build: setup-run
 	$(CARGO) build --release
 
 up: build
 	./target/release/corral up --data-dir $(DATA_DIR) --listen $(LISTEN)
 
 # A test run builds once: incremental state would only add ~0.5 GB to the disk it needs.
-test: setup
+test: setup-test
 	CARGO_INCREMENTAL=0 $(CARGO) test --workspace
 
 # The benchmarks are a binary of their own (corral-bench), so `make up` never builds them.
-bench: build
+bench: build setup-test
 	$(CARGO) build --release -p corral-bench
 	./target/release/corral-bench store
 	./target/release/corral-bench controller
@@ -29,9 +36,9 @@ bench: build
 
 # 30 minutes of mixed writes, 2,000 watches (1,000 never reading) and periodic lists:
 # server memory, data directory and /healthz latency over time.
-soak: build
+soak: build setup-test
 	$(CARGO) build --release -p corral-bench
 	./target/release/corral-bench soak
 
-lint: setup
+lint: setup-test
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

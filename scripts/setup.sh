@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
 # Installs what Corral needs from Debian, idempotently: packages already present are
 # not reinstalled and `apt-get update` runs at most once per invocation.
+#
+#   scripts/setup.sh run    what running Corral and the README's tour need (`make up`)
+#   scripts/setup.sh test   that, and what building and running the tests and benchmarks
+#                           need (`make test`, `make bench`, `make lint`); the default
 set -euo pipefail
 
-PKGS=(
-  etcd-server      # the peer the store benchmark compares against
-  protobuf-compiler # etcd-client's build script needs protoc…
-  libprotobuf-dev  # …and the well-known .proto files (descriptor.proto)
+RUN_PKGS=(
   runc             # the agent's container runtime
-  busybox-static   # test images are built from it
+  busybox-static   # the tour's image (examples/images/busybox-image.sh) and test images
+)
+
+TEST_PKGS=(
+  protobuf-compiler # etcd-client's build script (tests and benchmarks) needs protoc…
+  libprotobuf-dev  # …and the well-known .proto files (descriptor.proto)
+  etcd-server      # the peer the store benchmark compares against
   dnsutils         # dig, for DNS tests
   prometheus       # promtool checks the /metrics exposition in tests
   kubectl          # the Kubernetes CLI, driven against Corral in tests
+  skopeo           # pushes images to Corral's OCI distribution API in tests
 )
+
+case "${1:-test}" in
+  run) PKGS=("${RUN_PKGS[@]}") ;;
+  test) PKGS=("${RUN_PKGS[@]}" "${TEST_PKGS[@]}") ;;
+  *)
+    echo "usage: $0 run|test (run: what running Corral needs; test: that and what the tests need)" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -126,6 +126,24 @@ async fn deleting_or_killing_a_task_stops_it_with_term_then_kill() {
     c.wait_gone(&Cluster::task_path("polite")).await;
     let list = c.containers();
     assert!(!list.contains(&container), "killed container still listed: {list}");
+
+    // Kills and deletions are recorded as Events, found after the task is gone.
+    let events = c.get("/apis/corral.dev/v1/namespaces/default/events").await.expect("events");
+    let seen: Vec<(String, String, String)> = events["items"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            let text = |p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+            (text("/spec/involvedObject/name"), text("/spec/reason"), text("/spec/message"))
+        })
+        .collect();
+    let has = |task: &str, reason: &str, says: &str| {
+        seen.iter().any(|(t, r, m)| t == task && r == reason && m.contains(says))
+    };
+    assert!(has("stubborn", "Killing", "spec.kill"), "{seen:#?}");
+    assert!(has("polite", "Deleting", "requested by"), "{seen:#?}");
+    assert!(has("polite", "Killing", "deleted"), "{seen:#?}");
     c.stop().await;
 }
 
@@ -279,5 +297,147 @@ async fn a_working_dir_leading_out_of_the_sandbox_fails_the_task() {
     let uid = t.pointer("/metadata/uid").and_then(Value::as_str).expect("uid");
     let out = std::fs::read_to_string(c.work_dir().join("tasks").join(uid).join("logs/stdout")).expect("log");
     assert!(out.trim_end().ends_with("/sandbox/inside"), "ran in the sandbox: {out}");
+    c.stop().await;
+}
+
+/// A launch writes the task's status several times (STAGING, STARTING, RUNNING) and
+/// adds the agent's finalizer; a metadata change by someone else meanwhile (here a
+/// label written on every task, as a framework labels its tasks) must not make those
+/// writes fail with 409 Conflict and the reconcile log a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_do_not_log_conflicts_when_others_change_metadata() {
+    let c = Cluster::start("calm", Duration::from_secs(60)).await;
+    let names: Vec<String> = (0..12).map(|i| format!("calm-{i}")).collect();
+    for n in &names {
+        c.create_task(n, json!({"image": "busybox", "command": ["sleep", "1000"], "killGracePeriodSeconds": 1})).await;
+    }
+    for round in 0..4 {
+        for n in &names {
+            let mut t = c.get(&Cluster::task_path(n)).await.expect("task");
+            t["metadata"]["labels"]["round"] = json!(round.to_string());
+            // Unconditional: the test's own writes do not race with each other.
+            t["metadata"].as_object_mut().expect("metadata").remove("resourceVersion");
+            c.send(reqwest::Method::PUT, &Cluster::task_path(n), Some(&t)).await;
+        }
+    }
+    for n in &names {
+        c.wait_for(&Cluster::task_path(n), "running with the agent's finalizer", |t| {
+            phase(t) == "RUNNING" && t.pointer("/metadata/finalizers") == Some(&json!(["corral.dev/agent"]))
+        })
+        .await;
+    }
+    let log = c.agent_log();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("reconcile failed")).collect();
+    assert!(failed.is_empty(), "failed reconciles (conflicts) logged during launches:\n{}", failed.join("\n"));
+    for n in &names {
+        c.send(reqwest::Method::DELETE, &Cluster::task_path(n), None).await;
+    }
+    for n in &names {
+        c.wait_gone(&Cluster::task_path(n)).await;
+    }
+    c.stop().await;
+}
+
+/// `corral exec` on the task's node: inside a container (its root, env, exit code; with
+/// -i its stdin) and inside a native task (its env and sandbox); a wrong work dir is
+/// named with the task's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_commands_inside_containers_and_native_tasks() {
+    let c = Cluster::start("exec", Duration::from_secs(60)).await;
+    c.create_task(
+        "box",
+        json!({"image": "busybox", "command": ["sleep", "1000"], "env": {"GREETING": "hi"}, "killGracePeriodSeconds": 1}),
+    )
+    .await;
+    c.create_task(
+        "host",
+        json!({"command": ["sleep", "1000"], "env": {"GREETING": "native"}, "killGracePeriodSeconds": 1}),
+    )
+    .await;
+    c.wait_phase("box", "RUNNING").await;
+    c.wait_phase("host", "RUNNING").await;
+    let work = c.work_dir();
+    let exec = |args: Vec<String>, input: &'static str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral"));
+        cmd.args(["--server", &c.url, "exec"])
+            .args(args)
+            .env("CORRAL_TOKEN", c.admin_token())
+            .env("CORRAL_CONFIG", c.dir.path().join("no-config"))
+            .env_remove("CORRAL_AGENT_DIR")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut child = cmd.spawn().expect("corral runs");
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("stdin written");
+            let out = child.wait_with_output().expect("corral ends");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let w = work.to_str().expect("utf-8").to_string();
+    let args = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let (code, out, err) =
+        exec(args(&["box", "--work-dir", &w, "--", "sh", "-c", "echo $GREETING; ls /bin/busybox; exit 3"]), "")
+            .await
+            .expect("joined");
+    assert_eq!((code, out.as_str()), (3, "hi\n/bin/busybox\n"), "the command's exit code passes through: {err}");
+
+    let (code, out, err) =
+        exec(args(&["box", "-i", "--work-dir", &w, "--", "cat"]), "piped in\n").await.expect("joined");
+    assert_eq!((code, out.as_str()), (0, "piped in\n"), "{err}");
+    let (_, out, _) = exec(args(&["box", "--work-dir", &w, "--", "cat"]), "not passed\n").await.expect("joined");
+    assert_eq!(out, "", "without -i the command reads nothing");
+
+    let (code, out, err) =
+        exec(args(&["host", "--work-dir", &w, "--", "sh", "-c", "echo $GREETING; pwd"]), "").await.expect("joined");
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"native"), "{out}");
+    let canonical = std::fs::canonicalize(&work).expect("work dir");
+    assert!(lines.get(1).is_some_and(|p| p.starts_with(canonical.to_str().expect("utf-8"))), "in its sandbox: {out}");
+
+    // -t: the command gets a terminal of its own (under script(1), which gives this
+    // corral one); without -t, it has none.
+    let in_terminal = |tty: bool| {
+        let flag = if tty { "-t" } else { "-i" };
+        let line = format!(
+            "'{}' --server {} exec {flag} box --work-dir '{w}' -- sh -c 'test -t 0 && echo terminal || echo none'",
+            env!("CARGO_BIN_EXE_corral"),
+            c.url
+        );
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"])
+            .env("CORRAL_TOKEN", c.admin_token())
+            .env("CORRAL_CONFIG", c.dir.path().join("no-config"))
+            .stdin(std::process::Stdio::null());
+        tokio::task::spawn_blocking(move || {
+            let out = cmd.output().expect("script runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let with = in_terminal(true).await.expect("joined");
+    assert!(with.contains("terminal"), "-t gives a terminal: {with:?}");
+    let without = in_terminal(false).await.expect("joined");
+    assert!(without.contains("none"), "no -t, no terminal of its own: {without:?}");
+
+    let elsewhere = c.dir.path().join("elsewhere");
+    let (code, _, err) =
+        exec(args(&["box", "--work-dir", elsewhere.to_str().expect("utf-8"), "--", "true"]), "").await.expect("joined");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("runs on node \"exec\"") && err.contains("--work-dir"), "{err}");
+    assert!(!elsewhere.exists(), "a wrong work dir is not created");
+
+    for n in ["box", "host"] {
+        c.send(reqwest::Method::DELETE, &Cluster::task_path(n), None).await;
+    }
+    for n in ["box", "host"] {
+        c.wait_gone(&Cluster::task_path(n)).await;
+    }
     c.stop().await;
 }

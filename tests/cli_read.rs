@@ -94,17 +94,17 @@ fn get_watch_prints_changes_made_after_it_started() {
     env.ok(&["apply", "-f", path.to_str().unwrap()]);
 
     let mut watch = env.spawn_lines(&["get", "cm", "--watch"]);
-    watch.wait_for("with the header", |l| l.starts_with("NAME"));
-    watch.wait_for("listing a", |l| l.split_whitespace().take(2).eq(["a", "1"]));
+    watch.wait_for("with the header", |l| l.starts_with("EVENT"));
+    watch.wait_for("listing a", |l| l.split_whitespace().take(3).eq(["ADDED", "a", "1"]));
 
     // Changes made only now, once the list has been printed.
     env.write("a.yaml", &configmap("a", None, &[], &[("k", "v"), ("k2", "v2")]));
     env.ok(&["apply", "-f", path.to_str().unwrap()]);
-    watch.wait_for("showing a with 2 entries", |l| l.split_whitespace().take(2).eq(["a", "2"]));
+    watch.wait_for("showing a with 2 entries", |l| l.split_whitespace().take(3).eq(["MODIFIED", "a", "2"]));
 
     let b = env.write("b.yaml", &configmap("b", None, &[], &[]));
     env.ok(&["apply", "-f", b.to_str().unwrap()]);
-    watch.wait_for("showing the new b", |l| l.split_whitespace().next() == Some("b"));
+    watch.wait_for("showing the new b", |l| l.split_whitespace().take(2).eq(["ADDED", "b"]));
     // Dropping `watch` kills the process.
 }
 

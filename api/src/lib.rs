@@ -26,6 +26,7 @@ pub mod schema_limits;
 pub mod selector;
 pub mod table;
 pub mod validate;
+pub mod version;
 
 pub use error::{Error, FieldError, Result};
 pub use field_selector::FieldSelector;

@@ -31,10 +31,12 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
         "nodes" => agent_endpoint(ctx, object).await,
         "tasks" if ctx.target != Target::Status => {
             service_account_fixed(ctx, object).await?;
+            spec_consistent(ctx, object, "/spec", "spec").await?;
             task_policy(ctx, object, "/spec", "spec").await
         }
         "services" if ctx.target != Target::Status => {
             service_template(ctx, object)?;
+            spec_consistent(ctx, object, "/spec/template", "spec.template").await?;
             // Judged now, as the tasks it will launch would be, rather than refused
             // launch after launch.
             task_policy(ctx, object, "/spec/template", "spec.template").await
@@ -47,6 +49,7 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
             if ctx.info.plural == "jobs" {
                 run_names_fit(ctx, object)?;
             }
+            spec_consistent(ctx, object, "/spec/run/task", "spec.run.task").await?;
             task_policy(ctx, object, "/spec/run/task", "spec.run.task").await
         }
         _ => Ok(()),
@@ -70,7 +73,32 @@ pub(crate) async fn admit_new_task(
     if let Some(node) = ctx.identity.node() {
         crate::auth::node::admit(ctx, node, object).await?;
     }
+    let why = spec.field_errors("spec");
+    if !why.is_empty() {
+        return Err(ApiError::invalid(&ctx.info, name, why));
+    }
     if privileged { Ok(()) } else { restricted(ctx, ns, name, spec, "spec") }
+}
+
+/// The task spec at `pointer` of `object` (a task's spec, a template) is refused now
+/// with its fields named ([`TaskSpec::field_errors`]), rather than accepted and failed
+/// `InvalidSpec` by the node. A spec stored before these checks is not judged again
+/// when it is unchanged: its finalizers and labels must stay writable.
+async fn spec_consistent(ctx: &Ctx, object: &Value, pointer: &str, prefix: &str) -> ApiResult<()> {
+    let decode = |v: &Value| serde_json::from_value::<TaskSpec>(v.pointer(pointer).cloned().unwrap_or_default()).ok();
+    // The schema has passed: the spec decodes.
+    let Some(spec) = decode(object) else { return Ok(()) };
+    let why = spec.field_errors(prefix);
+    if why.is_empty() {
+        return Ok(());
+    }
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    if let Some(live) = live_value(ctx, name).await?
+        && decode(&live).as_ref() == Some(&spec)
+    {
+        return Ok(());
+    }
+    Err(ApiError::invalid(&ctx.info, name, why))
 }
 
 /// A task's service account is fixed once the task exists, as a pod's: the token its

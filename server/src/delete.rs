@@ -119,11 +119,85 @@ pub(super) async fn delete(ctx: &Ctx, policy_param: Option<&str>, body_bytes: By
     let key = ctx.key(name);
     let store = ctx.state.store.as_ref();
     match mark_for_deletion(store, &key, expected, &add).await.map_err(ctx.store_error(name))? {
-        DeleteOutcome::Deleted(o) => Ok(body::raw_json(StatusCode::OK, o.json.clone())),
+        DeleteOutcome::Deleted(o) => {
+            record_deletion(ctx, &o, true).await;
+            Ok(body::raw_json(StatusCode::OK, o.json.clone()))
+        }
         DeleteOutcome::Finalizing(o) if is_namespace(ctx) => {
             Ok(body::raw_json(StatusCode::ACCEPTED, terminating(ctx, o).await?.json.clone()))
         }
-        DeleteOutcome::Finalizing(o) => Ok(body::raw_json(StatusCode::ACCEPTED, o.json.clone())),
+        DeleteOutcome::Finalizing(o) => {
+            record_deletion(ctx, &o, false).await;
+            Ok(body::raw_json(StatusCode::ACCEPTED, o.json.clone()))
+        }
+    }
+}
+
+/// The kinds whose deletions are recorded as Events: what runs and what makes it run,
+/// whose disappearance a user asks about afterwards.
+const RECORDED_KINDS: [&str; 4] = ["tasks", "services", "jobs", "jobruns"];
+
+/// Records the deletion of `o` as an Event in its namespace, naming who asked:
+/// `Deleted` when it is gone, `Deleting` while finalizers hold it (its agent then
+/// records the kill). `corral get events` shows it after the object is gone. Best
+/// effort: a delete that happened is not failed by its record.
+async fn record_deletion(ctx: &Ctx, o: &StoredObject, gone: bool) {
+    use corral_api::kinds::event::{Event, EventSource, EventSpec, EventType, ObjectReference};
+    if ctx.info.group != corral_api::GROUP || !RECORDED_KINDS.contains(&ctx.info.plural.as_str()) {
+        return;
+    }
+    // The system's own housekeeping (history limits, scaling down, a node dropping
+    // what it ran) is not news, and would add an event to every run of every cron
+    // job for as long as events are kept; the controllers record what they decide.
+    if ctx.identity.node().is_some() || ctx.identity.user == crate::auth::CONTROLLER_MANAGER {
+        return;
+    }
+    let (Some(ns), Ok(v)) = (ctx.namespace.as_deref(), o.value()) else { return };
+    let name = ctx.name.as_str();
+    let uid = v.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
+    let user = &ctx.identity.user;
+    let (reason, message) = if gone {
+        ("Deleted", format!("{} {name} deleted by {user}", ctx.info.kind))
+    } else {
+        let finalizers: Vec<&str> = v
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map(|f| f.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        (
+            "Deleting",
+            format!(
+                "deletion of {} {name} requested by {user}; it goes once its finalizers are done: {}",
+                ctx.info.kind,
+                finalizers.join(", ")
+            ),
+        )
+    };
+    // One event per incarnation and outcome: the uid tells a later object of the same
+    // name apart, and a repeated delete finds its event there already.
+    let tag: String = uid.as_deref().unwrap_or("none").chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+    let event_name = format!("{}.{}.{tag}", name.chars().take(40).collect::<String>(), reason.to_ascii_lowercase());
+    let now = corral_api::meta::now_timestamp();
+    let spec = EventSpec {
+        involved_object: ObjectReference {
+            api_version: ctx.info.api_version(),
+            kind: ctx.info.kind.clone(),
+            namespace: Some(ns.to_string()),
+            name: name.to_string(),
+            uid,
+        },
+        reason: reason.to_string(),
+        message,
+        type_: EventType::Normal,
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        source: Some(EventSource { component: Some("apiserver".to_string()) }),
+    };
+    let Ok(event) = serde_json::to_value(Event::namespaced(ns, event_name.clone(), spec)) else { return };
+    let key = Key::namespaced(format!("{}/events", corral_api::GROUP), ns, &event_name);
+    if let Err(e) = ctx.state.store.create(key, event).await {
+        tracing::debug!(event = event_name, error = %e, "deletion not recorded as an event");
     }
 }
 

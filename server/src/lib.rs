@@ -257,6 +257,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz).fallback(method_not_allowed))
+        .route("/version", get(ops::version).fallback(method_not_allowed))
         .route("/metrics", get(metrics::serve).fallback(method_not_allowed))
         .route("/api", get(discovery::core).fallback(method_not_allowed))
         .route("/apis", get(discovery::groups).fallback(method_not_allowed))

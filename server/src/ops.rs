@@ -19,6 +19,12 @@ pub async fn healthz(State(state): State<AppState>) -> axum::response::Response 
     }
 }
 
+/// `GET /version`: the server's version in Kubernetes' shape (`kubectl version` reads
+/// it too). Open to anyone, as in Kubernetes: it names a build, nothing of the data.
+pub async fn version() -> Json<corral_api::version::VersionInfo> {
+    Json(corral_api::version::VersionInfo::of(env!("CARGO_PKG_VERSION")))
+}
+
 /// `GET /admin/revision`: the store's current and compacted revisions.
 pub async fn revision(State(state): State<AppState>) -> Json<Value> {
     let stats = state.store.stats();

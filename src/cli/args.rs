@@ -56,6 +56,8 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Delete objects by name or by manifest.
     Delete(DeleteArgs),
+    /// Edit an object in $EDITOR (YAML) and write it back when the editor exits.
+    Edit(EditArgs),
     /// Show what `apply` would change. Exit code 0: no differences, 1: differences,
     /// 2: error.
     Diff(DiffArgs),
@@ -84,6 +86,9 @@ pub enum Command {
     Admin(AdminCommand),
     /// Print (and with -f, follow) a task's stdout or stderr.
     Logs(LogsArgs),
+    /// Run a command inside a running task, on the task's node (as root, with its
+    /// agent's work dir): `corral exec web -- ls /tmp`; `-it` for a shell.
+    Exec(ExecArgs),
     /// Create, list and revoke bearer tokens (for people, service accounts, and
     /// nodes joining).
     #[command(subcommand)]
@@ -106,6 +111,33 @@ pub enum Command {
     /// Start, list and kill the runs of a job.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Print the client's version and the server's (`GET /version`).
+    Version(VersionArgs),
+}
+
+/// Options of `corral version`.
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// The client's version only; the server is not asked.
+    #[arg(long)]
+    pub client: bool,
+
+    /// Output format: `Client Version: ...` lines, or the full records as YAML or
+    /// JSON (`clientVersion`, `serverVersion`).
+    #[arg(short = 'o', long, value_enum, default_value_t = VersionFormat::Text)]
+    pub output: VersionFormat,
+}
+
+/// Output formats of `corral version`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VersionFormat {
+    /// One line per side.
+    #[default]
+    Text,
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
 }
 
 /// `corral token` subcommands.
@@ -321,6 +353,31 @@ pub struct LogsArgs {
     /// stderr instead of stdout.
     #[arg(long)]
     pub stderr: bool,
+}
+
+/// Options of `corral exec`.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The task: `NAME` or `task/NAME`.
+    pub task: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// Namespace of the task.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Pass this terminal's input to the command.
+    #[arg(short = 'i', long = "stdin")]
+    pub stdin: bool,
+    /// Give the command a terminal (containers; a native task uses this one).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The work dir of the agent on this node (the task's node).
+    #[arg(long, env = "CORRAL_AGENT_DIR", default_value = "corral-data/agent")]
+    pub work_dir: PathBuf,
+    /// runc executable.
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
 }
 
 /// Options of `corral up` and `corral server`.
@@ -561,8 +618,8 @@ pub struct DescribeArgs {
     /// Kind: plural, singular, short name or Kind.
     pub kind: String,
 
-    /// Names of objects to describe.
-    #[arg(required = true)]
+    /// Names of objects to describe; every object of the kind (in the namespace)
+    /// when omitted.
     pub names: Vec<String>,
 
     #[command(flatten)]
@@ -580,6 +637,10 @@ pub struct DeleteArgs {
     #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., conflicts_with = "target")]
     pub files: Vec<PathBuf>,
 
+    /// Delete every object of the kind (in the namespace): `corral delete tasks --all`.
+    #[arg(long, conflicts_with = "files")]
+    pub all: bool,
+
     /// Succeed for objects that do not exist.
     #[arg(long)]
     pub ignore_not_found: bool,
@@ -589,6 +650,17 @@ pub struct DeleteArgs {
     /// `foreground` deletes the dependents first, `orphan` keeps them.
     #[arg(long, value_enum, default_value_t = Cascade::Background)]
     pub cascade: Cascade,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// Options of `corral edit`.
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    /// The object: `KIND/NAME`, or `KIND NAME`.
+    #[arg(value_name = "KIND/NAME", required = true, num_args = 1..=2)]
+    pub target: Vec<String>,
 
     #[command(flatten)]
     pub ns: NamespaceArgs,

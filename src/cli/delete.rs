@@ -5,19 +5,33 @@ use corral_api::KindInfo;
 use super::apply::{documents_with_problems, prepare, print_problems};
 use super::args::DeleteArgs;
 use super::{Ctx, kind_word};
-use corral_client::{DeleteParams, Deleted};
+use corral_client::{DEFAULT_PAGE_SIZE, DeleteParams, Deleted, ListParams};
 
 pub(crate) async fn run(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<u8> {
     let targets: Vec<(KindInfo, Option<String>, String)> = if args.files.is_empty() {
         let Some((kind, names)) = args.target.split_first() else {
             anyhow::bail!("give a kind and names (`corral delete configmap web`) or -f PATH");
         };
-        if names.is_empty() {
-            anyhow::bail!("give the names of the {kind} objects to delete, e.g. `corral delete {kind} NAME`");
+        match (names.is_empty(), args.all) {
+            (true, false) => anyhow::bail!(
+                "give the names of the {kind} objects to delete, e.g. `corral delete {kind} NAME`, or --all for every one"
+            ),
+            (false, true) => anyhow::bail!("give names or --all, not both"),
+            _ => {}
         }
         let kind = ctx.resolve(kind).await?;
         let ns = kind.namespaced.then(|| args.ns.or_default().to_string());
-        names.iter().map(|n| (kind.clone(), ns.clone(), n.clone())).collect()
+        let names = if args.all {
+            let list = ctx.client.list_all(&kind, ns.as_deref(), &ListParams::default(), DEFAULT_PAGE_SIZE).await?;
+            if list.items.is_empty() {
+                let place = ns.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
+                eprintln!("No {} found{place}; nothing to delete.", kind.plural);
+            }
+            list.items.into_iter().map(|o| o.metadata.name).collect()
+        } else {
+            names.to_vec()
+        };
+        names.into_iter().map(|n| (kind.clone(), ns.clone(), n)).collect()
     } else {
         let (prepared, problems) = prepare(ctx, &args.files, &args.ns).await?;
         if !problems.is_empty() {

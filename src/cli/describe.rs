@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use corral_api::apply::is_last_applied;
 use corral_api::kinds::{Event, EventType};
 use corral_api::{DynamicObject, KindInfo};
-use corral_client::{Api, ListParams};
+use corral_client::{Api, DEFAULT_PAGE_SIZE, ListParams};
 
 use super::Ctx;
 use super::args::DescribeArgs;
@@ -15,9 +15,19 @@ use super::output::{age, now_unix, to_yaml};
 pub(crate) async fn run(ctx: &Ctx, args: DescribeArgs) -> anyhow::Result<u8> {
     let kind = ctx.resolve(&args.kind).await?;
     let namespace = kind.namespaced.then(|| args.ns.or_default().to_string());
+    let names = if args.names.is_empty() {
+        let list = ctx.client.list_all(&kind, namespace.as_deref(), &ListParams::default(), DEFAULT_PAGE_SIZE).await?;
+        if list.items.is_empty() {
+            let place = namespace.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
+            eprintln!("No {} found{place}.", kind.plural);
+        }
+        list.items.into_iter().map(|o| o.metadata.name).collect()
+    } else {
+        args.names.clone()
+    };
     let mut failed = false;
     let mut first = true;
-    for name in &args.names {
+    for name in &names {
         match ctx.client.get(&kind, namespace.as_deref(), name).await {
             Ok(obj) => {
                 if !first {

@@ -11,7 +11,14 @@ use super::output::{self, Column, PrintedList, Table, now_unix, object_text, ren
 use super::{Ctx, kind_word};
 use corral_client::{ListParams, WatchEvent, WatchParams};
 
+/// The kinds `get all` lists, in this order: what runs, then what makes it run (as
+/// kubectl's `all` category: workloads, not configuration).
+pub(crate) const ALL_KINDS: &[&str] = &["tasks", "services", "jobs", "jobruns"];
+
 pub(crate) async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<u8> {
+    if args.kind.eq_ignore_ascii_case("all") && !ctx.kinds().await?.iter().any(|k| k.matches_name("all")) {
+        return get_all(ctx, &args).await;
+    }
     let kind = ctx.resolve(&args.kind).await?;
     if let Some(sel) = &args.selector {
         Selector::parse(sel).map_err(|e| anyhow::anyhow!("{e}; see `corral get --help` for the syntax"))?;
@@ -43,13 +50,79 @@ pub(crate) async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<u8> {
         (objects, None, failed)
     };
     let cols = output::columns(&kind, all_ns, args.output == OutputFormat::Wide);
-    let mut out = std::io::stdout().lock();
-    let widths = print_initial(&mut out, &kind, &args, &cols, &objects, rv.clone(), namespace.as_deref())?;
-    drop(out);
     if !args.watch {
+        let mut out = std::io::stdout().lock();
+        print_initial(&mut out, &kind, &args, &cols, &objects, rv, namespace.as_deref())?;
         return Ok(u8::from(failed > 0));
     }
-    watch(ctx, &kind, &args, namespace, &cols, widths, objects, rv).await
+    if objects.is_empty() && args.names.is_empty() {
+        eprintln!("No {} found{}; watching for them.", kind.plural, place(&kind, namespace.as_deref()));
+    }
+    let mut printer = Printer::new(args.output, &kind, &cols);
+    printer.start(&objects)?;
+    watch(ctx, &kind, &args, namespace, printer, objects, rv).await
+}
+
+/// ` in namespace NS` for namespaced kinds listed in one namespace.
+fn place(kind: &KindInfo, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) if kind.namespaced => format!(" in namespace {ns}"),
+        _ => String::new(),
+    }
+}
+
+/// `get all`: each kind of [`ALL_KINDS`] that has objects, as its own table with
+/// names as `kind/name`, a blank line between tables (as kubectl prints it).
+async fn get_all(ctx: &Ctx, args: &GetArgs) -> anyhow::Result<u8> {
+    if !args.names.is_empty() {
+        anyhow::bail!("`get all` takes no names: name objects as `corral get KIND NAME`");
+    }
+    if args.watch {
+        anyhow::bail!("`get all` cannot be watched: watch one kind, e.g. `corral get tasks -w`");
+    }
+    let mut printed = Vec::new();
+    let mut everything = Vec::new();
+    for plural in ALL_KINDS {
+        // A server without one of these kinds (an older one) lists the others.
+        let Some(kind) = ctx.kinds().await?.iter().find(|k| k.matches_name(plural)).map(|k| (**k).clone()) else {
+            continue;
+        };
+        let namespace = scope(&kind, args);
+        let list = ctx.client.list_all(&kind, namespace.as_deref(), &list_params(args), args.chunk_size).await?;
+        if list.items.is_empty() {
+            continue;
+        }
+        match args.output {
+            OutputFormat::Table | OutputFormat::Wide => {
+                let cols = output::columns(&kind, namespace.is_none(), args.output == OutputFormat::Wide);
+                let mut table = output::object_table(&cols, &list.items, now_unix());
+                if let Some(i) = cols.iter().position(|c| *c == Column::Name) {
+                    for row in &mut table.rows {
+                        row[i] = format!("{}/{}", kind_word(&kind), row[i]);
+                    }
+                }
+                printed.push(table.render());
+            }
+            OutputFormat::Name => {
+                printed.push(list.items.iter().map(|o| format!("{}\n", output::name_line(&kind, o))).collect());
+            }
+            OutputFormat::Yaml | OutputFormat::Json => everything.extend(list.items),
+        }
+    }
+    match args.output {
+        OutputFormat::Yaml => out!("{}", output::to_yaml(&PrintedList::new(&everything, None))?)?,
+        OutputFormat::Json => out!("{}", output::to_json(&PrintedList::new(&everything, None))?)?,
+        OutputFormat::Name => out!("{}", printed.concat())?,
+        OutputFormat::Table | OutputFormat::Wide if printed.is_empty() => {
+            let place = match args.ns.namespace.as_deref() {
+                _ if args.all_namespaces => String::new(),
+                ns => format!(" in namespace {}", ns.unwrap_or(super::args::DEFAULT_NAMESPACE)),
+            };
+            eprintln!("No resources found{place} (`get all` lists {}).", ALL_KINDS.join(", "));
+        }
+        OutputFormat::Table | OutputFormat::Wide => out!("{}", printed.join("\n"))?,
+    }
+    Ok(0)
 }
 
 /// The selectors of `args`; the pages are the pager's business.
@@ -76,8 +149,7 @@ fn not_found(kind: &KindInfo, name: &str, namespace: Option<&str>) -> String {
     }
 }
 
-/// Prints what `get` shows before any watching. Returns the table's column widths,
-/// which watched rows keep to.
+/// Prints what `get` shows when not watching.
 fn print_initial(
     out: &mut impl Write,
     kind: &KindInfo,
@@ -86,30 +158,16 @@ fn print_initial(
     objects: &[DynamicObject],
     rv: Option<String>,
     namespace: Option<&str>,
-) -> anyhow::Result<Vec<usize>> {
+) -> anyhow::Result<()> {
     match args.output {
         OutputFormat::Table | OutputFormat::Wide => {
-            let table = output::object_table(cols, objects, now_unix());
             if objects.is_empty() {
                 if args.names.is_empty() {
-                    let place = match namespace {
-                        Some(ns) if kind.namespaced => format!(" in namespace {ns}"),
-                        _ => String::new(),
-                    };
-                    eprintln!("No {} found{place}.", kind.plural);
+                    eprintln!("No {} found{}.", kind.plural, place(kind, namespace));
                 }
-                if !args.watch {
-                    return Ok(table.widths());
-                }
+                return Ok(());
             }
-            write!(out, "{}", table.render())?;
-            Ok(table.widths())
-        }
-        OutputFormat::Yaml | OutputFormat::Json if args.watch => {
-            for o in objects {
-                write!(out, "{}", object_text(args.output, kind, o, true)?)?;
-            }
-            Ok(Vec::new())
+            write!(out, "{}", output::object_table(cols, objects, now_unix()).render())?;
         }
         OutputFormat::Yaml | OutputFormat::Json => {
             let text = match (objects, args.names.len()) {
@@ -120,15 +178,14 @@ fn print_initial(
                 }
             };
             write!(out, "{text}")?;
-            Ok(Vec::new())
         }
         OutputFormat::Name => {
             for o in objects {
                 writeln!(out, "{}", output::name_line(kind, o))?;
             }
-            Ok(Vec::new())
         }
     }
+    Ok(())
 }
 
 type ObjKey = (Option<String>, String);
@@ -137,24 +194,133 @@ fn key(o: &DynamicObject) -> ObjKey {
     (o.metadata.namespace.clone(), o.metadata.name.clone())
 }
 
-/// Prints watched objects one at a time, table rows kept to the initial widths.
+/// The type of a watch event, as `kubectl get -w --output-watch-events` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// A watch event as `-o json|yaml` prints it: the API's own watch-event shape.
+#[derive(serde::Serialize)]
+struct PrintedEvent<'a> {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    object: &'a DynamicObject,
+}
+
+/// Prints watched objects one event at a time. Tables get an EVENT column first; a
+/// column whose value outgrows it widens and the header is printed again above the
+/// row, so that what follows lines up; a row whose cells (but for AGE) are what was
+/// last printed for that object is not printed again.
 struct Printer<'a> {
     format: OutputFormat,
     kind: &'a KindInfo,
     cols: &'a [Column],
+    /// Widths of the EVENT column and then of `cols`.
     widths: Vec<usize>,
+    /// The cells last printed per object, AGE left out: AGE changes with the clock,
+    /// not with the object.
+    last: BTreeMap<ObjKey, Vec<String>>,
 }
 
-impl Printer<'_> {
-    fn print(&self, o: &DynamicObject) -> anyhow::Result<()> {
+impl<'a> Printer<'a> {
+    fn new(format: OutputFormat, kind: &'a KindInfo, cols: &'a [Column]) -> Self {
+        Printer { format, kind, cols, widths: Vec::new(), last: BTreeMap::new() }
+    }
+
+    fn is_table(&self) -> bool {
+        matches!(self.format, OutputFormat::Table | OutputFormat::Wide)
+    }
+
+    fn header(&self) -> Vec<String> {
+        std::iter::once("EVENT").chain(self.cols.iter().map(Column::header)).map(str::to_string).collect()
+    }
+
+    /// The listed objects, as ADDED events; a table's header comes first and its
+    /// widths fit these rows (the EVENT column fits every event type from the start).
+    fn start(&mut self, objects: &[DynamicObject]) -> anyhow::Result<()> {
+        if self.is_table() {
+            let mut table = Table { headers: self.header(), rows: Vec::new() };
+            table.rows.push(vec![EventType::Modified.as_str().to_string()]);
+            let now = now_unix();
+            for o in objects {
+                let cells: Vec<String> = self.cols.iter().map(|c| c.cell(o, now)).collect();
+                self.last.insert(key(o), self.compared(&cells));
+                table.rows.push(std::iter::once(EventType::Added.as_str().to_string()).chain(cells).collect());
+            }
+            self.widths = table.widths();
+            let mut text = render_row(&table.headers, &self.widths);
+            for row in &table.rows[1..] {
+                text.push_str(&render_row(row, &self.widths));
+            }
+            return self.write(&text);
+        }
+        for o in objects {
+            self.print(EventType::Added, o)?;
+        }
+        Ok(())
+    }
+
+    fn compared(&self, cells: &[String]) -> Vec<String> {
+        self.cols.iter().zip(cells).filter(|(c, _)| **c != Column::Age).map(|(_, cell)| cell.clone()).collect()
+    }
+
+    fn print(&mut self, event: EventType, o: &DynamicObject) -> anyhow::Result<()> {
         let text = match self.format {
             OutputFormat::Table | OutputFormat::Wide => {
                 let cells: Vec<String> = self.cols.iter().map(|c| c.cell(o, now_unix())).collect();
-                render_row(&cells, &self.widths)
+                let compared = self.compared(&cells);
+                if event == EventType::Deleted {
+                    self.last.remove(&key(o));
+                } else if self.last.get(&key(o)) == Some(&compared) {
+                    return Ok(());
+                } else {
+                    self.last.insert(key(o), compared);
+                }
+                let row: Vec<String> = std::iter::once(event.as_str().to_string()).chain(cells).collect();
+                let mut text = String::new();
+                // The last column is never padded, so it may grow freely.
+                let mut widened = false;
+                for (i, cell) in row.iter().enumerate().take(row.len().saturating_sub(1)) {
+                    let w = cell.chars().count();
+                    if let Some(width) = self.widths.get_mut(i).filter(|width| w > **width) {
+                        *width = w;
+                        widened = true;
+                    }
+                }
+                if widened {
+                    text.push_str(&render_row(&self.header(), &self.widths));
+                }
+                text.push_str(&render_row(&row, &self.widths));
+                text
             }
-            f => object_text(f, self.kind, o, true)?,
+            OutputFormat::Json => {
+                let mut line = serde_json::to_string(&PrintedEvent { type_: event.as_str(), object: o })?;
+                line.push('\n');
+                line
+            }
+            OutputFormat::Yaml => {
+                format!("---\n{}", output::to_yaml(&PrintedEvent { type_: event.as_str(), object: o })?)
+            }
+            OutputFormat::Name => format!("{}\n", output::name_line(self.kind, o)),
         };
-        // Flushed per object: whoever reads a pipe sees each change as it happens.
+        self.write(&text)
+    }
+
+    fn write(&self, text: &str) -> anyhow::Result<()> {
+        // Flushed per event: whoever reads a pipe sees each change as it happens.
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())?;
         out.flush()?;
@@ -181,14 +347,12 @@ impl Scope<'_> {
 /// Streams changes after the initial output until interrupted. A compacted revision
 /// (410) means events were missed: re-list, print what differs from what was shown,
 /// and watch again from the new list's revision.
-#[allow(clippy::too_many_arguments)]
 async fn watch(
     ctx: &Ctx,
     kind: &KindInfo,
     args: &GetArgs,
     namespace: Option<String>,
-    cols: &[Column],
-    widths: Vec<usize>,
+    mut printer: Printer<'_>,
     objects: Vec<DynamicObject>,
     rv: Option<String>,
 ) -> anyhow::Result<u8> {
@@ -199,7 +363,6 @@ async fn watch(
         chunk_size: args.chunk_size,
         names: args.names.iter().cloned().collect(),
     };
-    let printer = Printer { format: args.output, kind, cols, widths };
     // The revision last shown of each object, so a re-list prints only real changes.
     let mut shown: BTreeMap<ObjKey, Option<String>> =
         objects.iter().map(|o| (key(o), o.metadata.resource_version.clone())).collect();
@@ -209,7 +372,7 @@ async fn watch(
     let mut from = match rv {
         Some(rv) => rv,
         None => tokio::select! {
-            r = relist(ctx, &scope, &mut shown, &printer) => r?,
+            r = relist(ctx, &scope, &mut shown, &mut printer) => r?,
             _ = &mut interrupted => return Ok(0),
         },
     };
@@ -226,7 +389,7 @@ async fn watch(
         let mut stream = match stream {
             Ok(s) => s,
             Err(e) if e.is_gone() => {
-                from = relist(ctx, &scope, &mut shown, &printer).await?;
+                from = relist(ctx, &scope, &mut shown, &mut printer).await?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -250,23 +413,29 @@ async fn watch(
             };
             received = true;
             match ev? {
-                WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) if !scope.wanted(&o) => {
                     from = o.metadata.resource_version.clone().unwrap_or(from);
-                    if scope.wanted(&o) {
-                        shown.insert(key(&o), o.metadata.resource_version.clone());
-                        printer.print(&o)?;
-                    }
+                }
+                WatchEvent::Added(o) => {
+                    from = o.metadata.resource_version.clone().unwrap_or(from);
+                    shown.insert(key(&o), o.metadata.resource_version.clone());
+                    printer.print(EventType::Added, &o)?;
+                }
+                WatchEvent::Modified(o) => {
+                    from = o.metadata.resource_version.clone().unwrap_or(from);
+                    shown.insert(key(&o), o.metadata.resource_version.clone());
+                    printer.print(EventType::Modified, &o)?;
                 }
                 WatchEvent::Deleted(o) => {
                     from = o.metadata.resource_version.clone().unwrap_or(from);
                     if scope.wanted(&o) {
                         shown.remove(&key(&o));
-                        printer.print(&o)?;
+                        printer.print(EventType::Deleted, &o)?;
                     }
                 }
                 WatchEvent::Bookmark { resource_version } => from = resource_version,
                 WatchEvent::Error(status) if status.code == 410 => {
-                    from = relist(ctx, &scope, &mut shown, &printer).await?;
+                    from = relist(ctx, &scope, &mut shown, &mut printer).await?;
                     break;
                 }
                 WatchEvent::Error(status) => {
@@ -285,16 +454,17 @@ async fn relist(
     ctx: &Ctx,
     scope: &Scope<'_>,
     shown: &mut BTreeMap<ObjKey, Option<String>>,
-    printer: &Printer<'_>,
+    printer: &mut Printer<'_>,
 ) -> anyhow::Result<String> {
     let list = ctx.client.list_all(scope.kind, scope.namespace.as_deref(), &scope.params, scope.chunk_size).await?;
     let mut seen = BTreeSet::new();
     for o in list.items.iter().filter(|o| scope.wanted(o)) {
         let k = key(o);
         seen.insert(k.clone());
-        if shown.get(&k) != Some(&o.metadata.resource_version) {
-            printer.print(o)?;
-            shown.insert(k, o.metadata.resource_version.clone());
+        match shown.insert(k, o.metadata.resource_version.clone()) {
+            None => printer.print(EventType::Added, o)?,
+            Some(rv) if rv != o.metadata.resource_version => printer.print(EventType::Modified, o)?,
+            Some(_) => {}
         }
     }
     let gone: Vec<ObjKey> = shown.keys().filter(|k| !seen.contains(*k)).cloned().collect();

@@ -1,6 +1,7 @@
 //! The `corral` command line: running the system (`up`, `server`, `controllers`,
 //! `agent`) and talking to it (`apply`, `get`, `describe`, `delete`, `diff`, `explain`,
-//! `api-resources`, `logs`, `image`, `scale`, `restart`, `rollout`, `job`), and `convert`.
+//! `edit`, `api-resources`, `logs`, `exec`, `image`, `scale`, `restart`, `rollout`, `job`, `version`), and
+//! `convert`.
 //!
 //! Exit codes: 0 success, 1 error; `diff` exits 1 when there are differences and 2
 //! on error. Errors go to stderr as `error: ...`.
@@ -37,6 +38,8 @@ mod convert;
 mod delete;
 mod describe;
 mod diff;
+mod edit;
+mod exec;
 mod explain;
 mod follow;
 mod get;
@@ -45,11 +48,11 @@ mod job;
 mod logs;
 mod rollout;
 mod serve;
+mod version;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use corral_api::KindInfo;
 use tokio::sync::OnceCell;
 
@@ -64,7 +67,7 @@ pub fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == corral_agent::runtime::SHIM_ARG) {
         return ExitCode::from(corral_agent::runtime::shim_main(&argv[2..]));
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             // Help and version go to stdout and are not failures.
@@ -92,6 +95,36 @@ pub fn main() -> ExitCode {
             ExitCode::from(if is_diff { 2 } else { 1 })
         }
     }
+}
+
+/// The global connection options that each command which talks to no server hides
+/// from its help (they are accepted, and ignored, so that `CORRAL_SERVER` in the
+/// environment does not break them).
+const UNUSED_CONNECTION_OPTIONS: &[(&str, &[&str])] = &[
+    // `up` writes --kubeconfig; it serves, it does not connect.
+    ("up", &["server", "token", "certificate_authority"]),
+    ("server", &["server", "token", "certificate_authority", "kubeconfig"]),
+    ("convert", &["server", "token", "certificate_authority", "kubeconfig"]),
+];
+
+/// The command line, with the connection options shown only on commands that use them.
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    // Global options reach the subcommands when the command is built: hide them after.
+    cmd.build();
+    for (sub, unused) in UNUSED_CONNECTION_OPTIONS {
+        // `mut_args` keeps the arguments in place, which a built command's index of
+        // them needs (`mut_arg` moves the argument to the end).
+        cmd = cmd.mut_subcommand(*sub, |c| {
+            c.mut_args(|a| {
+                let hide = unused.contains(&a.get_id().as_str()) || a.is_hide_set();
+                a.hide(hide)
+            })
+        });
+    }
+    let matches = cmd.try_get_matches()?;
+    Cli::from_arg_matches(&matches)
 }
 
 /// `diff` reserves 1 for "there are differences", so its errors, usage errors
@@ -123,7 +156,11 @@ pub(crate) fn error_text(e: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let conn = connection::resolve(&cli)?;
+    // Commands that connect to no server must not fail on a configuration file they
+    // do not read (`up --kubeconfig FILE` writes FILE).
+    let connects =
+        !matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Convert(_) | Command::Bench { .. });
+    let conn = if connects { connection::resolve(&cli)? } else { corral_client::Config::default() };
     let ctx = || Ctx::new(&conn);
     match cli.command {
         Command::Up(a) => serve::run(a, serve::Role::Everything, cli.kubeconfig.clone()).await.map(|()| 0),
@@ -133,6 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Get(a) => get::run(&ctx()?, a).await,
         Command::Describe(a) => describe::run(&ctx()?, a).await,
         Command::Delete(a) => delete::run(&ctx()?, a).await,
+        Command::Edit(a) => edit::run(&ctx()?, a).await,
         Command::Diff(a) => diff::run(&ctx()?, a).await,
         Command::Explain(a) => explain::run(&ctx()?, a).await,
         Command::ApiResources => get::api_resources(&ctx()?).await,
@@ -140,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Image(c) => image::run(c).await,
         Command::Admin(c) => admin::run(&conn, c).await,
         Command::Logs(a) => logs::run(&ctx()?, a).await,
+        Command::Exec(a) => exec::run(&ctx()?, a).await,
         Command::Token(c) => auth::token(&ctx()?, c).await,
         Command::Auth(c) => auth::auth(&ctx()?, c).await,
         Command::Convert(c) => convert::run(c),
@@ -148,6 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rollout(c) => rollout::run(&ctx()?, c).await,
         Command::Job(c) => job::run(&ctx()?, c).await,
         Command::Bench { args } => Ok(bench::run(&args)),
+        Command::Version(a) => version::run(&conn, a).await,
     }
 }
 
@@ -172,8 +212,12 @@ impl Ctx {
     pub(crate) async fn resolve(&self, name: &str) -> anyhow::Result<KindInfo> {
         let kinds = self.kinds().await?;
         kinds.iter().find(|k| k.matches_name(name)).map(|k| (**k).clone()).ok_or_else(|| {
+            let hint = match closest_kind(kinds, name) {
+                Some(k) => format!("did you mean {:?}? ", k.plural),
+                None => String::new(),
+            };
             anyhow::anyhow!(
-                "the server does not serve a kind called {name:?}; run `corral api-resources` to list the kinds it serves"
+                "the server does not serve a kind called {name:?}; {hint}run `corral api-resources` to list the kinds it serves"
             )
         })
     }
@@ -202,4 +246,64 @@ pub(crate) fn name_of<'a, K: corral_api::Resource>(target: &'a str, word: &str) 
 /// Lowercase kind, as used in `kind/name`.
 pub(crate) fn kind_word(kind: &KindInfo) -> String {
     kind.kind.to_ascii_lowercase()
+}
+
+/// The kind a mistyped `name` most likely meant: one of its names (plural, singular,
+/// Kind, short names) within a small edit distance, or starting with `name`, as clap
+/// suggests subcommands.
+pub(crate) fn closest_kind<'a>(kinds: &'a [Arc<KindInfo>], name: &str) -> Option<&'a KindInfo> {
+    let name = name.to_ascii_lowercase();
+    // Short words are all within two edits of each other: allow one edit for them.
+    let allowed = if name.chars().count() < 5 { 1 } else { 2 };
+    kinds
+        .iter()
+        .filter_map(|k| {
+            let names = [k.plural.clone(), k.singular.clone(), k.kind.to_ascii_lowercase()];
+            let best = names
+                .iter()
+                .chain(k.short_names.iter())
+                .map(|n| if name.len() >= 3 && n.starts_with(&name) { 0 } else { edit_distance(&name, n) })
+                .min()?;
+            (best <= allowed).then_some((best, k))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.plural.cmp(&b.1.plural)))
+        .map(|(_, k)| &**k)
+}
+
+/// Levenshtein distance, with a swap of two neighbouring letters counting as one
+/// edit (the commonest typo).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_a_swap_as_one_edit() {
+        assert_eq!(edit_distance("task", "taks"), 1);
+        assert_eq!(edit_distance("configmaps", "confgmaps"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("service", "service"), 0);
+    }
 }

@@ -127,6 +127,11 @@ impl Column {
         match self {
             Column::Namespace => m.namespace.clone().unwrap_or_default(),
             Column::Name => m.name.clone(),
+            // As kubectl shows pods: an object on its way out (finalizers pending) says
+            // so where its state is shown, whatever its last phase was.
+            Column::Printer { header, .. } if m.deletion_timestamp.is_some() && is_state_column(header) => {
+                "Terminating".to_string()
+            }
             Column::Printer { pointer, type_, .. } => {
                 let mut parts = pointer.trim_start_matches('/').splitn(2, '/');
                 let top = parts.next().unwrap_or_default();
@@ -143,6 +148,11 @@ impl Column {
             Column::ResourceVersion => m.resource_version.clone().unwrap_or_else(|| "<none>".to_string()),
         }
     }
+}
+
+/// Whether a declared column shows the object's state (`STATUS`, `PHASE`).
+fn is_state_column(header: &str) -> bool {
+    matches!(header, "STATUS" | "PHASE")
 }
 
 /// The columns shown for `kind`: namespace (across namespaces), name, the columns the

@@ -23,6 +23,8 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
             args.data_dir.display()
         )
     })?;
+    // Held until this function returns: the process serves from the directory.
+    let _held = hold_data_dir(&args.data_dir)?;
     let tls = tls_config(&args)?;
     if !args.listen.ip().is_loopback() && tls.is_none() {
         anyhow::bail!(
@@ -122,6 +124,51 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
     }
     server.shutdown().await?;
     waited
+}
+
+/// Takes the data directory for this process, so that a second `corral up` or
+/// `corral server` on it says, in one line, which process holds it (the store's own
+/// lock would refuse it too, but names no one). A POSIX record lock on
+/// `DATA_DIR/corral.lock`: the kernel drops it when the process ends, however it ends,
+/// and tells a refused process the holder's pid.
+fn hold_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    let path = dir.join("corral.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {} to take the data directory", path.display()))?;
+    // SAFETY: a zeroed `flock` is a valid value of this plain C struct.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: `file` is open for the duration of the call and `lock` is a valid flock.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
+        // The pid is for people reading the file; the lock is what counts.
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        return Ok(file);
+    }
+    let err = std::io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+        return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    // SAFETY: as above; F_GETLK fills `lock` with the lock that refused ours.
+    let holder = if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut lock) } == 0
+        && lock.l_type != libc::F_UNLCK as libc::c_short
+    {
+        format!(" (pid {})", lock.l_pid)
+    } else {
+        String::new()
+    };
+    anyhow::bail!(
+        "another Corral{holder} holds the data directory {}: stop it first, or give this one its own --data-dir",
+        dir.display()
+    )
 }
 
 /// The TLS the options ask for: files given, or made once in the data directory.

@@ -41,7 +41,11 @@ impl Env {
         Env { rt, server: Some(server), dir, url, token }
     }
 
-    /// The credential node `name` gets by joining.
+    /// Runs `f` on this control plane's runtime (a client's calls, say).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
     /// A client of the server, as the administrator.
     pub fn client(&self) -> corral_client::Client {
         let config =
@@ -49,6 +53,7 @@ impl Env {
         corral_client::Client::from_config(&config).expect("the test server's URL")
     }
 
+    /// The credential node `name` gets by joining.
     pub fn node_token(&self, name: &str) -> String {
         let server = self.server.as_ref().expect("running");
         self.rt.block_on(server.node_token(name))

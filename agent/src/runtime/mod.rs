@@ -372,10 +372,10 @@ impl Runtime {
         let mut procs = Vec::new();
         let (mut cmd, pid_file) = if rec.spec.rootfs.is_some() {
             let p = dir.bundle().join(format!("exec-{}.pid", unique()));
-            (container_exec(&rec, &p, argv), Some(p))
+            (container_exec(&rec, &p, argv, false), Some(p))
         } else {
             procs = cgroups::open_procs(&rec.spec.uid)?;
-            (native_exec(&dir, &rec, &procs, argv)?, None)
+            (native_exec(&dir, &rec, &procs, argv, true)?, None)
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| Error::Runtime(format!("cannot exec {:?}: {e}", argv[0])))?;
@@ -404,6 +404,54 @@ impl Runtime {
             let _ = std::fs::remove_file(p);
         }
         result
+    }
+
+    /// Runs `argv` inside the running task `uid` with this process's standard input,
+    /// output and error (input only when `stdin`), as `corral exec` does on the task's
+    /// node: `runc exec` for a container (`tty`: with a terminal of its own), the
+    /// sandbox, cgroups, environment and user for a native task. Returns its exit code
+    /// (128 + signal when killed). Needs what the agent needs: access to its work dir
+    /// and runc's state, and to the task's cgroups.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an empty `argv` or a task that never launched here;
+    /// [`Error::Runtime`] when it has ended or the command cannot start.
+    pub async fn exec_attached(&self, uid: &str, argv: &[String], stdin: bool, tty: bool) -> Result<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = self.dir(uid)?;
+        if !dir.launch().exists() {
+            return Err(Error::Invalid(format!(
+                "task {uid} was not launched from the work dir {}",
+                self.cfg.layout.root().display()
+            )));
+        }
+        if argv.is_empty() || argv.iter().any(|a| a.contains('\0')) {
+            return Err(Error::Invalid("the command must be non-empty and free of NUL bytes".into()));
+        }
+        if dir.exit().exists() {
+            return Err(Error::Runtime(format!("task {uid} has ended; nothing to exec in")));
+        }
+        let d = dir.clone();
+        let rec = blocking::run("reading a task's checkpoint", move || checkpoint::read_launch(&d)).await?;
+        let mut procs = Vec::new();
+        let (mut cmd, pid_file) = if rec.spec.rootfs.is_some() {
+            let p = dir.bundle().join(format!("exec-{}.pid", unique()));
+            (container_exec(&rec, &p, argv, tty), Some(p))
+        } else {
+            procs = cgroups::open_procs(&rec.spec.uid)?;
+            (native_exec(&dir, &rec, &procs, argv, false)?, None)
+        };
+        if !stdin {
+            cmd.stdin(Stdio::null());
+        }
+        let mut child = cmd.spawn().map_err(|e| Error::Runtime(format!("cannot exec {:?}: {e}", argv[0])))?;
+        drop(procs);
+        let status = child.wait().await.map_err(|e| Error::Runtime(format!("cannot wait for {:?}: {e}", argv[0])));
+        if let Some(p) = pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+        let status = status?;
+        Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 
     /// After the end: removes runc's state, the overlay rootfs and its layers, and the

@@ -31,24 +31,41 @@ pub(crate) async fn wait_for_exit(pid: i32, limit: Duration) {
     }
 }
 
-/// `runc exec`: the process inherits the container's env, user and cwd from its config.
-pub(crate) fn container_exec(rec: &LaunchRecord, pid_file: &Path, argv: &[String]) -> tokio::process::Command {
+/// `runc exec`: the process inherits the container's env, user and cwd from its config;
+/// `tty` gives it a terminal of its own (runc relays it to this process's terminal).
+pub(crate) fn container_exec(
+    rec: &LaunchRecord,
+    pid_file: &Path,
+    argv: &[String],
+    tty: bool,
+) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(&rec.runc);
-    c.arg("--root").arg(&rec.runc_root).arg("exec").arg("--pid-file").arg(pid_file).arg(&rec.spec.uid).args(argv);
+    c.arg("--root").arg(&rec.runc_root).arg("exec").arg("--pid-file").arg(pid_file);
+    if tty {
+        c.arg("--tty");
+    }
+    c.arg(&rec.spec.uid).args(argv);
     c
 }
 
-/// A command set up like the native task: its cgroups (`procs` open), sandbox, env, user.
+/// A command set up like the native task: its cgroups (`procs` open), sandbox, env,
+/// user. `own_group` puts it in a process group of its own, so that a timeout can
+/// kill whatever it started; an interactive exec stays in the caller's group, which
+/// owns the terminal it reads.
 pub(crate) fn native_exec(
     dir: &TaskDir,
     rec: &LaunchRecord,
     procs: &[OwnedFd],
     argv: &[String],
+    own_group: bool,
 ) -> Result<tokio::process::Command> {
     let cwd = super::bundle::resolve_in_sandbox(&dir.sandbox(), rec.spec.cwd.as_deref()).map_err(Error::Invalid)?;
     let raw = cgroups::raw(procs);
     let mut c = tokio::process::Command::new(&argv[0]);
-    c.args(&argv[1..]).env_clear().envs(rec.spec.env.iter().map(|(k, v)| (k, v))).process_group(0);
+    c.args(&argv[1..]).env_clear().envs(rec.spec.env.iter().map(|(k, v)| (k, v)));
+    if own_group {
+        c.process_group(0);
+    }
     if let Some((u, g)) = rec.spec.user {
         c.uid(u).gid(g);
     }

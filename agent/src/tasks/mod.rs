@@ -44,7 +44,7 @@ use crate::runtime::{Recovered, Runtime};
 use checks::start_health_checks;
 use launch::launch;
 use ports::recorded_ports;
-use report::{apply_end, drop_finalizer, ensure_finalizer, report_end, running_status, write_status};
+use report::{apply_end, drop_finalizer, ensure_finalizer, record_kill, report_end, running_status, write_status};
 pub use state::KillReason;
 use state::{End, Local, TaskState};
 use supervise::{cleanup, read_kill_reason};
@@ -192,7 +192,9 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
     if task.metadata.deletion_timestamp.is_some() {
         if launched && ended.is_none() {
             ctx.watch_exit(&uid);
-            ctx.kill(&uid, KillReason::Deleted, grace);
+            if ctx.kill(&uid, KillReason::Deleted, grace) {
+                record_kill(&ctx, &task, "the task was deleted", grace).await;
+            }
             return Ok(Action::requeue(grace + Duration::from_secs(5)));
         }
         if launched {
@@ -249,7 +251,9 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
 
     if task.spec.kill && ended.is_none() {
         ctx.watch_exit(&uid);
-        ctx.kill(&uid, KillReason::Requested, grace);
+        if ctx.kill(&uid, KillReason::Requested, grace) {
+            record_kill(&ctx, &task, "spec.kill is set", grace).await;
+        }
         return Ok(Action::requeue(grace + Duration::from_secs(5)));
     }
 

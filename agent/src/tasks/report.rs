@@ -80,22 +80,50 @@ pub(super) fn running_status(st: &mut TaskStatus, started: &Started, address: &s
     st.host_ip = Some(address.to_string());
 }
 
+/// Writes a task's finalizers retry on a conflict this many times: each conflict
+/// follows someone else's write, so the loop ends.
+const WRITE_ATTEMPTS: usize = 4;
+
 /// Removes the agent's finalizer, once nothing of the task runs here.
-pub(super) async fn drop_finalizer(ctx: &TaskContext, mut task: Task) -> Result<Task> {
-    if !task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER) {
-        return Ok(task);
-    }
-    task.metadata.finalizers.retain(|f| f != AGENT_FINALIZER);
-    update(ctx, &task).await
+pub(super) async fn drop_finalizer(ctx: &TaskContext, task: Task) -> Result<Task> {
+    change_finalizers(ctx, task, |t| {
+        let had = t.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER);
+        t.metadata.finalizers.retain(|f| f != AGENT_FINALIZER);
+        had
+    })
+    .await
 }
 
 /// Adds the agent's finalizer if missing: from then on, deleting the task waits until
 /// the agent has stopped it.
-pub(super) async fn ensure_finalizer(ctx: &TaskContext, mut task: Task) -> Result<Task> {
-    if task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER) || task.metadata.deletion_timestamp.is_some() {
+pub(super) async fn ensure_finalizer(ctx: &TaskContext, task: Task) -> Result<Task> {
+    change_finalizers(ctx, task, |t| {
+        if t.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER) || t.metadata.deletion_timestamp.is_some() {
+            return false;
+        }
+        t.metadata.finalizers.push(AGENT_FINALIZER.into());
+        true
+    })
+    .await
+}
+
+/// Applies `change` (which says whether it changed anything) to the task and writes it.
+/// A conflict means someone else wrote the task meanwhile (a label, a status): the
+/// change is made again on the fresh object, which carries their write, so nothing of
+/// theirs is lost and no conflict reaches the reconcile (which would log it).
+async fn change_finalizers(ctx: &TaskContext, mut task: Task, change: impl Fn(&mut Task) -> bool) -> Result<Task> {
+    for _ in 1..WRITE_ATTEMPTS {
+        if !change(&mut task) {
+            return Ok(task);
+        }
+        match ctx.tasks.update(&task).await {
+            Err(e) if e.is_conflict() => task = fresh(ctx, &task).await?,
+            other => return Ok(other?),
+        }
+    }
+    if !change(&mut task) {
         return Ok(task);
     }
-    task.metadata.finalizers.push(AGENT_FINALIZER.into());
     update(ctx, &task).await
 }
 
@@ -127,13 +155,50 @@ pub(super) async fn report_end(ctx: &TaskContext, task: &Task, st: TaskStatus) -
     Ok(task)
 }
 
+/// Records that the agent is stopping `task`, and why, as an Event (`Killing`, as the
+/// kubelet names it); its end is recorded when it has ended. Best effort.
+pub(super) async fn record_kill(ctx: &TaskContext, task: &Task, why: &str, grace: std::time::Duration) {
+    let message = format!("stopping the task: {why} (SIGTERM, then SIGKILL after {}s)", grace.as_secs());
+    let _ = ctx.recorder.publish(task, EventType::Normal, "Killing", &message).await;
+}
+
 async fn update(ctx: &TaskContext, task: &Task) -> Result<Task> {
     Ok(ctx.tasks.update(task).await?)
 }
 
+/// The task as stored now (the agent's API spans every namespace; a get needs one).
+async fn fresh(ctx: &TaskContext, task: &Task) -> Result<Task> {
+    let ns = task.metadata.namespace.as_deref().unwrap_or("default");
+    Ok(ctx.tasks.in_namespace(ns).get(&task.metadata.name).await?)
+}
+
+/// Writes the task's status, which is the agent's to write. A conflict caused by a
+/// change elsewhere in the object (a finalizer, labels), or by this agent's own
+/// earlier write that its cache had not yet seen, is no disagreement about the
+/// status: the write is made again on the fresh revision. Only an end recorded there
+/// meanwhile (the node lifecycle controller marking the task `LOST`) is a verdict this
+/// write must not overwrite: then the conflict stands and the reconcile starts again
+/// from it.
 pub(super) async fn write_status(ctx: &TaskContext, task: &Task, status: TaskStatus) -> Result<Task> {
     let mut t = task.clone();
     t.status = Some(status);
+    for _ in 1..WRITE_ATTEMPTS {
+        match ctx.tasks.update_status(&t).await {
+            Err(e) if e.is_conflict() => {
+                let fresh = fresh(ctx, task).await?;
+                if fresh.status == t.status {
+                    return Ok(fresh);
+                }
+                let ended_meanwhile =
+                    fresh.status.as_ref().is_some_and(|s| s.phase.is_terminal()) && fresh.status != task.status;
+                if ended_meanwhile || fresh.metadata.uid != task.metadata.uid {
+                    return Err(e.into());
+                }
+                t.metadata = fresh.metadata;
+            }
+            other => return Ok(other?),
+        }
+    }
     Ok(ctx.tasks.update_status(&t).await?)
 }
 

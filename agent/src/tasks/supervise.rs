@@ -44,15 +44,16 @@ impl TaskContext {
 
     /// Kills the task in the background (SIGTERM, SIGKILL after `grace`), once: the
     /// first reason stands, and is recorded on disk before the signal goes out.
-    pub(super) fn kill(&self, uid: &str, reason: KillReason, grace: Duration) {
+    /// Returns whether this call issued the kill (the caller records it as an Event).
+    pub(super) fn kill(&self, uid: &str, reason: KillReason, grace: Duration) -> bool {
         if self.is_closed() {
-            return;
+            return false;
         }
         {
             let mut local = self.local.lock();
             let l = local.entry(uid.to_string()).or_insert_with(|| Local::new(TaskState::found_launched()));
             if !l.state.kill(reason.clone()) {
-                return;
+                return false;
             }
         }
         tracing::info!(uid, ?reason, grace_s = grace.as_secs(), "killing task");
@@ -69,6 +70,7 @@ impl TaskContext {
                 tracing::warn!(uid, error = %e, "cannot kill task");
             }
         });
+        true
     }
 }
 

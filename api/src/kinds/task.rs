@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::error::FieldError;
 use crate::kinds::node::Resources;
 use crate::registry::{ColumnType, PrinterColumn, Subresources};
 use crate::resource::{KindSpec, Object};
@@ -208,6 +209,76 @@ impl TaskSpec {
     pub fn kill_grace_period(&self) -> u32 {
         self.kill_grace_period_seconds.unwrap_or(30)
     }
+
+    /// What is wrong with the spec that needs no node to judge (the schema cannot say
+    /// it: it relates fields to each other), each error at its field under `prefix`
+    /// (`spec`, `spec.template`): negative cpus, two ports of one name, two ports on
+    /// one host port, a health check naming no port or one the task does not have.
+    /// What only a node can judge (users, images, volumes) is its agent's business.
+    pub fn field_errors(&self, prefix: &str) -> Vec<FieldError> {
+        let mut why = Vec::new();
+        let cpus = self.resources.cpus;
+        if !cpus.is_finite() || cpus < 0.0 {
+            why.push(FieldError::new(
+                format!("{prefix}.resources.cpus"),
+                format!("must be zero or more cores (e.g. 0.5), not {cpus}"),
+            ));
+        }
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut host_ports: BTreeMap<(u16, &str), usize> = BTreeMap::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            if let Some(first) = names.insert(&p.name, i) {
+                why.push(FieldError::new(
+                    format!("{prefix}.ports[{i}].name"),
+                    format!("{:?} is already the name of {prefix}.ports[{first}]; give each port its own name", p.name),
+                ));
+            }
+            let protocol = p.protocol.as_deref().unwrap_or("tcp");
+            if let Some(host) = p.host_port
+                && let Some(first) = host_ports.insert((host, protocol), i)
+            {
+                why.push(FieldError::new(
+                    format!("{prefix}.ports[{i}].hostPort"),
+                    format!(
+                        "{protocol} port {host} is already taken by {prefix}.ports[{first}]; a host port serves one port"
+                    ),
+                ));
+            }
+        }
+        for (i, c) in self.health_checks.iter().enumerate() {
+            let at = format!("{prefix}.healthChecks[{i}]");
+            let kinds = usize::from(c.command.is_some()) + usize::from(c.http.is_some()) + usize::from(c.tcp.is_some());
+            if kinds != 1 {
+                why.push(FieldError::new(
+                    at.clone(),
+                    format!("set exactly one of command, http and tcp (has {kinds})"),
+                ));
+            }
+            let targets = [
+                ("http", c.http.as_ref().map(|h| (&h.port_name, h.port))),
+                ("tcp", c.tcp.as_ref().map(|t| (&t.port_name, t.port))),
+            ];
+            for (kind, target) in targets {
+                let Some((port_name, port)) = target else { continue };
+                match (port_name, port) {
+                    (Some(n), _) if !names.contains_key(n.as_str()) => {
+                        let known: Vec<&str> = self.ports.iter().map(|p| p.name.as_str()).collect();
+                        let has = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                        why.push(FieldError::new(
+                            format!("{at}.{kind}.portName"),
+                            format!("no port is named {n:?} in {prefix}.ports (named: {has})"),
+                        ));
+                    }
+                    (None, None) => why.push(FieldError::new(
+                        format!("{at}.{kind}"),
+                        "give the port to check: portName (one of the task's ports) or port",
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        why
+    }
 }
 
 /// Where a task is in its life. The last four are terminal.
@@ -341,6 +412,28 @@ mod tests {
             Ok(()) => vec![],
             Err(es) => es.into_iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn field_errors_name_what_a_node_need_not_judge() {
+        let spec: super::TaskSpec = serde_json::from_value(json!({
+            "resources": {"cpus": -1.0},
+            "ports": [{"name": "http", "hostPort": 8080}, {"name": "http", "hostPort": 8080},
+                      {"name": "dns", "hostPort": 8080, "protocol": "udp"}],
+            "healthChecks": [{"http": {"portName": "admin"}}, {"tcp": {"portName": "http"}}],
+        }))
+        .unwrap();
+        let fields: Vec<String> = spec.field_errors("spec").into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.resources.cpus",
+                "spec.ports[1].name",
+                "spec.ports[1].hostPort",
+                "spec.healthChecks[0].http.portName",
+            ]
+        );
+        assert!(super::TaskSpec::default().field_errors("spec").is_empty());
     }
 
     #[test]

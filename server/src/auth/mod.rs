@@ -76,7 +76,7 @@ impl Identity {
 
 /// What [`admit`] decided about a request.
 pub(crate) enum Admission {
-    /// Not checked (`/healthz`).
+    /// Not checked (`/healthz`, `/version`).
     Open,
     /// Refused: the answer to send.
     Refused(Response),
@@ -99,7 +99,8 @@ pub(crate) struct Admitted {
 /// Authenticates and authorizes `req` (synchronously: the policy is in memory), and
 /// on success attaches the requester's identity to it.
 pub(crate) fn admit(state: &AppState, req: &mut Request) -> Admission {
-    if req.uri().path() == "/healthz" {
+    // As Kubernetes' `system:public-info-viewer`: health and the build are public.
+    if matches!(req.uri().path(), "/healthz" | "/version") {
         return Admission::Open;
     }
     // Cheap copies (the path is reference-counted) that the attributes borrow, so
