@@ -78,6 +78,10 @@ fn kubectl_discovers_lists_in_the_kind_s_columns_applies_labels_and_deletes() {
     assert_eq!(cells, ["configmaps", "cm", "corral.dev/v1", "true", "ConfigMap"], "{resources}");
     assert!(resources.lines().any(|l| l.starts_with("jobs ")), "{resources}");
 
+    let version = kubectl.ok(&["version"]);
+    let server_version = format!("Server Version: v{}", env!("CARGO_PKG_VERSION"));
+    assert!(version.lines().any(|l| l == server_version), "{version}");
+
     // Server-side tables: kubectl prints the kind's own columns, as `corral get` does.
     let out = kubectl.ok(&["get", "namespaces"]);
     let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
