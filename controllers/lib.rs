@@ -11,12 +11,14 @@
 //! The controllers: [`gc`] (cascading deletion, namespace emptying),
 //! [`node_lifecycle`] (unreachable nodes, `LOST` tasks), [`offers`] (nodes' free
 //! resources offered to frameworks in weighted DRF order, framework liveness and
-//! failover), [`services`] (the built-in framework keeping services running) and
-//! [`jobs`] (the built-in framework running jobs, by hand and on schedules). The
-//! last three work in rounds over the whole cluster rather than per object.
+//! failover), [`services`] (the built-in framework keeping services running),
+//! [`jobs`] (the built-in framework running jobs, by hand and on schedules) and
+//! [`events`] (Events deleted an hour after they last occurred). Offers, services and
+//! jobs work in rounds over the whole cluster rather than per object.
 
 #![warn(missing_docs)]
 
+pub mod events;
 pub mod gc;
 pub mod jobs;
 pub mod node_lifecycle;
@@ -44,6 +46,8 @@ pub struct Config {
     pub offers: offers::Config,
     /// The services controller's.
     pub services: services::Config,
+    /// The event expiry controller's.
+    pub events: events::Config,
 }
 
 impl Config {
@@ -54,7 +58,7 @@ impl Config {
 }
 
 /// The names of every built-in controller, as `--controllers` takes them.
-pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME];
+pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME, events::NAME];
 
 /// Which built-in controllers to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +121,9 @@ pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>>
     }
     if selection.includes(jobs::NAME) {
         out.push(Arc::new(jobs::Jobs::new().sharing(tasks)));
+    }
+    if selection.includes(events::NAME) {
+        out.push(Arc::new(events::EventExpiry::new(config.events.clone())));
     }
     out
 }

@@ -148,9 +148,9 @@ fn hold_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     lock.l_whence = libc::SEEK_SET as libc::c_short;
     // SAFETY: `file` is open for the duration of the call and `lock` is a valid flock.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
-        // The pid is for people reading the file; the lock is what counts.
-        file.set_len(0)?;
-        writeln!(file, "{}", std::process::id())?;
+        // The pid is for people reading the file; the lock is what counts, so a full
+        // disk (which the store then reports in its own words) does not stop here.
+        let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
         return Ok(file);
     }
     let err = std::io::Error::last_os_error();
