@@ -116,6 +116,12 @@ fn mistyped_kinds_and_commands_get_a_suggestion() {
     let r = env.run(&["get", "zzzzzz"]);
     assert!(!r.stderr().contains("did you mean"), "nothing is close: {r}");
 
+    // In a manifest too.
+    let path = env.write("typo.yaml", &configmap("a", None, &[], &[]).replace("kind: ConfigMap", "kind: ConfigMpa"));
+    let r = env.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert_eq!(r.code(), 1, "{r}");
+    assert!(r.stderr().contains("did you mean apiVersion corral.dev/v1 and kind ConfigMap?"), "{r}");
+
     let r = env.run(&["aply", "-f", "x.yaml"]);
     assert_eq!(r.code(), 1, "{r}");
     assert!(r.stderr().contains("similar subcommand exists: 'apply'"), "{r}");
