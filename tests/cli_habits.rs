@@ -280,9 +280,9 @@ fn connection_options_show_only_on_commands_that_connect() {
     assert!(!up.contains("--server") && !up.contains("--token"), "{up}");
     assert!(up.contains("--kubeconfig"), "up writes the CLI's configuration: {up}");
     assert!(up.contains("a local node agent"), "{up}");
-    for cmd in ["server", "convert"] {
-        let h = help(&[cmd, "--help"]);
-        assert!(!h.contains("--server <") && !h.contains(" --kubeconfig <"), "{cmd}: {h}");
+    for cmd in [&["server"][..], &["convert"], &["image", "import"], &["admin", "snapshot", "restore"]] {
+        let h = help(&[cmd, &["--help"]].concat());
+        assert!(!h.contains("--server <") && !h.contains(" --kubeconfig <"), "{cmd:?}: {h}");
     }
 }
 
