@@ -116,6 +116,12 @@ fn mistyped_kinds_and_commands_get_a_suggestion() {
     let r = env.run(&["get", "zzzzzz"]);
     assert!(!r.stderr().contains("did you mean"), "nothing is close: {r}");
 
+    // In a manifest too.
+    let path = env.write("typo.yaml", &configmap("a", None, &[], &[]).replace("kind: ConfigMap", "kind: ConfigMpa"));
+    let r = env.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert_eq!(r.code(), 1, "{r}");
+    assert!(r.stderr().contains("did you mean apiVersion corral.dev/v1 and kind ConfigMap?"), "{r}");
+
     let r = env.run(&["aply", "-f", "x.yaml"]);
     assert_eq!(r.code(), 1, "{r}");
     assert!(r.stderr().contains("similar subcommand exists: 'apply'"), "{r}");
@@ -274,9 +280,9 @@ fn connection_options_show_only_on_commands_that_connect() {
     assert!(!up.contains("--server") && !up.contains("--token"), "{up}");
     assert!(up.contains("--kubeconfig"), "up writes the CLI's configuration: {up}");
     assert!(up.contains("a local node agent"), "{up}");
-    for cmd in ["server", "convert"] {
-        let h = help(&[cmd, "--help"]);
-        assert!(!h.contains("--server <") && !h.contains(" --kubeconfig <"), "{cmd}: {h}");
+    for cmd in [&["server"][..], &["convert"], &["image", "import"], &["admin", "snapshot", "restore"]] {
+        let h = help(&[cmd, &["--help"]].concat());
+        assert!(!h.contains("--server <") && !h.contains(" --kubeconfig <"), "{cmd:?}: {h}");
     }
 }
 

@@ -86,7 +86,9 @@ async fn prepare_one(ctx: &Ctx, doc: Document, ns: &NamespaceArgs) -> anyhow::Re
         return Ok(Err(problems));
     };
     let Some(info) = ctx.by_kind(api_version, kind).await? else {
-        let hint = match ctx.kinds().await?.iter().find(|k| k.kind.eq_ignore_ascii_case(kind)) {
+        let kinds = ctx.kinds().await?;
+        let close = kinds.iter().find(|k| k.kind.eq_ignore_ascii_case(kind)).map(|k| &**k);
+        let hint = match close.or_else(|| super::closest_kind(kinds, kind)) {
             Some(k) => format!("; did you mean apiVersion {} and kind {}?", k.api_version(), k.kind),
             None => "; run `corral api-resources` to list the kinds the server serves".to_string(),
         };

@@ -99,12 +99,18 @@ pub fn main() -> ExitCode {
 
 /// The global connection options that each command which talks to no server hides
 /// from its help (they are accepted, and ignored, so that `CORRAL_SERVER` in the
-/// environment does not break them).
-const UNUSED_CONNECTION_OPTIONS: &[(&str, &[&str])] = &[
+/// environment does not break them), by subcommand path.
+const UNUSED_CONNECTION_OPTIONS: &[(&[&str], &[&str])] = &[
     // `up` writes --kubeconfig; it serves, it does not connect.
-    ("up", &["server", "token", "certificate_authority"]),
-    ("server", &["server", "token", "certificate_authority", "kubeconfig"]),
-    ("convert", &["server", "token", "certificate_authority", "kubeconfig"]),
+    (&["up"], &["server", "token", "certificate_authority"]),
+    (&["server"], &["server", "token", "certificate_authority", "kubeconfig"]),
+    (&["convert"], &["server", "token", "certificate_authority", "kubeconfig"]),
+    // These act on the node's image store directly.
+    (&["image", "import"], &["server", "token", "certificate_authority", "kubeconfig"]),
+    (&["image", "ls"], &["server", "token", "certificate_authority", "kubeconfig"]),
+    (&["image", "rm"], &["server", "token", "certificate_authority", "kubeconfig"]),
+    // Offline: it writes a new store.
+    (&["admin", "snapshot", "restore"], &["server", "token", "certificate_authority", "kubeconfig"]),
 ];
 
 /// The command line, with the connection options shown only on commands that use them.
@@ -113,18 +119,24 @@ fn parse() -> Result<Cli, clap::Error> {
     let mut cmd = Cli::command();
     // Global options reach the subcommands when the command is built: hide them after.
     cmd.build();
-    for (sub, unused) in UNUSED_CONNECTION_OPTIONS {
-        // `mut_args` keeps the arguments in place, which a built command's index of
-        // them needs (`mut_arg` moves the argument to the end).
-        cmd = cmd.mut_subcommand(*sub, |c| {
-            c.mut_args(|a| {
-                let hide = unused.contains(&a.get_id().as_str()) || a.is_hide_set();
-                a.hide(hide)
-            })
-        });
+    for (path, unused) in UNUSED_CONNECTION_OPTIONS {
+        cmd = hide_in(cmd, path, unused);
     }
     let matches = cmd.try_get_matches()?;
     Cli::from_arg_matches(&matches)
+}
+
+/// `cmd` with the arguments `unused` hidden in its subcommand at `path`.
+fn hide_in(cmd: clap::Command, path: &[&str], unused: &'static [&'static str]) -> clap::Command {
+    let Some((first, rest)) = path.split_first() else {
+        // `mut_args` keeps the arguments in place, which a built command's index of
+        // them needs (`mut_arg` moves the argument to the end).
+        return cmd.mut_args(|a| {
+            let hide = unused.contains(&a.get_id().as_str()) || a.is_hide_set();
+            a.hide(hide)
+        });
+    };
+    cmd.mut_subcommand(*first, |c| hide_in(c, rest, unused))
 }
 
 /// `diff` reserves 1 for "there are differences", so its errors, usage errors
