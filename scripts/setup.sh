@@ -12,6 +12,7 @@ PKGS=(
   dnsutils         # dig, for DNS tests
   prometheus       # promtool checks the /metrics exposition in tests
   kubectl          # the Kubernetes CLI, driven against Corral in tests
+  skopeo           # test tool: pushes and pulls images to the control plane's registry in tests
 )
 
 missing=()
