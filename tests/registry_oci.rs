@@ -3,56 +3,17 @@
 //! every digest checked, pull it with skopeo; refusals (a blob whose digest does not
 //! match, a push without credentials, a node pushing) in the distribution's format.
 
+mod registry_support;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use corral_testkit::TestServer;
+use registry_support::{sha, show, skopeo};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-fn sha(bytes: &[u8]) -> String {
-    format!("sha256:{}", Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-/// Runs skopeo with `args` off the runtime's workers.
-async fn skopeo(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new("skopeo")
-            // The host's trust policy is not what is tested.
-            .arg("--insecure-policy")
-            .args(&args)
-            .env("NO_PROXY", "127.0.0.1")
-            .output()
-            .expect("skopeo runs (scripts/setup.sh installs it)")
-    })
-    .await
-    .expect("skopeo's thread")
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Pushes the busybox docker archive as `repo:tag` with skopeo, as the admin.
+/// Pushes the busybox archive as `repo:tag` with skopeo, as the admin.
 async fn push(server: &TestServer, dir: &Path, repo: &str, tag: &str) {
-    let archive = dir.join("busybox.tar");
-    corral_testkit::busybox::busybox_docker_archive(&archive, "busybox:1").expect("archive");
-    let host = server.base.trim_start_matches("http://").to_string();
-    let out = skopeo(vec![
-        "copy".into(),
-        format!("docker-archive:{}", archive.display()),
-        format!("docker://{host}/{repo}:{tag}"),
-        "--dest-tls-verify=false".into(),
-        "--dest-creds".into(),
-        format!("corral:{}", server.token),
-    ])
-    .await;
-    assert!(out.status.success(), "skopeo copy failed:\n{}", show(&out));
+    registry_support::push_busybox(&server.base, &server.token, dir, repo, tag).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,25 @@ impl Images {
         blocking::run("resolving an image", move || store.resolve(&reference)).await
     }
 
+    /// Whether `reference` names an image in the store (a store that cannot be read
+    /// counts as not holding it; the pull or the launch then says why).
+    pub async fn contains(&self, reference: &str) -> bool {
+        self.resolve(reference).await.is_ok()
+    }
+
+    /// Pulls `reference` from `source` into the store; see [`super::pull::pull`].
+    ///
+    /// # Errors
+    /// As [`super::pull::pull`].
+    pub async fn pull(
+        &self,
+        source: &super::pull::Source,
+        reference: &str,
+        progress: &tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<super::ImageInfo> {
+        super::pull::pull(&self.store, source, reference, progress).await
+    }
+
     /// Records that task `holder` uses image `image_id`; see [`ImageStore::acquire`].
     ///
     /// # Errors

@@ -1,0 +1,48 @@
+//! An agent with an empty work dir runs a task whose image was pushed to the control
+//! plane with the real skopeo: it pulls the image by digest, imports it and runs it
+//! with real runc, without any `corral image import`. An image the registry lacks
+//! fails the task with a reason that says so.
+
+mod agent_support;
+mod registry_support;
+
+use std::time::Duration;
+
+use agent_support::Cluster;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_agent_pulls_a_pushed_image_and_runs_it() {
+    let c = Cluster::start_empty("puller", Duration::from_secs(60)).await;
+    let images = c.work_dir().join("images");
+    let local = corral_agent::image::ImageStore::open(images.clone()).expect("the agent's image store");
+    assert!(local.list().unwrap().is_empty(), "the work dir starts without images");
+
+    let tmp = tempfile::tempdir().unwrap();
+    registry_support::push_busybox(&c.url, &c.admin_token(), tmp.path(), "tools/busybox", "1").await;
+
+    c.create_task("pulled", json!({"image": "tools/busybox:1", "command": ["sh", "-c", "echo pulled-and-ran"]})).await;
+    let t = c
+        .wait_for(&Cluster::task_path("pulled"), "the task to end", |t| {
+            matches!(t.pointer("/status/phase").and_then(Value::as_str), Some("FINISHED" | "FAILED"))
+        })
+        .await;
+    assert_eq!(t.pointer("/status/phase"), Some(&json!("FINISHED")), "{t:#}\nagent log:\n{}", c.agent_log());
+    assert_eq!(t.pointer("/status/exitCode"), Some(&json!(0)), "{t:#}");
+    let uid = t.pointer("/metadata/uid").and_then(Value::as_str).expect("uid");
+    let out = std::fs::read_to_string(c.work_dir().join("tasks").join(uid).join("logs/stdout")).expect("stdout");
+    assert_eq!(out, "pulled-and-ran\n");
+
+    // The image is now in the node's store under the task's reference.
+    let names: Vec<String> = local.list().unwrap().into_iter().flat_map(|i| i.names).collect();
+    assert_eq!(names, ["tools/busybox:1"]);
+    assert!(c.agent_log().contains("image pulled"), "{}", c.agent_log());
+
+    // An image nobody pushed: the task fails and says why.
+    c.create_task("missing", json!({"image": "tools/nosuch:1", "command": ["true"]})).await;
+    let t = c.wait_phase("missing", "FAILED").await;
+    assert_eq!(t.pointer("/status/reason"), Some(&json!("ImageNotFound")), "{t:#}");
+    let message = t.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
+    assert!(message.contains("tools/nosuch:1") && message.contains("MANIFEST_UNKNOWN"), "{message}");
+    c.stop().await;
+}
