@@ -10,6 +10,7 @@
 mod import;
 mod names;
 pub mod pull;
+pub mod push;
 mod shared;
 mod store;
 pub(crate) mod unpack;
