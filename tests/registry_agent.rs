@@ -44,5 +44,7 @@ async fn a_fresh_agent_pulls_a_pushed_image_and_runs_it() {
     assert_eq!(t.pointer("/status/reason"), Some(&json!("ImageNotFound")), "{t:#}");
     let message = t.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
     assert!(message.contains("tools/nosuch:1") && message.contains("MANIFEST_UNKNOWN"), "{message}");
+    let work = c.work_dir().display().to_string();
+    assert!(message.contains(&format!("--work-dir {work}")), "the hint names the agent's own work dir: {message}");
     c.stop().await;
 }

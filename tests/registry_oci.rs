@@ -211,3 +211,32 @@ async fn nodes_pull_but_do_not_push() {
     let err: Value = post.json().await.unwrap();
     assert_eq!(err["errors"][0]["code"], "DENIED", "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_of_the_same_blob_both_succeed() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let content = vec![7u8; 3 << 20];
+    let digest = sha(&content);
+    // Both chunked, interleaved: each writes its own upload file.
+    let mut locations = Vec::new();
+    for _ in 0..2 {
+        let start = http.post(server.url("/v2/app/blobs/uploads/")).send().await.unwrap();
+        assert_eq!(start.status(), 202);
+        locations.push(start.headers()["location"].to_str().unwrap().to_string());
+    }
+    for half in [&content[..1 << 20], &content[1 << 20..]] {
+        for l in &locations {
+            let patch = http.patch(server.url(l)).body(half.to_vec()).send().await.unwrap();
+            assert_eq!(patch.status(), 202);
+        }
+    }
+    let puts = locations.iter().map(|l| http.put(server.url(&format!("{l}?digest={digest}"))).send());
+    for put in futures::future::join_all(puts).await {
+        assert_eq!(put.unwrap().status(), 201);
+    }
+    let got = http.get(server.url(&format!("/v2/app/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(sha(&got.bytes().await.unwrap()), digest);
+    let left: Vec<_> = std::fs::read_dir(server.dir().join("data/registry/uploads")).unwrap().collect();
+    assert!(left.is_empty(), "finished uploads leave no files: {left:?}");
+}

@@ -215,14 +215,11 @@ async fn push_blob(
     let head =
         send(client, axum::http::Method::HEAD, &format!("/v2/{repository}/blobs/{digest}"), None, Bytes::new()).await?;
     let what = format!("{repository}: uploading the {}", part.what);
-    match head.status.as_u16() {
-        200 => {
-            progress(PushEvent::Skipped { what: part.what.clone(), digest: part.hex.clone(), size: part.size });
-            return Ok(());
-        }
-        // Anything else: the upload below meets the same refusal, with a body that
-        // says why (a HEAD answer has none).
-        _ => {}
+    // Anything but 200 (404, or a refusal): upload; a refusal then comes with a
+    // body that says why, which a HEAD answer lacks.
+    if head.status.as_u16() == 200 {
+        progress(PushEvent::Skipped { what: part.what.clone(), digest: part.hex.clone(), size: part.size });
+        return Ok(());
     }
     let start =
         send(client, axum::http::Method::POST, &format!("/v2/{repository}/blobs/uploads/"), None, Bytes::new()).await?;

@@ -48,9 +48,19 @@ pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) 
         task = latest;
         if let Err(e) = pulled {
             ctx.local.lock().remove(&uid);
-            // Missing everywhere is what it was before registries: ImageNotFound.
-            let reason = if matches!(e, Error::ImageUnknown(_)) { "ImageNotFound" } else { "ImagePullFailed" };
-            return fail(ctx, &task, st, reason, &e.to_string()).await;
+            // Missing everywhere is what it was before registries: ImageNotFound. The
+            // message names this agent's work dir, where an offline import must go.
+            let (reason, message) = match &e {
+                Error::ImageUnknown(_) => {
+                    let work = ctx.layout.root().display();
+                    let hint = format!(
+                        "; nor is it in this node's image store ({work}/images): on a node without the registry,                          `corral image import --work-dir {work} FILE`"
+                    );
+                    ("ImageNotFound", format!("{e}{hint}"))
+                }
+                _ => ("ImagePullFailed", e.to_string()),
+            };
+            return fail(ctx, &task, st, reason, &message).await;
         }
         st.message = None;
     }
