@@ -1,6 +1,6 @@
 //! An agent with an empty work dir runs a task whose image was pushed to the control
 //! plane with the real skopeo: it pulls the image by digest, imports it and runs it
-//! with real runc, without any `corral image import`. An image the registry lacks
+//! with real runc, without any `corral image import` (two tasks of it, one pull). An image the registry lacks
 //! fails the task with a reason that says so.
 
 mod agent_support;
@@ -22,6 +22,7 @@ async fn a_fresh_agent_pulls_a_pushed_image_and_runs_it() {
     registry_support::push_busybox(&c.url, &c.admin_token(), tmp.path(), "tools/busybox", "1").await;
 
     c.create_task("pulled", json!({"image": "tools/busybox:1", "command": ["sh", "-c", "echo pulled-and-ran"]})).await;
+    c.create_task("pulled-too", json!({"image": "tools/busybox:1", "command": ["true"]})).await;
     let t = c
         .wait_for(&Cluster::task_path("pulled"), "the task to end", |t| {
             matches!(t.pointer("/status/phase").and_then(Value::as_str), Some("FINISHED" | "FAILED"))
@@ -37,6 +38,9 @@ async fn a_fresh_agent_pulls_a_pushed_image_and_runs_it() {
     let names: Vec<String> = local.list().unwrap().into_iter().flat_map(|i| i.names).collect();
     assert_eq!(names, ["tools/busybox:1"]);
     assert!(c.agent_log().contains("image pulled"), "{}", c.agent_log());
+    // Two tasks of one image, launched together: one pull, one import.
+    c.wait_phase("pulled-too", "FINISHED").await;
+    assert_eq!(c.agent_log().matches("imported image").count(), 1, "{}", c.agent_log());
 
     // An image nobody pushed: the task fails and says why.
     c.create_task("missing", json!({"image": "tools/nosuch:1", "command": ["true"]})).await;

@@ -1,5 +1,6 @@
 //! The image store for async code.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,6 +18,9 @@ use crate::error::Result;
 #[derive(Clone, Debug)]
 pub struct Images {
     store: Arc<ImageStore>,
+    /// One pull per reference at a time: tasks of one image launched together wait
+    /// for the first one's pull instead of each fetching the image.
+    pulls: Arc<parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Images {
@@ -26,7 +30,7 @@ impl Images {
     /// As [`ImageStore::open`].
     pub async fn open(dir: PathBuf) -> Result<Self> {
         let store = blocking::run("opening the image store", move || ImageStore::open(dir)).await?;
-        Ok(Images { store: Arc::new(store) })
+        Ok(Images { store: Arc::new(store), pulls: Arc::default() })
     }
 
     /// What a task needs to run the image `reference` names; see [`ImageStore::resolve`].
@@ -44,7 +48,8 @@ impl Images {
         self.resolve(reference).await.is_ok()
     }
 
-    /// Pulls `reference` from `source` into the store; see [`super::pull::pull`].
+    /// Pulls `reference` from `source` into the store, unless it is there by the time
+    /// no other pull of it runs; see [`super::pull::pull`]. `None`: it was there.
     ///
     /// # Errors
     /// As [`super::pull::pull`].
@@ -53,8 +58,14 @@ impl Images {
         source: &super::pull::Source,
         reference: &str,
         progress: &tokio::sync::mpsc::UnboundedSender<String>,
-    ) -> Result<super::ImageInfo> {
-        super::pull::pull(&self.store, source, reference, progress).await
+    ) -> Result<Option<super::ImageInfo>> {
+        let lock = self.pulls.lock().entry(reference.to_string()).or_default().clone();
+        let _held = lock.lock().await;
+        if self.contains(reference).await {
+            // Pulled by another task while this one waited.
+            return Ok(None);
+        }
+        super::pull::pull(&self.store, source, reference, progress).await.map(Some)
     }
 
     /// Records that task `holder` uses image `image_id`; see [`ImageStore::acquire`].

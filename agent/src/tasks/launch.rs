@@ -147,7 +147,8 @@ async fn pull_image(ctx: &TaskContext, task: Task, st: &TaskStatus, reference: &
     };
     let (outcome, latest) = tokio::join!(pull, report);
     match &outcome {
-        Ok(image) => tracing::info!(task = %latest.metadata.name, reference, id = %image.id, "image pulled"),
+        Ok(Some(image)) => tracing::info!(task = %latest.metadata.name, reference, id = %image.id, "image pulled"),
+        Ok(None) => tracing::debug!(task = %latest.metadata.name, reference, "image pulled by another task"),
         Err(e) => tracing::warn!(task = %latest.metadata.name, reference, error = %e, "image pull failed"),
     }
     (outcome.map(|_| ()), latest)
