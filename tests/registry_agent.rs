@@ -21,7 +21,10 @@ async fn a_fresh_agent_pulls_a_pushed_image_and_runs_it() {
     let tmp = tempfile::tempdir().unwrap();
     registry_support::push_busybox(&c.url, &c.admin_token(), tmp.path(), "tools/busybox", "1").await;
 
-    c.create_task("pulled", json!({"image": "tools/busybox:1", "command": ["sh", "-c", "echo pulled-and-ran"]})).await;
+    let created = c
+        .create_task("pulled", json!({"image": "tools/busybox:1", "command": ["sh", "-c", "echo pulled-and-ran"]}))
+        .await;
+    let created_at = created.pointer("/metadata/resourceVersion").and_then(Value::as_str).expect("rv").to_string();
     c.create_task("pulled-too", json!({"image": "tools/busybox:1", "command": ["true"]})).await;
     let t = c
         .wait_for(&Cluster::task_path("pulled"), "the task to end", |t| {
@@ -33,6 +36,15 @@ async fn a_fresh_agent_pulls_a_pushed_image_and_runs_it() {
     let uid = t.pointer("/metadata/uid").and_then(Value::as_str).expect("uid");
     let out = std::fs::read_to_string(c.work_dir().join("tasks").join(uid).join("logs/stdout")).expect("stdout");
     assert_eq!(out, "pulled-and-ran\n");
+
+    // Every status the task went through, replayed by a watch from its creation: it
+    // was STAGING with the pull's progress before it ran.
+    let seen = statuses(&c, "pulled", &created_at).await;
+    assert!(
+        seen.iter().any(|(phase, message)| phase == "STAGING"
+            && message.contains("pulling tools/busybox:1 from the control plane: layer 1/2")),
+        "no STAGING with pull progress among {seen:#?}"
+    );
 
     // The image is now in the node's store under the task's reference.
     let names: Vec<String> = local.list().unwrap().into_iter().flat_map(|i| i.names).collect();
@@ -51,4 +63,37 @@ async fn a_fresh_agent_pulls_a_pushed_image_and_runs_it() {
     let work = c.work_dir().display().to_string();
     assert!(message.contains(&format!("--work-dir {work}")), "the hint names the agent's own work dir: {message}");
     c.stop().await;
+}
+
+/// `(phase, message)` of every status of task `name` written after revision `from`,
+/// until it ends.
+async fn statuses(c: &Cluster, name: &str, from: &str) -> Vec<(String, String)> {
+    use futures::StreamExt;
+    let config = corral_client::Config { server: c.url.clone(), token: Some(c.admin_token()), ..Default::default() };
+    let client = corral_client::Client::from_config(&config).expect("client");
+    let tasks: corral_client::Api<corral_api::kinds::task::Task> = corral_client::Api::namespaced(client, "default");
+    let params = corral_client::WatchParams {
+        field_selector: Some(format!("metadata.name={name}")),
+        resource_version: Some(from.to_string()),
+        ..Default::default()
+    };
+    let mut events = tasks.watch(&params).await.expect("watch");
+    let mut seen = Vec::new();
+    // The bound only keeps a broken build from hanging: the task has ended already.
+    let replay = async {
+        while let Some(event) = events.next().await {
+            let task = match event.expect("watch event") {
+                corral_client::WatchEvent::Added(t) | corral_client::WatchEvent::Modified(t) => t,
+                _ => continue,
+            };
+            let status = task.status.unwrap_or_default();
+            let phase = serde_json::to_value(status.phase).unwrap().as_str().unwrap_or_default().to_string();
+            seen.push((phase.clone(), status.message.unwrap_or_default()));
+            if phase == "FINISHED" || phase == "FAILED" {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(corral_testkit::PATIENCE, replay).await;
+    seen
 }

@@ -240,3 +240,28 @@ async fn concurrent_uploads_of_the_same_blob_both_succeed() {
     let left: Vec<_> = std::fs::read_dir(server.dir().join("data/registry/uploads")).unwrap().collect();
     assert!(left.is_empty(), "finished uploads leave no files: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_images_survive_a_restart_and_unfinished_uploads_do_not() {
+    let server = TestServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    push(&server, tmp.path(), "busybox", "1").await;
+    let http = server.http();
+    let before = http.get(server.url("/v2/busybox/manifests/1")).send().await.unwrap();
+    let digest = before.headers()["docker-content-digest"].to_str().unwrap().to_string();
+    // An upload left half-way.
+    let start = http.post(server.url("/v2/busybox/blobs/uploads/")).send().await.unwrap();
+    let location = start.headers()["location"].to_str().unwrap().to_string();
+    let patch = http.patch(server.url(&location)).body(vec![1u8; 1000]).send().await.unwrap();
+    assert_eq!(patch.status(), 202);
+
+    let server = server.restart().await;
+    let http = server.http();
+    let after = http.get(server.url("/v2/busybox/manifests/1")).send().await.unwrap();
+    assert_eq!(after.status(), 200);
+    assert_eq!(after.headers()["docker-content-digest"], digest.as_str());
+    let gone = http.get(server.url(&location)).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    let err: Value = gone.json().await.unwrap();
+    assert_eq!(err["errors"][0]["code"], "BLOB_UPLOAD_UNKNOWN", "{err}");
+}
