@@ -95,3 +95,27 @@ fn a_push_without_a_valid_credential_fails_and_says_why() {
     assert_eq!(r.code(), 1, "{r}");
     assert!(r.stderr().contains("no-such.tar"), "{r}");
 }
+
+#[test]
+fn an_import_into_a_directory_no_agent_uses_warns_and_points_to_push() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("busybox.tar");
+    busybox::busybox_docker_archive(&archive, "busybox:1").unwrap();
+    let import = |work: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["image", "import", archive.to_str().unwrap(), "--work-dir", work.to_str().unwrap()])
+            .env_remove("CORRAL_AGENT_DIR")
+            .output()
+            .unwrap();
+        cli_support::Run(out)
+    };
+    let r = import(&tmp.path().join("typo"));
+    assert_eq!(r.code(), 0, "{r}");
+    assert!(r.stderr().contains("warning: no agent has run in") && r.stderr().contains("corral image push"), "{r}");
+    // A work dir an agent has used: no warning.
+    let used = tmp.path().join("agent");
+    std::fs::create_dir_all(used.join("tasks")).unwrap();
+    let r = import(&used);
+    assert_eq!(r.code(), 0, "{r}");
+    assert!(!r.stderr().contains("warning"), "{r}");
+}

@@ -83,6 +83,16 @@ fn open(dir: &ImageDirArgs) -> anyhow::Result<ImageStore> {
 }
 
 fn import(a: ImageImportArgs) -> anyhow::Result<u8> {
+    // An import into a directory no agent uses succeeds and helps nobody: say so
+    // before the task that needed it fails.
+    let work = &a.dir.work_dir;
+    if !work.join("tasks").is_dir() && !work.join("runc").is_dir() {
+        eprintln!(
+            "warning: no agent has run in {} (it has no tasks/ or runc/): an agent only sees the images of its own \
+             --work-dir (`corral up`: DATA_DIR/agent). `corral image push FILE` makes an image available to every node",
+            work.display()
+        );
+    }
     let store = open(&a.dir)?;
     let file = a.file.display().to_string();
     let info = store
