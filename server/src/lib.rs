@@ -469,8 +469,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     let state =
         AppState::with_watch_limit(dyn_store.clone(), Arc::new(Registry::builtin()), cfg.max_watches_per_client);
     let images_dir = cfg.data_dir.join("registry");
-    let images =
-        registry::Storage::open(images_dir.clone()).map_err(|source| Error::DataDir { path: images_dir, source })?;
+    let images = registry::Storage::open(images_dir.clone(), cfg.min_free_bytes)
+        .map_err(|source| Error::DataDir { path: images_dir, source })?;
     let _ = state.images.set(images);
     if let Some(path) = &cfg.audit_log {
         state

@@ -52,6 +52,9 @@ pub enum RegistryError {
     /// a data directory, in tests).
     #[error("{0}")]
     Unavailable(String),
+    /// The server's disk is too full to take the upload (507).
+    #[error("{0}")]
+    NoSpace(String),
     /// Storage failed; the detail is logged, the client sees `UNKNOWN` (500).
     #[error("{what}: {source}")]
     Io {
@@ -89,6 +92,8 @@ impl RegistryError {
             Denied(_) => ("DENIED", StatusCode::FORBIDDEN),
             Unsupported(_) => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
             Unavailable(_) => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+            // No code of the specification fits; registries use UNKNOWN for the rest.
+            NoSpace(_) => ("UNKNOWN", StatusCode::INSUFFICIENT_STORAGE),
             Io { .. } => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }

@@ -26,18 +26,25 @@ pub const MAX_BLOB_BYTES: u64 = 8 << 30;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
+/// How often (in bytes written) an upload checks the disk's free space.
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
+
 /// The registry's files.
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: PathBuf,
+    /// Space an upload leaves free on the disk (the store's reserve: images must not
+    /// take the room the object store needs to keep answering).
+    min_free_bytes: u64,
 }
 
 impl Storage {
-    /// Storage in `root` (created if missing).
+    /// Storage in `root` (created if missing), refusing uploads that would leave
+    /// less than `min_free_bytes` free on its disk.
     ///
     /// # Errors
     /// The directories cannot be created.
-    pub fn open(root: PathBuf) -> std::io::Result<Self> {
+    pub fn open(root: PathBuf, min_free_bytes: u64) -> std::io::Result<Self> {
         for sub in ["blobs/sha256", "uploads", "repositories"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
@@ -47,7 +54,7 @@ impl Storage {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        Ok(Storage { root })
+        Ok(Storage { root, min_free_bytes })
     }
 
     /// Where blob `digest` lives.
@@ -107,15 +114,33 @@ impl Storage {
             .await
             .map_err(|e| RegistryError::io("opening an upload", e))?;
         let mut stream = body.into_data_stream();
+        // Checked at once, then every few MiB: a statvfs per body frame would cost
+        // more than the write.
+        let mut unchecked = SPACE_CHECK_EVERY;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| RegistryError::UploadInvalid(format!("the request body broke off: {e}")))?;
             size += chunk.len() as u64;
-            if size > MAX_BLOB_BYTES {
+            unchecked += chunk.len() as u64;
+            let refusal = if size > MAX_BLOB_BYTES {
+                Some(RegistryError::SizeInvalid(format!(
+                    "a blob may hold at most {MAX_BLOB_BYTES} bytes; the upload was dropped"
+                )))
+            } else if unchecked >= SPACE_CHECK_EVERY {
+                unchecked = 0;
+                let free = free_bytes(&self.root);
+                (free < self.min_free_bytes.saturating_add(SPACE_CHECK_EVERY)).then(|| {
+                    RegistryError::NoSpace(format!(
+                        "{free} bytes are free on the server's disk and {} must stay free; the upload was dropped",
+                        self.min_free_bytes
+                    ))
+                })
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
                 drop(file);
                 let _ = tokio::fs::remove_file(&path).await;
-                return Err(RegistryError::SizeInvalid(format!(
-                    "a blob may hold at most {MAX_BLOB_BYTES} bytes; the upload was dropped"
-                )));
+                return Err(refusal);
             }
             file.write_all(&chunk).await.map_err(|e| RegistryError::io("writing an upload", e))?;
         }
@@ -244,6 +269,20 @@ impl Storage {
     }
 }
 
+/// Bytes free for an unprivileged writer on the filesystem of `dir` (unknown: as
+/// good as unlimited, so that a failing statvfs never blocks pushes).
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return u64::MAX };
+    // SAFETY: statvfs writes only into the struct passed; the path is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return u64::MAX;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+}
+
 /// Collects the directories under `dir` that hold `_manifests`, as names relative to
 /// `root`. Bounded in depth: names have at most a few components.
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>, depth: usize) {
@@ -301,4 +340,29 @@ async fn sync_dir(dir: &Path) -> Result<()> {
         .await
         .map_err(|e| RegistryError::io("syncing a directory", std::io::Error::other(e.to_string())))?
         .map_err(|e| RegistryError::io("syncing a directory", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_upload_that_would_eat_the_stores_reserve_is_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A reserve larger than any disk: every upload is refused.
+        let storage = Storage::open(tmp.path().join("registry"), u64::MAX / 2).unwrap();
+        let id = storage.new_upload().await.unwrap();
+        let refused = storage.append(&id, axum::body::Body::from(vec![1u8; 10])).await;
+        assert!(matches!(refused, Err(RegistryError::NoSpace(_))), "{refused:?}");
+        let left = std::fs::read_dir(tmp.path().join("registry/uploads")).unwrap().count();
+        assert_eq!(left, 0, "the refused upload's file is gone");
+
+        // With room to spare the same upload is taken and stored under its digest.
+        let storage = Storage::open(tmp.path().join("registry"), 0).unwrap();
+        let id = storage.new_upload().await.unwrap();
+        storage.append(&id, axum::body::Body::from(vec![1u8; 10])).await.unwrap();
+        let digest = Digest::of(&[1u8; 10]);
+        assert_eq!(storage.commit_upload(&id, &digest).await.unwrap(), 10);
+        assert_eq!(storage.blob_size(&digest).await.unwrap(), Some(10));
+    }
 }
