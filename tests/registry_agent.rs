@@ -54,6 +54,17 @@ async fn a_fresh_agent_pulls_a_pushed_image_and_runs_it() {
     c.wait_phase("pulled-too", "FINISHED").await;
     assert_eq!(c.agent_log().matches("imported image").count(), 1, "{}", c.agent_log());
 
+    // A reference naming the control plane's own address is the control plane's
+    // (with the node's credential, not anonymously).
+    let host = c.url.trim_start_matches("http://").to_string();
+    c.create_task("by-host", json!({"image": format!("{host}/tools/busybox:1"), "command": ["true"]})).await;
+    let t = c
+        .wait_for(&Cluster::task_path("by-host"), "by-host to end", |t| {
+            matches!(t.pointer("/status/phase").and_then(Value::as_str), Some("FINISHED" | "FAILED"))
+        })
+        .await;
+    assert_eq!(t.pointer("/status/phase"), Some(&json!("FINISHED")), "{t:#}");
+
     // An image nobody pushed: the task fails and says why.
     c.create_task("missing", json!({"image": "tools/nosuch:1", "command": ["true"]})).await;
     let t = c.wait_phase("missing", "FAILED").await;
