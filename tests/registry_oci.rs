@@ -161,6 +161,7 @@ async fn pushes_without_a_valid_credential_get_401_with_a_basic_challenge() {
         let resp = anonymous.request(method.clone(), server.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 401, "{method} {path}");
         assert_eq!(resp.headers()["www-authenticate"], r#"Basic realm="corral""#);
+        assert_eq!(resp.headers()["docker-distribution-api-version"], "registry/2.0");
         let err: Value = resp.json().await.unwrap();
         assert_eq!(err["errors"][0]["code"], "UNAUTHORIZED", "{err}");
     }

@@ -113,6 +113,9 @@ impl IntoResponse for RegistryError {
         let mut resp = (status, body).into_response();
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // Also on refusals made before a route runs (401, 403): Docker reads it to
+        // know it speaks to a v2 registry.
+        headers.insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
         if status == StatusCode::UNAUTHORIZED {
             // What `docker login`, skopeo and containerd look for to send credentials.
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="corral""#));
