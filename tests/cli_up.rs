@@ -69,12 +69,11 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
     let st = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
     assert!(st.success(), "the example image script builds an archive");
-    let work_s = work.to_str().expect("utf-8 path");
-    let (code, out, err) =
-        corral(&url, &config, &["image", "import", archive.to_str().expect("path"), "--work-dir", work_s]);
+    // As the README: pushed to the cluster, pulled by the agent when a task needs it.
+    let (code, out, err) = corral(&url, &config, &["image", "push", archive.to_str().expect("path")]);
     assert_eq!(code, 0, "{out}{err}");
-    let (_, images, _) = corral(&url, &config, &["image", "ls", "--work-dir", work_s]);
-    assert!(images.contains("busybox:latest"), "{images}");
+    let (_, images, _) = corral(&url, &config, &["image", "ls"]);
+    assert!(images.lines().any(|l| l.starts_with("busybox ") && l.contains(" latest ")), "{images}");
 
     // The README's example task, bound to the node `corral up` names `local`.
     let manifest = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tasks/hello.yaml"));

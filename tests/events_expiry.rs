@@ -13,18 +13,18 @@ fn event(name: &str, last: &str) -> Event {
     Event::new(
         name,
         EventSpec {
-        involved_object: ObjectReference {
-            api_version: "corral.dev/v1".into(),
-            kind: "Task".into(),
-            name: "t".into(),
+            involved_object: ObjectReference {
+                api_version: "corral.dev/v1".into(),
+                kind: "Task".into(),
+                name: "t".into(),
+                ..Default::default()
+            },
+            reason: "Killing".into(),
+            message: "for the test".into(),
+            count: Some(1),
+            first_timestamp: Some(last.into()),
+            last_timestamp: Some(last.into()),
             ..Default::default()
-        },
-        reason: "Killing".into(),
-        message: "for the test".into(),
-        count: Some(1),
-        first_timestamp: Some(last.into()),
-        last_timestamp: Some(last.into()),
-        ..Default::default()
         },
     )
 }

@@ -22,6 +22,10 @@ pub enum Error {
     /// An image was not found or is unusable.
     #[error("image {0}")]
     Image(String),
+    /// A registry (the control plane's, or the one a reference names) does not hold
+    /// the image a task needs.
+    #[error("image {0}")]
+    ImageUnknown(String),
     /// The container runtime (runc, cgroups, the shim) failed.
     #[error("runtime: {0}")]
     Runtime(String),

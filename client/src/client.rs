@@ -510,6 +510,16 @@ impl Client {
         Ok(self.call(method, path.to_string(), body, path).await?.1)
     }
 
+    /// Sends `request` as it is (its URI a path and query, e.g. `/v2/`) with this
+    /// client's credential, and returns the response whatever its status: for
+    /// endpoints outside the Kubernetes-shaped API, such as the image registry.
+    ///
+    /// # Errors
+    /// The transport's, when no response arrives.
+    pub async fn send_request(&self, request: http::Request<Bytes>) -> Result<Response> {
+        self.transport.send(request).await
+    }
+
     /// Sends one request; the response whatever its status.
     pub(crate) async fn send(
         &self,

@@ -79,11 +79,8 @@ impl Runnable for EventExpiry {
 /// Deletes one expired event, or waits until it expires.
 async fn reconcile(event: Arc<Event>, ctx: Arc<Ctx>) -> corral_client::Result<Action> {
     let m = &event.metadata;
-    let times = [
-        event.spec.last_timestamp.as_deref(),
-        event.spec.first_timestamp.as_deref(),
-        m.creation_timestamp.as_deref(),
-    ];
+    let times =
+        [event.spec.last_timestamp.as_deref(), event.spec.first_timestamp.as_deref(), m.creation_timestamp.as_deref()];
     match decide::decide(&times, corral_api::table::now_unix(), ctx.ttl) {
         Step::KeepFor(d) => Ok(Action::requeue(d)),
         Step::Delete => {

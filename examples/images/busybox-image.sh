@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds a small busybox image archive (`docker save` format) from Debian's
-# busybox-static, for `corral image import`: no registry is needed.
+# busybox-static, for `corral image push` (or `corral image import` on a node).
 #   examples/images/busybox-image.sh [OUT.tar] [NAME:TAG]
 set -eu
 out=$(realpath -m "${1:-busybox.tar}")

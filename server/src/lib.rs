@@ -37,6 +37,7 @@ mod patch;
 mod patch_bounds;
 pub mod path;
 mod placement;
+pub mod registry;
 mod resources;
 mod scale;
 mod table;
@@ -202,6 +203,9 @@ pub struct AppShared {
     pub auth: Arc<auth::Auth>,
     /// What each node's tasks hold.
     ledger: Arc<ledger::Ledger>,
+    /// The image registry's files (`/v2/…`); set by [`start`] in the data directory.
+    /// Unset, the registry answers 503 (a state built by a test without a directory).
+    pub images: std::sync::OnceLock<registry::Storage>,
 }
 
 impl AppState {
@@ -223,6 +227,7 @@ impl AppState {
             watches: watch_limits::WatchLimits::new(max_watches_per_client),
             auth,
             ledger: Arc::default(),
+            images: std::sync::OnceLock::new(),
         }))
     }
 
@@ -275,6 +280,10 @@ pub fn app(state: AppState) -> Router {
         .route(auth::task_token::PATH, post(auth::task_token::task_token).fallback(method_not_allowed))
         .route("/auth/whoami", get(auth::join::whoami).fallback(method_not_allowed))
         .route("/auth/can-i", post(auth::join::can_i).fallback(method_not_allowed))
+        // The OCI distribution API; `/v2/{*rest}` does not match `/v2/` itself.
+        .route("/v2", any(registry::dispatch))
+        .route("/v2/", any(registry::dispatch))
+        .route("/v2/{*rest}", any(registry::dispatch))
         .fallback(not_found)
         .layer(auth::guard::GuardLayer::new(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
@@ -466,6 +475,10 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     }
     let state =
         AppState::with_watch_limit(dyn_store.clone(), Arc::new(Registry::builtin()), cfg.max_watches_per_client);
+    let images_dir = cfg.data_dir.join("registry");
+    let images = registry::Storage::open(images_dir.clone(), cfg.min_free_bytes)
+        .map_err(|source| Error::DataDir { path: images_dir, source })?;
+    let _ = state.images.set(images);
     if let Some(path) = &cfg.audit_log {
         state
             .auth

@@ -41,6 +41,10 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: DurationFamily,
     pub(crate) connections: crate::connections::ConnectionMetrics,
+    /// Bytes received by the image registry (blobs and manifests).
+    pub(crate) registry_pushed: Counter,
+    /// Bytes sent by the image registry (blobs and manifests).
+    pub(crate) registry_pulled: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -87,8 +91,20 @@ impl Metrics {
             "HTTP connections closed because the client read nothing for the write-stall timeout",
             connections.stalled.clone(),
         );
+        let registry_pushed = Counter::default();
+        registry.register(
+            "corral_registry_pushed_bytes",
+            "Bytes of blobs and manifests pushed to the image registry",
+            registry_pushed.clone(),
+        );
+        let registry_pulled = Counter::default();
+        registry.register(
+            "corral_registry_pulled_bytes",
+            "Bytes of blobs and manifests pulled from the image registry",
+            registry_pulled.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector { store }));
-        Metrics { registry, requests, durations, connections }
+        Metrics { registry, requests, durations, connections, registry_pushed, registry_pulled }
     }
 
     /// Records one answered request.

@@ -51,6 +51,13 @@ pub(crate) async fn opening(tcp: &TcpStream, timeout: Duration) -> Option<Openin
         if let Some(opening) = classify(&buf[..n], n == buf.len()) {
             return Some(opening);
         }
+        // A peek of bytes already there completes at once, and a timeout lets a ready
+        // future finish past its deadline: without this check, a client that sent
+        // part of a line and stopped (or closed) would be peeked at forever, and hold
+        // up the server's graceful shutdown.
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         // Peeking again would return the same bytes at once: give the rest of the
         // line a moment to arrive.
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -64,6 +71,11 @@ fn classify(seen: &[u8], full: bool) -> Option<Opening> {
         return None;
     }
     if seen.starts_with(H2_PREFACE) {
+        return Some(Opening::Other);
+    }
+    // Not an HTTP/1 request line at all (a TLS handshake sent to plain HTTP, as
+    // registry clients try first): hyper answers it 400 and closes, at once.
+    if seen.first().is_some_and(|b| !b.is_ascii_uppercase()) {
         return Some(Opening::Other);
     }
     match seen.windows(2).position(|w| w == b"\r\n") {
@@ -135,5 +147,18 @@ mod tests {
         assert_eq!(classify(b"PRI * HT", false), None, "part of the HTTP/2 preface");
         assert_eq!(classify(b"GET /apis/corral.dev/v1/tasks?wat", false), None);
         assert_eq!(classify(b"GET /apis/corral.dev/v1/tasks?wat", true), Some(Opening::Other), "too long a line");
+        assert_eq!(classify(&[0x16, 0x03, 0x01, 0x00], false), Some(Opening::Other), "a TLS ClientHello");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_part_of_a_line_and_stops_is_dropped_at_the_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(b"GET /apis/corral.dev/v1/tas").await.unwrap();
+        // The bound only keeps a broken build from hanging; the deadline is 50 ms.
+        let told = tokio::time::timeout(Duration::from_secs(60), opening(&server, Duration::from_millis(50))).await;
+        assert_eq!(told.expect("opening() returned"), None);
     }
 }

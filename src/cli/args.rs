@@ -295,15 +295,39 @@ pub enum SnapshotCommand {
     },
 }
 
-/// `corral image` subcommands, acting on a node's image store directly.
+/// `corral image` subcommands: `push` and `ls` work on the cluster's registry
+/// (through the API server); `import`, `rm` and `ls --work-dir` on a node's image
+/// store directly (air-gapped nodes).
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
-    /// Import an OCI image-layout archive or a `docker save` archive.
+    /// Push an OCI image-layout archive or a `docker save` archive to the cluster's
+    /// registry, from which agents pull the images their tasks name.
+    Push(ImagePushArgs),
+    /// Import an OCI image-layout archive or a `docker save` archive into a node's
+    /// image store (for nodes that cannot reach the control plane's registry).
     Import(ImageImportArgs),
-    /// List images.
-    Ls(ImageDirArgs),
-    /// Remove images by name or id.
+    /// List the cluster's images; with --work-dir, a node's local image store.
+    Ls(ImageLsArgs),
+    /// Remove images by name or id from a node's image store.
     Rm(ImageRmArgs),
+}
+
+/// Options of `corral image push`.
+#[derive(Args, Debug)]
+pub struct ImagePushArgs {
+    /// The archive (`.tar`, optionally gzip-compressed).
+    pub file: PathBuf,
+    /// `NAME:TAG` to push as (`:latest` when no tag); default: the name recorded in
+    /// the archive.
+    pub name: Option<String>,
+}
+
+/// Options of `corral image ls`.
+#[derive(Args, Debug)]
+pub struct ImageLsArgs {
+    /// List this agent work dir's local image store instead of the cluster's images.
+    #[arg(long, env = "CORRAL_AGENT_DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
 /// The image store to act on.

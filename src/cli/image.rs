@@ -1,20 +1,80 @@
-//! `corral image import|ls|rm`: the node's image store, used directly (not through
-//! the API server), so that images can be loaded before or while the agent runs.
+//! `corral image push|ls` work on the cluster's registry, through the API server;
+//! `corral image import|rm` and `ls --work-dir` on a node's image store directly (not
+//! through the API server), so that images can be loaded on nodes that cannot reach
+//! the control plane's registry, before or while the agent runs.
+
+use std::io::{IsTerminal, Write};
 
 use corral_agent::Layout;
+use corral_agent::image::push::{PushEvent, RemoteImage};
 use corral_agent::image::{ImageInfo, ImageStore, ImportEvent};
 
-use super::args::{ImageCommand, ImageDirArgs, ImageImportArgs, ImageRmArgs};
+use super::args::{ImageCommand, ImageDirArgs, ImageImportArgs, ImageLsArgs, ImagePushArgs, ImageRmArgs};
 use super::output::{Table, age, now_unix};
 
-pub(crate) async fn run(c: ImageCommand) -> anyhow::Result<u8> {
-    // The store works on files and takes file locks: keep it off the async workers.
-    tokio::task::spawn_blocking(move || match c {
-        ImageCommand::Import(a) => import(a),
-        ImageCommand::Ls(a) => ls(a),
-        ImageCommand::Rm(a) => rm(a),
-    })
-    .await?
+pub(crate) async fn run(c: ImageCommand, conn: &corral_client::Config) -> anyhow::Result<u8> {
+    match c {
+        ImageCommand::Push(a) => push(a, conn).await,
+        ImageCommand::Ls(ImageLsArgs { work_dir: None }) => ls_cluster(conn).await,
+        // The store works on files and takes file locks: keep it off the async workers.
+        ImageCommand::Ls(ImageLsArgs { work_dir: Some(work_dir) }) => {
+            tokio::task::spawn_blocking(move || ls(ImageDirArgs { work_dir })).await?
+        }
+        ImageCommand::Import(a) => tokio::task::spawn_blocking(move || import(a)).await?,
+        ImageCommand::Rm(a) => tokio::task::spawn_blocking(move || rm(a)).await?,
+    }
+}
+
+async fn push(a: ImagePushArgs, conn: &corral_client::Config) -> anyhow::Result<u8> {
+    let client = corral_client::Client::from_config(conn)?;
+    let file = a.file.display().to_string();
+    // On a terminal one line per blob is rewritten as bytes go; elsewhere (a log, a
+    // test) each blob gets a line when it starts and when it is done.
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = move |event: PushEvent| match event {
+        PushEvent::Reading => eprintln!("reading {file}"),
+        PushEvent::Skipped { what, digest, size } => {
+            eprintln!("{what} sha256:{} ({}): already in the registry, skipped", short(&digest), human_size(size))
+        }
+        PushEvent::Sending { what, digest, sent, size } => {
+            let line = format!("{what} sha256:{} {} / {}", short(&digest), human_size(sent), human_size(size));
+            if tty {
+                eprint!("\r{line}");
+                if sent == size {
+                    eprintln!();
+                }
+                let _ = std::io::stderr().flush();
+            } else if sent == 0 || sent == size {
+                eprintln!("{line}{}", if sent == size { " pushed" } else { "" });
+            }
+        }
+    };
+    let pushed = corral_agent::image::push::push(&client, &a.file, a.name.as_deref(), &mut progress)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot push {}: {e}", a.file.display()))?;
+    eprintln!("pushed {} ({}, {})", pushed.name, pushed.digest, human_size(pushed.size));
+    outln!("{}@{}", pushed.name, pushed.digest)?;
+    Ok(0)
+}
+
+async fn ls_cluster(conn: &corral_client::Config) -> anyhow::Result<u8> {
+    let client = corral_client::Client::from_config(conn)?;
+    let images = corral_agent::image::push::list(&client).await?;
+    out!("{}", remote_table(&images).render())?;
+    Ok(0)
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..12.min(hex.len())]
+}
+
+/// One row per tag of the cluster's registry.
+fn remote_table(images: &[RemoteImage]) -> Table {
+    let mut t = Table::new(["REPOSITORY", "TAG", "DIGEST", "SIZE"]);
+    for i in images {
+        t.rows.push(vec![i.repository.clone(), i.tag.clone(), i.digest.clone(), human_size(i.size)]);
+    }
+    t
 }
 
 fn open(dir: &ImageDirArgs) -> anyhow::Result<ImageStore> {
@@ -23,6 +83,16 @@ fn open(dir: &ImageDirArgs) -> anyhow::Result<ImageStore> {
 }
 
 fn import(a: ImageImportArgs) -> anyhow::Result<u8> {
+    // An import into a directory no agent uses succeeds and helps nobody: say so
+    // before the task that needed it fails.
+    let work = &a.dir.work_dir;
+    if !work.join("tasks").is_dir() && !work.join("runc").is_dir() {
+        eprintln!(
+            "warning: no agent has run in {} (it has no tasks/ or runc/): an agent only sees the images of its own \
+             --work-dir (`corral up`: DATA_DIR/agent). `corral image push FILE` makes an image available to every node",
+            work.display()
+        );
+    }
     let store = open(&a.dir)?;
     let file = a.file.display().to_string();
     let info = store

@@ -187,7 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Explain(a) => explain::run(&ctx()?, a).await,
         Command::ApiResources => get::api_resources(&ctx()?).await,
         Command::Agent(a) => agent::run(&conn, a).await.map(|()| 0),
-        Command::Image(c) => image::run(c).await,
+        Command::Image(c) => image::run(c, &conn).await,
         Command::Admin(c) => admin::run(&conn, c).await,
         Command::Logs(a) => logs::run(&ctx()?, a).await,
         Command::Exec(a) => exec::run(&ctx()?, a).await,

@@ -35,6 +35,15 @@ impl Cluster {
 
     /// As [`Cluster::start`], with extra arguments for the agent.
     pub async fn start_with(node: &str, grace: Duration, agent_args: &[&str]) -> Cluster {
+        Self::start_inner(node, grace, agent_args, true).await
+    }
+
+    /// As [`Cluster::start`], with an agent whose work dir is empty: no image imported.
+    pub async fn start_empty(node: &str, grace: Duration) -> Cluster {
+        Self::start_inner(node, grace, &[], false).await
+    }
+
+    async fn start_inner(node: &str, grace: Duration, agent_args: &[&str], import: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = TestServer::start_with(|o| o.node_grace_period = grace).await;
         let url = server.base.clone();
@@ -43,11 +52,13 @@ impl Cluster {
         server.set_task_security("default", "privileged").await;
         let join_token = server.join_token().await;
         let http = server.http();
-        let work = dir.path().join("agent");
-        let store = corral_agent::image::ImageStore::open(work.join("images")).expect("image store");
-        let archive = dir.path().join("busybox.tar");
-        corral_testkit::busybox::busybox_oci_archive(&archive, "busybox:latest").expect("busybox archive");
-        store.import(&archive, None).expect("busybox imports");
+        if import {
+            let work = dir.path().join("agent");
+            let store = corral_agent::image::ImageStore::open(work.join("images")).expect("image store");
+            let archive = dir.path().join("busybox.tar");
+            corral_testkit::busybox::busybox_oci_archive(&archive, "busybox:latest").expect("busybox archive");
+            store.import(&archive, None).expect("busybox imports");
+        }
         let mut c = Cluster {
             server: Some(server),
             url,

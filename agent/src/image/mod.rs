@@ -3,11 +3,14 @@
 //! image shares as its overlay lower dir.
 //!
 //! Images come from OCI image-layout archives or `docker save` archives
-//! ([`ImageStore::import`]); there is no registry client. Archives are unpacked by a
+//! ([`ImageStore::import`]), or are pulled from a registry ([`pull`]): the control
+//! plane's, or the one a reference names. Archives are unpacked by a
 //! safe extractor that cannot write outside its root, whatever the archive holds.
 
 mod import;
 mod names;
+pub mod pull;
+pub mod push;
 mod shared;
 mod store;
 pub(crate) mod unpack;

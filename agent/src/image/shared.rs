@@ -1,5 +1,6 @@
 //! The image store for async code.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,6 +18,9 @@ use crate::error::Result;
 #[derive(Clone, Debug)]
 pub struct Images {
     store: Arc<ImageStore>,
+    /// One pull per reference at a time: tasks of one image launched together wait
+    /// for the first one's pull instead of each fetching the image.
+    pulls: Arc<parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Images {
@@ -26,7 +30,7 @@ impl Images {
     /// As [`ImageStore::open`].
     pub async fn open(dir: PathBuf) -> Result<Self> {
         let store = blocking::run("opening the image store", move || ImageStore::open(dir)).await?;
-        Ok(Images { store: Arc::new(store) })
+        Ok(Images { store: Arc::new(store), pulls: Arc::default() })
     }
 
     /// What a task needs to run the image `reference` names; see [`ImageStore::resolve`].
@@ -36,6 +40,32 @@ impl Images {
     pub async fn resolve(&self, reference: &str) -> Result<ResolvedImage> {
         let (store, reference) = (self.store.clone(), reference.to_string());
         blocking::run("resolving an image", move || store.resolve(&reference)).await
+    }
+
+    /// Whether `reference` names an image in the store (a store that cannot be read
+    /// counts as not holding it; the pull or the launch then says why).
+    pub async fn contains(&self, reference: &str) -> bool {
+        self.resolve(reference).await.is_ok()
+    }
+
+    /// Pulls `reference` from `source` into the store, unless it is there by the time
+    /// no other pull of it runs; see [`super::pull::pull`]. `None`: it was there.
+    ///
+    /// # Errors
+    /// As [`super::pull::pull`].
+    pub async fn pull(
+        &self,
+        source: &super::pull::Source,
+        reference: &str,
+        progress: &tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Option<super::ImageInfo>> {
+        let lock = self.pulls.lock().entry(reference.to_string()).or_default().clone();
+        let _held = lock.lock().await;
+        if self.contains(reference).await {
+            // Pulled by another task while this one waited.
+            return Ok(None);
+        }
+        super::pull::pull(&self.store, source, reference, progress).await.map(Some)
     }
 
     /// Records that task `holder` uses image `image_id`; see [`ImageStore::acquire`].

@@ -81,9 +81,16 @@ struct Lock {
 
 /// A private work dir under `staging/`, flock'ed so that `open` in another process
 /// leaves it alone, and removed when dropped.
-struct Staging {
+pub(super) struct Staging {
     path: PathBuf,
     _lock: File,
+}
+
+impl Staging {
+    /// The dir.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Drop for Staging {
@@ -148,8 +155,41 @@ impl ImageStore {
         let mut unpacker = Unpacker::new(&unpacked, outer);
         unpacker.apply(unpack::maybe_gunzip(archive)?, &file)?;
         unpacker.finish()?;
+        self.import_unpacked(&stage, &unpacked, &file, names, progress)
+    }
 
-        let parsed = import::parse(&unpacked, &file)?;
+    /// Imports the OCI image layout a pull wrote into `stage` (at `layout`), as
+    /// [`import_with_progress`](Self::import_with_progress) does an unpacked archive:
+    /// every digest is checked again, then the layers are applied and committed.
+    pub(super) fn import_layout(
+        &self,
+        stage: &Staging,
+        layout: &Path,
+        what: &str,
+        name: &str,
+        progress: &mut dyn FnMut(ImportEvent),
+    ) -> Result<ImageInfo> {
+        let names = vec![names::normalize(name)?];
+        self.import_unpacked(stage, layout, what, names, progress)
+    }
+
+    /// A staging dir for a pull to write an image layout into; removed when dropped.
+    pub(super) fn pull_staging(&self) -> Result<Staging> {
+        self.staging()
+    }
+
+    /// The rest of an import once an archive or layout lies unpacked at `unpacked`
+    /// inside `stage`; `file` names it in errors.
+    fn import_unpacked(
+        &self,
+        stage: &Staging,
+        unpacked: &Path,
+        file: &str,
+        names: Vec<String>,
+        progress: &mut dyn FnMut(ImportEvent),
+    ) -> Result<ImageInfo> {
+        let file = file.to_string();
+        let parsed = import::parse(unpacked, &file)?;
         let names = if names.is_empty() {
             parsed
                 .names
@@ -198,7 +238,7 @@ impl ImageStore {
         let mut blobs = vec![parsed.config.clone()];
         blobs.extend(parsed.layers.iter().cloned());
         blobs.extend(parsed.manifest.iter().cloned());
-        self.commit(&stage, meta, &blobs, &rootfs, &names)
+        self.commit(stage, meta, &blobs, &rootfs, &names)
     }
 
     /// Every image, sorted by first name (unnamed ones last), then id.
@@ -346,7 +386,7 @@ impl ImageStore {
         if r.len() >= 6 && is_hex(&r.to_ascii_lowercase()) {
             return self.by_prefix(r, reference).map(|id| (id, None));
         }
-        Err(not_found(reference))
+        Err(not_found(&self.dir, reference))
     }
 
     fn by_prefix(&self, prefix: &str, reference: &str) -> Result<String> {
@@ -357,7 +397,7 @@ impl ImageStore {
         let matches: Vec<String> = self.ids()?.into_iter().filter(|id| id.starts_with(&prefix)).collect();
         match matches.as_slice() {
             [one] => Ok(one.clone()),
-            [] => Err(not_found(reference)),
+            [] => Err(not_found(&self.dir, reference)),
             many => Err(Error::Image(format!(
                 "{reference:?} is ambiguous: it starts the ids of {}; give more digits",
                 many.iter().map(|m| &m[..12]).collect::<Vec<_>>().join(", ")
@@ -544,7 +584,7 @@ impl ImageStore {
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|source| Error::Json { what: path.display().to_string(), source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(id)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(&self.dir, id)),
             Err(e) => Err(Error::io("cannot read", &path, e)),
         }
     }
@@ -588,8 +628,15 @@ fn info(meta: &Meta, refs: &Refs) -> ImageInfo {
     }
 }
 
-fn not_found(reference: &str) -> Error {
-    Error::Image(format!("{reference:?} not found; `corral image ls` lists the images"))
+/// An image not in the store at `dir` (`WORK_DIR/images`): the message names the
+/// work dir, so that an import into another directory is seen for what it is.
+fn not_found(dir: &Path, reference: &str) -> Error {
+    let work = dir.parent().unwrap_or(dir);
+    Error::Image(format!(
+        "{reference:?} not found in the image store of {}; `corral image ls --work-dir {}` lists its images",
+        work.display(),
+        work.display()
+    ))
 }
 
 /// Names in a directory (missing: none); temporary files of `write_atomic` excluded.

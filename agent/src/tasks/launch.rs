@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_api::kinds::task::{Task, TaskPhase};
+use corral_api::kinds::task::{Task, TaskPhase, TaskStatus};
 use corral_runtime::{Action, ObjectRef};
 
 use super::TaskContext;
@@ -30,12 +30,39 @@ pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) 
         Err((reason, e)) => return fail(ctx, &task, st, reason, &e.to_string()).await,
     };
     st.ports = ports.clone();
-    let staging = !task.spec.artifacts.is_empty();
+    // An image the node lacks is pulled from the control plane (or the registry the
+    // reference names) before anything else is prepared.
+    let pulling = match &task.spec.image {
+        Some(reference) if !ctx.images.contains(reference).await => Some(reference.clone()),
+        _ => None,
+    };
+    let staging = !task.spec.artifacts.is_empty() || pulling.is_some();
     if staging {
         // Fetching takes a while: say so first.
         task = ensure_finalizer(ctx, task).await?;
         st.phase = TaskPhase::Staging;
         task = write_status(ctx, &task, st.clone()).await?;
+    }
+    if let Some(reference) = pulling {
+        let (pulled, latest) = pull_image(ctx, task, &st, &reference).await;
+        task = latest;
+        if let Err(e) = pulled {
+            ctx.local.lock().remove(&uid);
+            // Missing everywhere is what it was before registries: ImageNotFound. The
+            // message names this agent's work dir, where an offline import must go.
+            let (reason, message) = match &e {
+                Error::ImageUnknown(_) => {
+                    let work = ctx.layout.root().display();
+                    let hint = format!(
+                        "; nor is it in this node's image store ({work}/images): on a node without the registry,                          `corral image import --work-dir {work} FILE`"
+                    );
+                    ("ImageNotFound", format!("{e}{hint}"))
+                }
+                _ => ("ImagePullFailed", e.to_string()),
+            };
+            return fail(ctx, &task, st, reason, &message).await;
+        }
+        st.message = None;
     }
     let dir = TaskDir(ctx.layout.task(&uid));
     let spec = match prepare(ctx, &task, &uid, &dir, &ports).await {
@@ -91,6 +118,40 @@ pub(super) async fn launch(ctx: &Arc<TaskContext>, mut task: Task, uid: String) 
             fail(ctx, &task, st, "LaunchFailed", &e.to_string()).await
         }
     }
+}
+
+/// Pulls `reference` into the node's store while writing each step of the pull to
+/// the task's status message (one write per step: a few per image). Returns the
+/// outcome and the task as last written.
+async fn pull_image(ctx: &TaskContext, task: Task, st: &TaskStatus, reference: &str) -> (Result<()>, Task) {
+    let source = crate::image::pull::Source { control_plane: ctx.tasks.client().clone() };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let pull = async move {
+        let outcome = ctx.images.pull(&source, reference, &tx).await;
+        // Dropping the sender ends the reporter below.
+        drop(tx);
+        outcome
+    };
+    let report = async {
+        let mut latest = task;
+        let mut st = st.clone();
+        while let Some(message) = rx.recv().await {
+            st.message = Some(message);
+            match write_status(ctx, &latest, st.clone()).await {
+                Ok(t) => latest = t,
+                // Progress is a courtesy; the pull goes on without it.
+                Err(e) => tracing::debug!(error = %e, "cannot report pull progress"),
+            }
+        }
+        latest
+    };
+    let (outcome, latest) = tokio::join!(pull, report);
+    match &outcome {
+        Ok(Some(image)) => tracing::info!(task = %latest.metadata.name, reference, id = %image.id, "image pulled"),
+        Ok(None) => tracing::debug!(task = %latest.metadata.name, reference, "image pulled by another task"),
+        Err(e) => tracing::warn!(task = %latest.metadata.name, reference, error = %e, "image pull failed"),
+    }
+    (outcome.map(|_| ()), latest)
 }
 
 type Prepared = std::result::Result<LaunchSpec, (&'static str, Error)>;

@@ -81,6 +81,8 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 rule(&["create", "get", "update", "patch"], &["events"]),
                 // The task security level of a task's namespace, checked at launch.
                 rule(&["get"], &["namespaces"]),
+                // Pulling a task's image from the control plane's registry.
+                rule(&["get", "list"], &[crate::registry::RESOURCE]),
             ],
         ),
         (

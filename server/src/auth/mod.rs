@@ -128,6 +128,15 @@ pub(crate) fn admit(state: &AppState, req: &mut Request) -> Admission {
         Err(e) => {
             state.auth.unauthenticated.inc();
             state.auth.audit.record(None, attrs, 401, None);
+            if crate::registry::is_registry_path(uri.path()) {
+                // Registry clients learn from the challenge that they may send
+                // credentials, and read errors in the distribution format.
+                let e = crate::registry::RegistryError::Unauthorized(format!(
+                    "{}; registry clients log in with any user name and a Corral token as the password",
+                    e.message
+                ));
+                return Admission::Refused(e.into_response());
+            }
             return Admission::Refused(e.into_response());
         }
     };
@@ -140,7 +149,12 @@ pub(crate) fn admit(state: &AppState, req: &mut Request) -> Admission {
         }
         Decision::Deny => {
             state.auth.denied.inc();
-            let refusal = forbidden(&identity, attrs.as_ref()).into_response();
+            let refusal = if crate::registry::is_registry_path(uri.path()) {
+                let e = forbidden(&identity, attrs.as_ref());
+                crate::registry::RegistryError::Denied(e.message).into_response()
+            } else {
+                forbidden(&identity, attrs.as_ref()).into_response()
+            };
             state.auth.audit.record(Some(identity), attrs, 403, None);
             Admission::Refused(refusal)
         }
@@ -169,6 +183,7 @@ fn open_to_all(a: &Attributes<'_>) -> bool {
             path == "/api"
                 || path == "/apis"
                 || path == "/kinds"
+                || path == "/v2/"
                 || path.starts_with("/schemas/")
                 || path.starts_with("/openapi/")
                 || path.starts_with("/auth/")
@@ -245,11 +260,13 @@ fn authenticate(policy: &rbac::Policy, req: &Request) -> Result<Arc<Identity>, A
     }
     let invalid = || ApiError::unauthorized("the bearer token is not valid (unknown, revoked, expired or malformed)");
     let text = value.to_str().map_err(|_| invalid())?;
-    let token = text
-        .strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))
-        .and_then(BearerToken::parse)
-        .ok_or_else(invalid)?;
+    let token = match text.strip_prefix("Basic ").or_else(|| text.strip_prefix("basic ")) {
+        // Registry clients (skopeo, docker, containerd) send credentials as HTTP Basic:
+        // the password is the token, the user name is anything.
+        Some(encoded) => basic_password(encoded).as_deref().and_then(BearerToken::parse),
+        None => text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")).and_then(BearerToken::parse),
+    }
+    .ok_or_else(invalid)?;
     let digest = token.secret_digest();
     let entry = policy
         .tokens
@@ -280,6 +297,14 @@ fn authenticate(policy: &rbac::Policy, req: &Request) -> Result<Arc<Identity>, A
     }
 }
 
+/// The password of an HTTP Basic credential (`base64(user:password)`).
+fn basic_password(encoded: &str) -> Option<String> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    text.split_once(':').map(|(_, password)| password.to_string())
+}
+
 /// The identity a TLS client certificate proves: one the node authority signed
 /// (the handshake checked that) and whose record is still stored.
 fn authenticate_certificate(
@@ -300,6 +325,9 @@ fn authenticate_certificate(
 /// for paths that mean nothing (the router answers them 404).
 pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<Attributes<'a>> {
     let p = uri.path();
+    if crate::registry::is_registry_path(p) {
+        return Some(crate::registry::attributes(method, p));
+    }
     let Some(rest) = p.strip_prefix("/apis/") else {
         return Some(Attributes::NonResource { verb: method.as_str().to_ascii_lowercase().into(), path: p.into() });
     };
