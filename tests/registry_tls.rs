@@ -2,44 +2,18 @@
 //! the server's own authority trusted, `corral image push` and `ls` work with the
 //! kubeconfig the server writes.
 
-use std::process::{Command, Stdio};
+mod tls_support;
 
-struct Proc(std::process::Child);
+use std::process::Command;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn corral() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
-    c.env("CORRAL_CONFIG", "/nonexistent").env_remove("CORRAL_SERVER").env_remove("CORRAL_TOKEN");
-    c
-}
+use tls_support::{corral, tls_server};
 
 #[test]
 fn skopeo_and_corral_image_push_work_over_https() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let _server = Proc(
-        corral()
-            .args(["server", "--controllers", "none", "--tls-auto", "--listen", &listen, "--data-dir"])
-            .arg(&data)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_server, listen, data) = tls_server(dir.path());
     let admin = data.join("admin.conf");
-    let config = corral_testkit::eventually_blocking("the server writes admin.conf", || {
-        corral_client::Config::from_kubeconfig(&admin).ok()
-    });
+    let config = corral_client::Config::from_kubeconfig(&admin).expect("tls_server waits for it");
     let token = config.token.clone().expect("an admin token");
     // skopeo trusts the `*.crt` files of --dest-cert-dir as authorities.
     let certs = dir.path().join("certs");

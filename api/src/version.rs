@@ -56,14 +56,19 @@ impl VersionInfo {
 
 /// `OS/ARCH` with Go's architecture names, which Kubernetes tools expect.
 pub fn platform() -> String {
-    let arch = match std::env::consts::ARCH {
+    format!("{}/{}", std::env::consts::OS, arch())
+}
+
+/// This machine's architecture by Go's names, as Kubernetes and OCI images use them
+/// (`amd64`, `arm64`).
+pub fn arch() -> &'static str {
+    match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         "x86" => "386",
         "powerpc64" => "ppc64le",
         other => other,
-    };
-    format!("{}/{arch}", std::env::consts::OS)
+    }
 }
 
 #[cfg(test)]

@@ -66,37 +66,42 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
+/// An OCI descriptor: a blob by digest, in an archive or a registry.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
+pub(super) struct Descriptor {
     #[serde(default)]
-    media_type: Option<String>,
-    digest: String,
+    pub media_type: Option<String>,
+    pub digest: String,
     #[serde(default)]
-    size: Option<u64>,
+    pub size: Option<u64>,
     #[serde(default)]
-    annotations: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
     #[serde(default)]
-    platform: Option<Platform>,
+    pub platform: Option<Platform>,
 }
 
+/// The platform an index entry is for.
 #[derive(Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
+pub(super) struct Platform {
+    pub architecture: String,
+    pub os: String,
 }
 
 /// A manifest or an index; which one is told by the fields present.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ManifestOrIndex {
+pub(super) struct ManifestOrIndex {
     #[serde(default)]
-    config: Option<Descriptor>,
+    pub config: Option<Descriptor>,
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub layers: Vec<Descriptor>,
     #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
+    pub manifests: Option<Vec<Descriptor>>,
 }
+
+/// This machine's architecture as images name it.
+pub(super) use corral_api::version::arch;
 
 /// Reads the unpacked archive at `root`; `file` names the archive in errors.
 pub(super) fn parse(root: &Path, file: &str) -> Result<Parsed> {
@@ -167,13 +172,7 @@ fn pick(manifests: Vec<Descriptor>, file: &str) -> Result<Descriptor> {
     if total <= 1 {
         return manifests.into_iter().next().ok_or_else(|| Error::Invalid(format!("{file}: the index lists no image")));
     }
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
+    let arch = arch();
     let mut ours = manifests
         .into_iter()
         .filter(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == arch))

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::import::{Descriptor, ManifestOrIndex, arch};
 use super::names::{digest_hex, normalize};
 use super::unpack::hex;
 use super::{ImageInfo, ImageStore};
@@ -133,17 +133,7 @@ impl Registry {
 /// The OCI error a registry sent, as one line.
 async fn refusal(f: Fetched, what: &str, registry: &str) -> Error {
     let body = collect(f.body, 64 << 10).await.unwrap_or_default();
-    let detail = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| {
-            let e = v.get("errors")?.get(0)?.clone();
-            Some(format!(
-                "{}: {}",
-                e.get("code").and_then(|c| c.as_str()).unwrap_or("?"),
-                e.get("message").and_then(|m| m.as_str()).unwrap_or("")
-            ))
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+    let detail = super::push::registry_error(&body);
     let hint = match f.status {
         404 => " (push it first: `corral image push FILE NAME:TAG` or skopeo)",
         401 | 403 => " (the registry refused this node's credential)",
@@ -166,41 +156,6 @@ async fn collect(
         out.extend_from_slice(&chunk);
     }
     Ok(out)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    digest: String,
-    #[serde(default)]
-    size: Option<u64>,
-    #[serde(default)]
-    platform: Option<Platform>,
-}
-
-#[derive(Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
-}
-
-#[derive(Deserialize)]
-struct ManifestOrIndex {
-    #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-    #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
-}
-
-/// The architecture as registries name it.
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 /// Pulls `reference` from `source` into `store`, reporting progress as one line at a
