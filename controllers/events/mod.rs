@@ -16,7 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use corral_api::kinds::Event;
 use corral_client::{Api, Client, DeleteParams, ListParams};
-use corral_runtime::{Action, CancellationToken, Controller, ControllerMetrics, Runnable};
+use corral_runtime::{Action, CancellationToken, Controller, Runnable};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 use self::decide::Step;
@@ -41,19 +42,22 @@ impl Default for Config {
 /// The event expiry controller, for a [`corral_runtime::Manager`].
 pub struct EventExpiry {
     config: Config,
-    metrics: Arc<ControllerMetrics>,
+    // Its own counter rather than the runtime's `ControllerMetrics`, whose families
+    // would repeat the node lifecycle controller's in one registry.
+    deleted: Counter,
 }
 
 impl EventExpiry {
     /// The controller with `config`.
     pub fn new(config: Config) -> Self {
-        EventExpiry { config, metrics: Arc::default() }
+        EventExpiry { config, deleted: Counter::default() }
     }
 }
 
 struct Ctx {
     client: Client,
     ttl: Duration,
+    deleted: Counter,
 }
 
 #[async_trait]
@@ -63,13 +67,12 @@ impl Runnable for EventExpiry {
     }
 
     fn register_metrics(&self, registry: &mut Registry) {
-        self.metrics.register(registry, NAME);
+        registry.register("corral_events_expired", "Events deleted after their time to live", self.deleted.clone());
     }
 
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
-        let ctx = Arc::new(Ctx { client: client.clone(), ttl: self.config.ttl });
+        let ctx = Arc::new(Ctx { client: client.clone(), ttl: self.config.ttl, deleted: self.deleted.clone() });
         Controller::new(Api::<Event>::all(client), ListParams::default())
-            .with_metrics(self.metrics.clone())
             .run(reconcile, error_policy, ctx, shutdown)
             .await;
         Ok(())
@@ -94,7 +97,10 @@ async fn reconcile(event: Arc<Event>, ctx: Arc<Ctx>) -> corral_client::Result<Ac
                 // Gone already, or repeated since it was read: its own event decides again.
                 Err(e) if e.is_not_found() || e.is_conflict() => {}
                 Err(e) => return Err(e),
-                Ok(_) => tracing::debug!(event = %m.name, "expired event deleted"),
+                Ok(_) => {
+                    ctx.deleted.inc();
+                    tracing::debug!(event = %m.name, "expired event deleted");
+                }
             }
             Ok(Action::await_change())
         }

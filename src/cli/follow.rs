@@ -52,7 +52,14 @@ pub(crate) async fn follow<K: ObjectType>(
                             return Ok(Ended::Done(code));
                         }
                     }
-                    WatchEvent::Deleted(_) => return Ok(Ended::Deleted),
+                    // Its last state may already be the end (a run refused, then
+                    // pruned before the watch opened): report that end.
+                    WatchEvent::Deleted(obj) => {
+                        return Ok(match done(&obj)? {
+                            Some(code) => Ended::Done(code),
+                            None => Ended::Deleted,
+                        });
+                    }
                     WatchEvent::Bookmark { resource_version } => params.resource_version = Some(resource_version),
                     WatchEvent::Error(status) if status.code == 410 => {
                         behind = true;
