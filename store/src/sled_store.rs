@@ -220,15 +220,32 @@ impl SledStore {
             .cache_capacity(options.cache_bytes)
             // Durability comes from our own flush before every acknowledgement.
             .flush_every_ms(None);
-        // Some damage makes sled panic rather than fail; it is still damage to report.
-        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open())).map_err(|p| {
-            let why = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Error::Corrupt(format!("the database in {} cannot be read: {why}", dir.display()))
-        })??;
+        let open_once = |config: sled::Config| -> Result<sled::Db> {
+            // Some damage makes sled panic rather than fail; it is still damage to report.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open())).map_err(|p| {
+                let why = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Error::Corrupt(format!("the database in {} cannot be read: {why}", dir.display()))
+            })?
+            .map_err(Error::from)
+        };
+        // A store of this process closed just before (a restart in place) may still be
+        // releasing sled's file lock from one of sled's own threads: wait for it a
+        // little, a bounded number of times. Another process holding the directory
+        // keeps it, and the last attempt's error says so.
+        let mut attempts = 0;
+        let db = loop {
+            match open_once(config.clone()) {
+                Err(Error::Sled(sled::Error::Io(e))) if attempts < LOCK_ATTEMPTS && e.to_string().contains("lock") => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let data = db.open_tree("corral")?;
         let blobs = Blobs::open(dir)?;
         let Loaded { state, compacted, leftovers, external } = load::load(&data, &blobs)?;
@@ -350,6 +367,9 @@ impl SledStore {
         rx.await.map_err(|_| Error::Closed)?
     }
 }
+
+/// Tries at opening a directory whose sled lock is still held (10 ms apart).
+const LOCK_ATTEMPTS: u32 = 100;
 
 impl Drop for SledStore {
     fn drop(&mut self) {
