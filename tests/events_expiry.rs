@@ -1,5 +1,6 @@
 //! Events do not pile up: the event expiry controller deletes each one an hour after
-//! it last occurred (as Kubernetes' event TTL), and keeps the rest.
+//! it last occurred (as Kubernetes' event TTL; `--event-ttl` changes it), and keeps
+//! the rest.
 
 mod api_support;
 
@@ -50,4 +51,50 @@ async fn events_older_than_their_time_to_live_are_deleted_and_recent_ones_kept()
     .await;
     assert!(names.contains(&"recent".to_string()), "a recent event was deleted: {names:?}");
     server.stop().await;
+}
+
+/// `corral server --event-ttl 1`: the controller manager it runs takes the flag.
+#[test]
+fn the_event_ttl_flag_sets_how_long_events_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["server", "--controllers", "event-expiry", "--event-ttl", "1", "--listen", &listen, "--data-dir"])
+        .arg(&data)
+        .env("CORRAL_CONFIG", "/nonexistent")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(child);
+    let admin = data.join("admin.conf");
+    let config = corral_testkit::eventually_blocking("the server writes admin.conf", || {
+        corral_client::Config::from_kubeconfig(&admin).ok()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = corral_client::Client::from_config(&config).unwrap();
+        let events: Api<Event> = Api::namespaced(client, "default");
+        // Occurred just now: with the default hour it would stay.
+        let created = eventually("the server takes the event", || async {
+            events.create(&event("fresh", &corral_api::meta::now_timestamp())).await.ok()
+        })
+        .await;
+        assert_eq!(created.metadata.name, "fresh");
+        eventually("an event a second old is deleted", || async {
+            events.get_opt("fresh").await.ok()?.is_none().then_some(())
+        })
+        .await;
+    });
 }

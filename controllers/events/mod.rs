@@ -1,5 +1,5 @@
-//! The event expiry controller: deletes each `Event` a time to live (an hour, as
-//! Kubernetes keeps them) after it last occurred, so that records of task ends, kills
+//! The event expiry controller: deletes each `Event` a time to live (an hour by
+//! default, as Kubernetes keeps them; `--event-ttl`) after it last occurred, so that records of task ends, kills
 //! and deletions do not pile up in the store without end (a job firing every ten
 //! seconds adds one each run).
 //!

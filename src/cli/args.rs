@@ -524,6 +524,11 @@ pub struct ManagerArgs {
     /// tasks are LOST.
     #[arg(long, value_name = "SECONDS", default_value_t = 40)]
     pub node_grace_period: u64,
+
+    /// Seconds an Event is kept after it last occurred (the event-expiry controller;
+    /// Kubernetes' --event-ttl).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub event_ttl: u64,
 }
 
 /// Options of `corral controllers`.

@@ -20,7 +20,9 @@ pub(crate) fn manager(
     identity: &str,
 ) -> anyhow::Result<Option<Manager>> {
     let selection = Selection::parse(&args.controllers).map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
-    let config = corral_controllers::Config::with_node_grace_period(Duration::from_secs(args.node_grace_period.max(1)));
+    let mut config =
+        corral_controllers::Config::with_node_grace_period(Duration::from_secs(args.node_grace_period.max(1)));
+    config.events.ttl = Duration::from_secs(args.event_ttl);
     let controllers = corral_controllers::builtin(&config, &selection);
     if controllers.is_empty() {
         return Ok(None);

@@ -222,15 +222,16 @@ impl SledStore {
             .flush_every_ms(None);
         let open_once = |config: sled::Config| -> Result<sled::Db> {
             // Some damage makes sled panic rather than fail; it is still damage to report.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open())).map_err(|p| {
-                let why = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Error::Corrupt(format!("the database in {} cannot be read: {why}", dir.display()))
-            })?
-            .map_err(Error::from)
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
+                .map_err(|p| {
+                    let why = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    Error::Corrupt(format!("the database in {} cannot be read: {why}", dir.display()))
+                })?
+                .map_err(Error::from)
         };
         // A store of this process closed just before (a restart in place) may still be
         // releasing sled's file lock from one of sled's own threads: wait for it a
