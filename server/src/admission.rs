@@ -31,15 +31,13 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
         "nodes" => agent_endpoint(ctx, object).await,
         "tasks" if ctx.target != Target::Status => {
             service_account_fixed(ctx, object).await?;
-            spec_consistent(ctx, object, "/spec", "spec").await?;
-            task_policy(ctx, object, "/spec", "spec").await
+            task_spec(ctx, object, "/spec", "spec").await
         }
         "services" if ctx.target != Target::Status => {
             service_template(ctx, object)?;
-            spec_consistent(ctx, object, "/spec/template", "spec.template").await?;
             // Judged now, as the tasks it will launch would be, rather than refused
             // launch after launch.
-            task_policy(ctx, object, "/spec/template", "spec.template").await
+            task_spec(ctx, object, "/spec/template", "spec.template").await
         }
         "jobs" | "jobruns" if ctx.target != Target::Status => {
             if object.pointer("/spec/run").is_none_or(Value::is_null) {
@@ -49,8 +47,7 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
             if ctx.info.plural == "jobs" {
                 run_names_fit(ctx, object)?;
             }
-            spec_consistent(ctx, object, "/spec/run/task", "spec.run.task").await?;
-            task_policy(ctx, object, "/spec/run/task", "spec.run.task").await
+            task_spec(ctx, object, "/spec/run/task", "spec.run.task").await
         }
         _ => Ok(()),
     }
@@ -78,27 +75,6 @@ pub(crate) async fn admit_new_task(
         return Err(ApiError::invalid(&ctx.info, name, why));
     }
     if privileged { Ok(()) } else { restricted(ctx, ns, name, spec, "spec") }
-}
-
-/// The task spec at `pointer` of `object` (a task's spec, a template) is refused now
-/// with its fields named ([`TaskSpec::field_errors`]), rather than accepted and failed
-/// `InvalidSpec` by the node. A spec stored before these checks is not judged again
-/// when it is unchanged: its finalizers and labels must stay writable.
-async fn spec_consistent(ctx: &Ctx, object: &Value, pointer: &str, prefix: &str) -> ApiResult<()> {
-    let decode = |v: &Value| serde_json::from_value::<TaskSpec>(v.pointer(pointer).cloned().unwrap_or_default()).ok();
-    // The schema has passed: the spec decodes.
-    let Some(spec) = decode(object) else { return Ok(()) };
-    let why = spec.field_errors(prefix);
-    if why.is_empty() {
-        return Ok(());
-    }
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    if let Some(live) = live_value(ctx, name).await?
-        && decode(&live).as_ref() == Some(&spec)
-    {
-        return Ok(());
-    }
-    Err(ApiError::invalid(&ctx.info, name, why))
 }
 
 /// A task's service account is fixed once the task exists, as a pod's: the token its
@@ -163,25 +139,35 @@ pub(crate) async fn namespace_privileged(ctx: &Ctx, ns: &str) -> ApiResult<bool>
     Ok(head.labels.get(TASK_SECURITY_LABEL).map(String::as_str) == Some(PRIVILEGED))
 }
 
-/// The task security policy for the task spec at `pointer` of `object` (a task's
-/// spec, or a service's template), its fields named under `prefix`.
-async fn task_policy(ctx: &Ctx, object: &Value, pointer: &str, prefix: &str) -> ApiResult<()> {
-    let Some(ns) = ctx.namespace.as_deref() else { return Ok(()) };
-    if namespace_privileged(ctx, ns).await? {
-        return Ok(());
-    }
-    // A spec admitted before is not judged again (a finalizer or label change, or
-    // a namespace made stricter since, must not block writes to running tasks).
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+/// Judges the task spec at `pointer` of `object` (a task's spec, a template), its
+/// fields named under `prefix`: what can be judged without a node is refused now
+/// ([`TaskSpec::field_errors`], 422) rather than failed `InvalidSpec` by the node, and
+/// a restricted namespace's policy applies ([`restricted`], 403). A spec stored before
+/// and unchanged is not judged again (a finalizer or label change, or a namespace made
+/// stricter since, must not block writes to running tasks); the live object is read
+/// only when the spec fails a check, so the writes of good specs cost no read.
+async fn task_spec(ctx: &Ctx, object: &Value, pointer: &str, prefix: &str) -> ApiResult<()> {
     let decode = |v: &Value| serde_json::from_value::<TaskSpec>(v.pointer(pointer).cloned().unwrap_or_default()).ok();
     // The schema has passed: the spec decodes.
     let Some(spec) = decode(object) else { return Ok(()) };
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let inconsistent = spec.field_errors(prefix);
+    let policy = match ctx.namespace.as_deref() {
+        Some(ns) if !namespace_privileged(ctx, ns).await? => restricted(ctx, ns, name, &spec, prefix),
+        _ => Ok(()),
+    };
+    if inconsistent.is_empty() && policy.is_ok() {
+        return Ok(());
+    }
     if let Some(live) = live_value(ctx, name).await?
         && decode(&live).as_ref() == Some(&spec)
     {
         return Ok(());
     }
-    restricted(ctx, ns, name, &spec, prefix)
+    if !inconsistent.is_empty() {
+        return Err(ApiError::invalid(&ctx.info, name, inconsistent));
+    }
+    policy
 }
 
 /// Judges `spec` (of the object `name`, its fields named under `prefix`) by the
