@@ -37,20 +37,15 @@ enum Format {
     ApplyYaml,
 }
 
-/// Serves PATCH on an object.
-pub(super) async fn patch(
-    ctx: &Ctx,
-    headers: &HeaderMap,
-    req_body: Body,
-    content_length: Option<u64>,
-) -> ApiResult<Response> {
+/// The patch format a request's `Content-Type` names.
+fn format(headers: &HeaderMap) -> ApiResult<Format> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    let format = match content_type.as_str() {
+    Ok(match content_type.as_str() {
         "application/json-patch+json" => Format::Json,
         "application/merge-patch+json" => Format::Merge,
         "application/apply-patch+json" => Format::ApplyJson,
@@ -61,48 +56,77 @@ pub(super) async fn patch(
                  application/merge-patch+json, application/apply-patch+json or application/apply-patch+yaml"
             )));
         }
-    };
-    let bytes = body::read(req_body, content_length).await?;
-    match format {
-        Format::Json => {
-            body::check_depth(corral_api::nesting::check_json(&bytes, corral_api::nesting::MAX_NESTING_DEPTH))?;
-            let ops: json_patch::Patch = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::bad_request(format!("the body is not a JSON patch (RFC 6902): {e}")))?;
-            patch_existing(ctx, |live| {
-                let mut doc = live.clone();
-                apply_json_patch(&mut doc, &ops.0).map_err(|e| match e {
-                    JsonPatchFailure::TooManyOperations(n) => ApiError::entity_too_large(format!(
-                        "a JSON patch may hold at most {MAX_JSON_PATCH_OPERATIONS} operations; this one has {n}"
-                    )),
-                    JsonPatchFailure::TooLarge { index, op } => ApiError::entity_too_large(format!(
-                        "JSON patch operation {index} ({op}) would take the bytes copied by this patch past \
-                         {MAX_OBJECT_BYTES}, the largest an object may be; nothing was changed"
-                    )),
-                    JsonPatchFailure::Failed { index, op, path, reason } => ApiError::invalid(
-                        &ctx.info,
-                        &ctx.name,
-                        vec![FieldError::new(
-                            pointer_to_path(&path),
-                            format!("JSON patch operation {index} ({op}) failed: {reason}"),
-                        )],
-                    ),
-                })?;
-                Ok(doc)
-            })
-            .await
+    })
+}
+
+/// A JSON patch (RFC 6902) or a merge patch (RFC 7386), read from a request: it
+/// applies to any document (an object, a subresource's view of one).
+pub(super) enum DocumentPatch {
+    Json(json_patch::Patch),
+    Merge(Value),
+}
+
+impl DocumentPatch {
+    /// The JSON or merge patch in `bytes`, as the request's `Content-Type` says; an
+    /// apply patch is refused with `apply_refusal`, for paths that take none.
+    pub(super) fn read(headers: &HeaderMap, bytes: &[u8], apply_refusal: &str) -> ApiResult<Self> {
+        match format(headers)? {
+            Format::Json => Self::json(bytes),
+            Format::Merge => Ok(DocumentPatch::Merge(body::json_object(bytes)?)),
+            Format::ApplyJson | Format::ApplyYaml => Err(ApiError::unsupported_media_type(apply_refusal)),
         }
-        Format::Merge => {
-            let merge = body::json_object(&bytes)?;
-            patch_existing(ctx, |live| {
-                let mut doc = live.clone();
-                json_patch::merge(&mut doc, &merge);
-                Ok(doc)
-            })
-            .await
-        }
-        Format::ApplyJson => apply(ctx, body::json_object(&bytes)?).await,
-        Format::ApplyYaml => apply(ctx, body::yaml_object(&bytes)?).await,
     }
+
+    fn json(bytes: &[u8]) -> ApiResult<Self> {
+        body::check_depth(corral_api::nesting::check_json(bytes, corral_api::nesting::MAX_NESTING_DEPTH))?;
+        let ops: json_patch::Patch = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("the body is not a JSON patch (RFC 6902): {e}")))?;
+        Ok(DocumentPatch::Json(ops))
+    }
+
+    /// `doc` patched; a failed JSON patch operation names the field (as of `ctx`'s object).
+    pub(super) fn apply(&self, ctx: &Ctx, doc: &Value) -> ApiResult<Value> {
+        let mut doc = doc.clone();
+        match self {
+            DocumentPatch::Merge(merge) => json_patch::merge(&mut doc, merge),
+            DocumentPatch::Json(ops) => apply_json_patch(&mut doc, &ops.0).map_err(|e| match e {
+                JsonPatchFailure::TooManyOperations(n) => ApiError::entity_too_large(format!(
+                    "a JSON patch may hold at most {MAX_JSON_PATCH_OPERATIONS} operations; this one has {n}"
+                )),
+                JsonPatchFailure::TooLarge { index, op } => ApiError::entity_too_large(format!(
+                    "JSON patch operation {index} ({op}) would take the bytes copied by this patch past \
+                     {MAX_OBJECT_BYTES}, the largest an object may be; nothing was changed"
+                )),
+                JsonPatchFailure::Failed { index, op, path, reason } => ApiError::invalid(
+                    &ctx.info,
+                    &ctx.name,
+                    vec![FieldError::new(
+                        pointer_to_path(&path),
+                        format!("JSON patch operation {index} ({op}) failed: {reason}"),
+                    )],
+                ),
+            })?,
+        }
+        Ok(doc)
+    }
+}
+
+/// Serves PATCH on an object.
+pub(super) async fn patch(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    req_body: Body,
+    content_length: Option<u64>,
+) -> ApiResult<Response> {
+    let format = format(headers)?;
+    let bytes = body::read(req_body, content_length).await?;
+    let patch = match format {
+        Format::Json => DocumentPatch::json(&bytes)?,
+        Format::Merge => DocumentPatch::Merge(body::json_object(&bytes)?),
+        Format::ApplyJson => return apply(ctx, body::json_object(&bytes)?).await,
+        Format::ApplyYaml => return apply(ctx, body::yaml_object(&bytes)?).await,
+    };
+    patch_existing(ctx, |live| patch.apply(ctx, live)).await
 }
 
 /// JSON and merge patches: the object must exist.

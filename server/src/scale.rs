@@ -4,7 +4,7 @@
 //! (PUT, or a merge or JSON patch of the `Scale`) sets only the desired count on the
 //! object, with the object's resourceVersion as precondition.
 
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use corral_api::FieldError;
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::body;
 use super::error::{ApiError, ApiResult};
-use super::patch_bounds::{JsonPatchFailure, apply_json_patch};
+use super::patch::DocumentPatch;
 use super::resources::Ctx;
 
 /// Attempts before a patch that keeps losing races gives up with 409.
@@ -36,7 +36,12 @@ pub(super) async fn serve(ctx: &Ctx, method: &Method, headers: &HeaderMap, bytes
         let asked = match *method {
             Method::GET | Method::HEAD => return Ok(body::json(StatusCode::OK, &current)),
             Method::PUT => body::json_object(&bytes)?,
-            Method::PATCH => patched(ctx, headers, &current, &bytes)?,
+            Method::PATCH => DocumentPatch::read(
+                headers,
+                &bytes,
+                "a scale is patched with application/merge-patch+json or application/json-patch+json",
+            )?
+            .apply(ctx, &current)?,
             _ => return Err(ApiError::method_not_allowed(method, &format!("{}/scale", ctx.info.plural))),
         };
         let replicas = replicas(ctx, &asked)?;
@@ -87,39 +92,6 @@ fn scale_of(ctx: &Ctx, paths: &ScaleSubresource, object: &Value) -> Value {
         "spec": {"replicas": count(&paths.spec_replicas_path)},
         "status": {"replicas": count(&paths.status_replicas_path)},
     })
-}
-
-/// The `Scale` after a merge or JSON patch.
-fn patched(ctx: &Ctx, headers: &HeaderMap, current: &Value, bytes: &[u8]) -> ApiResult<Value> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let media = content_type.split(';').next().unwrap_or_default().trim();
-    match media {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            let patch: Value = serde_json::from_slice(bytes)
-                .map_err(|e| ApiError::bad_request(format!("the merge patch is not JSON: {e}")))?;
-            let mut out = current.clone();
-            json_patch::merge(&mut out, &patch);
-            Ok(out)
-        }
-        "application/json-patch+json" => {
-            let ops: json_patch::Patch = serde_json::from_slice(bytes)
-                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}")))?;
-            let mut out = current.clone();
-            apply_json_patch(&mut out, &ops).map_err(|e| {
-                let reason = match e {
-                    JsonPatchFailure::Failed { index, op, path, reason } => {
-                        format!("operation {index} ({op} {path}) failed: {reason}")
-                    }
-                    other => format!("{other:?}"),
-                };
-                ApiError::invalid(&ctx.info, &ctx.name, vec![FieldError::new("", reason)])
-            })?;
-            Ok(out)
-        }
-        other => Err(ApiError::unsupported_media_type(format!(
-            "a scale is patched with application/merge-patch+json or application/json-patch+json, not {other:?}"
-        ))),
-    }
 }
 
 /// `spec.replicas` of a `Scale`: a whole number, at least 0.
