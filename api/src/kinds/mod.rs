@@ -13,6 +13,7 @@ pub mod rbac;
 pub mod service;
 pub mod task;
 pub mod token;
+pub mod volume;
 
 pub use configmap::{ConfigMap, ConfigMapSpec, ConfigMapStatus};
 pub use custom_resource_definition::{
@@ -33,6 +34,7 @@ pub use rbac::{
 pub use service::{Service, ServiceSpec, ServiceStatus};
 pub use task::Task;
 pub use token::{Token, TokenPurpose, TokenSpec};
+pub use volume::{ReclaimPolicy, Volume, VolumePhase, VolumeSpec, VolumeStatus};
 
 use crate::resource::Resource;
 
@@ -49,6 +51,7 @@ pub fn builtin_kinds() -> Vec<crate::KindInfo> {
         Framework::kind_info(),
         Offer::kind_info(),
         Service::kind_info(),
+        Volume::kind_info(),
         Job::kind_info(),
         JobRun::kind_info(),
         Quota::kind_info(),

@@ -1,0 +1,15 @@
+//! Corral's cluster DNS: an in-memory zone whose records are each kept by the object
+//! that produced them ([`zone`]), served authoritatively over UDP and TCP.
+//!
+//! The DNS controller (`corral_controllers::dns`) turns tasks, services, nodes and
+//! `DnsRecord`s into records and hands each object's set to [`Zone::apply`]; the
+//! server answers from the zone as it is at that moment, so an answer changes as soon
+//! as the controller has seen the change. Nothing here touches the store.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod zone;
+
+pub use error::{Error, Result};
+pub use zone::{Change, Lookup, Record, RecordData, RecordType, Source, Zone};
