@@ -48,9 +48,8 @@ async fn a_volume_outlives_its_tasks_and_delete_reclaims_it() {
     let c = Cluster::start("vols", Duration::from_secs(60)).await;
     create_volume(&c, "data", json!({"reclaimPolicy": "Delete"})).await;
     // Made as soon as the agent sees it, before any task uses it.
-    let v = c
-        .wait_for(&volume_path("data"), "the volume is made", |v| v.pointer("/status/enforcement").is_some())
-        .await;
+    let v =
+        c.wait_for(&volume_path("data"), "the volume is made", |v| v.pointer("/status/enforcement").is_some()).await;
     assert_eq!(text(&v, "/status/enforcement"), "filesystem", "{v:#}");
     let dir = c.work_dir().join("volumes/default/data");
     let image = c.work_dir().join("volumes/default/data.img");
@@ -100,8 +99,11 @@ async fn a_retained_volume_keeps_its_data_for_a_volume_of_the_same_name() {
     let c = Cluster::start("keep", Duration::from_secs(60)).await;
     create_volume(&c, "keep", json!({})).await;
     let mount = json!([{"volume": "keep", "mountPath": "/data"}]);
-    c.create_task("writer", json!({"image": "busybox", "volumeMounts": mount, "command": ["sh", "-c", "echo kept > /data/file"]}))
-        .await;
+    c.create_task(
+        "writer",
+        json!({"image": "busybox", "volumeMounts": mount, "command": ["sh", "-c", "echo kept > /data/file"]}),
+    )
+    .await;
     c.wait_phase("writer", "FINISHED").await;
     let dir = c.work_dir().join("volumes/default/keep");
     assert!(mounted(&dir));
@@ -113,8 +115,11 @@ async fn a_retained_volume_keeps_its_data_for_a_volume_of_the_same_name() {
     assert!(c.work_dir().join("volumes/default/keep.img").exists(), "the data is kept");
 
     create_volume(&c, "keep", json!({})).await;
-    c.create_task("reader", json!({"image": "busybox", "volumeMounts": mount, "command": ["grep", "-q", "kept", "/data/file"]}))
-        .await;
+    c.create_task(
+        "reader",
+        json!({"image": "busybox", "volumeMounts": mount, "command": ["grep", "-q", "kept", "/data/file"]}),
+    )
+    .await;
     let t = c.wait_phase("reader", "FINISHED").await;
     assert_eq!(text(&t, "/status/reason"), "Completed", "{t:#}");
     c.stop().await;
@@ -142,8 +147,11 @@ async fn host_paths_come_only_from_the_allow_list_and_nothing_escapes() {
     create_volume(&c, "up", hp(&allowed.join("app/../../outside"))).await;
 
     let uses = |v: &str| json!([{"volume": v, "mountPath": "/data"}]);
-    c.create_task("app", json!({"image": "busybox", "volumeMounts": uses("app"), "command": ["sh", "-c", "echo hi > /data/f"]}))
-        .await;
+    c.create_task(
+        "app",
+        json!({"image": "busybox", "volumeMounts": uses("app"), "command": ["sh", "-c", "echo hi > /data/f"]}),
+    )
+    .await;
     let t = c.wait_phase("app", "FINISHED").await;
     assert_eq!(text(&t, "/status/reason"), "Completed", "{t:#}");
     assert_eq!(std::fs::read_to_string(allowed.join("app/f")).expect("written on the host"), "hi\n");
@@ -154,8 +162,11 @@ async fn host_paths_come_only_from_the_allow_list_and_nothing_escapes() {
     assert!(text(&v, "/status/message").contains("neither enforced nor measured"), "{v:#}");
 
     for name in ["out", "via-link", "up"] {
-        c.create_task(name, json!({"image": "busybox", "volumeMounts": uses(name), "command": ["touch", "/data/escaped"]}))
-            .await;
+        c.create_task(
+            name,
+            json!({"image": "busybox", "volumeMounts": uses(name), "command": ["touch", "/data/escaped"]}),
+        )
+        .await;
         let t = c.wait_phase(name, "FAILED").await;
         assert_eq!(text(&t, "/status/reason"), "VolumeFailed", "{t:#}");
         assert!(text(&t, "/status/message").contains("outside this node's allowed host paths"), "{name}: {t:#}");

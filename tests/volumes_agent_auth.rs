@@ -14,7 +14,13 @@ fn volume(name: &str, node: &str) -> Value {
            "spec": {"size": 16, "reclaimPolicy": "Delete", "nodeName": node}})
 }
 
-async fn call(http: &reqwest::Client, s: &TestServer, method: reqwest::Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+async fn call(
+    http: &reqwest::Client,
+    s: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
     let mut req = http.request(method, s.url(path));
     if let Some(b) = body {
         req = req.json(b);
@@ -41,7 +47,8 @@ async fn a_node_reads_and_updates_only_the_volumes_bound_to_it() {
     assert_eq!(st, StatusCode::OK, "{mine}");
     let (st, list) = call(&a, &s, Method::GET, &format!("{VOLUMES}?fieldSelector=spec.nodeName%3Da"), None).await;
     assert_eq!(st, StatusCode::OK, "{list}");
-    let names: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|v| v.pointer("/metadata/name")?.as_str()).collect();
+    let names: Vec<&str> =
+        list["items"].as_array().expect("items").iter().filter_map(|v| v.pointer("/metadata/name")?.as_str()).collect();
     assert_eq!(names, ["ours"]);
     let mut status = mine.clone();
     status["status"] = json!({"phase": "Pending", "used": 3, "enforcement": "filesystem"});

@@ -124,10 +124,7 @@ pub fn prepare(
                 if is_mounted(dir) {
                     return Ok(Prepared { dir: dir.into(), enforcement: Enforcement::Filesystem, note: None });
                 }
-                return Err(Error::Invalid(format!(
-                    "the volume's image {} cannot be mounted: {why}",
-                    image.display()
-                )));
+                return Err(Error::Invalid(format!("the volume's image {} cannot be mounted: {why}", image.display())));
             }
         };
         mount_image(&mount, image, dir)?;

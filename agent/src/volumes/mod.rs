@@ -119,7 +119,9 @@ impl Volumes {
         };
         match v.spec.node_name.as_deref() {
             Some(n) if n == self.node => {}
-            Some(n) => return Err(Error::Invalid(format!("volume {name:?} is bound to node {n:?}, not {:?}", self.node))),
+            Some(n) => {
+                return Err(Error::Invalid(format!("volume {name:?} is bound to node {n:?}, not {:?}", self.node)));
+            }
             None => return Err(Error::Invalid(format!("volume {name:?} is not bound to a node yet"))),
         }
         if v.metadata.deletion_timestamp.is_some() {

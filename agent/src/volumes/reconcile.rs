@@ -57,7 +57,11 @@ pub fn agent_status(st: &mut VolumeStatus, size: u64, prepared: &super::Prepared
     let mut notes: Vec<String> = prepared.note.iter().cloned().collect();
     if let Some(u) = usage {
         if !u.complete {
-            notes.push(format!("usage is at least {} MiB (measuring stopped after {} files)", u.mib(), disk::MEASURE_LIMIT));
+            notes.push(format!(
+                "usage is at least {} MiB (measuring stopped after {} files)",
+                u.mib(),
+                disk::MEASURE_LIMIT
+            ));
         }
         if prepared.enforcement == Enforcement::Measured && u.mib() > size {
             notes.push(format!("over its size: {} MiB used of {size} MiB", u.mib()));
@@ -187,9 +191,17 @@ mod tests {
             ("unbound", volume(None, false, &[], Retain, false), Step::Ignore),
             ("live", volume(Some("a"), false, &both, Delete, false), Step::Prepare),
             ("deleted while in use", volume(Some("a"), true, &both, Delete, false), Step::Wait),
-            ("deleted, unused, Delete", volume(Some("a"), true, &[VOLUME_DATA_FINALIZER], Delete, false), release(true, true)),
+            (
+                "deleted, unused, Delete",
+                volume(Some("a"), true, &[VOLUME_DATA_FINALIZER], Delete, false),
+                release(true, true),
+            ),
             ("deleted, unused, Retain", volume(Some("a"), true, &[], Retain, false), release(false, false)),
-            ("a host path is never removed", volume(Some("a"), true, &[VOLUME_DATA_FINALIZER], Delete, true), release(false, true)),
+            (
+                "a host path is never removed",
+                volume(Some("a"), true, &[VOLUME_DATA_FINALIZER], Delete, true),
+                release(false, true),
+            ),
             ("another node's deletion", volume(Some("b"), true, &[VOLUME_DATA_FINALIZER], Delete, false), Step::Ignore),
         ];
         for (name, v, want) in cases {

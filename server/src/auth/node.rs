@@ -94,7 +94,8 @@ pub(crate) async fn admit(ctx: &Ctx, node: &str, object: &Value) -> ApiResult<()
         "volumes" => {
             let live = ctx.live(name).await?;
             let live: Value = serde_json::from_slice(&live.json).map_err(ApiError::internal)?;
-            let spec = |v: &Value| serde_json::from_value::<VolumeSpec>(v.get("spec").cloned().unwrap_or_default()).ok();
+            let spec =
+                |v: &Value| serde_json::from_value::<VolumeSpec>(v.get("spec").cloned().unwrap_or_default()).ok();
             if spec(&live) != spec(object) {
                 return Err(refuse(node, "change a volume's spec (only its finalizers and status)"));
             }
