@@ -45,7 +45,7 @@ fn mounted(path: &std::path::Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_volume_outlives_its_tasks_and_delete_reclaims_it() {
-    let c = Cluster::start("vols", Duration::from_secs(60)).await;
+    let mut c = Cluster::start("vols", Duration::from_secs(60)).await;
     create_volume(&c, "data", json!({"reclaimPolicy": "Delete"})).await;
     // Made as soon as the agent sees it, before any task uses it.
     let v =
@@ -74,6 +74,15 @@ async fn a_volume_outlives_its_tasks_and_delete_reclaims_it() {
     .await;
     let t = c.wait_phase("reader", "FINISHED").await;
     assert_eq!(text(&t, "/status/reason"), "Completed", "{t:#}");
+    assert_eq!(std::fs::read_to_string(dir.join("file")).expect("on the node"), "hello\n");
+
+    // The host rebooted meanwhile (the agent is gone, its mount too): the next agent
+    // mounts the image again, data and all.
+    c.kill_agent();
+    let umount = std::process::Command::new("umount").arg(&dir).status().expect("umount runs");
+    assert!(umount.success() && !mounted(&dir));
+    c.start_agent();
+    c.until("the restarted agent mounts the volume again", || mounted(&dir)).await;
     assert_eq!(std::fs::read_to_string(dir.join("file")).expect("on the node"), "hello\n");
 
     // Measured once the writer ended (the huge file was cut at the size, then the

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_api::kinds::volume::{ReclaimPolicy, VOLUME_DATA_FINALIZER, VOLUME_FINALIZER, Volume, VolumeStatus};
+use corral_api::kinds::volume::{
+    ReclaimPolicy, VOLUME_DATA_FINALIZER, VOLUME_FINALIZER, Volume, VolumePhase, VolumeStatus,
+};
 use corral_runtime::{Action, Cache, CancellationToken};
 
 use super::{Enforcement, Volumes, disk, key};
@@ -51,9 +53,16 @@ pub fn decide(v: &Volume, node: &str) -> Step {
 
 /// The status fields the agent owns, from how the volume was prepared and what it
 /// holds: `used`, `enforcement` and a `message` when there is something to say.
+///
+/// A `Failed` volume keeps its message: the agent never moves a volume out of
+/// `Failed` (phases other than `Failed` are the volumes controller's), and the message
+/// is what its tasks are refused with.
 pub fn agent_status(st: &mut VolumeStatus, size: u64, prepared: &super::Prepared, usage: Option<disk::Usage>) {
     st.enforcement = Some(prepared.enforcement.as_str().to_string());
     st.used = usage.map(|u| u.mib());
+    if st.phase == VolumePhase::Failed {
+        return;
+    }
     let mut notes: Vec<String> = prepared.note.iter().cloned().collect();
     if let Some(u) = usage {
         if !u.complete {
@@ -112,15 +121,24 @@ pub fn error_policy(v: &Arc<Volume>, err: &Error, _ctx: &Arc<Volumes>) -> Action
     }
 }
 
-/// Every [`super::USAGE_INTERVAL`], unmounts the volumes mounted under the work dir
+/// How often [`sweep`] looks for volumes whose objects are gone (a directory listing
+/// and the mount table: cheap).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Every [`SWEEP_INTERVAL`], unmounts the volumes mounted under the work dir
 /// whose objects are gone (deleted with `Retain`: the data stays, unmounted; a new
 /// volume of the same name finds it again). Nothing is removed here.
+///
+/// A volume is unmounted only when it was missing from the cache at two rounds in a
+/// row: a volume just created, mounted by a task's launch before the cache heard of
+/// it, must not lose its mount under the task.
 pub async fn sweep(ctx: Arc<Volumes>, cache: Cache<Volume>, stop: CancellationToken) {
     tokio::select! {
         _ = cache.wait_synced() => {}
         _ = stop.cancelled() => return,
     }
-    let mut tick = tokio::time::interval(super::USAGE_INTERVAL);
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    let mut suspects: HashSet<(String, String)> = HashSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -129,34 +147,52 @@ pub async fn sweep(ctx: Arc<Volumes>, cache: Cache<Volume>, stop: CancellationTo
         let known: HashSet<(String, String)> = cache.list().iter().map(|v| key(v)).collect();
         let root = ctx.layout.volumes();
         let _one = ctx.lock.lock().await;
-        let swept = crate::blocking::run("sweeping volumes", move || Ok(unmount_orphans(&root, &known))).await;
-        if let Ok(n) = swept
-            && n > 0
-        {
-            tracing::info!(unmounted = n, "unmounted volumes whose objects are gone");
+        let before = std::mem::take(&mut suspects);
+        let swept = crate::blocking::run("sweeping volumes", move || Ok(unmount_orphans(&root, &known, &before))).await;
+        match swept {
+            Ok((n, missing)) => {
+                if n > 0 {
+                    tracing::info!(unmounted = n, "unmounted volumes whose objects are gone");
+                }
+                suspects = missing;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot sweep volumes"),
         }
     }
 }
 
-/// Unmounts each `<root>/<ns>/<name>` mounted but not in `known`; returns how many.
-fn unmount_orphans(root: &std::path::Path, known: &HashSet<(String, String)>) -> usize {
-    let mut n = 0;
-    let Ok(namespaces) = std::fs::read_dir(root) else { return 0 };
+/// Unmounts each `<root>/<ns>/<name>` mounted, not in `known`, and already in
+/// `suspects`; returns how many, and the mounted volumes not in `known` (the next
+/// round's suspects).
+fn unmount_orphans(
+    root: &std::path::Path,
+    known: &HashSet<(String, String)>,
+    suspects: &HashSet<(String, String)>,
+) -> (usize, HashSet<(String, String)>) {
+    let (mut n, mut missing) = (0, HashSet::new());
+    let Ok(namespaces) = std::fs::read_dir(root) else { return (0, missing) };
     for ns in namespaces.flatten() {
         let Ok(volumes) = std::fs::read_dir(ns.path()) else { continue };
         let ns_name = ns.file_name().to_string_lossy().to_string();
         for v in volumes.flatten() {
-            let name = v.file_name().to_string_lossy().to_string();
-            if known.contains(&(ns_name.clone(), name.clone())) || !disk::is_mounted(&v.path()) {
+            let id = (ns_name.clone(), v.file_name().to_string_lossy().to_string());
+            if known.contains(&id) || !disk::is_mounted(&v.path()) {
+                continue;
+            }
+            if !suspects.contains(&id) {
+                missing.insert(id);
                 continue;
             }
             match disk::unmount(&v.path()) {
                 Ok(()) => n += 1,
-                Err(e) => tracing::warn!(volume = %v.path().display(), error = %e, "cannot unmount a deleted volume"),
+                Err(e) => {
+                    tracing::warn!(volume = %v.path().display(), error = %e, "cannot unmount a deleted volume");
+                    missing.insert(id);
+                }
             }
         }
     }
-    n
+    (n, missing)
 }
 
 #[cfg(test)]
@@ -226,5 +262,9 @@ mod tests {
         assert!(m.contains("no loop devices") && m.contains("at least 20") && m.contains("20 MiB used of 16"), "{m}");
         agent_status(&mut st, 16, &p(Enforcement::None, Some("a host directory")), None);
         assert_eq!((st.used, st.enforcement.as_deref()), (None, Some("none")));
+        st.phase = VolumePhase::Failed;
+        st.message = Some("cannot mount".into());
+        agent_status(&mut st, 16, &p(Enforcement::Filesystem, None), usage(1, true));
+        assert_eq!((st.used, st.message.as_deref()), (Some(1), Some("cannot mount")), "a failure's message stays");
     }
 }
