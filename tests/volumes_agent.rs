@@ -75,6 +75,15 @@ async fn a_volume_outlives_its_tasks_and_delete_reclaims_it() {
     let t = c.wait_phase("reader", "FINISHED").await;
     assert_eq!(text(&t, "/status/reason"), "Completed", "{t:#}");
     assert_eq!(std::fs::read_to_string(dir.join("file")).expect("on the node"), "hello\n");
+    // A native task finds it at a path in its sandbox.
+    c.create_task(
+        "native",
+        json!({"volumeMounts": [{"volume": "data", "mountPath": "vol"}],
+               "command": ["/bin/sh", "-c", "grep -q hello vol/file"]}),
+    )
+    .await;
+    let t = c.wait_phase("native", "FINISHED").await;
+    assert_eq!(text(&t, "/status/reason"), "Completed", "{t:#}");
 
     // The host rebooted meanwhile (the agent is gone, its mount too): the next agent
     // mounts the image again, data and all.
