@@ -115,8 +115,8 @@ pub fn error_policy(v: &Arc<Volume>, err: &Error, _ctx: &Arc<Volumes>) -> Action
     match err {
         Error::Api(e) if e.is_conflict() => Action::requeue(Duration::from_millis(50)),
         _ => {
-            tracing::warn!(volume = %v.metadata.name, error = %err, "volume reconcile failed; retrying");
-            Action::requeue(Duration::from_secs(2))
+            tracing::warn!(volume = %v.metadata.name, error = %err, "volume reconcile failed; retrying in 5 s");
+            Action::requeue(Duration::from_secs(5))
         }
     }
 }
