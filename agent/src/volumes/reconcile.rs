@@ -161,38 +161,49 @@ pub async fn sweep(ctx: Arc<Volumes>, cache: Cache<Volume>, stop: CancellationTo
     }
 }
 
-/// Unmounts each `<root>/<ns>/<name>` mounted, not in `known`, and already in
-/// `suspects`; returns how many, and the mounted volumes not in `known` (the next
-/// round's suspects).
+type VolumeId = (String, String);
+
+/// Decides which of the `mounted` volumes to unmount: those not `known` (their objects
+/// are gone) that were already `suspects` at the round before. Returns them, and the
+/// next round's suspects (every mounted volume not known, this round).
+fn orphans(
+    mounted: Vec<VolumeId>,
+    known: &HashSet<VolumeId>,
+    suspects: &HashSet<VolumeId>,
+) -> (Vec<VolumeId>, HashSet<VolumeId>) {
+    let missing: Vec<VolumeId> = mounted.into_iter().filter(|id| !known.contains(id)).collect();
+    let unmount = missing.iter().filter(|id| suspects.contains(*id)).cloned().collect();
+    (unmount, missing.into_iter().collect())
+}
+
+/// Unmounts the volumes under `root` that [`orphans`] picks; returns how many, and
+/// the next round's suspects.
 fn unmount_orphans(
     root: &std::path::Path,
-    known: &HashSet<(String, String)>,
-    suspects: &HashSet<(String, String)>,
-) -> (usize, HashSet<(String, String)>) {
-    let (mut n, mut missing) = (0, HashSet::new());
-    let Ok(namespaces) = std::fs::read_dir(root) else { return (0, missing) };
+    known: &HashSet<VolumeId>,
+    suspects: &HashSet<VolumeId>,
+) -> (usize, HashSet<VolumeId>) {
+    let mut mounted = Vec::new();
+    let Ok(namespaces) = std::fs::read_dir(root) else { return (0, HashSet::new()) };
     for ns in namespaces.flatten() {
         let Ok(volumes) = std::fs::read_dir(ns.path()) else { continue };
         let ns_name = ns.file_name().to_string_lossy().to_string();
         for v in volumes.flatten() {
-            let id = (ns_name.clone(), v.file_name().to_string_lossy().to_string());
-            if known.contains(&id) || !disk::is_mounted(&v.path()) {
-                continue;
-            }
-            if !suspects.contains(&id) {
-                missing.insert(id);
-                continue;
-            }
-            match disk::unmount(&v.path()) {
-                Ok(()) => n += 1,
-                Err(e) => {
-                    tracing::warn!(volume = %v.path().display(), error = %e, "cannot unmount a deleted volume");
-                    missing.insert(id);
-                }
+            if disk::is_mounted(&v.path()) {
+                mounted.push((ns_name.clone(), v.file_name().to_string_lossy().to_string()));
             }
         }
     }
-    (n, missing)
+    let (unmount, next) = orphans(mounted, known, suspects);
+    let mut n = 0;
+    for (ns, name) in unmount {
+        let dir = root.join(&ns).join(&name);
+        match disk::unmount(&dir) {
+            Ok(()) => n += 1,
+            Err(e) => tracing::warn!(volume = %dir.display(), error = %e, "cannot unmount a deleted volume"),
+        }
+    }
+    (n, next)
 }
 
 #[cfg(test)]
@@ -243,6 +254,21 @@ mod tests {
         for (name, v, want) in cases {
             assert_eq!(decide(&v, "a"), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_mounted_volume_without_its_object_is_unmounted_at_the_second_round_only() {
+        let id = |n: &str| ("default".to_string(), n.to_string());
+        let known: HashSet<VolumeId> = [id("live")].into();
+        let mounted = vec![id("live"), id("gone"), id("new")];
+        let (unmount, suspects) = orphans(mounted.clone(), &known, &HashSet::new());
+        assert!(unmount.is_empty(), "the first round only suspects");
+        assert_eq!(suspects, [id("gone"), id("new")].into());
+        // By the next round the cache has heard of `new`: only `gone` goes.
+        let known: HashSet<VolumeId> = [id("live"), id("new")].into();
+        let (unmount, suspects) = orphans(mounted, &known, &suspects);
+        assert_eq!(unmount, vec![id("gone")]);
+        assert_eq!(suspects, [id("gone")].into());
     }
 
     #[test]
