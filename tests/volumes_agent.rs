@@ -203,3 +203,30 @@ async fn host_paths_come_only_from_the_allow_list_and_nothing_escapes() {
     assert_eq!(text(&t, "/status/reason"), "InvalidSpec", "{t:#}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_images_a_volume_is_measured_and_its_overuse_reported() {
+    let c = Cluster::start_with("measured", Duration::from_secs(60), &["--no-volume-images"]).await;
+    create_volume(&c, "loose", json!({"reclaimPolicy": "Delete"})).await;
+    let mount = json!([{"volume": "loose", "mountPath": "/data"}]);
+    c.create_task(
+        "spill",
+        json!({"image": "busybox", "volumeMounts": mount, "command": ["dd", "if=/dev/zero", "of=/data/blob", "bs=1M", "count=20"]}),
+    )
+    .await;
+    let t = c.wait_phase("spill", "FINISHED").await;
+    assert_eq!(text(&t, "/status/reason"), "Completed", "nothing holds the size: {t:#}");
+    let v = c
+        .wait_for(&volume_path("loose"), "the overuse is reported", |v| {
+            v.pointer("/status/used").and_then(Value::as_u64).is_some_and(|u| u >= 20)
+        })
+        .await;
+    assert_eq!(text(&v, "/status/enforcement"), "measured", "{v:#}");
+    let message = text(&v, "/status/message");
+    assert!(message.contains("--no-volume-images") && message.contains("over its size"), "{v:#}");
+    assert!(!mounted(&c.work_dir().join("volumes/default/loose")));
+    c.send(reqwest::Method::DELETE, &volume_path("loose"), None).await;
+    c.wait_gone(&volume_path("loose")).await;
+    assert!(!c.work_dir().join("volumes/default/loose").exists());
+    c.stop().await;
+}
