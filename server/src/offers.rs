@@ -27,6 +27,7 @@ use super::auth::{Attributes, Decision};
 use super::body;
 use super::error::{ApiError, ApiResult};
 use super::ledger::Hold;
+use super::volume_binding::{Claimant, Claims};
 use super::resources::{Ctx, object_name, strip_for_create};
 
 /// An [`OfferAccept`](corral_api::kinds::framework::OfferAccept) as it arrives: each task is kept as sent (as a create keeps
@@ -60,6 +61,8 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     let mut ports: Vec<u16> = Vec::new();
     let mut checked: BTreeMap<String, bool> = BTreeMap::new();
     let mut holds = Vec::with_capacity(req.tasks.len());
+    // The tasks that mount volumes: their index, namespace, name and mounts.
+    let mut mounting = Vec::new();
     for (i, mut object) in req.tasks.into_iter().enumerate() {
         let task = Task::deserialize(&object)
             .map_err(|e| ApiError::bad_request(format!("the body is not an OfferAccept: tasks[{i}]: {e}")))?;
@@ -143,6 +146,9 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
             }
         };
         super::admission::admit_new_task(&task_ctx, &ns, &object, &task.spec, privileged).await?;
+        if !task.spec.volume_mounts.is_empty() {
+            mounting.push((i, ns.clone(), object_name(&object).to_string(), task.spec.volume_mounts.clone()));
+        }
         objects.push((task_ctx.key(object_name(&object)), object));
     }
     let distinct: BTreeSet<u16> = ports.iter().copied().collect();
@@ -165,6 +171,24 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     ledger.ready(&ctx.state.store, ctx.state.closed()).await?;
     let _lock = ledger.lock(&offer.spec.node).await;
     let node = live_node(ctx, &offer.spec.node).await?;
+    // The volumes the tasks mount, claimed in the accept's own transaction.
+    let mut claims = Claims::default();
+    for (i, ns, name, mounts) in &mounting {
+        let claimant =
+            Claimant { namespace: ns, task: name, node: &offer.spec.node, field: format!("tasks[{i}].spec") };
+        claims.claim(&ctx.state.store, &ctx.info, &ctx.name, &claimant, mounts).await?;
+    }
+    // Volumes bound now reserve their size on the node, beside the tasks' own disk.
+    // An offer shows disk net of bound volumes: the new ones must fit in it too.
+    want.disk += claims.new_disk;
+    if !covers(&offer.spec.resources, &want) {
+        return Err(ApiError::conflict(format!(
+            "resources short: the tasks ask {}, offer {:?} holds {}",
+            show(&want),
+            ctx.name,
+            show(&offer.spec.resources)
+        ) + &volumes_note(&claims)));
+    }
     let mut free = ledger.free(&node);
     if !free.take(&offer.spec.role, &want, &allocation::port_ranges(ports.iter().copied())) {
         return Err(ApiError::conflict(format!(
@@ -176,11 +200,15 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
             show_ports(&free.ports),
             show(&want),
             show_ports(&allocation::port_ranges(ports.iter().copied()))
-        )));
+        ) + &volumes_note(&claims)));
     }
     let mut ops: Vec<TxnOp> = objects.into_iter().map(|(key, object)| TxnOp::Create { key, object }).collect();
     ops.push(TxnOp::Delete { key: stored.key.clone(), expected: Some(stored.revision) });
+    ops.extend(claims.ops);
     let outcome = ctx.state.store.transact(ops).await.map_err(|e| match e {
+        e if super::volume_binding::raced(&e).is_some() => {
+            super::volume_binding::raced(&e).unwrap_or_else(|| ApiError::internal("a race that was not"))
+        }
         corral_store::Error::Conflict { .. } | corral_store::Error::NotFound(_) => gone(&ctx.name),
         corral_store::Error::AlreadyExists(key) => ApiError::conflict(format!(
             "task {:?} already exists in namespace {:?}; nothing was created and the offer stands",
@@ -198,6 +226,7 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     ledger.record_created(
         outcome.iter().filter_map(|o| if let TxnOutcome::Created(t) = o { Some(&**t) } else { None }).zip(holds),
     );
+    record_volumes(ctx, &outcome);
     let mut count = 0;
     for o in &outcome {
         if let TxnOutcome::Created(t) = o {
@@ -237,6 +266,13 @@ pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &
     let ledger = &ctx.state.ledger;
     ledger.ready(&ctx.state.store, ctx.state.closed()).await?;
     let _lock = ledger.lock(node).await;
+    // The volumes it mounts, claimed in the task's own transaction.
+    let mut claims = Claims::default();
+    let mounts = super::volume_binding::mounts_of(&object);
+    if !mounts.is_empty() {
+        let claimant = Claimant { namespace: &key.namespace, task: &key.name, node, field: "spec".into() };
+        claims.claim(&ctx.state.store, &ctx.info, &key.name, &claimant, &mounts).await?;
+    }
     let Some(live) = ctx.state.store.get(&Key::cluster(format!("{GROUP}/nodes"), node)).await? else {
         // No such node (yet): nothing to oversubscribe, but no ranges to pick ports from.
         if let Some(i) = object
@@ -256,7 +292,7 @@ pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &
                 )],
             ));
         }
-        let stored = ctx.state.store.create(key.clone(), object).await.map_err(ctx.store_error(&key.name))?;
+        let stored = create_with_claims(ctx, key, object, claims).await?;
         ledger.record(&stored);
         return Ok(stored);
     };
@@ -264,8 +300,10 @@ pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &
     held_by_agent(&mut object);
     let mut free = ledger.free(&node_obj);
     let role = object.pointer("/spec/role").and_then(Value::as_str).unwrap_or(DEFAULT_ROLE).to_string();
-    let want: Resources =
+    let mut want: Resources =
         object.pointer("/spec/resources").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
+    // Volumes bound now reserve their size on the node, beside the task's own disk.
+    want.disk += claims.new_disk;
     assign_ports(&mut object, &free)?;
     let hold = super::ledger::Hold::of(&object).map(|h| h.ports).unwrap_or_default();
     if !free.take(&role, &want, &allocation::port_ranges(hold.iter().copied())) {
@@ -275,11 +313,51 @@ pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &
             show_ports(&free.ports),
             show(&want),
             show_ports(&allocation::port_ranges(hold.iter().copied()))
-        )));
+        ) + &volumes_note(&claims)));
     }
-    let stored = ctx.state.store.create(key.clone(), object).await.map_err(ctx.store_error(&key.name))?;
+    let stored = create_with_claims(ctx, key, object, claims).await?;
     ledger.record(&stored);
     Ok(stored)
+}
+
+/// Creates the task `object` at `key` and writes the volumes it claims, in one
+/// transaction; records the volumes' reservations in the ledger.
+async fn create_with_claims(ctx: &Ctx, key: Key, object: Value, claims: Claims) -> ApiResult<Arc<StoredObject>> {
+    if claims.ops.is_empty() {
+        return ctx.state.store.create(key.clone(), object).await.map_err(ctx.store_error(&key.name));
+    }
+    let mut ops = vec![TxnOp::Create { key: key.clone(), object }];
+    ops.extend(claims.ops);
+    let outcome = ctx.state.store.transact(ops).await.map_err(|e| match super::volume_binding::raced(&e) {
+        Some(api) => api,
+        None => ApiError::from_store(e, &ctx.info, &key.name),
+    })?;
+    record_volumes(ctx, &outcome);
+    outcome
+        .into_iter()
+        .find_map(|o| if let TxnOutcome::Created(t) = o { Some(t) } else { None })
+        .ok_or_else(|| ApiError::internal("a transaction that created a task returned no task"))
+}
+
+/// Records in the ledger the volumes a transaction wrote.
+fn record_volumes(ctx: &Ctx, outcome: &[TxnOutcome]) {
+    for o in outcome {
+        if let TxnOutcome::Updated(u) = o {
+            ctx.state.ledger.record_volume(u.object());
+        }
+    }
+}
+
+/// What a refusal for resources says about volumes bound by the write.
+fn volumes_note(claims: &Claims) -> String {
+    if claims.new_disk == 0 {
+        return String::new();
+    }
+    format!(
+        " (the disk asked includes {} MiB for the volumes this task binds to the node: a volume's size is reserved \
+         on its node for as long as it is bound)",
+        claims.new_disk
+    )
 }
 
 /// A task bound to a registered node carries the agent's finalizer from its creation:

@@ -17,6 +17,9 @@ use crate::resource::{KindSpec, Object};
 /// `Delete`, until its node's agent has removed the data.
 pub const VOLUME_FINALIZER: &str = "corral.dev/volume-protection";
 
+/// Finalizer on volumes with reclaim policy `Delete`: the node's agent removes it once it has deleted the data.
+pub const VOLUME_DATA_FINALIZER: &str = "corral.dev/volume-data";
+
 /// Label on volumes a service made from its volume templates: the service's name.
 pub const VOLUME_SERVICE_LABEL: &str = "corral.dev/service";
 
