@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod node_lifecycle;
 pub mod offers;
 pub mod services;
+pub mod volumes;
 
 pub mod matching;
 mod registration;
@@ -58,7 +59,7 @@ impl Config {
 }
 
 /// The names of every built-in controller, as `--controllers` takes them.
-pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME, events::NAME];
+pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME, events::NAME, volumes::NAME];
 
 /// Which built-in controllers to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +119,9 @@ pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>>
     }
     if selection.includes(services::NAME) {
         out.push(Arc::new(services::Services::new(config.services.clone()).sharing(tasks.clone())));
+    }
+    if selection.includes(volumes::NAME) {
+        out.push(Arc::new(volumes::Volumes::new().sharing(tasks.clone())));
     }
     if selection.includes(jobs::NAME) {
         out.push(Arc::new(jobs::Jobs::new().sharing(tasks)));
