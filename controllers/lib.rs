@@ -59,7 +59,8 @@ impl Config {
 }
 
 /// The names of every built-in controller, as `--controllers` takes them.
-pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME, events::NAME, volumes::NAME];
+pub const NAMES: &[&str] =
+    &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME, events::NAME, volumes::NAME];
 
 /// Which built-in controllers to run.
 #[derive(Clone, Debug, PartialEq, Eq)]

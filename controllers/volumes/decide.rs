@@ -26,8 +26,8 @@ pub struct Observed<'a> {
     pub deleting: bool,
     /// It carries the protection finalizer.
     pub protected: bool,
-    /// Its current `status.phase`.
-    pub phase: VolumePhase,
+    /// Its current `status.phase`; `None` before any status is written.
+    pub phase: Option<VolumePhase>,
     /// Its current `status.task`.
     pub task: Option<&'a str>,
     /// The task its claim names.
@@ -66,8 +66,8 @@ pub fn decide(v: &Observed<'_>, holder: Holder) -> Vec<Step> {
         _ if v.bound => (VolumePhase::Bound, None),
         _ => (VolumePhase::Pending, None),
     };
-    let keep_failed = v.phase == VolumePhase::Failed && task.is_some() && v.task == task;
-    if !keep_failed && (v.phase != phase || v.task != task) {
+    let keep_failed = v.phase == Some(VolumePhase::Failed) && task.is_some() && v.task == task;
+    if !keep_failed && (v.phase != Some(phase) || v.task != task) {
         steps.push(Step::SetStatus { phase, task: task.map(str::to_string) });
     }
     if v.deleting && v.protected && holder != Holder::Live {
@@ -85,7 +85,7 @@ mod tests {
     use super::*;
 
     fn vol<'a>(bound: bool, phase: VolumePhase, task: Option<&'a str>, claimed_by: Option<&'a str>) -> Observed<'a> {
-        Observed { bound, deleting: false, protected: true, phase, task, claimed_by }
+        Observed { bound, deleting: false, protected: true, phase: Some(phase), task, claimed_by }
     }
 
     fn status(phase: VolumePhase, task: Option<&str>) -> Step {
@@ -97,6 +97,7 @@ mod tests {
         use VolumePhase::*;
         let table: &[(Observed<'_>, Holder, Vec<Step>)] = &[
             (vol(false, Pending, None, None), Holder::None, vec![]),
+            (Observed { phase: None, ..vol(false, Pending, None, None) }, Holder::None, vec![status(Pending, None)]),
             (vol(true, Pending, None, Some("t")), Holder::Live, vec![status(InUse, Some("t"))]),
             (vol(true, InUse, Some("t"), Some("t")), Holder::Live, vec![]),
             (vol(true, InUse, Some("t"), Some("t")), Holder::Ended, vec![status(Bound, None)]),
@@ -119,7 +120,7 @@ mod tests {
             bound: true,
             deleting: true,
             protected: true,
-            phase,
+            phase: Some(phase),
             task,
             claimed_by,
         };
@@ -133,10 +134,7 @@ mod tests {
             vec![Step::Release { task: Some("t".into()) }],
             "a task not in the cache is read afresh first"
         );
-        assert_eq!(
-            decide(&deleting(None, VolumePhase::Bound, None), Holder::None),
-            vec![Step::Release { task: None }]
-        );
+        assert_eq!(decide(&deleting(None, VolumePhase::Bound, None), Holder::None), vec![Step::Release { task: None }]);
         let mut released = deleting(None, VolumePhase::Bound, None);
         released.protected = false;
         assert_eq!(decide(&released, Holder::None), vec![]);

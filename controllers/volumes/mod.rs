@@ -121,7 +121,7 @@ async fn reconcile(volume: Arc<Volume>, ctx: Arc<Ctx>) -> corral_client::Result<
         bound: volume.spec.node_name.as_deref().is_some_and(|n| !n.is_empty()),
         deleting: m.deletion_timestamp.is_some(),
         protected: m.finalizers.iter().any(|f| f == VOLUME_FINALIZER),
-        phase: status.phase,
+        phase: volume.status.as_ref().map(|s| s.phase),
         task: status.task.as_deref(),
         claimed_by,
     };

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use corral_api::FieldError;
 use corral_api::kinds::task::{TaskPhase, VolumeMount};
+use corral_api::kinds::volume::VolumeSpec;
 use corral_api::registry::KindInfo;
 use corral_store::{Key, Storage, TxnOp};
 use serde_json::{Value, json};
@@ -237,12 +238,21 @@ pub(crate) async fn admit_volume(ctx: &crate::resources::Ctx, object: &Value) ->
                 format!("is {was:?} and cannot change: the volume's data lives on that node"),
             ));
         }
-        for f in ["size", "hostPath", "reclaimPolicy"] {
-            if live.pointer(&format!("/spec/{f}")) != object.pointer(&format!("/spec/{f}")) {
-                why.push(FieldError::new(
-                    format!("spec.{f}"),
-                    "cannot change once the volume exists; make a new volume",
-                ));
+        // Compared decoded, defaults filled in: a client that writes back the whole
+        // typed object sends `reclaimPolicy: Retain` where the stored one has none.
+        let spec = |v: &Value| serde_json::from_value::<VolumeSpec>(v.get("spec").cloned().unwrap_or_default()).ok();
+        if let (Some(was), Some(is)) = (spec(live), spec(object)) {
+            for (f, same) in [
+                ("size", was.size == is.size),
+                ("hostPath", was.host_path == is.host_path),
+                ("reclaimPolicy", was.reclaim_policy == is.reclaim_policy),
+            ] {
+                if !same {
+                    why.push(FieldError::new(
+                        format!("spec.{f}"),
+                        "cannot change once the volume exists; make a new volume",
+                    ));
+                }
             }
         }
     }
