@@ -521,6 +521,7 @@ fn arb_demand() -> impl Strategy<Value = Demand> {
                     a
                 })
                 .collect(),
+            node: None,
         })
 }
 

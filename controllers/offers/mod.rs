@@ -224,7 +224,10 @@ impl Runnable for Offers {
                 quotas.run(shutdown.clone(), poke(&wake)),
             ),
             offers.run(shutdown.clone(), poke(&wake)),
-            futures::future::join(leases.run(shutdown.clone(), poke(&wake)), volumes.run(shutdown.clone(), poke(&wake))),
+            futures::future::join(
+                leases.run(shutdown.clone(), poke(&wake)),
+                volumes.run(shutdown.clone(), poke(&wake)),
+            ),
         );
         let rounds = self.rounds(client, caches, touched, wake, shutdown.clone());
         tokio::select! {
