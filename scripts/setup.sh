@@ -10,6 +10,7 @@ set -euo pipefail
 RUN_PKGS=(
   runc             # the agent's container runtime
   busybox-static   # the tour's image (examples/images/busybox-image.sh) and test images
+  e2fsprogs        # mkfs.ext4: volumes as loop-mounted images, so their sizes hold
 )
 
 TEST_PKGS=(

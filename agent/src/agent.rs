@@ -13,6 +13,7 @@ use std::time::Duration;
 use corral_api::kinds::Lease;
 use corral_api::kinds::node::{NODE_LEASE_NAMESPACE, PortRange, Resources};
 use corral_api::kinds::task::Task;
+use corral_api::kinds::volume::Volume;
 use corral_client::{Api, Client, ListParams};
 use corral_runtime::{CancellationToken, Controller};
 use corral_telemetry::SharedRegistry;
@@ -63,6 +64,8 @@ pub struct AgentConfig {
     /// PEM of the authority the API's certificate chains to, handed to tasks with a
     /// service account (`ca.crt`); `None` over plain HTTP or a publicly trusted one.
     pub server_ca: Option<Vec<u8>>,
+    /// How local persistent volumes are kept: images or not, allowed host paths.
+    pub volumes: crate::volumes::VolumeConfig,
 }
 
 /// A started agent.
@@ -130,6 +133,7 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
     // unreachable meanwhile.
     handles.push(tokio::spawn(heartbeats(client.clone(), cfg.clone(), metrics.clone(), stop.clone())));
 
+    let volumes = crate::volumes::Volumes::new(cfg.name.clone(), client.clone(), layout.clone(), &cfg.volumes);
     let ctx = TaskContext::new(
         cfg.name.clone(),
         address,
@@ -141,6 +145,7 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         cfg.ports.clone(),
         cfg.artifacts.clone(),
         cfg.server_ca.clone(),
+        volumes.clone(),
     );
     let recovered = runtime.recover().await?;
     tracing::info!(node = %cfg.name, recovered = recovered.len(), "recovered tasks from the work dir");
@@ -157,6 +162,21 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
     registry.register(|r| controller.metrics().register(r, "agent_tasks"));
     ctx.set_queue(controller.queue());
     let cache = controller.cache();
+
+    // This node's volumes: made (or mounted again after a restart) as soon as seen,
+    // measured, and released once deleted.
+    let volume_controller = Controller::new(
+        Api::<Volume>::all(client.clone()),
+        ListParams::default().fields(&format!("spec.nodeName={}", cfg.name)),
+    )
+    .concurrency(2);
+    registry.register(|r| volume_controller.metrics().register(r, "agent_volumes"));
+    volumes.set_queue(volume_controller.queue());
+    handles.push(tokio::spawn(crate::volumes::sweep(volumes.clone(), volume_controller.cache(), stop.clone())));
+    let shutdown = stop.clone();
+    handles.push(tokio::spawn(async move {
+        volume_controller.run(crate::volumes::reconcile, crate::volumes::error_policy, volumes, shutdown).await;
+    }));
 
     let router = crate::http::router(crate::http::AgentHttp { layout: layout.clone(), registry });
     let shutdown = stop.clone().cancelled_owned();

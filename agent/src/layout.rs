@@ -11,7 +11,8 @@
 //! <work>/tasks/<uid>/logs/       stdout, stderr and their rotations .1 (newest) … .N
 //! <work>/tasks/<uid>/bundle/     OCI bundle: config.json, rootfs (overlay), upper, work
 //! <work>/tasks/<uid>/sandbox/    the task's sandbox, /mnt/sandbox in containers
-//! <work>/volumes/<name>/         persistent volumes
+//! <work>/volumes/<ns>/<name>/    a persistent volume: the directory tasks mount
+//! <work>/volumes/<ns>/<name>.img its filesystem image, where the size is enforced
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -54,10 +55,24 @@ impl Layout {
         self.tasks().join(uid)
     }
 
-    /// A persistent volume's directory; `name` must be an RFC 1123 label.
-    pub fn volume(&self, name: &str) -> Result<PathBuf> {
+    /// The directory holding every persistent volume, by namespace.
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    /// A persistent volume's directory (what tasks mount); `namespace` and `name`
+    /// must be RFC 1123 labels, so that neither can lead out of [`Layout::volumes`].
+    pub fn volume(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        corral_api::names::check_dns_label(namespace)
+            .map_err(|e| Error::Invalid(format!("volume namespace {namespace:?}: {e}")))?;
         corral_api::names::check_dns_label(name).map_err(|e| Error::Invalid(format!("volume name {name:?}: {e}")))?;
-        Ok(self.root.join("volumes").join(name))
+        Ok(self.volumes().join(namespace).join(name))
+    }
+
+    /// A persistent volume's filesystem image, beside its directory (`<name>.img`:
+    /// no label holds a dot, so it never names another volume's directory).
+    pub fn volume_image(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        Ok(self.volume(namespace, name)?.with_extension("img"))
     }
 }
 

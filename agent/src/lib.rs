@@ -21,6 +21,7 @@ pub mod node;
 pub mod runtime;
 pub mod tasks;
 pub mod users;
+pub mod volumes;
 
 pub use error::{Error, Result};
 pub use layout::Layout;

@@ -41,6 +41,10 @@ pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
             max_bytes: a.artifact_max_bytes,
         },
         server_ca: None,
+        volumes: corral_agent::volumes::VolumeConfig {
+            no_images: a.no_volume_images,
+            host_path_allow: a.host_path_allow.clone(),
+        },
     })
 }
 

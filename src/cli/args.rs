@@ -265,6 +265,16 @@ pub struct AgentArgs {
     /// Largest artifact downloaded, e.g. 512Mi. Default: 4Gi.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub artifact_max_bytes: Option<u64>,
+
+    /// A host directory (with everything under it) host-path volumes may use
+    /// (repeatable). None by default: host-path volumes are refused on this node.
+    #[arg(long, value_name = "DIR")]
+    pub host_path_allow: Vec<PathBuf>,
+
+    /// Never back volumes with loop-mounted filesystem images: their sizes are then
+    /// measured and reported, not enforced (as on hosts without loop devices).
+    #[arg(long)]
+    pub no_volume_images: bool,
 }
 
 /// `corral admin` subcommands.
@@ -495,6 +505,14 @@ pub struct ServeArgs {
     /// `up` only: do not run the local agent.
     #[arg(long)]
     pub no_agent: bool,
+
+    /// `up` only: as `corral agent --host-path-allow`, for the local agent (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub host_path_allow: Vec<PathBuf>,
+
+    /// `up` only: as `corral agent --no-volume-images`, for the local agent.
+    #[arg(long)]
+    pub no_volume_images: bool,
 }
 
 /// A byte count: a number with an optional suffix Ki, Mi, Gi (or K, M, G).

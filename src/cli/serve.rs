@@ -96,6 +96,8 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         let agent_args = super::args::AgentArgs {
             work_dir: data_dir.join("agent"),
             name: defaults.name.clone().or_else(|| Some("local".to_string())),
+            host_path_allow: args.host_path_allow.clone(),
+            no_volume_images: args.no_volume_images,
             ..defaults
         };
         let cfg = corral_agent::agent::AgentConfig {

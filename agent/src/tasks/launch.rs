@@ -274,17 +274,29 @@ async fn prepare(ctx: &TaskContext, task: &Task, uid: &str, dir: &TaskDir, ports
         env.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
     }
     let mut mounts = Vec::new();
+    let ns = task.metadata.namespace.as_deref().unwrap_or("default");
     for m in &spec.volume_mounts {
-        let source = ctx.layout.volume(&m.volume).map_err(|e| ("InvalidSpec", e))?;
-        let new = !source.exists();
-        std::fs::create_dir_all(&source)
-            .map_err(|e| ("VolumeFailed", Error::io("cannot create volume", &source, e)))?;
-        // A new volume belongs to the task that made it (tasks run as non-root).
-        if let (true, Some((u, g))) = (new, user) {
-            std::os::unix::fs::chown(&source, Some(u), Some(g))
-                .map_err(|e| ("VolumeFailed", Error::io("cannot chown volume", &source, e)))?;
+        // A name that could not name a directory is a bad spec, not a bad volume.
+        ctx.layout.volume(ns, &m.volume).map_err(|e| ("InvalidSpec", e))?;
+        let volume = ctx.volumes.for_task(ns, &m.volume).await.map_err(|e| ("VolumeFailed", e))?;
+        if volume.spec.host_path.is_some() && !privileged(ctx, task).await? {
+            return Err((
+                "VolumeFailed",
+                Error::Invalid(format!(
+                    "volume {:?} is a host path: only tasks of a privileged namespace may mount one",
+                    m.volume
+                )),
+            ));
         }
-        mounts.push(Mount { source, destination: m.mount_path.clone(), read_only: m.read_only });
+        let ready = ctx.volumes.ensure_for_task(&volume).await.map_err(|e| ("VolumeFailed", e))?;
+        if volume.spec.host_path.is_none() {
+            // An empty volume belongs to the first task to use it (tasks run as non-root).
+            let (dir, user) = (ready.dir.clone(), user);
+            crate::blocking::run("claiming a volume", move || crate::volumes::disk::claim(&dir, user))
+                .await
+                .map_err(|e| ("VolumeFailed", e))?;
+        }
+        mounts.push(Mount { source: ready.dir, destination: m.mount_path.clone(), read_only: m.read_only });
     }
     mounts.extend(credential.and_then(|c| c.mount));
     // Last, so that no failure above leaves the image held.

@@ -73,6 +73,8 @@ pub struct TaskContext {
     pub artifacts: crate::artifacts::ArtifactPolicy,
     /// The authority the API's certificate chains to, for tasks' `ca.crt`.
     pub server_ca: Option<Vec<u8>>,
+    /// The node's persistent volumes.
+    pub volumes: Arc<crate::volumes::Volumes>,
     local: Mutex<HashMap<String, Local>>,
     /// Host ports offered by this node.
     port_ranges: Vec<corral_api::kinds::node::PortRange>,
@@ -94,6 +96,7 @@ impl TaskContext {
         port_ranges: Vec<corral_api::kinds::node::PortRange>,
         artifacts: crate::artifacts::ArtifactPolicy,
         server_ca: Option<Vec<u8>>,
+        volumes: Arc<crate::volumes::Volumes>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), &format!("agent/{node}"));
         let tasks = Api::<Task>::all(client);
@@ -109,6 +112,7 @@ impl TaskContext {
             metrics,
             artifacts,
             server_ca,
+            volumes,
             local: Mutex::new(HashMap::new()),
             port_ranges,
             queue: OnceLock::new(),
@@ -271,6 +275,11 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
             apply_end(&mut st, &end, kill.as_ref());
             let task = report_end(&ctx, &task, st).await?;
             cleanup(&ctx, &uid).await;
+            // What the task left on its volumes is measured now, not at the next round.
+            let ns = task.metadata.namespace.as_deref().unwrap_or("default");
+            for m in &task.spec.volume_mounts {
+                ctx.volumes.touch(ns, &m.volume);
+            }
             // Nothing runs any more: deleting the record need not wait for this agent
             // (which may never come back).
             drop_finalizer(&ctx, task).await?;

@@ -17,7 +17,9 @@ use crate::resource::{KindSpec, Object};
 /// `Delete`, until its node's agent has removed the data.
 pub const VOLUME_FINALIZER: &str = "corral.dev/volume-protection";
 
-/// Finalizer on volumes with reclaim policy `Delete`: the node's agent removes it once it has deleted the data.
+/// Finalizer on volumes with reclaim policy `Delete`: removed by the agent of the
+/// volume's node once it has deleted the data (after [`VOLUME_FINALIZER`] is gone,
+/// i.e. no task uses the volume any more).
 pub const VOLUME_DATA_FINALIZER: &str = "corral.dev/volume-data";
 
 /// Label on volumes a service made from its volume templates: the service's name.

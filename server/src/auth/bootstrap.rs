@@ -83,6 +83,10 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 rule(&["get", "list", "watch", "update", "patch"], &["tasks"]),
                 rule(&["get", "update", "patch"], &["tasks/status"]),
                 rule(&["create", "get", "update", "patch"], &["events"]),
+                // The volumes bound to the node (see auth::node): made, measured, and
+                // their data finalizer dropped once their data is gone.
+                rule(&["get", "list", "watch", "update", "patch"], &["volumes"]),
+                rule(&["get", "update", "patch"], &["volumes/status"]),
                 // The task security level of a task's namespace, checked at launch.
                 rule(&["get"], &["namespaces"]),
                 // Pulling a task's image from the control plane's registry.

@@ -1,11 +1,12 @@
 //! The node restriction, as Kubernetes' Node authorizer and NodeRestriction admission:
 //! RBAC's `node` role lets nodes touch nodes, leases, tasks and events at all; this
-//! narrows it to a node's own — its Node and Lease, the tasks bound to it (their
-//! finalizers and status, never their spec), and Events about those.
+//! narrows it to a node's own — its Node and Lease, the tasks and volumes bound to it
+//! (their finalizers and status, never their spec), and Events about those.
 
 use axum::http::Method;
 use corral_api::kinds::node::NODE_LEASE_NAMESPACE;
 use corral_api::kinds::task::TaskSpec;
+use corral_api::kinds::volume::VolumeSpec;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
@@ -30,20 +31,21 @@ pub(crate) async fn check_request(
     }
     let reading = *method == Method::GET || *method == Method::HEAD;
     match (plural, target) {
-        ("tasks", Target::Collection) if reading => {
+        ("tasks" | "volumes", Target::Collection) if reading => {
             let own = format!("spec.nodeName={node}");
             let selects_own = field_selector.is_some_and(|s| s.split(',').any(|t| t.trim() == own));
             if !selects_own {
-                return Err(refuse(node, format_args!("list tasks without the field selector {own}")));
+                return Err(refuse(node, format_args!("list {plural} without the field selector {own}")));
             }
         }
-        ("tasks", Target::Collection) => return Err(refuse(node, "create tasks")),
-        ("tasks", _) => {
+        ("tasks" | "volumes", Target::Collection) => return Err(refuse(node, format_args!("create {plural}"))),
+        ("tasks" | "volumes", _) => {
             // Missing objects fall through to the handler's 404.
             if let Ok(live) = ctx.live(&ctx.name).await
                 && bound_node(&live.json) != Some(node)
             {
-                return Err(refuse(node, format_args!("touch task {:?}, which is not bound to it", ctx.name)));
+                let kind = &ctx.info.kind;
+                return Err(refuse(node, format_args!("touch {kind} {:?}, which is not bound to it", ctx.name)));
             }
         }
         ("nodes" | "leases", Target::Object | Target::Status) if !reading && ctx.name != node => {
@@ -57,6 +59,7 @@ pub(crate) async fn check_request(
     Ok(())
 }
 
+/// `spec.nodeName` of a stored task or volume.
 fn bound_node(task_json: &[u8]) -> Option<&str> {
     // Only the one field is needed: skip decoding the whole task.
     #[derive(serde::Deserialize)]
@@ -85,6 +88,16 @@ pub(crate) async fn admit(ctx: &Ctx, node: &str, object: &Value) -> ApiResult<()
             let spec = |v: &Value| serde_json::from_value::<TaskSpec>(v.get("spec").cloned().unwrap_or_default()).ok();
             if spec(&live) != spec(object) {
                 return Err(refuse(node, "change a task's spec (only its finalizers and status)"));
+            }
+            Ok(())
+        }
+        "volumes" => {
+            let live = ctx.live(name).await?;
+            let live: Value = serde_json::from_slice(&live.json).map_err(ApiError::internal)?;
+            let spec =
+                |v: &Value| serde_json::from_value::<VolumeSpec>(v.get("spec").cloned().unwrap_or_default()).ok();
+            if spec(&live) != spec(object) {
+                return Err(refuse(node, "change a volume's spec (only its finalizers and status)"));
             }
             Ok(())
         }
