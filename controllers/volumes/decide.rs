@@ -56,8 +56,9 @@ pub enum Step {
 ///
 /// - `InUse` with the task's name while a live task holds it; `Bound` when bound
 ///   and free; `Pending` while unbound.
-/// - `Failed` (written by the agent) is kept while the same task holds it: the
-///   failure is about that use; a new use, or its end, judges the volume afresh.
+/// - `Failed` (written by the node's agent when it cannot make or mount the volume)
+///   stands: only `task` is kept up to date. The agent keeps retrying, and deleting
+///   and re-creating the volume starts again.
 /// - Being deleted and not held by a live task: its protection finalizer goes.
 pub fn decide(v: &Observed<'_>, holder: Holder) -> Vec<Step> {
     let mut steps = Vec::new();
@@ -66,8 +67,8 @@ pub fn decide(v: &Observed<'_>, holder: Holder) -> Vec<Step> {
         _ if v.bound => (VolumePhase::Bound, None),
         _ => (VolumePhase::Pending, None),
     };
-    let keep_failed = v.phase == Some(VolumePhase::Failed) && task.is_some() && v.task == task;
-    if !keep_failed && (v.phase != Some(phase) || v.task != task) {
+    let phase = if v.phase == Some(VolumePhase::Failed) { VolumePhase::Failed } else { phase };
+    if v.phase != Some(phase) || v.task != task {
         steps.push(Step::SetStatus { phase, task: task.map(str::to_string) });
     }
     if v.deleting && v.protected && holder != Holder::Live {
@@ -104,10 +105,10 @@ mod tests {
             (vol(true, InUse, Some("t"), Some("t")), Holder::Missing, vec![status(Bound, None)]),
             (vol(true, Bound, None, Some("t")), Holder::Ended, vec![]),
             (vol(true, Pending, None, None), Holder::None, vec![status(Bound, None)]),
-            // The agent's Failed stands while the same task holds the volume.
+            // The agent's Failed stands; the task using it is still told.
             (vol(true, Failed, Some("t"), Some("t")), Holder::Live, vec![]),
-            (vol(true, Failed, Some("t"), Some("u")), Holder::Live, vec![status(InUse, Some("u"))]),
-            (vol(true, Failed, Some("t"), Some("t")), Holder::Ended, vec![status(Bound, None)]),
+            (vol(true, Failed, Some("t"), Some("u")), Holder::Live, vec![status(Failed, Some("u"))]),
+            (vol(true, Failed, Some("t"), Some("t")), Holder::Ended, vec![status(Failed, None)]),
         ];
         for (i, (v, h, want)) in table.iter().enumerate() {
             assert_eq!(&decide(v, *h), want, "row {i}: {v:?} {h:?}");
