@@ -25,7 +25,8 @@ use corral_api::Resource;
 use corral_api::kinds::task::{Task, TaskSummary};
 use corral_api::kinds::volume::{VOLUME_FINALIZER, Volume, VolumeStatus};
 use corral_client::{Api, Client, ListParams};
-use corral_runtime::{Action, Cache, CancellationToken, Controller, ControllerMetrics, ObjectRef, Runnable};
+use corral_runtime::{Action, Cache, CancellationToken, Controller, ObjectRef, Runnable};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 use self::decide::{Holder, Observed, Step};
@@ -41,7 +42,9 @@ pub const CLAIM_ANNOTATION: &str = "corral.dev/claimed-by";
 /// The volumes controller, for a [`corral_runtime::Manager`].
 #[derive(Default)]
 pub struct Volumes {
-    metrics: Arc<ControllerMetrics>,
+    // Its own counter rather than the runtime's `ControllerMetrics`, whose families
+    // would repeat the node lifecycle controller's in one registry.
+    released: Counter,
     tasks: Arc<SharedTasks>,
 }
 
@@ -61,6 +64,7 @@ impl Volumes {
 
 struct Ctx {
     client: Client,
+    released: Counter,
     tasks: Cache<TaskSummary>,
     task_resource: String,
 }
@@ -72,7 +76,11 @@ impl Runnable for Volumes {
     }
 
     fn register_metrics(&self, registry: &mut Registry) {
-        self.metrics.register(registry, NAME);
+        registry.register(
+            "corral_volumes_released",
+            "Deleted volumes released (protection finalizer removed) once no task held them",
+            self.released.clone(),
+        );
     }
 
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
@@ -94,8 +102,13 @@ impl Runnable for Volumes {
             }
         };
         let (tasks, _subscription) = self.tasks.subscribe(&client, Arc::new(on_task));
-        let ctx = Arc::new(Ctx { client, tasks, task_resource: Task::kind_info().resource() });
-        controller.with_metrics(self.metrics.clone()).run(reconcile, error_policy, ctx, shutdown).await;
+        let ctx = Arc::new(Ctx {
+            client,
+            released: self.released.clone(),
+            tasks,
+            task_resource: Task::kind_info().resource(),
+        });
+        controller.run(reconcile, error_policy, ctx, shutdown).await;
         Ok(())
     }
 }
@@ -146,7 +159,11 @@ async fn reconcile(volume: Arc<Volume>, ctx: Arc<Ctx>) -> corral_client::Result<
                 let Some(mut latest) = api.get_opt(&m.name).await? else { continue };
                 if latest.metadata.remove_finalizer(VOLUME_FINALIZER) {
                     tracing::info!(volume = %m.name, namespace = ns, "volume released: no task holds it");
-                    api.update(&latest).await.map(drop)
+                    let written = api.update(&latest).await.map(drop);
+                    if written.is_ok() {
+                        ctx.released.inc();
+                    }
+                    written
                 } else {
                     Ok(())
                 }
