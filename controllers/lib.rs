@@ -104,6 +104,51 @@ impl Selection {
     }
 }
 
+/// The built-in controllers that act as a user of their own, least-privileged
+/// (the server's bootstrap binds each to a ClusterRole of that name), rather than
+/// as the controller manager: controller name, user.
+pub const OWN_IDENTITIES: &[(&str, &str)] = &[(volumes::NAME, volumes::USER)];
+
+/// `controllers`, those named in [`OWN_IDENTITIES`] given a client of their own,
+/// `client_as(user)`, which they run with instead of the manager's.
+pub fn with_own_identities(
+    controllers: Vec<Arc<dyn Runnable>>,
+    client_as: impl Fn(&str) -> corral_client::Client,
+) -> Vec<Arc<dyn Runnable>> {
+    controllers
+        .into_iter()
+        .map(|c| match OWN_IDENTITIES.iter().find(|(name, _)| *name == c.name()) {
+            Some((_, user)) => Arc::new(OwnClient { inner: c, client: client_as(user) }) as Arc<dyn Runnable>,
+            None => c,
+        })
+        .collect()
+}
+
+/// A controller run with a client of its own.
+struct OwnClient {
+    inner: Arc<dyn Runnable>,
+    client: corral_client::Client,
+}
+
+#[async_trait::async_trait]
+impl Runnable for OwnClient {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.register_metrics(registry);
+    }
+
+    async fn run(
+        &self,
+        _manager_client: corral_client::Client,
+        shutdown: corral_runtime::CancellationToken,
+    ) -> corral_runtime::Result<()> {
+        self.inner.run(self.client.clone(), shutdown).await
+    }
+}
+
 /// The selected built-in controllers, ready to add to a manager.
 pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>> {
     let mut out: Vec<Arc<dyn Runnable>> = Vec::new();

@@ -35,6 +35,10 @@ use crate::shared_tasks::SharedTasks;
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "volumes";
 
+/// The user it acts as where it is given an identity of its own (see
+/// [`crate::OWN_IDENTITIES`]); bound to the ClusterRole of the same name.
+pub const USER: &str = "system:controller:volumes";
+
 /// Annotation on a volume naming the task that last claimed it (written by the
 /// server, in the transaction that puts the task on its node).
 pub const CLAIM_ANNOTATION: &str = "corral.dev/claimed-by";
