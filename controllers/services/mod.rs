@@ -978,6 +978,19 @@ mod tests {
     }
 
     #[test]
+    fn instances_with_volumes_roll_out_without_surge_one_stopping_before_its_replacement() {
+        for (n, min) in [(1, 0.0), (2, 0.5), (4, 0.75)] {
+            let spec = ServiceSpec { instances: n, ..Default::default() };
+            let s = no_surge(&spec);
+            assert_eq!(s.upgrade_strategy.maximum_over_capacity, 0.0, "{n}");
+            assert!((s.upgrade_strategy.minimum_health_capacity - min).abs() < 1e-9, "{n}: {:?}", s.upgrade_strategy);
+        }
+        let mut lenient = ServiceSpec { instances: 4, ..Default::default() };
+        lenient.upgrade_strategy.minimum_health_capacity = 0.5;
+        assert_eq!(no_surge(&lenient).upgrade_strategy.minimum_health_capacity, 0.5, "a lower minimum stays");
+    }
+
+    #[test]
     fn a_refused_accepts_tasks_are_forgotten_and_their_service_decides_again() {
         let mut svc = Service::namespaced("prod", "web", ServiceSpec { instances: 2, ..Default::default() });
         svc.metadata.uid = Some("u1".into());
