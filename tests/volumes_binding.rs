@@ -278,3 +278,41 @@ async fn volume_admission_checks_size_host_path_and_the_namespace_policy() {
     assert_eq!(code, StatusCode::CREATED, "an agent-made volume is fine there: {body}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn offers_show_the_disk_left_after_bound_volumes_and_a_stateful_instance_that_does_not_fit_waits() {
+    let s = TestServer::start().await;
+    node(&s, "n1", 300).await;
+    create_volume(&s, "a", 200).await;
+    let (code, body) = s.post(TASKS, &task("ta", Some("n1"), &["a"])).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    // A service whose instance needs a new 200 MiB volume: 90 MiB are left on n1
+    // (300, less the volume's 200 and the task's own 10).
+    let svc = json!({"apiVersion": "corral.dev/v1", "kind": "Service", "metadata": {"name": "big"},
+        "spec": {"instances": 1,
+            "template": {"command": ["sleep", "3600"], "resources": {"cpus": 0.1, "mem": 16}},
+            "volumes": [{"name": "data", "mountPath": "/data", "size": 200}]}});
+    let (code, body) = s.post("/apis/corral.dev/v1/namespaces/default/services", &svc).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let offers = s
+        .wait_for("/apis/corral.dev/v1/offers", "an offer of n1", |l| {
+            l["items"].as_array().is_some_and(|os| os.iter().any(|o| o["spec"]["node"] == "n1"))
+        })
+        .await;
+    for o in offers["items"].as_array().into_iter().flatten().filter(|o| o["spec"]["node"] == "n1") {
+        assert_eq!(o["spec"]["resources"]["disk"], 90, "the volume's and the task's disk are taken out: {o}");
+    }
+    let svc = s
+        .wait_for("/apis/corral.dev/v1/namespaces/default/services/big", "the instance waiting for disk", |v| {
+            v["status"]["waiting"]["refusals"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["reason"] == "insufficient disk"))
+        })
+        .await;
+    let (_, v) = s.get(&format!("{VOLUMES}/big-data-0")).await;
+    assert_eq!(v["metadata"]["labels"]["corral.dev/service"], "big", "made before placing: {v}");
+    assert!(v["spec"].get("nodeName").is_none(), "and bound nowhere: {v} {svc}");
+    let (_, tasks) = s.get(&format!("{TASKS}?labelSelector=corral.dev/service%3Dbig")).await;
+    assert_eq!(tasks["items"], json!([]), "{tasks}");
+    s.stop().await;
+}
