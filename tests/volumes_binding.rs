@@ -316,3 +316,33 @@ async fn offers_show_the_disk_left_after_bound_volumes_and_a_stateful_instance_t
     assert_eq!(tasks["items"], json!([]), "{tasks}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_task_that_mounts_volumes_is_not_moved_nor_remounted_by_an_update() {
+    let s = TestServer::start().await;
+    node(&s, "n1", 1000).await;
+    node(&s, "n2", 1000).await;
+    create_volume(&s, "v", 10).await;
+    create_volume(&s, "w", 10).await;
+    let (code, body) = s.post(TASKS, &task("pending", None, &["v"])).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let mut bound = body.clone();
+    bound["spec"]["nodeName"] = json!("n2");
+    let (code, body) = s.put(&format!("{TASKS}/pending"), &bound).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "binding by update would skip the claim: {body}");
+    assert_eq!(causes(&body), vec!["spec.nodeName".to_string()], "{body}");
+
+    let (code, placed) = s.post(TASKS, &task("placed", Some("n1"), &["w"])).await;
+    assert_eq!(code, StatusCode::CREATED, "{placed}");
+    let mut remounted = placed.clone();
+    remounted["spec"]["volumeMounts"][0]["volume"] = json!("v");
+    let (code, body) = s.put(&format!("{TASKS}/placed"), &remounted).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(causes(&body), vec!["spec.volumeMounts".to_string()], "{body}");
+    let mut labelled = placed.clone();
+    labelled["metadata"]["labels"] = json!({"team": "db"});
+    labelled["spec"]["volumeMounts"][0]["readOnly"] = json!(false);
+    let (code, body) = s.put(&format!("{TASKS}/placed"), &labelled).await;
+    assert_eq!(code, StatusCode::OK, "other changes go through: {body}");
+    s.stop().await;
+}
