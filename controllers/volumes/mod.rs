@@ -25,7 +25,7 @@ use corral_api::Resource;
 use corral_api::kinds::task::{Task, TaskSummary};
 use corral_api::kinds::volume::{VOLUME_FINALIZER, Volume, VolumeStatus};
 use corral_client::{Api, Client, ListParams};
-use corral_runtime::{Action, Cache, CancellationToken, Controller, ObjectRef, Runnable};
+use corral_runtime::{Action, Cache, CancellationToken, Controller, ObjectRef, Reflector, Runnable};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
@@ -42,6 +42,9 @@ pub const USER: &str = "system:controller:volumes";
 /// Annotation on a volume naming the task that last claimed it (written by the
 /// server, in the transaction that puts the task on its node).
 pub const CLAIM_ANNOTATION: &str = "corral.dev/claimed-by";
+
+/// Index of volumes by the task claiming them.
+const BY_CLAIM: &str = "claim";
 
 /// The volumes controller, for a [`corral_runtime::Manager`].
 #[derive(Default)]
@@ -88,21 +91,24 @@ impl Runnable for Volumes {
     }
 
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
-        let controller =
-            Controller::new(Api::<Volume>::all(client.clone()), ListParams::default()).reconcile_status_changes();
+        // Volumes indexed by the task claiming them (`namespace/task`).
+        let reflector = Reflector::new(Api::<Volume>::all(client.clone()), ListParams::default()).index(
+            BY_CLAIM,
+            Arc::new(|v: &Volume| {
+                let ns = v.metadata.namespace.as_deref().unwrap_or_default();
+                v.metadata.annotations.get(CLAIM_ANNOTATION).map(|t| format!("{ns}/{t}")).into_iter().collect()
+            }),
+        );
+        let controller = Controller::for_reflector(reflector).reconcile_status_changes();
         let volumes = controller.cache();
         let queue = controller.queue();
         let resource = Volume::kind_info().resource();
-        // A task's change queues the volumes claimed for it: few per namespace.
+        // A task's change queues the volumes claimed for it.
         let on_task = move |c: corral_runtime::Change<TaskSummary>| {
             let t = c.object();
             let ns = t.metadata.namespace.as_deref().unwrap_or_default();
-            for v in volumes.list() {
-                if v.metadata.namespace.as_deref() == Some(ns)
-                    && v.metadata.annotations.get(CLAIM_ANNOTATION) == Some(&t.metadata.name)
-                {
-                    queue.add(ObjectRef::namespaced(resource.clone(), ns, &v.metadata.name));
-                }
+            for v in volumes.by_index(BY_CLAIM, &format!("{ns}/{}", t.metadata.name)) {
+                queue.add(ObjectRef::namespaced(resource.clone(), ns, &v.metadata.name));
             }
         };
         let (tasks, _subscription) = self.tasks.subscribe(&client, Arc::new(on_task));
