@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod node_lifecycle;
 pub mod offers;
 pub mod services;
+pub mod volumes;
 
 pub mod matching;
 mod registration;
@@ -58,7 +59,8 @@ impl Config {
 }
 
 /// The names of every built-in controller, as `--controllers` takes them.
-pub const NAMES: &[&str] = &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME, events::NAME];
+pub const NAMES: &[&str] =
+    &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME, events::NAME, volumes::NAME];
 
 /// Which built-in controllers to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +104,51 @@ impl Selection {
     }
 }
 
+/// The built-in controllers that act as a user of their own, least-privileged
+/// (the server's bootstrap binds each to a ClusterRole of that name), rather than
+/// as the controller manager: controller name, user.
+pub const OWN_IDENTITIES: &[(&str, &str)] = &[(volumes::NAME, volumes::USER)];
+
+/// `controllers`, those named in [`OWN_IDENTITIES`] given a client of their own,
+/// `client_as(user)`, which they run with instead of the manager's.
+pub fn with_own_identities(
+    controllers: Vec<Arc<dyn Runnable>>,
+    client_as: impl Fn(&str) -> corral_client::Client,
+) -> Vec<Arc<dyn Runnable>> {
+    controllers
+        .into_iter()
+        .map(|c| match OWN_IDENTITIES.iter().find(|(name, _)| *name == c.name()) {
+            Some((_, user)) => Arc::new(OwnClient { inner: c, client: client_as(user) }) as Arc<dyn Runnable>,
+            None => c,
+        })
+        .collect()
+}
+
+/// A controller run with a client of its own.
+struct OwnClient {
+    inner: Arc<dyn Runnable>,
+    client: corral_client::Client,
+}
+
+#[async_trait::async_trait]
+impl Runnable for OwnClient {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.register_metrics(registry);
+    }
+
+    async fn run(
+        &self,
+        _manager_client: corral_client::Client,
+        shutdown: corral_runtime::CancellationToken,
+    ) -> corral_runtime::Result<()> {
+        self.inner.run(self.client.clone(), shutdown).await
+    }
+}
+
 /// The selected built-in controllers, ready to add to a manager.
 pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>> {
     let mut out: Vec<Arc<dyn Runnable>> = Vec::new();
@@ -118,6 +165,9 @@ pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>>
     }
     if selection.includes(services::NAME) {
         out.push(Arc::new(services::Services::new(config.services.clone()).sharing(tasks.clone())));
+    }
+    if selection.includes(volumes::NAME) {
+        out.push(Arc::new(volumes::Volumes::new().sharing(tasks.clone())));
     }
     if selection.includes(jobs::NAME) {
         out.push(Arc::new(jobs::Jobs::new().sharing(tasks)));

@@ -132,6 +132,8 @@ pub struct Demand {
     /// with `hostname` set to the node's name; constraints count them. An entry
     /// lacking a constraint's field is not counted by it.
     pub placed: Vec<BTreeMap<String, String>>,
+    /// Only offers of this node serve it: an instance whose volumes are bound there.
+    pub node: Option<String>,
 }
 
 /// One task to launch.
@@ -616,6 +618,8 @@ enum Reason<'o> {
     Mem,
     Disk,
     Ports,
+    /// The demand is pinned to another node.
+    Node,
     /// The demand's constraint of that index.
     Constraint(usize),
 }
@@ -712,6 +716,9 @@ impl<'a> Spec<'a> {
         if self.role != Some(o.role) {
             return Err(Refused::no(Reason::Role(&o.view.role)));
         }
+        if self.demand.node.as_ref().is_some_and(|n| *n != o.view.node) {
+            return Err(Refused::no(Reason::Node));
+        }
         // NaN on either side refuses.
         let cpus_fit = self.need.cpus.partial_cmp(&(o.left.cpus + CPU_EPSILON)).is_some_and(Ordering::is_le);
         if !cpus_fit {
@@ -803,6 +810,10 @@ impl<'a> Spec<'a> {
             Reason::Mem => "insufficient mem".into(),
             Reason::Disk => "insufficient disk".into(),
             Reason::Ports => "insufficient ports".into(),
+            Reason::Node => match &self.demand.node {
+                Some(n) => format!("not node {n}, where the instance's volumes are"),
+                None => "another node".into(),
+            },
             Reason::Constraint(i) => self.rules[i].reason.clone(),
         }
     }

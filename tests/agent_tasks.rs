@@ -152,18 +152,27 @@ async fn a_task_that_cannot_start_fails_with_a_reason() {
     let c = Cluster::start("bad", Duration::from_secs(60)).await;
     c.create_task("no-image", json!({"image": "nosuch:1", "command": ["true"]})).await;
     c.create_task("no-binary", json!({"image": "busybox", "command": ["/nonexistent"]})).await;
-    c.create_task(
-        "escape",
-        json!({"image": "busybox", "command": ["true"],
-        "volumeMounts": [{"volume": "../../etc", "mountPath": "/x"}]}),
-    )
-    .await;
+    // A volume name leading out of the agent's volumes: refused by the server, which
+    // finds no such volume, in the write that would bind the task (the agent's own
+    // check of the name is the defence behind it).
+    let escape = json!({"apiVersion": "corral.dev/v1", "kind": "Task", "metadata": {"name": "escape"},
+        "spec": {"image": "busybox", "command": ["true"], "nodeName": c.node,
+            "volumeMounts": [{"volume": "../../etc", "mountPath": "/x"}]}});
+    let refused = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(format!("{}/apis/corral.dev/v1/namespaces/default/tasks", c.url))
+        .bearer_auth(c.admin_token())
+        .json(&escape)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(refused.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
     let t = c.wait_phase("no-image", "FAILED").await;
     assert_eq!(t.pointer("/status/reason"), Some(&json!("ImageNotFound")), "{t:#}");
     let t = c.wait_phase("no-binary", "FAILED").await;
     assert!(t.pointer("/status/message").and_then(Value::as_str).is_some_and(|m| !m.is_empty()), "{t:#}");
-    let t = c.wait_phase("escape", "FAILED").await;
-    assert_eq!(t.pointer("/status/reason"), Some(&json!("InvalidSpec")), "{t:#}");
     c.stop().await;
 }
 

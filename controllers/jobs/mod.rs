@@ -386,6 +386,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
                 role: d.template.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()),
                 constraints: d.template.constraints.clone(),
                 placed: Vec::new(),
+                node: None,
             }
         })
         .collect();

@@ -521,6 +521,7 @@ fn arb_demand() -> impl Strategy<Value = Demand> {
                     a
                 })
                 .collect(),
+            node: None,
         })
 }
 
@@ -649,4 +650,18 @@ fn only_offers_neither_withdrawn_declined_nor_used_are_open() {
     let open = open_offers(&cache, &used);
     assert_eq!(open.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["open"]);
     assert_eq!(open[0].node, "node-open");
+}
+
+#[test]
+fn a_demand_pinned_to_a_node_takes_only_that_nodes_offers_and_says_why_it_waits() {
+    let offers = [offer("n1", 8.0, 8192), offer("n2", 1.0, 256)];
+    let pinned = Demand { node: Some("n2".into()), ..demand(1, 0.5, 64) };
+    let m = match_offers(&offers, std::slice::from_ref(&pinned));
+    assert_eq!(placements(&m, 0), ["n2"], "the roomier n1 is not its node");
+
+    let elsewhere = Demand { node: Some("n3".into()), ..demand(1, 0.5, 64) };
+    let m = match_offers(&offers, &[elsewhere]);
+    assert_eq!(placements(&m, 0), Vec::<String>::new());
+    let w = waiting(&m, 0).expect("it waits");
+    assert_eq!(w.refusals, [refusal("not node n3, where the instance's volumes are", 2, 2)]);
 }

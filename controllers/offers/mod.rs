@@ -28,7 +28,7 @@ use corral_api::kinds::framework::{
 };
 use corral_api::kinds::node::{Node, NodePhase, Resources};
 use corral_api::kinds::task::{Task, TaskSummary};
-use corral_api::kinds::{Lease, Quota};
+use corral_api::kinds::{Lease, Quota, Volume};
 use corral_client::{Api, Client, DeleteParams, ListParams};
 use corral_runtime::{Cache, CancellationToken, Change, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
@@ -121,7 +121,12 @@ struct Caches {
     offers: Cache<Offer>,
     leases: Cache<Lease>,
     quotas: Cache<Quota>,
+    /// Volumes, indexed by the node they are bound to: their size is reserved there.
+    volumes: Cache<Volume>,
 }
+
+/// Index of volumes by the node they are bound to.
+const VOLUMES_BY_NODE: &str = "node";
 
 /// Nodes whose tasks changed since the last round, gathered by the tasks'
 /// reflector: only their holdings are counted again.
@@ -181,6 +186,10 @@ impl Runnable for Offers {
         let leases =
             Reflector::new(Api::<Lease>::namespaced(client.clone(), FRAMEWORK_LEASE_NAMESPACE), ListParams::default());
         let quotas = Reflector::new(Api::<Quota>::all(client.clone()), ListParams::default());
+        let volumes = Reflector::new(Api::<Volume>::all(client.clone()), ListParams::default()).index(
+            VOLUMES_BY_NODE,
+            Arc::new(|v: &Volume| v.spec.node_name.clone().into_iter().filter(|n| !n.is_empty()).collect()),
+        );
         let touched = TouchedNodes::default();
         let on_task = {
             let (touched, wake) = (touched.clone(), wake.clone());
@@ -206,6 +215,7 @@ impl Runnable for Offers {
             offers: offers.cache(),
             leases: leases.cache(),
             quotas: quotas.cache(),
+            volumes: volumes.cache(),
         };
         let reflectors = futures::future::join3(
             futures::future::join3(
@@ -214,7 +224,10 @@ impl Runnable for Offers {
                 quotas.run(shutdown.clone(), poke(&wake)),
             ),
             offers.run(shutdown.clone(), poke(&wake)),
-            leases.run(shutdown.clone(), poke(&wake)),
+            futures::future::join(
+                leases.run(shutdown.clone(), poke(&wake)),
+                volumes.run(shutdown.clone(), poke(&wake)),
+            ),
         );
         let rounds = self.rounds(client, caches, touched, wake, shutdown.clone());
         tokio::select! {
@@ -240,6 +253,7 @@ impl Offers {
         caches.offers.wait_synced().await;
         caches.leases.wait_synced().await;
         caches.quotas.wait_synced().await;
+        caches.volumes.wait_synced().await;
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let mut memory = Memory { prefix: radix36(started.as_millis() as u64), ..Default::default() };
         let ctx = Apis {
@@ -396,7 +410,14 @@ async fn round(
         let status = n.status.clone().unwrap_or_default();
         let offerable = status.phase == NodePhase::Ready && !n.spec.unschedulable;
         let held = memory.held.get(&n.metadata.name);
-        let allocated = held.map(|h| h.by_role.clone()).unwrap_or_default();
+        let mut allocated = held.map(|h| h.by_role.clone()).unwrap_or_default();
+        // Bound volumes hold their size as disk, for the role `*`, used or not (as
+        // the server's ledger counts them).
+        let reserved: u64 =
+            caches.volumes.by_index(VOLUMES_BY_NODE, &n.metadata.name).iter().map(|v| v.spec.size).sum();
+        if reserved > 0 {
+            allocated.entry(corral_api::kinds::framework::DEFAULT_ROLE.to_string()).or_default().disk += reserved;
+        }
         let used_ports = held.map(|h| h.ports.clone()).unwrap_or_default();
         if offerable {
             total = add(&total, &status.capacity);

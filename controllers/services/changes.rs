@@ -117,3 +117,18 @@ pub(super) fn on_node(changed: &Shared, wake: &Arc<Notify>) -> impl Fn(Change<No
         }
     }
 }
+
+/// Callback of the reflector of services' volumes: a volume made, bound or gone
+/// changes where its service's instance can go.
+pub(super) fn on_volume(
+    changed: &Shared,
+    wake: &Arc<Notify>,
+) -> impl Fn(Change<corral_api::kinds::Volume>) + Send + Sync + use<> {
+    let (changed, wake) = (changed.clone(), wake.clone());
+    move |c| {
+        let v = c.object();
+        let Some(service) = v.metadata.labels.get(corral_api::kinds::volume::VOLUME_SERVICE_LABEL) else { return };
+        changed.lock().services.insert(format!("{}/{service}", v.metadata.namespace.as_deref().unwrap_or_default()));
+        wake.notify_one();
+    }
+}

@@ -17,6 +17,14 @@
 //! `corral-frameworks`, and suppresses offers while no service waits for a place.
 //! What it wrote but does not yet see in its caches (tasks just launched, killed or
 //! deleted) is remembered until it does, so a round never launches twice.
+//!
+//! A service with volume templates (`spec.volumes`) has numbered instances: each
+//! task carries its instance's index (label `corral.dev/instance`), and instance
+//! `i` mounts the volumes `SERVICE-TEMPLATE-i`, made here before it is first
+//! placed (owned by the service when their reclaim policy is `Delete`). An instance
+//! is placed only once no task of its index is left running (a volume takes one
+//! task at a time), on its volumes' node once they are bound, with their size added
+//! to the disk it asks while they are not; its deployments kill, then start.
 
 mod changes;
 pub mod decide;
@@ -29,8 +37,13 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use corral_api::kinds::framework::{DEFAULT_ROLE, Framework, Offer, OfferAccept};
 use corral_api::kinds::node::Node;
-use corral_api::kinds::service::{REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceStatus};
+use corral_api::kinds::service::{
+    INSTANCE_LABEL, REVISION_LABEL, SERVICE_LABEL, SERVICES_FRAMEWORK, Service, ServiceSpec, ServiceStatus,
+    instance_volume_name,
+};
+use corral_api::kinds::task::VolumeMount;
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
+use corral_api::kinds::volume::{VOLUME_SERVICE_LABEL, Volume, VolumeSpec};
 use corral_api::{ApiObject, PartialObject, Resource};
 use corral_client::{Api, Client, DeleteParams, ListParams};
 use corral_runtime::{Cache, CancellationToken, ObjectRef, Reflector, Runnable};
@@ -125,6 +138,8 @@ struct Caches {
     tasks: Cache<TaskSummary>,
     offers: Cache<Offer>,
     nodes: Cache<Node>,
+    /// The volumes services made from their templates.
+    volumes: Cache<Volume>,
 }
 
 struct Apis {
@@ -143,14 +158,19 @@ struct Pending {
     /// other writes are: a cache far behind (a re-list of 100,000 tasks under load)
     /// would otherwise make the service launch it again.
     created: Option<u64>,
+    /// The instance it runs, for a service with volume templates.
+    instance: Option<u32>,
 }
 
 /// What one service decided when it was last decided.
 struct Decided {
     svc: Arc<Service>,
     plan: decide::Plan,
-    /// What it waits to have placed, if anything.
-    demand: Option<Demand>,
+    /// What it waits to have placed, each with the instance it is for (services
+    /// with volume templates place each instance on its own).
+    demands: Vec<(Demand, Option<u32>)>,
+    /// Volumes of its instances to make before they can be placed.
+    create: Vec<Volume>,
     /// When its plan runs out by the clock (a backoff ends, a task goes unreachable).
     wake: Option<Instant>,
 }
@@ -243,7 +263,17 @@ impl Runnable for Services {
             },
         );
         let nodes = Reflector::new(Api::<Node>::all(client.clone()), ListParams::default());
-        let caches = Caches { services: services.cache(), tasks, offers: offers.cache(), nodes: nodes.cache() };
+        let volumes = Reflector::new(
+            Api::<Volume>::all(client.clone()),
+            ListParams { label_selector: Some(VOLUME_SERVICE_LABEL.to_string()), ..Default::default() },
+        );
+        let caches = Caches {
+            services: services.cache(),
+            tasks,
+            offers: offers.cache(),
+            nodes: nodes.cache(),
+            volumes: volumes.cache(),
+        };
         let apis = Apis {
             client: client.clone(),
             services: Api::all(client.clone()),
@@ -253,7 +283,10 @@ impl Runnable for Services {
         let reflectors = futures::future::join3(
             services.run(shutdown.clone(), changes::on_service(&changed, &wake)),
             offers.run(shutdown.clone(), changes::on_offer(&changed, &wake)),
-            nodes.run(shutdown.clone(), changes::on_node(&changed, &wake)),
+            futures::future::join(
+                nodes.run(shutdown.clone(), changes::on_node(&changed, &wake)),
+                volumes.run(shutdown.clone(), changes::on_volume(&changed, &wake)),
+            ),
         );
         let lease = registration::renew_lease(client.clone(), SERVICES_FRAMEWORK);
         let rounds = self.rounds(apis, caches, changed, wake, shutdown.clone());
@@ -279,6 +312,7 @@ impl Services {
         caches.tasks.wait_synced().await;
         caches.offers.wait_synced().await;
         caches.nodes.wait_synced().await;
+        caches.volumes.wait_synced().await;
         let started = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let mut memory = Memory { prefix: radix36(started.as_secs() % 46_656), ..Default::default() };
         loop {
@@ -332,10 +366,27 @@ async fn round(
     // those: an offer of a role no service wants would only be declined.
     let mut roles: BTreeSet<String> = BTreeSet::new();
     let mut demands: Vec<Demand> = Vec::new();
+    let mut instances: Vec<Option<u32>> = Vec::new();
+    let mut to_create: Vec<Volume> = Vec::new();
     for d in memory.decided.values() {
         roles.insert(d.svc.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()));
         due.extend(d.wake);
-        demands.extend(d.demand.clone());
+        for (demand, instance) in &d.demands {
+            demands.push(demand.clone());
+            instances.push(*instance);
+        }
+        to_create.extend(d.create.iter().cloned());
+    }
+    // Instances' volumes, made before they are placed; their arrival in the cache
+    // has the service decide again.
+    for v in to_create {
+        let api: Api<Volume> =
+            Api::namespaced(apis.client.clone(), v.metadata.namespace.as_deref().unwrap_or_default());
+        match api.create(&v).await {
+            Ok(_) => tracing::info!(volume = %v.metadata.name, "instance volume made"),
+            Err(e) if e.is_conflict() => {}
+            Err(e) => tracing::warn!(error = %e, volume = %v.metadata.name, "cannot make an instance's volume"),
+        }
     }
     // The framework asks for offers only while some service waits.
     if roles.is_empty() {
@@ -354,6 +405,7 @@ async fn round(
         let mut tasks = Vec::new();
         for l in &a.launches {
             let d = &demands[l.demand];
+            let instance = instances[l.demand];
             let Some(Decided { svc, plan, .. }) = memory.decided.get(&d.key) else { continue };
             memory.next += 1;
             let name = format!("{}-{}{}", svc.metadata.name, memory.prefix, radix36(memory.next));
@@ -372,10 +424,17 @@ async fn round(
                     finished: None,
                 },
                 created: None,
+                instance,
             });
             // What it launched changes what it decides: its plan is spent.
             memory.again.insert(d.key.clone());
-            tasks.push(Launch { svc: svc.clone(), revision: plan.revision, host_ports: l.host_ports.clone(), name });
+            tasks.push(Launch {
+                svc: svc.clone(),
+                revision: plan.revision,
+                host_ports: l.host_ports.clone(),
+                name,
+                instance,
+            });
         }
         memory.used.insert(a.offer.clone(), now);
         accepts.push((a.offer.clone(), tasks));
@@ -388,7 +447,8 @@ async fn round(
     // thousand, and only the accepts in flight need theirs at once.
     let accepting = futures::stream::iter(accepts)
         .map(|(offer, launches): (String, Vec<Launch>)| async move {
-            let tasks = launches.iter().map(|l| new_task(&l.svc, l.revision, &l.host_ports, &l.name)).collect();
+            let tasks =
+                launches.iter().map(|l| new_task(&l.svc, l.revision, &l.host_ports, &l.name, l.instance)).collect();
             drop(launches);
             let accept = OfferAccept { framework: SERVICES_FRAMEWORK.to_string(), tasks };
             match client.accept_offer_as::<PartialObject>(&offer, &accept).await {
@@ -588,7 +648,10 @@ fn decide_service(caches: &Caches, memory: &Memory, svc: Arc<Service>, now: Inst
     // afresh.
     let uid = svc.metadata.uid.clone().unwrap_or_default();
     let status = memory.statuses.get(&uid).cloned().or_else(|| svc.status.clone()).unwrap_or_default();
-    let input = Input { spec: &svc.spec, generation: svc.metadata.generation.unwrap_or(0), status: &status, tasks };
+    // Instances with volumes roll out kill-then-start: the volume takes one task.
+    let no_surge = (!svc.spec.volumes.is_empty()).then(|| no_surge(&svc.spec));
+    let spec = no_surge.as_ref().unwrap_or(&svc.spec);
+    let input = Input { spec, generation: svc.metadata.generation.unwrap_or(0), status: &status, tasks };
     let plan = decide::decide(&input, wall);
     let wake = plan.wake_at.map(|at| now + at.duration_since(wall).unwrap_or_default());
     let demand = (plan.launch > 0).then(|| {
@@ -618,9 +681,93 @@ fn decide_service(caches: &Caches, memory: &Memory, svc: Arc<Service>, now: Inst
             role: svc.spec.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()),
             constraints: svc.spec.constraints.clone(),
             placed,
+            node: None,
         }
     });
-    Decided { svc, plan, demand, wake }
+    let (demands, create) = match demand {
+        Some(d) if !svc.spec.volumes.is_empty() => instance_demands(caches, memory, &svc, &cached, d, plan.launch),
+        Some(d) => (vec![(d, None)], Vec::new()),
+        None => (Vec::new(), Vec::new()),
+    };
+    Decided { svc, plan, demands, create, wake }
+}
+
+/// `spec` with no surge for a deployment: nothing over `instances`, and, where
+/// the minimum health capacity would then leave no room, one instance may stop
+/// before its replacement starts.
+fn no_surge(spec: &ServiceSpec) -> ServiceSpec {
+    let mut spec = spec.clone();
+    let n = f64::from(spec.instances.max(1));
+    let us = &mut spec.upgrade_strategy;
+    us.maximum_over_capacity = 0.0;
+    us.minimum_health_capacity = us.minimum_health_capacity.min((n - 1.0) / n);
+    spec
+}
+
+/// The demands of a service with volume templates, one per instance to place (at
+/// most `launch`): the lowest indices no task holds, each on its volumes' node once
+/// they are bound; and the volumes to make first.
+fn instance_demands(
+    caches: &Caches,
+    memory: &Memory,
+    svc: &Service,
+    cached: &[Arc<TaskSummary>],
+    base: Demand,
+    launch: u32,
+) -> (Vec<(Demand, Option<u32>)>, Vec<Volume>) {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+    // Indices still held: by a task that has not ended (killed ones too, until they
+    // have), or launched and not yet seen.
+    let mut held: HashSet<u32> = cached
+        .iter()
+        .filter(|t| !t.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+        .filter_map(|t| t.metadata.labels.get(INSTANCE_LABEL).and_then(|i| i.parse().ok()))
+        .collect();
+    let seen: HashSet<&str> = cached.iter().map(|t| t.metadata.name.as_str()).collect();
+    if let Some(launched) = memory.launched.get(&base.key) {
+        held.extend(launched.iter().filter(|p| !seen.contains(p.view.name.as_str())).filter_map(|p| p.instance));
+    }
+    let res = Volume::kind_info().resource();
+    let (mut demands, mut create) = (Vec::new(), Vec::new());
+    for i in (0..svc.spec.instances).filter(|i| !held.contains(i)).take(launch as usize) {
+        let (mut node, mut disk, mut ready): (Option<String>, u64, bool) = (None, 0, true);
+        for t in &svc.spec.volumes {
+            let name = instance_volume_name(&svc.metadata.name, &t.name, i);
+            match caches.volumes.get(&ObjectRef::namespaced(res.clone(), ns, &name)) {
+                None => {
+                    create.push(instance_volume(svc, t, &name));
+                    ready = false;
+                }
+                Some(v) if v.metadata.deletion_timestamp.is_some() => ready = false,
+                Some(v) => match v.spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+                    Some(n) if node.as_deref().is_some_and(|m| m != n) => {
+                        tracing::warn!(volume = %name, "an instance's volumes are bound to different nodes; it cannot be placed");
+                        ready = false;
+                    }
+                    Some(n) => node = Some(n.to_string()),
+                    None => disk += v.spec.size,
+                },
+            }
+        }
+        if ready {
+            let mut d = Demand { count: 1, node, ..base.clone() };
+            d.resources.disk += disk;
+            demands.push((d, Some(i)));
+        }
+    }
+    (demands, create)
+}
+
+/// Instance volume `name` of template `t` of `svc`: labelled with the service,
+/// and owned by it when its data goes with it (`Delete`).
+fn instance_volume(svc: &Service, t: &corral_api::kinds::service::VolumeTemplate, name: &str) -> Volume {
+    let spec = VolumeSpec { size: t.size, reclaim_policy: t.reclaim_policy, node_name: None, host_path: None };
+    let mut v = Volume::namespaced(svc.metadata.namespace.clone().unwrap_or_default(), name.to_string(), spec);
+    v.metadata.labels.insert(VOLUME_SERVICE_LABEL.to_string(), svc.metadata.name.clone());
+    if t.reclaim_policy == corral_api::kinds::ReclaimPolicy::Delete {
+        v.metadata.owner_references = corral_runtime::owner_reference(svc, false).into_iter().collect();
+    }
+    v
 }
 
 /// Takes the changes gathered since the last round: drops from the memory of its
@@ -758,16 +905,27 @@ struct Launch {
     revision: u64,
     host_ports: Vec<u16>,
     name: String,
+    instance: Option<u32>,
 }
 
-fn new_task(svc: &Service, revision: u64, host_ports: &[u16], name: &str) -> Task {
+fn new_task(svc: &Service, revision: u64, host_ports: &[u16], name: &str, instance: Option<u32>) -> Task {
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
     let mut spec = svc.spec.template.clone();
     for (p, hp) in spec.ports.iter_mut().zip(host_ports) {
         p.host_port = Some(*hp);
     }
+    if let Some(i) = instance {
+        spec.volume_mounts.extend(svc.spec.volumes.iter().map(|t| VolumeMount {
+            volume: instance_volume_name(&svc.metadata.name, &t.name, i),
+            mount_path: t.mount_path.clone(),
+            read_only: t.read_only,
+        }));
+    }
     let mut task = Task::namespaced(ns, name.to_string(), spec);
     task.metadata.labels = svc.spec.task_labels.clone();
+    if let Some(i) = instance {
+        task.metadata.labels.insert(INSTANCE_LABEL.to_string(), i.to_string());
+    }
     task.metadata.labels.insert(SERVICE_LABEL.to_string(), svc.metadata.name.clone());
     task.metadata.labels.insert(REVISION_LABEL.to_string(), revision.to_string());
     task.metadata.owner_references = corral_runtime::owner_reference(svc, true).into_iter().collect();
@@ -815,7 +973,21 @@ mod tests {
                 finished: None,
             },
             created: None,
+            instance: None,
         }
+    }
+
+    #[test]
+    fn instances_with_volumes_roll_out_without_surge_one_stopping_before_its_replacement() {
+        for (n, min) in [(1, 0.0), (2, 0.5), (4, 0.75)] {
+            let spec = ServiceSpec { instances: n, ..Default::default() };
+            let s = no_surge(&spec);
+            assert_eq!(s.upgrade_strategy.maximum_over_capacity, 0.0, "{n}");
+            assert!((s.upgrade_strategy.minimum_health_capacity - min).abs() < 1e-9, "{n}: {:?}", s.upgrade_strategy);
+        }
+        let mut lenient = ServiceSpec { instances: 4, ..Default::default() };
+        lenient.upgrade_strategy.minimum_health_capacity = 0.5;
+        assert_eq!(no_surge(&lenient).upgrade_strategy.minimum_health_capacity, 0.5, "a lower minimum stays");
     }
 
     #[test]
@@ -824,13 +996,13 @@ mod tests {
         svc.metadata.uid = Some("u1".into());
         let mut memory = Memory::default();
         memory.launched.insert("prod/web".into(), vec![pending("web-a"), pending("web-b")]);
-        let refused = [new_task(&svc, 1, &[], "web-a")];
+        let refused = [new_task(&svc, 1, &[], "web-a", None)];
         forget_refused(&mut memory, &refused);
         let left: Vec<&str> = memory.launched["prod/web"].iter().map(|p| p.view.name.as_str()).collect();
         assert_eq!(left, ["web-b"], "the refused task no longer counts as launched");
         assert!(memory.again.contains("prod/web"));
 
-        forget_refused(&mut memory, &[new_task(&svc, 1, &[], "web-b")]);
+        forget_refused(&mut memory, &[new_task(&svc, 1, &[], "web-b", None)]);
         assert!(!memory.launched.contains_key("prod/web"), "nothing pending is left behind");
     }
 }

@@ -29,8 +29,10 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
     }
     match ctx.info.plural.as_str() {
         "nodes" => agent_endpoint(ctx, object).await,
+        "volumes" if ctx.target != Target::Status => crate::volume_binding::admit_volume(ctx, object).await,
         "tasks" if ctx.target != Target::Status => {
             service_account_fixed(ctx, object).await?;
+            crate::volume_binding::task_update(ctx, object).await?;
             task_spec(ctx, object, "/spec", "spec").await
         }
         "services" if ctx.target != Target::Status => {

@@ -9,6 +9,10 @@
 //! released. A watch of tasks releases holds when tasks end or go, and catches
 //! anything bound otherwise. A hold is only ever replaced by a newer revision of
 //! its task, so a late event never undoes a fresh accept.
+//!
+//! Bound volumes hold disk too: a volume's size is counted on its node, for the
+//! role `*`, from the write that binds it ([`crate::volume_binding`]) until the
+//! volume is gone, whether or not a task uses it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,6 +32,29 @@ use tokio::sync::OnceCell;
 
 /// The store resource of tasks.
 pub(crate) const TASKS: &str = "corral.dev/tasks";
+
+/// The store resource of volumes.
+const VOLUMES: &str = crate::volume_binding::VOLUMES;
+
+/// What a bound volume holds: its node, and its size in MiB as disk.
+type VolumeHold = (String, u64);
+
+/// The hold of the volume `json`: its node and size, once bound.
+fn volume_hold(json: &[u8]) -> Option<VolumeHold> {
+    #[derive(Deserialize)]
+    struct V {
+        spec: VSpec,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct VSpec {
+        #[serde(default)]
+        size: u64,
+        node_name: Option<String>,
+    }
+    let v: V = serde_json::from_slice(json).ok()?;
+    Some((v.spec.node_name.filter(|n| !n.is_empty())?, v.spec.size))
+}
 
 /// What one live task bound to a node holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,6 +135,9 @@ struct Book {
     tombstones: VecDeque<(Instant, Key, u64)>,
     /// Sums by node.
     nodes: HashMap<String, NodeUse>,
+    /// Each volume's hold and the revision it was recorded at; `None` for one not
+    /// bound, or gone.
+    volumes: HashMap<Key, (u64, Option<VolumeHold>)>,
 }
 
 /// How long a gone task is remembered: far longer than an accept takes between its
@@ -118,9 +148,41 @@ const TOMBSTONE_TIME: Duration = Duration::from_secs(60);
 struct NodeUse {
     by_role: BTreeMap<String, Resources>,
     ports: BTreeMap<u16, u32>,
+    /// MiB held by the volumes bound to the node.
+    volume_disk: u64,
 }
 
 impl Book {
+    /// Sets what the volume `key` holds as of `revision`, unless a newer revision is
+    /// recorded.
+    fn set_volume(&mut self, key: Key, revision: u64, hold: Option<VolumeHold>) {
+        if let Some((seen, _)) = self.volumes.get(&key)
+            && *seen > revision
+        {
+            return;
+        }
+        if let Some((_, Some((node, size)))) = self.volumes.get(&key)
+            && let Some(n) = self.nodes.get_mut(node)
+        {
+            n.volume_disk = n.volume_disk.saturating_sub(*size);
+        }
+        if let Some((node, size)) = &hold {
+            self.nodes.entry(node.clone()).or_default().volume_disk += size;
+        }
+        self.volumes.insert(key, (revision, hold));
+    }
+
+    /// Sets what the object `key` (a task or a volume) holds as of `revision`.
+    fn set_any(&mut self, o: &StoredObject, revision: u64, gone: bool) {
+        if o.key.resource == VOLUMES {
+            let hold = if gone { None } else { volume_hold(&o.json) };
+            self.set_volume(o.key.clone(), revision, hold);
+        } else {
+            let hold = if gone { None } else { hold_of(o) };
+            self.set(o.key.clone(), revision, hold);
+        }
+    }
+
     /// Sets what `key` holds as of `revision`, unless a newer revision is recorded.
     fn set(&mut self, key: Key, revision: u64, hold: Option<Hold>) {
         if let Some((seen, _)) = self.holds.get(&key)
@@ -220,6 +282,9 @@ impl Ledger {
             items.extend(page.items);
             next = page.next;
         }
+        let mut volumes = ListRequest::new(VOLUMES, None, &Selector::everything());
+        volumes.at = Some(revision);
+        items.extend(store.list_page(&volumes).await?.items);
         let list = corral_store::ListResult { items, revision };
         let mut book = self.book.lock();
         // Holds recorded after the list (by writes racing it) stay.
@@ -229,28 +294,38 @@ impl Ledger {
             .filter(|(_, (r, _))| *r > list.revision)
             .map(|(k, (r, h))| (k.clone(), *r, h.clone()))
             .collect();
+        let newer_volumes: Vec<(Key, u64, Option<VolumeHold>)> = book
+            .volumes
+            .iter()
+            .filter(|(_, (r, _))| *r > list.revision)
+            .map(|(k, (r, h))| (k.clone(), *r, h.clone()))
+            .collect();
         *book = Book::default();
         for o in &list.items {
-            book.set(o.key.clone(), o.revision, hold_of(o));
+            book.set_any(o, o.revision, false);
         }
         for (k, r, h) in newer {
             book.set(k, r, h);
+        }
+        for (k, r, h) in newer_volumes {
+            book.set_volume(k, r, h);
         }
         Ok(list.revision)
     }
 
     async fn follow(&self, store: Arc<dyn Storage>, mut from: u64) {
         loop {
-            let request = WatchRequest { resources: vec![TASKS.to_string()], from: Some(from), ..Default::default() };
+            let request = WatchRequest {
+                resources: vec![TASKS.to_string(), VOLUMES.to_string()],
+                from: Some(from),
+                ..Default::default()
+            };
             if let Ok(mut events) = store.watch(request).await {
                 while let Some(e) = events.next().await {
                     match e {
                         WatchEvent::Event(e) => {
-                            let hold = match e.event_type {
-                                EventType::Deleted => None,
-                                _ => hold_of(&e.object),
-                            };
-                            self.book.lock().set(e.object.key.clone(), e.revision, hold);
+                            let gone = e.event_type == EventType::Deleted;
+                            self.book.lock().set_any(&e.object, e.revision, gone);
                             from = e.revision;
                         }
                         WatchEvent::Bookmark(r) => from = r,
@@ -279,12 +354,22 @@ impl Ledger {
         let used = book.nodes.get(&node.metadata.name).unwrap_or(&empty);
         let status = node.status.clone().unwrap_or_default();
         let ports: BTreeSet<u16> = used.ports.keys().copied().collect();
-        Free::new(&status.capacity, &node.spec.reservations, &status.port_ranges, &used.by_role, &ports)
+        if used.volume_disk == 0 {
+            return Free::new(&status.capacity, &node.spec.reservations, &status.port_ranges, &used.by_role, &ports);
+        }
+        let mut by_role = used.by_role.clone();
+        by_role.entry(DEFAULT_ROLE.to_string()).or_default().disk += used.volume_disk;
+        Free::new(&status.capacity, &node.spec.reservations, &status.port_ranges, &by_role, &ports)
     }
 
     /// Records what the task `o`, just written, holds.
     pub(crate) fn record(&self, o: &StoredObject) {
         self.book.lock().set(o.key.clone(), o.revision, hold_of(o));
+    }
+
+    /// Records what the volume `o`, just written, holds.
+    pub(crate) fn record_volume(&self, o: &StoredObject) {
+        self.book.lock().set_volume(o.key.clone(), o.revision, volume_hold(&o.json));
     }
 
     /// Records the tasks just created, each with the hold its writer knows it

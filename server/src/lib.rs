@@ -42,6 +42,7 @@ mod resources;
 mod scale;
 mod table;
 pub mod tls;
+mod volume_binding;
 mod watch;
 mod watch_limits;
 mod write_stall;

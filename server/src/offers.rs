@@ -28,6 +28,7 @@ use super::body;
 use super::error::{ApiError, ApiResult};
 use super::ledger::Hold;
 use super::resources::{Ctx, object_name, strip_for_create};
+use super::volume_binding::{Claimant, Claims};
 
 /// An [`OfferAccept`](corral_api::kinds::framework::OfferAccept) as it arrives: each task is kept as sent (as a create keeps
 /// its body) and read typed besides, rather than built typed and encoded again.
@@ -60,6 +61,8 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     let mut ports: Vec<u16> = Vec::new();
     let mut checked: BTreeMap<String, bool> = BTreeMap::new();
     let mut holds = Vec::with_capacity(req.tasks.len());
+    // The tasks that mount volumes: their index, namespace, name and mounts.
+    let mut mounting = Vec::new();
     for (i, mut object) in req.tasks.into_iter().enumerate() {
         let task = Task::deserialize(&object)
             .map_err(|e| ApiError::bad_request(format!("the body is not an OfferAccept: tasks[{i}]: {e}")))?;
@@ -143,6 +146,9 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
             }
         };
         super::admission::admit_new_task(&task_ctx, &ns, &object, &task.spec, privileged).await?;
+        if !task.spec.volume_mounts.is_empty() {
+            mounting.push((i, ns.clone(), object_name(&object).to_string(), task.spec.volume_mounts.clone()));
+        }
         objects.push((task_ctx.key(object_name(&object)), object));
     }
     let distinct: BTreeSet<u16> = ports.iter().copied().collect();
@@ -165,29 +171,75 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     ledger.ready(&ctx.state.store, ctx.state.closed()).await?;
     let _lock = ledger.lock(&offer.spec.node).await;
     let node = live_node(ctx, &offer.spec.node).await?;
-    let mut free = ledger.free(&node);
-    if !free.take(&offer.spec.role, &want, &allocation::port_ranges(ports.iter().copied())) {
-        return Err(ApiError::conflict(format!(
-            "resources short: node {:?} has {} free for role {:?} and ports {}, the tasks ask {} and ports {}; \
-             the offer is out of date — wait for the next one",
-            offer.spec.node,
-            show(&free.free_for(&offer.spec.role)),
-            offer.spec.role,
-            show_ports(&free.ports),
-            show(&want),
-            show_ports(&allocation::port_ranges(ports.iter().copied()))
-        )));
-    }
-    let mut ops: Vec<TxnOp> = objects.into_iter().map(|(key, object)| TxnOp::Create { key, object }).collect();
-    ops.push(TxnOp::Delete { key: stored.key.clone(), expected: Some(stored.revision) });
-    let outcome = ctx.state.store.transact(ops).await.map_err(|e| match e {
-        corral_store::Error::Conflict { .. } | corral_store::Error::NotFound(_) => gone(&ctx.name),
-        corral_store::Error::AlreadyExists(key) => ApiError::conflict(format!(
-            "task {:?} already exists in namespace {:?}; nothing was created and the offer stands",
-            key.name, key.namespace
-        )),
-        other => ApiError::from(other),
-    })?;
+    let tasks_want = want;
+    // A volume rewritten between its read and the write (its status, by the volumes
+    // controller or an agent) fails the transaction: the claims are made again.
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        let last = mounting.is_empty() || attempt >= CLAIM_ATTEMPTS;
+        // The volumes the tasks mount, claimed in the accept's own transaction.
+        let mut claims = Claims::default();
+        for (i, ns, name, mounts) in &mounting {
+            let claimant =
+                Claimant { namespace: ns, task: name, node: &offer.spec.node, field: format!("tasks[{i}].spec") };
+            claims.claim(&ctx.state.store, &ctx.info, &ctx.name, &claimant, mounts).await?;
+        }
+        // Volumes bound now reserve their size on the node, beside the tasks' own
+        // disk. An offer shows disk net of bound volumes: the new ones must fit in it.
+        let mut want = tasks_want;
+        want.disk += claims.new_disk;
+        if !covers(&offer.spec.resources, &want) {
+            return Err(ApiError::conflict(
+                format!(
+                    "resources short: the tasks ask {}, offer {:?} holds {}",
+                    show(&want),
+                    ctx.name,
+                    show(&offer.spec.resources)
+                ) + &volumes_note(&claims),
+            ));
+        }
+        let mut free = ledger.free(&node);
+        if !free.take(&offer.spec.role, &want, &allocation::port_ranges(ports.iter().copied())) {
+            return Err(ApiError::conflict(
+                format!(
+                    "resources short: node {:?} has {} free for role {:?} and ports {}, the tasks ask {} and ports {}; \
+                 the offer is out of date — wait for the next one",
+                    offer.spec.node,
+                    show(&free.free_for(&offer.spec.role)),
+                    offer.spec.role,
+                    show_ports(&free.ports),
+                    show(&want),
+                    show_ports(&allocation::port_ranges(ports.iter().copied()))
+                ) + &volumes_note(&claims),
+            ));
+        }
+        // Hundreds of tasks are copied only when the write may be tried again.
+        let mut ops: Vec<TxnOp> = if last {
+            std::mem::take(&mut objects).into_iter().map(|(key, object)| TxnOp::Create { key, object }).collect()
+        } else {
+            objects.iter().map(|(key, object)| TxnOp::Create { key: key.clone(), object: object.clone() }).collect()
+        };
+        ops.push(TxnOp::Delete { key: stored.key.clone(), expected: Some(stored.revision) });
+        ops.extend(claims.ops);
+        match ctx.state.store.transact(ops).await {
+            Ok(outcome) => break outcome,
+            Err(e) if !last && super::volume_binding::raced(&e).is_some() => continue,
+            Err(e) => {
+                return Err(match e {
+                    e if super::volume_binding::raced(&e).is_some() => {
+                        super::volume_binding::raced(&e).unwrap_or_else(|| ApiError::internal("a race that was not"))
+                    }
+                    corral_store::Error::Conflict { .. } | corral_store::Error::NotFound(_) => gone(&ctx.name),
+                    corral_store::Error::AlreadyExists(key) => ApiError::conflict(format!(
+                        "task {:?} already exists in namespace {:?}; nothing was created and the offer stands",
+                        key.name, key.namespace
+                    )),
+                    other => ApiError::from(other),
+                });
+            }
+        }
+    };
     // The list is assembled from the stored bytes: hundreds of tasks are not
     // decoded only to be encoded again.
     let mut list = Vec::with_capacity(
@@ -198,6 +250,7 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     ledger.record_created(
         outcome.iter().filter_map(|o| if let TxnOutcome::Created(t) = o { Some(&**t) } else { None }).zip(holds),
     );
+    record_volumes(ctx, &outcome);
     let mut count = 0;
     for o in &outcome {
         if let TxnOutcome::Created(t) = o {
@@ -233,10 +286,66 @@ pub(crate) async fn decline(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
 
 /// Creates a task bound by hand to a node, within what the node has free; ports
 /// without a host port get the node's lowest free ones.
-pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &str) -> ApiResult<Arc<StoredObject>> {
+pub(crate) async fn create_bound(ctx: &Ctx, key: Key, object: Value, node: &str) -> ApiResult<Arc<StoredObject>> {
+    if object.pointer("/spec/volumeMounts").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+        return create_bound_once(ctx, key, object, node).await.map_err(Attempt::into_error);
+    }
+    // A volume rewritten between its read and the write (its status, by the volumes
+    // controller or an agent) fails the transaction: the claims are made again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match create_bound_once(ctx, key.clone(), object.clone(), node).await {
+            Err(Attempt::Raced(_)) if attempt < CLAIM_ATTEMPTS => continue,
+            other => return other.map_err(Attempt::into_error),
+        }
+    }
+}
+
+/// How many times a write claiming volumes is tried when a volume it read changed
+/// before the write.
+const CLAIM_ATTEMPTS: u32 = 5;
+
+/// Why one try of a binding write failed.
+enum Attempt {
+    /// A volume it claimed changed between its read and the write.
+    Raced(ApiError),
+    /// Anything else.
+    Failed(ApiError),
+}
+
+impl Attempt {
+    fn into_error(self) -> ApiError {
+        match self {
+            Attempt::Raced(e) | Attempt::Failed(e) => e,
+        }
+    }
+}
+
+impl From<ApiError> for Attempt {
+    fn from(e: ApiError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+impl From<corral_store::Error> for Attempt {
+    fn from(e: corral_store::Error) -> Self {
+        Attempt::Failed(e.into())
+    }
+}
+
+/// One try of [`create_bound`].
+async fn create_bound_once(ctx: &Ctx, key: Key, mut object: Value, node: &str) -> Result<Arc<StoredObject>, Attempt> {
     let ledger = &ctx.state.ledger;
     ledger.ready(&ctx.state.store, ctx.state.closed()).await?;
     let _lock = ledger.lock(node).await;
+    // The volumes it mounts, claimed in the task's own transaction.
+    let mut claims = Claims::default();
+    let mounts = super::volume_binding::mounts_of(&object);
+    if !mounts.is_empty() {
+        let claimant = Claimant { namespace: &key.namespace, task: &key.name, node, field: "spec".into() };
+        claims.claim(&ctx.state.store, &ctx.info, &key.name, &claimant, &mounts).await?;
+    }
     let Some(live) = ctx.state.store.get(&Key::cluster(format!("{GROUP}/nodes"), node)).await? else {
         // No such node (yet): nothing to oversubscribe, but no ranges to pick ports from.
         if let Some(i) = object
@@ -244,7 +353,7 @@ pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &
             .and_then(Value::as_array)
             .and_then(|ps| ps.iter().position(|p| p.get("hostPort").is_none_or(Value::is_null)))
         {
-            return Err(ApiError::invalid(
+            return Err(Attempt::Failed(ApiError::invalid(
                 &ctx.info,
                 &key.name,
                 vec![FieldError::new(
@@ -254,9 +363,9 @@ pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &
                          a node's ranges, and this node has none yet; give one, or create the task once the node is up"
                     ),
                 )],
-            ));
+            )));
         }
-        let stored = ctx.state.store.create(key.clone(), object).await.map_err(ctx.store_error(&key.name))?;
+        let stored = create_with_claims(ctx, key, object, claims).await?;
         ledger.record(&stored);
         return Ok(stored);
     };
@@ -264,22 +373,66 @@ pub(crate) async fn create_bound(ctx: &Ctx, key: Key, mut object: Value, node: &
     held_by_agent(&mut object);
     let mut free = ledger.free(&node_obj);
     let role = object.pointer("/spec/role").and_then(Value::as_str).unwrap_or(DEFAULT_ROLE).to_string();
-    let want: Resources =
+    let mut want: Resources =
         object.pointer("/spec/resources").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
+    // Volumes bound now reserve their size on the node, beside the task's own disk.
+    want.disk += claims.new_disk;
     assign_ports(&mut object, &free)?;
     let hold = super::ledger::Hold::of(&object).map(|h| h.ports).unwrap_or_default();
     if !free.take(&role, &want, &allocation::port_ranges(hold.iter().copied())) {
-        return Err(ApiError::conflict(format!(
-            "node {node:?} has {} free for role {role:?} and ports {}; the task asks {} and ports {}",
-            show(&free.free_for(&role)),
-            show_ports(&free.ports),
-            show(&want),
-            show_ports(&allocation::port_ranges(hold.iter().copied()))
+        return Err(Attempt::Failed(ApiError::conflict(
+            format!(
+                "node {node:?} has {} free for role {role:?} and ports {}; the task asks {} and ports {}",
+                show(&free.free_for(&role)),
+                show_ports(&free.ports),
+                show(&want),
+                show_ports(&allocation::port_ranges(hold.iter().copied()))
+            ) + &volumes_note(&claims),
         )));
     }
-    let stored = ctx.state.store.create(key.clone(), object).await.map_err(ctx.store_error(&key.name))?;
+    let stored = create_with_claims(ctx, key, object, claims).await?;
     ledger.record(&stored);
     Ok(stored)
+}
+
+/// Creates the task `object` at `key` and writes the volumes it claims, in one
+/// transaction; records the volumes' reservations in the ledger.
+async fn create_with_claims(ctx: &Ctx, key: Key, object: Value, claims: Claims) -> Result<Arc<StoredObject>, Attempt> {
+    if claims.ops.is_empty() {
+        return Ok(ctx.state.store.create(key.clone(), object).await.map_err(ctx.store_error(&key.name))?);
+    }
+    let mut ops = vec![TxnOp::Create { key: key.clone(), object }];
+    ops.extend(claims.ops);
+    let outcome = ctx.state.store.transact(ops).await.map_err(|e| match super::volume_binding::raced(&e) {
+        Some(api) => Attempt::Raced(api),
+        None => Attempt::Failed(ApiError::from_store(e, &ctx.info, &key.name)),
+    })?;
+    record_volumes(ctx, &outcome);
+    Ok(outcome
+        .into_iter()
+        .find_map(|o| if let TxnOutcome::Created(t) = o { Some(t) } else { None })
+        .ok_or_else(|| ApiError::internal("a transaction that created a task returned no task"))?)
+}
+
+/// Records in the ledger the volumes a transaction wrote.
+fn record_volumes(ctx: &Ctx, outcome: &[TxnOutcome]) {
+    for o in outcome {
+        if let TxnOutcome::Updated(u) = o {
+            ctx.state.ledger.record_volume(u.object());
+        }
+    }
+}
+
+/// What a refusal for resources says about volumes bound by the write.
+fn volumes_note(claims: &Claims) -> String {
+    if claims.new_disk == 0 {
+        return String::new();
+    }
+    format!(
+        " (the disk asked includes {} MiB for the volumes this task binds to the node: a volume's size is reserved \
+         on its node for as long as it is bound)",
+        claims.new_disk
+    )
 }
 
 /// A task bound to a registered node carries the agent's finalizer from its creation:

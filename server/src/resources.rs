@@ -513,10 +513,20 @@ async fn create(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
         return Ok(body::json(StatusCode::CREATED, &would_be_created(object)));
     }
     initial_status(&ctx.info, &mut object);
+    let ours = ctx.info.group == corral_api::GROUP;
+    if ours && ctx.info.plural == "volumes" {
+        super::volume_binding::volume_finalizers(&mut object);
+    }
     let bound = object.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string);
     let stored = match bound {
-        Some(node) if ctx.info.group == corral_api::GROUP && ctx.info.plural == "tasks" => {
+        Some(node) if ours && ctx.info.plural == "tasks" => {
             super::offers::create_bound(ctx, ctx.key(&name), object, &node).await?
+        }
+        None if ours && ctx.info.plural == "tasks" && object.pointer("/spec/volumeMounts").is_some() => {
+            let mounts = super::volume_binding::mounts_of(&object);
+            let ns = ctx.namespace.clone().unwrap_or_default();
+            super::volume_binding::exist(&ctx.state.store, &ctx.info, &name, &ns, &mounts).await?;
+            ctx.state.store.create(ctx.key(&name), object).await.map_err(ctx.store_error(&name))?
         }
         _ => ctx.state.store.create(ctx.key(&name), object).await.map_err(ctx.store_error(&name))?,
     };

@@ -534,7 +534,7 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 #[derive(Args, Debug, Clone)]
 pub struct ManagerArgs {
     /// Built-in controllers to run: `all`, `none`, or a comma-separated list of
-    /// garbage-collector, node-lifecycle, offers, services, jobs, event-expiry.
+    /// garbage-collector, node-lifecycle, offers, services, jobs, event-expiry, volumes.
     #[arg(long, value_name = "LIST", default_value = "all")]
     pub controllers: String,
 

@@ -14,16 +14,23 @@ pub(crate) const MANAGER_LEASE: &str = "corral-controller-manager";
 
 /// A manager with the built-in controllers `args` selects, talking through `client`;
 /// `None` when none is selected.
+/// `client_as`, where given, makes the clients of the controllers that act as users
+/// of their own ([`corral_controllers::OWN_IDENTITIES`]); otherwise they act as the
+/// manager.
 pub(crate) fn manager(
     client: corral_client::Client,
     args: &ManagerArgs,
     identity: &str,
+    client_as: Option<&dyn Fn(&str) -> corral_client::Client>,
 ) -> anyhow::Result<Option<Manager>> {
     let selection = Selection::parse(&args.controllers).map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
     let mut config =
         corral_controllers::Config::with_node_grace_period(Duration::from_secs(args.node_grace_period.max(1)));
     config.events.ttl = Duration::from_secs(args.event_ttl);
-    let controllers = corral_controllers::builtin(&config, &selection);
+    let mut controllers = corral_controllers::builtin(&config, &selection);
+    if let Some(client_as) = client_as {
+        controllers = corral_controllers::with_own_identities(controllers, client_as);
+    }
     if controllers.is_empty() {
         return Ok(None);
     }
@@ -40,7 +47,8 @@ pub(crate) async fn run(conn: &corral_client::Config, a: ControllersArgs) -> any
     let client = corral_client::Client::from_config(conn).with_context(|| format!("bad --server {}", conn.server))?;
     let identity =
         a.identity.clone().unwrap_or_else(|| format!("{}-{}", corral_agent::node::hostname(), std::process::id()));
-    let Some(manager) = manager(client, &a.manager, &identity)? else {
+    // A remote manager has one credential: every controller acts as it.
+    let Some(manager) = manager(client, &a.manager, &identity, None)? else {
         anyhow::bail!("--controllers none: nothing to run");
     };
     let listener = tokio::net::TcpListener::bind(a.metrics_listen)

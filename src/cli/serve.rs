@@ -81,7 +81,14 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
     // restarted server leads again at once instead of waiting out its own lease.
     let identity = format!("{}/{}", corral_agent::node::hostname(), server.addr());
     let shutdown = CancellationToken::new();
-    let manager = match super::controllers::manager(server.client(), &args.controllers, &identity)? {
+    // Controllers with least-privileged identities of their own act as them.
+    let client_as = |user: &str| {
+        server.client_as(corral_server::auth::Identity {
+            user: user.to_string(),
+            groups: vec![corral_server::auth::AUTHENTICATED.to_string()],
+        })
+    };
+    let manager = match super::controllers::manager(server.client(), &args.controllers, &identity, Some(&client_as))? {
         Some(manager) => {
             server.add_metrics(manager.registry());
             Some(tokio::spawn(manager.run(shutdown.child_token())))

@@ -75,6 +75,13 @@ impl TestServer {
         let token = server.admin_token().to_string();
         let config = corral_controllers::Config::with_node_grace_period(options.node_grace_period);
         let controllers = corral_controllers::builtin(&config, &options.controllers);
+        // As `corral server` runs them: some controllers act as users of their own.
+        let controllers = corral_controllers::with_own_identities(controllers, |user| {
+            server.client_as(corral_server::auth::Identity {
+                user: user.to_string(),
+                groups: vec![corral_server::auth::AUTHENTICATED.to_string()],
+            })
+        });
         let manager = (!controllers.is_empty()).then(|| {
             // One replica: no election to wait for.
             let config = ManagerConfig { leader_election: false, ..ManagerConfig::new("test", "test") };

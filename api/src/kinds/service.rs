@@ -245,6 +245,42 @@ pub struct ServiceSpec {
     /// `corral restart service/NAME` does (it writes the current time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<String>,
+    /// Local persistent volumes, one of each template per instance: instance `i`
+    /// mounts the volume `SERVICE-TEMPLATE-i` (made by the services framework before
+    /// the instance is first placed) and is always placed on that volume's node, so a
+    /// replacement finds the data its predecessor left. Instances with volumes roll
+    /// out kill-then-start (a volume takes one task at a time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeTemplate>,
+}
+
+/// Label on a service's tasks: the index of the instance it runs (`0`, `1`, …),
+/// kept by its replacements; set for services with volume templates.
+pub const INSTANCE_LABEL: &str = "corral.dev/instance";
+
+/// A per-instance volume of a service (see [`ServiceSpec::volumes`]).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeTemplate {
+    /// The template's name, an RFC 1123 label: instance `i`'s volume is
+    /// `SERVICE-NAME-i`.
+    pub name: String,
+    /// Where each task mounts it.
+    pub mount_path: String,
+    /// Size in MiB of each instance's volume.
+    pub size: u64,
+    /// `Retain` (default: the volumes and their data outlive the service) or
+    /// `Delete` (the volumes are owned by the service and go with it, data too).
+    #[serde(default)]
+    pub reclaim_policy: crate::kinds::volume::ReclaimPolicy,
+    /// Mount read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// The name of instance `index`'s volume of template `template` of service `service`.
+pub fn instance_volume_name(service: &str, template: &str, index: u32) -> String {
+    format!("{service}-{template}-{index}")
 }
 
 /// Where a deployment is.

@@ -24,12 +24,14 @@ pub const BOOTSTRAP_LABEL: &str = "corral.dev/bootstrap";
 pub const NODE_LABEL: &str = "corral.dev/node";
 /// The administrator's user name.
 pub const ADMIN_USER: &str = "admin";
+/// The volumes controller's user, role and binding name.
+pub const VOLUMES_CONTROLLER: &str = "system:controller:volumes";
 
 /// The namespaced built-in kinds users work with.
-const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns"];
+const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "volumes"];
 /// What a namespace's admin manages: its workload and who may touch it.
 const ADMIN: &[&str] =
-    &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "roles", "rolebindings"];
+    &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "roles", "rolebindings", "volumes"];
 /// What a viewer reads.
 const VIEW: &[&str] = &[
     "configmaps",
@@ -44,6 +46,8 @@ const VIEW: &[&str] = &[
     "jobs/status",
     "jobruns",
     "jobruns/status",
+    "volumes",
+    "volumes/status",
 ];
 
 fn rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
@@ -102,6 +106,8 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 // frameworks; the services and jobs frameworks accept offers to
                 // launch tasks; the jobs framework starts scheduled runs.
                 rule(&["create"], &["offers", "offers/accept", "offers/decline", "frameworks", "tasks", "jobruns"]),
+                // The services framework makes its instances' volumes from templates.
+                rule(&["create"], &["volumes"]),
                 // The collector follows every kind; on credentials and permissions it
                 // may read and delete (revoking is never an escalation), not write.
                 rule(&["get", "list", "watch", "delete"], SENSITIVE),
@@ -109,6 +115,15 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             ],
         ),
         ("monitoring", vec![metrics]),
+        // The volumes controller: phases, and releasing volumes no task holds.
+        (
+            VOLUMES_CONTROLLER,
+            vec![
+                rule(READ, &["volumes", "tasks"]),
+                rule(&["update", "patch"], &["volumes", "volumes/status"]),
+                rule(&["create", "patch", "update"], &["events"]),
+            ],
+        ),
         // A scheduler of one's own: bind it in the namespaces its tasks run in, and
         // with a RoleBinding in corral-frameworks for its liveness lease.
         (
@@ -132,6 +147,7 @@ fn builtin_bindings() -> Vec<(&'static str, &'static str, Subject)> {
         ("cluster-admin", "cluster-admin", group(MASTERS)),
         ("node", "node", group(NODES)),
         ("controller-manager", "controller-manager", user(CONTROLLER_MANAGER)),
+        (VOLUMES_CONTROLLER, VOLUMES_CONTROLLER, user(VOLUMES_CONTROLLER)),
     ]
 }
 
