@@ -42,8 +42,7 @@ impl Default for Config {
 /// The event expiry controller, for a [`corral_runtime::Manager`].
 pub struct EventExpiry {
     config: Config,
-    // Its own counter rather than the runtime's `ControllerMetrics`, whose families
-    // would repeat the node lifecycle controller's in one registry.
+    // What an operator asks of it: Events deleted.
     deleted: Counter,
 }
 

@@ -49,8 +49,7 @@ const BY_CLAIM: &str = "claim";
 /// The volumes controller, for a [`corral_runtime::Manager`].
 #[derive(Default)]
 pub struct Volumes {
-    // Its own counter rather than the runtime's `ControllerMetrics`, whose families
-    // would repeat the node lifecycle controller's in one registry.
+    // What an operator asks of it: volumes released (their protection finalizer removed).
     released: Counter,
     tasks: Arc<SharedTasks>,
 }

@@ -26,10 +26,12 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
 }
 
 /// Joins encoded registries (see [`encode`]) into one exposition for a scraper whose
-/// `Accept` header is `accept`: the body and its content type. Metric names must not
-/// repeat across the parts.
+/// `Accept` header is `accept`: the body and its content type. A family that appears
+/// more than once (two controllers of one process registering the same families under
+/// their own labels, or two parts) is merged into one, since a scraper rejects a
+/// family whose metadata repeats.
 pub fn join(parts: &[String], accept: Option<&str>) -> (String, &'static str) {
-    let mut text: String = parts.concat();
+    let mut text = merge_families(&parts.concat());
     text.push_str("# EOF\n");
     if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
         (text, OPENMETRICS)
@@ -82,6 +84,53 @@ pub fn router(registry: crate::SharedRegistry) -> axum::Router {
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+}
+
+/// Groups OpenMetrics text (without `# EOF`) by family: each family's metadata once,
+/// at its first appearance, followed by all its samples, wherever they appeared.
+fn merge_families(text: &str) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: std::collections::HashMap<&str, (Vec<&str>, Vec<&str>)> = std::collections::HashMap::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines() {
+        let family = ["# HELP ", "# TYPE ", "# UNIT "]
+            .iter()
+            .find_map(|prefix| line.strip_prefix(prefix))
+            .map(|rest| rest.split_once(' ').map_or(rest, |(name, _)| name));
+        match (family, current) {
+            (Some(name), _) => {
+                current = Some(name);
+                let (meta, _) = families.entry(name).or_insert_with(|| {
+                    order.push(name);
+                    (Vec::new(), Vec::new())
+                });
+                // A repeat of the family's HELP or TYPE line is dropped.
+                if !meta.iter().any(|m| m.split(' ').nth(1) == line.split(' ').nth(1)) {
+                    meta.push(line);
+                }
+            }
+            (None, Some(name)) => {
+                if let Some((_, samples)) = families.get_mut(name) {
+                    samples.push(line);
+                }
+            }
+            // Samples before any metadata (none are encoded so) keep their place.
+            (None, None) => {
+                order.push(line);
+                families.entry(line).or_insert_with(|| (vec![line], Vec::new()));
+            }
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for name in order {
+        if let Some((meta, samples)) = families.remove(name) {
+            for line in meta.iter().chain(&samples) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// Rewrites OpenMetrics text as Prometheus text 0.0.4: counter families are named
@@ -142,5 +191,24 @@ mod tests {
         assert!(text.contains("# TYPE a_things_total counter"), "{text}");
         assert!(text.contains("# HELP a_things_total Things done"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn one_family_registered_under_two_labels_is_exposed_once_with_both_samples() {
+        use std::borrow::Cow;
+        let mut r = Registry::default();
+        for controller in ["tasks", "volumes"] {
+            let sub = r.sub_registry_with_label((Cow::Borrowed("controller"), Cow::Owned(controller.to_string())));
+            let c: Counter = Counter::default();
+            c.inc();
+            sub.register("reconciles", "Reconciles finished", c);
+            sub.register("depth", "Keys waiting", Gauge::<i64>::default());
+        }
+        let (text, _) = render(&[&r], None).expect("encodes");
+        assert_eq!(text.matches("# HELP reconciles_total").count(), 1, "{text}");
+        assert_eq!(text.matches("# TYPE depth gauge").count(), 1, "{text}");
+        let family: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("# HELP reconciles_total")).take(4).collect();
+        assert!(family[2].starts_with("reconciles_total{") && family[3].starts_with("reconciles_total{"), "{text}");
+        assert!(text.contains("controller=\"tasks\"") && text.contains("controller=\"volumes\""), "{text}");
     }
 }
