@@ -32,11 +32,22 @@ pub struct DnsBenchOptions {
     pub outstanding: u32,
     /// Lines of the query file.
     pub queries: usize,
+    /// Query every task's name, not two per service: about as many names as records,
+    /// so Corral's answer cache mostly misses.
+    pub all_names: bool,
 }
 
 impl Default for DnsBenchOptions {
     fn default() -> Self {
-        DnsBenchOptions { records: 100_000, rounds: 3, seconds: 10, clients: 4, outstanding: 200, queries: 100_000 }
+        DnsBenchOptions {
+            records: 100_000,
+            rounds: 3,
+            seconds: 10,
+            clients: 4,
+            outstanding: 200,
+            queries: 100_000,
+            all_names: false,
+        }
     }
 }
 
@@ -86,8 +97,8 @@ fn objects(records: usize) -> Vec<Change> {
 }
 
 /// Names worth querying, with their type: every node, every service (A and SRV), two
-/// tasks of each service.
-fn names(records: usize) -> Vec<(String, &'static str)> {
+/// tasks of each service (all of them with `all_tasks`).
+fn names(records: usize, all_tasks: bool) -> Vec<(String, &'static str)> {
     let (nodes, services) = shape(records);
     let mut out = Vec::new();
     out.extend((0..nodes).map(|n| (format!("node-{n}.node.corral."), "A")));
@@ -95,7 +106,7 @@ fn names(records: usize) -> Vec<(String, &'static str)> {
         let (ns, svc) = (format!("ns{}", s % NAMESPACES), format!("svc-{s}"));
         out.push((format!("{svc}.{ns}.svc.corral."), "A"));
         out.push((format!("_http._tcp.{svc}.{ns}.svc.corral."), "SRV"));
-        out.extend((0..2).map(|i| (format!("{svc}-{i}.{ns}.task.corral."), "A")));
+        out.extend((0..if all_tasks { INSTANCES } else { 2 }).map(|i| (format!("{svc}-{i}.{ns}.task.corral."), "A")));
     }
     out
 }
@@ -257,12 +268,14 @@ pub async fn run_dns_bench(opts: DnsBenchOptions) -> anyhow::Result<()> {
     let load = std::thread::available_parallelism().map_or(0, |n| n.get());
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "corral-bench dns: {} records, {} rounds × {} s, dnsperf -c {} -q {}; {load} cores, load average {}",
+        "corral-bench dns: {} records, {} rounds × {} s, dnsperf -c {} -q {}, {} queries over {}; {load} cores, load average {}",
         opts.records,
         opts.rounds,
         opts.seconds,
         opts.clients,
         opts.outstanding,
+        opts.queries,
+        if opts.all_names { "every name" } else { "nodes, services and two tasks per service" },
         loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
 
@@ -282,7 +295,7 @@ pub async fn run_dns_bench(opts: DnsBenchOptions) -> anyhow::Result<()> {
         zone_bytes as f64 / 1048576.0,
         zone_bytes as f64 / zone.len().max(1) as f64,
     );
-    let queries = query_file(&names(opts.records), opts.queries);
+    let queries = query_file(&names(opts.records, opts.all_names), opts.queries);
     let knot_zone = zone_file(&zone);
     let zone = Arc::new(zone);
     let query_path = dir.path().join("queries.txt");
@@ -305,8 +318,7 @@ pub async fn run_dns_bench(opts: DnsBenchOptions) -> anyhow::Result<()> {
         rss_bytes(&knot_pid)? as f64 / 1048576.0
     );
 
-    let mut corral_qps = Vec::new();
-    let mut knot_qps = Vec::new();
+    let (mut corral_qps, mut knot_qps, mut corral_us, mut knot_us) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let corral_cpu = || own_cpu_time();
     let knot_cpu = || cpu_time_of(&knot_pid);
     println!("{:<6} {:<7} {:>12} {:>16} {:>14}", "round", "server", "queries/s", "CPU µs/query", "lost");
@@ -321,17 +333,28 @@ pub async fn run_dns_bench(opts: DnsBenchOptions) -> anyhow::Result<()> {
             let r = tokio::task::block_in_place(|| dnsperf(addr, &query_path, &opts, cpu))?;
             println!("{round:<6} {who:<7} {:>12.0} {:>16.1} {:>14}", r.qps, r.cpu_us_per_query, r.lost);
             match who {
-                "corral" => corral_qps.push(r.qps),
-                _ => knot_qps.push(r.qps),
+                "corral" => {
+                    corral_qps.push(r.qps);
+                    corral_us.push(r.cpu_us_per_query);
+                }
+                _ => {
+                    knot_qps.push(r.qps);
+                    knot_us.push(r.cpu_us_per_query);
+                }
             }
         }
     }
     let (c, k) = (median(corral_qps), median(knot_qps));
+    let (cu, ku) = (median(corral_us), median(knot_us));
     let m = corral.metrics();
     println!(
         "median queries/s: corral {c:.0}, knot {k:.0}; corral/knot = {:.2} (corral answer-cache hits {:.0}%)",
         c / k,
         100.0 * m.cache_hits() as f64 / m.queries().max(1) as f64
+    );
+    println!(
+        "median server CPU per query: corral {cu:.2} µs (the whole bench process), knot {ku:.2} µs; knot/corral = {:.2}",
+        ku / cu
     );
     corral.shutdown().await;
     drop(knot);

@@ -88,6 +88,10 @@ struct BenchDnsArgs {
     /// Lines of the query file (9 in 10 names that exist, 1 in 10 NXDOMAIN).
     #[arg(long, default_value_t = 100_000)]
     queries: usize,
+    /// Query every task's name, not two per service (Corral's answer cache then
+    /// mostly misses).
+    #[arg(long)]
+    all_names: bool,
 }
 
 /// Options of `corral-bench jobs`.
@@ -428,6 +432,7 @@ fn main() -> ExitCode {
                     clients: a.clients,
                     outstanding: a.outstanding,
                     queries: a.queries,
+                    all_names: a.all_names,
                 })
                 .await
             }
