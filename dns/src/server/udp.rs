@@ -261,7 +261,7 @@ pub(crate) async fn forward_loop(
             (forwarder.clone(), answerer.clone(), metrics.clone(), reply.clone());
         in_flight.spawn(async move {
             let _permit = permit;
-            let out = match forwarder.forward(&job.packet).await {
+            let out = match forwarder.forward(&job.packet, false).await {
                 Some(response) => response,
                 None => {
                     metrics.count_forward_failed(shard);
