@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record as Rr, RecordType as QType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use crate::zone::{Lookup, Record, RecordData, RecordType, Zone};
 
@@ -114,13 +114,17 @@ pub(crate) fn read(packet: &[u8]) -> Read {
 /// Encodes `message` into `out`; if it is longer than `max`, its records are left
 /// out and TC is set (the client retries over TCP).
 pub(crate) fn encode(message: &Message, max: usize, out: &mut Vec<u8>) {
-    out.clear();
-    match message.to_vec() {
-        Ok(bytes) if bytes.len() <= max => out.extend_from_slice(&bytes),
-        Ok(_) => match message.truncate().to_vec() {
-            Ok(bytes) => out.extend_from_slice(&bytes),
-            Err(_) => encode_servfail(message, out),
-        },
+    let emit = |m: &Message, out: &mut Vec<u8>| {
+        out.clear();
+        m.emit(&mut BinEncoder::new(out))
+    };
+    match emit(message, out) {
+        Ok(()) if out.len() <= max => {}
+        Ok(()) => {
+            if emit(&message.truncate(), out).is_err() {
+                encode_servfail(message, out);
+            }
+        }
         Err(_) => encode_servfail(message, out),
     }
 }
