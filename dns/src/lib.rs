@@ -1,6 +1,6 @@
 //! Corral's cluster DNS: an in-memory zone whose records are each kept by the object
 //! that produced them ([`zone`]), served authoritatively over UDP and TCP
-//! ([`server`]).
+//! ([`server`]) with `hickory-proto` messages, TCP by `hickory-server`.
 //!
 //! The DNS controller (`corral_controllers::dns`) turns tasks, services, nodes and
 //! `DnsRecord`s into records and hands each object's set to [`Zone::apply`]; the
