@@ -399,3 +399,24 @@ async fn metrics_count_queries_by_type_and_rcode() {
     assert!(text.contains("corral_dns_queries_total{qtype=\"A\",rcode=\"NXDOMAIN\"} 1"), "{text}");
     dns.shutdown().await;
 }
+
+#[tokio::test]
+async fn garbage_over_tcp_gets_formerr_and_the_connection_keeps_answering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = serve(cluster_zone(), Upstream::Refuse).await;
+    let mut stream = tokio::net::TcpStream::connect(dns.local_addr()).await.unwrap();
+    // A header claiming two questions, followed by junk.
+    let bad = [0xAB, 0xCD, 0x01, 0x00, 0, 2, 0, 0, 0, 0, 0, 0, 0xFF, 0xFE, 0x01];
+    stream.write_all(&(bad.len() as u16).to_be_bytes()).await.unwrap();
+    stream.write_all(&bad).await.unwrap();
+    let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16()).await.unwrap().unwrap();
+    let mut buf = vec![0u8; len as usize];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert!(buf.len() >= 12);
+    assert_eq!(&buf[..2], &[0xAB, 0xCD]);
+    assert_eq!(buf[2] & 0x80, 0x80, "a response");
+    assert_eq!(buf[3] & 0x0F, 1, "FORMERR");
+    let d = dig(dns.local_addr(), &["+tcp", "n1.node.corral.", "A"]).await;
+    assert_eq!(d.answer, ["n1.node.corral. A 192.168.1.10"], "{}", d.raw);
+    dns.shutdown().await;
+}
