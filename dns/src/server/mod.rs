@@ -6,7 +6,7 @@
 //! query into a response for both transports. TCP is served by `hickory-server`'s
 //! `Server` (which logs each query at `info`: binaries filter `hickory_server=warn`);
 //! UDP by our own batched socket loop (recvmmsg/sendmmsg, one thread per core, an
-//! answer cache per thread) in front of the same answer path, because hickory-server's
+//! answer cache they share) in front of the same answer path, because hickory-server's
 //! UDP path (one task per datagram) measured about 2.5 times slower in `corral-bench
 //! dns`.
 //!
@@ -34,6 +34,7 @@
 //! REFUSED.
 
 mod answer;
+mod cache;
 mod forward;
 mod tcp;
 mod udp;
@@ -229,11 +230,13 @@ pub async fn start(config: DnsConfig, zone: Arc<Zone>) -> Result<RunningDns> {
         }
     }));
 
+    let cache = Arc::new(cache::AnswerCache::new());
     let mut handles = Vec::new();
     for (shard, socket) in udp.into_iter().enumerate() {
         let worker = udp::Worker {
             socket,
             answerer: answerer.clone(),
+            cache: cache.clone(),
             metrics: metrics.clone(),
             shard,
             stop: stop.clone(),

@@ -2,12 +2,11 @@
 //! (SO_REUSEPORT, the kernel spreads clients across them), reading and writing up to
 //! [`BATCH`] datagrams per system call (recvmmsg / sendmmsg).
 //!
-//! Each thread keeps a small answer cache of its own (no lock): the response to a
-//! query's bytes less its ID, valid while the zone's serial is the one it was built
+//! In front of the answer path, the threads share an [`AnswerCache`]: the response to
+//! a query's bytes less its ID, valid while the zone's serial is the one it was built
 //! at. A change of the zone bumps the serial, so the next batch after
 //! [`Zone::apply`](crate::Zone::apply) returns answers from the new zone.
 
-use std::collections::HashMap;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -21,6 +20,7 @@ use tokio::sync::mpsc;
 use hickory_proto::op::Message;
 
 use super::answer::{Answerer, HEADER_LEN, Outcome, encode, qtype_of, rcode_of, udp_limit};
+use super::cache::AnswerCache;
 use crate::metrics::DnsMetrics;
 
 /// NOERROR and NXDOMAIN, the answers the cache keeps.
@@ -32,11 +32,6 @@ const SERVFAIL: u16 = 2;
 const BATCH: usize = 32;
 /// The largest query read; longer ones are dropped.
 const MAX_QUERY: usize = 4096;
-/// Answers cached per thread; when full the cache starts over.
-const CACHE_ENTRIES: usize = 16 * 1024;
-/// Only queries up to this size are cached (a plain query is under 100 bytes), so the
-/// cache stays under a few MiB whatever clients send.
-const CACHE_MAX_QUERY: usize = 256;
 /// How often a thread waiting for datagrams looks at the stop flag.
 pub(crate) const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -52,16 +47,11 @@ pub(crate) struct ForwardJob {
 pub(crate) struct Worker {
     pub socket: UdpSocket,
     pub answerer: Arc<Answerer>,
+    pub cache: Arc<AnswerCache>,
     pub metrics: Arc<DnsMetrics>,
     pub shard: usize,
     pub stop: Arc<AtomicBool>,
     pub forward: Option<mpsc::Sender<ForwardJob>>,
-}
-
-struct Cached {
-    response: Box<[u8]>,
-    qtype: u16,
-    rcode: u16,
 }
 
 impl Worker {
@@ -78,8 +68,6 @@ impl Worker {
         let mut shdrs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
         let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
         let mut reply: Vec<bool> = vec![false; BATCH];
-        let mut cache: HashMap<Box<[u8]>, Cached> = HashMap::new();
-        let mut cache_serial: Option<u32> = None;
 
         while !self.stop.load(Ordering::Relaxed) {
             for i in 0..BATCH {
@@ -119,10 +107,6 @@ impl Worker {
             }
             let n = n as usize;
             let serial = self.answerer.zone().serial();
-            if cache_serial != Some(serial) {
-                cache.clear();
-                cache_serial = Some(serial);
-            }
             for i in 0..n {
                 reply[i] = false;
                 let len = rhdrs[i].msg_len as usize;
@@ -132,12 +116,9 @@ impl Worker {
                 let packet = &rbufs[i][..len];
                 let out = &mut outs[i];
                 if len >= HEADER_LEN
-                    && let Some(hit) = cache.get(&packet[2..])
+                    && let Some((qtype, rcode)) = self.cache.get(serial, packet, out)
                 {
-                    out.clear();
-                    out.extend_from_slice(&packet[..2]);
-                    out.extend_from_slice(&hit.response[2..]);
-                    self.metrics.count_query(self.shard, hit.qtype, hit.rcode);
+                    self.metrics.count_query(self.shard, qtype, rcode);
                     self.metrics.count_cache_hit(self.shard);
                     reply[i] = true;
                     continue;
@@ -146,14 +127,8 @@ impl Worker {
                 match a.outcome {
                     Outcome::Reply { cacheable } => {
                         self.metrics.count_query(self.shard, a.qtype, a.rcode);
-                        if cacheable && len <= CACHE_MAX_QUERY && CACHED_RCODES.contains(&a.rcode) {
-                            if cache.len() >= CACHE_ENTRIES {
-                                cache.clear();
-                            }
-                            cache.insert(
-                                packet[2..].into(),
-                                Cached { response: out.as_slice().into(), qtype: a.qtype, rcode: a.rcode },
-                            );
+                        if cacheable && CACHED_RCODES.contains(&a.rcode) {
+                            self.cache.insert(serial, packet, out, a.qtype, a.rcode);
                         }
                         reply[i] = true;
                     }
