@@ -249,13 +249,19 @@ impl Zone {
 
     /// Looks `name` up for `rtype`.
     pub fn lookup(&self, name: &str, rtype: RecordType) -> Lookup {
-        let name = normalize(name);
-        if !self.contains(&name) {
+        // The server asks with names already normalized: no copy for those.
+        let name: std::borrow::Cow<'_, str> = if name.ends_with('.') && !name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.into()
+        } else {
+            normalize(name).into()
+        };
+        let name: &str = &name;
+        if !self.contains(name) {
             return Lookup::OutOfZone;
         }
         let inner = self.inner.read();
-        let Some(entries) = inner.names.get(&name) else {
-            return if name == *self.origin || inner.below.contains_key(&name) {
+        let Some(entries) = inner.names.get(name) else {
+            return if name == &*self.origin || inner.below.contains_key(name) {
                 Lookup::NoData
             } else {
                 Lookup::NxDomain
