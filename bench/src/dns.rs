@@ -32,8 +32,9 @@ pub struct DnsBenchOptions {
     pub outstanding: u32,
     /// Lines of the query file.
     pub queries: usize,
-    /// Query every task's name, not two per service: about as many names as records,
-    /// so Corral's answer cache mostly misses.
+    /// Query every task's name, not two per service: about as many names as records
+    /// (about 56,000 distinct queries with the missing names, against 24,000), a
+    /// larger working set for Corral's answer cache.
     pub all_names: bool,
 }
 
