@@ -33,7 +33,7 @@ pub struct DnsBenchOptions {
     /// Lines of the query file.
     pub queries: usize,
     /// Query every task's name, not two per service: about as many names as records
-    /// (about 56,000 distinct queries with the missing names, against 24,000), a
+    /// (about 51,000 distinct queries with the missing names, against 24,000), a
     /// larger working set for Corral's answer cache.
     pub all_names: bool,
 }
