@@ -59,6 +59,39 @@ enum BenchCommand {
     /// at once — time until all ended. Each phase on a `corral server` of its own,
     /// started by the bench. Stops by itself (--timeout per phase).
     Jobs(BenchJobsArgs),
+    /// The DNS server side by side with Knot DNS (`knotd`): both serve the same zone
+    /// of N records (tasks' A, services' A and SRV, nodes' A); `dnsperf` loads each
+    /// in alternating rounds with the same query file. Prints queries/s per round,
+    /// medians, the ratio, CPU per query and the zone's memory. Needs knot and
+    /// dnsperf (scripts/setup.sh).
+    Dns(BenchDnsArgs),
+}
+
+/// Options of `corral-bench dns`.
+#[derive(Args, Debug)]
+struct BenchDnsArgs {
+    /// Records in the zone.
+    #[arg(long, default_value_t = 100_000)]
+    records: usize,
+    /// Rounds (each runs dnsperf against both servers, alternating who goes first).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds of each dnsperf run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// dnsperf clients (`-c`).
+    #[arg(long, default_value_t = 4)]
+    clients: u32,
+    /// dnsperf queries outstanding (`-q`).
+    #[arg(long, default_value_t = 200)]
+    outstanding: u32,
+    /// Lines of the query file (9 in 10 names that exist, 1 in 10 NXDOMAIN).
+    #[arg(long, default_value_t = 100_000)]
+    queries: usize,
+    /// Query every task's name, not two per service (Corral's answer cache then
+    /// mostly misses).
+    #[arg(long)]
+    all_names: bool,
 }
 
 /// Options of `corral-bench jobs`.
@@ -388,6 +421,18 @@ fn main() -> ExitCode {
                     timeout: std::time::Duration::from_secs(a.timeout),
                     server_args: a.server_args,
                     ..Default::default()
+                })
+                .await
+            }
+            BenchCommand::Dns(a) => {
+                corral_bench::dns::run_dns_bench(corral_bench::dns::DnsBenchOptions {
+                    records: a.records,
+                    rounds: a.rounds,
+                    seconds: a.seconds,
+                    clients: a.clients,
+                    outstanding: a.outstanding,
+                    queries: a.queries,
+                    all_names: a.all_names,
                 })
                 .await
             }
