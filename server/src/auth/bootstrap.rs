@@ -24,12 +24,15 @@ pub const BOOTSTRAP_LABEL: &str = "corral.dev/bootstrap";
 pub const NODE_LABEL: &str = "corral.dev/node";
 /// The administrator's user name.
 pub const ADMIN_USER: &str = "admin";
+/// The DNS controller's user (bound to `dns-controller`): it runs beside every API
+/// server, outside leader election, and needs only to read what it serves.
+pub const DNS_CONTROLLER_USER: &str = "system:controller:dns";
 
 /// The namespaced built-in kinds users work with.
-const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns"];
+const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "dnsrecords"];
 /// What a namespace's admin manages: its workload and who may touch it.
 const ADMIN: &[&str] =
-    &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "roles", "rolebindings"];
+    &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "roles", "rolebindings", "dnsrecords"];
 /// What a viewer reads.
 const VIEW: &[&str] = &[
     "configmaps",
@@ -44,6 +47,8 @@ const VIEW: &[&str] = &[
     "jobs/status",
     "jobruns",
     "jobruns/status",
+    "dnsrecords",
+    "dnsrecords/status",
 ];
 
 fn rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
@@ -105,6 +110,15 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             ],
         ),
         ("monitoring", vec![metrics]),
+        (
+            "dns-controller",
+            vec![
+                rule(READ, &["tasks", "services", "nodes", "dnsrecords"]),
+                rule(&["get", "update"], &["dnsrecords/status"]),
+                // Names it cannot make are reported as Events (a repeat bumps a count).
+                rule(&["get", "create", "update"], &["events"]),
+            ],
+        ),
         // A scheduler of one's own: bind it in the namespaces its tasks run in, and
         // with a RoleBinding in corral-frameworks for its liveness lease.
         (
@@ -128,6 +142,7 @@ fn builtin_bindings() -> Vec<(&'static str, &'static str, Subject)> {
         ("cluster-admin", "cluster-admin", group(MASTERS)),
         ("node", "node", group(NODES)),
         ("controller-manager", "controller-manager", user(CONTROLLER_MANAGER)),
+        ("dns-controller", "dns-controller", user(DNS_CONTROLLER_USER)),
     ]
 }
 
