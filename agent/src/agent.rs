@@ -63,6 +63,10 @@ pub struct AgentConfig {
     /// PEM of the authority the API's certificate chains to, handed to tasks with a
     /// service account (`ca.crt`); `None` over plain HTTP or a publicly trusted one.
     pub server_ca: Option<Vec<u8>>,
+    /// The cluster DNS: container tasks get a resolv.conf naming it, with their
+    /// namespace's search domains. A resolv.conf cannot name a port, so an address
+    /// whose port is not 53 is ignored, with a warning.
+    pub cluster_dns: Option<std::net::SocketAddr>,
 }
 
 /// A started agent.
@@ -98,7 +102,8 @@ pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
         shim_exe: cfg.shim_exe.clone(),
         log_max_bytes: cfg.log_max_bytes,
         log_max_files: cfg.log_max_files,
-    })?);
+    })?
+    .with_cluster_dns(crate::runtime::resolv::nameserver(cfg.cluster_dns)));
     let images = Images::open(layout.images()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -41,6 +41,7 @@ pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
             max_bytes: a.artifact_max_bytes,
         },
         server_ca: None,
+        cluster_dns: a.cluster_dns,
     })
 }
 
