@@ -4,7 +4,7 @@
 //! source produced before); readers look names up. One `apply` is atomic for readers:
 //! a query sees the zone before it or after it, never half of it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -207,7 +207,11 @@ impl Zone {
 
     /// Whether `name` (normalized) is the apex or below it.
     pub fn contains(&self, name: &str) -> bool {
-        name == &*self.origin || name.ends_with(&format!(".{}", self.origin))
+        let origin: &str = &self.origin;
+        name == origin
+            || (name.len() > origin.len()
+                && name.ends_with(origin)
+                && name.as_bytes()[name.len() - origin.len() - 1] == b'.')
     }
 
     /// Applies `changes` at once; records outside the zone are dropped (the caller

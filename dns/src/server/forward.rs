@@ -1,0 +1,101 @@
+//! Queries for names outside the zone, sent on to the upstream: each from a fresh
+//! socket on an ephemeral port, with a random ID, a bounded number in flight and a
+//! timeout; the first upstream that answers wins, none: SERVFAIL.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+
+use crate::wire;
+
+/// Forwarded queries in flight at once, over UDP and TCP together; past it a query is
+/// answered SERVFAIL at once.
+pub(crate) const MAX_IN_FLIGHT: usize = 256;
+
+/// How long one upstream gets to answer.
+const PER_UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Upstreams tried for one query.
+const MAX_UPSTREAMS_TRIED: usize = 3;
+
+/// Sends queries to the upstream servers.
+pub(crate) struct Forwarder {
+    upstreams: Vec<SocketAddr>,
+    permits: Arc<Semaphore>,
+}
+
+impl Forwarder {
+    /// A forwarder to `upstreams`, tried in order.
+    pub(crate) fn new(upstreams: Vec<SocketAddr>) -> Self {
+        Forwarder { upstreams, permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)) }
+    }
+
+    /// A slot for one more query in flight, if there is one.
+    pub(crate) fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// The upstream's response to `query`, with the query's own ID; `None` if none
+    /// answered in time (or the query is not one).
+    pub(crate) async fn forward(&self, query: &[u8]) -> Option<Vec<u8>> {
+        let parsed = wire::parse_query(query).ok()?;
+        let question_end = wire::HEADER_LEN + parsed.question.len();
+        let mut sent = query.to_vec();
+        let id = random_id();
+        sent[..2].copy_from_slice(&id.to_be_bytes());
+        for upstream in self.upstreams.iter().take(MAX_UPSTREAMS_TRIED) {
+            let answer = tokio::time::timeout(PER_UPSTREAM_TIMEOUT, ask(*upstream, &sent, question_end)).await;
+            if let Ok(Some(mut response)) = answer {
+                response[..2].copy_from_slice(&query[..2]);
+                // Recursion was available (through us); the answer is not ours.
+                response[3] |= 0x80;
+                response[2] &= !0x04;
+                return Some(response);
+            }
+        }
+        None
+    }
+}
+
+/// One exchange with `upstream`: the first datagram that is a response to `sent`
+/// (same ID, same question) is taken; others are ignored.
+async fn ask(upstream: SocketAddr, sent: &[u8], question_end: usize) -> Option<Vec<u8>> {
+    let local: IpAddr = match upstream.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(ip) if ip.is_loopback() => Ipv6Addr::LOCALHOST.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((local, 0)).await.ok()?;
+    socket.connect(upstream).await.ok()?;
+    socket.send(sent).await.ok()?;
+    let mut buf = vec![0u8; 65535];
+    // Bounded: the caller's timeout ends the wait; a flood of wrong datagrams only
+    // spends it.
+    loop {
+        let n = match socket.recv(&mut buf).await {
+            Ok(n) => n,
+            // ICMP port unreachable: nobody listens there.
+            Err(_) => return None,
+        };
+        let r = &buf[..n];
+        if n >= question_end
+            && r[..2] == sent[..2]
+            && r[2] & 0x80 != 0
+            && r[wire::HEADER_LEN..question_end] == sent[wire::HEADER_LEN..question_end]
+        {
+            return Some(r.to_vec());
+        }
+    }
+}
+
+/// A random query ID (from the kernel; a fixed one only if that fails).
+fn random_id() -> u16 {
+    let mut b = [0u8; 2];
+    // SAFETY: the buffer is valid for 2 bytes.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
+    if n == 2 { u16::from_ne_bytes(b) } else { 0x5a5a }
+}
