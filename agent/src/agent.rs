@@ -96,14 +96,16 @@ impl RunningAgent {
 /// bind, or the node cannot be registered.
 pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
     let layout = Layout::new(&cfg.work_dir)?;
-    let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        layout: layout.clone(),
-        runc: cfg.runc.clone(),
-        shim_exe: cfg.shim_exe.clone(),
-        log_max_bytes: cfg.log_max_bytes,
-        log_max_files: cfg.log_max_files,
-    })?
-    .with_cluster_dns(crate::runtime::resolv::nameserver(cfg.cluster_dns)));
+    let runtime = Arc::new(
+        Runtime::new(RuntimeConfig {
+            layout: layout.clone(),
+            runc: cfg.runc.clone(),
+            shim_exe: cfg.shim_exe.clone(),
+            log_max_bytes: cfg.log_max_bytes,
+            log_max_files: cfg.log_max_files,
+        })?
+        .with_cluster_dns(crate::runtime::resolv::nameserver(cfg.cluster_dns)),
+    );
     let images = Images::open(layout.images()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

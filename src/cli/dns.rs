@@ -67,7 +67,8 @@ pub(crate) fn list(zone: &Zone, name: Option<&str>) -> RecordList {
     let wanted = name.map(|n| {
         let n = n.to_ascii_lowercase();
         let dns = if n.ends_with('.') { n.clone() } else { format!("{n}.") };
-        let under_zone = if dns.ends_with(&format!(".{ORIGIN}")) || dns == ORIGIN { dns } else { format!("{dns}{ORIGIN}") };
+        let under_zone =
+            if dns.ends_with(&format!(".{ORIGIN}")) || dns == ORIGIN { dns } else { format!("{dns}{ORIGIN}") };
         (n, under_zone)
     });
     let items = zone
@@ -117,11 +118,9 @@ pub(crate) fn upstream(spec: &str, own: SocketAddr) -> anyhow::Result<Upstream> 
                 .split(',')
                 .map(|s| {
                     let s = s.trim();
-                    s.parse::<SocketAddr>()
-                        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                        .map_err(|_| {
-                            anyhow::anyhow!("--dns-upstream: {s:?} is not IP or IP:PORT (or use forward or refuse)")
-                        })
+                    s.parse::<SocketAddr>().or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53))).map_err(
+                        |_| anyhow::anyhow!("--dns-upstream: {s:?} is not IP or IP:PORT (or use forward or refuse)"),
+                    )
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Upstream::Forward(servers)
@@ -169,11 +168,8 @@ pub(crate) async fn start(
         return Ok(None);
     }
     let listen = args.dns_listen.unwrap_or(DEFAULT_LISTEN);
-    let config = corral_dns::DnsConfig {
-        listen,
-        upstream: upstream(&args.dns_upstream, listen)?,
-        ..Default::default()
-    };
+    let config =
+        corral_dns::DnsConfig { listen, upstream: upstream(&args.dns_upstream, listen)?, ..Default::default() };
     let shared = Arc::new(zone.clone());
     let running = match corral_dns::start(config.clone(), shared.clone()).await {
         Ok(r) => r,

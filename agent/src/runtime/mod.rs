@@ -217,7 +217,8 @@ impl Runtime {
         };
         tracing::info!(uid = %rec.spec.uid, name = %rec.spec.name, "launching task");
         let (d, r) = (dir.clone(), rec.clone());
-        let resolv = self.cluster_dns.filter(|_| rec.spec.rootfs.is_some()).map(|ip| resolv::content(ip, &rec.spec.name));
+        let resolv =
+            self.cluster_dns.filter(|_| rec.spec.rootfs.is_some()).map(|ip| resolv::content(ip, &rec.spec.name));
         blocking::run("preparing a task's bundle", move || {
             if let Some(text) = resolv {
                 resolv::write(&d, &text)?;
