@@ -74,6 +74,8 @@ pub struct DnsRecords {
     config: Config,
     zone: Zone,
     counts: Arc<Counts>,
+    /// Whether a first round filled the zone from synced caches.
+    filled: tokio::sync::watch::Sender<bool>,
 }
 
 /// What it counts.
@@ -99,7 +101,14 @@ impl Default for Counts {
 impl DnsRecords {
     /// The controller keeping `zone`.
     pub fn new(config: Config, zone: Zone) -> Self {
-        DnsRecords { config, zone, counts: Arc::default() }
+        DnsRecords { config, zone, counts: Arc::default(), filled: tokio::sync::watch::Sender::new(false) }
+    }
+
+    /// Resolves once a first round has filled the zone from complete caches: serve
+    /// DNS after it, or the first answers would deny names that exist.
+    pub async fn filled(&self) {
+        let mut rx = self.filled.subscribe();
+        let _ = rx.wait_for(|f| *f).await;
     }
 
     /// The zone it keeps.
@@ -215,6 +224,7 @@ impl DnsRecords {
             }
             self.counts.records.set(i64::try_from(self.zone.len()).unwrap_or(i64::MAX));
             self.counts.rounds.observe(started.elapsed().as_secs_f64());
+            self.filled.send_if_modified(|f| !std::mem::replace(f, true));
             // Reports and statuses after the zone: they never hold an answer back.
             self.report(&recorder, &plan, &snapshot, &mut memory).await;
             write_statuses(&dns_records, &plan, &snapshot.3).await;

@@ -20,6 +20,8 @@ pub(crate) const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Add
 /// Where it falls back to when [`DEFAULT_LISTEN`] cannot be bound (not root, or the
 /// port is taken): a free loopback port.
 const FALLBACK_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+/// How long the start waits for the zone to be filled before serving it anyway.
+const FILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 /// The zone's apex.
 pub(crate) const ORIGIN: &str = "corral.";
 /// Where `--dns-upstream forward` reads the host's resolvers.
@@ -170,7 +172,31 @@ pub(crate) async fn start(
     let listen = args.dns_listen.unwrap_or(DEFAULT_LISTEN);
     let config =
         corral_dns::DnsConfig { listen, upstream: upstream(&args.dns_upstream, listen)?, ..Default::default() };
-    let shared = Arc::new(zone.clone());
+    let identity = corral_server::auth::Identity {
+        user: corral_server::auth::bootstrap::DNS_CONTROLLER_USER.into(),
+        groups: vec![corral_server::auth::AUTHENTICATED.into()],
+    };
+    let client = server.client_as(identity);
+    // `leader.corral.` names the API server answering (this one): every server
+    // serves the whole zone, and any of them is the control plane to a client.
+    let leader = Some(server.addr().ip()).filter(|ip| !ip.is_unspecified());
+    let controller = Arc::new(corral_controllers::dns::DnsRecords::new(
+        corral_controllers::dns::Config { leader, ..Default::default() },
+        zone.clone(),
+    ));
+    let stop = CancellationToken::new();
+    let (token, running_controller) = (stop.clone(), controller.clone());
+    let controller_task = tokio::spawn(async move {
+        if let Err(e) = running_controller.run(client, token).await {
+            tracing::warn!(error = %e, "the DNS controller stopped");
+        }
+    });
+    // Answers start once the zone holds what exists, not before: a first answer
+    // denying a name that exists would be cached by resolvers.
+    if tokio::time::timeout(FILL_PATIENCE, controller.filled()).await.is_err() {
+        tracing::warn!("the cluster DNS zone is not filled yet; serving it as it fills");
+    }
+    let shared = Arc::new(zone);
     let running = match corral_dns::start(config.clone(), shared.clone()).await {
         Ok(r) => r,
         Err(e) if args.dns_listen.is_none() => {
@@ -183,33 +209,19 @@ pub(crate) async fn start(
                 .await
                 .context("cannot serve the cluster DNS")?
         }
-        Err(e) => return Err(e).with_context(|| format!("--dns-listen {listen}: cannot serve the cluster DNS")),
+        Err(e) => {
+            stop.cancel();
+            let _ = controller_task.await;
+            return Err(e).with_context(|| format!("--dns-listen {listen}: cannot serve the cluster DNS"));
+        }
     };
-    let identity = corral_server::auth::Identity {
-        user: corral_server::auth::bootstrap::DNS_CONTROLLER_USER.into(),
-        groups: vec![corral_server::auth::AUTHENTICATED.into()],
-    };
-    let client = server.client_as(identity);
-    // `leader.corral.` names the API server answering (this one): every server
-    // serves the whole zone, and any of them is the control plane to a client.
-    let leader = Some(server.addr().ip()).filter(|ip| !ip.is_unspecified());
-    let controller = corral_controllers::dns::DnsRecords::new(
-        corral_controllers::dns::Config { leader, ..Default::default() },
-        zone,
-    );
     let registry = corral_telemetry::registry::SharedRegistry::new();
     registry.register(|r| {
         controller.register_metrics(r);
         running.register_metrics(r);
     });
     server.add_metrics(registry);
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let controller = tokio::spawn(async move {
-        if let Err(e) = controller.run(client, token).await {
-            tracing::warn!(error = %e, "the DNS controller stopped");
-        }
-    });
+    let controller = controller_task;
     Ok(Some(ClusterDns { server: running, controller, stop }))
 }
 
