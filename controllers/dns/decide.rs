@@ -124,7 +124,7 @@ pub fn decide(s: &Snapshot<'_>) -> Plan {
     }
 
     // Running tasks, with their address; service instances grouped by service.
-    let mut instances: HashMap<(&str, &str), Vec<(&TaskSummary, IpAddr, Option<String>)>> = HashMap::new();
+    let mut instances: HashMap<(&str, &str), Vec<Instance<'_>>> = HashMap::new();
     for t in s.tasks {
         if !is_running(t) {
             continue;
@@ -189,6 +189,9 @@ pub fn decide(s: &Snapshot<'_>) -> Plan {
     user_records(s, &mut plan);
     plan
 }
+
+/// A running instance of a service: its task, address and task name (if it has one).
+type Instance<'a> = (&'a TaskSummary, IpAddr, Option<String>);
 
 fn add_problem(plan: &mut Plan, source: Source, problem: Problem) {
     plan.problems.entry(source).or_default().insert(problem);
