@@ -335,3 +335,45 @@ async fn replace_node_credential(store: &dyn Storage, node: &str, key: Key, obje
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod dns_controller_tests {
+    use super::*;
+    use crate::auth::rbac::{Attributes, Decision};
+    use crate::auth::{AUTHENTICATED, Identity};
+
+    fn may(verb: &str, resource: &str, subresource: Option<&str>) -> bool {
+        let who = Identity { user: DNS_CONTROLLER_USER.into(), groups: vec![AUTHENTICATED.into()] };
+        let attrs = Attributes::Resource {
+            verb: verb.into(),
+            group: GROUP.into(),
+            resource: resource.into(),
+            subresource: subresource.map(Into::into),
+            namespace: None,
+            name: None,
+        };
+        matches!(builtin_policy().authorize(&who, &attrs), Decision::Allow(_))
+    }
+
+    #[test]
+    fn the_dns_controller_reads_what_it_serves_and_writes_only_dns_record_status_and_events() {
+        for resource in ["tasks", "services", "nodes", "dnsrecords"] {
+            for verb in ["get", "list", "watch"] {
+                assert!(may(verb, resource, None), "{verb} {resource}");
+            }
+        }
+        assert!(may("update", "dnsrecords", Some("status")));
+        assert!(may("create", "events", None));
+        for (verb, resource, sub) in [
+            ("update", "dnsrecords", None),
+            ("create", "tasks", None),
+            ("update", "tasks", Some("status")),
+            ("delete", "services", None),
+            ("list", "configmaps", None),
+            ("list", "tokens", None),
+            ("update", "nodes", Some("status")),
+        ] {
+            assert!(!may(verb, resource, sub), "{verb} {resource} {sub:?} must be refused");
+        }
+    }
+}
