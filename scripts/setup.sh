@@ -17,6 +17,8 @@ TEST_PKGS=(
   libprotobuf-dev  # …and the well-known .proto files (descriptor.proto)
   etcd-server      # the peer the store benchmark compares against
   dnsutils         # dig, for DNS tests
+  knot             # knotd, the peer the DNS benchmark compares against
+  dnsperf          # the DNS benchmark's load generator
   prometheus       # promtool checks the /metrics exposition in tests
   kubectl          # the Kubernetes CLI, driven against Corral in tests
   skopeo           # pushes images to Corral's OCI distribution API in tests

@@ -64,6 +64,12 @@ enum BenchCommand {
     /// answer (UDP, asked directly) that includes it, and from its end to one without
     /// it: p50/p99/max. Starts `corral server` itself.
     DnsPropagation(BenchDnsPropagationArgs),
+    /// The DNS server side by side with Knot DNS (`knotd`): both serve the same zone
+    /// of N records (tasks' A, services' A and SRV, nodes' A); `dnsperf` loads each
+    /// in alternating rounds with the same query file. Prints queries/s per round,
+    /// medians, the ratio, CPU per query and the zone's memory. Needs knot and
+    /// dnsperf (scripts/setup.sh).
+    Dns(BenchDnsArgs),
 }
 
 /// Options of `corral-bench dns-propagation`.
@@ -87,6 +93,33 @@ struct BenchDnsPropagationArgs {
     /// An extra argument for the `corral server` the bench starts (repeatable).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+}
+
+/// Options of `corral-bench dns`.
+#[derive(Args, Debug)]
+struct BenchDnsArgs {
+    /// Records in the zone.
+    #[arg(long, default_value_t = 100_000)]
+    records: usize,
+    /// Rounds (each runs dnsperf against both servers, alternating who goes first).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds of each dnsperf run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// dnsperf clients (`-c`).
+    #[arg(long, default_value_t = 4)]
+    clients: u32,
+    /// dnsperf queries outstanding (`-q`).
+    #[arg(long, default_value_t = 200)]
+    outstanding: u32,
+    /// Lines of the query file (9 in 10 names that exist, 1 in 10 NXDOMAIN).
+    #[arg(long, default_value_t = 100_000)]
+    queries: usize,
+    /// Query every task's name, not two per service (Corral's answer cache then
+    /// mostly misses).
+    #[arg(long)]
+    all_names: bool,
 }
 
 /// Options of `corral-bench jobs`.
@@ -430,6 +463,18 @@ fn main() -> ExitCode {
                         timeout: std::time::Duration::from_secs(a.timeout),
                     },
                 )
+                .await
+            }
+            BenchCommand::Dns(a) => {
+                corral_bench::dns::run_dns_bench(corral_bench::dns::DnsBenchOptions {
+                    records: a.records,
+                    rounds: a.rounds,
+                    seconds: a.seconds,
+                    clients: a.clients,
+                    outstanding: a.outstanding,
+                    queries: a.queries,
+                    all_names: a.all_names,
+                })
                 .await
             }
             BenchCommand::Soak(a) => {

@@ -77,7 +77,7 @@ pub fn own_cpu_time() -> anyhow::Result<Duration> {
 }
 
 /// CPU time of process `pid` (a number or `self`), from `/proc/<pid>/stat`.
-fn cpu_time_of(pid: &str) -> anyhow::Result<Duration> {
+pub fn cpu_time_of(pid: &str) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (in parentheses, which may hold spaces):
     // utime and stime are the 12th and 13th of them, in clock ticks.

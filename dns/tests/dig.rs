@@ -311,6 +311,24 @@ async fn names_outside_the_zone_are_forwarded_to_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_truncated_upstream_answer_is_fetched_again_over_tcp() {
+    let other = Zone::new("example.").unwrap();
+    let many: Vec<Record> = (0..60u8).map(|i| a("big.example.", [192, 0, 2, i])).collect();
+    other.apply([Change::Set(Source::new("DnsRecord", "", "big"), many)]);
+    let upstream = serve(Arc::new(other), Upstream::Refuse).await;
+    let dns = serve(cluster_zone(), Upstream::Forward(vec![upstream.local_addr()])).await;
+
+    // Over UDP the client gets the upstream's truncated answer, retries over TCP, and
+    // over TCP the server asks the upstream over TCP.
+    let d = dig(dns.local_addr(), &["+noedns", "big.example.", "A"]).await;
+    assert!(d.raw.contains("Truncated, retrying in TCP mode"), "{}", d.raw);
+    assert_eq!(d.status, "NOERROR", "{}", d.raw);
+    assert_eq!(d.answer.len(), 60, "{}", d.raw);
+    dns.shutdown().await;
+    upstream.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_upstream_that_does_not_answer_gives_servfail() {
     // A port nobody listens on any more.
     let dead = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap();

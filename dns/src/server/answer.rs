@@ -297,3 +297,91 @@ fn write_record(w: &mut Writer<'_>, section: Section, r: &Record) {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::{Change, Source};
+
+    fn answerer() -> Answerer {
+        let zone = Zone::new("corral.").unwrap();
+        zone.apply([Change::Set(
+            Source::new("Service", "default", "web"),
+            vec![
+                Record { name: "web.corral.".into(), ttl: 5, data: RecordData::A([10, 0, 0, 1].into()) },
+                Record {
+                    name: "_http._tcp.web.corral.".into(),
+                    ttl: 5,
+                    data: RecordData::Srv { priority: 0, weight: 0, port: 80, target: "web.corral.".into() },
+                },
+                Record { name: "www.corral.".into(), ttl: 5, data: RecordData::Cname("web.corral.".into()) },
+            ],
+        )]);
+        Answerer::new(Arc::new(zone), 5, [127, 0, 0, 1].into(), true)
+    }
+
+    fn query(name: &[&str], qtype: u16) -> Vec<u8> {
+        let mut p = vec![0, 7, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+        for l in name {
+            p.push(l.len() as u8);
+            p.extend_from_slice(l.as_bytes());
+        }
+        p.push(0);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&wire::CLASS_IN.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn a_cname_chain_is_followed_inside_the_zone() {
+        let a = answerer();
+        let mut out = Vec::new();
+        let r = a.answer(&query(&["www", "corral"], wire::TYPE_A), Transport::Udp, &mut out);
+        assert_eq!(r.rcode, rcode::NOERROR);
+        assert_eq!(u16::from_be_bytes([out[6], out[7]]), 2, "CNAME and A");
+        assert_eq!(out[2] & 0x04, 0x04, "AA");
+    }
+
+    #[test]
+    fn names_outside_the_zone_are_forwarded_only_with_rd() {
+        let a = answerer();
+        let mut out = Vec::new();
+        let mut q = query(&["example", "com"], wire::TYPE_A);
+        assert_eq!(a.answer(&q, Transport::Udp, &mut out).outcome, Outcome::Forward);
+        q[2] = 0;
+        assert_eq!(a.answer(&q, Transport::Udp, &mut out).rcode, rcode::REFUSED);
+    }
+
+    #[test]
+    fn mutated_queries_never_panic_and_always_fit_udp() {
+        let a = answerer();
+        let mut out = Vec::new();
+        let seeds = [
+            query(&["_http", "_tcp", "web", "corral"], wire::TYPE_SRV),
+            query(&["www", "corral"], wire::TYPE_A),
+            query(&["corral"], wire::TYPE_ANY),
+        ];
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for seed in &seeds {
+            for _ in 0..20_000 {
+                let mut q = seed.clone();
+                for _ in 0..(next() % 4) {
+                    let i = (next() as usize) % q.len();
+                    q[i] = next() as u8;
+                }
+                q.truncate(q.len() - (next() as usize % 3));
+                let r = a.answer(&q, Transport::Udp, &mut out);
+                if matches!(r.outcome, Outcome::Reply { .. }) {
+                    assert!(out.len() >= wire::HEADER_LEN && out.len() <= wire::MAX_UDP_PAYLOAD as usize);
+                }
+            }
+        }
+    }
+}

@@ -39,15 +39,24 @@ impl Forwarder {
     }
 
     /// The upstream's response to `query`, with the query's own ID; `None` if none
-    /// answered in time (or the query is not one).
-    pub(crate) async fn forward(&self, query: &[u8]) -> Option<Vec<u8>> {
+    /// answered in time (or the query is not one). Asked over UDP; for a client on
+    /// TCP (`tcp`) a truncated answer is asked again over TCP, a client on UDP gets
+    /// it truncated and comes back over TCP itself.
+    pub(crate) async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
         let parsed = wire::parse_query(query).ok()?;
         let question_end = wire::HEADER_LEN + parsed.question.len();
         let mut sent = query.to_vec();
         let id = random_id();
         sent[..2].copy_from_slice(&id.to_be_bytes());
         for upstream in self.upstreams.iter().take(MAX_UPSTREAMS_TRIED) {
-            let answer = tokio::time::timeout(PER_UPSTREAM_TIMEOUT, ask(*upstream, &sent, question_end)).await;
+            let exchange = async {
+                let response = ask(*upstream, &sent, question_end).await?;
+                if tcp && response[2] & 0x02 != 0 {
+                    return ask_tcp(*upstream, &sent, question_end).await;
+                }
+                Some(response)
+            };
+            let answer = tokio::time::timeout(PER_UPSTREAM_TIMEOUT, exchange).await;
             if let Ok(Some(mut response)) = answer {
                 response[..2].copy_from_slice(&query[..2]);
                 // Recursion was available (through us); the answer is not ours.
@@ -90,6 +99,24 @@ async fn ask(upstream: SocketAddr, sent: &[u8], question_end: usize) -> Option<V
             return Some(r.to_vec());
         }
     }
+}
+
+/// One exchange with `upstream` over TCP (a connection of its own).
+async fn ask_tcp(upstream: SocketAddr, sent: &[u8], question_end: usize) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(upstream).await.ok()?;
+    let mut framed = Vec::with_capacity(sent.len() + 2);
+    framed.extend_from_slice(&u16::try_from(sent.len()).ok()?.to_be_bytes());
+    framed.extend_from_slice(sent);
+    stream.write_all(&framed).await.ok()?;
+    let len = stream.read_u16().await.ok()? as usize;
+    let mut r = vec![0u8; len];
+    stream.read_exact(&mut r).await.ok()?;
+    let ok = len >= question_end
+        && r[..2] == sent[..2]
+        && r[2] & 0x80 != 0
+        && r[wire::HEADER_LEN..question_end] == sent[wire::HEADER_LEN..question_end];
+    ok.then_some(r)
 }
 
 /// A random query ID (from the kernel; a fixed one only if that fails).

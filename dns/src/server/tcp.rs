@@ -72,7 +72,7 @@ async fn connection(
             Outcome::Forward => {
                 metrics.count_forwarded(shard);
                 let response = match (forwarder, forwarder.and_then(Forwarder::permit)) {
-                    (Some(f), Some(_permit)) => f.forward(&query).await,
+                    (Some(f), Some(_permit)) => f.forward(&query, true).await,
                     _ => None,
                 };
                 match response {

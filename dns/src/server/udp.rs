@@ -28,6 +28,9 @@ const BATCH: usize = 32;
 const MAX_QUERY: usize = 4096;
 /// Answers cached per thread; when full the cache starts over.
 const CACHE_ENTRIES: usize = 16 * 1024;
+/// Only queries up to this size are cached (a plain query is under 100 bytes), so the
+/// cache stays under a few MiB whatever clients send.
+const CACHE_MAX_QUERY: usize = 256;
 /// How often a thread waiting for datagrams looks at the stop flag.
 pub(crate) const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -137,7 +140,10 @@ impl Worker {
                 match a.outcome {
                     Outcome::Reply { cacheable } => {
                         self.metrics.count_query(self.shard, a.qtype, a.rcode);
-                        if cacheable && (a.rcode == rcode::NOERROR || a.rcode == rcode::NXDOMAIN) {
+                        if cacheable
+                            && len <= CACHE_MAX_QUERY
+                            && (a.rcode == rcode::NOERROR || a.rcode == rcode::NXDOMAIN)
+                        {
                             if cache.len() >= CACHE_ENTRIES {
                                 cache.clear();
                             }
@@ -255,7 +261,7 @@ pub(crate) async fn forward_loop(
             (forwarder.clone(), answerer.clone(), metrics.clone(), reply.clone());
         in_flight.spawn(async move {
             let _permit = permit;
-            let out = match forwarder.forward(&job.packet).await {
+            let out = match forwarder.forward(&job.packet, false).await {
                 Some(response) => response,
                 None => {
                     metrics.count_forward_failed(shard);
