@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -395,4 +395,75 @@ fn the_decision_is_the_same_whatever_the_order_of_the_snapshot() {
     assert_eq!(w.decide(), first);
     let names: BTreeMap<_, _> = first.records.iter().map(|(s, r)| (s.to_string(), r.len())).collect();
     assert_eq!(names.len(), 5, "{names:?}");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        // Mostly valid labels, sometimes too long, upper-case or with odd characters.
+        prop_oneof![
+            4 => "[a-z][a-z0-9-]{0,20}[a-z0-9]",
+            1 => "[a-z]{60,70}",
+            1 => "[A-Za-z_.]{1,8}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn served_names_are_valid_whole_and_the_same_whatever_the_order(
+            // Task names are unique in a namespace, as the store keeps them.
+            tasks in proptest::collection::btree_map(name(), (name(), 0usize..3, any::<bool>()), 0..24),
+            ports in proptest::collection::vec(name(), 0..3),
+            records in proptest::collection::btree_map(name(), name(), 0..6),
+        ) {
+            let mut w = World::two_nodes();
+            for (task_name, (svc, node, running)) in &tasks {
+                let node = ["n1", "n2", "gone"][*node];
+                let phase = if *running { TaskPhase::Running } else { TaskPhase::Staging };
+                let mut t = task("ns", task_name, node, phase);
+                t.metadata.labels.insert(SERVICE_LABEL.into(), svc.clone());
+                for (i, p) in ports.iter().enumerate() {
+                    t = with_port(t, p, 31000 + i as u16, None);
+                }
+                w.tasks.push(Arc::new(t));
+                w.services.push(service("ns", svc));
+            }
+            for (i, (obj, dns_name)) in records.iter().enumerate() {
+                let created = format!("2026-01-01T00:00:{:02}Z", i % 60);
+                w.records.push(user("ns", obj, spec(dns_name, DnsRecordType::A, &["192.0.2.1"]), &created));
+            }
+            let plan = w.decide();
+            for records in plan.records.values() {
+                for r in records {
+                    let bare = r.name.trim_end_matches('.');
+                    prop_assert!(bare.len() <= 253, "{}", r.name);
+                    prop_assert!(bare.split('.').all(|l| !l.is_empty() && l.len() <= 63), "{}", r.name);
+                    prop_assert!(r.name.ends_with(".corral."), "{}", r.name);
+                    prop_assert!(
+                        bare.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_'),
+                        "{}", r.name
+                    );
+                }
+            }
+            // A name is held by one DnsRecord at most, never by one and Corral too.
+            let mut holders: BTreeMap<&str, BTreeSet<&Source>> = BTreeMap::new();
+            for (s, records) in &plan.records {
+                for r in records {
+                    holders.entry(r.name.as_str()).or_default().insert(s);
+                }
+            }
+            for (n, sources) in &holders {
+                let users = sources.iter().filter(|s| s.kind == DNS_RECORD).count();
+                prop_assert!(users == 0 || sources.len() == 1, "{n}: {sources:?}");
+            }
+            let mut reversed = World { leader: w.leader, ..World::two_nodes() };
+            reversed.tasks = w.tasks.iter().rev().cloned().collect();
+            reversed.services = w.services.iter().rev().cloned().collect();
+            reversed.records = w.records.iter().rev().cloned().collect();
+            prop_assert_eq!(reversed.decide(), plan);
+        }
+    }
 }
