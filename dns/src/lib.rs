@@ -12,7 +12,6 @@
 pub mod error;
 pub mod metrics;
 pub mod server;
-pub mod wire;
 pub mod zone;
 
 pub use error::{Error, Result};

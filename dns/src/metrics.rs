@@ -8,19 +8,10 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 
-use crate::wire;
-
-/// Query types counted by name; every other type is `OTHER`.
-const QTYPES: [(u16, &str); 8] = [
-    (wire::TYPE_A, "A"),
-    (wire::TYPE_AAAA, "AAAA"),
-    (wire::TYPE_CNAME, "CNAME"),
-    (wire::TYPE_SRV, "SRV"),
-    (wire::TYPE_TXT, "TXT"),
-    (wire::TYPE_SOA, "SOA"),
-    (wire::TYPE_NS, "NS"),
-    (wire::TYPE_ANY, "ANY"),
-];
+/// Query types counted by name (their numbers, RFC 1035 and on); every other type
+/// is `OTHER`.
+const QTYPES: [(u16, &str); 8] =
+    [(1, "A"), (28, "AAAA"), (5, "CNAME"), (33, "SRV"), (16, "TXT"), (6, "SOA"), (2, "NS"), (255, "ANY")];
 const N_QTYPES: usize = QTYPES.len() + 1;
 /// Response codes counted by name (index = rcode); every other is `OTHER`.
 const RCODES: [&str; 6] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
-use crate::wire;
+use hickory_proto::op::{Message, MessageType};
 
 /// Forwarded queries in flight at once, over UDP and TCP together; past it a query is
 /// answered SERVFAIL at once.
@@ -38,30 +38,28 @@ impl Forwarder {
         self.permits.clone().try_acquire_owned().ok()
     }
 
-    /// The upstream's response to `query`, with the query's own ID; `None` if none
-    /// answered in time (or the query is not one). Asked over UDP; for a client on
-    /// TCP (`tcp`) a truncated answer is asked again over TCP, a client on UDP gets
-    /// it truncated and comes back over TCP itself.
-    pub(crate) async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
-        let parsed = wire::parse_query(query).ok()?;
-        let question_end = wire::HEADER_LEN + parsed.question.len();
-        let mut sent = query.to_vec();
-        let id = random_id();
-        sent[..2].copy_from_slice(&id.to_be_bytes());
+    /// The upstream's response to `query`, with the query's own ID, RA set and AA
+    /// cleared; `None` if none answered in time. Asked over UDP; for a client on TCP
+    /// (`tcp`) a truncated answer is asked again over TCP, a client on UDP gets it
+    /// truncated and comes back over TCP itself.
+    pub(crate) async fn forward(&self, query: &Message, tcp: bool) -> Option<Message> {
+        let mut sent = query.clone();
+        sent.metadata.id = random_id();
+        let bytes = sent.to_vec().ok()?;
         for upstream in self.upstreams.iter().take(MAX_UPSTREAMS_TRIED) {
             let exchange = async {
-                let response = ask(*upstream, &sent, question_end).await?;
-                if tcp && response[2] & 0x02 != 0 {
-                    return ask_tcp(*upstream, &sent, question_end).await;
+                let response = ask(*upstream, &bytes, &sent).await?;
+                if tcp && response.metadata.truncation {
+                    return ask_tcp(*upstream, &bytes, &sent).await;
                 }
                 Some(response)
             };
             let answer = tokio::time::timeout(PER_UPSTREAM_TIMEOUT, exchange).await;
             if let Ok(Some(mut response)) = answer {
-                response[..2].copy_from_slice(&query[..2]);
+                response.metadata.id = query.metadata.id;
                 // Recursion was available (through us); the answer is not ours.
-                response[3] |= 0x80;
-                response[2] &= !0x04;
+                response.metadata.recursion_available = true;
+                response.metadata.authoritative = false;
                 return Some(response);
             }
         }
@@ -69,9 +67,16 @@ impl Forwarder {
     }
 }
 
-/// One exchange with `upstream`: the first datagram that is a response to `sent`
-/// (same ID, same question) is taken; others are ignored.
-async fn ask(upstream: SocketAddr, sent: &[u8], question_end: usize) -> Option<Vec<u8>> {
+/// Whether `response` (read by hickory-proto) answers `sent`: same ID, same question.
+fn answers(response: &[u8], sent: &Message) -> Option<Message> {
+    let r = Message::from_vec(response).ok()?;
+    (r.metadata.id == sent.metadata.id && r.metadata.message_type == MessageType::Response && r.queries == sent.queries)
+        .then_some(r)
+}
+
+/// One exchange with `upstream`: the first datagram that is a response to `sent` is
+/// taken; others are ignored.
+async fn ask(upstream: SocketAddr, bytes: &[u8], sent: &Message) -> Option<Message> {
     let local: IpAddr = match upstream.ip() {
         IpAddr::V4(ip) if ip.is_loopback() => Ipv4Addr::LOCALHOST.into(),
         IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
@@ -80,7 +85,7 @@ async fn ask(upstream: SocketAddr, sent: &[u8], question_end: usize) -> Option<V
     };
     let socket = UdpSocket::bind((local, 0)).await.ok()?;
     socket.connect(upstream).await.ok()?;
-    socket.send(sent).await.ok()?;
+    socket.send(bytes).await.ok()?;
     let mut buf = vec![0u8; 65535];
     // Bounded: the caller's timeout ends the wait; a flood of wrong datagrams only
     // spends it.
@@ -90,33 +95,24 @@ async fn ask(upstream: SocketAddr, sent: &[u8], question_end: usize) -> Option<V
             // ICMP port unreachable: nobody listens there.
             Err(_) => return None,
         };
-        let r = &buf[..n];
-        if n >= question_end
-            && r[..2] == sent[..2]
-            && r[2] & 0x80 != 0
-            && r[wire::HEADER_LEN..question_end] == sent[wire::HEADER_LEN..question_end]
-        {
-            return Some(r.to_vec());
+        if let Some(r) = answers(&buf[..n], sent) {
+            return Some(r);
         }
     }
 }
 
 /// One exchange with `upstream` over TCP (a connection of its own).
-async fn ask_tcp(upstream: SocketAddr, sent: &[u8], question_end: usize) -> Option<Vec<u8>> {
+async fn ask_tcp(upstream: SocketAddr, bytes: &[u8], sent: &Message) -> Option<Message> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(upstream).await.ok()?;
-    let mut framed = Vec::with_capacity(sent.len() + 2);
-    framed.extend_from_slice(&u16::try_from(sent.len()).ok()?.to_be_bytes());
-    framed.extend_from_slice(sent);
+    let mut framed = Vec::with_capacity(bytes.len() + 2);
+    framed.extend_from_slice(&u16::try_from(bytes.len()).ok()?.to_be_bytes());
+    framed.extend_from_slice(bytes);
     stream.write_all(&framed).await.ok()?;
     let len = stream.read_u16().await.ok()? as usize;
     let mut r = vec![0u8; len];
     stream.read_exact(&mut r).await.ok()?;
-    let ok = len >= question_end
-        && r[..2] == sent[..2]
-        && r[2] & 0x80 != 0
-        && r[wire::HEADER_LEN..question_end] == sent[wire::HEADER_LEN..question_end];
-    ok.then_some(r)
+    answers(&r, sent)
 }
 
 /// A random query ID (from the kernel; a fixed one only if that fails).

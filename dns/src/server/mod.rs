@@ -214,7 +214,12 @@ pub async fn start(config: DnsConfig, zone: Arc<Zone>) -> Result<RunningDns> {
         )));
     }
     let tcp = tokio::net::TcpListener::from_std(tcp).map_err(io_err("registering the DNS TCP listener"))?;
-    tasks.push(tokio::spawn(tcp::serve(tcp, answerer.clone(), forwarder, metrics.clone(), shared_shard)));
+    let mut tcp_server = tcp::server(tcp, answerer.clone(), forwarder, metrics.clone(), shared_shard);
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = tcp_server.block_until_done().await {
+            tracing::warn!(error = %e, "dns: the TCP server stopped");
+        }
+    }));
 
     let mut handles = Vec::new();
     for (shard, socket) in udp.into_iter().enumerate() {

@@ -18,9 +18,15 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::answer::{Answerer, Outcome, Transport};
+use hickory_proto::op::Message;
+
+use super::answer::{Answerer, HEADER_LEN, Outcome, encode, qtype_of, rcode_of, udp_limit};
 use crate::metrics::DnsMetrics;
-use crate::wire::{self, rcode};
+
+/// NOERROR and NXDOMAIN, the answers the cache keeps.
+const CACHED_RCODES: [u16; 2] = [0, 3];
+/// SERVFAIL, counted when the upstream fails.
+const SERVFAIL: u16 = 2;
 
 /// Datagrams read or written per system call.
 const BATCH: usize = 32;
@@ -36,8 +42,8 @@ pub(crate) const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// A query for a name outside the zone, handed to the forwarder.
 pub(crate) struct ForwardJob {
-    /// The query as received.
-    pub packet: Vec<u8>,
+    /// The query, read.
+    pub query: Box<Message>,
     /// Who asked.
     pub client: SocketAddr,
 }
@@ -125,7 +131,7 @@ impl Worker {
                 }
                 let packet = &rbufs[i][..len];
                 let out = &mut outs[i];
-                if len >= wire::HEADER_LEN
+                if len >= HEADER_LEN
                     && let Some(hit) = cache.get(&packet[2..])
                 {
                     out.clear();
@@ -136,14 +142,11 @@ impl Worker {
                     reply[i] = true;
                     continue;
                 }
-                let a = self.answerer.answer(packet, Transport::Udp, out);
+                let a = self.answerer.answer_udp(packet, out);
                 match a.outcome {
                     Outcome::Reply { cacheable } => {
                         self.metrics.count_query(self.shard, a.qtype, a.rcode);
-                        if cacheable
-                            && len <= CACHE_MAX_QUERY
-                            && (a.rcode == rcode::NOERROR || a.rcode == rcode::NXDOMAIN)
-                        {
+                        if cacheable && len <= CACHE_MAX_QUERY && CACHED_RCODES.contains(&a.rcode) {
                             if cache.len() >= CACHE_ENTRIES {
                                 cache.clear();
                             }
@@ -154,20 +157,23 @@ impl Worker {
                         }
                         reply[i] = true;
                     }
-                    Outcome::Forward => {
+                    Outcome::Forward(query) => {
                         let client = sockaddr_to_std(&addrs[i]);
-                        let sent = match (&self.forward, client) {
-                            (Some(tx), Some(client)) => {
-                                tx.try_send(ForwardJob { packet: packet.to_vec(), client }).is_ok()
-                            }
-                            _ => false,
+                        let refused = match (&self.forward, client) {
+                            (Some(tx), Some(client)) => match tx.try_send(ForwardJob { query, client }) {
+                                Ok(()) => None,
+                                Err(e) => Some(e.into_inner().query),
+                            },
+                            _ => Some(query),
                         };
-                        if sent {
-                            self.metrics.count_forwarded(self.shard);
-                        } else if self.answerer.servfail(packet, out) {
-                            self.metrics.count_forward_failed(self.shard);
-                            self.metrics.count_query(self.shard, a.qtype, rcode::SERVFAIL);
-                            reply[i] = true;
+                        match refused {
+                            None => self.metrics.count_forwarded(self.shard),
+                            Some(query) => {
+                                encode(&self.answerer.servfail(&query), udp_limit(&query), out);
+                                self.metrics.count_forward_failed(self.shard);
+                                self.metrics.count_query(self.shard, a.qtype, SERVFAIL);
+                                reply[i] = true;
+                            }
                         }
                     }
                     Outcome::Drop => {}
@@ -251,37 +257,30 @@ pub(crate) async fn forward_loop(
         let Some(permit) = forwarder.permit() else {
             metrics.count_forward_failed(shard);
             let mut out = Vec::new();
-            if answerer.servfail(&job.packet, &mut out) {
-                metrics.count_query(shard, qtype_of(&job.packet), rcode::SERVFAIL);
-                let _ = reply.send_to(&out, job.client);
-            }
+            encode(&answerer.servfail(&job.query), udp_limit(&job.query), &mut out);
+            metrics.count_query(shard, qtype_of(&job.query), SERVFAIL);
+            let _ = reply.send_to(&out, job.client);
             continue;
         };
         let (forwarder, answerer, metrics, reply) =
             (forwarder.clone(), answerer.clone(), metrics.clone(), reply.clone());
         in_flight.spawn(async move {
             let _permit = permit;
-            let out = match forwarder.forward(&job.packet, false).await {
+            let response = match forwarder.forward(&job.query, false).await {
                 Some(response) => response,
                 None => {
                     metrics.count_forward_failed(shard);
-                    let mut out = Vec::new();
-                    if !answerer.servfail(&job.packet, &mut out) {
-                        return;
-                    }
-                    out
+                    answerer.servfail(&job.query)
                 }
             };
-            metrics.count_query(shard, qtype_of(&job.packet), wire::response_rcode(&out));
+            // Re-encoded by hickory-proto: still within what the client takes.
+            let mut out = Vec::new();
+            encode(&response, udp_limit(&job.query), &mut out);
+            metrics.count_query(shard, qtype_of(&job.query), rcode_of(&response));
             // The socket is blocking but a datagram send does not wait in practice.
             if reply.send_to(&out, job.client).is_err() {
                 metrics.count_error(shard);
             }
         });
     }
-}
-
-/// The question's type of a query already read once.
-pub(crate) fn qtype_of(packet: &[u8]) -> u16 {
-    wire::parse_query(packet).map_or(0, |q| q.qtype)
 }
