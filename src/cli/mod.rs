@@ -79,7 +79,9 @@ pub fn main() -> ExitCode {
     };
     let serving =
         matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent(_) | Command::Controllers(_));
-    corral_telemetry::logging::init(if serving { "info" } else { "warn" });
+    // hickory's server logs every TCP query at info: the cluster DNS's own lines say
+    // what matters.
+    corral_telemetry::logging::init(if serving { "info,hickory_server=warn,hickory_proto=warn" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
