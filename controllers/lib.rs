@@ -13,11 +13,14 @@
 //! resources offered to frameworks in weighted DRF order, framework liveness and
 //! failover), [`services`] (the built-in framework keeping services running),
 //! [`jobs`] (the built-in framework running jobs, by hand and on schedules) and
-//! [`events`] (Events deleted an hour after they last occurred). Offers, services and
+//! [`events`] (Events deleted an hour after they last occurred). [`dns`] (the cluster
+//! DNS zone) is not among them: it runs beside every API server, outside leader
+//! election, and is started on its own. Offers, services and
 //! jobs work in rounds over the whole cluster rather than per object.
 
 #![warn(missing_docs)]
 
+pub mod dns;
 pub mod events;
 pub mod gc;
 pub mod jobs;

@@ -66,6 +66,10 @@ pub struct AgentConfig {
     pub server_ca: Option<Vec<u8>>,
     /// How local persistent volumes are kept: images or not, allowed host paths.
     pub volumes: crate::volumes::VolumeConfig,
+    /// The cluster DNS: container tasks get a resolv.conf naming it, with their
+    /// namespace's search domains. A resolv.conf cannot name a port, so an address
+    /// whose port is not 53 is ignored, with a warning.
+    pub cluster_dns: Option<std::net::SocketAddr>,
 }
 
 /// A started agent.
@@ -95,13 +99,16 @@ impl RunningAgent {
 /// bind, or the node cannot be registered.
 pub async fn start(client: Client, cfg: AgentConfig) -> Result<RunningAgent> {
     let layout = Layout::new(&cfg.work_dir)?;
-    let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        layout: layout.clone(),
-        runc: cfg.runc.clone(),
-        shim_exe: cfg.shim_exe.clone(),
-        log_max_bytes: cfg.log_max_bytes,
-        log_max_files: cfg.log_max_files,
-    })?);
+    let runtime = Arc::new(
+        Runtime::new(RuntimeConfig {
+            layout: layout.clone(),
+            runc: cfg.runc.clone(),
+            shim_exe: cfg.shim_exe.clone(),
+            log_max_bytes: cfg.log_max_bytes,
+            log_max_files: cfg.log_max_files,
+        })?
+        .with_cluster_dns(crate::runtime::resolv::nameserver(cfg.cluster_dns)),
+    );
     let images = Images::open(layout.images()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

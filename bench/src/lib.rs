@@ -3,6 +3,7 @@
 mod agent;
 mod controller;
 pub mod dns;
+pub mod dns_propagation;
 pub mod hollow;
 pub mod jobs;
 mod load;

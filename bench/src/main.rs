@@ -59,12 +59,40 @@ enum BenchCommand {
     /// at once — time until all ended. Each phase on a `corral server` of its own,
     /// started by the bench. Stops by itself (--timeout per phase).
     Jobs(BenchJobsArgs),
+    /// Cluster DNS propagation, on hollow nodes (SIMULATED): N nodes, T tasks
+    /// churning; from a task's RUNNING (status write acknowledged) to the first DNS
+    /// answer (UDP, asked directly) that includes it, and from its end to one without
+    /// it: p50/p99/max. Starts `corral server` itself.
+    DnsPropagation(BenchDnsPropagationArgs),
     /// The DNS server side by side with Knot DNS (`knotd`): both serve the same zone
     /// of N records (tasks' A, services' A and SRV, nodes' A); `dnsperf` loads each
     /// in alternating rounds with the same query file. Prints queries/s per round,
     /// medians, the ratio, CPU per query and the zone's memory. Needs knot and
     /// dnsperf (scripts/setup.sh).
     Dns(BenchDnsArgs),
+}
+
+/// Options of `corral-bench dns-propagation`.
+#[derive(Args, Debug)]
+struct BenchDnsPropagationArgs {
+    /// Hollow nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Tasks kept bound to them.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
+    /// Tasks replaced per second while probing.
+    #[arg(long, default_value_t = 200)]
+    churn: u32,
+    /// Probes (each an appearance and a disappearance).
+    #[arg(long, default_value_t = 200)]
+    probes: usize,
+    /// Seconds setting up may take.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// An extra argument for the `corral server` the bench starts (repeatable).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 /// Options of `corral-bench dns`.
@@ -422,6 +450,19 @@ fn main() -> ExitCode {
                     server_args: a.server_args,
                     ..Default::default()
                 })
+                .await
+            }
+            BenchCommand::DnsPropagation(a) => {
+                corral_bench::dns_propagation::run_dns_propagation(
+                    corral_bench::dns_propagation::DnsPropagationOptions {
+                        nodes: a.nodes,
+                        tasks: a.tasks,
+                        churn_per_sec: a.churn,
+                        probes: a.probes,
+                        server_args: a.server_args,
+                        timeout: std::time::Duration::from_secs(a.timeout),
+                    },
+                )
                 .await
             }
             BenchCommand::Dns(a) => {

@@ -261,7 +261,19 @@ impl AppState {
 
 /// The whole HTTP API as a router.
 pub fn app(state: AppState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// Where the cluster DNS's records are listed (`corral dns records`), when the process
+/// serving the API serves DNS too (see [`start_with_routes`]). Authorized as listing
+/// every `DnsRecord`.
+pub const DNS_RECORDS_PATH: &str = "/dns/records";
+
+/// The whole HTTP API as a router, with `extra` routes mounted beside it: behind the
+/// same authentication, authorization, audit and metrics.
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     Router::new()
+        .merge(extra)
         .route("/healthz", get(ops::healthz).fallback(method_not_allowed))
         .route("/version", get(ops::version).fallback(method_not_allowed))
         .route("/metrics", get(metrics::serve).fallback(method_not_allowed))
@@ -455,6 +467,15 @@ impl Drop for RunningServer {
 /// Fails if the store cannot be opened (e.g. another server holds the directory) or
 /// the address cannot be bound.
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
+    start_with_routes(cfg, Router::new()).await
+}
+
+/// [`start`], with `extra` routes mounted beside the API (see [`app_with`]): what the
+/// `corral` binary serves of its own, e.g. [`DNS_RECORDS_PATH`].
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with_routes(cfg: ServerConfig, extra: Router<AppState>) -> Result<RunningServer> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::DataDir { path: cfg.data_dir.clone(), source })?;
     let options = corral_store::Options {
         compaction_retain: cfg.compaction_retain,
@@ -514,7 +535,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
     // Loaded after the administrator's token is stored, so that it works at once.
     let policy = state.load_policy().await.map_err(store_error)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = app(state.clone());
+    let router = app_with(state.clone(), extra);
     let open_files = connections::raise_open_files_limit();
     let limits = cfg.connections.clone().unwrap_or_else(|| ConnectionLimits::for_open_files(open_files));
     tracing::debug!(open_files, ?limits, "connection limits");

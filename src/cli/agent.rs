@@ -45,6 +45,7 @@ pub(crate) fn config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
             no_images: a.no_volume_images,
             host_path_allow: a.host_path_allow.clone(),
         },
+        cluster_dns: a.cluster_dns,
     })
 }
 

@@ -113,6 +113,27 @@ pub enum Command {
     Job(JobCommand),
     /// Print the client's version and the server's (`GET /version`).
     Version(VersionArgs),
+    /// The cluster DNS: what it serves.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+}
+
+/// `corral dns` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum DnsCommand {
+    /// List every record the cluster DNS serves (name, type, TTL, data) and the
+    /// object that produced it; with NAME, those of that DNS name or object name.
+    Records(DnsRecordsArgs),
+}
+
+/// Options of `corral dns records`.
+#[derive(Args, Debug)]
+pub struct DnsRecordsArgs {
+    /// A DNS name (`web.default.corral.`, or `web.default`) or an object's name.
+    pub name: Option<String>,
+    /// Output format: a table (default), `json` or `yaml`.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 /// Options of `corral version`.
@@ -275,6 +296,11 @@ pub struct AgentArgs {
     /// measured and reported, not enforced (as on hosts without loop devices).
     #[arg(long)]
     pub no_volume_images: bool,
+    /// The cluster DNS, `IP[:PORT]` (port 53 by default): container tasks get a
+    /// resolv.conf naming it with their namespace's search domains. A resolv.conf
+    /// cannot carry a port: on another port it is skipped, with a warning.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_dns_addr)]
+    pub cluster_dns: Option<SocketAddr>,
 }
 
 /// `corral admin` subcommands.
@@ -513,6 +539,27 @@ pub struct ServeArgs {
     /// `up` only: as `corral agent --no-volume-images`, for the local agent.
     #[arg(long)]
     pub no_volume_images: bool,
+    /// Address the cluster DNS answers on, UDP and TCP. Default: 127.0.0.153:53, or
+    /// a free loopback port (with a warning) when that cannot be bound (not root, or
+    /// the port is taken).
+    #[arg(long, value_name = "ADDR")]
+    pub dns_listen: Option<SocketAddr>,
+
+    /// Where the cluster DNS sends names outside `corral.`: `forward` (to the
+    /// nameservers of the host's /etc/resolv.conf), `refuse`, or `IP[:PORT],...`.
+    #[arg(long, value_name = "forward|refuse|IP:PORT,...", default_value = "forward")]
+    pub dns_upstream: String,
+
+    /// Serve no cluster DNS.
+    #[arg(long, conflicts_with = "dns_listen")]
+    pub no_dns: bool,
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_dns_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{s:?} is not IP or IP:PORT"))
 }
 
 /// A byte count: a number with an optional suffix Ki, Mi, Gi (or K, M, G).

@@ -1,6 +1,6 @@
 //! The `corral` command line: running the system (`up`, `server`, `controllers`,
 //! `agent`) and talking to it (`apply`, `get`, `describe`, `delete`, `diff`, `explain`,
-//! `edit`, `api-resources`, `logs`, `exec`, `image`, `scale`, `restart`, `rollout`, `job`, `version`), and
+//! `edit`, `api-resources`, `logs`, `exec`, `image`, `scale`, `restart`, `rollout`, `job`, `version`, `dns`), and
 //! `convert`.
 //!
 //! Exit codes: 0 success, 1 error; `diff` exits 1 when there are differences and 2
@@ -38,6 +38,7 @@ mod convert;
 mod delete;
 mod describe;
 mod diff;
+mod dns;
 mod edit;
 mod exec;
 mod explain;
@@ -78,7 +79,9 @@ pub fn main() -> ExitCode {
     };
     let serving =
         matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent(_) | Command::Controllers(_));
-    corral_telemetry::logging::init(if serving { "info" } else { "warn" });
+    // hickory's server logs every TCP query at info: the cluster DNS's own lines say
+    // what matters.
+    corral_telemetry::logging::init(if serving { "info,hickory_server=warn,hickory_proto=warn" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -200,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Job(c) => job::run(&ctx()?, c).await,
         Command::Bench { args } => Ok(bench::run(&args)),
         Command::Version(a) => version::run(&conn, a).await,
+        Command::Dns(args::DnsCommand::Records(a)) => dns::records(&ctx()?.client, a).await,
     }
 }
 

@@ -61,7 +61,10 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         Role::ControlPlane => tracing::info!(data_dir = %cfg.data_dir.display(), "starting corral control plane"),
     }
     let data_dir = cfg.data_dir.clone();
-    let server = corral_server::start(cfg).await?;
+    // The zone exists before the server, which lists it at /dns/records.
+    let zone = corral_dns::Zone::new(super::dns::ORIGIN)?;
+    let routes = if args.no_dns { axum::Router::new() } else { super::dns::routes(zone.clone()) };
+    let server = corral_server::start_with_routes(cfg, routes).await?;
     tracing::info!(path = %server.admin_kubeconfig().display(), "administrator credential");
     if role == Role::Everything {
         // The all-in-one system is the user's own: its credential becomes the CLI's.
@@ -95,7 +98,12 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         }
         None => None,
     };
-    // DNS joins `Role::Everything` as it is built.
+    // Every API server serves the cluster DNS from its own watches, outside leader
+    // election.
+    let dns = super::dns::start(&args, zone, &server).await?;
+    if let Some(dns) = &dns {
+        tracing::info!("cluster DNS: {}", dns.addr());
+    }
     let agent = if role == Role::Everything && !args.no_agent {
         let defaults = super::args::AgentArgs::parse_from(["agent"]);
         // The one node of an all-in-one system is `local` unless told otherwise, so
@@ -107,10 +115,12 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
             no_volume_images: args.no_volume_images,
             ..defaults
         };
-        let cfg = corral_agent::agent::AgentConfig {
+        let mut cfg = corral_agent::agent::AgentConfig {
             server_ca: server.ca_pem().map(<[u8]>::to_vec),
             ..super::agent::config(&agent_args)?
         };
+        // Its containers resolve through this process's cluster DNS.
+        cfg.cluster_dns = dns.as_ref().map(super::dns::ClusterDns::addr);
         let token = server.node_credential(&cfg.name).await.context("cannot make the local agent's credential")?;
         let client = corral_client::Client::from_config(&corral_client::Config {
             server: server.base_url().to_string(),
@@ -130,6 +140,9 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
     shutdown.cancel();
     if let Some(m) = manager {
         let _ = m.await;
+    }
+    if let Some(dns) = dns {
+        dns.shutdown().await;
     }
     server.shutdown().await?;
     waited

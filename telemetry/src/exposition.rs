@@ -207,7 +207,8 @@ mod tests {
         let (text, _) = render(&[&r], None).expect("encodes");
         assert_eq!(text.matches("# HELP reconciles_total").count(), 1, "{text}");
         assert_eq!(text.matches("# TYPE depth gauge").count(), 1, "{text}");
-        let family: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("# HELP reconciles_total")).take(4).collect();
+        let family: Vec<&str> =
+            text.lines().skip_while(|l| !l.starts_with("# HELP reconciles_total")).take(4).collect();
         assert!(family[2].starts_with("reconciles_total{") && family[3].starts_with("reconciles_total{"), "{text}");
         assert!(text.contains("controller=\"tasks\"") && text.contains("controller=\"volumes\""), "{text}");
     }

@@ -187,9 +187,14 @@ pub(crate) fn config(spec: &LaunchSpec, dir: &TaskDir) -> Result<Spec> {
     let mut mounts: Vec<OciMount> =
         get_default_mounts().into_iter().filter(|m| m.destination() != Path::new("/sys/fs/cgroup")).collect();
     mounts.push(bind(&dir.sandbox(), SANDBOX_IN_CONTAINER, false)?);
+    // The cluster DNS's resolv.conf, when the runtime wrote one for the task.
+    let own_resolv = dir.0.join(super::resolv::FILE);
+    let own_resolv = own_resolv.exists().then_some(own_resolv);
     for host_file in ["/etc/resolv.conf", "/etc/hosts"] {
-        if Path::new(host_file).exists() {
-            mounts.push(bind(Path::new(host_file), host_file, true)?);
+        match &own_resolv {
+            Some(own) if host_file == "/etc/resolv.conf" => mounts.push(bind(own, host_file, true)?),
+            _ if Path::new(host_file).exists() => mounts.push(bind(Path::new(host_file), host_file, true)?),
+            _ => {}
         }
     }
     for m in &spec.mounts {

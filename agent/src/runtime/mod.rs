@@ -19,6 +19,7 @@ mod log_writer;
 mod prepare;
 mod process;
 mod recovery;
+pub mod resolv;
 mod runc;
 mod shim;
 
@@ -147,6 +148,8 @@ pub enum Recovered {
 #[derive(Clone, Debug)]
 pub struct Runtime {
     cfg: Arc<RuntimeConfig>,
+    /// The cluster DNS containers resolve through (see [`resolv`]).
+    cluster_dns: Option<std::net::IpAddr>,
 }
 
 /// `name` itself if it holds a `/`, else its first executable match on `PATH`.
@@ -172,7 +175,14 @@ impl Runtime {
         cfg.runc = find_executable(&cfg.runc).ok_or_else(|| {
             Error::Runtime(format!("{} not found (scripts/setup.sh installs runc)", cfg.runc.display()))
         })?;
-        Ok(Runtime { cfg: Arc::new(cfg) })
+        Ok(Runtime { cfg: Arc::new(cfg), cluster_dns: None })
+    }
+
+    /// Gives container tasks a resolv.conf naming the cluster DNS at `nameserver`
+    /// (port 53), with their namespace's search domains; `None`: the host's.
+    pub fn with_cluster_dns(mut self, nameserver: Option<std::net::IpAddr>) -> Self {
+        self.cluster_dns = nameserver;
+        self
     }
 
     fn dir(&self, uid: &str) -> Result<TaskDir> {
@@ -207,7 +217,15 @@ impl Runtime {
         };
         tracing::info!(uid = %rec.spec.uid, name = %rec.spec.name, "launching task");
         let (d, r) = (dir.clone(), rec.clone());
-        blocking::run("preparing a task's bundle", move || prepare(&d, &r)).await?;
+        let resolv =
+            self.cluster_dns.filter(|_| rec.spec.rootfs.is_some()).map(|ip| resolv::content(ip, &rec.spec.name));
+        blocking::run("preparing a task's bundle", move || {
+            if let Some(text) = resolv {
+                resolv::write(&d, &text)?;
+            }
+            prepare(&d, &r)
+        })
+        .await?;
         let mut child = match self.spawn_shim(&dir) {
             Ok(child) => child,
             Err(e) => {

@@ -2,6 +2,7 @@
 
 pub mod configmap;
 pub mod custom_resource_definition;
+pub mod dns_record;
 pub mod event;
 pub mod framework;
 pub mod job;
@@ -20,6 +21,7 @@ pub use custom_resource_definition::{
     CustomResourceDefinition, CustomResourceDefinitionSpec, CustomResourceDefinitionStatus, CustomResourceSchema,
     ResourceScope,
 };
+pub use dns_record::{DnsRecord, DnsRecordSpec, DnsRecordStatus, DnsRecordType, SrvTarget};
 pub use event::{Event, EventSource, EventSpec, EventStatus, EventType, ObjectReference};
 pub use framework::{Framework, FrameworkSpec, FrameworkStatus, Offer, OfferSpec, OfferStatus};
 pub use job::{Job, JobRun, JobRunSpec, JobRunStatus, JobSpec, JobStatus};
@@ -52,6 +54,7 @@ pub fn builtin_kinds() -> Vec<crate::KindInfo> {
         Offer::kind_info(),
         Service::kind_info(),
         Volume::kind_info(),
+        DnsRecord::kind_info(),
         Job::kind_info(),
         JobRun::kind_info(),
         Quota::kind_info(),

@@ -27,11 +27,27 @@ pub const ADMIN_USER: &str = "admin";
 /// The volumes controller's user, role and binding name.
 pub const VOLUMES_CONTROLLER: &str = "system:controller:volumes";
 
+/// The DNS controller's user (bound to `dns-controller`): it runs beside every API
+/// server, outside leader election, and needs only to read what it serves.
+pub const DNS_CONTROLLER_USER: &str = "system:controller:dns";
+
 /// The namespaced built-in kinds users work with.
-const WORKLOAD: &[&str] = &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "volumes"];
+const WORKLOAD: &[&str] =
+    &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "volumes", "dnsrecords"];
 /// What a namespace's admin manages: its workload and who may touch it.
-const ADMIN: &[&str] =
-    &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "roles", "rolebindings", "volumes"];
+const ADMIN: &[&str] = &[
+    "configmaps",
+    "events",
+    "leases",
+    "tasks",
+    "services",
+    "jobs",
+    "jobruns",
+    "roles",
+    "rolebindings",
+    "volumes",
+    "dnsrecords",
+];
 /// What a viewer reads.
 const VIEW: &[&str] = &[
     "configmaps",
@@ -48,6 +64,8 @@ const VIEW: &[&str] = &[
     "jobruns/status",
     "volumes",
     "volumes/status",
+    "dnsrecords",
+    "dnsrecords/status",
 ];
 
 fn rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
@@ -124,6 +142,15 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 rule(&["create", "patch", "update"], &["events"]),
             ],
         ),
+        (
+            "dns-controller",
+            vec![
+                rule(READ, &["tasks", "services", "nodes", "dnsrecords"]),
+                rule(&["get", "update"], &["dnsrecords/status"]),
+                // Names it cannot make are reported as Events (a repeat bumps a count).
+                rule(&["get", "create", "update"], &["events"]),
+            ],
+        ),
         // A scheduler of one's own: bind it in the namespaces its tasks run in, and
         // with a RoleBinding in corral-frameworks for its liveness lease.
         (
@@ -148,6 +175,7 @@ fn builtin_bindings() -> Vec<(&'static str, &'static str, Subject)> {
         ("node", "node", group(NODES)),
         ("controller-manager", "controller-manager", user(CONTROLLER_MANAGER)),
         (VOLUMES_CONTROLLER, VOLUMES_CONTROLLER, user(VOLUMES_CONTROLLER)),
+        ("dns-controller", "dns-controller", user(DNS_CONTROLLER_USER)),
     ]
 }
 
@@ -339,4 +367,46 @@ async fn replace_node_credential(store: &dyn Storage, node: &str, key: Key, obje
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod dns_controller_tests {
+    use super::*;
+    use crate::auth::rbac::{Attributes, Decision};
+    use crate::auth::{AUTHENTICATED, Identity};
+
+    fn may(verb: &str, resource: &str, subresource: Option<&str>) -> bool {
+        let who = Identity { user: DNS_CONTROLLER_USER.into(), groups: vec![AUTHENTICATED.into()] };
+        let attrs = Attributes::Resource {
+            verb: verb.into(),
+            group: GROUP.into(),
+            resource: resource.into(),
+            subresource: subresource.map(Into::into),
+            namespace: None,
+            name: None,
+        };
+        matches!(builtin_policy().authorize(&who, &attrs), Decision::Allow(_))
+    }
+
+    #[test]
+    fn the_dns_controller_reads_what_it_serves_and_writes_only_dns_record_status_and_events() {
+        for resource in ["tasks", "services", "nodes", "dnsrecords"] {
+            for verb in ["get", "list", "watch"] {
+                assert!(may(verb, resource, None), "{verb} {resource}");
+            }
+        }
+        assert!(may("update", "dnsrecords", Some("status")));
+        assert!(may("create", "events", None));
+        for (verb, resource, sub) in [
+            ("update", "dnsrecords", None),
+            ("create", "tasks", None),
+            ("update", "tasks", Some("status")),
+            ("delete", "services", None),
+            ("list", "configmaps", None),
+            ("list", "tokens", None),
+            ("update", "nodes", Some("status")),
+        ] {
+            assert!(!may(verb, resource, sub), "{verb} {resource} {sub:?} must be refused");
+        }
+    }
 }

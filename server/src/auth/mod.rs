@@ -328,6 +328,17 @@ pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<At
     if crate::registry::is_registry_path(p) {
         return Some(crate::registry::attributes(method, p));
     }
+    // The cluster DNS's records: whoever may list every DnsRecord may see them all.
+    if p == crate::DNS_RECORDS_PATH && matches!(*method, Method::GET | Method::HEAD) {
+        return Some(Attributes::Resource {
+            verb: "list".into(),
+            group: corral_api::GROUP.into(),
+            resource: "dnsrecords".into(),
+            subresource: None,
+            namespace: None,
+            name: None,
+        });
+    }
     let Some(rest) = p.strip_prefix("/apis/") else {
         return Some(Attributes::NonResource { verb: method.as_str().to_ascii_lowercase().into(), path: p.into() });
     };
