@@ -1,7 +1,7 @@
 # The two commands of the README: `make up` runs Corral, `make test` runs every test.
 # Both install what they need first (scripts/setup.sh is idempotent): `make up` only
-# what running needs (runc, busybox-static), `make test` the test tools as well
-# (etcd, protobuf, dig, promtool, kubectl, skopeo).
+# what running needs (runc, busybox-static, e2fsprogs, dig), `make test` the test tools
+# as well (etcd, protobuf, knot, dnsperf, promtool, kubectl, skopeo).
 
 CARGO ?= cargo
 DATA_DIR ?= corral-data

@@ -11,13 +11,13 @@ RUN_PKGS=(
   runc             # the agent's container runtime
   busybox-static   # the tour's image (examples/images/busybox-image.sh) and test images
   e2fsprogs        # mkfs.ext4: volumes as loop-mounted images, so their sizes hold
+  dnsutils         # dig: the tour asks the cluster DNS (and the DNS tests do)
 )
 
 TEST_PKGS=(
   protobuf-compiler # etcd-client's build script (tests and benchmarks) needs protoc…
   libprotobuf-dev  # …and the well-known .proto files (descriptor.proto)
   etcd-server      # the peer the store benchmark compares against
-  dnsutils         # dig, for DNS tests
   knot             # knotd, the peer the DNS benchmark compares against
   dnsperf          # the DNS benchmark's load generator
   prometheus       # promtool checks the /metrics exposition in tests

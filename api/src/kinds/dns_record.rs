@@ -104,7 +104,7 @@ impl KindSpec for DnsRecordSpec {
 
     fn printer_columns() -> Vec<PrinterColumn> {
         vec![
-            PrinterColumn::new("NAME", ".spec.name", ColumnType::String),
+            PrinterColumn::new("RECORD", ".spec.name", ColumnType::String),
             PrinterColumn::new("TYPE", ".spec.type", ColumnType::String),
             PrinterColumn::new("SERVED", ".status.served", ColumnType::String),
         ]
