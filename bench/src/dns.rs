@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use corral_dns::{Change, DnsConfig, Record, RecordData, Source, Upstream, Zone};
 
-use crate::procs::{cpu_time_of, free_port, own_cpu_time};
+use crate::procs::{cpu_time_of, free_port, median, own_cpu_time, rss_of};
 
 /// Options of the DNS benchmark.
 #[derive(Clone, Debug)]
@@ -143,17 +143,6 @@ fn zone_file(zone: &Zone) -> String {
     out
 }
 
-fn rss_bytes(pid: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS in /proc status")?;
-    Ok(kb * 1024)
-}
-
 /// `knotd` serving the zone file, killed on drop.
 struct Knot {
     child: Child,
@@ -254,15 +243,6 @@ fn dnsperf(
     Ok(Round { qps, lost, cpu_us_per_query: cpu_spent.as_secs_f64() * 1e6 / completed })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// Runs the DNS benchmark and prints its figures.
 pub async fn run_dns_bench(opts: DnsBenchOptions) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -283,12 +263,12 @@ pub async fn run_dns_bench(opts: DnsBenchOptions) -> anyhow::Result<()> {
     // The zone, and its memory as the growth of this process's RSS around building it
     // and applying it (the input moves into the zone; what the allocator keeps of
     // temporaries counts too, so it is an upper bound).
-    let rss_before = rss_bytes("self")?;
+    let rss_before = rss_of("self")?;
     let build = Instant::now();
     let zone = Zone::new("corral.")?;
     zone.apply(objects(opts.records));
     let build_time = build.elapsed();
-    let zone_bytes = rss_bytes("self")?.saturating_sub(rss_before);
+    let zone_bytes = rss_of("self")?.saturating_sub(rss_before);
     println!(
         "zone: {} records built and applied in {:.0} ms; memory {:.1} MiB ({:.0} bytes/record, RSS growth)",
         zone.len(),
@@ -316,7 +296,7 @@ pub async fn run_dns_bench(opts: DnsBenchOptions) -> anyhow::Result<()> {
         "knotd {} up in {:.1} s, RSS {:.1} MiB (whole process, zone loaded)",
         knot.addr,
         knot_load.elapsed().as_secs_f64(),
-        rss_bytes(&knot_pid)? as f64 / 1048576.0
+        rss_of(&knot_pid)? as f64 / 1048576.0
     );
 
     let (mut corral_qps, mut knot_qps, mut corral_us, mut knot_us) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

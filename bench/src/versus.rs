@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::load::{LoadResult, closed_loop};
-use super::procs::{Proc, corral_exe, start_corral_exe};
+use super::procs::{Proc, corral_exe, median, start_corral_exe};
 use super::store::{Corral, StoreBenchOptions, creates};
 
 /// Objects each side holds for the update and get workloads.
@@ -79,15 +79,6 @@ async fn gets(corral: &Arc<Corral>, clients: usize) -> LoadResult {
         async move { cl.get(i, NS, &format!("o{}", seq % OBJECTS)).await }
     })
     .await
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Compares this build (`$CORRAL_BIN`, else the `corral` beside the bench) with
