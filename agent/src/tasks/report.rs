@@ -186,6 +186,12 @@ pub(super) async fn write_status(ctx: &TaskContext, task: &Task, status: TaskSta
         match ctx.tasks.update_status(&t).await {
             Err(e) if e.is_conflict() => {
                 let fresh = fresh(ctx, task).await?;
+                // Ours may have been built from a copy older than a write of this
+                // agent's own (a task that ended before the cache heard it was
+                // RUNNING): what that write recorded and ours lacks is kept.
+                if let (Some(ours), Some(theirs)) = (t.status.as_mut(), fresh.status.as_ref()) {
+                    keep_start(ours, theirs);
+                }
                 if fresh.status == t.status {
                     return Ok(fresh);
                 }
@@ -202,9 +208,43 @@ pub(super) async fn write_status(ctx: &TaskContext, task: &Task, status: TaskSta
     Ok(ctx.tasks.update_status(&t).await?)
 }
 
+/// Fills what `ours` lacks of a start `theirs` recorded: when, in which container, on
+/// which address.
+fn keep_start(ours: &mut TaskStatus, theirs: &TaskStatus) {
+    if ours.start_time.is_none() {
+        ours.start_time.clone_from(&theirs.start_time);
+    }
+    if ours.container_id.is_none() {
+        ours.container_id.clone_from(&theirs.container_id);
+    }
+    if ours.host_ip.is_none() {
+        ours.host_ip.clone_from(&theirs.host_ip);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_end_built_from_a_copy_older_than_running_keeps_the_start() {
+        let running = TaskStatus {
+            phase: TaskPhase::Running,
+            start_time: Some("2026-12-04T18:00:00Z".into()),
+            container_id: Some("c1".into()),
+            host_ip: Some("127.0.0.1".into()),
+            ..Default::default()
+        };
+        let mut end = TaskStatus { phase: TaskPhase::Failed, exit_code: Some(3), ..Default::default() };
+        keep_start(&mut end, &running);
+        assert_eq!(end.start_time, running.start_time);
+        assert_eq!((end.container_id.as_deref(), end.host_ip.as_deref()), (Some("c1"), Some("127.0.0.1")));
+        assert_eq!((end.phase, end.exit_code), (TaskPhase::Failed, Some(3)));
+
+        let mut newer = TaskStatus { start_time: Some("2026-12-04T18:00:05Z".into()), ..Default::default() };
+        keep_start(&mut newer, &running);
+        assert_eq!(newer.start_time.as_deref(), Some("2026-12-04T18:00:05Z"), "ours is never replaced");
+    }
     use crate::runtime::ExitInfo;
 
     fn exit(code: Option<i32>, signal: Option<i32>, oom: bool) -> End {
