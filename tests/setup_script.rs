@@ -64,8 +64,11 @@ fn setup_installs_what_running_needs_for_up_and_the_test_tools_for_test() {
     assert_eq!(code, 0, "{calls:?}");
     assert_eq!(calls.iter().filter(|c| c.starts_with("update")).count(), 1, "one update: {calls:?}");
     let run = installed_by(&calls);
-    assert!(run.contains(&"runc".to_string()), "{run:?}");
-    for test_only in ["etcd-server", "prometheus", "kubectl", "dnsutils", "skopeo", "protobuf-compiler"] {
+    // e2fsprogs makes volume images; dig is the tour's DNS client.
+    for pkg in ["runc", "e2fsprogs", "dnsutils"] {
+        assert!(run.contains(&pkg.to_string()), "`make up` needs {pkg}: {run:?}");
+    }
+    for test_only in ["etcd-server", "prometheus", "kubectl", "knot", "dnsperf", "skopeo", "protobuf-compiler"] {
         assert!(!run.contains(&test_only.to_string()), "`make up` does not need {test_only}: {run:?}");
     }
 
@@ -73,7 +76,9 @@ fn setup_installs_what_running_needs_for_up_and_the_test_tools_for_test() {
     assert_eq!(code, 0, "{calls:?}");
     assert_eq!(calls.iter().filter(|c| c.starts_with("update")).count(), 1, "one update: {calls:?}");
     let test = installed_by(&calls);
-    for pkg in ["runc", "etcd-server", "prometheus", "kubectl", "dnsutils", "skopeo", "protobuf-compiler"] {
+    for pkg in
+        ["runc", "etcd-server", "prometheus", "kubectl", "dnsutils", "knot", "dnsperf", "skopeo", "protobuf-compiler"]
+    {
         assert!(test.contains(&pkg.to_string()), "`make test` needs {pkg}: {test:?}");
     }
 
