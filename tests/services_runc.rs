@@ -174,13 +174,7 @@ async fn a_service_of_three_busybox_web_servers_runs_and_a_killed_container_is_r
     let victim_name = name_of(victim);
     let container = victim.pointer("/status/containerId").and_then(Value::as_str).expect("container id").to_string();
     assert!(c.containers().contains(&container), "{container} is a runc container of the agent: {}", c.containers());
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(c.work_dir().join("runc"))
-        .args(["kill", &container, "KILL"])
-        .output()
-        .expect("runc kill");
-    assert!(out.status.success(), "runc kill: {}", text(&out.stderr));
+    c.kill_container(&container);
 
     // A replacement runs and the service is back at three healthy, without the victim.
     let mut last = Vec::new();

@@ -8,7 +8,6 @@
 mod agent_support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use agent_support::Cluster;
@@ -113,13 +112,7 @@ async fn a_stateful_services_replacement_lands_on_its_volumes_node_and_reads_wha
 
     // A crash, from outside: the container's init is killed.
     let container = first.pointer("/status/containerId").and_then(Value::as_str).expect("container id").to_string();
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(c.work_dir().join("runc"))
-        .args(["kill", &container, "KILL"])
-        .output()
-        .expect("runc kill");
-    assert!(out.status.success(), "runc kill: {}", String::from_utf8_lossy(&out.stderr));
+    c.kill_container(&container);
 
     let second = running_task(&c, "db", &[name_of(&first)]).await;
     assert_eq!(second.pointer("/spec/nodeName"), Some(&json!("vol-svc")), "on the volume's node: {second:#}");

@@ -139,6 +139,17 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A crash, from outside: SIGKILL to the init of the agent's runc container `id`.
+    pub fn kill_container(&self, id: &str) {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.work_dir().join("runc"))
+            .args(["kill", id, "KILL"])
+            .output()
+            .expect("runc kill");
+        assert!(out.status.success(), "runc kill {id}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// The agent's log so far, for failure messages.
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
