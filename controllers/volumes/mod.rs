@@ -25,7 +25,7 @@ use corral_api::Resource;
 use corral_api::kinds::task::{Task, TaskSummary};
 use corral_api::kinds::volume::{VOLUME_FINALIZER, Volume, VolumeStatus};
 use corral_client::{Api, Client, ListParams};
-use corral_runtime::{Action, Cache, CancellationToken, Controller, ObjectRef, Reflector, Runnable};
+use corral_runtime::{Action, Cache, CancellationToken, Controller, ControllerMetrics, ObjectRef, Reflector, Runnable};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
@@ -51,6 +51,7 @@ const BY_CLAIM: &str = "claim";
 pub struct Volumes {
     // What an operator asks of it: volumes released (their protection finalizer removed).
     released: Counter,
+    metrics: Arc<ControllerMetrics>,
     tasks: Arc<SharedTasks>,
 }
 
@@ -87,6 +88,7 @@ impl Runnable for Volumes {
             "Deleted volumes released (protection finalizer removed) once no task held them",
             self.released.clone(),
         );
+        self.metrics.register(registry, NAME);
     }
 
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
@@ -98,7 +100,8 @@ impl Runnable for Volumes {
                 v.metadata.annotations.get(CLAIM_ANNOTATION).map(|t| format!("{ns}/{t}")).into_iter().collect()
             }),
         );
-        let controller = Controller::for_reflector(reflector).reconcile_status_changes();
+        let controller =
+            Controller::for_reflector(reflector).reconcile_status_changes().with_metrics(self.metrics.clone());
         let volumes = controller.cache();
         let queue = controller.queue();
         let resource = Volume::kind_info().resource();
