@@ -34,6 +34,8 @@ mod registration;
 mod rounds;
 mod shared_tasks;
 
+pub use shared_tasks::SharedTasks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,9 +156,13 @@ impl Runnable for OwnClient {
 
 /// The selected built-in controllers, ready to add to a manager.
 pub fn builtin(config: &Config, selection: &Selection) -> Vec<Arc<dyn Runnable>> {
+    builtin_sharing(config, selection, Arc::default())
+}
+
+/// The selected built-in controllers, keeping their one copy of the cluster's tasks
+/// in `tasks` (which other controllers of the process may share).
+pub fn builtin_sharing(config: &Config, selection: &Selection, tasks: Arc<SharedTasks>) -> Vec<Arc<dyn Runnable>> {
     let mut out: Vec<Arc<dyn Runnable>> = Vec::new();
-    // One copy of the cluster's tasks for every controller that needs them all.
-    let tasks = Arc::new(shared_tasks::SharedTasks::default());
     if selection.includes(gc::NAME) {
         out.push(Arc::new(gc::GarbageCollector::new(config.gc.clone())));
     }

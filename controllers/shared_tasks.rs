@@ -32,9 +32,11 @@ pub(crate) const BY_SERVICE: &str = "service";
 /// Index of the cache: `NAMESPACE/RUN` of a job run's task.
 pub(crate) const BY_RUN: &str = "run";
 
-/// The shared copy; one per set of built-in controllers.
+/// The shared copy of every task: one per process, for the built-in controllers and
+/// the DNS controller beside them (see [`crate::builtin_sharing`] and
+/// [`crate::dns::DnsRecords::sharing`]).
 #[derive(Default)]
-pub(crate) struct SharedTasks {
+pub struct SharedTasks {
     inner: Mutex<Inner>,
 }
 
@@ -81,13 +83,19 @@ impl SharedTasks {
     }
 }
 
-fn start(client: &Client) -> Running {
+/// A reflector of every task with the shared copy's indexes, for a controller that
+/// runs without one (the DNS controller of `corral dns`' tests and tools).
+pub(crate) fn reflector(client: &Client) -> Reflector<TaskSummary> {
     let api = Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None);
-    let reflector = Reflector::new(api, ListParams::default())
+    Reflector::new(api, ListParams::default())
         .index(BY_NODE, Arc::new(|t: &TaskSummary| t.spec.node_name.clone().into_iter().collect()))
         .index(BY_FRAMEWORK, Arc::new(|t: &TaskSummary| t.spec.framework.clone().into_iter().collect()))
         .index(BY_SERVICE, Arc::new(|t: &TaskSummary| service_of(t).into_iter().collect()))
-        .index(BY_RUN, Arc::new(|t: &TaskSummary| crate::jobs::run_of(t).into_iter().collect()));
+        .index(BY_RUN, Arc::new(|t: &TaskSummary| crate::jobs::run_of(t).into_iter().collect()))
+}
+
+fn start(client: &Client) -> Running {
+    let reflector = reflector(client);
     let cache = reflector.cache();
     let subscribers: Arc<RwLock<Vec<(u64, OnTask)>>> = Arc::default();
     let stop = CancellationToken::new();

@@ -2,7 +2,8 @@
 //! a service's A and SRV records and its tasks' names follow its instances as it
 //! scales; a `DnsRecord` is served and says so in its status; `corral dns records`
 //! lists everything with its source; names that cannot be made are reported, never
-//! cut short. Nodes are registered by the test and a SIMULATED agent reports tasks as
+//! cut short; a service with a readiness check answers with an instance only once it
+//! passed the check. Nodes are registered by the test and a SIMULATED agent reports tasks as
 //! running (see dns_support).
 
 mod dns_support;
@@ -183,4 +184,43 @@ async fn names_that_cannot_be_made_are_reported_on_their_object_never_cut() {
     assert_eq!(taken["reason"], "NameTaken", "{taken:#}");
     assert!(taken["message"].as_str().is_some_and(|m| m.contains("DnsRecord default/first")), "{taken:#}");
     assert_eq!(dig_short(dns, "shared.default.corral.", "A"), vec!["192.0.2.2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_a_readiness_check_answers_only_once_its_instance_passed_it() {
+    let s = server();
+    s.node("n1", "127.0.1.1").await;
+    let mut svc = service("gated", 1, "http");
+    svc["spec"]["readinessCheck"] =
+        json!({"portName": "http", "path": "/ready", "intervalSeconds": 1, "timeoutSeconds": 1});
+    s.create(SERVICES, &svc).await;
+
+    // The instance runs (its own name resolves: the DNS controller saw it running),
+    // but nothing answers on its port: the service has no address yet.
+    let tasks = "/apis/corral.dev/v1/namespaces/default/tasks";
+    let task = corral_testkit::within_patience(async || {
+        dns_support::agent_pass(&s).await;
+        let (_, list) = s.call(Method::GET, tasks, None).await;
+        list["items"].as_array().and_then(|items| items.iter().find(|t| t["status"]["phase"] == "RUNNING").cloned())
+    })
+    .await
+    .expect("the instance runs");
+    let name = task["metadata"]["name"].as_str().expect("a name").to_string();
+    let port = task["status"]["ports"]["http"].as_u64().expect("a host port") as u16;
+    until_answer(&s, &format!("{name}.default.task.corral."), "A", "the task's name", |a| a == ["127.0.1.1"]).await;
+    let dns = s.dns.expect("dns");
+    assert!(dig_short(dns, "gated.default.corral.", "A").is_empty(), "not ready, not answered");
+
+    // Its readiness endpoint answers 200: the service answers with it.
+    let listener = tokio::net::TcpListener::bind(("127.0.1.1", port)).await.expect("the instance's port is free");
+    let ready = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        }
+    });
+    until_answer(&s, "gated.default.corral.", "A", "the ready instance", |a| a == ["127.0.1.1"]).await;
+    ready.abort();
 }

@@ -101,100 +101,163 @@ pub struct Plan {
     pub user: BTreeMap<(String, String), UserStatus>,
 }
 
-/// Decides every record served.
+/// What one object serves, and why some of it is not served.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// Its records, sorted; empty when it serves nothing.
+    pub records: Vec<Record>,
+    /// Names it should have and cannot.
+    pub problems: BTreeSet<Problem>,
+}
+
+impl Decision {
+    fn problem(problem: Problem) -> Self {
+        Decision { records: Vec::new(), problems: [problem].into() }
+    }
+}
+
+/// Decides every record served: the whole zone from the whole snapshot. The
+/// controller decides only the objects that changed, with the functions this one is
+/// made of ([`node`], [`task`], [`service`], [`leader`], [`user_records`]), so both
+/// always agree.
 pub fn decide(s: &Snapshot<'_>) -> Plan {
     let mut plan = Plan::default();
     let addresses: HashMap<&str, IpAddr> =
         s.nodes.iter().filter_map(|n| Some((n.metadata.name.as_str(), node_address(n)?))).collect();
-    let record = |name: &str, data: RecordData| Record { name: name.to_string(), ttl: s.ttl, data };
+    let address_of = |node: &str| addresses.get(node).copied();
 
     for n in s.nodes {
-        let Some(ip) = addresses.get(n.metadata.name.as_str()) else { continue };
-        let source = Source::new(NODE, "", &n.metadata.name);
-        match names::node(&n.metadata.name) {
-            Ok(name) => {
-                plan.records.insert(source, vec![record(&name, ip_data(*ip))]);
-            }
-            Err(e) => add_problem(&mut plan, source, Problem::name(&e)),
-        }
+        add(&mut plan, Source::new(NODE, "", &n.metadata.name), node(n, s.ttl));
     }
-
     if let Some(ip) = s.leader {
-        plan.records.insert(Source::new(SERVER, "", "leader"), vec![record(&names::leader(), ip_data(ip))]);
+        plan.records.insert(leader_source(), leader(ip, s.ttl));
     }
-
-    // Running tasks, with their address; service instances grouped by service.
-    let mut instances: HashMap<(&str, &str), Vec<Instance<'_>>> = HashMap::new();
+    let mut instances: HashMap<(&str, &str), Vec<Arc<TaskSummary>>> = HashMap::new();
     for t in s.tasks {
-        if !is_running(t) {
-            continue;
-        }
-        let Some(ip) = task_address(t, &addresses) else { continue };
         let ns = t.metadata.namespace.as_deref().unwrap_or_default();
-        let source = Source::new(TASK, ns, &t.metadata.name);
-        let name = match names::task(ns, &t.metadata.name) {
-            Ok(name) => {
-                plan.records.insert(source, vec![record(&name, ip_data(ip))]);
-                Some(name)
-            }
-            Err(e) => {
-                add_problem(&mut plan, source, Problem::name(&e));
-                None
-            }
-        };
+        add(&mut plan, Source::new(TASK, ns, &t.metadata.name), task(t, &address_of, s.ttl));
         if let Some(svc) = t.metadata.labels.get(SERVICE_LABEL) {
-            instances.entry((ns, svc.as_str())).or_default().push((t, ip, name));
+            instances.entry((ns, svc.as_str())).or_default().push(t.clone());
         }
     }
-
     for svc in s.services {
         let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
-        let source = Source::new(SERVICE, ns, &svc.metadata.name);
-        let name = match names::service(ns, &svc.metadata.name) {
-            Ok(name) => name,
-            Err(e) => {
-                add_problem(&mut plan, source, Problem::name(&e));
-                continue;
-            }
-        };
-        let mut records = Vec::new();
-        let mut seen_ips = BTreeSet::new();
         let members = instances.get(&(ns, svc.metadata.name.as_str())).map(Vec::as_slice).unwrap_or_default();
-        for (t, ip, task_name) in members {
-            if !serves(t, svc, s.ready) {
-                continue;
-            }
-            if seen_ips.insert(*ip) {
-                records.push(record(&name, ip_data(*ip)));
-            }
-            let Some(target) = task_name else { continue };
-            for p in &t.spec.ports {
-                let Some(port) = t.status.as_ref().and_then(|st| st.ports.get(&p.name).copied()).or(p.host_port) else {
-                    continue;
-                };
-                match names::srv(ns, &svc.metadata.name, &p.name, p.protocol.as_deref()) {
-                    Ok(srv) => records
-                        .push(record(&srv, RecordData::Srv { priority: 0, weight: 10, port, target: target.clone() })),
-                    Err(e) => add_problem(&mut plan, source.clone(), Problem::name(&e)),
-                }
-            }
-        }
-        records.sort();
-        records.dedup();
-        if !records.is_empty() {
-            plan.records.insert(source, records);
-        }
+        add(
+            &mut plan,
+            Source::new(SERVICE, ns, &svc.metadata.name),
+            service(svc, members, &address_of, s.ready, s.ttl),
+        );
     }
 
-    user_records(s, &mut plan);
+    // Corral's own names first: a `DnsRecord` cannot take one.
+    let mut holders: HashMap<&str, &Source> = HashMap::new();
+    for (source, records) in &plan.records {
+        for r in records {
+            holders.entry(r.name.as_str()).or_insert(source);
+        }
+    }
+    let holders: HashMap<String, Source> =
+        holders.into_iter().map(|(name, source)| (name.to_string(), source.clone())).collect();
+    let (records, user) = user_records(s.records, &|name| holders.get(name).cloned(), s.ttl);
+    plan.records.extend(records);
+    plan.user = user;
     plan
 }
 
-/// A running instance of a service: its task, address and task name (if it has one).
-type Instance<'a> = (&'a TaskSummary, IpAddr, Option<String>);
+fn add(plan: &mut Plan, source: Source, d: Decision) {
+    if !d.problems.is_empty() {
+        plan.problems.insert(source.clone(), d.problems);
+    }
+    if !d.records.is_empty() {
+        plan.records.insert(source, d.records);
+    }
+}
 
-fn add_problem(plan: &mut Plan, source: Source, problem: Problem) {
-    plan.problems.entry(source).or_default().insert(problem);
+fn record(name: &str, ttl: u32, data: RecordData) -> Record {
+    Record { name: name.to_string(), ttl, data }
+}
+
+/// A node's record: its name at its address (nothing without an address).
+pub fn node(n: &Node, ttl: u32) -> Decision {
+    let Some(ip) = node_address(n) else { return Decision::default() };
+    match names::node(&n.metadata.name) {
+        Ok(name) => Decision { records: vec![record(&name, ttl, ip_data(ip))], problems: BTreeSet::new() },
+        Err(e) => Decision::problem(Problem::name(&e)),
+    }
+}
+
+/// The source of `leader.corral.`.
+pub fn leader_source() -> Source {
+    Source::new(SERVER, "", "leader")
+}
+
+/// The control plane's record, `leader.corral.` at `ip`.
+pub fn leader(ip: IpAddr, ttl: u32) -> Vec<Record> {
+    vec![record(&names::leader(), ttl, ip_data(ip))]
+}
+
+/// A task's record: its name at its node's address, while it runs. `address_of`
+/// gives a node's address.
+pub fn task(t: &TaskSummary, address_of: &dyn Fn(&str) -> Option<IpAddr>, ttl: u32) -> Decision {
+    if !is_running(t) {
+        return Decision::default();
+    }
+    let Some(ip) = task_address(t, address_of) else { return Decision::default() };
+    let ns = t.metadata.namespace.as_deref().unwrap_or_default();
+    match names::task(ns, &t.metadata.name) {
+        Ok(name) => Decision { records: vec![record(&name, ttl, ip_data(ip))], problems: BTreeSet::new() },
+        Err(e) => Decision::problem(Problem::name(&e)),
+    }
+}
+
+/// A service's records, from `instances` (its namespace's tasks labelled with its
+/// name; others are ignored): the address of each instance it answers with, and an
+/// SRV record per named port of each.
+pub fn service(
+    svc: &Service,
+    instances: &[Arc<TaskSummary>],
+    address_of: &dyn Fn(&str) -> Option<IpAddr>,
+    ready: &HashSet<String>,
+    ttl: u32,
+) -> Decision {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+    let name = match names::service(ns, &svc.metadata.name) {
+        Ok(name) => name,
+        Err(e) => return Decision::problem(Problem::name(&e)),
+    };
+    let mut d = Decision::default();
+    let mut seen_ips = BTreeSet::new();
+    for t in instances {
+        let member = t.metadata.namespace.as_deref().unwrap_or_default() == ns
+            && t.metadata.labels.get(SERVICE_LABEL).is_some_and(|l| *l == svc.metadata.name);
+        if !member || !is_running(t) || !serves(t, svc, ready) {
+            continue;
+        }
+        let Some(ip) = task_address(t, address_of) else { continue };
+        if seen_ips.insert(ip) {
+            d.records.push(record(&name, ttl, ip_data(ip)));
+        }
+        let Ok(target) = names::task(ns, &t.metadata.name) else { continue };
+        for p in &t.spec.ports {
+            let Some(port) = t.status.as_ref().and_then(|st| st.ports.get(&p.name).copied()).or(p.host_port) else {
+                continue;
+            };
+            match names::srv(ns, &svc.metadata.name, &p.name, p.protocol.as_deref()) {
+                Ok(srv) => d.records.push(record(
+                    &srv,
+                    ttl,
+                    RecordData::Srv { priority: 0, weight: 10, port, target: target.clone() },
+                )),
+                Err(e) => {
+                    d.problems.insert(Problem::name(&e));
+                }
+            }
+        }
+    }
+    d.records.sort();
+    d.records.dedup();
+    d
 }
 
 /// The address of a node, from its status.
@@ -215,12 +278,8 @@ pub fn is_running(t: &TaskSummary) -> bool {
 }
 
 /// A task's address: its node's, else the one its agent reported.
-fn task_address(t: &TaskSummary, nodes: &HashMap<&str, IpAddr>) -> Option<IpAddr> {
-    t.spec
-        .node_name
-        .as_deref()
-        .and_then(|n| nodes.get(n).copied())
-        .or_else(|| t.status.as_ref()?.host_ip.as_deref()?.parse().ok())
+fn task_address(t: &TaskSummary, address_of: &dyn Fn(&str) -> Option<IpAddr>) -> Option<IpAddr> {
+    t.spec.node_name.as_deref().and_then(address_of).or_else(|| t.status.as_ref()?.host_ip.as_deref()?.parse().ok())
 }
 
 /// Whether a running task of `svc` is one of its addresses: not on its way out,
@@ -248,16 +307,22 @@ pub fn awaits_readiness(t: &TaskSummary, svc: &Service, ready: &HashSet<String>)
     svc.spec.readiness_check.is_some() && is_running(t) && !ready.contains(&task_key(t))
 }
 
-/// The records of every `DnsRecord`, with collisions settled.
-fn user_records(s: &Snapshot<'_>, plan: &mut Plan) {
-    // Which object holds each name so far: Corral's own first.
-    let mut holders: HashMap<String, Source> = HashMap::new();
-    for (source, records) in &plan.records {
-        for r in records {
-            holders.entry(r.name.clone()).or_insert_with(|| source.clone());
-        }
-    }
-    let mut ordered: Vec<&Arc<DnsRecord>> = s.records.iter().collect();
+/// Each `DnsRecord`'s status, by `(namespace, name)`.
+pub type UserStatuses = BTreeMap<(String, String), UserStatus>;
+
+/// What `DnsRecord`s serve, and the status each should have. `corral_holder` says
+/// which of Corral's own objects serves a name, if one does: a `DnsRecord` cannot
+/// take that name. Of two `DnsRecord`s with one name the older wins.
+pub fn user_records(
+    records: &[Arc<DnsRecord>],
+    corral_holder: &dyn Fn(&str) -> Option<Source>,
+    ttl: u32,
+) -> (BTreeMap<Source, Vec<Record>>, UserStatuses) {
+    let mut served: BTreeMap<Source, Vec<Record>> = BTreeMap::new();
+    let mut statuses = UserStatuses::new();
+    // Names taken by the `DnsRecord`s decided so far.
+    let mut taken: HashMap<String, Source> = HashMap::new();
+    let mut ordered: Vec<&Arc<DnsRecord>> = records.iter().collect();
     ordered.sort_by(|a, b| {
         let key = |r: &DnsRecord| {
             (r.metadata.creation_timestamp.clone(), r.metadata.namespace.clone(), r.metadata.name.clone())
@@ -274,29 +339,30 @@ fn user_records(s: &Snapshot<'_>, plan: &mut Plan) {
         let (name, data) = match outcome {
             Ok(v) => v,
             Err(p) => {
-                plan.user.insert(key, UserStatus { served: vec![], problem: Some(p) });
+                statuses.insert(key, UserStatus { served: vec![], problem: Some(p) });
                 continue;
             }
         };
         if r.metadata.is_deleting() {
             continue;
         }
-        if let Some(holder) = holders.get(&name) {
+        if let Some(holder) = corral_holder(&name).or_else(|| taken.get(&name).cloned()) {
             let problem = Problem {
                 reason: "NameTaken".into(),
                 message: format!("{name} is already served for {holder}; choose another name"),
             };
-            plan.user.insert(key, UserStatus { served: vec![], problem: Some(problem) });
+            statuses.insert(key, UserStatus { served: vec![], problem: Some(problem) });
             continue;
         }
-        holders.insert(name.clone(), source.clone());
-        let ttl = r.spec.ttl.unwrap_or(s.ttl);
+        taken.insert(name.clone(), source.clone());
+        let ttl = r.spec.ttl.unwrap_or(ttl);
         let mut records: Vec<Record> = data.into_iter().map(|d| Record { name: name.clone(), ttl, data: d }).collect();
         records.sort();
         records.dedup();
-        plan.records.insert(source, records);
-        plan.user.insert(key, UserStatus { served: vec![name], problem: None });
+        served.insert(source, records);
+        statuses.insert(key, UserStatus { served: vec![name], problem: None });
     }
+    (served, statuses)
 }
 
 /// The data a `DnsRecord` declares, checked.

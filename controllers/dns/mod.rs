@@ -8,10 +8,10 @@
 //! object whose name cannot be made (see [`names`]).
 //!
 //! Like the services controller it works in rounds: any change wakes it, and after a
-//! short settle [`decide::decide`] turns the whole snapshot into each object's
-//! records; only the objects whose records changed are handed to [`Zone::apply`],
-//! in one atomic step. A round over 10,000 tasks takes milliseconds, well within
-//! the second a change may take to show.
+//! short settle a round ([`state::State::round`]) decides again what changed since
+//! the last one — with the functions [`decide::decide`] is made of — and hands the
+//! objects whose records changed to [`Zone::apply`], in one atomic step. A round
+//! costs the changes, not the cluster's size.
 //!
 //! Readiness: instances of a service with a readiness check are answered once the
 //! check passed; this controller runs the check itself (as the services controller
@@ -20,21 +20,23 @@
 
 pub mod decide;
 pub mod names;
+pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use corral_api::Resource;
 use corral_api::kinds::dns_record::{DnsRecord, DnsRecordStatus};
 use corral_api::kinds::node::Node;
-use corral_api::kinds::service::{Condition, SERVICE_LABEL, Service};
-use corral_api::kinds::task::{Task, TaskSummary};
+use corral_api::kinds::service::{Condition, Service};
+use corral_api::kinds::task::TaskSummary;
 use corral_client::{Api, Client, ListParams};
-use corral_dns::{Change, Record, Source, Zone};
-use corral_runtime::{Cache, CancellationToken, EventType, Recorder, Reflector, Runnable};
+use corral_dns::{Change, Source, Zone};
+use corral_runtime::{
+    Cache, CancellationToken, Change as Observed, EventType, ObjectRef, Recorder, Reflector, Runnable,
+};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -42,7 +44,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
-use self::decide::{Plan, Problem, Snapshot, UserStatus};
+use self::decide::{Plan, Problem, UserStatus};
+use self::state::{Dirty, State};
+use crate::shared_tasks::{self, BY_SERVICE, OnTask, SharedTasks};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "dns";
@@ -72,6 +76,8 @@ impl Default for Config {
 /// election) and serve `zone` with `corral_dns`'s server.
 pub struct DnsRecords {
     config: Config,
+    /// The process's shared copy of the tasks, if it shares one.
+    tasks: Option<Arc<SharedTasks>>,
     zone: Zone,
     counts: Arc<Counts>,
     /// Whether a first round filled the zone from synced caches.
@@ -101,7 +107,14 @@ impl Default for Counts {
 impl DnsRecords {
     /// The controller keeping `zone`.
     pub fn new(config: Config, zone: Zone) -> Self {
-        DnsRecords { config, zone, counts: Arc::default(), filled: tokio::sync::watch::Sender::new(false) }
+        DnsRecords { config, zone, tasks: None, counts: Arc::default(), filled: tokio::sync::watch::Sender::new(false) }
+    }
+
+    /// Reads the tasks from `tasks`, the copy the built-in controllers of this
+    /// process keep ([`crate::builtin_sharing`]), instead of a copy of its own.
+    pub fn sharing(mut self, tasks: Arc<SharedTasks>) -> Self {
+        self.tasks = Some(tasks);
+        self
     }
 
     /// Resolves once a first round has filled the zone from complete caches: serve
@@ -117,6 +130,8 @@ impl DnsRecords {
     }
 }
 
+/// The controller's copies of what it reads: what a round reads through
+/// [`state::View`].
 struct Caches {
     tasks: Cache<TaskSummary>,
     services: Cache<Service>,
@@ -124,13 +139,38 @@ struct Caches {
     records: Cache<DnsRecord>,
 }
 
-/// What the rounds remember.
-#[derive(Default)]
-struct Memory {
-    /// What each source last handed to the zone.
-    applied: HashMap<Source, Vec<Record>>,
-    /// Problems already reported as Events (each once per run).
-    reported: HashSet<(Source, Problem)>,
+impl state::View for Caches {
+    fn tasks(&self) -> Vec<Arc<TaskSummary>> {
+        self.tasks.list()
+    }
+
+    fn task(&self, (ns, name): &state::Key) -> Option<Arc<TaskSummary>> {
+        self.tasks.get(&ObjectRef::namespaced(self.tasks.resource(), ns, name))
+    }
+
+    fn instances(&self, ns: &str, name: &str) -> Vec<Arc<TaskSummary>> {
+        self.tasks.by_index(BY_SERVICE, &format!("{ns}/{name}"))
+    }
+
+    fn services(&self) -> Vec<Arc<Service>> {
+        self.services.list()
+    }
+
+    fn service(&self, (ns, name): &state::Key) -> Option<Arc<Service>> {
+        self.services.get(&ObjectRef::namespaced(self.services.resource(), ns, name))
+    }
+
+    fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.list()
+    }
+
+    fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes.get(&ObjectRef::cluster(self.nodes.resource(), name))
+    }
+
+    fn records(&self) -> Vec<Arc<DnsRecord>> {
+        self.records.list()
+    }
 }
 
 #[async_trait]
@@ -144,7 +184,7 @@ impl Runnable for DnsRecords {
         // controller's.
         registry.register(
             "corral_dns_round_duration_seconds",
-            "Rounds deciding every DNS record and how long each took",
+            "Rounds deciding the DNS records of what changed and how long each took",
             self.counts.rounds.clone(),
         );
         registry.register("corral_dns_records", "Records the zone holds", self.counts.records.clone());
@@ -162,22 +202,56 @@ impl Runnable for DnsRecords {
 
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
         let wake = Arc::new(Notify::new());
-        let tasks = Reflector::new(
-            Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None),
-            ListParams::default(),
-        );
+        // The first round decides everything.
+        let dirty = Arc::new(Mutex::new(Dirty { all: true, ..Dirty::default() }));
         let services = Reflector::new(Api::<Service>::all(client.clone()), ListParams::default());
         let nodes = Reflector::new(Api::<Node>::all(client.clone()), ListParams::default());
         let records = Reflector::new(Api::<DnsRecord>::all(client.clone()), ListParams::default());
-        let caches =
-            Caches { tasks: tasks.cache(), services: services.cache(), nodes: nodes.cache(), records: records.cache() };
+        let on_task = on_task(dirty.clone(), wake.clone());
+        // The shared copy of the tasks if there is one, else a copy of its own.
+        let (tasks, own_tasks, _subscription) = match &self.tasks {
+            Some(shared) => {
+                let (cache, subscription) = shared.subscribe(&client, on_task.clone());
+                (cache, None, Some(subscription))
+            }
+            None => {
+                let reflector = shared_tasks::reflector(&client);
+                (reflector.cache(), Some(reflector), None)
+            }
+        };
+        let own_tasks = async {
+            match own_tasks {
+                Some(reflector) => reflector.run(shutdown.clone(), move |c| on_task(c)).await,
+                None => shutdown.cancelled().await,
+            }
+        };
+        let caches = Caches { tasks, services: services.cache(), nodes: nodes.cache(), records: records.cache() };
+        // Each callback marks what changed and wakes the rounds.
+        let marker = || (dirty.clone(), wake.clone());
+        let (on_service, on_node, on_record) = (marker(), marker(), marker());
         let reflectors = futures::future::join4(
-            tasks.run(shutdown.clone(), poke(&wake)),
-            services.run(shutdown.clone(), poke(&wake)),
-            nodes.run(shutdown.clone(), poke(&wake)),
-            records.run(shutdown.clone(), poke(&wake)),
+            own_tasks,
+            services.run(shutdown.clone(), move |c: Observed<Service>| {
+                let o = c.object();
+                on_service.0.lock().services.insert(key_of(o.metadata.namespace.as_deref(), &o.metadata.name));
+                on_service.1.notify_one();
+            }),
+            nodes.run(shutdown.clone(), move |c: Observed<Node>| {
+                // A heartbeat moves no address.
+                if let Observed::Applied { object, previous: Some(previous) } = &c
+                    && decide::node_address(previous) == decide::node_address(object)
+                {
+                    return;
+                }
+                on_node.0.lock().nodes.insert(c.object().metadata.name.clone());
+                on_node.1.notify_one();
+            }),
+            records.run(shutdown.clone(), move |_: Observed<DnsRecord>| {
+                on_record.0.lock().records = true;
+                on_record.1.notify_one();
+            }),
         );
-        let rounds = self.rounds(client, caches, wake, shutdown.clone());
+        let rounds = self.rounds(client, caches, dirty.clone(), wake, shutdown.clone());
         tokio::select! {
             _ = reflectors => {}
             _ = rounds => {}
@@ -188,8 +262,39 @@ impl Runnable for DnsRecords {
     }
 }
 
+/// The callback marking the tasks that changed (and their services).
+fn on_task(dirty: Arc<Mutex<Dirty>>, wake: Arc<Notify>) -> OnTask {
+    Arc::new(move |c: Observed<TaskSummary>| {
+        match c {
+            // Most task updates change nothing DNS answers (a status detail, a
+            // heartbeat of its health): no round for those.
+            Observed::Applied { object, previous: Some(previous) } => {
+                if state::same_answers(&previous, &object) {
+                    return;
+                }
+                let mut d = dirty.lock();
+                d.task(&previous);
+                d.task(&object);
+            }
+            Observed::Applied { object, previous: None } | Observed::Deleted(object) => dirty.lock().task(&object),
+        }
+        wake.notify_one();
+    })
+}
+
+fn key_of(ns: Option<&str>, name: &str) -> state::Key {
+    (ns.unwrap_or_default().to_string(), name.to_string())
+}
+
 impl DnsRecords {
-    async fn rounds(&self, client: Client, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn rounds(
+        &self,
+        client: Client,
+        caches: Caches,
+        dirty: Arc<Mutex<Dirty>>,
+        wake: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = async {
@@ -203,32 +308,35 @@ impl DnsRecords {
         let dns_records: Api<DnsRecord> = Api::all(client);
         let ready: Arc<Mutex<HashSet<String>>> = Arc::default();
         let probing: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let mut memory = Memory::default();
+        let mut state = State::default();
         loop {
             let started = Instant::now();
-            let snapshot = (caches.tasks.list(), caches.services.list(), caches.nodes.list(), caches.records.list());
-            let ready_now = ready.lock().clone();
-            let plan = decide::decide(&Snapshot {
-                tasks: &snapshot.0,
-                services: &snapshot.1,
-                nodes: &snapshot.2,
-                records: &snapshot.3,
-                ready: &ready_now,
-                leader: self.config.leader,
-                ttl: self.config.ttl,
-            });
-            let changes = diff(&mut memory.applied, &plan.records);
-            if !changes.is_empty() {
-                self.counts.changes.inc_by(changes.len() as u64);
-                self.zone.apply(changes);
+            let marked = std::mem::take(&mut *dirty.lock());
+            if !marked.is_empty() {
+                let ready_now = ready.lock().clone();
+                let round = state.round(&caches, marked, &ready_now, &self.zone, self.config.leader, self.config.ttl);
+                if !round.changes.is_empty() {
+                    self.counts.changes.inc_by(round.changes.len() as u64);
+                    self.zone.apply(round.changes);
+                }
+                self.counts.records.set(i64::try_from(self.zone.len()).unwrap_or(i64::MAX));
+                self.counts.rounds.observe(started.elapsed().as_secs_f64());
+                self.filled.send_if_modified(|f| !std::mem::replace(f, true));
+                if !round.no_longer_running.is_empty() {
+                    let mut ready = ready.lock();
+                    for k in &round.no_longer_running {
+                        ready.remove(k);
+                    }
+                }
+                // Reports and statuses after the zone: they never hold an answer back.
+                self.report(&recorder, &caches, round.new_problems).await;
+                if let Some(user) = &round.user {
+                    write_statuses(&dns_records, user, &caches.records.list()).await;
+                }
+                let probes =
+                    Probes { ready: &ready, probing: &probing, dirty: &dirty, wake: &wake, shutdown: &shutdown };
+                probe_readiness(&round.awaiting_readiness, &caches, &probes);
             }
-            self.counts.records.set(i64::try_from(self.zone.len()).unwrap_or(i64::MAX));
-            self.counts.rounds.observe(started.elapsed().as_secs_f64());
-            self.filled.send_if_modified(|f| !std::mem::replace(f, true));
-            // Reports and statuses after the zone: they never hold an answer back.
-            self.report(&recorder, &plan, &snapshot, &mut memory).await;
-            write_statuses(&dns_records, &plan, &snapshot.3).await;
-            probe_readiness(&snapshot.0, &snapshot.1, &snapshot.2, &ready, &probing, &wake, &shutdown);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.notified() => tokio::time::sleep(self.config.settle).await,
@@ -236,56 +344,34 @@ impl DnsRecords {
         }
     }
 
-    /// Reports each new problem once, as a Warning Event on its object.
-    async fn report(&self, recorder: &Recorder, plan: &Plan, snapshot: &SnapshotLists, memory: &mut Memory) {
-        let (tasks, services, nodes, _) = snapshot;
-        let current: HashSet<(Source, Problem)> =
-            plan.problems.iter().flat_map(|(s, ps)| ps.iter().map(move |p| (s.clone(), p.clone()))).collect();
-        // Forget what is no longer a problem, so it is reported again if it comes back.
-        memory.reported.retain(|r| current.contains(r));
-        for (source, problem) in current {
-            if memory.reported.contains(&(source.clone(), problem.clone())) {
-                continue;
-            }
+    /// Reports each new problem as a Warning Event on its object.
+    async fn report(&self, recorder: &Recorder, caches: &Caches, problems: Vec<(Source, Problem)>) {
+        use state::View;
+        for (source, problem) in problems {
             self.counts.name_errors.inc();
             tracing::warn!(object = %source, reason = problem.reason.as_str(), "{}", problem.message);
-            let same = |ns: Option<&String>, name: &str| {
-                ns.map(String::as_str).unwrap_or_default() == source.namespace && name == source.name
-            };
+            let key = (source.namespace.clone(), source.name.clone());
             let published = match source.kind.as_str() {
-                decide::TASK => match tasks.iter().find(|t| same(t.metadata.namespace.as_ref(), &t.metadata.name)) {
-                    Some(t) => publish(recorder, &**t, &problem).await,
+                decide::TASK => match caches.task(&key) {
+                    Some(t) => publish(recorder, &*t, &problem).await,
                     None => Ok(()),
                 },
-                decide::SERVICE => {
-                    match services.iter().find(|s| same(s.metadata.namespace.as_ref(), &s.metadata.name)) {
-                        Some(s) => publish(recorder, &**s, &problem).await,
-                        None => Ok(()),
-                    }
-                }
-                decide::NODE => match nodes.iter().find(|n| n.metadata.name == source.name) {
-                    Some(n) => publish(recorder, &**n, &problem).await,
+                decide::SERVICE => match caches.service(&key) {
+                    Some(s) => publish(recorder, &*s, &problem).await,
+                    None => Ok(()),
+                },
+                decide::NODE => match caches.node(&source.name) {
+                    Some(n) => publish(recorder, &*n, &problem).await,
                     None => Ok(()),
                 },
                 _ => Ok(()),
             };
-            match published {
-                Ok(()) => {
-                    memory.reported.insert((source, problem));
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot record a DNS name problem"),
+            if let Err(e) = published {
+                tracing::debug!(error = %e, "cannot record a DNS name problem");
             }
         }
     }
 }
-
-/// A reflector callback that wakes the rounds.
-fn poke<K>(wake: &Arc<Notify>) -> impl Fn(corral_runtime::Change<K>) + Send + Sync + use<K> {
-    let wake = wake.clone();
-    move |_| wake.notify_one()
-}
-
-type SnapshotLists = (Vec<Arc<TaskSummary>>, Vec<Arc<Service>>, Vec<Arc<Node>>, Vec<Arc<DnsRecord>>);
 
 async fn publish(
     recorder: &Recorder,
@@ -293,25 +379,6 @@ async fn publish(
     problem: &Problem,
 ) -> corral_runtime::Result<()> {
     recorder.publish(object, EventType::Warning, &problem.reason, &problem.message).await
-}
-
-/// The changes that bring the zone from `applied` to `wanted`, updating `applied`.
-fn diff(applied: &mut HashMap<Source, Vec<Record>>, wanted: &BTreeMap<Source, Vec<Record>>) -> Vec<Change> {
-    let mut changes = Vec::new();
-    applied.retain(|source, _| {
-        let keep = wanted.contains_key(source);
-        if !keep {
-            changes.push(Change::Remove(source.clone()));
-        }
-        keep
-    });
-    for (source, records) in wanted {
-        if applied.get(source) != Some(records) {
-            applied.insert(source.clone(), records.clone());
-            changes.push(Change::Set(source.clone(), records.clone()));
-        }
-    }
-    changes
 }
 
 /// The status a `DnsRecord` should have.
@@ -353,10 +420,10 @@ fn same_status(old: Option<&DnsRecordStatus>, new: &DnsRecordStatus) -> bool {
 
 /// Writes the status of each `DnsRecord` whose status says otherwise. A conflict
 /// means a newer object is on its way: its event brings another round.
-async fn write_statuses(api: &Api<DnsRecord>, plan: &Plan, records: &[Arc<DnsRecord>]) {
+async fn write_statuses(api: &Api<DnsRecord>, user: &BTreeMap<state::Key, UserStatus>, records: &[Arc<DnsRecord>]) {
     for r in records {
         let ns = r.metadata.namespace.clone().unwrap_or_default();
-        let Some(want) = plan.user.get(&(ns.clone(), r.metadata.name.clone())) else { continue };
+        let Some(want) = user.get(&(ns.clone(), r.metadata.name.clone())) else { continue };
         let status = status_of(want, r.metadata.generation, r.status.as_ref());
         if same_status(r.status.as_ref(), &status) {
             continue;
@@ -371,55 +438,41 @@ async fn write_statuses(api: &Api<DnsRecord>, plan: &Plan, records: &[Arc<DnsRec
     }
 }
 
-/// Starts a readiness probe for every running instance of a service with a readiness
-/// check that has not passed it yet; forgets tasks that no longer run.
-fn probe_readiness(
-    tasks: &[Arc<TaskSummary>],
-    services: &[Arc<Service>],
-    nodes: &[Arc<Node>],
-    ready: &Arc<Mutex<HashSet<String>>>,
-    probing: &Arc<Mutex<HashSet<String>>>,
-    wake: &Arc<Notify>,
-    shutdown: &CancellationToken,
-) {
-    let with_check: HashMap<(String, String), &Arc<Service>> = services
-        .iter()
-        .filter(|s| s.spec.readiness_check.is_some())
-        .map(|s| ((s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone()), s))
-        .collect();
-    {
-        let running: HashSet<String> =
-            tasks.iter().filter(|t| decide::is_running(t)).map(|t| decide::task_key(t)).collect();
-        ready.lock().retain(|k| running.contains(k));
-    }
-    if with_check.is_empty() {
-        return;
-    }
-    let addresses: HashMap<&str, IpAddr> =
-        nodes.iter().filter_map(|n| Some((n.metadata.name.as_str(), decide::node_address(n)?))).collect();
-    let ready_now = ready.lock().clone();
-    for t in tasks {
-        let Some(svc_name) = t.metadata.labels.get(SERVICE_LABEL) else { continue };
-        let ns = t.metadata.namespace.clone().unwrap_or_default();
-        let Some(svc) = with_check.get(&(ns, svc_name.clone())) else { continue };
-        if !decide::awaits_readiness(t, svc, &ready_now) {
-            continue;
-        }
+/// What readiness probes share with the rounds.
+struct Probes<'a> {
+    /// Tasks (`NAMESPACE/NAME`) that passed their service's readiness check.
+    ready: &'a Arc<Mutex<HashSet<String>>>,
+    /// Tasks being probed now.
+    probing: &'a Arc<Mutex<HashSet<String>>>,
+    dirty: &'a Arc<Mutex<Dirty>>,
+    wake: &'a Arc<Notify>,
+    shutdown: &'a CancellationToken,
+}
+
+/// Starts a readiness probe for each instance awaiting one (and not probed now). A
+/// pass marks the instance ready; either way its service is decided again, at once
+/// after a pass, after the check's interval after a failure (to probe again).
+fn probe_readiness(awaiting: &[(Arc<Service>, Arc<TaskSummary>)], caches: &Caches, p: &Probes<'_>) {
+    use state::View;
+    for (svc, t) in awaiting {
         let Some(check) = svc.spec.readiness_check.clone() else { continue };
         let key = decide::task_key(t);
-        if !probing.lock().insert(key.clone()) {
+        if !p.probing.lock().insert(key.clone()) {
             continue;
         }
         let host = t
             .spec
             .node_name
             .as_deref()
-            .and_then(|n| addresses.get(n).copied())
+            .and_then(|n| caches.node(n))
+            .and_then(|n| decide::node_address(&n))
             .map(|ip| ip.to_string())
             .or_else(|| t.status.as_ref().and_then(|s| s.host_ip.clone()))
             .unwrap_or_else(|| "127.0.0.1".into());
         let port = t.status.as_ref().and_then(|s| s.ports.get(&check.port_name).copied());
-        let (ready, probing, wake, stop) = (ready.clone(), probing.clone(), wake.clone(), shutdown.clone());
+        let service = key_of(svc.metadata.namespace.as_deref(), &svc.metadata.name);
+        let (ready, probing, dirty, wake, stop) =
+            (p.ready.clone(), p.probing.clone(), p.dirty.clone(), p.wake.clone(), p.shutdown.clone());
         tokio::spawn(async move {
             let interval = Duration::from_secs(u64::from(check.interval_seconds.max(1)));
             let timeout = Duration::from_secs(u64::from(check.timeout_seconds.max(1)));
@@ -438,15 +491,16 @@ fn probe_readiness(
             };
             if passed {
                 ready.lock().insert(key.clone());
-                wake.notify_one();
             } else {
-                // Tried again on a round after the interval.
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    _ = tokio::time::sleep(interval) => wake.notify_one(),
+                    _ = tokio::time::sleep(interval) => {}
                 }
             }
+            // No longer probing before the round that may probe it again.
             probing.lock().remove(&key);
+            dirty.lock().services.insert(service);
+            wake.notify_one();
         });
     }
 }
@@ -459,25 +513,6 @@ pub fn served_names(plan: &Plan) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corral_dns::RecordData;
-
-    fn rec(name: &str, last: u8) -> Record {
-        Record { name: name.into(), ttl: 5, data: RecordData::A([10, 0, 0, last].into()) }
-    }
-
-    #[test]
-    fn only_sources_whose_records_changed_reach_the_zone() {
-        let a = Source::new("Task", "ns", "a");
-        let b = Source::new("Task", "ns", "b");
-        let mut applied = HashMap::new();
-        let first: BTreeMap<Source, Vec<Record>> =
-            [(a.clone(), vec![rec("a.", 1)]), (b.clone(), vec![rec("b.", 2)])].into();
-        assert_eq!(diff(&mut applied, &first).len(), 2);
-        assert!(diff(&mut applied, &first).is_empty(), "nothing changed");
-        let second: BTreeMap<Source, Vec<Record>> = [(a.clone(), vec![rec("a.", 3)])].into();
-        let changes = diff(&mut applied, &second);
-        assert_eq!(changes, vec![Change::Remove(b), Change::Set(a, vec![rec("a.", 3)])]);
-    }
 
     #[test]
     fn a_dns_record_status_is_rewritten_only_when_what_it_says_changes() {

@@ -276,6 +276,17 @@ impl Zone {
         if found.is_empty() { Lookup::NoData } else { Lookup::Answer(found) }
     }
 
+    /// The objects whose records hold `name` now, each once.
+    pub fn holders(&self, name: &str) -> Vec<Source> {
+        let name = normalize(name);
+        let inner = self.inner.read();
+        let mut holders: Vec<Source> =
+            inner.names.get(&name).into_iter().flatten().map(|(s, _)| (**s).clone()).collect();
+        holders.sort();
+        holders.dedup();
+        holders
+    }
+
     /// Every record with its source, sorted by name; only those of sources whose name
     /// is `source_name`, when given (for `corral dns records NAME`).
     pub fn records(&self, source_name: Option<&str>) -> Vec<(Source, Record)> {
@@ -398,5 +409,17 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].0.to_string(), "Node n1");
         assert_eq!(zone.records(Some("t1")).len(), 1);
+    }
+
+    #[test]
+    fn holders_name_each_object_serving_a_name_once() {
+        let zone = Zone::new("corral.").unwrap();
+        let web = Source::new("Service", "default", "web");
+        zone.apply([Change::Set(
+            web.clone(),
+            vec![a("web.default.corral.", [10, 0, 0, 1]), a("web.default.corral.", [10, 0, 0, 2])],
+        )]);
+        assert_eq!(zone.holders("WEB.default.corral"), vec![web]);
+        assert!(zone.holders("db.default.corral.").is_empty());
     }
 }

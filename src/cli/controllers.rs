@@ -14,6 +14,7 @@ pub(crate) const MANAGER_LEASE: &str = "corral-controller-manager";
 
 /// A manager with the built-in controllers `args` selects, talking through `client`;
 /// `None` when none is selected.
+/// The controllers keep their one copy of the cluster's tasks in `tasks`.
 /// `client_as`, where given, makes the clients of the controllers that act as users
 /// of their own ([`corral_controllers::OWN_IDENTITIES`]); otherwise they act as the
 /// manager.
@@ -22,12 +23,13 @@ pub(crate) fn manager(
     args: &ManagerArgs,
     identity: &str,
     client_as: Option<&dyn Fn(&str) -> corral_client::Client>,
+    tasks: std::sync::Arc<corral_controllers::SharedTasks>,
 ) -> anyhow::Result<Option<Manager>> {
     let selection = Selection::parse(&args.controllers).map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
     let mut config =
         corral_controllers::Config::with_node_grace_period(Duration::from_secs(args.node_grace_period.max(1)));
     config.events.ttl = Duration::from_secs(args.event_ttl);
-    let mut controllers = corral_controllers::builtin(&config, &selection);
+    let mut controllers = corral_controllers::builtin_sharing(&config, &selection, tasks);
     if let Some(client_as) = client_as {
         controllers = corral_controllers::with_own_identities(controllers, client_as);
     }
@@ -48,7 +50,7 @@ pub(crate) async fn run(conn: &corral_client::Config, a: ControllersArgs) -> any
     let identity =
         a.identity.clone().unwrap_or_else(|| format!("{}-{}", corral_agent::node::hostname(), std::process::id()));
     // A remote manager has one credential: every controller acts as it.
-    let Some(manager) = manager(client, &a.manager, &identity, None)? else {
+    let Some(manager) = manager(client, &a.manager, &identity, None, Default::default())? else {
         anyhow::bail!("--controllers none: nothing to run");
     };
     let listener = tokio::net::TcpListener::bind(a.metrics_listen)

@@ -160,11 +160,13 @@ impl ClusterDns {
 }
 
 /// Starts the DNS server on `zone` and the controller keeping it, as the
-/// `system:controller:dns` user of `server`; `None` with `--no-dns`.
+/// `system:controller:dns` user of `server`, reading the tasks from `tasks` (the copy
+/// the process's controllers share); `None` with `--no-dns`.
 pub(crate) async fn start(
     args: &ServeArgs,
     zone: Zone,
     server: &corral_server::RunningServer,
+    tasks: Arc<corral_controllers::SharedTasks>,
 ) -> anyhow::Result<Option<ClusterDns>> {
     if args.no_dns {
         return Ok(None);
@@ -180,10 +182,13 @@ pub(crate) async fn start(
     // `leader.corral.` names the API server answering (this one): every server
     // serves the whole zone, and any of them is the control plane to a client.
     let leader = Some(server.addr().ip()).filter(|ip| !ip.is_unspecified());
-    let controller = Arc::new(corral_controllers::dns::DnsRecords::new(
-        corral_controllers::dns::Config { leader, ..Default::default() },
-        zone.clone(),
-    ));
+    let controller = Arc::new(
+        corral_controllers::dns::DnsRecords::new(
+            corral_controllers::dns::Config { leader, ..Default::default() },
+            zone.clone(),
+        )
+        .sharing(tasks),
+    );
     let stop = CancellationToken::new();
     let (token, running_controller) = (stop.clone(), controller.clone());
     let controller_task = tokio::spawn(async move {

@@ -91,7 +91,15 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
             groups: vec![corral_server::auth::AUTHENTICATED.to_string()],
         })
     };
-    let manager = match super::controllers::manager(server.client(), &args.controllers, &identity, Some(&client_as))? {
+    // One copy of the cluster's tasks for the controllers and the DNS controller.
+    let tasks = std::sync::Arc::new(corral_controllers::SharedTasks::default());
+    let manager = match super::controllers::manager(
+        server.client(),
+        &args.controllers,
+        &identity,
+        Some(&client_as),
+        tasks.clone(),
+    )? {
         Some(manager) => {
             server.add_metrics(manager.registry());
             Some(tokio::spawn(manager.run(shutdown.child_token())))
@@ -100,7 +108,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
     };
     // Every API server serves the cluster DNS from its own watches, outside leader
     // election.
-    let dns = super::dns::start(&args, zone, &server).await?;
+    let dns = super::dns::start(&args, zone, &server, tasks).await?;
     if let Some(dns) = &dns {
         tracing::info!("cluster DNS: {}", dns.addr());
     }
