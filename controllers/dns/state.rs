@@ -107,10 +107,10 @@ pub struct Round {
     pub no_longer_running: Vec<String>,
 }
 
-/// What the zone holds, by object, as the rounds left it.
+/// What the rounds remember besides the zone itself (which they compare with, rather
+/// than keep a copy of what it holds).
 #[derive(Debug, Default)]
 pub struct State {
-    applied: HashMap<Source, Vec<Record>>,
     problems: HashMap<Source, BTreeSet<Problem>>,
     addresses: HashMap<String, IpAddr>,
     user_sources: BTreeSet<Source>,
@@ -136,7 +136,7 @@ impl State {
         let mut round = Round::default();
         let mut decided: Vec<(Source, Decision)> = Vec::new();
         if dirty.all {
-            self.decide_all(view, ready, leader, ttl, &mut decided, &mut round);
+            self.decide_all(view, zone, ready, leader, ttl, &mut decided, &mut round);
         } else {
             for name in &dirty.nodes {
                 let d = view.node(name).map(|n| decide::node(&n, ttl)).unwrap_or_default();
@@ -178,9 +178,10 @@ impl State {
             } else {
                 self.problems.insert(source.clone(), d.problems);
             }
-            if self.set(&source, d.records, &mut round.changes) {
-                for r in self.applied.get(&source).into_iter().flatten() {
-                    new_names.entry(corral_dns::zone::normalize(&r.name)).or_insert_with(|| source.clone());
+            let names: Vec<String> = d.records.iter().map(|r| corral_dns::zone::normalize(&r.name)).collect();
+            if set(zone, &source, d.records, &mut round.changes) {
+                for name in names {
+                    new_names.entry(name).or_insert_with(|| source.clone());
                 }
                 changed.insert(source);
             }
@@ -196,11 +197,11 @@ impl State {
             let (served, statuses) = decide::user_records(&view.records(), &holder, ttl);
             let gone: Vec<Source> = self.user_sources.iter().filter(|s| !served.contains_key(s)).cloned().collect();
             for source in gone {
-                self.set(&source, Vec::new(), &mut round.changes);
+                set(zone, &source, Vec::new(), &mut round.changes);
                 self.user_sources.remove(&source);
             }
             for (source, records) in served {
-                self.set(&source, records, &mut round.changes);
+                set(zone, &source, records, &mut round.changes);
                 self.user_sources.insert(source);
             }
             round.user = Some(statuses);
@@ -209,9 +210,11 @@ impl State {
     }
 
     /// Every object decided again; what the zone holds of objects gone is removed.
+    #[allow(clippy::too_many_arguments)]
     fn decide_all(
         &mut self,
         view: &dyn View,
+        zone: &Zone,
         ready: &HashSet<String>,
         leader: Option<IpAddr>,
         ttl: u32,
@@ -242,13 +245,9 @@ impl State {
             decided.push((Source::new(decide::SERVICE, ns, &svc.metadata.name), d));
         }
         let seen: HashSet<&Source> = decided.iter().map(|(s, _)| s).collect();
-        let gone: Vec<Source> = self
-            .applied
-            .keys()
-            .chain(self.problems.keys())
-            .filter(|s| s.kind != decide::DNS_RECORD && !seen.contains(s))
-            .cloned()
-            .collect();
+        let mut gone: Vec<Source> = zone.sources();
+        gone.extend(self.problems.keys().cloned());
+        gone.retain(|s| s.kind != decide::DNS_RECORD && !seen.contains(s));
         decided.extend(gone.into_iter().map(|s| (s, Decision::default())));
     }
 
@@ -272,29 +271,19 @@ impl State {
         let address_of = |node: &str| self.addresses.get(node).copied();
         decide::service(svc, &instances, &address_of, ready, ttl)
     }
+}
 
-    /// Records `records` as what `source` serves; a change for the zone if that is
-    /// new. Returns whether it was.
-    fn set(&mut self, source: &Source, records: Vec<Record>, changes: &mut Vec<Change>) -> bool {
-        if records.is_empty() {
-            if self.applied.remove(source).is_none() {
-                return false;
-            }
-            changes.push(Change::Remove(source.clone()));
-        } else {
-            if self.applied.get(source) == Some(&records) {
-                return false;
-            }
-            changes.push(Change::Set(source.clone(), records.clone()));
-            self.applied.insert(source.clone(), records);
-        }
-        true
+/// A change for the zone if `source` does not serve `records` yet; whether it was.
+fn set(zone: &Zone, source: &Source, records: Vec<Record>, changes: &mut Vec<Change>) -> bool {
+    if zone.serves(source, &records) {
+        return false;
     }
-
-    /// What each object serves now (for tests).
-    pub fn applied(&self) -> &HashMap<Source, Vec<Record>> {
-        &self.applied
-    }
+    changes.push(if records.is_empty() {
+        Change::Remove(source.clone())
+    } else {
+        Change::Set(source.clone(), records)
+    });
+    true
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! cluster of a hundred thousand plain objects is empty.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use corral_api::delete::FOREGROUND_FINALIZER;
 use corral_api::{ApiObject, OwnerReference, PartialObject};
@@ -13,9 +14,10 @@ use tokio::time::Instant;
 /// What the index keeps of one object.
 #[derive(Debug)]
 pub(super) struct Entry {
-    pub uid: String,
+    pub uid: Arc<str>,
     pub revision: u64,
-    pub owners: Vec<OwnerReference>,
+    /// Shared by the dependents with the same owners (a service's hundred tasks).
+    pub owners: Arc<[OwnerReference]>,
     pub finalizers: Vec<String>,
     pub deleting: bool,
     /// When the collector first saw the object waiting on finalizers.
@@ -35,23 +37,25 @@ fn takes_part(o: &PartialObject) -> bool {
     !o.metadata.owner_references.is_empty() || o.metadata.is_deleting()
 }
 
-/// The objects taking part in collection, and the namespaces.
+/// The objects taking part in collection, and the namespaces. Each object's
+/// reference and uid are held once, shared by the maps (a hundred thousand tasks
+/// owned by their services are all here).
 #[derive(Default)]
 pub(super) struct Index {
-    pub entries: HashMap<ObjectRef, Entry>,
-    pub by_uid: HashMap<String, ObjectRef>,
+    pub entries: HashMap<Arc<ObjectRef>, Entry>,
+    pub by_uid: HashMap<Arc<str>, Arc<ObjectRef>>,
     /// Owner uid → its dependents (whether or not the owner itself is known).
-    pub dependents: HashMap<String, BTreeSet<ObjectRef>>,
+    pub dependents: HashMap<String, BTreeSet<Arc<ObjectRef>>>,
     /// Namespace name → whether it is being deleted.
     pub namespaces: HashMap<String, bool>,
 }
 
 impl Index {
     fn unlink(&mut self, r: &ObjectRef, e: &Entry) {
-        if self.by_uid.get(&e.uid) == Some(r) {
+        if self.by_uid.get(&e.uid).is_some_and(|held| **held == *r) {
             self.by_uid.remove(&e.uid);
         }
-        for o in &e.owners {
+        for o in e.owners.iter() {
             if let Some(set) = self.dependents.get_mut(&o.uid) {
                 set.remove(r);
                 if set.is_empty() {
@@ -77,20 +81,39 @@ impl Index {
         }
         let deleting = o.metadata.is_deleting();
         let waiting_since = deleting.then(|| old.as_ref().and_then(|e| e.waiting_since).unwrap_or_else(Instant::now));
+        let wanted = o.metadata.owner_references.as_slice();
+        // The owners of the entry replaced, or of another dependent of the same
+        // owner, when they are the same: one copy for them all.
+        let owners = old
+            .as_ref()
+            .map(|e| &e.owners)
+            .into_iter()
+            .chain(
+                wanted
+                    .first()
+                    .and_then(|w| self.dependents.get(&w.uid))
+                    .and_then(|set| set.iter().next())
+                    .and_then(|d| self.entries.get(d))
+                    .map(|e| &e.owners),
+            )
+            .find(|shared| ***shared == *wanted)
+            .cloned()
+            .unwrap_or_else(|| wanted.into());
+        let r = Arc::new(r.clone());
         let entry = Entry {
-            uid: o.uid().to_string(),
+            uid: o.uid().into(),
             revision,
-            owners: o.metadata.owner_references.clone(),
+            owners,
             finalizers: o.metadata.finalizers.clone(),
             deleting,
             waiting_since,
             warned: deleting && old.as_ref().is_some_and(|e| e.warned),
         };
         self.by_uid.insert(entry.uid.clone(), r.clone());
-        for owner in &entry.owners {
+        for owner in entry.owners.iter() {
             self.dependents.entry(owner.uid.clone()).or_default().insert(r.clone());
         }
-        self.entries.insert(r.clone(), entry);
+        self.entries.insert(r, entry);
         Some(old)
     }
 
@@ -107,8 +130,12 @@ impl Index {
     /// Forgets every entry of `resource` not in `keep` (after a fresh list of it);
     /// returns the forgotten ones.
     pub fn retain_listed(&mut self, resource: &str, keep: &HashSet<ObjectRef>) -> Vec<(ObjectRef, Entry)> {
-        let gone: Vec<ObjectRef> =
-            self.entries.keys().filter(|r| r.resource == resource && !keep.contains(*r)).cloned().collect();
+        let gone: Vec<ObjectRef> = self
+            .entries
+            .keys()
+            .filter(|r| r.resource == resource && !keep.contains(&***r))
+            .map(|r| (**r).clone())
+            .collect();
         gone.into_iter()
             .filter_map(|r| {
                 let e = self.entries.remove(&r)?;
@@ -121,12 +148,12 @@ impl Index {
     /// The known entry of the object with `uid`.
     pub fn by_uid(&self, uid: &str) -> Option<(&ObjectRef, &Entry)> {
         let r = self.by_uid.get(uid)?;
-        self.entries.get(r).map(|e| (r, e))
+        self.entries.get(r).map(|e| (&**r, e))
     }
 
     /// The dependents of the owner with `uid`.
     pub fn dependents_of(&self, uid: &str) -> Vec<ObjectRef> {
-        self.dependents.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.dependents.get(uid).map(|s| s.iter().map(|r| (**r).clone()).collect()).unwrap_or_default()
     }
 
     /// Dependents of `uid` whose reference to it blocks its foreground deletion.
@@ -147,7 +174,7 @@ impl Index {
             .flatten()
             .filter_map(|d| self.entries.get(d))
             .filter(move |e| e.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true)))
-            .map(|e| (e.uid.as_str(), e))
+            .map(|e| (&*e.uid, e))
     }
 
     /// Whether the object `from` is waiting for `target` to go: it is `target`, or it
@@ -287,6 +314,20 @@ pub(super) mod tests {
         idx.upsert(&key("d"), &obj("d", 2, json!({"uid": "ud", "ownerReferences": refs})));
         idx.upsert(&key("d"), &obj("d", 3, json!({"uid": "ud"})));
         assert!(idx.entries.is_empty() && idx.dependents.is_empty());
+    }
+
+    #[test]
+    fn dependents_of_the_same_owners_share_one_copy_of_them() {
+        let mut idx = Index::default();
+        owned(&mut idx, "a", &["svc"], false);
+        owned(&mut idx, "b", &["svc"], false);
+        owned(&mut idx, "c", &["other"], false);
+        let owners = |n: &str| idx.entries.get(&key(n)).expect("indexed").owners.clone();
+        assert!(Arc::ptr_eq(&owners("a"), &owners("b")));
+        assert!(!Arc::ptr_eq(&owners("a"), &owners("c")));
+        assert_eq!(owners("c")[0].uid, "uother");
+        assert_eq!(idx.by_uid("ub").map(|(r, _)| r.name.clone()), Some("b".to_string()));
+        assert_eq!(idx.dependents_of("usvc").len(), 2);
     }
 
     #[test]

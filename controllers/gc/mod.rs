@@ -352,7 +352,7 @@ impl Collector {
             self.alive.remove(o.uid());
         }
         let Some(old) = self.index.upsert(&r, o) else { return };
-        let owners_changed = old.as_ref().map(|e| &e.owners) != Some(&o.metadata.owner_references);
+        let owners_changed = old.as_ref().map(|e| &*e.owners) != Some(o.metadata.owner_references.as_slice());
         let owners_present = o.metadata.owner_references.iter().all(|w| self.alive.contains(&w.uid));
         if !o.metadata.owner_references.is_empty() && owners_changed && !owners_present {
             self.queue.add(Work::Dependent(r.clone()));
@@ -407,10 +407,10 @@ impl Collector {
         let mut work = Vec::new();
         for (r, e) in &self.index.entries {
             if !e.owners.is_empty() {
-                work.push(Work::Dependent(r.clone()));
+                work.push(Work::Dependent((**r).clone()));
             }
             if e.deleting {
-                work.push(Work::Deleting(r.clone()));
+                work.push(Work::Deleting((**r).clone()));
             }
         }
         for ns in self.seen_namespaces.drain() {
@@ -433,7 +433,7 @@ impl Collector {
                 continue;
             }
             waiting += 1;
-            requeue.push(r.clone());
+            requeue.push((**r).clone());
             let since = *e.waiting_since.get_or_insert(now);
             if now.duration_since(since) >= self.config.stuck_after {
                 stuck += 1;

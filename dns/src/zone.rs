@@ -276,6 +276,24 @@ impl Zone {
         if found.is_empty() { Lookup::NoData } else { Lookup::Answer(found) }
     }
 
+    /// Whether `source` serves exactly `records` now, in that order (no records:
+    /// whether it serves nothing) — so that a writer need not keep its own copy of
+    /// what it handed over.
+    pub fn serves(&self, source: &Source, records: &[Record]) -> bool {
+        let inner = self.inner.read();
+        let Some(held) = inner.by_source.get(source) else { return records.is_empty() };
+        held.len() == records.len()
+            && held
+                .iter()
+                .zip(records)
+                .all(|(h, r)| h.ttl == r.ttl && h.data == r.data && (h.name == r.name || h.name == normalize(&r.name)))
+    }
+
+    /// Every object with records in the zone.
+    pub fn sources(&self) -> Vec<Source> {
+        self.inner.read().by_source.keys().map(|s| (**s).clone()).collect()
+    }
+
     /// The objects whose records hold `name` now, each once.
     pub fn holders(&self, name: &str) -> Vec<Source> {
         let name = normalize(name);
@@ -421,5 +439,17 @@ mod tests {
         )]);
         assert_eq!(zone.holders("WEB.default.corral"), vec![web]);
         assert!(zone.holders("db.default.corral.").is_empty());
+    }
+
+    #[test]
+    fn serves_compares_what_a_source_holds() {
+        let zone = Zone::new("corral.").unwrap();
+        let web = Source::new("Service", "default", "web");
+        assert!(zone.serves(&web, &[]));
+        zone.apply([Change::Set(web.clone(), vec![a("WEB.default.corral", [10, 0, 0, 1])])]);
+        assert!(zone.serves(&web, &[a("web.default.corral.", [10, 0, 0, 1])]));
+        assert!(!zone.serves(&web, &[a("web.default.corral.", [10, 0, 0, 2])]));
+        assert!(!zone.serves(&web, &[]));
+        assert_eq!(zone.sources(), vec![web]);
     }
 }
