@@ -46,7 +46,7 @@ use tokio::sync::Notify;
 
 use self::decide::{Plan, Problem, UserStatus};
 use self::state::{Dirty, State};
-use crate::shared_tasks::{self, BY_SERVICE, OnTask, SharedTasks};
+use crate::shared_tasks::{self, BY_NODE, BY_SERVICE, OnTask, SharedTasks};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "dns";
@@ -158,6 +158,10 @@ impl state::View for Caches {
 
     fn service(&self, (ns, name): &state::Key) -> Option<Arc<Service>> {
         self.services.get(&ObjectRef::namespaced(self.services.resource(), ns, name))
+    }
+
+    fn tasks_on(&self, name: &str) -> Vec<Arc<TaskSummary>> {
+        self.tasks.by_index(BY_NODE, name)
     }
 
     fn nodes(&self) -> Vec<Arc<Node>> {

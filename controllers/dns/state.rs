@@ -5,8 +5,8 @@
 //! the service it belongs to, a service, a node — with the functions
 //! [`decide::decide`] is made of, so that a busy cluster's round costs its changes,
 //! not its size (a round over 100,000 tasks took a core's worth of time in rounds
-//! 10 ms apart). Everything is decided again on the first round and whenever a
-//! node's address changes, since every task on it answers with that address.
+//! 10 ms apart). Everything is decided again on the first round; a node whose
+//! address changes has its tasks decided again with it, since they answer with it.
 //! `DnsRecord`s are few: they are decided again whenever anything changed, since a
 //! name of Corral's appearing or going may take or free one of theirs.
 
@@ -37,6 +37,8 @@ pub trait View {
     fn services(&self) -> Vec<Arc<Service>>;
     /// One service.
     fn service(&self, key: &Key) -> Option<Arc<Service>>;
+    /// The tasks bound to node `name`.
+    fn tasks_on(&self, name: &str) -> Vec<Arc<TaskSummary>>;
     /// Every node.
     fn nodes(&self) -> Vec<Arc<Node>>;
     /// One node.
@@ -129,9 +131,21 @@ impl State {
         ttl: u32,
     ) -> Round {
         if !dirty.all {
-            dirty.all = dirty.nodes.iter().any(|name| {
-                view.node(name).and_then(|n| decide::node_address(&n)) != self.addresses.get(name).copied()
-            });
+            // A node's address is its tasks' address: they are decided again with it.
+            let nodes: Vec<String> = dirty.nodes.iter().cloned().collect();
+            for name in nodes {
+                let address = view.node(&name).and_then(|n| decide::node_address(&n));
+                if address == self.addresses.get(&name).copied() {
+                    continue;
+                }
+                match address {
+                    Some(ip) => self.addresses.insert(name.clone(), ip),
+                    None => self.addresses.remove(&name),
+                };
+                for t in view.tasks_on(&name) {
+                    dirty.task(&t);
+                }
+            }
         }
         let mut round = Round::default();
         let mut decided: Vec<(Source, Decision)> = Vec::new();

@@ -47,6 +47,9 @@ impl View for World {
     fn service(&self, key: &Key) -> Option<Arc<Service>> {
         self.services.iter().find(|s| key_of(s.metadata.namespace.as_ref(), &s.metadata.name) == *key).cloned()
     }
+    fn tasks_on(&self, name: &str) -> Vec<Arc<TaskSummary>> {
+        self.tasks.iter().filter(|t| t.spec.node_name.as_deref() == Some(name)).cloned().collect()
+    }
     fn nodes(&self) -> Vec<Arc<Node>> {
         self.nodes.clone()
     }
