@@ -313,6 +313,7 @@ impl DnsRecords {
         let ready: Arc<Mutex<HashSet<String>>> = Arc::default();
         let probing: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut state = State::default();
+        let mut unreported: Vec<(Source, Problem)> = Vec::new();
         loop {
             let started = Instant::now();
             let marked = std::mem::take(&mut *dirty.lock());
@@ -333,7 +334,11 @@ impl DnsRecords {
                     }
                 }
                 // Reports and statuses after the zone: they never hold an answer back.
-                self.report(&recorder, &caches, round.new_problems).await;
+                // Problems whose Event could not be written are tried again next
+                // round, while they last.
+                unreported.retain(|(source, problem)| state.has_problem(source, problem));
+                unreported.extend(round.new_problems);
+                unreported = self.report(&recorder, &caches, unreported).await;
                 if let Some(user) = &round.user {
                     write_statuses(&dns_records, user, &caches.records.list()).await;
                 }
@@ -348,9 +353,16 @@ impl DnsRecords {
         }
     }
 
-    /// Reports each new problem as a Warning Event on its object.
-    async fn report(&self, recorder: &Recorder, caches: &Caches, problems: Vec<(Source, Problem)>) {
+    /// Reports each problem as a Warning Event on its object; returns those whose
+    /// Event could not be written.
+    async fn report(
+        &self,
+        recorder: &Recorder,
+        caches: &Caches,
+        problems: Vec<(Source, Problem)>,
+    ) -> Vec<(Source, Problem)> {
         use state::View;
+        let mut failed = Vec::new();
         for (source, problem) in problems {
             self.counts.name_errors.inc();
             tracing::warn!(object = %source, reason = problem.reason.as_str(), "{}", problem.message);
@@ -372,8 +384,10 @@ impl DnsRecords {
             };
             if let Err(e) = published {
                 tracing::debug!(error = %e, "cannot record a DNS name problem");
+                failed.push((source, problem));
             }
         }
+        failed
     }
 }
 

@@ -192,11 +192,13 @@ impl State {
             } else {
                 self.problems.insert(source.clone(), d.problems);
             }
-            let names: Vec<String> = d.records.iter().map(|r| corral_dns::zone::normalize(&r.name)).collect();
-            if set(zone, &source, d.records, &mut round.changes) {
-                for name in names {
-                    new_names.entry(name).or_insert_with(|| source.clone());
+            if let Some(change) = change_of(zone, &source, d.records) {
+                if let Change::Set(_, records) = &change {
+                    for r in records {
+                        new_names.entry(corral_dns::zone::normalize(&r.name)).or_insert_with(|| source.clone());
+                    }
                 }
+                round.changes.push(change);
                 changed.insert(source);
             }
         }
@@ -211,11 +213,11 @@ impl State {
             let (served, statuses) = decide::user_records(&view.records(), &holder, ttl);
             let gone: Vec<Source> = self.user_sources.iter().filter(|s| !served.contains_key(s)).cloned().collect();
             for source in gone {
-                set(zone, &source, Vec::new(), &mut round.changes);
+                round.changes.extend(change_of(zone, &source, Vec::new()));
                 self.user_sources.remove(&source);
             }
             for (source, records) in served {
-                set(zone, &source, records, &mut round.changes);
+                round.changes.extend(change_of(zone, &source, records));
                 self.user_sources.insert(source);
             }
             round.user = Some(statuses);
@@ -265,6 +267,11 @@ impl State {
         decided.extend(gone.into_iter().map(|s| (s, Decision::default())));
     }
 
+    /// Whether `source` still has `problem`.
+    pub fn has_problem(&self, source: &Source, problem: &Problem) -> bool {
+        self.problems.get(source).is_some_and(|p| p.contains(problem))
+    }
+
     fn service(
         &self,
         view: &dyn View,
@@ -287,17 +294,12 @@ impl State {
     }
 }
 
-/// A change for the zone if `source` does not serve `records` yet; whether it was.
-fn set(zone: &Zone, source: &Source, records: Vec<Record>, changes: &mut Vec<Change>) -> bool {
+/// The change for the zone if `source` does not serve `records` yet.
+fn change_of(zone: &Zone, source: &Source, records: Vec<Record>) -> Option<Change> {
     if zone.serves(source, &records) {
-        return false;
+        return None;
     }
-    changes.push(if records.is_empty() {
-        Change::Remove(source.clone())
-    } else {
-        Change::Set(source.clone(), records)
-    });
-    true
+    Some(if records.is_empty() { Change::Remove(source.clone()) } else { Change::Set(source.clone(), records) })
 }
 
 #[cfg(test)]

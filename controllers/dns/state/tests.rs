@@ -240,6 +240,8 @@ fn a_new_problem_is_returned_once() {
     let first = state.round(&w, Dirty { all: true, ..Default::default() }, &ready, &zone, None, 5);
     zone.apply(first.changes);
     assert_eq!(first.new_problems.len(), 1, "{:?}", first.new_problems);
+    let (source, problem) = &first.new_problems[0];
+    assert!(state.has_problem(source, problem), "kept while it lasts, for a report to be tried again");
     let mut dirty = Dirty::default();
     dirty.task(&w.tasks[0]);
     let second = state.round(&w, dirty, &ready, &zone, None, 5);
