@@ -148,34 +148,11 @@ impl State {
             }
         }
         let mut round = Round::default();
-        let mut decided: Vec<(Source, Decision)> = Vec::new();
-        if dirty.all {
-            self.decide_all(view, zone, ready, leader, ttl, &mut decided, &mut round);
+        let decided = if dirty.all {
+            self.decide_all(view, zone, ready, leader, ttl, &mut round)
         } else {
-            for name in &dirty.nodes {
-                let d = view.node(name).map(|n| decide::node(&n, ttl)).unwrap_or_default();
-                decided.push((Source::new(decide::NODE, "", name), d));
-            }
-            let address_of = |node: &str| self.addresses.get(node).copied();
-            for key in &dirty.tasks {
-                let t = view.task(key);
-                let d = t.as_ref().map(|t| decide::task(t, &address_of, ttl)).unwrap_or_default();
-                if t.as_ref().is_none_or(|t| !decide::is_running(t)) {
-                    let k = format!("{}/{}", key.0, key.1);
-                    if ready.contains(&k) {
-                        round.no_longer_running.push(k);
-                    }
-                }
-                decided.push((Source::new(decide::TASK, &key.0, &key.1), d));
-            }
-            for key in &dirty.services {
-                let d = match view.service(key) {
-                    Some(svc) => self.service(view, &svc, ready, ttl, &mut round),
-                    None => Decision::default(),
-                };
-                decided.push((Source::new(decide::SERVICE, &key.0, &key.1), d));
-            }
-        }
+            self.decide_marked(view, &dirty, ready, ttl, &mut round)
+        };
 
         // Corral's names that change this round, for the `DnsRecord`s' collisions.
         let mut changed: HashSet<Source> = HashSet::new();
@@ -225,8 +202,43 @@ impl State {
         round
     }
 
+    /// What `dirty` marks, decided again.
+    fn decide_marked(
+        &self,
+        view: &dyn View,
+        dirty: &Dirty,
+        ready: &HashSet<String>,
+        ttl: u32,
+        round: &mut Round,
+    ) -> Vec<(Source, Decision)> {
+        let mut decided = Vec::new();
+        for name in &dirty.nodes {
+            let d = view.node(name).map(|n| decide::node(&n, ttl)).unwrap_or_default();
+            decided.push((Source::new(decide::NODE, "", name), d));
+        }
+        let address_of = |node: &str| self.addresses.get(node).copied();
+        for key in &dirty.tasks {
+            let t = view.task(key);
+            let d = t.as_ref().map(|t| decide::task(t, &address_of, ttl)).unwrap_or_default();
+            if !ready.is_empty() && t.as_ref().is_none_or(|t| !decide::is_running(t)) {
+                let k = format!("{}/{}", key.0, key.1);
+                if ready.contains(&k) {
+                    round.no_longer_running.push(k);
+                }
+            }
+            decided.push((Source::new(decide::TASK, &key.0, &key.1), d));
+        }
+        for key in &dirty.services {
+            let d = match view.service(key) {
+                Some(svc) => self.service(view, &svc, ready, ttl, round),
+                None => Decision::default(),
+            };
+            decided.push((Source::new(decide::SERVICE, &key.0, &key.1), d));
+        }
+        decided
+    }
+
     /// Every object decided again; what the zone holds of objects gone is removed.
-    #[allow(clippy::too_many_arguments)]
     fn decide_all(
         &mut self,
         view: &dyn View,
@@ -234,9 +246,9 @@ impl State {
         ready: &HashSet<String>,
         leader: Option<IpAddr>,
         ttl: u32,
-        decided: &mut Vec<(Source, Decision)>,
         round: &mut Round,
-    ) {
+    ) -> Vec<(Source, Decision)> {
+        let mut decided = Vec::new();
         let nodes = view.nodes();
         self.addresses =
             nodes.iter().filter_map(|n| Some((n.metadata.name.clone(), decide::node_address(n)?))).collect();
@@ -265,6 +277,7 @@ impl State {
         gone.extend(self.problems.keys().cloned());
         gone.retain(|s| s.kind != decide::DNS_RECORD && !seen.contains(s));
         decided.extend(gone.into_iter().map(|s| (s, Decision::default())));
+        decided
     }
 
     /// Whether `source` still has `problem`.
