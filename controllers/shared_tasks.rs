@@ -83,19 +83,13 @@ impl SharedTasks {
     }
 }
 
-/// A reflector of every task with the shared copy's indexes, for a controller that
-/// runs without one (the DNS controller of `corral dns`' tests and tools).
-pub(crate) fn reflector(client: &Client) -> Reflector<TaskSummary> {
+fn start(client: &Client) -> Running {
     let api = Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None);
-    Reflector::new(api, ListParams::default())
+    let reflector = Reflector::new(api, ListParams::default())
         .index(BY_NODE, Arc::new(|t: &TaskSummary| t.spec.node_name.clone().into_iter().collect()))
         .index(BY_FRAMEWORK, Arc::new(|t: &TaskSummary| t.spec.framework.clone().into_iter().collect()))
         .index(BY_SERVICE, Arc::new(|t: &TaskSummary| service_of(t).into_iter().collect()))
-        .index(BY_RUN, Arc::new(|t: &TaskSummary| crate::jobs::run_of(t).into_iter().collect()))
-}
-
-fn start(client: &Client) -> Running {
-    let reflector = reflector(client);
+        .index(BY_RUN, Arc::new(|t: &TaskSummary| crate::jobs::run_of(t).into_iter().collect()));
     let cache = reflector.cache();
     let subscribers: Arc<RwLock<Vec<(u64, OnTask)>>> = Arc::default();
     let stop = CancellationToken::new();

@@ -46,7 +46,7 @@ use tokio::sync::Notify;
 
 use self::decide::{Plan, Problem, UserStatus};
 use self::state::{Dirty, State};
-use crate::shared_tasks::{self, BY_NODE, BY_SERVICE, OnTask, SharedTasks};
+use crate::shared_tasks::{BY_NODE, BY_SERVICE, OnTask, SharedTasks};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "dns";
@@ -76,8 +76,8 @@ impl Default for Config {
 /// election) and serve `zone` with `corral_dns`'s server.
 pub struct DnsRecords {
     config: Config,
-    /// The process's shared copy of the tasks, if it shares one.
-    tasks: Option<Arc<SharedTasks>>,
+    /// The copy of the tasks it reads: its own, unless it shares the process's.
+    tasks: Arc<SharedTasks>,
     zone: Zone,
     counts: Arc<Counts>,
     /// Whether a first round filled the zone from synced caches.
@@ -107,13 +107,19 @@ impl Default for Counts {
 impl DnsRecords {
     /// The controller keeping `zone`.
     pub fn new(config: Config, zone: Zone) -> Self {
-        DnsRecords { config, zone, tasks: None, counts: Arc::default(), filled: tokio::sync::watch::Sender::new(false) }
+        DnsRecords {
+            config,
+            zone,
+            tasks: Arc::default(),
+            counts: Arc::default(),
+            filled: tokio::sync::watch::Sender::new(false),
+        }
     }
 
     /// Reads the tasks from `tasks`, the copy the built-in controllers of this
     /// process keep ([`crate::builtin_sharing`]), instead of a copy of its own.
     pub fn sharing(mut self, tasks: Arc<SharedTasks>) -> Self {
-        self.tasks = Some(tasks);
+        self.tasks = tasks;
         self
     }
 
@@ -212,29 +218,13 @@ impl Runnable for DnsRecords {
         let nodes = Reflector::new(Api::<Node>::all(client.clone()), ListParams::default());
         let records = Reflector::new(Api::<DnsRecord>::all(client.clone()), ListParams::default());
         let on_task = on_task(dirty.clone(), wake.clone());
-        // The shared copy of the tasks if there is one, else a copy of its own.
-        let (tasks, own_tasks, _subscription) = match &self.tasks {
-            Some(shared) => {
-                let (cache, subscription) = shared.subscribe(&client, on_task.clone());
-                (cache, None, Some(subscription))
-            }
-            None => {
-                let reflector = shared_tasks::reflector(&client);
-                (reflector.cache(), Some(reflector), None)
-            }
-        };
-        let own_tasks = async {
-            match own_tasks {
-                Some(reflector) => reflector.run(shutdown.clone(), move |c| on_task(c)).await,
-                None => shutdown.cancelled().await,
-            }
-        };
+        // A copy of its own starts with this subscription and ends with it.
+        let (tasks, _subscription) = self.tasks.subscribe(&client, on_task);
         let caches = Caches { tasks, services: services.cache(), nodes: nodes.cache(), records: records.cache() };
         // Each callback marks what changed and wakes the rounds.
         let marker = || (dirty.clone(), wake.clone());
         let (on_service, on_node, on_record) = (marker(), marker(), marker());
-        let reflectors = futures::future::join4(
-            own_tasks,
+        let reflectors = futures::future::join3(
             services.run(shutdown.clone(), move |c: Observed<Service>| {
                 let o = c.object();
                 on_service.0.lock().services.insert(key_of(o.metadata.namespace.as_deref(), &o.metadata.name));
