@@ -12,6 +12,7 @@ pub mod node;
 pub mod quota;
 pub mod rbac;
 pub mod service;
+pub mod sync;
 pub mod task;
 pub mod token;
 pub mod volume;
@@ -34,6 +35,7 @@ pub use rbac::{
     RoleBindingSpec, RoleRef, RoleSpec, Subject,
 };
 pub use service::{Service, ServiceSpec, ServiceStatus};
+pub use sync::{SyncObject, SyncSpec, SyncStatus};
 pub use task::Task;
 pub use token::{Token, TokenPurpose, TokenSpec};
 pub use volume::{ReclaimPolicy, Volume, VolumePhase, VolumeSpec, VolumeStatus};
@@ -57,6 +59,7 @@ pub fn builtin_kinds() -> Vec<crate::KindInfo> {
         DnsRecord::kind_info(),
         Job::kind_info(),
         JobRun::kind_info(),
+        SyncObject::kind_info(),
         Quota::kind_info(),
         Role::kind_info(),
         ClusterRole::kind_info(),
