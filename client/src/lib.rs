@@ -11,6 +11,8 @@
 //! - lists whole or page by page ([`Client::list_all`] reads every page of one
 //!   snapshot, restarting when it expires midway);
 //! - watches as [`WatchEvent`]s, decoded once from each line into `K`;
+//! - [`manifests`]: reading manifest files and directories into documents, every
+//!   problem named by file, document and field;
 //! - every error answer as [`Error::Api`] with the server's [`Status`] (code, reason,
 //!   message, each offending field).
 
@@ -21,6 +23,7 @@ mod client;
 pub mod credentials;
 mod error;
 mod logs;
+pub mod manifests;
 mod offers;
 mod pager;
 mod params;

@@ -24,7 +24,7 @@ macro_rules! out {
 }
 
 pub mod args;
-pub mod manifest;
+pub use corral_client::manifests as manifest;
 pub mod output;
 
 mod admin;

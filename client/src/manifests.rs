@@ -132,17 +132,38 @@ pub fn read_paths(paths: &[PathBuf]) -> (Vec<Document>, Vec<Problem>) {
         };
         for file in files {
             file_no += 1;
-            let source = file.display().to_string();
-            match std::fs::read(&file) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => parse_into(file_no, &source, &text, extension(&file), &mut docs, &mut problems),
-                    Err(_) => problems.push(file_problem(file_no, &source, "is not UTF-8 text".to_string())),
-                },
-                Err(e) => problems.push(file_problem(file_no, &source, format!("cannot read: {e}"))),
-            }
+            read_file(file_no, &file, &file.display().to_string(), &mut docs, &mut problems);
         }
     }
     (docs, problems)
+}
+
+/// Reads every manifest under the directory `root` (a repository's checkout, a
+/// directory being synced), sorted by path, each file named by its path relative to
+/// `root` with `/` separators, as a repository names it.
+pub fn read_tree(root: &Path) -> (Vec<Document>, Vec<Problem>) {
+    let mut docs = Vec::new();
+    let mut problems = Vec::new();
+    let files = match collect_files(root) {
+        Ok(f) => f,
+        Err(message) => return (docs, vec![file_problem(0, &root.display().to_string(), message)]),
+    };
+    for (i, file) in files.iter().enumerate() {
+        let relative = file.strip_prefix(root).unwrap_or(file);
+        let source = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        read_file(i + 1, file, &source, &mut docs, &mut problems);
+    }
+    (docs, problems)
+}
+
+fn read_file(file_no: usize, file: &Path, source: &str, docs: &mut Vec<Document>, problems: &mut Vec<Problem>) {
+    match std::fs::read(file) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => parse_into(file_no, source, &text, extension(file), docs, problems),
+            Err(_) => problems.push(file_problem(file_no, source, "is not UTF-8 text".to_string())),
+        },
+        Err(e) => problems.push(file_problem(file_no, source, format!("cannot read: {e}"))),
+    }
 }
 
 fn file_problem(file_no: usize, source: &str, message: String) -> Problem {
@@ -399,5 +420,9 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let kinds: Vec<_> = docs.iter().map(|d| d.kind().unwrap_or_default().to_string()).collect();
         assert_eq!(kinds, vec!["A", "B", "C"]);
+        let (docs, problems) = read_tree(dir.path());
+        assert!(problems.is_empty(), "{problems:?}");
+        let sources: Vec<_> = docs.iter().map(|d| d.source.as_str()).collect();
+        assert_eq!(sources, vec!["a.json", "b.yaml", "sub/c.yml"]);
     }
 }
