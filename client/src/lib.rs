@@ -27,16 +27,18 @@ pub mod manifests;
 mod offers;
 mod pager;
 mod params;
+mod transaction;
 mod transport;
 mod watch;
 
 pub use api::{Api, ObjectType};
-pub use client::{Client, Deleted, ListMeta, ObjectList, Written};
+pub use client::{Client, Deleted, IMPERSONATE_GROUP, IMPERSONATE_USER, ListMeta, ObjectList, Written};
 pub use credentials::{BearerToken, ClientIdentity, Config};
 pub use error::{Cause, Error, Result, Status, StatusDetails, TransportFailure};
 pub use logs::LogBytes;
 pub use pager::{DEFAULT_PAGE_SIZE, MAX_LIST_RESTARTS};
 pub use params::{DeleteParams, ListParams, Patch, WatchParams, WriteParams};
+pub use transaction::TransactParams;
 pub use transport::{HttpTransport, Response, Transport};
 pub use watch::{WatchEvent, WatchStream};
 

@@ -18,8 +18,16 @@ const DRAIN_LIMIT: usize = 8 * MAX_BODY_BYTES;
 
 /// Reads the whole body, failing with 413 past [`MAX_BODY_BYTES`].
 pub async fn read(body: Body, content_length: Option<u64>) -> ApiResult<Bytes> {
-    if content_length.is_some_and(|l| l > DRAIN_LIMIT as u64) {
-        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    read_limited(body, content_length, MAX_BODY_BYTES).await
+}
+
+/// Reads the whole body, failing with 413 past `limit` bytes (a transaction's body
+/// holds many objects, so it may be larger than a single request's).
+pub async fn read_limited(body: Body, content_length: Option<u64>, limit: usize) -> ApiResult<Bytes> {
+    // Past the limit, a little more is drained for politeness, never the whole body.
+    let drain_limit = DRAIN_LIMIT.max(limit);
+    if content_length.is_some_and(|l| l > drain_limit as u64) {
+        return Err(ApiError::too_large(limit));
     }
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
@@ -27,15 +35,15 @@ pub async fn read(body: Body, content_length: Option<u64>) -> ApiResult<Bytes> {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
         total = total.saturating_add(chunk.len());
-        if total > DRAIN_LIMIT {
+        if total > drain_limit {
             break;
         }
-        if total <= MAX_BODY_BYTES {
+        if total <= limit {
             buf.extend_from_slice(&chunk);
         }
     }
-    if total > MAX_BODY_BYTES {
-        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    if total > limit {
+        return Err(ApiError::too_large(limit));
     }
     Ok(buf.freeze())
 }

@@ -88,7 +88,7 @@ fn check_preconditions(ctx: &Ctx, p: &Preconditions, live: &StoredObject) -> Api
 /// Namespaces the system cannot run without; they are never deleted.
 pub(crate) const SYSTEM_NAMESPACES: [&str; 2] = ["default", corral_api::kinds::node::NODE_LEASE_NAMESPACE];
 
-fn is_namespace(ctx: &Ctx) -> bool {
+pub(super) fn is_namespace(ctx: &Ctx) -> bool {
     ctx.info.group == corral_api::GROUP && ctx.info.kind == "Namespace"
 }
 
@@ -141,7 +141,7 @@ const RECORDED_KINDS: [&str; 4] = ["tasks", "services", "jobs", "jobruns"];
 /// `Deleted` when it is gone, `Deleting` while finalizers hold it (its agent then
 /// records the kill). `corral get events` shows it after the object is gone. Best
 /// effort: a delete that happened is not failed by its record.
-async fn record_deletion(ctx: &Ctx, o: &StoredObject, gone: bool) {
+pub(super) async fn record_deletion(ctx: &Ctx, o: &StoredObject, gone: bool) {
     use corral_api::kinds::event::{Event, EventSource, EventSpec, EventType, ObjectReference};
     if ctx.info.group != corral_api::GROUP || !RECORDED_KINDS.contains(&ctx.info.plural.as_str()) {
         return;
@@ -272,7 +272,7 @@ pub(super) fn namespace_terminating(ns: &str) -> ApiError {
 }
 
 /// 403 `Forbidden` about the namespace `ns`.
-fn forbidden(message: String, ns: &str) -> ApiError {
+pub(super) fn forbidden(message: String, ns: &str) -> ApiError {
     ApiError { code: StatusCode::FORBIDDEN, reason: "Forbidden", message, details: None }.with_details(StatusDetails {
         group: corral_api::GROUP.to_string(),
         kind: "Namespace".to_string(),

@@ -42,6 +42,7 @@ mod resources;
 mod scale;
 mod table;
 pub mod tls;
+mod transaction;
 mod volume_binding;
 mod watch;
 mod watch_limits;
@@ -282,6 +283,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .route(auth::reviews::WHOAMI_PATH, post(auth::reviews::whoami).fallback(method_not_allowed))
         .route(auth::reviews::ACCESS_PATH, post(auth::reviews::access).fallback(method_not_allowed))
         .route("/apis/{*rest}", any(resources::dispatch))
+        .route(corral_api::transaction::TRANSACTIONS_PATH, post(transaction::serve).fallback(method_not_allowed))
         .route("/openapi/v3", get(openapi::index).fallback(method_not_allowed))
         .route("/openapi/v3/apis/{group}/{version}", get(openapi::group_version).fallback(method_not_allowed))
         .route("/kinds", get(discovery::kinds).fallback(method_not_allowed))

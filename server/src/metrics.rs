@@ -45,6 +45,16 @@ pub struct Metrics {
     pub(crate) registry_pushed: Counter,
     /// Bytes sent by the image registry (blobs and manifests).
     pub(crate) registry_pulled: Counter,
+    /// `POST /transactions` answered, by result (`committed`, `dryRun`, `refused`).
+    pub(crate) transactions: Family<ResultLabels, Counter>,
+    /// Operations of the transactions answered, by result as above.
+    pub(crate) transaction_operations: Family<ResultLabels, Counter>,
+}
+
+/// The result of a transaction, as a metric label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabels {
+    pub(crate) result: &'static str,
 }
 
 fn duration_histogram() -> Histogram {
@@ -103,8 +113,35 @@ impl Metrics {
             "Bytes of blobs and manifests pulled from the image registry",
             registry_pulled.clone(),
         );
+        let transactions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "corral_transactions",
+            "POST /transactions answered, by result: committed, dryRun or refused",
+            transactions.clone(),
+        );
+        let transaction_operations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "corral_transaction_operations",
+            "Operations of the transactions answered, by the transaction's result",
+            transaction_operations.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector { store }));
-        Metrics { registry, requests, durations, connections, registry_pushed, registry_pulled }
+        Metrics {
+            registry,
+            requests,
+            durations,
+            connections,
+            registry_pushed,
+            registry_pulled,
+            transactions,
+            transaction_operations,
+        }
+    }
+
+    /// Records one answered transaction of `operations` operations.
+    pub(crate) fn observe_transaction(&self, result: &'static str, operations: usize) {
+        self.transactions.get_or_create(&ResultLabels { result }).inc();
+        self.transaction_operations.get_or_create(&ResultLabels { result }).inc_by(operations as u64);
     }
 
     /// Records one answered request.

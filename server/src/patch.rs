@@ -177,22 +177,32 @@ async fn apply(ctx: &Ctx, mut manifest: Value) -> ApiResult<Response> {
             }
         };
         let live_value = live.value().map_err(ctx.store_error(name))?;
-        let others = applied_by_others(&live_value, manager);
-        let conflicting = conflicts(&desired, &live_value, &others);
-        // What this manager alone applied is what its manifest may remove.
-        let owned = last_applied(&live_value, manager).map(|last| owned_only(&last, &others));
-        let mut merged = three_way_merge(owned.as_ref(), &desired, &live_value);
-        if !conflicting.is_empty() && !ctx.force {
-            // An invalid manifest is told so first: forcing would not help it.
-            ctx.validate(&merged).await?;
-            return Err(conflict_error(ctx, &conflicting));
-        }
-        take_over(&mut merged, &conflicting);
+        let merged = apply_onto(ctx, &desired, &live_value).await?;
         if let Some(resp) = write(ctx, &key, &live, &live_value, merged).await? {
             return Ok(resp);
         }
     }
     Err(gave_up(ctx))
+}
+
+/// What applying `desired` (a manifest made ready by `prepare_manifest` for
+/// `ctx.field_manager`) makes of the live object: a three-way merge with what this
+/// manager applied last. Fields other managers applied with other values are a
+/// conflict (409) unless `ctx.force`, which takes them over.
+pub(super) async fn apply_onto(ctx: &Ctx, desired: &Value, live_value: &Value) -> ApiResult<Value> {
+    let manager = ctx.field_manager.as_deref();
+    let others = applied_by_others(live_value, manager);
+    let conflicting = conflicts(desired, live_value, &others);
+    // What this manager alone applied is what its manifest may remove.
+    let owned = last_applied(live_value, manager).map(|last| owned_only(&last, &others));
+    let mut merged = three_way_merge(owned.as_ref(), desired, live_value);
+    if !conflicting.is_empty() && !ctx.force {
+        // An invalid manifest is told so first: forcing would not help it.
+        ctx.validate(&merged).await?;
+        return Err(conflict_error(ctx, &conflicting));
+    }
+    take_over(&mut merged, &conflicting);
+    Ok(merged)
 }
 
 /// Validates and writes a patched object based on `live`. `None` means the object

@@ -361,7 +361,7 @@ fn check_scope(info: &KindInfo, p: &ResourcePath) -> ApiResult<()> {
     Ok(())
 }
 
-fn dry_run(v: Option<&str>) -> ApiResult<bool> {
+pub(super) fn dry_run(v: Option<&str>) -> ApiResult<bool> {
     match v {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
@@ -371,7 +371,7 @@ fn dry_run(v: Option<&str>) -> ApiResult<bool> {
     }
 }
 
-fn flag(name: &str, v: Option<&str>) -> ApiResult<bool> {
+pub(super) fn flag(name: &str, v: Option<&str>) -> ApiResult<bool> {
     match v {
         None | Some("" | "false" | "0") => Ok(false),
         Some("true" | "1") => Ok(true),

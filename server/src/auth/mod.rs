@@ -187,6 +187,8 @@ fn open_to_all(a: &Attributes<'_>) -> bool {
                 || path.starts_with("/schemas/")
                 || path.starts_with("/openapi/")
                 || path.starts_with("/auth/")
+                // Each operation of a transaction is authorized as its own request.
+                || path == corral_api::transaction::TRANSACTIONS_PATH
         }
         // Asking about oneself (kubectl auth whoami, can-i).
         Attributes::Resource { group, resource, .. } => {
@@ -380,7 +382,7 @@ pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<At
     })
 }
 
-fn forbidden(who: &Identity, attrs: Option<&Attributes<'_>>) -> ApiError {
+pub(crate) fn forbidden(who: &Identity, attrs: Option<&Attributes<'_>>) -> ApiError {
     let message = match attrs {
         Some(a @ Attributes::Resource { verb, group, namespace, name, .. }) => {
             let what = a.what();

@@ -1,0 +1,248 @@
+//! `POST /transactions` (many writes, one store transaction), impersonation, and a
+//! Sync's trigger, against a real server on loopback with a real sled store.
+
+mod api_support;
+
+use api_support::{CMS, TestServer, cm};
+use corral_api::kinds::TokenPurpose;
+use corral_api::transaction::{Operation, Outcome, Target, Transaction, Verb, split_cause};
+use corral_client::TransactParams;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const V1: &str = "/apis/corral.dev/v1";
+
+/// A control plane without controllers: nothing but the test writes, so the store's
+/// revision tells exactly what the test wrote.
+async fn quiet() -> TestServer {
+    TestServer::start_with(|o| o.controllers = corral_controllers::Selection::Only(vec![])).await
+}
+
+fn create(object: Value) -> Operation {
+    Operation { verb: Verb::Create, object: Some(object), target: None }
+}
+
+fn cm_in(ns: &str, name: &str, data: Value) -> Value {
+    json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
+        "spec": {"data": data}})
+}
+
+fn cm_target(ns: &str, name: &str) -> Target {
+    Target {
+        api_version: "corral.dev/v1".into(),
+        kind: "ConfigMap".into(),
+        namespace: Some(ns.into()),
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn txn(operations: Vec<Operation>) -> Transaction {
+    Transaction { operations }
+}
+
+fn manager() -> TransactParams {
+    TransactParams { field_manager: Some("sync".into()), ..Default::default() }
+}
+
+/// The names of the ConfigMaps in `default`.
+async fn cm_names(s: &TestServer) -> Vec<String> {
+    let (code, list) = s.get(CMS).await;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap_or("").into())
+        .collect()
+}
+
+async fn bind(s: &TestServer, ns: &str, name: &str, role: &str, subject: Value) {
+    let binding = json!({"apiVersion": "corral.dev/v1", "kind": "RoleBinding", "metadata": {"name": name},
+        "spec": {"roleRef": {"kind": "ClusterRole", "name": role}, "subjects": [subject]}});
+    let (code, body) = s.post(&format!("{V1}/namespaces/{ns}/rolebindings"), &binding).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+}
+
+async fn namespace(s: &TestServer, name: &str) {
+    let ns = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {}});
+    let (code, body) = s.post(&format!("{V1}/namespaces"), &ns).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test]
+async fn creates_and_an_apply_commit_together_with_consecutive_revisions_seen_in_order() {
+    let s = quiet().await;
+    let api = s.api();
+    let (code, body) = s.post(CMS, &cm("d", json!({"k": "old"}))).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let before = s.revision().await;
+    let mut watch = s.watch(&format!("{CMS}?watch=true&resourceVersion={before}")).await;
+    let t = txn(vec![
+        create(cm("a", json!({"k": "1"}))),
+        create(cm("b", json!({"k": "2"}))),
+        create(cm("c", json!({"k": "3"}))),
+        Operation::apply(cm("d", json!({"k": "new"}))),
+    ]);
+    let result = api.transact(&t, &manager()).await.expect("the transaction commits");
+    let outcomes: Vec<Outcome> = result.results.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Created, Outcome::Created, Outcome::Created, Outcome::Configured]);
+    assert_eq!(result.writes, 4);
+    assert_eq!(result.revision, before + 4);
+    let revisions: Vec<u64> = result
+        .results
+        .iter()
+        .map(|r| {
+            r.object.as_ref().expect("object")["metadata"]["resourceVersion"].as_str().expect("rv").parse().expect("n")
+        })
+        .collect();
+    assert_eq!(revisions, [before + 1, before + 2, before + 3, before + 4]);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let ev = watch.next_change().await;
+        seen.push((
+            ev["type"].as_str().unwrap_or("").to_string(),
+            ev["object"]["metadata"]["name"].as_str().unwrap_or("").to_string(),
+        ));
+    }
+    let expected: Vec<(String, String)> = [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "c"), ("MODIFIED", "d")]
+        .iter()
+        .map(|(t, n)| (t.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(seen, expected);
+    let (_, d) = s.get(&format!("{CMS}/d")).await;
+    assert_eq!(d["spec"]["data"]["k"], "new");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn one_invalid_object_refuses_the_whole_transaction_and_names_its_field() {
+    let s = quiet().await;
+    let api = s.api();
+    let names = cm_names(&s).await;
+    let before = s.revision().await;
+    let mut bad = cm("bad", json!({}));
+    bad["spec"]["data"] = json!(5);
+    let t = txn(vec![
+        create(cm("one", json!({"k": "1"}))),
+        Operation::apply(cm("two", json!({"k": "2"}))),
+        create(cm("three", json!({"k": "3"}))),
+        create(bad),
+        create(cm("five", json!({"k": "5"}))),
+    ]);
+    let e = api.transact(&t, &manager()).await.expect_err("refused");
+    assert_eq!(e.code(), Some(422), "{e}");
+    let causes: Vec<(usize, String)> =
+        e.causes().iter().filter_map(|c| split_cause(&c.field).map(|(i, f)| (i, f.to_string()))).collect();
+    assert!(causes.iter().all(|(i, _)| *i == 3), "{causes:?}");
+    assert!(causes.iter().any(|(_, f)| f.starts_with("spec.data")), "{causes:?}");
+    assert!(e.causes().iter().all(|c| c.message.contains("ConfigMap/default/bad")), "{:?}", e.causes());
+    assert_eq!(cm_names(&s).await, names);
+    assert_eq!(s.revision().await, before);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unchanged_apply_writes_nothing() {
+    let s = quiet().await;
+    let api = s.api();
+    let t = txn(vec![Operation::apply(cm("same", json!({"k": "v"})))]);
+    let first = api.transact(&t, &manager()).await.expect("created");
+    assert_eq!(first.results[0].outcome, Outcome::Created);
+    let before = s.revision().await;
+    let again = api.transact(&t, &manager()).await.expect("applied again");
+    assert_eq!(again.results[0].outcome, Outcome::Unchanged);
+    assert_eq!(again.writes, 0);
+    assert_eq!(again.revision, before);
+    assert_eq!(s.revision().await, before);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_delete_whose_label_no_longer_holds_leaves_the_object() {
+    let s = quiet().await;
+    let api = s.api();
+    let mut object = cm("kept", json!({"k": "v"}));
+    object["metadata"]["labels"] = json!({"corral.dev/sync": "other"});
+    let (code, body) = s.post(CMS, &object).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let before = s.revision().await;
+    let target = Target { label: Some("corral.dev/sync=mine".into()), ..cm_target("default", "kept") };
+    let r = api.transact(&txn(vec![Operation::delete(target)]), &manager()).await.expect("answered");
+    assert_eq!(r.results[0].outcome, Outcome::Absent);
+    assert_eq!(r.writes, 0);
+    assert_eq!(s.revision().await, before);
+    let (code, _) = s.get(&format!("{CMS}/kept")).await;
+    assert_eq!(code, StatusCode::OK);
+    let target = Target { label: Some("corral.dev/sync=other".into()), ..cm_target("default", "kept") };
+    let r = api.transact(&txn(vec![Operation::delete(target)]), &manager()).await.expect("answered");
+    assert_eq!(r.results[0].outcome, Outcome::Deleted);
+    let (code, _) = s.get(&format!("{CMS}/kept")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let r = api.transact(&txn(vec![Operation::delete(cm_target("default", "kept"))]), &manager()).await.expect("ok");
+    assert_eq!(r.results[0].outcome, Outcome::Absent);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_namespace_and_an_object_in_it_are_created_together() {
+    let s = quiet().await;
+    let api = s.api();
+    let ns = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": "fresh"}, "spec": {}});
+    let t = txn(vec![Operation::apply(ns), Operation::apply(cm_in("fresh", "inside", json!({"k": "v"})))]);
+    let r = api.transact(&t, &manager()).await.expect("commits");
+    assert_eq!(r.writes, 2);
+    let (code, body) = s.get(&format!("{V1}/namespaces/fresh/configmaps/inside")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // Without the namespace, the same object is refused, naming the operation.
+    let e = api
+        .transact(&txn(vec![Operation::apply(cm_in("nowhere", "x", json!({})))]), &manager())
+        .await
+        .expect_err("no namespace");
+    assert_eq!(e.code(), Some(422), "{e}");
+    assert_eq!(e.causes().first().map(|c| c.field.as_str()), Some("operations[0]"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_dry_run_answers_results_and_writes_nothing() {
+    let s = quiet().await;
+    let api = s.api();
+    let before = s.revision().await;
+    let t = txn(vec![create(cm("dry", json!({"k": "v"}))), Operation::delete(cm_target("default", "nothing"))]);
+    let params = TransactParams { dry_run: true, ..manager() };
+    let r = api.transact(&t, &params).await.expect("answered");
+    assert_eq!(r.results[0].outcome, Outcome::Created);
+    assert_eq!(r.results[0].object.as_ref().expect("object")["spec"]["data"]["k"], "v");
+    assert_eq!(r.results[1].outcome, Outcome::Absent);
+    assert_eq!(s.revision().await, before);
+    let (code, _) = s.get(&format!("{CMS}/dry")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_forbidden_operation_refuses_the_transaction_with_403() {
+    let s = quiet().await;
+    namespace(&s, "mine").await;
+    namespace(&s, "theirs").await;
+    let (code, body) = s.post(&format!("{V1}/namespaces/theirs/configmaps"), &cm_in("theirs", "x", json!({}))).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    bind(&s, "mine", "ed", "edit", json!({"kind": "User", "name": "ed"})).await;
+    let token = s.kit().create_token("ed", &[], TokenPurpose::Authentication, None).await;
+    let ed = s.kit().client_with(Some(&token));
+    let before = s.revision().await;
+    let t = txn(vec![create(cm_in("mine", "ok", json!({}))), Operation::delete(cm_target("theirs", "x"))]);
+    let e = ed.transact(&t, &manager()).await.expect_err("forbidden");
+    assert_eq!(e.code(), Some(403), "{e}");
+    assert_eq!(e.causes().len(), 1, "{:?}", e.causes());
+    assert_eq!(e.causes()[0].field, "operations[1]");
+    assert!(e.causes()[0].message.contains("ConfigMap/theirs/x"), "{:?}", e.causes());
+    assert_eq!(s.revision().await, before);
+    let (code, _) = s.get(&format!("{V1}/namespaces/theirs/configmaps/x")).await;
+    assert_eq!(code, StatusCode::OK);
+    // What ed may do alone commits.
+    let r = ed.transact(&txn(vec![create(cm_in("mine", "ok", json!({})))]), &manager()).await.expect("allowed");
+    assert_eq!(r.writes, 1);
+    s.stop().await;
+}
