@@ -13,7 +13,8 @@
 //! resources offered to frameworks in weighted DRF order, framework liveness and
 //! failover), [`services`] (the built-in framework keeping services running),
 //! [`jobs`] (the built-in framework running jobs, by hand and on schedules) and
-//! [`events`] (Events deleted an hour after they last occurred). [`dns`] (the cluster
+//! [`events`] (Events deleted an hour after they last occurred) and [`sync`] (GitOps:
+//! git repositories and directories kept applied). [`dns`] (the cluster
 //! DNS zone) is not among them: it runs beside every API server, outside leader
 //! election, and is started on its own. Offers, services and
 //! jobs work in rounds over the whole cluster rather than per object.
@@ -27,13 +28,16 @@ pub mod jobs;
 pub mod node_lifecycle;
 pub mod offers;
 pub mod services;
+pub mod sync;
 pub mod volumes;
 
+mod error;
 pub mod matching;
 mod registration;
 mod rounds;
 mod shared_tasks;
 
+pub use error::{Error, Result};
 pub use shared_tasks::SharedTasks;
 
 use std::sync::Arc;
@@ -54,6 +58,8 @@ pub struct Config {
     pub services: services::Config,
     /// The event expiry controller's.
     pub events: events::Config,
+    /// The sync controller's.
+    pub sync: sync::Config,
 }
 
 impl Config {
@@ -64,8 +70,16 @@ impl Config {
 }
 
 /// The names of every built-in controller, as `--controllers` takes them.
-pub const NAMES: &[&str] =
-    &[gc::NAME, node_lifecycle::NAME, offers::NAME, services::NAME, jobs::NAME, events::NAME, volumes::NAME];
+pub const NAMES: &[&str] = &[
+    gc::NAME,
+    node_lifecycle::NAME,
+    offers::NAME,
+    services::NAME,
+    jobs::NAME,
+    events::NAME,
+    volumes::NAME,
+    sync::NAME,
+];
 
 /// Which built-in controllers to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +197,9 @@ pub fn builtin_sharing(config: &Config, selection: &Selection, tasks: Arc<Shared
     }
     if selection.includes(events::NAME) {
         out.push(Arc::new(events::EventExpiry::new(config.events.clone())));
+    }
+    if selection.includes(sync::NAME) {
+        out.push(Arc::new(sync::Syncs::new(config.sync.clone())));
     }
     out
 }

@@ -12,6 +12,7 @@ RUN_PKGS=(
   busybox-static   # the tour's image (examples/images/busybox-image.sh) and test images
   e2fsprogs        # mkfs.ext4: volumes as loop-mounted images, so their sizes hold
   dnsutils         # dig: the tour asks the cluster DNS (and the DNS tests do)
+  git              # the sync controller fetches git sources with it (GitOps)
 )
 
 TEST_PKGS=(

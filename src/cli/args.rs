@@ -116,6 +116,85 @@ pub enum Command {
     /// The cluster DNS: what it serves.
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// GitOps: `corral sync DIR` applies a directory (pruning what it dropped with
+    /// `--prune`, again on every saved change with `--watch`); `status`, `now`, `diff`
+    /// and `token` for Syncs of git repositories and directories.
+    Sync(SyncArgs),
+}
+
+/// Options of `corral sync`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SyncArgs {
+    /// A Sync's subcommand; without one, DIR is synced.
+    #[command(subcommand)]
+    pub command: Option<SyncCommand>,
+
+    /// The directory of manifests to apply (recursively: *.yaml, *.yml, *.json).
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// The Sync recording what DIR applied [default: the directory's name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Delete the objects an earlier sync of DIR applied and DIR no longer has.
+    #[arg(long)]
+    pub prune: bool,
+
+    /// Keep running: sync again on every saved change of DIR.
+    #[arg(long)]
+    pub watch: bool,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// `corral sync` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum SyncCommand {
+    /// The Syncs (or one): ready, revision, objects, drift, last sync; with NAME, its
+    /// errors, drift and health in full.
+    Status(SyncNameArgs),
+    /// Sync NAME now rather than at its next interval; `--wait` waits for the result.
+    Now(SyncNowArgs),
+    /// What the next sync of NAME would change: created, changed (field by field) and
+    /// pruned objects. Exit code 0: no differences, 1: differences, 2: error.
+    Diff(SyncNameArgs),
+    /// Make a new webhook token for NAME (printed once; its hash is stored) and print
+    /// the URL a git host's push notification calls.
+    Token(SyncNameArgs),
+}
+
+/// A Sync's name, and its namespace.
+#[derive(Args, Debug)]
+pub struct SyncNameArgs {
+    /// The Sync (`NAME` or `sync/NAME`); `status` without it lists every Sync.
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+/// Options of `corral sync now`.
+#[derive(Args, Debug)]
+pub struct SyncNowArgs {
+    /// The Sync (`NAME` or `sync/NAME`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+
+    /// Wait until the controller has synced, print the result; exit 1 if the revision
+    /// was not applied.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Seconds `--wait` waits.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub timeout: u64,
 }
 
 /// `corral dns` subcommands.

@@ -24,11 +24,13 @@ pub(crate) fn manager(
     identity: &str,
     client_as: Option<&dyn Fn(&str) -> corral_client::Client>,
     tasks: std::sync::Arc<corral_controllers::SharedTasks>,
+    sync_work_dir: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Option<Manager>> {
     let selection = Selection::parse(&args.controllers).map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
     let mut config =
         corral_controllers::Config::with_node_grace_period(Duration::from_secs(args.node_grace_period.max(1)));
     config.events.ttl = Duration::from_secs(args.event_ttl);
+    config.sync.work_dir = sync_work_dir;
     let mut controllers = corral_controllers::builtin_sharing(&config, &selection, tasks);
     if let Some(client_as) = client_as {
         controllers = corral_controllers::with_own_identities(controllers, client_as);
@@ -50,7 +52,7 @@ pub(crate) async fn run(conn: &corral_client::Config, a: ControllersArgs) -> any
     let identity =
         a.identity.clone().unwrap_or_else(|| format!("{}-{}", corral_agent::node::hostname(), std::process::id()));
     // A remote manager has one credential: every controller acts as it.
-    let Some(manager) = manager(client, &a.manager, &identity, None, Default::default())? else {
+    let Some(manager) = manager(client, &a.manager, &identity, None, Default::default(), None)? else {
         anyhow::bail!("--controllers none: nothing to run");
     };
     let listener = tokio::net::TcpListener::bind(a.metrics_listen)

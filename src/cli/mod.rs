@@ -49,6 +49,7 @@ mod job;
 mod logs;
 mod rollout;
 mod serve;
+mod sync;
 mod version;
 
 use std::process::ExitCode;
@@ -204,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench { args } => Ok(bench::run(&args)),
         Command::Version(a) => version::run(&conn, a).await,
         Command::Dns(args::DnsCommand::Records(a)) => dns::records(&ctx()?.client, a).await,
+        Command::Sync(a) => sync::run(&ctx()?, a).await,
     }
 }
 

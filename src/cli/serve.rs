@@ -99,6 +99,8 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         &identity,
         Some(&client_as),
         tasks.clone(),
+        // Git sources' working copies live with the cluster's data.
+        Some(data_dir.join("sync")),
     )? {
         Some(manager) => {
             server.add_metrics(manager.registry());

@@ -279,3 +279,7 @@ impl KindSpec for SyncSpec {
         ]
     }
 }
+
+/// The user a Sync without `serviceAccountName` applies as (bound to the
+/// `sync-controller` ClusterRole).
+pub const SYNC_CONTROLLER_USER: &str = "system:controller:sync";
