@@ -139,9 +139,18 @@ pub async fn prepare(
         Some(p) => root.join(p.trim_start_matches('/')),
         None => root.to_path_buf(),
     };
-    let (docs, problems) = tokio::task::spawn_blocking(move || read_tree(&dir))
+    let (mut docs, mut problems) = tokio::task::spawn_blocking(move || read_tree(&dir))
         .await
         .map_err(|e| Error::Source(format!("reading the manifests: {e}")))?;
+    // Files are named as the repository names them, from its root.
+    if let Some(prefix) = sync.spec.path.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+        for d in &mut docs {
+            d.source = format!("{prefix}/{}", d.source);
+        }
+        for p in &mut problems {
+            p.place = format!("{prefix}/{}", p.place);
+        }
+    }
     let kinds = reader.kinds().await?;
     let lookup = |api_version: &str, kind: &str| {
         kinds.iter().find(|k| k.api_version() == api_version && k.kind == kind).map(|k| k.namespaced)

@@ -73,7 +73,9 @@ impl TestServer {
         let server = corral_server::start(cfg).await.expect("server starts");
         let base = format!("http://{}", server.addr());
         let token = server.admin_token().to_string();
-        let config = corral_controllers::Config::with_node_grace_period(options.node_grace_period);
+        let mut config = corral_controllers::Config::with_node_grace_period(options.node_grace_period);
+        // Each test's git working copies of its own.
+        config.sync.work_dir = Some(dir.path().join("sync"));
         let controllers = corral_controllers::builtin(&config, &options.controllers);
         // As `corral server` runs them: some controllers act as users of their own.
         let controllers = corral_controllers::with_own_identities(controllers, |user| {
