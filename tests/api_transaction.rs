@@ -246,3 +246,96 @@ async fn a_forbidden_operation_refuses_the_transaction_with_403() {
     assert_eq!(r.writes, 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_admin_impersonating_a_viewer_service_account_cannot_create_and_others_may_not_impersonate() {
+    let s = quiet().await;
+    namespace(&s, "team").await;
+    bind(
+        &s,
+        "team",
+        "deployer-view",
+        "view",
+        json!({"kind": "ServiceAccount", "name": "deployer", "namespace": "team"}),
+    )
+    .await;
+    let admin = s.api();
+    let as_sa = admin.impersonating("system:serviceaccount:team:deployer", &[]);
+    let cms = as_sa.kind("configmaps").await.expect("kinds are open to all");
+    as_sa.list(&cms, Some("team"), &Default::default()).await.expect("a viewer lists");
+    let e = as_sa
+        .create(&cms, &cm_in("team", "nope", json!({})), &Default::default())
+        .await
+        .expect_err("a viewer does not create");
+    assert_eq!(e.code(), Some(403), "{e}");
+    assert!(e.to_string().contains("system:serviceaccount:team:deployer"), "{e}");
+    // In a transaction too: each operation is authorized as the impersonated identity.
+    let e = as_sa.transact(&txn(vec![create(cm_in("team", "nope", json!({})))]), &manager()).await.expect_err("403");
+    assert_eq!(e.code(), Some(403), "{e}");
+    // A user without the verb impersonate is refused, naming whom.
+    bind(&s, "team", "ed", "edit", json!({"kind": "User", "name": "ed"})).await;
+    let token = s.kit().create_token("ed", &[], TokenPurpose::Authentication, None).await;
+    let ed = s.kit().client_with(Some(&token));
+    let e = ed.impersonating("admin", &[]).list(&cms, Some("team"), &Default::default()).await.expect_err("refused");
+    assert_eq!(e.code(), Some(403), "{e}");
+    assert!(e.to_string().contains("impersonate") && e.to_string().contains("\"admin\""), "{e}");
+    let e = ed
+        .impersonating("system:serviceaccount:team:deployer", &["system:masters"])
+        .list(&cms, Some("team"), &Default::default())
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Some(403), "{e}");
+    s.stop().await;
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `POST` the trigger of Sync `name` in `team` with `token` (none: no header).
+async fn trigger(s: &TestServer, name: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(s.url(&format!("{V1}/namespaces/team/syncs/{name}/trigger")))
+        .body(vec![b'x'; 4096]);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("answered");
+    let code = resp.status();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_sync_is_triggered_by_its_webhook_token_and_by_nothing_else() {
+    let s = quiet().await;
+    namespace(&s, "team").await;
+    let sync = json!({"apiVersion": "corral.dev/v1", "kind": "Sync", "metadata": {"name": "app"},
+        "spec": {"source": {"directory": "/srv/app"}, "webhook": {"tokenSha256": sha256_hex("s3cret")}}});
+    let (code, body) = s.post(&format!("{V1}/namespaces/team/syncs"), &sync).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let path = format!("{V1}/namespaces/team/syncs/app");
+    let (code, answer) = trigger(&s, "app", Some("s3cret")).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{answer}");
+    let at = answer["requestedAt"].as_str().expect("requestedAt").to_string();
+    assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{at}");
+    let (_, live) = s.get(&path).await;
+    assert_eq!(live["metadata"]["annotations"]["corral.dev/sync-requested-at"], at.as_str());
+    let (code, _) = trigger(&s, "app", Some("wrong")).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = trigger(&s, "app", None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    // A Sync that does not exist answers as a wrong token does.
+    let (code, _) = trigger(&s, "absent", Some("s3cret")).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    // The webhook token authenticates nothing else, not even reading its Sync.
+    let resp = reqwest::Client::builder().no_proxy().build().expect("client").get(s.url(&path)).bearer_auth("s3cret");
+    assert_eq!(resp.send().await.expect("answered").status(), StatusCode::UNAUTHORIZED);
+    // A user of the API triggers through RBAC: the administrator may.
+    let again = s.api().trigger_sync("team", "app").await.expect("triggered");
+    assert!(again > at, "{again} after {at}");
+    s.stop().await;
+}

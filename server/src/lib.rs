@@ -43,6 +43,7 @@ mod scale;
 mod table;
 pub mod tls;
 mod transaction;
+mod trigger;
 mod volume_binding;
 mod watch;
 mod watch_limits;

@@ -33,6 +33,8 @@ pub enum Target {
     Accept,
     /// `offers/{name}/decline`: turn an offer down.
     Decline,
+    /// `namespaces/{ns}/syncs/{name}/trigger`: sync now.
+    Trigger,
 }
 
 /// A path to a collection, object or status of one kind.
@@ -129,6 +131,9 @@ pub fn parse_parts(rest: &str) -> Option<Parts<'_>> {
         }
         7 if segs[2] == "namespaces" && segs[6] == "log" => res(segs[4], Some(segs[3]), Some(segs[5]), Target::Log),
         7 if segs[2] == "namespaces" && segs[6] == "scale" => res(segs[4], Some(segs[3]), Some(segs[5]), Target::Scale),
+        7 if segs[2] == "namespaces" && segs[6] == "trigger" => {
+            res(segs[4], Some(segs[3]), Some(segs[5]), Target::Trigger)
+        }
         _ => None,
     }
 }

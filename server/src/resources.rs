@@ -211,6 +211,11 @@ pub async fn dispatch(
 ) -> Response {
     // The guard in front of every route always sets the identity.
     let Some(axum::Extension(identity)) = identity else {
+        // The guard lets one request through unauthenticated: a Sync's trigger,
+        // whose webhook token is checked there.
+        if super::trigger::is_trigger(&method, uri.path()) {
+            return super::trigger::webhook(state, method, uri, headers, body).await;
+        }
         return ApiError::unauthorized("this request was not authenticated").into_response();
     };
     match route(state, client.map(|c| c.0), identity, method, uri, headers, body).await {
@@ -314,6 +319,7 @@ async fn route(
             "{} cannot be accepted or declined; only offers can (POST /apis/corral.dev/v1/offers/{{name}}/accept)",
             ctx.info.kind
         ))),
+        (Target::Trigger, "POST") => super::trigger::trigger(&ctx, body).await,
         (Target::Accept, "POST") => super::offers::accept(&ctx, body::read(body, content_length).await?).await,
         (Target::Decline, "POST") => super::offers::decline(&ctx, body::read(body, content_length).await?).await,
         (Target::Object, "DELETE") => {

@@ -41,6 +41,8 @@ pub struct AuditLog {
 struct Entry {
     time: SystemTime,
     who: Option<Arc<Identity>>,
+    /// Whom `who` acted as, when impersonating.
+    impersonated: Option<Arc<Identity>>,
     attrs: Option<Attributes<'static>>,
     code: u16,
     by: Option<AllowedBy>,
@@ -64,6 +66,15 @@ struct Line<'a> {
     decision: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     authorized_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    impersonated_user: Option<Impersonated<'a>>,
+}
+
+/// As Kubernetes' audit `impersonatedUser`.
+#[derive(Serialize)]
+struct Impersonated<'a> {
+    username: &'a str,
+    groups: &'a [String],
 }
 
 impl Entry {
@@ -90,6 +101,10 @@ impl Entry {
                 (Some(_), Some(_)) => "allowed",
             },
             authorized_by: self.by.as_ref().map(ToString::to_string),
+            impersonated_user: self
+                .impersonated
+                .as_ref()
+                .map(|i| Impersonated { username: i.user.as_str(), groups: i.groups.as_slice() }),
         }
     }
 }
@@ -177,12 +192,24 @@ impl AuditLog {
 
     /// Records one answered request; `who` is `None` when it was not authenticated.
     pub fn record(&self, who: Option<Arc<Identity>>, attrs: Option<Attributes<'_>>, code: u16, by: Option<AllowedBy>) {
+        self.record_as(who, None, attrs, code, by);
+    }
+
+    /// Records one answered request that `who` sent acting as `impersonated`.
+    pub fn record_as(
+        &self,
+        who: Option<Arc<Identity>>,
+        impersonated: Option<Arc<Identity>>,
+        attrs: Option<Attributes<'_>>,
+        code: u16,
+        by: Option<AllowedBy>,
+    ) {
         let Some(tx) = self.tx.get() else { return };
         if !self.keeps(attrs.as_ref(), code) {
             return;
         }
         let attrs = attrs.map(Attributes::into_owned);
-        let entry = Entry { time: SystemTime::now(), who, attrs, code, by };
+        let entry = Entry { time: SystemTime::now(), who, impersonated, attrs, code, by };
         match tx.try_send(entry) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {

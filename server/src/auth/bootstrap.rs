@@ -31,6 +31,11 @@ pub const VOLUMES_CONTROLLER: &str = "system:controller:volumes";
 /// server, outside leader election, and needs only to read what it serves.
 pub const DNS_CONTROLLER_USER: &str = "system:controller:dns";
 
+/// The Sync controller's user (bound to `sync-controller`): it applies what a Sync's
+/// source holds, acting as the Sync's service account when it names one (the
+/// controller manager impersonates it, then that account), else as itself.
+pub const SYNC_CONTROLLER_USER: &str = "system:controller:sync";
+
 /// The namespaced built-in kinds users work with.
 const WORKLOAD: &[&str] =
     &["configmaps", "events", "leases", "tasks", "services", "jobs", "jobruns", "volumes", "dnsrecords"];
@@ -47,6 +52,9 @@ const ADMIN: &[&str] = &[
     "rolebindings",
     "volumes",
     "dnsrecords",
+    // Not in `edit`: a Sync applies with more rights than its creator may have.
+    "syncs",
+    "syncs/trigger",
 ];
 /// What a viewer reads.
 const VIEW: &[&str] = &[
@@ -79,6 +87,13 @@ fn rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
+
+/// Every resource, credentials and permissions included (for reading).
+fn sensitive_read() -> PolicyRule {
+    let mut resources: Vec<String> = SENSITIVE.iter().map(|s| s.to_string()).collect();
+    resources.push("*".into());
+    PolicyRule { resources, ..Default::default() }
+}
 
 /// The built-in cluster roles, by name, with their rules.
 pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
@@ -130,6 +145,26 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 // may read and delete (revoking is never an escalation), not write.
                 rule(&["get", "list", "watch", "delete"], SENSITIVE),
                 metrics.clone(),
+                // The Sync controller acts as a Sync's service account, or as its own
+                // user; never as anyone else.
+                rule(&["impersonate"], &["serviceaccounts"]),
+                PolicyRule { resource_names: vec![SYNC_CONTROLLER_USER.into()], ..rule(&["impersonate"], &["users"]) },
+            ],
+        ),
+        (
+            "sync-controller",
+            vec![
+                // Whatever a Sync's source holds, but credentials and permissions
+                // (a `*` resource never covers those), and never `impersonate`.
+                PolicyRule {
+                    verbs: ["get", "list", "watch", "create", "update", "patch", "delete"].map(String::from).to_vec(),
+                    resources: vec!["*".into()],
+                    ..Default::default()
+                },
+                // Reading everything: its drift report covers every kind.
+                PolicyRule { verbs: READ.iter().map(|v| v.to_string()).collect(), ..sensitive_read() },
+                rule(&["update"], &["syncs/status"]),
+                rule(&["create", "update"], &["events"]),
             ],
         ),
         ("monitoring", vec![metrics]),
@@ -176,6 +211,7 @@ fn builtin_bindings() -> Vec<(&'static str, &'static str, Subject)> {
         ("controller-manager", "controller-manager", user(CONTROLLER_MANAGER)),
         (VOLUMES_CONTROLLER, VOLUMES_CONTROLLER, user(VOLUMES_CONTROLLER)),
         ("dns-controller", "dns-controller", user(DNS_CONTROLLER_USER)),
+        ("sync-controller", "sync-controller", user(SYNC_CONTROLLER_USER)),
     ]
 }
 
@@ -408,5 +444,58 @@ mod dns_controller_tests {
         ] {
             assert!(!may(verb, resource, sub), "{verb} {resource} {sub:?} must be refused");
         }
+    }
+}
+
+#[cfg(test)]
+mod sync_controller_tests {
+    use super::*;
+    use crate::auth::rbac::{Attributes, Decision};
+    use crate::auth::{AUTHENTICATED, Identity};
+
+    fn may(user: &str, verb: &str, resource: &str, sub: Option<&str>, name: Option<&str>) -> bool {
+        let who = Identity { user: user.into(), groups: vec![AUTHENTICATED.into()] };
+        let attrs = Attributes::Resource {
+            verb: verb.into(),
+            group: GROUP.into(),
+            resource: resource.into(),
+            subresource: sub.map(Into::into),
+            namespace: Some("team".into()),
+            name: name.map(Into::into),
+        };
+        matches!(builtin_policy().authorize(&who, &attrs), Decision::Allow(_))
+    }
+
+    #[test]
+    fn the_sync_controller_writes_workloads_reads_everything_and_never_writes_credentials() {
+        let sync = SYNC_CONTROLLER_USER;
+        for (verb, resource) in [("create", "services"), ("delete", "configmaps"), ("patch", "namespaces")] {
+            assert!(may(sync, verb, resource, None, Some("x")), "{verb} {resource}");
+        }
+        assert!(may(sync, "update", "syncs", Some("status"), Some("s")));
+        assert!(may(sync, "create", "events", None, None));
+        for resource in SENSITIVE {
+            assert!(may(sync, "list", resource, None, None), "list {resource}");
+            assert!(!may(sync, "create", resource, None, None), "create {resource} must be refused");
+        }
+        assert!(!may(sync, "impersonate", "users", None, Some("admin")));
+    }
+
+    #[test]
+    fn the_controller_manager_impersonates_service_accounts_and_the_sync_controller_only() {
+        let cm = CONTROLLER_MANAGER;
+        assert!(may(cm, "impersonate", "serviceaccounts", None, Some("deployer")));
+        assert!(may(cm, "impersonate", "users", None, Some(SYNC_CONTROLLER_USER)));
+        assert!(!may(cm, "impersonate", "users", None, Some("admin")));
+        assert!(!may(cm, "impersonate", "groups", None, Some(MASTERS)));
+    }
+
+    #[test]
+    fn namespace_admins_manage_syncs_and_editors_do_not() {
+        let policy = builtin_policy();
+        let rules = |role: &str| policy.cluster_roles.get(role).cloned().unwrap_or_default();
+        let names = |role: &str| -> Vec<String> { rules(role).into_iter().flat_map(|r| r.resources).collect() };
+        assert!(names("admin").iter().any(|r| r == "syncs"));
+        assert!(!names("edit").iter().any(|r| r.starts_with("syncs")));
     }
 }

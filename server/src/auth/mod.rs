@@ -87,7 +87,10 @@ pub(crate) enum Admission {
 /// An allowed request, until it is answered. Its attributes are worked out again
 /// only if the answer is audited: most reads are not, and keep nothing.
 pub(crate) struct Admitted {
+    /// Who the request acts as.
     identity: Arc<Identity>,
+    /// Who sent it, when it impersonates `identity`.
+    impersonator: Option<Arc<Identity>>,
     method: Method,
     uri: axum::http::Uri,
     by: rbac::AllowedBy,
@@ -107,24 +110,36 @@ pub(crate) fn admit(state: &AppState, req: &mut Request) -> Admission {
     // that the request itself stays free to carry the identity on.
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let attrs = attributes(&method, &uri);
-    // One look at the policy for both questions: who, and may they.
+    // One look at the policy for every question: who, whom they act as, and may they.
     let checked = {
         let policy = state.auth.policy.read();
         let identity = match req.extensions().get::<Arc<Identity>>() {
             Some(i) => Ok(i.clone()),
             None => authenticate(&policy, req),
         };
-        identity.map(|identity| {
-            let decision = match &attrs {
-                // Discovery and one's own identity are open to every authenticated user.
-                Some(a) if !open_to_all(a) => policy.authorize(&identity, a),
-                _ => Decision::Allow(rbac::AllowedBy::Everyone),
-            };
-            (identity, decision)
+        identity.map(|identity| match impersonation(&policy, &identity, req.headers()) {
+            Err(refusal) => Err((identity, refusal)),
+            Ok(acting) => {
+                let subject = acting.as_ref().unwrap_or(&identity);
+                let decision = match &attrs {
+                    // Discovery and one's own identity are open to every authenticated user.
+                    Some(a) if !open_to_all(a) => policy.authorize(subject, a),
+                    _ => Decision::Allow(rbac::AllowedBy::Everyone),
+                };
+                Ok((identity, acting, decision))
+            }
         })
     };
-    let (identity, decision) = match checked {
-        Ok(c) => c,
+    let (identity, acting, decision) = match checked {
+        Ok(Ok(c)) => c,
+        Ok(Err((identity, refusal))) => {
+            state.auth.denied.inc();
+            state.auth.audit.record(Some(identity), attrs, refusal.code.as_u16(), None);
+            return Admission::Refused(refusal.into_response());
+        }
+        // Without a credential of the API, a trigger may still carry its Sync's
+        // webhook token: its handler checks it and audits the answer.
+        Err(_) if crate::trigger::is_trigger(&method, uri.path()) => return Admission::Open,
         Err(e) => {
             state.auth.unauthenticated.inc();
             state.auth.audit.record(None, attrs, 401, None);
@@ -140,25 +155,119 @@ pub(crate) fn admit(state: &AppState, req: &mut Request) -> Admission {
             return Admission::Refused(e.into_response());
         }
     };
+    // Who the request acts as: the impersonated identity, when there is one.
+    let subject = acting.clone().unwrap_or_else(|| identity.clone());
+    let impersonator = acting.is_some().then(|| identity.clone());
     match decision {
         Decision::Allow(by) => {
-            req.extensions_mut().insert(identity.clone());
+            req.extensions_mut().insert(subject.clone());
             let audited = state.auth.audit.enabled() && state.auth.audit.keeps(attrs.as_ref(), 200);
             let writes_policy = attrs.as_ref().is_some_and(index::changes_policy);
-            Admission::Admitted(Admitted { identity, method, uri, by, audited, writes_policy })
+            Admission::Admitted(Admitted { identity: subject, impersonator, method, uri, by, audited, writes_policy })
         }
         Decision::Deny => {
             state.auth.denied.inc();
             let refusal = if crate::registry::is_registry_path(uri.path()) {
-                let e = forbidden(&identity, attrs.as_ref());
+                let e = forbidden(&subject, attrs.as_ref());
                 crate::registry::RegistryError::Denied(e.message).into_response()
             } else {
-                forbidden(&identity, attrs.as_ref()).into_response()
+                forbidden(&subject, attrs.as_ref()).into_response()
             };
-            state.auth.audit.record(Some(identity), attrs, 403, None);
+            audit(state, subject, impersonator, attrs, 403, None);
             Admission::Refused(refusal)
         }
     }
+}
+
+/// Records a request: by `who`, or by `impersonator` acting as `who`.
+fn audit(
+    state: &AppState,
+    who: Arc<Identity>,
+    impersonator: Option<Arc<Identity>>,
+    attrs: Option<Attributes<'_>>,
+    code: u16,
+    by: Option<rbac::AllowedBy>,
+) {
+    match impersonator {
+        Some(real) => state.auth.audit.record_as(Some(real), Some(who), attrs, code, by),
+        None => state.auth.audit.record(Some(who), attrs, code, by),
+    }
+}
+
+/// The header naming the user a request impersonates.
+pub const IMPERSONATE_USER: &str = "impersonate-user";
+/// The header, repeatable, naming a group a request impersonates.
+pub const IMPERSONATE_GROUP: &str = "impersonate-group";
+
+/// The identity a request impersonates (`Impersonate-User`, `Impersonate-Group`), as
+/// Kubernetes: `who` needs the RBAC verb `impersonate` on `users` named as the user
+/// (on `serviceaccounts` named NAME in namespace NS for
+/// `system:serviceaccount:NS:NAME`) and on `groups` named as each group. `None`
+/// without the headers; a 403 naming what may not be impersonated otherwise.
+fn impersonation(
+    policy: &rbac::Policy,
+    who: &Identity,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Arc<Identity>>, ApiError> {
+    let text = |v: &HeaderValue| {
+        v.to_str().map(str::to_string).map_err(|_| ApiError::bad_request("an impersonation header is not text"))
+    };
+    let user = headers.get(IMPERSONATE_USER).map(text).transpose()?;
+    let groups = headers.get_all(IMPERSONATE_GROUP).iter().map(text).collect::<Result<Vec<_>, _>>()?;
+    let Some(user) = user else {
+        if groups.is_empty() {
+            return Ok(None);
+        }
+        return Err(ApiError::bad_request("Impersonate-Group needs Impersonate-User: name the user too"));
+    };
+    if user.is_empty() {
+        return Err(ApiError::bad_request("Impersonate-User is empty"));
+    }
+    let may = |resource: &'static str, namespace: Option<&str>, name: &str| {
+        let attrs = Attributes::Resource {
+            verb: "impersonate".into(),
+            group: corral_api::GROUP.into(),
+            resource: resource.into(),
+            subresource: None,
+            namespace: namespace.map(|n| n.to_string().into()),
+            name: Some(name.to_string().into()),
+        };
+        policy.authorize(who, &attrs).allowed()
+    };
+    let refuse = |what: String| {
+        ApiError::forbidden(format!(
+            "user {:?} may not impersonate {what}: no role bound to it allows the verb impersonate on it",
+            who.user
+        ))
+    };
+    let mut acting_groups = Vec::new();
+    match user.strip_prefix(rbac::SERVICE_ACCOUNT_USER_PREFIX).and_then(|r| r.split_once(':')) {
+        Some((ns, name)) => {
+            if !may("serviceaccounts", Some(ns), name) {
+                return Err(refuse(format!("the service account {name:?} of the namespace {ns:?}")));
+            }
+            // As the tokens of service accounts (task tokens) carry.
+            acting_groups.push(task_token::SERVICE_ACCOUNTS.to_string());
+            acting_groups.push(task_token::namespace_group(ns));
+        }
+        None => {
+            if !may("users", None, &user) {
+                return Err(refuse(format!("the user {user:?}")));
+            }
+        }
+    }
+    for g in groups {
+        if !may("groups", None, &g) {
+            return Err(refuse(format!("the group {g:?}")));
+        }
+        if !acting_groups.contains(&g) {
+            acting_groups.push(g);
+        }
+    }
+    if !acting_groups.iter().any(|g| g == AUTHENTICATED) {
+        acting_groups.push(AUTHENTICATED.to_string());
+    }
+    Ok(Some(Arc::new(Identity { user, groups: acting_groups })))
 }
 
 impl Admitted {
@@ -171,7 +280,7 @@ impl Admitted {
         }
         if self.audited || code == 401 || code == 403 {
             let attrs = attributes(&self.method, &self.uri);
-            state.auth.audit.record(Some(self.identity), attrs, code, Some(self.by));
+            audit(state, self.identity, self.impersonator, attrs, code, Some(self.by));
         }
         resp
     }
@@ -355,6 +464,8 @@ pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<At
         (Target::Collection, "GET" | "HEAD") if watch => "watch",
         (Target::Collection, "GET" | "HEAD") => "list",
         (Target::Collection | Target::Accept | Target::Decline, "POST") => "create",
+        // Syncing now changes the Sync (an annotation): `update` on `syncs/trigger`.
+        (Target::Trigger, "POST") => "update",
         (_, "GET" | "HEAD") => "get",
         (_, "PUT") => "update",
         (_, "PATCH") => "patch",
@@ -369,6 +480,7 @@ pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<At
         Target::Scale => Some("scale".into()),
         Target::Accept => Some("accept".into()),
         Target::Decline => Some("decline".into()),
+        Target::Trigger => Some("trigger".into()),
         Target::Collection | Target::Object => None,
     };
     // `GET /apis/corral.dev/v1/namespaces/NAME` addresses the Namespace object.
