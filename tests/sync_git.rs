@@ -70,7 +70,9 @@ impl Repo {
 }
 
 fn cm_yaml(name: &str, value: &str) -> String {
-    format!("apiVersion: corral.dev/v1\nkind: ConfigMap\nmetadata:\n  name: {name}\nspec:\n  data:\n    k: \"{value}\"\n")
+    format!(
+        "apiVersion: corral.dev/v1\nkind: ConfigMap\nmetadata:\n  name: {name}\nspec:\n  data:\n    k: \"{value}\"\n"
+    )
 }
 
 fn sync(name: &str, url: &str, extra: Value) -> Value {
@@ -107,7 +109,8 @@ async fn a_repository_is_applied_then_pruned_by_inventory_and_a_bad_commit_chang
     repo.write("README.md", "not a manifest\n");
     let first = repo.push("first");
     // Someone else's object, of the same kind, in the same namespace.
-    let (code, out) = s.post(&format!("{V1}/namespaces/default/configmaps"), &api_support::cm("mine", json!({"k": "v"}))).await;
+    let (code, out) =
+        s.post(&format!("{V1}/namespaces/default/configmaps"), &api_support::cm("mine", json!({"k": "v"}))).await;
     assert_eq!(code, StatusCode::CREATED, "{out}");
     let mine_rv = api_support::rv(&out);
 
@@ -181,7 +184,13 @@ async fn a_webhook_syncs_at_once_and_a_hand_edit_is_reported_then_healed() {
     let trigger = format!("{}{SYNCS}/hooked/trigger", s.base);
     let wrong = anonymous.post(&trigger).bearer_auth("wrong").send().await.expect("answer");
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let resp = anonymous.post(&trigger).bearer_auth(token).body("{\"ref\": \"refs/heads/main\"}").send().await.expect("answer");
+    let resp = anonymous
+        .post(&trigger)
+        .bearer_auth(token)
+        .body("{\"ref\": \"refs/heads/main\"}")
+        .send()
+        .await
+        .expect("answer");
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     wait_applied(&s, "hooked", &second).await;
     assert_eq!(data(&s, "web-config").await.as_deref(), Some("v2"));
@@ -204,9 +213,8 @@ async fn a_webhook_syncs_at_once_and_a_hand_edit_is_reported_then_healed() {
     assert_eq!(data(&s, "web-config").await.as_deref(), Some("by hand"));
 
     // With self-heal (a spec change syncs at once), it is applied back.
-    let (code, out) = s
-        .patch(&format!("{SYNCS}/hooked"), "application/merge-patch+json", r#"{"spec": {"selfHeal": true}}"#)
-        .await;
+    let (code, out) =
+        s.patch(&format!("{SYNCS}/hooked"), "application/merge-patch+json", r#"{"spec": {"selfHeal": true}}"#).await;
     assert_eq!(code, StatusCode::OK, "{out}");
     s.wait_for(&format!("{SYNCS}/hooked"), "drift healed", |v| {
         v["status"]["drift"].as_array().is_none_or(|d| d.is_empty()) && v["status"]["lastWrites"] == 1
@@ -230,12 +238,17 @@ async fn a_service_account_may_change_only_what_it_is_allowed_to() {
 
     let repo = Repo::new();
     repo.write("mine.yaml", &cm_yaml("allowed", "x"));
-    repo.write("theirs.yaml", &cm_yaml("elsewhere", "x").replace("  name: elsewhere\n", "  name: elsewhere\n  namespace: other\n"));
+    repo.write(
+        "theirs.yaml",
+        &cm_yaml("elsewhere", "x").replace("  name: elsewhere\n", "  name: elsewhere\n  namespace: other\n"),
+    );
     let commit = repo.push("reaches into another namespace");
     let (code, out) = s.post(SYNCS, &sync("tenant", &repo.url(), json!({"serviceAccountName": "deployer"}))).await;
     assert_eq!(code, StatusCode::CREATED, "{out}");
     let st = s
-        .wait_for(&format!("{SYNCS}/tenant"), "the commit attempted", |v| v["status"]["lastAttemptedRevision"] == commit)
+        .wait_for(&format!("{SYNCS}/tenant"), "the commit attempted", |v| {
+            v["status"]["lastAttemptedRevision"] == commit
+        })
         .await;
     let status = &st["status"];
     assert_eq!(status["conditions"][0]["reason"], "Forbidden", "{status:#}");

@@ -62,10 +62,10 @@ async fn push(ctx: &Ctx, args: &SyncArgs, dir: &Path) -> anyhow::Result<u8> {
     }
     let ns = args.ns.or_default().to_string();
     let name = args.name.clone().unwrap_or_else(|| name_for(&dir));
-    let mut code = push_once(ctx, &ns, &name, &dir, args.prune).await?;
     if !args.watch {
-        return Ok(code);
+        return push_once(ctx, &ns, &name, &dir, args.prune).await;
     }
+    // Watching starts before the first sync: a change saved while it runs is not lost.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
         if let Ok(e) = e {
@@ -78,6 +78,7 @@ async fn push(ctx: &Ctx, args: &SyncArgs, dir: &Path) -> anyhow::Result<u8> {
     .context("cannot watch the directory for changes")?;
     notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::Recursive)
         .with_context(|| format!("cannot watch {}", dir.display()))?;
+    let mut code = push_once(ctx, &ns, &name, &dir, args.prune).await?;
     eprintln!("watching {} for changes (Ctrl-C to stop)", dir.display());
     loop {
         tokio::select! {
