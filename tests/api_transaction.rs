@@ -339,3 +339,84 @@ async fn a_sync_is_triggered_by_its_webhook_token_and_by_nothing_else() {
     assert!(again > at, "{again} after {at}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_apply_conflicting_with_another_manager_is_refused_unless_forced() {
+    let s = quiet().await;
+    let api = s.api();
+    let other = TransactParams { field_manager: Some("someone-else".into()), ..Default::default() };
+    api.transact(&txn(vec![Operation::apply(cm("shared", json!({"k": "theirs"})))]), &other).await.expect("applied");
+    let before = s.revision().await;
+    let mine = txn(vec![create(cm("new", json!({}))), Operation::apply(cm("shared", json!({"k": "mine"})))]);
+    let e = api.transact(&mine, &manager()).await.expect_err("conflict");
+    assert_eq!(e.code(), Some(409), "{e}");
+    assert!(e.causes().iter().all(|c| c.field.starts_with("operations[1]")), "{:?}", e.causes());
+    assert_eq!(s.revision().await, before);
+    let forced = TransactParams { force: true, ..manager() };
+    let r = api.transact(&mine, &forced).await.expect("forced");
+    assert_eq!(r.writes, 2);
+    assert_eq!(r.results[1].object.as_ref().expect("object")["spec"]["data"]["k"], "mine");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_operations_are_refused_before_anything_is_planned() {
+    let s = quiet().await;
+    let before = s.revision().await;
+    let ops = (0..=corral_api::transaction::MAX_OPERATIONS).map(|i| create(cm(&format!("c{i}"), json!({})))).collect();
+    let e = s.api().transact(&txn(ops), &manager()).await.expect_err("too many");
+    assert_eq!(e.code(), Some(413), "{e}");
+    assert!(e.to_string().contains("at most"), "{e}");
+    assert_eq!(s.revision().await, before);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_marks_it_with_its_finalizer_in_the_same_transaction() {
+    let s = quiet().await;
+    namespace(&s, "doomed").await;
+    let before = s.revision().await;
+    let target = Target {
+        api_version: "corral.dev/v1".into(),
+        kind: "Namespace".into(),
+        name: "doomed".into(),
+        ..Default::default()
+    };
+    let r = s.api().transact(&txn(vec![Operation::delete(target)]), &manager()).await.expect("deleted");
+    assert_eq!(r.results[0].outcome, Outcome::Deleted);
+    // The finalizer, then the mark: two writes, as DELETE makes.
+    assert_eq!((r.writes, r.revision), (2, before + 2));
+    let (code, ns) = s.get(&format!("{V1}/namespaces/doomed")).await;
+    assert_eq!(code, StatusCode::OK, "{ns}");
+    assert!(ns["metadata"]["deletionTimestamp"].is_string(), "{ns}");
+    // The system's own namespaces stay.
+    let default = Target { name: "default".into(), ..Target { kind: "Namespace".into(), ..cm_target("", "") } };
+    let e = s.api().transact(&txn(vec![Operation::delete(Target { namespace: None, ..default })]), &manager()).await;
+    assert_eq!(e.expect_err("refused").code(), Some(403));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_impersonated_request_is_audited_with_both_identities() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("audit.log");
+    let path = log.clone();
+    let s = TestServer::start_with(move |o| {
+        o.controllers = corral_controllers::Selection::Only(vec![]);
+        o.server.audit_log = Some(path);
+    })
+    .await;
+    let as_sync = s.api().impersonating("system:controller:sync", &[]);
+    as_sync.transact(&txn(vec![create(cm("by-sync", json!({})))]), &manager()).await.expect("allowed");
+    let entry = corral_testkit::eventually("the transaction is audited", async || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["resource"] == corral_api::transaction::TRANSACTIONS_PATH)
+    })
+    .await;
+    assert_eq!(entry["user"], "admin", "{entry}");
+    assert_eq!(entry["impersonatedUser"]["username"], "system:controller:sync", "{entry}");
+    assert_eq!(entry["code"], 200, "{entry}");
+    s.stop().await;
+}

@@ -464,7 +464,16 @@ impl TxnCtx {
         };
         let mut results = Vec::with_capacity(plan.len());
         let mut writes = 0u64;
-        let mut revision = 0u64;
+        // Every outcome carries its object's revision: a write's own, an unchanged
+        // object's earlier one; the greatest is the transaction's last write.
+        let revision = outcomes
+            .iter()
+            .map(|o| match o {
+                TxnOutcome::Created(o) => o.revision,
+                TxnOutcome::Updated(u) => u.object().revision,
+                TxnOutcome::Deleted(DeleteOutcome::Deleted(o) | DeleteOutcome::Finalizing(o)) => o.revision,
+            })
+            .max();
         let (mut crds, mut policy) = (false, false);
         for (p, at) in plan.iter().zip(last_op) {
             let Some(at) = at else {
@@ -489,9 +498,6 @@ impl TxnCtx {
                 }
                 None => return Err(ApiError::internal("the store answered fewer writes than it was given")),
             };
-            if let Some(o) = &object {
-                revision = revision.max(o.revision);
-            }
             // The finalizers' update before a delete is a write of its own.
             if matches!(p.step, Step::Delete { with_finalizers: Some(_), .. }) {
                 writes += 1;
@@ -509,9 +515,10 @@ impl TxnCtx {
         if policy {
             self.state.auth.index.caught_up(self.state.store.as_ref()).await;
         }
-        // Deletes answer no object: the store's revision after the commit is as good.
-        let revision = if writes > 0 { revision.max(self.state.store.stats().revision) } else { revision };
-        let revision = if revision == 0 { self.state.store.stats().revision } else { revision };
+        let revision = match revision {
+            Some(r) if writes > 0 => r,
+            _ => self.state.store.stats().revision,
+        };
         Ok(Some(TransactionResult { revision, writes, results }))
     }
 }
