@@ -420,3 +420,35 @@ async fn an_impersonated_request_is_audited_with_both_identities() {
     assert_eq!(entry["code"], 200, "{entry}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn objects_of_a_kind_defined_in_the_same_transaction_are_validated_against_its_schema() {
+    let s = quiet().await;
+    let api = s.api();
+    let crd = json!({
+        "apiVersion": "corral.dev/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "version": "v1", "kind": "Widget", "plural": "widgets", "scope": "Namespaced",
+            "schema": {"spec": {"type": "object", "additionalProperties": false, "required": ["size"],
+                "properties": {"size": {"type": "integer", "minimum": 1}}}}}
+    });
+    let widget = |name: &str, size: i64| {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"size": size}})
+    };
+    let before = s.revision().await;
+    let bad =
+        txn(vec![Operation::apply(crd.clone()), Operation::apply(widget("w1", 2)), Operation::apply(widget("w2", 0))]);
+    let e = api.transact(&bad, &manager()).await.expect_err("invalid widget");
+    assert_eq!(e.code(), Some(422), "{e}");
+    assert!(e.causes().iter().any(|c| c.field == "operations[2].spec.size"), "{:?}", e.causes());
+    assert_eq!(s.revision().await, before);
+    let good = txn(vec![Operation::apply(crd), Operation::apply(widget("w1", 2))]);
+    let r = api.transact(&good, &manager()).await.expect("commits");
+    assert_eq!(r.writes, 2);
+    // Served once the answer is given.
+    let (code, w) = s.get("/apis/example.com/v1/namespaces/default/widgets/w1").await;
+    assert_eq!(code, StatusCode::OK, "{w}");
+    assert_eq!(w["spec"]["size"], 2);
+    s.stop().await;
+}
