@@ -112,6 +112,10 @@ async fn creates_and_an_apply_commit_together_with_consecutive_revisions_seen_in
     assert_eq!(seen, expected);
     let (_, d) = s.get(&format!("{CMS}/d")).await;
     assert_eq!(d["spec"]["data"]["k"], "new");
+    let (_, metrics) = s.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(metrics.contains(r#"corral_transactions_total{result="committed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"corral_transaction_operations_total{result="committed"} 4"#), "{metrics}");
     s.stop().await;
 }
 
@@ -284,6 +288,17 @@ async fn an_admin_impersonating_a_viewer_service_account_cannot_create_and_other
         .list(&cms, Some("team"), &Default::default())
         .await
         .expect_err("refused");
+    assert_eq!(e.code(), Some(403), "{e}");
+    // The controller manager may act as the Sync controller, or as a service account,
+    // but as no one else.
+    let token = s.kit().create_token("system:controller-manager", &[], TokenPurpose::Authentication, None).await;
+    let manager_client = s.kit().client_with(Some(&token));
+    let as_sync = manager_client.impersonating("system:controller:sync", &[]);
+    as_sync
+        .create(&cms, &cm_in("team", "synced", json!({})), &Default::default())
+        .await
+        .expect("the sync user creates");
+    let e = manager_client.impersonating("admin", &[]).list(&cms, None, &Default::default()).await.expect_err("no");
     assert_eq!(e.code(), Some(403), "{e}");
     s.stop().await;
 }
