@@ -3,6 +3,8 @@
 
 mod api_support;
 
+use std::sync::Arc;
+
 use api_support::{CMS, TestServer, cm};
 use corral_api::kinds::TokenPurpose;
 use corral_api::transaction::{Operation, Outcome, Target, Transaction, Verb, split_cause};
@@ -466,4 +468,116 @@ async fn objects_of_a_kind_defined_in_the_same_transaction_are_validated_against
     assert_eq!(code, StatusCode::OK, "{w}");
     assert_eq!(w["spec"]["size"], 2);
     s.stop().await;
+}
+
+/// A real sled store where someone else writes once between a transaction's
+/// planning and its commit: the first transaction it sees first updates the object
+/// its first update names, as another client would.
+struct Racing {
+    inner: Arc<corral_store::SledStore>,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl corral_store::Storage for Racing {
+    async fn create(
+        &self,
+        key: corral_store::Key,
+        object: Value,
+    ) -> corral_store::Result<Arc<corral_store::StoredObject>> {
+        self.inner.create(key, object).await
+    }
+    async fn update(
+        &self,
+        key: corral_store::Key,
+        object: Value,
+        expected: Option<u64>,
+    ) -> corral_store::Result<corral_store::UpdateOutcome> {
+        self.inner.update(key, object, expected).await
+    }
+    async fn update_status(
+        &self,
+        key: corral_store::Key,
+        object: Value,
+        expected: Option<u64>,
+    ) -> corral_store::Result<corral_store::UpdateOutcome> {
+        self.inner.update_status(key, object, expected).await
+    }
+    async fn delete(
+        &self,
+        key: corral_store::Key,
+        expected: Option<u64>,
+    ) -> corral_store::Result<corral_store::DeleteOutcome> {
+        self.inner.delete(key, expected).await
+    }
+    async fn transact(&self, ops: Vec<corral_store::TxnOp>) -> corral_store::Result<Vec<corral_store::TxnOutcome>> {
+        let first_update = ops.iter().find_map(|op| match op {
+            corral_store::TxnOp::Update { key, .. } => Some(key.clone()),
+            _ => None,
+        });
+        if let Some(key) = first_update
+            && !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let live = self.inner.get(&key).await?.expect("the object exists");
+            let mut v = live.value()?;
+            v["spec"]["data"]["racer"] = json!("was here");
+            self.inner.update(key, v, Some(live.revision)).await?;
+        }
+        self.inner.transact(ops).await
+    }
+    async fn get(&self, key: &corral_store::Key) -> corral_store::Result<Option<Arc<corral_store::StoredObject>>> {
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        selector: &corral_api::Selector,
+    ) -> corral_store::Result<corral_store::ListResult> {
+        self.inner.list(resource, namespace, selector).await
+    }
+    fn request_progress(&self) {
+        self.inner.request_progress()
+    }
+    async fn watch(&self, request: corral_store::WatchRequest) -> corral_store::Result<corral_store::WatchStream> {
+        self.inner.watch(request).await
+    }
+    async fn compact(&self, revision: u64) -> corral_store::Result<()> {
+        self.inner.compact(revision).await
+    }
+    fn stats(&self) -> corral_store::StoreStats {
+        self.inner.stats()
+    }
+}
+
+#[tokio::test]
+async fn a_transaction_that_lost_a_race_is_computed_again_on_the_new_state() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inner = Arc::new(corral_store::SledStore::open(dir.path(), Default::default()).expect("store opens"));
+    let store = Arc::new(Racing { inner: inner.clone(), raced: Default::default() });
+    let state = corral_server::AppState::new(store, Arc::new(corral_api::Registry::builtin()));
+    // This state loads no policy from its store: the built-in one is set by hand.
+    *state.auth.policy.write() = corral_server::auth::bootstrap::builtin_policy();
+    let router = corral_server::app(state);
+    let transport = corral_server::in_process::InProcess::new(router, corral_server::auth::Identity::admin());
+    let api = corral_client::Client::new(Arc::new(transport));
+    let ns = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": "default"}, "spec": {}});
+    api.transact(&txn(vec![Operation::apply(ns), Operation::apply(cm("r", json!({"k": "old"})))]), &manager())
+        .await
+        .expect("created");
+    let r =
+        api.transact(&txn(vec![Operation::apply(cm("r", json!({"k": "new"})))]), &manager()).await.expect("applied");
+    assert_eq!(r.results[0].outcome, Outcome::Configured);
+    let data = &r.results[0].object.as_ref().expect("object")["spec"]["data"];
+    // Neither write is lost: the apply was merged into the racer's object.
+    assert_eq!(data, &json!({"k": "new", "racer": "was here"}));
+    assert!(store_raced(&inner).await);
+}
+
+/// Whether the racer's write is in the store.
+async fn store_raced(store: &corral_store::SledStore) -> bool {
+    use corral_store::Storage as _;
+    let key = corral_store::Key::namespaced("corral.dev/configmaps", "default", "r");
+    let live = store.get(&key).await.ok().flatten().and_then(|o| o.value().ok()).unwrap_or_default();
+    live["spec"]["data"]["racer"] == "was here"
 }
