@@ -3,6 +3,8 @@
 
 mod api_support;
 
+use std::sync::Arc;
+
 use api_support::{CMS, TestServer, cm};
 use corral_api::kinds::TokenPurpose;
 use corral_api::transaction::{Operation, Outcome, Target, Transaction, Verb, split_cause};
@@ -112,6 +114,10 @@ async fn creates_and_an_apply_commit_together_with_consecutive_revisions_seen_in
     assert_eq!(seen, expected);
     let (_, d) = s.get(&format!("{CMS}/d")).await;
     assert_eq!(d["spec"]["data"]["k"], "new");
+    let (_, metrics) = s.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(metrics.contains(r#"corral_transactions_total{result="committed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"corral_transaction_operations_total{result="committed"} 4"#), "{metrics}");
     s.stop().await;
 }
 
@@ -285,6 +291,17 @@ async fn an_admin_impersonating_a_viewer_service_account_cannot_create_and_other
         .await
         .expect_err("refused");
     assert_eq!(e.code(), Some(403), "{e}");
+    // The controller manager may act as the Sync controller, or as a service account,
+    // but as no one else.
+    let token = s.kit().create_token("system:controller-manager", &[], TokenPurpose::Authentication, None).await;
+    let manager_client = s.kit().client_with(Some(&token));
+    let as_sync = manager_client.impersonating("system:controller:sync", &[]);
+    as_sync
+        .create(&cms, &cm_in("team", "synced", json!({})), &Default::default())
+        .await
+        .expect("the sync user creates");
+    let e = manager_client.impersonating("admin", &[]).list(&cms, None, &Default::default()).await.expect_err("no");
+    assert_eq!(e.code(), Some(403), "{e}");
     s.stop().await;
 }
 
@@ -338,4 +355,229 @@ async fn a_sync_is_triggered_by_its_webhook_token_and_by_nothing_else() {
     let again = s.api().trigger_sync("team", "app").await.expect("triggered");
     assert!(again > at, "{again} after {at}");
     s.stop().await;
+}
+
+#[tokio::test]
+async fn an_apply_conflicting_with_another_manager_is_refused_unless_forced() {
+    let s = quiet().await;
+    let api = s.api();
+    let other = TransactParams { field_manager: Some("someone-else".into()), ..Default::default() };
+    api.transact(&txn(vec![Operation::apply(cm("shared", json!({"k": "theirs"})))]), &other).await.expect("applied");
+    let before = s.revision().await;
+    let mine = txn(vec![create(cm("new", json!({}))), Operation::apply(cm("shared", json!({"k": "mine"})))]);
+    let e = api.transact(&mine, &manager()).await.expect_err("conflict");
+    assert_eq!(e.code(), Some(409), "{e}");
+    assert!(e.causes().iter().all(|c| c.field.starts_with("operations[1]")), "{:?}", e.causes());
+    assert_eq!(s.revision().await, before);
+    let forced = TransactParams { force: true, ..manager() };
+    let r = api.transact(&mine, &forced).await.expect("forced");
+    assert_eq!(r.writes, 2);
+    assert_eq!(r.results[1].object.as_ref().expect("object")["spec"]["data"]["k"], "mine");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_operations_are_refused_before_anything_is_planned() {
+    let s = quiet().await;
+    let before = s.revision().await;
+    let ops = (0..=corral_api::transaction::MAX_OPERATIONS).map(|i| create(cm(&format!("c{i}"), json!({})))).collect();
+    let e = s.api().transact(&txn(ops), &manager()).await.expect_err("too many");
+    assert_eq!(e.code(), Some(413), "{e}");
+    assert!(e.to_string().contains("at most"), "{e}");
+    assert_eq!(s.revision().await, before);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_marks_it_with_its_finalizer_in_the_same_transaction() {
+    let s = quiet().await;
+    namespace(&s, "doomed").await;
+    let before = s.revision().await;
+    let target = Target {
+        api_version: "corral.dev/v1".into(),
+        kind: "Namespace".into(),
+        name: "doomed".into(),
+        ..Default::default()
+    };
+    let r = s.api().transact(&txn(vec![Operation::delete(target)]), &manager()).await.expect("deleted");
+    assert_eq!(r.results[0].outcome, Outcome::Deleted);
+    // The finalizer, then the mark: two writes, as DELETE makes.
+    assert_eq!((r.writes, r.revision), (2, before + 2));
+    let (code, ns) = s.get(&format!("{V1}/namespaces/doomed")).await;
+    assert_eq!(code, StatusCode::OK, "{ns}");
+    assert!(ns["metadata"]["deletionTimestamp"].is_string(), "{ns}");
+    // The system's own namespaces stay.
+    let default = Target { name: "default".into(), ..Target { kind: "Namespace".into(), ..cm_target("", "") } };
+    let e = s.api().transact(&txn(vec![Operation::delete(Target { namespace: None, ..default })]), &manager()).await;
+    assert_eq!(e.expect_err("refused").code(), Some(403));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_impersonated_request_is_audited_with_both_identities() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("audit.log");
+    let path = log.clone();
+    let s = TestServer::start_with(move |o| {
+        o.controllers = corral_controllers::Selection::Only(vec![]);
+        o.server.audit_log = Some(path);
+    })
+    .await;
+    let as_sync = s.api().impersonating("system:controller:sync", &[]);
+    as_sync.transact(&txn(vec![create(cm("by-sync", json!({})))]), &manager()).await.expect("allowed");
+    let entry = corral_testkit::eventually("the transaction is audited", async || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["resource"] == corral_api::transaction::TRANSACTIONS_PATH)
+    })
+    .await;
+    assert_eq!(entry["user"], "admin", "{entry}");
+    assert_eq!(entry["impersonatedUser"]["username"], "system:controller:sync", "{entry}");
+    assert_eq!(entry["code"], 200, "{entry}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn objects_of_a_kind_defined_in_the_same_transaction_are_validated_against_its_schema() {
+    let s = quiet().await;
+    let api = s.api();
+    let crd = json!({
+        "apiVersion": "corral.dev/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "version": "v1", "kind": "Widget", "plural": "widgets", "scope": "Namespaced",
+            "schema": {"spec": {"type": "object", "additionalProperties": false, "required": ["size"],
+                "properties": {"size": {"type": "integer", "minimum": 1}}}}}
+    });
+    let widget = |name: &str, size: i64| {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"size": size}})
+    };
+    let before = s.revision().await;
+    let bad =
+        txn(vec![Operation::apply(crd.clone()), Operation::apply(widget("w1", 2)), Operation::apply(widget("w2", 0))]);
+    let e = api.transact(&bad, &manager()).await.expect_err("invalid widget");
+    assert_eq!(e.code(), Some(422), "{e}");
+    assert!(e.causes().iter().any(|c| c.field == "operations[2].spec.size"), "{:?}", e.causes());
+    assert_eq!(s.revision().await, before);
+    let good = txn(vec![Operation::apply(crd), Operation::apply(widget("w1", 2))]);
+    let r = api.transact(&good, &manager()).await.expect("commits");
+    assert_eq!(r.writes, 2);
+    // Served once the answer is given.
+    let (code, w) = s.get("/apis/example.com/v1/namespaces/default/widgets/w1").await;
+    assert_eq!(code, StatusCode::OK, "{w}");
+    assert_eq!(w["spec"]["size"], 2);
+    s.stop().await;
+}
+
+/// A real sled store where someone else writes once between a transaction's
+/// planning and its commit: the first transaction it sees first updates the object
+/// its first update names, as another client would.
+struct Racing {
+    inner: Arc<corral_store::SledStore>,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl corral_store::Storage for Racing {
+    async fn create(
+        &self,
+        key: corral_store::Key,
+        object: Value,
+    ) -> corral_store::Result<Arc<corral_store::StoredObject>> {
+        self.inner.create(key, object).await
+    }
+    async fn update(
+        &self,
+        key: corral_store::Key,
+        object: Value,
+        expected: Option<u64>,
+    ) -> corral_store::Result<corral_store::UpdateOutcome> {
+        self.inner.update(key, object, expected).await
+    }
+    async fn update_status(
+        &self,
+        key: corral_store::Key,
+        object: Value,
+        expected: Option<u64>,
+    ) -> corral_store::Result<corral_store::UpdateOutcome> {
+        self.inner.update_status(key, object, expected).await
+    }
+    async fn delete(
+        &self,
+        key: corral_store::Key,
+        expected: Option<u64>,
+    ) -> corral_store::Result<corral_store::DeleteOutcome> {
+        self.inner.delete(key, expected).await
+    }
+    async fn transact(&self, ops: Vec<corral_store::TxnOp>) -> corral_store::Result<Vec<corral_store::TxnOutcome>> {
+        let first_update = ops.iter().find_map(|op| match op {
+            corral_store::TxnOp::Update { key, .. } => Some(key.clone()),
+            _ => None,
+        });
+        if let Some(key) = first_update
+            && !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let live = self.inner.get(&key).await?.expect("the object exists");
+            let mut v = live.value()?;
+            v["spec"]["data"]["racer"] = json!("was here");
+            self.inner.update(key, v, Some(live.revision)).await?;
+        }
+        self.inner.transact(ops).await
+    }
+    async fn get(&self, key: &corral_store::Key) -> corral_store::Result<Option<Arc<corral_store::StoredObject>>> {
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        selector: &corral_api::Selector,
+    ) -> corral_store::Result<corral_store::ListResult> {
+        self.inner.list(resource, namespace, selector).await
+    }
+    fn request_progress(&self) {
+        self.inner.request_progress()
+    }
+    async fn watch(&self, request: corral_store::WatchRequest) -> corral_store::Result<corral_store::WatchStream> {
+        self.inner.watch(request).await
+    }
+    async fn compact(&self, revision: u64) -> corral_store::Result<()> {
+        self.inner.compact(revision).await
+    }
+    fn stats(&self) -> corral_store::StoreStats {
+        self.inner.stats()
+    }
+}
+
+#[tokio::test]
+async fn a_transaction_that_lost_a_race_is_computed_again_on_the_new_state() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inner = Arc::new(corral_store::SledStore::open(dir.path(), Default::default()).expect("store opens"));
+    let store = Arc::new(Racing { inner: inner.clone(), raced: Default::default() });
+    let state = corral_server::AppState::new(store, Arc::new(corral_api::Registry::builtin()));
+    // This state loads no policy from its store: the built-in one is set by hand.
+    *state.auth.policy.write() = corral_server::auth::bootstrap::builtin_policy();
+    let router = corral_server::app(state);
+    let transport = corral_server::in_process::InProcess::new(router, corral_server::auth::Identity::admin());
+    let api = corral_client::Client::new(Arc::new(transport));
+    let ns = json!({"apiVersion": "corral.dev/v1", "kind": "Namespace", "metadata": {"name": "default"}, "spec": {}});
+    api.transact(&txn(vec![Operation::apply(ns), Operation::apply(cm("r", json!({"k": "old"})))]), &manager())
+        .await
+        .expect("created");
+    let r =
+        api.transact(&txn(vec![Operation::apply(cm("r", json!({"k": "new"})))]), &manager()).await.expect("applied");
+    assert_eq!(r.results[0].outcome, Outcome::Configured);
+    let data = &r.results[0].object.as_ref().expect("object")["spec"]["data"];
+    // Neither write is lost: the apply was merged into the racer's object.
+    assert_eq!(data, &json!({"k": "new", "racer": "was here"}));
+    assert!(store_raced(&inner).await);
+}
+
+/// Whether the racer's write is in the store.
+async fn store_raced(store: &corral_store::SledStore) -> bool {
+    use corral_store::Storage as _;
+    let key = corral_store::Key::namespaced("corral.dev/configmaps", "default", "r");
+    let live = store.get(&key).await.ok().flatten().and_then(|o| o.value().ok()).unwrap_or_default();
+    live["spec"]["data"]["racer"] == "was here"
 }

@@ -224,10 +224,9 @@ impl Client {
     /// in `groups`, as Kubernetes' impersonation: the server checks that this client's
     /// own identity may `impersonate` that user (`users`, or `serviceaccounts` for
     /// `system:serviceaccount:NS:NAME`) and each group (`groups`), then authorizes and
-    /// audits the request as the impersonated identity.
-    ///
-    /// # Errors
-    /// None here; requests of the clone fail with 403 when impersonation is not allowed.
+    /// audits the request as the impersonated identity. Requests of the clone fail
+    /// with 403 when this client may not impersonate that user or a group, and with
+    /// [`Error::Invalid`] when a name cannot be sent as a header value.
     pub fn impersonating(&self, user: &str, groups: &[&str]) -> Client {
         let impersonation =
             Impersonation { user: user.to_string(), groups: groups.iter().map(|g| g.to_string()).collect() };

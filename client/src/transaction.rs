@@ -63,3 +63,64 @@ impl Client {
 pub(crate) fn trigger_path(namespace: &str, name: &str) -> String {
     format!("/apis/{}/namespaces/{namespace}/syncs/{name}/trigger", corral_api::API_VERSION)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::{Response, Transport};
+
+    /// Answers every request with `answer`, keeping the requests' heads.
+    struct Recorder {
+        seen: Mutex<Vec<(String, http::HeaderMap)>>,
+        answer: &'static str,
+    }
+
+    #[async_trait::async_trait]
+    impl Transport for Recorder {
+        async fn send(&self, request: http::Request<Bytes>) -> Result<Response> {
+            self.seen.lock().push((request.uri().to_string(), request.headers().clone()));
+            let body = futures::stream::iter([Ok(Bytes::from_static(self.answer.as_bytes()))]).boxed();
+            Ok(Response { status: http::StatusCode::OK, headers: Default::default(), body })
+        }
+        fn server(&self) -> String {
+            "recorder".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_impersonating_clone_sends_the_headers_and_the_original_does_not() {
+        let recorder = Arc::new(Recorder { seen: Mutex::default(), answer: r#"{"requestedAt":"t"}"# });
+        let client = Client::new(recorder.clone());
+        let as_sa = client.impersonating("system:serviceaccount:ns:sa", &["g1", "g2"]);
+        assert_eq!(as_sa.trigger_sync("ns", "s").await.ok().as_deref(), Some("t"));
+        assert_eq!(client.trigger_sync("ns", "s").await.ok().as_deref(), Some("t"));
+        let seen = recorder.seen.lock();
+        let (path, headers) = &seen[0];
+        assert_eq!(path, "/apis/corral.dev/v1/namespaces/ns/syncs/s/trigger");
+        assert_eq!(
+            headers.get(crate::IMPERSONATE_USER).and_then(|v| v.to_str().ok()),
+            Some("system:serviceaccount:ns:sa")
+        );
+        let groups: Vec<&str> =
+            headers.get_all(crate::IMPERSONATE_GROUP).iter().filter_map(|v| v.to_str().ok()).collect();
+        assert_eq!(groups, ["g1", "g2"]);
+        assert!(seen[1].1.get(crate::IMPERSONATE_USER).is_none());
+    }
+
+    #[tokio::test]
+    async fn transact_sends_the_parameters_as_patch_does() {
+        let answer = r#"{"revision":3,"writes":0,"results":[]}"#;
+        let recorder = Arc::new(Recorder { seen: Mutex::default(), answer });
+        let client = Client::new(recorder.clone());
+        let params = TransactParams { dry_run: true, field_manager: Some("sync".into()), force: true };
+        let result = client.transact(&Transaction::default(), &params).await.ok();
+        assert_eq!(result.map(|r| r.revision), Some(3));
+        assert_eq!(recorder.seen.lock()[0].0, "/transactions?dryRun=All&force=true&fieldManager=sync");
+    }
+}

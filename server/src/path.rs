@@ -168,6 +168,8 @@ mod tests {
         assert_eq!((p.namespace.as_deref(), p.name.as_deref(), p.target), (Some("web"), Some("a"), Target::Object));
         let p = r("corral.dev/v1/namespaces/web/tasks/a/log");
         assert_eq!((p.plural.as_str(), p.name.as_deref(), p.target), ("tasks", Some("a"), Target::Log));
+        let p = r("corral.dev/v1/namespaces/web/syncs/app/trigger");
+        assert_eq!((p.plural.as_str(), p.name.as_deref(), p.target), ("syncs", Some("app"), Target::Trigger));
         let p = r("corral.dev/v1/namespaces/web/configmaps/a/status");
         assert_eq!((p.namespace.as_deref(), p.name.as_deref(), p.target), (Some("web"), Some("a"), Target::Status));
         assert_eq!(

@@ -3,7 +3,9 @@
 //!
 //! Decide, then act: every operation is first planned against the store as it is,
 //! plus what the operations before it would have written (so a namespace created
-//! earlier in the transaction exists for the objects after it). Planning authorizes
+//! earlier in the transaction exists for the objects after it, and an object of a
+//! kind that an earlier CustomResourceDefinition defines is validated against that
+//! definition's schema). Planning authorizes
 //! the operation as its single request would be, computes the object that request
 //! would store with the same functions, and validates and admits it. If any
 //! operation fails, the whole transaction is refused with every problem named;
@@ -218,7 +220,7 @@ impl TxnCtx {
     /// Plans one operation; on failure, the object it names (`Kind/ns/name`) and why.
     async fn plan_one(&self, op: &Operation, seen: &mut HashMap<Key, Seen>) -> Result<Planned, (String, ApiError)> {
         let described = describe(op);
-        let (ctx, attrs_verb) = self.ctx_of(op).map_err(|e| (described.clone(), e))?;
+        let (ctx, attrs_verb, pending) = self.ctx_of(op, seen).map_err(|e| (described.clone(), e))?;
         let what = format!(
             "{}/{}{}",
             ctx.info.kind,
@@ -255,9 +257,9 @@ impl TxnCtx {
             }
         };
         let step = match op.verb {
-            Verb::Create => self.plan_create(&ctx, op, &live, seen).await,
-            Verb::Apply => self.plan_apply(&ctx, op, &live, seen).await,
-            Verb::Update => self.plan_update(&ctx, op, &live).await,
+            Verb::Create => self.plan_create(&ctx, &pending, op, &live, seen).await,
+            Verb::Apply => self.plan_apply(&ctx, &pending, op, &live, seen).await,
+            Verb::Update => self.plan_update(&ctx, &pending, op, &live).await,
             Verb::Delete => plan_delete(&ctx, op, &live),
         }
         .map_err(fail)?;
@@ -274,8 +276,9 @@ impl TxnCtx {
         Ok(Planned { ctx, key, step, policy })
     }
 
-    /// The request context of `op` and the RBAC verb its single request has.
-    fn ctx_of(&self, op: &Operation) -> ApiResult<(Ctx, &'static str)> {
+    /// The request context of `op`, the RBAC verb its single request has, and, for a
+    /// kind defined by an earlier operation of this transaction, a registry serving it.
+    fn ctx_of(&self, op: &Operation, seen: &HashMap<Key, Seen>) -> ApiResult<(Ctx, &'static str, Pending)> {
         let (api_version, kind, namespace, name) = match (op.verb, &op.object, &op.target) {
             (Verb::Delete, _, Some(t)) => (t.api_version.clone(), t.kind.clone(), t.namespace.clone(), t.name.clone()),
             (Verb::Delete, _, None) => return Err(missing("target", "a delete names its object in `target`")),
@@ -295,10 +298,13 @@ impl TxnCtx {
         if api_version.is_empty() || kind.is_empty() {
             return Err(missing(field, "apiVersion and kind are required"));
         }
-        let info = self.state.registry.by_kind(&api_version, &kind).ok_or_else(|| {
-            ApiError::not_found(format!("the server does not serve kind {kind:?} in {api_version}"))
-                .with_details(cause("kind", format!("no kind {kind:?} is served in {api_version}")))
-        })?;
+        let (info, pending) = match self.state.registry.by_kind(&api_version, &kind) {
+            Some(info) => (info, None),
+            None => defined_earlier(seen, &api_version, &kind)?.ok_or_else(|| {
+                ApiError::not_found(format!("the server does not serve kind {kind:?} in {api_version}"))
+                    .with_details(cause("kind", format!("no kind {kind:?} is served in {api_version}")))
+            })?,
+        };
         if name.is_empty() {
             return Err(ApiError::invalid(&info, "", vec![FieldError::new("metadata.name", "a name is required")]));
         }
@@ -323,16 +329,23 @@ impl TxnCtx {
             identity: self.identity.clone(),
             target: Target::Object,
         };
-        Ok((ctx, verb))
+        Ok((ctx, verb, pending))
     }
 
-    async fn plan_create(&self, ctx: &Ctx, op: &Operation, live: &Seen, seen: &HashMap<Key, Seen>) -> ApiResult<Step> {
+    async fn plan_create(
+        &self,
+        ctx: &Ctx,
+        pending: &Pending,
+        op: &Operation,
+        live: &Seen,
+        seen: &HashMap<Key, Seen>,
+    ) -> ApiResult<Step> {
         let mut object = op.object.clone().unwrap_or(Value::Null);
         ctx.fill_identity(&mut object, Some(&ctx.name))?;
         resources::strip_for_create(&mut object);
         namespace_usable(ctx, seen).await?;
         within_size(ctx, &object)?;
-        ctx.validate(&object).await?;
+        validate(ctx, pending, &object).await?;
         if live.value.is_some() {
             return Err(ApiError::from_store(StoreError::AlreadyExists(ctx.key(&ctx.name)), &ctx.info, &ctx.name));
         }
@@ -368,7 +381,14 @@ impl TxnCtx {
         Ok(Step::Create { object, predicted })
     }
 
-    async fn plan_apply(&self, ctx: &Ctx, op: &Operation, live: &Seen, seen: &HashMap<Key, Seen>) -> ApiResult<Step> {
+    async fn plan_apply(
+        &self,
+        ctx: &Ctx,
+        pending: &Pending,
+        op: &Operation,
+        live: &Seen,
+        seen: &HashMap<Key, Seen>,
+    ) -> ApiResult<Step> {
         let mut manifest = op.object.clone().unwrap_or(Value::Null);
         ctx.fill_identity(&mut manifest, Some(&ctx.name))?;
         let desired = corral_api::apply::prepare_manifest(&manifest, ctx.field_manager.as_deref());
@@ -376,33 +396,40 @@ impl TxnCtx {
             // The namespace first: admission judges tasks by their namespace's label.
             namespace_usable(ctx, seen).await?;
             within_size(ctx, &desired)?;
-            ctx.validate(&desired).await?;
+            validate(ctx, pending, &desired).await?;
             return self.created(ctx, desired).await;
         };
         let mut merged = super::patch::apply_onto(ctx, &desired, live_value).await?;
-        self.changed(ctx, live, live_value, &mut merged).await
+        self.changed(ctx, pending, live, live_value, &mut merged).await
     }
 
-    async fn plan_update(&self, ctx: &Ctx, op: &Operation, live: &Seen) -> ApiResult<Step> {
+    async fn plan_update(&self, ctx: &Ctx, pending: &Pending, op: &Operation, live: &Seen) -> ApiResult<Step> {
         let mut object = op.object.clone().unwrap_or(Value::Null);
         ctx.fill_identity(&mut object, Some(&ctx.name))?;
         let Some(live_value) = &live.value else {
-            ctx.validate(&object).await?;
+            validate(ctx, pending, &object).await?;
             return Err(ApiError::object_not_found(&ctx.info, &ctx.name));
         };
-        self.changed(ctx, live, live_value, &mut object).await
+        self.changed(ctx, pending, live, live_value, &mut object).await
     }
 
     /// The update step that makes `live_value` into `object` (validated, its own
     /// `resourceVersion`, if other than the live one, a precondition), or nothing when
     /// it would not change it.
-    async fn changed(&self, ctx: &Ctx, live: &Seen, live_value: &Value, object: &mut Value) -> ApiResult<Step> {
+    async fn changed(
+        &self,
+        ctx: &Ctx,
+        pending: &Pending,
+        live: &Seen,
+        live_value: &Value,
+        object: &mut Value,
+    ) -> ApiResult<Step> {
         if !object.is_object() {
             return Err(ApiError::invalid(&ctx.info, &ctx.name, vec![FieldError::new("", "not a JSON object")]));
         }
         ctx.fill_identity(object, Some(&ctx.name))?;
         within_size(ctx, object)?;
-        ctx.validate(object).await?;
+        validate(ctx, pending, object).await?;
         let asked = resources::precondition(ctx, object)?;
         let live_rv =
             live_value.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
@@ -464,7 +491,16 @@ impl TxnCtx {
         };
         let mut results = Vec::with_capacity(plan.len());
         let mut writes = 0u64;
-        let mut revision = 0u64;
+        // Every outcome carries its object's revision: a write's own, an unchanged
+        // object's earlier one; the greatest is the transaction's last write.
+        let revision = outcomes
+            .iter()
+            .map(|o| match o {
+                TxnOutcome::Created(o) => o.revision,
+                TxnOutcome::Updated(u) => u.object().revision,
+                TxnOutcome::Deleted(DeleteOutcome::Deleted(o) | DeleteOutcome::Finalizing(o)) => o.revision,
+            })
+            .max();
         let (mut crds, mut policy) = (false, false);
         for (p, at) in plan.iter().zip(last_op) {
             let Some(at) = at else {
@@ -489,9 +525,6 @@ impl TxnCtx {
                 }
                 None => return Err(ApiError::internal("the store answered fewer writes than it was given")),
             };
-            if let Some(o) = &object {
-                revision = revision.max(o.revision);
-            }
             // The finalizers' update before a delete is a write of its own.
             if matches!(p.step, Step::Delete { with_finalizers: Some(_), .. }) {
                 writes += 1;
@@ -509,10 +542,63 @@ impl TxnCtx {
         if policy {
             self.state.auth.index.caught_up(self.state.store.as_ref()).await;
         }
-        // Deletes answer no object: the store's revision after the commit is as good.
-        let revision = if writes > 0 { revision.max(self.state.store.stats().revision) } else { revision };
-        let revision = if revision == 0 { self.state.store.stats().revision } else { revision };
+        let revision = match revision {
+            Some(r) if writes > 0 => r,
+            _ => self.state.store.stats().revision,
+        };
         Ok(Some(TransactionResult { revision, writes, results }))
+    }
+}
+
+/// A registry serving a kind that an earlier operation of the transaction defines
+/// (a CustomResourceDefinition not yet stored); `None` for kinds already served.
+type Pending = Option<Arc<corral_api::Registry>>;
+
+/// Longest the validation against a definition of the transaction may take, as
+/// for stored custom kinds.
+const VALIDATION_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The kind `kind` of `api_version` as a CustomResourceDefinition written by an
+/// earlier operation defines it, with a registry that validates its objects.
+fn defined_earlier(
+    seen: &HashMap<Key, Seen>,
+    api_version: &str,
+    kind: &str,
+) -> ApiResult<Option<(Arc<corral_api::KindInfo>, Pending)>> {
+    use corral_api::Resource as _;
+    use corral_api::kinds::CustomResourceDefinition;
+    let resource = format!("{}/{}", corral_api::GROUP, CustomResourceDefinition::PLURAL);
+    for (key, s) in seen {
+        let Some(value) = s.value.as_ref().filter(|_| key.resource == resource) else { continue };
+        let Ok(crd) = serde_json::from_value::<CustomResourceDefinition>(value.clone()) else { continue };
+        let info = corral_api::KindInfo::from_crd(&crd);
+        if info.api_version() != api_version || info.kind != kind {
+            continue;
+        }
+        let registry = corral_api::Registry::default();
+        let info = registry.register(info).map_err(|e| {
+            ApiError::bad_request(format!("the definition of {kind} in this transaction is not served: {e}"))
+        })?;
+        return Ok(Some((info, Some(Arc::new(registry)))));
+    }
+    Ok(None)
+}
+
+/// Validates `object` as its single request would (`ctx.validate`), or, for a kind
+/// defined earlier in the transaction, against that definition's schema.
+async fn validate(ctx: &Ctx, pending: &Pending, object: &Value) -> ApiResult<()> {
+    let Some(registry) = pending else { return ctx.validate(object).await };
+    let invalid = |causes| ApiError::invalid(&ctx.info, &ctx.name, causes);
+    let (registry, info, copy) = (registry.clone(), ctx.info.clone(), object.clone());
+    // A custom schema is the user's: off the async workers, and bounded in time.
+    let check = tokio::task::spawn_blocking(move || registry.validate(&info, &copy));
+    match tokio::time::timeout(VALIDATION_TIME, check).await {
+        Ok(Ok(r)) => r.map_err(invalid),
+        Ok(Err(e)) => Err(ApiError::internal(format!("validation failed: {e}"))),
+        Err(_) => Err(invalid(vec![FieldError::new(
+            "spec",
+            format!("validation against the {} schema took too long; simplify it", ctx.info.kind),
+        )])),
     }
 }
 

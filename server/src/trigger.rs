@@ -24,10 +24,18 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
 use super::AppState;
+use super::auth::Identity;
+use super::auth::rbac::AllowedBy;
 use super::error::{ApiError, ApiResult};
 use super::path::{Parts, Target};
 use super::resources::Ctx;
+
+/// How the audit log names the webhook of Sync NAME in namespace NS:
+/// `system:sync-webhook:NS:NAME`.
+pub const WEBHOOK_USER_PREFIX: &str = "system:sync-webhook:";
 
 /// Most of a trigger's body read (and then ignored).
 pub const MAX_TRIGGER_BODY: usize = 1 << 20;
@@ -116,7 +124,15 @@ pub(crate) async fn webhook(
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    state.auth.audit.record(None, attrs, response.status().as_u16(), None);
+    let code = response.status().as_u16();
+    if response.status().is_success() {
+        // Recorded as the webhook of that Sync: no user of the API asked.
+        let (ns, name) = sync_of(uri.path()).unwrap_or_default();
+        let who = Identity { user: format!("{WEBHOOK_USER_PREFIX}{ns}:{name}"), groups: Vec::new() };
+        state.auth.audit.record(Some(Arc::new(who)), attrs, code, Some(AllowedBy::WebhookToken));
+    } else {
+        state.auth.audit.record(None, attrs, code, None);
+    }
     response
 }
 

@@ -189,6 +189,8 @@ pub enum AllowedBy {
     ClusterRoleBinding(Arc<str>),
     /// A role binding: namespace, name.
     RoleBinding(Arc<str>, Arc<str>),
+    /// Not RBAC: a Sync's webhook token, which opens that Sync's trigger alone.
+    WebhookToken,
 }
 
 impl std::fmt::Display for AllowedBy {
@@ -197,6 +199,7 @@ impl std::fmt::Display for AllowedBy {
             AllowedBy::Everyone => f.write_str("every authenticated user"),
             AllowedBy::ClusterRoleBinding(name) => write!(f, "ClusterRoleBinding/{name}"),
             AllowedBy::RoleBinding(ns, name) => write!(f, "RoleBinding/{ns}/{name}"),
+            AllowedBy::WebhookToken => f.write_str("the Sync's webhook token"),
         }
     }
 }
