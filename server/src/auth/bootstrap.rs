@@ -31,10 +31,9 @@ pub const VOLUMES_CONTROLLER: &str = "system:controller:volumes";
 /// server, outside leader election, and needs only to read what it serves.
 pub const DNS_CONTROLLER_USER: &str = "system:controller:dns";
 
-/// The Sync controller's user (bound to `sync-controller`): it applies what a Sync's
-/// source holds, acting as the Sync's service account when it names one (the
-/// controller manager impersonates it, then that account), else as itself.
-pub const SYNC_CONTROLLER_USER: &str = "system:controller:sync";
+/// The sync controller's user, bound to `sync-controller`: what a Sync without a
+/// service account applies as (the controller manager impersonates it).
+pub use corral_api::kinds::sync::SYNC_CONTROLLER_USER;
 
 /// The namespaced built-in kinds users work with.
 const WORKLOAD: &[&str] =
