@@ -271,3 +271,56 @@ async fn a_service_account_may_change_only_what_it_is_allowed_to() {
     assert_eq!(data(&s, "allowed").await.as_deref(), Some("x"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_revision_brings_its_namespace_first_waits_for_its_dependencies_and_can_be_suspended() {
+    let s = TestServer::start().await;
+    let repo = Repo::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gitops/site");
+    repo.write("site/namespace.yaml", &std::fs::read_to_string(example.join("namespace.yaml")).expect("example"));
+    repo.write("site/apps/config.yaml", &std::fs::read_to_string(example.join("apps/config.yaml")).expect("example"));
+    repo.write("extra/more.yaml", &cm_yaml("more", "x").replace("  name: more\n", "  name: more\n  namespace: shop\n"));
+    let first = repo.push("first");
+
+    // The dependent Sync first: it waits for the one it depends on.
+    let after = sync("after", &repo.url(), json!({"path": "extra", "dependsOn": ["base"]}));
+    let (code, out) = s.post(SYNCS, &after).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let st = s
+        .wait_for(&format!("{SYNCS}/after"), "waiting for base", |v| {
+            v["status"]["conditions"][0]["reason"] == "DependencyNotReady"
+        })
+        .await;
+    assert!(st["status"]["conditions"][0]["message"].as_str().unwrap_or_default().contains("default/base"), "{st:#}");
+    let (code, out) = s.post(SYNCS, &sync("base", &repo.url(), json!({"path": "site"}))).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    wait_applied(&s, "base", &first).await;
+    wait_applied(&s, "after", &first).await;
+
+    // One transaction, in order: the namespace, then wave 0, then wave 1.
+    let rv = |v: &Value| api_support::rv(v).parse::<u64>().expect("revision");
+    let (_, ns) = s.get(&format!("{V1}/namespaces/shop")).await;
+    let (_, settings) = s.get(&cm_path("shop", "shop-settings")).await;
+    let (_, flags) = s.get(&cm_path("shop", "shop-flags")).await;
+    assert!(rv(&ns) < rv(&settings) && rv(&settings) < rv(&flags), "{ns}\n{settings}\n{flags}");
+    let (code, _) = s.get(&cm_path("shop", "more")).await;
+    assert_eq!(code, StatusCode::OK);
+
+    // Suspended, it says so; resumed, it applies what was pushed meanwhile.
+    let (code, _) =
+        s.patch(&format!("{SYNCS}/base"), "application/merge-patch+json", r#"{"spec": {"suspend": true}}"#).await;
+    assert_eq!(code, StatusCode::OK);
+    s.wait_for(&format!("{SYNCS}/base"), "suspended", |v| v["status"]["conditions"][0]["reason"] == "Suspended").await;
+    repo.write(
+        "site/apps/config.yaml",
+        &std::fs::read_to_string(example.join("apps/config.yaml")).expect("example").replace("EUR", "CHF"),
+    );
+    let second = repo.push("second");
+    let (code, _) =
+        s.patch(&format!("{SYNCS}/base"), "application/merge-patch+json", r#"{"spec": {"suspend": false}}"#).await;
+    assert_eq!(code, StatusCode::OK);
+    wait_applied(&s, "base", &second).await;
+    let (_, settings) = s.get(&cm_path("shop", "shop-settings")).await;
+    assert_eq!(settings["spec"]["data"]["currency"], "CHF");
+    s.stop().await;
+}
