@@ -324,3 +324,23 @@ async fn a_revision_brings_its_namespace_first_waits_for_its_dependencies_and_ca
     assert_eq!(settings["spec"]["data"]["currency"], "CHF");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_sync_naming_two_sources_or_refs_or_a_bad_token_hash_is_refused_naming_each_field() {
+    let s = TestServer::start_with(|o| {
+        o.without("sync");
+    })
+    .await;
+    let bad = json!({"apiVersion": "corral.dev/v1", "kind": "Sync", "metadata": {"name": "two", "namespace": "default"},
+        "spec": {"source": {"git": {"url": "file:///x", "branch": "main", "tag": "v1"}, "directory": "/srv"},
+                 "webhook": {"tokenSha256": "not-hex"}}});
+    let (code, out) = s.post(SYNCS, &bad).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    let causes = api_support::causes(&out);
+    for field in ["spec.source", "spec.source.git", "spec.webhook.tokenSha256"] {
+        assert!(causes.iter().any(|c| c == field), "{field} in {causes:?}");
+    }
+    let (code, _) = s.get(&format!("{SYNCS}/two")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    s.stop().await;
+}

@@ -51,8 +51,38 @@ pub(crate) async fn admit(ctx: &Ctx, object: &Value) -> ApiResult<()> {
             }
             task_spec(ctx, object, "/spec/run/task", "spec.run.task").await
         }
+        "syncs" if ctx.target != Target::Status => sync_spec(ctx, object),
         _ => Ok(()),
     }
+}
+
+/// A Sync names exactly one source, a git source at most one of branch, tag and
+/// commit, and a webhook token's hash as 64 hex digits: refused now rather than
+/// failing at each sync.
+fn sync_spec(ctx: &Ctx, object: &Value) -> ApiResult<()> {
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let set = |p: &str| object.pointer(p).is_some_and(|v| !v.is_null());
+    let mut why = Vec::new();
+    let sources = ["git", "directory", "pushed"].into_iter().filter(|s| set(&format!("/spec/source/{s}"))).count();
+    if sources != 1 {
+        why.push(corral_api::FieldError::new(
+            "spec.source",
+            format!("must name exactly one of git, directory and pushed (names {sources})"),
+        ));
+    }
+    let refs = ["branch", "tag", "commit"].into_iter().filter(|r| set(&format!("/spec/source/git/{r}"))).count();
+    if refs > 1 {
+        why.push(corral_api::FieldError::new("spec.source.git", "names at most one of branch, tag and commit"));
+    }
+    if let Some(h) = object.pointer("/spec/webhook/tokenSha256").and_then(Value::as_str)
+        && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        why.push(corral_api::FieldError::new(
+            "spec.webhook.tokenSha256",
+            "must be the SHA-256 of the token as 64 hex digits (`corral sync token NAME` makes one)",
+        ));
+    }
+    if why.is_empty() { Ok(()) } else { Err(ApiError::invalid(&ctx.info, name, why)) }
 }
 
 /// The admission of a task being created in namespace `ns`, whose privilege
