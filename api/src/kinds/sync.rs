@@ -274,8 +274,7 @@ impl KindSpec for SyncSpec {
             PrinterColumn::new("READY", ".status.conditions[0].status", ColumnType::String),
             PrinterColumn::new("REVISION", ".status.lastAppliedRevision", ColumnType::String),
             PrinterColumn::new("OBJECTS", ".status.objects", ColumnType::Integer),
-            PrinterColumn::new("PRUNE", ".spec.prune", ColumnType::Boolean),
-            PrinterColumn::new("SUSPENDED", ".spec.suspend", ColumnType::Boolean),
+            PrinterColumn::new("LAST-SYNC", ".status.lastSyncTime", ColumnType::Date),
         ]
     }
 }
