@@ -115,3 +115,78 @@ async fn kill_9_of_server_during_http_write_storm_loses_no_acknowledged_write() 
         max_rev = list_rev;
     }
 }
+
+/// Objects each transaction of the transaction storm writes.
+const PER_TRANSACTION: usize = 50;
+/// Transactions acknowledged before the kill.
+const TRANSACTIONS_BEFORE_KILL: usize = 40;
+
+/// A Sync's revision is one transaction: kill -9 in the middle of a storm of them
+/// leaves each whole or absent, and every acknowledged one whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_server_during_transactions_leaves_each_whole_or_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let url = format!("{base}/apis/corral.dev/v1/namespaces/default/configmaps");
+    let mut server = start(dir.path(), port);
+    wait_healthy(&reqwest::Client::new(), &base).await;
+    let admin = corral_client::Config::from_kubeconfig(&dir.path().join("admin.conf")).expect("admin.conf");
+    let http = corral_testkit::authorized_http(&admin.token.expect("a token"));
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (kill_tx, mut kill_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let (http, base, acked, kill_tx) = (http.clone(), base.clone(), acked.clone(), kill_tx.clone());
+        tasks.push(tokio::spawn(async move {
+            // Bounded; the server dies long before.
+            for i in 0..10_000 {
+                let txn = format!("t{c}-{i}");
+                let operations: Vec<Value> = (0..PER_TRANSACTION)
+                    .map(|j| {
+                        json!({"verb": "apply", "object": {"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
+                            "metadata": {"name": format!("{txn}-{j}"), "namespace": "default", "labels": {"txn": txn}},
+                            "spec": {"data": {"j": j.to_string()}}}})
+                    })
+                    .collect();
+                let body = json!({"operations": operations});
+                let sent = http.post(format!("{base}/transactions?fieldManager=crash")).json(&body).send().await;
+                let Ok(resp) = sent else { return };
+                if resp.status().as_u16() != 200 {
+                    return;
+                }
+                let mut a = acked.lock().unwrap();
+                a.push(txn);
+                if a.len() >= TRANSACTIONS_BEFORE_KILL {
+                    let _ = kill_tx.send(true);
+                }
+            }
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(120), kill_rx.wait_for(|k| *k))
+        .await
+        .expect("transaction storm stalled")
+        .unwrap();
+    server.0.kill().unwrap(); // SIGKILL, with transactions in flight
+    server.0.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(server);
+
+    let _server = start(dir.path(), port);
+    wait_healthy(&http, &base).await;
+    let list: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let mut by_txn: BTreeMap<String, usize> = BTreeMap::new();
+    for o in list["items"].as_array().unwrap() {
+        if let Some(t) = o["metadata"]["labels"]["txn"].as_str() {
+            *by_txn.entry(t.to_string()).or_default() += 1;
+        }
+    }
+    for (txn, n) in &by_txn {
+        assert_eq!(*n, PER_TRANSACTION, "transaction {txn} is half there after kill -9: {n} of {PER_TRANSACTION}");
+    }
+    for txn in acked.lock().unwrap().iter() {
+        assert_eq!(by_txn.get(txn), Some(&PER_TRANSACTION), "acknowledged transaction {txn} lost after kill -9");
+    }
+}

@@ -344,3 +344,31 @@ async fn a_sync_naming_two_sources_or_refs_or_a_bad_token_hash_is_refused_naming
     assert_eq!(code, StatusCode::NOT_FOUND);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_sync_waits_for_its_services_and_stalls_when_they_do_not_run_in_time() {
+    // No node: the service can never run its instance.
+    let s = TestServer::start().await;
+    let repo = Repo::new();
+    repo.write(
+        "web.yaml",
+        "apiVersion: corral.dev/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  instances: 1\n  template:\n    \
+         command: [sleep, '600']\n    resources: {cpus: 0.1, mem: 16}\n",
+    );
+    let commit = repo.push("a service");
+    let (code, out) = s.post(SYNCS, &sync("apps", &repo.url(), json!({"wait": true, "timeoutSeconds": 2}))).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let st = s
+        .wait_for(&format!("{SYNCS}/apps"), "the health wait to time out", |v| {
+            v["status"]["conditions"][0]["reason"] == "HealthCheckTimeout"
+        })
+        .await;
+    let status = &st["status"];
+    assert_eq!(status["lastAppliedRevision"], commit, "applied, but not healthy: {status:#}");
+    assert_eq!(status["health"][0]["object"]["name"], "web", "{status:#}");
+    assert_eq!(status["health"][0]["health"], "Progressing", "{status:#}");
+    let stalled = status["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "Stalled");
+    assert_eq!(stalled.map(|c| c["status"].clone()), Some(json!("True")), "{status:#}");
+    assert!(status["conditions"][0]["message"].as_str().unwrap_or_default().contains("0 of 1"), "{status:#}");
+    s.stop().await;
+}
