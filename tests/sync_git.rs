@@ -162,6 +162,22 @@ async fn a_repository_is_applied_then_pruned_by_inventory_and_a_bad_commit_chang
     let fixed = repo.push("fixed");
     wait_applied(&s, "site", &fixed).await;
     assert_eq!(data(&s, "a1").await.as_deref(), Some("three"));
+
+    // A pruning Sync deleted takes what it applied with it, and only that.
+    let (code, out) = s.delete(&format!("{SYNCS}/site")).await;
+    assert!(code.is_success(), "{out}");
+    s.wait_for(&format!("{V1}/namespaces/default/configmaps"), "the Sync's objects deleted with it", |v| {
+        v["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().all(|o| !o["metadata"]["name"].as_str().unwrap_or("").starts_with('a')))
+    })
+    .await;
+    corral_testkit::eventually("the Sync gone once its objects are", async || {
+        (s.get(&format!("{SYNCS}/site")).await.0 == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    let (_, mine) = s.get(&cm_path("default", "mine")).await;
+    assert_eq!(api_support::rv(&mine), mine_rv);
     s.stop().await;
 }
 

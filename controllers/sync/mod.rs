@@ -16,8 +16,10 @@
 //! 5. the status (inventory, drift, health, conditions) is written, with an Event.
 //!
 //! A Sync waits for the Syncs it `dependsOn` to be Ready, and after applying, for its
-//! services and jobs to be healthy ([`decide::health`]) until its timeout. A
-//! Sync with a `pushed` source belongs to `corral sync DIR`, which syncs it itself.
+//! services and jobs to be healthy ([`decide::health`]) until its timeout. A Sync
+//! that prunes carries [`PRUNE_FINALIZER`]: deleting it deletes what it applied
+//! first. A Sync with a `pushed` source belongs to `corral sync DIR`, which syncs it
+//! itself.
 
 pub mod decide;
 pub mod engine;
@@ -30,8 +32,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use corral_api::kinds::sync::{REQUESTED_AT_ANNOTATION, SyncObject, SyncStatus};
-use corral_client::{Api, Client, ListParams};
+use corral_api::kinds::sync::{
+    PRUNE_FINALIZER, REQUESTED_AT_ANNOTATION, SYNC_LABEL, SyncObject, SyncStatus, field_manager,
+};
+use corral_api::transaction::{Operation, Target, Transaction};
+use corral_client::{Api, Client, ListParams, TransactParams};
 use corral_runtime::events::{EventType, Recorder};
 use corral_runtime::{Cache, CancellationToken, Reflector, Runnable};
 use futures::StreamExt;
@@ -159,7 +164,19 @@ async fn rounds(
         let mut due = Vec::new();
         let mut next_at: Option<DateTime<Utc>> = None;
         for s in &all {
-            if s.spec.source.pushed.is_some() || s.metadata.deletion_timestamp.is_some() {
+            if s.spec.source.pushed.is_some() {
+                continue;
+            }
+            let pruning = s.metadata.has_finalizer(PRUNE_FINALIZER);
+            if s.metadata.deletion_timestamp.is_some() {
+                if pruning && memory.get(&key(s)).is_none_or(|m| m.not_before.is_none_or(|t| t <= now)) {
+                    due.push((s.clone(), Step::Finalize));
+                }
+                continue;
+            }
+            if s.spec.prune != pruning {
+                // The watch brings the Sync back with its finalizer set right.
+                due.push((s.clone(), Step::Finalizer(s.spec.prune)));
                 continue;
             }
             let m = memory.entry(key(s)).or_default();
@@ -229,6 +246,10 @@ enum Step {
     Sync,
     Health,
     Suspend,
+    /// Put the prune finalizer on (true) or take it off (false).
+    Finalizer(bool),
+    /// The Sync is being deleted: delete what it applied, then let it go.
+    Finalize,
 }
 
 struct Ctx<'a> {
@@ -245,6 +266,15 @@ impl Ctx<'_> {
         let mut status = s.status.clone().unwrap_or_default();
         let now_s = rfc3339(now);
         match step {
+            Step::Finalizer(on) => self.set_finalizer(s, on).await,
+            Step::Finalize => {
+                if let Err(why) = self.prune_all(s).await {
+                    self.publish(s, true, "PruneFailed", &why).await;
+                    m.not_before = Some(now + chrono::Duration::from_std(DEPENDENCY_EVERY).unwrap_or_default());
+                } else {
+                    self.set_finalizer(s, false).await;
+                }
+            }
             Step::Suspend => {
                 set_condition(&mut status.conditions, "Ready", false, "Suspended", "spec.suspend is true", &now_s);
                 set_condition(&mut status.conditions, "Reconciling", false, "Suspended", "", &now_s);
@@ -428,6 +458,60 @@ impl Ctx<'_> {
             }
         }
         Ok(decide::health(&live, &status.inventory))
+    }
+
+    async fn set_finalizer(&self, s: &SyncObject, on: bool) {
+        let mut updated = s.clone();
+        let changed = if on {
+            updated.metadata.add_finalizer(PRUNE_FINALIZER)
+        } else {
+            updated.metadata.remove_finalizer(PRUNE_FINALIZER)
+        };
+        if !changed {
+            return;
+        }
+        let api: Api<SyncObject> =
+            Api::namespaced(self.client.clone(), s.metadata.namespace.as_deref().unwrap_or("default"));
+        if let Err(e) = api.update(&updated).await {
+            tracing::debug!(error = %e, sync = %key(s), "cannot update a sync's finalizers");
+        }
+    }
+
+    /// Deletes every object of the Sync's inventory that still carries its label, in
+    /// one transaction, as whom the Sync applies as.
+    async fn prune_all(&self, s: &SyncObject) -> Result<(), String> {
+        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        let label = decide::label_value(ns, &s.metadata.name);
+        let inventory = s.status.as_ref().map(|st| st.inventory.as_slice()).unwrap_or_default();
+        // Namespaces last: their deletion takes what is in them anyway.
+        let mut entries: Vec<_> = inventory.iter().collect();
+        entries.sort_by_key(|e| e.kind == "Namespace");
+        let operations: Vec<Operation> = entries
+            .into_iter()
+            .map(|e| {
+                Operation::delete(Target {
+                    api_version: e.api_version.clone(),
+                    kind: e.kind.clone(),
+                    namespace: e.namespace.clone(),
+                    name: e.name.clone(),
+                    uid: None,
+                    label: Some(format!("{SYNC_LABEL}={label}")),
+                })
+            })
+            .collect();
+        if operations.is_empty() {
+            return Ok(());
+        }
+        let count = operations.len();
+        let writer = self.client.impersonating(&applies_as(s), &[]);
+        let params = TransactParams { field_manager: Some(field_manager(ns, &s.metadata.name)), ..Default::default() };
+        match writer.transact(&Transaction { operations }, &params).await {
+            Ok(r) => {
+                tracing::info!(sync = %key(s), objects = count, deleted = r.writes, "a deleted sync's objects pruned");
+                Ok(())
+            }
+            Err(e) => Err(format!("the Sync is deleted but its {count} objects could not be: {e}")),
+        }
     }
 
     fn dependencies_not_ready(&self, s: &SyncObject) -> Option<String> {

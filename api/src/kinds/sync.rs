@@ -24,6 +24,10 @@ pub fn field_manager(namespace: &str, name: &str) -> String {
 /// deletes only objects that are in the Sync's inventory *and* still carry it.
 pub const SYNC_LABEL: &str = "corral.dev/sync";
 
+/// Finalizer on every Sync that prunes (and is not pushed by `corral sync DIR`):
+/// deleting the Sync deletes what it applied first, as Flux does.
+pub const PRUNE_FINALIZER: &str = "corral.dev/sync-prune";
+
 /// Annotation ordering the objects of one revision: an integer, lower first, 0 by
 /// default (as Argo CD's sync waves). Namespaces and CustomResourceDefinitions always
 /// come before every wave.
@@ -105,7 +109,8 @@ pub struct SyncSpec {
     /// Seconds between two syncs (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_seconds: Option<u64>,
-    /// Delete the objects a previous revision applied and this one no longer has.
+    /// Delete the objects a previous revision applied and this one no longer has,
+    /// and every object the Sync applied when the Sync itself is deleted.
     #[serde(default)]
     pub prune: bool,
     /// Revert hand edits of synced objects at each sync (they are always reported).
