@@ -388,3 +388,48 @@ async fn a_sync_waits_for_its_services_and_stalls_when_they_do_not_run_in_time()
     assert!(status["conditions"][0]["message"].as_str().unwrap_or_default().contains("0 of 1"), "{status:#}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_directory_source_is_synced_only_under_an_allowed_directory() {
+    let allowed = tempfile::tempdir().expect("dir");
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let root = allowed.path().to_path_buf();
+    let s = TestServer::start_with(move |o| o.sync_directory_allow = vec![root]).await;
+    let site = allowed.path().join("site");
+    std::fs::create_dir(&site).expect("dir");
+    std::fs::write(site.join("a.yaml"), cm_yaml("from-dir", "1")).expect("write");
+    let dir_sync = |name: &str, dir: &Path| {
+        json!({"apiVersion": "corral.dev/v1", "kind": "Sync", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"source": {"directory": dir.display().to_string()}, "intervalSeconds": 1, "wait": false}})
+    };
+    let (code, out) = s.post(SYNCS, &dir_sync("local", &site)).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let st = s
+        .wait_for(&format!("{SYNCS}/local"), "the directory applied", |v| {
+            v["status"]["conditions"][0]["status"] == "True"
+        })
+        .await;
+    assert!(st["status"]["lastAppliedRevision"].as_str().unwrap_or_default().starts_with("sha256:"), "{st:#}");
+    assert_eq!(data(&s, "from-dir").await.as_deref(), Some("1"));
+    // A saved change is a new revision, applied at the next interval.
+    std::fs::write(site.join("a.yaml"), cm_yaml("from-dir", "2")).expect("write");
+    corral_testkit::eventually("the changed file applied", async || {
+        (data(&s, "from-dir").await.as_deref() == Some("2")).then_some(())
+    })
+    .await;
+
+    std::fs::write(elsewhere.path().join("b.yaml"), cm_yaml("outside", "1")).expect("write");
+    let (code, out) = s.post(SYNCS, &dir_sync("outside", elsewhere.path())).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let st = s
+        .wait_for(&format!("{SYNCS}/outside"), "the directory refused", |v| {
+            v["status"]["conditions"][0]["reason"] == "SourceFailed"
+        })
+        .await;
+    assert!(
+        st["status"]["conditions"][0]["message"].as_str().unwrap_or_default().contains("not under an allowed"),
+        "{st:#}"
+    );
+    assert_eq!(data(&s, "outside").await, None);
+    s.stop().await;
+}

@@ -68,6 +68,9 @@ pub struct Config {
     /// Where the working copies of git sources live (one directory per Sync); a
     /// directory of the system's temporary directory when unset.
     pub work_dir: Option<PathBuf>,
+    /// Directories under which a Sync may name a `directory` source; none by default,
+    /// since such a source reads the files of the machine the controller runs on.
+    pub directory_allow: Vec<PathBuf>,
 }
 
 /// The sync controller, for a [`corral_runtime::Manager`].
@@ -137,7 +140,8 @@ impl Runnable for Syncs {
         let cache = syncs.cache();
         let work = self.config.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("corral-sync"));
         let reflect = syncs.run(shutdown.clone(), poke(&wake));
-        let rounds = rounds(client, cache, work, wake, self.counts.clone(), shutdown.clone());
+        let allow = self.config.directory_allow.clone();
+        let rounds = rounds(client, cache, work, allow, wake, self.counts.clone(), shutdown.clone());
         tokio::select! {
             _ = reflect => {}
             _ = rounds => {}
@@ -150,6 +154,7 @@ async fn rounds(
     client: Client,
     cache: Cache<SyncObject>,
     work: PathBuf,
+    allow: Vec<PathBuf>,
     wake: Arc<Notify>,
     counts: Arc<Counts>,
     shutdown: CancellationToken,
@@ -212,7 +217,8 @@ async fn rounds(
                 Next::WaitUntil(t) => next_at = earliest(next_at, Some(t)),
             }
         }
-        let ctx = Ctx { client: &client, cache: &cache, work: &work, recorder: &recorder, counts: &counts };
+        let ctx =
+            Ctx { client: &client, cache: &cache, work: &work, allow: &allow, recorder: &recorder, counts: &counts };
         let done: Vec<(String, Memory)> = futures::stream::iter(due)
             .map(|(s, step)| {
                 let m = memory.remove(&key(&s)).unwrap_or_default();
@@ -256,6 +262,7 @@ struct Ctx<'a> {
     client: &'a Client,
     cache: &'a Cache<SyncObject>,
     work: &'a PathBuf,
+    allow: &'a [PathBuf],
     recorder: &'a Recorder,
     counts: &'a Counts,
 }
@@ -323,7 +330,10 @@ impl Ctx<'_> {
                 source::fetch_git(&dir, &git, m.fetched.as_deref()).await
             }
             src => match &src.directory {
-                Some(d) => source::directory(std::path::Path::new(d)).await,
+                Some(d) => match source::allowed(std::path::Path::new(d), self.allow) {
+                    Ok(dir) => source::directory(&dir).await,
+                    Err(e) => Err(e),
+                },
                 None => Err(Error::Source("spec.source names neither git nor directory".into())),
             },
         };

@@ -144,6 +144,30 @@ pub async fn fetch_git(work: &Path, src: &GitSource, known: Option<&str>) -> Res
     Ok(Fetched { revision: commit, root: work.to_path_buf() })
 }
 
+/// `dir`, resolved (symbolic links followed), if it lies under one of `allow`.
+///
+/// # Errors
+/// [`Error::Source`] naming the directory and the allowed ones when it lies under
+/// none of them, or cannot be resolved.
+pub fn allowed(dir: &Path, allow: &[PathBuf]) -> Result<PathBuf> {
+    let resolved =
+        std::fs::canonicalize(dir).map_err(|e| Error::Source(format!("directory {}: {e}", dir.display())))?;
+    let under = allow.iter().filter_map(|a| std::fs::canonicalize(a).ok()).any(|a| resolved.starts_with(a));
+    if under {
+        return Ok(resolved);
+    }
+    let shown: Vec<String> = allow.iter().map(|a| a.display().to_string()).collect();
+    Err(Error::Source(if shown.is_empty() {
+        format!(
+            "directory {} is not read: this control plane allows no directory sources \
+             (start it with --sync-directory-allow DIR), use a git source",
+            dir.display()
+        )
+    } else {
+        format!("directory {} is not under an allowed one ({})", dir.display(), shown.join(", "))
+    }))
+}
+
 /// The revision of the manifests under `dir`: `sha256:` of every manifest file's
 /// path (relative) and content, in path order.
 ///
@@ -254,6 +278,22 @@ mod tests {
         };
         let err = fetch_git(work.path(), &src, None).await.unwrap_err().to_string();
         assert!(err.contains("branch nope"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_source_is_read_only_under_an_allowed_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let inside = root.path().join("site");
+        std::fs::create_dir(&inside).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(allowed(&inside, &[root.path().to_path_buf()]).is_ok());
+        let err = allowed(elsewhere.path(), &[root.path().to_path_buf()]).unwrap_err().to_string();
+        assert!(err.contains("not under an allowed one"), "{err}");
+        // `..` does not climb out.
+        let climbing = inside.join("..").join("..");
+        assert!(allowed(&climbing, &[root.path().to_path_buf()]).is_err());
+        let err = allowed(&inside, &[]).unwrap_err().to_string();
+        assert!(err.contains("--sync-directory-allow"), "{err}");
     }
 
     #[tokio::test]

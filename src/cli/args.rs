@@ -660,7 +660,8 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 #[derive(Args, Debug, Clone)]
 pub struct ManagerArgs {
     /// Built-in controllers to run: `all`, `none`, or a comma-separated list of
-    /// garbage-collector, node-lifecycle, offers, services, jobs, event-expiry, volumes.
+    /// garbage-collector, node-lifecycle, offers, services, jobs, event-expiry, volumes,
+    /// sync.
     #[arg(long, value_name = "LIST", default_value = "all")]
     pub controllers: String,
 
@@ -673,6 +674,12 @@ pub struct ManagerArgs {
     /// Kubernetes' --event-ttl).
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub event_ttl: u64,
+
+    /// A directory under which Syncs may name a `directory` source (repeatable); a
+    /// Sync naming a directory outside every one is refused. None by default: a
+    /// directory source reads this machine's files.
+    #[arg(long, value_name = "DIR")]
+    pub sync_directory_allow: Vec<PathBuf>,
 }
 
 /// Options of `corral controllers`.

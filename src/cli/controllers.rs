@@ -31,6 +31,7 @@ pub(crate) fn manager(
         corral_controllers::Config::with_node_grace_period(Duration::from_secs(args.node_grace_period.max(1)));
     config.events.ttl = Duration::from_secs(args.event_ttl);
     config.sync.work_dir = sync_work_dir;
+    config.sync.directory_allow = args.sync_directory_allow.clone();
     let mut controllers = corral_controllers::builtin_sharing(&config, &selection, tasks);
     if let Some(client_as) = client_as {
         controllers = corral_controllers::with_own_identities(controllers, client_as);

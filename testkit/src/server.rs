@@ -17,6 +17,8 @@ pub struct Options {
     pub controllers: Selection,
     /// The node lifecycle controller's grace period.
     pub node_grace_period: Duration,
+    /// Directories under which Syncs may name a `directory` source.
+    pub sync_directory_allow: Vec<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -25,6 +27,7 @@ impl Default for Options {
             server: ServerConfig::default(),
             controllers: Selection::All,
             node_grace_period: Duration::from_secs(40),
+            sync_directory_allow: Vec::new(),
         }
     }
 }
@@ -76,6 +79,7 @@ impl TestServer {
         let mut config = corral_controllers::Config::with_node_grace_period(options.node_grace_period);
         // Each test's git working copies of its own.
         config.sync.work_dir = Some(dir.path().join("sync"));
+        config.sync.directory_allow = options.sync_directory_allow.clone();
         let controllers = corral_controllers::builtin(&config, &options.controllers);
         // As `corral server` runs them: some controllers act as users of their own.
         let controllers = corral_controllers::with_own_identities(controllers, |user| {
