@@ -284,7 +284,11 @@ pub fn refused(
     now: DateTime<Utc>,
 ) -> Outcome {
     let mut status = sync.status.clone().unwrap_or_default();
-    let now_s = rfc3339(now);
+    // The same revision refused for the same reasons again: nothing new to write.
+    let again = status.last_attempted_revision.as_deref() == Some(revision)
+        && status.errors == errors
+        && status.observed_generation == sync.metadata.generation;
+    let now_s = if again { status.last_sync_time.clone().unwrap_or_else(|| rfc3339(now)) } else { rfc3339(now) };
     status.last_attempted_revision = Some(revision.to_string());
     status.observed_generation = sync.metadata.generation;
     status.last_sync_time = Some(now_s.clone());
@@ -301,14 +305,8 @@ pub fn refused(
     set_condition(&mut status.conditions, "Ready", false, reason, &message, &now_s);
     set_condition(&mut status.conditions, "Stalled", true, reason, &message, &now_s);
     set_condition(&mut status.conditions, "Reconciling", false, reason, "", &now_s);
-    Outcome {
-        status,
-        writes: 0,
-        applied: false,
-        event: Some((true, reason, message)),
-        health: Vec::new(),
-        counts: Counts::default(),
-    }
+    let event = (!again).then_some((true, reason, message));
+    Outcome { status, writes: 0, applied: false, event, health: Vec::new(), counts: Counts::default() }
 }
 
 /// `FILE: document N (Kind/name): field: message`.
