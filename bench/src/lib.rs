@@ -11,6 +11,7 @@ pub mod procs;
 pub mod services;
 mod soak;
 mod store;
+pub mod sync;
 mod versus;
 
 pub use agent::{AgentBenchOptions, run_agent_bench};

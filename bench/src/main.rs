@@ -70,6 +70,33 @@ enum BenchCommand {
     /// medians, the ratio, CPU per query and the zone's memory. Needs knot and
     /// dnsperf (scripts/setup.sh).
     Dns(BenchDnsArgs),
+    /// GitOps, all real (git CLI, bare repository over file://, `corral server`
+    /// started by the bench): a repository of N manifests — time and writes of the
+    /// first sync, of a resync with no change, and from a pushed commit changing one
+    /// object to that change in the cluster, by interval and by webhook (p50, max).
+    /// Stops by itself (--timeout bounds every wait).
+    Sync(BenchSyncArgs),
+}
+
+/// Options of `corral-bench sync`.
+#[derive(Args, Debug)]
+struct BenchSyncArgs {
+    /// ConfigMaps in the repository (5 documents a file, 100 files a directory).
+    #[arg(long, default_value_t = 5000)]
+    manifests: usize,
+    /// The Sync's intervalSeconds.
+    #[arg(long, default_value_t = 10)]
+    interval: u64,
+    /// Repetitions of each latency measurement.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds any one wait (the first sync included) may take; past them the bench
+    /// prints what it reached and exits 1.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// An extra argument for the `corral server` the bench starts (repeatable).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 /// Options of `corral-bench dns-propagation`.
@@ -474,6 +501,16 @@ fn main() -> ExitCode {
                     outstanding: a.outstanding,
                     queries: a.queries,
                     all_names: a.all_names,
+                })
+                .await
+            }
+            BenchCommand::Sync(a) => {
+                corral_bench::sync::run_sync_bench(corral_bench::sync::SyncBenchOptions {
+                    manifests: a.manifests,
+                    interval: a.interval,
+                    rounds: a.rounds,
+                    timeout: std::time::Duration::from_secs(a.timeout),
+                    server_args: a.server_args,
                 })
                 .await
             }

@@ -387,8 +387,7 @@ pub fn next(
     {
         return Next::Sync;
     }
-    let Some(last) = last_sync else { return Next::Sync };
-    let due = last + chrono::Duration::seconds(spec.interval() as i64);
+    let Some(due) = interval_due(spec, last_sync) else { return Next::Sync };
     if due <= now {
         return Next::Sync;
     }
@@ -396,6 +395,13 @@ pub fn next(
         return Next::CheckHealth;
     }
     Next::WaitUntil(due)
+}
+
+/// When the interval since `last_sync` ends (none before a first sync). The round
+/// loop also sleeps until then after a sync: a sync that changed nothing writes no
+/// status, so no watch event would wake it.
+pub fn interval_due(spec: &SyncSpec, last_sync: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    last_sync.map(|last| last + chrono::Duration::seconds(spec.interval() as i64))
 }
 
 /// Which objects of the desired set and the inventory the sync must see live, by

@@ -219,25 +219,33 @@ async fn rounds(
         }
         let ctx =
             Ctx { client: &client, cache: &cache, work: &work, allow: &allow, recorder: &recorder, counts: &counts };
-        let done: Vec<(String, Memory)> = futures::stream::iter(due)
+        let done: Vec<(String, Memory, Option<DateTime<Utc>>)> = futures::stream::iter(due)
             .map(|(s, step)| {
                 let m = memory.remove(&key(&s)).unwrap_or_default();
                 let ctx = &ctx;
-                async move { (key(&s), ctx.step(&s, step, m).await) }
+                async move {
+                    let m = ctx.step(&s, step, m).await;
+                    let due = decide::interval_due(&s.spec, m.last_sync);
+                    (key(&s), m, due)
+                }
             })
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
-        for (k, m) in done {
+        for (k, m, due) in done {
             if m.waiting_since.is_some() {
                 next_at =
                     earliest(next_at, Some(Utc::now() + chrono::Duration::from_std(HEALTH_EVERY).unwrap_or_default()));
             }
+            // A sync that wrote nothing (an unchanged revision) changes no status, so no
+            // watch event wakes this loop: its next interval must be slept to.
             next_at = earliest(next_at, m.not_before);
+            next_at = earliest(next_at, due);
             memory.insert(k, m);
         }
+        // A time already past is due now (not in a minute).
         let sleep = next_at
-            .and_then(|t| (t - Utc::now()).to_std().ok())
+            .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(60))
             .clamp(Duration::from_millis(10), Duration::from_secs(60));
         tokio::select! {

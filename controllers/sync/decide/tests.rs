@@ -212,6 +212,16 @@ fn next_syncs_on_interval_spec_change_and_request() {
     assert_eq!(next(&suspended, &status, 2, Some("r9"), None, false, at(10)), Next::Suspended);
 }
 
+#[test]
+fn the_interval_is_due_from_the_last_sync_and_never_before_a_first() {
+    let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("time").with_timezone(&Utc);
+    let spec = SyncSpec { interval_seconds: Some(10), ..Default::default() };
+    assert_eq!(interval_due(&spec, Some(t0)), Some(t0 + chrono::Duration::seconds(10)));
+    assert_eq!(interval_due(&spec, None), None);
+    let zero = SyncSpec { interval_seconds: Some(0), ..Default::default() };
+    assert_eq!(interval_due(&zero, Some(t0)), Some(t0 + chrono::Duration::seconds(1)), "an interval is 1 s at least");
+}
+
 fn arb_map() -> impl Strategy<Value = Value> {
     proptest::collection::btree_map(
         "[a-c]",
