@@ -41,6 +41,31 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
     .await
 }
 
+/// Waits for the storm's signal, kill -9s the server with writes in flight, lets
+/// every client see it fail, and starts a server again on the same data.
+async fn kill_9_and_restart(
+    mut server: Server,
+    mut kill_rx: tokio::sync::watch::Receiver<bool>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+    dir: &std::path::Path,
+    port: u16,
+    http: &reqwest::Client,
+) -> Server {
+    tokio::time::timeout(Duration::from_secs(120), kill_rx.wait_for(|k| *k))
+        .await
+        .expect("the write storm stalled")
+        .unwrap();
+    server.0.kill().unwrap(); // SIGKILL, with writes in flight
+    server.0.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    drop(server);
+    let server = start(dir, port);
+    wait_healthy(http, &format!("http://127.0.0.1:{port}")).await;
+    server
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_server_during_http_write_storm_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,7 +77,7 @@ async fn kill_9_of_server_during_http_write_storm_loses_no_acknowledged_write() 
     let mut max_rev = 0u64;
 
     for round in 0..2 {
-        let mut server = start(dir.path(), port);
+        let server = start(dir.path(), port);
         wait_healthy(&http, &base).await;
         // The administrator's credential the server wrote (kept across restarts).
         let admin = corral_client::Config::from_kubeconfig(&dir.path().join("admin.conf")).expect("admin.conf");
@@ -81,20 +106,7 @@ async fn kill_9_of_server_during_http_write_storm_loses_no_acknowledged_write() 
                 }
             }));
         }
-        let mut rx = kill_rx;
-        tokio::time::timeout(Duration::from_secs(120), rx.wait_for(|k| *k))
-            .await
-            .expect("write storm stalled")
-            .unwrap();
-        server.0.kill().unwrap(); // SIGKILL, with writes in flight
-        server.0.wait().unwrap();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        drop(server);
-
-        let _server = start(dir.path(), port);
-        wait_healthy(&http, &base).await;
+        let _server = kill_9_and_restart(server, kill_rx, tasks, dir.path(), port, &http).await;
         let list: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
         let present: BTreeMap<String, u64> = list["items"]
             .as_array()
@@ -129,12 +141,12 @@ async fn kill_9_of_server_during_transactions_leaves_each_whole_or_absent() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let url = format!("{base}/apis/corral.dev/v1/namespaces/default/configmaps");
-    let mut server = start(dir.path(), port);
+    let server = start(dir.path(), port);
     wait_healthy(&reqwest::Client::new(), &base).await;
     let admin = corral_client::Config::from_kubeconfig(&dir.path().join("admin.conf")).expect("admin.conf");
     let http = corral_testkit::authorized_http(&admin.token.expect("a token"));
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (kill_tx, mut kill_rx) = tokio::sync::watch::channel(false);
+    let (kill_tx, kill_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for c in 0..4 {
         let (http, base, acked, kill_tx) = (http.clone(), base.clone(), acked.clone(), kill_tx.clone());
@@ -163,19 +175,7 @@ async fn kill_9_of_server_during_transactions_leaves_each_whole_or_absent() {
             }
         }));
     }
-    tokio::time::timeout(Duration::from_secs(120), kill_rx.wait_for(|k| *k))
-        .await
-        .expect("transaction storm stalled")
-        .unwrap();
-    server.0.kill().unwrap(); // SIGKILL, with transactions in flight
-    server.0.wait().unwrap();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    drop(server);
-
-    let _server = start(dir.path(), port);
-    wait_healthy(&http, &base).await;
+    let _server = kill_9_and_restart(server, kill_rx, tasks, dir.path(), port, &http).await;
     let list: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     let mut by_txn: BTreeMap<String, usize> = BTreeMap::new();
     for o in list["items"].as_array().unwrap() {
