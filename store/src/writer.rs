@@ -11,12 +11,12 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::codec;
+use crate::decide::{Change, Write};
 use crate::error::{Error, Result};
 use crate::history::{Entry, Revision};
 use crate::key::Key;
 use crate::object::StoredObject;
 use crate::sled_store::Shared;
-use crate::decide::{Change, Write};
 use crate::storage::{DeleteOutcome, TxnOutcome, UpdateOutcome};
 
 /// A mutation asked of the writer.

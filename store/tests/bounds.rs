@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::*;
 use corral_api::Selector;
 use corral_store::{Error, Key, ListRequest, Storage, WatchEvent, WatchRequest};

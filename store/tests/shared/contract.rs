@@ -247,7 +247,10 @@ pub async fn a_revision_ahead_of_the_store_is_refused_not_awaited(f: &mut impl F
     let a = s.create(key("a"), cm("a", "1")).await.unwrap();
     for from in [a.revision + 1, u64::MAX] {
         let err = s.watch(WatchRequest { from: Some(from), ..Default::default() }).await.err().unwrap();
-        assert!(matches!(err, Error::Ahead { requested, current } if requested == from && current == a.revision), "{err}");
+        assert!(
+            matches!(err, Error::Ahead { requested, current } if requested == from && current == a.revision),
+            "{err}"
+        );
     }
     // The current revision itself is a valid place to start.
     let mut w = s.watch(WatchRequest { from: Some(a.revision), ..Default::default() }).await.unwrap();
@@ -343,9 +346,7 @@ pub async fn a_watch_of_several_kinds_gets_those_kinds_replayed_listed_and_live(
     assert_eq!(names(vec![next(&mut listed).await]), [("corral.dev/tasks".into(), 5)]);
 }
 
-pub async fn a_progress_request_is_answered_with_a_bookmark_once_the_watch_has_read_every_write(
-    f: &mut impl Fixture,
-) {
+pub async fn a_progress_request_is_answered_with_a_bookmark_once_the_watch_has_read_every_write(f: &mut impl Fixture) {
     let s = f.store();
     let base = s.stats().revision;
     let mut w = s
@@ -540,7 +541,11 @@ pub async fn list_plus_watch_from_its_revision_rebuilds_state_under_concurrent_w
         for o in &list.items {
             let v = o.value().unwrap();
             let json_rv: u64 = v["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-            assert_eq!(json_rv, o.revision, "list at {} returned {} with a wrong resourceVersion", list.revision, o.key);
+            assert_eq!(
+                json_rv, o.revision,
+                "list at {} returned {} with a wrong resourceVersion",
+                list.revision, o.key
+            );
             assert!(o.revision <= list.revision);
         }
         if lists % 25 == 1 {
