@@ -33,6 +33,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
             args.listen
         );
     }
+    let store = store_backend(&args)?;
     let defaults = ServerConfig::default();
     let cfg = ServerConfig {
         listen: args.listen,
@@ -54,6 +55,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         },
         audit_reads: args.audit_reads,
         tls,
+        store,
         ..defaults
     };
     match role {
@@ -244,4 +246,38 @@ pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// The store `--store` and the `--etcd-*` options name.
+fn store_backend(args: &ServeArgs) -> anyhow::Result<corral_server::StoreBackend> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    let tls = if args.store.starts_with("etcds://") {
+        Some(corral_store_etcd::Tls {
+            ca_pem: args.etcd_ca.as_deref().map(|p| read(p, "etcd certificate authority (--etcd-ca)")).transpose()?,
+            identity_pem: match (&args.etcd_cert, &args.etcd_key) {
+                (Some(cert), Some(key)) => Some((
+                    read(cert, "etcd client certificate (--etcd-cert)")?,
+                    read(key, "etcd client key (--etcd-key)")?,
+                )),
+                _ => None,
+            },
+            domain: None,
+        })
+    } else if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
+        anyhow::bail!("--etcd-ca and --etcd-cert are for TLS to etcd: name it etcds://HOST:PORT[,HOST:PORT...]");
+    } else {
+        None
+    };
+    let options = corral_store_etcd::Options {
+        user: args.etcd_user.clone().zip(args.etcd_password.clone()),
+        tls,
+        ..corral_store_etcd::Options::default()
+    };
+    let backend = corral_server::StoreBackend::parse(&args.store, options).map_err(anyhow::Error::msg)?;
+    if backend == corral_server::StoreBackend::Sled && args.etcd_user.is_some() {
+        anyhow::bail!("--etcd-user needs --store etcd://HOST:PORT[,HOST:PORT...]");
+    }
+    Ok(backend)
 }
