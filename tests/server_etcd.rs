@@ -123,3 +123,65 @@ fn a_store_that_is_neither_sled_nor_etcd_is_refused_naming_both() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("etcd://") && err.contains("sled"), "{err}");
 }
+
+/// The next event of `name` in a watch response, within a bound.
+async fn next_event_of(watch: &mut reqwest::Response, name: &str) -> Value {
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(chunk) = watch.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            for line in seen.lines() {
+                let Ok(ev) = serde_json::from_str::<Value>(line) else { continue };
+                if ev["object"]["metadata"]["name"] == name {
+                    return ev;
+                }
+            }
+        }
+        panic!("the watch ended: {seen}")
+    })
+    .await
+    .expect("the watch delivers the event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_etcd_serve_one_cluster() {
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let (etcd, _version) = corral_bench::procs::start_etcd(etcd_dir.path()).await.expect("etcd");
+    let store = format!("etcd://{}", etcd.addr);
+    let url = "/apis/corral.dev/v1/namespaces/default/configmaps";
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let (base_a, base_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
+    // One after the other: both then serve at once.
+    let server_a = start(dir_a.path(), port_a, &store);
+    let http_a = admin(dir_a.path(), &base_a).await;
+    let server_b = start(dir_b.path(), port_b, &store);
+    let http_b = admin(dir_b.path(), &base_b).await;
+
+    let list: Value = http_b.get(format!("{base_b}{url}")).send().await.unwrap().json().await.unwrap();
+    let from = list["metadata"]["resourceVersion"].as_str().expect("a list's revision").to_string();
+    let mut watch_b = http_b.get(format!("{base_b}{url}?watch=true&resourceVersion={from}")).send().await.unwrap();
+    let body = json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
+        "metadata": {"name": "shared"}, "spec": {"data": {"v": "a"}}});
+    let resp = http_a.post(format!("{base_a}{url}")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let created: Value = resp.json().await.unwrap();
+    // Written through A, watched through B.
+    let ev = next_event_of(&mut watch_b, "shared").await;
+    assert_eq!(
+        (ev["type"].as_str(), &ev["object"]["metadata"]["resourceVersion"]),
+        (Some("ADDED"), &created["metadata"]["resourceVersion"])
+    );
+    // Updated through B; A's write from the old revision conflicts.
+    let mut from_b = created.clone();
+    from_b["spec"]["data"]["v"] = json!("b");
+    assert_eq!(http_b.put(format!("{base_b}{url}/shared")).json(&from_b).send().await.unwrap().status().as_u16(), 200);
+    let mut from_a = created.clone();
+    from_a["spec"]["data"]["v"] = json!("a2");
+    assert_eq!(http_a.put(format!("{base_a}{url}/shared")).json(&from_a).send().await.unwrap().status().as_u16(), 409);
+    let got: Value = http_a.get(format!("{base_a}{url}/shared")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got["spec"]["data"]["v"], "b");
+    drop(watch_b);
+    drop((server_a, server_b));
+    drop(etcd);
+}
