@@ -123,6 +123,46 @@ const MAX_ATTEMPTS: usize = 100;
 /// Keys read from etcd per request of a list.
 const CHUNK: i64 = 256;
 
+/// Attempts at a request while the etcd member it went to cannot be reached: the
+/// client spreads requests over every endpoint, so another attempt usually reaches a
+/// live member. About two seconds in all.
+const REACH_ATTEMPTS: u32 = 20;
+
+/// Whether a request never reached etcd (no connection to the member chosen): it
+/// certainly did nothing, so it may be sent again, write or not.
+pub(crate) fn unsent(e: &etcd_client::Error) -> bool {
+    let msg = e.to_string();
+    msg.contains("tcp connect error") || msg.contains("Connection refused")
+}
+
+/// Whether etcd was unavailable, the request sent or not: a read may be sent again.
+pub(crate) fn unavailable(e: &etcd_client::Error) -> bool {
+    unsent(e) || e.to_string().contains("currently unavailable")
+}
+
+/// Runs `call` until it succeeds, fails in a way another attempt cannot help, or the
+/// attempts run out. `read`: the call changes nothing, so it is sent again even when
+/// etcd failed after receiving it; a write is sent again only if it never left.
+pub(crate) async fn reaching<T, Fut>(
+    read: bool,
+    mut call: impl FnMut() -> Fut,
+) -> std::result::Result<T, etcd_client::Error>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e) if attempt + 1 < REACH_ATTEMPTS && (unsent(&e) || (read && unavailable(&e))) => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "etcd member unreachable; trying again");
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// What the store and its watches share.
 pub(crate) struct Inner {
     pub(crate) client: Client,
@@ -265,11 +305,32 @@ impl Inner {
         rev
     }
 
+    /// A range read, sent again while the member it went to cannot be reached.
+    async fn get(
+        &self,
+        key: Vec<u8>,
+        opts: Option<GetOptions>,
+    ) -> std::result::Result<etcd_client::GetResponse, etcd_client::Error> {
+        reaching(true, || {
+            let (mut kv, key, opts) = (self.client.kv_client(), key.clone(), opts.clone());
+            async move { kv.get(key, opts).await }
+        })
+        .await
+    }
+
+    /// A transaction, sent again while the member it went to cannot be reached (a
+    /// write only while it has certainly not been received).
+    async fn txn(&self, txn: Txn, read: bool) -> std::result::Result<etcd_client::TxnResponse, etcd_client::Error> {
+        reaching(read, || {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
     /// Counts the objects and learns the current revision.
     async fn refresh(&self) -> Result<()> {
         let resp = self
-            .client
-            .kv_client()
             .get(self.prefix.clone(), Some(GetOptions::new().with_prefix().with_count_only()))
             .await
             .map_err(backend)?;
@@ -280,14 +341,14 @@ impl Inner {
 
     /// The current revision, asked of etcd (a read of one key that never exists).
     pub(crate) async fn current_revision(&self) -> Result<u64> {
-        let resp = self.client.kv_client().get(self.prefix.clone(), None).await.map_err(backend)?;
+        let resp = self.get(self.prefix.clone(), None).await.map_err(backend)?;
         Ok(self.note(resp.header()))
     }
 
     /// Whether a read at `revision` is refused because it is compacted.
     async fn is_compacted(&self, revision: u64) -> Result<bool> {
         let opts = GetOptions::new().with_revision(revision.max(1) as i64).with_count_only();
-        match self.client.kv_client().get(self.prefix.clone(), Some(opts)).await {
+        match self.get(self.prefix.clone(), Some(opts)).await {
             Ok(r) => {
                 self.note(r.header());
                 Ok(false)
@@ -352,7 +413,7 @@ impl Inner {
     async fn read(&self, keys: &[Key]) -> Result<Vec<Option<Arc<StoredObject>>>> {
         let ops: Vec<etcd_client::TxnOp> =
             keys.iter().map(|k| etcd_client::TxnOp::get(self.key_bytes(k), None)).collect();
-        let resp = self.client.kv_client().txn(Txn::new().and_then(ops)).await.map_err(backend)?;
+        let resp = self.txn(Txn::new().and_then(ops), true).await.map_err(backend)?;
         self.note(resp.header());
         let mut out = Vec::with_capacity(keys.len());
         for (key, r) in keys.iter().zip(resp.op_responses()) {
@@ -413,7 +474,7 @@ impl Inner {
                     (None, None) => {}
                 }
             }
-            let resp = self.client.kv_client().txn(Txn::new().when(compares).and_then(ops)).await.map_err(backend)?;
+            let resp = self.txn(Txn::new().when(compares).and_then(ops), false).await.map_err(backend)?;
             let rev = self.note(resp.header());
             if !resp.succeeded() {
                 // A key changed since it was read: decide again on its new state.
@@ -455,7 +516,7 @@ impl Inner {
             if let Some(a) = at {
                 opts = opts.with_revision(a.max(1) as i64);
             }
-            let resp = match self.client.kv_client().get(start.clone(), Some(opts)).await {
+            let resp = match self.get(start.clone(), Some(opts)).await {
                 Ok(r) => r,
                 Err(e) => {
                     let requested = at.unwrap_or_default();
@@ -580,7 +641,7 @@ impl Storage for EtcdStore {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Arc<StoredObject>>> {
-        let resp = self.inner.client.kv_client().get(self.inner.key_bytes(key), None).await.map_err(backend)?;
+        let resp = self.inner.get(self.inner.key_bytes(key), None).await.map_err(backend)?;
         self.inner.note(resp.header());
         match resp.kvs().first() {
             Some(kv) => Ok(Some(Arc::new(codec::decode(key.clone(), kv.mod_revision() as u64, kv.value())?))),
@@ -615,7 +676,13 @@ impl Storage for EtcdStore {
         if revision == 0 || revision <= self.inner.compacted.load(Ordering::Acquire) {
             return Ok(());
         }
-        match self.inner.client.kv_client().compact(revision as i64, None).await {
+        // Compacting to a revision twice is harmless: sent again like a read.
+        let compacted = reaching(true, || {
+            let mut kv = self.inner.client.kv_client();
+            async move { kv.compact(revision as i64, None).await }
+        })
+        .await;
+        match compacted {
             Ok(r) => {
                 self.inner.note(r.header());
             }

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::codec;
-use crate::store::{Inner, backend};
+use crate::store::{Inner, backend, reaching};
 
 /// Objects listed per step of a watch's initial listing.
 const LIST_STEP: usize = 64;
@@ -82,7 +82,12 @@ pub(crate) async fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<WatchS
     // meanwhile is missed, nothing listed comes again.
     let opts =
         WatchOptions::new().with_range(codec::prefix_end(&base)).with_start_revision(last as i64 + 1).with_prev_key();
-    let stream = inner.client.watch_client().watch(base, Some(opts)).await.map_err(backend)?;
+    let stream = reaching(true, || {
+        let (mut client, base, opts) = (inner.client.watch_client(), base.clone(), opts.clone());
+        async move { client.watch(base, Some(opts)).await }
+    })
+    .await
+    .map_err(backend)?;
     let (sender, responses) = stream.split();
     inner.watchers.fetch_add(1, Ordering::Relaxed);
     let cursor = Cursor {

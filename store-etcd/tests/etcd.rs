@@ -150,3 +150,36 @@ async fn tls_to_etcd_with_its_authority_and_a_client_certificate() {
     let refused = EtcdStore::connect(&[etcd.endpoint()], Options { tls: Some(anonymous), ..Options::default() }).await;
     assert!(refused.is_err(), "etcd asks for a client certificate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_three_members_keeps_serving_when_one_is_killed() {
+    let mut cluster = support::Cluster::start(3).await;
+    let s = EtcdStore::connect(&cluster.endpoints(), Options::default()).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push(s.create(key(&format!("before{i}")), cm("before", "1")).await.unwrap());
+    }
+    cluster.kill(0);
+    // A request on its way to the killed member fails; the next go to the others.
+    // (Bounded: a store that does not fail over runs out of attempts.)
+    let (mut written, mut failed) = (0, 0);
+    while written < 10 && failed < 200 {
+        match s.create(key(&format!("after{written}")), cm("after", "1")).await {
+            Ok(o) => {
+                acked.push(o);
+                written += 1;
+            }
+            // An earlier attempt went through though its answer was lost.
+            Err(Error::AlreadyExists(_)) => written += 1,
+            Err(Error::Backend(_)) => {
+                failed += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(written, 10, "writes go on with two members of three");
+    for o in &acked {
+        assert!(s.get(&o.key).await.unwrap().is_some(), "{} acknowledged, then lost", o.key);
+    }
+}

@@ -205,3 +205,67 @@ impl crate::common::Fixture for EtcdFixture {
         self.store = Some(std::sync::Arc::new(store));
     }
 }
+
+/// A cluster of etcd members on loopback, in a temp dir; killed when dropped.
+pub struct Cluster {
+    members: Vec<Option<Child>>,
+    clients: Vec<SocketAddr>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` members and waits until the cluster answers.
+    pub async fn start(n: usize) -> Cluster {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let clients: Vec<SocketAddr> = (0..n).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+        let peers: Vec<SocketAddr> = (0..n).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+        let initial: Vec<String> = peers.iter().enumerate().map(|(i, p)| format!("m{i}=http://{p}")).collect();
+        let mut members = Vec::new();
+        for i in 0..n {
+            let child = Command::new("etcd")
+                .args(["--name", &format!("m{i}"), "--data-dir"])
+                .arg(tmp.path().join(format!("m{i}")))
+                .args(["--listen-client-urls", &format!("http://{}", clients[i])])
+                .args(["--advertise-client-urls", &format!("http://{}", clients[i])])
+                .args(["--listen-peer-urls", &format!("http://{}", peers[i])])
+                .args(["--initial-advertise-peer-urls", &format!("http://{}", peers[i])])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-state", "new", "--initial-cluster-token", "corral-test"])
+                .args(["--logger", "zap", "--log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start etcd: is etcd-server installed? (scripts/setup.sh test installs it)");
+            members.push(Some(child));
+        }
+        let c = Cluster { members, clients, _tmp: tmp };
+        for _ in 0..400 {
+            if EtcdStore::connect(&c.endpoints(), Options::default()).await.is_ok() {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the etcd cluster on {:?} did not become ready", c.clients);
+    }
+
+    /// Client URLs of every member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.clients.iter().map(|c| format!("http://{c}")).collect()
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
