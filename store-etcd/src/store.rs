@@ -285,7 +285,50 @@ impl EtcdStore {
     pub fn revision(&self) -> u64 {
         self.inner.revision.load(Ordering::Acquire)
     }
+
+    /// Writes `objects` as they are into a store that holds none: uid, timestamps,
+    /// generation, status, finalizers and pending deletions are kept; revisions are
+    /// etcd's (the objects of one batch share one). What moving a cluster from another
+    /// store takes (`corral admin migrate`); call it with batches of a list.
+    ///
+    /// # Errors
+    /// `AlreadyExists` when one of the keys is taken (nothing of that batch is
+    /// written), `Backend` when etcd fails. Earlier batches stay written.
+    pub async fn import(&self, objects: &[Arc<StoredObject>]) -> Result<()> {
+        // etcd's default bound on the operations of one transaction is 128.
+        for batch in objects.chunks(IMPORT_BATCH) {
+            let mut compares = Vec::with_capacity(batch.len());
+            let mut puts = Vec::with_capacity(batch.len());
+            for o in batch {
+                let k = self.inner.key_bytes(&o.key);
+                compares.push(Compare::create_revision(k.clone(), CompareOp::Equal, 0));
+                puts.push(etcd_client::TxnOp::put(k, codec::encode(o)?, None));
+            }
+            let resp = self.inner.txn(Txn::new().when(compares).and_then(puts), false).await.map_err(backend)?;
+            self.inner.note(resp.header());
+            if !resp.succeeded() {
+                let taken = batch.first().map(|o| o.key.clone()).ok_or(Error::Closed)?;
+                return Err(Error::AlreadyExists(taken));
+            }
+            self.inner.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether the store holds no object.
+    ///
+    /// # Errors
+    /// `Backend` when etcd cannot be read.
+    pub async fn is_empty(&self) -> Result<bool> {
+        let opts = GetOptions::new().with_prefix().with_count_only();
+        let resp = self.inner.get(self.inner.prefix.clone(), Some(opts)).await.map_err(backend)?;
+        self.inner.note(resp.header());
+        Ok(resp.count() == 0)
+    }
 }
+
+/// Objects written per transaction by [`EtcdStore::import`].
+const IMPORT_BATCH: usize = 100;
 
 impl Inner {
     pub(crate) fn key_bytes(&self, key: &Key) -> Vec<u8> {

@@ -183,3 +183,42 @@ async fn a_store_on_three_members_keeps_serving_when_one_is_killed() {
         assert!(s.get(&o.key).await.unwrap().is_some(), "{} acknowledged, then lost", o.key);
     }
 }
+
+#[tokio::test]
+async fn an_import_keeps_objects_as_they_were_into_an_empty_store_only() {
+    // What a sled store holds: created, given a status, deleting behind a finalizer.
+    let dir = tempfile::tempdir().unwrap();
+    let sled = open(dir.path());
+    sled.create(key("plain"), cm("plain", "1")).await.unwrap();
+    let mut held = cm("held", "1");
+    held["metadata"]["finalizers"] = json!(["corral.dev/test"]);
+    sled.create(key("held"), held).await.unwrap();
+    sled.delete(key("held"), None).await.unwrap();
+    let mut status = cm("plain", "1");
+    status["status"] = json!({"phase": "Ready"});
+    sled.update_status(key("plain"), status, None).await.unwrap();
+    let before = sled.list(RES, None, &corral_api::Selector::everything()).await.unwrap().items;
+
+    let etcd = Etcd::start().await;
+    let s = etcd.store().await;
+    assert!(s.is_empty().await.unwrap());
+    s.import(&before).await.unwrap();
+    assert!(!s.is_empty().await.unwrap());
+    let after = s.list(RES, None, &corral_api::Selector::everything()).await.unwrap().items;
+    assert_eq!(after.len(), before.len());
+    for (b, a) in before.iter().zip(&after) {
+        let (mut bv, mut av) = (b.value().unwrap(), a.value().unwrap());
+        assert_eq!(av["metadata"]["resourceVersion"], a.revision.to_string());
+        // Everything but the revision is as it was.
+        bv["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        av["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        assert_eq!(av, bv);
+    }
+    // The finalizer still holds the deletion: removing it deletes, as before.
+    let mut done = after.iter().find(|o| o.key.name == "held").unwrap().value().unwrap();
+    done["metadata"]["finalizers"] = json!([]);
+    assert!(matches!(s.update(key("held"), done, None).await.unwrap(), UpdateOutcome::Deleted(_)));
+    // Into a store that holds them, nothing is written.
+    let err = s.import(&before).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+}
