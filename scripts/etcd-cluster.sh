@@ -7,7 +7,9 @@
 #   scripts/etcd-cluster.sh stop DIR                stops the members started in DIR
 #
 # Clients on BASE_PORT, +1, +2; peers on BASE_PORT+10, +11, +12 (BASE_PORT: 23790).
-# Started again on the same DIR, the members keep their data.
+# Started again on the same DIR, the members keep their data. Transactions may hold up
+# to 4096 keys and 10 MiB (etcd's defaults, 128 and 1.5 MiB, are below what one
+# scheduler offer's accept writes).
 set -euo pipefail
 
 usage() {
@@ -37,6 +39,7 @@ case "$cmd" in
         --listen-client-urls "$client" --advertise-client-urls "$client" \
         --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
         --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token corral \
+        --max-txn-ops 4096 --max-request-bytes 10485760 \
         --logger zap --log-level warn >"$dir/m$i.log" 2>&1 &
       echo $! >"$dir/m$i.pid"
     done
