@@ -222,3 +222,33 @@ async fn an_import_keeps_objects_as_they_were_into_an_empty_store_only() {
     let err = s.import(&before).await.unwrap_err();
     assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
 }
+
+#[tokio::test]
+async fn a_pinned_revision_stays_readable_through_compactions_asked_of_the_store() {
+    let etcd = Etcd::start().await;
+    let s = etcd.store().await;
+    for i in 0..5 {
+        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "v1")).await.unwrap();
+    }
+    let page = |at: Option<u64>| corral_store::ListRequest {
+        at,
+        limit: Some(2),
+        ..corral_store::ListRequest::new(RES, Some("default"), &corral_api::Selector::everything())
+    };
+    let first = s.list_page(&page(None)).await.unwrap();
+    let pin = s.pin(first.revision).unwrap();
+    for i in 0..5 {
+        s.update(key(&format!("o{i}")), cm(&format!("o{i}"), "v2"), None).await.unwrap();
+    }
+    s.compact(s.stats().revision).await.unwrap();
+    assert_eq!(s.stats().compacted, first.revision, "compaction stops at the pin");
+    let again = s.list_page(&page(Some(first.revision))).await.unwrap();
+    assert!(again.items.iter().all(|o| o.value().unwrap()["spec"]["data"]["v"] == "v1"), "as they were");
+    drop(pin);
+    s.compact(s.stats().revision).await.unwrap();
+    assert!(s.stats().compacted > first.revision);
+    let err = s.list_page(&page(Some(first.revision))).await.unwrap_err();
+    assert!(matches!(err, Error::Gone { .. }), "{err}");
+    assert!(matches!(s.pin(first.revision), Err(Error::Gone { .. })));
+    assert!(matches!(s.pin(s.stats().revision + 1), Err(Error::Ahead { .. })));
+}
