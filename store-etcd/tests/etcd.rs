@@ -252,3 +252,27 @@ async fn a_pinned_revision_stays_readable_through_compactions_asked_of_the_store
     assert!(matches!(s.pin(first.revision), Err(Error::Gone { .. })));
     assert!(matches!(s.pin(s.stats().revision + 1), Err(Error::Ahead { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_when_etcd_does_not_answer_and_when_it_is_back() {
+    let mut etcd = Etcd::start().await;
+    let quick = Options { refresh_interval: std::time::Duration::from_millis(50), ..Options::default() };
+    let s = etcd.store_with(quick).await;
+    assert_eq!(s.health(), Ok(()));
+    // Bounded waits on the periodic refresh: a few rounds of it.
+    let settle = async |want_ok: bool| {
+        for _ in 0..400 {
+            if s.health().is_ok() == want_ok {
+                return s.health();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("health never became {}", if want_ok { "ok" } else { "failed" });
+    };
+    etcd.kill();
+    let why = settle(false).await.unwrap_err();
+    assert!(why.contains("etcd"), "{why}");
+    etcd.restart().await;
+    settle(true).await.unwrap();
+    s.create(key("a"), cm("a", "1")).await.unwrap();
+}
