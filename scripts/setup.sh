@@ -13,12 +13,12 @@ RUN_PKGS=(
   e2fsprogs        # mkfs.ext4: volumes as loop-mounted images, so their sizes hold
   dnsutils         # dig: the tour asks the cluster DNS (and the DNS tests do)
   git              # the sync controller fetches git sources with it (GitOps)
+  protobuf-compiler # building: etcd-client's build script (the server links the etcd store) needs protoc…
+  libprotobuf-dev  # …and the well-known .proto files (descriptor.proto)
 )
 
 TEST_PKGS=(
-  protobuf-compiler # etcd-client's build script (tests and benchmarks) needs protoc…
-  libprotobuf-dev  # …and the well-known .proto files (descriptor.proto)
-  etcd-server      # the peer the store benchmark compares against
+  etcd-server      # the store's etcd backend is tested on it; the store benchmark's peer
   knot             # knotd, the peer the DNS benchmark compares against
   dnsperf          # the DNS benchmark's load generator
   prometheus       # promtool checks the /metrics exposition in tests

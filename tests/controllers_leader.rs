@@ -1,5 +1,6 @@
 //! Leader election: of two replicas exactly one acts; when the leader dies the other
-//! takes over once the lease runs out. The server runs in-process on a real sled store.
+//! takes over once the lease runs out. The server runs in-process on a real sled store;
+//! on etcd, each replica talks to an API server of its own, both on one real etcd.
 //! Short leases keep the test quick; it asserts order and exclusivity, not timing.
 
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use corral_server::auth::Identity;
 use corral_server::in_process::InProcess;
 use corral_server::{AppState, app};
 use corral_store::{SledStore, Storage};
+use corral_store_etcd::{EtcdStore, Options as EtcdOptions};
 
 #[derive(Default)]
 struct Stage {
@@ -55,13 +57,37 @@ async fn until(what: &str, stage: &Mutex<Stage>, changed: &tokio::sync::Notify, 
     panic!("never happened: {what}");
 }
 
+/// An in-process API server on `store`, and a client of it acting as the administrator.
+async fn server_on(store: Arc<dyn Storage>) -> Client {
+    let state = AppState::new(store, Arc::new(Registry::builtin()));
+    state.load_policy().await.unwrap();
+    Client::new(Arc::new(InProcess::new(app(state), Identity::admin())))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), Default::default()).unwrap());
-    let state = AppState::new(store, Arc::new(Registry::builtin()));
-    state.load_policy().await.unwrap();
-    let client = Client::new(Arc::new(InProcess::new(app(state), Identity::admin())));
+    let client = server_on(Arc::new(SledStore::open(dir.path(), Default::default()).unwrap())).await;
+    leader_fails_over(client.clone(), client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_etcd_a_replica_of_another_api_server_takes_over_when_the_leader_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, _version) = corral_bench::procs::start_etcd(dir.path()).await.expect("etcd");
+    let endpoints = [format!("http://{}", etcd.addr)];
+    let store = || async {
+        let s = EtcdStore::connect(&endpoints, EtcdOptions::default()).await.expect("connect to etcd");
+        Arc::new(s) as Arc<dyn Storage>
+    };
+    let (a, b) = (server_on(store().await).await, server_on(store().await).await);
+    leader_fails_over(a, b).await;
+    drop(etcd);
+}
+
+/// Replica a acts through `a`, replica b through `b` (the same server, or two).
+async fn leader_fails_over(a_client: Client, b_client: Client) {
+    let client = a_client.clone();
     Api::<Namespace>::all(client.clone()).create(&Namespace::new("default", NamespaceSpec {})).await.unwrap();
 
     // Generous against a loaded machine: a renewal would have to stall for over two
@@ -75,9 +101,9 @@ async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
     };
     let stage: Arc<Mutex<Stage>> = Arc::default();
     let changed = Arc::new(tokio::sync::Notify::new());
-    let a = tokio::spawn(LeaderElector::new(client.clone(), config("a")).run(act("a", stage.clone(), changed.clone())));
+    let a = tokio::spawn(LeaderElector::new(a_client, config("a")).run(act("a", stage.clone(), changed.clone())));
     until("a leads", &stage, &changed, |s| s.acting == Some("a")).await;
-    let b = tokio::spawn(LeaderElector::new(client.clone(), config("b")).run(act("b", stage.clone(), changed.clone())));
+    let b = tokio::spawn(LeaderElector::new(b_client, config("b")).run(act("b", stage.clone(), changed.clone())));
     // While a lives and renews, b only campaigns: let a act through two lease periods.
     stage.lock().unwrap().ticks_of_a_while_b_waits = 0;
     until("a acts through two lease periods", &stage, &changed, |s| s.ticks_of_a_while_b_waits >= 300).await;

@@ -109,6 +109,10 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate; `None`: plain HTTP (loopback only, which
     /// the command line enforces).
     pub tls: Option<tls::TlsConfig>,
+    /// Where the objects are kept: sled in `data_dir` (the default) or an etcd
+    /// cluster. The data directory holds the rest either way (the administrator's
+    /// credential, the image registry, the audit log).
+    pub store: StoreBackend,
 }
 
 impl Default for ServerConfig {
@@ -128,7 +132,41 @@ impl Default for ServerConfig {
             audit_log: None,
             audit_reads: false,
             tls: None,
+            store: StoreBackend::Sled,
         }
+    }
+}
+
+/// Which store a server keeps its objects in.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StoreBackend {
+    /// The embedded sled store in the data directory: one machine.
+    #[default]
+    Sled,
+    /// An etcd cluster, which several API servers can share. The compaction and
+    /// free-space settings of [`ServerConfig`] are sled's: etcd has its own
+    /// (`--auto-compaction-*`, `--quota-backend-bytes`).
+    Etcd {
+        /// Client URLs of its members (`http://host:port`, `https://` with TLS).
+        endpoints: Vec<String>,
+        /// Prefix, credentials, TLS (boxed: far larger than the other variant).
+        options: Box<corral_store_etcd::Options>,
+    },
+}
+
+impl StoreBackend {
+    /// The backend a `--store` value names: `sled`, or `etcd://HOST:PORT[,HOST:PORT…]`
+    /// (`etcds://` for TLS) with `options` (credentials, TLS).
+    ///
+    /// # Errors
+    /// A message naming what is wrong with `spec`.
+    pub fn parse(spec: &str, options: corral_store_etcd::Options) -> std::result::Result<Self, String> {
+        if spec == "sled" {
+            return Ok(StoreBackend::Sled);
+        }
+        let endpoints = corral_store_etcd::parse_store_url(spec)
+            .map_err(|e| format!("--store {spec:?}: {e}; or --store sled (the default)"))?;
+        Ok(StoreBackend::Etcd { endpoints, options: Box::new(options) })
     }
 }
 
@@ -148,6 +186,14 @@ pub enum Error {
     Store {
         /// The data directory.
         path: PathBuf,
+        /// Why.
+        source: corral_store::Error,
+    },
+    /// The store on etcd could not be reached or failed.
+    #[error("store on etcd at {endpoints}: {source}")]
+    EtcdStore {
+        /// The etcd endpoints, comma-separated.
+        endpoints: String,
         /// Why.
         source: corral_store::Error,
     },
@@ -488,9 +534,24 @@ pub async fn start_with_routes(cfg: ServerConfig, extra: Router<AppState>) -> Re
         bookmark_interval: cfg.bookmark_interval,
         ..Default::default()
     };
-    let store_error = |source| Error::Store { path: cfg.data_dir.clone(), source };
-    let store = Arc::new(SledStore::open(&cfg.data_dir, options).map_err(store_error)?);
-    let dyn_store: Arc<dyn Storage> = store.clone();
+    let store_error = |source| match &cfg.store {
+        StoreBackend::Sled => Error::Store { path: cfg.data_dir.clone(), source },
+        StoreBackend::Etcd { endpoints, .. } => Error::EtcdStore { endpoints: endpoints.join(","), source },
+    };
+    // The sled store is kept apart to be closed on shutdown (releasing the data
+    // directory); the store on etcd closes when its last holder drops it.
+    let (store, dyn_store): (Option<Arc<SledStore>>, Arc<dyn Storage>) = match &cfg.store {
+        StoreBackend::Sled => {
+            let store = Arc::new(SledStore::open(&cfg.data_dir, options).map_err(store_error)?);
+            (Some(store.clone()), store)
+        }
+        StoreBackend::Etcd { endpoints, options } => {
+            let options =
+                corral_store_etcd::Options { bookmark_interval: cfg.bookmark_interval, ..options.as_ref().clone() };
+            let store = corral_store_etcd::EtcdStore::connect(endpoints, options).await.map_err(store_error)?;
+            (None, Arc::new(store))
+        }
+    };
     for ns in [
         "default",
         corral_api::kinds::node::NODE_LEASE_NAMESPACE,
@@ -561,7 +622,7 @@ pub async fn start_with_routes(cfg: ServerConfig, extra: Router<AppState>) -> Re
         state: Some(state),
         router: Some(router),
         data_dir: cfg.data_dir,
-        store: Some(store),
+        store,
         stop: Some(stop),
         task: Some(task),
         crds: Some(crds),

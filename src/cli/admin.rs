@@ -1,4 +1,5 @@
-//! `corral admin snapshot save|restore`: backups of the store.
+//! `corral admin snapshot save|restore`: backups of the store; `corral admin migrate`:
+//! from sled to etcd.
 
 use std::io::Write;
 
@@ -20,7 +21,43 @@ pub(crate) async fn run(conn: &corral_client::Config, c: AdminCommand) -> anyhow
             outln!("restored {objects} objects at revision {revision}")?;
             Ok(0)
         }
+        AdminCommand::Migrate { data_dir, to, etcd } => migrate(&data_dir, &to, &etcd).await,
     }
+}
+
+/// Copies the sled store in `data_dir` into the empty etcd at `to`, a page at a time,
+/// all pages at one revision of the sled store.
+async fn migrate(data_dir: &std::path::Path, to: &str, etcd: &super::args::EtcdArgs) -> anyhow::Result<u8> {
+    use corral_store::{ListRequest, Storage};
+    let endpoints = corral_store_etcd::parse_store_url(to)?;
+    let options = super::serve::etcd_options(to, etcd)?;
+    if !data_dir.join(corral_store::MARKER_FILE).exists() {
+        anyhow::bail!("{} holds no store (choose it with --data-dir)", data_dir.display());
+    }
+    let sled = corral_store::SledStore::open(data_dir, corral_store::Options::default()).with_context(|| {
+        format!("cannot open the store in {} (stop the server that holds it first)", data_dir.display())
+    })?;
+    let target = corral_store_etcd::EtcdStore::connect(&endpoints, options).await?;
+    if !target.is_empty().await? {
+        anyhow::bail!("etcd at {to} already holds objects: migrate into an empty etcd (or another --prefix)");
+    }
+    let mut req = ListRequest { limit: Some(500), ..ListRequest::default() };
+    let mut copied = 0usize;
+    loop {
+        let page = sled.list_page(&req).await?;
+        target.import(&page.items).await?;
+        copied += page.items.len();
+        req.at = Some(page.revision);
+        match page.next {
+            Some(next) => req.after = Some(next),
+            None => {
+                outln!("copied {copied} objects (sled revision {}) to etcd at {to}", page.revision)?;
+                break;
+            }
+        }
+    }
+    sled.shutdown().await;
+    Ok(0)
 }
 
 async fn save(conn: &corral_client::Config, file: &std::path::Path) -> anyhow::Result<u8> {

@@ -388,6 +388,46 @@ pub enum AdminCommand {
     /// Backups of the store, consistent at one revision (as `etcdctl snapshot`).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Copy every object of the sled store in --data-dir into an etcd cluster that
+    /// holds none (offline: stop the server first, then start servers with
+    /// --store etcd://...). Objects keep their uid, timestamps, status, finalizers and
+    /// pending deletions; their revisions become etcd's, so clients re-list.
+    Migrate {
+        /// Directory of the sled store to copy.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The etcd cluster to copy into: etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS).
+        #[arg(long, value_name = "etcd://HOST:PORT,...")]
+        to: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+/// How to reach etcd, for `--store etcd://...` and `corral admin migrate`.
+#[derive(Args, Debug, Clone)]
+pub struct EtcdArgs {
+    /// etcd user, when etcd has authentication on (with --etcd-password).
+    #[arg(long, value_name = "NAME", requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+
+    /// Password of --etcd-user; give it in the environment rather than on the
+    /// command line, where other users of the machine can read it.
+    #[arg(long, env = "CORRAL_ETCD_PASSWORD", hide_env_values = true, value_name = "PASSWORD", requires = "etcd_user")]
+    pub etcd_password: Option<String>,
+
+    /// The authority that signed etcd's server certificates (PEM), for etcds://.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// A client certificate to present to etcd (PEM), for etcd's
+    /// --client-cert-auth; with --etcd-key.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// The private key of --etcd-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
 }
 
 /// `corral admin snapshot` subcommands.
@@ -529,6 +569,16 @@ pub struct ServeArgs {
     /// Address the API server listens on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+
+    /// Where objects are kept: `sled`, the embedded store in --data-dir (one
+    /// machine), or `etcd://HOST:PORT[,HOST:PORT...]`, an etcd cluster that several
+    /// servers can share (`etcds://` for TLS, with --etcd-ca). --data-dir still holds
+    /// the administrator's credential, the image registry and the audit log.
+    #[arg(long, env = "CORRAL_STORE", value_name = "sled|etcd://HOST:PORT,...", default_value = "sled")]
+    pub store: String,
+
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 
     /// How many revisions of the event log to keep before compacting; watches
     /// resuming from older revisions must re-list. Default: the server's.

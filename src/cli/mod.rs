@@ -174,8 +174,14 @@ pub(crate) fn error_text(e: &anyhow::Error) -> String {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Commands that connect to no server must not fail on a configuration file they
     // do not read (`up --kubeconfig FILE` writes FILE).
-    let connects =
-        !matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Convert(_) | Command::Bench { .. });
+    let connects = !matches!(
+        cli.command,
+        Command::Up(_)
+            | Command::Server(_)
+            | Command::Convert(_)
+            | Command::Bench { .. }
+            | Command::Admin(args::AdminCommand::Migrate { .. })
+    );
     let conn = if connects { connection::resolve(&cli)? } else { corral_client::Config::default() };
     let ctx = || Ctx::new(&conn);
     match cli.command {

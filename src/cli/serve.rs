@@ -5,7 +5,7 @@ use clap::Parser as _;
 use corral_runtime::CancellationToken;
 use corral_server::ServerConfig;
 
-use super::args::ServeArgs;
+use super::args::{EtcdArgs, ServeArgs};
 
 /// Which parts of the system to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +33,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
             args.listen
         );
     }
+    let store = store_backend(&args.store, &args.etcd)?;
     let defaults = ServerConfig::default();
     let cfg = ServerConfig {
         listen: args.listen,
@@ -54,6 +55,7 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
         },
         audit_reads: args.audit_reads,
         tls,
+        store,
         ..defaults
     };
     match role {
@@ -244,4 +246,49 @@ pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// How to reach the etcd at `spec` (`etcd://…`, `etcds://…`) with `args`.
+pub(crate) fn etcd_options(spec: &str, args: &EtcdArgs) -> anyhow::Result<corral_store_etcd::Options> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    let tls = if spec.starts_with("etcds://") {
+        Some(corral_store_etcd::Tls {
+            ca_pem: args.etcd_ca.as_deref().map(|p| read(p, "etcd certificate authority (--etcd-ca)")).transpose()?,
+            identity_pem: match (&args.etcd_cert, &args.etcd_key) {
+                (Some(cert), Some(key)) => Some((
+                    read(cert, "etcd client certificate (--etcd-cert)")?,
+                    read(key, "etcd client key (--etcd-key)")?,
+                )),
+                _ => None,
+            },
+            domain: None,
+        })
+    } else if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
+        anyhow::bail!("--etcd-ca and --etcd-cert are for TLS to etcd: name it etcds://HOST:PORT[,HOST:PORT...]");
+    } else {
+        None
+    };
+    Ok(corral_store_etcd::Options {
+        user: args.etcd_user.clone().zip(args.etcd_password.clone()),
+        tls,
+        ..corral_store_etcd::Options::default()
+    })
+}
+
+/// The store `--store` and the `--etcd-*` options name.
+fn store_backend(spec: &str, etcd: &EtcdArgs) -> anyhow::Result<corral_server::StoreBackend> {
+    if spec == "sled" {
+        if etcd.etcd_user.is_some() || etcd.etcd_ca.is_some() || etcd.etcd_cert.is_some() {
+            anyhow::bail!("the --etcd-* options need --store etcd://HOST:PORT[,HOST:PORT...]");
+        }
+        return Ok(corral_server::StoreBackend::Sled);
+    }
+    let options = if spec.starts_with("etcd://") || spec.starts_with("etcds://") {
+        etcd_options(spec, etcd)?
+    } else {
+        corral_store_etcd::Options::default()
+    };
+    corral_server::StoreBackend::parse(spec, options).map_err(anyhow::Error::msg)
 }

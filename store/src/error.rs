@@ -58,6 +58,10 @@ pub enum Error {
     /// Data on disk could not be decoded.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A storage backend other than sled (etcd) failed or could not be reached; the
+    /// write may or may not have been applied when the failure came after sending it.
+    #[error("storage backend failure: {0}")]
+    Backend(String),
     /// The store is shut down or a previous storage failure poisoned it.
     #[error("store is closed")]
     Closed,

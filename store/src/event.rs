@@ -73,7 +73,9 @@ pub struct WatchRequest {
 }
 
 impl WatchRequest {
-    pub(crate) fn matches(&self, o: &StoredObject) -> bool {
+    /// Whether the watch wants changes of `o`: one of its kinds, its namespace,
+    /// labels matching its selector.
+    pub fn matches(&self, o: &StoredObject) -> bool {
         self.matches_parts(&o.key, &o.labels)
     }
 

@@ -24,7 +24,10 @@ impl Key {
         Key { resource: resource.into(), namespace: String::new(), name: name.into() }
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The key as bytes: resource, namespace and name separated by NUL bytes, so that
+    /// byte order is the key's order and a collection (and a namespace in it) is a
+    /// contiguous range.
+    pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.resource.len() + self.namespace.len() + self.name.len() + 2);
         v.extend_from_slice(self.resource.as_bytes());
         v.push(0);
@@ -34,7 +37,8 @@ impl Key {
         v
     }
 
-    pub(crate) fn decode(b: &[u8]) -> Option<Key> {
+    /// The key [`Key::encode`] made these bytes from, if they are one.
+    pub fn decode(b: &[u8]) -> Option<Key> {
         let mut parts = b.splitn(3, |c| *c == 0);
         let r = std::str::from_utf8(parts.next()?).ok()?;
         let ns = std::str::from_utf8(parts.next()?).ok()?;

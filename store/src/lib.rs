@@ -8,10 +8,12 @@
 //! live events, in order, each exactly once.
 //!
 //! [`Storage`] is the contract the API server and controllers use; [`SledStore`]
-//! implements it on an embedded sled database.
+//! implements it on an embedded sled database. [`decide`] holds how a write changes
+//! an object, shared with other backends (`corral-store-etcd`).
 
 mod blobs;
 mod codec;
+pub mod decide;
 pub mod error;
 pub mod event;
 mod history;

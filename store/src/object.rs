@@ -43,7 +43,12 @@ impl StoredObject {
         )
     }
 
-    pub(crate) fn from_value(key: Key, revision: u64, v: &Value) -> Result<Self> {
+    /// The object `v` at `key` and `revision`, serialized; its labels parsed out.
+    /// `v` should carry `revision` as its `resourceVersion`.
+    ///
+    /// # Errors
+    /// `Invalid` if `v` does not serialize.
+    pub fn from_value(key: Key, revision: u64, v: &Value) -> Result<Self> {
         let json = serde_json::to_vec(v).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(StoredObject { key, revision, labels: Self::labels_of(v), json: Bytes::from(json) })
     }

@@ -7,17 +7,17 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::codec;
+use crate::decide::{Change, Write};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventType};
 use crate::history::{Entry, Revision};
 use crate::key::Key;
 use crate::object::StoredObject;
 use crate::sled_store::Shared;
-use crate::storage::{DeleteOutcome, UpdateOutcome};
+use crate::storage::{DeleteOutcome, TxnOutcome, UpdateOutcome};
 
 /// A mutation asked of the writer.
 #[derive(Debug)]
@@ -110,15 +110,6 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Request>) {
     if let Err(e) = shared.db.flush() {
         tracing::error!(error = %e, "final flush failed");
     }
-}
-
-/// One decided mutation: the key's new state (None = gone) and its event.
-struct Change {
-    key: Key,
-    new: Option<Arc<StoredObject>>,
-    event: Arc<Event>,
-    /// Whether the new state has `deletionTimestamp` (finalizers pending).
-    deleting: bool,
 }
 
 fn process(shared: &Shared, batch: Vec<Request>) {
@@ -424,156 +415,19 @@ fn compact(shared: &Shared, revision: u64) -> Result<()> {
     Ok(())
 }
 
-/// Decides one mutation against the key's current state, at revision `rev`.
-/// Returns the reply and, unless nothing changes, the change to commit.
+/// Decides one mutation of the writer's through the shared decision logic.
 fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Result<(Reply, Option<Change>)> {
-    match op {
-        Op::Create { key, object } => {
-            if current.is_some() {
-                return Err(Error::AlreadyExists(key));
-            }
-            let mut obj = object;
-            let meta = meta_mut(&mut obj)?;
-            meta.insert("name".into(), Value::String(key.name.clone()));
-            if key.namespace.is_empty() {
-                meta.remove("namespace");
-            } else {
-                meta.insert("namespace".into(), Value::String(key.namespace.clone()));
-            }
-            meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
-            meta.insert("creationTimestamp".into(), Value::String(now.to_string()));
-            meta.insert("generation".into(), Value::from(1));
-            meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
-            meta.remove("deletionTimestamp");
-            let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &obj)?);
-            let change = change(key, Some(stored.clone()), EventType::Added, stored.clone(), rev);
-            Ok((Reply::Object(stored), Some(change)))
-        }
-        Op::Update { key, object, expected, status_only } => {
-            let cur = current.ok_or_else(|| Error::NotFound(key.clone()))?;
-            check_expected(&key, expected, &cur)?;
-            let old = cur.value()?;
-            let mut new =
-                if status_only { with_status_of(&old, &object) } else { with_server_fields(&key, object, &old)? };
-            if !status_only && desired_part(&new) != desired_part(&old) {
-                let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
-                meta_mut(&mut new)?.insert("generation".into(), Value::from(generation + 1));
-            }
-            if new == old {
-                return Ok((Reply::Update(UpdateOutcome::Unchanged(cur)), None));
-            }
-            meta_mut(&mut new)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
-            let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &new)?);
-            if is_deleting(&new) && finalizers(&new).is_empty() {
-                let c = change(key, None, EventType::Deleted, stored.clone(), rev);
-                return Ok((Reply::Update(UpdateOutcome::Deleted(stored)), Some(c)));
-            }
-            let mut c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
-            c.deleting = is_deleting(&new);
-            Ok((Reply::Update(UpdateOutcome::Updated(stored)), Some(c)))
-        }
-        Op::Delete { key, expected } => {
-            let cur = current.ok_or_else(|| Error::NotFound(key.clone()))?;
-            check_expected(&key, expected, &cur)?;
-            let mut obj = cur.value()?;
-            if !finalizers(&obj).is_empty() {
-                if is_deleting(&obj) {
-                    return Ok((Reply::Delete(DeleteOutcome::Finalizing(cur)), None));
-                }
-                let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
-                let meta = meta_mut(&mut obj)?;
-                meta.insert("deletionTimestamp".into(), Value::String(now.to_string()));
-                meta.insert("generation".into(), Value::from(generation + 1));
-                meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
-                let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &obj)?);
-                let mut c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
-                c.deleting = true;
-                return Ok((Reply::Delete(DeleteOutcome::Finalizing(stored)), Some(c)));
-            }
-            meta_mut(&mut obj)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
-            let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &obj)?);
-            let c = change(key, None, EventType::Deleted, stored.clone(), rev);
-            Ok((Reply::Delete(DeleteOutcome::Deleted(stored)), Some(c)))
-        }
-        Op::Compact { .. } | Op::Txn { .. } => Ok((Reply::Done, None)),
-    }
-}
-
-fn change(
-    key: Key,
-    new: Option<Arc<StoredObject>>,
-    event_type: EventType,
-    object: Arc<StoredObject>,
-    revision: u64,
-) -> Change {
-    Change { key, new, event: Arc::new(Event { revision, event_type, object }), deleting: false }
-}
-
-fn check_expected(key: &Key, expected: Option<u64>, cur: &StoredObject) -> Result<()> {
-    match expected {
-        Some(e) if e != cur.revision => Err(Error::Conflict { key: key.clone(), expected: e, actual: cur.revision }),
-        _ => Ok(()),
-    }
-}
-
-fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>> {
-    let o = obj.as_object_mut().ok_or_else(|| Error::Invalid("an object must be a JSON object".into()))?;
-    o.entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()
-        .ok_or_else(|| Error::Invalid("metadata must be a JSON object".into()))
-}
-
-/// Everything that states desired state: all but metadata and status.
-fn desired_part(v: &Value) -> Vec<(&String, &Value)> {
-    v.as_object()
-        .map(|m| m.iter().filter(|(k, _)| k.as_str() != "metadata" && k.as_str() != "status").collect())
-        .unwrap_or_default()
-}
-
-fn is_deleting(v: &Value) -> bool {
-    v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
-}
-
-fn finalizers(v: &Value) -> Vec<Value> {
-    v.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default()
-}
-
-/// The old object with only its status replaced.
-fn with_status_of(old: &Value, incoming: &Value) -> Value {
-    let mut new = old.clone();
-    if let Some(o) = new.as_object_mut() {
-        match incoming.get("status") {
-            Some(s) if !s.is_null() => o.insert("status".into(), s.clone()),
-            _ => o.remove("status"),
-        };
-    }
-    new
-}
-
-/// The incoming object with the fields the server owns taken from the old one: its
-/// status (written only through the status path), identity and deletion state.
-fn with_server_fields(key: &Key, incoming: Value, old: &Value) -> Result<Value> {
-    let mut new = incoming;
-    {
-        let o = new.as_object_mut().ok_or_else(|| Error::Invalid("an object must be a JSON object".into()))?;
-        match old.get("status") {
-            Some(s) => o.insert("status".into(), s.clone()),
-            None => o.remove("status"),
-        };
-    }
-    let meta = meta_mut(&mut new)?;
-    meta.insert("name".into(), Value::String(key.name.clone()));
-    if key.namespace.is_empty() {
-        meta.remove("namespace");
-    } else {
-        meta.insert("namespace".into(), Value::String(key.namespace.clone()));
-    }
-    for f in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "resourceVersion"] {
-        match old.pointer(&format!("/metadata/{f}")) {
-            Some(v) => meta.insert(f.into(), v.clone()),
-            None => meta.remove(f),
-        };
-    }
-    Ok(new)
+    let write = match op {
+        Op::Create { key, object } => Write::Create { key, object },
+        Op::Update { key, object, expected, status_only } => Write::Update { key, object, expected, status_only },
+        Op::Delete { key, expected } => Write::Delete { key, expected },
+        Op::Compact { .. } | Op::Txn { .. } => return Ok((Reply::Done, None)),
+    };
+    let (outcome, change) = crate::decide::decide(write, current, rev, now)?;
+    let reply = match outcome {
+        TxnOutcome::Created(o) => Reply::Object(o),
+        TxnOutcome::Updated(u) => Reply::Update(u),
+        TxnOutcome::Deleted(d) => Reply::Delete(d),
+    };
+    Ok((reply, change))
 }

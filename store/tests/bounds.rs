@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 use corral_api::Selector;
 use corral_store::{Error, Key, ListRequest, Storage, WatchEvent, WatchRequest};
@@ -18,66 +16,6 @@ fn page(at: Option<u64>, after: Option<Key>, limit: usize) -> ListRequest {
         count_remaining: true,
         ..ListRequest::new(RES, Some("default"), &Selector::everything())
     }
-}
-
-#[tokio::test]
-async fn pages_of_a_list_are_consistent_at_its_revision_while_writes_go_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
-    for i in 0..30 {
-        s.create(key(&format!("o{i:02}")), cm(&format!("o{i:02}"), "v1")).await.unwrap();
-    }
-    let first = s.list_page(&page(None, None, 10)).await.unwrap();
-    assert_eq!((first.items.len(), first.remaining), (10, 20));
-    let at = first.revision;
-    // Between pages: one object of the first page, one of the second and one of the
-    // third change, one of the third goes, a new one comes.
-    s.update(key("o05"), cm("o05", "v2"), None).await.unwrap();
-    s.update(key("o15"), cm("o15", "v2"), None).await.unwrap();
-    s.update(key("o15"), cm("o15", "v3"), None).await.unwrap();
-    s.delete(key("o25"), None).await.unwrap();
-    s.create(key("o28a"), cm("o28a", "v1")).await.unwrap();
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    let mut next = first.next.clone();
-    for o in &first.items {
-        seen.insert(o.key.name.clone(), o.value().unwrap()["spec"]["data"]["v"].as_str().unwrap().into());
-    }
-    let mut pages = 1;
-    while let Some(after) = next {
-        let p = s.list_page(&page(Some(at), Some(after), 10)).await.unwrap();
-        assert_eq!(p.revision, at);
-        for o in &p.items {
-            assert!(o.revision <= at, "{} at {} is newer than the list", o.key, o.revision);
-            seen.insert(o.key.name.clone(), o.value().unwrap()["spec"]["data"]["v"].as_str().unwrap().into());
-        }
-        next = p.next;
-        pages += 1;
-    }
-    assert_eq!(pages, 3);
-    assert_eq!(seen.len(), 30, "o25 is still there, o28a not yet: {seen:?}");
-    assert!(seen.values().all(|v| v == "v1"), "every object as it was at the list's revision: {seen:?}");
-    // The current state is what the writes made it.
-    let now = s.list_page(&page(None, None, 100)).await.unwrap();
-    assert_eq!(now.items.len(), 30);
-    assert!(now.items.iter().any(|o| o.key.name == "o28a"));
-}
-
-#[tokio::test]
-async fn a_page_at_a_compacted_revision_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
-    for i in 0..5 {
-        s.create(key(&format!("o{i}")), cm(&format!("o{i}"), "v1")).await.unwrap();
-    }
-    let first = s.list_page(&page(None, None, 2)).await.unwrap();
-    for _ in 0..3 {
-        s.update(key("o4"), cm("o4", &format!("{}", s.stats().revision)), None).await.unwrap();
-    }
-    s.compact(s.stats().revision).await.unwrap();
-    let err = s.list_page(&page(Some(first.revision), first.next, 2)).await.unwrap_err();
-    assert!(matches!(err, Error::Gone { .. }), "{err}");
-    let err = s.list_page(&page(Some(s.stats().revision + 1), None, 2)).await.unwrap_err();
-    assert!(matches!(err, Error::Ahead { .. }), "{err}");
 }
 
 /// A backup or a long paged read pins its revision: writes and compaction go on, the
@@ -182,27 +120,6 @@ async fn a_watch_that_never_reads_holds_no_events_and_ends_gone_once_overtaken()
         other => panic!("expected Gone, got {other:?}"),
     }
     assert!(w.next().await.is_none(), "the watch ends after Gone");
-}
-
-#[tokio::test]
-async fn a_watch_without_revision_lists_then_follows_without_copying_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
-    for i in 0..200 {
-        s.create(key(&format!("o{i:03}")), cm(&format!("o{i:03}"), "1")).await.unwrap();
-    }
-    let mut w = s.watch(WatchRequest { resources: vec![RES.into()], ..Default::default() }).await.unwrap();
-    // Written after the watch started: not in its listing, but after it.
-    s.delete(key("o000"), None).await.unwrap();
-    let mut names = Vec::new();
-    for _ in 0..200 {
-        let WatchEvent::Event(e) = next(&mut w).await else { panic!() };
-        assert_eq!(e.event_type, corral_store::EventType::Added);
-        names.push(e.object.key.name.clone());
-    }
-    assert_eq!(names.first().map(String::as_str), Some("o000"));
-    let WatchEvent::Event(e) = next(&mut w).await else { panic!() };
-    assert_eq!((e.event_type, e.object.key.name.as_str()), (corral_store::EventType::Deleted, "o000"));
 }
 
 #[tokio::test]

@@ -34,3 +34,53 @@ pub fn open_with(dir: &std::path::Path, f: impl FnOnce(&mut Options)) -> SledSto
 pub async fn next(w: &mut WatchStream) -> WatchEvent {
     tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("watch stalled").expect("watch ended")
 }
+
+/// A store under test and how to restart it, so that one suite runs against every
+/// backend (sled here; etcd in `corral-store-etcd`'s tests).
+// Test code only, called from the test's own task: no caller needs the futures `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Fixture {
+    /// The store.
+    fn store(&self) -> std::sync::Arc<dyn corral_store::Storage>;
+
+    /// Closes the store and opens it again on the same data (for a remote store,
+    /// a new connection). Every handle from [`Fixture::store`] must be dropped first.
+    async fn reopen(&mut self);
+}
+
+/// A sled store in a temp dir.
+pub struct SledFixture {
+    dir: tempfile::TempDir,
+    store: Option<std::sync::Arc<SledStore>>,
+}
+
+impl SledFixture {
+    /// A new store in a new temp dir.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = std::sync::Arc::new(open(dir.path()));
+        SledFixture { dir, store: Some(store) }
+    }
+}
+
+impl Default for SledFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fixture for SledFixture {
+    fn store(&self) -> std::sync::Arc<dyn corral_store::Storage> {
+        self.store.clone().expect("store open")
+    }
+
+    async fn reopen(&mut self) {
+        if let Some(s) = self.store.take() {
+            match std::sync::Arc::try_unwrap(s) {
+                Ok(s) => s.shutdown().await,
+                Err(s) => panic!("{} handles to the store are still held", std::sync::Arc::strong_count(&s) - 1),
+            }
+        }
+        self.store = Some(std::sync::Arc::new(open(self.dir.path())));
+    }
+}

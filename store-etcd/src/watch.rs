@@ -1,0 +1,252 @@
+//! Watches: one etcd watch per Corral watch, on the smallest key range that holds
+//! what it wants (one kind, or one namespace of it), from the revision after the
+//! one asked for, with each deletion's previous state. etcd answers a watch from a
+//! compacted revision by cancelling it with the compaction revision: that ends the
+//! Corral watch with `Gone`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use corral_store::{Error, Event, EventType, Key, ListRequest, Result, WatchEvent, WatchRequest, WatchStream};
+use etcd_client::{WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream};
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::codec;
+use crate::store::{Inner, backend, reaching};
+
+/// Objects listed per step of a watch's initial listing.
+const LIST_STEP: usize = 64;
+
+/// Decrements the watcher count however the watch ends.
+struct WatcherGuard(Arc<Inner>);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where a watch without a starting revision is in listing the objects it starts with.
+struct Listing {
+    at: u64,
+    after: Option<Key>,
+}
+
+struct Cursor {
+    inner: Arc<Inner>,
+    req: WatchRequest,
+    /// Every event up to this revision has been delivered or did not match.
+    last: u64,
+    listing: Option<Listing>,
+    ready: VecDeque<WatchEvent>,
+    sender: WatchRequestSender,
+    responses: WatchResponseStream,
+    progress: tokio::sync::watch::Receiver<u64>,
+    /// Whether the store still asks for progress (it is not dropped).
+    progress_alive: bool,
+    next_bookmark: tokio::time::Instant,
+    done: bool,
+    _guard: WatcherGuard,
+}
+
+/// The key range a watch reads: as narrow as its filters allow.
+fn range(inner: &Inner, req: &WatchRequest) -> Vec<u8> {
+    let mut base = inner.prefix.clone();
+    if let [one] = req.resources.as_slice() {
+        base.extend_from_slice(one.as_bytes());
+        base.push(0);
+        if let Some(ns) = &req.namespace {
+            base.extend_from_slice(ns.as_bytes());
+            base.push(0);
+        }
+    }
+    base
+}
+
+pub(crate) async fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<WatchStream> {
+    let current = inner.current_revision().await?;
+    let (last, listing) = match req.from {
+        // No revision after the current one exists yet; answering it as an error lets a
+        // client re-list, where waiting for it could wait forever.
+        Some(from) if from > current => return Err(Error::Ahead { requested: from, current }),
+        Some(from) => {
+            inner.check_watchable(from).await?;
+            (from, None)
+        }
+        None => (current, Some(Listing { at: current, after: None })),
+    };
+    let base = range(&inner, &req);
+    // Opened before the listing is read, from the revision after it: nothing written
+    // meanwhile is missed, nothing listed comes again.
+    let opts =
+        WatchOptions::new().with_range(codec::prefix_end(&base)).with_start_revision(last as i64 + 1).with_prev_key();
+    let stream = reaching(true, || {
+        let (mut client, base, opts) = (inner.client.watch_client(), base.clone(), opts.clone());
+        async move { client.watch(base, Some(opts)).await }
+    })
+    .await
+    .map_err(backend)?;
+    let (sender, responses) = stream.split();
+    inner.watchers.fetch_add(1, Ordering::Relaxed);
+    let cursor = Cursor {
+        progress: inner.progress.subscribe(),
+        progress_alive: true,
+        next_bookmark: tokio::time::Instant::now() + inner.options.bookmark_interval,
+        _guard: WatcherGuard(inner.clone()),
+        inner,
+        req,
+        last,
+        listing,
+        ready: VecDeque::new(),
+        sender,
+        responses,
+        done: false,
+    };
+    Ok(futures::stream::unfold(cursor, |mut c| async move { c.next().await.map(|e| (e, c)) }).boxed())
+}
+
+impl Cursor {
+    async fn next(&mut self) -> Option<WatchEvent> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Some(ev);
+            }
+            if self.done {
+                return None;
+            }
+            if self.listing.is_some() {
+                match self.list_step().await {
+                    Ok(()) => continue,
+                    Err(Error::Gone { compacted, .. }) => {
+                        self.ready.push_back(WatchEvent::Gone { compacted });
+                        self.done = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch listing failed");
+                        return None;
+                    }
+                }
+            }
+            let bookmark = tokio::time::sleep_until(self.next_bookmark);
+            let ask = tokio::select! {
+                msg = self.responses.message() => match msg {
+                    Ok(Some(resp)) => {
+                        if let Err(e) = self.absorb(resp) {
+                            tracing::warn!(error = %e, "watch failed");
+                            return None;
+                        }
+                        false
+                    }
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "etcd watch failed");
+                        return None;
+                    }
+                },
+                changed = self.progress.changed(), if self.req.bookmarks && self.progress_alive => {
+                    self.progress_alive = changed.is_ok();
+                    changed.is_ok()
+                }
+                _ = bookmark, if self.req.bookmarks => {
+                    self.next_bookmark = tokio::time::Instant::now() + self.inner.options.bookmark_interval;
+                    true
+                }
+            };
+            // etcd answers a progress request once it has sent this watch every event
+            // up to the revision it reports (see `absorb`).
+            if ask && let Err(e) = self.sender.request_progress().await {
+                tracing::warn!(error = %e, "etcd watch progress request failed");
+                return None;
+            }
+        }
+    }
+
+    /// Takes in one answer of etcd's.
+    fn absorb(&mut self, resp: WatchResponse) -> Result<()> {
+        if resp.canceled() {
+            self.done = true;
+            if resp.compact_revision() > 0 {
+                self.ready.push_back(WatchEvent::Gone { compacted: resp.compact_revision() as u64 });
+                return Ok(());
+            }
+            return Err(Error::Backend(format!("etcd cancelled the watch: {}", resp.cancel_reason())));
+        }
+        if resp.created() {
+            return Ok(());
+        }
+        let header = self.inner.note(resp.header());
+        if resp.events().is_empty() {
+            // A progress notification: every event of the range up to the header's
+            // revision has been sent.
+            self.last = self.last.max(header);
+            if self.req.bookmarks {
+                self.ready.push_back(WatchEvent::Bookmark(self.last));
+            }
+            return Ok(());
+        }
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let Some(key) = self.inner.decode_key(kv.key()) else { continue };
+            let revision = kv.mod_revision() as u64;
+            let (event_type, object) = match ev.event_type() {
+                etcd_client::EventType::Put => {
+                    let t = if kv.version() == 1 { EventType::Added } else { EventType::Modified };
+                    (t, codec::decode(key, revision, kv.value())?)
+                }
+                etcd_client::EventType::Delete => {
+                    let object = match ev.prev_kv() {
+                        Some(prev) => codec::decode(key, revision, prev.value())?,
+                        // etcd keeps the previous state unless it was compacted first:
+                        // all that is left to say is which object went.
+                        None => {
+                            let mut meta = json!({"name": key.name, "resourceVersion": revision.to_string()});
+                            if !key.namespace.is_empty() {
+                                meta["namespace"] = json!(key.namespace);
+                            }
+                            corral_store::StoredObject::from_value(key, revision, &json!({ "metadata": meta }))?
+                        }
+                    };
+                    (EventType::Deleted, object)
+                }
+            };
+            self.last = self.last.max(revision);
+            if self.req.matches(&object) {
+                let event = Event { revision, event_type, object: Arc::new(object) };
+                self.ready.push_back(WatchEvent::Event(Arc::new(event)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the next objects of the initial listing, as ADDED events.
+    async fn list_step(&mut self) -> Result<()> {
+        let Some(listing) = self.listing.as_mut() else { return Ok(()) };
+        let req = ListRequest {
+            // Several kinds are listed as one (every kind), then filtered.
+            resource: match self.req.resources.as_slice() {
+                [one] => one.clone(),
+                _ => String::new(),
+            },
+            namespace: self.req.namespace.clone(),
+            selector: self.req.selector.clone(),
+            at: Some(listing.at),
+            after: listing.after.clone(),
+            limit: Some(LIST_STEP),
+            max_bytes: None,
+            count_remaining: false,
+        };
+        let page = self.inner.list_page(&req).await?;
+        listing.after = page.next.clone();
+        for o in page.items.into_iter().filter(|o| self.req.matches(o)) {
+            let ev = Event { revision: o.revision, event_type: EventType::Added, object: o };
+            self.ready.push_back(WatchEvent::Event(Arc::new(ev)));
+        }
+        if page.next.is_none() {
+            self.listing = None;
+        }
+        Ok(())
+    }
+}
