@@ -185,3 +185,68 @@ async fn two_servers_on_one_etcd_serve_one_cluster() {
     drop((server_a, server_b));
     drop(etcd);
 }
+
+/// A client given both servers (`--server a,b`) goes on through the other when the one
+/// it uses is killed: its writes land, and a watch resumed there sees every event once,
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_two_servers_goes_on_through_the_other_when_one_is_killed() {
+    use corral_api::kinds::ConfigMap;
+    use corral_api::kinds::configmap::ConfigMapSpec;
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let (etcd, _version) = corral_bench::procs::start_etcd(etcd_dir.path()).await.expect("etcd");
+    let store = format!("etcd://{}", etcd.addr);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let (base_a, base_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
+    let server_a = start(dir_a.path(), port_a, &store);
+    admin(dir_a.path(), &base_a).await;
+    let server_b = start(dir_b.path(), port_b, &store);
+    admin(dir_b.path(), &base_b).await;
+    let admin_a = corral_client::Config::from_kubeconfig(&dir_a.path().join("admin.conf")).expect("admin.conf");
+    let config = corral_client::Config { server: format!("{base_a},{base_b}"), ..admin_a };
+    let client = corral_client::Client::from_config(&config).expect("client");
+    assert_eq!(client.server(), base_a);
+    let api: corral_client::Api<ConfigMap> = corral_client::Api::namespaced(client.clone(), "default");
+    let cm = |i: usize| {
+        let mut spec = ConfigMapSpec::default();
+        spec.data.insert("i".into(), i.to_string());
+        ConfigMap::namespaced("default", format!("cm-{i}"), spec)
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = corral_runtime::CancellationToken::new();
+    let watching = {
+        let (api, stop) = (corral_client::Api::<ConfigMap>::namespaced(client.clone(), "default"), stop.clone());
+        tokio::spawn(corral_runtime::watcher::watch(api, Default::default(), stop, None, move |seen| {
+            if let corral_runtime::watcher::Seen::Applied(o) = seen {
+                let _ = tx.send(o.metadata.name.clone());
+            }
+            async {}
+        }))
+    };
+    let seen = tokio::spawn(async move {
+        let mut names = Vec::new();
+        while names.len() < 20 {
+            match rx.recv().await {
+                Some(n) => names.push(n),
+                None => break,
+            }
+        }
+        names
+    });
+    for i in 0..10 {
+        api.create(&cm(i)).await.expect("created through A");
+    }
+    drop(server_a); // kill: the client's next request cannot reach A
+    for i in 10..20 {
+        api.create(&cm(i)).await.expect("created through B once A is gone");
+    }
+    assert_eq!(client.server(), base_b);
+    let names = tokio::time::timeout(Duration::from_secs(60), seen).await.expect("the watch went on").unwrap();
+    let expected: Vec<String> = (0..20).map(|i| format!("cm-{i}")).collect();
+    assert_eq!(names, expected, "every event once, in order, across the failover");
+    stop.cancel();
+    let _ = watching.await;
+    drop(server_b);
+    drop(etcd);
+}

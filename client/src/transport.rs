@@ -50,7 +50,10 @@ pub trait Transport: Send + Sync + 'static {
 
 /// The network transport: HTTP/1.1 or h2c to a server at a base URL.
 pub struct HttpTransport {
-    base: String,
+    /// Every server's URL, as configured (`a,b,c`): API servers sharing one store.
+    bases: Vec<String>,
+    /// The one requests go to, until it cannot be reached.
+    current: std::sync::atomic::AtomicUsize,
     http: reqwest::Client,
     /// `Bearer <token>`, sent with every request.
     authorization: Option<http::HeaderValue>,
@@ -66,12 +69,20 @@ impl HttpTransport {
     }
 
     /// A transport to `config.server` that authenticates with `config.token`.
+    /// `config.server` may list several servers, comma-separated (`http://a:7070,
+    /// http://b:7070`): API servers on one store. Requests go to one of them; a
+    /// request that cannot reach it (its connection refused or failing, so nothing
+    /// was sent) goes to the next, and later requests stay there. A request that
+    /// failed after it was sent is not sent again: it may have been acted on.
     ///
     /// # Errors
-    /// [`Error::BadServerUrl`] if the server is not an `http(s)` URL with a host;
+    /// [`Error::BadServerUrl`] if a server is not an `http(s)` URL with a host;
     /// [`Error::Invalid`] if the token cannot be sent in a header.
     pub fn with_config(config: &crate::Config) -> Result<Self> {
-        let server = config.server.as_str();
+        let servers: Vec<&str> = config.server.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let Some(server) = servers.first().copied() else {
+            return Err(Error::BadServerUrl { url: config.server.clone(), message: "no server named".into() });
+        };
         let authorization = match &config.token {
             Some(token) => {
                 let mut v = http::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
@@ -81,10 +92,14 @@ impl HttpTransport {
             }
             None => None,
         };
-        let bad = |message: &str| Error::BadServerUrl { url: server.to_string(), message: message.to_string() };
-        let url = reqwest::Url::parse(server).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
-            return Err(bad("expected http://HOST:PORT"));
+        let mut bases = Vec::new();
+        for s in &servers {
+            let bad = |message: &str| Error::BadServerUrl { url: s.to_string(), message: message.to_string() };
+            let url = reqwest::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
+                return Err(bad("expected http://HOST:PORT"));
+            }
+            bases.push(url.as_str().trim_end_matches('/').to_string());
         }
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
         if let Some(ca) = &config.ca_pem {
@@ -106,7 +121,7 @@ impl HttpTransport {
             failure: failure(&e),
             source: Box::new(e),
         })?;
-        Ok(HttpTransport { base: url.as_str().trim_end_matches('/').to_string(), http, authorization })
+        Ok(HttpTransport { bases, current: Default::default(), http, authorization })
     }
 }
 
@@ -123,21 +138,35 @@ fn failure(e: &reqwest::Error) -> TransportFailure {
 #[async_trait]
 impl Transport for HttpTransport {
     async fn send(&self, request: http::Request<Bytes>) -> Result<Response> {
+        use std::sync::atomic::Ordering;
         let (parts, body) = request.into_parts();
-        let url = format!("{}{}", self.base, parts.uri);
-        let transport_error = |e: reqwest::Error| Error::Transport {
-            server: self.base.clone(),
-            failure: failure(&e),
-            source: Box::new(e),
+        let first = self.current.load(Ordering::Relaxed);
+        let mut attempt = 0;
+        let resp = loop {
+            let at = (first + attempt) % self.bases.len();
+            let base = &self.bases[at];
+            let mut req =
+                self.http.request(parts.method.clone(), format!("{base}{}", parts.uri)).headers(parts.headers.clone());
+            if let Some(auth) = &self.authorization {
+                req = req.header(http::header::AUTHORIZATION, auth.clone());
+            }
+            match req.body(body.clone()).send().await {
+                Ok(resp) => {
+                    if at != first {
+                        self.current.store(at, Ordering::Relaxed);
+                    }
+                    break (resp, base.clone());
+                }
+                // Not connected: nothing was sent, another server may take it.
+                Err(e) if e.is_connect() && attempt + 1 < self.bases.len() => attempt += 1,
+                Err(e) => {
+                    return Err(Error::Transport { server: base.clone(), failure: failure(&e), source: Box::new(e) });
+                }
+            }
         };
-        let mut req = self.http.request(parts.method, &url).headers(parts.headers);
-        if let Some(auth) = &self.authorization {
-            req = req.header(http::header::AUTHORIZATION, auth.clone());
-        }
-        let resp = req.body(body).send().await.map_err(transport_error)?;
+        let (resp, server) = resp;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let server = self.base.clone();
         let body = resp
             .bytes_stream()
             .map(move |c| {
@@ -148,6 +177,6 @@ impl Transport for HttpTransport {
     }
 
     fn server(&self) -> String {
-        self.base.clone()
+        self.bases[self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()].clone()
     }
 }

@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(name = "corral", version, about, propagate_version = true)]
 pub struct Cli {
-    /// URL of the Corral API server; default: the configuration file's, else
-    /// http://127.0.0.1:7070.
+    /// URL of the Corral API server, or several API servers on one store,
+    /// comma-separated (requests fail over to the next one that can be reached);
+    /// default: the configuration file's, else http://127.0.0.1:7070.
     #[arg(long, global = true, env = "CORRAL_SERVER")]
     pub server: Option<String>,
 
