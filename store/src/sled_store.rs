@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::blobs::Blobs;
 use crate::codec;
+use crate::decide::Write;
 use crate::error::{Error, Result};
 use crate::event::{WatchRequest, WatchStream};
 use crate::history::{Entry, History};
@@ -385,43 +386,36 @@ fn unexpected(r: Reply) -> Error {
 #[async_trait]
 impl Storage for SledStore {
     async fn create(&self, key: Key, object: Value) -> Result<Arc<StoredObject>> {
-        match self.submit(Op::Create { key, object }).await? {
+        match self.submit(Op::Write(Write::Create { key, object })).await? {
             Reply::Object(o) => Ok(o),
             r => Err(unexpected(r)),
         }
     }
 
     async fn update(&self, key: Key, object: Value, expected: Option<u64>) -> Result<UpdateOutcome> {
-        match self.submit(Op::Update { key, object, expected, status_only: false }).await? {
+        match self.submit(Op::Write(Write::Update { key, object, expected, status_only: false })).await? {
             Reply::Update(u) => Ok(u),
             r => Err(unexpected(r)),
         }
     }
 
     async fn update_status(&self, key: Key, object: Value, expected: Option<u64>) -> Result<UpdateOutcome> {
-        match self.submit(Op::Update { key, object, expected, status_only: true }).await? {
+        match self.submit(Op::Write(Write::Update { key, object, expected, status_only: true })).await? {
             Reply::Update(u) => Ok(u),
             r => Err(unexpected(r)),
         }
     }
 
     async fn delete(&self, key: Key, expected: Option<u64>) -> Result<DeleteOutcome> {
-        match self.submit(Op::Delete { key, expected }).await? {
+        match self.submit(Op::Write(Write::Delete { key, expected })).await? {
             Reply::Delete(d) => Ok(d),
             r => Err(unexpected(r)),
         }
     }
 
     async fn transact(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnOutcome>> {
-        let ops = ops
-            .into_iter()
-            .map(|op| match op {
-                TxnOp::Create { key, object } => Op::Create { key, object },
-                TxnOp::Update { key, object, expected } => Op::Update { key, object, expected, status_only: false },
-                TxnOp::Delete { key, expected } => Op::Delete { key, expected },
-            })
-            .collect();
-        match self.submit(Op::Txn { ops }).await? {
+        let writes = ops.into_iter().map(Write::from).collect();
+        match self.submit(Op::Txn { writes }).await? {
             Reply::Txn(replies) => replies
                 .into_iter()
                 .map(|r| match r {

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::codec;
@@ -22,27 +21,15 @@ use crate::storage::{DeleteOutcome, TxnOutcome, UpdateOutcome};
 /// A mutation asked of the writer.
 #[derive(Debug)]
 pub(crate) enum Op {
-    Create {
-        key: Key,
-        object: Value,
-    },
-    Update {
-        key: Key,
-        object: Value,
-        expected: Option<u64>,
-        status_only: bool,
-    },
-    Delete {
-        key: Key,
-        expected: Option<u64>,
-    },
+    /// One create, update or delete.
+    Write(Write),
     Compact {
         revision: u64,
     },
     /// All of them, or none: each takes the next revision, and all are committed in
     /// one batch.
     Txn {
-        ops: Vec<Op>,
+        writes: Vec<Write>,
     },
 }
 
@@ -60,7 +47,7 @@ impl Op {
     /// How many writes it makes at most.
     fn writes(&self) -> usize {
         match self {
-            Op::Txn { ops } => ops.len().max(1),
+            Op::Txn { writes } => writes.len().max(1),
             _ => 1,
         }
     }
@@ -123,21 +110,21 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         let st = shared.state.read();
         let mut rev = st.revision;
         for req in batch {
-            if let Op::Compact { revision } = req.op {
-                compactions.push((revision, req.reply));
-                continue;
-            }
-            if let Op::Txn { ops } = req.op {
-                let r = decide_txn(shared, &st, ops, &mut overlay, &mut changes, &mut rev, &now);
-                replies.push((req.reply, r));
-                continue;
-            }
-            let current = match op_key(&req.op) {
-                Some(k) => match overlay.get(k) {
-                    Some(v) => Ok(v.clone()),
-                    None => shared.load(&st, k),
-                },
-                None => Ok(None),
+            let write = match req.op {
+                Op::Compact { revision } => {
+                    compactions.push((revision, req.reply));
+                    continue;
+                }
+                Op::Txn { writes } => {
+                    let r = decide_txn(shared, &st, writes, &mut overlay, &mut changes, &mut rev, &now);
+                    replies.push((req.reply, r));
+                    continue;
+                }
+                Op::Write(w) => w,
+            };
+            let current = match overlay.get(write.key()) {
+                Some(v) => Ok(v.clone()),
+                None => shared.load(&st, write.key()),
             };
             let current = match current {
                 Ok(c) => c,
@@ -146,7 +133,7 @@ fn process(shared: &Shared, batch: Vec<Request>) {
                     continue;
                 }
             };
-            match decide(req.op, current, rev + 1, &now) {
+            match decide(write, current, rev + 1, &now) {
                 Ok((reply, change)) => {
                     if let Some(c) = change {
                         rev += 1;
@@ -241,19 +228,12 @@ fn process(shared: &Shared, batch: Vec<Request>) {
     }
 }
 
-fn op_key(op: &Op) -> Option<&Key> {
-    match op {
-        Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => Some(key),
-        Op::Compact { .. } | Op::Txn { .. } => None,
-    }
-}
-
 /// Decides every mutation of a transaction against the batch's state so far; only if
 /// all succeed do their changes join the batch.
 fn decide_txn(
     shared: &Shared,
     st: &crate::sled_store::State,
-    ops: Vec<Op>,
+    writes: Vec<Write>,
     overlay: &mut HashMap<Key, Option<Arc<StoredObject>>>,
     changes: &mut Vec<Change>,
     rev: &mut u64,
@@ -261,20 +241,14 @@ fn decide_txn(
 ) -> Result<Reply> {
     let mut local: HashMap<Key, Option<Arc<StoredObject>>> = HashMap::new();
     let mut mine: Vec<Change> = Vec::new();
-    let mut replies = Vec::with_capacity(ops.len());
+    let mut replies = Vec::with_capacity(writes.len());
     let mut at = *rev;
-    for op in ops {
-        if matches!(op, Op::Compact { .. } | Op::Txn { .. }) {
-            return Err(Error::Invalid("a transaction holds creates, updates and deletes only".into()));
-        }
-        let current = match op_key(&op) {
-            Some(k) => match local.get(k).or_else(|| overlay.get(k)) {
-                Some(v) => v.clone(),
-                None => shared.load(st, k)?,
-            },
-            None => None,
+    for write in writes {
+        let current = match local.get(write.key()).or_else(|| overlay.get(write.key())) {
+            Some(v) => v.clone(),
+            None => shared.load(st, write.key())?,
         };
-        let (reply, change) = decide(op, current, at + 1, now)?;
+        let (reply, change) = decide(write, current, at + 1, now)?;
         if let Some(c) = change {
             at += 1;
             local.insert(c.key.clone(), c.new.clone());
@@ -416,13 +390,7 @@ fn compact(shared: &Shared, revision: u64) -> Result<()> {
 }
 
 /// Decides one mutation of the writer's through the shared decision logic.
-fn decide(op: Op, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Result<(Reply, Option<Change>)> {
-    let write = match op {
-        Op::Create { key, object } => Write::Create { key, object },
-        Op::Update { key, object, expected, status_only } => Write::Update { key, object, expected, status_only },
-        Op::Delete { key, expected } => Write::Delete { key, expected },
-        Op::Compact { .. } | Op::Txn { .. } => return Ok((Reply::Done, None)),
-    };
+fn decide(write: Write, current: Option<Arc<StoredObject>>, rev: u64, now: &str) -> Result<(Reply, Option<Change>)> {
     let (outcome, change) = crate::decide::decide(write, current, rev, now)?;
     let reply = match outcome {
         TxnOutcome::Created(o) => Reply::Object(o),
