@@ -116,8 +116,6 @@ pub struct Prepared {
     pub live: HashMap<InventoryEntry, Value>,
     /// What to send.
     pub plan: Plan,
-    /// The kinds the server serves.
-    pub kinds: Vec<std::sync::Arc<corral_api::KindInfo>>,
 }
 
 /// Reads the manifests of `sync` under `root` (`spec.path` inside it) and plans
@@ -162,7 +160,7 @@ pub async fn prepare(
     };
     let live = read_live(reader, &kinds, &desired, &inventory, &label).await?;
     let plan = decide::plan(&desired, &live, &inventory, changed, &sync.spec, &label);
-    Ok(Ok(Prepared { desired, live, plan, kinds }))
+    Ok(Ok(Prepared { desired, live, plan }))
 }
 
 /// Syncs `sync` to the manifests of `revision`, found under `root` (the source's
@@ -182,11 +180,10 @@ pub async fn sync_revision(
 ) -> Result<Outcome> {
     let ns = sync.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = sync.metadata.name.clone();
-    let label = label_value(&ns, &name);
     let old = sync.status.clone().unwrap_or_default();
     let changed =
         old.last_applied_revision.as_deref() != Some(revision) || old.observed_generation != sync.metadata.generation;
-    let Prepared { desired, live, plan, kinds } = match prepare(reader, sync, root, changed).await? {
+    let Prepared { desired, mut live, plan } = match prepare(reader, sync, root, changed).await? {
         Ok(p) => p,
         Err(errors) => return Ok(refused(sync, revision, errors, "InvalidManifests", now)),
     };
@@ -199,6 +196,23 @@ pub async fn sync_revision(
             Ok(result) => {
                 writes = result.writes;
                 counts = Counts::of(&result);
+                // What the health wait reads: the objects as the transaction left
+                // them, from its answer rather than another list.
+                for (i, r) in result.results.iter().enumerate() {
+                    match (plan.sources.get(i).copied().flatten(), &r.object) {
+                        (Some(d), Some(obj)) => {
+                            live.insert(desired[d].entry.clone(), obj.clone());
+                        }
+                        (None, _) => {
+                            if let Some(t) = plan.operations.get(i).and_then(|o| o.target.as_ref()) {
+                                live.retain(|e, _| {
+                                    !(e.kind == t.kind && e.namespace == t.namespace && e.name == t.name)
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
             }
             Err(e) => {
                 let errors = refusal_errors(&e, &plan, &desired, &applies_as(sync));
@@ -215,8 +229,6 @@ pub async fn sync_revision(
             }
         }
     }
-    // What the health wait reads: the objects as the transaction left them.
-    let live = if writes > 0 { read_live(reader, &kinds, &desired, &plan.inventory, &label).await? } else { live };
     let health = decide::health(&live, &plan.inventory);
     let mut status = old.clone();
     let now_s = rfc3339(now);
