@@ -372,7 +372,7 @@ fn refusal_errors(e: &corral_client::Error, plan: &Plan, desired: &[Desired], wh
 
 /// The live objects the Sync's label selects, of every kind `desired` and
 /// `inventory` name, by entry.
-async fn read_live(
+pub(crate) async fn read_live(
     reader: &Client,
     kinds: &[std::sync::Arc<corral_api::KindInfo>],
     desired: &[Desired],

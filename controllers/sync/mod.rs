@@ -450,31 +450,15 @@ impl Ctx<'_> {
         s: &SyncObject,
         status: &SyncStatus,
     ) -> Result<Vec<corral_api::kinds::sync::ObjectHealth>, Error> {
-        let mut live = HashMap::new();
-        let label = decide::label_value(s.metadata.namespace.as_deref().unwrap_or("default"), &s.metadata.name);
-        for kind in ["Service", "Job"] {
-            let entries: Vec<_> = status.inventory.iter().filter(|e| e.kind == kind).collect();
-            if entries.is_empty() {
-                continue;
-            }
-            let info = self.client.kind(kind).await?;
-            let params = ListParams {
-                label_selector: Some(format!("{}={label}", corral_api::kinds::sync::SYNC_LABEL)),
-                ..Default::default()
-            };
-            for obj in self.client.list_all(&info, None, &params, 0).await?.items {
-                use corral_api::ApiObject as _;
-                let entry = corral_api::kinds::sync::InventoryEntry {
-                    api_version: info.api_version(),
-                    kind: kind.to_string(),
-                    namespace: obj.namespace().map(str::to_string),
-                    name: obj.name().to_string(),
-                };
-                if let Ok(v) = serde_json::to_value(&obj) {
-                    live.insert(entry, v);
-                }
-            }
+        // Only the kinds that have a health.
+        let inventory: Vec<_> =
+            status.inventory.iter().filter(|e| matches!(e.kind.as_str(), "Service" | "Job")).cloned().collect();
+        if inventory.is_empty() {
+            return Ok(Vec::new());
         }
+        let label = decide::label_value(s.metadata.namespace.as_deref().unwrap_or("default"), &s.metadata.name);
+        let kinds = self.client.kinds().await?;
+        let live = engine::read_live(self.client, &kinds, &[], &inventory, &label).await?;
         Ok(decide::health(&live, &status.inventory))
     }
 
