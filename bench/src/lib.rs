@@ -1,6 +1,7 @@
 //! The benchmarks behind `corral-bench …`. They print figures; they assert nothing.
 
 mod agent;
+pub mod cluster;
 mod controller;
 pub mod dns;
 pub mod dns_propagation;

@@ -1,0 +1,245 @@
+//! A highly available control plane on this machine, for the tests and benchmarks of
+//! failures: a 3-member etcd cluster on loopback (each member a real `etcd` process
+//! that can be killed with SIGKILL and started again on its data) and `corral server`s
+//! on it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::procs::free_port;
+
+/// One etcd member: its process (while it runs) and where it listens.
+pub struct Member {
+    /// The member's name in the cluster (`m0`, `m1`, …).
+    pub name: String,
+    /// Where it serves clients.
+    pub client: SocketAddr,
+    peer: SocketAddr,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    /// The member's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// A local etcd cluster whose members are killed when it is dropped.
+pub struct EtcdCluster {
+    /// The members, in order.
+    pub members: Vec<Member>,
+    initial_cluster: String,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members under `dir` (one data dir each) and waits until every one
+    /// answers. Transactions may hold 4096 keys and 10 MiB, as in
+    /// `scripts/etcd-cluster.sh`.
+    pub async fn start(dir: &Path, n: usize) -> anyhow::Result<EtcdCluster> {
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            members.push(Member {
+                name: format!("m{i}"),
+                client: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                peer: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                data_dir: dir.join(format!("m{i}")),
+                child: None,
+            });
+        }
+        let initial_cluster =
+            members.iter().map(|m| format!("{}=http://{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
+        let mut cluster = EtcdCluster { members, initial_cluster };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        for i in 0..n {
+            cluster.wait_ready(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The `--store` value naming every member.
+    pub fn store_url(&self) -> String {
+        let clients: Vec<String> = self.members.iter().map(|m| m.client.to_string()).collect();
+        format!("etcd://{}", clients.join(","))
+    }
+
+    /// The members' client URLs, for `etcd_client::Client::connect`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| format!("http://{}", m.client)).collect()
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let m = &mut self.members[i];
+        let client = format!("http://{}", m.client);
+        let peer = format!("http://{}", m.peer);
+        let child = Command::new("etcd")
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "corral"])
+            .args(["--max-txn-ops", "4096", "--max-request-bytes", "10485760"])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting etcd: is etcd-server installed? (scripts/setup.sh installs it)")?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits (bounded) until member `i` answers a status request.
+    pub async fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
+        let url = format!("http://{}", self.members[i].client);
+        for _ in 0..400 {
+            if let Ok(mut c) = etcd_client::Client::connect([url.as_str()], None).await
+                && c.status().await.is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("etcd member {} on {url} did not become ready", self.members[i].name)
+    }
+
+    /// The index of the member that is the Raft leader now, as the members report it.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.child.is_none() {
+                continue;
+            }
+            let url = format!("http://{}", m.client);
+            let Ok(mut c) = etcd_client::Client::connect([url.as_str()], None).await else { continue };
+            let Ok(status) = c.status().await else { continue };
+            let Some(header) = status.header() else { continue };
+            if status.leader() != 0 && status.leader() == header.member_id() {
+                return Ok(i);
+            }
+        }
+        bail!("no running etcd member says it leads")
+    }
+
+    /// Kills member `i` with SIGKILL, as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data and waits until it answers.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.members[i].child.is_none() {
+            self.spawn(i)?;
+        }
+        self.wait_ready(i).await
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A `corral server` on a store: killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// Where it serves the API.
+    pub addr: SocketAddr,
+    /// Its data directory (its credentials: `admin.conf`).
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// Starts `corral server --store STORE` with `extra` arguments on a free loopback
+    /// port, and waits until it is healthy.
+    pub async fn start(data_dir: &Path, store: &str, extra: &[&str]) -> anyhow::Result<Server> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut args = vec!["server".to_string(), "--listen".into(), addr.to_string(), "--store".into(), store.into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = Server { child: None, addr, data_dir: data_dir.to_path_buf(), args };
+        server.spawn()?;
+        server.wait_healthy().await?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let exe = crate::procs::corral_exe()?;
+        let child = Command::new(&exe)
+            .args(&self.args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", std::env::var("CORRAL_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {} server", exe.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        for _ in 0..600 {
+            if let Ok(r) = http.get(format!("{}/healthz", self.base_url())).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("corral server on {} did not become healthy", self.addr)
+    }
+
+    /// `http://ADDR`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The administrator's connection this server wrote, pointed at `servers` (a
+    /// comma-separated list, for failover).
+    pub fn admin_config(&self, servers: &str) -> anyhow::Result<corral_client::Config> {
+        let config = corral_client::Config::from_kubeconfig(&self.data_dir.join("admin.conf"))
+            .with_context(|| format!("reading {}/admin.conf", self.data_dir.display()))?;
+        Ok(corral_client::Config { server: servers.to_string(), ..config })
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again, on the same port and data dir, and waits until it is healthy.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_none() {
+            self.spawn()?;
+        }
+        self.wait_healthy().await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
