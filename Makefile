@@ -7,7 +7,7 @@ CARGO ?= cargo
 DATA_DIR ?= corral-data
 LISTEN ?= 127.0.0.1:7070
 
-.PHONY: up test setup setup-run setup-test build bench soak lint
+.PHONY: up test setup setup-run setup-test build bench soak lint ha-up ha-down
 
 setup: setup-test
 
@@ -42,3 +42,12 @@ soak: build setup-test
 
 lint: setup-test
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# A highly available control plane on this machine: 3 etcd members, 2 API servers
+# (scripts/ha-cluster.sh; HA_DIR holds their data and logs).
+HA_DIR ?= $(HOME)/.corral/ha
+ha-up: build setup-test
+	bash scripts/ha-cluster.sh start $(HA_DIR)
+
+ha-down:
+	bash scripts/ha-cluster.sh stop $(HA_DIR)

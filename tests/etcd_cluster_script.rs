@@ -66,3 +66,76 @@ async fn the_script_starts_three_members_a_store_uses_and_stops_them() {
     assert!(pids.is_empty(), "stop removes what it stopped");
     assert!(EtcdStore::connect(&endpoints, Options::default()).await.is_err(), "no member answers after stop");
 }
+
+fn ha_script(args: &[&str]) -> std::process::Output {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ha-cluster.sh"))
+        .args(args)
+        .env("CORRAL", env!("CARGO_BIN_EXE_corral"))
+        .output()
+        .expect("run scripts/ha-cluster.sh")
+}
+
+/// A base port whose etcd, API and DNS ports are free just now.
+fn free_ha_base() -> u16 {
+    for _ in 0..50 {
+        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base > 65000 {
+            continue;
+        }
+        let tcp =
+            [0, 1, 2, 10, 11, 12, 20, 21, 30, 31].iter().all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        let udp = [30, 31].iter().all(|d| std::net::UdpSocket::bind(("127.0.0.1", base + d)).is_ok());
+        if tcp && udp {
+            return base;
+        }
+    }
+    panic!("no free ports for a control plane");
+}
+
+/// `scripts/ha-cluster.sh`: three etcd members and two API servers; the configuration
+/// it writes names both servers, so the real CLI goes on through the second when the
+/// first is gone; stop stops everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ha_script_starts_two_servers_on_three_members_and_the_cli_uses_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let base = free_ha_base();
+    let out = ha_script(&["start", d, &base.to_string()]);
+    struct Stop<'a>(&'a str);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = ha_script(&["stop", self.0]);
+        }
+    }
+    let stop = Stop(d);
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    let (a, b) = (format!("http://127.0.0.1:{}", base + 20), format!("http://127.0.0.1:{}", base + 21));
+    assert!(printed.contains(&format!("servers: {a},{b}")), "{printed}");
+    let config = dir.path().join("admin.conf");
+    let corral = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(args)
+            .env("CORRAL_CONFIG", &config)
+            .output()
+            .expect("run corral")
+    };
+    let manifest = dir.path().join("cm.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: corral.dev/v1\nkind: ConfigMap\nmetadata:\n  name: ha\nspec:\n  data:\n    k: v\n",
+    )
+    .unwrap();
+    let applied = corral(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    // The first server goes; the CLI, with the same configuration, reaches the second.
+    let pid = std::fs::read_to_string(dir.path().join("api0.pid")).unwrap();
+    let killed = Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+    assert!(killed.success());
+    let got = corral(&["get", "configmap", "ha", "-o", "name"]);
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "configmap/ha");
+    drop(stop);
+    assert!(!dir.path().join("api1.pid").exists(), "stop removes what it stopped");
+    assert!(reqwest::get(format!("{b}/healthz")).await.is_err(), "the second server is stopped");
+}

@@ -38,10 +38,28 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
-    /// Starts `n` members under `dir` (one data dir each) and waits until every one
-    /// answers. Transactions may hold 4096 keys and 10 MiB, as in
-    /// `scripts/etcd-cluster.sh`.
+    /// Starts `n` members under `dir` (one data dir and one log file each) and waits
+    /// until every one answers. Transactions may hold 4096 keys and 10 MiB, as in
+    /// `scripts/etcd-cluster.sh`. Ports are taken free a moment before etcd binds
+    /// them; another process may take one meanwhile, so a cluster that does not come
+    /// up is started again on other ports (three attempts).
     pub async fn start(dir: &Path, n: usize) -> anyhow::Result<EtcdCluster> {
+        let mut last = None;
+        for attempt in 0..3 {
+            let dir = dir.join(format!("try{attempt}"));
+            match Self::start_once(&dir, n).await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "etcd cluster did not come up; trying other ports");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd cluster did not come up")))
+    }
+
+    async fn start_once(dir: &Path, n: usize) -> anyhow::Result<EtcdCluster> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut members = Vec::with_capacity(n);
         for i in 0..n {
             members.push(Member {
@@ -54,6 +72,7 @@ impl EtcdCluster {
         }
         let initial_cluster =
             members.iter().map(|m| format!("{}=http://{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
+        // Dropped (members killed) if any does not come up.
         let mut cluster = EtcdCluster { members, initial_cluster };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -79,6 +98,11 @@ impl EtcdCluster {
         let m = &mut self.members[i];
         let client = format!("http://{}", m.client);
         let peer = format!("http://{}", m.peer);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.data_dir.with_extension("log"))
+            .context("opening the member's log")?;
         let child = Command::new("etcd")
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.data_dir)
@@ -89,7 +113,7 @@ impl EtcdCluster {
             .args(["--max-txn-ops", "4096", "--max-request-bytes", "10485760"])
             .args(["--logger", "zap", "--log-level", "error"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("starting etcd: is etcd-server installed? (scripts/setup.sh installs it)")?;
         m.child = Some(child);
@@ -107,7 +131,15 @@ impl EtcdCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("etcd member {} on {url} did not become ready", self.members[i].name)
+        let log = self.members[i].data_dir.with_extension("log");
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+        bail!(
+            "etcd member {} on {url} did not become ready; its log {} ends: {:?}",
+            self.members[i].name,
+            log.display(),
+            tail
+        )
     }
 
     /// The index of the member that is the Raft leader now, as the members report it.
@@ -159,25 +191,32 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Its data directory (its credentials: `admin.conf`).
     pub data_dir: PathBuf,
+    exe: PathBuf,
     args: Vec<String>,
 }
 
 impl Server {
     /// Starts `corral server --store STORE` with `extra` arguments on a free loopback
     /// port, and waits until it is healthy.
+    /// The executable is [`crate::procs::corral_exe`]'s.
     pub async fn start(data_dir: &Path, store: &str, extra: &[&str]) -> anyhow::Result<Server> {
+        Self::start_exe(&crate::procs::corral_exe()?, data_dir, store, extra).await
+    }
+
+    /// As [`Server::start`], running `exe` (a test's `CARGO_BIN_EXE_corral`).
+    pub async fn start_exe(exe: &Path, data_dir: &Path, store: &str, extra: &[&str]) -> anyhow::Result<Server> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut args = vec!["server".to_string(), "--listen".into(), addr.to_string(), "--store".into(), store.into()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = Server { child: None, addr, data_dir: data_dir.to_path_buf(), args };
+        let mut server = Server { child: None, addr, data_dir: data_dir.to_path_buf(), exe: exe.to_path_buf(), args };
         server.spawn()?;
         server.wait_healthy().await?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let exe = crate::procs::corral_exe()?;
-        let child = Command::new(&exe)
+        let exe = &self.exe;
+        let child = Command::new(exe)
             .args(&self.args)
             .arg("--data-dir")
             .arg(&self.data_dir)

@@ -136,8 +136,16 @@ pub(crate) fn unsent(e: &etcd_client::Error) -> bool {
 }
 
 /// Whether etcd was unavailable, the request sent or not: a read may be sent again.
+/// A member that dies mid-request leaves a broken transport (closed connection,
+/// broken pipe, reset) rather than a clean status: the next attempt goes to another.
 pub(crate) fn unavailable(e: &etcd_client::Error) -> bool {
-    unsent(e) || e.to_string().contains("currently unavailable")
+    if unsent(e) || matches!(e, etcd_client::Error::TransportError(_)) {
+        return true;
+    }
+    let msg = e.to_string();
+    ["currently unavailable", "transport error", "connection closed", "operation was canceled", "broken pipe"]
+        .iter()
+        .any(|m| msg.contains(m))
 }
 
 /// Runs `call` until it succeeds, fails in a way another attempt cannot help, or the

@@ -48,8 +48,14 @@ struct Cursor {
     progress_alive: bool,
     next_bookmark: tokio::time::Instant,
     done: bool,
+    /// Resumptions since etcd last answered this watch: bounded, so that a watch
+    /// whose every new stream ends at once (the store is closing) ends too.
+    resumed: u32,
     _guard: WatcherGuard,
 }
+
+/// Resumptions in a row, with no answer between them, after which a watch ends.
+const RESUMPTIONS: u32 = 5;
 
 /// The key range a watch reads: as narrow as its filters allow.
 fn range(inner: &Inner, req: &WatchRequest) -> Vec<u8> {
@@ -77,18 +83,9 @@ pub(crate) async fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<WatchS
         }
         None => (current, Some(Listing { at: current, after: None })),
     };
-    let base = range(&inner, &req);
     // Opened before the listing is read, from the revision after it: nothing written
     // meanwhile is missed, nothing listed comes again.
-    let opts =
-        WatchOptions::new().with_range(codec::prefix_end(&base)).with_start_revision(last as i64 + 1).with_prev_key();
-    let stream = reaching(true, || {
-        let (mut client, base, opts) = (inner.client.watch_client(), base.clone(), opts.clone());
-        async move { client.watch(base, Some(opts)).await }
-    })
-    .await
-    .map_err(backend)?;
-    let (sender, responses) = stream.split();
+    let (sender, responses) = open(&inner, &req, last).await?;
     inner.watchers.fetch_add(1, Ordering::Relaxed);
     let cursor = Cursor {
         progress: inner.progress.subscribe(),
@@ -103,11 +100,49 @@ pub(crate) async fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<WatchS
         sender,
         responses,
         done: false,
+        resumed: 0,
     };
     Ok(futures::stream::unfold(cursor, |mut c| async move { c.next().await.map(|e| (e, c)) }).boxed())
 }
 
+/// An etcd watch of what `req` wants, from the revision after `last`.
+async fn open(inner: &Inner, req: &WatchRequest, last: u64) -> Result<(WatchRequestSender, WatchResponseStream)> {
+    let base = range(inner, req);
+    let opts =
+        WatchOptions::new().with_range(codec::prefix_end(&base)).with_start_revision(last as i64 + 1).with_prev_key();
+    let stream = reaching(true, || {
+        let (mut client, base, opts) = (inner.client.watch_client(), base.clone(), opts.clone());
+        async move { client.watch(base, Some(opts)).await }
+    })
+    .await
+    .map_err(backend)?;
+    Ok(stream.split())
+}
+
 impl Cursor {
+    /// Opens the etcd watch again from the revision after the last one delivered;
+    /// false when no member could take it within the store's attempts (the watch
+    /// ends, and its reader resumes from its last revision as after any end).
+    async fn reopen(&mut self, why: &str) -> bool {
+        if self.resumed >= RESUMPTIONS {
+            tracing::warn!(reason = why, "etcd watch interrupted again at once; ending it");
+            return false;
+        }
+        self.resumed += 1;
+        tracing::info!(reason = why, from = self.last + 1, "etcd watch interrupted; resuming on another member");
+        match open(&self.inner, &self.req, self.last).await {
+            Ok((sender, responses)) => {
+                self.sender = sender;
+                self.responses = responses;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resume the etcd watch");
+                false
+            }
+        }
+    }
+
     async fn next(&mut self) -> Option<WatchEvent> {
         loop {
             if let Some(ev) = self.ready.pop_front() {
@@ -140,10 +175,20 @@ impl Cursor {
                         }
                         false
                     }
-                    Ok(None) => return None,
+                    // The member serving this watch went away (crashed, restarted,
+                    // partitioned): go on from the next revision on another member, so
+                    // that no event is missed or repeated and the watcher never knows.
+                    Ok(None) => {
+                        if !self.reopen("the etcd watch stream ended").await {
+                            return None;
+                        }
+                        false
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "etcd watch failed");
-                        return None;
+                        if !self.reopen(&e.to_string()).await {
+                            return None;
+                        }
+                        false
                     }
                 },
                 changed = self.progress.changed(), if self.req.bookmarks && self.progress_alive => {
@@ -177,6 +222,7 @@ impl Cursor {
         if resp.created() {
             return Ok(());
         }
+        self.resumed = 0;
         let header = self.inner.note(resp.header());
         if resp.events().is_empty() {
             // A progress notification: every event of the range up to the header's
