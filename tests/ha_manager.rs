@@ -60,6 +60,10 @@ impl Agent {
     }
 
     fn stop(&mut self) {
+        // For debugging a passing run too.
+        if let Some(dir) = std::env::var_os("CORRAL_KEEP_AGENT_LOGS") {
+            let _ = std::fs::copy(&self.log, PathBuf::from(dir).join(format!("{NODE}.log")));
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -235,11 +239,7 @@ async fn killing_the_leading_managers_server_moves_the_lease_and_the_service_kee
         holder(&lease).filter(|h| h.ends_with(&survivor_identity_suffix))
     })
     .await;
-    assert!(
-        took.is_some(),
-        "the manager beside {} never took the lease from {first_holder}",
-        servers[survivor].addr
-    );
+    assert!(took.is_some(), "the manager beside {} never took the lease from {first_holder}", servers[survivor].addr);
 
     // The failed task is reported through the surviving server and replaced: 3 running
     // again, all on the node, never more than 3 alive at a time.
@@ -272,6 +272,17 @@ async fn killing_the_leading_managers_server_moves_the_lease_and_the_service_kee
         let alive = ts.iter().filter(|t| !is_terminal(t)).count();
         assert_eq!(alive, 3, "exactly 3 tasks alive: {}", summary(&ts));
     }
+
+    // The agent's heartbeats go on through the surviving server.
+    let node_lease = format!("/apis/corral.dev/v1/namespaces/corral-system/leases/{NODE}");
+    let renewed = |l: &Value| l.pointer("/spec/renewTime").and_then(Value::as_str).map(str::to_string);
+    let before = renewed(&get(&http, &survivor_base, &node_lease).await.expect("the node's lease")).expect("renewed");
+    let beat = within_patience(async || {
+        let now = renewed(&get(&http, &survivor_base, &node_lease).await?)?;
+        (now != before).then_some(())
+    })
+    .await;
+    assert!(beat.is_some(), "the node's lease was not renewed after {before}\nagent log:\n{}", agent.log());
 
     // Clean up through the API: deleting the service stops its tasks.
     let r = http.delete(format!("{survivor_base}{SERVICES}/{SERVICE}")).send().await.expect("delete answered");
