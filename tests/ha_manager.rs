@@ -155,8 +155,8 @@ fn sleep_pids_of(uid: &str) -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leading_managers_server_moves_the_lease_and_the_service_keeps_its_instances() {
     // corral_bench finds the binary under test through CORRAL_BIN.
-    // SAFETY: set before any other thread of this test reads the environment (the
-    // runtime's workers do not).
+    // SAFETY: this binary holds this one test, and nothing else has started yet: the
+    // runtime's idle workers read no environment variable while it is set.
     unsafe { std::env::set_var("CORRAL_BIN", env!("CARGO_BIN_EXE_corral")) };
     let dir = tempfile::tempdir().expect("tempdir");
     let etcd = EtcdCluster::start(&dir.path().join("etcd"), 3).await.expect("a 3-member etcd cluster");
