@@ -154,10 +154,6 @@ fn sleep_pids_of(uid: &str) -> Vec<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leading_managers_server_moves_the_lease_and_the_service_keeps_its_instances() {
-    // corral_bench finds the binary under test through CORRAL_BIN.
-    // SAFETY: this binary holds this one test, and nothing else has started yet: the
-    // runtime's idle workers read no environment variable while it is set.
-    unsafe { std::env::set_var("CORRAL_BIN", env!("CARGO_BIN_EXE_corral")) };
     let dir = tempfile::tempdir().expect("tempdir");
     let etcd = EtcdCluster::start(&dir.path().join("etcd"), 3).await.expect("a 3-member etcd cluster");
     let store = etcd.store_url();
@@ -166,7 +162,7 @@ async fn killing_the_leading_managers_server_moves_the_lease_and_the_service_kee
     let mut servers = Vec::new();
     for name in ["a", "b"] {
         let data = dir.path().join(name);
-        servers.push(Server::start(&data, &store, &["--no-dns"]).await.expect("a corral server on etcd"));
+        servers.push(Server::start_exe(Path::new(env!("CARGO_BIN_EXE_corral")), &data, &store, &["--no-dns"]).await.expect("a corral server on etcd"));
     }
     let token = servers[0].admin_config("").expect("admin.conf").token.expect("an admin token");
     let http = corral_testkit::authorized_http(&token);
