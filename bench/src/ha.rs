@@ -23,8 +23,12 @@
 //!    A write that fails (an error or no answer within [`WRITE_TIMEOUT`]) has an unknown
 //!    outcome; it is counted, the client pauses [`ERROR_PAUSE`] and writes the next
 //!    name. At the end of each round every acknowledged write is looked for in the
-//!    store: the count missing must be 0. Between rounds the member is started again on
-//!    its data and the cluster settles (a leader, a write through each server).
+//!    store: the count missing must be 0. As a peer, as many `etcd-client` writers put
+//!    keys straight into the cluster through the same kill, measured the same way: what
+//!    of the unavailability is etcd's own (its election, and a proposal lost with the
+//!    old leader answering only at etcd's request timeout, about 7 s). Between rounds
+//!    the member is started again on its data and the cluster settles (a leader, a
+//!    write through each server).
 //! 3. **API server killed.** The same, killing one API server (each round the other
 //!    one); the unavailability is that of the clients that had the killed server first
 //!    (they fail over to the other); the clients of the surviving server are reported
@@ -48,6 +52,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use corral_api::kinds::{ConfigMap, ConfigMapSpec, Lease, Namespace, NamespaceSpec};
 use corral_client::{Api, Client, ListParams};
+use futures::future::BoxFuture;
 
 use crate::cluster::{EtcdCluster, Server};
 use crate::load::{LoadResult, closed_loop, percentile_ms};
@@ -335,14 +340,12 @@ struct Writes {
     errored: Vec<String>,
 }
 
-/// What one failover round measured.
+/// What one kind of writer saw in failover rounds.
 #[derive(Default)]
-struct RoundOutcome {
-    /// Unavailability of each client the fault hit that wrote again, microseconds.
+struct Tally {
+    /// Unavailability of each writer the fault hit that wrote again, microseconds.
     gaps_us: Vec<u64>,
-    /// The same for the clients of the surviving API server (API server faults).
-    others_us: Vec<u64>,
-    /// Clients with no acknowledged write after the kill within the timeout.
+    /// Writers with no acknowledged write after the kill within the timeout.
     unrecovered: usize,
     acked: usize,
     errored: usize,
@@ -352,82 +355,158 @@ struct RoundOutcome {
     missing: usize,
 }
 
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.gaps_us.extend(other.gaps_us);
+        self.unrecovered += other.unrecovered;
+        self.acked += other.acked;
+        self.errored += other.errored;
+        self.errored_applied += other.errored_applied;
+        self.missing += other.missing;
+    }
+
+    /// p50, p99 and max of the gaps, milliseconds.
+    fn spread(&mut self) -> (f64, f64, f64) {
+        self.gaps_us.sort_unstable();
+        let max = self.gaps_us.last().copied().unwrap_or(0) as f64 / 1000.0;
+        (percentile_ms(&self.gaps_us, 0.5), percentile_ms(&self.gaps_us, 0.99), max)
+    }
+}
+
+/// What failover rounds measured.
+#[derive(Default)]
+struct RoundOutcome {
+    /// The Corral clients (gaps: those the fault hit).
+    corral: Tally,
+    /// Gaps of the Corral clients of the surviving API server (API server faults).
+    spared_us: Vec<u64>,
+    /// The etcd clients beside them (etcd leader faults).
+    etcd: Tally,
+}
+
 /// Part 2 or 3: `failovers` rounds of `fault`; prints the figures, returns the summary
 /// line.
 async fn failovers(plane: &mut Plane, fault: Fault, opts: &HaBenchOptions) -> anyhow::Result<String> {
+    let beside = match fault {
+        Fault::EtcdLeader => format!(", and {} etcd-client writers beside them (same kill)", opts.writers),
+        Fault::ApiServer => String::new(),
+    };
     println!(
-        "\n{}: {} clients writing through both API servers (each its own client, half with either server first), rounds: {}",
+        "\n{}: {} clients creating ConfigMaps through both API servers (each its own client, half with either server first){beside}, rounds: {}",
         fault.title(),
         opts.writers,
         opts.failovers
     );
     let mut all = RoundOutcome::default();
     for round in 0..opts.failovers {
-        let r = failover_round(plane, fault, round, opts).await?;
-        let mut gaps = r.gaps_us.clone();
-        gaps.sort_unstable();
+        let mut r = failover_round(plane, fault, round, opts).await?;
+        let (_, _, max) = r.corral.spread();
         println!(
-            "  {:<44} max {:>8.1} ms   ({} clients; {} acknowledged, {} errored, {} missing)",
+            "  {:<44} max {max:>8.1} ms   ({} clients hit; writes: {} acknowledged, {} errored, {} missing)",
             format!("round {}: write unavailability", round + 1),
-            gaps.last().copied().unwrap_or(0) as f64 / 1000.0,
-            gaps.len(),
-            r.acked,
-            r.errored,
-            r.missing
+            r.corral.gaps_us.len(),
+            r.corral.acked,
+            r.corral.errored,
+            r.corral.missing
         );
-        all.gaps_us.extend(r.gaps_us);
-        all.others_us.extend(r.others_us);
-        all.unrecovered += r.unrecovered;
-        all.acked += r.acked;
-        all.errored += r.errored;
-        all.errored_applied += r.errored_applied;
-        all.missing += r.missing;
+        all.corral.add(r.corral);
+        all.etcd.add(r.etcd);
+        all.spared_us.extend(r.spared_us);
     }
-    all.gaps_us.sort_unstable();
-    let (p50, p99) = (percentile_ms(&all.gaps_us, 0.5), percentile_ms(&all.gaps_us, 0.99));
-    let max = all.gaps_us.last().copied().unwrap_or(0) as f64 / 1000.0;
+    let (p50, p99, max) = all.corral.spread();
     let who = match fault {
         Fault::EtcdLeader => "clients",
         Fault::ApiServer => "clients of the killed server",
     };
-    println!(
-        "  {:<44} p50 {p50:>8.1} ms   p99 {p99:>8.1} ms   max {max:>8.1} ms   ({} {who} × rounds)",
-        "write unavailability",
-        all.gaps_us.len()
-    );
+    let spread = |label: &str, (p50, p99, max): (f64, f64, f64), n: usize, who: &str| {
+        println!("  {label:<44} p50 {p50:>8.1} ms   p99 {p99:>8.1} ms   max {max:>8.1} ms   ({n} {who} × rounds)");
+    };
+    spread("write unavailability", (p50, p99, max), all.corral.gaps_us.len(), who);
     if let Fault::ApiServer = fault {
-        all.others_us.sort_unstable();
-        println!(
-            "  {:<44} p50 {:>8.1} ms   p99 {:>8.1} ms   max {:>8.1} ms   ({} clients × rounds)",
-            "write gap, surviving server's clients",
-            percentile_ms(&all.others_us, 0.5),
-            percentile_ms(&all.others_us, 0.99),
-            all.others_us.last().copied().unwrap_or(0) as f64 / 1000.0,
-            all.others_us.len()
-        );
+        let mut spared = Tally { gaps_us: std::mem::take(&mut all.spared_us), ..Tally::default() };
+        let n = spared.gaps_us.len();
+        spread("write gap, surviving server's clients", spared.spread(), n, "clients");
     }
+    let c = &all.corral;
     println!(
         "  {:<44} {:>8}   (of which {} are in the store)",
-        "writes errored (outcome unknown)", all.errored, all.errored_applied
+        "writes errored (outcome unknown)", c.errored, c.errored_applied
     );
-    println!("  {:<44} {:>8}   (must be 0; of {} acknowledged)", "acknowledged writes missing", all.missing, all.acked);
+    println!("  {:<44} {:>8}   (must be 0; of {} acknowledged)", "acknowledged writes missing", c.missing, c.acked);
     println!(
         "  {:<44} {:>8}   (no write acknowledged within {:?} of the kill)",
-        "clients that did not recover", all.unrecovered, opts.timeout
+        "clients that did not recover", c.unrecovered, opts.timeout
     );
+    let mut etcd_note = String::new();
+    if let Fault::EtcdLeader = fault {
+        let n = all.etcd.gaps_us.len();
+        let (e50, e99, emax) = all.etcd.spread();
+        spread("etcd-client beside them: unavailability", (e50, e99, emax), n, "clients");
+        let e = &all.etcd;
+        println!(
+            "  {:<44} {:>8}   ({} in etcd), {} of {} acknowledged missing (must be 0), {} did not recover",
+            "etcd-client beside them: writes errored", e.errored, e.errored_applied, e.missing, e.acked, e.unrecovered
+        );
+        etcd_note = format!("; etcd-client directly: p99 {e99:.1} ms, max {emax:.1} ms");
+    }
     Ok(format!(
-        "write unavailability, {}: p99 {p99:.1} ms, max {max:.1} ms ({} {who} × rounds; {} errored, {} missing, {} unrecovered)",
+        "write unavailability, {}: p99 {p99:.1} ms, max {max:.1} ms ({} {who} × rounds; {} errored, {} missing, {} unrecovered){etcd_note}",
         fault.title(),
-        all.gaps_us.len(),
-        all.errored,
-        all.missing,
-        all.unrecovered
+        c.gaps_us.len(),
+        c.errored,
+        c.missing,
+        c.unrecovered
     ))
 }
 
 /// Microseconds since `epoch`.
 fn since(epoch: Instant) -> u64 {
     epoch.elapsed().as_micros() as u64
+}
+
+/// One write of a failover writer: the object or key named, with payload `seq`.
+type WriteFn = Arc<dyn Fn(String, u64) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+/// A writer writing `{prefix}{seq}` back to back through `write` until `stop`, storing
+/// when each write was acknowledged in `last_ack[slot]`.
+fn spawn_writer(
+    prefix: String,
+    write: WriteFn,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+    last_ack: Arc<Vec<AtomicU64>>,
+    slot: usize,
+) -> tokio::task::JoinHandle<Writes> {
+    tokio::spawn(async move {
+        let mut w = Writes::default();
+        let mut seq = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let name = format!("{prefix}{seq}");
+            let attempt = write(name.clone(), seq);
+            seq += 1;
+            match tokio::time::timeout(WRITE_TIMEOUT, attempt).await {
+                Ok(Ok(())) => {
+                    let at = since(epoch);
+                    last_ack[slot].store(at, Ordering::Release);
+                    w.acked.push((at, name));
+                }
+                _ => {
+                    w.errored.push(name);
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+            }
+        }
+        w
+    })
+}
+
+/// Who writes in a failover round.
+#[derive(Clone, Copy, PartialEq)]
+enum Writer {
+    /// A Corral client listing both servers, this one first.
+    Corral { first: usize },
+    /// An etcd client of the three members, beside them.
+    Etcd,
 }
 
 async fn failover_round(
@@ -438,35 +517,36 @@ async fn failover_round(
 ) -> anyhow::Result<RoundOutcome> {
     let ns = format!("{}-{round}", fault.part());
     create_namespace(&plane.client(0)?, &ns).await?;
+    let etcd_prefix = format!("/bench-etcd/{ns}/");
+    let mut who: Vec<Writer> = (0..opts.writers).map(|i| Writer::Corral { first: i % 2 }).collect();
+    if let Fault::EtcdLeader = fault {
+        who.extend((0..opts.writers).map(|_| Writer::Etcd));
+    }
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     // When each writer's latest write was acknowledged (0: none yet).
-    let last_ack: Arc<Vec<AtomicU64>> = Arc::new((0..opts.writers).map(|_| AtomicU64::new(0)).collect());
-    let mut writers = Vec::with_capacity(opts.writers);
-    for i in 0..opts.writers {
-        let api = Api::<ConfigMap>::namespaced(plane.client(i % 2)?, &ns);
-        let (ns, stop, last_ack) = (ns.clone(), stop.clone(), last_ack.clone());
-        writers.push(tokio::spawn(async move {
-            let mut w = Writes::default();
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let name = format!("w{i}-{seq}");
-                let cm = configmap(&ns, &name, seq);
-                seq += 1;
-                match tokio::time::timeout(WRITE_TIMEOUT, api.create(&cm)).await {
-                    Ok(Ok(_)) => {
-                        let at = since(epoch);
-                        last_ack[i].store(at, Ordering::Release);
-                        w.acked.push((at, name));
-                    }
-                    _ => {
-                        w.errored.push(name);
-                        tokio::time::sleep(ERROR_PAUSE).await;
-                    }
-                }
+    let last_ack: Arc<Vec<AtomicU64>> = Arc::new(who.iter().map(|_| AtomicU64::new(0)).collect());
+    let mut writers = Vec::with_capacity(who.len());
+    for (i, w) in who.iter().enumerate() {
+        let write: WriteFn = match *w {
+            Writer::Corral { first } => {
+                let api = Api::<ConfigMap>::namespaced(plane.client(first)?, &ns);
+                let ns = ns.clone();
+                Arc::new(move |name, seq| {
+                    let (api, cm) = (api.clone(), configmap(&ns, &name, seq));
+                    Box::pin(async move { api.create(&cm).await.map(|_| ()).map_err(Into::into) })
+                })
             }
-            w
-        }));
+            Writer::Etcd => {
+                let kv = etcd_client::Client::connect(plane.etcd.endpoints(), None).await?.kv_client();
+                let prefix = etcd_prefix.clone();
+                Arc::new(move |name, seq| {
+                    let (mut kv, key) = (kv.clone(), format!("{prefix}{name}"));
+                    Box::pin(async move { kv.put(key, payload(seq), None).await.map(|_| ()).map_err(Into::into) })
+                })
+            }
+        };
+        writers.push(spawn_writer(format!("w{i}-"), write, epoch, stop.clone(), last_ack.clone(), i));
     }
     // Warm up: a second of writing, and every writer acknowledged.
     let warm = wait_until(opts.timeout, || {
@@ -503,30 +583,41 @@ async fn failover_round(
     }
     plane.settle(&ns, opts.timeout).await?;
 
-    let stored: HashSet<String> = Api::<ConfigMap>::namespaced(plane.client(0)?, &ns)
+    // What is in the store now, through Corral and straight from etcd.
+    let in_corral: HashSet<String> = Api::<ConfigMap>::namespaced(plane.client(0)?, &ns)
         .list_all(&ListParams::default(), 500)
         .await?
         .items
         .into_iter()
         .map(|o| o.metadata.name)
         .collect();
+    let mut etcd = etcd_client::Client::connect(plane.etcd.endpoints(), None).await?;
+    let keys =
+        etcd.get(etcd_prefix.as_str(), Some(etcd_client::GetOptions::new().with_prefix().with_keys_only())).await?;
+    let in_etcd: HashSet<String> = keys
+        .kvs()
+        .iter()
+        .filter_map(|kv| kv.key_str().ok()?.strip_prefix(etcd_prefix.as_str()).map(str::to_string))
+        .collect();
     let mut out = RoundOutcome::default();
-    for (i, w) in results.iter().enumerate() {
-        out.acked += w.acked.len();
-        out.errored += w.errored.len();
-        out.errored_applied += w.errored.iter().filter(|n| stored.contains(*n)).count();
-        out.missing += w.acked.iter().filter(|(_, n)| !stored.contains(n)).count();
-        let hit = match fault {
-            Fault::EtcdLeader => true,
-            Fault::ApiServer => i % 2 == victim,
+    for (w, writes) in who.iter().zip(&results) {
+        let (tally, stored) = match w {
+            Writer::Corral { .. } => (&mut out.corral, &in_corral),
+            Writer::Etcd => (&mut out.etcd, &in_etcd),
         };
-        let before = w.acked.iter().rev().find(|(t, _)| *t <= killed_at).map(|(t, _)| *t);
-        let after = w.acked.iter().find(|(t, _)| *t > killed_at).map(|(t, _)| *t);
-        match (before, after, hit) {
-            (Some(b), Some(a), true) => out.gaps_us.push(a - b),
-            (Some(b), Some(a), false) => out.others_us.push(a - b),
-            (_, None, _) => out.unrecovered += 1,
-            (None, Some(_), _) => {}
+        tally.acked += writes.acked.len();
+        tally.errored += writes.errored.len();
+        tally.errored_applied += writes.errored.iter().filter(|n| stored.contains(*n)).count();
+        tally.missing += writes.acked.iter().filter(|(_, n)| !stored.contains(n)).count();
+        let before = writes.acked.iter().rev().find(|(t, _)| *t <= killed_at).map(|(t, _)| *t);
+        let Some(after) = writes.acked.iter().find(|(t, _)| *t > killed_at).map(|(t, _)| *t) else {
+            tally.unrecovered += 1;
+            continue;
+        };
+        let gap = after - before.unwrap_or(killed_at);
+        match (fault, w) {
+            (Fault::ApiServer, Writer::Corral { first }) if *first != victim => out.spared_us.push(gap),
+            _ => tally.gaps_us.push(gap),
         }
     }
     Ok(out)
