@@ -12,7 +12,7 @@
 //!    that what drifts on a shared machine falls on both; the medians are the figures,
 //!    and their ratio Corral/etcd the overhead.
 //!    Connections: etcd's side has one `etcd_client::Client` (one gRPC channel to each
-//!    member, balanced) per client up to [`ETCD_CONNECTIONS`], as the store benchmark
+//!    member, balanced) per client up to 16, as the store benchmark
 //!    does; Corral's side is the Corral client of a user (`corral_client`, HTTP/1.1),
 //!    one per API server, whose pool opens a connection per request in flight.
 //! 2. **etcd leader killed.** `writers` clients, each its own `corral_client::Client`
