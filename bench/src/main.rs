@@ -76,6 +76,43 @@ enum BenchCommand {
     /// object to that change in the cluster, by interval and by webhook (p50, max).
     /// Stops by itself (--timeout bounds every wait).
     Sync(BenchSyncArgs),
+    /// Corral highly available on etcd (issue 16): a 3-member etcd cluster on
+    /// loopback and two `corral server`s on it. Prints ConfigMap creates/s through
+    /// both servers against etcd puts/s straight into the cluster at each concurrency
+    /// (alternating rounds, medians, the ratio); a client's write unavailability
+    /// (p50/p99/max) when the etcd leader is killed and when an API server is killed,
+    /// with the writes of unknown outcome and the acknowledged writes missing (must be
+    /// 0); and the controller manager's failover time when the server holding its lease
+    /// is killed (the 15 s lease bounds it). Needs etcd (scripts/setup.sh).
+    Ha(BenchHaArgs),
+}
+
+/// Options of `corral-bench ha`.
+#[derive(Args, Debug)]
+struct BenchHaArgs {
+    /// Seconds of each throughput run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Rounds of the throughput comparison (each runs etcd and Corral, alternating who
+    /// goes first); the medians are reported.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Concurrent clients of the throughput comparison, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,256")]
+    clients: Vec<usize>,
+    /// Clients writing continuously through each failover.
+    #[arg(long, default_value_t = 16)]
+    writers: usize,
+    /// Rounds of each failover (etcd leader, API server, controller manager).
+    #[arg(long, default_value_t = 3)]
+    failovers: usize,
+    /// Seconds any one wait (recovery after a kill, settling, a lease holder) may take.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Only these parts, comma-separated: throughput, etcd-leader, api-server,
+    /// controller-manager (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// Options of `corral-bench sync`.
@@ -511,6 +548,18 @@ fn main() -> ExitCode {
                     rounds: a.rounds,
                     timeout: std::time::Duration::from_secs(a.timeout),
                     server_args: a.server_args,
+                })
+                .await
+            }
+            BenchCommand::Ha(a) => {
+                corral_bench::run_ha_bench(corral_bench::HaBenchOptions {
+                    seconds: a.seconds,
+                    rounds: a.rounds,
+                    clients: a.clients,
+                    writers: a.writers,
+                    failovers: a.failovers,
+                    timeout: std::time::Duration::from_secs(a.timeout),
+                    only: a.only,
                 })
                 .await
             }

@@ -195,15 +195,20 @@ fn spawn<'a>(exe: &Path, args: impl IntoIterator<Item = &'a OsStr>, addr: Socket
     Ok(Proc { child, addr })
 }
 
-/// Starts Debian's `etcd` with its default durability (WAL fsync per commit).
-pub async fn start_etcd(data_dir: &Path) -> anyhow::Result<(Proc, String)> {
-    let client = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let peer = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+/// The first line of `etcd --version` (e.g. `etcd Version: 3.5.16`).
+pub fn etcd_version() -> anyhow::Result<String> {
     let version = Command::new("etcd")
         .arg("--version")
         .output()
         .context("running etcd --version: is etcd-server installed? (scripts/setup.sh installs it)")?;
-    let version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("etcd").to_string();
+    Ok(String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("etcd").to_string())
+}
+
+/// Starts Debian's `etcd` with its default durability (WAL fsync per commit).
+pub async fn start_etcd(data_dir: &Path) -> anyhow::Result<(Proc, String)> {
+    let client = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let peer = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let version = etcd_version()?;
     let child = Command::new("etcd")
         .args(["--name", "bench", "--data-dir"])
         .arg(data_dir)

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::load::{LoadResult, closed_loop, open_loop, percentile_ms};
-use super::procs::{Proc, start_corral_with, start_etcd};
+use super::procs::{start_corral_with, start_etcd};
 
 /// What to run and how big.
 #[derive(Clone, Debug)]
@@ -70,12 +70,18 @@ pub(crate) async fn creates(
 }
 
 /// ~1 KiB payload, so objects and etcd values are of the size the targets name.
-fn payload(seq: u64) -> String {
+pub(crate) fn payload(seq: u64) -> String {
+    sized_payload(seq, 1000)
+}
+
+/// A payload of `len` bytes (at least 17) that starts with `seq`, so that no two are
+/// the same.
+pub(crate) fn sized_payload(seq: u64, len: usize) -> String {
     let mut s = format!("{seq:016}-");
-    while s.len() < 1000 {
+    while s.len() < len {
         s.push_str("0123456789abcdef");
     }
-    s.truncate(1000);
+    s.truncate(len.max(17));
     s
 }
 
@@ -204,8 +210,13 @@ impl Corral {
 }
 
 fn row(name: &str, r: &LoadResult) {
+    row_in(name, r, "ops/s");
+}
+
+/// Prints one workload's figures on an aligned line, its throughput in `unit`.
+pub(crate) fn row_in(name: &str, r: &LoadResult, unit: &str) {
     println!(
-        "  {name:<44} {:>10.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms{}",
+        "  {name:<44} {:>10.0} {unit}   p50 {:>7.2} ms   p99 {:>7.2} ms{}",
         r.per_sec,
         r.p50_ms,
         r.p99_ms,
@@ -250,7 +261,7 @@ pub async fn run_store_bench(opts: StoreBenchOptions) -> anyhow::Result<()> {
             })
             .await;
             row(&format!("corral update, {c} clients (HTTP/2)"), &update);
-            let etcd_put = etcd_puts(&etcd, c, dur, &format!("c{c}")).await?;
+            let etcd_put = etcd_puts(&[format!("http://{}", etcd.addr)], c, dur, &format!("c{c}"), 1000).await?;
             row(&format!("etcd put, {c} clients"), &etcd_put);
             let ratio = create.per_sec / etcd_put.per_sec.max(1e-9);
             println!(
@@ -432,20 +443,32 @@ async fn store_alone(drive: Drive, dur: Duration, dir: &std::path::Path) -> anyh
     Ok(r)
 }
 
-async fn etcd_puts(etcd: &Proc, clients: usize, dur: Duration, prefix: &str) -> anyhow::Result<LoadResult> {
+/// gRPC connections (one `etcd_client::Client` each) the etcd workloads spread their
+/// clients over: one per client up to this many.
+pub(crate) const ETCD_CONNECTIONS: usize = 16;
+
+/// `clients` closed loops putting distinct keys `{prefix}/o{seq}` with values of
+/// `value_len` bytes into the etcd whose client URLs are `endpoints`, for `dur`.
+pub(crate) async fn etcd_puts(
+    endpoints: &[String],
+    clients: usize,
+    dur: Duration,
+    prefix: &str,
+    value_len: usize,
+) -> anyhow::Result<LoadResult> {
     // One gRPC connection multiplexes many streams; several spread the load as a
     // fleet of clients would.
-    let conns = clients.clamp(1, 16);
+    let conns = clients.clamp(1, ETCD_CONNECTIONS);
     let mut kvs = Vec::with_capacity(conns);
     for _ in 0..conns {
-        kvs.push(etcd_client::Client::connect([format!("http://{}", etcd.addr)], None).await?.kv_client());
+        kvs.push(etcd_client::Client::connect(endpoints, None).await?.kv_client());
     }
     let kvs = Arc::new(kvs);
     let prefix = prefix.to_string();
     Ok(closed_loop(clients, dur, u64::MAX, move |c, seq| {
         let mut kv = kvs[c % kvs.len()].clone();
         let key = format!("{prefix}/o{seq}");
-        async move { kv.put(key, payload(seq), None).await.map(|_| ()).map_err(Into::into) }
+        async move { kv.put(key, sized_payload(seq, value_len), None).await.map(|_| ()).map_err(Into::into) }
     })
     .await)
 }

@@ -6,29 +6,9 @@
 //! The `corral` executable under test is the one cargo builds beside `corral-bench`
 //! (`cargo test --workspace` builds both).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
-/// Runs `corral-bench ARGS` and returns whether it succeeded and what it printed.
-fn bench(args: &[&str]) -> (bool, String, String) {
-    let corral = PathBuf::from(env!("CARGO_BIN_EXE_corral-bench")).with_file_name("corral");
-    assert!(
-        corral.is_file(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
-        corral.display()
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_corral-bench"))
-        .args(args)
-        .env("CORRAL_BIN", &corral)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run corral-bench");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::run as bench;
 
 const FIGURES: &[&str] = &[
     "hollow nodes Ready",

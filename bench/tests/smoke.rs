@@ -5,28 +5,11 @@
 //! The `corral` executable under test is the one cargo builds beside `corral-bench`
 //! (`cargo test --workspace` builds both).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
-/// Runs `corral-bench ARGS`, checks it succeeded and returns what it printed.
-fn bench(args: &[&str]) -> String {
-    let corral = PathBuf::from(env!("CARGO_BIN_EXE_corral-bench")).with_file_name("corral");
-    assert!(
-        corral.is_file(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
-        corral.display()
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_corral-bench"))
-        .args(args)
-        .env("CORRAL_BIN", &corral)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run corral bench");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    stdout
-}
+use std::path::PathBuf;
+
+use support::bench;
 
 #[test]
 fn bench_store_runs_and_reports_every_figure() {

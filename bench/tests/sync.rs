@@ -6,8 +6,7 @@
 //! The `corral` executable under test is the one cargo builds beside `corral-bench`
 //! (`cargo test --workspace` builds both).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
 const FIGURES: &[&str] = &[
     "create → status applied (Ready True)",
@@ -21,21 +20,7 @@ const FIGURES: &[&str] = &[
 
 #[test]
 fn bench_sync_measures_a_first_sync_a_resync_and_both_ways_a_commit_arrives() {
-    let corral = PathBuf::from(env!("CARGO_BIN_EXE_corral-bench")).with_file_name("corral");
-    assert!(
-        corral.is_file(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
-        corral.display()
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_corral-bench"))
-        .args(["sync", "--manifests", "20", "--rounds", "1", "--interval", "1", "--timeout", "120"])
-        .env("CORRAL_BIN", &corral)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run corral-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let stdout = support::bench(&["sync", "--manifests", "20", "--rounds", "1", "--interval", "1", "--timeout", "120"]);
     for figure in FIGURES {
         assert!(stdout.contains(figure), "{figure:?} missing from:\n{stdout}");
     }
