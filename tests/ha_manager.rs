@@ -162,7 +162,11 @@ async fn killing_the_leading_managers_server_moves_the_lease_and_the_service_kee
     let mut servers = Vec::new();
     for name in ["a", "b"] {
         let data = dir.path().join(name);
-        servers.push(Server::start_exe(Path::new(env!("CARGO_BIN_EXE_corral")), &data, &store, &["--no-dns"]).await.expect("a corral server on etcd"));
+        servers.push(
+            Server::start_exe(Path::new(env!("CARGO_BIN_EXE_corral")), &data, &store, &["--no-dns"])
+                .await
+                .expect("a corral server on etcd"),
+        );
     }
     let token = servers[0].admin_config("").expect("admin.conf").token.expect("an admin token");
     let http = corral_testkit::authorized_http(&token);

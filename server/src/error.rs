@@ -138,6 +138,18 @@ impl ApiError {
         Self::new(StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage", message)
     }
 
+    /// 503 `ServiceUnavailable`: the store (etcd) could not be reached or did not
+    /// answer; the request may be sent again, after reading what a write changed.
+    pub fn store_unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "the store is unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the store is unavailable (an etcd member failed or is electing a leader): retry in a moment; \
+             a write may or may not have been applied, so read before writing again",
+        )
+    }
+
     /// 410 `Expired`: a list's `continue` token outlived its revision.
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GONE, "Expired", message)
@@ -214,6 +226,7 @@ impl ApiError {
             )
             .with_details(details),
             StoreError::NoSpace(_) => Self::insufficient_storage(err.to_string()).with_details(details),
+            StoreError::Unavailable(m) => Self::store_unavailable(m).with_details(details),
             other => Self::internal(other),
         }
     }
@@ -252,6 +265,7 @@ impl From<StoreError> for ApiError {
             StoreError::Gone { .. } | StoreError::Ahead { .. } => Self::gone(err.to_string()),
             StoreError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m),
             StoreError::NoSpace(_) => Self::insufficient_storage(err.to_string()),
+            StoreError::Unavailable(m) => Self::store_unavailable(m),
             other => Self::internal(other),
         }
     }
@@ -262,6 +276,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut resp = (self.code, body).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.code == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }
@@ -290,6 +307,16 @@ mod tests {
         assert_eq!(v["details"]["kind"], "ConfigMap");
         assert_eq!(v["details"]["causes"].as_array().map(Vec::len), Some(2));
         assert!(v["message"].as_str().is_some_and(|m| m.contains("spec.extra: unknown field")));
+    }
+
+    #[test]
+    fn an_unavailable_store_is_a_503_to_retry_without_its_details() {
+        let e = ApiError::from(StoreError::Unavailable("etcd: transport error at 10.0.0.7:2379".into()));
+        assert_eq!(e.code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.message.contains("10.0.0.7"), "{}", e.message);
+        assert!(e.message.contains("read before writing again"), "{}", e.message);
+        let resp = e.into_response();
+        assert_eq!(resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
     }
 
     #[test]

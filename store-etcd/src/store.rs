@@ -207,7 +207,7 @@ impl Drop for EtcdStore {
 
 /// An etcd failure as the store reports it.
 pub(crate) fn backend(e: etcd_client::Error) -> Error {
-    Error::Backend(format!("etcd: {e}"))
+    if unavailable(&e) { Error::Unavailable(format!("etcd: {e}")) } else { Error::Backend(format!("etcd: {e}")) }
 }
 
 /// How etcd refuses a read at a revision it no longer (or not yet) has.

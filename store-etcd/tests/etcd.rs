@@ -171,7 +171,7 @@ async fn a_store_on_three_members_keeps_serving_when_one_is_killed() {
             }
             // An earlier attempt went through though its answer was lost.
             Err(Error::AlreadyExists(_)) => written += 1,
-            Err(Error::Backend(_)) => {
+            Err(Error::Backend(_) | Error::Unavailable(_)) => {
                 failed += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }

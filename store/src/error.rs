@@ -62,6 +62,11 @@ pub enum Error {
     /// write may or may not have been applied when the failure came after sending it.
     #[error("storage backend failure: {0}")]
     Backend(String),
+    /// The storage backend (etcd) could not be reached, or did not answer in time
+    /// (a member died, an election is under way). A read may simply be asked again; a
+    /// write may or may not have been applied: read before writing again.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     /// The store is shut down or a previous storage failure poisoned it.
     #[error("store is closed")]
     Closed,
