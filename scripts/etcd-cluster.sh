@@ -11,6 +11,7 @@
 # to 4096 keys and 10 MiB (etcd's defaults, 128 and 1.5 MiB, are below what one
 # scheduler offer's accept writes).
 set -euo pipefail
+. "$(dirname "$0")/pidfiles.sh"
 
 usage() {
   echo "usage: $0 start DIR [BASE_PORT] | stop DIR" >&2
@@ -57,18 +58,7 @@ case "$cmd" in
     echo "etcd://127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
     ;;
   stop)
-    for f in "$dir"/m*.pid; do
-      [ -f "$f" ] || continue
-      pid=$(cat "$f")
-      if kill "$pid" 2>/dev/null; then
-        # Bounded wait for a clean exit.
-        for _ in $(seq 1 100); do
-          kill -0 "$pid" 2>/dev/null || break
-          sleep 0.05
-        done
-      fi
-      rm -f "$f"
-    done
+    stop_pidfiles "$dir"/m*.pid
     ;;
   *) usage ;;
 esac

@@ -12,6 +12,7 @@
 # BASE+20, +21; their DNS (UDP and TCP) BASE+30, +31. The corral executable: $CORRAL,
 # else target/release/corral (`make build`), else `corral` on PATH.
 set -euo pipefail
+. "$(dirname "$0")/pidfiles.sh"
 
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -82,17 +83,7 @@ case "$cmd" in
     echo "config:  $dir/admin.conf   (export CORRAL_CONFIG=$dir/admin.conf)"
     ;;
   stop)
-    for f in "$dir"/api*.pid; do
-      [ -f "$f" ] || continue
-      pid=$(cat "$f")
-      if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 1 100); do
-          kill -0 "$pid" 2>/dev/null || break
-          sleep 0.05
-        done
-      fi
-      rm -f "$f"
-    done
+    stop_pidfiles "$dir"/api*.pid
     "$here/etcd-cluster.sh" stop "$dir/etcd"
     ;;
   *) usage ;;

@@ -18,6 +18,14 @@ fn migrate(data_dir: &std::path::Path, to: &str) -> std::process::Output {
         .expect("run corral admin migrate")
 }
 
+/// The form the issue names: `--from sled:DIR`.
+fn migrate_from(from: &str, to: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["admin", "migrate", "--from", from, "--to", to])
+        .output()
+        .expect("run corral admin migrate")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sled_store_moves_to_an_empty_etcd_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,7 +50,11 @@ async fn a_sled_store_moves_to_an_empty_etcd_as_it_was() {
     let etcd_dir = tempfile::tempdir().unwrap();
     let (etcd, _version) = corral_bench::procs::start_etcd(etcd_dir.path()).await.expect("etcd");
     let to = format!("etcd://{}", etcd.addr);
-    let out = migrate(dir.path(), &to);
+    // Only a sled store is a source; refused before anything is written.
+    let out = migrate_from(&to, &to);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--from sled:DIR"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = migrate_from(&format!("sled:{}", dir.path().display()), &to);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("copied {} objects", before.len())));
 

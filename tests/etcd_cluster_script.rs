@@ -16,25 +16,30 @@ fn script(args: &[&str]) -> std::process::Output {
         .expect("run scripts/etcd-cluster.sh")
 }
 
-/// A base port whose six ports (clients and peers) are free just now.
-fn free_base() -> u16 {
+/// A base port `b` such that `b + d` is free just now for each TCP offset `d` (and,
+/// for each UDP offset, free for UDP).
+fn free_base(tcp: &[u16], udp: &[u16]) -> u16 {
     for _ in 0..50 {
         let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         if base > 65000 {
             continue;
         }
-        if [0, 1, 2, 10, 11, 12].iter().all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok()) {
+        let free_tcp = tcp.iter().all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        if free_tcp && udp.iter().all(|d| std::net::UdpSocket::bind(("127.0.0.1", base + d)).is_ok()) {
             return base;
         }
     }
-    panic!("no six free ports");
+    panic!("no free ports at offsets {tcp:?} (TCP) and {udp:?} (UDP)");
 }
+
+/// The ports of an etcd cluster the script starts: clients and peers.
+const ETCD_PORTS: [u16; 6] = [0, 1, 2, 10, 11, 12];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_script_starts_three_members_a_store_uses_and_stops_them() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let base = free_base().to_string();
+    let base = free_base(&ETCD_PORTS, &[]).to_string();
     let out = script(&["start", d, &base]);
     // Stopped whatever happens below.
     struct Stop<'a>(&'a str);
@@ -75,23 +80,6 @@ fn ha_script(args: &[&str]) -> std::process::Output {
         .expect("run scripts/ha-cluster.sh")
 }
 
-/// A base port whose etcd, API and DNS ports are free just now.
-fn free_ha_base() -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if base > 65000 {
-            continue;
-        }
-        let tcp =
-            [0, 1, 2, 10, 11, 12, 20, 21, 30, 31].iter().all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
-        let udp = [30, 31].iter().all(|d| std::net::UdpSocket::bind(("127.0.0.1", base + d)).is_ok());
-        if tcp && udp {
-            return base;
-        }
-    }
-    panic!("no free ports for a control plane");
-}
-
 /// `scripts/ha-cluster.sh`: three etcd members and two API servers; the configuration
 /// it writes names both servers, so the real CLI goes on through the second when the
 /// first is gone; stop stops everything.
@@ -99,7 +87,7 @@ fn free_ha_base() -> u16 {
 async fn the_ha_script_starts_two_servers_on_three_members_and_the_cli_uses_either() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let base = free_ha_base();
+    let base = free_base(&[&ETCD_PORTS[..], &[20, 21, 30, 31]].concat(), &[30, 31]);
     let out = ha_script(&["start", d, &base.to_string()]);
     struct Stop<'a>(&'a str);
     impl Drop for Stop<'_> {

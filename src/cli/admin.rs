@@ -21,7 +21,17 @@ pub(crate) async fn run(conn: &corral_client::Config, c: AdminCommand) -> anyhow
             outln!("restored {objects} objects at revision {revision}")?;
             Ok(0)
         }
-        AdminCommand::Migrate { data_dir, to, etcd } => migrate(&data_dir, &to, &etcd).await,
+        AdminCommand::Migrate { from, data_dir, to, etcd } => {
+            let data_dir = match (from, data_dir) {
+                (_, Some(dir)) => dir,
+                (Some(from), None) => match from.strip_prefix("sled:") {
+                    Some(dir) if !dir.is_empty() => dir.into(),
+                    _ => anyhow::bail!("--from {from}: migrate copies a sled store into etcd: give --from sled:DIR"),
+                },
+                (None, None) => anyhow::bail!("name the store to copy: --from sled:DIR"),
+            };
+            migrate(&data_dir, &to, &etcd).await
+        }
     }
 }
 

@@ -394,9 +394,12 @@ pub enum AdminCommand {
     /// --store etcd://...). Objects keep their uid, timestamps, status, finalizers and
     /// pending deletions; their revisions become etcd's, so clients re-list.
     Migrate {
+        /// The store to copy: sled:DIR (the same as --data-dir DIR).
+        #[arg(long, value_name = "sled:DIR", conflicts_with = "data_dir", required_unless_present = "data_dir")]
+        from: Option<String>,
         /// Directory of the sled store to copy.
         #[arg(long)]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
         /// The etcd cluster to copy into: etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS).
         #[arg(long, value_name = "etcd://HOST:PORT,...")]
         to: String,
