@@ -490,8 +490,12 @@ impl Inner {
             }
         }
         let Some(first) = keys.first().cloned() else { return Ok(Vec::new()) };
+        // Creates expect their keys absent: decided on that guess, the transaction's
+        // compares check it, and a round trip is saved. Only when a key exists after
+        // all is it read, and the writes decided again on what is there.
+        let mut guess_absent = writes.iter().all(|w| matches!(w, Write::Create { .. }));
         for _ in 0..MAX_ATTEMPTS {
-            let read = self.read(&keys).await?;
+            let read = if std::mem::take(&mut guess_absent) { vec![None; keys.len()] } else { self.read(&keys).await? };
             let original: HashMap<Key, Option<Arc<StoredObject>>> = keys.iter().cloned().zip(read).collect();
             let mut state = original.clone();
             let now = corral_api::meta::now_timestamp();
