@@ -53,7 +53,11 @@ async fn a_sled_store_moves_to_an_empty_etcd_as_it_was() {
     // Only a sled store is a source; refused before anything is written.
     let out = migrate_from(&to, &to);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--from sled:DIR"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--from sled:DIR"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = migrate_from(&format!("sled:{}", dir.path().display()), &to);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("copied {} objects", before.len())));

@@ -72,7 +72,8 @@ impl HttpTransport {
     /// `config.server` may list several servers, comma-separated (`http://a:7070,
     /// http://b:7070`): API servers on one store. Requests go to one of them; a
     /// request that cannot reach it (its connection refused or failing, so nothing
-    /// was sent) goes to the next, and later requests stay there. A request that
+    /// was sent) goes to the next, and later requests stay there; so does a read
+    /// (GET, HEAD) answered 503 (that server cannot reach the store). A request that
     /// failed after it was sent is not sent again: it may have been acted on.
     ///
     /// # Errors
@@ -151,6 +152,16 @@ impl Transport for HttpTransport {
                 req = req.header(http::header::AUTHORIZATION, auth.clone());
             }
             match req.body(body.clone()).send().await {
+                // A server that cannot reach the store (its etcd link broken while
+                // another's holds) answers 503: a request that changes nothing may
+                // simply be asked of the next server.
+                Ok(resp)
+                    if resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
+                        && parts.method.is_safe()
+                        && attempt + 1 < self.bases.len() =>
+                {
+                    attempt += 1
+                }
                 Ok(resp) => {
                     if at != first {
                         self.current.store(at, Ordering::Relaxed);
@@ -178,5 +189,54 @@ impl Transport for HttpTransport {
 
     fn server(&self) -> String {
         self.bases[self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()].clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A loopback HTTP/1.1 server answering every request with `status` and an empty
+    /// body; its base URL.
+    async fn answering(status: u16) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let head = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ = conn.write_all(head.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn request(method: http::Method) -> http::Request<Bytes> {
+        http::Request::builder().method(method).uri("/api").body(Bytes::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_read_answered_503_goes_to_the_next_server_and_a_write_does_not() {
+        let (unavailable, fine) = (answering(503).await, answering(200).await);
+        let t = HttpTransport::new(&format!("{unavailable},{fine}")).unwrap();
+        let write = t.send(request(http::Method::POST)).await.unwrap();
+        assert_eq!(write.status, http::StatusCode::SERVICE_UNAVAILABLE, "a write may have been acted on");
+        assert_eq!(t.server(), unavailable);
+        let read = t.send(request(http::Method::GET)).await.unwrap();
+        assert_eq!(read.status, http::StatusCode::OK);
+        assert_eq!(t.server(), fine, "later requests stay on the server that answered");
+    }
+
+    #[tokio::test]
+    async fn the_last_server_s_503_is_the_answer() {
+        let (a, b) = (answering(503).await, answering(503).await);
+        let t = HttpTransport::new(&format!("{a},{b}")).unwrap();
+        let read = t.send(request(http::Method::GET)).await.unwrap();
+        assert_eq!(read.status, http::StatusCode::SERVICE_UNAVAILABLE);
     }
 }

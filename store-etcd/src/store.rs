@@ -495,7 +495,8 @@ impl Inner {
         // all is it read, and the writes decided again on what is there.
         let mut guess_absent = writes.iter().all(|w| matches!(w, Write::Create { .. }));
         for _ in 0..MAX_ATTEMPTS {
-            let read = if std::mem::take(&mut guess_absent) { vec![None; keys.len()] } else { self.read(&keys).await? };
+            let read =
+                if std::mem::take(&mut guess_absent) { vec![None; keys.len()] } else { self.read(&keys).await? };
             let original: HashMap<Key, Option<Arc<StoredObject>>> = keys.iter().cloned().zip(read).collect();
             let mut state = original.clone();
             let now = corral_api::meta::now_timestamp();
