@@ -45,7 +45,16 @@ pub(crate) async fn follow<K: ObjectType>(
         if let Some(mut stream) = stream {
             while let Some(event) = stream.next().await {
                 received = true;
-                match event? {
+                let event = event?;
+                // A watch resumed with a field selector sends, for an object that changed
+                // while it was not watched, a first non-matching event as DELETED in case
+                // the client held it (server/src/fields.rs): another object's, ignored.
+                if let WatchEvent::Added(obj) | WatchEvent::Modified(obj) | WatchEvent::Deleted(obj) = &event
+                    && obj.meta().name != name
+                {
+                    continue;
+                }
+                match event {
                     WatchEvent::Added(obj) | WatchEvent::Modified(obj) => {
                         params.resource_version = obj.meta().resource_version.clone();
                         if let Some(code) = done(&obj)? {
