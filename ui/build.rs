@@ -54,11 +54,13 @@ fn main() {
     let css = bundle.join("main.css");
     let js_name = format!("assets/app-{}.js", hash(&read(&js)));
     let css_name = format!("assets/app-{}.css", hash(&read(&css)));
-    let template = String::from_utf8(read(&web.join("index.html")))
-        .unwrap_or_else(|_| fail("ui/web/index.html is not UTF-8"));
-    let index = template.replace("%APP_JS%", &format!("/ui/{js_name}")).replace("%APP_CSS%", &format!("/ui/{css_name}"));
+    let template =
+        String::from_utf8(read(&web.join("index.html"))).unwrap_or_else(|_| fail("ui/web/index.html is not UTF-8"));
+    let index =
+        template.replace("%APP_JS%", &format!("/ui/{js_name}")).replace("%APP_CSS%", &format!("/ui/{css_name}"));
     let index_path = bundle.join("index.html");
-    std::fs::write(&index_path, &index).unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", index_path.display())));
+    std::fs::write(&index_path, &index)
+        .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", index_path.display())));
 
     let entry = |path: &str, content_type: &str, file: &Path, tag: String| {
         format!(
