@@ -6,6 +6,7 @@
 mod ui_support;
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use serde_json::json;
 use ui_support::{Browser, Up};
@@ -87,6 +88,32 @@ fn a_user_logs_in_sees_a_list_change_live_and_a_viewer_is_offered_no_write_actio
     b.wait_text("#scale-now", "now 3");
     let stored = up.get("/apis/corral.dev/v1/namespaces/default/services/huge", &up.admin_token).expect("read");
     assert_eq!(stored["spec"]["instances"], 3);
+
+    // A task's log, followed live: new lines arrive in the open page. The image is
+    // pushed as the README's tour does; the task writes a numbered line at a time.
+    let archive = up.file("busybox.tar");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
+    let built = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
+    assert!(built.success(), "the example image script builds an archive");
+    up.corral(&["image", "push", archive.to_str().expect("path")]);
+    up.post(
+        "/apis/corral.dev/v1/namespaces/default/tasks",
+        &up.admin_token,
+        &json!({"apiVersion": "corral.dev/v1", "kind": "Task",
+            "metadata": {"name": "counter", "namespace": "default"},
+            "spec": {"nodeName": "local", "image": "busybox", "resources": {"cpus": 0.1, "mem": 32},
+                "command": ["sh", "-c", "i=0; while true; do echo \"line $i\"; i=$((i+1)); sleep 0.3; done"]}}),
+    );
+    b.goto(&format!("{}/ui/k/tasks/default/counter", up.url));
+    let logs = b.wait_text("#logs", "line 1");
+    let last = b
+        .text(&logs)
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ").and_then(|n| n.trim().parse::<u64>().ok()))
+        .max()
+        .expect("numbered lines");
+    b.wait_text("#logs", &format!("line {}\n", last + 3));
+    b.screenshot(&screenshot_path("task-logs.png"));
 
     // The dashboard: the local node Ready, live.
     b.click(&b.wait("header nav a[href='/ui/']"));

@@ -105,8 +105,16 @@ impl Up {
         }
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL if it has not ended within 20 s).
+    /// Stops the server (SIGTERM, then SIGKILL if it has not ended within 20 s). With an
+    /// agent, its tasks are deleted first and their end awaited: containers outlive
+    /// their agent by design (a restarted agent adopts them), not a test.
     pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        if self.agent {
+            self.delete_tasks();
+        }
         let Some(mut child) = self.child.take() else { return };
         // SAFETY: kill(2) on the pid of a child this value owns and has not reaped.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -119,6 +127,33 @@ impl Up {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Deletes every task and waits (bounded) until none is left.
+    fn delete_tasks(&self) {
+        let token = self.admin_token.clone();
+        let names = |up: &Up| -> Vec<(String, String)> {
+            let list = up.get("/apis/corral.dev/v1/tasks", &token).unwrap_or_default();
+            list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let field = |f: &str| t["metadata"][f].as_str().unwrap_or_default().to_string();
+                    (field("namespace"), field("name"))
+                })
+                .collect()
+        };
+        for (ns, name) in names(self) {
+            let _ = Self::http()
+                .delete(format!("{}/apis/corral.dev/v1/namespaces/{ns}/tasks/{name}", self.url))
+                .bearer_auth(&token)
+                .send();
+        }
+        let deadline = Instant::now() + PATIENCE;
+        while !names(self).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// `what`, with the server's log so far (for failures).
@@ -151,6 +186,11 @@ impl Up {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A path in the test's directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// Writes `text` into the test's directory; returns the path.
@@ -384,7 +424,7 @@ impl Browser {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).expect("screenshot dir");
         }
-        std::fs::write(path, bytes).expect("screenshot written");
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
 }
 
