@@ -17,6 +17,8 @@ setup-run:
 setup-test:
 	bash scripts/setup.sh test
 
+# The web interface is part of this build: ui/build.rs type-checks and bundles ui/web
+# (npm ci the first time, which needs node and npm: setup-run installs them if missing).
 build: setup-run
 	$(CARGO) build --release
 

@@ -2,7 +2,7 @@
 # Installs what Corral needs from Debian, idempotently: packages already present are
 # not reinstalled and `apt-get update` runs at most once per invocation.
 #
-#   scripts/setup.sh run    what running Corral and the README's tour need (`make up`)
+#   scripts/setup.sh run    what building and running Corral and the README's tour need (`make up`)
 #   scripts/setup.sh test   that, and what building and running the tests and benchmarks
 #                           need (`make test`, `make bench`, `make lint`); the default
 set -euo pipefail
@@ -24,11 +24,21 @@ TEST_PKGS=(
   prometheus       # promtool checks the /metrics exposition in tests
   kubectl          # the Kubernetes CLI, driven against Corral in tests
   skopeo           # pushes images to Corral's OCI distribution API in tests
+  chromium         # the web interface's end-to-end tests drive real (headless) Chromium…
+  chromium-driver  # …through chromedriver (W3C WebDriver)
 )
 
+# node and npm build the web interface (ui/build.rs runs npm ci and the bundler). Any
+# install of them will do — Debian's, or NodeSource's nodejs, which carries its own npm
+# and conflicts with Debian's — so they are installed only when npm is not found.
+NODE_PKGS=()
+if ! command -v npm >/dev/null 2>&1; then
+  NODE_PKGS=(nodejs npm)
+fi
+
 case "${1:-test}" in
-  run) PKGS=("${RUN_PKGS[@]}") ;;
-  test) PKGS=("${RUN_PKGS[@]}" "${TEST_PKGS[@]}") ;;
+  run) PKGS=("${RUN_PKGS[@]}" "${NODE_PKGS[@]}") ;;
+  test) PKGS=("${RUN_PKGS[@]}" "${NODE_PKGS[@]}" "${TEST_PKGS[@]}") ;;
   *)
     echo "usage: $0 run|test (run: what running Corral needs; test: that and what the tests need)" >&2
     exit 2

@@ -20,10 +20,11 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
     ("corral-controllers", "corral-server", "controllers reach the server through the client"),
     ("corral-client", "corral-store", "the client speaks the API"),
     ("corral-client", "corral-server", "the client speaks the API; the server implements its transport"),
+    ("corral-server", "corral-ui", "the server is the API; the binary serves the web interface beside it"),
 ];
 
 /// Crates that depend on no other Corral crate.
-const LEAVES: &[&str] = &["corral-api", "corral-telemetry"];
+const LEAVES: &[&str] = &["corral-api", "corral-telemetry", "corral-ui"];
 
 /// Crates only tests and benchmarks may use.
 const DEV_ONLY: &[&str] = &["corral-testkit", "corral-bench"];

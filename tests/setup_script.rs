@@ -69,7 +69,9 @@ fn setup_installs_what_running_needs_for_up_and_the_test_tools_for_test() {
     for pkg in ["runc", "e2fsprogs", "dnsutils", "protobuf-compiler"] {
         assert!(run.contains(&pkg.to_string()), "`make up` needs {pkg}: {run:?}");
     }
-    for test_only in ["etcd-server", "prometheus", "kubectl", "knot", "dnsperf", "skopeo"] {
+    for test_only in
+        ["etcd-server", "prometheus", "kubectl", "knot", "dnsperf", "skopeo", "chromium", "chromium-driver"]
+    {
         assert!(!run.contains(&test_only.to_string()), "`make up` does not need {test_only}: {run:?}");
     }
 
@@ -77,9 +79,19 @@ fn setup_installs_what_running_needs_for_up_and_the_test_tools_for_test() {
     assert_eq!(code, 0, "{calls:?}");
     assert_eq!(calls.iter().filter(|c| c.starts_with("update")).count(), 1, "one update: {calls:?}");
     let test = installed_by(&calls);
-    for pkg in
-        ["runc", "etcd-server", "prometheus", "kubectl", "dnsutils", "knot", "dnsperf", "skopeo", "protobuf-compiler"]
-    {
+    for pkg in [
+        "runc",
+        "etcd-server",
+        "prometheus",
+        "kubectl",
+        "dnsutils",
+        "knot",
+        "dnsperf",
+        "skopeo",
+        "protobuf-compiler",
+        "chromium",
+        "chromium-driver",
+    ] {
         assert!(test.contains(&pkg.to_string()), "`make test` needs {pkg}: {test:?}");
     }
 

@@ -320,7 +320,14 @@ pub const DNS_RECORDS_PATH: &str = "/dns/records";
 /// The whole HTTP API as a router, with `extra` routes mounted beside it: behind the
 /// same authentication, authorization, audit and metrics.
 pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
-    Router::new()
+    app_with_public(state, extra, Router::new())
+}
+
+/// [`app_with`], and `public` routes served to anyone, before authentication: for
+/// files that carry no secret and that a browser loads without a token (the web
+/// interface's page and bundles). They must not reach the store or the policy.
+pub fn app_with_public(state: AppState, extra: Router<AppState>, public: Router) -> Router {
+    let api = Router::new()
         .merge(extra)
         .route("/healthz", get(ops::healthz).fallback(method_not_allowed))
         .route("/version", get(ops::version).fallback(method_not_allowed))
@@ -349,7 +356,10 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .fallback(not_found)
         .layer(auth::guard::GuardLayer::new(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
-        .with_state(state)
+        .with_state(state);
+    // Merged after the layers, so outside them; the API's fallback still answers
+    // every other path.
+    api.merge(public)
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
@@ -525,6 +535,19 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer> {
 /// # Errors
 /// As [`start`].
 pub async fn start_with_routes(cfg: ServerConfig, extra: Router<AppState>) -> Result<RunningServer> {
+    start_with_public_routes(cfg, extra, Router::new()).await
+}
+
+/// [`start_with_routes`], and `public` routes served without authentication (see
+/// [`app_with_public`]): the web interface's files.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with_public_routes(
+    cfg: ServerConfig,
+    extra: Router<AppState>,
+    public: Router,
+) -> Result<RunningServer> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::DataDir { path: cfg.data_dir.clone(), source })?;
     let options = corral_store::Options {
         compaction_retain: cfg.compaction_retain,
@@ -599,7 +622,7 @@ pub async fn start_with_routes(cfg: ServerConfig, extra: Router<AppState>) -> Re
     // Loaded after the administrator's token is stored, so that it works at once.
     let policy = state.load_policy().await.map_err(store_error)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = app_with(state.clone(), extra);
+    let router = app_with_public(state.clone(), extra, public);
     let open_files = connections::raise_open_files_limit();
     let limits = cfg.connections.clone().unwrap_or_else(|| ConnectionLimits::for_open_files(open_files));
     tracing::debug!(open_files, ?limits, "connection limits");

@@ -66,8 +66,11 @@ pub(crate) async fn run(args: ServeArgs, role: Role, kubeconfig: Option<std::pat
     // The zone exists before the server, which lists it at /dns/records.
     let zone = corral_dns::Zone::new(super::dns::ORIGIN)?;
     let routes = if args.no_dns { axum::Router::new() } else { super::dns::routes(zone.clone()) };
-    let server = corral_server::start_with_routes(cfg, routes).await?;
+    // The web interface's files are served to anyone (a browser loads them without a
+    // token); its pages then call the API with the user's token.
+    let server = corral_server::start_with_public_routes(cfg, routes, corral_ui::router()).await?;
     tracing::info!(path = %server.admin_kubeconfig().display(), "administrator credential");
+    tracing::info!("web interface: {}{}", server.base_url().trim_end_matches('/'), corral_ui::PREFIX);
     if role == Role::Everything {
         // The all-in-one system is the user's own: its credential becomes the CLI's.
         let path = kubeconfig.or_else(corral_client::credentials::default_config_path);

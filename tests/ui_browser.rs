@@ -1,0 +1,178 @@
+//! The web interface end to end: `corral up` (with its local agent) serving it, and
+//! real headless Chromium using it as a person would — log in with a token, follow
+//! links, watch a list change live, and see only the actions the user's role allows.
+//! Screenshots of the main pages go to `docs/screenshots/` (linked from the README).
+
+mod ui_support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use ui_support::{Browser, Up};
+
+fn screenshot_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots").join(name)
+}
+
+/// Logs in on the page shown (the login form) with `token`, and waits for the shell.
+fn log_in(b: &Browser, token: &str) {
+    let field = b.wait("input#token");
+    b.type_into(&field, token);
+    b.click(&b.wait("button#login"));
+    b.wait("button#logout");
+}
+
+#[test]
+fn a_user_logs_in_sees_a_list_change_live_and_a_viewer_is_offered_no_write_action() {
+    let up = Up::start();
+    let b = Browser::start();
+
+    // A deep link before logging in: the login form, then the page it named.
+    b.goto(&format!("{}/ui/k/configmaps", up.url));
+    log_in(&b, &up.admin_token);
+    assert_eq!(b.text(&b.wait("#me")), "admin");
+    b.wait("table.objects[data-kind=configmaps]");
+    b.wait("[data-link=live]");
+    // What the administrator may do is offered.
+    b.wait("a#create");
+
+    // Created through the API, shown without a reload: the page's own marker survives.
+    b.eval("window.__sameDocument = true; return null;");
+    up.post(
+        "/apis/corral.dev/v1/namespaces/default/configmaps",
+        &up.admin_token,
+        &json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
+            "metadata": {"name": "ui-live", "namespace": "default"}, "spec": {"data": {"greeting": "hello"}}}),
+    );
+    let row = b.wait("tr[data-key='default/ui-live']");
+    assert!(b.text(&row).contains("ui-live"), "{}", b.text(&row));
+    assert_eq!(b.eval("return window.__sameDocument === true;"), json!(true), "the page was not reloaded");
+    b.screenshot(&screenshot_path("configmaps.png"));
+
+    // The object's page, by its link: YAML, and the actions the administrator may take.
+    b.click(&b.wait("tr[data-key='default/ui-live'] a"));
+    b.wait_text("#yaml-view", "greeting: hello");
+    assert_eq!(b.path(), "/ui/k/configmaps/default/ui-live");
+    b.wait("button#edit");
+    b.wait("button#delete");
+
+    // Edited from the page: the server's answer comes back through the watch.
+    b.click(&b.wait("button#edit"));
+    let yaml = b.value("textarea#yaml");
+    assert!(yaml.contains("greeting: hello"), "{yaml}");
+    b.set_value("textarea#yaml", &yaml.replace("greeting: hello", "greeting: edited"));
+    b.click(&b.wait("button#save"));
+    b.wait_text("#yaml-view", "greeting: edited");
+    let stored = up.get("/apis/corral.dev/v1/namespaces/default/configmaps/ui-live", &up.admin_token).expect("read");
+    assert_eq!(stored["spec"]["data"]["greeting"], "edited");
+
+    // A service applied from the editor that no node can take: the page says why it
+    // waits, and scaling it from the page changes its count.
+    b.goto(&format!("{}/ui/k/services/_new", up.url));
+    b.set_value(
+        "textarea#yaml",
+        "apiVersion: corral.dev/v1\nkind: Service\nmetadata: {name: huge, namespace: default}\n\
+         spec:\n  instances: 2\n  template:\n    image: busybox\n    command: [sleep, '3600']\n\
+         \x20   resources: {cpus: 4096, mem: 32}\n",
+    );
+    b.click(&b.wait("button#save"));
+    b.wait("#yaml-view");
+    assert_eq!(b.path(), "/ui/k/services/default/huge");
+    let waiting = b.wait("#waiting");
+    assert!(!b.text(&waiting).trim_start_matches("Waiting:").trim().is_empty(), "{}", b.text(&waiting));
+    b.wait_text("#scale-now", "now 2");
+    b.screenshot(&screenshot_path("service-waiting.png"));
+    b.set_value("input#replicas", "3");
+    b.click(&b.wait("button#scale"));
+    b.wait_text("#scale-now", "now 3");
+    let stored = up.get("/apis/corral.dev/v1/namespaces/default/services/huge", &up.admin_token).expect("read");
+    assert_eq!(stored["spec"]["instances"], 3);
+
+    // A task's log, followed live: new lines arrive in the open page. The image is
+    // pushed as the README's tour does; the task writes a numbered line at a time.
+    let archive = up.file("busybox.tar");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
+    let built = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
+    assert!(built.success(), "the example image script builds an archive");
+    up.corral(&["image", "push", archive.to_str().expect("path")]);
+    up.post(
+        "/apis/corral.dev/v1/namespaces/default/tasks",
+        &up.admin_token,
+        &json!({"apiVersion": "corral.dev/v1", "kind": "Task",
+            "metadata": {"name": "counter", "namespace": "default"},
+            "spec": {"nodeName": "local", "image": "busybox", "resources": {"cpus": 0.1, "mem": 32},
+                "command": ["sh", "-c", "i=0; while true; do echo \"line $i\"; i=$((i+1)); sleep 0.3; done"]}}),
+    );
+    b.goto(&format!("{}/ui/k/tasks/default/counter", up.url));
+    let logs = b.wait_text("#logs", "line 1");
+    let last = b
+        .text(&logs)
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ").and_then(|n| n.trim().parse::<u64>().ok()))
+        .max()
+        .expect("numbered lines");
+    b.wait_text("#logs", &format!("line {}\n", last + 3));
+    b.screenshot(&screenshot_path("task-logs.png"));
+
+    // The dashboard: the local node Ready, live.
+    b.click(&b.wait("header nav a[href='/ui/']"));
+    b.wait("#nodes .count[data-name=Ready]");
+    b.wait("[data-link=live]");
+    b.screenshot(&screenshot_path("dashboard.png"));
+
+    // Phone width: the same list, readable.
+    b.set_size(390, 844);
+    b.goto(&format!("{}/ui/k/configmaps", up.url));
+    b.wait("tr[data-key='default/ui-live']");
+    b.screenshot(&screenshot_path("configmaps-phone.png"));
+    b.set_size(1280, 800);
+
+    // A viewer: may read, is offered nothing that writes.
+    let vera = up.corral(&["token", "create", "--user", "vera", "--ttl", "1h"]);
+    let binding = up.write(
+        "vera.yaml",
+        "apiVersion: corral.dev/v1\nkind: RoleBinding\nmetadata: {name: vera-views, namespace: default}\n\
+         spec:\n  roleRef: {kind: ClusterRole, name: view}\n  subjects: [{kind: User, name: vera}]\n",
+    );
+    up.corral(&["apply", "-f", binding.to_str().expect("path")]);
+    b.click(&b.wait("button#logout"));
+    b.goto(&format!("{}/ui/k/configmaps/default/ui-live", up.url));
+    log_in(&b, vera.trim());
+    assert_eq!(b.text(&b.wait("#me")), "vera");
+    b.wait_text("#yaml-view", "greeting: edited");
+    b.wait("[data-reviewed=true]");
+    assert!(b.find("button#edit").is_none(), "a viewer is offered Edit");
+    assert!(b.find("button#delete").is_none(), "a viewer is offered Delete");
+
+    b.goto(&format!("{}/ui/k/configmaps?namespace=default", up.url));
+    b.wait("tr[data-key='default/ui-live']");
+    b.wait("[data-reviewed=true]");
+    assert!(b.find("a#create").is_none(), "a viewer is offered Create");
+}
+
+#[test]
+fn a_page_shows_a_lost_connection_and_resumes_without_losing_a_change() {
+    let mut up = Up::start_with(false);
+    let b = Browser::start();
+    b.goto(&format!("{}/ui/k/configmaps?namespace=default", up.url));
+    log_in(&b, &up.admin_token);
+    b.wait("[data-link=live]");
+    b.eval("window.__sameDocument = true; return null;");
+
+    up.stop();
+    b.wait("[data-link=reconnecting]");
+
+    up.start_again();
+    // Written as soon as the server is back, whether or not the page has reconnected
+    // yet: it is shown either way, from the resumed watch.
+    up.post(
+        "/apis/corral.dev/v1/namespaces/default/configmaps",
+        &up.admin_token,
+        &json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
+            "metadata": {"name": "while-away", "namespace": "default"}, "spec": {"data": {"k": "v"}}}),
+    );
+    b.wait("tr[data-key='default/while-away']");
+    b.wait("[data-link=live]");
+    assert_eq!(b.eval("return window.__sameDocument === true;"), json!(true), "the page was not reloaded");
+}

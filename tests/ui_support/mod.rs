@@ -1,0 +1,440 @@
+//! Shared by the web interface's tests: `corral up` run as a user runs it, and real
+//! headless Chromium (Debian's `chromium`) driven through `chromedriver` with the W3C
+//! WebDriver protocol — a dozen JSON requests, spoken here directly with the blocking
+//! HTTP client the tests already use rather than through another client library.
+//!
+//! Every wait is bounded by [`PATIENCE`]; everything binds 127.0.0.1; the browser, its
+//! driver and the server are killed when dropped.
+
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use corral_testkit::PATIENCE;
+use serde_json::{Value, json};
+
+/// The browser the tests drive (Debian's package).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Its WebDriver server (Debian's `chromium-driver`).
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A free port on 127.0.0.1 (free when asked; the process binding it comes next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("its address").port()
+}
+
+/// Waits, bounded by [`PATIENCE`], until `check` gives a value; panics with `what`.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `corral up` (with its local agent, or not), on a fresh data directory and a free
+/// port.
+pub struct Up {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    listen: String,
+    agent: bool,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The administrator's token, from the configuration `corral up` wrote.
+    pub admin_token: String,
+}
+
+impl Up {
+    /// Starts `corral up` and waits until it serves and its node is `Ready`.
+    pub fn start() -> Up {
+        Up::start_with(true)
+    }
+
+    /// Starts `corral up` (`agent`: with its local agent, waiting until its node is
+    /// `Ready`; else `--no-agent`) and waits until it serves.
+    pub fn start_with(agent: bool) -> Up {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let url = format!("http://{listen}");
+        let mut up = Up { child: None, dir, listen, agent, url, admin_token: String::new() };
+        up.start_again();
+        up
+    }
+
+    /// Starts the server (again, after [`Up::stop`]) on the same data and address.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let config = self.config();
+        // Written again at each start: waiting for it is waiting for this start.
+        let _ = std::fs::remove_file(&config);
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("up.log")).expect("log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+        cmd.env("CORRAL_CONFIG", &config)
+            .env_remove("CORRAL_NODE_NAME")
+            .arg("up")
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--listen", &self.listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if !self.agent {
+            cmd.arg("--no-agent");
+        }
+        self.child = Some(cmd.spawn().expect("corral up starts"));
+        let token = wait_for(&self.with_log("corral up to write the CLI's configuration"), || {
+            corral_client::Config::from_kubeconfig(&config).ok().and_then(|c| c.token)
+        });
+        self.admin_token = token.clone();
+        wait_for(&self.with_log("corral up to serve"), || {
+            self.get("/apis/corral.dev/v1/namespaces/default", &token).ok()
+        });
+        if self.agent {
+            wait_for(&self.with_log("the local node to be Ready"), || {
+                let node = self.get("/apis/corral.dev/v1/nodes/local", &token).ok()?;
+                (node["status"]["phase"] == "Ready").then_some(())
+            });
+        }
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL if it has not ended within 20 s). With an
+    /// agent, its tasks are deleted first and their end awaited: containers outlive
+    /// their agent by design (a restarted agent adopts them), not a test.
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        if self.agent {
+            self.delete_tasks();
+        }
+        let Some(mut child) = self.child.take() else { return };
+        // SAFETY: kill(2) on the pid of a child this value owns and has not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Deletes every task and waits (bounded) until none is left.
+    fn delete_tasks(&self) {
+        let token = self.admin_token.clone();
+        let names = |up: &Up| -> Vec<(String, String)> {
+            let list = up.get("/apis/corral.dev/v1/tasks", &token).unwrap_or_default();
+            list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let field = |f: &str| t["metadata"][f].as_str().unwrap_or_default().to_string();
+                    (field("namespace"), field("name"))
+                })
+                .collect()
+        };
+        for (ns, name) in names(self) {
+            let _ = Self::http()
+                .delete(format!("{}/apis/corral.dev/v1/namespaces/{ns}/tasks/{name}", self.url))
+                .bearer_auth(&token)
+                .send();
+        }
+        let deadline = Instant::now() + PATIENCE;
+        while !names(self).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `what`, with the server's log so far (for failures).
+    pub fn with_log(&self, what: &str) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default();
+        format!("{what}\ncorral up log:\n{log}")
+    }
+
+    /// The CLI's configuration `corral up` wrote.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    /// `corral ARGS` as the administrator; its standard output, or a panic with why.
+    pub fn corral(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .arg("--server")
+            .arg(&self.url)
+            .args(args)
+            .env("CORRAL_CONFIG", self.config())
+            .env_remove("CORRAL_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("corral runs");
+        assert!(
+            out.status.success(),
+            "corral {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A path in the test's directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `text` into the test's directory; returns the path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    fn http() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    }
+
+    /// `GET path` with `token`, as JSON.
+    pub fn get(&self, path: &str, token: &str) -> Result<Value, String> {
+        let resp =
+            Self::http().get(format!("{}{path}", self.url)).bearer_auth(token).send().map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body: Value = resp.json().map_err(|e| e.to_string())?;
+        if status.is_success() { Ok(body) } else { Err(format!("{status}: {body}")) }
+    }
+
+    /// `POST path` of `body` with `token`, as JSON; panics unless it succeeds.
+    pub fn post(&self, path: &str, token: &str, body: &Value) -> Value {
+        let resp = Self::http()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .expect("POST is sent");
+        let status = resp.status();
+        let body: Value = resp.json().expect("a JSON answer");
+        assert!(status.is_success(), "POST {path}: {status}: {body}");
+        body
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The W3C WebDriver key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// Headless Chromium driven through its own `chromedriver`, with a fresh profile.
+pub struct Browser {
+    driver: Child,
+    http: reqwest::blocking::Client,
+    /// `http://127.0.0.1:PORT/session/ID`.
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+/// An element of the page, as WebDriver names it.
+#[derive(Clone, Debug)]
+pub struct Element(String);
+
+impl Browser {
+    /// Starts chromedriver on a free port and a headless Chromium session at 1280×800.
+    pub fn start() -> Browser {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(bin).exists(),
+                "{bin} is missing: `bash scripts/setup.sh test` installs Debian's chromium and chromium-driver"
+            );
+        }
+        let profile = tempfile::tempdir().expect("profile dir");
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: dropping the browser kills chromedriver and every
+            // Chromium process it started, whatever state they are in.
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver starts");
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+        let base = format!("http://127.0.0.1:{port}");
+        let mut browser = Browser { driver, http, session: String::new(), _profile: profile };
+        wait_for("chromedriver to answer /status", || {
+            let v: Value = browser.http.get(format!("{base}/status")).send().ok()?.json().ok()?;
+            (v["value"]["ready"] == true).then_some(())
+        });
+        let args = [
+            "--headless".to_string(),
+            "--no-sandbox".to_string(),
+            "--disable-gpu".to_string(),
+            "--disable-quic".to_string(),
+            "--no-first-run".to_string(),
+            "--disable-background-networking".to_string(),
+            "--disable-component-update".to_string(),
+            "--disable-sync".to_string(),
+            "--disable-dev-shm-usage".to_string(),
+            "--window-size=1280,800".to_string(),
+            format!("--user-data-dir={}", browser._profile.path().display()),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        }}});
+        let created = browser.raw("POST", &format!("{base}/session"), Some(caps)).expect("a browser session starts");
+        let id = created["sessionId"].as_str().expect("a session id").to_string();
+        browser.session = format!("{base}/session/{id}");
+        browser.set_size(1280, 800);
+        browser
+    }
+
+    fn raw(&self, method: &str, url: &str, body: Option<Value>) -> Result<Value, String> {
+        let req = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(&body.unwrap_or_else(|| json!({}))),
+        };
+        let resp = req.send().map_err(|e| format!("{method} {url}: {e}"))?;
+        let status = resp.status();
+        let v: Value = resp.json().map_err(|e| format!("{method} {url}: {e}"))?;
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err(format!("{method} {url}: {status}: {}", v["value"]))
+        }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        self.raw(method, &format!("{}{path}", self.session), body)
+    }
+
+    /// Loads `url` (a full page load).
+    pub fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url }))).expect("navigation");
+    }
+
+    /// The page's path and query, as the address bar shows them.
+    pub fn path(&self) -> String {
+        let url = self.cmd("GET", "/url", None).expect("url");
+        let url = url.as_str().unwrap_or_default();
+        url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default()
+    }
+
+    /// Sets the window's size.
+    pub fn set_size(&self, width: u32, height: u32) {
+        self.cmd("POST", "/window/rect", Some(json!({"width": width, "height": height}))).expect("window size");
+    }
+
+    /// The elements matching `css` now.
+    pub fn find_all(&self, css: &str) -> Vec<Element> {
+        let found = self.cmd("POST", "/elements", Some(json!({"using": "css selector", "value": css})));
+        found
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e[ELEMENT].as_str().map(|id| Element(id.to_string())))
+            .collect()
+    }
+
+    /// The first element matching `css` now, if any.
+    pub fn find(&self, css: &str) -> Option<Element> {
+        self.find_all(css).into_iter().next()
+    }
+
+    /// Waits (bounded) for an element matching `css`.
+    pub fn wait(&self, css: &str) -> Element {
+        wait_for(&format!("an element {css:?} on {}", self.path()), || self.find(css))
+    }
+
+    /// Waits (bounded) for an element matching `css` whose text contains `text`.
+    pub fn wait_text(&self, css: &str, text: &str) -> Element {
+        wait_for(&format!("{css:?} showing {text:?} on {}", self.path()), || {
+            self.find_all(css).into_iter().find(|e| self.text(e).contains(text))
+        })
+    }
+
+    /// The rendered text of `e`.
+    pub fn text(&self, e: &Element) -> String {
+        self.cmd("GET", &format!("/element/{}/text", e.0), None)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Clicks `e`.
+    pub fn click(&self, e: &Element) {
+        self.cmd("POST", &format!("/element/{}/click", e.0), None).expect("click");
+    }
+
+    /// Types `text` into `e`.
+    pub fn type_into(&self, e: &Element, text: &str) {
+        self.cmd("POST", &format!("/element/{}/value", e.0), Some(json!({ "text": text }))).expect("typing");
+    }
+
+    /// Runs `script` in the page; its result.
+    pub fn eval(&self, script: &str) -> Value {
+        self.eval_with(script, &[])
+    }
+
+    /// Runs `script` in the page with `args` (`arguments[i]`); its result.
+    pub fn eval_with(&self, script: &str, args: &[Value]) -> Value {
+        self.cmd("POST", "/execute/sync", Some(json!({"script": script, "args": args}))).expect("script")
+    }
+
+    /// Sets the value of the field matching `css` to `text` as typing would end (an
+    /// `input` event follows), whatever its length or its newlines.
+    pub fn set_value(&self, css: &str, text: &str) {
+        self.wait(css);
+        self.eval_with(
+            "const e = document.querySelector(arguments[0]); e.value = arguments[1]; \
+             e.dispatchEvent(new Event('input', {bubbles: true})); return null;",
+            &[json!(css), json!(text)],
+        );
+    }
+
+    /// The value of the field matching `css`.
+    pub fn value(&self, css: &str) -> String {
+        self.wait(css);
+        let v = self.eval_with("return document.querySelector(arguments[0]).value;", &[json!(css)]);
+        v.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Saves a PNG of the window to `path`.
+    pub fn screenshot(&self, path: &Path) {
+        use base64::Engine as _;
+        let png = self.cmd("GET", "/screenshot", None).expect("screenshot");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap_or_default()).expect("base64");
+        assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("screenshot dir");
+        }
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.raw("DELETE", &self.session.clone(), None);
+        }
+        // SAFETY: kill(2) on the process group this value's chromedriver leads.
+        unsafe { libc::kill(-(self.driver.id() as libc::pid_t), libc::SIGKILL) };
+        let _ = self.driver.wait();
+    }
+}
