@@ -9,6 +9,8 @@ import { useEffect, useState } from "preact/hooks";
 
 import { ApiError, type Me, setToken, token, whenUnauthorized, whoami } from "./api";
 import { Dashboard, KindsPage, ListPage, NewPage, ObjectPage } from "./pages";
+import { JobPage } from "./pages/jobs";
+import { NodePage } from "./pages/nodes";
 import { BASE, interceptLinks, listHref, type Route, useRoute } from "./router";
 
 function Login(props: { onLogin: (me: Me) => void; expired?: boolean }) {
@@ -84,6 +86,8 @@ function Page(props: { route: Route }) {
     case "new":
       return <NewPage slug={r.kind} namespace={r.namespace} />;
     case "object":
+      if (r.kind === "jobs" && r.namespace) return <JobPage namespace={r.namespace} name={r.name} />;
+      if (r.kind === "nodes" && !r.namespace) return <NodePage name={r.name} />;
       return <ObjectPage slug={r.kind} namespace={r.namespace} name={r.name} />;
     case "notFound":
       return (

@@ -23,7 +23,7 @@ import { age, cell, defaultColumns, valueAt } from "./table";
 import type { Link, Snapshot } from "./watch";
 
 /** How the page's link to the server stands: live, or reconnecting and why. */
-function LinkStatus(props: { link: Link; error?: string }) {
+export function LinkStatus(props: { link: Link; error?: string }) {
   const text = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" }[props.link];
   return (
     <span class={`link link-${props.link}`} role="status" aria-live="polite" data-link={props.link}>
@@ -284,7 +284,7 @@ export function ListPage(props: { slug: string; namespace?: string }) {
 }
 
 /** The server's refusal: its message and each field it named. */
-function Refusal(props: { error: { message: string; causes: Cause[] } | null }) {
+export function Refusal(props: { error: { message: string; causes: Cause[] } | null }) {
   if (!props.error) return null;
   return (
     <div class="error" role="alert" id="refusal">
@@ -302,7 +302,7 @@ function Refusal(props: { error: { message: string; causes: Cause[] } | null }) 
   );
 }
 
-function refusalOf(e: unknown): { message: string; causes: Cause[] } {
+export function refusalOf(e: unknown): { message: string; causes: Cause[] } {
   if (e instanceof ApiError) return { message: e.message, causes: e.causes };
   return { message: e instanceof Error ? e.message : String(e), causes: [] };
 }

@@ -1,0 +1,349 @@
+// A node's page: its state, attributes, reservations, capacity against what its live
+// tasks hold, and those tasks, all live; "Mark unschedulable" / "Mark schedulable"
+// set `spec.unschedulable` (no new task is placed on the node; running ones are left
+// alone), offered when the user may patch the node.
+//
+// What is allocated is counted here, in the page, as the server's node ledger counts
+// it: the resources of every task bound to the node (`spec.nodeName`) that has not
+// ended, from a watch of those tasks selected by the server. Disk held by bound
+// volumes is not counted here.
+
+import "./style.css";
+
+import { useState } from "preact/hooks";
+
+import { type Cause, CORE_GROUP, type Kind, objectPath, request } from "../api";
+import { useCan, useKinds, useLive, useNow } from "../hooks";
+import { LinkStatus, ObjectPage, Refusal, refusalOf } from "../pages";
+import { listHref, objectHref } from "../router";
+import { age } from "../table";
+
+/** Task phases that are an end: such a task holds nothing. */
+const ENDED = new Set(["FINISHED", "FAILED", "KILLED", "LOST"]);
+
+/** Scalar resources as nodes and tasks state them: cores, MiB, MiB. */
+export interface Resources {
+  cpus: number;
+  mem: number;
+  disk: number;
+}
+
+const ZERO: Resources = { cpus: 0, mem: 0, disk: 0 };
+
+function resourcesOf(r: any): Resources {
+  return { cpus: Number(r?.cpus ?? 0) || 0, mem: Number(r?.mem ?? 0) || 0, disk: Number(r?.disk ?? 0) || 0 };
+}
+
+/** Whether a task still holds what it asked for (bound, not ended). */
+export function holds(task: any): boolean {
+  return Boolean(task?.spec?.nodeName) && !ENDED.has(String(task?.status?.phase ?? ""));
+}
+
+/** What `tasks` hold in all, and by role (`*` when none is named). */
+export function allocated(tasks: any[]): { total: Resources; byRole: Map<string, Resources> } {
+  const total = { ...ZERO };
+  const byRole = new Map<string, Resources>();
+  for (const t of tasks) {
+    if (!holds(t)) continue;
+    const r = resourcesOf(t?.spec?.resources);
+    const role = String(t?.spec?.role || "*");
+    const acc = byRole.get(role) ?? { ...ZERO };
+    for (const k of ["cpus", "mem", "disk"] as const) {
+      total[k] += r[k];
+      acc[k] += r[k];
+    }
+    byRole.set(role, acc);
+  }
+  return { total, byRole };
+}
+
+/** Cores with at most three decimals, as they are written (`0.1`, not `0.10000000000000001`). */
+function cores(n: number): string {
+  return String(Math.round(n * 1000) / 1000);
+}
+
+function Usage(props: { name: string; unit: string; capacity: number; used: number; fmt: (n: number) => string }) {
+  const share = props.capacity > 0 ? Math.min(1, props.used / props.capacity) : 0;
+  const pct = Math.round(share * 100);
+  return (
+    <tr data-resource={props.name}>
+      <th scope="row">
+        {props.name}
+        {props.unit && <span class="muted"> ({props.unit})</span>}
+      </th>
+      <td class="num" data-capacity>
+        {props.fmt(props.capacity)}
+      </td>
+      <td class="num" data-allocated>
+        {props.fmt(props.used)}
+      </td>
+      <td class="num" data-free>
+        {props.fmt(Math.max(0, props.capacity - props.used))}
+      </td>
+      <td class="bar-cell">
+        <meter min={0} max={1} value={share} high={0.9} aria-label={`${props.name} allocated ${pct}%`} />{" "}
+        <span class="muted">{pct}%</span>
+      </td>
+    </tr>
+  );
+}
+
+function NodeOf(props: { nodes: Kind; tasks: Kind; name: string }) {
+  const { nodes, tasks, name } = props;
+  const nodeSnap = useLive(nodes, { fieldSelector: `metadata.name=${name}` });
+  const taskSnap = useLive(tasks, { fieldSelector: `spec.nodeName=${name}` });
+  const mayPatch = useCan("patch", nodes, undefined, name);
+  const now = useNow();
+  const [error, setError] = useState<{ message: string; causes: Cause[] } | null>(null);
+  const [busy, setBusy] = useState(false);
+  const node = [...nodeSnap.items.values()].find((o) => o?.metadata?.name === name);
+  const spec = node?.spec ?? {};
+  const status = node?.status ?? {};
+  const capacity = resourcesOf(status.capacity);
+  const onNode = [...taskSnap.items.values()].filter((t) => t?.spec?.nodeName === name);
+  const { total, byRole } = allocated(onNode);
+  const phase = String(status.phase ?? "Pending");
+  const unschedulable = spec.unschedulable === true;
+  const attributes = Object.entries((spec.attributes ?? {}) as Record<string, string>);
+  const reservations = Object.entries((spec.reservations ?? {}) as Record<string, any>);
+  const portsUsed = onNode
+    .filter(holds)
+    .flatMap((t) => (t?.spec?.ports ?? []).map((p: any) => p?.hostPort).filter((p: unknown) => typeof p === "number"));
+  // Live tasks first, then the newest.
+  onNode.sort((a, b) => {
+    const live = Number(holds(b)) - Number(holds(a));
+    if (live !== 0) return live;
+    return String(b?.metadata?.creationTimestamp ?? "").localeCompare(String(a?.metadata?.creationTimestamp ?? ""));
+  });
+  const link = nodeSnap.link === "live" && taskSnap.link !== "live" ? taskSnap.link : nodeSnap.link;
+
+  const setSchedulable = async (yes: boolean) => {
+    setBusy(true);
+    setError(null);
+    try {
+      // As a merge patch: `null` takes the field away (schedulable is its default).
+      await request(objectPath(nodes, undefined, name), {
+        method: "PATCH",
+        headers: { "Content-Type": "application/merge-patch+json" },
+        body: JSON.stringify({ spec: { unschedulable: yes ? null : true } }),
+      });
+    } catch (e) {
+      setError(refusalOf(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <section class="node-page" data-reviewed={String(mayPatch !== undefined)}>
+      <nav class="crumbs" aria-label="Breadcrumbs">
+        <a href={listHref("nodes")}>Node</a>
+      </nav>
+      <div class="title">
+        <h1>{name}</h1>
+        <LinkStatus link={link} error={nodeSnap.error ?? taskSnap.error} />
+        {node && mayPatch && (
+          <button
+            id="schedulable"
+            type="button"
+            class={unschedulable ? "" : "danger"}
+            disabled={busy}
+            data-unschedulable={String(unschedulable)}
+            onClick={() => setSchedulable(unschedulable)}
+          >
+            {unschedulable ? "Mark schedulable" : "Mark unschedulable"}
+          </button>
+        )}
+      </div>
+      <Refusal error={error} />
+      {!node && nodeSnap.loaded && (
+        <p class="muted" id="gone">
+          There is no node {name} (now).
+        </p>
+      )}
+      {node && (
+        <>
+          <p id="node-state" data-phase={phase} data-unschedulable={String(unschedulable)}>
+            <span class={`phase phase-${phase.toLowerCase()}`}>{phase}</span>
+            {unschedulable && (
+              <>
+                {" · "}
+                <strong class="warn">Unschedulable</strong>
+                <span class="muted"> — no new task is placed here; running tasks go on</span>
+              </>
+            )}
+            {status.message && <span class="muted"> — {String(status.message)}</span>}
+            {status.lastTransitionTime && (
+              <span class="muted"> (since {age(status.lastTransitionTime, now)} ago)</span>
+            )}
+          </p>
+          <dl class="fields" id="node-fields">
+            <div>
+              <dt>ADDRESS</dt>
+              <dd>{status.address ?? "<none>"}</dd>
+            </div>
+            <div>
+              <dt>AGENT</dt>
+              <dd>
+                {status.agentVersion ?? "<unknown>"}
+                {status.agentEndpoint ? <span class="muted"> at {status.agentEndpoint}</span> : null}
+              </dd>
+            </div>
+            <div>
+              <dt>PORTS</dt>
+              <dd>
+                {(status.portRanges ?? []).map((r: any) => `${r?.begin}-${r?.end}`).join(", ") || "<none>"}
+                {portsUsed.length > 0 && <span class="muted"> ({portsUsed.length} in use)</span>}
+              </dd>
+            </div>
+            <div>
+              <dt>AGE</dt>
+              <dd>{age(node?.metadata?.creationTimestamp, now)}</dd>
+            </div>
+          </dl>
+          <section aria-labelledby="capacity-title">
+            <h2 id="capacity-title">Capacity and allocated</h2>
+            <div class="table-wrap">
+              <table class="objects usage" id="capacity">
+                <thead>
+                  <tr>
+                    <th scope="col">RESOURCE</th>
+                    <th scope="col">CAPACITY</th>
+                    <th scope="col">ALLOCATED</th>
+                    <th scope="col">FREE</th>
+                    <th scope="col">SHARE</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  <Usage name="cpus" unit="cores" capacity={capacity.cpus} used={total.cpus} fmt={cores} />
+                  <Usage name="mem" unit="MiB" capacity={capacity.mem} used={total.mem} fmt={String} />
+                  <Usage name="disk" unit="MiB" capacity={capacity.disk} used={total.disk} fmt={String} />
+                </tbody>
+              </table>
+            </div>
+            <p class="muted">Allocated: what the node's tasks that have not ended asked for (bound volumes' disk aside).</p>
+          </section>
+          <div class="cards">
+            <section class="card" id="attributes" aria-labelledby="attributes-title">
+              <h2 id="attributes-title">Attributes</h2>
+              {attributes.length === 0 ? (
+                <p class="muted">None.</p>
+              ) : (
+                <dl>
+                  {attributes.map(([k, v]) => (
+                    <div class="count" data-name={k}>
+                      <dt>{k}</dt>
+                      <dd>{v}</dd>
+                    </div>
+                  ))}
+                </dl>
+              )}
+            </section>
+            <section class="card" id="reservations" aria-labelledby="reservations-title">
+              <h2 id="reservations-title">Reservations</h2>
+              {reservations.length === 0 ? (
+                <p class="muted">None: every resource is offered to any role.</p>
+              ) : (
+                <table class="compact">
+                  <thead>
+                    <tr>
+                      <th scope="col">ROLE</th>
+                      <th scope="col">CPUS</th>
+                      <th scope="col">MEM</th>
+                      <th scope="col">DISK</th>
+                      <th scope="col">ALLOCATED TO ROLE</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {reservations.map(([role, r]) => {
+                      const res = resourcesOf(r);
+                      const used = byRole.get(role) ?? ZERO;
+                      return (
+                        <tr data-role={role}>
+                          <td>{role}</td>
+                          <td>{cores(res.cpus)}</td>
+                          <td>{res.mem}</td>
+                          <td>{res.disk}</td>
+                          <td>
+                            {cores(used.cpus)} cpus, {used.mem} MiB
+                          </td>
+                        </tr>
+                      );
+                    })}
+                  </tbody>
+                </table>
+              )}
+            </section>
+          </div>
+        </>
+      )}
+      <section aria-labelledby="tasks-title">
+        <h2 id="tasks-title">
+          Tasks <span class="muted">{taskSnap.loaded ? onNode.length : "…"}</span>
+        </h2>
+        {taskSnap.loaded && onNode.length === 0 ? (
+          <p class="muted empty" id="no-tasks">
+            No tasks on this node.
+          </p>
+        ) : (
+          <div class="table-wrap">
+            <table class="objects" id="node-tasks">
+              <thead>
+                <tr>
+                  <th scope="col">NAMESPACE</th>
+                  <th scope="col">NAME</th>
+                  <th scope="col">STATUS</th>
+                  <th scope="col">CPUS</th>
+                  <th scope="col">MEM(MiB)</th>
+                  <th scope="col">DISK(MiB)</th>
+                  <th scope="col">ROLE</th>
+                  <th scope="col">OWNER</th>
+                  <th scope="col">AGE</th>
+                </tr>
+              </thead>
+              <tbody>
+                {onNode.map((t) => {
+                  const ns = String(t?.metadata?.namespace ?? "");
+                  const tn = String(t?.metadata?.name ?? "");
+                  const r = resourcesOf(t?.spec?.resources);
+                  const owner = (t?.metadata?.ownerReferences ?? [])[0];
+                  return (
+                    <tr data-key={`${ns}/${tn}`} data-phase={t?.status?.phase ?? ""} class={holds(t) ? "" : "ended"}>
+                      <td>{ns}</td>
+                      <td>
+                        <a href={objectHref("tasks", ns, tn)}>{tn}</a>
+                      </td>
+                      <td>{t?.status?.phase ?? "STAGING"}</td>
+                      <td>{cores(r.cpus)}</td>
+                      <td>{r.mem}</td>
+                      <td>{r.disk}</td>
+                      <td>{t?.spec?.role || "*"}</td>
+                      <td>{owner ? `${String(owner.kind ?? "").toLowerCase()}/${owner.name}` : ""}</td>
+                      <td>{age(t?.metadata?.creationTimestamp, now)}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </section>
+      <details class="embedded" id="object">
+        <summary>The node as YAML; edit, delete</summary>
+        <ObjectPage slug="nodes" name={name} />
+      </details>
+    </section>
+  );
+}
+
+/** A node with its capacity, what its tasks hold and those tasks, live. */
+export function NodePage(props: { name: string }) {
+  const ks = useKinds();
+  if (ks.state === "loading") return <p class="loading">Loading…</p>;
+  if (ks.state === "error") return <p class="error" role="alert">{ks.message}</p>;
+  const find = (plural: string) => ks.value.find((k) => k.group === CORE_GROUP && k.plural === plural);
+  const nodes = find("nodes");
+  const tasks = find("tasks");
+  if (!nodes || !tasks) return <p class="error" role="alert">The server serves no nodes or tasks.</p>;
+  return <NodeOf nodes={nodes} tasks={tasks} name={props.name} />;
+}
