@@ -3,7 +3,8 @@
 //! page and the run is seen to succeed live, with its attempt; a second run of a
 //! `FORBID` job is refused and the page says why; the local node's page shows its
 //! capacity and what the running job's task holds, and marking it unschedulable (and
-//! back) changes its state; the running run is killed from its job's page. Screenshots
+//! back) changes its state; a viewer is offered neither Run now nor Kill; the running
+//! run is killed from its job's page. Screenshots
 //! go to `docs/screenshots/job.png` and `node.png` (linked from the README).
 
 mod ui_support;
@@ -125,8 +126,26 @@ fn a_job_runs_and_is_killed_from_its_page_and_a_node_is_marked_unschedulable_fro
     let node = up.get("/apis/corral.dev/v1/nodes/local", &up.admin_token).expect("the node");
     assert!(node["spec"]["unschedulable"] != true, "{node:#}");
 
+    // A viewer sees the job and its running run, and is offered neither Run now nor Kill.
+    let vera = up.corral(&["token", "create", "--user", "vera", "--ttl", "1h"]);
+    let binding = up.write(
+        "vera.yaml",
+        "apiVersion: corral.dev/v1\nkind: RoleBinding\nmetadata: {name: vera-views, namespace: default}\n\
+         spec:\n  roleRef: {kind: ClusterRole, name: view}\n  subjects: [{kind: User, name: vera}]\n",
+    );
+    up.corral(&["apply", "-f", binding.to_str().expect("path")]);
+    b.click(&b.wait("button#logout"));
+    b.goto(&format!("{}/ui/k/jobs/default/forever", up.url));
+    log_in(&b, vera.trim());
+    b.wait(&format!("tr[data-run='{running}'][data-phase=Running]"));
+    b.wait("section.job-page[data-reviewed=true]");
+    assert!(b.find("button#run-now").is_none(), "a viewer is offered Run now");
+    assert!(b.find("button.kill").is_none(), "a viewer is offered Kill");
+    b.click(&b.wait("button#logout"));
+
     // Killed from its job's page (the confirmation accepted).
     b.goto(&format!("{}/ui/k/jobs/default/forever", up.url));
+    log_in(&b, &up.admin_token);
     let kill = b.wait(&format!("button.kill[data-run='{running}']"));
     b.eval("window.confirm = () => true; return null;");
     b.click(&kill);
