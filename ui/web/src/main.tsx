@@ -9,6 +9,7 @@ import { useEffect, useState } from "preact/hooks";
 
 import { ApiError, type Me, setToken, token, whenUnauthorized, whoami } from "./api";
 import { Dashboard, KindsPage, ListPage, NewPage, ObjectPage } from "./pages";
+import { ServicePage, ServicesPage } from "./pages/services";
 import { BASE, interceptLinks, listHref, type Route, useRoute } from "./router";
 
 function Login(props: { onLogin: (me: Me) => void; expired?: boolean }) {
@@ -80,10 +81,14 @@ function Page(props: { route: Route }) {
     case "kinds":
       return <KindsPage />;
     case "list":
+      if (r.kind === "services" || r.kind === "svc") return <ServicesPage namespace={r.namespace} />;
       return <ListPage slug={r.kind} namespace={r.namespace} />;
     case "new":
       return <NewPage slug={r.kind} namespace={r.namespace} />;
     case "object":
+      if (r.namespace && (r.kind === "services" || r.kind === "svc")) {
+        return <ServicePage namespace={r.namespace} name={r.name} />;
+      }
       return <ObjectPage slug={r.kind} namespace={r.namespace} name={r.name} />;
     case "notFound":
       return (

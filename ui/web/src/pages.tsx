@@ -23,7 +23,7 @@ import { age, cell, defaultColumns, valueAt } from "./table";
 import type { Link, Snapshot } from "./watch";
 
 /** How the page's link to the server stands: live, or reconnecting and why. */
-function LinkStatus(props: { link: Link; error?: string }) {
+export function LinkStatus(props: { link: Link; error?: string }) {
   const text = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" }[props.link];
   return (
     <span class={`link link-${props.link}`} role="status" aria-live="polite" data-link={props.link}>
@@ -34,7 +34,7 @@ function LinkStatus(props: { link: Link; error?: string }) {
 }
 
 /** A kind that is loading, unknown or failed, as a page. */
-function KindGate(props: { slug: string; kind: Loaded<Kind | undefined>; children: (k: Kind) => ComponentChildren }) {
+export function KindGate(props: { slug: string; kind: Loaded<Kind | undefined>; children: (k: Kind) => ComponentChildren }) {
   const k = props.kind;
   if (k.state === "loading") return <p class="loading">Loading…</p>;
   if (k.state === "error") return <p class="error" role="alert">{k.message}</p>;
@@ -86,7 +86,8 @@ function Counts(props: { title: string; kind: Kind; snap: Snapshot; by: (o: any)
   );
 }
 
-function serviceState(s: any): string {
+/** A service's state in a word: waiting, deploying, healthy or not all healthy. */
+export function serviceState(s: any): string {
   const want = Number(s?.spec?.instances ?? 0);
   if (s?.status?.waiting) return "waiting";
   if (s?.status?.deployment?.phase === "InProgress") return "deploying";
@@ -284,7 +285,7 @@ export function ListPage(props: { slug: string; namespace?: string }) {
 }
 
 /** The server's refusal: its message and each field it named. */
-function Refusal(props: { error: { message: string; causes: Cause[] } | null }) {
+export function Refusal(props: { error: { message: string; causes: Cause[] } | null }) {
   if (!props.error) return null;
   return (
     <div class="error" role="alert" id="refusal">
@@ -302,13 +303,13 @@ function Refusal(props: { error: { message: string; causes: Cause[] } | null }) 
   );
 }
 
-function refusalOf(e: unknown): { message: string; causes: Cause[] } {
+export function refusalOf(e: unknown): { message: string; causes: Cause[] } {
   if (e instanceof ApiError) return { message: e.message, causes: e.causes };
   return { message: e instanceof Error ? e.message : String(e), causes: [] };
 }
 
 /** A YAML editor sending the object with `save`; shows what was refused. */
-function Editor(props: { initial: string; label: string; save: (obj: any) => Promise<void>; onCancel?: () => void }) {
+export function Editor(props: { initial: string; label: string; save: (obj: any) => Promise<void>; onCancel?: () => void }) {
   const [text, setText] = useState(props.initial);
   const [error, setError] = useState<{ message: string; causes: Cause[] } | null>(null);
   const [busy, setBusy] = useState(false);
@@ -535,13 +536,13 @@ function Logs(props: { path: string }) {
   );
 }
 
-function scaleSpecPath(kind: Kind): string {
+export function scaleSpecPath(kind: Kind): string {
   const scale = kind.subresources?.scale as { specReplicasPath?: string } | undefined;
   return scale?.specReplicasPath ?? ".spec.replicas";
 }
 
 /** Sets a scalable object's desired count through its `scale` subresource. */
-function Scale(props: { path: string; current: any; specPath: string }) {
+export function Scale(props: { path: string; current: any; specPath: string }) {
   const desired = valueAt(props.current, props.specPath);
   const [value, setValue] = useState(String(desired ?? 0));
   const [error, setError] = useState<{ message: string; causes: Cause[] } | null>(null);
