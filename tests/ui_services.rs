@@ -137,7 +137,10 @@ fn a_service_applied_from_the_editor_shows_its_tasks_live_scales_restarts_and_ro
     b.wait(&format!("#history tr[data-revision='{before}']"));
     let stored = up.get(SERVICE, &up.admin_token).expect("read");
     assert!(stored["spec"]["restartedAt"].is_string(), "{}", stored["spec"]);
+    // Tall enough to show the revisions too.
+    b.set_size(1280, 1300);
     b.screenshot(&screenshot_path("service.png"));
+    b.set_size(1280, 800);
 
     // Roll back (what `corral rollout undo` does): the first template again, without
     // the restart's stamp.

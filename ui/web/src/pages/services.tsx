@@ -234,7 +234,7 @@ function Deployment(props: { svc: any; now: number }) {
           </div>
           {d.message && (
             <div>
-              <dt>WAITS FOR</dt>
+              <dt>DETAIL</dt>
               <dd>{d.message}</dd>
             </div>
           )}
