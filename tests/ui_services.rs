@@ -173,4 +173,22 @@ fn a_service_applied_from_the_editor_shows_its_tasks_live_scales_restarts_and_ro
         list["items"].as_array().is_some_and(|a| a.is_empty()).then_some(())
     });
     assert!(same_document(&b), "the page was not reloaded");
+
+    // A service no node meets the constraint of: its page says why, with each refusal
+    // the controller counted (what turned the offers down, how many, on how many nodes).
+    up.post(
+        "/apis/corral.dev/v1/namespaces/default/services",
+        &up.admin_token,
+        &json!({"apiVersion": "corral.dev/v1", "kind": "Service",
+            "metadata": {"name": "pinned", "namespace": "default"},
+            "spec": {"instances": 1, "constraints": [["hostname", "IS", "elsewhere"]],
+                "template": {"image": "busybox", "command": ["sleep", "3600"], "resources": {"cpus": 0.1, "mem": 32}}}}),
+    );
+    b.click(&b.wait("tr[data-key='default/pinned'] a"));
+    b.wait_text("#waiting", "Waiting:");
+    let refusal = b.wait("#refusals tbody tr");
+    assert!(b.text(&refusal).contains("hostname"), "the constraint is named: {}", b.text(&refusal));
+    b.screenshot(&screenshot_path("service-refusals.png"));
+    b.click(&b.wait("button#delete"));
+    b.wait("table.objects[data-kind=services]");
 }
