@@ -189,6 +189,23 @@ fn a_service_applied_from_the_editor_shows_its_tasks_live_scales_restarts_and_ro
     let refusal = b.wait("#refusals tbody tr");
     assert!(b.text(&refusal).contains("hostname"), "the constraint is named: {}", b.text(&refusal));
     b.screenshot(&screenshot_path("service-refusals.png"));
-    b.click(&b.wait("button#delete"));
-    b.wait("table.objects[data-kind=services]");
+
+    // A viewer sees the same page and is offered none of its actions.
+    let vera = up.corral(&["token", "create", "--user", "vera", "--ttl", "1h"]);
+    let binding = up.write(
+        "vera.yaml",
+        "apiVersion: corral.dev/v1\nkind: RoleBinding\nmetadata: {name: vera-views, namespace: default}\n\
+         spec:\n  roleRef: {kind: ClusterRole, name: view}\n  subjects: [{kind: User, name: vera}]\n",
+    );
+    up.corral(&["apply", "-f", binding.to_str().expect("path")]);
+    b.click(&b.wait("button#logout"));
+    b.goto(&format!("{}/ui/k/services/default/pinned", up.url));
+    log_in(&b, vera.trim());
+    b.wait("#refusals tbody tr");
+    b.wait("[data-reviewed=true]");
+    for action in ["button#restart", "button#rollback", "button#edit", "button#delete", "button#scale"] {
+        assert!(b.find(action).is_none(), "a viewer is offered {action}");
+    }
+    up.corral(&["delete", "service", "pinned"]);
+    b.wait("#gone");
 }
