@@ -11,6 +11,7 @@ import { ApiError, type Me, setToken, token, whenUnauthorized, whoami } from "./
 import { Dashboard, KindsPage, ListPage, NewPage, ObjectPage } from "./pages";
 import { JobPage } from "./pages/jobs";
 import { NodePage } from "./pages/nodes";
+import { ServicePage, ServicesPage } from "./pages/services";
 import { BASE, interceptLinks, listHref, type Route, useRoute } from "./router";
 
 function Login(props: { onLogin: (me: Me) => void; expired?: boolean }) {
@@ -82,12 +83,16 @@ function Page(props: { route: Route }) {
     case "kinds":
       return <KindsPage />;
     case "list":
+      if (r.kind === "services" || r.kind === "svc") return <ServicesPage namespace={r.namespace} />;
       return <ListPage slug={r.kind} namespace={r.namespace} />;
     case "new":
       return <NewPage slug={r.kind} namespace={r.namespace} />;
     case "object":
       if (r.kind === "jobs" && r.namespace) return <JobPage namespace={r.namespace} name={r.name} />;
       if (r.kind === "nodes" && !r.namespace) return <NodePage name={r.name} />;
+      if (r.namespace && (r.kind === "services" || r.kind === "svc")) {
+        return <ServicePage namespace={r.namespace} name={r.name} />;
+      }
       return <ObjectPage slug={r.kind} namespace={r.namespace} name={r.name} />;
     case "notFound":
       return (

@@ -34,7 +34,7 @@ export function LinkStatus(props: { link: Link; error?: string }) {
 }
 
 /** A kind that is loading, unknown or failed, as a page. */
-function KindGate(props: { slug: string; kind: Loaded<Kind | undefined>; children: (k: Kind) => ComponentChildren }) {
+export function KindGate(props: { slug: string; kind: Loaded<Kind | undefined>; children: (k: Kind) => ComponentChildren }) {
   const k = props.kind;
   if (k.state === "loading") return <p class="loading">Loading…</p>;
   if (k.state === "error") return <p class="error" role="alert">{k.message}</p>;
@@ -86,7 +86,8 @@ function Counts(props: { title: string; kind: Kind; snap: Snapshot; by: (o: any)
   );
 }
 
-function serviceState(s: any): string {
+/** A service's state in a word: waiting, deploying, healthy or not all healthy. */
+export function serviceState(s: any): string {
   const want = Number(s?.spec?.instances ?? 0);
   if (s?.status?.waiting) return "waiting";
   if (s?.status?.deployment?.phase === "InProgress") return "deploying";
@@ -308,7 +309,7 @@ export function refusalOf(e: unknown): { message: string; causes: Cause[] } {
 }
 
 /** A YAML editor sending the object with `save`; shows what was refused. */
-function Editor(props: { initial: string; label: string; save: (obj: any) => Promise<void>; onCancel?: () => void }) {
+export function Editor(props: { initial: string; label: string; save: (obj: any) => Promise<void>; onCancel?: () => void }) {
   const [text, setText] = useState(props.initial);
   const [error, setError] = useState<{ message: string; causes: Cause[] } | null>(null);
   const [busy, setBusy] = useState(false);
@@ -535,13 +536,13 @@ function Logs(props: { path: string }) {
   );
 }
 
-function scaleSpecPath(kind: Kind): string {
+export function scaleSpecPath(kind: Kind): string {
   const scale = kind.subresources?.scale as { specReplicasPath?: string } | undefined;
   return scale?.specReplicasPath ?? ".spec.replicas";
 }
 
 /** Sets a scalable object's desired count through its `scale` subresource. */
-function Scale(props: { path: string; current: any; specPath: string }) {
+export function Scale(props: { path: string; current: any; specPath: string }) {
   const desired = valueAt(props.current, props.specPath);
   const [value, setValue] = useState(String(desired ?? 0));
   const [error, setError] = useState<{ message: string; causes: Cause[] } | null>(null);
