@@ -3,7 +3,7 @@
 // creates or replaces an object and shows what the server refused and why.
 
 import type { ComponentChildren } from "preact";
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useMemo, useState } from "preact/hooks";
 import { parse as parseYaml, stringify as yamlOf } from "yaml";
 
 import {
@@ -17,6 +17,8 @@ import {
   request,
   sendJson,
 } from "./api";
+import { ClusterResources } from "./pages/cluster";
+import { ObjectEvents, TaskLogs } from "./pages/tasks";
 import { type Loaded, useCan, useKind, useKinds, useLive, useNow } from "./hooks";
 import { listHref, navigate, newHref, objectHref } from "./router";
 import { age, cell, defaultColumns, valueAt } from "./table";
@@ -119,6 +121,7 @@ function DashboardOf(props: { kinds: Kind[] }) {
         {tasks && <Counts id="tasks" title="Tasks" kind={tasks} snap={t} by={(o) => o?.status?.phase ?? "PENDING"} />}
         {services && <Counts id="services" title="Services" kind={services} snap={s} by={serviceState} />}
       </div>
+      {nodes && tasks && <ClusterResources nodes={n} tasks={t} />}
       {events && (
         <section class="card wide" id="events">
           <h2>
@@ -150,7 +153,7 @@ function stamp(ev: any): string {
   return String(ev?.spec?.lastTimestamp ?? ev?.metadata?.creationTimestamp ?? "");
 }
 
-/** Nodes, tasks by phase, services by state and recent events, live. */
+/** Nodes, tasks by phase, services by state, resources allocated and free, and recent events, live. */
 export function Dashboard() {
   const ks = useKinds();
   if (ks.state === "loading") return <p class="loading">Loading…</p>;
@@ -436,7 +439,12 @@ function ObjectOf(props: { kind: Kind; namespace?: string; name: string }) {
               ))}
             </dl>
           )}
-          {hasLog && mayLog && obj?.spec?.nodeName && <Logs path={`${objectPath(kind, namespace, name)}/log`} />}
+          {hasLog && mayLog && obj?.spec?.nodeName && (
+            <TaskLogs path={`${objectPath(kind, namespace, name)}/log`} name={name} />
+          )}
+          {kind.group === CORE_GROUP && kind.plural === "tasks" && (
+            <ObjectEvents kind={kind.kind} namespace={namespace} name={name} uid={obj?.metadata?.uid} />
+          )}
           <pre class="yaml" id="yaml-view" tabIndex={0} aria-label="The object as YAML">
             {yaml}
           </pre>
@@ -453,85 +461,6 @@ function ObjectOf(props: { kind: Kind; namespace?: string; name: string }) {
           }}
         />
       )}
-    </section>
-  );
-}
-
-/** Most lines of a log kept on the page: the oldest go first. */
-const LOG_LINES = 2000;
-
-/**
- * An object's log (kinds with the `log` subresource: tasks), followed live: the last
- * lines, then each new one as the task writes it, read from the streamed answer.
- */
-function Logs(props: { path: string }) {
-  const [text, setText] = useState("");
-  const [state, setState] = useState<"connecting" | "following" | "ended" | "error">("connecting");
-  const [error, setError] = useState("");
-  useEffect(() => {
-    const ctrl = new AbortController();
-    (async () => {
-      // Until the log can be read (a task not started yet has none) or the page
-      // closes; each attempt starts again from the last lines.
-      while (!ctrl.signal.aborted) {
-        let kept = "";
-        try {
-          const resp = await request(`${props.path}?follow=true&tailLines=500`, {
-            signal: ctrl.signal,
-            headers: { Accept: "text/plain" },
-          });
-          setState("following");
-          const reader = resp.body!.getReader();
-          const decoder = new TextDecoder();
-          for (;;) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            kept += decoder.decode(value, { stream: true });
-            const lines = kept.split("\n");
-            if (lines.length > LOG_LINES + 1) kept = lines.slice(lines.length - LOG_LINES - 1).join("\n");
-            setText(kept);
-          }
-          setState("ended");
-          return;
-        } catch (e) {
-          if (ctrl.signal.aborted) return;
-          setError(e instanceof Error ? e.message : String(e));
-          setState("error");
-        }
-        await new Promise((r) => setTimeout(r, 2000));
-      }
-    })();
-    return () => ctrl.abort();
-  }, [props.path]);
-  // Kept at the newest line while the reader is there; left alone once they scroll up.
-  const pre = useRef<HTMLPreElement>(null);
-  const atEnd = useRef(true);
-  useEffect(() => {
-    if (pre.current && atEnd.current) pre.current.scrollTop = pre.current.scrollHeight;
-  }, [text]);
-  const label = { connecting: "Connecting…", following: "Following", ended: "Ended", error: "Not available" }[state];
-  return (
-    <section class="logs-panel" aria-labelledby="logs-title">
-      <div class="title">
-        <h2 id="logs-title">Log</h2>
-        <span class={`link link-${state === "following" ? "live" : "connecting"}`} data-logs={state}>
-          {label}
-        </span>
-      </div>
-      {state === "error" && <p class="muted">{error}</p>}
-      <pre
-        class="yaml logs"
-        id="logs"
-        ref={pre}
-        tabIndex={0}
-        aria-live="off"
-        onScroll={(e) => {
-          const p = e.target as HTMLPreElement;
-          atEnd.current = p.scrollTop + p.clientHeight >= p.scrollHeight - 8;
-        }}
-      >
-        {text}
-      </pre>
     </section>
   );
 }

@@ -16,51 +16,8 @@ import { type Cause, CORE_GROUP, type Kind, objectPath, request } from "../api";
 import { useCan, useKinds, useLive, useNow } from "../hooks";
 import { LinkStatus, ObjectPage, Refusal, refusalOf } from "../pages";
 import { listHref, objectHref } from "../router";
+import { allocated, cores, holds, hostPorts, resourcesOf, ZERO } from "../resources";
 import { age } from "../table";
-
-/** Task phases that are an end: such a task holds nothing. */
-const ENDED = new Set(["FINISHED", "FAILED", "KILLED", "LOST"]);
-
-/** Scalar resources as nodes and tasks state them: cores, MiB, MiB. */
-export interface Resources {
-  cpus: number;
-  mem: number;
-  disk: number;
-}
-
-const ZERO: Resources = { cpus: 0, mem: 0, disk: 0 };
-
-function resourcesOf(r: any): Resources {
-  return { cpus: Number(r?.cpus ?? 0) || 0, mem: Number(r?.mem ?? 0) || 0, disk: Number(r?.disk ?? 0) || 0 };
-}
-
-/** Whether a task still holds what it asked for (bound, not ended). */
-export function holds(task: any): boolean {
-  return Boolean(task?.spec?.nodeName) && !ENDED.has(String(task?.status?.phase ?? ""));
-}
-
-/** What `tasks` hold in all, and by role (`*` when none is named). */
-export function allocated(tasks: any[]): { total: Resources; byRole: Map<string, Resources> } {
-  const total = { ...ZERO };
-  const byRole = new Map<string, Resources>();
-  for (const t of tasks) {
-    if (!holds(t)) continue;
-    const r = resourcesOf(t?.spec?.resources);
-    const role = String(t?.spec?.role || "*");
-    const acc = byRole.get(role) ?? { ...ZERO };
-    for (const k of ["cpus", "mem", "disk"] as const) {
-      total[k] += r[k];
-      acc[k] += r[k];
-    }
-    byRole.set(role, acc);
-  }
-  return { total, byRole };
-}
-
-/** Cores with at most three decimals, as they are written (`0.1`, not `0.10000000000000001`). */
-function cores(n: number): string {
-  return String(Math.round(n * 1000) / 1000);
-}
 
 function Usage(props: { name: string; unit: string; capacity: number; used: number; fmt: (n: number) => string }) {
   const share = props.capacity > 0 ? Math.min(1, props.used / props.capacity) : 0;
@@ -106,9 +63,7 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; name: string }) {
   const unschedulable = spec.unschedulable === true;
   const attributes = Object.entries((spec.attributes ?? {}) as Record<string, string>);
   const reservations = Object.entries((spec.reservations ?? {}) as Record<string, any>);
-  const portsUsed = onNode
-    .filter(holds)
-    .flatMap((t) => (t?.spec?.ports ?? []).map((p: any) => p?.hostPort).filter((p: unknown) => typeof p === "number"));
+  const portsUsed = hostPorts(onNode);
   // Live tasks first, then the newest.
   onNode.sort((a, b) => {
     const live = Number(holds(b)) - Number(holds(a));

@@ -1,0 +1,166 @@
+// The dashboard's resources: across the cluster, what the nodes have (their
+// `status.capacity` and port ranges) against what tasks that have not ended hold (their
+// resources and host ports), drawn as bars in an inline SVG chart; and by role, what
+// the nodes reserve for it against what its tasks hold. Counted in the page from the
+// dashboard's watches of nodes and tasks, as a node's page counts one node.
+
+import "./style.css";
+
+import { allocated, cores, hostPorts, plus, portCount, type Resources, resourcesOf, ZERO } from "../resources";
+import type { Snapshot } from "../watch";
+
+interface Row {
+  name: string;
+  unit: string;
+  capacity: number;
+  used: number;
+  fmt: (n: number) => string;
+}
+
+const BAR_W = 320;
+const BAR_H = 18;
+const LABEL_W = 64;
+const GAP = 10;
+
+/** Allocated against capacity, one bar per resource, as an SVG chart. */
+function Chart(props: { rows: Row[]; id: string; label: string }) {
+  const height = props.rows.length * (BAR_H + GAP);
+  const width = LABEL_W + BAR_W + 150;
+  return (
+    <svg
+      id={props.id}
+      class="resource-chart"
+      role="img"
+      aria-label={props.label}
+      viewBox={`0 0 ${width} ${height}`}
+      width={width}
+      height={height}
+    >
+      {props.rows.map((r, i) => {
+        const share = r.capacity > 0 ? Math.min(1, r.used / r.capacity) : 0;
+        const y = i * (BAR_H + GAP);
+        return (
+          <g data-resource={r.name} data-share={String(share)}>
+            <text x={0} y={y + BAR_H - 4} class="chart-label">
+              {r.name}
+            </text>
+            <rect x={LABEL_W} y={y} width={BAR_W} height={BAR_H} rx={3} class="chart-free" />
+            <rect x={LABEL_W} y={y} width={Math.round(BAR_W * share)} height={BAR_H} rx={3} class="chart-used" />
+            <text x={LABEL_W + BAR_W + 8} y={y + BAR_H - 4} class="chart-value">
+              {r.fmt(r.used)} / {r.fmt(r.capacity)} {r.unit}
+            </text>
+          </g>
+        );
+      })}
+    </svg>
+  );
+}
+
+function Table(props: { rows: Row[]; id: string }) {
+  return (
+    <table class="objects usage compact" id={props.id}>
+      <thead>
+        <tr>
+          <th scope="col">RESOURCE</th>
+          <th scope="col">CAPACITY</th>
+          <th scope="col">ALLOCATED</th>
+          <th scope="col">FREE</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.rows.map((r) => (
+          <tr data-resource={r.name}>
+            <th scope="row">
+              {r.name}
+              {r.unit && <span class="muted"> ({r.unit})</span>}
+            </th>
+            <td class="num" data-capacity>
+              {r.fmt(r.capacity)}
+            </td>
+            <td class="num" data-allocated>
+              {r.fmt(r.used)}
+            </td>
+            <td class="num" data-free>
+              {r.fmt(Math.max(0, r.capacity - r.used))}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+/** The cluster's resources, allocated against free, in all and by role. */
+export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot }) {
+  const nodes = [...props.nodes.items.values()];
+  const tasks = [...props.tasks.items.values()];
+  let capacity: Resources = { ...ZERO };
+  let ports = 0;
+  const reserved = new Map<string, Resources>();
+  for (const n of nodes) {
+    capacity = plus(capacity, resourcesOf(n?.status?.capacity));
+    ports += portCount(n?.status?.portRanges);
+    for (const [role, r] of Object.entries((n?.spec?.reservations ?? {}) as Record<string, any>)) {
+      reserved.set(role, plus(reserved.get(role) ?? ZERO, resourcesOf(r)));
+    }
+  }
+  const { total, byRole } = allocated(tasks);
+  const portsUsed = hostPorts(tasks).length;
+  const rows: Row[] = [
+    { name: "cpus", unit: "cores", capacity: capacity.cpus, used: total.cpus, fmt: cores },
+    { name: "mem", unit: "MiB", capacity: capacity.mem, used: total.mem, fmt: String },
+    { name: "disk", unit: "MiB", capacity: capacity.disk, used: total.disk, fmt: String },
+    { name: "ports", unit: "", capacity: ports, used: portsUsed, fmt: String },
+  ];
+  const roles = [...new Set([...reserved.keys(), ...byRole.keys()])].sort();
+  const loaded = props.nodes.loaded && props.tasks.loaded;
+  return (
+    <section class="card wide" id="resources" aria-labelledby="resources-title" data-loaded={String(loaded)}>
+      <h2 id="resources-title">Resources</h2>
+      <p class="muted">
+        Allocated: what tasks that have not ended asked for, against what the {nodes.length} node
+        {nodes.length === 1 ? "" : "s"} have.
+      </p>
+      <Chart id="resource-chart" rows={rows} label="Allocated against capacity across the cluster" />
+      <div class="table-wrap">
+        <Table id="cluster-resources" rows={rows} />
+      </div>
+      <h3>By role</h3>
+      {roles.length === 0 ? (
+        <p class="muted">No role holds or reserves anything.</p>
+      ) : (
+        <div class="table-wrap">
+          <table class="objects compact" id="roles">
+            <thead>
+              <tr>
+                <th scope="col">ROLE</th>
+                <th scope="col">RESERVED</th>
+                <th scope="col">ALLOCATED</th>
+                <th scope="col">CPUS OF CLUSTER</th>
+              </tr>
+            </thead>
+            <tbody>
+              {roles.map((role) => {
+                const res = reserved.get(role);
+                const used = byRole.get(role) ?? ZERO;
+                const share = capacity.cpus > 0 ? Math.min(1, used.cpus / capacity.cpus) : 0;
+                return (
+                  <tr data-role={role} data-cpus={String(used.cpus)}>
+                    <td>{role}</td>
+                    <td>{res ? `${cores(res.cpus)} cpus, ${res.mem} MiB, ${res.disk} MiB disk` : "—"}</td>
+                    <td>
+                      {cores(used.cpus)} cpus, {used.mem} MiB, {used.disk} MiB disk
+                    </td>
+                    <td>
+                      <meter min={0} max={1} value={share} aria-label={`${role} holds ${Math.round(share * 100)}% of cpus`} />
+                    </td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  );
+}

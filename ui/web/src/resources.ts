@@ -1,0 +1,67 @@
+// What tasks hold, counted as the server's node ledger counts it: the resources of
+// every task bound to a node (`spec.nodeName`) that has not ended. Shared by a node's
+// page and the dashboard.
+
+/** Task phases that are an end: such a task holds nothing. */
+const ENDED = new Set(["FINISHED", "FAILED", "KILLED", "LOST"]);
+
+/** Scalar resources as nodes and tasks state them: cores, MiB, MiB. */
+export interface Resources {
+  cpus: number;
+  mem: number;
+  disk: number;
+}
+
+export const ZERO: Resources = { cpus: 0, mem: 0, disk: 0 };
+
+/** The scalar resources of a `resources`-like object (missing ones are 0). */
+export function resourcesOf(r: any): Resources {
+  return { cpus: Number(r?.cpus ?? 0) || 0, mem: Number(r?.mem ?? 0) || 0, disk: Number(r?.disk ?? 0) || 0 };
+}
+
+/** `a + b`, each resource. */
+export function plus(a: Resources, b: Resources): Resources {
+  return { cpus: a.cpus + b.cpus, mem: a.mem + b.mem, disk: a.disk + b.disk };
+}
+
+/** Whether a task still holds what it asked for (bound, not ended). */
+export function holds(task: any): boolean {
+  return Boolean(task?.spec?.nodeName) && !ENDED.has(String(task?.status?.phase ?? ""));
+}
+
+/** What `tasks` hold in all, and by role (`*` when none is named). */
+export function allocated(tasks: any[]): { total: Resources; byRole: Map<string, Resources> } {
+  let total = { ...ZERO };
+  const byRole = new Map<string, Resources>();
+  for (const t of tasks) {
+    if (!holds(t)) continue;
+    const r = resourcesOf(t?.spec?.resources);
+    const role = String(t?.spec?.role || "*");
+    total = plus(total, r);
+    byRole.set(role, plus(byRole.get(role) ?? ZERO, r));
+  }
+  return { total, byRole };
+}
+
+/** The host ports `tasks` hold (those that have not ended). */
+export function hostPorts(tasks: any[]): number[] {
+  return tasks
+    .filter(holds)
+    .flatMap((t) => (t?.spec?.ports ?? []).map((p: any) => p?.hostPort).filter((p: unknown) => typeof p === "number"));
+}
+
+/** How many ports a node's `status.portRanges` offer (`begin` to `end`, both in). */
+export function portCount(ranges: any): number {
+  let n = 0;
+  for (const r of Array.isArray(ranges) ? ranges : []) {
+    const b = Number(r?.begin);
+    const e = Number(r?.end);
+    if (Number.isFinite(b) && Number.isFinite(e) && e >= b) n += e - b + 1;
+  }
+  return n;
+}
+
+/** Cores with at most three decimals, as they are written (`0.1`, not `0.10000000000000001`). */
+export function cores(n: number): string {
+  return String(Math.round(n * 1000) / 1000);
+}
