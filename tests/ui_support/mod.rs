@@ -294,7 +294,10 @@ impl Browser {
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args,
+                // A page's downloads stay in the profile, removed with it.
+                "prefs": {"download.default_directory": browser._profile.path().join("downloads"),
+                    "download.prompt_for_download": false}},
         }}});
         let created = browser.raw("POST", &format!("{base}/session"), Some(caps)).expect("a browser session starts");
         let id = created["sessionId"].as_str().expect("a session id").to_string();
@@ -413,6 +416,13 @@ impl Browser {
         self.wait(css);
         let v = self.eval_with("return document.querySelector(arguments[0]).value;", &[json!(css)]);
         v.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The text of the file `name` the page downloaded (into the profile's
+    /// `downloads`), once it is there whole.
+    pub fn downloaded(&self, name: &str) -> String {
+        let path = self._profile.path().join("downloads").join(name);
+        wait_for(&format!("the download {name}"), || std::fs::read_to_string(&path).ok())
     }
 
     /// Saves a PNG of the window to `path`.
