@@ -118,8 +118,7 @@ export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot }) {
     <section class="card wide" id="resources" aria-labelledby="resources-title" data-loaded={String(loaded)}>
       <h2 id="resources-title">Resources</h2>
       <p class="muted">
-        Allocated: what tasks that have not ended asked for, against what the {nodes.length} node
-        {nodes.length === 1 ? "" : "s"} have.
+        Allocated: what tasks that have not ended asked for, against what the nodes ({nodes.length}) have.
       </p>
       <Chart id="resource-chart" rows={rows} label="Allocated against capacity across the cluster" />
       <div class="table-wrap">
