@@ -8,25 +8,12 @@
 
 mod ui_support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use ui_support::{Browser, Up};
+use ui_support::{Browser, Up, log_in, screenshot_path};
 
 const TASKS: &str = "/apis/corral.dev/v1/namespaces/default/tasks";
-
-fn screenshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots").join(name)
-}
-
-/// Logs in on the page shown (the login form) with `token`, and waits for the shell.
-fn log_in(b: &Browser, token: &str) {
-    let field = b.wait("input#token");
-    b.type_into(&field, token);
-    b.click(&b.wait("button#login"));
-    b.wait("button#logout");
-}
 
 /// A busybox task on the local node running `script`, holding `cpus` and 32 MiB.
 fn task(name: &str, cpus: f64, script: &str) -> Value {

@@ -9,26 +9,13 @@
 
 mod ui_support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use ui_support::{Browser, Up};
+use ui_support::{Browser, Up, log_in, screenshot_path};
 
 const JOBS: &str = "/apis/corral.dev/v1/namespaces/default/jobs";
 const RUNS: &str = "/apis/corral.dev/v1/namespaces/default/jobruns";
-
-fn screenshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots").join(name)
-}
-
-/// Logs in on the page shown (the login form) with `token`, and waits for the shell.
-fn log_in(b: &Browser, token: &str) {
-    let field = b.wait("input#token");
-    b.type_into(&field, token);
-    b.click(&b.wait("button#login"));
-    b.wait("button#logout");
-}
 
 /// A job running `script` in busybox, with a yearly `FORBID` schedule (so that its
 /// schedules show, and a second manual run is refused while one is active).

@@ -8,23 +8,10 @@
 
 mod ui_support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use ui_support::{Browser, Up, wait_for};
-
-fn screenshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots").join(name)
-}
-
-/// Logs in on the page shown (the login form) with `token`, and waits for the shell.
-fn log_in(b: &Browser, token: &str) {
-    let field = b.wait("input#token");
-    b.type_into(&field, token);
-    b.click(&b.wait("button#login"));
-    b.wait("button#logout");
-}
+use ui_support::{Browser, Up, log_in, screenshot_path, wait_for};
 
 /// Builds the example busybox image and pushes it, as the README's tour does.
 fn push_busybox(up: &Up) {

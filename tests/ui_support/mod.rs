@@ -22,6 +22,20 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// A free port on 127.0.0.1 (free when asked; the process binding it comes next).
+/// Where the tests save a page's screenshot (`docs/screenshots/NAME`, linked from the
+/// README).
+pub fn screenshot_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots").join(name)
+}
+
+/// Logs in on the page shown (the login form) with `token`, and waits for the shell.
+pub fn log_in(b: &Browser, token: &str) {
+    let field = b.wait("input#token");
+    b.type_into(&field, token);
+    b.click(&b.wait("button#login"));
+    b.wait("button#logout");
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("its address").port()
 }
