@@ -8,7 +8,7 @@ mod ui_support;
 use std::process::{Command, Stdio};
 
 use serde_json::json;
-use ui_support::{Browser, Up, log_in, screenshot_path};
+use ui_support::{Browser, Gate, Up, log_in, screenshot_path};
 
 #[test]
 fn a_user_logs_in_sees_a_list_change_live_and_a_viewer_is_offered_no_write_action() {
@@ -162,4 +162,64 @@ fn a_page_shows_a_lost_connection_and_resumes_without_losing_a_change() {
     b.wait("tr[data-key='default/while-away']");
     b.wait("[data-link=live]");
     assert_eq!(b.eval("return window.__sameDocument === true;"), json!(true), "the page was not reloaded");
+}
+
+/// A ConfigMap in `default` holding one key.
+fn config_map(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "corral.dev/v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"}, "spec": {"data": {"k": "v"}}})
+}
+
+#[test]
+fn a_page_cut_off_past_compaction_lists_again_and_shows_every_change_it_missed() {
+    const CONFIG_MAPS: &str = "/apis/corral.dev/v1/namespaces/default/configmaps";
+    let up = Up::start_with(false);
+    up.post(CONFIG_MAPS, &up.admin_token, &config_map("stays"));
+    up.post(CONFIG_MAPS, &up.admin_token, &config_map("doomed"));
+    up.post(CONFIG_MAPS, &up.admin_token, &config_map("changes"));
+    // The browser reaches the server through a gate the test can cut: the server goes
+    // on serving (and compacting) while the page cannot reach it.
+    let gate = Gate::start(&up.url);
+    let b = Browser::start();
+    b.goto(&format!("{}/ui/k/configmaps?namespace=default", gate.url));
+    log_in(&b, &up.admin_token);
+    b.wait("tr[data-key='default/doomed']");
+    b.wait_text("tr[data-key='default/changes'] td[data-column=DATA]", "1");
+    b.wait("[data-link=live]");
+    b.eval("window.__sameDocument = true; return null;");
+
+    gate.cut();
+    b.wait("[data-link=reconnecting]");
+    // While the page is away: one created, one deleted, one changed (from 1 key to 3),
+    // and the event log compacted past all of it, so that the page's watch cannot
+    // resume where it was.
+    up.post(CONFIG_MAPS, &up.admin_token, &config_map("arrived"));
+    up.corral(&["delete", "configmap", "doomed", "-n", "default"]);
+    let mut changed = up.get(&format!("{CONFIG_MAPS}/changes"), &up.admin_token).expect("changes");
+    changed["spec"]["data"] = json!({"a": "1", "b": "2", "c": "3"});
+    let put = reqwest::blocking::Client::new()
+        .put(format!("{}{CONFIG_MAPS}/changes", up.url))
+        .bearer_auth(&up.admin_token)
+        .json(&changed)
+        .send()
+        .expect("PUT is sent");
+    assert!(put.status().is_success(), "PUT: {}", put.status());
+    let revision = up.get("/admin/revision", &up.admin_token).expect("revision")["revision"].as_u64().expect("a number");
+    let compacted = up.post(&format!("/admin/compact?revision={revision}"), &up.admin_token, &json!({}));
+    assert_eq!(compacted["compacted"].as_u64(), Some(revision), "{compacted}");
+
+    // Mended: the resumed watch is answered 410 Gone, the page lists again and shows
+    // the list as it is now, without a reload.
+    gate.mend();
+    b.wait("tr[data-key='default/arrived']");
+    b.wait_text("tr[data-key='default/changes'] td[data-column=DATA]", "3");
+    ui_support::wait_for("the deleted ConfigMap to leave the page", || {
+        b.find("tr[data-key='default/doomed']").is_none().then_some(())
+    });
+    b.wait("tr[data-key='default/stays']");
+    b.wait("[data-link=live]");
+    assert_eq!(b.eval("return window.__sameDocument === true;"), json!(true), "the page was not reloaded");
+    // And it goes on live from the new list.
+    up.post(CONFIG_MAPS, &up.admin_token, &config_map("afterwards"));
+    b.wait("tr[data-key='default/afterwards']");
 }

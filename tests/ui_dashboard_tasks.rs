@@ -3,8 +3,10 @@
 //! dashboard charts what the cluster's tasks hold against what its node has (non-zero
 //! cpus once a task runs), in all and by role; a task's page lists the Events recorded
 //! about it, live; its log shows stdout, stderr or both, and Download saves the chosen
-//! log as a file (from a Blob holding what the server answers) that the test reads. The screenshot goes to
-//! `docs/screenshots/dashboard-resources.png` (linked from the README).
+//! log as a file (from a Blob holding what the server answers) that the test reads;
+//! the dashboard turns dark when the system asks for it. The screenshots go to
+//! `docs/screenshots/dashboard-resources.png` and `dashboard-dark.png` (linked from the
+//! README).
 
 mod ui_support;
 
@@ -59,6 +61,26 @@ fn the_dashboard_charts_allocated_resources_and_a_task_page_shows_its_events_str
     assert!(b.text(&role).contains("0.25 cpus"), "{}", b.text(&role));
     b.wait("[data-link=live]");
     b.screenshot(&screenshot_path("dashboard-resources.png"));
+
+    // Dark when the system asks for it: the page's colours follow, without a reload.
+    let lightness = |b: &Browser| -> f64 {
+        let rgb = b.eval("return getComputedStyle(document.body).backgroundColor;");
+        let parts: Vec<f64> = rgb
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("rgb(")
+            .trim_end_matches(')')
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect();
+        assert_eq!(parts.len(), 3, "a background colour: {rgb}");
+        parts.iter().sum::<f64>() / (3.0 * 255.0)
+    };
+    assert!(lightness(&b) > 0.8, "light by default: {}", lightness(&b));
+    b.color_scheme("dark");
+    ui_support::wait_for("the dark theme", || (lightness(&b) < 0.2).then_some(()));
+    b.screenshot(&screenshot_path("dashboard-dark.png"));
+    b.color_scheme("light");
 
     // A task writing to both streams, then ending: its page shows its log by stream and,
     // live, the Event recorded when it ended.

@@ -2,10 +2,12 @@
 //! agent running busybox containers, and real headless Chromium. A job is run from its
 //! page and the run is seen to succeed live, with its attempt; a second run of a
 //! `FORBID` job is refused and the page says why; the local node's page shows its
-//! capacity and what the running job's task holds, and marking it unschedulable (and
-//! back) changes its state; a viewer is offered neither Run now nor Kill; the running
-//! run is killed from its job's page. Screenshots
-//! go to `docs/screenshots/job.png` and `node.png` (linked from the README).
+//! capacity and what the running job's task holds; reached by keyboard (`g n`), the
+//! nodes list shows the node's capacity against what is allocated, and a volume bound
+//! to it adds its disk, live (on the dashboard and the node's page too); marking the
+//! node unschedulable (and back) changes its state; a viewer is offered neither Run
+//! now nor Kill; the running run is killed from its job's page. Screenshots go to
+//! `docs/screenshots/job.png`, `nodes.png` and `node.png` (linked from the README).
 
 mod ui_support;
 
@@ -16,6 +18,7 @@ use ui_support::{Browser, Up, log_in, screenshot_path};
 
 const JOBS: &str = "/apis/corral.dev/v1/namespaces/default/jobs";
 const RUNS: &str = "/apis/corral.dev/v1/namespaces/default/jobruns";
+const VOLUMES: &str = "/apis/corral.dev/v1/namespaces/default/volumes";
 
 /// A job running `script` in busybox, with a yearly `FORBID` schedule (so that its
 /// schedules show, and a second manual run is refused while one is active).
@@ -32,6 +35,13 @@ fn started_run(b: &Browser, previous: Option<&str>) -> String {
         let v = b.eval("const e = document.querySelector('#started'); return e ? e.dataset.run : null;");
         v.as_str().filter(|r| Some(*r) != previous).map(str::to_string)
     })
+}
+
+/// Waits until the element matching `css` shows the number `n`, and nothing else.
+fn shows_exactly(b: &Browser, css: &str, n: f64) {
+    ui_support::wait_for(&format!("{css} to show {n}"), || {
+        b.find(css).filter(|e| b.text(e).trim().parse::<f64>().ok() == Some(n)).map(|_| ())
+    });
 }
 
 #[test]
@@ -99,6 +109,48 @@ fn a_job_runs_and_is_killed_from_its_page_and_a_node_is_marked_unschedulable_fro
     b.wait(&format!("#node-tasks tr[data-key='default/{task}'][data-phase=RUNNING]"));
     b.wait("#node-tasks tr[data-phase=FINISHED]");
 
+    // By keyboard (`g n`), the nodes list: the node with its capacity against what is
+    // allocated on it; a volume bound to the node meanwhile adds its size to the disk
+    // allocated, live.
+    b.press("gn");
+    ui_support::wait_for("`g n` to lead to the nodes list", || (b.path() == "/ui/k/nodes").then_some(()));
+    let row = "#nodes tr[data-key='/local']";
+    b.wait(&format!("{row}[data-phase=Ready] td[data-resource=cpus][data-allocated='0.1']"));
+    b.wait(&format!("{row} td[data-resource=mem][data-allocated='32']"));
+    b.wait(&format!("{row} td[data-tasks='1']"));
+    let cell = |resource: &str, what: &str| -> f64 {
+        let v = b.eval_with(
+            "const e = document.querySelector(arguments[0]); return e ? e.dataset[arguments[1]] : null;",
+            &[json!(format!("{row} td[data-resource={resource}]")), json!(what)],
+        );
+        v.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
+    };
+    assert!(cell("cpus", "capacity") > 0.0, "cpus capacity {}", cell("cpus", "capacity"));
+    assert!(cell("disk", "capacity") > 0.0, "disk capacity {}", cell("disk", "capacity"));
+    let disk_before = cell("disk", "allocated");
+    assert!(disk_before >= 0.0, "disk allocated {disk_before}");
+    up.post(VOLUMES, &up.admin_token, &json!({"apiVersion": "corral.dev/v1", "kind": "Volume",
+        "metadata": {"name": "scratch", "namespace": "default"}, "spec": {"size": 64, "nodeName": "local"}}));
+    ui_support::wait_for("the bound volume's 64 MiB in the list's disk allocated", || {
+        (cell("disk", "allocated") == disk_before + 64.0).then_some(())
+    });
+    b.screenshot(&screenshot_path("nodes.png"));
+
+    // `?` lists the shortcuts, Escape closes the list; `g d`: the dashboard, whose disk
+    // allocated holds the volume too.
+    b.press("?");
+    b.wait_text("#shortcuts", "Nodes");
+    b.press("\u{E00C}");
+    ui_support::wait_for("Escape to close the shortcuts", || b.find("#shortcuts").is_none().then_some(()));
+    b.press("gd");
+    shows_exactly(&b, "#cluster-resources tr[data-resource=disk] [data-allocated]", disk_before + 64.0);
+
+    // Back on the node's page (by its link in the list): the volume and its disk.
+    b.press("gn");
+    b.click(&b.wait(&format!("{row} a[href='/ui/k/nodes/local']")));
+    b.wait("#node-volumes tr[data-key='default/scratch']");
+    shows_exactly(&b, "#capacity tr[data-resource=disk] [data-allocated]", disk_before + 64.0);
+
     // Marked unschedulable and back, from the page: its state follows, live.
     b.click(&b.wait("button#schedulable[data-unschedulable=false]"));
     b.wait_text("#node-state[data-unschedulable=true]", "Unschedulable");
@@ -110,6 +162,13 @@ fn a_job_runs_and_is_killed_from_its_page_and_a_node_is_marked_unschedulable_fro
     b.set_size(1280, 800);
     b.click(&b.wait("button#schedulable[data-unschedulable=true]"));
     b.wait("#node-state[data-unschedulable=false]");
+    // The volume deleted (its node's agent unmounts it before it goes): the disk it
+    // held is free again, on the open page.
+    up.corral(&["delete", "volume", "scratch", "-n", "default"]);
+    ui_support::wait_for("the deleted volume to leave the node's page", || {
+        b.find("#node-volumes tr[data-key='default/scratch']").is_none().then_some(())
+    });
+    shows_exactly(&b, "#capacity tr[data-resource=disk] [data-allocated]", disk_before);
     let node = up.get("/apis/corral.dev/v1/nodes/local", &up.admin_token).expect("the node");
     assert!(node["spec"]["unschedulable"] != true, "{node:#}");
 

@@ -8,9 +8,12 @@
 
 #![allow(dead_code)]
 
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use corral_testkit::PATIENCE;
@@ -21,7 +24,6 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Its WebDriver server (Debian's `chromium-driver`).
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// A free port on 127.0.0.1 (free when asked; the process binding it comes next).
 /// Where the tests save a page's screenshot (`docs/screenshots/NAME`, linked from the
 /// README).
 pub fn screenshot_path(name: &str) -> PathBuf {
@@ -36,6 +38,7 @@ pub fn log_in(b: &Browser, token: &str) {
     b.wait("button#logout");
 }
 
+/// A free port on 127.0.0.1 (free when asked; the process binding it comes next).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("its address").port()
 }
@@ -248,6 +251,83 @@ impl Drop for Up {
     }
 }
 
+/// A stand-in for the network between the browser and the server — a fake, named as
+/// such: a TCP forwarder on 127.0.0.1 that the test can cut (every connection through
+/// it closed, new ones closed as they come) and mend, while the server goes on
+/// serving. The browser loads the interface through it ([`Gate::url`]).
+pub struct Gate {
+    /// `http://127.0.0.1:PORT` of the forwarder.
+    pub url: String,
+    open: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    accepter: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Gate {
+    /// Forwards to the server at `server_url` (`http://127.0.0.1:PORT`), open.
+    pub fn start(server_url: &str) -> Gate {
+        let to: SocketAddr = server_url.trim_start_matches("http://").parse().expect("the server's address");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("the gate binds");
+        listener.set_nonblocking(true).expect("nonblocking accept");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let (open, stop) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (o, st, c) = (open.clone(), stop.clone(), conns.clone());
+        let accepter = std::thread::spawn(move || {
+            // Ends when the gate is dropped.
+            while !st.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if !o.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(to) else { continue };
+                let pipe = |mut from: TcpStream, mut into: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                };
+                let (Ok(c1), Ok(s1)) = (client.try_clone(), server.try_clone()) else { continue };
+                c.lock().expect("connections").extend([c1, s1]);
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { continue };
+                pipe(c2, s2);
+                pipe(server, client);
+            }
+        });
+        Gate { url, open, stop, conns, accepter: Some(accepter) }
+    }
+
+    /// Closes every connection through the gate, and each new one as it comes.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for s in self.conns.lock().expect("connections").drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn mend(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accepter.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The W3C WebDriver key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -437,6 +517,26 @@ impl Browser {
     pub fn downloaded(&self, name: &str) -> String {
         let path = self._profile.path().join("downloads").join(name);
         wait_for(&format!("the download {name}"), || std::fs::read_to_string(&path).ok())
+    }
+
+    /// Presses the keys of `keys` one after the other, as a keyboard would, into
+    /// whatever has the focus (WebDriver actions, not events made up by a script).
+    pub fn press(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| [json!({"type": "keyDown", "value": c.to_string()}), json!({"type": "keyUp", "value": c.to_string()})])
+            .collect();
+        let body = json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]});
+        self.cmd("POST", "/actions", Some(body)).expect("key presses");
+        let _ = self.cmd("DELETE", "/actions", None);
+    }
+
+    /// Makes the page see `prefers-color-scheme: scheme` (`light` or `dark`), through
+    /// Chromium's DevTools protocol as chromedriver relays it.
+    pub fn color_scheme(&self, scheme: &str) {
+        let params = json!({"media": "", "features": [{"name": "prefers-color-scheme", "value": scheme}]});
+        self.cmd("POST", "/goog/cdp/execute", Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": params})))
+            .expect("color scheme emulation");
     }
 
     /// Saves a PNG of the window to `path`.

@@ -10,7 +10,8 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, type Me, setToken, token, whenUnauthorized, whoami } from "./api";
 import { Dashboard, KindsPage, ListPage, NewPage, ObjectPage } from "./pages";
 import { JobPage } from "./pages/jobs";
-import { NodePage } from "./pages/nodes";
+import { ShortcutHelp, useShortcuts } from "./keys";
+import { NodePage, NodesPage } from "./pages/nodes";
 import { ServicePage, ServicesPage } from "./pages/services";
 import { BASE, interceptLinks, listHref, type Route, useRoute } from "./router";
 
@@ -84,6 +85,7 @@ function Page(props: { route: Route }) {
       return <KindsPage />;
     case "list":
       if (r.kind === "services" || r.kind === "svc") return <ServicesPage namespace={r.namespace} />;
+      if (r.kind === "nodes" || r.kind === "no") return <NodesPage />;
       return <ListPage slug={r.kind} namespace={r.namespace} />;
     case "new":
       return <NewPage slug={r.kind} namespace={r.namespace} />;
@@ -117,6 +119,7 @@ function Shell(props: { me: Me; onLogout: () => void; children: ComponentChildre
     [`${BASE}/k`, "All kinds"],
   ];
   const here = location.pathname;
+  const [help, setHelp] = useShortcuts();
   return (
     <>
       <a class="skip" href="#main">
@@ -143,10 +146,14 @@ function Shell(props: { me: Me; onLogout: () => void; children: ComponentChildre
         <span class="me" id="me" title={props.me.groups.join(", ")}>
           {props.me.username}
         </span>
+        <button id="keys" type="button" onClick={() => setHelp(!help)} title="Keyboard shortcuts (?)" aria-expanded={help}>
+          ?
+        </button>
         <button id="logout" type="button" onClick={props.onLogout} title="Forget the token in this tab">
           Log out
         </button>
       </header>
+      {help && <ShortcutHelp onClose={() => setHelp(false)} />}
       <main id="main" tabIndex={-1}>
         {props.children}
       </main>

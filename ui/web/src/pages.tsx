@@ -20,20 +20,10 @@ import {
 import { ClusterResources } from "./pages/cluster";
 import { ObjectEvents, TaskLogs } from "./pages/tasks";
 import { type Loaded, useCan, useKind, useKinds, useLive, useNow } from "./hooks";
-import { listHref, navigate, newHref, objectHref } from "./router";
+import { listHref, navigate, objectHref } from "./router";
 import { age, cell, defaultColumns, valueAt } from "./table";
 import type { Link, Snapshot } from "./watch";
-
-/** How the page's link to the server stands: live, or reconnecting and why. */
-export function LinkStatus(props: { link: Link; error?: string }) {
-  const text = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" }[props.link];
-  return (
-    <span class={`link link-${props.link}`} role="status" aria-live="polite" data-link={props.link}>
-      {text}
-      {props.link === "reconnecting" && props.error ? ` (${props.error})` : ""}
-    </span>
-  );
-}
+import { LinkStatus, ListHead } from "./widgets";
 
 /** A kind that is loading, unknown or failed, as a page. */
 export function KindGate(props: { slug: string; kind: Loaded<Kind | undefined>; children: (k: Kind) => ComponentChildren }) {
@@ -104,8 +94,12 @@ function DashboardOf(props: { kinds: Kind[] }) {
   const t = useLive(tasks, {});
   const s = useLive(services, {});
   const e = useLive(events, {});
+  // Bound volumes hold disk on their nodes: the resources count them.
+  const volumes = find("volumes");
+  const v = useLive(volumes, {});
   const now = useNow();
-  const links = [n, t, s, e].map((x) => x.link);
+  const watched = volumes ? [n, t, s, e, v] : [n, t, s, e];
+  const links = watched.map((x) => x.link);
   const worst: Link = links.includes("reconnecting") ? "reconnecting" : links.includes("connecting") ? "connecting" : "live";
   const recent = [...e.items.values()]
     .sort((a, b) => stamp(b).localeCompare(stamp(a)))
@@ -114,14 +108,14 @@ function DashboardOf(props: { kinds: Kind[] }) {
     <section>
       <div class="title">
         <h1>Dashboard</h1>
-        <LinkStatus link={worst} error={[n, t, s, e].find((x) => x.error)?.error} />
+        <LinkStatus link={worst} error={watched.find((x) => x.error)?.error} />
       </div>
       <div class="cards">
         {nodes && <Counts id="nodes" title="Nodes" kind={nodes} snap={n} by={(o) => o?.status?.phase ?? "Unknown"} />}
         {tasks && <Counts id="tasks" title="Tasks" kind={tasks} snap={t} by={(o) => o?.status?.phase ?? "PENDING"} />}
         {services && <Counts id="services" title="Services" kind={services} snap={s} by={serviceState} />}
       </div>
-      {nodes && tasks && <ClusterResources nodes={n} tasks={t} />}
+      {nodes && tasks && <ClusterResources nodes={n} tasks={t} volumes={volumes ? v : undefined} />}
       {events && (
         <section class="card wide" id="events">
           <h2>
@@ -197,8 +191,6 @@ function ListOf(props: { kind: Kind; namespace?: string }) {
   const slug = kindSlug(kind);
   const snap = useLive(kind, { namespace });
   const now = useNow();
-  const mayCreate = useCan("create", kind, namespace);
-  const [filter, setFilter] = useState(namespace ?? "");
   const columns = defaultColumns(kind.columns);
   const allNamespaces = kind.namespaced && !namespace;
   const rows = [...snap.items.values()].sort((a, b) =>
@@ -206,38 +198,7 @@ function ListOf(props: { kind: Kind; namespace?: string }) {
   );
   return (
     <section>
-      <div class="title" data-reviewed={String(mayCreate !== undefined)}>
-        <h1>{kind.kind}</h1>
-        <LinkStatus link={snap.link} error={snap.error} />
-        {mayCreate && (
-          <a class="button" id="create" href={newHref(slug, namespace)}>
-            Create
-          </a>
-        )}
-      </div>
-      {kind.namespaced && (
-        <form
-          class="filter"
-          onSubmit={(e) => {
-            e.preventDefault();
-            navigate(listHref(slug, filter.trim() || undefined));
-          }}
-        >
-          <label for="namespace">Namespace</label>
-          <input
-            id="namespace"
-            value={filter}
-            placeholder="all namespaces"
-            onInput={(e) => setFilter((e.target as HTMLInputElement).value)}
-          />
-          <button type="submit">Show</button>
-        </form>
-      )}
-      {snap.error && snap.link !== "live" && (
-        <p class="error" role="alert">
-          {snap.error}
-        </p>
-      )}
+      <ListHead kind={kind} namespace={namespace} snap={snap} />
       <div class="table-wrap">
         <table class="objects" data-kind={kind.plural}>
           <thead>
@@ -263,7 +224,7 @@ function ListOf(props: { kind: Kind; namespace?: string }) {
                     <a href={objectHref(slug, kind.namespaced ? ns : undefined, name)}>{name}</a>
                   </td>
                   {columns.map((c) => (
-                    <td>{cell(c, o, now)}</td>
+                    <td data-column={c.name}>{cell(c, o, now)}</td>
                   ))}
                   <td>{age(o.metadata?.creationTimestamp, now)}</td>
                 </tr>

@@ -1,6 +1,8 @@
-// What tasks hold, counted as the server's node ledger counts it: the resources of
-// every task bound to a node (`spec.nodeName`) that has not ended. Shared by a node's
-// page and the dashboard.
+// What tasks and volumes hold, counted as the server's node ledger counts it: the
+// resources of every task bound to a node (`spec.nodeName`) that has not ended, and the
+// size of every volume bound to a node, as disk of the role `*`, until the volume is
+// gone (whether or not a task uses it). Shared by the nodes list, a node's page and
+// the dashboard.
 
 /** Task phases that are an end: such a task holds nothing. */
 const ENDED = new Set(["FINISHED", "FAILED", "KILLED", "LOST"]);
@@ -29,18 +31,42 @@ export function holds(task: any): boolean {
   return Boolean(task?.spec?.nodeName) && !ENDED.has(String(task?.status?.phase ?? ""));
 }
 
-/** What `tasks` hold in all, and by role (`*` when none is named). */
-export function allocated(tasks: any[]): { total: Resources; byRole: Map<string, Resources> } {
+/** The role a volume's disk is counted for: volumes belong to no role. */
+export const VOLUME_ROLE = "*";
+
+/** Whether a volume holds its size on a node: once it names one. */
+export function volumeHolds(volume: any): boolean {
+  return Boolean(volume?.spec?.nodeName);
+}
+
+/** What `tasks` and bound `volumes` hold in all, and by role (`*` when none is named). */
+export function allocated(tasks: any[], volumes: any[] = []): { total: Resources; byRole: Map<string, Resources> } {
   let total = { ...ZERO };
   const byRole = new Map<string, Resources>();
-  for (const t of tasks) {
-    if (!holds(t)) continue;
-    const r = resourcesOf(t?.spec?.resources);
-    const role = String(t?.spec?.role || "*");
+  const add = (role: string, r: Resources) => {
     total = plus(total, r);
     byRole.set(role, plus(byRole.get(role) ?? ZERO, r));
+  };
+  for (const t of tasks) {
+    if (holds(t)) add(String(t?.spec?.role || "*"), resourcesOf(t?.spec?.resources));
+  }
+  for (const v of volumes) {
+    if (volumeHolds(v)) add(VOLUME_ROLE, { cpus: 0, mem: 0, disk: Number(v?.spec?.size ?? 0) || 0 });
   }
   return { total, byRole };
+}
+
+/** `items` grouped by the node they are bound to (`spec.nodeName`). */
+export function byNode(items: Iterable<any>): Map<string, any[]> {
+  const m = new Map<string, any[]>();
+  for (const o of items) {
+    const n = o?.spec?.nodeName;
+    if (!n) continue;
+    const l = m.get(String(n));
+    if (l) l.push(o);
+    else m.set(String(n), [o]);
+  }
+  return m;
 }
 
 /** The host ports `tasks` hold (those that have not ended). */

@@ -1,13 +1,15 @@
 // The dashboard's resources: across the cluster, what the nodes have (their
 // `status.capacity` and port ranges) against what tasks that have not ended hold (their
-// resources and host ports), drawn as bars in an inline SVG chart; and by role, what
-// the nodes reserve for it against what its tasks hold. Counted in the page from the
-// dashboard's watches of nodes and tasks, as a node's page counts one node.
+// resources and host ports) and bound volumes hold (their size, as disk), drawn as bars
+// in an inline SVG chart; and by role, what the nodes reserve for it against what its
+// tasks hold. Counted in the page from the dashboard's watches of nodes, tasks and
+// volumes, as a node's page counts one node.
 
 import "./style.css";
 
 import { allocated, cores, hostPorts, plus, portCount, type Resources, resourcesOf, ZERO } from "../resources";
 import type { Snapshot } from "../watch";
+import { ShareMeter } from "../widgets";
 
 interface Row {
   name: string;
@@ -91,7 +93,7 @@ function Table(props: { rows: Row[]; id: string }) {
 }
 
 /** The cluster's resources, allocated against free, in all and by role. */
-export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot }) {
+export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot; volumes?: Snapshot }) {
   const nodes = [...props.nodes.items.values()];
   const tasks = [...props.tasks.items.values()];
   let capacity: Resources = { ...ZERO };
@@ -104,7 +106,8 @@ export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot }) {
       reserved.set(role, plus(reserved.get(role) ?? ZERO, resourcesOf(r)));
     }
   }
-  const { total, byRole } = allocated(tasks);
+  const volumes = [...(props.volumes?.items.values() ?? [])];
+  const { total, byRole } = allocated(tasks, volumes);
   const portsUsed = hostPorts(tasks).length;
   const rows: Row[] = [
     { name: "cpus", unit: "cores", capacity: capacity.cpus, used: total.cpus, fmt: cores },
@@ -113,12 +116,13 @@ export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot }) {
     { name: "ports", unit: "", capacity: ports, used: portsUsed, fmt: String },
   ];
   const roles = [...new Set([...reserved.keys(), ...byRole.keys()])].sort();
-  const loaded = props.nodes.loaded && props.tasks.loaded;
+  const loaded = props.nodes.loaded && props.tasks.loaded && (props.volumes?.loaded ?? true);
   return (
     <section class="card wide" id="resources" aria-labelledby="resources-title" data-loaded={String(loaded)}>
       <h2 id="resources-title">Resources</h2>
       <p class="muted">
-        Allocated: what tasks that have not ended asked for, against what the nodes ({nodes.length}) have.
+        Allocated: what tasks that have not ended asked for and the disk of bound volumes, against what the nodes
+        ({nodes.length}) have.
       </p>
       <Chart id="resource-chart" rows={rows} label="Allocated against capacity across the cluster" />
       <div class="table-wrap">
@@ -142,7 +146,6 @@ export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot }) {
               {roles.map((role) => {
                 const res = reserved.get(role);
                 const used = byRole.get(role) ?? ZERO;
-                const share = capacity.cpus > 0 ? Math.min(1, used.cpus / capacity.cpus) : 0;
                 return (
                   <tr data-role={role} data-cpus={String(used.cpus)}>
                     <td>{role}</td>
@@ -151,7 +154,7 @@ export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot }) {
                       {cores(used.cpus)} cpus, {used.mem} MiB, {used.disk} MiB disk
                     </td>
                     <td>
-                      <meter min={0} max={1} value={share} aria-label={`${role} holds ${Math.round(share * 100)}% of cpus`} />
+                      <ShareMeter used={used.cpus} capacity={capacity.cpus} label={`${role} holds, of the cluster's cpus,`} />
                     </td>
                   </tr>
                 );

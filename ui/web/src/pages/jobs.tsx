@@ -11,7 +11,8 @@ import { useState } from "preact/hooks";
 
 import { ApiError, type Cause, CORE_GROUP, collectionPath, type Kind, objectPath, request, sendJson } from "../api";
 import { useCan, useKinds, useLive, useNow } from "../hooks";
-import { LinkStatus, ObjectPage, Refusal, refusalOf } from "../pages";
+import { ObjectPage, Refusal, refusalOf } from "../pages";
+import { LinkStatus } from "../widgets";
 import { listHref, objectHref } from "../router";
 import { age, humanDuration } from "../table";
 

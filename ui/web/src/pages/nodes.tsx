@@ -1,12 +1,13 @@
-// A node's page: its state, attributes, reservations, capacity against what its live
-// tasks hold, and those tasks, all live; "Mark unschedulable" / "Mark schedulable"
-// set `spec.unschedulable` (no new task is placed on the node; running ones are left
+// The nodes: a list with each node's state, attributes, reservations and capacity
+// against what is allocated on it; and a node's page with the same, its tasks and
+// volumes, all live. "Mark unschedulable" / "Mark schedulable" set
+// `spec.unschedulable` (no new task is placed on the node; running ones are left
 // alone), offered when the user may patch the node.
 //
 // What is allocated is counted here, in the page, as the server's node ledger counts
-// it: the resources of every task bound to the node (`spec.nodeName`) that has not
-// ended, from a watch of those tasks selected by the server. Disk held by bound
-// volumes is not counted here.
+// it (`../resources`): the resources of every task bound to the node that has not
+// ended, and the size of every volume bound to it, from watches of those tasks and
+// volumes (selected by the server on a node's page; all of them on the list).
 
 import "./style.css";
 
@@ -14,14 +15,13 @@ import { useState } from "preact/hooks";
 
 import { type Cause, CORE_GROUP, type Kind, objectPath, request } from "../api";
 import { useCan, useKinds, useLive, useNow } from "../hooks";
-import { LinkStatus, ObjectPage, Refusal, refusalOf } from "../pages";
+import { ObjectPage, Refusal, refusalOf } from "../pages";
+import { LinkStatus, ListHead, ShareMeter } from "../widgets";
 import { listHref, objectHref } from "../router";
-import { allocated, cores, holds, hostPorts, resourcesOf, ZERO } from "../resources";
+import { allocated, byNode, cores, holds, hostPorts, portCount, resourcesOf, volumeHolds, ZERO } from "../resources";
 import { age } from "../table";
 
 function Usage(props: { name: string; unit: string; capacity: number; used: number; fmt: (n: number) => string }) {
-  const share = props.capacity > 0 ? Math.min(1, props.used / props.capacity) : 0;
-  const pct = Math.round(share * 100);
   return (
     <tr data-resource={props.name}>
       <th scope="row">
@@ -38,17 +38,17 @@ function Usage(props: { name: string; unit: string; capacity: number; used: numb
         {props.fmt(Math.max(0, props.capacity - props.used))}
       </td>
       <td class="bar-cell">
-        <meter min={0} max={1} value={share} high={0.9} aria-label={`${props.name} allocated ${pct}%`} />{" "}
-        <span class="muted">{pct}%</span>
+        <ShareMeter used={props.used} capacity={props.capacity} label={`${props.name} allocated`} />
       </td>
     </tr>
   );
 }
 
-function NodeOf(props: { nodes: Kind; tasks: Kind; name: string }) {
-  const { nodes, tasks, name } = props;
+function NodeOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind; name: string }) {
+  const { nodes, tasks, volumes, name } = props;
   const nodeSnap = useLive(nodes, { fieldSelector: `metadata.name=${name}` });
   const taskSnap = useLive(tasks, { fieldSelector: `spec.nodeName=${name}` });
+  const volumeSnap = useLive(volumes, { fieldSelector: `spec.nodeName=${name}` });
   const mayPatch = useCan("patch", nodes, undefined, name);
   const now = useNow();
   const [error, setError] = useState<{ message: string; causes: Cause[] } | null>(null);
@@ -58,7 +58,8 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; name: string }) {
   const status = node?.status ?? {};
   const capacity = resourcesOf(status.capacity);
   const onNode = [...taskSnap.items.values()].filter((t) => t?.spec?.nodeName === name);
-  const { total, byRole } = allocated(onNode);
+  const onNodeVolumes = [...volumeSnap.items.values()].filter((v) => v?.spec?.nodeName === name && volumeHolds(v));
+  const { total, byRole } = allocated(onNode, onNodeVolumes);
   const phase = String(status.phase ?? "Pending");
   const unschedulable = spec.unschedulable === true;
   const attributes = Object.entries((spec.attributes ?? {}) as Record<string, string>);
@@ -176,7 +177,10 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; name: string }) {
                 </tbody>
               </table>
             </div>
-            <p class="muted">Allocated: what the node's tasks that have not ended asked for (bound volumes' disk aside).</p>
+            <p class="muted">
+              Allocated: what the node's tasks that have not ended asked for, and the disk of the volumes bound to it
+              ({onNodeVolumes.length}).
+            </p>
           </section>
           <div class="cards">
             <section class="card" id="attributes" aria-labelledby="attributes-title">
@@ -220,7 +224,7 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; name: string }) {
                           <td>{res.mem}</td>
                           <td>{res.disk}</td>
                           <td>
-                            {cores(used.cpus)} cpus, {used.mem} MiB
+                            {cores(used.cpus)} cpus, {used.mem} MiB, {used.disk} MiB disk
                           </td>
                         </tr>
                       );
@@ -283,6 +287,47 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; name: string }) {
           </div>
         )}
       </section>
+      {volumes && (
+        <section aria-labelledby="volumes-title">
+          <h2 id="volumes-title">
+            Volumes <span class="muted">{volumeSnap.loaded ? onNodeVolumes.length : "…"}</span>
+          </h2>
+          {volumeSnap.loaded && onNodeVolumes.length === 0 ? (
+            <p class="muted empty">No volumes on this node.</p>
+          ) : (
+            <div class="table-wrap">
+              <table class="objects compact" id="node-volumes">
+                <thead>
+                  <tr>
+                    <th scope="col">NAMESPACE</th>
+                    <th scope="col">NAME</th>
+                    <th scope="col">SIZE(MiB)</th>
+                    <th scope="col">PHASE</th>
+                    <th scope="col">AGE</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {onNodeVolumes.map((v) => {
+                    const ns = String(v?.metadata?.namespace ?? "");
+                    const vn = String(v?.metadata?.name ?? "");
+                    return (
+                      <tr data-key={`${ns}/${vn}`}>
+                        <td>{ns}</td>
+                        <td>
+                          <a href={objectHref("volumes", ns, vn)}>{vn}</a>
+                        </td>
+                        <td>{Number(v?.spec?.size ?? 0)}</td>
+                        <td>{v?.status?.phase ?? "Pending"}</td>
+                        <td>{age(v?.metadata?.creationTimestamp, now)}</td>
+                      </tr>
+                    );
+                  })}
+                </tbody>
+              </table>
+            </div>
+          )}
+        </section>
+      )}
       <details class="embedded" id="object">
         <summary>The node as YAML; edit, delete</summary>
         <ObjectPage slug="nodes" name={name} />
@@ -291,14 +336,128 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; name: string }) {
   );
 }
 
-/** A node with its capacity, what its tasks hold and those tasks, live. */
-export function NodePage(props: { name: string }) {
+/** The served core kinds the node pages watch (volumes may be missing). */
+function useNodeKinds(): { error?: string; nodes?: Kind; tasks?: Kind; volumes?: Kind } | null {
   const ks = useKinds();
-  if (ks.state === "loading") return <p class="loading">Loading…</p>;
-  if (ks.state === "error") return <p class="error" role="alert">{ks.message}</p>;
+  if (ks.state === "loading") return null;
+  if (ks.state === "error") return { error: ks.message };
   const find = (plural: string) => ks.value.find((k) => k.group === CORE_GROUP && k.plural === plural);
-  const nodes = find("nodes");
-  const tasks = find("tasks");
-  if (!nodes || !tasks) return <p class="error" role="alert">The server serves no nodes or tasks.</p>;
-  return <NodeOf nodes={nodes} tasks={tasks} name={props.name} />;
+  const [nodes, tasks, volumes] = [find("nodes"), find("tasks"), find("volumes")];
+  if (!nodes || !tasks) return { error: "The server serves no nodes or tasks." };
+  return { nodes, tasks, volumes };
+}
+
+/** A node with its capacity, what its tasks and volumes hold, and those, live. */
+export function NodePage(props: { name: string }) {
+  const k = useNodeKinds();
+  if (!k) return <p class="loading">Loading…</p>;
+  if (k.error || !k.nodes || !k.tasks) return <p class="error" role="alert">{k.error}</p>;
+  return <NodeOf nodes={k.nodes} tasks={k.tasks} volumes={k.volumes} name={props.name} />;
+}
+
+/** A resource of a node in a list cell: allocated of capacity, and a meter. */
+function Cell(props: { name: string; used: number; capacity: number; fmt: (n: number) => string }) {
+  return (
+    <td class="usage-cell" data-resource={props.name} data-allocated={String(props.used)} data-capacity={String(props.capacity)}>
+      {props.fmt(props.used)} / {props.fmt(props.capacity)}
+      <br />
+      <ShareMeter used={props.used} capacity={props.capacity} label={`${props.name} allocated`} />
+    </td>
+  );
+}
+
+function NodesOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind }) {
+  const nodeSnap = useLive(props.nodes, {});
+  const taskSnap = useLive(props.tasks, {});
+  const volumeSnap = useLive(props.volumes, {});
+  const now = useNow();
+  const tasksOn = byNode(taskSnap.items.values());
+  const volumesOn = byNode(volumeSnap.items.values());
+  const rows = [...nodeSnap.items.values()].sort((a, b) =>
+    String(a?.metadata?.name ?? "").localeCompare(String(b?.metadata?.name ?? "")),
+  );
+  const worst = [nodeSnap, taskSnap, props.volumes ? volumeSnap : nodeSnap].find((x) => x.link !== "live") ?? nodeSnap;
+  return (
+    <section class="nodes-list">
+      <ListHead kind={props.nodes} snap={{ ...nodeSnap, link: worst.link, error: worst.error }} />
+      <p class="muted">
+        Allocated: what the node's tasks that have not ended asked for, and the disk of the volumes bound to it.
+      </p>
+      <div class="table-wrap">
+        <table class="objects" id="nodes" data-kind="nodes">
+          <thead>
+            <tr>
+              <th scope="col">NAME</th>
+              <th scope="col">STATUS</th>
+              <th scope="col">ADDRESS</th>
+              <th scope="col">ATTRIBUTES</th>
+              <th scope="col">RESERVATIONS</th>
+              <th scope="col">CPUS</th>
+              <th scope="col">MEM(MiB)</th>
+              <th scope="col">DISK(MiB)</th>
+              <th scope="col">PORTS</th>
+              <th scope="col">TASKS</th>
+              <th scope="col">AGE</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((n) => {
+              const name = String(n?.metadata?.name ?? "");
+              const tasks = tasksOn.get(name) ?? [];
+              const { total } = allocated(tasks, volumesOn.get(name) ?? []);
+              const capacity = resourcesOf(n?.status?.capacity);
+              const phase = String(n?.status?.phase ?? "Pending");
+              const unschedulable = n?.spec?.unschedulable === true;
+              const attributes = Object.entries((n?.spec?.attributes ?? {}) as Record<string, string>);
+              const reservations = Object.entries((n?.spec?.reservations ?? {}) as Record<string, any>);
+              return (
+                <tr data-key={`/${name}`} data-phase={phase} data-unschedulable={String(unschedulable)}>
+                  <td>
+                    <a href={objectHref("nodes", undefined, name)}>{name}</a>
+                  </td>
+                  <td title={n?.status?.message}>
+                    <span class={`phase phase-${phase.toLowerCase()}`}>{phase}</span>
+                    {unschedulable && <strong class="warn">, Unschedulable</strong>}
+                  </td>
+                  <td>{n?.status?.address ?? "<none>"}</td>
+                  <td>{attributes.length === 0 ? <span class="muted">&lt;none&gt;</span> : attributes.map(([k, v]) => `${k}=${v}`).join(", ")}</td>
+                  <td>
+                    {reservations.length === 0 ? (
+                      <span class="muted">&lt;none&gt;</span>
+                    ) : (
+                      reservations
+                        .map(([role, r]) => {
+                          const x = resourcesOf(r);
+                          return `${role}: ${cores(x.cpus)} cpus, ${x.mem} MiB`;
+                        })
+                        .join("; ")
+                    )}
+                  </td>
+                  <Cell name="cpus" used={total.cpus} capacity={capacity.cpus} fmt={cores} />
+                  <Cell name="mem" used={total.mem} capacity={capacity.mem} fmt={String} />
+                  <Cell name="disk" used={total.disk} capacity={capacity.disk} fmt={String} />
+                  <td data-resource="ports">
+                    {hostPorts(tasks).length} / {portCount(n?.status?.portRanges)}
+                  </td>
+                  <td data-tasks={String(tasks.filter(holds).length)}>{tasks.filter(holds).length}</td>
+                  <td>{age(n?.metadata?.creationTimestamp, now)}</td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </div>
+      {nodeSnap.loaded && rows.length === 0 && (
+        <p class="muted empty">No nodes: start an agent (<code>corral agent --server URL</code>) to register one.</p>
+      )}
+    </section>
+  );
+}
+
+/** The nodes (`/ui/k/nodes`), live, each with capacity against what is allocated on it. */
+export function NodesPage() {
+  const k = useNodeKinds();
+  if (!k) return <p class="loading">Loading…</p>;
+  if (k.error || !k.nodes || !k.tasks) return <p class="error" role="alert">{k.error}</p>;
+  return <NodesOf nodes={k.nodes} tasks={k.tasks} volumes={k.volumes} />;
 }

@@ -12,8 +12,9 @@ import { stringify as yamlOf } from "yaml";
 
 import { ApiError, type Cause, getJson, type Kind, kindSlug, objectPath, request, sendJson } from "../api";
 import { useCan, useKind, useLive, useNow } from "../hooks";
-import { Editor, KindGate, LinkStatus, Refusal, refusalOf, Scale, scaleSpecPath, serviceState } from "../pages";
-import { listHref, navigate, newHref, objectHref } from "../router";
+import { Editor, KindGate, Refusal, refusalOf, Scale, scaleSpecPath, serviceState } from "../pages";
+import { LinkStatus, ListHead } from "../widgets";
+import { listHref, navigate, objectHref } from "../router";
 import { age } from "../table";
 
 /** The label the services controller puts on each task of a service: its name. */
@@ -574,43 +575,12 @@ function ServicesOf(props: { kind: Kind; namespace?: string }) {
   const slug = kindSlug(kind);
   const snap = useLive(kind, { namespace });
   const now = useNow();
-  const mayCreate = useCan("create", kind, namespace);
-  const [filter, setFilter] = useState(namespace ?? "");
   const rows = [...snap.items.values()].sort((a, b) =>
     `${a.metadata?.namespace}/${a.metadata?.name}`.localeCompare(`${b.metadata?.namespace}/${b.metadata?.name}`),
   );
   return (
     <section class="service">
-      <div class="title" data-reviewed={String(mayCreate !== undefined)}>
-        <h1>{kind.kind}</h1>
-        <LinkStatus link={snap.link} error={snap.error} />
-        {mayCreate && (
-          <a class="button" id="create" href={newHref(slug, namespace)}>
-            Create
-          </a>
-        )}
-      </div>
-      <form
-        class="filter"
-        onSubmit={(e) => {
-          e.preventDefault();
-          navigate(listHref(slug, filter.trim() || undefined));
-        }}
-      >
-        <label for="namespace">Namespace</label>
-        <input
-          id="namespace"
-          value={filter}
-          placeholder="all namespaces"
-          onInput={(e) => setFilter((e.target as HTMLInputElement).value)}
-        />
-        <button type="submit">Show</button>
-      </form>
-      {snap.error && snap.link !== "live" && (
-        <p class="error" role="alert">
-          {snap.error}
-        </p>
-      )}
+      <ListHead kind={kind} namespace={namespace} snap={snap} />
       <div class="table-wrap">
         <table class="objects" data-kind={kind.plural}>
           <thead>

@@ -1,0 +1,116 @@
+// Pieces several pages share: the head of a list (title, live status, Create, the
+// namespace filter with the namespaces the user may list), and a share meter.
+
+import { useEffect, useState } from "preact/hooks";
+
+import { can, CORE_GROUP, getJson, kindBySlug, type Kind, kindSlug, collectionPath } from "./api";
+import { useCan } from "./hooks";
+import { listHref, navigate, newHref } from "./router";
+import type { Link, Snapshot } from "./watch";
+
+/**
+ * The namespaces to offer in a filter: those the server lists, when the user may list
+ * namespaces; none otherwise (the field still takes any name). Read once per page: a
+ * suggestion list need not be live.
+ */
+function useNamespaceNames(): string[] {
+  const [names, setNames] = useState<string[]>([]);
+  useEffect(() => {
+    let live = true;
+    void (async () => {
+      const ns = await kindBySlug("namespaces");
+      if (!ns || ns.group !== CORE_GROUP || !(await can("list", ns))) return;
+      const l = await getJson(collectionPath(ns));
+      const found = ((l.items ?? []) as any[]).map((o) => String(o?.metadata?.name ?? "")).filter(Boolean);
+      if (live) setNames(found.sort());
+    })().catch(() => undefined);
+    return () => {
+      live = false;
+    };
+  }, []);
+  return names;
+}
+
+/** Filters a list by namespace: the field suggests the namespaces there are. */
+export function NamespaceFilter(props: { slug: string; namespace?: string }) {
+  const [filter, setFilter] = useState(props.namespace ?? "");
+  const names = useNamespaceNames();
+  return (
+    <form
+      class="filter"
+      onSubmit={(e) => {
+        e.preventDefault();
+        navigate(listHref(props.slug, filter.trim() || undefined));
+      }}
+    >
+      <label for="namespace">Namespace</label>
+      <input
+        id="namespace"
+        value={filter}
+        placeholder="all namespaces"
+        list="namespace-names"
+        autocomplete="off"
+        onInput={(e) => setFilter((e.target as HTMLInputElement).value)}
+      />
+      <datalist id="namespace-names">
+        {names.map((n) => (
+          <option value={n} />
+        ))}
+      </datalist>
+      <button type="submit">Show</button>
+    </form>
+  );
+}
+
+/**
+ * The head of a list page: the kind's name, whether the list is live, Create when the
+ * user may create here, the namespace filter for a namespaced kind, and why the list
+ * is not live.
+ */
+export function ListHead(props: { kind: Kind; namespace?: string; snap: Snapshot; title?: string }) {
+  const { kind, namespace, snap } = props;
+  const slug = kindSlug(kind);
+  const mayCreate = useCan("create", kind, namespace);
+  return (
+    <>
+      <div class="title" data-reviewed={String(mayCreate !== undefined)}>
+        <h1>{props.title ?? kind.kind}</h1>
+        <LinkStatus link={snap.link} error={snap.error} />
+        {mayCreate && (
+          <a class="button" id="create" href={newHref(slug, namespace)}>
+            Create
+          </a>
+        )}
+      </div>
+      {kind.namespaced && <NamespaceFilter slug={slug} namespace={namespace} />}
+      {snap.error && snap.link !== "live" && (
+        <p class="error" role="alert">
+          {snap.error}
+        </p>
+      )}
+    </>
+  );
+}
+
+/** `used` of `capacity` as a meter and a percentage, warning from 90%. */
+export function ShareMeter(props: { used: number; capacity: number; label: string }) {
+  const share = props.capacity > 0 ? Math.min(1, props.used / props.capacity) : 0;
+  const pct = Math.round(share * 100);
+  return (
+    <span class="share" data-share={String(share)}>
+      <meter min={0} max={1} value={share} high={0.9} aria-label={`${props.label} ${pct}%`} />{" "}
+      <span class="muted">{pct}%</span>
+    </span>
+  );
+}
+
+/** How the page's link to the server stands: live, or reconnecting and why. */
+export function LinkStatus(props: { link: Link; error?: string }) {
+  const text = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" }[props.link];
+  return (
+    <span class={`link link-${props.link}`} role="status" aria-live="polite" data-link={props.link}>
+      {text}
+      {props.link === "reconnecting" && props.error ? ` (${props.error})` : ""}
+    </span>
+  );
+}
