@@ -197,13 +197,7 @@ fn a_page_cut_off_past_compaction_lists_again_and_shows_every_change_it_missed()
     up.corral(&["delete", "configmap", "doomed", "-n", "default"]);
     let mut changed = up.get(&format!("{CONFIG_MAPS}/changes"), &up.admin_token).expect("changes");
     changed["spec"]["data"] = json!({"a": "1", "b": "2", "c": "3"});
-    let put = reqwest::blocking::Client::new()
-        .put(format!("{}{CONFIG_MAPS}/changes", up.url))
-        .bearer_auth(&up.admin_token)
-        .json(&changed)
-        .send()
-        .expect("PUT is sent");
-    assert!(put.status().is_success(), "PUT: {}", put.status());
+    up.put(&format!("{CONFIG_MAPS}/changes"), &up.admin_token, &changed);
     let revision = up.get("/admin/revision", &up.admin_token).expect("revision")["revision"].as_u64().expect("a number");
     let compacted = up.post(&format!("/admin/compact?revision={revision}"), &up.admin_token, &json!({}));
     assert_eq!(compacted["compacted"].as_u64(), Some(revision), "{compacted}");
@@ -222,4 +216,54 @@ fn a_page_cut_off_past_compaction_lists_again_and_shows_every_change_it_missed()
     // And it goes on live from the new list.
     up.post(CONFIG_MAPS, &up.admin_token, &config_map("afterwards"));
     b.wait("tr[data-key='default/afterwards']");
+}
+
+#[test]
+fn a_custom_kind_is_listed_with_its_columns_and_written_from_the_editor_without_ui_code() {
+    let up = Up::start_with(false);
+    // A controller author's kind, with the columns `corral get` shows.
+    let crd = up.write(
+        "crd.yaml",
+        "apiVersion: corral.dev/v1\nkind: CustomResourceDefinition\nmetadata: {name: gadgets.example.com}\n\
+         spec:\n  group: example.com\n  version: v1\n  kind: Gadget\n  plural: gadgets\n  scope: Namespaced\n\
+         \x20 additionalPrinterColumns:\n\
+         \x20 - {name: Size, jsonPath: .spec.size, type: integer}\n\
+         \x20 - {name: Colour, jsonPath: .spec.colour}\n\
+         \x20 schema:\n    spec:\n      type: object\n      additionalProperties: false\n      required: [size]\n\
+         \x20     properties:\n        size: {type: integer, minimum: 1}\n\
+         \x20       colour: {type: string, enum: [red, green, blue]}\n",
+    );
+    up.corral(&["apply", "-f", crd.to_str().expect("path")]);
+    let b = Browser::start();
+    b.goto(&format!("{}/ui/k", up.url));
+    log_in(&b, &up.admin_token);
+    // Among every kind, under its group; its list has its columns.
+    b.click(&b.wait("a[href='/ui/k/gadgets.example.com']"));
+    let heads = b.text(&b.wait("table[data-kind=gadgets] thead"));
+    assert!(heads.contains("SIZE") && heads.contains("COLOUR"), "{heads}");
+    b.wait("[data-link=live]");
+
+    // Created from the YAML editor: the server validates against the kind's schema and
+    // its refusal names the field; corrected, the object appears with its columns.
+    b.click(&b.wait("a#create"));
+    let bad = "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1, namespace: default}\n\
+               spec: {size: 0, colour: purple}\n";
+    b.set_value("textarea#yaml", bad);
+    b.click(&b.wait("button#save"));
+    let refusal = b.text(&b.wait_text("#refusal", "spec.size"));
+    assert!(refusal.contains("spec.colour"), "each refused field is named: {refusal}");
+    assert!(up.get("/apis/example.com/v1/namespaces/default/gadgets/g1", &up.admin_token).is_err(), "nothing written");
+    b.set_value("textarea#yaml", &bad.replace("size: 0, colour: purple", "size: 3, colour: green"));
+    b.click(&b.wait("button#save"));
+    b.wait_text("#yaml-view", "colour: green");
+    assert_eq!(b.path(), "/ui/k/gadgets.example.com/default/g1");
+    b.click(&b.wait("nav.crumbs a[href='/ui/k/gadgets.example.com']"));
+    b.wait_text("tr[data-key='default/g1'] td[data-column=Size]", "3");
+    b.wait_text("tr[data-key='default/g1'] td[data-column=Colour]", "green");
+    // Changed through the API: the open list follows.
+    let path = "/apis/example.com/v1/namespaces/default/gadgets/g1";
+    let mut g1 = up.get(path, &up.admin_token).expect("g1");
+    g1["spec"]["size"] = json!(5);
+    up.put(path, &up.admin_token, &g1);
+    b.wait_text("tr[data-key='default/g1'] td[data-column=Size]", "5");
 }

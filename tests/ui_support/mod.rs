@@ -232,15 +232,25 @@ impl Up {
 
     /// `POST path` of `body` with `token`, as JSON; panics unless it succeeds.
     pub fn post(&self, path: &str, token: &str, body: &Value) -> Value {
+        self.send("POST", path, token, body)
+    }
+
+    /// `PUT path` of `body` with `token`, as JSON; panics unless it succeeds.
+    pub fn put(&self, path: &str, token: &str, body: &Value) -> Value {
+        self.send("PUT", path, token, body)
+    }
+
+    fn send(&self, method: &str, path: &str, token: &str, body: &Value) -> Value {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
         let resp = Self::http()
-            .post(format!("{}{path}", self.url))
+            .request(method.clone(), format!("{}{path}", self.url))
             .bearer_auth(token)
             .json(body)
             .send()
-            .expect("POST is sent");
+            .unwrap_or_else(|e| panic!("{method} {path} is not sent: {e}"));
         let status = resp.status();
         let body: Value = resp.json().expect("a JSON answer");
-        assert!(status.is_success(), "POST {path}: {status}: {body}");
+        assert!(status.is_success(), "{method} {path}: {status}: {body}");
         body
     }
 }
