@@ -122,6 +122,9 @@ fn a_service_applied_from_the_editor_shows_its_tasks_live_scales_restarts_and_ro
     b.wait("#deployment[data-phase=Complete]");
     b.wait(&format!("#history tr[data-revision='{after}'][data-current=true]"));
     b.wait(&format!("#history tr[data-revision='{before}']"));
+    // Its Events tell the deployments, recorded by the services controller.
+    b.wait_text("#events-table", &format!("revision {after} rolled out"));
+    b.wait_text("#events-table", "DeploymentStarted");
     let stored = up.get(SERVICE, &up.admin_token).expect("read");
     assert!(stored["spec"]["restartedAt"].is_string(), "{}", stored["spec"]);
     // Tall enough to show the revisions too.
@@ -175,6 +178,8 @@ fn a_service_applied_from_the_editor_shows_its_tasks_live_scales_restarts_and_ro
     b.wait_text("#waiting", "Waiting:");
     let refusal = b.wait("#refusals tbody tr");
     assert!(b.text(&refusal).contains("hostname"), "the constraint is named: {}", b.text(&refusal));
+    let warned = b.wait_text("#events-table tr", "NotPlaced");
+    assert!(b.text(&warned).contains("hostname"), "the Event names the constraint: {}", b.text(&warned));
     b.screenshot(&screenshot_path("service-refusals.png"));
 
     // A viewer sees the same page and is offered none of its actions.

@@ -493,5 +493,7 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
     }
 }
 
+pub mod events;
+
 #[cfg(test)]
 mod tests;

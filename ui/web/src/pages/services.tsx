@@ -1,6 +1,7 @@
 // A service's own page: its counts and deployment, live from a watch of the service;
 // its tasks, live from a watch of the tasks labelled with its name; why instances are
-// not placed (every field of `status.waiting`), its conditions and template history;
+// not placed (every field of `status.waiting`), its conditions, template history and
+// Events (deployments started and completed, refusals, backoff);
 // and the actions the user's role allows — scale, restart, roll back, edit, delete —
 // each the same API call the CLI makes (`corral scale`, `corral restart`,
 // `corral rollout undo`, `corral edit`, `corral delete`).
@@ -14,6 +15,7 @@ import { ApiError, type Cause, getJson, type Kind, kindSlug, objectPath, request
 import { useCan, useKind, useLive, useNow } from "../hooks";
 import { Editor, KindGate, Refusal, refusalOf, Scale, scaleSpecPath, serviceState } from "../pages";
 import { LinkStatus, ListHead } from "../widgets";
+import { ObjectEvents } from "./tasks";
 import { listHref, navigate, objectHref } from "../router";
 import { age } from "../table";
 
@@ -536,6 +538,7 @@ function ServiceOf(props: { kind: Kind; tasksKind: Kind | undefined; namespace: 
           <Tasks tasks={rows} now={now} loaded={tasks.loaded} current={current} />
           <Conditions svc={svc} now={now} />
           <History svc={svc} mayRollBack={Boolean(mayUpdate)} busy={busy} onRollBack={(n) => rollBackTo(n)} />
+          <ObjectEvents kind="Service" namespace={namespace} name={name} uid={svc.metadata?.uid} />
           <details class="card wide">
             <summary>YAML</summary>
             <pre class="yaml" id="yaml-view" tabIndex={0} aria-label="The service as YAML">
