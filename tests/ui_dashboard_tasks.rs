@@ -4,7 +4,8 @@
 //! cpus once a task runs), in all and by role; a task's page lists the Events recorded
 //! about it, live; its log shows stdout, stderr or both, and Download saves the chosen
 //! log as a file (from a Blob holding what the server answers) that the test reads;
-//! the dashboard turns dark when the system asks for it. The screenshots go to
+//! the dashboard turns dark when the system asks for it, and the theme switch
+//! overrides the system either way, kept across a reload. The screenshots go to
 //! `docs/screenshots/dashboard-resources.png` and `dashboard-dark.png` (linked from the
 //! README).
 
@@ -80,7 +81,20 @@ fn the_dashboard_charts_allocated_resources_and_a_task_page_shows_its_events_str
     b.color_scheme("dark");
     ui_support::wait_for("the dark theme", || (lightness(&b) < 0.2).then_some(()));
     b.screenshot(&screenshot_path("dashboard-dark.png"));
+    // The theme switch overrides the system: light while it prefers dark, then dark
+    // while it prefers light, kept across a reload; back on automatic, the system's.
+    b.click(&b.wait("button#theme[data-theme=auto]"));
+    ui_support::wait_for("light by the switch", || (lightness(&b) > 0.8).then_some(()));
+    b.click(&b.wait("button#theme[data-theme=light]"));
+    b.wait("button#theme[data-theme=dark]");
     b.color_scheme("light");
+    ui_support::wait_for("dark by the switch", || (lightness(&b) < 0.2).then_some(()));
+    b.goto(&format!("{}/ui/", up.url));
+    b.wait("button#theme[data-theme=dark]");
+    assert!(lightness(&b) < 0.2, "the choice is kept across a reload: {}", lightness(&b));
+    b.click(&b.wait("button#theme[data-theme=dark]"));
+    b.wait("button#theme[data-theme=auto]");
+    ui_support::wait_for("the system's light again", || (lightness(&b) > 0.8).then_some(()));
 
     // A task writing to both streams, then ending: its page shows its log by stream and,
     // live, the Event recorded when it ended.

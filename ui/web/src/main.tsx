@@ -11,6 +11,7 @@ import { ApiError, type Me, setToken, token, whenUnauthorized, whoami } from "./
 import { Dashboard, KindsPage, ListPage, NewPage, ObjectPage } from "./pages";
 import { JobPage } from "./pages/jobs";
 import { ShortcutHelp, useShortcuts } from "./keys";
+import { applyTheme, useTheme } from "./theme";
 import { NodePage, NodesPage } from "./pages/nodes";
 import { ServicePage, ServicesPage } from "./pages/services";
 import { BASE, interceptLinks, listHref, type Route, useRoute } from "./router";
@@ -120,6 +121,7 @@ function Shell(props: { me: Me; onLogout: () => void; children: ComponentChildre
   ];
   const here = location.pathname;
   const [help, setHelp] = useShortcuts();
+  const [theme, nextTheme] = useTheme();
   return (
     <>
       <a class="skip" href="#main">
@@ -146,6 +148,15 @@ function Shell(props: { me: Me; onLogout: () => void; children: ComponentChildre
         <span class="me" id="me" title={props.me.groups.join(", ")}>
           {props.me.username}
         </span>
+        <button
+          id="theme"
+          type="button"
+          data-theme={theme}
+          onClick={nextTheme}
+          title="Colour theme: automatic (as the system), light or dark"
+        >
+          {{ auto: "Theme: auto", light: "Theme: light", dark: "Theme: dark" }[theme]}
+        </button>
         <button id="keys" type="button" onClick={() => setHelp(!help)} title="Keyboard shortcuts (?)" aria-expanded={help}>
           ?
         </button>
@@ -207,5 +218,6 @@ function App() {
   );
 }
 
+applyTheme();
 interceptLinks();
 render(<App />, document.getElementById("app")!);
