@@ -230,8 +230,8 @@ fn a_custom_kind_is_listed_with_its_columns_and_written_from_the_editor_without_
          \x20 - {name: Size, jsonPath: .spec.size, type: integer}\n\
          \x20 - {name: Colour, jsonPath: .spec.colour}\n\
          \x20 schema:\n    spec:\n      type: object\n      additionalProperties: false\n      required: [size]\n\
-         \x20     properties:\n        size: {type: integer, minimum: 1}\n\
-         \x20       colour: {type: string, enum: [red, green, blue]}\n",
+         \x20     properties:\n        size: {type: integer, minimum: 1, description: How big the gadget is.}\n\
+         \x20       colour: {type: string, enum: [red, green, blue], description: Its paint.}\n",
     );
     up.corral(&["apply", "-f", crd.to_str().expect("path")]);
     let b = Browser::start();
@@ -253,6 +253,21 @@ fn a_custom_kind_is_listed_with_its_columns_and_written_from_the_editor_without_
     let refusal = b.text(&b.wait_text("#refusal", "spec.size"));
     assert!(refusal.contains("spec.colour"), "each refused field is named: {refusal}");
     assert!(up.get("/apis/example.com/v1/namespaces/default/gadgets/g1", &up.admin_token).is_err(), "nothing written");
+    // Beside the editor, the kind's fields as the server validates them; each refused
+    // field's line is a button that selects it in the text.
+    b.wait_text("#schema-help [data-path='spec.size']", "How big the gadget is.");
+    let colour = b.text(&b.wait("#schema-help [data-path='spec.colour']"));
+    assert!(!colour.contains("required") && colour.contains("red, green, blue"), "{colour}");
+    assert!(b.text(&b.wait("#schema-help [data-path='spec.size']")).contains("required"), "size is required");
+    let goto = b.wait("#refusal li[data-field^='spec.size'] button.goto");
+    assert_eq!(b.text(&goto), "line 4");
+    b.click(&goto);
+    let selected = b.eval(
+        "const a = document.activeElement; \
+         return a && a.id === 'yaml' ? a.value.substring(a.selectionStart, a.selectionEnd) : null;",
+    );
+    assert_eq!(selected, json!("0"), "the refused value is selected in the editor");
+    b.screenshot(&screenshot_path("editor.png"));
     b.set_value("textarea#yaml", &bad.replace("size: 0, colour: purple", "size: 3, colour: green"));
     b.click(&b.wait("button#save"));
     b.wait_text("#yaml-view", "colour: green");

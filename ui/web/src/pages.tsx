@@ -3,7 +3,7 @@
 // creates or replaces an object and shows what the server refused and why.
 
 import type { ComponentChildren } from "preact";
-import { useMemo, useState } from "preact/hooks";
+import { useMemo, useRef, useState } from "preact/hooks";
 import { parse as parseYaml, stringify as yamlOf } from "yaml";
 
 import {
@@ -18,6 +18,7 @@ import {
   sendJson,
 } from "./api";
 import { ClusterResources } from "./pages/cluster";
+import { locate, SchemaHelp, useSchema } from "./schema";
 import { ObjectEvents, TaskLogs } from "./pages/tasks";
 import { type Loaded, useCan, useKind, useKinds, useLive, useNow } from "./hooks";
 import { listHref, navigate, objectHref } from "./router";
@@ -248,19 +249,36 @@ export function ListPage(props: { slug: string; namespace?: string }) {
   );
 }
 
-/** The server's refusal: its message and each field it named. */
-export function Refusal(props: { error: { message: string; causes: Cause[] } | null }) {
+/**
+ * The server's refusal: its message and each field it named; `at` says where a field
+ * is (its line, and how to go there) when the refusal is of text being edited.
+ */
+export function Refusal(props: {
+  error: { message: string; causes: Cause[] } | null;
+  at?: (field: string) => { line: number; go: () => void } | null;
+}) {
   if (!props.error) return null;
   return (
     <div class="error" role="alert" id="refusal">
       <p>{props.error.message}</p>
       {props.error.causes.length > 0 && (
         <ul>
-          {props.error.causes.map((c) => (
-            <li>
-              {c.field && <code>{c.field}</code>} {c.message}
-            </li>
-          ))}
+          {props.error.causes.map((c) => {
+            const where = c.field && props.at ? props.at(c.field) : null;
+            return (
+              <li data-field={c.field ?? ""}>
+                {c.field && <code>{c.field}</code>} {c.message}
+                {where && (
+                  <>
+                    {" "}
+                    <button type="button" class="link goto" onClick={where.go}>
+                      line {where.line}
+                    </button>
+                  </>
+                )}
+              </li>
+            );
+          })}
         </ul>
       )}
     </div>
@@ -273,10 +291,23 @@ export function refusalOf(e: unknown): { message: string; causes: Cause[] } {
 }
 
 /** A YAML editor sending the object with `save`; shows what was refused. */
-export function Editor(props: { initial: string; label: string; save: (obj: any) => Promise<void>; onCancel?: () => void }) {
+/**
+ * A YAML editor: `save` gets the parsed object; what the server refuses is shown with
+ * each field it names and, where that field is in the text, its line (a button that
+ * selects it). With `kind`, the kind's fields are listed beside it.
+ */
+export function Editor(props: {
+  initial: string;
+  label: string;
+  save: (obj: any) => Promise<void>;
+  onCancel?: () => void;
+  kind?: Kind;
+}) {
   const [text, setText] = useState(props.initial);
   const [error, setError] = useState<{ message: string; causes: Cause[] } | null>(null);
   const [busy, setBusy] = useState(false);
+  const area = useRef<HTMLTextAreaElement>(null);
+  const schema = useSchema(props.kind);
   const submit = async (e: Event) => {
     e.preventDefault();
     let obj: unknown;
@@ -296,27 +327,43 @@ export function Editor(props: { initial: string; label: string; save: (obj: any)
       setBusy(false);
     }
   };
+  const select = (from: number, to: number) => {
+    const a = area.current;
+    if (!a) return;
+    a.focus();
+    a.setSelectionRange(from, Math.max(from, to));
+  };
   return (
-    <form class="editor" onSubmit={submit}>
-      <label for="yaml">YAML</label>
-      <textarea
-        id="yaml"
-        spellcheck={false}
-        rows={Math.min(40, Math.max(12, text.split("\n").length + 2))}
-        value={text}
-        onInput={(e) => setText((e.target as HTMLTextAreaElement).value)}
-      />
-      <Refusal error={error} />
-      <div class="actions">
-        <button id="save" type="submit" disabled={busy}>
-          {props.label}
-        </button>
-        {props.onCancel && (
-          <button type="button" onClick={props.onCancel}>
-            Cancel
+    <form class={props.kind ? "editor with-help" : "editor"} onSubmit={submit}>
+      <div class="editor-main">
+        <label for="yaml">YAML</label>
+        <textarea
+          id="yaml"
+          ref={area}
+          spellcheck={false}
+          rows={Math.min(40, Math.max(12, text.split("\n").length + 2))}
+          value={text}
+          onInput={(e) => setText((e.target as HTMLTextAreaElement).value)}
+        />
+        <Refusal
+          error={error}
+          at={(field) => {
+            const where = locate(text, field);
+            return where && { line: where.line, go: () => select(where.from, where.to) };
+          }}
+        />
+        <div class="actions">
+          <button id="save" type="submit" disabled={busy}>
+            {props.label}
           </button>
-        )}
+          {props.onCancel && (
+            <button type="button" onClick={props.onCancel}>
+              Cancel
+            </button>
+          )}
+        </div>
       </div>
+      {props.kind && <SchemaHelp kind={props.kind} schema={schema} />}
     </form>
   );
 }
@@ -413,6 +460,7 @@ function ObjectOf(props: { kind: Kind; namespace?: string; name: string }) {
       )}
       {obj && editing && (
         <Editor
+          kind={kind}
           initial={yaml}
           label="Save"
           onCancel={() => setEditing(false)}
@@ -505,6 +553,7 @@ function NewOf(props: { kind: Kind; namespace?: string }) {
       </nav>
       <h1>New {kind.singular}</h1>
       <Editor
+        kind={kind}
         initial={template(kind, props.namespace)}
         label="Create"
         save={async (o) => {

@@ -499,6 +499,7 @@ function ServiceOf(props: { kind: Kind; tasksKind: Kind | undefined; namespace: 
       )}
       {svc && editing && (
         <Editor
+          kind={kind}
           initial={yaml}
           label="Save"
           onCancel={() => setEditing(false)}
