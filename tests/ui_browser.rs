@@ -281,4 +281,17 @@ fn a_custom_kind_is_listed_with_its_columns_and_written_from_the_editor_without_
     g1["spec"]["size"] = json!(5);
     up.put(path, &up.admin_token, &g1);
     b.wait_text("tr[data-key='default/g1'] td[data-column=Size]", "5");
+
+    // By keyboard, `/` goes to the name filter; what is typed there narrows the list.
+    up.post(
+        "/apis/example.com/v1/namespaces/default/gadgets",
+        &up.admin_token,
+        &json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+            "metadata": {"name": "other", "namespace": "default"}, "spec": {"size": 1}}),
+    );
+    b.wait("tr[data-key='default/other']");
+    b.press("/oth");
+    assert_eq!(b.value("input#search"), "oth", "typed into the name filter");
+    ui_support::wait_for("the filter to leave g1 out", || b.find("tr[data-key='default/g1']").is_none().then_some(()));
+    b.wait("tr[data-key='default/other']");
 }

@@ -1,5 +1,5 @@
 // Keyboard shortcuts, as in many web consoles: `g` then a letter goes to a main page,
-// `/` goes to the page's filter, `?` shows the list. Tab, Enter and the skip link work
+// `/` goes to the page's name filter (else its namespace filter), `?` shows the list. Tab, Enter and the skip link work
 // as on any page; these only save steps. Keys typed into a field are never taken.
 
 import { useEffect, useState } from "preact/hooks";
@@ -43,7 +43,9 @@ export function useShortcuts(): [boolean, (open: boolean) => void] {
         return;
       }
       if (ev.key === "/") {
-        const field = document.querySelector<HTMLInputElement>("main form.filter input, main input[type=search]");
+        const field =
+          document.querySelector<HTMLInputElement>("main input[type=search]") ??
+          document.querySelector<HTMLInputElement>("main form.filter input");
         if (field) {
           ev.preventDefault();
           field.focus();
@@ -92,7 +94,7 @@ export function ShortcutHelp(props: { onClose: () => void }) {
             <td>
               <kbd>/</kbd>
             </td>
-            <td>The page's filter</td>
+            <td>The page's filter (by name, else by namespace)</td>
           </tr>
           <tr>
             <td>

@@ -154,8 +154,9 @@ function Shell(props: { me: Me; onLogout: () => void; children: ComponentChildre
           data-theme={theme}
           onClick={nextTheme}
           title="Colour theme: automatic (as the system), light or dark"
+          aria-label={`Colour theme: ${theme}`}
         >
-          {{ auto: "Theme: auto", light: "Theme: light", dark: "Theme: dark" }[theme]}
+          ◐ {{ auto: "Auto", light: "Light", dark: "Dark" }[theme]}
         </button>
         <button id="keys" type="button" onClick={() => setHelp(!help)} title="Keyboard shortcuts (?)" aria-expanded={help}>
           ?

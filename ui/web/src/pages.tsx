@@ -24,7 +24,7 @@ import { type Loaded, useCan, useKind, useKinds, useLive, useNow } from "./hooks
 import { listHref, navigate, objectHref } from "./router";
 import { age, cell, defaultColumns, valueAt } from "./table";
 import type { Link, Snapshot } from "./watch";
-import { LinkStatus, ListHead } from "./widgets";
+import { LinkStatus, ListHead, matchesName } from "./widgets";
 
 /** A kind that is loading, unknown or failed, as a page. */
 export function KindGate(props: { slug: string; kind: Loaded<Kind | undefined>; children: (k: Kind) => ComponentChildren }) {
@@ -194,12 +194,13 @@ function ListOf(props: { kind: Kind; namespace?: string }) {
   const now = useNow();
   const columns = defaultColumns(kind.columns);
   const allNamespaces = kind.namespaced && !namespace;
-  const rows = [...snap.items.values()].sort((a, b) =>
+  const [q, setQ] = useState("");
+  const rows = [...snap.items.values()].filter((o) => matchesName(o, q)).sort((a, b) =>
     `${a.metadata?.namespace ?? ""}/${a.metadata?.name}`.localeCompare(`${b.metadata?.namespace ?? ""}/${b.metadata?.name}`),
   );
   return (
     <section>
-      <ListHead kind={kind} namespace={namespace} snap={snap} />
+      <ListHead kind={kind} namespace={namespace} snap={snap} search={[q, setQ]} />
       <div class="table-wrap">
         <table class="objects" data-kind={kind.plural}>
           <thead>
@@ -271,7 +272,7 @@ export function Refusal(props: {
                 {where && (
                   <>
                     {" "}
-                    <button type="button" class="link goto" onClick={where.go}>
+                    <button type="button" class="inline goto" onClick={where.go}>
                       line {where.line}
                     </button>
                   </>

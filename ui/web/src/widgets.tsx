@@ -67,7 +67,14 @@ export function NamespaceFilter(props: { slug: string; namespace?: string }) {
  * user may create here, the namespace filter for a namespaced kind, and why the list
  * is not live.
  */
-export function ListHead(props: { kind: Kind; namespace?: string; snap: Snapshot; title?: string }) {
+export function ListHead(props: {
+  kind: Kind;
+  namespace?: string;
+  snap: Snapshot;
+  title?: string;
+  /** The name filter's text, and where a change of it goes. */
+  search?: [string, (q: string) => void];
+}) {
   const { kind, namespace, snap } = props;
   const slug = kindSlug(kind);
   const mayCreate = useCan("create", kind, namespace);
@@ -82,7 +89,22 @@ export function ListHead(props: { kind: Kind; namespace?: string; snap: Snapshot
           </a>
         )}
       </div>
-      {kind.namespaced && <NamespaceFilter slug={slug} namespace={namespace} />}
+      <div class="filters">
+        {kind.namespaced && <NamespaceFilter slug={slug} namespace={namespace} />}
+        {props.search && (
+          <div class="filter search">
+            <label for="search">Name</label>
+            <input
+              id="search"
+              type="search"
+              placeholder="filter by name"
+              autocomplete="off"
+              value={props.search[0]}
+              onInput={(e) => props.search![1]((e.target as HTMLInputElement).value)}
+            />
+          </div>
+        )}
+      </div>
       {snap.error && snap.link !== "live" && (
         <p class="error" role="alert">
           {snap.error}
@@ -90,6 +112,17 @@ export function ListHead(props: { kind: Kind; namespace?: string; snap: Snapshot
       )}
     </>
   );
+}
+
+/**
+ * Whether object `o` answers the name filter `q`: every word of it is in the object's
+ * `namespace/name` (case aside). An empty filter keeps everything.
+ */
+export function matchesName(o: any, q: string): boolean {
+  const words = q.toLowerCase().split(/\s+/).filter(Boolean);
+  if (words.length === 0) return true;
+  const key = `${o?.metadata?.namespace ?? ""}/${o?.metadata?.name ?? ""}`.toLowerCase();
+  return words.every((w) => key.includes(w));
 }
 
 /** `used` of `capacity` as a meter and a percentage, warning from 90%. */

@@ -16,7 +16,7 @@ import { useState } from "preact/hooks";
 import { type Cause, CORE_GROUP, type Kind, objectPath, request } from "../api";
 import { useCan, useKinds, useLive, useNow } from "../hooks";
 import { ObjectPage, Refusal, refusalOf } from "../pages";
-import { LinkStatus, ListHead, ShareMeter } from "../widgets";
+import { LinkStatus, ListHead, matchesName, ShareMeter } from "../widgets";
 import { listHref, objectHref } from "../router";
 import { allocated, byNode, cores, holds, hostPorts, portCount, resourcesOf, volumeHolds, ZERO } from "../resources";
 import { age } from "../table";
@@ -373,13 +373,14 @@ function NodesOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind }) {
   const now = useNow();
   const tasksOn = byNode(taskSnap.items.values());
   const volumesOn = byNode(volumeSnap.items.values());
-  const rows = [...nodeSnap.items.values()].sort((a, b) =>
+  const [q, setQ] = useState("");
+  const rows = [...nodeSnap.items.values()].filter((o) => matchesName(o, q)).sort((a, b) =>
     String(a?.metadata?.name ?? "").localeCompare(String(b?.metadata?.name ?? "")),
   );
   const worst = [nodeSnap, taskSnap, props.volumes ? volumeSnap : nodeSnap].find((x) => x.link !== "live") ?? nodeSnap;
   return (
     <section class="nodes-list">
-      <ListHead kind={props.nodes} snap={{ ...nodeSnap, link: worst.link, error: worst.error }} />
+      <ListHead kind={props.nodes} snap={{ ...nodeSnap, link: worst.link, error: worst.error }} search={[q, setQ]} />
       <p class="muted">
         Allocated: what the node's tasks that have not ended asked for, and the disk of the volumes bound to it.
       </p>

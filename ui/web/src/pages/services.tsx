@@ -14,7 +14,7 @@ import { stringify as yamlOf } from "yaml";
 import { ApiError, type Cause, getJson, type Kind, kindSlug, objectPath, request, sendJson } from "../api";
 import { useCan, useKind, useLive, useNow } from "../hooks";
 import { Editor, KindGate, Refusal, refusalOf, Scale, scaleSpecPath, serviceState } from "../pages";
-import { LinkStatus, ListHead } from "../widgets";
+import { LinkStatus, ListHead, matchesName } from "../widgets";
 import { ObjectEvents } from "./tasks";
 import { listHref, navigate, objectHref } from "../router";
 import { age } from "../table";
@@ -579,12 +579,15 @@ function ServicesOf(props: { kind: Kind; namespace?: string }) {
   const slug = kindSlug(kind);
   const snap = useLive(kind, { namespace });
   const now = useNow();
-  const rows = [...snap.items.values()].sort((a, b) =>
-    `${a.metadata?.namespace}/${a.metadata?.name}`.localeCompare(`${b.metadata?.namespace}/${b.metadata?.name}`),
-  );
+  const [q, setQ] = useState("");
+  const rows = [...snap.items.values()]
+    .filter((o) => matchesName(o, q))
+    .sort((a, b) =>
+      `${a.metadata?.namespace}/${a.metadata?.name}`.localeCompare(`${b.metadata?.namespace}/${b.metadata?.name}`),
+    );
   return (
     <section class="service">
-      <ListHead kind={kind} namespace={namespace} snap={snap} />
+      <ListHead kind={kind} namespace={namespace} snap={snap} search={[q, setQ]} />
       <div class="table-wrap">
         <table class="objects" data-kind={kind.plural}>
           <thead>
