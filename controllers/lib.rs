@@ -32,6 +32,7 @@ pub mod sync;
 pub mod volumes;
 
 mod error;
+pub mod happenings;
 pub mod matching;
 mod registration;
 mod rounds;

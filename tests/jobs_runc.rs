@@ -109,6 +109,21 @@ async fn a_run_by_hand_runs_and_its_logs_show_and_on_failure_retries_until_its_l
     assert!(attempts.iter().all(|a| a["exitCode"] == 3), "{failed:#}");
     let message = failed.pointer("/status/message").and_then(Value::as_str).unwrap_or_default();
     assert!(message.contains("gave up after 3"), "{failed:#}");
+    // Its Events tell each retry and the failure, as `corral describe` shows them.
+    let events = format!("/apis/corral.dev/v1/namespaces/default/events?fieldSelector=spec.involvedObject.name={run}");
+    c.wait_for(&events, "the run's Events: two retries and the failure", |l| {
+        let reasons: Vec<&str> = l["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.pointer("/spec/reason").and_then(Value::as_str))
+            .collect();
+        reasons.iter().filter(|r| **r == "Retrying").count() == 2 && reasons.contains(&"RunFailed")
+    })
+    .await;
+    let described = corral(&c, &["describe", "jobrun", &run]).await;
+    let out = text(&described.stdout);
+    assert!(out.contains("RunFailed") && out.contains("attempt 3 launched: attempt 2 ended with exit 3"), "{out}");
 
     // `corral job kill` ends a run that would go on, and its task with it.
     c.send(reqwest::Method::POST, JOBS, Some(&job("forever", "sleep 600", json!({}), json!([])))).await;

@@ -94,6 +94,9 @@ fn a_job_runs_and_is_killed_from_its_page_and_a_node_is_marked_unschedulable_fro
     b.wait(&format!("#started[data-phase=Failed][data-run='{refused}']"));
     b.wait_text("#started", "FORBID");
     b.wait_text(&format!("tr[data-run='{refused}'] .message"), "FORBID");
+    // The job's Events, recorded by the jobs controller, tell the refusal too.
+    b.wait_text("#events-table tr", "RunRefused");
+    b.wait_text("#events-table tr", &refused);
     let task = up.get(&format!("{RUNS}/{running}"), &up.admin_token).expect("the run")["status"]["attempts"][0]["task"]
         .as_str()
         .expect("its attempt's task")

@@ -434,5 +434,7 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
+pub mod events;
+
 #[cfg(test)]
 mod tests;

@@ -44,14 +44,16 @@ use corral_api::kinds::service::Waiting;
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
 use corral_api::{ApiObject, PartialObject};
 use corral_client::{Api, Client, DeleteParams, ListParams};
-use corral_runtime::{Cache, CancellationToken, Reflector, Runnable};
+use corral_runtime::{Cache, CancellationToken, Recorder, Reflector, Runnable};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
+use self::decide::events::{job_happenings, run_happenings};
 use self::decide::{AttemptView, JobInput, RunInput, RunView, earliest, parse_time};
+use crate::happenings::Queue;
 use crate::matching::{self, Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
 use crate::registration::{self, Registration};
@@ -60,6 +62,8 @@ use crate::shared_tasks::{BY_RUN, SharedTasks};
 
 /// The controller's name, in logs and metrics.
 pub const NAME: &str = "jobs";
+/// The component named in its Events.
+const COMPONENT: &str = "jobs-controller";
 
 /// Index of the runs' cache: `NAMESPACE/JOB`.
 const BY_JOB: &str = "job";
@@ -142,6 +146,10 @@ struct Apis {
     jobs: Api<Job>,
     tasks: Api<Task>,
     frameworks: Api<Framework>,
+    /// Events about jobs (refusals, replacements, late starts) and runs (failures,
+    /// retries, kills).
+    job_events: Queue<Job>,
+    run_events: Queue<JobRun>,
 }
 
 /// What the loop remembers between rounds.
@@ -198,12 +206,16 @@ impl Runnable for Jobs {
             ListParams { label_selector: Some(format!("{FRAMEWORK_LABEL}={JOBS_FRAMEWORK}")), ..Default::default() },
         );
         let caches = Caches { jobs: jobs.cache(), runs: runs.cache(), tasks, offers: offers.cache() };
+        let (job_events, recording_jobs) = Queue::new(Recorder::new(client.clone(), COMPONENT));
+        let (run_events, recording_runs) = Queue::new(Recorder::new(client.clone(), COMPONENT));
         let apis = Apis {
             client: client.clone(),
             runs: Api::all(client.clone()),
             jobs: Api::all(client.clone()),
             tasks: Api::all(client.clone()),
             frameworks: Api::all(client.clone()),
+            job_events,
+            run_events,
         };
         let reflectors = futures::future::join3(
             jobs.run(shutdown.clone(), poke(&wake)),
@@ -216,6 +228,7 @@ impl Runnable for Jobs {
             _ = reflectors => {}
             _ = lease => {}
             _ = rounds => {}
+            _ = futures::future::join(recording_jobs, recording_runs) => {}
         }
         Ok(())
     }
@@ -482,6 +495,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
         .filter(|d| d.run.status.as_ref() != Some(&d.plan.status))
         .filter(|d| d.run.status.is_some() || !launched_now.contains(&key_of(&*d.run)))
         .map(|d| {
+            apis.run_events.push(&d.run, run_happenings(d.run.status.as_ref(), &d.plan.status));
             let mut run = (*d.run).clone();
             run.status = Some(d.plan.status);
             run
@@ -542,6 +556,7 @@ async fn apply_job(
     now: DateTime<Utc>,
     counts: &Counts,
 ) -> (Vec<JobRun>, Later) {
+    apis.job_events.push(job, job_happenings(&plan));
     let mut going = Vec::new();
     let ns = job.metadata.namespace.clone().unwrap_or_default();
     let runs_api = apis.runs.in_namespace(&ns);

@@ -46,15 +46,16 @@ use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
 use corral_api::kinds::volume::{VOLUME_SERVICE_LABEL, Volume, VolumeSpec};
 use corral_api::{ApiObject, PartialObject, Resource};
 use corral_client::{Api, Client, DeleteParams, ListParams};
-use corral_runtime::{Cache, CancellationToken, EventType, ObjectRef, Recorder, Reflector, Runnable};
+use corral_runtime::{Cache, CancellationToken, ObjectRef, Recorder, Reflector, Runnable};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
-use self::decide::events::{Happening, happenings};
+use self::decide::events::happenings;
+use crate::happenings::Queue;
 use self::decide::{Input, TaskView};
 use crate::matching::{self, Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
@@ -78,11 +79,6 @@ const IN_FLIGHT: usize = 64;
 /// the server decodes, checks and commits in one transaction; more at once only
 /// holds more of them in memory, as the store commits them one after another.
 const ACCEPTS_IN_FLIGHT: usize = 8;
-/// Events waiting to be recorded; past this, new ones are dropped (and logged) rather
-/// than hold a round back or grow without bound.
-const EVENTS_QUEUED: usize = 4096;
-/// Events recorded at once.
-const EVENTS_IN_FLIGHT: usize = 8;
 /// The component named in its Events.
 const COMPONENT: &str = "services-controller";
 
@@ -155,8 +151,8 @@ struct Apis {
     services: Api<Service>,
     tasks: Api<Task>,
     frameworks: Api<Framework>,
-    /// Events to record, taken by [`publish_events`] so that no round waits on them.
-    events: mpsc::Sender<(Arc<Service>, Happening)>,
+    /// Events to record.
+    events: Queue<Service>,
 }
 
 /// A task launched but not yet seen in the cache.
@@ -284,7 +280,7 @@ impl Runnable for Services {
             nodes: nodes.cache(),
             volumes: volumes.cache(),
         };
-        let (events, queued) = mpsc::channel(EVENTS_QUEUED);
+        let (events, recording) = Queue::new(Recorder::new(client.clone(), COMPONENT));
         let apis = Apis {
             client: client.clone(),
             services: Api::all(client.clone()),
@@ -292,7 +288,6 @@ impl Runnable for Services {
             frameworks: Api::all(client.clone()),
             events,
         };
-        let recording = publish_events(Recorder::new(client.clone(), COMPONENT), queued);
         let reflectors = futures::future::join3(
             services.run(shutdown.clone(), changes::on_service(&changed, &wake)),
             offers.run(shutdown.clone(), changes::on_offer(&changed, &wake)),
@@ -311,26 +306,6 @@ impl Runnable for Services {
         }
         Ok(())
     }
-}
-
-/// Records the Events the rounds queue, a few at once, until the rounds end.
-async fn publish_events(recorder: Recorder, queued: mpsc::Receiver<(Arc<Service>, Happening)>) {
-    receiver_stream(queued)
-        .for_each_concurrent(EVENTS_IN_FLIGHT, |(svc, h)| {
-            let recorder = &recorder;
-            async move {
-                let type_ = if h.warning { EventType::Warning } else { EventType::Normal };
-                if let Err(e) = recorder.publish(&*svc, type_, h.reason, &h.message).await {
-                    tracing::debug!(error = %e, service = %svc.metadata.name, reason = h.reason, "cannot record an event");
-                }
-            }
-        })
-        .await;
-}
-
-/// The messages of `rx` as a stream.
-fn receiver_stream<T>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 impl Services {
@@ -594,11 +569,7 @@ async fn round(
             continue;
         }
         memory.written.insert(key, now);
-        for h in happenings(svc.status.as_ref(), &status) {
-            if apis.events.try_send((svc.clone(), h)).is_err() {
-                tracing::debug!(service = %svc.metadata.name, "too many events queued; one is dropped");
-            }
-        }
+        apis.events.push(svc, happenings(svc.status.as_ref(), &status));
         let mut updated = (**svc).clone();
         updated.status = Some(status);
         statuses.push(updated);

@@ -7,26 +7,7 @@
 
 use corral_api::kinds::service::{DeploymentPhase, ServiceStatus, Waiting};
 
-/// One Event to record about the service.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Happening {
-    /// A warning (something keeps instances from running) or not.
-    pub warning: bool,
-    /// The Event's reason, in Kubernetes' style: `DeploymentStarted`.
-    pub reason: &'static str,
-    /// What happened, for a person.
-    pub message: String,
-}
-
-impl Happening {
-    fn normal(reason: &'static str, message: String) -> Self {
-        Happening { warning: false, reason, message }
-    }
-
-    fn warning(reason: &'static str, message: String) -> Self {
-        Happening { warning: true, reason, message }
-    }
-}
+pub use crate::happenings::Happening;
 
 /// Whether some constraint or resource turned offers down (not merely: no offer yet).
 fn refused(w: Option<&Waiting>) -> bool {

@@ -3,7 +3,7 @@
 // `corral job run` makes it) and "Kill" on an active run (`spec.kill`, as `corral job
 // kill`). The jobs controller does the rest and reports it in the runs' status, which
 // the page shows as it changes (a run it refuses, under FORBID say, ends Failed with
-// its reason).
+// its reason), and in the job's Events (runs refused, replaced, started late).
 
 import "./style.css";
 
@@ -13,6 +13,7 @@ import { ApiError, type Cause, CORE_GROUP, collectionPath, type Kind, objectPath
 import { useCan, useKinds, useLive, useNow } from "../hooks";
 import { ObjectPage, Refusal, refusalOf } from "../pages";
 import { LinkStatus } from "../widgets";
+import { ObjectEvents } from "./tasks";
 import { listHref, objectHref } from "../router";
 import { age, humanDuration } from "../table";
 
@@ -381,6 +382,7 @@ function JobOf(props: { jobs: Kind; runs: Kind; namespace: string; name: string 
           </div>
         )}
       </section>
+      <ObjectEvents kind="Job" namespace={namespace} name={name} uid={job?.metadata?.uid} />
       <details class="embedded" id="object">
         <summary>The job as YAML; edit, delete</summary>
         <ObjectPage slug="jobs" namespace={namespace} name={name} />
