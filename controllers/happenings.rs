@@ -44,11 +44,9 @@ pub(crate) struct Queue<K> {
 }
 
 impl<K: ApiObject + Send + Sync + 'static> Queue<K> {
-    /// A queue, and the task recording what it is given as `component` until every
-    /// sender is gone.
-    pub(crate) fn new(
-        recorder: Recorder,
-    ) -> (Self, impl std::future::Future<Output = ()> + Send) {
+    /// A queue, and the task recording what it is given with `recorder` (which names
+    /// the component), until the queue is dropped.
+    pub(crate) fn new(recorder: Recorder) -> (Self, impl std::future::Future<Output = ()> + Send) {
         let (tx, mut rx) = mpsc::channel::<(Arc<K>, Happening)>(QUEUED);
         let recording = async move {
             futures::stream::poll_fn(move |cx| rx.poll_recv(cx))

@@ -198,7 +198,8 @@ fn a_page_cut_off_past_compaction_lists_again_and_shows_every_change_it_missed()
     let mut changed = up.get(&format!("{CONFIG_MAPS}/changes"), &up.admin_token).expect("changes");
     changed["spec"]["data"] = json!({"a": "1", "b": "2", "c": "3"});
     up.put(&format!("{CONFIG_MAPS}/changes"), &up.admin_token, &changed);
-    let revision = up.get("/admin/revision", &up.admin_token).expect("revision")["revision"].as_u64().expect("a number");
+    let revision =
+        up.get("/admin/revision", &up.admin_token).expect("revision")["revision"].as_u64().expect("a number");
     let compacted = up.post(&format!("/admin/compact?revision={revision}"), &up.admin_token, &json!({}));
     assert_eq!(compacted["compacted"].as_u64(), Some(revision), "{compacted}");
 

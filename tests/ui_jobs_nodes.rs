@@ -132,8 +132,12 @@ fn a_job_runs_and_is_killed_from_its_page_and_a_node_is_marked_unschedulable_fro
     assert!(cell("disk", "capacity") > 0.0, "disk capacity {}", cell("disk", "capacity"));
     let disk_before = cell("disk", "allocated");
     assert!(disk_before >= 0.0, "disk allocated {disk_before}");
-    up.post(VOLUMES, &up.admin_token, &json!({"apiVersion": "corral.dev/v1", "kind": "Volume",
-        "metadata": {"name": "scratch", "namespace": "default"}, "spec": {"size": 64, "nodeName": "local"}}));
+    up.post(
+        VOLUMES,
+        &up.admin_token,
+        &json!({"apiVersion": "corral.dev/v1", "kind": "Volume",
+        "metadata": {"name": "scratch", "namespace": "default"}, "spec": {"size": 64, "nodeName": "local"}}),
+    );
     ui_support::wait_for("the bound volume's 64 MiB in the list's disk allocated", || {
         (cell("disk", "allocated") == disk_before + 64.0).then_some(())
     });

@@ -55,8 +55,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use self::decide::events::happenings;
-use crate::happenings::Queue;
 use self::decide::{Input, TaskView};
+use crate::happenings::Queue;
 use crate::matching::{self, Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
 use crate::registration::{self, Registration};

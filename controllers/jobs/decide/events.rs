@@ -36,8 +36,12 @@ pub fn run_happenings(old: Option<&JobRunStatus>, new: &JobRunStatus) -> Vec<Hap
     if new.phase != was {
         let why = new.message.clone();
         match new.phase {
-            RunPhase::Failed => out.push(Happening::warning("RunFailed", why.unwrap_or_else(|| "the run failed".into()))),
-            RunPhase::Killed => out.push(Happening::normal("RunKilled", why.unwrap_or_else(|| "the run was killed".into()))),
+            RunPhase::Failed => {
+                out.push(Happening::warning("RunFailed", why.unwrap_or_else(|| "the run failed".into())))
+            }
+            RunPhase::Killed => {
+                out.push(Happening::normal("RunKilled", why.unwrap_or_else(|| "the run was killed".into())))
+            }
             _ => {}
         }
     }
@@ -52,7 +56,10 @@ pub fn job_happenings(plan: &JobPlan) -> Vec<Happening> {
         out.push(Happening::warning("RunRefused", format!("run {run} refused: {why}")));
     }
     for run in &plan.kill {
-        out.push(Happening::normal("RunReplaced", format!("run {run} is killed: its schedule's REPLACE policy starts another")));
+        out.push(Happening::normal(
+            "RunReplaced",
+            format!("run {run} is killed: its schedule's REPLACE policy starts another"),
+        ));
     }
     for start in plan.start.iter().filter(|s| s.message.is_some()) {
         let said = start.message.as_deref().unwrap_or_default();

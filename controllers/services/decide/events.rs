@@ -27,7 +27,10 @@ pub fn happenings(old: Option<&ServiceStatus>, new: &ServiceStatus) -> Vec<Happe
         if let Some(b) = before.filter(|b| b.revision != d.revision && b.phase == DeploymentPhase::InProgress) {
             out.push(Happening::normal(
                 "DeploymentSuperseded",
-                format!("the deployment of revision {} gave way to revision {} before it completed", b.revision, d.revision),
+                format!(
+                    "the deployment of revision {} gave way to revision {} before it completed",
+                    b.revision, d.revision
+                ),
             ));
         }
         if fresh {
@@ -97,22 +100,29 @@ mod tests {
         let cases: Vec<(Option<ServiceStatus>, ServiceStatus, Vec<&str>)> = vec![
             (None, status(Some((1, InProgress, 0)), None), vec!["DeploymentStarted"]),
             (Some(status(Some((1, InProgress, 0)), None)), status(Some((1, InProgress, 0)), None), vec![]),
-            (Some(status(Some((1, InProgress, 0)), None)), status(Some((1, Complete, 0)), None), vec!["DeploymentComplete"]),
+            (
+                Some(status(Some((1, InProgress, 0)), None)),
+                status(Some((1, Complete, 0)), None),
+                vec!["DeploymentComplete"],
+            ),
             (Some(status(Some((1, Complete, 0)), None)), status(Some((1, Complete, 0)), None), vec![]),
             // Started and done between two writes: both told.
-            (Some(status(Some((1, Complete, 0)), None)), status(Some((2, Complete, 0)), None), vec![
-                "DeploymentStarted",
-                "DeploymentComplete",
-            ]),
-            (Some(status(Some((2, InProgress, 3)), None)), status(Some((3, InProgress, 3)), None), vec![
-                "DeploymentSuperseded",
-                "DeploymentStarted",
-            ]),
+            (
+                Some(status(Some((1, Complete, 0)), None)),
+                status(Some((2, Complete, 0)), None),
+                vec!["DeploymentStarted", "DeploymentComplete"],
+            ),
+            (
+                Some(status(Some((2, InProgress, 3)), None)),
+                status(Some((3, InProgress, 3)), None),
+                vec!["DeploymentSuperseded", "DeploymentStarted"],
+            ),
         ];
         for (old, new, want) in cases {
             assert_eq!(reasons(&happenings(old.as_ref(), &new)), want, "{old:?} -> {new:?}");
         }
-        let replacing = happenings(Some(&status(Some((1, Complete, 0)), None)), &status(Some((2, InProgress, 3)), None));
+        let replacing =
+            happenings(Some(&status(Some((1, Complete, 0)), None)), &status(Some((2, InProgress, 3)), None));
         assert_eq!(replacing[0].message, "revision 2: replacing 3 old task(s), aiming at 3 instance(s)");
     }
 
@@ -129,7 +139,11 @@ mod tests {
         let mut again = refusing();
         again.offers_examined = 9;
         assert!(happenings(Some(&status(None, Some(refusing()))), &status(None, Some(again))).is_empty());
-        let backoff = Waiting { backoff_until: Some("2026-12-06T01:00:00Z".into()), message: "launch failed".into(), ..Default::default() };
+        let backoff = Waiting {
+            backoff_until: Some("2026-12-06T01:00:00Z".into()),
+            message: "launch failed".into(),
+            ..Default::default()
+        };
         assert_eq!(reasons(&happenings(Some(&none), &status(None, Some(backoff.clone())))), vec!["BackOff"]);
         assert!(happenings(Some(&status(None, Some(backoff.clone()))), &status(None, Some(backoff))).is_empty());
     }
