@@ -2,8 +2,9 @@
 //! with its local agent running busybox containers, and real headless Chromium. The
 //! dashboard charts what the cluster's tasks hold against what its node has (non-zero
 //! cpus once a task runs), in all and by role; a task's page lists the Events recorded
-//! about it, live; its log shows stdout, stderr or both, and Download saves the chosen
-//! log as a file (from a Blob holding what the server answers) that the test reads;
+//! about it, live; its log shows stdout, stderr or both, narrowed to the lines that
+//! hold what is looked for, and Download saves the chosen log as a file (from a Blob
+//! holding what the server answers) that the test reads;
 //! the dashboard turns dark when the system asks for it, and the theme switch
 //! overrides the system either way, kept across a reload. The screenshots go to
 //! `docs/screenshots/dashboard-resources.png` and `dashboard-dark.png` (linked from the
@@ -132,4 +133,16 @@ fn the_dashboard_charts_allocated_resources_and_a_task_page_shows_its_events_str
         assert!(file.contains(line), "{line:?} in {file:?}");
     }
     assert!(file.find("out line 2") < file.find("==> stderr <=="), "stdout first: {file:?}");
+
+    // Find in the log: only the lines holding the text, in each pane, counted.
+    let find = b.wait("input#log-find");
+    b.type_into(&find, "LINE 2");
+    let found = b.wait("#logs[data-stream=stdout]");
+    ui_support::wait_for("only `out line 2` in stdout", || {
+        let t = b.text(&found);
+        (t.contains("out line 2") && !t.contains("out line 1")).then_some(())
+    });
+    b.wait(".log-stream [data-matches='1']");
+    b.wait(".log-stream [data-matches='0']");
+    assert!(!b.text(&b.wait("#logs-stderr")).contains("err line 1"), "stderr has no `line 2`");
 }

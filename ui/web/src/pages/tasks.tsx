@@ -1,7 +1,8 @@
 // A task's own sections on its object page: its Events, live (as `corral describe`
 // selects them: `spec.involvedObject.name` and `.kind`, this incarnation's uid), and its
-// log — stdout, stderr or both, followed live — with a Download of what the server
-// answers without `follow` (a Blob the browser saves as a file).
+// log — stdout, stderr or both, followed live, narrowed to the lines holding what is
+// looked for — with a Download of what the server answers without `follow` (a Blob
+// the browser saves as a file).
 
 import "./style.css";
 
@@ -84,7 +85,7 @@ type Choice = Stream | "both";
  * live: the last lines, then each new one as the task writes it, read from the
  * streamed answer.
  */
-function Follow(props: { path: string; stream: Stream; id: string; title?: string }) {
+function Follow(props: { path: string; stream: Stream; id: string; title?: string; find?: string }) {
   const [text, setText] = useState("");
   const [state, setState] = useState<"connecting" | "following" | "ended" | "error">("connecting");
   const [error, setError] = useState("");
@@ -132,6 +133,9 @@ function Follow(props: { path: string; stream: Stream; id: string; title?: strin
     if (pre.current && atEnd.current) pre.current.scrollTop = pre.current.scrollHeight;
   }, [text]);
   const label = { connecting: "Connecting…", following: "Following", ended: "Ended", error: "Not available" }[state];
+  // Only the lines holding what is looked for (case aside), as `grep -i` would.
+  const q = (props.find ?? "").toLowerCase();
+  const lines = q ? text.split("\n").filter((l) => l.toLowerCase().includes(q)) : null;
   return (
     <div class="log-stream">
       <div class="title">
@@ -141,6 +145,11 @@ function Follow(props: { path: string; stream: Stream; id: string; title?: strin
         </span>
       </div>
       {state === "error" && <p class="muted">{error}</p>}
+      {lines && (
+        <p class="muted" data-matches={String(lines.length)}>
+          {lines.length} line{lines.length === 1 ? "" : "s"} with “{props.find}”
+        </p>
+      )}
       <pre
         class="yaml logs"
         id={props.id}
@@ -153,7 +162,7 @@ function Follow(props: { path: string; stream: Stream; id: string; title?: strin
           atEnd.current = p.scrollTop + p.clientHeight >= p.scrollHeight - 8;
         }}
       >
-        {text}
+        {lines ? lines.join("\n") : text}
       </pre>
     </div>
   );
@@ -171,6 +180,7 @@ function streamsOf(c: Choice): Stream[] {
  */
 export function TaskLogs(props: { path: string; name: string }) {
   const [choice, setChoice] = useState<Choice>("stdout");
+  const [find, setFind] = useState("");
   const [file, setFile] = useState<{ href: string; name: string; bytes: number } | null>(null);
   const [error, setError] = useState("");
   const link = useRef<HTMLAnchorElement>(null);
@@ -215,6 +225,17 @@ export function TaskLogs(props: { path: string; name: string }) {
             </label>
           ))}
         </fieldset>
+        <label class="log-find">
+          <span class="visually-hidden">Find in the log</span>
+          <input
+            id="log-find"
+            type="search"
+            placeholder="find in the log"
+            autocomplete="off"
+            value={find}
+            onInput={(e) => setFind((e.target as HTMLInputElement).value)}
+          />
+        </label>
         <button type="button" id="log-download" onClick={download}>
           Download
         </button>
@@ -231,11 +252,11 @@ export function TaskLogs(props: { path: string; name: string }) {
       )}
       {choice === "both" ? (
         <>
-          <Follow path={props.path} stream="stdout" id="logs" title="stdout" />
-          <Follow path={props.path} stream="stderr" id="logs-stderr" title="stderr" />
+          <Follow path={props.path} stream="stdout" id="logs" title="stdout" find={find} />
+          <Follow path={props.path} stream="stderr" id="logs-stderr" title="stderr" find={find} />
         </>
       ) : (
-        <Follow key={choice} path={props.path} stream={choice} id="logs" />
+        <Follow key={choice} path={props.path} stream={choice} id="logs" find={find} />
       )}
     </section>
   );
