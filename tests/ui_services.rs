@@ -102,6 +102,22 @@ fn a_service_applied_from_the_editor_shows_its_tasks_live_scales_restarts_and_ro
     b.click(&b.wait("nav.crumbs a[href='/ui/k/services?namespace=default']"));
     let row = b.wait("tr[data-key='default/web'][data-state=healthy]");
     assert!(b.text(&row).contains("Complete"), "the deployment is shown: {}", b.text(&row));
+    // Scaled from its row's actions, to 3 and back to 2: the row's count follows.
+    let instances = "tr[data-key='default/web'] td:nth-child(2)";
+    let scale_from_row = |n: &str| {
+        let actions = "details.row-actions[data-service='default/web']";
+        b.wait(actions);
+        if b.eval_with("return document.querySelector(arguments[0]).open;", &[json!(actions)]) != json!(true) {
+            b.click(&b.wait(&format!("{actions} summary")));
+        }
+        b.set_value(&format!("{actions} input.row-count"), n);
+        b.click(&b.wait(&format!("{actions} button.row-scale-go")));
+        b.wait_text(instances, n);
+    };
+    scale_from_row("3");
+    assert_eq!(up.get(SERVICE, &up.admin_token).expect("read")["spec"]["instances"], 3);
+    scale_from_row("2");
+    assert_eq!(up.get(SERVICE, &up.admin_token).expect("read")["spec"]["instances"], 2);
     b.click(&b.wait("tr[data-key='default/web'] a"));
     b.wait("#deployment");
     wait_for("two running tasks on the page again", || (running(&b, None) == 2).then_some(()));
@@ -198,6 +214,11 @@ fn a_service_applied_from_the_editor_shows_its_tasks_live_scales_restarts_and_ro
     for action in ["button#restart", "button#rollback", "button#edit", "button#delete", "button#scale"] {
         assert!(b.find(action).is_none(), "a viewer is offered {action}");
     }
+    // Nor the list's row actions.
+    b.click(&b.wait("nav.crumbs a[href='/ui/k/services?namespace=default']"));
+    b.wait(".row-actions-none[data-service='default/pinned']");
+    assert!(b.find("details.row-actions").is_none(), "a viewer is offered a row's actions");
+    b.click(&b.wait("tr[data-key='default/pinned'] a"));
     up.corral(&["delete", "service", "pinned"]);
     b.wait("#gone");
 }

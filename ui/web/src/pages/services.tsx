@@ -574,6 +574,108 @@ export function ServicePage(props: { namespace: string; name: string }) {
   );
 }
 
+/**
+ * A row's actions, as Marathon's list offered them: scale, restart, delete — each
+ * offered when the user's role allows it in the service's namespace, each the call
+ * the service's page makes.
+ */
+function RowActions(props: { kind: Kind; svc: any }) {
+  const { kind, svc } = props;
+  const ns = String(svc?.metadata?.namespace ?? "");
+  const name = String(svc?.metadata?.name ?? "");
+  const path = objectPath(kind, ns, name);
+  const mayScale = useCan("update", kind, ns, undefined, "scale");
+  const mayPatch = useCan("patch", kind, ns);
+  const mayDelete = useCan("delete", kind, ns);
+  const [count, setCount] = useState(String(svc?.spec?.instances ?? 1));
+  const [busy, setBusy] = useState(false);
+  const [said, setSaid] = useState<Problem>(null);
+  if (!mayScale && !mayPatch && !mayDelete) {
+    // Marked once every review answered no, so that "nothing offered" can be told
+    // from "not asked yet".
+    const answered = [mayScale, mayPatch, mayDelete].every((x) => x === false);
+    return answered ? <span class="row-actions-none" data-service={`${ns}/${name}`} /> : null;
+  }
+  const act = async (confirmation: string | null, f: () => Promise<unknown>) => {
+    if (confirmation && !window.confirm(confirmation)) return;
+    setBusy(true);
+    setSaid(null);
+    try {
+      await f();
+    } catch (e) {
+      setSaid(refusalOf(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <details class="row-actions" data-service={`${ns}/${name}`}>
+      <summary aria-label={`Actions on service ${name}`}>Actions</summary>
+      <div class="menu">
+        {mayScale && (
+          <form
+            class="row-scale"
+            onSubmit={(e) => {
+              e.preventDefault();
+              const n = Number(count);
+              if (!Number.isInteger(n) || n < 0) {
+                setSaid({ message: "A count is a whole number, 0 or more.", causes: [] });
+                return;
+              }
+              void act(null, () =>
+                sendJson("PUT", `${path}/scale`, { apiVersion: "autoscaling/v1", kind: "Scale", spec: { replicas: n } }),
+              );
+            }}
+          >
+            <label>
+              Instances{" "}
+              <input
+                type="number"
+                min={0}
+                class="row-count"
+                value={count}
+                onInput={(e) => setCount((e.target as HTMLInputElement).value)}
+              />
+            </label>{" "}
+            <button type="submit" class="row-scale-go" disabled={busy}>
+              Scale
+            </button>
+          </form>
+        )}
+        {mayPatch && (
+          <button
+            type="button"
+            class="row-restart"
+            disabled={busy}
+            onClick={() =>
+              act(`Restart service ${name}? Every task is replaced, as a deployment.`, () =>
+                request(path, {
+                  method: "PATCH",
+                  headers: { "Content-Type": "application/merge-patch+json" },
+                  body: JSON.stringify({ spec: { restartedAt: nowMicro() } }),
+                }),
+              )
+            }
+          >
+            Restart
+          </button>
+        )}
+        {mayDelete && (
+          <button
+            type="button"
+            class="danger row-delete"
+            disabled={busy}
+            onClick={() => act(`Delete service ${name}? Its tasks are killed.`, () => request(path, { method: "DELETE" }))}
+          >
+            Delete
+          </button>
+        )}
+        <Refusal error={said} />
+      </div>
+    </details>
+  );
+}
+
 function ServicesOf(props: { kind: Kind; namespace?: string }) {
   const { kind, namespace } = props;
   const slug = kindSlug(kind);
@@ -600,6 +702,9 @@ function ServicesOf(props: { kind: Kind; namespace?: string }) {
               <th scope="col">STATE</th>
               <th scope="col">DEPLOYMENT</th>
               <th scope="col">AGE</th>
+              <th scope="col">
+                <span class="visually-hidden">ACTIONS</span>
+              </th>
             </tr>
           </thead>
           <tbody>
@@ -629,6 +734,9 @@ function ServicesOf(props: { kind: Kind; namespace?: string }) {
                     )}
                   </td>
                   <td>{age(s.metadata?.creationTimestamp, now)}</td>
+                  <td>
+                    <RowActions kind={kind} svc={s} />
+                  </td>
                 </tr>
               );
             })}
