@@ -296,3 +296,37 @@ fn a_custom_kind_is_listed_with_its_columns_and_written_from_the_editor_without_
     ui_support::wait_for("the filter to leave g1 out", || b.find("tr[data-key='default/g1']").is_none().then_some(()));
     b.wait("tr[data-key='default/other']");
 }
+
+#[test]
+fn many_tabs_stay_live_since_each_carries_all_its_watches_over_one_connection() {
+    // Over HTTP/1.1 Chromium keeps six connections to a server across its tabs; the
+    // dashboard watches five kinds. Four dashboards and a list stay live only if a
+    // tab's watches share a connection (`POST /watches`).
+    let up = Up::start_with(false);
+    let b = Browser::start();
+    let mut tabs = Vec::new();
+    for i in 0..4 {
+        if i > 0 {
+            b.new_tab();
+        }
+        tabs.push(b.tab());
+        // The token is kept per tab (session storage): each logs in.
+        b.goto(&format!("{}/ui/", up.url));
+        log_in(&b, &up.admin_token);
+        b.wait("#nodes [data-total]");
+        b.wait("[data-link=live]");
+    }
+    b.new_tab();
+    b.goto(&format!("{}/ui/k/configmaps?namespace=default", up.url));
+    log_in(&b, &up.admin_token);
+    b.wait("[data-link=live]");
+    up.post("/apis/corral.dev/v1/namespaces/default/configmaps", &up.admin_token, &config_map("seen-in-tab-5"));
+    b.wait("tr[data-key='default/seen-in-tab-5']");
+    // The first tab is still live, and sees a change too.
+    b.switch_to(&tabs[0]);
+    b.goto(&format!("{}/ui/k/configmaps?namespace=default", up.url));
+    b.wait("tr[data-key='default/seen-in-tab-5']");
+    b.wait("[data-link=live]");
+    up.post("/apis/corral.dev/v1/namespaces/default/configmaps", &up.admin_token, &config_map("seen-in-tab-1"));
+    b.wait("tr[data-key='default/seen-in-tab-1']");
+}

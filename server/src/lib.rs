@@ -47,6 +47,7 @@ mod trigger;
 mod volume_binding;
 mod watch;
 mod watch_limits;
+pub mod watches;
 mod write_stall;
 
 use std::net::SocketAddr;
@@ -357,9 +358,17 @@ pub fn app_with_public(state: AppState, extra: Router<AppState>, public: Router)
         .layer(auth::guard::GuardLayer::new(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .with_state(state);
+    // Several watches over one response: each goes through the API above, with its
+    // authentication and limits, so the route itself needs none.
+    let inner = api.clone();
+    let watches = Router::new().route(
+        watches::PATH,
+        post(move |request: axum::extract::Request| watches::serve(inner.clone(), request))
+            .fallback(method_not_allowed),
+    );
     // Merged after the layers, so outside them; the API's fallback still answers
     // every other path.
-    api.merge(public)
+    api.merge(watches).merge(public)
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {

@@ -551,6 +551,24 @@ impl Browser {
             .expect("color scheme emulation");
     }
 
+    /// Opens a new tab and makes it the one the next commands drive; returns its handle.
+    pub fn new_tab(&self) -> String {
+        let v = self.cmd("POST", "/window/new", Some(json!({"type": "tab"}))).expect("a new tab");
+        let handle = v["handle"].as_str().expect("its handle").to_string();
+        self.switch_to(&handle);
+        handle
+    }
+
+    /// The handle of the tab the commands drive.
+    pub fn tab(&self) -> String {
+        self.cmd("GET", "/window", None).expect("the current tab").as_str().unwrap_or_default().to_string()
+    }
+
+    /// Makes tab `handle` the one the next commands drive.
+    pub fn switch_to(&self, handle: &str) {
+        self.cmd("POST", "/window", Some(json!({ "handle": handle }))).expect("switching tabs");
+    }
+
     /// Saves a PNG of the window to `path`.
     pub fn screenshot(&self, path: &Path) {
         use base64::Engine as _;

@@ -1,10 +1,11 @@
-// Live collections: list, then watch from the list's resourceVersion. The watch is
-// read with fetch and a ReadableStream (EventSource cannot send the bearer token),
-// one JSON event a line. A broken connection is shown and resumed from the last
-// resourceVersion seen, so no change is lost; a resourceVersion the server no longer
-// holds (410 Gone) means listing again.
+// Live collections: list, then watch from the list's resourceVersion. The watches of
+// a tab share one request (`./mux`), read with fetch and a ReadableStream
+// (EventSource cannot send the bearer token), one JSON line an event. A broken
+// connection is shown and resumed from the last resourceVersion seen, so no change is
+// lost; a resourceVersion the server no longer holds (410 Gone) means listing again.
 
-import { ApiError, collectionPath, getJson, type Kind, request } from "./api";
+import { ApiError, collectionPath, getJson, type Kind } from "./api";
+import { mux, type Sub } from "./mux";
 
 /** How the page's view of the server stands. */
 export type Link = "connecting" | "live" | "reconnecting";
@@ -37,18 +38,28 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Keeps `onChange` told of the objects of `kind` in `scope`, live, until the returned
- * function is called.
+ * function is called. The watch goes over the tab's one connection ({@link mux}).
  */
 export function watchCollection(kind: Kind, scope: Scope, onChange: (s: Snapshot) => void): () => void {
   let stopped = false;
-  let ctrl: AbortController | null = null;
   const items = new Map<string, any>();
   let rv = "";
   let link: Link = "connecting";
   let error: string | undefined;
   let loaded = false;
+  let id: string | null = null;
+  let emitting = false;
   const emit = () => {
     if (!stopped) onChange({ items: new Map(items), link, error, loaded });
+  };
+  // Every event of a burst at once: one render per burst, not per event.
+  const emitSoon = () => {
+    if (emitting) return;
+    emitting = true;
+    setTimeout(() => {
+      emitting = false;
+      emit();
+    }, 0);
   };
   const query = (extra: Record<string, string>) => {
     const q = new URLSearchParams(extra);
@@ -88,65 +99,66 @@ export function watchCollection(kind: Kind, scope: Scope, onChange: (s: Snapshot
     if (next) rv = String(next);
   };
 
-  const run = async () => {
-    let attempt = 0;
-    let mustList = true;
-    while (!stopped) {
+  const down = (why: string) => {
+    link = "reconnecting";
+    error = why;
+    emit();
+  };
+
+  // Lists (again), then watches from the list's resourceVersion; a list that fails
+  // is tried again, waiting longer each time.
+  const start = async () => {
+    for (let attempt = 0; !stopped; attempt++) {
       try {
-        if (mustList) {
-          await list();
-          mustList = false;
-        }
-        ctrl = new AbortController();
-        const resp = await request(query({ watch: "true", allowWatchBookmarks: "true", resourceVersion: rv }), {
-          signal: ctrl.signal,
-          headers: { Accept: "application/x-ndjson" },
-        });
-        link = "live";
-        error = undefined;
-        attempt = 0;
-        emit();
-        const reader = resp.body!.getReader();
-        const decoder = new TextDecoder();
-        let buf = "";
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          buf += decoder.decode(value, { stream: true });
-          let changed = false;
-          for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
-            const line = buf.slice(0, i).trim();
-            buf = buf.slice(i + 1);
-            if (line) {
-              apply(JSON.parse(line));
-              changed = true;
-            }
-          }
-          // Every event of a chunk at once: one render per burst.
-          if (changed) emit();
-        }
-        // The server ended the stream (it is stopping, say): resume.
-        error = "the server closed the watch";
+        await list();
+        break;
       } catch (e) {
         if (stopped) return;
-        if (e instanceof ApiError && e.code === 410) {
-          // Fell behind compaction: the list is the new starting point.
-          mustList = true;
-          continue;
-        }
-        error = e instanceof Error ? e.message : String(e);
+        down(e instanceof Error ? e.message : String(e));
+        await sleep(Math.min(500 * 2 ** attempt, 8000));
       }
-      if (stopped) return;
-      link = "reconnecting";
-      emit();
-      await sleep(Math.min(500 * 2 ** attempt, 8000));
-      attempt += 1;
     }
+    if (stopped) return;
+    emit();
+    if (id === null) id = mux.add(sub);
+    else mux.schedule();
   };
+
+  // The watch ended: after a 410 (the revision is compacted) the list is the new
+  // starting point; otherwise it goes on from the last resourceVersion seen.
+  const ended = (status: any) => {
+    if (stopped) return;
+    if (Number(status?.code) === 410) {
+      void start();
+      return;
+    }
+    if (status) down(String(status?.message ?? "the watch was refused"));
+    setTimeout(() => !stopped && mux.schedule(), status ? 2000 : 0);
+  };
+
+  const sub: Sub = {
+    path: () => query({ watch: "true", allowWatchBookmarks: "true", resourceVersion: rv }),
+    onOpen: () => {
+      link = "live";
+      error = undefined;
+      emit();
+    },
+    onEvent: (ev) => {
+      try {
+        apply(ev);
+        emitSoon();
+      } catch (e) {
+        ended(e instanceof ApiError ? { code: e.code, message: e.message } : { message: String(e) });
+      }
+    },
+    onEnd: ended,
+    onBroken: down,
+  };
+
   emit();
-  void run();
+  void start();
   return () => {
     stopped = true;
-    ctrl?.abort();
+    if (id !== null) mux.remove(id);
   };
 }
