@@ -49,6 +49,12 @@ fn a_user_logs_in_sees_a_list_change_live_and_a_viewer_is_offered_no_write_actio
     let yaml = b.value("textarea#yaml");
     assert!(yaml.contains("greeting: hello"), "{yaml}");
     b.set_value("textarea#yaml", &yaml.replace("greeting: hello", "greeting: edited"));
+    // Preview first: a dry run shows what would change, and writes nothing.
+    b.click(&b.wait("button#preview"));
+    let diff = b.text(&b.wait("#changes[data-changed='2'] #diff"));
+    assert!(diff.contains("-     greeting: hello") && diff.contains("+     greeting: edited"), "{diff}");
+    let stored = up.get("/apis/corral.dev/v1/namespaces/default/configmaps/ui-live", &up.admin_token).expect("read");
+    assert_eq!(stored["spec"]["data"]["greeting"], "hello", "a preview writes nothing");
     b.click(&b.wait("button#save"));
     b.wait_text("#yaml-view", "greeting: edited");
     let stored = up.get("/apis/corral.dev/v1/namespaces/default/configmaps/ui-live", &up.admin_token).expect("read");

@@ -18,6 +18,7 @@ import {
   sendJson,
 } from "./api";
 import { ClusterResources } from "./pages/cluster";
+import { comparable, type DiffLine, diffLines } from "./diff";
 import { locate, SchemaHelp, useSchema } from "./schema";
 import { ObjectEvents, TaskLogs } from "./pages/tasks";
 import { type Loaded, useCan, useKind, useKinds, useLive, useNow } from "./hooks";
@@ -292,6 +293,34 @@ export function refusalOf(e: unknown): { message: string; causes: Cause[] } {
 }
 
 /** A YAML editor sending the object with `save`; shows what was refused. */
+/** A preview's changes: taken away and added lines, with two lines around each. */
+function Changes(props: { lines: DiffLine[] }) {
+  const changed = props.lines.filter((l) => l.op !== " ").length;
+  const near = (i: number) => props.lines.slice(Math.max(0, i - 2), i + 3).some((l) => l.op !== " ");
+  const shown = props.lines.map((l, i) => ({ ...l, show: l.op !== " " || near(i) }));
+  return (
+    <section class="changes" id="changes" aria-labelledby="changes-title" data-changed={String(changed)}>
+      <h3 id="changes-title">
+        {changed === 0 ? "The write would change nothing" : `What the write would change (${changed} lines)`}
+      </h3>
+      {changed > 0 && (
+        <pre class="yaml diff" id="diff">
+          {shown.map((l, i) =>
+            l.show ? (
+              <span class={`d${l.op === "+" ? "add" : l.op === "-" ? "del" : "keep"}`}>
+                {l.op} {l.text}
+                {"\n"}
+              </span>
+            ) : i > 0 && shown[i - 1]!.show ? (
+              <span class="dgap">{"  …\n"}</span>
+            ) : null,
+          )}
+        </pre>
+      )}
+    </section>
+  );
+}
+
 /**
  * A YAML editor: `save` gets the parsed object; what the server refuses is shown with
  * each field it names and, where that field is in the text, its line (a button that
@@ -303,25 +332,51 @@ export function Editor(props: {
   save: (obj: any) => Promise<void>;
   onCancel?: () => void;
   kind?: Kind;
+  /** What the server would store, from a dry run of the write: offers a Preview. */
+  preview?: (obj: any) => Promise<any>;
+  /** The object as it is now (none when creating), what the preview is compared to. */
+  current?: any;
 }) {
   const [text, setText] = useState(props.initial);
+  const [changes, setChanges] = useState<DiffLine[] | null>(null);
   const [error, setError] = useState<{ message: string; causes: Cause[] } | null>(null);
   const [busy, setBusy] = useState(false);
   const area = useRef<HTMLTextAreaElement>(null);
   const schema = useSchema(props.kind);
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    let obj: unknown;
+  // The text as an object, or the reason it is none.
+  const parsed = (): { obj?: unknown } => {
     try {
-      obj = parseYaml(text);
+      return { obj: parseYaml(text) };
     } catch (err) {
       setError({ message: `Not valid YAML: ${err instanceof Error ? err.message : err}`, causes: [] });
-      return;
+      return {};
     }
+  };
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const { obj } = parsed();
+    if (obj === undefined) return;
     setBusy(true);
     setError(null);
     try {
       await props.save(obj);
+    } catch (err) {
+      setError(refusalOf(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  // A dry run: the server validates and answers what it would store, written nowhere.
+  const previewNow = async () => {
+    const { obj } = parsed();
+    if (obj === undefined || !props.preview) return;
+    setBusy(true);
+    setError(null);
+    setChanges(null);
+    try {
+      const would = await props.preview(obj);
+      const before = props.current ? yamlOf(comparable(props.current)) : "";
+      setChanges(diffLines(before, yamlOf(comparable(would))));
     } catch (err) {
       setError(refusalOf(err));
     } finally {
@@ -344,7 +399,10 @@ export function Editor(props: {
           spellcheck={false}
           rows={Math.min(40, Math.max(12, text.split("\n").length + 2))}
           value={text}
-          onInput={(e) => setText((e.target as HTMLTextAreaElement).value)}
+          onInput={(e) => {
+            setText((e.target as HTMLTextAreaElement).value);
+            setChanges(null);
+          }}
         />
         <Refusal
           error={error}
@@ -357,12 +415,18 @@ export function Editor(props: {
           <button id="save" type="submit" disabled={busy}>
             {props.label}
           </button>
+          {props.preview && (
+            <button id="preview" type="button" disabled={busy} onClick={previewNow} title="What the server would store (a dry run)">
+              Preview
+            </button>
+          )}
           {props.onCancel && (
             <button type="button" onClick={props.onCancel}>
               Cancel
             </button>
           )}
         </div>
+        {changes && <Changes lines={changes} />}
       </div>
       {props.kind && <SchemaHelp kind={props.kind} schema={schema} />}
     </form>
@@ -465,6 +529,8 @@ function ObjectOf(props: { kind: Kind; namespace?: string; name: string }) {
           initial={yaml}
           label="Save"
           onCancel={() => setEditing(false)}
+          current={obj}
+          preview={(o) => sendJson("PUT", `${objectPath(kind, namespace, name)}?dryRun=All`, o)}
           save={async (o) => {
             await sendJson("PUT", objectPath(kind, namespace, name), o);
             setEditing(false);
@@ -557,6 +623,10 @@ function NewOf(props: { kind: Kind; namespace?: string }) {
         kind={kind}
         initial={template(kind, props.namespace)}
         label="Create"
+        preview={(o) => {
+          const ns = kind.namespaced ? String(o?.metadata?.namespace ?? props.namespace ?? "default") : undefined;
+          return sendJson("POST", `${collectionPath(kind, ns)}?dryRun=All`, o);
+        }}
         save={async (o) => {
           const ns = kind.namespaced ? String(o?.metadata?.namespace ?? props.namespace ?? "default") : undefined;
           const created = await sendJson("POST", collectionPath(kind, ns), o);

@@ -503,6 +503,8 @@ function ServiceOf(props: { kind: Kind; tasksKind: Kind | undefined; namespace: 
           initial={yaml}
           label="Save"
           onCancel={() => setEditing(false)}
+          current={svc}
+          preview={(o) => sendJson("PUT", `${path}?dryRun=All`, o)}
           save={async (o) => {
             await sendJson("PUT", path, o);
             setEditing(false);
