@@ -87,9 +87,11 @@ async fn run(api: Router, request: Request<Body>) -> Result<Response, ApiError> 
     // credentials, same connection facts (the client's address, for its limits).
     let mut answers = Vec::with_capacity(asked.watches.len());
     for w in asked.watches {
-        let mut sub = Request::builder().method(Method::GET).uri(&w.path).body(Body::empty()).map_err(|e| {
-            ApiError::bad_request(format!("watch {:?}: {:?} is not a path: {e}", w.id, w.path))
-        })?;
+        let mut sub = Request::builder()
+            .method(Method::GET)
+            .uri(&w.path)
+            .body(Body::empty())
+            .map_err(|e| ApiError::bad_request(format!("watch {:?}: {:?} is not a path: {e}", w.id, w.path)))?;
         *sub.headers_mut() = forwarded(&parts.headers);
         *sub.extensions_mut() = parts.extensions.clone();
         let resp = api.clone().oneshot(sub).await.unwrap_or_else(|never| match never {});
@@ -128,8 +130,9 @@ fn one(id: Arc<str>, resp: Response) -> impl futures::Stream<Item = Bytes> + Sen
         let body = resp.into_body();
         return stream::once(async move {
             let bytes = axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default();
-            let why: Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| json!({"kind": "Status", "code": status.as_u16(), "message": String::from_utf8_lossy(&bytes)}));
+            let why: Value = serde_json::from_slice(&bytes).unwrap_or_else(
+                |_| json!({"kind": "Status", "code": status.as_u16(), "message": String::from_utf8_lossy(&bytes)}),
+            );
             Bytes::from(format!("{{\"id\":{end_id},\"end\":{why}}}\n"))
         })
         .left_stream();
