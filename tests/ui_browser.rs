@@ -5,7 +5,6 @@
 
 mod ui_support;
 
-use std::process::{Command, Stdio};
 
 use serde_json::json;
 use ui_support::{Browser, Gate, Up, log_in, screenshot_path};
@@ -84,11 +83,7 @@ fn a_user_logs_in_sees_a_list_change_live_and_a_viewer_is_offered_no_write_actio
 
     // A task's log, followed live: new lines arrive in the open page. The image is
     // pushed as the README's tour does; the task writes a numbered line at a time.
-    let archive = up.file("busybox.tar");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
-    let built = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
-    assert!(built.success(), "the example image script builds an archive");
-    up.corral(&["image", "push", archive.to_str().expect("path")]);
+    up.push_busybox();
     up.post(
         "/apis/corral.dev/v1/namespaces/default/tasks",
         &up.admin_token,
@@ -122,16 +117,10 @@ fn a_user_logs_in_sees_a_list_change_live_and_a_viewer_is_offered_no_write_actio
     b.set_size(1280, 800);
 
     // A viewer: may read, is offered nothing that writes.
-    let vera = up.corral(&["token", "create", "--user", "vera", "--ttl", "1h"]);
-    let binding = up.write(
-        "vera.yaml",
-        "apiVersion: corral.dev/v1\nkind: RoleBinding\nmetadata: {name: vera-views, namespace: default}\n\
-         spec:\n  roleRef: {kind: ClusterRole, name: view}\n  subjects: [{kind: User, name: vera}]\n",
-    );
-    up.corral(&["apply", "-f", binding.to_str().expect("path")]);
+    let vera = up.viewer("vera");
     b.click(&b.wait("button#logout"));
     b.goto(&format!("{}/ui/k/configmaps/default/ui-live", up.url));
-    log_in(&b, vera.trim());
+    log_in(&b, &vera);
     assert_eq!(b.text(&b.wait("#me")), "vera");
     b.wait_text("#yaml-view", "greeting: edited");
     b.wait("[data-reviewed=true]");

@@ -12,7 +12,6 @@
 
 mod ui_support;
 
-use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use ui_support::{Browser, Up, log_in, screenshot_path};
@@ -37,11 +36,7 @@ fn positive(b: &Browser, css: &str) -> f64 {
 #[test]
 fn the_dashboard_charts_allocated_resources_and_a_task_page_shows_its_events_streams_and_download() {
     let up = Up::start();
-    let archive = up.file("busybox.tar");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
-    let built = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
-    assert!(built.success(), "the example image script builds an archive");
-    up.corral(&["image", "push", archive.to_str().expect("path")]);
+    up.push_busybox();
     up.post(TASKS, &up.admin_token, &task("busy", 0.25, "sleep 600"));
 
     // The dashboard: what the running task holds, against the node's capacity, charted.

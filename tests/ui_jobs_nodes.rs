@@ -11,7 +11,6 @@
 
 mod ui_support;
 
-use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use ui_support::{Browser, Up, log_in, screenshot_path};
@@ -47,11 +46,7 @@ fn shows_exactly(b: &Browser, css: &str, n: f64) {
 #[test]
 fn a_job_runs_and_is_killed_from_its_page_and_a_node_is_marked_unschedulable_from_its_page() {
     let up = Up::start();
-    let archive = up.file("busybox.tar");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
-    let built = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
-    assert!(built.success(), "the example image script builds an archive");
-    up.corral(&["image", "push", archive.to_str().expect("path")]);
+    up.push_busybox();
     up.post(JOBS, &up.admin_token, &job("hello", "echo hello from the page"));
     up.post(JOBS, &up.admin_token, &job("forever", "sleep 600"));
 
@@ -180,16 +175,10 @@ fn a_job_runs_and_is_killed_from_its_page_and_a_node_is_marked_unschedulable_fro
     assert!(node["spec"]["unschedulable"] != true, "{node:#}");
 
     // A viewer sees the job and its running run, and is offered neither Run now nor Kill.
-    let vera = up.corral(&["token", "create", "--user", "vera", "--ttl", "1h"]);
-    let binding = up.write(
-        "vera.yaml",
-        "apiVersion: corral.dev/v1\nkind: RoleBinding\nmetadata: {name: vera-views, namespace: default}\n\
-         spec:\n  roleRef: {kind: ClusterRole, name: view}\n  subjects: [{kind: User, name: vera}]\n",
-    );
-    up.corral(&["apply", "-f", binding.to_str().expect("path")]);
+    let vera = up.viewer("vera");
     b.click(&b.wait("button#logout"));
     b.goto(&format!("{}/ui/k/jobs/default/forever", up.url));
-    log_in(&b, vera.trim());
+    log_in(&b, &vera);
     b.wait(&format!("tr[data-run='{running}'][data-phase=Running]"));
     b.wait("section.job-page[data-reviewed=true]");
     assert!(b.find("button#run-now").is_none(), "a viewer is offered Run now");

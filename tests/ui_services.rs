@@ -8,19 +8,9 @@
 
 mod ui_support;
 
-use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use ui_support::{Browser, Up, log_in, screenshot_path, wait_for};
-
-/// Builds the example busybox image and pushes it, as the README's tour does.
-fn push_busybox(up: &Up) {
-    let archive = up.file("busybox.tar");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
-    let built = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
-    assert!(built.success(), "the example image script builds an archive");
-    up.corral(&["image", "push", archive.to_str().expect("path")]);
-}
 
 /// A busybox web server on a port from the offer, checked over HTTP.
 const MANIFEST: &str = "\
@@ -65,7 +55,7 @@ fn same_document(b: &Browser) -> bool {
 #[test]
 fn a_service_applied_from_the_editor_shows_its_tasks_live_scales_restarts_and_rolls_back() {
     let up = Up::start();
-    push_busybox(&up);
+    up.push_busybox();
     let b = Browser::start();
 
     // Applied from the YAML editor: the page opens on the service, and its task
@@ -199,16 +189,10 @@ fn a_service_applied_from_the_editor_shows_its_tasks_live_scales_restarts_and_ro
     b.screenshot(&screenshot_path("service-refusals.png"));
 
     // A viewer sees the same page and is offered none of its actions.
-    let vera = up.corral(&["token", "create", "--user", "vera", "--ttl", "1h"]);
-    let binding = up.write(
-        "vera.yaml",
-        "apiVersion: corral.dev/v1\nkind: RoleBinding\nmetadata: {name: vera-views, namespace: default}\n\
-         spec:\n  roleRef: {kind: ClusterRole, name: view}\n  subjects: [{kind: User, name: vera}]\n",
-    );
-    up.corral(&["apply", "-f", binding.to_str().expect("path")]);
+    let vera = up.viewer("vera");
     b.click(&b.wait("button#logout"));
     b.goto(&format!("{}/ui/k/services/default/pinned", up.url));
-    log_in(&b, vera.trim());
+    log_in(&b, &vera);
     b.wait("#refusals tbody tr");
     b.wait("[data-reviewed=true]");
     for action in ["button#restart", "button#rollback", "button#edit", "button#delete", "button#scale"] {

@@ -205,6 +205,29 @@ impl Up {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Builds the example busybox image and pushes it, as the README's tour does.
+    pub fn push_busybox(&self) {
+        let archive = self.file("busybox.tar");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/busybox-image.sh");
+        let built = Command::new("sh").arg(script).arg(&archive).stdout(Stdio::null()).status().expect("script");
+        assert!(built.success(), "the example image script builds an archive");
+        self.corral(&["image", "push", archive.to_str().expect("path")]);
+    }
+
+    /// A token of `user`, bound to the `view` role in `default` (read, never write).
+    pub fn viewer(&self, user: &str) -> String {
+        let token = self.corral(&["token", "create", "--user", user, "--ttl", "1h"]);
+        let binding = self.write(
+            &format!("{user}.yaml"),
+            &format!(
+                "apiVersion: corral.dev/v1\nkind: RoleBinding\nmetadata: {{name: {user}-views, namespace: default}}\n\
+                 spec:\n  roleRef: {{kind: ClusterRole, name: view}}\n  subjects: [{{kind: User, name: {user}}}]\n"
+            ),
+        );
+        self.corral(&["apply", "-f", binding.to_str().expect("path")]);
+        token.trim().to_string()
+    }
+
     /// A path in the test's directory.
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
