@@ -5,7 +5,6 @@
 
 mod ui_support;
 
-
 use serde_json::json;
 use ui_support::{Browser, Gate, Up, log_in, screenshot_path};
 

@@ -11,7 +11,6 @@
 
 mod ui_support;
 
-
 use serde_json::{Value, json};
 use ui_support::{Browser, Up, log_in, screenshot_path};
 

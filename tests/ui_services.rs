@@ -8,7 +8,6 @@
 
 mod ui_support;
 
-
 use serde_json::{Value, json};
 use ui_support::{Browser, Up, log_in, screenshot_path, wait_for};
 

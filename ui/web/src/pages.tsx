@@ -20,11 +20,11 @@ import {
 import { ClusterResources } from "./pages/cluster";
 import { comparable, type DiffLine, diffLines } from "./diff";
 import { locate, SchemaHelp, useSchema } from "./schema";
-import { ObjectEvents, TaskLogs } from "./pages/tasks";
+import { ObjectEvents, stamp, TaskLogs } from "./pages/tasks";
 import { type Loaded, useCan, useKind, useKinds, useLive, useNow } from "./hooks";
 import { listHref, navigate, objectHref } from "./router";
 import { age, cell, defaultColumns, valueAt } from "./table";
-import type { Link, Snapshot } from "./watch";
+import { byKey, type Snapshot, together } from "./watch";
 import { LinkStatus, ListHead, matchesName } from "./widgets";
 
 /** A kind that is loading, unknown or failed, as a page. */
@@ -100,9 +100,7 @@ function DashboardOf(props: { kinds: Kind[] }) {
   const volumes = find("volumes");
   const v = useLive(volumes, {});
   const now = useNow();
-  const watched = volumes ? [n, t, s, e, v] : [n, t, s, e];
-  const links = watched.map((x) => x.link);
-  const worst: Link = links.includes("reconnecting") ? "reconnecting" : links.includes("connecting") ? "connecting" : "live";
+  const status = together(volumes ? [n, t, s, e, v] : [n, t, s, e]);
   const recent = [...e.items.values()]
     .sort((a, b) => stamp(b).localeCompare(stamp(a)))
     .slice(0, 10);
@@ -110,7 +108,7 @@ function DashboardOf(props: { kinds: Kind[] }) {
     <section>
       <div class="title">
         <h1>Dashboard</h1>
-        <LinkStatus link={worst} error={watched.find((x) => x.error)?.error} />
+        <LinkStatus link={status.link} error={status.error} />
       </div>
       <div class="cards">
         {nodes && <Counts id="nodes" title="Nodes" kind={nodes} snap={n} by={(o) => o?.status?.phase ?? "Unknown"} />}
@@ -143,10 +141,6 @@ function DashboardOf(props: { kinds: Kind[] }) {
       )}
     </section>
   );
-}
-
-function stamp(ev: any): string {
-  return String(ev?.spec?.lastTimestamp ?? ev?.metadata?.creationTimestamp ?? "");
 }
 
 /** Nodes, tasks by phase, services by state, resources allocated and free, and recent events, live. */
@@ -196,9 +190,7 @@ function ListOf(props: { kind: Kind; namespace?: string }) {
   const columns = defaultColumns(kind.columns);
   const allNamespaces = kind.namespaced && !namespace;
   const [q, setQ] = useState("");
-  const rows = [...snap.items.values()].filter((o) => matchesName(o, q)).sort((a, b) =>
-    `${a.metadata?.namespace ?? ""}/${a.metadata?.name}`.localeCompare(`${b.metadata?.namespace ?? ""}/${b.metadata?.name}`),
-  );
+  const rows = [...snap.items.values()].filter((o) => matchesName(o, q)).sort(byKey);
   return (
     <section>
       <ListHead kind={kind} namespace={namespace} snap={snap} search={[q, setQ]} />

@@ -34,6 +34,20 @@ export function keyOf(o: any): string {
   return `${o?.metadata?.namespace ?? ""}/${o?.metadata?.name ?? ""}`;
 }
 
+/**
+ * How several live collections stand together, for one status on a page: reconnecting
+ * if any is, else connecting if any is, else live; and why, from the first not live.
+ */
+export function together(snaps: Snapshot[]): { link: Link; error?: string } {
+  const down = snaps.find((x) => x.link === "reconnecting") ?? snaps.find((x) => x.link === "connecting");
+  return down ? { link: down.link, error: down.error } : { link: "live" };
+}
+
+/** Objects in the order of their keys (`namespace/name`), as `corral get` lists them. */
+export function byKey(a: any, b: any): number {
+  return keyOf(a).localeCompare(keyOf(b));
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**

@@ -147,3 +147,21 @@ export function LinkStatus(props: { link: Link; error?: string }) {
     </span>
   );
 }
+
+/**
+ * A table's head: a header a column; `false` leaves the column out (a namespace column
+ * when one namespace is shown), `""` names it for screen readers only (row actions).
+ */
+export function Head(props: { columns: (string | false)[] }) {
+  return (
+    <thead>
+      <tr>
+        {props.columns
+          .filter((c): c is string => c !== false)
+          .map((c) => (
+            <th scope="col">{c || <span class="visually-hidden">Actions</span>}</th>
+          ))}
+      </tr>
+    </thead>
+  );
+}

@@ -9,9 +9,10 @@ import "./style.css";
 
 import { allocated, cores, hostPorts, plus, portCount, type Resources, resourcesOf, ZERO } from "../resources";
 import type { Snapshot } from "../watch";
-import { ShareMeter } from "../widgets";
+import { Head, ShareMeter } from "../widgets";
 
-interface Row {
+/** One resource: what there is of it, what is allocated, and how to write an amount. */
+export interface Row {
   name: string;
   unit: string;
   capacity: number;
@@ -58,17 +59,15 @@ function Chart(props: { rows: Row[]; id: string; label: string }) {
   );
 }
 
-function Table(props: { rows: Row[]; id: string }) {
+/**
+ * Resources as a table: capacity, allocated and free a row, and with `share` a meter
+ * of the allocated share. The dashboard's and a node's page's.
+ */
+export function UsageTable(props: { rows: Row[]; id: string; share?: boolean; class?: string }) {
+  const columns = ["RESOURCE", "CAPACITY", "ALLOCATED", "FREE", props.share === true && "SHARE"];
   return (
-    <table class="objects usage compact" id={props.id}>
-      <thead>
-        <tr>
-          <th scope="col">RESOURCE</th>
-          <th scope="col">CAPACITY</th>
-          <th scope="col">ALLOCATED</th>
-          <th scope="col">FREE</th>
-        </tr>
-      </thead>
+    <table class={`objects usage ${props.class ?? ""}`} id={props.id}>
+      <Head columns={columns} />
       <tbody>
         {props.rows.map((r) => (
           <tr data-resource={r.name}>
@@ -85,6 +84,11 @@ function Table(props: { rows: Row[]; id: string }) {
             <td class="num" data-free>
               {r.fmt(Math.max(0, r.capacity - r.used))}
             </td>
+            {props.share && (
+              <td class="bar-cell">
+                <ShareMeter used={r.used} capacity={r.capacity} label={`${r.name} allocated`} />
+              </td>
+            )}
           </tr>
         ))}
       </tbody>
@@ -126,7 +130,7 @@ export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot; volu
       </p>
       <Chart id="resource-chart" rows={rows} label="Allocated against capacity across the cluster" />
       <div class="table-wrap">
-        <Table id="cluster-resources" rows={rows} />
+        <UsageTable id="cluster-resources" rows={rows} class="compact" />
       </div>
       <h3>By role</h3>
       {roles.length === 0 ? (
@@ -134,14 +138,7 @@ export function ClusterResources(props: { nodes: Snapshot; tasks: Snapshot; volu
       ) : (
         <div class="table-wrap">
           <table class="objects compact" id="roles">
-            <thead>
-              <tr>
-                <th scope="col">ROLE</th>
-                <th scope="col">RESERVED</th>
-                <th scope="col">ALLOCATED</th>
-                <th scope="col">CPUS OF CLUSTER</th>
-              </tr>
-            </thead>
+            <Head columns={["ROLE", "RESERVED", "ALLOCATED", "CPUS OF CLUSTER"]} />
             <tbody>
               {roles.map((role) => {
                 const res = reserved.get(role);

@@ -12,8 +12,9 @@ import { useState } from "preact/hooks";
 import { ApiError, type Cause, CORE_GROUP, collectionPath, type Kind, objectPath, request, sendJson } from "../api";
 import { useCan, useKinds, useLive, useNow } from "../hooks";
 import { ObjectPage, Refusal, refusalOf } from "../pages";
-import { LinkStatus } from "../widgets";
+import { Head, LinkStatus } from "../widgets";
 import { ObjectEvents } from "./tasks";
+import { together } from "../watch";
 import { listHref, objectHref } from "../router";
 import { age, humanDuration } from "../table";
 
@@ -197,7 +198,7 @@ function JobOf(props: { jobs: Kind; runs: Kind; namespace: string; name: string 
     }
   };
   const schedStatus = (id: string) => (status.schedules ?? []).find((s: any) => s?.id === id) ?? {};
-  const link = jobSnap.link === "live" && runSnap.link !== "live" ? runSnap.link : jobSnap.link;
+  const linked = together([jobSnap, runSnap]);
 
   return (
     <section class="job-page" data-reviewed={String(mayRun !== undefined && mayKill !== undefined)}>
@@ -208,7 +209,7 @@ function JobOf(props: { jobs: Kind; runs: Kind; namespace: string; name: string 
       </nav>
       <div class="title">
         <h1>{name}</h1>
-        <LinkStatus link={link} error={jobSnap.error ?? runSnap.error} />
+        <LinkStatus link={linked.link} error={linked.error} />
         {job && mayRun && (
           <button id="run-now" type="button" onClick={runNow} disabled={busy}>
             Run now
@@ -279,19 +280,7 @@ function JobOf(props: { jobs: Kind; runs: Kind; namespace: string; name: string 
           <h2 id="schedules-title">Schedules</h2>
           <div class="table-wrap">
             <table class="objects" id="schedules">
-              <thead>
-                <tr>
-                  <th scope="col">ID</th>
-                  <th scope="col">CRON</th>
-                  <th scope="col">TIME ZONE</th>
-                  <th scope="col">POLICY</th>
-                  <th scope="col">ENABLED</th>
-                  <th scope="col">LAST</th>
-                  <th scope="col">NEXT</th>
-                  <th scope="col">MISSED</th>
-                  <th scope="col">SKIPPED</th>
-                </tr>
-              </thead>
+              <Head columns={["ID", "CRON", "TIME ZONE", "POLICY", "ENABLED", "LAST", "NEXT", "MISSED", "SKIPPED"]} />
               <tbody>
                 {(spec.schedules ?? []).map((s: any) => {
                   const st = schedStatus(String(s?.id ?? "default"));
@@ -329,20 +318,7 @@ function JobOf(props: { jobs: Kind; runs: Kind; namespace: string; name: string 
         ) : (
           <div class="table-wrap">
             <table class="objects runs" id="runs">
-              <thead>
-                <tr>
-                  <th scope="col">RUN</th>
-                  <th scope="col">TRIGGER</th>
-                  <th scope="col">PHASE</th>
-                  <th scope="col">STARTED</th>
-                  <th scope="col">DURATION</th>
-                  <th scope="col">ATTEMPTS</th>
-                  <th scope="col">MESSAGE</th>
-                  <th scope="col">
-                    <span class="visually-hidden">Actions</span>
-                  </th>
-                </tr>
-              </thead>
+              <Head columns={["RUN", "TRIGGER", "PHASE", "STARTED", "DURATION", "ATTEMPTS", "MESSAGE", ""]} />
               <tbody>
                 {all.map((r) => {
                   const rn = String(r?.metadata?.name ?? "");

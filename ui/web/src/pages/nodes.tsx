@@ -16,33 +16,12 @@ import { useState } from "preact/hooks";
 import { type Cause, CORE_GROUP, type Kind, objectPath, request } from "../api";
 import { useCan, useKinds, useLive, useNow } from "../hooks";
 import { ObjectPage, Refusal, refusalOf } from "../pages";
-import { LinkStatus, ListHead, matchesName, ShareMeter } from "../widgets";
+import { Head, LinkStatus, ListHead, matchesName, ShareMeter } from "../widgets";
+import { UsageTable } from "./cluster";
+import { byKey, together } from "../watch";
 import { listHref, objectHref } from "../router";
 import { allocated, byNode, cores, holds, hostPorts, portCount, resourcesOf, volumeHolds, ZERO } from "../resources";
 import { age } from "../table";
-
-function Usage(props: { name: string; unit: string; capacity: number; used: number; fmt: (n: number) => string }) {
-  return (
-    <tr data-resource={props.name}>
-      <th scope="row">
-        {props.name}
-        {props.unit && <span class="muted"> ({props.unit})</span>}
-      </th>
-      <td class="num" data-capacity>
-        {props.fmt(props.capacity)}
-      </td>
-      <td class="num" data-allocated>
-        {props.fmt(props.used)}
-      </td>
-      <td class="num" data-free>
-        {props.fmt(Math.max(0, props.capacity - props.used))}
-      </td>
-      <td class="bar-cell">
-        <ShareMeter used={props.used} capacity={props.capacity} label={`${props.name} allocated`} />
-      </td>
-    </tr>
-  );
-}
 
 function NodeOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind; name: string }) {
   const { nodes, tasks, volumes, name } = props;
@@ -71,7 +50,7 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind; name: string 
     if (live !== 0) return live;
     return String(b?.metadata?.creationTimestamp ?? "").localeCompare(String(a?.metadata?.creationTimestamp ?? ""));
   });
-  const link = nodeSnap.link === "live" && taskSnap.link !== "live" ? taskSnap.link : nodeSnap.link;
+  const linked = together(volumes ? [nodeSnap, taskSnap, volumeSnap] : [nodeSnap, taskSnap]);
 
   const setSchedulable = async (yes: boolean) => {
     setBusy(true);
@@ -97,7 +76,7 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind; name: string 
       </nav>
       <div class="title">
         <h1>{name}</h1>
-        <LinkStatus link={link} error={nodeSnap.error ?? taskSnap.error} />
+        <LinkStatus link={linked.link} error={linked.error} />
         {node && mayPatch && (
           <button
             id="schedulable"
@@ -160,22 +139,15 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind; name: string 
           <section aria-labelledby="capacity-title">
             <h2 id="capacity-title">Capacity and allocated</h2>
             <div class="table-wrap">
-              <table class="objects usage" id="capacity">
-                <thead>
-                  <tr>
-                    <th scope="col">RESOURCE</th>
-                    <th scope="col">CAPACITY</th>
-                    <th scope="col">ALLOCATED</th>
-                    <th scope="col">FREE</th>
-                    <th scope="col">SHARE</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  <Usage name="cpus" unit="cores" capacity={capacity.cpus} used={total.cpus} fmt={cores} />
-                  <Usage name="mem" unit="MiB" capacity={capacity.mem} used={total.mem} fmt={String} />
-                  <Usage name="disk" unit="MiB" capacity={capacity.disk} used={total.disk} fmt={String} />
-                </tbody>
-              </table>
+              <UsageTable
+                id="capacity"
+                share
+                rows={[
+                  { name: "cpus", unit: "cores", capacity: capacity.cpus, used: total.cpus, fmt: cores },
+                  { name: "mem", unit: "MiB", capacity: capacity.mem, used: total.mem, fmt: String },
+                  { name: "disk", unit: "MiB", capacity: capacity.disk, used: total.disk, fmt: String },
+                ]}
+              />
             </div>
             <p class="muted">
               Allocated: what the node's tasks that have not ended asked for, and the disk of the volumes bound to it
@@ -204,15 +176,7 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind; name: string 
                 <p class="muted">None: every resource is offered to any role.</p>
               ) : (
                 <table class="compact">
-                  <thead>
-                    <tr>
-                      <th scope="col">ROLE</th>
-                      <th scope="col">CPUS</th>
-                      <th scope="col">MEM</th>
-                      <th scope="col">DISK</th>
-                      <th scope="col">ALLOCATED TO ROLE</th>
-                    </tr>
-                  </thead>
+                  <Head columns={["ROLE", "CPUS", "MEM", "DISK", "ALLOCATED TO ROLE"]} />
                   <tbody>
                     {reservations.map(([role, r]) => {
                       const res = resourcesOf(r);
@@ -247,19 +211,7 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind; name: string 
         ) : (
           <div class="table-wrap">
             <table class="objects" id="node-tasks">
-              <thead>
-                <tr>
-                  <th scope="col">NAMESPACE</th>
-                  <th scope="col">NAME</th>
-                  <th scope="col">STATUS</th>
-                  <th scope="col">CPUS</th>
-                  <th scope="col">MEM(MiB)</th>
-                  <th scope="col">DISK(MiB)</th>
-                  <th scope="col">ROLE</th>
-                  <th scope="col">OWNER</th>
-                  <th scope="col">AGE</th>
-                </tr>
-              </thead>
+              <Head columns={["NAMESPACE", "NAME", "STATUS", "CPUS", "MEM(MiB)", "DISK(MiB)", "ROLE", "OWNER", "AGE"]} />
               <tbody>
                 {onNode.map((t) => {
                   const ns = String(t?.metadata?.namespace ?? "");
@@ -297,15 +249,7 @@ function NodeOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind; name: string 
           ) : (
             <div class="table-wrap">
               <table class="objects compact" id="node-volumes">
-                <thead>
-                  <tr>
-                    <th scope="col">NAMESPACE</th>
-                    <th scope="col">NAME</th>
-                    <th scope="col">SIZE(MiB)</th>
-                    <th scope="col">PHASE</th>
-                    <th scope="col">AGE</th>
-                  </tr>
-                </thead>
+                <Head columns={["NAMESPACE", "NAME", "SIZE(MiB)", "PHASE", "AGE"]} />
                 <tbody>
                   {onNodeVolumes.map((v) => {
                     const ns = String(v?.metadata?.namespace ?? "");
@@ -374,33 +318,17 @@ function NodesOf(props: { nodes: Kind; tasks: Kind; volumes?: Kind }) {
   const tasksOn = byNode(taskSnap.items.values());
   const volumesOn = byNode(volumeSnap.items.values());
   const [q, setQ] = useState("");
-  const rows = [...nodeSnap.items.values()].filter((o) => matchesName(o, q)).sort((a, b) =>
-    String(a?.metadata?.name ?? "").localeCompare(String(b?.metadata?.name ?? "")),
-  );
-  const worst = [nodeSnap, taskSnap, props.volumes ? volumeSnap : nodeSnap].find((x) => x.link !== "live") ?? nodeSnap;
+  const rows = [...nodeSnap.items.values()].filter((o) => matchesName(o, q)).sort(byKey);
+  const linked = together(props.volumes ? [nodeSnap, taskSnap, volumeSnap] : [nodeSnap, taskSnap]);
   return (
     <section class="nodes-list">
-      <ListHead kind={props.nodes} snap={{ ...nodeSnap, link: worst.link, error: worst.error }} search={[q, setQ]} />
+      <ListHead kind={props.nodes} snap={{ ...nodeSnap, ...linked }} search={[q, setQ]} />
       <p class="muted">
         Allocated: what the node's tasks that have not ended asked for, and the disk of the volumes bound to it.
       </p>
       <div class="table-wrap">
         <table class="objects" id="nodes" data-kind="nodes">
-          <thead>
-            <tr>
-              <th scope="col">NAME</th>
-              <th scope="col">STATUS</th>
-              <th scope="col">ADDRESS</th>
-              <th scope="col">ATTRIBUTES</th>
-              <th scope="col">RESERVATIONS</th>
-              <th scope="col">CPUS</th>
-              <th scope="col">MEM(MiB)</th>
-              <th scope="col">DISK(MiB)</th>
-              <th scope="col">PORTS</th>
-              <th scope="col">TASKS</th>
-              <th scope="col">AGE</th>
-            </tr>
-          </thead>
+          <Head columns={["NAME", "STATUS", "ADDRESS", "ATTRIBUTES", "RESERVATIONS", "CPUS", "MEM(MiB)", "DISK(MiB)", "PORTS", "TASKS", "AGE"]} />
           <tbody>
             {rows.map((n) => {
               const name = String(n?.metadata?.name ?? "");

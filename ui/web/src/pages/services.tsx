@@ -14,8 +14,9 @@ import { stringify as yamlOf } from "yaml";
 import { ApiError, type Cause, getJson, type Kind, kindSlug, objectPath, request, sendJson } from "../api";
 import { useCan, useKind, useLive, useNow } from "../hooks";
 import { Editor, KindGate, Refusal, refusalOf, Scale, scaleSpecPath, serviceState } from "../pages";
-import { LinkStatus, ListHead, matchesName } from "../widgets";
+import { Head, LinkStatus, ListHead, matchesName } from "../widgets";
 import { ObjectEvents } from "./tasks";
+import { byKey } from "../watch";
 import { listHref, navigate, objectHref } from "../router";
 import { age } from "../table";
 
@@ -149,17 +150,7 @@ function Tasks(props: { tasks: any[]; now: number; loaded: boolean; current: num
       ) : (
         <div class="table-wrap">
           <table>
-            <thead>
-              <tr>
-                <th scope="col">NAME</th>
-                <th scope="col">REVISION</th>
-                <th scope="col">PHASE</th>
-                <th scope="col">NODE</th>
-                <th scope="col">HOST PORTS</th>
-                <th scope="col">HEALTH</th>
-                <th scope="col">AGE</th>
-              </tr>
-            </thead>
+            <Head columns={["NAME", "REVISION", "PHASE", "NODE", "HOST PORTS", "HEALTH", "AGE"]} />
             <tbody>
               {tasks.map((t) => {
                 const ns = t.metadata?.namespace as string | undefined;
@@ -263,13 +254,7 @@ function Waiting(props: { waiting: any; now: number }) {
       {refusals.length > 0 && (
         <div class="table-wrap">
           <table id="refusals">
-            <thead>
-              <tr>
-                <th scope="col">TURNED DOWN BY</th>
-                <th scope="col">OFFERS</th>
-                <th scope="col">NODES</th>
-              </tr>
-            </thead>
+            <Head columns={["TURNED DOWN BY", "OFFERS", "NODES"]} />
             <tbody>
               {refusals.map((r) => (
                 <tr data-reason={r.reason}>
@@ -302,15 +287,7 @@ function Conditions(props: { svc: any; now: number }) {
       {conditions.length > 0 && (
         <div class="table-wrap">
           <table>
-            <thead>
-              <tr>
-                <th scope="col">TYPE</th>
-                <th scope="col">STATUS</th>
-                <th scope="col">REASON</th>
-                <th scope="col">MESSAGE</th>
-                <th scope="col">SINCE</th>
-              </tr>
-            </thead>
+            <Head columns={["TYPE", "STATUS", "REASON", "MESSAGE", "SINCE"]} />
             <tbody>
               {conditions.map((c) => (
                 <tr data-type={c.type} data-status={c.status}>
@@ -686,29 +663,13 @@ function ServicesOf(props: { kind: Kind; namespace?: string }) {
   const [q, setQ] = useState("");
   const rows = [...snap.items.values()]
     .filter((o) => matchesName(o, q))
-    .sort((a, b) =>
-      `${a.metadata?.namespace}/${a.metadata?.name}`.localeCompare(`${b.metadata?.namespace}/${b.metadata?.name}`),
-    );
+    .sort(byKey);
   return (
     <section class="service">
       <ListHead kind={kind} namespace={namespace} snap={snap} search={[q, setQ]} />
       <div class="table-wrap">
         <table class="objects" data-kind={kind.plural}>
-          <thead>
-            <tr>
-              {!namespace && <th scope="col">NAMESPACE</th>}
-              <th scope="col">NAME</th>
-              <th scope="col">INSTANCES</th>
-              <th scope="col">RUNNING</th>
-              <th scope="col">HEALTHY</th>
-              <th scope="col">STATE</th>
-              <th scope="col">DEPLOYMENT</th>
-              <th scope="col">AGE</th>
-              <th scope="col">
-                <span class="visually-hidden">ACTIONS</span>
-              </th>
-            </tr>
-          </thead>
+          <Head columns={[!namespace && "NAMESPACE", "NAME", "INSTANCES", "RUNNING", "HEALTHY", "STATE", "DEPLOYMENT", "AGE", ""]} />
           <tbody>
             {rows.map((s) => {
               const ns = String(s.metadata?.namespace ?? "");

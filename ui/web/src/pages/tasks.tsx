@@ -11,9 +11,10 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { CORE_GROUP, request } from "../api";
 import { useKinds, useLive, useNow } from "../hooks";
 import { age } from "../table";
+import { Head } from "../widgets";
 
 /** When an Event happened last. */
-function stamp(ev: any): string {
+export function stamp(ev: any): string {
   return String(ev?.spec?.lastTimestamp ?? ev?.metadata?.creationTimestamp ?? "");
 }
 
@@ -45,16 +46,7 @@ export function ObjectEvents(props: { kind: string; namespace?: string; name: st
       ) : (
         <div class="table-wrap">
           <table class="objects compact" id="events-table">
-            <thead>
-              <tr>
-                <th scope="col">TYPE</th>
-                <th scope="col">REASON</th>
-                <th scope="col">AGE</th>
-                <th scope="col">FROM</th>
-                <th scope="col">COUNT</th>
-                <th scope="col">MESSAGE</th>
-              </tr>
-            </thead>
+            <Head columns={["TYPE", "REASON", "AGE", "FROM", "COUNT", "MESSAGE"]} />
             <tbody>
               {rows.map((e) => (
                 <tr data-reason={String(e?.spec?.reason ?? "")} class={e?.spec?.type === "Warning" ? "warning" : ""}>
