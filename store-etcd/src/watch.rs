@@ -39,6 +39,17 @@ struct Cursor {
     req: WatchRequest,
     /// Every event up to this revision has been delivered or did not match.
     last: u64,
+    /// The revision of a progress notification not yet confirmed by a later one.
+    ///
+    /// etcd before 3.4.25 and 3.5.8 (etcd-io/etcd#15220) may send a requested
+    /// progress notification ahead of events it has yet to send this watch, so a
+    /// notification's revision is trusted only once a later notification arrives:
+    /// the events it was ahead of were queued before it, and are sent by then. A
+    /// bookmark at an untrusted revision could have a client resume after an event
+    /// it never saw.
+    unconfirmed: Option<u64>,
+    /// Whether progress is to be asked again, to confirm `unconfirmed`.
+    confirm: bool,
     listing: Option<Listing>,
     ready: VecDeque<WatchEvent>,
     sender: WatchRequestSender,
@@ -95,6 +106,8 @@ pub(crate) async fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<WatchS
         inner,
         req,
         last,
+        unconfirmed: None,
+        confirm: false,
         listing,
         ready: VecDeque::new(),
         sender,
@@ -130,6 +143,8 @@ impl Cursor {
         }
         self.resumed += 1;
         tracing::info!(reason = why, from = self.last + 1, "etcd watch interrupted; resuming on another member");
+        // A notification of the old stream is confirmed by one of the same stream only.
+        self.unconfirmed = None;
         match open(&self.inner, &self.req, self.last).await {
             Ok((sender, responses)) => {
                 self.sender = sender;
@@ -173,7 +188,7 @@ impl Cursor {
                             tracing::warn!(error = %e, "watch failed");
                             return None;
                         }
-                        false
+                        std::mem::take(&mut self.confirm)
                     }
                     // The member serving this watch went away (crashed, restarted,
                     // partitioned): go on from the next revision on another member, so
@@ -226,9 +241,13 @@ impl Cursor {
         let header = self.inner.note(resp.header());
         if resp.events().is_empty() {
             // A progress notification: every event of the range up to the header's
-            // revision has been sent.
-            self.last = self.last.max(header);
-            if self.req.bookmarks {
+            // revision has been sent — once a later notification confirms it (see
+            // `unconfirmed`). The first of a pair asks for the second at once, so a
+            // request for progress is still answered with a bookmark at the revision
+            // it was asked at; the second's own revision waits for the next request.
+            let p = progress(self.last, self.unconfirmed, header);
+            (self.last, self.unconfirmed, self.confirm) = (p.last, p.unconfirmed, p.confirm);
+            if p.bookmark && self.req.bookmarks {
                 self.ready.push_back(WatchEvent::Bookmark(self.last));
             }
             return Ok(());
@@ -294,5 +313,52 @@ impl Cursor {
             self.listing = None;
         }
         Ok(())
+    }
+}
+
+/// What a progress notification at `header` does to a watch that has delivered every
+/// event up to `last` and holds an `unconfirmed` notification (see
+/// [`Cursor::unconfirmed`]).
+#[derive(Debug, PartialEq)]
+struct Progress {
+    last: u64,
+    unconfirmed: Option<u64>,
+    /// Whether the watch says how far it has read.
+    bookmark: bool,
+    /// Whether progress is asked again, to confirm `unconfirmed`.
+    confirm: bool,
+}
+
+fn progress(last: u64, unconfirmed: Option<u64>, header: u64) -> Progress {
+    match unconfirmed {
+        // Nothing claimed beyond what was delivered.
+        _ if header <= last => Progress { last, unconfirmed: None, bookmark: true, confirm: false },
+        Some(earlier) => Progress { last: last.max(earlier), unconfirmed: None, bookmark: true, confirm: false },
+        None => Progress { last, unconfirmed: Some(header), bookmark: false, confirm: true },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_ahead_of_the_events_is_trusted_only_once_a_later_one_arrives() {
+        // Events up to 10 delivered; etcd says 12 while 11 and 12 may still be queued.
+        let first = progress(10, None, 12);
+        assert_eq!(first, Progress { last: 10, unconfirmed: Some(12), bookmark: false, confirm: true });
+        // Event 11 arrives meanwhile; the second notification confirms the first's 12,
+        // not its own 15.
+        let second = progress(11, first.unconfirmed, 15);
+        assert_eq!(second, Progress { last: 12, unconfirmed: None, bookmark: true, confirm: false });
+    }
+
+    #[test]
+    fn a_notification_at_what_was_delivered_is_a_bookmark_at_once() {
+        assert_eq!(progress(12, None, 12), Progress { last: 12, unconfirmed: None, bookmark: true, confirm: false });
+        assert_eq!(
+            progress(12, Some(11), 12),
+            Progress { last: 12, unconfirmed: None, bookmark: true, confirm: false }
+        );
     }
 }
