@@ -63,10 +63,17 @@ pub struct Dirty {
 }
 
 impl Dirty {
-    /// Marks task `t` (a state of it) and the service it is an instance of.
+    /// Marks task `t` (a state of it) and, if it runs in that state, the service it
+    /// is an instance of. A service answers only with running instances, so a task
+    /// that is placed, staged or starting changes nothing of its service's records;
+    /// marking the service for those would decide every instance of a service again
+    /// for each of its tasks placed. A task leaving `RUNNING` is marked through its
+    /// previous state.
     pub fn task(&mut self, t: &TaskSummary) {
         let ns = t.metadata.namespace.clone().unwrap_or_default();
-        if let Some(svc) = t.metadata.labels.get(SERVICE_LABEL) {
+        if decide::is_running(t)
+            && let Some(svc) = t.metadata.labels.get(SERVICE_LABEL)
+        {
             self.services.insert((ns.clone(), svc.clone()));
         }
         self.tasks.insert((ns, t.metadata.name.clone()));

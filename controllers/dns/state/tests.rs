@@ -248,3 +248,24 @@ fn a_new_problem_is_returned_once() {
     assert!(second.new_problems.is_empty());
     assert!(second.changes.is_empty());
 }
+
+#[test]
+fn only_a_running_state_of_a_task_marks_its_service() {
+    let (staging, running, finished) =
+        (task(0, (0, 1, 0, false, 0)), task(0, (0, 0, 0, false, 0)), task(0, (0, 2, 0, false, 0)));
+    let service = ("a".to_string(), "s0".to_string());
+    let mut placed = Dirty::default();
+    placed.task(&staging);
+    assert!(placed.tasks.contains(&("a".to_string(), "t0".to_string())), "the task itself is decided again");
+    assert!(placed.services.is_empty(), "a task not yet running is none of its service's answers");
+    for (from, to) in [(&staging, &running), (&running, &finished)] {
+        let mut d = Dirty::default();
+        d.task(from);
+        d.task(to);
+        assert!(d.services.contains(&service), "{:?} → {:?} changes the service's answers", phase(from), phase(to));
+    }
+}
+
+fn phase(t: &TaskSummary) -> Option<TaskPhase> {
+    t.status.as_ref().map(|s| s.phase)
+}
