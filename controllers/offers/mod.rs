@@ -402,13 +402,24 @@ async fn round(
     let known: BTreeSet<String> = phases.keys().cloned().collect();
     memory.leases.retain(|n, _| known.contains(n));
 
-    // Nodes, with what their live tasks hold.
+    // Nodes, with what their live tasks hold. A round with no offer outstanding and
+    // no framework asking for any has nothing to offer or rescind: it reads only the
+    // cluster's capacity, for the shares, rather than every node's state — so that a
+    // cluster whose tasks churn while no framework waits (its tasks all placed, say)
+    // does not pay a pass over every node for each round.
+    let wanted = !offers.is_empty() || frameworks.iter().any(|f| !f.suppressed);
     let mut nodes = Vec::new();
-    let mut attributes: HashMap<String, BTreeMap<String, String>> = HashMap::new();
     let mut total = Resources::default();
-    for n in caches.nodes.list() {
-        let status = n.status.clone().unwrap_or_default();
+    let listed_nodes = caches.nodes.list();
+    for n in &listed_nodes {
+        let Some(status) = n.status.as_ref() else { continue };
         let offerable = status.phase == NodePhase::Ready && !n.spec.unschedulable;
+        if offerable {
+            total = add(&total, &status.capacity);
+        }
+        if !wanted {
+            continue;
+        }
         let held = memory.held.get(&n.metadata.name);
         let mut allocated = held.map(|h| h.by_role.clone()).unwrap_or_default();
         // Bound volumes hold their size as disk, for the role `*`, used or not (as
@@ -419,12 +430,6 @@ async fn round(
             allocated.entry(corral_api::kinds::framework::DEFAULT_ROLE.to_string()).or_default().disk += reserved;
         }
         let used_ports = held.map(|h| h.ports.clone()).unwrap_or_default();
-        if offerable {
-            total = add(&total, &status.capacity);
-        }
-        let mut attrs = n.spec.attributes.clone();
-        attrs.entry("hostname".to_string()).or_insert_with(|| n.metadata.name.clone());
-        attributes.insert(n.metadata.name.clone(), attrs);
         nodes.push(NodeState {
             name: n.metadata.name.clone(),
             capacity: status.capacity,
@@ -460,9 +465,20 @@ async fn round(
         counts.rescinded.get_or_create(&vec![("reason", reason_name(*reason))]).inc();
     }
     let declined_count = declined.len();
+    // The attributes offers carry, of the nodes offered only.
+    let offered_nodes: HashSet<&str> = plan.offer.iter().map(|o| o.node.as_str()).collect();
+    let attributes: HashMap<String, BTreeMap<String, String>> = listed_nodes
+        .iter()
+        .filter(|n| offered_nodes.contains(n.metadata.name.as_str()))
+        .map(|n| {
+            let mut attrs = n.spec.attributes.clone();
+            attrs.entry("hostname".to_string()).or_insert_with(|| n.metadata.name.clone());
+            (n.metadata.name.clone(), attrs)
+        })
+        .collect();
     apply(apis, memory, &plan, declined, &attributes, wall, config.offer_ttl).await;
     tracing::debug!(
-        nodes = snapshot.nodes.len(),
+        nodes = listed_nodes.len(),
         outstanding = snapshot.offers.len(),
         made = plan.offer.len(),
         rescinded = plan.rescind.len(),
