@@ -29,7 +29,8 @@ use corral_api::kinds::framework::{
 use corral_api::kinds::node::{Node, NodePhase, Resources};
 use corral_api::kinds::task::{Task, TaskSummary};
 use corral_api::kinds::{Lease, Quota, Volume};
-use corral_client::{Api, Client, DeleteParams, ListParams};
+use corral_api::transaction::{Operation, Target, Transaction, Verb};
+use corral_client::{Api, Client, ListParams, TransactParams};
 use corral_runtime::{Cache, CancellationToken, Change, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
@@ -256,11 +257,8 @@ impl Offers {
         caches.volumes.wait_synced().await;
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let mut memory = Memory { prefix: radix36(started.as_millis() as u64), ..Default::default() };
-        let ctx = Apis {
-            offers: Api::all(client.clone()),
-            frameworks: Api::all(client.clone()),
-            tasks: Api::all(client.clone()),
-        };
+        let ctx =
+            Apis { client: client.clone(), frameworks: Api::all(client.clone()), tasks: Api::all(client.clone()) };
         loop {
             let started = Instant::now();
             let next = round(&self.config, &ctx, &caches, &touched, &mut memory, &self.counts).await;
@@ -276,7 +274,7 @@ impl Offers {
 }
 
 struct Apis {
-    offers: Api<Offer>,
+    client: Client,
     frameworks: Api<Framework>,
     tasks: Api<Task>,
 }
@@ -540,15 +538,21 @@ async fn apply(
         tracing::debug!(offer = %name, ?reason, "rescinding an offer");
     }
     memory.rescinded.extend(rescind.iter().cloned());
-    futures::stream::iter(rescind)
-        .for_each_concurrent(IN_FLIGHT, |name| async move {
-            match apis.offers.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::debug!(error = %e, offer = %name, "cannot rescind an offer"),
-            }
+    // A round makes and takes back up to `max_offers` offers: in one transaction
+    // each way rather than a request per offer. A rescind finding its offer gone
+    // (accepted meanwhile) is no error: a transaction's delete says `Absent`.
+    let deletes: Vec<Operation> = rescind
+        .into_iter()
+        .map(|name| {
+            Operation::delete(Target {
+                api_version: format!("{}/{}", corral_api::GROUP, corral_api::VERSION),
+                kind: Offer::kind_info().kind.to_string(),
+                name,
+                ..Default::default()
+            })
         })
-        .await;
+        .collect();
+    transact(apis, deletes, "rescind offers").await;
     let expires = (wall + chrono::Duration::from_std(ttl).unwrap_or_default())
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut objects = Vec::with_capacity(plan.offer.len());
@@ -571,13 +575,30 @@ async fn apply(
         offer.metadata.labels.insert(FRAMEWORK_LABEL.to_string(), o.framework.clone());
         objects.push(offer);
     }
-    futures::stream::iter(objects)
-        .for_each_concurrent(IN_FLIGHT, |o| async move {
-            if let Err(e) = apis.offers.create(&o).await {
-                tracing::warn!(error = %e, offer = %o.metadata.name, "cannot make an offer");
+    let creates = objects
+        .iter()
+        .filter_map(|o| match serde_json::to_value(o) {
+            Ok(v) => Some(Operation { verb: Verb::Create, object: Some(v), target: None }),
+            Err(e) => {
+                tracing::warn!(error = %e, offer = %o.metadata.name, "cannot encode an offer");
+                None
             }
         })
-        .await;
+        .collect();
+    transact(apis, creates, "make offers").await;
+}
+
+/// Commits `operations` in one transaction, if there are any; a refusal is logged
+/// (the next round decides again from what is stored).
+async fn transact(apis: &Apis, operations: Vec<Operation>, what: &str) {
+    if operations.is_empty() {
+        return;
+    }
+    let count = operations.len();
+    let txn = Transaction { operations };
+    if let Err(e) = apis.client.transact(&txn, &TransactParams::default()).await {
+        tracing::warn!(error = %e, count, "cannot {what}");
+    }
 }
 
 /// What a round found about each framework, for its status.
