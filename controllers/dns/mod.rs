@@ -8,7 +8,7 @@
 //! object whose name cannot be made (see [`names`]).
 //!
 //! Like the services controller it works in rounds: any change wakes it, and after a
-//! short settle a round ([`state::State::round`]) decides again what changed since
+//! short settle (or, when rounds grow long, as long as the last one took) a round ([`state::State::round`]) decides again what changed since
 //! the last one — with the functions [`decide::decide`] is made of — and hands the
 //! objects whose records changed to [`Zone::apply`], in one atomic step. A round
 //! costs the changes, not the cluster's size.
@@ -62,7 +62,8 @@ pub struct Config {
     pub ttl: u32,
     /// The control plane's address, served as `leader.corral.`.
     pub leader: Option<IpAddr>,
-    /// How long to gather changes before a round.
+    /// How long to gather changes before a round, at least: after a round that took
+    /// longer, the next waits as long as that one took.
     pub settle: Duration,
 }
 
