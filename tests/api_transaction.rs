@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use api_support::{CMS, TestServer, cm};
 use corral_api::kinds::TokenPurpose;
-use corral_api::transaction::{Operation, Outcome, Target, Transaction, Verb, split_cause};
+use corral_api::transaction::{Operation, Outcome, Target, Transaction, split_cause};
 use corral_client::TransactParams;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -18,10 +18,6 @@ const V1: &str = "/apis/corral.dev/v1";
 /// revision tells exactly what the test wrote.
 async fn quiet() -> TestServer {
     TestServer::start_with(|o| o.controllers = corral_controllers::Selection::Only(vec![])).await
-}
-
-fn create(object: Value) -> Operation {
-    Operation { verb: Verb::Create, object: Some(object), target: None }
 }
 
 fn cm_in(ns: &str, name: &str, data: Value) -> Value {
@@ -81,9 +77,9 @@ async fn creates_and_an_apply_commit_together_with_consecutive_revisions_seen_in
     let before = s.revision().await;
     let mut watch = s.watch(&format!("{CMS}?watch=true&resourceVersion={before}")).await;
     let t = txn(vec![
-        create(cm("a", json!({"k": "1"}))),
-        create(cm("b", json!({"k": "2"}))),
-        create(cm("c", json!({"k": "3"}))),
+        Operation::create(cm("a", json!({"k": "1"}))),
+        Operation::create(cm("b", json!({"k": "2"}))),
+        Operation::create(cm("c", json!({"k": "3"}))),
         Operation::apply(cm("d", json!({"k": "new"}))),
     ]);
     let result = api.transact(&t, &manager()).await.expect("the transaction commits");
@@ -130,11 +126,11 @@ async fn one_invalid_object_refuses_the_whole_transaction_and_names_its_field() 
     let mut bad = cm("bad", json!({}));
     bad["spec"]["data"] = json!(5);
     let t = txn(vec![
-        create(cm("one", json!({"k": "1"}))),
+        Operation::create(cm("one", json!({"k": "1"}))),
         Operation::apply(cm("two", json!({"k": "2"}))),
-        create(cm("three", json!({"k": "3"}))),
-        create(bad),
-        create(cm("five", json!({"k": "5"}))),
+        Operation::create(cm("three", json!({"k": "3"}))),
+        Operation::create(bad),
+        Operation::create(cm("five", json!({"k": "5"}))),
     ]);
     let e = api.transact(&t, &manager()).await.expect_err("refused");
     assert_eq!(e.code(), Some(422), "{e}");
@@ -215,7 +211,8 @@ async fn a_dry_run_answers_results_and_writes_nothing() {
     let s = quiet().await;
     let api = s.api();
     let before = s.revision().await;
-    let t = txn(vec![create(cm("dry", json!({"k": "v"}))), Operation::delete(cm_target("default", "nothing"))]);
+    let t =
+        txn(vec![Operation::create(cm("dry", json!({"k": "v"}))), Operation::delete(cm_target("default", "nothing"))]);
     let params = TransactParams { dry_run: true, ..manager() };
     let r = api.transact(&t, &params).await.expect("answered");
     assert_eq!(r.results[0].outcome, Outcome::Created);
@@ -238,7 +235,7 @@ async fn a_forbidden_operation_refuses_the_transaction_with_403() {
     let token = s.kit().create_token("ed", &[], TokenPurpose::Authentication, None).await;
     let ed = s.kit().client_with(Some(&token));
     let before = s.revision().await;
-    let t = txn(vec![create(cm_in("mine", "ok", json!({}))), Operation::delete(cm_target("theirs", "x"))]);
+    let t = txn(vec![Operation::create(cm_in("mine", "ok", json!({}))), Operation::delete(cm_target("theirs", "x"))]);
     let e = ed.transact(&t, &manager()).await.expect_err("forbidden");
     assert_eq!(e.code(), Some(403), "{e}");
     assert_eq!(e.causes().len(), 1, "{:?}", e.causes());
@@ -248,7 +245,8 @@ async fn a_forbidden_operation_refuses_the_transaction_with_403() {
     let (code, _) = s.get(&format!("{V1}/namespaces/theirs/configmaps/x")).await;
     assert_eq!(code, StatusCode::OK);
     // What ed may do alone commits.
-    let r = ed.transact(&txn(vec![create(cm_in("mine", "ok", json!({})))]), &manager()).await.expect("allowed");
+    let r =
+        ed.transact(&txn(vec![Operation::create(cm_in("mine", "ok", json!({})))]), &manager()).await.expect("allowed");
     assert_eq!(r.writes, 1);
     s.stop().await;
 }
@@ -276,7 +274,10 @@ async fn an_admin_impersonating_a_viewer_service_account_cannot_create_and_other
     assert_eq!(e.code(), Some(403), "{e}");
     assert!(e.to_string().contains("system:serviceaccount:team:deployer"), "{e}");
     // In a transaction too: each operation is authorized as the impersonated identity.
-    let e = as_sa.transact(&txn(vec![create(cm_in("team", "nope", json!({})))]), &manager()).await.expect_err("403");
+    let e = as_sa
+        .transact(&txn(vec![Operation::create(cm_in("team", "nope", json!({})))]), &manager())
+        .await
+        .expect_err("403");
     assert_eq!(e.code(), Some(403), "{e}");
     // A user without the verb impersonate is refused, naming whom.
     bind(&s, "team", "ed", "edit", json!({"kind": "User", "name": "ed"})).await;
@@ -364,7 +365,7 @@ async fn an_apply_conflicting_with_another_manager_is_refused_unless_forced() {
     let other = TransactParams { field_manager: Some("someone-else".into()), ..Default::default() };
     api.transact(&txn(vec![Operation::apply(cm("shared", json!({"k": "theirs"})))]), &other).await.expect("applied");
     let before = s.revision().await;
-    let mine = txn(vec![create(cm("new", json!({}))), Operation::apply(cm("shared", json!({"k": "mine"})))]);
+    let mine = txn(vec![Operation::create(cm("new", json!({}))), Operation::apply(cm("shared", json!({"k": "mine"})))]);
     let e = api.transact(&mine, &manager()).await.expect_err("conflict");
     assert_eq!(e.code(), Some(409), "{e}");
     assert!(e.causes().iter().all(|c| c.field.starts_with("operations[1]")), "{:?}", e.causes());
@@ -380,7 +381,9 @@ async fn an_apply_conflicting_with_another_manager_is_refused_unless_forced() {
 async fn too_many_operations_are_refused_before_anything_is_planned() {
     let s = quiet().await;
     let before = s.revision().await;
-    let ops = (0..=corral_api::transaction::MAX_OPERATIONS).map(|i| create(cm(&format!("c{i}"), json!({})))).collect();
+    let ops = (0..=corral_api::transaction::MAX_OPERATIONS)
+        .map(|i| Operation::create(cm(&format!("c{i}"), json!({}))))
+        .collect();
     let e = s.api().transact(&txn(ops), &manager()).await.expect_err("too many");
     assert_eq!(e.code(), Some(413), "{e}");
     assert!(e.to_string().contains("at most"), "{e}");
@@ -424,7 +427,7 @@ async fn an_impersonated_request_is_audited_with_both_identities() {
     })
     .await;
     let as_sync = s.api().impersonating("system:controller:sync", &[]);
-    as_sync.transact(&txn(vec![create(cm("by-sync", json!({})))]), &manager()).await.expect("allowed");
+    as_sync.transact(&txn(vec![Operation::create(cm("by-sync", json!({})))]), &manager()).await.expect("allowed");
     let entry = corral_testkit::eventually("the transaction is audited", async || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.lines()

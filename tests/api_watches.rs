@@ -88,23 +88,19 @@ async fn watches_are_authorized_one_by_one_and_bad_requests_are_refused_whole() 
     let s = TestServer::start().await;
     // Without a credential: the 401 itself, so a client knows to log in.
     let anonymous = reqwest::Client::builder().no_proxy().build().expect("client");
-    let resp = anonymous
-        .post(s.url("/watches"))
-        .json(&json!({"watches": [{"id": "a", "path": format!("{CMS}?watch=true")}]}))
-        .send()
-        .await
-        .expect("answered");
+    let one_watch = |client: &reqwest::Client| {
+        client
+            .post(s.url("/watches"))
+            .json(&json!({"watches": [{"id": "a", "path": format!("{CMS}?watch=true")}]}))
+            .send()
+    };
+    let resp = one_watch(&anonymous).await.expect("answered");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
     // A user with no role: each watch ends refused (403), named by its id.
     let token = s.kit().create_token("nobody", &[], corral_api::kinds::token::TokenPurpose::Authentication, None).await;
     let nobody = corral_testkit::authorized_http(&token);
-    let resp = nobody
-        .post(s.url("/watches"))
-        .json(&json!({"watches": [{"id": "a", "path": format!("{CMS}?watch=true")}]}))
-        .send()
-        .await
-        .expect("answered");
+    let resp = one_watch(&nobody).await.expect("answered");
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.text().await.expect("body");
     let end: Value = serde_json::from_str(text.trim()).expect("one line");

@@ -73,6 +73,11 @@ impl Operation {
         Operation { verb: Verb::Apply, object: Some(object), target: None }
     }
 
+    /// Create `object`.
+    pub fn create(object: Value) -> Self {
+        Operation { verb: Verb::Create, object: Some(object), target: None }
+    }
+
     /// Delete `target`.
     pub fn delete(target: Target) -> Self {
         Operation { verb: Verb::Delete, object: None, target: Some(target) }

@@ -8,10 +8,11 @@
 //! object whose name cannot be made (see [`names`]).
 //!
 //! Like the services controller it works in rounds: any change wakes it, and after a
-//! short settle (or, when rounds grow long, as long as the last one took) a round ([`state::State::round`]) decides again what changed since
-//! the last one — with the functions [`decide::decide`] is made of — and hands the
-//! objects whose records changed to [`Zone::apply`], in one atomic step. A round
-//! costs the changes, not the cluster's size.
+//! short settle (or, when rounds grow long, as long as the last one took) a round
+//! ([`state::State::round`]) decides again what changed since the last one — with the
+//! functions [`decide::decide`] is made of — and hands the objects whose records
+//! changed to [`Zone::apply`], in one atomic step. A round costs the changes, not the
+//! cluster's size.
 //!
 //! Readiness: instances of a service with a readiness check are answered once the
 //! check passed; this controller runs the check itself (as the services controller

@@ -29,7 +29,7 @@ use corral_api::kinds::framework::{
 use corral_api::kinds::node::{Node, NodePhase, Resources};
 use corral_api::kinds::task::{Task, TaskSummary};
 use corral_api::kinds::{Lease, Quota, Volume};
-use corral_api::transaction::{Operation, Target, Transaction, Verb};
+use corral_api::transaction::{Operation, Target, Transaction};
 use corral_client::{Api, Client, ListParams, TransactParams};
 use corral_runtime::{Cache, CancellationToken, Change, ObjectRef, Reflector, Runnable};
 use futures::StreamExt;
@@ -545,7 +545,7 @@ async fn apply(
         .into_iter()
         .map(|name| {
             Operation::delete(Target {
-                api_version: format!("{}/{}", corral_api::GROUP, corral_api::VERSION),
+                api_version: Offer::kind_info().api_version(),
                 kind: Offer::kind_info().kind.to_string(),
                 name,
                 ..Default::default()
@@ -578,7 +578,7 @@ async fn apply(
     let creates = objects
         .iter()
         .filter_map(|o| match serde_json::to_value(o) {
-            Ok(v) => Some(Operation { verb: Verb::Create, object: Some(v), target: None }),
+            Ok(v) => Some(Operation::create(v)),
             Err(e) => {
                 tracing::warn!(error = %e, offer = %o.metadata.name, "cannot encode an offer");
                 None
