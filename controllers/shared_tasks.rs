@@ -84,7 +84,7 @@ impl SharedTasks {
 }
 
 fn start(client: &Client) -> Running {
-    let api = Api::<TaskSummary>::for_kind(client.clone(), Arc::new(Task::kind_info()), None);
+    let api = Api::<TaskSummary>::for_kind(client.clone(), Task::shared_kind_info(), None);
     let reflector = Reflector::new(api, ListParams::default())
         .index(BY_NODE, Arc::new(|t: &TaskSummary| t.spec.node_name.clone().into_iter().collect()))
         .index(BY_FRAMEWORK, Arc::new(|t: &TaskSummary| t.spec.framework.clone().into_iter().collect()))

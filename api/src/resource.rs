@@ -1,6 +1,10 @@
 //! Typed objects: the envelope shared by built-in kinds and the trait that describes
 //! a kind to the registry.
 
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -107,7 +111,22 @@ pub trait Resource: ApiObject + Serialize + DeserializeOwned + JsonSchema + Clon
 
     /// Describes the kind for the registry, with its JSON Schema derived from the type.
     fn kind_info() -> KindInfo;
+
+    /// [`Resource::kind_info`], shared: for a built-in kind, derived once per process
+    /// (deriving the schema is far dearer than a lookup), then the same `Arc`.
+    fn shared_kind_info() -> Arc<KindInfo> {
+        Arc::new(Self::kind_info())
+    }
+
+    /// The store resource of the kind (`group/plural`, as [`KindInfo::resource`]),
+    /// without deriving its schema.
+    fn resource() -> String {
+        format!("{}/{}", Self::GROUP, Self::PLURAL)
+    }
 }
+
+/// The kinds described so far, by the type of their spec.
+static DESCRIBED: LazyLock<RwLock<HashMap<TypeId, Arc<KindInfo>>>> = LazyLock::new(Default::default);
 
 impl<S: KindSpec> Resource for Object<S, S::Status> {
     const GROUP: &'static str = S::GROUP;
@@ -119,26 +138,57 @@ impl<S: KindSpec> Resource for Object<S, S::Status> {
     const DESCRIPTION: &'static str = S::DESCRIPTION;
 
     fn kind_info() -> KindInfo {
-        KindInfo {
-            group: S::GROUP.to_string(),
-            version: S::VERSION.to_string(),
-            kind: S::KIND.to_string(),
-            plural: S::PLURAL.to_string(),
-            singular: S::KIND.to_lowercase(),
-            short_names: S::SHORT_NAMES.iter().map(|s| s.to_string()).collect(),
-            namespaced: S::NAMESPACED,
-            columns: S::printer_columns(),
-            subresources: S::subresources(),
-            schema: {
-                let mut schema = crate::registry::inline_refs(
-                    &serde_json::to_value(schemars::schema_for!(Self)).unwrap_or_default(),
-                );
-                if let Some(m) = schema.as_object_mut() {
-                    m.insert("title".into(), S::KIND.into());
-                    m.insert("description".into(), S::DESCRIPTION.into());
-                }
-                schema
-            },
+        KindInfo::clone(&Self::shared_kind_info())
+    }
+
+    fn shared_kind_info() -> Arc<KindInfo> {
+        let described = DESCRIBED.read().unwrap_or_else(PoisonError::into_inner).get(&TypeId::of::<S>()).cloned();
+        if let Some(info) = described {
+            return info;
         }
+        let info = Arc::new(describe::<S>());
+        DESCRIBED.write().unwrap_or_else(PoisonError::into_inner).entry(TypeId::of::<S>()).or_insert(info).clone()
+    }
+}
+
+/// Describes the kind of spec `S`, deriving its schema.
+fn describe<S: KindSpec>() -> KindInfo {
+    KindInfo {
+        group: S::GROUP.to_string(),
+        version: S::VERSION.to_string(),
+        kind: S::KIND.to_string(),
+        plural: S::PLURAL.to_string(),
+        singular: S::KIND.to_lowercase(),
+        short_names: S::SHORT_NAMES.iter().map(|s| s.to_string()).collect(),
+        namespaced: S::NAMESPACED,
+        columns: S::printer_columns(),
+        subresources: S::subresources(),
+        schema: {
+            let mut schema = crate::registry::inline_refs(
+                &serde_json::to_value(schemars::schema_for!(Object<S, S::Status>)).unwrap_or_default(),
+            );
+            if let Some(m) = schema.as_object_mut() {
+                m.insert("title".into(), S::KIND.into());
+                m.insert("description".into(), S::DESCRIPTION.into());
+            }
+            schema
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::{Node, Task};
+
+    #[test]
+    fn a_kind_is_described_once_and_its_resource_named_without_its_schema() {
+        let (a, b) = (Task::shared_kind_info(), Task::shared_kind_info());
+        assert!(Arc::ptr_eq(&a, &b), "the second call derives nothing");
+        assert_eq!(*a, describe::<crate::kinds::task::TaskSpec>());
+        assert_eq!(Task::kind_info(), *a);
+        assert_ne!(*Node::shared_kind_info(), *a, "each kind its own");
+        assert_eq!(Task::resource(), a.resource());
+        assert_eq!(Node::resource(), Node::kind_info().resource());
     }
 }

@@ -269,7 +269,7 @@ async fn schedules_phase(cluster: &Cluster, opts: &JobsBenchOptions) -> anyhow::
         opts.jobs, opts.every, opts.firings
     );
     let lags = Arc::new(Mutex::new(Lags::default()));
-    let tasks: Api<TaskSummary> = Api::for_kind(cluster.client.clone(), Arc::new(Task::kind_info()), None);
+    let tasks: Api<TaskSummary> = Api::for_kind(cluster.client.clone(), Task::shared_kind_info(), None);
     let l = lags.clone();
     tokio::spawn(watch(tasks, ListParams::default(), cluster.stop.clone(), None, move |seen| {
         let l = l.clone();

@@ -567,7 +567,7 @@ fn spawn_watches(client: &Client, track: &Tracker, stop: &CancellationToken) {
     // use too, not one the server filters by namespace.
     // Summaries: the bench shares the machine with the control plane it measures,
     // and needs no task's template.
-    let tasks: Api<TaskSummary> = Api::for_kind(client.clone(), Arc::new(Task::kind_info()), None);
+    let tasks: Api<TaskSummary> = Api::for_kind(client.clone(), Task::shared_kind_info(), None);
     let t = track.clone();
     tokio::spawn(watch(tasks, ListParams::default(), stop.clone(), None, move |seen| {
         let t = t.clone();

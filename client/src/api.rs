@@ -41,12 +41,12 @@ impl<K> Clone for Api<K> {
 impl<K: Resource> Api<K> {
     /// The objects of `K` in every namespace (or the cluster-scoped ones).
     pub fn all(client: Client) -> Self {
-        Self::for_kind(client, Arc::new(K::kind_info()), None)
+        Self::for_kind(client, K::shared_kind_info(), None)
     }
 
     /// The objects of `K` in `namespace`.
     pub fn namespaced(client: Client, namespace: &str) -> Self {
-        Self::for_kind(client, Arc::new(K::kind_info()), Some(namespace))
+        Self::for_kind(client, K::shared_kind_info(), Some(namespace))
     }
 }
 

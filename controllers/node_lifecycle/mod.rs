@@ -100,7 +100,7 @@ impl Runnable for NodeLifecycle {
         // Every task, as much as deciding about its node needs, shared: the full task
         // is read only to write it, when its node is lost. A task's change queues its
         // node.
-        let nodes = Node::kind_info().resource();
+        let nodes = Node::resource();
         let queue = controller.queue();
         let on_task = {
             let nodes = nodes.clone();
@@ -117,7 +117,7 @@ impl Runnable for NodeLifecycle {
             tasks: Api::all(client.clone()),
             leases: leases.cache(),
             tasks_by_node: tasks,
-            lease_resource: Lease::kind_info().resource(),
+            lease_resource: Lease::resource(),
             grace: self.config.grace_period,
             // A fresh run observes afresh: every node gets a whole grace period.
             observed: Mutex::new(HashMap::new()),
@@ -144,7 +144,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> corral_client::Result<Acti
         all.insert(name.to_string(), o.clone());
         // Forget nodes that are gone, now and then rather than on every reconcile.
         if all.len() > ctx.node_cache.len() + 64 {
-            let resource = Node::kind_info().resource();
+            let resource = Node::resource();
             all.retain(|n, _| ctx.node_cache.get(&ObjectRef::cluster(resource.clone(), n)).is_some());
         }
         o

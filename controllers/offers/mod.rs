@@ -367,7 +367,7 @@ async fn round(
     due.extend(memory.filters.values().copied());
 
     // Frameworks: connected while their lease is renewed.
-    let lease_res = Lease::kind_info().resource();
+    let lease_res = Lease::resource();
     let mut frameworks = Vec::new();
     let mut phases: BTreeMap<String, (FrameworkPhase, String)> = BTreeMap::new();
     for f in caches.frameworks.list() {
@@ -541,12 +541,13 @@ async fn apply(
     // A round makes and takes back up to `max_offers` offers: in one transaction
     // each way rather than a request per offer. A rescind finding its offer gone
     // (accepted meanwhile) is no error: a transaction's delete says `Absent`.
+    let offer = Offer::shared_kind_info();
     let deletes: Vec<Operation> = rescind
         .into_iter()
         .map(|name| {
             Operation::delete(Target {
-                api_version: Offer::kind_info().api_version(),
-                kind: Offer::kind_info().kind.to_string(),
+                api_version: offer.api_version(),
+                kind: offer.kind.clone(),
                 name,
                 ..Default::default()
             })

@@ -354,7 +354,7 @@ async fn round(
     let mut due: Vec<Instant> = Vec::new();
 
     // 1. The services whose inputs changed decide again; the others keep their plan.
-    let service_res = Service::kind_info().resource();
+    let service_res = Service::resource();
     let mut decided_now: Vec<String> = Vec::new();
     for key in dirty {
         let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
@@ -522,7 +522,7 @@ async fn round(
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         for name in &plan.kill {
             let tkey = format!("{ns}/{name}");
-            if let Some(t) = caches.tasks.get(&ObjectRef::namespaced(Task::kind_info().resource(), &ns, name)) {
+            if let Some(t) = caches.tasks.get(&ObjectRef::namespaced(Task::resource(), &ns, name)) {
                 memory.killed.insert(tkey, (key.clone(), now));
                 kills.push(t);
             }
@@ -669,7 +669,7 @@ fn decide_service(caches: &Caches, memory: &Memory, svc: Arc<Service>, now: Inst
         let placed = if svc.spec.constraints.is_empty() {
             Vec::new()
         } else {
-            let node_res = Node::kind_info().resource();
+            let node_res = Node::resource();
             input
                 .tasks
                 .iter()
@@ -737,7 +737,7 @@ fn instance_demands(
     if let Some(launched) = memory.launched.get(&base.key) {
         held.extend(launched.iter().filter(|p| !seen.contains(p.view.name.as_str())).filter_map(|p| p.instance));
     }
-    let res = Volume::kind_info().resource();
+    let res = Volume::resource();
     let (mut demands, mut create) = (Vec::new(), Vec::new());
     for i in (0..svc.spec.instances).filter(|i| !held.contains(i)).take(launch as usize) {
         let (mut node, mut disk, mut ready): (Option<String>, u64, bool) = (None, 0, true);

@@ -104,7 +104,7 @@ impl Runnable for Volumes {
             Controller::for_reflector(reflector).reconcile_status_changes().with_metrics(self.metrics.clone());
         let volumes = controller.cache();
         let queue = controller.queue();
-        let resource = Volume::kind_info().resource();
+        let resource = Volume::resource();
         // A task's change queues the volumes claimed for it.
         let on_task = move |c: corral_runtime::Change<TaskSummary>| {
             let t = c.object();
@@ -114,12 +114,7 @@ impl Runnable for Volumes {
             }
         };
         let (tasks, _subscription) = self.tasks.subscribe(&client, Arc::new(on_task));
-        let ctx = Arc::new(Ctx {
-            client,
-            released: self.released.clone(),
-            tasks,
-            task_resource: Task::kind_info().resource(),
-        });
+        let ctx = Arc::new(Ctx { client, released: self.released.clone(), tasks, task_resource: Task::resource() });
         controller.run(reconcile, error_policy, ctx, shutdown).await;
         Ok(())
     }

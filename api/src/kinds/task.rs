@@ -457,7 +457,7 @@ mod tests {
 /// decoding.
 ///
 /// Read it with an `Api` made for the tasks kind
-/// (`Api::<TaskSummary>::for_kind(client, Arc::new(Task::kind_info()), None)`).
+/// (`Api::<TaskSummary>::for_kind(client, Task::shared_kind_info(), None)`).
 /// Never write one back whole: the fields it skipped would be lost. Change a task
 /// with a patch, or read the full [`Task`] first.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
