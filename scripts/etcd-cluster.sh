@@ -52,7 +52,8 @@ case "$cmd" in
         fi
         sleep 0.1
       done
-      echo "etcd-cluster: m$i did not become healthy; see $dir/m$i.log" >&2
+      echo "etcd-cluster: m$i did not become healthy; see $dir/m$i.log, which ends:" >&2
+      tail -n 20 "$dir/m$i.log" >&2
       exit 1
     done
     echo "etcd://127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"

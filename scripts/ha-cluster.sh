@@ -67,12 +67,14 @@ case "$cmd" in
           continue 2
         fi
         if ! kill -0 "$(cat "$dir/api$i.pid")" 2>/dev/null; then
-          echo "ha-cluster: api$i exited; see $dir/api$i.log" >&2
+          echo "ha-cluster: api$i exited; see $dir/api$i.log, which ends:" >&2
+          tail -n 20 "$dir/api$i.log" >&2
           exit 1
         fi
         sleep 0.1
       done
-      echo "ha-cluster: api$i did not become healthy; see $dir/api$i.log" >&2
+      echo "ha-cluster: api$i did not become healthy; see $dir/api$i.log, which ends:" >&2
+      tail -n 20 "$dir/api$i.log" >&2
       exit 1
     done
     # The administrator's credential, naming both servers: the CLI fails over.

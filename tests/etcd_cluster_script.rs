@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use corral_api::Selector;
 use corral_store::{Key, Storage};
@@ -18,18 +19,28 @@ fn script(args: &[&str]) -> std::process::Output {
 
 /// A base port `b` such that `b + d` is free just now for each TCP offset `d` (and,
 /// for each UDP offset, free for UDP).
+///
+/// Below the kernel's ephemeral range (32768 and up): a port found free there may be
+/// taken, before the script binds it, as the local port of any outgoing connection
+/// (the members' own to each other, say). And the tests of this file, which run at
+/// once, each take their own block: two that checked the same ports before either
+/// bound them would collide.
 fn free_base(tcp: &[u16], udp: &[u16]) -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if base > 65000 {
-            continue;
-        }
+    const FIRST: u16 = 20_000;
+    const BLOCK: u16 = 64;
+    // The last block ends below 32,000.
+    const BLOCKS: u32 = 187;
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    for _ in 0..100 {
+        // Another run of these tests may be going on: each process starts elsewhere.
+        let block = (std::process::id() + TAKEN.fetch_add(1, Ordering::SeqCst)) % BLOCKS;
+        let base = FIRST + block as u16 * BLOCK;
         let free_tcp = tcp.iter().all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
         if free_tcp && udp.iter().all(|d| std::net::UdpSocket::bind(("127.0.0.1", base + d)).is_ok()) {
             return base;
         }
     }
-    panic!("no free ports at offsets {tcp:?} (TCP) and {udp:?} (UDP)");
+    panic!("no free ports at offsets {tcp:?} (TCP) and {udp:?} (UDP) below the ephemeral range");
 }
 
 /// The ports of an etcd cluster the script starts: clients and peers.
