@@ -185,13 +185,19 @@ pub fn corral_exe() -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Runs `corral` with `args`, serving at `addr`, logging warnings to stderr.
+/// The `RUST_LOG` of the processes the bench starts (default `warn`).
+pub const SERVER_LOG_ENV: &str = "CORRAL_BENCH_SERVER_LOG";
+
 fn spawn_self<'a>(args: impl IntoIterator<Item = &'a OsStr>, addr: SocketAddr) -> anyhow::Result<Proc> {
     spawn(&corral_exe()?, args, addr)
 }
 
 fn spawn<'a>(exe: &Path, args: impl IntoIterator<Item = &'a OsStr>, addr: SocketAddr) -> anyhow::Result<Proc> {
+    // Quiet by default, so that the figures are not drowned; a run being studied
+    // asks for more (e.g. `corral_controllers::jobs=debug`).
+    let log = std::env::var(SERVER_LOG_ENV).unwrap_or_else(|_| "warn".to_string());
     let child =
-        Command::new(exe).args(args).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
+        Command::new(exe).args(args).env("RUST_LOG", log).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
     Ok(Proc { child, addr })
 }
 

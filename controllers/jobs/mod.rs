@@ -17,15 +17,17 @@
 //! 3. the attempts to launch are matched to the offers made to the `jobs` framework
 //!    ([`crate::matching`], constraints included) and accepted, each task named
 //!    after its run and attempt number;
-//! 4. the runs' statuses are written, with why a run waits for a place;
-//! 5. old runs are pruned and the jobs' statuses written — after the launches,
-//!    which do not wait for them.
+//! 4. the runs' statuses are decided, with why a run waits for a place;
+//! 5. they, the old runs to prune and the jobs' statuses are handed to a writer of
+//!    their own ([`bookkeeping`]) — the launches of this round did not wait for them,
+//!    and those of the next round do not either.
 //!
 //! The next round comes with any change seen, or at the earliest time a deadline is
 //! due or a schedule is [`decide::LEAD`] from due: the framework then asks for
 //! offers and keeps them, so that a due time finds them there ([`decide::offers_ahead`]).
 //! A framework with nothing to launch and nothing due soon is suppressed.
 
+mod bookkeeping;
 pub mod decide;
 pub mod schedule;
 
@@ -42,8 +44,9 @@ use corral_api::kinds::job::{
 };
 use corral_api::kinds::service::Waiting;
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
+use corral_api::transaction::{Operation, Transaction};
 use corral_api::{ApiObject, PartialObject};
-use corral_client::{Api, Client, DeleteParams, ListParams};
+use corral_client::{Api, Client, ListParams, TransactParams};
 use corral_runtime::{Cache, CancellationToken, Recorder, Reflector, Runnable};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
@@ -73,6 +76,10 @@ const REFUSE_SECONDS: u64 = 1;
 const IN_FLIGHT: usize = 64;
 /// Jobs whose plans are applied at once (each a few writes, in order).
 const JOBS_IN_FLIGHT: usize = 128;
+/// New runs created in one transaction.
+const CREATE_BATCH: usize = 250;
+/// Such transactions in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// How long an attempt launched may stay unseen in the cache before it is
 /// forgotten (its accept's answer lost): after that the cache is the truth again.
@@ -160,6 +167,8 @@ struct Memory {
     /// Offers accepted or declined, until the cache drops them.
     used: HashMap<String, Instant>,
     registration: Registration,
+    /// Writes the rounds' bookkeeping in the background.
+    writer: bookkeeping::Writer,
 }
 
 #[async_trait]
@@ -208,7 +217,7 @@ impl Runnable for Jobs {
         let caches = Caches { jobs: jobs.cache(), runs: runs.cache(), tasks, offers: offers.cache() };
         let (job_events, recording_jobs) = Queue::new(Recorder::new(client.clone(), COMPONENT));
         let (run_events, recording_runs) = Queue::new(Recorder::new(client.clone(), COMPONENT));
-        let apis = Apis {
+        let apis = Arc::new(Apis {
             client: client.clone(),
             runs: Api::all(client.clone()),
             jobs: Api::all(client.clone()),
@@ -216,7 +225,7 @@ impl Runnable for Jobs {
             frameworks: Api::all(client.clone()),
             job_events,
             run_events,
-        };
+        });
         let reflectors = futures::future::join3(
             jobs.run(shutdown.clone(), poke(&wake)),
             runs.run(shutdown.clone(), poke(&wake)),
@@ -235,7 +244,7 @@ impl Runnable for Jobs {
 }
 
 impl Jobs {
-    async fn rounds(&self, apis: Apis, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn rounds(&self, apis: Arc<Apis>, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
         caches.jobs.wait_synced().await;
         caches.runs.wait_synced().await;
         caches.tasks.wait_synced().await;
@@ -266,8 +275,9 @@ struct RunDecision {
 }
 
 /// One round over every job and run. Returns when the next is due by the clock.
-async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Counts) -> Option<DateTime<Utc>> {
+async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &Counts) -> Option<DateTime<Utc>> {
     let now = Utc::now();
+    let clock = Instant::now();
     let mut due: Option<DateTime<Utc>> = None;
 
     // 1. Jobs: schedules and manual runs. Decided one by one (pure), applied many at
@@ -276,34 +286,65 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
     let mut roles_due: BTreeSet<String> = BTreeSet::new();
     let mut jobs_due_soon = 0usize;
     let mut plans = Vec::new();
+    let idle = memory.writer.idle().await;
     for job in caches.jobs.list() {
         if job.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let key = key_of(&*job);
         let runs = caches.runs.by_index(BY_JOB, &key);
-        let status = job.status.clone().unwrap_or_default();
+        let current = memory
+            .writer
+            .jobs
+            .current(&key, bookkeeping::uid_of(&*job), job.status.as_ref())
+            .or_else(|| job.status.clone());
+        let status = current.clone().unwrap_or_default();
         let input = JobInput {
             spec: &job.spec,
             status: &status,
             generation: job.metadata.generation.unwrap_or(0),
             created: job.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or(now),
-            runs: runs.iter().map(|r| run_view(r)).collect(),
+            runs: runs
+                .iter()
+                .map(|r| run_view(r, bookkeeping::status_of(&mut memory.writer.runs, r).as_ref()))
+                .collect(),
         };
         let plan = decide::decide_job(&input, now);
+        let write_status = memory.writer.jobs.decided(
+            key.clone(),
+            bookkeeping::uid_of(&*job),
+            &plan.status,
+            job.status.as_ref(),
+            idle,
+        );
         schedules_due = earliest(schedules_due, plan.wake_at);
         if decide::offers_ahead(plan.wake_at, now).soon {
             roles_due.insert(job.spec.run.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()));
             jobs_due_soon += 1;
         }
-        plans.push((job, runs, plan));
+        plans.push(JobDecision { job, runs, plan, write_status, made: Vec::new() });
+    }
+    // The new runs of every job, created many to a write.
+    let new_runs: Vec<JobRun> =
+        plans.iter().flat_map(|d| d.plan.start.iter().map(|start| new_run(&d.job, start))).collect();
+    let mut created: HashMap<String, Vec<JobRun>> = HashMap::new();
+    for run in create_runs(apis, new_runs).await {
+        created
+            .entry(format!("{}/{}", run.metadata.namespace.as_deref().unwrap_or_default(), run.spec.job))
+            .or_default()
+            .push(run);
+    }
+    for d in &mut plans {
+        d.made = created.remove(&key_of(&*d.job)).unwrap_or_default();
     }
     let applied: Vec<(Vec<JobRun>, Later)> = futures::stream::iter(plans)
-        .map(|(job, runs, plan)| async move { apply_job(apis, &job, &runs, plan, now, counts).await })
+        .map(|d| async move { apply_job(apis, d, now, counts).await })
         .buffer_unordered(JOBS_IN_FLIGHT)
         .collect()
         .await;
     let (started, later): (Vec<Vec<JobRun>>, Vec<Later>) = applied.into_iter().unzip();
+    let jobs_ms = clock.elapsed().as_millis() as u64;
+    let started_now: usize = started.iter().map(Vec::len).sum();
     // Runs started or admitted just now are launched in this round, not once the
     // watch brings them back: the lag from the due time is the round's, not two.
     let mut fresh: HashMap<String, Arc<JobRun>> =
@@ -327,11 +368,14 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
     let mut decisions: Vec<RunDecision> = Vec::new();
     memory.launched.retain(|_, (_, at)| at.elapsed() < UNSEEN);
     for run in runs {
+        // Ended as stored, not only as decided: a run whose end is decided but not
+        // written yet is decided again, so that the writer is handed its status.
         if run.metadata.deletion_timestamp.is_some() || run.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
             continue;
         }
+        let current = bookkeeping::status_of(&mut memory.writer.runs, &run);
         // A manual run goes ahead once its job admitted it (gave it a status).
-        if run.status.is_none() && run.spec.trigger.schedule.is_none() {
+        if current.is_none() && run.spec.trigger.schedule.is_none() {
             continue;
         }
         let Some(template) = run.spec.run.clone() else { continue };
@@ -355,7 +399,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
                 });
             }
         }
-        let status = run.status.clone().unwrap_or_default();
+        let status = current.clone().unwrap_or_default();
         let input = RunInput {
             template: &template,
             kill: run.spec.kill,
@@ -459,6 +503,7 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
         .buffer_unordered(IN_FLIGHT)
         .collect()
         .await;
+    let launch_ms = clock.elapsed().as_millis() as u64;
     let mut launched_now = std::collections::HashSet::new();
     for (run, task) in accepted.into_iter().flatten() {
         counts.launched.inc();
@@ -488,12 +533,24 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
             message: matching::why(&short),
         });
     }
+    // 5. The runs' statuses, old runs pruned and the jobs' statuses: handed to the
+    // writer, which the next round does not wait for. A busy writer is handed
+    // nothing; the first round that finds it idle writes what was decided since.
     // A scheduled run launched as soon as it was started has nothing to say until its
     // task runs: its first status waits for that (one write fewer a run).
+    let writer = &mut memory.writer;
     let writes: Vec<JobRun> = decisions
         .into_iter()
-        .filter(|d| d.run.status.as_ref() != Some(&d.plan.status))
         .filter(|d| d.run.status.is_some() || !launched_now.contains(&key_of(&*d.run)))
+        .filter(|d| {
+            writer.runs.decided(
+                key_of(&*d.run),
+                bookkeeping::uid_of(&*d.run),
+                &d.plan.status,
+                d.run.status.as_ref(),
+                idle,
+            )
+        })
         .map(|d| {
             apis.run_events.push(&d.run, run_happenings(d.run.status.as_ref(), &d.plan.status));
             let mut run = (*d.run).clone();
@@ -501,24 +558,37 @@ async fn round(apis: &Apis, caches: &Caches, memory: &mut Memory, counts: &Count
             run
         })
         .collect();
-    let runs_api = &apis.runs;
-    futures::stream::iter(writes)
-        .for_each_concurrent(IN_FLIGHT, |run| async move {
-            let api = runs_api.in_namespace(run.metadata.namespace.as_deref().unwrap_or_default());
-            if let Err(e) = api.update_status(&run).await {
-                tracing::debug!(error = %e, run = %run.metadata.name, "cannot write a run's status");
-            }
-        })
-        .await;
-
-    // 5. What waits until the runs are launched: pruning and the jobs' statuses.
-    futures::stream::iter(later).for_each_concurrent(JOBS_IN_FLIGHT, |l| apply_later(apis, l)).await;
+    let run_writes = writes.len();
+    if idle {
+        writer.hand_over(apis, writes, later);
+    }
+    tracing::debug!(
+        started = started_now,
+        launched = launched_now.len(),
+        run_statuses = run_writes,
+        writer_was_idle = idle,
+        jobs_ms,
+        launch_ms,
+        took_ms = clock.elapsed().as_millis() as u64,
+        "jobs round"
+    );
     due
+}
+
+/// What one job decided, and the runs its schedules started.
+struct JobDecision {
+    job: Arc<Job>,
+    runs: Vec<Arc<JobRun>>,
+    plan: decide::JobPlan,
+    /// Whether to write its status now ([`bookkeeping::Statuses::decided`]).
+    write_status: bool,
+    /// Its new runs, as created.
+    made: Vec<JobRun>,
 }
 
 /// What of a job's plan waits for the end of the round: the launches of its new runs
 /// do not wait for it.
-struct Later {
+pub(crate) struct Later {
     job: Arc<Job>,
     /// Ended runs to prune.
     delete: Vec<String>,
@@ -526,78 +596,34 @@ struct Later {
     status: Option<JobStatus>,
 }
 
-/// Prunes a job's old runs and writes its status.
-async fn apply_later(apis: &Apis, later: Later) {
-    let ns = later.job.metadata.namespace.clone().unwrap_or_default();
-    let runs_api = apis.runs.in_namespace(&ns);
-    for name in &later.delete {
-        match runs_api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => tracing::debug!(error = %e, run = %name, "cannot prune an old run"),
-        }
-    }
-    if let Some(status) = later.status {
-        let mut updated = (*later.job).clone();
-        updated.status = Some(status);
-        if let Err(e) = apis.jobs.in_namespace(&ns).update_status(&updated).await {
-            tracing::debug!(error = %e, job = %later.job.metadata.name, "cannot write a job's status");
-        }
-    }
-}
-
 /// Makes the urgent part of a job's plan: new runs, admissions and refusals, kills.
 /// Returns the runs started and admitted, as written, and the rest of the plan.
-async fn apply_job(
-    apis: &Apis,
-    job: &Arc<Job>,
-    runs: &[Arc<JobRun>],
-    plan: decide::JobPlan,
-    now: DateTime<Utc>,
-    counts: &Counts,
-) -> (Vec<JobRun>, Later) {
+async fn apply_job(apis: &Apis, decision: JobDecision, now: DateTime<Utc>, counts: &Counts) -> (Vec<JobRun>, Later) {
+    let JobDecision { job, runs, plan, write_status, mut made } = decision;
+    let job = &job;
     apis.job_events.push(job, job_happenings(&plan));
     let mut going = Vec::new();
     let ns = job.metadata.namespace.clone().unwrap_or_default();
     let runs_api = apis.runs.in_namespace(&ns);
     let by_name = |name: &str| runs.iter().find(|r| r.metadata.name == name);
     for start in &plan.start {
-        let name = if job.spec.schedules.len() > 1 {
-            format!("{}-{}-{}", job.metadata.name, start.schedule, start.time.format("%Y%m%d%H%M%S"))
-        } else {
-            format!("{}-{}", job.metadata.name, start.time.format("%Y%m%d%H%M%S"))
-        };
-        let spec = JobRunSpec {
-            job: job.metadata.name.clone(),
-            trigger: Trigger {
-                schedule: Some(start.schedule.clone()),
-                scheduled_time: Some(decide::rfc3339(start.time)),
-            },
-            run: Some(job.spec.run.clone()),
-            kill: false,
-        };
-        let mut run = JobRun::namespaced(&ns, &name, spec);
-        run.metadata.labels.insert(JOB_LABEL.to_string(), job.metadata.name.clone());
-        run.metadata.owner_references = corral_runtime::owner_reference(&**job, true).into_iter().collect();
-        match runs_api.create(&run).await {
-            Ok(mut created) => {
-                counts.started.inc();
-                counts.start_lag.observe((now - start.time).to_std().unwrap_or_default().as_secs_f64());
-                // A scheduled run goes ahead without a status; one is written only to
-                // say it started late.
-                if start.message.is_some() {
-                    created.status = Some(JobRunStatus { message: start.message.clone(), ..Default::default() });
-                    match runs_api.update_status(&created).await {
-                        Ok(written) => created = written,
-                        Err(e) => tracing::debug!(error = %e, run = %name, "cannot write a new run's status"),
-                    }
-                }
-                going.push(created);
+        let name = run_name(job, start);
+        // Not created: started before (a restart between the run and the job's
+        // status), or refused (logged where it was created).
+        let Some(at) = made.iter().position(|r| r.metadata.name == name) else { continue };
+        let mut created = made.swap_remove(at);
+        counts.started.inc();
+        counts.start_lag.observe((now - start.time).to_std().unwrap_or_default().as_secs_f64());
+        // A scheduled run goes ahead without a status; one is written only to say it
+        // started late.
+        if start.message.is_some() {
+            created.status = Some(JobRunStatus { message: start.message.clone(), ..Default::default() });
+            match runs_api.update_status(&created).await {
+                Ok(written) => created = written,
+                Err(e) => tracing::debug!(error = %e, run = %name, "cannot write a new run's status"),
             }
-            // Started before (a restart between the run and the job's status).
-            Err(e) if e.is_conflict() => {}
-            Err(e) => tracing::warn!(error = %e, run = %name, "cannot start a scheduled run"),
         }
+        going.push(created);
     }
     for name in &plan.admit {
         let Some(run) = by_name(name) else { continue };
@@ -644,8 +670,89 @@ async fn apply_job(
             tracing::debug!(error = %e, run = %name, "cannot kill a replaced run");
         }
     }
-    let status = (job.status.as_ref() != Some(&plan.status)).then_some(plan.status);
+    let status = write_status.then_some(plan.status);
     (going, Later { job: job.clone(), delete: plan.delete, status })
+}
+
+/// The name of the run a schedule starts: the time it was due, so that a time is
+/// never started twice.
+fn run_name(job: &Job, start: &decide::NewRun) -> String {
+    if job.spec.schedules.len() > 1 {
+        format!("{}-{}-{}", job.metadata.name, start.schedule, start.time.format("%Y%m%d%H%M%S"))
+    } else {
+        format!("{}-{}", job.metadata.name, start.time.format("%Y%m%d%H%M%S"))
+    }
+}
+
+/// The run a schedule starts, owned by its job.
+fn new_run(job: &Job, start: &decide::NewRun) -> JobRun {
+    let ns = job.metadata.namespace.clone().unwrap_or_default();
+    let spec = JobRunSpec {
+        job: job.metadata.name.clone(),
+        trigger: Trigger { schedule: Some(start.schedule.clone()), scheduled_time: Some(decide::rfc3339(start.time)) },
+        run: Some(job.spec.run.clone()),
+        kill: false,
+    };
+    let mut run = JobRun::namespaced(&ns, run_name(job, start), spec);
+    run.metadata.labels.insert(JOB_LABEL.to_string(), job.metadata.name.clone());
+    run.metadata.owner_references = corral_runtime::owner_reference(job, true).into_iter().collect();
+    run
+}
+
+/// Creates `runs`, [`CREATE_BATCH`] to a transaction: ten thousand jobs due at once
+/// are ten thousand runs, and one request each would be most of a round. A
+/// transaction refused (one of its runs exists: started before a restart) is created
+/// again one run at a time, so that each gets its own answer. Returns the runs
+/// created, as stored.
+async fn create_runs(apis: &Apis, runs: Vec<JobRun>) -> Vec<JobRun> {
+    let batches: Vec<Vec<JobRun>> = runs.chunks(CREATE_BATCH).map(<[JobRun]>::to_vec).collect();
+    let created: Vec<Vec<JobRun>> = futures::stream::iter(batches)
+        .map(|batch| async move {
+            if batch.len() > 1 {
+                match create_together(&apis.client, &batch).await {
+                    Ok(created) => return created,
+                    Err(e) => tracing::debug!(error = %e, runs = batch.len(), "runs created one by one"),
+                }
+            }
+            futures::stream::iter(batch)
+                .map(|run| async move {
+                    let api = apis.runs.in_namespace(run.metadata.namespace.as_deref().unwrap_or_default());
+                    match api.create(&run).await {
+                        Ok(created) => Some(created),
+                        Err(e) if e.is_conflict() || e.is_already_exists() => None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, run = %run.metadata.name, "cannot start a scheduled run");
+                            None
+                        }
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .filter_map(futures::future::ready)
+                .collect()
+                .await
+        })
+        .buffer_unordered(BATCHES_IN_FLIGHT)
+        .collect()
+        .await;
+    created.into_iter().flatten().collect()
+}
+
+/// Creates every run of `batch` in one transaction, or none.
+async fn create_together(client: &Client, batch: &[JobRun]) -> corral_client::Result<Vec<JobRun>> {
+    let decode =
+        |what: &str, e: serde_json::Error| corral_client::Error::Decode { what: what.into(), message: e.to_string() };
+    let operations = batch
+        .iter()
+        .map(|r| serde_json::to_value(r).map(Operation::create))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| decode("a new run", e))?;
+    let answer = client.transact(&Transaction { operations }, &TransactParams::default()).await?;
+    answer
+        .results
+        .into_iter()
+        .filter_map(|r| r.object)
+        .map(|o| serde_json::from_value(o).map_err(|e| decode("a run created", e)))
+        .collect()
 }
 
 /// The newer of a cached run and the one this round wrote, by revision.
@@ -656,8 +763,8 @@ fn fresher(cached: Arc<JobRun>, written: Option<Arc<JobRun>>) -> Arc<JobRun> {
     }
 }
 
-fn run_view(r: &JobRun) -> RunView {
-    let status = r.status.as_ref();
+/// A run as its job decides on it, with `status` as stored or handed to the writer.
+fn run_view(r: &JobRun, status: Option<&JobRunStatus>) -> RunView {
     RunView {
         name: r.metadata.name.clone(),
         phase: status.map(|s| s.phase).unwrap_or_default(),

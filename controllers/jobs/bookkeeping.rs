@@ -1,0 +1,274 @@
+//! The writes of a round that no due time should wait for: runs' statuses, old runs
+//! pruned and jobs' statuses.
+//!
+//! A round hands them to one [`Writer`] and goes on; the next round, due perhaps a
+//! moment later, launches its runs without waiting for them. While the writer is
+//! busy, rounds hand it nothing: what they would have written is decided again, from
+//! the state as it then is, by the first round that finds the writer idle. So the
+//! writes in flight are bounded by one round's, and none is sent twice at once.
+//!
+//! Until the cache shows a status written, the rounds decide from the status last
+//! decided ([`Statuses`]), handed over or still waiting for the writer: a job whose
+//! `lastScheduleTime` is not stored yet does not start the same due time again, and
+//! a run whose end is not stored yet no longer counts as active.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use corral_api::kinds::job::{JobRun, JobRunStatus, JobStatus};
+use corral_client::DeleteParams;
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use super::{Apis, Later, UNSEEN, key_of};
+
+/// The writer's writes in flight at once: few, so that the writes a due time waits
+/// for (its runs, their tasks, the tasks' reports) go first at the server.
+const WRITER_IN_FLIGHT: usize = 16;
+
+/// A status decided, and the object it was decided for.
+struct Pending<S> {
+    uid: String,
+    status: S,
+    /// Handed to the writer (else it waits for the writer to be idle).
+    handed: bool,
+    since: Instant,
+}
+
+/// Statuses decided but not yet seen stored, by `NAMESPACE/NAME`, until the cache
+/// shows them (or their write failed, or [`UNSEEN`] passed, or the object was
+/// deleted and made again).
+///
+/// Not until the object's revision moves: the writer's previous hand-over, landing,
+/// moves it too, and would bring back the status before this one.
+pub(super) struct Statuses<S> {
+    pending: HashMap<String, Pending<S>>,
+}
+
+impl<S> Default for Statuses<S> {
+    fn default() -> Self {
+        Statuses { pending: HashMap::new() }
+    }
+}
+
+impl<S: Clone + PartialEq> Statuses<S> {
+    /// The status last decided for `key` (object `uid`, which stores `stored`), until
+    /// the cache shows it; then the cache is the truth again.
+    pub(super) fn current(&mut self, key: &str, uid: &str, stored: Option<&S>) -> Option<S> {
+        let p = self.pending.get(key)?;
+        if p.uid == uid && stored != Some(&p.status) && p.since.elapsed() < UNSEEN {
+            return Some(p.status.clone());
+        }
+        self.pending.remove(key);
+        None
+    }
+
+    /// Records `status`, decided for object `uid`, which stores `stored`. Returns
+    /// whether to write it now: it differs from what is stored, the writer is
+    /// `idle`, and it was not already written (a cache lagging behind the writer
+    /// still shows the old one).
+    pub(super) fn decided(&mut self, key: String, uid: &str, status: &S, stored: Option<&S>, idle: bool) -> bool {
+        if stored == Some(status) {
+            self.pending.remove(&key);
+            return false;
+        }
+        if let Some(p) = self.pending.get(&key)
+            && p.uid == uid
+            && p.handed
+            && p.status == *status
+        {
+            return false;
+        }
+        let uid = uid.to_string();
+        self.pending.insert(key, Pending { uid, status: status.clone(), handed: idle, since: Instant::now() });
+        idle
+    }
+
+    fn forget(&mut self, keys: &[String]) {
+        for k in keys {
+            self.pending.remove(k);
+        }
+    }
+}
+
+/// What a hand-over's writes could not do, by key: those statuses are decided again.
+#[derive(Default)]
+struct Failed {
+    runs: Vec<String>,
+    jobs: Vec<String>,
+}
+
+/// The one writer of the rounds' bookkeeping, and the statuses it is writing.
+#[derive(Default)]
+pub(super) struct Writer {
+    busy: Option<JoinHandle<Failed>>,
+    /// Runs' statuses handed over.
+    pub(super) runs: Statuses<JobRunStatus>,
+    /// Jobs' statuses handed over.
+    pub(super) jobs: Statuses<JobStatus>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // The controller stopped: what was not written is decided again by the next
+        // one to run.
+        if let Some(busy) = self.busy.take() {
+            busy.abort();
+        }
+    }
+}
+
+impl Writer {
+    /// Whether the last hand-over is written; its failures are forgotten, so that
+    /// the next round decides them again.
+    pub(super) async fn idle(&mut self) -> bool {
+        match &self.busy {
+            Some(busy) if !busy.is_finished() => false,
+            Some(_) => {
+                if let Some(busy) = self.busy.take() {
+                    let failed = busy.await.unwrap_or_default();
+                    self.runs.forget(&failed.runs);
+                    self.jobs.forget(&failed.jobs);
+                }
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Starts writing `runs` (each with its new status) and then `later`: what
+    /// [`Statuses::decided`] said to write. Call only when [`Writer::idle`].
+    pub(super) fn hand_over(&mut self, apis: &Arc<Apis>, runs: Vec<JobRun>, later: Vec<Later>) {
+        let later: Vec<Later> = later.into_iter().filter(|l| l.status.is_some() || !l.delete.is_empty()).collect();
+        let apis = apis.clone();
+        self.busy = Some(tokio::spawn(async move { write(&apis, runs, later).await }));
+    }
+}
+
+// The statuses are written without a resourceVersion precondition: this controller
+// is their only writer, and one hand-over is written at a time, each decided from the
+// one before (see [`Statuses`]). A precondition would only make a hand-over decided
+// while the cache lagged behind the previous one's writes conflict, and the due times
+// of a job whose `lastScheduleTime` was lost be counted missed.
+async fn write(apis: &Apis, runs: Vec<JobRun>, later: Vec<Later>) -> Failed {
+    let runs_failed: Vec<String> = futures::stream::iter(runs)
+        .map(|mut run| async move {
+            run.metadata.resource_version = None;
+            let api = apis.runs.in_namespace(run.metadata.namespace.as_deref().unwrap_or_default());
+            match api.update_status(&run).await {
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(error = %e, run = %run.metadata.name, "cannot write a run's status");
+                    Some(key_of(&run))
+                }
+            }
+        })
+        .buffer_unordered(WRITER_IN_FLIGHT)
+        .filter_map(futures::future::ready)
+        .collect()
+        .await;
+    let jobs_failed: Vec<String> = futures::stream::iter(later)
+        .map(|l| apply_later(apis, l))
+        .buffer_unordered(WRITER_IN_FLIGHT)
+        .filter_map(futures::future::ready)
+        .collect()
+        .await;
+    Failed { runs: runs_failed, jobs: jobs_failed }
+}
+
+/// Prunes a job's old runs and writes its status. Returns the job's key if its
+/// status could not be written.
+async fn apply_later(apis: &Apis, later: Later) -> Option<String> {
+    let ns = later.job.metadata.namespace.clone().unwrap_or_default();
+    let runs_api = apis.runs.in_namespace(&ns);
+    for name in &later.delete {
+        match runs_api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::debug!(error = %e, run = %name, "cannot prune an old run"),
+        }
+    }
+    let status = later.status?;
+    let mut updated = (*later.job).clone();
+    updated.status = Some(status);
+    updated.metadata.resource_version = None;
+    match apis.jobs.in_namespace(&ns).update_status(&updated).await {
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, job = %later.job.metadata.name, "cannot write a job's status");
+            Some(key_of(&*later.job))
+        }
+    }
+}
+
+/// A run's status as the rounds should see it: the one last decided, if the cache
+/// does not show it yet.
+pub(super) fn status_of(statuses: &mut Statuses<JobRunStatus>, run: &JobRun) -> Option<JobRunStatus> {
+    statuses.current(&key_of(run), uid_of(run), run.status.as_ref()).or_else(|| run.status.clone())
+}
+
+/// An object's uid ("" before it is stored).
+pub(super) fn uid_of(o: &impl corral_api::ApiObject) -> &str {
+    o.meta().uid.as_deref().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_decided_stands_until_the_cache_shows_it() {
+        let mut statuses: Statuses<&str> = Statuses::default();
+        assert!(statuses.decided("ns/a".into(), "u1", &"succeeded", Some(&"running"), true), "idle: written now");
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"running")), Some("succeeded"), "the cache lags");
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"running")), Some("succeeded"), "asking does not use it up");
+        assert_eq!(statuses.current("ns/b", "u1", None), None, "another object has nothing decided");
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"succeeded")), None, "the cache shows it: the truth again");
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"running")), None, "and stays so");
+    }
+
+    #[test]
+    fn an_earlier_write_landing_does_not_bring_back_the_status_before_the_last_decided() {
+        let mut statuses: Statuses<&str> = Statuses::default();
+        assert!(statuses.decided("ns/a".into(), "u1", &"last=:40", Some(&"last=:30"), true));
+        // The writer is still busy with it when the next due time is decided.
+        assert!(!statuses.decided("ns/a".into(), "u1", &"last=:50", Some(&"last=:30"), false));
+        // The first write lands: the cache shows :40, not yet :50.
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:40")), Some("last=:50"));
+    }
+
+    #[test]
+    fn a_status_is_written_once_even_while_the_cache_lags_and_waits_while_the_writer_is_busy() {
+        let mut statuses: Statuses<&str> = Statuses::default();
+        assert!(!statuses.decided("ns/a".into(), "u1", &"running", Some(&"running"), true), "stored already");
+        assert!(!statuses.decided("ns/a".into(), "u1", &"succeeded", Some(&"running"), false), "the writer is busy");
+        assert_eq!(
+            statuses.current("ns/a", "u1", Some(&"running")),
+            Some("succeeded"),
+            "yet the rounds decide from it"
+        );
+        assert!(statuses.decided("ns/a".into(), "u1", &"succeeded", Some(&"running"), true), "idle: written now");
+        assert!(
+            !statuses.decided("ns/a".into(), "u1", &"succeeded", Some(&"running"), true),
+            "written: not again while the cache still shows the old one"
+        );
+        assert!(
+            statuses.decided("ns/a".into(), "u1", &"failed", Some(&"running"), true),
+            "a newer decision is written"
+        );
+    }
+
+    #[test]
+    fn a_status_decided_for_an_object_since_made_again_or_whose_write_failed_is_forgotten() {
+        let mut statuses: Statuses<&str> = Statuses::default();
+        assert!(statuses.decided("ns/a".into(), "u1", &"succeeded", None, true));
+        assert!(statuses.decided("ns/b".into(), "u2", &"running", None, true));
+        assert!(statuses.decided("ns/c".into(), "u3", &"running", None, true));
+        statuses.forget(&["ns/a".to_string()]);
+        assert_eq!(statuses.current("ns/a", "u1", None), None, "its write failed");
+        assert_eq!(statuses.current("ns/b", "u2", None), Some("running"));
+        assert_eq!(statuses.current("ns/c", "u4", None), None, "deleted and made again");
+        assert!(statuses.decided("ns/a".into(), "u1", &"succeeded", None, true), "written again");
+    }
+}
