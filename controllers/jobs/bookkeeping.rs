@@ -3,8 +3,8 @@
 //!
 //! A round hands them to one [`Writer`] and goes on; the next round, due perhaps a
 //! moment later, launches its runs without waiting for them. While the writer is
-//! busy, rounds hand it nothing: what they would have written is decided again, from
-//! the state as it then is, by the first round that finds the writer idle. So the
+//! busy, rounds hand it nothing: what they decide meanwhile is remembered, and the
+//! first round that finds the writer idle writes it, as it then decides it. So the
 //! writes in flight are bounded by one round's, and none is sent twice at once.
 //!
 //! Until the cache shows a status written, the rounds decide from the status last
@@ -37,18 +37,21 @@ struct Pending<S> {
 }
 
 /// Statuses decided but not yet seen stored, by `NAMESPACE/NAME`, until the cache
-/// shows them (or their write failed, or [`UNSEEN`] passed, or the object was
-/// deleted and made again).
+/// shows them (or their write failed, or the object was deleted and made again, or
+/// [`UNSEEN`] passed since it was decided — for one handed over, since the writer
+/// finished: a writer busy longer than that must not bring back older statuses).
 ///
 /// Not until the object's revision moves: the writer's previous hand-over, landing,
 /// moves it too, and would bring back the status before this one.
 pub(super) struct Statuses<S> {
     pending: HashMap<String, Pending<S>>,
+    /// The writer is writing the ones handed over.
+    writing: bool,
 }
 
 impl<S> Default for Statuses<S> {
     fn default() -> Self {
-        Statuses { pending: HashMap::new() }
+        Statuses { pending: HashMap::new(), writing: false }
     }
 }
 
@@ -57,7 +60,8 @@ impl<S: Clone + PartialEq> Statuses<S> {
     /// the cache shows it; then the cache is the truth again.
     pub(super) fn current(&mut self, key: &str, uid: &str, stored: Option<&S>) -> Option<S> {
         let p = self.pending.get(key)?;
-        if p.uid == uid && stored != Some(&p.status) && p.since.elapsed() < UNSEEN {
+        let fresh = (p.handed && self.writing) || p.since.elapsed() < UNSEEN;
+        if p.uid == uid && stored != Some(&p.status) && fresh {
             return Some(p.status.clone());
         }
         self.pending.remove(key);
@@ -85,8 +89,17 @@ impl<S: Clone + PartialEq> Statuses<S> {
         idle
     }
 
-    fn forget(&mut self, keys: &[String]) {
-        for k in keys {
+    fn handed_over(&mut self) {
+        self.writing = true;
+    }
+
+    /// The writer finished: what it wrote has [`UNSEEN`] from now to show in the
+    /// cache, and what it could not write (`failed`) is decided again.
+    fn written(&mut self, failed: &[String]) {
+        self.writing = false;
+        let now = Instant::now();
+        self.pending.values_mut().filter(|p| p.handed).for_each(|p| p.since = now);
+        for k in failed {
             self.pending.remove(k);
         }
     }
@@ -128,8 +141,8 @@ impl Writer {
             Some(_) => {
                 if let Some(busy) = self.busy.take() {
                     let failed = busy.await.unwrap_or_default();
-                    self.runs.forget(&failed.runs);
-                    self.jobs.forget(&failed.jobs);
+                    self.runs.written(&failed.runs);
+                    self.jobs.written(&failed.jobs);
                 }
                 true
             }
@@ -141,6 +154,8 @@ impl Writer {
     /// [`Statuses::decided`] said to write. Call only when [`Writer::idle`].
     pub(super) fn hand_over(&mut self, apis: &Arc<Apis>, runs: Vec<JobRun>, later: Vec<Later>) {
         let later: Vec<Later> = later.into_iter().filter(|l| l.status.is_some() || !l.delete.is_empty()).collect();
+        self.runs.handed_over();
+        self.jobs.handed_over();
         let apis = apis.clone();
         self.busy = Some(tokio::spawn(async move { write(&apis, runs, later).await }));
     }
@@ -239,6 +254,19 @@ mod tests {
     }
 
     #[test]
+    fn a_status_handed_over_does_not_expire_while_the_writer_is_still_busy_with_it() {
+        let mut statuses: Statuses<&str> = Statuses::default();
+        assert!(statuses.decided("ns/a".into(), "u1", &"last=:40", Some(&"last=:30"), true));
+        statuses.handed_over();
+        statuses.pending.values_mut().for_each(|p| p.since -= UNSEEN);
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:30")), Some("last=:40"), "still being written");
+        statuses.written(&[]);
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:30")), Some("last=:40"), "the cache has a moment");
+        statuses.pending.values_mut().for_each(|p| p.since -= UNSEEN);
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:30")), None, "never seen: the cache is the truth");
+    }
+
+    #[test]
     fn a_status_is_written_once_even_while_the_cache_lags_and_waits_while_the_writer_is_busy() {
         let mut statuses: Statuses<&str> = Statuses::default();
         assert!(!statuses.decided("ns/a".into(), "u1", &"running", Some(&"running"), true), "stored already");
@@ -265,7 +293,8 @@ mod tests {
         assert!(statuses.decided("ns/a".into(), "u1", &"succeeded", None, true));
         assert!(statuses.decided("ns/b".into(), "u2", &"running", None, true));
         assert!(statuses.decided("ns/c".into(), "u3", &"running", None, true));
-        statuses.forget(&["ns/a".to_string()]);
+        statuses.handed_over();
+        statuses.written(&["ns/a".to_string()]);
         assert_eq!(statuses.current("ns/a", "u1", None), None, "its write failed");
         assert_eq!(statuses.current("ns/b", "u2", None), Some("running"));
         assert_eq!(statuses.current("ns/c", "u4", None), None, "deleted and made again");
