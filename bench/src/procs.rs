@@ -184,10 +184,10 @@ pub fn corral_exe() -> anyhow::Result<std::path::PathBuf> {
     Ok(corral)
 }
 
-/// Runs `corral` with `args`, serving at `addr`, logging warnings to stderr.
 /// The `RUST_LOG` of the processes the bench starts (default `warn`).
 pub const SERVER_LOG_ENV: &str = "CORRAL_BENCH_SERVER_LOG";
 
+/// Runs `corral` with `args`, serving at `addr`, logging warnings to stderr.
 fn spawn_self<'a>(args: impl IntoIterator<Item = &'a OsStr>, addr: SocketAddr) -> anyhow::Result<Proc> {
     spawn(&corral_exe()?, args, addr)
 }
