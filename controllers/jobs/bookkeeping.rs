@@ -31,8 +31,9 @@ const WRITER_IN_FLIGHT: usize = 16;
 struct Pending<S> {
     uid: String,
     status: S,
-    /// Handed to the writer (else it waits for the writer to be idle).
-    handed: bool,
+    /// The hand-over it went to the writer in (else it waits for the writer to be
+    /// idle).
+    handed: Option<u64>,
     since: Instant,
 }
 
@@ -47,11 +48,13 @@ pub(super) struct Statuses<S> {
     pending: HashMap<String, Pending<S>>,
     /// The writer is writing the ones handed over.
     writing: bool,
+    /// Hand-overs finished.
+    hand_overs: u64,
 }
 
 impl<S> Default for Statuses<S> {
     fn default() -> Self {
-        Statuses { pending: HashMap::new(), writing: false }
+        Statuses { pending: HashMap::new(), writing: false, hand_overs: 0 }
     }
 }
 
@@ -60,7 +63,7 @@ impl<S: Clone + PartialEq> Statuses<S> {
     /// the cache shows it; then the cache is the truth again.
     pub(super) fn current(&mut self, key: &str, uid: &str, stored: Option<&S>) -> Option<S> {
         let p = self.pending.get(key)?;
-        let fresh = (p.handed && self.writing) || p.since.elapsed() < UNSEEN;
+        let fresh = (p.handed.is_some() && self.writing) || p.since.elapsed() < UNSEEN;
         if p.uid == uid && stored != Some(&p.status) && fresh {
             return Some(p.status.clone());
         }
@@ -79,13 +82,14 @@ impl<S: Clone + PartialEq> Statuses<S> {
         }
         if let Some(p) = self.pending.get(&key)
             && p.uid == uid
-            && p.handed
+            && p.handed.is_some()
             && p.status == *status
         {
             return false;
         }
         let uid = uid.to_string();
-        self.pending.insert(key, Pending { uid, status: status.clone(), handed: idle, since: Instant::now() });
+        let handed = idle.then_some(self.hand_overs);
+        self.pending.insert(key, Pending { uid, status: status.clone(), handed, since: Instant::now() });
         idle
     }
 
@@ -94,14 +98,17 @@ impl<S: Clone + PartialEq> Statuses<S> {
     }
 
     /// The writer finished: what it wrote has [`UNSEEN`] from now to show in the
-    /// cache, and what it could not write (`failed`) is decided again.
+    /// cache, and what it could not write (`failed`) is decided again. Entries no
+    /// round asked about for that long (their objects deleted) are dropped.
     fn written(&mut self, failed: &[String]) {
         self.writing = false;
-        let now = Instant::now();
-        self.pending.values_mut().filter(|p| p.handed).for_each(|p| p.since = now);
+        let (now, this) = (Instant::now(), Some(self.hand_overs));
+        self.pending.values_mut().filter(|p| p.handed == this).for_each(|p| p.since = now);
+        self.pending.retain(|_, p| p.since.elapsed() < UNSEEN);
         for k in failed {
             self.pending.remove(k);
         }
+        self.hand_overs += 1;
     }
 }
 
@@ -220,6 +227,10 @@ async fn apply_later(apis: &Apis, later: Later) -> Option<String> {
 /// A run's status as the rounds should see it: the one last decided, if the cache
 /// does not show it yet.
 pub(super) fn status_of(statuses: &mut Statuses<JobRunStatus>, run: &JobRun) -> Option<JobRunStatus> {
+    // Every run of every job is asked each round: no key is made while none waits.
+    if statuses.pending.is_empty() {
+        return run.status.clone();
+    }
     statuses.current(&key_of(run), uid_of(run), run.status.as_ref()).or_else(|| run.status.clone())
 }
 
@@ -264,6 +275,20 @@ mod tests {
         assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:30")), Some("last=:40"), "the cache has a moment");
         statuses.pending.values_mut().for_each(|p| p.since -= UNSEEN);
         assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:30")), None, "never seen: the cache is the truth");
+    }
+
+    #[test]
+    fn what_no_round_asks_about_any_more_is_dropped_when_a_later_hand_over_finishes() {
+        let mut statuses: Statuses<&str> = Statuses::default();
+        assert!(statuses.decided("ns/pruned".into(), "u1", &"succeeded", Some(&"running"), true));
+        statuses.handed_over();
+        statuses.written(&[]);
+        statuses.pending.values_mut().for_each(|p| p.since -= UNSEEN);
+        assert!(statuses.decided("ns/other".into(), "u2", &"running", None, true));
+        statuses.handed_over();
+        statuses.written(&[]);
+        assert!(!statuses.pending.contains_key("ns/pruned"), "its run was deleted: nothing asks for it");
+        assert_eq!(statuses.current("ns/other", "u2", None), Some("running"), "written just now: kept");
     }
 
     #[test]

@@ -195,12 +195,8 @@ impl Runnable for Jobs {
     async fn run(&self, client: Client, shutdown: CancellationToken) -> corral_runtime::Result<()> {
         let wake = Arc::new(Notify::new());
         let jobs = Reflector::new(Api::<Job>::all(client.clone()), ListParams::default());
-        let runs = Reflector::new(Api::<JobRun>::all(client.clone()), ListParams::default()).index(
-            BY_JOB,
-            Arc::new(|r: &JobRun| {
-                vec![format!("{}/{}", r.metadata.namespace.as_deref().unwrap_or_default(), r.spec.job)]
-            }),
-        );
+        let runs = Reflector::new(Api::<JobRun>::all(client.clone()), ListParams::default())
+            .index(BY_JOB, Arc::new(|r: &JobRun| vec![job_key_of(r)]));
         let on_task = {
             let wake = wake.clone();
             Arc::new(move |c: corral_runtime::Change<TaskSummary>| {
@@ -329,10 +325,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         plans.iter().flat_map(|d| d.plan.start.iter().map(|start| new_run(&d.job, start))).collect();
     let mut created: HashMap<String, Vec<JobRun>> = HashMap::new();
     for run in create_runs(apis, new_runs).await {
-        created
-            .entry(format!("{}/{}", run.metadata.namespace.as_deref().unwrap_or_default(), run.spec.job))
-            .or_default()
-            .push(run);
+        created.entry(job_key_of(&run)).or_default().push(run);
     }
     for d in &mut plans {
         d.made = created.remove(&key_of(&*d.job)).unwrap_or_default();
@@ -808,6 +801,11 @@ fn new_task(run: &JobRun, template: &RunTemplate, host_ports: &[u16], name: &str
     task.metadata.labels.insert(RUN_LABEL.to_string(), run.metadata.name.clone());
     task.metadata.owner_references = corral_runtime::owner_reference(run, true).into_iter().collect();
     task
+}
+
+/// `NAMESPACE/JOB` of a run's job: the key of the runs' index and of the jobs.
+fn job_key_of(run: &JobRun) -> String {
+    format!("{}/{}", run.metadata.namespace.as_deref().unwrap_or_default(), run.spec.job)
 }
 
 fn key_of(o: &impl ApiObject) -> String {
