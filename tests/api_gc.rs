@@ -409,3 +409,66 @@ async fn the_collector_keeps_in_memory_only_objects_with_owners() {
     until("the collector tracks the two dependents, and nothing else", async || tracked().await == Some(2)).await;
     s.stop().await;
 }
+
+const TASKS: &str = "/apis/corral.dev/v1/namespaces/default/tasks";
+
+/// Creates task `name` holding `finalizers`, its status at `phase`.
+async fn task_at(s: &TestServer, name: &str, finalizers: &[&str], phase: &str) {
+    let body = json!({"apiVersion": "corral.dev/v1", "kind": "Task",
+        "metadata": {"name": name, "finalizers": finalizers}, "spec": {"command": ["true"]}});
+    let (code, mut t) = s.post(TASKS, &body).await;
+    assert_eq!(code, StatusCode::CREATED, "{t}");
+    t["status"] = json!({"phase": phase});
+    let (code, t) = s.put(&format!("{TASKS}/{name}/status"), &t).await;
+    assert_eq!(code, StatusCode::OK, "{t}");
+}
+
+/// A task that ended holds nothing its agent must stop: deleting it lets go of the
+/// agent's finalizer in the same request (DELETE, a dry run, and a transaction's
+/// delete alike), as Kubernetes deletes a pod that ended without a grace period.
+/// A task not ended still waits for its agent, and other finalizers still hold.
+#[tokio::test]
+async fn a_task_that_ended_is_deleted_without_waiting_for_its_agent() {
+    use corral_api::kinds::task::AGENT_FINALIZER;
+    use corral_api::transaction::{Operation, Outcome, Target, Transaction};
+    let s = TestServer::start_with(|o| o.controllers = corral_controllers::Selection::Only(vec![])).await;
+    task_at(&s, "running", &[AGENT_FINALIZER], "RUNNING").await;
+    task_at(&s, "ended", &[AGENT_FINALIZER], "FINISHED").await;
+    task_at(&s, "held", &[AGENT_FINALIZER, "example.com/hold"], "FAILED").await;
+    task_at(&s, "lost", &[AGENT_FINALIZER], "LOST").await;
+
+    let (code, v) = s.delete(&format!("{TASKS}/running")).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "a running task waits for its agent: {v}");
+    let (code, v) = s.get(&format!("{TASKS}/running")).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(finalizers(&v), [AGENT_FINALIZER], "{v}");
+    assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
+
+    let (code, v) = s.delete(&format!("{TASKS}/ended?dryRun=All")).await;
+    assert_eq!(code, StatusCode::OK, "a dry run says it would go at once: {v}");
+    let (code, v) = s.get(&format!("{TASKS}/ended")).await;
+    assert_eq!(code, StatusCode::OK, "a dry run deletes nothing: {v}");
+    let (code, v) = s.delete(&format!("{TASKS}/ended")).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    let (code, v) = s.get(&format!("{TASKS}/ended")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
+
+    let (code, v) = s.delete(&format!("{TASKS}/held")).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{v}");
+    let (_, v) = s.get(&format!("{TASKS}/held")).await;
+    assert_eq!(finalizers(&v), ["example.com/hold"], "only the agent's is let go: {v}");
+
+    let target = Target {
+        api_version: "corral.dev/v1".into(),
+        kind: "Task".into(),
+        namespace: Some("default".into()),
+        name: "lost".into(),
+        ..Default::default()
+    };
+    let t = Transaction { operations: vec![Operation::delete(target)] };
+    let r = s.api().transact(&t, &Default::default()).await.expect("the transaction commits");
+    assert_eq!(r.results[0].outcome, Outcome::Deleted);
+    let (code, v) = s.get(&format!("{TASKS}/lost")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
+    s.stop().await;
+}

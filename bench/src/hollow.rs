@@ -7,9 +7,9 @@
 //!
 //! A hollow task goes through the same writes as a real agent's, in the same order
 //! (see `agent/src/tasks/mod.rs`): its status `RUNNING`, then the agent's finalizer;
-//! `spec.kill` → `KILLED` (reason `Killed`) and the finalizer dropped; deletion →
-//! `KILLED` and the finalizer dropped; a task already ended (say `LOST`) loses the
-//! finalizer. Only the process is missing.
+//! `spec.kill` → `KILLED` (reason `Killed`); deletion → `KILLED` and the finalizer
+//! dropped; a task that ended keeps the finalizer, since the server deletes it
+//! without waiting. Only the process is missing.
 //!
 //! # How it keeps up
 //! All hollow nodes of a process share **one** watch of tasks (a real cluster has one
@@ -467,9 +467,13 @@ fn needs_work(task: &Task) -> bool {
     let taken = task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER);
     let phase = task.status.as_ref().map(|s| s.phase).unwrap_or_default();
     let deleting = task.metadata.deletion_timestamp.is_some();
-    if deleting || phase.is_terminal() || task.spec.kill {
-        // Let go of it; a kill request is first reported.
-        taken || (!phase.is_terminal() && !deleting)
+    if deleting {
+        // Let go of it; a kill is first reported.
+        taken
+    } else if phase.is_terminal() || task.spec.kill {
+        // Report a kill; an ended task is kept (the server deletes it without
+        // waiting for the finalizer).
+        !phase.is_terminal()
     } else {
         phase != TaskPhase::Running || !taken
     }
@@ -507,9 +511,10 @@ async fn realize(tasks: &Api<Task>, task: Task) -> Option<u64> {
 }
 
 /// Does on paper what an agent does, from the task's present state: reports it
-/// running and takes it (finalizer); on `spec.kill` or deletion reports it killed and
-/// lets it go; lets go of one that ended otherwise (say `LOST`). Records in `written`
-/// the revision of each write made.
+/// running and takes it (finalizer); on `spec.kill` reports it killed; on deletion
+/// reports it killed and lets it go. One that ended keeps the finalizer, as with an
+/// agent: deleting it does not wait. Records in `written` the revision of each write
+/// made.
 async fn realize_once(tasks: &Api<Task>, mut task: Task, written: &mut Option<u64>) -> corral_client::Result<()> {
     let taken = task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER);
     let phase = task.status.as_ref().map(|s| s.phase).unwrap_or_default();
@@ -533,7 +538,7 @@ async fn realize_once(tasks: &Api<Task>, mut task: Task, written: &mut Option<u6
             task = tasks.update_status(&task).await?;
             *written = Some(task.revision());
         }
-        if taken {
+        if taken && deleting {
             task.metadata.finalizers.retain(|f| f != AGENT_FINALIZER);
             task = tasks.update(&task).await?;
             *written = Some(task.revision());
@@ -662,11 +667,14 @@ mod tests {
             (Some(Running), true, false, false, false),
             (Some(Running), true, true, false, true),
             (Some(Staging), false, true, false, true),
-            (Some(Killed), true, true, false, true),
+            // Ended: kept as it is, finalizer and all (its deletion does not wait).
+            (Some(Killed), true, true, false, false),
             (Some(Killed), false, true, false, false),
-            (Some(Lost), true, false, false, true),
-            (Some(Lost), false, false, false, false),
+            (Some(Lost), true, false, false, false),
+            (Some(Finished), true, false, false, false),
+            // Deleted: let go of, ended or not.
             (Some(Running), true, false, true, true),
+            (Some(Finished), true, false, true, true),
             (Some(Running), false, false, true, false),
             (Some(Killed), false, false, true, false),
         ];

@@ -66,8 +66,8 @@ async fn hollow_nodes_become_ready_and_run_tasks_on_paper() {
     tasks.delete("paper", &Default::default()).await.expect("delete requested");
     eventually("the task gone", async || tasks.get_opt("paper").await.ok()?.is_none().then_some(())).await;
 
-    // spec.kill: KILLED as a real agent reports it, the record kept, the finalizer
-    // dropped (nothing runs any more).
+    // spec.kill: KILLED as a real agent reports it, the record kept with the
+    // finalizer, whose deletion then does not wait (nothing runs any more).
     tasks.create(&Task::namespaced("default", "doomed", sleeper("hollow-2"))).await.expect("task created");
     let taken = eventually("the task RUNNING and taken", async || {
         let t = tasks.get("doomed").await.ok()?;
@@ -78,16 +78,18 @@ async fn hollow_nodes_become_ready_and_run_tasks_on_paper() {
     let mut kill = taken;
     kill.spec.kill = true;
     tasks.update(&kill).await.expect("kill requested");
-    let killed = eventually("the task KILLED and let go", async || {
+    let killed = eventually("the task KILLED", async || {
         let t = tasks.get("doomed").await.ok()?;
-        let ended = t.status.as_ref().is_some_and(|s| s.phase == TaskPhase::Killed);
-        (ended && t.metadata.finalizers.is_empty()).then_some(t)
+        t.status.as_ref().is_some_and(|s| s.phase == TaskPhase::Killed).then_some(t)
     })
     .await;
+    assert_eq!(killed.metadata.finalizers, [AGENT_FINALIZER], "{killed:?}");
     let st = killed.status.expect("a status");
     assert_eq!(st.reason.as_deref(), Some("Killed"), "{st:?}");
     assert!(st.finish_time.is_some(), "{st:?}");
     assert!(st.message.as_deref().is_some_and(|m| m.contains("on request") && m.contains("simulated")), "{st:?}");
+    let gone = tasks.delete("doomed", &Default::default()).await.expect("deleted");
+    assert!(matches!(gone, corral_client::Deleted::Gone(_)), "an ended task goes at once: {gone:?}");
 
     // A task asked to die before any node took it never runs.
     let spec = TaskSpec { kill: true, ..sleeper("hollow-0") };

@@ -7,8 +7,11 @@ use axum::response::Response;
 use bytes::Bytes;
 use std::sync::Arc;
 
+use corral_api::KindInfo;
 use corral_api::delete::{DeleteOptions, NAMESPACE_FINALIZER, Preconditions, Propagation};
+use corral_api::kinds::task::{AGENT_FINALIZER, TaskPhase};
 use corral_store::{DeleteOutcome, Error as StoreError, Key, Storage, StoredObject, UpdateOutcome};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::body;
@@ -118,7 +121,7 @@ pub(super) async fn delete(ctx: &Ctx, policy_param: Option<&str>, body_bytes: By
     }
     let key = ctx.key(name);
     let store = ctx.state.store.as_ref();
-    match mark_for_deletion(store, &key, expected, &add).await.map_err(ctx.store_error(name))? {
+    match mark_for_deletion(store, &key, expected, &ctx.info, &add).await.map_err(ctx.store_error(name))? {
         DeleteOutcome::Deleted(o) => {
             record_deletion(ctx, &o, true).await;
             Ok(body::raw_json(StatusCode::OK, o.json.clone()))
@@ -233,22 +236,16 @@ async fn dry_run(ctx: &Ctx, add: &[&str], expected: Option<u64>) -> ApiResult<Re
         return Err(super::resources::stale(ctx, name, e, &live));
     }
     let mut value = live.value().map_err(ctx.store_error(name))?;
+    let deleting = value.pointer("/metadata/deletionTimestamp").is_some();
+    if !deleting
+        && let Some(list) = finalizers_on_delete(&ctx.info, &value, add)
+        && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.insert("finalizers".into(), Value::Array(list));
+    }
     let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
         return Ok(body::raw_json(StatusCode::OK, live.json.clone()));
     };
-    if !meta.contains_key("deletionTimestamp") {
-        let list = meta.entry("finalizers").or_insert_with(|| Value::Array(Vec::new()));
-        if let Some(a) = list.as_array_mut() {
-            for f in add {
-                if !a.iter().any(|x| x.as_str() == Some(f)) {
-                    a.push(Value::String((*f).to_string()));
-                }
-            }
-        }
-        if list.as_array().is_some_and(Vec::is_empty) {
-            meta.remove("finalizers");
-        }
-    }
     let finalizing = meta.get("finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
     if !finalizing {
         return Ok(body::raw_json(StatusCode::OK, live.json.clone()));
@@ -291,9 +288,34 @@ fn set_terminating(v: &mut Value) {
     }
 }
 
+/// The finalizers `v` carries once a delete added `add` (those missing) and let go
+/// of the agent's on a task that has ended; `None` when that changes nothing.
+///
+/// The agent holds a task so that deleting it waits until nothing of it runs. Once
+/// the task's status says it ended, nothing does, so its deletion completes at once
+/// (as Kubernetes deletes a pod that ended without a grace period), and an agent need
+/// not write every task that ends once more just to let go of it.
+pub(super) fn finalizers_on_delete(info: &KindInfo, v: &Value, add: &[&str]) -> Option<Vec<Value>> {
+    let current = v.pointer("/metadata/finalizers").and_then(Value::as_array);
+    let mut list: Vec<Value> = current.cloned().unwrap_or_default();
+    let ended = info.group == corral_api::GROUP
+        && info.kind == "Task"
+        && v.pointer("/status/phase").and_then(|p| TaskPhase::deserialize(p).ok()).is_some_and(TaskPhase::is_terminal);
+    if ended {
+        list.retain(|f| f.as_str() != Some(AGENT_FINALIZER));
+    }
+    for f in add {
+        if !list.iter().any(|x| x.as_str() == Some(f)) {
+            list.push(Value::String((*f).to_string()));
+        }
+    }
+    (Some(&list) != current && !(list.is_empty() && current.is_none())).then_some(list)
+}
+
 /// Deletes the object at `key` after adding the finalizers `add` (those that are
 /// missing), so that it stays, marked with `deletionTimestamp`, until they are
-/// removed. An object already being deleted is left as it is. With `expected`, the
+/// removed, and letting go of those [`finalizers_on_delete`] says need not be waited
+/// for. An object already being deleted is left as it is. With `expected`, the
 /// object must still be at that revision.
 ///
 /// # Errors
@@ -303,6 +325,7 @@ async fn mark_for_deletion(
     store: &dyn Storage,
     key: &Key,
     expected: Option<u64>,
+    info: &KindInfo,
     add: &[&str],
 ) -> Result<DeleteOutcome, StoreError> {
     const ATTEMPTS: usize = 8;
@@ -315,31 +338,24 @@ async fn mark_for_deletion(
         }
         let mut v = live.value()?;
         let deleting = v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
-        let current: Vec<String> = v
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        let missing: Vec<&str> = add.iter().copied().filter(|f| !current.iter().any(|c| c == f)).collect();
-        let at = if deleting || missing.is_empty() {
-            live.revision
-        } else {
-            let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) else {
-                return Err(StoreError::Invalid(format!("{key}: metadata is not an object")));
-            };
-            let list = meta.entry("finalizers").or_insert_with(|| Value::Array(Vec::new()));
-            if let Some(a) = list.as_array_mut() {
-                a.extend(missing.iter().map(|f| Value::String((*f).to_string())));
-            }
-            match store.update(key.clone(), v, Some(live.revision)).await {
-                Ok(UpdateOutcome::Updated(o) | UpdateOutcome::Unchanged(o)) => o.revision,
-                Ok(UpdateOutcome::Deleted(o)) => return Ok(DeleteOutcome::Deleted(o)),
-                Err(e @ StoreError::Conflict { .. }) => {
-                    last_conflict = Some(e);
-                    expected = None;
-                    continue;
+        let changed = if deleting { None } else { finalizers_on_delete(info, &v, add) };
+        let at = match changed {
+            None => live.revision,
+            Some(list) => {
+                let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) else {
+                    return Err(StoreError::Invalid(format!("{key}: metadata is not an object")));
+                };
+                meta.insert("finalizers".into(), Value::Array(list));
+                match store.update(key.clone(), v, Some(live.revision)).await {
+                    Ok(UpdateOutcome::Updated(o) | UpdateOutcome::Unchanged(o)) => o.revision,
+                    Ok(UpdateOutcome::Deleted(o)) => return Ok(DeleteOutcome::Deleted(o)),
+                    Err(e @ StoreError::Conflict { .. }) => {
+                        last_conflict = Some(e);
+                        expected = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
         };
         match store.delete(key.clone(), Some(at)).await {

@@ -265,10 +265,11 @@ impl TxnCtx {
         .map_err(fail)?;
         let after = match &step {
             Step::Create { predicted, .. } | Step::Update { predicted, .. } => Some(predicted.clone()),
-            Step::Delete { with_finalizers: Some(v), .. } => Some(marked(v.clone())),
-            Step::Delete { with_finalizers: None, .. } => {
-                live.value.as_ref().filter(|v| !finalizers(v).is_empty()).map(|v| marked(v.clone()))
-            }
+            Step::Delete { with_finalizers, .. } => with_finalizers
+                .as_ref()
+                .or(live.value.as_ref())
+                .filter(|v| !finalizers(v).is_empty())
+                .map(|v| marked(v.clone())),
             Step::Nothing { .. } => live.value.clone(),
         };
         let wrote = !matches!(step, Step::Nothing { .. });
@@ -644,20 +645,14 @@ fn plan_delete(ctx: &Ctx, op: &Operation, live: &Seen) -> ApiResult<Step> {
         add.push(NAMESPACE_FINALIZER);
     }
     let deleting = live_value.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
-    let current = finalizers(live_value);
-    let missing_finalizers: Vec<&str> =
-        add.iter().copied().filter(|f| !current.iter().any(|c| c.as_str() == Some(f))).collect();
     if deleting {
         // Marked already: deleting again changes nothing, as DELETE.
         return Ok(Step::Nothing { outcome: Outcome::Deleted, object: None });
     }
-    let with_finalizers = (!missing_finalizers.is_empty()).then(|| {
+    let with_finalizers = super::delete::finalizers_on_delete(&ctx.info, live_value, &add).map(|list| {
         let mut v = live_value.clone();
         if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            let list = meta.entry("finalizers").or_insert_with(|| Value::Array(Vec::new()));
-            if let Some(a) = list.as_array_mut() {
-                a.extend(missing_finalizers.iter().map(|f| Value::String((*f).to_string())));
-            }
+            meta.insert("finalizers".into(), Value::Array(list));
         }
         v
     });

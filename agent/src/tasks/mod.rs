@@ -5,14 +5,14 @@
 //! - bound elsewhere: nothing to do;
 //! - being deleted: kill it (SIGTERM, SIGKILL after the grace period), clean up, then
 //!   drop the agent's finalizer so the deletion completes;
-//! - terminal already (e.g. `LOST` while the node was cut off): make sure nothing runs;
+//! - terminal already (e.g. `LOST` while the node was cut off): make sure nothing runs
+//!   (the finalizer stays: the server deletes a task that ended without waiting for it);
 //! - `spec.kill`: kill it, and report `KILLED`;
 //! - not launched: fetch artifacts (reporting `STAGING`, then `STARTING`), resolve the
 //!   image, launch once (the runtime checkpoints before it starts anything, so a
 //!   restarted agent never launches twice), report `RUNNING` or `FAILED`, then add the
 //!   finalizer;
-//! - launched: report the exit when the shim records one (and drop the finalizer),
-//!   and health as it changes.
+//! - launched: report the exit when the shim records one, and health as it changes.
 //!
 //! Everything reported is derived from current state (checkpoints, the shim's exit
 //! record, the object), never from which event arrived, so a reconcile can be retried
@@ -218,20 +218,19 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
             ctx.kill(&uid, KillReason::AlreadyTerminal, grace);
             return Ok(Action::requeue(grace + Duration::from_secs(5)));
         }
-        let mut task = task;
         if let Some(end @ End::Exited(_)) = &ended {
             // Recorded as ended by someone else (LOST): keep the verdict, add how it
             // really ended here.
             let mut st = status.clone().unwrap_or_default();
             apply_end(&mut st, end, Some(&KillReason::AlreadyTerminal));
             if Some(&st) != status.as_ref() {
-                task = write_status(&ctx, &task, st).await?;
+                write_status(&ctx, &task, st).await?;
             }
         }
         if launched {
             cleanup(&ctx, &uid).await;
         }
-        drop_finalizer(&ctx, task).await?;
+        // The finalizer stays: deleting a task that ended does not wait for it.
         return Ok(Action::await_change());
     }
 
@@ -280,9 +279,9 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
             for m in &task.spec.volume_mounts {
                 ctx.volumes.touch(ns, &m.volume);
             }
-            // Nothing runs any more: deleting the record need not wait for this agent
-            // (which may never come back).
-            drop_finalizer(&ctx, task).await?;
+            // Nothing runs any more, and the status says so: the server deletes an
+            // ended task without waiting for this agent's finalizer, so letting go of
+            // it here would be one more write per task for nothing.
             Ok(Action::await_change())
         }
         None => {
