@@ -86,7 +86,7 @@ const BATCHES_IN_FLIGHT: usize = 4;
 const UNSEEN: Duration = Duration::from_secs(30);
 /// Longest wait between rounds with nothing due.
 const IDLE: Duration = Duration::from_secs(5);
-/// How long to gather changes before a round.
+/// How long to gather changes before a round, at least (see [`Jobs::rounds`]).
 const SETTLE: Duration = Duration::from_millis(20);
 
 /// The jobs controller, for a [`corral_runtime::Manager`].
@@ -249,15 +249,22 @@ impl Jobs {
         loop {
             let started = Instant::now();
             let next = round(&apis, &caches, &mut memory, &self.counts).await;
-            self.counts.rounds.observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            self.counts.rounds.observe(took.as_secs_f64());
             let sleep = next
                 .and_then(|at| (at - Utc::now()).to_std().ok())
                 .map_or(IDLE, |d| d.min(IDLE))
                 .max(Duration::from_millis(1));
+            let due = tokio::time::Instant::now() + sleep;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = wake.notified() => tokio::time::sleep(SETTLE).await,
-                _ = tokio::time::sleep(sleep) => {}
+                // A round goes over every job, and every task's report wakes it: under
+                // such a storm a round waits as long as the last one took, so that the
+                // rounds keep to half a core — but never past the next due time.
+                _ = wake.notified() => {
+                    tokio::time::sleep_until(due.min(tokio::time::Instant::now() + SETTLE.max(took))).await;
+                }
+                _ = tokio::time::sleep_until(due) => {}
             }
         }
     }
