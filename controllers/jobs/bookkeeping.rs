@@ -61,14 +61,14 @@ impl<S> Default for Statuses<S> {
 impl<S: Clone + PartialEq> Statuses<S> {
     /// The status last decided for `key` (object `uid`, which stores `stored`), until
     /// the cache shows it; then the cache is the truth again.
-    pub(super) fn current(&mut self, key: &str, uid: &str, stored: Option<&S>) -> Option<S> {
+    pub(super) fn current(&mut self, key: &str, uid: &str, stored: Option<&S>) -> Option<&S> {
         let p = self.pending.get(key)?;
         let fresh = (p.handed.is_some() && self.writing) || p.since.elapsed() < UNSEEN;
-        if p.uid == uid && stored != Some(&p.status) && fresh {
-            return Some(p.status.clone());
+        if !(p.uid == uid && stored != Some(&p.status) && fresh) {
+            self.pending.remove(key);
+            return None;
         }
-        self.pending.remove(key);
-        None
+        self.pending.get(key).map(|p| &p.status)
     }
 
     /// Records `status`, decided for object `uid`, which stores `stored`. Returns
@@ -226,12 +226,13 @@ async fn apply_later(apis: &Apis, later: Later) -> Option<String> {
 
 /// A run's status as the rounds should see it: the one last decided, if the cache
 /// does not show it yet.
-pub(super) fn status_of(statuses: &mut Statuses<JobRunStatus>, run: &JobRun) -> Option<JobRunStatus> {
-    // Every run of every job is asked each round: no key is made while none waits.
+pub(super) fn status_of<'a>(statuses: &'a mut Statuses<JobRunStatus>, run: &'a JobRun) -> Option<&'a JobRunStatus> {
+    // Every run of every job is asked each round: no key is made while none waits,
+    // and no status copied.
     if statuses.pending.is_empty() {
-        return run.status.clone();
+        return run.status.as_ref();
     }
-    statuses.current(&key_of(run), uid_of(run), run.status.as_ref()).or_else(|| run.status.clone())
+    statuses.current(&key_of(run), uid_of(run), run.status.as_ref()).or(run.status.as_ref())
 }
 
 /// An object's uid ("" before it is stored).
@@ -247,11 +248,19 @@ mod tests {
     fn a_status_decided_stands_until_the_cache_shows_it() {
         let mut statuses: Statuses<&str> = Statuses::default();
         assert!(statuses.decided("ns/a".into(), "u1", &"succeeded", Some(&"running"), true), "idle: written now");
-        assert_eq!(statuses.current("ns/a", "u1", Some(&"running")), Some("succeeded"), "the cache lags");
-        assert_eq!(statuses.current("ns/a", "u1", Some(&"running")), Some("succeeded"), "asking does not use it up");
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"running")).copied(), Some("succeeded"), "the cache lags");
+        assert_eq!(
+            statuses.current("ns/a", "u1", Some(&"running")).copied(),
+            Some("succeeded"),
+            "asking does not use it up"
+        );
         assert_eq!(statuses.current("ns/b", "u1", None), None, "another object has nothing decided");
-        assert_eq!(statuses.current("ns/a", "u1", Some(&"succeeded")), None, "the cache shows it: the truth again");
-        assert_eq!(statuses.current("ns/a", "u1", Some(&"running")), None, "and stays so");
+        assert_eq!(
+            statuses.current("ns/a", "u1", Some(&"succeeded")).copied(),
+            None,
+            "the cache shows it: the truth again"
+        );
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"running")).copied(), None, "and stays so");
     }
 
     #[test]
@@ -261,7 +270,7 @@ mod tests {
         // The writer is still busy with it when the next due time is decided.
         assert!(!statuses.decided("ns/a".into(), "u1", &"last=:50", Some(&"last=:30"), false));
         // The first write lands: the cache shows :40, not yet :50.
-        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:40")), Some("last=:50"));
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:40")).copied(), Some("last=:50"));
     }
 
     #[test]
@@ -270,11 +279,19 @@ mod tests {
         assert!(statuses.decided("ns/a".into(), "u1", &"last=:40", Some(&"last=:30"), true));
         statuses.handed_over();
         statuses.pending.values_mut().for_each(|p| p.since -= UNSEEN);
-        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:30")), Some("last=:40"), "still being written");
+        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:30")).copied(), Some("last=:40"), "still being written");
         statuses.written(&[]);
-        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:30")), Some("last=:40"), "the cache has a moment");
+        assert_eq!(
+            statuses.current("ns/a", "u1", Some(&"last=:30")).copied(),
+            Some("last=:40"),
+            "the cache has a moment"
+        );
         statuses.pending.values_mut().for_each(|p| p.since -= UNSEEN);
-        assert_eq!(statuses.current("ns/a", "u1", Some(&"last=:30")), None, "never seen: the cache is the truth");
+        assert_eq!(
+            statuses.current("ns/a", "u1", Some(&"last=:30")).copied(),
+            None,
+            "never seen: the cache is the truth"
+        );
     }
 
     #[test]
@@ -288,7 +305,7 @@ mod tests {
         statuses.handed_over();
         statuses.written(&[]);
         assert!(!statuses.pending.contains_key("ns/pruned"), "its run was deleted: nothing asks for it");
-        assert_eq!(statuses.current("ns/other", "u2", None), Some("running"), "written just now: kept");
+        assert_eq!(statuses.current("ns/other", "u2", None).copied(), Some("running"), "written just now: kept");
     }
 
     #[test]
@@ -297,7 +314,7 @@ mod tests {
         assert!(!statuses.decided("ns/a".into(), "u1", &"running", Some(&"running"), true), "stored already");
         assert!(!statuses.decided("ns/a".into(), "u1", &"succeeded", Some(&"running"), false), "the writer is busy");
         assert_eq!(
-            statuses.current("ns/a", "u1", Some(&"running")),
+            statuses.current("ns/a", "u1", Some(&"running")).copied(),
             Some("succeeded"),
             "yet the rounds decide from it"
         );
@@ -321,7 +338,7 @@ mod tests {
         statuses.handed_over();
         statuses.written(&["ns/a".to_string()]);
         assert_eq!(statuses.current("ns/a", "u1", None), None, "its write failed");
-        assert_eq!(statuses.current("ns/b", "u2", None), Some("running"));
+        assert_eq!(statuses.current("ns/b", "u2", None).copied(), Some("running"));
         assert_eq!(statuses.current("ns/c", "u4", None), None, "deleted and made again");
         assert!(statuses.decided("ns/a".into(), "u1", &"succeeded", None, true), "written again");
     }

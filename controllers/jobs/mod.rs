@@ -272,9 +272,9 @@ impl Jobs {
 
 /// What one active run decided, until the offers are matched.
 struct RunDecision {
+    /// The run, with a template (runs without one are not decided).
     run: Arc<JobRun>,
     plan: decide::RunPlan,
-    template: RunTemplate,
 }
 
 /// One round over every job and run. Returns when the next is due by the clock.
@@ -296,21 +296,19 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         }
         let key = key_of(&*job);
         let runs = caches.runs.by_index(BY_JOB, &key);
-        let current = memory
+        let none = JobStatus::default();
+        let status = memory
             .writer
             .jobs
             .current(&key, bookkeeping::uid_of(&*job), job.status.as_ref())
-            .or_else(|| job.status.clone());
-        let status = current.clone().unwrap_or_default();
+            .or(job.status.as_ref())
+            .unwrap_or(&none);
         let input = JobInput {
             spec: &job.spec,
-            status: &status,
+            status,
             generation: job.metadata.generation.unwrap_or(0),
             created: job.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or(now),
-            runs: runs
-                .iter()
-                .map(|r| run_view(r, bookkeeping::status_of(&mut memory.writer.runs, r).as_ref()))
-                .collect(),
+            runs: runs.iter().map(|r| run_view(r, bookkeeping::status_of(&mut memory.writer.runs, r))).collect(),
         };
         let plan = decide::decide_job(&input, now);
         let write_status = memory.writer.jobs.decided(
@@ -378,7 +376,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         if current.is_none() && run.spec.trigger.schedule.is_none() {
             continue;
         }
-        let Some(template) = run.spec.run.clone() else { continue };
+        let Some(template) = run.spec.run.as_ref() else { continue };
         let key = key_of(&*run);
         let mut tasks: Vec<AttemptView> = caches.tasks.by_index(BY_RUN, &key).iter().map(|t| attempt_view(t)).collect();
         if let Some((name, _)) = memory.launched.get(&key) {
@@ -399,17 +397,17 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
                 });
             }
         }
-        let status = current.clone().unwrap_or_default();
+        let none = JobRunStatus::default();
         let input = RunInput {
-            template: &template,
+            template,
             kill: run.spec.kill,
             created: run.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or(now),
-            status: &status,
+            status: current.unwrap_or(&none),
             tasks,
         };
         let plan = decide::decide_run(&input, now);
         due = earliest(due, plan.wake_at);
-        decisions.push(RunDecision { run, plan, template });
+        decisions.push(RunDecision { run, plan });
     }
 
     // Kills first: a deadline or a kill request does not wait for the offers.
@@ -430,21 +428,24 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         .await;
 
     // 3. Attempts matched to the offers.
-    let launching: Vec<usize> = (0..decisions.len()).filter(|&i| decisions[i].plan.launch).collect();
+    // (The index of each run launching, and its template.)
+    let launching: Vec<(usize, &RunTemplate)> = decisions
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.plan.launch)
+        .filter_map(|(i, d)| Some((i, d.run.spec.run.as_ref()?)))
+        .collect();
     let demands: Vec<Demand> = launching
         .iter()
-        .map(|&i| {
-            let d = &decisions[i];
-            Demand {
-                key: key_of(&*d.run),
-                count: 1,
-                resources: d.template.task.resources,
-                ports: d.template.task.ports.clone(),
-                role: d.template.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()),
-                constraints: d.template.constraints.clone(),
-                placed: Vec::new(),
-                node: None,
-            }
+        .map(|&(i, template)| Demand {
+            key: key_of(&*decisions[i].run),
+            count: 1,
+            resources: template.task.resources,
+            ports: template.task.ports.clone(),
+            role: template.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()),
+            constraints: template.constraints.clone(),
+            placed: Vec::new(),
+            node: None,
         })
         .collect();
     let mut roles: BTreeSet<String> = demands.iter().map(|d| d.role.clone()).collect();
@@ -466,14 +467,16 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
             .launches
             .iter()
             .map(|l| {
-                let d = &decisions[launching[l.demand]];
+                let (i, template) = launching[l.demand];
+                let d = &decisions[i];
                 let attempt = d.plan.status.attempts.len() + 1;
                 let name = format!("{}-{attempt}", d.run.metadata.name);
-                (key_of(&*d.run), new_task(&d.run, &d.template, &l.host_ports, &name))
+                (key_of(&*d.run), new_task(&d.run, template, &l.host_ports, &name))
             })
             .collect();
         accepts.push((a.offer.clone(), tasks));
     }
+    let launching: Vec<usize> = launching.into_iter().map(|(i, _)| i).collect();
     // Offers kept for the schedules due soon — one per job due at most, so that an
     // every-second schedule does not hold every node from other frameworks — are
     // neither declined (a declined node would be refused at the very time) nor
