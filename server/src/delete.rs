@@ -236,12 +236,8 @@ async fn dry_run(ctx: &Ctx, add: &[&str], expected: Option<u64>) -> ApiResult<Re
         return Err(super::resources::stale(ctx, name, e, &live));
     }
     let mut value = live.value().map_err(ctx.store_error(name))?;
-    let deleting = value.pointer("/metadata/deletionTimestamp").is_some();
-    if !deleting
-        && let Some(list) = finalizers_on_delete(&ctx.info, &value, add)
-        && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
-    {
-        meta.insert("finalizers".into(), Value::Array(list));
+    if !is_deleting(&value) {
+        finalizers_on_delete(&ctx.info, &mut value, add);
     }
     let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
         return Ok(body::raw_json(StatusCode::OK, live.json.clone()));
@@ -288,14 +284,14 @@ fn set_terminating(v: &mut Value) {
     }
 }
 
-/// The finalizers `v` carries once a delete added `add` (those missing) and let go
-/// of the agent's on a task that has ended; `None` when that changes nothing.
+/// Sets the finalizers `v` carries once a delete added `add` (those missing) and let
+/// go of the agent's on a task that has ended. Returns whether that changed them.
 ///
 /// The agent holds a task so that deleting it waits until nothing of it runs. Once
 /// the task's status says it ended, nothing does, so its deletion completes at once
 /// (as Kubernetes deletes a pod that ended without a grace period), and an agent need
 /// not write every task that ends once more just to let go of it.
-pub(super) fn finalizers_on_delete(info: &KindInfo, v: &Value, add: &[&str]) -> Option<Vec<Value>> {
+pub(super) fn finalizers_on_delete(info: &KindInfo, v: &mut Value, add: &[&str]) -> bool {
     let current = v.pointer("/metadata/finalizers").and_then(Value::as_array);
     let mut list: Vec<Value> = current.cloned().unwrap_or_default();
     let ended = info.group == corral_api::GROUP
@@ -309,7 +305,21 @@ pub(super) fn finalizers_on_delete(info: &KindInfo, v: &Value, add: &[&str]) -> 
             list.push(Value::String((*f).to_string()));
         }
     }
-    (Some(&list) != current && !(list.is_empty() && current.is_none())).then_some(list)
+    if Some(&list) == current || (list.is_empty() && current.is_none()) {
+        return false;
+    }
+    match v.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.insert("finalizers".into(), Value::Array(list));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether `v` is marked for deletion already.
+pub(super) fn is_deleting(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
 }
 
 /// Deletes the object at `key` after adding the finalizers `add` (those that are
@@ -337,25 +347,18 @@ async fn mark_for_deletion(
             return Err(StoreError::Conflict { key: key.clone(), expected: e, actual: live.revision });
         }
         let mut v = live.value()?;
-        let deleting = v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
-        let changed = if deleting { None } else { finalizers_on_delete(info, &v, add) };
-        let at = match changed {
-            None => live.revision,
-            Some(list) => {
-                let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) else {
-                    return Err(StoreError::Invalid(format!("{key}: metadata is not an object")));
-                };
-                meta.insert("finalizers".into(), Value::Array(list));
-                match store.update(key.clone(), v, Some(live.revision)).await {
-                    Ok(UpdateOutcome::Updated(o) | UpdateOutcome::Unchanged(o)) => o.revision,
-                    Ok(UpdateOutcome::Deleted(o)) => return Ok(DeleteOutcome::Deleted(o)),
-                    Err(e @ StoreError::Conflict { .. }) => {
-                        last_conflict = Some(e);
-                        expected = None;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
+        let at = if is_deleting(&v) || !finalizers_on_delete(info, &mut v, add) {
+            live.revision
+        } else {
+            match store.update(key.clone(), v, Some(live.revision)).await {
+                Ok(UpdateOutcome::Updated(o) | UpdateOutcome::Unchanged(o)) => o.revision,
+                Ok(UpdateOutcome::Deleted(o)) => return Ok(DeleteOutcome::Deleted(o)),
+                Err(e @ StoreError::Conflict { .. }) => {
+                    last_conflict = Some(e);
+                    expected = None;
+                    continue;
                 }
+                Err(e) => return Err(e),
             }
         };
         match store.delete(key.clone(), Some(at)).await {

@@ -644,18 +644,12 @@ fn plan_delete(ctx: &Ctx, op: &Operation, live: &Seen) -> ApiResult<Step> {
         // A namespace is emptied before it goes, whatever the policy.
         add.push(NAMESPACE_FINALIZER);
     }
-    let deleting = live_value.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
-    if deleting {
+    if super::delete::is_deleting(live_value) {
         // Marked already: deleting again changes nothing, as DELETE.
         return Ok(Step::Nothing { outcome: Outcome::Deleted, object: None });
     }
-    let with_finalizers = super::delete::finalizers_on_delete(&ctx.info, live_value, &add).map(|list| {
-        let mut v = live_value.clone();
-        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("finalizers".into(), Value::Array(list));
-        }
-        v
-    });
+    let mut v = live_value.clone();
+    let with_finalizers = super::delete::finalizers_on_delete(&ctx.info, &mut v, &add).then_some(v);
     Ok(Step::Delete { with_finalizers, expected: live.revision })
 }
 
