@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use corral_api::ApiObject;
 use corral_api::kinds::framework::{DEFAULT_ROLE, Framework, Offer, OfferAccept};
 use corral_api::kinds::job::{
     JOB_LABEL, JOBS_FRAMEWORK, Job, JobRun, JobRunSpec, JobRunStatus, JobStatus, RUN_LABEL, RunPhase, RunTemplate,
@@ -45,7 +46,6 @@ use corral_api::kinds::job::{
 use corral_api::kinds::service::Waiting;
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
 use corral_api::transaction::{Operation, Transaction};
-use corral_api::{ApiObject, PartialObject};
 use corral_client::{Api, Client, ListParams, TransactParams};
 use corral_runtime::{Cache, CancellationToken, Recorder, Reflector, Runnable};
 use futures::StreamExt;
@@ -495,7 +495,8 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
                 framework: JOBS_FRAMEWORK.to_string(),
                 tasks: tasks.into_iter().map(|(_, t)| t).collect(),
             };
-            match client.accept_offer_as::<PartialObject>(&offer, &accept).await {
+            // The tasks made are known by name already: the answer is read, not kept.
+            match client.accept_offer_as::<serde::de::IgnoredAny>(&offer, &accept).await {
                 Ok(_) => names,
                 Err(e) => {
                     tracing::debug!(error = %e, %offer, "an accept was refused; the attempts wait for the next offer");

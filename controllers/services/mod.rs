@@ -44,7 +44,7 @@ use corral_api::kinds::service::{
 use corral_api::kinds::task::VolumeMount;
 use corral_api::kinds::task::{Task, TaskPhase, TaskSummary};
 use corral_api::kinds::volume::{VOLUME_SERVICE_LABEL, Volume, VolumeSpec};
-use corral_api::{ApiObject, PartialObject, Resource};
+use corral_api::{ApiObject, Resource};
 use corral_client::{Api, Client, DeleteParams, ListParams};
 use corral_runtime::{Cache, CancellationToken, ObjectRef, Recorder, Reflector, Runnable};
 use futures::StreamExt;
@@ -460,8 +460,8 @@ async fn round(
                 launches.iter().map(|l| new_task(&l.svc, l.revision, &l.host_ports, &l.name, l.instance)).collect();
             drop(launches);
             let accept = OfferAccept { framework: SERVICES_FRAMEWORK.to_string(), tasks };
-            match client.accept_offer_as::<PartialObject>(&offer, &accept).await {
-                Ok(created) => Ok(created),
+            match client.accept_offer_as::<CreatedTask>(&offer, &accept).await {
+                Ok(created) => Ok(created.into_iter().map(Created::from).collect::<Vec<_>>()),
                 Err(e) => {
                     tracing::debug!(error = %e, %offer, "an accept was refused; the tasks wait for the next offer");
                     Err(accept.tasks)
@@ -479,11 +479,8 @@ async fn round(
     for created in launched.iter().filter_map(|r| r.as_ref().ok()) {
         counts.launched.inc_by(created.len() as u64);
         for t in created {
-            let key = service_of(t).unwrap_or_default();
-            if let Some(p) =
-                memory.launched.get_mut(&key).into_iter().flatten().find(|p| p.view.name == t.metadata.name)
-            {
-                p.created = Some(t.revision());
+            if let Some(p) = memory.launched.get_mut(&t.service).into_iter().flatten().find(|p| p.view.name == t.name) {
+                p.created = Some(t.revision);
             }
         }
     }
@@ -942,6 +939,47 @@ fn new_task(svc: &Service, revision: u64, host_ports: &[u16], name: &str, instan
     task
 }
 
+/// A task an accept created, as read from the accept's answer: only what
+/// [`Created`] keeps of it is decoded.
+#[derive(serde::Deserialize)]
+struct CreatedTask {
+    metadata: CreatedMeta,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatedMeta {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// What a round keeps of a task it launched until all its accepts are answered:
+/// whose it is, its name, and the revision that created it. A round may launch a
+/// hundred thousand tasks; held decoded until the last answer, their metadata was
+/// the largest part of the control plane's memory at that moment.
+struct Created {
+    /// `NAMESPACE/SERVICE`.
+    service: String,
+    name: String,
+    revision: u64,
+}
+
+impl From<CreatedTask> for Created {
+    fn from(t: CreatedTask) -> Self {
+        let CreatedMeta { name, namespace, resource_version, labels } = t.metadata;
+        let service = labels
+            .get(SERVICE_LABEL)
+            .map(|s| format!("{}/{s}", namespace.as_deref().unwrap_or_default()))
+            .unwrap_or_default();
+        Created { service, name, revision: resource_version.and_then(|v| v.parse().ok()).unwrap_or(0) }
+    }
+}
+
 /// `NAMESPACE/SERVICE` of a task a service launched (by its label).
 pub(crate) fn service_of(t: &impl ApiObject) -> Option<String> {
     let meta = t.meta();
@@ -1014,5 +1052,30 @@ mod tests {
 
         forget_refused(&mut memory, &[new_task(&svc, 1, &[], "web-b", None)]);
         assert!(!memory.launched.contains_key("prod/web"), "nothing pending is left behind");
+    }
+
+    #[test]
+    fn an_accepts_answer_is_read_down_to_each_tasks_service_name_and_revision() {
+        let mut svc = Service::namespaced("prod", "web", ServiceSpec { instances: 2, ..Default::default() });
+        svc.metadata.uid = Some("u1".into());
+        // As the server answers: the tasks as stored, with their revisions.
+        let mut stored = new_task(&svc, 3, &[8080], "web-a", None);
+        stored.metadata.resource_version = Some("42".into());
+        stored.metadata.uid = Some("t1".into());
+        let answer = serde_json::json!({"apiVersion": "corral.dev/v1", "kind": "TaskList", "items": [stored]});
+        let items: Vec<CreatedTask> =
+            serde_json::from_value(answer["items"].clone()).expect("a created task reads as CreatedTask");
+        let created: Vec<Created> = items.into_iter().map(Created::from).collect();
+        assert_eq!(created.len(), 1);
+        assert_eq!(
+            (created[0].service.as_str(), created[0].name.as_str(), created[0].revision),
+            ("prod/web", "web-a", 42)
+        );
+
+        let mut memory = Memory::default();
+        memory.launched.insert("prod/web".into(), vec![pending("web-a")]);
+        let p =
+            memory.launched.get_mut(&created[0].service).into_iter().flatten().find(|p| p.view.name == created[0].name);
+        assert!(p.is_some(), "the key read from the answer finds the pending launch");
     }
 }
