@@ -972,10 +972,7 @@ struct Created {
 impl From<CreatedTask> for Created {
     fn from(t: CreatedTask) -> Self {
         let CreatedMeta { name, namespace, resource_version, labels } = t.metadata;
-        let service = labels
-            .get(SERVICE_LABEL)
-            .map(|s| format!("{}/{s}", namespace.as_deref().unwrap_or_default()))
-            .unwrap_or_default();
+        let service = service_labelled(namespace.as_deref(), &labels).unwrap_or_default();
         Created { service, name, revision: resource_version.and_then(|v| v.parse().ok()).unwrap_or(0) }
     }
 }
@@ -983,8 +980,13 @@ impl From<CreatedTask> for Created {
 /// `NAMESPACE/SERVICE` of a task a service launched (by its label).
 pub(crate) fn service_of(t: &impl ApiObject) -> Option<String> {
     let meta = t.meta();
-    let name = meta.labels.get(SERVICE_LABEL)?;
-    Some(format!("{}/{name}", meta.namespace.as_deref().unwrap_or_default()))
+    service_labelled(meta.namespace.as_deref(), &meta.labels)
+}
+
+/// `NAMESPACE/SERVICE` named by a task's namespace and labels.
+fn service_labelled(namespace: Option<&str>, labels: &BTreeMap<String, String>) -> Option<String> {
+    let name = labels.get(SERVICE_LABEL)?;
+    Some(format!("{}/{name}", namespace.unwrap_or_default()))
 }
 
 fn revision_of(t: &TaskSummary) -> u64 {
