@@ -428,7 +428,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         .await;
 
     // 3. Attempts matched to the offers.
-    // (The index of each run launching, and its template.)
+    // The index of each run launching, and its template (borrowed from its decision).
     let launching: Vec<(usize, &RunTemplate)> = decisions
         .iter()
         .enumerate()
@@ -476,6 +476,8 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
             .collect();
         accepts.push((a.offer.clone(), tasks));
     }
+    // The templates are no longer needed: the borrows of the decisions end here, as
+    // the statuses below are written into them.
     let launching: Vec<usize> = launching.into_iter().map(|(i, _)| i).collect();
     // Offers kept for the schedules due soon — one per job due at most, so that an
     // every-second schedule does not hold every node from other frameworks — are
