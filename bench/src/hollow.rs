@@ -30,13 +30,18 @@
 //! after it reported it `RUNNING` — `FINISHED` with exit code 0, or `FAILED` with
 //! CODE — as an agent reports a process that exited (a job's task, say).
 //!
+//! # Tasks staged ahead
+//! A task with a `startAt` still ahead (a job's run staged before its due time) is
+//! held, as an agent holds it, and joins its node's queue at that time: it is then
+//! reported `RUNNING` like any other.
+//!
 //! Heartbeats are paced: each node renews its lease once per interval at its own
 //! offset, as unsynchronised agents do, many at once if the server is slow.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use corral_api::ApiObject;
@@ -48,7 +53,7 @@ use corral_client::{Api, Client, ListParams};
 use corral_runtime::CancellationToken;
 use corral_runtime::watcher::{Seen, watch};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{Id, JoinSet};
 
 /// The attribute that marks a node as simulated.
@@ -296,6 +301,7 @@ async fn realize_tasks(
         loop {
             stats.queued.store(realizer.queued.len(), Ordering::Relaxed);
             stats.in_flight.store(realizer.running.len(), Ordering::Relaxed);
+            let (release_at, holding) = (realizer.next_release(), !realizer.held.is_empty());
             tokio::select! {
                 Some(done) = realizer.running.join_next_with_id(), if !realizer.running.is_empty() => {
                     stats.jobs_done.fetch_add(1, Ordering::Relaxed);
@@ -312,6 +318,10 @@ async fn realize_tasks(
                     }
                     None => return,
                 },
+                // Tasks staged ahead whose time has come join their nodes' queues.
+                _ = tokio::time::sleep_until(release_at), if holding => {
+                    realizer.release(tokio::time::Instant::now());
+                }
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -327,6 +337,9 @@ struct Realizer {
     tasks: Api<Task>,
     /// Jobs at once, at most.
     limit: usize,
+    /// Reports of tasks that ended by themselves ([`EXIT_AFTER_ENV`]) in flight at
+    /// once, at most: as many as jobs.
+    exits: Arc<Semaphore>,
     running: JoinSet<Option<u64>>,
     /// Job → the uid of the task it works on.
     jobs: HashMap<Id, String>,
@@ -339,6 +352,11 @@ struct Realizer {
     by_node: HashMap<String, VecDeque<String>>,
     /// The nodes with waiting tasks, in the order they are served.
     turns: VecDeque<String>,
+    /// Waiting tasks staged ahead (`startAt`), by the time they may start: they are
+    /// in `queued` but join their node's queue only then.
+    held: BTreeSet<(tokio::time::Instant, String)>,
+    /// The same, by uid.
+    held_until: HashMap<String, tokio::time::Instant>,
     /// Tasks this realizer wrote → the revision of its last write, until the watch
     /// brings that revision (or a later one): versions up to it are its own past.
     echoes: HashMap<String, u64>,
@@ -349,12 +367,15 @@ impl Realizer {
         Realizer {
             tasks,
             limit,
+            exits: Arc::new(Semaphore::new(limit.max(1))),
             running: JoinSet::new(),
             jobs: HashMap::new(),
             busy: HashMap::new(),
             queued: HashMap::new(),
             by_node: HashMap::new(),
             turns: VecDeque::new(),
+            held: BTreeSet::new(),
+            held_until: HashMap::new(),
             echoes: HashMap::new(),
         }
     }
@@ -397,19 +418,65 @@ impl Realizer {
     fn offer(&mut self, uid: String, task: Box<Task>) {
         if !needs_work(&task) {
             self.queued.remove(&uid);
-            return;
-        }
-        if let Some(queued) = self.queued.get_mut(&uid) {
-            *queued = task;
+            self.unhold(&uid);
             return;
         }
         let node = task.spec.node_name.clone().unwrap_or_default();
+        let start_in = starts_later(&task);
+        if let Some(queued) = self.queued.get_mut(&uid) {
+            *queued = task;
+            // Held, and now to be worked on at once (killed, deleted): it joins its
+            // node's queue.
+            if start_in.is_none() && self.unhold(&uid) {
+                self.line_up(node, uid);
+            }
+            return;
+        }
+        self.queued.insert(uid.clone(), task);
+        match start_in {
+            Some(wait) => {
+                let at = tokio::time::Instant::now() + wait;
+                self.held.insert((at, uid.clone()));
+                self.held_until.insert(uid, at);
+            }
+            None => self.line_up(node, uid),
+        }
+    }
+
+    /// Puts a queued task at the end of its node's queue.
+    fn line_up(&mut self, node: String, uid: String) {
         let waiting = self.by_node.entry(node.clone()).or_default();
         if waiting.is_empty() {
             self.turns.push_back(node);
         }
-        waiting.push_back(uid.clone());
-        self.queued.insert(uid, task);
+        waiting.push_back(uid);
+    }
+
+    /// Stops holding `uid`; whether it was held.
+    fn unhold(&mut self, uid: &str) -> bool {
+        match self.held_until.remove(uid) {
+            Some(at) => self.held.remove(&(at, uid.to_string())),
+            None => false,
+        }
+    }
+
+    /// When the next held task may start (far ahead when none is held).
+    fn next_release(&self) -> tokio::time::Instant {
+        self.held.first().map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), |(at, _)| *at)
+    }
+
+    /// Lines up the held tasks whose time has come by `now`, then starts work.
+    fn release(&mut self, now: tokio::time::Instant) {
+        while let Some((at, uid)) = self.held.first().cloned()
+            && at <= now
+        {
+            self.held.remove(&(at, uid.clone()));
+            self.held_until.remove(&uid);
+            if let Some(node) = self.queued.get(&uid).map(|t| t.spec.node_name.clone().unwrap_or_default()) {
+                self.line_up(node, uid);
+            }
+        }
+        self.fill();
     }
 
     /// Starts waiting tasks while slots are free, one node after another.
@@ -429,7 +496,8 @@ impl Realizer {
             }
             if let Some((uid, task)) = next {
                 let tasks = self.tasks.clone();
-                let job = self.running.spawn(async move { realize(&tasks, *task).await });
+                let exits = self.exits.clone();
+                let job = self.running.spawn(async move { realize(&tasks, *task, &exits).await });
                 self.jobs.insert(job.id(), uid.clone());
                 self.busy.insert(uid, None);
             }
@@ -462,6 +530,20 @@ impl Realizer {
     }
 }
 
+/// How long `task` is held before it starts: one not yet running, neither killed nor
+/// deleted, whose `startAt` is ahead.
+fn starts_later(task: &Task) -> Option<Duration> {
+    let phase = task.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    if phase == TaskPhase::Running
+        || phase.is_terminal()
+        || task.spec.kill
+        || task.metadata.deletion_timestamp.is_some()
+    {
+        return None;
+    }
+    task.spec.start_in(SystemTime::now())
+}
+
 /// Whether a hollow node has anything to write for `task` (bound to it).
 fn needs_work(task: &Task) -> bool {
     let taken = task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER);
@@ -482,16 +564,16 @@ fn needs_work(task: &Task) -> bool {
 /// Realizes `task`, retrying errors other than conflicts (a newer version comes
 /// through the watch) and absence (nothing left to do). Returns the revision of the
 /// last write made, if any.
-async fn realize(tasks: &Api<Task>, task: Task) -> Option<u64> {
+async fn realize(tasks: &Api<Task>, task: Task, exits: &Arc<Semaphore>) -> Option<u64> {
     let namespace = task.metadata.namespace.clone().unwrap_or_default();
     let name = task.metadata.name.clone();
     let mut written = None;
     let mut task = Some(task);
     for attempt in 1..=ATTEMPTS {
         let result = match task.take() {
-            Some(t) => realize_once(tasks, t, &mut written).await,
+            Some(t) => realize_once(tasks, t, &mut written, exits).await,
             None => match tasks.in_namespace(&namespace).get(&name).await {
-                Ok(t) => realize_once(tasks, t, &mut written).await,
+                Ok(t) => realize_once(tasks, t, &mut written, exits).await,
                 Err(e) => Err(e),
             },
         };
@@ -515,7 +597,12 @@ async fn realize(tasks: &Api<Task>, task: Task) -> Option<u64> {
 /// reports it killed and lets it go. One that ended keeps the finalizer, as with an
 /// agent: deleting it does not wait. Records in `written` the revision of each write
 /// made.
-async fn realize_once(tasks: &Api<Task>, mut task: Task, written: &mut Option<u64>) -> corral_client::Result<()> {
+async fn realize_once(
+    tasks: &Api<Task>,
+    mut task: Task,
+    written: &mut Option<u64>,
+    exits: &Arc<Semaphore>,
+) -> corral_client::Result<()> {
     let taken = task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER);
     let phase = task.status.as_ref().map(|s| s.phase).unwrap_or_default();
     let deleting = task.metadata.deletion_timestamp.is_some();
@@ -556,8 +643,12 @@ async fn realize_once(tasks: &Api<Task>, mut task: Task, written: &mut Option<u6
         *written = Some(task.revision());
         if let Some((after, code)) = exit_after(&task) {
             let (tasks, ns, name) = (tasks.clone(), task.metadata.namespace.clone(), task.metadata.name.clone());
+            let exits = exits.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
+                // Thousands of tasks started at one second end at one second: their
+                // reports go out as many at once as the realizer's, not all at once.
+                let Ok(_slot) = exits.acquire().await else { return };
                 exit(&tasks.in_namespace(ns.as_deref().unwrap_or_default()), &name, code).await;
             });
         }
@@ -732,5 +823,32 @@ mod tests {
         assert_eq!(r.busy.len(), 3, "{:?}", r.busy.keys());
         assert!(r.busy.contains_key("a3") && r.busy.contains_key("b1"));
         assert!(r.turns.is_empty() && r.queued.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_task_staged_ahead_is_held_until_its_time_unless_killed_meanwhile() {
+        let client = Client::http("http://127.0.0.1:9").expect("a URL");
+        let mut r = Realizer::new(Api::all(client), 4);
+        let staged = |uid: &str, secs: i64| {
+            let mut t = task(None, false, false, false);
+            t.metadata.uid = Some(uid.into());
+            let at = chrono::Utc::now() + chrono::Duration::seconds(secs);
+            t.spec.start_at = Some(at.to_rfc3339());
+            t
+        };
+        r.seen(Change::Task(Box::new(staged("soon", 5))));
+        r.seen(Change::Task(Box::new(staged("later", 60))));
+        r.seen(Change::Task(Box::new(staged("now", -5))));
+        assert_eq!(r.busy.keys().collect::<Vec<_>>(), ["now"], "a time past starts at once");
+        assert_eq!(r.held.len(), 2);
+        // Killed while held: worked on at once (reported killed before it started).
+        let mut killed = staged("later", 60);
+        killed.spec.kill = true;
+        r.seen(Change::Task(Box::new(killed)));
+        assert!(r.busy.contains_key("later") && r.held.len() == 1);
+        r.release(tokio::time::Instant::now());
+        assert!(!r.busy.contains_key("soon"), "its time has not come");
+        r.release(tokio::time::Instant::now() + Duration::from_secs(6));
+        assert!(r.busy.contains_key("soon") && r.held.is_empty() && r.held_until.is_empty());
     }
 }

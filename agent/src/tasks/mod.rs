@@ -249,6 +249,12 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<TaskContext>) -> Result<Action>
             write_status(&ctx, &task, st).await?;
             return Ok(Action::await_change());
         }
+        // Staged ahead of its time (a scheduled job run): held, its resources taken,
+        // until then. Nothing is written meanwhile; a kill or a deletion still wakes it.
+        if let Some(wait) = task.spec.start_in(std::time::SystemTime::now()) {
+            tracing::debug!(uid, task = %task.metadata.name, wait_ms = wait.as_millis() as u64, "task staged; starts later");
+            return Ok(Action::requeue(wait));
+        }
         return launch(&ctx, task, uid).await;
     }
 
