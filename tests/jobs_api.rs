@@ -134,9 +134,11 @@ async fn a_time_missed_while_the_control_plane_was_down_runs_once_when_it_is_bac
         o.without("node-lifecycle");
     })
     .await;
-    // Two jobs due once a day at the same second, a few seconds from now: one may
-    // start up to 15 minutes late, the other only 1 second late.
-    let due = chrono::Utc::now() + chrono::Duration::seconds(6);
+    // Two jobs due once a day at the same second, a few seconds from now (beyond the
+    // 5 s ahead of it that a run is staged): one may start up to 15 minutes late, the
+    // other only 1 second late.
+    let due = chrono::Utc::now() + chrono::Duration::seconds(12);
+    let staged_from = due - chrono::Duration::seconds(5);
     let cron = due.format("%-S %-M %-H * * *").to_string();
     let due_at = due.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let mut late = job("late");
@@ -153,7 +155,7 @@ async fn a_time_missed_while_the_control_plane_was_down_runs_once_when_it_is_bac
     let back = tokio::time::Instant::now() + (due - chrono::Utc::now()).to_std().unwrap_or_default();
     let s = s
         .restart_after(async {
-            assert!(chrono::Utc::now() < due, "the control plane went down before {due_at}");
+            assert!(chrono::Utc::now() < staged_from, "the control plane went down before {due_at} was staged");
             tokio::time::sleep_until(back + std::time::Duration::from_secs(3)).await;
         })
         .await;

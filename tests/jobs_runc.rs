@@ -193,6 +193,18 @@ async fn a_seconds_cron_job_runs_on_schedule_forbid_refuses_a_manual_run_and_rep
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), times.len(), "no time runs twice: {runs:#?}");
+    // Staged ahead (made and placed before their time), and started by the agent no
+    // earlier than it.
+    let time = |r: &Value, at: &str| {
+        r.pointer(at).and_then(Value::as_str).and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let staged =
+        runs.iter().filter(|r| time(r, "/metadata/creationTimestamp") < time(r, "/spec/trigger/scheduledTime")).count();
+    assert!(staged > 0, "runs are made ahead of their time: {runs:#?}");
+    for r in runs.iter().filter(|r| phase(r) == "Succeeded") {
+        let (due, started) = (time(r, "/spec/trigger/scheduledTime"), time(r, "/status/startTime"));
+        assert!(started.is_some() && started >= due, "a run starts at its time, not before: {r:#}");
+    }
     let kept: Vec<String> = runs.iter().filter_map(|r| r["metadata"]["name"].as_str()).map(str::to_string).collect();
     let deleted = c.send(reqwest::Method::DELETE, &format!("{JOBS}/tick"), None).await;
     assert!(deleted.is_object(), "{deleted}");

@@ -3,6 +3,16 @@
 //! ([`decide_job`]); from a run, its tasks and the clock, whether to launch an
 //! attempt, which tasks to kill and the run's status ([`decide_run`]).
 //!
+//! A schedule's next run is **staged** up to [`STAGE_AHEAD`] before its due time: the
+//! run and its task are made and placed early, and the node starts the task at the
+//! due time (`spec.startAt`), so that thousands of runs due at one second start on
+//! time rather than as fast as the control plane can make them. One run is staged
+//! per schedule at most. `REPLACE` schedules are not staged (which run replaces
+//! which is decided at the due time), nor are `FORBID` ones while a run is active.
+//! A staged run whose schedule is disabled, removed or no longer names its time is
+//! cancelled (deleted) before it starts; one staged before a change of the job's
+//! template runs with the template it was staged with, as any run made before.
+//!
 //! Concurrency is judged here for manual runs as for scheduled ones: a manual run
 //! is created by hand (`corral job run`) and waits, unadmitted, until the job
 //! decides; under `FORBID` it is refused while another run is active (DC/OS Jobs let
@@ -35,11 +45,18 @@ pub struct RunView {
     pub created: DateTime<Utc>,
     /// When it ended.
     pub finished: Option<DateTime<Utc>>,
+    /// The time it was due, for a scheduled run.
+    pub due: Option<DateTime<Utc>>,
 }
 
 impl RunView {
     fn active(&self) -> bool {
         !self.phase.is_terminal()
+    }
+
+    /// Staged ahead and not due yet at `now`.
+    fn staged(&self, now: DateTime<Utc>) -> bool {
+        self.schedule.is_some() && self.active() && self.due.is_some_and(|d| d > now)
     }
 }
 
@@ -56,6 +73,9 @@ pub struct JobInput<'a> {
     pub created: DateTime<Utc>,
     /// Its runs.
     pub runs: Vec<RunView>,
+    /// How long before a due time its run is staged ([`STAGE_AHEAD`]; zero: made at
+    /// the due time).
+    pub stage_ahead: Duration,
 }
 
 /// A run a schedule starts.
@@ -82,15 +102,24 @@ pub struct JobPlan {
     pub kill: Vec<String>,
     /// Ended runs beyond the history limits, oldest first.
     pub delete: Vec<String>,
+    /// Staged runs cancelled before their time (their schedule no longer wants
+    /// them): deleted, as if never made.
+    pub cancel: Vec<String>,
     /// The job's status after this plan.
     pub status: JobStatus,
-    /// When the job must be decided again by the clock: its next schedule time.
+    /// When the job must be decided again by the clock: its next schedule time, or
+    /// the time to stage its run.
     pub wake_at: Option<DateTime<Utc>>,
 }
 
 /// How long before a schedule's due time the framework asks for offers again, so
 /// that they are there when the time comes instead of being made then.
 pub const LEAD: Duration = Duration::from_secs(2);
+
+/// How long before its due time a scheduled run is staged (see the module's doc):
+/// long enough for the control plane to make and place ten thousand runs due at
+/// one second (`corral-bench jobs`) before that second.
+pub const STAGE_AHEAD: Duration = Duration::from_secs(5);
 
 /// What the next due time of the schedules asks of the framework now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,11 +158,28 @@ pub fn manual_policy(spec: &JobSpec) -> ConcurrencyPolicy {
 /// Decides for a job at `now`.
 pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
     let mut plan = JobPlan::default();
+    // 0. Staged runs their schedule no longer wants: cancelled, and the schedule's
+    // time goes back to now, so that what it names next is not passed over.
+    let mut rewind: Vec<&str> = Vec::new();
+    for r in input.runs.iter().filter(|r| r.staged(now)) {
+        let (Some(id), Some(due)) = (r.schedule.as_deref(), r.due) else { continue };
+        let wanted = input
+            .spec
+            .schedules
+            .iter()
+            .find(|s| s.id == id && s.enabled)
+            .and_then(|s| schedule::compile(s).ok())
+            .is_some_and(|c| c.next_after(due - chrono::Duration::seconds(1)) == Some(due));
+        if !wanted {
+            plan.cancel.push(r.name.clone());
+            rewind.push(id);
+        }
+    }
     // Runs that count as active for concurrency: admitted ones not ended or killed.
     let mut active: Vec<String> = input
         .runs
         .iter()
-        .filter(|r| r.active() && (r.admitted || r.schedule.is_some()))
+        .filter(|r| r.active() && (r.admitted || r.schedule.is_some()) && !plan.cancel.contains(&r.name))
         .map(|r| r.name.clone())
         .collect();
 
@@ -172,6 +218,11 @@ pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
             skipped: before.map_or(0, |b| b.skipped),
             ..Default::default()
         };
+        let mut recorded = st.last_schedule_time.as_deref().and_then(parse_time);
+        if rewind.contains(&s.id.as_str()) && recorded.is_some_and(|t| t > now) {
+            recorded = Some(now);
+            st.last_schedule_time = Some(rfc3339(now));
+        }
         let compiled = match schedule::compile(s) {
             Ok(c) => c,
             Err(e) => {
@@ -186,14 +237,15 @@ pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
             plan.status.schedules.push(st);
             continue;
         }
-        let since = st.last_schedule_time.as_deref().and_then(parse_time).unwrap_or(input.created);
+        // Staged already: the staged run's time is the schedule's last, ahead of now.
+        let staged = recorded.filter(|t| *t > now);
+        let since = recorded.unwrap_or(input.created);
         let pass = schedule::pass(&compiled, since, now, Duration::from_secs(s.starting_deadline_seconds));
         st.missed += pass.missed;
         if let Some(last) = pass.last {
             st.last_schedule_time = Some(rfc3339(last));
         }
-        st.next_schedule_time = pass.next.map(rfc3339);
-        plan.wake_at = earliest(plan.wake_at, pass.next);
+        st.next_schedule_time = staged.or(pass.next).map(rfc3339);
         if let Some(time) = pass.run {
             match s.concurrency_policy {
                 ConcurrencyPolicy::Forbid if !active.is_empty() => st.skipped += 1,
@@ -215,6 +267,29 @@ pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
                 }
             }
         }
+        // Staging the next time: at most one run ahead per schedule.
+        let stages = !input.stage_ahead.is_zero() && s.concurrency_policy != ConcurrencyPolicy::Replace;
+        let ahead = chrono::Duration::from_std(input.stage_ahead).unwrap_or_default();
+        let wake = match (staged, pass.next) {
+            // The staged run's own time: then the one after it may be staged.
+            (Some(at), _) => Some(at),
+            (None, Some(next)) if stages && next - now > ahead => Some(next - ahead),
+            (None, Some(next)) if stages => {
+                if s.concurrency_policy == ConcurrencyPolicy::Forbid && !active.is_empty() {
+                    // Held by an active run: its end wakes the job; else the due time
+                    // judges it, as without staging.
+                    Some(next)
+                } else {
+                    plan.start.push(NewRun { schedule: s.id.clone(), time: next, message: None });
+                    active.push(format!("(staged run of schedule {})", s.id));
+                    st.last_schedule_time = Some(rfc3339(next));
+                    st.next_schedule_time = Some(rfc3339(next));
+                    Some(next)
+                }
+            }
+            (None, next) => next,
+        };
+        plan.wake_at = earliest(plan.wake_at, wake);
         plan.status.schedules.push(st);
     }
 
@@ -240,16 +315,24 @@ pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
     // 4. Status.
     let status = &mut plan.status;
     status.observed_generation = Some(input.generation);
-    status.next_run_time = plan.wake_at.map(rfc3339);
+    status.next_run_time =
+        status.schedules.iter().filter_map(|s| s.next_schedule_time.as_deref().and_then(parse_time)).min().map(rfc3339);
     let refused: Vec<&str> = plan.refuse.iter().map(|(n, _)| n.as_str()).collect();
     let mut live: Vec<&RunView> = input
         .runs
         .iter()
-        .filter(|r| r.active() && !refused.contains(&r.name.as_str()) && !plan.kill.contains(&r.name))
+        .filter(|r| {
+            r.active()
+                && !refused.contains(&r.name.as_str())
+                && !plan.kill.contains(&r.name)
+                && !plan.cancel.contains(&r.name)
+        })
         .collect();
     live.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     status.active = live.iter().map(|r| r.name.clone()).collect();
-    if let Some(last) = input.runs.iter().max_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name))) {
+    // A run staged ahead is the next run, not the last.
+    let started = input.runs.iter().filter(|r| !r.staged(now));
+    if let Some(last) = started.max_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name))) {
         status.last_run = Some(last.name.clone());
         status.last_result = Some(if refused.contains(&last.name.as_str()) { RunPhase::Failed } else { last.phase });
     }
@@ -303,8 +386,10 @@ pub struct RunInput<'a> {
     pub template: &'a RunTemplate,
     /// Whether a kill was asked for (`spec.kill`).
     pub kill: bool,
-    /// When it was made: its deadline counts from then.
+    /// When it was made: its deadline counts from then, or from `start_at` if later.
     pub created: DateTime<Utc>,
+    /// When a run staged ahead starts: its scheduled time.
+    pub start_at: Option<DateTime<Utc>>,
     /// Its status as last written.
     pub status: &'a JobRunStatus,
     /// Its tasks, one per attempt, as the cache shows them.
@@ -320,8 +405,12 @@ pub struct RunPlan {
     pub kill: Vec<String>,
     /// The run's status after this plan.
     pub status: JobRunStatus,
-    /// When the run must be decided again by the clock: its deadline.
+    /// When the run must be decided again by the clock: its deadline, or the time a
+    /// staged run starts.
     pub wake_at: Option<DateTime<Utc>>,
+    /// Placed ahead of its time and waiting for it: a run without a status yet has
+    /// nothing to write until it starts (`spec.trigger.scheduledTime` says when).
+    pub staged: bool,
 }
 
 /// Decides for a run at `now`.
@@ -353,7 +442,9 @@ pub fn decide_run(input: &RunInput<'_>, now: DateTime<Utc>) -> RunPlan {
     }
     let alive: Vec<&AttemptView> = tasks.iter().filter(|t| !t.phase.is_terminal()).collect();
     let to_kill = |alive: &[&AttemptView]| alive.iter().filter(|t| !t.killing).map(|t| t.task.clone()).collect();
-    let deadline = input.template.active_deadline_seconds.map(|s| input.created + chrono::Duration::seconds(s as i64));
+    // A run staged ahead is not late for waiting until its time.
+    let begins = input.start_at.map_or(input.created, |s| s.max(input.created));
+    let deadline = input.template.active_deadline_seconds.map(|s| begins + chrono::Duration::seconds(s as i64));
     let end = |st: &mut JobRunStatus, phase: RunPhase, message: String| {
         st.phase = phase;
         st.message = Some(message);
@@ -382,8 +473,23 @@ pub fn decide_run(input: &RunInput<'_>, now: DateTime<Utc>) -> RunPlan {
         return plan;
     }
     if !alive.is_empty() {
-        let placed = alive.iter().any(|t| t.node.is_some());
-        st.phase = if placed { RunPhase::Running } else { RunPhase::Pending };
+        let placed = alive.iter().find_map(|t| t.node.as_deref());
+        let started = alive.iter().any(|t| t.started.is_some() || t.phase == TaskPhase::Running);
+        match (placed, input.start_at.filter(|at| *at > now)) {
+            (Some(node), Some(at)) if !started => {
+                st.phase = RunPhase::Pending;
+                st.message = Some(format!("staged on node {node}; starts at {}", rfc3339(at)));
+                plan.wake_at = earliest(plan.wake_at, Some(at));
+                plan.staged = true;
+            }
+            (Some(_), _) => {
+                st.phase = RunPhase::Running;
+                if st.message.as_deref().is_some_and(|m| m.starts_with("staged on node")) {
+                    st.message = None;
+                }
+            }
+            (None, _) => st.phase = RunPhase::Pending,
+        }
         return plan;
     }
     // No attempt alive: the first one, another one, or the end.

@@ -185,7 +185,7 @@ impl Runnable for Jobs {
         );
         registry.register(
             "corral_jobs_schedule_start_lag_seconds",
-            "From a schedule's due time to the creation of its run",
+            "From a schedule's due time to the creation of its run (0 when it was staged ahead)",
             self.counts.start_lag.clone(),
         );
         registry.register("corral_jobs_runs_started", "Runs started by schedules", self.counts.started.clone());
@@ -309,6 +309,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
             generation: job.metadata.generation.unwrap_or(0),
             created: job.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or(now),
             runs: runs.iter().map(|r| run_view(r, bookkeeping::status_of(&mut memory.writer.runs, r))).collect(),
+            stage_ahead: decide::STAGE_AHEAD,
         };
         let plan = decide::decide_job(&input, now);
         let write_status = memory.writer.jobs.decided(
@@ -323,7 +324,18 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
             roles_due.insert(job.spec.run.role.clone().unwrap_or_else(|| DEFAULT_ROLE.to_string()));
             jobs_due_soon += 1;
         }
-        plans.push(JobDecision { job, runs, plan, write_status, made: Vec::new() });
+        // A staged run cancelled goes with its task now, before the node starts it.
+        let cancel_tasks = plan
+            .cancel
+            .iter()
+            .flat_map(|run| {
+                caches
+                    .tasks
+                    .by_index(BY_RUN, &format!("{}/{run}", job.metadata.namespace.as_deref().unwrap_or_default()))
+            })
+            .map(|t| t.metadata.name.clone())
+            .collect();
+        plans.push(JobDecision { job, runs, plan, write_status, made: Vec::new(), cancel_tasks });
     }
     // The new runs of every job, created many to a write.
     let new_runs: Vec<JobRun> =
@@ -402,6 +414,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
             template,
             kill: run.spec.kill,
             created: run.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or(now),
+            start_at: run.spec.trigger.scheduled_time.as_deref().and_then(parse_time),
             status: current.unwrap_or(&none),
             tasks,
         };
@@ -471,7 +484,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
                 let d = &decisions[i];
                 let attempt = d.plan.status.attempts.len() + 1;
                 let name = format!("{}-{attempt}", d.run.metadata.name);
-                (key_of(&*d.run), new_task(&d.run, template, &l.host_ports, &name))
+                (key_of(&*d.run), new_task(&d.run, template, &l.host_ports, &name, now))
             })
             .collect();
         accepts.push((a.offer.clone(), tasks));
@@ -542,12 +555,13 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
     // 5. The runs' statuses, old runs pruned and the jobs' statuses: handed to the
     // writer, which the next round does not wait for. A busy writer is handed
     // nothing; the first round that finds it idle writes what was decided since.
-    // A scheduled run launched as soon as it was started has nothing to say until its
-    // task runs: its first status waits for that (one write fewer a run).
+    // A scheduled run launched as soon as it was started, or staged and waiting for
+    // its time, has nothing to say until its task runs: its first status waits for
+    // that (one write fewer a run).
     let writer = &mut memory.writer;
     let writes: Vec<JobRun> = decisions
         .into_iter()
-        .filter(|d| d.run.status.is_some() || !launched_now.contains(&key_of(&*d.run)))
+        .filter(|d| d.run.status.is_some() || !(d.plan.staged || launched_now.contains(&key_of(&*d.run))))
         .filter(|d| {
             writer.runs.decided(
                 key_of(&*d.run),
@@ -590,6 +604,8 @@ struct JobDecision {
     write_status: bool,
     /// Its new runs, as created.
     made: Vec<JobRun>,
+    /// The tasks of the staged runs it cancels.
+    cancel_tasks: Vec<String>,
 }
 
 /// What of a job's plan waits for the end of the round: the launches of its new runs
@@ -605,7 +621,7 @@ pub(crate) struct Later {
 /// Makes the urgent part of a job's plan: new runs, admissions and refusals, kills.
 /// Returns the runs started and admitted, as written, and the rest of the plan.
 async fn apply_job(apis: &Apis, decision: JobDecision, now: DateTime<Utc>, counts: &Counts) -> (Vec<JobRun>, Later) {
-    let JobDecision { job, runs, plan, write_status, mut made } = decision;
+    let JobDecision { job, runs, plan, write_status, mut made, cancel_tasks } = decision;
     let job = &job;
     apis.job_events.push(job, job_happenings(&plan));
     let mut going = Vec::new();
@@ -674,6 +690,25 @@ async fn apply_job(apis: &Apis, decision: JobDecision, now: DateTime<Utc>, count
         killed.spec.kill = true;
         if let Err(e) = runs_api.update(&killed).await {
             tracing::debug!(error = %e, run = %name, "cannot kill a replaced run");
+        }
+    }
+    // Cancelled before they start: the tasks first, so that no node starts one whose
+    // run is gone.
+    let tasks_api = apis.tasks.in_namespace(&ns);
+    for name in &cancel_tasks {
+        if let Err(e) = tasks_api.delete(name, &corral_client::DeleteParams::default()).await
+            && !e.is_not_found()
+        {
+            tracing::debug!(error = %e, task = %name, "cannot delete a cancelled run's task");
+        }
+    }
+    for name in &plan.cancel {
+        match runs_api.delete(name, &corral_client::DeleteParams::default()).await {
+            Ok(_) => {
+                tracing::info!(job = %job.metadata.name, run = %name, "a staged run its schedule no longer wants is cancelled")
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::debug!(error = %e, run = %name, "cannot cancel a staged run"),
         }
     }
     let status = write_status.then_some(plan.status);
@@ -778,6 +813,7 @@ fn run_view(r: &JobRun, status: Option<&JobRunStatus>) -> RunView {
         schedule: r.spec.trigger.schedule.clone(),
         created: r.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or_default(),
         finished: status.and_then(|s| s.finish_time.as_deref()).and_then(parse_time),
+        due: r.spec.trigger.scheduled_time.as_deref().and_then(parse_time),
     }
 }
 
@@ -802,13 +838,16 @@ fn attempt_view(t: &TaskSummary) -> AttemptView {
     }
 }
 
-/// The task of a run's attempt `name`.
-fn new_task(run: &JobRun, template: &RunTemplate, host_ports: &[u16], name: &str) -> Task {
+/// The task of a run's attempt `name`; that of a run staged ahead of its time (at
+/// `now`) starts at that time.
+fn new_task(run: &JobRun, template: &RunTemplate, host_ports: &[u16], name: &str, now: DateTime<Utc>) -> Task {
     let ns = run.metadata.namespace.clone().unwrap_or_default();
     let mut spec = template.task.clone();
     for (p, hp) in spec.ports.iter_mut().zip(host_ports) {
         p.host_port = Some(*hp);
     }
+    let due = run.spec.trigger.scheduled_time.as_deref().and_then(parse_time);
+    spec.start_at = due.filter(|d| *d > now).map(decide::rfc3339);
     let mut task = Task::namespaced(ns, name.to_string(), spec);
     task.metadata.labels.insert(JOB_LABEL.to_string(), run.spec.job.clone());
     task.metadata.labels.insert(RUN_LABEL.to_string(), run.metadata.name.clone());

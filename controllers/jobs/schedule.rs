@@ -161,7 +161,8 @@ pub fn pass(schedule: &Compiled, since: DateTime<Utc>, now: DateTime<Utc>, deadl
         Some(_) => p.missed += 1,
         None => {}
     }
-    p.next = schedule.next_after(p.last.map_or(now, |l| l.max(now)));
+    // After a time staged ahead (`since` beyond now), the next is the one after it.
+    p.next = schedule.next_after(p.last.unwrap_or(since).max(now));
     p
 }
 

@@ -29,11 +29,16 @@ fn run(name: &str, phase: RunPhase, schedule: Option<&str>, created: &str) -> Ru
         schedule: schedule.map(str::to_string),
         created: at(created),
         finished: phase.is_terminal().then(|| at(created) + chrono::Duration::seconds(1)),
+        due: None,
     }
 }
 
 fn decide(spec: &JobSpec, status: &JobStatus, runs: Vec<RunView>, now: &str) -> JobPlan {
-    let input = JobInput { spec, status, generation: 1, created: at("2026-12-03T12:00:00Z"), runs };
+    decide_staging(spec, status, runs, now, Duration::ZERO)
+}
+
+fn decide_staging(spec: &JobSpec, status: &JobStatus, runs: Vec<RunView>, now: &str, ahead: Duration) -> JobPlan {
+    let input = JobInput { spec, status, generation: 1, created: at("2026-12-03T12:00:00Z"), runs, stage_ahead: ahead };
     decide_job(&input, at(now))
 }
 
@@ -192,7 +197,7 @@ fn attempt(task: &str, phase: TaskPhase, created: &str) -> AttemptView {
 }
 
 fn decide_r(template: &RunTemplate, status: &JobRunStatus, tasks: Vec<AttemptView>, kill: bool, now: &str) -> RunPlan {
-    let input = RunInput { template, kill, created: at("2026-12-03T12:00:00Z"), status, tasks };
+    let input = RunInput { template, kill, created: at("2026-12-03T12:00:00Z"), start_at: None, status, tasks };
     decide_run(&input, at(now))
 }
 
@@ -322,4 +327,146 @@ fn offers_are_asked_for_two_seconds_before_a_due_time_and_kept_until_it() {
     let late = offers_ahead(Some(due), at("2026-12-03T12:00:11Z"));
     assert_eq!(late, Ahead { soon: true, wake_at: Some(due) });
     assert_eq!(offers_ahead(None, due), Ahead { soon: false, wake_at: None });
+}
+
+/// A run of schedule `tick` staged for `due`, made at `created`.
+fn staged(name: &str, phase: RunPhase, created: &str, due: &str) -> RunView {
+    RunView { due: Some(at(due)), ..run(name, phase, Some("tick"), created) }
+}
+
+fn staged_at(status: &JobStatus, time: &str) -> bool {
+    status.schedules[0].last_schedule_time.as_deref() == Some(time)
+        && status.schedules[0].next_schedule_time.as_deref() == Some(time)
+        && status.next_run_time.as_deref() == Some(time)
+}
+
+#[test]
+fn a_schedule_stages_its_next_run_ahead_once_and_the_due_time_does_not_start_it_again() {
+    let spec = job(vec![every_10s(ConcurrencyPolicy::Allow)]);
+    let ahead = Duration::from_secs(5);
+    let done = vec![run("tick-1", RunPhase::Succeeded, Some("tick"), "2026-12-03T12:00:10Z")];
+    let first = decide(&spec, &JobStatus::default(), vec![], "2026-12-03T12:00:10Z").status;
+    // Six seconds before: nothing yet, but a look when the time is five away.
+    let early = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:14Z", ahead);
+    assert!(early.start.is_empty(), "{early:?}");
+    assert_eq!(early.wake_at, Some(at("2026-12-03T12:00:15Z")));
+    // Five before: staged, and the schedule's times say so.
+    let plan = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:15Z", ahead);
+    assert_eq!(plan.start, [NewRun { schedule: "tick".into(), time: at("2026-12-03T12:00:20Z"), message: None }]);
+    assert!(staged_at(&plan.status, "2026-12-03T12:00:20Z"), "{:?}", plan.status);
+    assert_eq!(plan.wake_at, Some(at("2026-12-03T12:00:20Z")));
+    // Written back with its run: staged once, and it is the next run, not the last.
+    let mut runs = done.clone();
+    runs.push(staged("tick-20", RunPhase::Pending, "2026-12-03T12:00:15Z", "2026-12-03T12:00:20Z"));
+    let waiting = decide_staging(&spec, &plan.status, runs.clone(), "2026-12-03T12:00:17Z", ahead);
+    assert!(waiting.start.is_empty() && waiting.cancel.is_empty(), "{waiting:?}");
+    assert!(staged_at(&waiting.status, "2026-12-03T12:00:20Z"), "{:?}", waiting.status);
+    assert_eq!(waiting.status.last_run.as_deref(), Some("tick-1"));
+    assert_eq!(waiting.status.active, ["tick-20"]);
+    // At the due time it is not started again; the next is staged five seconds before.
+    runs[1].phase = RunPhase::Running;
+    let due = decide_staging(&spec, &waiting.status, runs.clone(), "2026-12-03T12:00:20Z", ahead);
+    assert!(due.start.is_empty(), "{due:?}");
+    assert_eq!(due.status.last_run.as_deref(), Some("tick-20"));
+    assert_eq!(due.status.schedules[0].next_schedule_time.as_deref(), Some("2026-12-03T12:00:30Z"));
+    assert_eq!(due.status.schedules[0].missed, 0);
+    assert_eq!(due.wake_at, Some(at("2026-12-03T12:00:25Z")));
+    // Under ALLOW the next is staged while this one still runs.
+    let next = decide_staging(&spec, &due.status, runs, "2026-12-03T12:00:25Z", ahead);
+    assert_eq!(next.start.iter().map(|n| n.time).collect::<Vec<_>>(), [at("2026-12-03T12:00:30Z")]);
+}
+
+#[test]
+fn forbid_stages_only_while_no_run_is_active_and_replace_waits_for_the_due_time() {
+    let ahead = Duration::from_secs(5);
+    let last =
+        decide(&job(vec![every_10s(ConcurrencyPolicy::Allow)]), &JobStatus::default(), vec![], "2026-12-03T12:00:10Z")
+            .status;
+    let busy = vec![run("tick-1", RunPhase::Running, Some("tick"), "2026-12-03T12:00:10Z")];
+    let forbid = job(vec![every_10s(ConcurrencyPolicy::Forbid)]);
+    let held = decide_staging(&forbid, &last, busy, "2026-12-03T12:00:15Z", ahead);
+    assert!(held.start.is_empty(), "{held:?}");
+    assert_eq!(held.wake_at, Some(at("2026-12-03T12:00:20Z")), "the due time judges it, or the run's end");
+    let ended = vec![run("tick-1", RunPhase::Succeeded, Some("tick"), "2026-12-03T12:00:10Z")];
+    let free = decide_staging(&forbid, &last, ended, "2026-12-03T12:00:16Z", ahead);
+    assert_eq!(free.start.len(), 1, "{free:?}");
+    // A staged run is active: a manual run is refused under FORBID.
+    let mut runs = vec![staged("tick-20", RunPhase::Pending, "2026-12-03T12:00:16Z", "2026-12-03T12:00:20Z")];
+    runs.push(RunView { admitted: false, ..run("by-hand", RunPhase::Pending, None, "2026-12-03T12:00:17Z") });
+    let manual = decide_staging(&forbid, &free.status, runs, "2026-12-03T12:00:17Z", ahead);
+    assert_eq!(manual.refuse.len(), 1, "{manual:?}");
+    assert!(manual.refuse[0].1.contains("tick-20"), "{manual:?}");
+
+    let replace = job(vec![every_10s(ConcurrencyPolicy::Replace)]);
+    let plan = decide_staging(&replace, &last, vec![], "2026-12-03T12:00:16Z", ahead);
+    assert!(plan.start.is_empty(), "REPLACE is not staged: {plan:?}");
+    assert_eq!(plan.wake_at, Some(at("2026-12-03T12:00:20Z")));
+}
+
+#[test]
+fn a_staged_run_its_schedule_no_longer_wants_is_cancelled_and_the_schedule_goes_on_from_now() {
+    let ahead = Duration::from_secs(5);
+    let allow = job(vec![every_10s(ConcurrencyPolicy::Allow)]);
+    let last = decide(&allow, &JobStatus::default(), vec![], "2026-12-03T12:00:10Z").status;
+    let plan = decide_staging(&allow, &last, vec![], "2026-12-03T12:00:15Z", ahead);
+    let runs = vec![staged("tick-20", RunPhase::Pending, "2026-12-03T12:00:15Z", "2026-12-03T12:00:20Z")];
+
+    // Disabled: cancelled; its time goes back to now, so that enabling it again
+    // before 12:00:20 still runs 12:00:20.
+    let mut off = allow.clone();
+    off.schedules[0].enabled = false;
+    let cancelled = decide_staging(&off, &plan.status, runs.clone(), "2026-12-03T12:00:17Z", ahead);
+    assert_eq!(cancelled.cancel, ["tick-20"]);
+    assert!(cancelled.status.active.is_empty(), "{:?}", cancelled.status);
+    assert_eq!(cancelled.status.schedules[0].last_schedule_time.as_deref(), Some("2026-12-03T12:00:17Z"));
+    let again = decide_staging(&allow, &cancelled.status, vec![], "2026-12-03T12:00:18Z", ahead);
+    assert_eq!(again.start.iter().map(|n| n.time).collect::<Vec<_>>(), [at("2026-12-03T12:00:20Z")]);
+
+    // Its cron no longer names the time: cancelled, and the new cron's next is staged.
+    let mut other = allow.clone();
+    other.schedules[0].cron = "*/7 * * * * *".into();
+    let moved = decide_staging(&other, &plan.status, runs.clone(), "2026-12-03T12:00:17Z", ahead);
+    assert_eq!(moved.cancel, ["tick-20"]);
+    assert_eq!(moved.start.iter().map(|n| n.time).collect::<Vec<_>>(), [at("2026-12-03T12:00:21Z")]);
+
+    // Still wanted (another field changed): kept.
+    let mut deadline = allow.clone();
+    deadline.schedules[0].starting_deadline_seconds = 60;
+    let kept = decide_staging(&deadline, &plan.status, runs, "2026-12-03T12:00:17Z", ahead);
+    assert!(kept.cancel.is_empty() && kept.start.is_empty(), "{kept:?}");
+}
+
+#[test]
+fn a_staged_run_waits_placed_until_its_time_and_its_deadline_counts_from_then() {
+    let template = RunTemplate { active_deadline_seconds: Some(3), ..Default::default() };
+    let status = JobRunStatus::default();
+    let decide_at = |tasks: Vec<AttemptView>, now: &str| {
+        let input = RunInput {
+            template: &template,
+            kill: false,
+            created: at("2026-12-03T12:00:15Z"),
+            start_at: Some(at("2026-12-03T12:00:20Z")),
+            status: &status,
+            tasks,
+        };
+        decide_run(&input, at(now))
+    };
+    let first = decide_at(vec![], "2026-12-03T12:00:15Z");
+    assert!(first.launch, "its attempt is launched at once: {first:?}");
+    let placed = AttemptView { started: None, ..attempt("tick-20-1", TaskPhase::Staging, "2026-12-03T12:00:15Z") };
+    // Past 3 s from its making but before its time: waiting, not failed.
+    let waits = decide_at(vec![placed.clone()], "2026-12-03T12:00:19Z");
+    assert_eq!(waits.status.phase, RunPhase::Pending, "{waits:?}");
+    assert_eq!(waits.status.message.as_deref(), Some("staged on node n1; starts at 2026-12-03T12:00:20Z"));
+    assert_eq!(waits.wake_at, Some(at("2026-12-03T12:00:20Z")));
+    let running = AttemptView {
+        started: Some(at("2026-12-03T12:00:20Z")),
+        ..attempt("tick-20-1", TaskPhase::Running, "2026-12-03T12:00:15Z")
+    };
+    let runs = decide_at(vec![running.clone()], "2026-12-03T12:00:21Z");
+    assert_eq!(runs.status.phase, RunPhase::Running, "{runs:?}");
+    assert_eq!(runs.status.message, None);
+    // Its deadline: three seconds from its time.
+    let late = decide_at(vec![running], "2026-12-03T12:00:23Z");
+    assert_eq!(late.status.phase, RunPhase::Failed, "{late:?}");
 }
