@@ -642,14 +642,14 @@ async fn realize_once(
         task = tasks.update_status(&task).await?;
         *written = Some(task.revision());
         if let Some((after, code)) = exit_after(&task) {
-            let (tasks, ns, name) = (tasks.clone(), task.metadata.namespace.clone(), task.metadata.name.clone());
+            let (tasks, ns, known) = (tasks.clone(), task.metadata.namespace.clone(), task.clone());
             let exits = exits.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
                 // Thousands of tasks started at one second end at one second: their
                 // reports go out as many at once as the realizer's, not all at once.
                 let Ok(_slot) = exits.acquire().await else { return };
-                exit(&tasks.in_namespace(ns.as_deref().unwrap_or_default()), &name, code).await;
+                exit(&tasks.in_namespace(ns.as_deref().unwrap_or_default()), known, code).await;
             });
         }
     }
@@ -675,9 +675,17 @@ fn exit_after(task: &Task) -> Option<(Duration, i32)> {
 /// Reports task `name` ended with exit `code`, as an agent whose process exited —
 /// unless it is no longer running (killed, or gone, meanwhile). The realizer then
 /// lets go of it, as of any task that ended.
-async fn exit(tasks: &Api<Task>, name: &str, code: i32) {
+async fn exit(tasks: &Api<Task>, known: Task, code: i32) {
+    let name = known.metadata.name.clone();
+    // The version it wrote last, as an agent knows its task from its cache; a
+    // conflict (someone wrote since) reads it again.
+    let mut known = Some(known);
     for attempt in 1..=ATTEMPTS {
-        let mut task = match tasks.get(name).await {
+        let read = match known.take() {
+            Some(t) => Ok(t),
+            None => tasks.get(&name).await,
+        };
+        let mut task = match read {
             Ok(t) => t,
             Err(e) if e.is_not_found() => return,
             Err(e) => {

@@ -88,6 +88,15 @@ const UNSEEN: Duration = Duration::from_secs(30);
 const IDLE: Duration = Duration::from_secs(5);
 /// How long to gather changes before a round, at least (see [`Jobs::rounds`]).
 const SETTLE: Duration = Duration::from_millis(20);
+/// How many times as long as the last round took a round waits after mere
+/// bookkeeping changes (see [`Jobs::rounds`]).
+const LAZY: u32 = 5;
+
+/// What wakes the rounds: changes to act on, and bookkeeping.
+struct Wakes {
+    wake: Arc<Notify>,
+    nudge: Arc<Notify>,
+}
 
 /// The jobs controller, for a [`corral_runtime::Manager`].
 pub struct Jobs {
@@ -197,11 +206,24 @@ impl Runnable for Jobs {
         let jobs = Reflector::new(Api::<Job>::all(client.clone()), ListParams::default());
         let runs = Reflector::new(Api::<JobRun>::all(client.clone()), ListParams::default())
             .index(BY_JOB, Arc::new(|r: &JobRun| vec![job_key_of(r)]));
+        // Bookkeeping only — a task reported running or finished, a run's status
+        // written (the rounds' own writes coming back) — nudges; anything a round
+        // must act on soon wakes.
+        let nudge = Arc::new(Notify::new());
         let on_task = {
-            let wake = wake.clone();
+            let (wake, nudge) = (wake.clone(), nudge.clone());
             Arc::new(move |c: corral_runtime::Change<TaskSummary>| {
-                if run_of(&**c.object()).is_some() {
-                    wake.notify_one();
+                if run_of(&**c.object()).is_none() {
+                    return;
+                }
+                let phase = c.object().status.as_ref().map(|s| s.phase);
+                match c {
+                    corral_runtime::Change::Applied { .. }
+                        if matches!(phase, Some(TaskPhase::Running | TaskPhase::Finished)) =>
+                    {
+                        nudge.notify_one()
+                    }
+                    _ => wake.notify_one(),
                 }
             })
         };
@@ -224,11 +246,23 @@ impl Runnable for Jobs {
         });
         let reflectors = futures::future::join3(
             jobs.run(shutdown.clone(), poke(&wake)),
-            runs.run(shutdown.clone(), poke(&wake)),
+            runs.run(shutdown.clone(), {
+                let (wake, nudge) = (wake.clone(), nudge.clone());
+                move |c: corral_runtime::Change<JobRun>| match &c {
+                    // The same spec (a status written): bookkeeping.
+                    corral_runtime::Change::Applied { object, previous: Some(before) }
+                        if object.metadata.generation == before.metadata.generation
+                            && object.metadata.deletion_timestamp == before.metadata.deletion_timestamp =>
+                    {
+                        nudge.notify_one()
+                    }
+                    _ => wake.notify_one(),
+                }
+            }),
             offers.run(shutdown.clone(), poke(&wake)),
         );
         let lease = registration::renew_lease(client.clone(), JOBS_FRAMEWORK);
-        let rounds = self.rounds(apis, caches, wake, shutdown.clone());
+        let rounds = self.rounds(apis, caches, Wakes { wake, nudge }, shutdown.clone());
         tokio::select! {
             _ = reflectors => {}
             _ = lease => {}
@@ -240,7 +274,8 @@ impl Runnable for Jobs {
 }
 
 impl Jobs {
-    async fn rounds(&self, apis: Arc<Apis>, caches: Caches, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn rounds(&self, apis: Arc<Apis>, caches: Caches, wakes: Wakes, shutdown: CancellationToken) {
+        let Wakes { wake, nudge } = wakes;
         caches.jobs.wait_synced().await;
         caches.runs.wait_synced().await;
         caches.tasks.wait_synced().await;
@@ -256,13 +291,21 @@ impl Jobs {
                 .map_or(IDLE, |d| d.min(IDLE))
                 .max(Duration::from_millis(1));
             let due = tokio::time::Instant::now() + sleep;
+            // A round goes over every job, and changes come by the thousand when
+            // thousands of runs are due at once: after a change a round waits as long
+            // as the last one took (the rounds keep to half a core), and after mere
+            // bookkeeping (tasks reported running or finished, the rounds' own status
+            // writes) [`LAZY`] times as long (a sixth of a core), leaving the rest to
+            // the reports themselves — but never past the next due time.
+            let settle = |factor: u32| due.min(tokio::time::Instant::now() + SETTLE.max(took * factor));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                // A round goes over every job, and every task's report wakes it: under
-                // such a storm a round waits as long as the last one took, so that the
-                // rounds keep to half a core — but never past the next due time.
-                _ = wake.notified() => {
-                    tokio::time::sleep_until(due.min(tokio::time::Instant::now() + SETTLE.max(took))).await;
+                _ = wake.notified() => tokio::time::sleep_until(settle(1)).await,
+                _ = nudge.notified() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(settle(LAZY)) => {}
+                        _ = wake.notified() => tokio::time::sleep_until(settle(1)).await,
+                    }
                 }
                 _ = tokio::time::sleep_until(due) => {}
             }
