@@ -270,9 +270,11 @@ pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
         // Staging the next time: at most one run ahead per schedule.
         let stages = !input.stage_ahead.is_zero() && s.concurrency_policy != ConcurrencyPolicy::Replace;
         let ahead = chrono::Duration::from_std(input.stage_ahead).unwrap_or_default();
+        // When the time after a staged one is to be staged: the staged run itself
+        // starts on its node with nothing to decide here.
+        let after_staged = |at: DateTime<Utc>| Some(compiled.next_after(at).map_or(at, |n| (n - ahead).max(at)));
         let wake = match (staged, pass.next) {
-            // The staged run's own time: then the one after it may be staged.
-            (Some(at), _) => Some(at),
+            (Some(at), _) => after_staged(at),
             (None, Some(next)) if stages && next - now > ahead => Some(next - ahead),
             (None, Some(next)) if stages => {
                 if s.concurrency_policy == ConcurrencyPolicy::Forbid && !active.is_empty() {
@@ -284,7 +286,7 @@ pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
                     active.push(format!("(staged run of schedule {})", s.id));
                     st.last_schedule_time = Some(rfc3339(next));
                     st.next_schedule_time = Some(rfc3339(next));
-                    Some(next)
+                    after_staged(next)
                 }
             }
             (None, next) => next,
@@ -478,8 +480,9 @@ pub fn decide_run(input: &RunInput<'_>, now: DateTime<Utc>) -> RunPlan {
         match (placed, input.start_at.filter(|at| *at > now)) {
             (Some(node), Some(at)) if !started => {
                 st.phase = RunPhase::Pending;
+                // Its node starts it and says so: the report, not the clock, brings
+                // the run's next decision.
                 st.message = Some(format!("staged on node {node}; starts at {}", rfc3339(at)));
-                plan.wake_at = earliest(plan.wake_at, Some(at));
                 plan.staged = true;
             }
             (Some(_), _) => {

@@ -33,6 +33,7 @@ pub mod schedule;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -60,7 +61,7 @@ use crate::happenings::Queue;
 use crate::matching::{self, Demand, OfferView};
 use crate::offers::FRAMEWORK_LABEL;
 use crate::registration::{self, Registration};
-use crate::rounds::{decline, kill_task, poke};
+use crate::rounds::{decline, kill_task};
 use crate::shared_tasks::{BY_RUN, SharedTasks};
 
 /// The controller's name, in logs and metrics.
@@ -96,6 +97,9 @@ const LAZY: u32 = 5;
 struct Wakes {
     wake: Arc<Notify>,
     nudge: Arc<Notify>,
+    /// Whether the last round wanted offers: offers' changes wake the rounds then,
+    /// and only nudge them otherwise.
+    wants_offers: Arc<AtomicBool>,
 }
 
 /// The jobs controller, for a [`corral_runtime::Manager`].
@@ -178,6 +182,8 @@ struct Memory {
     registration: Registration,
     /// Writes the rounds' bookkeeping in the background.
     writer: bookkeeping::Writer,
+    /// Told whether this round wanted offers (see [`Wakes`]).
+    wants_offers: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -210,6 +216,7 @@ impl Runnable for Jobs {
         // written (the rounds' own writes coming back) — nudges; anything a round
         // must act on soon wakes.
         let nudge = Arc::new(Notify::new());
+        let wants_offers = Arc::new(AtomicBool::new(true));
         let on_task = {
             let (wake, nudge) = (wake.clone(), nudge.clone());
             Arc::new(move |c: corral_runtime::Change<TaskSummary>| {
@@ -221,6 +228,10 @@ impl Runnable for Jobs {
                     corral_runtime::Change::Applied { .. }
                         if matches!(phase, Some(TaskPhase::Running | TaskPhase::Finished)) =>
                     {
+                        nudge.notify_one()
+                    }
+                    // An ended task going (its run pruned): nothing left to decide.
+                    corral_runtime::Change::Deleted(_) if phase.is_some_and(TaskPhase::is_terminal) => {
                         nudge.notify_one()
                     }
                     _ => wake.notify_one(),
@@ -245,24 +256,22 @@ impl Runnable for Jobs {
             run_events,
         });
         let reflectors = futures::future::join3(
-            jobs.run(shutdown.clone(), poke(&wake)),
-            runs.run(shutdown.clone(), {
-                let (wake, nudge) = (wake.clone(), nudge.clone());
-                move |c: corral_runtime::Change<JobRun>| match &c {
-                    // The same spec (a status written): bookkeeping.
-                    corral_runtime::Change::Applied { object, previous: Some(before) }
-                        if object.metadata.generation == before.metadata.generation
-                            && object.metadata.deletion_timestamp == before.metadata.deletion_timestamp =>
-                    {
-                        nudge.notify_one()
-                    }
-                    _ => wake.notify_one(),
+            jobs.run(shutdown.clone(), on_change(&wake, &nudge, |_: &Job| false)),
+            runs.run(
+                shutdown.clone(),
+                on_change(&wake, &nudge, |r: &JobRun| r.status.as_ref().is_some_and(|s| s.phase.is_terminal())),
+            ),
+            offers.run(shutdown.clone(), {
+                let (wake, nudge, wants) = (wake.clone(), nudge.clone(), wants_offers.clone());
+                // Offers come and go as other frameworks' tasks end: they matter to
+                // a round only while the framework has something to launch or due.
+                move |_: corral_runtime::Change<Offer>| {
+                    if wants.load(Ordering::Relaxed) { wake.notify_one() } else { nudge.notify_one() }
                 }
             }),
-            offers.run(shutdown.clone(), poke(&wake)),
         );
         let lease = registration::renew_lease(client.clone(), JOBS_FRAMEWORK);
-        let rounds = self.rounds(apis, caches, Wakes { wake, nudge }, shutdown.clone());
+        let rounds = self.rounds(apis, caches, Wakes { wake, nudge, wants_offers }, shutdown.clone());
         tokio::select! {
             _ = reflectors => {}
             _ = lease => {}
@@ -275,12 +284,12 @@ impl Runnable for Jobs {
 
 impl Jobs {
     async fn rounds(&self, apis: Arc<Apis>, caches: Caches, wakes: Wakes, shutdown: CancellationToken) {
-        let Wakes { wake, nudge } = wakes;
+        let Wakes { wake, nudge, wants_offers } = wakes;
         caches.jobs.wait_synced().await;
         caches.runs.wait_synced().await;
         caches.tasks.wait_synced().await;
         caches.offers.wait_synced().await;
-        let mut memory = Memory::default();
+        let mut memory = Memory { wants_offers, ..Memory::default() };
         loop {
             let started = Instant::now();
             let next = round(&apis, &caches, &mut memory, &self.counts).await;
@@ -310,6 +319,27 @@ impl Jobs {
                 _ = tokio::time::sleep_until(due) => {}
             }
         }
+    }
+}
+
+/// A reflector's callback that wakes the rounds on a change to act on and only
+/// nudges them on bookkeeping: the same spec as before (a status written, mostly by
+/// the rounds themselves), or an object that had `ended` going (pruned).
+fn on_change<K: ApiObject>(
+    wake: &Arc<Notify>,
+    nudge: &Arc<Notify>,
+    ended: fn(&K) -> bool,
+) -> impl Fn(corral_runtime::Change<K>) + Send + Sync + use<K> {
+    let (wake, nudge) = (wake.clone(), nudge.clone());
+    move |c| match &c {
+        corral_runtime::Change::Applied { object, previous: Some(before) }
+            if object.meta().generation == before.meta().generation
+                && object.meta().deletion_timestamp == before.meta().deletion_timestamp =>
+        {
+            nudge.notify_one()
+        }
+        corral_runtime::Change::Deleted(gone) if ended(gone) => nudge.notify_one(),
+        _ => wake.notify_one(),
     }
 }
 
@@ -512,6 +542,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         roles.insert(DEFAULT_ROLE.to_string());
     }
     let wants_offers = !demands.is_empty() || due_soon;
+    memory.wants_offers.store(wants_offers, Ordering::Relaxed);
     memory.registration.ensure(&apis.frameworks, JOBS_FRAMEWORK, wants_offers, &roles).await;
     memory.used.retain(|_, at| at.elapsed() < UNSEEN);
     let offers: Vec<OfferView> = matching::open_offers(&caches.offers.list(), &memory.used);

@@ -354,7 +354,7 @@ fn a_schedule_stages_its_next_run_ahead_once_and_the_due_time_does_not_start_it_
     let plan = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:15Z", ahead);
     assert_eq!(plan.start, [NewRun { schedule: "tick".into(), time: at("2026-12-03T12:00:20Z"), message: None }]);
     assert!(staged_at(&plan.status, "2026-12-03T12:00:20Z"), "{:?}", plan.status);
-    assert_eq!(plan.wake_at, Some(at("2026-12-03T12:00:20Z")));
+    assert_eq!(plan.wake_at, Some(at("2026-12-03T12:00:25Z")), "when the time after it is staged");
     // Written back with its run: staged once, and it is the next run, not the last.
     let mut runs = done.clone();
     runs.push(staged("tick-20", RunPhase::Pending, "2026-12-03T12:00:15Z", "2026-12-03T12:00:20Z"));
@@ -458,7 +458,7 @@ fn a_staged_run_waits_placed_until_its_time_and_its_deadline_counts_from_then() 
     let waits = decide_at(vec![placed.clone()], "2026-12-03T12:00:19Z");
     assert_eq!(waits.status.phase, RunPhase::Pending, "{waits:?}");
     assert_eq!(waits.status.message.as_deref(), Some("staged on node n1; starts at 2026-12-03T12:00:20Z"));
-    assert_eq!(waits.wake_at, Some(at("2026-12-03T12:00:20Z")));
+    assert_eq!(waits.wake_at, Some(at("2026-12-03T12:00:23Z")), "its deadline; its start is its node's");
     let running = AttemptView {
         started: Some(at("2026-12-03T12:00:20Z")),
         ..attempt("tick-20-1", TaskPhase::Running, "2026-12-03T12:00:15Z")
