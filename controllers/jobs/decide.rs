@@ -407,8 +407,7 @@ pub struct RunPlan {
     pub kill: Vec<String>,
     /// The run's status after this plan.
     pub status: JobRunStatus,
-    /// When the run must be decided again by the clock: its deadline, or the time a
-    /// staged run starts.
+    /// When the run must be decided again by the clock: its deadline.
     pub wake_at: Option<DateTime<Utc>>,
     /// Placed ahead of its time and waiting for it: a run without a status yet has
     /// nothing to write until it starts (`spec.trigger.scheduledTime` says when).

@@ -7,24 +7,28 @@
 //!
 //! A round, as the services framework's:
 //!
-//! 1. every job decides ([`decide::decide_job`]): its due schedules start runs —
-//!    named after the time they were due, so that a time is never started twice,
-//!    even across a restart between the run's creation and the job's status — and
-//!    manual runs are admitted or refused; the jobs' writes go out many at once;
+//! 1. every job decides ([`decide::decide_job`]): its schedules start runs, staged
+//!    [`decide::STAGE_AHEAD`] before their due times (or at them) — named after the
+//!    time they are due, so that a time is never started twice, even across a
+//!    restart between the run's creation and the job's status — and manual runs are
+//!    admitted or refused; the jobs' writes go out many at once;
 //! 2. every active run decides ([`decide::decide_run`]) from its tasks, one per
 //!    attempt — the runs started or admitted in step 1 included, without waiting
 //!    for the watch to bring them back;
 //! 3. the attempts to launch are matched to the offers made to the `jobs` framework
 //!    ([`crate::matching`], constraints included) and accepted, each task named
-//!    after its run and attempt number;
+//!    after its run and attempt number — that of a staged run with its due time as
+//!    `startAt`, at which its node starts it;
 //! 4. the runs' statuses are decided, with why a run waits for a place;
 //! 5. they, the old runs to prune and the jobs' statuses are handed to a writer of
 //!    their own ([`bookkeeping`]) — the launches of this round did not wait for them,
 //!    and those of the next round do not either.
 //!
-//! The next round comes with any change seen, or at the earliest time a deadline is
-//! due or a schedule is [`decide::LEAD`] from due: the framework then asks for
-//! offers and keeps them, so that a due time finds them there ([`decide::offers_ahead`]).
+//! The next round comes soon after a change to act on, later after mere bookkeeping
+//! (statuses written, tasks reported running or finished, ended runs pruned: see
+//! `Jobs::rounds`), or at the earliest time a deadline is due or a schedule is
+//! [`decide::LEAD`] from staging or due: the framework then asks for offers and
+//! keeps them, so that the time finds them there ([`decide::offers_ahead`]).
 //! A framework with nothing to launch and nothing due soon is suppressed.
 
 mod bookkeeping;
@@ -212,9 +216,9 @@ impl Runnable for Jobs {
         let jobs = Reflector::new(Api::<Job>::all(client.clone()), ListParams::default());
         let runs = Reflector::new(Api::<JobRun>::all(client.clone()), ListParams::default())
             .index(BY_JOB, Arc::new(|r: &JobRun| vec![job_key_of(r)]));
-        // Bookkeeping only — a task reported running or finished, a run's status
-        // written (the rounds' own writes coming back) — nudges; anything a round
-        // must act on soon wakes.
+        // Bookkeeping only nudges the rounds (a task reported running or finished, an
+        // ended one pruned; see `on_change` for the jobs and runs); anything a round
+        // must act on soon wakes them.
         let nudge = Arc::new(Notify::new());
         let wants_offers = Arc::new(AtomicBool::new(true));
         let on_task = {

@@ -117,8 +117,9 @@ pub struct RunTemplate {
     #[serde(default = "six")]
     #[schemars(range(min = 1, max = 1000))]
     pub retry_limit: u32,
-    /// Seconds the whole run may take, from its creation, attempts included; past
-    /// them its task is killed and the run fails.
+    /// Seconds the whole run may take, from its creation (or its due time, for a run
+    /// staged ahead of it), attempts included; past them its task is killed and the
+    /// run fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: Option<u64>,
