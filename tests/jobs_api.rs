@@ -263,3 +263,78 @@ async fn a_run_that_cannot_be_placed_says_why() {
     assert_eq!(waiting["status"]["phase"], "Pending", "{waiting:#}");
     assert!(waiting["status"]["attempts"].as_array().is_none_or(Vec::is_empty), "nothing launched: {waiting:#}");
 }
+
+#[tokio::test]
+async fn a_run_is_staged_on_its_node_before_its_time_and_cancelled_with_its_task_when_its_schedule_is_disabled() {
+    let s = TestServer::start_with(|o| {
+        o.without("node-lifecycle");
+    })
+    .await;
+    // A node and no agent: a staged task is placed there and never started.
+    s.register_node("n1", 4.0, 4096).await;
+    let schedule = |enabled: bool| json!([{"id": "tick", "cron": "*/10 * * * * *", "enabled": enabled}]);
+    let mut tick = job("tick");
+    tick["spec"]["schedules"] = schedule(true);
+    let (code, out) = s.post(JOBS, &tick).await;
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    let time = |v: &Value, at: &str| {
+        v.pointer(at).and_then(Value::as_str).and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    // A run made ahead of its time, with a few seconds of it left to act in.
+    let runs = s
+        .wait_for(RUNS, "a run staged ahead of its time", |v| {
+            let soon = chrono::Utc::now() + chrono::Duration::seconds(3);
+            v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| time(r, "/spec/trigger/scheduledTime") > Some(soon.into()))
+        })
+        .await;
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let run = runs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| time(r, "/spec/trigger/scheduledTime") > Some(soon.into()))
+        .cloned()
+        .expect("the staged run");
+    let name = run["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let due = run["spec"]["trigger"]["scheduledTime"].as_str().unwrap_or_default().to_string();
+    let tasks_path = format!("/apis/corral.dev/v1/namespaces/default/tasks?labelSelector=corral.dev/job-run={name}");
+    let tasks = s
+        .wait_for(&tasks_path, "the staged run's task, placed", |v| {
+            v["items"].as_array().is_some_and(|i| i.len() == 1 && i[0]["spec"]["nodeName"] == "n1")
+        })
+        .await;
+    let task = &tasks["items"][0];
+    assert_eq!(task["spec"]["startAt"], due.as_str(), "its node starts it at its time: {task:#}");
+    let job = s
+        .wait_for(&format!("{JOBS}/tick"), "the job to name the staged time", |j| {
+            j["status"]["nextRunTime"] == due.as_str()
+        })
+        .await;
+    assert_ne!(job["status"]["lastRun"], name.as_str(), "a staged run is the next run, not the last: {job:#}");
+
+    // Disabled before that time: the run and its task go, as if never made.
+    let mut off = job.clone();
+    off["spec"]["schedules"] = schedule(false);
+    let (code, out) = s.put(&format!("{JOBS}/tick"), &off).await;
+    assert_eq!(code, StatusCode::OK, "{out}");
+    // Its node's agent lets go of it (none runs here: it waits for it, being deleted).
+    s.wait_for(&tasks_path, "the cancelled run's task to be deleted", |v| {
+        v["items"].as_array().is_some_and(|i| i.iter().all(|t| t["metadata"]["deletionTimestamp"].is_string()))
+    })
+    .await;
+    s.wait_for(RUNS, "the cancelled run to go", |v| {
+        !v["items"].as_array().into_iter().flatten().any(|r| r["metadata"]["name"] == name.as_str())
+    })
+    .await;
+    let job = s
+        .wait_for(&format!("{JOBS}/tick"), "the schedule to go on from before its staged time", |j| {
+            time(j, "/status/schedules/0/lastScheduleTime")
+                .is_some_and(|t| Some(t) < time(&run, "/spec/trigger/scheduledTime"))
+        })
+        .await;
+    assert!(job["status"]["schedules"][0]["missed"] == 0, "{job:#}");
+}
