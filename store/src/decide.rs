@@ -117,15 +117,26 @@ pub fn decide(
             let cur = current.ok_or_else(|| Error::NotFound(key.clone()))?;
             check_expected(&key, expected, &cur)?;
             let old = cur.value()?;
-            let mut new =
-                if status_only { with_status_of(&old, &object) } else { with_server_fields(&key, object, &old)? };
-            if !status_only && desired_part(&new) != desired_part(&old) {
-                let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
-                meta_mut(&mut new)?.insert("generation".into(), Value::from(generation + 1));
-            }
-            if new == old {
-                return Ok((TxnOutcome::Updated(UpdateOutcome::Unchanged(cur)), None));
-            }
+            let mut new = if status_only {
+                // Only the status can change (the most frequent write of all: every
+                // report of every task): it alone is compared, and it is moved into
+                // the object as stored instead of copying that whole.
+                let incoming = status_of(object);
+                if old.get("status").filter(|s| !s.is_null()) == incoming.as_ref() {
+                    return Ok((TxnOutcome::Updated(UpdateOutcome::Unchanged(cur)), None));
+                }
+                with_status(old, incoming)
+            } else {
+                let mut new = with_server_fields(&key, object, &old)?;
+                if desired_part(&new) != desired_part(&old) {
+                    let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                    meta_mut(&mut new)?.insert("generation".into(), Value::from(generation + 1));
+                }
+                if new == old {
+                    return Ok((TxnOutcome::Updated(UpdateOutcome::Unchanged(cur)), None));
+                }
+                new
+            };
             meta_mut(&mut new)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
             let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &new)?);
             if is_deleting(&new) && finalizers(&new).is_empty() {
@@ -203,12 +214,21 @@ fn finalizers(v: &Value) -> Vec<Value> {
 }
 
 /// The old object with only its status replaced.
-fn with_status_of(old: &Value, incoming: &Value) -> Value {
-    let mut new = old.clone();
+/// The status an incoming object carries; none for a null one.
+fn status_of(incoming: Value) -> Option<Value> {
+    match incoming {
+        Value::Object(mut o) => o.remove("status").filter(|s| !s.is_null()),
+        _ => None,
+    }
+}
+
+/// `old` with `status` in place of its own (none: without one).
+fn with_status(old: Value, status: Option<Value>) -> Value {
+    let mut new = old;
     if let Some(o) = new.as_object_mut() {
-        match incoming.get("status") {
-            Some(s) if !s.is_null() => o.insert("status".into(), s.clone()),
-            _ => o.remove("status"),
+        match status {
+            Some(s) => o.insert("status".into(), s),
+            None => o.remove("status"),
         };
     }
     new

@@ -138,6 +138,22 @@ pub async fn unchanged_update_writes_nothing(f: &mut impl Fixture) {
     let out = s.update(key("a"), cm("a", "1"), None).await.unwrap();
     assert!(matches!(out, UpdateOutcome::Unchanged(_)));
     assert_eq!(s.stats().revision, o.revision);
+    // A status write is judged by the status alone: the same one, whatever else its
+    // body says, writes nothing; another changes the status and nothing else.
+    let mut reported = cm("a", "1");
+    reported["status"] = json!({"phase": "Running"});
+    assert!(matches!(s.update_status(key("a"), reported, None).await.unwrap(), UpdateOutcome::Updated(_)));
+    let rev = s.stats().revision;
+    let mut same = cm("a", "other spec");
+    same["status"] = json!({"phase": "Running"});
+    assert!(matches!(s.update_status(key("a"), same, None).await.unwrap(), UpdateOutcome::Unchanged(_)));
+    assert_eq!(s.stats().revision, rev);
+    let mut cleared = cm("a", "other spec");
+    cleared["status"] = serde_json::Value::Null;
+    let v = s.update_status(key("a"), cleared, None).await.unwrap().object().value().unwrap();
+    assert!(v.get("status").is_none(), "{v}");
+    assert_eq!(v["spec"]["data"]["v"], "1", "{v}");
+    assert_eq!(s.stats().revision, rev + 1);
 }
 
 pub async fn finalizers_hold_deletion_until_removed(f: &mut impl Fixture) {
