@@ -20,12 +20,18 @@ fn job(name: &str) -> Value {
                                 "concurrencyPolicy": "FORBID"}]}})
 }
 
-#[tokio::test]
-async fn a_job_is_stored_with_its_defaults_and_a_bad_one_is_refused_naming_the_field() {
-    let s = TestServer::start_with(|o| {
+/// A control plane whose nodes (registered by hand, without agents) are never
+/// judged unreachable.
+async fn server() -> TestServer {
+    TestServer::start_with(|o| {
         o.without("node-lifecycle");
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_job_is_stored_with_its_defaults_and_a_bad_one_is_refused_naming_the_field() {
+    let s = server().await;
     let (code, out) = s.post(JOBS, &job("backup")).await;
     assert_eq!(code, StatusCode::CREATED, "{out}");
     let (code, stored) = s.get(&format!("{JOBS}/backup")).await;
@@ -61,10 +67,7 @@ async fn a_job_is_stored_with_its_defaults_and_a_bad_one_is_refused_naming_the_f
 
 #[tokio::test]
 async fn a_job_leaves_placement_to_the_scheduler_and_obeys_its_namespace_policy() {
-    let s = TestServer::start_with(|o| {
-        o.without("node-lifecycle");
-    })
-    .await;
+    let s = server().await;
     let mut pinned = job("pinned");
     pinned["spec"]["run"]["task"]["nodeName"] = json!("n1");
     pinned["spec"]["run"]["task"]["role"] = json!("batch");
@@ -91,10 +94,7 @@ async fn a_job_leaves_placement_to_the_scheduler_and_obeys_its_namespace_policy(
 
 #[tokio::test]
 async fn a_seconds_cron_schedule_starts_runs_named_after_their_times() {
-    let s = TestServer::start_with(|o| {
-        o.without("node-lifecycle");
-    })
-    .await;
+    let s = server().await;
     let mut tick = job("tick");
     tick["spec"]["schedules"] = json!([{"id": "tick", "cron": "*/2 * * * * *"}]);
     let (code, out) = s.post(JOBS, &tick).await;
@@ -130,10 +130,7 @@ async fn a_seconds_cron_schedule_starts_runs_named_after_their_times() {
 
 #[tokio::test]
 async fn a_time_missed_while_the_control_plane_was_down_runs_once_when_it_is_back_if_its_deadline_allows() {
-    let s = TestServer::start_with(|o| {
-        o.without("node-lifecycle");
-    })
-    .await;
+    let s = server().await;
     // Two jobs due once a day at the same second, a few seconds from now (beyond the
     // 5 s ahead of it that a run is staged): one may start up to 15 minutes late, the
     // other only 1 second late.
@@ -208,10 +205,7 @@ async fn a_time_missed_while_the_control_plane_was_down_runs_once_when_it_is_bac
 
 #[tokio::test]
 async fn the_example_jobs_apply_and_their_schedules_are_read() {
-    let s = TestServer::start_with(|o| {
-        o.without("node-lifecycle");
-    })
-    .await;
+    let s = server().await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs");
     let args = ["--server".to_string(), s.base.clone(), "--token".into(), s.token().to_string(), "apply".into()]
         .into_iter()
@@ -241,10 +235,7 @@ async fn the_example_jobs_apply_and_their_schedules_are_read() {
 
 #[tokio::test]
 async fn a_run_that_cannot_be_placed_says_why() {
-    let s = TestServer::start_with(|o| {
-        o.without("node-lifecycle");
-    })
-    .await;
+    let s = server().await;
     s.register_node("small", 1.0, 1024).await;
     let mut big = job("big");
     big["spec"]["schedules"] = json!([]);
@@ -266,10 +257,7 @@ async fn a_run_that_cannot_be_placed_says_why() {
 
 #[tokio::test]
 async fn a_run_is_staged_on_its_node_before_its_time_and_cancelled_with_its_task_when_its_schedule_is_disabled() {
-    let s = TestServer::start_with(|o| {
-        o.without("node-lifecycle");
-    })
-    .await;
+    let s = server().await;
     // A node and no agent: a staged task is placed there and never started.
     s.register_node("n1", 4.0, 4096).await;
     let schedule = |enabled: bool| json!([{"id": "tick", "cron": "*/10 * * * * *", "enabled": enabled}]);
