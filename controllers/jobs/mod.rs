@@ -891,7 +891,12 @@ fn run_view(r: &JobRun, status: Option<&JobRunStatus>) -> RunView {
         schedule: r.spec.trigger.schedule.clone(),
         created: r.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or_default(),
         finished: status.and_then(|s| s.finish_time.as_deref()).and_then(parse_time),
-        due: r.spec.trigger.scheduled_time.as_deref().and_then(parse_time),
+        // Read only where it can matter (a run not ended may be staged): a round views
+        // every run of every job, history included.
+        due: status
+            .is_none_or(|s| !s.phase.is_terminal())
+            .then(|| r.spec.trigger.scheduled_time.as_deref().and_then(parse_time))
+            .flatten(),
     }
 }
 

@@ -92,6 +92,15 @@ fn the_latest_due_time_runs_if_it_is_within_the_deadline_and_the_others_are_miss
 }
 
 #[test]
+fn after_a_time_staged_ahead_nothing_is_due_and_the_next_is_the_one_after_it() {
+    let s = schedule("*/10 * * * * *", "UTC");
+    // Acted on up to 12:00:20 (staged) at 12:00:16: nothing owed, nothing missed.
+    let p = pass(&s, at("2026-12-03T12:00:20Z"), at("2026-12-03T12:00:16Z"), Duration::from_secs(15));
+    assert_eq!((p.run, p.last, p.missed), (None, None, 0));
+    assert_eq!(p.next, Some(at("2026-12-03T12:00:30Z")));
+}
+
+#[test]
 fn a_time_missed_while_the_control_plane_was_down_runs_once_if_the_deadline_allows() {
     let hourly = schedule("0 * * * *", "UTC");
     let (since, now) = (at("2026-12-03T10:00:00Z"), at("2026-12-03T12:20:00Z"));
