@@ -62,6 +62,11 @@ fn event(name: &str, kind: &str, about: &str) -> Value {
                  "reason": "Test", "message": "m", "type": "Normal"}})
 }
 
+/// A node's report that task `name` (in `web`) is running.
+fn report(name: &str) -> Value {
+    json!({"entries": [{"namespace": "web", "name": name, "status": {"phase": "RUNNING"}}]})
+}
+
 /// Joins node `name` with `join`; returns the node's own token.
 async fn join(s: &TestServer, join: &str, name: &str) -> String {
     let (code, body) = call(s, Some(join), Method::POST, "/auth/join", Some(&json!({"node": name}))).await;
@@ -165,6 +170,10 @@ async fn every_identity_is_refused_what_it_must_not_do_and_allowed_what_it_may()
         ("node-a", Some(&node_a), Method::POST, format!("{V1}/nodes"), Some(node("node-b", "http://127.0.0.1:1")), 403),
         ("node-a", Some(&node_a), Method::POST, format!("{V1}/nodes"), Some(node("node-a", "http://127.0.0.1:2")), 201),
         ("node-a", Some(&node_a), Method::PUT, format!("{V1}/nodes/node-a/status"), Some(node("node-a", "http://127.0.0.1:2")), 200),
+        // A node reports its own tasks' statuses, many at once; not another node's.
+        ("node-a", Some(&node_a), Method::POST, format!("{V1}/nodes/node-a/taskstatus"), Some(report("task-a")), 200),
+        ("node-a", Some(&node_a), Method::POST, format!("{V1}/nodes/node-b/taskstatus"), Some(report("task-b")), 403),
+        ("edit", Some(&editor), Method::POST, format!("{V1}/nodes/node-a/taskstatus"), Some(report("task-a")), 403),
         ("node-a", Some(&node_a), Method::POST, format!("{V1}/namespaces/web/events"), Some(event("about-b", "Task", "task-b")), 403),
         ("node-a", Some(&node_a), Method::POST, format!("{V1}/namespaces/web/events"), Some(event("about-a", "Task", "task-a")), 201),
         ("node-a", Some(&node_a), Method::POST, cms_web.clone(), Some(cm("n")), 403),

@@ -25,6 +25,7 @@ pub mod resource;
 pub mod schema_limits;
 pub mod selector;
 pub mod table;
+pub mod task_report;
 pub mod transaction;
 pub mod validate;
 pub mod version;

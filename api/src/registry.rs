@@ -219,6 +219,9 @@ impl KindInfo {
 struct Entry {
     info: Arc<KindInfo>,
     validator: Arc<jsonschema::Validator>,
+    /// The schema of `status` alone, compiled when first needed (see
+    /// [`Registry::validate_status`]); `None` when the kind has no status.
+    status_validator: std::sync::OnceLock<Option<Arc<jsonschema::Validator>>>,
     /// Name of the custom resource definition serving the kind; `None` for kinds
     /// registered directly (built-in ones).
     crd: Option<String>,
@@ -266,7 +269,8 @@ impl Registry {
             return Err(Error::DuplicateKind(format!("{}.{}", info.plural, info.group)));
         }
         let info = Arc::new(info);
-        entries.push(Arc::new(Entry { info: info.clone(), validator: Arc::new(validator), crd }));
+        let validator = Arc::new(validator);
+        entries.push(Arc::new(Entry { info: info.clone(), validator, status_validator: Default::default(), crd }));
         Ok(info)
     }
 
@@ -368,6 +372,24 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// Validates `status` as the status of an object of kind `info`, against the
+    /// `status` part of the kind's schema: what a status write needs, without the
+    /// rest of the object. Offending fields are named from the object's root
+    /// (`status.phase`).
+    pub fn validate_status(&self, info: &KindInfo, status: &Value) -> Result<(), Vec<FieldError>> {
+        let entry =
+            self.entries.read().iter().find(|e| e.info.group == info.group && e.info.plural == info.plural).cloned();
+        let Some(entry) = entry else {
+            return Err(vec![FieldError::new("kind", format!("kind {} is not served", info.kind))]);
+        };
+        let validator = entry.status_validator.get_or_init(|| status_schema(&entry.info.schema));
+        let Some(validator) = validator else {
+            return Err(vec![FieldError::new("status", format!("kind {} has no status", info.kind))]);
+        };
+        let wrapped = serde_json::json!({ "status": status });
+        crate::validate::validate_part(validator, &wrapped)
     }
 
     /// Where a custom resource definition collides with a kind served for something
@@ -506,12 +528,42 @@ fn inline(v: &Value, defs: &Value, depth: usize) -> Value {
     }
 }
 
+/// The kind's schema cut down to its `status` property, with the definitions it
+/// refers to; `None` when the schema has no `status` or the cut does not compile.
+/// A status that may be null is taken as the status it is otherwise (a status write
+/// names one), so that a wrong field is named rather than the whole status refused
+/// as matching neither.
+fn status_schema(schema: &Value) -> Option<Arc<jsonschema::Validator>> {
+    let mut status = schema.pointer("/properties/status")?.clone();
+    if let Some(any) = status.get("anyOf").and_then(Value::as_array) {
+        let not_null: Vec<&Value> = any.iter().filter(|s| s.get("type") != Some(&Value::from("null"))).collect();
+        if let [only] = not_null[..] {
+            status = only.clone();
+        }
+    }
+    let mut cut = schema.as_object()?.clone();
+    cut.remove("required");
+    cut.insert("properties".into(), serde_json::json!({ "status": status }));
+    cut.insert("additionalProperties".into(), Value::Bool(false));
+    jsonschema::validator_for(&Value::Object(cut)).ok().map(Arc::new)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
     use crate::kinds::CustomResourceDefinition;
+
+    #[test]
+    fn a_status_alone_is_validated_against_the_kinds_schema_naming_each_field() {
+        let reg = Registry::builtin();
+        let tasks = reg.by_plural(crate::GROUP, crate::VERSION, "tasks").unwrap();
+        assert_eq!(reg.validate_status(&tasks, &json!({"phase": "RUNNING", "exitCode": 0})), Ok(()));
+        let errors = reg.validate_status(&tasks, &json!({"phase": "SPRINTING", "bogus": 1})).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["status.bogus", "status.phase"], "{errors:?}");
+    }
 
     #[test]
     fn printer_column_paths_take_fields_and_array_indexes() {

@@ -26,6 +26,15 @@ pub fn validate_object(
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
+/// Validates `part` against `validator` alone (no envelope or naming rules), returning
+/// every offending field.
+pub fn validate_part(validator: &jsonschema::Validator, part: &Value) -> Result<(), Vec<FieldError>> {
+    let mut errors: Vec<FieldError> = validator.iter_errors(part).map(|e| schema_error(&e)).collect();
+    errors.sort_by(|a, b| a.field.cmp(&b.field));
+    errors.dedup();
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
 fn schema_error(e: &jsonschema::ValidationError<'_>) -> FieldError {
     use jsonschema::error::ValidationErrorKind as K;
     let path = pointer_to_path(&e.instance_path().to_string());

@@ -14,10 +14,12 @@
 //! # How it keeps up
 //! All hollow nodes of a process share **one** watch of tasks (a real cluster has one
 //! per agent: that fan-out is the part of the control plane's work a hollow cluster
-//! does not reproduce). Tasks are realized concurrently, at most
-//! [`HollowOptions::realize_concurrency`] at once; the others wait in one queue per
-//! node, the nodes taking turns, so that a task bound to a quiet node does not wait
-//! behind another node's thousands. One task is never worked on twice at once (a
+//! does not reproduce). Tasks wait in one queue per node, and the nodes take turns,
+//! so that a task bound to a quiet node does not wait behind another node's
+//! thousands; at most [`HollowOptions::realize_concurrency`] nodes work at once,
+//! each on up to [`NODE_BATCH`] of its waiting tasks. A node writes its tasks'
+//! statuses through one [`StatusReporter`], as an agent does: the statuses of tasks
+//! it works on together go in one report. One task is never worked on twice at once (a
 //! change seen meanwhile waits, the newest one only), and the echoes of the node's own
 //! writes are recognised by revision instead of being worked on again. The watch is
 //! read on at once — so that it never falls behind the server's compaction — until
@@ -49,12 +51,16 @@ use corral_api::kinds::Lease;
 use corral_api::kinds::Node;
 use corral_api::kinds::node::{NODE_LEASE_NAMESPACE, NodeSpec, NodeStatus, PortRange, Resources};
 use corral_api::kinds::task::{AGENT_FINALIZER, Task, TaskPhase};
+use corral_api::task_report::TaskStatusEntry;
 use corral_client::{Api, Client, ListParams};
-use corral_runtime::CancellationToken;
 use corral_runtime::watcher::{Seen, watch};
+use corral_runtime::{CancellationToken, StatusReporter};
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{Id, JoinSet};
+
+/// Most waiting tasks one node works on in one turn.
+pub const NODE_BATCH: usize = 64;
 
 /// The attribute that marks a node as simulated.
 pub const SIMULATED: &str = "simulated";
@@ -340,9 +346,12 @@ struct Realizer {
     /// Reports of tasks that ended by themselves ([`EXIT_AFTER_ENV`]) in flight at
     /// once, at most: as many as jobs.
     exits: Arc<Semaphore>,
-    running: JoinSet<Option<u64>>,
-    /// Job → the uid of the task it works on.
-    jobs: HashMap<Id, String>,
+    /// Jobs: each a node's turn, realizing some of its tasks.
+    running: JoinSet<Vec<Option<u64>>>,
+    /// Job → the uids of the tasks it works on, in the order of its answer.
+    jobs: HashMap<Id, Vec<String>>,
+    /// Each node's status reporter, made at its first turn.
+    reporters: HashMap<String, StatusReporter>,
     /// Tasks being worked on → the newest version seen since (if any).
     busy: HashMap<String, Option<Box<Task>>>,
     /// Tasks waiting for a slot → their newest version.
@@ -370,6 +379,7 @@ impl Realizer {
             exits: Arc::new(Semaphore::new(limit.max(1))),
             running: JoinSet::new(),
             jobs: HashMap::new(),
+            reporters: HashMap::new(),
             busy: HashMap::new(),
             queued: HashMap::new(),
             by_node: HashMap::new(),
@@ -479,41 +489,59 @@ impl Realizer {
         self.fill();
     }
 
-    /// Starts waiting tasks while slots are free, one node after another.
+    /// Starts nodes' turns while slots are free, one node after another: each takes
+    /// up to [`NODE_BATCH`] of its waiting tasks and works on them together.
     fn fill(&mut self) {
         while self.running.len() < self.limit
             && let Some(node) = self.turns.pop_front()
         {
             let Some(waiting) = self.by_node.get_mut(&node) else { continue };
-            let next = std::iter::from_fn(|| waiting.pop_front()).find_map(|uid| {
-                let task = self.queued.remove(&uid)?;
-                Some((uid, task))
-            });
+            let mut batch = Vec::new();
+            while batch.len() < NODE_BATCH
+                && let Some(uid) = waiting.pop_front()
+            {
+                if let Some(task) = self.queued.remove(&uid) {
+                    batch.push((uid, task));
+                }
+            }
             if waiting.is_empty() {
                 self.by_node.remove(&node);
             } else {
-                self.turns.push_back(node);
+                self.turns.push_back(node.clone());
             }
-            if let Some((uid, task)) = next {
-                let tasks = self.tasks.clone();
-                let exits = self.exits.clone();
-                let job = self.running.spawn(async move { realize(&tasks, *task, &exits).await });
-                self.jobs.insert(job.id(), uid.clone());
-                self.busy.insert(uid, None);
+            if batch.is_empty() {
+                continue;
             }
+            let reporter = self
+                .reporters
+                .entry(node)
+                .or_insert_with_key(|node| StatusReporter::new(self.tasks.client().clone(), node.clone()))
+                .clone();
+            let (uids, batch): (Vec<String>, Vec<Box<Task>>) = batch.into_iter().unzip();
+            let (tasks, exits) = (self.tasks.clone(), self.exits.clone());
+            let job = self.running.spawn(async move {
+                let work = batch.into_iter().map(|task| realize(&tasks, &reporter, *task, &exits));
+                futures::future::join_all(work).await
+            });
+            for uid in &uids {
+                self.busy.insert(uid.clone(), None);
+            }
+            self.jobs.insert(job.id(), uids);
         }
     }
 
-    /// A job ended, having last written revision `written` (if it wrote anything).
-    fn finished(&mut self, done: Result<(Id, Option<u64>), tokio::task::JoinError>) {
+    /// A job ended, having last written revision `written[i]` of its `i`th task (if
+    /// it wrote anything).
+    fn finished(&mut self, done: Result<(Id, Vec<Option<u64>>), tokio::task::JoinError>) {
         let (id, written) = match done {
             Ok((id, written)) => (id, written),
             Err(e) => {
                 tracing::warn!(error = %e, "a hollow task job failed");
-                (e.id(), None)
+                (e.id(), Vec::new())
             }
         };
-        if let Some(uid) = self.jobs.remove(&id) {
+        for (i, uid) in self.jobs.remove(&id).unwrap_or_default().into_iter().enumerate() {
+            let written = written.get(i).copied().flatten();
             let pending = self.busy.remove(&uid).flatten();
             match (written, pending) {
                 (Some(w), Some(p)) if p.revision() > w => self.offer(uid, p),
@@ -564,16 +592,16 @@ fn needs_work(task: &Task) -> bool {
 /// Realizes `task`, retrying errors other than conflicts (a newer version comes
 /// through the watch) and absence (nothing left to do). Returns the revision of the
 /// last write made, if any.
-async fn realize(tasks: &Api<Task>, task: Task, exits: &Arc<Semaphore>) -> Option<u64> {
+async fn realize(tasks: &Api<Task>, reporter: &StatusReporter, task: Task, exits: &Arc<Semaphore>) -> Option<u64> {
     let namespace = task.metadata.namespace.clone().unwrap_or_default();
     let name = task.metadata.name.clone();
     let mut written = None;
     let mut task = Some(task);
     for attempt in 1..=ATTEMPTS {
         let result = match task.take() {
-            Some(t) => realize_once(tasks, t, &mut written, exits).await,
+            Some(t) => realize_once(tasks, reporter, t, &mut written, exits).await,
             None => match tasks.in_namespace(&namespace).get(&name).await {
-                Ok(t) => realize_once(tasks, t, &mut written, exits).await,
+                Ok(t) => realize_once(tasks, reporter, t, &mut written, exits).await,
                 Err(e) => Err(e),
             },
         };
@@ -599,6 +627,7 @@ async fn realize(tasks: &Api<Task>, task: Task, exits: &Arc<Semaphore>) -> Optio
 /// made.
 async fn realize_once(
     tasks: &Api<Task>,
+    reporter: &StatusReporter,
     mut task: Task,
     written: &mut Option<u64>,
     exits: &Arc<Semaphore>,
@@ -622,7 +651,7 @@ async fn realize_once(
             st.reason = Some("Killed".into());
             st.message = Some(format!("{what} ({SIMULATED_NOTE})"));
             st.finish_time = Some(corral_api::meta::now_timestamp());
-            task = tasks.update_status(&task).await?;
+            task = write_status(reporter, task).await?;
             *written = Some(task.revision());
         }
         if taken && deleting {
@@ -639,17 +668,17 @@ async fn realize_once(
         st.start_time = Some(corral_api::meta::now_timestamp());
         st.host_ip = Some("127.0.0.1".into());
         st.message = Some(SIMULATED_NOTE.into());
-        task = tasks.update_status(&task).await?;
+        task = write_status(reporter, task).await?;
         *written = Some(task.revision());
         if let Some((after, code)) = exit_after(&task) {
             let (tasks, ns, known) = (tasks.clone(), task.metadata.namespace.clone(), task.clone());
-            let exits = exits.clone();
+            let (exits, reporter) = (exits.clone(), reporter.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
                 // Thousands of tasks started at one second end at one second: their
                 // reports go out as many at once as the realizer's, not all at once.
                 let Ok(_slot) = exits.acquire().await else { return };
-                exit(&tasks.in_namespace(ns.as_deref().unwrap_or_default()), known, code).await;
+                exit(&tasks.in_namespace(ns.as_deref().unwrap_or_default()), &reporter, known, code).await;
             });
         }
     }
@@ -659,6 +688,20 @@ async fn realize_once(
         *written = Some(task.revision());
     }
     Ok(())
+}
+
+/// Writes `task`'s status through its node's reporter, if the task is still at its
+/// revision; the task as written.
+async fn write_status(reporter: &StatusReporter, mut task: Task) -> corral_client::Result<Task> {
+    let entry = TaskStatusEntry {
+        namespace: task.metadata.namespace.clone().unwrap_or_default(),
+        name: task.metadata.name.clone(),
+        resource_version: task.metadata.resource_version.clone(),
+        status: task.status.clone().unwrap_or_default(),
+    };
+    let revision = reporter.write(entry).await?;
+    task.metadata.resource_version = Some(revision.to_string());
+    Ok(task)
 }
 
 /// When and how `task` ends by itself, from its [`EXIT_AFTER_ENV`].
@@ -675,7 +718,7 @@ fn exit_after(task: &Task) -> Option<(Duration, i32)> {
 /// Reports task `name` ended with exit `code`, as an agent whose process exited —
 /// unless it is no longer running (killed, or gone, meanwhile). The realizer then
 /// lets go of it, as of any task that ended.
-async fn exit(tasks: &Api<Task>, known: Task, code: i32) {
+async fn exit(tasks: &Api<Task>, reporter: &StatusReporter, known: Task, code: i32) {
     let name = known.metadata.name.clone();
     // The version it wrote last, as an agent knows its task from its cache; a
     // conflict (someone wrote since) reads it again.
@@ -704,7 +747,7 @@ async fn exit(tasks: &Api<Task>, known: Task, code: i32) {
         st.reason = Some(if code == 0 { "Finished" } else { "Failed" }.into());
         st.message = Some(format!("exited with code {code} ({SIMULATED_NOTE})"));
         st.finish_time = Some(corral_api::meta::now_timestamp());
-        match tasks.update_status(&task).await {
+        match write_status(reporter, task).await {
             Ok(_) => return,
             Err(e) if e.is_not_found() => return,
             // A conflict: read it again and judge anew.

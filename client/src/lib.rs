@@ -27,6 +27,7 @@ pub mod manifests;
 mod offers;
 mod pager;
 mod params;
+pub mod task_report;
 mod transaction;
 mod transport;
 mod watch;

@@ -15,6 +15,7 @@
 //! - [`Controller<K>`](Controller): the loop tying them together (`owns`, `watches`,
 //!   concurrency, graceful shutdown, [`Action`]s, metrics);
 //! - [`finalizer()`], [`Recorder`] (Events), [`owner_reference`], [`LeaderElector`];
+//! - [`StatusReporter`]: an agent's task status writes, many in one report;
 //! - [`Manager`]: runs a set of controllers behind one leader election, with one
 //!   metrics registry and one shutdown ([`CancellationToken`]).
 //!
@@ -31,6 +32,7 @@ pub mod manager;
 pub mod object_ref;
 pub mod queue;
 pub mod reflector;
+pub mod status_reporter;
 pub mod watcher;
 
 pub use controller::{Action, Controller, ControllerMetrics, Mapper};
@@ -44,4 +46,5 @@ pub use manager::{Manager, ManagerConfig, Runnable};
 pub use object_ref::{ObjectRef, owner_reference};
 pub use queue::{QueueConfig, WorkQueue, backoff_delay};
 pub use reflector::{Cache, Change, IndexFn, Reflector, by_field, by_label, by_owner_uid};
+pub use status_reporter::StatusReporter;
 pub use tokio_util::sync::CancellationToken;

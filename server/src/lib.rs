@@ -41,6 +41,7 @@ pub mod registry;
 mod resources;
 mod scale;
 mod table;
+mod task_report;
 pub mod tls;
 mod transaction;
 mod trigger;

@@ -35,6 +35,9 @@ pub enum Target {
     Decline,
     /// `namespaces/{ns}/syncs/{name}/trigger`: sync now.
     Trigger,
+    /// `nodes/{name}/taskstatus`: the statuses of the node's tasks, many at once
+    /// ([`corral_api::task_report`]).
+    TaskStatus,
 }
 
 /// A path to a collection, object or status of one kind.
@@ -125,6 +128,9 @@ pub fn parse_parts(rest: &str) -> Option<Parts<'_>> {
         5 if segs[4] == "scale" && segs[2] != "namespaces" => res(segs[2], None, Some(segs[3]), Target::Scale),
         5 if segs[4] == "accept" && segs[2] != "namespaces" => res(segs[2], None, Some(segs[3]), Target::Accept),
         5 if segs[4] == "decline" && segs[2] != "namespaces" => res(segs[2], None, Some(segs[3]), Target::Decline),
+        5 if segs[4] == corral_api::task_report::SUBRESOURCE && segs[2] != "namespaces" => {
+            res(segs[2], None, Some(segs[3]), Target::TaskStatus)
+        }
         6 if segs[2] == "namespaces" => res(segs[4], Some(segs[3]), Some(segs[5]), Target::Object),
         7 if segs[2] == "namespaces" && segs[6] == "status" => {
             res(segs[4], Some(segs[3]), Some(segs[5]), Target::Status)
@@ -168,6 +174,8 @@ mod tests {
         assert_eq!((p.namespace.as_deref(), p.name.as_deref(), p.target), (Some("web"), Some("a"), Target::Object));
         let p = r("corral.dev/v1/namespaces/web/tasks/a/log");
         assert_eq!((p.plural.as_str(), p.name.as_deref(), p.target), ("tasks", Some("a"), Target::Log));
+        let p = r("corral.dev/v1/nodes/n1/taskstatus");
+        assert_eq!((p.plural.as_str(), p.name.as_deref(), p.target), ("nodes", Some("n1"), Target::TaskStatus));
         let p = r("corral.dev/v1/namespaces/web/syncs/app/trigger");
         assert_eq!((p.plural.as_str(), p.name.as_deref(), p.target), ("syncs", Some("app"), Target::Trigger));
         let p = r("corral.dev/v1/namespaces/web/configmaps/a/status");

@@ -320,6 +320,7 @@ async fn route(
             ctx.info.kind
         ))),
         (Target::Trigger, "POST") => super::trigger::trigger(&ctx, body).await,
+        (Target::TaskStatus, "POST") => super::task_report::serve(&ctx, body::read(body, content_length).await?).await,
         (Target::Accept, "POST") => super::offers::accept(&ctx, body::read(body, content_length).await?).await,
         (Target::Decline, "POST") => super::offers::decline(&ctx, body::read(body, content_length).await?).await,
         (Target::Object, "DELETE") => {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use corral_api::KindInfo;
 use corral_api::kinds::task::{Task, TaskPhase};
 use corral_client::{Api, Client};
-use corral_runtime::{Action, ObjectRef, Recorder, WorkQueue};
+use corral_runtime::{Action, ObjectRef, Recorder, StatusReporter, WorkQueue};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -67,6 +67,8 @@ pub struct TaskContext {
     pub layout: Layout,
     /// Records Events on tasks.
     pub recorder: Recorder,
+    /// Writes the tasks' statuses, many in one report.
+    pub reporter: StatusReporter,
     /// Agent metrics.
     pub metrics: Arc<crate::metrics::AgentMetrics>,
     /// What artifacts may be fetched.
@@ -99,6 +101,7 @@ impl TaskContext {
         volumes: Arc<crate::volumes::Volumes>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), &format!("agent/{node}"));
+        let reporter = StatusReporter::new(client.clone(), node.clone());
         let tasks = Api::<Task>::all(client);
         Arc::new(TaskContext {
             node,
@@ -109,6 +112,7 @@ impl TaskContext {
             images,
             layout,
             recorder,
+            reporter,
             metrics,
             artifacts,
             server_ca,

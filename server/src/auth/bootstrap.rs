@@ -114,6 +114,8 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 rule(&["get", "list", "watch", "create", "update", "patch"], &["nodes", "nodes/status", "leases"]),
                 rule(&["get", "list", "watch", "update", "patch"], &["tasks"]),
                 rule(&["get", "update", "patch"], &["tasks/status"]),
+                // Its tasks' statuses, many in one report (see auth::node).
+                rule(&["update"], &["nodes/taskstatus"]),
                 rule(&["create", "get", "update", "patch"], &["events"]),
                 // The volumes bound to the node (see auth::node): made, measured, and
                 // their data finalizer dropped once their data is gone.

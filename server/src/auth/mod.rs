@@ -466,6 +466,8 @@ pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<At
         (Target::Collection | Target::Accept | Target::Decline, "POST") => "create",
         // Syncing now changes the Sync (an annotation): `update` on `syncs/trigger`.
         (Target::Trigger, "POST") => "update",
+        // A report writes statuses: `update` on `nodes/taskstatus`.
+        (Target::TaskStatus, "POST") => "update",
         (_, "GET" | "HEAD") => "get",
         (_, "PUT") => "update",
         (_, "PATCH") => "patch",
@@ -481,6 +483,7 @@ pub fn attributes<'a>(method: &'a Method, uri: &'a axum::http::Uri) -> Option<At
         Target::Accept => Some("accept".into()),
         Target::Decline => Some("decline".into()),
         Target::Trigger => Some("trigger".into()),
+        Target::TaskStatus => Some(corral_api::task_report::SUBRESOURCE.into()),
         Target::Collection | Target::Object => None,
     };
     // `GET /apis/corral.dev/v1/namespaces/NAME` addresses the Namespace object.

@@ -48,6 +48,9 @@ pub(crate) async fn check_request(
                 return Err(refuse(node, format_args!("touch {kind} {:?}, which is not bound to it", ctx.name)));
             }
         }
+        ("nodes", Target::TaskStatus) if ctx.name != node => {
+            return Err(refuse(node, format_args!("report the tasks of node {:?}", ctx.name)));
+        }
         ("nodes" | "leases", Target::Object | Target::Status) if !reading && ctx.name != node => {
             return Err(refuse(node, format_args!("change {plural} {:?}", ctx.name)));
         }
@@ -60,7 +63,7 @@ pub(crate) async fn check_request(
 }
 
 /// `spec.nodeName` of a stored task or volume.
-fn bound_node(task_json: &[u8]) -> Option<&str> {
+pub(crate) fn bound_node(task_json: &[u8]) -> Option<&str> {
     // Only the one field is needed: skip decoding the whole task.
     #[derive(serde::Deserialize)]
     struct Head<'a> {
