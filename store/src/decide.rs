@@ -116,17 +116,24 @@ pub fn decide(
         Write::Update { key, object, expected, status_only } => {
             let cur = current.ok_or_else(|| Error::NotFound(key.clone()))?;
             check_expected(&key, expected, &cur)?;
-            let old = cur.value()?;
-            let mut new = if status_only {
-                // Only the status can change (the most frequent write of all: every
-                // report of every task): it alone is compared, and it is moved into
-                // the object as stored instead of copying that whole.
-                let incoming = status_of(object);
-                if old.get("status").filter(|s| !s.is_null()) == incoming.as_ref() {
+            if status_only {
+                // The most frequent write of all (every report of every task): only the
+                // status and the revision change, so only they are decoded and encoded;
+                // the rest of the object is copied as stored.
+                let Some(new) = with_new_status(&cur, &key, status_of(object), rev)? else {
                     return Ok((TxnOutcome::Updated(UpdateOutcome::Unchanged(cur)), None));
+                };
+                let stored = Arc::new(new.object);
+                if new.deleting && !new.finalized {
+                    let c = change(key, None, EventType::Deleted, stored.clone(), rev);
+                    return Ok((TxnOutcome::Updated(UpdateOutcome::Deleted(stored)), Some(c)));
                 }
-                with_status(old, incoming)
-            } else {
+                let mut c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
+                c.deleting = new.deleting;
+                return Ok((TxnOutcome::Updated(UpdateOutcome::Updated(stored)), Some(c)));
+            }
+            let old = cur.value()?;
+            let mut new = {
                 let mut new = with_server_fields(&key, object, &old)?;
                 if desired_part(&new) != desired_part(&old) {
                     let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
@@ -213,7 +220,6 @@ fn finalizers(v: &Value) -> Vec<Value> {
     v.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
-/// The old object with only its status replaced.
 /// The status an incoming object carries; none for a null one.
 fn status_of(incoming: Value) -> Option<Value> {
     match incoming {
@@ -222,16 +228,48 @@ fn status_of(incoming: Value) -> Option<Value> {
     }
 }
 
-/// `old` with `status` in place of its own (none: without one).
-fn with_status(old: Value, status: Option<Value>) -> Value {
-    let mut new = old;
-    if let Some(o) = new.as_object_mut() {
-        match status {
-            Some(s) => o.insert("status".into(), s),
-            None => o.remove("status"),
-        };
+/// A new state of an object decided by [`with_new_status`].
+struct StatusWritten {
+    object: StoredObject,
+    /// Its deletion is pending.
+    deleting: bool,
+    /// It has finalizers left.
+    finalized: bool,
+}
+
+/// `cur` at revision `rev` with `status` in place of its own (none: without one);
+/// `None` when it already has that status. Only the top level is split, and only the
+/// status and metadata decoded: the rest (a task's spec, most of it) is copied as
+/// stored, in the order a whole object is encoded in (its fields sorted).
+fn with_new_status(cur: &StoredObject, key: &Key, status: Option<Value>, rev: u64) -> Result<Option<StatusWritten>> {
+    use serde_json::value::RawValue;
+    let corrupt = |e: serde_json::Error| Error::Corrupt(format!("{key}: {e}"));
+    let mut top: std::collections::BTreeMap<String, &RawValue> = serde_json::from_slice(&cur.json).map_err(corrupt)?;
+    let old: Option<Value> = match top.get("status") {
+        Some(raw) => Some(serde_json::from_str::<Value>(raw.get()).map_err(corrupt)?).filter(|s| !s.is_null()),
+        None => None,
+    };
+    if old == status {
+        return Ok(None);
     }
-    new
+    let mut meta: Map<String, Value> = match top.get("metadata") {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| Error::Invalid("metadata must be a JSON object".into()))?,
+        None => Map::new(),
+    };
+    meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    let deleting = meta.get("deletionTimestamp").is_some_and(|t| !t.is_null());
+    let finalized = meta.get("finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    let invalid = |e: serde_json::Error| Error::Invalid(e.to_string());
+    let meta = RawValue::from_string(serde_json::to_string(&meta).map_err(invalid)?).map_err(invalid)?;
+    let status = status.map(|s| RawValue::from_string(s.to_string())).transpose().map_err(invalid)?;
+    top.insert("metadata".into(), &meta);
+    match &status {
+        Some(s) => top.insert("status".into(), s),
+        None => top.remove("status"),
+    };
+    let json = serde_json::to_vec(&top).map_err(invalid)?;
+    let object = StoredObject { key: key.clone(), revision: rev, labels: cur.labels.clone(), json: json.into() };
+    Ok(Some(StatusWritten { object, deleting, finalized }))
 }
 
 /// The incoming object with the fields the server owns taken from the old one: its

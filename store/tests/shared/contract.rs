@@ -124,6 +124,12 @@ pub async fn generation_follows_spec_only_and_status_has_its_own_path(f: &mut im
     let v = o.object().value().unwrap();
     assert_eq!(v["metadata"]["generation"], 1);
     assert_eq!(v["status"], json!({}));
+    // The rest of the object is as it was; only the revision moved.
+    assert_eq!(v["metadata"]["resourceVersion"], json!(o.object().revision.to_string()), "{v}");
+    assert_eq!(v["metadata"]["labels"]["tier"], "front", "{v}");
+    assert_eq!(v["spec"], labelled["spec"], "{v}");
+    let read = s.get(&key("a")).await.unwrap().unwrap().value().unwrap();
+    assert_eq!(read, v);
     // A spec update does not clobber status even though the body has none.
     let mut spec_change = labelled.clone();
     spec_change["spec"]["data"]["v"] = json!("2");
@@ -173,9 +179,19 @@ pub async fn finalizers_hold_deletion_until_removed(f: &mut impl Fixture) {
     let out = s.update(key("a"), o.clone(), None).await.unwrap();
     assert!(matches!(out, UpdateOutcome::Unchanged(_)), "{out:?}");
     assert_eq!(s.stats().revision, rev);
+    // A status written meanwhile (an agent reporting the end) keeps it pending.
+    let mut ended = o.clone();
+    ended["status"] = json!({"phase": "Ended"});
+    let UpdateOutcome::Updated(reported) = s.update_status(key("a"), ended, None).await.unwrap() else {
+        panic!("a status write on a pending deletion is written")
+    };
+    assert!(reported.value().unwrap()["metadata"]["deletionTimestamp"].is_string());
+    assert!(s.head(&key("a")).await.unwrap().unwrap().deleting);
+    let rev = rev + 1;
     o["metadata"]["finalizers"] = json!([]);
     let UpdateOutcome::Deleted(gone) = s.update(key("a"), o, None).await.unwrap() else { panic!("deleted") };
     assert_eq!(gone.revision, rev + 1);
+    assert_eq!(gone.value().unwrap()["status"]["phase"], "Ended");
     assert!(s.get(&key("a")).await.unwrap().is_none());
 }
 
