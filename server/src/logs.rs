@@ -119,10 +119,7 @@ pub(super) async fn serve(state: &AppState, namespace: &str, name: &str, uri: &U
 
 /// One object of the built-in kind `plural`, as JSON; 404 when missing.
 async fn read(state: &AppState, plural: &str, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
-    let info = state
-        .registry
-        .by_plural(corral_api::GROUP, corral_api::VERSION, plural)
-        .ok_or_else(|| ApiError::internal(format!("the built-in kind {plural} is not registered")))?;
+    let info = state.builtin_kind(plural)?;
     let key = match namespace {
         Some(ns) => Key::namespaced(info.resource(), ns, name),
         None => Key::cluster(info.resource(), name),

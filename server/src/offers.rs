@@ -49,11 +49,7 @@ pub(crate) async fn accept(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     if req.tasks.is_empty() {
         return Err(ApiError::bad_request("an accept carries at least one task; to turn the offer down, decline it"));
     }
-    let tasks_info = ctx
-        .state
-        .registry
-        .by_plural(GROUP, corral_api::VERSION, "tasks")
-        .ok_or_else(|| ApiError::internal("the tasks kind is not registered"))?;
+    let tasks_info = ctx.state.builtin_kind("tasks")?;
 
     // Each task as it will be stored, judged as a create in its namespace would be.
     let mut objects = Vec::with_capacity(req.tasks.len());

@@ -65,6 +65,16 @@ pub(super) struct Ctx {
     pub target: Target,
 }
 
+impl AppState {
+    /// The built-in kind `plural` (`tasks`, `nodes`…); registered at start, so its
+    /// absence is a bug, answered 500.
+    pub(super) fn builtin_kind(&self, plural: &str) -> ApiResult<Arc<KindInfo>> {
+        self.registry
+            .by_plural(corral_api::GROUP, corral_api::VERSION, plural)
+            .ok_or_else(|| ApiError::internal(format!("the built-in kind {plural} is not registered")))
+    }
+}
+
 impl Ctx {
     /// The store key of the object `name` in this request's namespace.
     pub fn key(&self, name: &str) -> Key {

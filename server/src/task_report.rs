@@ -63,11 +63,7 @@ pub(crate) async fn serve(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     // A report for a node that does not exist is refused whole, as any request on a
     // missing object's subresource.
     ctx.live(&ctx.name).await?;
-    let tasks = ctx
-        .state
-        .registry
-        .by_plural(GROUP, corral_api::VERSION, "tasks")
-        .ok_or_else(|| ApiError::internal("the tasks kind is not registered"))?;
+    let tasks = ctx.state.builtin_kind("tasks")?;
 
     let mut seen = HashSet::with_capacity(report.entries.len());
     let mut names = Vec::with_capacity(report.entries.len());

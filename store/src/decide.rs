@@ -253,7 +253,9 @@ fn with_new_status(cur: &StoredObject, key: &Key, status: Option<Value>, rev: u6
         return Ok(None);
     }
     let mut meta: Map<String, Value> = match top.get("metadata") {
-        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| Error::Invalid("metadata must be a JSON object".into()))?,
+        Some(raw) => {
+            serde_json::from_str(raw.get()).map_err(|_| Error::Invalid("metadata must be a JSON object".into()))?
+        }
         None => Map::new(),
     };
     meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
