@@ -227,7 +227,13 @@ pub fn service(
         Err(e) => return Decision::problem(Problem::name(&e)),
     };
     let mut d = Decision::default();
-    let mut seen_ips = BTreeSet::new();
+    // The records are gathered by name (the service's, and one per port), so that
+    // each name is made once per service rather than once per instance, and come out
+    // sorted without comparing the names of a hundred records again and again.
+    let mut addresses = BTreeSet::new();
+    // Per (port name, protocol): its SRV name, made at its first instance, and the
+    // SRV records of that name.
+    let mut srvs: Vec<(&str, Option<&str>, Option<String>, BTreeSet<RecordData>)> = Vec::new();
     for t in instances {
         let member = t.metadata.namespace.as_deref().unwrap_or_default() == ns
             && t.metadata.labels.get(SERVICE_LABEL).is_some_and(|l| *l == svc.metadata.name);
@@ -235,28 +241,43 @@ pub fn service(
             continue;
         }
         let Some(ip) = task_address(t, address_of) else { continue };
-        if seen_ips.insert(ip) {
-            d.records.push(record(&name, ttl, ip_data(ip)));
-        }
+        addresses.insert(ip_data(ip));
         let Ok(target) = names::task(ns, &t.metadata.name) else { continue };
         for p in &t.spec.ports {
             let Some(port) = t.status.as_ref().and_then(|st| st.ports.get(&p.name).copied()).or(p.host_port) else {
                 continue;
             };
-            match names::srv(ns, &svc.metadata.name, &p.name, p.protocol.as_deref()) {
-                Ok(srv) => d.records.push(record(
-                    &srv,
-                    ttl,
-                    RecordData::Srv { priority: 0, weight: 10, port, target: target.clone() },
-                )),
-                Err(e) => {
-                    d.problems.insert(Problem::name(&e));
-                }
+            let protocol = p.protocol.as_deref();
+            let known = srvs.iter().position(|(n, pr, ..)| *n == p.name && *pr == protocol);
+            let at = known.unwrap_or_else(|| {
+                let srv = match names::srv(ns, &svc.metadata.name, &p.name, protocol) {
+                    Ok(srv) => Some(srv),
+                    Err(e) => {
+                        d.problems.insert(Problem::name(&e));
+                        None
+                    }
+                };
+                srvs.push((&p.name, protocol, srv, BTreeSet::new()));
+                srvs.len() - 1
+            });
+            let (_, _, srv, records) = &mut srvs[at];
+            if srv.is_some() {
+                records.insert(RecordData::Srv { priority: 0, weight: 10, port, target: target.clone() });
             }
         }
     }
-    d.records.sort();
-    d.records.dedup();
+    let mut by_name: BTreeMap<String, BTreeSet<RecordData>> = BTreeMap::new();
+    for (_, _, srv, records) in srvs {
+        if let Some(srv) = srv.filter(|_| !records.is_empty()) {
+            by_name.entry(srv).or_default().extend(records);
+        }
+    }
+    if !addresses.is_empty() {
+        by_name.entry(name).or_default().extend(addresses);
+    }
+    for (name, data) in by_name {
+        d.records.extend(data.into_iter().map(|data| record(&name, ttl, data)));
+    }
     d
 }
 

@@ -448,6 +448,12 @@ mod properties {
                     );
                 }
             }
+            // A service's records come sorted and each once, as the zone compares them.
+            for (s, records) in &plan.records {
+                if s.kind == SERVICE {
+                    prop_assert!(records.windows(2).all(|w| w[0] < w[1]), "{records:?}");
+                }
+            }
             // A name is held by one DnsRecord at most, never by one and Corral too.
             let mut holders: BTreeMap<&str, BTreeSet<&Source>> = BTreeMap::new();
             for (s, records) in &plan.records {
