@@ -264,12 +264,20 @@ fn with_new_status(cur: &StoredObject, key: &Key, status: Option<Value>, rev: u6
     let invalid = |e: serde_json::Error| Error::Invalid(e.to_string());
     let meta = RawValue::from_string(serde_json::to_string(&meta).map_err(invalid)?).map_err(invalid)?;
     let status = status.map(|s| RawValue::from_string(s.to_string())).transpose().map_err(invalid)?;
+    // The new JSON's length, near enough: the buffer is made that big at once, as
+    // the newest events are bounded by their length, not by what a doubling buffer
+    // would have reserved behind it.
+    let old_len = |k: &str| top.get(k).map_or(0, |r| r.get().len());
+    let size = cur.json.len() - old_len("metadata") - old_len("status")
+        + meta.get().len()
+        + status.as_ref().map_or(0, |s| s.get().len() + "\"status\":,".len());
     top.insert("metadata".into(), &meta);
     match &status {
         Some(s) => top.insert("status".into(), s),
         None => top.remove("status"),
     };
-    let json = serde_json::to_vec(&top).map_err(invalid)?;
+    let mut json = Vec::with_capacity(size + 16);
+    serde_json::to_writer(&mut json, &top).map_err(invalid)?;
     let object = StoredObject { key: key.clone(), revision: rev, labels: cur.labels.clone(), json: json.into() };
     Ok(Some(StatusWritten { object, deleting, finalized }))
 }
