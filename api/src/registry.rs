@@ -388,8 +388,10 @@ impl Registry {
         let Some(validator) = validator else {
             return Err(vec![FieldError::new("status", format!("kind {} has no status", info.kind))]);
         };
-        let wrapped = serde_json::json!({ "status": status });
-        crate::validate::validate_part(validator, &wrapped)
+        crate::validate::validate_part(validator, status).map_err(|errors| {
+            let at_status = |field: String| if field.is_empty() { "status".into() } else { format!("status.{field}") };
+            errors.into_iter().map(|e| FieldError::new(at_status(e.field), e.message)).collect()
+        })
     }
 
     /// Where a custom resource definition collides with a kind served for something
@@ -541,10 +543,14 @@ fn status_schema(schema: &Value) -> Option<Arc<jsonschema::Validator>> {
             status = only.clone();
         }
     }
-    let mut cut = schema.as_object()?.clone();
-    cut.remove("required");
-    cut.insert("properties".into(), serde_json::json!({ "status": status }));
-    cut.insert("additionalProperties".into(), Value::Bool(false));
+    // The status's schema at the root, with the definitions it may refer to.
+    let mut cut = serde_json::Map::new();
+    for defs in ["$defs", "definitions"] {
+        if let Some(d) = schema.get(defs) {
+            cut.insert(defs.into(), d.clone());
+        }
+    }
+    cut.insert("allOf".into(), Value::Array(vec![status]));
     jsonschema::validator_for(&Value::Object(cut)).ok().map(Arc::new)
 }
 

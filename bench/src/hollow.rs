@@ -51,7 +51,6 @@ use corral_api::kinds::Lease;
 use corral_api::kinds::Node;
 use corral_api::kinds::node::{NODE_LEASE_NAMESPACE, NodeSpec, NodeStatus, PortRange, Resources};
 use corral_api::kinds::task::{AGENT_FINALIZER, Task, TaskPhase};
-use corral_api::task_report::TaskStatusEntry;
 use corral_client::{Api, Client, ListParams};
 use corral_runtime::watcher::{Seen, watch};
 use corral_runtime::{CancellationToken, StatusReporter};
@@ -651,7 +650,7 @@ async fn realize_once(
             st.reason = Some("Killed".into());
             st.message = Some(format!("{what} ({SIMULATED_NOTE})"));
             st.finish_time = Some(corral_api::meta::now_timestamp());
-            task = write_status(reporter, task).await?;
+            task = reporter.write_task(task).await?;
             *written = Some(task.revision());
         }
         if taken && deleting {
@@ -668,7 +667,7 @@ async fn realize_once(
         st.start_time = Some(corral_api::meta::now_timestamp());
         st.host_ip = Some("127.0.0.1".into());
         st.message = Some(SIMULATED_NOTE.into());
-        task = write_status(reporter, task).await?;
+        task = reporter.write_task(task).await?;
         *written = Some(task.revision());
         if let Some((after, code)) = exit_after(&task) {
             let (tasks, ns, known) = (tasks.clone(), task.metadata.namespace.clone(), task.clone());
@@ -688,20 +687,6 @@ async fn realize_once(
         *written = Some(task.revision());
     }
     Ok(())
-}
-
-/// Writes `task`'s status through its node's reporter, if the task is still at its
-/// revision; the task as written.
-async fn write_status(reporter: &StatusReporter, mut task: Task) -> corral_client::Result<Task> {
-    let entry = TaskStatusEntry {
-        namespace: task.metadata.namespace.clone().unwrap_or_default(),
-        name: task.metadata.name.clone(),
-        resource_version: task.metadata.resource_version.clone(),
-        status: task.status.clone().unwrap_or_default(),
-    };
-    let revision = reporter.write(entry).await?;
-    task.metadata.resource_version = Some(revision.to_string());
-    Ok(task)
 }
 
 /// When and how `task` ends by itself, from its [`EXIT_AFTER_ENV`].
@@ -747,7 +732,7 @@ async fn exit(tasks: &Api<Task>, reporter: &StatusReporter, known: Task, code: i
         st.reason = Some(if code == 0 { "Finished" } else { "Failed" }.into());
         st.message = Some(format!("exited with code {code} ({SIMULATED_NOTE})"));
         st.finish_time = Some(corral_api::meta::now_timestamp());
-        match write_status(reporter, task).await {
+        match reporter.write_task(task).await {
             Ok(_) => return,
             Err(e) if e.is_not_found() => return,
             // A conflict: read it again and judge anew.

@@ -230,10 +230,11 @@ pub fn service(
     // The records are gathered by name (the service's, and one per port), so that
     // each name is made once per service rather than once per instance, and come out
     // sorted without comparing the names of a hundred records again and again.
+    let mut by_name: BTreeMap<String, BTreeSet<RecordData>> = BTreeMap::new();
     let mut addresses = BTreeSet::new();
-    // Per (port name, protocol): its SRV name, made at its first instance, and the
-    // SRV records of that name.
-    let mut srvs: Vec<(&str, Option<&str>, Option<String>, BTreeSet<RecordData>)> = Vec::new();
+    // Per (port name, protocol): its SRV name, made at its first instance (none: it
+    // is not a valid name, which is told once as a problem).
+    let mut srv_names: Vec<(&str, Option<&str>, Option<String>)> = Vec::new();
     for t in instances {
         let member = t.metadata.namespace.as_deref().unwrap_or_default() == ns
             && t.metadata.labels.get(SERVICE_LABEL).is_some_and(|l| *l == svc.metadata.name);
@@ -248,28 +249,26 @@ pub fn service(
                 continue;
             };
             let protocol = p.protocol.as_deref();
-            let known = srvs.iter().position(|(n, pr, ..)| *n == p.name && *pr == protocol);
-            let at = known.unwrap_or_else(|| {
-                let srv = match names::srv(ns, &svc.metadata.name, &p.name, protocol) {
-                    Ok(srv) => Some(srv),
-                    Err(e) => {
-                        d.problems.insert(Problem::name(&e));
-                        None
-                    }
-                };
-                srvs.push((&p.name, protocol, srv, BTreeSet::new()));
-                srvs.len() - 1
-            });
-            let (_, _, srv, records) = &mut srvs[at];
-            if srv.is_some() {
-                records.insert(RecordData::Srv { priority: 0, weight: 10, port, target: target.clone() });
+            let at = match srv_names.iter().position(|(n, pr, _)| *n == p.name && *pr == protocol) {
+                Some(at) => at,
+                None => {
+                    let srv = names::srv(ns, &svc.metadata.name, &p.name, protocol)
+                        .map_err(|e| d.problems.insert(Problem::name(&e)))
+                        .ok();
+                    srv_names.push((&p.name, protocol, srv));
+                    srv_names.len() - 1
+                }
+            };
+            let Some(srv) = srv_names[at].2.as_deref() else { continue };
+            let data = RecordData::Srv { priority: 0, weight: 10, port, target: target.clone() };
+            match by_name.get_mut(srv) {
+                Some(records) => {
+                    records.insert(data);
+                }
+                None => {
+                    by_name.insert(srv.to_string(), BTreeSet::from([data]));
+                }
             }
-        }
-    }
-    let mut by_name: BTreeMap<String, BTreeSet<RecordData>> = BTreeMap::new();
-    for (_, _, srv, records) in srvs {
-        if let Some(srv) = srv.filter(|_| !records.is_empty()) {
-            by_name.entry(srv).or_default().extend(records);
         }
     }
     if !addresses.is_empty() {

@@ -4,6 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use corral_api::kinds::task::Task;
 use corral_api::task_report::{MAX_REPORT_ENTRIES, TaskStatusEntry, TaskStatusReport};
 use corral_client::task_report::entry_result;
 use corral_client::{Client, Error, Result};
@@ -65,6 +66,23 @@ impl StatusReporter {
             tokio::spawn(self.inner.clone().send_all());
         }
         answered.await.map_err(|_| Error::Invalid("the status reporter stopped before answering".into()))?
+    }
+    /// Writes `task`'s status, as it is, through [`StatusReporter::write`] (only if
+    /// the task is still at its revision, when it names one); the task as written —
+    /// the same, at its new revision.
+    ///
+    /// # Errors
+    /// As [`StatusReporter::write`].
+    pub async fn write_task(&self, mut task: Task) -> Result<Task> {
+        let entry = TaskStatusEntry {
+            namespace: task.metadata.namespace.clone().unwrap_or_default(),
+            name: task.metadata.name.clone(),
+            resource_version: task.metadata.resource_version.clone(),
+            status: task.status.clone().unwrap_or_default(),
+        };
+        let revision = self.write(entry).await?;
+        task.metadata.resource_version = Some(revision.to_string());
+        Ok(task)
     }
 }
 

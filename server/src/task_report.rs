@@ -66,18 +66,16 @@ pub(crate) async fn serve(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
     let tasks = ctx.state.builtin_kind("tasks")?;
 
     let mut seen = HashSet::with_capacity(report.entries.len());
-    let mut names = Vec::with_capacity(report.entries.len());
-    let mut writes = Vec::with_capacity(report.entries.len());
-    for (i, entry) in report.entries.into_iter().enumerate() {
-        let twice = !seen.insert((entry.namespace.clone(), entry.name.clone()));
-        names.push((entry.namespace.clone(), entry.name.clone()));
-        writes.push(write(ctx, &tasks, i, entry, twice));
-    }
+    let writes = report.entries.iter().enumerate().map(|(i, entry)| {
+        let twice = !seen.insert((entry.namespace.as_str(), entry.name.as_str()));
+        write(ctx, &tasks, i, entry, twice)
+    });
     let outcomes = futures::future::join_all(writes).await;
-    let entries = names
+    let entries = report
+        .entries
         .into_iter()
         .zip(outcomes)
-        .map(|((namespace, name), outcome)| match outcome {
+        .map(|(EntryBody { namespace, name, .. }, outcome)| match outcome {
             Ok(revision) => {
                 TaskStatusOutcome { namespace, name, resource_version: Some(revision.to_string()), error: None }
             }
@@ -94,22 +92,22 @@ pub(crate) async fn serve(ctx: &Ctx, bytes: Bytes) -> ApiResult<Response> {
 }
 
 /// Judges and writes entry `i`; the task's revision after it.
-async fn write(ctx: &Ctx, tasks: &Arc<KindInfo>, i: usize, entry: EntryBody, twice: bool) -> ApiResult<u64> {
+async fn write(ctx: &Ctx, tasks: &Arc<KindInfo>, i: usize, entry: &EntryBody, twice: bool) -> ApiResult<u64> {
     let EntryBody { namespace, name, resource_version, status } = entry;
     let node = ctx.name.as_str();
     if twice {
         return Err(ApiError::invalid(
             tasks,
-            &name,
+            name,
             vec![corral_api::FieldError::new(format!("entries[{i}]"), "names a task an earlier entry names")],
         ));
     }
-    ctx.state.registry.validate_status(tasks, &status).map_err(|causes| {
+    ctx.state.registry.validate_status(tasks, status).map_err(|causes| {
         let causes = causes
             .into_iter()
             .map(|c| corral_api::FieldError::new(format!("entries[{i}].{}", c.field), c.message))
             .collect();
-        ApiError::invalid(tasks, &name, causes)
+        ApiError::invalid(tasks, name, causes)
     })?;
     let expected = match resource_version.as_deref() {
         None | Some("") => None,
@@ -117,18 +115,18 @@ async fn write(ctx: &Ctx, tasks: &Arc<KindInfo>, i: usize, entry: EntryBody, twi
             let why = format!("{rv:?} is not a resourceVersion this server gave out");
             ApiError::invalid(
                 tasks,
-                &name,
+                name,
                 vec![corral_api::FieldError::new(format!("entries[{i}].resourceVersion"), why)],
             )
         })?),
     };
-    let key = Key::namespaced(tasks.resource(), &namespace, &name);
+    let key = Key::namespaced(tasks.resource(), namespace, name);
     let store = &ctx.state.store;
     let live = store
         .get(&key)
         .await
-        .map_err(|e| ApiError::from_store(e, tasks, &name))?
-        .ok_or_else(|| ApiError::object_not_found(tasks, &name))?;
+        .map_err(|e| ApiError::from_store(e, tasks, name))?
+        .ok_or_else(|| ApiError::object_not_found(tasks, name))?;
     if crate::auth::node::bound_node(&live.json) != Some(node) {
         return Err(ApiError::forbidden(format!(
             "task {namespace}/{name} is not bound to node {node:?}: a node reports only its own tasks"
@@ -138,7 +136,7 @@ async fn write(ctx: &Ctx, tasks: &Arc<KindInfo>, i: usize, entry: EntryBody, twi
         return match expected {
             Some(e) if e != live.revision => {
                 let stale = corral_store::Error::Conflict { key, expected: e, actual: live.revision };
-                Err(ApiError::from_store(stale, tasks, &name))
+                Err(ApiError::from_store(stale, tasks, name))
             }
             _ => Ok(live.revision),
         };
@@ -146,6 +144,6 @@ async fn write(ctx: &Ctx, tasks: &Arc<KindInfo>, i: usize, entry: EntryBody, twi
     let outcome = store
         .update_status(key, serde_json::json!({ "status": status }), expected)
         .await
-        .map_err(|e| ApiError::from_store(e, tasks, &name))?;
+        .map_err(|e| ApiError::from_store(e, tasks, name))?;
     Ok(outcome.object().revision)
 }

@@ -2,7 +2,6 @@
 //! and Events.
 
 use corral_api::kinds::task::{AGENT_FINALIZER, Task, TaskPhase, TaskStatus};
-use corral_api::task_report::TaskStatusEntry;
 use corral_runtime::{Action, EventType};
 
 use super::TaskContext;
@@ -212,16 +211,7 @@ pub(super) async fn write_status(ctx: &TaskContext, task: &Task, status: TaskSta
 /// Writes `t`'s status through the node's reporter, which sends the statuses written
 /// meanwhile (tasks started or ended together) in one request; `t` as written.
 async fn report(ctx: &TaskContext, t: &Task) -> corral_client::Result<Task> {
-    let entry = TaskStatusEntry {
-        namespace: t.metadata.namespace.clone().unwrap_or_default(),
-        name: t.metadata.name.clone(),
-        resource_version: t.metadata.resource_version.clone(),
-        status: t.status.clone().unwrap_or_default(),
-    };
-    let revision = ctx.reporter.write(entry).await?;
-    let mut written = t.clone();
-    written.metadata.resource_version = Some(revision.to_string());
-    Ok(written)
+    ctx.reporter.write_task(t.clone()).await
 }
 
 /// Fills what `ours` lacks of a start `theirs` recorded: when, in which container, on
