@@ -17,6 +17,7 @@ pub mod decide;
 pub mod error;
 pub mod event;
 mod history;
+mod index;
 pub mod key;
 mod list;
 mod load;

@@ -100,7 +100,7 @@ impl Shared {
             };
             let historic = at < st.revision;
             // Keys that exist now, and keys deleted since `at` that may have existed then.
-            let mut now = st.index.range::<Key, _>((from, Bound::Unbounded)).map(|(k, e)| (&**k, e)).peekable();
+            let mut now = st.index.range(from).map(|(k, e)| (&**k, e)).peekable();
             let mut gone = st.history.deleted_from(from).filter(|_| historic).peekable();
             loop {
                 let (key, current) = match (now.peek(), gone.peek()) {

@@ -100,7 +100,7 @@ impl Options {
 #[derive(Default)]
 pub(crate) struct State {
     /// Each key is held once, shared with the history's revisions of it.
-    pub(crate) index: BTreeMap<Arc<Key>, Entry>,
+    pub(crate) index: crate::index::Index,
     pub(crate) revision: u64,
     /// Revisions after the compaction floor.
     pub(crate) history: History,
