@@ -97,7 +97,8 @@ mod tests {
         assert_eq!(index.insert(key("b"), entry(9)).map(|e| e.revision), Some(3));
         assert_eq!(index.remove(&key("c")).map(|e| e.revision), Some(0));
         assert!(index.remove(&key("c")).is_none());
-        let all: Vec<(String, u64)> = index.range(Bound::Unbounded).map(|(k, e)| (k.name.clone(), e.revision)).collect();
+        let all: Vec<(String, u64)> =
+            index.range(Bound::Unbounded).map(|(k, e)| (k.name.clone(), e.revision)).collect();
         assert_eq!(all, [("a".to_string(), 1), ("b".to_string(), 9), ("d".to_string(), 2)]);
         let after_a: Vec<&str> = index.range(Bound::Excluded(&key("a"))).map(|(k, _)| k.name.as_str()).collect();
         assert_eq!(after_a, ["b", "d"]);
