@@ -180,6 +180,35 @@ pub struct Matching {
     pub waiting: Vec<Unplaced>,
 }
 
+/// Trims `demands` so that together they ask for at most `budget` tasks, fairly:
+/// each keeps up to a common level, the demands above it share what is left one
+/// task each, in order. Returns whether anything was held back (for a later round).
+///
+/// A round waits for every accept it sends, so a round that places a hundred
+/// thousand tasks keeps a service applied meanwhile waiting until it ends; a
+/// bounded round lets it in at the next one, with at least a share as large as the
+/// largest service's.
+pub fn share(demands: &mut [Demand], budget: u32) -> bool {
+    let total: u64 = demands.iter().map(|d| u64::from(d.count)).sum();
+    if total <= u64::from(budget) {
+        return false;
+    }
+    // The highest level whose demands fit: a binary search over 0..=max count.
+    let fits = |level: u32| demands.iter().map(|d| u64::from(d.count.min(level))).sum::<u64>() <= u64::from(budget);
+    let (mut low, mut high) = (0u32, demands.iter().map(|d| d.count).max().unwrap_or(0));
+    while low < high {
+        let mid = low + (high - low).div_ceil(2);
+        if fits(mid) { low = mid } else { high = mid - 1 }
+    }
+    let mut left = budget - demands.iter().map(|d| d.count.min(low)).sum::<u32>();
+    for d in demands.iter_mut() {
+        let extra = u32::from(d.count > low && left > 0);
+        left -= extra;
+        d.count = d.count.min(low) + extra;
+    }
+    true
+}
+
 /// Matches a round of `offers` to the `demands` of services waiting for placement.
 ///
 /// # Guarantees

@@ -665,3 +665,61 @@ fn a_demand_pinned_to_a_node_takes_only_that_nodes_offers_and_says_why_it_waits(
     let w = waiting(&m, 0).expect("it waits");
     assert_eq!(w.refusals, [refusal("not node n3, where the instance's volumes are", 2, 2)]);
 }
+
+fn counts(demands: &[Demand]) -> Vec<u32> {
+    demands.iter().map(|d| d.count).collect()
+}
+
+#[test]
+fn a_round_within_its_budget_keeps_every_demand() {
+    let mut demands = vec![demand(100, 0.1, 16), demand(3, 0.1, 16)];
+    assert!(!share(&mut demands, 103));
+    assert_eq!(counts(&demands), [100, 3]);
+}
+
+#[test]
+fn a_round_over_its_budget_shares_it_and_a_small_service_keeps_all_it_asks() {
+    // A service applied while a thousand of a hundred wait is placed in the next
+    // round, not after all of them.
+    let mut demands: Vec<Demand> = (0..1000).map(|_| demand(100, 0.01, 16)).collect();
+    demands.insert(500, demand(3, 0.01, 16));
+    assert!(share(&mut demands, 10_000));
+    assert_eq!(demands[500].count, 3);
+    assert_eq!(demands.iter().map(|d| d.count).sum::<u32>(), 10_000);
+    let big: BTreeSet<u32> = demands.iter().enumerate().filter(|(i, _)| *i != 500).map(|(_, d)| d.count).collect();
+    assert_eq!(big, BTreeSet::from([9, 10]), "the large ones share the rest evenly");
+}
+
+#[test]
+fn more_demands_than_the_budget_take_one_each_in_order() {
+    let mut demands = vec![demand(5, 0.1, 16), demand(1, 0.1, 16), demand(7, 0.1, 16), demand(2, 0.1, 16)];
+    assert!(share(&mut demands, 2));
+    assert_eq!(counts(&demands), [1, 1, 0, 0]);
+    let mut demands = vec![demand(5, 0.1, 16), demand(1, 0.1, 16), demand(7, 0.1, 16)];
+    assert!(share(&mut demands, 8));
+    assert_eq!(counts(&demands), [4, 1, 3], "level 3, and one left for the first above it");
+}
+
+proptest! {
+    #[test]
+    fn a_shared_budget_is_spent_whole_and_max_min_fair(
+        asked in proptest::collection::vec(0u32..200, 0..40),
+        budget in 0u32..3000,
+    ) {
+        let mut demands: Vec<Demand> = asked.iter().map(|&n| demand(n, 0.1, 16)).collect();
+        let held_back = share(&mut demands, budget);
+        let total: u32 = asked.iter().sum();
+        prop_assert_eq!(held_back, total > budget);
+        prop_assert_eq!(demands.iter().map(|d| d.count).sum::<u32>(), total.min(budget));
+        for (d, &n) in demands.iter().zip(&asked) {
+            prop_assert!(d.count <= n);
+        }
+        // Whoever was trimmed kept at least as much as anyone else, less one.
+        let most = demands.iter().map(|d| d.count).max().unwrap_or(0);
+        for (d, &n) in demands.iter().zip(&asked) {
+            if d.count < n {
+                prop_assert!(d.count + 1 >= most, "trimmed to {} while another kept {most}", d.count);
+            }
+        }
+    }
+}

@@ -79,6 +79,10 @@ const IN_FLIGHT: usize = 64;
 /// the server decodes, checks and commits in one transaction; more at once only
 /// holds more of them in memory, as the store commits them one after another.
 const ACCEPTS_IN_FLIGHT: usize = 8;
+/// Tasks one round places at most ([`matching::share`]): about a second of accepts on
+/// a busy control plane, so that a service applied meanwhile waits for that round
+/// only, not for every task of a large load before it.
+const ROUND_LAUNCHES: u32 = 10_000;
 /// The component named in its Events.
 const COMPONENT: &str = "services-controller";
 
@@ -403,7 +407,8 @@ async fn round(
     }
     memory.registration.ensure(&apis.frameworks, SERVICES_FRAMEWORK, !demands.is_empty(), &roles).await;
 
-    // 2. Offers matched to what waits.
+    // 2. Offers matched to what waits, a bounded share of it.
+    let held_back = matching::share(&mut demands, ROUND_LAUNCHES);
     let offers: Vec<OfferView> = matching::open_offers(&caches.offers.list(), &memory.used);
     // With nothing waiting, every offer still held is declined.
     let matching = matching::match_offers(&offers, &demands);
@@ -448,7 +453,10 @@ async fn round(
         memory.used.insert(a.offer.clone(), now);
         accepts.push((a.offer.clone(), tasks));
     }
-    for name in &matching.unused {
+    // What the round held back may fit the offers it did not use: they are kept for
+    // the next round, not declined.
+    let unused = if held_back { Vec::new() } else { matching.unused.clone() };
+    for name in &unused {
         memory.used.insert(name.clone(), now);
     }
     let client = &apis.client;
@@ -471,7 +479,7 @@ async fn round(
         .buffer_unordered(ACCEPTS_IN_FLIGHT)
         .collect::<Vec<_>>();
     // The offers nothing fits are handed back while the others are accepted.
-    let declining = futures::stream::iter(matching.unused.clone())
+    let declining = futures::stream::iter(unused)
         .map(|offer| async move { decline(client, SERVICES_FRAMEWORK, &offer, REFUSE_SECONDS).await })
         .buffer_unordered(IN_FLIGHT)
         .collect::<Vec<()>>();
@@ -493,7 +501,8 @@ async fn round(
         accepted,
         placed,
         refused = launched.len() - accepted,
-        declined = matching.unused.len(),
+        declined = if held_back { 0 } else { matching.unused.len() },
+        held_back,
         took_ms = now.elapsed().as_millis() as u64,
         "services round: offers matched"
     );
@@ -598,7 +607,7 @@ async fn round(
             }
         })
         .await;
-    if !memory.again.is_empty() {
+    if held_back || !memory.again.is_empty() {
         due.push(now + Duration::from_millis(10));
     } else if !memory.used.is_empty() || !memory.launched.is_empty() {
         due.push(now + SWEEP);
