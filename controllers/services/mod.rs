@@ -71,6 +71,8 @@ pub const NAME: &str = "services";
 const REFUSE_SECONDS: u64 = 1;
 /// Least time between two status writes of one service.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// How soon a status held back behind an earlier round's writes is tried again.
+const STATUS_RETRY: Duration = Duration::from_millis(50);
 /// How long a service's last refusals stand for rounds without offers.
 const REFUSALS_KEPT: Duration = Duration::from_secs(30);
 /// Most writes in flight at once.
@@ -194,8 +196,13 @@ struct Memory {
     /// Services to decide again next round whatever else changes: they launched,
     /// killed or deleted tasks, or an accept of theirs was refused.
     again: HashSet<String>,
-    /// Services whose status write was held back (at most one per `STATUS_EVERY`).
+    /// Services whose status write was held back (at most one per `STATUS_EVERY`,
+    /// and none while the last round's are still being written).
     status_held: HashSet<String>,
+    /// The status writes of an earlier round, still going: a round does not wait
+    /// for them (a thousand services placing write a thousand statuses a round),
+    /// it holds its own back until they are done.
+    status_writes: Option<tokio::task::JoinHandle<()>>,
     /// Every service is decided on the first round.
     started: bool,
     /// Tasks launched, by service key, until the cache has them.
@@ -520,6 +527,7 @@ async fn round(
     let mut kills = Vec::new();
     let mut deletes = Vec::new();
     let mut statuses = Vec::new();
+    let writing = memory.status_writes.as_ref().is_some_and(|w| !w.is_finished());
     let mut touched: BTreeSet<String> = decided_now.iter().cloned().collect();
     touched.extend(demands.iter().map(|d| d.key.clone()));
     touched.extend(std::mem::take(&mut memory.status_held));
@@ -574,6 +582,11 @@ async fn round(
             memory.status_held.insert(key);
             continue;
         }
+        if writing {
+            due.push(now + STATUS_RETRY);
+            memory.status_held.insert(key);
+            continue;
+        }
         memory.written.insert(key, now);
         apis.events.push(svc, happenings(svc.status.as_ref(), &status));
         let mut updated = (**svc).clone();
@@ -598,15 +611,21 @@ async fn round(
             }
         })
         .await;
-    let services_api = &apis.services;
-    futures::stream::iter(statuses)
-        .for_each_concurrent(IN_FLIGHT, |s| async move {
-            let api = services_api.in_namespace(s.metadata.namespace.as_deref().unwrap_or_default());
-            if let Err(e) = api.update_status(&s).await {
-                tracing::debug!(error = %e, service = %s.metadata.name, "cannot write a service's status");
-            }
-        })
-        .await;
+    if !statuses.is_empty() {
+        let services_api = apis.services.clone();
+        memory.status_writes = Some(tokio::spawn(async move {
+            futures::stream::iter(statuses)
+                .for_each_concurrent(IN_FLIGHT, |s| {
+                    let api = services_api.in_namespace(s.metadata.namespace.as_deref().unwrap_or_default());
+                    async move {
+                        if let Err(e) = api.update_status(&s).await {
+                            tracing::debug!(error = %e, service = %s.metadata.name, "cannot write a service's status");
+                        }
+                    }
+                })
+                .await;
+        }));
+    }
     if held_back || !memory.again.is_empty() {
         due.push(now + Duration::from_millis(10));
     } else if !memory.used.is_empty() || !memory.launched.is_empty() {
