@@ -460,9 +460,13 @@ async fn round(
         memory.used.insert(a.offer.clone(), now);
         accepts.push((a.offer.clone(), tasks));
     }
-    // What the round held back may fit the offers it did not use: they are kept for
-    // the next round, not declined.
-    let unused = if held_back { Vec::new() } else { matching.unused.clone() };
+    // When the round placed all it was allowed and held some back, what it held back
+    // may fit the offers it did not use: they are kept for the next round, which
+    // comes at once. When something fell short, the offers are spent for now: they
+    // are declined as ever, and no round follows merely because of the bound (that
+    // would go round and round while the cluster is full).
+    let more = held_back && matching.waiting.is_empty();
+    let unused = if more { Vec::new() } else { matching.unused.clone() };
     for name in &unused {
         memory.used.insert(name.clone(), now);
     }
@@ -508,7 +512,7 @@ async fn round(
         accepted,
         placed,
         refused = launched.len() - accepted,
-        declined = if held_back { 0 } else { matching.unused.len() },
+        declined = if more { 0 } else { matching.unused.len() },
         held_back,
         took_ms = now.elapsed().as_millis() as u64,
         "services round: offers matched"
@@ -626,7 +630,7 @@ async fn round(
                 .await;
         }));
     }
-    if held_back || !memory.again.is_empty() {
+    if more || !memory.again.is_empty() {
         due.push(now + Duration::from_millis(10));
     } else if !memory.used.is_empty() || !memory.launched.is_empty() {
         due.push(now + SWEEP);
