@@ -71,6 +71,10 @@ pub const NAME: &str = "services";
 const REFUSE_SECONDS: u64 = 1;
 /// Least time between two status writes of one service.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// The same for a service that still has tasks to place: while a large load is
+/// placed, round after round would otherwise write every service's status (only
+/// its counts moving), a thousand writes a round competing with the placements.
+const STATUS_EVERY_PLACING: Duration = Duration::from_secs(2);
 /// How soon a status held back behind an earlier round's writes is tried again.
 const STATUS_RETRY: Duration = Duration::from_millis(50);
 /// How long a service's last refusals stand for rounds without offers.
@@ -581,8 +585,9 @@ async fn round(
         if svc.status.as_ref() == Some(&status) {
             continue;
         }
-        if let Some(at) = memory.written.get(&key).filter(|at| now.duration_since(**at) < STATUS_EVERY) {
-            due.push(*at + STATUS_EVERY);
+        let every = if plan.launch > 0 { STATUS_EVERY_PLACING } else { STATUS_EVERY };
+        if let Some(at) = memory.written.get(&key).filter(|at| now.duration_since(**at) < every) {
+            due.push(*at + every);
             memory.status_held.insert(key);
             continue;
         }
