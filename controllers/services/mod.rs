@@ -206,7 +206,7 @@ struct Memory {
     /// The status writes of an earlier round, still going: a round does not wait
     /// for them (a thousand services placing write a thousand statuses a round),
     /// it holds its own back until they are done.
-    status_writes: Option<tokio::task::JoinHandle<()>>,
+    status_writes: StatusWrites,
     /// Every service is decided on the first round.
     started: bool,
     /// Tasks launched, by service key, until the cache has them.
@@ -232,6 +232,25 @@ struct Memory {
     next: u64,
     /// The framework's registration.
     registration: Registration,
+}
+
+/// The status writes of a round, stopped if the controller stops first: a
+/// successor elected meanwhile writes its own.
+#[derive(Default)]
+struct StatusWrites(Option<tokio::task::JoinHandle<()>>);
+
+impl StatusWrites {
+    fn going(&self) -> bool {
+        self.0.as_ref().is_some_and(|w| !w.is_finished())
+    }
+}
+
+impl Drop for StatusWrites {
+    fn drop(&mut self) {
+        if let Some(w) = &self.0 {
+            w.abort();
+        }
+    }
 }
 
 /// How long a write may stay unseen before it is forgotten (a lost response, a task
@@ -535,7 +554,7 @@ async fn round(
     let mut kills = Vec::new();
     let mut deletes = Vec::new();
     let mut statuses = Vec::new();
-    let writing = memory.status_writes.as_ref().is_some_and(|w| !w.is_finished());
+    let writing = memory.status_writes.going();
     let mut touched: BTreeSet<String> = decided_now.iter().cloned().collect();
     touched.extend(demands.iter().map(|d| d.key.clone()));
     touched.extend(std::mem::take(&mut memory.status_held));
@@ -622,7 +641,7 @@ async fn round(
         .await;
     if !statuses.is_empty() {
         let services_api = apis.services.clone();
-        memory.status_writes = Some(tokio::spawn(async move {
+        memory.status_writes = StatusWrites(Some(tokio::spawn(async move {
             futures::stream::iter(statuses)
                 .for_each_concurrent(IN_FLIGHT, |s| {
                     let api = services_api.in_namespace(s.metadata.namespace.as_deref().unwrap_or_default());
@@ -633,7 +652,7 @@ async fn round(
                     }
                 })
                 .await;
-        }));
+        })));
     }
     if more || !memory.again.is_empty() {
         due.push(now + Duration::from_millis(10));
