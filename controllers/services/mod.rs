@@ -490,6 +490,7 @@ async fn round(
     // would go round and round while the cluster is full).
     let more = held_back && matching.waiting.is_empty();
     let unused = if more { Vec::new() } else { matching.unused.clone() };
+    let declined = unused.len();
     for name in &unused {
         memory.used.insert(name.clone(), now);
     }
@@ -535,7 +536,7 @@ async fn round(
         accepted,
         placed,
         refused = launched.len() - accepted,
-        declined = if more { 0 } else { matching.unused.len() },
+        declined,
         held_back,
         took_ms = now.elapsed().as_millis() as u64,
         "services round: offers matched"

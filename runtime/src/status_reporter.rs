@@ -67,6 +67,7 @@ impl StatusReporter {
         }
         answered.await.map_err(|_| Error::Invalid("the status reporter stopped before answering".into()))?
     }
+
     /// Writes `task`'s status, as it is, through [`StatusReporter::write`] (only if
     /// the task is still at its revision, when it names one); the task as written —
     /// the same, at its new revision.

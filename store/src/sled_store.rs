@@ -109,11 +109,6 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// `key` as the index holds it, if it does: the one copy to share.
-    pub(crate) fn shared_key(&self, key: &Key) -> Option<Arc<Key>> {
-        self.index.get_key_value(key).map(|(k, _)| k.clone())
-    }
-
     pub(crate) fn insert(&mut self, key: Arc<Key>, entry: Entry) {
         self.live_bytes += entry.size;
         if let Some(old) = self.index.insert(key, entry) {

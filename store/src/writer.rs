@@ -189,8 +189,11 @@ fn process(shared: &Shared, batch: Vec<Request>) {
         let mut bytes = 0u64;
         let wake = shared.signals.pending(changes.iter().map(|c| c.key.resource.as_str()));
         for c in changes {
-            let prev = st.index.get(&c.key).cloned();
-            let key = st.shared_key(&c.key).unwrap_or_else(|| Arc::new(c.key));
+            // One lookup: the entry replaced, and the index's copy of the key to share.
+            let (key, prev) = match st.index.get_key_value(&c.key) {
+                Some((k, e)) => (k.clone(), Some(e.clone())),
+                None => (Arc::new(c.key), None),
+            };
             match &c.new {
                 Some(o) => {
                     let entry = Entry {
