@@ -409,8 +409,9 @@ pub struct RunPlan {
     pub status: JobRunStatus,
     /// When the run must be decided again by the clock: its deadline.
     pub wake_at: Option<DateTime<Utc>>,
-    /// Placed ahead of its time and waiting for it: a run without a status yet has
-    /// nothing to write until it starts (`spec.trigger.scheduledTime` says when).
+    /// Placed ahead of its time and not started yet, before or after that time: a
+    /// run without a status yet has nothing to write until it starts
+    /// (`spec.trigger.scheduledTime` says when).
     pub staged: bool,
 }
 
@@ -483,6 +484,15 @@ pub fn decide_run(input: &RunInput<'_>, now: DateTime<Utc>) -> RunPlan {
                 // the run's next decision.
                 st.message = Some(format!("staged on node {node}; starts at {}", rfc3339(at)));
                 plan.staged = true;
+            }
+            // Placed, and its time come, but not reported started yet: Pending until
+            // its node says it runs (as a pod is until its containers do). Nothing
+            // changes at its time by the clock alone — ten thousand runs due at one
+            // second would otherwise write ten thousand statuses just as their nodes
+            // report their tasks.
+            (Some(_), _) if !started => {
+                st.phase = RunPhase::Pending;
+                plan.staged = input.start_at.is_some();
             }
             (Some(_), _) => {
                 st.phase = RunPhase::Running;

@@ -230,6 +230,17 @@ fn a_new_run_launches_its_first_attempt_and_succeeds_with_it() {
 }
 
 #[test]
+fn a_run_placed_stays_pending_until_its_node_reports_it_started() {
+    let t = RunTemplate::default();
+    let placed = AttemptView { started: None, ..attempt("a1", TaskPhase::Staging, "2026-12-03T12:00:01Z") };
+    let plan = decide_r(&t, &JobRunStatus::default(), vec![placed], false, "2026-12-03T12:00:02Z");
+    assert!(!plan.launch);
+    assert_eq!(plan.status.phase, RunPhase::Pending);
+    assert!(!plan.staged, "a run made to start now has its status written: {plan:?}");
+    assert_eq!(plan.status.attempts[0].node.as_deref(), Some("n1"));
+}
+
+#[test]
 fn never_fails_with_its_only_attempt() {
     let t = RunTemplate::default();
     let plan = decide_r(
@@ -459,6 +470,10 @@ fn a_staged_run_waits_placed_until_its_time_and_its_deadline_counts_from_then() 
     assert_eq!(waits.status.phase, RunPhase::Pending, "{waits:?}");
     assert_eq!(waits.status.message.as_deref(), Some("staged on node n1; starts at 2026-12-03T12:00:20Z"));
     assert_eq!(waits.wake_at, Some(at("2026-12-03T12:00:23Z")), "its deadline; its start is its node's");
+    // Its time come, its node's report not seen yet: still Pending, nothing to write.
+    let due = decide_at(vec![placed.clone()], "2026-12-03T12:00:20Z");
+    assert_eq!(due.status.phase, RunPhase::Pending, "{due:?}");
+    assert!(due.staged, "{due:?}");
     let running = AttemptView {
         started: Some(at("2026-12-03T12:00:20Z")),
         ..attempt("tick-20-1", TaskPhase::Running, "2026-12-03T12:00:15Z")
