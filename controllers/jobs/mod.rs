@@ -299,10 +299,7 @@ impl Jobs {
             let next = round(&apis, &caches, &mut memory, &self.counts).await;
             let took = started.elapsed();
             self.counts.rounds.observe(took.as_secs_f64());
-            let sleep = next
-                .and_then(|at| (at - Utc::now()).to_std().ok())
-                .map_or(IDLE, |d| d.min(IDLE))
-                .max(Duration::from_millis(1));
+            let sleep = sleep_before(next, Utc::now());
             let due = tokio::time::Instant::now() + sleep;
             // A round goes over every job, and changes come by the thousand when
             // thousands of runs are due at once: after a change a round waits as long
@@ -324,6 +321,12 @@ impl Jobs {
             }
         }
     }
+}
+
+/// How long the rounds sleep before the time `next` the last one asked for: at most
+/// [`IDLE`], and a moment when that time came while the round ran — it is due now.
+fn sleep_before(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    next.map(|at| (at - now).to_std().unwrap_or_default()).map_or(IDLE, |d| d.min(IDLE)).max(Duration::from_millis(1))
 }
 
 /// A reflector's callback that wakes the rounds on a change to act on and only
@@ -945,4 +948,20 @@ fn job_key_of(run: &JobRun) -> String {
 
 fn key_of(o: &impl ApiObject) -> String {
     format!("{}/{}", o.namespace().unwrap_or_default(), o.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_that_came_while_the_round_ran_is_due_at_once() {
+        let now = parse_time("2026-12-07T02:45:55.236Z").unwrap_or_default();
+        let ms = |ms: i64| Some(now + chrono::Duration::milliseconds(ms));
+        // The round began just before its staging time and ended just after it.
+        assert_eq!(sleep_before(ms(-236), now), Duration::from_millis(1));
+        assert_eq!(sleep_before(ms(2000), now), Duration::from_secs(2));
+        assert_eq!(sleep_before(ms(60_000), now), IDLE);
+        assert_eq!(sleep_before(None, now), IDLE);
+    }
 }
