@@ -12,7 +12,7 @@ use corral_runtime::ObjectRef;
 use tokio::time::Instant;
 
 /// What the index keeps of one object.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Entry {
     pub uid: Arc<str>,
     pub revision: u64,
@@ -71,6 +71,18 @@ impl Index {
         let revision = o.revision();
         if self.entries.get(r).is_some_and(|e| e.revision >= revision) {
             return None;
+        }
+        // A change that leaves all the index keeps as it was (a status written: most
+        // changes) moves only the revision; no map but this one is touched.
+        if let Some(e) = self.entries.get_mut(r)
+            && *e.uid == *o.uid()
+            && *e.owners == *o.metadata.owner_references
+            && e.finalizers == o.metadata.finalizers
+            && e.deleting == o.metadata.is_deleting()
+        {
+            let old = e.clone();
+            e.revision = revision;
+            return Some(Some(old));
         }
         let old = self.entries.remove(r);
         if let Some(old) = &old {
@@ -253,6 +265,25 @@ pub(super) mod tests {
         // The owner, which has no owners and is not being deleted, was never kept:
         // namespace contents are listed from the API when a namespace goes.
         assert!(idx.entries.is_empty());
+    }
+
+    #[test]
+    fn a_change_that_keeps_owners_and_finalizers_moves_only_the_revision() {
+        let mut idx = Index::default();
+        let refs = json!([{"apiVersion":"corral.dev/v1","kind":"ConfigMap","name":"a","uid":"ua"}]);
+        idx.upsert(&key("b"), &obj("b", 3, json!({"uid": "ub", "ownerReferences": refs})));
+        let old =
+            idx.upsert(&key("b"), &obj("b", 4, json!({"uid": "ub", "ownerReferences": refs, "labels": {"x": "y"}})));
+        assert_eq!(old.flatten().map(|e| e.revision), Some(3), "the entry it replaced");
+        assert_eq!(idx.entries.get(&key("b")).map(|e| e.revision), Some(4));
+        assert_eq!(idx.dependents_of("ua"), vec![key("b")]);
+        assert_eq!(idx.by_uid.get("ub").map(|r| (**r).clone()), Some(key("b")));
+        // A finalizer added, then the object made again under another uid: relinked.
+        idx.upsert(&key("b"), &obj("b", 5, json!({"uid": "ub", "ownerReferences": refs, "finalizers": ["f"]})));
+        assert!(idx.entries.get(&key("b")).is_some_and(|e| e.has_finalizer("f")));
+        idx.upsert(&key("b"), &obj("b", 6, json!({"uid": "ub2", "ownerReferences": refs, "finalizers": ["f"]})));
+        assert!(idx.by_uid.get("ub").is_none() && idx.by_uid.contains_key("ub2"));
+        assert_eq!(idx.dependents_of("ua"), vec![key("b")]);
     }
 
     /// `name` (uid `u<name>`) owned, blocking, by `owners`; being deleted in
