@@ -3,7 +3,8 @@
 //! ([`decide_job`]); from a run, its tasks and the clock, whether to launch an
 //! attempt, which tasks to kill and the run's status ([`decide_run`]).
 //!
-//! A schedule's next run is **staged** up to [`STAGE_AHEAD`] before its due time: the
+//! A schedule's next run is **staged** up to [`STAGE_AHEAD`] before its due time
+//! (longer after a slow staging: [`stage_ahead`]): the
 //! run and its task are made and placed early, and the node starts the task at the
 //! due time (`spec.startAt`), so that thousands of runs due at one second start on
 //! time rather than as fast as the control plane can make them. One run is staged
@@ -116,10 +117,23 @@ pub struct JobPlan {
 /// that they are there when the time comes instead of being made then.
 pub const LEAD: Duration = Duration::from_secs(2);
 
-/// How long before its due time a scheduled run is staged (see the module's doc):
-/// long enough for the control plane to make and place ten thousand runs due at
-/// one second (`corral-bench jobs`) before that second.
+/// How long before its due time a scheduled run is staged (see the module's doc), at
+/// least: long enough for the control plane to make and place ten thousand runs due
+/// at one second (`corral-bench jobs`) before that second. The controller stages
+/// earlier when its last staging took more than half of it (up to
+/// [`MAX_STAGE_AHEAD`]).
 pub const STAGE_AHEAD: Duration = Duration::from_secs(5);
+
+/// The longest a run is staged before its due time.
+pub const MAX_STAGE_AHEAD: Duration = Duration::from_secs(15);
+
+/// How long before their due times runs are staged, when the last round that made
+/// runs took `last_staging` to make and place them: [`STAGE_AHEAD`], or twice that
+/// time if longer — on a busy machine, ten thousand runs due at one second take
+/// longer to make and place — but at most [`MAX_STAGE_AHEAD`].
+pub fn stage_ahead(last_staging: Duration) -> Duration {
+    (last_staging * 2).clamp(STAGE_AHEAD, MAX_STAGE_AHEAD)
+}
 
 /// What the next due time of the schedules asks of the framework now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -188,6 +188,9 @@ struct Memory {
     writer: bookkeeping::Writer,
     /// Told whether this round wanted offers (see [`Wakes`]).
     wants_offers: Arc<AtomicBool>,
+    /// How long the last round that made runs took to make and place them: the
+    /// next runs are staged that much earlier ([`decide::stage_ahead`]).
+    staging_took: Duration,
 }
 
 #[async_trait]
@@ -389,7 +392,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
             generation: job.metadata.generation.unwrap_or(0),
             created: job.metadata.creation_timestamp.as_deref().and_then(parse_time).unwrap_or(now),
             runs: runs.iter().map(|r| run_view(r, bookkeeping::status_of(&mut memory.writer.runs, r))).collect(),
-            stage_ahead: decide::STAGE_AHEAD,
+            stage_ahead: decide::stage_ahead(memory.staging_took),
         };
         let plan = decide::decide_job(&input, now);
         let write_status = memory.writer.jobs.decided(
@@ -604,6 +607,9 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         .collect()
         .await;
     let launch_ms = clock.elapsed().as_millis() as u64;
+    if started_now > 0 {
+        memory.staging_took = clock.elapsed();
+    }
     let mut launched_now = std::collections::HashSet::new();
     for (run, task) in accepted.into_iter().flatten() {
         counts.launched.inc();

@@ -485,3 +485,11 @@ fn a_staged_run_waits_placed_until_its_time_and_its_deadline_counts_from_then() 
     let late = decide_at(vec![running], "2026-12-03T12:00:23Z");
     assert_eq!(late.status.phase, RunPhase::Failed, "{late:?}");
 }
+
+#[test]
+fn runs_are_staged_earlier_after_a_slow_staging_within_bounds() {
+    assert_eq!(stage_ahead(Duration::ZERO), STAGE_AHEAD);
+    assert_eq!(stage_ahead(Duration::from_millis(2400)), STAGE_AHEAD, "placed in half the time: as usual");
+    assert_eq!(stage_ahead(Duration::from_millis(3600)), Duration::from_millis(7200));
+    assert_eq!(stage_ahead(Duration::from_secs(60)), MAX_STAGE_AHEAD);
+}
