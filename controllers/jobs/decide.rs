@@ -283,13 +283,21 @@ pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
         }
         // Staging the next time: at most one run ahead per schedule.
         let stages = !input.stage_ahead.is_zero() && s.concurrency_policy != ConcurrencyPolicy::Replace;
-        let ahead = chrono::Duration::from_std(input.stage_ahead).unwrap_or_default();
+        // How long before `next` its run is staged, after the time `prev`: a lead
+        // longer than [`STAGE_AHEAD`] stops a second after `prev`, so that staging
+        // never meets the start of the runs due then.
+        let lead = |prev: Option<DateTime<Utc>>, next: DateTime<Utc>| {
+            let ahead = chrono::Duration::from_std(input.stage_ahead).unwrap_or_default();
+            let least = chrono::Duration::from_std(STAGE_AHEAD).unwrap_or_default();
+            prev.map_or(ahead, |p| ahead.min((next - p - chrono::Duration::seconds(1)).max(least)))
+        };
         // When the time after a staged one is to be staged: the staged run itself
         // starts on its node with nothing to decide here.
-        let after_staged = |at: DateTime<Utc>| Some(compiled.next_after(at).map_or(at, |n| (n - ahead).max(at)));
+        let after_staged =
+            |at: DateTime<Utc>| Some(compiled.next_after(at).map_or(at, |n| (n - lead(Some(at), n)).max(at)));
         let wake = match (staged, pass.next) {
             (Some(at), _) => after_staged(at),
-            (None, Some(next)) if stages && next - now > ahead => Some(next - ahead),
+            (None, Some(next)) if stages && next - now > lead(recorded, next) => Some(next - lead(recorded, next)),
             (None, Some(next)) if stages => {
                 if s.concurrency_policy == ConcurrencyPolicy::Forbid && !active.is_empty() {
                     // Held by an active run: its end wakes the job; else the due time
