@@ -135,6 +135,14 @@ pub fn stage_ahead(last_staging: Duration) -> Duration {
     (last_staging * 2).clamp(STAGE_AHEAD, MAX_STAGE_AHEAD)
 }
 
+/// How long before `next` its run is staged, `ahead` asked, when the schedule's time
+/// before it is `prev`: a lead longer than [`STAGE_AHEAD`] stops a second after
+/// `prev`, so that staging never meets the starts of the runs due then.
+fn lead(ahead: chrono::Duration, prev: Option<DateTime<Utc>>, next: DateTime<Utc>) -> chrono::Duration {
+    let least = chrono::Duration::from_std(STAGE_AHEAD).unwrap_or_default();
+    prev.map_or(ahead, |p| ahead.min((next - p - chrono::Duration::seconds(1)).max(least)))
+}
+
 /// What the next due time of the schedules asks of the framework now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ahead {
@@ -283,14 +291,8 @@ pub fn decide_job(input: &JobInput<'_>, now: DateTime<Utc>) -> JobPlan {
         }
         // Staging the next time: at most one run ahead per schedule.
         let stages = !input.stage_ahead.is_zero() && s.concurrency_policy != ConcurrencyPolicy::Replace;
-        // How long before `next` its run is staged, after the time `prev`: a lead
-        // longer than [`STAGE_AHEAD`] stops a second after `prev`, so that staging
-        // never meets the start of the runs due then.
-        let lead = |prev: Option<DateTime<Utc>>, next: DateTime<Utc>| {
-            let ahead = chrono::Duration::from_std(input.stage_ahead).unwrap_or_default();
-            let least = chrono::Duration::from_std(STAGE_AHEAD).unwrap_or_default();
-            prev.map_or(ahead, |p| ahead.min((next - p - chrono::Duration::seconds(1)).max(least)))
-        };
+        let ahead = chrono::Duration::from_std(input.stage_ahead).unwrap_or_default();
+        let lead = |prev: Option<DateTime<Utc>>, next: DateTime<Utc>| lead(ahead, prev, next);
         // When the time after a staged one is to be staged: the staged run itself
         // starts on its node with nothing to decide here.
         let after_staged =

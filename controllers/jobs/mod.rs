@@ -188,8 +188,8 @@ struct Memory {
     writer: bookkeeping::Writer,
     /// Told whether this round wanted offers (see [`Wakes`]).
     wants_offers: Arc<AtomicBool>,
-    /// How long the last round that made runs took to make and place them: the
-    /// next runs are staged that much earlier ([`decide::stage_ahead`]).
+    /// How long the last round whose schedules made runs took to make and place
+    /// them: the next runs are staged that much earlier ([`decide::stage_ahead`]).
     staging_took: Duration,
 }
 
@@ -438,6 +438,8 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
     let (started, later): (Vec<Vec<JobRun>>, Vec<Later>) = applied.into_iter().unzip();
     let jobs_ms = clock.elapsed().as_millis() as u64;
     let started_now: usize = started.iter().map(Vec::len).sum();
+    // Runs its schedules made (not manual runs admitted): what staging costs.
+    let made_now = started.iter().flatten().any(|r| r.spec.trigger.schedule.is_some());
     // Runs started or admitted just now are launched in this round, not once the
     // watch brings them back: the lag from the due time is the round's, not two.
     let mut fresh: HashMap<String, Arc<JobRun>> =
@@ -607,7 +609,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         .collect()
         .await;
     let launch_ms = clock.elapsed().as_millis() as u64;
-    if started_now > 0 {
+    if made_now {
         memory.staging_took = clock.elapsed();
     }
     let mut launched_now = std::collections::HashSet::new();
