@@ -2,7 +2,6 @@
 //! and watched through the HTTP API live in etcd: a server restarted on another data
 //! directory finds them as they were and goes on from their revisions.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,17 +17,27 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &std::path::Path, port: u16, store: &str) -> Server {
-    Server(
+/// Starts `corral server` on `store`, with its data directory in `dir`, on a port of
+/// its own choosing (`127.0.0.1:0`: a port picked beforehand could be taken by a
+/// parallel test's process first); the server and its URL once it listens.
+fn start(dir: &std::path::Path, store: &str) -> (Server, String) {
+    let log = dir.join("server.log");
+    let server = Server(
         Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--store", store, "--data-dir"])
+            .args(["server", "--listen", "127.0.0.1:0", "--store", store, "--data-dir"])
             .arg(dir)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,corral_server=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn corral server"),
-    )
+    );
+    let url = corral_testkit::eventually_blocking("the server to listen", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let url = text.lines().find_map(|l| l.split("listening url=").nth(1))?.split_whitespace().next()?;
+        Some(url.to_string())
+    });
+    (server, url)
 }
 
 /// A client with the administrator's token the server wrote into `dir`, once the
@@ -43,10 +52,6 @@ async fn admin(dir: &std::path::Path, base: &str) -> reqwest::Client {
     corral_testkit::authorized_http(&config.token.expect("a token"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_on_etcd_serves_writes_and_watches_and_a_restarted_one_finds_them() {
     let etcd_dir = tempfile::tempdir().unwrap();
@@ -55,9 +60,7 @@ async fn a_server_on_etcd_serves_writes_and_watches_and_a_restarted_one_finds_th
     let url = "/apis/corral.dev/v1/namespaces/default/configmaps";
 
     let first_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = start(first_dir.path(), port, &store);
+    let (server, base) = start(first_dir.path(), &store);
     let http = admin(first_dir.path(), &base).await;
     let list: Value = http.get(format!("{base}{url}")).send().await.unwrap().json().await.unwrap();
     let from = list["metadata"]["resourceVersion"].as_str().expect("a list's revision").to_string();
@@ -90,9 +93,7 @@ async fn a_server_on_etcd_serves_writes_and_watches_and_a_restarted_one_finds_th
 
     // Another server, another data directory: the object comes from etcd.
     let second_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = start(second_dir.path(), port, &store);
+    let (server, base) = start(second_dir.path(), &store);
     let http = admin(second_dir.path(), &base).await;
     let got: Value = http.get(format!("{base}{url}/kept")).send().await.unwrap().json().await.unwrap();
     assert_eq!(got["metadata"]["uid"], created["metadata"]["uid"]);
@@ -151,12 +152,10 @@ async fn two_servers_on_one_etcd_serve_one_cluster() {
     let store = format!("etcd://{}", etcd.addr);
     let url = "/apis/corral.dev/v1/namespaces/default/configmaps";
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (port_a, port_b) = (free_port(), free_port());
-    let (base_a, base_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
     // One after the other: both then serve at once.
-    let server_a = start(dir_a.path(), port_a, &store);
+    let (server_a, base_a) = start(dir_a.path(), &store);
     let http_a = admin(dir_a.path(), &base_a).await;
-    let server_b = start(dir_b.path(), port_b, &store);
+    let (server_b, base_b) = start(dir_b.path(), &store);
     let http_b = admin(dir_b.path(), &base_b).await;
 
     let list: Value = http_b.get(format!("{base_b}{url}")).send().await.unwrap().json().await.unwrap();
@@ -198,11 +197,9 @@ async fn a_client_of_two_servers_goes_on_through_the_other_when_one_is_killed() 
     let (etcd, _version) = corral_bench::procs::start_etcd(etcd_dir.path()).await.expect("etcd");
     let store = format!("etcd://{}", etcd.addr);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (port_a, port_b) = (free_port(), free_port());
-    let (base_a, base_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
-    let server_a = start(dir_a.path(), port_a, &store);
+    let (server_a, base_a) = start(dir_a.path(), &store);
     admin(dir_a.path(), &base_a).await;
-    let server_b = start(dir_b.path(), port_b, &store);
+    let (server_b, base_b) = start(dir_b.path(), &store);
     admin(dir_b.path(), &base_b).await;
     let admin_a = corral_client::Config::from_kubeconfig(&dir_a.path().join("admin.conf")).expect("admin.conf");
     let config = corral_client::Config { server: format!("{base_a},{base_b}"), ..admin_a };

@@ -211,31 +211,81 @@ pub fn etcd_version() -> anyhow::Result<String> {
 }
 
 /// Starts Debian's `etcd` with its default durability (WAL fsync per commit).
+///
+/// Ready means that *this* etcd answers: a port free a moment ago may be taken by
+/// another etcd started at the same moment (tests run in parallel). Then ours exits,
+/// and the other one would answer on the port. So each etcd is named uniquely, ready
+/// is its own member answering, and a start that lost its ports is tried again on
+/// fresh ones.
 pub async fn start_etcd(data_dir: &Path) -> anyhow::Result<(Proc, String)> {
-    let client = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let peer = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let version = etcd_version()?;
+    for _ in 0..5 {
+        let client = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let peer = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        if let Some(proc) = try_start_etcd(data_dir, client, peer).await? {
+            return Ok((proc, version));
+        }
+    }
+    bail!("etcd did not start on five pairs of free loopback ports")
+}
+
+/// One start of etcd on `client` and `peer`: `None` when it lost them to another
+/// process.
+async fn try_start_etcd(data_dir: &Path, client: SocketAddr, peer: SocketAddr) -> anyhow::Result<Option<Proc>> {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = format!("bench-{}-{}", std::process::id(), STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let child = Command::new("etcd")
-        .args(["--name", "bench", "--data-dir"])
+        .args(["--name", &name, "--data-dir"])
         .arg(data_dir)
         .args(["--listen-client-urls", &format!("http://{client}")])
         .args(["--advertise-client-urls", &format!("http://{client}")])
         .args(["--listen-peer-urls", &format!("http://{peer}")])
         .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
-        .args(["--initial-cluster", &format!("bench=http://{peer}")])
+        .args(["--initial-cluster", &format!("{name}=http://{peer}")])
         .args(["--logger", "zap", "--log-level", "error"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting etcd")?;
-    let proc = Proc { child, addr: client };
+    let mut proc = Proc { child, addr: client };
+    let lost = |proc: Proc| {
+        drop(proc); // killed, if it still runs
+        // What it may have begun to write, so that the next start begins afresh.
+        let _ = std::fs::remove_dir_all(data_dir.join("member"));
+        Ok(None)
+    };
     for _ in 0..200 {
+        if proc.exit_status().is_some() {
+            return lost(proc);
+        }
         if let Ok(mut c) = etcd_client::Client::connect([format!("http://{client}")], None).await
-            && c.status().await.is_ok()
+            && let Ok(members) = c.member_list().await
         {
-            return Ok((proc, version));
+            if members.members().iter().any(|m| m.name() == name) {
+                return Ok(Some(proc));
+            }
+            return lost(proc);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("etcd on {client} did not become ready")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The race a parallel test run meets: the client port picked for a new etcd is
+    /// taken by another etcd first. The new one must not take the other's answers for
+    /// its own.
+    #[tokio::test]
+    async fn an_etcd_whose_port_another_etcd_holds_is_not_taken_for_ready() {
+        let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (first, _version) = start_etcd(first_dir.path()).await.expect("the first etcd");
+        let peer = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+        let second = try_start_etcd(second_dir.path(), first.addr, peer).await.expect("etcd runs");
+        assert!(second.is_none(), "the second etcd reported ready on the first one's port");
+        let (third, _version) = start_etcd(second_dir.path()).await.expect("a start on fresh ports");
+        assert_ne!(third.addr, first.addr);
+    }
 }

@@ -20,11 +20,21 @@ pub struct Etcd {
     /// The server's certificate, key and authority files.
     tls_files: Option<[PathBuf; 3]>,
     _tmp: Option<tempfile::TempDir>,
+    /// Its member name, its own among the etcds of parallel tests.
+    name: String,
+    /// Whether it has started once (its data directory is bootstrapped).
+    started: bool,
 }
 
 fn free_port() -> u16 {
     // The port is free when asked; etcd binds it right after.
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
+}
+
+/// A member name no other etcd of this test run has.
+fn unique_name() -> String {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("test-{}-{}", std::process::id(), STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 impl Etcd {
@@ -39,6 +49,8 @@ impl Etcd {
             tls: None,
             tls_files: None,
             _tmp: Some(tmp),
+            name: unique_name(),
+            started: false,
         };
         e.spawn().await;
         e
@@ -84,6 +96,8 @@ impl Etcd {
             }),
             tls_files: Some(files),
             _tmp: Some(tmp),
+            name: unique_name(),
+            started: false,
         };
         e.spawn().await;
         e
@@ -115,20 +129,40 @@ impl Etcd {
         EtcdStore::connect(&[self.endpoint()], options).await.expect("connect to etcd")
     }
 
+    /// Starts etcd and waits until *it* answers. A port free a moment ago may be taken
+    /// by another etcd started at the same moment (tests run in parallel): then ours
+    /// exits, and the other would answer on the port. So each etcd has a name of its
+    /// own and ready is that member answering; a first start that lost its ports is
+    /// tried again on fresh ones.
     async fn spawn(&mut self) {
+        for _ in 0..5 {
+            if self.try_spawn().await {
+                self.started = true;
+                return;
+            }
+            assert!(!self.started, "etcd restarted on {} lost its ports to another process", self.client);
+            self.client = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            self.peer = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        panic!("etcd did not start on five pairs of free loopback ports");
+    }
+
+    /// One start: false when it lost its ports to another process.
+    async fn try_spawn(&mut self) -> bool {
         let mut cmd = Command::new("etcd");
         if let Some([cert, key, ca]) = &self.tls_files {
             cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
             cmd.arg("--trusted-ca-file").arg(ca).arg("--client-cert-auth");
         }
         let child = cmd
-            .args(["--name", "test", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(&self.dir)
             .args(["--listen-client-urls", &self.endpoint()])
             .args(["--advertise-client-urls", &self.endpoint()])
             .args(["--listen-peer-urls", &format!("http://{}", self.peer)])
             .args(["--initial-advertise-peer-urls", &format!("http://{}", self.peer)])
-            .args(["--initial-cluster", &format!("test=http://{}", self.peer)])
+            .args(["--initial-cluster", &format!("{}=http://{}", self.name, self.peer)])
             .args(["--logger", "zap", "--log-level", "error"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -138,8 +172,23 @@ impl Etcd {
         // Bounded: a healthy etcd answers within a second or two.
         let options = Options { tls: self.tls.clone(), ..Options::default() };
         for _ in 0..400 {
+            if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                self.child = None;
+                return false;
+            }
             if EtcdStore::connect(&[self.endpoint()], options.clone()).await.is_ok() {
-                return;
+                // Over TLS only ours has a certificate from the authority made for it.
+                if self.tls.is_some() {
+                    return true;
+                }
+                let ours = match etcd_client::Client::connect([self.endpoint()], None).await {
+                    Ok(mut c) => c.member_list().await.is_ok_and(|m| m.members().iter().any(|m| m.name() == self.name)),
+                    Err(_) => false,
+                };
+                if !ours {
+                    self.kill();
+                }
+                return ours;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
