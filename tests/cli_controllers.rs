@@ -5,6 +5,7 @@
 
 mod promtool_support;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use corral_testkit::eventually_blocking;
@@ -20,24 +21,36 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The administrator's token, once the server has written it.
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-fn corral(args: &[&str]) -> Proc {
+/// `corral ARGS`, logging to `log` the lines that say where it listens.
+fn corral(args: &[&str], log: &Path) -> Proc {
     Proc(
         Command::new(env!("CARGO_BIN_EXE_corral"))
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,corral_server=info,corral::cli::controllers=info")
             .env("CORRAL_CONFIG", "/nonexistent")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
             .spawn()
             .expect("corral starts"),
     )
+}
+
+/// The address `p` logs (to `log`) after `marker`, once it listens. The processes
+/// listen on ports of their own choosing (`127.0.0.1:0`): a port picked beforehand
+/// could be taken by a parallel test's process first, whose answers would then be
+/// taken for ours.
+fn listening(p: &mut Proc, log: &Path, marker: &str) -> String {
+    eventually_blocking(&format!("{marker:?} in {}", log.display()), || {
+        if let Some(status) = p.0.try_wait().expect("wait") {
+            panic!("exited with {status}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        Some(text.lines().find_map(|l| l.split(marker).nth(1))?.split_whitespace().next()?.to_string())
+    })
 }
 
 fn http() -> reqwest::blocking::Client {
@@ -62,18 +75,13 @@ fn gauge(metrics: &str, name: &str) -> Option<f64> {
 #[test]
 fn an_out_of_process_manager_collects_garbage_and_hands_over_its_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let data = dir.path().join("data");
-    let _server = corral(&[
-        "server",
-        "--controllers",
-        "none",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let log = dir.path().join("server.log");
+    let mut server = corral(
+        &["server", "--controllers", "none", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()],
+        &log,
+    );
+    let base = listening(&mut server, &log, "listening url=");
     eventually_blocking("the API server answers", || {
         http().get(format!("{base}/healthz")).send().ok().filter(|r| r.status().is_success()).map(drop)
     });
@@ -108,23 +116,27 @@ fn an_out_of_process_manager_collects_garbage_and_hands_over_its_lease() {
     assert!(r.status().is_success());
     assert!(get(&format!("{cms}/dependent")).is_some(), "no controller runs yet");
 
-    let (m1, m2) = (free_port(), free_port());
-    let metrics1 = format!("http://127.0.0.1:{m1}/metrics");
-    let metrics2 = format!("http://127.0.0.1:{m2}/metrics");
-    let manager = |identity: &str, metrics: u16| {
-        corral(&[
-            "--server",
-            &base,
-            "--token",
-            &manager_token,
-            "controllers",
-            "--identity",
-            identity,
-            "--metrics-listen",
-            &format!("127.0.0.1:{metrics}"),
-        ])
+    // Each manager and the URL of its /metrics.
+    let manager = |identity: &str| {
+        let log = dir.path().join(format!("{identity}.log"));
+        let mut p = corral(
+            &[
+                "--server",
+                &base,
+                "--token",
+                &manager_token,
+                "controllers",
+                "--identity",
+                identity,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+            &log,
+        );
+        let addr = listening(&mut p, &log, "/healthz addr=");
+        (p, format!("http://{addr}/metrics"))
     };
-    let mut one = manager("one", m1);
+    let (mut one, metrics1) = manager("one");
     eventually_blocking("manager one leads", || (gauge(&metrics1, "corral_manager_leader") == Some(1.0)).then_some(()));
     eventually_blocking("the dependent is collected", || get(&format!("{cms}/dependent")).is_none().then_some(()));
     let text = http().get(&metrics1).send().unwrap().text().unwrap();
@@ -132,7 +144,7 @@ fn an_out_of_process_manager_collects_garbage_and_hands_over_its_lease() {
     promtool_support::promtool_check(&text);
 
     // A second manager only campaigns while the first leads.
-    let _two = manager("two", m2);
+    let (_two, metrics2) = manager("two");
     eventually_blocking("manager two serves its metrics", || gauge(&metrics2, "corral_manager_leader").map(|_| ()));
     assert_eq!(gauge(&metrics2, "corral_manager_leader"), Some(0.0), "two acts while one leads");
     let lease = get(&format!("{base}/apis/corral.dev/v1/namespaces/corral-system/leases/corral-controller-manager"))
