@@ -38,11 +38,6 @@ pub fn log_in(b: &Browser, token: &str) {
     b.wait("button#logout");
 }
 
-/// A free port on 127.0.0.1 (free when asked; the process binding it comes next).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("its address").port()
-}
-
 /// Waits, bounded by [`PATIENCE`], until `check` gives a value; panics with `what`.
 pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
@@ -55,8 +50,8 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// `corral up` (with its local agent, or not), on a fresh data directory and a free
-/// port.
+/// `corral up` (with its local agent, or not), on a fresh data directory and a port
+/// of its own choosing.
 pub struct Up {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -78,14 +73,17 @@ impl Up {
     /// `Ready`; else `--no-agent`) and waits until it serves.
     pub fn start_with(agent: bool) -> Up {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listen = format!("127.0.0.1:{}", free_port());
-        let url = format!("http://{listen}");
-        let mut up = Up { child: None, dir, listen, agent, url, admin_token: String::new() };
+        // A port of its own choosing: one picked beforehand could be taken by a
+        // parallel test's process first. A start again keeps the port it took.
+        let listen = "127.0.0.1:0".to_string();
+        let mut up = Up { child: None, dir, listen, agent, url: String::new(), admin_token: String::new() };
         up.start_again();
         up
     }
 
-    /// Starts the server (again, after [`Up::stop`]) on the same data and address.
+    /// Starts the server (again, after [`Up::stop`]) on the same data and address. The
+    /// address may have been taken meanwhile by a parallel test's process: the start
+    /// then fails at once, saying so, rather than talking to that process.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
         let config = self.config();
@@ -107,11 +105,20 @@ impl Up {
             cmd.arg("--no-agent");
         }
         self.child = Some(cmd.spawn().expect("corral up starts"));
-        let token = wait_for(&self.with_log("corral up to write the CLI's configuration"), || {
-            corral_client::Config::from_kubeconfig(&config).ok().and_then(|c| c.token)
+        // Written by this process once it listens, with its address.
+        let written = wait_for(&self.with_log("corral up to write the CLI's configuration"), || {
+            self.assert_running();
+            corral_client::Config::from_kubeconfig(&config).ok().filter(|c| c.token.is_some())
         });
+        if self.url.is_empty() {
+            self.listen = written.server.trim_start_matches("http://").to_string();
+            self.url = written.server.clone();
+        }
+        assert_eq!(self.url, written.server, "corral up listens where it did before");
+        let token = written.token.expect("a token");
         self.admin_token = token.clone();
         wait_for(&self.with_log("corral up to serve"), || {
+            self.assert_running();
             self.get("/apis/corral.dev/v1/namespaces/default", &token).ok()
         });
         if self.agent {
@@ -119,6 +126,16 @@ impl Up {
                 let node = self.get("/apis/corral.dev/v1/nodes/local", &token).ok()?;
                 (node["status"]["phase"] == "Ready").then_some(())
             });
+        }
+    }
+
+    /// Panics, with the log, if the server has exited (as it does when its address is
+    /// taken).
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+            // Reaped: no signal must go to its pid, which may be another's by now.
+            self.child = None;
+            panic!("{}", self.with_log(&format!("corral up exited with {status}")));
         }
     }
 
@@ -387,12 +404,14 @@ impl Browser {
             );
         }
         let profile = tempfile::tempdir().expect("profile dir");
-        let port = free_port();
+        // It says on its standard output which port it took: one picked beforehand
+        // could be taken by a parallel test's process first.
+        let out = profile.path().join("chromedriver.out");
         let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
+            .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("chromedriver's output"))
             .stderr(Stdio::null())
             // Its own process group: dropping the browser kills chromedriver and every
             // Chromium process it started, whatever state they are in.
@@ -400,8 +419,18 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-        let base = format!("http://127.0.0.1:{port}");
         let mut browser = Browser { driver, http, session: String::new(), _profile: profile };
+        let port = wait_for("chromedriver to say its port", || {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let port = text.lines().find_map(|l| l.strip_prefix("ChromeDriver was started successfully on port "));
+            if port.is_none()
+                && let Some(status) = browser.driver.try_wait().expect("wait")
+            {
+                panic!("chromedriver exited with {status}:\n{text}");
+            }
+            port?.trim_end_matches('.').parse::<u16>().ok()
+        });
+        let base = format!("http://127.0.0.1:{port}");
         wait_for("chromedriver to answer /status", || {
             let v: Value = browser.http.get(format!("{base}/status")).send().ok()?.json().ok()?;
             (v["value"]["ready"] == true).then_some(())
