@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use dns_support::{Server, dig_short, dig_status};
 use reqwest::Method;
 
+/// A port free for UDP and TCP alike at this moment. Picked beforehand, as the test
+/// is of an address given; should a parallel test's process take it first, the
+/// server cannot bind it and exits, and [`Server::start`] fails saying so.
 fn free_port() -> u16 {
-    // A port free for UDP and TCP alike at this moment.
     for _ in 0..32 {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
         let port = udp.local_addr().expect("addr").port();

@@ -35,7 +35,7 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let log = dir.path().join("server.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
             .arg("server")
             .arg("--data-dir")
             .arg(&data)
@@ -50,6 +50,10 @@ impl Server {
             .expect("corral server starts");
         let wants_dns = !args.contains(&"--no-dns");
         let (url, dns) = corral_testkit::eventually_blocking("the server to listen", || {
+            // Gone, as when the address given to `--dns-listen` was taken: say why at once.
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("corral server exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let url = text.lines().find_map(|l| l.split("listening url=").nth(1))?.split_whitespace().next()?;
             let dns = text.lines().find_map(|l| l.split(DNS_LINE).nth(1)).and_then(|a| a.trim().parse().ok());
