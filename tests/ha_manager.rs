@@ -39,11 +39,12 @@ impl Agent {
         let work = dir.join("agent");
         let log_path = dir.join("agent.log");
         let log = std::fs::File::create(&log_path).expect("agent log");
-        let port = corral_bench::procs::free_port().expect("a free port");
         let child = Command::new(env!("CARGO_BIN_EXE_corral"))
             .args(["--server", servers, "--token", token])
             .args(["agent", "--name", NODE, "--heartbeat-interval", "1"])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--log-max-bytes", "65536"])
+            // A port of its own choosing, which it registers as its endpoint: one picked
+            // beforehand could be taken by a parallel test's process first.
+            .args(["--listen", "127.0.0.1:0", "--log-max-bytes", "65536"])
             .arg("--work-dir")
             .arg(&work)
             .env("RUST_LOG", "info,corral_agent=debug,corral_client=debug")
