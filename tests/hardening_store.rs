@@ -256,9 +256,8 @@ async fn a_continue_token_outliving_its_revision_is_expired() {
 
 /// Runs `corral server` on `data_dir` expecting it to refuse to start; its stderr.
 fn refused_start(data_dir: &std::path::Path) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
     let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["server", "--controllers", "none", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args(["server", "--controllers", "none", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
@@ -437,11 +436,13 @@ impl Drop for Tmpfs {
 async fn a_full_disk_answers_507_and_writes_resume_once_space_is_freed() {
     let fs = Tmpfs::mount(96);
     let data = fs.0.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+    // The log off the small disk.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("server.log");
     let mut s = Server::adopt(
-        spawn(&data, port, &["--controllers", "none", "--min-free-bytes", "16Mi"], None),
-        format!("http://127.0.0.1:{port}"),
-        tempfile::tempdir().expect("tempdir"),
+        spawn(&data, "127.0.0.1:0", &log, &["--controllers", "none", "--min-free-bytes", "16Mi"], None),
+        log,
+        dir,
     )
     .ready(&data)
     .await;

@@ -1,14 +1,17 @@
 #![allow(dead_code)]
 //! The real `corral server` binary in a temp dir, for the hardening tests.
 
-use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
 pub struct Server {
     pub child: Child,
+    /// `http://127.0.0.1:PORT`, as the server logged it.
     pub base: String,
+    /// Its log (stderr).
+    pub log: PathBuf,
     /// Sends the administrator's token (from the server's admin.conf) once ready.
     pub http: reqwest::Client,
     /// The administrator's token.
@@ -38,10 +41,10 @@ impl Server {
     /// hard limit) when given.
     pub async fn start_limited(args: &[&str], open_files: Option<u64>) -> Server {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let child = spawn(&dir.path().join("data"), port, args, open_files);
         let data = dir.path().join("data");
-        Server::adopt(child, format!("http://127.0.0.1:{port}"), dir).ready(&data).await
+        let log = dir.path().join("server.log");
+        let child = spawn(&data, "127.0.0.1:0", &log, args, open_files);
+        Server::adopt(child, log, dir).ready(&data).await
     }
 
     /// The administrator's `Authorization` header, for clients built by a test.
@@ -51,14 +54,28 @@ impl Server {
         headers
     }
 
-    /// A server process just spawned, not ready yet (see [`Server::ready`]).
-    pub fn adopt(child: Child, base: String, dir: tempfile::TempDir) -> Server {
-        Server { child, base, http: reqwest::Client::new(), token: String::new(), _dir: dir }
+    /// A server process just spawned, logging to `log`, not ready yet (see
+    /// [`Server::ready`]).
+    pub fn adopt(child: Child, log: PathBuf, dir: tempfile::TempDir) -> Server {
+        Server { child, base: String::new(), log, http: reqwest::Client::new(), token: String::new(), _dir: dir }
     }
 
-    /// Waits until the server is healthy, then acts as the administrator whose
-    /// credential it wrote to `data_dir/admin.conf`.
-    pub async fn ready(mut self, data_dir: &std::path::Path) -> Server {
+    /// Waits until the server says where it listens and is healthy, then acts as the
+    /// administrator whose credential it wrote to `data_dir/admin.conf`.
+    pub async fn ready(mut self, data_dir: &Path) -> Server {
+        // Its address, from its log (which each start writes anew): a first start
+        // listens on a port of its own choosing, as one picked beforehand could be
+        // taken by a parallel test's process first, whose answers would then be taken
+        // for ours. A process that could not bind exits, and is reported at once.
+        let (child, log) = (&mut self.child, &self.log);
+        self.base = corral_testkit::eventually("the server to listen", async || {
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("the server exited with {status}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            Some(text.lines().find_map(|l| l.split("listening url=").nth(1))?.split_whitespace().next()?.to_string())
+        })
+        .await;
         self.wait_healthy().await;
         let admin = corral_client::Config::from_kubeconfig(&data_dir.join("admin.conf")).expect("admin.conf");
         self.token = admin.token.expect("an administrator's token");
@@ -78,17 +95,20 @@ impl Server {
         .await
     }
 
-    /// A new server process on the data dir of `old`, which has stopped.
+    /// A new server process on the data dir and the address of `old`, which has
+    /// stopped. Should a parallel test's process take the address meanwhile, the new
+    /// one exits and [`Server::ready`] says so.
     pub async fn restart_in(mut old: Server) -> Server {
         let _ = old.child.kill();
         let _ = old.child.wait();
         let base = old.base.clone();
         let _dir = std::mem::replace(&mut old._dir, tempfile::tempdir().expect("a temp dir"));
-        let port = base.rsplit(':').next().unwrap_or_default();
-        let port = port.parse().expect("the port of the server's address");
         let data = _dir.path().join("data");
-        let child = spawn(&data, port, &["--controllers", "none"], None);
-        Server::adopt(child, base, _dir).ready(&data).await
+        let log = old.log.clone();
+        let child = spawn(&data, base.trim_start_matches("http://"), &log, &["--controllers", "none"], None);
+        let new = Server::adopt(child, log, _dir).ready(&data).await;
+        assert_eq!(new.base, base, "the restarted server listens where the first did");
+        new
     }
 
     /// Still serving, and still the same process.
@@ -132,17 +152,18 @@ impl Server {
     }
 }
 
-/// Starts `corral server` on 127.0.0.1:`port` with data in `data_dir` and `args` added,
-/// allowed at most `open_files` descriptors (soft and hard limit) when given.
-pub fn spawn(data_dir: &std::path::Path, port: u16, args: &[&str], open_files: Option<u64>) -> Child {
+/// Starts `corral server` on `listen` (with port 0, one of its own choosing; it logs
+/// which) with data in `data_dir`, its log (stderr) in `log` and `args` added, allowed
+/// at most `open_files` descriptors (soft and hard limit) when given.
+pub fn spawn(data_dir: &Path, listen: &str, log: &Path, args: &[&str], open_files: Option<u64>) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
     cmd.arg("server")
         .args(args)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args(["--listen", listen, "--data-dir"])
         .arg(data_dir)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,corral_server=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(std::fs::File::create(log).expect("log file"));
     if let Some(n) = open_files {
         use std::os::unix::process::CommandExt;
         let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
