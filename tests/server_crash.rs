@@ -2,7 +2,7 @@
 //! acknowledged write, and revisions never go backwards across restarts.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,17 +21,39 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &std::path::Path, port: u16) -> Server {
-    Server(
+/// Starts `corral server` on `listen` with its data in `dir/data` and its log in
+/// `dir/server.log` (written anew); the server and its URL, once it says it listens.
+/// A first start listens on a port of its own choosing (`127.0.0.1:0`): one picked
+/// beforehand could be taken by a parallel test's process first, whose answers would
+/// then be taken for ours. A restart on the same address fails at once, saying why,
+/// should a parallel test's process have taken it meanwhile.
+fn start(dir: &Path, listen: &str) -> (Server, String) {
+    let log = dir.join("server.log");
+    let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
+            .args(["server", "--listen", listen, "--data-dir"])
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "warn,corral_server=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn corral server"),
-    )
+    );
+    let base = corral_testkit::eventually_blocking("the server to listen", || {
+        if let Some(status) = server.0.try_wait().expect("wait") {
+            panic!("the server exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        Some(text.lines().find_map(|l| l.split("listening url=").nth(1))?.split_whitespace().next()?.to_string())
+    });
+    (server, base)
+}
+
+/// Starts `corral server` again on `base`, where it listened before.
+fn start_again(dir: &Path, base: &str) -> Server {
+    let (server, now) = start(dir, base.trim_start_matches("http://"));
+    assert_eq!(now, base, "the server listens where it did before");
+    server
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
@@ -42,13 +64,13 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
 }
 
 /// Waits for the storm's signal, kill -9s the server with writes in flight, lets
-/// every client see it fail, and starts a server again on the same data.
+/// every client see it fail, and starts a server again on the same data and address.
 async fn kill_9_and_restart(
     mut server: Server,
     mut kill_rx: tokio::sync::watch::Receiver<bool>,
     clients: Vec<tokio::task::JoinHandle<()>>,
-    dir: &std::path::Path,
-    port: u16,
+    dir: &Path,
+    base: &str,
     http: &reqwest::Client,
 ) -> Server {
     tokio::time::timeout(Duration::from_secs(120), kill_rx.wait_for(|k| *k))
@@ -61,26 +83,27 @@ async fn kill_9_and_restart(
         c.await.unwrap();
     }
     drop(server);
-    let server = start(dir, port);
-    wait_healthy(http, &format!("http://127.0.0.1:{port}")).await;
+    let server = start_again(dir, base);
+    wait_healthy(http, base).await;
     server
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_server_during_http_write_storm_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
+    let (server, base) = start(dir.path(), "127.0.0.1:0");
     let url = format!("{base}/apis/corral.dev/v1/namespaces/default/configmaps");
     let mut http = reqwest::Client::new();
     let acked: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let mut max_rev = 0u64;
 
+    // The first round's server is the one just started; each later round's starts again.
+    let mut first = Some(server);
     for round in 0..2 {
-        let server = start(dir.path(), port);
+        let server = first.take().unwrap_or_else(|| start_again(dir.path(), &base));
         wait_healthy(&http, &base).await;
         // The administrator's credential the server wrote (kept across restarts).
-        let admin = corral_client::Config::from_kubeconfig(&dir.path().join("admin.conf")).expect("admin.conf");
+        let admin = corral_client::Config::from_kubeconfig(&dir.path().join("data/admin.conf")).expect("admin.conf");
         http = corral_testkit::authorized_http(&admin.token.expect("a token"));
         let (kill_tx, kill_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
@@ -106,7 +129,7 @@ async fn kill_9_of_server_during_http_write_storm_loses_no_acknowledged_write() 
                 }
             }));
         }
-        let _server = kill_9_and_restart(server, kill_rx, tasks, dir.path(), port, &http).await;
+        let _server = kill_9_and_restart(server, kill_rx, tasks, dir.path(), &base, &http).await;
         let list: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
         let present: BTreeMap<String, u64> = list["items"]
             .as_array()
@@ -138,12 +161,10 @@ const TRANSACTIONS_BEFORE_KILL: usize = 40;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_server_during_transactions_leaves_each_whole_or_absent() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
+    let (server, base) = start(dir.path(), "127.0.0.1:0");
     let url = format!("{base}/apis/corral.dev/v1/namespaces/default/configmaps");
-    let server = start(dir.path(), port);
     wait_healthy(&reqwest::Client::new(), &base).await;
-    let admin = corral_client::Config::from_kubeconfig(&dir.path().join("admin.conf")).expect("admin.conf");
+    let admin = corral_client::Config::from_kubeconfig(&dir.path().join("data/admin.conf")).expect("admin.conf");
     let http = corral_testkit::authorized_http(&admin.token.expect("a token"));
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let (kill_tx, kill_rx) = tokio::sync::watch::channel(false);
@@ -175,7 +196,7 @@ async fn kill_9_of_server_during_transactions_leaves_each_whole_or_absent() {
             }
         }));
     }
-    let _server = kill_9_and_restart(server, kill_rx, tasks, dir.path(), port, &http).await;
+    let _server = kill_9_and_restart(server, kill_rx, tasks, dir.path(), &base, &http).await;
     let list: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     let mut by_txn: BTreeMap<String, usize> = BTreeMap::new();
     for o in list["items"].as_array().unwrap() {
