@@ -22,23 +22,32 @@ pub fn corral() -> Command {
     c
 }
 
-/// A `corral server --tls-auto` on a free loopback port: (process, listen address,
-/// data dir). Its admin kubeconfig is `DATA/admin.conf` once it is up.
+/// A `corral server --tls-auto` on a loopback port of its own choosing (one picked
+/// beforehand could be taken by a parallel test's process first), logging to
+/// `DIR/server.log`: (process, listen address, data dir). Its admin kubeconfig is
+/// `DATA/admin.conf` once it is up.
 pub fn tls_server(dir: &std::path::Path) -> (Proc, String, std::path::PathBuf) {
     let data = dir.join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let server = Proc(
+    let log = dir.join("server.log");
+    let mut server = Proc(
         corral()
-            .args(["server", "--controllers", "none", "--tls-auto", "--listen", &listen, "--data-dir"])
+            .args(["server", "--controllers", "none", "--tls-auto", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,corral_server=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .unwrap(),
     );
+    let listen = corral_testkit::eventually_blocking("the server to listen", || {
+        if let Some(status) = server.0.try_wait().expect("wait") {
+            panic!("the server exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let url = text.lines().find_map(|l| l.split("listening url=https://").nth(1))?.split_whitespace().next()?;
+        Some(url.to_string())
+    });
     let admin = data.join("admin.conf");
     corral_testkit::eventually_blocking("the server writes admin.conf", || {
         corral_client::Config::from_kubeconfig(&admin).ok()
