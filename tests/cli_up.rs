@@ -36,9 +36,6 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool, log: &std::path::Path
 fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
     let log = dir.path().join("up.log");
     // Where `corral up` writes the CLI's credential (by default ~/.corral/config).
     let config = dir.path().join("config");
@@ -47,7 +44,9 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
         .arg("up")
         .arg("--data-dir")
         .arg(&data)
-        .args(["--listen", &listen])
+        // A port of its own choosing: one picked beforehand could be taken by a
+        // parallel test's process first, whose answers would then be taken for ours.
+        .args(["--listen", "127.0.0.1:0"])
         .env_remove("CORRAL_NODE_NAME")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -55,6 +54,13 @@ fn corral_up_runs_a_local_agent_that_runs_applied_tasks() {
         .spawn()
         .expect("corral up starts");
     let work = data.join("agent");
+    // Its address, in the configuration it writes once it listens.
+    let url = corral_testkit::eventually_blocking("corral up to write the CLI's configuration", || {
+        if let Some(status) = up.try_wait().expect("wait") {
+            panic!("corral up exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        corral_client::Config::from_kubeconfig(&config).ok().map(|c| c.server)
+    });
 
     wait_until(
         "the local node to be Ready",
