@@ -58,10 +58,10 @@ async fn events_older_than_their_time_to_live_are_deleted_and_recent_ones_kept()
 fn the_event_ttl_flag_sets_how_long_events_live() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
+    // A port of its own choosing, which it writes into admin.conf once it listens: one
+    // picked beforehand could be taken by a parallel test's process first.
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["server", "--controllers", "event-expiry", "--event-ttl", "1", "--listen", &listen, "--data-dir"])
+        .args(["server", "--controllers", "event-expiry", "--event-ttl", "1", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env("CORRAL_CONFIG", "/nonexistent")
         .env("RUST_LOG", "warn")
