@@ -68,17 +68,30 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
 
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_corral")).parent().unwrap().join("examples/tenant-controller");
     assert!(exe.exists(), "{} missing: cargo test builds examples", exe.display());
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let _controller = Kill(
+    // Its metrics on a port of its own choosing, which it logs: one picked beforehand
+    // could be taken by a parallel test's process first, whose answers would then be
+    // taken for ours.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("controller.log");
+    let mut controller = Kill(
         Command::new(exe)
-            .args(["--server", &url, "--token", token.trim(), "--metrics-listen", &metrics_addr])
+            .args(["--server", &url, "--token", token.trim(), "--metrics-listen", "127.0.0.1:0"])
             .env("CORRAL_CONFIG", "/nonexistent")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,tenant_controller=info")
             .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
+    let metrics_addr = eventually("the controller to serve /metrics", async || {
+        if let Some(status) = controller.0.try_wait().unwrap() {
+            panic!("the controller exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let addr = text.lines().find_map(|l| l.split("serving /metrics addr=").nth(1))?.split_whitespace().next()?;
+        Some(addr.to_string())
+    })
+    .await;
     corral(&server, &["apply", "-f", root.join("examples/tenant-controller/tenant.yaml").to_str().unwrap()]);
 
     let client = server.api();
