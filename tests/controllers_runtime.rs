@@ -42,16 +42,19 @@ fn names(cache: &corral_runtime::Cache<ConfigMap>) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn reflector_resumes_after_a_server_restart_without_missing_or_repeating() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfg = ServerConfig {
-        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+    // A port of its own choosing (one picked beforehand could be taken by a parallel
+    // test's process first), kept for the restart: the client goes on at the address it
+    // knows. A restart that finds it taken fails, saying so.
+    let mut cfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
         ..ServerConfig::default()
     };
     let server = corral_server::start(cfg.clone()).await.unwrap();
+    cfg.listen = server.addr();
     // The restarted server keeps the administrator's credential (admin.conf).
     let client = Client::from_config(&corral_client::Config {
-        server: format!("http://127.0.0.1:{port}"),
+        server: format!("http://{}", server.addr()),
         token: Some(server.admin_token().to_string()),
         ca_pem: None,
         client_identity: None,
@@ -74,7 +77,7 @@ async fn reflector_resumes_after_a_server_restart_without_missing_or_repeating()
     assert_eq!(cache.len(), 3);
 
     server.shutdown().await.unwrap();
-    let server = corral_server::start(cfg).await.unwrap();
+    let server = corral_server::start(cfg).await.expect("the server starts again at its address");
     cms.create(&cm("a3", "1")).await.unwrap();
     cms.update(&cm("a0", "2")).await.unwrap();
     cms.delete("a1", &DeleteParams::default()).await.unwrap();
