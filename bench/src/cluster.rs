@@ -21,6 +21,8 @@ pub struct Member {
     peer: SocketAddr,
     data_dir: PathBuf,
     child: Option<Child>,
+    /// Its member id, once it has answered.
+    id: Option<u64>,
 }
 
 impl Member {
@@ -68,6 +70,7 @@ impl EtcdCluster {
                 peer: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
                 data_dir: dir.join(format!("m{i}")),
                 child: None,
+                id: None,
             });
         }
         let initial_cluster =
@@ -120,14 +123,42 @@ impl EtcdCluster {
         Ok(())
     }
 
-    /// Waits (bounded) until member `i` answers a status request.
-    pub async fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
+    /// Waits (bounded) until member `i` answers, as itself: at its first start, the
+    /// etcd answering on its client port knows a member of its name on its own peer
+    /// address (another test's cluster, on a port taken meanwhile, would not), and that
+    /// member's id is kept; after a restart, the answering member has that id. Fails at
+    /// once if it exits.
+    pub async fn wait_ready(&mut self, i: usize) -> anyhow::Result<()> {
         let url = format!("http://{}", self.members[i].client);
+        let (name, peer) = (self.members[i].name.clone(), format!("http://{}", self.members[i].peer));
         for _ in 0..400 {
-            if let Ok(mut c) = etcd_client::Client::connect([url.as_str()], None).await
-                && c.status().await.is_ok()
+            if let Some(c) = self.members[i].child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
             {
-                return Ok(());
+                bail!("etcd member {name} on {url} exited ({status}) before it served: its ports taken meanwhile?");
+            }
+            if let Ok(mut c) = etcd_client::Client::connect([url.as_str()], None).await
+                && let Ok(status) = c.status().await
+            {
+                let answering = status.header().map(|h| h.member_id());
+                match self.members[i].id {
+                    Some(id) if answering == Some(id) => return Ok(()),
+                    Some(_) => bail!("another etcd answers on {url}, where member {name} was to serve"),
+                    // The member list needs a quorum: the first start waits for it.
+                    None => {
+                        if let Ok(list) = c.member_list().await {
+                            let ours =
+                                list.members().iter().find(|m| m.name() == name && m.peer_urls().contains(&peer));
+                            match ours {
+                                Some(m) if answering == Some(m.id()) => {
+                                    self.members[i].id = Some(m.id());
+                                    return Ok(());
+                                }
+                                _ => bail!("another etcd answers on {url}, where member {name} was to serve"),
+                            }
+                        }
+                    }
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -204,14 +235,33 @@ impl Server {
     }
 
     /// As [`Server::start`], running `exe` (a test's `CARGO_BIN_EXE_corral`).
+    ///
+    /// The port is picked before the server binds it, so another process (a parallel
+    /// test's) may take it first: then this server exits, and is started again on
+    /// another port; a server that answers there but is not this one is never taken
+    /// for it (see [`Server::wait_healthy`]).
     pub async fn start_exe(exe: &Path, data_dir: &Path, store: &str, extra: &[&str]) -> anyhow::Result<Server> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut args = vec!["server".to_string(), "--listen".into(), addr.to_string(), "--store".into(), store.into()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = Server { child: None, addr, data_dir: data_dir.to_path_buf(), exe: exe.to_path_buf(), args };
-        server.spawn()?;
-        server.wait_healthy().await?;
-        Ok(server)
+        let mut last = None;
+        for _ in 0..3 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let mut args =
+                vec!["server".to_string(), "--listen".into(), addr.to_string(), "--store".into(), store.into()];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut server =
+                Server { child: None, addr, data_dir: data_dir.to_path_buf(), exe: exe.to_path_buf(), args };
+            server.spawn()?;
+            match server.wait_healthy().await {
+                Ok(()) => return Ok(server),
+                Err(e) if server.exited() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("corral server did not start")))
+    }
+
+    /// Whether the process has ended (or was never started).
+    fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -229,13 +279,31 @@ impl Server {
         Ok(())
     }
 
-    async fn wait_healthy(&self) -> anyhow::Result<()> {
+    /// Waits until this server is healthy: its address answers `/healthz`, and accepts
+    /// the administrator's token this server wrote (another process on the port would
+    /// not know it). Fails at once if the process ends.
+    async fn wait_healthy(&mut self) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
         for _ in 0..600 {
+            if self.exited() {
+                bail!("corral server on {} exited before it served (its port taken meanwhile?)", self.addr);
+            }
             if let Ok(r) = http.get(format!("{}/healthz", self.base_url())).send().await
                 && r.status().is_success()
             {
-                return Ok(());
+                let Some(token) = self.admin_config("").ok().and_then(|c| c.token) else {
+                    // A build that writes no credentials (an older one, side by side).
+                    return Ok(());
+                };
+                let ours = http
+                    .get(format!("{}/apis/corral.dev/v1/namespaces", self.base_url()))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ours {
+                    return Ok(());
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
