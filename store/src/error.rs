@@ -72,5 +72,27 @@ pub enum Error {
     Closed,
 }
 
+/// A list's reader thread that did not finish: cancelled as the runtime shuts down
+/// (the store is going away), or panicked reading what is on disk.
+pub(crate) fn list_reader_failed(e: tokio::task::JoinError) -> Error {
+    if e.is_cancelled() { Error::Closed } else { Error::Corrupt(format!("list reader failed: {e}")) }
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_list_reader_cancelled_at_shutdown_is_a_closed_store_not_a_corrupt_one() {
+        let reader = tokio::spawn(std::future::pending::<()>());
+        reader.abort();
+        let e = reader.await.expect_err("aborted");
+        assert!(matches!(list_reader_failed(e), Error::Closed));
+        let reader = tokio::spawn(async { panic!("a bug") });
+        let e = reader.await.expect_err("panicked");
+        assert!(matches!(list_reader_failed(e), Error::Corrupt(_)));
+    }
+}

@@ -449,9 +449,7 @@ impl Storage for SledStore {
     async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
         // Reads up to a megabyte of objects, from files too: off the async workers.
         let (shared, req) = (self.shared.clone(), req.clone());
-        tokio::task::spawn_blocking(move || shared.list_page(&req))
-            .await
-            .map_err(|e| Error::Corrupt(format!("list reader failed: {e}")))?
+        tokio::task::spawn_blocking(move || shared.list_page(&req)).await.map_err(crate::error::list_reader_failed)?
     }
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {

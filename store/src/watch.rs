@@ -180,7 +180,7 @@ impl Cursor {
         let shared = self.shared.clone();
         let page = tokio::task::spawn_blocking(move || shared.list_page(&req))
             .await
-            .map_err(|e| Error::Corrupt(format!("list reader failed: {e}")))??;
+            .map_err(crate::error::list_reader_failed)??;
         listing.after = page.next.clone();
         for o in page.items.into_iter().filter(|o| self.req.matches(o)) {
             let ev = Event { revision: o.revision, event_type: EventType::Added, object: o };
