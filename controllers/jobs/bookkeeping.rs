@@ -12,10 +12,11 @@
 //! `lastScheduleTime` is not stored yet does not start the same due time again, and
 //! a run whose end is not stored yet no longer counts as active.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use corral_api::kinds::job::{JobRun, JobRunStatus, JobStatus};
 use corral_client::DeleteParams;
 use futures::StreamExt;
@@ -26,6 +27,54 @@ use super::{Apis, Later, UNSEEN, key_of};
 /// The writer's writes in flight at once: few, so that the writes a due time waits
 /// for (its runs, their tasks, the tasks' reports) go first at the server.
 const WRITER_IN_FLIGHT: usize = 16;
+
+/// How long before a staged due time the writer stops sending: its writes in flight
+/// land before the time's runs start.
+const QUIET_BEFORE: Duration = Duration::from_millis(250);
+/// How long after a staged due time the writer waits: the nodes report that time's
+/// runs started, ten thousand of them in about a second on a busy control plane, and
+/// the runs' bookkeeping must not compete with those reports (the start lag of every
+/// run is measured by them).
+const QUIET_AFTER: Duration = Duration::from_millis(1500);
+
+/// The staged due times the writer keeps quiet around (see [`QUIET_BEFORE`] and
+/// [`QUIET_AFTER`]). Shared between the rounds, which stage runs, and the writer.
+#[derive(Clone, Default)]
+pub(super) struct Quiet(Arc<Mutex<BTreeSet<DateTime<Utc>>>>);
+
+impl Quiet {
+    /// Keeps the writer quiet around `at`, a due time whose runs are staged.
+    pub(super) fn around(&self, at: DateTime<Utc>) {
+        self.lock().insert(at);
+    }
+
+    /// The end of the quiet window `now` falls in, if any; windows past are dropped.
+    pub(super) fn until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut times = self.lock();
+        times.retain(|t| *t + QUIET_AFTER > now);
+        quiet_until(&times, now)
+    }
+
+    /// Waits until `now` is in no quiet window.
+    async fn wait(&self) {
+        // Bounded: each wait ends a window, and windows are staged seconds apart.
+        for _ in 0..16 {
+            let now = Utc::now();
+            let Some(until) = self.until(now) else { return };
+            tokio::time::sleep((until - now).to_std().unwrap_or_default()).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<DateTime<Utc>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The end of the quiet window around one of `times` that `now` falls in: from
+/// [`QUIET_BEFORE`] before a time to [`QUIET_AFTER`] after it.
+pub(super) fn quiet_until(times: &BTreeSet<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    times.iter().find(|t| **t - QUIET_BEFORE <= now && now < **t + QUIET_AFTER).map(|t| *t + QUIET_AFTER)
+}
 
 /// A status decided, and the object it was decided for.
 struct Pending<S> {
@@ -123,6 +172,8 @@ struct Failed {
 #[derive(Default)]
 pub(super) struct Writer {
     busy: Option<JoinHandle<Failed>>,
+    /// The due times it keeps quiet around.
+    pub(super) quiet: Quiet,
     /// Runs' statuses handed over.
     pub(super) runs: Statuses<JobRunStatus>,
     /// Jobs' statuses handed over.
@@ -140,10 +191,11 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    /// Whether the last hand-over is written; its failures are forgotten, so that
-    /// the next round decides them again.
+    /// Whether the last hand-over is written (its failures are forgotten, so that
+    /// the next round decides them again) and the writer may take another: not in a
+    /// quiet window, where a round would only prepare writes that wait.
     pub(super) async fn idle(&mut self) -> bool {
-        match &self.busy {
+        let done = match &self.busy {
             Some(busy) if !busy.is_finished() => false,
             Some(_) => {
                 if let Some(busy) = self.busy.take() {
@@ -154,7 +206,8 @@ impl Writer {
                 true
             }
             None => true,
-        }
+        };
+        done && self.quiet.until(Utc::now()).is_none()
     }
 
     /// Starts writing `runs` (each with its new status) and then `later`: what
@@ -163,8 +216,8 @@ impl Writer {
         let later: Vec<Later> = later.into_iter().filter(|l| l.status.is_some() || !l.delete.is_empty()).collect();
         self.runs.handed_over();
         self.jobs.handed_over();
-        let apis = apis.clone();
-        self.busy = Some(tokio::spawn(async move { write(&apis, runs, later).await }));
+        let (apis, quiet) = (apis.clone(), self.quiet.clone());
+        self.busy = Some(tokio::spawn(async move { write(&apis, &quiet, runs, later).await }));
     }
 }
 
@@ -173,9 +226,10 @@ impl Writer {
 // one before (see [`Statuses`]). A precondition would only make a hand-over decided
 // while the cache lagged behind the previous one's writes conflict, and the due times
 // of a job whose `lastScheduleTime` was lost be counted missed.
-async fn write(apis: &Apis, runs: Vec<JobRun>, later: Vec<Later>) -> Failed {
+async fn write(apis: &Apis, quiet: &Quiet, runs: Vec<JobRun>, later: Vec<Later>) -> Failed {
     let runs_failed: Vec<String> = futures::stream::iter(runs)
         .map(|mut run| async move {
+            quiet.wait().await;
             run.metadata.resource_version = None;
             let api = apis.runs.in_namespace(run.metadata.namespace.as_deref().unwrap_or_default());
             match api.update_status(&run).await {
@@ -191,7 +245,10 @@ async fn write(apis: &Apis, runs: Vec<JobRun>, later: Vec<Later>) -> Failed {
         .collect()
         .await;
     let jobs_failed: Vec<String> = futures::stream::iter(later)
-        .map(|l| apply_later(apis, l))
+        .map(|l| async move {
+            quiet.wait().await;
+            apply_later(apis, l).await
+        })
         .buffer_unordered(WRITER_IN_FLIGHT)
         .filter_map(futures::future::ready)
         .collect()
@@ -243,6 +300,34 @@ pub(super) fn uid_of(o: &impl corral_api::ApiObject) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writer_is_quiet_from_just_before_a_staged_due_time_until_its_starts_are_reported() {
+        let t = |ms: i64| DateTime::<Utc>::from_timestamp_millis(1_800_000_000_000 + ms).expect("a time");
+        let times: BTreeSet<_> = [t(0), t(10_000)].into_iter().collect();
+        let cases = [
+            (t(-1_000), None, "well before"),
+            (t(-250), Some(t(1_500)), "just before"),
+            (t(0), Some(t(1_500)), "at the time"),
+            (t(1_499), Some(t(1_500)), "while its starts are reported"),
+            (t(1_500), None, "after"),
+            (t(9_800), Some(t(11_500)), "just before the next"),
+        ];
+        for (now, want, what) in cases {
+            assert_eq!(quiet_until(&times, now), want, "{what}");
+        }
+        assert_eq!(quiet_until(&BTreeSet::new(), t(0)), None, "nothing staged: never quiet");
+    }
+
+    #[test]
+    fn windows_past_are_dropped() {
+        let quiet = Quiet::default();
+        let now = Utc::now();
+        quiet.around(now - chrono::Duration::seconds(10));
+        quiet.around(now + chrono::Duration::seconds(10));
+        assert_eq!(quiet.until(now), None);
+        assert_eq!(quiet.lock().len(), 1, "the past window is gone, the coming one kept");
+    }
 
     #[test]
     fn a_status_decided_stands_until_the_cache_shows_it() {
