@@ -96,6 +96,9 @@ const SETTLE: Duration = Duration::from_millis(20);
 /// How many times as long as the last round took a round waits after mere
 /// bookkeeping changes (see [`Jobs::rounds`]).
 const LAZY: u32 = 5;
+/// Longest wait after a change to act on (see [`Jobs::rounds`]): a job made while a
+/// staging round ran may be due within seconds, and is staged only by the next round.
+const CHANGE_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// What wakes the rounds: changes to act on, and bookkeeping.
 struct Wakes {
@@ -305,19 +308,19 @@ impl Jobs {
             let sleep = sleep_before(next, Utc::now());
             let due = tokio::time::Instant::now() + sleep;
             // A round goes over every job, and changes come by the thousand when
-            // thousands of runs are due at once: after a change a round waits as long
-            // as the last one took (the rounds keep to half a core), and after mere
-            // bookkeeping (tasks reported running or finished, the rounds' own status
-            // writes) [`LAZY`] times as long (a sixth of a core), leaving the rest to
-            // the reports themselves — but never past the next due time.
-            let settle = |factor: u32| due.min(tokio::time::Instant::now() + SETTLE.max(took * factor));
+            // thousands of runs are due at once: the rounds wait before the next as
+            // [`wait_after`] says, leaving the rest to the reports themselves — but
+            // never past the next due time.
+            let settle = |wait: Duration| due.min(tokio::time::Instant::now() + wait);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = wake.notified() => tokio::time::sleep_until(settle(1)).await,
+                _ = wake.notified() => tokio::time::sleep_until(settle(wait_after(Woken::Change, took))).await,
                 _ = nudge.notified() => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(settle(LAZY)) => {}
-                        _ = wake.notified() => tokio::time::sleep_until(settle(1)).await,
+                        _ = tokio::time::sleep_until(settle(wait_after(Woken::Bookkeeping, took))) => {}
+                        _ = wake.notified() => {
+                            tokio::time::sleep_until(settle(wait_after(Woken::Change, took))).await
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(due) => {}
@@ -330,6 +333,27 @@ impl Jobs {
 /// [`IDLE`], and a moment when that time came while the round ran — it is due now.
 fn sleep_before(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
     next.map(|at| (at - now).to_std().unwrap_or_default()).map_or(IDLE, |d| d.min(IDLE)).max(Duration::from_millis(1))
+}
+
+/// What woke the rounds.
+#[derive(Clone, Copy, Debug)]
+enum Woken {
+    /// A change to act on: a job, or a run's or task's end.
+    Change,
+    /// Mere bookkeeping: statuses written, mostly by the rounds themselves.
+    Bookkeeping,
+}
+
+/// How long the rounds gather changes before the next, after the last took `took`:
+/// as long as it took after a change (so that the rounds keep to half a core while
+/// changes come by the thousand), but never more than [`CHANGE_WAIT_MAX`], since a
+/// job made during a long round may be due soon; [`LAZY`] times as long after mere
+/// bookkeeping. Never past the next due time (the caller's bound).
+fn wait_after(woken: Woken, took: Duration) -> Duration {
+    match woken {
+        Woken::Change => SETTLE.max(took).min(CHANGE_WAIT_MAX),
+        Woken::Bookkeeping => SETTLE.max(took * LAZY),
+    }
 }
 
 /// A reflector's callback that wakes the rounds on a change to act on and only
@@ -975,5 +999,22 @@ mod tests {
         assert_eq!(sleep_before(ms(2000), now), Duration::from_secs(2));
         assert_eq!(sleep_before(ms(60_000), now), IDLE);
         assert_eq!(sleep_before(None, now), IDLE);
+    }
+
+    #[test]
+    fn a_change_waits_as_long_as_the_last_round_took_but_at_most_a_second() {
+        let ms = Duration::from_millis;
+        let cases = [
+            (Woken::Change, ms(0), SETTLE),
+            (Woken::Change, ms(300), ms(300)),
+            // A staging round of four seconds: a job made meanwhile may be due soon.
+            (Woken::Change, ms(4000), CHANGE_WAIT_MAX),
+            (Woken::Bookkeeping, ms(0), SETTLE),
+            (Woken::Bookkeeping, ms(300), ms(1500)),
+            (Woken::Bookkeeping, ms(4000), ms(20_000)),
+        ];
+        for (woken, took, want) in cases {
+            assert_eq!(wait_after(woken, took), want, "{woken:?} after a round of {took:?}");
+        }
     }
 }
