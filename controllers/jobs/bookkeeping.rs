@@ -37,15 +37,27 @@ const QUIET_BEFORE: Duration = Duration::from_millis(250);
 /// run is measured by them).
 const QUIET_AFTER: Duration = Duration::from_millis(1500);
 
+/// Fewest runs staged for one due time that make it a burst worth keeping quiet
+/// around: a few runs' starts are nothing to make way for.
+const QUIET_MIN_RUNS: usize = 1000;
+/// Shortest time between two due times kept quiet around: the writer writes at least
+/// half the time, however often bursts come (a schedule every second or two).
+const QUIET_SPACING: Duration = Duration::from_millis(2 * (250 + 1500));
+
 /// The staged due times the writer keeps quiet around (see [`QUIET_BEFORE`] and
 /// [`QUIET_AFTER`]). Shared between the rounds, which stage runs, and the writer.
 #[derive(Clone, Default)]
 pub(super) struct Quiet(Arc<Mutex<BTreeSet<DateTime<Utc>>>>);
 
 impl Quiet {
-    /// Keeps the writer quiet around `at`, a due time whose runs are staged.
-    pub(super) fn around(&self, at: DateTime<Utc>) {
-        self.lock().insert(at);
+    /// Keeps the writer quiet around `at`, a due time for which `runs` runs are
+    /// staged, if they are a burst ([`QUIET_MIN_RUNS`]) and no other time kept is
+    /// nearer than [`QUIET_SPACING`].
+    pub(super) fn around(&self, at: DateTime<Utc>, runs: usize) {
+        let mut times = self.lock();
+        if keeps_quiet(&times, at, runs) {
+            times.insert(at);
+        }
     }
 
     /// The end of the quiet window `now` falls in, if any; windows past are dropped.
@@ -68,6 +80,13 @@ impl Quiet {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<DateTime<Utc>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether a due time `at` with `runs` runs staged is kept quiet around, beside the
+/// `times` already kept.
+pub(super) fn keeps_quiet(times: &BTreeSet<DateTime<Utc>>, at: DateTime<Utc>, runs: usize) -> bool {
+    let near = |t: &DateTime<Utc>| (*t - at).abs().to_std().is_ok_and(|d| d < QUIET_SPACING);
+    times.contains(&at) || (runs >= QUIET_MIN_RUNS && !times.iter().any(near))
 }
 
 /// The end of the quiet window around one of `times` that `now` falls in: from
@@ -320,11 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn only_bursts_are_kept_quiet_around_and_never_more_than_half_the_time() {
+        let t = |ms: i64| DateTime::<Utc>::from_timestamp_millis(1_800_000_000_000 + ms).expect("a time");
+        let kept: BTreeSet<_> = [t(0)].into_iter().collect();
+        assert!(!keeps_quiet(&BTreeSet::new(), t(0), 1), "a run due: nothing to make way for");
+        assert!(keeps_quiet(&BTreeSet::new(), t(0), 10_000), "ten thousand due at once");
+        assert!(keeps_quiet(&kept, t(0), 931), "a time kept stays kept as its last runs are staged");
+        assert!(!keeps_quiet(&kept, t(2_000), 10_000), "a schedule every two seconds: every other time");
+        assert!(keeps_quiet(&kept, t(4_000), 10_000));
+        assert!(keeps_quiet(&kept, t(10_000), 10_000), "every ten seconds: each time");
+    }
+
+    #[test]
     fn windows_past_are_dropped() {
         let quiet = Quiet::default();
         let now = Utc::now();
-        quiet.around(now - chrono::Duration::seconds(10));
-        quiet.around(now + chrono::Duration::seconds(10));
+        quiet.around(now - chrono::Duration::seconds(10), QUIET_MIN_RUNS);
+        quiet.around(now + chrono::Duration::seconds(10), QUIET_MIN_RUNS);
         assert_eq!(quiet.until(now), None);
         assert_eq!(quiet.lock().len(), 1, "the past window is gone, the coming one kept");
     }

@@ -35,7 +35,7 @@ mod bookkeeping;
 pub mod decide;
 pub mod schedule;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -447,10 +447,12 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
     // The new runs of every job, created many to a write.
     let new_runs: Vec<JobRun> =
         plans.iter().flat_map(|d| d.plan.start.iter().map(|start| new_run(&d.job, start))).collect();
-    // Runs staged for a time to come: the bookkeeping keeps quiet around it.
-    let staged: BTreeSet<DateTime<Utc>> =
-        plans.iter().flat_map(|d| d.plan.start.iter().map(|start| start.time)).filter(|t| *t > now).collect();
-    staged.into_iter().for_each(|t| memory.writer.quiet.around(t));
+    // Runs staged for a time to come: the bookkeeping keeps quiet around a burst.
+    let mut staged: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
+    for t in plans.iter().flat_map(|d| d.plan.start.iter().map(|start| start.time)).filter(|t| *t > now) {
+        *staged.entry(t).or_default() += 1;
+    }
+    staged.into_iter().for_each(|(t, runs)| memory.writer.quiet.around(t, runs));
     let mut created: HashMap<String, Vec<JobRun>> = HashMap::new();
     for run in create_runs(apis, new_runs).await {
         created.entry(job_key_of(&run)).or_default().push(run);
