@@ -42,7 +42,7 @@ const QUIET_AFTER: Duration = Duration::from_millis(1500);
 const QUIET_MIN_RUNS: usize = 1000;
 /// Shortest time between two due times kept quiet around: the writer writes at least
 /// half the time, however often bursts come (a schedule every second or two).
-const QUIET_SPACING: Duration = Duration::from_millis(2 * (250 + 1500));
+const QUIET_SPACING: Duration = Duration::from_millis(2 * (QUIET_BEFORE.as_millis() + QUIET_AFTER.as_millis()) as u64);
 
 /// The staged due times the writer keeps quiet around (see [`QUIET_BEFORE`] and
 /// [`QUIET_AFTER`]). Shared between the rounds, which stage runs, and the writer.
