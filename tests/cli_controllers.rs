@@ -39,20 +39,6 @@ fn corral(args: &[&str], log: &Path) -> Proc {
     )
 }
 
-/// The address `p` logs (to `log`) after `marker`, once it listens. The processes
-/// listen on ports of their own choosing (`127.0.0.1:0`): a port picked beforehand
-/// could be taken by a parallel test's process first, whose answers would then be
-/// taken for ours.
-fn listening(p: &mut Proc, log: &Path, marker: &str) -> String {
-    eventually_blocking(&format!("{marker:?} in {}", log.display()), || {
-        if let Some(status) = p.0.try_wait().expect("wait") {
-            panic!("exited with {status}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
-        }
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        Some(text.lines().find_map(|l| l.split(marker).nth(1))?.split_whitespace().next()?.to_string())
-    })
-}
-
 fn http() -> reqwest::blocking::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = TOKEN.get() {
@@ -81,7 +67,7 @@ fn an_out_of_process_manager_collects_garbage_and_hands_over_its_lease() {
         &["server", "--controllers", "none", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()],
         &log,
     );
-    let base = listening(&mut server, &log, "listening url=");
+    let base = corral_testkit::wait_logged(&mut server.0, &log, "listening url=");
     eventually_blocking("the API server answers", || {
         http().get(format!("{base}/healthz")).send().ok().filter(|r| r.status().is_success()).map(drop)
     });
@@ -133,7 +119,7 @@ fn an_out_of_process_manager_collects_garbage_and_hands_over_its_lease() {
             ],
             &log,
         );
-        let addr = listening(&mut p, &log, "/healthz addr=");
+        let addr = corral_testkit::wait_logged(&mut p.0, &log, "/healthz addr=");
         (p, format!("http://{addr}/metrics"))
     };
     let (mut one, metrics1) = manager("one");

@@ -83,15 +83,7 @@ async fn tenant_controller_provisions_follows_edits_and_cleans_up() {
             .spawn()
             .unwrap(),
     );
-    let metrics_addr = eventually("the controller to serve /metrics", async || {
-        if let Some(status) = controller.0.try_wait().unwrap() {
-            panic!("the controller exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let addr = text.lines().find_map(|l| l.split("serving /metrics addr=").nth(1))?.split_whitespace().next()?;
-        Some(addr.to_string())
-    })
-    .await;
+    let metrics_addr = corral_testkit::wait_logged(&mut controller.0, &log, "serving /metrics addr=");
     corral(&server, &["apply", "-f", root.join("examples/tenant-controller/tenant.yaml").to_str().unwrap()]);
 
     let client = server.api();

@@ -39,13 +39,7 @@ fn start(dir: &Path, listen: &str) -> (Server, String) {
             .spawn()
             .expect("spawn corral server"),
     );
-    let base = corral_testkit::eventually_blocking("the server to listen", || {
-        if let Some(status) = server.0.try_wait().expect("wait") {
-            panic!("the server exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        Some(text.lines().find_map(|l| l.split("listening url=").nth(1))?.split_whitespace().next()?.to_string())
-    });
+    let base = corral_testkit::wait_logged(&mut server.0, &log, "listening url=");
     (server, base)
 }
 

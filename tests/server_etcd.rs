@@ -22,7 +22,7 @@ impl Drop for Server {
 /// parallel test's process first); the server and its URL once it listens.
 fn start(dir: &std::path::Path, store: &str) -> (Server, String) {
     let log = dir.join("server.log");
-    let server = Server(
+    let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_corral"))
             .args(["server", "--listen", "127.0.0.1:0", "--store", store, "--data-dir"])
             .arg(dir)
@@ -32,11 +32,7 @@ fn start(dir: &std::path::Path, store: &str) -> (Server, String) {
             .spawn()
             .expect("spawn corral server"),
     );
-    let url = corral_testkit::eventually_blocking("the server to listen", || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let url = text.lines().find_map(|l| l.split("listening url=").nth(1))?.split_whitespace().next()?;
-        Some(url.to_string())
-    });
+    let url = corral_testkit::wait_logged(&mut server.0, &log, "listening url=");
     (server, url)
 }
 

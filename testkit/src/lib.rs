@@ -6,15 +6,18 @@
 //! - [`TestServer`]: the real control plane (the API server on `127.0.0.1:0` with a
 //!   real sled store in a temporary directory, and the controller manager with the
 //!   built-in controllers, as `corral server` runs them);
-//! - [`busybox`]: a real image built from the host's static busybox.
+//! - [`busybox`]: a real image built from the host's static busybox;
+//! - [`wait_logged`]: where a process under test says it listens, from its log.
 //!
 //! Dev-only: no production crate depends on it.
 
 pub mod busybox;
 mod eventually;
+mod logged;
 mod server;
 
 pub use eventually::{eventually, eventually_blocking, within_patience};
+pub use logged::{assert_running, logged, wait_logged};
 pub use server::{Options, TestServer, authorized_http};
 
 use std::time::Duration;

@@ -51,16 +51,13 @@ impl Server {
         let wants_dns = !args.contains(&"--no-dns");
         let (url, dns) = corral_testkit::eventually_blocking("the server to listen", || {
             // Gone, as when the address given to `--dns-listen` was taken: say why at once.
-            if let Some(status) = child.try_wait().expect("wait") {
-                panic!("corral server exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-            }
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let url = text.lines().find_map(|l| l.split("listening url=").nth(1))?.split_whitespace().next()?;
-            let dns = text.lines().find_map(|l| l.split(DNS_LINE).nth(1)).and_then(|a| a.trim().parse().ok());
+            corral_testkit::assert_running(&mut child, &log);
+            let url = corral_testkit::logged(&log, "listening url=")?;
+            let dns = corral_testkit::logged(&log, DNS_LINE).and_then(|a| a.parse().ok());
             if wants_dns && dns.is_none() {
                 return None;
             }
-            Some((url.to_string(), dns))
+            Some((url, dns))
         });
         let conf = std::fs::read_to_string(data.join("admin.conf")).expect("admin.conf");
         let token = conf

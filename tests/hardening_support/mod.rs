@@ -67,15 +67,7 @@ impl Server {
         // listens on a port of its own choosing, as one picked beforehand could be
         // taken by a parallel test's process first, whose answers would then be taken
         // for ours. A process that could not bind exits, and is reported at once.
-        let (child, log) = (&mut self.child, &self.log);
-        self.base = corral_testkit::eventually("the server to listen", async || {
-            if let Some(status) = child.try_wait().expect("wait") {
-                panic!("the server exited with {status}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
-            }
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            Some(text.lines().find_map(|l| l.split("listening url=").nth(1))?.split_whitespace().next()?.to_string())
-        })
-        .await;
+        self.base = corral_testkit::wait_logged(&mut self.child, &self.log, "listening url=");
         self.wait_healthy().await;
         let admin = corral_client::Config::from_kubeconfig(&data_dir.join("admin.conf")).expect("admin.conf");
         self.token = admin.token.expect("an administrator's token");

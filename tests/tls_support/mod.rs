@@ -40,14 +40,7 @@ pub fn tls_server(dir: &std::path::Path) -> (Proc, String, std::path::PathBuf) {
             .spawn()
             .unwrap(),
     );
-    let listen = corral_testkit::eventually_blocking("the server to listen", || {
-        if let Some(status) = server.0.try_wait().expect("wait") {
-            panic!("the server exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let url = text.lines().find_map(|l| l.split("listening url=https://").nth(1))?.split_whitespace().next()?;
-        Some(url.to_string())
-    });
+    let listen = corral_testkit::wait_logged(&mut server.0, &log, "listening url=https://");
     let admin = data.join("admin.conf");
     corral_testkit::eventually_blocking("the server writes admin.conf", || {
         corral_client::Config::from_kubeconfig(&admin).ok()
