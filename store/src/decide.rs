@@ -145,7 +145,7 @@ pub fn decide(
                 new
             };
             meta_mut(&mut new)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
-            let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &new)?);
+            let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &new)?);
             if is_deleting(&new) && finalizers(&new).is_empty() {
                 let c = change(key, None, EventType::Deleted, stored.clone(), rev);
                 return Ok((TxnOutcome::Updated(UpdateOutcome::Deleted(stored)), Some(c)));
@@ -167,13 +167,13 @@ pub fn decide(
                 meta.insert("deletionTimestamp".into(), Value::String(now.to_string()));
                 meta.insert("generation".into(), Value::from(generation + 1));
                 meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
-                let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &obj)?);
+                let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &obj)?);
                 let mut c = change(key, Some(stored.clone()), EventType::Modified, stored.clone(), rev);
                 c.deleting = true;
                 return Ok((TxnOutcome::Deleted(DeleteOutcome::Finalizing(stored)), Some(c)));
             }
             meta_mut(&mut obj)?.insert("resourceVersion".into(), Value::String(rev.to_string()));
-            let stored = Arc::new(StoredObject::from_value_after(&cur, key.clone(), rev, &obj)?);
+            let stored = Arc::new(StoredObject::from_value(key.clone(), rev, &obj)?);
             let c = change(key, None, EventType::Deleted, stored.clone(), rev);
             Ok((TxnOutcome::Deleted(DeleteOutcome::Deleted(stored)), Some(c)))
         }
