@@ -169,8 +169,11 @@ pub fn normalize(name: &str) -> String {
 
 #[derive(Default)]
 struct Inner {
-    /// Records by owner name, with their source.
-    names: HashMap<String, Vec<(Arc<Source>, Record)>>,
+    /// Who holds records at each owner name: a source, and where the record is among
+    /// that source's. Each record is held once, in `by_source`: a hundred thousand
+    /// tasks' and their services' records held twice were about a tenth of a busy
+    /// control plane's memory.
+    names: HashMap<String, Vec<(Arc<Source>, u32)>>,
     /// How many names lie below each name (empty non-terminals answer NODATA, not
     /// NXDOMAIN).
     below: HashMap<String, usize>,
@@ -223,11 +226,8 @@ impl Zone {
                 Change::Set(s, r) => (s, r),
                 Change::Remove(s) => (s, Vec::new()),
             };
-            let source = Arc::new(source);
-            if let Some(old) = inner.by_source.remove(&source) {
-                for r in old {
-                    inner.unlink(&source, &r, &self.origin);
-                }
+            if let Some((held, old)) = inner.by_source.remove_entry(&source) {
+                inner.unlink(&held, &old, &self.origin);
             }
             let records: Vec<Record> = records
                 .into_iter()
@@ -237,10 +237,9 @@ impl Zone {
                 })
                 .filter(|r| self.contains(&r.name))
                 .collect();
-            for r in &records {
-                inner.link(&source, r, &self.origin);
-            }
             if !records.is_empty() {
+                let source = Arc::new(source);
+                inner.link(&source, &records, &self.origin);
                 inner.by_source.insert(source, records);
             }
         }
@@ -270,7 +269,7 @@ impl Zone {
         let wanted = |r: &Record| {
             rtype == RecordType::Any || r.data.record_type() == rtype || r.data.record_type() == RecordType::Cname
         };
-        let mut found: Vec<Record> = entries.iter().map(|(_, r)| r).filter(|r| wanted(r)).cloned().collect();
+        let mut found: Vec<Record> = inner.records_at(entries).filter(|r| wanted(r)).cloned().collect();
         found.sort();
         found.dedup();
         if found.is_empty() { Lookup::NoData } else { Lookup::Answer(found) }
@@ -299,7 +298,7 @@ impl Zone {
         let name = normalize(name);
         let inner = self.inner.read();
         let mut holders: Vec<Source> =
-            inner.names.get(&name).into_iter().flatten().map(|(s, _)| (**s).clone()).collect();
+            inner.names.get(&name).into_iter().flatten().map(|(s, _)| &**s).cloned().collect();
         holders.sort();
         holders.dedup();
         holders
@@ -336,23 +335,32 @@ impl Zone {
 }
 
 impl Inner {
-    fn link(&mut self, source: &Arc<Source>, r: &Record, origin: &str) {
-        let entry = self.names.entry(r.name.clone()).or_default();
-        let new_name = entry.is_empty();
-        entry.push((source.clone(), r.clone()));
-        if new_name {
+    /// Enters `records`, the records `source` is about to hold, under their names.
+    fn link(&mut self, source: &Arc<Source>, records: &[Record], origin: &str) {
+        for (at, r) in records.iter().enumerate() {
+            // Bounded by the records a source holds, far below u32::MAX.
+            let at = u32::try_from(at).unwrap_or(u32::MAX);
+            if let Some(entry) = self.names.get_mut(&r.name) {
+                entry.push((source.clone(), at));
+                continue;
+            }
+            self.names.insert(r.name.clone(), vec![(source.clone(), at)]);
             for parent in parents(&r.name, origin) {
                 *self.below.entry(parent.to_string()).or_default() += 1;
             }
         }
     }
 
-    fn unlink(&mut self, source: &Arc<Source>, r: &Record, origin: &str) {
-        let Some(entry) = self.names.get_mut(&r.name) else { return };
-        if let Some(i) = entry.iter().position(|(s, x)| s == source && x == r) {
-            entry.swap_remove(i);
-        }
-        if entry.is_empty() {
+    /// Takes `records`, which `source` held, out of their names.
+    fn unlink(&mut self, source: &Arc<Source>, records: &[Record], origin: &str) {
+        for r in records {
+            // The first record of a name takes all of the source's there; the others
+            // find none left.
+            let Some(entry) = self.names.get_mut(&r.name) else { continue };
+            entry.retain(|(s, _)| !Arc::ptr_eq(s, source));
+            if !entry.is_empty() {
+                continue;
+            }
             self.names.remove(&r.name);
             for parent in parents(&r.name, origin) {
                 if let Some(n) = self.below.get_mut(parent) {
@@ -363,6 +371,24 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The records `entries` (of one name) point at.
+    fn records_at<'a>(&'a self, entries: &'a [(Arc<Source>, u32)]) -> impl Iterator<Item = &'a Record> + 'a {
+        // A name's entries come a source at a time (a service's hundred instances at
+        // its name): its records are looked up once per run of them.
+        let mut last: Option<(&Arc<Source>, &[Record])> = None;
+        entries.iter().filter_map(move |(source, at)| {
+            let records = match last {
+                Some((s, records)) if Arc::ptr_eq(s, source) => records,
+                _ => {
+                    let records = self.by_source.get(source).map_or(&[][..], Vec::as_slice);
+                    last = Some((source, records));
+                    records
+                }
+            };
+            records.get(*at as usize)
+        })
     }
 }
 
@@ -439,6 +465,43 @@ mod tests {
         )]);
         assert_eq!(zone.holders("WEB.default.corral"), vec![web]);
         assert!(zone.holders("db.default.corral.").is_empty());
+    }
+
+    #[test]
+    fn sources_sharing_a_name_are_replaced_and_removed_each_on_its_own() {
+        let zone = Zone::new("corral.").unwrap();
+        let web = Source::new("Service", "default", "web");
+        let extra = Source::new("DnsRecord", "default", "extra");
+        let srv = |port: u16| Record {
+            name: "_http._tcp.web.default.corral.".into(),
+            ttl: 5,
+            data: RecordData::Srv { priority: 0, weight: 10, port, target: "t1.default.task.corral.".into() },
+        };
+        zone.apply([
+            Change::Set(
+                web.clone(),
+                vec![srv(31000), a("web.default.corral.", [10, 0, 0, 1]), a("web.default.corral.", [10, 0, 0, 2])],
+            ),
+            Change::Set(extra.clone(), vec![a("web.default.corral.", [10, 0, 0, 9])]),
+        ]);
+        let ips = |zone: &Zone| match zone.lookup("web.default.corral.", RecordType::A) {
+            Lookup::Answer(found) => found.into_iter().map(|r| r.data.to_string()).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ips(&zone), ["10.0.0.1", "10.0.0.2", "10.0.0.9"]);
+        // Fewer records, in another order: each name points at what the source holds now.
+        zone.apply([Change::Set(web.clone(), vec![a("web.default.corral.", [10, 0, 0, 3]), srv(31001)])]);
+        assert_eq!(ips(&zone), ["10.0.0.3", "10.0.0.9"]);
+        assert_eq!(zone.lookup("_http._tcp.web.default.corral.", RecordType::Srv), Lookup::Answer(vec![srv(31001)]));
+        zone.apply([Change::Remove(web.clone())]);
+        assert_eq!(ips(&zone), ["10.0.0.9"]);
+        assert_eq!(zone.lookup("_http._tcp.web.default.corral.", RecordType::Srv), Lookup::NxDomain);
+        assert_eq!(zone.lookup("_tcp.web.default.corral.", RecordType::Srv), Lookup::NxDomain);
+        assert_eq!(zone.holders("web.default.corral."), vec![extra.clone()]);
+        zone.apply([Change::Remove(extra)]);
+        assert!(zone.is_empty());
+        assert_eq!(zone.lookup("web.default.corral.", RecordType::A), Lookup::NxDomain);
+        assert_eq!(zone.lookup("default.corral.", RecordType::A), Lookup::NxDomain);
     }
 
     #[test]
