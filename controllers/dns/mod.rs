@@ -12,7 +12,9 @@
 //! ([`state::State::round`]) decides again what changed since the last one — with the
 //! functions [`decide::decide`] is made of — and hands the objects whose records
 //! changed to [`Zone::apply`], in one atomic step. A round costs the changes, not the
-//! cluster's size.
+//! cluster's size. A service whose instances keep changing is decided at most every
+//! [`pacing::SERVICE_EVERY`] (its first change after a quiet spell at once); a task's
+//! own name is never held back.
 //!
 //! Readiness: instances of a service with a readiness check are answered once the
 //! check passed; this controller runs the check itself (as the services controller
@@ -21,6 +23,7 @@
 
 pub mod decide;
 pub mod names;
+pub mod pacing;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -306,9 +309,11 @@ impl DnsRecords {
         let probing: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut state = State::default();
         let mut unreported: Vec<(Source, Problem)> = Vec::new();
+        let mut pacing = pacing::Pacing::default();
         loop {
             let started = Instant::now();
-            let marked = std::mem::take(&mut *dirty.lock());
+            let mut marked = std::mem::take(&mut *dirty.lock());
+            let held_until = pacing.pace(&mut marked, started, pacing::SERVICE_EVERY);
             if !marked.is_empty() {
                 let ready_now = ready.lock().clone();
                 let round = state.round(&caches, marked, &ready_now, &self.zone, self.config.leader, self.config.ttl);
@@ -339,12 +344,20 @@ impl DnsRecords {
                 probe_readiness(&round.awaiting_readiness, &caches, &probes);
             }
             let took = started.elapsed();
+            // Services held back are decided when their time comes, changes or not.
+            let held = async {
+                match held_until {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 // Under a storm of changes a round is as long as it is busy: waiting
                 // at least as long again keeps the rounds to half a core and lets the
                 // next one take in more at once, at the cost of that much delay.
                 _ = wake.notified() => tokio::time::sleep(self.config.settle.max(took)).await,
+                _ = held => {}
             }
         }
     }
