@@ -65,8 +65,7 @@ impl Free {
             *res = sub(res, &from_reservation);
         }
         self.shared = sub(&self.shared, &sub(r, &from_reservation));
-        let taken: Vec<u16> = ports.iter().flat_map(|p| p.begin..=p.end).collect();
-        self.ports = minus_ports(&self.ports, &taken);
+        self.ports = minus_ranges(&self.ports, ports);
         true
     }
 }
@@ -106,31 +105,67 @@ pub fn dominant_share(r: &Resources, total: &Resources) -> f64 {
     frac(r.cpus, total.cpus).max(frac(r.mem as f64, total.mem as f64)).max(frac(r.disk as f64, total.disk as f64))
 }
 
-/// Whether every port of `p` lies in `ranges`.
+/// Whether every port of `p` lies in `ranges` (in any order, overlapping or not).
+/// Steps from range to range, never port by port: an offer's ranges span thousands
+/// of ports, and the allocator checks every offer of every node in every round.
 pub fn contains(ranges: &[PortRange], p: &PortRange) -> bool {
-    (p.begin..=p.end).all(|port| ranges.iter().any(|r| r.begin <= port && port <= r.end))
+    if p.begin > p.end {
+        return true;
+    }
+    // u32: the port after 65535 is past the end, not 0.
+    let mut from = u32::from(p.begin);
+    // Each step either ends or moves `from` past the end of another range.
+    for _ in 0..=ranges.len() {
+        let Some(end) = ranges
+            .iter()
+            .filter(|r| u32::from(r.begin) <= from && from <= u32::from(r.end))
+            .map(|r| u32::from(r.end))
+            .max()
+        else {
+            return false;
+        };
+        if end >= u32::from(p.end) {
+            return true;
+        }
+        from = end + 1;
+    }
+    false
 }
 
-/// `ranges` without `ports`, as sorted, merged ranges. Walks the ports taken, not
-/// every port of the ranges: a node offers thousands, and the allocator asks for
-/// every node in every round.
-pub fn minus_ports(ranges: &[PortRange], ports: &[u16]) -> Vec<PortRange> {
-    let taken: BTreeSet<u16> = ports.iter().copied().collect();
+/// `ranges` without the ports of `taken`, as sorted, merged ranges. Walks the
+/// ranges on both sides, never the ports in them: an offer taken whole spans
+/// thousands.
+pub fn minus_ranges(ranges: &[PortRange], taken: &[PortRange]) -> Vec<PortRange> {
+    let taken = merged(taken);
     let mut out: Vec<PortRange> = Vec::new();
-    let mut sorted = ranges.to_vec();
-    sorted.sort_by_key(|r| r.begin);
-    for r in sorted {
+    for r in merged(ranges) {
         // u32: the next free port after 65535 is past the end, not 0.
         let mut start = u32::from(r.begin);
-        for &p in taken.range(r.begin..=r.end) {
-            if u32::from(p) > start {
-                push_range(&mut out, start as u16, p - 1);
+        for t in taken.iter().filter(|t| t.end >= r.begin && t.begin <= r.end) {
+            if u32::from(t.begin) > start {
+                push_range(&mut out, start as u16, t.begin - 1);
             }
-            start = u32::from(p) + 1;
+            start = start.max(u32::from(t.end) + 1);
         }
         if start <= u32::from(r.end) {
             push_range(&mut out, start as u16, r.end);
         }
+    }
+    out
+}
+
+/// `ranges` without `ports`, as sorted, merged ranges.
+pub fn minus_ports(ranges: &[PortRange], ports: &[u16]) -> Vec<PortRange> {
+    minus_ranges(ranges, &port_ranges(ports.iter().copied()))
+}
+
+/// `ranges` sorted and merged; empty ones (begin past end) left out.
+fn merged(ranges: &[PortRange]) -> Vec<PortRange> {
+    let mut sorted: Vec<PortRange> = ranges.iter().filter(|r| r.begin <= r.end).cloned().collect();
+    sorted.sort_by_key(|r| r.begin);
+    let mut out = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        push_range(&mut out, r.begin, r.end);
     }
     out
 }
@@ -194,7 +229,47 @@ mod tests {
         assert_eq!(f.shared, r(0.5, 90));
     }
 
+    fn ports_of(ranges: &[PortRange]) -> BTreeSet<u16> {
+        ranges.iter().flat_map(|r| r.begin..=r.end).collect()
+    }
+
+    #[test]
+    fn ranges_reach_the_last_port_and_cover_across_their_joins() {
+        let top = [PortRange { begin: 65_530, end: 65_535 }];
+        assert!(contains(&top, &PortRange { begin: 65_535, end: 65_535 }));
+        assert_eq!(
+            minus_ranges(&top, &[PortRange { begin: 65_535, end: 65_535 }]),
+            [PortRange { begin: 65_530, end: 65_534 }]
+        );
+        let joined = [PortRange { begin: 20, end: 30 }, PortRange { begin: 10, end: 19 }];
+        assert!(contains(&joined, &PortRange { begin: 12, end: 28 }), "two ranges end to end");
+        assert!(!contains(&joined, &PortRange { begin: 12, end: 31 }));
+        assert!(!contains(&[], &PortRange { begin: 1, end: 1 }));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn range_arithmetic_agrees_with_sets_of_ports(
+            ranges in proptest::collection::vec((65_400u16.., 0u16..40), 0..5),
+            taken in proptest::collection::vec((65_400u16.., 0u16..20), 0..5),
+            asked in (65_400u16.., 0u16..40),
+        ) {
+            let to_ranges = |v: Vec<(u16, u16)>| -> Vec<PortRange> {
+                v.into_iter().map(|(b, len)| PortRange { begin: b, end: b.saturating_add(len) }).collect()
+            };
+            let (ranges, taken) = (to_ranges(ranges), to_ranges(taken));
+            let have = ports_of(&ranges);
+            let out = minus_ranges(&ranges, &taken);
+            let want: BTreeSet<u16> = have.difference(&ports_of(&taken)).copied().collect();
+            proptest::prop_assert_eq!(ports_of(&out), want);
+            for w in out.windows(2) {
+                proptest::prop_assert!(u32::from(w[0].end) + 1 < u32::from(w[1].begin), "{:?}", out);
+            }
+            let asked = PortRange { begin: asked.0, end: asked.0.saturating_add(asked.1) };
+            let all_in = (asked.begin..=asked.end).all(|p| have.contains(&p));
+            proptest::prop_assert_eq!(contains(&ranges, &asked), all_in);
+        }
+
         #[test]
         fn minus_ports_leaves_exactly_the_ports_not_taken(
             ranges in proptest::collection::vec((65_400u16.., 0u16..40), 0..4),
