@@ -46,14 +46,17 @@ struct Ledger {
     relisted: usize,
 }
 
-/// Writers creating ConfigMaps named `w{writer}-{i}` until `stop`, each through its own
-/// client of `servers` (which fails over in the order given).
+/// Writers `which` creating ConfigMaps named `w{writer}-{i}` until `stop`, each through
+/// its own client of `servers` (which fails over in the order given). Every writer
+/// started is handed back: the check waits for each, so that no write is still in
+/// flight when the store is read.
 fn start_writers(
     config: &corral_client::Config,
     ledger: Arc<Mutex<Ledger>>,
     stop: CancellationToken,
+    which: std::ops::Range<usize>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..WRITERS)
+    which
         .map(|w| {
             let client = Client::from_config(config).expect("client");
             let (ledger, stop) = (ledger.clone(), stop.clone());
@@ -192,9 +195,8 @@ async fn an_etcd_leader_killed_during_a_write_storm_loses_no_acknowledged_write(
     let on_b = b.admin_config(&format!("{},{}", b.base_url(), a.base_url())).unwrap();
     let watching = start_watch(Client::from_config(&on_a).unwrap(), ledger.clone(), stop_watch.clone());
     until_listed(&ledger).await;
-    let mut writers = start_writers(&on_a, ledger.clone(), stop_writes.clone());
-    writers.truncate(WRITERS / 2);
-    writers.extend(start_writers(&on_b, ledger.clone(), stop_writes.clone()).into_iter().take(WRITERS / 2));
+    let mut writers = start_writers(&on_a, ledger.clone(), stop_writes.clone(), 0..WRITERS / 2);
+    writers.extend(start_writers(&on_b, ledger.clone(), stop_writes.clone(), WRITERS / 2..WRITERS));
     until_acknowledged(&ledger, 100, "before the kill").await;
     let leader = etcd.leader().await.expect("a leader");
     etcd.kill(leader);
@@ -220,7 +222,7 @@ async fn an_api_server_killed_during_a_write_storm_leaves_clients_and_watches_go
     let watch_client = Client::from_config(&both).unwrap();
     let watching = start_watch(watch_client.clone(), ledger.clone(), stop_watch.clone());
     until_listed(&ledger).await;
-    let writers = start_writers(&both, ledger.clone(), stop_writes.clone());
+    let writers = start_writers(&both, ledger.clone(), stop_writes.clone(), 0..WRITERS);
     until_acknowledged(&ledger, 100, "before the kill").await;
     a.kill();
     until_acknowledged(&ledger, 200, "after server A was killed").await;
