@@ -519,7 +519,7 @@ impl Realizer {
             let (uids, batch): (Vec<String>, Vec<Box<Task>>) = batch.into_iter().unzip();
             let (tasks, exits) = (self.tasks.clone(), self.exits.clone());
             let job = self.running.spawn(async move {
-                let work = batch.into_iter().map(|task| realize(&tasks, &reporter, *task, &exits));
+                let work = batch.into_iter().map(|task| realize(&tasks, &reporter, task, &exits));
                 futures::future::join_all(work).await
             });
             for uid in &uids {
@@ -591,18 +591,21 @@ fn needs_work(task: &Task) -> bool {
 /// Realizes `task`, retrying errors other than conflicts (a newer version comes
 /// through the watch) and absence (nothing left to do). Returns the revision of the
 /// last write made, if any.
-async fn realize(tasks: &Api<Task>, reporter: &StatusReporter, task: Task, exits: &Arc<Semaphore>) -> Option<u64> {
+async fn realize(tasks: &Api<Task>, reporter: &StatusReporter, task: Box<Task>, exits: &Arc<Semaphore>) -> Option<u64> {
     let namespace = task.metadata.namespace.clone().unwrap_or_default();
     let name = task.metadata.name.clone();
     let mut written = None;
     let mut task = Some(task);
     for attempt in 1..=ATTEMPTS {
-        let result = match task.take() {
-            Some(t) => realize_once(tasks, reporter, t, &mut written, exits).await,
-            None => match tasks.in_namespace(&namespace).get(&name).await {
-                Ok(t) => realize_once(tasks, reporter, t, &mut written, exits).await,
-                Err(e) => Err(e),
-            },
+        // The futures of the client's calls are large and most tasks need one write:
+        // they are boxed where awaited, so that a node's batch of tasks stays small.
+        let read = match task.take() {
+            Some(t) => Ok(t),
+            None => Box::pin(tasks.in_namespace(&namespace).get(&name)).await.map(Box::new),
+        };
+        let result = match read {
+            Ok(t) => realize_once(tasks, reporter, t, &mut written, exits).await,
+            Err(e) => Err(e),
         };
         match result {
             Ok(()) => return written,
@@ -627,7 +630,7 @@ async fn realize(tasks: &Api<Task>, reporter: &StatusReporter, task: Task, exits
 async fn realize_once(
     tasks: &Api<Task>,
     reporter: &StatusReporter,
-    mut task: Task,
+    mut task: Box<Task>,
     written: &mut Option<u64>,
     exits: &Arc<Semaphore>,
 ) -> corral_client::Result<()> {
@@ -650,12 +653,12 @@ async fn realize_once(
             st.reason = Some("Killed".into());
             st.message = Some(format!("{what} ({SIMULATED_NOTE})"));
             st.finish_time = Some(corral_api::meta::now_timestamp());
-            task = reporter.write_task(task).await?;
+            *task = Box::pin(reporter.write_task(*task)).await?;
             *written = Some(task.revision());
         }
         if taken && deleting {
             task.metadata.finalizers.retain(|f| f != AGENT_FINALIZER);
-            task = tasks.update(&task).await?;
+            *task = Box::pin(tasks.update(&task)).await?;
             *written = Some(task.revision());
         }
         return Ok(());
@@ -667,10 +670,10 @@ async fn realize_once(
         st.start_time = Some(corral_api::meta::now_timestamp());
         st.host_ip = Some("127.0.0.1".into());
         st.message = Some(SIMULATED_NOTE.into());
-        task = reporter.write_task(task).await?;
+        *task = Box::pin(reporter.write_task(*task)).await?;
         *written = Some(task.revision());
         if let Some((after, code)) = exit_after(&task) {
-            let (tasks, ns, known) = (tasks.clone(), task.metadata.namespace.clone(), task.clone());
+            let (tasks, ns, known) = (tasks.clone(), task.metadata.namespace.clone(), (*task).clone());
             let (exits, reporter) = (exits.clone(), reporter.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
@@ -683,7 +686,7 @@ async fn realize_once(
     }
     if !taken {
         task.metadata.finalizers.push(AGENT_FINALIZER.into());
-        task = tasks.update(&task).await?;
+        *task = Box::pin(tasks.update(&task)).await?;
         *written = Some(task.revision());
     }
     Ok(())
@@ -711,7 +714,7 @@ async fn exit(tasks: &Api<Task>, reporter: &StatusReporter, known: Task, code: i
     for attempt in 1..=ATTEMPTS {
         let read = match known.take() {
             Some(t) => Ok(t),
-            None => tasks.get(&name).await,
+            None => Box::pin(tasks.get(&name)).await,
         };
         let mut task = match read {
             Ok(t) => t,
@@ -732,7 +735,7 @@ async fn exit(tasks: &Api<Task>, reporter: &StatusReporter, known: Task, code: i
         st.reason = Some(if code == 0 { "Finished" } else { "Failed" }.into());
         st.message = Some(format!("exited with code {code} ({SIMULATED_NOTE})"));
         st.finish_time = Some(corral_api::meta::now_timestamp());
-        match reporter.write_task(task).await {
+        match Box::pin(reporter.write_task(task)).await {
             Ok(_) => return,
             Err(e) if e.is_not_found() => return,
             // A conflict: read it again and judge anew.
