@@ -67,6 +67,22 @@ impl Quiet {
         quiet_until(&times, now)
     }
 
+    /// The end of the quiet window `at` falls in, if any (past or future alike).
+    pub(super) fn end_of_window_at(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        quiet_until(&self.lock(), at)
+    }
+
+    /// `wait` from now, made longer if it would end in a quiet window: until the
+    /// window's end.
+    pub(super) fn past_windows(&self, wait: Duration) -> Duration {
+        let now = Utc::now();
+        let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        match self.end_of_window_at(at) {
+            Some(end) => (end - now).to_std().unwrap_or(wait),
+            None => wait,
+        }
+    }
+
     /// Waits until `now` is in no quiet window.
     async fn wait(&self) {
         // Bounded: each wait ends a window, and windows are staged seconds apart.
@@ -319,6 +335,21 @@ pub(super) fn uid_of(o: &impl corral_api::ApiObject) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_ending_in_a_quiet_window_lasts_until_its_end() {
+        let quiet = Quiet::default();
+        let wait = Duration::from_millis(300);
+        assert_eq!(quiet.past_windows(wait), wait, "no window");
+        // A burst due in 200 ms: quiet from now - 50 ms until 1.7 s from now.
+        let due = Utc::now() + chrono::Duration::milliseconds(200);
+        quiet.around(due, QUIET_MIN_RUNS);
+        let longer = quiet.past_windows(wait);
+        assert!(longer > Duration::from_millis(1_600) && longer <= Duration::from_millis(1_700), "{longer:?}");
+        // A wait that ends after the window is left alone.
+        let long = Duration::from_secs(3);
+        assert_eq!(quiet.past_windows(long), long);
+    }
 
     #[test]
     fn the_writer_is_quiet_from_just_before_a_staged_due_time_until_its_starts_are_reported() {

@@ -163,6 +163,25 @@ pub fn offers_ahead(due: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Ahead {
     }
 }
 
+/// [`offers_ahead`], kept out of a quiet window: getting ready for the next due time
+/// (asking for offers, then staging its runs) waits until the nodes have reported
+/// the starts of a burst due just before, when it would only compete with those
+/// reports — unless the window lasts past that due time itself. `quiet_end(t)` is
+/// the end of the quiet window `t` falls in, if any.
+pub fn offers_ahead_quietly(
+    due: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    quiet_end: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+) -> Ahead {
+    let ahead = offers_ahead(due, now);
+    let (Some(at), Some(wake)) = (due, ahead.wake_at) else { return ahead };
+    let ready = if ahead.soon { now } else { wake };
+    match quiet_end(ready) {
+        Some(end) if end < at => Ahead { soon: false, wake_at: Some(end) },
+        _ => ahead,
+    }
+}
+
 /// The policy manual runs follow: the strictest of the enabled schedules'
 /// (`FORBID` over `REPLACE` over `ALLOW`); `ALLOW` for a job without schedules.
 pub fn manual_policy(spec: &JobSpec) -> ConcurrencyPolicy {

@@ -240,6 +240,14 @@ impl Runnable for Jobs {
                     {
                         nudge.notify_one()
                     }
+                    // A task made and not yet started: the rounds' own launch coming
+                    // back (they know it already), ten thousand of them when a burst
+                    // is staged.
+                    corral_runtime::Change::Applied { previous: None, .. }
+                        if phase.is_none_or(|p| !p.is_terminal() && p != TaskPhase::Running) =>
+                    {
+                        nudge.notify_one()
+                    }
                     // An ended task going (its run pruned): nothing left to decide.
                     corral_runtime::Change::Deleted(_) if phase.is_some_and(TaskPhase::is_terminal) => {
                         nudge.notify_one()
@@ -266,10 +274,16 @@ impl Runnable for Jobs {
             run_events,
         });
         let reflectors = futures::future::join3(
-            jobs.run(shutdown.clone(), on_change(&wake, &nudge, |_: &Job| false)),
+            jobs.run(shutdown.clone(), on_change(&wake, &nudge, |_: &Job| false, |_: &Job| false)),
             runs.run(
                 shutdown.clone(),
-                on_change(&wake, &nudge, |r: &JobRun| r.status.as_ref().is_some_and(|s| s.phase.is_terminal())),
+                on_change(
+                    &wake,
+                    &nudge,
+                    // A schedule's run is made by the rounds; a manual one, by a user.
+                    |r: &JobRun| r.spec.trigger.schedule.is_some(),
+                    |r: &JobRun| r.status.as_ref().is_some_and(|s| s.phase.is_terminal()),
+                ),
             ),
             offers.run(shutdown.clone(), {
                 let (wake, nudge, wants) = (wake.clone(), nudge.clone(), wants_offers.clone());
@@ -310,16 +324,20 @@ impl Jobs {
             // A round goes over every job, and changes come by the thousand when
             // thousands of runs are due at once: the rounds wait before the next as
             // [`wait_after`] says, leaving the rest to the reports themselves — but
-            // never past the next due time.
+            // never past the next due time. Nor is one started in a quiet window,
+            // while the nodes report the starts of a burst (see `bookkeeping`): a
+            // round over every job would compete with those reports, and its writes
+            // wait for the window's end anyway. Only a due time starts one there.
             let settle = |wait: Duration| due.min(tokio::time::Instant::now() + wait);
+            let quiet = memory.writer.quiet.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = wake.notified() => tokio::time::sleep_until(settle(wait_after(Woken::Change, took))).await,
+                _ = wake.notified() => tokio::time::sleep_until(settle(quiet.past_windows(wait_after(Woken::Change, took)))).await,
                 _ = nudge.notified() => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(settle(wait_after(Woken::Bookkeeping, took))) => {}
+                        _ = tokio::time::sleep_until(settle(quiet.past_windows(wait_after(Woken::Bookkeeping, took)))) => {}
                         _ = wake.notified() => {
-                            tokio::time::sleep_until(settle(wait_after(Woken::Change, took))).await
+                            tokio::time::sleep_until(settle(quiet.past_windows(wait_after(Woken::Change, took)))).await
                         }
                     }
                 }
@@ -358,10 +376,12 @@ fn wait_after(woken: Woken, took: Duration) -> Duration {
 
 /// A reflector's callback that wakes the rounds on a change to act on and only
 /// nudges them on bookkeeping: the same spec as before (a status written, mostly by
-/// the rounds themselves), or an object that had `ended` going (pruned).
+/// the rounds themselves), an object the rounds made (`made_here`) coming back, or
+/// an object that had `ended` going (pruned).
 fn on_change<K: ApiObject>(
     wake: &Arc<Notify>,
     nudge: &Arc<Notify>,
+    made_here: fn(&K) -> bool,
     ended: fn(&K) -> bool,
 ) -> impl Fn(corral_runtime::Change<K>) + Send + Sync + use<K> {
     let (wake, nudge) = (wake.clone(), nudge.clone());
@@ -372,6 +392,7 @@ fn on_change<K: ApiObject>(
         {
             nudge.notify_one()
         }
+        corral_runtime::Change::Applied { object, previous: None } if made_here(object) => nudge.notify_one(),
         corral_runtime::Change::Deleted(gone) if ended(gone) => nudge.notify_one(),
         _ => wake.notify_one(),
     }
@@ -485,7 +506,8 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         .collect();
     runs.extend(fresh.into_values());
     // A schedule due soon: offers are asked for now, and kept rather than declined.
-    let ahead = decide::offers_ahead(schedules_due, now);
+    let quiet = &memory.writer.quiet;
+    let ahead = decide::offers_ahead_quietly(schedules_due, now, |t| quiet.end_of_window_at(t));
     let due_soon = ahead.soon;
     due = earliest(due, ahead.wake_at);
 

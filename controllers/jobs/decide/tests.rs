@@ -340,6 +340,33 @@ fn offers_are_asked_for_two_seconds_before_a_due_time_and_kept_until_it() {
     assert_eq!(offers_ahead(None, due), Ahead { soon: false, wake_at: None });
 }
 
+#[test]
+fn getting_ready_for_the_next_time_waits_out_the_quiet_window_of_a_burst_but_never_past_that_time() {
+    let due = at("2026-12-03T12:00:13Z");
+    // A burst was due at 12:00:10: quiet from 09.75 to 11.5.
+    let quiet = |t: DateTime<Utc>| {
+        (t >= at("2026-12-03T12:00:09.750Z") && t < at("2026-12-03T12:00:11.500Z"))
+            .then(|| at("2026-12-03T12:00:11.500Z"))
+    };
+    let end = at("2026-12-03T12:00:11.500Z");
+    // Its wake (two seconds before, at 11) falls in the window: moved to its end.
+    let far = offers_ahead_quietly(Some(due), at("2026-12-03T12:00:05Z"), quiet);
+    assert_eq!(far, Ahead { soon: false, wake_at: Some(end) });
+    // Woken in the window for another reason: not soon yet.
+    let inside = offers_ahead_quietly(Some(due), at("2026-12-03T12:00:11Z"), quiet);
+    assert_eq!(inside, Ahead { soon: false, wake_at: Some(end) });
+    // After it, as without a window.
+    let after = offers_ahead_quietly(Some(due), at("2026-12-03T12:00:11.600Z"), quiet);
+    assert_eq!(after, offers_ahead(Some(due), at("2026-12-03T12:00:11.600Z")));
+    // A due time inside the window itself is not put off.
+    let in_window = at("2026-12-03T12:00:11Z");
+    let own = offers_ahead_quietly(Some(in_window), at("2026-12-03T12:00:10Z"), quiet);
+    assert_eq!(own, Ahead { soon: true, wake_at: Some(in_window) });
+    // No window: the same as offers_ahead.
+    let none = offers_ahead_quietly(Some(due), at("2026-12-03T12:00:05Z"), |_| None);
+    assert_eq!(none, offers_ahead(Some(due), at("2026-12-03T12:00:05Z")));
+}
+
 /// A run of schedule `tick` staged for `due`, made at `created`.
 fn staged(name: &str, phase: RunPhase, created: &str, due: &str) -> RunView {
     RunView { due: Some(at(due)), ..run(name, phase, Some("tick"), created) }
