@@ -25,10 +25,13 @@
 //!    and those of the next round do not either.
 //!
 //! The next round comes soon after a change to act on, later after mere bookkeeping
-//! (statuses written, tasks reported running or finished, ended runs pruned: see
-//! `Jobs::rounds`), or at the earliest time a deadline is due or a schedule is
-//! [`decide::LEAD`] from staging or due: the framework then asks for offers and
-//! keeps them, so that the time finds them there ([`decide::offers_ahead`]).
+//! (statuses written, tasks reported running or finished, ended runs pruned, the
+//! tasks and scheduled runs the rounds made coming back: see `Jobs::rounds`), or at
+//! the earliest time a deadline is due or a schedule is [`decide::LEAD`] from
+//! staging or due: the framework then asks for offers and keeps them, so that the
+//! time finds them there ([`decide::offers_ahead`]). Around a burst of staged runs
+//! (the writer's quiet window, see [`bookkeeping`]) only a due time starts a round;
+//! the rest waits for the window's end ([`decide::offers_ahead_quietly`]).
 //! A framework with nothing to launch and nothing due soon is suppressed.
 
 mod bookkeeping;
