@@ -72,10 +72,9 @@ impl Quiet {
         quiet_until(&self.lock(), at)
     }
 
-    /// `wait` from now, made longer if it would end in a quiet window: until the
+    /// `wait` from `now`, made longer if it would end in a quiet window: until the
     /// window's end.
-    pub(super) fn past_windows(&self, wait: Duration) -> Duration {
-        let now = Utc::now();
+    pub(super) fn past_windows(&self, now: DateTime<Utc>, wait: Duration) -> Duration {
         let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
         match self.end_of_window_at(at) {
             Some(end) => (end - now).to_std().unwrap_or(wait),
@@ -338,17 +337,18 @@ mod tests {
 
     #[test]
     fn a_wait_ending_in_a_quiet_window_lasts_until_its_end() {
+        let t = |ms: i64| DateTime::<Utc>::from_timestamp_millis(1_800_000_000_000 + ms).expect("a time");
         let quiet = Quiet::default();
         let wait = Duration::from_millis(300);
-        assert_eq!(quiet.past_windows(wait), wait, "no window");
-        // A burst due in 200 ms: quiet from now - 50 ms until 1.7 s from now.
-        let due = Utc::now() + chrono::Duration::milliseconds(200);
-        quiet.around(due, QUIET_MIN_RUNS);
-        let longer = quiet.past_windows(wait);
-        assert!(longer > Duration::from_millis(1_600) && longer <= Duration::from_millis(1_700), "{longer:?}");
-        // A wait that ends after the window is left alone.
+        assert_eq!(quiet.past_windows(t(0), wait), wait, "no window");
+        // A burst due at 200 ms: quiet from -50 ms until 1,700 ms.
+        quiet.around(t(200), QUIET_MIN_RUNS);
+        assert_eq!(quiet.past_windows(t(0), wait), Duration::from_millis(1_700));
+        assert_eq!(quiet.past_windows(t(-300), wait), Duration::from_millis(2_000), "waiting into the window");
+        // A wait that ends before or after the window is left alone.
+        assert_eq!(quiet.past_windows(t(-1_000), wait), wait);
         let long = Duration::from_secs(3);
-        assert_eq!(quiet.past_windows(long), long);
+        assert_eq!(quiet.past_windows(t(0), long), long);
     }
 
     #[test]

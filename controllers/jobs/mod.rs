@@ -335,12 +335,12 @@ impl Jobs {
             let quiet = memory.writer.quiet.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = wake.notified() => tokio::time::sleep_until(settle(quiet.past_windows(wait_after(Woken::Change, took)))).await,
+                _ = wake.notified() => tokio::time::sleep_until(settle(quiet.past_windows(Utc::now(), wait_after(Woken::Change, took)))).await,
                 _ = nudge.notified() => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(settle(quiet.past_windows(wait_after(Woken::Bookkeeping, took)))) => {}
+                        _ = tokio::time::sleep_until(settle(quiet.past_windows(Utc::now(), wait_after(Woken::Bookkeeping, took)))) => {}
                         _ = wake.notified() => {
-                            tokio::time::sleep_until(settle(quiet.past_windows(wait_after(Woken::Change, took)))).await
+                            tokio::time::sleep_until(settle(quiet.past_windows(Utc::now(), wait_after(Woken::Change, took)))).await
                         }
                     }
                 }
