@@ -45,7 +45,7 @@ impl Free {
             };
             shared = sub(&shared, &overflow);
         }
-        let ports = minus_ports(port_ranges, &used_ports.iter().copied().collect::<Vec<_>>());
+        let ports = minus_ranges(port_ranges, &self::port_ranges(used_ports.iter().copied()));
         Free { shared, reserved, ports }
     }
 
@@ -152,11 +152,6 @@ pub fn minus_ranges(ranges: &[PortRange], taken: &[PortRange]) -> Vec<PortRange>
         }
     }
     out
-}
-
-/// `ranges` without `ports`, as sorted, merged ranges.
-pub fn minus_ports(ranges: &[PortRange], ports: &[u16]) -> Vec<PortRange> {
-    minus_ranges(ranges, &port_ranges(ports.iter().copied()))
 }
 
 /// `ranges` sorted and merged; empty ones (begin past end) left out.
@@ -271,13 +266,13 @@ mod tests {
         }
 
         #[test]
-        fn minus_ports_leaves_exactly_the_ports_not_taken(
+        fn minus_ranges_leaves_exactly_the_single_ports_not_taken(
             ranges in proptest::collection::vec((65_400u16.., 0u16..40), 0..4),
             taken in proptest::collection::vec(65_400u16.., 0..30),
         ) {
             let ranges: Vec<PortRange> =
                 ranges.into_iter().map(|(b, len)| PortRange { begin: b, end: b.saturating_add(len) }).collect();
-            let out = minus_ports(&ranges, &taken);
+            let out = minus_ranges(&ranges, &port_ranges(taken.iter().copied()));
             let want: BTreeSet<u16> = ranges
                 .iter()
                 .flat_map(|r| r.begin..=r.end)
