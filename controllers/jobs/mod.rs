@@ -331,17 +331,18 @@ impl Jobs {
             // while the nodes report the starts of a burst (see `bookkeeping`): a
             // round over every job would compete with those reports, and its writes
             // wait for the window's end anyway. Only a due time starts one there.
-            let settle = |wait: Duration| due.min(tokio::time::Instant::now() + wait);
-            let quiet = memory.writer.quiet.clone();
+            let quiet = &memory.writer.quiet;
+            let settle = |woken: Woken| {
+                let wait = quiet.past_windows(Utc::now(), wait_after(woken, took));
+                tokio::time::sleep_until(due.min(tokio::time::Instant::now() + wait))
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = wake.notified() => tokio::time::sleep_until(settle(quiet.past_windows(Utc::now(), wait_after(Woken::Change, took)))).await,
+                _ = wake.notified() => settle(Woken::Change).await,
                 _ = nudge.notified() => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(settle(quiet.past_windows(Utc::now(), wait_after(Woken::Bookkeeping, took)))) => {}
-                        _ = wake.notified() => {
-                            tokio::time::sleep_until(settle(quiet.past_windows(Utc::now(), wait_after(Woken::Change, took)))).await
-                        }
+                        _ = settle(Woken::Bookkeeping) => {}
+                        _ = wake.notified() => settle(Woken::Change).await,
                     }
                 }
                 _ = tokio::time::sleep_until(due) => {}
