@@ -24,7 +24,7 @@
 //!
 //! The run stops by itself: past `--timeout` it prints what it reached and fails.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -381,6 +381,24 @@ async fn schedules_phase(cluster: &Cluster, opts: &JobsBenchOptions) -> anyhow::
         secs(pick_reported(0.50)),
         secs(pick_reported(0.99))
     );
+    // Each due time apart: a tail that comes from one late time, or from every one.
+    let mut by_due: BTreeMap<DateTime<Utc>, Vec<f64>> = BTreeMap::new();
+    for (run, lag) in lock(&lags).running.iter() {
+        if let Some(due) = due_time(run) {
+            by_due.entry(due).or_default().push(*lag);
+        }
+    }
+    for (due, mut lags) in by_due {
+        lags.sort_by(f64::total_cmp);
+        println!(
+            "    due {}: {} runs, p50 {} · p99 {} · max {}",
+            due.format("%H:%M:%S"),
+            lags.len(),
+            secs(quantile(&lags, 0.50)),
+            secs(quantile(&lags, 0.99)),
+            secs(lags.last().copied())
+        );
+    }
     println!(
         "  due times the controller counted missed: {skipped}   (a later time was already due when it looked — only the \
          latest runs, as a CronJob's — or past the starting deadline)"
