@@ -54,15 +54,24 @@ pub fn by_field(pointer: &str) -> IndexFn<DynamicObject> {
     })
 }
 
-// An index holds the objects themselves, not references to look up again: a lookup
-// by index is a controller's inner loop (a node's tasks, a service's tasks) and must
+// An index holds the objects' cells, not references to look up again: a lookup by
+// index is a controller's inner loop (a node's tasks, a service's tasks) and must
 // not cost a search of the whole copy per object. Keys are shared: one reference
 // per object, however many indexes hold it (100,000 tasks in three indexes would
 // otherwise keep 400,000 copies of their names).
 struct Index<K> {
     func: IndexFn<K>,
-    entries: HashMap<String, BTreeMap<Arc<ObjectRef>, Arc<K>>>,
+    entries: HashMap<String, BTreeMap<Arc<ObjectRef>, Cell<K>>>,
 }
+
+/// Where the cache holds one object: shared by the cache and every index entry of
+/// the object, so that an update that keeps its index values — most updates, a
+/// task's status — replaces it once, in place. An index's entry was otherwise found
+/// by a search of its ordered set, whose references share their kind, namespace and
+/// often a long name prefix: with ten thousand tasks of one framework, a search of
+/// dozens of comparisons per index per event. Written only under the cache's write
+/// lock.
+type Cell<K> = Arc<RwLock<Arc<K>>>;
 
 impl<K> Index<K> {
     fn remove(&mut self, value: &str, key: &ObjectRef) {
@@ -92,7 +101,7 @@ fn reference(kind: &KindInfo, resource: &str, o: &impl ApiObject) -> ObjectRef {
 /// of an upsert's time with 100,000 tasks). The ordered set changes only when an
 /// object comes or goes.
 struct Objects<K> {
-    by_ref: HashMap<Arc<ObjectRef>, Arc<K>>,
+    by_ref: HashMap<Arc<ObjectRef>, Cell<K>>,
     order: BTreeSet<Arc<ObjectRef>>,
 }
 
@@ -103,8 +112,8 @@ impl<K> Default for Objects<K> {
 }
 
 impl<K> Objects<K> {
-    fn get(&self, r: &ObjectRef) -> Option<&Arc<K>> {
-        self.by_ref.get(r)
+    fn get(&self, r: &ObjectRef) -> Option<Arc<K>> {
+        self.by_ref.get(r).map(|c| c.read().clone())
     }
 
     fn contains(&self, r: &ObjectRef) -> bool {
@@ -115,31 +124,48 @@ impl<K> Objects<K> {
         self.by_ref.len()
     }
 
-    /// Sets the object of `r`; returns the reference the cache holds (the first one
-    /// inserted, shared with the indexes) and the object replaced.
-    fn insert(&mut self, r: ObjectRef, object: Arc<K>) -> (Arc<ObjectRef>, Option<Arc<K>>) {
+    /// Sets the object of `r`, in its cell if it has one; returns the reference the
+    /// cache holds (the first one inserted, shared with the indexes), the cell (the
+    /// one the indexes hold, for an object already cached) and the object replaced.
+    fn insert(&mut self, r: ObjectRef, object: Arc<K>) -> Inserted<K> {
         match self.by_ref.entry(Arc::new(r)) {
-            Slot::Occupied(mut held) => (held.key().clone(), Some(held.insert(object))),
+            Slot::Occupied(held) => {
+                let previous = std::mem::replace(&mut *held.get().write(), object);
+                Inserted { key: held.key().clone(), cell: held.get().clone(), previous: Some(previous) }
+            }
             Slot::Vacant(free) => {
                 let key = free.key().clone();
                 self.order.insert(key.clone());
-                free.insert(object);
-                (key, None)
+                let cell = free.insert(Arc::new(RwLock::new(object))).clone();
+                Inserted { key, cell, previous: None }
             }
         }
     }
 
     fn remove(&mut self, r: &ObjectRef) -> Option<(Arc<ObjectRef>, Arc<K>)> {
-        let (key, object) = self.by_ref.remove_entry(r)?;
+        let (key, cell) = self.by_ref.remove_entry(r)?;
         self.order.remove(r);
+        let object = cell.read().clone();
         Some((key, object))
     }
 
-    /// Every reference with its object, in order.
-    fn iter(&self) -> impl Iterator<Item = (&Arc<ObjectRef>, &Arc<K>)> {
+    /// Every reference with its object's cell, in order.
+    fn cells(&self) -> impl Iterator<Item = (&Arc<ObjectRef>, &Cell<K>)> {
         // Both hold the same references: one without the other is a bug.
-        self.order.iter().filter_map(|r| self.by_ref.get(r).map(|o| (r, o)))
+        self.order.iter().filter_map(|r| self.by_ref.get(r).map(|c| (r, c)))
     }
+
+    /// Every reference with its object, in order.
+    fn iter(&self) -> impl Iterator<Item = (&Arc<ObjectRef>, Arc<K>)> {
+        self.cells().map(|(r, c)| (r, c.read().clone()))
+    }
+}
+
+/// What [`Objects::insert`] did.
+struct Inserted<K> {
+    key: Arc<ObjectRef>,
+    cell: Cell<K>,
+    previous: Option<Arc<K>>,
 }
 
 struct CacheState<K> {
@@ -170,12 +196,12 @@ impl<K> Clone for Cache<K> {
 impl<K> Cache<K> {
     /// The cached object, if any.
     pub fn get(&self, r: &ObjectRef) -> Option<Arc<K>> {
-        self.state.read().objects.get(r).cloned()
+        self.state.read().objects.get(r)
     }
 
     /// Every cached object, ordered by namespace and name.
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.state.read().objects.iter().map(|(_, o)| o.clone()).collect()
+        self.state.read().objects.iter().map(|(_, o)| o).collect()
     }
 
     /// Objects whose index `index` yields `value`.
@@ -184,7 +210,7 @@ impl<K> Cache<K> {
         st.indexes
             .get(index)
             .and_then(|i| i.entries.get(value))
-            .map(|objects| objects.values().cloned().collect())
+            .map(|cells| cells.values().map(|c| c.read().clone()).collect())
             .unwrap_or_default()
     }
 
@@ -342,13 +368,13 @@ impl<K: ObjectType> Reflector<K> {
             let old = std::mem::take(&mut st.objects);
             for (r, o) in old.iter() {
                 if !fresh.contains(r) {
-                    changes.push(Change::Deleted(o.clone()));
+                    changes.push(Change::Deleted(o));
                 }
             }
             for (r, o) in fresh.iter() {
                 let previous = old.get(r);
-                if previous.is_none_or(|prev| prev.revision() != o.revision()) {
-                    changes.push(Change::Applied { object: o.clone(), previous: previous.cloned() });
+                if previous.as_ref().is_none_or(|prev| prev.revision() != o.revision()) {
+                    changes.push(Change::Applied { object: o, previous });
                 }
             }
             st.objects = fresh;
@@ -356,9 +382,9 @@ impl<K: ObjectType> Reflector<K> {
             let CacheState { objects, indexes, .. } = &mut *st;
             for index in indexes.values_mut() {
                 index.entries.clear();
-                for (r, o) in objects.iter() {
-                    for v in (index.func)(o) {
-                        index.entries.entry(v).or_default().insert(r.clone(), o.clone());
+                for (r, c) in objects.cells() {
+                    for v in (index.func)(&c.read()) {
+                        index.entries.entry(v).or_default().insert(r.clone(), c.clone());
                     }
                 }
             }
@@ -374,23 +400,17 @@ impl<K: ObjectType> Reflector<K> {
         let mut st = self.state.write();
         let CacheState { objects, indexes, revision } = &mut *st;
         *revision = (*revision).max(object.revision());
-        let (key, previous) = objects.insert(r, object.clone());
+        let Inserted { key, cell, previous } = objects.insert(r, object.clone());
         for index in indexes.values_mut() {
             let now = (index.func)(object);
             let before = previous.as_ref().map(|p| (index.func)(p)).unwrap_or_default();
-            for v in &before {
-                if now.contains(v) {
-                    // The same value: the entry is replaced where it stands.
-                    if let Some(held) = index.entries.get_mut(v).and_then(|set| set.get_mut(&key)) {
-                        *held = object.clone();
-                    }
-                } else {
-                    index.remove(v, &key);
-                }
+            // A value kept holds the cell, which holds the new object already.
+            for v in before.iter().filter(|v| !now.contains(v)) {
+                index.remove(v, &key);
             }
             for v in now {
                 if !before.contains(&v) {
-                    index.entries.entry(v).or_default().insert(key.clone(), object.clone());
+                    index.entries.entry(v).or_default().insert(key.clone(), cell.clone());
                 }
             }
         }
@@ -423,15 +443,17 @@ mod tests {
     fn objects_are_listed_in_reference_order_through_updates_and_removals() {
         let mut objects: Objects<u32> = Objects::default();
         for (i, name) in ["c", "a", "d", "b"].into_iter().enumerate() {
-            assert!(objects.insert(task(name), Arc::new(i as u32)).1.is_none());
+            assert!(objects.insert(task(name), Arc::new(i as u32)).previous.is_none());
         }
-        let (kept, previous) = objects.insert(task("b"), Arc::new(9));
-        assert_eq!(previous.as_deref(), Some(&3));
+        let cell = objects.insert(task("b"), Arc::new(0)).cell;
+        let Inserted { key: kept, cell: same, previous } = objects.insert(task("b"), Arc::new(9));
+        assert_eq!(previous.as_deref(), Some(&0));
+        assert!(Arc::ptr_eq(&cell, &same) && **cell.read() == 9, "an update is made in the cell the indexes share");
         let (listed_b, _) = objects.iter().nth(1).expect("b is listed");
         assert!(Arc::ptr_eq(&kept, listed_b), "an update keeps the reference the indexes share");
         assert_eq!(objects.remove(&task("c")).map(|(_, o)| *o), Some(0));
         assert!(objects.remove(&task("c")).is_none());
-        let listed: Vec<(String, u32)> = objects.iter().map(|(r, o)| (r.name.clone(), **o)).collect();
+        let listed: Vec<(String, u32)> = objects.iter().map(|(r, o)| (r.name.clone(), *o)).collect();
         assert_eq!(listed, [("a".to_string(), 1), ("b".to_string(), 9), ("d".to_string(), 2)]);
         assert_eq!(objects.len(), 3);
         assert!(objects.contains(&task("d")) && objects.get(&task("c")).is_none());
