@@ -32,9 +32,10 @@ const WRITER_IN_FLIGHT: usize = 16;
 /// land before the time's runs start.
 const QUIET_BEFORE: Duration = Duration::from_millis(250);
 /// How long after a staged due time the writer waits: the nodes report that time's
-/// runs started, and the runs' bookkeeping must not compete with those reports (the
-/// start lag of every run is measured by them).
-const QUIET_AFTER: Duration = super::decide::STARTS_REPORTED;
+/// runs started, ten thousand of them in about a second on a busy control plane, and
+/// the runs' bookkeeping must not compete with those reports (the start lag of every
+/// run is measured by them).
+const QUIET_AFTER: Duration = Duration::from_millis(1500);
 
 /// Fewest runs staged for one due time that make it a burst worth keeping quiet
 /// around: a few runs' starts are nothing to make way for.

@@ -127,13 +127,6 @@ pub const STAGE_AHEAD: Duration = Duration::from_secs(5);
 /// The longest a run is staged before its due time.
 pub const MAX_STAGE_AHEAD: Duration = Duration::from_secs(15);
 
-/// How long after a due time its nodes may take to report the starts of the runs
-/// staged for it: ten thousand in about a second on a busy control plane, with room
-/// to spare. What can wait does not compete with those reports: a longer lead stages
-/// the next time only after this ([`stage_ahead`]), and the bookkeeping keeps quiet
-/// until then.
-pub const STARTS_REPORTED: Duration = Duration::from_millis(1500);
-
 /// How long before their due times runs are staged, when the last round that made
 /// runs took `last_staging` to make and place them: [`STAGE_AHEAD`], or twice that
 /// time if longer — on a busy machine, ten thousand runs due at one second take
@@ -143,13 +136,11 @@ pub fn stage_ahead(last_staging: Duration) -> Duration {
 }
 
 /// How long before `next` its run is staged, `ahead` asked, when the schedule's time
-/// before it is `prev`: a lead longer than [`STAGE_AHEAD`] stops [`STARTS_REPORTED`]
-/// after `prev`, so that staging (seconds of both cores for ten thousand runs) never
-/// meets the starts of the runs due then.
+/// before it is `prev`: a lead longer than [`STAGE_AHEAD`] stops a second after
+/// `prev`, so that staging never meets the starts of the runs due then.
 fn lead(ahead: chrono::Duration, prev: Option<DateTime<Utc>>, next: DateTime<Utc>) -> chrono::Duration {
     let least = chrono::Duration::from_std(STAGE_AHEAD).unwrap_or_default();
-    let settled = chrono::Duration::from_std(STARTS_REPORTED).unwrap_or_default();
-    prev.map_or(ahead, |p| ahead.min((next - p - settled).max(least)))
+    prev.map_or(ahead, |p| ahead.min((next - p - chrono::Duration::seconds(1)).max(least)))
 }
 
 /// What the next due time of the schedules asks of the framework now.

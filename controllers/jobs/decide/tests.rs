@@ -522,19 +522,18 @@ fn runs_are_staged_earlier_after_a_slow_staging_within_bounds() {
 }
 
 #[test]
-fn a_longer_lead_never_stages_while_the_starts_of_the_time_before_are_reported() {
+fn a_longer_lead_never_stages_within_a_second_of_the_time_before() {
     let spec = job(vec![every_10s(ConcurrencyPolicy::Allow)]);
     let first = decide(&spec, &JobStatus::default(), vec![], "2026-12-03T12:00:10Z").status;
     let done = vec![run("tick-1", RunPhase::Succeeded, Some("tick"), "2026-12-03T12:00:10Z")];
     let ahead = MAX_STAGE_AHEAD;
-    // After :10, :20 is staged once :10's starts are reported, not at once.
-    let settled = chrono::Duration::from_std(STARTS_REPORTED).unwrap();
-    let early = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:11Z", ahead);
+    // After :10, :20 is staged at :11, not at once.
+    let early = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:10Z", ahead);
     assert!(early.start.is_empty(), "{early:?}");
-    assert_eq!(early.wake_at, Some(at("2026-12-03T12:00:10Z") + settled));
-    let plan = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:11.500Z", ahead);
+    assert_eq!(early.wake_at, Some(at("2026-12-03T12:00:11Z")));
+    let plan = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:11Z", ahead);
     assert_eq!(plan.start.iter().map(|n| n.time).collect::<Vec<_>>(), [at("2026-12-03T12:00:20Z")]);
-    assert_eq!(plan.wake_at, Some(at("2026-12-03T12:00:20Z") + settled), "the time after it: as long after :20");
+    assert_eq!(plan.wake_at, Some(at("2026-12-03T12:00:21Z")), "the time after it: a second after :20");
     // The default lead is kept however close the times are.
     let short = decide_staging(&spec, &first, done, "2026-12-03T12:00:15Z", STAGE_AHEAD);
     assert_eq!(short.start.iter().map(|n| n.time).collect::<Vec<_>>(), [at("2026-12-03T12:00:20Z")]);
