@@ -388,15 +388,15 @@ async fn schedules_phase(cluster: &Cluster, opts: &JobsBenchOptions) -> anyhow::
             by_due.entry(due).or_default().push(*lag);
         }
     }
-    for (due, mut lags) in by_due {
-        lags.sort_by(f64::total_cmp);
+    for (due, mut of_due) in by_due {
+        of_due.sort_by(f64::total_cmp);
         println!(
             "    due {}: {} runs, p50 {} · p99 {} · max {}",
             due.format("%H:%M:%S"),
-            lags.len(),
-            secs(quantile(&lags, 0.50)),
-            secs(quantile(&lags, 0.99)),
-            secs(lags.last().copied())
+            of_due.len(),
+            secs(quantile(&of_due, 0.50)),
+            secs(quantile(&of_due, 0.99)),
+            secs(of_due.last().copied())
         );
     }
     println!(
