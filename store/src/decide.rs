@@ -252,18 +252,26 @@ fn with_new_status(cur: &StoredObject, key: &Key, status: Option<Value>, rev: u6
     if old == status {
         return Ok(None);
     }
-    let mut meta: Map<String, Value> = match top.get("metadata") {
+    // Metadata is split at its top level too: only the revision changes, and labels,
+    // owners and annotations are copied as stored.
+    let mut meta: std::collections::BTreeMap<String, &RawValue> = match top.get("metadata") {
         Some(raw) => {
             serde_json::from_str(raw.get()).map_err(|_| Error::Invalid("metadata must be a JSON object".into()))?
         }
-        None => Map::new(),
+        None => Default::default(),
     };
-    meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
-    let deleting = meta.get("deletionTimestamp").is_some_and(|t| !t.is_null());
-    let finalized = meta.get("finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    let deleting = meta.get("deletionTimestamp").is_some_and(|t| t.get() != "null");
+    let finalized = match meta.get("finalizers") {
+        Some(raw) => {
+            serde_json::from_str::<Value>(raw.get()).map_err(corrupt)?.as_array().is_some_and(|f| !f.is_empty())
+        }
+        None => false,
+    };
     let invalid = |e: serde_json::Error| Error::Invalid(e.to_string());
-    let meta = RawValue::from_string(serde_json::to_string(&meta).map_err(invalid)?).map_err(invalid)?;
-    let status = status.map(|s| RawValue::from_string(s.to_string())).transpose().map_err(invalid)?;
+    let revision = serde_json::value::to_raw_value(&rev.to_string()).map_err(invalid)?;
+    meta.insert("resourceVersion".into(), &revision);
+    let meta = serde_json::value::to_raw_value(&meta).map_err(invalid)?;
+    let status = status.map(|s| serde_json::value::to_raw_value(&s)).transpose().map_err(invalid)?;
     // The new JSON's length, near enough: the buffer is made that big at once, as
     // the newest events are bounded by their length, not by what a doubling buffer
     // would have reserved behind it.
@@ -307,4 +315,56 @@ fn with_server_fields(key: &Key, incoming: Value, old: &Value) -> Result<Value> 
         };
     }
     Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// What a status write makes of `object`, against the whole object decoded, the
+    /// status put in and the revision set: the same bytes.
+    fn same_as_whole(object: Value) -> StatusWritten {
+        let key = Key::namespaced("corral.dev/tasks", "ns", "t");
+        let cur = StoredObject::from_value(key.clone(), 7, &object).expect("stores");
+        let status = json!({"phase": "RUNNING", "message": "a \"quoted\" word"});
+        let written = with_new_status(&cur, &key, Some(status.clone()), 8).expect("writes").expect("a change");
+        let mut whole = object;
+        whole["status"] = status;
+        whole["metadata"]["resourceVersion"] = json!("8");
+        assert_eq!(written.object.json, serde_json::to_vec(&whole).expect("encodes"));
+        assert_eq!(written.object.value().expect("decodes"), whole);
+        written
+    }
+
+    #[test]
+    fn a_status_write_changes_only_the_status_and_the_revision() {
+        let meta = json!({
+            "name": "t", "namespace": "ns", "uid": "u", "resourceVersion": "7", "generation": 2,
+            "labels": {"z": "1", "a": "é\u{1}"}, "annotations": {"note": "{\"not\":\"metadata\"}"},
+            "ownerReferences": [{"kind": "Run", "name": "r", "uid": "o"}],
+        });
+        let w = same_as_whole(json!({"metadata": meta, "spec": {"nodeName": "n"}, "status": {"phase": "STAGED"}}));
+        assert!(!w.deleting && !w.finalized);
+
+        let mut m = meta.clone();
+        m["finalizers"] = json!(["corral.dev/agent"]);
+        m["deletionTimestamp"] = json!("2026-12-07T00:00:00Z");
+        let w = same_as_whole(json!({"metadata": m, "spec": {}}));
+        assert!(w.deleting && w.finalized, "deleting, with a finalizer left");
+
+        let mut m = meta;
+        m["finalizers"] = json!([]);
+        m["deletionTimestamp"] = Value::Null;
+        let w = same_as_whole(json!({"metadata": m, "spec": {}}));
+        assert!(!w.deleting && !w.finalized, "a null deletion and no finalizers");
+    }
+
+    #[test]
+    fn the_same_status_again_is_no_change() {
+        let key = Key::namespaced("corral.dev/tasks", "ns", "t");
+        let object = json!({"metadata": {"name": "t"}, "status": {"phase": "RUNNING"}});
+        let cur = StoredObject::from_value(key.clone(), 3, &object).expect("stores");
+        assert!(with_new_status(&cur, &key, Some(json!({"phase": "RUNNING"})), 4).expect("decides").is_none());
+    }
 }
