@@ -72,12 +72,13 @@ impl Quiet {
         quiet_until(&self.lock(), at)
     }
 
-    /// `wait` from `now`, made longer if it would end in a quiet window: until the
-    /// window's end.
-    pub(super) fn past_windows(&self, now: DateTime<Utc>, wait: Duration) -> Duration {
-        let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
-        match self.end_of_window_at(at) {
-            Some(end) => (end - now).to_std().unwrap_or(wait),
+    /// `wait` from `now`, made longer if a round starting then and `lasting` that long
+    /// would meet a quiet window: until the window's end.
+    pub(super) fn past_windows(&self, now: DateTime<Utc>, wait: Duration, lasting: Duration) -> Duration {
+        let start = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        let end = start + chrono::Duration::from_std(lasting).unwrap_or_default();
+        match window_met(&self.lock(), start, end) {
+            Some(window_end) => (window_end - now).to_std().unwrap_or(wait),
             None => wait,
         }
     }
@@ -109,6 +110,15 @@ pub(super) fn keeps_quiet(times: &BTreeSet<DateTime<Utc>>, at: DateTime<Utc>, ru
 pub(super) fn quiet_until(times: &BTreeSet<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     times.iter().find(|t| **t - QUIET_BEFORE <= now && now < **t + QUIET_AFTER).map(|t| *t + QUIET_AFTER)
 }
+
+/// The end of the first quiet window around one of `times` that a round from `start`
+/// to `end` meets.
+fn window_met(times: &BTreeSet<DateTime<Utc>>, start: DateTime<Utc>, end: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    times.iter().find(|t| **t - QUIET_BEFORE <= end && start < **t + QUIET_AFTER).map(|t| *t + QUIET_AFTER)
+}
+
+// The next time's staging starts after the window in which this time's starts are reported.
+const _: () = assert!(QUIET_AFTER.as_millis() < super::decide::AFTER_PREVIOUS.as_millis());
 
 /// A status decided, and the object it was decided for.
 struct Pending<S> {
@@ -336,19 +346,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_wait_ending_in_a_quiet_window_lasts_until_its_end() {
+    fn a_round_that_would_meet_a_quiet_window_waits_until_its_end() {
         let t = |ms: i64| DateTime::<Utc>::from_timestamp_millis(1_800_000_000_000 + ms).expect("a time");
         let quiet = Quiet::default();
-        let wait = Duration::from_millis(300);
-        assert_eq!(quiet.past_windows(t(0), wait), wait, "no window");
+        let (wait, lasting) = (Duration::from_millis(300), Duration::from_millis(500));
+        assert_eq!(quiet.past_windows(t(0), wait, lasting), wait, "no window");
         // A burst due at 200 ms: quiet from -50 ms until 1,700 ms.
         quiet.around(t(200), QUIET_MIN_RUNS);
-        assert_eq!(quiet.past_windows(t(0), wait), Duration::from_millis(1_700));
-        assert_eq!(quiet.past_windows(t(-300), wait), Duration::from_millis(2_000), "waiting into the window");
-        // A wait that ends before or after the window is left alone.
-        assert_eq!(quiet.past_windows(t(-1_000), wait), wait);
+        assert_eq!(quiet.past_windows(t(0), wait, lasting), Duration::from_millis(1_700), "starting in it");
+        assert_eq!(quiet.past_windows(t(-300), wait, lasting), Duration::from_millis(2_000), "waiting into it");
+        assert_eq!(quiet.past_windows(t(-800), wait, lasting), Duration::from_millis(2_500), "running into it");
+        // A round that ends before the window, or starts after it, is left alone.
+        assert_eq!(quiet.past_windows(t(-1_000), wait, Duration::from_millis(100)), wait);
+        assert_eq!(quiet.past_windows(t(-1_000), wait, lasting), wait, "ends at -200 ms");
         let long = Duration::from_secs(3);
-        assert_eq!(quiet.past_windows(t(0), long), long);
+        assert_eq!(quiet.past_windows(t(0), long, lasting), long);
     }
 
     #[test]

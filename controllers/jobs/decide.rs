@@ -128,19 +128,29 @@ pub const STAGE_AHEAD: Duration = Duration::from_secs(5);
 pub const MAX_STAGE_AHEAD: Duration = Duration::from_secs(15);
 
 /// How long before their due times runs are staged, when the last round that made
-/// runs took `last_staging` to make and place them: [`STAGE_AHEAD`], or twice that
-/// time if longer — on a busy machine, ten thousand runs due at one second take
-/// longer to make and place — but at most [`MAX_STAGE_AHEAD`].
+/// runs took `last_staging` to make and place them: [`STAGE_AHEAD`], or three times
+/// that time if longer — on a busy machine, ten thousand runs due at one second take
+/// longer to make and place, and longer again as their jobs' histories fill (half as
+/// long again by the fourth time of `corral-bench jobs`) — but at most
+/// [`MAX_STAGE_AHEAD`].
 pub fn stage_ahead(last_staging: Duration) -> Duration {
-    (last_staging * 2).clamp(STAGE_AHEAD, MAX_STAGE_AHEAD)
+    (last_staging * 3).clamp(STAGE_AHEAD, MAX_STAGE_AHEAD)
 }
 
+/// How long after a schedule's time a lead longer than [`STAGE_AHEAD`] stops: past
+/// the quiet window in which the nodes report that time's runs started (the
+/// bookkeeping's, 1.5 s), with a moment to spare, so that neither the staging of the
+/// next time nor the round that asks for its offers ([`LEAD`] before it, held to the
+/// window's end by [`offers_ahead_quietly`]) competes with those reports.
+pub const AFTER_PREVIOUS: Duration = Duration::from_secs(2);
+
 /// How long before `next` its run is staged, `ahead` asked, when the schedule's time
-/// before it is `prev`: a lead longer than [`STAGE_AHEAD`] stops a second after
-/// `prev`, so that staging never meets the starts of the runs due then.
+/// before it is `prev`: a lead longer than [`STAGE_AHEAD`] stops [`AFTER_PREVIOUS`]
+/// after `prev`.
 fn lead(ahead: chrono::Duration, prev: Option<DateTime<Utc>>, next: DateTime<Utc>) -> chrono::Duration {
     let least = chrono::Duration::from_std(STAGE_AHEAD).unwrap_or_default();
-    prev.map_or(ahead, |p| ahead.min((next - p - chrono::Duration::seconds(1)).max(least)))
+    let after = chrono::Duration::from_std(AFTER_PREVIOUS).unwrap_or_default();
+    prev.map_or(ahead, |p| ahead.min((next - p - after).max(least)))
 }
 
 /// What the next due time of the schedules asks of the framework now.

@@ -102,13 +102,19 @@ const LAZY: u32 = 5;
 /// Longest wait after a change to act on (see [`Jobs::rounds`]): a job made while a
 /// staging round ran may be due within seconds, and is staged only by the next round.
 const CHANGE_WAIT_MAX: Duration = Duration::from_secs(1);
+/// Longest a round woken by bookkeeping is expected to last when the rounds keep out
+/// of a quiet window (see [`Jobs::rounds`]): as long as the last one, up to this (a
+/// staging round takes seconds, the others a fraction of one).
+const ROUND_GUARD: Duration = Duration::from_millis(1500);
 
-/// What wakes the rounds: changes to act on, and bookkeeping.
+/// What wakes the rounds: changes to act on, bookkeeping, and offers.
 struct Wakes {
     wake: Arc<Notify>,
     nudge: Arc<Notify>,
-    /// Whether the last round wanted offers: offers' changes wake the rounds then,
-    /// and only nudge them otherwise.
+    /// Offers changed while the framework wanted them.
+    offered: Arc<Notify>,
+    /// Whether the framework wants offers (it has runs to launch, or a time due
+    /// soon): offers' changes wake the rounds then, and only nudge them otherwise.
     wants_offers: Arc<AtomicBool>,
 }
 
@@ -185,6 +191,9 @@ struct Apis {
 /// What the loop remembers between rounds.
 #[derive(Default)]
 struct Memory {
+    /// What woke the round to come (for its debug log): a change, bookkeeping or
+    /// the clock.
+    woken: &'static str,
     /// Attempts launched, by run key: the task's name, until the cache has it.
     launched: HashMap<String, (String, Instant)>,
     /// Offers accepted or declined, until the cache drops them.
@@ -229,6 +238,7 @@ impl Runnable for Jobs {
         // ended one pruned; see `on_change` for the jobs and runs); anything a round
         // must act on soon wakes them.
         let nudge = Arc::new(Notify::new());
+        let offered = Arc::new(Notify::new());
         let wants_offers = Arc::new(AtomicBool::new(true));
         let on_task = {
             let (wake, nudge) = (wake.clone(), nudge.clone());
@@ -289,16 +299,16 @@ impl Runnable for Jobs {
                 ),
             ),
             offers.run(shutdown.clone(), {
-                let (wake, nudge, wants) = (wake.clone(), nudge.clone(), wants_offers.clone());
+                let (offered, nudge, wants) = (offered.clone(), nudge.clone(), wants_offers.clone());
                 // Offers come and go as other frameworks' tasks end: they matter to
                 // a round only while the framework has something to launch or due.
                 move |_: corral_runtime::Change<Offer>| {
-                    if wants.load(Ordering::Relaxed) { wake.notify_one() } else { nudge.notify_one() }
+                    if wants.load(Ordering::Relaxed) { offered.notify_one() } else { nudge.notify_one() }
                 }
             }),
         );
         let lease = registration::renew_lease(client.clone(), JOBS_FRAMEWORK);
-        let rounds = self.rounds(apis, caches, Wakes { wake, nudge, wants_offers }, shutdown.clone());
+        let rounds = self.rounds(apis, caches, Wakes { wake, nudge, offered, wants_offers }, shutdown.clone());
         tokio::select! {
             _ = reflectors => {}
             _ = lease => {}
@@ -311,12 +321,12 @@ impl Runnable for Jobs {
 
 impl Jobs {
     async fn rounds(&self, apis: Arc<Apis>, caches: Caches, wakes: Wakes, shutdown: CancellationToken) {
-        let Wakes { wake, nudge, wants_offers } = wakes;
+        let Wakes { wake, nudge, offered, wants_offers } = wakes;
         caches.jobs.wait_synced().await;
         caches.runs.wait_synced().await;
         caches.tasks.wait_synced().await;
         caches.offers.wait_synced().await;
-        let mut memory = Memory { wants_offers, ..Memory::default() };
+        let mut memory = Memory { wants_offers: wants_offers.clone(), ..Memory::default() };
         loop {
             let started = Instant::now();
             let next = round(&apis, &caches, &mut memory, &self.counts).await;
@@ -327,26 +337,47 @@ impl Jobs {
             // A round goes over every job, and changes come by the thousand when
             // thousands of runs are due at once: the rounds wait before the next as
             // [`wait_after`] says, leaving the rest to the reports themselves — but
-            // never past the next due time. Nor is one started in a quiet window,
-            // while the nodes report the starts of a burst (see `bookkeeping`): a
-            // round over every job would compete with those reports, and its writes
-            // wait for the window's end anyway. Only a due time starts one there.
+            // never past the next due time. Nor is one started in a quiet window —
+            // or, for bookkeeping, just before one (as long before as the last round
+            // took, up to [`ROUND_GUARD`]) — while the nodes report the starts of a
+            // burst (see `bookkeeping`): a round over every job would compete with
+            // those reports, and its writes wait for the window's end anyway. Only a
+            // due time starts one there.
             let quiet = &memory.writer.quiet;
             let settle = |woken: Woken| {
-                let wait = quiet.past_windows(Utc::now(), wait_after(woken, took));
+                // A change may be a job whose run is due within the window: only
+                // a round that would start in it waits for its end.
+                let lasting = match woken {
+                    Woken::Change => Duration::ZERO,
+                    Woken::Bookkeeping => took.min(ROUND_GUARD),
+                };
+                let wait = quiet.past_windows(Utc::now(), wait_after(woken, took), lasting);
                 tokio::time::sleep_until(due.min(tokio::time::Instant::now() + wait))
             };
-            tokio::select! {
+            memory.woken = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = wake.notified() => settle(Woken::Change).await,
+                _ = wake.notified() => {
+                    settle(Woken::Change).await;
+                    "change"
+                }
+                // Offers that came while a round launched everything it had (its
+                // own accepts' echoes, mostly) are no longer wanted once it ended:
+                // bookkeeping then, not a round a second after a staging one.
+                _ = offered.notified(), if wants_offers.load(Ordering::Relaxed) => {
+                    settle(Woken::Change).await;
+                    "offers"
+                }
                 _ = nudge.notified() => {
                     tokio::select! {
-                        _ = settle(Woken::Bookkeeping) => {}
-                        _ = wake.notified() => settle(Woken::Change).await,
+                        _ = settle(Woken::Bookkeeping) => "bookkeeping",
+                        _ = wake.notified() => {
+                            settle(Woken::Change).await;
+                            "change"
+                        }
                     }
                 }
-                _ = tokio::time::sleep_until(due) => {}
-            }
+                _ = tokio::time::sleep_until(due) => "clock",
+            };
         }
     }
 }
@@ -674,6 +705,11 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         launched_now.insert(run.clone());
         memory.launched.insert(run, (task, Instant::now()));
     }
+    // Everything launched, and nothing due soon: offers that come now (this round's
+    // accepts taking them, mostly) are nothing to wake the rounds for.
+    if launched_now.len() == launching.len() && !due_soon {
+        memory.wants_offers.store(false, Ordering::Relaxed);
+    }
     futures::stream::iter(unused)
         .for_each_concurrent(IN_FLIGHT, |offer| async move {
             decline(client, JOBS_FRAMEWORK, &offer, REFUSE_SECONDS).await;
@@ -735,6 +771,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
         jobs_ms,
         launch_ms,
         took_ms = clock.elapsed().as_millis() as u64,
+        woken = memory.woken,
         "jobs round"
     );
     due

@@ -516,24 +516,24 @@ fn a_staged_run_waits_placed_until_its_time_and_its_deadline_counts_from_then() 
 #[test]
 fn runs_are_staged_earlier_after_a_slow_staging_within_bounds() {
     assert_eq!(stage_ahead(Duration::ZERO), STAGE_AHEAD);
-    assert_eq!(stage_ahead(Duration::from_millis(2400)), STAGE_AHEAD, "placed in half the time: as usual");
-    assert_eq!(stage_ahead(Duration::from_millis(3600)), Duration::from_millis(7200));
+    assert_eq!(stage_ahead(Duration::from_millis(1600)), STAGE_AHEAD, "placed in a third of the time: as usual");
+    assert_eq!(stage_ahead(Duration::from_millis(3600)), Duration::from_millis(10800));
     assert_eq!(stage_ahead(Duration::from_secs(60)), MAX_STAGE_AHEAD);
 }
 
 #[test]
-fn a_longer_lead_never_stages_within_a_second_of_the_time_before() {
+fn a_longer_lead_never_stages_within_two_seconds_of_the_time_before() {
     let spec = job(vec![every_10s(ConcurrencyPolicy::Allow)]);
     let first = decide(&spec, &JobStatus::default(), vec![], "2026-12-03T12:00:10Z").status;
     let done = vec![run("tick-1", RunPhase::Succeeded, Some("tick"), "2026-12-03T12:00:10Z")];
     let ahead = MAX_STAGE_AHEAD;
-    // After :10, :20 is staged at :11, not at once.
-    let early = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:10Z", ahead);
+    // After :10, :20 is staged at :12 (past the nodes' reports of :10), not at once.
+    let early = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:11Z", ahead);
     assert!(early.start.is_empty(), "{early:?}");
-    assert_eq!(early.wake_at, Some(at("2026-12-03T12:00:11Z")));
-    let plan = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:11Z", ahead);
+    assert_eq!(early.wake_at, Some(at("2026-12-03T12:00:12Z")));
+    let plan = decide_staging(&spec, &first, done.clone(), "2026-12-03T12:00:12Z", ahead);
     assert_eq!(plan.start.iter().map(|n| n.time).collect::<Vec<_>>(), [at("2026-12-03T12:00:20Z")]);
-    assert_eq!(plan.wake_at, Some(at("2026-12-03T12:00:21Z")), "the time after it: a second after :20");
+    assert_eq!(plan.wake_at, Some(at("2026-12-03T12:00:22Z")), "the time after it: two seconds after :20");
     // The default lead is kept however close the times are.
     let short = decide_staging(&spec, &first, done, "2026-12-03T12:00:15Z", STAGE_AHEAD);
     assert_eq!(short.start.iter().map(|n| n.time).collect::<Vec<_>>(), [at("2026-12-03T12:00:20Z")]);
