@@ -46,21 +46,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use corral_api::ApiObject;
 use corral_api::kinds::Lease;
 use corral_api::kinds::Node;
 use corral_api::kinds::node::{NODE_LEASE_NAMESPACE, NodeSpec, NodeStatus, PortRange, Resources};
 use corral_api::kinds::task::{AGENT_FINALIZER, Task, TaskPhase};
-use corral_api::{ApiObject, Resource};
 use corral_client::{Api, Client, ListParams};
 use corral_runtime::watcher::{Seen, watch};
 use corral_runtime::{CancellationToken, StatusReporter};
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{Id, JoinSet};
-
-use self::seen_task::SeenTask;
-
-mod seen_task;
 
 /// Most waiting tasks one node works on in one turn.
 pub const NODE_BATCH: usize = 64;
@@ -164,8 +160,7 @@ pub async fn run_hollow(client: Client, opts: HollowOptions, shutdown: Cancellat
     let ours: Arc<HashSet<String>> = Arc::new(names.iter().cloned().collect());
     let beats = heartbeats(leases, names, opts.heartbeat, shutdown.clone());
     let realize = realize_tasks(
-        Api::all(client.clone()),
-        Api::for_kind(client, Task::shared_kind_info(), None),
+        Api::all(client),
         ours,
         opts.realize_concurrency.max(1),
         opts.max_queued.max(1),
@@ -267,7 +262,7 @@ enum Change {
     /// The watch listed again: what it reports next is the whole present.
     Relisted,
     /// A task of one of our nodes, as it is now.
-    Task(Box<SeenTask>),
+    Task(Box<Task>),
     /// A task of ours is gone (its uid).
     Gone(String),
 }
@@ -276,7 +271,6 @@ enum Change {
 /// once and at most `max_queued` waiting, until `shutdown` is cancelled.
 async fn realize_tasks(
     tasks: Api<Task>,
-    watched: Api<SeenTask>,
     ours: Arc<HashSet<String>>,
     limit: usize,
     max_queued: usize,
@@ -285,10 +279,10 @@ async fn realize_tasks(
 ) {
     // A little slack between the watch and the realizer; the queue is the buffer.
     let (tx, mut rx) = mpsc::channel::<Change>(1024);
-    let feed = watch(watched, ListParams::default(), shutdown.clone(), None, move |seen| {
+    let feed = watch(tasks.clone(), ListParams::default(), shutdown.clone(), None, move |seen| {
         let (tx, ours) = (tx.clone(), ours.clone());
         async move {
-            let is_ours = |t: &SeenTask| t.node().is_some_and(|n| ours.contains(n));
+            let is_ours = |t: &Task| t.spec.node_name.as_ref().is_some_and(|n| ours.contains(n));
             // A send fails only once the realizer has stopped, at shutdown.
             match seen {
                 Seen::Listed { objects, .. } => {
@@ -358,7 +352,7 @@ struct Realizer {
     /// Each node's status reporter, made at its first turn.
     reporters: HashMap<String, StatusReporter>,
     /// Tasks being worked on → the newest version seen since (if any).
-    busy: HashMap<String, Option<Box<SeenTask>>>,
+    busy: HashMap<String, Option<Box<Task>>>,
     /// Tasks waiting for a slot → their newest version.
     queued: HashMap<String, Box<Task>>,
     /// Each node's waiting tasks (uids), oldest first. A uid no longer in `queued`
@@ -430,14 +424,7 @@ impl Realizer {
 
     /// Queues `task` (in place of an older version) if it needs anything; forgets it
     /// if it no longer does.
-    fn offer(&mut self, uid: String, seen: Box<SeenTask>) {
-        let task = match seen.task() {
-            Ok(task) => Box::new(task),
-            Err(e) => {
-                tracing::warn!(error = %e, task = %seen.name(), "a watched task does not decode; skipped");
-                return;
-            }
-        };
+    fn offer(&mut self, uid: String, task: Box<Task>) {
         if !needs_work(&task) {
             self.queued.remove(&uid);
             self.unhold(&uid);
@@ -830,7 +817,7 @@ mod tests {
         let mut t = task(Some(TaskPhase::Running), true, false, false);
         t.metadata.uid = Some("u".into());
         t.metadata.resource_version = Some(rv.to_string());
-        Change::Task(Box::new(SeenTask::of(&t)))
+        Change::Task(Box::new(t))
     }
 
     #[tokio::test]
@@ -856,7 +843,7 @@ mod tests {
             let mut t = task(Some(TaskPhase::Staging), false, false, false);
             t.metadata.uid = Some(uid.into());
             t.spec.node_name = Some(node.into());
-            r.seen(Change::Task(Box::new(SeenTask::of(&t))));
+            r.seen(Change::Task(Box::new(t)));
         }
         assert_eq!(r.running.len(), 1);
         assert!(r.busy.contains_key("a1"));
@@ -866,7 +853,7 @@ mod tests {
         let mut settled = task(Some(TaskPhase::Running), true, false, false);
         settled.metadata.uid = Some("a2".into());
         settled.spec.node_name = Some("a".into());
-        r.seen(Change::Task(Box::new(SeenTask::of(&settled))));
+        r.seen(Change::Task(Box::new(settled)));
         assert!(!r.queued.contains_key("a2"));
         assert_eq!(r.queued.len(), 2, "a3 and b1 wait");
         // Each node's turn serves one task: node a's next, then node b's first.
@@ -888,15 +875,15 @@ mod tests {
             t.spec.start_at = Some(at.to_rfc3339());
             t
         };
-        r.seen(Change::Task(Box::new(SeenTask::of(&staged("soon", 5)))));
-        r.seen(Change::Task(Box::new(SeenTask::of(&staged("later", 60)))));
-        r.seen(Change::Task(Box::new(SeenTask::of(&staged("now", -5)))));
+        r.seen(Change::Task(Box::new(staged("soon", 5))));
+        r.seen(Change::Task(Box::new(staged("later", 60))));
+        r.seen(Change::Task(Box::new(staged("now", -5))));
         assert_eq!(r.busy.keys().collect::<Vec<_>>(), ["now"], "a time past starts at once");
         assert_eq!(r.held.len(), 2);
         // Killed while held: worked on at once (reported killed before it started).
         let mut killed = staged("later", 60);
         killed.spec.kill = true;
-        r.seen(Change::Task(Box::new(SeenTask::of(&killed))));
+        r.seen(Change::Task(Box::new(killed)));
         assert!(r.busy.contains_key("later") && r.held.len() == 1);
         r.release(tokio::time::Instant::now());
         assert!(!r.busy.contains_key("soon"), "its time has not come");
