@@ -326,7 +326,7 @@ impl Jobs {
         caches.runs.wait_synced().await;
         caches.tasks.wait_synced().await;
         caches.offers.wait_synced().await;
-        let mut memory = Memory { wants_offers: wants_offers.clone(), ..Memory::default() };
+        let mut memory = Memory { wants_offers, ..Memory::default() };
         loop {
             let started = Instant::now();
             let next = round(&apis, &caches, &mut memory, &self.counts).await;
@@ -363,7 +363,7 @@ impl Jobs {
                 // Offers that came while a round launched everything it had (its
                 // own accepts' echoes, mostly) are no longer wanted once it ended:
                 // bookkeeping then, not a round a second after a staging one.
-                _ = offered.notified(), if wants_offers.load(Ordering::Relaxed) => {
+                _ = offered.notified(), if memory.wants_offers.load(Ordering::Relaxed) => {
                     settle(Woken::Change).await;
                     "offers"
                 }
