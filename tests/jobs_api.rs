@@ -326,3 +326,43 @@ async fn a_run_is_staged_on_its_node_before_its_time_and_cancelled_with_its_task
         .await;
     assert!(job["status"]["schedules"][0]["missed"] == 0, "{job:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_a_hollow_node_end_as_their_tasks_environment_says() {
+    use corral_bench::hollow::{EXIT_AFTER_ENV, HollowOptions, run_hollow};
+    use corral_runtime::CancellationToken;
+
+    // With the node lifecycle controller, which finds the node's heartbeats Ready.
+    let s = TestServer::start().await;
+    // A SIMULATED node: it reports its tasks running, and ends them when their
+    // environment says, without a process.
+    let shutdown = CancellationToken::new();
+    let opts = HollowOptions { nodes: 1, heartbeat: std::time::Duration::from_secs(1), ..Default::default() };
+    let hollow = tokio::spawn(run_hollow(s.api(), opts, shutdown.clone()));
+    s.wait_for("/apis/corral.dev/v1/nodes/hollow-0", "the hollow node Ready", |n| n["status"]["phase"] == "Ready")
+        .await;
+    for (name, exit) in [("ok", "0.2"), ("bad", "0.2:3"), ("ok2", "0.2")] {
+        let mut j = job(name);
+        j["spec"]["schedules"] = json!([]);
+        j["spec"]["run"]["restartPolicy"] = json!("NEVER");
+        j["spec"]["run"]["task"]["env"] = json!({ EXIT_AFTER_ENV: exit });
+        let (code, out) = s.post(JOBS, &j).await;
+        assert_eq!(code, StatusCode::CREATED, "{out}");
+        let run = json!({"apiVersion": "corral.dev/v1", "kind": "JobRun",
+            "metadata": {"name": format!("{name}-1"), "namespace": "default"}, "spec": {"job": name}});
+        let (code, out) = s.post(RUNS, &run).await;
+        assert_eq!(code, StatusCode::CREATED, "{out}");
+    }
+    for (run, phase, code) in [("ok-1", "Succeeded", 0), ("bad-1", "Failed", 3), ("ok2-1", "Succeeded", 0)] {
+        let done = s
+            .wait_for(&format!("{RUNS}/{run}"), "the run to end", |r| {
+                matches!(r["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+            })
+            .await;
+        assert_eq!(done["status"]["phase"], phase, "{done:#}");
+        assert_eq!(done["status"]["attempts"][0]["exitCode"], code, "{done:#}");
+        assert_eq!(done["status"]["attempts"][0]["node"], "hollow-0", "{done:#}");
+    }
+    shutdown.cancel();
+    let _ = hollow.await;
+}

@@ -342,8 +342,8 @@ struct Realizer {
     tasks: Api<Task>,
     /// Jobs at once, at most.
     limit: usize,
-    /// Reports of tasks that ended by themselves ([`EXIT_AFTER_ENV`]) in flight at
-    /// once, at most: as many as jobs.
+    /// Nodes reporting tasks that ended by themselves ([`EXIT_AFTER_ENV`]) at once,
+    /// at most: as many as jobs.
     exits: Arc<Semaphore>,
     /// Jobs: each a node's turn, realizing some of its tasks.
     running: JoinSet<Vec<Option<u64>>>,
@@ -519,8 +519,15 @@ impl Realizer {
             let (uids, batch): (Vec<String>, Vec<Box<Task>>) = batch.into_iter().unzip();
             let (tasks, exits) = (self.tasks.clone(), self.exits.clone());
             let job = self.running.spawn(async move {
-                let work = batch.into_iter().map(|task| realize(&tasks, &reporter, task, &exits));
-                futures::future::join_all(work).await
+                let work = batch.into_iter().map(|task| realize(&tasks, &reporter, task));
+                let (written, ends): (Vec<_>, Vec<_>) = futures::future::join_all(work).await.into_iter().unzip();
+                let ends: Vec<Ending> = ends.into_iter().flatten().collect();
+                if !ends.is_empty() {
+                    // One timer for the node's batch, not one task each: ten thousand
+                    // runs started in one second otherwise cost ten thousand spawns.
+                    tokio::spawn(end_later(tasks, reporter, ends, exits));
+                }
+                written
             });
             for uid in &uids {
                 self.busy.insert(uid.clone(), None);
@@ -588,13 +595,22 @@ fn needs_work(task: &Task) -> bool {
     }
 }
 
+/// A task reported running that ends by itself ([`EXIT_AFTER_ENV`]): when, how, and
+/// the task as written last.
+struct Ending {
+    after: Duration,
+    code: i32,
+    task: Box<Task>,
+}
+
 /// Realizes `task`, retrying errors other than conflicts (a newer version comes
 /// through the watch) and absence (nothing left to do). Returns the revision of the
-/// last write made, if any.
-async fn realize(tasks: &Api<Task>, reporter: &StatusReporter, task: Box<Task>, exits: &Arc<Semaphore>) -> Option<u64> {
+/// last write made, if any, and how the task ends by itself if it does.
+async fn realize(tasks: &Api<Task>, reporter: &StatusReporter, task: Box<Task>) -> (Option<u64>, Option<Ending>) {
     let namespace = task.metadata.namespace.clone().unwrap_or_default();
     let name = task.metadata.name.clone();
     let mut written = None;
+    let mut ending = None;
     let mut task = Some(task);
     for attempt in 1..=ATTEMPTS {
         // The futures of the client's calls are large and most tasks need one write:
@@ -604,12 +620,12 @@ async fn realize(tasks: &Api<Task>, reporter: &StatusReporter, task: Box<Task>, 
             None => Box::pin(tasks.in_namespace(&namespace).get(&name)).await.map(Box::new),
         };
         let result = match read {
-            Ok(t) => realize_once(tasks, reporter, t, &mut written, exits).await,
+            Ok(t) => realize_once(tasks, reporter, t, &mut written, &mut ending).await,
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => return written,
-            Err(e) if e.is_conflict() || e.is_not_found() => return written,
+            Ok(()) => return (written, ending),
+            Err(e) if e.is_conflict() || e.is_not_found() => return (written, ending),
             Err(e) if attempt == ATTEMPTS => {
                 tracing::warn!(task = %name, namespace, error = %e, "hollow node gave up on a task; its next change retries");
             }
@@ -619,20 +635,20 @@ async fn realize(tasks: &Api<Task>, reporter: &StatusReporter, task: Box<Task>, 
             }
         }
     }
-    written
+    (written, ending)
 }
 
 /// Does on paper what an agent does, from the task's present state: reports it
 /// running and takes it (finalizer); on `spec.kill` reports it killed; on deletion
 /// reports it killed and lets it go. One that ended keeps the finalizer, as with an
 /// agent: deleting it does not wait. Records in `written` the revision of each write
-/// made.
+/// made, and in `ending` how a task reported running ends by itself.
 async fn realize_once(
     tasks: &Api<Task>,
     reporter: &StatusReporter,
     mut task: Box<Task>,
     written: &mut Option<u64>,
-    exits: &Arc<Semaphore>,
+    ending: &mut Option<Ending>,
 ) -> corral_client::Result<()> {
     let taken = task.metadata.finalizers.iter().any(|f| f == AGENT_FINALIZER);
     let phase = task.status.as_ref().map(|s| s.phase).unwrap_or_default();
@@ -672,16 +688,9 @@ async fn realize_once(
         st.message = Some(SIMULATED_NOTE.into());
         *task = Box::pin(reporter.write_task(*task)).await?;
         *written = Some(task.revision());
+        // Known from now on, whatever becomes of the finalizer's write below.
         if let Some((after, code)) = exit_after(&task) {
-            let (tasks, ns, known) = (tasks.clone(), task.metadata.namespace.clone(), (*task).clone());
-            let (exits, reporter) = (exits.clone(), reporter.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                // Thousands of tasks started at one second end at one second: their
-                // reports go out as many at once as the realizer's, not all at once.
-                let Ok(_slot) = exits.acquire().await else { return };
-                exit(&tasks.in_namespace(ns.as_deref().unwrap_or_default()), &reporter, known, code).await;
-            });
+            *ending = Some(Ending { after, code, task: task.clone() });
         }
     }
     if !taken {
@@ -701,6 +710,31 @@ fn exit_after(task: &Task) -> Option<(Duration, i32)> {
     };
     let secs: f64 = secs.trim().parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0)?;
     Some((Duration::from_secs_f64(secs), code))
+}
+
+/// Reports each of one node's `ends` ended, `after` its time from now: those due
+/// together at once, with one of the `slots` shared by the nodes (thousands of tasks
+/// started in one second end in one second: their reports go out as many nodes at
+/// once as the realizer's, not all at once).
+async fn end_later(tasks: Api<Task>, reporter: StatusReporter, mut ends: Vec<Ending>, slots: Arc<Semaphore>) {
+    let base = tokio::time::Instant::now();
+    ends.sort_by_key(|e| e.after);
+    let mut ends = ends.into_iter().peekable();
+    while let Some(first) = ends.next() {
+        let after = first.after;
+        let mut due = vec![first];
+        while let Some(e) = ends.next_if(|e| e.after == after) {
+            due.push(e);
+        }
+        tokio::time::sleep_until(base + after).await;
+        let Ok(_slot) = slots.acquire().await else { return };
+        let work = due.into_iter().map(|e| {
+            let tasks = tasks.in_namespace(e.task.metadata.namespace.as_deref().unwrap_or_default());
+            let reporter = &reporter;
+            async move { exit(&tasks, reporter, *e.task, e.code).await }
+        });
+        futures::future::join_all(work).await;
+    }
 }
 
 /// Reports task `name` ended with exit `code`, as an agent whose process exited —
