@@ -64,6 +64,17 @@ impl Registration {
             Err(e) => tracing::debug!(error = %e, framework = name, "cannot register the framework"),
         }
     }
+
+    /// Asks for offers now if the framework is suppressed (or not yet registered),
+    /// with the roles it was last registered with — `default_role` when it had none.
+    pub(crate) async fn unsuppress(&mut self, frameworks: &Api<Framework>, name: &str, default_role: &str) {
+        let roles = match &self.registered {
+            Some(((false, _), _)) => return,
+            Some(((true, roles), _)) if !roles.is_empty() => roles.iter().cloned().collect(),
+            _ => BTreeSet::from([default_role.to_string()]),
+        };
+        self.ensure(frameworks, name, true, &roles).await;
+    }
 }
 
 /// Renews framework `name`'s lease for as long as the caller runs.

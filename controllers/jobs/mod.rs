@@ -206,6 +206,9 @@ struct Memory {
     /// How long the last round whose schedules made runs took to make and place
     /// them: the next runs are staged that much earlier ([`decide::stage_ahead`]).
     staging_took: Duration,
+    /// When the clock is next due for a job (a run to stage, mostly), as the last
+    /// round found.
+    next_schedule: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -452,6 +455,14 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
     let mut roles_due: BTreeSet<String> = BTreeSet::new();
     let mut jobs_due_soon = 0usize;
     let mut plans = Vec::new();
+    // A job's time to stage a run has come while the framework wants no offers: the
+    // round that would have asked for them (`LEAD` before) was held to the end of a
+    // burst's quiet window and ran past that time. They are asked for now, so that
+    // they come while this round makes the runs and it launches them, rather than a
+    // round woken by them later, seconds closer to the due time.
+    if memory.next_schedule.is_some_and(|t| t <= now) {
+        memory.registration.unsuppress(&apis.frameworks, JOBS_FRAMEWORK, DEFAULT_ROLE).await;
+    }
     let idle = memory.writer.idle().await;
     for job in caches.jobs.list() {
         if job.metadata.deletion_timestamp.is_some() {
@@ -542,6 +553,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
     runs.extend(fresh.into_values());
     // A schedule due soon: offers are asked for now, and kept rather than declined.
     let quiet = &memory.writer.quiet;
+    memory.next_schedule = schedules_due;
     let ahead = decide::offers_ahead_quietly(schedules_due, now, |t| quiet.end_of_window_at(t));
     let due_soon = ahead.soon;
     due = earliest(due, ahead.wake_at);
