@@ -371,11 +371,18 @@ impl Jobs {
                     "offers"
                 }
                 _ = nudge.notified() => {
+                    // Bookkeeping waits long (its rounds are lazy); a change, or offers
+                    // that runs waiting to launch asked for, end that wait as they
+                    // would have without it.
                     tokio::select! {
                         _ = settle(Woken::Bookkeeping) => "bookkeeping",
                         _ = wake.notified() => {
                             settle(Woken::Change).await;
                             "change"
+                        }
+                        _ = offered.notified(), if memory.wants_offers.load(Ordering::Relaxed) => {
+                            settle(Woken::Change).await;
+                            "offers"
                         }
                     }
                 }
