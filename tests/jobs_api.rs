@@ -341,6 +341,8 @@ async fn runs_on_a_hollow_node_end_as_their_tasks_environment_says() {
     let hollow = tokio::spawn(run_hollow(s.api(), opts, shutdown.clone()));
     s.wait_for("/apis/corral.dev/v1/nodes/hollow-0", "the hollow node Ready", |n| n["status"]["phase"] == "Ready")
         .await;
+    // Three tasks ending at the same time on one node: one timer ends them together,
+    // each with its own code.
     for (name, exit) in [("ok", "0.2"), ("bad", "0.2:3"), ("ok2", "0.2")] {
         let mut j = job(name);
         j["spec"]["schedules"] = json!([]);

@@ -192,6 +192,16 @@ pub fn offers_ahead_quietly(
     }
 }
 
+/// Whether a round must ask for offers before it decides the jobs: the time a job is
+/// next due by the clock, `next` (a run to stage, mostly), has come. The round that
+/// would have asked for them [`LEAD`] before may have been held to the end of a
+/// burst's quiet window and run past that time; asked for first, the offers come
+/// while the round makes the runs, and it launches them itself rather than leaving
+/// them to a later round, seconds closer to the due time.
+pub fn offers_first(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    next.is_some_and(|t| t <= now)
+}
+
 /// The policy manual runs follow: the strictest of the enabled schedules'
 /// (`FORBID` over `REPLACE` over `ALLOW`); `ALLOW` for a job without schedules.
 pub fn manual_policy(spec: &JobSpec) -> ConcurrencyPolicy {

@@ -462,12 +462,7 @@ async fn round(apis: &Arc<Apis>, caches: &Caches, memory: &mut Memory, counts: &
     let mut roles_due: BTreeSet<String> = BTreeSet::new();
     let mut jobs_due_soon = 0usize;
     let mut plans = Vec::new();
-    // A job's time to stage a run has come while the framework wants no offers: the
-    // round that would have asked for them (`LEAD` before) was held to the end of a
-    // burst's quiet window and ran past that time. They are asked for now, so that
-    // they come while this round makes the runs and it launches them, rather than a
-    // round woken by them later, seconds closer to the due time.
-    if memory.next_schedule.is_some_and(|t| t <= now) {
+    if decide::offers_first(memory.next_schedule, now) {
         memory.registration.unsuppress(&apis.frameworks, JOBS_FRAMEWORK, DEFAULT_ROLE).await;
     }
     let idle = memory.writer.idle().await;

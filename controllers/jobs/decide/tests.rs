@@ -367,6 +367,20 @@ fn getting_ready_for_the_next_time_waits_out_the_quiet_window_of_a_burst_but_nev
     assert_eq!(none, offers_ahead(Some(due), at("2026-12-03T12:00:05Z")));
 }
 
+#[test]
+fn offers_are_asked_for_first_once_a_jobs_clock_time_has_come() {
+    let now = at("2026-12-03T12:00:12Z");
+    let cases = [
+        (None, false, "nothing scheduled"),
+        (Some("2026-12-03T12:00:13Z"), false, "the time to stage is still ahead"),
+        (Some("2026-12-03T12:00:12Z"), true, "it is now"),
+        (Some("2026-12-03T12:00:11.500Z"), true, "it passed while the last round ran"),
+    ];
+    for (next, first, why) in cases {
+        assert_eq!(offers_first(next.map(at), now), first, "{why}");
+    }
+}
+
 /// A run of schedule `tick` staged for `due`, made at `created`.
 fn staged(name: &str, phase: RunPhase, created: &str, due: &str) -> RunView {
     RunView { due: Some(at(due)), ..run(name, phase, Some("tick"), created) }
